@@ -1,0 +1,123 @@
+//! The bounded per-subscription queue both buses deliver into.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+struct State<M> {
+    queue: VecDeque<Arc<M>>,
+    closed: bool,
+    dropped: u64,
+    received: u64,
+}
+
+/// Keep-last queue of one subscription: pushing into a full queue evicts the oldest.
+pub(crate) struct Inbox<M> {
+    state: Mutex<State<M>>,
+    notify: Notify,
+    depth: usize,
+}
+
+impl<M> Inbox<M> {
+    pub(crate) fn new(depth: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State { queue: VecDeque::with_capacity(depth.min(64)), closed: false, dropped: 0, received: 0 }),
+            notify: Notify::new(),
+            depth: depth.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<M>> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every critical section is a single VecDeque operation), so poison is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msg`; returns false once the inbox is closed.
+    pub(crate) fn push(&self, msg: Arc<M>) -> bool {
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return false;
+            }
+            if s.queue.len() == self.depth {
+                s.queue.pop_front();
+                s.dropped += 1;
+            }
+            s.queue.push_back(msg);
+            s.received += 1;
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// Receives messages of type `M` from one topic.
+///
+/// Holds at most the subscription's QoS depth: when the node falls behind, the oldest
+/// queued messages are dropped and counted ([`Subscriber::dropped`]).
+pub struct Subscriber<M> {
+    topic: String,
+    inbox: Arc<Inbox<M>>,
+    // Keeps whatever feeds the inbox alive (e.g. a ROS forwarding task's abort handle).
+    _feeder: Option<Box<dyn Send + Sync>>,
+}
+
+impl<M> Subscriber<M> {
+    pub(crate) fn new(topic: String, inbox: Arc<Inbox<M>>, feeder: Option<Box<dyn Send + Sync>>) -> Self {
+        Self { topic, inbox, _feeder: feeder }
+    }
+
+    /// The next message; `None` once the bus has shut down and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Arc<M>> {
+        loop {
+            {
+                let mut s = self.inbox.lock();
+                if let Some(m) = s.queue.pop_front() {
+                    return Some(m);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            // notify_one stores a permit when nobody waits, so a push between the
+            // check above and this await is not lost.
+            self.inbox.notify.notified().await;
+        }
+    }
+
+    /// The next queued message without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<M>> {
+        self.inbox.lock().queue.pop_front()
+    }
+
+    /// Messages evicted unread because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inbox.lock().dropped
+    }
+
+    /// Messages delivered into this subscription's queue so far.
+    pub fn received(&self) -> u64 {
+        self.inbox.lock().received
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.inbox.lock().queue.len()
+    }
+
+    /// The topic this subscription reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}

@@ -1,0 +1,161 @@
+//! The in-process bus: nodes in one process exchange `Arc`s of messages, no copies.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink, Subscriber};
+use crate::clock::Clock;
+use crate::msg::Message;
+
+/// Type-erased view of a topic, for shutdown and introspection.
+trait AnyTopic: Send + Sync {
+    fn close(&self);
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+struct Topic<M> {
+    subscribers: Mutex<Vec<Weak<Inbox<M>>>>,
+    /// Transient-local history: the last messages of latched publishers.
+    latched: Mutex<VecDeque<Arc<M>>>,
+}
+
+impl<M: Message> AnyTopic for Topic<M> {
+    fn close(&self) {
+        let subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        for inbox in subs.iter().filter_map(Weak::upgrade) {
+            inbox.close();
+        }
+    }
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+struct Entry {
+    type_name: &'static str,
+    topic: Arc<dyn AnyTopic>,
+}
+
+struct Inner {
+    topics: Mutex<HashMap<String, Entry>>,
+    closed: AtomicBool,
+    clock: Clock,
+}
+
+/// In-process bus on tokio. Cloning shares the bus.
+///
+/// QoS: keep-last `depth` per subscription; a transient-local publisher's last `depth`
+/// messages are kept on the topic and handed to transient-local subscribers that join
+/// later (ROS 2's "latched" behaviour). Reliability has no effect in-process: nothing is
+/// lost except by keep-last eviction.
+#[derive(Clone)]
+pub struct LocalBus {
+    inner: Arc<Inner>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self::new(Clock::system())
+    }
+}
+
+impl LocalBus {
+    /// A bus whose nodes stamp messages with `clock`.
+    pub fn new(clock: Clock) -> Self {
+        Self { inner: Arc::new(Inner { topics: Mutex::new(HashMap::new()), closed: AtomicBool::new(false), clock }) }
+    }
+
+    fn topic<M: Message>(&self, name: &str) -> Result<(String, Arc<Topic<M>>), BusError> {
+        let name = resolve_topic(name)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(name));
+        }
+        let mut topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = topics.entry(name.clone()).or_insert_with(|| Entry {
+            type_name: M::TYPE_NAME,
+            topic: Arc::new(Topic::<M> { subscribers: Mutex::new(Vec::new()), latched: Mutex::new(VecDeque::new()) }),
+        });
+        if entry.type_name != M::TYPE_NAME {
+            return Err(BusError::TypeMismatch {
+                topic: name,
+                existing: entry.type_name.to_string(),
+                requested: M::TYPE_NAME.to_string(),
+            });
+        }
+        let topic = entry.topic.clone().as_any().downcast::<Topic<M>>().map_err(|_| BusError::TypeMismatch {
+            topic: name.clone(),
+            existing: entry.type_name.to_string(),
+            requested: M::TYPE_NAME.to_string(),
+        })?;
+        Ok((name, topic))
+    }
+}
+
+struct LocalSink<M> {
+    topic_name: String,
+    topic: Arc<Topic<M>>,
+    latch_depth: Option<usize>,
+    bus: Arc<Inner>,
+}
+
+impl<M: Message> Sink<M> for LocalSink<M> {
+    fn send(&self, msg: Arc<M>) -> Result<(), BusError> {
+        if self.bus.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(self.topic_name.clone()));
+        }
+        if let Some(depth) = self.latch_depth {
+            let mut latched = self.topic.latched.lock().unwrap_or_else(|e| e.into_inner());
+            latched.push_back(msg.clone());
+            while latched.len() > depth {
+                latched.pop_front();
+            }
+        }
+        let mut subs = self.topic.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|weak| match weak.upgrade() {
+            Some(inbox) => inbox.push(msg.clone()) || !inbox.is_closed(),
+            None => false,
+        });
+        Ok(())
+    }
+}
+
+impl Bus for LocalBus {
+    fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError> {
+        let (name, topic) = self.topic::<M>(topic)?;
+        let latch_depth = (qos.durability == Durability::TransientLocal).then_some(qos.depth.max(1));
+        let sink = LocalSink { topic_name: name.clone(), topic, latch_depth, bus: self.inner.clone() };
+        Ok(Publisher::new(name, Arc::new(sink)))
+    }
+
+    fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
+        let (name, topic) = self.topic::<M>(topic)?;
+        let inbox = Inbox::new(qos.depth);
+        if qos.durability == Durability::TransientLocal {
+            let latched = topic.latched.lock().unwrap_or_else(|e| e.into_inner());
+            for m in latched.iter() {
+                inbox.push(m.clone());
+            }
+        }
+        topic.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&inbox));
+        Ok(Subscriber::new(name, inbox, None))
+    }
+
+    fn topic_types(&self) -> BTreeMap<String, String> {
+        let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.iter().map(|(k, e)| (k.clone(), e.type_name.to_string())).collect()
+    }
+
+    fn clock(&self) -> Clock {
+        self.inner.clock.clone()
+    }
+
+    fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in topics.values() {
+            entry.topic.close();
+        }
+    }
+}

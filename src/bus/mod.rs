@@ -1,0 +1,128 @@
+//! Typed publish/subscribe between nodes.
+//!
+//! A node is written once against [`Bus`] and runs unchanged on the in-process bus
+//! ([`LocalBus`], tokio, no ROS needed) or on ROS 2 (`RosBus`, r2r, cargo feature `ros2`).
+//! Both deliver into the same bounded [`Subscriber`] queue, so keep-last semantics
+//! (a slow subscriber loses its oldest messages, memory never grows) hold everywhere.
+
+mod inbox;
+mod local;
+mod qos;
+#[cfg(feature = "ros2")]
+pub mod ros;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::msg::Message;
+
+pub use inbox::Subscriber;
+pub(crate) use inbox::Inbox;
+pub use local::LocalBus;
+pub use qos::{Durability, Qos, Reliability};
+
+/// What can go wrong when creating or using a publisher or subscription.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The topic name breaks ROS 2 naming rules.
+    #[error("invalid topic name `{topic}`: {reason}")]
+    InvalidTopic {
+        /// The offending name.
+        topic: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The topic already carries another message type.
+    #[error("topic `{topic}` carries {existing}, not {requested}")]
+    TypeMismatch {
+        /// The topic.
+        topic: String,
+        /// The type it already has.
+        existing: String,
+        /// The type asked for.
+        requested: String,
+    },
+    /// The bus was shut down.
+    #[error("bus is shut down (topic `{0}`)")]
+    Closed(String),
+    /// The ROS 2 middleware reported an error.
+    #[error("ROS 2: {0}")]
+    Ros(String),
+}
+
+/// Typed publish/subscribe with explicit quality of service, plus the clock nodes stamp with.
+pub trait Bus: Clone + Send + Sync + 'static {
+    /// A publisher of `M` on `topic`.
+    fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError>;
+    /// A subscription to `M` on `topic`; its queue holds at most `qos.depth` messages.
+    fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError>;
+    /// Topics currently known to the bus with their ROS type names.
+    fn topic_types(&self) -> BTreeMap<String, String>;
+    /// The clock nodes stamp messages with (wall time, or sim time under `use_sim_time`).
+    fn clock(&self) -> Clock;
+    /// Closes every subscription: pending `recv` calls return `None` once drained.
+    fn shutdown(&self);
+}
+
+/// Where a publisher's messages go (one implementation per bus).
+pub(crate) trait Sink<M>: Send + Sync {
+    fn send(&self, msg: Arc<M>) -> Result<(), BusError>;
+}
+
+/// Publishes messages of type `M` on one topic.
+pub struct Publisher<M> {
+    topic: String,
+    sink: Arc<dyn Sink<M>>,
+}
+
+impl<M: Message> Publisher<M> {
+    pub(crate) fn new(topic: String, sink: Arc<dyn Sink<M>>) -> Self {
+        Self { topic, sink }
+    }
+
+    /// Sends `msg` to every current subscriber (and the latch, if transient-local).
+    pub fn publish(&self, msg: M) -> Result<(), BusError> {
+        self.sink.send(Arc::new(msg))
+    }
+
+    /// Sends a message that is already shared, without copying it.
+    pub fn publish_shared(&self, msg: Arc<M>) -> Result<(), BusError> {
+        self.sink.send(msg)
+    }
+
+    /// The topic this publisher writes to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl<M> Clone for Publisher<M> {
+    fn clone(&self) -> Self {
+        Self { topic: self.topic.clone(), sink: self.sink.clone() }
+    }
+}
+
+/// Checks a topic name against ROS 2's rules and makes it absolute (`image` → `/image`).
+pub fn resolve_topic(topic: &str) -> Result<String, BusError> {
+    let bad = |reason| Err(BusError::InvalidTopic { topic: topic.to_string(), reason });
+    if topic.is_empty() || topic == "/" {
+        return bad("empty");
+    }
+    if topic.ends_with('/') {
+        return bad("must not end with '/'");
+    }
+    if topic.contains("//") {
+        return bad("must not contain '//'");
+    }
+    if !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '~') {
+        return bad("only letters, digits, '_', '/' and '~' are allowed");
+    }
+    if topic
+        .split('/')
+        .any(|part| part.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    {
+        return bad("a name token must not start with a digit");
+    }
+    Ok(if topic.starts_with('/') { topic.to_string() } else { format!("/{topic}") })
+}

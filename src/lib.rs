@@ -1,0 +1,14 @@
+//! dreamplan: fine-tune vision-language robot planners for deformable objects inside a
+//! learned video world model (DreamPlan, arXiv 2603.16860), as ROS 2 nodes in Rust.
+//!
+//! Start with `ARCHITECTURE.md`. Layers: [`msg`] (message mirrors + CDR), [`bus`]
+//! (typed pub/sub, in-process or ROS 2), [`nodes`] (node logic written once against a
+//! bus), [`config`] (YAML configs), [`runner`] (a node graph in one process).
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod msg;
+pub mod nodes;
+pub mod runner;

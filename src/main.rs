@@ -1,0 +1,97 @@
+//! The `dreamplan` command line: run a node graph in one process, inspect messages.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use dreamplan::bus::LocalBus;
+use dreamplan::config::GraphConfig;
+
+#[derive(Parser)]
+#[command(name = "dreamplan", version, about = "DreamPlan: VLM planners for deformable objects, tuned in a video world model")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dreamplan=debug`.
+    #[arg(long, global = true, default_value = "info", env = "DREAMPLAN_LOG")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node graph in this process on the in-process bus.
+    Run {
+        /// Graph config (YAML); the built-in default graph when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stop after this many seconds (overrides the config's duration_s).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Print the built-in default graph config (a starting point for your own).
+    DefaultConfig,
+    /// Message types: list them, or show one's full definition.
+    Interface {
+        /// `pkg/msg/Name` to show; all types are listed when absent.
+        type_name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, duration } => {
+            let mut graph = match &config {
+                Some(path) => GraphConfig::load(path)?,
+                None => GraphConfig::builtin(),
+            };
+            if let Some(d) = duration {
+                anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+                graph.duration_s = d;
+            }
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(LocalBus::default(), &graph))?;
+            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::DefaultConfig => {
+            print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Interface { type_name } => {
+            match type_name {
+                None => dreamplan::msg::ALL_TYPE_NAMES.iter().for_each(|t| println!("{t}")),
+                Some(name) => {
+                    struct Def;
+                    impl dreamplan::msg::TypeVisitor for Def {
+                        type Output = &'static str;
+                        fn visit<M: dreamplan::msg::Message>(self) -> &'static str {
+                            M::DEFINITION
+                        }
+                    }
+                    let def = dreamplan::msg::visit_type(&name, Def)
+                        .with_context(|| format!("unknown message type `{name}` (see `dreamplan interface`)"))?;
+                    print!("{def}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

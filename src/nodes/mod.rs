@@ -1,0 +1,68 @@
+//! Node logic, written once against [`Bus`] and run in-process or under ROS 2.
+//!
+//! A node is a struct built from its own config type ([`Node::Config`], YAML) whose
+//! `run` future publishes and subscribes until the context's shutdown token fires or the
+//! bus closes. Algorithms live elsewhere; a node is the only place a model meets a topic.
+
+pub mod camera;
+pub mod monitor;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::config::{node_config, NodeSpec};
+
+/// What a running node gets: its name, the bus, and the token that asks it to stop.
+pub struct NodeContext<B> {
+    /// Instance name (for logs).
+    pub name: String,
+    /// The bus to publish and subscribe on.
+    pub bus: B,
+    /// Cancelled when the node must stop (Ctrl-C, end of run, fatal error elsewhere).
+    pub shutdown: CancellationToken,
+}
+
+/// A node type: a kind name, a config type, a constructor and a run loop.
+pub trait Node: Sized + Send + 'static {
+    /// The `kind` that names this node type in graph configs and executables.
+    const KIND: &'static str;
+    /// Its parameters; unknown keys must be rejected (`#[serde(deny_unknown_fields)]`).
+    type Config: DeserializeOwned + Send + 'static;
+    /// Builds the node, validating the config.
+    fn new(config: Self::Config) -> anyhow::Result<Self>;
+    /// Runs until `ctx.shutdown` is cancelled or the bus closes.
+    fn run<B: Bus>(self, ctx: NodeContext<B>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Node kinds `dreamplan run` can start.
+pub const KINDS: &[&str] = &[camera::CameraNode::KIND, monitor::MonitorNode::KIND];
+
+/// A node that has been configured and is ready to run on a bus of type `B`.
+pub type ReadyNode<B> =
+    Box<dyn FnOnce(NodeContext<B>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+
+fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
+    let where_ = format!("{origin}: node `{}` (kind {})", spec.name, spec.kind);
+    let config: N::Config = node_config(&spec.params, &where_)?;
+    let node = N::new(config).with_context(|| where_.clone())?;
+    Ok(Box::new(move |ctx| Box::pin(node.run(ctx))))
+}
+
+/// Builds the node `spec` describes; unknown kinds and bad parameters are errors naming
+/// `origin`, the node and the key.
+pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
+    match spec.kind.as_str() {
+        camera::CameraNode::KIND => ready::<camera::CameraNode, B>(spec, origin),
+        monitor::MonitorNode::KIND => ready::<monitor::MonitorNode, B>(spec, origin),
+        other => anyhow::bail!(
+            "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
+            spec.name,
+            KINDS.join(", ")
+        ),
+    }
+}

@@ -1,0 +1,129 @@
+//! Runs a node graph in one process: build every node first (so a config error starts
+//! nothing), spawn them, stop them all on Ctrl-C, after the configured duration, or when
+//! one fails, and make sure no task outlives the run.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::config::GraphConfig;
+use crate::nodes::{self, NodeContext};
+
+/// How long nodes get to return after shutdown is requested before they are aborted.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How each node ended.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Nodes that returned `Ok`.
+    pub stopped: Vec<String>,
+    /// Nodes that returned an error, with it.
+    pub failed: Vec<(String, String)>,
+    /// Nodes that did not stop within [`STOP_GRACE`] and were aborted.
+    pub aborted: Vec<String>,
+}
+
+impl RunReport {
+    /// True when every node stopped cleanly.
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.aborted.is_empty()
+    }
+}
+
+/// Runs `graph` on `bus` until `shutdown` is cancelled, `graph.duration_s` passes, or a
+/// node fails. Every spawned task has finished when this returns.
+pub async fn run_graph<B: Bus>(bus: B, graph: &GraphConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+    let mut ready = Vec::new();
+    for spec in graph.nodes.iter().filter(|n| n.enabled) {
+        ready.push((spec.name.clone(), nodes::build::<B>(spec, &graph.origin)?));
+    }
+    anyhow::ensure!(!ready.is_empty(), "{}: no enabled nodes", graph.origin);
+
+    let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+    for (name, start) in ready {
+        let ctx = NodeContext { name: name.clone(), bus: bus.clone(), shutdown: shutdown.child_token() };
+        tracing::info!(node = %name, "starting");
+        let fut = start(ctx);
+        tasks.spawn(async move { (name, fut.await) });
+    }
+
+    let deadline = (graph.duration_s > 0.0).then(|| Duration::from_secs_f64(graph.duration_s));
+    let mut report = RunReport::default();
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+    // Wait for: the external stop, the deadline, or the first node to end.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = &mut sleep => { tracing::info!("run duration reached"); break }
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(joined) => {
+                    record(&mut report, joined);
+                    if !report.failed.is_empty() {
+                        tracing::error!("a node failed; stopping the graph");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    shutdown.cancel();
+    bus.shutdown();
+    let drain = async {
+        while let Some(joined) = tasks.join_next().await {
+            record(&mut report, joined);
+        }
+    };
+    if tokio::time::timeout(STOP_GRACE, drain).await.is_err() {
+        tasks.abort_all();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                if e.is_cancelled() {
+                    report.aborted.push(format!("task {}", e.id()));
+                }
+            }
+        }
+        tracing::warn!(aborted = ?report.aborted, "nodes did not stop within {:?}", STOP_GRACE);
+    }
+    Ok(report)
+}
+
+fn record(report: &mut RunReport, joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) {
+    match joined {
+        Ok((name, Ok(()))) => {
+            tracing::info!(node = %name, "stopped");
+            report.stopped.push(name);
+        }
+        Ok((name, Err(e))) => {
+            tracing::error!(node = %name, "failed: {e:#}");
+            report.failed.push((name, format!("{e:#}")));
+        }
+        Err(e) => report.failed.push((format!("task {}", e.id()), e.to_string())),
+    }
+}
+
+/// `run_graph` with Ctrl-C wired to the shutdown token.
+pub async fn run_until_ctrl_c<B: Bus>(bus: B, graph: &GraphConfig) -> anyhow::Result<RunReport> {
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    let watcher = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C: stopping all nodes");
+            on_signal.cancel();
+        }
+    });
+    let report = run_graph(bus, graph, shutdown).await.context("running the node graph");
+    watcher.abort();
+    let _ = watcher.await;
+    report
+}

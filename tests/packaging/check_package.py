@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Consistency checks for the ROS 2 packaging of dreamplan (no ROS needed, stdlib only).
+
+    python3 tests/packaging/check_package.py [REPO_ROOT]
+
+Checks that package.xml, CMakeLists.txt, msg/*.msg, launch/*.launch.xml,
+config/ros/*.yaml and Cargo.toml agree with each other. Prints every problem found and
+exits 1 if there is any, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+PKG = "dreamplan"
+# CMake list variable holding the node executables to build and install.
+NODES_VAR = "DREAMPLAN_NODES"
+FIND_PKG_SHARE = f"$(find-pkg-share {PKG})/"
+
+
+def strip_cmake_comments(text: str) -> str:
+    # Good enough for our CMakeLists.txt: no '#' inside quoted strings there.
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def cmake_call_args(cmake: str, command: str) -> list[list[str]]:
+    """Argument lists of every `command(...)` call (no nested parentheses expected)."""
+    calls = []
+    for m in re.finditer(rf"\b{re.escape(command)}\s*\(([^)]*)\)", cmake, re.IGNORECASE):
+        calls.append([a.strip('"') for a in m.group(1).split()])
+    return calls
+
+
+def msg_field_types(path: Path) -> list[str]:
+    types = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        types.append(re.sub(r"\[[^\]]*\]$", "", line.split()[0]))  # drop [], [N], [<=N]
+    return types
+
+
+def main() -> int:
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2]
+    errors: list[str] = []
+    notes: list[str] = []
+
+    def need(path: Path) -> bool:
+        if not path.is_file():
+            errors.append(f"missing file: {path.relative_to(root)}")
+            return False
+        return True
+
+    # --- package.xml ---------------------------------------------------------------
+    depends: set[str] = set()
+    if need(root / "package.xml"):
+        pkg = ET.parse(root / "package.xml").getroot()
+        if pkg.tag != "package" or pkg.get("format") != "3":
+            errors.append(f"package.xml: want <package format=\"3\">, got <{pkg.tag} "
+                          f"format={pkg.get('format')!r}>")
+        if (pkg.findtext("name") or "").strip() != PKG:
+            errors.append(f"package.xml: <name> is {pkg.findtext('name')!r}, want {PKG!r}")
+        build_type = (pkg.findtext("export/build_type") or "").strip()
+        if build_type != "ament_cmake":
+            errors.append(f"package.xml: <export><build_type> is {build_type!r}, "
+                          "want 'ament_cmake'")
+        groups = {(e.text or "").strip() for e in pkg.findall("member_of_group")}
+        if "rosidl_interface_packages" not in groups:
+            errors.append("package.xml: needs <member_of_group>rosidl_interface_packages"
+                          "</member_of_group> (rosidl_generate_interfaces insists)")
+        depends = {(e.text or "").strip() for e in pkg.findall("depend")}
+
+    # --- CMakeLists.txt ------------------------------------------------------------
+    cmake = ""
+    if need(root / "CMakeLists.txt"):
+        cmake = strip_cmake_comments((root / "CMakeLists.txt").read_text(encoding="utf-8"))
+    rosidl_calls = cmake_call_args(cmake, "rosidl_generate_interfaces")
+    listed_msgs: set[str] = set()
+    rosidl_deps: set[str] = set()
+    if len(rosidl_calls) != 1:
+        errors.append("CMakeLists.txt: want exactly one rosidl_generate_interfaces() call, "
+                      f"found {len(rosidl_calls)}")
+    else:
+        args = rosidl_calls[0]
+        if "DEPENDENCIES" in args:
+            rosidl_deps = set(args[args.index("DEPENDENCIES") + 1:])
+        listed_msgs = {a for a in args if a.endswith(".msg")}
+    nodes: list[str] = []
+    for args in cmake_call_args(cmake, "set"):
+        if args and args[0] == NODES_VAR:
+            nodes = args[1:]
+    if not nodes:
+        errors.append(f"CMakeLists.txt: no set({NODES_VAR} ...) list of node executables")
+
+    # --- msg/*.msg -----------------------------------------------------------------
+    msg_files = sorted((root / "msg").glob("*.msg"))
+    own_types = {p.stem for p in msg_files}
+    for p in msg_files:
+        rel = f"msg/{p.name}"
+        if rel not in listed_msgs:
+            errors.append(f"CMakeLists.txt: {rel} is not listed in rosidl_generate_interfaces()")
+        for t in msg_field_types(p):
+            if "/" not in t:
+                continue
+            dep_pkg, _, type_name = t.partition("/")
+            type_name = type_name.removeprefix("msg/")
+            if dep_pkg == PKG:
+                if type_name not in own_types:
+                    errors.append(f"{rel}: refers to {t}, but msg/{type_name}.msg does not exist")
+                continue
+            if dep_pkg not in depends:
+                errors.append(f"package.xml: {rel} uses {t}; add <depend>{dep_pkg}</depend>")
+            if rosidl_calls and dep_pkg not in rosidl_deps:
+                errors.append(f"CMakeLists.txt: {rel} uses {t}; add {dep_pkg} to the "
+                              "DEPENDENCIES of rosidl_generate_interfaces()")
+    for rel in sorted(listed_msgs):
+        if not (root / rel).is_file():
+            errors.append(f"CMakeLists.txt: rosidl_generate_interfaces() lists {rel}, "
+                          "which does not exist")
+
+    # --- Cargo.toml [[bin]] ----------------------------------------------------------
+    bins: dict[str, dict] = {}
+    if need(root / "Cargo.toml"):
+        with open(root / "Cargo.toml", "rb") as f:
+            cargo = tomllib.load(f)
+        bins = {b.get("name"): b for b in cargo.get("bin", [])}
+        features = cargo.get("features", {})
+        if "ros2" not in features:
+            errors.append("Cargo.toml: no [features] ros2 (colcon builds with --features ros2)")
+    missing_bins = [n for n in nodes if n not in bins]
+    if missing_bins:
+        errors.append(
+            f"Cargo.toml: no [[bin]] for {', '.join(missing_bins)} (listed in {NODES_VAR}; "
+            "the colcon build runs cargo with --bin for each). Add e.g.\n"
+            + "\n\n".join(f'      [[bin]]\n      name = "{n}"\n      path = "src/bin/{n}.rs"\n'
+                        '      required-features = ["ros2"]' for n in missing_bins))
+    for n in nodes:
+        if n in bins and "ros2" not in bins[n].get("required-features", []):
+            errors.append(f"Cargo.toml: [[bin]] {n} should have required-features = [\"ros2\"] "
+                          "so that builds without ROS skip it")
+        if n in bins and bins[n].get("path") and not (root / bins[n]["path"]).is_file():
+            notes.append(f"Cargo.toml: [[bin]] {n} path {bins[n]['path']} does not exist yet")
+
+    # --- launch/*.launch.xml -----------------------------------------------------------
+    launch_files = sorted((root / "launch").glob("*.launch.xml"))
+    if not launch_files:
+        errors.append("launch/: no *.launch.xml files")
+    for lf in launch_files:
+        rel = f"launch/{lf.name}"
+        try:
+            tree = ET.parse(lf).getroot()
+        except ET.ParseError as e:
+            errors.append(f"{rel}: not well-formed XML: {e}")
+            continue
+        for node in tree.iter("node"):
+            if node.get("pkg") != PKG:
+                continue
+            exe = node.get("exec")
+            if exe not in nodes:
+                errors.append(f"{rel}: exec=\"{exe}\" is not in {NODES_VAR} in CMakeLists.txt, "
+                              "so it is not installed")
+            if exe not in bins:
+                errors.append(f"{rel}: exec=\"{exe}\" is not a [[bin]] name in Cargo.toml")
+            for param in node.iter("param"):
+                src = param.get("from")
+                if not src:
+                    continue
+                if not src.startswith(FIND_PKG_SHARE):
+                    notes.append(f"{rel}: params file {src} is not from this package's share")
+                    continue
+                params = root / src[len(FIND_PKG_SHARE):]
+                if not params.is_file():
+                    errors.append(f"{rel}: params file {src} has no source "
+                                  f"{params.relative_to(root)}")
+                    continue
+                # The params file's top-level key must be the node's name (or a wildcard).
+                name = node.get("name") or exe
+                keys = [ln.split(":", 1)[0].strip() for ln in
+                        params.read_text(encoding="utf-8").splitlines()
+                        if ln and not ln[0].isspace() and not ln.startswith("#")]
+                if not any(k in (name, f"/{name}", "/**") for k in keys):
+                    errors.append(f"{params.relative_to(root)}: no top-level '{name}:' key for "
+                                  f"node {name} launched by {rel}")
+
+    # --- config/ros/*.yaml ---------------------------------------------------------------
+    for y in sorted((root / "config" / "ros").glob("*.yaml")):
+        for i, ln in enumerate(y.read_text(encoding="utf-8").splitlines(), 1):
+            body = ln.split("#", 1)[0]
+            if re.search(r":\s*\[\s*\]", body):
+                errors.append(f"config/ros/{y.name}:{i}: empty list; ROS 2 params files "
+                              "cannot type an empty list, leave the parameter out")
+        if "ros__parameters:" not in y.read_text(encoding="utf-8"):
+            errors.append(f"config/ros/{y.name}: no ros__parameters section")
+
+    errors = list(dict.fromkeys(errors))  # same problem from two fields: report once
+    for n in notes:
+        print(f"note: {n}")
+    if errors:
+        print(f"check_package: {len(errors)} problem(s):", file=sys.stderr)
+        for e in errors:
+            print(f"  - {e}", file=sys.stderr)
+        return 1
+    print(f"check_package: OK ({len(msg_files)} msgs, nodes: {', '.join(nodes)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
