@@ -144,6 +144,15 @@ pub fn ros_params(text: &str, node: &str, origin: &str) -> Result<serde_yaml::Va
     Ok(Value::Mapping(merged))
 }
 
+/// Turns dotted keys (`a.b: 1`, how ROS 2 names nested parameters) into nested mappings.
+pub fn nest_dotted(flat: serde_yaml::Mapping) -> serde_yaml::Value {
+    let mut nested = serde_yaml::Mapping::new();
+    for (k, v) in flat {
+        insert_dotted(&mut nested, &k, v);
+    }
+    serde_yaml::Value::Mapping(nested)
+}
+
 fn insert_dotted(map: &mut serde_yaml::Mapping, key: &serde_yaml::Value, value: serde_yaml::Value) {
     use serde_yaml::{Mapping, Value};
     match key.as_str().and_then(|k| k.split_once('.')) {

@@ -5,6 +5,8 @@
 //! bus closes. Algorithms live elsewhere; a node is the only place a model meets a topic.
 
 pub mod camera;
+#[cfg(feature = "ros2")]
+pub mod executable;
 pub mod monitor;
 
 use std::future::Future;

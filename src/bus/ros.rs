@@ -1,0 +1,355 @@
+//! The ROS 2 bus on r2r (cargo feature `ros2`). The only module that imports r2r.
+//!
+//! Standard messages (std, sensor, geometry, trajectory, builtin) go through r2r's typed
+//! publishers and subscriptions, converted field by field to and from the crate's
+//! mirrors — which also makes the compiler check that the mirrors match ROS's
+//! definitions. The project's own messages (`dreamplan/msg/*`) go through r2r's untyped
+//! API as CDR bytes made by our codec (`create_publisher_untyped` + `publish_raw`,
+//! `subscribe_raw`); r2r must have been built with the `dreamplan` interfaces visible
+//! (the colcon build does that, see docs/ros2.md).
+//!
+//! Every subscription delivers into the same keep-last [`Subscriber`] queue as the
+//! in-process bus. One r2r node backs the bus; a thread spins it.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Reliability, Sink, Subscriber};
+use crate::clock::Clock;
+use crate::msg::{self, Message};
+
+fn ros_err(e: r2r::Error) -> BusError {
+    BusError::Ros(e.to_string())
+}
+
+fn qos_profile(qos: Qos) -> r2r::QosProfile {
+    let p = r2r::QosProfile::default().keep_last(qos.depth.max(1));
+    let p = match qos.reliability {
+        Reliability::Reliable => p.reliable(),
+        Reliability::BestEffort => p.best_effort(),
+    };
+    match qos.durability {
+        Durability::Volatile => p.volatile(),
+        Durability::TransientLocal => p.transient_local(),
+    }
+}
+
+/// Conversion between a crate mirror and r2r's generated type.
+trait RosTyped: Sized {
+    type Ros: r2r::WrappedTypesupport + Send + 'static;
+    fn to_ros(&self) -> Self::Ros;
+    fn from_ros(ros: Self::Ros) -> Self;
+}
+
+/// Copies a ROS fixed-size array (a `Vec` in r2r) into ours; a wrong length (only from a
+/// broken peer) is truncated or zero-padded rather than trusted.
+fn to_array<const N: usize>(v: Vec<f64>) -> [f64; N] {
+    let mut out = [0.0; N];
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = x;
+    }
+    out
+}
+
+/// Field conversion kinds: `=` same type, `~` nested mirror, `[~]` vector of mirrors,
+/// `[N]` fixed array. Field names are identical on both sides.
+macro_rules! ros_typed {
+    ($ours:ty => $ros:path { $($kind:tt $field:ident),* $(,)? }) => {
+        impl RosTyped for $ours {
+            type Ros = $ros;
+            fn to_ros(&self) -> $ros {
+                $ros { $($field: ros_typed!(@to $kind self.$field)),* }
+            }
+            fn from_ros(r: $ros) -> Self {
+                Self { $($field: ros_typed!(@from $kind r.$field)),* }
+            }
+        }
+    };
+    (@to = $e:expr) => { $e.clone() };
+    (@to ~ $e:expr) => { $e.to_ros() };
+    (@to [~] $e:expr) => { $e.iter().map(RosTyped::to_ros).collect() };
+    (@to [N] $e:expr) => { $e.to_vec() };
+    (@from = $e:expr) => { $e };
+    (@from ~ $e:expr) => { RosTyped::from_ros($e) };
+    (@from [~] $e:expr) => { $e.into_iter().map(RosTyped::from_ros).collect() };
+    (@from [N] $e:expr) => { to_array($e) };
+}
+
+use r2r::{builtin_interfaces as rb, geometry_msgs as rg, rosgraph_msgs as rr, sensor_msgs as rs, std_msgs as rstd, trajectory_msgs as rt};
+
+ros_typed!(msg::builtin_interfaces::Time => rb::msg::Time { = sec, = nanosec });
+ros_typed!(msg::builtin_interfaces::Duration => rb::msg::Duration { = sec, = nanosec });
+ros_typed!(msg::rosgraph_msgs::Clock => rr::msg::Clock { ~ clock });
+ros_typed!(msg::std_msgs::Header => rstd::msg::Header { ~ stamp, = frame_id });
+ros_typed!(msg::sensor_msgs::Image => rs::msg::Image {
+    ~ header, = height, = width, = encoding, = is_bigendian, = step, = data });
+ros_typed!(msg::sensor_msgs::RegionOfInterest => rs::msg::RegionOfInterest {
+    = x_offset, = y_offset, = height, = width, = do_rectify });
+ros_typed!(msg::sensor_msgs::CameraInfo => rs::msg::CameraInfo {
+    ~ header, = height, = width, = distortion_model, = d, [N] k, [N] r, [N] p,
+    = binning_x, = binning_y, ~ roi });
+ros_typed!(msg::sensor_msgs::JointState => rs::msg::JointState {
+    ~ header, = name, = position, = velocity, = effort });
+ros_typed!(msg::geometry_msgs::Point => rg::msg::Point { = x, = y, = z });
+ros_typed!(msg::geometry_msgs::Vector3 => rg::msg::Vector3 { = x, = y, = z });
+ros_typed!(msg::geometry_msgs::Quaternion => rg::msg::Quaternion { = x, = y, = z, = w });
+ros_typed!(msg::geometry_msgs::Pose => rg::msg::Pose { ~ position, ~ orientation });
+ros_typed!(msg::geometry_msgs::PoseStamped => rg::msg::PoseStamped { ~ header, ~ pose });
+ros_typed!(msg::geometry_msgs::Transform => rg::msg::Transform { ~ translation, ~ rotation });
+ros_typed!(msg::trajectory_msgs::JointTrajectoryPoint => rt::msg::JointTrajectoryPoint {
+    = positions, = velocities, = accelerations, = effort, ~ time_from_start });
+ros_typed!(msg::trajectory_msgs::JointTrajectory => rt::msg::JointTrajectory {
+    ~ header, = joint_names, [~] points });
+
+/// Publishes one message through whichever r2r publisher the transport made.
+type PublishFn<M> = Box<dyn Fn(&M) -> Result<(), BusError> + Send + Sync>;
+
+/// How messages of one Rust type cross into ROS: a typed r2r publisher/subscription, or
+/// CDR bytes through the untyped API.
+trait Transport<M>: Send + Sync {
+    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError>;
+    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError>;
+}
+
+struct Typed<T>(std::marker::PhantomData<T>);
+struct Raw;
+
+impl<M: Message + RosTyped> Transport<M> for Typed<M> {
+    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError> {
+        let p = Mutex::new(node.create_publisher::<M::Ros>(topic, qos).map_err(ros_err)?);
+        Ok(Box::new(move |m: &M| {
+            let p = p.lock().unwrap_or_else(|e| e.into_inner());
+            p.publish(&m.to_ros()).map_err(ros_err)
+        }))
+    }
+    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let mut stream = node.subscribe::<M::Ros>(topic, qos).map_err(ros_err)?;
+        Ok(tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                if !inbox.push(Arc::new(M::from_ros(m))) {
+                    break;
+                }
+            }
+            inbox.close();
+        }))
+    }
+}
+
+impl<M: Message> Transport<M> for Raw {
+    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError> {
+        let p = Mutex::new(node.create_publisher_untyped(topic, M::TYPE_NAME, qos).map_err(ros_err)?);
+        Ok(Box::new(move |m: &M| {
+            let bytes = m.to_cdr();
+            let p = p.lock().unwrap_or_else(|e| e.into_inner());
+            p.publish_raw(&bytes).map_err(ros_err)
+        }))
+    }
+    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let mut stream = node.subscribe_raw(topic, M::TYPE_NAME, qos).map_err(ros_err)?;
+        let topic = topic.to_string();
+        Ok(tokio::spawn(async move {
+            while let Some(bytes) = stream.next().await {
+                match M::from_cdr(&bytes) {
+                    Ok(m) => {
+                        if !inbox.push(Arc::new(m)) {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(%topic, "dropping a message that does not decode: {e}"),
+                }
+            }
+            inbox.close();
+        }))
+    }
+}
+
+/// Picks the transport for `M`: typed for the standard types r2r ships, raw otherwise.
+fn transport<M: Message>() -> Box<dyn Transport<M>> {
+    fn typed<T: Message + RosTyped, M: Message>() -> Option<Box<dyn Transport<M>>> {
+        let t: Box<dyn Transport<T>> = Box::new(Typed::<T>(std::marker::PhantomData));
+        // `M` is `T` here (same TypeId), so this cast only renames the type.
+        (Box::new(t) as Box<dyn Any>).downcast::<Box<dyn Transport<M>>>().ok().map(|b| *b)
+    }
+    macro_rules! pick {
+        ($($t:ty),*) => {
+            $(if std::any::TypeId::of::<M>() == std::any::TypeId::of::<$t>() {
+                if let Some(t) = typed::<$t, M>() { return t; }
+            })*
+        };
+    }
+    pick!(
+        msg::builtin_interfaces::Time, msg::builtin_interfaces::Duration, msg::rosgraph_msgs::Clock,
+        msg::std_msgs::Header, msg::sensor_msgs::Image, msg::sensor_msgs::RegionOfInterest,
+        msg::sensor_msgs::CameraInfo, msg::sensor_msgs::JointState, msg::geometry_msgs::Point,
+        msg::geometry_msgs::Vector3, msg::geometry_msgs::Quaternion, msg::geometry_msgs::Pose,
+        msg::geometry_msgs::PoseStamped, msg::geometry_msgs::Transform,
+        msg::trajectory_msgs::JointTrajectoryPoint, msg::trajectory_msgs::JointTrajectory
+    );
+    Box::new(Raw)
+}
+
+struct RosSink<M> {
+    publish: PublishFn<M>,
+    closed: Arc<AtomicBool>,
+    topic: String,
+}
+
+impl<M: Message> Sink<M> for RosSink<M> {
+    fn send(&self, msg: Arc<M>) -> Result<(), BusError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(self.topic.clone()));
+        }
+        (self.publish)(&msg)
+    }
+}
+
+/// Aborts the task that feeds a subscription when the subscription is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type Closer = Box<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    node: Arc<Mutex<r2r::Node>>,
+    closed: Arc<AtomicBool>,
+    clock: Clock,
+    closers: Mutex<Vec<Closer>>,
+    spinner: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A bus backed by one r2r node. Cloning shares it.
+#[derive(Clone)]
+pub struct RosBus {
+    inner: Arc<Inner>,
+}
+
+impl RosBus {
+    /// Creates the ROS 2 node `name` in `namespace` (command-line `--ros-args` apply,
+    /// including `__node:=` renames and params files) and starts spinning it. When the
+    /// node's `use_sim_time` parameter is true, the bus clock follows `/clock`.
+    /// Must be called inside a tokio runtime.
+    pub fn new(name: &str, namespace: &str) -> Result<Self, BusError> {
+        let ctx = r2r::Context::create().map_err(ros_err)?;
+        let node = r2r::Node::create(ctx, name, namespace).map_err(ros_err)?;
+        let use_sim_time = matches!(
+            node.params.lock().unwrap_or_else(|e| e.into_inner()).get("use_sim_time").map(|p| &p.value),
+            Some(r2r::ParameterValue::Bool(true))
+        );
+        let node = Arc::new(Mutex::new(node));
+        let closed = Arc::new(AtomicBool::new(false));
+        let clock = if use_sim_time { Clock::sim(Default::default()) } else { Clock::system() };
+        let spinner = {
+            let (node, closed) = (node.clone(), closed.clone());
+            std::thread::Builder::new()
+                .name(format!("r2r-spin-{name}"))
+                .spawn(move || {
+                    while !closed.load(Ordering::Acquire) {
+                        node.lock().unwrap_or_else(|e| e.into_inner()).spin_once(Duration::from_millis(5));
+                    }
+                })
+                .map_err(|e| BusError::Ros(format!("cannot start the spin thread: {e}")))?
+        };
+        let bus = Self {
+            inner: Arc::new(Inner { node, closed, clock: clock.clone(), closers: Mutex::new(Vec::new()), spinner: Mutex::new(Some(spinner)) }),
+        };
+        if use_sim_time {
+            let mut sub = bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::keep_last(1))?;
+            tokio::spawn(async move {
+                while let Some(c) = sub.recv().await {
+                    clock.set(c.clock.clone());
+                }
+            });
+        }
+        Ok(bus)
+    }
+
+    /// The node's parameters (params files and `-p` overrides, as rcl parsed them) as a
+    /// YAML mapping; dotted names become nested mappings. `use_sim_time` is left out.
+    pub fn parameters(&self) -> serde_yaml::Value {
+        use serde_yaml::Value;
+        let node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
+        let params = node.params.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = serde_yaml::Mapping::new();
+        for (name, p) in params.iter() {
+            if name == "use_sim_time" {
+                continue;
+            }
+            let v = match &p.value {
+                r2r::ParameterValue::NotSet => continue,
+                r2r::ParameterValue::Bool(b) => Value::from(*b),
+                r2r::ParameterValue::Integer(i) => Value::from(*i),
+                r2r::ParameterValue::Double(d) => Value::from(*d),
+                r2r::ParameterValue::String(s) => Value::from(s.clone()),
+                r2r::ParameterValue::BoolArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
+                r2r::ParameterValue::ByteArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
+                r2r::ParameterValue::IntegerArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
+                r2r::ParameterValue::DoubleArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
+                r2r::ParameterValue::StringArray(v) => Value::Sequence(v.iter().map(|x| Value::from(x.clone())).collect()),
+            };
+            map.insert(Value::from(name.clone()), v);
+        }
+        crate::config::nest_dotted(map)
+    }
+}
+
+impl Bus for RosBus {
+    fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError> {
+        let topic = resolve_topic(topic)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(topic));
+        }
+        let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
+        let publish = transport::<M>().publisher(&mut node, &topic, qos_profile(qos))?;
+        let sink = RosSink { publish, closed: self.inner.closed.clone(), topic: topic.clone() };
+        Ok(Publisher::new(topic, Arc::new(sink)))
+    }
+
+    fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
+        let topic = resolve_topic(topic)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(topic));
+        }
+        let inbox = Inbox::new(qos.depth);
+        let feeder = {
+            let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
+            transport::<M>().subscribe(&mut node, &topic, qos_profile(qos), inbox.clone())?
+        };
+        let weak = Arc::downgrade(&inbox);
+        self.inner.closers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(move || {
+            if let Some(i) = weak.upgrade() {
+                i.close();
+            }
+        }));
+        Ok(Subscriber::new(topic, inbox, Some(Box::new(AbortOnDrop(feeder)))))
+    }
+
+    fn topic_types(&self) -> BTreeMap<String, String> {
+        let node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
+        node.get_topic_names_and_types()
+            .map(|m| m.into_iter().filter_map(|(t, types)| types.into_iter().next().map(|ty| (t, ty))).collect())
+            .unwrap_or_default()
+    }
+
+    fn clock(&self) -> Clock {
+        self.inner.clock.clone()
+    }
+
+    fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for close in self.inner.closers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            close();
+        }
+        if let Some(handle) = self.inner.spinner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
