@@ -2,6 +2,7 @@
 //! nothing), spawn them, stop them all on Ctrl-C, after the configured duration, or when
 //! one fails, and make sure no task outlives the run.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::GraphConfig;
-use crate::nodes::{self, NodeContext};
+use crate::nodes::{self, NodeContext, ReadyNode};
 
 /// How long nodes get to return after shutdown is requested before they are aborted.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -41,16 +42,33 @@ pub async fn run_graph<B: Bus>(bus: B, graph: &GraphConfig, shutdown: Cancellati
         ready.push((spec.name.clone(), nodes::build::<B>(spec, &graph.origin)?));
     }
     anyhow::ensure!(!ready.is_empty(), "{}: no enabled nodes", graph.origin);
+    let deadline = (graph.duration_s > 0.0).then(|| Duration::from_secs_f64(graph.duration_s));
+    Ok(run_nodes(bus, ready, deadline, STOP_GRACE, shutdown).await)
+}
 
+/// Runs already-built nodes; see [`run_graph`]. Nodes that ignore the shutdown token are
+/// aborted `grace` after it fires and listed in the report.
+pub async fn run_nodes<B: Bus>(
+    bus: B,
+    ready: Vec<(String, ReadyNode<B>)>,
+    deadline: Option<Duration>,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> RunReport {
     let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
+    let mut names = HashMap::new();
     for (name, start) in ready {
         let ctx = NodeContext { name: name.clone(), bus: bus.clone(), shutdown: shutdown.child_token() };
         tracing::info!(node = %name, "starting");
         let fut = start(ctx);
-        tasks.spawn(async move { (name, fut.await) });
+        let id = tasks.spawn({
+            let name = name.clone();
+            async move { (name, fut.await) }
+        })
+        .id();
+        names.insert(id, name);
     }
 
-    let deadline = (graph.duration_s > 0.0).then(|| Duration::from_secs_f64(graph.duration_s));
     let mut report = RunReport::default();
     let sleep = async {
         match deadline {
@@ -67,7 +85,7 @@ pub async fn run_graph<B: Bus>(bus: B, graph: &GraphConfig, shutdown: Cancellati
             done = tasks.join_next() => match done {
                 None => break,
                 Some(joined) => {
-                    record(&mut report, joined);
+                    record(&mut report, &names, joined);
                     if !report.failed.is_empty() {
                         tracing::error!("a node failed; stopping the graph");
                         break;
@@ -81,24 +99,29 @@ pub async fn run_graph<B: Bus>(bus: B, graph: &GraphConfig, shutdown: Cancellati
     bus.shutdown();
     let drain = async {
         while let Some(joined) = tasks.join_next().await {
-            record(&mut report, joined);
+            record(&mut report, &names, joined);
         }
     };
-    if tokio::time::timeout(STOP_GRACE, drain).await.is_err() {
+    if tokio::time::timeout(grace, drain).await.is_err() {
         tasks.abort_all();
         while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                if e.is_cancelled() {
-                    report.aborted.push(format!("task {}", e.id()));
+            match joined {
+                Err(e) if e.is_cancelled() => {
+                    report.aborted.push(names.get(&e.id()).cloned().unwrap_or_else(|| format!("task {}", e.id())))
                 }
+                other => record(&mut report, &names, other),
             }
         }
-        tracing::warn!(aborted = ?report.aborted, "nodes did not stop within {:?}", STOP_GRACE);
+        tracing::warn!(aborted = ?report.aborted, "nodes did not stop within {grace:?}; aborted");
     }
-    Ok(report)
+    report
 }
 
-fn record(report: &mut RunReport, joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) {
+fn record(
+    report: &mut RunReport,
+    names: &HashMap<tokio::task::Id, String>,
+    joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
+) {
     match joined {
         Ok((name, Ok(()))) => {
             tracing::info!(node = %name, "stopped");
@@ -108,7 +131,8 @@ fn record(report: &mut RunReport, joined: Result<(String, anyhow::Result<()>), t
             tracing::error!(node = %name, "failed: {e:#}");
             report.failed.push((name, format!("{e:#}")));
         }
-        Err(e) => report.failed.push((format!("task {}", e.id()), e.to_string())),
+        // A node that panicked: its name is known from the task id.
+        Err(e) => report.failed.push((names.get(&e.id()).cloned().unwrap_or_else(|| format!("task {}", e.id())), e.to_string())),
     }
 }
 

@@ -1,0 +1,134 @@
+//! In-process bus behaviour a node author relies on: keep-last queues bound memory,
+//! latched messages reach late joiners, shutdown wakes every reader, names and types
+//! are checked.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use dreamplan::bus::{Bus, BusError, LocalBus, Qos};
+use dreamplan::msg::prelude::*;
+
+struct Counting;
+thread_local! { static LIVE: Cell<usize> = const { Cell::new(0) }; }
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|c| c.set(c.get() + l.size()));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let _ = LIVE.try_with(|c| c.set(c.get().saturating_sub(l.size())));
+        unsafe { System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn image(width: u32, height: u32, fill: u8) -> Image {
+    Image {
+        header: Header { stamp: Time::from_nanos(fill as i64), frame_id: "cam".into() },
+        width,
+        height,
+        encoding: "rgb8".into(),
+        step: width * 3,
+        data: vec![fill; (width * height * 3) as usize],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_subscriber_that_never_reads_keeps_only_depth_messages() {
+    let bus = LocalBus::default();
+    let publisher = bus.publisher::<Image>("/camera/image_raw", Qos::sensor_data()).unwrap();
+    let sub = bus.subscribe::<Image>("/camera/image_raw", Qos::keep_last(4)).unwrap();
+    let one_image = 160 * 120 * 3;
+    let live_before = LIVE.with(|c| c.get());
+    for i in 0..2000u32 {
+        publisher.publish(image(160, 120, i as u8)).unwrap();
+    }
+    let growth = LIVE.with(|c| c.get()).saturating_sub(live_before);
+    // 2000 images were published (115 MB); only the 4 queued ones may remain alive.
+    assert!(growth < 5 * one_image, "memory grew by {growth} bytes");
+    assert_eq!(sub.queued(), 4);
+    assert_eq!(sub.dropped(), 1996);
+    assert_eq!(sub.received(), 2000);
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_gets_the_newest_messages_in_order() {
+    let bus = LocalBus::default();
+    let publisher = bus.publisher::<Time>("/t", Qos::default()).unwrap();
+    let mut sub = bus.subscribe::<Time>("/t", Qos::keep_last(3)).unwrap();
+    for i in 0..10 {
+        publisher.publish(Time { sec: i, nanosec: 0 }).unwrap();
+    }
+    let got: Vec<i32> = [sub.recv().await, sub.recv().await, sub.recv().await].into_iter().map(|m| m.unwrap().sec).collect();
+    assert_eq!(got, vec![7, 8, 9]);
+    assert!(sub.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn a_latched_goal_image_reaches_a_subscriber_that_joins_late() {
+    let bus = LocalBus::default();
+    let goal_pub = bus.publisher::<Image>("/goal/image", Qos::latched()).unwrap();
+    goal_pub.publish(image(8, 8, 1)).unwrap();
+    goal_pub.publish(image(8, 8, 2)).unwrap();
+    // Joins after both were published: gets the last one (latched depth 1), at once.
+    let mut late = bus.subscribe::<Image>("/goal/image", Qos::latched()).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(1), late.recv()).await.expect("latched message").unwrap();
+    assert_eq!(got.data[0], 2);
+    assert!(late.try_recv().is_none());
+    // A volatile subscriber does not get history.
+    let mut volatile = bus.subscribe::<Image>("/goal/image", Qos::keep_last(1)).unwrap();
+    assert!(volatile.try_recv().is_none());
+    goal_pub.publish(image(8, 8, 3)).unwrap();
+    assert_eq!(volatile.recv().await.unwrap().data[0], 3);
+    assert_eq!(late.recv().await.unwrap().data[0], 3);
+}
+
+#[tokio::test]
+async fn shutdown_wakes_waiting_readers_after_draining() {
+    let bus = LocalBus::default();
+    let publisher = bus.publisher::<Time>("/t", Qos::default()).unwrap();
+    let mut sub = bus.subscribe::<Time>("/t", Qos::default()).unwrap();
+    publisher.publish(Time { sec: 1, nanosec: 0 }).unwrap();
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while sub.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    bus.shutdown();
+    let n = tokio::time::timeout(Duration::from_secs(1), reader).await.expect("reader woke up").unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(publisher.publish(Time::default()), Err(BusError::Closed(_))));
+    assert!(matches!(bus.subscribe::<Time>("/t", Qos::default()), Err(BusError::Closed(_))));
+}
+
+#[test]
+fn topic_names_and_types_are_checked() {
+    let bus = LocalBus::default();
+    bus.publisher::<Time>("clock_like", Qos::default()).unwrap();
+    assert_eq!(bus.topic_types().get("/clock_like").map(String::as_str), Some("builtin_interfaces/msg/Time"));
+    let err = bus.subscribe::<Image>("/clock_like", Qos::default()).err().unwrap();
+    assert!(matches!(err, BusError::TypeMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("builtin_interfaces/msg/Time"));
+    for bad in ["", "/", "a//b", "a/", "2d/points", "a b", "é"] {
+        assert!(matches!(bus.publisher::<Time>(bad, Qos::default()), Err(BusError::InvalidTopic { .. })), "{bad:?} accepted");
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_subscriber_no_longer_receives_and_costs_nothing() {
+    let bus = LocalBus::default();
+    let publisher = bus.publisher::<Image>("/img", Qos::default()).unwrap();
+    let sub = bus.subscribe::<Image>("/img", Qos::keep_last(100)).unwrap();
+    drop(sub);
+    let before = LIVE.with(|c| c.get());
+    for i in 0..50 {
+        publisher.publish(image(64, 64, i)).unwrap();
+    }
+    assert!(LIVE.with(|c| c.get()).saturating_sub(before) < 64 * 64 * 3, "messages were kept for a dropped subscriber");
+}
