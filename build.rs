@@ -90,13 +90,14 @@ fn parse_type(pkg: &str, raw: &str, file: &Path) -> (BaseType, Arity) {
             let inner = raw[i + 1..]
                 .strip_suffix(']')
                 .unwrap_or_else(|| panic!("{}: bad array type `{raw}`", file.display()));
-            let arity = if inner.is_empty() || inner.starts_with("<=") {
-                Arity::Unbounded
-            } else {
-                Arity::Fixed(inner.parse().unwrap_or_else(|_| {
-                    panic!("{}: bad array size in `{raw}`", file.display())
-                }))
-            };
+            let arity =
+                if inner.is_empty() || inner.starts_with("<=") {
+                    Arity::Unbounded
+                } else {
+                    Arity::Fixed(inner.parse().unwrap_or_else(|_| {
+                        panic!("{}: bad array size in `{raw}`", file.display())
+                    }))
+                };
             (&raw[..i], arity)
         }
         None => (raw, Arity::Single),
@@ -107,11 +108,20 @@ fn parse_type(pkg: &str, raw: &str, file: &Path) -> (BaseType, Arity) {
         BaseType::Primitive(canon)
     } else if let Some((p, n)) = base.split_once('/') {
         let n = n.rsplit('/').next().unwrap_or(n);
-        BaseType::Nested { pkg: p.to_string(), name: n.to_string() }
+        BaseType::Nested {
+            pkg: p.to_string(),
+            name: n.to_string(),
+        }
     } else if base == "Header" {
-        BaseType::Nested { pkg: "std_msgs".into(), name: "Header".into() }
+        BaseType::Nested {
+            pkg: "std_msgs".into(),
+            name: "Header".into(),
+        }
     } else {
-        BaseType::Nested { pkg: pkg.to_string(), name: base.to_string() }
+        BaseType::Nested {
+            pkg: pkg.to_string(),
+            name: base.to_string(),
+        }
     };
     (bt, arity)
 }
@@ -137,7 +147,9 @@ fn parse_msg(pkg: &str, name: &str, file: &Path) -> MsgDef {
         }
         let (code, trailing) = match trimmed.find('#') {
             // A '#' inside a string constant's value is part of the value.
-            Some(i) if !trimmed[..i].contains('=') => (&trimmed[..i], Some(trimmed[i + 1..].trim())),
+            Some(i) if !trimmed[..i].contains('=') => {
+                (&trimmed[..i], Some(trimmed[i + 1..].trim()))
+            }
             _ => (trimmed, None),
         };
         let code = code.trim();
@@ -149,8 +161,16 @@ fn parse_msg(pkg: &str, name: &str, file: &Path) -> MsgDef {
             let prim = primitive(ty)
                 .unwrap_or_else(|| panic!("{}: constant of non-primitive type", file.display()))
                 .0;
-            let value = value.trim().trim_matches('"').trim_matches('\'').to_string();
-            constants.push(Constant { prim, name: cname.trim().to_string(), value });
+            let value = value
+                .trim()
+                .trim_matches('"')
+                .trim_matches('\'')
+                .to_string();
+            constants.push(Constant {
+                prim,
+                name: cname.trim().to_string(),
+                value,
+            });
             pending_doc.clear();
             continue;
         }
@@ -168,9 +188,19 @@ fn parse_msg(pkg: &str, name: &str, file: &Path) -> MsgDef {
         if let Some(t) = trailing {
             doc.push(t.to_string());
         }
-        fields.push(Field { base, arity, name: fname.to_string(), default, doc });
+        fields.push(Field {
+            base,
+            arity,
+            name: fname.to_string(),
+            default,
+            doc,
+        });
     }
-    assert!(!fields.is_empty(), "{}: messages without fields are not supported", file.display());
+    assert!(
+        !fields.is_empty(),
+        "{}: messages without fields are not supported",
+        file.display()
+    );
     MsgDef {
         pkg: pkg.to_string(),
         name: name.to_string(),
@@ -190,7 +220,11 @@ fn collect(dir: &Path, pkg: &str, out: &mut BTreeMap<(String, String), MsgDef>) 
     entries.sort();
     for path in entries {
         println!("cargo:rerun-if-changed={}", path.display());
-        let name = path.file_stem().expect("stem").to_string_lossy().to_string();
+        let name = path
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .to_string();
         let def = parse_msg(pkg, &name, &path);
         out.insert((pkg.to_string(), name), def);
     }
@@ -239,7 +273,9 @@ fn literal(prim: &str, value: &str) -> String {
             v.to_string()
         }
         "f32" | "f64" => {
-            let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad float literal `{value}`"));
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad float literal `{value}`"));
             format!("{v:?}")
         }
         r => format!("{value}{r}"),
@@ -247,10 +283,7 @@ fn literal(prim: &str, value: &str) -> String {
 }
 
 /// The definition text with every dependency appended in rosbag2's layout.
-fn full_definition(
-    key: &(String, String),
-    defs: &BTreeMap<(String, String), MsgDef>,
-) -> String {
+fn full_definition(key: &(String, String), defs: &BTreeMap<(String, String), MsgDef>) -> String {
     let mut order: Vec<(String, String)> = Vec::new();
     let mut seen = BTreeSet::new();
     fn visit(
@@ -325,14 +358,21 @@ fn main() {
             }
             doc.push(format!("ROS 2 type `{}/msg/{}`.", def.pkg, def.name));
             doc_attr(&doc, "    ", &mut out);
-            out.push_str("    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n");
+            out.push_str(
+                "    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n",
+            );
             let _ = writeln!(out, "    pub struct {} {{", def.name);
             for f in &def.fields {
                 doc_attr(&f.doc, "        ", &mut out);
                 if is_bytes(f) {
                     out.push_str("        #[serde(with = \"serde_bytes\")]\n");
                 }
-                let _ = writeln!(out, "        pub {}: {},", rust_ident(&f.name), field_rust(f));
+                let _ = writeln!(
+                    out,
+                    "        pub {}: {},",
+                    rust_ident(&f.name),
+                    field_rust(f)
+                );
             }
             out.push_str("    }\n");
             let _ = writeln!(out, "    impl Default for {} {{", def.name);

@@ -12,7 +12,10 @@ use dreamplan::msg::prelude::*;
 
 fn vga() -> Image {
     Image {
-        header: Header { stamp: Time { sec: 1, nanosec: 2 }, frame_id: "camera_color_optical_frame".into() },
+        header: Header {
+            stamp: Time { sec: 1, nanosec: 2 },
+            frame_id: "camera_color_optical_frame".into(),
+        },
         height: 480,
         width: 640,
         encoding: "rgb8".into(),
@@ -27,7 +30,11 @@ const IMAGE_BYTES: u64 = 640 * 480 * 3;
 fn latency(c: &mut Criterion) {
     let mut g = c.benchmark_group("local_bus_640x480_rgb8");
     g.throughput(Throughput::Bytes(IMAGE_BYTES));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // Same task: publish a shared image and receive it (the bus's own overhead).
     g.bench_function("publish_recv_same_task", |b| {

@@ -36,7 +36,10 @@ pub enum ConfigError {
 }
 
 fn invalid(origin: &str, err: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid { origin: origin.to_string(), message: err.to_string() }
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        message: err.to_string(),
+    }
 }
 
 /// One node of a graph: a name, a kind (which node type) and its parameters.
@@ -81,7 +84,10 @@ impl GraphConfig {
         let mut seen = std::collections::BTreeSet::new();
         for n in &g.nodes {
             if !seen.insert(n.name.as_str()) {
-                return Err(invalid(origin, format!("node name `{}` is used twice", n.name)));
+                return Err(invalid(
+                    origin,
+                    format!("node name `{}` is used twice", n.name),
+                ));
             }
         }
         if !(g.duration_s.is_finite() && g.duration_s >= 0.0) {
@@ -92,7 +98,10 @@ impl GraphConfig {
 
     /// Reads a graph file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
@@ -105,7 +114,10 @@ impl GraphConfig {
 
 /// Turns a node's parameter mapping into its typed config; a null/absent mapping gives
 /// the defaults. Errors name `origin` and the offending key.
-pub fn node_config<C: DeserializeOwned>(params: &serde_yaml::Value, origin: &str) -> Result<C, ConfigError> {
+pub fn node_config<C: DeserializeOwned>(
+    params: &serde_yaml::Value,
+    origin: &str,
+) -> Result<C, ConfigError> {
     let value = match params {
         serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
         v => v.clone(),
@@ -121,17 +133,25 @@ pub fn ros_params(text: &str, node: &str, origin: &str) -> Result<serde_yaml::Va
     use serde_yaml::{Mapping, Value};
     let doc: Value = serde_yaml::from_str(text).map_err(|e| invalid(origin, e))?;
     let Value::Mapping(top) = doc else {
-        return Err(invalid(origin, "a ROS 2 params file is a mapping of node names"));
+        return Err(invalid(
+            origin,
+            "a ROS 2 params file is a mapping of node names",
+        ));
     };
     let mut merged = Mapping::new();
     let wanted = ["/**".to_string(), node.to_string(), format!("/{node}")];
     for key in &wanted {
-        let Some(section) = top.get(key.as_str()) else { continue };
+        let Some(section) = top.get(key.as_str()) else {
+            continue;
+        };
         let params = section
             .get("ros__parameters")
             .ok_or_else(|| invalid(origin, format!("section `{key}` has no `ros__parameters`")))?;
         let Value::Mapping(params) = params else {
-            return Err(invalid(origin, format!("`{key}.ros__parameters` is not a mapping")));
+            return Err(invalid(
+                origin,
+                format!("`{key}.ros__parameters` is not a mapping"),
+            ));
         };
         for (k, v) in params {
             // Standard ROS parameters that every node accepts and configs do not model.
@@ -175,12 +195,17 @@ fn insert_dotted(map: &mut serde_yaml::Mapping, key: &serde_yaml::Value, value: 
 
 /// Whether a ROS 2 params file asks for `use_sim_time: true` for `node`.
 pub fn ros_use_sim_time(text: &str, node: &str) -> bool {
-    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text) else { return false };
-    ["/**".to_string(), node.to_string(), format!("/{node}")].iter().any(|k| {
-        top.get(k.as_str())
-            .and_then(|s| s.get("ros__parameters"))
-            .and_then(|p| p.get("use_sim_time"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-    })
+    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    else {
+        return false;
+    };
+    ["/**".to_string(), node.to_string(), format!("/{node}")]
+        .iter()
+        .any(|k| {
+            top.get(k.as_str())
+                .and_then(|s| s.get("ros__parameters"))
+                .and_then(|p| p.get("use_sim_time"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        })
 }

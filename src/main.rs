@@ -10,7 +10,11 @@ use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
 
 #[derive(Parser)]
-#[command(name = "dreamplan", version, about = "DreamPlan: VLM planners for deformable objects, tuned in a video world model")]
+#[command(
+    name = "dreamplan",
+    version,
+    about = "DreamPlan: VLM planners for deformable objects, tuned in a video world model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +46,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -68,8 +74,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 graph.duration_s = d;
             }
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(LocalBus::default(), &graph))?;
-            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
+                LocalBus::default(),
+                &graph,
+            ))?;
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
@@ -77,7 +90,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Interface { type_name } => {
             match type_name {
-                None => dreamplan::msg::ALL_TYPE_NAMES.iter().for_each(|t| println!("{t}")),
+                None => dreamplan::msg::ALL_TYPE_NAMES
+                    .iter()
+                    .for_each(|t| println!("{t}")),
                 Some(name) => {
                     struct Def;
                     impl dreamplan::msg::TypeVisitor for Def {
@@ -86,8 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             M::DEFINITION
                         }
                     }
-                    let def = dreamplan::msg::visit_type(&name, Def)
-                        .with_context(|| format!("unknown message type `{name}` (see `dreamplan interface`)"))?;
+                    let def = dreamplan::msg::visit_type(&name, Def).with_context(|| {
+                        format!("unknown message type `{name}` (see `dreamplan interface`)")
+                    })?;
                     print!("{def}");
                 }
             }

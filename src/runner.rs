@@ -36,7 +36,11 @@ impl RunReport {
 
 /// Runs `graph` on `bus` until `shutdown` is cancelled, `graph.duration_s` passes, or a
 /// node fails. Every spawned task has finished when this returns.
-pub async fn run_graph<B: Bus>(bus: B, graph: &GraphConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+pub async fn run_graph<B: Bus>(
+    bus: B,
+    graph: &GraphConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunReport> {
     let mut ready = Vec::new();
     for spec in graph.nodes.iter().filter(|n| n.enabled) {
         ready.push((spec.name.clone(), nodes::build::<B>(spec, &graph.origin)?));
@@ -58,14 +62,19 @@ pub async fn run_nodes<B: Bus>(
     let mut tasks: JoinSet<(String, anyhow::Result<()>)> = JoinSet::new();
     let mut names = HashMap::new();
     for (name, start) in ready {
-        let ctx = NodeContext { name: name.clone(), bus: bus.clone(), shutdown: shutdown.child_token() };
+        let ctx = NodeContext {
+            name: name.clone(),
+            bus: bus.clone(),
+            shutdown: shutdown.child_token(),
+        };
         tracing::info!(node = %name, "starting");
         let fut = start(ctx);
-        let id = tasks.spawn({
-            let name = name.clone();
-            async move { (name, fut.await) }
-        })
-        .id();
+        let id = tasks
+            .spawn({
+                let name = name.clone();
+                async move { (name, fut.await) }
+            })
+            .id();
         names.insert(id, name);
     }
 
@@ -106,9 +115,12 @@ pub async fn run_nodes<B: Bus>(
         tasks.abort_all();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Err(e) if e.is_cancelled() => {
-                    report.aborted.push(names.get(&e.id()).cloned().unwrap_or_else(|| format!("task {}", e.id())))
-                }
+                Err(e) if e.is_cancelled() => report.aborted.push(
+                    names
+                        .get(&e.id())
+                        .cloned()
+                        .unwrap_or_else(|| format!("task {}", e.id())),
+                ),
                 other => record(&mut report, &names, other),
             }
         }
@@ -132,7 +144,13 @@ fn record(
             report.failed.push((name, format!("{e:#}")));
         }
         // A node that panicked: its name is known from the task id.
-        Err(e) => report.failed.push((names.get(&e.id()).cloned().unwrap_or_else(|| format!("task {}", e.id())), e.to_string())),
+        Err(e) => report.failed.push((
+            names
+                .get(&e.id())
+                .cloned()
+                .unwrap_or_else(|| format!("task {}", e.id())),
+            e.to_string(),
+        )),
     }
 }
 
@@ -146,7 +164,9 @@ pub async fn run_until_ctrl_c<B: Bus>(bus: B, graph: &GraphConfig) -> anyhow::Re
             on_signal.cancel();
         }
     });
-    let report = run_graph(bus, graph, shutdown).await.context("running the node graph");
+    let report = run_graph(bus, graph, shutdown)
+        .await
+        .context("running the node graph");
     watcher.abort();
     let _ = watcher.await;
     report

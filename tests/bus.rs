@@ -26,7 +26,10 @@ static ALLOC: Counting = Counting;
 
 fn image(width: u32, height: u32, fill: u8) -> Image {
     Image {
-        header: Header { stamp: Time::from_nanos(fill as i64), frame_id: "cam".into() },
+        header: Header {
+            stamp: Time::from_nanos(fill as i64),
+            frame_id: "cam".into(),
+        },
         width,
         height,
         encoding: "rgb8".into(),
@@ -39,8 +42,12 @@ fn image(width: u32, height: u32, fill: u8) -> Image {
 #[test]
 fn a_subscriber_that_never_reads_keeps_only_depth_messages() {
     let bus = LocalBus::default();
-    let publisher = bus.publisher::<Image>("/camera/image_raw", Qos::sensor_data()).unwrap();
-    let sub = bus.subscribe::<Image>("/camera/image_raw", Qos::keep_last(4)).unwrap();
+    let publisher = bus
+        .publisher::<Image>("/camera/image_raw", Qos::sensor_data())
+        .unwrap();
+    let sub = bus
+        .subscribe::<Image>("/camera/image_raw", Qos::keep_last(4))
+        .unwrap();
     let one_image = 160 * 120 * 3;
     let live_before = LIVE.with(|c| c.get());
     for i in 0..2000u32 {
@@ -62,7 +69,10 @@ async fn a_slow_subscriber_gets_the_newest_messages_in_order() {
     for i in 0..10 {
         publisher.publish(Time { sec: i, nanosec: 0 }).unwrap();
     }
-    let got: Vec<i32> = [sub.recv().await, sub.recv().await, sub.recv().await].into_iter().map(|m| m.unwrap().sec).collect();
+    let got: Vec<i32> = [sub.recv().await, sub.recv().await, sub.recv().await]
+        .into_iter()
+        .map(|m| m.unwrap().sec)
+        .collect();
     assert_eq!(got, vec![7, 8, 9]);
     assert!(sub.try_recv().is_none());
 }
@@ -70,16 +80,25 @@ async fn a_slow_subscriber_gets_the_newest_messages_in_order() {
 #[tokio::test]
 async fn a_latched_goal_image_reaches_a_subscriber_that_joins_late() {
     let bus = LocalBus::default();
-    let goal_pub = bus.publisher::<Image>("/goal/image", Qos::latched()).unwrap();
+    let goal_pub = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
     goal_pub.publish(image(8, 8, 1)).unwrap();
     goal_pub.publish(image(8, 8, 2)).unwrap();
     // Joins after both were published: gets the last one (latched depth 1), at once.
-    let mut late = bus.subscribe::<Image>("/goal/image", Qos::latched()).unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(1), late.recv()).await.expect("latched message").unwrap();
+    let mut late = bus
+        .subscribe::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(1), late.recv())
+        .await
+        .expect("latched message")
+        .unwrap();
     assert_eq!(got.data[0], 2);
     assert!(late.try_recv().is_none());
     // A volatile subscriber does not get history.
-    let mut volatile = bus.subscribe::<Image>("/goal/image", Qos::keep_last(1)).unwrap();
+    let mut volatile = bus
+        .subscribe::<Image>("/goal/image", Qos::keep_last(1))
+        .unwrap();
     assert!(volatile.try_recv().is_none());
     goal_pub.publish(image(8, 8, 3)).unwrap();
     assert_eq!(volatile.recv().await.unwrap().data[0], 3);
@@ -101,22 +120,43 @@ async fn shutdown_wakes_waiting_readers_after_draining() {
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     bus.shutdown();
-    let n = tokio::time::timeout(Duration::from_secs(1), reader).await.expect("reader woke up").unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(1), reader)
+        .await
+        .expect("reader woke up")
+        .unwrap();
     assert_eq!(n, 1);
-    assert!(matches!(publisher.publish(Time::default()), Err(BusError::Closed(_))));
-    assert!(matches!(bus.subscribe::<Time>("/t", Qos::default()), Err(BusError::Closed(_))));
+    assert!(matches!(
+        publisher.publish(Time::default()),
+        Err(BusError::Closed(_))
+    ));
+    assert!(matches!(
+        bus.subscribe::<Time>("/t", Qos::default()),
+        Err(BusError::Closed(_))
+    ));
 }
 
 #[test]
 fn topic_names_and_types_are_checked() {
     let bus = LocalBus::default();
     bus.publisher::<Time>("clock_like", Qos::default()).unwrap();
-    assert_eq!(bus.topic_types().get("/clock_like").map(String::as_str), Some("builtin_interfaces/msg/Time"));
-    let err = bus.subscribe::<Image>("/clock_like", Qos::default()).err().unwrap();
+    assert_eq!(
+        bus.topic_types().get("/clock_like").map(String::as_str),
+        Some("builtin_interfaces/msg/Time")
+    );
+    let err = bus
+        .subscribe::<Image>("/clock_like", Qos::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, BusError::TypeMismatch { .. }), "{err}");
     assert!(err.to_string().contains("builtin_interfaces/msg/Time"));
     for bad in ["", "/", "a//b", "a/", "2d/points", "a b", "é"] {
-        assert!(matches!(bus.publisher::<Time>(bad, Qos::default()), Err(BusError::InvalidTopic { .. })), "{bad:?} accepted");
+        assert!(
+            matches!(
+                bus.publisher::<Time>(bad, Qos::default()),
+                Err(BusError::InvalidTopic { .. })
+            ),
+            "{bad:?} accepted"
+        );
     }
 }
 
@@ -130,5 +170,8 @@ async fn a_dropped_subscriber_no_longer_receives_and_costs_nothing() {
     for i in 0..50 {
         publisher.publish(image(64, 64, i)).unwrap();
     }
-    assert!(LIVE.with(|c| c.get()).saturating_sub(before) < 64 * 64 * 3, "messages were kept for a dropped subscriber");
+    assert!(
+        LIVE.with(|c| c.get()).saturating_sub(before) < 64 * 64 * 3,
+        "messages were kept for a dropped subscriber"
+    );
 }

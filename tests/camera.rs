@@ -1,6 +1,8 @@
 //! Camera node pieces: calibration from a field of view, the test pattern, image files.
 
-use dreamplan::nodes::camera::{intrinsics_from_hfov, pinhole_camera_info, test_pattern, CameraConfig, CameraNode, Source};
+use dreamplan::nodes::camera::{
+    intrinsics_from_hfov, pinhole_camera_info, test_pattern, CameraConfig, CameraNode, Source,
+};
 use dreamplan::nodes::Node;
 
 #[test]
@@ -21,7 +23,11 @@ fn the_test_pattern_has_bars_and_moves() {
     let b = test_pattern(64, 32, 8);
     assert_eq!(a.len(), 64 * 32 * 3);
     assert_eq!(&a[0..3], &[235, 235, 235], "first bar is white");
-    assert_eq!(&a[8 * 3..8 * 3 + 3], &[235, 235, 16], "second bar is yellow");
+    assert_eq!(
+        &a[8 * 3..8 * 3 + 3],
+        &[235, 235, 16],
+        "second bar is yellow"
+    );
     assert_ne!(a, b, "the pattern scrolls");
     assert_eq!(a, test_pattern(64, 32, 0), "deterministic");
 }
@@ -30,10 +36,22 @@ fn the_test_pattern_has_bars_and_moves() {
 fn image_files_are_loaded_and_resized() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("frame.png");
-    image::RgbImage::from_pixel(20, 10, image::Rgb([10, 20, 30])).save(&path).unwrap();
-    let config = CameraConfig { source: Source::Files, files: vec![path], width: 40, height: 20, ..Default::default() };
+    image::RgbImage::from_pixel(20, 10, image::Rgb([10, 20, 30]))
+        .save(&path)
+        .unwrap();
+    let config = CameraConfig {
+        source: Source::Files,
+        files: vec![path],
+        width: 40,
+        height: 20,
+        ..Default::default()
+    };
     assert!(CameraNode::new(config).is_ok());
-    let missing = CameraConfig { source: Source::Files, files: vec![dir.path().join("nope.png")], ..Default::default() };
+    let missing = CameraConfig {
+        source: Source::Files,
+        files: vec![dir.path().join("nope.png")],
+        ..Default::default()
+    };
     let err = format!("{:#}", CameraNode::new(missing).err().unwrap());
     assert!(err.contains("nope.png"), "{err}");
 }

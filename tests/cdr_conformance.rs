@@ -18,8 +18,16 @@ fn expand(v: Value) -> Value {
     match v {
         Value::Object(map) if map.contains_key("$pattern") => {
             let p = &map["$pattern"];
-            let (len, mul, add) = (p["len"].as_u64().unwrap(), p["mul"].as_u64().unwrap(), p["add"].as_u64().unwrap());
-            Value::Array((0..len).map(|i| Value::from((i * mul + add) % 256)).collect())
+            let (len, mul, add) = (
+                p["len"].as_u64().unwrap(),
+                p["mul"].as_u64().unwrap(),
+                p["add"].as_u64().unwrap(),
+            );
+            Value::Array(
+                (0..len)
+                    .map(|i| Value::from((i * mul + add) % 256))
+                    .collect(),
+            )
         }
         Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, expand(v))).collect()),
         Value::Array(items) => Value::Array(items.into_iter().map(expand).collect()),
@@ -36,10 +44,15 @@ struct Check {
 impl TypeVisitor for Check {
     type Output = Result<(), String>;
     fn visit<M: Message>(self) -> Result<(), String> {
-        let value: M = serde_json::from_value(self.value).map_err(|e| format!("{}: JSON → {}: {e}", self.name, M::TYPE_NAME))?;
+        let value: M = serde_json::from_value(self.value)
+            .map_err(|e| format!("{}: JSON → {}: {e}", self.name, M::TYPE_NAME))?;
         let ours = value.to_cdr();
         if ours != self.expected {
-            let at = ours.iter().zip(&self.expected).position(|(a, b)| a != b).unwrap_or(ours.len().min(self.expected.len()));
+            let at = ours
+                .iter()
+                .zip(&self.expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(ours.len().min(self.expected.len()));
             return Err(format!(
                 "{}: encoding differs from rosbags at byte {at} (ours {} bytes, rosbags {} bytes)",
                 self.name,
@@ -47,9 +60,13 @@ impl TypeVisitor for Check {
                 self.expected.len()
             ));
         }
-        let decoded = M::from_cdr(&self.expected).map_err(|e| format!("{}: decode: {e}", self.name))?;
+        let decoded =
+            M::from_cdr(&self.expected).map_err(|e| format!("{}: decode: {e}", self.name))?;
         if decoded != value {
-            return Err(format!("{}: decoded value differs from the case's value", self.name));
+            return Err(format!(
+                "{}: decoded value differs from the case's value",
+                self.name
+            ));
         }
         Ok(())
     }
@@ -57,15 +74,25 @@ impl TypeVisitor for Check {
 
 #[test]
 fn every_case_matches_rosbags_bytes_both_ways() {
-    let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap()).unwrap();
-    assert!(cases.len() >= 30, "expected the full case list, got {}", cases.len());
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("cases.json")).unwrap())
+            .unwrap();
+    assert!(
+        cases.len() >= 30,
+        "expected the full case list, got {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     let mut types = BTreeSet::new();
     for case in cases {
         let name = case["name"].as_str().unwrap().to_string();
         let type_name = case["type"].as_str().unwrap().to_string();
         let expected = std::fs::read(fixtures().join(format!("{name}.cdr"))).unwrap();
-        let check = Check { name: name.clone(), value: expand(case["value"].clone()), expected };
+        let check = Check {
+            name: name.clone(),
+            value: expand(case["value"].clone()),
+            expected,
+        };
         match visit_type(&type_name, check) {
             Some(Ok(())) => {
                 types.insert(type_name);
@@ -74,9 +101,20 @@ fn every_case_matches_rosbags_bytes_both_ways() {
             None => failures.push(format!("{name}: type {type_name} unknown to dreamplan")),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    let untested: Vec<_> = ALL_TYPE_NAMES.iter().filter(|t| !types.contains(**t)).collect();
-    assert!(untested.is_empty(), "message types without a conformance case: {untested:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let untested: Vec<_> = ALL_TYPE_NAMES
+        .iter()
+        .filter(|t| !types.contains(**t))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "message types without a conformance case: {untested:?}"
+    );
 }
 
 #[test]
@@ -84,7 +122,10 @@ fn big_image_case_is_1280x720_rgb8() {
     use dreamplan::msg::sensor_msgs::Image;
     let bytes = std::fs::read(fixtures().join("image_1280x720_rgb8.cdr")).unwrap();
     let img = Image::from_cdr(&bytes).unwrap();
-    assert_eq!((img.width, img.height, img.encoding.as_str(), img.step), (1280, 720, "rgb8", 3840));
+    assert_eq!(
+        (img.width, img.height, img.encoding.as_str(), img.step),
+        (1280, 720, "rgb8", 3840)
+    );
     assert_eq!(img.data.len(), 1280 * 720 * 3);
     assert_eq!(img.data[1000], ((1000 * 31 + 7) % 256) as u8);
 }
@@ -96,7 +137,15 @@ fn normalize(def: &str) -> Vec<(String, BTreeSet<String>, Vec<String>)> {
     let mut sections = Vec::new();
     for (i, section) in def.split(&format!("{sep}\n")).enumerate() {
         let mut lines = section.lines();
-        let name = if i == 0 { String::from("<main>") } else { lines.next().unwrap().trim_start_matches("MSG: ").to_string() };
+        let name = if i == 0 {
+            String::from("<main>")
+        } else {
+            lines
+                .next()
+                .unwrap()
+                .trim_start_matches("MSG: ")
+                .to_string()
+        };
         let (mut consts, mut fields) = (BTreeSet::new(), Vec::new());
         for line in lines {
             let code = line.split('#').next().unwrap().trim();
@@ -128,8 +177,13 @@ fn definitions_match_rosbags() {
     for type_name in ALL_TYPE_NAMES {
         let (pkg, name) = type_name.split_once("/msg/").unwrap();
         let path = fixtures().join("msgdef").join(format!("{pkg}__{name}.msg"));
-        let theirs = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let theirs =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let ours = visit_type(type_name, Def).unwrap();
-        assert_eq!(normalize(ours), normalize(&theirs), "definition of {type_name} differs from rosbags'");
+        assert_eq!(
+            normalize(ours),
+            normalize(&theirs),
+            "definition of {type_name} differs from rosbags'"
+        );
     }
 }

@@ -69,13 +69,18 @@ fn budget(len: usize) -> usize {
 
 fn check(type_name: &str, bytes: &[u8]) -> Result<bool, TestCaseError> {
     let (ok, peak) = visit_type(type_name, Decode(bytes)).expect("known type");
-    prop_assert!(peak <= budget(bytes.len()), "{type_name}: {peak} bytes allocated for a {}-byte input", bytes.len());
+    prop_assert!(
+        peak <= budget(bytes.len()),
+        "{type_name}: {peak} bytes allocated for a {}-byte input",
+        bytes.len()
+    );
     Ok(ok)
 }
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdr");
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     cases
         .as_array()
         .unwrap()
@@ -83,7 +88,10 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         .filter(|c| c["name"] != "image_1280x720_rgb8")
         .map(|c| {
             let name = c["name"].as_str().unwrap();
-            (c["type"].as_str().unwrap().to_string(), std::fs::read(dir.join(format!("{name}.cdr"))).unwrap())
+            (
+                c["type"].as_str().unwrap().to_string(),
+                std::fs::read(dir.join(format!("{name}.cdr"))).unwrap(),
+            )
         })
         .collect()
 }
@@ -91,11 +99,18 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_truncation_of_every_fixture_is_an_error_not_a_panic() {
     for (type_name, bytes) in fixtures() {
-        assert!(check(&type_name, &bytes).unwrap(), "{type_name}: the intact fixture must decode");
+        assert!(
+            check(&type_name, &bytes).unwrap(),
+            "{type_name}: the intact fixture must decode"
+        );
         for cut in 0..bytes.len().saturating_sub(3) {
             // Up to 3 trailing bytes may be padding, so only cuts that remove more are errors.
             let ok = check(&type_name, &bytes[..cut]).unwrap();
-            assert!(!ok, "{type_name}: truncated to {cut} of {} bytes still decoded", bytes.len());
+            assert!(
+                !ok,
+                "{type_name}: truncated to {cut} of {} bytes still decoded",
+                bytes.len()
+            );
         }
     }
 }

@@ -17,7 +17,8 @@ fn the_builtin_graph_builds_every_node() {
     let graph = GraphConfig::builtin();
     assert!(graph.nodes.len() >= 2);
     for spec in &graph.nodes {
-        dreamplan::nodes::build::<LocalBus>(spec, &graph.origin).unwrap_or_else(|e| panic!("{e:#}"));
+        dreamplan::nodes::build::<LocalBus>(spec, &graph.origin)
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 
@@ -25,9 +26,15 @@ fn the_builtin_graph_builds_every_node() {
 fn a_misspelled_key_names_the_file_the_node_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("graph.yaml");
-    std::fs::write(&path, "nodes:\n  - name: cam\n    kind: camera\n    params: { rate_hzz: 5.0 }\n").unwrap();
+    std::fs::write(
+        &path,
+        "nodes:\n  - name: cam\n    kind: camera\n    params: { rate_hzz: 5.0 }\n",
+    )
+    .unwrap();
     let graph = GraphConfig::load(&path).unwrap();
-    let err = dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], &graph.origin).err().unwrap();
+    let err = dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], &graph.origin)
+        .err()
+        .unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("graph.yaml"), "{msg}");
     assert!(msg.contains("`cam`"), "{msg}");
@@ -36,34 +43,80 @@ fn a_misspelled_key_names_the_file_the_node_and_the_key() {
 
 #[test]
 fn graph_level_mistakes_are_reported() {
-    let err = GraphConfig::from_yaml("nodes: []\nduraton_s: 3\n", "g.yaml").unwrap_err().to_string();
-    assert!(err.starts_with("g.yaml") && err.contains("duraton_s"), "{err}");
-    let err = GraphConfig::from_yaml("nodes:\n - {name: a, kind: camera}\n - {name: a, kind: monitor}\n", "g.yaml").unwrap_err().to_string();
+    let err = GraphConfig::from_yaml("nodes: []\nduraton_s: 3\n", "g.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("g.yaml") && err.contains("duraton_s"),
+        "{err}"
+    );
+    let err = GraphConfig::from_yaml(
+        "nodes:\n - {name: a, kind: camera}\n - {name: a, kind: monitor}\n",
+        "g.yaml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("`a` is used twice"), "{err}");
     let graph = GraphConfig::from_yaml("nodes:\n - {name: a, kind: lidar}\n", "g.yaml").unwrap();
-    let err = format!("{:#}", dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml").err().unwrap());
-    assert!(err.contains("unknown kind `lidar`") && err.contains("camera"), "{err}");
-    let err = GraphConfig::load(Path::new("/nonexistent/graph.yaml")).unwrap_err().to_string();
+    let err = format!(
+        "{:#}",
+        dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml")
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("unknown kind `lidar`") && err.contains("camera"),
+        "{err}"
+    );
+    let err = GraphConfig::load(Path::new("/nonexistent/graph.yaml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/graph.yaml"), "{err}");
 }
 
 #[test]
 fn invalid_values_are_rejected_by_the_node() {
-    let graph = GraphConfig::from_yaml("nodes:\n - {name: c, kind: camera, params: {rate_hz: -1.0}}\n", "g.yaml").unwrap();
-    let err = format!("{:#}", dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml").err().unwrap());
+    let graph = GraphConfig::from_yaml(
+        "nodes:\n - {name: c, kind: camera, params: {rate_hz: -1.0}}\n",
+        "g.yaml",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml")
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("rate_hz"), "{err}");
-    let graph = GraphConfig::from_yaml("nodes:\n - {name: c, kind: camera, params: {source: files}}\n", "g.yaml").unwrap();
-    let err = format!("{:#}", dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml").err().unwrap());
+    let graph = GraphConfig::from_yaml(
+        "nodes:\n - {name: c, kind: camera, params: {source: files}}\n",
+        "g.yaml",
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        dreamplan::nodes::build::<LocalBus>(&graph.nodes[0], "g.yaml")
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("files"), "{err}");
 }
 
 #[test]
 fn shipped_ros_params_files_load_into_the_node_configs() {
     let cam_text = std::fs::read_to_string(root().join("config/ros/camera.yaml")).unwrap();
-    let cam: CameraConfig = node_config(&ros_params(&cam_text, "camera", "camera.yaml").unwrap(), "camera.yaml").unwrap();
+    let cam: CameraConfig = node_config(
+        &ros_params(&cam_text, "camera", "camera.yaml").unwrap(),
+        "camera.yaml",
+    )
+    .unwrap();
     assert_eq!(cam.source, Source::Pattern);
     let mon_text = std::fs::read_to_string(root().join("config/ros/monitor.yaml")).unwrap();
-    let mon: MonitorConfig = node_config(&ros_params(&mon_text, "monitor", "monitor.yaml").unwrap(), "monitor.yaml").unwrap();
+    let mon: MonitorConfig = node_config(
+        &ros_params(&mon_text, "monitor", "monitor.yaml").unwrap(),
+        "monitor.yaml",
+    )
+    .unwrap();
     assert!(!mon.topics.is_empty());
 }
 
@@ -72,13 +125,21 @@ fn ros_params_merge_wildcard_and_node_sections_and_nest_dotted_keys() {
     let text = "/**:\n  ros__parameters:\n    use_sim_time: true\n    rate_hz: 5.0\n/camera:\n  ros__parameters:\n    width: 320\n    intrinsics: [1.0, 2.0, 3.0, 4.0]\nother:\n  ros__parameters:\n    width: 1\n";
     let v = ros_params(text, "camera", "p.yaml").unwrap();
     let cam: CameraConfig = node_config(&v, "p.yaml").unwrap();
-    assert_eq!((cam.width, cam.rate_hz, cam.intrinsics), (320, 5.0, Some([1.0, 2.0, 3.0, 4.0])));
+    assert_eq!(
+        (cam.width, cam.rate_hz, cam.intrinsics),
+        (320, 5.0, Some([1.0, 2.0, 3.0, 4.0]))
+    );
     assert!(dreamplan::config::ros_use_sim_time(text, "camera"));
 
     let flat: serde_yaml::Mapping = serde_yaml::from_str("a.b.c: 1\na.d: 2\ne: 3").unwrap();
     let nested = dreamplan::config::nest_dotted(flat);
-    assert_eq!(nested, serde_yaml::from_str::<serde_yaml::Value>("{a: {b: {c: 1}, d: 2}, e: 3}").unwrap());
+    assert_eq!(
+        nested,
+        serde_yaml::from_str::<serde_yaml::Value>("{a: {b: {c: 1}, d: 2}, e: 3}").unwrap()
+    );
 
-    let err = ros_params("camera:\n  width: 3\n", "camera", "p.yaml").unwrap_err().to_string();
+    let err = ros_params("camera:\n  width: 3\n", "camera", "p.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ros__parameters"), "{err}");
 }

@@ -10,7 +10,9 @@ use dreamplan::runner::{run_graph, run_nodes};
 use tokio_util::sync::CancellationToken;
 
 fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
 }
 
 const GRAPH: &str = r#"
@@ -28,12 +30,18 @@ nodes:
 async fn camera_images_reach_the_monitor_and_everything_stops() {
     let graph = GraphConfig::from_yaml(GRAPH, "test graph").unwrap();
     let bus = LocalBus::default();
-    let report = run_graph(bus, &graph, CancellationToken::new()).await.unwrap();
+    let report = run_graph(bus, &graph, CancellationToken::new())
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{report:?}");
     let mut stopped = report.stopped.clone();
     stopped.sort();
     assert_eq!(stopped, vec!["cam".to_string(), "mon".to_string()]);
-    assert_eq!(alive_tasks(), 0, "tasks left running after the graph stopped");
+    assert_eq!(
+        alive_tasks(),
+        0,
+        "tasks left running after the graph stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,8 +49,11 @@ async fn monitor_counts_what_the_camera_sends() {
     use dreamplan::nodes::monitor::{MonitorConfig, MonitorNode};
     use dreamplan::nodes::Node;
     let bus = LocalBus::default();
-    let cam: dreamplan::nodes::camera::CameraConfig =
-        dreamplan::config::node_config(&serde_yaml::from_str("{rate_hz: 50.0, width: 32, height: 16}").unwrap(), "t").unwrap();
+    let cam: dreamplan::nodes::camera::CameraConfig = dreamplan::config::node_config(
+        &serde_yaml::from_str("{rate_hz: 50.0, width: 32, height: 16}").unwrap(),
+        "t",
+    )
+    .unwrap();
     let camera = dreamplan::nodes::camera::CameraNode::new(cam).unwrap();
     let monitor = MonitorNode::new(MonitorConfig {
         topics: vec!["/camera/image_raw".into(), "/camera/camera_info".into()],
@@ -53,20 +64,40 @@ async fn monitor_counts_what_the_camera_sends() {
     .unwrap();
     let stats = monitor.stats();
     let nodes: Vec<(String, ReadyNode<LocalBus>)> = vec![
-        ("camera".into(), Box::new(move |ctx| Box::pin(camera.run(ctx)))),
-        ("monitor".into(), Box::new(move |ctx| Box::pin(monitor.run(ctx)))),
+        (
+            "camera".into(),
+            Box::new(move |ctx| Box::pin(camera.run(ctx))),
+        ),
+        (
+            "monitor".into(),
+            Box::new(move |ctx| Box::pin(monitor.run(ctx))),
+        ),
     ];
-    let report = run_nodes(bus, nodes, Some(Duration::from_millis(1500)), Duration::from_secs(2), CancellationToken::new()).await;
+    let report = run_nodes(
+        bus,
+        nodes,
+        Some(Duration::from_millis(1500)),
+        Duration::from_secs(2),
+        CancellationToken::new(),
+    )
+    .await;
     assert!(report.is_clean(), "{report:?}");
     let stats = stats.lock().unwrap().clone();
     let images = &stats["/camera/image_raw"];
     let info = &stats["/camera/camera_info"];
     assert_eq!(images.type_name, "sensor_msgs/msg/Image");
     // 50 Hz for 1.5 s, minus the monitor's discovery delay (≤ 200 ms) and scheduling slack.
-    assert!((30..=80).contains(&images.messages), "{} images", images.messages);
+    assert!(
+        (30..=80).contains(&images.messages),
+        "{} images",
+        images.messages
+    );
     // Each 32×16 rgb8 image: 4 + header(8 + 4 + 27 + pad) + 5 fields + 4 + 1536 bytes.
     let one = images.bytes / images.messages;
-    assert!((1536 + 60..1536 + 120).contains(&one), "{one} bytes per image");
+    assert!(
+        (1536 + 60..1536 + 120).contains(&one),
+        "{one} bytes per image"
+    );
     assert_eq!(info.messages, 1, "the latched camera info");
 }
 
@@ -101,16 +132,22 @@ async fn a_node_that_ignores_shutdown_is_aborted_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_node_stops_the_graph_and_an_external_stop_works() {
-    let failing: ReadyNode<LocalBus> = Box::new(|_ctx| Box::pin(async { anyhow::bail!("sensor unplugged") }));
+    let failing: ReadyNode<LocalBus> =
+        Box::new(|_ctx| Box::pin(async { anyhow::bail!("sensor unplugged") }));
     let waiting: ReadyNode<LocalBus> = Box::new(|ctx: NodeContext<LocalBus>| {
         Box::pin(async move {
             ctx.shutdown.cancelled().await;
             Ok(())
         })
     });
-    let report =
-        run_nodes(LocalBus::default(), vec![("bad".into(), failing), ("ok".into(), waiting)], None, Duration::from_secs(1), CancellationToken::new())
-            .await;
+    let report = run_nodes(
+        LocalBus::default(),
+        vec![("bad".into(), failing), ("ok".into(), waiting)],
+        None,
+        Duration::from_secs(1),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(report.failed.len(), 1);
     assert!(report.failed[0].1.contains("sensor unplugged"));
     assert_eq!(report.stopped, vec!["ok".to_string()]);
@@ -128,7 +165,14 @@ async fn a_failing_node_stops_the_graph_and_an_external_stop_works() {
         trigger.cancel();
     });
     let t0 = std::time::Instant::now();
-    let report = run_nodes(LocalBus::default(), vec![("w".into(), waiting)], None, Duration::from_secs(1), stop).await;
+    let report = run_nodes(
+        LocalBus::default(),
+        vec![("w".into(), waiting)],
+        None,
+        Duration::from_secs(1),
+        stop,
+    )
+    .await;
     assert!(report.is_clean());
     assert!(t0.elapsed() < Duration::from_secs(1));
 }

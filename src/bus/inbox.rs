@@ -22,7 +22,12 @@ pub(crate) struct Inbox<M> {
 impl<M> Inbox<M> {
     pub(crate) fn new(depth: usize) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State { queue: VecDeque::with_capacity(depth.min(64)), closed: false, dropped: 0, received: 0 }),
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(depth.min(64)),
+                closed: false,
+                dropped: 0,
+                received: 0,
+            }),
             notify: Notify::new(),
             depth: depth.max(1),
         })
@@ -74,8 +79,16 @@ pub struct Subscriber<M> {
 }
 
 impl<M> Subscriber<M> {
-    pub(crate) fn new(topic: String, inbox: Arc<Inbox<M>>, feeder: Option<Box<dyn Send + Sync>>) -> Self {
-        Self { topic, inbox, _feeder: feeder }
+    pub(crate) fn new(
+        topic: String,
+        inbox: Arc<Inbox<M>>,
+        feeder: Option<Box<dyn Send + Sync>>,
+    ) -> Self {
+        Self {
+            topic,
+            inbox,
+            _feeder: feeder,
+        }
     }
 
     /// The next message; `None` once the bus has shut down and the queue is drained.

@@ -64,7 +64,13 @@ impl Default for LocalBus {
 impl LocalBus {
     /// A bus whose nodes stamp messages with `clock`.
     pub fn new(clock: Clock) -> Self {
-        Self { inner: Arc::new(Inner { topics: Mutex::new(HashMap::new()), closed: AtomicBool::new(false), clock }) }
+        Self {
+            inner: Arc::new(Inner {
+                topics: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                clock,
+            }),
+        }
     }
 
     fn topic<M: Message>(&self, name: &str) -> Result<(String, Arc<Topic<M>>), BusError> {
@@ -75,7 +81,10 @@ impl LocalBus {
         let mut topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
         let entry = topics.entry(name.clone()).or_insert_with(|| Entry {
             type_name: M::TYPE_NAME,
-            topic: Arc::new(Topic::<M> { subscribers: Mutex::new(Vec::new()), latched: Mutex::new(VecDeque::new()) }),
+            topic: Arc::new(Topic::<M> {
+                subscribers: Mutex::new(Vec::new()),
+                latched: Mutex::new(VecDeque::new()),
+            }),
         });
         if entry.type_name != M::TYPE_NAME {
             return Err(BusError::TypeMismatch {
@@ -84,11 +93,16 @@ impl LocalBus {
                 requested: M::TYPE_NAME.to_string(),
             });
         }
-        let topic = entry.topic.clone().as_any().downcast::<Topic<M>>().map_err(|_| BusError::TypeMismatch {
-            topic: name.clone(),
-            existing: entry.type_name.to_string(),
-            requested: M::TYPE_NAME.to_string(),
-        })?;
+        let topic = entry
+            .topic
+            .clone()
+            .as_any()
+            .downcast::<Topic<M>>()
+            .map_err(|_| BusError::TypeMismatch {
+                topic: name.clone(),
+                existing: entry.type_name.to_string(),
+                requested: M::TYPE_NAME.to_string(),
+            })?;
         Ok((name, topic))
     }
 }
@@ -112,7 +126,11 @@ impl<M: Message> Sink<M> for LocalSink<M> {
                 latched.pop_front();
             }
         }
-        let mut subs = self.topic.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut subs = self
+            .topic
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         subs.retain(|weak| match weak.upgrade() {
             Some(inbox) => inbox.push(msg.clone()) || !inbox.is_closed(),
             None => false,
@@ -124,8 +142,14 @@ impl<M: Message> Sink<M> for LocalSink<M> {
 impl Bus for LocalBus {
     fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError> {
         let (name, topic) = self.topic::<M>(topic)?;
-        let latch_depth = (qos.durability == Durability::TransientLocal).then_some(qos.depth.max(1));
-        let sink = LocalSink { topic_name: name.clone(), topic, latch_depth, bus: self.inner.clone() };
+        let latch_depth =
+            (qos.durability == Durability::TransientLocal).then_some(qos.depth.max(1));
+        let sink = LocalSink {
+            topic_name: name.clone(),
+            topic,
+            latch_depth,
+            bus: self.inner.clone(),
+        };
         Ok(Publisher::new(name, Arc::new(sink)))
     }
 
@@ -138,13 +162,20 @@ impl Bus for LocalBus {
                 inbox.push(m.clone());
             }
         }
-        topic.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&inbox));
+        topic
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&inbox));
         Ok(Subscriber::new(name, inbox, None))
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {
         let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
-        topics.iter().map(|(k, e)| (k.clone(), e.type_name.to_string())).collect()
+        topics
+            .iter()
+            .map(|(k, e)| (k.clone(), e.type_name.to_string()))
+            .collect()
     }
 
     fn clock(&self) -> Clock {

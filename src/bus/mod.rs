@@ -17,8 +17,8 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::msg::Message;
 
-pub use inbox::Subscriber;
 pub(crate) use inbox::Inbox;
+pub use inbox::Subscriber;
 pub use local::LocalBus;
 pub use qos::{Durability, Qos, Reliability};
 
@@ -99,13 +99,21 @@ impl<M: Message> Publisher<M> {
 
 impl<M> Clone for Publisher<M> {
     fn clone(&self) -> Self {
-        Self { topic: self.topic.clone(), sink: self.sink.clone() }
+        Self {
+            topic: self.topic.clone(),
+            sink: self.sink.clone(),
+        }
     }
 }
 
 /// Checks a topic name against ROS 2's rules and makes it absolute (`image` → `/image`).
 pub fn resolve_topic(topic: &str) -> Result<String, BusError> {
-    let bad = |reason| Err(BusError::InvalidTopic { topic: topic.to_string(), reason });
+    let bad = |reason| {
+        Err(BusError::InvalidTopic {
+            topic: topic.to_string(),
+            reason,
+        })
+    };
     if topic.is_empty() || topic == "/" {
         return bad("empty");
     }
@@ -115,7 +123,10 @@ pub fn resolve_topic(topic: &str) -> Result<String, BusError> {
     if topic.contains("//") {
         return bad("must not contain '//'");
     }
-    if !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '~') {
+    if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '~')
+    {
         return bad("only letters, digits, '_', '/' and '~' are allowed");
     }
     if topic
@@ -124,5 +135,9 @@ pub fn resolve_topic(topic: &str) -> Result<String, BusError> {
     {
         return bad("a name token must not start with a digit");
     }
-    Ok(if topic.starts_with('/') { topic.to_string() } else { format!("/{topic}") })
+    Ok(if topic.starts_with('/') {
+        topic.to_string()
+    } else {
+        format!("/{topic}")
+    })
 }

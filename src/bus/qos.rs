@@ -40,17 +40,29 @@ pub struct Qos {
 impl Qos {
     /// Reliable, volatile, keep the last `depth` messages.
     pub const fn keep_last(depth: usize) -> Self {
-        Self { depth: if depth == 0 { 1 } else { depth }, reliability: Reliability::Reliable, durability: Durability::Volatile }
+        Self {
+            depth: if depth == 0 { 1 } else { depth },
+            reliability: Reliability::Reliable,
+            durability: Durability::Volatile,
+        }
     }
 
     /// Camera-style streams: best effort, depth 5 (ROS 2's `sensor_data` profile).
     pub const fn sensor_data() -> Self {
-        Self { depth: 5, reliability: Reliability::BestEffort, durability: Durability::Volatile }
+        Self {
+            depth: 5,
+            reliability: Reliability::BestEffort,
+            durability: Durability::Volatile,
+        }
     }
 
     /// Latched: reliable, transient-local, depth 1 (goal images, camera info, config).
     pub const fn latched() -> Self {
-        Self { depth: 1, reliability: Reliability::Reliable, durability: Durability::TransientLocal }
+        Self {
+            depth: 1,
+            reliability: Reliability::Reliable,
+            durability: Durability::TransientLocal,
+        }
     }
 
     /// The same profile with transient-local durability.

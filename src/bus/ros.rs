@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Reliability, Sink, Subscriber};
+use super::{
+    resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Reliability, Sink, Subscriber,
+};
 use crate::clock::Clock;
 use crate::msg::{self, Message};
 
@@ -80,7 +82,10 @@ macro_rules! ros_typed {
     (@from [N] $e:expr) => { to_array($e) };
 }
 
-use r2r::{builtin_interfaces as rb, geometry_msgs as rg, rosgraph_msgs as rr, sensor_msgs as rs, std_msgs as rstd, trajectory_msgs as rt};
+use r2r::{
+    builtin_interfaces as rb, geometry_msgs as rg, rosgraph_msgs as rr, sensor_msgs as rs,
+    std_msgs as rstd, trajectory_msgs as rt,
+};
 
 ros_typed!(msg::builtin_interfaces::Time => rb::msg::Time { = sec, = nanosec });
 ros_typed!(msg::builtin_interfaces::Duration => rb::msg::Duration { = sec, = nanosec });
@@ -112,22 +117,47 @@ type PublishFn<M> = Box<dyn Fn(&M) -> Result<(), BusError> + Send + Sync>;
 /// How messages of one Rust type cross into ROS: a typed r2r publisher/subscription, or
 /// CDR bytes through the untyped API.
 trait Transport<M>: Send + Sync {
-    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError>;
-    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError>;
+    fn publisher(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+    ) -> Result<PublishFn<M>, BusError>;
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+        inbox: Arc<Inbox<M>>,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError>;
 }
 
 struct Typed<T>(std::marker::PhantomData<T>);
 struct Raw;
 
 impl<M: Message + RosTyped> Transport<M> for Typed<M> {
-    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError> {
-        let p = Mutex::new(node.create_publisher::<M::Ros>(topic, qos).map_err(ros_err)?);
+    fn publisher(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+    ) -> Result<PublishFn<M>, BusError> {
+        let p = Mutex::new(
+            node.create_publisher::<M::Ros>(topic, qos)
+                .map_err(ros_err)?,
+        );
         Ok(Box::new(move |m: &M| {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             p.publish(&m.to_ros()).map_err(ros_err)
         }))
     }
-    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+        inbox: Arc<Inbox<M>>,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let mut stream = node.subscribe::<M::Ros>(topic, qos).map_err(ros_err)?;
         Ok(tokio::spawn(async move {
             while let Some(m) = stream.next().await {
@@ -141,16 +171,32 @@ impl<M: Message + RosTyped> Transport<M> for Typed<M> {
 }
 
 impl<M: Message> Transport<M> for Raw {
-    fn publisher(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile) -> Result<PublishFn<M>, BusError> {
-        let p = Mutex::new(node.create_publisher_untyped(topic, M::TYPE_NAME, qos).map_err(ros_err)?);
+    fn publisher(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+    ) -> Result<PublishFn<M>, BusError> {
+        let p = Mutex::new(
+            node.create_publisher_untyped(topic, M::TYPE_NAME, qos)
+                .map_err(ros_err)?,
+        );
         Ok(Box::new(move |m: &M| {
             let bytes = m.to_cdr();
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             p.publish_raw(&bytes).map_err(ros_err)
         }))
     }
-    fn subscribe(&self, node: &mut r2r::Node, topic: &str, qos: r2r::QosProfile, inbox: Arc<Inbox<M>>) -> Result<tokio::task::JoinHandle<()>, BusError> {
-        let mut stream = node.subscribe_raw(topic, M::TYPE_NAME, qos).map_err(ros_err)?;
+    fn subscribe(
+        &self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: r2r::QosProfile,
+        inbox: Arc<Inbox<M>>,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let mut stream = node
+            .subscribe_raw(topic, M::TYPE_NAME, qos)
+            .map_err(ros_err)?;
         let topic = topic.to_string();
         Ok(tokio::spawn(async move {
             while let Some(bytes) = stream.next().await {
@@ -160,7 +206,9 @@ impl<M: Message> Transport<M> for Raw {
                             break;
                         }
                     }
-                    Err(e) => tracing::warn!(%topic, "dropping a message that does not decode: {e}"),
+                    Err(e) => {
+                        tracing::warn!(%topic, "dropping a message that does not decode: {e}")
+                    }
                 }
             }
             inbox.close();
@@ -173,7 +221,10 @@ fn transport<M: Message>() -> Box<dyn Transport<M>> {
     fn typed<T: Message + RosTyped, M: Message>() -> Option<Box<dyn Transport<M>>> {
         let t: Box<dyn Transport<T>> = Box::new(Typed::<T>(std::marker::PhantomData));
         // `M` is `T` here (same TypeId), so this cast only renames the type.
-        (Box::new(t) as Box<dyn Any>).downcast::<Box<dyn Transport<M>>>().ok().map(|b| *b)
+        (Box::new(t) as Box<dyn Any>)
+            .downcast::<Box<dyn Transport<M>>>()
+            .ok()
+            .map(|b| *b)
     }
     macro_rules! pick {
         ($($t:ty),*) => {
@@ -183,12 +234,22 @@ fn transport<M: Message>() -> Box<dyn Transport<M>> {
         };
     }
     pick!(
-        msg::builtin_interfaces::Time, msg::builtin_interfaces::Duration, msg::rosgraph_msgs::Clock,
-        msg::std_msgs::Header, msg::sensor_msgs::Image, msg::sensor_msgs::RegionOfInterest,
-        msg::sensor_msgs::CameraInfo, msg::sensor_msgs::JointState, msg::geometry_msgs::Point,
-        msg::geometry_msgs::Vector3, msg::geometry_msgs::Quaternion, msg::geometry_msgs::Pose,
-        msg::geometry_msgs::PoseStamped, msg::geometry_msgs::Transform,
-        msg::trajectory_msgs::JointTrajectoryPoint, msg::trajectory_msgs::JointTrajectory
+        msg::builtin_interfaces::Time,
+        msg::builtin_interfaces::Duration,
+        msg::rosgraph_msgs::Clock,
+        msg::std_msgs::Header,
+        msg::sensor_msgs::Image,
+        msg::sensor_msgs::RegionOfInterest,
+        msg::sensor_msgs::CameraInfo,
+        msg::sensor_msgs::JointState,
+        msg::geometry_msgs::Point,
+        msg::geometry_msgs::Vector3,
+        msg::geometry_msgs::Quaternion,
+        msg::geometry_msgs::Pose,
+        msg::geometry_msgs::PoseStamped,
+        msg::geometry_msgs::Transform,
+        msg::trajectory_msgs::JointTrajectoryPoint,
+        msg::trajectory_msgs::JointTrajectory
     );
     Box::new(Raw)
 }
@@ -241,28 +302,45 @@ impl RosBus {
         let ctx = r2r::Context::create().map_err(ros_err)?;
         let node = r2r::Node::create(ctx, name, namespace).map_err(ros_err)?;
         let use_sim_time = matches!(
-            node.params.lock().unwrap_or_else(|e| e.into_inner()).get("use_sim_time").map(|p| &p.value),
+            node.params
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get("use_sim_time")
+                .map(|p| &p.value),
             Some(r2r::ParameterValue::Bool(true))
         );
         let node = Arc::new(Mutex::new(node));
         let closed = Arc::new(AtomicBool::new(false));
-        let clock = if use_sim_time { Clock::sim(Default::default()) } else { Clock::system() };
+        let clock = if use_sim_time {
+            Clock::sim(Default::default())
+        } else {
+            Clock::system()
+        };
         let spinner = {
             let (node, closed) = (node.clone(), closed.clone());
             std::thread::Builder::new()
                 .name(format!("r2r-spin-{name}"))
                 .spawn(move || {
                     while !closed.load(Ordering::Acquire) {
-                        node.lock().unwrap_or_else(|e| e.into_inner()).spin_once(Duration::from_millis(5));
+                        node.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .spin_once(Duration::from_millis(5));
                     }
                 })
                 .map_err(|e| BusError::Ros(format!("cannot start the spin thread: {e}")))?
         };
         let bus = Self {
-            inner: Arc::new(Inner { node, closed, clock: clock.clone(), closers: Mutex::new(Vec::new()), spinner: Mutex::new(Some(spinner)) }),
+            inner: Arc::new(Inner {
+                node,
+                closed,
+                clock: clock.clone(),
+                closers: Mutex::new(Vec::new()),
+                spinner: Mutex::new(Some(spinner)),
+            }),
         };
         if use_sim_time {
-            let mut sub = bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::keep_last(1))?;
+            let mut sub =
+                bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::keep_last(1))?;
             tokio::spawn(async move {
                 while let Some(c) = sub.recv().await {
                     clock.set(c.clock.clone());
@@ -289,11 +367,21 @@ impl RosBus {
                 r2r::ParameterValue::Integer(i) => Value::from(*i),
                 r2r::ParameterValue::Double(d) => Value::from(*d),
                 r2r::ParameterValue::String(s) => Value::from(s.clone()),
-                r2r::ParameterValue::BoolArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
-                r2r::ParameterValue::ByteArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
-                r2r::ParameterValue::IntegerArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
-                r2r::ParameterValue::DoubleArray(v) => Value::Sequence(v.iter().map(|x| Value::from(*x)).collect()),
-                r2r::ParameterValue::StringArray(v) => Value::Sequence(v.iter().map(|x| Value::from(x.clone())).collect()),
+                r2r::ParameterValue::BoolArray(v) => {
+                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+                }
+                r2r::ParameterValue::ByteArray(v) => {
+                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+                }
+                r2r::ParameterValue::IntegerArray(v) => {
+                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+                }
+                r2r::ParameterValue::DoubleArray(v) => {
+                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+                }
+                r2r::ParameterValue::StringArray(v) => {
+                    Value::Sequence(v.iter().map(|x| Value::from(x.clone())).collect())
+                }
             };
             map.insert(Value::from(name.clone()), v);
         }
@@ -309,7 +397,11 @@ impl Bus for RosBus {
         }
         let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
         let publish = transport::<M>().publisher(&mut node, &topic, qos_profile(qos))?;
-        let sink = RosSink { publish, closed: self.inner.closed.clone(), topic: topic.clone() };
+        let sink = RosSink {
+            publish,
+            closed: self.inner.closed.clone(),
+            topic: topic.clone(),
+        };
         Ok(Publisher::new(topic, Arc::new(sink)))
     }
 
@@ -324,18 +416,30 @@ impl Bus for RosBus {
             transport::<M>().subscribe(&mut node, &topic, qos_profile(qos), inbox.clone())?
         };
         let weak = Arc::downgrade(&inbox);
-        self.inner.closers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(move || {
-            if let Some(i) = weak.upgrade() {
-                i.close();
-            }
-        }));
-        Ok(Subscriber::new(topic, inbox, Some(Box::new(AbortOnDrop(feeder)))))
+        self.inner
+            .closers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(move || {
+                if let Some(i) = weak.upgrade() {
+                    i.close();
+                }
+            }));
+        Ok(Subscriber::new(
+            topic,
+            inbox,
+            Some(Box::new(AbortOnDrop(feeder))),
+        ))
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {
         let node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
         node.get_topic_names_and_types()
-            .map(|m| m.into_iter().filter_map(|(t, types)| types.into_iter().next().map(|ty| (t, ty))).collect())
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(t, types)| types.into_iter().next().map(|ty| (t, ty)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -345,10 +449,22 @@ impl Bus for RosBus {
 
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for close in self.inner.closers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for close in self
+            .inner
+            .closers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             close();
         }
-        if let Some(handle) = self.inner.spinner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(handle) = self
+            .inner
+            .spinner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = handle.join();
         }
     }

@@ -15,7 +15,9 @@ pub enum CodecError {
     #[error("CDR payload of {0} bytes is shorter than the 4-byte encapsulation header")]
     TooShort(usize),
     /// An encapsulation kind other than plain CDR (e.g. XCDR2 or parameter lists).
-    #[error("unsupported CDR encapsulation kind {0:#06x} (expected 0x0001 CDR_LE or 0x0000 CDR_BE)")]
+    #[error(
+        "unsupported CDR encapsulation kind {0:#06x} (expected 0x0001 CDR_LE or 0x0000 CDR_BE)"
+    )]
     Encapsulation(u16),
     /// The CDR body does not match the type (truncated, bad UTF-8, bad bool, ...).
     #[error("CDR body does not decode as {type_name}: {source}")]
@@ -78,7 +80,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     .map_err(|source| CodecError::Body { type_name, source })?;
     let extra = body.len() - used;
     if extra > 3 {
-        return Err(CodecError::TrailingBytes { type_name, extra, total: body.len() });
+        return Err(CodecError::TrailingBytes {
+            type_name,
+            extra,
+            total: body.len(),
+        });
     }
     Ok(value)
 }

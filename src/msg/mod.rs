@@ -13,7 +13,10 @@
 mod codec;
 mod time;
 
-pub use codec::{decode, encode, encode_into, encoded_len, CodecError, ENCAPSULATION_CDR_BE, ENCAPSULATION_CDR_LE};
+pub use codec::{
+    decode, encode, encode_into, encoded_len, CodecError, ENCAPSULATION_CDR_BE,
+    ENCAPSULATION_CDR_LE,
+};
 
 #[allow(clippy::all, missing_docs)]
 mod generated {
@@ -23,7 +26,14 @@ pub use generated::*;
 
 /// A ROS 2 message type: serde-mirrored fields in CDR order plus its ROS identity.
 pub trait Message:
-    serde::Serialize + serde::de::DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+    serde::Serialize
+    + serde::de::DeserializeOwned
+    + Clone
+    + PartialEq
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// Full ROS 2 type name, e.g. `sensor_msgs/msg/Image`.
     const TYPE_NAME: &'static str;

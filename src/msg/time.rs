@@ -8,7 +8,10 @@ impl Time {
     pub fn from_nanos(nanos: i64) -> Self {
         let nanos = nanos.max(0);
         let sec = (nanos / 1_000_000_000).min(i32::MAX as i64) as i32;
-        Self { sec, nanosec: (nanos % 1_000_000_000) as u32 }
+        Self {
+            sec,
+            nanosec: (nanos % 1_000_000_000) as u32,
+        }
     }
 
     /// Nanoseconds since the epoch.
@@ -26,7 +29,10 @@ impl Duration {
     /// A span of `secs` seconds (rounded to the nanosecond).
     pub fn from_secs_f64(secs: f64) -> Self {
         let nanos = (secs * 1e9).round() as i64;
-        Self { sec: nanos.div_euclid(1_000_000_000) as i32, nanosec: nanos.rem_euclid(1_000_000_000) as u32 }
+        Self {
+            sec: nanos.div_euclid(1_000_000_000) as i32,
+            nanosec: nanos.rem_euclid(1_000_000_000) as u32,
+        }
     }
 
     /// The span in seconds.

@@ -82,10 +82,18 @@ pub struct CameraNode {
 
 /// Ideal pinhole calibration (no distortion) for a `width`×`height` image.
 /// Intrinsics are `[fx, fy, cx, cy]` in pixels.
-pub fn pinhole_camera_info(width: u32, height: u32, intrinsics: [f64; 4], frame_id: &str) -> CameraInfo {
+pub fn pinhole_camera_info(
+    width: u32,
+    height: u32,
+    intrinsics: [f64; 4],
+    frame_id: &str,
+) -> CameraInfo {
     let [fx, fy, cx, cy] = intrinsics;
     CameraInfo {
-        header: Header { stamp: Time::default(), frame_id: frame_id.to_string() },
+        header: Header {
+            stamp: Time::default(),
+            frame_id: frame_id.to_string(),
+        },
         height,
         width,
         distortion_model: "plumb_bob".into(),
@@ -109,8 +117,14 @@ pub fn intrinsics_from_hfov(width: u32, height: u32, hfov_deg: f64) -> [f64; 4] 
 /// bar width per 16 frames, with a white square marking the frame count on a dark band.
 pub fn test_pattern(width: u32, height: u32, index: u64) -> Vec<u8> {
     const BARS: [[u8; 3]; 8] = [
-        [235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16],
-        [235, 16, 235], [235, 16, 16], [16, 16, 235], [16, 16, 16],
+        [235, 235, 235],
+        [235, 235, 16],
+        [16, 235, 235],
+        [16, 235, 16],
+        [235, 16, 235],
+        [235, 16, 16],
+        [16, 16, 235],
+        [16, 16, 16],
     ];
     let (w, h) = (width as usize, height as usize);
     let bar_w = w.div_ceil(8).max(1);
@@ -121,7 +135,11 @@ pub fn test_pattern(width: u32, height: u32, index: u64) -> Vec<u8> {
     for (y, row) in data.chunks_exact_mut(w * 3).enumerate() {
         for (x, px) in row.chunks_exact_mut(3).enumerate() {
             let c = if y >= band {
-                if x >= marker && x < marker + (h - band) { [255, 255, 255] } else { [32, 32, 32] }
+                if x >= marker && x < marker + (h - band) {
+                    [255, 255, 255]
+                } else {
+                    [32, 32, 32]
+                }
             } else {
                 BARS[((x + shift) / bar_w) % 8]
             };
@@ -146,13 +164,32 @@ impl Node for CameraNode {
     type Config = CameraConfig;
 
     fn new(config: CameraConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(config.width > 0 && config.height > 0, "width and height must be > 0");
-        anyhow::ensure!(config.width <= 16384 && config.height <= 16384, "width and height must be ≤ 16384");
-        anyhow::ensure!(config.rate_hz.is_finite() && config.rate_hz > 0.0, "rate_hz must be > 0");
-        anyhow::ensure!(config.hfov_deg > 0.0 && config.hfov_deg < 180.0, "hfov_deg must be in (0, 180)");
+        anyhow::ensure!(
+            config.width > 0 && config.height > 0,
+            "width and height must be > 0"
+        );
+        anyhow::ensure!(
+            config.width <= 16384 && config.height <= 16384,
+            "width and height must be ≤ 16384"
+        );
+        anyhow::ensure!(
+            config.rate_hz.is_finite() && config.rate_hz > 0.0,
+            "rate_hz must be > 0"
+        );
+        anyhow::ensure!(
+            config.hfov_deg > 0.0 && config.hfov_deg < 180.0,
+            "hfov_deg must be in (0, 180)"
+        );
         let frames = if config.source == Source::Files {
-            anyhow::ensure!(!config.files.is_empty(), "source `files` needs at least one entry in `files`");
-            config.files.iter().map(|p| load_frame(p, config.width, config.height)).collect::<anyhow::Result<_>>()?
+            anyhow::ensure!(
+                !config.files.is_empty(),
+                "source `files` needs at least one entry in `files`"
+            );
+            config
+                .files
+                .iter()
+                .map(|p| load_frame(p, config.width, config.height))
+                .collect::<anyhow::Result<_>>()?
         } else {
             Vec::new()
         };
@@ -161,15 +198,23 @@ impl Node for CameraNode {
 
     async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
         let c = &self.config;
-        let intr = c.intrinsics.unwrap_or_else(|| intrinsics_from_hfov(c.width, c.height, c.hfov_deg));
+        let intr = c
+            .intrinsics
+            .unwrap_or_else(|| intrinsics_from_hfov(c.width, c.height, c.hfov_deg));
         let mut info = pinhole_camera_info(c.width, c.height, intr, &c.frame_id);
-        let image_pub = ctx.bus.publisher::<Image>(&c.image_topic, Qos::sensor_data())?;
-        let info_pub = ctx.bus.publisher::<CameraInfo>(&c.info_topic, Qos::latched())?;
+        let image_pub = ctx
+            .bus
+            .publisher::<Image>(&c.image_topic, Qos::sensor_data())?;
+        let info_pub = ctx
+            .bus
+            .publisher::<CameraInfo>(&c.info_topic, Qos::latched())?;
         info.header.stamp = ctx.bus.clock().now();
         info_pub.publish(info.clone())?;
 
         if c.source == Source::Topic {
-            let mut input = ctx.bus.subscribe::<Image>(&c.input_topic, Qos::sensor_data())?;
+            let mut input = ctx
+                .bus
+                .subscribe::<Image>(&c.input_topic, Qos::sensor_data())?;
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -202,7 +247,10 @@ impl Node for CameraNode {
                 _ => test_pattern(c.width, c.height, index),
             };
             let img = Image {
-                header: Header { stamp: ctx.bus.clock().now(), frame_id: c.frame_id.clone() },
+                header: Header {
+                    stamp: ctx.bus.clock().now(),
+                    frame_id: c.frame_id.clone(),
+                },
                 height: c.height,
                 width: c.width,
                 encoding: "rgb8".into(),

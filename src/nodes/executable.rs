@@ -15,11 +15,16 @@ use crate::config::node_config;
 /// Runs node type `N` as a ROS 2 node named `N::KIND` (renamable with `__node:=`).
 pub fn ros_main<N: Node>() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DREAMPLAN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DREAMPLAN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
-    let result = tokio::runtime::Runtime::new().context("starting the tokio runtime").and_then(|rt| rt.block_on(run::<N>()));
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the tokio runtime")
+        .and_then(|rt| rt.block_on(run::<N>()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -41,7 +46,11 @@ async fn run<N: Node>() -> anyhow::Result<()> {
             on_signal.cancel();
         }
     });
-    let ctx = NodeContext { name: N::KIND.to_string(), bus: bus.clone(), shutdown: shutdown.clone() };
+    let ctx = NodeContext {
+        name: N::KIND.to_string(),
+        bus: bus.clone(),
+        shutdown: shutdown.clone(),
+    };
     let result = node.run(ctx).await;
     shutdown.cancel();
     bus.shutdown();

@@ -45,8 +45,9 @@ pub trait Node: Sized + Send + 'static {
 pub const KINDS: &[&str] = &[camera::CameraNode::KIND, monitor::MonitorNode::KIND];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
-pub type ReadyNode<B> =
-    Box<dyn FnOnce(NodeContext<B>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+pub type ReadyNode<B> = Box<
+    dyn FnOnce(NodeContext<B>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send,
+>;
 
 fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
     let where_ = format!("{origin}: node `{}` (kind {})", spec.name, spec.kind);

@@ -34,7 +34,12 @@ pub struct MonitorConfig {
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        Self { topics: Vec::new(), report_every_s: 2.0, depth: 10, latched_topics: Vec::new() }
+        Self {
+            topics: Vec::new(),
+            report_every_s: 2.0,
+            depth: 10,
+            latched_topics: Vec::new(),
+        }
     }
 }
 
@@ -82,7 +87,12 @@ impl<B: Bus> TypeVisitor for Watch<B> {
     fn visit<M: Message>(self) -> anyhow::Result<WatchLoop> {
         let mut sub = self.bus.subscribe::<M>(&self.topic, self.qos)?;
         let (stats, topic, shutdown) = (self.stats, self.topic, self.shutdown);
-        stats.lock().unwrap_or_else(|e| e.into_inner()).entry(topic.clone()).or_default().type_name = M::TYPE_NAME.into();
+        stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.clone())
+            .or_default()
+            .type_name = M::TYPE_NAME.into();
         Ok(Box::pin(async move {
             loop {
                 let msg = tokio::select! {
@@ -104,19 +114,33 @@ impl Node for MonitorNode {
     type Config = MonitorConfig;
 
     fn new(config: MonitorConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(!config.topics.is_empty(), "`topics` must list at least one topic");
+        anyhow::ensure!(
+            !config.topics.is_empty(),
+            "`topics` must list at least one topic"
+        );
         anyhow::ensure!(config.report_every_s > 0.0, "report_every_s must be > 0");
         for t in &config.topics {
             crate::bus::resolve_topic(t)?;
         }
-        Ok(Self { config, stats: Arc::default() })
+        Ok(Self {
+            config,
+            stats: Arc::default(),
+        })
     }
 
     async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
-        let mut pending: Vec<String> =
-            self.config.topics.iter().map(|t| crate::bus::resolve_topic(t)).collect::<Result<_, _>>()?;
-        let latched: Vec<String> =
-            self.config.latched_topics.iter().map(|t| crate::bus::resolve_topic(t)).collect::<Result<_, _>>()?;
+        let mut pending: Vec<String> = self
+            .config
+            .topics
+            .iter()
+            .map(|t| crate::bus::resolve_topic(t))
+            .collect::<Result<_, _>>()?;
+        let latched: Vec<String> = self
+            .config
+            .latched_topics
+            .iter()
+            .map(|t| crate::bus::resolve_topic(t))
+            .collect::<Result<_, _>>()?;
         let mut tasks = JoinSet::new();
         let period = Duration::from_secs_f64(self.config.report_every_s);
         let mut tick = tokio::time::interval(period.min(Duration::from_millis(200)));
@@ -148,7 +172,9 @@ impl Node for MonitorNode {
                                 Some(watch_loop) => {
                                     tasks.spawn(watch_loop?);
                                 }
-                                None => tracing::warn!(node = %ctx.name, %topic, "type {ty} is not known to dreamplan; not watched"),
+                                None => {
+                                    tracing::warn!(node = %ctx.name, %topic, "type {ty} is not known to dreamplan; not watched")
+                                }
                             }
                         }
                         None => still.push(topic),
