@@ -6,6 +6,7 @@
 //! bus), [`config`] (YAML configs), [`runner`] (a node graph in one process).
 #![warn(missing_docs)]
 
+pub mod bag;
 pub mod bus;
 pub mod clock;
 pub mod config;

@@ -16,6 +16,8 @@ struct State<M> {
 pub(crate) struct Inbox<M> {
     state: Mutex<State<M>>,
     notify: Notify,
+    /// Signalled when the reader takes a message (for publishers that wait for room).
+    room: Notify,
     depth: usize,
 }
 
@@ -29,6 +31,7 @@ impl<M> Inbox<M> {
                 received: 0,
             }),
             notify: Notify::new(),
+            room: Notify::new(),
             depth: depth.max(1),
         })
     }
@@ -65,6 +68,20 @@ impl<M> Inbox<M> {
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
+
+    /// Waits until the queue is not full (or closed).
+    pub(crate) async fn wait_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            {
+                let s = self.lock();
+                if s.closed || s.queue.len() < self.depth {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Receives messages of type `M` from one topic.
@@ -97,6 +114,8 @@ impl<M> Subscriber<M> {
             {
                 let mut s = self.inbox.lock();
                 if let Some(m) = s.queue.pop_front() {
+                    drop(s);
+                    self.inbox.room.notify_waiters();
                     return Some(m);
                 }
                 if s.closed {
@@ -111,7 +130,11 @@ impl<M> Subscriber<M> {
 
     /// The next queued message without waiting.
     pub fn try_recv(&mut self) -> Option<Arc<M>> {
-        self.inbox.lock().queue.pop_front()
+        let m = self.inbox.lock().queue.pop_front();
+        if m.is_some() {
+            self.inbox.room.notify_waiters();
+        }
+        m
     }
 
     /// Messages evicted unread because the queue was full.

@@ -137,6 +137,22 @@ impl<M: Message> Sink<M> for LocalSink<M> {
         });
         Ok(())
     }
+
+    fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let inboxes: Vec<_> = {
+                let subs = self
+                    .topic
+                    .subscribers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                subs.iter().filter_map(Weak::upgrade).collect()
+            };
+            for inbox in inboxes {
+                inbox.wait_room().await;
+            }
+        })
+    }
 }
 
 impl Bus for LocalBus {

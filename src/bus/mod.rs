@@ -68,6 +68,11 @@ pub trait Bus: Clone + Send + Sync + 'static {
 /// Where a publisher's messages go (one implementation per bus).
 pub(crate) trait Sink<M>: Send + Sync {
     fn send(&self, msg: Arc<M>) -> Result<(), BusError>;
+    /// Resolves when every current subscriber has room for one more message (buses that
+    /// cannot tell, like ROS 2, resolve at once).
+    fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Publishes messages of type `M` on one topic.
@@ -89,6 +94,12 @@ impl<M: Message> Publisher<M> {
     /// Sends a message that is already shared, without copying it.
     pub fn publish_shared(&self, msg: Arc<M>) -> Result<(), BusError> {
         self.sink.send(msg)
+    }
+
+    /// Waits until every subscriber's queue has room, so the next publish drops nothing
+    /// (in-process bus; on ROS 2 it returns at once). For "as fast as consumers take it".
+    pub async fn wait_for_room(&self) {
+        self.sink.wait_room().await
     }
 
     /// The topic this publisher writes to.

@@ -11,6 +11,7 @@
 //! describe (sequence lengths are never trusted for pre-allocation).
 
 mod codec;
+pub mod schema;
 mod time;
 
 pub use codec::{

@@ -8,6 +8,7 @@ pub mod camera;
 #[cfg(feature = "ros2")]
 pub mod executable;
 pub mod monitor;
+pub mod recorder;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,7 +43,11 @@ pub trait Node: Sized + Send + 'static {
 }
 
 /// Node kinds `dreamplan run` can start.
-pub const KINDS: &[&str] = &[camera::CameraNode::KIND, monitor::MonitorNode::KIND];
+pub const KINDS: &[&str] = &[
+    camera::CameraNode::KIND,
+    monitor::MonitorNode::KIND,
+    recorder::RecorderNode::KIND,
+];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
 pub type ReadyNode<B> = Box<
@@ -62,6 +67,7 @@ pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<
     match spec.kind.as_str() {
         camera::CameraNode::KIND => ready::<camera::CameraNode, B>(spec, origin),
         monitor::MonitorNode::KIND => ready::<monitor::MonitorNode, B>(spec, origin),
+        recorder::RecorderNode::KIND => ready::<recorder::RecorderNode, B>(spec, origin),
         other => anyhow::bail!(
             "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
             spec.name,

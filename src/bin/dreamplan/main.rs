@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod bag;
+
 use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
 
@@ -34,6 +36,9 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// rosbag2 bags: info, play, record.
+    #[command(subcommand)]
+    Bag(bag::BagCommand),
     /// Print the built-in default graph config (a starting point for your own).
     DefaultConfig,
     /// Message types: list them, or show one's full definition.
@@ -84,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Bag(cmd) => bag::run(cmd),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

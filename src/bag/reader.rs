@@ -1,0 +1,586 @@
+//! Reads rosbag2 bags: MCAP (ours, `ros2 bag record`, `rosbags`) and sqlite3 `.db3`.
+//!
+//! Open a bag directory (with or without `metadata.yaml`), a single `.mcap` file or a
+//! single `.db3` file. Messages stream in file order (log-time order for bags recorded
+//! by rosbag2), filtered by topic and time range, without loading the bag into memory:
+//! MCAP files are memory-mapped and uncompressed chunks are read in place.
+//!
+//! Damage is reported, not fatal: a file cut off by a crash or with a corrupt chunk
+//! yields every complete message before the damage, then one `Err` item, then ends.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use enumset::EnumSet;
+
+use super::metadata::{parse_qos_profiles, BagMetadata, MetadataFile};
+use super::sqlite::SqliteFile;
+use super::BagError;
+use crate::bus::Qos;
+use crate::msg::{schema::same_definition, visit_type, Message, TypeVisitor};
+
+/// A topic as recorded in the bag.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// ROS type name (`pkg/msg/Name`).
+    pub type_name: String,
+    /// Serialization format (`cdr`).
+    pub serialization_format: String,
+    /// The schema text stored in the bag, when there is one.
+    pub definition: Option<String>,
+    /// QoS offered by the recorded publishers.
+    pub qos: Vec<Qos>,
+    /// Messages counted in the bag's metadata or summary (`None` when unknown, e.g. a
+    /// bag without `metadata.yaml` whose files lack summaries).
+    pub message_count: Option<u64>,
+    /// Whether dreamplan can decode it: the type is mirrored here and the bag's schema (if
+    /// any) has the same shape as ours.
+    pub decodable: Decodable,
+}
+
+/// Whether messages of a topic can be decoded into this crate's types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decodable {
+    /// Known type, matching schema (or no schema to compare).
+    Yes,
+    /// The type is not mirrored by dreamplan.
+    UnknownType,
+    /// The type name is known but the bag's definition differs from ours.
+    SchemaMismatch,
+}
+
+/// One message as stored: topic, type, log time and encapsulated CDR bytes.
+#[derive(Debug, Clone)]
+pub struct RawRecord<'a> {
+    /// Index into [`BagReader::topics`].
+    pub topic_index: usize,
+    /// Topic name.
+    pub topic: &'a str,
+    /// ROS type name.
+    pub type_name: &'a str,
+    /// Receive time in nanoseconds since the epoch.
+    pub log_time: u64,
+    /// Encapsulated CDR payload (borrowed from the mapped file when possible).
+    pub data: Cow<'a, [u8]>,
+}
+
+impl RawRecord<'_> {
+    /// Decodes the payload as `M`; the recorded type must be `M`.
+    pub fn decode<M: Message>(&self) -> Result<M, BagError> {
+        if crate::msg::normalize_type_name(self.type_name).as_deref() != Some(M::TYPE_NAME) {
+            return Err(BagError::WrongType {
+                topic: self.topic.into(),
+                recorded: self.type_name.into(),
+                requested: M::TYPE_NAME,
+            });
+        }
+        M::from_cdr(&self.data).map_err(|e| BagError::Decode {
+            topic: self.topic.into(),
+            log_time: self.log_time,
+            source: e,
+        })
+    }
+}
+
+/// Which messages to read.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only these topics (all when empty).
+    pub topics: Vec<String>,
+    /// Only messages with log time ≥ this (ns since epoch).
+    pub start: Option<u64>,
+    /// Only messages with log time < this.
+    pub end: Option<u64>,
+}
+
+impl Filter {
+    /// All messages of these topics.
+    pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(topics: I) -> Self {
+        Self {
+            topics: topics.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+enum Storage {
+    Mcap { path: PathBuf, map: memmap2::Mmap },
+    Sqlite(SqliteFile),
+}
+
+/// An open bag.
+pub struct BagReader {
+    path: PathBuf,
+    files: Vec<Storage>,
+    topics: Vec<TopicInfo>,
+    by_name: HashMap<String, usize>,
+    metadata: Option<BagMetadata>,
+}
+
+struct KnownDefinition;
+impl TypeVisitor for KnownDefinition {
+    type Output = &'static str;
+    fn visit<M: Message>(self) -> &'static str {
+        M::DEFINITION
+    }
+}
+
+fn decodable(type_name: &str, definition: Option<&str>) -> Decodable {
+    match visit_type(type_name, KnownDefinition) {
+        None => Decodable::UnknownType,
+        Some(ours) => match definition {
+            Some(theirs) if !theirs.trim().is_empty() && !same_definition(ours, theirs) => {
+                Decodable::SchemaMismatch
+            }
+            _ => Decodable::Yes,
+        },
+    }
+}
+
+impl BagReader {
+    /// Opens a bag directory, an `.mcap` file or a `.db3` file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, BagError> {
+        let path = path.as_ref().to_path_buf();
+        let meta = std::fs::metadata(&path).map_err(|e| BagError::io(&path, e))?;
+        let mut metadata = None;
+        let file_paths: Vec<PathBuf> = if meta.is_dir() {
+            let yaml = path.join("metadata.yaml");
+            if yaml.exists() {
+                let text = std::fs::read_to_string(&yaml).map_err(|e| BagError::io(&yaml, e))?;
+                let m: MetadataFile = serde_yaml::from_str(&text)
+                    .map_err(|e| BagError::Metadata(format!("{}: {e}", yaml.display())))?;
+                metadata = Some(m.rosbag2_bagfile_information);
+            }
+            match &metadata {
+                Some(m) if !m.relative_file_paths.is_empty() => m
+                    .relative_file_paths
+                    .iter()
+                    .map(|p| path.join(p))
+                    .filter(|p| p.exists())
+                    .collect(),
+                _ => {
+                    // No metadata (a recording cut off by a crash): every storage file, in name order.
+                    let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
+                        .map_err(|e| BagError::io(&path, e))?
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| {
+                            matches!(p.extension().and_then(|e| e.to_str()), Some("mcap" | "db3"))
+                        })
+                        .collect();
+                    found.sort_by_key(|p| natural_key(p));
+                    found
+                }
+            }
+        } else {
+            vec![path.clone()]
+        };
+        if file_paths.is_empty() {
+            return Err(BagError::NoStorage(path));
+        }
+        let mut reader = Self {
+            path,
+            files: Vec::new(),
+            topics: Vec::new(),
+            by_name: HashMap::new(),
+            metadata,
+        };
+        for p in file_paths {
+            reader.add_file(&p)?;
+        }
+        if let Some(m) = reader.metadata.clone() {
+            for t in &m.topics_with_message_count {
+                let i = reader.topic_index(
+                    &t.topic_metadata.name,
+                    &t.topic_metadata.type_name,
+                    None,
+                    &t.topic_metadata.offered_qos_profiles,
+                );
+                reader.topics[i].message_count = Some(t.message_count);
+                reader.topics[i].serialization_format =
+                    t.topic_metadata.serialization_format.clone();
+            }
+        }
+        Ok(reader)
+    }
+
+    fn topic_index(
+        &mut self,
+        name: &str,
+        type_name: &str,
+        definition: Option<&str>,
+        qos: &serde_yaml::Value,
+    ) -> usize {
+        if let Some(&i) = self.by_name.get(name) {
+            let t = &mut self.topics[i];
+            if t.definition.is_none() {
+                if let Some(d) = definition {
+                    t.definition = Some(d.to_string());
+                    t.decodable = decodable(&t.type_name, Some(d));
+                }
+            }
+            if t.qos.is_empty() {
+                t.qos = parse_qos_profiles(qos).unwrap_or_default();
+            }
+            return i;
+        }
+        let i = self.topics.len();
+        self.topics.push(TopicInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            serialization_format: "cdr".into(),
+            definition: definition.map(str::to_string),
+            qos: parse_qos_profiles(qos).unwrap_or_default(),
+            message_count: None,
+            decodable: decodable(type_name, definition),
+        });
+        self.by_name.insert(name.into(), i);
+        i
+    }
+
+    fn add_file(&mut self, p: &Path) -> Result<(), BagError> {
+        let is_db3 = p.extension().and_then(|e| e.to_str()) == Some("db3");
+        if is_db3 {
+            let db = SqliteFile::open(p)?;
+            for t in db.topics()? {
+                self.topic_index(
+                    &t.name,
+                    &t.type_name,
+                    t.definition.as_deref(),
+                    &serde_yaml::Value::String(t.qos_yaml.clone()),
+                );
+            }
+            self.files.push(Storage::Sqlite(db));
+            return Ok(());
+        }
+        let file = std::fs::File::open(p).map_err(|e| BagError::io(p, e))?;
+        // SAFETY: the map is read-only; a bag being rewritten while we read it is
+        // outside what any bag reader supports (rosbag2 and rosbags likewise).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BagError::io(p, e))?;
+        if map.len() < 8 || map[..8] != mcap::MAGIC[..] {
+            return Err(BagError::NotABag(p.to_path_buf()));
+        }
+        // Topics: from the summary when the file is complete, else by scanning records.
+        let summary = mcap::Summary::read(&map).ok().flatten();
+        match summary {
+            Some(s) => {
+                let counts = s
+                    .stats
+                    .as_ref()
+                    .map(|st| st.channel_message_counts.clone())
+                    .unwrap_or_default();
+                let mut chans: Vec<_> = s.channels.values().cloned().collect();
+                chans.sort_by_key(|c| c.id);
+                for c in chans {
+                    let (ty, def) = channel_schema(&c);
+                    let qos = serde_yaml::Value::String(
+                        c.metadata
+                            .get("offered_qos_profiles")
+                            .cloned()
+                            .unwrap_or_default(),
+                    );
+                    let i = self.topic_index(&c.topic, &ty, def.as_deref(), &qos);
+                    if self.metadata.is_none() {
+                        let add = counts.get(&c.id).copied().unwrap_or(0);
+                        self.topics[i].message_count =
+                            Some(self.topics[i].message_count.unwrap_or(0) + add);
+                    }
+                }
+            }
+            None => {
+                let mut schemas = HashMap::new();
+                for rec in mcap::read::LinearReader::new_with_options(
+                    &map,
+                    EnumSet::only(mcap::read::Options::IgnoreEndMagic),
+                )
+                .map_err(|e| BagError::Mcap(e.to_string()))?
+                .take_while(|r| r.is_ok())
+                .flatten()
+                {
+                    if let mcap::records::Record::Chunk { header, data } = rec {
+                        let Ok(inner) = mcap::read::ChunkReader::new(header, &data) else {
+                            break;
+                        };
+                        for r in inner.take_while(|r| r.is_ok()).flatten() {
+                            self.note_channel_record(r, &mut schemas);
+                        }
+                    } else {
+                        self.note_channel_record(rec, &mut schemas);
+                    }
+                }
+            }
+        }
+        self.files.push(Storage::Mcap {
+            path: p.to_path_buf(),
+            map,
+        });
+        Ok(())
+    }
+
+    /// Notes topics from a file without a summary; schemas arrive before their channels.
+    fn note_channel_record(
+        &mut self,
+        rec: mcap::records::Record<'_>,
+        schemas: &mut HashMap<u16, (String, String)>,
+    ) {
+        match rec {
+            mcap::records::Record::Schema { header, data } => {
+                schemas.insert(
+                    header.id,
+                    (header.name, String::from_utf8_lossy(&data).to_string()),
+                );
+            }
+            mcap::records::Record::Channel(c) => {
+                let (ty, def) = schemas.get(&c.schema_id).cloned().unwrap_or_default();
+                let qos = serde_yaml::Value::String(
+                    c.metadata
+                        .get("offered_qos_profiles")
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                self.topic_index(&c.topic, &ty, Some(&def), &qos);
+            }
+            _ => {}
+        }
+    }
+
+    /// The bag's path as opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Topics in the bag.
+    pub fn topics(&self) -> &[TopicInfo] {
+        &self.topics
+    }
+
+    /// The topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.by_name.get(name).map(|&i| &self.topics[i])
+    }
+
+    /// `metadata.yaml`, when the bag has one.
+    pub fn metadata(&self) -> Option<&BagMetadata> {
+        self.metadata.as_ref()
+    }
+
+    /// Storage files and their sizes in bytes.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        self.files
+            .iter()
+            .map(|f| match f {
+                Storage::Mcap { path, map } => (path.clone(), map.len() as u64),
+                Storage::Sqlite(db) => (
+                    db.path().to_path_buf(),
+                    std::fs::metadata(db.path()).map(|m| m.len()).unwrap_or(0),
+                ),
+            })
+            .collect()
+    }
+
+    /// Streams the messages that pass `filter`.
+    pub fn messages(&self, filter: &Filter) -> Messages<'_> {
+        let wanted: Vec<bool> = self
+            .topics
+            .iter()
+            .map(|t| filter.topics.is_empty() || filter.topics.iter().any(|f| f == &t.name))
+            .collect();
+        Messages {
+            reader: self,
+            filter: filter.clone(),
+            wanted,
+            file: 0,
+            current: None,
+            done: false,
+        }
+    }
+
+    /// Decodes every message of `topic` as `M`.
+    pub fn read_topic<M: Message>(
+        &self,
+        topic: &str,
+    ) -> impl Iterator<Item = Result<(u64, M), BagError>> + '_ {
+        self.messages(&Filter::topics([topic]))
+            .map(|r| r.and_then(|rec| Ok((rec.log_time, rec.decode::<M>()?))))
+    }
+}
+
+fn channel_schema(c: &mcap::Channel<'_>) -> (String, Option<String>) {
+    match &c.schema {
+        Some(s) => (
+            s.name.clone(),
+            (s.encoding == "ros2msg").then(|| String::from_utf8_lossy(&s.data).to_string()),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+/// `bag_10.mcap` after `bag_9.mcap`.
+fn natural_key(p: &Path) -> (String, u64) {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match stem.rsplit_once('_') {
+        Some((head, n)) if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
+            (head.to_string(), n.parse().unwrap_or(0))
+        }
+        _ => (stem, 0),
+    }
+}
+
+enum Cursor<'a> {
+    Mcap {
+        stream: mcap::read::RawMessageStream<'a>,
+        channel_topic: Vec<Option<usize>>,
+        path: &'a Path,
+    },
+    Sqlite(super::sqlite::Rows<'a>),
+}
+
+/// Iterator over a bag's messages; see [`BagReader::messages`].
+pub struct Messages<'a> {
+    reader: &'a BagReader,
+    filter: Filter,
+    wanted: Vec<bool>,
+    file: usize,
+    current: Option<Cursor<'a>>,
+    done: bool,
+}
+
+impl<'a> Messages<'a> {
+    fn open_next(&mut self) -> Option<Result<(), BagError>> {
+        let storage = self.reader.files.get(self.file)?;
+        self.file += 1;
+        Some(match storage {
+            Storage::Mcap { path, map } => {
+                let opts = EnumSet::only(mcap::read::Options::ValidateChunkCrcs);
+                match mcap::read::RawMessageStream::new_with_options(map, opts) {
+                    Ok(stream) => {
+                        self.current = Some(Cursor::Mcap {
+                            stream,
+                            channel_topic: Vec::new(),
+                            path,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(BagError::Damaged {
+                        file: path.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            Storage::Sqlite(db) => {
+                let topic_map: HashMap<i64, usize> = db
+                    .topic_ids()
+                    .into_iter()
+                    .filter_map(|(id, name)| self.reader.by_name.get(&name).map(|&i| (id, i)))
+                    .collect();
+                self.current = Some(Cursor::Sqlite(db.rows(
+                    topic_map,
+                    self.filter.start,
+                    self.filter.end,
+                )));
+                Ok(())
+            }
+        })
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<RawRecord<'a>, BagError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.current.is_none() {
+                match self.open_next()? {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            let reader = self.reader;
+            let item = match self.current.as_mut().expect("opened above") {
+                Cursor::Mcap {
+                    stream,
+                    channel_topic,
+                    path,
+                } => match stream.next() {
+                    None => None,
+                    Some(Err(e)) => Some(Err(BagError::Damaged {
+                        file: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })),
+                    Some(Ok(m)) => {
+                        let id = m.header.channel_id as usize;
+                        if channel_topic.len() <= id {
+                            channel_topic.resize(id + 1, None);
+                        }
+                        let topic = match channel_topic[id] {
+                            Some(t) => Some(t),
+                            None => {
+                                let t = stream
+                                    .get_channel(m.header.channel_id)
+                                    .and_then(|c| reader.by_name.get(&c.topic).copied());
+                                channel_topic[id] = t;
+                                t
+                            }
+                        };
+                        topic
+                            .map(|t| Ok((t, m.header.log_time, m.data)))
+                            .or(Some(Ok((usize::MAX, 0, Cow::Borrowed(&[][..])))))
+                    }
+                },
+                Cursor::Sqlite(rows) => rows
+                    .next()
+                    .map(|r| r.map(|(t, time, data)| (t, time, Cow::Owned(data)))),
+            };
+            match item {
+                None => {
+                    self.current = None;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok((t, time, data))) => {
+                    if t == usize::MAX || !self.wanted[t] {
+                        continue;
+                    }
+                    if self.filter.start.is_some_and(|s| time < s)
+                        || self.filter.end.is_some_and(|e| time >= e)
+                    {
+                        continue;
+                    }
+                    let info = &reader.topics[t];
+                    return Some(Ok(RawRecord {
+                        topic_index: t,
+                        topic: &info.name,
+                        type_name: &info.type_name,
+                        log_time: time,
+                        data,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Messages per topic, counted by reading the whole bag (for bags without counts).
+pub fn count_messages(reader: &BagReader) -> (BTreeMap<String, u64>, Option<BagError>) {
+    let mut counts = BTreeMap::new();
+    for r in reader.messages(&Filter::default()) {
+        match r {
+            Ok(rec) => *counts.entry(rec.topic.to_string()).or_insert(0) += 1,
+            Err(e) => return (counts, Some(e)),
+        }
+    }
+    (counts, None)
+}

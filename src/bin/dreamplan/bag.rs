@@ -1,0 +1,288 @@
+//! `dreamplan bag info|play|record`, in the spirit of `ros2 bag`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use tokio_util::sync::CancellationToken;
+
+use dreamplan::bag::replay::{play, Pace, PlayOptions};
+use dreamplan::bag::{count_messages, BagReader, Decodable, Filter};
+use dreamplan::bus::LocalBus;
+use dreamplan::config::{GraphConfig, NodeSpec};
+
+#[derive(Subcommand)]
+pub enum BagCommand {
+    /// Files, duration, topics with types, counts and QoS.
+    Info {
+        /// Bag directory, .mcap or .db3 file.
+        path: PathBuf,
+        /// Count messages by reading the whole bag (for bags without metadata or summary).
+        #[arg(long)]
+        count: bool,
+    },
+    /// Publish a bag's messages onto the in-process bus (with a node graph listening).
+    Play {
+        /// Bag directory, .mcap or .db3 file.
+        path: PathBuf,
+        /// Playback rate relative to recorded time.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Ignore timing; publish as fast as subscribers take messages.
+        #[arg(long, conflicts_with = "rate")]
+        fast: bool,
+        /// Only these topics (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Publish rosgraph_msgs/Clock on /clock.
+        #[arg(long)]
+        clock: bool,
+        /// Node graph to run while playing; default: a monitor of every played topic.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a node graph in-process and record its topics into a new bag.
+    Record {
+        /// Bag directory to create.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Graph to run (default: the built-in graph).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only these topics (comma separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Stop after this many seconds (default: the graph's duration, or Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// zstd chunk compression.
+        #[arg(long)]
+        zstd: bool,
+        /// Split files at this many MiB.
+        #[arg(long)]
+        split_mib: Option<u64>,
+        /// Split files at this many seconds.
+        #[arg(long)]
+        split_s: Option<f64>,
+    },
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
+    let reader = BagReader::open(&path)?;
+    let files = reader.files();
+    let size: u64 = files.iter().map(|f| f.1).sum();
+    println!("Bag:        {}", path.display());
+    println!(
+        "Files:      {}",
+        files
+            .iter()
+            .map(|f| f
+                .0
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("Size:       {}", human_bytes(size));
+    let (counted, damage) = if count || reader.metadata().is_none() {
+        count_messages(&reader)
+    } else {
+        Default::default()
+    };
+    if let Some(m) = reader.metadata() {
+        println!(
+            "Storage:    {} (metadata.yaml version {})",
+            m.storage_identifier, m.version
+        );
+        println!("Duration:   {:.3} s", m.duration.nanoseconds as f64 * 1e-9);
+        println!(
+            "Start:      {:.3} s since epoch",
+            m.starting_time.nanoseconds_since_epoch as f64 * 1e-9
+        );
+        println!("Messages:   {}", m.message_count);
+    } else {
+        println!("Storage:    no metadata.yaml (recovered from the storage files)");
+        println!("Messages:   {} (counted)", counted.values().sum::<u64>());
+    }
+    println!("Topics:");
+    for t in reader.topics() {
+        let n = counted
+            .get(&t.name)
+            .copied()
+            .or(t.message_count)
+            .map_or("?".into(), |n| n.to_string());
+        let qos = t
+            .qos
+            .first()
+            .map(|q| {
+                format!("depth {} {:?} {:?}", q.depth, q.reliability, q.durability).to_lowercase()
+            })
+            .unwrap_or_else(|| "qos unknown".into());
+        let note = match t.decodable {
+            Decodable::Yes => "",
+            Decodable::UnknownType => "  [type not known to dreamplan: skipped on play]",
+            Decodable::SchemaMismatch => "  [schema differs from dreamplan's: skipped on play]",
+        };
+        println!(
+            "  {:<32} {:<36} {:>8} msgs  {qos}{note}",
+            t.name, t.type_name, n
+        );
+    }
+    if let Some(e) = damage {
+        println!("Damage:     {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BagCommand::Info { path, count } => info(path, count),
+        BagCommand::Play {
+            path,
+            rate,
+            fast,
+            topics,
+            clock,
+            config,
+        } => {
+            anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be > 0");
+            let reader = BagReader::open(&path)?;
+            let graph = match &config {
+                Some(p) => GraphConfig::load(p)?,
+                None => {
+                    let topics: Vec<String> = reader
+                        .topics()
+                        .iter()
+                        .filter(|t| {
+                            t.decodable == Decodable::Yes
+                                && (topics.is_empty() || topics.contains(&t.name))
+                        })
+                        .map(|t| t.name.clone())
+                        .collect();
+                    let params = serde_yaml::to_value(serde_yaml::Mapping::from_iter([
+                        ("topics".into(), serde_yaml::to_value(&topics)?),
+                        ("report_every_s".into(), 1.0.into()),
+                    ]))?;
+                    GraphConfig {
+                        duration_s: 0.0,
+                        nodes: vec![NodeSpec {
+                            name: "monitor".into(),
+                            kind: "monitor".into(),
+                            params,
+                            enabled: true,
+                        }],
+                        origin: "bag play's default monitor".into(),
+                    }
+                }
+            };
+            let options = PlayOptions {
+                pace: if fast {
+                    Pace::AsFastAsConsumed
+                } else {
+                    Pace::Rate(rate)
+                },
+                filter: Filter::topics(topics),
+                clock_topic: clock.then(|| "/clock".to_string()),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bus = LocalBus::new(dreamplan::clock::Clock::sim(Default::default()));
+                let stop = CancellationToken::new();
+                let graph_stop = stop.clone();
+                let graph_bus = bus.clone();
+                let graph_task = tokio::spawn(async move {
+                    dreamplan::runner::run_graph(graph_bus, &graph, graph_stop).await
+                });
+                // Let the graph's subscribers join before the first message.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let ctrl_c = stop.clone();
+                let watcher = tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        ctrl_c.cancel();
+                    }
+                });
+                let report = play(&reader, &bus, &options, &stop).await;
+                // Give subscribers a moment to drain, then stop the graph.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                stop.cancel();
+                watcher.abort();
+                let graph_report = graph_task.await.context("graph task")??;
+                let report = report?;
+                println!("published: {:?}", report.published);
+                if !report.skipped.is_empty() {
+                    println!("skipped (unknown type or schema): {:?}", report.skipped);
+                }
+                if !report.undecodable.is_empty() {
+                    println!("undecodable: {:?}", report.undecodable);
+                }
+                if let Some(d) = &report.damage {
+                    println!("stopped at damage: {d}");
+                }
+                Ok(if graph_report.is_clean() && report.damage.is_none() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            })
+        }
+        BagCommand::Record {
+            out,
+            config,
+            topics,
+            duration,
+            zstd,
+            split_mib,
+            split_s,
+        } => {
+            let mut graph = match &config {
+                Some(p) => GraphConfig::load(p)?,
+                None => GraphConfig::builtin(),
+            };
+            if let Some(d) = duration {
+                anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+                graph.duration_s = d;
+            }
+            let mut params = serde_yaml::Mapping::new();
+            params.insert("out_dir".into(), out.to_string_lossy().to_string().into());
+            params.insert("topics".into(), serde_yaml::to_value(&topics)?);
+            params.insert(
+                "compression".into(),
+                if zstd { "zstd" } else { "none" }.into(),
+            );
+            if let Some(m) = split_mib {
+                params.insert("split_max_mib".into(), m.into());
+            }
+            if let Some(s) = split_s {
+                params.insert("split_max_s".into(), s.into());
+            }
+            graph.nodes.push(NodeSpec {
+                name: "recorder".into(),
+                kind: "recorder".into(),
+                params: params.into(),
+                enabled: true,
+            });
+            let rt = tokio::runtime::Runtime::new()?;
+            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
+                LocalBus::default(),
+                &graph,
+            ))?;
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

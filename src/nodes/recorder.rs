@@ -1,0 +1,357 @@
+//! Recorder node: writes topics from any bus into a rosbag2 MCAP bag.
+//!
+//! Subscribes to the configured topics (or every topic the bus knows, discovered as they
+//! appear), encodes each message to CDR on the receiving task and hands it to a writer
+//! thread through a bounded channel: when the disk falls behind, the subscriptions'
+//! keep-last queues drop (and count) messages instead of memory growing. The current
+//! chunk is closed every `flush_every_s`, so a recording cut off by a crash (kill -9)
+//! keeps everything up to the last flush.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Node, NodeContext};
+use crate::bag::{BagWriter, Compression, WriterOptions};
+use crate::bus::{Bus, Qos};
+use crate::clock::Clock;
+use crate::msg::{visit_type, Message, TypeVisitor};
+
+/// Recorder parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderConfig {
+    /// Bag directory to create (must not exist). Default: `bags/dreamplan_<unix time>`.
+    pub out_dir: Option<PathBuf>,
+    /// Topics to record; empty = every topic on the bus.
+    pub topics: Vec<String>,
+    /// Topics never recorded.
+    pub exclude: Vec<String>,
+    /// Topics whose publishers are latched (recorded with transient-local QoS, so the
+    /// last message sent before the recorder joined is captured too).
+    pub latched_topics: Vec<String>,
+    /// MCAP chunk compression.
+    pub compression: Compression,
+    /// Queue depth per subscription.
+    pub depth: usize,
+    /// Close the current chunk this often (crash safety), seconds.
+    pub flush_every_s: f64,
+    /// Start a new file after this many MiB.
+    pub split_max_mib: Option<u64>,
+    /// Start a new file after this many seconds of log time.
+    pub split_max_s: Option<f64>,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            out_dir: None,
+            topics: Vec::new(),
+            exclude: vec!["/clock".into()],
+            latched_topics: Vec::new(),
+            compression: Compression::None,
+            depth: 100,
+            flush_every_s: 1.0,
+            split_max_mib: None,
+            split_max_s: None,
+        }
+    }
+}
+
+/// What the recorder wrote, per topic.
+pub type RecordedCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// The recorder node.
+pub struct RecorderNode {
+    config: RecorderConfig,
+    out_dir: PathBuf,
+    counts: RecordedCounts,
+}
+
+impl RecorderNode {
+    /// The bag directory this node writes.
+    pub fn out_dir(&self) -> &std::path::Path {
+        &self.out_dir
+    }
+
+    /// Messages written so far, per topic.
+    pub fn counts(&self) -> RecordedCounts {
+        self.counts.clone()
+    }
+}
+
+enum Cmd {
+    Topic {
+        id: usize,
+        name: String,
+        type_name: &'static str,
+        definition: &'static str,
+        qos: Qos,
+    },
+    Write {
+        id: usize,
+        time: u64,
+        cdr: Vec<u8>,
+    },
+}
+
+struct Subscribe<B> {
+    bus: B,
+    topic: String,
+    id: usize,
+    qos: Qos,
+    tx: mpsc::Sender<Cmd>,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+type Forward = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl<B: Bus> TypeVisitor for Subscribe<B> {
+    type Output = anyhow::Result<(Forward, Cmd)>;
+    fn visit<M: Message>(self) -> Self::Output {
+        let mut sub = self.bus.subscribe::<M>(&self.topic, self.qos)?;
+        let register = Cmd::Topic {
+            id: self.id,
+            name: self.topic.clone(),
+            type_name: M::TYPE_NAME,
+            definition: M::DEFINITION,
+            qos: self.qos,
+        };
+        let (tx, id, clock, shutdown) = (self.tx, self.id, self.clock, self.shutdown);
+        let forward = Box::pin(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = sub.recv() => match m { Some(m) => m, None => break },
+                };
+                let time = clock.now().as_nanos().max(0) as u64;
+                if tx
+                    .send(Cmd::Write {
+                        id,
+                        time,
+                        cdr: msg.to_cdr(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // Drain what is already queued so a stop loses nothing received.
+            while let Some(msg) = sub.try_recv() {
+                let time = clock.now().as_nanos().max(0) as u64;
+                if tx
+                    .send(Cmd::Write {
+                        id,
+                        time,
+                        cdr: msg.to_cdr(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok((forward, register))
+    }
+}
+
+fn writer_thread(
+    dir: PathBuf,
+    options: WriterOptions,
+    flush_every: Duration,
+    mut rx: mpsc::Receiver<Cmd>,
+    counts: RecordedCounts,
+) -> anyhow::Result<crate::bag::WrittenBag> {
+    let mut writer = BagWriter::create(&dir, options)?;
+    let mut ids = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    // A small runtime of its own lets this thread wait for messages and the flush timer
+    // at once without busy-waiting; file I/O stays off the node runtime's workers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("writer runtime")?;
+    let mut flush_timer = tokio::time::interval(flush_every);
+    loop {
+        let cmd = rt.block_on(async {
+            tokio::select! {
+                c = rx.recv() => Some(c),
+                _ = flush_timer.tick() => None,
+            }
+        });
+        let cmd = match cmd {
+            None => {
+                writer.flush()?;
+                continue;
+            }
+            Some(c) => c,
+        };
+        let Some(cmd) = cmd else { break };
+        match cmd {
+            Cmd::Topic {
+                id,
+                name,
+                type_name,
+                definition,
+                qos,
+            } => {
+                let tid = writer.add_topic(&name, type_name, definition, &[qos])?;
+                ids.insert(id, tid);
+                names.insert(id, name);
+            }
+            Cmd::Write { id, time, cdr } => {
+                let tid = *ids.get(&id).context("message for an unregistered topic")?;
+                writer.write_raw(tid, time, &cdr)?;
+                *counts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(names[&id].clone())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+impl Node for RecorderNode {
+    const KIND: &'static str = "recorder";
+    type Config = RecorderConfig;
+
+    fn new(config: RecorderConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.depth > 0, "depth must be > 0");
+        anyhow::ensure!(config.flush_every_s > 0.0, "flush_every_s must be > 0");
+        for t in config
+            .topics
+            .iter()
+            .chain(&config.exclude)
+            .chain(&config.latched_topics)
+        {
+            crate::bus::resolve_topic(t)?;
+        }
+        let out_dir = config.out_dir.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            PathBuf::from(format!("bags/dreamplan_{secs}"))
+        });
+        anyhow::ensure!(
+            !out_dir.exists(),
+            "out_dir {} exists already",
+            out_dir.display()
+        );
+        Ok(Self {
+            config,
+            out_dir,
+            counts: Arc::default(),
+        })
+    }
+
+    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let c = &self.config;
+        let options = WriterOptions {
+            compression: c.compression,
+            max_file_bytes: c.split_max_mib.map(|m| m << 20),
+            max_file_duration: c.split_max_s.map(Duration::from_secs_f64),
+            ..Default::default()
+        };
+        let (tx, rx) = mpsc::channel::<Cmd>(1024);
+        let (dir, counts, flush) = (
+            self.out_dir.clone(),
+            self.counts.clone(),
+            Duration::from_secs_f64(c.flush_every_s),
+        );
+        let writer = std::thread::Builder::new()
+            .name("bag-writer".into())
+            .spawn(move || writer_thread(dir, options, flush, rx, counts))
+            .context("starting the bag writer thread")?;
+        tracing::info!(node = %ctx.name, "recording into {}", self.out_dir.display());
+
+        let resolve = |v: &Vec<String>| {
+            v.iter()
+                .map(|t| crate::bus::resolve_topic(t))
+                .collect::<Result<BTreeSet<_>, _>>()
+        };
+        let wanted = resolve(&c.topics)?;
+        let exclude = resolve(&c.exclude)?;
+        let latched = resolve(&c.latched_topics)?;
+        let mut subscribed = BTreeSet::new();
+        let mut forwards = JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if writer.is_finished() {
+                break; // the writer failed; its error is reported below
+            }
+            for (topic, type_name) in ctx.bus.topic_types() {
+                if subscribed.contains(&topic)
+                    || exclude.contains(&topic)
+                    || (!wanted.is_empty() && !wanted.contains(&topic))
+                {
+                    continue;
+                }
+                subscribed.insert(topic.clone());
+                let mut qos = Qos::keep_last(c.depth);
+                if latched.contains(&topic) {
+                    qos = qos.transient_local();
+                }
+                let visit = Subscribe {
+                    bus: ctx.bus.clone(),
+                    topic: topic.clone(),
+                    id: subscribed.len(),
+                    qos,
+                    tx: tx.clone(),
+                    clock: ctx.bus.clock(),
+                    shutdown: ctx.shutdown.clone(),
+                };
+                match visit_type(&type_name, visit) {
+                    Some(Ok((forward, register))) => {
+                        if tx.send(register).await.is_err() {
+                            break;
+                        }
+                        forwards.spawn(forward);
+                        tracing::info!(node = %ctx.name, %topic, %type_name, "recording");
+                    }
+                    Some(Err(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(node = %ctx.name, %topic, "type {type_name} is not known to dreamplan; not recorded")
+                    }
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        while forwards.join_next().await.is_some() {}
+        drop(tx);
+        let written = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .context("joining the bag writer")?
+            .map_err(|_| anyhow::anyhow!("the bag writer thread panicked"))?
+            .with_context(|| format!("writing {}", self.out_dir.display()))?;
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        tracing::info!(node = %ctx.name, "wrote {} messages on {} topics to {}", written.metadata.message_count, counts.len(), written.dir.display());
+        result
+    }
+}
