@@ -4,6 +4,7 @@
 //! Bags written here are real rosbag2 bags: `ros2 bag info/play`, Foxglove and the Python
 //! `rosbags` library read them (tests check the latter both ways).
 
+mod mcap_read;
 mod metadata;
 mod reader;
 pub mod replay;

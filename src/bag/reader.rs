@@ -12,9 +12,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use enumset::EnumSet;
 
 use super::metadata::{parse_qos_profiles, BagMetadata, MetadataFile};
+use super::mcap_read::{McapIndex, McapMessages};
 use super::sqlite::SqliteFile;
 use super::BagError;
 use crate::bus::Qos;
@@ -107,7 +107,7 @@ impl Filter {
 }
 
 enum Storage {
-    Mcap { path: PathBuf, map: memmap2::Mmap },
+    Mcap { path: PathBuf, map: memmap2::Mmap, index: McapIndex },
     Sqlite(SqliteFile),
 }
 
@@ -259,91 +259,23 @@ impl BagReader {
         // SAFETY: the map is read-only; a bag being rewritten while we read it is
         // outside what any bag reader supports (rosbag2 and rosbags likewise).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BagError::io(p, e))?;
-        if map.len() < 8 || map[..8] != mcap::MAGIC[..] {
-            return Err(BagError::NotABag(p.to_path_buf()));
-        }
-        // Topics: from the summary when the file is complete, else by scanning records.
-        let summary = mcap::Summary::read(&map).ok().flatten();
-        match summary {
-            Some(s) => {
-                let counts = s
-                    .stats
-                    .as_ref()
-                    .map(|st| st.channel_message_counts.clone())
-                    .unwrap_or_default();
-                let mut chans: Vec<_> = s.channels.values().cloned().collect();
-                chans.sort_by_key(|c| c.id);
-                for c in chans {
-                    let (ty, def) = channel_schema(&c);
-                    let qos = serde_yaml::Value::String(
-                        c.metadata
-                            .get("offered_qos_profiles")
-                            .cloned()
-                            .unwrap_or_default(),
-                    );
-                    let i = self.topic_index(&c.topic, &ty, def.as_deref(), &qos);
-                    if self.metadata.is_none() {
-                        let add = counts.get(&c.id).copied().unwrap_or(0);
-                        self.topics[i].message_count =
-                            Some(self.topics[i].message_count.unwrap_or(0) + add);
-                    }
-                }
-            }
-            None => {
-                let mut schemas = HashMap::new();
-                for rec in mcap::read::LinearReader::new_with_options(
-                    &map,
-                    EnumSet::only(mcap::read::Options::IgnoreEndMagic),
-                )
-                .map_err(|e| BagError::Mcap(e.to_string()))?
-                .take_while(|r| r.is_ok())
-                .flatten()
-                {
-                    if let mcap::records::Record::Chunk { header, data } = rec {
-                        let Ok(inner) = mcap::read::ChunkReader::new(header, &data) else {
-                            break;
-                        };
-                        for r in inner.take_while(|r| r.is_ok()).flatten() {
-                            self.note_channel_record(r, &mut schemas);
-                        }
-                    } else {
-                        self.note_channel_record(rec, &mut schemas);
-                    }
+        let index = McapIndex::build(&map, p)?;
+        let mut ids: Vec<u16> = index.channels.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let c = &index.channels[&id];
+            let def = (c.schema_encoding == "ros2msg").then(|| String::from_utf8_lossy(&c.schema_data).to_string());
+            let qos = serde_yaml::Value::String(c.metadata.get("offered_qos_profiles").cloned().unwrap_or_default());
+            let i = self.topic_index(&c.topic, &c.schema_name, def.as_deref(), &qos);
+            self.topics[i].serialization_format = c.message_encoding.clone();
+            if self.metadata.is_none() {
+                if let Some(n) = index.counts.as_ref().and_then(|m| m.get(&id)) {
+                    self.topics[i].message_count = Some(self.topics[i].message_count.unwrap_or(0) + n);
                 }
             }
         }
-        self.files.push(Storage::Mcap {
-            path: p.to_path_buf(),
-            map,
-        });
+        self.files.push(Storage::Mcap { path: p.to_path_buf(), map, index });
         Ok(())
-    }
-
-    /// Notes topics from a file without a summary; schemas arrive before their channels.
-    fn note_channel_record(
-        &mut self,
-        rec: mcap::records::Record<'_>,
-        schemas: &mut HashMap<u16, (String, String)>,
-    ) {
-        match rec {
-            mcap::records::Record::Schema { header, data } => {
-                schemas.insert(
-                    header.id,
-                    (header.name, String::from_utf8_lossy(&data).to_string()),
-                );
-            }
-            mcap::records::Record::Channel(c) => {
-                let (ty, def) = schemas.get(&c.schema_id).cloned().unwrap_or_default();
-                let qos = serde_yaml::Value::String(
-                    c.metadata
-                        .get("offered_qos_profiles")
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-                self.topic_index(&c.topic, &ty, Some(&def), &qos);
-            }
-            _ => {}
-        }
     }
 
     /// The bag's path as opened.
@@ -371,7 +303,7 @@ impl BagReader {
         self.files
             .iter()
             .map(|f| match f {
-                Storage::Mcap { path, map } => (path.clone(), map.len() as u64),
+                Storage::Mcap { path, map, .. } => (path.clone(), map.len() as u64),
                 Storage::Sqlite(db) => (
                     db.path().to_path_buf(),
                     std::fs::metadata(db.path()).map(|m| m.len()).unwrap_or(0),
@@ -407,16 +339,6 @@ impl BagReader {
     }
 }
 
-fn channel_schema(c: &mcap::Channel<'_>) -> (String, Option<String>) {
-    match &c.schema {
-        Some(s) => (
-            s.name.clone(),
-            (s.encoding == "ros2msg").then(|| String::from_utf8_lossy(&s.data).to_string()),
-        ),
-        None => (String::new(), None),
-    }
-}
-
 /// `bag_10.mcap` after `bag_9.mcap`.
 fn natural_key(p: &Path) -> (String, u64) {
     let stem = p
@@ -432,11 +354,7 @@ fn natural_key(p: &Path) -> (String, u64) {
 }
 
 enum Cursor<'a> {
-    Mcap {
-        stream: mcap::read::RawMessageStream<'a>,
-        channel_topic: Vec<Option<usize>>,
-        path: &'a Path,
-    },
+    Mcap { stream: McapMessages<'a>, channel_topic: Vec<Option<usize>>, path: &'a Path },
     Sqlite(super::sqlite::Rows<'a>),
 }
 
@@ -455,22 +373,18 @@ impl<'a> Messages<'a> {
         let storage = self.reader.files.get(self.file)?;
         self.file += 1;
         Some(match storage {
-            Storage::Mcap { path, map } => {
-                let opts = EnumSet::only(mcap::read::Options::ValidateChunkCrcs);
-                match mcap::read::RawMessageStream::new_with_options(map, opts) {
-                    Ok(stream) => {
-                        self.current = Some(Cursor::Mcap {
-                            stream,
-                            channel_topic: Vec::new(),
-                            path,
-                        });
-                        Ok(())
+            Storage::Mcap { path, map, index } => {
+                let mut channel_topic = Vec::new();
+                for (&id, c) in &index.channels {
+                    if channel_topic.len() <= id as usize {
+                        channel_topic.resize(id as usize + 1, None);
                     }
-                    Err(e) => Err(BagError::Damaged {
-                        file: path.clone(),
-                        reason: e.to_string(),
-                    }),
+                    channel_topic[id as usize] = self.reader.by_name.get(&c.topic).copied();
                 }
+                let range = (self.filter.start.unwrap_or(0), self.filter.end.unwrap_or(u64::MAX));
+                let stream = McapMessages::new(map, index, range);
+                self.current = Some(Cursor::Mcap { stream, channel_topic, path });
+                Ok(())
             }
             Storage::Sqlite(db) => {
                 let topic_map: HashMap<i64, usize> = db
@@ -508,34 +422,12 @@ impl<'a> Iterator for Messages<'a> {
             }
             let reader = self.reader;
             let item = match self.current.as_mut().expect("opened above") {
-                Cursor::Mcap {
-                    stream,
-                    channel_topic,
-                    path,
-                } => match stream.next() {
+                Cursor::Mcap { stream, channel_topic, path } => match stream.next() {
                     None => None,
-                    Some(Err(e)) => Some(Err(BagError::Damaged {
-                        file: path.to_path_buf(),
-                        reason: e.to_string(),
-                    })),
-                    Some(Ok(m)) => {
-                        let id = m.header.channel_id as usize;
-                        if channel_topic.len() <= id {
-                            channel_topic.resize(id + 1, None);
-                        }
-                        let topic = match channel_topic[id] {
-                            Some(t) => Some(t),
-                            None => {
-                                let t = stream
-                                    .get_channel(m.header.channel_id)
-                                    .and_then(|c| reader.by_name.get(&c.topic).copied());
-                                channel_topic[id] = t;
-                                t
-                            }
-                        };
-                        topic
-                            .map(|t| Ok((t, m.header.log_time, m.data)))
-                            .or(Some(Ok((usize::MAX, 0, Cow::Borrowed(&[][..])))))
+                    Some(Err(reason)) => Some(Err(BagError::Damaged { file: path.to_path_buf(), reason })),
+                    Some(Ok((channel, time, data))) => {
+                        let t = channel_topic.get(channel as usize).copied().flatten().unwrap_or(usize::MAX);
+                        Some(Ok((t, time, data)))
                     }
                 },
                 Cursor::Sqlite(rows) => rows
