@@ -15,38 +15,71 @@ use serde_json::Value;
 
 fn bag_fixtures() -> PathBuf {
     // CI regenerates the bags with rosbags into a temp dir and points here.
-    std::env::var_os("DREAMPLAN_BAG_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root().join("tests/fixtures/bags"))
+    std::env::var_os("DREAMPLAN_BAG_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/fixtures/bags"))
 }
 
 #[test]
 fn bags_written_by_rosbags_read_back_with_identical_values() {
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(bag_fixtures().join("expected.json")).unwrap()).unwrap();
-    let cases: std::collections::HashMap<String, Value> = cases().into_iter().map(|(n, _, v)| (n, v)).collect();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(bag_fixtures().join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let cases: std::collections::HashMap<String, Value> =
+        cases().into_iter().map(|(n, _, v)| (n, v)).collect();
     let bags = expected["bags"].as_object().unwrap();
-    assert!(bags.len() >= 5, "expected MCAP and sqlite3 bags for Humble and Jazzy, got {:?}", bags.keys());
+    assert!(
+        bags.len() >= 5,
+        "expected MCAP and sqlite3 bags for Humble and Jazzy, got {:?}",
+        bags.keys()
+    );
     for (name, spec) in bags {
-        let reader = BagReader::open(bag_fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reader =
+            BagReader::open(bag_fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = spec["messages"].as_array().unwrap();
-        let got: Vec<_> = reader.messages(&Filter::default()).collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: Vec<_> = reader
+            .messages(&Filter::default())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got.len(), want.len(), "{name}: message count");
         let mut skipped = 0;
         for (g, w) in got.iter().zip(want) {
-            assert_eq!(g.topic, w["topic"].as_str().unwrap(), "{name}: order (log time) differs");
-            assert_eq!(g.log_time, w["log_time_ns"].as_u64().unwrap(), "{name}: {}", g.topic);
+            assert_eq!(
+                g.topic,
+                w["topic"].as_str().unwrap(),
+                "{name}: order (log time) differs"
+            );
+            assert_eq!(
+                g.log_time,
+                w["log_time_ns"].as_u64().unwrap(),
+                "{name}: {}",
+                g.topic
+            );
             assert_eq!(g.type_name, w["type"].as_str().unwrap());
             match w["case"].as_str() {
                 Some(case) => visit_type(g.type_name, DecodesTo(cases[case].clone(), &g.data))
                     .expect("known type")
                     .unwrap_or_else(|e| panic!("{name} {case}: {e}")),
                 None => {
-                    assert_eq!(reader.topics()[g.topic_index].decodable, Decodable::UnknownType);
+                    assert_eq!(
+                        reader.topics()[g.topic_index].decodable,
+                        Decodable::UnknownType
+                    );
                     skipped += 1;
                 }
             }
         }
-        assert_eq!(skipped, 3, "{name}: the std_msgs/String topic is counted, not decoded");
+        assert_eq!(
+            skipped, 3,
+            "{name}: the std_msgs/String topic is counted, not decoded"
+        );
         let latched = reader.topic("/cases/image_rgb8_2x2").unwrap();
-        assert_eq!(latched.qos.first().map(|q| (q.depth, q.durability)), Some((1, Durability::TransientLocal)), "{name}");
+        assert_eq!(
+            latched.qos.first().map(|q| (q.depth, q.durability)),
+            Some((1, Durability::TransientLocal)),
+            "{name}"
+        );
         assert_eq!(latched.message_count, Some(1), "{name}");
     }
 }
@@ -56,8 +89,16 @@ fn write_case_bag(dir: &std::path::Path, options: WriterOptions) {
     let mut w = BagWriter::create(dir, options).unwrap();
     for (i, (name, ty, value)) in cases().into_iter().enumerate() {
         let def = visit_type(&ty, Def).unwrap();
-        let topic = w.add_topic(&format!("/cases/{name}"), &ty, def, &[dreamplan::bus::Qos::default()]).unwrap();
-        w.write_raw(topic, case_time(i), &visit_type(&ty, ToCdr(value)).unwrap()).unwrap();
+        let topic = w
+            .add_topic(
+                &format!("/cases/{name}"),
+                &ty,
+                def,
+                &[dreamplan::bus::Qos::default()],
+            )
+            .unwrap();
+        w.write_raw(topic, case_time(i), &visit_type(&ty, ToCdr(value)).unwrap())
+            .unwrap();
     }
     w.finish().unwrap();
 }
@@ -75,8 +116,21 @@ fn bags_written_here_read_back_identically() {
     let tmp = tempfile::tempdir().unwrap();
     for (label, options) in [
         ("plain", WriterOptions::default()),
-        ("zstd_small_chunks", WriterOptions { compression: Compression::Zstd, chunk_size: 4096, ..Default::default() }),
-        ("split", WriterOptions { max_file_bytes: Some(64 * 1024), ..Default::default() }),
+        (
+            "zstd_small_chunks",
+            WriterOptions {
+                compression: Compression::Zstd,
+                chunk_size: 4096,
+                ..Default::default()
+            },
+        ),
+        (
+            "split",
+            WriterOptions {
+                max_file_bytes: Some(64 * 1024),
+                ..Default::default()
+            },
+        ),
     ] {
         let dir = tmp.path().join(label);
         write_case_bag(&dir, options);
@@ -86,11 +140,20 @@ fn bags_written_here_read_back_identically() {
             assert!(files.len() >= 2, "split bag has {} files", files.len());
         }
         let cases = cases();
-        let got: Vec<_> = reader.messages(&Filter::default()).collect::<Result<_, _>>().unwrap();
+        let got: Vec<_> = reader
+            .messages(&Filter::default())
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(got.len(), cases.len(), "{label}");
         for (i, (g, (name, ty, value))) in got.iter().zip(cases).enumerate() {
-            assert_eq!((g.topic, g.log_time), (format!("/cases/{name}").as_str(), case_time(i)), "{label}");
-            visit_type(&ty, DecodesTo(value, &g.data)).unwrap().unwrap_or_else(|e| panic!("{label} {name}: {e}"));
+            assert_eq!(
+                (g.topic, g.log_time),
+                (format!("/cases/{name}").as_str(), case_time(i)),
+                "{label}"
+            );
+            visit_type(&ty, DecodesTo(value, &g.data))
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{label} {name}: {e}"));
         }
         let meta = reader.metadata().expect("metadata.yaml");
         assert_eq!(meta.version, 5);
@@ -110,14 +173,23 @@ fn python() -> Option<PathBuf> {
 #[test]
 fn rosbags_reads_bags_written_here() {
     let Some(python) = python() else {
-        assert!(std::env::var_os("DREAMPLAN_REQUIRE_INTEROP").is_none(), "DREAMPLAN_REQUIRE_INTEROP is set but no Python with rosbags was found");
+        assert!(
+            std::env::var_os("DREAMPLAN_REQUIRE_INTEROP").is_none(),
+            "DREAMPLAN_REQUIRE_INTEROP is set but no Python with rosbags was found"
+        );
         eprintln!("skipping: set DREAMPLAN_PYTHON to a Python with rosbags (scripts/requirements.txt) to run this check");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     for (label, options) in [
         ("plain", WriterOptions::default()),
-        ("zstd", WriterOptions { compression: Compression::Zstd, ..Default::default() }),
+        (
+            "zstd",
+            WriterOptions {
+                compression: Compression::Zstd,
+                ..Default::default()
+            },
+        ),
     ] {
         let dir = tmp.path().join(label);
         write_case_bag(&dir, options);
@@ -129,8 +201,16 @@ fn rosbags_reads_bags_written_here() {
                 .arg(cdr_fixtures().join("cases.json"))
                 .output()
                 .expect("run the rosbags checker");
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert!(out.status.success(), "rosbags rejected {}:\n{text}", target.display());
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "rosbags rejected {}:\n{text}",
+                target.display()
+            );
         }
     }
 }

@@ -64,7 +64,8 @@ fn u16le(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 fn u64le(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
 /// Splits `buf` into (opcode, body offset, body length) records.
@@ -81,14 +82,19 @@ impl Iterator for Frames<'_> {
         }
         let Some(len) = u64le(self.buf, self.pos + 1) else {
             self.pos = self.buf.len();
-            return Some(Err(format!("truncated record header at byte {}", self.pos_start())));
+            return Some(Err(format!(
+                "truncated record header at byte {}",
+                self.pos_start()
+            )));
         };
         let op = self.buf[self.pos];
         let body = self.pos + 9;
         if len > (self.buf.len() - body.min(self.buf.len())) as u64 {
             let at = self.pos;
             self.pos = self.buf.len();
-            return Some(Err(format!("record at byte {at} is cut off ({len} bytes declared)")));
+            return Some(Err(format!(
+                "record at byte {at} is cut off ({len} bytes declared)"
+            )));
         }
         self.pos = body + len as usize;
         Some(Ok((op, body, len as usize)))
@@ -101,13 +107,19 @@ impl Frames<'_> {
     }
 }
 
-fn note_decl(op: u8, body: &[u8], schemas: &mut HashMap<u16, (String, String, Vec<u8>)>, channels: &mut HashMap<u16, ChannelDecl>) {
+fn note_decl(
+    op: u8,
+    body: &[u8],
+    schemas: &mut HashMap<u16, (String, String, Vec<u8>)>,
+    channels: &mut HashMap<u16, ChannelDecl>,
+) {
     match mcap::read::parse_record(op, body) {
         Ok(mcap::records::Record::Schema { header, data }) => {
             schemas.insert(header.id, (header.name, header.encoding, data.into_owned()));
         }
         Ok(mcap::records::Record::Channel(c)) => {
-            let (schema_name, schema_encoding, schema_data) = schemas.get(&c.schema_id).cloned().unwrap_or_default();
+            let (schema_name, schema_encoding, schema_data) =
+                schemas.get(&c.schema_id).cloned().unwrap_or_default();
             channels.insert(
                 c.id,
                 ChannelDecl {
@@ -141,16 +153,22 @@ fn chunk_records<'a>(map: &'a [u8], block: &Block) -> Result<(u64, Cow<'a, [u8]>
         Cow::Owned(_) => return Err("chunk data was copied".into()),
     };
     if header.uncompressed_size > MAX_CHUNK {
-        return Err(format!("chunk claims {} uncompressed bytes", header.uncompressed_size));
+        return Err(format!(
+            "chunk claims {} uncompressed bytes",
+            header.uncompressed_size
+        ));
     }
     let records: Cow<'a, [u8]> = match header.compression.as_str() {
         "" => Cow::Borrowed(data),
         "zstd" => Cow::Owned(
-            zstd::bulk::decompress(data, header.uncompressed_size as usize).map_err(|e| format!("zstd: {e}"))?,
+            zstd::bulk::decompress(data, header.uncompressed_size as usize)
+                .map_err(|e| format!("zstd: {e}"))?,
         ),
         "lz4" => {
             use std::io::Read as _;
-            let mut out = Vec::with_capacity((header.uncompressed_size as usize).min(data.len().saturating_mul(255)));
+            let mut out = Vec::with_capacity(
+                (header.uncompressed_size as usize).min(data.len().saturating_mul(255)),
+            );
             lz4::Decoder::new(data)
                 .and_then(|mut d| d.read_to_end(&mut out))
                 .map_err(|e| format!("lz4: {e}"))?;
@@ -159,12 +177,19 @@ fn chunk_records<'a>(map: &'a [u8], block: &Block) -> Result<(u64, Cow<'a, [u8]>
         other => return Err(format!("unsupported chunk compression `{other}`")),
     };
     if records.len() as u64 != header.uncompressed_size {
-        return Err(format!("chunk decompressed to {} bytes, header says {}", records.len(), header.uncompressed_size));
+        return Err(format!(
+            "chunk decompressed to {} bytes, header says {}",
+            records.len(),
+            header.uncompressed_size
+        ));
     }
     if header.uncompressed_crc != 0 {
         let crc = crc32fast::hash(&records);
         if crc != header.uncompressed_crc {
-            return Err(format!("chunk CRC mismatch (stored {:#010x}, computed {crc:#010x})", header.uncompressed_crc));
+            return Err(format!(
+                "chunk CRC mismatch (stored {:#010x}, computed {crc:#010x})",
+                header.uncompressed_crc
+            ));
         }
     }
     Ok((header.message_start_time, records))
@@ -178,19 +203,38 @@ impl McapIndex {
             return Err(BagError::NotABag(path.to_path_buf()));
         }
         if let Ok(Some(summary)) = mcap::Summary::read(map) {
-            if !summary.chunk_indexes.is_empty() || summary.stats.as_ref().is_some_and(|s| s.message_count == 0) {
+            if !summary.chunk_indexes.is_empty()
+                || summary.stats.as_ref().is_some_and(|s| s.message_count == 0)
+            {
                 let channels = summary
                     .channels
                     .values()
                     .map(|c| {
-                        let (n, e, d) = c.schema.as_ref().map(|s| (s.name.clone(), s.encoding.clone(), s.data.to_vec())).unwrap_or_default();
-                        (c.id, ChannelDecl { topic: c.topic.clone(), schema_name: n, schema_encoding: e, schema_data: d, message_encoding: c.message_encoding.clone(), metadata: c.metadata.clone() })
+                        let (n, e, d) = c
+                            .schema
+                            .as_ref()
+                            .map(|s| (s.name.clone(), s.encoding.clone(), s.data.to_vec()))
+                            .unwrap_or_default();
+                        (
+                            c.id,
+                            ChannelDecl {
+                                topic: c.topic.clone(),
+                                schema_name: n,
+                                schema_encoding: e,
+                                schema_data: d,
+                                message_encoding: c.message_encoding.clone(),
+                                metadata: c.metadata.clone(),
+                            },
+                        )
                     })
                     .collect();
                 let mut blocks: Vec<Block> = summary
                     .chunk_indexes
                     .iter()
-                    .filter(|ci| (ci.chunk_start_offset + ci.chunk_length) as usize <= map.len() && ci.chunk_length >= 9)
+                    .filter(|ci| {
+                        (ci.chunk_start_offset + ci.chunk_length) as usize <= map.len()
+                            && ci.chunk_length >= 9
+                    })
                     .map(|ci| Block {
                         body: ci.chunk_start_offset as usize + 9,
                         len: ci.chunk_length as usize - 9,
@@ -199,8 +243,15 @@ impl McapIndex {
                     })
                     .collect();
                 blocks.sort_by_key(|b| b.body);
-                let counts = summary.stats.map(|s| s.channel_message_counts.into_iter().collect());
-                return Ok(Self { channels, counts, blocks, damage: None });
+                let counts = summary
+                    .stats
+                    .map(|s| s.channel_message_counts.into_iter().collect());
+                return Ok(Self {
+                    channels,
+                    counts,
+                    blocks,
+                    damage: None,
+                });
             }
         }
         // No usable summary: scan the data section.
@@ -218,13 +269,28 @@ impl McapIndex {
                 }
             };
             match op {
-                OP_SCHEMA | OP_CHANNEL => note_decl(op, &map[body..body + len], &mut schemas, &mut channels),
-                OP_MESSAGE => blocks.push(Block { body, len, start_time: u64le(map, body + 6).unwrap_or(0), is_chunk: false }),
+                OP_SCHEMA | OP_CHANNEL => {
+                    note_decl(op, &map[body..body + len], &mut schemas, &mut channels)
+                }
+                OP_MESSAGE => blocks.push(Block {
+                    body,
+                    len,
+                    start_time: u64le(map, body + 6).unwrap_or(0),
+                    is_chunk: false,
+                }),
                 OP_CHUNK => {
-                    let block = Block { body, len, start_time: u64le(map, body).unwrap_or(0), is_chunk: true };
+                    let block = Block {
+                        body,
+                        len,
+                        start_time: u64le(map, body).unwrap_or(0),
+                        is_chunk: true,
+                    };
                     match chunk_records(map, &block) {
                         Ok((_, records)) => {
-                            for inner in (Frames { buf: &records, pos: 0 }) {
+                            for inner in (Frames {
+                                buf: &records,
+                                pos: 0,
+                            }) {
                                 let Ok((op, b, l)) = inner else { break };
                                 if op == OP_SCHEMA || op == OP_CHANNEL {
                                     note_decl(op, &records[b..b + l], &mut schemas, &mut channels);
@@ -242,7 +308,12 @@ impl McapIndex {
                 _ => {}
             }
         }
-        Ok(Self { channels, counts: None, blocks, damage })
+        Ok(Self {
+            channels,
+            counts: None,
+            blocks,
+            damage,
+        })
     }
 }
 
@@ -326,7 +397,10 @@ impl<'a> McapMessages<'a> {
             Cow::Borrowed(r) => Some(r),
             Cow::Owned(_) => None,
         };
-        for f in (Frames { buf: &records, pos: 0 }) {
+        for f in (Frames {
+            buf: &records,
+            pos: 0,
+        }) {
             let (op, b, l) = f?;
             if op != OP_MESSAGE {
                 continue;
@@ -347,10 +421,14 @@ impl<'a> McapMessages<'a> {
         let (lo, hi) = self.time_range;
         if time >= lo && time < hi {
             self.order += 1;
-            self.heap.push(Reverse(Pending { time, order: self.order, channel, data }));
+            self.heap.push(Reverse(Pending {
+                time,
+                order: self.order,
+                channel,
+                data,
+            }));
         }
     }
-
 }
 
 impl<'a> Iterator for McapMessages<'a> {
@@ -389,4 +467,3 @@ impl<'a> Iterator for McapMessages<'a> {
         }
     }
 }
-

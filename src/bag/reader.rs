@@ -12,9 +12,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-
-use super::metadata::{parse_qos_profiles, BagMetadata, MetadataFile};
 use super::mcap_read::{McapIndex, McapMessages};
+use super::metadata::{parse_qos_profiles, BagMetadata, MetadataFile};
 use super::sqlite::SqliteFile;
 use super::BagError;
 use crate::bus::Qos;
@@ -107,7 +106,11 @@ impl Filter {
 }
 
 enum Storage {
-    Mcap { path: PathBuf, map: memmap2::Mmap, index: McapIndex },
+    Mcap {
+        path: PathBuf,
+        map: memmap2::Mmap,
+        index: McapIndex,
+    },
     Sqlite(SqliteFile),
 }
 
@@ -264,17 +267,28 @@ impl BagReader {
         ids.sort_unstable();
         for id in ids {
             let c = &index.channels[&id];
-            let def = (c.schema_encoding == "ros2msg").then(|| String::from_utf8_lossy(&c.schema_data).to_string());
-            let qos = serde_yaml::Value::String(c.metadata.get("offered_qos_profiles").cloned().unwrap_or_default());
+            let def = (c.schema_encoding == "ros2msg")
+                .then(|| String::from_utf8_lossy(&c.schema_data).to_string());
+            let qos = serde_yaml::Value::String(
+                c.metadata
+                    .get("offered_qos_profiles")
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             let i = self.topic_index(&c.topic, &c.schema_name, def.as_deref(), &qos);
             self.topics[i].serialization_format = c.message_encoding.clone();
             if self.metadata.is_none() {
                 if let Some(n) = index.counts.as_ref().and_then(|m| m.get(&id)) {
-                    self.topics[i].message_count = Some(self.topics[i].message_count.unwrap_or(0) + n);
+                    self.topics[i].message_count =
+                        Some(self.topics[i].message_count.unwrap_or(0) + n);
                 }
             }
         }
-        self.files.push(Storage::Mcap { path: p.to_path_buf(), map, index });
+        self.files.push(Storage::Mcap {
+            path: p.to_path_buf(),
+            map,
+            index,
+        });
         Ok(())
     }
 
@@ -354,7 +368,11 @@ fn natural_key(p: &Path) -> (String, u64) {
 }
 
 enum Cursor<'a> {
-    Mcap { stream: McapMessages<'a>, channel_topic: Vec<Option<usize>>, path: &'a Path },
+    Mcap {
+        stream: McapMessages<'a>,
+        channel_topic: Vec<Option<usize>>,
+        path: &'a Path,
+    },
     Sqlite(super::sqlite::Rows<'a>),
 }
 
@@ -381,9 +399,16 @@ impl<'a> Messages<'a> {
                     }
                     channel_topic[id as usize] = self.reader.by_name.get(&c.topic).copied();
                 }
-                let range = (self.filter.start.unwrap_or(0), self.filter.end.unwrap_or(u64::MAX));
+                let range = (
+                    self.filter.start.unwrap_or(0),
+                    self.filter.end.unwrap_or(u64::MAX),
+                );
                 let stream = McapMessages::new(map, index, range);
-                self.current = Some(Cursor::Mcap { stream, channel_topic, path });
+                self.current = Some(Cursor::Mcap {
+                    stream,
+                    channel_topic,
+                    path,
+                });
                 Ok(())
             }
             Storage::Sqlite(db) => {
@@ -422,11 +447,22 @@ impl<'a> Iterator for Messages<'a> {
             }
             let reader = self.reader;
             let item = match self.current.as_mut().expect("opened above") {
-                Cursor::Mcap { stream, channel_topic, path } => match stream.next() {
+                Cursor::Mcap {
+                    stream,
+                    channel_topic,
+                    path,
+                } => match stream.next() {
                     None => None,
-                    Some(Err(reason)) => Some(Err(BagError::Damaged { file: path.to_path_buf(), reason })),
+                    Some(Err(reason)) => Some(Err(BagError::Damaged {
+                        file: path.to_path_buf(),
+                        reason,
+                    })),
                     Some(Ok((channel, time, data))) => {
-                        let t = channel_topic.get(channel as usize).copied().flatten().unwrap_or(usize::MAX);
+                        let t = channel_topic
+                            .get(channel as usize)
+                            .copied()
+                            .flatten()
+                            .unwrap_or(usize::MAX);
                         Some(Ok((t, time, data)))
                     }
                 },

@@ -12,6 +12,7 @@ use crate::msg::Message;
 /// Type-erased view of a topic, for shutdown and introspection.
 trait AnyTopic: Send + Sync {
     fn close(&self);
+    fn publisher_qos(&self) -> Vec<Qos>;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -19,6 +20,8 @@ struct Topic<M> {
     subscribers: Mutex<Vec<Weak<Inbox<M>>>>,
     /// Transient-local history: the last messages of latched publishers.
     latched: Mutex<VecDeque<Arc<M>>>,
+    /// QoS of every publisher created on the topic.
+    offered: Mutex<Vec<Qos>>,
 }
 
 impl<M: Message> AnyTopic for Topic<M> {
@@ -30,6 +33,12 @@ impl<M: Message> AnyTopic for Topic<M> {
     }
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
+    }
+    fn publisher_qos(&self) -> Vec<Qos> {
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -84,6 +93,7 @@ impl LocalBus {
             topic: Arc::new(Topic::<M> {
                 subscribers: Mutex::new(Vec::new()),
                 latched: Mutex::new(VecDeque::new()),
+                offered: Mutex::new(Vec::new()),
             }),
         });
         if entry.type_name != M::TYPE_NAME {
@@ -158,6 +168,11 @@ impl<M: Message> Sink<M> for LocalSink<M> {
 impl Bus for LocalBus {
     fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError> {
         let (name, topic) = self.topic::<M>(topic)?;
+        topic
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(qos);
         let latch_depth =
             (qos.durability == Durability::TransientLocal).then_some(qos.depth.max(1));
         let sink = LocalSink {
@@ -192,6 +207,17 @@ impl Bus for LocalBus {
             .iter()
             .map(|(k, e)| (k.clone(), e.type_name.to_string()))
             .collect()
+    }
+
+    fn publisher_qos(&self, topic: &str) -> Vec<Qos> {
+        let Ok(name) = resolve_topic(topic) else {
+            return Vec::new();
+        };
+        let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .get(&name)
+            .map(|e| e.topic.publisher_qos())
+            .unwrap_or_default()
     }
 
     fn clock(&self) -> Clock {

@@ -59,6 +59,9 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError>;
     /// Topics currently known to the bus with their ROS type names.
     fn topic_types(&self) -> BTreeMap<String, String>;
+    /// QoS offered by the current publishers of `topic` (empty when there are none), so
+    /// recorders can match latched publishers and store what was offered.
+    fn publisher_qos(&self, topic: &str) -> Vec<Qos>;
     /// The clock nodes stamp messages with (wall time, or sim time under `use_sim_time`).
     fn clock(&self) -> Clock;
     /// Closes every subscription: pending `recv` calls return `None` once drained.

@@ -443,6 +443,30 @@ impl Bus for RosBus {
             .unwrap_or_default()
     }
 
+    fn publisher_qos(&self, topic: &str) -> Vec<Qos> {
+        let Ok(topic) = resolve_topic(topic) else {
+            return Vec::new();
+        };
+        let node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(infos) = node.get_publishers_info_by_topic(&topic, false) else {
+            return Vec::new();
+        };
+        infos
+            .iter()
+            .map(|i| Qos {
+                depth: i.qos_profile.depth.max(1),
+                reliability: match i.qos_profile.reliability {
+                    r2r::qos::ReliabilityPolicy::BestEffort => Reliability::BestEffort,
+                    _ => Reliability::Reliable,
+                },
+                durability: match i.qos_profile.durability {
+                    r2r::qos::DurabilityPolicy::TransientLocal => Durability::TransientLocal,
+                    _ => Durability::Volatile,
+                },
+            })
+            .collect()
+    }
+
     fn clock(&self) -> Clock {
         self.inner.clock.clone()
     }

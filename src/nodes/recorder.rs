@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Node, NodeContext};
 use crate::bag::{BagWriter, Compression, WriterOptions};
-use crate::bus::{Bus, Qos};
+use crate::bus::{Bus, Durability, Qos};
 use crate::clock::Clock;
 use crate::msg::{visit_type, Message, TypeVisitor};
 
@@ -93,7 +93,7 @@ enum Cmd {
         name: String,
         type_name: &'static str,
         definition: &'static str,
-        qos: Qos,
+        offered: Vec<Qos>,
     },
     Write {
         id: usize,
@@ -107,6 +107,7 @@ struct Subscribe<B> {
     topic: String,
     id: usize,
     qos: Qos,
+    offered: Vec<Qos>,
     tx: mpsc::Sender<Cmd>,
     clock: Clock,
     shutdown: CancellationToken,
@@ -123,7 +124,7 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
             name: self.topic.clone(),
             type_name: M::TYPE_NAME,
             definition: M::DEFINITION,
-            qos: self.qos,
+            offered: self.offered,
         };
         let (tx, id, clock, shutdown) = (self.tx, self.id, self.clock, self.shutdown);
         let forward = Box::pin(async move {
@@ -181,6 +182,7 @@ fn writer_thread(
         .enable_time()
         .build()
         .context("writer runtime")?;
+    let _context = rt.enter();
     let mut flush_timer = tokio::time::interval(flush_every);
     loop {
         let cmd = rt.block_on(async {
@@ -203,9 +205,9 @@ fn writer_thread(
                 name,
                 type_name,
                 definition,
-                qos,
+                offered,
             } => {
-                let tid = writer.add_topic(&name, type_name, definition, &[qos])?;
+                let tid = writer.add_topic(&name, type_name, definition, &offered)?;
                 ids.insert(id, tid);
                 names.insert(id, name);
             }
@@ -305,8 +307,15 @@ impl Node for RecorderNode {
                     continue;
                 }
                 subscribed.insert(topic.clone());
+                // Match latched publishers (or ones the config names) with transient-local
+                // durability, so the message they sent before we joined is recorded too.
+                let offered = ctx.bus.publisher_qos(&topic);
                 let mut qos = Qos::keep_last(c.depth);
-                if latched.contains(&topic) {
+                if latched.contains(&topic)
+                    || offered
+                        .iter()
+                        .any(|q| q.durability == Durability::TransientLocal)
+                {
                     qos = qos.transient_local();
                 }
                 let visit = Subscribe {
@@ -317,6 +326,11 @@ impl Node for RecorderNode {
                     tx: tx.clone(),
                     clock: ctx.bus.clock(),
                     shutdown: ctx.shutdown.clone(),
+                    offered: if offered.is_empty() {
+                        vec![qos]
+                    } else {
+                        offered
+                    },
                 };
                 match visit_type(&type_name, visit) {
                     Some(Ok((forward, register))) => {

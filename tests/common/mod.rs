@@ -20,7 +20,13 @@ pub fn cases() -> Vec<(String, String, Value)> {
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
     cases
         .into_iter()
-        .map(|c| (c["name"].as_str().unwrap().to_string(), c["type"].as_str().unwrap().to_string(), expand(c["value"].clone())))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().to_string(),
+                expand(c["value"].clone()),
+            )
+        })
         .collect()
 }
 
@@ -29,8 +35,16 @@ pub fn expand(v: Value) -> Value {
     match v {
         Value::Object(map) if map.contains_key("$pattern") => {
             let p = &map["$pattern"];
-            let (len, mul, add) = (p["len"].as_u64().unwrap(), p["mul"].as_u64().unwrap(), p["add"].as_u64().unwrap());
-            Value::Array((0..len).map(|i| Value::from((i * mul + add) % 256)).collect())
+            let (len, mul, add) = (
+                p["len"].as_u64().unwrap(),
+                p["mul"].as_u64().unwrap(),
+                p["add"].as_u64().unwrap(),
+            );
+            Value::Array(
+                (0..len)
+                    .map(|i| Value::from((i * mul + add) % 256))
+                    .collect(),
+            )
         }
         Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, expand(v))).collect()),
         Value::Array(items) => Value::Array(items.into_iter().map(expand).collect()),

@@ -1,0 +1,257 @@
+//! Bad input never panics: truncated files, corrupt chunks, garbage, a different schema
+//! under a known type name, unknown types. Every complete message before the damage is
+//! returned, then one clear error.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dreamplan::bag::{BagError, BagReader, BagWriter, Decodable, Filter, WriterOptions};
+use dreamplan::msg::prelude::*;
+
+fn joint_state(i: u32) -> JointState {
+    JointState {
+        header: Header {
+            stamp: Time {
+                sec: i as i32,
+                nanosec: 0,
+            },
+            frame_id: "base".into(),
+        },
+        name: (1..=7).map(|j| format!("joint{j}")).collect(),
+        position: (0..7).map(|j| (i * 7 + j) as f64 * 0.01).collect(),
+        ..Default::default()
+    }
+}
+
+/// A bag of `n` JointStates in chunks of about `chunk` bytes; returns its .mcap path.
+fn small_bag(dir: &Path, n: u32, chunk: u64) -> std::path::PathBuf {
+    let mut w = BagWriter::create(
+        dir,
+        WriterOptions {
+            chunk_size: chunk,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        w.write(
+            "/joint_states",
+            1_000 + i as u64 * 1_000_000,
+            &joint_state(i),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    dir.join(format!("{name}_0.mcap"))
+}
+
+/// Reads everything; returns the decoded positions' first entries and the final error.
+fn read_all(path: &Path) -> (Vec<u32>, Option<BagError>) {
+    let reader = match BagReader::open(path) {
+        Ok(r) => r,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
+    let mut got = Vec::new();
+    for item in reader.messages(&Filter::default()) {
+        match item.and_then(|r| r.decode::<JointState>()) {
+            Ok(js) => got.push(js.header.stamp.sec as u32),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+#[test]
+fn a_truncated_file_yields_every_complete_chunk_then_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_bag(&tmp.path().join("full"), 200, 2048);
+    let bytes = std::fs::read(&file).unwrap();
+    let mut saw_partial = false;
+    for cut in (8..bytes.len()).step_by(97) {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("cut.mcap");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let (got, err) = read_all(&path);
+        // Whatever is returned is an in-order prefix of what was written.
+        assert_eq!(
+            got,
+            (0..got.len() as u32).collect::<Vec<_>>(),
+            "cut at {cut}"
+        );
+        if cut < bytes.len() * 9 / 10 {
+            assert!(
+                got.len() < 200,
+                "cut at {cut} of {} returned all messages",
+                bytes.len()
+            );
+        }
+        if !got.is_empty() && got.len() < 200 {
+            saw_partial = true;
+            assert!(
+                matches!(err, Some(BagError::Damaged { .. })) || err.is_none(),
+                "cut {cut}: {err:?}"
+            );
+        }
+    }
+    assert!(saw_partial, "some cuts must recover a partial prefix");
+}
+
+#[test]
+fn a_corrupt_chunk_is_reported_after_the_messages_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_bag(&tmp.path().join("crc"), 200, 2048);
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Flip a byte in the middle of the file (inside some chunk's message data).
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&file, &bytes).unwrap();
+    let (got, err) = read_all(&file);
+    assert!(!got.is_empty() && got.len() < 200, "{} messages", got.len());
+    assert_eq!(got, (0..got.len() as u32).collect::<Vec<_>>());
+    let err = err.expect("damage reported").to_string();
+    assert!(err.contains("CRC") && err.contains("damaged"), "{err}");
+}
+
+#[test]
+fn garbage_and_foreign_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let garbage = tmp.path().join("garbage.mcap");
+    std::fs::write(&garbage, b"this is not a bag at all, just text").unwrap();
+    assert!(matches!(
+        BagReader::open(&garbage),
+        Err(BagError::NotABag(_))
+    ));
+    let empty_dir = tmp.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    assert!(matches!(
+        BagReader::open(&empty_dir),
+        Err(BagError::NoStorage(_))
+    ));
+    let db = tmp.path().join("other.db3");
+    std::fs::write(&db, b"SQLite format 3\0 but not really").unwrap();
+    assert!(BagReader::open(&db).is_err());
+    let missing = BagReader::open(tmp.path().join("nope"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("nope"), "{missing}");
+    // Random bytes after a valid magic never panic.
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    for len in [9usize, 30, 100, 1000, 10_000] {
+        let mut b = b"\x89MCAP0\r\n".to_vec();
+        for _ in 0..len {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            b.push(rng as u8);
+        }
+        let p = tmp.path().join(format!("rand{len}.mcap"));
+        std::fs::write(&p, &b).unwrap();
+        let _ = read_all(&p);
+    }
+}
+
+#[test]
+fn a_known_type_name_with_a_different_schema_is_skipped_not_misread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wrong_schema");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    // Claims to be JointState, but its definition (and bytes) are something else.
+    let t = w
+        .add_topic(
+            "/joint_states",
+            "sensor_msgs/msg/JointState",
+            "float64 x\nfloat64 y\n",
+            &[],
+        )
+        .unwrap();
+    w.write_raw(
+        t,
+        5,
+        &[
+            0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 240, 63, 0, 0, 0, 0, 0, 0, 0, 64,
+        ],
+    )
+    .unwrap();
+    let u = w
+        .add_topic(
+            "/odom",
+            "nav_msgs/msg/Odometry",
+            "std_msgs/Header header\n",
+            &[],
+        )
+        .unwrap();
+    w.write_raw(u, 6, &[0, 1, 0, 0]).unwrap();
+    w.finish().unwrap();
+    let reader = BagReader::open(&dir).unwrap();
+    assert_eq!(
+        reader.topic("/joint_states").unwrap().decodable,
+        Decodable::SchemaMismatch
+    );
+    assert_eq!(
+        reader.topic("/odom").unwrap().decodable,
+        Decodable::UnknownType
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        let bus = dreamplan::bus::LocalBus::default();
+        let options = dreamplan::bag::replay::PlayOptions {
+            pace: dreamplan::bag::replay::Pace::AsFastAsConsumed,
+            ..Default::default()
+        };
+        dreamplan::bag::replay::play(&reader, &bus, &options, &Default::default())
+            .await
+            .unwrap()
+    });
+    assert!(report.published.is_empty());
+    assert_eq!(report.skipped.get("/joint_states"), Some(&1));
+    assert_eq!(report.skipped.get("/odom"), Some(&1));
+}
+
+#[test]
+fn a_recording_killed_with_sigkill_stays_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "record", "--out"])
+        .arg(&out)
+        .args(["--duration", "60", "--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The built-in graph publishes 10 images/s; the recorder closes a chunk every second.
+    std::thread::sleep(Duration::from_millis(3500));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !out.join("metadata.yaml").exists(),
+        "a killed recorder cannot have written metadata.yaml"
+    );
+    let reader = BagReader::open(&out).expect("the bag directory opens without metadata.yaml");
+    let mut images = 0;
+    let mut damage = None;
+    for item in reader.messages(&Filter::topics(["/camera/image_raw"])) {
+        match item.and_then(|r| r.decode::<Image>()) {
+            Ok(img) => {
+                assert_eq!((img.width, img.height), (640, 480));
+                images += 1;
+            }
+            Err(e) => damage = Some(e),
+        }
+    }
+    // ≥ 2 flushed seconds of 10 Hz images survive.
+    assert!(
+        images >= 15,
+        "only {images} images recovered (damage: {damage:?})"
+    );
+}
