@@ -9,6 +9,7 @@ mod metadata;
 mod reader;
 pub mod replay;
 mod sqlite;
+pub mod transitions;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,199 @@
+//! Replaying bags onto a bus, and recording from one: pacing, the clock, nothing lost
+//! when playing as fast as consumers take messages, and record → play round trips.
+
+use std::time::{Duration, Instant};
+
+use dreamplan::bag::replay::{play, Pace, PlayOptions};
+use dreamplan::bag::{BagReader, BagWriter, Filter, WriterOptions};
+use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::clock::Clock;
+use dreamplan::msg::prelude::*;
+use dreamplan::msg::rosgraph_msgs::Clock as ClockMsg;
+use tokio_util::sync::CancellationToken;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn bag_of_times(dir: &std::path::Path, n: u32, step_ms: u64) {
+    let mut w = BagWriter::create(dir, WriterOptions::default()).unwrap();
+    for i in 0..n {
+        w.write(
+            "/ticks",
+            T0 + i as u64 * step_ms * 1_000_000,
+            &Time {
+                sec: i as i32,
+                nanosec: 0,
+            },
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_timing_is_kept_and_scaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    bag_of_times(&tmp.path().join("b"), 11, 50); // 0.5 s of recorded time
+    let reader = BagReader::open(tmp.path().join("b")).unwrap();
+    for (rate, expect_s) in [(1.0, 0.5), (5.0, 0.1)] {
+        let bus = LocalBus::new(Clock::sim(Time::default()));
+        let mut sub = bus
+            .subscribe::<Time>("/ticks", Qos::keep_last(100))
+            .unwrap();
+        let t = Instant::now();
+        let report = play(
+            &reader,
+            &bus,
+            &PlayOptions {
+                pace: Pace::Rate(rate),
+                ..Default::default()
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let took = t.elapsed().as_secs_f64();
+        assert_eq!(report.published["/ticks"], 11);
+        assert!(
+            (took - expect_s).abs() < 0.08,
+            "rate {rate}: took {took:.3} s, expected {expect_s}"
+        );
+        assert_eq!(sub.queued(), 11);
+        // The sim clock followed the bag.
+        assert_eq!(bus.clock().now().as_nanos() as u64, T0 + 500_000_000);
+        assert_eq!(sub.recv().await.unwrap().sec, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_fast_as_consumed_loses_nothing_to_a_slow_subscriber() {
+    let tmp = tempfile::tempdir().unwrap();
+    bag_of_times(&tmp.path().join("b"), 300, 1000); // 300 s of recorded time
+    let reader = BagReader::open(tmp.path().join("b")).unwrap();
+    let bus = LocalBus::default();
+    let mut sub = bus.subscribe::<Time>("/ticks", Qos::keep_last(2)).unwrap();
+    let consumer = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(t) = sub.recv().await {
+            seen.push(t.sec);
+            if seen.len() % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if seen.len() == 300 {
+                break;
+            }
+        }
+        (seen, sub.dropped())
+    });
+    let t = Instant::now();
+    let options = PlayOptions {
+        pace: Pace::AsFastAsConsumed,
+        clock_topic: Some("/clock".into()),
+        ..Default::default()
+    };
+    let report = play(&reader, &bus, &options, &CancellationToken::new())
+        .await
+        .unwrap();
+    let (seen, dropped) = consumer.await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "300 s of bag must not be played in real time"
+    );
+    assert_eq!(report.published["/ticks"], 300);
+    assert_eq!(dropped, 0);
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_topic_carries_log_times_and_playback_stops_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    bag_of_times(&tmp.path().join("b"), 50, 100); // 5 s
+    let reader = BagReader::open(tmp.path().join("b")).unwrap();
+    let bus = LocalBus::default();
+    let mut clock = bus
+        .subscribe::<ClockMsg>("/clock", Qos::keep_last(1000))
+        .unwrap();
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        trigger.cancel();
+    });
+    let options = PlayOptions {
+        clock_topic: Some("/clock".into()),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let report = play(&reader, &bus, &options, &stop).await.unwrap();
+    assert!(report.interrupted);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let n = report.published["/ticks"];
+    assert!((3..=6).contains(&n), "{n} messages in 350 ms at 10 Hz");
+    let first = clock.recv().await.unwrap();
+    assert_eq!(first.clock.as_nanos() as u64, T0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_a_graph_then_play_it_back() {
+    use dreamplan::config::GraphConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rec");
+    let yaml = format!(
+        "duration_s: 1.2\nnodes:\n  - {{name: cam, kind: camera, params: {{rate_hz: 20.0, width: 32, height: 24}}}}\n  - {{name: rec, kind: recorder, params: {{out_dir: {}}}}}\n",
+        out.display()
+    );
+    let graph = GraphConfig::from_yaml(&yaml, "test").unwrap();
+    let report =
+        dreamplan::runner::run_graph(LocalBus::default(), &graph, CancellationToken::new())
+            .await
+            .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let reader = BagReader::open(&out).unwrap();
+    let info = reader
+        .topic("/camera/camera_info")
+        .expect("latched camera info recorded");
+    assert_eq!(info.message_count, Some(1));
+    let images: Vec<(u64, Image)> = reader
+        .read_topic::<Image>("/camera/image_raw")
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        (10..=26).contains(&images.len()),
+        "{} images in 1.2 s at 20 Hz",
+        images.len()
+    );
+    assert!(
+        images.windows(2).all(|w| w[0].0 <= w[1].0),
+        "log times are ordered"
+    );
+    assert!(images
+        .iter()
+        .all(|(_, img)| img.width == 32 && img.data.len() == 32 * 24 * 3));
+
+    // Play it onto a fresh bus: a late latched subscriber still gets the camera info.
+    let bus = LocalBus::default();
+    let mut imgs = bus
+        .subscribe::<Image>("/camera/image_raw", Qos::keep_last(100))
+        .unwrap();
+    let play_report = play(
+        &reader,
+        &bus,
+        &PlayOptions {
+            pace: Pace::AsFastAsConsumed,
+            filter: Filter::default(),
+            ..Default::default()
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        play_report.published["/camera/image_raw"] as usize,
+        images.len()
+    );
+    assert_eq!(imgs.queued(), images.len());
+    let mut late = bus
+        .subscribe::<CameraInfo>("/camera/camera_info", Qos::latched())
+        .unwrap();
+    assert_eq!(late.try_recv().map(|i| i.width), Some(32));
+    assert_eq!(imgs.recv().await.unwrap().data, images[0].1.data);
+}

@@ -1,0 +1,132 @@
+//! The transition view: a bag with two episodes becomes the right transitions, streamed.
+
+use dreamplan::bag::transitions::TransitionTopics;
+use dreamplan::bag::{BagReader, BagWriter, WriterOptions};
+use dreamplan::msg::prelude::*;
+
+const MS: u64 = 1_000_000;
+
+fn frame(tag: u8) -> Image {
+    Image {
+        width: 2,
+        height: 1,
+        encoding: "rgb8".into(),
+        step: 6,
+        data: vec![tag; 6],
+        ..Default::default()
+    }
+}
+
+fn event(episode: u32, step: u32, event: &str, score: f64) -> EpisodeEvent {
+    EpisodeEvent {
+        episode,
+        step,
+        task: "rope".into(),
+        event: event.into(),
+        score,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_episodes_become_two_scored_transitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("episodes");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    let mut t = 1_000 * MS;
+    let mut at = |dt: u64| {
+        t += dt * MS;
+        t
+    };
+    for ep in 0..2u32 {
+        w.write(
+            "/dreamplan/episode",
+            at(10),
+            &event(ep, 0, EpisodeEvent::EVENT_RESET, f64::NAN),
+        )
+        .unwrap();
+        w.write("/goal/image", at(1), &frame(200 + ep as u8))
+            .unwrap();
+        w.write("/camera/image_raw", at(10), &frame(10)).unwrap(); // observation candidate
+        w.write("/camera/image_raw", at(10), &frame(11)).unwrap(); // the observation
+        let action = KeypointAction {
+            source_id: 3 + ep,
+            target_id: 7,
+            raw_text: format!("pick 3 place 7 ({ep})"),
+            ..Default::default()
+        };
+        w.write("/planner/action", at(1), &action).unwrap();
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_ACTION_STARTED, f64::NAN),
+        )
+        .unwrap();
+        for k in 0..5 {
+            w.write(
+                "/joint_states",
+                at(5),
+                &JointState {
+                    position: vec![k as f64],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            w.write("/camera/image_raw", at(1), &frame(20 + k)).unwrap();
+        }
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_ACTION_FINISHED, f64::NAN),
+        )
+        .unwrap();
+        w.write("/camera/image_raw", at(100), &frame(30)).unwrap(); // within the 1 s window
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_SCORED, 0.5 + ep as f64 * 0.5),
+        )
+        .unwrap();
+        w.write("/camera/image_raw", at(2000), &frame(40)).unwrap(); // after the window
+    }
+    w.finish().unwrap();
+
+    let reader = BagReader::open(&dir).unwrap();
+    let mut view = reader.transitions(TransitionTopics::default());
+    let transitions: Vec<_> = view.by_ref().collect::<Result<_, _>>().unwrap();
+    assert!(view.stats.undecodable.is_empty());
+    assert_eq!(transitions.len(), 2);
+    for (ep, tr) in transitions.iter().enumerate() {
+        assert_eq!(
+            (tr.episode, tr.step, tr.task.as_str()),
+            (ep as u32, 0, "rope")
+        );
+        assert_eq!(tr.goal.as_ref().unwrap().data[0], 200 + ep as u8);
+        assert_eq!(tr.observation.as_ref().unwrap().1.data[0], 11);
+        assert_eq!(tr.action.as_ref().unwrap().source_id, 3 + ep as u32);
+        assert_eq!(
+            tr.joint_states
+                .iter()
+                .map(|(_, j)| j.position[0])
+                .collect::<Vec<_>>(),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0]
+        );
+        assert_eq!(
+            tr.frames_during
+                .iter()
+                .map(|(_, f)| f.data[0])
+                .collect::<Vec<_>>(),
+            vec![20, 21, 22, 23, 24]
+        );
+        assert_eq!(
+            tr.frames_after
+                .iter()
+                .map(|(_, f)| f.data[0])
+                .collect::<Vec<_>>(),
+            vec![30]
+        );
+        assert_eq!(tr.score, Some(0.5 + ep as f64 * 0.5));
+        assert!(tr.finished.unwrap() > tr.started);
+        assert!(!tr.failed);
+    }
+}
