@@ -359,6 +359,11 @@ pub(crate) struct McapMessages<'a> {
     suffix_min: Vec<u64>,
     next_block: usize,
     heap: BinaryHeap<Reverse<Pending<'a>>>,
+    /// Messages of the last loaded chunk, staged before going to `heap` or `in_order`.
+    staged: Vec<Pending<'a>>,
+    /// Fast path: a chunk that is sorted and ends before every unread chunk starts is
+    /// handed out in order without the heap (the common case for recorded bags).
+    in_order: std::collections::VecDeque<Pending<'a>>,
     order: u64,
     damage: Option<String>,
     time_range: (u64, u64),
@@ -377,6 +382,8 @@ impl<'a> McapMessages<'a> {
             suffix_min,
             next_block: 0,
             heap: BinaryHeap::new(),
+            staged: Vec::new(),
+            in_order: Default::default(),
             order: 0,
             damage: index.damage.clone(),
             time_range,
@@ -421,12 +428,12 @@ impl<'a> McapMessages<'a> {
         let (lo, hi) = self.time_range;
         if time >= lo && time < hi {
             self.order += 1;
-            self.heap.push(Reverse(Pending {
+            self.staged.push(Pending {
                 time,
                 order: self.order,
                 channel,
                 data,
-            }));
+            });
         }
     }
 }
@@ -439,6 +446,9 @@ impl<'a> Iterator for McapMessages<'a> {
             if self.done {
                 return None;
             }
+            if let Some(p) = self.in_order.pop_front() {
+                return Some(Ok((p.channel, p.time, p.data)));
+            }
             // Everything at or before the next unread block's start time is final.
             let horizon = self.suffix_min[self.next_block];
             if let Some(Reverse(top)) = self.heap.peek() {
@@ -450,13 +460,22 @@ impl<'a> Iterator for McapMessages<'a> {
             if self.next_block < self.blocks.len() {
                 let block = self.blocks[self.next_block];
                 self.next_block += 1;
-                if let Err(e) = self.load_block(block) {
+                let loaded = self.load_block(block);
+                if let Err(e) = loaded {
                     // Hand out what came before the damage, then report it.
                     self.damage = Some(e);
                     self.blocks = &self.blocks[..self.next_block - 1];
                     self.suffix_min.truncate(self.blocks.len() + 1);
                     self.next_block = self.blocks.len();
                     *self.suffix_min.last_mut().expect("non-empty") = u64::MAX;
+                }
+                let horizon = self.suffix_min[self.next_block];
+                let sorted = self.staged.windows(2).all(|w| w[0].time <= w[1].time);
+                let ends_before = self.staged.last().is_none_or(|p| p.time < horizon);
+                if self.heap.is_empty() && sorted && ends_before {
+                    self.in_order.extend(self.staged.drain(..));
+                } else {
+                    self.heap.extend(self.staged.drain(..).map(Reverse));
                 }
                 continue;
             }

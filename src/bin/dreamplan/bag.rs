@@ -66,6 +66,21 @@ pub enum BagCommand {
         #[arg(long)]
         split_s: Option<f64>,
     },
+    /// Benchmark bag writing and reading against PyPI rosbags on the same files.
+    Bench {
+        /// Working directory to create for the bags.
+        #[arg(long, default_value = "target/bag-bench")]
+        dir: PathBuf,
+        /// Python with rosbags (scripts/requirements.txt) for the side-by-side figures.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// JointState messages.
+        #[arg(long, default_value_t = 100_000)]
+        joint_states: u64,
+        /// 640×480 images.
+        #[arg(long, default_value_t = 500)]
+        images: u64,
+    },
 }
 
 fn human_bytes(n: u64) -> String {
@@ -149,6 +164,15 @@ fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
 pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BagCommand::Info { path, count } => info(path, count),
+        BagCommand::Bench {
+            dir,
+            python,
+            joint_states,
+            images,
+        } => {
+            crate::bench::run(&dir, python.as_deref(), joint_states, images)?;
+            Ok(ExitCode::SUCCESS)
+        }
         BagCommand::Play {
             path,
             rate,
