@@ -105,10 +105,26 @@ impl Filter {
     }
 }
 
+/// The bytes of an MCAP file: memory-mapped, or owned (bags given as bytes).
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
 enum Storage {
     Mcap {
         path: PathBuf,
-        map: memmap2::Mmap,
+        map: Bytes,
         index: McapIndex,
     },
     Sqlite(SqliteFile),
@@ -262,6 +278,10 @@ impl BagReader {
         // SAFETY: the map is read-only; a bag being rewritten while we read it is
         // outside what any bag reader supports (rosbag2 and rosbags likewise).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BagError::io(p, e))?;
+        self.add_mcap(p, Bytes::Mapped(map))
+    }
+
+    fn add_mcap(&mut self, p: &Path, map: Bytes) -> Result<(), BagError> {
         let index = McapIndex::build(&map, p)?;
         let mut ids: Vec<u16> = index.channels.keys().copied().collect();
         ids.sort_unstable();
@@ -290,6 +310,14 @@ impl BagReader {
             index,
         });
         Ok(())
+    }
+
+    /// Reads a single MCAP file given as bytes (for tests, fuzzing, network transfers).
+    pub fn from_mcap_bytes(bytes: Vec<u8>) -> Result<Self, BagError> {
+        let path = PathBuf::from("<memory>.mcap");
+        let mut reader = Self { path: path.clone(), files: Vec::new(), topics: Vec::new(), by_name: HashMap::new(), metadata: None };
+        reader.add_mcap(&path, Bytes::Owned(bytes))?;
+        Ok(reader)
     }
 
     /// The bag's path as opened.
