@@ -193,12 +193,17 @@ fn rosbags_reads_bags_written_here() {
     ] {
         let dir = tmp.path().join(label);
         write_case_bag(&dir, options);
-        for target in [dir.clone(), dir.join(format!("{label}_0.mcap"))] {
+        for (target, store) in [
+            (dir.clone(), "humble"),
+            (dir.clone(), "jazzy"),
+            (dir.join(format!("{label}_0.mcap")), "humble"),
+        ] {
             let out = Command::new(&python)
                 .arg(root().join("scripts/check_bag_with_rosbags.py"))
                 .arg(&target)
                 .arg("--cases")
                 .arg(cdr_fixtures().join("cases.json"))
+                .args(["--store", store])
                 .output()
                 .expect("run the rosbags checker");
             let text = format!(
@@ -212,5 +217,32 @@ fn rosbags_reads_bags_written_here() {
                 target.display()
             );
         }
+    }
+}
+
+#[test]
+fn topic_and_time_range_filters_work_on_mcap_and_sqlite() {
+    for name in ["mcap_humble", "sqlite3_jazzy", "mcap_zstd_humble"] {
+        let reader = BagReader::open(bag_fixtures().join(name)).unwrap();
+        let filter = Filter {
+            start: Some(case_time(5)),
+            end: Some(case_time(10)),
+            ..Default::default()
+        };
+        let got: Vec<u64> = reader
+            .messages(&filter)
+            .map(|r| r.unwrap().log_time)
+            .collect();
+        // Cases 5..9, plus the /unknown/string message logged at case 5 + 0.5 ms.
+        let mut want: Vec<u64> = (5..10).map(case_time).collect();
+        want.push(case_time(5) + 500_000);
+        want.sort();
+        assert_eq!(got, want, "{name}");
+        let only = Filter::topics(["/cases/joint_state_umlauts", "/unknown/string"]);
+        let topics: Vec<String> = reader
+            .messages(&only)
+            .map(|r| r.unwrap().topic.to_string())
+            .collect();
+        assert_eq!(topics.len(), 4, "{name}: {topics:?}");
     }
 }

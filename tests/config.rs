@@ -120,8 +120,11 @@ fn shipped_ros_params_files_load_into_the_node_configs() {
     .unwrap();
     assert!(!mon.topics.is_empty());
     let rec_text = std::fs::read_to_string(root().join("config/ros/recorder.yaml")).unwrap();
-    let rec: dreamplan::nodes::recorder::RecorderConfig =
-        node_config(&ros_params(&rec_text, "recorder", "recorder.yaml").unwrap(), "recorder.yaml").unwrap();
+    let rec: dreamplan::nodes::recorder::RecorderConfig = node_config(
+        &ros_params(&rec_text, "recorder", "recorder.yaml").unwrap(),
+        "recorder.yaml",
+    )
+    .unwrap();
     assert!(rec.exclude.contains(&"/rosout".to_string()));
 }
 

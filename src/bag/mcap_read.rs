@@ -259,8 +259,8 @@ impl McapIndex {
         let mut channels = HashMap::new();
         let mut blocks = Vec::new();
         let mut damage = None;
-        let mut frames = Frames { buf: map, pos: 8 };
-        while let Some(f) = frames.next() {
+        let frames = Frames { buf: map, pos: 8 };
+        for f in frames {
             let (op, body, len) = match f {
                 Ok(x) => x,
                 Err(e) => {

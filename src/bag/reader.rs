@@ -315,7 +315,13 @@ impl BagReader {
     /// Reads a single MCAP file given as bytes (for tests, fuzzing, network transfers).
     pub fn from_mcap_bytes(bytes: Vec<u8>) -> Result<Self, BagError> {
         let path = PathBuf::from("<memory>.mcap");
-        let mut reader = Self { path: path.clone(), files: Vec::new(), topics: Vec::new(), by_name: HashMap::new(), metadata: None };
+        let mut reader = Self {
+            path: path.clone(),
+            files: Vec::new(),
+            topics: Vec::new(),
+            by_name: HashMap::new(),
+            metadata: None,
+        };
         reader.add_mcap(&path, Bytes::Owned(bytes))?;
         Ok(reader)
     }
@@ -397,7 +403,7 @@ fn natural_key(p: &Path) -> (String, u64) {
 
 enum Cursor<'a> {
     Mcap {
-        stream: McapMessages<'a>,
+        stream: Box<McapMessages<'a>>,
         channel_topic: Vec<Option<usize>>,
         path: &'a Path,
     },
@@ -433,7 +439,7 @@ impl<'a> Messages<'a> {
                 );
                 let stream = McapMessages::new(map, index, range);
                 self.current = Some(Cursor::Mcap {
-                    stream,
+                    stream: Box::new(stream),
                     channel_topic,
                     path,
                 });

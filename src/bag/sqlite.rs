@@ -67,7 +67,10 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> bool {
     let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(1)) else {
         return false;
     };
-    let found = rows.flatten().any(|c| c == column);
+    let mut found = false;
+    for name in rows.flatten() {
+        found |= name == column;
+    }
     found
 }
 
@@ -193,14 +196,17 @@ impl SqliteFile {
     }
 }
 
+/// `(topic index, timestamp, data)` of one message row.
+pub type Row = (usize, u64, Vec<u8>);
+
 /// Streaming message rows of one `.db3` file.
 pub struct Rows<'a> {
-    rx: mpsc::Receiver<Result<(usize, u64, Vec<u8>), BagError>>,
+    rx: mpsc::Receiver<Result<Row, BagError>>,
     _file: std::marker::PhantomData<&'a SqliteFile>,
 }
 
 impl Iterator for Rows<'_> {
-    type Item = Result<(usize, u64, Vec<u8>), BagError>;
+    type Item = Result<Row, BagError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.rx.recv().ok()
     }
