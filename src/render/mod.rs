@@ -1,0 +1,8 @@
+//! Rendering the built-in world: a pinhole camera model and a ray-casting renderer for
+//! RGB, depth, the arm-only conditioning video and object-only frames.
+
+pub mod camera;
+pub mod raster;
+
+pub use camera::PinholeCamera;
+pub use raster::{render, table, Frame, Layer, Primitive, RenderMode, RenderOptions, Shape};

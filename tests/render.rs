@@ -1,0 +1,166 @@
+//! The camera model and renderer: projection round trips, metric depth, masks, determinism.
+
+use dreamplan::render::*;
+use nalgebra::{Point3, Vector3};
+
+fn camera() -> PinholeCamera {
+    PinholeCamera::look_at(
+        128,
+        96,
+        60.0,
+        Point3::new(0.5, 0.0, 1.0),
+        Point3::new(0.5, 0.0, 0.0),
+        Vector3::y(),
+    )
+}
+
+#[test]
+fn project_and_unproject_round_trip() {
+    let cam = camera();
+    for p in [
+        Point3::new(0.5, 0.0, 0.0),
+        Point3::new(0.6, -0.1, 0.05),
+        Point3::new(0.3, 0.2, 0.2),
+    ] {
+        let (u, v, z) = cam.project(&p).unwrap();
+        let back = cam.unproject(u, v, z);
+        assert!((back - p).norm() < 1e-12, "{p} -> {back}");
+    }
+    // Looking straight down from 1 m: the target is at the principal point, 1 m deep.
+    let (u, v, z) = cam.project(&Point3::new(0.5, 0.0, 0.0)).unwrap();
+    assert!((u - 64.0).abs() < 1e-9 && (v - 48.0).abs() < 1e-9 && (z - 1.0).abs() < 1e-12);
+    assert!(
+        cam.project(&Point3::new(0.5, 0.0, 2.0)).is_none(),
+        "behind the camera"
+    );
+}
+
+#[test]
+fn depth_is_metric_and_masks_select_layers() {
+    let cam = camera();
+    let mut prims = table((0.0, 1.0), (-0.5, 0.5), 0.0, [0.5, 0.5, 0.5]);
+    prims.push(Primitive {
+        shape: Shape::Sphere {
+            center: Point3::new(0.5, 0.0, 0.1),
+            radius: 0.05,
+        },
+        color: [1.0, 0.0, 0.0],
+        layer: Layer::Object,
+    });
+    prims.push(Primitive {
+        shape: Shape::Capsule {
+            a: Point3::new(0.2, 0.2, 0.3),
+            b: Point3::new(0.3, 0.2, 0.3),
+            radius: 0.02,
+        },
+        color: [0.0, 1.0, 0.0],
+        layer: Layer::Arm,
+    });
+    let full = render(&prims, &cam, RenderMode::Full, &RenderOptions::default());
+    let centre = (48 * 128 + 64) as usize;
+    // Sphere top at z = 0.15 seen from z = 1: depth 0.85 m.
+    assert!(
+        (full.depth[centre] - 0.85).abs() < 2e-3,
+        "{}",
+        full.depth[centre]
+    );
+    assert!(
+        full.rgb[centre * 3] > 150 && full.rgb[centre * 3 + 1] < 40,
+        "sphere is red"
+    );
+    // A table pixel away from the centre: the camera looks straight down from 1 m, so the
+    // table's depth along the optical axis is 1 m everywhere (not the ray length).
+    let off = (20 * 128 + 20) as usize;
+    assert!((full.depth[off] - 1.0).abs() < 1e-6, "{}", full.depth[off]);
+    let (_, d) = cam.ray(20.5, 20.5);
+    assert!(
+        1.0 / d.dot(&-Vector3::z()) > 1.05,
+        "the ray length differs from the depth there"
+    );
+    // Outside the table nothing is hit.
+    assert_eq!(full.depth[0], f32::INFINITY);
+
+    let arm = render(
+        &prims,
+        &cam,
+        RenderMode::ArmOnWhite,
+        &RenderOptions::default(),
+    );
+    assert_eq!(
+        &arm.rgb[centre * 3..centre * 3 + 3],
+        &[255, 255, 255],
+        "no object in the arm-only video"
+    );
+    assert!(
+        arm.rgb.chunks(3).any(|p| p[1] > 100 && p[0] < 50),
+        "the arm is drawn"
+    );
+    let obj = render(
+        &prims,
+        &cam,
+        RenderMode::ObjectOnly,
+        &RenderOptions::default(),
+    );
+    assert!(
+        !obj.rgb
+            .chunks(3)
+            .any(|p| p[1] > 100 && p[0] < 50 && p[2] < 50),
+        "no arm in object-only frames"
+    );
+    assert_eq!(
+        &obj.rgb[centre * 3..centre * 3 + 3],
+        &full.rgb[centre * 3..centre * 3 + 3]
+    );
+}
+
+#[test]
+fn edges_are_anti_aliased_and_rendering_is_deterministic() {
+    let cam = camera();
+    let prims = vec![Primitive {
+        shape: Shape::Sphere {
+            center: Point3::new(0.5, 0.0, 0.0),
+            radius: 0.2,
+        },
+        color: [1.0, 1.0, 1.0],
+        layer: Layer::Object,
+    }];
+    let a = render(
+        &prims,
+        &cam,
+        RenderMode::Full,
+        &RenderOptions {
+            supersample: 3,
+            ..Default::default()
+        },
+    );
+    let b = render(
+        &prims,
+        &cam,
+        RenderMode::Full,
+        &RenderOptions {
+            supersample: 3,
+            ..Default::default()
+        },
+    );
+    assert_eq!(a, b);
+    let hard = render(
+        &prims,
+        &cam,
+        RenderMode::Full,
+        &RenderOptions {
+            supersample: 1,
+            ..Default::default()
+        },
+    );
+    let distinct = |f: &Frame| {
+        f.rgb
+            .chunks(3)
+            .map(|p| p[0])
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert!(
+        distinct(&a) > distinct(&hard),
+        "supersampling blends edge pixels"
+    );
+}
