@@ -6,33 +6,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::expand;
 use dreamplan::msg::{visit_type, Message, TypeVisitor, ALL_TYPE_NAMES};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdr")
-}
-
-/// Expands `{"$pattern": {"len", "mul", "add"}}` into the byte array it stands for.
-fn expand(v: Value) -> Value {
-    match v {
-        Value::Object(map) if map.contains_key("$pattern") => {
-            let p = &map["$pattern"];
-            let (len, mul, add) = (
-                p["len"].as_u64().unwrap(),
-                p["mul"].as_u64().unwrap(),
-                p["add"].as_u64().unwrap(),
-            );
-            Value::Array(
-                (0..len)
-                    .map(|i| Value::from((i * mul + add) % 256))
-                    .collect(),
-            )
-        }
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, expand(v))).collect()),
-        Value::Array(items) => Value::Array(items.into_iter().map(expand).collect()),
-        other => other,
-    }
 }
 
 struct Check {

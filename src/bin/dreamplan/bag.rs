@@ -270,14 +270,7 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
             split_mib,
             split_s,
         } => {
-            let mut graph = match &config {
-                Some(p) => GraphConfig::load(p)?,
-                None => GraphConfig::builtin(),
-            };
-            if let Some(d) = duration {
-                anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
-                graph.duration_s = d;
-            }
+            let mut graph = crate::load_graph(config.as_deref(), duration)?;
             let mut params = serde_yaml::Mapping::new();
             params.insert("out_dir".into(), out.to_string_lossy().to_string().into());
             params.insert("topics".into(), serde_yaml::to_value(&topics)?);
@@ -297,16 +290,7 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                 params: params.into(),
                 enabled: true,
             });
-            let rt = tokio::runtime::Runtime::new()?;
-            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
-                LocalBus::default(),
-                &graph,
-            ))?;
-            Ok(if report.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            crate::run_graph_in_process(graph)
         }
     }
 }

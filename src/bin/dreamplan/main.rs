@@ -76,24 +76,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, duration } => {
-            let mut graph = match &config {
-                Some(path) => GraphConfig::load(path)?,
-                None => GraphConfig::builtin(),
-            };
-            if let Some(d) = duration {
-                anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
-                graph.duration_s = d;
-            }
-            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
-                LocalBus::default(),
-                &graph,
-            ))?;
-            Ok(if report.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            run_graph_in_process(load_graph(config.as_deref(), duration)?)
         }
         Command::Bag(cmd) => bag::run(cmd),
         Command::DefaultConfig => {
@@ -122,4 +105,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The graph from `config` (or the built-in one), with `--duration` applied.
+fn load_graph(
+    config: Option<&std::path::Path>,
+    duration: Option<f64>,
+) -> anyhow::Result<GraphConfig> {
+    let mut graph = match config {
+        Some(path) => GraphConfig::load(path)?,
+        None => GraphConfig::builtin(),
+    };
+    if let Some(d) = duration {
+        anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+        graph.duration_s = d;
+    }
+    Ok(graph)
+}
+
+/// Runs `graph` on the in-process bus until it ends or Ctrl-C; failure if any node failed.
+fn run_graph_in_process(graph: GraphConfig) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
+        LocalBus::default(),
+        &graph,
+    ))?;
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
