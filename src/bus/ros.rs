@@ -91,6 +91,7 @@ ros_typed!(msg::builtin_interfaces::Time => rb::msg::Time { = sec, = nanosec });
 ros_typed!(msg::builtin_interfaces::Duration => rb::msg::Duration { = sec, = nanosec });
 ros_typed!(msg::rosgraph_msgs::Clock => rr::msg::Clock { ~ clock });
 ros_typed!(msg::std_msgs::Header => rstd::msg::Header { ~ stamp, = frame_id });
+ros_typed!(msg::std_msgs::Bool => rstd::msg::Bool { = data });
 ros_typed!(msg::sensor_msgs::Image => rs::msg::Image {
     ~ header, = height, = width, = encoding, = is_bigendian, = step, = data });
 ros_typed!(msg::sensor_msgs::RegionOfInterest => rs::msg::RegionOfInterest {
@@ -238,6 +239,7 @@ fn transport<M: Message>() -> Box<dyn Transport<M>> {
         msg::builtin_interfaces::Duration,
         msg::rosgraph_msgs::Clock,
         msg::std_msgs::Header,
+        msg::std_msgs::Bool,
         msg::sensor_msgs::Image,
         msg::sensor_msgs::RegionOfInterest,
         msg::sensor_msgs::CameraInfo,
