@@ -13,3 +13,4 @@ pub mod config;
 pub mod msg;
 pub mod nodes;
 pub mod runner;
+pub mod sim;
