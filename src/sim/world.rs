@@ -255,10 +255,16 @@ impl World {
         let to = self.gripper.target;
         if self.params.self_collision {
             let max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
-            let gripper_speed = (to - from).norm() / dt;
+            let gripper_speed = if self.gripper.held.is_empty() {
+                0.0
+            } else {
+                (to - from).norm() / dt
+            };
             // Pairs that can touch within this step: contact distance plus how far two
-            // particles can close in in one step.
-            let margin = 2.0 * (max_speed.max(gripper_speed) * dt) + 1e-3;
+            // particles can close in in one step, capped at 1 cm (a contact-resolution
+            // velocity spike would otherwise make every pair a candidate; faster approaches
+            // are caught at the next step).
+            let margin = (2.0 * max_speed.max(gripper_speed) * dt).min(0.01) + 1e-3;
             self.contacts.find(&self.pos, &self.radius, margin);
         }
         let gravity = Vector3::new(0.0, 0.0, -self.params.gravity);
