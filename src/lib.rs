@@ -14,3 +14,4 @@ pub mod msg;
 pub mod nodes;
 pub mod render;
 pub mod runner;
+pub mod sim;
