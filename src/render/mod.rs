@@ -3,6 +3,7 @@
 
 pub mod camera;
 pub mod raster;
+pub mod scene;
 
 pub use camera::PinholeCamera;
 pub use raster::{render, table, Frame, Layer, Primitive, RenderMode, RenderOptions, Shape};
