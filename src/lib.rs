@@ -12,4 +12,5 @@ pub mod clock;
 pub mod config;
 pub mod msg;
 pub mod nodes;
+pub mod robot;
 pub mod runner;
