@@ -176,7 +176,7 @@ impl ArmModel {
     ) -> (Vec<f64>, f64, f64) {
         let n = self.dof();
         self.clamp(&mut q);
-        let (mut tip, mut jac) = self.fk_and_jacobian(&q);
+        let (tip, mut jac) = self.fk_and_jacobian(&q);
         let mut e = pose_error(base_from_target, &tip);
         let mut cost = e.norm_squared();
         let mut lambda = 1e-3;
@@ -207,7 +207,7 @@ impl ArmModel {
             let t_cost = t_e.norm_squared();
             if t_cost < cost {
                 q.copy_from_slice(&trial);
-                (tip, jac, e, cost) = (t_tip, t_jac, t_e, t_cost);
+                (jac, e, cost) = (t_jac, t_e, t_cost);
                 lambda = (lambda * 0.2).max(1e-12);
             } else {
                 lambda *= 10.0;
@@ -216,7 +216,6 @@ impl ArmModel {
                 }
             }
         }
-        let _ = tip;
         let (ep, er) = split_norms(&e);
         (q, ep, er)
     }
