@@ -13,5 +13,6 @@ pub mod config;
 pub mod msg;
 pub mod nodes;
 pub mod render;
+pub mod robot;
 pub mod runner;
 pub mod sim;

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bag;
 mod bench;
+mod robot;
 
 use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
@@ -47,6 +48,9 @@ enum Command {
     Bag(bag::BagCommand),
     /// Print the built-in default graph config (a starting point for your own).
     DefaultConfig,
+    /// The robot arm: kinematics of a URDF.
+    #[command(subcommand)]
+    Robot(robot::RobotCommand),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -79,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_graph_in_process(load_graph(config.as_deref(), duration)?)
         }
         Command::Bag(cmd) => bag::run(cmd),
+        Command::Robot(cmd) => robot::run(cmd),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)
