@@ -29,7 +29,11 @@ pub fn world_primitives(world: &World) -> Vec<Primitive> {
         let r = obj.radius.max(0.002);
         for tri in &obj.triangles {
             let corners = [pos[tri[0]], pos[tri[1]], pos[tri[2]]];
-            prims.push(Primitive { shape: Shape::Triangle { corners }, color, layer: Layer::Object });
+            prims.push(Primitive {
+                shape: Shape::Triangle { corners },
+                color,
+                layer: Layer::Object,
+            });
         }
         for chain in &obj.chains {
             let mut pts: Vec<Point3<f64>> = Vec::with_capacity(chain.particles.len() + 1);
@@ -38,15 +42,37 @@ pub fn world_primitives(world: &World) -> Vec<Primitive> {
             }
             pts.extend(chain.particles.iter().map(|&i| pos[i]));
             for w in pts.windows(2) {
-                prims.push(Primitive { shape: Shape::Capsule { a: w[0], b: w[1], radius: r }, color, layer: Layer::Object });
+                prims.push(Primitive {
+                    shape: Shape::Capsule {
+                        a: w[0],
+                        b: w[1],
+                        radius: r,
+                    },
+                    color,
+                    layer: Layer::Object,
+                });
             }
             if pts.len() == 1 {
-                prims.push(Primitive { shape: Shape::Sphere { center: pts[0], radius: r }, color, layer: Layer::Object });
+                prims.push(Primitive {
+                    shape: Shape::Sphere {
+                        center: pts[0],
+                        radius: r,
+                    },
+                    color,
+                    layer: Layer::Object,
+                });
             }
         }
         if obj.triangles.is_empty() && obj.chains.is_empty() {
             for i in obj.particles.clone() {
-                prims.push(Primitive { shape: Shape::Sphere { center: pos[i], radius: r }, color, layer: Layer::Object });
+                prims.push(Primitive {
+                    shape: Shape::Sphere {
+                        center: pos[i],
+                        radius: r,
+                    },
+                    color,
+                    layer: Layer::Object,
+                });
             }
         }
     }
@@ -60,22 +86,74 @@ pub fn arm_primitives(world_from_links: &[Isometry3<f64>], gripper_open: bool) -
     const JOINT: [f32; 3] = [0.25, 0.25, 0.28];
     let mut prims = Vec::new();
     let n = world_from_links.len();
-    let origins: Vec<Point3<f64>> = world_from_links.iter().map(|p| Point3::from(p.translation.vector)).collect();
+    let origins: Vec<Point3<f64>> = world_from_links
+        .iter()
+        .map(|p| Point3::from(p.translation.vector))
+        .collect();
     for (k, w) in origins.windows(2).enumerate() {
         if (w[1] - w[0]).norm() < 1e-6 {
             continue;
         }
         let radius = 0.06 - 0.03 * k as f64 / n.max(1) as f64;
-        prims.push(Primitive { shape: Shape::Capsule { a: w[0], b: w[1], radius }, color: ARM, layer: Layer::Arm });
-        prims.push(Primitive { shape: Shape::Sphere { center: w[0], radius: radius * 1.05 }, color: JOINT, layer: Layer::Arm });
+        prims.push(Primitive {
+            shape: Shape::Capsule {
+                a: w[0],
+                b: w[1],
+                radius,
+            },
+            color: ARM,
+            layer: Layer::Arm,
+        });
+        prims.push(Primitive {
+            shape: Shape::Sphere {
+                center: w[0],
+                radius: radius * 1.05,
+            },
+            color: JOINT,
+            layer: Layer::Arm,
+        });
     }
     if let Some(tcp) = world_from_links.last() {
         let opening = if gripper_open { 0.04 } else { 0.01 };
         for side in [-1.0, 1.0] {
             let a = tcp * Point3::new(0.0, side * opening, -0.05);
             let b = tcp * Point3::new(0.0, side * opening, 0.0);
-            prims.push(Primitive { shape: Shape::Capsule { a, b, radius: 0.008 }, color: JOINT, layer: Layer::Arm });
+            prims.push(Primitive {
+                shape: Shape::Capsule {
+                    a,
+                    b,
+                    radius: 0.008,
+                },
+                color: JOINT,
+                layer: Layer::Arm,
+            });
         }
     }
+    prims
+}
+
+/// The built-in world's camera: in front of the table, opposite the arm, looking down at
+/// the work area (the arm's base is at the world origin, the table top at z = 0).
+pub fn default_camera(width: u32, height: u32) -> super::PinholeCamera {
+    super::PinholeCamera::look_at(
+        width,
+        height,
+        50.0,
+        Point3::new(1.15, 0.0, 0.70),
+        Point3::new(0.50, 0.0, 0.0),
+        nalgebra::Vector3::z(),
+    )
+}
+
+/// Everything at once: world, and the arm at joint positions `q` of `model`.
+pub fn full_scene(
+    world: &World,
+    model: &crate::robot::ArmModel,
+    q: &[f64],
+    gripper_open: bool,
+) -> Vec<Primitive> {
+    let mut prims = world_primitives(world);
+    let poses: Vec<Isometry3<f64>> = model.link_poses(q).into_iter().map(|(_, p)| p).collect();
+    prims.extend(arm_primitives(&poses, gripper_open));
     prims
 }

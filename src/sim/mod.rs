@@ -68,6 +68,7 @@
 
 pub mod bodies;
 mod collide;
+pub mod episode;
 pub mod metrics;
 pub mod rng;
 pub mod tasks;

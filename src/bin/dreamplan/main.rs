@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bag;
 mod bench;
 mod robot;
+mod sim;
 
 use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// The built-in world: render a task, run an episode to a GIF.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
     /// rosbag2 bags: info, play, record.
     #[command(subcommand)]
     Bag(bag::BagCommand),
@@ -83,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_graph_in_process(load_graph(config.as_deref(), duration)?)
         }
         Command::Bag(cmd) => bag::run(cmd),
+        Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);

@@ -1,0 +1,201 @@
+//! An arm in the loop: executes a planned pick-and-place on the simulated world by moving
+//! the gripper point with the arm's TCP, closing and opening at the plan's event times,
+//! and calls back at a frame rate so callers can render or publish what happens.
+
+use nalgebra::Point3;
+
+use super::World;
+use crate::robot::motion::PickPlacePlan;
+use crate::robot::ArmModel;
+
+/// The arm model shipped in `urdf/franka_like.urdf`.
+pub const FRANKA_URDF: &str = include_str!("../../urdf/franka_like.urdf");
+
+/// Joint positions of the arm's ready pose (rad): gripper above the table, pointing down.
+pub const READY: [f64; 7] = [
+    0.0,
+    -std::f64::consts::FRAC_PI_4,
+    0.0,
+    -3.0 * std::f64::consts::FRAC_PI_4,
+    0.0,
+    std::f64::consts::FRAC_PI_2,
+    std::f64::consts::FRAC_PI_4,
+];
+
+/// The shipped arm, from its root (`world`) to the fingertip centre (`panda_tcp`).
+pub fn default_arm() -> ArmModel {
+    ArmModel::from_urdf_str(FRANKA_URDF, "world", "panda_tcp")
+        .expect("the shipped URDF is valid (tested)")
+}
+
+/// How the arm's plan is played on the world.
+#[derive(Debug, Clone)]
+pub struct ArmExecParams {
+    /// Physics step (s).
+    pub dt: f64,
+    /// Particles within this distance of the TCP are held when the gripper closes (m).
+    pub grasp_radius: f64,
+    /// Simulated time after the trajectory ends (s).
+    pub settle_s: f64,
+    /// Callback rate (frames per second of simulated time); 0 = never.
+    pub fps: f64,
+}
+
+impl Default for ArmExecParams {
+    fn default() -> Self {
+        Self {
+            dt: 1.0 / 60.0,
+            grasp_radius: 0.012,
+            settle_s: 1.0,
+            fps: 10.0,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArmExecution {
+    /// Particles held at the grasp (0: the gripper closed on nothing).
+    pub held: usize,
+    /// Simulated seconds, trajectory plus settling.
+    pub duration_s: f64,
+}
+
+/// Joint positions at time `t` by linear interpolation between trajectory points.
+pub fn sample_trajectory(plan: &PickPlacePlan, t: f64) -> Vec<f64> {
+    let pts = &plan.trajectory.points;
+    let time = |i: usize| pts[i].time_from_start.as_secs_f64();
+    if pts.is_empty() {
+        return Vec::new();
+    }
+    if t <= time(0) {
+        return pts[0].positions.clone();
+    }
+    let last = pts.len() - 1;
+    if t >= time(last) {
+        return pts[last].positions.clone();
+    }
+    let k = pts
+        .partition_point(|p| p.time_from_start.as_secs_f64() <= t)
+        .clamp(1, last);
+    let (t0, t1) = (time(k - 1), time(k));
+    let a = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
+    pts[k - 1]
+        .positions
+        .iter()
+        .zip(&pts[k].positions)
+        .map(|(x, y)| x + (y - x) * a)
+        .collect()
+}
+
+/// Plays `plan` on `world`. `on_frame(t, world, q, gripper_closed)` is called at `fps`.
+pub fn execute_plan(
+    world: &mut World,
+    model: &ArmModel,
+    plan: &PickPlacePlan,
+    params: &ArmExecParams,
+    mut on_frame: impl FnMut(f64, &World, &[f64], bool),
+) -> ArmExecution {
+    let end = plan
+        .trajectory
+        .points
+        .last()
+        .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+    let total = end + params.settle_s;
+    let steps = (total / params.dt).ceil() as usize;
+    let frame_every = if params.fps > 0.0 {
+        1.0 / params.fps
+    } else {
+        f64::INFINITY
+    };
+    let mut next_frame = 0.0;
+    let tcp = |q: &[f64]| -> Point3<f64> { Point3::from(model.fk(q).translation.vector) };
+    let q0 = sample_trajectory(plan, 0.0);
+    world.release();
+    world.teleport_gripper(tcp(&q0));
+    let (mut closed, mut held) = (false, 0);
+    for k in 0..=steps {
+        let t = k as f64 * params.dt;
+        let q = sample_trajectory(plan, t);
+        if !closed && t >= plan.grasp_time_s && t < plan.release_time_s {
+            let at = tcp(&q);
+            world.teleport_gripper(at);
+            let near: Vec<usize> = (0..world.positions().len())
+                .filter(|&i| (world.positions()[i] - at).norm() <= params.grasp_radius)
+                .collect();
+            held = world.grasp_particles(&near);
+            closed = true;
+        }
+        if closed && t >= plan.release_time_s {
+            world.release();
+            closed = false;
+        }
+        if t + 1e-9 >= next_frame {
+            on_frame(t, world, &q, closed);
+            next_frame += frame_every;
+        }
+        if k < steps {
+            let q_next = sample_trajectory(plan, t + params.dt);
+            world.move_gripper(tcp(&q_next));
+            world.step(params.dt);
+        }
+    }
+    ArmExecution {
+        held,
+        duration_s: total,
+    }
+}
+
+/// The point to grasp at `p`: the highest particle within `radius` in x–y (the top of the
+/// object there), or `p` itself where there is none.
+pub fn surface_point(world: &World, p: &Point3<f64>, radius: f64) -> Point3<f64> {
+    let top = world
+        .positions()
+        .iter()
+        .filter(|q| (q.x - p.x).powi(2) + (q.y - p.y).powi(2) <= radius * radius)
+        .map(|q| q.z)
+        .fold(f64::NAN, f64::max);
+    if top.is_nan() {
+        *p
+    } else {
+        Point3::new(p.x, p.y, top)
+    }
+}
+
+/// Plans and plays a pick-and-place of `action` with the arm from [`READY`]; the grasp
+/// height comes from the object's surface, the place height is the grasp height.
+pub fn arm_pick_place(
+    world: &mut World,
+    model: &ArmModel,
+    action: &super::tasks::Action,
+    params: &ArmExecParams,
+    on_frame: impl FnMut(f64, &World, &[f64], bool),
+) -> Result<ArmExecution, crate::robot::motion::MotionError> {
+    let pick = surface_point(world, &action.pick, params.grasp_radius);
+    let place = Point3::new(action.place.x, action.place.y, pick.z.max(action.place.z));
+    let plan =
+        crate::robot::motion::plan_pick_place(model, &READY, &pick, &place, &Default::default())?;
+    Ok(execute_plan(world, model, &plan, params, on_frame))
+}
+
+/// The goal of `task` from `seed` as the arm makes it: the state after the hidden good
+/// action executed by the arm (the same executor episodes use).
+pub fn arm_goal(
+    task: super::tasks::Task,
+    seed: u64,
+    model: &ArmModel,
+) -> Result<World, crate::robot::motion::MotionError> {
+    let mut world = super::tasks::reset(task, seed);
+    let action = super::tasks::hidden_action(task, seed);
+    arm_pick_place(
+        &mut world,
+        model,
+        &action,
+        &ArmExecParams {
+            fps: 0.0,
+            ..Default::default()
+        },
+        |_, _, _, _| {},
+    )?;
+    Ok(world)
+}
