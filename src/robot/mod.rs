@@ -18,5 +18,7 @@ mod ik;
 mod model;
 pub mod motion;
 
+pub mod safety;
+
 pub use ik::{IkError, IkOptions};
 pub use model::{ArmModel, ChainJoint, JointKind, UrdfError};

@@ -1,0 +1,253 @@
+//! The executor's safety envelope: over 100,000 random and adversarial keypoint actions,
+//! nothing that would be published leaves the envelope. Each action goes through the
+//! executor's gates (finite, inside the image, valid depth, workspace policy); a sample of
+//! the admitted ones is planned, gated by `SafetyEnvelope::verify`, and what passes is
+//! checked again here independently (dense joint-space interpolation, FK of every sample).
+
+use dreamplan::msg::dreamplan::KeypointAction;
+use dreamplan::render::{render, scene, RenderMode, RenderOptions};
+use dreamplan::robot::motion::{plan_pick_place, PickPlaceParams};
+use dreamplan::robot::safety::{action_points, DepthImage, OutOfBounds, Rejection, SafetyEnvelope};
+use dreamplan::sim::episode::{default_arm, READY};
+use dreamplan::sim::tasks::{reset, Task};
+use nalgebra::Isometry3;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+fn pixel() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        60 => -10.0f32..138.0,
+        1 => Just(f32::NAN),
+        1 => Just(f32::INFINITY),
+        1 => Just(f32::NEG_INFINITY),
+        1 => Just(-0.0f32),
+        1 => Just(127.999f32),
+        1 => Just(128.0f32),
+        1 => Just(1e30f32),
+    ]
+}
+
+/// Independent check: joints within limits, speeds within limits, TCP in the box and above
+/// the table at 8 samples between consecutive points.
+fn independently_safe(
+    traj: &dreamplan::msg::trajectory_msgs::JointTrajectory,
+    env: &SafetyEnvelope,
+) -> Result<(), String> {
+    let arm = default_arm();
+    let joints: Vec<_> = arm.movable_joints().cloned().collect();
+    for w in traj.points.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        let dt = b.time_from_start.as_secs_f64() - a.time_from_start.as_secs_f64();
+        if dt <= 0.0 {
+            return Err("time does not increase".into());
+        }
+        for s in 0..=8 {
+            let f = s as f64 / 8.0;
+            let q: Vec<f64> = a
+                .positions
+                .iter()
+                .zip(&b.positions)
+                .map(|(x, y)| x + (y - x) * f)
+                .collect();
+            for (j, joint) in joints.iter().enumerate() {
+                if q[j] < joint.lower - 1e-9 || q[j] > joint.upper + 1e-9 {
+                    return Err(format!("joint {j} at {} outside its limits", q[j]));
+                }
+                if (b.positions[j] - a.positions[j]).abs() / dt > joint.velocity * 1.001 {
+                    return Err(format!("joint {j} too fast"));
+                }
+            }
+            let p = arm.fk(&q).translation.vector;
+            for i in 0..3 {
+                if p[i] < env.workspace_min[i] - 1e-3 || p[i] > env.workspace_max[i] + 1e-3 {
+                    return Err(format!("TCP {p:?} outside the box"));
+                }
+            }
+            if p.z < env.table_z + env.table_clearance - 1e-3 {
+                return Err(format!("TCP z {} below the table clearance", p.z));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn no_published_trajectory_leaves_the_envelope() {
+    let arm = default_arm();
+    let camera = scene::default_camera(128, 128);
+    let world = reset(Task::Cloth, 7);
+    let frame = render(
+        &scene::full_scene(&world, &arm, &READY, true),
+        &camera,
+        RenderMode::Full,
+        &RenderOptions {
+            supersample: 1,
+            ..Default::default()
+        },
+    );
+    let depth = DepthImage {
+        width: 128,
+        height: 128,
+        data: frame.depth,
+    };
+    let base_from_world = Isometry3::identity();
+    let mut runner = TestRunner::new(Config {
+        cases: 100_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let counts = std::cell::RefCell::new(std::collections::BTreeMap::<String, u64>::new());
+    let planned = std::cell::Cell::new(0u32);
+    let strategy = (
+        pixel(),
+        pixel(),
+        pixel(),
+        pixel(),
+        any::<bool>(),
+        any::<bool>(),
+        0u32..50,
+    );
+    runner
+        .run(
+            &strategy,
+            |(su, sv, tu, tv, clamp, with_goal_depth, plan_one_in)| {
+                let env = SafetyEnvelope {
+                    out_of_bounds: if clamp {
+                        OutOfBounds::Clamp
+                    } else {
+                        OutOfBounds::Reject
+                    },
+                    ..Default::default()
+                };
+                let action = KeypointAction {
+                    source_u: su,
+                    source_v: sv,
+                    target_u: tu,
+                    target_v: tv,
+                    ..Default::default()
+                };
+                let goal = with_goal_depth.then_some(&depth);
+                let outcome: Result<(), Rejection> = (|| {
+                    let (pick, place) =
+                        action_points(&action, &camera, &depth, goal, &base_from_world, 0.0)?;
+                    let (pick, _) = env.admit("pick", pick)?;
+                    let (place, _) = env.admit("place", place)?;
+                    for p in [pick, place] {
+                        prop_assert_ok(p.iter().all(|v| v.is_finite()))?;
+                        for i in 0..3 {
+                            prop_assert_ok(
+                                p[i] >= env.workspace_min[i] - 1e-9
+                                    && p[i] <= env.workspace_max[i] + 1e-9,
+                            )?;
+                        }
+                        prop_assert_ok(p.z >= env.table_z + env.table_clearance - 1e-9)?;
+                    }
+                    // Planning costs ~1 ms: plan one admitted action in 50.
+                    if plan_one_in == 0 {
+                        let plan = plan_pick_place(
+                            &arm,
+                            &READY,
+                            &pick,
+                            &place,
+                            &PickPlaceParams::default(),
+                        )
+                        .map_err(|e| Rejection::Planning(e.to_string()))?;
+                        env.verify(&plan.trajectory, &arm)?;
+                        independently_safe(&plan.trajectory, &env).map_err(Rejection::Envelope)?;
+                        planned.set(planned.get() + 1);
+                    }
+                    Ok(())
+                })();
+                let key = match &outcome {
+                    Ok(()) => "admitted".to_string(),
+                    Err(Rejection::Envelope(m)) if m.starts_with("ASSERT") => {
+                        return Err(TestCaseError::fail(m.clone()))
+                    }
+                    Err(Rejection::Envelope(m)) => {
+                        return Err(TestCaseError::fail(format!("{action:?}: {m}")))
+                    }
+                    Err(r) => match r {
+                        Rejection::NotFinite(_) => "not finite",
+                        Rejection::OutOfImage { .. } => "out of image",
+                        Rejection::NoDepth(_) => "no depth",
+                        Rejection::OutsideWorkspace { .. } => "outside workspace",
+                        Rejection::Planning(_) => "no motion",
+                        Rejection::Envelope(_) => "envelope",
+                        Rejection::EStopped => "e-stop",
+                    }
+                    .to_string(),
+                };
+                *counts.borrow_mut().entry(key).or_default() += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+    let (counts, planned) = (counts.into_inner(), planned.get());
+    eprintln!("outcomes: {counts:?}, planned and verified: {planned}");
+    assert!(
+        counts.get("admitted").copied().unwrap_or(0) > 10_000,
+        "most in-image actions on the table are admitted: {counts:?}"
+    );
+    assert!(planned > 100, "{planned} plans verified");
+    assert!(
+        counts.len() >= 4,
+        "adversarial inputs hit several rejection reasons: {counts:?}"
+    );
+}
+
+fn prop_assert_ok(cond: bool) -> Result<(), Rejection> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Rejection::Envelope(
+            "ASSERT: an admitted point is outside the envelope".into(),
+        ))
+    }
+}
+
+#[test]
+fn each_gate_rejects_with_a_clear_reason() {
+    let camera = scene::default_camera(64, 64);
+    let depth = DepthImage {
+        width: 64,
+        height: 64,
+        data: vec![f32::NAN; 64 * 64],
+    };
+    let id = Isometry3::identity();
+    let act = |su: f32, sv: f32| KeypointAction {
+        source_u: su,
+        source_v: sv,
+        target_u: 10.0,
+        target_v: 10.0,
+        ..Default::default()
+    };
+    assert_eq!(
+        action_points(&act(f32::NAN, 1.0), &camera, &depth, None, &id, 0.0),
+        Err(Rejection::NotFinite("source"))
+    );
+    assert!(matches!(
+        action_points(&act(64.0, 1.0), &camera, &depth, None, &id, 0.0),
+        Err(Rejection::OutOfImage { .. })
+    ));
+    assert_eq!(
+        action_points(&act(30.0, 40.0), &camera, &depth, None, &id, 0.0),
+        Err(Rejection::NoDepth("source"))
+    );
+    let env = SafetyEnvelope::default();
+    let far = nalgebra::Point3::new(2.0, 0.0, 0.1);
+    assert!(matches!(
+        env.admit("pick", far),
+        Err(Rejection::OutsideWorkspace { .. })
+    ));
+    let clamp = SafetyEnvelope {
+        out_of_bounds: OutOfBounds::Clamp,
+        ..Default::default()
+    };
+    let (p, clamped) = clamp.admit("pick", far).unwrap();
+    assert!(clamped && (p.x - clamp.workspace_max[0]).abs() < 1e-12);
+    // An object point a hair under the clearance is lifted, not rejected.
+    let (p, clamped) = env
+        .admit("pick", nalgebra::Point3::new(0.5, 0.0, 0.001))
+        .unwrap();
+    assert!(!clamped && (p.z - env.table_clearance).abs() < 1e-12);
+}
