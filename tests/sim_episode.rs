@@ -12,15 +12,43 @@ fn the_arm_executes_the_hidden_action_and_reaches_the_goal() {
         let seed = 11;
         let goal = arm_goal(task, seed, &arm).unwrap();
         let mut world = reset(task, seed);
-        let exec = arm_pick_place(&mut world, &arm, &hidden_action(task, seed), &ArmExecParams { fps: 0.0, ..Default::default() }, |_, _, _, _| {}).unwrap();
+        let exec = arm_pick_place(
+            &mut world,
+            &arm,
+            &hidden_action(task, seed),
+            &ArmExecParams {
+                fps: 0.0,
+                ..Default::default()
+            },
+            |_, _, _, _| {},
+        )
+        .unwrap();
         assert!(exec.held > 0, "{task:?}: the gripper closed on the object");
-        assert_eq!(score(task, &world, &goal), (0.0, 1.0), "{task:?}: same seed, same action, same outcome");
+        assert_eq!(
+            score(task, &world, &goal),
+            (0.0, 1.0),
+            "{task:?}: same seed, same action, same outcome"
+        );
         // The start state is far from the goal (the action did something).
         assert_eq!(score(task, &reset(task, seed), &goal).1, 0.0, "{task:?}");
         let mut other = reset(task, seed);
         let random = sample_random_action(&other, &mut dreamplan::sim::rng::Rng::new(seed, 99));
-        if arm_pick_place(&mut other, &arm, &random, &ArmExecParams { fps: 0.0, ..Default::default() }, |_, _, _, _| {}).is_ok() {
-            assert!(score(task, &other, &goal).1 < 1.0, "{task:?}: a random action does not reach the goal");
+        if arm_pick_place(
+            &mut other,
+            &arm,
+            &random,
+            &ArmExecParams {
+                fps: 0.0,
+                ..Default::default()
+            },
+            |_, _, _, _| {},
+        )
+        .is_ok()
+        {
+            assert!(
+                score(task, &other, &goal).1 < 1.0,
+                "{task:?}: a random action does not reach the goal"
+            );
         }
     }
 }
@@ -32,10 +60,27 @@ fn frames_of_an_episode_are_bit_identical_for_a_seed() {
     let run = |seed: u64| {
         let mut frames = Vec::new();
         let mut world = reset(Task::Rope, seed);
-        let params = ArmExecParams { fps: 2.0, ..Default::default() };
-        arm_pick_place(&mut world, &arm, &hidden_action(Task::Rope, seed), &params, |_, w, q, closed| {
-            frames.push(render(&scene::full_scene(w, &arm, q, !closed), &cam, RenderMode::Full, &RenderOptions { supersample: 1, ..Default::default() }));
-        })
+        let params = ArmExecParams {
+            fps: 2.0,
+            ..Default::default()
+        };
+        arm_pick_place(
+            &mut world,
+            &arm,
+            &hidden_action(Task::Rope, seed),
+            &params,
+            |_, w, q, closed| {
+                frames.push(render(
+                    &scene::full_scene(w, &arm, q, !closed),
+                    &cam,
+                    RenderMode::Full,
+                    &RenderOptions {
+                        supersample: 1,
+                        ..Default::default()
+                    },
+                ));
+            },
+        )
         .unwrap();
         frames
     };
