@@ -7,8 +7,10 @@
 pub mod camera;
 #[cfg(feature = "ros2")]
 pub mod executable;
+pub mod executor;
 pub mod monitor;
 pub mod recorder;
+pub mod sim;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +49,8 @@ pub const KINDS: &[&str] = &[
     camera::CameraNode::KIND,
     monitor::MonitorNode::KIND,
     recorder::RecorderNode::KIND,
+    sim::SimNode::KIND,
+    executor::ExecutorNode::KIND,
 ];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
@@ -68,6 +72,8 @@ pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<
         camera::CameraNode::KIND => ready::<camera::CameraNode, B>(spec, origin),
         monitor::MonitorNode::KIND => ready::<monitor::MonitorNode, B>(spec, origin),
         recorder::RecorderNode::KIND => ready::<recorder::RecorderNode, B>(spec, origin),
+        sim::SimNode::KIND => ready::<sim::SimNode, B>(spec, origin),
+        executor::ExecutorNode::KIND => ready::<executor::ExecutorNode, B>(spec, origin),
         other => anyhow::bail!(
             "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
             spec.name,

@@ -44,6 +44,9 @@ pub struct SafetyEnvelope {
     pub joint_margin: f64,
     /// Joint speeds stay below this fraction of their limits.
     pub max_speed_fraction: f64,
+    /// Pick and place points must lie this far inside the box (m), leaving the motion
+    /// around them room to stay inside it.
+    pub point_margin: f64,
 }
 
 impl Default for SafetyEnvelope {
@@ -56,6 +59,7 @@ impl Default for SafetyEnvelope {
             out_of_bounds: OutOfBounds::Reject,
             joint_margin: 0.0,
             max_speed_fraction: 1.0,
+            point_margin: 0.01,
         }
     }
 }
@@ -172,12 +176,18 @@ impl SafetyEnvelope {
             return Err(Rejection::NotFinite(which));
         }
         let floor = self.table_z + self.table_clearance;
+        // Inner box: `point_margin` inside every face but the bottom (the table).
+        let m = self.point_margin;
         let lo = [
-            self.workspace_min[0],
-            self.workspace_min[1],
+            self.workspace_min[0] + m,
+            self.workspace_min[1] + m,
             self.workspace_min[2].max(floor),
         ];
-        let hi = self.workspace_max;
+        let hi = [
+            self.workspace_max[0] - m,
+            self.workspace_max[1] - m,
+            self.workspace_max[2] - m,
+        ];
         let inside = (0..3).all(|i| p[i] >= lo[i] && p[i] <= hi[i]);
         if inside {
             return Ok((p, false));

@@ -1,0 +1,294 @@
+//! Executor node: a keypoint action becomes a checked pick-and-place trajectory.
+//!
+//! Same code for the built-in sim, Gazebo and a real arm: subscribes to the chosen action,
+//! joint states, the depth image (and the goal's, when there is one) and an e-stop; turns
+//! the action's pixels into 3D points through depth and the camera model, plans the
+//! pick-and-place from the current joint state, passes it through the safety envelope
+//! ([`crate::robot::safety`]) and only then publishes it, with the finger joint as a
+//! column (open, closed from the grasp to the release). Every refusal is logged and
+//! published as a `failed` episode event with its reason.
+
+use nalgebra::Isometry3;
+use serde::Deserialize;
+
+use super::sim::{FINGER_CLOSED_BELOW, FINGER_JOINT};
+use super::{Node, NodeContext};
+use crate::bus::{Bus, Qos};
+use crate::msg::prelude::*;
+use crate::msg::std_msgs::Bool;
+use crate::render::scene;
+use crate::robot::motion::{plan_pick_place, PickPlaceParams, PickPlacePlan};
+use crate::robot::safety::{action_points, DepthImage, Rejection, SafetyEnvelope};
+use crate::robot::ArmModel;
+use crate::sim::episode::{default_arm, READY};
+
+/// Topic names of the executor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorTopics {
+    /// Chosen actions.
+    pub action: String,
+    /// Joint states of the arm.
+    pub joint_states: String,
+    /// Depth of the current view (32FC1).
+    pub depth: String,
+    /// Depth of the goal view (32FC1), optional.
+    pub goal_depth: String,
+    /// E-stop (std_msgs/Bool, true = stop).
+    pub estop: String,
+    /// Where trajectories go.
+    pub trajectory: String,
+    /// Episode events (action_started, action_finished, failed).
+    pub episode: String,
+}
+
+impl Default for ExecutorTopics {
+    fn default() -> Self {
+        Self {
+            action: "/planner/action".into(),
+            joint_states: "/joint_states".into(),
+            depth: "/camera/depth/image_raw".into(),
+            goal_depth: "/goal/depth".into(),
+            estop: "/estop".into(),
+            trajectory: "/arm/joint_trajectory".into(),
+            episode: "/dreamplan/episode".into(),
+        }
+    }
+}
+
+/// Executor parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Camera image size (the built-in camera's pose and field of view).
+    pub width: u32,
+    /// Camera image height.
+    pub height: u32,
+    /// Height of the table top in the world frame (for place points without goal depth).
+    pub table_z: f64,
+    /// Safety envelope.
+    pub envelope: SafetyEnvelope,
+    /// Pick-and-place motion parameters.
+    pub motion: PickPlaceParams,
+    /// Topic names.
+    pub topics: ExecutorTopics,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            width: 256,
+            height: 256,
+            table_z: 0.0,
+            envelope: SafetyEnvelope::default(),
+            motion: PickPlaceParams::default(),
+            topics: ExecutorTopics::default(),
+        }
+    }
+}
+
+/// The executor node.
+pub struct ExecutorNode {
+    config: ExecutorConfig,
+    arm: ArmModel,
+}
+
+fn decode_depth(img: &Image) -> Result<DepthImage, String> {
+    if img.encoding != "32FC1" {
+        return Err(format!("depth encoding {} is not 32FC1", img.encoding));
+    }
+    let (w, h) = (img.width as usize, img.height as usize);
+    if img.step as usize != w * 4 || img.data.len() != w * h * 4 || img.is_bigendian != 0 {
+        return Err("depth image size, step or endianness does not match".into());
+    }
+    let data = img
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(DepthImage {
+        width: img.width,
+        height: img.height,
+        data,
+    })
+}
+
+/// The plan's trajectory with the finger joint appended: open, closed from the grasp to
+/// the release, open again.
+pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
+    let mut traj = plan.trajectory.clone();
+    traj.joint_names.push(FINGER_JOINT.into());
+    for p in &mut traj.points {
+        let t = p.time_from_start.as_secs_f64();
+        let closed = t >= plan.grasp_time_s && t < plan.release_time_s;
+        p.positions.push(if closed { 0.0 } else { 0.04 });
+        if !p.velocities.is_empty() {
+            p.velocities.push(0.0);
+        }
+    }
+    const { assert!(0.0 < FINGER_CLOSED_BELOW && FINGER_CLOSED_BELOW < 0.04) };
+    traj
+}
+
+impl ExecutorNode {
+    fn plan(
+        &self,
+        action: &KeypointAction,
+        depth: Option<&DepthImage>,
+        goal_depth: Option<&DepthImage>,
+        q: &[f64],
+    ) -> Result<JointTrajectory, Rejection> {
+        let c = &self.config;
+        let cam = scene::default_camera(c.width, c.height);
+        let depth = depth.ok_or(Rejection::NoDepth("source"))?;
+        let (pick, place) = action_points(
+            action,
+            &cam,
+            depth,
+            goal_depth,
+            &Isometry3::identity(),
+            c.table_z,
+        )?;
+        let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
+        let (place, clamped_place) = c.envelope.admit("place", place)?;
+        if clamped_pick || clamped_place {
+            tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
+        }
+        let plan = plan_pick_place(&self.arm, q, &pick, &place, &c.motion)
+            .map_err(|e| Rejection::Planning(e.to_string()))?;
+        c.envelope.verify(&plan.trajectory, &self.arm)?;
+        Ok(with_finger_column(&plan))
+    }
+}
+
+impl Node for ExecutorNode {
+    const KIND: &'static str = "executor";
+    type Config = ExecutorConfig;
+
+    fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.width >= 16 && config.height >= 16,
+            "width and height must be ≥ 16"
+        );
+        let e = &config.envelope;
+        anyhow::ensure!(
+            (0..3).all(|i| e.workspace_min[i] < e.workspace_max[i]),
+            "envelope.workspace_min must be below workspace_max"
+        );
+        anyhow::ensure!(
+            e.max_speed_fraction > 0.0 && e.max_speed_fraction <= 1.0,
+            "envelope.max_speed_fraction must be in (0, 1]"
+        );
+        Ok(Self {
+            config,
+            arm: default_arm(),
+        })
+    }
+
+    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let t = &self.config.topics;
+        let mut actions = ctx
+            .bus
+            .subscribe::<KeypointAction>(&t.action, Qos::keep_last(1))?;
+        let mut joints = ctx
+            .bus
+            .subscribe::<JointState>(&t.joint_states, Qos::keep_last(1))?;
+        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(1))?;
+        let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
+        let mut estop = ctx.bus.subscribe::<Bool>(&t.estop, Qos::latched())?;
+        let traj_pub = ctx
+            .bus
+            .publisher::<JointTrajectory>(&t.trajectory, Qos::keep_last(1))?;
+        let episode_pub = ctx
+            .bus
+            .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let names = self.arm.joint_names();
+        let mut q: Vec<f64> = READY.to_vec();
+        let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
+        let mut stopped = false;
+        let mut busy_until: Option<tokio::time::Instant> = None;
+        let event = |name: &str, detail: String| EpisodeEvent {
+            header: Header {
+                stamp: ctx.bus.clock().now(),
+                frame_id: String::new(),
+            },
+            event: name.into(),
+            score: f64::NAN,
+            detail,
+            ..Default::default()
+        };
+        loop {
+            let finished = async {
+                match busy_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = finished => {
+                    busy_until = None;
+                    let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                }
+                m = estop.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    if m.data && !stopped {
+                        // An empty trajectory stops a ROS trajectory controller where it is.
+                        let _ = traj_pub.publish(JointTrajectory { joint_names: names.clone(), ..Default::default() });
+                        if busy_until.take().is_some() {
+                            let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, "e-stop".into()));
+                        }
+                        tracing::warn!(node = %ctx.name, "e-stop engaged");
+                    }
+                    stopped = m.data;
+                }
+                m = joints.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
+                    match pos {
+                        Some(p) if p.iter().all(|v| v.is_finite()) => q = p,
+                        _ => tracing::warn!(node = %ctx.name, "joint state without all arm joints or with non-finite values; ignored"),
+                    }
+                }
+                m = depths.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    match decode_depth(&m) {
+                        Ok(d) => depth = Some(d),
+                        Err(e) => tracing::warn!(node = %ctx.name, "depth ignored: {e}"),
+                    }
+                }
+                m = goal_depths.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    match decode_depth(&m) {
+                        Ok(d) => goal_depth = Some(d),
+                        Err(e) => tracing::warn!(node = %ctx.name, "goal depth ignored: {e}"),
+                    }
+                }
+                m = actions.recv() => {
+                    let Some(action) = m else { return Ok(()) };
+                    let result = if stopped {
+                        Err(Rejection::EStopped)
+                    } else if busy_until.is_some() {
+                        Err(Rejection::Planning("busy with the previous action".into()))
+                    } else {
+                        self.plan(&action, depth.as_ref(), goal_depth.as_ref(), &q)
+                    };
+                    match result {
+                        Ok(traj) => {
+                            let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
+                            let mut traj = traj;
+                            traj.header.stamp = ctx.bus.clock().now();
+                            traj_pub.publish(traj)?;
+                            episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
+                            busy_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration));
+                        }
+                        Err(reason) => {
+                            tracing::warn!(node = %ctx.name, "action refused: {reason}");
+                            episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, reason.to_string()))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

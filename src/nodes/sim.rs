@@ -1,0 +1,460 @@
+//! Sim node: the built-in world on the bus, standing in for a camera, an arm and a scorer.
+//!
+//! Publishes camera images, depth and object-only frames, latched camera info, goal image
+//! and goal depth, joint states and episode events (`reset`, `scored`); executes
+//! `trajectory_msgs/JointTrajectory` messages on its arm. The gripper follows the
+//! trajectory's `panda_finger_joint1` column when there is one (below 0.02 m = closed), the
+//! convention of a Franka hand driven through the same trajectory.
+
+use std::time::Duration;
+
+use nalgebra::Point3;
+use serde::Deserialize;
+
+use super::{Node, NodeContext};
+use crate::bus::{Bus, BusError, Qos};
+use crate::msg::prelude::*;
+use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
+use crate::robot::ArmModel;
+use crate::sim::episode::{arm_goal, default_arm, READY};
+use crate::sim::tasks::{reset, score, Task};
+use crate::sim::World;
+
+/// Name of the finger joint carried in trajectories and joint states.
+pub const FINGER_JOINT: &str = "panda_finger_joint1";
+/// Finger opening (m) below which the gripper counts as closed.
+pub const FINGER_CLOSED_BELOW: f64 = 0.02;
+
+/// Task names as they appear in configs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskName {
+    /// Rope straightening.
+    Rope,
+    /// Cloth folding.
+    Cloth,
+    /// Plush toy limb repositioning.
+    Toy,
+}
+
+impl From<TaskName> for Task {
+    fn from(t: TaskName) -> Task {
+        match t {
+            TaskName::Rope => Task::Rope,
+            TaskName::Cloth => Task::Cloth,
+            TaskName::Toy => Task::Toy,
+        }
+    }
+}
+
+/// Topic names of the sim node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimTopics {
+    /// Camera images (rgb8).
+    pub image: String,
+    /// Depth images (32FC1, metres).
+    pub depth: String,
+    /// Camera info (latched).
+    pub camera_info: String,
+    /// Object-only frames (arm not drawn).
+    pub object_only: String,
+    /// Goal image (latched).
+    pub goal: String,
+    /// Goal depth (latched).
+    pub goal_depth: String,
+    /// Joint states.
+    pub joint_states: String,
+    /// Joint trajectories to execute.
+    pub trajectory: String,
+    /// Episode events.
+    pub episode: String,
+}
+
+impl Default for SimTopics {
+    fn default() -> Self {
+        Self {
+            image: "/camera/image_raw".into(),
+            depth: "/camera/depth/image_raw".into(),
+            camera_info: "/camera/camera_info".into(),
+            object_only: "/camera/object_only".into(),
+            goal: "/goal/image".into(),
+            goal_depth: "/goal/depth".into(),
+            joint_states: "/joint_states".into(),
+            trajectory: "/arm/joint_trajectory".into(),
+            episode: "/dreamplan/episode".into(),
+        }
+    }
+}
+
+/// Sim parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Which task.
+    pub task: TaskName,
+    /// Seed of the first episode (episode k uses seed + k).
+    pub seed: u64,
+    /// Episodes to run (0 = until stopped).
+    pub episodes: u32,
+    /// Image size.
+    pub width: u32,
+    /// Image size.
+    pub height: u32,
+    /// Camera frames per second (simulated time).
+    pub camera_rate_hz: f64,
+    /// Joint-state messages per second (simulated time).
+    pub joint_state_rate_hz: f64,
+    /// Physics step (s).
+    pub dt: f64,
+    /// Pace simulated time to the wall clock (false: as fast as the machine goes).
+    pub realtime: bool,
+    /// Seconds simulated after a trajectory ends before the episode is scored.
+    pub settle_s: f64,
+    /// Particles this close to the TCP are held when the gripper closes (m).
+    pub grasp_radius: f64,
+    /// Topic names.
+    pub topics: SimTopics,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            task: TaskName::Rope,
+            seed: 0,
+            episodes: 1,
+            width: 256,
+            height: 256,
+            camera_rate_hz: 10.0,
+            joint_state_rate_hz: 50.0,
+            dt: 1.0 / 60.0,
+            realtime: true,
+            settle_s: 1.0,
+            grasp_radius: 0.012,
+            topics: SimTopics::default(),
+        }
+    }
+}
+
+/// The sim node.
+pub struct SimNode {
+    config: SimConfig,
+    arm: ArmModel,
+}
+
+fn rgb_image(frame: &Frame, stamp: &Time, frame_id: &str) -> Image {
+    Image {
+        header: Header {
+            stamp: stamp.clone(),
+            frame_id: frame_id.into(),
+        },
+        height: frame.height,
+        width: frame.width,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: frame.width * 3,
+        data: frame.rgb.clone(),
+    }
+}
+
+/// A `32FC1` depth image (metres, little-endian; NaN where nothing was hit).
+pub fn depth_image(frame: &Frame, stamp: &Time, frame_id: &str) -> Image {
+    let mut data = Vec::with_capacity(frame.depth.len() * 4);
+    for d in &frame.depth {
+        let d = if d.is_finite() { *d } else { f32::NAN };
+        data.extend_from_slice(&d.to_le_bytes());
+    }
+    Image {
+        header: Header {
+            stamp: stamp.clone(),
+            frame_id: frame_id.into(),
+        },
+        height: frame.height,
+        width: frame.width,
+        encoding: "32FC1".into(),
+        is_bigendian: 0,
+        step: frame.width * 4,
+        data,
+    }
+}
+
+/// A trajectory being executed: where its columns are and when it started.
+struct Running {
+    traj: JointTrajectory,
+    arm_columns: Vec<usize>,
+    finger_column: Option<usize>,
+    started: f64,
+    end: f64,
+}
+
+impl Running {
+    fn new(traj: JointTrajectory, arm: &ArmModel, now: f64) -> Result<Self, String> {
+        let names = arm.joint_names();
+        let arm_columns = names
+            .iter()
+            .map(|n| {
+                traj.joint_names
+                    .iter()
+                    .position(|t| t == n)
+                    .ok_or_else(|| format!("trajectory lacks joint {n}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let finger_column = traj.joint_names.iter().position(|t| t == FINGER_JOINT);
+        let width = traj.joint_names.len();
+        if traj
+            .points
+            .iter()
+            .any(|p| p.positions.len() != width || p.positions.iter().any(|v| !v.is_finite()))
+        {
+            return Err(
+                "a trajectory point has the wrong number of positions or a non-finite value".into(),
+            );
+        }
+        let end = traj
+            .points
+            .last()
+            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+        Ok(Self {
+            traj,
+            arm_columns,
+            finger_column,
+            started: now,
+            end,
+        })
+    }
+
+    /// Arm joint positions and whether the gripper is closed at simulated time `now`.
+    fn sample(&self, now: f64) -> (Vec<f64>, bool) {
+        let t = (now - self.started).clamp(0.0, self.end);
+        let pts = &self.traj.points;
+        let k = pts
+            .partition_point(|p| p.time_from_start.as_secs_f64() <= t)
+            .clamp(1, pts.len().max(1))
+            - 1;
+        let k1 = (k + 1).min(pts.len() - 1);
+        let (t0, t1) = (
+            pts[k].time_from_start.as_secs_f64(),
+            pts[k1].time_from_start.as_secs_f64(),
+        );
+        let a = if t1 > t0 {
+            ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let at = |c: usize| pts[k].positions[c] + (pts[k1].positions[c] - pts[k].positions[c]) * a;
+        let q = self.arm_columns.iter().map(|&c| at(c)).collect();
+        // The finger column is a step signal: use the value of the segment's start point.
+        let closed = self
+            .finger_column
+            .is_some_and(|c| pts[k].positions[c] < FINGER_CLOSED_BELOW);
+        (q, closed)
+    }
+}
+
+impl Node for SimNode {
+    const KIND: &'static str = "sim";
+    type Config = SimConfig;
+
+    fn new(config: SimConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.width >= 16
+                && config.height >= 16
+                && config.width <= 4096
+                && config.height <= 4096,
+            "width and height must be in 16..=4096"
+        );
+        anyhow::ensure!(
+            config.dt > 0.0 && config.dt <= 0.1,
+            "dt must be in (0, 0.1]"
+        );
+        anyhow::ensure!(
+            config.camera_rate_hz > 0.0 && config.joint_state_rate_hz > 0.0,
+            "rates must be > 0"
+        );
+        anyhow::ensure!(
+            config.grasp_radius > 0.0 && config.settle_s >= 0.0,
+            "grasp_radius must be > 0, settle_s ≥ 0"
+        );
+        Ok(Self {
+            config,
+            arm: default_arm(),
+        })
+    }
+
+    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let c = &self.config;
+        let t = &c.topics;
+        let cam = scene::default_camera(c.width, c.height);
+        let opts = RenderOptions::default();
+        let frame_id = "camera_color_optical_frame";
+        let image_pub = ctx.bus.publisher::<Image>(&t.image, Qos::keep_last(5))?;
+        let depth_pub = ctx.bus.publisher::<Image>(&t.depth, Qos::keep_last(5))?;
+        let object_pub = ctx
+            .bus
+            .publisher::<Image>(&t.object_only, Qos::keep_last(5))?;
+        let info_pub = ctx
+            .bus
+            .publisher::<CameraInfo>(&t.camera_info, Qos::latched())?;
+        let goal_pub = ctx.bus.publisher::<Image>(&t.goal, Qos::latched())?;
+        let goal_depth_pub = ctx.bus.publisher::<Image>(&t.goal_depth, Qos::latched())?;
+        let joints_pub = ctx
+            .bus
+            .publisher::<JointState>(&t.joint_states, Qos::keep_last(10))?;
+        let episode_pub = ctx
+            .bus
+            .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let mut trajectories = ctx
+            .bus
+            .subscribe::<JointTrajectory>(&t.trajectory, Qos::keep_last(1))?;
+        info_pub.publish(cam.camera_info(Header {
+            stamp: ctx.bus.clock().now(),
+            frame_id: frame_id.into(),
+        }))?;
+
+        let names: Vec<String> = self
+            .arm
+            .joint_names()
+            .into_iter()
+            .chain([FINGER_JOINT.to_string()])
+            .collect();
+        let mut episode: u32 = 0;
+        let closed_or_stop = |r: Result<(), BusError>| -> anyhow::Result<bool> {
+            match r {
+                Ok(()) => Ok(false),
+                Err(BusError::Closed(_)) => Ok(true),
+                Err(e) => Err(e.into()),
+            }
+        };
+        'episodes: while c.episodes == 0 || episode < c.episodes {
+            let task: Task = c.task.into();
+            let seed = c.seed + episode as u64;
+            let mut world: World = reset(task, seed);
+            let goal = arm_goal(task, seed, &self.arm)
+                .map_err(|e| anyhow::anyhow!("goal of {task:?} seed {seed}: {e}"))?;
+            let stamp = ctx.bus.clock().now();
+            let goal_frame = render(
+                &scene::world_primitives(&goal),
+                &cam,
+                RenderMode::ObjectOnly,
+                &opts,
+            );
+            goal_pub.publish(rgb_image(&goal_frame, &stamp, frame_id))?;
+            goal_depth_pub.publish(depth_image(&goal_frame, &stamp, frame_id))?;
+            let task_name = format!("{task:?}").to_lowercase();
+            let event = |name: &str, score: f64, detail: String| EpisodeEvent {
+                header: Header {
+                    stamp: ctx.bus.clock().now(),
+                    frame_id: String::new(),
+                },
+                episode,
+                step: 0,
+                task: task_name.clone(),
+                event: name.into(),
+                score,
+                detail,
+            };
+            episode_pub.publish(event(
+                EpisodeEvent::EVENT_RESET,
+                f64::NAN,
+                format!("seed {seed}"),
+            ))?;
+
+            let mut q: Vec<f64> = READY.to_vec();
+            let mut closed = false;
+            let mut running: Option<Running> = None;
+            let mut sim_t = 0.0;
+            let (mut next_frame, mut next_joints) = (0.0, 0.0);
+            let mut done_at: Option<f64> = None;
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(c.dt));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let tcp = |q: &[f64]| Point3::from(self.arm.fk(q).translation.vector);
+            world.teleport_gripper(tcp(&q));
+            loop {
+                if c.realtime {
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break 'episodes,
+                        _ = tick.tick() => {}
+                    }
+                } else if ctx.shutdown.is_cancelled() {
+                    break 'episodes;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                if running.is_none() && done_at.is_none() {
+                    if let Some(traj) = trajectories.try_recv() {
+                        match Running::new((*traj).clone(), &self.arm, sim_t) {
+                            Ok(r) => running = Some(r),
+                            Err(e) => tracing::warn!(node = %ctx.name, "rejected trajectory: {e}"),
+                        }
+                    }
+                }
+                if let Some(r) = &running {
+                    let (q_next, closed_next) = r.sample(sim_t + c.dt);
+                    if closed_next && !closed {
+                        let at = tcp(&q);
+                        let near: Vec<usize> = (0..world.positions().len())
+                            .filter(|&i| (world.positions()[i] - at).norm() <= c.grasp_radius)
+                            .collect();
+                        world.grasp_particles(&near);
+                    } else if !closed_next && closed {
+                        world.release();
+                    }
+                    closed = closed_next;
+                    world.move_gripper(tcp(&q_next));
+                    q = q_next;
+                    if sim_t + c.dt >= r.started + r.end {
+                        running = None;
+                        done_at = Some(sim_t + c.dt);
+                    }
+                }
+                world.step(c.dt);
+                sim_t += c.dt;
+                let stamp = ctx.bus.clock().now();
+                if sim_t >= next_joints {
+                    next_joints += 1.0 / c.joint_state_rate_hz;
+                    let mut position = q.clone();
+                    position.push(if closed { 0.0 } else { 0.04 });
+                    let js = JointState {
+                        header: Header {
+                            stamp: stamp.clone(),
+                            frame_id: String::new(),
+                        },
+                        name: names.clone(),
+                        position,
+                        ..Default::default()
+                    };
+                    if closed_or_stop(joints_pub.publish(js))? {
+                        break 'episodes;
+                    }
+                }
+                if sim_t >= next_frame {
+                    next_frame += 1.0 / c.camera_rate_hz;
+                    let prims = scene::full_scene(&world, &self.arm, &q, !closed);
+                    let full = render(&prims, &cam, RenderMode::Full, &opts);
+                    let object = render(&prims, &cam, RenderMode::ObjectOnly, &opts);
+                    for r in [
+                        image_pub.publish(rgb_image(&full, &stamp, frame_id)),
+                        depth_pub.publish(depth_image(&full, &stamp, frame_id)),
+                        object_pub.publish(rgb_image(&object, &stamp, frame_id)),
+                    ] {
+                        if closed_or_stop(r)? {
+                            break 'episodes;
+                        }
+                    }
+                }
+                if done_at.is_some_and(|d| sim_t >= d + c.settle_s) {
+                    let (distance, s) = score(task, &world, &goal);
+                    episode_pub.publish(event(
+                        EpisodeEvent::EVENT_SCORED,
+                        s,
+                        format!("distance {distance:.4} m"),
+                    ))?;
+                    tracing::info!(node = %ctx.name, "episode {episode} ({task_name}, seed {seed}): score {s} (distance {distance:.4} m)");
+                    break;
+                }
+            }
+            episode += 1;
+        }
+        Ok(())
+    }
+}

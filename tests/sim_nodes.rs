@@ -1,0 +1,198 @@
+//! The sim and executor nodes on the in-process bus: an oracle "planner" sends the hidden
+//! good action as pixels; the executor turns them into a checked trajectory; the sim runs
+//! it and scores the episode. Refusals come back as `failed` events with a reason.
+
+use std::time::Duration;
+
+use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::msg::prelude::*;
+use dreamplan::msg::std_msgs::Bool;
+use dreamplan::nodes::executor::{ExecutorConfig, ExecutorNode};
+use dreamplan::nodes::sim::{SimConfig, SimNode, TaskName};
+use dreamplan::nodes::{Node, NodeContext};
+use dreamplan::render::scene;
+use dreamplan::sim::episode::surface_point;
+use dreamplan::sim::tasks::{hidden_action, reset, Task};
+use tokio_util::sync::CancellationToken;
+
+const SIZE: u32 = 128;
+
+fn start<N: Node>(
+    node: N,
+    bus: &LocalBus,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let ctx = NodeContext {
+        name: N::KIND.into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+    };
+    tokio::spawn(node.run(ctx))
+}
+
+async fn next_event(
+    events: &mut dreamplan::bus::Subscriber<EpisodeEvent>,
+    name: &str,
+) -> EpisodeEvent {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("event in time")
+            .expect("bus open");
+        if e.event == name {
+            return (*e).clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oracle_action_in_pixels_is_executed_and_scored() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let mut trajectories = bus
+        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
+        .unwrap();
+    let mut depth = bus
+        .subscribe::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let seed = 11;
+    let sim = SimNode::new(SimConfig {
+        task: TaskName::Rope,
+        seed,
+        width: SIZE,
+        height: SIZE,
+        realtime: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let exec = ExecutorNode::new(ExecutorConfig {
+        width: SIZE,
+        height: SIZE,
+        ..Default::default()
+    })
+    .unwrap();
+    let tasks = [start(sim, &bus, &stop), start(exec, &bus, &stop)];
+
+    assert_eq!(
+        next_event(&mut events, EpisodeEvent::EVENT_RESET)
+            .await
+            .task,
+        "rope"
+    );
+    let d = depth.recv().await.unwrap();
+    assert_eq!((d.encoding.as_str(), d.width), ("32FC1", SIZE));
+    // The oracle: the hidden action, seen through the same camera.
+    let world = reset(Task::Rope, seed);
+    let act = hidden_action(Task::Rope, seed);
+    let cam = scene::default_camera(SIZE, SIZE);
+    let pick = surface_point(&world, &act.pick, 0.012);
+    let (su, sv, _) = cam.project(&pick).unwrap();
+    let (tu, tv, _) = cam.project(&act.place).unwrap();
+    let action = KeypointAction {
+        source_u: su as f32,
+        source_v: sv as f32,
+        target_u: tu as f32,
+        target_v: tv as f32,
+        raw_text: "oracle".into(),
+        ..Default::default()
+    };
+    actions.publish(action.clone()).unwrap();
+    assert_eq!(
+        next_event(&mut events, EpisodeEvent::EVENT_ACTION_STARTED)
+            .await
+            .detail,
+        "oracle"
+    );
+    let traj = trajectories.recv().await.unwrap();
+    assert_eq!(
+        traj.joint_names.last().map(String::as_str),
+        Some("panda_finger_joint1")
+    );
+    assert!(
+        traj.points
+            .iter()
+            .any(|p| *p.positions.last().unwrap() == 0.0),
+        "the gripper closes during the trajectory"
+    );
+    // The gripper closes where the oracle picks and opens where it places: pixels and depth
+    // quantise the points (a few mm at 128 px), so compare with a 6 mm tolerance.
+    let arm = dreamplan::sim::episode::default_arm();
+    let tcp_where = |closed: bool| {
+        let p = traj
+            .points
+            .iter()
+            .find(|p| {
+                (*p.positions.last().unwrap() == 0.0) == closed
+                    && p.time_from_start.as_secs_f64() > 0.5
+            })
+            .unwrap();
+        arm.fk(&p.positions[..7]).translation.vector
+    };
+    let grasp_at = tcp_where(true);
+    assert!(
+        (grasp_at.xy() - pick.coords.xy()).norm() < 0.006,
+        "grasp at {grasp_at:?}, oracle pick {pick:?}"
+    );
+    let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
+    assert!([0.0, 0.5, 1.0].contains(&scored.score), "{scored:?}");
+    assert!(scored.detail.starts_with("distance"), "{}", scored.detail);
+    eprintln!(
+        "oracle through pixels scored {} ({})",
+        scored.score, scored.detail
+    );
+
+    // An action pointing off the image and an action under e-stop are refused with reasons.
+    actions
+        .publish(KeypointAction {
+            source_u: -5.0,
+            ..action.clone()
+        })
+        .unwrap();
+    let failed = next_event(&mut events, EpisodeEvent::EVENT_FAILED).await;
+    assert!(
+        failed.detail.contains("outside") || failed.detail.contains("busy"),
+        "{}",
+        failed.detail
+    );
+    stop.cancel();
+    bus.shutdown();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estop_refuses_actions() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    estop.publish(Bool { data: true }).unwrap();
+    let exec = ExecutorNode::new(ExecutorConfig::default()).unwrap();
+    let task = start(exec, &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    actions
+        .publish(KeypointAction {
+            source_u: 10.0,
+            source_v: 10.0,
+            target_u: 20.0,
+            target_v: 20.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let failed = next_event(&mut events, EpisodeEvent::EVENT_FAILED).await;
+    assert_eq!(failed.detail, "e-stop engaged");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
