@@ -9,21 +9,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dreamplan::robot::franka::READY;
 use dreamplan::robot::motion::{plan_pick_place, PickPlaceParams};
 use dreamplan::robot::{ArmModel, IkOptions};
-use std::f64::consts::{FRAC_PI_2, FRAC_PI_4};
 
 use nalgebra::Point3;
-
-const READY: [f64; 7] = [
-    0.0,
-    -FRAC_PI_4,
-    0.0,
-    -3.0 * FRAC_PI_4,
-    0.0,
-    FRAC_PI_2,
-    FRAC_PI_4,
-];
 
 fn kinematics(c: &mut Criterion) {
     let urdf = concat!(env!("CARGO_MANIFEST_DIR"), "/urdf/franka_like.urdf");

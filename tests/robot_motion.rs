@@ -2,22 +2,13 @@
 //! at the pick and place points, pointing down, when the gripper acts.
 
 use dreamplan::msg::trajectory_msgs::JointTrajectory;
+use dreamplan::robot::franka::READY;
 use dreamplan::robot::motion::{check_limits, plan_pick_place, LimitViolation, PickPlaceParams};
 use dreamplan::robot::ArmModel;
-use std::f64::consts::{FRAC_PI_2, FRAC_PI_4};
 
 use nalgebra::{Point3, Vector3};
 
 const URDF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/urdf/franka_like.urdf");
-const READY: [f64; 7] = [
-    0.0,
-    -FRAC_PI_4,
-    0.0,
-    -3.0 * FRAC_PI_4,
-    0.0,
-    FRAC_PI_2,
-    FRAC_PI_4,
-];
 
 struct Rng(u64);
 impl Rng {

@@ -18,6 +18,7 @@ mod ik;
 mod model;
 pub mod motion;
 
+pub mod franka;
 pub mod safety;
 
 pub use ik::{IkError, IkOptions};

@@ -8,25 +8,7 @@ use super::World;
 use crate::robot::motion::PickPlacePlan;
 use crate::robot::ArmModel;
 
-/// The arm model shipped in `urdf/franka_like.urdf`.
-pub const FRANKA_URDF: &str = include_str!("../../urdf/franka_like.urdf");
-
-/// Joint positions of the arm's ready pose (rad): gripper above the table, pointing down.
-pub const READY: [f64; 7] = [
-    0.0,
-    -std::f64::consts::FRAC_PI_4,
-    0.0,
-    -3.0 * std::f64::consts::FRAC_PI_4,
-    0.0,
-    std::f64::consts::FRAC_PI_2,
-    std::f64::consts::FRAC_PI_4,
-];
-
-/// The shipped arm, from its root (`world`) to the fingertip centre (`panda_tcp`).
-pub fn default_arm() -> ArmModel {
-    ArmModel::from_urdf_str(FRANKA_URDF, "world", "panda_tcp")
-        .expect("the shipped URDF is valid (tested)")
-}
+pub use crate::robot::franka::{default_arm, FRANKA_URDF, READY};
 
 /// How the arm's plan is played on the world.
 #[derive(Debug, Clone)]
