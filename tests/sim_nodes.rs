@@ -196,3 +196,64 @@ async fn the_estop_refuses_actions() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_trajectory_stops_the_sim_arm_and_the_episode_is_still_scored() {
+    use dreamplan::robot::franka::{default_arm, READY};
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let trajectories = bus
+        .publisher::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(1))
+        .unwrap();
+    let sim = SimNode::new(SimConfig {
+        task: TaskName::Toy,
+        width: 32,
+        height: 32,
+        realtime: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let task = start(sim, &bus, &stop);
+    next_event(&mut events, EpisodeEvent::EVENT_RESET).await;
+    let names = default_arm().joint_names();
+    // Nothing is running: a stop is harmless.
+    trajectories
+        .publish(JointTrajectory {
+            joint_names: names.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A 60 s hold at the ready pose, stopped after 0.3 s: the episode is scored long before 60 s.
+    let point = |t: i32| JointTrajectoryPoint {
+        positions: READY.to_vec(),
+        time_from_start: dreamplan::msg::builtin_interfaces::Duration { sec: t, nanosec: 0 },
+        ..Default::default()
+    };
+    trajectories
+        .publish(JointTrajectory {
+            joint_names: names.clone(),
+            points: vec![point(0), point(60)],
+            ..Default::default()
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    trajectories
+        .publish(JointTrajectory {
+            joint_names: names,
+            ..Default::default()
+        })
+        .unwrap();
+    let scored = tokio::time::timeout(
+        Duration::from_secs(10),
+        next_event(&mut events, EpisodeEvent::EVENT_SCORED),
+    )
+    .await
+    .expect("scored soon after the stop");
+    assert_eq!(scored.score, 0.0, "the arm never touched the toy");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -128,37 +128,28 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
         };
         let (tx, id, clock, shutdown) = (self.tx, self.id, self.clock, self.shutdown);
         let forward = Box::pin(async move {
+            // Encodes and hands one message to the writer; false once the writer is gone.
+            let write = |msg: std::sync::Arc<M>| {
+                let time = clock.now().as_nanos().max(0) as u64;
+                tx.send(Cmd::Write {
+                    id,
+                    time,
+                    cdr: msg.to_cdr(),
+                })
+            };
             loop {
                 let msg = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     m = sub.recv() => match m { Some(m) => m, None => break },
                 };
-                let time = clock.now().as_nanos().max(0) as u64;
-                if tx
-                    .send(Cmd::Write {
-                        id,
-                        time,
-                        cdr: msg.to_cdr(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
+                if write(msg).await.is_err() {
+                    return;
                 }
             }
             // Drain what is already queued so a stop loses nothing received.
             while let Some(msg) = sub.try_recv() {
-                let time = clock.now().as_nanos().max(0) as u64;
-                if tx
-                    .send(Cmd::Write {
-                        id,
-                        time,
-                        cdr: msg.to_cdr(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
+                if write(msg).await.is_err() {
+                    return;
                 }
             }
         });

@@ -15,6 +15,7 @@ use super::{Node, NodeContext};
 use crate::bus::{Bus, BusError, Qos};
 use crate::msg::prelude::*;
 use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
+use crate::robot::motion::{sample_positions, trajectory_segment};
 use crate::robot::ArmModel;
 use crate::sim::episode::{arm_goal, default_arm, READY};
 use crate::sim::tasks::{reset, score, Task};
@@ -226,27 +227,13 @@ impl Running {
     /// Arm joint positions and whether the gripper is closed at simulated time `now`.
     fn sample(&self, now: f64) -> (Vec<f64>, bool) {
         let t = (now - self.started).clamp(0.0, self.end);
-        let pts = &self.traj.points;
-        let k = pts
-            .partition_point(|p| p.time_from_start.as_secs_f64() <= t)
-            .clamp(1, pts.len().max(1))
-            - 1;
-        let k1 = (k + 1).min(pts.len() - 1);
-        let (t0, t1) = (
-            pts[k].time_from_start.as_secs_f64(),
-            pts[k1].time_from_start.as_secs_f64(),
-        );
-        let a = if t1 > t0 {
-            ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let at = |c: usize| pts[k].positions[c] + (pts[k1].positions[c] - pts[k].positions[c]) * a;
-        let q = self.arm_columns.iter().map(|&c| at(c)).collect();
+        let all = sample_positions(&self.traj, t);
+        let q = self.arm_columns.iter().map(|&c| all[c]).collect();
         // The finger column is a step signal: use the value of the segment's start point.
-        let closed = self
-            .finger_column
-            .is_some_and(|c| pts[k].positions[c] < FINGER_CLOSED_BELOW);
+        let closed = match (self.finger_column, trajectory_segment(&self.traj, t)) {
+            (Some(c), Some((k0, _, _))) => self.traj.points[k0].positions[c] < FINGER_CLOSED_BELOW,
+            _ => false,
+        };
         (q, closed)
     }
 }
@@ -380,8 +367,17 @@ impl Node for SimNode {
                 } else {
                     tokio::task::yield_now().await;
                 }
-                if running.is_none() && done_at.is_none() {
-                    if let Some(traj) = trajectories.try_recv() {
+                if let Some(traj) = trajectories.try_recv() {
+                    if traj.points.is_empty() {
+                        // An empty trajectory stops the arm where it is (ROS controller
+                        // convention; the executor sends one on e-stop).
+                        if running.take().is_some() {
+                            done_at = Some(sim_t);
+                            tracing::warn!(node = %ctx.name, "stop: motion halted");
+                        }
+                    } else if running.is_some() || done_at.is_some() {
+                        tracing::warn!(node = %ctx.name, "rejected trajectory: still executing the previous one");
+                    } else {
                         match Running::new((*traj).clone(), &self.arm, sim_t) {
                             Ok(r) => running = Some(r),
                             Err(e) => tracing::warn!(node = %ctx.name, "rejected trajectory: {e}"),

@@ -592,3 +592,34 @@ pub fn check_limits(traj: &JointTrajectory, model: &ArmModel) -> Result<(), Limi
     }
     Ok(())
 }
+
+/// Where time `t` (s from the trajectory's start) falls: the points `(k0, k1)` around it
+/// and the fraction `a` of the way from `k0` to `k1`; clamped to the first and last
+/// points. `None` for a trajectory without points.
+pub fn trajectory_segment(traj: &JointTrajectory, t: f64) -> Option<(usize, usize, f64)> {
+    let pts = &traj.points;
+    let last = pts.len().checked_sub(1)?;
+    let k1 = pts
+        .partition_point(|p| p.time_from_start.as_secs_f64() <= t)
+        .min(last);
+    let k0 = k1.saturating_sub(1);
+    let (t0, t1) = (
+        pts[k0].time_from_start.as_secs_f64(),
+        pts[k1].time_from_start.as_secs_f64(),
+    );
+    let a = if t1 > t0 {
+        ((t - t0) / (t1 - t0)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    Some((k0, k1, a))
+}
+
+/// Joint positions at time `t` by linear interpolation (empty for an empty trajectory).
+pub fn sample_positions(traj: &JointTrajectory, t: f64) -> Vec<f64> {
+    let Some((k0, k1, a)) = trajectory_segment(traj, t) else {
+        return Vec::new();
+    };
+    let (p0, p1) = (&traj.points[k0].positions, &traj.points[k1].positions);
+    p0.iter().zip(p1).map(|(x, y)| x + (y - x) * a).collect()
+}

@@ -43,31 +43,9 @@ pub struct ArmExecution {
     pub duration_s: f64,
 }
 
-/// Joint positions at time `t` by linear interpolation between trajectory points.
+/// Joint positions of `plan` at time `t` (linear interpolation between its points).
 pub fn sample_trajectory(plan: &PickPlacePlan, t: f64) -> Vec<f64> {
-    let pts = &plan.trajectory.points;
-    let time = |i: usize| pts[i].time_from_start.as_secs_f64();
-    if pts.is_empty() {
-        return Vec::new();
-    }
-    if t <= time(0) {
-        return pts[0].positions.clone();
-    }
-    let last = pts.len() - 1;
-    if t >= time(last) {
-        return pts[last].positions.clone();
-    }
-    let k = pts
-        .partition_point(|p| p.time_from_start.as_secs_f64() <= t)
-        .clamp(1, last);
-    let (t0, t1) = (time(k - 1), time(k));
-    let a = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
-    pts[k - 1]
-        .positions
-        .iter()
-        .zip(&pts[k].positions)
-        .map(|(x, y)| x + (y - x) * a)
-        .collect()
+    crate::robot::motion::sample_positions(&plan.trajectory, t)
 }
 
 /// Plays `plan` on `world`. `on_frame(t, world, q, gripper_closed)` is called at `fps`.
