@@ -9,10 +9,17 @@ use dreamplan::nodes::{NodeContext, ReadyNode};
 use dreamplan::runner::{run_graph, run_nodes};
 use tokio_util::sync::CancellationToken;
 
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
+/// Tasks still alive on this runtime, after giving tokio up to 1 s to release finished
+/// ones (its count drops when a task is deallocated, a moment after it is joined).
+async fn alive_tasks() -> usize {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for _ in 0..100 {
+        if metrics.num_alive_tasks() == 0 {
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    metrics.num_alive_tasks()
 }
 
 const GRAPH: &str = r#"
@@ -38,7 +45,7 @@ async fn camera_images_reach_the_monitor_and_everything_stops() {
     stopped.sort();
     assert_eq!(stopped, vec!["cam".to_string(), "mon".to_string()]);
     assert_eq!(
-        alive_tasks(),
+        alive_tasks().await,
         0,
         "tasks left running after the graph stopped"
     );
@@ -127,7 +134,7 @@ async fn a_node_that_ignores_shutdown_is_aborted_and_reported() {
     assert_eq!(report.aborted, vec!["stubborn".to_string()]);
     assert_eq!(report.stopped, vec!["polite".to_string()]);
     assert!(!report.is_clean());
-    assert_eq!(alive_tasks(), 0);
+    assert_eq!(alive_tasks().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
