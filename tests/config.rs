@@ -126,6 +126,31 @@ fn shipped_ros_params_files_load_into_the_node_configs() {
     )
     .unwrap();
     assert!(rec.exclude.contains(&"/rosout".to_string()));
+
+    // The sim and executor files spell out every default: they must stay equal to them.
+    let sim_text = std::fs::read_to_string(root().join("config/ros/sim.yaml")).unwrap();
+    let sim: dreamplan::nodes::sim::SimConfig = node_config(
+        &ros_params(&sim_text, "sim", "sim.yaml").unwrap(),
+        "sim.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        format!("{sim:?}"),
+        format!("{:?}", dreamplan::nodes::sim::SimConfig::default())
+    );
+    let exe_text = std::fs::read_to_string(root().join("config/ros/executor.yaml")).unwrap();
+    let exe: dreamplan::nodes::executor::ExecutorConfig = node_config(
+        &ros_params(&exe_text, "executor", "executor.yaml").unwrap(),
+        "executor.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        format!("{exe:?}"),
+        format!(
+            "{:?}",
+            dreamplan::nodes::executor::ExecutorConfig::default()
+        )
+    );
 }
 
 #[test]

@@ -255,3 +255,60 @@ fn each_gate_rejects_with_a_clear_reason() {
         .unwrap();
     assert!(!clamped && (p.z - env.table_clearance).abs() < 1e-12);
 }
+
+/// On a real arm the executor's camera model is the `CameraInfo` intrinsics placed at the
+/// configured hand-eye pose; a depth image of another size than the model is refused.
+#[test]
+fn the_camera_model_comes_from_camera_info_and_the_configured_pose() {
+    use dreamplan::nodes::executor::{plan_action, ExecutorConfig};
+    use dreamplan::render::PinholeCamera;
+    let real = PinholeCamera::look_at(
+        320,
+        240,
+        70.0,
+        nalgebra::Point3::new(0.9, 0.4, 0.8),
+        nalgebra::Point3::new(0.5, 0.0, 0.0),
+        nalgebra::Vector3::z(),
+    );
+    let pose = real.world_from_camera;
+    let q = pose.rotation.quaternion();
+    let config = ExecutorConfig {
+        base_from_camera_xyz: Some(pose.translation.vector.into()),
+        base_from_camera_xyzw: Some([q.i, q.j, q.k, q.w]),
+        ..Default::default()
+    };
+    let info = real.camera_info(Default::default());
+    let model = config.camera(Some(&info));
+    assert_eq!((model.width, model.height), (320, 240));
+    let p = nalgebra::Point3::new(0.55, -0.1, 0.02);
+    let (u, v, d) = real.project(&p).unwrap();
+    let back = model.unproject(u, v, d);
+    assert!((back - p).norm() < 1e-9, "{back:?} vs {p:?}");
+    // Without CameraInfo: the built-in camera at the configured size.
+    let builtin = ExecutorConfig::default().camera(None);
+    assert_eq!(builtin, scene::default_camera(256, 256));
+
+    let depth = DepthImage {
+        width: 256,
+        height: 256,
+        data: vec![1.0; 256 * 256],
+    };
+    let action = KeypointAction {
+        source_u: 10.0,
+        source_v: 10.0,
+        target_u: 20.0,
+        target_v: 20.0,
+        ..Default::default()
+    };
+    let err = plan_action(
+        &config,
+        &default_arm(),
+        &model,
+        &action,
+        Some(&depth),
+        None,
+        &READY,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("256x256"), "{err}");
+}

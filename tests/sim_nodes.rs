@@ -140,7 +140,9 @@ async fn an_oracle_action_in_pixels_is_executed_and_scored() {
         "grasp at {grasp_at:?}, oracle pick {pick:?}"
     );
     let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
-    assert!([0.0, 0.5, 1.0].contains(&scored.score), "{scored:?}");
+    // Pixels, depth and the fingers' reach make the oracle's execution differ from the
+    // goal's by millimetres, well inside the score-1 threshold.
+    assert_eq!(scored.score, 1.0, "{scored:?}");
     assert!(scored.detail.starts_with("distance"), "{}", scored.detail);
     eprintln!(
         "oracle through pixels scored {} ({})",

@@ -7,6 +7,14 @@ use dreamplan::sim::tasks::{self, Task, DT};
 use dreamplan::sim::{SimParams, World};
 use nalgebra::{Point3, Vector3};
 
+/// Default solver, never sleeping: these tests watch the physics itself.
+fn awake() -> SimParams {
+    SimParams {
+        sleep_speed: 0.0,
+        ..Default::default()
+    }
+}
+
 fn centroid(p: &[Point3<f64>]) -> Vector3<f64> {
     p.iter().fold(Vector3::zeros(), |s, q| s + q.coords) / p.len() as f64
 }
@@ -17,7 +25,7 @@ fn rope_pulled_by_one_end_trails_behind() {
     let points = (0..41)
         .map(|i| Point3::new(0.5, -0.2 + 0.01 * i as f64, 0.005))
         .collect();
-    let mut world = World::new(SimParams::default());
+    let mut world = World::new(awake());
     world.add(bodies::rope(points, 0.01));
     let start = world.positions().to_vec();
     let held = world.grasp(start[0], 0.001);
@@ -63,7 +71,7 @@ fn rope_pulled_by_one_end_trails_behind() {
 }
 
 fn flat_cloth() -> World {
-    let mut world = World::new(SimParams::default());
+    let mut world = World::new(awake());
     let step = 0.3 / 23.0;
     world.add(bodies::cloth(
         Point3::new(0.4, -0.15, 0.005),

@@ -8,7 +8,7 @@
 //! column (open, closed from the grasp to the release). Every refusal is logged and
 //! published as a `failed` episode event with its reason.
 
-use nalgebra::Isometry3;
+use nalgebra::{Isometry3, Quaternion, Translation3, UnitQuaternion};
 use serde::Deserialize;
 
 use super::sim::{FINGER_CLOSED_BELOW, FINGER_JOINT};
@@ -16,7 +16,7 @@ use super::{Node, NodeContext};
 use crate::bus::{Bus, Qos};
 use crate::msg::prelude::*;
 use crate::msg::std_msgs::Bool;
-use crate::render::scene;
+use crate::render::{scene, PinholeCamera};
 use crate::robot::motion::{plan_pick_place, PickPlaceParams, PickPlacePlan};
 use crate::robot::safety::{action_points, DepthImage, Rejection, SafetyEnvelope};
 use crate::robot::ArmModel;
@@ -34,6 +34,9 @@ pub struct ExecutorTopics {
     pub depth: String,
     /// Depth of the goal view (32FC1), optional.
     pub goal_depth: String,
+    /// Intrinsics of the depth camera (latched `sensor_msgs/CameraInfo`); until one
+    /// arrives the built-in camera's are used.
+    pub camera_info: String,
     /// E-stop (std_msgs/Bool, true = stop).
     pub estop: String,
     /// Where trajectories go.
@@ -49,6 +52,7 @@ impl Default for ExecutorTopics {
             joint_states: "/joint_states".into(),
             depth: "/camera/depth/image_raw".into(),
             goal_depth: "/goal/depth".into(),
+            camera_info: "/camera/camera_info".into(),
             estop: "/estop".into(),
             trajectory: "/arm/joint_trajectory".into(),
             episode: "/dreamplan/episode".into(),
@@ -60,10 +64,17 @@ impl Default for ExecutorTopics {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorConfig {
-    /// Camera image size (the built-in camera's pose and field of view).
+    /// Image width of the built-in camera model, used until a `CameraInfo` arrives.
     pub width: u32,
-    /// Camera image height.
+    /// Image height of that model.
     pub height: u32,
+    /// Pose of the camera's optical frame in the arm's base frame: `[x, y, z]` (m). The
+    /// default is the built-in world's camera (`render::scene::default_camera`); on a real
+    /// arm put the hand-eye calibration here.
+    pub base_from_camera_xyz: Option<[f64; 3]>,
+    /// Orientation of that pose as a quaternion `[x, y, z, w]` (optical frame: x right,
+    /// y down, z forward). Set both or neither.
+    pub base_from_camera_xyzw: Option<[f64; 4]>,
     /// Height of the table top in the world frame (for place points without goal depth).
     pub table_z: f64,
     /// Safety envelope.
@@ -79,6 +90,8 @@ impl Default for ExecutorConfig {
         Self {
             width: 256,
             height: 256,
+            base_from_camera_xyz: None,
+            base_from_camera_xyzw: None,
             table_z: 0.0,
             envelope: SafetyEnvelope::default(),
             motion: PickPlaceParams::default(),
@@ -130,34 +143,105 @@ pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
     traj
 }
 
+/// The executor's whole decision for one action, without the bus: pixels → points through
+/// depth and the camera → the workspace policy → a pick-and-place plan from `q` → the
+/// envelope check. The node publishes the result; benchmarks and tests call this directly
+/// to run exactly what the node runs.
+pub fn plan_action(
+    config: &ExecutorConfig,
+    arm: &ArmModel,
+    camera: &PinholeCamera,
+    action: &KeypointAction,
+    depth: Option<&DepthImage>,
+    goal_depth: Option<&DepthImage>,
+    q: &[f64],
+) -> Result<PickPlacePlan, Rejection> {
+    let c = config;
+    let depth = depth.ok_or(Rejection::NoDepth("source"))?;
+    if (depth.width, depth.height) != (camera.width, camera.height) {
+        return Err(Rejection::Planning(format!(
+            "depth image is {}x{} but the camera model is {}x{}",
+            depth.width, depth.height, camera.width, camera.height
+        )));
+    }
+    let (pick, place) = action_points(
+        action,
+        camera,
+        depth,
+        goal_depth,
+        &Isometry3::identity(),
+        c.table_z,
+    )?;
+    let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
+    let (place, clamped_place) = c.envelope.admit("place", place)?;
+    if clamped_pick || clamped_place {
+        tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
+    }
+    let plan = plan_pick_place(arm, q, &pick, &place, &c.motion)
+        .map_err(|e| Rejection::Planning(e.to_string()))?;
+    c.envelope.verify(&plan.trajectory, arm)?;
+    Ok(plan)
+}
+
+impl ExecutorConfig {
+    /// The camera model: `info`'s intrinsics when given (else the built-in camera's at
+    /// `width`×`height`), placed at the configured `base_from_camera` pose (else the
+    /// built-in camera's pose). The executor's world frame is the arm's base frame.
+    pub fn camera(&self, info: Option<&CameraInfo>) -> PinholeCamera {
+        let builtin = scene::default_camera(self.width, self.height);
+        let mut cam = match info {
+            Some(i) => PinholeCamera {
+                width: i.width,
+                height: i.height,
+                fx: i.k[0],
+                fy: i.k[4],
+                cx: i.k[2],
+                cy: i.k[5],
+                world_from_camera: builtin.world_from_camera,
+            },
+            None => builtin,
+        };
+        if let (Some(t), Some(q)) = (self.base_from_camera_xyz, self.base_from_camera_xyzw) {
+            cam.world_from_camera = Isometry3::from_parts(
+                Translation3::new(t[0], t[1], t[2]),
+                UnitQuaternion::from_quaternion(Quaternion::new(q[3], q[0], q[1], q[2])),
+            );
+        }
+        cam
+    }
+}
+
+/// Whether a `CameraInfo` describes a usable pinhole camera.
+fn check_camera_info(info: &CameraInfo) -> Result<(), String> {
+    let k = &info.k;
+    if info.width == 0 || info.height == 0 {
+        return Err(format!("size {}x{}", info.width, info.height));
+    }
+    if !(k.iter().all(|v| v.is_finite()) && k[0] > 0.0 && k[4] > 0.0) {
+        return Err(format!("intrinsics K = {k:?} are not a pinhole camera"));
+    }
+    Ok(())
+}
+
 impl ExecutorNode {
     fn plan(
         &self,
+        camera: &PinholeCamera,
         action: &KeypointAction,
         depth: Option<&DepthImage>,
         goal_depth: Option<&DepthImage>,
         q: &[f64],
     ) -> Result<JointTrajectory, Rejection> {
-        let c = &self.config;
-        let cam = scene::default_camera(c.width, c.height);
-        let depth = depth.ok_or(Rejection::NoDepth("source"))?;
-        let (pick, place) = action_points(
+        plan_action(
+            &self.config,
+            &self.arm,
+            camera,
             action,
-            &cam,
             depth,
             goal_depth,
-            &Isometry3::identity(),
-            c.table_z,
-        )?;
-        let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
-        let (place, clamped_place) = c.envelope.admit("place", place)?;
-        if clamped_pick || clamped_place {
-            tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
-        }
-        let plan = plan_pick_place(&self.arm, q, &pick, &place, &c.motion)
-            .map_err(|e| Rejection::Planning(e.to_string()))?;
-        c.envelope.verify(&plan.trajectory, &self.arm)?;
-        Ok(with_finger_column(&plan))
+            q,
+        )
+        .map(|plan| with_finger_column(&plan))
     }
 }
 
@@ -170,6 +254,17 @@ impl Node for ExecutorNode {
             config.width >= 16 && config.height >= 16,
             "width and height must be ≥ 16"
         );
+        anyhow::ensure!(
+            config.base_from_camera_xyz.is_some() == config.base_from_camera_xyzw.is_some(),
+            "set both base_from_camera_xyz and base_from_camera_xyzw, or neither"
+        );
+        if let Some(q) = config.base_from_camera_xyzw {
+            let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+            anyhow::ensure!(
+                n.is_finite() && (n - 1.0).abs() < 1e-3,
+                "base_from_camera_xyzw {q:?} is not a unit quaternion (norm {n})"
+            );
+        }
         let e = &config.envelope;
         anyhow::ensure!(
             (0..3).all(|i| e.workspace_min[i] < e.workspace_max[i]),
@@ -195,6 +290,10 @@ impl Node for ExecutorNode {
             .subscribe::<JointState>(&t.joint_states, Qos::keep_last(1))?;
         let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(1))?;
         let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
+        let mut infos = ctx
+            .bus
+            .subscribe::<CameraInfo>(&t.camera_info, Qos::latched())?;
+        let mut camera = self.config.camera(None);
         let mut estop = ctx.bus.subscribe::<Bool>(&t.estop, Qos::latched())?;
         let traj_pub = ctx
             .bus
@@ -257,6 +356,13 @@ impl Node for ExecutorNode {
                         Err(e) => tracing::warn!(node = %ctx.name, "depth ignored: {e}"),
                     }
                 }
+                m = infos.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    match check_camera_info(&m) {
+                        Ok(()) => camera = self.config.camera(Some(&m)),
+                        Err(e) => tracing::warn!(node = %ctx.name, "camera info ignored: {e}"),
+                    }
+                }
                 m = goal_depths.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match decode_depth(&m) {
@@ -271,7 +377,7 @@ impl Node for ExecutorNode {
                     } else if busy_until.is_some() {
                         Err(Rejection::Planning("busy with the previous action".into()))
                     } else {
-                        self.plan(&action, depth.as_ref(), goal_depth.as_ref(), &q)
+                        self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q)
                     };
                     match result {
                         Ok(traj) => {

@@ -17,7 +17,7 @@ use crate::msg::prelude::*;
 use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
 use crate::robot::motion::{sample_positions, trajectory_segment};
 use crate::robot::ArmModel;
-use crate::sim::episode::{arm_goal, default_arm, READY};
+use crate::sim::episode::{arm_goal, between_fingers, default_arm, READY};
 use crate::sim::tasks::{reset, score, Task};
 use crate::sim::World;
 
@@ -112,7 +112,8 @@ pub struct SimConfig {
     pub realtime: bool,
     /// Seconds simulated after a trajectory ends before the episode is scored.
     pub settle_s: f64,
-    /// Particles this close to the TCP are held when the gripper closes (m).
+    /// Particles this close to the TCP horizontally (down to
+    /// [`crate::sim::episode::FINGER_REACH`] below it) are held when the gripper closes (m).
     pub grasp_radius: f64,
     /// Topic names.
     pub topics: SimTopics,
@@ -388,10 +389,7 @@ impl Node for SimNode {
                     let (q_next, closed_next) = r.sample(sim_t + c.dt);
                     if closed_next && !closed {
                         let at = tcp(&q);
-                        let near: Vec<usize> = (0..world.positions().len())
-                            .filter(|&i| (world.positions()[i] - at).norm() <= c.grasp_radius)
-                            .collect();
-                        world.grasp_particles(&near);
+                        world.grasp_particles(&between_fingers(&world, &at, c.grasp_radius));
                     } else if !closed_next && closed {
                         world.release();
                     }

@@ -5,7 +5,7 @@
 use nalgebra::Point3;
 
 use super::World;
-use crate::robot::motion::PickPlacePlan;
+use crate::robot::motion::{PickPlaceParams, PickPlacePlan};
 use crate::robot::ArmModel;
 
 pub use crate::robot::franka::{default_arm, FRANKA_URDF, READY};
@@ -15,12 +15,15 @@ pub use crate::robot::franka::{default_arm, FRANKA_URDF, READY};
 pub struct ArmExecParams {
     /// Physics step (s).
     pub dt: f64,
-    /// Particles within this distance of the TCP are held when the gripper closes (m).
+    /// Particles within this horizontal distance of the TCP, from [`FINGER_REACH`] below it
+    /// to `grasp_radius` above it, are held when the gripper closes (m).
     pub grasp_radius: f64,
     /// Simulated time after the trajectory ends (s).
     pub settle_s: f64,
     /// Callback rate (frames per second of simulated time); 0 = never.
     pub fps: f64,
+    /// How [`arm_pick_place`] plans the motion (heights, speeds).
+    pub motion: PickPlaceParams,
 }
 
 impl Default for ArmExecParams {
@@ -30,6 +33,7 @@ impl Default for ArmExecParams {
             grasp_radius: 0.012,
             settle_s: 1.0,
             fps: 10.0,
+            motion: PickPlaceParams::default(),
         }
     }
 }
@@ -46,6 +50,23 @@ pub struct ArmExecution {
 /// Joint positions of `plan` at time `t` (linear interpolation between its points).
 pub fn sample_trajectory(plan: &PickPlacePlan, t: f64) -> Vec<f64> {
     crate::robot::motion::sample_positions(&plan.trajectory, t)
+}
+
+/// How far below the TCP the closing fingers reach (m). Depth sees an object's surface
+/// from the camera's side, so a grasp aimed at a pixel lands up to a radius above and in
+/// front of the particle's centre; the fingers still close around it, as a real gripper's do.
+pub const FINGER_REACH: f64 = 0.02;
+
+/// The particles a gripper closing at `at` holds: within `radius` horizontally, from
+/// [`FINGER_REACH`] below `at` to `radius` above it.
+pub fn between_fingers(world: &World, at: &Point3<f64>, radius: f64) -> Vec<usize> {
+    (0..world.positions().len())
+        .filter(|&i| {
+            let p = world.positions()[i];
+            let dz = p.z - at.z;
+            (p.x - at.x).hypot(p.y - at.y) <= radius && (-FINGER_REACH..=radius).contains(&dz)
+        })
+        .collect()
 }
 
 /// Plays `plan` on `world`. `on_frame(t, world, q, gripper_closed)` is called at `fps`.
@@ -80,10 +101,7 @@ pub fn execute_plan(
         if !closed && t >= plan.grasp_time_s && t < plan.release_time_s {
             let at = tcp(&q);
             world.teleport_gripper(at);
-            let near: Vec<usize> = (0..world.positions().len())
-                .filter(|&i| (world.positions()[i] - at).norm() <= params.grasp_radius)
-                .collect();
-            held = world.grasp_particles(&near);
+            held = world.grasp_particles(&between_fingers(world, &at, params.grasp_radius));
             closed = true;
         }
         if closed && t >= plan.release_time_s {
@@ -133,8 +151,7 @@ pub fn arm_pick_place(
 ) -> Result<ArmExecution, crate::robot::motion::MotionError> {
     let pick = surface_point(world, &action.pick, params.grasp_radius);
     let place = Point3::new(action.place.x, action.place.y, pick.z.max(action.place.z));
-    let plan =
-        crate::robot::motion::plan_pick_place(model, &READY, &pick, &place, &Default::default())?;
+    let plan = crate::robot::motion::plan_pick_place(model, &READY, &pick, &place, &params.motion)?;
     Ok(execute_plan(world, model, &plan, params, on_frame))
 }
 

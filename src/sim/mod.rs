@@ -2,7 +2,7 @@
 //! gripper point, and the three benchmark tasks ([`tasks`]).
 //!
 //! World frame: metres, z up, the table is the `z = 0` plane, objects start in
-//! x ∈ [0.3, 0.8], y ∈ [−0.35, 0.35]. The arm is someone else's: here the gripper is a point
+//! x ∈ [0.3, 0.72], y ∈ [−0.35, 0.35] (inside the executor's default workspace box). The arm is someone else's: here the gripper is a point
 //! that holds particles at fixed offsets ([`World::grasp`], [`World::move_gripper`],
 //! [`World::release`], [`World::step`]). Algorithms only: no I/O, no clock, no threads.
 //!
@@ -25,8 +25,18 @@
 //! 2019: many substeps, one pass each), distance constraints for stretch (α = 0), shear and
 //! bending (across two, compliant), the table plane with position-based Coulomb friction
 //! (removes up to μ·penetration of sliding per substep, i.e. μ g h² at rest), particle–particle
-//! contacts with friction from a sorted spatial hash (pairs joined by a constraint skipped),
-//! and held particles driven by the gripper, interpolated over substeps.
+//! contacts with friction from a sorted spatial hash (pairs joined by a constraint shorter
+//! than their contact distance skipped), and held particles driven by the gripper,
+//! interpolated over substeps. A world at rest with nothing held sleeps
+//! ([`SimParams::sleep_speed`]): steps only advance time, which makes the arm's approach,
+//! retreat and the settling tail free (an episode ends within 1 mm of the same episode
+//! never sleeping, `tests/sim_episode.rs`).
+//!
+//! Two lessons from the arm in the loop: a limb laid across the toy's tail at reset jammed
+//! against its constraint and jittered at the speed cap, walking the toy 10–20 cm on its own
+//! (reset now redraws such poses; `tests/sim_tasks.rs::resets_stay_at_rest`); and a 15 cm
+//! carry made a rope's outcome chaotic, as the hanging part piled up on lowering (the carry
+//! is now 5 cm, [`crate::robot::motion::PickPlaceParams::lift_height_m`]).
 //!
 //! # Tasks and thresholds
 //!

@@ -10,8 +10,10 @@ use super::rng::Rng;
 use super::{SimParams, World};
 use nalgebra::{Point3, Vector3};
 
-/// The table top region the objects start in (world frame, metres).
-pub const TABLE_X: (f64, f64) = (0.3, 0.8);
+/// The table top region the objects start in and good and random actions stay in (world
+/// frame, metres): inside the executor's default workspace box, points 1 cm inside
+/// x ∈ [0.25, 0.75] (top-down grasps of the Panda-like arm get hard beyond that).
+pub const TABLE_X: (f64, f64) = (0.3, 0.72);
 /// See [`TABLE_X`].
 pub const TABLE_Y: (f64, f64) = (-0.35, 0.35);
 /// Rope particles (40 segments).
@@ -100,7 +102,8 @@ pub fn reset(task: Task, seed: u64) -> World {
         Task::Cloth => {
             let yaw = rng.uniform(0.0, std::f64::consts::FRAC_PI_2);
             let centre = Point3::new(
-                rng.uniform(0.52, 0.58),
+                // A corner reaches 0.21 m from the centre at 45°: stay inside TABLE_X.
+                rng.uniform(0.50, 0.51),
                 rng.uniform(-0.1, 0.1),
                 material::CLOTH_RADIUS,
             );
@@ -112,17 +115,31 @@ pub fn reset(task: Task, seed: u64) -> World {
         }
         Task::Toy => {
             let centre = Point3::new(
-                rng.uniform(0.48, 0.62),
+                rng.uniform(0.46, 0.56),
                 rng.uniform(-0.15, 0.15),
                 material::TOY_RADIUS,
             );
             let yaw = rng.uniform(-std::f64::consts::PI, std::f64::consts::PI);
-            let mut poses = [(0.0, 0.0); 5];
-            for pose in &mut poses {
-                // Every chain is visibly off its canonical pose (35°–70°), curled a little.
-                *pose = (rng.sign() * rng.uniform(0.6, 1.2), rng.uniform(-0.25, 0.25));
+            // Every limb is visibly off its canonical pose (35°–70°), curled a little.
+            // Poses where a chain lies on the torso or across another chain are drawn
+            // again: particles all rest on the table, so contacts cannot untangle them, and
+            // a chain jammed across another one jitters for ever.
+            loop {
+                let mut poses = [(0.0, 0.0); 5];
+                for (pose, &(name, _, _)) in poses.iter_mut().zip(toy_shape::CHAINS.iter()) {
+                    // The tail sits between the back legs: it only wags a little.
+                    let off = if name == "tail" {
+                        rng.uniform(-0.3, 0.3)
+                    } else {
+                        rng.sign() * rng.uniform(0.6, 1.2)
+                    };
+                    *pose = (off, rng.uniform(-0.25, 0.25));
+                }
+                let spec = bodies::toy(centre, yaw, &poses);
+                if !overlaps(&spec) {
+                    break spec;
+                }
             }
-            bodies::toy(centre, yaw, &poses)
         }
     };
     world.add(spec);
@@ -131,6 +148,19 @@ pub fn reset(task: Task, seed: u64) -> World {
         world.step(DT);
     }
     world
+}
+
+/// Whether two particles of `spec` that no constraint joins overlap (closer than 95% of
+/// their contact distance).
+fn overlaps(spec: &bodies::BodySpec) -> bool {
+    let p = &spec.positions;
+    let joined = |i: usize, j: usize| {
+        spec.constraints.iter().any(|c| {
+            (c.i as usize, c.j as usize) == (i, j) || (c.j as usize, c.i as usize) == (i, j)
+        })
+    };
+    let min = 0.95 * 2.0 * spec.radius;
+    (0..p.len()).any(|i| (i + 1..p.len()).any(|j| (p[i] - p[j]).norm() < min && !joined(i, j)))
 }
 
 /// A bent rope: heading = sum of two random sinusoids along the length, placed inside the
@@ -212,27 +242,46 @@ pub fn good_actions(task: Task, world: &World) -> Vec<Action> {
             let chain = &obj.chains[0].particles;
             let length = ROPE_SEGMENT * (chain.len() - 1) as f64;
             let ends = [chain[0], chain[chain.len() - 1]];
-            let mut all: Vec<(bool, Action)> = (0..2)
-                .map(|k| {
+            // Per end: pull it away from the other end along their chord; where that lands
+            // off the table, turn the pull direction in 0.1 rad steps (up to ±0.8 rad) until
+            // it fits, so the rope is still pulled straight.
+            let fitted: Vec<(u32, Action)> = (0..2)
+                .filter_map(|k| {
                     let (a, b) = (pos[ends[k]], pos[ends[1 - k]]);
                     let mut dir = a - b;
                     dir.z = 0.0;
                     let dir = dir.try_normalize(1e-9).unwrap_or(Vector3::x());
-                    let place = b + dir * (0.97 * length);
-                    let place = Point3::new(place.x, place.y, a.z);
-                    (
-                        in_table(&place),
-                        Action {
-                            pick: a,
-                            place: clamp_to_table(place),
-                        },
-                    )
+                    (0..=16u32).find_map(|step| {
+                        let turn: f64 =
+                            if step % 2 == 0 { 1.0 } else { -1.0 } * 0.1 * step.div_ceil(2) as f64;
+                        let (s, c) = turn.sin_cos();
+                        let d = Vector3::new(c * dir.x - s * dir.y, s * dir.x + c * dir.y, 0.0);
+                        let place = b + d * (0.97 * length);
+                        let place = Point3::new(place.x, place.y, a.z);
+                        in_table(&place).then_some((step, Action { pick: a, place }))
+                    })
                 })
                 .collect();
-            if all.iter().any(|a| a.0) {
-                all.retain(|a| a.0);
+            match fitted.iter().map(|f| f.0).min() {
+                Some(best) => fitted
+                    .into_iter()
+                    .filter(|f| f.0 == best)
+                    .map(|f| f.1)
+                    .collect(),
+                None => {
+                    // Nothing fits (cannot happen on the default table): pull the first end
+                    // as far as the table allows.
+                    let (a, b) = (pos[ends[0]], pos[ends[1]]);
+                    let mut dir = a - b;
+                    dir.z = 0.0;
+                    let dir = dir.try_normalize(1e-9).unwrap_or(Vector3::x());
+                    let place = b + dir * (0.97 * length);
+                    vec![Action {
+                        pick: a,
+                        place: clamp_to_table(Point3::new(place.x, place.y, a.z)),
+                    }]
+                }
             }
-            all.into_iter().map(|a| a.1).collect()
         }
         Task::Cloth => {
             let (rows, cols) = obj.grid.unwrap_or((CLOTH_N, CLOTH_N));
@@ -385,8 +434,9 @@ pub fn execute_point_pick_place(world: &mut World, action: &Action, params: &Exe
 /// Distance (m) of a final state to the goal, then the 1 / 0.5 / 0 score by
 /// [`Task::thresholds`]. Particles correspond by index. Rope: mean particle distance, the
 /// smaller of the two end-to-end orientations (a picture cannot tell the ends apart).
-/// Cloth: mean particle distance. Toy: the largest per-part mean (torso, each limb, tail), so
-/// one misplaced limb is not averaged away by the parts that never moved.
+/// Cloth: mean particle distance. Toy: the largest of the torso's mean distance and each
+/// limb's (and the tail's) tip distance, so one misplaced paw is not averaged away by the
+/// parts that never moved (the tip is what a person compares, and what the action places).
 pub fn score(task: Task, final_state: &World, goal: &World) -> (f64, f64) {
     let obj = &final_state.objects()[0];
     let a = final_state.positions();
@@ -413,7 +463,8 @@ pub fn score(task: Task, final_state: &World, goal: &World) -> (f64, f64) {
             let torso = mean(&mut (s..s + rows * cols).map(|i| (i, i)));
             obj.chains
                 .iter()
-                .map(|c| mean(&mut c.particles.iter().map(|&i| (i, i))))
+                .filter_map(|c| c.particles.last())
+                .map(|&tip| (a[tip] - b[tip]).norm())
                 .fold(torso, f64::max)
         }
         _ => mean(&mut obj.particles.clone().map(|i| (i, i))),

@@ -21,7 +21,15 @@ pub struct SimParams {
     pub max_speed: f64,
     /// Whether particles of all objects collide with each other (cloth self-collision).
     pub self_collision: bool,
+    /// Sleeping (m/s): once nothing is held and every particle has moved slower than this
+    /// for [`SLEEP_AFTER_STEPS`] steps, steps only advance time until the gripper holds
+    /// something again (at rest a step moves nothing; the arm's approach, retreat and the
+    /// settling tail of an episode then cost nothing). 0 disables it.
+    pub sleep_speed: f64,
 }
+
+/// Steps at rest before a world sleeps (see [`SimParams::sleep_speed`]).
+pub const SLEEP_AFTER_STEPS: u32 = 10;
 
 impl Default for SimParams {
     fn default() -> Self {
@@ -32,6 +40,7 @@ impl Default for SimParams {
             damping: 1.0,
             max_speed: 5.0,
             self_collision: true,
+            sleep_speed: 1e-4,
         }
     }
 }
@@ -81,6 +90,8 @@ pub struct World {
     gripper: Gripper,
     contacts: ContactFinder,
     time: f64,
+    /// Consecutive steps at rest with nothing held.
+    rest_steps: u32,
 }
 
 impl World {
@@ -105,6 +116,7 @@ impl World {
             },
             contacts: ContactFinder::default(),
             time: 0.0,
+            rest_steps: 0,
         }
     }
 
@@ -112,6 +124,7 @@ impl World {
     pub fn add(&mut self, spec: BodySpec) -> usize {
         let base = self.pos.len();
         let n = spec.positions.len();
+        self.rest_steps = 0;
         self.pos.extend_from_slice(&spec.positions);
         self.prev.extend_from_slice(&spec.positions);
         self.vel.extend(std::iter::repeat_n(Vector3::zeros(), n));
@@ -125,8 +138,14 @@ impl World {
                 j: c.j + base as u32,
                 ..*c
             });
-            self.contacts
-                .exclude(c.i as usize + base, c.j as usize + base);
+            // Only pairs whose rest length is inside their contact distance skip contacts
+            // (the constraint holds them apart; a contact would fight it). Longer ones, such
+            // as bending pairs across two links, keep their contacts: without them a soft
+            // limb folds onto itself and the two particles jitter at the speed cap.
+            if c.rest < 2.0 * spec.radius + 1e-9 {
+                self.contacts
+                    .exclude(c.i as usize + base, c.j as usize + base);
+            }
         }
         self.lambda.resize(self.constraints.len(), 0.0);
         let shift = |v: &[usize]| v.iter().map(|i| i + base).collect::<Vec<_>>();
@@ -253,6 +272,11 @@ impl World {
         let h = dt / n_sub as f64;
         let from = self.gripper.at;
         let to = self.gripper.target;
+        if self.asleep() {
+            self.gripper.at = to;
+            self.time += dt;
+            return;
+        }
         if self.params.self_collision {
             let max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
             let gripper_speed = if self.gripper.held.is_empty() {
@@ -305,6 +329,28 @@ impl World {
         }
         self.gripper.at = to;
         self.time += dt;
+        let max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
+        if self.gripper.held.is_empty() && max_speed < self.params.sleep_speed {
+            self.rest_steps = self.rest_steps.saturating_add(1);
+        } else {
+            self.rest_steps = 0;
+        }
+    }
+
+    /// Replaces the solver settings (the state is kept).
+    pub fn set_params(&mut self, params: SimParams) {
+        self.params = params;
+        self.rest_steps = 0;
+    }
+
+    /// Makes the next step simulate even at rest (benchmarks time the physics with it).
+    pub fn wake(&mut self) {
+        self.rest_steps = 0;
+    }
+
+    /// Whether steps currently skip the physics (see [`SimParams::sleep_speed`]).
+    pub fn asleep(&self) -> bool {
+        self.gripper.held.is_empty() && self.rest_steps >= SLEEP_AFTER_STEPS
     }
 
     fn solve_distances(&mut self, h: f64, forward: bool) {
