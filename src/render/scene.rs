@@ -138,9 +138,9 @@ pub fn default_camera(width: u32, height: u32) -> super::PinholeCamera {
     super::PinholeCamera::look_at(
         width,
         height,
-        50.0,
-        Point3::new(1.15, 0.0, 0.70),
-        Point3::new(0.50, 0.0, 0.0),
+        44.0,
+        Point3::new(0.98, 0.0, 0.66),
+        Point3::new(0.51, 0.0, 0.0),
         nalgebra::Vector3::z(),
     )
 }

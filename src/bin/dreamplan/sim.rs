@@ -9,6 +9,16 @@ use clap::{Subcommand, ValueEnum};
 use dreamplan::render::{render, scene, Frame, RenderMode, RenderOptions};
 use dreamplan::sim::episode::{arm_goal, arm_pick_place, default_arm, ArmExecParams, READY};
 use dreamplan::sim::tasks::{hidden_action, reset, sample_random_action, score, Task};
+use dreamplan::vision;
+
+/// The built-in world's segmentation settings for `task`.
+pub fn segment_params(task: Task) -> vision::SegmentParams {
+    match task {
+        Task::Rope => vision::SegmentParams::rope(),
+        Task::Cloth => vision::SegmentParams::cloth(),
+        Task::Toy => vision::SegmentParams::toy(),
+    }
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum TaskArg {
@@ -53,6 +63,10 @@ pub enum SimCommand {
         width: u32,
         #[arg(long, default_value_t = 512)]
         height: u32,
+        /// Segment the object and draw this many numbered keypoints on it (as the planner
+        /// sees it).
+        #[arg(long)]
+        keypoints: Option<usize>,
     },
     /// Run one episode with the arm and write it as an animated GIF.
     Episode {
@@ -111,6 +125,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
             goal,
             width,
             height,
+            keypoints,
         } => {
             let task: Task = task.into();
             let cam = scene::default_camera(width, height);
@@ -132,6 +147,21 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
                     &opts,
                 )
             };
+            let mut frame = frame;
+            if let Some(n) = keypoints {
+                let view = vision::RgbView::new(frame.width, frame.height, &frame.rgb)?;
+                let mask = vision::segment(&view, &segment_params(task))?;
+                let kps = vision::farthest_point_sampling(&mask, n)?;
+                frame.rgb = vision::draw_keypoints(&view, &kps)?;
+                println!("{} object pixels; keypoints:", mask.area());
+                for k in &kps {
+                    let (x, y) = k.normalized(frame.width, frame.height);
+                    println!(
+                        "  {}: ({:.1}, {:.1}) px, ({x}, {y}) of 1000",
+                        k.id, k.u, k.v
+                    );
+                }
+            }
             save_png(&frame, &out)?;
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
