@@ -16,3 +16,4 @@ pub mod render;
 pub mod robot;
 pub mod runner;
 pub mod sim;
+pub mod vlm;
