@@ -22,7 +22,10 @@ def main():
     ap.add_argument("--inputs", required=True)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--attn", default="sdpa")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model = Qwen3VLForConditionalGeneration.from_pretrained(
         args.model, dtype=torch.float32, attn_implementation=args.attn
     ).eval()

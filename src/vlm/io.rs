@@ -39,7 +39,7 @@ fn ints(name: &str, view: &TensorView) -> Result<Vec<i64>> {
     Ok(out)
 }
 
-fn rank2<'a>(name: &str, view: &'a TensorView, expected: &str) -> Result<(usize, usize)> {
+fn rank2(name: &str, view: &TensorView, expected: &str) -> Result<(usize, usize)> {
     match view.shape() {
         &[a, b] => Ok((a, b)),
         other => Err(VlmError::Shape {

@@ -113,6 +113,10 @@ pub enum VlmCommand {
         /// Python with scripts/requirements-hf.txt for the transformers figure.
         #[arg(long)]
         python: Option<PathBuf>,
+        /// torch intra-op threads (0 = torch's default). Pair with RAYON_NUM_THREADS for
+        /// candle: under load, spinning thread pools distort the figures.
+        #[arg(long, default_value_t = 0)]
+        torch_threads: usize,
     },
 }
 
@@ -217,8 +221,15 @@ pub fn run(cmd: VlmCommand) -> anyhow::Result<ExitCode> {
             inputs,
             iters,
             python,
+            torch_threads,
         } => {
-            bench(&model, &inputs, iters.max(1), python.as_deref())?;
+            bench(
+                &model,
+                &inputs,
+                iters.max(1),
+                python.as_deref(),
+                torch_threads,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -234,7 +245,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench(model: &Path, inputs: &Path, iters: usize, python: Option<&Path>) -> anyhow::Result<()> {
+fn bench(
+    model: &Path,
+    inputs: &Path,
+    iters: usize,
+    python: Option<&Path>,
+    torch_threads: usize,
+) -> anyhow::Result<()> {
     let m = load(model, DType::F32)?;
     let batch = read_batch(inputs, m.config().vision.patch_len(), m.device())?;
     m.forward(&batch, Mode::Infer)?;
@@ -265,6 +282,7 @@ fn bench(model: &Path, inputs: &Path, iters: usize, python: Option<&Path>) -> an
         .args(["--model".as_ref(), model.as_os_str()])
         .args(["--inputs".as_ref(), inputs.as_os_str()])
         .args(["--iters", &iters.to_string()])
+        .args(["--threads", &torch_threads.to_string()])
         .output()
         .with_context(|| format!("running {}", py.display()))?;
     anyhow::ensure!(
@@ -286,8 +304,9 @@ fn bench(model: &Path, inputs: &Path, iters: usize, python: Option<&Path>) -> an
         v["threads"]
     );
     println!(
-        "ratio (transformers / dreamplan, median): {:.2}×",
-        theirs / ours
+        "ratio (transformers / dreamplan): median {:.2}×, min {:.2}×",
+        theirs / ours,
+        theirs_min / ours_min
     );
     Ok(())
 }
