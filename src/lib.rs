@@ -17,3 +17,4 @@ pub mod robot;
 pub mod runner;
 pub mod sim;
 pub mod vision;
+pub mod vlm;

@@ -15,6 +15,7 @@ mod bag;
 mod bench;
 mod robot;
 mod sim;
+mod vlm;
 
 use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
@@ -55,6 +56,9 @@ enum Command {
     /// The robot arm: kinematics of a URDF.
     #[command(subcommand)]
     Robot(robot::RobotCommand),
+    /// The Qwen3-VL planner model: reference forward, preprocessing, sampling, benchmark.
+    #[command(subcommand)]
+    Vlm(vlm::VlmCommand),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -89,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bag(cmd) => bag::run(cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
+        Command::Vlm(cmd) => vlm::run(cmd),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

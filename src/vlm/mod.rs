@@ -1,0 +1,31 @@
+//! Qwen3-VL, the planner's vision-language model, on candle. candle-transformers' own
+//! `qwen3_vl` lacks multimodal RoPE and inverts its causal mask, so this is the project's
+//! implementation, checked against HF transformers on tiny random models
+//! (`tests/vlm_golden.rs`, fixtures from `scripts/gen_vlm_fixtures.py`).
+//!
+//! Pieces, in the order data flows: [`config`] and [`weights`] read an HF model folder;
+//! [`chat`] renders the chat template and tokenises; [`image`] turns a picture into
+//! `pixel_values`; [`vision`] encodes them; [`rope_index`] assigns multimodal positions;
+//! [`text`] runs the language model; [`model`] ties these together; [`generate`] samples.
+//! [`linear`] and [`ops`] are the hooks for training: every text linear layer keeps its HF
+//! module path (LoRA attaches there), and [`ops::Mode`] swaps fused kernels for
+//! differentiable ones. [`io`] reads and writes the reference tools' tensor files.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod image;
+pub mod io;
+pub mod linear;
+pub mod model;
+pub mod ops;
+pub mod rope_index;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+pub use config::Config;
+pub use error::VlmError;
+pub use model::{Batch, ForwardOutput, Images, Qwen3Vl};
+pub use ops::Mode;

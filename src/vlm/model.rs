@@ -1,0 +1,311 @@
+//! The whole Qwen3-VL: loading a model folder, merging image features into the token
+//! embeddings, multimodal positions and masks, and the forward pass with or without a
+//! KV cache.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::Config;
+use super::error::{Result, VlmError};
+use super::ops::Mode;
+use super::rope_index::{rope_index, RopeIndex};
+use super::text::{attention_mask, Deepstack, KvCache, TextModel};
+use super::vision::VisionModel;
+use super::weights::WeightStore;
+
+/// Images of a batch, as the processor produces them.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// `[patches, C·T·P·P]`, patches of all images in order.
+    pub pixel_values: Tensor,
+    /// `[t, h, w]` in patches, per image.
+    pub grid_thw: Vec<[usize; 3]>,
+}
+
+/// A batch of prompts: token ids (equal lengths, padded), optional 0/1 mask, images.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `B` rows of `L` token ids.
+    pub input_ids: Vec<Vec<u32>>,
+    /// `B` rows of `L` values, 1 = real token, 0 = padding; `None` = all real.
+    pub attention_mask: Option<Vec<Vec<u8>>>,
+    /// Images referenced by the `<|image_pad|>` runs, in order.
+    pub images: Option<Images>,
+}
+
+/// Result of a full forward.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// `[B, L, vocab]` f32.
+    pub logits: Tensor,
+    /// Positions used, with generation offsets.
+    pub rope: RopeIndex,
+}
+
+/// Qwen3-VL for conditional generation.
+pub struct Qwen3Vl {
+    config: Config,
+    text: TextModel,
+    vision: VisionModel,
+    device: Device,
+    dtype: DType,
+}
+
+impl Qwen3Vl {
+    /// Loads `config.json` and the weights of `dir`, computing in `dtype` on `device`.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = Config::load(dir)?;
+        let store = WeightStore::open(dir, dtype, device)?;
+        Self::from_store(config, &store)
+    }
+
+    /// Builds the model from a parsed config and opened weights.
+    pub fn from_store(config: Config, store: &WeightStore) -> Result<Self> {
+        let text = TextModel::load(store, &config.text, config.tie_word_embeddings)?;
+        let vision = VisionModel::load(store, &config.vision)?;
+        Ok(Self {
+            config,
+            text,
+            vision,
+            device: store.device().clone(),
+            dtype: store.dtype(),
+        })
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The language model (e.g. to attach adapters to its linear layers).
+    pub fn text_mut(&mut self) -> &mut TextModel {
+        &mut self.text
+    }
+
+    /// A KV cache for this model with room for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.text.num_hidden_layers, capacity)
+    }
+
+    fn check(&self, batch: &Batch) -> Result<(usize, usize)> {
+        let b = batch.input_ids.len();
+        let l = batch.input_ids.first().map_or(0, Vec::len);
+        if b == 0 || l == 0 {
+            return Err(VlmError::Input("input_ids is empty".into()));
+        }
+        if let Some(row) = batch.input_ids.iter().position(|r| r.len() != l) {
+            return Err(VlmError::Input(format!(
+                "input_ids row {row} is not {l} long"
+            )));
+        }
+        let vocab = self.config.text.vocab_size;
+        for row in &batch.input_ids {
+            if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab) {
+                return Err(VlmError::Input(format!(
+                    "token id {bad} is outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        if let Some(mask) = &batch.attention_mask {
+            if mask.len() != b || mask.iter().any(|r| r.len() != l) {
+                return Err(VlmError::Shape {
+                    name: "attention_mask".into(),
+                    expected: format!("[{b}, {l}] (as input_ids)"),
+                    found: vec![mask.len(), mask.first().map_or(0, Vec::len)],
+                });
+            }
+        }
+        let image_tokens: usize = batch
+            .input_ids
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .filter(|&&t| t == self.config.image_token_id)
+                    .count()
+            })
+            .sum();
+        let m = self.config.vision.spatial_merge_size;
+        let expected: usize = match &batch.images {
+            None => 0,
+            Some(img) => {
+                for g in &img.grid_thw {
+                    if g[1] % m != 0 || g[2] % m != 0 || g.contains(&0) {
+                        return Err(VlmError::Input(format!(
+                            "image_grid_thw {g:?}: h and w must be positive multiples of the merge size {m}"
+                        )));
+                    }
+                }
+                img.grid_thw
+                    .iter()
+                    .map(|g| g[0] * g[1] * g[2] / (m * m))
+                    .sum()
+            }
+        };
+        if image_tokens != expected {
+            return Err(VlmError::Input(format!(
+                "input_ids hold {image_tokens} image tokens but image_grid_thw accounts for {expected}"
+            )));
+        }
+        Ok((b, l))
+    }
+
+    /// Token embeddings with image features written over the image tokens, and the
+    /// DeepStack features for the same positions.
+    fn embed(&self, batch: &Batch, mode: Mode) -> Result<(Tensor, Option<Deepstack>)> {
+        let (b, l) = (batch.input_ids.len(), batch.input_ids[0].len());
+        let flat: Vec<u32> = batch.input_ids.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat.clone(), (b, l), &self.device)?;
+        let embeds = self.text.embed(&ids)?;
+        let Some(images) = &batch.images else {
+            return Ok((embeds, None));
+        };
+        let rows: Vec<u32> = flat
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == self.config.image_token_id)
+            .map(|(i, _)| i as u32)
+            .collect();
+        if rows.is_empty() {
+            return Ok((embeds, None));
+        }
+        let out = self
+            .vision
+            .forward(&images.pixel_values, &images.grid_thw, mode)?;
+        let hid = self.config.text.hidden_size;
+        let n = rows.len();
+        let rows_t = Tensor::from_vec(rows, n, &self.device)?;
+        let flat_e = embeds.reshape((b * l, hid))?;
+        let scattered =
+            flat_e
+                .zeros_like()?
+                .index_add(&rows_t, &out.embeds.to_dtype(flat_e.dtype())?, 0)?;
+        let mut is_image = vec![0u8; b * l];
+        for (i, &t) in batch.input_ids.iter().flatten().enumerate() {
+            is_image[i] = u8::from(t == self.config.image_token_id);
+        }
+        let mask =
+            Tensor::from_vec(is_image, (b * l, 1), &self.device)?.broadcast_as((b * l, hid))?;
+        let merged = mask.where_cond(&scattered, &flat_e)?.reshape((b, l, hid))?;
+        Ok((
+            merged,
+            Some(Deepstack {
+                rows: rows_t,
+                features: out.deepstack,
+            }),
+        ))
+    }
+
+    /// Multimodal positions of a batch.
+    pub fn rope_index(&self, batch: &Batch) -> Result<RopeIndex> {
+        let grids = batch.images.as_ref().map_or(&[][..], |i| &i.grid_thw[..]);
+        rope_index(
+            &batch.input_ids,
+            batch.attention_mask.as_deref(),
+            grids,
+            self.config.image_token_id,
+            self.config.vision.spatial_merge_size,
+        )
+    }
+
+    /// Logits at every position of `batch`, no cache. `Mode::Train` uses only
+    /// differentiable operations.
+    pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
+        self.forward_impl(batch, None, mode)
+    }
+
+    /// Like [`Self::forward`], filling `cache` (which must be empty) with the prompt.
+    pub fn prefill(&self, batch: &Batch, cache: &mut KvCache) -> Result<ForwardOutput> {
+        if !cache.is_empty() {
+            return Err(VlmError::Input(
+                "prefill needs an empty KV cache (reset it)".into(),
+            ));
+        }
+        self.forward_impl(batch, Some(cache), Mode::Infer)
+    }
+
+    fn forward_impl(
+        &self,
+        batch: &Batch,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<ForwardOutput> {
+        let (b, l) = self.check(batch)?;
+        let (embeds, deepstack) = self.embed(batch, mode)?;
+        let rope = self.rope_index(batch)?;
+        let (cos, sin) = self
+            .text
+            .rotary(&rope.position_ids, b, l, self.dtype, &self.device)?;
+        let valid: Vec<Vec<bool>> = match &batch.attention_mask {
+            Some(m) => m
+                .iter()
+                .map(|r| r.iter().map(|&v| v != 0).collect())
+                .collect(),
+            None => vec![vec![true; l]; b],
+        };
+        let mask = attention_mask(&valid, 0, l, &self.device)?;
+        let hidden = self.text.forward(
+            &embeds,
+            &cos,
+            &sin,
+            Some(&mask),
+            cache,
+            deepstack.as_ref(),
+            mode,
+        )?;
+        let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
+        Ok(ForwardOutput { logits, rope })
+    }
+
+    /// One decoding step: `tokens` (one per cached row) at `positions` (same position on
+    /// all three axes, as for text), appended to `cache`. `key_valid` marks, per row, which
+    /// cached positions plus the new one are real (None: all). Returns `[B, vocab]` f32.
+    pub fn decode_step(
+        &self,
+        tokens: &[u32],
+        positions: &[i64],
+        cache: &mut KvCache,
+        key_valid: Option<&[Vec<bool>]>,
+    ) -> Result<Tensor> {
+        let b = tokens.len();
+        if positions.len() != b || cache.batch() != b {
+            return Err(VlmError::Input(format!(
+                "decode step: {b} tokens, {} positions, {} cached rows",
+                positions.len(),
+                cache.batch()
+            )));
+        }
+        let ids = Tensor::from_vec(tokens.to_vec(), (b, 1), &self.device)?;
+        let embeds = self.text.embed(&ids)?;
+        let pos3: Vec<i64> = (0..3).flat_map(|_| positions.iter().copied()).collect();
+        let (cos, sin) = self.text.rotary(&pos3, b, 1, self.dtype, &self.device)?;
+        let mask = match key_valid {
+            Some(v) => Some(attention_mask(v, cache.len(), 1, &self.device)?),
+            None => None,
+        };
+        let hidden = self.text.forward(
+            &embeds,
+            &cos,
+            &sin,
+            mask.as_ref(),
+            Some(cache),
+            None,
+            Mode::Infer,
+        )?;
+        Ok(self
+            .text
+            .lm_head(&hidden)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)?)
+    }
+}

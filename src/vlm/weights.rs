@@ -1,0 +1,165 @@
+//! The weights of an HF model folder: `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`, memory-mapped and turned into candle tensors of the
+//! compute dtype on request. A request states the shape it expects, so a wrong checkpoint
+//! fails with the tensor's name and both shapes instead of a matmul error later.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use super::config::read_json;
+use super::error::{Result, VlmError};
+
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Byte range inside the mapped file.
+    start: usize,
+    end: usize,
+}
+
+/// Named tensors of one checkpoint (one or more files).
+pub struct WeightStore {
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    entries: HashMap<String, Entry>,
+    dtype: DType,
+    device: Device,
+}
+
+fn st_dtype(d: Dtype) -> Option<DType> {
+    Some(match d {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F64 => DType::F64,
+        _ => return None,
+    })
+}
+
+impl WeightStore {
+    /// Opens the weights in `dir`; tensors come out as `dtype` on `device`.
+    pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let paths = if single.is_file() {
+            vec![single]
+        } else if index.is_file() {
+            let value = read_json(&index)?;
+            let map = value
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| VlmError::MissingField {
+                    path: index.clone(),
+                    field: "weight_map".into(),
+                })?;
+            let mut files: Vec<String> = Vec::new();
+            for (name, file) in map {
+                let file = file.as_str().ok_or_else(|| VlmError::BadField {
+                    path: index.clone(),
+                    field: format!("weight_map.{name}"),
+                    message: "expected a file name".into(),
+                })?;
+                if !files.iter().any(|f| f == file) {
+                    files.push(file.to_string());
+                }
+            }
+            files.sort();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            return Err(VlmError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let mut store = Self {
+            files: Vec::new(),
+            entries: HashMap::new(),
+            dtype,
+            device: device.clone(),
+        };
+        for path in paths {
+            store.add_file(path)?;
+        }
+        Ok(store)
+    }
+
+    fn add_file(&mut self, path: PathBuf) -> Result<()> {
+        let file = std::fs::File::open(&path).map_err(|e| VlmError::io(&path, e))?;
+        // SAFETY: the mapping is read-only and the model folder is not modified while the
+        // model loads; a concurrent writer could change bytes but not memory safety of the
+        // slices we copy out (they stay in bounds of the mapping's fixed length).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| VlmError::io(&path, e))?;
+        let bad = |message: String| VlmError::Safetensors {
+            path: path.clone(),
+            message,
+        };
+        let st = SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+        let base = map.as_ptr() as usize;
+        let index = self.files.len();
+        for (name, view) in st.tensors() {
+            let dtype = st_dtype(view.dtype()).ok_or_else(|| {
+                bad(format!(
+                    "tensor `{name}` has element type {:?}; weights must be f32, f16 or bf16",
+                    view.dtype()
+                ))
+            })?;
+            let data = view.data();
+            let start = data.as_ptr() as usize - base;
+            self.entries.insert(
+                name,
+                Entry {
+                    file: index,
+                    dtype,
+                    shape: view.shape().to_vec(),
+                    start,
+                    end: start + data.len(),
+                },
+            );
+        }
+        self.files.push((path, map));
+        Ok(())
+    }
+
+    /// The compute dtype tensors are converted to.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device tensors are placed on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the checkpoint has `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Tensor `name`, checked to have `shape`, as the compute dtype.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| VlmError::MissingTensor {
+                name: name.to_string(),
+                context: " in the checkpoint".into(),
+            })?;
+        if entry.shape != shape {
+            return Err(VlmError::Shape {
+                name: name.to_string(),
+                expected: format!("{shape:?}"),
+                found: entry.shape.clone(),
+            });
+        }
+        let bytes = &self.files[entry.file].1[entry.start..entry.end];
+        let t = Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    /// Names of all tensors (for diagnostics and adapters).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,350 @@
+//! Qwen3-VL on candle against HF transformers 5.23 on tiny random models
+//! (`tests/fixtures/vlm`, made by `scripts/gen_vlm_fixtures.py`): logits, positions,
+//! preprocessing, chat template + tokenizer and greedy generation.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use dreamplan::vlm::chat::{expand_image_pads, ChatTemplate, Tokenizer};
+use dreamplan::vlm::generate::{generate, SamplingParams};
+use dreamplan::vlm::image::{preprocess, PreprocessorConfig, Rgb8};
+use dreamplan::vlm::io::read_batch;
+use dreamplan::vlm::{Batch, Images, Mode, Qwen3Vl};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm")
+}
+
+fn model(name: &str) -> Qwen3Vl {
+    Qwen3Vl::load(&fixtures().join(name), DType::F32, &Device::Cpu).expect("load model")
+}
+
+fn cases() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("cases.json")).expect("cases.json");
+    serde_json::from_str(&text).expect("cases.json parses")
+}
+
+fn batch(case: &str) -> Batch {
+    read_batch(
+        &fixtures().join(format!("cases/{case}.in.safetensors")),
+        1536,
+        &Device::Cpu,
+    )
+    .expect("inputs")
+}
+
+fn expected(case: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(
+        fixtures().join(format!("cases/{case}.out.safetensors")),
+        &Device::Cpu,
+    )
+    .expect("expected outputs")
+}
+
+/// Max |a − b| over positions whose mask is 1 (all when no mask).
+fn max_abs_logits(a: &Tensor, b: &Tensor, mask: Option<&Vec<Vec<u8>>>) -> f32 {
+    let a = a.to_vec3::<f32>().unwrap();
+    let b = b.to_vec3::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for (bi, (ra, rb)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(ra.len(), rb.len());
+        for (li, (va, vb)) in ra.iter().zip(rb).enumerate() {
+            if mask.is_some_and(|m| m[bi][li] == 0) {
+                continue;
+            }
+            for (x, y) in va.iter().zip(vb) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    worst
+}
+
+fn check_forward(case: &str) -> f32 {
+    let m = model("tiny");
+    let batch = batch(case);
+    let out = m.forward(&batch, Mode::Infer).expect("forward");
+    let exp = expected(case);
+    let err = max_abs_logits(&out.logits, &exp["logits"], batch.attention_mask.as_ref());
+    let pos = exp["position_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap();
+    assert_eq!(out.rope.position_ids, pos, "{case}: position ids");
+    eprintln!("{case}: logits max abs error {err:.3e}");
+    assert!(err <= 1e-4, "{case}: logits max abs error {err}");
+    err
+}
+
+#[test]
+fn text_only_logits_match_transformers() {
+    check_forward("text");
+}
+
+#[test]
+fn one_image_logits_match_transformers() {
+    check_forward("one_image");
+}
+
+#[test]
+fn two_images_logits_match_transformers() {
+    check_forward("two_images");
+}
+
+#[test]
+fn left_padded_batch_of_two_matches_transformers() {
+    check_forward("padded_batch");
+}
+
+#[test]
+fn bf16_sharded_checkpoint_in_transformers_4_57_format_loads_and_matches() {
+    let m = model("tiny-bf16-sharded");
+    for case in ["text", "one_image"] {
+        let batch = batch(case);
+        let out = m.forward(&batch, Mode::Infer).unwrap();
+        let err = max_abs_logits(&out.logits, &expected(case)["logits_bf16"], None);
+        eprintln!("{case} (bf16 weights, f32 compute): logits max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{case}: {err}");
+    }
+}
+
+#[test]
+fn train_mode_forward_agrees_with_infer_mode() {
+    let m = model("tiny");
+    for case in ["two_images", "padded_batch"] {
+        let batch = batch(case);
+        let a = m.forward(&batch, Mode::Infer).unwrap();
+        let b = m.forward(&batch, Mode::Train).unwrap();
+        let err = max_abs_logits(&a.logits, &b.logits, batch.attention_mask.as_ref());
+        eprintln!("{case}: train vs infer max abs {err:.3e}");
+        assert!(err <= 1e-4, "{case}: {err}");
+    }
+}
+
+#[test]
+fn preprocessing_matches_the_hf_image_processor() {
+    let cfg = PreprocessorConfig::load(&fixtures().join("tiny")).unwrap();
+    for name in ["a_96x64", "b_77x45", "c_190x130"] {
+        let img = Rgb8::open(&fixtures().join(format!("images/{name}.png"))).unwrap();
+        let got = preprocess(&img, &cfg).unwrap();
+        let exp = candle_core::safetensors::load(
+            fixtures().join(format!("preprocess/{name}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let grid = exp["image_grid_thw"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap();
+        assert_eq!(
+            got.grid_thw.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            grid,
+            "{name}"
+        );
+        let diff = |key: &str| {
+            let e = exp[key].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(e.len(), got.pixel_values.len(), "{name} {key}");
+            e.iter()
+                .zip(&got.pixel_values)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        let pil = diff("pixel_values_pil");
+        let tv = diff("pixel_values");
+        eprintln!("{name}: max abs vs PIL backend {pil:.3e}, vs torchvision backend {tv:.3e}");
+        assert!(pil <= 1e-6, "{name}: PIL backend differs by {pil}");
+        // torchvision's uint8 bicubic rounds differently from Pillow by at most one level.
+        assert!(
+            tv <= 2.0 / 255.0 + 1e-6,
+            "{name}: torchvision backend differs by {tv}"
+        );
+    }
+}
+
+#[test]
+fn chat_template_and_tokenizer_reproduce_the_processor() {
+    let cases = cases();
+    for dir in ["tiny", "tiny-bf16-sharded"] {
+        let template = ChatTemplate::load(&fixtures().join(dir))
+            .unwrap()
+            .expect("a chat template");
+        let tok = Tokenizer::load(&fixtures().join(dir)).unwrap();
+        let cfg = PreprocessorConfig::load(&fixtures().join(dir)).unwrap();
+        for (case, c) in cases["cases"].as_object().unwrap() {
+            for (row, messages) in c["messages"].as_array().unwrap().iter().enumerate() {
+                let text = template.render(messages, true, &Value::Null).unwrap();
+                assert_eq!(
+                    text,
+                    c["rendered"][row].as_str().unwrap(),
+                    "{dir} {case} row {row}"
+                );
+                let counts: Vec<usize> = c["images"]
+                    .get(row)
+                    .and_then(Value::as_array)
+                    .map(|names| {
+                        names
+                            .iter()
+                            .map(|n| {
+                                let img = Rgb8::open(
+                                    &fixtures().join(format!("images/{}.png", n.as_str().unwrap())),
+                                )
+                                .unwrap();
+                                let p = preprocess(&img, &cfg).unwrap();
+                                p.grid_thw.iter().product::<usize>()
+                                    / (cfg.merge_size * cfg.merge_size)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ids = tok
+                    .encode(&expand_image_pads(&text, &counts).unwrap())
+                    .unwrap();
+                let exp: Vec<u32> = c["input_ids"][row]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(c["attention_mask"][row].as_array().unwrap())
+                    .filter(|(_, m)| m.as_i64() == Some(1))
+                    .map(|(t, _)| t.as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(ids, exp, "{dir} {case} row {row}");
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_of_16_tokens_matches_transformers() {
+    let m = model("tiny");
+    let cases = cases();
+    for case in ["text", "one_image", "two_images"] {
+        let expected: Vec<u32> = cases["cases"][case]["greedy_16"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let params = SamplingParams {
+            max_new_tokens: 16,
+            ..SamplingParams::default()
+        };
+        let out = generate(&m, &batch(case), 1, &params).unwrap();
+        assert_eq!(out[0].tokens, expected, "{case}");
+    }
+}
+
+#[test]
+fn sampling_is_seeded_top_k_1_is_greedy_and_logprobs_match_a_full_forward() {
+    let m = model("tiny");
+    let prompt = batch("one_image");
+    let greedy = generate(
+        &m,
+        &prompt,
+        1,
+        &SamplingParams {
+            max_new_tokens: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let top1 = SamplingParams {
+        temperature: 1.3,
+        top_k: 1,
+        max_new_tokens: 8,
+        seed: 7,
+        ..Default::default()
+    };
+    let k1 = generate(&m, &prompt, 3, &top1).unwrap();
+    for s in &k1 {
+        assert_eq!(s.tokens, greedy[0].tokens);
+    }
+    let sampled = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 50,
+        max_new_tokens: 8,
+        seed: 42,
+        ..Default::default()
+    };
+    let a = generate(&m, &prompt, 4, &sampled).unwrap();
+    let b = generate(&m, &prompt, 4, &sampled).unwrap();
+    assert_eq!(a, b, "same seed, same samples");
+    assert!(
+        a.iter().any(|s| s.tokens != a[0].tokens),
+        "K samples differ from each other"
+    );
+
+    // Log-probs of each sample equal those of one forward over prompt + sample.
+    for s in &a {
+        let mut ids = prompt.input_ids[0].clone();
+        ids.extend(&s.tokens);
+        let full = Batch {
+            input_ids: vec![ids.clone()],
+            attention_mask: None,
+            images: prompt.images.clone(),
+        };
+        let logits = m.forward(&full, Mode::Infer).unwrap().logits;
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+        let logp = logp.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let p0 = prompt.input_ids[0].len();
+        for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
+            let want = logp[p0 - 1 + i][t as usize];
+            assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn stop_tokens_end_a_sample() {
+    let m = model("tiny");
+    let prompt = batch("one_image");
+    let greedy = generate(
+        &m,
+        &prompt,
+        1,
+        &SamplingParams {
+            max_new_tokens: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stop = greedy[0].tokens[4];
+    let first = greedy[0].tokens.iter().position(|&t| t == stop).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 16,
+        stop_tokens: vec![stop],
+        ..Default::default()
+    };
+    let out = generate(&m, &prompt, 2, &params).unwrap();
+    for s in out {
+        assert!(s.stopped);
+        assert_eq!(s.tokens, greedy[0].tokens[..=first].to_vec());
+    }
+}
+
+#[test]
+fn batch_with_images_built_in_rust_equals_the_processor_inputs() {
+    // End to end without Python inputs: image file → preprocess → Images; same logits.
+    let m = model("tiny");
+    let cfg = PreprocessorConfig::load(&fixtures().join("tiny")).unwrap();
+    let img = Rgb8::open(&fixtures().join("images/a_96x64.png")).unwrap();
+    let p = preprocess(&img, &cfg).unwrap();
+    let rows = p.pixel_values.len() / cfg.patch_len();
+    let from_file = batch("one_image");
+    let built = Batch {
+        input_ids: from_file.input_ids.clone(),
+        attention_mask: None,
+        images: Some(Images {
+            pixel_values: Tensor::from_vec(p.pixel_values, (rows, cfg.patch_len()), &Device::Cpu)
+                .unwrap(),
+            grid_thw: vec![p.grid_thw],
+        }),
+    };
+    let a = m.forward(&built, Mode::Infer).unwrap().logits;
+    let err = max_abs_logits(&a, &expected("one_image")["logits"], None);
+    assert!(err <= 1e-4, "{err}");
+}
