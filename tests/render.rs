@@ -164,3 +164,22 @@ fn edges_are_anti_aliased_and_rendering_is_deterministic() {
         "supersampling blends edge pixels"
     );
 }
+
+/// Every point objects and actions can use (the task region plus 2 cm) is in the built-in
+/// camera's view with room to spare, so no action on the table is ever off the image.
+#[test]
+fn the_built_in_camera_sees_the_whole_work_area() {
+    use dreamplan::sim::tasks::{TABLE_X, TABLE_Y};
+    let cam = dreamplan::render::scene::default_camera(256, 256);
+    for x in [TABLE_X.0 - 0.02, TABLE_X.1 + 0.02] {
+        for y in [TABLE_Y.0 - 0.02, TABLE_Y.1 + 0.02] {
+            for z in [0.0, 0.05] {
+                let (u, v, _) = cam.project(&nalgebra::Point3::new(x, y, z)).unwrap();
+                assert!(
+                    (4.0..252.0).contains(&u) && (4.0..252.0).contains(&v),
+                    "({x}, {y}, {z}) at pixel ({u:.1}, {v:.1})"
+                );
+            }
+        }
+    }
+}

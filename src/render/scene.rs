@@ -133,14 +133,17 @@ pub fn arm_primitives(world_from_links: &[Isometry3<f64>], gripper_open: bool) -
 }
 
 /// The built-in world's camera: in front of the table, opposite the arm, looking down at
-/// the work area (the arm's base is at the world origin, the table top at z = 0).
+/// the work area (the arm's base is at the world origin, the table top at z = 0). The
+/// whole region objects and actions use (`sim::tasks::TABLE_X/Y` plus 2 cm) is in view
+/// up to 5 cm above the table, with at least 4 px to spare at 256×256: an action there is
+/// never off the image (`tests/render.rs`).
 pub fn default_camera(width: u32, height: u32) -> super::PinholeCamera {
     super::PinholeCamera::look_at(
         width,
         height,
-        44.0,
-        Point3::new(0.98, 0.0, 0.66),
-        Point3::new(0.51, 0.0, 0.0),
+        54.0,
+        Point3::new(1.0, 0.0, 0.8),
+        Point3::new(0.5, 0.0, 0.0),
         nalgebra::Vector3::z(),
     )
 }
