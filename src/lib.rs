@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod msg;
 pub mod nodes;
+pub mod planner;
 pub mod render;
 pub mod robot;
 pub mod runner;

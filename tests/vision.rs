@@ -9,11 +9,7 @@ use dreamplan::vision::{self, RgbView, SegmentParams, VisionError};
 const SIZE: u32 = 224;
 
 fn params(task: Task) -> SegmentParams {
-    match task {
-        Task::Rope => SegmentParams::rope(),
-        Task::Cloth => SegmentParams::cloth(),
-        Task::Toy => SegmentParams::toy(),
-    }
+    dreamplan::planner::eval::segment_params(task)
 }
 
 /// The mask matches the object: mask pixels unproject (through the rendered depth) to

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bag;
 mod bench;
+mod eval;
 mod robot;
 mod sim;
 mod vlm;
@@ -59,6 +60,9 @@ enum Command {
     /// The Qwen3-VL planner model: reference forward, preprocessing, sampling, benchmark.
     #[command(subcommand)]
     Vlm(vlm::VlmCommand),
+    /// Evaluate a planner on the built-in world: the paper's table (mean score per task
+    /// with a 95% interval, average, seconds per decision), optionally as JSON.
+    Eval(eval::EvalArgs),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
+        Command::Eval(args) => eval::run(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

@@ -6,19 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 
+use dreamplan::planner::eval::segment_params;
 use dreamplan::render::{render, scene, Frame, RenderMode, RenderOptions};
 use dreamplan::sim::episode::{arm_goal, arm_pick_place, default_arm, ArmExecParams, READY};
 use dreamplan::sim::tasks::{hidden_action, reset, sample_random_action, score, Task};
 use dreamplan::vision;
-
-/// The built-in world's segmentation settings for `task`.
-pub fn segment_params(task: Task) -> vision::SegmentParams {
-    match task {
-        Task::Rope => vision::SegmentParams::rope(),
-        Task::Cloth => vision::SegmentParams::cloth(),
-        Task::Toy => vision::SegmentParams::toy(),
-    }
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum TaskArg {

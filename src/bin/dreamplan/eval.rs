@@ -1,0 +1,166 @@
+//! `dreamplan eval`: the paper's table for a planner on the built-in world.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use dreamplan::planner::eval::{
+    mean_ci, run_episode, CorrespondencePlanner, EpisodeResult, EvalConfig, OraclePlanner, Outcome,
+    Planner, RandomPlanner,
+};
+use dreamplan::sim::tasks::Task;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum PlannerArg {
+    /// A random keypoint on each image.
+    Random,
+    /// The physics-blind correspondence rule the zero-shot model learns.
+    Correspondence,
+    /// The hidden good action that made the goal (upper bound).
+    Oracle,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum TaskSel {
+    Rope,
+    Cloth,
+    Toy,
+    All,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Which planner.
+    #[arg(long, value_enum)]
+    planner: PlannerArg,
+    #[arg(long, value_enum, default_value_t = TaskSel::All)]
+    task: TaskSel,
+    /// Episodes per task (seeds first-seed .. first-seed + episodes).
+    #[arg(long, default_value_t = 100)]
+    episodes: u64,
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Keypoints per image.
+    #[arg(long, default_value_t = 8)]
+    keypoints: usize,
+    /// Image size (square).
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    /// Worker threads (episodes are independent and deterministic).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Also write every episode and the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn make(p: PlannerArg, size: u32) -> Box<dyn Planner + Send> {
+    match p {
+        PlannerArg::Random => Box::new(RandomPlanner),
+        PlannerArg::Correspondence => Box::new(CorrespondencePlanner),
+        PlannerArg::Oracle => Box::new(OraclePlanner {
+            width: size,
+            height: size,
+        }),
+    }
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
+    anyhow::ensure!(args.keypoints > 0, "--keypoints must be > 0");
+    anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
+    let tasks: Vec<Task> = match args.task {
+        TaskSel::Rope => vec![Task::Rope],
+        TaskSel::Cloth => vec![Task::Cloth],
+        TaskSel::Toy => vec![Task::Toy],
+        TaskSel::All => Task::ALL.to_vec(),
+    };
+    let config = EvalConfig {
+        size: args.size,
+        keypoints: args.keypoints,
+    };
+    let name = make(args.planner, args.size).name();
+    let jobs: Vec<(Task, u64)> = tasks
+        .iter()
+        .flat_map(|&t| (args.first_seed..args.first_seed + args.episodes).map(move |s| (t, s)))
+        .collect();
+    let total = jobs.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let threads = args.threads.max(1);
+    let mut results: Vec<EpisodeResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (jobs, done, config, name) = (&jobs, &done, &config, &name);
+                let mut planner = make(args.planner, args.size);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for (k, &(task, seed)) in jobs.iter().enumerate() {
+                        if k % threads != t {
+                            continue;
+                        }
+                        out.push(run_episode(task, seed, planner.as_mut(), config));
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        eprint!("\r{name}: {n}/{total} episodes");
+                        let _ = std::io::stderr().flush();
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker thread"))
+            .collect()
+    });
+    eprintln!();
+    results.sort_by(|a, b| a.task.cmp(&b.task).then(a.seed.cmp(&b.seed)));
+
+    println!(
+        "planner: {name}; {} episodes per task, seeds {}..{}",
+        args.episodes,
+        args.first_seed,
+        args.first_seed + args.episodes
+    );
+    println!("| task | score (95% CI) | 1 / 0.5 / 0 | no action / refused / no object | s per decision |");
+    println!("|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    let mut means = Vec::new();
+    for task in &tasks {
+        let tname = format!("{task:?}").to_lowercase();
+        let rs: Vec<&EpisodeResult> = results.iter().filter(|r| r.task == tname).collect();
+        let scores: Vec<f64> = rs.iter().map(|r| r.score).collect();
+        let (mean, lo, hi) = mean_ci(&scores);
+        let count = |v: f64| scores.iter().filter(|&&s| s == v).count();
+        let kind = |f: fn(&Outcome) -> bool| rs.iter().filter(|r| f(&r.outcome)).count();
+        let decision = rs.iter().map(|r| r.decision_s).sum::<f64>() / rs.len().max(1) as f64;
+        println!(
+            "| {tname} | {mean:.2} ({lo:.2}–{hi:.2}) | {} / {} / {} | {} / {} / {} | {decision:.2e} |",
+            count(1.0),
+            count(0.5),
+            count(0.0),
+            kind(|o| matches!(o, Outcome::NoAction(_))),
+            kind(|o| matches!(o, Outcome::Refused(_))),
+            kind(|o| matches!(o, Outcome::NoObject(_))),
+        );
+        means.push(mean);
+        rows.push(serde_json::json!({
+            "task": tname, "mean": mean, "ci95": [lo, hi], "episodes": rs.len(),
+            "seconds_per_decision": decision,
+        }));
+    }
+    let average = means.iter().sum::<f64>() / means.len() as f64;
+    println!("| average | {average:.2} | | | |");
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "planner": name, "keypoints": args.keypoints, "size": args.size,
+            "tasks": rows, "average": average, "episodes": results,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

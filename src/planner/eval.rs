@@ -1,0 +1,316 @@
+//! The evaluation every result is measured with, in the paper's form: seeded episodes on
+//! the built-in world, one pick-and-place each, scored 0 / 0.5 / 1 against the goal; mean
+//! score per task with a 95% interval, the average, and seconds per decision.
+//!
+//! An episode is what the nodes do, called directly (no bus, so thousands run quickly and
+//! deterministically): reset; the goal made by the arm; the current view (arm at its ready
+//! pose) and the goal view rendered with depth; the object segmented and keypoints sampled
+//! on both; the planner decides; the executor's `plan_action` turns the pixels into a
+//! checked trajectory; the arm plays it; the final state is scored.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::baselines::{correspondence_choice, random_choice};
+use super::KeypointChoice;
+use crate::msg::dreamplan::KeypointAction;
+use crate::nodes::executor::{plan_action, ExecutorConfig};
+use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
+use crate::robot::safety::DepthImage;
+use crate::sim::episode::{
+    arm_goal, default_arm, execute_plan, surface_point, ArmExecParams, READY,
+};
+use crate::sim::rng::Rng;
+use crate::sim::tasks::{self, Task};
+use crate::sim::World;
+use crate::vision::{self, Keypoint, RgbView, SegmentParams};
+
+/// What a planner sees at decision time.
+pub struct Scene<'a> {
+    /// The task.
+    pub task: Task,
+    /// Episode seed.
+    pub seed: u64,
+    /// Current camera image (rgb8, arm at its ready pose).
+    pub current: &'a Frame,
+    /// Goal image (rgb8, object only).
+    pub goal: &'a Frame,
+    /// Keypoints on the current image.
+    pub current_keypoints: &'a [Keypoint],
+    /// Keypoints on the goal image.
+    pub goal_keypoints: &'a [Keypoint],
+    /// The simulated world. Only the oracle may look at it.
+    pub world: &'a World,
+}
+
+/// A planner's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Keypoint numbers on the current and goal images.
+    Keypoints(KeypointChoice),
+    /// Raw pixels (source on the current image, target on the goal image).
+    Pixels {
+        /// Source pixel.
+        source: (f32, f32),
+        /// Target pixel.
+        target: (f32, f32),
+    },
+    /// No action (an unparseable answer after every retry, say), with the reason.
+    None(String),
+}
+
+/// Anything that decides one pick-and-place per episode.
+pub trait Planner {
+    /// Short name for tables.
+    fn name(&self) -> String;
+    /// The decision for `scene`.
+    fn decide(&mut self, scene: &Scene<'_>) -> Decision;
+}
+
+/// Random keypoints (seeded per episode).
+pub struct RandomPlanner;
+
+impl Planner for RandomPlanner {
+    fn name(&self) -> String {
+        "random".into()
+    }
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        let mut rng = Rng::new(s.seed, 0x5A4D);
+        random_choice(s.current_keypoints, s.goal_keypoints, &mut rng).map_or_else(
+            || Decision::None("no keypoints".into()),
+            Decision::Keypoints,
+        )
+    }
+}
+
+/// The physics-blind correspondence rule ([`correspondence_choice`]).
+pub struct CorrespondencePlanner;
+
+impl Planner for CorrespondencePlanner {
+    fn name(&self) -> String {
+        "correspondence".into()
+    }
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        correspondence_choice(s.current_keypoints, s.goal_keypoints).map_or_else(
+            || Decision::None("no keypoints".into()),
+            Decision::Keypoints,
+        )
+    }
+}
+
+/// The hidden good action that made the goal, seen through the camera: the upper bound.
+pub struct OraclePlanner {
+    /// Image size the pixels are for.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+}
+
+impl Planner for OraclePlanner {
+    fn name(&self) -> String {
+        "oracle".into()
+    }
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        let cam = scene::default_camera(self.width, self.height);
+        let action = tasks::hidden_action(s.task, s.seed);
+        let pick = surface_point(s.world, &action.pick, ArmExecParams::default().grasp_radius);
+        match (cam.project(&pick), cam.project(&action.place)) {
+            (Some((su, sv, _)), Some((tu, tv, _))) => Decision::Pixels {
+                source: (su as f32, sv as f32),
+                target: (tu as f32, tv as f32),
+            },
+            _ => Decision::None("hidden action behind the camera".into()),
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Image size (square images are what the VLM is given).
+    pub size: u32,
+    /// Keypoints per image.
+    pub keypoints: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            size: 256,
+            keypoints: 8,
+        }
+    }
+}
+
+/// How an episode ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action was executed.
+    Executed,
+    /// The planner gave no action.
+    NoAction(String),
+    /// The object was not found in an image.
+    NoObject(String),
+    /// The executor refused the action.
+    Refused(String),
+}
+
+/// One episode's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeResult {
+    /// Task name.
+    pub task: String,
+    /// Seed.
+    pub seed: u64,
+    /// 0, 0.5 or 1.
+    pub score: f64,
+    /// Distance to the goal (m).
+    pub distance_m: f64,
+    /// Seconds the planner took to decide.
+    pub decision_s: f64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The built-in world's segmentation settings for `task`.
+pub fn segment_params(task: Task) -> SegmentParams {
+    match task {
+        Task::Rope => SegmentParams::rope(),
+        Task::Cloth => SegmentParams::cloth(),
+        Task::Toy => SegmentParams::toy(),
+    }
+}
+
+fn depth(frame: &Frame) -> DepthImage {
+    DepthImage {
+        width: frame.width,
+        height: frame.height,
+        data: frame.depth.clone(),
+    }
+}
+
+/// Runs one episode of `task` from `seed` with `planner`.
+pub fn run_episode(
+    task: Task,
+    seed: u64,
+    planner: &mut dyn Planner,
+    config: &EvalConfig,
+) -> EpisodeResult {
+    let arm = default_arm();
+    let cam = scene::default_camera(config.size, config.size);
+    let opts = RenderOptions::default();
+    let goal = arm_goal(task, seed, &arm).expect("the hidden action of every seed is plannable");
+    let mut world = tasks::reset(task, seed);
+    let current = render(
+        &scene::full_scene(&world, &arm, &READY, true),
+        &cam,
+        RenderMode::Full,
+        &opts,
+    );
+    let goal_frame = render(
+        &scene::world_primitives(&goal),
+        &cam,
+        RenderMode::ObjectOnly,
+        &opts,
+    );
+    let result = |world: &World, decision_s: f64, outcome: Outcome| {
+        let (distance_m, score) = tasks::score(task, world, &goal);
+        EpisodeResult {
+            task: format!("{task:?}").to_lowercase(),
+            seed,
+            score,
+            distance_m,
+            decision_s,
+            outcome,
+        }
+    };
+    let keypoints = |frame: &Frame| -> Result<Vec<Keypoint>, vision::VisionError> {
+        let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
+        let mask = vision::segment(&view, &segment_params(task))?;
+        vision::farthest_point_sampling(&mask, config.keypoints)
+    };
+    let (kc, kg) = match (keypoints(&current), keypoints(&goal_frame)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return result(&world, 0.0, Outcome::NoObject(e.to_string())),
+    };
+    let scene_view = Scene {
+        task,
+        seed,
+        current: &current,
+        goal: &goal_frame,
+        current_keypoints: &kc,
+        goal_keypoints: &kg,
+        world: &world,
+    };
+    let t0 = Instant::now();
+    let decision = planner.decide(&scene_view);
+    let decision_s = t0.elapsed().as_secs_f64();
+    let (source, target) = match decision {
+        Decision::Keypoints(c) => {
+            let find =
+                |kps: &[Keypoint], id: u32| kps.iter().find(|k| k.id == id).map(|k| (k.u, k.v));
+            match (find(&kc, c.pick), find(&kg, c.place)) {
+                (Some(s), Some(t)) => (s, t),
+                _ => {
+                    return result(
+                        &world,
+                        decision_s,
+                        Outcome::NoAction(format!("unknown keypoint in {c:?}")),
+                    )
+                }
+            }
+        }
+        Decision::Pixels { source, target } => (source, target),
+        Decision::None(why) => return result(&world, decision_s, Outcome::NoAction(why)),
+    };
+    let action = KeypointAction {
+        source_u: source.0,
+        source_v: source.1,
+        target_u: target.0,
+        target_v: target.1,
+        ..Default::default()
+    };
+    let exec = ExecutorConfig {
+        width: config.size,
+        height: config.size,
+        ..Default::default()
+    };
+    let plan = plan_action(
+        &exec,
+        &arm,
+        &exec.camera(None),
+        &action,
+        Some(&depth(&current)),
+        Some(&depth(&goal_frame)),
+        &READY,
+    );
+    match plan {
+        Ok(plan) => {
+            let params = ArmExecParams {
+                fps: 0.0,
+                ..Default::default()
+            };
+            execute_plan(&mut world, &arm, &plan, &params, |_, _, _, _| {});
+            result(&world, decision_s, Outcome::Executed)
+        }
+        Err(e) => result(&world, decision_s, Outcome::Refused(e.to_string())),
+    }
+}
+
+/// Mean and 95% interval (normal approximation, clipped to [0, 1]) of scores.
+pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
+    let n = scores.len() as f64;
+    if scores.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mean = scores.iter().sum::<f64>() / n;
+    let var = if n > 1.0 {
+        scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    let half = 1.96 * (var / n).sqrt();
+    (mean, (mean - half).max(0.0), (mean + half).min(1.0))
+}

@@ -1,0 +1,102 @@
+//! The planner's answer format, and its parser.
+//!
+//! One strict format, the last line of the model's answer:
+//!
+//! ```text
+//! pick <N> place <M>
+//! ```
+//!
+//! `N` is the number of a keypoint drawn on the current image (where to grasp), `M` the
+//! number of a keypoint drawn on the goal image (where that point should end up). Numbers
+//! are 1-based as drawn. Lower case, single spaces; leading and trailing whitespace and a
+//! trailing period are tolerated, nothing else (a model that learned the format produces
+//! it exactly; anything looser would let a rambling answer pass as an action). Text before
+//! the last non-empty line is ignored, so a model may think aloud first.
+
+/// A parsed answer: keypoint numbers, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeypointChoice {
+    /// Keypoint on the current image to grasp.
+    pub pick: u32,
+    /// Keypoint on the goal image to place at.
+    pub place: u32,
+}
+
+/// Why an answer is not an action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing but whitespace.
+    #[error("empty answer")]
+    Empty,
+    /// The last line is not `pick <N> place <M>`.
+    #[error("answer {0:?} is not `pick <N> place <M>`")]
+    Format(String),
+    /// A number is not one of the keypoints drawn.
+    #[error("{which} keypoint {value} does not exist (1..={count})")]
+    OutOfRange {
+        /// `pick` or `place`.
+        which: &'static str,
+        /// The number given.
+        value: u64,
+        /// How many keypoints that image has.
+        count: usize,
+    },
+}
+
+/// Parses `answer` against `current` keypoints on the current image and `goal` on the goal
+/// image.
+pub fn parse_answer(
+    answer: &str,
+    current: usize,
+    goal: usize,
+) -> Result<KeypointChoice, ParseError> {
+    let line = answer
+        .lines()
+        .map(str::trim)
+        .rev()
+        .find(|l| !l.is_empty())
+        .ok_or(ParseError::Empty)?;
+    let body = line.strip_suffix('.').unwrap_or(line);
+    let bad = || ParseError::Format(line.to_string());
+    let mut words = body.split(' ');
+    let (Some("pick"), Some(n), Some("place"), Some(m), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return Err(bad());
+    };
+    let number = |s: &str| -> Result<u64, ParseError> {
+        // Digits only: no signs, no leading zeros beyond "0" itself, no spaces.
+        if s.is_empty()
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
+            return Err(bad());
+        }
+        s.parse::<u64>().map_err(|_| bad())
+    };
+    let (n, m) = (number(n)?, number(m)?);
+    let check = |which: &'static str, value: u64, count: usize| {
+        if value == 0 || value > count as u64 {
+            Err(ParseError::OutOfRange {
+                which,
+                value,
+                count,
+            })
+        } else {
+            Ok(value as u32)
+        }
+    };
+    Ok(KeypointChoice {
+        pick: check("pick", n, current)?,
+        place: check("place", m, goal)?,
+    })
+}
+
+/// The answer text for a choice (what the model is trained to write).
+pub fn format_answer(choice: &KeypointChoice) -> String {
+    format!("pick {} place {}", choice.pick, choice.place)
+}

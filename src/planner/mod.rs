@@ -1,0 +1,10 @@
+//! The planner's side of a decision, model-agnostic: the prompt it is given, the answer
+//! grammar it must follow, and the baseline planners every result is compared with.
+//! The VLM itself lives in [`crate::vlm`]; the node that wires them to topics comes later.
+
+pub mod baselines;
+pub mod eval;
+pub mod grammar;
+pub mod prompt;
+
+pub use grammar::{format_answer, parse_answer, KeypointChoice, ParseError};

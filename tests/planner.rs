@@ -1,0 +1,193 @@
+//! The planner's side of a decision: the answer grammar (strict, typed errors), the prompt
+//! (keypoints in 0–1000 through the model's chat template), the baselines, and the
+//! evaluation episode (oracle scores 1, planners are deterministic, failures are outcomes).
+
+use dreamplan::planner::baselines::correspondence_choice;
+use dreamplan::planner::eval::{
+    mean_ci, run_episode, CorrespondencePlanner, Decision, EvalConfig, OraclePlanner, Outcome,
+    Planner, RandomPlanner, Scene,
+};
+use dreamplan::planner::{format_answer, parse_answer, prompt, KeypointChoice, ParseError};
+use dreamplan::sim::tasks::Task;
+use dreamplan::vision::Keypoint;
+
+#[test]
+fn the_answer_grammar_is_strict_and_its_errors_are_typed() {
+    let ok = |s: &str| parse_answer(s, 8, 8);
+    let want = KeypointChoice { pick: 3, place: 7 };
+    assert_eq!(ok("pick 3 place 7"), Ok(want));
+    assert_eq!(ok("  pick 3 place 7.\n"), Ok(want));
+    assert_eq!(
+        ok("The rope's end is 3; it belongs at 7.\npick 3 place 7"),
+        Ok(want)
+    );
+    assert_eq!(format_answer(&want), "pick 3 place 7");
+    assert_eq!(ok(&format_answer(&want)), Ok(want));
+    assert_eq!(ok(""), Err(ParseError::Empty));
+    assert_eq!(ok(" \n\t"), Err(ParseError::Empty));
+    for bad in [
+        "Pick 3 place 7",
+        "pick 3 place",
+        "pick 3  place 7",
+        "pick three place 7",
+        "pick +3 place 7",
+        "pick 03 place 7",
+        "pick 3 place 7 please",
+        "pick 3, place 7",
+        "pick -1 place 7",
+        "pick 99999999999999999999999 place 7",
+        "pick 3 place 7\nsorry",
+    ] {
+        assert!(
+            matches!(ok(bad), Err(ParseError::Format(_))),
+            "{bad:?}: {:?}",
+            ok(bad)
+        );
+    }
+    assert_eq!(
+        parse_answer("pick 9 place 1", 8, 8),
+        Err(ParseError::OutOfRange {
+            which: "pick",
+            value: 9,
+            count: 8
+        })
+    );
+    assert_eq!(
+        parse_answer("pick 1 place 0", 8, 5),
+        Err(ParseError::OutOfRange {
+            which: "place",
+            value: 0,
+            count: 5
+        })
+    );
+    assert_eq!(
+        parse_answer("pick 1 place 6", 8, 5)
+            .unwrap_err()
+            .to_string(),
+        "place keypoint 6 does not exist (1..=5)"
+    );
+}
+
+fn kp(id: u32, u: f32, v: f32) -> Keypoint {
+    Keypoint { id, u, v }
+}
+
+#[test]
+fn the_prompt_lists_keypoints_in_0_to_1000_and_renders_through_the_chat_template() {
+    let current = [kp(1, 0.5, 0.5), kp(2, 127.5, 255.5)];
+    let goal = [kp(1, 64.0, 64.0)];
+    let text = prompt::user_text(Task::Cloth, &current, &goal, 256, 256);
+    assert!(text.contains(prompt::instruction(Task::Cloth)));
+    assert!(
+        text.contains("current image: 1 (2, 2), 2 (498, 998)."),
+        "{text}"
+    );
+    assert!(text.contains("goal image: 1 (250, 250)."), "{text}");
+    assert!(text.ends_with("pick <current keypoint> place <goal keypoint>"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
+    let template = dreamplan::vlm::chat::ChatTemplate::load(&dir)
+        .unwrap()
+        .unwrap();
+    let rendered = template
+        .render(
+            &prompt::messages(Task::Cloth, &current, &goal, 256, 256),
+            true,
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert_eq!(
+        rendered
+            .matches("<|vision_start|><|image_pad|><|vision_end|>")
+            .count(),
+        2
+    );
+    assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
+    assert!(rendered.contains("goal image: 1 (250, 250)."));
+}
+
+#[test]
+fn the_correspondence_rule_moves_the_point_that_moved_most() {
+    // Three points stay, one moved far: pick it, place it at the goal's unmatched point.
+    let current = [
+        kp(1, 10.0, 10.0),
+        kp(2, 50.0, 10.0),
+        kp(3, 90.0, 10.0),
+        kp(4, 10.0, 90.0),
+    ];
+    let goal = [
+        kp(1, 90.0, 11.0),
+        kp(2, 11.0, 10.0),
+        kp(3, 90.0, 90.0),
+        kp(4, 50.0, 12.0),
+    ];
+    assert_eq!(
+        correspondence_choice(&current, &goal),
+        Some(KeypointChoice { pick: 4, place: 3 })
+    );
+    assert_eq!(correspondence_choice(&[], &goal), None);
+}
+
+#[test]
+fn an_oracle_episode_scores_one_and_planners_are_deterministic() {
+    let config = EvalConfig::default();
+    let oracle = run_episode(
+        Task::Rope,
+        2,
+        &mut OraclePlanner {
+            width: 256,
+            height: 256,
+        },
+        &config,
+    );
+    assert_eq!(oracle.outcome, Outcome::Executed);
+    assert_eq!(oracle.score, 1.0, "{oracle:?}");
+    let a = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
+    let b = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
+    assert_eq!((a.score, a.distance_m), (b.score, b.distance_m));
+    let c = run_episode(Task::Cloth, 1, &mut CorrespondencePlanner, &config);
+    assert_eq!(c.outcome, Outcome::Executed, "{c:?}");
+}
+
+struct Mute;
+impl Planner for Mute {
+    fn name(&self) -> String {
+        "mute".into()
+    }
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        assert!(!s.current_keypoints.is_empty());
+        Decision::None("unparseable answer after 3 tries".into())
+    }
+}
+
+#[test]
+fn failures_are_outcomes_not_crashes() {
+    let config = EvalConfig::default();
+    let r = run_episode(Task::Rope, 0, &mut Mute, &config);
+    assert_eq!(
+        r.outcome,
+        Outcome::NoAction("unparseable answer after 3 tries".into())
+    );
+    assert_eq!(r.score, 0.0, "doing nothing scores 0");
+    // More keypoints than object pixels: the episode reports it and does nothing.
+    let many = EvalConfig {
+        keypoints: 100_000,
+        ..Default::default()
+    };
+    let r = run_episode(Task::Rope, 0, &mut RandomPlanner, &many);
+    assert!(
+        matches!(&r.outcome, Outcome::NoObject(m) if m.contains("100000 keypoints")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn means_come_with_a_95_percent_interval() {
+    let (m, lo, hi) = mean_ci(&[1.0, 0.0, 0.5, 0.5]);
+    // sd = sqrt(((0.5)²·2 + 0)/3) = 0.408; half width 1.96·0.408/2 = 0.400.
+    assert!((m - 0.5).abs() < 1e-12);
+    assert!(
+        (lo - 0.1).abs() < 1e-3 && (hi - 0.9).abs() < 1e-3,
+        "{lo} {hi}"
+    );
+    assert_eq!(mean_ci(&[1.0; 5]), (1.0, 1.0, 1.0));
+}
