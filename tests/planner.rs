@@ -191,3 +191,63 @@ fn means_come_with_a_95_percent_interval() {
     );
     assert_eq!(mean_ci(&[1.0; 5]), (1.0, 1.0, 1.0));
 }
+
+/// The VLM planner on the tiny random fixture model: K candidates with finite
+/// log-probabilities, the same seed gives the same decision, and answers a random model
+/// writes (not the grammar) end as "no action" with the reason, never as a crash.
+#[test]
+fn the_vlm_planner_samples_parses_and_fails_gracefully() {
+    use dreamplan::planner::vlm_planner::{best, VlmPlanner, VlmPlannerConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
+    let config = VlmPlannerConfig {
+        k: 3,
+        max_new_tokens: 8,
+        attempts: 2,
+        ..Default::default()
+    };
+    let mut planner = VlmPlanner::load(&dir, config).unwrap();
+    let eval = EvalConfig {
+        size: 64,
+        keypoints: 4,
+    };
+    let a = run_episode(Task::Toy, 1, &mut planner, &eval);
+    let b = run_episode(Task::Toy, 1, &mut planner, &eval);
+    assert_eq!(a.outcome, b.outcome);
+    assert_eq!(a.distance_m, b.distance_m);
+    match &a.outcome {
+        Outcome::NoAction(why) => {
+            assert!(why.contains("no valid answer in 2 × 3 samples"), "{why}")
+        }
+        Outcome::Executed | Outcome::Refused(_) => {}
+        other => panic!("{other:?}"),
+    }
+
+    // Candidates directly: K of them, log-probabilities finite and ≤ 0.
+    let img = dreamplan::vlm::image::Rgb8 {
+        width: 64,
+        height: 64,
+        data: vec![128; 64 * 64 * 3],
+    };
+    let kps = [kp(1, 10.0, 10.0), kp(2, 40.0, 50.0)];
+    let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
+    let cands = planner.candidates(&batch, 2, 2, 7).unwrap();
+    assert_eq!(cands.len(), 3);
+    for c in &cands {
+        assert!(c.logprob.is_finite() && c.logprob <= 0.0, "{c:?}");
+    }
+    // `best` keeps only valid answers, highest log-probability first.
+    let mk = |text: &str, logprob: f32| dreamplan::planner::vlm_planner::Candidate {
+        text: text.into(),
+        choice: parse_answer(text, 2, 2),
+        logprob,
+    };
+    assert_eq!(
+        best(&[
+            mk("pick 1 place 2", -3.0),
+            mk("nonsense", -0.1),
+            mk("pick 2 place 2", -1.0)
+        ]),
+        Some(KeypointChoice { pick: 2, place: 2 })
+    );
+    assert_eq!(best(&[mk("nonsense", -0.1)]), None);
+}

@@ -23,30 +23,27 @@ pub fn random_choice(
     })
 }
 
-/// The generic visual-correspondence skill, blind to physics: match every current keypoint
-/// to a goal keypoint (greedily, closest pairs first, each goal keypoint used once), then
-/// pick the current keypoint that is farthest from its match and place it there.
-/// Deterministic: ties go to the lower keypoint numbers.
+/// The generic visual-correspondence skill, blind to physics: match current keypoints to
+/// goal keypoints one to one with the least total distance (exact assignment up to 8
+/// points per image, greedy closest-first beyond), then pick the current keypoint that is
+/// farthest from its match and place it there. Deterministic: ties go to the lower
+/// keypoint numbers.
 pub fn correspondence_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
-    let d2 = |a: &Keypoint, b: &Keypoint| (a.u - b.u).powi(2) + (a.v - b.v).powi(2);
-    let mut pairs: Vec<(f32, usize, usize)> = current
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| goal.iter().enumerate().map(move |(j, b)| (d2(a, b), i, j)))
-        .collect();
-    pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-    let (mut used_c, mut used_g) = (vec![false; current.len()], vec![false; goal.len()]);
-    let mut matches = Vec::new();
-    for (d, i, j) in pairs {
-        if !used_c[i] && !used_g[j] {
-            used_c[i] = true;
-            used_g[j] = true;
-            matches.push((d, i, j));
-        }
+    let dist = |a: &Keypoint, b: &Keypoint| ((a.u - b.u).powi(2) + (a.v - b.v).powi(2)).sqrt();
+    let n = current.len().min(goal.len());
+    if n == 0 {
+        return None;
     }
-    // Farthest match; on ties the lowest current keypoint.
+    let matches: Vec<(usize, usize)> = if current.len() <= 8 && goal.len() <= 8 {
+        best_assignment(current.len(), goal.len(), &|i, j| {
+            dist(&current[i], &goal[j])
+        })
+    } else {
+        greedy_assignment(current, goal, &dist)
+    };
     matches
         .into_iter()
+        .map(|(i, j)| (dist(&current[i], &goal[j]), i, j))
         .fold(None::<(f32, usize, usize)>, |best, m| match best {
             Some(b) if b.0 > m.0 || (b.0 == m.0 && b.1 < m.1) => Some(b),
             _ => Some(m),
@@ -55,4 +52,85 @@ pub fn correspondence_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<
             pick: current[i].id,
             place: goal[j].id,
         })
+}
+
+/// The least-total-cost one-to-one matching of `min(n, m)` pairs, by depth-first search
+/// with pruning (n, m ≤ 8: at most 8! leaves). Ties keep the first found, which prefers
+/// lower indices.
+fn best_assignment(n: usize, m: usize, cost: &dyn Fn(usize, usize) -> f32) -> Vec<(usize, usize)> {
+    // Match the smaller side completely.
+    let swap = n > m;
+    let (rows, cols) = if swap { (m, n) } else { (n, m) };
+    let c = |r: usize, k: usize| if swap { cost(k, r) } else { cost(r, k) };
+    struct Search<'a> {
+        rows: usize,
+        cols: usize,
+        cost: &'a dyn Fn(usize, usize) -> f32,
+        used: Vec<bool>,
+        path: Vec<usize>,
+        best: (f32, Vec<usize>),
+    }
+    impl Search<'_> {
+        fn dfs(&mut self, r: usize, acc: f32) {
+            if acc >= self.best.0 {
+                return;
+            }
+            if r == self.rows {
+                self.best = (acc, self.path.clone());
+                return;
+            }
+            for k in 0..self.cols {
+                if !self.used[k] {
+                    self.used[k] = true;
+                    self.path.push(k);
+                    let step = (self.cost)(r, k);
+                    self.dfs(r + 1, acc + step);
+                    self.path.pop();
+                    self.used[k] = false;
+                }
+            }
+        }
+    }
+    let mut search = Search {
+        rows,
+        cols,
+        cost: &c,
+        used: vec![false; cols],
+        path: Vec::with_capacity(rows),
+        best: (f32::INFINITY, Vec::new()),
+    };
+    search.dfs(0, 0.0);
+    let best = search.best;
+    best.1
+        .into_iter()
+        .enumerate()
+        .map(|(r, k)| if swap { (k, r) } else { (r, k) })
+        .collect()
+}
+
+fn greedy_assignment(
+    current: &[Keypoint],
+    goal: &[Keypoint],
+    dist: &dyn Fn(&Keypoint, &Keypoint) -> f32,
+) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(f32, usize, usize)> = current
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            goal.iter()
+                .enumerate()
+                .map(move |(j, b)| (dist(a, b), i, j))
+        })
+        .collect();
+    pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let (mut used_c, mut used_g) = (vec![false; current.len()], vec![false; goal.len()]);
+    let mut out = Vec::new();
+    for (_, i, j) in pairs {
+        if !used_c[i] && !used_g[j] {
+            used_c[i] = true;
+            used_g[j] = true;
+            out.push((i, j));
+        }
+    }
+    out
 }

@@ -6,5 +6,6 @@ pub mod baselines;
 pub mod eval;
 pub mod grammar;
 pub mod prompt;
+pub mod vlm_planner;
 
 pub use grammar::{format_answer, parse_answer, KeypointChoice, ParseError};

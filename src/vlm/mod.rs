@@ -11,6 +11,7 @@
 //! module path (LoRA attaches there), and [`ops::Mode`] swaps fused kernels for
 //! differentiable ones. [`io`] reads and writes the reference tools' tensor files.
 
+pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -25,6 +26,8 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
+pub use batch::prompt_batch;
+pub use candle_core::{DType, Device};
 pub use config::Config;
 pub use error::VlmError;
 pub use model::{Batch, ForwardOutput, Images, Qwen3Vl};

@@ -11,6 +11,7 @@ use dreamplan::planner::eval::{
     mean_ci, run_episode, CorrespondencePlanner, EpisodeResult, EvalConfig, OraclePlanner, Outcome,
     Planner, RandomPlanner,
 };
+use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -21,6 +22,8 @@ pub enum PlannerArg {
     Correspondence,
     /// The hidden good action that made the goal (upper bound).
     Oracle,
+    /// A Qwen3-VL model folder (`--model`), sampling `--k` candidates per decision.
+    Vlm,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -55,17 +58,47 @@ pub struct EvalArgs {
     /// Also write every episode and the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Model folder for `--planner vlm`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Candidates sampled per decision (`--planner vlm`).
+    #[arg(long, default_value_t = 8)]
+    k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    /// Sampling rounds before a decision is given up (`--planner vlm`).
+    #[arg(long, default_value_t = 3)]
+    attempts: usize,
 }
 
-fn make(p: PlannerArg, size: u32) -> Box<dyn Planner + Send> {
-    match p {
+fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
+    Ok(match args.planner {
         PlannerArg::Random => Box::new(RandomPlanner),
         PlannerArg::Correspondence => Box::new(CorrespondencePlanner),
         PlannerArg::Oracle => Box::new(OraclePlanner {
-            width: size,
-            height: size,
+            width: args.size,
+            height: args.size,
         }),
-    }
+        PlannerArg::Vlm => {
+            let dir = args
+                .model
+                .as_ref()
+                .context("--planner vlm needs --model DIR")?;
+            let config = VlmPlannerConfig {
+                k: args.k,
+                temperature: args.temperature,
+                top_p: args.top_p,
+                attempts: args.attempts,
+                ..Default::default()
+            };
+            Box::new(
+                VlmPlanner::load(dir, config)
+                    .with_context(|| format!("loading {}", dir.display()))?,
+            )
+        }
+    })
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -82,7 +115,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         size: args.size,
         keypoints: args.keypoints,
     };
-    let name = make(args.planner, args.size).name();
+    let name = make(&args)?.name();
+    let planners: Vec<Box<dyn Planner + Send>> = (0..args.threads.max(1))
+        .map(|_| make(&args))
+        .collect::<anyhow::Result<_>>()?;
     let jobs: Vec<(Task, u64)> = tasks
         .iter()
         .flat_map(|&t| (args.first_seed..args.first_seed + args.episodes).map(move |s| (t, s)))
@@ -91,10 +127,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let threads = args.threads.max(1);
     let mut results: Vec<EpisodeResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
+        let handles: Vec<_> = planners
+            .into_iter()
+            .enumerate()
+            .map(|(t, mut planner)| {
                 let (jobs, done, config, name) = (&jobs, &done, &config, &name);
-                let mut planner = make(args.planner, args.size);
                 s.spawn(move || {
                     let mut out = Vec::new();
                     for (k, &(task, seed)) in jobs.iter().enumerate() {

@@ -1,0 +1,234 @@
+//! The VLM as a planner: overlays the keypoints on both images, asks the model (through its
+//! own chat template) for K candidate answers at once, parses each with the strict grammar,
+//! and chooses the valid candidate with the highest log-probability. When no candidate is
+//! valid it samples again (another seed), a bounded number of times, then reports the
+//! failure as a decision with no action: model output never crashes the planner.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::eval::{Decision, Planner, Scene};
+use super::{parse_answer, prompt, KeypointChoice, ParseError};
+use crate::sim::tasks::Task;
+use crate::vision::{self, Keypoint, RgbView};
+use crate::vlm::chat::{ChatTemplate, Tokenizer};
+use crate::vlm::generate::{generate, SamplingParams};
+use crate::vlm::image::{preprocess, PreprocessorConfig, Rgb8};
+use crate::vlm::{prompt_batch, Batch, DType, Device, Qwen3Vl, VlmError};
+
+/// Sampling settings of the planner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VlmPlannerConfig {
+    /// Candidates sampled per decision.
+    pub k: usize,
+    /// Sampling temperature (0 = greedy: all K candidates are the same).
+    pub temperature: f32,
+    /// Nucleus sampling threshold (1 = off).
+    pub top_p: f32,
+    /// Top-k truncation (0 = off).
+    pub top_k: usize,
+    /// Longest answer (tokens).
+    pub max_new_tokens: usize,
+    /// Sampling rounds before giving up when no candidate parses.
+    pub attempts: usize,
+    /// Seed of the first round (decisions are reproducible).
+    pub seed: u64,
+}
+
+impl Default for VlmPlannerConfig {
+    fn default() -> Self {
+        Self {
+            k: 8,
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 0,
+            max_new_tokens: 24,
+            attempts: 3,
+            seed: 0,
+        }
+    }
+}
+
+/// One sampled answer.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The decoded answer.
+    pub text: String,
+    /// What the grammar made of it.
+    pub choice: Result<KeypointChoice, ParseError>,
+    /// Sum of the answer tokens' log-probabilities.
+    pub logprob: f32,
+}
+
+/// The planner: a model folder loaded once.
+pub struct VlmPlanner {
+    model: Qwen3Vl,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    preprocessor: PreprocessorConfig,
+    stop: Vec<u32>,
+    /// Sampling settings.
+    pub config: VlmPlannerConfig,
+}
+
+impl VlmPlanner {
+    /// Loads an HF Qwen3-VL folder (weights, tokenizer, chat template, preprocessor).
+    pub fn load(dir: &Path, config: VlmPlannerConfig) -> Result<Self, VlmError> {
+        let model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+        let tokenizer = Tokenizer::load(dir)?;
+        let template = ChatTemplate::load(dir)?
+            .ok_or_else(|| VlmError::Template(format!("{}: no chat template", dir.display())))?;
+        let preprocessor = PreprocessorConfig::load(dir)?;
+        let stop = ["<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t))
+            .collect();
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            preprocessor,
+            stop,
+            config,
+        })
+    }
+
+    /// The prompt batch: the chat-template text with the two overlaid images.
+    pub fn prompt(
+        &self,
+        task: Task,
+        current: &Rgb8,
+        goal: &Rgb8,
+        current_keypoints: &[Keypoint],
+        goal_keypoints: &[Keypoint],
+    ) -> Result<Batch, VlmError> {
+        let messages = prompt::messages(
+            task,
+            current_keypoints,
+            goal_keypoints,
+            current.width as u32,
+            current.height as u32,
+        );
+        let text = self
+            .template
+            .render(&messages, true, &serde_json::Value::Null)?;
+        let cfg = &self.preprocessor;
+        let images = [preprocess(current, cfg)?, preprocess(goal, cfg)?];
+        prompt_batch(&self.tokenizer, &text, &images, cfg)
+    }
+
+    /// K candidates for one prompt, sampled with `seed`.
+    pub fn candidates(
+        &self,
+        batch: &Batch,
+        current_count: usize,
+        goal_count: usize,
+        seed: u64,
+    ) -> Result<Vec<Candidate>, VlmError> {
+        let c = &self.config;
+        let params = SamplingParams {
+            temperature: c.temperature,
+            top_p: c.top_p,
+            top_k: c.top_k,
+            max_new_tokens: c.max_new_tokens,
+            stop_tokens: self.stop.clone(),
+            seed,
+        };
+        generate(&self.model, batch, c.k.max(1), &params)?
+            .into_iter()
+            .map(|s| {
+                let text = self.tokenizer.decode(&s.tokens, true)?;
+                Ok(Candidate {
+                    choice: parse_answer(&text, current_count, goal_count),
+                    logprob: s.logprobs.iter().sum(),
+                    text,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The valid candidate with the highest log-probability (first on ties).
+pub fn best(candidates: &[Candidate]) -> Option<KeypointChoice> {
+    candidates
+        .iter()
+        .filter_map(|c| c.choice.as_ref().ok().map(|ch| (c.logprob, *ch)))
+        .fold(None::<(f32, KeypointChoice)>, |b, x| match b {
+            Some(b) if b.0 >= x.0 => Some(b),
+            _ => Some(x),
+        })
+        .map(|b| b.1)
+}
+
+fn overlaid(frame: &crate::render::Frame, keypoints: &[Keypoint]) -> Result<Rgb8, String> {
+    let view = RgbView::new(frame.width, frame.height, &frame.rgb).map_err(|e| e.to_string())?;
+    let data = vision::draw_keypoints(&view, keypoints).map_err(|e| e.to_string())?;
+    Ok(Rgb8 {
+        width: frame.width as usize,
+        height: frame.height as usize,
+        data,
+    })
+}
+
+impl Planner for VlmPlanner {
+    fn name(&self) -> String {
+        "vlm".into()
+    }
+
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        let images = overlaid(s.current, s.current_keypoints)
+            .and_then(|a| overlaid(s.goal, s.goal_keypoints).map(|b| (a, b)));
+        let (current, goal) = match images {
+            Ok(x) => x,
+            Err(e) => return Decision::None(format!("overlay: {e}")),
+        };
+        let batch = match self.prompt(
+            s.task,
+            &current,
+            &goal,
+            s.current_keypoints,
+            s.goal_keypoints,
+        ) {
+            Ok(b) => b,
+            Err(e) => return Decision::None(format!("prompt: {e}")),
+        };
+        let mut last = String::new();
+        for attempt in 0..self.config.attempts.max(1) {
+            let seed = self
+                .config
+                .seed
+                .wrapping_add(s.seed.wrapping_mul(1_000_003))
+                .wrapping_add(attempt as u64);
+            match self.candidates(
+                &batch,
+                s.current_keypoints.len(),
+                s.goal_keypoints.len(),
+                seed,
+            ) {
+                Ok(cands) => {
+                    if let Some(choice) = best(&cands) {
+                        return Decision::Keypoints(choice);
+                    }
+                    if let Some(c) = cands.last() {
+                        last = format!(
+                            "{:?}: {}",
+                            c.text,
+                            c.choice
+                                .as_ref()
+                                .err()
+                                .map_or(String::new(), |e| e.to_string())
+                        );
+                    }
+                }
+                Err(e) => return Decision::None(format!("model: {e}")),
+            }
+        }
+        Decision::None(format!(
+            "no valid answer in {} × {} samples (last {last})",
+            self.config.attempts.max(1),
+            self.config.k.max(1)
+        ))
+    }
+}
