@@ -138,6 +138,16 @@ fn shipped_ros_params_files_load_into_the_node_configs() {
         format!("{sim:?}"),
         format!("{:?}", dreamplan::nodes::sim::SimConfig::default())
     );
+    let pl_text = std::fs::read_to_string(root().join("config/ros/planner.yaml")).unwrap();
+    let pl: dreamplan::nodes::planner::PlannerConfig = node_config(
+        &ros_params(&pl_text, "planner", "planner.yaml").unwrap(),
+        "planner.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        format!("{pl:?}"),
+        format!("{:?}", dreamplan::nodes::planner::PlannerConfig::default())
+    );
     let exe_text = std::fs::read_to_string(root().join("config/ros/executor.yaml")).unwrap();
     let exe: dreamplan::nodes::executor::ExecutorConfig = node_config(
         &ros_params(&exe_text, "executor", "executor.yaml").unwrap(),

@@ -259,3 +259,91 @@ async fn an_empty_trajectory_stops_the_sim_arm_and_the_episode_is_still_scored()
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// The loop closes with a planner node: reset → the planner segments both images, samples
+/// keypoints and publishes them with its chosen action → the executor plans → the sim
+/// plays it and scores the episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_node_closes_the_loop() {
+    use dreamplan::msg::dreamplan::{ActionCandidates, KeypointSets};
+    use dreamplan::nodes::planner::{Backend, PlannerConfig, PlannerNode};
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let mut sets = bus
+        .subscribe::<KeypointSets>("/planner/keypoints", Qos::keep_last(10))
+        .unwrap();
+    let mut cands = bus
+        .subscribe::<ActionCandidates>("/planner/candidates", Qos::keep_last(10))
+        .unwrap();
+    let mut actions = bus
+        .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
+        .unwrap();
+    let planner = PlannerNode::new(PlannerConfig {
+        backend: Backend::Correspondence,
+        keypoints: 6,
+        ..Default::default()
+    })
+    .unwrap();
+    let exec = ExecutorNode::new(ExecutorConfig {
+        width: SIZE,
+        height: SIZE,
+        ..Default::default()
+    })
+    .unwrap();
+    let sim = SimNode::new(SimConfig {
+        task: TaskName::Toy,
+        seed: 3,
+        width: SIZE,
+        height: SIZE,
+        realtime: false,
+        ..Default::default()
+    })
+    .unwrap();
+    // Planner and executor first, so they see the sim's first reset.
+    let tasks = [start(planner, &bus, &stop), start(exec, &bus, &stop)];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sim_task = start(sim, &bus, &stop);
+    let wait = Duration::from_secs(120);
+    let s = tokio::time::timeout(wait, sets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.current.keypoints.len(), s.goal.keypoints.len()), (6, 6));
+    assert_eq!(s.current.width, SIZE);
+    let c = tokio::time::timeout(wait, cands.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.chosen, 0,
+        "the baseline's one candidate is the chosen one"
+    );
+    let a = tokio::time::timeout(wait, actions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a.raw_text,
+        format!("pick {} place {}", a.source_id, a.target_id)
+    );
+    let k = s
+        .current
+        .keypoints
+        .iter()
+        .find(|k| k.id == a.source_id)
+        .unwrap();
+    assert_eq!((a.source_u, a.source_v), (k.u, k.v));
+    let started = next_event(&mut events, EpisodeEvent::EVENT_ACTION_STARTED).await;
+    assert_eq!(started.detail, a.raw_text);
+    let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
+    assert!([0.0, 0.5, 1.0].contains(&scored.score), "{scored:?}");
+    stop.cancel();
+    bus.shutdown();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    sim_task.await.unwrap().unwrap();
+}

@@ -9,6 +9,7 @@ pub mod camera;
 pub mod executable;
 pub mod executor;
 pub mod monitor;
+pub mod planner;
 pub mod recorder;
 pub mod sim;
 
@@ -51,6 +52,7 @@ pub const KINDS: &[&str] = &[
     recorder::RecorderNode::KIND,
     sim::SimNode::KIND,
     executor::ExecutorNode::KIND,
+    planner::PlannerNode::KIND,
 ];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
@@ -74,6 +76,7 @@ pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<
         recorder::RecorderNode::KIND => ready::<recorder::RecorderNode, B>(spec, origin),
         sim::SimNode::KIND => ready::<sim::SimNode, B>(spec, origin),
         executor::ExecutorNode::KIND => ready::<executor::ExecutorNode, B>(spec, origin),
+        planner::PlannerNode::KIND => ready::<planner::PlannerNode, B>(spec, origin),
         other => anyhow::bail!(
             "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
             spec.name,

@@ -40,8 +40,8 @@ pub struct Scene<'a> {
     pub current_keypoints: &'a [Keypoint],
     /// Keypoints on the goal image.
     pub goal_keypoints: &'a [Keypoint],
-    /// The simulated world. Only the oracle may look at it.
-    pub world: &'a World,
+    /// The simulated world, where there is one. Only the oracle may look at it.
+    pub world: Option<&'a World>,
 }
 
 /// A planner's decision.
@@ -66,6 +66,10 @@ pub trait Planner {
     fn name(&self) -> String;
     /// The decision for `scene`.
     fn decide(&mut self, scene: &Scene<'_>) -> Decision;
+    /// The candidates the last decision chose from (empty for planners that do not sample).
+    fn candidates(&self) -> &[super::vlm_planner::Candidate] {
+        &[]
+    }
 }
 
 /// Random keypoints (seeded per episode).
@@ -112,9 +116,12 @@ impl Planner for OraclePlanner {
         "oracle".into()
     }
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        let Some(world) = s.world else {
+            return Decision::None("the oracle needs the simulator's state".into());
+        };
         let cam = scene::default_camera(self.width, self.height);
         let action = tasks::hidden_action(s.task, s.seed);
-        let pick = surface_point(s.world, &action.pick, ArmExecParams::default().grasp_radius);
+        let pick = surface_point(world, &action.pick, ArmExecParams::default().grasp_radius);
         match (cam.project(&pick), cam.project(&action.place)) {
             (Some((su, sv, _)), Some((tu, tv, _))) => Decision::Pixels {
                 source: (su as f32, sv as f32),
@@ -242,7 +249,7 @@ pub fn run_episode(
         goal: &goal_frame,
         current_keypoints: &kc,
         goal_keypoints: &kg,
-        world: &world,
+        world: Some(&world),
     };
     let t0 = Instant::now();
     let decision = planner.decide(&scene_view);

@@ -69,6 +69,7 @@ pub struct VlmPlanner {
     template: ChatTemplate,
     preprocessor: PreprocessorConfig,
     stop: Vec<u32>,
+    last: Vec<Candidate>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
 }
@@ -91,6 +92,7 @@ impl VlmPlanner {
             template,
             preprocessor,
             stop,
+            last: Vec::new(),
             config,
         })
     }
@@ -177,6 +179,10 @@ impl Planner for VlmPlanner {
         "vlm".into()
     }
 
+    fn candidates(&self) -> &[Candidate] {
+        &self.last
+    }
+
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
         let images = overlaid(s.current, s.current_keypoints)
             .and_then(|a| overlaid(s.goal, s.goal_keypoints).map(|b| (a, b)));
@@ -208,9 +214,12 @@ impl Planner for VlmPlanner {
                 seed,
             ) {
                 Ok(cands) => {
-                    if let Some(choice) = best(&cands) {
+                    let chosen = best(&cands);
+                    self.last = cands;
+                    if let Some(choice) = chosen {
                         return Decision::Keypoints(choice);
                     }
+                    let cands = &self.last;
                     if let Some(c) = cands.last() {
                         last = format!(
                             "{:?}: {}",

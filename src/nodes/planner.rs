@@ -1,0 +1,393 @@
+//! Planner node: once per episode, looks at the current image and the goal image, samples
+//! candidate actions and publishes the keypoint sets, the candidates and the chosen action.
+//!
+//! An episode starts with a `reset` event (its `task` names the instruction); the node
+//! takes the first camera image after it and the latest (latched) goal image, segments the
+//! object, samples keypoints on both, and asks its planner: a VLM model folder, or one of
+//! the baselines. Acting once per reset is how it waits for the executor: the next
+//! decision comes with the next episode. Anything that goes wrong (bad image, no object,
+//! no valid answer) is a `failed` event with the reason; the node keeps running.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+use super::{Node, NodeContext};
+use crate::bus::{Bus, Qos};
+use crate::msg::dreamplan::{ActionCandidates, Keypoint as KeypointMsg, KeypointSet, KeypointSets};
+use crate::msg::prelude::*;
+use crate::planner::eval::{
+    segment_params, CorrespondencePlanner, Decision, Planner, RandomPlanner, Scene,
+};
+use crate::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+use crate::planner::KeypointChoice;
+use crate::render::Frame;
+use crate::sim::tasks::Task;
+use crate::vision::{self, Keypoint, RgbView};
+
+/// Which planner decides.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// A Qwen3-VL model folder (`model`).
+    Vlm,
+    /// The physics-blind correspondence rule.
+    Correspondence,
+    /// Random keypoints.
+    Random,
+}
+
+/// Topic names of the planner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerTopics {
+    /// Camera images (rgb8).
+    pub image: String,
+    /// Goal image (rgb8, latched).
+    pub goal: String,
+    /// Episode events (in: reset; out: failed).
+    pub episode: String,
+    /// Keypoints sampled on both images.
+    pub keypoint_sets: String,
+    /// The candidates sampled, with the chosen index.
+    pub candidates: String,
+    /// The chosen action (the executor's input).
+    pub action: String,
+}
+
+impl Default for PlannerTopics {
+    fn default() -> Self {
+        Self {
+            image: "/camera/image_raw".into(),
+            goal: "/goal/image".into(),
+            episode: "/dreamplan/episode".into(),
+            keypoint_sets: "/planner/keypoints".into(),
+            candidates: "/planner/candidates".into(),
+            action: "/planner/action".into(),
+        }
+    }
+}
+
+/// Planner parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerConfig {
+    /// Which planner decides.
+    pub backend: Backend,
+    /// Model folder (backend `vlm`).
+    pub model: Option<PathBuf>,
+    /// Keypoints per image.
+    pub keypoints: usize,
+    /// Sampling (backend `vlm`).
+    pub sampling: VlmPlannerConfig,
+    /// Topic names.
+    pub topics: PlannerTopics,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Correspondence,
+            model: None,
+            keypoints: 8,
+            sampling: VlmPlannerConfig::default(),
+            topics: PlannerTopics::default(),
+        }
+    }
+}
+
+/// The planner node.
+pub struct PlannerNode {
+    config: PlannerConfig,
+    planner: Box<dyn Planner + Send>,
+}
+
+fn frame_of(img: &Image) -> Result<Frame, String> {
+    if img.encoding != "rgb8" {
+        return Err(format!("image encoding {:?} is not rgb8", img.encoding));
+    }
+    let (w, h) = (img.width, img.height);
+    if img.step != w * 3 || img.data.len() != (w * h * 3) as usize || w == 0 || h == 0 {
+        return Err(format!(
+            "{w}x{h} rgb8 image with step {} and {} bytes",
+            img.step,
+            img.data.len()
+        ));
+    }
+    Ok(Frame {
+        width: w,
+        height: h,
+        rgb: img.data.clone(),
+        depth: Vec::new(),
+    })
+}
+
+fn task_of(name: &str) -> Option<Task> {
+    match name {
+        "rope" => Some(Task::Rope),
+        "cloth" => Some(Task::Cloth),
+        "toy" => Some(Task::Toy),
+        _ => None,
+    }
+}
+
+fn keypoint_set(header: &Header, frame: &Frame, kps: &[Keypoint]) -> KeypointSet {
+    KeypointSet {
+        header: header.clone(),
+        width: frame.width,
+        height: frame.height,
+        keypoints: kps
+            .iter()
+            .map(|k| KeypointMsg {
+                id: k.id,
+                u: k.u,
+                v: k.v,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn action_msg(
+    header: &Header,
+    choice: &KeypointChoice,
+    kc: &[Keypoint],
+    kg: &[Keypoint],
+    text: String,
+    logprob: f64,
+) -> Option<KeypointAction> {
+    let s = kc.iter().find(|k| k.id == choice.pick)?;
+    let t = kg.iter().find(|k| k.id == choice.place)?;
+    Some(KeypointAction {
+        header: header.clone(),
+        source_id: s.id,
+        target_id: t.id,
+        source_u: s.u,
+        source_v: s.v,
+        target_u: t.u,
+        target_v: t.v,
+        raw_text: text,
+        log_prob: logprob,
+        ..Default::default()
+    })
+}
+
+/// What one decision produced, ready to publish.
+struct Outcome {
+    sets: KeypointSets,
+    candidates: ActionCandidates,
+    action: Option<KeypointAction>,
+    failure: Option<String>,
+}
+
+fn decide(
+    planner: &mut dyn Planner,
+    task: Task,
+    episode: u32,
+    header: Header,
+    current: Frame,
+    goal: Frame,
+    n: usize,
+) -> Result<Outcome, String> {
+    let keypoints = |f: &Frame| -> Result<Vec<Keypoint>, String> {
+        let view = RgbView::new(f.width, f.height, &f.rgb).map_err(|e| e.to_string())?;
+        let mask = vision::segment(&view, &segment_params(task)).map_err(|e| e.to_string())?;
+        vision::farthest_point_sampling(&mask, n).map_err(|e| e.to_string())
+    };
+    let kc = keypoints(&current).map_err(|e| format!("current image: {e}"))?;
+    let kg = keypoints(&goal).map_err(|e| format!("goal image: {e}"))?;
+    let scene = Scene {
+        task,
+        seed: episode as u64,
+        current: &current,
+        goal: &goal,
+        current_keypoints: &kc,
+        goal_keypoints: &kg,
+        world: None,
+    };
+    let decision = planner.decide(&scene);
+    let sets = KeypointSets {
+        header: header.clone(),
+        current: keypoint_set(&header, &current, &kc),
+        goal: keypoint_set(&header, &goal, &kg),
+    };
+    let mut candidates = ActionCandidates {
+        header: header.clone(),
+        episode,
+        step: 0,
+        candidates: Vec::new(),
+        chosen: -1,
+    };
+    for c in planner.candidates() {
+        let a = match &c.choice {
+            Ok(ch) => action_msg(&header, ch, &kc, &kg, c.text.clone(), c.logprob as f64),
+            Err(_) => None,
+        };
+        candidates
+            .candidates
+            .push(a.unwrap_or_else(|| KeypointAction {
+                header: header.clone(),
+                raw_text: c.text.clone(),
+                log_prob: c.logprob as f64,
+                source_u: f32::NAN,
+                source_v: f32::NAN,
+                target_u: f32::NAN,
+                target_v: f32::NAN,
+                ..Default::default()
+            }));
+    }
+    let (action, failure) = match decision {
+        Decision::Keypoints(ch) => {
+            let text = crate::planner::format_answer(&ch);
+            let logprob = planner
+                .candidates()
+                .iter()
+                .filter(|c| c.choice.as_ref().ok() == Some(&ch))
+                .map(|c| c.logprob as f64)
+                .fold(f64::NAN, f64::max);
+            match action_msg(&header, &ch, &kc, &kg, text, logprob) {
+                Some(a) => (Some(a), None),
+                None => (
+                    None,
+                    Some(format!("planner chose unknown keypoints {ch:?}")),
+                ),
+            }
+        }
+        Decision::Pixels { .. } => (
+            None,
+            Some("pixel decisions are not published by the node".into()),
+        ),
+        Decision::None(why) => (None, Some(why)),
+    };
+    if let Some(a) = &action {
+        let idx = candidates.candidates.iter().position(|c| {
+            c.source_id == a.source_id && c.target_id == a.target_id && c.source_u.is_finite()
+        });
+        match idx {
+            Some(i) => candidates.chosen = i as i32,
+            None => {
+                candidates.candidates.push(a.clone());
+                candidates.chosen = candidates.candidates.len() as i32 - 1;
+            }
+        }
+    }
+    Ok(Outcome {
+        sets,
+        candidates,
+        action,
+        failure,
+    })
+}
+
+impl Node for PlannerNode {
+    const KIND: &'static str = "planner";
+    type Config = PlannerConfig;
+
+    fn new(config: PlannerConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
+        let planner: Box<dyn Planner + Send> = match config.backend {
+            Backend::Correspondence => Box::new(CorrespondencePlanner),
+            Backend::Random => Box::new(RandomPlanner),
+            Backend::Vlm => {
+                let dir = config
+                    .model
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
+                Box::new(
+                    VlmPlanner::load(dir, config.sampling.clone())
+                        .map_err(|e| anyhow::anyhow!("loading model {}: {e}", dir.display()))?,
+                )
+            }
+        };
+        Ok(Self { config, planner })
+    }
+
+    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let t = &self.config.topics;
+        let mut images = ctx.bus.subscribe::<Image>(&t.image, Qos::keep_last(1))?;
+        let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
+        let mut events = ctx
+            .bus
+            .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let sets_pub = ctx
+            .bus
+            .publisher::<KeypointSets>(&t.keypoint_sets, Qos::keep_last(10))?;
+        let cand_pub = ctx
+            .bus
+            .publisher::<ActionCandidates>(&t.candidates, Qos::keep_last(10))?;
+        let action_pub = ctx
+            .bus
+            .publisher::<KeypointAction>(&t.action, Qos::keep_last(1))?;
+        let event_pub = ctx
+            .bus
+            .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let n = self.config.keypoints;
+        let mut planner = Some(self.planner);
+        let mut goal: Option<Frame> = None;
+        // Episode waiting for its first image: (task, episode number).
+        let mut pending: Option<(Task, u32)> = None;
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                m = goals.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    match frame_of(&m) {
+                        Ok(f) => goal = Some(f),
+                        Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
+                    }
+                }
+                m = events.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    if m.event == EpisodeEvent::EVENT_RESET {
+                        match task_of(&m.task) {
+                            Some(task) => pending = Some((task, m.episode)),
+                            None => tracing::warn!(node = %ctx.name, "reset of unknown task {:?} ignored", m.task),
+                        }
+                    }
+                }
+                m = images.recv(), if pending.is_some() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let Some((task, episode)) = pending.take() else { continue };
+                    let header = m.header.clone();
+                    let fail = |detail: String| EpisodeEvent {
+                        header: Header { stamp: ctx.bus.clock().now(), frame_id: String::new() },
+                        episode,
+                        task: format!("{task:?}").to_lowercase(),
+                        event: EpisodeEvent::EVENT_FAILED.into(),
+                        score: f64::NAN,
+                        detail: format!("planner: {detail}"),
+                        ..Default::default()
+                    };
+                    let (current, goal_frame) = match (frame_of(&m), goal.clone()) {
+                        (Ok(c), Some(g)) => (c, g),
+                        (Err(e), _) => { event_pub.publish(fail(e))?; continue }
+                        (_, None) => { event_pub.publish(fail("no goal image yet".into()))?; continue }
+                    };
+                    let mut p = planner.take().expect("planner is returned after every decision");
+                    let (p, result) = tokio::task::spawn_blocking(move || {
+                        let r = decide(p.as_mut(), task, episode, header, current, goal_frame, n);
+                        (p, r)
+                    })
+                    .await?;
+                    planner = Some(p);
+                    match result {
+                        Ok(out) => {
+                            sets_pub.publish(out.sets)?;
+                            cand_pub.publish(out.candidates)?;
+                            if let Some(a) = out.action {
+                                action_pub.publish(a)?;
+                            }
+                            if let Some(f) = out.failure {
+                                tracing::warn!(node = %ctx.name, "no action: {f}");
+                                event_pub.publish(fail(f))?;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %ctx.name, "no action: {e}");
+                            event_pub.publish(fail(e))?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
