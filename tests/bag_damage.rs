@@ -221,15 +221,24 @@ fn a_known_type_name_with_a_different_schema_is_skipped_not_misread() {
 fn a_recording_killed_with_sigkill_stays_readable() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("killed");
+    // A camera publishing 640x480 test images at 10 Hz.
+    let graph = tmp.path().join("graph.yaml");
+    std::fs::write(
+        &graph,
+        "nodes:\n  - name: camera\n    kind: camera\n    params:\n      source: pattern\n      rate_hz: 10.0\n      width: 640\n      height: 480\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
         .args(["bag", "record", "--out"])
         .arg(&out)
+        .arg("--config")
+        .arg(&graph)
         .args(["--duration", "60", "--log", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The built-in graph publishes 10 images/s; the recorder closes a chunk every second.
+    // The recorder closes a chunk every second.
     std::thread::sleep(Duration::from_millis(3500));
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
