@@ -296,6 +296,7 @@ async fn a_planner_node_closes_the_loop() {
     let sim = SimNode::new(SimConfig {
         task: TaskName::Toy,
         seed: 3,
+        episodes: 2,
         width: SIZE,
         height: SIZE,
         realtime: false,
@@ -340,10 +341,113 @@ async fn a_planner_node_closes_the_loop() {
     assert_eq!(started.detail, a.raw_text);
     let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
     assert!([0.0, 0.5, 1.0].contains(&scored.score), "{scored:?}");
+    // The sim runs faster than real time: the next episode's action must not be refused
+    // as "busy" (the episode's end frees the executor), and it is scored too.
+    let second = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
+    assert_eq!(second.episode, 1, "{second:?}");
+    sim_task.await.unwrap().unwrap();
     stop.cancel();
     bus.shutdown();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    sim_task.await.unwrap().unwrap();
+}
+
+/// The end of an episode frees the executor at once: an action right after the sim's
+/// `scored` event is executed, not refused as "busy" with the previous trajectory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_episode_frees_the_executor() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let episode = bus
+        .publisher::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let task = start(
+        ExecutorNode::new(ExecutorConfig {
+            width: SIZE,
+            height: SIZE,
+            ..Default::default()
+        })
+        .unwrap(),
+        &bus,
+        &stop,
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A plane facing the camera through the work area's centre.
+    let cam = scene::default_camera(SIZE, SIZE);
+    let centre = nalgebra::Point3::new(0.5, 0.0, 0.0);
+    let (_, _, d) = cam.project(&centre).unwrap();
+    let mut data = Vec::new();
+    for _ in 0..SIZE * SIZE {
+        data.extend_from_slice(&(d as f32).to_le_bytes());
+    }
+    depth
+        .publish(Image {
+            width: SIZE,
+            height: SIZE,
+            encoding: "32FC1".into(),
+            step: SIZE * 4,
+            data,
+            ..Default::default()
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let action = KeypointAction {
+        source_u: SIZE as f32 / 2.0,
+        source_v: SIZE as f32 / 2.0,
+        target_u: SIZE as f32 / 2.0 + 10.0,
+        target_v: SIZE as f32 / 2.0,
+        raw_text: "first".into(),
+        ..Default::default()
+    };
+    actions.publish(action.clone()).unwrap();
+    let started = next_event(&mut events, EpisodeEvent::EVENT_ACTION_STARTED).await;
+    assert_eq!(started.detail, "first");
+    // The sim reports the episode scored long before the trajectory's wall-clock duration.
+    episode
+        .publish(EpisodeEvent {
+            event: EpisodeEvent::EVENT_SCORED.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    // Well inside the trajectory's several seconds.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    actions
+        .publish(KeypointAction {
+            raw_text: "second".into(),
+            ..action
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let e = tokio::time::timeout_at(deadline, next_event_any(&mut events))
+            .await
+            .expect("the second action starts within 2 s");
+        if e.event == EpisodeEvent::EVENT_FAILED {
+            panic!("second action refused: {}", e.detail);
+        }
+        if e.event == EpisodeEvent::EVENT_ACTION_STARTED {
+            assert_eq!(e.detail, "second");
+            break;
+        }
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+async fn next_event_any(events: &mut dreamplan::bus::Subscriber<EpisodeEvent>) -> EpisodeEvent {
+    let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .expect("event in time")
+        .expect("bus open");
+    (*e).clone()
 }

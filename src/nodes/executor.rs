@@ -295,6 +295,12 @@ impl Node for ExecutorNode {
             .subscribe::<CameraInfo>(&t.camera_info, Qos::latched())?;
         let mut camera = self.config.camera(None);
         let mut estop = ctx.bus.subscribe::<Bool>(&t.estop, Qos::latched())?;
+        // The end of an episode (the sim's `scored` or next `reset`) frees the arm at once;
+        // otherwise the trajectory's duration on the wall clock does (a sim running faster
+        // than real time would else see its next action refused as "busy").
+        let mut episode_events = ctx
+            .bus
+            .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
         let traj_pub = ctx
             .bus
             .publisher::<JointTrajectory>(&t.trajectory, Qos::keep_last(1))?;
@@ -340,6 +346,13 @@ impl Node for ExecutorNode {
                         tracing::warn!(node = %ctx.name, "e-stop engaged");
                     }
                     stopped = m.data;
+                }
+                m = episode_events.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
+                    if ended && busy_until.take().is_some() {
+                        let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                    }
                 }
                 m = joints.recv() => {
                     let Some(m) = m else { return Ok(()) };
