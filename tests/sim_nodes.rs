@@ -451,3 +451,50 @@ async fn next_event_any(events: &mut dreamplan::bus::Subscriber<EpisodeEvent>) -
         .expect("bus open");
     (*e).clone()
 }
+
+/// A planner that finds no valid answer (here: the tiny random model) reports it, and the
+/// sim ends the episode without motion and scores it: nothing waits for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_action_ends_the_episode() {
+    use dreamplan::nodes::planner::{Backend, PlannerConfig, PlannerNode};
+    use dreamplan::planner::vlm_planner::VlmPlannerConfig;
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let planner = PlannerNode::new(PlannerConfig {
+        backend: Backend::Vlm,
+        model: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny"),
+        ),
+        keypoints: 4,
+        sampling: VlmPlannerConfig {
+            k: 2,
+            attempts: 1,
+            max_new_tokens: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let sim = SimNode::new(SimConfig {
+        task: TaskName::Rope,
+        seed: 1,
+        width: 64,
+        height: 64,
+        realtime: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let planner_task = start(planner, &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sim_task = start(sim, &bus, &stop);
+    let failed = next_event(&mut events, EpisodeEvent::EVENT_FAILED).await;
+    assert!(failed.detail.starts_with("planner: "), "{failed:?}");
+    let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
+    assert_eq!(scored.score, 0.0, "doing nothing scores 0: {scored:?}");
+    sim_task.await.unwrap().unwrap();
+    stop.cancel();
+    planner_task.await.unwrap().unwrap();
+}

@@ -294,6 +294,11 @@ impl Node for SimNode {
         let mut trajectories = ctx
             .bus
             .subscribe::<JointTrajectory>(&t.trajectory, Qos::keep_last(1))?;
+        // `failed` events (the planner found no action, the executor refused one) end an
+        // episode that is waiting for motion: the robot did nothing, and that is scored.
+        let mut events_in = ctx
+            .bus
+            .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
         info_pub.publish(cam.camera_info(Header {
             stamp: ctx.bus.clock().now(),
             frame_id: frame_id.into(),
@@ -357,8 +362,13 @@ impl Node for SimNode {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let tcp = |q: &[f64]| Point3::from(self.arm.fk(q).translation.vector);
             world.teleport_gripper(tcp(&q));
+            // Events of earlier episodes are not this one's.
+            while events_in.try_recv().is_some() {}
             loop {
-                if c.realtime {
+                let idle = running.is_none() && done_at.is_none();
+                // Waiting for an action runs at real time even when `realtime` is off: the
+                // planner thinks on the wall clock, and frames would else pile up.
+                if c.realtime || idle {
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => break 'episodes,
                         _ = tick.tick() => {}
@@ -367,6 +377,15 @@ impl Node for SimNode {
                     break 'episodes;
                 } else {
                     tokio::task::yield_now().await;
+                }
+                while let Some(e) = events_in.try_recv() {
+                    if e.event == EpisodeEvent::EVENT_FAILED
+                        && running.is_none()
+                        && done_at.is_none()
+                    {
+                        tracing::info!(node = %ctx.name, "episode {episode}: no motion ({}); scoring as is", e.detail);
+                        done_at = Some(sim_t);
+                    }
                 }
                 if let Some(traj) = trajectories.try_recv() {
                     if traj.points.is_empty() {
