@@ -346,6 +346,17 @@ impl Node for PlannerNode {
                 }
                 m = images.recv(), if pending.is_some() => {
                     let Some(m) = m else { return Ok(()) };
+                    // The goal of this episode may be queued behind the image: take it first.
+                    while let Some(g) = goals.try_recv() {
+                        match frame_of(&g) {
+                            Ok(f) => goal = Some(f),
+                            Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
+                        }
+                    }
+                    if goal.is_none() {
+                        // Wait for the latched goal; the next image retries.
+                        continue;
+                    }
                     let Some((task, episode)) = pending.take() else { continue };
                     let header = m.header.clone();
                     let fail = |detail: String| EpisodeEvent {

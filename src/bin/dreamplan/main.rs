@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bag;
 mod bench;
+mod collect;
 mod eval;
 mod robot;
 mod sim;
@@ -63,6 +64,9 @@ enum Command {
     /// Evaluate a planner on the built-in world: the paper's table (mean score per task
     /// with a 95% interval, average, seconds per decision), optionally as JSON.
     Eval(eval::EvalArgs),
+    /// Run sim, planner (sampling), executor and recorder in one process and write one
+    /// rosbag2 bag per task: the zero-shot data the world model trains on.
+    Collect(collect::CollectArgs),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Robot(cmd) => robot::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Eval(args) => eval::run(args),
+        Command::Collect(args) => collect::run(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

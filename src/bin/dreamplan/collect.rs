@@ -1,0 +1,169 @@
+//! `dreamplan collect`: zero-shot data for the world model. Runs the sim, the planner
+//! (sampling), the executor and the recorder in one process and writes one rosbag2 bag per
+//! task with everything the world model trains on (camera, depth, object-only frames, goal,
+//! joint states, trajectories, keypoints, candidates, actions, episode events).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::config::{GraphConfig, NodeSpec};
+use dreamplan::msg::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum TaskSel {
+    Rope,
+    Cloth,
+    Toy,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Backend {
+    Correspondence,
+    Random,
+    Vlm,
+}
+
+#[derive(Args)]
+pub struct CollectArgs {
+    #[arg(long, value_enum)]
+    task: TaskSel,
+    /// Episodes per task.
+    #[arg(long)]
+    episodes: u32,
+    /// Output directory: the bag itself for one task, one bag per task inside it for `all`.
+    /// Must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Backend::Correspondence)]
+    planner: Backend,
+    /// Model folder for `--planner vlm`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Candidates sampled per decision (`--planner vlm`).
+    #[arg(long, default_value_t = 8)]
+    k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Image size (square).
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    /// zstd-compress the bag's chunks.
+    #[arg(long)]
+    zstd: bool,
+}
+
+fn spec(name: &str, yaml: &str) -> anyhow::Result<NodeSpec> {
+    Ok(NodeSpec {
+        name: name.into(),
+        kind: name.into(),
+        params: serde_yaml::from_str(yaml).context("collect's built-in node params")?,
+        enabled: true,
+    })
+}
+
+pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
+    anyhow::ensure!(
+        !args.out.exists(),
+        "{} exists; collect writes new bags only",
+        args.out.display()
+    );
+    anyhow::ensure!(
+        args.planner != Backend::Vlm || args.model.is_some(),
+        "--planner vlm needs --model DIR"
+    );
+    let tasks: Vec<&str> = match args.task {
+        TaskSel::Rope => vec!["rope"],
+        TaskSel::Cloth => vec!["cloth"],
+        TaskSel::Toy => vec!["toy"],
+        TaskSel::All => vec!["rope", "cloth", "toy"],
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    for task in &tasks {
+        let out = if tasks.len() > 1 {
+            args.out.join(task)
+        } else {
+            args.out.clone()
+        };
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let backend = match args.planner {
+            Backend::Correspondence => "correspondence",
+            Backend::Random => "random",
+            Backend::Vlm => "vlm",
+        };
+        let model = args
+            .model
+            .as_ref()
+            .map(|m| format!("model: {:?}\n", m.to_string_lossy()))
+            .unwrap_or_default();
+        let s = args.size;
+        let graph = GraphConfig {
+            duration_s: 0.0,
+            origin: "dreamplan collect".into(),
+            nodes: vec![
+                spec("recorder", &format!(
+                    "out_dir: {:?}\ncompression: {}\nexclude: [/clock, /rosout, /parameter_events]\n",
+                    out.to_string_lossy(),
+                    if args.zstd { "zstd" } else { "none" }
+                ))?,
+                spec("planner", &format!(
+                    "backend: {backend}\n{model}sampling: {{k: {}, temperature: {}, seed: {}}}\n",
+                    args.k, args.temperature, args.seed
+                ))?,
+                spec("executor", &format!("width: {s}\nheight: {s}\n"))?,
+                spec("sim", &format!(
+                    "task: {task}\nseed: {}\nepisodes: {}\nwidth: {s}\nheight: {s}\nrealtime: false\n",
+                    args.seed, args.episodes
+                ))?,
+            ],
+        };
+        let bus = LocalBus::default();
+        let mut events =
+            bus.subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(1000))?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let n = args.episodes;
+        let task_name = task.to_string();
+        let report = rt.block_on(async move {
+            let watcher = tokio::spawn(async move {
+                let (mut done, mut sum) = (0u32, 0.0);
+                while let Some(e) = events.recv().await {
+                    if e.event == EpisodeEvent::EVENT_SCORED {
+                        done += 1;
+                        sum += e.score;
+                        eprint!(
+                            "\r{task_name}: {done}/{n} episodes, mean score {:.2}",
+                            sum / done as f64
+                        );
+                        let _ = std::io::stderr().flush();
+                        if done == n {
+                            eprintln!();
+                            // Let the recorder write the last messages.
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            stop.cancel();
+                            return;
+                        }
+                    }
+                }
+            });
+            let r = dreamplan::runner::run_graph(bus, &graph, shutdown).await;
+            watcher.abort();
+            r
+        })?;
+        anyhow::ensure!(report.is_clean(), "collection of {task} failed: {report:?}");
+        println!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
