@@ -10,6 +10,11 @@
 //! [`linear`] and [`ops`] are the hooks for training: every text linear layer keeps its HF
 //! module path (LoRA attaches there), and [`ops::Mode`] swaps fused kernels for
 //! differentiable ones. [`io`] reads and writes the reference tools' tensor files.
+//!
+//! Training: [`lora`] attaches PEFT-format LoRA adapters to those layers, [`train`] runs
+//! the differentiable forward and backward (optionally recomputing each decoder layer's
+//! activations in the backward pass), [`loss`] holds the sequence log-probabilities and
+//! the ORPO objective.
 
 pub mod batch;
 pub mod chat;
@@ -19,10 +24,13 @@ pub mod generate;
 pub mod image;
 pub mod io;
 pub mod linear;
+pub mod lora;
+pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod rope_index;
 pub mod text;
+pub mod train;
 pub mod vision;
 pub mod weights;
 
@@ -30,5 +38,5 @@ pub use batch::prompt_batch;
 pub use candle_core::{DType, Device};
 pub use config::Config;
 pub use error::VlmError;
-pub use model::{Batch, ForwardOutput, Images, Qwen3Vl};
+pub use model::{Batch, DecoderInputs, ForwardOutput, Images, Qwen3Vl};
 pub use ops::Mode;

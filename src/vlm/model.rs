@@ -43,6 +43,22 @@ pub struct ForwardOutput {
     pub rope: RopeIndex,
 }
 
+/// What a training forward feeds the decoder layers: everything upstream of them, computed
+/// without gradient (the embeddings and the vision tower are frozen).
+#[derive(Debug, Clone)]
+pub struct DecoderInputs {
+    /// `[B, L, hidden]`, image features merged in, detached.
+    pub embeds: Tensor,
+    /// MRoPE cos, `[B, L, head_dim/2]`.
+    pub cos: Tensor,
+    /// MRoPE sin, `[B, L, head_dim/2]`.
+    pub sin: Tensor,
+    /// Additive causal + padding mask, `[B, 1, L, L]` f32.
+    pub mask: Tensor,
+    /// DeepStack features (detached) when the batch has images.
+    pub deepstack: Option<Deepstack>,
+}
+
 /// Qwen3-VL for conditional generation.
 pub struct Qwen3Vl {
     config: Config,
@@ -91,6 +107,40 @@ impl Qwen3Vl {
     /// The language model (e.g. to attach adapters to its linear layers).
     pub fn text_mut(&mut self) -> &mut TextModel {
         &mut self.text
+    }
+
+    /// The language model.
+    pub fn text(&self) -> &TextModel {
+        &self.text
+    }
+
+    /// The decoder's inputs for a training forward of `batch`: the vision tower runs
+    /// once with `Mode::Infer` (frozen, no graph) and everything is detached.
+    pub fn decoder_inputs(&self, batch: &Batch) -> Result<DecoderInputs> {
+        let (b, l) = self.check(batch)?;
+        let (embeds, deepstack) = self.embed(batch, Mode::Infer)?;
+        let rope = self.rope_index(batch)?;
+        let (cos, sin) = self
+            .text
+            .rotary(&rope.position_ids, b, l, self.dtype, &self.device)?;
+        let valid: Vec<Vec<bool>> = match &batch.attention_mask {
+            Some(m) => m
+                .iter()
+                .map(|r| r.iter().map(|&v| v != 0).collect())
+                .collect(),
+            None => vec![vec![true; l]; b],
+        };
+        let mask = attention_mask(&valid, 0, l, &self.device)?;
+        Ok(DecoderInputs {
+            embeds: embeds.detach(),
+            cos,
+            sin,
+            mask,
+            deepstack: deepstack.map(|d| Deepstack {
+                rows: d.rows,
+                features: d.features.iter().map(Tensor::detach).collect(),
+            }),
+        })
     }
 
     /// A KV cache for this model with room for `capacity` positions.

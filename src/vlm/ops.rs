@@ -4,6 +4,10 @@
 //! through the fused kernels are silently zero, so a training forward must never reach
 //! them; keeping both halves side by side keeps them computing the same function
 //! (`tests/vlm_golden.rs` checks that the two modes agree).
+//!
+//! Statistics run in f32 for half-precision inputs (as HF does) and in f64 for f64 inputs,
+//! so that the finite-difference gradient tests (`tests/vlm_grad.rs`) can run the whole
+//! training path in f64.
 
 use candle_core::{DType, Tensor, D};
 
@@ -19,10 +23,25 @@ pub enum Mode {
     Train,
 }
 
-/// Softmax over the last dimension, computed in f32 (as HF does) and returned in `x`'s dtype.
+/// The dtype reductions (softmax, norm statistics) run in: f64 stays f64, everything else
+/// is computed in f32.
+pub fn stat_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// Softmax over the last dimension, computed in f32 (as HF does; f64 inputs in f64) and
+/// returned in `x`'s dtype.
 pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
     let dtype = x.dtype();
-    let x32 = x.to_dtype(DType::F32)?;
+    let sd = match mode {
+        Mode::Infer => DType::F32,
+        Mode::Train => stat_dtype(dtype),
+    };
+    let x32 = x.to_dtype(sd)?;
     let y = match mode {
         Mode::Infer => candle_nn::ops::softmax_last_dim(&x32)?,
         Mode::Train => candle_nn::ops::softmax(&x32, D::Minus1)?,
@@ -44,7 +63,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Ten
         }
         Mode::Train => {
             let dtype = x.dtype();
-            let x32 = x.to_dtype(DType::F32)?;
+            let x32 = x.to_dtype(stat_dtype(dtype))?;
             let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
             let y = x32.broadcast_div(&(var + eps)?.sqrt()?)?;
             Ok(y.to_dtype(dtype)?.broadcast_mul(weight)?)
@@ -61,9 +80,13 @@ pub fn layer_norm(
     mode: Mode,
 ) -> Result<Tensor> {
     let dtype = x.dtype();
-    let x32 = x.to_dtype(DType::F32)?;
-    let w = weight.to_dtype(DType::F32)?;
-    let b = bias.to_dtype(DType::F32)?;
+    let sd = match mode {
+        Mode::Infer => DType::F32,
+        Mode::Train => stat_dtype(dtype),
+    };
+    let x32 = x.to_dtype(sd)?;
+    let w = weight.to_dtype(sd)?;
+    let b = bias.to_dtype(sd)?;
     let y = match mode {
         Mode::Infer => candle_nn::ops::layer_norm(&x32.contiguous()?, &w, &b, eps as f32)?,
         Mode::Train => {

@@ -161,9 +161,9 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((b, l, h, d))?;
-        let k = self.k_proj.forward(x)?.reshape((b, l, kvh, d))?;
-        let v = self.v_proj.forward(x)?.reshape((b, l, kvh, d))?;
+        let q = self.q_proj.forward_t(x, mode)?.reshape((b, l, h, d))?;
+        let k = self.k_proj.forward_t(x, mode)?.reshape((b, l, kvh, d))?;
+        let v = self.v_proj.forward_t(x, mode)?.reshape((b, l, kvh, d))?;
         let q = ops::rms_norm(&q, &self.q_norm, self.eps, mode)?.transpose(1, 2)?;
         let k = ops::rms_norm(&k, &self.k_norm, self.eps, mode)?.transpose(1, 2)?;
         let v = v.transpose(1, 2)?.contiguous()?;
@@ -179,7 +179,11 @@ impl Attention {
         let qf = q.reshape((b, kvh, rep * l, d))?;
         let scores = (qf.matmul(&k.t()?)? * (d as f64).powf(-0.5))?.reshape((b, h, l, t))?;
         let scores = match mask {
-            Some(m) => scores.to_dtype(DType::F32)?.broadcast_add(m)?,
+            Some(m) => {
+                // f32 as HF does (f64 stays f64 for the gradient tests).
+                let sd = ops::stat_dtype(scores.dtype());
+                scores.to_dtype(sd)?.broadcast_add(&m.to_dtype(sd)?)?
+            }
             None => scores,
         };
         let probs = ops::softmax_last(&scores, mode)?.to_dtype(v.dtype())?;
@@ -189,15 +193,49 @@ impl Attention {
             .reshape((b, h, l, d))?
             .transpose(1, 2)?
             .reshape((b, l, h * d))?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward_t(&out, mode)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let gate = self.gate_proj.forward_t(x, mode)?.silu()?;
+        let up = self.up_proj.forward_t(x, mode)?;
+        self.down_proj.forward_t(&(gate * up)?, mode)
+    }
+}
+
+impl DecoderLayer {
+    /// Pre-norm attention and MLP blocks with residuals, then the DeepStack features of
+    /// layer `i` (if any) added at the image positions.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut KvCache, usize)>,
+        deepstack: Option<&Deepstack>,
+        eps: f64,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, l, hid) = x.dims3()?;
+        let normed = ops::rms_norm(x, &self.input_layernorm, eps, mode)?;
+        let a = self.attn.forward(&normed, cos, sin, mask, cache, mode)?;
+        let x = (x + a)?;
+        let normed = ops::rms_norm(&x, &self.post_attention_layernorm, eps, mode)?;
+        let mut x = (&x + self.mlp.forward(&normed, mode)?)?;
+        if let Some(ds) = deepstack {
+            if let Some(feat) = ds.features.get(i) {
+                x = x
+                    .reshape((b * l, hid))?
+                    .index_add(&ds.rows, &feat.to_dtype(x.dtype())?, 0)?
+                    .reshape((b, l, hid))?;
+            }
+        }
+        Ok(x)
     }
 }
 
@@ -261,6 +299,86 @@ impl TextModel {
     /// The config this model was built from.
     pub fn config(&self) -> &TextConfig {
         &self.cfg
+    }
+
+    /// Every linear layer of the decoder (q, k, v, o, gate, up, down per layer).
+    pub fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers.iter().flat_map(|l| {
+            [
+                &l.attn.q_proj,
+                &l.attn.k_proj,
+                &l.attn.v_proj,
+                &l.attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ]
+        })
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Decoder layer `i` alone, without cache: the unit of activation recomputation
+    /// (`super::train`) and of the gradient tests.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        deepstack: Option<&Deepstack>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let layer = self.layer(i)?;
+        layer.forward(
+            i,
+            x,
+            cos,
+            sin,
+            mask,
+            None,
+            deepstack,
+            self.cfg.rms_norm_eps,
+            mode,
+        )
+    }
+
+    /// The attention block of layer `i` (q/k norm, MRoPE, GQA, `mask`) on already-normed
+    /// `x`, without cache; exposed for the gradient tests.
+    pub fn attention_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        self.layer(i)?.attn.forward(x, cos, sin, mask, None, mode)
+    }
+
+    /// The SwiGLU MLP of layer `i`; exposed for the gradient tests.
+    pub fn mlp_forward(&self, i: usize, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.layer(i)?.mlp.forward(x, mode)
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps, mode)
+    }
+
+    fn layer(&self, i: usize) -> Result<&DecoderLayer> {
+        self.layers.get(i).ok_or_else(|| {
+            VlmError::Input(format!(
+                "layer {i} does not exist (the model has {})",
+                self.layers.len()
+            ))
+        })
     }
 
     /// Every linear layer of the decoder (q, k, v, o, gate, up, down per layer), for
@@ -355,24 +473,12 @@ impl TextModel {
                 "a training forward takes no KV cache".into(),
             ));
         }
-        let (b, l, hid) = embeds.dims3()?;
+        let l = embeds.dim(1)?;
         let eps = self.cfg.rms_norm_eps;
         let mut x = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            let normed = ops::rms_norm(&x, &layer.input_layernorm, eps, mode)?;
             let c = cache.as_deref_mut().map(|c| (c, i));
-            let a = layer.attn.forward(&normed, cos, sin, mask, c, mode)?;
-            x = (x + a)?;
-            let normed = ops::rms_norm(&x, &layer.post_attention_layernorm, eps, mode)?;
-            x = (&x + layer.mlp.forward(&normed)?)?;
-            if let Some(ds) = deepstack {
-                if let Some(feat) = ds.features.get(i) {
-                    x = x
-                        .reshape((b * l, hid))?
-                        .index_add(&ds.rows, &feat.to_dtype(x.dtype())?, 0)?
-                        .reshape((b, l, hid))?;
-                }
-            }
+            x = layer.forward(i, &x, cos, sin, mask, c, deepstack, eps, mode)?;
         }
         if let Some(c) = cache {
             c.len += l;

@@ -158,6 +158,19 @@ impl WeightStore {
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 
+    /// Tensor `name` with whatever shape it has, as the compute dtype.
+    pub fn get_any(&self, name: &str) -> Result<Tensor> {
+        let shape = self
+            .entries
+            .get(name)
+            .map(|e| e.shape.clone())
+            .ok_or_else(|| VlmError::MissingTensor {
+                name: name.to_string(),
+                context: " in the checkpoint".into(),
+            })?;
+        self.get(name, &shape)
+    }
+
     /// Names of all tensors (for diagnostics and adapters).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

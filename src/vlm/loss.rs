@@ -1,0 +1,132 @@
+//! Sequence log-probabilities and the ORPO objective (odds ratio preference optimisation),
+//! built from differentiable ops only, on the logits of a training forward.
+//!
+//! ORPO, as DreamPlan uses it: for a preferred response `y_w` and a worse one `y_l` to the
+//! same prompt, with `P(y) = exp(mean token log-prob of y)` and `odds(y) = P / (1 − P)`,
+//! `L = NLL(y_w) − λ · log σ(log odds(y_w) − log odds(y_l))`, averaged over pairs.
+//! `NLL(y_w)` is the negative *mean* token log-prob of the chosen response (per sequence,
+//! then averaged over pairs).
+
+use candle_core::{DType, Tensor, D};
+
+use super::error::{Result, VlmError};
+
+/// Which positions of a batch row count as response tokens: `mask[b][t] = 1` when token
+/// `t` of row `b` belongs to the response (prompt and padding are 0).
+pub type ResponseMask = Vec<Vec<u8>>;
+
+/// Mean log-probability of the response tokens of each row, `[B]` in the logits' dtype.
+/// Token `t` is scored by the logits at position `t − 1`; a row without response tokens
+/// is an error.
+pub fn mean_response_logprob(
+    logits: &Tensor,
+    input_ids: &[Vec<u32>],
+    response: &[Vec<u8>],
+) -> Result<Tensor> {
+    let (b, l, _v) = logits.dims3()?;
+    if input_ids.len() != b || response.len() != b {
+        return Err(VlmError::Input(format!(
+            "{b} rows of logits, {} of input_ids, {} of response masks",
+            input_ids.len(),
+            response.len()
+        )));
+    }
+    if l < 2 {
+        return Err(VlmError::Input("sequences need at least two tokens".into()));
+    }
+    let mut targets = Vec::with_capacity(b * (l - 1));
+    let mut weights = Vec::with_capacity(b * (l - 1));
+    for (row, (ids, mask)) in input_ids.iter().zip(response).enumerate() {
+        if ids.len() != l || mask.len() != l {
+            return Err(VlmError::Input(format!(
+                "row {row}: input_ids and response mask must have {l} entries"
+            )));
+        }
+        let count = mask[1..].iter().filter(|&&m| m != 0).count();
+        if count == 0 {
+            return Err(VlmError::Input(format!("row {row} has no response token")));
+        }
+        for t in 1..l {
+            targets.push(ids[t]);
+            weights.push(if mask[t] != 0 {
+                1.0 / count as f64
+            } else {
+                0.0
+            });
+        }
+    }
+    let device = logits.device();
+    let targets = Tensor::from_vec(targets, (b, l - 1, 1), device)?;
+    let weights = Tensor::from_vec(weights, (b, l - 1), device)?.to_dtype(logits.dtype())?;
+    let logp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, l - 1)?, D::Minus1)?;
+    let token_logp = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?;
+    Ok((token_logp * weights)?.sum(D::Minus1)?)
+}
+
+/// `log σ(z) = min(z, 0) − log(1 + exp(−|z|))`, stable for large `|z|`.
+fn log_sigmoid(z: &Tensor) -> Result<Tensor> {
+    let neg_part = z.neg()?.relu()?.neg()?;
+    let abs = (z.relu()? + z.neg()?.relu()?)?;
+    Ok((neg_part - (abs.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+/// The parts of an ORPO loss, for logging.
+#[derive(Debug, Clone)]
+pub struct OrpoLoss {
+    /// The scalar loss to minimise.
+    pub loss: Tensor,
+    /// Mean NLL of the chosen responses.
+    pub nll: Tensor,
+    /// Mean `log σ(log odds ratio)`.
+    pub log_sigmoid_ratio: Tensor,
+}
+
+/// ORPO over pairs: `chosen` and `rejected` are the mean response log-probs (`[N]`, from
+/// [`mean_response_logprob`]), `lambda` weighs the odds-ratio term.
+pub fn orpo(chosen: &Tensor, rejected: &Tensor, lambda: f64) -> Result<OrpoLoss> {
+    if chosen.dims() != rejected.dims() || chosen.rank() != 1 {
+        return Err(VlmError::Input(format!(
+            "chosen {:?} and rejected {:?} log-probs must both be [N]",
+            chosen.dims(),
+            rejected.dims()
+        )));
+    }
+    // log odds = log P − log(1 − P) with P = exp(logp) < 1.
+    let log_odds = |logp: &Tensor| -> Result<Tensor> {
+        let one_minus = (logp.exp()?.neg()? + 1.0)?;
+        Ok((logp - one_minus.log()?)?)
+    };
+    let ratio = (log_odds(chosen)? - log_odds(rejected)?)?;
+    let ls = log_sigmoid(&ratio)?.mean_all()?;
+    let nll = chosen.neg()?.mean_all()?;
+    let loss = (&nll - (&ls * lambda)?)?;
+    Ok(OrpoLoss {
+        loss,
+        nll,
+        log_sigmoid_ratio: ls,
+    })
+}
+
+/// The ORPO loss of a batch laid out as `[chosen rows…, rejected rows…]` (pair `i` is rows
+/// `i` and `N + i`): the usual way to run both responses of a pair in one forward.
+pub fn orpo_from_logits(
+    logits: &Tensor,
+    input_ids: &[Vec<u32>],
+    response: &[Vec<u8>],
+    lambda: f64,
+) -> Result<OrpoLoss> {
+    let b = logits.dim(0)?;
+    if b % 2 != 0 {
+        return Err(VlmError::Input(format!(
+            "an ORPO batch holds chosen then rejected rows, found an odd {b} rows"
+        )));
+    }
+    let logits = if logits.dtype() == DType::F64 {
+        logits.clone()
+    } else {
+        logits.to_dtype(DType::F32)?
+    };
+    let logp = mean_response_logprob(&logits, input_ids, response)?;
+    let n = b / 2;
+    orpo(&logp.narrow(0, 0, n)?, &logp.narrow(0, n, n)?, lambda)
+}
