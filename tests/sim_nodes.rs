@@ -297,16 +297,18 @@ async fn a_planner_node_closes_the_loop() {
         task: TaskName::Toy,
         seed: 3,
         episodes: 2,
+        start_delay_s: 2.0,
         width: SIZE,
         height: SIZE,
         realtime: false,
         ..Default::default()
     })
     .unwrap();
-    // Planner and executor first, so they see the sim's first reset.
-    let tasks = [start(planner, &bus, &stop), start(exec, &bus, &stop)];
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The sim starts first, as a launch file may order it: its start delay lets the
+    // planner and executor, started 1.5 s later, subscribe before the first reset.
     let sim_task = start(sim, &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tasks = [start(planner, &bus, &stop), start(exec, &bus, &stop)];
     let wait = Duration::from_secs(120);
     let s = tokio::time::timeout(wait, sets.recv())
         .await

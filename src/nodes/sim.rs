@@ -115,6 +115,10 @@ pub struct SimConfig {
     /// Particles this close to the TCP horizontally (down to
     /// [`crate::sim::episode::FINGER_REACH`] below it) are held when the gripper closes (m).
     pub grasp_radius: f64,
+    /// Wall-clock seconds to wait before the first episode, so that planners, executors
+    /// and recorders started alongside have subscribed when its `reset` goes out (episode
+    /// events are not latched).
+    pub start_delay_s: f64,
     /// Topic names.
     pub topics: SimTopics,
 }
@@ -133,6 +137,7 @@ impl Default for SimConfig {
             realtime: true,
             settle_s: 1.0,
             grasp_radius: 0.012,
+            start_delay_s: 0.5,
             topics: SimTopics::default(),
         }
     }
@@ -263,6 +268,10 @@ impl Node for SimNode {
             config.grasp_radius > 0.0 && config.settle_s >= 0.0,
             "grasp_radius must be > 0, settle_s ≥ 0"
         );
+        anyhow::ensure!(
+            config.start_delay_s.is_finite() && (0.0..=600.0).contains(&config.start_delay_s),
+            "start_delay_s must be in [0, 600]"
+        );
         Ok(Self {
             config,
             arm: default_arm(),
@@ -318,6 +327,12 @@ impl Node for SimNode {
                 Err(e) => Err(e.into()),
             }
         };
+        if c.start_delay_s > 0.0 {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs_f64(c.start_delay_s)) => {}
+            }
+        }
         'episodes: while c.episodes == 0 || episode < c.episodes {
             let task: Task = c.task.into();
             let seed = c.seed + episode as u64;
