@@ -92,6 +92,9 @@ pub struct World {
     time: f64,
     /// Consecutive steps at rest with nothing held.
     rest_steps: u32,
+    /// Fastest particle speed (m/s) after the last step: velocities change only in
+    /// [`World::step`], so the broad phase and sleeping share this one scan.
+    max_speed: f64,
 }
 
 impl World {
@@ -117,6 +120,7 @@ impl World {
             contacts: ContactFinder::default(),
             time: 0.0,
             rest_steps: 0,
+            max_speed: 0.0,
         }
     }
 
@@ -278,7 +282,7 @@ impl World {
             return;
         }
         if self.params.self_collision {
-            let max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
+            let max_speed = self.max_speed;
             let gripper_speed = if self.gripper.held.is_empty() {
                 0.0
             } else {
@@ -329,8 +333,8 @@ impl World {
         }
         self.gripper.at = to;
         self.time += dt;
-        let max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
-        if self.gripper.held.is_empty() && max_speed < self.params.sleep_speed {
+        self.max_speed = self.vel.iter().map(|v| v.norm()).fold(0.0, f64::max);
+        if self.gripper.held.is_empty() && self.max_speed < self.params.sleep_speed {
             self.rest_steps = self.rest_steps.saturating_add(1);
         } else {
             self.rest_steps = 0;

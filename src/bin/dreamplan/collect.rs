@@ -10,18 +10,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
+use crate::TaskSel;
+
 use dreamplan::bus::{Bus, LocalBus, Qos};
 use dreamplan::config::{GraphConfig, NodeSpec};
 use dreamplan::msg::prelude::*;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-pub enum TaskSel {
-    Rope,
-    Cloth,
-    Toy,
-    All,
-}
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum Backend {
@@ -61,11 +56,11 @@ pub struct CollectArgs {
     zstd: bool,
 }
 
-fn spec(name: &str, yaml: &str) -> anyhow::Result<NodeSpec> {
+fn spec(name: &str, params: serde_json::Value) -> anyhow::Result<NodeSpec> {
     Ok(NodeSpec {
         name: name.into(),
         kind: name.into(),
-        params: serde_yaml::from_str(yaml).context("collect's built-in node params")?,
+        params: serde_yaml::to_value(params).context("collect's node params")?,
         enabled: true,
     })
 }
@@ -81,12 +76,12 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         args.planner != Backend::Vlm || args.model.is_some(),
         "--planner vlm needs --model DIR"
     );
-    let tasks: Vec<&str> = match args.task {
-        TaskSel::Rope => vec!["rope"],
-        TaskSel::Cloth => vec!["cloth"],
-        TaskSel::Toy => vec!["toy"],
-        TaskSel::All => vec!["rope", "cloth", "toy"],
-    };
+    let tasks: Vec<String> = args
+        .task
+        .tasks()
+        .iter()
+        .map(|t| format!("{t:?}").to_lowercase())
+        .collect();
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     for task in &tasks {
         let out = if tasks.len() > 1 {
@@ -103,30 +98,35 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
             Backend::Random => "random",
             Backend::Vlm => "vlm",
         };
-        let model = args
-            .model
-            .as_ref()
-            .map(|m| format!("model: {:?}\n", m.to_string_lossy()))
-            .unwrap_or_default();
         let s = args.size;
+        let mut planner = json!({
+            "backend": backend,
+            "sampling": {"k": args.k, "temperature": args.temperature, "seed": args.seed},
+        });
+        if let Some(m) = &args.model {
+            planner["model"] = json!(m.to_string_lossy());
+        }
         let graph = GraphConfig {
             duration_s: 0.0,
             origin: "dreamplan collect".into(),
             nodes: vec![
-                spec("recorder", &format!(
-                    "out_dir: {:?}\ncompression: {}\nexclude: [/clock, /rosout, /parameter_events]\n",
-                    out.to_string_lossy(),
-                    if args.zstd { "zstd" } else { "none" }
-                ))?,
-                spec("planner", &format!(
-                    "backend: {backend}\n{model}sampling: {{k: {}, temperature: {}, seed: {}}}\n",
-                    args.k, args.temperature, args.seed
-                ))?,
-                spec("executor", &format!("width: {s}\nheight: {s}\n"))?,
-                spec("sim", &format!(
-                    "task: {task}\nseed: {}\nepisodes: {}\nwidth: {s}\nheight: {s}\nrealtime: false\n",
-                    args.seed, args.episodes
-                ))?,
+                spec(
+                    "recorder",
+                    json!({
+                        "out_dir": out.to_string_lossy(),
+                        "compression": if args.zstd { "zstd" } else { "none" },
+                        "exclude": ["/clock", "/rosout", "/parameter_events"],
+                    }),
+                )?,
+                spec("planner", planner)?,
+                spec("executor", json!({"width": s, "height": s}))?,
+                spec(
+                    "sim",
+                    json!({
+                        "task": task, "seed": args.seed, "episodes": args.episodes,
+                        "width": s, "height": s, "realtime": false,
+                    }),
+                )?,
             ],
         };
         let bus = LocalBus::default();

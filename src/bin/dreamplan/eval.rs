@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
+use crate::TaskSel;
+
 use dreamplan::planner::eval::{
     mean_ci, run_episode, CorrespondencePlanner, EpisodeResult, EvalConfig, OraclePlanner, Outcome,
     Planner, RandomPlanner,
@@ -24,14 +26,6 @@ pub enum PlannerArg {
     Oracle,
     /// A Qwen3-VL model folder (`--model`), sampling `--k` candidates per decision.
     Vlm,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-pub enum TaskSel {
-    Rope,
-    Cloth,
-    Toy,
-    All,
 }
 
 #[derive(Args)]
@@ -105,12 +99,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
     anyhow::ensure!(args.keypoints > 0, "--keypoints must be > 0");
     anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
-    let tasks: Vec<Task> = match args.task {
-        TaskSel::Rope => vec![Task::Rope],
-        TaskSel::Cloth => vec![Task::Cloth],
-        TaskSel::Toy => vec![Task::Toy],
-        TaskSel::All => Task::ALL.to_vec(),
-    };
+    let tasks: Vec<Task> = args.task.tasks();
     let config = EvalConfig {
         size: args.size,
         keypoints: args.keypoints,

@@ -19,6 +19,28 @@ mod robot;
 mod sim;
 mod vlm;
 
+/// `--task` of the commands that run episodes: one task or all three.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+pub enum TaskSel {
+    Rope,
+    Cloth,
+    Toy,
+    All,
+}
+
+impl TaskSel {
+    /// The selected tasks, in the paper's order.
+    pub fn tasks(self) -> Vec<dreamplan::sim::tasks::Task> {
+        use dreamplan::sim::tasks::Task;
+        match self {
+            TaskSel::Rope => vec![Task::Rope],
+            TaskSel::Cloth => vec![Task::Cloth],
+            TaskSel::Toy => vec![Task::Toy],
+            TaskSel::All => Task::ALL.to_vec(),
+        }
+    }
+}
+
 use dreamplan::bus::LocalBus;
 use dreamplan::config::GraphConfig;
 
