@@ -198,18 +198,30 @@ fn depth(frame: &Frame) -> DepthImage {
     }
 }
 
-/// Runs one episode of `task` from `seed` with `planner`.
-pub fn run_episode(
-    task: Task,
-    seed: u64,
-    planner: &mut dyn Planner,
-    config: &EvalConfig,
-) -> EpisodeResult {
+/// What one episode shows the planner before it decides: the world, the goal state, the
+/// current view (arm at its ready pose, with depth), the goal view (object only) and the
+/// keypoints sampled on both (or why the object was not found).
+pub struct Observation {
+    /// The world at decision time.
+    pub world: World,
+    /// The goal state (the hidden good action played by the arm).
+    pub goal: World,
+    /// The current camera image.
+    pub current: Frame,
+    /// The goal image.
+    pub goal_frame: Frame,
+    /// Keypoints on the current and goal images.
+    pub keypoints: Result<(Vec<Keypoint>, Vec<Keypoint>), vision::VisionError>,
+}
+
+/// Resets `task` from `seed`, makes its goal with the arm, renders both views and samples
+/// keypoints on them: everything before the planner's decision.
+pub fn observe(task: Task, seed: u64, config: &EvalConfig) -> Observation {
     let arm = default_arm();
     let cam = scene::default_camera(config.size, config.size);
     let opts = RenderOptions::default();
     let goal = arm_goal(task, seed, &arm).expect("the hidden action of every seed is plannable");
-    let mut world = tasks::reset(task, seed);
+    let world = tasks::reset(task, seed);
     let current = render(
         &scene::full_scene(&world, &arm, &READY, true),
         &cam,
@@ -222,6 +234,36 @@ pub fn run_episode(
         RenderMode::ObjectOnly,
         &opts,
     );
+    let keypoints = |frame: &Frame| -> Result<Vec<Keypoint>, vision::VisionError> {
+        let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
+        let mask = vision::segment(&view, &segment_params(task))?;
+        vision::farthest_point_sampling(&mask, config.keypoints)
+    };
+    let keypoints = keypoints(&current).and_then(|a| keypoints(&goal_frame).map(|b| (a, b)));
+    Observation {
+        world,
+        goal,
+        current,
+        goal_frame,
+        keypoints,
+    }
+}
+
+/// Runs one episode of `task` from `seed` with `planner`.
+pub fn run_episode(
+    task: Task,
+    seed: u64,
+    planner: &mut dyn Planner,
+    config: &EvalConfig,
+) -> EpisodeResult {
+    let arm = default_arm();
+    let Observation {
+        mut world,
+        goal,
+        current,
+        goal_frame,
+        keypoints,
+    } = observe(task, seed, config);
     let result = |world: &World, decision_s: f64, outcome: Outcome| {
         let (distance_m, score) = tasks::score(task, world, &goal);
         EpisodeResult {
@@ -233,14 +275,9 @@ pub fn run_episode(
             outcome,
         }
     };
-    let keypoints = |frame: &Frame| -> Result<Vec<Keypoint>, vision::VisionError> {
-        let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
-        let mask = vision::segment(&view, &segment_params(task))?;
-        vision::farthest_point_sampling(&mask, config.keypoints)
-    };
-    let (kc, kg) = match (keypoints(&current), keypoints(&goal_frame)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return result(&world, 0.0, Outcome::NoObject(e.to_string())),
+    let (kc, kg) = match keypoints {
+        Ok(k) => k,
+        Err(e) => return result(&world, 0.0, Outcome::NoObject(e.to_string())),
     };
     let scene_view = Scene {
         task,

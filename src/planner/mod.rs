@@ -7,5 +7,6 @@ pub mod eval;
 pub mod grammar;
 pub mod prompt;
 pub mod vlm_planner;
+pub mod zero_shot;
 
 pub use grammar::{format_answer, parse_answer, KeypointChoice, ParseError};

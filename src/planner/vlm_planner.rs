@@ -164,7 +164,8 @@ pub fn best(candidates: &[Candidate]) -> Option<KeypointChoice> {
         .map(|b| b.1)
 }
 
-fn overlaid(frame: &crate::render::Frame, keypoints: &[Keypoint]) -> Result<Rgb8, String> {
+/// `frame` with numbered dots on `keypoints`, as the model is shown it.
+pub fn overlaid(frame: &crate::render::Frame, keypoints: &[Keypoint]) -> Result<Rgb8, String> {
     let view = RgbView::new(frame.width, frame.height, &frame.rgb).map_err(|e| e.to_string())?;
     let data = vision::draw_keypoints(&view, keypoints).map_err(|e| e.to_string())?;
     Ok(Rgb8 {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::config::read_json;
@@ -27,6 +27,8 @@ pub struct WeightStore {
     entries: HashMap<String, Entry>,
     dtype: DType,
     device: Device,
+    /// When training every weight: the variable handed out for each name.
+    trainable: Option<std::sync::Mutex<Vec<(String, Var)>>>,
 }
 
 fn st_dtype(d: Dtype) -> Option<DType> {
@@ -78,6 +80,7 @@ impl WeightStore {
             entries: HashMap::new(),
             dtype,
             device: device.clone(),
+            trainable: None,
         };
         for path in paths {
             store.add_file(path)?;
@@ -122,6 +125,23 @@ impl WeightStore {
         Ok(())
     }
 
+    /// Like [`Self::open`], but every tensor handed out is a trainable variable (the same
+    /// one for the same name), so a model built from this store trains all its weights;
+    /// [`Self::vars`] lists them for the optimiser and for saving.
+    pub fn open_trainable(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let mut store = Self::open(dir, dtype, device)?;
+        store.trainable = Some(std::sync::Mutex::new(Vec::new()));
+        Ok(store)
+    }
+
+    /// The variables handed out so far by a trainable store, with their names (empty for
+    /// a plain store).
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.trainable.as_ref().map_or_else(Vec::new, |m| {
+            m.lock().expect("weight store lock").clone()
+        })
+    }
+
     /// The compute dtype tensors are converted to.
     pub fn dtype(&self) -> DType {
         self.dtype
@@ -155,7 +175,19 @@ impl WeightStore {
         }
         let bytes = &self.files[entry.file].1[entry.start..entry.end];
         let t = Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
-        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+        let t = t.to_dtype(self.dtype)?.to_device(&self.device)?;
+        match &self.trainable {
+            None => Ok(t),
+            Some(vars) => {
+                let mut vars = vars.lock().expect("weight store lock");
+                if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+                    return Ok(v.as_tensor().clone());
+                }
+                let v = Var::from_tensor(&t)?;
+                vars.push((name.to_string(), v.clone()));
+                Ok(v.as_tensor().clone())
+            }
+        }
     }
 
     /// Tensor `name` with whatever shape it has, as the compute dtype.

@@ -15,9 +15,11 @@ mod bag;
 mod bench;
 mod collect;
 mod eval;
+mod plan_bench;
 mod robot;
 mod sim;
 mod vlm;
+mod zero_shot;
 
 /// `--task` of the commands that run episodes: one task or all three.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
@@ -89,6 +91,12 @@ enum Command {
     /// Run sim, planner (sampling), executor and recorder in one process and write one
     /// rosbag2 bag per task: the zero-shot data the world model trains on.
     Collect(collect::CollectArgs),
+    /// Build the tiny zero-shot planner: a few-M-parameter Qwen3-VL folder trained on the
+    /// physics-blind correspondence rule's answers (never on action outcomes).
+    PretrainZeroShot(zero_shot::ZeroShotArgs),
+    /// Decision latency of a VLM planner folder (image in → action out) and K candidates
+    /// batched vs one by one.
+    PlanBench(plan_bench::PlanBenchArgs),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -126,6 +134,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Eval(args) => eval::run(args),
         Command::Collect(args) => collect::run(args),
+        Command::PretrainZeroShot(args) => zero_shot::run(args),
+        Command::PlanBench(args) => plan_bench::run(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

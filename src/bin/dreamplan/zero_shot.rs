@@ -1,0 +1,145 @@
+//! `dreamplan pretrain-zero-shot`: builds the tiny zero-shot planner model folder.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use dreamplan::planner::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
+
+#[derive(Args)]
+pub struct ZeroShotArgs {
+    /// Output model folder (created; refused if it already holds a model unless --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace a model already in --out.
+    #[arg(long)]
+    force: bool,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Samples per step.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Training scenes per task: rope,cloth,toy (e.g. 300,120,300).
+    #[arg(long, value_delimiter = ',')]
+    scenes: Option<Vec<usize>>,
+    /// Held-out scenes per task for the accuracy check.
+    #[arg(long)]
+    held_out: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Text model width.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Decoder layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Seed of initialisation and sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads that observe scenes (the simulator is single-threaded per episode).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.force || !holds_model(&args.out),
+        "{} already holds a model (pass --force to replace it)",
+        args.out.display()
+    );
+    if let Some(s) = &args.scenes {
+        anyhow::ensure!(s.len() == 3, "--scenes takes three counts: rope,cloth,toy");
+    }
+    let d = ZeroShotConfig::default();
+    let cfg = ZeroShotConfig {
+        steps: args.steps.unwrap_or(d.steps),
+        batch: args.batch.unwrap_or(d.batch),
+        scenes: args
+            .scenes
+            .as_deref()
+            .map_or(d.scenes, |s| [s[0], s[1], s[2]]),
+        held_out: args.held_out.unwrap_or(d.held_out),
+        lr: args.lr.unwrap_or(d.lr),
+        hidden: args.hidden.unwrap_or(d.hidden),
+        layers: args.layers.unwrap_or(d.layers),
+        seed: args.seed,
+        ..d
+    };
+    let style = ProgressStyle::with_template(
+        "{prefix:>9} [{bar:30}] {pos}/{len} {msg} ({elapsed} elapsed, eta {eta})",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let bar: Mutex<Option<(&'static str, ProgressBar)>> = Mutex::new(None);
+    // Without a terminal (a log file, CI), a line per 5% of each phase instead of a bar.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = |p: Progress| {
+        let (phase, done, total, msg) = match p {
+            Progress::Scene { done, total } => ("scenes", done, total, String::new()),
+            Progress::Step { step, total, loss } => {
+                ("training", step, total, format!("loss {loss:.4}"))
+            }
+            Progress::Check { done, total } => ("held-out", done, total, String::new()),
+        };
+        if !tty {
+            let every = (total / 20).max(1);
+            if done % every == 0 || done == total {
+                eprintln!("{phase} {done}/{total} {msg}");
+            }
+            return;
+        }
+        let mut guard = bar.lock().expect("progress lock");
+        if guard.as_ref().map(|(p, _)| *p) != Some(phase) {
+            if let Some((_, b)) = guard.take() {
+                b.finish();
+            }
+            let b = ProgressBar::new(total as u64).with_style(style.clone());
+            b.set_prefix(phase);
+            *guard = Some((phase, b));
+        }
+        if let Some((_, b)) = guard.as_ref() {
+            b.set_position(done as u64);
+            if !msg.is_empty() {
+                b.set_message(msg);
+            }
+        }
+    };
+    let report = build(&args.out, &cfg, args.threads, &progress)
+        .with_context(|| format!("building the zero-shot model in {}", args.out.display()))?;
+    if let Some((_, b)) = bar.lock().expect("progress lock").take() {
+        b.finish();
+    }
+    let last = report.loss.len().saturating_sub(20);
+    let tail = &report.loss[last..];
+    println!(
+        "model: {} ({:.2} M parameters), {} + {} + {} scenes (rope, cloth, toy)",
+        args.out.display(),
+        report.parameters as f64 / 1e6,
+        report.scenes[0],
+        report.scenes[1],
+        report.scenes[2]
+    );
+    println!(
+        "loss: {:.4} first step, {:.4} mean of the last {}",
+        report.loss.first().copied().unwrap_or(f64::NAN),
+        tail.iter().sum::<f64>() / tail.len().max(1) as f64,
+        tail.len()
+    );
+    println!(
+        "time: {:.0} s scenes, {:.0} s training, {:.0} s held-out check",
+        report.seconds[0], report.seconds[1], report.seconds[2]
+    );
+    println!("held-out greedy answers vs the correspondence rule (rope / cloth / toy):");
+    let pct = |a: [f64; 3]| format!("{:.0}% / {:.0}% / {:.0}%", 100.0 * a[0], 100.0 * a[1], 100.0 * a[2]);
+    println!("  valid {}", pct(report.held_out_valid));
+    println!("  same pick {}", pct(report.held_out_pick));
+    println!("  same action {}", pct(report.held_out_exact));
+    println!("details: {}", args.out.join("zero_shot.json").display());
+    Ok(ExitCode::SUCCESS)
+}

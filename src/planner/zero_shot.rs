@@ -1,0 +1,1011 @@
+//! The zero-shot planner at small scale: a model with the Qwen3-VL architecture (a few
+//! million parameters) that has learned one generic, physics-blind skill — visual
+//! correspondence ([`correspondence_choice`]) — on the three tasks' images, and nothing
+//! about action outcomes. It plays the role the 8B model plays in the paper: a planner
+//! that is better than chance and leaves room that world-model alignment can close.
+//!
+//! What [`build`] makes is an ordinary HF model folder (`config.json` in the transformers
+//! 5.x format, `model.safetensors`, `tokenizer.json` + `tokenizer_config.json` with a
+//! Qwen-style chat template, `preprocessor_config.json`) that [`crate::vlm::Qwen3Vl`] and
+//! [`super::vlm_planner::VlmPlanner`] load like any other, plus `zero_shot.json` (how it
+//! was trained, the loss curve, held-out accuracy).
+//!
+//! How:
+//! 1. scenes: seeded episodes of every task (seeds from [`TRAIN_SEED_BASE`] up, never the
+//!    evaluation's) observed exactly as the evaluation does ([`observe`]);
+//! 2. a byte-level BPE tokenizer trained with `tokenizers` on the prompts, digits split
+//!    one by one as Qwen's pre-tokenizer does, with Qwen's special tokens;
+//! 3. a randomly initialised model (N(0, 0.02), as transformers initialises Qwen3-VL),
+//!    trained whole (every weight a variable, [`WeightStore::open_trainable`]) by
+//!    supervised fine-tuning — mean NLL of the answer tokens — on the rule's answer
+//!    `pick N place M` for each scene, with the keypoint numbers randomly relabelled per
+//!    sample (the overlays are redrawn) so the model must read the numbers rather than
+//!    memorise positions. (LoRA alone on a random model does not work: with the LM head
+//!    and final norm frozen at their initial scale the logits cannot exceed about 2.6, so
+//!    the answer NLL stalls near 4 nats — measured.)
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::Serialize;
+use serde_json::json;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    PreTokenizerWrapper, TokenizerImpl,
+};
+
+use super::baselines::correspondence_choice;
+use super::eval::{observe, EvalConfig};
+use super::{format_answer, parse_answer, prompt, KeypointChoice};
+use crate::sim::rng::Rng;
+use crate::sim::tasks::Task;
+use crate::vision::{self, Keypoint, RgbView};
+use crate::vlm::chat::{ChatTemplate, Tokenizer};
+use crate::vlm::generate::{generate, SamplingParams};
+use crate::vlm::image::{preprocess, Preprocessed, PreprocessorConfig, Rgb8};
+use crate::vlm::loss::mean_response_logprob;
+use crate::vlm::weights::WeightStore;
+use crate::vlm::{Batch, Config, Images, Mode, Qwen3Vl, VlmError};
+
+/// Training scenes use seeds from here up; evaluations use small seeds (0–99 by default).
+pub const TRAIN_SEED_BASE: u64 = 1_000_000;
+/// Held-out scenes (accuracy after training) use seeds from here up.
+pub const HELD_OUT_SEED_BASE: u64 = 2_000_000;
+
+/// Qwen's special tokens, in Qwen's order.
+pub const SPECIAL_TOKENS: [&str; 7] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+];
+
+/// A Qwen-style chat template: string or list content, each image as
+/// `<|vision_start|><|image_pad|><|vision_end|>`, the generation prompt on request (the
+/// real Qwen3-VL template also handles tools and videos, which the planner never sends).
+pub const CHAT_TEMPLATE: &str = concat!(
+    "{%- for message in messages -%}",
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}",
+    "{%- if message['content'] is string -%}",
+    "{{- message['content'] -}}",
+    "{%- else -%}",
+    "{%- for item in message['content'] -%}",
+    "{%- if item['type'] == 'image' or 'image' in item -%}",
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}",
+    "{%- elif item['type'] == 'text' -%}",
+    "{{- item['text'] | trim -}}",
+    "{%- endif -%}",
+    "{%- endfor -%}",
+    "{%- endif -%}",
+    "{{- '<|im_end|>\\n' -}}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}",
+    "{{- '<|im_start|>assistant\\n' -}}",
+    "{%- endif -%}"
+);
+
+/// Errors of building the zero-shot model.
+#[derive(Debug, thiserror::Error)]
+pub enum ZeroShotError {
+    /// The model layer failed.
+    #[error(transparent)]
+    Vlm(#[from] VlmError),
+    /// candle failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Training the tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A setting is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// No scene could be observed.
+    #[error("no training scene: {0}")]
+    NoScenes(String),
+}
+
+type Result<T> = std::result::Result<T, ZeroShotError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ZeroShotError + '_ {
+    move |source| ZeroShotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Sizes of the tiny model and its training.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZeroShotConfig {
+    /// Text model width.
+    pub hidden: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Attention heads (query).
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Vision tower width.
+    pub vision_hidden: usize,
+    /// Vision tower blocks.
+    pub vision_depth: usize,
+    /// Side of the square image the model is given (pixels; a multiple of 32).
+    pub image_side: usize,
+    /// Tokenizer vocabulary before the special tokens.
+    pub bpe_vocab: usize,
+    /// Training scenes per task, as `[rope, cloth, toy]` (cloth episodes cost the most).
+    pub scenes: [usize; 3],
+    /// Held-out scenes per task for the accuracy check.
+    pub held_out: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up over `warmup` steps, cosine decay to 10%).
+    pub lr: f64,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Keypoints per image.
+    pub keypoints: usize,
+    /// Rendered image size (square), as the evaluation renders it.
+    pub render_size: u32,
+    /// Seed of initialisation and sampling.
+    pub seed: u64,
+}
+
+impl Default for ZeroShotConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 128,
+            layers: 4,
+            heads: 4,
+            kv_heads: 2,
+            intermediate: 384,
+            vision_hidden: 64,
+            vision_depth: 2,
+            image_side: 128,
+            bpe_vocab: 400,
+            scenes: [300, 120, 300],
+            held_out: 20,
+            steps: 600,
+            batch: 8,
+            lr: 2e-3,
+            warmup: 30,
+            keypoints: 8,
+            render_size: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl ZeroShotConfig {
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(ZeroShotError::Config(m.to_string()));
+        if self.heads == 0 || self.hidden % self.heads != 0 {
+            return bad("hidden must be a multiple of heads");
+        }
+        let head_dim = self.hidden / self.heads;
+        if head_dim % 4 != 0 {
+            return bad("hidden / heads must be a multiple of 4 (three MRoPE sections)");
+        }
+        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+            return bad("heads must be a multiple of kv_heads");
+        }
+        if self.vision_hidden % 2 != 0 || self.vision_hidden < 8 {
+            return bad("vision_hidden must be even and at least 8");
+        }
+        if self.image_side < 32 || self.image_side % 32 != 0 {
+            return bad("image_side must be a positive multiple of 32 (patch 16, merge 2)");
+        }
+        if self.layers == 0 || self.vision_depth == 0 || self.steps == 0 || self.batch == 0 {
+            return bad("layers, vision_depth, steps and batch must be positive");
+        }
+        if self.keypoints < 2 {
+            return bad("at least two keypoints per image");
+        }
+        Ok(())
+    }
+}
+
+/// One observed training scene: the two rendered images and their keypoints.
+#[derive(Clone)]
+pub struct SceneSample {
+    /// Task.
+    pub task: Task,
+    /// Episode seed.
+    pub seed: u64,
+    /// Current image (rgb8, `render_size`²).
+    pub current: Rgb8,
+    /// Goal image.
+    pub goal: Rgb8,
+    /// Keypoints on the current image.
+    pub current_keypoints: Vec<Keypoint>,
+    /// Keypoints on the goal image.
+    pub goal_keypoints: Vec<Keypoint>,
+}
+
+/// Observes `task` at `seed` as the evaluation does; `None` when the object is not found.
+pub fn observe_scene(task: Task, seed: u64, keypoints: usize, size: u32) -> Option<SceneSample> {
+    let cfg = EvalConfig { size, keypoints };
+    let obs = observe(task, seed, &cfg);
+    let (kc, kg) = obs.keypoints.ok()?;
+    let rgb = |f: crate::render::Frame| Rgb8 {
+        width: f.width as usize,
+        height: f.height as usize,
+        data: f.rgb,
+    };
+    Some(SceneSample {
+        task,
+        seed,
+        current: rgb(obs.current),
+        goal: rgb(obs.goal_frame),
+        current_keypoints: kc,
+        goal_keypoints: kg,
+    })
+}
+
+/// A training sample: a scene with relabelled keypoints, overlays drawn, and the answer.
+pub struct Sample {
+    /// Overlaid current image.
+    pub current: Rgb8,
+    /// Overlaid goal image.
+    pub goal: Rgb8,
+    /// The chat-template messages.
+    pub messages: serde_json::Value,
+    /// The correspondence rule's answer for these labels.
+    pub answer: KeypointChoice,
+}
+
+fn overlay(img: &Rgb8, kps: &[Keypoint]) -> std::result::Result<Rgb8, vision::VisionError> {
+    let view = RgbView::new(img.width as u32, img.height as u32, &img.data)?;
+    Ok(Rgb8 {
+        width: img.width,
+        height: img.height,
+        data: vision::draw_keypoints(&view, kps)?,
+    })
+}
+
+/// Renumbers `kps` by a random permutation of `1..=n`, listed in the new order.
+fn relabel(kps: &[Keypoint], rng: &mut Rng) -> Vec<Keypoint> {
+    let mut ids: Vec<u32> = (1..=kps.len() as u32).collect();
+    for i in (1..ids.len()).rev() {
+        let j = rng.below(i + 1);
+        ids.swap(i, j);
+    }
+    let mut out: Vec<Keypoint> = kps
+        .iter()
+        .zip(ids)
+        .map(|(k, id)| Keypoint { id, ..*k })
+        .collect();
+    out.sort_by_key(|k| k.id);
+    out
+}
+
+/// A sample of `scene`; with `rng`, the keypoints are relabelled at random.
+pub fn sample(scene: &SceneSample, rng: Option<&mut Rng>) -> Result<Sample> {
+    let (kc, kg) = match rng {
+        Some(rng) => (
+            relabel(&scene.current_keypoints, rng),
+            relabel(&scene.goal_keypoints, rng),
+        ),
+        None => (
+            scene.current_keypoints.clone(),
+            scene.goal_keypoints.clone(),
+        ),
+    };
+    let answer = correspondence_choice(&kc, &kg)
+        .ok_or_else(|| ZeroShotError::NoScenes("a scene without keypoints".into()))?;
+    let err = |e: vision::VisionError| ZeroShotError::Config(format!("overlay: {e}"));
+    let messages = prompt::messages(
+        scene.task,
+        &kc,
+        &kg,
+        scene.current.width as u32,
+        scene.current.height as u32,
+    );
+    Ok(Sample {
+        current: overlay(&scene.current, &kc).map_err(err)?,
+        goal: overlay(&scene.goal, &kg).map_err(err)?,
+        messages,
+        answer,
+    })
+}
+
+/// Trains the byte-level BPE tokenizer on `corpus` (digits always single tokens, as in
+/// Qwen's pre-tokenizer) and adds Qwen's special tokens after the learned vocabulary.
+pub fn build_tokenizer(corpus: &[String], vocab: usize) -> Result<tokenizers::Tokenizer> {
+    let terr = |e: tokenizers::Error| ZeroShotError::Tokenizer(e.to_string());
+    let mut tok: TokenizerImpl<
+        ModelWrapper,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    > = TokenizerImpl::new(ModelWrapper::BPE(BPE::default()));
+    tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+    ]))));
+    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+    let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
+    let mut trainer = TrainerWrapper::BpeTrainer(
+        BpeTrainerBuilder::new()
+            .vocab_size(vocab)
+            .initial_alphabet(alphabet)
+            .show_progress(false)
+            .build(),
+    );
+    tok.train(&mut trainer, corpus.iter().map(String::as_str))
+        .map_err(terr)?;
+    let mut tok: tokenizers::Tokenizer = tok.into();
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
+    tok.add_special_tokens(specials).map_err(terr)?;
+    Ok(tok)
+}
+
+/// The texts the tokenizer is trained on: every scene's prompt text and every answer.
+fn corpus(scenes: &[SceneSample], keypoints: usize) -> Vec<String> {
+    let mut out: Vec<String> = scenes
+        .iter()
+        .map(|s| {
+            prompt::user_text(
+                s.task,
+                &s.current_keypoints,
+                &s.goal_keypoints,
+                s.current.width as u32,
+                s.current.height as u32,
+            )
+        })
+        .collect();
+    for n in 1..=keypoints as u32 {
+        for m in 1..=keypoints as u32 {
+            out.push(format_answer(&KeypointChoice { pick: n, place: m }));
+        }
+    }
+    out.push("user\nassistant\nsystem\n".into());
+    out
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    std::fs::write(path, text + "\n").map_err(io(path))
+}
+
+/// `config.json` (transformers 5.x layout) for `cfg` and a tokenizer with `vocab` ids.
+fn model_config(cfg: &ZeroShotConfig, tok: &tokenizers::Tokenizer) -> Result<serde_json::Value> {
+    let id = |t: &str| {
+        tok.token_to_id(t)
+            .ok_or_else(|| ZeroShotError::Tokenizer(format!("{t} missing")))
+    };
+    let head_dim = cfg.hidden / cfg.heads;
+    // Interleaved MRoPE sections (t, h, w) over head_dim / 2 frequencies, as Qwen3-VL's
+    // [24, 20, 20] for head_dim 128.
+    let half = head_dim / 2;
+    let hw = half * 5 / 16;
+    let section = [half - 2 * hw, hw, hw];
+    let patches_per_side = cfg.image_side / 16;
+    Ok(json!({
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "dtype": "float32",
+        "image_token_id": id("<|image_pad|>")?,
+        "video_token_id": id("<|video_pad|>")?,
+        "vision_start_token_id": id("<|vision_start|>")?,
+        "vision_end_token_id": id("<|vision_end|>")?,
+        "model_type": "qwen3_vl",
+        "tie_word_embeddings": false,
+        "text_config": {
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "head_dim": head_dim,
+            "hidden_act": "silu",
+            "hidden_size": cfg.hidden,
+            "initializer_range": 0.02,
+            "intermediate_size": cfg.intermediate,
+            "max_position_embeddings": 4096,
+            "model_type": "qwen3_vl_text",
+            "num_attention_heads": cfg.heads,
+            "num_hidden_layers": cfg.layers,
+            "num_key_value_heads": cfg.kv_heads,
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": {
+                "mrope_interleaved": true,
+                "mrope_section": section,
+                "rope_theta": 10000.0,
+                "rope_type": "default"
+            },
+            "use_cache": true,
+            "vocab_size": tok.get_vocab_size(true),
+        },
+        "vision_config": {
+            "deepstack_visual_indexes": [0],
+            "depth": cfg.vision_depth,
+            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_size": cfg.vision_hidden,
+            "in_channels": 3,
+            "initializer_range": 0.02,
+            "intermediate_size": 2 * cfg.vision_hidden,
+            "model_type": "qwen3_vl_vision",
+            "num_heads": 2,
+            "num_position_embeddings": patches_per_side * patches_per_side,
+            "out_hidden_size": cfg.hidden,
+            "patch_size": 16,
+            "rope_parameters": {"rope_theta": 10000.0, "rope_type": "axial"},
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2
+        }
+    }))
+}
+
+/// Every tensor of a Qwen3-VL checkpoint for `cfg`, with HF's names and shapes.
+fn tensor_shapes(cfg: &ZeroShotConfig, vocab: usize) -> Vec<(String, Vec<usize>)> {
+    let (h, v, i) = (cfg.hidden, cfg.vision_hidden, cfg.intermediate);
+    let head_dim = h / cfg.heads;
+    let kv = cfg.kv_heads * head_dim;
+    let mut out: Vec<(String, Vec<usize>)> = vec![
+        ("lm_head.weight".into(), vec![vocab, h]),
+        ("model.language_model.embed_tokens.weight".into(), vec![vocab, h]),
+        ("model.language_model.norm.weight".into(), vec![h]),
+    ];
+    for l in 0..cfg.layers {
+        let p = format!("model.language_model.layers.{l}");
+        out.extend([
+            (format!("{p}.input_layernorm.weight"), vec![h]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![i, h]),
+            (format!("{p}.mlp.up_proj.weight"), vec![i, h]),
+            (format!("{p}.mlp.down_proj.weight"), vec![h, i]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![cfg.heads * head_dim, h]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![h, cfg.heads * head_dim]),
+            (format!("{p}.self_attn.q_norm.weight"), vec![head_dim]),
+            (format!("{p}.self_attn.k_norm.weight"), vec![head_dim]),
+        ]);
+    }
+    let side = cfg.image_side / 16;
+    out.extend([
+        ("model.visual.patch_embed.proj.weight".into(), vec![v, 3, 2, 16, 16]),
+        ("model.visual.patch_embed.proj.bias".into(), vec![v]),
+        ("model.visual.pos_embed.weight".into(), vec![side * side, v]),
+    ]);
+    for b in 0..cfg.vision_depth {
+        let p = format!("model.visual.blocks.{b}");
+        out.extend([
+            (format!("{p}.attn.qkv.weight"), vec![3 * v, v]),
+            (format!("{p}.attn.qkv.bias"), vec![3 * v]),
+            (format!("{p}.attn.proj.weight"), vec![v, v]),
+            (format!("{p}.attn.proj.bias"), vec![v]),
+            (format!("{p}.mlp.linear_fc1.weight"), vec![2 * v, v]),
+            (format!("{p}.mlp.linear_fc1.bias"), vec![2 * v]),
+            (format!("{p}.mlp.linear_fc2.weight"), vec![v, 2 * v]),
+            (format!("{p}.mlp.linear_fc2.bias"), vec![v]),
+            (format!("{p}.norm1.weight"), vec![v]),
+            (format!("{p}.norm1.bias"), vec![v]),
+            (format!("{p}.norm2.weight"), vec![v]),
+            (format!("{p}.norm2.bias"), vec![v]),
+        ]);
+    }
+    let merged = 4 * v;
+    for (p, norm) in [
+        ("model.visual.merger".to_string(), v),
+        ("model.visual.deepstack_merger_list.0".to_string(), merged),
+    ] {
+        out.extend([
+            (format!("{p}.norm.weight"), vec![norm]),
+            (format!("{p}.norm.bias"), vec![norm]),
+            (format!("{p}.linear_fc1.weight"), vec![merged, merged]),
+            (format!("{p}.linear_fc1.bias"), vec![merged]),
+            (format!("{p}.linear_fc2.weight"), vec![h, merged]),
+            (format!("{p}.linear_fc2.bias"), vec![h]),
+        ]);
+    }
+    out
+}
+
+/// Random initialisation as transformers does for Qwen3-VL: N(0, 0.02) weights, zero
+/// biases, unit norm scales.
+fn init_weights(cfg: &ZeroShotConfig, vocab: usize, seed: u64) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = Rng::new(seed, 0x1417);
+    tensor_shapes(cfg, vocab)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.contains("norm") && name.ends_with(".weight") {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| (0.02 * normal(&mut rng)) as f32).collect()
+            };
+            let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = 1.0 - rng.unit();
+    let u2 = rng.unit();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
+    safetensors::serialize_to_file(entries, metadata, path)
+        .map_err(|e| ZeroShotError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Writes an untrained model folder: config, random weights, tokenizer, template and
+/// preprocessor settings.
+pub fn write_initial_folder(
+    dir: &Path,
+    cfg: &ZeroShotConfig,
+    tok: &tokenizers::Tokenizer,
+) -> Result<()> {
+    cfg.check()?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_json(&dir.join("config.json"), &model_config(cfg, tok)?)?;
+    let tok_path = dir.join("tokenizer.json");
+    tok.save(&tok_path, true)
+        .map_err(|e| ZeroShotError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "model_max_length": 4096,
+            "chat_template": CHAT_TEMPLATE,
+        }),
+    )?;
+    let pixels = cfg.image_side * cfg.image_side;
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &json!({
+            "size": {"shortest_edge": pixels, "longest_edge": pixels},
+            "patch_size": 16,
+            "temporal_patch_size": 2,
+            "merge_size": 2,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "do_resize": true,
+            "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "resample": 3,
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen3VLProcessor",
+        }),
+    )?;
+    write_json(
+        &dir.join("generation_config.json"),
+        &json!({
+            "eos_token_id": [
+                tok.token_to_id("<|im_end|>"),
+                tok.token_to_id("<|endoftext|>")
+            ],
+            "pad_token_id": tok.token_to_id("<|endoftext|>"),
+            "do_sample": true,
+            "temperature": 1.0,
+            "top_p": 0.9,
+        }),
+    )?;
+    let vocab = tok.get_vocab_size(true);
+    save_tensors(
+        &dir.join("model.safetensors"),
+        &init_weights(cfg, vocab, cfg.seed)?,
+    )
+}
+
+/// The model's side of a folder: what training and checking need loaded once.
+pub struct Processor {
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// Image preprocessing.
+    pub preprocessor: PreprocessorConfig,
+}
+
+impl Processor {
+    /// Loads the processor files of `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            tokenizer: Tokenizer::load(dir)?,
+            template: ChatTemplate::load(dir)?
+                .ok_or_else(|| ZeroShotError::Config(format!("{}: no chat template", dir.display())))?,
+            preprocessor: PreprocessorConfig::load(dir)?,
+        })
+    }
+
+    /// Prompt token ids (image pads expanded) and the two preprocessed images.
+    pub fn prompt(&self, s: &Sample) -> Result<(Vec<u32>, [Preprocessed; 2])> {
+        let text = self
+            .template
+            .render(&s.messages, true, &serde_json::Value::Null)?;
+        let cfg = &self.preprocessor;
+        let images = [preprocess(&s.current, cfg)?, preprocess(&s.goal, cfg)?];
+        let batch = crate::vlm::prompt_batch(&self.tokenizer, &text, &images, cfg)?;
+        let ids = batch.input_ids.into_iter().next().unwrap_or_default();
+        Ok((ids, images))
+    }
+
+    /// Answer token ids: `pick N place M` then `<|im_end|>`.
+    pub fn answer_ids(&self, choice: &KeypointChoice) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(&format_answer(choice))?;
+        ids.push(
+            self.tokenizer
+                .token_id("<|im_end|>")
+                .ok_or_else(|| ZeroShotError::Tokenizer("<|im_end|> missing".into()))?,
+        );
+        Ok(ids)
+    }
+}
+
+/// A left-padded training batch of `samples` with each row's answer as the response.
+pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<Vec<u8>>)> {
+    let pad = p
+        .tokenizer
+        .token_id("<|endoftext|>")
+        .ok_or_else(|| ZeroShotError::Tokenizer("<|endoftext|> missing".into()))?;
+    let mut rows = Vec::new();
+    let mut pixels: Vec<f32> = Vec::new();
+    let mut grids = Vec::new();
+    for s in samples {
+        let (mut ids, images) = p.prompt(s)?;
+        let prompt_len = ids.len();
+        ids.extend(p.answer_ids(&s.answer)?);
+        for im in &images {
+            pixels.extend_from_slice(&im.pixel_values);
+            grids.push(im.grid_thw);
+        }
+        rows.push((ids, prompt_len));
+    }
+    let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut input_ids = Vec::new();
+    let mut mask = Vec::new();
+    let mut response = Vec::new();
+    for (ids, prompt_len) in rows {
+        let padn = len - ids.len();
+        let total = ids.len();
+        let mut r = vec![pad; padn];
+        r.extend(ids);
+        input_ids.push(r);
+        let mut m = vec![0u8; padn];
+        m.extend(std::iter::repeat_n(1u8, total));
+        mask.push(m);
+        let mut resp = vec![0u8; padn + prompt_len];
+        resp.extend(std::iter::repeat_n(1u8, total - prompt_len));
+        response.push(resp);
+    }
+    let patch_len = p.preprocessor.patch_len();
+    let rows = pixels.len() / patch_len;
+    let batch = Batch {
+        input_ids,
+        attention_mask: Some(mask),
+        images: Some(Images {
+            pixel_values: Tensor::from_vec(pixels, (rows, patch_len), &Device::Cpu)?,
+            grid_thw: grids,
+        }),
+    };
+    Ok((batch, response))
+}
+
+/// Progress of [`build`], reported to the caller (the CLI draws a bar).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A scene was observed (`done` of `total`).
+    Scene {
+        /// Scenes done.
+        done: usize,
+        /// Scenes to do.
+        total: usize,
+    },
+    /// An optimiser step finished.
+    Step {
+        /// Steps done.
+        step: usize,
+        /// Steps to do.
+        total: usize,
+        /// This step's loss.
+        loss: f64,
+    },
+    /// Held-out samples checked.
+    Check {
+        /// Done.
+        done: usize,
+        /// To do.
+        total: usize,
+    },
+}
+
+/// What `zero_shot.json` records.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The settings.
+    pub config: ZeroShotConfig,
+    /// Parameters of the merged model.
+    pub parameters: usize,
+    /// Training scenes per task that were observed (object found).
+    pub scenes: [usize; 3],
+    /// Loss of every step.
+    pub loss: Vec<f64>,
+    /// Seconds spent observing scenes, training, checking.
+    pub seconds: [f64; 3],
+    /// Held-out greedy answers equal to the rule's (fraction), per task.
+    pub held_out_exact: [f64; 3],
+    /// Held-out greedy answers whose pick equals the rule's (fraction), per task.
+    pub held_out_pick: [f64; 3],
+    /// Held-out greedy answers that parse (fraction), per task.
+    pub held_out_valid: [f64; 3],
+}
+
+fn observe_all(
+    jobs: &[(Task, u64)],
+    cfg: &ZeroShotConfig,
+    threads: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<SceneSample> {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, SceneSample)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(task, seed)) = jobs.get(i) else {
+                            break;
+                        };
+                        if let Some(scene) =
+                            observe_scene(task, seed, cfg.keypoints, cfg.render_size)
+                        {
+                            mine.push((i, scene));
+                        }
+                        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        progress(Progress::Scene {
+                            done: d,
+                            total: jobs.len(),
+                        });
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scene worker panicked"))
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+fn task_index(t: Task) -> usize {
+    match t {
+        Task::Rope => 0,
+        Task::Cloth => 1,
+        Task::Toy => 2,
+    }
+}
+
+/// Builds the zero-shot model folder in `out` (created; must not hold a model already):
+/// observes the scenes, trains the tokenizer, initialises and trains the model, merges the
+/// adapters, checks held-out accuracy and writes `zero_shot.json`.
+pub fn build(
+    out: &Path,
+    cfg: &ZeroShotConfig,
+    threads: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report> {
+    cfg.check()?;
+    let tasks = [Task::Rope, Task::Cloth, Task::Toy];
+    let t0 = Instant::now();
+    let mut jobs = Vec::new();
+    for t in tasks {
+        for i in 0..cfg.scenes[task_index(t)] {
+            jobs.push((t, TRAIN_SEED_BASE + i as u64));
+        }
+    }
+    for t in tasks {
+        for i in 0..cfg.held_out {
+            jobs.push((t, HELD_OUT_SEED_BASE + i as u64));
+        }
+    }
+    let all = observe_all(&jobs, cfg, threads, progress);
+    let (train, held): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|s| s.seed < HELD_OUT_SEED_BASE);
+    if train.is_empty() {
+        return Err(ZeroShotError::NoScenes(
+            "the object was found in no training scene".into(),
+        ));
+    }
+    let mut counts = [0usize; 3];
+    for s in &train {
+        counts[task_index(s.task)] += 1;
+    }
+    let observe_s = t0.elapsed().as_secs_f64();
+
+    let tok = build_tokenizer(&corpus(&train, cfg.keypoints), cfg.bpe_vocab)?;
+    write_initial_folder(out, cfg, &tok)?;
+    let processor = Processor::load(out)?;
+    // Every weight is a variable: the model is trained whole.
+    let store = WeightStore::open_trainable(out, DType::F32, &Device::Cpu)?;
+    let model = Qwen3Vl::from_store(Config::load(out)?, &store)?;
+    let named = store.vars();
+    let mut opt = AdamW::new(
+        named.iter().map(|(_, v)| v.clone()).collect(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+
+    let t1 = Instant::now();
+    let mut rng = Rng::new(cfg.seed, 0x2E50);
+    let mut losses = Vec::with_capacity(cfg.steps);
+    for step in 0..cfg.steps {
+        let lr = if step < cfg.warmup {
+            cfg.lr * (step + 1) as f64 / cfg.warmup as f64
+        } else {
+            let p = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup).max(1) as f64;
+            cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+        };
+        opt.set_learning_rate(lr);
+        let samples = (0..cfg.batch)
+            .map(|_| sample(&train[rng.below(train.len())], Some(&mut rng)))
+            .collect::<Result<Vec<_>>>()?;
+        let (batch, response) = training_batch(&processor, &samples)?;
+        let logits = model.forward(&batch, Mode::Train)?.logits;
+        let loss = mean_response_logprob(&logits, &batch.input_ids, &response)?
+            .mean_all()?
+            .neg()?;
+        opt.step(&loss.backward()?)?;
+        let loss = f64::from(loss.to_scalar::<f32>()?);
+        if !loss.is_finite() {
+            return Err(ZeroShotError::Config(format!(
+                "the loss diverged at step {step} (lower --lr)"
+            )));
+        }
+        losses.push(loss);
+        progress(Progress::Step {
+            step: step + 1,
+            total: cfg.steps,
+            loss,
+        });
+    }
+    let train_s = t1.elapsed().as_secs_f64();
+
+    let tensors: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let tmp = out.join("model.safetensors.tmp");
+    save_tensors(&tmp, &tensors)?;
+    drop(store);
+    let final_path = out.join("model.safetensors");
+    std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+
+    let t2 = Instant::now();
+    let check = held_out_accuracy(&model, &processor, &held, progress)?;
+    let parameters = count_parameters(out)?;
+    let report = Report {
+        config: cfg.clone(),
+        parameters,
+        scenes: counts,
+        loss: losses,
+        seconds: [observe_s, train_s, t2.elapsed().as_secs_f64()],
+        held_out_exact: check.0,
+        held_out_pick: check.1,
+        held_out_valid: check.2,
+    };
+    let path = out.join("zero_shot.json");
+    write_json(
+        &path,
+        &serde_json::to_value(&report).expect("the report serialises"),
+    )?;
+    Ok(report)
+}
+
+/// Greedy answers on held-out scenes (keypoints as the evaluation numbers them) compared
+/// with the rule: fractions (exact, same pick, parses) per task.
+#[allow(clippy::type_complexity)]
+pub fn held_out_accuracy(
+    model: &Qwen3Vl,
+    p: &Processor,
+    scenes: &[SceneSample],
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<([f64; 3], [f64; 3], [f64; 3])> {
+    let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+        .iter()
+        .filter_map(|t| p.tokenizer.token_id(t))
+        .collect();
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 16,
+        stop_tokens: stop,
+        ..SamplingParams::default()
+    };
+    let (mut exact, mut pick, mut valid, mut n) = ([0f64; 3], [0f64; 3], [0f64; 3], [0f64; 3]);
+    for (i, scene) in scenes.iter().enumerate() {
+        let s = sample(scene, None)?;
+        let text = p
+            .template
+            .render(&s.messages, true, &serde_json::Value::Null)?;
+        let images = [
+            preprocess(&s.current, &p.preprocessor)?,
+            preprocess(&s.goal, &p.preprocessor)?,
+        ];
+        let batch = crate::vlm::prompt_batch(&p.tokenizer, &text, &images, &p.preprocessor)?;
+        let out = generate(model, &batch, 1, &params)?;
+        let answer = p.tokenizer.decode(&out[0].tokens, true)?;
+        let k = task_index(scene.task);
+        n[k] += 1.0;
+        if let Ok(c) = parse_answer(
+            &answer,
+            scene.current_keypoints.len(),
+            scene.goal_keypoints.len(),
+        ) {
+            valid[k] += 1.0;
+            exact[k] += f64::from(u8::from(c == s.answer));
+            pick[k] += f64::from(u8::from(c.pick == s.answer.pick));
+        }
+        progress(Progress::Check {
+            done: i + 1,
+            total: scenes.len(),
+        });
+    }
+    let frac = |a: [f64; 3]| std::array::from_fn(|k| if n[k] > 0.0 { a[k] / n[k] } else { f64::NAN });
+    Ok((frac(exact), frac(pick), frac(valid)))
+}
+
+/// Parameters stored in `dir/model.safetensors`.
+pub fn count_parameters(dir: &Path) -> Result<usize> {
+    let store = WeightStore::open(dir, DType::F32, &Device::Cpu)?;
+    let mut n = 0;
+    for name in store.names() {
+        n += store.get_any(name)?.elem_count();
+    }
+    Ok(n)
+}
+
+/// Whether `dir` already holds a model (so `build` would overwrite one).
+pub fn holds_model(dir: &Path) -> bool {
+    dir.join("model.safetensors").exists() || dir.join("config.json").exists()
+}
+
+/// The parsed `config.json` of a built folder (for callers that print it).
+pub fn load_config(dir: &Path) -> Result<Config> {
+    Ok(Config::load(dir)?)
+}

@@ -1,0 +1,198 @@
+//! The planner node on bad input: a wrong encoding, a buffer that does not match its size,
+//! an image with no object, more keypoints than the object has pixels. Each ends the
+//! episode's decision with a `failed` event whose detail says what was wrong, no action is
+//! published, and the node goes on to decide the next episode.
+
+use std::time::Duration;
+
+use dreamplan::bus::{Bus, LocalBus, Qos, Subscriber};
+use dreamplan::msg::prelude::*;
+use dreamplan::nodes::planner::{PlannerConfig, PlannerNode};
+use dreamplan::nodes::{Node, NodeContext};
+use dreamplan::planner::eval::{observe, EvalConfig};
+use dreamplan::render::{render, scene, RenderMode, RenderOptions};
+use dreamplan::sim::tasks::Task;
+use tokio_util::sync::CancellationToken;
+
+const SIZE: u32 = 96;
+
+fn image(encoding: &str, width: u32, height: u32, data: Vec<u8>) -> Image {
+    Image {
+        encoding: encoding.into(),
+        width,
+        height,
+        step: width * 3,
+        data,
+        ..Default::default()
+    }
+}
+
+fn reset(episode: u32) -> EpisodeEvent {
+    EpisodeEvent {
+        episode,
+        task: "rope".into(),
+        event: EpisodeEvent::EVENT_RESET.into(),
+        ..Default::default()
+    }
+}
+
+async fn next_failed(events: &mut Subscriber<EpisodeEvent>) -> EpisodeEvent {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("event in time")
+            .expect("bus open");
+        if e.event == EpisodeEvent::EVENT_FAILED {
+            return (*e).clone();
+        }
+    }
+}
+
+struct Rig {
+    bus: LocalBus,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    events: Subscriber<EpisodeEvent>,
+    actions: Subscriber<KeypointAction>,
+    event_pub: dreamplan::bus::Publisher<EpisodeEvent>,
+    image_pub: dreamplan::bus::Publisher<Image>,
+}
+
+async fn rig(keypoints: usize) -> Rig {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let actions = bus
+        .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
+        .unwrap();
+    let node = PlannerNode::new(PlannerConfig {
+        keypoints,
+        ..Default::default()
+    })
+    .unwrap();
+    let ctx = NodeContext {
+        name: "planner".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+    };
+    let task = tokio::spawn(node.run(ctx));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The goal image, latched, as the sim publishes it.
+    let obs = observe(
+        Task::Rope,
+        3,
+        &EvalConfig {
+            size: SIZE,
+            keypoints: 4,
+        },
+    );
+    let goal_pub = bus.publisher::<Image>("/goal/image", Qos::latched()).unwrap();
+    goal_pub
+        .publish(image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone()))
+        .unwrap();
+    let event_pub = bus
+        .publisher::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let image_pub = bus
+        .publisher::<Image>("/camera/image_raw", Qos::keep_last(1))
+        .unwrap();
+    Rig {
+        bus,
+        stop,
+        task,
+        events,
+        actions,
+        event_pub,
+        image_pub,
+    }
+}
+
+impl Rig {
+    async fn episode(&mut self, n: u32, img: Image) {
+        self.event_pub.publish(reset(n)).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.image_pub.publish(img).unwrap();
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        drop(self.bus);
+    }
+}
+
+fn current_rgb() -> Vec<u8> {
+    observe(
+        Task::Rope,
+        3,
+        &EvalConfig {
+            size: SIZE,
+            keypoints: 4,
+        },
+    )
+    .current
+    .rgb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
+    let mut r = rig(8).await;
+    let good = current_rgb();
+
+    // bgr8 is refused by name.
+    r.episode(1, image("bgr8", SIZE, SIZE, good.clone())).await;
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(e.episode, 1);
+    assert_eq!(e.detail, "planner: image encoding \"bgr8\" is not rgb8");
+
+    // A buffer that does not match width × height × 3.
+    r.episode(2, image("rgb8", SIZE, SIZE, good[..good.len() - 3].to_vec()))
+        .await;
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(e.episode, 2);
+    assert!(
+        e.detail.contains("96x96 rgb8 image with step 288 and 27645 bytes"),
+        "{e:?}"
+    );
+
+    // An empty table: no object, so no keypoints and no action.
+    let table = render(
+        &dreamplan::render::table(scene::TABLE_X, scene::TABLE_Y, 0.0, [0.52, 0.43, 0.33]),
+        &scene::default_camera(SIZE, SIZE),
+        RenderMode::Full,
+        &RenderOptions::default(),
+    );
+    r.episode(3, image("rgb8", SIZE, SIZE, table.rgb)).await;
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(e.episode, 3);
+    assert!(
+        e.detail.starts_with("planner: current image: no object found"),
+        "{e:?}"
+    );
+    assert!(r.actions.try_recv().is_none(), "an action after bad input");
+
+    // The node still decides a good episode.
+    r.episode(4, image("rgb8", SIZE, SIZE, good)).await;
+    let a = tokio::time::timeout(Duration::from_secs(30), r.actions.recv())
+        .await
+        .expect("an action in time")
+        .expect("bus open");
+    assert!(a.source_id >= 1 && a.target_id >= 1, "{a:?}");
+    r.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_keypoints_than_object_pixels_is_a_failed_event() {
+    let mut r = rig(50_000).await;
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let e = next_failed(&mut r.events).await;
+    assert!(
+        e.detail.starts_with("planner: current image: only ")
+            && e.detail.ends_with(" object pixels for 50000 keypoints"),
+        "{e:?}"
+    );
+    assert!(r.actions.try_recv().is_none());
+    r.finish().await;
+}

@@ -1,0 +1,191 @@
+//! The tiny zero-shot planner's folder: the tokenizer splits digits and knows Qwen's
+//! special tokens, the folder loads as any Qwen3-VL folder, training lowers the loss and
+//! the planner answers in the grammar, keypoint relabelling keeps the rule's answer
+//! consistent, and a folder that already holds a model is refused by the CLI.
+
+use std::path::Path;
+use std::process::Command;
+
+use dreamplan::planner::baselines::correspondence_choice;
+use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
+use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+use dreamplan::planner::zero_shot::{
+    build, build_tokenizer, observe_scene, sample, Processor, Progress, ZeroShotConfig,
+    SPECIAL_TOKENS,
+};
+use dreamplan::sim::rng::Rng;
+use dreamplan::sim::tasks::Task;
+use dreamplan::vlm::{DType, Device, Qwen3Vl};
+
+fn tiny() -> ZeroShotConfig {
+    ZeroShotConfig {
+        hidden: 32,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        intermediate: 48,
+        vision_hidden: 16,
+        vision_depth: 1,
+        image_side: 64,
+        bpe_vocab: 300,
+        scenes: [3, 1, 3],
+        held_out: 1,
+        steps: 25,
+        batch: 2,
+        lr: 1e-2,
+        warmup: 2,
+        ..ZeroShotConfig::default()
+    }
+}
+
+#[test]
+fn tokenizer_splits_digits_and_has_qwen_specials() {
+    let corpus: Vec<String> = (0..40)
+        .map(|i| format!("Keypoints on the current image: 1 ({}, {}), 2 (5, 1000).", i * 17, 999 - i))
+        .collect();
+    let tok = build_tokenizer(&corpus, 300).unwrap();
+    for t in SPECIAL_TOKENS {
+        let id = tok.token_to_id(t).unwrap_or_else(|| panic!("{t} missing"));
+        // Special tokens come after the learned vocabulary and encode as one token.
+        assert!(id >= 256, "{t} has id {id}");
+        let enc = tok.encode(format!("a{t}b"), false).unwrap();
+        assert!(enc.get_ids().contains(&id), "{t} not one token");
+    }
+    let enc = tok.encode("(437, 612)", false).unwrap();
+    let toks: Vec<&str> = enc.get_tokens().iter().map(String::as_str).collect();
+    for d in ["4", "3", "7", "6", "1", "2"] {
+        assert!(toks.contains(&d), "digit {d} not a token of its own: {toks:?}");
+    }
+    assert!(
+        !toks.iter().any(|t| t.len() > 1 && t.chars().all(|c| c.is_ascii_digit())),
+        "a multi-digit token: {toks:?}"
+    );
+    let ids = enc.get_ids().to_vec();
+    assert_eq!(tok.decode(&ids, true).unwrap(), "(437, 612)");
+    // Frequent words were merged: the instruction is far fewer tokens than bytes.
+    let text = "Keypoints on the current image";
+    let n = tok.encode(text, false).unwrap().get_ids().len();
+    assert!(n <= 8, "{n} tokens for {text:?}");
+}
+
+#[test]
+fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
+    let scene = observe_scene(Task::Rope, 1_000_003, 8, 128).expect("rope found");
+    let base = correspondence_choice(&scene.current_keypoints, &scene.goal_keypoints).unwrap();
+    let at = |kps: &[dreamplan::vision::Keypoint], id: u32| {
+        let k = kps.iter().find(|k| k.id == id).unwrap();
+        (k.u, k.v)
+    };
+    let want = (
+        at(&scene.current_keypoints, base.pick),
+        at(&scene.goal_keypoints, base.place),
+    );
+    let mut rng = Rng::new(5, 0);
+    let mut relabelled = 0;
+    for _ in 0..6 {
+        let s = sample(&scene, Some(&mut rng)).unwrap();
+        let text = s.messages[0]["content"][2]["text"].as_str().unwrap().to_string();
+        // The keypoints are listed 1..=8 in order after relabelling.
+        let list = text.split("current image: ").nth(1).unwrap();
+        assert!(list.starts_with("1 ("), "{list}");
+        if s.answer != base {
+            relabelled += 1;
+        }
+        // The same physical points are chosen whatever the numbers (the rule's output is
+        // a property of the points): find them through the text's coordinates.
+        let coord = |list: &str, id: u32| -> (u32, u32) {
+            let key = format!("{id} (");
+            let rest = &list[list.find(&key).unwrap() + key.len()..];
+            let body = &rest[..rest.find(')').unwrap()];
+            let mut it = body.split(", ").map(|x| x.parse::<u32>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        let goal_list = text.split("goal image: ").nth(1).unwrap();
+        let norm = |p: (f32, f32)| {
+            let n = |x: f32| ((x / 128.0) * 1000.0).round() as u32;
+            (n(p.0), n(p.1))
+        };
+        assert_eq!(coord(list, s.answer.pick), norm(want.0));
+        assert_eq!(coord(goal_list, s.answer.place), norm(want.1));
+        assert_ne!(s.current.data, scene.current.data, "no overlay drawn");
+    }
+    assert!(relabelled >= 3, "relabelling changed the answer only {relabelled} of 6 times");
+}
+
+#[test]
+fn built_folder_loads_trains_and_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zs");
+    let steps = std::sync::atomic::AtomicUsize::new(0);
+    let progress = |p: Progress| {
+        if let Progress::Step { .. } = p {
+            steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let cfg = tiny();
+    let report = build(&out, &cfg, 2, &progress).unwrap();
+    assert_eq!(steps.into_inner(), cfg.steps);
+    assert_eq!(report.loss.len(), cfg.steps);
+    assert_eq!(report.scenes, [3, 1, 3]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "generation_config.json",
+        "zero_shot.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // Training on the answer tokens lowers their loss clearly (first 5 vs last 5 steps).
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let (first, last) = (mean(&report.loss[..5]), mean(&report.loss[cfg.steps - 5..]));
+    assert!(last < 0.6 * first, "loss {first:.3} → {last:.3}");
+    // The folder is an ordinary Qwen3-VL folder with the configured sizes.
+    let model = Qwen3Vl::load(&out, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.config().text.hidden_size, 32);
+    assert!(report.parameters > 10_000);
+    let p = Processor::load(&out).unwrap();
+    assert!(p.tokenizer.token_id("<|image_pad|>").is_some());
+    // The planner loads it and decides an episode without crashing on whatever it says.
+    let mut planner = VlmPlanner::load(
+        &out,
+        VlmPlannerConfig {
+            k: 4,
+            attempts: 2,
+            ..VlmPlannerConfig::default()
+        },
+    )
+    .unwrap();
+    let r = run_episode(
+        Task::Toy,
+        7,
+        &mut planner,
+        &EvalConfig {
+            size: 128,
+            keypoints: 8,
+        },
+    );
+    assert!(
+        matches!(r.outcome, Outcome::Executed | Outcome::NoAction(_) | Outcome::Refused(_)),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(Planner::candidates(&planner).len(), 4);
+}
+
+#[test]
+fn cli_refuses_to_overwrite_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["pretrain-zero-shot", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already holds a model"), "{err}");
+    assert!(Path::new(&dir.path().join("config.json")).exists());
+}
