@@ -10,12 +10,13 @@ use dreamplan::planner::baselines::correspondence_choice;
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::planner::zero_shot::{
-    build, build_tokenizer, observe_scene, sample, Processor, Progress, ZeroShotConfig,
-    SPECIAL_TOKENS,
+    build, build_tokenizer, number_token_id, observe_scene, sample, Processor, Progress,
+    ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
 };
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
-use dreamplan::vlm::{DType, Device, Qwen3Vl};
+use dreamplan::vlm::image::PreprocessorConfig;
+use dreamplan::vlm::{prompt_batch, DType, Device, Mode, Qwen3Vl};
 
 fn tiny() -> ZeroShotConfig {
     ZeroShotConfig {
@@ -27,7 +28,6 @@ fn tiny() -> ZeroShotConfig {
         vision_hidden: 16,
         vision_depth: 1,
         image_side: 64,
-        bpe_vocab: 300,
         scenes: [3, 1, 3],
         held_out: 1,
         steps: 25,
@@ -39,33 +39,37 @@ fn tiny() -> ZeroShotConfig {
 }
 
 #[test]
-fn tokenizer_splits_digits_and_has_qwen_specials() {
-    let corpus: Vec<String> = (0..40)
-        .map(|i| format!("Keypoints on the current image: 1 ({}, {}), 2 (5, 1000).", i * 17, 999 - i))
-        .collect();
-    let tok = build_tokenizer(&corpus, 300).unwrap();
+fn tokenizer_has_a_token_per_coordinate_and_qwen_specials() {
+    let corpus: Vec<String> = vec![
+        "Keypoints on the current image: 1 (437, 612), 2 (5, 1000).".into(),
+        "pick 3 place 5".into(),
+    ];
+    let tok = build_tokenizer(&corpus).unwrap();
     for t in SPECIAL_TOKENS {
         let id = tok.token_to_id(t).unwrap_or_else(|| panic!("{t} missing"));
-        // Special tokens come after the learned vocabulary and encode as one token.
-        assert!(id >= 256, "{t} has id {id}");
-        let enc = tok.encode(format!("a{t}b"), false).unwrap();
+        // Special tokens come after the vocabulary and encode as one token.
+        assert!(id > 2 * 1001, "{t} has id {id}");
+        let enc = tok.encode(format!("current{t}image"), false).unwrap();
         assert!(enc.get_ids().contains(&id), "{t} not one token");
     }
-    let enc = tok.encode("(437, 612)", false).unwrap();
-    let toks: Vec<&str> = enc.get_tokens().iter().map(String::as_str).collect();
-    for d in ["4", "3", "7", "6", "1", "2"] {
-        assert!(toks.contains(&d), "digit {d} not a token of its own: {toks:?}");
-    }
-    assert!(
-        !toks.iter().any(|t| t.len() > 1 && t.chars().all(|c| c.is_ascii_digit())),
-        "a multi-digit token: {toks:?}"
-    );
+    // Every coordinate is one token, whether or not the corpus held it.
+    let enc = tok.encode("(437, 612), (999, 7)", false).unwrap();
     let ids = enc.get_ids().to_vec();
-    assert_eq!(tok.decode(&ids, true).unwrap(), "(437, 612)");
-    // Frequent words were merged: the instruction is far fewer tokens than bytes.
-    let text = "Keypoints on the current image";
-    let n = tok.encode(text, false).unwrap().get_ids().len();
-    assert!(n <= 8, "{n} tokens for {text:?}");
+    for (n, space) in [(437, false), (612, true), (999, false), (7, true)] {
+        assert!(
+            ids.contains(&number_token_id(n, space)),
+            "{n} (space {space}) not one token: {:?}",
+            enc.get_tokens()
+        );
+    }
+    assert_eq!(ids.len(), 10, "{:?}", enc.get_tokens());
+    assert_eq!(tok.decode(&ids, true).unwrap(), "(437, 612), (999, 7)");
+    // The answer format round-trips; words never seen are one unknown token, not a crash.
+    let ids = tok.encode("pick 3 place 5", false).unwrap().get_ids().to_vec();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(tok.decode(&ids, true).unwrap(), "pick 3 place 5");
+    let enc = tok.encode("zebra", false).unwrap();
+    assert_eq!(enc.get_ids(), &[tok.token_to_id(UNK_TOKEN).unwrap()]);
 }
 
 #[test]
@@ -83,7 +87,7 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
     let mut rng = Rng::new(5, 0);
     let mut relabelled = 0;
     for _ in 0..6 {
-        let s = sample(&scene, Some(&mut rng)).unwrap();
+        let s = sample(&scene, &PreprocessorConfig::default(), Some(&mut rng)).unwrap();
         let text = s.messages[0]["content"][2]["text"].as_str().unwrap().to_string();
         // The keypoints are listed 1..=8 in order after relabelling.
         let list = text.split("current image: ").nth(1).unwrap();
@@ -173,6 +177,61 @@ fn built_folder_loads_trains_and_plans() {
         r.outcome
     );
     assert_eq!(Planner::candidates(&planner).len(), 4);
+    check_with_transformers(&out, &model, &p);
+}
+
+/// HF transformers (python, `DREAMPLAN_PYTHON_HF`) loads the folder with its Auto classes,
+/// renders and tokenises the same prompt to the same ids, and computes the same logits.
+/// Skipped, with a message, when the variable is unset.
+fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
+    let Ok(python) = std::env::var("DREAMPLAN_PYTHON_HF") else {
+        eprintln!(
+            "skipped the transformers check: set DREAMPLAN_PYTHON_HF to the python of the HF \
+             venv (scripts/requirements-hf.txt)"
+        );
+        return;
+    };
+    let case = tempfile::tempdir().unwrap();
+    let scene = observe_scene(Task::Toy, 2_000_001, 8, 256).unwrap();
+    let s = sample(&scene, &p.preprocessor, None).unwrap();
+    let text = p
+        .template
+        .render(&s.messages, true, &serde_json::Value::Null)
+        .unwrap();
+    let (ids, images) = p.prompt(&s).unwrap();
+    let batch = prompt_batch(&p.tokenizer, &text, &images, &p.preprocessor).unwrap();
+    assert_eq!(batch.input_ids[0], ids);
+    let logits = model.forward(&batch, Mode::Infer).unwrap().logits;
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("logits".to_string(), logits)]),
+        case.path().join("logits.safetensors"),
+    )
+    .unwrap();
+    for (name, img) in [("current.png", &s.current), ("goal.png", &s.goal)] {
+        image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+            .unwrap()
+            .save(case.path().join(name))
+            .unwrap();
+    }
+    std::fs::write(
+        case.path().join("case.json"),
+        serde_json::json!({"messages": s.messages, "text": text, "input_ids": ids}).to_string(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_zero_shot_folder.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(folder)
+        .arg(case.path())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "transformers check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::sim::tasks::Task;
 use crate::vision::{self, Keypoint, RgbView};
 use crate::vlm::chat::{ChatTemplate, Tokenizer};
 use crate::vlm::generate::{generate, SamplingParams};
-use crate::vlm::image::{preprocess, PreprocessorConfig, Rgb8};
+use crate::vlm::image::{preprocess, resize_bicubic, smart_resize, PreprocessorConfig, Rgb8};
 use crate::vlm::{prompt_batch, Batch, DType, Device, Qwen3Vl, VlmError};
 
 /// Sampling settings of the planner.
@@ -97,6 +97,11 @@ impl VlmPlanner {
         })
     }
 
+    /// The model's image preprocessing settings.
+    pub fn preprocessor(&self) -> &PreprocessorConfig {
+        &self.preprocessor
+    }
+
     /// The prompt batch: the chat-template text with the two overlaid images.
     pub fn prompt(
         &self,
@@ -164,15 +169,59 @@ pub fn best(candidates: &[Candidate]) -> Option<KeypointChoice> {
         .map(|b| b.1)
 }
 
-/// `frame` with numbered dots on `keypoints`, as the model is shown it.
-pub fn overlaid(frame: &crate::render::Frame, keypoints: &[Keypoint]) -> Result<Rgb8, String> {
-    let view = RgbView::new(frame.width, frame.height, &frame.rgb).map_err(|e| e.to_string())?;
-    let data = vision::draw_keypoints(&view, keypoints).map_err(|e| e.to_string())?;
+/// What the model is shown: `img` resized to the size the model's processor would resize
+/// it to, with the numbered dots drawn at that size (so the digits are as legible as the
+/// dot size allows at the model's input, instead of being blurred by a later downscale).
+/// Keypoint pixels are scaled along; their 0–1000 coordinates in the prompt do not change.
+pub fn model_view(
+    img: &Rgb8,
+    keypoints: &[Keypoint],
+    cfg: &PreprocessorConfig,
+) -> Result<Rgb8, String> {
+    let (h, w) = if cfg.do_resize {
+        smart_resize(
+            img.height,
+            img.width,
+            cfg.patch_size * cfg.merge_size,
+            cfg.min_pixels,
+            cfg.max_pixels,
+        )
+        .map_err(|e| e.to_string())?
+    } else {
+        (img.height, img.width)
+    };
+    let resized;
+    let (img, scaled): (&Rgb8, Vec<Keypoint>) = if (h, w) == (img.height, img.width) {
+        (img, keypoints.to_vec())
+    } else {
+        resized = resize_bicubic(img, w, h);
+        let (sx, sy) = (w as f32 / img.width as f32, h as f32 / img.height as f32);
+        let kps = keypoints
+            .iter()
+            .map(|k| Keypoint {
+                u: k.u * sx,
+                v: k.v * sy,
+                ..*k
+            })
+            .collect();
+        (&resized, kps)
+    };
+    let view =
+        RgbView::new(img.width as u32, img.height as u32, &img.data).map_err(|e| e.to_string())?;
+    let data = vision::draw_keypoints(&view, &scaled).map_err(|e| e.to_string())?;
     Ok(Rgb8 {
-        width: frame.width as usize,
-        height: frame.height as usize,
+        width: img.width,
+        height: img.height,
         data,
     })
+}
+
+fn rgb_of(frame: &crate::render::Frame) -> Rgb8 {
+    Rgb8 {
+        width: frame.width as usize,
+        height: frame.height as usize,
+        data: frame.rgb.clone(),
+    }
 }
 
 impl Planner for VlmPlanner {
@@ -185,8 +234,9 @@ impl Planner for VlmPlanner {
     }
 
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
-        let images = overlaid(s.current, s.current_keypoints)
-            .and_then(|a| overlaid(s.goal, s.goal_keypoints).map(|b| (a, b)));
+        let cfg = &self.preprocessor;
+        let images = model_view(&rgb_of(s.current), s.current_keypoints, cfg)
+            .and_then(|a| model_view(&rgb_of(s.goal), s.goal_keypoints, cfg).map(|b| (a, b)));
         let (current, goal) = match images {
             Ok(x) => x,
             Err(e) => return Decision::None(format!("overlay: {e}")),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 
 use dreamplan::planner::eval::{observe, segment_params, Decision, EvalConfig, Planner, Scene};
-use dreamplan::planner::vlm_planner::{best, overlaid, Candidate, VlmPlanner, VlmPlannerConfig};
+use dreamplan::planner::vlm_planner::{best, model_view, Candidate, VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
 use dreamplan::vision::{self, RgbView};
 
@@ -95,8 +95,9 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
                 tracing::debug!("no action: {why}");
             }
             // The sampling alone, batched and one by one, on the same prompt.
-            let ci = overlaid(current, &kc).map_err(anyhow::Error::msg)?;
-            let gi = overlaid(goal, &kg).map_err(anyhow::Error::msg)?;
+            let cfg = planner.preprocessor().clone();
+            let ci = model_view(&rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
+            let gi = model_view(&rgb(goal), &kg, &cfg).map_err(anyhow::Error::msg)?;
             let batch = planner.prompt(task, &ci, &gi, &kc, &kg)?;
             let t1 = Instant::now();
             let _ = best(&planner.candidates(&batch, kc.len(), kg.len(), i as u64)?);
@@ -139,4 +140,12 @@ fn task_name(t: Task) -> &'static str {
 
 fn rayon_threads() -> String {
     std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+}
+
+fn rgb(f: &dreamplan::render::Frame) -> dreamplan::vlm::image::Rgb8 {
+    dreamplan::vlm::image::Rgb8 {
+        width: f.width as usize,
+        height: f.height as usize,
+        data: f.rgb.clone(),
+    }
 }

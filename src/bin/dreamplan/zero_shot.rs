@@ -42,6 +42,9 @@ pub struct ZeroShotArgs {
     /// Seed of initialisation and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Relabel keypoints at random in every training sample.
+    #[arg(long)]
+    relabel: bool,
     /// Threads that observe scenes (the simulator is single-threaded per episode).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -69,6 +72,7 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         hidden: args.hidden.unwrap_or(d.hidden),
         layers: args.layers.unwrap_or(d.layers),
         seed: args.seed,
+        relabel: args.relabel,
         ..d
     };
     let style = ProgressStyle::with_template(
