@@ -88,7 +88,9 @@ async fn rig(keypoints: usize) -> Rig {
             keypoints: 4,
         },
     );
-    let goal_pub = bus.publisher::<Image>("/goal/image", Qos::latched()).unwrap();
+    let goal_pub = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
     goal_pub
         .publish(image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone()))
         .unwrap();
@@ -148,12 +150,16 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
     assert_eq!(e.detail, "planner: image encoding \"bgr8\" is not rgb8");
 
     // A buffer that does not match width × height × 3.
-    r.episode(2, image("rgb8", SIZE, SIZE, good[..good.len() - 3].to_vec()))
-        .await;
+    r.episode(
+        2,
+        image("rgb8", SIZE, SIZE, good[..good.len() - 3].to_vec()),
+    )
+    .await;
     let e = next_failed(&mut r.events).await;
     assert_eq!(e.episode, 2);
     assert!(
-        e.detail.contains("96x96 rgb8 image with step 288 and 27645 bytes"),
+        e.detail
+            .contains("96x96 rgb8 image with step 288 and 27645 bytes"),
         "{e:?}"
     );
 
@@ -168,7 +174,8 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
     let e = next_failed(&mut r.events).await;
     assert_eq!(e.episode, 3);
     assert!(
-        e.detail.starts_with("planner: current image: no object found"),
+        e.detail
+            .starts_with("planner: current image: no object found"),
         "{e:?}"
     );
     assert!(r.actions.try_recv().is_none(), "an action after bad input");

@@ -65,7 +65,11 @@ fn tokenizer_has_a_token_per_coordinate_and_qwen_specials() {
     assert_eq!(ids.len(), 10, "{:?}", enc.get_tokens());
     assert_eq!(tok.decode(&ids, true).unwrap(), "(437, 612), (999, 7)");
     // The answer format round-trips; words never seen are one unknown token, not a crash.
-    let ids = tok.encode("pick 3 place 5", false).unwrap().get_ids().to_vec();
+    let ids = tok
+        .encode("pick 3 place 5", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     assert_eq!(ids.len(), 4);
     assert_eq!(tok.decode(&ids, true).unwrap(), "pick 3 place 5");
     let enc = tok.encode("zebra", false).unwrap();
@@ -88,7 +92,10 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
     let mut relabelled = 0;
     for _ in 0..6 {
         let s = sample(&scene, &PreprocessorConfig::default(), Some(&mut rng)).unwrap();
-        let text = s.messages[0]["content"][2]["text"].as_str().unwrap().to_string();
+        let text = s.messages[0]["content"][2]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // The keypoints are listed 1..=8 in order after relabelling.
         let list = text.split("current image: ").nth(1).unwrap();
         assert!(list.starts_with("1 ("), "{list}");
@@ -113,7 +120,10 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
         assert_eq!(coord(goal_list, s.answer.place), norm(want.1));
         assert_ne!(s.current.data, scene.current.data, "no overlay drawn");
     }
-    assert!(relabelled >= 3, "relabelling changed the answer only {relabelled} of 6 times");
+    assert!(
+        relabelled >= 3,
+        "relabelling changed the answer only {relabelled} of 6 times"
+    );
 }
 
 #[test]
@@ -138,6 +148,7 @@ fn built_folder_loads_trains_and_plans() {
         "tokenizer_config.json",
         "preprocessor_config.json",
         "generation_config.json",
+        "chat_template.jinja",
         "zero_shot.json",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -172,7 +183,10 @@ fn built_folder_loads_trains_and_plans() {
         },
     );
     assert!(
-        matches!(r.outcome, Outcome::Executed | Outcome::NoAction(_) | Outcome::Refused(_)),
+        matches!(
+            r.outcome,
+            Outcome::Executed | Outcome::NoAction(_) | Outcome::Refused(_)
+        ),
         "{:?}",
         r.outcome
     );

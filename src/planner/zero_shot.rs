@@ -182,10 +182,10 @@ impl Default for ZeroShotConfig {
             intermediate: 384,
             vision_hidden: 64,
             vision_depth: 2,
-            image_side: 128,
+            image_side: 256,
             scenes: [300, 120, 300],
             held_out: 20,
-            steps: 600,
+            steps: 500,
             batch: 8,
             lr: 2e-3,
             warmup: 30,
@@ -501,7 +501,10 @@ fn tensor_shapes(cfg: &ZeroShotConfig, vocab: usize) -> Vec<(String, Vec<usize>)
     let kv = cfg.kv_heads * head_dim;
     let mut out: Vec<(String, Vec<usize>)> = vec![
         ("lm_head.weight".into(), vec![vocab, h]),
-        ("model.language_model.embed_tokens.weight".into(), vec![vocab, h]),
+        (
+            "model.language_model.embed_tokens.weight".into(),
+            vec![vocab, h],
+        ),
         ("model.language_model.norm.weight".into(), vec![h]),
     ];
     for l in 0..cfg.layers {
@@ -512,17 +515,26 @@ fn tensor_shapes(cfg: &ZeroShotConfig, vocab: usize) -> Vec<(String, Vec<usize>)
             (format!("{p}.mlp.gate_proj.weight"), vec![i, h]),
             (format!("{p}.mlp.up_proj.weight"), vec![i, h]),
             (format!("{p}.mlp.down_proj.weight"), vec![h, i]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![cfg.heads * head_dim, h]),
+            (
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![cfg.heads * head_dim, h],
+            ),
             (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
             (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![h, cfg.heads * head_dim]),
+            (
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![h, cfg.heads * head_dim],
+            ),
             (format!("{p}.self_attn.q_norm.weight"), vec![head_dim]),
             (format!("{p}.self_attn.k_norm.weight"), vec![head_dim]),
         ]);
     }
     let side = cfg.image_side / 16;
     out.extend([
-        ("model.visual.patch_embed.proj.weight".into(), vec![v, 3, 2, 16, 16]),
+        (
+            "model.visual.patch_embed.proj.weight".into(),
+            vec![v, 3, 2, 16, 16],
+        ),
         ("model.visual.patch_embed.proj.bias".into(), vec![v]),
         ("model.visual.pos_embed.weight".into(), vec![side * side, v]),
     ]);
@@ -647,6 +659,9 @@ pub fn write_initial_folder(
             "chat_template": CHAT_TEMPLATE,
         }),
     )?;
+    // transformers' processors read their template from here (the tokenizer from above).
+    let jinja = dir.join("chat_template.jinja");
+    std::fs::write(&jinja, CHAT_TEMPLATE).map_err(io(&jinja))?;
     let pixels = cfg.image_side * cfg.image_side;
     write_json(
         &dir.join("preprocessor_config.json"),
@@ -701,8 +716,9 @@ impl Processor {
     pub fn load(dir: &Path) -> Result<Self> {
         Ok(Self {
             tokenizer: Tokenizer::load(dir)?,
-            template: ChatTemplate::load(dir)?
-                .ok_or_else(|| ZeroShotError::Config(format!("{}: no chat template", dir.display())))?,
+            template: ChatTemplate::load(dir)?.ok_or_else(|| {
+                ZeroShotError::Config(format!("{}: no chat template", dir.display()))
+            })?,
             preprocessor: PreprocessorConfig::load(dir)?,
         })
     }
@@ -903,9 +919,8 @@ pub fn build(
         }
     }
     let all = observe_all(&jobs, cfg, threads, progress);
-    let (train, held): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|s| s.seed < HELD_OUT_SEED_BASE);
+    let (train, held): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|s| s.seed < HELD_OUT_SEED_BASE);
     if train.is_empty() {
         return Err(ZeroShotError::NoScenes(
             "the object was found in no training scene".into(),
@@ -1053,7 +1068,8 @@ pub fn held_out_accuracy(
             total: scenes.len(),
         });
     }
-    let frac = |a: [f64; 3]| std::array::from_fn(|k| if n[k] > 0.0 { a[k] / n[k] } else { f64::NAN });
+    let frac =
+        |a: [f64; 3]| std::array::from_fn(|k| if n[k] > 0.0 { a[k] / n[k] } else { f64::NAN });
     Ok((frac(exact), frac(pick), frac(valid)))
 }
 

@@ -137,9 +137,9 @@ impl WeightStore {
     /// The variables handed out so far by a trainable store, with their names (empty for
     /// a plain store).
     pub fn vars(&self) -> Vec<(String, Var)> {
-        self.trainable.as_ref().map_or_else(Vec::new, |m| {
-            m.lock().expect("weight store lock").clone()
-        })
+        self.trainable
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.lock().expect("weight store lock").clone())
     }
 
     /// The compute dtype tensors are converted to.

@@ -43,7 +43,10 @@ fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.iters > 0 && args.k > 0, "--iters and --k must be positive");
+    anyhow::ensure!(
+        args.iters > 0 && args.k > 0,
+        "--iters and --k must be positive"
+    );
     let config = VlmPlannerConfig {
         k: args.k,
         ..VlmPlannerConfig::default()
@@ -106,7 +109,12 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             let t2 = Instant::now();
             let mut all: Vec<Candidate> = Vec::new();
             for s in 0..args.k {
-                all.extend(planner.candidates(&batch, kc.len(), kg.len(), (i * 1000 + s) as u64)?);
+                all.extend(planner.candidates(
+                    &batch,
+                    kc.len(),
+                    kg.len(),
+                    (i * 1000 + s) as u64,
+                )?);
             }
             let _ = best(&all);
             let t_single = t2.elapsed().as_secs_f64();

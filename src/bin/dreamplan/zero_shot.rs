@@ -140,7 +140,14 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         report.seconds[0], report.seconds[1], report.seconds[2]
     );
     println!("held-out greedy answers vs the correspondence rule (rope / cloth / toy):");
-    let pct = |a: [f64; 3]| format!("{:.0}% / {:.0}% / {:.0}%", 100.0 * a[0], 100.0 * a[1], 100.0 * a[2]);
+    let pct = |a: [f64; 3]| {
+        format!(
+            "{:.0}% / {:.0}% / {:.0}%",
+            100.0 * a[0],
+            100.0 * a[1],
+            100.0 * a[2]
+        )
+    };
     println!("  valid {}", pct(report.held_out_valid));
     println!("  same pick {}", pct(report.held_out_pick));
     println!("  same action {}", pct(report.held_out_exact));
