@@ -8,15 +8,15 @@ use std::process::Command;
 
 use dreamplan::planner::baselines::correspondence_choice;
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
-use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::planner::zero_shot::{
-    build, build_tokenizer, number_token_id, observe_scene, sample, Processor, Progress,
-    ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
+    build, build_tokenizer, number_token_id, observe_scene, sample, Progress, ZeroShotConfig,
+    SPECIAL_TOKENS, UNK_TOKEN,
 };
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
 use dreamplan::vlm::image::PreprocessorConfig;
-use dreamplan::vlm::{prompt_batch, DType, Device, Mode, Qwen3Vl};
+use dreamplan::vlm::{DType, Device, Mode, Qwen3Vl};
 
 fn tiny() -> ZeroShotConfig {
     ZeroShotConfig {
@@ -212,9 +212,8 @@ fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
         .template
         .render(&s.messages, true, &serde_json::Value::Null)
         .unwrap();
-    let (ids, images) = p.prompt(&s).unwrap();
-    let batch = prompt_batch(&p.tokenizer, &text, &images, &p.preprocessor).unwrap();
-    assert_eq!(batch.input_ids[0], ids);
+    let batch = p.batch(&s.messages, &s.current, &s.goal).unwrap();
+    let ids = batch.input_ids[0].clone();
     let logits = model.forward(&batch, Mode::Infer).unwrap().logits;
     candle_core::safetensors::save(
         &std::collections::HashMap::from([("logits".to_string(), logits)]),

@@ -16,13 +16,13 @@ use crate::bus::{Bus, Qos};
 use crate::msg::dreamplan::{ActionCandidates, Keypoint as KeypointMsg, KeypointSet, KeypointSets};
 use crate::msg::prelude::*;
 use crate::planner::eval::{
-    segment_params, CorrespondencePlanner, Decision, Planner, RandomPlanner, Scene,
+    keypoints, CorrespondencePlanner, Decision, Planner, RandomPlanner, Scene,
 };
 use crate::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use crate::planner::KeypointChoice;
 use crate::render::Frame;
 use crate::sim::tasks::Task;
-use crate::vision::{self, Keypoint, RgbView};
+use crate::vision::Keypoint;
 
 /// Which planner decides.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -188,13 +188,8 @@ fn decide(
     goal: Frame,
     n: usize,
 ) -> Result<Outcome, String> {
-    let keypoints = |f: &Frame| -> Result<Vec<Keypoint>, String> {
-        let view = RgbView::new(f.width, f.height, &f.rgb).map_err(|e| e.to_string())?;
-        let mask = vision::segment(&view, &segment_params(task)).map_err(|e| e.to_string())?;
-        vision::farthest_point_sampling(&mask, n).map_err(|e| e.to_string())
-    };
-    let kc = keypoints(&current).map_err(|e| format!("current image: {e}"))?;
-    let kg = keypoints(&goal).map_err(|e| format!("goal image: {e}"))?;
+    let kc = keypoints(task, &current, n).map_err(|e| format!("current image: {e}"))?;
+    let kg = keypoints(task, &goal, n).map_err(|e| format!("goal image: {e}"))?;
     let scene = Scene {
         task,
         seed: episode as u64,

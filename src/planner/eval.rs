@@ -198,6 +198,18 @@ fn depth(frame: &Frame) -> DepthImage {
     }
 }
 
+/// `n` numbered keypoints on the object of `task` in `frame`: segmentation with the
+/// task's colour range, then farthest-point sampling (what every planner is given).
+pub fn keypoints(
+    task: Task,
+    frame: &Frame,
+    n: usize,
+) -> Result<Vec<Keypoint>, vision::VisionError> {
+    let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
+    let mask = vision::segment(&view, &segment_params(task))?;
+    vision::farthest_point_sampling(&mask, n)
+}
+
 /// What one episode shows the planner before it decides: the world, the goal state, the
 /// current view (arm at its ready pose, with depth), the goal view (object only) and the
 /// keypoints sampled on both (or why the object was not found).
@@ -234,12 +246,9 @@ pub fn observe(task: Task, seed: u64, config: &EvalConfig) -> Observation {
         RenderMode::ObjectOnly,
         &opts,
     );
-    let keypoints = |frame: &Frame| -> Result<Vec<Keypoint>, vision::VisionError> {
-        let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
-        let mask = vision::segment(&view, &segment_params(task))?;
-        vision::farthest_point_sampling(&mask, config.keypoints)
-    };
-    let keypoints = keypoints(&current).and_then(|a| keypoints(&goal_frame).map(|b| (a, b)));
+    let n = config.keypoints;
+    let keypoints =
+        keypoints(task, &current, n).and_then(|a| keypoints(task, &goal_frame, n).map(|b| (a, b)));
     Observation {
         world,
         goal,

@@ -62,12 +62,59 @@ pub struct Candidate {
     pub logprob: f32,
 }
 
+/// The text and image side of a model folder (what HF calls its processor): tokenizer,
+/// chat template and image preprocessing, loaded once. The planner asks with it; the
+/// zero-shot trainer builds its training rows with it.
+pub struct Processor {
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// Image preprocessing.
+    pub preprocessor: PreprocessorConfig,
+}
+
+impl Processor {
+    /// Loads `tokenizer.json`, the chat template and `preprocessor_config.json` of `dir`.
+    pub fn load(dir: &Path) -> Result<Self, VlmError> {
+        Ok(Self {
+            tokenizer: Tokenizer::load(dir)?,
+            template: ChatTemplate::load(dir)?.ok_or_else(|| {
+                VlmError::Template(format!("{}: no chat template", dir.display()))
+            })?,
+            preprocessor: PreprocessorConfig::load(dir)?,
+        })
+    }
+
+    /// One prompt row: `messages` rendered by the chat template (with the generation
+    /// prompt), the two images preprocessed and their pad runs expanded.
+    pub fn batch(
+        &self,
+        messages: &serde_json::Value,
+        current: &Rgb8,
+        goal: &Rgb8,
+    ) -> Result<Batch, VlmError> {
+        let text = self
+            .template
+            .render(messages, true, &serde_json::Value::Null)?;
+        let cfg = &self.preprocessor;
+        let images = [preprocess(current, cfg)?, preprocess(goal, cfg)?];
+        prompt_batch(&self.tokenizer, &text, &images, cfg)
+    }
+
+    /// The ids that end an answer (`<|im_end|>`, `<|endoftext|>`), those the tokenizer has.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        ["<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| self.tokenizer.token_id(t))
+            .collect()
+    }
+}
+
 /// The planner: a model folder loaded once.
 pub struct VlmPlanner {
     model: Qwen3Vl,
-    tokenizer: Tokenizer,
-    template: ChatTemplate,
-    preprocessor: PreprocessorConfig,
+    processor: Processor,
     stop: Vec<u32>,
     last: Vec<Candidate>,
     /// Sampling settings.
@@ -78,19 +125,11 @@ impl VlmPlanner {
     /// Loads an HF Qwen3-VL folder (weights, tokenizer, chat template, preprocessor).
     pub fn load(dir: &Path, config: VlmPlannerConfig) -> Result<Self, VlmError> {
         let model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
-        let tokenizer = Tokenizer::load(dir)?;
-        let template = ChatTemplate::load(dir)?
-            .ok_or_else(|| VlmError::Template(format!("{}: no chat template", dir.display())))?;
-        let preprocessor = PreprocessorConfig::load(dir)?;
-        let stop = ["<|im_end|>", "<|endoftext|>"]
-            .iter()
-            .filter_map(|t| tokenizer.token_id(t))
-            .collect();
+        let processor = Processor::load(dir)?;
+        let stop = processor.stop_tokens();
         Ok(Self {
             model,
-            tokenizer,
-            template,
-            preprocessor,
+            processor,
             stop,
             last: Vec::new(),
             config,
@@ -99,7 +138,7 @@ impl VlmPlanner {
 
     /// The model's image preprocessing settings.
     pub fn preprocessor(&self) -> &PreprocessorConfig {
-        &self.preprocessor
+        &self.processor.preprocessor
     }
 
     /// The prompt batch: the chat-template text with the two overlaid images.
@@ -118,12 +157,7 @@ impl VlmPlanner {
             current.width as u32,
             current.height as u32,
         );
-        let text = self
-            .template
-            .render(&messages, true, &serde_json::Value::Null)?;
-        let cfg = &self.preprocessor;
-        let images = [preprocess(current, cfg)?, preprocess(goal, cfg)?];
-        prompt_batch(&self.tokenizer, &text, &images, cfg)
+        self.processor.batch(&messages, current, goal)
     }
 
     /// K candidates for one prompt, sampled with `seed`.
@@ -146,7 +180,7 @@ impl VlmPlanner {
         generate(&self.model, batch, c.k.max(1), &params)?
             .into_iter()
             .map(|s| {
-                let text = self.tokenizer.decode(&s.tokens, true)?;
+                let text = self.processor.tokenizer.decode(&s.tokens, true)?;
                 Ok(Candidate {
                     choice: parse_answer(&text, current_count, goal_count),
                     logprob: s.logprobs.iter().sum(),
@@ -216,7 +250,8 @@ pub fn model_view(
     })
 }
 
-fn rgb_of(frame: &crate::render::Frame) -> Rgb8 {
+/// The rgb8 pixels of a rendered frame as the model layer's image type.
+pub fn frame_rgb(frame: &crate::render::Frame) -> Rgb8 {
     Rgb8 {
         width: frame.width as usize,
         height: frame.height as usize,
@@ -234,9 +269,9 @@ impl Planner for VlmPlanner {
     }
 
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
-        let cfg = &self.preprocessor;
-        let images = model_view(&rgb_of(s.current), s.current_keypoints, cfg)
-            .and_then(|a| model_view(&rgb_of(s.goal), s.goal_keypoints, cfg).map(|b| (a, b)));
+        let cfg = &self.processor.preprocessor;
+        let images = model_view(&frame_rgb(s.current), s.current_keypoints, cfg)
+            .and_then(|a| model_view(&frame_rgb(s.goal), s.goal_keypoints, cfg).map(|b| (a, b)));
         let (current, goal) = match images {
             Ok(x) => x,
             Err(e) => return Decision::None(format!("overlay: {e}")),

@@ -2,11 +2,14 @@
 //! million parameters) that has learned one generic, physics-blind skill — visual
 //! correspondence ([`correspondence_choice`]) — on the three tasks' images, and nothing
 //! about action outcomes. It plays the role the 8B model plays in the paper: a planner
-//! that is better than chance and leaves room that world-model alignment can close.
+//! that is better than chance and leaves room that world-model alignment can close. (At
+//! the default budget it is not there yet: it learns which keypoint numbers the rule
+//! tends to answer, not the correspondence; see docs/planner.md.)
 //!
 //! What [`build`] makes is an ordinary HF model folder (`config.json` in the transformers
-//! 5.x format, `model.safetensors`, `tokenizer.json` + `tokenizer_config.json` with a
-//! Qwen-style chat template, `preprocessor_config.json`) that [`crate::vlm::Qwen3Vl`] and
+//! 5.x format, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json` and
+//! `chat_template.jinja` with a Qwen-style chat template, `preprocessor_config.json`,
+//! `generation_config.json`) that [`crate::vlm::Qwen3Vl`] and
 //! [`super::vlm_planner::VlmPlanner`] load like any other, plus `zero_shot.json` (how it
 //! was trained, the loss curve, held-out accuracy).
 //!
@@ -19,9 +22,10 @@
 //! 3. a randomly initialised model (N(0, 0.02), as transformers initialises Qwen3-VL),
 //!    trained whole (every weight a variable, [`WeightStore::open_trainable`]) by
 //!    supervised fine-tuning — mean NLL of the answer tokens — on the rule's answer
-//!    `pick N place M` for each scene, with the keypoint numbers randomly relabelled per
-//!    sample (the overlays are redrawn) so the model must read the numbers rather than
-//!    memorise positions. (LoRA alone on a random model does not work: with the LM head
+//!    `pick N place M` for each scene, keypoints numbered as the evaluation numbers them
+//!    (farthest-point order) or, with `relabel`, renumbered at random per sample (the
+//!    overlays redrawn) so the model must read coordinates rather than learn which
+//!    numbers the rule tends to answer. (LoRA alone on a random model does not work: with the LM head
 //!    and final norm frozen at their initial scale the logits cannot exceed about 2.6, so
 //!    the answer NLL stalls near 4 nats — measured.)
 
@@ -41,14 +45,13 @@ use tokenizers::{
 
 use super::baselines::correspondence_choice;
 use super::eval::{observe, EvalConfig};
-use super::vlm_planner::model_view;
+use super::vlm_planner::{model_view, Processor};
 use super::{format_answer, parse_answer, prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
 use crate::vision::Keypoint;
-use crate::vlm::chat::{ChatTemplate, Tokenizer};
 use crate::vlm::generate::{generate, SamplingParams};
-use crate::vlm::image::{preprocess, Preprocessed, PreprocessorConfig, Rgb8};
+use crate::vlm::image::{PreprocessorConfig, Rgb8};
 use crate::vlm::loss::mean_response_logprob;
 use crate::vlm::weights::WeightStore;
 use crate::vlm::{Batch, Config, Images, Mode, Qwen3Vl, VlmError};
@@ -701,50 +704,15 @@ pub fn write_initial_folder(
     )
 }
 
-/// The model's side of a folder: what training and checking need loaded once.
-pub struct Processor {
-    /// Tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Chat template.
-    pub template: ChatTemplate,
-    /// Image preprocessing.
-    pub preprocessor: PreprocessorConfig,
-}
-
-impl Processor {
-    /// Loads the processor files of `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            tokenizer: Tokenizer::load(dir)?,
-            template: ChatTemplate::load(dir)?.ok_or_else(|| {
-                ZeroShotError::Config(format!("{}: no chat template", dir.display()))
-            })?,
-            preprocessor: PreprocessorConfig::load(dir)?,
-        })
-    }
-
-    /// Prompt token ids (image pads expanded) and the two preprocessed images.
-    pub fn prompt(&self, s: &Sample) -> Result<(Vec<u32>, [Preprocessed; 2])> {
-        let text = self
-            .template
-            .render(&s.messages, true, &serde_json::Value::Null)?;
-        let cfg = &self.preprocessor;
-        let images = [preprocess(&s.current, cfg)?, preprocess(&s.goal, cfg)?];
-        let batch = crate::vlm::prompt_batch(&self.tokenizer, &text, &images, cfg)?;
-        let ids = batch.input_ids.into_iter().next().unwrap_or_default();
-        Ok((ids, images))
-    }
-
-    /// Answer token ids: `pick N place M` then `<|im_end|>`.
-    pub fn answer_ids(&self, choice: &KeypointChoice) -> Result<Vec<u32>> {
-        let mut ids = self.tokenizer.encode(&format_answer(choice))?;
-        ids.push(
-            self.tokenizer
-                .token_id("<|im_end|>")
-                .ok_or_else(|| ZeroShotError::Tokenizer("<|im_end|> missing".into()))?,
-        );
-        Ok(ids)
-    }
+/// Answer token ids: `pick N place M` then `<|im_end|>`.
+fn answer_ids(p: &Processor, choice: &KeypointChoice) -> Result<Vec<u32>> {
+    let mut ids = p.tokenizer.encode(&format_answer(choice))?;
+    ids.push(
+        p.tokenizer
+            .token_id("<|im_end|>")
+            .ok_or_else(|| ZeroShotError::Tokenizer("<|im_end|> missing".into()))?,
+    );
+    Ok(ids)
 }
 
 /// A left-padded training batch of `samples` with each row's answer as the response.
@@ -754,15 +722,16 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<V
         .token_id("<|endoftext|>")
         .ok_or_else(|| ZeroShotError::Tokenizer("<|endoftext|> missing".into()))?;
     let mut rows = Vec::new();
-    let mut pixels: Vec<f32> = Vec::new();
+    let mut pixels = Vec::new();
     let mut grids = Vec::new();
     for s in samples {
-        let (mut ids, images) = p.prompt(s)?;
+        let prompt = p.batch(&s.messages, &s.current, &s.goal)?;
+        let mut ids = prompt.input_ids.into_iter().next().unwrap_or_default();
         let prompt_len = ids.len();
-        ids.extend(p.answer_ids(&s.answer)?);
-        for im in &images {
-            pixels.extend_from_slice(&im.pixel_values);
-            grids.push(im.grid_thw);
+        ids.extend(answer_ids(p, &s.answer)?);
+        if let Some(images) = prompt.images {
+            pixels.push(images.pixel_values);
+            grids.extend(images.grid_thw);
         }
         rows.push((ids, prompt_len));
     }
@@ -783,13 +752,11 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<V
         resp.extend(std::iter::repeat_n(1u8, total - prompt_len));
         response.push(resp);
     }
-    let patch_len = p.preprocessor.patch_len();
-    let rows = pixels.len() / patch_len;
     let batch = Batch {
         input_ids,
         attention_mask: Some(mask),
         images: Some(Images {
-            pixel_values: Tensor::from_vec(pixels, (rows, patch_len), &Device::Cpu)?,
+            pixel_values: Tensor::cat(&pixels, 0)?,
             grid_thw: grids,
         }),
     };
@@ -989,6 +956,7 @@ pub fn build(
     }
     let train_s = t1.elapsed().as_secs_f64();
 
+    let parameters = named.iter().map(|(_, v)| v.elem_count()).sum();
     let tensors: Vec<(String, Tensor)> = named
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
@@ -1001,7 +969,6 @@ pub fn build(
 
     let t2 = Instant::now();
     let check = held_out_accuracy(&model, &processor, &held, progress)?;
-    let parameters = count_parameters(out)?;
     let report = Report {
         config: cfg.clone(),
         parameters,
@@ -1029,27 +996,16 @@ pub fn held_out_accuracy(
     scenes: &[SceneSample],
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<([f64; 3], [f64; 3], [f64; 3])> {
-    let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| p.tokenizer.token_id(t))
-        .collect();
     let params = SamplingParams {
         temperature: 0.0,
         max_new_tokens: 16,
-        stop_tokens: stop,
+        stop_tokens: p.stop_tokens(),
         ..SamplingParams::default()
     };
     let (mut exact, mut pick, mut valid, mut n) = ([0f64; 3], [0f64; 3], [0f64; 3], [0f64; 3]);
     for (i, scene) in scenes.iter().enumerate() {
         let s = sample(scene, &p.preprocessor, None)?;
-        let text = p
-            .template
-            .render(&s.messages, true, &serde_json::Value::Null)?;
-        let images = [
-            preprocess(&s.current, &p.preprocessor)?,
-            preprocess(&s.goal, &p.preprocessor)?,
-        ];
-        let batch = crate::vlm::prompt_batch(&p.tokenizer, &text, &images, &p.preprocessor)?;
+        let batch = p.batch(&s.messages, &s.current, &s.goal)?;
         let out = generate(model, &batch, 1, &params)?;
         let answer = p.tokenizer.decode(&out[0].tokens, true)?;
         let k = task_index(scene.task);
@@ -1073,22 +1029,7 @@ pub fn held_out_accuracy(
     Ok((frac(exact), frac(pick), frac(valid)))
 }
 
-/// Parameters stored in `dir/model.safetensors`.
-pub fn count_parameters(dir: &Path) -> Result<usize> {
-    let store = WeightStore::open(dir, DType::F32, &Device::Cpu)?;
-    let mut n = 0;
-    for name in store.names() {
-        n += store.get_any(name)?.elem_count();
-    }
-    Ok(n)
-}
-
 /// Whether `dir` already holds a model (so `build` would overwrite one).
 pub fn holds_model(dir: &Path) -> bool {
     dir.join("model.safetensors").exists() || dir.join("config.json").exists()
-}
-
-/// The parsed `config.json` of a built folder (for callers that print it).
-pub fn load_config(dir: &Path) -> Result<Config> {
-    Ok(Config::load(dir)?)
 }

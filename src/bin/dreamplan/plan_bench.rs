@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use clap::Args;
 
-use dreamplan::planner::eval::{observe, segment_params, Decision, EvalConfig, Planner, Scene};
-use dreamplan::planner::vlm_planner::{best, model_view, Candidate, VlmPlanner, VlmPlannerConfig};
+use dreamplan::planner::eval::{keypoints, observe, Decision, EvalConfig, Planner, Scene};
+use dreamplan::planner::vlm_planner::{
+    best, frame_rgb, model_view, Candidate, VlmPlanner, VlmPlannerConfig,
+};
 use dreamplan::sim::tasks::Task;
-use dreamplan::vision::{self, RgbView};
 
 use crate::TaskSel;
 
@@ -77,12 +78,8 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             // Image in → action out: segmentation, keypoints, overlays, prompt, K samples,
             // parsing, choice.
             let t0 = Instant::now();
-            let kps = |f: &dreamplan::render::Frame| -> anyhow::Result<Vec<vision::Keypoint>> {
-                let view = RgbView::new(f.width, f.height, &f.rgb)?;
-                let mask = vision::segment(&view, &segment_params(task))?;
-                Ok(vision::farthest_point_sampling(&mask, args.keypoints)?)
-            };
-            let (kc, kg) = (kps(current)?, kps(goal)?);
+            let kc = keypoints(task, current, args.keypoints)?;
+            let kg = keypoints(task, goal, args.keypoints)?;
             let scene = Scene {
                 task,
                 seed: i as u64,
@@ -99,8 +96,8 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             }
             // The sampling alone, batched and one by one, on the same prompt.
             let cfg = planner.preprocessor().clone();
-            let ci = model_view(&rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
-            let gi = model_view(&rgb(goal), &kg, &cfg).map_err(anyhow::Error::msg)?;
+            let ci = model_view(&frame_rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
+            let gi = model_view(&frame_rgb(goal), &kg, &cfg).map_err(anyhow::Error::msg)?;
             let batch = planner.prompt(task, &ci, &gi, &kc, &kg)?;
             let t1 = Instant::now();
             let _ = best(&planner.candidates(&batch, kc.len(), kg.len(), i as u64)?);
@@ -134,7 +131,6 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             o50 / s50
         );
     }
-    let _ = Planner::name(&planner);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -148,12 +144,4 @@ fn task_name(t: Task) -> &'static str {
 
 fn rayon_threads() -> String {
     std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
-}
-
-fn rgb(f: &dreamplan::render::Frame) -> dreamplan::vlm::image::Rgb8 {
-    dreamplan::vlm::image::Rgb8 {
-        width: f.width as usize,
-        height: f.height as usize,
-        data: f.rgb.clone(),
-    }
 }
