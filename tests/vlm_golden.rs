@@ -112,6 +112,51 @@ fn bf16_sharded_checkpoint_in_transformers_4_57_format_loads_and_matches() {
 }
 
 #[test]
+fn vision_cache_reuses_an_image_seen_before_and_changes_nothing() {
+    let plain = model("tiny");
+    let mut cached = model("tiny");
+    cached.set_vision_cache(4);
+    let batch = batch("two_images");
+    let reference = plain.forward(&batch, Mode::Infer).unwrap();
+    // First sight: both images encoded; second: both from the cache.
+    for (round, stats) in [(1, (0, 2)), (2, (2, 2))] {
+        let out = cached.forward(&batch, Mode::Infer).unwrap();
+        assert_eq!(cached.vision_cache_stats(), stats, "round {round}");
+        let err = max_abs_logits(&out.logits, &reference.logits, None);
+        assert!(err <= 1e-6, "round {round}: {err}");
+    }
+    // A new first image (the next current frame) with the same second one (the goal):
+    // one miss, one hit, and the same logits as a model without a cache.
+    let images = batch.images.as_ref().unwrap();
+    let n0 = images.grid_thw[0].iter().product::<usize>();
+    let px = &images.pixel_values;
+    let first = (px.narrow(0, 0, n0).unwrap() * 0.5).unwrap();
+    let rest = px.narrow(0, n0, px.dim(0).unwrap() - n0).unwrap();
+    let next = Batch {
+        images: Some(Images {
+            pixel_values: Tensor::cat(&[first, rest], 0).unwrap(),
+            grid_thw: images.grid_thw.clone(),
+        }),
+        ..batch.clone()
+    };
+    let out = cached.forward(&next, Mode::Infer).unwrap();
+    assert_eq!(cached.vision_cache_stats(), (3, 3));
+    let fresh = plain.forward(&next, Mode::Infer).unwrap();
+    let err = max_abs_logits(&out.logits, &fresh.logits, None);
+    assert!(err <= 1e-5, "new current image: {err}");
+    assert!(
+        max_abs_logits(&out.logits, &reference.logits, None) > 1e-3,
+        "the changed image must change the logits (else this test checks nothing)"
+    );
+    // Training forwards never read or fill the cache; clearing forgets everything.
+    cached.forward(&batch, Mode::Train).unwrap();
+    assert_eq!(cached.vision_cache_stats(), (3, 3));
+    cached.clear_vision_cache();
+    cached.forward(&batch, Mode::Infer).unwrap();
+    assert_eq!(cached.vision_cache_stats(), (3, 5));
+}
+
+#[test]
 fn train_mode_forward_agrees_with_infer_mode() {
     let m = model("tiny");
     for case in ["two_images", "padded_batch"] {

@@ -14,6 +14,7 @@ use crate::config::node_config;
 
 /// Runs node type `N` as a ROS 2 node named `N::KIND` (renamable with `__node:=`).
 pub fn ros_main<N: Node>() -> ExitCode {
+    crate::vlm::pin_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DREAMPLAN_LOG")

@@ -124,7 +124,9 @@ pub struct VlmPlanner {
 impl VlmPlanner {
     /// Loads an HF Qwen3-VL folder (weights, tokenizer, chat template, preprocessor).
     pub fn load(dir: &Path, config: VlmPlannerConfig) -> Result<Self, VlmError> {
-        let model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+        let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+        // The goal image is the same at every decision of an episode: encode it once.
+        model.set_vision_cache(4);
         let processor = Processor::load(dir)?;
         let stop = processor.stop_tokens();
         Ok(Self {
@@ -134,6 +136,11 @@ impl VlmPlanner {
             last: Vec::new(),
             config,
         })
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &Qwen3Vl {
+        &self.model
     }
 
     /// The model's image preprocessing settings.

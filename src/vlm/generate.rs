@@ -5,11 +5,10 @@
 //! which is what preference training needs. Randomness comes from a seeded generator, so
 //! the same seed gives the same samples.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use super::error::{Result, VlmError};
 use super::model::{Batch, Qwen3Vl};
-use super::text::argmax_rows;
 
 /// How to pick tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +73,43 @@ impl Rng {
     }
 }
 
+/// Token ids in descending logit order (ties: lower id first), sorted only as far as asked:
+/// top-k, the nucleus and the sampling walk all read a head of the order, and sorting the
+/// whole vocabulary for every token of every candidate was a fifth of a decoding step.
+struct Descending<'a> {
+    logits: &'a [f32],
+    order: Vec<usize>,
+    /// `order[..sorted]` are the `sorted` largest, in order.
+    sorted: usize,
+}
+
+impl<'a> Descending<'a> {
+    fn new(logits: &'a [f32]) -> Self {
+        Self {
+            logits,
+            order: (0..logits.len()).collect(),
+            sorted: 0,
+        }
+    }
+
+    /// The `i`-th id in descending order.
+    fn get(&mut self, i: usize) -> usize {
+        if i >= self.sorted {
+            let want = (i + 1).max(64).max(2 * self.sorted).min(self.order.len());
+            let logits = self.logits;
+            let desc = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+            let rest = &mut self.order[self.sorted..];
+            let take = want - self.sorted;
+            if take < rest.len() {
+                rest.select_nth_unstable_by(take - 1, desc);
+            }
+            rest[..take].sort_unstable_by(desc);
+            self.sorted = want;
+        }
+        self.order[i]
+    }
+}
+
 /// Picks a token from one row of logits according to `params`.
 pub fn pick(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
     if params.temperature <= 0.0 {
@@ -86,51 +122,62 @@ pub fn pick(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
         return best as u32;
     }
     let t = params.temperature as f64;
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    // Descending by logit; ties keep the lower id first.
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if params.top_k > 0 {
-        order.truncate(params.top_k.max(1));
-    }
-    let max = logits[order[0]] as f64 / t;
-    let mut probs: Vec<f64> = order
-        .iter()
-        .map(|&i| (logits[i] as f64 / t - max).exp())
-        .collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    if params.top_p < 1.0 {
+    let mut order = Descending::new(logits);
+    let kept = if params.top_k > 0 {
+        params.top_k.min(logits.len())
+    } else {
+        logits.len()
+    };
+    let max = logits[order.get(0)] as f64 / t;
+    let weight = |id: usize| (logits[id] as f64 / t - max).exp();
+    // Normaliser over the kept tokens: all of them, or the top k.
+    let total: f64 = if kept == logits.len() {
+        logits.iter().enumerate().map(|(id, _)| weight(id)).sum()
+    } else {
+        (0..kept).map(|i| weight(order.get(i))).sum()
+    };
+    // Nucleus: the shortest head whose probability reaches top_p.
+    let (keep, norm) = if params.top_p < 1.0 {
         let mut cum = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            cum += p;
+        let mut keep = kept;
+        for i in 0..kept {
+            cum += weight(order.get(i)) / total;
             if cum >= params.top_p as f64 {
                 keep = i + 1;
                 break;
             }
         }
-        probs.truncate(keep);
-        order.truncate(keep);
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-    }
+        let norm: f64 = (0..keep).map(|i| weight(order.get(i)) / total).sum();
+        (keep, Some(norm))
+    } else {
+        (kept, None)
+    };
+    let prob = |w: f64| match norm {
+        Some(n) => w / total / n,
+        None => w / total,
+    };
     let u = rng.uniform();
     let mut cum = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cum += p;
+    for i in 0..keep {
+        let id = order.get(i);
+        cum += prob(weight(id));
         if u < cum {
-            return order[i] as u32;
+            return id as u32;
         }
     }
-    order[probs.len() - 1] as u32
+    order.get(keep - 1) as u32
 }
 
-fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let l = logits.to_dtype(DType::F32)?;
-    let max = l.max_keepdim(D::Minus1)?;
-    let shifted = l.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok(shifted.broadcast_sub(&lse)?.to_vec2::<f32>()?)
+/// `log softmax(row)[token]`, the normaliser summed in f64 (plain Rust: the rows are on the
+/// host for sampling anyway, and five tensor operations per step cost more than the sum).
+fn log_prob(row: &[f32], token: u32) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = row
+        .iter()
+        .map(|&v| ((v - max) as f64).exp())
+        .sum::<f64>()
+        .ln();
+    (((row[token as usize] - max) as f64) - lse) as f32
 }
 
 /// Generates `k` samples continuing the single prompt in `prompt` (batch of one row).
@@ -159,7 +206,7 @@ pub fn generate(
     let prompt_len = prompt.input_ids[0].len();
     let mut cache = model.new_cache(prompt_len + params.max_new_tokens);
     let out = model.prefill(prompt, &mut cache)?;
-    let last = out.logits.narrow(1, prompt_len - 1, 1)?.squeeze(1)?;
+    let last = out.logits.squeeze(1)?;
     // Prompt rows with padding keep their mask for the cached keys.
     let prompt_valid: Option<Vec<bool>> = prompt
         .attention_mask
@@ -182,22 +229,14 @@ pub fn generate(
     ];
     for step in 0..params.max_new_tokens {
         let rows = logits.to_vec2::<f32>()?;
-        let logp = log_softmax_rows(&logits)?;
-        let greedy = if params.temperature <= 0.0 {
-            Some(argmax_rows(&logits)?)
-        } else {
-            None
-        };
         let mut tokens = Vec::with_capacity(k);
         for i in 0..k {
-            let tok = match &greedy {
-                Some(g) => g[i],
-                None => pick(&rows[i], params, &mut rngs[i]),
-            };
+            // Greedy (temperature 0) is the first maximum, as torch.argmax.
+            let tok = pick(&rows[i], params, &mut rngs[i]);
             let s = &mut samples[i];
             if !s.stopped {
                 s.tokens.push(tok);
-                s.logprobs.push(logp[i][tok as usize]);
+                s.logprobs.push(log_prob(&rows[i], tok));
                 s.stopped = params.stop_tokens.contains(&tok);
             }
             tokens.push(tok);
@@ -214,4 +253,81 @@ pub fn generate(
         next_pos.iter_mut().for_each(|p| *p += 1);
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook sampler: sort the whole vocabulary, cut to top-k, then to the nucleus,
+    /// renormalise, walk the order.
+    fn pick_full_sort(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
+        let t = params.temperature as f64;
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if params.top_k > 0 {
+            order.truncate(params.top_k);
+        }
+        let max = logits[order[0]] as f64 / t;
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| (logits[i] as f64 / t - max).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if params.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = probs.len();
+            for (i, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= params.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            order.truncate(keep);
+            let total: f64 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= total);
+        }
+        let u = rng.uniform();
+        let mut cum = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            cum += p;
+            if u < cum {
+                return order[i] as u32;
+            }
+        }
+        order[probs.len() - 1] as u32
+    }
+
+    #[test]
+    fn partial_sort_sampler_draws_what_a_full_sort_draws() {
+        let mut gen = Rng::new(7);
+        let mut checked = 0;
+        for case in 0..3000u64 {
+            // Vocabularies from tiny to real, flat to peaked, with ties (rounded logits).
+            let n = [3, 50, 300, 2306][case as usize % 4];
+            let scale = [0.1, 2.0, 12.0][(case / 4) as usize % 3];
+            let logits: Vec<f32> = (0..n)
+                .map(|_| ((gen.uniform() * 2.0 - 1.0) * scale * 4.0).round() as f32 / 4.0)
+                .collect();
+            let params = SamplingParams {
+                temperature: [0.3, 1.0, 1.7][case as usize % 3] as f32,
+                top_p: [1.0, 0.95, 0.5, 0.999][(case / 3) as usize % 4],
+                top_k: [0, 0, 5, 200][(case / 12) as usize % 4],
+                ..SamplingParams::default()
+            };
+            let (mut a, mut b) = (Rng::new(case), Rng::new(case));
+            for _ in 0..4 {
+                assert_eq!(
+                    pick(&logits, &params, &mut a),
+                    pick_full_sort(&logits, &params, &mut b),
+                    "case {case}: n {n}, {params:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 12000);
+    }
 }

@@ -2,7 +2,9 @@
 //! embeddings, multimodal positions and masks, and the forward pass with or without a
 //! KV cache.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -11,7 +13,7 @@ use super::error::{Result, VlmError};
 use super::ops::Mode;
 use super::rope_index::{rope_index, RopeIndex};
 use super::text::{attention_mask, Deepstack, KvCache, TextModel};
-use super::vision::VisionModel;
+use super::vision::{VisionModel, VisionOutput};
 use super::weights::WeightStore;
 
 /// Images of a batch, as the processor produces them.
@@ -66,6 +68,27 @@ pub struct Qwen3Vl {
     vision: VisionModel,
     device: Device,
     dtype: DType,
+    vision_cache: Option<Mutex<VisionCache>>,
+}
+
+/// Vision-tower outputs of the last few images (least recently used dropped first), for inference: a planner shows the model
+/// the same goal image at every decision of an episode, and a preference pair shows the
+/// same two images twice. Entries are matched on the exact pixels and grid (a hash would
+/// risk handing back another image's features); the tower encodes each image on its own
+/// (attention never crosses images), so a cached image gives what a fresh run would.
+#[derive(Default)]
+struct VisionCache {
+    capacity: usize,
+    entries: VecDeque<CachedImage>,
+    hits: u64,
+    misses: u64,
+}
+
+struct CachedImage {
+    grid: [usize; 3],
+    pixels: Vec<f32>,
+    embeds: Tensor,
+    deepstack: Vec<Tensor>,
 }
 
 impl Qwen3Vl {
@@ -86,7 +109,127 @@ impl Qwen3Vl {
             vision,
             device: store.device().clone(),
             dtype: store.dtype(),
+            vision_cache: None,
         })
+    }
+
+    /// Keeps the vision-tower outputs of the last `capacity` distinct images and reuses
+    /// them for inference forwards (`Mode::Infer`) that show the same pixels again; 0
+    /// turns the cache off (the default). Only for frozen vision weights: a caller that
+    /// updates them in place (whole-model training) must leave it off or call
+    /// [`Self::clear_vision_cache`] after every update.
+    pub fn set_vision_cache(&mut self, capacity: usize) {
+        self.vision_cache = (capacity > 0).then(|| {
+            Mutex::new(VisionCache {
+                capacity,
+                ..VisionCache::default()
+            })
+        });
+    }
+
+    /// Forgets every cached image.
+    pub fn clear_vision_cache(&self) {
+        if let Some(c) = &self.vision_cache {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            c.entries.clear();
+        }
+    }
+
+    /// Images served from the vision cache and images encoded, since it was turned on.
+    pub fn vision_cache_stats(&self) -> (u64, u64) {
+        self.vision_cache.as_ref().map_or((0, 0), |c| {
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            (c.hits, c.misses)
+        })
+    }
+
+    /// The vision tower on `images`, through the cache when it is on and `mode` is
+    /// inference.
+    fn encode_images(&self, images: &Images, mode: Mode) -> Result<VisionOutput> {
+        let cache = match (&self.vision_cache, mode) {
+            (Some(c), Mode::Infer) => c,
+            _ => {
+                return self
+                    .vision
+                    .forward(&images.pixel_values, &images.grid_thw, mode)
+            }
+        };
+        let pixels = images
+            .pixel_values
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let row = images.pixel_values.dim(1)?;
+        let m2 = self.config.vision.spatial_merge_size.pow(2);
+        // Patch offset and merged-token count of each image.
+        let mut spans = Vec::with_capacity(images.grid_thw.len());
+        let mut off = 0;
+        for g in &images.grid_thw {
+            let n = g[0] * g[1] * g[2];
+            spans.push((off, n, n / m2));
+            off += n;
+        }
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<Option<(Tensor, Vec<Tensor>)>> = images
+            .grid_thw
+            .iter()
+            .zip(&spans)
+            .map(|(g, &(off, n, _))| {
+                let px = &pixels[off * row..(off + n) * row];
+                // Least recently used first: a hit moves to the back.
+                let pos = cache
+                    .entries
+                    .iter()
+                    .position(|e| e.grid == *g && e.pixels == px)?;
+                let e = cache.entries.remove(pos)?;
+                let out = (e.embeds.clone(), e.deepstack.clone());
+                cache.entries.push_back(e);
+                Some(out)
+            })
+            .collect();
+        let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
+        cache.hits += (found.len() - missing.len()) as u64;
+        cache.misses += missing.len() as u64;
+        if !missing.is_empty() {
+            // The missing images in one tower run, then split per image.
+            let parts = missing
+                .iter()
+                .map(|&i| images.pixel_values.narrow(0, spans[i].0, spans[i].1))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let grids: Vec<[usize; 3]> = missing.iter().map(|&i| images.grid_thw[i]).collect();
+            let out = self
+                .vision
+                .forward(&Tensor::cat(&parts, 0)?, &grids, mode)?;
+            let mut tok = 0;
+            for &i in &missing {
+                let (off, n, t) = spans[i];
+                let embeds = out.embeds.narrow(0, tok, t)?;
+                let deepstack = out
+                    .deepstack
+                    .iter()
+                    .map(|d| d.narrow(0, tok, t))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                tok += t;
+                cache.entries.push_back(CachedImage {
+                    grid: images.grid_thw[i],
+                    pixels: pixels[off * row..(off + n) * row].to_vec(),
+                    embeds: embeds.clone(),
+                    deepstack: deepstack.clone(),
+                });
+                found[i] = Some((embeds, deepstack));
+            }
+            while cache.entries.len() > cache.capacity {
+                cache.entries.pop_front();
+            }
+        }
+        drop(cache);
+        let found: Vec<(Tensor, Vec<Tensor>)> = found.into_iter().flatten().collect();
+        let embeds = Tensor::cat(&found.iter().map(|f| &f.0).collect::<Vec<_>>(), 0)?;
+        let layers = found.first().map_or(0, |f| f.1.len());
+        let deepstack = (0..layers)
+            .map(|j| Tensor::cat(&found.iter().map(|f| &f.1[j]).collect::<Vec<_>>(), 0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(VisionOutput { embeds, deepstack })
     }
 
     /// The parsed config.
@@ -229,9 +372,7 @@ impl Qwen3Vl {
         if rows.is_empty() {
             return Ok((embeds, None));
         }
-        let out = self
-            .vision
-            .forward(&images.pixel_values, &images.grid_thw, mode)?;
+        let out = self.encode_images(images, mode)?;
         let hid = self.config.text.hidden_size;
         let n = rows.len();
         let rows_t = Tensor::from_vec(rows, n, &self.device)?;
@@ -271,17 +412,19 @@ impl Qwen3Vl {
     /// Logits at every position of `batch`, no cache. `Mode::Train` uses only
     /// differentiable operations.
     pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
-        self.forward_impl(batch, None, mode)
+        self.forward_impl(batch, None, mode, false)
     }
 
-    /// Like [`Self::forward`], filling `cache` (which must be empty) with the prompt.
+    /// Like [`Self::forward`], filling `cache` (which must be empty) with the prompt, but
+    /// with logits for the last position only (`[B, 1, vocab]`: all that generation needs;
+    /// the LM head over every prompt position was a fifth of the prompt's arithmetic).
     pub fn prefill(&self, batch: &Batch, cache: &mut KvCache) -> Result<ForwardOutput> {
         if !cache.is_empty() {
             return Err(VlmError::Input(
                 "prefill needs an empty KV cache (reset it)".into(),
             ));
         }
-        self.forward_impl(batch, Some(cache), Mode::Infer)
+        self.forward_impl(batch, Some(cache), Mode::Infer, true)
     }
 
     fn forward_impl(
@@ -289,6 +432,7 @@ impl Qwen3Vl {
         batch: &Batch,
         cache: Option<&mut KvCache>,
         mode: Mode,
+        last_only: bool,
     ) -> Result<ForwardOutput> {
         let (b, l) = self.check(batch)?;
         let (embeds, deepstack) = self.embed(batch, mode)?;
@@ -313,6 +457,11 @@ impl Qwen3Vl {
             deepstack.as_ref(),
             mode,
         )?;
+        let hidden = if last_only {
+            hidden.narrow(1, l - 1, 1)?
+        } else {
+            hidden
+        };
         let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
         Ok(ForwardOutput { logits, rope })
     }

@@ -1,5 +1,5 @@
-//! The three operations whose fused candle kernels have no backward pass (softmax,
-//! RMSNorm/LayerNorm, rotary): each comes here as a pair, the fused kernel for inference
+//! The operations whose fast kernels have no backward pass (softmax, RMSNorm/LayerNorm,
+//! rotary, and the SiLU / GELU gates): each comes here as a pair, the fast kernel for inference
 //! and plain differentiable arithmetic for training, selected by [`Mode`]. Gradients
 //! through the fused kernels are silently zero, so a training forward must never reach
 //! them; keeping both halves side by side keeps them computing the same function
@@ -8,6 +8,10 @@
 //! Statistics run in f32 for half-precision inputs (as HF does) and in f64 for f64 inputs,
 //! so that the finite-difference gradient tests (`tests/vlm_grad.rs`) can run the whole
 //! training path in f64.
+//!
+//! On CPU, softmax and the gates use this module's own kernels (SIMD `exp` from `wide`,
+//! rows in parallel with rayon) instead of candle's scalar ones; each says why and how
+//! much it saved. Other devices keep candle's kernels.
 
 use candle_core::{DType, Tensor, D};
 
@@ -43,10 +47,176 @@ pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
     };
     let x32 = x.to_dtype(sd)?;
     let y = match mode {
+        Mode::Infer if x32.device().is_cpu() => {
+            x32.contiguous()?.apply_op1_no_bwd(&CpuSoftmaxLastDim)?
+        }
         Mode::Infer => candle_nn::ops::softmax_last_dim(&x32)?,
         Mode::Train => candle_nn::ops::softmax(&x32, D::Minus1)?,
     };
     Ok(y.to_dtype(dtype)?)
+}
+
+/// Softmax over the last dimension on CPU, f32, rows in parallel, `exp` eight lanes at a
+/// time through `wide`. candle's kernel calls glibc's scalar `expf` on every element: 4.5 ns
+/// each on the 2-core machine, and slower still on masked scores (`f32::MIN` added, as HF's
+/// eager attention does), where `expf` takes its underflow path that sets `errno`. That was
+/// 15 of the ~50 ms of a tiny-model prompt (timed per operation, one thread).
+/// `wide`'s `exp` is a range reduction plus polynomial within a few ulp of `expf`; the
+/// golden tests against transformers hold with it.
+struct CpuSoftmaxLastDim;
+
+impl candle_core::CustomOp1 for CpuSoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "dreamplan-softmax-last-dim"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("softmax: this kernel takes f32");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("softmax: input must be contiguous");
+        };
+        let src = &data[start..end];
+        let n = layout.dims().last().copied().unwrap_or(1).max(1);
+        let mut dst = vec![0f32; src.len()];
+        // Rows in tasks big enough that scheduling does not dominate a short row.
+        let rows_per_task = (8192 / n).max(1);
+        dst.par_chunks_mut(n * rows_per_task)
+            .zip(src.par_chunks(n * rows_per_task))
+            .for_each(|(d, s)| {
+                for (d, s) in d.chunks_mut(n).zip(s.chunks(n)) {
+                    softmax_row(s, d);
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+/// `x · sigmoid(a(x))` elementwise on CPU f32, eight lanes at a time: SiLU (`a(x) = x`)
+/// and the tanh form of GELU (`0.5·x·(1 + tanh z) = x / (1 + e^(−2z))`,
+/// `z = √(2/π)·(x + 0.044715·x³)`). candle's kernels call scalar `expf`/`tanhf` per
+/// element; these were 3 of the ~35 ms of a tiny-model prompt. Same functions to a few
+/// ulp (the golden tests against transformers hold).
+#[derive(Clone, Copy)]
+enum Gate {
+    Silu,
+    GeluTanh,
+}
+
+impl Gate {
+    fn arg8(self, x: wide::f32x8) -> wide::f32x8 {
+        use wide::f32x8;
+        match self {
+            Gate::Silu => -x,
+            Gate::GeluTanh => {
+                let c = f32x8::splat(-2.0 * (2.0 / std::f32::consts::PI).sqrt());
+                c * (x + f32x8::splat(0.044715) * x * x * x)
+            }
+        }
+    }
+
+    fn arg(self, x: f32) -> f32 {
+        match self {
+            Gate::Silu => -x,
+            Gate::GeluTanh => {
+                -2.0 * (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
+            }
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for Gate {
+    fn name(&self) -> &'static str {
+        match self {
+            Gate::Silu => "dreamplan-silu",
+            Gate::GeluTanh => "dreamplan-gelu-tanh",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        use wide::f32x8;
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: this kernel takes f32", self.name());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: input must be contiguous", self.name());
+        };
+        let src = &data[start..end];
+        let mut dst = vec![0f32; src.len()];
+        let gate = *self;
+        dst.par_chunks_mut(16384)
+            .zip(src.par_chunks(16384))
+            .for_each(|(d, s)| {
+                let (sc, sr) = s.split_at(s.len() / 8 * 8);
+                let (dc, dr) = d.split_at_mut(sc.len());
+                for (s, d) in sc.chunks_exact(8).zip(dc.chunks_exact_mut(8)) {
+                    let x = f32x8::from(<[f32; 8]>::try_from(s).expect("8 lanes"));
+                    let y = x / (f32x8::ONE + gate.arg8(x).exp());
+                    d.copy_from_slice(&y.to_array());
+                }
+                for (s, d) in sr.iter().zip(dr.iter_mut()) {
+                    *d = s / (1.0 + gate.arg(*s).exp());
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+fn gate(x: &Tensor, g: Gate, mode: Mode) -> Result<Option<Tensor>> {
+    if mode == Mode::Infer && x.device().is_cpu() && x.dtype() == DType::F32 {
+        Ok(Some(x.contiguous()?.apply_op1_no_bwd(&g)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// SiLU, `x · sigmoid(x)`.
+pub fn silu(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match gate(x, Gate::Silu, mode)? {
+        Some(y) => Ok(y),
+        None => Ok(x.silu()?),
+    }
+}
+
+/// GELU, tanh approximation (`gelu_pytorch_tanh`).
+pub fn gelu_tanh(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match gate(x, Gate::GeluTanh, mode)? {
+        Some(y) => Ok(y),
+        None => Ok(x.gelu()?),
+    }
+}
+
+/// `dst = softmax(src)` for one row.
+fn softmax_row(src: &[f32], dst: &mut [f32]) {
+    use wide::f32x8;
+    let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = f32x8::splat(max);
+    let mut sum = f32x8::ZERO;
+    let (sc, sr) = src.split_at(src.len() / 8 * 8);
+    let (dc, dr) = dst.split_at_mut(sc.len());
+    for (s, d) in sc.chunks_exact(8).zip(dc.chunks_exact_mut(8)) {
+        let e = (f32x8::from(<[f32; 8]>::try_from(s).expect("8 lanes")) - m).exp();
+        sum += e;
+        d.copy_from_slice(&e.to_array());
+    }
+    let mut total = sum.reduce_add();
+    for (s, d) in sr.iter().zip(dr.iter_mut()) {
+        *d = (s - max).exp();
+        total += *d;
+    }
+    let inv = 1.0 / total;
+    dst.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension; statistics in f32.

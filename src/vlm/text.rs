@@ -95,10 +95,9 @@ impl KvCache {
         };
         kc.slice_set(&k.contiguous()?, 2, self.len)?;
         vc.slice_set(&v.contiguous()?, 2, self.len)?;
-        Ok((
-            kc.narrow(2, 0, need)?.contiguous()?,
-            vc.narrow(2, 0, need)?.contiguous()?,
-        ))
+        // Views, not copies: the batched matmuls read strided rows, so nothing is copied
+        // per step.
+        Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
     }
 }
 
@@ -199,7 +198,7 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let gate = self.gate_proj.forward_t(x, mode)?.silu()?;
+        let gate = ops::silu(&self.gate_proj.forward_t(x, mode)?, mode)?;
         let up = self.up_proj.forward_t(x, mode)?;
         self.down_proj.forward_t(&(gate * up)?, mode)
     }
@@ -521,22 +520,4 @@ pub fn attention_mask(
         }
     }
     Ok(Tensor::from_vec(data, (b, 1, len, t), device)?)
-}
-
-/// Index of the largest value along the last dimension of a `[N, V]` f32 tensor (first on
-/// ties, like `torch.argmax`).
-pub(crate) fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
-    let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let mut best = 0usize;
-            for (i, &v) in r.iter().enumerate() {
-                if v > r[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        })
-        .collect())
 }

@@ -355,7 +355,7 @@ impl VisionModel {
             let normed = blk.norm2.forward(&x, mode)?;
             let h = blk.fc1.forward(&normed)?;
             let h = if self.cfg.gelu_tanh {
-                h.gelu()?
+                ops::gelu_tanh(&h, mode)?
             } else {
                 h.gelu_erf()?
             };

@@ -105,6 +105,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    dreamplan::vlm::pin_cpu_threads();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,6 +1,11 @@
 //! `dreamplan plan-bench`: decision latency of the VLM planner, image in → action out, and
 //! K candidates sampled as one batch (prompt computed once, K rows decoded together)
 //! against K separate samples (prompt recomputed each time).
+//!
+//! Decisions follow one episode: the goal image stays, the current image is new at every
+//! decision (the scene after each action), so the goal comes from the planner's vision
+//! cache from the second decision on. The first decision of an episode (nothing cached) is
+//! reported beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,39 +71,59 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
         args.size,
         args.keypoints
     );
-    println!("| task | image in → action out, K batched (ms, median / p90) | of which sampling | K one by one, sampling only (ms) | batched speed-up |");
-    println!("|---|---|---|---|---|");
+    println!("| task | image in → action out, K batched (ms, median / p90) | same, goal not yet encoded (first decision of an episode) | sampling alone, nothing cached | of which the prompt (vision + prefill) | K one by one, sampling only (ms) | batched speed-up |");
+    println!("|---|---|---|---|---|---|---|");
     for task in args.task.tasks() {
-        let obs = observe(task, 0, &eval);
-        let (current, goal) = (&obs.current, &obs.goal_frame);
-        let mut full = Vec::new();
-        let mut sampling = Vec::new();
-        let mut single = Vec::new();
+        // One episode's goal; a fresh current image at every decision, as after each
+        // action (the current image is never in the vision cache, the goal is).
+        let goal_obs = observe(task, 0, &eval);
+        let goal = &goal_obs.goal_frame;
+        let kg_fixed = keypoints(task, goal, args.keypoints)?;
+        let (mut full, mut cold, mut sampling, mut single, mut prompt) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..=args.iters {
-            // Image in → action out: segmentation, keypoints, overlays, prompt, K samples,
-            // parsing, choice.
-            let t0 = Instant::now();
-            let kc = keypoints(task, current, args.keypoints)?;
-            let kg = keypoints(task, goal, args.keypoints)?;
-            let scene = Scene {
-                task,
-                seed: i as u64,
-                current,
-                goal,
-                current_keypoints: &kc,
-                goal_keypoints: &kg,
-                world: None,
+            let obs = observe(task, i as u64 + 1, &eval);
+            let current = &obs.current;
+            let decide = |planner: &mut VlmPlanner| -> anyhow::Result<f64> {
+                // Image in → action out: segmentation, keypoints, overlays, prompt, K
+                // samples, parsing, choice.
+                let t0 = Instant::now();
+                let kc = keypoints(task, current, args.keypoints)?;
+                let kg = keypoints(task, goal, args.keypoints)?;
+                let scene = Scene {
+                    task,
+                    seed: i as u64,
+                    current,
+                    goal,
+                    current_keypoints: &kc,
+                    goal_keypoints: &kg,
+                    world: None,
+                };
+                if let Decision::None(why) = planner.decide(&scene) {
+                    tracing::debug!("no action: {why}");
+                }
+                Ok(t0.elapsed().as_secs_f64())
             };
-            let decision = planner.decide(&scene);
-            let t_full = t0.elapsed().as_secs_f64();
-            if let Decision::None(why) = &decision {
-                tracing::debug!("no action: {why}");
-            }
+            let t_full = decide(&mut planner)?;
+            planner.model().clear_vision_cache();
+            let t_cold = decide(&mut planner)?;
             // The sampling alone, batched and one by one, on the same prompt.
+            let kc = keypoints(task, current, args.keypoints)?;
+            let kg = &kg_fixed;
             let cfg = planner.preprocessor().clone();
             let ci = model_view(&frame_rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
-            let gi = model_view(&frame_rgb(goal), &kg, &cfg).map_err(anyhow::Error::msg)?;
-            let batch = planner.prompt(task, &ci, &gi, &kc, &kg)?;
+            let gi = model_view(&frame_rgb(goal), kg, &cfg).map_err(anyhow::Error::msg)?;
+            let batch = planner.prompt(task, &ci, &gi, &kc, kg)?;
+            // The prompt alone (vision tower + text prefill), as generation runs it, and
+            // the sampling batched vs one by one: nothing cached, each call encodes both
+            // images (one by one would otherwise reuse them from the vision cache).
+            let model = planner.model();
+            model.clear_vision_cache();
+            let t_p = Instant::now();
+            let mut cache = model.new_cache(batch.input_ids[0].len() + 1);
+            model.prefill(&batch, &mut cache)?;
+            let t_prompt = t_p.elapsed().as_secs_f64();
+            planner.model().clear_vision_cache();
             let t1 = Instant::now();
             let _ = best(&planner.candidates(&batch, kc.len(), kg.len(), i as u64)?);
             let t_batched = t1.elapsed().as_secs_f64();
@@ -106,6 +131,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             let t2 = Instant::now();
             let mut all: Vec<Candidate> = Vec::new();
             for s in 0..args.k {
+                planner.model().clear_vision_cache();
                 all.extend(planner.candidates(
                     &batch,
                     kc.len(),
@@ -118,15 +144,19 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             planner.config.k = args.k;
             if i > 0 {
                 full.push(t_full * 1e3);
+                cold.push(t_cold * 1e3);
                 sampling.push(t_batched * 1e3);
                 single.push(t_single * 1e3);
+                prompt.push(t_prompt * 1e3);
             }
         }
         let (f50, f90) = quantiles(full);
+        let (c50, _) = quantiles(cold);
         let (s50, _) = quantiles(sampling);
         let (o50, _) = quantiles(single);
+        let (p50, _) = quantiles(prompt);
         println!(
-            "| {} | {f50:.1} / {f90:.1} | {s50:.1} | {o50:.1} | {:.2}× |",
+            "| {} | {f50:.1} / {f90:.1} | {c50:.1} | {s50:.1} | {p50:.1} | {o50:.1} | {:.2}× |",
             task_name(task),
             o50 / s50
         );
