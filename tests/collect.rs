@@ -11,7 +11,7 @@ use dreamplan::msg::prelude::*;
 fn collect_writes_a_bag_with_everything_the_world_model_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("rope");
-    let status = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+    let output = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
         .args([
             "collect",
             "--task",
@@ -25,9 +25,18 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
             "--out",
         ])
         .arg(&out)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(output.status.success());
+    // Stderr is a pipe here, as in a log: progress comes as whole lines, not `\r` updates.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("rope: 1/1 episodes, mean score")),
+        "{stderr:?}"
+    );
     let reader = BagReader::open(&out).unwrap();
     let count = |topic: &str| {
         reader
@@ -61,4 +70,49 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+}
+
+#[test]
+fn eval_prints_the_table_writes_json_and_logs_progress_as_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("eval.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "eval",
+            "--planner",
+            "random",
+            "--task",
+            "rope",
+            "--episodes",
+            "5",
+            "--size",
+            "128",
+            "--log",
+            "warn",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| rope |"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    // One line per episode (5 < 10), in any order (workers race to print).
+    let mut progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("random: "))
+        .collect();
+    progress.sort();
+    assert_eq!(
+        progress,
+        (1..=5)
+            .map(|n| format!("random: {n}/5 episodes"))
+            .collect::<Vec<_>>(),
+        "{stderr:?}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["tasks"][0]["episodes"], 5);
 }

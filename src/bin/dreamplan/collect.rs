@@ -136,6 +136,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         let stop = shutdown.clone();
         let n = args.episodes;
         let task_name = task.to_string();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let report = rt.block_on(async move {
             let watcher = tokio::spawn(async move {
                 let (mut done, mut sum) = (0u32, 0.0);
@@ -143,13 +144,21 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                     if e.event == EpisodeEvent::EVENT_SCORED {
                         done += 1;
                         sum += e.score;
-                        eprint!(
-                            "\r{task_name}: {done}/{n} episodes, mean score {:.2}",
+                        let line = format!(
+                            "{task_name}: {done}/{n} episodes, mean score {:.2}",
                             sum / done as f64
                         );
-                        let _ = std::io::stderr().flush();
+                        if tty {
+                            eprint!("\r{line}");
+                            let _ = std::io::stderr().flush();
+                        } else if done * 10 / n != (done - 1) * 10 / n {
+                            // In a log: a line per tenth instead of one endless line.
+                            eprintln!("{line}");
+                        }
                         if done == n {
-                            eprintln!();
+                            if tty {
+                                eprintln!();
+                            }
                             // Let the recorder write the last messages.
                             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                             stop.cancel();
