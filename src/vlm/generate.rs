@@ -132,7 +132,7 @@ pub fn pick(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
     let weight = |id: usize| (logits[id] as f64 / t - max).exp();
     // Normaliser over the kept tokens: all of them, or the top k.
     let total: f64 = if kept == logits.len() {
-        logits.iter().enumerate().map(|(id, _)| weight(id)).sum()
+        (0..logits.len()).map(weight).sum()
     } else {
         (0..kept).map(|i| weight(order.get(i))).sum()
     };

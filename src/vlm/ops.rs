@@ -56,6 +56,21 @@ pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
     Ok(y.to_dtype(dtype)?)
 }
 
+/// The f32 elements of a contiguous CPU input of one of this module's kernels.
+fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: this kernel takes f32");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
 /// Softmax over the last dimension on CPU, f32, rows in parallel, `exp` eight lanes at a
 /// time through `wide`. candle's kernel calls glibc's scalar `expf` on every element: 4.5 ns
 /// each on the 2-core machine, and slower still on masked scores (`f32::MIN` added, as HF's
@@ -76,13 +91,7 @@ impl candle_core::CustomOp1 for CpuSoftmaxLastDim {
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("softmax: this kernel takes f32");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax: input must be contiguous");
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(self.name(), storage, layout)?;
         let n = layout.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = vec![0f32; src.len()];
         // Rows in tasks big enough that scheduling does not dominate a short row.
@@ -146,13 +155,7 @@ impl candle_core::CustomOp1 for Gate {
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
         use wide::f32x8;
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("{}: this kernel takes f32", self.name());
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: input must be contiguous", self.name());
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(self.name(), storage, layout)?;
         let mut dst = vec![0f32; src.len()];
         let gate = *self;
         dst.par_chunks_mut(16384)
