@@ -192,6 +192,77 @@ fn means_come_with_a_95_percent_interval() {
     assert_eq!(mean_ci(&[1.0; 5]), (1.0, 1.0, 1.0));
 }
 
+/// The grammar as a decoding guide: it writes `pick` and ` place` with the model's own
+/// tokenizer (several tokens each for the fixture's small BPE), leaves numbers to the
+/// model, ends the answer when the second number cannot grow, and leaves anything off the
+/// format to the parser.
+#[test]
+fn the_grammar_guides_decoding_without_forbidding_anything() {
+    use dreamplan::planner::grammar::{continuation, Continuation};
+    use dreamplan::planner::vlm_planner::AnswerGuide;
+    use dreamplan::vlm::chat::Tokenizer;
+    use dreamplan::vlm::generate::{Guide, GuideStep};
+    assert_eq!(continuation("", 8, 8), Continuation::Literal("pick"));
+    assert_eq!(continuation("pick", 8, 8), Continuation::Open);
+    assert_eq!(continuation("pick ", 8, 8), Continuation::Open);
+    assert_eq!(
+        continuation("pick 3", 8, 8),
+        Continuation::Literal(" place")
+    );
+    // 1 could still become 12 with twelve keypoints; 2 cannot become 2x.
+    assert_eq!(continuation("pick 1", 12, 8), Continuation::Open);
+    assert_eq!(
+        continuation("pick 2", 12, 8),
+        Continuation::Literal(" place")
+    );
+    assert_eq!(
+        continuation("pick 12", 12, 8),
+        Continuation::Literal(" place")
+    );
+    // Out of range or malformed numbers are not finished: the parser will refuse them.
+    for open in [
+        "pick 9",
+        "pick 0",
+        "pick 03",
+        "pick x",
+        "Pick 3",
+        "pick 3 place 9",
+    ] {
+        assert_eq!(continuation(open, 8, 8), Continuation::Open, "{open}");
+    }
+    assert_eq!(continuation("pick 3 place", 8, 8), Continuation::Open);
+    assert_eq!(continuation("pick 3 place 7", 8, 8), Continuation::Complete);
+    assert_eq!(continuation("pick 3 place 1", 8, 12), Continuation::Open);
+    assert_eq!(continuation("pick 3 place 7.", 8, 8), Continuation::Open);
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
+    let tok = Tokenizer::load(&dir).unwrap();
+    let enc = |t: &str| tok.encode(t).unwrap();
+    let guide = AnswerGuide::new(&tok, 8, 8);
+    // `pick` is several tokens in this vocabulary; all are written at once.
+    let pick = enc("pick");
+    assert!(pick.len() > 1, "{pick:?}");
+    assert_eq!(guide.step(&[]), GuideStep::Force(pick.clone()));
+    let three = enc("pick 3");
+    assert_eq!(guide.step(&three[..pick.len()]), GuideStep::Free);
+    let with_place = enc("pick 3 place");
+    assert!(with_place.starts_with(&three));
+    assert_eq!(
+        guide.step(&three),
+        GuideStep::Force(with_place[three.len()..].to_vec())
+    );
+    assert_eq!(guide.step(&enc("pick 3 place 7")), GuideStep::Done);
+    assert_eq!(
+        guide.step(&enc("pick 1")),
+        GuideStep::Force(enc("pick 1 place")[enc("pick 1").len()..].to_vec())
+    );
+    assert_eq!(
+        AnswerGuide::new(&tok, 12, 8).step(&enc("pick 1")),
+        GuideStep::Free
+    );
+    assert_eq!(guide.step(&enc("I think")), GuideStep::Free);
+}
+
 /// The VLM planner on the tiny random fixture model: K candidates with finite
 /// log-probabilities, the same seed gives the same decision, and answers a random model
 /// writes (not the grammar) end as "no action" with the reason, never as a crash.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use dreamplan::vlm::chat::{expand_image_pads, ChatTemplate, Tokenizer};
-use dreamplan::vlm::generate::{generate, SamplingParams};
+use dreamplan::vlm::generate::{generate, generate_guided, Guide, GuideStep, SamplingParams};
 use dreamplan::vlm::image::{preprocess, PreprocessorConfig, Rgb8};
 use dreamplan::vlm::io::read_batch;
 use dreamplan::vlm::{Batch, Images, Mode, Qwen3Vl};
@@ -339,6 +339,105 @@ fn sampling_is_seeded_top_k_1_is_greedy_and_logprobs_match_a_full_forward() {
         for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
             let want = logp[p0 - 1 + i][t as usize];
             assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
+        }
+    }
+}
+
+/// A guide that forces a prefix, then two tokens after every even sampled token, and ends
+/// answers at seven tokens: rows diverge, so steps mix rows of one and of three new tokens.
+struct Parity;
+
+impl Guide for Parity {
+    fn step(&self, tokens: &[u32]) -> GuideStep {
+        match tokens {
+            [] => GuideStep::Force(vec![5, 9]),
+            t if t.len() >= 7 => GuideStep::Done,
+            [.., last] if last % 2 == 0 => GuideStep::Force(vec![(last + 1) % 300, 3]),
+            _ => GuideStep::Free,
+        }
+    }
+}
+
+#[test]
+fn guided_generation_forces_tokens_pads_rows_and_scores_like_a_full_forward() {
+    let m = model("tiny");
+    let prompt = batch("one_image");
+    let params = SamplingParams {
+        temperature: 1.0,
+        max_new_tokens: 12,
+        seed: 11,
+        ..Default::default()
+    };
+    let out = generate_guided(&m, &prompt, 6, &params, &Parity).unwrap();
+    let mut forced_runs = Vec::new();
+    for s in &out {
+        assert!(s.stopped && s.tokens.len() >= 7, "{s:?}");
+        assert_eq!(s.tokens[..2], [5, 9]);
+        // Replay the guide: after each sampled token, what it forced follows.
+        let (mut j, mut runs) = (2, 0);
+        while j < s.tokens.len() {
+            match Parity.step(&s.tokens[..=j]) {
+                GuideStep::Force(f) => {
+                    assert_eq!(s.tokens[j + 1..j + 1 + f.len()], f[..]);
+                    j += 1 + f.len();
+                    runs += 1;
+                }
+                GuideStep::Done => {
+                    assert_eq!(j + 1, s.tokens.len());
+                    j += 1;
+                }
+                GuideStep::Free => j += 1,
+            }
+        }
+        forced_runs.push(runs);
+        // Every token's log-prob (forced ones too) equals one forward over prompt + answer:
+        // the padded multi-token steps computed the same thing.
+        let mut ids = prompt.input_ids[0].clone();
+        ids.extend(&s.tokens);
+        let full = Batch {
+            input_ids: vec![ids],
+            attention_mask: None,
+            images: prompt.images.clone(),
+        };
+        let logits = m.forward(&full, Mode::Infer).unwrap().logits;
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+        let logp = logp.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let p0 = prompt.input_ids[0].len();
+        assert_eq!(s.logprobs.len(), s.tokens.len());
+        for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
+            let want = logp[p0 - 1 + i][t as usize];
+            assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
+        }
+    }
+    let (lo, hi) = (forced_runs.iter().min(), forced_runs.iter().max());
+    assert!(
+        lo < hi,
+        "rows should force different numbers of runs: {forced_runs:?}"
+    );
+
+    // Forcing exactly what greedy decoding writes changes nothing.
+    let greedy_params = SamplingParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let greedy = generate(&m, &prompt, 1, &greedy_params).unwrap().remove(0);
+    struct Echo(Vec<u32>);
+    impl Guide for Echo {
+        fn step(&self, t: &[u32]) -> GuideStep {
+            match t.len() {
+                0 => GuideStep::Force(self.0[..2].to_vec()),
+                3 => GuideStep::Force(self.0[3..5].to_vec()),
+                n if n >= 6 => GuideStep::Done,
+                _ => GuideStep::Free,
+            }
+        }
+    }
+    let guided =
+        generate_guided(&m, &prompt, 2, &greedy_params, &Echo(greedy.tokens.clone())).unwrap();
+    for g in guided {
+        assert_eq!(g.tokens, greedy.tokens[..6]);
+        for (a, b) in g.logprobs.iter().zip(&greedy.logprobs) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
 }

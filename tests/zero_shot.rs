@@ -10,8 +10,8 @@ use dreamplan::planner::baselines::correspondence_choice;
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::planner::zero_shot::{
-    build, build_tokenizer, number_token_id, observe_scene, sample, Progress, ZeroShotConfig,
-    SPECIAL_TOKENS, UNK_TOKEN,
+    build, build_tokenizer, match_logprob, number_token_id, observe_scene, sample, training_batch,
+    write_initial_folder, Progress, ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
 };
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
@@ -124,6 +124,87 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
         relabelled >= 3,
         "relabelling changed the answer only {relabelled} of 6 times"
     );
+}
+
+#[test]
+fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_match() {
+    let scenes: Vec<_> = [(Task::Rope, 1_000_001), (Task::Toy, 1_000_002)]
+        .into_iter()
+        .map(|(t, seed)| observe_scene(t, seed, 8, 128).expect("object found"))
+        .collect();
+    let mut corpus: Vec<String> = scenes
+        .iter()
+        .map(|s| {
+            dreamplan::planner::prompt::user_text(
+                s.task,
+                &s.current_keypoints,
+                &s.goal_keypoints,
+                128,
+                128,
+            )
+        })
+        .collect();
+    corpus.push("pick 1 place 2 user assistant".into());
+    let tok = build_tokenizer(&corpus).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny();
+    write_initial_folder(dir.path(), &cfg, &tok).unwrap();
+    let p = Processor::load(dir.path()).unwrap();
+    let mut rng = Rng::new(3, 0);
+    let samples: Vec<_> = scenes
+        .iter()
+        .map(|s| sample(s, &p.preprocessor, Some(&mut rng)).unwrap())
+        .collect();
+    let tb = training_batch(&p, &samples).unwrap();
+    let ids = &tb.batch.input_ids;
+    let mask = tb.batch.attention_mask.as_ref().unwrap();
+    let pads = |r: usize| mask[r].iter().filter(|&&m| m == 0).count();
+    assert!(
+        pads(0) + pads(1) > 0,
+        "one row should be padded, to test the shift"
+    );
+    let ends = [
+        tok.token_to_id("),").unwrap(),
+        tok.token_to_id(").").unwrap(),
+    ];
+    for (row, s) in samples.iter().enumerate() {
+        let qs: Vec<_> = tb.matches.iter().filter(|q| q.0 == row).collect();
+        // Eight goal keypoints, each matched: one question each.
+        assert_eq!(qs.len(), s.goal_ids.len());
+        assert_eq!(qs.len(), 8);
+        for (k, &&(_, pos, token)) in qs.iter().enumerate() {
+            let r = &ids[row];
+            assert!(ends.contains(&r[pos]), "not a keypoint end at {pos}");
+            // After the current keypoints' ends: this is the k-th goal keypoint, whose
+            // number is five tokens back (`N (x, y),`).
+            let before = r[..pos].iter().filter(|t| ends.contains(t)).count();
+            assert_eq!(before, s.current_count + k);
+            let goal_id = s.goal_ids[k];
+            assert_eq!(r[pos - 5], number_token_id(goal_id, true), "goal {goal_id}");
+            let (cur, _) = *s.matches.iter().find(|m| m.1 == goal_id).unwrap();
+            assert_eq!(token, number_token_id(cur, true));
+        }
+        // The rule's answer is one of its matches.
+        assert!(s.matches.contains(&(s.answer.pick, s.answer.place)));
+    }
+    // The loss reads the logits at exactly those positions.
+    let (b, l, v) = (ids.len(), ids[0].len(), tok.get_vocab_size(true));
+    let mut raw = vec![0f32; b * l * v];
+    let (row, pos, token) = tb.matches[3];
+    raw[(row * l + pos) * v + token as usize] = 5.0;
+    let logits = candle_core::Tensor::from_vec(raw, (b, l, v), &Device::Cpu).unwrap();
+    let got: f32 = match_logprob(&logits, &tb.matches[3..4])
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let want = 5.0 - (5f32.exp() + (v - 1) as f32).ln();
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    let other: f32 = match_logprob(&logits, &tb.matches[4..5])
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!((other + (v as f32).ln()).abs() < 1e-4, "{other}");
+    assert!(match_logprob(&logits, &[(0, l, 0)]).is_err());
 }
 
 #[test]

@@ -29,19 +29,7 @@ pub fn random_choice(
 /// farthest from its match and place it there. Deterministic: ties go to the lower
 /// keypoint numbers.
 pub fn correspondence_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
-    let dist = |a: &Keypoint, b: &Keypoint| ((a.u - b.u).powi(2) + (a.v - b.v).powi(2)).sqrt();
-    let n = current.len().min(goal.len());
-    if n == 0 {
-        return None;
-    }
-    let matches: Vec<(usize, usize)> = if current.len() <= 8 && goal.len() <= 8 {
-        best_assignment(current.len(), goal.len(), &|i, j| {
-            dist(&current[i], &goal[j])
-        })
-    } else {
-        greedy_assignment(current, goal, &dist)
-    };
-    matches
+    correspondence_matches(current, goal)
         .into_iter()
         .map(|(i, j)| (dist(&current[i], &goal[j]), i, j))
         .fold(None::<(f32, usize, usize)>, |best, m| match best {
@@ -52,6 +40,26 @@ pub fn correspondence_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<
             pick: current[i].id,
             place: goal[j].id,
         })
+}
+
+/// The rule's one-to-one matching of current to goal keypoints, as `(current index, goal
+/// index)` pairs (`min(n, m)` of them): least total image distance, exact up to 8 points
+/// per image, greedy closest-first beyond. Empty when either side is.
+pub fn correspondence_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
+    if current.is_empty() || goal.is_empty() {
+        return Vec::new();
+    }
+    if current.len() <= 8 && goal.len() <= 8 {
+        best_assignment(current.len(), goal.len(), &|i, j| {
+            dist(&current[i], &goal[j])
+        })
+    } else {
+        greedy_assignment(current, goal, &dist)
+    }
+}
+
+fn dist(a: &Keypoint, b: &Keypoint) -> f32 {
+    ((a.u - b.u).powi(2) + (a.v - b.v).powi(2)).sqrt()
 }
 
 /// The least-total-cost one-to-one matching of `min(n, m)` pairs, by depth-first search

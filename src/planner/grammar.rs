@@ -100,3 +100,44 @@ pub fn parse_answer(
 pub fn format_answer(choice: &KeypointChoice) -> String {
     format!("pick {} place {}", choice.pick, choice.place)
 }
+
+/// What the grammar determines after `text`, an answer written so far (for guided
+/// decoding, [`crate::vlm::generate::Guide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuation {
+    /// This text must come next.
+    Literal(&'static str),
+    /// The model chooses (a number, or anything once the answer left the format).
+    Open,
+    /// `pick N place M` with both numbers valid and unable to grow into another valid one
+    /// (`10·M` exceeds the goal keypoint count): the answer is complete.
+    Complete,
+}
+
+/// The grammar's next step after `text`, with `current` and `goal` keypoints drawn. It
+/// follows the one-line answer exactly (`pick`, a space, a number, ` place`, a space, a
+/// number); any other text is [`Continuation::Open`], left to the parser. A number is
+/// finished when it is valid and appending a digit would exceed the count, so with at
+/// most 9 keypoints one digit ends it; with more, the model decides.
+pub fn continuation(text: &str, current: usize, goal: usize) -> Continuation {
+    // A number that is valid (1..=count, no leading zero) and cannot grow into another.
+    let finished = |s: &str, count: usize| -> bool {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !s.starts_with('0')
+            && s.parse::<u64>()
+                .is_ok_and(|v| v >= 1 && v <= count as u64 && v * 10 > count as u64)
+    };
+    if text.is_empty() {
+        return Continuation::Literal("pick");
+    }
+    let Some(rest) = text.strip_prefix("pick ") else {
+        return Continuation::Open;
+    };
+    match rest.split_once(" place ") {
+        None if finished(rest, current) => Continuation::Literal(" place"),
+        None => Continuation::Open,
+        Some((n, m)) if finished(n, current) && finished(m, goal) => Continuation::Complete,
+        Some(_) => Continuation::Open,
+    }
+}

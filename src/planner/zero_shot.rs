@@ -43,7 +43,7 @@ use tokenizers::{
     PreTokenizerWrapper, TokenizerImpl,
 };
 
-use super::baselines::correspondence_choice;
+use super::baselines::{correspondence_choice, correspondence_matches};
 use super::eval::{observe, EvalConfig};
 use super::vlm_planner::{model_view, Processor};
 use super::{format_answer, parse_answer, prompt, KeypointChoice};
@@ -173,6 +173,10 @@ pub struct ZeroShotConfig {
     /// Relabel the keypoints at random in every training sample (instead of the
     /// evaluation's farthest-point order).
     pub relabel: bool,
+    /// Weight of the correspondence questions (training only): at the end of each goal
+    /// keypoint in the prompt, the model is also taught the number of the current keypoint
+    /// the rule matches to it ([`training_batch`]). 0 turns them off.
+    pub match_weight: f64,
 }
 
 impl Default for ZeroShotConfig {
@@ -196,6 +200,7 @@ impl Default for ZeroShotConfig {
             render_size: 256,
             seed: 0,
             relabel: false,
+            match_weight: 0.0,
         }
     }
 }
@@ -224,6 +229,9 @@ impl ZeroShotConfig {
         }
         if self.keypoints < 2 {
             return bad("at least two keypoints per image");
+        }
+        if !(self.match_weight >= 0.0 && self.match_weight.is_finite()) {
+            return bad("match_weight must be a finite number ≥ 0");
         }
         Ok(())
     }
@@ -276,6 +284,13 @@ pub struct Sample {
     pub messages: serde_json::Value,
     /// The correspondence rule's answer for these labels.
     pub answer: KeypointChoice,
+    /// The rule's matching under these labels: `(current keypoint number, goal keypoint
+    /// number)` pairs.
+    pub matches: Vec<(u32, u32)>,
+    /// Current keypoints listed in the prompt.
+    pub current_count: usize,
+    /// Goal keypoint numbers in the order the prompt lists them.
+    pub goal_ids: Vec<u32>,
 }
 
 /// Renumbers `kps` by a random permutation of `1..=n`, listed in the new order.
@@ -313,6 +328,10 @@ pub fn sample(
     };
     let answer = correspondence_choice(&kc, &kg)
         .ok_or_else(|| ZeroShotError::NoScenes("a scene without keypoints".into()))?;
+    let matches = correspondence_matches(&kc, &kg)
+        .into_iter()
+        .map(|(i, j)| (kc[i].id, kg[j].id))
+        .collect();
     let err = |e: String| ZeroShotError::Config(format!("overlay: {e}"));
     let messages = prompt::messages(
         scene.task,
@@ -326,6 +345,9 @@ pub fn sample(
         goal: model_view(&scene.goal, &kg, cfg).map_err(err)?,
         messages,
         answer,
+        matches,
+        current_count: kc.len(),
+        goal_ids: kg.iter().map(|k| k.id).collect(),
     })
 }
 
@@ -715,8 +737,43 @@ fn answer_ids(p: &Processor, choice: &KeypointChoice) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// A left-padded training batch of `samples` with each row's answer as the response.
-pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<Vec<u8>>)> {
+/// A training batch: the model input, which tokens are the answer, and the
+/// correspondence questions.
+pub struct TrainingBatch {
+    /// Left-padded input: prompt then answer, per row.
+    pub batch: Batch,
+    /// 1 where a token belongs to the answer (`pick N place M<|im_end|>`).
+    pub response: Vec<Vec<u8>>,
+    /// Correspondence questions as `(row, position, token)`: the logits at `position`
+    /// (the token that closes a goal keypoint, `),` or `).`) should give `token`, the
+    /// number (as written after a space, as in the answer) of the current keypoint the
+    /// rule matches to that goal keypoint.
+    pub matches: Vec<(usize, usize, u32)>,
+}
+
+/// Positions of the tokens that close a keypoint's coordinates in a prompt (`),` or `).`),
+/// in prompt order: the current keypoints' first, then the goal keypoints'.
+fn keypoint_ends(p: &Processor, ids: &[u32]) -> Result<Vec<usize>> {
+    let closing: Vec<u32> = ["),", ")."]
+        .iter()
+        .filter_map(|t| p.tokenizer.token_id(t))
+        .collect();
+    if closing.is_empty() {
+        return Err(ZeroShotError::Tokenizer(
+            "the tokenizer has no `),` or `).` token".into(),
+        ));
+    }
+    Ok(ids
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| closing.contains(t))
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// A left-padded training batch of `samples` with each row's answer as the response and,
+/// at the end of each goal keypoint, the correspondence question ([`TrainingBatch`]).
+pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<TrainingBatch> {
     let pad = p
         .tokenizer
         .token_id("<|endoftext|>")
@@ -724,10 +781,33 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<V
     let mut rows = Vec::new();
     let mut pixels = Vec::new();
     let mut grids = Vec::new();
-    for s in samples {
+    let mut questions = Vec::new();
+    for (row, s) in samples.iter().enumerate() {
         let prompt = p.batch(&s.messages, &s.current, &s.goal)?;
         let mut ids = prompt.input_ids.into_iter().next().unwrap_or_default();
         let prompt_len = ids.len();
+        let ends = keypoint_ends(p, &ids)?;
+        if ends.len() != s.current_count + s.goal_ids.len() {
+            return Err(ZeroShotError::Tokenizer(format!(
+                "found {} keypoint ends in the prompt, expected {} current and {} goal",
+                ends.len(),
+                s.current_count,
+                s.goal_ids.len()
+            )));
+        }
+        for (k, goal_id) in s.goal_ids.iter().enumerate() {
+            let Some(&(cur, _)) = s.matches.iter().find(|m| m.1 == *goal_id) else {
+                continue; // more goal than current keypoints: this one has no match
+            };
+            let token = p.tokenizer.encode(&format!(" {cur}"))?;
+            let [token] = token[..] else {
+                return Err(ZeroShotError::Tokenizer(format!(
+                    "keypoint number {cur} is {} tokens, expected one",
+                    token.len()
+                )));
+            };
+            questions.push((row, ends[s.current_count + k], token));
+        }
         ids.extend(answer_ids(p, &s.answer)?);
         if let Some(images) = prompt.images {
             pixels.push(images.pixel_values);
@@ -736,6 +816,10 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<V
         rows.push((ids, prompt_len));
     }
     let len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    // Left padding shifts every position of a row by its padding.
+    for q in &mut questions {
+        q.1 += len - rows[q.0].0.len();
+    }
     let mut input_ids = Vec::new();
     let mut mask = Vec::new();
     let mut response = Vec::new();
@@ -760,7 +844,39 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<(Batch, Vec<V
             grid_thw: grids,
         }),
     };
-    Ok((batch, response))
+    Ok(TrainingBatch {
+        batch,
+        response,
+        matches: questions,
+    })
+}
+
+/// Mean log-probability of the correspondence questions' answers (`[]`): the logits at
+/// `(row, position)` scored against `token`.
+pub fn match_logprob(logits: &Tensor, questions: &[(usize, usize, u32)]) -> Result<Tensor> {
+    let (b, l, v) = logits.dims3()?;
+    if questions.is_empty() {
+        return Err(ZeroShotError::Config("no correspondence question".into()));
+    }
+    let mut rows = Vec::with_capacity(questions.len());
+    let mut targets = Vec::with_capacity(questions.len());
+    for &(row, pos, token) in questions {
+        if row >= b || pos >= l || token as usize >= v {
+            return Err(ZeroShotError::Config(format!(
+                "question ({row}, {pos}, {token}) outside logits {b}×{l}×{v}"
+            )));
+        }
+        rows.push((row * l + pos) as u32);
+        targets.push(token);
+    }
+    let n = rows.len();
+    let device = logits.device();
+    let picked = logits
+        .reshape((b * l, v))?
+        .index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
+    let logp = candle_nn::ops::log_softmax(&picked, candle_core::D::Minus1)?;
+    let targets = Tensor::from_vec(targets, (n, 1), device)?;
+    Ok(logp.gather(&targets, candle_core::D::Minus1)?.mean_all()?)
 }
 
 /// Progress of [`build`], reported to the caller (the CLI draws a bar).
@@ -800,8 +916,10 @@ pub struct Report {
     pub parameters: usize,
     /// Training scenes per task that were observed (object found).
     pub scenes: [usize; 3],
-    /// Loss of every step.
+    /// Answer loss (mean NLL per answer token) of every step.
     pub loss: Vec<f64>,
+    /// Correspondence-question loss (mean NLL) of every step (empty when off).
+    pub match_loss: Vec<f64>,
     /// Seconds spent observing scenes, training, checking.
     pub seconds: [f64; 3],
     /// Held-out greedy answers equal to the rule's (fraction), per task.
@@ -918,6 +1036,7 @@ pub fn build(
     let t1 = Instant::now();
     let mut rng = Rng::new(cfg.seed, 0x2E50);
     let mut losses = Vec::with_capacity(cfg.steps);
+    let mut match_losses = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
         let lr = if step < cfg.warmup {
             cfg.lr * (step + 1) as f64 / cfg.warmup as f64
@@ -935,13 +1054,20 @@ pub fn build(
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let (batch, response) = training_batch(&processor, &samples)?;
-        let logits = model.forward(&batch, Mode::Train)?.logits;
-        let loss = mean_response_logprob(&logits, &batch.input_ids, &response)?
+        let tb = training_batch(&processor, &samples)?;
+        let logits = model.forward(&tb.batch, Mode::Train)?.logits;
+        let answer = mean_response_logprob(&logits, &tb.batch.input_ids, &tb.response)?
             .mean_all()?
             .neg()?;
-        opt.step(&loss.backward()?)?;
-        let loss = f64::from(loss.to_scalar::<f32>()?);
+        let total = if cfg.match_weight > 0.0 && !tb.matches.is_empty() {
+            let m = match_logprob(&logits, &tb.matches)?.neg()?;
+            match_losses.push(f64::from(m.to_scalar::<f32>()?));
+            (&answer + (m * cfg.match_weight)?)?
+        } else {
+            answer.clone()
+        };
+        opt.step(&total.backward()?)?;
+        let loss = f64::from(answer.to_scalar::<f32>()?);
         if !loss.is_finite() {
             return Err(ZeroShotError::Config(format!(
                 "the loss diverged at step {step} (lower --lr)"
@@ -974,6 +1100,7 @@ pub fn build(
         parameters,
         scenes: counts,
         loss: losses,
+        match_loss: match_losses,
         seconds: [observe_s, train_s, t2.elapsed().as_secs_f64()],
         held_out_exact: check.0,
         held_out_pick: check.1,

@@ -1,11 +1,10 @@
 //! Sampling continuations of one prompt: the prompt is computed once, its KV cache copied
-//! to K rows, and the K samples decoded together. Greedy, temperature, top-k and top-p
+//! to K rows, and the K samples decoded together, optionally steered by a grammar
+//! ([`Guide`]) that writes the tokens it determines. Greedy, temperature, top-k and top-p
 //! (applied in HF's order: temperature, top-k, top-p), stop tokens, and per token the
 //! log-probability under the model's own distribution (temperature 1, no truncation),
 //! which is what preference training needs. Randomness comes from a seeded generator, so
 //! the same seed gives the same samples.
-
-use candle_core::{DType, Tensor};
 
 use super::error::{Result, VlmError};
 use super::model::{Batch, Qwen3Vl};
@@ -47,7 +46,8 @@ pub struct Sample {
     pub tokens: Vec<u32>,
     /// `log p(token | prefix)` under the model, one per token.
     pub logprobs: Vec<f32>,
-    /// Whether a stop token ended the sample (else `max_new_tokens` did).
+    /// Whether a stop token (or the guide, see [`generate_guided`]) ended the sample (else
+    /// `max_new_tokens` did).
     pub stopped: bool,
 }
 
@@ -180,6 +180,37 @@ fn log_prob(row: &[f32], token: u32) -> f32 {
     (((row[token as usize] - max) as f64) - lse) as f32
 }
 
+/// What a grammar says about an answer so far (its tokens, forced ones included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuideStep {
+    /// The model chooses the next token.
+    Free,
+    /// These tokens must come next: they are appended without sampling and fed to the
+    /// model in the same step as the token before them.
+    Force(Vec<u32>),
+    /// The answer is complete: it ends here, without a stop token.
+    Done,
+}
+
+/// A grammar that steers decoding by writing the tokens it fully determines and ending an
+/// answer once it is complete. It never forbids a token: what the model samples is kept,
+/// and an answer that leaves the grammar is left to the parser (and, in the planner, to
+/// resampling).
+pub trait Guide {
+    /// The step after `tokens`, the answer so far (empty at the start).
+    fn step(&self, tokens: &[u32]) -> GuideStep;
+}
+
+/// No grammar: every token is sampled, an answer ends with a stop token or at
+/// `max_new_tokens`.
+pub struct Unguided;
+
+impl Guide for Unguided {
+    fn step(&self, _tokens: &[u32]) -> GuideStep {
+        GuideStep::Free
+    }
+}
+
 /// Generates `k` samples continuing the single prompt in `prompt` (batch of one row).
 pub fn generate(
     model: &Qwen3Vl,
@@ -187,70 +218,153 @@ pub fn generate(
     k: usize,
     params: &SamplingParams,
 ) -> Result<Vec<Sample>> {
+    generate_guided(model, prompt, k, params, &Unguided)
+}
+
+/// [`generate`] steered by `guide`. Tokens the guide forces at the start are computed with
+/// the prompt; tokens it forces later ride along with the sampled token before them (one
+/// model step for both), rows with fewer new tokens padded with masked ones. Forced tokens
+/// get their log-probability under the model like sampled ones. An answer the guide calls
+/// complete ends there (`stopped`), so its end token is neither computed nor scored.
+pub fn generate_guided(
+    model: &Qwen3Vl,
+    prompt: &Batch,
+    k: usize,
+    params: &SamplingParams,
+    guide: &dyn Guide,
+) -> Result<Vec<Sample>> {
     if prompt.input_ids.len() != 1 {
         return Err(VlmError::Input(format!(
             "generate takes one prompt row, found {}",
             prompt.input_ids.len()
         )));
     }
+    let empty = |stopped| Sample {
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        stopped,
+    };
     if k == 0 || params.max_new_tokens == 0 {
-        return Ok(vec![
-            Sample {
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                stopped: false
-            };
-            k
-        ]);
+        return Ok(vec![empty(false); k]);
     }
-    let prompt_len = prompt.input_ids[0].len();
+    let mut prefix = match guide.step(&[]) {
+        GuideStep::Done => return Ok(vec![empty(true); k]),
+        GuideStep::Free => Vec::new(),
+        GuideStep::Force(t) => t,
+    };
+    prefix.truncate(params.max_new_tokens);
+    let mut full = prompt.clone();
+    full.input_ids[0].extend(&prefix);
+    if let Some(m) = full.attention_mask.as_mut() {
+        m[0].extend(std::iter::repeat_n(1u8, prefix.len()));
+    }
+    let prompt_len = full.input_ids[0].len();
     let mut cache = model.new_cache(prompt_len + params.max_new_tokens);
-    let out = model.prefill(prompt, &mut cache)?;
-    let last = out.logits.squeeze(1)?;
-    // Prompt rows with padding keep their mask for the cached keys.
-    let prompt_valid: Option<Vec<bool>> = prompt
-        .attention_mask
-        .as_ref()
-        .map(|m| m[0].iter().map(|&v| v != 0).collect());
+    let out = model.prefill_tail(&full, &mut cache, prefix.len() + 1)?;
+    let tail = out.logits.squeeze(0)?.to_vec2::<f32>()?;
+    let (scored, next) = tail.split_at(tail.len() - 1);
+    // The forced prefix, scored by the prompt's last logits (all rows share it).
+    let prefix_logprobs: Vec<f32> = prefix
+        .iter()
+        .zip(scored.iter().skip(scored.len() - prefix.len()))
+        .map(|(&t, row)| log_prob(row, t))
+        .collect();
+    // Which cached keys are real, per row: needed only once a row pads a step (the prompt
+    // of one row has no padding unless its mask says so).
+    let mut valid: Vec<Vec<bool>> = {
+        let row: Vec<bool> = match &full.attention_mask {
+            Some(m) => m[0].iter().map(|&v| v != 0).collect(),
+            None => vec![true; prompt_len],
+        };
+        vec![row; k]
+    };
+    let mut masked = valid[0].iter().any(|v| !v);
     let mut cache = cache.repeat_row0(k)?;
-    let idx = Tensor::zeros(k, DType::U32, last.device())?;
-    let mut logits = last.index_select(&idx, 0)?;
+    let mut logits: Vec<Vec<f32>> = vec![next[0].clone(); k];
     let mut next_pos = vec![out.rope.next_position[0]; k];
     let mut rngs: Vec<Rng> = (0..k)
         .map(|i| Rng::new(params.seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407)))
         .collect();
     let mut samples = vec![
         Sample {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
+            tokens: prefix.clone(),
+            logprobs: prefix_logprobs,
             stopped: false
         };
         k
     ];
-    for step in 0..params.max_new_tokens {
-        let rows = logits.to_vec2::<f32>()?;
-        let mut tokens = Vec::with_capacity(k);
+    // A row is finished when stopped or full.
+    let finished = |s: &Sample| s.stopped || s.tokens.len() >= params.max_new_tokens;
+    loop {
+        let mut feeds: Vec<Vec<u32>> = Vec::with_capacity(k);
         for i in 0..k {
-            // Greedy (temperature 0) is the first maximum, as torch.argmax.
-            let tok = pick(&rows[i], params, &mut rngs[i]);
             let s = &mut samples[i];
-            if !s.stopped {
-                s.tokens.push(tok);
-                s.logprobs.push(log_prob(&rows[i], tok));
-                s.stopped = params.stop_tokens.contains(&tok);
+            if finished(s) {
+                feeds.push(Vec::new());
+                continue;
             }
-            tokens.push(tok);
+            // Greedy (temperature 0) is the first maximum, as torch.argmax.
+            let tok = pick(&logits[i], params, &mut rngs[i]);
+            s.tokens.push(tok);
+            s.logprobs.push(log_prob(&logits[i], tok));
+            let mut feed = vec![tok];
+            if params.stop_tokens.contains(&tok) {
+                s.stopped = true;
+            } else {
+                match guide.step(&s.tokens) {
+                    GuideStep::Free => {}
+                    GuideStep::Done => s.stopped = true,
+                    GuideStep::Force(mut f) => {
+                        f.truncate(params.max_new_tokens.saturating_sub(s.tokens.len()));
+                        s.tokens.extend(&f);
+                        feed.extend(f);
+                    }
+                }
+            }
+            feeds.push(feed);
         }
-        if step + 1 == params.max_new_tokens || samples.iter().all(|s| s.stopped) {
+        if samples.iter().all(finished) {
             break;
         }
-        let valid: Option<Vec<Vec<bool>>> = prompt_valid.as_ref().map(|pv| {
-            let mut v = pv.clone();
-            v.resize(cache.len() + 1, true);
-            vec![v; k]
-        });
-        logits = model.decode_step(&tokens, &next_pos, &mut cache, valid.as_deref())?;
-        next_pos.iter_mut().for_each(|p| *p += 1);
+        let n = feeds.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut tokens = Vec::with_capacity(k);
+        let mut positions = Vec::with_capacity(k);
+        for (i, feed) in feeds.iter().enumerate() {
+            let real = feed.len();
+            let pad = feed.last().copied().unwrap_or(0);
+            tokens.push(
+                (0..n)
+                    .map(|j| feed.get(j).copied().unwrap_or(pad))
+                    .collect(),
+            );
+            positions.push(
+                (0..n)
+                    .map(|j| next_pos[i] + j.min(real.saturating_sub(1)) as i64)
+                    .collect(),
+            );
+            valid[i].extend((0..n).map(|j| j < real));
+            masked |= real < n;
+        }
+        let out = model.decode(
+            &tokens,
+            &positions,
+            &mut cache,
+            masked.then_some(&valid[..]),
+        )?;
+        let out = out.to_vec3::<f32>()?;
+        for (i, (feed, rows)) in feeds.iter().zip(out).enumerate() {
+            if feed.is_empty() {
+                continue;
+            }
+            // Forced tokens are scored by the logits before them.
+            for j in 1..feed.len() {
+                samples[i].logprobs.push(log_prob(&rows[j - 1], feed[j]));
+            }
+            next_pos[i] += feed.len() as i64;
+            if !finished(&samples[i]) {
+                logits[i] = rows[feed.len() - 1].clone();
+            }
+        }
     }
     Ok(samples)
 }

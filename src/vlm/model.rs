@@ -412,7 +412,7 @@ impl Qwen3Vl {
     /// Logits at every position of `batch`, no cache. `Mode::Train` uses only
     /// differentiable operations.
     pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
-        self.forward_impl(batch, None, mode, false)
+        self.forward_impl(batch, None, mode, None)
     }
 
     /// Like [`Self::forward`], filling `cache` (which must be empty) with the prompt, but
@@ -424,7 +424,23 @@ impl Qwen3Vl {
                 "prefill needs an empty KV cache (reset it)".into(),
             ));
         }
-        self.forward_impl(batch, Some(cache), Mode::Infer, true)
+        self.forward_impl(batch, Some(cache), Mode::Infer, Some(1))
+    }
+
+    /// [`Self::prefill`] with logits for the last `n` positions (`[B, n, vocab]`): a prompt
+    /// that ends with tokens forced by a grammar scores them in the same pass.
+    pub fn prefill_tail(
+        &self,
+        batch: &Batch,
+        cache: &mut KvCache,
+        n: usize,
+    ) -> Result<ForwardOutput> {
+        if !cache.is_empty() {
+            return Err(VlmError::Input(
+                "prefill needs an empty KV cache (reset it)".into(),
+            ));
+        }
+        self.forward_impl(batch, Some(cache), Mode::Infer, Some(n.max(1)))
     }
 
     fn forward_impl(
@@ -432,7 +448,7 @@ impl Qwen3Vl {
         batch: &Batch,
         cache: Option<&mut KvCache>,
         mode: Mode,
-        last_only: bool,
+        tail: Option<usize>,
     ) -> Result<ForwardOutput> {
         let (b, l) = self.check(batch)?;
         let (embeds, deepstack) = self.embed(batch, mode)?;
@@ -456,12 +472,8 @@ impl Qwen3Vl {
             cache,
             deepstack.as_ref(),
             mode,
+            tail,
         )?;
-        let hidden = if last_only {
-            hidden.narrow(1, l - 1, 1)?
-        } else {
-            hidden
-        };
         let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
         Ok(ForwardOutput { logits, rope })
     }
@@ -476,20 +488,51 @@ impl Qwen3Vl {
         cache: &mut KvCache,
         key_valid: Option<&[Vec<bool>]>,
     ) -> Result<Tensor> {
+        let tokens: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+        let positions: Vec<Vec<i64>> = positions.iter().map(|&p| vec![p]).collect();
+        Ok(self
+            .decode(&tokens, &positions, cache, key_valid)?
+            .squeeze(1)?)
+    }
+
+    /// A decoding step of `n` tokens per row (`tokens[b]`, all rows the same length) at
+    /// text `positions[b]`, appended to `cache`; each new token attends to the cache and to
+    /// the new tokens before it. `key_valid` marks, per row, which cached positions plus
+    /// the `n` new ones are real (None: all): a row with fewer real tokens than `n` pads
+    /// with masked ones. Returns `[B, n, vocab]` f32.
+    pub fn decode(
+        &self,
+        tokens: &[Vec<u32>],
+        positions: &[Vec<i64>],
+        cache: &mut KvCache,
+        key_valid: Option<&[Vec<bool>]>,
+    ) -> Result<Tensor> {
         let b = tokens.len();
-        if positions.len() != b || cache.batch() != b {
+        let n = tokens.first().map_or(0, Vec::len);
+        if n == 0
+            || positions.len() != b
+            || cache.batch() != b
+            || tokens.iter().any(|t| t.len() != n)
+            || positions.iter().any(|p| p.len() != n)
+        {
             return Err(VlmError::Input(format!(
-                "decode step: {b} tokens, {} positions, {} cached rows",
+                "decode: {b} token rows of {n} (all rows equal, at least one token), {} \
+                 position rows, {} cached rows",
                 positions.len(),
                 cache.batch()
             )));
         }
-        let ids = Tensor::from_vec(tokens.to_vec(), (b, 1), &self.device)?;
+        let ids = Tensor::from_vec(tokens.concat(), (b, n), &self.device)?;
         let embeds = self.text.embed(&ids)?;
-        let pos3: Vec<i64> = (0..3).flat_map(|_| positions.iter().copied()).collect();
-        let (cos, sin) = self.text.rotary(&pos3, b, 1, self.dtype, &self.device)?;
+        let flat: Vec<i64> = positions.concat();
+        let pos3: Vec<i64> = (0..3).flat_map(|_| flat.iter().copied()).collect();
+        let (cos, sin) = self.text.rotary(&pos3, b, n, self.dtype, &self.device)?;
         let mask = match key_valid {
-            Some(v) => Some(attention_mask(v, cache.len(), 1, &self.device)?),
+            Some(v) => Some(attention_mask(v, cache.len(), n, &self.device)?),
+            None if n > 1 => {
+                let all = vec![vec![true; cache.len() + n]; b];
+                Some(attention_mask(&all, cache.len(), n, &self.device)?)
+            }
             None => None,
         };
         let hidden = self.text.forward(
@@ -500,11 +543,8 @@ impl Qwen3Vl {
             Some(cache),
             None,
             Mode::Infer,
+            None,
         )?;
-        Ok(self
-            .text
-            .lm_head(&hidden)?
-            .squeeze(1)?
-            .to_dtype(DType::F32)?)
+        Ok(self.text.lm_head(&hidden)?.to_dtype(DType::F32)?)
     }
 }

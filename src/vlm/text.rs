@@ -149,6 +149,7 @@ pub struct TextModel {
 }
 
 impl Attention {
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -157,17 +158,35 @@ impl Attention {
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
         mode: Mode,
+        tail: Option<usize>,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self.q_proj.forward_t(x, mode)?.reshape((b, l, h, d))?;
+        // Queries (and so outputs) for the last `lq` positions only; keys and values for all.
+        let lq = tail.map_or(l, |n| n.clamp(1, l));
+        let last = |t: &Tensor, dim: usize| -> Result<Tensor> {
+            Ok(if lq < l {
+                t.narrow(dim, l - lq, lq)?.contiguous()?
+            } else {
+                t.clone()
+            })
+        };
+        let q = self
+            .q_proj
+            .forward_t(&last(x, 1)?, mode)?
+            .reshape((b, lq, h, d))?;
         let k = self.k_proj.forward_t(x, mode)?.reshape((b, l, kvh, d))?;
         let v = self.v_proj.forward_t(x, mode)?.reshape((b, l, kvh, d))?;
         let q = ops::rms_norm(&q, &self.q_norm, self.eps, mode)?.transpose(1, 2)?;
         let k = ops::rms_norm(&k, &self.k_norm, self.eps, mode)?.transpose(1, 2)?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let q = ops::rope(&q.contiguous()?, cos, sin, mode)?;
+        let q = ops::rope(&q.contiguous()?, &last(cos, 1)?, &last(sin, 1)?, mode)?;
         let k = ops::rope(&k.contiguous()?, cos, sin, mode)?;
+        let mask = match mask {
+            Some(m) => Some(last(m, 2)?),
+            None => None,
+        };
+        let l = lq;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
@@ -177,7 +196,7 @@ impl Attention {
         // Heads [i·rep, (i+1)·rep) share kv head i: fold them into the query rows.
         let qf = q.reshape((b, kvh, rep * l, d))?;
         let scores = (qf.matmul(&k.t()?)? * (d as f64).powf(-0.5))?.reshape((b, h, l, t))?;
-        let scores = match mask {
+        let scores = match &mask {
             Some(m) => {
                 // f32 as HF does (f64 stays f64 for the gradient tests).
                 let sd = ops::stat_dtype(scores.dtype());
@@ -219,10 +238,19 @@ impl DecoderLayer {
         deepstack: Option<&Deepstack>,
         eps: f64,
         mode: Mode,
+        tail: Option<usize>,
     ) -> Result<Tensor> {
-        let (b, l, hid) = x.dims3()?;
+        let (_, l0, _) = x.dims3()?;
         let normed = ops::rms_norm(x, &self.input_layernorm, eps, mode)?;
-        let a = self.attn.forward(&normed, cos, sin, mask, cache, mode)?;
+        let a = self
+            .attn
+            .forward(&normed, cos, sin, mask, cache, mode, tail)?;
+        let (b, l, hid) = a.dims3()?;
+        let x = if l < l0 {
+            x.narrow(1, l0 - l, l)?
+        } else {
+            x.clone()
+        };
         let x = (x + a)?;
         let normed = ops::rms_norm(&x, &self.post_attention_layernorm, eps, mode)?;
         let mut x = (&x + self.mlp.forward(&normed, mode)?)?;
@@ -344,6 +372,7 @@ impl TextModel {
             deepstack,
             self.cfg.rms_norm_eps,
             mode,
+            None,
         )
     }
 
@@ -358,7 +387,9 @@ impl TextModel {
         mask: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
-        self.layer(i)?.attn.forward(x, cos, sin, mask, None, mode)
+        self.layer(i)?
+            .attn
+            .forward(x, cos, sin, mask, None, mode, None)
     }
 
     /// The SwiGLU MLP of layer `i`; exposed for the gradient tests.
@@ -455,7 +486,9 @@ impl TextModel {
 
     /// Runs the decoder on `embeds` (`[B, L, hidden]`) and returns the final-normed hidden
     /// states. `mask` is additive, `[B, 1, L, T]` f32 with `T` = cached + L positions (None:
-    /// every query sees every key, right for a single new token without padding).
+    /// every query sees every key, right for a single new token without padding). With
+    /// `tail = Some(n)` only the last `n` positions' states are returned, and the last
+    /// layer computes little else (the cache still gets every position).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -466,6 +499,7 @@ impl TextModel {
         mut cache: Option<&mut KvCache>,
         deepstack: Option<&Deepstack>,
         mode: Mode,
+        tail: Option<usize>,
     ) -> Result<Tensor> {
         if mode == Mode::Train && cache.is_some() {
             return Err(VlmError::Input(
@@ -475,12 +509,25 @@ impl TextModel {
         let l = embeds.dim(1)?;
         let eps = self.cfg.rms_norm_eps;
         let mut x = embeds.clone();
+        let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(i, &x, cos, sin, mask, c, deepstack, eps, mode)?;
+            // The last layer's outputs feed only the LM head: with a tail, it computes
+            // keys and values everywhere (the cache needs them) and the rest only at the
+            // tail — a quarter of a 4-layer prompt's arithmetic. Not where DeepStack adds
+            // features after it (they sit at image positions).
+            let ds_here = deepstack.is_some_and(|d| d.features.len() > i);
+            let t = if i + 1 == n && !ds_here { tail } else { None };
+            x = layer.forward(i, &x, cos, sin, mask, c, deepstack, eps, mode, t)?;
         }
         if let Some(c) = cache {
             c.len += l;
+        }
+        if let Some(t) = tail {
+            let t = t.clamp(1, l);
+            if x.dim(1)? > t {
+                x = x.narrow(1, l - t, t)?;
+            }
         }
         ops::rms_norm(&x, &self.norm, eps, mode)
     }

@@ -40,6 +40,10 @@ pub struct PlanBenchArgs {
     /// Keypoints per image.
     #[arg(long, default_value_t = 8)]
     keypoints: usize,
+    /// Decode without the grammar's guide (every answer token sampled, up to the end
+    /// token), for comparison with the default guided decoding.
+    #[arg(long)]
+    unguided: bool,
 }
 
 fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
@@ -55,6 +59,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
     );
     let config = VlmPlannerConfig {
         k: args.k,
+        guided: !args.unguided,
         ..VlmPlannerConfig::default()
     };
     let mut planner = VlmPlanner::load(&args.model, config.clone())?;
@@ -63,9 +68,10 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
         keypoints: args.keypoints,
     };
     println!(
-        "model {}, K = {}, {} iterations, {} rayon threads, {}² images, {} keypoints",
+        "model {}, K = {}, {} decoding, {} iterations, {} rayon threads, {}² images, {} keypoints",
         args.model.display(),
         args.k,
+        if args.unguided { "unguided" } else { "guided" },
         args.iters,
         rayon_threads(),
         args.size,

@@ -45,6 +45,10 @@ pub struct ZeroShotArgs {
     /// Relabel keypoints at random in every training sample.
     #[arg(long)]
     relabel: bool,
+    /// Weight of the correspondence questions (at each goal keypoint, the number of the
+    /// current keypoint the rule matches to it; training only). 0 turns them off.
+    #[arg(long)]
+    match_weight: Option<f64>,
     /// Threads that observe scenes (the simulator is single-threaded per episode).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -73,6 +77,7 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         layers: args.layers.unwrap_or(d.layers),
         seed: args.seed,
         relabel: args.relabel,
+        match_weight: args.match_weight.unwrap_or(d.match_weight),
         ..d
     };
     let style = ProgressStyle::with_template(
