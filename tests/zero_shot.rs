@@ -10,12 +10,13 @@ use dreamplan::planner::baselines::correspondence_choice;
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::planner::zero_shot::{
-    build, build_tokenizer, match_logprob, number_token_id, observe_scene, sample, training_batch,
-    write_initial_folder, Progress, ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
+    build, build_tokenizer, number_token_id, observe_scene, sample, scored_rows, step_loss,
+    training_batch, write_initial_folder, Progress, ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
 };
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
 use dreamplan::vlm::image::PreprocessorConfig;
+use dreamplan::vlm::loss::mean_response_logprob;
 use dreamplan::vlm::{DType, Device, Mode, Qwen3Vl};
 
 fn tiny() -> ZeroShotConfig {
@@ -187,24 +188,48 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
         // The rule's answer is one of its matches.
         assert!(s.matches.contains(&(s.answer.pick, s.answer.place)));
     }
-    // The loss reads the logits at exactly those positions.
+    // The step's loss, from logits at the scored positions only, equals the loss over the
+    // full logits: the answer NLL as `mean_response_logprob`, the questions' mean NLL.
     let (b, l, v) = (ids.len(), ids[0].len(), tok.get_vocab_size(true));
-    let mut raw = vec![0f32; b * l * v];
-    let (row, pos, token) = tb.matches[3];
-    raw[(row * l + pos) * v + token as usize] = 5.0;
-    let logits = candle_core::Tensor::from_vec(raw, (b, l, v), &Device::Cpu).unwrap();
-    let got: f32 = match_logprob(&logits, &tb.matches[3..4])
+    let mut gen = Rng::new(9, 1);
+    let raw: Vec<f32> = (0..b * l * v)
+        .map(|_| (gen.unit() * 6.0 - 3.0) as f32)
+        .collect();
+    let full = candle_core::Tensor::from_vec(raw, (b, l, v), &Device::Cpu).unwrap();
+    let rows: Vec<u32> = scored_rows(&tb).iter().map(|&r| r as u32).collect();
+    let n = rows.len();
+    let picked = full
+        .reshape((b * l, v))
+        .unwrap()
+        .index_select(
+            &candle_core::Tensor::from_vec(rows, n, &Device::Cpu).unwrap(),
+            0,
+        )
+        .unwrap();
+    let (answer, questions) = step_loss(&picked, &tb).unwrap();
+    let answer: f32 = answer.to_scalar().unwrap();
+    let want: f32 = mean_response_logprob(&full, ids, &tb.response)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .neg()
         .unwrap()
         .to_scalar()
         .unwrap();
-    let want = 5.0 - (5f32.exp() + (v - 1) as f32).ln();
-    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
-    let other: f32 = match_logprob(&logits, &tb.matches[4..5])
+    assert!((answer - want).abs() < 1e-5, "{answer} vs {want}");
+    let logp = candle_nn::ops::log_softmax(&full, candle_core::D::Minus1)
         .unwrap()
-        .to_scalar()
+        .to_vec3::<f32>()
         .unwrap();
-    assert!((other + (v as f32).ln()).abs() < 1e-4, "{other}");
-    assert!(match_logprob(&logits, &[(0, l, 0)]).is_err());
+    let want_q = -tb
+        .matches
+        .iter()
+        .map(|&(r, p, t)| logp[r][p][t as usize])
+        .sum::<f32>()
+        / tb.matches.len() as f32;
+    let got_q: f32 = questions.unwrap().to_scalar().unwrap();
+    assert!((got_q - want_q).abs() < 1e-5, "{got_q} vs {want_q}");
+    assert!(step_loss(&picked.narrow(0, 1, n - 1).unwrap(), &tb).is_err());
 }
 
 #[test]

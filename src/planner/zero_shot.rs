@@ -52,6 +52,7 @@ use crate::sim::tasks::Task;
 use crate::vision::Keypoint;
 use crate::vlm::generate::{generate, SamplingParams};
 use crate::vlm::image::{PreprocessorConfig, Rgb8};
+#[cfg(doc)]
 use crate::vlm::loss::mean_response_logprob;
 use crate::vlm::weights::WeightStore;
 use crate::vlm::{Batch, Config, Images, Mode, Qwen3Vl, VlmError};
@@ -851,32 +852,79 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<TrainingBatch
     })
 }
 
-/// Mean log-probability of the correspondence questions' answers (`[]`): the logits at
-/// `(row, position)` scored against `token`.
-pub fn match_logprob(logits: &Tensor, questions: &[(usize, usize, u32)]) -> Result<Tensor> {
-    let (b, l, v) = logits.dims3()?;
-    if questions.is_empty() {
-        return Err(ZeroShotError::Config("no correspondence question".into()));
-    }
-    let mut rows = Vec::with_capacity(questions.len());
-    let mut targets = Vec::with_capacity(questions.len());
-    for &(row, pos, token) in questions {
-        if row >= b || pos >= l || token as usize >= v {
-            return Err(ZeroShotError::Config(format!(
-                "question ({row}, {pos}, {token}) outside logits {b}×{l}×{v}"
-            )));
+/// The positions a training step scores, as flat indices `b · L + l` into the batch:
+/// first each answer token's predecessor (the logits there score the token), row by row,
+/// then the correspondence questions. [`step_loss`] reads logits in this order.
+pub fn scored_rows(tb: &TrainingBatch) -> Vec<usize> {
+    let l = tb.batch.input_ids.first().map_or(0, Vec::len);
+    answer_targets(tb)
+        .iter()
+        .map(|&(r, p, _)| (r, p))
+        .chain(tb.matches.iter().map(|&(r, p, _)| (r, p)))
+        .map(|(r, p)| r * l + p)
+        .collect()
+}
+
+/// `(row, position, token)` of every answer token, scored at the position before it.
+fn answer_targets(tb: &TrainingBatch) -> Vec<(usize, usize, u32)> {
+    let mut out = Vec::new();
+    for (row, (ids, mask)) in tb.batch.input_ids.iter().zip(&tb.response).enumerate() {
+        for t in 1..ids.len() {
+            if mask[t] != 0 {
+                out.push((row, t - 1, ids[t]));
+            }
         }
-        rows.push((row * l + pos) as u32);
-        targets.push(token);
     }
-    let n = rows.len();
+    out
+}
+
+/// The losses of a step from the logits at [`scored_rows`] (`[n, vocab]`): the answer NLL
+/// (mean over rows of the mean over each row's answer tokens, as
+/// [`mean_response_logprob`]) and, when the batch has questions, their mean NLL.
+pub fn step_loss(logits: &Tensor, tb: &TrainingBatch) -> Result<(Tensor, Option<Tensor>)> {
+    let answers = answer_targets(tb);
+    let b = tb.batch.input_ids.len();
+    let mut counts = vec![0usize; b];
+    for a in &answers {
+        counts[a.0] += 1;
+    }
+    if let Some(row) = counts.iter().position(|&c| c == 0) {
+        return Err(ZeroShotError::Config(format!(
+            "row {row} has no answer token"
+        )));
+    }
+    let (na, nq) = (answers.len(), tb.matches.len());
+    let n = logits.dim(0)?;
+    if n != na + nq {
+        return Err(ZeroShotError::Config(format!(
+            "{n} rows of logits for {na} answer tokens and {nq} questions"
+        )));
+    }
+    let targets: Vec<u32> = answers
+        .iter()
+        .chain(&tb.matches)
+        .map(|&(_, _, t)| t)
+        .collect();
     let device = logits.device();
-    let picked = logits
-        .reshape((b * l, v))?
-        .index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
-    let logp = candle_nn::ops::log_softmax(&picked, candle_core::D::Minus1)?;
-    let targets = Tensor::from_vec(targets, (n, 1), device)?;
-    Ok(logp.gather(&targets, candle_core::D::Minus1)?.mean_all()?)
+    let logp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?
+        .gather(
+            &Tensor::from_vec(targets, (n, 1), device)?,
+            candle_core::D::Minus1,
+        )?
+        .squeeze(1)?;
+    let weights: Vec<f32> = answers
+        .iter()
+        .map(|a| 1.0 / (counts[a.0] * b) as f32)
+        .collect();
+    let answer = (logp.narrow(0, 0, na)? * Tensor::from_vec(weights, na, device)?)?
+        .sum_all()?
+        .neg()?;
+    let questions = if nq > 0 {
+        Some(logp.narrow(0, na, nq)?.mean_all()?.neg()?)
+    } else {
+        None
+    };
+    Ok((answer, questions))
 }
 
 /// Progress of [`build`], reported to the caller (the CLI draws a bar).
@@ -1054,17 +1102,20 @@ pub fn build(
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let tb = training_batch(&processor, &samples)?;
-        let logits = model.forward(&tb.batch, Mode::Train)?.logits;
-        let answer = mean_response_logprob(&logits, &tb.batch.input_ids, &tb.response)?
-            .mean_all()?
-            .neg()?;
-        let total = if cfg.match_weight > 0.0 && !tb.matches.is_empty() {
-            let m = match_logprob(&logits, &tb.matches)?.neg()?;
-            match_losses.push(f64::from(m.to_scalar::<f32>()?));
-            (&answer + (m * cfg.match_weight)?)?
-        } else {
-            answer.clone()
+        let mut tb = training_batch(&processor, &samples)?;
+        if cfg.match_weight == 0.0 {
+            tb.matches.clear();
+        }
+        // Logits only where the loss reads them: the LM head and its softmax over every
+        // prompt position were a fifth of a step.
+        let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
+        let (answer, questions) = step_loss(&logits, &tb)?;
+        let total = match questions {
+            Some(m) => {
+                match_losses.push(f64::from(m.to_scalar::<f32>()?));
+                (&answer + (m * cfg.match_weight)?)?
+            }
+            None => answer.clone(),
         };
         opt.step(&total.backward()?)?;
         let loss = f64::from(answer.to_scalar::<f32>()?);

@@ -443,6 +443,25 @@ impl Qwen3Vl {
         self.forward_impl(batch, Some(cache), Mode::Infer, Some(n.max(1)))
     }
 
+    /// Logits at chosen positions only: `rows` are flat indices `b · L + l` into the batch,
+    /// the result is `[rows.len(), vocab]` f32. A training loss that scores a few tokens
+    /// per row (answers, questions) skips the LM head and its softmax everywhere else.
+    pub fn forward_rows(&self, batch: &Batch, mode: Mode, rows: &[usize]) -> Result<Tensor> {
+        let (b, l) = self.check(batch)?;
+        if let Some(&bad) = rows.iter().find(|&&r| r >= b * l) {
+            return Err(VlmError::Input(format!(
+                "row {bad} is outside the batch's {b} × {l} positions"
+            )));
+        }
+        let (hidden, _) = self.hidden_states(batch, None, mode, None)?;
+        let hid = hidden.dim(2)?;
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let picked = hidden
+            .reshape((b * l, hid))?
+            .index_select(&Tensor::from_vec(idx, rows.len(), &self.device)?, 0)?;
+        Ok(self.text.lm_head(&picked)?.to_dtype(DType::F32)?)
+    }
+
     fn forward_impl(
         &self,
         batch: &Batch,
@@ -450,6 +469,19 @@ impl Qwen3Vl {
         mode: Mode,
         tail: Option<usize>,
     ) -> Result<ForwardOutput> {
+        let (hidden, rope) = self.hidden_states(batch, cache, mode, tail)?;
+        let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
+        Ok(ForwardOutput { logits, rope })
+    }
+
+    /// Final-normed hidden states (`[B, L or tail, hidden]`) and the batch's positions.
+    fn hidden_states(
+        &self,
+        batch: &Batch,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+        tail: Option<usize>,
+    ) -> Result<(Tensor, RopeIndex)> {
         let (b, l) = self.check(batch)?;
         let (embeds, deepstack) = self.embed(batch, mode)?;
         let rope = self.rope_index(batch)?;
@@ -474,8 +506,7 @@ impl Qwen3Vl {
             mode,
             tail,
         )?;
-        let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
-        Ok(ForwardOutput { logits, rope })
+        Ok((hidden, rope))
     }
 
     /// One decoding step: `tokens` (one per cached row) at `positions` (same position on
