@@ -1106,8 +1106,7 @@ pub fn build(
         if cfg.match_weight == 0.0 {
             tb.matches.clear();
         }
-        // Logits only where the loss reads them: the LM head and its softmax over every
-        // prompt position were a fifth of a step.
+        // Logits only where the loss reads them, not over every prompt position.
         let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
         let (answer, questions) = step_loss(&logits, &tb)?;
         let total = match questions {
