@@ -325,21 +325,31 @@ fn sampling_is_seeded_top_k_1_is_greedy_and_logprobs_match_a_full_forward() {
 
     // Log-probs of each sample equal those of one forward over prompt + sample.
     for s in &a {
-        let mut ids = prompt.input_ids[0].clone();
-        ids.extend(&s.tokens);
-        let full = Batch {
-            input_ids: vec![ids.clone()],
-            attention_mask: None,
-            images: prompt.images.clone(),
-        };
-        let logits = m.forward(&full, Mode::Infer).unwrap().logits;
-        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
-        let logp = logp.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-        let p0 = prompt.input_ids[0].len();
-        for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
-            let want = logp[p0 - 1 + i][t as usize];
-            assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
-        }
+        assert_logprobs_of_one_forward(&m, &prompt, s);
+    }
+}
+
+/// Every token's log-prob in `s` equals that of one forward over prompt + sample.
+fn assert_logprobs_of_one_forward(
+    m: &Qwen3Vl,
+    prompt: &Batch,
+    s: &dreamplan::vlm::generate::Sample,
+) {
+    let mut ids = prompt.input_ids[0].clone();
+    ids.extend(&s.tokens);
+    let full = Batch {
+        input_ids: vec![ids],
+        attention_mask: None,
+        images: prompt.images.clone(),
+    };
+    let logits = m.forward(&full, Mode::Infer).unwrap().logits;
+    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+    let logp = logp.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let p0 = prompt.input_ids[0].len();
+    assert_eq!(s.logprobs.len(), s.tokens.len());
+    for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
+        let want = logp[p0 - 1 + i][t as usize];
+        assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
     }
 }
 
@@ -392,22 +402,7 @@ fn guided_generation_forces_tokens_pads_rows_and_scores_like_a_full_forward() {
         forced_runs.push(runs);
         // Every token's log-prob (forced ones too) equals one forward over prompt + answer:
         // the padded multi-token steps computed the same thing.
-        let mut ids = prompt.input_ids[0].clone();
-        ids.extend(&s.tokens);
-        let full = Batch {
-            input_ids: vec![ids],
-            attention_mask: None,
-            images: prompt.images.clone(),
-        };
-        let logits = m.forward(&full, Mode::Infer).unwrap().logits;
-        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
-        let logp = logp.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-        let p0 = prompt.input_ids[0].len();
-        assert_eq!(s.logprobs.len(), s.tokens.len());
-        for (i, (&t, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
-            let want = logp[p0 - 1 + i][t as usize];
-            assert!((want - lp).abs() < 1e-4, "token {i}: {lp} vs {want}");
-        }
+        assert_logprobs_of_one_forward(&m, &prompt, s);
     }
     let (lo, hi) = (forced_runs.iter().min(), forced_runs.iter().max());
     assert!(
