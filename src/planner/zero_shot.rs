@@ -1,10 +1,11 @@
 //! The zero-shot planner at small scale: a model with the Qwen3-VL architecture (a few
-//! million parameters) that has learned one generic, physics-blind skill — visual
-//! correspondence ([`correspondence_choice`]) — on the three tasks' images, and nothing
+//! million parameters) trained on one generic, physics-blind skill — visual
+//! correspondence ([`correspondence_choice`]) — on the three tasks' images, and on nothing
 //! about action outcomes. It plays the role the 8B model plays in the paper: a planner
 //! that is better than chance and leaves room that world-model alignment can close. (At
-//! the default budget it is not there yet: it learns which keypoint numbers the rule
-//! tends to answer, not the correspondence; see docs/planner.md.)
+//! the default budget it is not reliably there: it learns which keypoint numbers the rule
+//! tends to answer per task, not the correspondence itself; the default build beats random
+//! on rope only, another seed not at all; see docs/planner.md.)
 //!
 //! What [`build`] makes is an ordinary HF model folder (`config.json` in the transformers
 //! 5.x format, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json` and
