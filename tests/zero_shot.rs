@@ -156,7 +156,12 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
         .iter()
         .map(|s| sample(s, &p.preprocessor, Some(&mut rng)).unwrap())
         .collect();
-    let tb = training_batch(&p, &samples).unwrap();
+    let tb = training_batch(&p, &samples, true).unwrap();
+    // Without questions: the same rows, none asked.
+    let plain = training_batch(&p, &samples, false).unwrap();
+    assert!(plain.matches.is_empty());
+    assert_eq!(plain.batch.input_ids, tb.batch.input_ids);
+    assert_eq!(plain.response, tb.response);
     let ids = &tb.batch.input_ids;
     let mask = tb.batch.attention_mask.as_ref().unwrap();
     let pads = |r: usize| mask[r].iter().filter(|&&m| m == 0).count();

@@ -68,16 +68,7 @@ pub fn parse_answer(
     ) else {
         return Err(bad());
     };
-    let number = |s: &str| -> Result<u64, ParseError> {
-        // Digits only: no signs, no leading zeros beyond "0" itself, no spaces.
-        if s.is_empty()
-            || !s.bytes().all(|b| b.is_ascii_digit())
-            || (s.len() > 1 && s.starts_with('0'))
-        {
-            return Err(bad());
-        }
-        s.parse::<u64>().map_err(|_| bad())
-    };
+    let number = |s: &str| plain_number(s).ok_or_else(bad);
     let (n, m) = (number(n)?, number(m)?);
     let check = |which: &'static str, value: u64, count: usize| {
         if value == 0 || value > count as u64 {
@@ -94,6 +85,16 @@ pub fn parse_answer(
         pick: check("pick", n, current)?,
         place: check("place", m, goal)?,
     })
+}
+
+/// A number as the grammar writes it: digits only, no sign, no space, no leading zero
+/// beyond "0" itself; `None` otherwise (or beyond `u64`).
+fn plain_number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// The answer text for a choice (what the model is trained to write).
@@ -120,13 +121,10 @@ pub enum Continuation {
 /// finished when it is valid and appending a digit would exceed the count, so with at
 /// most 9 keypoints one digit ends it; with more, the model decides.
 pub fn continuation(text: &str, current: usize, goal: usize) -> Continuation {
-    // A number that is valid (1..=count, no leading zero) and cannot grow into another.
+    // A number that is valid (1..=count, as written by the grammar) and cannot grow into
+    // another valid one.
     let finished = |s: &str, count: usize| -> bool {
-        !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && !s.starts_with('0')
-            && s.parse::<u64>()
-                .is_ok_and(|v| v >= 1 && v <= count as u64 && v * 10 > count as u64)
+        plain_number(s).is_some_and(|v| v >= 1 && v <= count as u64 && v * 10 > count as u64)
     };
     if text.is_empty() {
         return Continuation::Literal("pick");

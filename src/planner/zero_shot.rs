@@ -53,8 +53,6 @@ use crate::sim::tasks::Task;
 use crate::vision::Keypoint;
 use crate::vlm::generate::{generate, SamplingParams};
 use crate::vlm::image::{PreprocessorConfig, Rgb8};
-#[cfg(doc)]
-use crate::vlm::loss::mean_response_logprob;
 use crate::vlm::weights::WeightStore;
 use crate::vlm::{Batch, Config, Images, Mode, Qwen3Vl, VlmError};
 
@@ -773,9 +771,39 @@ fn keypoint_ends(p: &Processor, ids: &[u32]) -> Result<Vec<usize>> {
         .collect())
 }
 
+/// The correspondence questions of one sample whose prompt tokens are `ids`, as
+/// `(position, token)` ([`TrainingBatch::matches`]).
+fn sample_questions(p: &Processor, s: &Sample, ids: &[u32]) -> Result<Vec<(usize, u32)>> {
+    let ends = keypoint_ends(p, ids)?;
+    if ends.len() != s.current_count + s.goal_ids.len() {
+        return Err(ZeroShotError::Tokenizer(format!(
+            "found {} keypoint ends in the prompt, expected {} current and {} goal",
+            ends.len(),
+            s.current_count,
+            s.goal_ids.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (k, goal_id) in s.goal_ids.iter().enumerate() {
+        let Some(&(cur, _)) = s.matches.iter().find(|m| m.1 == *goal_id) else {
+            continue; // more goal than current keypoints: this one has no match
+        };
+        let token = p.tokenizer.encode(&format!(" {cur}"))?;
+        let [token] = token[..] else {
+            return Err(ZeroShotError::Tokenizer(format!(
+                "keypoint number {cur} is {} tokens, expected one",
+                token.len()
+            )));
+        };
+        out.push((ends[s.current_count + k], token));
+    }
+    Ok(out)
+}
+
 /// A left-padded training batch of `samples` with each row's answer as the response and,
-/// at the end of each goal keypoint, the correspondence question ([`TrainingBatch`]).
-pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<TrainingBatch> {
+/// with `questions`, at the end of each goal keypoint the correspondence question
+/// ([`TrainingBatch`]).
+pub fn training_batch(p: &Processor, samples: &[Sample], questions: bool) -> Result<TrainingBatch> {
     let pad = p
         .tokenizer
         .token_id("<|endoftext|>")
@@ -783,32 +811,18 @@ pub fn training_batch(p: &Processor, samples: &[Sample]) -> Result<TrainingBatch
     let mut rows = Vec::new();
     let mut pixels = Vec::new();
     let mut grids = Vec::new();
-    let mut questions = Vec::new();
+    let with_questions = questions;
+    let mut questions: Vec<(usize, usize, u32)> = Vec::new();
     for (row, s) in samples.iter().enumerate() {
         let prompt = p.batch(&s.messages, &s.current, &s.goal)?;
         let mut ids = prompt.input_ids.into_iter().next().unwrap_or_default();
         let prompt_len = ids.len();
-        let ends = keypoint_ends(p, &ids)?;
-        if ends.len() != s.current_count + s.goal_ids.len() {
-            return Err(ZeroShotError::Tokenizer(format!(
-                "found {} keypoint ends in the prompt, expected {} current and {} goal",
-                ends.len(),
-                s.current_count,
-                s.goal_ids.len()
-            )));
-        }
-        for (k, goal_id) in s.goal_ids.iter().enumerate() {
-            let Some(&(cur, _)) = s.matches.iter().find(|m| m.1 == *goal_id) else {
-                continue; // more goal than current keypoints: this one has no match
-            };
-            let token = p.tokenizer.encode(&format!(" {cur}"))?;
-            let [token] = token[..] else {
-                return Err(ZeroShotError::Tokenizer(format!(
-                    "keypoint number {cur} is {} tokens, expected one",
-                    token.len()
-                )));
-            };
-            questions.push((row, ends[s.current_count + k], token));
+        if with_questions {
+            questions.extend(
+                sample_questions(p, s, &ids)?
+                    .into_iter()
+                    .map(|(pos, token)| (row, pos, token)),
+            );
         }
         ids.extend(answer_ids(p, &s.answer)?);
         if let Some(images) = prompt.images {
@@ -881,7 +895,7 @@ fn answer_targets(tb: &TrainingBatch) -> Vec<(usize, usize, u32)> {
 
 /// The losses of a step from the logits at [`scored_rows`] (`[n, vocab]`): the answer NLL
 /// (mean over rows of the mean over each row's answer tokens, as
-/// [`mean_response_logprob`]) and, when the batch has questions, their mean NLL.
+/// [`crate::vlm::loss::mean_response_logprob`]) and, when the batch has questions, their mean NLL.
 pub fn step_loss(logits: &Tensor, tb: &TrainingBatch) -> Result<(Tensor, Option<Tensor>)> {
     let answers = answer_targets(tb);
     let b = tb.batch.input_ids.len();
@@ -1103,10 +1117,7 @@ pub fn build(
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut tb = training_batch(&processor, &samples)?;
-        if cfg.match_weight == 0.0 {
-            tb.matches.clear();
-        }
+        let tb = training_batch(&processor, &samples, cfg.match_weight > 0.0)?;
         // Logits only where the loss reads them, not over every prompt position.
         let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
         let (answer, questions) = step_loss(&logits, &tb)?;

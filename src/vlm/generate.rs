@@ -266,7 +266,7 @@ pub fn generate_guided(
     // The forced prefix, scored by the prompt's last logits (all rows share it).
     let prefix_logprobs: Vec<f32> = prefix
         .iter()
-        .zip(scored.iter().skip(scored.len() - prefix.len()))
+        .zip(scored)
         .map(|(&t, row)| log_prob(row, t))
         .collect();
     // Which cached keys are real, per row: needed only once a row pads a step (the prompt

@@ -419,12 +419,7 @@ impl Qwen3Vl {
     /// with logits for the last position only (`[B, 1, vocab]`: all that generation needs;
     /// the LM head over every prompt position was a fifth of the prompt's arithmetic).
     pub fn prefill(&self, batch: &Batch, cache: &mut KvCache) -> Result<ForwardOutput> {
-        if !cache.is_empty() {
-            return Err(VlmError::Input(
-                "prefill needs an empty KV cache (reset it)".into(),
-            ));
-        }
-        self.forward_impl(batch, Some(cache), Mode::Infer, Some(1))
+        self.prefill_tail(batch, cache, 1)
     }
 
     /// [`Self::prefill`] with logits for the last `n` positions (`[B, n, vocab]`): a prompt

@@ -514,7 +514,7 @@ impl TextModel {
             let c = cache.as_deref_mut().map(|c| (c, i));
             // The last layer's outputs feed only the LM head: with a tail, it computes
             // keys and values everywhere (the cache needs them) and the rest only at the
-            // tail — a quarter of a 4-layer prompt's arithmetic. Not where DeepStack adds
+            // tail, which saves most of that layer's arithmetic. Not where DeepStack adds
             // features after it (they sit at image positions).
             let ds_here = deepstack.is_some_and(|d| d.features.len() > i);
             let t = if i + 1 == n && !ds_here { tail } else { None };

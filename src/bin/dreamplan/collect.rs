@@ -3,7 +3,6 @@
 //! task with everything the world model trains on (camera, depth, object-only frames, goal,
 //! joint states, trajectories, keypoints, candidates, actions, episode events).
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -136,7 +135,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         let stop = shutdown.clone();
         let n = args.episodes;
         let task_name = task.to_string();
-        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let progress = crate::LineProgress::stderr();
         let report = rt.block_on(async move {
             let watcher = tokio::spawn(async move {
                 let (mut done, mut sum) = (0u32, 0.0);
@@ -148,17 +147,9 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                             "{task_name}: {done}/{n} episodes, mean score {:.2}",
                             sum / done as f64
                         );
-                        if tty {
-                            eprint!("\r{line}");
-                            let _ = std::io::stderr().flush();
-                        } else if done * 10 / n != (done - 1) * 10 / n {
-                            // In a log: a line per tenth instead of one endless line.
-                            eprintln!("{line}");
-                        }
+                        progress.update(done as usize, n as usize, &line);
                         if done == n {
-                            if tty {
-                                eprintln!();
-                            }
+                            progress.finish();
                             // Let the recorder write the last messages.
                             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                             stop.cancel();

@@ -1,6 +1,5 @@
 //! `dreamplan eval`: the paper's table for a planner on the built-in world.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -115,7 +114,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let total = jobs.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let threads = args.threads.max(1);
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = crate::LineProgress::stderr();
     let mut results: Vec<EpisodeResult> = std::thread::scope(|s| {
         let handles: Vec<_> = planners
             .into_iter()
@@ -130,13 +129,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                         }
                         out.push(run_episode(task, seed, planner.as_mut(), config));
                         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        if tty {
-                            eprint!("\r{name}: {n}/{total} episodes");
-                            let _ = std::io::stderr().flush();
-                        } else if n * 10 / total != (n - 1) * 10 / total {
-                            // In a log: a line per tenth instead of one endless line.
-                            eprintln!("{name}: {n}/{total} episodes");
-                        }
+                        progress.update(n, total, &format!("{name}: {n}/{total} episodes"));
                     }
                     out
                 })
@@ -147,9 +140,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             .flat_map(|h| h.join().expect("worker thread"))
             .collect()
     });
-    if tty {
-        eprintln!();
-    }
+    progress.finish();
     results.sort_by(|a, b| a.task.cmp(&b.task).then(a.seed.cmp(&b.seed)));
 
     println!(

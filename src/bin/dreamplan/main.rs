@@ -26,6 +26,39 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Progress of a long run on stderr: one `\r`-updated line in a terminal; in a log
+/// (stderr not a terminal) a whole line per tenth of the total instead of one endless line.
+#[derive(Clone, Copy)]
+pub struct LineProgress {
+    tty: bool,
+}
+
+impl LineProgress {
+    /// Progress to stderr, as a terminal or as a log.
+    pub fn stderr() -> Self {
+        Self {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// `line` says `done` of `total` are done.
+    pub fn update(&self, done: usize, total: usize, line: &str) {
+        if self.tty {
+            eprint!("\r{line}");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+        } else if done >= 1 && total > 0 && done * 10 / total != (done - 1) * 10 / total {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends the terminal line.
+    pub fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
 mod bag;
 mod bench;
 mod collect;
