@@ -2,7 +2,7 @@
 //! (keypoints in 0–1000 through the model's chat template), the baselines, and the
 //! evaluation episode (oracle scores 1, planners are deterministic, failures are outcomes).
 
-use dreamplan::planner::baselines::correspondence_choice;
+use dreamplan::planner::baselines::{correspondence_choice, coverage_choice, nearest_matches};
 use dreamplan::planner::eval::{
     mean_ci, run_episode, CorrespondencePlanner, Decision, EvalConfig, OraclePlanner, Outcome,
     Planner, RandomPlanner, Scene,
@@ -125,6 +125,51 @@ fn the_correspondence_rule_moves_the_point_that_moved_most() {
         Some(KeypointChoice { pick: 4, place: 3 })
     );
     assert_eq!(correspondence_choice(&[], &goal), None);
+}
+
+#[test]
+fn the_coverage_rule_drags_the_nearest_point_into_the_least_covered_goal_point() {
+    // A rope whose end is folded back: the goal's far end (4) is covered least; the current
+    // point nearest to it is 3 (10 px away), not the folded end 4 (14 px away), which is
+    // what the one-to-one assignment rule moves.
+    let current = [
+        kp(1, 10.0, 10.0),
+        kp(2, 20.0, 10.0),
+        kp(3, 30.0, 10.0),
+        kp(4, 30.0, 20.0),
+    ];
+    let goal = [
+        kp(1, 10.0, 10.0),
+        kp(2, 20.0, 10.0),
+        kp(3, 30.0, 10.0),
+        kp(4, 40.0, 10.0),
+    ];
+    assert_eq!(
+        nearest_matches(&current, &goal),
+        vec![(0, 0), (1, 1), (2, 2), (2, 3)]
+    );
+    assert_eq!(
+        coverage_choice(&current, &goal),
+        Some(KeypointChoice { pick: 3, place: 4 })
+    );
+    assert_eq!(
+        correspondence_choice(&current, &goal),
+        Some(KeypointChoice { pick: 4, place: 4 })
+    );
+    // Ties go to the lower numbers: goal 2 is as far from current 1 as from current 2;
+    // goals 2 and 3 are equally uncovered.
+    let current = [kp(1, 0.0, 0.0), kp(2, 20.0, 0.0)];
+    let goal = [kp(1, 0.0, 5.0), kp(2, 10.0, 0.0), kp(3, 30.0, 0.0)];
+    assert_eq!(
+        nearest_matches(&current, &goal),
+        vec![(0, 0), (0, 1), (1, 2)]
+    );
+    assert_eq!(
+        coverage_choice(&current, &goal),
+        Some(KeypointChoice { pick: 1, place: 2 })
+    );
+    assert_eq!(coverage_choice(&[], &goal), None);
+    assert_eq!(coverage_choice(&current, &[]), None);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use dreamplan::planner::baselines::correspondence_choice;
+use dreamplan::planner::baselines::{correspondence_choice, Rule};
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::planner::zero_shot::{
@@ -80,51 +80,59 @@ fn tokenizer_has_a_token_per_coordinate_and_qwen_specials() {
 #[test]
 fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
     let scene = observe_scene(Task::Rope, 1_000_003, 8, 128).expect("rope found");
-    let base = correspondence_choice(&scene.current_keypoints, &scene.goal_keypoints).unwrap();
-    let at = |kps: &[dreamplan::vision::Keypoint], id: u32| {
-        let k = kps.iter().find(|k| k.id == id).unwrap();
-        (k.u, k.v)
-    };
-    let want = (
-        at(&scene.current_keypoints, base.pick),
-        at(&scene.goal_keypoints, base.place),
-    );
-    let mut rng = Rng::new(5, 0);
-    let mut relabelled = 0;
-    for _ in 0..6 {
-        let s = sample(&scene, &PreprocessorConfig::default(), Some(&mut rng)).unwrap();
-        let text = s.messages[0]["content"][2]["text"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        // The keypoints are listed 1..=8 in order after relabelling.
-        let list = text.split("current image: ").nth(1).unwrap();
-        assert!(list.starts_with("1 ("), "{list}");
-        if s.answer != base {
-            relabelled += 1;
+    for rule in [Rule::Coverage, Rule::Assignment] {
+        let base = rule
+            .choice(&scene.current_keypoints, &scene.goal_keypoints)
+            .unwrap();
+        assert_eq!(
+            Rule::Assignment.choice(&scene.current_keypoints, &scene.goal_keypoints),
+            correspondence_choice(&scene.current_keypoints, &scene.goal_keypoints)
+        );
+        let at = |kps: &[dreamplan::vision::Keypoint], id: u32| {
+            let k = kps.iter().find(|k| k.id == id).unwrap();
+            (k.u, k.v)
+        };
+        let want = (
+            at(&scene.current_keypoints, base.pick),
+            at(&scene.goal_keypoints, base.place),
+        );
+        let mut rng = Rng::new(5, 0);
+        let mut relabelled = 0;
+        for _ in 0..6 {
+            let s = sample(&scene, rule, &PreprocessorConfig::default(), Some(&mut rng)).unwrap();
+            let text = s.messages[0]["content"][2]["text"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            // The keypoints are listed 1..=8 in order after relabelling.
+            let list = text.split("current image: ").nth(1).unwrap();
+            assert!(list.starts_with("1 ("), "{list}");
+            if s.answer != base {
+                relabelled += 1;
+            }
+            // The same physical points are chosen whatever the numbers (the rule's output is
+            // a property of the points): find them through the text's coordinates.
+            let coord = |list: &str, id: u32| -> (u32, u32) {
+                let key = format!("{id} (");
+                let rest = &list[list.find(&key).unwrap() + key.len()..];
+                let body = &rest[..rest.find(')').unwrap()];
+                let mut it = body.split(", ").map(|x| x.parse::<u32>().unwrap());
+                (it.next().unwrap(), it.next().unwrap())
+            };
+            let goal_list = text.split("goal image: ").nth(1).unwrap();
+            let norm = |p: (f32, f32)| {
+                let n = |x: f32| ((x / 128.0) * 1000.0).round() as u32;
+                (n(p.0), n(p.1))
+            };
+            assert_eq!(coord(list, s.answer.pick), norm(want.0));
+            assert_eq!(coord(goal_list, s.answer.place), norm(want.1));
+            assert_ne!(s.current.data, scene.current.data, "no overlay drawn");
         }
-        // The same physical points are chosen whatever the numbers (the rule's output is
-        // a property of the points): find them through the text's coordinates.
-        let coord = |list: &str, id: u32| -> (u32, u32) {
-            let key = format!("{id} (");
-            let rest = &list[list.find(&key).unwrap() + key.len()..];
-            let body = &rest[..rest.find(')').unwrap()];
-            let mut it = body.split(", ").map(|x| x.parse::<u32>().unwrap());
-            (it.next().unwrap(), it.next().unwrap())
-        };
-        let goal_list = text.split("goal image: ").nth(1).unwrap();
-        let norm = |p: (f32, f32)| {
-            let n = |x: f32| ((x / 128.0) * 1000.0).round() as u32;
-            (n(p.0), n(p.1))
-        };
-        assert_eq!(coord(list, s.answer.pick), norm(want.0));
-        assert_eq!(coord(goal_list, s.answer.place), norm(want.1));
-        assert_ne!(s.current.data, scene.current.data, "no overlay drawn");
+        assert!(
+            relabelled >= 3,
+            "{rule:?}: relabelling changed the answer only {relabelled} of 6 times"
+        );
     }
-    assert!(
-        relabelled >= 3,
-        "relabelling changed the answer only {relabelled} of 6 times"
-    );
 }
 
 #[test]
@@ -154,7 +162,7 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
     let mut rng = Rng::new(3, 0);
     let samples: Vec<_> = scenes
         .iter()
-        .map(|s| sample(s, &p.preprocessor, Some(&mut rng)).unwrap())
+        .map(|s| sample(s, Rule::Assignment, &p.preprocessor, Some(&mut rng)).unwrap())
         .collect();
     let tb = training_batch(&p, &samples, true).unwrap();
     // Without questions: the same rows, none asked.
@@ -318,7 +326,7 @@ fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
     };
     let case = tempfile::tempdir().unwrap();
     let scene = observe_scene(Task::Toy, 2_000_001, 8, 256).unwrap();
-    let s = sample(&scene, &p.preprocessor, None).unwrap();
+    let s = sample(&scene, Rule::Assignment, &p.preprocessor, None).unwrap();
     let text = p
         .template
         .render(&s.messages, true, &serde_json::Value::Null)

@@ -16,7 +16,7 @@ use crate::bus::{Bus, Qos};
 use crate::msg::dreamplan::{ActionCandidates, Keypoint as KeypointMsg, KeypointSet, KeypointSets};
 use crate::msg::prelude::*;
 use crate::planner::eval::{
-    keypoints, CorrespondencePlanner, Decision, Planner, RandomPlanner, Scene,
+    keypoints, CorrespondencePlanner, CoveragePlanner, Decision, Planner, RandomPlanner, Scene,
 };
 use crate::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use crate::planner::KeypointChoice;
@@ -30,8 +30,10 @@ use crate::vision::Keypoint;
 pub enum Backend {
     /// A Qwen3-VL model folder (`model`).
     Vlm,
-    /// The physics-blind correspondence rule.
+    /// The physics-blind assignment rule (`correspondence_choice`).
     Correspondence,
+    /// The physics-blind coverage rule (`coverage_choice`).
+    Coverage,
     /// Random keypoints.
     Random,
 }
@@ -281,6 +283,7 @@ impl Node for PlannerNode {
         anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
         let planner: Box<dyn Planner + Send> = match config.backend {
             Backend::Correspondence => Box::new(CorrespondencePlanner),
+            Backend::Coverage => Box::new(CoveragePlanner),
             Backend::Random => Box::new(RandomPlanner),
             Backend::Vlm => {
                 let dir = config

@@ -1,5 +1,6 @@
 //! Planners that are not the VLM, and what every result is compared with: a random keypoint
-//! choice, and the physics-blind correspondence rule the zero-shot model is taught.
+//! choice, and two physics-blind rules the zero-shot model can be taught ([`Rule`]): the
+//! coverage rule (the default) and the assignment rule.
 
 use crate::sim::rng::Rng;
 use crate::vision::Keypoint;
@@ -21,6 +22,74 @@ pub fn random_choice(
         pick: current[pick.min(current.len() - 1)].id,
         place: goal[place.min(goal.len() - 1)].id,
     })
+}
+
+/// A physics-blind keypoint rule the zero-shot model is taught ([`Rule::choice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// [`coverage_choice`]: drag the nearest part of the object into the part of the goal
+    /// it covers least.
+    Coverage,
+    /// [`correspondence_choice`]: one-to-one least-distance matching, move the keypoint
+    /// farthest from its match.
+    Assignment,
+}
+
+impl Rule {
+    /// The rule's answer; `None` when either side has no keypoints.
+    pub fn choice(self, current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
+        match self {
+            Rule::Coverage => coverage_choice(current, goal),
+            Rule::Assignment => correspondence_choice(current, goal),
+        }
+    }
+
+    /// The rule's matching as `(current index, goal index)` pairs: for coverage, every goal
+    /// keypoint with its nearest current keypoint ([`nearest_matches`]); for assignment,
+    /// [`correspondence_matches`].
+    pub fn matches(self, current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
+        match self {
+            Rule::Coverage => nearest_matches(current, goal),
+            Rule::Assignment => correspondence_matches(current, goal),
+        }
+    }
+}
+
+/// The coverage rule, blind to physics: place at the goal keypoint farthest from every
+/// current keypoint (the part of the goal shape the object covers least), and pick the
+/// current keypoint nearest to that goal keypoint (the part of the object closest to it).
+/// Each goal keypoint looks for its nearest current keypoint ([`nearest_matches`]): a
+/// many-to-one visual correspondence. Deterministic: ties go to the lower keypoint numbers.
+pub fn coverage_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
+    nearest_matches(current, goal)
+        .into_iter()
+        .map(|(i, j)| (dist(&current[i], &goal[j]), i, j))
+        .fold(None::<(f32, usize, usize)>, |best, m| match best {
+            Some(b) if b.0 >= m.0 => Some(b),
+            _ => Some(m),
+        })
+        .map(|(_, i, j)| KeypointChoice {
+            pick: current[i].id,
+            place: goal[j].id,
+        })
+}
+
+/// Every goal keypoint with its nearest current keypoint, as `(current index, goal index)`
+/// pairs in goal order (ties: the lower index). Empty when either side is.
+pub fn nearest_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
+    if current.is_empty() {
+        return Vec::new();
+    }
+    goal.iter()
+        .enumerate()
+        .map(|(j, g)| {
+            let i = (0..current.len())
+                .min_by(|&a, &b| dist(&current[a], g).total_cmp(&dist(&current[b], g)))
+                .expect("current is not empty");
+            (i, j)
+        })
+        .collect()
 }
 
 /// The generic visual-correspondence skill, blind to physics: match current keypoints to

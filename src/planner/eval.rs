@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::baselines::{correspondence_choice, random_choice};
+use super::baselines::{correspondence_choice, coverage_choice, random_choice};
 use super::KeypointChoice;
 use crate::msg::dreamplan::KeypointAction;
 use crate::nodes::executor::{plan_action, ExecutorConfig};
@@ -97,6 +97,21 @@ impl Planner for CorrespondencePlanner {
     }
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
         correspondence_choice(s.current_keypoints, s.goal_keypoints).map_or_else(
+            || Decision::None("no keypoints".into()),
+            Decision::Keypoints,
+        )
+    }
+}
+
+/// The physics-blind coverage rule ([`coverage_choice`]), the zero-shot model's default skill.
+pub struct CoveragePlanner;
+
+impl Planner for CoveragePlanner {
+    fn name(&self) -> String {
+        "coverage".into()
+    }
+    fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        coverage_choice(s.current_keypoints, s.goal_keypoints).map_or_else(
             || Decision::None("no keypoints".into()),
             Decision::Keypoints,
         )

@@ -1,11 +1,12 @@
 //! The zero-shot planner at small scale: a model with the Qwen3-VL architecture (a few
-//! million parameters) trained on one generic, physics-blind skill — visual
-//! correspondence ([`correspondence_choice`]) — on the three tasks' images, and on nothing
-//! about action outcomes. It plays the role the 8B model plays in the paper: a planner
-//! that is better than chance and leaves room that world-model alignment can close. (At
-//! the default budget it is not reliably there: it learns which keypoint numbers the rule
-//! tends to answer per task, not the correspondence itself; the default build beats random
-//! on rope only, another seed not at all; see docs/planner.md.)
+//! million parameters) trained on one generic, physics-blind skill — a keypoint rule over
+//! the current and goal images ([`Rule`]: by default coverage, "drag the nearest part of the
+//! object into the part of the goal it covers least") — on the three tasks' images, and on
+//! nothing about action outcomes. It plays the role the 8B model plays in the paper: a
+//! planner that is better than chance and leaves room that world-model alignment can
+//! close. (At the default budget it learns the rule's per-task answer prior — which
+//! keypoint numbers the rule tends to answer — not the comparison of positions behind it;
+//! see docs/planner.md.)
 //!
 //! What [`build`] makes is an ordinary HF model folder (`config.json` in the transformers
 //! 5.x format, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json` and
@@ -23,12 +24,12 @@
 //! 3. a randomly initialised model (N(0, 0.02), as transformers initialises Qwen3-VL),
 //!    trained whole (every weight a variable, [`WeightStore::open_trainable`]) by
 //!    supervised fine-tuning — mean NLL of the answer tokens — on the rule's answer
-//!    `pick N place M` for each scene, keypoints numbered as the evaluation numbers them
-//!    (farthest-point order) or, with `relabel`, renumbered at random per sample (the
-//!    overlays redrawn) so the model must read coordinates rather than learn which
-//!    numbers the rule tends to answer. (LoRA alone on a random model does not work: with the LM head
-//!    and final norm frozen at their initial scale the logits cannot exceed about 2.6, so
-//!    the answer NLL stalls near 4 nats — measured.)
+//!    `pick N place M` for each scene ([`ZeroShotConfig::rule`]), keypoints numbered as
+//!    the evaluation numbers them (farthest-point order) or, with `relabel`, renumbered at
+//!    random per sample (the overlays redrawn) so the model must read coordinates rather
+//!    than learn which numbers the rule tends to answer. (LoRA alone on a random model
+//!    does not work: with the LM head and final norm frozen at their initial scale the
+//!    logits cannot exceed about 2.6, so the answer NLL stalls near 4 nats — measured.)
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ use tokenizers::{
     PreTokenizerWrapper, TokenizerImpl,
 };
 
-use super::baselines::{correspondence_choice, correspondence_matches};
+use super::baselines::Rule;
 use super::eval::{observe, EvalConfig};
 use super::vlm_planner::{model_view, Processor};
 use super::{format_answer, parse_answer, prompt, KeypointChoice};
@@ -173,6 +174,9 @@ pub struct ZeroShotConfig {
     /// Relabel the keypoints at random in every training sample (instead of the
     /// evaluation's farthest-point order).
     pub relabel: bool,
+    /// The physics-blind rule whose answers the model is taught ([`Rule::Coverage`] by
+    /// default).
+    pub rule: Rule,
     /// Weight of the correspondence questions (training only): at the end of each goal
     /// keypoint in the prompt, the model is also taught the number of the current keypoint
     /// the rule matches to it ([`training_batch`]). 0 turns them off.
@@ -200,6 +204,7 @@ impl Default for ZeroShotConfig {
             render_size: 256,
             seed: 0,
             relabel: false,
+            rule: Rule::Coverage,
             match_weight: 0.0,
         }
     }
@@ -282,7 +287,7 @@ pub struct Sample {
     pub goal: Rgb8,
     /// The chat-template messages.
     pub messages: serde_json::Value,
-    /// The correspondence rule's answer for these labels.
+    /// The rule's answer for these labels.
     pub answer: KeypointChoice,
     /// The rule's matching under these labels: `(current keypoint number, goal keypoint
     /// number)` pairs.
@@ -310,9 +315,10 @@ fn relabel(kps: &[Keypoint], rng: &mut Rng) -> Vec<Keypoint> {
 }
 
 /// A sample of `scene` as a model with preprocessing `cfg` is shown it (overlays drawn at
-/// its input size); with `rng`, the keypoints are relabelled at random.
+/// its input size), answered by `rule`; with `rng`, the keypoints are relabelled at random.
 pub fn sample(
     scene: &SceneSample,
+    rule: Rule,
     cfg: &PreprocessorConfig,
     rng: Option<&mut Rng>,
 ) -> Result<Sample> {
@@ -326,9 +332,11 @@ pub fn sample(
             scene.goal_keypoints.clone(),
         ),
     };
-    let answer = correspondence_choice(&kc, &kg)
+    let answer = rule
+        .choice(&kc, &kg)
         .ok_or_else(|| ZeroShotError::NoScenes("a scene without keypoints".into()))?;
-    let matches = correspondence_matches(&kc, &kg)
+    let matches = rule
+        .matches(&kc, &kg)
         .into_iter()
         .map(|(i, j)| (kc[i].id, kg[j].id))
         .collect();
@@ -1112,6 +1120,7 @@ pub fn build(
             .map(|_| {
                 sample(
                     &train[rng.below(train.len())],
+                    cfg.rule,
                     &processor.preprocessor,
                     cfg.relabel.then_some(&mut rng),
                 )
@@ -1156,7 +1165,7 @@ pub fn build(
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
 
     let t2 = Instant::now();
-    let check = held_out_accuracy(&model, &processor, &held, progress)?;
+    let check = held_out_accuracy(&model, &processor, cfg.rule, &held, progress)?;
     let report = Report {
         config: cfg.clone(),
         parameters,
@@ -1182,6 +1191,7 @@ pub fn build(
 pub fn held_out_accuracy(
     model: &Qwen3Vl,
     p: &Processor,
+    rule: Rule,
     scenes: &[SceneSample],
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<([f64; 3], [f64; 3], [f64; 3])> {
@@ -1193,7 +1203,7 @@ pub fn held_out_accuracy(
     };
     let (mut exact, mut pick, mut valid, mut n) = ([0f64; 3], [0f64; 3], [0f64; 3], [0f64; 3]);
     for (i, scene) in scenes.iter().enumerate() {
-        let s = sample(scene, &p.preprocessor, None)?;
+        let s = sample(scene, rule, &p.preprocessor, None)?;
         let batch = p.batch(&s.messages, &s.current, &s.goal)?;
         let out = generate(model, &batch, 1, &params)?;
         let answer = p.tokenizer.decode(&out[0].tokens, true)?;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum Backend {
     Correspondence,
+    Coverage,
     Random,
     Vlm,
 }
@@ -94,6 +95,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         }
         let backend = match args.planner {
             Backend::Correspondence => "correspondence",
+            Backend::Coverage => "coverage",
             Backend::Random => "random",
             Backend::Vlm => "vlm",
         };

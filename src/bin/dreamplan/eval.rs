@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use crate::TaskSel;
 
 use dreamplan::planner::eval::{
-    mean_ci, run_episode, CorrespondencePlanner, EpisodeResult, EvalConfig, OraclePlanner, Outcome,
-    Planner, RandomPlanner,
+    mean_ci, run_episode, CorrespondencePlanner, CoveragePlanner, EpisodeResult, EvalConfig,
+    OraclePlanner, Outcome, Planner, RandomPlanner,
 };
 use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
@@ -19,7 +19,9 @@ use dreamplan::sim::tasks::Task;
 pub enum PlannerArg {
     /// A random keypoint on each image.
     Random,
-    /// The physics-blind correspondence rule the zero-shot model learns.
+    /// The physics-blind coverage rule (the zero-shot model's default skill).
+    Coverage,
+    /// The physics-blind assignment rule (least-distance one-to-one matching).
     Correspondence,
     /// The hidden good action that made the goal (upper bound).
     Oracle,
@@ -69,6 +71,7 @@ pub struct EvalArgs {
 fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
     Ok(match args.planner {
         PlannerArg::Random => Box::new(RandomPlanner),
+        PlannerArg::Coverage => Box::new(CoveragePlanner),
         PlannerArg::Correspondence => Box::new(CorrespondencePlanner),
         PlannerArg::Oracle => Box::new(OraclePlanner {
             width: args.size,

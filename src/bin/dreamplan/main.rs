@@ -139,8 +139,9 @@ enum Command {
     /// Run sim, planner (sampling), executor and recorder in one process and write one
     /// rosbag2 bag per task: the zero-shot data the world model trains on.
     Collect(collect::CollectArgs),
-    /// Build the tiny zero-shot planner: a few-M-parameter Qwen3-VL folder trained on the
-    /// physics-blind correspondence rule's answers (never on action outcomes).
+    /// Build the tiny zero-shot planner: a few-M-parameter Qwen3-VL folder trained on a
+    /// physics-blind keypoint rule's answers (coverage by default; never on action
+    /// outcomes).
     PretrainZeroShot(zero_shot::ZeroShotArgs),
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
