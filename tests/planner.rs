@@ -4,8 +4,8 @@
 
 use dreamplan::planner::baselines::{correspondence_choice, coverage_choice, nearest_matches};
 use dreamplan::planner::eval::{
-    mean_ci, run_episode, CorrespondencePlanner, Decision, EvalConfig, OraclePlanner, Outcome,
-    Planner, RandomPlanner, Scene,
+    mean_ci, run_episode, CorrespondencePlanner, CoveragePlanner, Decision, EvalConfig,
+    OraclePlanner, Outcome, Planner, RandomPlanner, Scene,
 };
 use dreamplan::planner::{format_answer, parse_answer, prompt, KeypointChoice, ParseError};
 use dreamplan::sim::tasks::Task;
@@ -191,6 +191,20 @@ fn an_oracle_episode_scores_one_and_planners_are_deterministic() {
     assert_eq!((a.score, a.distance_m), (b.score, b.distance_m));
     let c = run_episode(Task::Cloth, 1, &mut CorrespondencePlanner, &config);
     assert_eq!(c.outcome, Outcome::Executed, "{c:?}");
+    // The coverage rule drags a rope end to the goal's end: it straightens rope 2, and
+    // not rope 4 (one of the 14 in 100 where it scores 0).
+    let c = run_episode(Task::Rope, 2, &mut CoveragePlanner, &config);
+    assert_eq!(
+        (c.outcome.clone(), c.score),
+        (Outcome::Executed, 1.0),
+        "{c:?}"
+    );
+    let c = run_episode(Task::Rope, 4, &mut CoveragePlanner, &config);
+    assert_eq!(
+        (c.outcome.clone(), c.score),
+        (Outcome::Executed, 0.0),
+        "{c:?}"
+    );
 }
 
 struct Mute;

@@ -9,6 +9,7 @@ use dreamplan::bus::{Bus, LocalBus, Qos, Subscriber};
 use dreamplan::msg::prelude::*;
 use dreamplan::nodes::planner::{PlannerConfig, PlannerNode};
 use dreamplan::nodes::{Node, NodeContext};
+use dreamplan::planner::baselines::coverage_choice;
 use dreamplan::planner::eval::{observe, EvalConfig};
 use dreamplan::render::{render, scene, RenderMode, RenderOptions};
 use dreamplan::sim::tasks::Task;
@@ -59,6 +60,14 @@ struct Rig {
 }
 
 async fn rig(keypoints: usize) -> Rig {
+    rig_with(PlannerConfig {
+        keypoints,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn rig_with(config: PlannerConfig) -> Rig {
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let events = bus
@@ -67,11 +76,7 @@ async fn rig(keypoints: usize) -> Rig {
     let actions = bus
         .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
         .unwrap();
-    let node = PlannerNode::new(PlannerConfig {
-        keypoints,
-        ..Default::default()
-    })
-    .unwrap();
+    let node = PlannerNode::new(config).unwrap();
     let ctx = NodeContext {
         name: "planner".into(),
         bus: bus.clone(),
@@ -201,5 +206,29 @@ async fn more_keypoints_than_object_pixels_is_a_failed_event() {
         "{e:?}"
     );
     assert!(r.actions.try_recv().is_none());
+    r.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coverage_backend_from_yaml_publishes_the_coverage_rules_choice() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n")
+        .expect("a planner config with the coverage backend");
+    let mut r = rig_with(config).await;
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let a = tokio::time::timeout(Duration::from_secs(60), r.actions.recv())
+        .await
+        .expect("an action in time")
+        .expect("bus open");
+    let obs = observe(
+        Task::Rope,
+        3,
+        &EvalConfig {
+            size: SIZE,
+            keypoints: 4,
+        },
+    );
+    let (current, goal) = obs.keypoints.expect("rope 3 has keypoints");
+    let want = coverage_choice(&current, &goal).unwrap();
+    assert_eq!((a.source_id, a.target_id), (want.pick, want.place), "{a:?}");
     r.finish().await;
 }
