@@ -1,12 +1,14 @@
 //! Dumps observed scenes as JSON lines, for `scripts/zero_shot_probe.py`: per scene the
 //! task index (0 rope, 1 cloth, 2 toy), the seed, both keypoint lists as `[id, x, y]` in
-//! the prompt's 0–1000 coordinates, and the assignment rule's answer (`pick`, `place`) and
-//! matching (`matches`, `[current id, goal id]` pairs). Scenes are observed exactly as the
-//! evaluation and `pretrain-zero-shot` observe them (256² images, 8 keypoints).
+//! the prompt's 0–1000 coordinates, and each rule's answer as computed by
+//! `planner::baselines::Rule` on the keypoints' pixel positions (`answers`: `{"coverage":
+//! [pick, place], "assignment": [pick, place]}`), so the probe learns exactly the labels
+//! `pretrain-zero-shot` teaches. Scenes are observed exactly as the evaluation and
+//! `pretrain-zero-shot` observe them (256² images, 8 keypoints).
 //!
 //! `cargo run --release --example dump_scenes -- FIRST_SEED COUNT_PER_TASK > scenes.jsonl`
 
-use dreamplan::planner::baselines::{correspondence_choice, correspondence_matches};
+use dreamplan::planner::baselines::Rule;
 use dreamplan::planner::zero_shot::observe_scene;
 use dreamplan::sim::tasks::Task;
 use serde_json::json;
@@ -39,15 +41,15 @@ fn main() {
                     .collect()
             };
             let (cur, goal) = (&scene.current_keypoints, &scene.goal_keypoints);
-            let answer = correspondence_choice(cur, goal).expect("both lists are non-empty");
-            let matches: Vec<[u32; 2]> = correspondence_matches(cur, goal)
-                .into_iter()
-                .map(|(i, j)| [cur[i].id, goal[j].id])
-                .collect();
+            let answer = |rule: Rule| {
+                let c = rule.choice(cur, goal).expect("both lists are non-empty");
+                [c.pick, c.place]
+            };
             println!(
                 "{}",
                 json!({"task": index, "seed": seed, "cur": list(cur), "goal": list(goal),
-                       "pick": answer.pick, "place": answer.place, "matches": matches})
+                       "answers": {"coverage": answer(Rule::Coverage),
+                                   "assignment": answer(Rule::Assignment)}})
             );
             found += 1;
         }

@@ -2,10 +2,12 @@
 //! (keypoints in 0–1000 through the model's chat template), the baselines, and the
 //! evaluation episode (oracle scores 1, planners are deterministic, failures are outcomes).
 
-use dreamplan::planner::baselines::{correspondence_choice, coverage_choice, nearest_matches};
+use dreamplan::planner::baselines::{
+    correspondence_choice, coverage_choice, nearest_matches, Rule,
+};
 use dreamplan::planner::eval::{
-    mean_ci, run_episode, CorrespondencePlanner, CoveragePlanner, Decision, EvalConfig,
-    OraclePlanner, Outcome, Planner, RandomPlanner, Scene,
+    mean_ci, run_episode, Decision, EvalConfig, OraclePlanner, Outcome, Planner, RandomPlanner,
+    RulePlanner, Scene,
 };
 use dreamplan::planner::{format_answer, parse_answer, prompt, KeypointChoice, ParseError};
 use dreamplan::sim::tasks::Task;
@@ -189,17 +191,17 @@ fn an_oracle_episode_scores_one_and_planners_are_deterministic() {
     let a = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
     let b = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
     assert_eq!((a.score, a.distance_m), (b.score, b.distance_m));
-    let c = run_episode(Task::Cloth, 1, &mut CorrespondencePlanner, &config);
+    let c = run_episode(Task::Cloth, 1, &mut RulePlanner(Rule::Assignment), &config);
     assert_eq!(c.outcome, Outcome::Executed, "{c:?}");
     // The coverage rule drags a rope end to the goal's end: it straightens rope 2, and
     // not rope 4 (one of the 14 in 100 where it scores 0).
-    let c = run_episode(Task::Rope, 2, &mut CoveragePlanner, &config);
+    let c = run_episode(Task::Rope, 2, &mut RulePlanner(Rule::Coverage), &config);
     assert_eq!(
         (c.outcome.clone(), c.score),
         (Outcome::Executed, 1.0),
         "{c:?}"
     );
-    let c = run_episode(Task::Rope, 4, &mut CoveragePlanner, &config);
+    let c = run_episode(Task::Rope, 4, &mut RulePlanner(Rule::Coverage), &config);
     assert_eq!(
         (c.outcome.clone(), c.score),
         (Outcome::Executed, 0.0),

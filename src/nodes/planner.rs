@@ -15,9 +15,8 @@ use super::{Node, NodeContext};
 use crate::bus::{Bus, Qos};
 use crate::msg::dreamplan::{ActionCandidates, Keypoint as KeypointMsg, KeypointSet, KeypointSets};
 use crate::msg::prelude::*;
-use crate::planner::eval::{
-    keypoints, CorrespondencePlanner, CoveragePlanner, Decision, Planner, RandomPlanner, Scene,
-};
+use crate::planner::baselines::Rule;
+use crate::planner::eval::{keypoints, Decision, Planner, RandomPlanner, RulePlanner, Scene};
 use crate::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use crate::planner::KeypointChoice;
 use crate::render::Frame;
@@ -282,8 +281,8 @@ impl Node for PlannerNode {
     fn new(config: PlannerConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
         let planner: Box<dyn Planner + Send> = match config.backend {
-            Backend::Correspondence => Box::new(CorrespondencePlanner),
-            Backend::Coverage => Box::new(CoveragePlanner),
+            Backend::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
+            Backend::Coverage => Box::new(RulePlanner(Rule::Coverage)),
             Backend::Random => Box::new(RandomPlanner),
             Backend::Vlm => {
                 let dir = config

@@ -37,12 +37,10 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule's answer; `None` when either side has no keypoints.
+    /// The rule's answer ([`farthest_match`] of [`Rule::matches`]); `None` when either side
+    /// has no keypoints.
     pub fn choice(self, current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
-        match self {
-            Rule::Coverage => coverage_choice(current, goal),
-            Rule::Assignment => correspondence_choice(current, goal),
-        }
+        farthest_match(current, goal, &self.matches(current, goal))
     }
 
     /// The rule's matching as `(current index, goal index)` pairs: for coverage, every goal
@@ -62,9 +60,20 @@ impl Rule {
 /// Each goal keypoint looks for its nearest current keypoint ([`nearest_matches`]): a
 /// many-to-one visual correspondence. Deterministic: ties go to the lower keypoint numbers.
 pub fn coverage_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
-    nearest_matches(current, goal)
-        .into_iter()
-        .map(|(i, j)| (dist(&current[i], &goal[j]), i, j))
+    Rule::Coverage.choice(current, goal)
+}
+
+/// What both rules do with their matching: pick the current keypoint of the pair whose
+/// points are farthest apart and place it at the goal keypoint of that pair; ties go to the
+/// first such pair in `matches`. `None` for no pairs.
+pub fn farthest_match(
+    current: &[Keypoint],
+    goal: &[Keypoint],
+    matches: &[(usize, usize)],
+) -> Option<KeypointChoice> {
+    matches
+        .iter()
+        .map(|&(i, j)| (dist(&current[i], &goal[j]), i, j))
         .fold(None::<(f32, usize, usize)>, |best, m| match best {
             Some(b) if b.0 >= m.0 => Some(b),
             _ => Some(m),
@@ -98,33 +107,27 @@ pub fn nearest_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, u
 /// farthest from its match and place it there. Deterministic: ties go to the lower
 /// keypoint numbers.
 pub fn correspondence_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
-    correspondence_matches(current, goal)
-        .into_iter()
-        .map(|(i, j)| (dist(&current[i], &goal[j]), i, j))
-        .fold(None::<(f32, usize, usize)>, |best, m| match best {
-            Some(b) if b.0 > m.0 || (b.0 == m.0 && b.1 < m.1) => Some(b),
-            _ => Some(m),
-        })
-        .map(|(_, i, j)| KeypointChoice {
-            pick: current[i].id,
-            place: goal[j].id,
-        })
+    Rule::Assignment.choice(current, goal)
 }
 
 /// The rule's one-to-one matching of current to goal keypoints, as `(current index, goal
-/// index)` pairs (`min(n, m)` of them): least total image distance, exact up to 8 points
-/// per image, greedy closest-first beyond. Empty when either side is.
+/// index)` pairs (`min(n, m)` of them) in current-keypoint order: least total image
+/// distance, exact up to 8 points per image, greedy closest-first beyond. Empty when either
+/// side is.
 pub fn correspondence_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
     if current.is_empty() || goal.is_empty() {
         return Vec::new();
     }
-    if current.len() <= 8 && goal.len() <= 8 {
+    let mut pairs = if current.len() <= 8 && goal.len() <= 8 {
         best_assignment(current.len(), goal.len(), &|i, j| {
             dist(&current[i], &goal[j])
         })
     } else {
         greedy_assignment(current, goal, &dist)
-    }
+    };
+    // In current order, so that `farthest_match` breaks ties by the lower current number.
+    pairs.sort_unstable();
+    pairs
 }
 
 fn dist(a: &Keypoint, b: &Keypoint) -> f32 {

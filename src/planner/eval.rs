@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::baselines::{correspondence_choice, coverage_choice, random_choice};
+use super::baselines::{random_choice, Rule};
 use super::KeypointChoice;
 use crate::msg::dreamplan::KeypointAction;
 use crate::nodes::executor::{plan_action, ExecutorConfig};
@@ -88,33 +88,25 @@ impl Planner for RandomPlanner {
     }
 }
 
-/// The physics-blind correspondence rule ([`correspondence_choice`]).
-pub struct CorrespondencePlanner;
+/// A physics-blind keypoint rule ([`Rule::choice`]) as a planner; named as the CLI and the
+/// node's `backend` name it (`coverage`, `correspondence` for the assignment rule).
+pub struct RulePlanner(pub Rule);
 
-impl Planner for CorrespondencePlanner {
+impl Planner for RulePlanner {
     fn name(&self) -> String {
-        "correspondence".into()
+        match self.0 {
+            Rule::Coverage => "coverage",
+            Rule::Assignment => "correspondence",
+        }
+        .into()
     }
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
-        correspondence_choice(s.current_keypoints, s.goal_keypoints).map_or_else(
-            || Decision::None("no keypoints".into()),
-            Decision::Keypoints,
-        )
-    }
-}
-
-/// The physics-blind coverage rule ([`coverage_choice`]), the zero-shot model's default skill.
-pub struct CoveragePlanner;
-
-impl Planner for CoveragePlanner {
-    fn name(&self) -> String {
-        "coverage".into()
-    }
-    fn decide(&mut self, s: &Scene<'_>) -> Decision {
-        coverage_choice(s.current_keypoints, s.goal_keypoints).map_or_else(
-            || Decision::None("no keypoints".into()),
-            Decision::Keypoints,
-        )
+        self.0
+            .choice(s.current_keypoints, s.goal_keypoints)
+            .map_or_else(
+                || Decision::None("no keypoints".into()),
+                Decision::Keypoints,
+            )
     }
 }
 

@@ -45,7 +45,7 @@ use tokenizers::{
     PreTokenizerWrapper, TokenizerImpl,
 };
 
-use super::baselines::Rule;
+use super::baselines::{farthest_match, Rule};
 use super::eval::{observe, EvalConfig};
 use super::vlm_planner::{model_view, Processor};
 use super::{format_answer, parse_answer, prompt, KeypointChoice};
@@ -332,11 +332,10 @@ pub fn sample(
             scene.goal_keypoints.clone(),
         ),
     };
-    let answer = rule
-        .choice(&kc, &kg)
+    let pairs = rule.matches(&kc, &kg);
+    let answer = farthest_match(&kc, &kg, &pairs)
         .ok_or_else(|| ZeroShotError::NoScenes("a scene without keypoints".into()))?;
-    let matches = rule
-        .matches(&kc, &kg)
+    let matches = pairs
         .into_iter()
         .map(|(i, j)| (kc[i].id, kg[j].id))
         .collect();
@@ -809,9 +808,13 @@ fn sample_questions(p: &Processor, s: &Sample, ids: &[u32]) -> Result<Vec<(usize
 }
 
 /// A left-padded training batch of `samples` with each row's answer as the response and,
-/// with `questions`, at the end of each goal keypoint the correspondence question
+/// with `with_questions`, at the end of each goal keypoint the correspondence question
 /// ([`TrainingBatch`]).
-pub fn training_batch(p: &Processor, samples: &[Sample], questions: bool) -> Result<TrainingBatch> {
+pub fn training_batch(
+    p: &Processor,
+    samples: &[Sample],
+    with_questions: bool,
+) -> Result<TrainingBatch> {
     let pad = p
         .tokenizer
         .token_id("<|endoftext|>")
@@ -819,7 +822,6 @@ pub fn training_batch(p: &Processor, samples: &[Sample], questions: bool) -> Res
     let mut rows = Vec::new();
     let mut pixels = Vec::new();
     let mut grids = Vec::new();
-    let with_questions = questions;
     let mut questions: Vec<(usize, usize, u32)> = Vec::new();
     for (row, s) in samples.iter().enumerate() {
         let prompt = p.batch(&s.messages, &s.current, &s.goal)?;

@@ -8,9 +8,10 @@ use clap::{Args, ValueEnum};
 
 use crate::TaskSel;
 
+use dreamplan::planner::baselines::Rule;
 use dreamplan::planner::eval::{
-    mean_ci, run_episode, CorrespondencePlanner, CoveragePlanner, EpisodeResult, EvalConfig,
-    OraclePlanner, Outcome, Planner, RandomPlanner,
+    mean_ci, run_episode, EpisodeResult, EvalConfig, OraclePlanner, Outcome, Planner,
+    RandomPlanner, RulePlanner,
 };
 use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
@@ -71,8 +72,8 @@ pub struct EvalArgs {
 fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
     Ok(match args.planner {
         PlannerArg::Random => Box::new(RandomPlanner),
-        PlannerArg::Coverage => Box::new(CoveragePlanner),
-        PlannerArg::Correspondence => Box::new(CorrespondencePlanner),
+        PlannerArg::Coverage => Box::new(RulePlanner(Rule::Coverage)),
+        PlannerArg::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
         PlannerArg::Oracle => Box::new(OraclePlanner {
             width: args.size,
             height: args.size,
