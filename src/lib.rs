@@ -19,3 +19,6 @@ pub mod runner;
 pub mod sim;
 pub mod vision;
 pub mod vlm;
+pub mod verifier;
+pub mod train;
+pub mod plot;

@@ -81,10 +81,15 @@ fn the_prompt_lists_keypoints_in_0_to_1000_and_renders_through_the_chat_template
     let text = prompt::user_text(Task::Cloth, &current, &goal, 256, 256);
     assert!(text.contains(prompt::instruction(Task::Cloth)));
     assert!(
-        text.contains("current image: 1 (2, 2), 2 (498, 998)."),
+        text.contains(
+            "current image: 1 (2, 2) near 1 far 1 rank 2, 2 (498, 998) near 1 far 1 rank 1."
+        ),
         "{text}"
     );
-    assert!(text.contains("goal image: 1 (250, 250)."), "{text}");
+    assert!(
+        text.contains("goal image: 1 (250, 250) near 1 far 2 rank 1."),
+        "{text}"
+    );
     assert!(text.ends_with("pick <current keypoint> place <goal keypoint>"));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
     let template = dreamplan::vlm::chat::ChatTemplate::load(&dir)
@@ -104,7 +109,40 @@ fn the_prompt_lists_keypoints_in_0_to_1000_and_renders_through_the_chat_template
         2
     );
     assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
-    assert!(rendered.contains("goal image: 1 (250, 250)."));
+    assert!(rendered.contains("goal image: 1 (250, 250) near 1 far 2 rank 1."));
+}
+
+#[test]
+fn geometry_names_the_nearest_and_farthest_keypoint_of_the_other_image_and_ranks_distances() {
+    use prompt::Relation;
+    let rel = |near, far, rank| Relation { near, far, rank };
+    // Goal 1 sits on current 2; goal 2 is 30 px from current 1 and 58 from current 2;
+    // goal 3 is 100 px from current 2 and 150 from current 1.
+    let current = [kp(1, 0.0, 0.0), kp(2, 50.0, 0.0)];
+    let goal = [kp(1, 50.0, 0.0), kp(2, 0.0, 30.0), kp(3, 150.0, 0.0)];
+    assert_eq!(
+        prompt::relations(&goal, &current),
+        vec![rel(2, 1, 3), rel(1, 2, 2), rel(2, 1, 1)]
+    );
+    // Current 1: nearest goal 2 (30 px), farthest goal 3; current 2: goal 1 (0 px), goal 3.
+    assert_eq!(
+        prompt::relations(&current, &goal),
+        vec![rel(2, 3, 1), rel(1, 3, 2)]
+    );
+    // Ties keep list order; no other keypoints: numbers 0, ranks by order.
+    let same = [kp(1, 0.0, 0.0), kp(2, 10.0, 0.0)];
+    assert_eq!(
+        prompt::relations(&same, &[kp(1, 5.0, 0.0)]),
+        vec![rel(1, 1, 1), rel(1, 1, 2)]
+    );
+    assert_eq!(
+        prompt::relations(&same, &[]),
+        vec![rel(0, 0, 1), rel(0, 0, 2)]
+    );
+    // The coverage rule reads off the geometry: place at the goal keypoint of rank 1, pick
+    // its nearest current keypoint.
+    let c = dreamplan::planner::baselines::coverage_choice(&current, &goal).unwrap();
+    assert_eq!((c.pick, c.place), (2, 3));
 }
 
 #[test]

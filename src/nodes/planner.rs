@@ -76,6 +76,9 @@ pub struct PlannerConfig {
     pub backend: Backend,
     /// Model folder (backend `vlm`).
     pub model: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder merged into `model` at load (backend `vlm`), e.g. from
+    /// `dreamplan train-orpo`.
+    pub adapter: Option<PathBuf>,
     /// Keypoints per image.
     pub keypoints: usize,
     /// Sampling (backend `vlm`).
@@ -89,6 +92,7 @@ impl Default for PlannerConfig {
         Self {
             backend: Backend::Correspondence,
             model: None,
+            adapter: None,
             keypoints: 8,
             sampling: VlmPlannerConfig::default(),
             topics: PlannerTopics::default(),
@@ -199,6 +203,7 @@ fn decide(
         current_keypoints: &kc,
         goal_keypoints: &kg,
         world: None,
+        goal_world: None,
     };
     let decision = planner.decide(&scene);
     let sets = KeypointSets {
@@ -290,7 +295,9 @@ impl Node for PlannerNode {
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
                 Box::new(
-                    VlmPlanner::load(dir, config.sampling.clone())
+                    // An empty adapter path (a launch file's default) means none.
+                    let adapter = config.adapter.as_deref().filter(|p| !p.as_os_str().is_empty());
+                    VlmPlanner::load_with_adapter(dir, adapter, config.sampling.clone())
                         .map_err(|e| anyhow::anyhow!("loading model {}: {e}", dir.display()))?,
                 )
             }

@@ -40,8 +40,10 @@ pub struct Scene<'a> {
     pub current_keypoints: &'a [Keypoint],
     /// Keypoints on the goal image.
     pub goal_keypoints: &'a [Keypoint],
-    /// The simulated world, where there is one. Only the oracle may look at it.
+    /// The simulated world, where there is one. Only oracles may look at it.
     pub world: Option<&'a World>,
+    /// The goal state, where there is one. Only oracles may look at it.
+    pub goal_world: Option<&'a World>,
 }
 
 /// A planner's decision.
@@ -272,7 +274,6 @@ pub fn run_episode(
     planner: &mut dyn Planner,
     config: &EvalConfig,
 ) -> EpisodeResult {
-    let arm = default_arm();
     let Observation {
         mut world,
         goal,
@@ -303,28 +304,42 @@ pub fn run_episode(
         current_keypoints: &kc,
         goal_keypoints: &kg,
         world: Some(&world),
+        goal_world: Some(&goal),
     };
     let t0 = Instant::now();
     let decision = planner.decide(&scene_view);
     let decision_s = t0.elapsed().as_secs_f64();
     let (source, target) = match decision {
-        Decision::Keypoints(c) => {
-            let find =
-                |kps: &[Keypoint], id: u32| kps.iter().find(|k| k.id == id).map(|k| (k.u, k.v));
-            match (find(&kc, c.pick), find(&kg, c.place)) {
-                (Some(s), Some(t)) => (s, t),
-                _ => {
-                    return result(
-                        &world,
-                        decision_s,
-                        Outcome::NoAction(format!("unknown keypoint in {c:?}")),
-                    )
-                }
+        Decision::Keypoints(c) => match choice_pixels(&c, &kc, &kg) {
+            Some(p) => p,
+            None => {
+                return result(
+                    &world,
+                    decision_s,
+                    Outcome::NoAction(format!("unknown keypoint in {c:?}")),
+                )
             }
-        }
+        },
         Decision::Pixels { source, target } => (source, target),
         Decision::None(why) => return result(&world, decision_s, Outcome::NoAction(why)),
     };
+    let outcome = play(&mut world, &current, &goal_frame, source, target, config);
+    result(&world, decision_s, outcome)
+}
+
+/// Plays one pick-and-place given as pixels (`source` on `current`, `target` on
+/// `goal_frame`) in `world`, as the executor would: `plan_action` turns the pixels into a
+/// checked trajectory through the depth of both images, the arm plays it. A refused action
+/// leaves `world` as it was.
+pub fn play(
+    world: &mut World,
+    current: &Frame,
+    goal_frame: &Frame,
+    source: (f32, f32),
+    target: (f32, f32),
+    config: &EvalConfig,
+) -> Outcome {
+    let arm = default_arm();
     let action = KeypointAction {
         source_u: source.0,
         source_v: source.1,
@@ -342,8 +357,8 @@ pub fn run_episode(
         &arm,
         &exec.camera(None),
         &action,
-        Some(&depth(&current)),
-        Some(&depth(&goal_frame)),
+        Some(&depth(current)),
+        Some(&depth(goal_frame)),
         &READY,
     );
     match plan {
@@ -352,11 +367,21 @@ pub fn run_episode(
                 fps: 0.0,
                 ..Default::default()
             };
-            execute_plan(&mut world, &arm, &plan, &params, |_, _, _, _| {});
-            result(&world, decision_s, Outcome::Executed)
+            execute_plan(world, &arm, &plan, &params, |_, _, _, _| {});
+            Outcome::Executed
         }
-        Err(e) => result(&world, decision_s, Outcome::Refused(e.to_string())),
+        Err(e) => Outcome::Refused(e.to_string()),
     }
+}
+
+/// The pixels of `choice` on the two keypoint sets (`None` when a number is unknown).
+pub fn choice_pixels(
+    choice: &KeypointChoice,
+    current: &[Keypoint],
+    goal: &[Keypoint],
+) -> Option<((f32, f32), (f32, f32))> {
+    let find = |kps: &[Keypoint], id: u32| kps.iter().find(|k| k.id == id).map(|k| (k.u, k.v));
+    Some((find(current, choice.pick)?, find(goal, choice.place)?))
 }
 
 /// Mean and 95% interval (normal approximation, clipped to [0, 1]) of scores.

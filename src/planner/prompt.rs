@@ -2,6 +2,19 @@
 //! numbered keypoints), and the keypoints as text with coordinates normalised to 0–1000
 //! (Qwen-VL's grounding convention), as one user turn in the HF chat format, rendered by
 //! the model's own chat template.
+//!
+//! **Geometry in the prompt.** After each keypoint's coordinates the prompt says which
+//! keypoints of the *other* image are nearest to it and farthest from it (`near N far F`),
+//! and how far the nearest is, as a rank among this image's keypoints (`rank R`, 1 = the
+//! keypoint farthest from the other image's shape). This is a
+//! perception step, generic and physics-blind (the same for any object and any task), that
+//! turns the nearest-neighbour search and the comparison of magnitudes, which a small
+//! decoder does not learn on a CPU budget (../shared/DESIGN.md, probes), into categories it
+//! can select and copy. Which action to take given them is still the planner's to learn:
+//! the physics-blind coverage rule reads "place at the goal keypoint of rank 1, pick its
+//! `near`"; the best keypoint action of a cloth fold is almost always "pick the current
+//! keypoint of rank 1, place at its `far`" (measured with `examples/action_table.rs`, see
+//! docs/stage3.md); stage 3 teaches such choices.
 
 use serde_json::{json, Value};
 
@@ -17,13 +30,68 @@ pub fn instruction(task: Task) -> &'static str {
     }
 }
 
-/// The keypoints of one image as text: `1 (x, y), 2 (x, y), …` in 0–1000 coordinates.
-pub fn keypoint_list(keypoints: &[Keypoint], width: u32, height: u32) -> String {
+/// What the prompt says about one keypoint relative to the other image's keypoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relation {
+    /// Number of the nearest keypoint of the other image (0 when it has none).
+    pub near: u32,
+    /// Number of the farthest keypoint of the other image (0 when it has none).
+    pub far: u32,
+    /// Rank of the distance to `near` among this image's keypoints (1 = the largest).
+    pub rank: u32,
+}
+
+/// [`Relation`] of every keypoint of `own` to `other` (ties: the earlier keypoint of
+/// `other` for `near` and `far`, the earlier keypoint of `own` for the rank).
+pub fn relations(own: &[Keypoint], other: &[Keypoint]) -> Vec<Relation> {
+    let extremes: Vec<((u32, f32), (u32, f32))> = own
+        .iter()
+        .map(|a| {
+            other
+                .iter()
+                .map(|b| (b.id, (a.u - b.u).hypot(a.v - b.v)))
+                .fold(((0, f32::INFINITY), (0, f32::NEG_INFINITY)), |(lo, hi), x| {
+                    (
+                        if x.1 < lo.1 { x } else { lo },
+                        if x.1 > hi.1 { x } else { hi },
+                    )
+                })
+        })
+        .collect();
+    let nearest = |i: usize| {
+        let d = extremes[i].0 .1;
+        if d.is_finite() {
+            d
+        } else {
+            0.0
+        }
+    };
+    let mut order: Vec<usize> = (0..own.len()).collect();
+    order.sort_by(|&i, &j| nearest(j).total_cmp(&nearest(i)).then(i.cmp(&j)));
+    let mut rank = vec![0u32; own.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r as u32 + 1;
+    }
+    extremes
+        .iter()
+        .zip(rank)
+        .map(|((near, far), rank)| Relation {
+            near: near.0,
+            far: far.0,
+            rank,
+        })
+        .collect()
+}
+
+/// The keypoints of one image as text: `1 (x, y) near 3 far 6 rank 5, 2 (x, y) near …` in
+/// 0–1000 coordinates, with each keypoint's [`Relation`] to `other`.
+pub fn keypoint_list(keypoints: &[Keypoint], other: &[Keypoint], width: u32, height: u32) -> String {
     keypoints
         .iter()
-        .map(|k| {
+        .zip(relations(keypoints, other))
+        .map(|(k, r)| {
             let (x, y) = k.normalized(width, height);
-            format!("{} ({x}, {y})", k.id)
+            format!("{} ({x}, {y}) near {} far {} rank {}", k.id, r.near, r.far, r.rank)
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -41,11 +109,13 @@ pub fn user_text(
         "The first image is the current scene, the second the goal. {}\n\
          Keypoints on the current image: {}.\n\
          Keypoints on the goal image: {}.\n\
+         After each keypoint: the nearest and the farthest keypoint of the other image, and \
+         the rank of the distance to the nearest one (1 = the largest).\n\
          Choose one pick-and-place: the current keypoint to grasp and the goal keypoint where \
          it must go. Answer with one line: pick <current keypoint> place <goal keypoint>",
         instruction(task),
-        keypoint_list(current, width, height),
-        keypoint_list(goal, width, height),
+        keypoint_list(current, goal, width, height),
+        keypoint_list(goal, current, width, height),
     )
 }
 

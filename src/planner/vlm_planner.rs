@@ -172,7 +172,28 @@ pub struct VlmPlanner {
 impl VlmPlanner {
     /// Loads an HF Qwen3-VL folder (weights, tokenizer, chat template, preprocessor).
     pub fn load(dir: &Path, config: VlmPlannerConfig) -> Result<Self, VlmError> {
+        Self::load_with_adapter(dir, None, config)
+    }
+
+    /// [`load`](Self::load), then a PEFT LoRA adapter folder read and merged into the
+    /// weights (so a decision costs what it costs without one). An adapter made for another
+    /// model is refused with the layer and shapes that do not fit.
+    pub fn load_with_adapter(
+        dir: &Path,
+        adapter: Option<&Path>,
+        config: VlmPlannerConfig,
+    ) -> Result<Self, VlmError> {
         let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+        if let Some(adapter) = adapter {
+            crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| {
+                VlmError::Input(format!(
+                    "adapter {} does not fit the model in {}: {e}",
+                    adapter.display(),
+                    dir.display()
+                ))
+            })?;
+            crate::vlm::lora::merge(model.text_mut())?;
+        }
         // The goal image is the same at every decision of an episode: encode it once.
         model.set_vision_cache(4);
         let processor = Processor::load(dir)?;

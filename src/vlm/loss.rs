@@ -70,6 +70,20 @@ fn log_sigmoid(z: &Tensor) -> Result<Tensor> {
     Ok((neg_part - (abs.neg()?.exp()? + 1.0)?.log()?)?)
 }
 
+/// `log(1 − eˣ)` for `x < 0`, stable at both ends, from differentiable ops only: with
+/// `t = tanh(x/2)`, `1 − eˣ = −2t / (1 − t)` exactly, so `log(1 − eˣ) = log(−2t) − log(1 − t)`.
+/// Near 0, `tanh` keeps the small difference that `1 − exp(x)` would cancel away (what
+/// `log(−expm1(x))` does in TRL's and the ORPO authors' code); for very negative `x`, `t → −1`
+/// and the value goes to 0 as it should. `x` is clamped to at most −1e-6 first (a
+/// probability of 1 has infinite odds), as the references clamp.
+pub fn log1m_exp(x: &Tensor) -> Result<Tensor> {
+    let x = x.minimum(-1e-6)?;
+    let t = (x * 0.5)?.tanh()?;
+    let num = (&t * -2.0)?.log()?;
+    let den = (t.neg()? + 1.0)?.log()?;
+    Ok((num - den)?)
+}
+
 /// The parts of an ORPO loss, for logging.
 #[derive(Debug, Clone)]
 pub struct OrpoLoss {
@@ -79,6 +93,8 @@ pub struct OrpoLoss {
     pub nll: Tensor,
     /// Mean `log σ(log odds ratio)`.
     pub log_sigmoid_ratio: Tensor,
+    /// The log odds ratio of each pair, `[N]`.
+    pub log_odds_ratio: Tensor,
 }
 
 /// ORPO over pairs: `chosen` and `rejected` are the mean response log-probs (`[N]`, from
@@ -92,10 +108,7 @@ pub fn orpo(chosen: &Tensor, rejected: &Tensor, lambda: f64) -> Result<OrpoLoss>
         )));
     }
     // log odds = log P − log(1 − P) with P = exp(logp) < 1.
-    let log_odds = |logp: &Tensor| -> Result<Tensor> {
-        let one_minus = (logp.exp()?.neg()? + 1.0)?;
-        Ok((logp - one_minus.log()?)?)
-    };
+    let log_odds = |logp: &Tensor| -> Result<Tensor> { Ok((logp - log1m_exp(logp)?)?) };
     let ratio = (log_odds(chosen)? - log_odds(rejected)?)?;
     let ls = log_sigmoid(&ratio)?.mean_all()?;
     let nll = chosen.neg()?.mean_all()?;
@@ -104,6 +117,7 @@ pub fn orpo(chosen: &Tensor, rejected: &Tensor, lambda: f64) -> Result<OrpoLoss>
         loss,
         nll,
         log_sigmoid_ratio: ls,
+        log_odds_ratio: ratio,
     })
 }
 

@@ -41,6 +41,9 @@ pub struct CollectArgs {
     /// Model folder for `--planner vlm`.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder merged into `--model` at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Candidates sampled per decision (`--planner vlm`).
     #[arg(long, default_value_t = 8)]
     k: usize,
@@ -106,6 +109,9 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         });
         if let Some(m) = &args.model {
             planner["model"] = json!(m.to_string_lossy());
+        }
+        if let Some(a) = &args.adapter {
+            planner["adapter"] = json!(a.to_string_lossy());
         }
         let graph = GraphConfig {
             duration_s: 0.0,

@@ -15,6 +15,7 @@ use dreamplan::planner::eval::{
 };
 use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
+use dreamplan::verifier::{KeypointOracle, SimVerifier};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum PlannerArg {
@@ -26,6 +27,9 @@ pub enum PlannerArg {
     Correspondence,
     /// The hidden good action that made the goal (upper bound).
     Oracle,
+    /// The best of all N×N keypoint actions as the simulator scores them (the most a
+    /// keypoint planner can reach; N² simulated actions per episode).
+    KeypointOracle,
     /// A Qwen3-VL model folder (`--model`), sampling `--k` candidates per decision.
     Vlm,
 }
@@ -57,6 +61,9 @@ pub struct EvalArgs {
     /// Model folder for `--planner vlm`.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder (e.g. from `train-orpo`) merged into `--model` at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Candidates sampled per decision (`--planner vlm`).
     #[arg(long, default_value_t = 8)]
     k: usize,
@@ -78,6 +85,15 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
             width: args.size,
             height: args.size,
         }),
+        PlannerArg::KeypointOracle => Box::new(KeypointOracle {
+            verifier: SimVerifier {
+                config: EvalConfig {
+                    size: args.size,
+                    keypoints: args.keypoints,
+                },
+                ..Default::default()
+            },
+        }),
         PlannerArg::Vlm => {
             let dir = args
                 .model
@@ -91,7 +107,7 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
                 ..Default::default()
             };
             Box::new(
-                VlmPlanner::load(dir, config)
+                VlmPlanner::load_with_adapter(dir, args.adapter.as_deref(), config)
                     .with_context(|| format!("loading {}", dir.display()))?,
             )
         }

@@ -64,8 +64,10 @@ mod bench;
 mod collect;
 mod eval;
 mod plan_bench;
+mod progress;
 mod robot;
 mod sim;
+mod stage3;
 mod vlm;
 mod zero_shot;
 
@@ -143,6 +145,10 @@ enum Command {
     /// physics-blind keypoint rule's answers (coverage by default; never on action
     /// outcomes).
     PretrainZeroShot(zero_shot::ZeroShotArgs),
+    /// Stage 3: preference pairs from a planner's sampled candidates, scored by a verifier.
+    Preferences(stage3::PreferencesArgs),
+    /// Stage 3: ORPO fine-tuning of a planner on preference pairs (LoRA or full).
+    TrainOrpo(stage3::TrainOrpoArgs),
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
     PlanBench(plan_bench::PlanBenchArgs),
@@ -187,6 +193,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(args) => collect::run(args),
         Command::PretrainZeroShot(args) => zero_shot::run(args),
         Command::PlanBench(args) => plan_bench::run(args),
+        Command::Preferences(args) => stage3::preferences(args),
+        Command::TrainOrpo(args) => stage3::train_orpo(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

@@ -26,6 +26,9 @@ pub struct PlanBenchArgs {
     /// Model folder.
     #[arg(long)]
     model: PathBuf,
+    /// A PEFT LoRA adapter folder merged into `--model` at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TaskSel::All)]
     task: TaskSel,
     /// Candidates per decision.
@@ -62,7 +65,8 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
         guided: !args.unguided,
         ..VlmPlannerConfig::default()
     };
-    let mut planner = VlmPlanner::load(&args.model, config.clone())?;
+    let mut planner =
+        VlmPlanner::load_with_adapter(&args.model, args.adapter.as_deref(), config.clone())?;
     let eval = EvalConfig {
         size: args.size,
         keypoints: args.keypoints,
@@ -104,6 +108,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
                     current_keypoints: &kc,
                     goal_keypoints: &kg,
                     world: None,
+                    goal_world: None,
                 };
                 if let Decision::None(why) = planner.decide(&scene) {
                     tracing::debug!("no action: {why}");

@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::Context as _;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use dreamplan::planner::baselines::Rule;
 use dreamplan::planner::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
@@ -96,14 +94,7 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         match_weight: args.match_weight.unwrap_or(d.match_weight),
         ..d
     };
-    let style = ProgressStyle::with_template(
-        "{prefix:>9} [{bar:30}] {pos}/{len} {msg} ({elapsed} elapsed, eta {eta})",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ");
-    let bar: Mutex<Option<(&'static str, ProgressBar)>> = Mutex::new(None);
-    // Without a terminal (a log file, CI), a line per 5% of each phase instead of a bar.
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = crate::progress::PhaseProgress::stderr();
     let progress = |p: Progress| {
         let (phase, done, total, msg) = match p {
             Progress::Scene { done, total } => ("scenes", done, total, String::new()),
@@ -112,34 +103,11 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
             }
             Progress::Check { done, total } => ("held-out", done, total, String::new()),
         };
-        if !tty {
-            let every = (total / 20).max(1);
-            if done % every == 0 || done == total {
-                eprintln!("{phase} {done}/{total} {msg}");
-            }
-            return;
-        }
-        let mut guard = bar.lock().expect("progress lock");
-        if guard.as_ref().map(|(p, _)| *p) != Some(phase) {
-            if let Some((_, b)) = guard.take() {
-                b.finish();
-            }
-            let b = ProgressBar::new(total as u64).with_style(style.clone());
-            b.set_prefix(phase);
-            *guard = Some((phase, b));
-        }
-        if let Some((_, b)) = guard.as_ref() {
-            b.set_position(done as u64);
-            if !msg.is_empty() {
-                b.set_message(msg);
-            }
-        }
+        bar.update(phase, done, total, &msg);
     };
     let report = build(&args.out, &cfg, args.threads, &progress)
         .with_context(|| format!("building the zero-shot model in {}", args.out.display()))?;
-    if let Some((_, b)) = bar.lock().expect("progress lock").take() {
-        b.finish();
-    }
+    bar.finish();
     let last = report.loss.len().saturating_sub(20);
     let tail = &report.loss[last..];
     println!(

@@ -1,0 +1,228 @@
+//! `dreamplan preferences` and `dreamplan train-orpo`: stage 3 of DreamPlan, preference
+//! pairs from a planner and a verifier, and ORPO on them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use crate::progress::PhaseProgress;
+use crate::TaskSel;
+
+use dreamplan::planner::eval::EvalConfig;
+use dreamplan::planner::vlm_planner::VlmPlannerConfig;
+use dreamplan::train::orpo::{train, Method, OrpoConfig, OrpoProgress};
+use dreamplan::train::preferences::{generate, GenerateConfig, PREFERENCE_SEED_BASE};
+use dreamplan::verifier::{SimMeasure, SimVerifier, Verifier};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum VerifierArg {
+    /// The simulator, scoring by the task's own distance to the goal (the perfect verifier).
+    Sim,
+    /// The simulator, scoring the rendered final frame with the mask measure (what an
+    /// image-predicting verifier can see at best).
+    SimMask,
+}
+
+#[derive(Args)]
+pub struct PreferencesArgs {
+    /// The planner's model folder (the pairs are made from its samples and for its tokenizer).
+    #[arg(long)]
+    planner: PathBuf,
+    /// A LoRA adapter folder to merge into the planner first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Which verifier scores the candidates.
+    #[arg(long, value_enum, default_value_t = VerifierArg::Sim)]
+    verifier: VerifierArg,
+    /// States per task.
+    #[arg(long, default_value_t = 100)]
+    states: usize,
+    /// Which tasks.
+    #[arg(long, value_enum, default_value_t = TaskSel::All)]
+    task: TaskSel,
+    /// Seed of each task's first state (default: 3,000,000, disjoint from evaluation and
+    /// zero-shot training seeds).
+    #[arg(long, default_value_t = PREFERENCE_SEED_BASE)]
+    first_seed: u64,
+    /// Candidates sampled per state (duplicates are merged).
+    #[arg(long, default_value_t = 8)]
+    k: usize,
+    /// Sampling temperature (> 0 for diverse candidates).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// A rejected candidate must score more than this below the chosen one (verifier units;
+    /// sim: distance in half-thresholds, so 0.25 is a quarter of the 0.5-score distance).
+    #[arg(long, default_value_t = 0.25)]
+    margin: f64,
+    /// Output file (JSON lines; images go to a folder beside it). An existing file made with
+    /// the same settings is continued.
+    #[arg(long)]
+    out: PathBuf,
+    /// Worker threads (each loads the planner and runs its own simulations).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.states > 0, "--states must be > 0");
+    anyhow::ensure!(args.k >= 2, "--k must be ≥ 2 (a pair needs two candidates)");
+    anyhow::ensure!(
+        args.temperature > 0.0 && args.temperature.is_finite(),
+        "--temperature must be > 0 (greedy sampling gives K copies of one answer)"
+    );
+    anyhow::ensure!(
+        args.margin >= 0.0 && args.margin.is_finite(),
+        "--margin must be ≥ 0"
+    );
+    let eval = EvalConfig::default();
+    let cfg = GenerateConfig {
+        states: args.states,
+        tasks: args.task.tasks(),
+        first_seed: args.first_seed,
+        planner: VlmPlannerConfig {
+            k: args.k,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            ..Default::default()
+        },
+        margin: args.margin,
+        eval: eval.clone(),
+        threads: args.threads,
+    };
+    let measure = match args.verifier {
+        VerifierArg::Sim => SimMeasure::State,
+        VerifierArg::SimMask => SimMeasure::Mask,
+    };
+    let make = move || -> Box<dyn Verifier + Send> {
+        Box::new(SimVerifier {
+            measure,
+            config: eval.clone(),
+        })
+    };
+    let bar = PhaseProgress::stderr();
+    let t0 = std::time::Instant::now();
+    let summary = generate(
+        &args.planner,
+        args.adapter.as_deref(),
+        &make,
+        &cfg,
+        &args.out,
+        &|p| bar.update("states", p.done, p.total, &format!("{} pairs", p.pairs)),
+    )
+    .with_context(|| format!("making preference pairs into {}", args.out.display()))?;
+    bar.finish();
+    println!(
+        "{}: {} states ({} resumed, {} without an object skipped), {} with pairs, {} pairs; {:.0} s",
+        args.out.display(),
+        summary.states,
+        summary.resumed,
+        summary.skipped,
+        summary.states_with_pairs,
+        summary.pairs,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct TrainOrpoArgs {
+    /// The planner's model folder (the base model the pairs were made for).
+    #[arg(long)]
+    planner: PathBuf,
+    /// Preference file from `dreamplan preferences`.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Output folder: a PEFT LoRA adapter (default) or, with --full, a whole model folder.
+    /// A checkpoint there from the same settings is resumed.
+    #[arg(long)]
+    out: PathBuf,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = OrpoConfig::default().steps)]
+    steps: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = OrpoConfig::default().batch)]
+    batch: usize,
+    /// Peak learning rate (warm-up, then cosine decay to 10%).
+    #[arg(long, default_value_t = OrpoConfig::default().lr)]
+    lr: f64,
+    /// Weight λ of the odds-ratio term.
+    #[arg(long, default_value_t = OrpoConfig::default().lambda)]
+    lambda: f64,
+    /// LoRA rank (scale alpha / r with alpha = 2r).
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Train every weight instead of LoRA adapters (fine for the tiny model).
+    #[arg(long)]
+    full: bool,
+    /// Seed of pair draws and adapter initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = OrpoConfig::default().checkpoint_every)]
+    checkpoint_every: usize,
+}
+
+pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rank > 0, "--rank must be > 0");
+    let cfg = OrpoConfig {
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        lambda: args.lambda,
+        method: if args.full {
+            Method::Full
+        } else {
+            Method::Lora {
+                r: args.rank,
+                alpha: 2.0 * args.rank as f64,
+            }
+        },
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        ..Default::default()
+    };
+    let bar = PhaseProgress::stderr();
+    let report = train(&args.planner, &args.pairs, &args.out, &cfg, &|p| match p {
+        OrpoProgress::Resumed(step) => eprintln!("resuming from the checkpoint at step {step}"),
+        OrpoProgress::Step { step, total, stats } => bar.update(
+            "orpo",
+            step,
+            total,
+            &format!(
+                "loss {:.3} nll {:.3} acc {:.2}",
+                stats.loss, stats.nll, stats.accuracy
+            ),
+        ),
+    })
+    .with_context(|| format!("ORPO training into {}", args.out.display()))?;
+    bar.finish();
+    let curves = args.out.join("orpo_curves.png");
+    dreamplan::plot::orpo_curves(&report.history, &curves)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", curves.display()))?;
+    let tail = &report.history[report.history.len().saturating_sub(10)..];
+    let mean = |f: &dyn Fn(&dreamplan::train::orpo::StepStats) -> f64| {
+        tail.iter().map(f).sum::<f64>() / tail.len().max(1) as f64
+    };
+    println!(
+        "{}: {} pairs from {} states, {} trainable parameters, {:.0} s",
+        args.out.display(),
+        report.examples,
+        report.states,
+        report.trainable,
+        report.seconds
+    );
+    println!(
+        "last 10 steps: loss {:.3}, chosen log-prob {:.3}, rejected {:.3}, accuracy {:.2}",
+        mean(&|s| s.loss),
+        mean(&|s| s.chosen_logp),
+        mean(&|s| s.rejected_logp),
+        mean(&|s| s.accuracy)
+    );
+    println!("curves: {}", curves.display());
+    Ok(ExitCode::SUCCESS)
+}

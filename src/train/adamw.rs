@@ -1,0 +1,94 @@
+//! AdamW (Loshchilov & Hutter) with its moments in the open, so a checkpoint can hold them
+//! and a resumed run continues exactly where it stopped. (candle_nn's `AdamW` keeps its
+//! moments private, so a resume from it would restart the moments at zero.)
+
+use candle_core::{Result, Tensor, Var};
+use candle_core::backprop::GradStore;
+
+/// Hyper-parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWParams {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator guard.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWParams {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// The optimiser over named variables.
+pub struct AdamW {
+    /// `(name, variable, first moment, second moment)`.
+    pub slots: Vec<(String, Var, Tensor, Tensor)>,
+    /// Steps taken (bias correction).
+    pub t: usize,
+    /// Hyper-parameters (the caller sets `lr` per step for a schedule).
+    pub params: AdamWParams,
+}
+
+impl AdamW {
+    /// Zero moments for every variable.
+    pub fn new(vars: Vec<(String, Var)>, params: AdamWParams) -> Result<Self> {
+        let slots = vars
+            .into_iter()
+            .map(|(n, v)| {
+                let z = v.as_tensor().zeros_like()?;
+                Ok((n, v, z.clone(), z))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            slots,
+            t: 0,
+            params,
+        })
+    }
+
+    /// One update from `grads` (variables without a gradient are left alone).
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.t += 1;
+        let p = self.params;
+        let c1 = 1.0 - p.beta1.powi(self.t as i32);
+        let c2 = 1.0 - p.beta2.powi(self.t as i32);
+        for (_, var, m, v) in &mut self.slots {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            *m = ((&*m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            *v = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + p.eps)?)?;
+            let theta = var.as_tensor();
+            let next = ((theta * (1.0 - p.lr * p.weight_decay))? - (update * p.lr)?)?;
+            var.set(&next)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every gradient in `grads` for these variables is finite.
+    pub fn grads_finite(&self, grads: &GradStore) -> Result<bool> {
+        for (_, var, _, _) in &self.slots {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let s = g.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+                if !s.to_scalar::<f64>()?.is_finite() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}

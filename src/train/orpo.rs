@@ -1,0 +1,610 @@
+//! The ORPO trainer (odds ratio preference optimisation, Hong et al. 2024) on a preference
+//! file: `dreamplan train-orpo --planner DIR --pairs FILE --out DIR`.
+//!
+//! Each step takes `batch` pairs (drawn with a generator seeded by the run seed and the step
+//! number, so a resumed run draws what an uninterrupted one draws), lays them out as one
+//! batch of chosen rows then rejected rows (prompt + answer `pick N place M<|im_end|>`),
+//! reads the logits at the answer positions only, and minimises
+//! `NLL(chosen) − λ·log σ(log odds(chosen) − log odds(rejected))` with the mean token
+//! log-probability of each answer ([`crate::vlm::loss::orpo`]).
+//!
+//! What is trained: LoRA adapters on the text model's projections (PEFT format, the
+//! default; `--model` + `--adapter` loads them, merged, at no latency cost), or with
+//! `full` every weight (allowed for the tiny model: its output is then a whole model folder).
+//!
+//! Safety of a long run: a checkpoint (weights and AdamW moments and the metric history, one
+//! safetensors file, [`super::checkpoint`]) every `checkpoint_every` steps, written
+//! atomically; a re-run with the same settings resumes from it (after `kill -9` too). A loss
+//! or gradient that is not finite stops the run with an error before the update is applied,
+//! so the last checkpoint is the last good state.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+use super::adamw::{AdamW, AdamWParams};
+use super::checkpoint;
+use crate::planner::vlm_planner::{model_view, Processor};
+use crate::planner::zero_shot::{scored_rows, training_batch, Sample, TrainingBatch};
+use crate::planner::{prompt, KeypointChoice};
+use crate::sim::rng::Rng;
+use crate::sim::tasks::Task;
+use crate::verifier::preferences::{self as prefs, keypoints_from_file, PreferenceFile};
+use crate::vlm::image::Rgb8;
+use crate::vlm::lora::{self, LoraConfig};
+use crate::vlm::loss::orpo;
+use crate::vlm::weights::WeightStore;
+use crate::vlm::{Config, Mode, Qwen3Vl, VlmError};
+
+/// What the trainer changes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Method {
+    /// LoRA adapters of rank `r` (scale `alpha / r`) on every text projection.
+    Lora {
+        /// Rank.
+        r: usize,
+        /// Alpha.
+        alpha: f64,
+    },
+    /// Every weight of the model.
+    Full,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrpoConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Pairs per step.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up, then cosine decay to 10%).
+    pub lr: f64,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Weight λ of the odds-ratio term.
+    pub lambda: f64,
+    /// LoRA or full fine-tuning.
+    pub method: Method,
+    /// Seed of the pair draws and the adapters' initialisation.
+    pub seed: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+impl Default for OrpoConfig {
+    fn default() -> Self {
+        Self {
+            steps: 150,
+            batch: 8,
+            lr: 1e-3,
+            warmup: 10,
+            lambda: 0.5,
+            method: Method::Lora { r: 16, alpha: 32.0 },
+            seed: 0,
+            checkpoint_every: 25,
+        }
+    }
+}
+
+/// Errors of ORPO training.
+#[derive(Debug, thiserror::Error)]
+pub enum OrpoError {
+    /// The preference file.
+    #[error(transparent)]
+    Pairs(#[from] prefs::PreferenceError),
+    /// The pairs cannot train this planner.
+    #[error("{0}")]
+    Data(String),
+    /// The model layer.
+    #[error(transparent)]
+    Vlm(#[from] VlmError),
+    /// candle.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// Building a batch.
+    #[error(transparent)]
+    Batch(#[from] crate::planner::zero_shot::ZeroShotError),
+    /// A file.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The loss or a gradient stopped being finite.
+    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and the last checkpoint (step {last_good}) is kept; lower --lr or --lambda")]
+    NotFinite {
+        /// The step.
+        step: usize,
+        /// Its loss.
+        loss: f64,
+        /// Step of the checkpoint on disk.
+        last_good: usize,
+    },
+}
+
+type Result<T> = std::result::Result<T, OrpoError>;
+
+/// One step's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepStats {
+    /// The loss minimised.
+    pub loss: f64,
+    /// NLL of the chosen answers (mean token).
+    pub nll: f64,
+    /// Mean log odds ratio (chosen vs rejected).
+    pub log_odds_ratio: f64,
+    /// Mean token log-prob of the chosen answers.
+    pub chosen_logp: f64,
+    /// Mean token log-prob of the rejected answers.
+    pub rejected_logp: f64,
+    /// Fraction of pairs whose chosen answer is the more likely.
+    pub accuracy: f64,
+}
+
+/// A training example: the state's prompt parts and the two answers.
+struct Example {
+    state: usize,
+    chosen: KeypointChoice,
+    rejected: KeypointChoice,
+}
+
+/// A state as the model is shown it.
+struct ShownState {
+    current: Rgb8,
+    goal: Rgb8,
+    messages: serde_json::Value,
+    current_count: usize,
+    goal_ids: Vec<u32>,
+}
+
+fn parse_task(name: &str) -> Option<Task> {
+    match name {
+        "rope" => Some(Task::Rope),
+        "cloth" => Some(Task::Cloth),
+        "toy" => Some(Task::Toy),
+        _ => None,
+    }
+}
+
+fn load_png(path: &Path) -> Result<Rgb8> {
+    let img = image::open(path)
+        .map_err(|e| OrpoError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .to_rgb8();
+    Ok(Rgb8 {
+        width: img.width() as usize,
+        height: img.height() as usize,
+        data: img.into_raw(),
+    })
+}
+
+/// Checks that `file` can train the planner in `planner_dir` and lists its examples.
+fn examples(
+    file: &PreferenceFile,
+    pairs_path: &Path,
+    planner_dir: &Path,
+    processor: &Processor,
+) -> Result<(Vec<ShownState>, Vec<Example>)> {
+    let fp = prefs::tokenizer_fingerprint(planner_dir)?;
+    if fp != file.header.tokenizer {
+        return Err(OrpoError::Data(format!(
+            "{} was made for a planner with another tokenizer ({}; {} has {fp}): answers would be trained as other tokens. Make the pairs with this planner.",
+            pairs_path.display(),
+            file.header.tokenizer,
+            planner_dir.display()
+        )));
+    }
+    if file.states.is_empty() {
+        return Err(OrpoError::Data(format!(
+            "{} holds no state: nothing to train on",
+            pairs_path.display()
+        )));
+    }
+    let base = pairs_path.parent().unwrap_or(Path::new("."));
+    let mut shown = Vec::new();
+    let mut out = Vec::new();
+    for st in &file.states {
+        if st.pairs.is_empty() {
+            continue;
+        }
+        let task = parse_task(&st.task).ok_or_else(|| {
+            OrpoError::Data(format!("state {} has unknown task {:?}", st.seed, st.task))
+        })?;
+        let kc = keypoints_from_file(&st.current_keypoints);
+        let kg = keypoints_from_file(&st.goal_keypoints);
+        let current = load_png(&base.join(&st.current_image))?;
+        let goal = load_png(&base.join(&st.goal_image))?;
+        let overlay = |img: &Rgb8, kps: &[crate::vision::Keypoint]| {
+            model_view(img, kps, &processor.preprocessor)
+                .map_err(|e| OrpoError::Data(format!("state {}: overlay: {e}", st.seed)))
+        };
+        let index = shown.len();
+        for p in &st.pairs {
+            let get = |i: usize| {
+                st.candidates.get(i).map(|c| c.choice()).ok_or_else(|| {
+                    OrpoError::Data(format!(
+                        "{} state {} ({}): pair names candidate {i} of {}",
+                        pairs_path.display(),
+                        st.seed,
+                        st.task,
+                        st.candidates.len()
+                    ))
+                })
+            };
+            let (chosen, rejected) = (get(p.chosen)?, get(p.rejected)?);
+            let fits = |c: &KeypointChoice| {
+                c.pick >= 1
+                    && c.place >= 1
+                    && kc.iter().any(|k| k.id == c.pick)
+                    && kg.iter().any(|k| k.id == c.place)
+            };
+            if chosen == rejected || !fits(&chosen) || !fits(&rejected) {
+                return Err(OrpoError::Data(format!(
+                    "{} state {} ({}): pair {chosen:?} / {rejected:?} is not two different answers about its keypoints",
+                    pairs_path.display(),
+                    st.seed,
+                    st.task
+                )));
+            }
+            out.push(Example {
+                state: index,
+                chosen,
+                rejected,
+            });
+        }
+        shown.push(ShownState {
+            messages: prompt::messages(
+                task,
+                &kc,
+                &kg,
+                current.width as u32,
+                current.height as u32,
+            ),
+            current: overlay(&current, &kc)?,
+            goal: overlay(&goal, &kg)?,
+            current_count: kc.len(),
+            goal_ids: kg.iter().map(|k| k.id).collect(),
+        });
+    }
+    if out.is_empty() {
+        return Err(OrpoError::Data(format!(
+            "{} is one-sided: {} states but no pair (no candidate scored more than the margin {} below the best); sample more candidates (--k), raise --temperature or lower --margin",
+            pairs_path.display(),
+            file.states.len(),
+            file.header.margin
+        )));
+    }
+    Ok((shown, out))
+}
+
+fn sample_of(s: &ShownState, answer: KeypointChoice) -> Sample {
+    Sample {
+        current: s.current.clone(),
+        goal: s.goal.clone(),
+        messages: s.messages.clone(),
+        answer,
+        matches: Vec::new(),
+        current_count: s.current_count,
+        goal_ids: s.goal_ids.clone(),
+    }
+}
+
+/// Mean log-probability of each row's answer tokens, `[B]`, from the logits at
+/// [`scored_rows`] (`[n, vocab]`).
+pub fn row_logprobs(logits: &Tensor, tb: &TrainingBatch) -> Result<Tensor> {
+    let b = tb.batch.input_ids.len();
+    let mut targets = Vec::new();
+    let mut rows = Vec::new();
+    for (row, (ids, mask)) in tb.batch.input_ids.iter().zip(&tb.response).enumerate() {
+        for t in 1..ids.len() {
+            if mask[t] != 0 {
+                targets.push(ids[t]);
+                rows.push(row);
+            }
+        }
+    }
+    let n = targets.len();
+    if logits.dim(0)? != n {
+        return Err(OrpoError::Data(format!(
+            "{} rows of logits for {n} answer tokens",
+            logits.dim(0)?
+        )));
+    }
+    let mut counts = vec![0usize; b];
+    for &r in &rows {
+        counts[r] += 1;
+    }
+    let mut w = vec![0f32; b * n];
+    for (i, &r) in rows.iter().enumerate() {
+        w[r * n + i] = 1.0 / counts[r] as f32;
+    }
+    let device = logits.device();
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?
+        .gather(&Tensor::from_vec(targets, (n, 1), device)?, D::Minus1)?;
+    let w = Tensor::from_vec(w, (b, n), device)?.to_dtype(logp.dtype())?;
+    Ok(w.matmul(&logp)?.squeeze(1)?)
+}
+
+/// Progress of [`train`].
+#[derive(Debug, Clone)]
+pub enum OrpoProgress {
+    /// Resumed from a checkpoint at this step.
+    Resumed(usize),
+    /// A step finished.
+    Step {
+        /// Steps done.
+        step: usize,
+        /// Steps to do.
+        total: usize,
+        /// Its figures.
+        stats: StepStats,
+    },
+}
+
+/// What `orpo.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrpoReport {
+    /// The settings.
+    pub config: OrpoConfig,
+    /// Planner folder.
+    pub planner: String,
+    /// Preference file.
+    pub pairs: String,
+    /// Pairs and states with pairs.
+    pub examples: usize,
+    /// States with at least one pair.
+    pub states: usize,
+    /// Every step's figures.
+    pub history: Vec<StepStats>,
+    /// Trainable parameters.
+    pub trainable: usize,
+    /// Seconds of training (this process; resumed runs add theirs).
+    pub seconds: f64,
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Where [`train`] keeps its checkpoint inside `out`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join(CHECKPOINT)
+}
+
+/// Trains `planner_dir` on `pairs` into `out` (a LoRA adapter folder, or a model folder with
+/// [`Method::Full`]), resuming from `out`'s checkpoint when one from the same settings is
+/// there.
+pub fn train(
+    planner_dir: &Path,
+    pairs: &Path,
+    out: &Path,
+    cfg: &OrpoConfig,
+    progress: &dyn Fn(OrpoProgress),
+) -> Result<OrpoReport> {
+    if cfg.steps == 0 || cfg.batch == 0 {
+        return Err(OrpoError::Data("steps and batch must be positive".into()));
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
+        return Err(OrpoError::Data("lr must be > 0 and lambda ≥ 0, both finite".into()));
+    }
+    let processor = Processor::load(planner_dir)?;
+    let file = prefs::read(pairs)?;
+    let (shown, examples) = examples(&file, pairs, planner_dir, &processor)?;
+    let fs_err = |path: &Path, e: std::io::Error| OrpoError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| fs_err(out, e))?;
+
+    // The model and what is trained.
+    let config = Config::load(planner_dir)?;
+    let (model, named, _store, lora_cfg) = match cfg.method {
+        Method::Full => {
+            let store = WeightStore::open_trainable(planner_dir, DType::F32, &Device::Cpu)?;
+            let model = Qwen3Vl::from_store(config, &store)?;
+            let named = store.vars();
+            (model, named, Some(store), None)
+        }
+        Method::Lora { r, alpha } => {
+            let mut model = Qwen3Vl::load(planner_dir, DType::F32, &Device::Cpu)?;
+            let lcfg = LoraConfig {
+                r,
+                lora_alpha: alpha,
+                ..LoraConfig::default()
+            };
+            lora::attach(model.text_mut(), &lcfg, cfg.seed)?;
+            let named: Vec<(String, Var)> = model
+                .text()
+                .linears()
+                .filter_map(|l| {
+                    l.lora().map(|a| {
+                        [
+                            (lora::peft_key(l.path(), "lora_A"), a.a().clone()),
+                            (lora::peft_key(l.path(), "lora_B"), a.b().clone()),
+                        ]
+                    })
+                })
+                .flatten()
+                .collect();
+            (model, named, None, Some(lcfg))
+        }
+    };
+    let trainable = named.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut opt = AdamW::new(
+        named,
+        AdamWParams {
+            lr: cfg.lr,
+            ..Default::default()
+        },
+    )?;
+
+    // Resume.
+    let ck = checkpoint_path(out);
+    let mut history: Vec<StepStats> = Vec::new();
+    let mut start = 0usize;
+    let run_id = serde_json::json!({
+        "config": cfg,
+        "planner": planner_dir.display().to_string(),
+        "pairs": pairs.display().to_string(),
+        "examples": examples.len(),
+    });
+    if ck.exists() {
+        let (tensors, state) = checkpoint::load(&ck)?;
+        if state.get("run") != Some(&run_id) {
+            return Err(OrpoError::Data(format!(
+                "{} holds a checkpoint of another run ({}); use another --out or delete it",
+                out.display(),
+                state.get("run").map(|v| v.to_string()).unwrap_or_default()
+            )));
+        }
+        for (name, var, m, v) in &mut opt.slots {
+            let get = |key: String| {
+                tensors.get(&key).cloned().ok_or_else(|| {
+                    OrpoError::Data(format!("{}: tensor {key} missing", ck.display()))
+                })
+            };
+            var.set(&get(format!("w/{name}"))?)?;
+            *m = get(format!("m/{name}"))?;
+            *v = get(format!("v/{name}"))?;
+        }
+        start = state["step"].as_u64().unwrap_or(0) as usize;
+        opt.t = start;
+        history = serde_json::from_value(state["history"].clone())
+            .map_err(|e| OrpoError::Data(format!("{}: history: {e}", ck.display())))?;
+        progress(OrpoProgress::Resumed(start));
+    }
+    let save_checkpoint = |opt: &AdamW, step: usize, history: &[StepStats]| -> Result<()> {
+        let mut tensors = Vec::new();
+        for (name, var, m, v) in &opt.slots {
+            tensors.push((format!("w/{name}"), var.as_tensor().detach()));
+            tensors.push((format!("m/{name}"), m.clone()));
+            tensors.push((format!("v/{name}"), v.clone()));
+        }
+        checkpoint::save(
+            &ck,
+            &tensors,
+            &serde_json::json!({"run": run_id, "step": step, "history": history}),
+        )?;
+        Ok(())
+    };
+
+    let t0 = Instant::now();
+    let mut last_good = start;
+    for step in start..cfg.steps {
+        let lr = if step < cfg.warmup {
+            cfg.lr * (step + 1) as f64 / cfg.warmup as f64
+        } else {
+            let p = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup).max(1) as f64;
+            cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+        };
+        opt.params.lr = lr;
+        let mut rng = Rng::new(cfg.seed, 0x0B70 + step as u64);
+        let picked: Vec<&Example> = (0..cfg.batch)
+            .map(|_| &examples[rng.below(examples.len())])
+            .collect();
+        let mut samples: Vec<Sample> = picked
+            .iter()
+            .map(|e| sample_of(&shown[e.state], e.chosen))
+            .collect();
+        samples.extend(picked.iter().map(|e| sample_of(&shown[e.state], e.rejected)));
+        let tb = training_batch(&processor, &samples, false)?;
+        let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
+        let logp = row_logprobs(&logits, &tb)?;
+        let n = cfg.batch;
+        let (lc, lr_) = (logp.narrow(0, 0, n)?, logp.narrow(0, n, n)?);
+        let parts = orpo(&lc, &lr_, cfg.lambda)?;
+        let loss = f64::from(parts.loss.to_scalar::<f32>()?);
+        let grads = parts.loss.backward()?;
+        if !loss.is_finite() || !opt.grads_finite(&grads)? {
+            return Err(OrpoError::NotFinite {
+                step: step + 1,
+                loss,
+                last_good,
+            });
+        }
+        opt.step(&grads)?;
+        let c: Vec<f32> = lc.to_vec1()?;
+        let r: Vec<f32> = lr_.to_vec1()?;
+        let ratio: Vec<f32> = parts.log_odds_ratio.to_vec1()?;
+        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let stats = StepStats {
+            loss,
+            nll: f64::from(parts.nll.to_scalar::<f32>()?),
+            log_odds_ratio: mean(&ratio),
+            chosen_logp: mean(&c),
+            rejected_logp: mean(&r),
+            accuracy: c.iter().zip(&r).filter(|(a, b)| a > b).count() as f64 / n as f64,
+        };
+        history.push(stats.clone());
+        progress(OrpoProgress::Step {
+            step: step + 1,
+            total: cfg.steps,
+            stats,
+        });
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
+            save_checkpoint(&opt, step + 1, &history)?;
+            last_good = step + 1;
+        }
+    }
+
+    // The result.
+    match (&cfg.method, &lora_cfg) {
+        (Method::Lora { .. }, Some(lcfg)) => lora::save(model.text(), lcfg, out)?,
+        _ => write_model_folder(planner_dir, out, &opt)?,
+    }
+    let report = OrpoReport {
+        config: cfg.clone(),
+        planner: planner_dir.display().to_string(),
+        pairs: pairs.display().to_string(),
+        examples: examples.len(),
+        states: shown.len(),
+        history,
+        trainable,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    let path = out.join("orpo.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report).expect("report serialises"),
+    )
+    .map_err(|e| fs_err(&path, e))?;
+    Ok(report)
+}
+
+/// A whole model folder: the planner's files with the trained weights.
+fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()> {
+    let err = |path: &Path, e: String| OrpoError::File {
+        path: path.to_path_buf(),
+        message: e,
+    };
+    let entries = std::fs::read_dir(planner_dir).map_err(|e| err(planner_dir, e.to_string()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name_s = name.to_string_lossy();
+        let keep = entry.path().is_file()
+            && (name_s.ends_with(".json") || name_s.ends_with(".jinja"))
+            && name_s != "orpo.json";
+        if keep {
+            std::fs::copy(entry.path(), out.join(&name)).map_err(|e| err(&entry.path(), e.to_string()))?;
+        }
+    }
+    let tensors: Vec<(String, Tensor)> = opt
+        .slots
+        .iter()
+        .map(|(n, v, _, _)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    let path = out.join("model.safetensors");
+    let tmp = out.join("model.safetensors.tmp");
+    let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
+    let meta = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize_to_file(entries, meta, &tmp).map_err(|e| err(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))
+}

@@ -1,0 +1,252 @@
+//! Verifiers: given one (observation, goal) state and a batch of candidate actions, a score
+//! per candidate (higher is better). Stage 3 turns these scores into preference pairs
+//! ([`preferences`]); test-time verification picks the best-scoring candidate.
+//!
+//! - [`SimVerifier`] plays every candidate in the built-in world from the same seeded
+//!   state: the perfect verifier, the ceiling DreamPlan works toward.
+//! - A verifier that predicts images (the world model) scores its predicted final frames
+//!   with an [`OutcomeJudge`]: [`MaskJudge`] (the documented mask measure of [`measure`],
+//!   shared by every image verifier) or, as the paper did with GPT-4o, a VLM judge that a
+//!   user plugs in through the same trait.
+
+pub mod measure;
+pub mod preferences;
+
+use crate::planner::eval::{choice_pixels, play, EvalConfig, Scene};
+use crate::planner::KeypointChoice;
+use crate::render::Frame;
+use crate::sim::tasks::{self, Task};
+use crate::vision::{Keypoint, Mask, RgbView, VisionError};
+
+pub use measure::{mask_score, MaskScore};
+
+/// Errors of a verifier.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The state lacks what this verifier needs.
+    #[error("{0}")]
+    State(String),
+    /// Segmenting or comparing images failed.
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+}
+
+/// One decision state as a verifier sees it.
+pub struct VerifyState<'a> {
+    /// The task.
+    pub task: Task,
+    /// The world at decision time (simulating verifiers only).
+    pub world: Option<&'a crate::sim::World>,
+    /// The goal state (simulating verifiers only).
+    pub goal_world: Option<&'a crate::sim::World>,
+    /// The current camera image (rgb8 with depth).
+    pub current: &'a Frame,
+    /// The goal image.
+    pub goal: &'a Frame,
+    /// Keypoints on the current image.
+    pub current_keypoints: &'a [Keypoint],
+    /// Keypoints on the goal image.
+    pub goal_keypoints: &'a [Keypoint],
+}
+
+/// Scores candidate actions from one state.
+pub trait Verifier {
+    /// Short name (recorded with the preference data it makes).
+    fn name(&self) -> String;
+    /// One score per candidate, higher is better, in the verifier's documented unit.
+    fn score(
+        &mut self,
+        state: &VerifyState<'_>,
+        candidates: &[KeypointChoice],
+    ) -> Result<Vec<f64>, VerifierError>;
+}
+
+/// Judges predicted final frames against the goal image: the last step of any verifier that
+/// imagines outcomes as images. The paper used GPT-4o here; [`MaskJudge`] is the built-in,
+/// deterministic one. A VLM judge implements this trait.
+pub trait OutcomeJudge {
+    /// One value per outcome image, higher is better.
+    fn judge(&mut self, task: Task, goal: &Frame, outcomes: &[Frame])
+        -> Result<Vec<f64>, VerifierError>;
+}
+
+/// The object's mask in `frame` (the task's colour segmentation); an image without the
+/// object gives an empty mask, not an error (an outcome may lose the object from view).
+pub fn object_mask(task: Task, frame: &Frame) -> Result<Mask, VerifierError> {
+    let view = RgbView::new(frame.width, frame.height, &frame.rgb)?;
+    match crate::vision::segment(&view, &crate::planner::eval::segment_params(task)) {
+        Ok(m) => Ok(m),
+        Err(VisionError::NoObject(_)) => Ok(Mask {
+            width: frame.width,
+            height: frame.height,
+            data: vec![false; (frame.width * frame.height) as usize],
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`measure::mask_score`]'s value of each outcome's object mask against the goal's.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MaskJudge;
+
+impl OutcomeJudge for MaskJudge {
+    fn judge(
+        &mut self,
+        task: Task,
+        goal: &Frame,
+        outcomes: &[Frame],
+    ) -> Result<Vec<f64>, VerifierError> {
+        let goal_mask = object_mask(task, goal)?;
+        outcomes
+            .iter()
+            .map(|f| Ok(mask_score(&object_mask(task, f)?, &goal_mask)?.value))
+            .collect()
+    }
+}
+
+/// What the simulator verifier compares an outcome with the goal by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimMeasure {
+    /// The task's own distance to the goal state (what the evaluation scores), as
+    /// `−distance / half_threshold`: ≥ −1 exactly when the episode would score ≥ 0.5, ≥
+    /// −`one/half` when it would score 1. The perfect verifier.
+    #[default]
+    State,
+    /// The mask measure on the rendered object-only final frame ([`MaskJudge`]): what an
+    /// image-predicting verifier can see at best.
+    Mask,
+}
+
+/// Plays every candidate in the built-in world from the observation's state.
+#[derive(Debug, Clone, Default)]
+pub struct SimVerifier {
+    /// How outcomes are compared with the goal.
+    pub measure: SimMeasure,
+    /// Image size and keypoints of the observation.
+    pub config: EvalConfig,
+}
+
+impl SimVerifier {
+    /// The final world and the evaluation's (distance, 0/0.5/1 score) of one candidate.
+    pub fn outcome(
+        &self,
+        state: &VerifyState<'_>,
+        choice: &KeypointChoice,
+    ) -> Result<(crate::sim::World, f64, f64), VerifierError> {
+        let (Some(world), Some(goal)) = (state.world, state.goal_world) else {
+            return Err(VerifierError::State(
+                "the simulator verifier needs the simulated world and goal state".into(),
+            ));
+        };
+        let mut world = world.clone();
+        if let Some((s, t)) = choice_pixels(choice, state.current_keypoints, state.goal_keypoints)
+        {
+            play(&mut world, state.current, state.goal, s, t, &self.config);
+        }
+        let (distance, score) = tasks::score(state.task, &world, goal);
+        Ok((world, distance, score))
+    }
+}
+
+impl Verifier for SimVerifier {
+    fn name(&self) -> String {
+        match self.measure {
+            SimMeasure::State => "sim".into(),
+            SimMeasure::Mask => "sim-mask".into(),
+        }
+    }
+
+    fn score(
+        &mut self,
+        state: &VerifyState<'_>,
+        candidates: &[KeypointChoice],
+    ) -> Result<Vec<f64>, VerifierError> {
+        let half = state.task.thresholds().1;
+        let mut out = Vec::with_capacity(candidates.len());
+        let mut frames = Vec::new();
+        for c in candidates {
+            let (world, distance, _) = self.outcome(state, c)?;
+            match self.measure {
+                SimMeasure::State => out.push(-distance / half),
+                SimMeasure::Mask => frames.push(object_frame(&world, self.config.size)),
+            }
+        }
+        if self.measure == SimMeasure::Mask {
+            out = MaskJudge.judge(state.task, state.goal, &frames)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The object-only view of `world` from the built-in camera (`size`², as the goal image).
+pub fn object_frame(world: &crate::sim::World, size: u32) -> Frame {
+    use crate::render::{render, scene, RenderMode, RenderOptions};
+    render(
+        &scene::world_primitives(world),
+        &scene::default_camera(size, size),
+        RenderMode::ObjectOnly,
+        &RenderOptions::default(),
+    )
+}
+
+/// Every `pick i place j` over the two keypoint sets, in order.
+pub fn all_choices(current: &[Keypoint], goal: &[Keypoint]) -> Vec<KeypointChoice> {
+    current
+        .iter()
+        .flat_map(|c| {
+            goal.iter().map(move |g| KeypointChoice {
+                pick: c.id,
+                place: g.id,
+            })
+        })
+        .collect()
+}
+
+impl<'a> VerifyState<'a> {
+    /// The state a planner was shown.
+    pub fn of_scene(scene: &Scene<'a>) -> Self {
+        Self {
+            task: scene.task,
+            world: scene.world,
+            goal_world: scene.goal_world,
+            current: scene.current,
+            goal: scene.goal,
+            current_keypoints: scene.current_keypoints,
+            goal_keypoints: scene.goal_keypoints,
+        }
+    }
+}
+
+/// The keypoint oracle: the best of all N×M keypoint actions as the simulator scores them
+/// (first on ties): the most any planner that answers with keypoints can reach.
+#[derive(Debug, Default)]
+pub struct KeypointOracle {
+    /// The verifier that plays every action.
+    pub verifier: SimVerifier,
+}
+
+impl crate::planner::eval::Planner for KeypointOracle {
+    fn name(&self) -> String {
+        "keypoint-oracle".into()
+    }
+    fn decide(&mut self, scene: &Scene<'_>) -> crate::planner::eval::Decision {
+        use crate::planner::eval::Decision;
+        let state = VerifyState::of_scene(scene);
+        let choices = all_choices(scene.current_keypoints, scene.goal_keypoints);
+        match self.verifier.score(&state, &choices) {
+            Ok(scores) => scores
+                .iter()
+                .zip(&choices)
+                .fold(None::<(f64, KeypointChoice)>, |b, (s, c)| match b {
+                    Some(b) if b.0 >= *s => Some(b),
+                    _ => Some((*s, *c)),
+                })
+                .map_or_else(
+                    || Decision::None("no keypoints".into()),
+                    |b| Decision::Keypoints(b.1),
+                ),
+            Err(e) => Decision::None(e.to_string()),
+        }
+    }
+}

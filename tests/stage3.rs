@@ -1,0 +1,761 @@
+//! Stage 3: the outcome measure, the simulator verifier and the keypoint oracle, preference
+//! pairs and their file, the ORPO loss against TRL's formula, and the ORPO trainer (learns a
+//! preference, resumes after `kill -9` to the same weights, stops on a non-finite loss with
+//! the last good checkpoint kept, refuses bad input with a clear error).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use dreamplan::planner::eval::{observe, run_episode, Decision, EvalConfig, Planner, Scene};
+use dreamplan::planner::zero_shot::{build, Progress, ZeroShotConfig};
+use dreamplan::planner::KeypointChoice;
+use dreamplan::sim::tasks::Task;
+use dreamplan::train::orpo::{self, Method, OrpoConfig, OrpoError};
+use dreamplan::verifier::preferences::{
+    self as prefs, keypoints_to_file, make_pairs, merge_candidates, Header, Pair, PreferenceState,
+    ScoredCandidate,
+};
+use dreamplan::verifier::{
+    all_choices, mask_score, KeypointOracle, SimVerifier, Verifier, VerifyState,
+};
+use dreamplan::vision::Mask;
+
+fn mask(w: u32, h: u32, on: impl Fn(u32, u32) -> bool) -> Mask {
+    Mask {
+        width: w,
+        height: h,
+        data: (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| on(x, y))
+            .collect(),
+    }
+}
+
+#[test]
+fn the_mask_measure_is_one_for_the_goal_and_grades_shifted_and_disjoint_outcomes() {
+    let goal = mask(100, 100, |x, y| {
+        (20..40).contains(&x) && (20..40).contains(&y)
+    });
+    let same = mask_score(&goal, &goal).unwrap();
+    assert_eq!((same.iou, same.chamfer_px, same.value), (1.0, 0.0, 1.0));
+    // Shifted by 10 px: IoU 200/600; the 10 columns on each side are 1..10 px away.
+    let shifted = mask(100, 100, |x, y| {
+        (30..50).contains(&x) && (20..40).contains(&y)
+    });
+    let s = mask_score(&shifted, &goal).unwrap();
+    assert!((s.iou - 200.0 / 600.0).abs() < 1e-12, "{}", s.iou);
+    assert!((s.chamfer_px - 2.75).abs() < 1e-4, "{}", s.chamfer_px);
+    // Farther away: no overlap, a larger Chamfer distance, a lower value.
+    let far = mask(100, 100, |x, y| {
+        (70..90).contains(&x) && (20..40).contains(&y)
+    });
+    let f = mask_score(&far, &goal).unwrap();
+    assert_eq!(f.iou, 0.0);
+    assert!(
+        f.chamfer_px > 30.0 && f.value < s.value && s.value < 1.0,
+        "{f:?} {s:?}"
+    );
+    // Symmetric; empty masks score 0; sizes must agree.
+    assert_eq!(mask_score(&goal, &shifted).unwrap(), s);
+    let empty = mask(100, 100, |_, _| false);
+    assert_eq!(mask_score(&empty, &goal).unwrap().value, 0.0);
+    let err = mask_score(&mask(50, 100, |_, _| true), &goal).unwrap_err();
+    assert!(err.to_string().contains("differ in size"), "{err}");
+}
+
+#[test]
+fn pairs_put_the_best_candidate_against_those_worse_by_more_than_the_margin() {
+    let c = |p, q| KeypointChoice { pick: p, place: q };
+    let answers = [
+        (c(1, 2), -1.0),
+        (c(3, 4), -2.0),
+        (c(1, 2), -1.5),
+        (c(5, 6), -0.5),
+        (c(7, 8), -3.0),
+    ];
+    let scores = [-0.2, -1.0, -0.2, -0.3, -2.0];
+    let merged = merge_candidates(&answers, &scores);
+    // Duplicates merged (count 2, first log-prob kept), best first.
+    assert_eq!(merged.len(), 4);
+    assert_eq!(
+        (merged[0].pick, merged[0].count, merged[0].logprob),
+        (1, 2, -1.0)
+    );
+    assert_eq!(
+        merged.iter().map(|m| m.score).collect::<Vec<_>>(),
+        vec![-0.2, -0.3, -1.0, -2.0]
+    );
+    // (5, 6) is within the margin of the best: no pair.
+    assert_eq!(
+        make_pairs(&merged, 0.25),
+        vec![
+            Pair {
+                chosen: 0,
+                rejected: 2
+            },
+            Pair {
+                chosen: 0,
+                rejected: 3
+            }
+        ]
+    );
+    assert!(make_pairs(&merged, 5.0).is_empty());
+    // Unsorted input, NaN scores never chosen nor rejected.
+    let mut odd = merged.clone();
+    odd.swap(0, 3);
+    odd[1].score = f64::NAN;
+    assert_eq!(
+        make_pairs(&odd, 0.25),
+        vec![
+            Pair {
+                chosen: 3,
+                rejected: 0
+            },
+            Pair {
+                chosen: 3,
+                rejected: 2
+            }
+        ]
+    );
+}
+
+#[test]
+fn the_simulator_verifier_agrees_with_the_evaluation_and_the_keypoint_oracle_takes_the_best() {
+    let cfg = EvalConfig::default();
+    let obs = observe(Task::Rope, 3, &cfg);
+    let (kc, kg) = obs.keypoints.as_ref().unwrap();
+    let state = VerifyState {
+        task: Task::Rope,
+        world: Some(&obs.world),
+        goal_world: Some(&obs.goal),
+        current: &obs.current,
+        goal: &obs.goal_frame,
+        current_keypoints: kc,
+        goal_keypoints: kg,
+    };
+    let choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
+    let mut v = SimVerifier::default();
+    let scores = v.score(&state, &choices).unwrap();
+    // A fixed answer as a planner, to play each choice through the evaluation.
+    struct Fixed(KeypointChoice);
+    impl Planner for Fixed {
+        fn name(&self) -> String {
+            "fixed".into()
+        }
+        fn decide(&mut self, _: &Scene<'_>) -> Decision {
+            Decision::Keypoints(self.0)
+        }
+    }
+    let half = Task::Rope.thresholds().1;
+    for (c, s) in choices.iter().zip(&scores) {
+        let r = run_episode(Task::Rope, 3, &mut Fixed(*c), &cfg);
+        assert!(
+            (s + r.distance_m / half).abs() < 1e-9,
+            "{c:?}: {s} vs {}",
+            r.distance_m
+        );
+        assert_eq!(*s >= -1.0, r.score >= 0.5, "{c:?}");
+    }
+    // The mask measure is in [0, 1] and ranks the best and worst of these alike.
+    let mut vm = SimVerifier {
+        measure: dreamplan::verifier::SimMeasure::Mask,
+        ..Default::default()
+    };
+    let ms = vm.score(&state, &choices).unwrap();
+    assert!(ms.iter().all(|m| (0.0..=1.0).contains(m)), "{ms:?}");
+    let argmax = |x: &[f64]| (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b });
+    let argmin = |x: &[f64]| (0..x.len()).fold(0, |b, i| if x[i] < x[b] { i } else { b });
+    assert!(
+        ms[argmax(&scores)] > ms[argmin(&scores)],
+        "{scores:?} {ms:?}"
+    );
+    // The keypoint oracle scores at least the best of these, and 1 on this rope.
+    let r = run_episode(Task::Rope, 3, &mut KeypointOracle::default(), &cfg);
+    let best = scores.iter().cloned().fold(f64::MIN, f64::max);
+    assert!(-r.distance_m / half >= best - 1e-9);
+    assert_eq!(r.score, 1.0);
+    // Without a simulated world the simulator verifier says so.
+    let blind = VerifyState {
+        world: None,
+        ..state
+    };
+    assert!(v
+        .score(&blind, &choices)
+        .unwrap_err()
+        .to_string()
+        .contains("simulated world"));
+}
+
+fn header(tokenizer: String) -> Header {
+    Header {
+        format: prefs::FORMAT.into(),
+        version: prefs::VERSION,
+        planner: "zs".into(),
+        tokenizer,
+        verifier: "sim".into(),
+        k: 8,
+        temperature: 1.0,
+        margin: 0.25,
+        first_seed: 3_000_000,
+        keypoints: 8,
+        size: 256,
+    }
+}
+
+fn state(seed: u64, pairs: bool) -> PreferenceState {
+    let cand = |pick, place, score| ScoredCandidate {
+        pick,
+        place,
+        score,
+        count: 1,
+        logprob: -1.0,
+    };
+    PreferenceState {
+        task: "rope".into(),
+        seed,
+        current_image: "x.images/c.png".into(),
+        goal_image: "x.images/g.png".into(),
+        current_keypoints: vec![(1, 1.5, 2.5)],
+        goal_keypoints: vec![(1, 3.5, 4.5)],
+        candidates: vec![cand(1, 2, -0.1), cand(2, 1, -2.0)],
+        pairs: if pairs {
+            vec![Pair {
+                chosen: 0,
+                rejected: 1,
+            }]
+        } else {
+            vec![]
+        },
+    }
+}
+
+#[test]
+fn the_preference_file_appends_resumes_after_a_torn_line_and_refuses_other_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sub/pairs.jsonl");
+    let h = header("abc".into());
+    let (mut w, old) = prefs::open_for_append(&file, &h).unwrap();
+    assert!(old.is_empty());
+    w.append(&state(1, true)).unwrap();
+    w.append(&state(2, false)).unwrap();
+    drop(w);
+    // A write cut off mid-line.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"{\"task\":\"rope\",\"se");
+    std::fs::write(&file, &bytes).unwrap();
+    let read = prefs::read(&file).unwrap();
+    assert_eq!(read.header, h);
+    assert_eq!(read.states, vec![state(1, true), state(2, false)]);
+    let (mut w, old) = prefs::open_for_append(&file, &h).unwrap();
+    assert_eq!(old.len(), 2);
+    w.append(&state(3, true)).unwrap();
+    drop(w);
+    let states = prefs::read(&file).unwrap().states;
+    assert_eq!(
+        states.iter().map(|s| s.seed).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // Other settings: refused, file untouched.
+    let before = std::fs::read(&file).unwrap();
+    let err = prefs::open_for_append(&file, &header("other".into()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("other settings"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    // A line in the middle that is not a state names its line.
+    let mut lines: Vec<&str> = std::str::from_utf8(&before).unwrap().lines().collect();
+    lines[2] = "{\"task\": 3}";
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let err = prefs::read(&file).unwrap_err().to_string();
+    assert!(err.contains("line 3"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    assert!(prefs::read(&file)
+        .unwrap_err()
+        .to_string()
+        .contains("no header"));
+}
+
+/// TRL's formula in Python (f64) and ours agree on fixed numbers, including log-probs next
+/// to 0 where `log(1 − eˣ)` cancels.
+#[test]
+fn the_orpo_loss_matches_trls_formula_computed_in_python() {
+    let chosen = [-1e-5, -0.05, -0.7, -2.0, -0.3];
+    let rejected = [-3.0, -0.04, -1e-3, -25.0, -0.3];
+    let lambda = 0.1;
+    let input = serde_json::json!({"lambda": lambda, "chosen": chosen, "rejected": rejected});
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/orpo_reference.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the reference");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = |x: &[f64]| Tensor::new(x, &Device::Cpu).unwrap();
+    let got = dreamplan::vlm::loss::orpo(&t(&chosen), &t(&rejected), lambda).unwrap();
+    let scalar = |x: &Tensor| x.to_scalar::<f64>().unwrap();
+    for (name, ours) in [
+        ("loss", scalar(&got.loss)),
+        ("nll", scalar(&got.nll)),
+        ("log_sigmoid_ratio", scalar(&got.log_sigmoid_ratio)),
+    ] {
+        let w = want[name].as_f64().unwrap();
+        assert!(
+            (ours - w).abs() <= 1e-9 * w.abs().max(1.0),
+            "{name}: {ours} vs {w}"
+        );
+    }
+    let ratio: Vec<f64> = got.log_odds_ratio.to_vec1().unwrap();
+    for (i, (a, w)) in ratio
+        .iter()
+        .zip(want["log_odds_ratio"].as_array().unwrap())
+        .enumerate()
+    {
+        let w = w.as_f64().unwrap();
+        assert!(
+            (a - w).abs() <= 1e-8 * w.abs().max(1.0),
+            "pair {i}: {a} vs {w}"
+        );
+    }
+    // A log-prob of exactly 0 (P = 1) stays finite: clamped below 0, as the references clamp.
+    let edge = dreamplan::vlm::loss::orpo(&t(&[0.0]), &t(&[-1.0]), 1.0).unwrap();
+    assert!(scalar(&edge.loss).is_finite());
+    // In f32, as training runs, log(1 − eˣ) keeps its precision near 0.
+    let x = Tensor::new(&[-1e-4f32, -0.5, -30.0], &Device::Cpu).unwrap();
+    let l: Vec<f32> = dreamplan::vlm::loss::log1m_exp(&x)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (v, x) in l.iter().zip([-1e-4f64, -0.5, -30.0]) {
+        let exact = (-x.exp_m1()).ln();
+        assert!(
+            (f64::from(*v) - exact).abs() <= 1e-6 * exact.abs().max(1.0),
+            "{x}: {v} vs {exact}"
+        );
+    }
+}
+
+/// A tiny planner folder and a preference file for it: rope and toy states, each with a
+/// chosen and a rejected answer about its own keypoints.
+fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let planner = dir.join("zs");
+    let cfg = ZeroShotConfig {
+        hidden: 32,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        intermediate: 48,
+        vision_hidden: 16,
+        vision_depth: 1,
+        image_side: 64,
+        scenes: [2, 0, 2],
+        held_out: 0,
+        steps: 20,
+        batch: 2,
+        lr: 1e-2,
+        warmup: 2,
+        ..ZeroShotConfig::default()
+    };
+    build(&planner, &cfg, 2, &|_: Progress| {}).unwrap();
+    let file = dir.join("pairs.jsonl");
+    let h = Header {
+        planner: planner.display().to_string(),
+        ..header(prefs::tokenizer_fingerprint(&planner).unwrap())
+    };
+    let (mut w, _) = prefs::open_for_append(&file, &h).unwrap();
+    let images = prefs::images_dir(&file);
+    std::fs::create_dir_all(&images).unwrap();
+    for (i, (task, seed)) in [
+        (Task::Rope, 3_000_000u64),
+        (Task::Toy, 3_000_000),
+        (Task::Rope, 3_000_001),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let obs = observe(
+            task,
+            seed,
+            &EvalConfig {
+                size: 64,
+                keypoints: 4,
+            },
+        );
+        let (kc, kg) = obs.keypoints.unwrap();
+        for (frame, name) in [(&obs.current, "c"), (&obs.goal_frame, "g")] {
+            image::RgbImage::from_raw(frame.width, frame.height, frame.rgb.clone())
+                .unwrap()
+                .save(images.join(format!("{i}{name}.png")))
+                .unwrap();
+        }
+        let cand = |pick, place, score| ScoredCandidate {
+            pick,
+            place,
+            score,
+            count: 1,
+            logprob: -2.0,
+        };
+        w.append(&PreferenceState {
+            task: format!("{task:?}").to_lowercase(),
+            seed,
+            current_image: format!("pairs.images/{i}c.png"),
+            goal_image: format!("pairs.images/{i}g.png"),
+            current_keypoints: keypoints_to_file(&kc),
+            goal_keypoints: keypoints_to_file(&kg),
+            candidates: vec![cand(2, 3, 0.0), cand(4, 1, -2.0), cand(1, 1, -3.0)],
+            pairs: vec![
+                Pair {
+                    chosen: 0,
+                    rejected: 1,
+                },
+                Pair {
+                    chosen: 0,
+                    rejected: 2,
+                },
+            ],
+        })
+        .unwrap();
+    }
+    (planner, file)
+}
+
+fn small(method: Method) -> OrpoConfig {
+    OrpoConfig {
+        steps: 12,
+        batch: 2,
+        lr: 2e-2,
+        warmup: 1,
+        lambda: 1.0,
+        method,
+        seed: 1,
+        checkpoint_every: 1,
+    }
+}
+
+#[test]
+fn orpo_raises_the_chosen_answers_over_the_rejected_with_lora_and_full_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    for method in [Method::Lora { r: 4, alpha: 8.0 }, Method::Full] {
+        let out = dir.path().join(format!("{method:?}").replace(' ', ""));
+        let report = orpo::train(&planner, &pairs, &out, &small(method), &|_| {}).unwrap();
+        assert_eq!(
+            (report.history.len(), report.examples, report.states),
+            (12, 6, 3)
+        );
+        let first = &report.history[0];
+        let last3: f64 = report.history[9..]
+            .iter()
+            .map(|s| s.log_odds_ratio)
+            .sum::<f64>()
+            / 3.0;
+        assert!(
+            last3 > first.log_odds_ratio + 1.0,
+            "{method:?}: log odds {} → {last3}",
+            first.log_odds_ratio
+        );
+        let loss3: f64 = report.history[9..].iter().map(|s| s.loss).sum::<f64>() / 3.0;
+        assert!(
+            loss3 < 0.7 * first.loss,
+            "{method:?}: loss {} → {loss3}",
+            first.loss
+        );
+        assert!(out.join("orpo.json").is_file());
+        // What the planner loads: an adapter on the base, or a whole folder.
+        let cfg = dreamplan::planner::vlm_planner::VlmPlannerConfig::default();
+        match method {
+            Method::Lora { .. } => {
+                assert!(out.join("adapter_model.safetensors").is_file());
+                dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
+                    &planner,
+                    Some(&out),
+                    cfg,
+                )
+                .unwrap();
+            }
+            Method::Full => {
+                dreamplan::planner::vlm_planner::VlmPlanner::load(&out, cfg).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    let exe = env!("CARGO_BIN_EXE_dreamplan");
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = [
+            "train-orpo",
+            "--steps",
+            "16",
+            "--batch",
+            "2",
+            "--lr",
+            "0.01",
+            "--rank",
+            "4",
+            "--checkpoint-every",
+            "1",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        for (k, p) in [("--planner", &planner), ("--pairs", &pairs)] {
+            v.push(k.into());
+            v.push(p.into());
+        }
+        v.push("--out".into());
+        v.push(out.into());
+        v
+    };
+    let whole = dir.path().join("whole");
+    let st = Command::new(exe).args(args(&whole)).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(exe)
+        .args(args(&cut))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = orpo::checkpoint_path(&cut);
+    let t0 = std::time::Instant::now();
+    let step_of = |p: &Path| -> Option<u64> {
+        dreamplan::train::checkpoint::load(p)
+            .ok()
+            .map(|(_, s)| s["step"].as_u64().unwrap())
+    };
+    while step_of(&ck).is_none_or(|s| s < 4) {
+        assert!(
+            t0.elapsed().as_secs() < 300,
+            "no checkpoint at step 4 in 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !cut.join("orpo.json").exists(),
+        "the run finished before it was killed"
+    );
+    assert!(!cut.join("checkpoint.tmp").exists() || step_of(&ck).is_some());
+    let resumed = Command::new(exe).args(args(&cut)).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from the checkpoint"));
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("adapter_model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (load(&whole), load(&cut));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-6, "{k}: differs by {d}");
+    }
+}
+
+#[test]
+fn orpo_stops_on_a_non_finite_loss_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    let out = dir.path().join("nan");
+    let cfg = OrpoConfig {
+        lr: 1e30,
+        method: Method::Full,
+        ..small(Method::Full)
+    };
+    let err = orpo::train(&planner, &pairs, &out, &cfg, &|_| {}).unwrap_err();
+    let OrpoError::NotFinite {
+        step, last_good, ..
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert!(step >= 2 && last_good == step - 1, "{step} {last_good}");
+    let (tensors, state) =
+        dreamplan::train::checkpoint::load(&orpo::checkpoint_path(&out)).unwrap();
+    assert_eq!(state["step"].as_u64().unwrap() as usize, last_good);
+    for (k, t) in tensors.iter().filter(|(k, _)| k.starts_with("w/")) {
+        let s = t
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(s.is_finite(), "{k}");
+    }
+    assert!(!out.join("model.safetensors").exists());
+}
+
+#[test]
+fn orpo_refuses_bad_input_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    let cfg = small(Method::Lora { r: 2, alpha: 4.0 });
+    let train = |pl: &Path, pa: &Path| {
+        orpo::train(pl, pa, &dir.path().join("o"), &cfg, &|_| {})
+            .unwrap_err()
+            .to_string()
+    };
+    let fp = prefs::tokenizer_fingerprint(&planner).unwrap();
+    // Empty: a header and nothing else.
+    let empty = dir.path().join("empty.jsonl");
+    prefs::open_for_append(&empty, &header(fp.clone())).unwrap();
+    assert!(train(&planner, &empty).contains("holds no state"));
+    // One-sided: states but no pair.
+    let one = dir.path().join("one.jsonl");
+    let (mut w, _) = prefs::open_for_append(&one, &header(fp)).unwrap();
+    w.append(&state(1, false)).unwrap();
+    drop(w);
+    assert!(train(&planner, &one).contains("one-sided"));
+    // Made for another tokenizer.
+    let other = dir.path().join("other.jsonl");
+    let (mut w, _) = prefs::open_for_append(&other, &header("0000-1".into())).unwrap();
+    w.append(&state(1, true)).unwrap();
+    drop(w);
+    assert!(train(&planner, &other).contains("another tokenizer"));
+    // A planner folder without a tokenizer.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(planner.join(f), bare.join(f)).unwrap();
+    }
+    let e = train(&bare, &pairs);
+    assert!(e.contains("tokenizer.json"), "{e}");
+    // An adapter made for another model (other widths) is refused at load.
+    let out = dir.path().join("adapter");
+    orpo::train(
+        &planner,
+        &pairs,
+        &out,
+        &OrpoConfig {
+            steps: 1,
+            ..cfg.clone()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
+    let e = dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
+        &fixtures,
+        Some(&out),
+        Default::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("does not fit the model"), "{e}");
+}
+
+#[test]
+fn preference_generation_scores_the_planners_samples_and_resumes() {
+    use dreamplan::train::preferences::{generate, GenerateConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, _) = fixture(dir.path());
+    let eval = EvalConfig {
+        size: 64,
+        keypoints: 4,
+    };
+    let mut cfg = GenerateConfig {
+        states: 1,
+        tasks: vec![Task::Rope, Task::Toy],
+        first_seed: 3_000_000,
+        planner: dreamplan::planner::vlm_planner::VlmPlannerConfig {
+            k: 6,
+            temperature: 1.5,
+            ..Default::default()
+        },
+        margin: 0.0,
+        eval: eval.clone(),
+        threads: 1,
+    };
+    let make = || -> Box<dyn Verifier + Send> {
+        Box::new(SimVerifier {
+            config: EvalConfig {
+                size: 64,
+                keypoints: 4,
+            },
+            ..Default::default()
+        })
+    };
+    let out = dir.path().join("p/pairs.jsonl");
+    let s = generate(&planner, None, &make, &cfg, &out, &|_| {}).unwrap();
+    assert_eq!((s.states, s.resumed), (2, 0));
+    let file = prefs::read(&out).unwrap();
+    assert_eq!(file.header.verifier, "sim");
+    for st in &file.states {
+        assert!(out.parent().unwrap().join(&st.current_image).is_file());
+        assert!(out.parent().unwrap().join(&st.goal_image).is_file());
+        // Distinct answers, counts adding up to the valid samples, best first, pairs by score.
+        let total: usize = st.candidates.iter().map(|c| c.count).sum();
+        assert!(total <= 6);
+        assert!(st.candidates.windows(2).all(|w| w[0].score >= w[1].score));
+        assert_eq!(st.pairs, make_pairs(&st.candidates, 0.0));
+        // Every score is what the simulator says for that answer.
+        let task = if st.task == "rope" {
+            Task::Rope
+        } else {
+            Task::Toy
+        };
+        let obs = observe(task, st.seed, &eval);
+        let (kc, kg) = obs.keypoints.as_ref().unwrap();
+        let vs = VerifyState {
+            task,
+            world: Some(&obs.world),
+            goal_world: Some(&obs.goal),
+            current: &obs.current,
+            goal: &obs.goal_frame,
+            current_keypoints: kc,
+            goal_keypoints: kg,
+        };
+        let choices: Vec<_> = st.candidates.iter().map(|c| c.choice()).collect();
+        assert_eq!(
+            make().score(&vs, &choices).unwrap(),
+            st.candidates.iter().map(|c| c.score).collect::<Vec<_>>()
+        );
+    }
+    // A second run with more states keeps the first two and adds the rest.
+    cfg.states = 2;
+    let s = generate(&planner, None, &make, &cfg, &out, &|_| {}).unwrap();
+    assert_eq!((s.states, s.resumed), (4, 2));
+    assert_eq!(prefs::read(&out).unwrap().states[..2], file.states[..]);
+    // Other settings on the same file: refused.
+    cfg.margin = 0.5;
+    let e = generate(&planner, None, &make, &cfg, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other settings"), "{e}");
+}
