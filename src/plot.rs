@@ -32,7 +32,13 @@ fn color(rgb: (u8, u8, u8)) -> Scalar {
     Scalar::new(f64::from(rgb.0), f64::from(rgb.1), f64::from(rgb.2), 0.0)
 }
 
-fn text(mat: &mut impl ToInputOutputArray, s: &str, at: Point, scale: f64, rgb: (u8, u8, u8)) -> opencv::Result<()> {
+fn text(
+    mat: &mut impl ToInputOutputArray,
+    s: &str,
+    at: Point,
+    scale: f64,
+    rgb: (u8, u8, u8),
+) -> opencv::Result<()> {
     imgproc::put_text(
         mat,
         s,
@@ -46,11 +52,21 @@ fn text(mat: &mut impl ToInputOutputArray, s: &str, at: Point, scale: f64, rgb: 
     )
 }
 
-fn draw_panel(mat: &mut impl ToInputOutputArray, origin: Point, panel: &Panel<'_>) -> opencv::Result<()> {
+fn draw_panel(
+    mat: &mut impl ToInputOutputArray,
+    origin: Point,
+    panel: &Panel<'_>,
+) -> opencv::Result<()> {
     let black = (0, 0, 0);
     let grey = (200, 200, 200);
     let plot = Rect::new(origin.x + 70, origin.y + 30, PANEL_W - 90, PANEL_H - 70);
-    text(mat, panel.title, Point::new(origin.x + 70, origin.y + 20), 0.5, black)?;
+    text(
+        mat,
+        panel.title,
+        Point::new(origin.x + 70, origin.y + 20),
+        0.5,
+        black,
+    )?;
     imgproc::rectangle(mat, plot, color(grey), 1, imgproc::LINE_8, 0)?;
     let finite = || {
         panel
@@ -68,12 +84,29 @@ fn draw_panel(mat: &mut impl ToInputOutputArray, origin: Point, panel: &Panel<'_
     if hi - lo < 1e-12 {
         (lo, hi) = (lo - 0.5, hi + 0.5);
     }
-    let n = panel.series.iter().map(|s| s.values.len()).max().unwrap_or(0).max(2);
+    let n = panel
+        .series
+        .iter()
+        .map(|s| s.values.len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
     let x_of = |i: usize| plot.x + ((i as f64 / (n - 1) as f64) * f64::from(plot.width)) as i32;
-    let y_of = |v: f64| plot.y + plot.height - (((v - lo) / (hi - lo)) * f64::from(plot.height)) as i32;
+    let y_of =
+        |v: f64| plot.y + plot.height - (((v - lo) / (hi - lo)) * f64::from(plot.height)) as i32;
     for (k, v) in [(0, hi), (1, lo)] {
-        let y = if k == 0 { plot.y + 10 } else { plot.y + plot.height };
-        text(mat, &format!("{v:.3}"), Point::new(origin.x + 5, y), 0.4, black)?;
+        let y = if k == 0 {
+            plot.y + 10
+        } else {
+            plot.y + plot.height
+        };
+        text(
+            mat,
+            &format!("{v:.3}"),
+            Point::new(origin.x + 5, y),
+            0.4,
+            black,
+        )?;
     }
     text(
         mat,
@@ -84,7 +117,15 @@ fn draw_panel(mat: &mut impl ToInputOutputArray, origin: Point, panel: &Panel<'_
     )?;
     if lo < 0.0 && hi > 0.0 {
         let y = y_of(0.0);
-        imgproc::line(mat, Point::new(plot.x, y), Point::new(plot.x + plot.width, y), color(grey), 1, imgproc::LINE_8, 0)?;
+        imgproc::line(
+            mat,
+            Point::new(plot.x, y),
+            Point::new(plot.x + plot.width, y),
+            color(grey),
+            1,
+            imgproc::LINE_8,
+            0,
+        )?;
     }
     for (j, s) in panel.series.iter().enumerate() {
         let mut prev: Option<Point> = None;
@@ -101,7 +142,15 @@ fn draw_panel(mat: &mut impl ToInputOutputArray, origin: Point, panel: &Panel<'_
         }
         let ly = plot.y + plot.height + 36;
         let lx = plot.x + 150 * j as i32;
-        imgproc::line(mat, Point::new(lx, ly - 4), Point::new(lx + 20, ly - 4), color(s.rgb), 2, imgproc::LINE_8, 0)?;
+        imgproc::line(
+            mat,
+            Point::new(lx, ly - 4),
+            Point::new(lx + 20, ly - 4),
+            color(s.rgb),
+            2,
+            imgproc::LINE_8,
+            0,
+        )?;
         text(mat, s.label, Point::new(lx + 25, ly), 0.4, black)?;
     }
     Ok(())
@@ -151,24 +200,48 @@ pub fn orpo_curves(history: &[crate::train::orpo::StepStats], path: &Path) -> Re
             Panel {
                 title: "loss (ORPO) and NLL of chosen",
                 series: vec![
-                    Series { label: "loss", values: col(&|s| s.loss), rgb: blue },
-                    Series { label: "nll", values: col(&|s| s.nll), rgb: red },
+                    Series {
+                        label: "loss",
+                        values: col(&|s| s.loss),
+                        rgb: blue,
+                    },
+                    Series {
+                        label: "nll",
+                        values: col(&|s| s.nll),
+                        rgb: red,
+                    },
                 ],
             },
             Panel {
                 title: "log odds ratio (chosen vs rejected)",
-                series: vec![Series { label: "log odds", values: col(&|s| s.log_odds_ratio), rgb: blue }],
+                series: vec![Series {
+                    label: "log odds",
+                    values: col(&|s| s.log_odds_ratio),
+                    rgb: blue,
+                }],
             },
             Panel {
                 title: "mean token log-prob",
                 series: vec![
-                    Series { label: "chosen", values: col(&|s| s.chosen_logp), rgb: green },
-                    Series { label: "rejected", values: col(&|s| s.rejected_logp), rgb: red },
+                    Series {
+                        label: "chosen",
+                        values: col(&|s| s.chosen_logp),
+                        rgb: green,
+                    },
+                    Series {
+                        label: "rejected",
+                        values: col(&|s| s.rejected_logp),
+                        rgb: red,
+                    },
                 ],
             },
             Panel {
                 title: "pair accuracy (chosen more likely)",
-                series: vec![Series { label: "accuracy", values: col(&|s| s.accuracy), rgb: blue }],
+                series: vec![Series {
+                    label: "accuracy",
+                    values: col(&|s| s.accuracy),
+                    rgb: blue,
+                }],
             },
         ],
         path,

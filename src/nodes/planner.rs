@@ -294,9 +294,12 @@ impl Node for PlannerNode {
                     .model
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
+                // An empty adapter path (a launch file's default) means none.
+                let adapter = config
+                    .adapter
+                    .as_deref()
+                    .filter(|p| !p.as_os_str().is_empty());
                 Box::new(
-                    // An empty adapter path (a launch file's default) means none.
-                    let adapter = config.adapter.as_deref().filter(|p| !p.as_os_str().is_empty());
                     VlmPlanner::load_with_adapter(dir, adapter, config.sampling.clone())
                         .map_err(|e| anyhow::anyhow!("loading model {}: {e}", dir.display()))?,
                 )

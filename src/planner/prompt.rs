@@ -50,12 +50,15 @@ pub fn relations(own: &[Keypoint], other: &[Keypoint]) -> Vec<Relation> {
             other
                 .iter()
                 .map(|b| (b.id, (a.u - b.u).hypot(a.v - b.v)))
-                .fold(((0, f32::INFINITY), (0, f32::NEG_INFINITY)), |(lo, hi), x| {
-                    (
-                        if x.1 < lo.1 { x } else { lo },
-                        if x.1 > hi.1 { x } else { hi },
-                    )
-                })
+                .fold(
+                    ((0, f32::INFINITY), (0, f32::NEG_INFINITY)),
+                    |(lo, hi), x| {
+                        (
+                            if x.1 < lo.1 { x } else { lo },
+                            if x.1 > hi.1 { x } else { hi },
+                        )
+                    },
+                )
         })
         .collect();
     let nearest = |i: usize| {
@@ -85,13 +88,21 @@ pub fn relations(own: &[Keypoint], other: &[Keypoint]) -> Vec<Relation> {
 
 /// The keypoints of one image as text: `1 (x, y) near 3 far 6 rank 5, 2 (x, y) near …` in
 /// 0–1000 coordinates, with each keypoint's [`Relation`] to `other`.
-pub fn keypoint_list(keypoints: &[Keypoint], other: &[Keypoint], width: u32, height: u32) -> String {
+pub fn keypoint_list(
+    keypoints: &[Keypoint],
+    other: &[Keypoint],
+    width: u32,
+    height: u32,
+) -> String {
     keypoints
         .iter()
         .zip(relations(keypoints, other))
         .map(|(k, r)| {
             let (x, y) = k.normalized(width, height);
-            format!("{} ({x}, {y}) near {} far {} rank {}", k.id, r.near, r.far, r.rank)
+            format!(
+                "{} ({x}, {y}) near {} far {} rank {}",
+                k.id, r.near, r.far, r.rank
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")

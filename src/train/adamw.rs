@@ -2,8 +2,8 @@
 //! and a resumed run continues exactly where it stopped. (candle_nn's `AdamW` keeps its
 //! moments private, so a resume from it would restart the moments at zero.)
 
-use candle_core::{Result, Tensor, Var};
 use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
 
 /// Hyper-parameters.
 #[derive(Debug, Clone, Copy)]

@@ -263,13 +263,7 @@ fn examples(
             });
         }
         shown.push(ShownState {
-            messages: prompt::messages(
-                task,
-                &kc,
-                &kg,
-                current.width as u32,
-                current.height as u32,
-            ),
+            messages: prompt::messages(task, &kc, &kg, current.width as u32, current.height as u32),
             current: overlay(&current, &kc)?,
             goal: overlay(&goal, &kg)?,
             current_count: kc.len(),
@@ -393,7 +387,9 @@ pub fn train(
         return Err(OrpoError::Data("steps and batch must be positive".into()));
     }
     if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
-        return Err(OrpoError::Data("lr must be > 0 and lambda ≥ 0, both finite".into()));
+        return Err(OrpoError::Data(
+            "lr must be > 0 and lambda ≥ 0, both finite".into(),
+        ));
     }
     let processor = Processor::load(planner_dir)?;
     let file = prefs::read(pairs)?;
@@ -514,7 +510,11 @@ pub fn train(
             .iter()
             .map(|e| sample_of(&shown[e.state], e.chosen))
             .collect();
-        samples.extend(picked.iter().map(|e| sample_of(&shown[e.state], e.rejected)));
+        samples.extend(
+            picked
+                .iter()
+                .map(|e| sample_of(&shown[e.state], e.rejected)),
+        );
         let tb = training_batch(&processor, &samples, false)?;
         let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
         let logp = row_logprobs(&logits, &tb)?;
@@ -593,7 +593,8 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
             && (name_s.ends_with(".json") || name_s.ends_with(".jinja"))
             && name_s != "orpo.json";
         if keep {
-            std::fs::copy(entry.path(), out.join(&name)).map_err(|e| err(&entry.path(), e.to_string()))?;
+            std::fs::copy(entry.path(), out.join(&name))
+                .map_err(|e| err(&entry.path(), e.to_string()))?;
         }
     }
     let tensors: Vec<(String, Tensor)> = opt
@@ -604,7 +605,10 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
     let path = out.join("model.safetensors");
     let tmp = out.join("model.safetensors.tmp");
     let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
-    let meta = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    let meta = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
     safetensors::serialize_to_file(entries, meta, &tmp).map_err(|e| err(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))
 }

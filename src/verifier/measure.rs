@@ -77,10 +77,13 @@ pub fn mask_score(outcome: &Mask, goal: &Mask) -> Result<MaskScore, VisionError>
             .iter()
             .zip(to)
             .filter(|(m, _)| **m)
-            .fold((0.0f64, 0usize), |(s, n), (_, d)| (s + f64::from(*d), n + 1));
+            .fold((0.0f64, 0usize), |(s, n), (_, d)| {
+                (s + f64::from(*d), n + 1)
+            });
         sum / n as f64
     };
-    let chamfer_px = 0.5 * (mean_dist(outcome, &distance_to(goal)?) + mean_dist(goal, &distance_to(outcome)?));
+    let chamfer_px =
+        0.5 * (mean_dist(outcome, &distance_to(goal)?) + mean_dist(goal, &distance_to(outcome)?));
     let side = f64::from(goal.width.min(goal.height));
     let value = 0.5 * iou + 0.5 * (-chamfer_px / (0.05 * side)).exp();
     Ok(MaskScore {

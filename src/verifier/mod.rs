@@ -66,8 +66,12 @@ pub trait Verifier {
 /// deterministic one. A VLM judge implements this trait.
 pub trait OutcomeJudge {
     /// One value per outcome image, higher is better.
-    fn judge(&mut self, task: Task, goal: &Frame, outcomes: &[Frame])
-        -> Result<Vec<f64>, VerifierError>;
+    fn judge(
+        &mut self,
+        task: Task,
+        goal: &Frame,
+        outcomes: &[Frame],
+    ) -> Result<Vec<f64>, VerifierError>;
 }
 
 /// The object's mask in `frame` (the task's colour segmentation); an image without the
@@ -140,8 +144,7 @@ impl SimVerifier {
             ));
         };
         let mut world = world.clone();
-        if let Some((s, t)) = choice_pixels(choice, state.current_keypoints, state.goal_keypoints)
-        {
+        if let Some((s, t)) = choice_pixels(choice, state.current_keypoints, state.goal_keypoints) {
             play(&mut world, state.current, state.goal, s, t, &self.config);
         }
         let (distance, score) = tasks::score(state.task, &world, goal);

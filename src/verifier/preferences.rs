@@ -145,15 +145,14 @@ pub fn keypoints_to_file(kps: &[Keypoint]) -> Vec<(u32, f32, f32)> {
 
 /// Keypoints from the file.
 pub fn keypoints_from_file(kps: &[(u32, f32, f32)]) -> Vec<Keypoint> {
-    kps.iter().map(|&(id, u, v)| Keypoint { id, u, v }).collect()
+    kps.iter()
+        .map(|&(id, u, v)| Keypoint { id, u, v })
+        .collect()
 }
 
 /// Merges duplicate answers (keeping the first one's log-probability and counting the
 /// rest) and sorts by score, best first (stable: sampling order on ties).
-pub fn merge_candidates(
-    answers: &[(KeypointChoice, f32)],
-    scores: &[f64],
-) -> Vec<ScoredCandidate> {
+pub fn merge_candidates(answers: &[(KeypointChoice, f32)], scores: &[f64]) -> Vec<ScoredCandidate> {
     let mut out: Vec<ScoredCandidate> = Vec::new();
     for ((choice, logprob), &score) in answers.iter().zip(scores) {
         match out.iter_mut().find(|c| c.choice() == *choice) {
@@ -257,9 +256,7 @@ pub fn read(file: &Path) -> Result<PreferenceFile> {
             }
             header = Some(h);
         } else {
-            states.push(
-                serde_json::from_str(&line).map_err(|e| fmt(format!("line {n}: {e}")))?,
-            );
+            states.push(serde_json::from_str(&line).map_err(|e| fmt(format!("line {n}: {e}")))?);
         }
         good_len += read as u64;
     }
@@ -319,7 +316,12 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let mut f = std::fs::File::create(file).map_err(io)?;
-    writeln!(f, "{}", serde_json::to_string(header).expect("header serialises")).map_err(io)?;
+    writeln!(
+        f,
+        "{}",
+        serde_json::to_string(header).expect("header serialises")
+    )
+    .map_err(io)?;
     f.sync_data().map_err(io)?;
     Ok((
         Writer {
