@@ -388,7 +388,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
             task,
             seed,
             &EvalConfig {
-                size: 64,
+                size: 128,
                 keypoints: 4,
             },
         );
@@ -686,7 +686,7 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (planner, _) = fixture(dir.path());
     let eval = EvalConfig {
-        size: 64,
+        size: 128,
         keypoints: 4,
     };
     let mut cfg = GenerateConfig {
@@ -705,7 +705,7 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
     let make = || -> Box<dyn Verifier + Send> {
         Box::new(SimVerifier {
             config: EvalConfig {
-                size: 64,
+                size: 128,
                 keypoints: 4,
             },
             ..Default::default()
