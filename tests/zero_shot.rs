@@ -177,10 +177,7 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
         pads(0) + pads(1) > 0,
         "one row should be padded, to test the shift"
     );
-    let ends = [
-        tok.token_to_id("),").unwrap(),
-        tok.token_to_id(").").unwrap(),
-    ];
+    let rank = tok.token_to_id("\u{120}rank").unwrap();
     for (row, s) in samples.iter().enumerate() {
         let qs: Vec<_> = tb.matches.iter().filter(|q| q.0 == row).collect();
         // Eight goal keypoints, each matched: one question each.
@@ -188,13 +185,17 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
         assert_eq!(qs.len(), 8);
         for (k, &&(_, pos, token)) in qs.iter().enumerate() {
             let r = &ids[row];
-            assert!(ends.contains(&r[pos]), "not a keypoint end at {pos}");
+            assert_eq!(r[pos - 1], rank, "not a keypoint end at {pos}");
             // After the current keypoints' ends: this is the k-th goal keypoint, whose
-            // number is five tokens back (`N (x, y),`).
-            let before = r[..pos].iter().filter(|t| ends.contains(t)).count();
-            assert_eq!(before, s.current_count + k);
+            // number is eleven tokens back (`N (x, y) near A far B rank R`).
+            let before = r[..pos].iter().filter(|&&t| t == rank).count();
+            assert_eq!(before, s.current_count + k + 1);
             let goal_id = s.goal_ids[k];
-            assert_eq!(r[pos - 5], number_token_id(goal_id, true), "goal {goal_id}");
+            assert_eq!(
+                r[pos - 11],
+                number_token_id(goal_id, true),
+                "goal {goal_id}"
+            );
             let (cur, _) = *s.matches.iter().find(|m| m.1 == goal_id).unwrap();
             assert_eq!(token, number_token_id(cur, true));
         }

@@ -752,28 +752,28 @@ pub struct TrainingBatch {
     /// 1 where a token belongs to the answer (`pick N place M<|im_end|>`).
     pub response: Vec<Vec<u8>>,
     /// Correspondence questions as `(row, position, token)`: the logits at `position`
-    /// (the token that closes a goal keypoint, `),` or `).`) should give `token`, the
+    /// (the token that closes a goal keypoint's entry, its rank number) should give `token`, the
     /// number (as written after a space, as in the answer) of the current keypoint the
     /// rule matches to that goal keypoint.
     pub matches: Vec<(usize, usize, u32)>,
 }
 
-/// Positions of the tokens that close a keypoint's coordinates in a prompt (`),` or `).`),
-/// in prompt order: the current keypoints' first, then the goal keypoints'.
+/// Positions of the tokens that close a keypoint's entry in a prompt (its rank number,
+/// after ` rank`), in prompt order: the current keypoints' first, then the goal keypoints'.
 fn keypoint_ends(p: &Processor, ids: &[u32]) -> Result<Vec<usize>> {
-    let closing: Vec<u32> = ["),", ")."]
-        .iter()
-        .filter_map(|t| p.tokenizer.token_id(t))
-        .collect();
-    if closing.is_empty() {
-        return Err(ZeroShotError::Tokenizer(
-            "the tokenizer has no `),` or `).` token".into(),
-        ));
-    }
+    let rank = match p.tokenizer.encode(" rank")?[..] {
+        [id] => id,
+        _ => {
+            return Err(ZeroShotError::Tokenizer(
+                "the tokenizer has no ` rank` token".into(),
+            ))
+        }
+    };
     Ok(ids
         .iter()
         .enumerate()
-        .filter(|(_, t)| closing.contains(t))
+        // ` rank` followed by a number (the instruction also says "the rank of …").
+        .filter(|(i, t)| *i > 0 && ids[*i - 1] == rank && **t <= number_token_id(MAX_NUMBER, true))
         .map(|(i, _)| i)
         .collect())
 }
