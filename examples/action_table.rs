@@ -40,15 +40,7 @@ fn main() {
                 let Ok((kc, kg)) = &obs.keypoints else {
                     continue;
                 };
-                let state = VerifyState {
-                    task,
-                    world: Some(&obs.world),
-                    goal_world: Some(&obs.goal),
-                    current: &obs.current,
-                    goal: &obs.goal_frame,
-                    current_keypoints: kc,
-                    goal_keypoints: kg,
-                };
+                let state = VerifyState::of_observation(task, &obs, kc, kg);
                 let v = SimVerifier::default();
                 let choices = all_choices(kc, kg);
                 let (mut scores, mut dist) = (

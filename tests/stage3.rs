@@ -125,15 +125,7 @@ fn the_simulator_verifier_agrees_with_the_evaluation_and_the_keypoint_oracle_tak
     let cfg = EvalConfig::default();
     let obs = observe(Task::Rope, 3, &cfg);
     let (kc, kg) = obs.keypoints.as_ref().unwrap();
-    let state = VerifyState {
-        task: Task::Rope,
-        world: Some(&obs.world),
-        goal_world: Some(&obs.goal),
-        current: &obs.current,
-        goal: &obs.goal_frame,
-        current_keypoints: kc,
-        goal_keypoints: kg,
-    };
+    let state = VerifyState::of_observation(Task::Rope, &obs, kc, kg);
     let choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
     let mut v = SimVerifier::default();
     let scores = v.score(&state, &choices).unwrap();
@@ -732,15 +724,7 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
         };
         let obs = observe(task, st.seed, &eval);
         let (kc, kg) = obs.keypoints.as_ref().unwrap();
-        let vs = VerifyState {
-            task,
-            world: Some(&obs.world),
-            goal_world: Some(&obs.goal),
-            current: &obs.current,
-            goal: &obs.goal_frame,
-            current_keypoints: kc,
-            goal_keypoints: kg,
-        };
+        let vs = VerifyState::of_observation(task, &obs, kc, kg);
         let choices: Vec<_> = st.candidates.iter().map(|c| c.choice()).collect();
         assert_eq!(
             make().score(&vs, &choices).unwrap(),

@@ -134,15 +134,7 @@ fn one_state(
             distinct.push(*c);
         }
     }
-    let state = VerifyState {
-        task,
-        world: Some(&obs.world),
-        goal_world: Some(&obs.goal),
-        current: &obs.current,
-        goal: &obs.goal_frame,
-        current_keypoints: kc,
-        goal_keypoints: kg,
-    };
+    let state = VerifyState::of_observation(task, &obs, kc, kg);
     let distinct_scores = verifier.score(&state, &distinct)?;
     let scores: Vec<f64> = answers
         .iter()

@@ -207,6 +207,25 @@ pub fn all_choices(current: &[Keypoint], goal: &[Keypoint]) -> Vec<KeypointChoic
 }
 
 impl<'a> VerifyState<'a> {
+    /// The state of an evaluation's observation (world and goal state included), with its
+    /// keypoints.
+    pub fn of_observation(
+        task: Task,
+        obs: &'a crate::planner::eval::Observation,
+        current_keypoints: &'a [Keypoint],
+        goal_keypoints: &'a [Keypoint],
+    ) -> Self {
+        Self {
+            task,
+            world: Some(&obs.world),
+            goal_world: Some(&obs.goal),
+            current: &obs.current,
+            goal: &obs.goal_frame,
+            current_keypoints,
+            goal_keypoints,
+        }
+    }
+
     /// The state a planner was shown.
     pub fn of_scene(scene: &Scene<'a>) -> Self {
         Self {
