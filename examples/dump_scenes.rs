@@ -9,8 +9,8 @@
 //! `cargo run --release --example dump_scenes -- FIRST_SEED COUNT_PER_TASK > scenes.jsonl`
 
 use dreamplan::planner::baselines::Rule;
-use dreamplan::planner::zero_shot::observe_scene;
 use dreamplan::sim::tasks::Task;
+use dreamplan::train::zero_shot::observe_scene;
 use serde_json::json;
 
 fn main() {

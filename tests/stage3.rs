@@ -8,10 +8,10 @@ use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use dreamplan::planner::eval::{observe, run_episode, Decision, EvalConfig, Planner, Scene};
-use dreamplan::planner::zero_shot::{build, Progress, ZeroShotConfig};
 use dreamplan::planner::KeypointChoice;
 use dreamplan::sim::tasks::Task;
 use dreamplan::train::orpo::{self, Method, OrpoConfig, OrpoError};
+use dreamplan::train::zero_shot::{build, Progress, ZeroShotConfig};
 use dreamplan::verifier::preferences::{
     self as prefs, keypoints_to_file, make_pairs, merge_candidates, Header, Pair, PreferenceState,
     ScoredCandidate,

@@ -9,12 +9,12 @@ use std::process::Command;
 use dreamplan::planner::baselines::{correspondence_choice, Rule};
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
-use dreamplan::planner::zero_shot::{
+use dreamplan::sim::rng::Rng;
+use dreamplan::sim::tasks::Task;
+use dreamplan::train::zero_shot::{
     build, build_tokenizer, number_token_id, observe_scene, sample, scored_rows, step_loss,
     training_batch, write_initial_folder, Progress, ZeroShotConfig, SPECIAL_TOKENS, UNK_TOKEN,
 };
-use dreamplan::sim::rng::Rng;
-use dreamplan::sim::tasks::Task;
 use dreamplan::vlm::image::PreprocessorConfig;
 use dreamplan::vlm::loss::mean_response_logprob;
 use dreamplan::vlm::{DType, Device, Mode, Qwen3Vl};

@@ -7,6 +7,5 @@ pub mod eval;
 pub mod grammar;
 pub mod prompt;
 pub mod vlm_planner;
-pub mod zero_shot;
 
 pub use grammar::{format_answer, parse_answer, KeypointChoice, ParseError};

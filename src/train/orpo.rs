@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use super::adamw::{AdamW, AdamWParams};
 use super::checkpoint;
 use crate::planner::vlm_planner::{model_view, Processor};
-use crate::planner::zero_shot::{scored_rows, training_batch, Sample, TrainingBatch};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
+use crate::train::zero_shot::{scored_rows, training_batch, Sample, TrainingBatch};
 use crate::verifier::preferences::{self as prefs, keypoints_from_file, PreferenceFile};
 use crate::vlm::image::Rgb8;
 use crate::vlm::lora::{self, LoraConfig};
@@ -109,7 +109,7 @@ pub enum OrpoError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     /// Building a batch.
     #[error(transparent)]
-    Batch(#[from] crate::planner::zero_shot::ZeroShotError),
+    Batch(#[from] crate::train::zero_shot::ZeroShotError),
     /// A file.
     #[error("{path}: {message}")]
     File {

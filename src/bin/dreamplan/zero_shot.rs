@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use dreamplan::planner::baselines::Rule;
-use dreamplan::planner::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
+use dreamplan::train::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum RuleArg {

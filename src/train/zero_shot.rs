@@ -12,7 +12,7 @@
 //! 5.x format, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json` and
 //! `chat_template.jinja` with a Qwen-style chat template, `preprocessor_config.json`,
 //! `generation_config.json`) that [`crate::vlm::Qwen3Vl`] and
-//! [`super::vlm_planner::VlmPlanner`] load like any other, plus `zero_shot.json` (how it
+//! [`crate::planner::vlm_planner::VlmPlanner`] load like any other, plus `zero_shot.json` (how it
 //! was trained, the loss curve, held-out accuracy).
 //!
 //! How:
@@ -45,10 +45,10 @@ use tokenizers::{
     PreTokenizerWrapper, TokenizerImpl,
 };
 
-use super::baselines::{farthest_match, Rule};
-use super::eval::{observe, EvalConfig};
-use super::vlm_planner::{model_view, Processor};
-use super::{format_answer, parse_answer, prompt, KeypointChoice};
+use crate::planner::baselines::{farthest_match, Rule};
+use crate::planner::eval::{observe, EvalConfig};
+use crate::planner::vlm_planner::{model_view, Processor};
+use crate::planner::{format_answer, parse_answer, prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
 use crate::vision::Keypoint;
