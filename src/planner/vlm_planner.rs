@@ -185,12 +185,15 @@ impl VlmPlanner {
     ) -> Result<Self, VlmError> {
         let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
         if let Some(adapter) = adapter {
-            crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| {
-                VlmError::Input(format!(
-                    "adapter {} does not fit the model in {}: {e}",
-                    adapter.display(),
-                    dir.display()
-                ))
+            crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| match e {
+                VlmError::Shape { .. } | VlmError::MissingTensor { .. } => {
+                    VlmError::Input(format!(
+                        "adapter {} does not fit the model in {}: {e}",
+                        adapter.display(),
+                        dir.display()
+                    ))
+                }
+                e => VlmError::Input(format!("adapter {}: {e}", adapter.display())),
             })?;
             crate::vlm::lora::merge(model.text_mut())?;
         }

@@ -46,12 +46,12 @@ pub enum GenerateError {
     #[error(transparent)]
     File(#[from] prefs::PreferenceError),
     /// Loading the planner.
-    #[error("planner {path}: {source}")]
+    #[error("planner {path}: {error}")]
     Planner {
         /// Model folder.
         path: PathBuf,
-        /// Why.
-        source: crate::vlm::VlmError,
+        /// Why (said in the message, so not a `source`).
+        error: crate::vlm::VlmError,
     },
     /// Writing an image.
     #[error("{path}: {message}")]
@@ -187,10 +187,10 @@ pub fn generate(
     progress: &(dyn Fn(GenerateProgress) + Sync),
 ) -> Result<GenerateSummary, GenerateError> {
     let load = || {
-        VlmPlanner::load_with_adapter(planner_dir, adapter, cfg.planner.clone()).map_err(|source| {
+        VlmPlanner::load_with_adapter(planner_dir, adapter, cfg.planner.clone()).map_err(|error| {
             GenerateError::Planner {
                 path: planner_dir.to_path_buf(),
-                source,
+                error,
             }
         })
     };

@@ -32,12 +32,12 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum PreferenceError {
     /// Reading or writing failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it, once).
+        error: std::io::Error,
     },
     /// The content is not a preference file of this version.
     #[error("{path}: {message}")]
@@ -195,9 +195,9 @@ pub fn make_pairs(candidates: &[ScoredCandidate], margin: f64) -> Vec<Pair> {
 /// A short, stable fingerprint of a tokenizer file's bytes (CRC-32 and length, hex).
 pub fn tokenizer_fingerprint(model_dir: &Path) -> Result<String> {
     let path = model_dir.join("tokenizer.json");
-    let bytes = std::fs::read(&path).map_err(|source| PreferenceError::Io {
+    let bytes = std::fs::read(&path).map_err(|error| PreferenceError::Io {
         path: path.clone(),
-        source,
+        error,
     })?;
     Ok(format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len()))
 }
@@ -225,9 +225,9 @@ pub fn read(file: &Path) -> Result<PreferenceFile> {
         path: file.to_path_buf(),
         message,
     };
-    let f = std::fs::File::open(file).map_err(|source| PreferenceError::Io {
+    let f = std::fs::File::open(file).map_err(|error| PreferenceError::Io {
         path: file.to_path_buf(),
-        source,
+        error,
     })?;
     let mut reader = std::io::BufReader::new(f);
     let mut header: Option<Header> = None;
@@ -279,9 +279,9 @@ pub struct Writer {
 /// it), a torn last line is cut off, and the states already there are returned so the
 /// caller skips them.
 pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<PreferenceState>)> {
-    let io = |source| PreferenceError::Io {
+    let io = |error| PreferenceError::Io {
         path: file.to_path_buf(),
-        source,
+        error,
     };
     if file.exists() {
         let existing = read(file)?;
@@ -339,9 +339,9 @@ impl Writer {
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .map_err(|source| PreferenceError::Io {
+            .map_err(|error| PreferenceError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })
     }
 }
