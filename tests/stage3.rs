@@ -469,12 +469,38 @@ fn orpo_raises_the_chosen_answers_over_the_rejected_with_lora_and_full_training(
         match method {
             Method::Lora { .. } => {
                 assert!(out.join("adapter_model.safetensors").is_file());
-                dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
+                let tuned = dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
                     &planner,
                     Some(&out),
-                    cfg,
+                    cfg.clone(),
                 )
                 .unwrap();
+                // The adapter merged into a folder of its own gives the same weights.
+                let merged_dir = dir.path().join("merged");
+                orpo::merge_adapter(&planner, &out, &merged_dir).unwrap();
+                let merged =
+                    dreamplan::planner::vlm_planner::VlmPlanner::load(&merged_dir, cfg).unwrap();
+                let lin = |p: &dreamplan::planner::vlm_planner::VlmPlanner| -> Vec<Vec<f32>> {
+                    p.model()
+                        .text()
+                        .linears()
+                        .map(|l| l.weight().flatten_all().unwrap().to_vec1().unwrap())
+                        .collect()
+                };
+                let (a, b) = (lin(&tuned), lin(&merged));
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(&b) {
+                    let d = x
+                        .iter()
+                        .zip(y)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0f32, f32::max);
+                    assert!(d <= 1e-6, "merged weights differ by {d}");
+                }
+                let base =
+                    dreamplan::planner::vlm_planner::VlmPlanner::load(&planner, Default::default())
+                        .unwrap();
+                assert_ne!(lin(&base), a, "the adapter changed nothing");
             }
             Method::Full => {
                 dreamplan::planner::vlm_planner::VlmPlanner::load(&out, cfg).unwrap();

@@ -579,8 +579,9 @@ pub fn train(
     Ok(report)
 }
 
-/// A whole model folder: the planner's files with the trained weights.
-fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()> {
+/// Copies a model folder's side files (configs, tokenizer, chat template: `*.json` and
+/// `*.jinja`, not a trainer's `orpo.json`) into `out`.
+fn copy_side_files(planner_dir: &Path, out: &Path) -> Result<()> {
     let err = |path: &Path, e: String| OrpoError::File {
         path: path.to_path_buf(),
         message: e,
@@ -597,6 +598,12 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
                 .map_err(|e| err(&entry.path(), e.to_string()))?;
         }
     }
+    Ok(())
+}
+
+/// A whole model folder: the planner's files with the trained weights.
+fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()> {
+    copy_side_files(planner_dir, out)?;
     let tensors: Vec<(String, Tensor)> = opt
         .slots
         .iter()
@@ -609,6 +616,31 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
         "format".to_string(),
         "pt".to_string(),
     )]));
+    let err = |path: &Path, e: String| OrpoError::File {
+        path: path.to_path_buf(),
+        message: e,
+    };
     safetensors::serialize_to_file(entries, meta, &tmp).map_err(|e| err(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))
+}
+
+/// A whole model folder in `out`: `base`'s files with the LoRA `adapter` merged into its
+/// weights. What a next ORPO round trains from (its pairs sampled from the tuned planner).
+pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let store = WeightStore::open(base, DType::F32, &Device::Cpu)?;
+    let mut model = Qwen3Vl::from_store(Config::load(base)?, &store)?;
+    lora::load(model.text_mut(), adapter)?;
+    lora::merge(model.text_mut())?;
+    copy_side_files(base, out)?;
+    let tmp = out.join("model.safetensors.tmp");
+    lora::save_merged(model.text(), &store, &tmp)?;
+    let path = out.join("model.safetensors");
+    std::fs::rename(&tmp, &path).map_err(|e| OrpoError::File {
+        path,
+        message: e.to_string(),
+    })
 }

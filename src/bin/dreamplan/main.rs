@@ -149,6 +149,9 @@ enum Command {
     Preferences(stage3::PreferencesArgs),
     /// Stage 3: ORPO fine-tuning of a planner on preference pairs (LoRA or full).
     TrainOrpo(stage3::TrainOrpoArgs),
+    /// A model folder with a LoRA adapter merged into its weights (the base of a next
+    /// ORPO round).
+    MergeAdapter(stage3::MergeAdapterArgs),
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
     PlanBench(plan_bench::PlanBenchArgs),
@@ -195,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PlanBench(args) => plan_bench::run(args),
         Command::Preferences(args) => stage3::preferences(args),
         Command::TrainOrpo(args) => stage3::train_orpo(args),
+        Command::MergeAdapter(args) => stage3::merge_adapter(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

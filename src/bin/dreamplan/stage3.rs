@@ -226,3 +226,40 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
     println!("curves: {}", curves.display());
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct MergeAdapterArgs {
+    /// The base model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// A PEFT LoRA adapter folder made for it (e.g. by `train-orpo`).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Output model folder (created; must not hold a model).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn merge_adapter(args: MergeAdapterArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.out.join("model.safetensors").exists(),
+        "{} already holds a model",
+        args.out.display()
+    );
+    dreamplan::train::orpo::merge_adapter(&args.model, &args.adapter, &args.out).with_context(
+        || {
+            format!(
+                "merging {} into {}",
+                args.adapter.display(),
+                args.out.display()
+            )
+        },
+    )?;
+    println!(
+        "{}: {} with {} merged",
+        args.out.display(),
+        args.model.display(),
+        args.adapter.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
