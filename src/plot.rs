@@ -94,12 +94,8 @@ fn draw_panel(
     let x_of = |i: usize| plot.x + ((i as f64 / (n - 1) as f64) * f64::from(plot.width)) as i32;
     let y_of =
         |v: f64| plot.y + plot.height - (((v - lo) / (hi - lo)) * f64::from(plot.height)) as i32;
-    for (k, v) in [(0, hi), (1, lo)] {
-        let y = if k == 0 {
-            plot.y + 10
-        } else {
-            plot.y + plot.height
-        };
+    // The y range's ends, beside the top and bottom of the plot.
+    for (v, y) in [(hi, plot.y + 10), (lo, plot.y + plot.height)] {
         text(
             mat,
             &format!("{v:.3}"),

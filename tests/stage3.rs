@@ -546,6 +546,15 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
+    // The CLI draws the curves: four panels, two columns of 480 × 300 px.
+    let curves = image::open(whole.join("orpo_curves.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(curves.dimensions(), (960, 600));
+    assert!(
+        curves.pixels().any(|p| p.0 != [255, 255, 255]),
+        "an empty plot"
+    );
 
     let cut = dir.path().join("cut");
     let mut child = Command::new(exe)
@@ -573,7 +582,9 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
         !cut.join("orpo.json").exists(),
         "the run finished before it was killed"
     );
-    assert!(!cut.join("checkpoint.tmp").exists() || step_of(&ck).is_some());
+    // What the kill left is a whole checkpoint from the middle of the run.
+    let left = step_of(&ck).expect("the checkpoint reads after kill -9");
+    assert!((4..16).contains(&left), "checkpoint at step {left}");
     let resumed = Command::new(exe).args(args(&cut)).output().unwrap();
     assert!(
         resumed.status.success(),

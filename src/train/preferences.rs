@@ -217,7 +217,7 @@ pub fn generate(
     })?;
     let done: std::collections::HashSet<(String, u64)> =
         existing.iter().map(|s| (s.task.clone(), s.seed)).collect();
-    let mut summary = GenerateSummary {
+    let summary = GenerateSummary {
         resumed: existing.len(),
         states: existing.len(),
         pairs: existing.iter().map(|s| s.pairs.len()).sum(),
@@ -230,7 +230,7 @@ pub fn generate(
         .filter(|(t, s)| !done.contains(&(task_name(*t), *s)))
         .collect();
     let total = jobs.len() + existing.len();
-    let shared = std::sync::Mutex::new((writer, summary.clone(), existing.len()));
+    let shared = std::sync::Mutex::new((writer, summary, existing.len()));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = cfg.threads.max(1);
     let mut planners = vec![first];
@@ -280,10 +280,5 @@ pub fn generate(
     for r in results {
         r?;
     }
-    let (_, s, _) = shared.into_inner().expect("writer lock");
-    summary.states = s.states;
-    summary.pairs = s.pairs;
-    summary.states_with_pairs = s.states_with_pairs;
-    summary.skipped = s.skipped;
-    Ok(summary)
+    Ok(shared.into_inner().expect("writer lock").1)
 }
