@@ -22,3 +22,4 @@ pub mod train;
 pub mod verifier;
 pub mod vision;
 pub mod vlm;
+pub mod world_model;

@@ -74,6 +74,9 @@ pub struct Transition {
     pub goal: Option<Image>,
     /// Last camera frame before the action started, with its log time (ns).
     pub observation: Option<(u64, Image)>,
+    /// The last object-only frame before `action_started` (log time, image): the
+    /// observation without the arm.
+    pub object_observation: Option<(u64, Image)>,
     /// The action that was executed.
     pub action: Option<KeypointAction>,
     /// Joint states while it ran.
@@ -111,6 +114,7 @@ pub struct Transitions<'a> {
     task: String,
     goal: Option<Image>,
     last_frame: Option<(u64, Image)>,
+    last_object_frame: Option<(u64, Image)>,
     last_action: Option<KeypointAction>,
     open: Option<Transition>,
     ready: std::collections::VecDeque<Transition>,
@@ -140,6 +144,7 @@ impl BagReader {
             task: String::new(),
             goal: None,
             last_frame: None,
+            last_object_frame: None,
             last_action: None,
             open: None,
             ready: Default::default(),
@@ -191,6 +196,7 @@ impl Transitions<'_> {
                     },
                     goal: self.goal.clone(),
                     observation: self.last_frame.clone(),
+                    object_observation: self.last_object_frame.clone(),
                     action: self.last_action.take(),
                     started: time,
                     ..Default::default()
@@ -277,8 +283,9 @@ impl Iterator for Transitions<'_> {
                         .as_mut()
                         .or(self.settling.as_mut().filter(|_| in_window))
                     {
-                        tr.object_frames.push((time, img));
+                        tr.object_frames.push((time, img.clone()));
                     }
+                    self.last_object_frame = Some((time, img));
                 })
             } else if topic == t.goal {
                 rec.decode::<Image>().map(|img| self.goal = Some(img))

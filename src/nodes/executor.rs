@@ -312,11 +312,17 @@ impl Node for ExecutorNode {
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
         let mut busy_until: Option<tokio::time::Instant> = None;
+        // The episode the events belong to (from the last `reset`), so that a recording
+        // pairs each action with its episode's score.
+        let current = std::sync::atomic::AtomicU32::new(0);
+        let current_task = std::sync::Mutex::new(String::new());
         let event = |name: &str, detail: String| EpisodeEvent {
             header: Header {
                 stamp: ctx.bus.clock().now(),
                 frame_id: String::new(),
             },
+            episode: current.load(std::sync::atomic::Ordering::Relaxed),
+            task: current_task.lock().expect("task lock").clone(),
             event: name.into(),
             score: f64::NAN,
             detail,
@@ -353,6 +359,10 @@ impl Node for ExecutorNode {
                     if ended && busy_until.take().is_some() {
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
+                    if m.event == EpisodeEvent::EVENT_RESET {
+                        current.store(m.episode, std::sync::atomic::Ordering::Relaxed);
+                        *current_task.lock().expect("task lock") = m.task.clone();
+                    }
                 }
                 m = joints.recv() => {
                     let Some(m) = m else { return Ok(()) };
@@ -385,6 +395,25 @@ impl Node for ExecutorNode {
                 }
                 m = actions.recv() => {
                     let Some(action) = m else { return Ok(()) };
+                    // Plan from the newest arm state and depth: messages that arrived with
+                    // the action may still wait in their queues (a new episode's first
+                    // depth frame and ready pose, most of all).
+                    while let Some(m) = joints.try_recv() {
+                        let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
+                        if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
+                            q = p;
+                        }
+                    }
+                    while let Some(m) = depths.try_recv() {
+                        if let Ok(d) = decode_depth(&m) {
+                            depth = Some(d);
+                        }
+                    }
+                    while let Some(m) = goal_depths.try_recv() {
+                        if let Ok(d) = decode_depth(&m) {
+                            goal_depth = Some(d);
+                        }
+                    }
                     let result = if stopped {
                         Err(Rejection::EStopped)
                     } else if busy_until.is_some() {
@@ -394,6 +423,7 @@ impl Node for ExecutorNode {
                     };
                     match result {
                         Ok(traj) => {
+                            tracing::debug!(node = %ctx.name, "planned {:?} from q {:?}", (action.source_u, action.source_v, action.target_u, action.target_v), q);
                             let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
                             let mut traj = traj;
                             traj.header.stamp = ctx.bus.clock().now();

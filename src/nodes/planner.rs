@@ -330,8 +330,8 @@ impl Node for PlannerNode {
         let n = self.config.keypoints;
         let mut planner = Some(self.planner);
         let mut goal: Option<Frame> = None;
-        // Episode waiting for its first image: (task, episode number).
-        let mut pending: Option<(Task, u32)> = None;
+        // Episode waiting for its first image: (task, episode number, reset stamp).
+        let mut pending: Option<(Task, u32, (i32, u32))> = None;
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -346,7 +346,9 @@ impl Node for PlannerNode {
                     let Some(m) = m else { return Ok(()) };
                     if m.event == EpisodeEvent::EVENT_RESET {
                         match task_of(&m.task) {
-                            Some(task) => pending = Some((task, m.episode)),
+                            Some(task) => {
+                                pending = Some((task, m.episode, (m.header.stamp.sec, m.header.stamp.nanosec)))
+                            }
                             None => tracing::warn!(node = %ctx.name, "reset of unknown task {:?} ignored", m.task),
                         }
                     }
@@ -364,7 +366,13 @@ impl Node for PlannerNode {
                         // Wait for the latched goal; the next image retries.
                         continue;
                     }
-                    let Some((task, episode)) = pending.take() else { continue };
+                    // A frame taken before the reset shows the previous episode's world
+                    // (it may wait in the queue): decide on the first frame after it.
+                    let reset_at = pending.map(|p| p.2).unwrap_or_default();
+                    if (m.header.stamp.sec, m.header.stamp.nanosec) < reset_at {
+                        continue;
+                    }
+                    let Some((task, episode, _)) = pending.take() else { continue };
                     let header = m.header.clone();
                     let fail = |detail: String| EpisodeEvent {
                         header: Header { stamp: ctx.bus.clock().now(), frame_id: String::new() },

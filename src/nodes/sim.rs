@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{Node, NodeContext};
 use crate::bus::{Bus, BusError, Qos};
 use crate::msg::prelude::*;
-use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
+use crate::render::{render, render_modes, scene, Frame, RenderMode, RenderOptions};
 use crate::robot::motion::{sample_positions, trajectory_segment};
 use crate::robot::ArmModel;
 use crate::sim::episode::{arm_goal, between_fingers, default_arm, READY};
@@ -423,7 +423,9 @@ impl Node for SimNode {
                     let (q_next, closed_next) = r.sample(sim_t + c.dt);
                     if closed_next && !closed {
                         let at = tcp(&q);
-                        world.grasp_particles(&between_fingers(&world, &at, c.grasp_radius));
+                        let held =
+                            world.grasp_particles(&between_fingers(&world, &at, c.grasp_radius));
+                        tracing::debug!(node = %ctx.name, "grasp at {at:?} (t {sim_t:.2} s): {held} particles");
                     } else if !closed_next && closed {
                         world.release();
                     }
@@ -458,8 +460,14 @@ impl Node for SimNode {
                 if sim_t >= next_frame {
                     next_frame += 1.0 / c.camera_rate_hz;
                     let prims = scene::full_scene(&world, &self.arm, &q, !closed);
-                    let full = render(&prims, &cam, RenderMode::Full, &opts);
-                    let object = render(&prims, &cam, RenderMode::ObjectOnly, &opts);
+                    let [full, object]: [Frame; 2] = render_modes(
+                        &prims,
+                        &cam,
+                        &[RenderMode::Full, RenderMode::ObjectOnly],
+                        &opts,
+                    )
+                    .try_into()
+                    .expect("two modes, two frames");
                     for r in [
                         image_pub.publish(rgb_image(&full, &stamp, frame_id)),
                         depth_pub.publish(depth_image(&full, &stamp, frame_id)),

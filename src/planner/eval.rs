@@ -327,18 +327,16 @@ pub fn run_episode(
     result(&world, decision_s, outcome)
 }
 
-/// Plays one pick-and-place given as pixels (`source` on `current`, `target` on
-/// `goal_frame`) in `world`, as the executor would: `plan_action` turns the pixels into a
-/// checked trajectory through the depth of both images, the arm plays it. A refused action
-/// leaves `world` as it was.
-pub fn play(
-    world: &mut World,
+/// The executor's checked pick-and-place plan for pixels (`source` on `current`, `target`
+/// on `goal_frame`), through the depth of both images, from the ready pose; the reason when
+/// the executor would refuse it.
+pub fn plan_pixels(
     current: &Frame,
     goal_frame: &Frame,
     source: (f32, f32),
     target: (f32, f32),
     config: &EvalConfig,
-) -> Outcome {
+) -> Result<crate::robot::motion::PickPlacePlan, String> {
     let arm = default_arm();
     let action = KeypointAction {
         source_u: source.0,
@@ -352,7 +350,7 @@ pub fn play(
         height: config.size,
         ..Default::default()
     };
-    let plan = plan_action(
+    plan_action(
         &exec,
         &arm,
         &exec.camera(None),
@@ -360,17 +358,31 @@ pub fn play(
         Some(&depth(current)),
         Some(&depth(goal_frame)),
         &READY,
-    );
-    match plan {
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Plays one pick-and-place given as pixels (`source` on `current`, `target` on
+/// `goal_frame`) in `world`, as the executor would: [`plan_pixels`], then the arm plays
+/// the plan. A refused action leaves `world` as it was.
+pub fn play(
+    world: &mut World,
+    current: &Frame,
+    goal_frame: &Frame,
+    source: (f32, f32),
+    target: (f32, f32),
+    config: &EvalConfig,
+) -> Outcome {
+    match plan_pixels(current, goal_frame, source, target, config) {
         Ok(plan) => {
             let params = ArmExecParams {
                 fps: 0.0,
                 ..Default::default()
             };
-            execute_plan(world, &arm, &plan, &params, |_, _, _, _| {});
+            execute_plan(world, &default_arm(), &plan, &params, |_, _, _, _| {});
             Outcome::Executed
         }
-        Err(e) => Outcome::Refused(e.to_string()),
+        Err(e) => Outcome::Refused(e),
     }
 }
 

@@ -6,4 +6,6 @@ pub mod raster;
 pub mod scene;
 
 pub use camera::PinholeCamera;
-pub use raster::{render, table, Frame, Layer, Primitive, RenderMode, RenderOptions, Shape};
+pub use raster::{
+    render, render_modes, table, Frame, Layer, Primitive, RenderMode, RenderOptions, Shape,
+};

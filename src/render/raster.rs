@@ -244,15 +244,30 @@ pub fn render(
     mode: RenderMode,
     options: &RenderOptions,
 ) -> Frame {
+    render_modes(primitives, camera, &[mode], options)
+        .pop()
+        .expect("one frame per mode")
+}
+
+/// Renders `primitives` once per mode in `modes`, casting each ray once: the simulator's
+/// camera frame and object-only frame cost little more than one frame.
+pub fn render_modes(
+    primitives: &[Primitive],
+    camera: &PinholeCamera,
+    modes: &[RenderMode],
+    options: &RenderOptions,
+) -> Vec<Frame> {
     let s = options.supersample.max(1) as usize;
     let (w, h) = (camera.width as usize, camera.height as usize);
     let (sw, sh) = (w * s, h * s);
     let origin = Point3::from(camera.world_from_camera.translation.vector);
     let axis = camera.world_from_camera.rotation * Vector3::z();
-    let bg = mode.background();
-    // Per sample: nearest ray parameter and its colour.
-    let mut best_t = vec![f64::INFINITY; sw * sh];
-    let mut color = vec![bg; sw * sh];
+    // Per mode and sample: nearest ray parameter and its colour.
+    let mut best_t = vec![vec![f64::INFINITY; sw * sh]; modes.len()];
+    let mut color: Vec<Vec<[f32; 3]>> = modes
+        .iter()
+        .map(|m| vec![m.background(); sw * sh])
+        .collect();
     let dirs: Vec<Vector3<f64>> = (0..sh)
         .flat_map(|y| (0..sw).map(move |x| (x, y)))
         .map(|(x, y)| {
@@ -262,7 +277,13 @@ pub fn render(
         })
         .collect();
     let light = options.light.normalize();
-    for prim in primitives.iter().filter(|p| mode.draws(p.layer)) {
+    for prim in primitives {
+        let drawn: Vec<usize> = (0..modes.len())
+            .filter(|&k| modes[k].draws(prim.layer))
+            .collect();
+        if drawn.is_empty() {
+            continue;
+        }
         let (center, radius) = prim.shape.bounds();
         // Screen bounds of the bounding sphere (whole image when it reaches the camera).
         let (x0, x1, y0, y1) = match camera.project(&center) {
@@ -285,18 +306,37 @@ pub fn render(
             for x in x0..x1 {
                 let i = y * sw + x;
                 if let Some((t, n)) = prim.shape.intersect(&origin, &dirs[i]) {
-                    if t < best_t[i] {
-                        best_t[i] = t;
-                        let lambert = n.dot(&light).max(0.0) as f32;
-                        let k = options.ambient + (1.0 - options.ambient) * lambert;
-                        color[i] = [prim.color[0] * k, prim.color[1] * k, prim.color[2] * k];
+                    for &k in &drawn {
+                        if t < best_t[k][i] {
+                            best_t[k][i] = t;
+                            let lambert = n.dot(&light).max(0.0) as f32;
+                            let l = options.ambient + (1.0 - options.ambient) * lambert;
+                            color[k][i] = [prim.color[0] * l, prim.color[1] * l, prim.color[2] * l];
+                        }
                     }
                 }
             }
         }
     }
-    // Resolve: average the s×s samples of each pixel (anti-aliasing); depth from the
-    // sample nearest the pixel centre so silhouettes get no blended "flying" depths.
+    best_t
+        .iter()
+        .zip(&color)
+        .map(|(best_t, color)| resolve(camera, s, &dirs, &axis, best_t, color))
+        .collect()
+}
+
+/// Averages the s×s samples of each pixel (anti-aliasing); depth from the sample nearest
+/// the pixel centre so silhouettes get no blended "flying" depths.
+fn resolve(
+    camera: &PinholeCamera,
+    s: usize,
+    dirs: &[Vector3<f64>],
+    axis: &Vector3<f64>,
+    best_t: &[f64],
+    color: &[[f32; 3]],
+) -> Frame {
+    let (w, h) = (camera.width as usize, camera.height as usize);
+    let sw = w * s;
     let mut rgb = vec![0u8; w * h * 3];
     let mut depth = vec![f32::INFINITY; w * h];
     let to_srgb8 = |c: f32| -> u8 {
@@ -327,7 +367,7 @@ pub fn render(
             rgb[o + 2] = to_srgb8(acc[2] / n);
             let i = (y * s + mid) * sw + x * s + mid;
             if best_t[i].is_finite() {
-                depth[y * w + x] = (best_t[i] * dirs[i].dot(&axis)) as f32;
+                depth[y * w + x] = (best_t[i] * dirs[i].dot(axis)) as f32;
             }
         }
     }

@@ -44,6 +44,20 @@ impl Task {
     /// All tasks.
     pub const ALL: [Task; 3] = [Task::Rope, Task::Cloth, Task::Toy];
 
+    /// The task of a lower-case name (`rope`, `cloth`, `toy`).
+    pub fn from_name(name: &str) -> Option<Task> {
+        Task::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Rope => "rope",
+            Task::Cloth => "cloth",
+            Task::Toy => "toy",
+        }
+    }
+
     /// Distance thresholds (m): `distance ≤ .0` scores 1, `≤ .1` scores 0.5, else 0.
     /// Calibrated by `examples/threshold_check.rs` (table in the `sim` module doc).
     pub fn thresholds(self) -> (f64, f64) {

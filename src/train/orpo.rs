@@ -165,15 +165,6 @@ struct ShownState {
     goal_ids: Vec<u32>,
 }
 
-fn parse_task(name: &str) -> Option<Task> {
-    match name {
-        "rope" => Some(Task::Rope),
-        "cloth" => Some(Task::Cloth),
-        "toy" => Some(Task::Toy),
-        _ => None,
-    }
-}
-
 fn load_png(path: &Path) -> Result<Rgb8> {
     let img = image::open(path)
         .map_err(|e| OrpoError::File {
@@ -217,7 +208,7 @@ fn examples(
         if st.pairs.is_empty() {
             continue;
         }
-        let task = parse_task(&st.task).ok_or_else(|| {
+        let task = Task::from_name(&st.task).ok_or_else(|| {
             OrpoError::Data(format!("state {} has unknown task {:?}", st.seed, st.task))
         })?;
         let kc = keypoints_from_file(&st.current_keypoints);

@@ -57,6 +57,13 @@ pub struct CollectArgs {
     /// zstd-compress the bag's chunks.
     #[arg(long)]
     zstd: bool,
+    /// Camera (and object-only) frames per simulated second.
+    #[arg(long, default_value_t = 5.0)]
+    camera_rate_hz: f64,
+    /// Tasks collected at once (`--task all`); each runs its own simulator, planner and
+    /// recorder. Defaults to the number of CPUs.
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 fn spec(name: &str, params: serde_json::Value) -> anyhow::Result<NodeSpec> {
@@ -85,93 +92,166 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| format!("{t:?}").to_lowercase())
         .collect();
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    anyhow::ensure!(
+        args.camera_rate_hz > 0.0 && args.camera_rate_hz.is_finite(),
+        "--camera-rate-hz must be > 0"
+    );
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, tasks.len());
+    let done: Vec<std::sync::atomic::AtomicU32> = tasks
+        .iter()
+        .map(|_| std::sync::atomic::AtomicU32::new(0))
+        .collect();
+    let progress = crate::LineProgress::stderr();
+    let total = args.episodes as usize * tasks.len();
+    let show = || {
+        let counts: Vec<String> = tasks
+            .iter()
+            .zip(&done)
+            .map(|(t, d)| {
+                format!(
+                    "{t} {}/{}",
+                    d.load(std::sync::atomic::Ordering::Relaxed),
+                    args.episodes
+                )
+            })
+            .collect();
+        let sum: usize = done
+            .iter()
+            .map(|d| d.load(std::sync::atomic::Ordering::Relaxed) as usize)
+            .sum();
+        progress.update(sum, total, &format!("collect: {}", counts.join(", ")));
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(task) = tasks.get(k) else {
+                            return Ok(());
+                        };
+                        let out = if tasks.len() > 1 {
+                            args.out.join(task)
+                        } else {
+                            args.out.clone()
+                        };
+                        collect_task(&args, task, &out, &|| {
+                            done[k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            show();
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a collect worker panicked")))
+            })
+            .collect()
+    });
+    progress.finish();
+    for r in results {
+        r?;
+    }
     for task in &tasks {
         let out = if tasks.len() > 1 {
             args.out.join(task)
         } else {
             args.out.clone()
         };
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let backend = match args.planner {
-            Backend::Correspondence => "correspondence",
-            Backend::Coverage => "coverage",
-            Backend::Random => "random",
-            Backend::Vlm => "vlm",
-        };
-        let s = args.size;
-        let mut planner = json!({
-            "backend": backend,
-            "sampling": {"k": args.k, "temperature": args.temperature, "seed": args.seed},
-        });
-        if let Some(m) = &args.model {
-            planner["model"] = json!(m.to_string_lossy());
-        }
-        if let Some(a) = &args.adapter {
-            planner["adapter"] = json!(a.to_string_lossy());
-        }
-        let graph = GraphConfig {
-            duration_s: 0.0,
-            origin: "dreamplan collect".into(),
-            nodes: vec![
-                spec(
-                    "recorder",
-                    json!({
-                        "out_dir": out.to_string_lossy(),
-                        "compression": if args.zstd { "zstd" } else { "none" },
-                        "exclude": ["/clock", "/rosout", "/parameter_events"],
-                    }),
-                )?,
-                spec("planner", planner)?,
-                spec("executor", json!({"width": s, "height": s}))?,
-                spec(
-                    "sim",
-                    json!({
-                        "task": task, "seed": args.seed, "episodes": args.episodes,
-                        "width": s, "height": s, "realtime": false,
-                    }),
-                )?,
-            ],
-        };
-        let bus = LocalBus::default();
-        let mut events =
-            bus.subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(1000))?;
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let n = args.episodes;
-        let task_name = task.to_string();
-        let progress = crate::LineProgress::stderr();
-        let report = rt.block_on(async move {
-            let watcher = tokio::spawn(async move {
-                let (mut done, mut sum) = (0u32, 0.0);
-                while let Some(e) = events.recv().await {
-                    if e.event == EpisodeEvent::EVENT_SCORED {
-                        done += 1;
-                        sum += e.score;
-                        let line = format!(
-                            "{task_name}: {done}/{n} episodes, mean score {:.2}",
-                            sum / done as f64
-                        );
-                        progress.update(done as usize, n as usize, &line);
-                        if done == n {
-                            progress.finish();
-                            // Let the recorder write the last messages.
-                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                            stop.cancel();
-                            return;
-                        }
-                    }
-                }
-            });
-            let r = dreamplan::runner::run_graph(bus, &graph, shutdown).await;
-            watcher.abort();
-            r
-        })?;
-        anyhow::ensure!(report.is_clean(), "collection of {task} failed: {report:?}");
         println!("wrote {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one task's graph until `args.episodes` episodes are scored; `on_episode` is called
+/// after each.
+fn collect_task(
+    args: &CollectArgs,
+    task: &str,
+    out: &std::path::Path,
+    on_episode: &(dyn Fn() + Sync),
+) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let backend = match args.planner {
+        Backend::Correspondence => "correspondence",
+        Backend::Coverage => "coverage",
+        Backend::Random => "random",
+        Backend::Vlm => "vlm",
+    };
+    let s = args.size;
+    let mut planner = json!({
+        "backend": backend,
+        "sampling": {"k": args.k, "temperature": args.temperature, "seed": args.seed},
+    });
+    if let Some(m) = &args.model {
+        planner["model"] = json!(m.to_string_lossy());
+    }
+    if let Some(a) = &args.adapter {
+        planner["adapter"] = json!(a.to_string_lossy());
+    }
+    let graph = GraphConfig {
+        duration_s: 0.0,
+        origin: "dreamplan collect".into(),
+        nodes: vec![
+            spec(
+                "recorder",
+                json!({
+                    "out_dir": out.to_string_lossy(),
+                    "compression": if args.zstd { "zstd" } else { "none" },
+                    "exclude": ["/clock", "/rosout", "/parameter_events"],
+                }),
+            )?,
+            spec("planner", planner)?,
+            spec("executor", json!({"width": s, "height": s}))?,
+            spec(
+                "sim",
+                json!({
+                    "task": task, "seed": args.seed, "episodes": args.episodes,
+                    "width": s, "height": s, "realtime": false,
+                    "camera_rate_hz": args.camera_rate_hz,
+                }),
+            )?,
+        ],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let bus = LocalBus::default();
+    let mut events = bus.subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(1000))?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let n = args.episodes;
+    let report = rt.block_on(async move {
+        let watcher = async move {
+            let mut done = 0u32;
+            while let Some(e) = events.recv().await {
+                if e.event == EpisodeEvent::EVENT_SCORED {
+                    done += 1;
+                    on_episode();
+                    if done == n {
+                        // Let the recorder write the last messages.
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        stop.cancel();
+                        return;
+                    }
+                }
+            }
+        };
+        let (r, ()) = tokio::join!(dreamplan::runner::run_graph(bus, &graph, shutdown), watcher);
+        r
+    })?;
+    anyhow::ensure!(report.is_clean(), "collection of {task} failed: {report:?}");
+    Ok(())
 }

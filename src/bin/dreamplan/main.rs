@@ -69,6 +69,7 @@ mod robot;
 mod sim;
 mod stage3;
 mod vlm;
+mod world_model;
 mod zero_shot;
 
 /// `--task` of the commands that run episodes: one task or all three.
@@ -152,6 +153,15 @@ enum Command {
     /// A model folder with a LoRA adapter merged into its weights (the base of a next
     /// ORPO round).
     MergeAdapter(stage3::MergeAdapterArgs),
+    /// Stage 2: train the action-conditioned video world model on recorded bags.
+    TrainWorldModel(world_model::TrainArgs),
+    /// Stage 2: a world model's predicted frames for one action, as a GIF beside the truth.
+    Predict(world_model::PredictArgs),
+    /// Stage 2: how well a world model ranks candidate actions against the simulator, on
+    /// held-out states.
+    WmEval(world_model::WmEvalArgs),
+    /// Stage 2: world-model training steps/s and prediction latency by batch and sampler steps.
+    WmBench(world_model::WmBenchArgs),
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
     PlanBench(plan_bench::PlanBenchArgs),
@@ -199,6 +209,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preferences(args) => stage3::preferences(args),
         Command::TrainOrpo(args) => stage3::train_orpo(args),
         Command::MergeAdapter(args) => stage3::merge_adapter(args),
+        Command::TrainWorldModel(args) => world_model::train(args),
+        Command::Predict(args) => world_model::predict(args),
+        Command::WmEval(args) => world_model::wm_eval(args),
+        Command::WmBench(args) => world_model::wm_bench(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

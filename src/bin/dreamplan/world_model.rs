@@ -1,0 +1,752 @@
+//! `dreamplan train-world-model`, `dreamplan predict` and `dreamplan wm-eval`: stage 2 of
+//! DreamPlan, the action-conditioned video world model.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use crate::progress::PhaseProgress;
+use crate::TaskSel;
+
+use dreamplan::planner::eval::{choice_pixels, observe, plan_pixels, EvalConfig, Observation};
+use dreamplan::planner::grammar::parse_answer;
+use dreamplan::planner::KeypointChoice;
+use dreamplan::sim::rng::Rng;
+use dreamplan::sim::tasks::{self, Task};
+use dreamplan::verifier::all_choices;
+use dreamplan::world_model::train::{TrainConfig, TrainEvent};
+use dreamplan::world_model::{clip, dataset, metrics, rollout, Config, Predictor};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Preset {
+    /// 128×64 crops, 8 future frames, ~1M weights: trains on 2 CPU cores.
+    Cpu,
+    /// 256×128 crops, 16 future frames, a wider, deeper model.
+    Gpu,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Bags to train on: bag folders, or folders of bags (`dreamplan collect --task all`
+    /// writes one per task). Repeat the flag for more.
+    #[arg(long, required = true, num_args = 1..)]
+    bags: Vec<PathBuf>,
+    /// Output folder: config.json, model.safetensors, checkpoint, curves.png, summary.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model configuration (JSON, as the config.json written beside a model).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Built-in configuration when `--config` is absent.
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    preset: Preset,
+    /// Where rendered clips are cached (default OUT/cache); reused when it matches.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    #[arg(long, default_value_t = TrainConfig::default().steps)]
+    steps: usize,
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
+    batch: usize,
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    seed: u64,
+    /// Steps between validations on held-out episodes.
+    #[arg(long, default_value_t = TrainConfig::default().val_every)]
+    val_every: usize,
+    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
+    checkpoint_every: usize,
+}
+
+/// Bag folders in `paths`: a path that is a bag (metadata.yaml, .mcap or .db3 inside, or a
+/// file) is taken as is; otherwise its sub-folders that are bags, sorted.
+fn find_bags(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let is_bag = |p: &Path| -> bool {
+        p.is_file()
+            || p.join("metadata.yaml").exists()
+            || std::fs::read_dir(p).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    n.ends_with(".mcap") || n.ends_with(".db3")
+                })
+            })
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        anyhow::ensure!(p.exists(), "{}: no such bag or folder", p.display());
+        if is_bag(p) {
+            out.push(p.clone());
+            continue;
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|s| s.is_dir() && is_bag(s))
+            .collect();
+        subs.sort();
+        anyhow::ensure!(
+            !subs.is_empty(),
+            "{}: neither a bag nor a folder of bags",
+            p.display()
+        );
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
+    let cfg = match path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a world-model config", p.display()))?
+        }
+        None => match preset {
+            Preset::Cpu => Config::cpu(),
+            Preset::Gpu => Config::gpu(),
+        },
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("world-model config: {e}"))?;
+    Ok(cfg)
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(args.config.as_deref(), args.preset)?;
+    let bags = find_bags(&args.bags)?;
+    let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
+    let progress = PhaseProgress::stderr();
+    let t0 = Instant::now();
+    let index = dataset::build(&bags, &cache, &cfg, 64, &|read, clips| {
+        progress.update("clips", read, read.max(1), &format!("{clips} clips"));
+    })
+    .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
+    progress.finish();
+    eprintln!(
+        "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
+        index.clips.len(),
+        bags.len(),
+        t0.elapsed().as_secs_f64(),
+        index.skipped,
+        index
+            .first_skip
+            .as_ref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default(),
+        cache.display()
+    );
+    let data = dataset::Dataset::open(&cache)?;
+    let tc = TrainConfig {
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        val_every: args.val_every,
+        checkpoint_every: args.checkpoint_every,
+        warmup: TrainConfig::default().warmup.min(args.steps / 10),
+        ..TrainConfig::default()
+    };
+    let started = Instant::now();
+    let first = std::cell::Cell::new(None::<usize>);
+    let summary =
+        dreamplan::world_model::train::train(&data, &cfg, &tc, &args.out, &|ev| match ev {
+            TrainEvent::Resumed(s) => eprintln!("resumed from the checkpoint at step {s}"),
+            TrainEvent::Step { step, total, loss } => {
+                let from = *first.get().get_or_insert(step - 1);
+                first.set(Some(from));
+                let rate = (step - from) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let eta = (total - step) as f64 / rate.max(1e-9);
+                progress.update(
+                    "train",
+                    step,
+                    total,
+                    &format!(
+                        "loss {loss:.4}, {rate:.2} steps/s, eta {:.0} min",
+                        eta / 60.0
+                    ),
+                );
+            }
+            TrainEvent::Validated(v) => {
+                let ious: Vec<String> = v
+                    .iou
+                    .iter()
+                    .map(|(t, m, c, _)| format!("{t} {m:.2} (copy {c:.2})"))
+                    .collect();
+                eprintln!(
+                    "\nstep {}: val PSNR {:.2} (copy {:.2}) SSIM {:.3} (copy {:.3}) mask IoU {}",
+                    v.step,
+                    v.psnr,
+                    v.psnr_copy,
+                    v.ssim,
+                    v.ssim_copy,
+                    ious.join(", ")
+                );
+            }
+        })?;
+    progress.finish();
+    println!(
+        "wrote {} ({} training / {} validation clips, {} steps in {:.0} s; curves.png, train_summary.json)",
+        args.out.display(),
+        summary.clips.0,
+        summary.clips.1,
+        summary.losses.len(),
+        summary.seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The world-model folder.
+    #[arg(long)]
+    world_model: PathBuf,
+    /// A recorded bag: predict one of its transitions (with `--transition`).
+    #[arg(long, conflicts_with_all = ["task", "seed"])]
+    bag: Option<PathBuf>,
+    /// Which transition of `--bag` (0 = the first).
+    #[arg(long, requires = "bag")]
+    transition: Option<usize>,
+    /// A built-in task: predict an action from its seeded state (with `--seed`).
+    #[arg(long, value_enum, requires = "seed")]
+    task: Option<TaskArg>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `pick N place M` on the keypoints of the task's state (required with `--task`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Output folder: predicted.gif (true | predicted, side by side), predicted_final.png.
+    #[arg(long, default_value = "predict_out")]
+    out: PathBuf,
+    /// Seed of the sampler's noise.
+    #[arg(long, default_value_t = 0)]
+    noise_seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum TaskArg {
+    Rope,
+    Cloth,
+    Toy,
+}
+
+impl TaskArg {
+    fn task(self) -> Task {
+        match self {
+            TaskArg::Rope => Task::Rope,
+            TaskArg::Cloth => Task::Cloth,
+            TaskArg::Toy => Task::Toy,
+        }
+    }
+}
+
+/// Frames side by side (left | right), each `w × h` rgb8.
+fn side_by_side(left: &[u8], right: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let gap = 2;
+    let ow = 2 * w + gap;
+    let mut out = vec![255u8; ow * h * 3];
+    for y in 0..h {
+        out[y * ow * 3..][..w * 3].copy_from_slice(&left[y * w * 3..][..w * 3]);
+        out[(y * ow + w + gap) * 3..][..w * 3].copy_from_slice(&right[y * w * 3..][..w * 3]);
+    }
+    out
+}
+
+/// Writes an animated GIF of rgb8 frames, each shown `delay_ms`, scaled up by `scale`.
+fn write_gif(
+    path: &Path,
+    frames: &[Vec<u8>],
+    w: usize,
+    h: usize,
+    scale: usize,
+) -> anyhow::Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, Frame, RgbaImage};
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = GifEncoder::new_with_speed(file, 10);
+    enc.set_repeat(Repeat::Infinite)?;
+    for f in frames {
+        let img = RgbaImage::from_fn((w * scale) as u32, (h * scale) as u32, |x, y| {
+            let i = ((y as usize / scale) * w + x as usize / scale) * 3;
+            image::Rgba([f[i], f[i + 1], f[i + 2], 255])
+        });
+        enc.encode_frame(Frame::from_parts(
+            img,
+            0,
+            0,
+            Delay::from_numer_denom_ms(300, 1),
+        ))?;
+    }
+    Ok(())
+}
+
+fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> {
+    image::save_buffer(
+        path,
+        rgb,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let predictor = Predictor::load(&args.world_model)?;
+    let cfg = predictor.config().clone();
+    let (context, arm, truth) = if let Some(bag) = &args.bag {
+        anyhow::ensure!(
+            args.action.is_none(),
+            "--action is for --task; a bag's transition has its recorded action"
+        );
+        let n = args.transition.unwrap_or(0);
+        let reader = dreamplan::bag::BagReader::open(bag)?;
+        let tr = reader
+            .transitions(Default::default())
+            .nth(n)
+            .with_context(|| format!("{}: has no transition {n}", bag.display()))??;
+        let size = tr
+            .object_observation
+            .as_ref()
+            .or(tr.object_frames.first())
+            .map(|(_, i)| (i.width, i.height))
+            .with_context(|| {
+                format!(
+                    "{}: transition {n} has no object-only frames",
+                    bag.display()
+                )
+            })?;
+        let video = clip::ArmVideo::new(
+            dreamplan::robot::franka::default_arm(),
+            &dreamplan::render::scene::default_camera(size.0, size.1),
+            &cfg,
+        );
+        let c = clip::from_transition(&tr, &video, &cfg)?;
+        (c.context, c.arm, c.future)
+    } else {
+        let (Some(task), Some(seed)) = (args.task, args.seed) else {
+            anyhow::bail!(
+                "give --bag B --transition N, or --task T --seed S --action \"pick N place M\""
+            );
+        };
+        let action = args
+            .action
+            .as_deref()
+            .context("--task needs --action \"pick N place M\"")?;
+        let ec = EvalConfig::default();
+        let obs = observe(task.task(), seed, &ec);
+        let (cur, goal) = obs
+            .keypoints
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("no keypoints on seed {seed}: {e}"))?;
+        let choice = parse_answer(action, cur.len(), goal.len())?;
+        let (plan, _) = candidate_plan(&obs, &choice, &ec)?;
+        let (_, truth) = rollout::simulate(&obs.world, &plan, ec.size, &cfg);
+        (
+            rollout::object_crop(&obs.world, ec.size, &cfg),
+            rollout::arm_video(&plan, ec.size, &cfg),
+            truth,
+        )
+    };
+    let t0 = Instant::now();
+    let pred = predictor
+        .predict(&context, std::slice::from_ref(&arm), args.noise_seed)?
+        .remove(0);
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let (w, h) = (cfg.width, cfg.height);
+    let mut frames = vec![side_by_side(&context, &context, w, h)];
+    frames.extend(
+        truth
+            .iter()
+            .zip(&pred)
+            .map(|(t, p)| side_by_side(t, p, w, h)),
+    );
+    write_gif(&args.out.join("predicted.gif"), &frames, 2 * w + 2, h, 3)?;
+    let last = pred.last().context("no frames predicted")?;
+    write_png(&args.out.join("predicted_final.png"), last, w, h)?;
+    if let Some(t) = truth.last() {
+        write_png(&args.out.join("true_final.png"), t, w, h)?;
+        println!(
+            "final frame: PSNR {:.2} dB (copy {:.2}), SSIM {:.3} (copy {:.3})",
+            metrics::psnr(last, t),
+            metrics::psnr(&context, t),
+            metrics::ssim(last, t, w, h),
+            metrics::ssim(&context, t, w, h)
+        );
+    }
+    println!(
+        "predicted in {:.0} ms; wrote {} (left: true, right: predicted)",
+        secs * 1e3,
+        args.out.join("predicted.gif").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A candidate's checked plan and its pick/place pixels.
+fn candidate_plan(
+    obs: &Observation,
+    choice: &KeypointChoice,
+    ec: &EvalConfig,
+) -> anyhow::Result<(
+    dreamplan::robot::motion::PickPlacePlan,
+    ((f32, f32), (f32, f32)),
+)> {
+    let (cur, goal) = obs
+        .keypoints
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("no keypoints: {e}"))?;
+    let px = choice_pixels(choice, cur, goal)
+        .context("the action names a keypoint that is not drawn")?;
+    let plan = plan_pixels(&obs.current, &obs.goal_frame, px.0, px.1, ec)
+        .map_err(|e| anyhow::anyhow!("the executor refuses the action: {e}"))?;
+    Ok((plan, px))
+}
+
+#[derive(Args)]
+pub struct WmEvalArgs {
+    /// The world-model folder.
+    #[arg(long)]
+    world_model: PathBuf,
+    /// States per task.
+    #[arg(long, default_value_t = 50)]
+    episodes: usize,
+    /// Seed of each task's first state (default: 4,000,000, disjoint from `collect`'s
+    /// default data seeds, the evaluation seeds 0–999 and the preference seeds).
+    #[arg(long, default_value_t = 4_000_000)]
+    first_seed: u64,
+    /// Candidate actions per state (distinct, uniformly drawn from all N×M keypoint pairs).
+    #[arg(long, default_value_t = 8)]
+    k: usize,
+    #[arg(long, value_enum, default_value_t = TaskSel::All)]
+    task: TaskSel,
+    /// Simulated outcomes closer than this (in the task's half-score distance) are not
+    /// counted as a ranking pair.
+    #[arg(long, default_value_t = 0.5)]
+    margin: f64,
+    /// JSON report.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct TaskReport {
+    task: String,
+    states: usize,
+    candidates: usize,
+    pairs: usize,
+    agreement: f64,
+    /// The same ranking made from the true final frames with the mask measure (what a
+    /// perfect frame predictor would reach).
+    agreement_true_frames: f64,
+    spearman: f64,
+    top1_hits: f64,
+    top1_chance: f64,
+    /// Mean simulated score (−distance/half) of the world model's top-1, of a random
+    /// candidate, and of the best candidate.
+    top1_sim_score: f64,
+    random_sim_score: f64,
+    best_sim_score: f64,
+    psnr: f64,
+    psnr_copy: f64,
+    ssim: f64,
+    ssim_copy: f64,
+    iou: f64,
+    iou_copy: f64,
+    ms_per_candidate: f64,
+}
+
+/// Spearman's ρ of two equally long lists (average ranks for ties; NaN when one is constant).
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let ranks = |v: &[f64]| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut k = 0;
+        while k < idx.len() {
+            let mut e = k;
+            while e + 1 < idx.len() && v[idx[e + 1]] == v[idx[k]] {
+                e += 1;
+            }
+            for &i in &idx[k..=e] {
+                r[i] = (k + e) as f64 / 2.0;
+            }
+            k = e + 1;
+        }
+        r
+    };
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len())
+        .max_by(|&i, &j| v[i].total_cmp(&v[j]))
+        .unwrap_or(0)
+}
+
+pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.episodes > 0 && args.k >= 2,
+        "--episodes must be > 0 and --k ≥ 2"
+    );
+    let predictor = Predictor::load(&args.world_model)?;
+    let cfg = predictor.config().clone();
+    let (w, h) = (cfg.width, cfg.height);
+    let ec = EvalConfig::default();
+    let progress = PhaseProgress::stderr();
+    let mut reports = Vec::new();
+    for task in args.task.tasks() {
+        let half = task.thresholds().1;
+        let mut r = TaskReport {
+            task: task.name().into(),
+            ..Default::default()
+        };
+        let (mut agree, mut agree_true, mut rhos) = (0usize, 0usize, Vec::new());
+        let mut frame_sums = [0.0f64; 6];
+        let mut predict_s = 0.0;
+        for e in 0..args.episodes {
+            let seed = args.first_seed + e as u64;
+            progress.update(task.name(), e, args.episodes, "");
+            let obs = observe(task, seed, &ec);
+            let Ok((cur, goal)) = obs.keypoints.as_ref() else {
+                continue;
+            };
+            let mut rng = Rng::new(seed, 0xE7A1);
+            let mut pool = all_choices(cur, goal);
+            let mut cands = Vec::new();
+            while cands.len() < args.k && !pool.is_empty() {
+                let choice = pool.swap_remove(rng.below(pool.len()));
+                if let Ok((plan, _)) = candidate_plan(&obs, &choice, &ec) {
+                    cands.push(plan);
+                }
+            }
+            if cands.len() < 2 {
+                continue;
+            }
+            let context = rollout::object_crop(&obs.world, ec.size, &cfg);
+            let goal_crop = clip::crop_resize(
+                &obs.goal_frame.rgb,
+                obs.goal_frame.width,
+                obs.goal_frame.height,
+                &cfg,
+            )?;
+            let goal_mask = to_mask(metrics::mask(task, &goal_crop, w, h), w, h);
+            let arms: Vec<_> = cands
+                .iter()
+                .map(|p| rollout::arm_video(p, ec.size, &cfg))
+                .collect();
+            let t0 = Instant::now();
+            let preds = predictor.predict(&context, &arms, seed)?;
+            predict_s += t0.elapsed().as_secs_f64();
+            let mut sim = Vec::new();
+            let mut wm = Vec::new();
+            let mut true_frames = Vec::new();
+            for (plan, pred) in cands.iter().zip(&preds) {
+                let (world, truth) = rollout::simulate(&obs.world, plan, ec.size, &cfg);
+                let (distance, _) = tasks::score(task, &world, &obs.goal);
+                sim.push(-distance / half);
+                let score = |rgb: &[u8]| -> anyhow::Result<f64> {
+                    let m = to_mask(metrics::mask(task, rgb, w, h), w, h);
+                    Ok(dreamplan::verifier::measure::mask_score(&m, &goal_mask)?.value)
+                };
+                let last = pred.last().context("no predicted frames")?;
+                let t_last = truth.last().context("no true frames")?;
+                wm.push(score(last)?);
+                true_frames.push(score(t_last)?);
+                frame_sums[0] += metrics::psnr(last, t_last);
+                frame_sums[1] += metrics::psnr(&context, t_last);
+                frame_sums[2] += metrics::ssim(last, t_last, w, h);
+                frame_sums[3] += metrics::ssim(&context, t_last, w, h);
+                let mt = metrics::mask(task, t_last, w, h);
+                frame_sums[4] += metrics::iou(&metrics::mask(task, last, w, h), &mt);
+                frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h), &mt);
+            }
+            let n = sim.len();
+            r.states += 1;
+            r.candidates += n;
+            for i in 0..n {
+                for j in i + 1..n {
+                    if (sim[i] - sim[j]).abs() > args.margin {
+                        r.pairs += 1;
+                        let truth_order = sim[i] > sim[j];
+                        agree += usize::from((wm[i] > wm[j]) == truth_order);
+                        agree_true += usize::from((true_frames[i] > true_frames[j]) == truth_order);
+                    }
+                }
+            }
+            let rho = spearman(&wm, &sim);
+            if rho.is_finite() {
+                rhos.push(rho);
+            }
+            let (top, best) = (argmax(&wm), argmax(&sim));
+            r.top1_hits += f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
+            r.top1_chance += 1.0 / n as f64;
+            r.top1_sim_score += sim[top];
+            r.random_sim_score += sim.iter().sum::<f64>() / n as f64;
+            r.best_sim_score += sim[best];
+        }
+        progress.finish();
+        let s = r.states.max(1) as f64;
+        let c = r.candidates.max(1) as f64;
+        r.agreement = agree as f64 / r.pairs.max(1) as f64;
+        r.agreement_true_frames = agree_true as f64 / r.pairs.max(1) as f64;
+        r.spearman = rhos.iter().sum::<f64>() / rhos.len().max(1) as f64;
+        r.top1_hits /= s;
+        r.top1_chance /= s;
+        r.top1_sim_score /= s;
+        r.random_sim_score /= s;
+        r.best_sim_score /= s;
+        r.psnr = frame_sums[0] / c;
+        r.psnr_copy = frame_sums[1] / c;
+        r.ssim = frame_sums[2] / c;
+        r.ssim_copy = frame_sums[3] / c;
+        r.iou = frame_sums[4] / c;
+        r.iou_copy = frame_sums[5] / c;
+        r.ms_per_candidate = predict_s * 1e3 / c;
+        reports.push(r);
+    }
+    println!(
+        "{:<6} {:>6} {:>6} {:>9} {:>9} {:>8} {:>11} {:>18} {:>13} {:>13} {:>8}",
+        "task",
+        "states",
+        "pairs",
+        "agree",
+        "agree*",
+        "rho",
+        "top1 (chance)",
+        "sim score top1/rnd/best",
+        "IoU (copy)",
+        "PSNR (copy)",
+        "ms/cand"
+    );
+    for r in &reports {
+        println!(
+            "{:<6} {:>6} {:>6} {:>8.1}% {:>8.1}% {:>8.2} {:>5.2} ({:.2}) {:>6.2}/{:.2}/{:.2} {:>6.3} ({:.3}) {:>6.2} ({:.2}) {:>8.1}",
+            r.task,
+            r.states,
+            r.pairs,
+            100.0 * r.agreement,
+            100.0 * r.agreement_true_frames,
+            r.spearman,
+            r.top1_hits,
+            r.top1_chance,
+            r.top1_sim_score,
+            r.random_sim_score,
+            r.best_sim_score,
+            r.iou,
+            r.iou_copy,
+            r.psnr,
+            r.psnr_copy,
+            r.ms_per_candidate
+        );
+    }
+    println!("agree*: the same pairs ranked from the true final frames with the mask measure (a perfect frame predictor's ceiling)");
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_mask(data: Vec<bool>, w: usize, h: usize) -> dreamplan::vision::Mask {
+    dreamplan::vision::Mask {
+        width: w as u32,
+        height: h as u32,
+        data,
+    }
+}
+
+#[derive(Args)]
+pub struct WmBenchArgs {
+    /// Model configuration (JSON); the built-in preset otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    preset: Preset,
+    /// Clips per training step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Timed repetitions of each measurement (after one untimed warm-up).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+}
+
+/// Median seconds of `iters` runs of `f` after one warm-up run.
+fn median_secs(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut v = Vec::new();
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        v.push(t0.elapsed().as_secs_f64());
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
+    use dreamplan::world_model::train::{init_vars, noise};
+    let cfg = load_config(args.config.as_deref(), args.preset)?;
+    let (model, vars) = init_vars(&cfg, 0)?;
+    let weights: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let mut rng = Rng::new(0, 1);
+    println!(
+        "config {}×{}, {} frames, patch {}, hidden {}, depth {} (+{} control), {} weights, {} threads",
+        w,
+        h,
+        f,
+        cfg.patch_size,
+        cfg.hidden,
+        cfg.depth,
+        cfg.control_blocks,
+        weights,
+        candle_core::utils::get_num_threads()
+    );
+    let b = args.batch;
+    let x = noise(&mut rng, &[b, f, 3, h, w])?;
+    let eps = noise(&mut rng, &[b, f, 3, h, w])?;
+    let ctx = noise(&mut rng, &[b, 3, h, w])?;
+    let arm = noise(&mut rng, &[b, f + 1, 3, h, w])?;
+    let t = candle_core::Tensor::full(0.5f32, b, &candle_core::Device::Cpu)?;
+    let step = median_secs(args.iters, || {
+        let loss = model.flow_loss(&x, &t, &eps, &ctx, &arm)?;
+        let _ = loss.backward()?;
+        Ok(())
+    })?;
+    println!(
+        "training step (batch {b}, forward + backward): {:.0} ms, {:.2} steps/s, {:.1} clips/s",
+        step * 1e3,
+        1.0 / step,
+        b as f64 / step
+    );
+    for k in [1usize, 8] {
+        for steps in [1usize, cfg.sample_steps, 2 * cfg.sample_steps] {
+            let e = noise(&mut rng, &[k, f, 3, h, w])?;
+            let c = noise(&mut rng, &[k, 3, h, w])?;
+            let a = noise(&mut rng, &[k, f + 1, 3, h, w])?;
+            let s = median_secs(args.iters, || {
+                model.sample(&e, &c, &a, steps)?;
+                Ok(())
+            })?;
+            println!(
+                "predict K={k}, {steps} sampler steps: {:.0} ms per batch, {:.1} ms per candidate",
+                s * 1e3,
+                s * 1e3 / k as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,257 @@
+//! What the world model sees, built from a recorded transition or a planned motion: a
+//! [`Clip`] holds the current object-only frame, the arm video and the future object-only
+//! frames, all cropped to the workspace and resized to the model's resolution.
+//!
+//! The arm video is rendered here, not recorded: the joint states (recorded, or sampled from
+//! a planned trajectory) go through the arm model's forward kinematics and the renderer's
+//! arm-on-white mode with a camera whose intrinsics are the source camera's cut to the crop,
+//! so the arm lands on the same pixels as in the cropped camera frames.
+
+use opencv::core::{Mat, Rect, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+
+use super::{Config, WorldModelError};
+use crate::msg::prelude::*;
+use crate::render::{render, scene, PinholeCamera, RenderMode, RenderOptions};
+use crate::robot::motion::{sample_positions, PickPlacePlan};
+use crate::robot::ArmModel;
+
+/// One training or prediction example at the model's resolution: rgb8, row-major,
+/// `width × height × 3` bytes per frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clip {
+    /// The current object-only frame.
+    pub context: Vec<u8>,
+    /// The arm video: the start of the motion, then one frame per future frame.
+    pub arm: Vec<Vec<u8>>,
+    /// The future object-only frames (empty when predicting).
+    pub future: Vec<Vec<u8>>,
+}
+
+/// rgb8 pixels of a ROS image (`rgb8` or `bgr8`).
+pub fn image_rgb(img: &Image) -> Result<Vec<u8>, WorldModelError> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let row = w * 3;
+    if img.step as usize != row && (img.step as usize) < row {
+        return Err(WorldModelError::Data(format!(
+            "image step {} is shorter than a {w}-pixel rgb row",
+            img.step
+        )));
+    }
+    if img.data.len() < img.step as usize * h {
+        return Err(WorldModelError::Data(format!(
+            "image of {w}×{h} holds {} bytes, fewer than its size needs",
+            img.data.len()
+        )));
+    }
+    let swap = match img.encoding.as_str() {
+        "rgb8" => false,
+        "bgr8" => true,
+        other => {
+            return Err(WorldModelError::Data(format!(
+                "image encoding `{other}`: the world model reads rgb8 or bgr8"
+            )))
+        }
+    };
+    let mut out = Vec::with_capacity(row * h);
+    for y in 0..h {
+        let line = &img.data[y * img.step as usize..][..row];
+        if swap {
+            out.extend(line.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]));
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    Ok(out)
+}
+
+/// The crop of a `width × height` rgb8 image resized to the model's frame (area
+/// interpolation, so thin objects fade instead of vanishing).
+pub fn crop_resize(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    cfg: &Config,
+) -> Result<Vec<u8>, WorldModelError> {
+    if rgb.len() != (width * height * 3) as usize {
+        return Err(WorldModelError::Data(format!(
+            "a {width}×{height} rgb image needs {} bytes, got {}",
+            width * height * 3,
+            rgb.len()
+        )));
+    }
+    let cv = |e: opencv::Error| WorldModelError::Data(format!("OpenCV: {e}"));
+    let (x0, y0, w, h) = cfg.crop.pixels(width, height);
+    let flat = Mat::new_rows_cols_with_data(height as i32, (width * 3) as i32, rgb).map_err(cv)?;
+    let src = flat.reshape(3, height as i32).map_err(cv)?;
+    let roi = Mat::roi(&src, Rect::new(x0 as i32, y0 as i32, w as i32, h as i32)).map_err(cv)?;
+    let mut out = Mat::default();
+    imgproc::resize(
+        &roi,
+        &mut out,
+        Size::new(cfg.width as i32, cfg.height as i32),
+        0.0,
+        0.0,
+        imgproc::INTER_AREA,
+    )
+    .map_err(cv)?;
+    Ok(out.data_bytes().map_err(cv)?.to_vec())
+}
+
+/// The camera that sees exactly the crop of `camera`'s image at the model's resolution.
+pub fn crop_camera(camera: &PinholeCamera, cfg: &Config) -> PinholeCamera {
+    let (x0, y0, w, h) = cfg.crop.pixels(camera.width, camera.height);
+    let sx = cfg.width as f64 / f64::from(w);
+    let sy = cfg.height as f64 / f64::from(h);
+    PinholeCamera {
+        width: cfg.width as u32,
+        height: cfg.height as u32,
+        fx: camera.fx * sx,
+        fy: camera.fy * sy,
+        cx: (camera.cx - f64::from(x0)) * sx,
+        cy: (camera.cy - f64::from(y0)) * sy,
+        world_from_camera: camera.world_from_camera,
+    }
+}
+
+/// Renders the arm alone on white through the crop camera.
+pub struct ArmVideo {
+    arm: ArmModel,
+    camera: PinholeCamera,
+    options: RenderOptions,
+}
+
+impl ArmVideo {
+    /// For images of `camera` and the model configured by `cfg`.
+    pub fn new(arm: ArmModel, camera: &PinholeCamera, cfg: &Config) -> Self {
+        Self {
+            arm,
+            camera: crop_camera(camera, cfg),
+            options: RenderOptions::default(),
+        }
+    }
+
+    /// One frame of the arm at joint positions `q` (the model's joint order).
+    pub fn frame(&self, q: &[f64], gripper_open: bool) -> Vec<u8> {
+        let poses: Vec<_> = self.arm.link_poses(q).into_iter().map(|(_, p)| p).collect();
+        let prims = scene::arm_primitives(&poses, gripper_open);
+        render(&prims, &self.camera, RenderMode::ArmOnWhite, &self.options).rgb
+    }
+
+    /// The arm video of a planned pick-and-place: the start, then `cfg.frames` frames evenly
+    /// over the motion and `cfg.after_s` after it (what a recorded transition's video holds).
+    pub fn of_plan(&self, plan: &PickPlacePlan, cfg: &Config) -> Vec<Vec<u8>> {
+        let end = plan
+            .trajectory
+            .points
+            .last()
+            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+        let span = end + cfg.after_s;
+        (0..=cfg.frames)
+            .map(|k| {
+                let t = span * k as f64 / cfg.frames as f64;
+                let closed = t >= plan.grasp_time_s && t < plan.release_time_s;
+                self.frame(&sample_positions(&plan.trajectory, t), !closed)
+            })
+            .collect()
+    }
+
+    /// The joint positions of the model's joints in a recorded joint state, and whether the
+    /// gripper is open (finger joint beyond 2 cm, or open when not recorded).
+    fn joints_of(&self, js: &JointState) -> Result<(Vec<f64>, bool), WorldModelError> {
+        let q = self
+            .arm
+            .joint_names()
+            .iter()
+            .map(|name| {
+                js.name
+                    .iter()
+                    .position(|n| n == name)
+                    .and_then(|i| js.position.get(i).copied())
+                    .ok_or_else(|| {
+                        WorldModelError::Data(format!(
+                            "joint state without a position for `{name}` (has {:?})",
+                            js.name
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let open = js
+            .name
+            .iter()
+            .position(|n| n.contains("finger"))
+            .and_then(|i| js.position.get(i))
+            .is_none_or(|&p| p > 0.02);
+        Ok((q, open))
+    }
+}
+
+/// The element of time-stamped `items` nearest to `t`.
+fn nearest<T>(items: &[(u64, T)], t: u64) -> Option<&T> {
+    items
+        .iter()
+        .min_by_key(|(s, _)| s.abs_diff(t))
+        .map(|(_, x)| x)
+}
+
+/// The clip of one recorded transition: context = the last object-only frame before the
+/// action (or the first during it); future and arm frames at `cfg.frames` times evenly over
+/// the motion and `cfg.after_s` after it, each the nearest recorded frame / joint state.
+pub fn from_transition(
+    tr: &crate::bag::transitions::Transition,
+    video: &ArmVideo,
+    cfg: &Config,
+) -> Result<Clip, WorldModelError> {
+    let missing = |what: &str| {
+        WorldModelError::Data(format!(
+            "episode {} step {}: no {what} (record /camera/object_only and /joint_states)",
+            tr.episode, tr.step
+        ))
+    };
+    let finished = tr
+        .finished
+        .ok_or_else(|| missing("action_finished event"))?;
+    let context = tr
+        .object_observation
+        .as_ref()
+        .or(tr.object_frames.first())
+        .map(|(_, img)| img)
+        .ok_or_else(|| missing("object-only frame"))?;
+    if tr.object_frames.is_empty() {
+        return Err(missing("object-only frames after the action"));
+    }
+    if tr.joint_states.is_empty() {
+        return Err(missing("joint states"));
+    }
+    let frame = |img: &Image| -> Result<Vec<u8>, WorldModelError> {
+        if (img.width, img.height) != (context.width, context.height) {
+            return Err(WorldModelError::Data(format!(
+                "episode {} step {}: object-only frames of {}×{} and {}×{} in one transition",
+                tr.episode, tr.step, context.width, context.height, img.width, img.height
+            )));
+        }
+        crop_resize(&image_rgb(img)?, img.width, img.height, cfg)
+    };
+    let end = finished + (cfg.after_s * 1e9) as u64;
+    let span = end.saturating_sub(tr.started);
+    let times: Vec<u64> = (0..=cfg.frames)
+        .map(|k| tr.started + span * k as u64 / cfg.frames as u64)
+        .collect();
+    let mut arm = Vec::with_capacity(times.len());
+    for &t in &times {
+        let js =
+            nearest(&tr.joint_states, t.min(finished)).ok_or_else(|| missing("joint states"))?;
+        let (q, open) = video.joints_of(js)?;
+        arm.push(video.frame(&q, open));
+    }
+    let future = times[1..]
+        .iter()
+        .map(|&t| frame(nearest(&tr.object_frames, t).ok_or_else(|| missing("object frames"))?))
+        .collect::<Result<_, _>>()?;
+    Ok(Clip {
+        context: frame(context)?,
+        arm,
+        future,
+    })
+}

@@ -1,0 +1,188 @@
+//! The world model's configuration: its size, what it sees (the workspace crop) and how it
+//! samples. Saved beside every checkpoint as `config.json`; a checkpoint is only loaded with
+//! the configuration it was trained with.
+
+use serde::{Deserialize, Serialize};
+
+/// A region of interest of the camera image, as fractions of its width and height, so one
+/// configuration serves any camera resolution. Objects live inside it; the model works on
+/// this crop resized to its resolution (a naive downscale of the whole view would erase a
+/// 3 px rope). Its aspect in pixels should match the model's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crop {
+    /// Left edge (fraction of the width).
+    pub u0: f64,
+    /// Top edge (fraction of the height).
+    pub v0: f64,
+    /// Right edge (fraction of the width).
+    pub u1: f64,
+    /// Bottom edge (fraction of the height).
+    pub v1: f64,
+}
+
+impl Crop {
+    /// The built-in camera's workspace: the table region objects and actions use
+    /// (`sim::tasks::TABLE_X/Y` plus 2 cm, up to 5 cm above the table) projects to
+    /// u 0.03–0.97, v 0.29–0.75 of the view; this 2:1 region holds it
+    /// (`tests/world_model.rs` checks it).
+    pub const BUILT_IN: Crop = Crop {
+        u0: 0.02,
+        v0: 0.28,
+        u1: 0.98,
+        v1: 0.76,
+    };
+
+    /// The crop in pixels of a `width`×`height` image: `(x0, y0, w, h)`, inside it and at
+    /// least one pixel.
+    pub fn pixels(&self, width: u32, height: u32) -> (u32, u32, u32, u32) {
+        let px = |f: f64, n: u32| ((f * f64::from(n)).round().max(0.0) as u32).min(n);
+        let (x0, x1) = (px(self.u0, width), px(self.u1, width));
+        let (y0, y1) = (px(self.v0, height), px(self.v1, height));
+        let x0 = x0.min(width - 1);
+        let y0 = y0.min(height - 1);
+        (x0, y0, x1.max(x0 + 1) - x0, y1.max(y0 + 1) - y0)
+    }
+}
+
+/// Sizes and settings of the world model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Frame width in pixels.
+    pub width: usize,
+    /// Frame height in pixels.
+    pub height: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Future frames predicted (evenly spaced over the motion and the settling after it).
+    pub frames: usize,
+    /// Token width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Backbone blocks (each: spatial attention, temporal attention, MLP).
+    pub depth: usize,
+    /// Blocks copied into the ControlNet branch (the arm video's path).
+    pub control_blocks: usize,
+    /// MLP width as a multiple of `hidden`.
+    pub mlp_ratio: usize,
+    /// Euler steps of the sampler.
+    pub sample_steps: usize,
+    /// Seconds of settling after the motion covered by the future frames.
+    pub after_s: f64,
+    /// The workspace crop.
+    pub crop: Crop,
+}
+
+impl Config {
+    /// The CPU configuration: 128×64 crops (the workspace is twice as wide as deep; the rope
+    /// stays 1.5 px wide), 8 future frames, about a million weights.
+    pub fn cpu() -> Self {
+        Self {
+            width: 128,
+            height: 64,
+            patch_size: 8,
+            frames: 8,
+            hidden: 96,
+            heads: 4,
+            depth: 4,
+            control_blocks: 2,
+            mlp_ratio: 4,
+            sample_steps: 4,
+            after_s: 1.0,
+            crop: Crop::BUILT_IN,
+        }
+    }
+
+    /// The GPU configuration: 256×128 crops, 16 future frames, a wider and deeper model.
+    pub fn gpu() -> Self {
+        Self {
+            width: 256,
+            height: 128,
+            patch_size: 16,
+            frames: 16,
+            hidden: 384,
+            heads: 6,
+            depth: 12,
+            control_blocks: 4,
+            mlp_ratio: 4,
+            sample_steps: 8,
+            after_s: 1.0,
+            crop: Crop::BUILT_IN,
+        }
+    }
+
+    /// A tiny configuration for tests.
+    pub fn tiny() -> Self {
+        Self {
+            width: 16,
+            height: 8,
+            patch_size: 4,
+            frames: 2,
+            hidden: 16,
+            heads: 2,
+            depth: 2,
+            control_blocks: 1,
+            mlp_ratio: 2,
+            sample_steps: 2,
+            after_s: 1.0,
+            crop: Crop::BUILT_IN,
+        }
+    }
+
+    /// Patches per frame.
+    pub fn patches(&self) -> usize {
+        (self.width / self.patch_size) * (self.height / self.patch_size)
+    }
+
+    /// Values per patch (RGB).
+    pub fn patch_dim(&self) -> usize {
+        3 * self.patch_size * self.patch_size
+    }
+
+    /// Checks the sizes fit together; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("width", self.width),
+            ("height", self.height),
+            ("patch_size", self.patch_size),
+            ("frames", self.frames),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("depth", self.depth),
+            ("mlp_ratio", self.mlp_ratio),
+            ("sample_steps", self.sample_steps),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be > 0"));
+        }
+        if self.width % self.patch_size != 0 || self.height % self.patch_size != 0 {
+            return Err(format!(
+                "width {} and height {} must be multiples of patch_size {}",
+                self.width, self.height, self.patch_size
+            ));
+        }
+        if self.hidden % self.heads != 0 {
+            return Err(format!(
+                "hidden {} is not a multiple of heads {}",
+                self.hidden, self.heads
+            ));
+        }
+        if self.control_blocks > self.depth {
+            return Err(format!(
+                "control_blocks {} exceeds depth {}",
+                self.control_blocks, self.depth
+            ));
+        }
+        let c = &self.crop;
+        if !(0.0 <= c.u0 && c.u0 < c.u1 && c.u1 <= 1.0 && 0.0 <= c.v0 && c.v0 < c.v1 && c.v1 <= 1.0)
+        {
+            return Err(format!("crop {c:?} is not inside the image"));
+        }
+        if !(self.after_s >= 0.0) {
+            return Err("after_s must be ≥ 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! Clips cached on disk: bags are read and rendered once, then every epoch reads the cache.
+//!
+//! A cache folder holds `index.json` (the model configuration it was cut for, the bags, one
+//! entry per clip: shard, row, bag, episode, step, task, score) and `shard-NNNNN.safetensors`
+//! files of `shard_size` clips each, as u8 tensors `context` `[n, H, W, 3]`, `arm`
+//! `[n, F + 1, H, W, 3]` and `future` `[n, F, H, W, 3]`. Shards are memory-mapped when
+//! read, so memory does not grow with the data: a batch copies only its rows. Every file is
+//! written to a temporary name and renamed, so an interrupted build leaves no file that looks
+//! complete.
+//!
+//! Train and validation are split by episode (a hash of bag and episode), never by clip, so
+//! no validation episode's frames are seen in training.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::clip::{self, ArmVideo, Clip};
+use super::{Config, WorldModelError};
+use crate::bag::transitions::TransitionTopics;
+use crate::bag::BagReader;
+
+/// One cached clip's origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipInfo {
+    /// Shard number.
+    pub shard: usize,
+    /// Row in the shard.
+    pub row: usize,
+    /// Bag it came from.
+    pub bag: String,
+    /// Episode in that bag.
+    pub episode: u32,
+    /// Step in the episode.
+    pub step: u32,
+    /// Task name.
+    pub task: String,
+    /// The recorded score, if any.
+    pub score: Option<f64>,
+}
+
+/// The cache's table of contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// The configuration the clips were cut for (size, frames, crop, after_s).
+    pub config: Config,
+    /// The bags read, as given.
+    pub bags: Vec<String>,
+    /// Clips per shard file.
+    pub shard_size: usize,
+    /// Every clip.
+    pub clips: Vec<ClipInfo>,
+    /// Transitions skipped, with the first reason.
+    pub skipped: usize,
+    /// Why the first skipped transition was skipped.
+    pub first_skip: Option<String>,
+}
+
+/// Whether two configurations cut the same clips.
+fn same_clips(a: &Config, b: &Config) -> bool {
+    (a.width, a.height, a.frames, a.crop) == (b.width, b.height, b.frames, b.crop)
+        && (a.after_s - b.after_s).abs() < 1e-12
+}
+
+fn shard_name(k: usize) -> String {
+    format!("shard-{k:05}.safetensors")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorldModelError + '_ {
+    move |source| WorldModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, sync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorldModelError> {
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn write_shard(dir: &Path, k: usize, clips: &[Clip], cfg: &Config) -> Result<(), WorldModelError> {
+    let (h, w, f) = (cfg.height, cfg.width, cfg.frames);
+    let n = clips.len();
+    let cat = |pick: &dyn Fn(&Clip) -> Vec<u8>| clips.iter().flat_map(pick).collect::<Vec<u8>>();
+    let context = cat(&|c| c.context.clone());
+    let arm = cat(&|c| c.arm.concat());
+    let future = cat(&|c| c.future.concat());
+    let tensors = [
+        (
+            "context",
+            Tensor::from_vec(context, (n, h, w, 3), &Device::Cpu)?,
+        ),
+        (
+            "arm",
+            Tensor::from_vec(arm, (n, f + 1, h, w, 3), &Device::Cpu)?,
+        ),
+        (
+            "future",
+            Tensor::from_vec(future, (n, f, h, w, 3), &Device::Cpu)?,
+        ),
+    ];
+    let path = dir.join(shard_name(k));
+    let tmp = path.with_extension("tmp");
+    safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (*k, t)), None, &tmp)
+        .map_err(|e| WorldModelError::Data(format!("{}: {e}", tmp.display())))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Progress of a cache build: (transitions read, clips written).
+pub type BuildProgress<'a> = &'a dyn Fn(usize, usize);
+
+/// Cuts every transition of `bags` into clips for `cfg` and writes the cache into `dir`.
+/// An existing cache for the same bags and clip settings is reused as is.
+pub fn build(
+    bags: &[PathBuf],
+    dir: &Path,
+    cfg: &Config,
+    shard_size: usize,
+    progress: BuildProgress<'_>,
+) -> Result<Index, WorldModelError> {
+    let names: Vec<String> = bags.iter().map(|b| b.display().to_string()).collect();
+    if let Ok(index) = Dataset::open(dir) {
+        if same_clips(&index.index.config, cfg) && index.index.bags == names {
+            return Ok(index.index);
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut index = Index {
+        config: cfg.clone(),
+        bags: names.clone(),
+        shard_size,
+        clips: Vec::new(),
+        skipped: 0,
+        first_skip: None,
+    };
+    let mut pending: Vec<Clip> = Vec::new();
+    let mut read = 0;
+    for (bag, name) in bags.iter().zip(&names) {
+        let reader = BagReader::open(bag)?;
+        let camera_size = std::cell::Cell::new(None::<(u32, u32)>);
+        let mut video: Option<ArmVideo> = None;
+        for tr in reader.transitions(TransitionTopics::default()) {
+            let tr = tr?;
+            read += 1;
+            let size = tr
+                .object_observation
+                .as_ref()
+                .or(tr.object_frames.first())
+                .map(|(_, i)| (i.width, i.height));
+            let made = match size {
+                None => Err(WorldModelError::Data(format!(
+                    "{name}: episode {} step {}: no object-only frames (topic /camera/object_only)",
+                    tr.episode, tr.step
+                ))),
+                Some((w, h)) => {
+                    if camera_size.get() != Some((w, h)) {
+                        camera_size.set(Some((w, h)));
+                        video = Some(ArmVideo::new(
+                            crate::robot::franka::default_arm(),
+                            &crate::render::scene::default_camera(w, h),
+                            cfg,
+                        ));
+                    }
+                    clip::from_transition(&tr, video.as_ref().expect("set above"), cfg)
+                }
+            };
+            match made {
+                Ok(c) => {
+                    index.clips.push(ClipInfo {
+                        shard: index.clips.len() / shard_size,
+                        row: index.clips.len() % shard_size,
+                        bag: name.clone(),
+                        episode: tr.episode,
+                        step: tr.step,
+                        task: tr.task.clone(),
+                        score: tr.score,
+                    });
+                    pending.push(c);
+                    if pending.len() == shard_size {
+                        write_shard(dir, (index.clips.len() - 1) / shard_size, &pending, cfg)?;
+                        pending.clear();
+                    }
+                }
+                Err(e) => {
+                    index.skipped += 1;
+                    index.first_skip.get_or_insert_with(|| e.to_string());
+                }
+            }
+            progress(read, index.clips.len());
+        }
+    }
+    if index.clips.is_empty() {
+        return Err(WorldModelError::Data(format!(
+            "no usable transitions in {} ({} read{})",
+            names.join(", "),
+            read,
+            index
+                .first_skip
+                .as_ref()
+                .map(|s| format!("; first problem: {s}"))
+                .unwrap_or_default()
+        )));
+    }
+    if !pending.is_empty() {
+        write_shard(dir, (index.clips.len() - 1) / shard_size, &pending, cfg)?;
+    }
+    let json = serde_json::to_vec_pretty(&index).expect("index serialises");
+    write_atomic(&dir.join("index.json"), &json)?;
+    Ok(index)
+}
+
+/// A batch as tensors in −1…1, channels first: context `[B, 3, H, W]`, arm
+/// `[B, F + 1, 3, H, W]`, future `[B, F, 3, H, W]`.
+pub struct Batch {
+    /// Current object-only frames.
+    pub context: Tensor,
+    /// Arm videos.
+    pub arm: Tensor,
+    /// Future object-only frames.
+    pub future: Tensor,
+}
+
+/// An opened cache.
+pub struct Dataset {
+    /// Its table of contents.
+    pub index: Index,
+    shards: Vec<memmap2::Mmap>,
+}
+
+impl Dataset {
+    /// Opens the cache in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, WorldModelError> {
+        let path = dir.join("index.json");
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| WorldModelError::Data(format!("{}: {e}", path.display())))?;
+        let n_shards = index.clips.len().div_ceil(index.shard_size.max(1));
+        let shards = (0..n_shards)
+            .map(|k| {
+                let p = dir.join(shard_name(k));
+                let f = std::fs::File::open(&p).map_err(io(&p))?;
+                // SAFETY: cache files are written once (temp + rename) and never modified.
+                unsafe { memmap2::Mmap::map(&f) }.map_err(io(&p))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { index, shards })
+    }
+
+    /// Clip numbers of the training and validation episodes (`val_every`: one episode in
+    /// that many, by a hash of bag and episode, goes to validation).
+    pub fn split(&self, val_every: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for (i, c) in self.index.clips.iter().enumerate() {
+            // FNV-1a of "bag/episode": stable across runs and platforms.
+            let key = format!("{}/{}", c.bag, c.episode);
+            let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            });
+            if val_every > 1 && h % val_every == 0 {
+                val.push(i);
+            } else {
+                train.push(i);
+            }
+        }
+        (train, val)
+    }
+
+    /// The clips `ids` as a batch.
+    pub fn batch(&self, ids: &[usize]) -> Result<Batch, WorldModelError> {
+        let cfg = &self.index.config;
+        let (h, w, f) = (cfg.height, cfg.width, cfg.frames);
+        let frame = h * w * 3;
+        let mut parts: [Vec<u8>; 3] = Default::default();
+        for &i in ids {
+            let info = self
+                .index
+                .clips
+                .get(i)
+                .ok_or_else(|| WorldModelError::Data(format!("no clip {i} in the cache")))?;
+            let st = safetensors::SafeTensors::deserialize(&self.shards[info.shard])
+                .map_err(|e| WorldModelError::Data(format!("shard {}: {e}", info.shard)))?;
+            for (k, (name, per)) in [("context", 1), ("arm", f + 1), ("future", f)]
+                .into_iter()
+                .enumerate()
+            {
+                let view = st
+                    .tensor(name)
+                    .map_err(|e| WorldModelError::Data(format!("shard {}: {e}", info.shard)))?;
+                let len = per * frame;
+                let bytes = view
+                    .data()
+                    .get(info.row * len..(info.row + 1) * len)
+                    .ok_or_else(|| {
+                        WorldModelError::Data(format!(
+                            "shard {} is shorter than its index says",
+                            info.shard
+                        ))
+                    })?;
+                parts[k].extend_from_slice(bytes);
+            }
+        }
+        let b = ids.len();
+        let [context, arm, future] = parts;
+        Ok(Batch {
+            context: to_tensor(context, &[b, h, w, 3])?,
+            arm: to_tensor(arm, &[b, f + 1, h, w, 3])?,
+            future: to_tensor(future, &[b, f, h, w, 3])?,
+        })
+    }
+}
+
+/// u8 `[..., H, W, 3]` → f32 `[..., 3, H, W]` in −1…1.
+pub fn to_tensor(bytes: Vec<u8>, shape: &[usize]) -> Result<Tensor, WorldModelError> {
+    let t = Tensor::from_vec(bytes, shape, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .affine(2.0 / 255.0, -1.0)?;
+    let r = shape.len();
+    let mut order: Vec<usize> = (0..r - 3).collect();
+    order.extend([r - 1, r - 3, r - 2]);
+    Ok(t.permute(order)?.contiguous()?)
+}
+
+/// f32 `[3, H, W]` in −1…1 → rgb8 bytes.
+pub fn to_rgb(frame: &Tensor) -> Result<Vec<u8>, WorldModelError> {
+    let t = ((frame.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+        .round()?
+        .permute((1, 2, 0))?
+        .contiguous()?
+        .to_dtype(DType::U8)?;
+    Ok(t.flatten_all()?.to_vec1::<u8>()?)
+}

@@ -1,0 +1,88 @@
+//! Frame measures of a prediction against the truth: PSNR, SSIM and the IoU of the object
+//! masks (the task's colour segmentation, as the stage-3 mask measure uses). Written here
+//! because they are a few lines each over rgb8 buffers and no crate in the tree has them.
+
+use crate::render::Frame;
+use crate::sim::tasks::Task;
+use crate::verifier::object_mask;
+
+/// Peak signal-to-noise ratio of two rgb8 buffers (dB; 99 for identical ones).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.len().max(1) as f64;
+    if mse <= 1e-10 {
+        99.0
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+fn gray(rgb: &[u8]) -> Vec<f64> {
+    rgb.chunks_exact(3)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect()
+}
+
+/// Mean SSIM (Wang et al. 2004) of the grey images over 7×7 windows (uniform weights,
+/// K1 = 0.01, K2 = 0.03, L = 255), `width × height` rgb8.
+pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
+    let (x, y) = (gray(a), gray(b));
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let r = 3usize;
+    if width < 2 * r + 1 || height < 2 * r + 1 {
+        return if a == b { 1.0 } else { 0.0 };
+    }
+    let mut total = 0.0;
+    let mut n = 0usize;
+    for cy in r..height - r {
+        for cx in r..width - r {
+            let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for v in cy - r..=cy + r {
+                for u in cx - r..=cx + r {
+                    let (p, q) = (x[v * width + u], y[v * width + u]);
+                    sx += p;
+                    sy += q;
+                    sxx += p * p;
+                    syy += q * q;
+                    sxy += p * q;
+                }
+            }
+            let k = ((2 * r + 1) * (2 * r + 1)) as f64;
+            let (mx, my) = (sx / k, sy / k);
+            let (vx, vy) = (sxx / k - mx * mx, syy / k - my * my);
+            let cov = sxy / k - mx * my;
+            total += ((2.0 * mx * my + c1) * (2.0 * cov + c2))
+                / ((mx * mx + my * my + c1) * (vx + vy + c2));
+            n += 1;
+        }
+    }
+    total / n as f64
+}
+
+/// The object mask of an rgb8 frame (empty when the object is not in view).
+pub fn mask(task: Task, rgb: &[u8], width: usize, height: usize) -> Vec<bool> {
+    let frame = Frame {
+        width: width as u32,
+        height: height as u32,
+        rgb: rgb.to_vec(),
+        depth: Vec::new(),
+    };
+    object_mask(task, &frame)
+        .map(|m| m.data)
+        .unwrap_or_else(|_| vec![false; width * height])
+}
+
+/// Intersection over union of two masks (1 when both are empty).
+pub fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}

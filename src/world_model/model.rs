@@ -1,0 +1,371 @@
+//! The spatio-temporal diffusion transformer.
+//!
+//! Tokens: every frame is cut into `patch_size`² patches, each embedded by one linear map;
+//! the sequence is the context frame (the current object-only frame, clean) followed by the
+//! `frames` noisy future frames, with learned spatial and temporal position embeddings.
+//! Each block is spatial attention (within a frame), temporal attention (across frames at
+//! one patch position) and an MLP, each behind adaLN-Zero: a zero-initialised linear map of
+//! the flow-time embedding gives the shift, scale and gate of every sub-layer, so a fresh
+//! block is the identity.
+//!
+//! The arm video (the commanded motion rendered on white, one frame per token frame) enters
+//! through a ControlNet-style branch: its patches are embedded, pass a zero-initialised
+//! projection and are added to the backbone's input tokens; a trainable copy of the first
+//! `control_blocks` blocks processes them, and each copy's output is added to its backbone
+//! block's output through another zero-initialised projection. A pretrained backbone can be
+//! frozen and the branch alone trained ([`WorldModel::control_prefix`] names its weights).
+//!
+//! Only differentiable candle ops are used (no fused softmax or norms: DESIGN.md lists the
+//! kernels without a backward); `tests/world_model.rs` compares autograd with finite
+//! differences for each part.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::Config;
+
+fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
+    candle_nn::linear(inp, out, vb)
+}
+
+/// A linear map whose weight and bias start at zero (adaLN-Zero, ControlNet projections).
+fn zero_linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
+    let w = vb.get_with_hints((out, inp), "weight", Init::Const(0.0))?;
+    let b = vb.get_with_hints(out, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+/// Layer norm over the last dimension without affine parameters (adaLN supplies them),
+/// written out so that it has a backward.
+fn norm(x: &Tensor) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    xc.broadcast_div(&(var + 1e-6)?.sqrt()?)
+}
+
+/// `x·(1 + scale) + shift` with per-sample `[B, 1, D]` modulation of `[B, N, D]` tokens.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)
+}
+
+/// Multi-head self-attention over `[N, L, D]` sequences.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// Weights under `vb`: `qkv`, `out`.
+    pub fn new(vb: VarBuilder, hidden: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            qkv: linear(vb.pp("qkv"), hidden, 3 * hidden)?,
+            out: linear(vb.pp("out"), hidden, hidden)?,
+            heads,
+        })
+    }
+
+    /// Attention of every position to every other (no mask).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, l, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((n, l, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n, l, d))?;
+        self.out.forward(&y)
+    }
+}
+
+/// One block: spatial attention, temporal attention, MLP, each behind adaLN-Zero.
+#[derive(Debug, Clone)]
+pub struct Block {
+    ada: Linear,
+    spatial: Attention,
+    temporal: Attention,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Block {
+    /// Weights under `vb`: `ada` (zero), `spatial`, `temporal`, `fc1`, `fc2`.
+    pub fn new(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden;
+        Ok(Self {
+            ada: zero_linear(vb.pp("ada"), h, 9 * h)?,
+            spatial: Attention::new(vb.pp("spatial"), h, cfg.heads)?,
+            temporal: Attention::new(vb.pp("temporal"), h, cfg.heads)?,
+            fc1: linear(vb.pp("fc1"), h, cfg.mlp_ratio * h)?,
+            fc2: linear(vb.pp("fc2"), cfg.mlp_ratio * h, h)?,
+        })
+    }
+
+    /// `x`: `[B, T, P, D]` tokens; `c`: `[B, D]` conditioning (the flow-time embedding).
+    pub fn forward(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
+        let (b, t, p, d) = x.dims4()?;
+        let m = self
+            .ada
+            .forward(&c.silu()?)?
+            .unsqueeze(1)?
+            .chunk(9, D::Minus1)?;
+        let x = x.reshape((b, t * p, d))?;
+        // Spatial: the patches of one frame attend to each other.
+        let h = modulate(&norm(&x)?, &m[0], &m[1])?.reshape((b * t, p, d))?;
+        let h = self.spatial.forward(&h)?.reshape((b, t * p, d))?;
+        let x = (&x + h.broadcast_mul(&m[2])?)?;
+        // Temporal: one patch position across the frames.
+        let h = modulate(&norm(&x)?, &m[3], &m[4])?
+            .reshape((b, t, p, d))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?
+            .reshape((b * p, t, d))?;
+        let h = self
+            .temporal
+            .forward(&h)?
+            .reshape((b, p, t, d))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?
+            .reshape((b, t * p, d))?;
+        let x = (&x + h.broadcast_mul(&m[5])?)?;
+        let h = modulate(&norm(&x)?, &m[6], &m[7])?;
+        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu()?)?;
+        let x = (&x + h.broadcast_mul(&m[8])?)?;
+        x.reshape((b, t, p, d))
+    }
+}
+
+/// `[B, T, 3, H, W]` frames → `[B, T, P, 3·p·p]` patch vectors (row-major patches).
+pub fn patchify(frames: &Tensor, p: usize) -> Result<Tensor> {
+    let (b, t, c, h, w) = frames.dims5()?;
+    let (hp, wp) = (h / p, w / p);
+    frames
+        .reshape(vec![b, t, c, hp, p, wp, p])?
+        .permute([0, 1, 3, 5, 2, 4, 6])?
+        .contiguous()?
+        .reshape((b, t, hp * wp, c * p * p))
+}
+
+/// The inverse of [`patchify`] for `height`×`width` frames.
+pub fn unpatchify(patches: &Tensor, p: usize, height: usize, width: usize) -> Result<Tensor> {
+    let (b, t, _, dim) = patches.dims4()?;
+    let c = dim / (p * p);
+    let (hp, wp) = (height / p, width / p);
+    patches
+        .reshape(vec![b, t, hp, wp, c, p, p])?
+        .permute([0, 1, 4, 2, 5, 3, 6])?
+        .contiguous()?
+        .reshape((b, t, c, height, width))
+}
+
+/// Sinusoidal embedding of the flow time `t` ∈ [0, 1] (`[B]` → `[B, dim]`), on the 0–1000
+/// scale diffusion models use.
+pub fn time_features(t: &Tensor, dim: usize) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp())
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?.to_dtype(t.dtype())?;
+    let args = (t * 1000.0)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
+    if dim % 2 == 1 {
+        emb.pad_with_zeros(1, 0, 1)
+    } else {
+        Ok(emb)
+    }
+}
+
+/// The world model.
+#[derive(Debug, Clone)]
+pub struct WorldModel {
+    cfg: Config,
+    patch_embed: Linear,
+    arm_embed: Linear,
+    hint: Linear,
+    pos_spatial: Tensor,
+    pos_temporal: Tensor,
+    time1: Linear,
+    time2: Linear,
+    blocks: Vec<Block>,
+    control: Vec<Block>,
+    control_out: Vec<Linear>,
+    final_ada: Linear,
+    final_out: Linear,
+}
+
+impl WorldModel {
+    /// Weight-name prefix of the ControlNet branch (`control.*`, `control_out.*`,
+    /// `arm_embed.*`, `hint.*` are the branch; everything else is the backbone).
+    pub fn control_prefix() -> [&'static str; 4] {
+        ["control.", "control_out.", "arm_embed.", "hint."]
+    }
+
+    /// Builds the model from `vb` (fresh weights from a `VarMap`, or loaded ones).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let h = cfg.hidden;
+        let pd = cfg.patch_dim();
+        let randn = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::new(vb.pp(format!("blocks.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        let control = (0..cfg.control_blocks)
+            .map(|i| Block::new(vb.pp(format!("control.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        let control_out = (0..cfg.control_blocks)
+            .map(|i| zero_linear(vb.pp(format!("control_out.{i}")), h, h))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            patch_embed: linear(vb.pp("patch_embed"), pd, h)?,
+            arm_embed: linear(vb.pp("arm_embed"), pd, h)?,
+            hint: zero_linear(vb.pp("hint"), h, h)?,
+            pos_spatial: vb.get_with_hints((cfg.patches(), h), "pos_spatial", randn)?,
+            pos_temporal: vb.get_with_hints((cfg.frames + 1, h), "pos_temporal", randn)?,
+            time1: linear(vb.pp("time.0"), h, h)?,
+            time2: linear(vb.pp("time.2"), h, h)?,
+            blocks,
+            control,
+            control_out,
+            final_ada: zero_linear(vb.pp("final_ada"), h, 2 * h)?,
+            final_out: zero_linear(vb.pp("final_out"), h, pd)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn tokens(&self, frames: &Tensor, embed: &Linear) -> Result<Tensor> {
+        let patches = patchify(frames, self.cfg.patch_size)?;
+        let (b, t, p, pd) = patches.dims4()?;
+        let x = embed.forward(&patches.reshape((b, t * p, pd))?)?.reshape((
+            b,
+            t,
+            p,
+            self.cfg.hidden,
+        ))?;
+        let pos = self
+            .pos_temporal
+            .narrow(0, 0, t)?
+            .unsqueeze(1)?
+            .broadcast_add(&self.pos_spatial.unsqueeze(0)?)?;
+        x.broadcast_add(&pos.unsqueeze(0)?)
+    }
+
+    /// The predicted velocity `ε − x` of the future frames.
+    ///
+    /// - `noisy`: `[B, F, 3, H, W]`, the future frames at flow time `t` (values in −1…1 when
+    ///   clean);
+    /// - `t`: `[B]` flow times in 0…1 (1 = pure noise);
+    /// - `context`: `[B, 3, H, W]`, the current object-only frame;
+    /// - `arm`: `[B, F + 1, 3, H, W]`, the arm video (frame 0 at the start of the motion,
+    ///   then one per future frame).
+    pub fn forward(
+        &self,
+        noisy: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        arm: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, f, _, h, w) = noisy.dims5()?;
+        if (f, h, w) != (cfg.frames, cfg.height, cfg.width) {
+            candle_core::bail!(
+                "frames of {f}×{w}×{h} given to a model of {}×{}×{}",
+                cfg.frames,
+                cfg.width,
+                cfg.height
+            );
+        }
+        let frames = Tensor::cat(&[&context.unsqueeze(1)?, noisy], 1)?;
+        let x = self.tokens(&frames, &self.patch_embed)?;
+        let c = self
+            .time2
+            .forward(&self.time1.forward(&time_features(t, cfg.hidden)?)?.silu()?)?;
+        // The ControlNet branch: backbone input plus the projected arm video.
+        let arm_tokens = self.tokens(arm, &self.arm_embed)?;
+        let (_, t_all, p, d) = arm_tokens.dims4()?;
+        let hint = self
+            .hint
+            .forward(&arm_tokens.reshape((b, t_all * p, d))?)?
+            .reshape((b, t_all, p, d))?;
+        let mut branch = (&x + hint)?;
+        let mut x = x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &c)?;
+            if let (Some(copy), Some(out)) = (self.control.get(i), self.control_out.get(i)) {
+                branch = copy.forward(&branch, &c)?;
+                let residual = out
+                    .forward(&branch.reshape((b, t_all * p, d))?)?
+                    .reshape((b, t_all, p, d))?;
+                x = (x + residual)?;
+            }
+        }
+        let m = self
+            .final_ada
+            .forward(&c.silu()?)?
+            .unsqueeze(1)?
+            .chunk(2, D::Minus1)?;
+        let future = x.narrow(1, 1, f)?.reshape((b, f * p, d))?;
+        let out = self
+            .final_out
+            .forward(&modulate(&norm(&future)?, &m[0], &m[1])?)?
+            .reshape((b, f, p, cfg.patch_dim()))?;
+        unpatchify(&out, cfg.patch_size, h, w)
+    }
+
+    /// The rectified-flow training loss on clean future frames `x` (`[B, F, 3, H, W]`):
+    /// `z = (1 − t)·x + t·ε`, target `ε − x`, mean squared error. `t` and `noise` are given
+    /// (the trainer draws them from its seeded generator: logit-normal times).
+    pub fn flow_loss(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        noise: &Tensor,
+        context: &Tensor,
+        arm: &Tensor,
+    ) -> Result<Tensor> {
+        let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
+        let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
+        let v = self.forward(&z, t, context, arm)?;
+        (v - (noise - x)?)?.sqr()?.mean_all()
+    }
+
+    /// Euler integration of the flow from `noise` (t = 1) to frames (t = 0) in
+    /// `steps` equal steps: `z ← z − Δt·v(z, t)`.
+    pub fn sample(
+        &self,
+        noise: &Tensor,
+        context: &Tensor,
+        arm: &Tensor,
+        steps: usize,
+    ) -> Result<Tensor> {
+        let b = noise.dim(0)?;
+        let mut z = noise.clone();
+        let dt = 1.0 / steps.max(1) as f64;
+        for k in 0..steps.max(1) {
+            let t = 1.0 - k as f64 * dt;
+            let tt = Tensor::full(t, b, noise.device())?.to_dtype(noise.dtype())?;
+            let v = self.forward(&z, &tt, context, arm)?;
+            z = (z - (v * dt)?)?;
+        }
+        z.clamp(-1f32, 1f32)
+    }
+}

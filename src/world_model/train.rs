@@ -1,0 +1,504 @@
+//! The world-model trainer: `dreamplan train-world-model --bags DIR --out DIR`.
+//!
+//! Rectified flow on cached clips ([`super::dataset`]): each step draws a batch of training
+//! clips, logit-normal flow times and Gaussian noise from a generator seeded by the run seed
+//! and the step number (so a resumed run draws what an uninterrupted one draws), and
+//! minimises [`WorldModel::flow_loss`] with AdamW (linear warm-up, cosine decay to 10%).
+//!
+//! Every `checkpoint_every` steps: one safetensors checkpoint (weights, AdamW moments, step,
+//! history; [`crate::train::checkpoint`], temp file + rename), and the model folder
+//! (`config.json` + `model.safetensors`, each written atomically) so the newest model is
+//! always usable. A re-run with the same settings resumes from the checkpoint, after a
+//! `kill -9` too. A loss or gradient that is not finite stops the run before the update is
+//! applied: the last checkpoint is the last good state.
+//!
+//! Validation (every `val_every` steps and at the end) samples the held-out episodes' clips
+//! and compares the predicted final frame with the true one, beside the baseline that copies
+//! the current frame: PSNR, SSIM, and the IoU of the object masks.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::dataset::{to_rgb, Dataset};
+use super::{gaussian, metrics, Config, WorldModel, WorldModelError};
+use crate::sim::rng::Rng;
+use crate::sim::tasks::Task;
+use crate::train::adamw::{AdamW, AdamWParams};
+use crate::train::checkpoint;
+
+/// Settings of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Clips per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Seed of weights, batches, times and noise.
+    pub seed: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Steps between validations (0: only at the end).
+    pub val_every: usize,
+    /// Validation clips sampled per validation (at most).
+    pub val_clips: usize,
+    /// One episode in this many goes to validation.
+    pub val_split: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch: 8,
+            lr: 1e-3,
+            warmup: 100,
+            seed: 0,
+            checkpoint_every: 100,
+            val_every: 500,
+            val_clips: 48,
+            val_split: 10,
+        }
+    }
+}
+
+/// Validation figures at one step (final frame; `*_copy`: the copy-the-current-frame
+/// baseline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValStats {
+    /// Step.
+    pub step: usize,
+    /// Clips measured.
+    pub clips: usize,
+    /// PSNR (dB).
+    pub psnr: f64,
+    /// PSNR of the baseline.
+    pub psnr_copy: f64,
+    /// SSIM.
+    pub ssim: f64,
+    /// SSIM of the baseline.
+    pub ssim_copy: f64,
+    /// Object-mask IoU per task `(task, model, copy, clips)`.
+    pub iou: Vec<(String, f64, f64, usize)>,
+}
+
+/// What the trainer reports as it goes.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// Resumed from a checkpoint at this step.
+    Resumed(usize),
+    /// A step finished with this loss.
+    Step {
+        /// Steps done.
+        step: usize,
+        /// Of.
+        total: usize,
+        /// Its loss.
+        loss: f64,
+    },
+    /// A validation finished.
+    Validated(ValStats),
+}
+
+/// The run's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Model configuration.
+    pub config: Config,
+    /// Run settings.
+    pub train: TrainConfig,
+    /// Training and validation clips.
+    pub clips: (usize, usize),
+    /// Loss per step.
+    pub losses: Vec<f64>,
+    /// Validations.
+    pub validations: Vec<ValStats>,
+    /// Seconds of this invocation (a resumed run counts from its resume).
+    pub seconds: f64,
+}
+
+/// The checkpoint file in `out`.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+/// Writes the model folder (`config.json`, `model.safetensors`) atomically.
+pub fn save_model(out: &Path, cfg: &Config, vars: &[(String, Var)]) -> Result<(), WorldModelError> {
+    let json = serde_json::to_vec_pretty(cfg).expect("config serialises");
+    super::dataset::write_atomic(&out.join("config.json"), &json)?;
+    let path = out.join("model.safetensors");
+    let tmp = path.with_extension("tmp");
+    let tensors: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect();
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), None, &tmp)
+        .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", tmp.display())))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| WorldModelError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+    std::fs::rename(&tmp, &path).map_err(|source| WorldModelError::Io { path, source })
+}
+
+/// Creates every variable the model asks for from the project's seeded generator (one
+/// stream per weight name), following the initialisation hint it asks with: candle's CPU
+/// device cannot be seeded, and a run must be reproducible from its seed.
+struct SeededVars {
+    seed: u64,
+    vars: std::sync::Arc<std::sync::Mutex<Vec<(String, Var)>>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for SeededVars {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        use candle_nn::init::NormalOrUniform;
+        let mut vars = self.vars.lock().expect("vars lock");
+        if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+            if v.shape() != &s {
+                candle_core::bail!("{name}: asked for {s:?}, made as {:?}", v.shape());
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let stream = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+        let mut rng = Rng::new(self.seed, stream);
+        let n = s.elem_count();
+        let values: Vec<f32> = match h {
+            candle_nn::Init::Const(c) => vec![c as f32; n],
+            candle_nn::Init::Uniform { lo, up } => {
+                (0..n).map(|_| rng.uniform(lo, up) as f32).collect()
+            }
+            candle_nn::Init::Randn { mean, stdev } => (0..n)
+                .map(|_| (mean + stdev * gaussian(&mut rng)) as f32)
+                .collect(),
+            candle_nn::Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let std = non_linearity.gain() / (fan.for_shape(&s) as f64).sqrt();
+                match dist {
+                    NormalOrUniform::Uniform => {
+                        let b = 3f64.sqrt() * std;
+                        (0..n).map(|_| rng.uniform(-b, b) as f32).collect()
+                    }
+                    NormalOrUniform::Normal => {
+                        (0..n).map(|_| (std * gaussian(&mut rng)) as f32).collect()
+                    }
+                }
+            }
+        };
+        let var = Var::from_tensor(&Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?)?;
+        vars.push((name.to_string(), var.clone()));
+        Ok(var.as_tensor().clone())
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: a fresh model has no weight without a shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.vars
+            .lock()
+            .expect("vars lock")
+            .iter()
+            .any(|(n, _)| n == name)
+    }
+}
+
+/// Fresh weights for `cfg` from `seed` (sorted by name).
+pub fn init_vars(
+    cfg: &Config,
+    seed: u64,
+) -> Result<(WorldModel, Vec<(String, Var)>), WorldModelError> {
+    let vars = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend = SeededVars {
+        seed,
+        vars: vars.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+    let model = WorldModel::new(cfg, vb)?;
+    let mut vars = vars.lock().expect("vars lock").clone();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((model, vars))
+}
+
+/// `n` standard normal values as a tensor of `shape`.
+pub fn noise(rng: &mut Rng, shape: &[usize]) -> Result<Tensor, WorldModelError> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| gaussian(rng) as f32).collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+/// Validation of `model` on clips `ids` (sampled with noise from `seed`).
+pub fn validate(
+    model: &WorldModel,
+    data: &Dataset,
+    ids: &[usize],
+    step: usize,
+    seed: u64,
+) -> Result<ValStats, WorldModelError> {
+    let cfg = model.config();
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let mut rng = Rng::new(seed, 0x5A1);
+    let mut sums = [0.0f64; 4];
+    let mut per_task: std::collections::BTreeMap<String, (f64, f64, usize)> = Default::default();
+    for chunk in ids.chunks(8) {
+        let b = data.batch(chunk)?;
+        let eps = noise(&mut rng, &[chunk.len(), f, 3, h, w])?;
+        let pred = model.sample(&eps, &b.context, &b.arm, cfg.sample_steps)?;
+        for (i, &id) in chunk.iter().enumerate() {
+            let truth = to_rgb(&b.future.get(i)?.get(f - 1)?)?;
+            let guess = to_rgb(&pred.get(i)?.get(f - 1)?)?;
+            let copy = to_rgb(&b.context.get(i)?)?;
+            sums[0] += metrics::psnr(&guess, &truth);
+            sums[1] += metrics::psnr(&copy, &truth);
+            sums[2] += metrics::ssim(&guess, &truth, w, h);
+            sums[3] += metrics::ssim(&copy, &truth, w, h);
+            let name = &data.index.clips[id].task;
+            if let Some(task) = Task::from_name(name) {
+                let m_true = metrics::mask(task, &truth, w, h);
+                let e = per_task.entry(name.clone()).or_default();
+                e.0 += metrics::iou(&metrics::mask(task, &guess, w, h), &m_true);
+                e.1 += metrics::iou(&metrics::mask(task, &copy, w, h), &m_true);
+                e.2 += 1;
+            }
+        }
+    }
+    let n = ids.len().max(1) as f64;
+    Ok(ValStats {
+        step,
+        clips: ids.len(),
+        psnr: sums[0] / n,
+        psnr_copy: sums[1] / n,
+        ssim: sums[2] / n,
+        ssim_copy: sums[3] / n,
+        iou: per_task
+            .into_iter()
+            .map(|(t, (a, b, k))| (t, a / k as f64, b / k as f64, k))
+            .collect(),
+    })
+}
+
+/// Trains a world model of configuration `cfg` on the cache `data`, writing into `out`.
+pub fn train(
+    data: &Dataset,
+    cfg: &Config,
+    tc: &TrainConfig,
+    out: &Path,
+    progress: &dyn Fn(TrainEvent),
+) -> Result<TrainSummary, WorldModelError> {
+    cfg.validate().map_err(WorldModelError::Data)?;
+    let c = &data.index.config;
+    if (c.width, c.height, c.frames, c.crop) != (cfg.width, cfg.height, cfg.frames, cfg.crop) {
+        return Err(WorldModelError::Data(format!(
+            "the clip cache was cut for {}×{}, {} frames, crop {:?}; the model wants {}×{}, {} frames, crop {:?}",
+            c.width, c.height, c.frames, c.crop, cfg.width, cfg.height, cfg.frames, cfg.crop
+        )));
+    }
+    if tc.batch == 0 || tc.steps == 0 || !(tc.lr > 0.0 && tc.lr.is_finite()) {
+        return Err(WorldModelError::Data(
+            "steps, batch and lr must be > 0".into(),
+        ));
+    }
+    let (train_ids, val_ids) = data.split(tc.val_split);
+    if train_ids.is_empty() {
+        return Err(WorldModelError::Data(
+            "no training clips after the validation split (record more episodes)".into(),
+        ));
+    }
+    let val_ids: Vec<usize> = val_ids.into_iter().take(tc.val_clips).collect();
+    std::fs::create_dir_all(out).map_err(|source| WorldModelError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+
+    let (model, vars) = init_vars(cfg, tc.seed)?;
+    let mut opt = AdamW::new(
+        vars.clone(),
+        AdamWParams {
+            lr: tc.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let ck = checkpoint_path(out);
+    let run_id = serde_json::json!({"config": cfg, "train": tc, "clips": data.index.clips.len()});
+    let mut losses: Vec<f64> = Vec::new();
+    let mut validations: Vec<ValStats> = Vec::new();
+    let mut start = 0;
+    if ck.exists() {
+        let (tensors, state) =
+            checkpoint::load(&ck).map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
+        if state.get("run") != Some(&run_id) {
+            return Err(WorldModelError::Checkpoint(format!(
+                "{} holds a checkpoint of another run ({}); use another --out or delete it",
+                out.display(),
+                state.get("run").map(|v| v.to_string()).unwrap_or_default()
+            )));
+        }
+        for (name, var, m, v) in &mut opt.slots {
+            let get = |key: String| {
+                tensors.get(&key).cloned().ok_or_else(|| {
+                    WorldModelError::Checkpoint(format!("{}: tensor {key} missing", ck.display()))
+                })
+            };
+            var.set(&get(format!("w/{name}"))?)?;
+            *m = get(format!("m/{name}"))?;
+            *v = get(format!("v/{name}"))?;
+        }
+        start = state["step"].as_u64().unwrap_or(0) as usize;
+        opt.t = start;
+        let parse = |key: &str| state[key].clone();
+        losses = serde_json::from_value(parse("losses"))
+            .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
+        validations = serde_json::from_value(parse("validations"))
+            .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
+        progress(TrainEvent::Resumed(start));
+    }
+    let save = |opt: &AdamW, step: usize, losses: &[f64], vals: &[ValStats]| {
+        let mut tensors = Vec::new();
+        for (name, var, m, v) in &opt.slots {
+            tensors.push((format!("w/{name}"), var.as_tensor().detach()));
+            tensors.push((format!("m/{name}"), m.clone()));
+            tensors.push((format!("v/{name}"), v.clone()));
+        }
+        let state = serde_json::json!({
+            "run": run_id, "step": step, "losses": losses, "validations": vals,
+        });
+        checkpoint::save(&ck, &tensors, &state)
+            .map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
+        save_model(out, cfg, &vars)?;
+        let _ = curves(&losses.to_vec(), vals, &out.join("curves.png"));
+        Ok::<(), WorldModelError>(())
+    };
+
+    let t0 = Instant::now();
+    let mut last_good = start;
+    let shape = [tc.batch, cfg.frames, 3, cfg.height, cfg.width];
+    for step in start..tc.steps {
+        opt.params.lr = if step < tc.warmup {
+            tc.lr * (step + 1) as f64 / tc.warmup as f64
+        } else {
+            let p = (step - tc.warmup) as f64 / (tc.steps - tc.warmup).max(1) as f64;
+            tc.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+        };
+        let mut rng = Rng::new(tc.seed, 0x3D00 + step as u64);
+        let ids: Vec<usize> = (0..tc.batch)
+            .map(|_| train_ids[rng.below(train_ids.len())])
+            .collect();
+        let times: Vec<f32> = (0..tc.batch)
+            .map(|_| (1.0 / (1.0 + (-gaussian(&mut rng)).exp())) as f32)
+            .collect();
+        let t = Tensor::from_vec(times, tc.batch, &Device::Cpu)?;
+        let eps = noise(&mut rng, &shape)?;
+        let b = data.batch(&ids)?;
+        let loss_t = model.flow_loss(&b.future, &t, &eps, &b.context, &b.arm)?;
+        let loss = f64::from(loss_t.to_scalar::<f32>()?);
+        let grads = loss_t.backward()?;
+        if !loss.is_finite() || !opt.grads_finite(&grads)? {
+            return Err(WorldModelError::NotFinite {
+                step: step + 1,
+                loss,
+                checkpoint: last_good,
+            });
+        }
+        opt.step(&grads)?;
+        losses.push(loss);
+        progress(TrainEvent::Step {
+            step: step + 1,
+            total: tc.steps,
+            loss,
+        });
+        let done = step + 1 == tc.steps;
+        if !val_ids.is_empty() && (done || (tc.val_every > 0 && (step + 1) % tc.val_every == 0)) {
+            let v = validate(&model, data, &val_ids, step + 1, tc.seed)?;
+            progress(TrainEvent::Validated(v.clone()));
+            validations.push(v);
+        }
+        if done || (step + 1) % tc.checkpoint_every.max(1) == 0 {
+            save(&opt, step + 1, &losses, &validations)?;
+            last_good = step + 1;
+        }
+    }
+    if start >= tc.steps {
+        save_model(out, cfg, &vars)?;
+    }
+    let summary = TrainSummary {
+        config: cfg.clone(),
+        train: tc.clone(),
+        clips: (train_ids.len(), val_ids.len()),
+        losses,
+        validations,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    super::dataset::write_atomic(&out.join("train_summary.json"), &json)?;
+    Ok(summary)
+}
+
+/// Loss and validation curves as PNG.
+pub fn curves(losses: &[f64], vals: &[ValStats], path: &Path) -> Result<(), String> {
+    use crate::plot::{line_panels, smooth, Panel, Series};
+    let mut iou_model = Vec::new();
+    let mut iou_copy = Vec::new();
+    // Validation values on the step axis: held between validations.
+    let mut k = 0;
+    let (mut im, mut ic) = (f64::NAN, f64::NAN);
+    for s in 1..=losses.len() {
+        while k < vals.len() && vals[k].step <= s {
+            let n: usize = vals[k].iou.iter().map(|x| x.3).sum::<usize>().max(1);
+            im = vals[k].iou.iter().map(|x| x.1 * x.3 as f64).sum::<f64>() / n as f64;
+            ic = vals[k].iou.iter().map(|x| x.2 * x.3 as f64).sum::<f64>() / n as f64;
+            k += 1;
+        }
+        iou_model.push(im);
+        iou_copy.push(ic);
+    }
+    line_panels(
+        &[
+            Panel {
+                title: "flow loss (smoothed)",
+                series: vec![Series {
+                    label: "loss",
+                    values: smooth(losses, 25),
+                    rgb: (31, 119, 180),
+                }],
+            },
+            Panel {
+                title: "validation: final-frame object IoU",
+                series: vec![
+                    Series {
+                        label: "world model",
+                        values: iou_model,
+                        rgb: (214, 39, 40),
+                    },
+                    Series {
+                        label: "copy current frame",
+                        values: iou_copy,
+                        rgb: (127, 127, 127),
+                    },
+                ],
+            },
+        ],
+        path,
+    )
+}
