@@ -17,7 +17,7 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
             "--task",
             "rope",
             "--episodes",
-            "1",
+            "2",
             "--size",
             "128",
             "--log",
@@ -34,7 +34,7 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
     assert!(
         stderr
             .lines()
-            .any(|l| l.starts_with("rope: 1/1 episodes, mean score")),
+            .any(|l| l.starts_with("rope: 2/2 episodes, mean score")),
         "{stderr:?}"
     );
     let reader = BagReader::open(&out).unwrap();
@@ -62,6 +62,40 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
         .collect();
     assert_eq!(events.first().map(|e| e.event.as_str()), Some("reset"));
     assert!(events.iter().any(|e| e.event == "scored"), "{events:?}");
+    // Each action is its own episode's: the executor's events carry the episode number, so
+    // every transition finds its score, and the second episode's action was decided on the
+    // second episode's first frame (not the first episode's last one, left in the queue):
+    // its arm starts from the ready pose again.
+    let transitions: Vec<_> = reader
+        .transitions(Default::default())
+        .map(|t| t.unwrap())
+        .collect();
+    assert_eq!(
+        transitions.iter().map(|t| t.episode).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(
+        transitions.iter().all(|t| t.score.is_some()),
+        "scores missing"
+    );
+    let ready = dreamplan::robot::franka::READY;
+    for t in &transitions {
+        let (_, first) = t
+            .joint_states
+            .first()
+            .expect("joint states during the action");
+        let moved = first
+            .position
+            .iter()
+            .zip(ready)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved < 0.05,
+            "episode {}: starts {moved} rad from the ready pose",
+            t.episode
+        );
+    }
     // A second run into the same directory is refused: nothing is overwritten.
     let again = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
         .args(["collect", "--task", "rope", "--episodes", "1", "--out"])

@@ -100,29 +100,31 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, tasks.len());
-    let done: Vec<std::sync::atomic::AtomicU32> = tasks
+    // Per task: episodes scored and the sum of their scores.
+    let done: Vec<std::sync::Mutex<(u32, f64)>> = tasks
         .iter()
-        .map(|_| std::sync::atomic::AtomicU32::new(0))
+        .map(|_| std::sync::Mutex::new((0, 0.0)))
         .collect();
     let progress = crate::LineProgress::stderr();
     let total = args.episodes as usize * tasks.len();
     let show = || {
-        let counts: Vec<String> = tasks
+        let counts: Vec<(u32, f64)> = done
             .iter()
-            .zip(&done)
-            .map(|(t, d)| {
+            .map(|d| *d.lock().expect("progress lock"))
+            .collect();
+        let line: Vec<String> = tasks
+            .iter()
+            .zip(&counts)
+            .map(|(t, (n, sum))| {
                 format!(
-                    "{t} {}/{}",
-                    d.load(std::sync::atomic::Ordering::Relaxed),
-                    args.episodes
+                    "{t}: {n}/{} episodes, mean score {:.2}",
+                    args.episodes,
+                    sum / f64::from((*n).max(1))
                 )
             })
             .collect();
-        let sum: usize = done
-            .iter()
-            .map(|d| d.load(std::sync::atomic::Ordering::Relaxed) as usize)
-            .sum();
-        progress.update(sum, total, &format!("collect: {}", counts.join(", ")));
+        let sum: usize = counts.iter().map(|(n, _)| *n as usize).sum();
+        progress.update(sum, total, &line.join("; "));
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
@@ -139,8 +141,12 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                         } else {
                             args.out.clone()
                         };
-                        collect_task(&args, task, &out, &|| {
-                            done[k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        collect_task(&args, task, &out, &|score| {
+                            {
+                                let mut d = done[k].lock().expect("progress lock");
+                                d.0 += 1;
+                                d.1 += score;
+                            }
                             show();
                         })?;
                     }
@@ -171,12 +177,12 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs one task's graph until `args.episodes` episodes are scored; `on_episode` is called
-/// after each.
+/// with each score.
 fn collect_task(
     args: &CollectArgs,
     task: &str,
     out: &std::path::Path,
-    on_episode: &(dyn Fn() + Sync),
+    on_episode: &(dyn Fn(f64) + Sync),
 ) -> anyhow::Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)
@@ -239,7 +245,7 @@ fn collect_task(
             while let Some(e) = events.recv().await {
                 if e.event == EpisodeEvent::EVENT_SCORED {
                     done += 1;
-                    on_episode();
+                    on_episode(e.score);
                     if done == n {
                         // Let the recorder write the last messages.
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;

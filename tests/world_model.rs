@@ -1,0 +1,537 @@
+//! Stage 2, the world model: its configuration, the workspace crop it sees, gradients
+//! against finite differences, the identity at initialisation (adaLN-Zero, zero ControlNet
+//! projections), learning from a recorded bag, resume after `kill -9`, the NaN guard, and
+//! clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use dreamplan::render::scene;
+use dreamplan::sim::rng::Rng;
+use dreamplan::sim::tasks::{self, Task, TABLE_X, TABLE_Y};
+use dreamplan::world_model::dataset::{self, Dataset};
+use dreamplan::world_model::model::{patchify, unpatchify, Attention, Block};
+use dreamplan::world_model::train::{self as wm_train, TrainConfig};
+use dreamplan::world_model::{clip, metrics, Config, Predictor, WorldModel, WorldModelError};
+
+fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// f64 variables for `f`'s weights, all random (zero-initialised ones too, so that every
+/// path carries gradient).
+fn random_vars(build: impl FnOnce(VarBuilder) -> candle_core::Result<()>) -> Vec<(String, Var)> {
+    let varmap = candle_nn::VarMap::new();
+    build(VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu)).unwrap();
+    let mut rng = Rng::new(7, 7);
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, v) in &vars {
+        let dims = v.dims().to_vec();
+        v.set(&(randn(&mut rng, &dims, DType::F64) * 0.3).unwrap())
+            .unwrap();
+    }
+    vars
+}
+
+/// Autograd against central differences for a few entries of every variable.
+fn check_gradients(vars: &[(String, Var)], loss: impl Fn() -> Tensor) {
+    let grads = loss().backward().unwrap();
+    let value = |t: &Tensor| t.to_scalar::<f64>().unwrap();
+    let h = 1e-5;
+    for (name, var) in vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for k in [0, base.len() / 2, base.len() - 1] {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[k] += d;
+                var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())
+                    .unwrap();
+                value(&loss())
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(base.clone(), var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
+            let tol = 1e-6 + 1e-4 * fd.abs().max(g[k].abs());
+            assert!(
+                (fd - g[k]).abs() <= tol,
+                "{name}[{k}]: autograd {} vs finite difference {fd}",
+                g[k]
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let mut att = None;
+    let vars = random_vars(|vb| {
+        att = Some(Attention::new(vb, 8, 2)?);
+        Ok(())
+    });
+    let att = att.unwrap();
+    let mut rng = Rng::new(1, 1);
+    let x = randn(&mut rng, &[2, 5, 8], DType::F64);
+    let w = randn(&mut rng, &[2, 5, 8], DType::F64);
+    check_gradients(&vars, || {
+        (att.forward(&x).unwrap() * &w).unwrap().sum_all().unwrap()
+    });
+}
+
+#[test]
+fn block_gradients_match_finite_differences() {
+    let cfg = Config::tiny();
+    let mut block = None;
+    let vars = random_vars(|vb| {
+        block = Some(Block::new(vb, &cfg)?);
+        Ok(())
+    });
+    let block = block.unwrap();
+    let mut rng = Rng::new(2, 2);
+    let x = randn(&mut rng, &[2, 3, 4, cfg.hidden], DType::F64);
+    let c = randn(&mut rng, &[2, cfg.hidden], DType::F64);
+    let w = randn(&mut rng, &[2, 3, 4, cfg.hidden], DType::F64);
+    check_gradients(&vars, || {
+        (block.forward(&x, &c).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    });
+}
+
+#[test]
+fn whole_model_flow_loss_gradients_match_finite_differences() {
+    let cfg = Config::tiny();
+    let mut model = None;
+    let vars = random_vars(|vb| {
+        model = Some(WorldModel::new(&cfg, vb)?);
+        Ok(())
+    });
+    let model = model.unwrap();
+    let mut rng = Rng::new(3, 3);
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let x = randn(&mut rng, &[2, f, 3, h, w], DType::F64);
+    let eps = randn(&mut rng, &[2, f, 3, h, w], DType::F64);
+    let ctx = randn(&mut rng, &[2, 3, h, w], DType::F64);
+    let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F64);
+    let t = Tensor::new(&[0.3f64, 0.8], &Device::Cpu).unwrap();
+    check_gradients(&vars, || model.flow_loss(&x, &t, &eps, &ctx, &arm).unwrap());
+}
+
+#[test]
+fn a_fresh_model_predicts_zero_velocity_and_ignores_the_arm_until_trained() {
+    // adaLN-Zero and the final layer start at zero: the velocity is 0 for any input. With
+    // the final layer and the backbone made random but the ControlNet's projections still
+    // zero, the arm video changes nothing.
+    let cfg = Config::tiny();
+    let (model, vars) = wm_train::init_vars(&cfg, 0).unwrap();
+    let mut rng = Rng::new(4, 4);
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let z = randn(&mut rng, &[1, f, 3, h, w], DType::F32);
+    let ctx = randn(&mut rng, &[1, 3, h, w], DType::F32);
+    let arm_a = randn(&mut rng, &[1, f + 1, 3, h, w], DType::F32);
+    let arm_b = randn(&mut rng, &[1, f + 1, 3, h, w], DType::F32);
+    let t = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+    let v = model.forward(&z, &t, &ctx, &arm_a).unwrap();
+    let max = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(max(&v), 0.0);
+    for (name, var) in &vars {
+        let branch_out = name.starts_with("hint.") || name.starts_with("control_out.");
+        if !branch_out {
+            let dims = var.dims().to_vec();
+            var.set(&(randn(&mut rng, &dims, DType::F32) * 0.2).unwrap())
+                .unwrap();
+        }
+    }
+    let va = model.forward(&z, &t, &ctx, &arm_a).unwrap();
+    let vb = model.forward(&z, &t, &ctx, &arm_b).unwrap();
+    assert!(max(&va) > 1e-3, "the randomised model still outputs zero");
+    assert_eq!(max(&(va - vb).unwrap()), 0.0);
+}
+
+#[test]
+fn patches_round_trip_and_configs_round_trip_through_json() {
+    let mut rng = Rng::new(5, 5);
+    let x = randn(&mut rng, &[2, 3, 3, 8, 16], DType::F32);
+    let p = patchify(&x, 4).unwrap();
+    assert_eq!(p.dims(), &[2, 3, 8, 48]);
+    let back = unpatchify(&p, 4, 8, 16).unwrap();
+    let d = (back - &x).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+    for cfg in [Config::cpu(), Config::gpu(), Config::tiny()] {
+        cfg.validate().unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+    }
+    let bad = Config {
+        hidden: 30,
+        heads: 4,
+        ..Config::cpu()
+    };
+    assert!(bad.validate().unwrap_err().contains("hidden"));
+    let mut v = serde_json::to_value(Config::cpu()).unwrap();
+    v["hidden_size"] = 3.into();
+    let e = serde_json::from_value::<Config>(v).unwrap_err().to_string();
+    assert!(e.contains("hidden_size"), "{e}");
+}
+
+#[test]
+fn the_workspace_crop_holds_the_table_region_and_every_object_stays_visible() {
+    let cfg = Config::cpu();
+    let cam = scene::default_camera(256, 256);
+    let (x0, y0, w, h) = cfg.crop.pixels(256, 256);
+    for x in [TABLE_X.0 - 0.02, TABLE_X.1 + 0.02] {
+        for y in [TABLE_Y.0 - 0.02, TABLE_Y.1 + 0.02] {
+            for z in [0.0, 0.05] {
+                let (u, v, _) = cam.project(&nalgebra::Point3::new(x, y, z)).unwrap();
+                assert!(
+                    u >= f64::from(x0)
+                        && u <= f64::from(x0 + w)
+                        && v >= f64::from(y0)
+                        && v <= f64::from(y0 + h),
+                    "({x}, {y}, {z}) projects to ({u:.1}, {v:.1}), outside the crop"
+                );
+            }
+        }
+    }
+    // Rope (the thinnest), cloth and toy keep a segmentable object at the CPU resolution:
+    // at least 40% of the object pixels the full-resolution crop would have, scaled.
+    for task in Task::ALL {
+        for seed in 0..3 {
+            let world = tasks::reset(task, seed);
+            let frame = dreamplan::verifier::object_frame(&world, 256);
+            let small = clip::crop_resize(&frame.rgb, 256, 256, &cfg).unwrap();
+            let area_small = metrics::mask(task, &small, cfg.width, cfg.height)
+                .iter()
+                .filter(|b| **b)
+                .count() as f64;
+            let area_full = metrics::mask(task, &frame.rgb, 256, 256)
+                .iter()
+                .filter(|b| **b)
+                .count() as f64;
+            let scale = (cfg.width * cfg.height) as f64 / f64::from(w * h);
+            assert!(
+                area_small >= 0.4 * area_full * scale,
+                "{task:?} seed {seed}: {area_small} px at {}×{} vs {area_full} px at 256² (scale {scale:.3})",
+                cfg.width,
+                cfg.height
+            );
+        }
+    }
+}
+
+/// A small recorded bag (rope, correspondence planner) shared by the tests below.
+fn bag(dir: &Path) -> PathBuf {
+    let out = dir.join("bag");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "collect",
+            "--task",
+            "rope",
+            "--episodes",
+            "4",
+            "--size",
+            "128",
+            "--log",
+            "warn",
+            "--planner",
+            "random",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn small_config() -> Config {
+    Config {
+        width: 32,
+        height: 16,
+        patch_size: 4,
+        frames: 2,
+        hidden: 32,
+        heads: 2,
+        depth: 2,
+        control_blocks: 1,
+        mlp_ratio: 2,
+        sample_steps: 2,
+        ..Config::cpu()
+    }
+}
+
+#[test]
+fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = bag(dir.path());
+    let cfg = small_config();
+    let cache = dir.path().join("cache");
+    let index = dataset::build(&[bag.clone()], &cache, &cfg, 3, &|_, _| {}).unwrap();
+    assert!(
+        index.clips.len() >= 3,
+        "{} clips from 4 episodes",
+        index.clips.len()
+    );
+    assert_eq!(index.skipped, 0);
+    let data = Dataset::open(&cache).unwrap();
+    let b = data.batch(&[0, 3]).unwrap();
+    assert_eq!(b.arm.dims(), &[2, cfg.frames + 1, 3, cfg.height, cfg.width]);
+    // The arm video is the arm on white: mostly white, not all.
+    let arm0 = dataset::to_rgb(&b.arm.get(0).unwrap().get(1).unwrap()).unwrap();
+    let white = arm0
+        .chunks(3)
+        .filter(|p| p.iter().all(|&c| c > 250))
+        .count();
+    assert!(
+        white * 10 > arm0.len() / 3 * 5 && white < arm0.len() / 3,
+        "{white} white px"
+    );
+
+    // Learning: a handful of clips is overfitted (loss down by a factor ≥ 2; 2.6 measured).
+    let tc = TrainConfig {
+        steps: 150,
+        batch: 4,
+        lr: 3e-3,
+        warmup: 10,
+        checkpoint_every: 50,
+        val_every: 0,
+        val_split: 1,
+        ..TrainConfig::default()
+    };
+    let out = dir.path().join("model");
+    let s = wm_train::train(&data, &cfg, &tc, &out, &|_| {}).unwrap();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&s.losses[..10]), mean(&s.losses[140..]));
+    assert!(first / last >= 2.0, "loss {first:.3} → {last:.3}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "curves.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+
+    // Prediction: a batch of candidates, frames of the model's size; bad sizes refused.
+    let p = Predictor::load(&out).unwrap();
+    let clip_ctx = dataset::to_rgb(&b.context.get(0).unwrap()).unwrap();
+    let arm: Vec<Vec<u8>> = (0..=cfg.frames)
+        .map(|j| dataset::to_rgb(&b.arm.get(0).unwrap().get(j).unwrap()).unwrap())
+        .collect();
+    let pred = p
+        .predict(&clip_ctx, &[arm.clone(), arm.clone()], 0)
+        .unwrap();
+    assert_eq!(pred.len(), 2);
+    assert_eq!(pred[0].len(), cfg.frames);
+    assert_eq!(pred[0][0].len(), cfg.width * cfg.height * 3);
+    let e = p.predict(&clip_ctx[..30], &[arm.clone()], 0).unwrap_err();
+    assert!(matches!(e, WorldModelError::Data(_)), "{e}");
+    let e = p.predict(&clip_ctx, &[arm[..2].to_vec()], 0).unwrap_err();
+    assert!(e.to_string().contains("frames"), "{e}");
+
+    // A checkpoint from another config, and a corrupted file: clear errors.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(
+        out.join("model.safetensors"),
+        other.join("model.safetensors"),
+    )
+    .unwrap();
+    let wider = Config {
+        hidden: 48,
+        ..cfg.clone()
+    };
+    std::fs::write(
+        other.join("config.json"),
+        serde_json::to_string(&wider).unwrap(),
+    )
+    .unwrap();
+    let e = Predictor::load(&other).err().unwrap().to_string();
+    assert!(e.contains("another config"), "{e}");
+    std::fs::write(
+        other.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    std::fs::write(other.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = Predictor::load(&other).err().unwrap().to_string();
+    assert!(e.contains("corrupted"), "{e}");
+
+    // A checkpoint of another run in --out is refused, not overwritten.
+    let tc2 = TrainConfig {
+        lr: 1e-3,
+        ..tc.clone()
+    };
+    let e = wm_train::train(&data, &cfg, &tc2, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another run"), "{e}");
+
+    // NaN guard: an absurd learning rate makes the loss blow up; the run stops with the
+    // last good checkpoint kept and finite.
+    let nan_out = dir.path().join("nan");
+    let bad = TrainConfig {
+        lr: 1e30,
+        steps: 20,
+        checkpoint_every: 1,
+        warmup: 0,
+        ..tc.clone()
+    };
+    match wm_train::train(&data, &cfg, &bad, &nan_out, &|_| {}) {
+        Err(WorldModelError::NotFinite {
+            step, checkpoint, ..
+        }) => {
+            assert_eq!(checkpoint, step - 1);
+            let (tensors, state) =
+                dreamplan::train::checkpoint::load(&wm_train::checkpoint_path(&nan_out)).unwrap();
+            assert_eq!(state["step"].as_u64().unwrap() as usize, checkpoint);
+            let _ = tensors;
+        }
+        other => panic!(
+            "expected a non-finite stop, got {:?}",
+            other.map(|s| s.losses.len())
+        ),
+    }
+}
+
+#[test]
+fn a_bag_without_object_only_frames_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bags");
+    let any_bag = std::fs::read_dir(&fixture)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a fixture bag");
+    let e = dataset::build(
+        &[any_bag],
+        &dir.path().join("c"),
+        &small_config(),
+        4,
+        &|_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no usable transitions"), "{e}");
+}
+
+#[test]
+fn training_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = bag(dir.path());
+    let cfg_file = dir.path().join("small.json");
+    std::fs::write(&cfg_file, serde_json::to_string(&small_config()).unwrap()).unwrap();
+    let exe = env!("CARGO_BIN_EXE_dreamplan");
+    let args = |out: &Path| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = [
+            "train-world-model",
+            "--steps",
+            "40",
+            "--batch",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--val-every",
+            "20",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        for (k, p) in [
+            ("--bags", &bag),
+            ("--config", &cfg_file),
+            ("--out", &out.to_path_buf()),
+        ] {
+            v.push(k.into());
+            v.push(p.into());
+        }
+        v
+    };
+    let whole = dir.path().join("whole");
+    let st = Command::new(exe).args(args(&whole)).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(exe)
+        .args(args(&cut))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck = wm_train::checkpoint_path(&cut);
+    let step_of = |p: &Path| -> Option<u64> {
+        dreamplan::train::checkpoint::load(p)
+            .ok()
+            .map(|(_, s)| s["step"].as_u64().unwrap())
+    };
+    let t0 = std::time::Instant::now();
+    while step_of(&ck).is_none_or(|s| s < 6) {
+        assert!(
+            t0.elapsed().as_secs() < 300,
+            "no checkpoint at step 6 in 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = step_of(&ck).expect("the checkpoint reads after kill -9");
+    assert!((6..40).contains(&left), "checkpoint at step {left}");
+    let resumed = Command::new(exe).args(args(&cut)).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resumed from the checkpoint"));
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (load(&whole), load(&cut));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k]).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() <= 1e-6, "{k} differs");
+    }
+}
