@@ -535,3 +535,116 @@ fn training_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run()
         assert!(d.to_scalar::<f32>().unwrap() <= 1e-6, "{k} differs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_best() {
+    use dreamplan::bus::{Bus, LocalBus, Qos};
+    use dreamplan::msg::dreamplan::{ActionCandidates, VerifierScores};
+    use dreamplan::msg::prelude::*;
+    use dreamplan::nodes::{Node, NodeContext};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    // A fresh model folder (mechanics, not quality).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config();
+    let (_, vars) = wm_train::init_vars(&cfg, 0).unwrap();
+    wm_train::save_model(dir.path(), &cfg, &vars).unwrap();
+    let graph = serde_yaml::from_str::<serde_yaml::Value>(&format!(
+        "{{ sim: {{ task: rope, seed: 21, episodes: 1, width: 128, height: 128, realtime: false }},
+           planner: {{ backend: random, verify: {{ wait: true, timeout_s: 600 }} }},
+           verifier: {{ world_model: {} }},
+           executor: {{ width: 128, height: 128 }} }}",
+        dir.path().display()
+    ))
+    .unwrap();
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut cands = bus
+        .subscribe::<ActionCandidates>("/planner/candidates", Qos::keep_last(10))
+        .unwrap();
+    let mut scores = bus
+        .subscribe::<VerifierScores>("/verifier/scores", Qos::keep_last(10))
+        .unwrap();
+    let mut predicted = bus
+        .subscribe::<Image>("/verifier/predicted", Qos::keep_last(1))
+        .unwrap();
+    let mut actions = bus
+        .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
+        .unwrap();
+    let mut handles = Vec::new();
+    for name in ["sim", "planner", "verifier", "executor"] {
+        let params = graph[name].clone();
+        let ctx = NodeContext {
+            name: name.into(),
+            bus: bus.clone(),
+            shutdown: stop.clone(),
+        };
+        handles.push(match name {
+            "sim" => {
+                let n =
+                    dreamplan::nodes::sim::SimNode::new(serde_yaml::from_value(params).unwrap())
+                        .unwrap();
+                tokio::spawn(n.run(ctx))
+            }
+            "planner" => {
+                let n = dreamplan::nodes::planner::PlannerNode::new(
+                    serde_yaml::from_value(params).unwrap(),
+                )
+                .unwrap();
+                tokio::spawn(n.run(ctx))
+            }
+            "verifier" => {
+                let n = dreamplan::nodes::verifier::VerifierNode::new(
+                    serde_yaml::from_value(params).unwrap(),
+                )
+                .unwrap();
+                tokio::spawn(n.run(ctx))
+            }
+            _ => {
+                let n = dreamplan::nodes::executor::ExecutorNode::new(
+                    serde_yaml::from_value(params).unwrap(),
+                )
+                .unwrap();
+                tokio::spawn(n.run(ctx))
+            }
+        });
+    }
+    let wait = Duration::from_secs(600); // liveness guard for the unoptimised build
+    let c = tokio::time::timeout(wait, cands.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.chosen, -1,
+        "candidates go out unchosen while the verifier decides"
+    );
+    let s = tokio::time::timeout(wait, scores.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.header.stamp, c.header.stamp);
+    assert_eq!(s.score.len(), c.candidates.len());
+    assert!(s.best >= 0, "{s:?}");
+    let best = s.score[s.best as usize];
+    assert!((0.0..=1.0).contains(&best) && s.score.iter().all(|x| !x.is_finite() || *x <= best));
+    let img = tokio::time::timeout(wait, predicted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(img.height as usize, cfg.height);
+    let a = tokio::time::timeout(wait, actions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let chosen = &c.candidates[s.best as usize];
+    assert_eq!(
+        (a.source_id, a.target_id),
+        (chosen.source_id, chosen.target_id)
+    );
+    stop.cancel();
+    bus.shutdown();
+    for h in handles {
+        let _ = h.await;
+    }
+}

@@ -106,7 +106,7 @@ pub struct ExecutorNode {
     arm: ArmModel,
 }
 
-fn decode_depth(img: &Image) -> Result<DepthImage, String> {
+pub(crate) fn decode_depth(img: &Image) -> Result<DepthImage, String> {
     if img.encoding != "32FC1" {
         return Err(format!("depth encoding {} is not 32FC1", img.encoding));
     }

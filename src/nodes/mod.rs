@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod planner;
 pub mod recorder;
 pub mod sim;
+pub mod verifier;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,6 +54,7 @@ pub const KINDS: &[&str] = &[
     sim::SimNode::KIND,
     executor::ExecutorNode::KIND,
     planner::PlannerNode::KIND,
+    verifier::VerifierNode::KIND,
 ];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
@@ -77,6 +79,7 @@ pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<
         sim::SimNode::KIND => ready::<sim::SimNode, B>(spec, origin),
         executor::ExecutorNode::KIND => ready::<executor::ExecutorNode, B>(spec, origin),
         planner::PlannerNode::KIND => ready::<planner::PlannerNode, B>(spec, origin),
+        verifier::VerifierNode::KIND => ready::<verifier::VerifierNode, B>(spec, origin),
         other => anyhow::bail!(
             "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
             spec.name,

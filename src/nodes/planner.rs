@@ -53,6 +53,8 @@ pub struct PlannerTopics {
     pub candidates: String,
     /// The chosen action (the executor's input).
     pub action: String,
+    /// The verifier's scores (in, when `verify.wait`).
+    pub scores: String,
 }
 
 impl Default for PlannerTopics {
@@ -64,6 +66,7 @@ impl Default for PlannerTopics {
             keypoint_sets: "/planner/keypoints".into(),
             candidates: "/planner/candidates".into(),
             action: "/planner/action".into(),
+            scores: "/verifier/scores".into(),
         }
     }
 }
@@ -83,8 +86,30 @@ pub struct PlannerConfig {
     pub keypoints: usize,
     /// Sampling (backend `vlm`).
     pub sampling: VlmPlannerConfig,
+    /// Test-time verification: wait for the verifier node's scores of the candidates.
+    pub verify: VerifyConfig,
     /// Topic names.
     pub topics: PlannerTopics,
+}
+
+/// Test-time verification (best of N with the world model).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Publish the candidates, wait for `VerifierScores` answering them, and execute the
+    /// best one (the planner's own choice when none scores or the wait times out).
+    pub wait: bool,
+    /// Seconds to wait for the scores.
+    pub timeout_s: f64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            wait: false,
+            timeout_s: 30.0,
+        }
+    }
 }
 
 impl Default for PlannerConfig {
@@ -95,6 +120,7 @@ impl Default for PlannerConfig {
             adapter: None,
             keypoints: 8,
             sampling: VlmPlannerConfig::default(),
+            verify: VerifyConfig::default(),
             topics: PlannerTopics::default(),
         }
     }
@@ -327,6 +353,9 @@ impl Node for PlannerNode {
         let event_pub = ctx
             .bus
             .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let mut scores = ctx
+            .bus
+            .subscribe::<crate::msg::dreamplan::VerifierScores>(&t.scores, Qos::keep_last(10))?;
         let n = self.config.keypoints;
         let mut planner = Some(self.planner);
         let mut goal: Option<Frame> = None;
@@ -396,9 +425,39 @@ impl Node for PlannerNode {
                     .await?;
                     planner = Some(p);
                     match result {
-                        Ok(out) => {
-                            sets_pub.publish(out.sets)?;
-                            cand_pub.publish(out.candidates)?;
+                        Ok(mut out) => {
+                            sets_pub.publish(out.sets.clone())?;
+                            if self.config.verify.wait && out.action.is_some() {
+                                // Candidates go out unchosen; the verifier's best is executed.
+                                let own = out.candidates.chosen;
+                                out.candidates.chosen = -1;
+                                let stamp = out.candidates.header.stamp.clone();
+                                cand_pub.publish(out.candidates.clone())?;
+                                let wait = std::time::Duration::from_secs_f64(self.config.verify.timeout_s.max(0.0));
+                                let answer = tokio::time::timeout(wait, async {
+                                    while let Some(s) = scores.recv().await {
+                                        if s.header.stamp == stamp {
+                                            return Some(s);
+                                        }
+                                    }
+                                    None
+                                })
+                                .await
+                                .ok()
+                                .flatten();
+                                let best = answer.as_ref().map_or(-1, |s| s.best);
+                                let pick = if best >= 0 && (best as usize) < out.candidates.candidates.len() {
+                                    best
+                                } else {
+                                    tracing::warn!(node = %ctx.name, "no verifier choice (timeout or no candidate scored); executing the planner's own");
+                                    own
+                                };
+                                if pick >= 0 {
+                                    out.action = Some(out.candidates.candidates[pick as usize].clone());
+                                }
+                            } else {
+                                cand_pub.publish(out.candidates)?;
+                            }
                             if let Some(a) = out.action {
                                 action_pub.publish(a)?;
                             }

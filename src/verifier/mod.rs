@@ -11,6 +11,7 @@
 
 pub mod measure;
 pub mod preferences;
+pub mod world_model;
 
 use crate::planner::eval::{choice_pixels, play, EvalConfig, Scene};
 use crate::planner::KeypointChoice;
@@ -43,6 +44,9 @@ pub struct VerifyState<'a> {
     pub current: &'a Frame,
     /// The goal image.
     pub goal: &'a Frame,
+    /// The current object-only image (arm masked out), when a camera pipeline provides it;
+    /// image-predicting verifiers need it (or `world` to render it).
+    pub current_object: Option<&'a Frame>,
     /// Keypoints on the current image.
     pub current_keypoints: &'a [Keypoint],
     /// Keypoints on the goal image.
@@ -221,6 +225,7 @@ impl<'a> VerifyState<'a> {
             goal_world: Some(&obs.goal),
             current: &obs.current,
             goal: &obs.goal_frame,
+            current_object: None,
             current_keypoints,
             goal_keypoints,
         }
@@ -234,6 +239,7 @@ impl<'a> VerifyState<'a> {
             goal_world: scene.goal_world,
             current: scene.current,
             goal: scene.goal,
+            current_object: None,
             current_keypoints: scene.current_keypoints,
             goal_keypoints: scene.goal_keypoints,
         }

@@ -73,18 +73,25 @@ pub struct Config {
     pub after_s: f64,
     /// The workspace crop.
     pub crop: Crop,
+    /// Generate the change from the current frame (future − current) instead of the
+    /// frames themselves: in object-only frames almost every pixel keeps its value, so the
+    /// flow's target is zero nearly everywhere and a small model spends its capacity on the
+    /// object that moves. The sampler adds the current frame back.
+    #[serde(default)]
+    pub residual: bool,
 }
 
 impl Config {
     /// The CPU configuration: 128×64 crops (the workspace is twice as wide as deep; the rope
-    /// stays 1.5 px wide), 8 future frames, about a million weights.
+    /// stays 1.5 px wide), 4 future frames, hidden 64, 4 + 2 blocks (about 0.7 M weights):
+    /// the size that trains on ~2,000 clips within 30 minutes on 2 cores.
     pub fn cpu() -> Self {
         Self {
             width: 128,
             height: 64,
             patch_size: 8,
-            frames: 8,
-            hidden: 96,
+            frames: 4,
+            hidden: 64,
             heads: 4,
             depth: 4,
             control_blocks: 2,
@@ -92,6 +99,7 @@ impl Config {
             sample_steps: 4,
             after_s: 1.0,
             crop: Crop::BUILT_IN,
+            residual: true,
         }
     }
 
@@ -110,6 +118,7 @@ impl Config {
             sample_steps: 8,
             after_s: 1.0,
             crop: Crop::BUILT_IN,
+            residual: true,
         }
     }
 
@@ -128,6 +137,7 @@ impl Config {
             sample_steps: 2,
             after_s: 1.0,
             crop: Crop::BUILT_IN,
+            residual: false,
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod clip;
 pub mod config;
 pub mod dataset;
+pub mod imagine;
 pub mod metrics;
 pub mod model;
 pub mod predict;

@@ -331,8 +331,9 @@ impl WorldModel {
         unpatchify(&out, cfg.patch_size, h, w)
     }
 
-    /// The rectified-flow training loss on clean future frames `x` (`[B, F, 3, H, W]`):
-    /// `z = (1 − t)·x + t·ε`, target `ε − x`, mean squared error. `t` and `noise` are given
+    /// The rectified-flow training loss on clean future frames `x` (`[B, F, 3, H, W]`; the
+    /// flow runs on [`Self::target`] of them): `z = (1 − t)·x + t·ε`, target `ε − x`, mean
+    /// squared error. `t` and `noise` are given
     /// (the trainer draws them from its seeded generator: logit-normal times).
     pub fn flow_loss(
         &self,
@@ -342,6 +343,7 @@ impl WorldModel {
         context: &Tensor,
         arm: &Tensor,
     ) -> Result<Tensor> {
+        let x = &self.target(x, context)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
         let v = self.forward(&z, t, context, arm)?;
@@ -366,6 +368,21 @@ impl WorldModel {
             let v = self.forward(&z, &tt, context, arm)?;
             z = (z - (v * dt)?)?;
         }
-        z.clamp(-1f32, 1f32)
+        let frames = if self.cfg.residual {
+            z.broadcast_add(&context.unsqueeze(1)?)?
+        } else {
+            z
+        };
+        frames.clamp(-1f32, 1f32)
+    }
+
+    /// What the flow generates from the future frames `x`: the frames, or their change from
+    /// the current frame when the configuration says `residual`.
+    pub fn target(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        if self.cfg.residual {
+            x.broadcast_sub(&context.unsqueeze(1)?)
+        } else {
+            Ok(x.clone())
+        }
     }
 }

@@ -123,10 +123,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let progress = PhaseProgress::stderr();
     let t0 = Instant::now();
     let index = dataset::build(&bags, &cache, &cfg, 64, &|read, clips| {
-        progress.update("clips", read, read.max(1), &format!("{clips} clips"));
+        if read % 100 == 0 {
+            eprintln!("clips: {read} transitions read, {clips} clips cut");
+        }
     })
     .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
-    progress.finish();
     eprintln!(
         "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
         index.clips.len(),

@@ -1,0 +1,300 @@
+//! Verifier node: the world model as a ROS 2 node. For every set of candidate actions the
+//! planner publishes, it imagines each candidate's outcome in one batch
+//! ([`crate::world_model::imagine`]) from the latest object-only frame, depth, goal image
+//! and goal depth, and publishes `VerifierScores` (mask measure per candidate, the best
+//! index) and the predicted final frames side by side as one image. A planner configured to
+//! wait for it (`verify.wait`) then executes the best candidate: test-time verification,
+//! best of N.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Node, NodeContext};
+use crate::bus::{Bus, Qos};
+use crate::msg::dreamplan::{ActionCandidates, VerifierScores};
+use crate::msg::prelude::*;
+use crate::render::Frame;
+use crate::sim::tasks::Task;
+use crate::world_model::imagine::{imagine, PixelAction};
+use crate::world_model::Predictor;
+
+/// Topic names of the verifier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierTopics {
+    /// The planner's candidates (in).
+    pub candidates: String,
+    /// Object-only camera frames (in).
+    pub object_only: String,
+    /// Depth frames, 32FC1 (in).
+    pub depth: String,
+    /// The goal image (in, latched).
+    pub goal: String,
+    /// The goal depth (in, latched).
+    pub goal_depth: String,
+    /// Episode events (in: `reset` names the task).
+    pub episode: String,
+    /// The scores (out).
+    pub scores: String,
+    /// Predicted final frames of all candidates, side by side (out).
+    pub predicted: String,
+}
+
+impl Default for VerifierTopics {
+    fn default() -> Self {
+        Self {
+            candidates: "/planner/candidates".into(),
+            object_only: "/camera/object_only".into(),
+            depth: "/camera/depth/image_raw".into(),
+            goal: "/goal/image".into(),
+            goal_depth: "/goal/depth".into(),
+            episode: "/dreamplan/episode".into(),
+            scores: "/verifier/scores".into(),
+            predicted: "/verifier/predicted".into(),
+        }
+    }
+}
+
+/// Verifier parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierConfig {
+    /// The world-model folder (`dreamplan train-world-model --out`).
+    pub world_model: PathBuf,
+    /// Seed of the sampler's noise.
+    pub noise_seed: u64,
+    /// Topic names.
+    pub topics: VerifierTopics,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            world_model: PathBuf::new(),
+            noise_seed: 0,
+            topics: VerifierTopics::default(),
+        }
+    }
+}
+
+/// The verifier node.
+pub struct VerifierNode {
+    config: VerifierConfig,
+    predictor: Option<Predictor>,
+}
+
+fn rgb_frame(img: &Image) -> Result<Frame, String> {
+    let rgb = crate::world_model::clip::image_rgb(img).map_err(|e| e.to_string())?;
+    Ok(Frame {
+        width: img.width,
+        height: img.height,
+        rgb,
+        depth: Vec::new(),
+    })
+}
+
+fn depth_of(img: &Image) -> Result<Vec<f32>, String> {
+    super::executor::decode_depth(img).map(|d| d.data)
+}
+
+/// Everything the node keeps between messages.
+#[derive(Default)]
+struct Latest {
+    task: Option<Task>,
+    object: Option<Image>,
+    depth: Option<Image>,
+    goal: Option<Image>,
+    goal_depth: Option<Image>,
+}
+
+/// Scores of one candidate set, and the predicted final frames side by side.
+fn verify(
+    predictor: &Predictor,
+    latest: &Latest,
+    candidates: &ActionCandidates,
+    seed: u64,
+) -> Result<(VerifierScores, Option<Image>), String> {
+    let task = latest
+        .task
+        .ok_or("no episode reset seen yet (the task is unknown)")?;
+    let need = |x: &Option<Image>, what: &str| x.clone().ok_or(format!("no {what} yet"));
+    let object = rgb_frame(&need(&latest.object, "object-only frame")?)?;
+    let depth_img = need(&latest.depth, "depth frame")?;
+    let mut goal = rgb_frame(&need(&latest.goal, "goal image")?)?;
+    goal.depth = depth_of(&need(&latest.goal_depth, "goal depth")?)?;
+    let current = Frame {
+        width: depth_img.width,
+        height: depth_img.height,
+        rgb: Vec::new(),
+        depth: depth_of(&depth_img)?,
+    };
+    let actions: Vec<Option<PixelAction>> = candidates
+        .candidates
+        .iter()
+        .map(|a| {
+            [a.source_u, a.source_v, a.target_u, a.target_v]
+                .iter()
+                .all(|x| x.is_finite())
+                .then_some(((a.source_u, a.source_v), (a.target_u, a.target_v)))
+        })
+        .collect();
+    let known: Vec<PixelAction> = actions.iter().flatten().copied().collect();
+    let imagined = imagine(predictor, task, &object, &current, &goal, &known, seed)
+        .map_err(|e| e.to_string())?;
+    let mut it = imagined.into_iter();
+    let per: Vec<Option<crate::world_model::imagine::Imagined>> = actions
+        .iter()
+        .map(|a| a.and_then(|_| it.next().flatten()))
+        .collect();
+    let score: Vec<f64> = per
+        .iter()
+        .map(|p| p.as_ref().map_or(f64::NAN, |i| i.score))
+        .collect();
+    let best = score
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(-1, |(i, _)| i as i32);
+    let cfg = predictor.config();
+    let (w, h) = (cfg.width, cfg.height);
+    let frames: Vec<&Vec<u8>> = per.iter().flatten().map(|i| &i.final_frame).collect();
+    let mosaic = (!frames.is_empty()).then(|| {
+        let n = frames.len();
+        let mut data = vec![255u8; n * w * h * 3];
+        for (k, f) in frames.iter().enumerate() {
+            for y in 0..h {
+                data[(y * n * w + k * w) * 3..][..w * 3].copy_from_slice(&f[y * w * 3..][..w * 3]);
+            }
+        }
+        Image {
+            header: candidates.header.clone(),
+            height: h as u32,
+            width: (n * w) as u32,
+            encoding: "rgb8".into(),
+            is_bigendian: 0,
+            step: (n * w * 3) as u32,
+            data,
+        }
+    });
+    Ok((
+        VerifierScores {
+            header: candidates.header.clone(),
+            episode: candidates.episode,
+            step: candidates.step,
+            distance: score.iter().map(|s| 1.0 - s).collect(),
+            score,
+            best,
+            metric: "mask_iou_chamfer".into(),
+        },
+        mosaic,
+    ))
+}
+
+impl Node for VerifierNode {
+    const KIND: &'static str = "verifier";
+    type Config = VerifierConfig;
+
+    fn new(config: VerifierConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.world_model.as_os_str().is_empty(),
+            "world_model: the world-model folder is required"
+        );
+        let predictor = Predictor::load(&config.world_model)
+            .map_err(|e| anyhow::anyhow!("loading the world model: {e}"))?;
+        Ok(Self {
+            config,
+            predictor: Some(predictor),
+        })
+    }
+
+    async fn run<B: Bus>(mut self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let t = &self.config.topics;
+        let mut cands = ctx
+            .bus
+            .subscribe::<ActionCandidates>(&t.candidates, Qos::keep_last(10))?;
+        let mut objects = ctx
+            .bus
+            .subscribe::<Image>(&t.object_only, Qos::keep_last(1))?;
+        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(1))?;
+        let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
+        let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
+        let mut events = ctx
+            .bus
+            .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        let scores_pub = ctx
+            .bus
+            .publisher::<VerifierScores>(&t.scores, Qos::keep_last(10))?;
+        let frames_pub = ctx
+            .bus
+            .publisher::<Image>(&t.predicted, Qos::keep_last(1))?;
+        let mut latest = Latest::default();
+        let seed = self.config.noise_seed;
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                m = events.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    if m.event == EpisodeEvent::EVENT_RESET {
+                        latest.task = Task::from_name(&m.task);
+                    }
+                }
+                m = objects.recv() => { let Some(m) = m else { return Ok(()) }; latest.object = Some((*m).clone()); }
+                m = depths.recv() => { let Some(m) = m else { return Ok(()) }; latest.depth = Some((*m).clone()); }
+                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; latest.goal = Some((*m).clone()); }
+                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; latest.goal_depth = Some((*m).clone()); }
+                m = cands.recv() => {
+                    let Some(c) = m else { return Ok(()) };
+                    // Frames that came with the candidates may still wait in their queues.
+                    while let Some(m) = objects.try_recv() { latest.object = Some((*m).clone()); }
+                    while let Some(m) = depths.try_recv() { latest.depth = Some((*m).clone()); }
+                    while let Some(m) = goals.try_recv() { latest.goal = Some((*m).clone()); }
+                    while let Some(m) = goal_depths.try_recv() { latest.goal_depth = Some((*m).clone()); }
+                    while let Some(m) = events.try_recv() {
+                        if m.event == EpisodeEvent::EVENT_RESET {
+                            latest.task = Task::from_name(&m.task);
+                        }
+                    }
+                    let (header, episode, step, n) = (c.header.clone(), c.episode, c.step, c.candidates.len());
+                    let predictor = self.predictor.take().expect("returned after each verification");
+                    let snapshot = Latest {
+                        task: latest.task,
+                        object: latest.object.clone(),
+                        depth: latest.depth.clone(),
+                        goal: latest.goal.clone(),
+                        goal_depth: latest.goal_depth.clone(),
+                    };
+                    let (predictor, result) = tokio::task::spawn_blocking(move || {
+                        let r = verify(&predictor, &snapshot, &c, seed);
+                        (predictor, r)
+                    })
+                    .await?;
+                    self.predictor = Some(predictor);
+                    match result {
+                        Ok((scores, mosaic)) => {
+                            tracing::info!(node = %ctx.name, "scored {} candidates, best {}", scores.score.len(), scores.best);
+                            scores_pub.publish(scores)?;
+                            if let Some(m) = mosaic {
+                                frames_pub.publish(m)?;
+                            }
+                        }
+                        Err(e) => {
+                            // A planner waiting for this answer falls back to its own choice.
+                            tracing::warn!(node = %ctx.name, "candidates not verified: {e}");
+                            scores_pub.publish(VerifierScores {
+                                header,
+                                episode,
+                                step,
+                                distance: vec![f64::NAN; n],
+                                score: vec![f64::NAN; n],
+                                best: -1,
+                                metric: "mask_iou_chamfer".into(),
+                            })?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The world-model verifier: DreamPlan's judge. Each candidate is imagined by the world
+//! model ([`crate::world_model::imagine`]) and its predicted final frame scored against the
+//! goal with the mask measure; a candidate the executor would refuse scores −1.
+
+use super::{object_frame, Verifier, VerifierError, VerifyState};
+use crate::planner::eval::choice_pixels;
+use crate::planner::KeypointChoice;
+use crate::world_model::imagine::{imagine, PixelAction};
+use crate::world_model::Predictor;
+
+/// Scores candidates by the world model's imagination.
+pub struct WorldModelVerifier {
+    /// The loaded world model.
+    pub predictor: Predictor,
+    /// Seed of the sampler's noise (the same for every state: scores are reproducible).
+    pub noise_seed: u64,
+}
+
+impl Verifier for WorldModelVerifier {
+    fn name(&self) -> String {
+        "world-model".into()
+    }
+
+    fn score(
+        &mut self,
+        state: &VerifyState<'_>,
+        candidates: &[KeypointChoice],
+    ) -> Result<Vec<f64>, VerifierError> {
+        let rendered;
+        let object_now = match (state.current_object, state.world) {
+            (Some(f), _) => f,
+            (None, Some(world)) => {
+                rendered = object_frame(world, state.current.width);
+                &rendered
+            }
+            (None, None) => {
+                return Err(VerifierError::State(
+                    "the world-model verifier needs the current object-only image".into(),
+                ))
+            }
+        };
+        let actions: Vec<Option<PixelAction>> = candidates
+            .iter()
+            .map(|c| choice_pixels(c, state.current_keypoints, state.goal_keypoints))
+            .collect();
+        let known: Vec<PixelAction> = actions.iter().flatten().copied().collect();
+        let imagined = imagine(
+            &self.predictor,
+            state.task,
+            object_now,
+            state.current,
+            state.goal,
+            &known,
+            self.noise_seed,
+        )
+        .map_err(|e| VerifierError::State(format!("world model: {e}")))?;
+        let mut it = imagined.into_iter();
+        Ok(actions
+            .iter()
+            .map(|a| match a {
+                Some(_) => it.next().flatten().map_or(-1.0, |i| i.score),
+                None => -1.0,
+            })
+            .collect())
+    }
+}

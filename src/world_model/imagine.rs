@@ -1,0 +1,95 @@
+//! Imagining candidate actions: each pick-and-place (pixels on the current and goal images)
+//! is planned as the executor would plan it, its arm motion rendered, and all of them
+//! predicted in one batch from the current object-only frame; each predicted final frame is
+//! scored against the goal with the stage-3 mask measure. This is what the world-model
+//! verifier and the verifier node run.
+
+use super::clip::{crop_resize, ArmVideo};
+use super::{metrics, Predictor, WorldModelError};
+use crate::planner::eval::{plan_pixels, EvalConfig};
+use crate::render::Frame;
+use crate::sim::tasks::Task;
+use crate::verifier::measure::mask_score;
+use crate::vision::Mask;
+
+/// One imagined outcome.
+#[derive(Debug, Clone)]
+pub struct Imagined {
+    /// The mask measure's value of the predicted final frame against the goal (0–1).
+    pub score: f64,
+    /// The predicted final object-only frame (rgb8 at the model's resolution).
+    pub final_frame: Vec<u8>,
+}
+
+/// What a pick-and-place is given as: pixels on the current image, pixels on the goal image.
+pub type PixelAction = ((f32, f32), (f32, f32));
+
+/// Imagines every action in `actions` from the state: `object_now` (the current object-only
+/// image), `current` and `goal` (camera images with depth, as the executor plans from).
+/// An action the executor would refuse gets `None`.
+pub fn imagine(
+    predictor: &Predictor,
+    task: Task,
+    object_now: &Frame,
+    current: &Frame,
+    goal: &Frame,
+    actions: &[PixelAction],
+    seed: u64,
+) -> Result<Vec<Option<Imagined>>, WorldModelError> {
+    let cfg = predictor.config();
+    if (current.width, current.height) != (goal.width, goal.height)
+        || current.width != current.height
+    {
+        return Err(WorldModelError::Data(format!(
+            "current ({}×{}) and goal ({}×{}) images must be square and of one size",
+            current.width, current.height, goal.width, goal.height
+        )));
+    }
+    let context = crop_resize(&object_now.rgb, object_now.width, object_now.height, cfg)?;
+    let goal_crop = crop_resize(&goal.rgb, goal.width, goal.height, cfg)?;
+    let (w, h) = (cfg.width, cfg.height);
+    let goal_mask = Mask {
+        width: w as u32,
+        height: h as u32,
+        data: metrics::mask(task, &goal_crop, w, h),
+    };
+    let ec = EvalConfig {
+        size: current.width,
+        ..EvalConfig::default()
+    };
+    let video = ArmVideo::new(
+        crate::robot::franka::default_arm(),
+        &crate::render::scene::default_camera(current.width, current.height),
+        cfg,
+    );
+    let plans: Vec<Option<Vec<Vec<u8>>>> = actions
+        .iter()
+        .map(|(s, t)| {
+            plan_pixels(current, goal, *s, *t, &ec)
+                .ok()
+                .map(|p| video.of_plan(&p, cfg))
+        })
+        .collect();
+    let arms: Vec<Vec<Vec<u8>>> = plans.iter().flatten().cloned().collect();
+    let mut predicted = predictor.predict(&context, &arms, seed)?.into_iter();
+    plans
+        .iter()
+        .map(|p| {
+            let Some(_) = p else { return Ok(None) };
+            let frames = predicted.next().expect("one prediction per planned action");
+            let last = frames.last().cloned().unwrap_or_default();
+            let mask = Mask {
+                width: w as u32,
+                height: h as u32,
+                data: metrics::mask(task, &last, w, h),
+            };
+            let score = mask_score(&mask, &goal_mask)
+                .map_err(|e| WorldModelError::Data(e.to_string()))?
+                .value;
+            Ok(Some(Imagined {
+                score,
+                final_frame: last,
+            }))
+        })
+        .collect()
+}
