@@ -304,7 +304,7 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let bag = bag(dir.path());
     let cfg = small_config();
     let cache = dir.path().join("cache");
-    let index = dataset::build(&[bag.clone()], &cache, &cfg, 3, &|_, _| {}).unwrap();
+    let index = dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|_, _| {}).unwrap();
     assert!(
         index.clips.len() >= 3,
         "{} clips from 4 episodes",
@@ -362,7 +362,9 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     assert_eq!(pred.len(), 2);
     assert_eq!(pred[0].len(), cfg.frames);
     assert_eq!(pred[0][0].len(), cfg.width * cfg.height * 3);
-    let e = p.predict(&clip_ctx[..30], &[arm.clone()], 0).unwrap_err();
+    let e = p
+        .predict(&clip_ctx[..30], std::slice::from_ref(&arm), 0)
+        .unwrap_err();
     assert!(matches!(e, WorldModelError::Data(_)), "{e}");
     let e = p.predict(&clip_ctx, &[arm[..2].to_vec()], 0).unwrap_err();
     assert!(e.to_string().contains("frames"), "{e}");

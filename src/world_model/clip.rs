@@ -196,8 +196,10 @@ fn nearest<T>(items: &[(u64, T)], t: u64) -> Option<&T> {
 }
 
 /// The clip of one recorded transition: context = the last object-only frame before the
-/// action (or the first during it); future and arm frames at `cfg.frames` times evenly over
-/// the motion and `cfg.after_s` after it, each the nearest recorded frame / joint state.
+/// action (or the first during it); future frames evenly spaced through the transition's
+/// object-only frames (the motion and the settling after it: the recorder's after-window,
+/// or in the built-in world the second between motion end and `scored`), arm frames from
+/// the joint states at the same moments.
 pub fn from_transition(
     tr: &crate::bag::transitions::Transition,
     video: &ArmVideo,
@@ -233,11 +235,17 @@ pub fn from_transition(
         }
         crop_resize(&image_rgb(img)?, img.width, img.height, cfg)
     };
-    let end = finished + (cfg.after_s * 1e9) as u64;
-    let span = end.saturating_sub(tr.started);
-    let times: Vec<u64> = (0..=cfg.frames)
-        .map(|k| tr.started + span * k as u64 / cfg.frames as u64)
+    // Frame k of F is the object frame k/F of the way through the transition's frames
+    // (motion and settling), by count: cameras run at a fixed rate in their own time, while
+    // log times of a simulator running faster than real time are not proportional to it.
+    // The arm frame is the joint state logged nearest to that frame (the last one once the
+    // motion is over); frame 0 is the start.
+    let n = tr.object_frames.len();
+    let picks: Vec<usize> = (1..=cfg.frames)
+        .map(|k| ((k * (n - 1)) as f64 / cfg.frames as f64).round() as usize)
         .collect();
+    let mut times = vec![tr.started];
+    times.extend(picks.iter().map(|&i| tr.object_frames[i].0));
     let mut arm = Vec::with_capacity(times.len());
     for &t in &times {
         let js =
@@ -245,9 +253,9 @@ pub fn from_transition(
         let (q, open) = video.joints_of(js)?;
         arm.push(video.frame(&q, open));
     }
-    let future = times[1..]
+    let future = picks
         .iter()
-        .map(|&t| frame(nearest(&tr.object_frames, t).ok_or_else(|| missing("object frames"))?))
+        .map(|&i| frame(&tr.object_frames[i].1))
         .collect::<Result<_, _>>()?;
     Ok(Clip {
         context: frame(context)?,

@@ -190,7 +190,7 @@ impl Config {
         {
             return Err(format!("crop {c:?} is not inside the image"));
         }
-        if !(self.after_s >= 0.0) {
+        if self.after_s.is_nan() || self.after_s < 0.0 {
             return Err("after_s must be ≥ 0".into());
         }
         Ok(())

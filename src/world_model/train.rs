@@ -387,7 +387,7 @@ pub fn train(
         checkpoint::save(&ck, &tensors, &state)
             .map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
         save_model(out, cfg, &vars)?;
-        let _ = curves(&losses.to_vec(), vals, &out.join("curves.png"));
+        let _ = curves(losses, vals, &out.join("curves.png"));
         Ok::<(), WorldModelError>(())
     };
 

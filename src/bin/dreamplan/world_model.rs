@@ -17,6 +17,7 @@ use dreamplan::planner::KeypointChoice;
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::{self, Task};
 use dreamplan::verifier::all_choices;
+use dreamplan::world_model::imagine::PixelAction;
 use dreamplan::world_model::train::{TrainConfig, TrainEvent};
 use dreamplan::world_model::{clip, dataset, metrics, rollout, Config, Predictor};
 
@@ -395,10 +396,7 @@ fn candidate_plan(
     obs: &Observation,
     choice: &KeypointChoice,
     ec: &EvalConfig,
-) -> anyhow::Result<(
-    dreamplan::robot::motion::PickPlacePlan,
-    ((f32, f32), (f32, f32)),
-)> {
+) -> anyhow::Result<(dreamplan::robot::motion::PickPlacePlan, PixelAction)> {
     let (cur, goal) = obs
         .keypoints
         .as_ref()
@@ -593,7 +591,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             }
             let (top, best) = (argmax(&wm), argmax(&sim));
             r.top1_hits += f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
-            r.top1_chance += 1.0 / n as f64;
+            // Chance: a uniformly random pick is one of the (possibly tied) best.
+            let n_best = sim.iter().filter(|&&x| x >= sim[best] - 1e-9).count();
+            r.top1_chance += n_best as f64 / n as f64;
             r.top1_sim_score += sim[top];
             r.random_sim_score += sim.iter().sum::<f64>() / n as f64;
             r.best_sim_score += sim[best];
