@@ -420,9 +420,13 @@ pub struct WmEvalArgs {
     /// default data seeds, the evaluation seeds 0–999 and the preference seeds).
     #[arg(long, default_value_t = 4_000_000)]
     first_seed: u64,
-    /// Candidate actions per state (distinct, uniformly drawn from all N×M keypoint pairs).
+    /// Candidate actions per state: the planner's distinct samples (with `--planner`), then
+    /// distinct ones drawn uniformly from all N×M keypoint pairs.
     #[arg(long, default_value_t = 8)]
     k: usize,
+    /// A zero-shot planner folder whose K samples (temperature 1) are the first candidates.
+    #[arg(long)]
+    planner: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TaskSel::All)]
     task: TaskSel,
     /// Simulated outcomes closer than this (in the task's half-score distance) are not
@@ -504,6 +508,21 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = predictor.config().clone();
     let (w, h) = (cfg.width, cfg.height);
     let ec = EvalConfig::default();
+    let mut planner = match &args.planner {
+        Some(dir) => Some(
+            dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
+                dir,
+                None,
+                dreamplan::planner::vlm_planner::VlmPlannerConfig {
+                    k: args.k,
+                    temperature: 1.0,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("loading the planner {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let progress = PhaseProgress::stderr();
     let mut reports = Vec::new();
     for task in args.task.tasks() {
@@ -525,6 +544,29 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             let mut rng = Rng::new(seed, 0xE7A1);
             let mut pool = all_choices(cur, goal);
             let mut cands = Vec::new();
+            if let Some(p) = planner.as_mut() {
+                use dreamplan::planner::eval::Planner as _;
+                let scene = dreamplan::planner::eval::Scene {
+                    task,
+                    seed,
+                    current: &obs.current,
+                    goal: &obs.goal_frame,
+                    current_keypoints: cur,
+                    goal_keypoints: goal,
+                    world: None,
+                    goal_world: None,
+                };
+                let _ = p.decide(&scene);
+                for c in dreamplan::planner::eval::Planner::candidates(p) {
+                    let Ok(choice) = &c.choice else { continue };
+                    if let Some(i) = pool.iter().position(|x| x == choice) {
+                        let choice = pool.swap_remove(i);
+                        if let Ok((plan, _)) = candidate_plan(&obs, &choice, &ec) {
+                            cands.push(plan);
+                        }
+                    }
+                }
+            }
             while cands.len() < args.k && !pool.is_empty() {
                 let choice = pool.swap_remove(rng.below(pool.len()));
                 if let Ok((plan, _)) = candidate_plan(&obs, &choice, &ec) {
