@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::GraphConfig;
-use crate::nodes::{self, NodeContext, ReadyNode};
+use crate::nodes::{self, Node as _, NodeContext, ReadyNode};
 
 /// How long nodes get to return after shutdown is requested before they are aborted.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -34,20 +34,45 @@ impl RunReport {
     }
 }
 
-/// Runs `graph` on `bus` until `shutdown` is cancelled, `graph.duration_s` passes, or a
-/// node fails. Every spawned task has finished when this returns.
+/// Runs `graph` on `bus` until `shutdown` is cancelled, `graph.duration_s` passes, a
+/// node fails, or every `sim` node has played its episodes and returned (the world the
+/// graph acts in has ended, so nothing more can happen). Every spawned task has finished
+/// when this returns.
 pub async fn run_graph<B: Bus>(
     bus: B,
     graph: &GraphConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunReport> {
+    let stop = shutdown.child_token();
+    let sims = graph
+        .nodes
+        .iter()
+        .filter(|n| n.enabled && n.kind == nodes::sim::SimNode::KIND)
+        .count();
+    let sims_left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(sims));
     let mut ready = Vec::new();
     for spec in graph.nodes.iter().filter(|n| n.enabled) {
-        ready.push((spec.name.clone(), nodes::build::<B>(spec, &graph.origin)?));
+        let mut start = nodes::build::<B>(spec, &graph.origin)?;
+        if spec.kind == nodes::sim::SimNode::KIND {
+            let (stop, left) = (stop.clone(), sims_left.clone());
+            start = Box::new(move |ctx| {
+                let run = start(ctx);
+                Box::pin(async move {
+                    let r = run.await;
+                    let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
+                    if r.is_ok() && last {
+                        tracing::info!("the simulator played its episodes; stopping the graph");
+                        stop.cancel();
+                    }
+                    r
+                })
+            });
+        }
+        ready.push((spec.name.clone(), start));
     }
     anyhow::ensure!(!ready.is_empty(), "{}: no enabled nodes", graph.origin);
     let deadline = (graph.duration_s > 0.0).then(|| Duration::from_secs_f64(graph.duration_s));
-    Ok(run_nodes(bus, ready, deadline, STOP_GRACE, shutdown).await)
+    Ok(run_nodes(bus, ready, deadline, STOP_GRACE, stop).await)
 }
 
 /// Runs already-built nodes; see [`run_graph`]. Nodes that ignore the shutdown token are

@@ -264,3 +264,52 @@ fn a_recording_killed_with_sigkill_stays_readable() {
         "only {images} images recovered (damage: {damage:?})"
     );
 }
+
+#[test]
+fn bag_info_on_a_cut_off_bag_reports_what_is_readable_in_the_header_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cut");
+    let file = small_bag(&dir, 200, 2048);
+    let bytes = std::fs::read(&file).unwrap();
+    // Keep metadata.yaml (it promises 200) and cut the file at half.
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let (got, _) = read_all(&dir);
+    assert!(!got.is_empty() && got.len() < 200, "{} readable", got.len());
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "info"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let n = got.len();
+    assert!(
+        stdout.contains(&format!(
+            "Messages:   {n} readable (metadata.yaml says 200)"
+        )),
+        "{stdout}"
+    );
+    // Messages are 1 ms apart: the readable span is (n − 1) ms.
+    let span = format!("Duration:   {:.3} s readable", (n - 1) as f64 * 1e-3);
+    assert!(stdout.contains(&span), "{span}\n{stdout}");
+    assert!(
+        stdout.contains("Warning:    a storage file has no summary"),
+        "{stdout}"
+    );
+    let topic_line = stdout
+        .lines()
+        .find(|l| l.contains("/joint_states"))
+        .unwrap();
+    assert!(topic_line.contains(&format!(" {n} msgs")), "{topic_line}");
+    // The whole bag: the header as metadata.yaml has it, no warning.
+    let whole = tmp.path().join("whole");
+    small_bag(&whole, 20, 2048);
+    let out = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "info"])
+        .arg(&whole)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Messages:   20\n"), "{stdout}");
+    assert!(!stdout.contains("Warning"), "{stdout}");
+}

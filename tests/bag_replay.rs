@@ -197,3 +197,83 @@ async fn record_a_graph_then_play_it_back() {
     assert_eq!(late.try_recv().map(|i| i.width), Some(32));
     assert_eq!(imgs.recv().await.unwrap().data, images[0].1.data);
 }
+
+/// A camera recording: camera_info once (latched), 30 small images and 100 joint states
+/// over one second.
+fn camera_bag(dir: &std::path::Path) {
+    let mut w = BagWriter::create(dir, WriterOptions::default()).unwrap();
+    w.add_typed_topic::<CameraInfo>(
+        "/camera/camera_info",
+        &[Qos::keep_last(1).transient_local()],
+    )
+    .unwrap();
+    w.write(
+        "/camera/camera_info",
+        T0,
+        &CameraInfo {
+            width: 8,
+            height: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..30u64 {
+        let img = Image {
+            width: 8,
+            height: 4,
+            encoding: "rgb8".into(),
+            step: 24,
+            data: vec![i as u8; 96],
+            ..Default::default()
+        };
+        w.write("/camera/image_raw", T0 + 1_000_000 + i * 33_000_000, &img)
+            .unwrap();
+    }
+    for i in 0..100u64 {
+        let js = JointState {
+            position: vec![i as f64; 7],
+            ..Default::default()
+        };
+        w.write("/joint_states", T0 + 2_000_000 + i * 10_000_000, &js)
+            .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `total TOPIC: N msgs` lines of the default monitor, from `bag play`'s log.
+fn monitor_totals(stderr: &str) -> std::collections::BTreeMap<String, u64> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("total /")? + "total ".len()..];
+            let (topic, rest) = rest.split_once(": ")?;
+            let n = rest.split_once(" msgs")?.0.parse().ok()?;
+            Some((topic.to_string(), n))
+        })
+        .collect()
+}
+
+#[test]
+fn bag_play_delivers_every_message_to_the_graph_fast_and_at_rate_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bag = tmp.path().join("cam");
+    camera_bag(&bag);
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("/camera/camera_info".to_string(), 1),
+        ("/camera/image_raw".to_string(), 30),
+        ("/joint_states".to_string(), 100),
+    ]
+    .into();
+    for pace in [&["--fast"][..], &["--rate", "1"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+            .args(["bag", "play"])
+            .arg(&bag)
+            .args(pace)
+            .env("DREAMPLAN_LOG", "info")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{pace:?}: {stderr}");
+        assert_eq!(monitor_totals(&stderr), want, "{pace:?}: {stderr}");
+    }
+}

@@ -14,7 +14,9 @@ use dreamplan::sim::tasks::{self, Task, TABLE_X, TABLE_Y};
 use dreamplan::world_model::dataset::{self, Dataset};
 use dreamplan::world_model::model::{patchify, unpatchify, Attention, Block};
 use dreamplan::world_model::train::{self as wm_train, TrainConfig};
-use dreamplan::world_model::{clip, metrics, Config, Predictor, WorldModel, WorldModelError};
+use dreamplan::world_model::{
+    clip, metrics, Config, Prediction, Predictor, WorldModel, WorldModelError,
+};
 
 fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
     let n: usize = shape.iter().product();
@@ -131,7 +133,21 @@ fn block_gradients_match_finite_differences() {
 
 #[test]
 fn whole_model_flow_loss_gradients_match_finite_differences() {
-    let cfg = Config::tiny();
+    // Both objectives, the second on the residual target as the presets train it.
+    for cfg in [
+        Config::tiny(),
+        Config {
+            prediction: Prediction::Sample,
+            residual: true,
+            ..Config::tiny()
+        },
+    ] {
+        whole_model_gradients(&cfg);
+    }
+}
+
+fn whole_model_gradients(cfg: &Config) {
+    let cfg = cfg.clone();
     let mut model = None;
     let vars = random_vars(|vb| {
         model = Some(WorldModel::new(&cfg, vb)?);
@@ -146,6 +162,41 @@ fn whole_model_flow_loss_gradients_match_finite_differences() {
     let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F64);
     let t = Tensor::new(&[0.3f64, 0.8], &Device::Cpu).unwrap();
     check_gradients(&vars, || model.flow_loss(&x, &t, &eps, &ctx, &arm).unwrap());
+}
+
+#[test]
+fn sample_prediction_lands_on_the_prediction_and_a_fresh_model_copies_the_current_frame() {
+    // A fresh model outputs zero; with the residual target and sample prediction that is
+    // "no change": the sampler returns the current frame whatever the noise.
+    let cfg = Config {
+        prediction: Prediction::Sample,
+        residual: true,
+        sample_steps: 3,
+        ..Config::tiny()
+    };
+    let (model, _) = wm_train::init_vars(&cfg, 0).unwrap();
+    let mut rng = Rng::new(8, 8);
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let noise = randn(&mut rng, &[2, f, 3, h, w], DType::F32);
+    let ctx = (randn(&mut rng, &[2, 3, h, w], DType::F32) * 0.3).unwrap();
+    let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
+    let frames = model.sample(&noise, &ctx, &arm, 3).unwrap();
+    let want = ctx
+        .unsqueeze(1)
+        .unwrap()
+        .broadcast_as(frames.shape())
+        .unwrap()
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let d = (frames - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-5, "max difference {d}");
 }
 
 #[test]
@@ -649,4 +700,17 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
     for h in handles {
         let _ = h.await;
     }
+}
+
+#[test]
+fn validation_clips_are_spread_over_the_split_not_its_first_task() {
+    // 300 validation clips in bag order: 100 cloth, 100 rope, 100 toy.
+    let ids: Vec<usize> = (0..300).collect();
+    let picked = wm_train::spread(ids, 48);
+    assert_eq!(picked.len(), 48);
+    for task in 0..3 {
+        let n = picked.iter().filter(|&&i| i / 100 == task).count();
+        assert!(n >= 15, "task {task}: {n} of 48");
+    }
+    assert_eq!(wm_train::spread((0..5).collect(), 48), vec![0, 1, 2, 3, 4]);
 }

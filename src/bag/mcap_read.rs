@@ -60,6 +60,14 @@ pub(crate) struct McapIndex {
     damage: Option<String>,
 }
 
+impl McapIndex {
+    /// Whether the file was opened from its summary (written whole) rather than scanned
+    /// (cut off, or written by a recorder that stopped before its footer).
+    pub fn has_summary(&self) -> bool {
+        self.counts.is_some()
+    }
+}
+
 fn u16le(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
 }

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 pub use metadata::{
     parse_qos_profiles, qos_profiles_yaml, BagMetadata, FileInfo, TopicMetadata, TopicWithCount,
 };
-pub use reader::{count_messages, BagReader, Decodable, Filter, Messages, RawRecord, TopicInfo};
+pub use reader::{
+    count_messages, written_whole, BagReader, Decodable, Filter, Messages, RawRecord, TopicInfo,
+};
 pub use writer::{BagWriter, Compression, TopicId, WriterOptions, WrittenBag};
 
 /// What can go wrong with a bag.

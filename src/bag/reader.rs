@@ -103,6 +103,11 @@ impl Filter {
             ..Default::default()
         }
     }
+
+    /// Whether messages of `topic` pass the topic part of the filter.
+    pub fn accepts(&self, topic: &str) -> bool {
+        self.topics.is_empty() || self.topics.iter().any(|f| f == topic)
+    }
 }
 
 /// The bytes of an MCAP file: memory-mapped, or owned (bags given as bytes).
@@ -365,7 +370,7 @@ impl BagReader {
         let wanted: Vec<bool> = self
             .topics
             .iter()
-            .map(|t| filter.topics.is_empty() || filter.topics.iter().any(|f| f == &t.name))
+            .map(|t| filter.accepts(&t.name))
             .collect();
         Messages {
             reader: self,
@@ -533,6 +538,16 @@ impl<'a> Iterator for Messages<'a> {
             }
         }
     }
+}
+
+/// Whether every MCAP file of the bag was opened from its summary, i.e. written whole.
+/// A file without one was cut off (or its recorder died) and its counts in
+/// `metadata.yaml` may promise more than can be read; sqlite3 files count as whole.
+pub fn written_whole(reader: &BagReader) -> bool {
+    reader.files.iter().all(|s| match s {
+        Storage::Mcap { index, .. } => index.has_summary(),
+        Storage::Sqlite(_) => true,
+    })
 }
 
 /// Messages per topic, counted by reading the whole bag (for bags without counts).

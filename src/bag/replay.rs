@@ -62,6 +62,7 @@ pub struct PlayReport {
 trait CdrPublisher: Send + Sync {
     fn publish_cdr(&self, bytes: &[u8]) -> Result<(), crate::msg::CodecError>;
     fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+    fn subscribers(&self) -> Option<usize>;
 }
 
 impl<M: Message> CdrPublisher for Publisher<M> {
@@ -73,6 +74,9 @@ impl<M: Message> CdrPublisher for Publisher<M> {
     }
     fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.wait_for_room())
+    }
+    fn subscribers(&self) -> Option<usize> {
+        self.subscriber_count()
     }
 }
 
@@ -96,7 +100,76 @@ pub async fn play<B: Bus>(
     options: &PlayOptions,
     shutdown: &CancellationToken,
 ) -> Result<PlayReport, BagError> {
-    let mut report = PlayReport::default();
+    Player::new(reader, bus, options)?
+        .play(reader, bus, shutdown)
+        .await
+}
+
+/// A playback whose publishers exist before the first message: the bag's topics (and
+/// their types) are on the bus, so nodes that discover topics from the bus, like the
+/// monitor, can subscribe before anything is sent, and nothing is published into a topic
+/// nobody listens to yet. Made with [`Player::new`]; [`Player::wait_for_subscribers`]
+/// then [`Player::play`].
+pub struct Player {
+    publishers: Vec<Option<Box<dyn CdrPublisher>>>,
+    clock_pub: Option<Publisher<ClockMsg>>,
+    options: PlayOptions,
+}
+
+impl Player {
+    /// Declares a publisher for each playable topic of `reader` (and `/clock` if asked).
+    pub fn new<B: Bus>(
+        reader: &BagReader,
+        bus: &B,
+        options: &PlayOptions,
+    ) -> Result<Self, BagError> {
+        make_player(reader, bus, options)
+    }
+
+    /// Topics that will be played and have no subscriber yet (in-process bus; empty where
+    /// the bus cannot tell).
+    pub fn unsubscribed(&self, reader: &BagReader) -> Vec<String> {
+        reader
+            .topics()
+            .iter()
+            .zip(&self.publishers)
+            .filter(|(t, p)| {
+                self.options.filter.accepts(&t.name)
+                    && p.as_ref().is_some_and(|p| p.subscribers() == Some(0))
+            })
+            .map(|(t, _)| t.name.clone())
+            .collect()
+    }
+
+    /// Waits until every played topic has a subscriber, or `timeout` passes; returns the
+    /// topics still without one.
+    pub async fn wait_for_subscribers(&self, reader: &BagReader, timeout: Duration) -> Vec<String> {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing = self.unsubscribed(reader);
+            if missing.is_empty() || tokio::time::Instant::now() >= end {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Plays the bag until its end or until `shutdown` fires.
+    pub async fn play<B: Bus>(
+        self,
+        reader: &BagReader,
+        bus: &B,
+        shutdown: &CancellationToken,
+    ) -> Result<PlayReport, BagError> {
+        run_player(self, reader, bus, shutdown).await
+    }
+}
+
+fn make_player<B: Bus>(
+    reader: &BagReader,
+    bus: &B,
+    options: &PlayOptions,
+) -> Result<Player, BagError> {
     let mut publishers: Vec<Option<Box<dyn CdrPublisher>>> = Vec::new();
     for t in reader.topics() {
         let publisher = if t.decodable == Decodable::Yes {
@@ -139,6 +212,25 @@ pub async fn play<B: Bus>(
         ),
         None => None,
     };
+    Ok(Player {
+        publishers,
+        clock_pub,
+        options: options.clone(),
+    })
+}
+
+async fn run_player<B: Bus>(
+    player: Player,
+    reader: &BagReader,
+    bus: &B,
+    shutdown: &CancellationToken,
+) -> Result<PlayReport, BagError> {
+    let Player {
+        publishers,
+        clock_pub,
+        options,
+    } = player;
+    let mut report = PlayReport::default();
     let clock = bus.clock();
     let start_wall = tokio::time::Instant::now();
     let mut first_log: Option<u64> = None;

@@ -163,6 +163,20 @@ impl<M: Message> Sink<M> for LocalSink<M> {
             }
         })
     }
+
+    fn subscribers(&self) -> Option<usize> {
+        let subs = self
+            .topic
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Some(
+            subs.iter()
+                .filter_map(Weak::upgrade)
+                .filter(|inbox| !inbox.is_closed())
+                .count(),
+        )
+    }
 }
 
 impl Bus for LocalBus {

@@ -76,6 +76,10 @@ pub(crate) trait Sink<M>: Send + Sync {
     fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }
+    /// Live subscribers of the topic, where the bus can tell (in-process); `None` otherwise.
+    fn subscribers(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Publishes messages of type `M` on one topic.
@@ -103,6 +107,12 @@ impl<M: Message> Publisher<M> {
     /// (in-process bus; on ROS 2 it returns at once). For "as fast as consumers take it".
     pub async fn wait_for_room(&self) {
         self.sink.wait_room().await
+    }
+
+    /// Subscribers now listening on the topic (in-process bus); `None` where the bus
+    /// cannot tell (ROS 2 discovery is asynchronous).
+    pub fn subscriber_count(&self) -> Option<usize> {
+        self.sink.subscribers()
     }
 
     /// The topic this publisher writes to.

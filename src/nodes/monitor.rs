@@ -94,16 +94,23 @@ impl<B: Bus> TypeVisitor for Watch<B> {
             .or_default()
             .type_name = M::TYPE_NAME.into();
         Ok(Box::pin(async move {
+            let count = |msg: &M, dropped: u64| {
+                let mut table = stats.lock().unwrap_or_else(|e| e.into_inner());
+                let s = table.entry(topic.clone()).or_default();
+                s.messages += 1;
+                s.bytes += encoded_len(msg) as u64;
+                s.dropped = dropped;
+            };
             loop {
                 let msg = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     m = sub.recv() => match m { Some(m) => m, None => break },
                 };
-                let mut table = stats.lock().unwrap_or_else(|e| e.into_inner());
-                let s = table.entry(topic.clone()).or_default();
-                s.messages += 1;
-                s.bytes += encoded_len(&*msg) as u64;
-                s.dropped = sub.dropped();
+                count(&msg, sub.dropped());
+            }
+            // What reached the queue before the stop was delivered: count it too.
+            while let Some(msg) = sub.try_recv() {
+                count(&msg, sub.dropped());
             }
         }))
     }

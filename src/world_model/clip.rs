@@ -211,9 +211,12 @@ pub fn from_transition(
             tr.episode, tr.step
         ))
     };
-    let finished = tr
-        .finished
-        .ok_or_else(|| missing("action_finished event"))?;
+    let finished = tr.finished.ok_or_else(|| {
+        WorldModelError::Data(format!(
+            "episode {} step {}: the action never finished (refused or failed), nothing to learn",
+            tr.episode, tr.step
+        ))
+    })?;
     let context = tr
         .object_observation
         .as_ref()

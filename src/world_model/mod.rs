@@ -18,7 +18,7 @@ pub mod rollout;
 pub mod train;
 
 pub use clip::Clip;
-pub use config::{Config, Crop};
+pub use config::{Config, Crop, Prediction};
 pub use model::WorldModel;
 pub use predict::Predictor;
 

@@ -22,7 +22,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::Config;
+use super::{Config, Prediction};
 
 fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
     candle_nn::linear(inp, out, vb)
@@ -269,7 +269,8 @@ impl WorldModel {
         x.broadcast_add(&pos.unsqueeze(0)?)
     }
 
-    /// The predicted velocity `ε − x` of the future frames.
+    /// The network's output for the future frames: the velocity `ε − x`, or the clean
+    /// target `x` itself, as [`Config::prediction`] says.
     ///
     /// - `noisy`: `[B, F, 3, H, W]`, the future frames at flow time `t` (values in −1…1 when
     ///   clean);
@@ -332,8 +333,8 @@ impl WorldModel {
     }
 
     /// The rectified-flow training loss on clean future frames `x` (`[B, F, 3, H, W]`; the
-    /// flow runs on [`Self::target`] of them): `z = (1 − t)·x + t·ε`, target `ε − x`, mean
-    /// squared error. `t` and `noise` are given
+    /// flow runs on [`Self::target`] of them): `z = (1 − t)·x + t·ε`, target `ε − x` (or `x`
+    /// with [`Prediction::Sample`]), mean squared error. `t` and `noise` are given
     /// (the trainer draws them from its seeded generator: logit-normal times).
     pub fn flow_loss(
         &self,
@@ -346,8 +347,11 @@ impl WorldModel {
         let x = &self.target(x, context)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
-        let v = self.forward(&z, t, context, arm)?;
-        (v - (noise - x)?)?.sqr()?.mean_all()
+        let out = self.forward(&z, t, context, arm)?;
+        match self.cfg.prediction {
+            Prediction::Velocity => (out - (noise - x)?)?.sqr()?.mean_all(),
+            Prediction::Sample => (out - x)?.sqr()?.mean_all(),
+        }
     }
 
     /// Euler integration of the flow from `noise` (t = 1) to frames (t = 0) in
@@ -365,7 +369,13 @@ impl WorldModel {
         for k in 0..steps.max(1) {
             let t = 1.0 - k as f64 * dt;
             let tt = Tensor::full(t, b, noise.device())?.to_dtype(noise.dtype())?;
-            let v = self.forward(&z, &tt, context, arm)?;
+            let out = self.forward(&z, &tt, context, arm)?;
+            let v = match self.cfg.prediction {
+                Prediction::Velocity => out,
+                // z = (1 − t)·x + t·ε, so ε − x = (z − x) / t; t ≥ Δt here, and the last
+                // step lands exactly on the prediction.
+                Prediction::Sample => ((&z - out)? / t)?,
+            };
             z = (z - (v * dt)?)?;
         }
         let frames = if self.cfg.residual {

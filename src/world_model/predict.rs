@@ -15,6 +15,8 @@ use crate::sim::rng::Rng;
 pub struct Predictor {
     /// The model.
     pub model: WorldModel,
+    /// Euler steps of the sampler (the configuration's `sample_steps` when loaded).
+    pub sample_steps: usize,
 }
 
 impl Predictor {
@@ -50,7 +52,11 @@ impl Predictor {
                 cfg_path.display()
             ))
         })?;
-        Ok(Self { model })
+        let sample_steps = model.config().sample_steps;
+        Ok(Self {
+            model,
+            sample_steps,
+        })
     }
 
     /// The configuration.
@@ -97,7 +103,7 @@ impl Predictor {
             &[k, f + 1, h, w, 3],
         )?;
         let eps = noise(&mut Rng::new(seed, 0x9ED), &[k, f, 3, h, w])?;
-        let out = self.model.sample(&eps, &ctx, &arm, cfg.sample_steps)?;
+        let out = self.model.sample(&eps, &ctx, &arm, self.sample_steps)?;
         (0..k)
             .map(|i| {
                 (0..f)

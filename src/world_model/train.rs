@@ -241,6 +241,15 @@ pub fn init_vars(
     Ok((model, vars))
 }
 
+/// At most `n` of `ids`, evenly spaced over the whole list: clips are in bag order (cloth,
+/// rope, toy), and the first `n` would all be one task's.
+pub fn spread(ids: Vec<usize>, n: usize) -> Vec<usize> {
+    if ids.len() <= n {
+        return ids;
+    }
+    (0..n).map(|k| ids[k * ids.len() / n]).collect()
+}
+
 /// `n` standard normal values as a tensor of `shape`.
 pub fn noise(rng: &mut Rng, shape: &[usize]) -> Result<Tensor, WorldModelError> {
     let n: usize = shape.iter().product();
@@ -325,7 +334,7 @@ pub fn train(
             "no training clips after the validation split (record more episodes)".into(),
         ));
     }
-    let val_ids: Vec<usize> = val_ids.into_iter().take(tc.val_clips).collect();
+    let val_ids = spread(val_ids, tc.val_clips);
     std::fs::create_dir_all(out).map_err(|source| WorldModelError::Io {
         path: out.to_path_buf(),
         source,

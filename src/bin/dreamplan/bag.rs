@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
-use dreamplan::bag::replay::{play, Pace, PlayOptions};
-use dreamplan::bag::{count_messages, BagReader, Decodable, Filter};
+use dreamplan::bag::replay::{Pace, PlayOptions, Player};
+use dreamplan::bag::{written_whole, BagReader, Decodable, Filter};
 use dreamplan::bus::LocalBus;
 use dreamplan::config::{GraphConfig, NodeSpec};
 
@@ -92,6 +92,50 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// What reading a whole bag found.
+struct ReadThrough {
+    per_topic: std::collections::BTreeMap<String, u64>,
+    messages: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+    damage: Option<dreamplan::bag::BagError>,
+}
+
+impl ReadThrough {
+    fn duration_s(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 * 1e-9,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Reads every message up to the end or the first damage.
+fn read_through(reader: &BagReader) -> ReadThrough {
+    let mut r = ReadThrough {
+        per_topic: Default::default(),
+        messages: 0,
+        first: None,
+        last: None,
+        damage: None,
+    };
+    for item in reader.messages(&Filter::default()) {
+        match item {
+            Ok(rec) => {
+                *r.per_topic.entry(rec.topic.to_string()).or_insert(0) += 1;
+                r.messages += 1;
+                r.first = Some(r.first.map_or(rec.log_time, |f| f.min(rec.log_time)));
+                r.last = Some(r.last.map_or(rec.log_time, |l| l.max(rec.log_time)));
+            }
+            Err(e) => {
+                r.damage = Some(e);
+                break;
+            }
+        }
+    }
+    r
+}
+
 fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
     let reader = BagReader::open(&path)?;
     let files = reader.files();
@@ -111,26 +155,57 @@ fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
     println!("Size:       {}", human_bytes(size));
-    let (counted, damage) = if count || reader.metadata().is_none() {
-        count_messages(&reader)
-    } else {
-        Default::default()
-    };
+    // A file cut off before its summary may hold fewer messages than metadata.yaml
+    // promises: read it through, and report what is really there.
+    let whole = written_whole(&reader);
+    let read = (count || !whole || reader.metadata().is_none()).then(|| read_through(&reader));
     if let Some(m) = reader.metadata() {
         println!(
             "Storage:    {} (metadata.yaml version {})",
             m.storage_identifier, m.version
         );
-        println!("Duration:   {:.3} s", m.duration.nanoseconds as f64 * 1e-9);
-        println!(
-            "Start:      {:.3} s since epoch",
-            m.starting_time.nanoseconds_since_epoch as f64 * 1e-9
-        );
-        println!("Messages:   {}", m.message_count);
+        let listed = (m.message_count, m.duration.nanoseconds as f64 * 1e-9);
+        match &read {
+            Some(r) if r.messages != listed.0 || r.damage.is_some() => {
+                println!(
+                    "Duration:   {:.3} s readable (metadata.yaml says {:.3} s)",
+                    r.duration_s(),
+                    listed.1
+                );
+                println!(
+                    "Start:      {:.3} s since epoch",
+                    m.starting_time.nanoseconds_since_epoch as f64 * 1e-9
+                );
+                println!(
+                    "Messages:   {} readable (metadata.yaml says {})",
+                    r.messages, listed.0
+                );
+            }
+            _ => {
+                println!("Duration:   {:.3} s", listed.1);
+                println!(
+                    "Start:      {:.3} s since epoch",
+                    m.starting_time.nanoseconds_since_epoch as f64 * 1e-9
+                );
+                println!("Messages:   {}", listed.0);
+            }
+        }
     } else {
+        let r = read.as_ref().expect("read when there is no metadata");
         println!("Storage:    no metadata.yaml (recovered from the storage files)");
-        println!("Messages:   {} (counted)", counted.values().sum::<u64>());
+        println!("Duration:   {:.3} s (counted)", r.duration_s());
+        println!("Messages:   {} (counted)", r.messages);
     }
+    if !whole {
+        println!(
+            "Warning:    a storage file has no summary (cut off, or its recorder stopped before \
+             the end); the counts below are what could be read"
+        );
+    }
+    let (counted, damage) = match read {
+        Some(r) => (r.per_topic, r.damage),
+        None => Default::default(),
+    };
     println!("Topics:");
     for t in reader.topics() {
         let n = counted
@@ -223,21 +298,30 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let bus = LocalBus::new(dreamplan::clock::Clock::sim(Default::default()));
+                // The bag's topics exist before the graph starts, so that nodes which find
+                // topics on the bus (the monitor) subscribe before the first message.
+                let player = Player::new(&reader, &bus, &options)?;
                 let stop = CancellationToken::new();
                 let graph_stop = stop.clone();
                 let graph_bus = bus.clone();
                 let graph_task = tokio::spawn(async move {
                     dreamplan::runner::run_graph(graph_bus, &graph, graph_stop).await
                 });
-                // Let the graph's subscribers join before the first message.
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                // Let the graph's subscribers join before the first message: every played
+                // topic for the default monitor; a custom graph may leave some unheard.
+                let missing = player
+                    .wait_for_subscribers(&reader, std::time::Duration::from_secs(2))
+                    .await;
+                if !missing.is_empty() {
+                    tracing::info!("played with no subscriber in the graph: {missing:?}");
+                }
                 let ctrl_c = stop.clone();
                 let watcher = tokio::spawn(async move {
                     if tokio::signal::ctrl_c().await.is_ok() {
                         ctrl_c.cancel();
                     }
                 });
-                let report = play(&reader, &bus, &options, &stop).await;
+                let report = player.play(&reader, &bus, &stop).await;
                 // Give subscribers a moment to drain, then stop the graph.
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 stop.cancel();
@@ -290,7 +374,7 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                 params: params.into(),
                 enabled: true,
             });
-            crate::run_graph_in_process(graph)
+            crate::run_graph_in_process(graph, None)
         }
     }
 }

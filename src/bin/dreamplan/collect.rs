@@ -27,6 +27,7 @@ pub enum Backend {
 
 #[derive(Args)]
 pub struct CollectArgs {
+    /// Which tasks to record (`all` runs them in parallel, one bag each).
     #[arg(long, value_enum)]
     task: TaskSel,
     /// Episodes per task.
@@ -36,6 +37,7 @@ pub struct CollectArgs {
     /// Must not exist.
     #[arg(long)]
     out: PathBuf,
+    /// The planner whose actions are recorded.
     #[arg(long, value_enum, default_value_t = Backend::Correspondence)]
     planner: Backend,
     /// Model folder for `--planner vlm`.
@@ -47,8 +49,10 @@ pub struct CollectArgs {
     /// Candidates sampled per decision (`--planner vlm`).
     #[arg(long, default_value_t = 8)]
     k: usize,
+    /// Sampling temperature of the candidates (`--planner vlm`); > 0 keeps actions diverse.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// The first episode seed (episode i of a task uses seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Image size (square).

@@ -39,11 +39,14 @@ pub struct EvalArgs {
     /// Which planner.
     #[arg(long, value_enum)]
     planner: PlannerArg,
+    /// Which tasks to evaluate.
     #[arg(long, value_enum, default_value_t = TaskSel::All)]
     task: TaskSel,
     /// Episodes per task (seeds first-seed .. first-seed + episodes).
     #[arg(long, default_value_t = 100)]
     episodes: u64,
+    /// The first episode seed; the seeds are first-seed .. first-seed + episodes, the end
+    /// excluded.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
     /// Keypoints per image.
@@ -67,8 +70,10 @@ pub struct EvalArgs {
     /// Candidates sampled per decision (`--planner vlm`).
     #[arg(long, default_value_t = 8)]
     k: usize,
+    /// Sampling temperature of the candidates (`--planner vlm`); 0 = greedy.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this total probability.
     #[arg(long, default_value_t = 0.9)]
     top_p: f32,
     /// Sampling rounds before a decision is given up (`--planner vlm`).
@@ -164,10 +169,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     results.sort_by(|a, b| a.task.cmp(&b.task).then(a.seed.cmp(&b.seed)));
 
     println!(
-        "planner: {name}; {} episodes per task, seeds {}..{}",
+        "planner: {name}; {} episodes per task, seeds {} to {} (both included)",
         args.episodes,
         args.first_seed,
-        args.first_seed + args.episodes
+        (args.first_seed + args.episodes).saturating_sub(1)
     );
     println!("| task | score (95% CI) | 1 / 0.5 / 0 | no action / refused / no object | s per decision |");
     println!("|---|---|---|---|---|");

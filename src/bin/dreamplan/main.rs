@@ -66,6 +66,7 @@ mod eval;
 mod plan_bench;
 mod progress;
 mod robot;
+mod run_report;
 mod sim;
 mod stage3;
 mod vlm;
@@ -107,7 +108,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `dreamplan=debug`.
-    #[arg(long, global = true, default_value = "info", env = "DREAMPLAN_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "DREAMPLAN_LOG",
+        help_heading = "Global options"
+    )]
     log: String,
 }
 
@@ -118,9 +125,12 @@ enum Command {
         /// Graph config (YAML); the built-in default graph when absent.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Stop after this many seconds (overrides the config's duration_s).
-        #[arg(long)]
+        /// Stop after this many seconds, ≥ 0 (overrides the config's duration_s).
+        #[arg(long, allow_negative_numbers = true)]
         duration: Option<f64>,
+        /// Where each scored episode of the graph's simulator is written as a GIF.
+        #[arg(long, default_value = "dreamplan_run")]
+        out: PathBuf,
     },
     /// The built-in world: render a task, run an episode to a GIF.
     #[command(subcommand)]
@@ -187,17 +197,37 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes on one line, each cause once: many errors already put their
+/// source in their own text (`"{path}: {source}"`), and anyhow's `{:#}` would print that
+/// source a second time.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, duration } => {
-            run_graph_in_process(load_graph(config.as_deref(), duration)?)
-        }
+        Command::Run {
+            config,
+            duration,
+            out,
+        } => run_graph_in_process(load_graph(config.as_deref(), duration)?, Some(&out)),
         Command::Bag(cmd) => bag::run(cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
@@ -258,15 +288,98 @@ fn load_graph(
 }
 
 /// Runs `graph` on the in-process bus until it ends or Ctrl-C; failure if any node failed.
-fn run_graph_in_process(graph: GraphConfig) -> anyhow::Result<ExitCode> {
+/// Runs `graph` on the in-process bus until its duration, its first node's end or Ctrl-C;
+/// with `report`, each scored episode becomes a GIF there and a summary is printed.
+fn run_graph_in_process(
+    graph: GraphConfig,
+    report: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let report = rt.block_on(dreamplan::runner::run_until_ctrl_c(
-        LocalBus::default(),
-        &graph,
-    ))?;
+    let (report, summary) = rt.block_on(async {
+        let bus = LocalBus::default();
+        let reporter = match report {
+            Some(out) => Some(run_report::Reporter::start(&bus, &graph, out)?),
+            None => None,
+        };
+        let result = dreamplan::runner::run_until_ctrl_c(bus, &graph).await;
+        let summary = match reporter {
+            Some(r) => {
+                let (out, planner) = (r.out.clone(), r.planner.clone());
+                let episodes = r.finish().await?;
+                Some(run_report::summary(&episodes, &out, planner.as_deref()))
+            }
+            None => None,
+        };
+        anyhow::Ok((result?, summary))
+    })?;
+    if let Some(s) = summary {
+        println!("{s}");
+    }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option of every subcommand, with the path of subcommands that leads to it.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((path.to_string(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_subcommand_has_a_help_line() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let mut args = Vec::new();
+        all_args(&cmd, "dreamplan", &mut args);
+        assert!(args.len() > 100, "walked only {} options", args.len());
+        let undocumented: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|(path, a)| format!("{path} --{}", a.get_long().unwrap_or(a.get_id().as_str())))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "options without help: {undocumented:#?}"
+        );
+    }
+
+    #[test]
+    fn options_with_a_default_show_it_in_help() {
+        let cmd = super::Cli::command();
+        let mut args = Vec::new();
+        all_args(&cmd, "dreamplan", &mut args);
+        let hidden: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| !a.get_default_values().is_empty() && a.is_hide_default_value_set())
+            .map(|(path, a)| format!("{path} --{}", a.get_id()))
+            .collect();
+        assert!(hidden.is_empty(), "defaults hidden from help: {hidden:#?}");
+    }
+
+    #[test]
+    fn errors_name_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        #[derive(Debug, thiserror::Error)]
+        #[error("/x/a.yaml: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = anyhow::Error::new(Outer(io)).context("loading the graph");
+        assert_eq!(
+            super::error_text(&e),
+            "loading the graph: /x/a.yaml: No such file or directory"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_text(&plain), "outer: inner");
+    }
 }

@@ -29,6 +29,7 @@ pub struct PlanBenchArgs {
     /// A PEFT LoRA adapter folder merged into `--model` at load.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Which tasks' scenes to decide on.
     #[arg(long, value_enum, default_value_t = TaskSel::All)]
     task: TaskSel,
     /// Candidates per decision.

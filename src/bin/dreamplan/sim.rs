@@ -41,18 +41,22 @@ pub enum ActionArg {
 pub enum SimCommand {
     /// Render a task's initial state (or its goal) with the arm at its ready pose.
     Render {
+        /// The task whose scene to render.
         #[arg(long, value_enum)]
         task: TaskArg,
+        /// The scene's seed (object shape, pose and goal).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// PNG to write.
+        /// Image to write; the format follows the extension (PNG, JPEG, …).
         #[arg(long)]
         out: PathBuf,
         /// Render the goal state instead (object only, no arm).
         #[arg(long)]
         goal: bool,
+        /// Image width in pixels.
         #[arg(long, default_value_t = 512)]
         width: u32,
+        /// Image height in pixels.
         #[arg(long, default_value_t = 512)]
         height: u32,
         /// Segment the object and draw this many numbered keypoints on it (as the planner
@@ -62,11 +66,13 @@ pub enum SimCommand {
     },
     /// Run one episode with the arm and write it as an animated GIF.
     Episode {
+        /// The task to run.
         #[arg(long, value_enum)]
         task: TaskArg,
+        /// The scene's seed (object shape, pose and goal).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// GIF to write (camera view).
+        /// GIF to write (camera view); the name must end in `.gif`.
         #[arg(long)]
         video: PathBuf,
         /// Also write the arm-only conditioning video here.
@@ -75,10 +81,13 @@ pub enum SimCommand {
         /// Also write the object-only video here.
         #[arg(long)]
         object_video: Option<PathBuf>,
+        /// The pick-and-place action the arm performs.
         #[arg(long, value_enum, default_value_t = ActionArg::Hidden)]
         action: ActionArg,
+        /// Frames per second of the videos, in (0, 60].
         #[arg(long, default_value_t = 10.0)]
         fps: f64,
+        /// Width and height of the square videos in pixels.
         #[arg(long, default_value_t = 256)]
         size: u32,
     },
@@ -91,7 +100,7 @@ fn save_png(frame: &Frame, path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn save_gif(frames: &[Frame], fps: f64, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn save_gif(frames: &[Frame], fps: f64, path: &Path) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut enc = image::codecs::gif::GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
@@ -169,6 +178,17 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<ExitCode> {
             size,
         } => {
             anyhow::ensure!(fps > 0.0 && fps <= 60.0, "--fps must be in (0, 60]");
+            for p in std::iter::once(&video)
+                .chain(&arm_video)
+                .chain(&object_video)
+            {
+                let gif = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif"));
+                anyhow::ensure!(
+                    gif,
+                    "{}: videos are written as GIF; give the file a .gif name",
+                    p.display()
+                );
+            }
             let task: Task = task.into();
             let mut world = reset(task, seed);
             let goal = arm_goal(task, seed, &arm)

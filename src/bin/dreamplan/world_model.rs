@@ -47,17 +47,22 @@ pub struct TrainArgs {
     /// Where rendered clips are cached (default OUT/cache); reused when it matches.
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// Optimiser steps in all (a resumed run continues to this count).
     #[arg(long, default_value_t = TrainConfig::default().steps)]
     steps: usize,
+    /// Clips per optimiser step.
     #[arg(long, default_value_t = TrainConfig::default().batch)]
     batch: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
+    /// Seed of the initial weights, batches, flow times and noise.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Steps between validations on held-out episodes.
     #[arg(long, default_value_t = TrainConfig::default().val_every)]
     val_every: usize,
+    /// Steps between checkpoints.
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
 }
@@ -216,6 +221,7 @@ pub struct PredictArgs {
     /// A built-in task: predict an action from its seeded state (with `--seed`).
     #[arg(long, value_enum, requires = "seed")]
     task: Option<TaskArg>,
+    /// The seed of the `--task` state.
     #[arg(long)]
     seed: Option<u64>,
     /// `pick N place M` on the keypoints of the task's state (required with `--task`).
@@ -427,6 +433,11 @@ pub struct WmEvalArgs {
     /// A zero-shot planner folder whose K samples (temperature 1) are the first candidates.
     #[arg(long)]
     planner: Option<PathBuf>,
+    /// Sampler steps (the model's `sample_steps` when absent). With `prediction: sample`,
+    /// 1 step gives the model's mean prediction.
+    #[arg(long)]
+    sample_steps: Option<usize>,
+    /// Which tasks to evaluate.
     #[arg(long, value_enum, default_value_t = TaskSel::All)]
     task: TaskSel,
     /// Simulated outcomes closer than this (in the task's half-score distance) are not
@@ -445,11 +456,16 @@ struct TaskReport {
     candidates: usize,
     pairs: usize,
     agreement: f64,
+    /// 95% interval of `agreement`, by bootstrap over states (pairs of one state are not
+    /// independent).
+    agreement_ci: (f64, f64),
     /// The same ranking made from the true final frames with the mask measure (what a
     /// perfect frame predictor would reach).
     agreement_true_frames: f64,
     spearman: f64,
     top1_hits: f64,
+    /// 95% interval of `top1_hits` − `top1_chance`, by bootstrap over states.
+    top1_gain_ci: (f64, f64),
     top1_chance: f64,
     /// Mean simulated score (−distance/half) of the world model's top-1, of a random
     /// candidate, and of the best candidate.
@@ -463,6 +479,37 @@ struct TaskReport {
     iou: f64,
     iou_copy: f64,
     ms_per_candidate: f64,
+}
+
+/// 95% bootstrap interval (percentiles of 2,000 resamples of the states, fixed seed) of
+/// Σ num / Σ den over the states.
+fn bootstrap_ratio(per_state: &[(f64, f64)]) -> (f64, f64) {
+    if per_state.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = Rng::new(0xB007, 0);
+    let mut stats: Vec<f64> = (0..2000)
+        .map(|_| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for _ in 0..per_state.len() {
+                let (a, b) = per_state[rng.below(per_state.len())];
+                num += a;
+                den += b;
+            }
+            if den > 0.0 {
+                num / den
+            } else {
+                f64::NAN
+            }
+        })
+        .filter(|x| x.is_finite())
+        .collect();
+    if stats.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    stats.sort_by(f64::total_cmp);
+    let at = |q: f64| stats[((stats.len() - 1) as f64 * q).round() as usize];
+    (at(0.025), at(0.975))
 }
 
 /// Spearman's ρ of two equally long lists (average ranks for ties; NaN when one is constant).
@@ -504,7 +551,11 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         args.episodes > 0 && args.k >= 2,
         "--episodes must be > 0 and --k ≥ 2"
     );
-    let predictor = Predictor::load(&args.world_model)?;
+    let mut predictor = Predictor::load(&args.world_model)?;
+    if let Some(n) = args.sample_steps {
+        anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
+        predictor.sample_steps = n;
+    }
     let cfg = predictor.config().clone();
     let (w, h) = (cfg.width, cfg.height);
     let ec = EvalConfig::default();
@@ -534,6 +585,8 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         let (mut agree, mut agree_true, mut rhos) = (0usize, 0usize, Vec::new());
         let mut frame_sums = [0.0f64; 6];
         let mut predict_s = 0.0;
+        // Per state: (agreeing pairs, pairs) and (top-1 hit − chance, 1).
+        let (mut state_agree, mut state_gain) = (Vec::new(), Vec::new());
         for e in 0..args.episodes {
             let seed = args.first_seed + e as u64;
             progress.update(task.name(), e, args.episodes, "");
@@ -617,6 +670,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             let n = sim.len();
             r.states += 1;
             r.candidates += n;
+            let (pairs0, agree0) = (r.pairs, agree);
             for i in 0..n {
                 for j in i + 1..n {
                     if (sim[i] - sim[j]).abs() > args.margin {
@@ -627,6 +681,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            state_agree.push(((agree - agree0) as f64, (r.pairs - pairs0) as f64));
             let rho = spearman(&wm, &sim);
             if rho.is_finite() {
                 rhos.push(rho);
@@ -636,6 +691,8 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             // Chance: a uniformly random pick is one of the (possibly tied) best.
             let n_best = sim.iter().filter(|&&x| x >= sim[best] - 1e-9).count();
             r.top1_chance += n_best as f64 / n as f64;
+            let hit = f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
+            state_gain.push((hit - n_best as f64 / n as f64, 1.0));
             r.top1_sim_score += sim[top];
             r.random_sim_score += sim.iter().sum::<f64>() / n as f64;
             r.best_sim_score += sim[best];
@@ -644,6 +701,8 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         let s = r.states.max(1) as f64;
         let c = r.candidates.max(1) as f64;
         r.agreement = agree as f64 / r.pairs.max(1) as f64;
+        r.agreement_ci = bootstrap_ratio(&state_agree);
+        r.top1_gain_ci = bootstrap_ratio(&state_gain);
         r.agreement_true_frames = agree_true as f64 / r.pairs.max(1) as f64;
         r.spearman = rhos.iter().sum::<f64>() / rhos.len().max(1) as f64;
         r.top1_hits /= s;
@@ -660,6 +719,16 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         r.ms_per_candidate = predict_s * 1e3 / c;
         reports.push(r);
     }
+    println!(
+        "world model {}, {} sampler steps; {} states per task from seed {}; K = {} candidates ({}random keypoint pairs); pairs differ by > {} half-thresholds",
+        args.world_model.display(),
+        predictor.sample_steps,
+        args.episodes,
+        args.first_seed,
+        args.k,
+        if args.planner.is_some() { "the planner's samples, then " } else { "" },
+        args.margin
+    );
     println!(
         "{:<6} {:>6} {:>6} {:>9} {:>9} {:>8} {:>11} {:>18} {:>13} {:>13} {:>8}",
         "task",
@@ -695,6 +764,19 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             r.ms_per_candidate
         );
     }
+    for r in &reports {
+        println!(
+            "{}: agreement 95% interval {:.1}–{:.1}%; top-1 minus chance {:+.2} (95% interval {:+.2} to {:+.2}); SSIM {:.3} (copy {:.3})",
+            r.task,
+            100.0 * r.agreement_ci.0,
+            100.0 * r.agreement_ci.1,
+            r.top1_hits - r.top1_chance,
+            r.top1_gain_ci.0,
+            r.top1_gain_ci.1,
+            r.ssim,
+            r.ssim_copy
+        );
+    }
     println!("agree*: the same pairs ranked from the true final frames with the mask measure (a perfect frame predictor's ceiling)");
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&reports)?)
@@ -716,6 +798,7 @@ pub struct WmBenchArgs {
     /// Model configuration (JSON); the built-in preset otherwise.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Built-in configuration when `--config` is absent.
     #[arg(long, value_enum, default_value_t = Preset::Cpu)]
     preset: Preset,
     /// Clips per training step.

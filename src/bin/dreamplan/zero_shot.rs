@@ -24,26 +24,26 @@ pub struct ZeroShotArgs {
     #[arg(long)]
     force: bool,
     /// Optimiser steps.
-    #[arg(long)]
-    steps: Option<usize>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().steps)]
+    steps: usize,
     /// Samples per step.
-    #[arg(long)]
-    batch: Option<usize>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().batch)]
+    batch: usize,
     /// Training scenes per task: rope,cloth,toy (e.g. 300,120,300).
-    #[arg(long, value_delimiter = ',')]
-    scenes: Option<Vec<usize>>,
+    #[arg(long, value_delimiter = ',', default_values_t = ZeroShotConfig::default().scenes)]
+    scenes: Vec<usize>,
     /// Held-out scenes per task for the accuracy check.
-    #[arg(long)]
-    held_out: Option<usize>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().held_out)]
+    held_out: usize,
     /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().lr)]
+    lr: f64,
     /// Text model width.
-    #[arg(long)]
-    hidden: Option<usize>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().hidden)]
+    hidden: usize,
     /// Decoder layers.
-    #[arg(long)]
-    layers: Option<usize>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().layers)]
+    layers: usize,
     /// Seed of initialisation and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -57,8 +57,8 @@ pub struct ZeroShotArgs {
     relabel: bool,
     /// Weight of the correspondence questions (at each goal keypoint, the number of the
     /// current keypoint the rule matches to it; training only). 0 turns them off.
-    #[arg(long)]
-    match_weight: Option<f64>,
+    #[arg(long, default_value_t = ZeroShotConfig::default().match_weight)]
+    match_weight: f64,
     /// Threads that observe scenes (the simulator is single-threaded per episode).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -70,28 +70,26 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         "{} already holds a model (pass --force to replace it)",
         args.out.display()
     );
-    if let Some(s) = &args.scenes {
-        anyhow::ensure!(s.len() == 3, "--scenes takes three counts: rope,cloth,toy");
-    }
+    anyhow::ensure!(
+        args.scenes.len() == 3,
+        "--scenes takes three counts: rope,cloth,toy"
+    );
     let d = ZeroShotConfig::default();
     let cfg = ZeroShotConfig {
-        steps: args.steps.unwrap_or(d.steps),
-        batch: args.batch.unwrap_or(d.batch),
-        scenes: args
-            .scenes
-            .as_deref()
-            .map_or(d.scenes, |s| [s[0], s[1], s[2]]),
-        held_out: args.held_out.unwrap_or(d.held_out),
-        lr: args.lr.unwrap_or(d.lr),
-        hidden: args.hidden.unwrap_or(d.hidden),
-        layers: args.layers.unwrap_or(d.layers),
+        steps: args.steps,
+        batch: args.batch,
+        scenes: [args.scenes[0], args.scenes[1], args.scenes[2]],
+        held_out: args.held_out,
+        lr: args.lr,
+        hidden: args.hidden,
+        layers: args.layers,
         seed: args.seed,
         relabel: args.relabel,
         rule: match args.rule {
             RuleArg::Coverage => Rule::Coverage,
             RuleArg::Assignment => Rule::Assignment,
         },
-        match_weight: args.match_weight.unwrap_or(d.match_weight),
+        match_weight: args.match_weight,
         ..d
     };
     let bar = crate::progress::PhaseProgress::stderr();

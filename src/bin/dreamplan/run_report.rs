@@ -1,0 +1,217 @@
+//! What `dreamplan run` leaves behind: every scored episode of the graph's simulator as a
+//! GIF (the camera beside the goal) and a summary that says what ran, what a score means
+//! and what to try next. It listens on the same bus as the nodes, so it sees exactly what
+//! the planner saw.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::config::GraphConfig;
+use dreamplan::msg::prelude::*;
+use dreamplan::render::Frame;
+use dreamplan::sim::tasks::Task;
+use tokio_util::sync::CancellationToken;
+
+/// Camera frames kept per episode for its GIF (every other one beyond this is dropped, so
+/// a long episode still fits).
+const MAX_FRAMES: usize = 150;
+
+/// One scored episode.
+pub struct EpisodeSummary {
+    pub episode: u32,
+    pub task: String,
+    pub seed: String,
+    pub score: f64,
+    pub detail: String,
+    pub gif: Option<PathBuf>,
+}
+
+/// The topics the reporter listens to: the first enabled `sim` node's, or the defaults.
+fn topics(graph: &GraphConfig) -> (String, String, String, Option<String>) {
+    let sim = graph
+        .nodes
+        .iter()
+        .find(|n| n.enabled && n.kind == "sim")
+        .and_then(|n| {
+            serde_yaml::from_value::<dreamplan::nodes::sim::SimConfig>(n.params.clone()).ok()
+        });
+    let planner = graph
+        .nodes
+        .iter()
+        .find(|n| n.enabled && n.kind == "planner")
+        .and_then(|n| n.params.get("backend"))
+        .and_then(|b| b.as_str().map(str::to_string));
+    let t = sim.map(|s| s.topics).unwrap_or_default();
+    (t.image, t.goal, t.episode, planner)
+}
+
+/// Listens on `bus` until `stop`, writing each scored episode's GIF into `out`.
+pub struct Reporter {
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<EpisodeSummary>>>,
+    stop: CancellationToken,
+    pub out: PathBuf,
+    pub planner: Option<String>,
+}
+
+impl Reporter {
+    /// Subscribes before the graph starts (so the first episode's `reset` is seen).
+    pub fn start(bus: &LocalBus, graph: &GraphConfig, out: &Path) -> anyhow::Result<Self> {
+        let (image_topic, goal_topic, episode_topic, planner) = topics(graph);
+        let mut images = bus.subscribe::<Image>(&image_topic, Qos::keep_last(50))?;
+        let mut goals = bus.subscribe::<Image>(&goal_topic, Qos::keep_last(5))?;
+        let mut events = bus.subscribe::<EpisodeEvent>(&episode_topic, Qos::keep_last(100))?;
+        let stop = CancellationToken::new();
+        let cancelled = stop.clone();
+        let dir = out.to_path_buf();
+        let task = tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut frames: Vec<Frame> = Vec::new();
+            let mut goal: Option<Frame> = None;
+            let mut seed = String::new();
+            loop {
+                tokio::select! {
+                    _ = cancelled.cancelled() => break,
+                    Some(img) = images.recv() => {
+                        if let Some(f) = frame_of(&img) {
+                            if frames.len() >= MAX_FRAMES {
+                                // Halve the frame rate rather than cut the episode's end.
+                                frames = frames.into_iter().step_by(2).collect();
+                            }
+                            frames.push(f);
+                        }
+                    }
+                    Some(img) = goals.recv() => goal = frame_of(&img),
+                    Some(e) = events.recv() => {
+                        if e.event == EpisodeEvent::EVENT_RESET {
+                            frames.clear();
+                            seed = e.detail.trim_start_matches("seed ").to_string();
+                        } else if e.event == EpisodeEvent::EVENT_SCORED {
+                            let gif = if frames.is_empty() {
+                                None
+                            } else {
+                                let path = dir.join(format!(
+                                    "episode_{:03}_{}_seed{}.gif",
+                                    e.episode, e.task, seed
+                                ));
+                                let shown: Vec<Frame> =
+                                    frames.iter().map(|f| beside(f, goal.as_ref())).collect();
+                                std::fs::create_dir_all(&dir)
+                                    .with_context(|| format!("creating {}", dir.display()))?;
+                                crate::sim::save_gif(&shown, 10.0, &path)?;
+                                Some(path)
+                            };
+                            done.push(EpisodeSummary {
+                                episode: e.episode,
+                                task: e.task.clone(),
+                                seed: seed.clone(),
+                                score: e.score,
+                                detail: e.detail.clone(),
+                                gif,
+                            });
+                        }
+                    }
+                    else => break,
+                }
+            }
+            Ok(done)
+        });
+        Ok(Self {
+            task,
+            stop,
+            out: out.to_path_buf(),
+            planner,
+        })
+    }
+
+    /// Stops listening and returns the scored episodes.
+    pub async fn finish(self) -> anyhow::Result<Vec<EpisodeSummary>> {
+        self.stop.cancel();
+        self.task
+            .await
+            .context("the run reporter stopped abnormally")?
+    }
+}
+
+/// rgb8 pixels of a camera image; other encodings are not shown.
+fn frame_of(img: &Image) -> Option<Frame> {
+    let rgb = dreamplan::world_model::clip::image_rgb(img).ok()?;
+    Some(Frame {
+        width: img.width,
+        height: img.height,
+        rgb,
+        depth: Vec::new(),
+    })
+}
+
+/// The camera frame with the goal image to its right (same height), so a viewer compares
+/// what the arm did with what was asked.
+fn beside(cam: &Frame, goal: Option<&Frame>) -> Frame {
+    let Some(goal) = goal.filter(|g| g.height == cam.height) else {
+        return cam.clone();
+    };
+    let (w, h) = ((cam.width + goal.width) as usize, cam.height as usize);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        rgb.extend_from_slice(&cam.rgb[y * cam.width as usize * 3..][..cam.width as usize * 3]);
+        rgb.extend_from_slice(&goal.rgb[y * goal.width as usize * 3..][..goal.width as usize * 3]);
+    }
+    Frame {
+        width: w as u32,
+        height: h as u32,
+        rgb,
+        depth: Vec::new(),
+    }
+}
+
+/// The summary printed when `run` ends.
+pub fn summary(episodes: &[EpisodeSummary], out: &Path, planner: Option<&str>) -> String {
+    let mut s = String::new();
+    let planner = planner.unwrap_or("the configured");
+    if episodes.is_empty() {
+        s.push_str(&format!(
+            "no episode was scored in this run (the {planner} planner's first action takes a few seconds; try a longer --duration)\n"
+        ));
+    } else {
+        let mean = episodes.iter().map(|e| e.score).sum::<f64>() / episodes.len() as f64;
+        s.push_str(&format!(
+            "{} episode(s) scored with the {planner} planner, mean score {mean:.2}:\n",
+            episodes.len()
+        ));
+        for e in episodes {
+            s.push_str(&format!(
+                "  episode {} ({}, seed {}): score {} ({})",
+                e.episode, e.task, e.seed, e.score, e.detail
+            ));
+            if let Some(g) = &e.gif {
+                s.push_str(&format!(" → {}", g.display()));
+            }
+            s.push('\n');
+        }
+        let tasks: Vec<&str> = {
+            let mut t: Vec<&str> = episodes.iter().map(|e| e.task.as_str()).collect();
+            t.dedup();
+            t
+        };
+        for name in tasks {
+            if let Some(task) = Task::from_name(name) {
+                let (full, half) = task.thresholds();
+                s.push_str(&format!(
+                    "score ({name}): 1 when the object ends within {:.0} mm of the goal shape, 0.5 within {:.0} mm, else 0 (how each task measures it: `score` in src/sim/tasks.rs).\n",
+                    full * 1000.0,
+                    half * 1000.0
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "each GIF in {} shows the camera (left) beside the goal (right).\n",
+            out.display()
+        ));
+    }
+    s.push_str(
+        "next: `dreamplan eval --planner correspondence --episodes 30` scores a planner over many seeds; \
+         `dreamplan sim render --task cloth --out cloth.png --keypoints 8` shows what the planner sees; \
+         README.md → Commands lists the rest.\n",
+    );
+    s
+}

@@ -1,0 +1,140 @@
+//! The command line on bad input: one clear line naming the problem, each cause said once,
+//! a failing exit status and no panic. And what `dreamplan run` leaves behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dreamplan(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(args)
+        .current_dir(dir)
+        .env("DREAMPLAN_LOG", "warn")
+        .output()
+        .expect("the dreamplan binary runs")
+}
+
+/// The `error: …` line of a failed run (and that it failed without a panic).
+fn error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a failure; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_inputs_get_one_line_that_names_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("adir")).unwrap();
+    std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", "--config", "nonexistent.yaml"],
+            "error: nonexistent.yaml: No such file or directory (os error 2)",
+        ),
+        (
+            &["run", "--config", "adir"],
+            "error: adir: Is a directory (os error 21)",
+        ),
+        (
+            &["run", "--config", "latin1.yaml"],
+            "error: latin1.yaml: stream did not contain valid UTF-8",
+        ),
+        (
+            &["run", "--duration", "-1"],
+            "error: --duration must be ≥ 0",
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(error_line(&dreamplan(args, d)), want, "dreamplan {args:?}");
+    }
+    // A model folder without a config: the path once, the OS reason once.
+    let line = error_line(&dreamplan(
+        &[
+            "eval",
+            "--planner",
+            "vlm",
+            "--model",
+            "adir",
+            "--episodes",
+            "1",
+        ],
+        d,
+    ));
+    assert!(
+        line.contains("adir/config.json: No such file or directory (os error 2)"),
+        "{line}"
+    );
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
+}
+
+#[test]
+fn a_video_whose_name_is_not_gif_is_refused_before_the_episode_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = error_line(&dreamplan(
+        &["sim", "episode", "--task", "rope", "--video", "ep.png"],
+        dir.path(),
+    ));
+    assert_eq!(
+        line,
+        "error: ep.png: videos are written as GIF; give the file a .gif name"
+    );
+    assert!(!dir.path().join("ep.png").exists());
+}
+
+#[test]
+fn run_writes_each_scored_episode_as_a_gif_and_explains_the_score() {
+    let dir = tempfile::tempdir().unwrap();
+    // The built-in graph at full speed, one episode: the run ends when the sim has played
+    // it (the duration is only a cap).
+    let cfg = dir.path().join("fast.yaml");
+    let yaml = dreamplan::config::DEFAULT_GRAPH_YAML
+        .replace("episodes: 0 ", "episodes: 1 ")
+        .replace("realtime: true ", "realtime: false ");
+    assert_ne!(yaml, dreamplan::config::DEFAULT_GRAPH_YAML);
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = dreamplan(
+        &[
+            "run",
+            "--config",
+            "fast.yaml",
+            "--duration",
+            "600",
+            "--out",
+            "shots",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 episode(s) scored"), "{stdout}");
+    assert!(
+        stdout.contains("episode 0 (rope, seed 0): score "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("score (rope): 1 when the object ends within 20 mm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("next: `dreamplan eval"), "{stdout}");
+    let gif = dir.path().join("shots/episode_000_rope_seed0.gif");
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
+        std::fs::File::open(&gif).unwrap_or_else(|e| panic!("{}: {e}\n{stdout}", gif.display())),
+    ))
+    .unwrap();
+    let frames = image::AnimationDecoder::into_frames(decoder)
+        .collect_frames()
+        .unwrap();
+    assert!(frames.len() >= 5, "{} frames", frames.len());
+    // Camera (256) beside the goal (256).
+    assert_eq!(frames[0].buffer().dimensions(), (512, 256));
+}
