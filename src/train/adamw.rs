@@ -59,6 +59,40 @@ impl AdamW {
         })
     }
 
+    /// Weights and moments as named tensors for a checkpoint: `w/NAME`, `m/NAME`, `v/NAME`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = Vec::with_capacity(3 * self.slots.len());
+        for (name, var, m, v) in &self.slots {
+            tensors.push((format!("w/{name}"), var.as_tensor().detach()));
+            tensors.push((format!("m/{name}"), m.clone()));
+            tensors.push((format!("v/{name}"), v.clone()));
+        }
+        tensors
+    }
+
+    /// Restores weights and moments written by [`Self::state_tensors`] and the step count
+    /// `t`. A missing tensor is an error naming its key.
+    pub fn restore(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        t: usize,
+    ) -> std::result::Result<(), String> {
+        let get = |key: String| {
+            tensors
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| format!("tensor {key} missing"))
+        };
+        for (name, var, m, v) in &mut self.slots {
+            var.set(&get(format!("w/{name}"))?)
+                .map_err(|e| format!("w/{name}: {e}"))?;
+            *m = get(format!("m/{name}"))?;
+            *v = get(format!("v/{name}"))?;
+        }
+        self.t = t;
+        Ok(())
+    }
+
     /// One update from `grads` (variables without a gradient are left alone).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;

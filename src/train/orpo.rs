@@ -452,29 +452,15 @@ pub fn train(
                 state.get("run").map(|v| v.to_string()).unwrap_or_default()
             )));
         }
-        for (name, var, m, v) in &mut opt.slots {
-            let get = |key: String| {
-                tensors.get(&key).cloned().ok_or_else(|| {
-                    OrpoError::Data(format!("{}: tensor {key} missing", ck.display()))
-                })
-            };
-            var.set(&get(format!("w/{name}"))?)?;
-            *m = get(format!("m/{name}"))?;
-            *v = get(format!("v/{name}"))?;
-        }
         start = state["step"].as_u64().unwrap_or(0) as usize;
-        opt.t = start;
+        opt.restore(&tensors, start)
+            .map_err(|e| OrpoError::Data(format!("{}: {e}", ck.display())))?;
         history = serde_json::from_value(state["history"].clone())
             .map_err(|e| OrpoError::Data(format!("{}: history: {e}", ck.display())))?;
         progress(OrpoProgress::Resumed(start));
     }
     let save_checkpoint = |opt: &AdamW, step: usize, history: &[StepStats]| -> Result<()> {
-        let mut tensors = Vec::new();
-        for (name, var, m, v) in &opt.slots {
-            tensors.push((format!("w/{name}"), var.as_tensor().detach()));
-            tensors.push((format!("m/{name}"), m.clone()));
-            tensors.push((format!("v/{name}"), v.clone()));
-        }
+        let tensors = opt.state_tensors();
         checkpoint::save(
             &ck,
             &tensors,

@@ -142,12 +142,7 @@ impl ArmVideo {
     /// The arm video of a planned pick-and-place: the start, then `cfg.frames` frames evenly
     /// over the motion and `cfg.after_s` after it (what a recorded transition's video holds).
     pub fn of_plan(&self, plan: &PickPlacePlan, cfg: &Config) -> Vec<Vec<u8>> {
-        let end = plan
-            .trajectory
-            .points
-            .last()
-            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
-        let span = end + cfg.after_s;
+        let span = plan_span_s(plan, cfg);
         (0..=cfg.frames)
             .map(|k| {
                 let t = span * k as f64 / cfg.frames as f64;
@@ -265,4 +260,14 @@ pub fn from_transition(
         arm,
         future,
     })
+}
+
+/// Seconds a clip of `plan` covers: the trajectory's motion plus `cfg.after_s` of settling.
+pub fn plan_span_s(plan: &PickPlacePlan, cfg: &Config) -> f64 {
+    let end = plan
+        .trajectory
+        .points
+        .last()
+        .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+    end + cfg.after_s
 }

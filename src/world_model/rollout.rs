@@ -23,12 +23,7 @@ pub fn simulate(
     size: u32,
     cfg: &Config,
 ) -> (World, Vec<Vec<u8>>) {
-    let end = plan
-        .trajectory
-        .points
-        .last()
-        .map_or(0.0, |p| p.time_from_start.as_secs_f64());
-    let span = end + cfg.after_s;
+    let span = super::clip::plan_span_s(plan, cfg);
     let params = ArmExecParams {
         settle_s: cfg.after_s,
         fps: cfg.frames as f64 / span.max(1e-6),

@@ -364,18 +364,9 @@ pub fn train(
                 state.get("run").map(|v| v.to_string()).unwrap_or_default()
             )));
         }
-        for (name, var, m, v) in &mut opt.slots {
-            let get = |key: String| {
-                tensors.get(&key).cloned().ok_or_else(|| {
-                    WorldModelError::Checkpoint(format!("{}: tensor {key} missing", ck.display()))
-                })
-            };
-            var.set(&get(format!("w/{name}"))?)?;
-            *m = get(format!("m/{name}"))?;
-            *v = get(format!("v/{name}"))?;
-        }
         start = state["step"].as_u64().unwrap_or(0) as usize;
-        opt.t = start;
+        opt.restore(&tensors, start)
+            .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
         let parse = |key: &str| state[key].clone();
         losses = serde_json::from_value(parse("losses"))
             .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
@@ -384,12 +375,7 @@ pub fn train(
         progress(TrainEvent::Resumed(start));
     }
     let save = |opt: &AdamW, step: usize, losses: &[f64], vals: &[ValStats]| {
-        let mut tensors = Vec::new();
-        for (name, var, m, v) in &opt.slots {
-            tensors.push((format!("w/{name}"), var.as_tensor().detach()));
-            tensors.push((format!("m/{name}"), m.clone()));
-            tensors.push((format!("v/{name}"), v.clone()));
-        }
+        let tensors = opt.state_tensors();
         let state = serde_json::json!({
             "run": run_id, "step": step, "losses": losses, "validations": vals,
         });
