@@ -421,3 +421,47 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
     );
     assert_eq!(best(&[mk("nonsense", -0.1)]), None);
 }
+
+#[test]
+fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
+    // Current: a horizontal bar; goal: the same bar with its right end bent down. Numbers
+    // come in farthest-point order, deliberately not the rank order.
+    let current = [
+        kp(1, 10.0, 100.0),
+        kp(2, 200.0, 100.0),
+        kp(3, 100.0, 100.0),
+        kp(4, 150.0, 100.0),
+    ];
+    let goal = [
+        kp(1, 10.0, 100.0),
+        kp(2, 150.0, 200.0),
+        kp(3, 100.0, 100.0),
+        kp(4, 140.0, 150.0),
+    ];
+    let (c, g) = prompt::number_by_rank(&current, &goal);
+    // Every keypoint keeps its position; numbers are 1..N in list order.
+    assert_eq!(c.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(g.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let pos = |ks: &[Keypoint]| {
+        let mut p: Vec<(i32, i32)> = ks.iter().map(|k| (k.u as i32, k.v as i32)).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(pos(&c), pos(&current));
+    assert_eq!(pos(&g), pos(&goal));
+    // Current 1 is the far right end (nearest goal point 78 px away), then the point at
+    // 150 (50 px); the left end and the middle lie on goal points (0 px: ties keep order).
+    assert_eq!((c[0].u, c[1].u, c[2].u, c[3].u), (200.0, 150.0, 10.0, 100.0));
+    // Goal 1 is the bent end (nearest current point 100 px away).
+    assert_eq!((g[0].u, g[0].v), (150.0, 200.0));
+    // So every relation's rank is the keypoint's own number, on both images ...
+    for (own, other) in [(&c, &g), (&g, &c)] {
+        for (k, r) in own.iter().zip(prompt::relations(own, other)) {
+            assert_eq!(r.rank, k.id);
+        }
+    }
+    // ... and the coverage rule places at goal keypoint 1, picking its nearest.
+    let choice = coverage_choice(&c, &g).unwrap();
+    assert_eq!(choice.place, 1);
+    assert_eq!(choice.pick, prompt::relations(&g, &c)[0].near);
+}

@@ -16,7 +16,7 @@ use crate::bus::{Bus, Qos};
 use crate::msg::dreamplan::{ActionCandidates, Keypoint as KeypointMsg, KeypointSet, KeypointSets};
 use crate::msg::prelude::*;
 use crate::planner::baselines::Rule;
-use crate::planner::eval::{keypoints, Decision, Planner, RandomPlanner, RulePlanner, Scene};
+use crate::planner::eval::{keypoint_pair, Decision, Planner, RandomPlanner, RulePlanner, Scene};
 use crate::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use crate::planner::KeypointChoice;
 use crate::render::Frame;
@@ -219,8 +219,7 @@ fn decide(
     goal: Frame,
     n: usize,
 ) -> Result<Outcome, String> {
-    let kc = keypoints(task, &current, n).map_err(|e| format!("current image: {e}"))?;
-    let kg = keypoints(task, &goal, n).map_err(|e| format!("goal image: {e}"))?;
+    let (kc, kg) = keypoint_pair(task, &current, &goal, n).map_err(|e| e.to_string())?;
     let scene = Scene {
         task,
         seed: episode as u64,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::baselines::{random_choice, Rule};
-use super::KeypointChoice;
+use super::{prompt, KeypointChoice};
 use crate::msg::dreamplan::KeypointAction;
 use crate::nodes::executor::{plan_action, ExecutorConfig};
 use crate::render::{render, scene, Frame, RenderMode, RenderOptions};
@@ -232,7 +232,32 @@ pub struct Observation {
     /// The goal image.
     pub goal_frame: Frame,
     /// Keypoints on the current and goal images.
-    pub keypoints: Result<(Vec<Keypoint>, Vec<Keypoint>), vision::VisionError>,
+    pub keypoints: Result<(Vec<Keypoint>, Vec<Keypoint>), KeypointError>,
+}
+
+/// The keypoints every planner is given: [`keypoints`] on the current and on the goal
+/// image, numbered by their relation to each other ([`prompt::number_by_rank`]: keypoint 1
+/// of each image lies farthest from the other image's shape).
+pub fn keypoint_pair(
+    task: Task,
+    current: &Frame,
+    goal: &Frame,
+    n: usize,
+) -> Result<(Vec<Keypoint>, Vec<Keypoint>), KeypointError> {
+    let kc = keypoints(task, current, n).map_err(KeypointError::Current)?;
+    let kg = keypoints(task, goal, n).map_err(KeypointError::Goal)?;
+    Ok(prompt::number_by_rank(&kc, &kg))
+}
+
+/// Why an image gave no keypoints.
+#[derive(Debug, thiserror::Error)]
+pub enum KeypointError {
+    /// On the current image.
+    #[error("current image: {0}")]
+    Current(vision::VisionError),
+    /// On the goal image.
+    #[error("goal image: {0}")]
+    Goal(vision::VisionError),
 }
 
 /// Resets `task` from `seed`, makes its goal with the arm, renders both views and samples
@@ -256,8 +281,7 @@ pub fn observe(task: Task, seed: u64, config: &EvalConfig) -> Observation {
         &opts,
     );
     let n = config.keypoints;
-    let keypoints =
-        keypoints(task, &current, n).and_then(|a| keypoints(task, &goal_frame, n).map(|b| (a, b)));
+    let keypoints = keypoint_pair(task, &current, &goal_frame, n);
     Observation {
         world,
         goal,

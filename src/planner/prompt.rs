@@ -15,6 +15,12 @@
 //! `near`"; the best keypoint action of a cloth fold is almost always "pick the current
 //! keypoint of rank 1, place at its `far`" (measured with `examples/action_table.rs`, see
 //! docs/stage3.md); stage 3 teaches such choices.
+//!
+//! **Numbered by rank.** Since session 10 every planner is given keypoints numbered by that
+//! rank ([`number_by_rank`], applied by `planner::eval::keypoint_pair`): the rules then
+//! read "place at goal keypoint 1, pick its `near`" and "pick current keypoint 1, place at
+//! its `far`", one copy from a fixed place of the prompt each (the `rank` stays in the text,
+//! equal to the number, so a model reading the list needs no other convention).
 
 use serde_json::{json, Value};
 
@@ -84,6 +90,29 @@ pub fn relations(own: &[Keypoint], other: &[Keypoint]) -> Vec<Relation> {
             rank,
         })
         .collect()
+}
+
+/// Both keypoint sets numbered by [`Relation::rank`]: on each image, keypoint 1 is the one
+/// whose nearest keypoint on the other image is farthest away (the part of the shape the
+/// other image covers least), keypoint N the one lying closest to the other shape. The
+/// positions are farthest-point samples and stay as they are; only the numbers drawn on
+/// the images and named in the prompt change.
+///
+/// Why: the number then carries the comparison itself. The coverage rule becomes "place
+/// at goal keypoint 1, pick its `near`" and the best cloth fold "pick current keypoint 1,
+/// place at its `far`": one copy from a fixed place in the prompt instead of a search for
+/// the keypoint of rank 1 and a copy from wherever it is, which the tiny planner did not
+/// learn in its CPU budget (docs/stage3.md). Generic and physics-blind, like the relations.
+pub fn number_by_rank(current: &[Keypoint], goal: &[Keypoint]) -> (Vec<Keypoint>, Vec<Keypoint>) {
+    let renumber = |own: &[Keypoint], other: &[Keypoint]| {
+        let mut out: Vec<Keypoint> = own.to_vec();
+        for (k, r) in out.iter_mut().zip(relations(own, other)) {
+            k.id = r.rank;
+        }
+        out.sort_by_key(|k| k.id);
+        out
+    };
+    (renumber(current, goal), renumber(goal, current))
 }
 
 /// The keypoints of one image as text: `1 (x, y) near 3 far 6 rank 5, 2 (x, y) near …` in

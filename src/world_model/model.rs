@@ -193,6 +193,7 @@ pub struct WorldModel {
     cfg: Config,
     patch_embed: Linear,
     arm_embed: Linear,
+    arm_in: Option<Linear>,
     hint: Linear,
     pos_spatial: Tensor,
     pos_temporal: Tensor,
@@ -233,6 +234,11 @@ impl WorldModel {
         Ok(Self {
             patch_embed: linear(vb.pp("patch_embed"), pd, h)?,
             arm_embed: linear(vb.pp("arm_embed"), pd, h)?,
+            arm_in: if cfg.arm_direct {
+                Some(linear(vb.pp("arm_in"), pd, h)?)
+            } else {
+                None
+            },
             hint: zero_linear(vb.pp("hint"), h, h)?,
             pos_spatial: vb.get_with_hints((cfg.patches(), h), "pos_spatial", randn)?,
             pos_temporal: vb.get_with_hints((cfg.frames + 1, h), "pos_temporal", randn)?,
@@ -267,6 +273,16 @@ impl WorldModel {
             .unsqueeze(1)?
             .broadcast_add(&self.pos_spatial.unsqueeze(0)?)?;
         x.broadcast_add(&pos.unsqueeze(0)?)
+    }
+
+    /// `frames`' patches through `embed`, without position embeddings (for what is added
+    /// to tokens that already carry them).
+    fn tokens_unplaced(&self, frames: &Tensor, embed: &Linear) -> Result<Tensor> {
+        let patches = patchify(frames, self.cfg.patch_size)?;
+        let (b, t, p, pd) = patches.dims4()?;
+        embed
+            .forward(&patches.reshape((b, t * p, pd))?)?
+            .reshape((b, t, p, self.cfg.hidden))
     }
 
     /// The network's output for the future frames: the velocity `ε − x`, or the clean
@@ -308,7 +324,10 @@ impl WorldModel {
             .forward(&arm_tokens.reshape((b, t_all * p, d))?)?
             .reshape((b, t_all, p, d))?;
         let mut branch = (&x + hint)?;
-        let mut x = x;
+        let mut x = match &self.arm_in {
+            Some(arm_in) => (x + self.tokens_unplaced(arm, arm_in)?)?,
+            None => x,
+        };
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &c)?;
             if let (Some(copy), Some(out)) = (self.control.get(i), self.control_out.get(i)) {
@@ -344,14 +363,25 @@ impl WorldModel {
         context: &Tensor,
         arm: &Tensor,
     ) -> Result<Tensor> {
+        let clean = x;
         let x = &self.target(x, context)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
         let out = self.forward(&z, t, context, arm)?;
-        match self.cfg.prediction {
-            Prediction::Velocity => (out - (noise - x)?)?.sqr()?.mean_all(),
-            Prediction::Sample => (out - x)?.sqr()?.mean_all(),
+        let err = match self.cfg.prediction {
+            Prediction::Velocity => (out - (noise - x)?)?.sqr()?,
+            Prediction::Sample => (out - x)?.sqr()?,
+        };
+        if self.cfg.motion_weight == 0.0 {
+            return err.mean_all();
         }
+        // 1 + w·(mean over channels of |future − current|), one weight per pixel.
+        let motion = clean
+            .broadcast_sub(&context.unsqueeze(1)?)?
+            .abs()?
+            .mean_keepdim(2)?;
+        let weight = ((motion * self.cfg.motion_weight)? + 1.0)?;
+        err.broadcast_mul(&weight)?.mean_all()
     }
 
     /// Euler integration of the flow from `noise` (t = 1) to frames (t = 0) in

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use dreamplan::planner::eval::{keypoints, observe, Decision, EvalConfig, Planner, Scene};
+use dreamplan::planner::eval::{keypoint_pair, observe, Decision, EvalConfig, Planner, Scene};
 use dreamplan::planner::vlm_planner::{
     best, frame_rgb, model_view, Candidate, VlmPlanner, VlmPlannerConfig,
 };
@@ -89,7 +89,6 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
         // action (the current image is never in the vision cache, the goal is).
         let goal_obs = observe(task, 0, &eval);
         let goal = &goal_obs.goal_frame;
-        let kg_fixed = keypoints(task, goal, args.keypoints)?;
         let (mut full, mut cold, mut sampling, mut single, mut prompt) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..=args.iters {
@@ -99,8 +98,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
                 // Image in → action out: segmentation, keypoints, overlays, prompt, K
                 // samples, parsing, choice.
                 let t0 = Instant::now();
-                let kc = keypoints(task, current, args.keypoints)?;
-                let kg = keypoints(task, goal, args.keypoints)?;
+                let (kc, kg) = keypoint_pair(task, current, goal, args.keypoints)?;
                 let scene = Scene {
                     task,
                     seed: i as u64,
@@ -120,8 +118,8 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             planner.model().clear_vision_cache();
             let t_cold = decide(&mut planner)?;
             // The sampling alone, batched and one by one, on the same prompt.
-            let kc = keypoints(task, current, args.keypoints)?;
-            let kg = &kg_fixed;
+            let (kc, kg) = keypoint_pair(task, current, goal, args.keypoints)?;
+            let kg = &kg;
             let cfg = planner.preprocessor().clone();
             let ci = model_view(&frame_rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
             let gi = model_view(&frame_rgb(goal), kg, &cfg).map_err(anyhow::Error::msg)?;
