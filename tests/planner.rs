@@ -465,3 +465,63 @@ fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
     assert_eq!(choice.place, 1);
     assert_eq!(choice.pick, prompt::relations(&g, &c)[0].near);
 }
+
+#[test]
+fn viable_says_whether_text_can_still_become_a_valid_answer() {
+    use dreamplan::planner::grammar::viable;
+    for ok in [
+        "", "p", "pick", "pick ", "pick 3", "pick 3 ", "pick 3 pl", "pick 3 place ",
+        "pick 3 place 7", "pick 8 place 1",
+    ] {
+        assert!(viable(ok, 8, 8), "{ok:?}");
+    }
+    for bad in [
+        "x", "pick  ", "pick 9", "pick 0", "pick 03", "pick 3x", "pick 3 place 9",
+        "pick 3 place 0", "pick 3 place 7.", "pick 3 place 7 ", "pick 3 Place",
+    ] {
+        assert!(!viable(bad, 8, 8), "{bad:?}");
+    }
+    // With 12 keypoints `1` can still grow into 10, 11, 12; `2` cannot grow but is valid.
+    assert!(viable("pick 1", 12, 8) && viable("pick 12", 12, 8) && !viable("pick 13", 12, 8));
+}
+
+/// Constrained sampling: at a high temperature a random model writes invalid numbers
+/// unconstrained, and only valid actions constrained, each scored by the model itself.
+#[test]
+fn constrained_sampling_gives_only_valid_actions() {
+    use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
+    let img = dreamplan::vlm::image::Rgb8 {
+        width: 64,
+        height: 64,
+        data: vec![128; 64 * 64 * 3],
+    };
+    let kps = [kp(1, 10.0, 10.0), kp(2, 40.0, 50.0), kp(3, 20.0, 30.0)];
+    let valid = |constrained: bool| {
+        let config = VlmPlannerConfig {
+            k: 16,
+            temperature: 3.0,
+            top_p: 1.0,
+            constrained,
+            ..Default::default()
+        };
+        let planner = VlmPlanner::load(&dir, config).unwrap();
+        let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
+        let cands = planner.candidates(&batch, 3, 3, 11).unwrap();
+        assert_eq!(cands.len(), 16);
+        for c in &cands {
+            assert!(c.logprob.is_finite() && c.logprob <= 0.0, "{c:?}");
+        }
+        let answers: std::collections::HashSet<(u32, u32)> = cands
+            .iter()
+            .filter_map(|c| c.choice.as_ref().ok().map(|k| (k.pick, k.place)))
+            .collect();
+        (cands.iter().filter(|c| c.choice.is_ok()).count(), answers.len())
+    };
+    let (free, _) = valid(false);
+    let (constrained, distinct) = valid(true);
+    assert!(free < 16, "the random model wrote {free} valid answers of 16 unconstrained");
+    assert_eq!(constrained, 16);
+    // At temperature 3 the 16 samples spread over the 9 actions.
+    assert!(distinct >= 4, "{distinct} distinct actions");
+}

@@ -65,7 +65,7 @@ fn the_mask_measure_is_one_for_the_goal_and_grades_shifted_and_disjoint_outcomes
 }
 
 #[test]
-fn pairs_put_the_best_candidate_against_those_worse_by_more_than_the_margin() {
+fn pairs_put_the_best_or_the_planners_near_best_favourite_against_those_worse_by_the_margin() {
     let c = |p, q| KeypointChoice { pick: p, place: q };
     let answers = [
         (c(1, 2), -1.0),
@@ -86,19 +86,15 @@ fn pairs_put_the_best_candidate_against_those_worse_by_more_than_the_margin() {
         merged.iter().map(|m| m.score).collect::<Vec<_>>(),
         vec![-0.2, -0.3, -1.0, -2.0]
     );
-    // (5, 6) is within the margin of the best: no pair.
+    // (5, 6) is within the margin of the best and the planner's favourite (log-prob −0.5
+    // against −1.0): it is the chosen answer, against those more than the margin below it.
+    let pair = |chosen, rejected| Pair { chosen, rejected };
+    assert_eq!(make_pairs(&merged, 0.25), vec![pair(1, 2), pair(1, 3)]);
+    // With a smaller margin only the best itself is near the best: it is chosen, against
+    // every other candidate.
     assert_eq!(
-        make_pairs(&merged, 0.25),
-        vec![
-            Pair {
-                chosen: 0,
-                rejected: 2
-            },
-            Pair {
-                chosen: 0,
-                rejected: 3
-            }
-        ]
+        make_pairs(&merged, 0.05),
+        vec![pair(0, 1), pair(0, 2), pair(0, 3)]
     );
     assert!(make_pairs(&merged, 5.0).is_empty());
     // Unsorted input, NaN scores never chosen nor rejected.
@@ -188,6 +184,7 @@ fn header(tokenizer: String) -> Header {
         verifier: "sim".into(),
         k: 8,
         temperature: 1.0,
+        constrained: false,
         margin: 0.25,
         first_seed: 3_000_000,
         keypoints: 8,

@@ -139,3 +139,39 @@ pub fn continuation(text: &str, current: usize, goal: usize) -> Continuation {
         Some(_) => Continuation::Open,
     }
 }
+
+/// Whether `text` can still grow into a valid answer `pick N place M` (1 ≤ N ≤ `current`,
+/// 1 ≤ M ≤ `goal`, numbers written plainly). Constrained sampling keeps only the tokens
+/// after which this stays true.
+pub fn viable(text: &str, current: usize, goal: usize) -> bool {
+    // `d` is the start of a number in 1..=count written plainly.
+    let number_start = |d: &str, count: usize| -> bool {
+        if d.is_empty() {
+            return true;
+        }
+        if d.starts_with('0') {
+            return false;
+        }
+        (1..=count).any(|v| v.to_string().starts_with(d))
+    };
+    let split_digits = |s: &str| -> (String, String) {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        (s[..n].to_string(), s[n..].to_string())
+    };
+    let Some(rest) = text.strip_prefix("pick ") else {
+        return "pick ".starts_with(text);
+    };
+    let (n, rest) = split_digits(rest);
+    if rest.is_empty() {
+        return number_start(&n, current);
+    }
+    let n_valid = plain_number(&n).is_some_and(|v| v >= 1 && v <= current as u64);
+    if !n_valid {
+        return false;
+    }
+    let Some(rest) = rest.strip_prefix(" place ") else {
+        return " place ".starts_with(rest.as_str());
+    };
+    let (m, rest) = split_digits(rest);
+    rest.is_empty() && number_start(&m, goal)
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::eval::{Decision, Planner, Scene};
-use super::grammar::{continuation, Continuation};
+use super::grammar::{continuation, viable, Continuation};
 use super::{parse_answer, prompt, KeypointChoice, ParseError};
 use crate::sim::tasks::Task;
 use crate::vision::{self, Keypoint, RgbView};
@@ -41,6 +41,12 @@ pub struct VlmPlannerConfig {
     /// steps instead of five for the tiny model). Off for a model that should think aloud
     /// before its answer line.
     pub guided: bool,
+    /// Constrained sampling (with `guided`): wherever the model chooses, sample only among
+    /// the tokens that keep the answer valid (`grammar::viable`), so every candidate is an
+    /// action and a high temperature explores actions instead of invalid text. Off
+    /// by default (the planner samples the model as it is); `dreamplan preferences` turns
+    /// it on.
+    pub constrained: bool,
 }
 
 impl Default for VlmPlannerConfig {
@@ -54,6 +60,7 @@ impl Default for VlmPlannerConfig {
             attempts: 3,
             seed: 0,
             guided: true,
+            constrained: false,
         }
     }
 }
@@ -79,6 +86,7 @@ pub struct AnswerGuide<'a> {
     tokenizer: &'a Tokenizer,
     current: usize,
     goal: usize,
+    numbers: Option<&'a [(u32, String)]>,
 }
 
 impl<'a> AnswerGuide<'a> {
@@ -88,7 +96,15 @@ impl<'a> AnswerGuide<'a> {
             tokenizer,
             current,
             goal,
+            numbers: None,
         }
+    }
+
+    /// The same guide, constrained: wherever the model chooses, only the tokens of
+    /// `numbers` ([`Tokenizer::answer_tokens`]) that keep the answer valid may be sampled.
+    pub fn constrained(mut self, numbers: &'a [(u32, String)]) -> Self {
+        self.numbers = Some(numbers);
+        self
     }
 }
 
@@ -107,6 +123,21 @@ impl Guide for AnswerGuide<'_> {
                 _ => GuideStep::Free,
             },
         }
+    }
+
+    fn allowed(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+        let numbers = self.numbers?;
+        let text = self.tokenizer.decode(tokens, false).ok()?;
+        if continuation(&text, self.current, self.goal) == Continuation::Complete {
+            return None;
+        }
+        Some(
+            numbers
+                .iter()
+                .filter(|(_, piece)| viable(&format!("{text}{piece}"), self.current, self.goal))
+                .map(|&(id, _)| id)
+                .collect(),
+        )
     }
 }
 
@@ -164,6 +195,7 @@ pub struct VlmPlanner {
     model: Qwen3Vl,
     processor: Processor,
     stop: Vec<u32>,
+    numbers: std::sync::OnceLock<Vec<(u32, String)>>,
     last: Vec<Candidate>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
@@ -205,6 +237,7 @@ impl VlmPlanner {
             model,
             processor,
             stop,
+            numbers: std::sync::OnceLock::new(),
             last: Vec::new(),
             config,
         })
@@ -256,7 +289,13 @@ impl VlmPlanner {
             stop_tokens: self.stop.clone(),
             seed,
         };
-        let guide = AnswerGuide::new(&self.processor.tokenizer, current_count, goal_count);
+        let mut guide = AnswerGuide::new(&self.processor.tokenizer, current_count, goal_count);
+        if c.constrained {
+            let numbers = self
+                .numbers
+                .get_or_init(|| self.processor.tokenizer.answer_tokens());
+            guide = guide.constrained(numbers);
+        }
         let guide: &dyn Guide = if c.guided { &guide } else { &Unguided };
         generate_guided(&self.model, batch, c.k.max(1), &params, guide)?
             .into_iter()

@@ -204,6 +204,7 @@ pub fn generate(
         verifier: make_verifier().name(),
         k: cfg.planner.k,
         temperature: cfg.planner.temperature,
+        constrained: cfg.planner.constrained,
         margin: cfg.margin,
         first_seed: cfg.first_seed,
         keypoints: cfg.eval.keypoints,

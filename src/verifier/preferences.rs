@@ -70,6 +70,10 @@ pub struct Header {
     pub k: usize,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Whether sampling was constrained to valid answers (files from before this field:
+    /// not).
+    #[serde(default)]
+    pub constrained: bool,
     /// Score margin a rejected candidate must be below the chosen one by.
     pub margin: f64,
     /// Seed of the first state of each task (state `i` of a task has seed `first_seed + i`).
@@ -170,24 +174,45 @@ pub fn merge_candidates(answers: &[(KeypointChoice, f32)], scores: &[f64]) -> Ve
     out
 }
 
-/// The best candidate against every candidate scored more than `margin` below it.
-/// `candidates` need not be sorted; NaN scores make no pair.
+/// The chosen candidate against every candidate scored more than `margin` below it.
+///
+/// The chosen one is the best, except that among the candidates within `margin` of the
+/// best the planner's own favourite (highest log-probability) is taken: where the planner
+/// is already as good as the best sample, no other answer is taught. Without this, states
+/// whose good actions differ in ways no prompt feature explains (which of several rope
+/// points to drag) pulled the tuned planner off the rule it had, and rope fell from 0.72
+/// to 0.55 while cloth rose (docs/stage3.md). `candidates` need not be sorted; NaN scores
+/// make no pair.
 pub fn make_pairs(candidates: &[ScoredCandidate], margin: f64) -> Vec<Pair> {
-    let best = candidates
+    let top = candidates
+        .iter()
+        .map(|c| c.score)
+        .filter(|s| !s.is_nan())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if top == f64::NEG_INFINITY {
+        return Vec::new();
+    }
+    // Among the near-best: highest log-probability, then highest score, then first.
+    let chosen = candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| !c.score.is_nan())
-        .fold(None::<(usize, f64)>, |b, (i, c)| match b {
-            Some(b) if b.1 >= c.score => Some(b),
-            _ => Some((i, c.score)),
-        });
-    let Some((chosen, top)) = best else {
-        return Vec::new();
-    };
+        .filter(|(_, c)| c.score >= top - margin)
+        .fold(None::<(usize, &ScoredCandidate)>, |b, (i, c)| match b {
+            Some((_, bc))
+                if (bc.logprob, bc.score) >= (c.logprob, c.score)
+                    || c.logprob.is_nan() =>
+            {
+                b
+            }
+            _ => Some((i, c)),
+        })
+        .map(|(i, _)| i)
+        .expect("the best candidate is within the margin of itself");
+    let floor = candidates[chosen].score - margin;
     candidates
         .iter()
         .enumerate()
-        .filter(|(i, c)| *i != chosen && top - c.score > margin)
+        .filter(|(i, c)| *i != chosen && c.score < floor)
         .map(|(rejected, _)| Pair { chosen, rejected })
         .collect()
 }

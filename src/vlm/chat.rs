@@ -130,6 +130,23 @@ impl Tokenizer {
             .map_err(|e| VlmError::Tokenizer(e.to_string()))
     }
 
+    /// Every token whose text could be part of an answer line `pick N place M`: made only
+    /// of those letters, spaces and digits (` 7`, `12`, ` place`, ` `, `ick`), with that
+    /// text. Constrained sampling chooses among those that keep the answer valid. One pass
+    /// over the vocabulary.
+    pub fn answer_tokens(&self) -> Vec<(u32, String)> {
+        (0..self.inner.get_vocab_size(true) as u32)
+            .filter_map(|id| {
+                let piece = self.inner.decode(&[id], false).ok()?;
+                (!piece.is_empty()
+                    && piece
+                        .chars()
+                        .all(|c| c == ' ' || c.is_ascii_digit() || "pickla e".contains(c)))
+                .then_some((id, piece))
+            })
+            .collect()
+    }
+
     /// Id of a token, e.g. `<|im_end|>`.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

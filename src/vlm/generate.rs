@@ -199,6 +199,13 @@ pub enum GuideStep {
 pub trait Guide {
     /// The step after `tokens`, the answer so far (empty at the start).
     fn step(&self, tokens: &[u32]) -> GuideStep;
+
+    /// The tokens the next sampled token is drawn from, after `tokens` (`None`: all).
+    /// The default allows all; a constrained guide removes the probability of the others
+    /// and renormalises (the sampled token's log-probability stays the model's own).
+    fn allowed(&self, _tokens: &[u32]) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 /// No grammar: every token is sampled, an answer ends with a stop token or at
@@ -304,7 +311,18 @@ pub fn generate_guided(
                 continue;
             }
             // Greedy (temperature 0) is the first maximum, as torch.argmax.
-            let tok = pick(&logits[i], params, &mut rngs[i]);
+            let tok = match guide.allowed(&s.tokens) {
+                Some(mut set) => {
+                    set.retain(|&t| (t as usize) < logits[i].len());
+                    if set.is_empty() {
+                        pick(&logits[i], params, &mut rngs[i])
+                    } else {
+                        let only: Vec<f32> = set.iter().map(|&t| logits[i][t as usize]).collect();
+                        set[pick(&only, params, &mut rngs[i]) as usize]
+                    }
+                }
+                _ => pick(&logits[i], params, &mut rngs[i]),
+            };
             s.tokens.push(tok);
             s.logprobs.push(log_prob(&logits[i], tok));
             let mut feed = vec![tok];

@@ -55,6 +55,11 @@ pub struct PreferencesArgs {
     /// Nucleus sampling threshold.
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// Sample every token freely. By default, where the answer needs a number only the
+    /// numbers that keep it a valid action are sampled, so a high temperature explores
+    /// actions instead of producing invalid text.
+    #[arg(long)]
+    unconstrained: bool,
     /// A rejected candidate must score more than this below the chosen one (verifier units;
     /// sim: distance in half-thresholds, so 0.25 is a quarter of the 0.5-score distance).
     #[arg(long, default_value_t = 0.25)]
@@ -88,6 +93,7 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
             k: args.k,
             temperature: args.temperature,
             top_p: args.top_p,
+            constrained: !args.unconstrained,
             ..Default::default()
         },
         margin: args.margin,
