@@ -451,7 +451,10 @@ fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
     assert_eq!(pos(&g), pos(&goal));
     // Current 1 is the far right end (nearest goal point 78 px away), then the point at
     // 150 (50 px); the left end and the middle lie on goal points (0 px: ties keep order).
-    assert_eq!((c[0].u, c[1].u, c[2].u, c[3].u), (200.0, 150.0, 10.0, 100.0));
+    assert_eq!(
+        (c[0].u, c[1].u, c[2].u, c[3].u),
+        (200.0, 150.0, 10.0, 100.0)
+    );
     // Goal 1 is the bent end (nearest current point 100 px away).
     assert_eq!((g[0].u, g[0].v), (150.0, 200.0));
     // So every relation's rank is the keypoint's own number, on both images ...
@@ -470,14 +473,31 @@ fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
 fn viable_says_whether_text_can_still_become_a_valid_answer() {
     use dreamplan::planner::grammar::viable;
     for ok in [
-        "", "p", "pick", "pick ", "pick 3", "pick 3 ", "pick 3 pl", "pick 3 place ",
-        "pick 3 place 7", "pick 8 place 1",
+        "",
+        "p",
+        "pick",
+        "pick ",
+        "pick 3",
+        "pick 3 ",
+        "pick 3 pl",
+        "pick 3 place ",
+        "pick 3 place 7",
+        "pick 8 place 1",
     ] {
         assert!(viable(ok, 8, 8), "{ok:?}");
     }
     for bad in [
-        "x", "pick  ", "pick 9", "pick 0", "pick 03", "pick 3x", "pick 3 place 9",
-        "pick 3 place 0", "pick 3 place 7.", "pick 3 place 7 ", "pick 3 Place",
+        "x",
+        "pick  ",
+        "pick 9",
+        "pick 0",
+        "pick 03",
+        "pick 3x",
+        "pick 3 place 9",
+        "pick 3 place 0",
+        "pick 3 place 7.",
+        "pick 3 place 7 ",
+        "pick 3 Place",
     ] {
         assert!(!viable(bad, 8, 8), "{bad:?}");
     }
@@ -516,11 +536,17 @@ fn constrained_sampling_gives_only_valid_actions() {
             .iter()
             .filter_map(|c| c.choice.as_ref().ok().map(|k| (k.pick, k.place)))
             .collect();
-        (cands.iter().filter(|c| c.choice.is_ok()).count(), answers.len())
+        (
+            cands.iter().filter(|c| c.choice.is_ok()).count(),
+            answers.len(),
+        )
     };
     let (free, _) = valid(false);
     let (constrained, distinct) = valid(true);
-    assert!(free < 16, "the random model wrote {free} valid answers of 16 unconstrained");
+    assert!(
+        free < 16,
+        "the random model wrote {free} valid answers of 16 unconstrained"
+    );
     assert_eq!(constrained, 16);
     // At temperature 3 the 16 samples spread over the 9 actions.
     assert!(distinct >= 4, "{distinct} distinct actions");

@@ -192,13 +192,23 @@ fn the_first_update_depends_on_the_arm_only_with_the_direct_path() {
         let arm_a = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
         let arm_b = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
         let (ga, gb) = (output_gradient(&cfg, &arm_a), output_gradient(&cfg, &arm_b));
-        let diff = ga.iter().zip(&gb).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = ga
+            .iter()
+            .zip(&gb)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         let scale = ga.iter().map(|a| a.abs()).fold(0f32, f32::max);
         assert!(scale > 1e-6, "the output layer gets a gradient");
         if direct {
-            assert!(diff > 1e-3 * scale, "direct: arm changed the gradient by {diff}");
+            assert!(
+                diff > 1e-3 * scale,
+                "direct: arm changed the gradient by {diff}"
+            );
         } else {
-            assert!(diff <= 1e-6 * scale, "branch only: arm changed the gradient by {diff}");
+            assert!(
+                diff <= 1e-6 * scale,
+                "branch only: arm changed the gradient by {diff}"
+            );
         }
     }
 }
@@ -241,8 +251,14 @@ fn motion_weighting_counts_moving_pixels_more() {
     });
     // Plain: 0.25 on 3f of the 3f·h·w values; weighted: each times 1 + 10·0.5 = 6.
     let n = (3 * f * h * w) as f32;
-    assert!((plain - 0.25 * 3.0 * f as f32 / n).abs() < 1e-6, "plain {plain}");
-    assert!((weighted - 6.0 * plain).abs() < 1e-6, "weighted {weighted} vs 6 × {plain}");
+    assert!(
+        (plain - 0.25 * 3.0 * f as f32 / n).abs() < 1e-6,
+        "plain {plain}"
+    );
+    assert!(
+        (weighted - 6.0 * plain).abs() < 1e-6,
+        "weighted {weighted} vs 6 × {plain}"
+    );
 }
 
 fn whole_model_gradients(cfg: &Config) {
@@ -470,11 +486,11 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         for frame in 0..=cfg.frames {
             let rgb = dataset::to_rgb(&b.arm.get(clip).unwrap().get(frame).unwrap()).unwrap();
             let px = rgb.len() / 3;
-            let white = rgb
-                .chunks(3)
-                .filter(|p| p.iter().all(|&c| c > 250))
-                .count();
-            assert!(white * 2 > px, "clip {clip} frame {frame}: {white} of {px} px white");
+            let white = rgb.chunks(3).filter(|p| p.iter().all(|&c| c > 250)).count();
+            assert!(
+                white * 2 > px,
+                "clip {clip} frame {frame}: {white} of {px} px white"
+            );
             arm_seen |= white < px;
         }
     }

@@ -80,8 +80,8 @@ pub struct Candidate {
 /// The answer grammar ([`continuation`]) as a decoding guide: the literal words are
 /// written as the model's own tokenizer writes the whole answer (when that extends the
 /// tokens so far; otherwise the model writes them), and the answer ends after its second
-/// number. Nothing is forbidden: an answer that leaves the format is still parsed, and
-/// refused, as unguided.
+/// number. Unless [`constrained`](Self::constrained), nothing is forbidden: an answer that
+/// leaves the format is still parsed, and refused, as unguided.
 pub struct AnswerGuide<'a> {
     tokenizer: &'a Tokenizer,
     current: usize,

@@ -199,8 +199,7 @@ pub fn make_pairs(candidates: &[ScoredCandidate], margin: f64) -> Vec<Pair> {
         .filter(|(_, c)| c.score >= top - margin)
         .fold(None::<(usize, &ScoredCandidate)>, |b, (i, c)| match b {
             Some((_, bc))
-                if (bc.logprob, bc.score) >= (c.logprob, c.score)
-                    || c.logprob.is_nan() =>
+                if (bc.logprob, bc.score) >= (c.logprob, c.score) || c.logprob.is_nan() =>
             {
                 b
             }

@@ -193,9 +193,10 @@ pub enum GuideStep {
 }
 
 /// A grammar that steers decoding by writing the tokens it fully determines and ending an
-/// answer once it is complete. It never forbids a token: what the model samples is kept,
-/// and an answer that leaves the grammar is left to the parser (and, in the planner, to
-/// resampling).
+/// answer once it is complete. By default it forbids nothing: what the model samples is
+/// kept, and an answer that leaves the grammar is left to the parser (and, in the planner,
+/// to resampling); a guide that implements [`Guide::allowed`] restricts the sampled tokens
+/// (constrained sampling).
 pub trait Guide {
     /// The step after `tokens`, the answer so far (empty at the start).
     fn step(&self, tokens: &[u32]) -> GuideStep;
