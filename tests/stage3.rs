@@ -122,7 +122,10 @@ fn the_simulator_verifier_agrees_with_the_evaluation_and_the_keypoint_oracle_tak
     let obs = observe(Task::Rope, 3, &cfg);
     let (kc, kg) = obs.keypoints.as_ref().unwrap();
     let state = VerifyState::of_observation(Task::Rope, &obs, kc, kg);
-    let choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
+    // Every ninth action, and the coverage rule's (a good one on this rope), so that the
+    // set holds good and bad outcomes.
+    let mut choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
+    choices.push(dreamplan::planner::baselines::coverage_choice(kc, kg).unwrap());
     let mut v = SimVerifier::default();
     let scores = v.score(&state, &choices).unwrap();
     // A fixed answer as a planner, to play each choice through the evaluation.
