@@ -81,7 +81,7 @@ impl Default for OrpoConfig {
             batch: 8,
             lr: 1e-3,
             warmup: 10,
-            lambda: 0.5,
+            lambda: 2.0,
             method: Method::Lora { r: 16, alpha: 32.0 },
             seed: 0,
             checkpoint_every: 25,

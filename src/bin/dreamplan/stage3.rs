@@ -47,10 +47,11 @@ pub struct PreferencesArgs {
     #[arg(long, default_value_t = PREFERENCE_SEED_BASE)]
     first_seed: u64,
     /// Candidates sampled per state (duplicates are merged).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     k: usize,
-    /// Sampling temperature (> 0 for diverse candidates).
-    #[arg(long, default_value_t = 1.0)]
+    /// Sampling temperature (> 0 for diverse candidates; 3 explores actions beyond the
+    /// planner's favourite without losing its rule, docs/stage3.md).
+    #[arg(long, default_value_t = 3.0)]
     temperature: f32,
     /// Nucleus sampling threshold.
     #[arg(long, default_value_t = 1.0)]
