@@ -86,7 +86,7 @@ pub struct AnswerGuide<'a> {
     tokenizer: &'a Tokenizer,
     current: usize,
     goal: usize,
-    numbers: Option<&'a [(u32, String)]>,
+    answer_tokens: Option<&'a [(u32, String)]>,
 }
 
 impl<'a> AnswerGuide<'a> {
@@ -96,14 +96,14 @@ impl<'a> AnswerGuide<'a> {
             tokenizer,
             current,
             goal,
-            numbers: None,
+            answer_tokens: None,
         }
     }
 
     /// The same guide, constrained: wherever the model chooses, only the tokens of
-    /// `numbers` ([`Tokenizer::answer_tokens`]) that keep the answer valid may be sampled.
-    pub fn constrained(mut self, numbers: &'a [(u32, String)]) -> Self {
-        self.numbers = Some(numbers);
+    /// `answer_tokens` ([`Tokenizer::answer_tokens`]) that keep the answer valid may be sampled.
+    pub fn constrained(mut self, answer_tokens: &'a [(u32, String)]) -> Self {
+        self.answer_tokens = Some(answer_tokens);
         self
     }
 }
@@ -126,13 +126,13 @@ impl Guide for AnswerGuide<'_> {
     }
 
     fn allowed(&self, tokens: &[u32]) -> Option<Vec<u32>> {
-        let numbers = self.numbers?;
+        let answer_tokens = self.answer_tokens?;
         let text = self.tokenizer.decode(tokens, false).ok()?;
         if continuation(&text, self.current, self.goal) == Continuation::Complete {
             return None;
         }
         Some(
-            numbers
+            answer_tokens
                 .iter()
                 .filter(|(_, piece)| viable(&format!("{text}{piece}"), self.current, self.goal))
                 .map(|&(id, _)| id)
@@ -195,7 +195,7 @@ pub struct VlmPlanner {
     model: Qwen3Vl,
     processor: Processor,
     stop: Vec<u32>,
-    numbers: std::sync::OnceLock<Vec<(u32, String)>>,
+    answer_tokens: std::sync::OnceLock<Vec<(u32, String)>>,
     last: Vec<Candidate>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
@@ -237,7 +237,7 @@ impl VlmPlanner {
             model,
             processor,
             stop,
-            numbers: std::sync::OnceLock::new(),
+            answer_tokens: std::sync::OnceLock::new(),
             last: Vec::new(),
             config,
         })
@@ -291,10 +291,10 @@ impl VlmPlanner {
         };
         let mut guide = AnswerGuide::new(&self.processor.tokenizer, current_count, goal_count);
         if c.constrained {
-            let numbers = self
-                .numbers
+            let answer_tokens = self
+                .answer_tokens
                 .get_or_init(|| self.processor.tokenizer.answer_tokens());
-            guide = guide.constrained(numbers);
+            guide = guide.constrained(answer_tokens);
         }
         let guide: &dyn Guide = if c.guided { &guide } else { &Unguided };
         generate_guided(&self.model, batch, c.k.max(1), &params, guide)?

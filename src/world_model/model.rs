@@ -258,15 +258,10 @@ impl WorldModel {
         &self.cfg
     }
 
+    /// `frames`' patches through `embed`, with the spatial and temporal position embeddings.
     fn tokens(&self, frames: &Tensor, embed: &Linear) -> Result<Tensor> {
-        let patches = patchify(frames, self.cfg.patch_size)?;
-        let (b, t, p, pd) = patches.dims4()?;
-        let x = embed.forward(&patches.reshape((b, t * p, pd))?)?.reshape((
-            b,
-            t,
-            p,
-            self.cfg.hidden,
-        ))?;
+        let x = self.tokens_unplaced(frames, embed)?;
+        let t = x.dim(1)?;
         let pos = self
             .pos_temporal
             .narrow(0, 0, t)?
