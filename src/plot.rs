@@ -1,6 +1,7 @@
-//! Training curves as PNG: panels of line series over steps, drawn with OpenCV (already the
-//! project's drawing library), each panel with its title, y range and a legend. Small and
-//! dependency-free on purpose: a trainer writes one next to its checkpoint.
+//! Training curves and bar charts as PNG: panels of line series over steps, and grouped bars
+//! with 95% whiskers (the experiment's table), drawn with OpenCV (already the project's
+//! drawing library), each with its title, y range and a legend. Small and dependency-free on
+//! purpose: a trainer writes one next to its checkpoint.
 
 use std::path::Path;
 
@@ -242,4 +243,153 @@ pub fn orpo_curves(history: &[crate::train::orpo::StepStats], path: &Path) -> Re
         ],
         path,
     )
+}
+
+/// One group of bars (a table row): its label and one value per column, each with an
+/// optional 95% interval drawn as a whisker.
+pub struct BarGroup<'a> {
+    /// Row label.
+    pub label: &'a str,
+    /// `(value, interval)` per column; a non-finite value draws no bar.
+    pub values: Vec<(f64, Option<(f64, f64)>)>,
+}
+
+/// A grouped bar chart on a 0–`y_max` axis: one group per row, one coloured bar per column
+/// (legend from `columns`), written as PNG.
+pub fn bars(
+    title: &str,
+    columns: &[&str],
+    groups: &[BarGroup<'_>],
+    y_max: f64,
+    path: &Path,
+) -> Result<(), String> {
+    let group_w = 26 * columns.len().max(1) as i32 + 30;
+    let (left, top, bottom) = (60, 40, 110);
+    let w = left + group_w * groups.len().max(1) as i32 + 30;
+    let h = top + 320 + bottom;
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let mut mat = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h, w, &mut buf)
+            .map_err(|e| e.to_string())?;
+        draw_bars(
+            &mut mat,
+            title,
+            columns,
+            groups,
+            y_max,
+            (w, h, left, top, group_w),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let img = image::RgbImage::from_raw(w as u32, h as u32, buf).ok_or("buffer size")?;
+    let tmp = path.with_extension("png.tmp");
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+const PALETTE: [(u8, u8, u8); 6] = [
+    (214, 96, 77),
+    (67, 147, 195),
+    (244, 165, 50),
+    (90, 90, 90),
+    (120, 180, 90),
+    (150, 110, 190),
+];
+
+fn draw_bars(
+    mat: &mut impl ToInputOutputArray,
+    title: &str,
+    columns: &[&str],
+    groups: &[BarGroup<'_>],
+    y_max: f64,
+    (w, h, left, top, group_w): (i32, i32, i32, i32, i32),
+) -> opencv::Result<()> {
+    {
+        let black = (0, 0, 0);
+        let grey = (200, 200, 200);
+        let plot_h = 320;
+        text(mat, title, Point::new(left, 24), 0.5, black)?;
+        let y_of = |v: f64| top + plot_h - ((v.clamp(0.0, y_max) / y_max) * plot_h as f64) as i32;
+        for tick in 0..=4 {
+            let v = y_max * f64::from(tick) / 4.0;
+            let y = y_of(v);
+            imgproc::line(
+                mat,
+                Point::new(left, y),
+                Point::new(w - 20, y),
+                color(grey),
+                1,
+                imgproc::LINE_8,
+                0,
+            )?;
+            text(mat, &format!("{v:.2}"), Point::new(8, y + 4), 0.4, black)?;
+        }
+        for (g, group) in groups.iter().enumerate() {
+            let x0 = left + 15 + group_w * g as i32;
+            for (c, &(v, ci)) in group.values.iter().enumerate() {
+                if !v.is_finite() {
+                    continue;
+                }
+                let x = x0 + 26 * c as i32;
+                let rgb = PALETTE[c % PALETTE.len()];
+                imgproc::rectangle(
+                    mat,
+                    Rect::new(x, y_of(v), 22, (top + plot_h - y_of(v)).max(1)),
+                    color(rgb),
+                    -1,
+                    imgproc::LINE_8,
+                    0,
+                )?;
+                if let Some((lo, hi)) = ci {
+                    let xm = x + 11;
+                    imgproc::line(
+                        mat,
+                        Point::new(xm, y_of(lo)),
+                        Point::new(xm, y_of(hi)),
+                        color(black),
+                        1,
+                        imgproc::LINE_8,
+                        0,
+                    )?;
+                }
+            }
+            // The label, wrapped on spaces into lines of at most 14 characters.
+            let mut lines: Vec<String> = vec![String::new()];
+            for word in group.label.split(' ') {
+                let last = lines.last_mut().expect("one line at least");
+                if !last.is_empty() && last.len() + 1 + word.len() > 14 {
+                    lines.push(word.to_string());
+                } else {
+                    if !last.is_empty() {
+                        last.push(' ');
+                    }
+                    last.push_str(word);
+                }
+            }
+            for (i, line) in lines.iter().enumerate() {
+                text(
+                    mat,
+                    line,
+                    Point::new(x0 - 8, top + plot_h + 18 + 15 * i as i32),
+                    0.38,
+                    black,
+                )?;
+            }
+        }
+        for (c, name) in columns.iter().enumerate() {
+            let x = left + 110 * c as i32;
+            let y = h - 14;
+            imgproc::rectangle(
+                mat,
+                Rect::new(x, y - 10, 14, 10),
+                color(PALETTE[c % PALETTE.len()]),
+                -1,
+                imgproc::LINE_8,
+                0,
+            )?;
+            text(mat, name, Point::new(x + 18, y), 0.4, black)?;
+        }
+        Ok(())
+    }
 }

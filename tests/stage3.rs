@@ -188,6 +188,8 @@ fn header(tokenizer: String) -> Header {
         k: 8,
         temperature: 1.0,
         constrained: false,
+        explore_k: 0,
+        explore_temperature: 0.0,
         margin: 0.25,
         first_seed: 3_000_000,
         keypoints: 8,
@@ -426,6 +428,7 @@ fn small(method: Method) -> OrpoConfig {
     OrpoConfig {
         steps: 12,
         batch: 2,
+        rejected: 2,
         lr: 2e-2,
         warmup: 1,
         lambda: 1.0,
@@ -727,6 +730,7 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
             temperature: 1.5,
             ..Default::default()
         },
+        explore: (0, 1.0),
         margin: 0.0,
         eval: eval.clone(),
         threads: 1,
@@ -779,4 +783,91 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("other settings"), "{e}");
+    // Exploring samples: constrained, all 6 + 5 samples are answers, and the header says so.
+    let explored = dir.path().join("x/pairs.jsonl");
+    let cfg = GenerateConfig {
+        states: 1,
+        planner: dreamplan::planner::vlm_planner::VlmPlannerConfig {
+            constrained: true,
+            ..cfg.planner.clone()
+        },
+        explore: (5, 6.0),
+        margin: 0.0,
+        ..cfg
+    };
+    generate(&planner, None, &make, &cfg, &explored, &|_| {}).unwrap();
+    let file = prefs::read(&explored).unwrap();
+    assert_eq!(
+        (file.header.explore_k, file.header.explore_temperature),
+        (5, 6.0)
+    );
+    for st in &file.states {
+        let total: usize = st.candidates.iter().map(|c| c.count).sum();
+        assert_eq!(total, 11, "{st:?}");
+    }
+}
+
+/// Test-time verification plays the candidate its verifier scores best: with the simulator
+/// as verifier, the best of a sampler's candidates, whatever the sampler itself preferred.
+#[test]
+fn the_verified_planner_plays_the_verifiers_best_candidate() {
+    use dreamplan::planner::vlm_planner::Candidate;
+    use dreamplan::verifier::VerifiedPlanner;
+    let cfg = EvalConfig::default();
+    let obs = observe(Task::Rope, 3, &cfg);
+    let (kc, kg) = obs.keypoints.as_ref().unwrap();
+    let state = VerifyState::of_observation(Task::Rope, &obs, kc, kg);
+    let mut choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
+    choices.push(dreamplan::planner::baselines::coverage_choice(kc, kg).unwrap());
+    let scores = SimVerifier::default().score(&state, &choices).unwrap();
+    let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+    let worst = (0..scores.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b });
+    assert!(scores[best] > scores[worst] + 0.5, "{scores:?}");
+    // A sampler whose own decision is the worst candidate, listing all of them (twice).
+    struct Sampler(Vec<Candidate>, KeypointChoice);
+    impl Planner for Sampler {
+        fn name(&self) -> String {
+            "sampler".into()
+        }
+        fn decide(&mut self, _: &Scene<'_>) -> Decision {
+            Decision::Keypoints(self.1)
+        }
+        fn candidates(&self) -> &[Candidate] {
+            &self.0
+        }
+    }
+    let cands: Vec<Candidate> = choices
+        .iter()
+        .chain(&choices)
+        .map(|c| Candidate {
+            text: format!("pick {} place {}", c.pick, c.place),
+            choice: Ok(*c),
+            logprob: -1.0,
+        })
+        .collect();
+    let mut verified = VerifiedPlanner {
+        planner: Sampler(cands, choices[worst]),
+        verifier: Box::new(SimVerifier::default()),
+    };
+    assert_eq!(verified.name(), "sampler + sim");
+    let r = run_episode(Task::Rope, 3, &mut verified, &cfg);
+    let half = Task::Rope.thresholds().1;
+    assert!(
+        (-r.distance_m / half - scores[best]).abs() < 1e-9,
+        "played {} , best {}",
+        -r.distance_m / half,
+        scores[best]
+    );
+    // One distinct candidate: the sampler's own decision stands.
+    let one = vec![Candidate {
+        text: String::new(),
+        choice: Ok(choices[best]),
+        logprob: -1.0,
+    }];
+    let mut single = VerifiedPlanner {
+        planner: Sampler(one, choices[worst]),
+        verifier: Box::new(SimVerifier::default()),
+    };
+    let r = run_episode(Task::Rope, 3, &mut single, &cfg);
+    assert!((-r.distance_m / half - scores[worst]).abs() < 1e-9);
 }

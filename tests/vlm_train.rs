@@ -284,3 +284,149 @@ fn recompute_peak_memory() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// Rows that pack several answers after one prompt give each answer the logits it gets
+/// alone after that prompt: the same positions, and no answer sees another.
+#[test]
+fn packed_answers_score_as_separate_rows() {
+    let m = Qwen3Vl::load(&fixtures().join("tiny"), DType::F32, &Device::Cpu).unwrap();
+    let answers: [&[u32]; 3] = [&[11, 12, 13], &[21, 22], &[31, 32, 33, 34]];
+    // Prompt of real, unpadded row 0 of a fixture (with one image), and a text prompt.
+    let one = read_batch(
+        &fixtures().join("cases/one_image.in.safetensors"),
+        1536,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let prompt_img: Vec<u32> = match &one.attention_mask {
+        Some(mask) => one.input_ids[0]
+            .iter()
+            .zip(&mask[0])
+            .filter(|(_, &v)| v != 0)
+            .map(|(&t, _)| t)
+            .collect(),
+        None => one.input_ids[0].clone(),
+    };
+    let images = one.images.as_ref().unwrap();
+    assert_eq!(images.grid_thw.len(), 1, "the fixture holds one image");
+    let prompt_txt: Vec<u32> = (0..9).map(|i| 40 + 7 * i).collect();
+
+    for (prompt, with_image) in [(&prompt_img, true), (&prompt_txt, false)] {
+        // Packed: one row (plus a shorter, left-padded text row beside it).
+        let mut packed = prompt.clone();
+        let mut segs = Vec::new();
+        for a in answers {
+            segs.push((packed.len(), a.len()));
+            packed.extend_from_slice(a);
+        }
+        let other: Vec<u32> = vec![50, 51, 52, 53];
+        let len = packed.len();
+        let pad = len - other.len() - 1;
+        let mut row2 = vec![0u32; pad];
+        row2.extend(&other);
+        row2.push(60);
+        let batch = Batch {
+            input_ids: vec![packed.clone(), row2],
+            attention_mask: Some(vec![
+                vec![1; len],
+                (0..len).map(|i| u8::from(i >= pad)).collect(),
+            ]),
+            images: with_image.then(|| dreamplan::vlm::Images {
+                pixel_values: images.pixel_values.clone(),
+                grid_thw: images.grid_thw.clone(),
+            }),
+        };
+        let segments = vec![segs.clone(), vec![(len - 1, 1)]];
+        // Every answer token's own position plus the prompt's last one.
+        let mut rows = vec![prompt.len() - 1];
+        for &(s, n) in &segs {
+            rows.extend(s..s + n);
+        }
+        let got = m
+            .forward_rows_packed(&batch, &segments, dreamplan::vlm::Mode::Infer, &rows)
+            .unwrap();
+        // Separate: one row per answer.
+        for (ai, a) in answers.iter().enumerate() {
+            let mut ids = prompt.clone();
+            ids.extend_from_slice(a);
+            let single = Batch {
+                input_ids: vec![ids.clone()],
+                attention_mask: None,
+                images: with_image.then(|| dreamplan::vlm::Images {
+                    pixel_values: images.pixel_values.clone(),
+                    grid_thw: images.grid_thw.clone(),
+                }),
+            };
+            let want_rows: Vec<usize> = (prompt.len() - 1..ids.len()).collect();
+            let want = m
+                .forward_rows(&single, dreamplan::vlm::Mode::Infer, &want_rows)
+                .unwrap();
+            // In `got`: row 0 is the prompt's last position, then the answers in order.
+            let start = 1 + answers[..ai].iter().map(|a| a.len()).sum::<usize>();
+            let mine = Tensor::cat(
+                &[
+                    got.narrow(0, 0, 1).unwrap(),
+                    got.narrow(0, start, a.len()).unwrap(),
+                ],
+                0,
+            )
+            .unwrap();
+            let diff = (mine - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff <= 1e-4, "answer {ai} (image {with_image}): {diff}");
+        }
+    }
+    // Segments that do not end the row are refused.
+    let bad = Batch {
+        input_ids: vec![vec![40, 41, 42, 43]],
+        attention_mask: None,
+        images: None,
+    };
+    let err = m
+        .forward_rows_packed(&bad, &[vec![(1, 2)]], dreamplan::vlm::Mode::Infer, &[0])
+        .unwrap_err();
+    assert!(err.to_string().contains("end the row"), "{err}");
+}
+
+/// Grouped ORPO: with one rejected answer per group it is the pairwise loss; with
+/// unequal groups each group weighs the same.
+#[test]
+fn grouped_orpo_weighs_states_equally() {
+    use dreamplan::vlm::loss::orpo_grouped;
+    let t = |v: &[f64]| Tensor::new(v, &Device::Cpu).unwrap();
+    let c = t(&[-0.3, -1.2]);
+    let r = t(&[-2.0, -0.7]);
+    let pair = orpo(&c, &r, 0.8).unwrap();
+    let grouped = orpo_grouped(&c, &r, &[0, 1], 0.8).unwrap();
+    let s = |x: &Tensor| x.to_scalar::<f64>().unwrap();
+    assert!((s(&pair.loss) - s(&grouped.loss)).abs() < 1e-12);
+    // Group 0 has three rejected answers, group 1 one.
+    let r3 = t(&[-2.0, -1.5, -0.1, -0.7]);
+    let g = orpo_grouped(&c, &r3, &[0, 0, 0, 1], 0.8).unwrap();
+    let lo = |p: f64| p - (1.0 - p.exp()).ln();
+    let ls = |z: f64| -(1.0 + (-z).exp()).ln();
+    let g0 = [-2.0, -1.5, -0.1]
+        .iter()
+        .map(|&x| ls(lo(-0.3) - lo(x)))
+        .sum::<f64>()
+        / 3.0;
+    let g1 = ls(lo(-1.2) - lo(-0.7));
+    let want = (0.3 + 1.2) / 2.0 - 0.8 * (g0 + g1) / 2.0;
+    assert!((s(&g.loss) - want).abs() < 1e-9, "{} vs {want}", s(&g.loss));
+    assert!(
+        orpo_grouped(&c, &r3, &[0, 0, 0, 0], 0.8).is_err(),
+        "group 1 empty"
+    );
+    assert!(
+        orpo_grouped(&c, &r3, &[0, 0, 2, 1], 0.8).is_err(),
+        "group 2 absent"
+    );
+}

@@ -1,12 +1,18 @@
 //! The ORPO trainer (odds ratio preference optimisation, Hong et al. 2024) on a preference
 //! file: `dreamplan train-orpo --planner DIR --pairs FILE --out DIR`.
 //!
-//! Each step takes `batch` pairs (drawn with a generator seeded by the run seed and the step
-//! number, so a resumed run draws what an uninterrupted one draws), lays them out as one
-//! batch of chosen rows then rejected rows (prompt + answer `pick N place M<|im_end|>`),
-//! reads the logits at the answer positions only, and minimises
+//! Each step takes `batch` states, in turn from each task so that every task is trained as
+//! often whatever its share of pairs (drawn with a generator seeded by the run seed and the
+//! step number, so a resumed run draws what an uninterrupted one draws). A state's pairs
+//! share their prompt and their chosen answer, so each state is one row: the prompt, then
+//! the chosen answer `pick N place M<|im_end|>`, then up to `rejected` of its rejected
+//! answers, each answer attending to the prompt and to itself only and placed as if it
+//! alone followed the prompt ([`Qwen3Vl::forward_rows_packed`]; its logits equal those of
+//! separate rows, `tests/stage3.rs`). The prompt, nearly all of a row, is run once instead
+//! of twice per pair. The step reads the logits at the answer positions only and minimises
 //! `NLL(chosen) − λ·log σ(log odds(chosen) − log odds(rejected))` with the mean token
-//! log-probability of each answer ([`crate::vlm::loss::orpo`]).
+//! log-probability of each answer, averaged per state and then over states
+//! ([`crate::vlm::loss::orpo_grouped`]).
 //!
 //! What is trained: LoRA adapters on the text model's projections (PEFT format, the
 //! default; `--model` + `--adapter` loads them, merged, at no latency cost), or with
@@ -30,11 +36,12 @@ use crate::planner::vlm_planner::{model_view, Processor};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
-use crate::train::zero_shot::{scored_rows, training_batch, Sample, TrainingBatch};
+use crate::train::zero_shot::answer_ids;
 use crate::verifier::preferences::{self as prefs, keypoints_from_file, PreferenceFile};
 use crate::vlm::image::Rgb8;
 use crate::vlm::lora::{self, LoraConfig};
-use crate::vlm::loss::orpo;
+use crate::vlm::loss::orpo_grouped;
+use crate::vlm::model::{Batch, Images};
 use crate::vlm::weights::WeightStore;
 use crate::vlm::{Config, Mode, Qwen3Vl, VlmError};
 
@@ -58,8 +65,14 @@ pub enum Method {
 pub struct OrpoConfig {
     /// Optimiser steps.
     pub steps: usize,
-    /// Pairs per step.
+    /// States per step, drawn in turn from each task's states (a step of 8 over three
+    /// tasks holds 3, 3 and 2; the next step starts where it stopped).
     pub batch: usize,
+    /// Rejected answers per state and step (drawn among the state's when it has more).
+    /// The state's prompt is run once, its chosen and rejected answers packed after it
+    /// ([`Qwen3Vl::forward_rows_packed`]).
+    #[serde(default = "default_rejected")]
+    pub rejected: usize,
     /// Peak learning rate (linear warm-up, then cosine decay to 10%).
     pub lr: f64,
     /// Warm-up steps.
@@ -79,6 +92,7 @@ impl Default for OrpoConfig {
         Self {
             steps: 150,
             batch: 8,
+            rejected: 8,
             lr: 1e-3,
             warmup: 10,
             lambda: 2.0,
@@ -87,6 +101,10 @@ impl Default for OrpoConfig {
             checkpoint_every: 25,
         }
     }
+}
+
+fn default_rejected() -> usize {
+    8
 }
 
 /// Errors of ORPO training.
@@ -149,20 +167,19 @@ pub struct StepStats {
     pub accuracy: f64,
 }
 
-/// A training example: the state's prompt parts and the two answers.
-struct Example {
+/// A training group: a state, its chosen answer and every answer rejected against it.
+struct Group {
     state: usize,
     chosen: KeypointChoice,
-    rejected: KeypointChoice,
+    rejected: Vec<KeypointChoice>,
 }
 
 /// A state as the model is shown it.
 struct ShownState {
+    task: Task,
     current: Rgb8,
     goal: Rgb8,
     messages: serde_json::Value,
-    current_count: usize,
-    goal_ids: Vec<u32>,
 }
 
 fn load_png(path: &Path) -> Result<Rgb8> {
@@ -185,7 +202,7 @@ fn examples(
     pairs_path: &Path,
     planner_dir: &Path,
     processor: &Processor,
-) -> Result<(Vec<ShownState>, Vec<Example>)> {
+) -> Result<(Vec<ShownState>, Vec<Group>, usize)> {
     let fp = prefs::tokenizer_fingerprint(planner_dir)?;
     if fp != file.header.tokenizer {
         return Err(OrpoError::Data(format!(
@@ -203,7 +220,8 @@ fn examples(
     }
     let base = pairs_path.parent().unwrap_or(Path::new("."));
     let mut shown = Vec::new();
-    let mut out = Vec::new();
+    let mut out: Vec<Group> = Vec::new();
+    let mut pairs = 0usize;
     for st in &file.states {
         if st.pairs.is_empty() {
             continue;
@@ -247,18 +265,28 @@ fn examples(
                     st.task
                 )));
             }
-            out.push(Example {
-                state: index,
-                chosen,
-                rejected,
-            });
+            pairs += 1;
+            match out
+                .iter_mut()
+                .find(|g| g.state == index && g.chosen == chosen)
+            {
+                Some(g) => {
+                    if !g.rejected.contains(&rejected) {
+                        g.rejected.push(rejected);
+                    }
+                }
+                None => out.push(Group {
+                    state: index,
+                    chosen,
+                    rejected: vec![rejected],
+                }),
+            }
         }
         shown.push(ShownState {
+            task,
             messages: prompt::messages(task, &kc, &kg, current.width as u32, current.height as u32),
             current: overlay(&current, &kc)?,
             goal: overlay(&goal, &kg)?,
-            current_count: kc.len(),
-            goal_ids: kg.iter().map(|k| k.id).collect(),
         });
     }
     if out.is_empty() {
@@ -269,54 +297,120 @@ fn examples(
             file.header.margin
         )));
     }
-    Ok((shown, out))
+    Ok((shown, out, pairs))
 }
 
-fn sample_of(s: &ShownState, answer: KeypointChoice) -> Sample {
-    Sample {
-        current: s.current.clone(),
-        goal: s.goal.clone(),
-        messages: s.messages.clone(),
-        answer,
-        matches: Vec::new(),
-        current_count: s.current_count,
-        goal_ids: s.goal_ids.clone(),
+/// One step's input: per state a row holding its prompt, then its chosen answer, then its
+/// rejected ones, each answer a segment that sees only the prompt and itself.
+struct PackedStep {
+    batch: Batch,
+    segments: Vec<Vec<(usize, usize)>>,
+    /// Flat positions `b · L + l` whose logits score an answer token, answer by answer.
+    rows: Vec<usize>,
+    /// The token each of them scores.
+    targets: Vec<u32>,
+    /// The answer (numbered over the step, row by row, segment by segment) each scores.
+    answer: Vec<usize>,
+    /// Answers in the step.
+    answers: usize,
+}
+
+fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<KeypointChoice>)]) -> Result<PackedStep> {
+    let pad = p
+        .tokenizer
+        .token_id("<|endoftext|>")
+        .ok_or_else(|| OrpoError::Data("the tokenizer has no <|endoftext|>".into()))?;
+    let mut built = Vec::new();
+    let mut pixels = Vec::new();
+    let mut grids = Vec::new();
+    for (s, answers) in rows {
+        let prompt = p.batch(&s.messages, &s.current, &s.goal)?;
+        let mut ids = prompt.input_ids.into_iter().next().unwrap_or_default();
+        let prompt_len = ids.len();
+        let mut segs = Vec::new();
+        for a in answers {
+            let more = answer_ids(p, a)?;
+            segs.push((ids.len(), more.len()));
+            ids.extend(more);
+        }
+        if let Some(images) = prompt.images {
+            pixels.push(images.pixel_values);
+            grids.extend(images.grid_thw);
+        }
+        built.push((ids, prompt_len, segs));
     }
-}
-
-/// Mean log-probability of each row's answer tokens, `[B]`, from the logits at
-/// [`scored_rows`] (`[n, vocab]`).
-pub fn row_logprobs(logits: &Tensor, tb: &TrainingBatch) -> Result<Tensor> {
-    let b = tb.batch.input_ids.len();
-    let mut targets = Vec::new();
-    let mut rows = Vec::new();
-    for (row, (ids, mask)) in tb.batch.input_ids.iter().zip(&tb.response).enumerate() {
-        for t in 1..ids.len() {
-            if mask[t] != 0 {
-                targets.push(ids[t]);
-                rows.push(row);
+    let len = built.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut out = PackedStep {
+        batch: Batch {
+            input_ids: Vec::new(),
+            attention_mask: Some(Vec::new()),
+            images: None,
+        },
+        segments: Vec::new(),
+        rows: Vec::new(),
+        targets: Vec::new(),
+        answer: Vec::new(),
+        answers: 0,
+    };
+    for (b, (ids, prompt_len, segs)) in built.into_iter().enumerate() {
+        let padn = len - ids.len();
+        for &(start, n) in &segs {
+            for k in 0..n {
+                // The first token of every answer is scored where the prompt ends.
+                let at = if k == 0 {
+                    prompt_len - 1
+                } else {
+                    start + k - 1
+                };
+                out.rows.push(b * len + padn + at);
+                out.targets.push(ids[start + k]);
+                out.answer.push(out.answers);
             }
+            out.answers += 1;
+        }
+        out.segments
+            .push(segs.iter().map(|&(st, n)| (st + padn, n)).collect());
+        let total = ids.len();
+        let mut row = vec![pad; padn];
+        row.extend(ids);
+        out.batch.input_ids.push(row);
+        let mut m = vec![0u8; padn];
+        m.extend(std::iter::repeat_n(1u8, total));
+        if let Some(mask) = out.batch.attention_mask.as_mut() {
+            mask.push(m);
         }
     }
-    let n = targets.len();
+    out.batch.images = Some(Images {
+        pixel_values: Tensor::cat(&pixels, 0)?,
+        grid_thw: grids,
+    });
+    Ok(out)
+}
+
+/// Mean log-probability of each answer's tokens, `[answers]`, from the logits at
+/// `step.rows` (`[n, vocab]`).
+fn answer_logprobs(logits: &Tensor, step: &PackedStep) -> Result<Tensor> {
+    let n = step.targets.len();
     if logits.dim(0)? != n {
         return Err(OrpoError::Data(format!(
             "{} rows of logits for {n} answer tokens",
             logits.dim(0)?
         )));
     }
-    let mut counts = vec![0usize; b];
-    for &r in &rows {
-        counts[r] += 1;
+    let mut counts = vec![0usize; step.answers];
+    for &a in &step.answer {
+        counts[a] += 1;
     }
-    let mut w = vec![0f32; b * n];
-    for (i, &r) in rows.iter().enumerate() {
-        w[r * n + i] = 1.0 / counts[r] as f32;
+    let mut w = vec![0f32; step.answers * n];
+    for (i, &a) in step.answer.iter().enumerate() {
+        w[a * n + i] = 1.0 / counts[a] as f32;
     }
     let device = logits.device();
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?
-        .gather(&Tensor::from_vec(targets, (n, 1), device)?, D::Minus1)?;
-    let w = Tensor::from_vec(w, (b, n), device)?.to_dtype(logp.dtype())?;
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(
+        &Tensor::from_vec(step.targets.clone(), (n, 1), device)?,
+        D::Minus1,
+    )?;
+    let w = Tensor::from_vec(w, (step.answers, n), device)?.to_dtype(logp.dtype())?;
     Ok(w.matmul(&logp)?.squeeze(1)?)
 }
 
@@ -374,8 +468,10 @@ pub fn train(
     cfg: &OrpoConfig,
     progress: &dyn Fn(OrpoProgress),
 ) -> Result<OrpoReport> {
-    if cfg.steps == 0 || cfg.batch == 0 {
-        return Err(OrpoError::Data("steps and batch must be positive".into()));
+    if cfg.steps == 0 || cfg.batch == 0 || cfg.rejected == 0 {
+        return Err(OrpoError::Data(
+            "steps, batch and rejected must be positive".into(),
+        ));
     }
     if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
         return Err(OrpoError::Data(
@@ -384,7 +480,16 @@ pub fn train(
     }
     let processor = Processor::load(planner_dir)?;
     let file = prefs::read(pairs)?;
-    let (shown, examples) = examples(&file, pairs, planner_dir, &processor)?;
+    let (shown, groups, pair_count) = examples(&file, pairs, planner_dir, &processor)?;
+    let by_task: Vec<Vec<usize>> = Task::ALL
+        .iter()
+        .map(|&t| {
+            (0..groups.len())
+                .filter(|&g| shown[groups[g].state].task == t)
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
     let fs_err = |path: &Path, e: std::io::Error| OrpoError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -441,7 +546,7 @@ pub fn train(
         "config": cfg,
         "planner": planner_dir.display().to_string(),
         "pairs": pairs.display().to_string(),
-        "examples": examples.len(),
+        "examples": pair_count,
     });
     if ck.exists() {
         let (tensors, state) = checkpoint::load(&ck)?;
@@ -480,24 +585,44 @@ pub fn train(
         };
         opt.params.lr = lr;
         let mut rng = Rng::new(cfg.seed, 0x0B70 + step as u64);
-        let picked: Vec<&Example> = (0..cfg.batch)
-            .map(|_| &examples[rng.below(examples.len())])
+        // The step's states, in turn from each task, and their answers.
+        let mut rows: Vec<(&ShownState, Vec<KeypointChoice>)> = Vec::new();
+        let mut chosen_of = Vec::new();
+        let mut group = Vec::new();
+        for i in 0..cfg.batch {
+            let pool = &by_task[(step * cfg.batch + i) % by_task.len()];
+            let g = &groups[pool[rng.below(pool.len())]];
+            let mut rejected = g.rejected.clone();
+            // A seeded partial shuffle keeps `rejected` of them.
+            let keep = cfg.rejected.min(rejected.len());
+            for j in 0..keep {
+                let k = j + rng.below(rejected.len() - j);
+                rejected.swap(j, k);
+            }
+            rejected.truncate(keep);
+            let first = chosen_of.len() + group.len();
+            chosen_of.push(first);
+            group.extend(std::iter::repeat_n(i, rejected.len()));
+            let mut answers = vec![g.chosen];
+            answers.extend(rejected);
+            rows.push((&shown[g.state], answers));
+        }
+        let packed = packed_step(&processor, &rows)?;
+        let logits = model.forward_rows_packed(
+            &packed.batch,
+            &packed.segments,
+            Mode::Train,
+            &packed.rows,
+        )?;
+        let logp = answer_logprobs(&logits, &packed)?;
+        let rejected_at: Vec<u32> = (0..packed.answers)
+            .filter(|a| !chosen_of.contains(a))
+            .map(|a| a as u32)
             .collect();
-        let mut samples: Vec<Sample> = picked
-            .iter()
-            .map(|e| sample_of(&shown[e.state], e.chosen))
-            .collect();
-        samples.extend(
-            picked
-                .iter()
-                .map(|e| sample_of(&shown[e.state], e.rejected)),
-        );
-        let tb = training_batch(&processor, &samples, false)?;
-        let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
-        let logp = row_logprobs(&logits, &tb)?;
-        let n = cfg.batch;
-        let (lc, lr_) = (logp.narrow(0, 0, n)?, logp.narrow(0, n, n)?);
-        let parts = orpo(&lc, &lr_, cfg.lambda)?;
+        let idx = |v: Vec<u32>| Tensor::from_vec(v.clone(), v.len(), logp.device());
+        let lc = logp.index_select(&idx(chosen_of.iter().map(|&a| a as u32).collect())?, 0)?;
+        let lr_ = logp.index_select(&idx(rejected_at)?, 0)?;
+        let parts = orpo_grouped(&lc, &lr_, &group, cfg.lambda)?;
         let loss = f64::from(parts.loss.to_scalar::<f32>()?);
         let grads = parts.loss.backward()?;
         if !loss.is_finite() || !opt.grads_finite(&grads)? {
@@ -518,7 +643,8 @@ pub fn train(
             log_odds_ratio: mean(&ratio),
             chosen_logp: mean(&c),
             rejected_logp: mean(&r),
-            accuracy: c.iter().zip(&r).filter(|(a, b)| a > b).count() as f64 / n as f64,
+            accuracy: r.iter().zip(&group).filter(|(rj, &g)| c[g] > **rj).count() as f64
+                / r.len() as f64,
         };
         history.push(stats.clone());
         progress(OrpoProgress::Step {
@@ -541,7 +667,7 @@ pub fn train(
         config: cfg.clone(),
         planner: planner_dir.display().to_string(),
         pairs: pairs.display().to_string(),
-        examples: examples.len(),
+        examples: pair_count,
         states: shown.len(),
         history,
         trainable,

@@ -31,6 +31,11 @@ pub struct GenerateConfig {
     pub first_seed: u64,
     /// Planner sampling (K, temperature, …).
     pub planner: VlmPlannerConfig,
+    /// Extra exploring samples per state as `(count, temperature)`, drawn after the K
+    /// (`(0, _)`: none). With the planner's own K at a moderate temperature its favourite
+    /// actions stay among the candidates (ties go to them), while the hot samples reach
+    /// actions it rarely proposes.
+    pub explore: (usize, f32),
     /// Score margin for a pair.
     pub margin: f64,
     /// Image size and keypoints.
@@ -121,13 +126,24 @@ fn one_state(
         world: None,
         goal_world: None,
     };
-    let answers: Vec<_> = match planner.decide(&scene) {
-        Decision::Keypoints(_) => Planner::candidates(planner)
-            .iter()
-            .filter_map(|c| c.choice.as_ref().ok().map(|ch| (*ch, c.logprob)))
-            .collect(),
-        _ => Vec::new(),
+    let sample = |planner: &mut VlmPlanner| -> Vec<_> {
+        match planner.decide(&scene) {
+            Decision::Keypoints(_) => Planner::candidates(planner)
+                .iter()
+                .filter_map(|c| c.choice.as_ref().ok().map(|ch| (*ch, c.logprob)))
+                .collect(),
+            _ => Vec::new(),
+        }
     };
+    let mut answers: Vec<_> = sample(planner);
+    if cfg.explore.0 > 0 {
+        let own = planner.config.clone();
+        planner.config.k = cfg.explore.0;
+        planner.config.temperature = cfg.explore.1;
+        planner.config.seed = own.seed.wrapping_add(0xE4_0000);
+        answers.extend(sample(planner));
+        planner.config = own;
+    }
     let mut distinct: Vec<crate::planner::KeypointChoice> = Vec::new();
     for (c, _) in &answers {
         if !distinct.contains(c) {
@@ -205,6 +221,12 @@ pub fn generate(
         k: cfg.planner.k,
         temperature: cfg.planner.temperature,
         constrained: cfg.planner.constrained,
+        explore_k: cfg.explore.0,
+        explore_temperature: if cfg.explore.0 > 0 {
+            cfg.explore.1
+        } else {
+            0.0
+        },
         margin: cfg.margin,
         first_seed: cfg.first_seed,
         keypoints: cfg.eval.keypoints,

@@ -734,7 +734,7 @@ pub fn write_initial_folder(
 }
 
 /// Answer token ids: `pick N place M` then `<|im_end|>`.
-fn answer_ids(p: &Processor, choice: &KeypointChoice) -> Result<Vec<u32>> {
+pub(crate) fn answer_ids(p: &Processor, choice: &KeypointChoice) -> Result<Vec<u32>> {
     let mut ids = p.tokenizer.encode(&format_answer(choice))?;
     ids.push(
         p.tokenizer

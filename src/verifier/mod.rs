@@ -246,6 +246,67 @@ impl<'a> VerifyState<'a> {
     }
 }
 
+/// Test-time verification: a sampling planner's distinct candidates are scored by a
+/// verifier and the best one is played (first on ties, i.e. the planner's own order). The
+/// paper's "best of K" rows with the world model as verifier. A planner that returns fewer
+/// than two distinct valid candidates keeps its own decision; a verifier error is no
+/// action, with the reason.
+pub struct VerifiedPlanner<P> {
+    /// The sampling planner.
+    pub planner: P,
+    /// The verifier (it may render the object-only frame from the scene's world, as a
+    /// segmenting camera would give it, but a world-model verifier sees nothing else of it).
+    pub verifier: Box<dyn Verifier + Send>,
+}
+
+impl<P: crate::planner::eval::Planner> crate::planner::eval::Planner for VerifiedPlanner<P> {
+    fn name(&self) -> String {
+        format!("{} + {}", self.planner.name(), self.verifier.name())
+    }
+
+    fn decide(&mut self, s: &Scene<'_>) -> crate::planner::eval::Decision {
+        use crate::planner::eval::Decision;
+        let own = self.planner.decide(s);
+        let mut distinct: Vec<KeypointChoice> = Vec::new();
+        for c in self.planner.candidates() {
+            if let Ok(ch) = &c.choice {
+                if !distinct.contains(ch) {
+                    distinct.push(*ch);
+                }
+            }
+        }
+        if distinct.len() < 2 {
+            return own;
+        }
+        let state = VerifyState {
+            task: s.task,
+            world: s.world,
+            goal_world: s.goal_world,
+            current: s.current,
+            goal: s.goal,
+            current_object: None,
+            current_keypoints: s.current_keypoints,
+            goal_keypoints: s.goal_keypoints,
+        };
+        match self.verifier.score(&state, &distinct) {
+            Ok(scores) => {
+                let mut best = 0;
+                for (i, &v) in scores.iter().enumerate() {
+                    if v > scores[best] {
+                        best = i;
+                    }
+                }
+                Decision::Keypoints(distinct[best])
+            }
+            Err(e) => Decision::None(format!("verifier: {e}")),
+        }
+    }
+
+    fn candidates(&self) -> &[crate::planner::vlm_planner::Candidate] {
+        self.planner.candidates()
+    }
+}
+
 /// The keypoint oracle: the best of all N×M keypoint actions as the simulator scores them
 /// (first on ties): the most any planner that answers with keypoints can reach.
 #[derive(Debug, Default)]

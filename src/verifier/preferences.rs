@@ -74,6 +74,13 @@ pub struct Header {
     /// not).
     #[serde(default)]
     pub constrained: bool,
+    /// Extra exploring samples per state, drawn at `explore_temperature` after the K at
+    /// `temperature` (0: none; files from before this field: none).
+    #[serde(default)]
+    pub explore_k: usize,
+    /// Their temperature.
+    #[serde(default)]
+    pub explore_temperature: f32,
     /// Score margin a rejected candidate must be below the chosen one by.
     pub margin: f64,
     /// Seed of the first state of each task (state `i` of a task has seed `first_seed + i`).

@@ -121,6 +121,64 @@ pub fn orpo(chosen: &Tensor, rejected: &Tensor, lambda: f64) -> Result<OrpoLoss>
     })
 }
 
+/// ORPO over groups that share a chosen answer: `chosen` `[G]` holds each group's chosen
+/// log-prob, `rejected` `[P]` every rejected one, and `group[p]` names the group of rejected
+/// answer `p`. The NLL is the mean over groups; the odds-ratio term is the mean over groups
+/// of the mean over the group's rejected answers, so a state with many rejected answers
+/// weighs as much as one with few. With one rejected answer per group this is [`orpo`].
+pub fn orpo_grouped(
+    chosen: &Tensor,
+    rejected: &Tensor,
+    group: &[usize],
+    lambda: f64,
+) -> Result<OrpoLoss> {
+    let g = chosen.dim(0)?;
+    if chosen.rank() != 1 || rejected.rank() != 1 || rejected.dim(0)? != group.len() {
+        return Err(VlmError::Input(format!(
+            "grouped ORPO needs chosen [G] and rejected [P] with P group indices; found {:?}, {:?} and {}",
+            chosen.dims(),
+            rejected.dims(),
+            group.len()
+        )));
+    }
+    let mut sizes = vec![0usize; g];
+    for &i in group {
+        if i >= g {
+            return Err(VlmError::Input(format!(
+                "rejected answer of group {i}, but there are {g} groups"
+            )));
+        }
+        sizes[i] += 1;
+    }
+    if let Some(empty) = sizes.iter().position(|&n| n == 0) {
+        return Err(VlmError::Input(format!(
+            "group {empty} has no rejected answer"
+        )));
+    }
+    let device = chosen.device();
+    let idx = Tensor::from_vec(
+        group.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        group.len(),
+        device,
+    )?;
+    let log_odds = |logp: &Tensor| -> Result<Tensor> { Ok((logp - log1m_exp(logp)?)?) };
+    let ratio = (log_odds(&chosen.index_select(&idx, 0)?)? - log_odds(rejected)?)?;
+    let w: Vec<f64> = group
+        .iter()
+        .map(|&i| 1.0 / (g as f64 * sizes[i] as f64))
+        .collect();
+    let w = Tensor::new(w, device)?.to_dtype(ratio.dtype())?;
+    let ls = (log_sigmoid(&ratio)? * w)?.sum_all()?;
+    let nll = chosen.neg()?.mean_all()?;
+    let loss = (&nll - (&ls * lambda)?)?;
+    Ok(OrpoLoss {
+        loss,
+        nll,
+        log_sigmoid_ratio: ls,
+        log_odds_ratio: ratio,
+    })
+}
+
 /// The ORPO loss of a batch laid out as `[chosen rows…, rejected rows…]` (pair `i` is rows
 /// `i` and `N + i`): the usual way to run both responses of a pair in one forward.
 pub fn orpo_from_logits(

@@ -12,7 +12,7 @@ use super::config::Config;
 use super::error::{Result, VlmError};
 use super::ops::Mode;
 use super::rope_index::{rope_index, RopeIndex};
-use super::text::{attention_mask, Deepstack, KvCache, TextModel};
+use super::text::{attention_mask, packed_attention_mask, Deepstack, KvCache, TextModel};
 use super::vision::{VisionModel, VisionOutput};
 use super::weights::WeightStore;
 
@@ -442,13 +442,59 @@ impl Qwen3Vl {
     /// the result is `[rows.len(), vocab]` f32. A training loss that scores a few tokens
     /// per row (answers, questions) skips the LM head and its softmax everywhere else.
     pub fn forward_rows(&self, batch: &Batch, mode: Mode, rows: &[usize]) -> Result<Tensor> {
+        self.rows_of(batch, None, mode, rows)
+    }
+
+    /// [`Self::forward_rows`] on rows that each pack several answers after one shared
+    /// prompt: `segments[b]` lists row `b`'s answer segments as `(start, len)`, contiguous
+    /// and in order, the first right after the prompt, the last ending the row. Every
+    /// segment takes the positions the first one has (so each answer is placed as if it
+    /// alone followed the prompt) and sees only the prompt and itself
+    /// ([`packed_attention_mask`]): the logits of each answer equal those of a row holding
+    /// the prompt and that answer alone, while the prompt is run once for all of them.
+    pub fn forward_rows_packed(
+        &self,
+        batch: &Batch,
+        segments: &[Vec<(usize, usize)>],
+        mode: Mode,
+        rows: &[usize],
+    ) -> Result<Tensor> {
+        let (b, l) = self.check(batch)?;
+        if segments.len() != b {
+            return Err(VlmError::Input(format!(
+                "{} rows of answer segments for a batch of {b} rows",
+                segments.len()
+            )));
+        }
+        for (bi, segs) in segments.iter().enumerate() {
+            let ok = !segs.is_empty()
+                && segs[0].0 > 0
+                && segs.iter().all(|&(_, n)| n > 0)
+                && segs.windows(2).all(|w| w[1].0 == w[0].0 + w[0].1)
+                && segs.last().is_some_and(|&(s, n)| s + n == l);
+            if !ok {
+                return Err(VlmError::Input(format!(
+                    "row {bi}: answer segments {segs:?} must be non-empty, contiguous, after a prompt and end the row of {l} tokens"
+                )));
+            }
+        }
+        self.rows_of(batch, Some(segments), mode, rows)
+    }
+
+    fn rows_of(
+        &self,
+        batch: &Batch,
+        segments: Option<&[Vec<(usize, usize)>]>,
+        mode: Mode,
+        rows: &[usize],
+    ) -> Result<Tensor> {
         let (b, l) = self.check(batch)?;
         if let Some(&bad) = rows.iter().find(|&&r| r >= b * l) {
             return Err(VlmError::Input(format!(
                 "row {bad} is outside the batch's {b} × {l} positions"
             )));
         }
-        let (hidden, _) = self.hidden_states(batch, None, mode, None)?;
+        let (hidden, _) = self.hidden_states(batch, None, mode, None, segments)?;
         let hid = hidden.dim(2)?;
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let picked = hidden
@@ -464,7 +510,7 @@ impl Qwen3Vl {
         mode: Mode,
         tail: Option<usize>,
     ) -> Result<ForwardOutput> {
-        let (hidden, rope) = self.hidden_states(batch, cache, mode, tail)?;
+        let (hidden, rope) = self.hidden_states(batch, cache, mode, tail, None)?;
         let logits = self.text.lm_head(&hidden)?.to_dtype(DType::F32)?;
         Ok(ForwardOutput { logits, rope })
     }
@@ -476,10 +522,26 @@ impl Qwen3Vl {
         cache: Option<&mut KvCache>,
         mode: Mode,
         tail: Option<usize>,
+        segments: Option<&[Vec<(usize, usize)>]>,
     ) -> Result<(Tensor, RopeIndex)> {
         let (b, l) = self.check(batch)?;
         let (embeds, deepstack) = self.embed(batch, mode)?;
-        let rope = self.rope_index(batch)?;
+        let mut rope = self.rope_index(batch)?;
+        if let Some(segs) = segments {
+            // Every answer segment continues from where the prompt ends, on all three axes.
+            let n = b * l;
+            for (bi, row) in segs.iter().enumerate() {
+                let first = row[0].0;
+                for &(start, len) in &row[1..] {
+                    for axis in 0..3 {
+                        let p0 = rope.position_ids[axis * n + bi * l + first];
+                        for k in 0..len {
+                            rope.position_ids[axis * n + bi * l + start + k] = p0 + k as i64;
+                        }
+                    }
+                }
+            }
+        }
         let (cos, sin) = self
             .text
             .rotary(&rope.position_ids, b, l, self.dtype, &self.device)?;
@@ -490,7 +552,10 @@ impl Qwen3Vl {
                 .collect(),
             None => vec![vec![true; l]; b],
         };
-        let mask = attention_mask(&valid, 0, l, &self.device)?;
+        let mask = match segments {
+            Some(segs) => packed_attention_mask(&valid, segs, l, &self.device)?,
+            None => attention_mask(&valid, 0, l, &self.device)?,
+        };
         let hidden = self.text.forward(
             &embeds,
             &cos,

@@ -538,6 +538,49 @@ impl TextModel {
     }
 }
 
+/// The additive mask of rows that pack several answers after one shared prompt
+/// (`[B, 1, L, L]`, f32, 0 or `f32::MIN`): as [`attention_mask`] with no past, and in
+/// addition a token of an answer segment does not see the tokens of another segment, so
+/// every answer reads the prompt and its own earlier tokens only, exactly as it would alone.
+/// `segments[b]` are row `b`'s answer segments as `(start, len)`.
+pub fn packed_attention_mask(
+    key_valid: &[Vec<bool>],
+    segments: &[Vec<(usize, usize)>],
+    len: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    if segments.len() != key_valid.len() {
+        return Err(VlmError::Input(format!(
+            "{} rows of answer segments for {} rows",
+            segments.len(),
+            key_valid.len()
+        )));
+    }
+    let base = attention_mask(key_valid, 0, len, device)?;
+    let b = key_valid.len();
+    let mut data = base.flatten_all()?.to_vec1::<f32>()?;
+    for (bi, segs) in segments.iter().enumerate() {
+        let mut seg_of = vec![usize::MAX; len];
+        for (si, &(start, n)) in segs.iter().enumerate() {
+            for s in seg_of.iter_mut().skip(start).take(n) {
+                *s = si;
+            }
+        }
+        for i in 0..len {
+            if seg_of[i] == usize::MAX {
+                continue;
+            }
+            let row = &mut data[(bi * len + i) * len..(bi * len + i + 1) * len];
+            for (j, v) in row.iter_mut().enumerate().take(i) {
+                if seg_of[j] != usize::MAX && seg_of[j] != seg_of[i] {
+                    *v = f32::MIN;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(data, (b, 1, len, len), device)?)
+}
+
 /// Additive attention mask `[B, 1, L, past + L]` (f32, 0 or `f32::MIN`): query `i` (absolute
 /// position `past + i`) sees key `j` iff `j ≤ past + i` and `key_valid[b][j]`. `f32::MIN`
 /// rather than −∞ keeps fully masked rows (left padding) finite, as HF's eager path does.

@@ -11,7 +11,8 @@ use super::train::noise;
 use super::{Config, WorldModel, WorldModelError};
 use crate::sim::rng::Rng;
 
-/// A loaded world model.
+/// A loaded world model (cloning shares its weights).
+#[derive(Clone)]
 pub struct Predictor {
     /// The model.
     pub model: WorldModel,

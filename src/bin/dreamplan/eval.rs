@@ -15,7 +15,9 @@ use dreamplan::planner::eval::{
 };
 use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::tasks::Task;
-use dreamplan::verifier::{KeypointOracle, SimVerifier};
+use dreamplan::verifier::world_model::WorldModelVerifier;
+use dreamplan::verifier::{KeypointOracle, SimVerifier, VerifiedPlanner, Verifier};
+use dreamplan::world_model::Predictor;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum PlannerArg {
@@ -79,6 +81,22 @@ pub struct EvalArgs {
     /// Sampling rounds before a decision is given up (`--planner vlm`).
     #[arg(long, default_value_t = 3)]
     attempts: usize,
+    /// Test-time verification (`--planner vlm`): the K samples' distinct actions are scored
+    /// by this verifier and the best is played. `world-model` needs `--world-model`; `sim`
+    /// plays each candidate in the simulator (the perfect verifier: best of K).
+    #[arg(long, value_enum)]
+    verifier: Option<EvalVerifier>,
+    /// The world-model folder for `--verifier world-model`.
+    #[arg(long)]
+    world_model: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum EvalVerifier {
+    /// The world model imagines each candidate; its mask score against the goal ranks them.
+    WorldModel,
+    /// The simulator plays each candidate (the perfect verifier).
+    Sim,
 }
 
 fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
@@ -111,10 +129,31 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
                 attempts: args.attempts,
                 ..Default::default()
             };
-            Box::new(
-                VlmPlanner::load_with_adapter(dir, args.adapter.as_deref(), config)
-                    .with_context(|| format!("loading {}", dir.display()))?,
-            )
+            let planner = VlmPlanner::load_with_adapter(dir, args.adapter.as_deref(), config)
+                .with_context(|| format!("loading {}", dir.display()))?;
+            let eval_config = EvalConfig {
+                size: args.size,
+                keypoints: args.keypoints,
+            };
+            let verifier: Box<dyn Verifier + Send> = match (args.verifier, &args.world_model) {
+                (None, None) => return Ok(Box::new(planner)),
+                (None, Some(_)) => {
+                    anyhow::bail!("--world-model is read only with --verifier world-model")
+                }
+                (Some(EvalVerifier::Sim), _) => Box::new(SimVerifier {
+                    config: eval_config,
+                    ..Default::default()
+                }),
+                (Some(EvalVerifier::WorldModel), Some(wm)) => Box::new(WorldModelVerifier {
+                    predictor: Predictor::load(wm)
+                        .with_context(|| format!("loading the world model {}", wm.display()))?,
+                    noise_seed: 0,
+                }),
+                (Some(EvalVerifier::WorldModel), None) => {
+                    anyhow::bail!("--verifier world-model needs --world-model DIR")
+                }
+            };
+            Box::new(VerifiedPlanner { planner, verifier })
         }
     })
 }
@@ -123,6 +162,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
     anyhow::ensure!(args.keypoints > 0, "--keypoints must be > 0");
     anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
+    anyhow::ensure!(
+        args.planner == PlannerArg::Vlm || (args.verifier.is_none() && args.world_model.is_none()),
+        "--verifier and --world-model apply to --planner vlm (they choose among its samples)"
+    );
     let tasks: Vec<Task> = args.task.tasks();
     let config = EvalConfig {
         size: args.size,

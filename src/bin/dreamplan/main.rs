@@ -63,6 +63,7 @@ mod bag;
 mod bench;
 mod collect;
 mod eval;
+mod experiment;
 mod plan_bench;
 mod progress;
 mod robot;
@@ -149,6 +150,10 @@ enum Command {
     /// Evaluate a planner on the built-in world: the paper's table (mean score per task
     /// with a 95% interval, average, seconds per decision), optionally as JSON.
     Eval(eval::EvalArgs),
+    /// DreamPlan end to end on the built-in world: zero-shot planner, collection, world
+    /// model, world-model-verified preferences and ORPO, and the evaluation table
+    /// (resumable; `--quick` for a tiny run of the same path).
+    Experiment(experiment::ExperimentArgs),
     /// Run sim, planner (sampling), executor and recorder in one process and write one
     /// rosbag2 bag per task: the zero-shot data the world model trains on.
     Collect(collect::CollectArgs),
@@ -233,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Robot(cmd) => robot::run(cmd),
         Command::Vlm(cmd) => vlm::run(cmd),
         Command::Eval(args) => eval::run(args),
+        Command::Experiment(args) => experiment::run(args),
         Command::Collect(args) => collect::run(args),
         Command::PretrainZeroShot(args) => zero_shot::run(args),
         Command::PlanBench(args) => plan_bench::run(args),

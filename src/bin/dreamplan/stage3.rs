@@ -14,7 +14,9 @@ use dreamplan::planner::eval::EvalConfig;
 use dreamplan::planner::vlm_planner::VlmPlannerConfig;
 use dreamplan::train::orpo::{train, Method, OrpoConfig, OrpoProgress};
 use dreamplan::train::preferences::{generate, GenerateConfig, PREFERENCE_SEED_BASE};
+use dreamplan::verifier::world_model::WorldModelVerifier;
 use dreamplan::verifier::{SimMeasure, SimVerifier, Verifier};
+use dreamplan::world_model::Predictor;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum VerifierArg {
@@ -23,6 +25,9 @@ pub enum VerifierArg {
     /// The simulator, scoring the rendered final frame with the mask measure (what an
     /// image-predicting verifier can see at best).
     SimMask,
+    /// A world model (`--world-model DIR`): each candidate's imagined final frame, scored
+    /// with the mask measure against the goal (DreamPlan's verifier).
+    WorldModel,
 }
 
 #[derive(Args)]
@@ -36,6 +41,12 @@ pub struct PreferencesArgs {
     /// Which verifier scores the candidates.
     #[arg(long, value_enum, default_value_t = VerifierArg::Sim)]
     verifier: VerifierArg,
+    /// The world-model folder for `--verifier world-model` (from `train-world-model`).
+    #[arg(long)]
+    world_model: Option<PathBuf>,
+    /// Seed of the world model's sampler noise (the same for every state).
+    #[arg(long, default_value_t = 0)]
+    noise_seed: u64,
     /// States per task.
     #[arg(long, default_value_t = 100)]
     states: usize,
@@ -56,15 +67,23 @@ pub struct PreferencesArgs {
     /// Nucleus sampling threshold.
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// Extra exploring samples per state, at --explore-temperature, after the K (0: none).
+    #[arg(long, default_value_t = 0)]
+    explore_k: usize,
+    /// Temperature of the exploring samples.
+    #[arg(long, default_value_t = 8.0)]
+    explore_temperature: f32,
     /// Sample every token freely. By default, where the answer needs a number only the
     /// numbers that keep it a valid action are sampled, so a high temperature explores
     /// actions instead of producing invalid text.
     #[arg(long)]
     unconstrained: bool,
-    /// A rejected candidate must score more than this below the chosen one (verifier units;
-    /// sim: distance in half-thresholds, so 0.25 is a quarter of the 0.5-score distance).
-    #[arg(long, default_value_t = 0.25)]
-    margin: f64,
+    /// A rejected candidate must score more than this below the chosen one, in the
+    /// verifier's units. Default: 0.25 for `sim` (distance in half-thresholds, a quarter of
+    /// the 0.5-score distance); 0.05 for the mask measure of `sim-mask` and `world-model`
+    /// (0–1).
+    #[arg(long)]
+    margin: Option<f64>,
     /// Output file (JSON lines; images go to a folder beside it). An existing file made with
     /// the same settings is continued.
     #[arg(long)]
@@ -82,9 +101,25 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
         "--temperature must be > 0 (greedy sampling gives K copies of one answer)"
     );
     anyhow::ensure!(
-        args.margin >= 0.0 && args.margin.is_finite(),
-        "--margin must be ≥ 0"
+        args.explore_temperature > 0.0 && args.explore_temperature.is_finite(),
+        "--explore-temperature must be > 0"
     );
+    let margin = args.margin.unwrap_or(match args.verifier {
+        VerifierArg::Sim => 0.25,
+        VerifierArg::SimMask | VerifierArg::WorldModel => 0.05,
+    });
+    anyhow::ensure!(margin >= 0.0 && margin.is_finite(), "--margin must be ≥ 0");
+    let predictor = match (args.verifier, &args.world_model) {
+        (VerifierArg::WorldModel, Some(dir)) => Some(
+            Predictor::load(dir)
+                .with_context(|| format!("loading the world model {}", dir.display()))?,
+        ),
+        (VerifierArg::WorldModel, None) => {
+            anyhow::bail!("--verifier world-model needs --world-model DIR (from `dreamplan train-world-model`)")
+        }
+        (_, Some(_)) => anyhow::bail!("--world-model is read only with --verifier world-model"),
+        (_, None) => None,
+    };
     let eval = EvalConfig::default();
     let cfg = GenerateConfig {
         states: args.states,
@@ -97,19 +132,27 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
             constrained: !args.unconstrained,
             ..Default::default()
         },
-        margin: args.margin,
+        explore: (args.explore_k, args.explore_temperature),
+        margin,
         eval: eval.clone(),
         threads: args.threads,
     };
     let measure = match args.verifier {
-        VerifierArg::Sim => SimMeasure::State,
         VerifierArg::SimMask => SimMeasure::Mask,
+        _ => SimMeasure::State,
     };
+    let noise_seed = args.noise_seed;
     let make = move || -> Box<dyn Verifier + Send> {
-        Box::new(SimVerifier {
-            measure,
-            config: eval.clone(),
-        })
+        match &predictor {
+            Some(p) => Box::new(WorldModelVerifier {
+                predictor: p.clone(),
+                noise_seed,
+            }),
+            None => Box::new(SimVerifier {
+                measure,
+                config: eval.clone(),
+            }),
+        }
     };
     let bar = PhaseProgress::stderr();
     let t0 = std::time::Instant::now();
@@ -151,9 +194,13 @@ pub struct TrainOrpoArgs {
     /// Optimiser steps.
     #[arg(long, default_value_t = OrpoConfig::default().steps)]
     steps: usize,
-    /// Pairs per step.
+    /// States per step, in turn from each task; each brings its chosen answer and up to
+    /// --rejected of its rejected ones, packed after one run of its prompt.
     #[arg(long, default_value_t = OrpoConfig::default().batch)]
     batch: usize,
+    /// Rejected answers per state and step.
+    #[arg(long, default_value_t = OrpoConfig::default().rejected)]
+    rejected: usize,
     /// Peak learning rate (warm-up, then cosine decay to 10%).
     #[arg(long, default_value_t = OrpoConfig::default().lr)]
     lr: f64,
@@ -179,6 +226,7 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
     let cfg = OrpoConfig {
         steps: args.steps,
         batch: args.batch,
+        rejected: args.rejected,
         lr: args.lr,
         lambda: args.lambda,
         method: if args.full {

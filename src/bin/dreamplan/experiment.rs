@@ -1,0 +1,676 @@
+//! `dreamplan experiment`: DreamPlan end to end on the built-in world, as one resumable run.
+//!
+//! The stages are the project's own commands, run as child processes of this executable in
+//! order (pretrain the zero-shot planner; collect its transitions; train the world model;
+//! rate it; world-model-verified preferences and ORPO, i.e. DreamPlan; the same with the
+//! simulator as verifier; evaluate every row), so a stage here does exactly what the
+//! command does by hand, prints the same progress, and resumes the same way. What this
+//! module adds is the order, the bookkeeping and the table:
+//!
+//! - every stage records its command line and, when it finished, `done` in
+//!   `OUT/stages/<name>.json`. A re-run skips a finished stage whose command line is the
+//!   same and none of whose inputs was remade; it reruns one whose command line changed or
+//!   whose input stage ran again (its old output is moved aside to `<name>.old` first), and
+//!   continues an interrupted one: the trainers and the preference generator resume from
+//!   their own checkpoints; commands that cannot resume (pretraining, collection,
+//!   evaluation) start that stage over;
+//! - a preference file without a pair (the verifier told no candidates apart) skips its
+//!   ORPO stage and that planner's evaluation, and the table says so instead of failing
+//!   the run;
+//! - each stage announces itself with the overall ETA (expected stage durations, scaled by
+//!   how long the finished stages took against their expectation);
+//! - at the end: `table.json`, `table.md` and `table.png` (the paper's table: rows random,
+//!   zero-shot, test-time verification with the world model at best of 4 and best of 8,
+//!   DreamPlan, ORPO with the simulator as verifier, the keypoint oracle; columns rope,
+//!   cloth, toy, average with 95% intervals, seconds per decision), and the world model's
+//!   quality table (ranking agreement, top-1, frame metrics).
+//!
+//! Seeds: evaluation 0–99 per task; zero-shot training scenes 1,000,000 up; collection
+//! 2,000,000 up; preference states 3,000,000 up; world-model rating 4,000,000 up. No stage
+//! sees an evaluation seed before the evaluations.
+//!
+//! `--quick` runs every stage of the same path on tiny settings (a few episodes and steps;
+//! minutes, not hours) for CI. Its figures mean nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// Output folder: every stage's output, `stages/` (what ran), and the tables.
+    #[arg(long)]
+    out: PathBuf,
+    /// Reuse this zero-shot planner folder instead of pretraining one.
+    #[arg(long)]
+    zero_shot: Option<PathBuf>,
+    /// Tiny settings for every stage (CI): the same code path in minutes; the figures mean
+    /// nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Evaluation episodes per task and row (the keypoint oracle row too).
+    #[arg(long, default_value_t = 100)]
+    episodes: u64,
+    /// Episodes per task collected for the world model (3 × this transitions).
+    #[arg(long, default_value_t = 700)]
+    collect_episodes: u64,
+    /// World-model training steps.
+    #[arg(long, default_value_t = 1000)]
+    world_model_steps: usize,
+    /// Preference states per task (for each verifier).
+    #[arg(long, default_value_t = 100)]
+    states: usize,
+}
+
+/// One stage: a command line of this executable and what it leaves behind.
+struct Stage {
+    name: &'static str,
+    argv: Vec<String>,
+    /// The stage's output (file or folder), moved aside when the command line changes.
+    output: PathBuf,
+    /// The command continues from its own checkpoint after an interruption.
+    resumes: bool,
+    /// Expected seconds at the default settings (for the ETA).
+    expect_s: f64,
+    /// An ORPO stage's preference file: with no pair in it the stage is skipped, and
+    /// recorded as such (the verifier told no candidates apart: nothing to train on).
+    pairs: Option<PathBuf>,
+    /// A stage whose skip skips this one too (an evaluation of a tuned planner).
+    after: Option<&'static str>,
+    /// The stages whose output this one reads: when one of them runs again, so does this.
+    deps: Vec<&'static str>,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn args_of(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// The rows of the main table: (label, the eval JSON's stage name).
+const ROWS: [(&str, &str); 7] = [
+    ("random", "eval-random"),
+    ("zero-shot", "eval-zero-shot"),
+    ("zero-shot + world model, best of 4", "eval-wm-best-of-4"),
+    ("zero-shot + world model, best of 8", "eval-wm-best-of-8"),
+    ("DreamPlan (ORPO, world-model verifier)", "eval-dreamplan"),
+    ("ORPO, simulator verifier", "eval-orpo-sim"),
+    ("keypoint oracle", "eval-keypoint-oracle"),
+];
+
+fn stages(a: &ExperimentArgs) -> Vec<Stage> {
+    let out = &a.out;
+    let q = a.quick;
+    let zs = a.zero_shot.clone().unwrap_or_else(|| out.join("zero-shot"));
+    let wm = out.join("world-model");
+    let eval_dir = out.join("eval");
+    let mut v = Vec::new();
+    if a.zero_shot.is_none() {
+        let mut argv = args_of(&["pretrain-zero-shot", "--force", "--out"]);
+        argv.push(s(&zs));
+        if q {
+            argv.extend(args_of(&[
+                "--steps",
+                "3",
+                "--batch",
+                "2",
+                "--scenes",
+                "2,2,2",
+                "--held-out",
+                "1",
+                "--hidden",
+                "32",
+                "--layers",
+                "1",
+            ]));
+        }
+        v.push(Stage {
+            name: "zero-shot",
+            argv,
+            output: zs.clone(),
+            resumes: false,
+            expect_s: 1300.0,
+            pairs: None,
+            after: None,
+            deps: vec![],
+        });
+    }
+    let bags = out.join("bags");
+    let mut argv = args_of(&["collect", "--task", "all", "--zstd"]);
+    if q {
+        // A planner of three training steps answers nothing valid, so it would record no
+        // action: the quick run records the rule the zero-shot model is taught.
+        argv.extend(args_of(&["--planner", "coverage"]));
+    } else {
+        argv.extend(["--planner".into(), "vlm".into(), "--model".into(), s(&zs)]);
+    }
+    argv.extend([
+        "--seed".into(),
+        "2000000".into(),
+        "--episodes".into(),
+        if q {
+            "2".into()
+        } else {
+            a.collect_episodes.to_string()
+        },
+        "--out".into(),
+        s(&bags),
+    ]);
+    v.push(Stage {
+        name: "collect",
+        argv,
+        output: bags.clone(),
+        resumes: false,
+        expect_s: 1500.0,
+        pairs: None,
+        after: None,
+        deps: vec!["zero-shot"],
+    });
+    let mut argv = args_of(&["train-world-model", "--bags"]);
+    argv.extend([s(&bags), "--out".into(), s(&wm)]);
+    if q {
+        argv.extend([
+            "--config".into(),
+            s(&out.join("world-model-tiny.json")),
+            "--steps".into(),
+            "2".into(),
+            "--val-every".into(),
+            "2".into(),
+        ]);
+    } else {
+        argv.extend([
+            "--steps".into(),
+            a.world_model_steps.to_string(),
+            "--val-every".into(),
+            "500".into(),
+        ]);
+    }
+    v.push(Stage {
+        name: "world-model",
+        argv,
+        output: wm.clone(),
+        resumes: true,
+        expect_s: 1700.0,
+        pairs: None,
+        after: None,
+        deps: vec!["collect"],
+    });
+    let mut argv = args_of(&["wm-eval", "--world-model"]);
+    argv.extend([
+        s(&wm),
+        "--planner".into(),
+        s(&zs),
+        "--episodes".into(),
+        if q { "1".into() } else { "50".into() },
+        "--k".into(),
+        if q { "3".into() } else { "8".into() },
+        "--out".into(),
+        s(&out.join("wm_eval.json")),
+    ]);
+    v.push(Stage {
+        name: "world-model-quality",
+        argv,
+        output: out.join("wm_eval.json"),
+        resumes: false,
+        expect_s: 850.0,
+        pairs: None,
+        after: None,
+        deps: vec!["zero-shot", "world-model"],
+    });
+    for (verifier, pairs_dir, tuned) in [
+        ("world-model", "preferences-wm", "dreamplan"),
+        ("sim", "preferences-sim", "orpo-sim"),
+    ] {
+        let pairs = out.join(pairs_dir).join("pairs.jsonl");
+        let mut argv = args_of(&["preferences", "--verifier", verifier, "--planner"]);
+        argv.extend([s(&zs), "--out".into(), s(&pairs)]);
+        if verifier == "world-model" {
+            argv.extend(["--world-model".into(), s(&wm)]);
+        }
+        argv.extend([
+            "--states".into(),
+            if q { "1".into() } else { a.states.to_string() },
+        ]);
+        if q {
+            // Any difference of the barely trained world model's predictions makes a pair.
+            argv.extend(args_of(&["--k", "6", "--margin", "0"]));
+        }
+        v.push(Stage {
+            name: if verifier == "sim" {
+                "preferences-sim"
+            } else {
+                "preferences-wm"
+            },
+            argv,
+            output: out.join(pairs_dir),
+            resumes: true,
+            expect_s: if verifier == "sim" { 400.0 } else { 900.0 },
+            pairs: None,
+            after: None,
+            deps: if verifier == "sim" {
+                vec!["zero-shot"]
+            } else {
+                vec!["zero-shot", "world-model"]
+            },
+        });
+        let mut argv = args_of(&["train-orpo", "--planner"]);
+        argv.extend([
+            s(&zs),
+            "--pairs".into(),
+            s(&pairs),
+            "--out".into(),
+            s(&out.join(tuned)),
+        ]);
+        if q {
+            argv.extend(args_of(&["--steps", "2", "--batch", "2"]));
+        }
+        v.push(Stage {
+            name: if verifier == "sim" {
+                "orpo-sim"
+            } else {
+                "orpo-wm"
+            },
+            argv,
+            output: out.join(tuned),
+            resumes: true,
+            expect_s: 700.0,
+            pairs: Some(pairs.clone()),
+            after: None,
+            deps: vec![if verifier == "sim" {
+                "preferences-sim"
+            } else {
+                "preferences-wm"
+            }],
+        });
+    }
+    let episodes = if q { 1 } else { a.episodes };
+    for (_, name) in ROWS {
+        let json = eval_dir.join(format!("{name}.json"));
+        let mut argv = args_of(&["eval", "--episodes"]);
+        argv.extend([episodes.to_string(), "--json".into(), s(&json)]);
+        let vlm = |argv: &mut Vec<String>| {
+            argv.extend(["--planner".into(), "vlm".into(), "--model".into(), s(&zs)]);
+            if q {
+                // The barely trained planner's answers run to the token limit: one round.
+                argv.extend(args_of(&["--attempts", "1"]));
+            }
+        };
+        let expect_s = match name {
+            "eval-random" => {
+                argv.extend(args_of(&["--planner", "random"]));
+                20.0
+            }
+            "eval-zero-shot" => {
+                vlm(&mut argv);
+                110.0
+            }
+            "eval-wm-best-of-4" | "eval-wm-best-of-8" => {
+                vlm(&mut argv);
+                let k = if name.ends_with('4') { "4" } else { "8" };
+                argv.extend([
+                    "--k".into(),
+                    k.into(),
+                    "--verifier".into(),
+                    "world-model".into(),
+                ]);
+                argv.extend(["--world-model".into(), s(&wm)]);
+                300.0
+            }
+            "eval-dreamplan" => {
+                vlm(&mut argv);
+                argv.extend(["--adapter".into(), s(&out.join("dreamplan"))]);
+                110.0
+            }
+            "eval-orpo-sim" => {
+                vlm(&mut argv);
+                argv.extend(["--adapter".into(), s(&out.join("orpo-sim"))]);
+                110.0
+            }
+            _ => {
+                argv.extend(args_of(&["--planner", "keypoint-oracle"]));
+                if q {
+                    // 3 × 3 simulated actions per episode instead of 8 × 8.
+                    argv.extend(args_of(&["--keypoints", "3"]));
+                }
+                1500.0
+            }
+        };
+        v.push(Stage {
+            name,
+            argv,
+            output: json,
+            resumes: false,
+            expect_s,
+            pairs: None,
+            after: match name {
+                "eval-dreamplan" => Some("orpo-wm"),
+                "eval-orpo-sim" => Some("orpo-sim"),
+                _ => None,
+            },
+            deps: match name {
+                "eval-random" | "eval-keypoint-oracle" => vec![],
+                "eval-zero-shot" => vec!["zero-shot"],
+                "eval-dreamplan" => vec!["orpo-wm"],
+                "eval-orpo-sim" => vec!["orpo-sim"],
+                _ => vec!["zero-shot", "world-model"],
+            },
+        });
+    }
+    v
+}
+
+fn stage_file(out: &Path, name: &str) -> PathBuf {
+    out.join("stages").join(format!("{name}.json"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn fmt_s(secs: f64) -> String {
+    let m = (secs / 60.0).round() as u64;
+    if m >= 60 {
+        format!("{} h {:02} min", m / 60, m % 60)
+    } else if secs >= 60.0 {
+        format!("{m} min")
+    } else {
+        format!("{secs:.0} s")
+    }
+}
+
+pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.episodes > 0, "--episodes must be > 0");
+    anyhow::ensure!(a.collect_episodes > 0, "--collect-episodes must be > 0");
+    anyhow::ensure!(a.world_model_steps > 0, "--world-model-steps must be > 0");
+    anyhow::ensure!(a.states > 0, "--states must be > 0");
+    if let Some(zs) = &a.zero_shot {
+        anyhow::ensure!(
+            zs.join("config.json").is_file(),
+            "--zero-shot {}: not a model folder (no config.json)",
+            zs.display()
+        );
+    }
+    std::fs::create_dir_all(a.out.join("stages"))
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(a.out.join("eval"))?;
+    if a.quick {
+        let tiny = serde_json::to_vec_pretty(&dreamplan::world_model::Config::tiny())?;
+        write_atomic(&a.out.join("world-model-tiny.json"), &tiny)?;
+    }
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let all = stages(&a);
+    let t0 = Instant::now();
+    let (mut done_expect, mut done_actual) = (0.0f64, 0.0f64);
+    // Stages run (or skipped anew) in this invocation: what depends on them runs again.
+    let mut ran: Vec<&'static str> = Vec::new();
+    for (i, st) in all.iter().enumerate() {
+        let record = stage_file(&a.out, st.name);
+        let previous: Option<serde_json::Value> = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let same = previous
+            .as_ref()
+            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv));
+        let skipped_before = previous.as_ref().is_some_and(|p| p["skipped"].is_string());
+        let dep_ran = st.deps.iter().any(|d| ran.contains(d));
+        let finished = same
+            && !dep_ran
+            && previous.as_ref().is_some_and(|p| p["done"] == true)
+            && (st.output.exists() || skipped_before);
+        if finished {
+            eprintln!(
+                "[{}/{}] {}: done before, skipped",
+                i + 1,
+                all.len(),
+                st.name
+            );
+            continue;
+        }
+        ran.push(st.name);
+        if st.output.exists() && (!same || !st.resumes || dep_ran) {
+            // Another command line made it, or the command cannot continue it: keep it aside.
+            let aside = st.output.with_file_name(format!(
+                "{}.old",
+                st.output
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("output")
+            ));
+            if aside.is_dir() {
+                std::fs::remove_dir_all(&aside)?;
+            } else if aside.exists() {
+                std::fs::remove_file(&aside)?;
+            }
+            std::fs::rename(&st.output, &aside).with_context(|| {
+                format!(
+                    "moving {} aside to {}",
+                    st.output.display(),
+                    aside.display()
+                )
+            })?;
+            eprintln!("{}: moved to {}", st.output.display(), aside.display());
+        }
+        if let Some(why) = skip_reason(&a.out, st)? {
+            eprintln!("[{}/{}] {}: skipped: {why}", i + 1, all.len(), st.name);
+            write_atomic(
+                &record,
+                &serde_json::to_vec_pretty(
+                    &serde_json::json!({"argv": st.argv, "done": true, "skipped": why}),
+                )?,
+            )?;
+            continue;
+        }
+        write_atomic(
+            &record,
+            &serde_json::to_vec_pretty(&serde_json::json!({"argv": st.argv, "done": false}))?,
+        )?;
+        let left: f64 = all[i..].iter().map(|x| x.expect_s).sum();
+        let pace = if done_expect > 0.0 {
+            done_actual / done_expect
+        } else {
+            1.0
+        };
+        let eta = if a.quick {
+            String::new()
+        } else {
+            format!(", about {} left", fmt_s(left * pace))
+        };
+        eprintln!(
+            "[{}/{}] {} (elapsed {}{eta}): dreamplan {}",
+            i + 1,
+            all.len(),
+            st.name,
+            fmt_s(t0.elapsed().as_secs_f64()),
+            st.argv.join(" ")
+        );
+        if let Some(parent) = st.output.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let ts = Instant::now();
+        let status = Command::new(&exe)
+            .args(&st.argv)
+            .status()
+            .with_context(|| format!("starting stage {}", st.name))?;
+        anyhow::ensure!(
+            status.success(),
+            "stage {} failed ({status}); fix the cause and re-run the same command: finished stages are kept",
+            st.name
+        );
+        let secs = ts.elapsed().as_secs_f64();
+        done_expect += st.expect_s;
+        done_actual += secs;
+        write_atomic(
+            &record,
+            &serde_json::to_vec_pretty(
+                &serde_json::json!({"argv": st.argv, "done": true, "seconds": secs}),
+            )?,
+        )?;
+    }
+    tables(&a.out)?;
+    eprintln!("experiment done in {}", fmt_s(t0.elapsed().as_secs_f64()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why `st` cannot run: its preference file holds no pair, or the stage it evaluates was
+/// skipped.
+fn skip_reason(out: &Path, st: &Stage) -> anyhow::Result<Option<String>> {
+    if let Some(pairs) = &st.pairs {
+        let file = dreamplan::verifier::preferences::read(pairs)
+            .with_context(|| format!("reading {}", pairs.display()))?;
+        let n: usize = file.states.iter().map(|x| x.pairs.len()).sum();
+        if n == 0 {
+            return Ok(Some(format!(
+                "{} holds no preference pair: the verifier told none of the {} states' candidates apart by the margin",
+                pairs.display(),
+                file.states.len()
+            )));
+        }
+    }
+    if let Some(before) = st.after {
+        let record: Option<serde_json::Value> = std::fs::read(stage_file(out, before))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(why) = record.as_ref().and_then(|r| r["skipped"].as_str()) {
+            return Ok(Some(format!("{before} was skipped ({why})")));
+        }
+    }
+    Ok(None)
+}
+
+/// Mean and normal 95% interval.
+fn mean_ci(v: &[f64]) -> (f64, f64, f64) {
+    dreamplan::planner::eval::mean_ci(v)
+}
+
+/// Reads the eval JSONs and the world-model rating; writes and prints the tables.
+fn tables(out: &Path) -> anyhow::Result<()> {
+    let tasks = ["rope", "cloth", "toy"];
+    let mut rows = Vec::new();
+    let mut md = String::from(
+        "| planner | rope | cloth | toy | average (95%) | s per decision |\n|---|---|---|---|---|---|\n",
+    );
+    let mut groups = Vec::new();
+    let mut labels = Vec::new();
+    for (label, name) in ROWS {
+        let path = out.join("eval").join(format!("{name}.json"));
+        let record: Option<serde_json::Value> = std::fs::read(stage_file(out, name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(why) = record.as_ref().and_then(|r| r["skipped"].as_str()) {
+            md.push_str(&format!("| {label} | — | — | — | not run: {why} | |\n"));
+            rows.push(serde_json::json!({"row": label, "skipped": why}));
+            labels.push(label);
+            groups.push(vec![(f64::NAN, None); 4]);
+            continue;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let episodes = doc["episodes"].as_array().cloned().unwrap_or_default();
+        let score_of = |task: Option<&str>| -> Vec<f64> {
+            episodes
+                .iter()
+                .filter(|e| task.is_none_or(|t| e["task"] == t))
+                .filter_map(|e| e["score"].as_f64())
+                .collect()
+        };
+        let mut per_task = Vec::new();
+        let mut cells = Vec::new();
+        for t in tasks {
+            let (m, lo, hi) = mean_ci(&score_of(Some(t)));
+            per_task.push(serde_json::json!({"task": t, "mean": m, "ci95": [lo, hi]}));
+            cells.push((m, Some((lo, hi))));
+        }
+        let (avg, lo, hi) = mean_ci(&score_of(None));
+        let decision: Vec<f64> = episodes
+            .iter()
+            .filter_map(|e| e["decision_s"].as_f64())
+            .collect();
+        let decision_s = decision.iter().sum::<f64>() / decision.len().max(1) as f64;
+        md.push_str(&format!(
+            "| {label} | {} | {} | {} | {avg:.2} ({lo:.2}–{hi:.2}) | {decision_s:.3} |\n",
+            fmt_cell(cells[0]),
+            fmt_cell(cells[1]),
+            fmt_cell(cells[2]),
+        ));
+        cells.push((avg, Some((lo, hi))));
+        rows.push(serde_json::json!({
+            "row": label, "eval": s(&path), "tasks": per_task, "average": avg,
+            "average_ci95": [lo, hi], "episodes_per_task": episodes.len() / tasks.len(),
+            "seconds_per_decision": decision_s,
+        }));
+        labels.push(label);
+        groups.push(cells);
+    }
+    let wm_path = out.join("wm_eval.json");
+    let wm: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&wm_path).with_context(|| format!("reading {}", wm_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", wm_path.display()))?;
+    md.push_str(
+        "\n| world model | states | ranking agreement (95%) | top-1 hits (chance) | mask IoU (copy) | PSNR (copy) | SSIM (copy) | ms per candidate |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in wm.as_array().cloned().unwrap_or_default() {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let ci = |k: &str, i: usize| r[k][i].as_f64().unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "| {} | {} | {:.0}% ({:.0}–{:.0}%) | {:.2} ({:.2}) | {:.3} ({:.3}) | {:.2} ({:.2}) | {:.3} ({:.3}) | {:.0} |\n",
+            r["task"].as_str().unwrap_or("?"),
+            r["states"],
+            100.0 * f("agreement"),
+            100.0 * ci("agreement_ci", 0),
+            100.0 * ci("agreement_ci", 1),
+            f("top1_hits"),
+            f("top1_chance"),
+            f("iou"),
+            f("iou_copy"),
+            f("psnr"),
+            f("psnr_copy"),
+            f("ssim"),
+            f("ssim_copy"),
+            f("ms_per_candidate"),
+        ));
+    }
+    let doc = serde_json::json!({"rows": rows, "world_model": wm});
+    write_atomic(&out.join("table.json"), &serde_json::to_vec_pretty(&doc)?)?;
+    std::fs::write(out.join("table.md"), &md)
+        .with_context(|| format!("writing {}", out.join("table.md").display()))?;
+    let bar_groups: Vec<dreamplan::plot::BarGroup<'_>> = labels
+        .iter()
+        .zip(groups)
+        .map(|(label, values)| dreamplan::plot::BarGroup { label, values })
+        .collect();
+    let png = out.join("table.png");
+    dreamplan::plot::bars(
+        "DreamPlan on the built-in world: mean score per task (95% interval)",
+        &["rope", "cloth", "toy", "average"],
+        &bar_groups,
+        1.0,
+        &png,
+    )
+    .map_err(|e| anyhow::anyhow!("writing {}: {e}", png.display()))?;
+    println!("{md}");
+    println!(
+        "wrote {}, {} and {}",
+        out.join("table.json").display(),
+        out.join("table.md").display(),
+        png.display()
+    );
+    Ok(())
+}
+
+fn fmt_cell((m, ci): (f64, Option<(f64, f64)>)) -> String {
+    match ci {
+        Some((lo, hi)) => format!("{m:.2} ({lo:.2}–{hi:.2})"),
+        None => format!("{m:.2}"),
+    }
+}

@@ -1,0 +1,72 @@
+//! `dreamplan experiment --quick`: every stage of the end-to-end run on tiny settings, the
+//! tables it writes, and a re-run that skips what is finished.
+
+use std::process::Command;
+
+#[test]
+fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+            .args(["experiment", "--quick", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    for stage in [
+        "zero-shot",
+        "collect",
+        "world-model",
+        "world-model-quality",
+        "preferences-wm",
+        "orpo-wm",
+        "preferences-sim",
+        "orpo-sim",
+        "eval-random",
+        "eval-zero-shot",
+        "eval-wm-best-of-4",
+        "eval-wm-best-of-8",
+        "eval-dreamplan",
+        "eval-orpo-sim",
+        "eval-keypoint-oracle",
+    ] {
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("stages").join(format!("{stage}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["done"], true, "{stage}: {record}");
+    }
+    // Every row of the table is there, run or said why not.
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    for row in [
+        "| random |",
+        "| zero-shot |",
+        "best of 4 |",
+        "best of 8 |",
+        "| DreamPlan (ORPO, world-model verifier) |",
+        "| ORPO, simulator verifier |",
+        "| keypoint oracle |",
+        "| rope | 1 |",
+    ] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
+    assert_eq!(table["rows"].as_array().unwrap().len(), 7);
+    // The keypoint oracle scores its episodes (the simulator is not random).
+    let oracle = &table["rows"][6];
+    assert_eq!(oracle["row"], "keypoint oracle");
+    assert!(oracle["average"].as_f64().unwrap() > 0.0, "{oracle}");
+    let png = image::open(out.join("table.png")).unwrap();
+    assert!(png.width() > 400 && png.height() > 300);
+    // A re-run skips every finished stage and rewrites the same table.
+    let second = run();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+}
