@@ -116,16 +116,24 @@ fn pairs_put_the_best_or_the_planners_near_best_favourite_against_those_worse_by
     );
 }
 
+/// Every ninth keypoint action and the coverage rule's (a good one on rope seed 3), so that
+/// the set holds good and bad outcomes.
+fn good_and_bad_choices(
+    kc: &[dreamplan::vision::Keypoint],
+    kg: &[dreamplan::vision::Keypoint],
+) -> Vec<KeypointChoice> {
+    let mut choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
+    choices.push(dreamplan::planner::baselines::coverage_choice(kc, kg).unwrap());
+    choices
+}
+
 #[test]
 fn the_simulator_verifier_agrees_with_the_evaluation_and_the_keypoint_oracle_takes_the_best() {
     let cfg = EvalConfig::default();
     let obs = observe(Task::Rope, 3, &cfg);
     let (kc, kg) = obs.keypoints.as_ref().unwrap();
     let state = VerifyState::of_observation(Task::Rope, &obs, kc, kg);
-    // Every ninth action, and the coverage rule's (a good one on this rope), so that the
-    // set holds good and bad outcomes.
-    let mut choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
-    choices.push(dreamplan::planner::baselines::coverage_choice(kc, kg).unwrap());
+    let choices = good_and_bad_choices(kc, kg);
     let mut v = SimVerifier::default();
     let scores = v.score(&state, &choices).unwrap();
     // A fixed answer as a planner, to play each choice through the evaluation.
@@ -817,8 +825,7 @@ fn the_verified_planner_plays_the_verifiers_best_candidate() {
     let obs = observe(Task::Rope, 3, &cfg);
     let (kc, kg) = obs.keypoints.as_ref().unwrap();
     let state = VerifyState::of_observation(Task::Rope, &obs, kc, kg);
-    let mut choices: Vec<KeypointChoice> = all_choices(kc, kg).into_iter().step_by(9).collect();
-    choices.push(dreamplan::planner::baselines::coverage_choice(kc, kg).unwrap());
+    let choices = good_and_bad_choices(kc, kg);
     let scores = SimVerifier::default().score(&state, &choices).unwrap();
     let best = (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
     let worst = (0..scores.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b });

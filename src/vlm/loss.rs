@@ -107,10 +107,18 @@ pub fn orpo(chosen: &Tensor, rejected: &Tensor, lambda: f64) -> Result<OrpoLoss>
             rejected.dims()
         )));
     }
-    // log odds = log P − log(1 − P) with P = exp(logp) < 1.
-    let log_odds = |logp: &Tensor| -> Result<Tensor> { Ok((logp - log1m_exp(logp)?)?) };
     let ratio = (log_odds(chosen)? - log_odds(rejected)?)?;
     let ls = log_sigmoid(&ratio)?.mean_all()?;
+    orpo_parts(chosen, ls, ratio, lambda)
+}
+
+/// `log odds = log P − log(1 − P)` with `P = exp(logp) < 1`.
+fn log_odds(logp: &Tensor) -> Result<Tensor> {
+    Ok((logp - log1m_exp(logp)?)?)
+}
+
+/// The loss from the chosen log-probs (their mean NLL) and the odds-ratio term `ls`.
+fn orpo_parts(chosen: &Tensor, ls: Tensor, ratio: Tensor, lambda: f64) -> Result<OrpoLoss> {
     let nll = chosen.neg()?.mean_all()?;
     let loss = (&nll - (&ls * lambda)?)?;
     Ok(OrpoLoss {
@@ -161,7 +169,6 @@ pub fn orpo_grouped(
         group.len(),
         device,
     )?;
-    let log_odds = |logp: &Tensor| -> Result<Tensor> { Ok((logp - log1m_exp(logp)?)?) };
     let ratio = (log_odds(&chosen.index_select(&idx, 0)?)? - log_odds(rejected)?)?;
     let w: Vec<f64> = group
         .iter()
@@ -169,14 +176,7 @@ pub fn orpo_grouped(
         .collect();
     let w = Tensor::new(w, device)?.to_dtype(ratio.dtype())?;
     let ls = (log_sigmoid(&ratio)? * w)?.sum_all()?;
-    let nll = chosen.neg()?.mean_all()?;
-    let loss = (&nll - (&ls * lambda)?)?;
-    Ok(OrpoLoss {
-        loss,
-        nll,
-        log_sigmoid_ratio: ls,
-        log_odds_ratio: ratio,
-    })
+    orpo_parts(chosen, ls, ratio, lambda)
 }
 
 /// The ORPO loss of a batch laid out as `[chosen rows…, rejected rows…]` (pair `i` is rows
