@@ -459,7 +459,8 @@ impl Qwen3Vl {
         mode: Mode,
         rows: &[usize],
     ) -> Result<Tensor> {
-        let (b, l) = self.check(batch)?;
+        let b = batch.input_ids.len();
+        let l = batch.input_ids.first().map_or(0, Vec::len);
         if segments.len() != b {
             return Err(VlmError::Input(format!(
                 "{} rows of answer segments for a batch of {b} rows",

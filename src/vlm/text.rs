@@ -556,9 +556,8 @@ pub fn packed_attention_mask(
             key_valid.len()
         )));
     }
-    let base = attention_mask(key_valid, 0, len, device)?;
     let b = key_valid.len();
-    let mut data = base.flatten_all()?.to_vec1::<f32>()?;
+    let mut data = mask_data(key_valid, 0, len)?;
     for (bi, segs) in segments.iter().enumerate() {
         let mut seg_of = vec![usize::MAX; len];
         for (si, &(start, n)) in segs.iter().enumerate() {
@@ -590,6 +589,16 @@ pub fn attention_mask(
     len: usize,
     device: &Device,
 ) -> Result<Tensor> {
+    let data = mask_data(key_valid, past, len)?;
+    Ok(Tensor::from_vec(
+        data,
+        (key_valid.len(), 1, len, past + len),
+        device,
+    )?)
+}
+
+/// The values of [`attention_mask`], row-major.
+fn mask_data(key_valid: &[Vec<bool>], past: usize, len: usize) -> Result<Vec<f32>> {
     let b = key_valid.len();
     let t = past + len;
     let mut data = vec![0f32; b * len * t];
@@ -609,5 +618,5 @@ pub fn attention_mask(
             }
         }
     }
-    Ok(Tensor::from_vec(data, (b, 1, len, t), device)?)
+    Ok(data)
 }

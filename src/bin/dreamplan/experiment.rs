@@ -38,6 +38,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
+use dreamplan::planner::eval::mean_ci;
 
 #[derive(Args)]
 pub struct ExperimentArgs {
@@ -543,11 +544,6 @@ fn skip_reason(out: &Path, st: &Stage) -> anyhow::Result<Option<String>> {
         }
     }
     Ok(None)
-}
-
-/// Mean and normal 95% interval.
-fn mean_ci(v: &[f64]) -> (f64, f64, f64) {
-    dreamplan::planner::eval::mean_ci(v)
 }
 
 /// Reads the eval JSONs and the world-model rating; writes and prints the tables.
