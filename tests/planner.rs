@@ -400,7 +400,7 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
     };
     let kps = [kp(1, 10.0, 10.0), kp(2, 40.0, 50.0)];
     let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
-    let cands = planner.candidates(&batch, 2, 2, 7).unwrap();
+    let cands = planner.candidates(Task::Rope, &batch, 2, 2, 7).unwrap();
     assert_eq!(cands.len(), 3);
     for c in &cands {
         assert!(c.logprob.is_finite() && c.logprob <= 0.0, "{c:?}");
@@ -527,7 +527,7 @@ fn constrained_sampling_gives_only_valid_actions() {
         };
         let planner = VlmPlanner::load(&dir, config).unwrap();
         let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
-        let cands = planner.candidates(&batch, 3, 3, 11).unwrap();
+        let cands = planner.candidates(Task::Rope, &batch, 3, 3, 11).unwrap();
         assert_eq!(cands.len(), 16);
         for c in &cands {
             assert!(c.logprob.is_finite() && c.logprob <= 0.0, "{c:?}");

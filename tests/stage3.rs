@@ -443,6 +443,129 @@ fn small(method: Method) -> OrpoConfig {
         method,
         seed: 1,
         checkpoint_every: 1,
+        task: None,
+    }
+}
+
+#[test]
+fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_adapter() {
+    use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    let out = dir.path().join("set");
+    let cfg = small(Method::Lora { r: 4, alpha: 8.0 });
+    let reports = orpo::train_per_task(&planner, &pairs, &out, &cfg, &|_, _| {}).unwrap();
+    // The fixture: rope 2 states of 2 pairs, toy 1 state, no cloth.
+    let shape: Vec<_> = reports
+        .iter()
+        .map(|(t, r)| (*t, r.states, r.examples, r.history.len()))
+        .collect();
+    assert_eq!(shape, [(Task::Rope, 2, 4, 12), (Task::Toy, 1, 2, 12)]);
+    for (task, r) in &reports {
+        let (first, last) = (&r.history[0], &r.history[11]);
+        assert!(
+            last.log_odds_ratio > first.log_odds_ratio + 1.0,
+            "{task:?}: log odds {} → {}",
+            first.log_odds_ratio,
+            last.log_odds_ratio
+        );
+    }
+    assert!(out.join("adapter_set.json").is_file());
+
+    // The set answers each task with its own adapter, cloth with the base model.
+    let load = |adapter: Option<&Path>| {
+        let config = VlmPlannerConfig {
+            k: 4,
+            temperature: 1.0,
+            ..Default::default()
+        };
+        VlmPlanner::load_with_adapter(&planner, adapter, config).unwrap()
+    };
+    let set = load(Some(&out));
+    let rope = load(Some(&out.join("rope")));
+    let toy = load(Some(&out.join("toy")));
+    let base = load(None);
+    let img = dreamplan::vlm::image::Rgb8 {
+        width: 64,
+        height: 64,
+        data: vec![128; 64 * 64 * 3],
+    };
+    let kps: Vec<_> = (1..=3)
+        .map(|id| dreamplan::vision::Keypoint {
+            id,
+            u: 10.0 * id as f32,
+            v: 50.0 - 12.0 * id as f32,
+        })
+        .collect();
+    let logprobs = |p: &VlmPlanner, task: Task| -> Vec<f32> {
+        let batch = p.prompt(task, &img, &img, &kps, &kps).unwrap();
+        p.candidates(task, &batch, 3, 3, 5)
+            .unwrap()
+            .iter()
+            .map(|c| c.logprob)
+            .collect()
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    for task in Task::ALL {
+        let alone = match task {
+            Task::Rope => &rope,
+            Task::Toy => &toy,
+            Task::Cloth => &base,
+        };
+        let (a, b) = (logprobs(&set, task), logprobs(alone, task));
+        assert!(
+            close(&a, &b),
+            "{task:?}: set {a:?}, its adapter alone {b:?}"
+        );
+    }
+    let (r, t) = (logprobs(&rope, Task::Toy), logprobs(&toy, Task::Toy));
+    assert!(
+        !close(&r, &t),
+        "the two adapters answer alike: {r:?} / {t:?}"
+    );
+
+    // Bad input: a task without pairs, full training per task, merging a set, a broken index.
+    let e = orpo::train(
+        &planner,
+        &pairs,
+        &dir.path().join("cloth"),
+        &OrpoConfig {
+            task: Some(Task::Cloth),
+            ..cfg.clone()
+        },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no pair for task cloth"), "{e}");
+    let e = orpo::train_per_task(
+        &planner,
+        &pairs,
+        &dir.path().join("f"),
+        &small(Method::Full),
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("LoRA"), "{e}");
+    let e = orpo::merge_adapter(&planner, &out, &dir.path().join("m")).unwrap_err();
+    assert!(e.to_string().contains("adapter set"), "{e}");
+    let index = out.join("adapter_set.json");
+    let good = std::fs::read_to_string(&index).unwrap();
+    for (text, expect) in [
+        (
+            good.replace("\"toy\": \"toy\"", "\"sock\": \"toy\""),
+            "unknown task \"sock\"",
+        ),
+        (
+            good.replace("\"toy\": \"toy\"", "\"toy\": \"gone\""),
+            "not an adapter folder",
+        ),
+        ("{".to_string(), "adapter_set.json"),
+    ] {
+        std::fs::write(&index, &text).unwrap();
+        let e = VlmPlanner::load_with_adapter(&planner, Some(&out), Default::default())
+            .err()
+            .expect("a broken set loads");
+        assert!(e.to_string().contains(expect), "{text}: {e}");
     }
 }
 

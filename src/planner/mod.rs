@@ -2,6 +2,7 @@
 //! grammar it must follow, and the baseline planners every result is compared with.
 //! The VLM itself lives in [`crate::vlm`]; the node that wires them to topics comes later.
 
+pub mod adapters;
 pub mod baselines;
 pub mod eval;
 pub mod grammar;

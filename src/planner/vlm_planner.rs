@@ -193,6 +193,8 @@ impl Processor {
 /// The planner: a model folder loaded once.
 pub struct VlmPlanner {
     model: Qwen3Vl,
+    /// With an adapter set: per task, the model with that task's adapter merged.
+    per_task: Vec<(Task, Qwen3Vl)>,
     processor: Processor,
     stop: Vec<u32>,
     answer_tokens: std::sync::OnceLock<Vec<(u32, String)>>,
@@ -209,32 +211,49 @@ impl VlmPlanner {
 
     /// [`load`](Self::load), then a PEFT LoRA adapter folder read and merged into the
     /// weights (so a decision costs what it costs without one). An adapter made for another
-    /// model is refused with the layer and shapes that do not fit.
+    /// model is refused with the layer and shapes that do not fit. `adapter` may also be an
+    /// adapter set ([`super::adapters`]): each task is then answered by the model with its
+    /// own adapter merged (one model copy per task).
     pub fn load_with_adapter(
         dir: &Path,
         adapter: Option<&Path>,
         config: VlmPlannerConfig,
     ) -> Result<Self, VlmError> {
-        let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
-        if let Some(adapter) = adapter {
-            crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| match e {
-                VlmError::Shape { .. } | VlmError::MissingTensor { .. } => {
-                    VlmError::Input(format!(
-                        "adapter {} does not fit the model in {}: {e}",
-                        adapter.display(),
-                        dir.display()
-                    ))
-                }
-                e => VlmError::Input(format!("adapter {}: {e}", adapter.display())),
-            })?;
-            crate::vlm::lora::merge(model.text_mut())?;
-        }
-        // The goal image is the same at every decision of an episode: encode it once.
-        model.set_vision_cache(4);
+        let load_merged = |adapter: Option<&Path>| -> Result<Qwen3Vl, VlmError> {
+            let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+            if let Some(adapter) = adapter {
+                crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| match e {
+                    VlmError::Shape { .. } | VlmError::MissingTensor { .. } => {
+                        VlmError::Input(format!(
+                            "adapter {} does not fit the model in {}: {e}",
+                            adapter.display(),
+                            dir.display()
+                        ))
+                    }
+                    e => VlmError::Input(format!("adapter {}: {e}", adapter.display())),
+                })?;
+                crate::vlm::lora::merge(model.text_mut())?;
+            }
+            // The goal image is the same at every decision of an episode: encode it once.
+            model.set_vision_cache(4);
+            Ok(model)
+        };
+        let (model, per_task) = match adapter {
+            Some(set) if super::adapters::AdapterSet::is_set(set) => {
+                let members = super::adapters::AdapterSet::read(set).map_err(VlmError::Input)?;
+                let per_task = members
+                    .iter()
+                    .map(|(task, folder)| Ok((*task, load_merged(Some(folder))?)))
+                    .collect::<Result<Vec<_>, VlmError>>()?;
+                (load_merged(None)?, per_task)
+            }
+            adapter => (load_merged(adapter)?, Vec::new()),
+        };
         let processor = Processor::load(dir)?;
         let stop = processor.stop_tokens();
         Ok(Self {
             model,
+            per_task,
             processor,
             stop,
             answer_tokens: std::sync::OnceLock::new(),
@@ -243,7 +262,23 @@ impl VlmPlanner {
         })
     }
 
-    /// The loaded model.
+    /// The model that answers `task`: its adapter's with an adapter set, else the one.
+    pub fn model_for(&self, task: Task) -> &Qwen3Vl {
+        self.per_task
+            .iter()
+            .find(|(t, _)| *t == task)
+            .map_or(&self.model, |(_, m)| m)
+    }
+
+    /// Forgets every cached image encoding (benchmarks that time the vision tower).
+    pub fn clear_vision_cache(&self) {
+        self.model.clear_vision_cache();
+        for (_, m) in &self.per_task {
+            m.clear_vision_cache();
+        }
+    }
+
+    /// The loaded model (the base one with an adapter set: see [`model_for`](Self::model_for)).
     pub fn model(&self) -> &Qwen3Vl {
         &self.model
     }
@@ -272,9 +307,10 @@ impl VlmPlanner {
         self.processor.batch(&messages, current, goal)
     }
 
-    /// K candidates for one prompt, sampled with `seed`.
+    /// K candidates for one prompt about `task`, sampled with `seed`.
     pub fn candidates(
         &self,
+        task: Task,
         batch: &Batch,
         current_count: usize,
         goal_count: usize,
@@ -297,7 +333,7 @@ impl VlmPlanner {
             guide = guide.constrained(answer_tokens);
         }
         let guide: &dyn Guide = if c.guided { &guide } else { &Unguided };
-        generate_guided(&self.model, batch, c.k.max(1), &params, guide)?
+        generate_guided(self.model_for(task), batch, c.k.max(1), &params, guide)?
             .into_iter()
             .map(|s| {
                 let text = self.processor.tokenizer.decode(&s.tokens, true)?;
@@ -414,6 +450,7 @@ impl Planner for VlmPlanner {
                 .wrapping_add(s.seed.wrapping_mul(1_000_003))
                 .wrapping_add(attempt as u64);
             match self.candidates(
+                s.task,
                 &batch,
                 s.current_keypoints.len(),
                 s.goal_keypoints.len(),

@@ -29,8 +29,9 @@ pub const SETTLE_S: f64 = 0.5;
 /// Simulation step of episodes (s).
 pub const DT: f64 = 1.0 / 60.0;
 
-/// A benchmark task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A benchmark task (serialised by its lower-case name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Rope straightening.
     Rope,

@@ -85,6 +85,10 @@ pub struct OrpoConfig {
     pub seed: u64,
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
+    /// Train on this task's states only (a per-task adapter, [`train_per_task`]); `None`:
+    /// every task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
 }
 
 impl Default for OrpoConfig {
@@ -99,6 +103,7 @@ impl Default for OrpoConfig {
             method: Method::Lora { r: 16, alpha: 32.0 },
             seed: 0,
             checkpoint_every: 25,
+            task: None,
         }
     }
 }
@@ -196,12 +201,14 @@ fn load_png(path: &Path) -> Result<Rgb8> {
     })
 }
 
-/// Checks that `file` can train the planner in `planner_dir` and lists its examples.
+/// Checks that `file` can train the planner in `planner_dir` and lists its examples (those
+/// of task `only` when given).
 fn examples(
     file: &PreferenceFile,
     pairs_path: &Path,
     planner_dir: &Path,
     processor: &Processor,
+    only: Option<Task>,
 ) -> Result<(Vec<ShownState>, Vec<Group>, usize)> {
     let fp = prefs::tokenizer_fingerprint(planner_dir)?;
     if fp != file.header.tokenizer {
@@ -229,6 +236,9 @@ fn examples(
         let task = Task::from_name(&st.task).ok_or_else(|| {
             OrpoError::Data(format!("state {} has unknown task {:?}", st.seed, st.task))
         })?;
+        if only.is_some_and(|t| t != task) {
+            continue;
+        }
         let kc = keypoints_from_file(&st.current_keypoints);
         let kg = keypoints_from_file(&st.goal_keypoints);
         let current = load_png(&base.join(&st.current_image))?;
@@ -288,6 +298,13 @@ fn examples(
             current: overlay(&current, &kc)?,
             goal: overlay(&goal, &kg)?,
         });
+    }
+    if out.is_empty() && only.is_some() {
+        return Err(OrpoError::Data(format!(
+            "{} has no pair for task {}: nothing to train its adapter on",
+            pairs_path.display(),
+            only.map_or("", Task::name)
+        )));
     }
     if out.is_empty() {
         return Err(OrpoError::Data(format!(
@@ -480,7 +497,7 @@ pub fn train(
     }
     let processor = Processor::load(planner_dir)?;
     let file = prefs::read(pairs)?;
-    let (shown, groups, pair_count) = examples(&file, pairs, planner_dir, &processor)?;
+    let (shown, groups, pair_count) = examples(&file, pairs, planner_dir, &processor, cfg.task)?;
     let by_task: Vec<Vec<usize>> = Task::ALL
         .iter()
         .map(|&t| {
@@ -682,6 +699,63 @@ pub fn train(
     Ok(report)
 }
 
+/// [`train`] once per task that has pairs in `pairs`, each on that task's states alone,
+/// into `out/<task>/`, then an adapter set naming them ([`crate::planner::adapters`]):
+/// `--adapter out` then answers each task with its own adapter. `cfg.steps` is per task;
+/// each task's run resumes on its own. LoRA only (`Method::Full` would make a whole model per
+/// task).
+pub fn train_per_task(
+    planner_dir: &Path,
+    pairs: &Path,
+    out: &Path,
+    cfg: &OrpoConfig,
+    progress: &dyn Fn(Task, OrpoProgress),
+) -> Result<Vec<(Task, OrpoReport)>> {
+    if cfg.method == Method::Full {
+        return Err(OrpoError::Data(
+            "per-task training makes LoRA adapters; full fine-tuning would make a whole model per task".into(),
+        ));
+    }
+    let file = prefs::read(pairs)?;
+    let tasks: Vec<Task> = Task::ALL
+        .into_iter()
+        .filter(|t| {
+            file.states
+                .iter()
+                .any(|s| s.task == t.name() && !s.pairs.is_empty())
+        })
+        .collect();
+    if tasks.is_empty() {
+        return Err(OrpoError::Data(format!(
+            "{} has no pair of any task ({} states): nothing to train on; sample more candidates (--k), raise --temperature or lower --margin",
+            pairs.display(),
+            file.states.len()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut reports = Vec::new();
+    for &task in &tasks {
+        let one = OrpoConfig {
+            task: Some(task),
+            ..cfg.clone()
+        };
+        let report = train(planner_dir, pairs, &out.join(task.name()), &one, &|p| {
+            progress(task, p)
+        })?;
+        reports.push((task, report));
+    }
+    crate::planner::adapters::AdapterSet::of_tasks(&tasks)
+        .write(out)
+        .map_err(|e| OrpoError::File {
+            path: out.join(crate::planner::adapters::ADAPTER_SET),
+            message: e.to_string(),
+        })?;
+    Ok(reports)
+}
+
 /// Copies a model folder's side files (configs, tokenizer, chat template: `*.json` and
 /// `*.jinja`, not a trainer's `orpo.json`) into `out`.
 fn copy_side_files(planner_dir: &Path, out: &Path) -> Result<()> {
@@ -730,6 +804,13 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
 /// A whole model folder in `out`: `base`'s files with the LoRA `adapter` merged into its
 /// weights. What a next ORPO round trains from (its pairs sampled from the tuned planner).
 pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    if crate::planner::adapters::AdapterSet::is_set(adapter) {
+        return Err(OrpoError::Data(format!(
+            "{} is an adapter set (one adapter per task): merge one of its task folders, e.g. {}",
+            adapter.display(),
+            adapter.join("cloth").display()
+        )));
+    }
     std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
         path: out.to_path_buf(),
         message: e.to_string(),

@@ -115,7 +115,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
                 Ok(t0.elapsed().as_secs_f64())
             };
             let t_full = decide(&mut planner)?;
-            planner.model().clear_vision_cache();
+            planner.clear_vision_cache();
             let t_cold = decide(&mut planner)?;
             // The sampling alone, batched and one by one, on the same prompt.
             let (kc, kg) = keypoint_pair(task, current, goal, args.keypoints)?;
@@ -127,22 +127,23 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             // The prompt alone (vision tower + text prefill), as generation runs it, and
             // the sampling batched vs one by one: nothing cached, each call encodes both
             // images (one by one would otherwise reuse them from the vision cache).
-            let model = planner.model();
-            model.clear_vision_cache();
+            let model = planner.model_for(task);
+            planner.clear_vision_cache();
             let t_p = Instant::now();
             let mut cache = model.new_cache(batch.input_ids[0].len() + 1);
             model.prefill(&batch, &mut cache)?;
             let t_prompt = t_p.elapsed().as_secs_f64();
-            planner.model().clear_vision_cache();
+            planner.clear_vision_cache();
             let t1 = Instant::now();
-            let _ = best(&planner.candidates(&batch, kc.len(), kg.len(), i as u64)?);
+            let _ = best(&planner.candidates(task, &batch, kc.len(), kg.len(), i as u64)?);
             let t_batched = t1.elapsed().as_secs_f64();
             planner.config.k = 1;
             let t2 = Instant::now();
             let mut all: Vec<Candidate> = Vec::new();
             for s in 0..args.k {
-                planner.model().clear_vision_cache();
+                planner.clear_vision_cache();
                 all.extend(planner.candidates(
+                    task,
                     &batch,
                     kc.len(),
                     kg.len(),

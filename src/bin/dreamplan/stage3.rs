@@ -12,7 +12,8 @@ use crate::TaskSel;
 
 use dreamplan::planner::eval::EvalConfig;
 use dreamplan::planner::vlm_planner::VlmPlannerConfig;
-use dreamplan::train::orpo::{train, Method, OrpoConfig, OrpoProgress};
+use dreamplan::sim::tasks::Task;
+use dreamplan::train::orpo::{train, train_per_task, Method, OrpoConfig, OrpoProgress};
 use dreamplan::train::preferences::{generate, GenerateConfig, PREFERENCE_SEED_BASE};
 use dreamplan::verifier::world_model::WorldModelVerifier;
 use dreamplan::verifier::{SimMeasure, SimVerifier, Verifier};
@@ -219,6 +220,18 @@ pub struct TrainOrpoArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = OrpoConfig::default().checkpoint_every)]
     checkpoint_every: usize,
+    /// One adapter per task, each trained on its task's pairs alone for --steps steps, into
+    /// OUT/<task>/ with OUT/adapter_set.json; `--adapter OUT` then answers each task with
+    /// its own adapter.
+    #[arg(long, conflicts_with_all = ["full", "task"])]
+    per_task: bool,
+    /// Train on this task's pairs only (rope, cloth or toy).
+    #[arg(long, value_parser = parse_task)]
+    task: Option<Task>,
+}
+
+fn parse_task(s: &str) -> Result<Task, String> {
+    Task::from_name(s).ok_or_else(|| format!("unknown task {s:?} (rope, cloth or toy)"))
 }
 
 pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
@@ -242,10 +255,12 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let bar = PhaseProgress::stderr();
-    let report = train(&args.planner, &args.pairs, &args.out, &cfg, &|p| match p {
-        OrpoProgress::Resumed(step) => eprintln!("resuming from the checkpoint at step {step}"),
+    let show = |label: &str, p: OrpoProgress| match p {
+        OrpoProgress::Resumed(step) => {
+            eprintln!("{label}: resuming from the checkpoint at step {step}")
+        }
         OrpoProgress::Step { step, total, stats } => bar.update(
-            "orpo",
+            label,
             step,
             total,
             &format!(
@@ -253,32 +268,60 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
                 stats.loss, stats.nll, stats.accuracy
             ),
         ),
-    })
-    .with_context(|| format!("ORPO training into {}", args.out.display()))?;
-    bar.finish();
-    let curves = args.out.join("orpo_curves.png");
-    dreamplan::plot::orpo_curves(&report.history, &curves)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", curves.display()))?;
-    let tail = &report.history[report.history.len().saturating_sub(10)..];
-    let mean = |f: &dyn Fn(&dreamplan::train::orpo::StepStats) -> f64| {
-        tail.iter().map(f).sum::<f64>() / tail.len().max(1) as f64
     };
-    println!(
-        "{}: {} pairs from {} states, {} trainable parameters, {:.0} s",
-        args.out.display(),
-        report.examples,
-        report.states,
-        report.trainable,
-        report.seconds
-    );
-    println!(
-        "last 10 steps: loss {:.3}, chosen log-prob {:.3}, rejected {:.3}, accuracy {:.2}",
-        mean(&|s| s.loss),
-        mean(&|s| s.chosen_logp),
-        mean(&|s| s.rejected_logp),
-        mean(&|s| s.accuracy)
-    );
-    println!("curves: {}", curves.display());
+    let reports = if args.per_task {
+        train_per_task(&args.planner, &args.pairs, &args.out, &cfg, &|task, p| {
+            show(&format!("orpo {}", task.name()), p)
+        })
+        .with_context(|| format!("per-task ORPO training into {}", args.out.display()))?
+        .into_iter()
+        .map(|(task, r)| (args.out.join(task.name()), r))
+        .collect()
+    } else {
+        let cfg = OrpoConfig {
+            task: args.task,
+            ..cfg
+        };
+        let report = train(&args.planner, &args.pairs, &args.out, &cfg, &|p| {
+            show("orpo", p)
+        })
+        .with_context(|| format!("ORPO training into {}", args.out.display()))?;
+        vec![(args.out.clone(), report)]
+    };
+    bar.finish();
+    for (out, report) in &reports {
+        let curves = out.join("orpo_curves.png");
+        dreamplan::plot::orpo_curves(&report.history, &curves)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", curves.display()))?;
+        let tail = &report.history[report.history.len().saturating_sub(10)..];
+        let mean = |f: &dyn Fn(&dreamplan::train::orpo::StepStats) -> f64| {
+            tail.iter().map(f).sum::<f64>() / tail.len().max(1) as f64
+        };
+        println!(
+            "{}: {} pairs from {} states, {} trainable parameters, {:.0} s",
+            out.display(),
+            report.examples,
+            report.states,
+            report.trainable,
+            report.seconds
+        );
+        println!(
+            "last 10 steps: loss {:.3}, chosen log-prob {:.3}, rejected {:.3}, accuracy {:.2}",
+            mean(&|s| s.loss),
+            mean(&|s| s.chosen_logp),
+            mean(&|s| s.rejected_logp),
+            mean(&|s| s.accuracy)
+        );
+        println!("curves: {}", curves.display());
+    }
+    if args.per_task {
+        println!(
+            "adapter set: {} (pass it as --adapter)",
+            args.out
+                .join(dreamplan::planner::adapters::ADAPTER_SET)
+                .display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
