@@ -572,7 +572,27 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         serde_json::to_string(&cfg).unwrap(),
     )
     .unwrap();
+    // The same weights elsewhere have the same fingerprint; changed weights another one,
+    // and the world-model verifier's name (a preference file's header) carries it.
+    let copy = Predictor::load(&other).unwrap();
+    assert_eq!(copy.fingerprint, p.fingerprint);
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let mut changed = bytes.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    std::fs::write(other.join("model.safetensors"), &changed).unwrap();
+    let changed = Predictor::load(&other).unwrap();
+    assert_ne!(changed.fingerprint, p.fingerprint);
+    let name = |predictor: Predictor| {
+        use dreamplan::verifier::Verifier as _;
+        dreamplan::verifier::world_model::WorldModelVerifier {
+            predictor,
+            noise_seed: 3,
+        }
+        .name()
+    };
+    let (a, b) = (name(p.clone()), name(changed));
+    assert!(a.contains(&p.fingerprint) && a.contains("noise 3"), "{a}");
+    assert_ne!(a, b);
     std::fs::write(other.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let e = Predictor::load(&other).err().unwrap().to_string();
     assert!(e.contains("corrupted"), "{e}");

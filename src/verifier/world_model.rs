@@ -17,8 +17,14 @@ pub struct WorldModelVerifier {
 }
 
 impl Verifier for WorldModelVerifier {
+    /// `world-model <weights' fingerprint>, <sampler steps> steps, noise <seed>`: a
+    /// preference file's header then tells pairs of one world model from another's, and a
+    /// resumed run refuses to mix them.
     fn name(&self) -> String {
-        "world-model".into()
+        format!(
+            "world-model {}, {} steps, noise {}",
+            self.predictor.fingerprint, self.predictor.sample_steps, self.noise_seed
+        )
     }
 
     fn score(

@@ -18,6 +18,9 @@ pub struct Predictor {
     pub model: WorldModel,
     /// Euler steps of the sampler (the configuration's `sample_steps` when loaded).
     pub sample_steps: usize,
+    /// Which weights these are: the CRC-32 and size of `model.safetensors`, as
+    /// `crc32hex-bytes` (what a preference file's header records of its verifier).
+    pub fingerprint: String,
 }
 
 impl Predictor {
@@ -45,6 +48,7 @@ impl Predictor {
                 w_path.display()
             ))
         })?;
+        let fingerprint = format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len());
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let model = WorldModel::new(&cfg, vb).map_err(|e| {
             WorldModelError::Checkpoint(format!(
@@ -57,6 +61,7 @@ impl Predictor {
         Ok(Self {
             model,
             sample_steps,
+            fingerprint,
         })
     }
 
