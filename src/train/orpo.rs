@@ -36,7 +36,7 @@ use crate::planner::vlm_planner::{model_view, Processor};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
-use crate::train::zero_shot::answer_ids;
+use crate::train::zero_shot::{answer_ids, left_pad};
 use crate::verifier::preferences::{self as prefs, keypoints_from_file, PreferenceFile};
 use crate::vlm::image::Rgb8;
 use crate::vlm::lora::{self, LoraConfig};
@@ -369,6 +369,7 @@ fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<KeypointChoice>)]) -> Re
         answer: Vec::new(),
         answers: 0,
     };
+    let mut unpadded = Vec::new();
     for (b, (ids, prompt_len, segs)) in built.into_iter().enumerate() {
         let padn = len - ids.len();
         for &(start, n) in &segs {
@@ -387,16 +388,11 @@ fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<KeypointChoice>)]) -> Re
         }
         out.segments
             .push(segs.iter().map(|&(st, n)| (st + padn, n)).collect());
-        let total = ids.len();
-        let mut row = vec![pad; padn];
-        row.extend(ids);
-        out.batch.input_ids.push(row);
-        let mut m = vec![0u8; padn];
-        m.extend(std::iter::repeat_n(1u8, total));
-        if let Some(mask) = out.batch.attention_mask.as_mut() {
-            mask.push(m);
-        }
+        unpadded.push(ids);
     }
+    let (input_ids, mask) = left_pad(unpadded, pad);
+    out.batch.input_ids = input_ids;
+    out.batch.attention_mask = Some(mask);
     out.batch.images = Some(Images {
         pixel_values: Tensor::cat(&pixels, 0)?,
         grid_thw: grids,

@@ -807,6 +807,22 @@ fn sample_questions(p: &Processor, s: &Sample, ids: &[u32]) -> Result<Vec<(usize
     Ok(out)
 }
 
+/// `rows` left-padded with `pad` to the longest, and their attention masks (0 on padding):
+/// the training rows of the zero-shot and ORPO trainers.
+pub(crate) fn left_pad(rows: Vec<Vec<u32>>, pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u8>>) {
+    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+    rows.into_iter()
+        .map(|ids| {
+            let padn = len - ids.len();
+            let mut mask = vec![0u8; padn];
+            mask.extend(std::iter::repeat_n(1u8, ids.len()));
+            let mut row = vec![pad; padn];
+            row.extend(ids);
+            (row, mask)
+        })
+        .unzip()
+}
+
 /// A left-padded training batch of `samples` with each row's answer as the response and,
 /// with `with_questions`, at the end of each goal keypoint the correspondence question
 /// ([`TrainingBatch`]).
@@ -846,22 +862,15 @@ pub fn training_batch(
     for q in &mut questions {
         q.1 += len - rows[q.0].0.len();
     }
-    let mut input_ids = Vec::new();
-    let mut mask = Vec::new();
-    let mut response = Vec::new();
-    for (ids, prompt_len) in rows {
-        let padn = len - ids.len();
-        let total = ids.len();
-        let mut r = vec![pad; padn];
-        r.extend(ids);
-        input_ids.push(r);
-        let mut m = vec![0u8; padn];
-        m.extend(std::iter::repeat_n(1u8, total));
-        mask.push(m);
-        let mut resp = vec![0u8; padn + prompt_len];
-        resp.extend(std::iter::repeat_n(1u8, total - prompt_len));
-        response.push(resp);
-    }
+    let response = rows
+        .iter()
+        .map(|(ids, prompt_len)| {
+            let mut resp = vec![0u8; len - ids.len() + prompt_len];
+            resp.extend(std::iter::repeat_n(1u8, ids.len() - prompt_len));
+            resp
+        })
+        .collect();
+    let (input_ids, mask) = left_pad(rows.into_iter().map(|r| r.0).collect(), pad);
     let batch = Batch {
         input_ids,
         attention_mask: Some(mask),
