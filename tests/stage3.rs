@@ -680,8 +680,11 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    // The CLI draws the curves: four panels, two columns of 480 × 300 px.
-    let curves = image::open(whole.join("orpo_curves.png"))
+    // By default one adapter per task with pairs (rope, toy), and the set naming them.
+    assert!(whole.join("adapter_set.json").is_file());
+    assert!(!whole.join("cloth").exists());
+    // The CLI draws each adapter's curves: four panels, two columns of 480 × 300 px.
+    let curves = image::open(whole.join("rope").join("orpo_curves.png"))
         .unwrap()
         .to_rgb8();
     assert_eq!(curves.dimensions(), (960, 600));
@@ -696,7 +699,8 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let ck = orpo::checkpoint_path(&cut);
+    // Killed in the middle of the first task's run.
+    let ck = orpo::checkpoint_path(&cut.join("rope"));
     let t0 = std::time::Instant::now();
     let step_of = |p: &Path| -> Option<u64> {
         dreamplan::train::checkpoint::load(p)
@@ -713,7 +717,7 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        !cut.join("orpo.json").exists(),
+        !cut.join("rope").join("orpo.json").exists(),
         "the run finished before it was killed"
     );
     // What the kill left is a whole checkpoint from the middle of the run.
@@ -729,18 +733,20 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
     let load = |d: &Path| {
         candle_core::safetensors::load(d.join("adapter_model.safetensors"), &Device::Cpu).unwrap()
     };
-    let (a, b) = (load(&whole), load(&cut));
-    assert_eq!(a.len(), b.len());
-    for (k, t) in &a {
-        let d = (t - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d <= 1e-6, "{k}: differs by {d}");
+    for task in ["rope", "toy"] {
+        let (a, b) = (load(&whole.join(task)), load(&cut.join(task)));
+        assert_eq!(a.len(), b.len());
+        for (k, t) in &a {
+            let d = (t - &b[k])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d <= 1e-6, "{task} {k}: differs by {d}");
+        }
     }
 }
 

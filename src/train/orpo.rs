@@ -94,7 +94,7 @@ pub struct OrpoConfig {
 impl Default for OrpoConfig {
     fn default() -> Self {
         Self {
-            steps: 150,
+            steps: 100,
             batch: 8,
             rejected: 8,
             lr: 1e-3,

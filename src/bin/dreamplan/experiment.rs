@@ -250,7 +250,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: out.join(pairs_dir),
             resumes: true,
-            expect_s: if verifier == "sim" { 400.0 } else { 900.0 },
+            expect_s: if verifier == "sim" { 1000.0 } else { 1500.0 },
             pairs: None,
             after: None,
             deps: if verifier == "sim" {
@@ -279,7 +279,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: out.join(tuned),
             resumes: true,
-            expect_s: 700.0,
+            expect_s: 1000.0,
             pairs: Some(pairs.clone()),
             after: None,
             deps: vec![if verifier == "sim" {

@@ -69,7 +69,9 @@ pub struct PreferencesArgs {
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
     /// Extra exploring samples per state, at --explore-temperature, after the K (0: none).
-    #[arg(long, default_value_t = 0)]
+    /// They bring actions the planner rarely proposes into the pairs (cloth's fold:
+    /// docs/stage3.md).
+    #[arg(long, default_value_t = 16)]
     explore_k: usize,
     /// Temperature of the exploring samples.
     #[arg(long, default_value_t = 8.0)]
@@ -192,7 +194,7 @@ pub struct TrainOrpoArgs {
     /// A checkpoint there from the same settings is resumed.
     #[arg(long)]
     out: PathBuf,
-    /// Optimiser steps.
+    /// Optimiser steps (per adapter: each task's with per-task adapters).
     #[arg(long, default_value_t = OrpoConfig::default().steps)]
     steps: usize,
     /// States per step, in turn from each task; each brings its chosen answer and up to
@@ -220,13 +222,15 @@ pub struct TrainOrpoArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = OrpoConfig::default().checkpoint_every)]
     checkpoint_every: usize,
-    /// One adapter per task, each trained on its task's pairs alone for --steps steps, into
-    /// OUT/<task>/ with OUT/adapter_set.json; `--adapter OUT` then answers each task with
-    /// its own adapter.
-    #[arg(long, conflicts_with_all = ["full", "task"])]
-    per_task: bool,
-    /// Train on this task's pairs only (rope, cloth or toy).
-    #[arg(long, value_parser = parse_task)]
+    /// One adapter for every task, its steps taking states from each task in turn. By
+    /// default each task gets its own adapter, trained on its pairs alone for --steps
+    /// steps, into OUT/<task>/ with OUT/adapter_set.json (`--adapter OUT` then answers each
+    /// task with its own adapter): one shared adapter trades the tasks against each other
+    /// (docs/stage3.md, session 12). --full always trains one shared model.
+    #[arg(long)]
+    shared: bool,
+    /// One adapter trained on this task's pairs only (rope, cloth or toy).
+    #[arg(long, value_parser = parse_task, conflicts_with = "shared")]
     task: Option<Task>,
 }
 
@@ -269,7 +273,8 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
             ),
         ),
     };
-    let reports = if args.per_task {
+    let per_task = !(args.shared || args.full || args.task.is_some());
+    let reports = if per_task {
         train_per_task(&args.planner, &args.pairs, &args.out, &cfg, &|task, p| {
             show(&format!("orpo {}", task.name()), p)
         })
@@ -314,7 +319,7 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
         );
         println!("curves: {}", curves.display());
     }
-    if args.per_task {
+    if per_task {
         println!(
             "adapter set: {} (pass it as --adapter)",
             args.out
