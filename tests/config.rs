@@ -148,6 +148,17 @@ fn shipped_ros_params_files_load_into_the_node_configs() {
         format!("{pl:?}"),
         format!("{:?}", dreamplan::nodes::planner::PlannerConfig::default())
     );
+    let tr_text = std::fs::read_to_string(root().join("config/ros/trainer.yaml")).unwrap();
+    let tr: dreamplan::nodes::trainer::TrainerConfig = node_config(
+        &ros_params(&tr_text, "trainer", "trainer.yaml").unwrap(),
+        "trainer.yaml",
+    )
+    .unwrap();
+    // What it leaves out takes the defaults; what it spells out equals them.
+    assert_eq!(tr.job, dreamplan::nodes::trainer::Job::Orpo);
+    assert_eq!(tr.orpo, dreamplan::train::orpo::OrpoConfig::default());
+    assert_eq!(tr.topics.status, "/trainer/status");
+    assert_eq!((tr.world_model.steps, tr.world_model.batch), (1000, 8));
     let exe_text = std::fs::read_to_string(root().join("config/ros/executor.yaml")).unwrap();
     let exe: dreamplan::nodes::executor::ExecutorConfig = node_config(
         &ros_params(&exe_text, "executor", "executor.yaml").unwrap(),

@@ -1007,3 +1007,178 @@ fn the_verified_planner_plays_the_verifiers_best_candidate() {
     let r = run_episode(Task::Rope, 3, &mut single, &cfg);
     assert!((-r.distance_m / half - scores[worst]).abs() < 1e-9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trainer_node_reports_progress_and_the_planner_node_loads_its_adapter_without_restarting(
+) {
+    use dreamplan::bus::{Bus, LocalBus, Qos};
+    use dreamplan::msg::dreamplan::TrainerStatus;
+    use dreamplan::msg::prelude::*;
+    use dreamplan::nodes::planner::{Backend, PlannerConfig, PlannerNode};
+    use dreamplan::nodes::trainer::{Job, TrainerConfig, TrainerNode};
+    use dreamplan::nodes::{Node, NodeContext};
+    use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (planner_dir, pairs) = fixture(dir.path());
+    let bus = LocalBus::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = |name: &str| NodeContext {
+        name: name.into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+    };
+    let mut status = bus
+        .subscribe::<TrainerStatus>("/trainer/status", Qos::latched())
+        .unwrap();
+    let mut candidates = bus
+        .subscribe::<ActionCandidates>("/planner/candidates", Qos::keep_last(10))
+        .unwrap();
+    let sampling = VlmPlannerConfig {
+        k: 4,
+        ..Default::default()
+    };
+    let planner = PlannerNode::new(PlannerConfig {
+        backend: Backend::Vlm,
+        model: Some(planner_dir.clone()),
+        keypoints: 4,
+        sampling: sampling.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let planner_task = tokio::spawn(planner.run(ctx("planner")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // One rope scene, decided as episode 7: the same candidates every time, unless the
+    // planner's weights change.
+    let size = 96;
+    let obs = observe(Task::Rope, 3, &EvalConfig { size, keypoints: 4 });
+    let image = |rgb: &[u8]| Image {
+        encoding: "rgb8".into(),
+        width: size,
+        height: size,
+        step: size * 3,
+        data: rgb.to_vec(),
+        ..Default::default()
+    };
+    let goal_pub = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    goal_pub.publish(image(&obs.goal_frame.rgb)).unwrap();
+    let event_pub = bus
+        .publisher::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let image_pub = bus
+        .publisher::<Image>("/camera/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let mut decide = async || -> Vec<f64> {
+        event_pub
+            .publish(EpisodeEvent {
+                episode: 7,
+                task: "rope".into(),
+                event: EpisodeEvent::EVENT_RESET.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        image_pub.publish(image(&obs.current.rgb)).unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(60), candidates.recv())
+            .await
+            .expect("candidates in time")
+            .expect("bus open");
+        c.candidates.iter().map(|a| a.log_prob).collect()
+    };
+    let before = decide().await;
+    assert_eq!(before.len(), 4);
+
+    // A job whose input is missing is refused when the node is made.
+    let e = TrainerNode::new(TrainerConfig {
+        job: Job::Orpo,
+        planner: Some(planner_dir.clone()),
+        pairs: Some(dir.path().join("none.jsonl")),
+        out: dir.path().join("x"),
+        ..Default::default()
+    })
+    .err()
+    .expect("missing pairs accepted");
+    assert!(e.to_string().contains("none.jsonl"), "{e}");
+
+    let out = dir.path().join("from-node");
+    let trainer = TrainerNode::new(TrainerConfig {
+        job: Job::Orpo,
+        planner: Some(planner_dir.clone()),
+        pairs: Some(pairs.clone()),
+        out: out.clone(),
+        orpo: small(Method::Lora { r: 4, alpha: 8.0 }),
+        ..Default::default()
+    })
+    .unwrap();
+    let trainer_task = tokio::spawn(trainer.run(ctx("trainer")));
+    let mut seen = Vec::new();
+    let done = loop {
+        let s = tokio::time::timeout(Duration::from_secs(300), status.recv())
+            .await
+            .expect("a status in time")
+            .expect("bus open");
+        assert_eq!(s.job, "orpo");
+        match s.state.as_str() {
+            TrainerStatus::STATE_RUNNING => seen.push((s.detail.clone(), s.step, s.total)),
+            TrainerStatus::STATE_DONE => break (*s).clone(),
+            other => panic!("{other}: {}", s.detail),
+        }
+    };
+    assert_eq!(done.output, out.display().to_string());
+    assert!(done.loss.is_finite());
+    // Progress of both adapters, each to its last step (the latched queue keeps the last).
+    for part in ["rope adapter", "toy adapter"] {
+        assert!(
+            seen.iter()
+                .any(|(d, step, total)| d == part && *total == 12 && *step >= 1),
+            "{part}: {seen:?}"
+        );
+    }
+    assert!(out.join("adapter_set.json").is_file());
+
+    // The planner loads the set before a later decision: its candidates change to those of
+    // the planner loaded with the set from the start.
+    let mut after = decide().await;
+    for _ in 0..20 {
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = decide().await;
+    }
+    assert_ne!(
+        after, before,
+        "the planner still answers with its old weights"
+    );
+    let mut expected = VlmPlanner::load_with_adapter(&planner_dir, Some(&out), sampling).unwrap();
+    let (kc, kg) =
+        dreamplan::planner::eval::keypoint_pair(Task::Rope, &obs.current, &obs.goal_frame, 4)
+            .unwrap();
+    let scene = Scene {
+        task: Task::Rope,
+        seed: 7,
+        current: &obs.current,
+        goal: &obs.goal_frame,
+        current_keypoints: &kc,
+        goal_keypoints: &kg,
+        world: None,
+        goal_world: None,
+    };
+    expected.decide(&scene);
+    let want: Vec<f64> = Planner::candidates(&expected)
+        .iter()
+        .map(|c| c.logprob as f64)
+        .collect();
+    assert_eq!(after.len(), want.len());
+    for (a, w) in after.iter().zip(&want) {
+        assert!((a - w).abs() < 1e-5, "node {after:?}, set planner {want:?}");
+    }
+
+    stop.cancel();
+    planner_task.await.unwrap().unwrap();
+    trainer_task.await.unwrap().unwrap();
+}

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod planner;
 pub mod recorder;
 pub mod sim;
+pub mod trainer;
 pub mod verifier;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ pub const KINDS: &[&str] = &[
     executor::ExecutorNode::KIND,
     planner::PlannerNode::KIND,
     verifier::VerifierNode::KIND,
+    trainer::TrainerNode::KIND,
 ];
 
 /// A node that has been configured and is ready to run on a bus of type `B`.
@@ -80,6 +82,7 @@ pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<
         executor::ExecutorNode::KIND => ready::<executor::ExecutorNode, B>(spec, origin),
         planner::PlannerNode::KIND => ready::<planner::PlannerNode, B>(spec, origin),
         verifier::VerifierNode::KIND => ready::<verifier::VerifierNode, B>(spec, origin),
+        trainer::TrainerNode::KIND => ready::<trainer::TrainerNode, B>(spec, origin),
         other => anyhow::bail!(
             "{origin}: node `{}` has unknown kind `{other}` (known kinds: {})",
             spec.name,

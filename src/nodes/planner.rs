@@ -55,6 +55,9 @@ pub struct PlannerTopics {
     pub action: String,
     /// The verifier's scores (in, when `verify.wait`).
     pub scores: String,
+    /// The trainer node's status (in): a finished ORPO job's adapter is loaded (backend
+    /// `vlm`) before the next decision, without restarting the node.
+    pub trainer: String,
 }
 
 impl Default for PlannerTopics {
@@ -67,6 +70,7 @@ impl Default for PlannerTopics {
             candidates: "/planner/candidates".into(),
             action: "/planner/action".into(),
             scores: "/verifier/scores".into(),
+            trainer: "/trainer/status".into(),
         }
     }
 }
@@ -79,8 +83,9 @@ pub struct PlannerConfig {
     pub backend: Backend,
     /// Model folder (backend `vlm`).
     pub model: Option<PathBuf>,
-    /// A PEFT LoRA adapter folder merged into `model` at load (backend `vlm`), e.g. from
-    /// `dreamplan train-orpo`.
+    /// A PEFT LoRA adapter folder, or an adapter set, merged into `model` at load (backend
+    /// `vlm`), e.g. from `dreamplan train-orpo`. A trainer node's finished adapter
+    /// (`topics.trainer`) replaces it while running.
     pub adapter: Option<PathBuf>,
     /// Keypoints per image.
     pub keypoints: usize,
@@ -355,6 +360,14 @@ impl Node for PlannerNode {
         let mut scores = ctx
             .bus
             .subscribe::<crate::msg::dreamplan::VerifierScores>(&t.scores, Qos::keep_last(10))?;
+        let mut trainer = ctx
+            .bus
+            .subscribe::<crate::msg::dreamplan::TrainerStatus>(&t.trainer, Qos::latched())?;
+        let mut adapter = self
+            .config
+            .adapter
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
         let n = self.config.keypoints;
         let mut planner = Some(self.planner);
         let mut goal: Option<Frame> = None;
@@ -368,6 +381,32 @@ impl Node for PlannerNode {
                     match frame_of(&m) {
                         Ok(f) => goal = Some(f),
                         Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
+                    }
+                }
+                m = trainer.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let fresh = Some(std::path::PathBuf::from(&m.output));
+                    if self.config.backend != Backend::Vlm
+                        || m.job != "orpo"
+                        || m.state != crate::msg::dreamplan::TrainerStatus::STATE_DONE
+                        || m.output.is_empty()
+                        || fresh == adapter
+                    {
+                        continue;
+                    }
+                    let dir = self.config.model.clone().expect("backend vlm has a model");
+                    let (path, sampling) = (fresh.clone().unwrap_or_default(), self.config.sampling.clone());
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        VlmPlanner::load_with_adapter(&dir, Some(&path), sampling)
+                    })
+                    .await?;
+                    match loaded {
+                        Ok(p) => {
+                            tracing::info!(node = %ctx.name, "loaded the trainer's adapter {}", m.output);
+                            planner = Some(Box::new(p));
+                            adapter = fresh;
+                        }
+                        Err(e) => tracing::warn!(node = %ctx.name, "the trainer's adapter {} not loaded, keeping the current one: {e}", m.output),
                     }
                 }
                 m = events.recv() => {

@@ -60,8 +60,10 @@ pub enum Method {
     Full,
 }
 
-/// Settings of a run.
+/// Settings of a run (a partial map, e.g. in a node's parameters, takes the defaults for
+/// what it leaves out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OrpoConfig {
     /// Optimiser steps.
     pub steps: usize,

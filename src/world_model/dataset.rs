@@ -341,3 +341,49 @@ pub fn to_rgb(frame: &Tensor) -> Result<Vec<u8>, WorldModelError> {
         .to_dtype(DType::U8)?;
     Ok(t.flatten_all()?.to_vec1::<u8>()?)
 }
+
+/// Bag folders in `paths`: a path that is a bag (metadata.yaml, .mcap or .db3 inside, or a
+/// file) is taken as is; otherwise its sub-folders that are bags, sorted.
+pub fn find_bags(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorldModelError> {
+    let is_bag = |p: &Path| -> bool {
+        p.is_file()
+            || p.join("metadata.yaml").exists()
+            || std::fs::read_dir(p).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    n.ends_with(".mcap") || n.ends_with(".db3")
+                })
+            })
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.exists() {
+            return Err(WorldModelError::Data(format!(
+                "{}: no such bag or folder",
+                p.display()
+            )));
+        }
+        if is_bag(p) {
+            out.push(p.clone());
+            continue;
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|source| WorldModelError::Io {
+                path: p.clone(),
+                source,
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|s| s.is_dir() && is_bag(s))
+            .collect();
+        subs.sort();
+        if subs.is_empty() {
+            return Err(WorldModelError::Data(format!(
+                "{}: neither a bag nor a folder of bags",
+                p.display()
+            )));
+        }
+        out.extend(subs);
+    }
+    Ok(out)
+}

@@ -67,43 +67,6 @@ pub struct TrainArgs {
     checkpoint_every: usize,
 }
 
-/// Bag folders in `paths`: a path that is a bag (metadata.yaml, .mcap or .db3 inside, or a
-/// file) is taken as is; otherwise its sub-folders that are bags, sorted.
-fn find_bags(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let is_bag = |p: &Path| -> bool {
-        p.is_file()
-            || p.join("metadata.yaml").exists()
-            || std::fs::read_dir(p).is_ok_and(|rd| {
-                rd.flatten().any(|e| {
-                    let n = e.file_name().to_string_lossy().to_string();
-                    n.ends_with(".mcap") || n.ends_with(".db3")
-                })
-            })
-    };
-    let mut out = Vec::new();
-    for p in paths {
-        anyhow::ensure!(p.exists(), "{}: no such bag or folder", p.display());
-        if is_bag(p) {
-            out.push(p.clone());
-            continue;
-        }
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|s| s.is_dir() && is_bag(s))
-            .collect();
-        subs.sort();
-        anyhow::ensure!(
-            !subs.is_empty(),
-            "{}: neither a bag nor a folder of bags",
-            p.display()
-        );
-        out.extend(subs);
-    }
-    Ok(out)
-}
-
 fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
     let cfg = match path {
         Some(p) => {
@@ -124,7 +87,7 @@ fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(args.config.as_deref(), args.preset)?;
-    let bags = find_bags(&args.bags)?;
+    let bags = dataset::find_bags(&args.bags)?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
     let progress = PhaseProgress::stderr();
     let t0 = Instant::now();
