@@ -454,7 +454,14 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
     let (planner, pairs) = fixture(dir.path());
     let out = dir.path().join("set");
     let cfg = small(Method::Lora { r: 4, alpha: 8.0 });
-    let reports = orpo::train_per_task(&planner, &pairs, &out, &cfg, &|_, _| {}).unwrap();
+    let reports = orpo::train_per_task(
+        &planner,
+        std::slice::from_ref(&pairs),
+        &out,
+        &cfg,
+        &|_, _| {},
+    )
+    .unwrap();
     // The fixture: rope 2 states of 2 pairs, toy 1 state, no cloth.
     let shape: Vec<_> = reports
         .iter()
@@ -471,6 +478,49 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
         );
     }
     assert!(out.join("adapter_set.json").is_file());
+
+    // Each task's pairs from a file of its own train the same adapters.
+    let text = std::fs::read_to_string(&pairs).unwrap();
+    let mut lines = text.lines();
+    let head = lines.next().unwrap().to_string();
+    let split = |task: &str| {
+        let path = dir.path().join(format!("{task}.jsonl"));
+        let body: String = text
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(&format!("\"task\":\"{task}\"")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!body.is_empty());
+        std::fs::write(&path, format!("{head}\n{body}")).unwrap();
+        path
+    };
+    let (rope_file, toy_file) = (split("rope"), split("toy"));
+    let out2 = dir.path().join("set2");
+    orpo::train_per_task(
+        &planner,
+        &[toy_file.clone(), rope_file],
+        &out2,
+        &cfg,
+        &|_, _| {},
+    )
+    .unwrap();
+    for task in ["rope", "toy"] {
+        let f = |d: &Path| std::fs::read(d.join(task).join("adapter_model.safetensors")).unwrap();
+        assert!(
+            f(&out) == f(&out2),
+            "{task}: another adapter from its own file"
+        );
+    }
+    let e = orpo::train_per_task(
+        &planner,
+        &[pairs.clone(), toy_file],
+        &dir.path().join("set3"),
+        &cfg,
+        &|_, _| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("toy pairs are in both"), "{e}");
 
     // The set answers each task with its own adapter, cloth with the base model.
     let load = |adapter: Option<&Path>| {
@@ -539,7 +589,7 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
     assert!(e.to_string().contains("no pair for task cloth"), "{e}");
     let e = orpo::train_per_task(
         &planner,
-        &pairs,
+        std::slice::from_ref(&pairs),
         &dir.path().join("f"),
         &small(Method::Full),
         &|_, _| {},

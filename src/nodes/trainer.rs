@@ -135,9 +135,13 @@ fn run_orpo(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> anyhow::
             step("shared adapter".into(), p)
         })?;
     } else {
-        orpo::train_per_task(planner, pairs, &cfg.out, &cfg.orpo, &|task, p| {
-            step(format!("{} adapter", task.name()), p)
-        })?;
+        orpo::train_per_task(
+            planner,
+            &[pairs.to_path_buf()],
+            &cfg.out,
+            &cfg.orpo,
+            &|task, p| step(format!("{} adapter", task.name()), p),
+        )?;
     }
     Ok(())
 }

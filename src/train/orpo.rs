@@ -697,14 +697,15 @@ pub fn train(
     Ok(report)
 }
 
-/// [`train`] once per task that has pairs in `pairs`, each on that task's states alone,
-/// into `out/<task>/`, then an adapter set naming them ([`crate::planner::adapters`]):
-/// `--adapter out` then answers each task with its own adapter. `cfg.steps` is per task;
-/// each task's run resumes on its own. LoRA only (`Method::Full` would make a whole model per
-/// task).
+/// [`train`] once per task that has pairs in the `pairs` files, each on that task's states
+/// alone, into `out/<task>/`, then an adapter set naming them ([`crate::planner::adapters`]):
+/// `--adapter out` then answers each task with its own adapter. A task's pairs must all be
+/// in one of the files (so each task can have pairs made with its own settings, e.g. more
+/// states where the simulator is cheap). `cfg.steps` is per task; each task's run resumes
+/// on its own. LoRA only (`Method::Full` would make a whole model per task).
 pub fn train_per_task(
     planner_dir: &Path,
-    pairs: &Path,
+    pairs: &[PathBuf],
     out: &Path,
     cfg: &OrpoConfig,
     progress: &dyn Fn(Task, OrpoProgress),
@@ -714,37 +715,55 @@ pub fn train_per_task(
             "per-task training makes LoRA adapters; full fine-tuning would make a whole model per task".into(),
         ));
     }
-    let file = prefs::read(pairs)?;
-    let tasks: Vec<Task> = Task::ALL
-        .into_iter()
-        .filter(|t| {
-            file.states
+    // Each task's file.
+    let mut sources: Vec<(Task, &Path)> = Vec::new();
+    let mut states = 0;
+    for path in pairs {
+        let file = prefs::read(path)?;
+        states += file.states.len();
+        for t in Task::ALL {
+            if !file
+                .states
                 .iter()
                 .any(|s| s.task == t.name() && !s.pairs.is_empty())
-        })
-        .collect();
-    if tasks.is_empty() {
+            {
+                continue;
+            }
+            if let Some((_, first)) = sources.iter().find(|(task, _)| *task == t) {
+                return Err(OrpoError::Data(format!(
+                    "{} pairs are in both {} and {}: give each task's pairs in one file",
+                    t.name(),
+                    first.display(),
+                    path.display()
+                )));
+            }
+            sources.push((t, path));
+        }
+    }
+    if sources.is_empty() {
+        let names: Vec<String> = pairs.iter().map(|p| p.display().to_string()).collect();
         return Err(OrpoError::Data(format!(
-            "{} has no pair of any task ({} states): nothing to train on; sample more candidates (--k), raise --temperature or lower --margin",
-            pairs.display(),
-            file.states.len()
+            "{} has no pair of any task ({states} states): nothing to train on; sample more candidates (--k), raise --temperature or lower --margin",
+            names.join(", ")
         )));
     }
+    sources.sort_by_key(|(t, _)| Task::ALL.iter().position(|x| x == t));
     std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
         path: out.to_path_buf(),
         message: e.to_string(),
     })?;
     let mut reports = Vec::new();
-    for &task in &tasks {
+    for &(task, path) in &sources {
         let one = OrpoConfig {
             task: Some(task),
             ..cfg.clone()
         };
-        let report = train(planner_dir, pairs, &out.join(task.name()), &one, &|p| {
+        let report = train(planner_dir, path, &out.join(task.name()), &one, &|p| {
             progress(task, p)
         })?;
         reports.push((task, report));
     }
+    let tasks: Vec<Task> = sources.iter().map(|(t, _)| *t).collect();
     crate::planner::adapters::AdapterSet::of_tasks(&tasks)
         .write(out)
         .map_err(|e| OrpoError::File {

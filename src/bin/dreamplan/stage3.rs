@@ -187,9 +187,11 @@ pub struct TrainOrpoArgs {
     /// The planner's model folder (the base model the pairs were made for).
     #[arg(long)]
     planner: PathBuf,
-    /// Preference file from `dreamplan preferences`.
-    #[arg(long)]
-    pairs: PathBuf,
+    /// Preference file from `dreamplan preferences`. With one adapter per task (the
+    /// default) it may be given once per task's file (e.g. `preferences --task cloth`),
+    /// each task's pairs in one of them.
+    #[arg(long, required = true)]
+    pairs: Vec<PathBuf>,
     /// Output folder: a PEFT LoRA adapter (default) or, with --full, a whole model folder.
     /// A checkpoint there from the same settings is resumed.
     #[arg(long)]
@@ -287,10 +289,13 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
             task: args.task,
             ..cfg
         };
-        let report = train(&args.planner, &args.pairs, &args.out, &cfg, &|p| {
-            show("orpo", p)
-        })
-        .with_context(|| format!("ORPO training into {}", args.out.display()))?;
+        let [pairs] = args.pairs.as_slice() else {
+            anyhow::bail!(
+                "--shared, --task and --full train one adapter (or model) from one --pairs file"
+            );
+        };
+        let report = train(&args.planner, pairs, &args.out, &cfg, &|p| show("orpo", p))
+            .with_context(|| format!("ORPO training into {}", args.out.display()))?;
         vec![(args.out.clone(), report)]
     };
     bar.finish();
