@@ -3,7 +3,7 @@
 //! evaluation episode (oracle scores 1, planners are deterministic, failures are outcomes).
 
 use dreamplan::planner::baselines::{
-    correspondence_choice, coverage_choice, nearest_matches, Rule,
+    correspondence_choice, coverage_choice, fold_choice, nearest_matches, Rule,
 };
 use dreamplan::planner::eval::{
     mean_ci, run_episode, Decision, EvalConfig, OraclePlanner, Outcome, Planner, RandomPlanner,
@@ -210,6 +210,16 @@ fn the_coverage_rule_drags_the_nearest_point_into_the_least_covered_goal_point()
     );
     assert_eq!(coverage_choice(&[], &goal), None);
     assert_eq!(coverage_choice(&current, &[]), None);
+    // The fold: current 2's nearest goal keypoint (2 px) is farther than current 1's
+    // (1 px), so current 2 is picked and placed at the goal keypoint farthest from it.
+    let current = [kp(1, 0.0, 0.0), kp(2, 10.0, 0.0)];
+    let goal = [kp(1, 0.0, 1.0), kp(2, 12.0, 0.0), kp(3, 0.0, 20.0)];
+    assert_eq!(
+        fold_choice(&current, &goal),
+        Some(KeypointChoice { pick: 2, place: 3 })
+    );
+    assert_eq!(fold_choice(&[], &goal), None);
+    assert_eq!(fold_choice(&current, &[]), None);
 }
 
 #[test]
@@ -226,6 +236,7 @@ fn an_oracle_episode_scores_one_and_planners_are_deterministic() {
     );
     assert_eq!(oracle.outcome, Outcome::Executed);
     assert_eq!(oracle.score, 1.0, "{oracle:?}");
+    assert_eq!(oracle.action, None, "the oracle answers in pixels");
     let a = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
     let b = run_episode(Task::Toy, 4, &mut RandomPlanner, &config);
     assert_eq!((a.score, a.distance_m), (b.score, b.distance_m));
@@ -239,6 +250,11 @@ fn an_oracle_episode_scores_one_and_planners_are_deterministic() {
         (Outcome::Executed, 1.0),
         "{c:?}"
     );
+    // The episode records the keypoint action it played: the rule's answer on that scene.
+    let obs = dreamplan::planner::eval::observe(Task::Rope, 2, &config);
+    let (kc, kg) = obs.keypoints.expect("rope 2 has keypoints");
+    let rule = coverage_choice(&kc, &kg).unwrap();
+    assert_eq!(c.action, Some([rule.pick, rule.place]));
     let c = run_episode(Task::Rope, 4, &mut RulePlanner(Rule::Coverage), &config);
     assert_eq!(
         (c.outcome.clone(), c.score),

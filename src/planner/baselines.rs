@@ -34,6 +34,12 @@ pub enum Rule {
     /// [`correspondence_choice`]: one-to-one least-distance matching, move the keypoint
     /// farthest from its match.
     Assignment,
+    /// [`fold_choice`]: pick the current keypoint farthest from the goal shape, place it at
+    /// the goal keypoint farthest from it. Not physics-blind in origin: it is the rule
+    /// found by reading the simulator's best cloth actions (docs/stage3.md, equal to the
+    /// keypoint oracle on cloth training scenes), so it serves as a diagnostic and a
+    /// ceiling, never as the zero-shot model's skill.
+    Fold,
 }
 
 impl Rule {
@@ -50,6 +56,7 @@ impl Rule {
         match self {
             Rule::Coverage => nearest_matches(current, goal),
             Rule::Assignment => correspondence_matches(current, goal),
+            Rule::Fold => fold_matches(current, goal),
         }
     }
 }
@@ -128,6 +135,32 @@ pub fn correspondence_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(u
     // In current order, so that `farthest_match` breaks ties by the lower current number.
     pairs.sort_unstable();
     pairs
+}
+
+/// The cloth fold read off the simulator's best actions: pick the current keypoint whose
+/// nearest goal keypoint is farthest away (the corner the goal shape covers least; rank 1 in
+/// the prompt's numbering), place it at the goal keypoint farthest from it (its `far`).
+/// Deterministic: ties go to the lower index. `None` when either side has no keypoints.
+pub fn fold_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
+    Rule::Fold.choice(current, goal)
+}
+
+/// [`fold_choice`]'s one pair `(current index, goal index)`; empty when either side is.
+pub fn fold_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
+    if current.is_empty() || goal.is_empty() {
+        return Vec::new();
+    }
+    let nearest = |c: &Keypoint| {
+        goal.iter()
+            .map(|g| dist(c, g))
+            .fold(f32::INFINITY, f32::min)
+    };
+    let argmax = |n: usize, f: &dyn Fn(usize) -> f32| {
+        (0..n).fold(0, |best, k| if f(k) > f(best) { k } else { best })
+    };
+    let i = argmax(current.len(), &|k| nearest(&current[k]));
+    let j = argmax(goal.len(), &|k| dist(&current[i], &goal[k]));
+    vec![(i, j)]
 }
 
 fn dist(a: &Keypoint, b: &Keypoint) -> f32 {

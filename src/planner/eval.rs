@@ -99,6 +99,7 @@ impl Planner for RulePlanner {
         match self.0 {
             Rule::Coverage => "coverage",
             Rule::Assignment => "correspondence",
+            Rule::Fold => "fold",
         }
         .into()
     }
@@ -188,6 +189,10 @@ pub struct EpisodeResult {
     pub decision_s: f64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The keypoint action decided (`[pick, place]` numbers as the planner was given them;
+    /// absent for a planner that answers in pixels or decided nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<[u32; 2]>,
 }
 
 /// The built-in world's segmentation settings for `task`.
@@ -305,7 +310,8 @@ pub fn run_episode(
         goal_frame,
         keypoints,
     } = observe(task, seed, config);
-    let result = |world: &World, decision_s: f64, outcome: Outcome| {
+    let mut action = None;
+    let result = |world: &World, decision_s: f64, outcome: Outcome, action| {
         let (distance_m, score) = tasks::score(task, world, &goal);
         EpisodeResult {
             task: format!("{task:?}").to_lowercase(),
@@ -314,11 +320,12 @@ pub fn run_episode(
             distance_m,
             decision_s,
             outcome,
+            action,
         }
     };
     let (kc, kg) = match keypoints {
         Ok(k) => k,
-        Err(e) => return result(&world, 0.0, Outcome::NoObject(e.to_string())),
+        Err(e) => return result(&world, 0.0, Outcome::NoObject(e.to_string()), None),
     };
     let scene_view = Scene {
         task,
@@ -334,21 +341,25 @@ pub fn run_episode(
     let decision = planner.decide(&scene_view);
     let decision_s = t0.elapsed().as_secs_f64();
     let (source, target) = match decision {
-        Decision::Keypoints(c) => match choice_pixels(&c, &kc, &kg) {
-            Some(p) => p,
-            None => {
-                return result(
-                    &world,
-                    decision_s,
-                    Outcome::NoAction(format!("unknown keypoint in {c:?}")),
-                )
+        Decision::Keypoints(c) => {
+            action = Some([c.pick, c.place]);
+            match choice_pixels(&c, &kc, &kg) {
+                Some(p) => p,
+                None => {
+                    return result(
+                        &world,
+                        decision_s,
+                        Outcome::NoAction(format!("unknown keypoint in {c:?}")),
+                        action,
+                    )
+                }
             }
-        },
+        }
         Decision::Pixels { source, target } => (source, target),
-        Decision::None(why) => return result(&world, decision_s, Outcome::NoAction(why)),
+        Decision::None(why) => return result(&world, decision_s, Outcome::NoAction(why), None),
     };
     let outcome = play(&mut world, &current, &goal_frame, source, target, config);
-    result(&world, decision_s, outcome)
+    result(&world, decision_s, outcome, action)
 }
 
 /// The executor's checked pick-and-place plan for pixels (`source` on `current`, `target`

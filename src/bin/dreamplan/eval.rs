@@ -27,6 +27,10 @@ pub enum PlannerArg {
     Coverage,
     /// The physics-blind assignment rule (least-distance one-to-one matching).
     Correspondence,
+    /// The cloth fold read off the simulator's best cloth actions (pick the current
+    /// keypoint farthest from the goal shape, place it at the goal keypoint farthest from
+    /// it): a diagnostic ceiling, not physics-blind.
+    Fold,
     /// The hidden good action that made the goal (upper bound).
     Oracle,
     /// The best of all N×N keypoint actions as the simulator scores them (the most a
@@ -104,6 +108,7 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
         PlannerArg::Random => Box::new(RandomPlanner),
         PlannerArg::Coverage => Box::new(RulePlanner(Rule::Coverage)),
         PlannerArg::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
+        PlannerArg::Fold => Box::new(RulePlanner(Rule::Fold)),
         PlannerArg::Oracle => Box::new(OraclePlanner {
             width: args.size,
             height: args.size,
