@@ -218,6 +218,14 @@ fn the_coverage_rule_drags_the_nearest_point_into_the_least_covered_goal_point()
         fold_choice(&current, &goal),
         Some(KeypointChoice { pick: 2, place: 3 })
     );
+    // The other one-step lookups on the same scene: goal rank 1 is goal 3 (20 px from
+    // the current shape).
+    let answer = |r: Rule| r.choice(&current, &goal).map(|c| (c.pick, c.place));
+    assert_eq!(answer(Rule::Reach), Some((2, 2)));
+    assert_eq!(answer(Rule::Ranks), Some((2, 3)));
+    assert_eq!(answer(Rule::Stretch), Some((2, 3)));
+    assert_eq!(answer(Rule::Coverage), Some((1, 3)));
+    assert_eq!(Rule::Ranks.choice(&[], &goal), None);
     assert_eq!(fold_choice(&[], &goal), None);
     assert_eq!(fold_choice(&current, &[]), None);
 }

@@ -381,3 +381,52 @@ fn cli_refuses_to_overwrite_a_model() {
     assert!(err.contains("already holds a model"), "{err}");
     assert!(Path::new(&dir.path().join("config.json")).exists());
 }
+
+#[test]
+fn other_rules_are_drawn_with_their_weight_and_bad_weights_are_refused() {
+    use dreamplan::train::zero_shot::draw_rule;
+    let cfg = ZeroShotConfig {
+        also_rules: vec![Rule::Fold, Rule::Ranks],
+        also_weight: 0.4,
+        ..ZeroShotConfig::default()
+    };
+    let mut rng = Rng::new(7, 1);
+    let n = 20_000;
+    let mut counts = [0usize; 3];
+    for _ in 0..n {
+        match draw_rule(&cfg, &mut rng) {
+            Rule::Coverage => counts[0] += 1,
+            Rule::Fold => counts[1] += 1,
+            Rule::Ranks => counts[2] += 1,
+            other => panic!("{other:?} was not taught"),
+        }
+    }
+    // 0.6 / 0.2 / 0.2 within about four standard deviations (0.0035 for 0.6, 0.0028 for 0.2).
+    let share = |c: usize| c as f64 / n as f64;
+    assert!((share(counts[0]) - 0.6).abs() < 0.015, "{counts:?}");
+    assert!((share(counts[1]) - 0.2).abs() < 0.012, "{counts:?}");
+    assert!((share(counts[2]) - 0.2).abs() < 0.012, "{counts:?}");
+    // Without other rules the generator is not touched: builds keep their sample order.
+    let plain = ZeroShotConfig::default();
+    let mut a = Rng::new(3, 3);
+    let b = Rng::new(3, 3).unit();
+    assert_eq!(draw_rule(&plain, &mut a), Rule::Coverage);
+    assert_eq!(a.unit(), b);
+    // A weight outside [0, 1], or a weight with no rules, is refused before any work.
+    let dir = tempfile::tempdir().unwrap();
+    for (rules, weight, why) in [
+        (vec![Rule::Fold], 1.5, "also_weight must be a probability"),
+        (vec![], 0.3, "also_weight > 0 needs also_rules"),
+    ] {
+        let bad = ZeroShotConfig {
+            also_rules: rules,
+            also_weight: weight,
+            ..tiny()
+        };
+        let err = build(&dir.path().join("m"), &bad, 1, &|_| {})
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
+}

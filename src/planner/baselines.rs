@@ -1,6 +1,7 @@
 //! Planners that are not the VLM, and what every result is compared with: a random keypoint
-//! choice, and two physics-blind rules the zero-shot model can be taught ([`Rule`]): the
-//! coverage rule (the default) and the assignment rule.
+//! choice, and the keypoint rules the zero-shot model can be taught ([`Rule`]): the coverage
+//! rule (the default), the assignment rule, and the other one-step lookups of the prompt's
+//! relations ([`Rule::SINGLE_LOOKUP`]).
 
 use crate::sim::rng::Rng;
 use crate::vision::Keypoint;
@@ -34,15 +35,37 @@ pub enum Rule {
     /// [`correspondence_choice`]: one-to-one least-distance matching, move the keypoint
     /// farthest from its match.
     Assignment,
-    /// [`fold_choice`]: pick the current keypoint farthest from the goal shape, place it at
-    /// the goal keypoint farthest from it. Not physics-blind in origin: it is the rule
-    /// found by reading the simulator's best cloth actions (docs/stage3.md, equal to the
-    /// keypoint oracle on cloth training scenes), so it serves as a diagnostic and a
-    /// ceiling, never as the zero-shot model's skill.
+    /// [`fold_choice`]: pick the current keypoint farthest from the goal shape (current
+    /// rank 1), place it at the goal keypoint farthest from it (its `far`). On cloth it is
+    /// the keypoint oracle's action in 50 of 50 training scenes (docs/stage3.md), so as a
+    /// planner it is a ceiling found by looking at outcomes; as a member of the
+    /// single-lookup family ([`Rule::SINGLE_LOOKUP`]) it is one generic rule among five.
     Fold,
+    /// Pick current rank 1, place it at the goal keypoint nearest to it (its `near`).
+    Reach,
+    /// Pick current rank 1, place it at goal rank 1 (the goal keypoint farthest from the
+    /// current shape).
+    Ranks,
+    /// Place at goal rank 1, pick the current keypoint farthest from it (coverage's
+    /// place, the other end of the object).
+    Stretch,
 }
 
 impl Rule {
+    /// Every rule that reads one relation the prompt writes out (`near`, `far`, `rank`,
+    /// docs/planner.md) from a rank-1 anchor: the place is goal rank 1 and the pick its
+    /// `near` (coverage) or `far` (stretch), or the pick is current rank 1 and the place its
+    /// `near` (reach), its `far` (fold) or goal rank 1 (ranks). An enumeration of the
+    /// prompt's one-step lookups, not a choice by outcome: what a zero-shot model taught
+    /// all of them can propose, and preferences can choose among per task.
+    pub const SINGLE_LOOKUP: [Rule; 5] = [
+        Rule::Coverage,
+        Rule::Stretch,
+        Rule::Reach,
+        Rule::Fold,
+        Rule::Ranks,
+    ];
+
     /// The rule's answer ([`farthest_match`] of [`Rule::matches`]); `None` when either side
     /// has no keypoints.
     pub fn choice(self, current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
@@ -51,12 +74,14 @@ impl Rule {
 
     /// The rule's matching as `(current index, goal index)` pairs: for coverage, every goal
     /// keypoint with its nearest current keypoint ([`nearest_matches`]); for assignment,
-    /// [`correspondence_matches`].
+    /// [`correspondence_matches`]; for the anchored single-lookup rules, their one pair.
     pub fn matches(self, current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
         match self {
             Rule::Coverage => nearest_matches(current, goal),
             Rule::Assignment => correspondence_matches(current, goal),
-            Rule::Fold => fold_matches(current, goal),
+            Rule::Fold | Rule::Reach | Rule::Ranks | Rule::Stretch => {
+                anchored_matches(self, current, goal)
+            }
         }
     }
 }
@@ -145,22 +170,42 @@ pub fn fold_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointCh
     Rule::Fold.choice(current, goal)
 }
 
-/// [`fold_choice`]'s one pair `(current index, goal index)`; empty when either side is.
-pub fn fold_matches(current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
+/// The one pair `(current index, goal index)` of an anchored single-lookup rule
+/// ([`Rule::SINGLE_LOOKUP`] but coverage); empty when either side is. Ties go to the lower
+/// index.
+fn anchored_matches(rule: Rule, current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
     if current.is_empty() || goal.is_empty() {
         return Vec::new();
     }
-    let nearest = |c: &Keypoint| {
-        goal.iter()
-            .map(|g| dist(c, g))
-            .fold(f32::INFINITY, f32::min)
-    };
+    // The first index with the largest value of `f` over `0..n`.
     let argmax = |n: usize, f: &dyn Fn(usize) -> f32| {
         (0..n).fold(0, |best, k| if f(k) > f(best) { k } else { best })
     };
-    let i = argmax(current.len(), &|k| nearest(&current[k]));
-    let j = argmax(goal.len(), &|k| dist(&current[i], &goal[k]));
-    vec![(i, j)]
+    let gap = |p: &Keypoint, other: &[Keypoint]| {
+        other
+            .iter()
+            .map(|o| dist(p, o))
+            .fold(f32::INFINITY, f32::min)
+    };
+    let current_rank1 = || argmax(current.len(), &|k| gap(&current[k], goal));
+    let goal_rank1 = || argmax(goal.len(), &|k| gap(&goal[k], current));
+    let pair = match rule {
+        Rule::Fold => {
+            let i = current_rank1();
+            (i, argmax(goal.len(), &|k| dist(&current[i], &goal[k])))
+        }
+        Rule::Reach => {
+            let i = current_rank1();
+            (i, argmax(goal.len(), &|k| -dist(&current[i], &goal[k])))
+        }
+        Rule::Ranks => (current_rank1(), goal_rank1()),
+        Rule::Stretch => {
+            let j = goal_rank1();
+            (argmax(current.len(), &|k| dist(&current[k], &goal[j])), j)
+        }
+        Rule::Coverage | Rule::Assignment => unreachable!("not an anchored rule"),
+    };
+    vec![pair]
 }
 
 fn dist(a: &Keypoint, b: &Keypoint) -> f32 {

@@ -100,6 +100,9 @@ impl Planner for RulePlanner {
             Rule::Coverage => "coverage",
             Rule::Assignment => "correspondence",
             Rule::Fold => "fold",
+            Rule::Reach => "reach",
+            Rule::Ranks => "ranks",
+            Rule::Stretch => "stretch",
         }
         .into()
     }

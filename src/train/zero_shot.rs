@@ -177,6 +177,14 @@ pub struct ZeroShotConfig {
     /// The physics-blind rule whose answers the model is taught ([`Rule::Coverage`] by
     /// default).
     pub rule: Rule,
+    /// Other rules taught beside [`ZeroShotConfig::rule`]: each sample follows one of
+    /// them (drawn uniformly) with probability [`ZeroShotConfig::also_weight`], else the
+    /// main rule. Empty by default. With [`Rule::SINGLE_LOOKUP`] the model learns to
+    /// propose every one-step lookup of the prompt, its favourite staying the main rule's
+    /// answer (docs/stage3.md, session 13).
+    pub also_rules: Vec<Rule>,
+    /// Probability that a sample follows one of [`ZeroShotConfig::also_rules`].
+    pub also_weight: f64,
     /// Weight of the correspondence questions (training only): at the end of each goal
     /// keypoint in the prompt, the model is also taught the number of the current keypoint
     /// the rule matches to it ([`training_batch`]). 0 turns them off.
@@ -205,6 +213,8 @@ impl Default for ZeroShotConfig {
             seed: 0,
             relabel: false,
             rule: Rule::Coverage,
+            also_rules: Vec::new(),
+            also_weight: 0.0,
             match_weight: 0.0,
         }
     }
@@ -234,6 +244,12 @@ impl ZeroShotConfig {
         }
         if self.keypoints < 2 {
             return bad("at least two keypoints per image");
+        }
+        if !(0.0..=1.0).contains(&self.also_weight) {
+            return bad("also_weight must be a probability in [0, 1]");
+        }
+        if self.also_weight > 0.0 && self.also_rules.is_empty() {
+            return bad("also_weight > 0 needs also_rules");
         }
         if !(self.match_weight >= 0.0 && self.match_weight.is_finite()) {
             return bad("match_weight must be a finite number ≥ 0");
@@ -1062,6 +1078,18 @@ fn task_index(t: Task) -> usize {
     }
 }
 
+/// The rule a training sample follows: one of [`ZeroShotConfig::also_rules`] (uniformly)
+/// with probability [`ZeroShotConfig::also_weight`], else [`ZeroShotConfig::rule`]. Draws
+/// from `rng` only when other rules are taught, so builds without them keep their sample
+/// order.
+pub fn draw_rule(cfg: &ZeroShotConfig, rng: &mut Rng) -> Rule {
+    if !cfg.also_rules.is_empty() && rng.unit() < cfg.also_weight {
+        cfg.also_rules[rng.below(cfg.also_rules.len())]
+    } else {
+        cfg.rule
+    }
+}
+
 /// Builds the zero-shot model folder in `out` (created; must not hold a model already):
 /// observes the scenes, trains the tokenizer, initialises and trains the model, merges the
 /// adapters, checks held-out accuracy and writes `zero_shot.json`.
@@ -1129,9 +1157,11 @@ pub fn build(
         opt.set_learning_rate(lr);
         let samples = (0..cfg.batch)
             .map(|_| {
+                let scene = &train[rng.below(train.len())];
+                let rule = draw_rule(cfg, &mut rng);
                 sample(
-                    &train[rng.below(train.len())],
-                    cfg.rule,
+                    scene,
+                    rule,
                     &processor.preprocessor,
                     cfg.relabel.then_some(&mut rng),
                 )

@@ -27,10 +27,16 @@ pub enum PlannerArg {
     Coverage,
     /// The physics-blind assignment rule (least-distance one-to-one matching).
     Correspondence,
-    /// The cloth fold read off the simulator's best cloth actions (pick the current
-    /// keypoint farthest from the goal shape, place it at the goal keypoint farthest from
-    /// it): a diagnostic ceiling, not physics-blind.
+    /// Pick current keypoint 1 (farthest from the goal shape), place at its farthest goal
+    /// keypoint: cloth's best action in the simulator's tables, so a ceiling found by
+    /// looking at outcomes.
     Fold,
+    /// Pick current keypoint 1, place at its nearest goal keypoint.
+    Reach,
+    /// Pick current keypoint 1, place at goal keypoint 1.
+    Ranks,
+    /// Place at goal keypoint 1, pick its farthest current keypoint.
+    Stretch,
     /// The hidden good action that made the goal (upper bound).
     Oracle,
     /// The best of all N×N keypoint actions as the simulator scores them (the most a
@@ -109,6 +115,9 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
         PlannerArg::Coverage => Box::new(RulePlanner(Rule::Coverage)),
         PlannerArg::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
         PlannerArg::Fold => Box::new(RulePlanner(Rule::Fold)),
+        PlannerArg::Reach => Box::new(RulePlanner(Rule::Reach)),
+        PlannerArg::Ranks => Box::new(RulePlanner(Rule::Ranks)),
+        PlannerArg::Stretch => Box::new(RulePlanner(Rule::Stretch)),
         PlannerArg::Oracle => Box::new(OraclePlanner {
             width: args.size,
             height: args.size,

@@ -13,6 +13,23 @@ use dreamplan::train::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
 pub enum RuleArg {
     Coverage,
     Assignment,
+    Stretch,
+    Reach,
+    Fold,
+    Ranks,
+}
+
+impl RuleArg {
+    fn rule(self) -> Rule {
+        match self {
+            RuleArg::Coverage => Rule::Coverage,
+            RuleArg::Assignment => Rule::Assignment,
+            RuleArg::Stretch => Rule::Stretch,
+            RuleArg::Reach => Rule::Reach,
+            RuleArg::Fold => Rule::Fold,
+            RuleArg::Ranks => Rule::Ranks,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -52,6 +69,14 @@ pub struct ZeroShotArgs {
     /// one-to-one matching, move the keypoint farthest from its match).
     #[arg(long, value_enum, default_value_t = RuleArg::Coverage)]
     rule: RuleArg,
+    /// Other rules taught beside --rule, e.g. `stretch,reach,fold,ranks` (with coverage:
+    /// every one-step lookup of the prompt's relations); each sample follows one of them
+    /// with probability --also-weight.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    also: Vec<RuleArg>,
+    /// Probability that a training sample follows one of --also instead of --rule.
+    #[arg(long, default_value_t = 0.0)]
+    also_weight: f64,
     /// Relabel keypoints at random in every training sample.
     #[arg(long)]
     relabel: bool,
@@ -85,10 +110,9 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         layers: args.layers,
         seed: args.seed,
         relabel: args.relabel,
-        rule: match args.rule {
-            RuleArg::Coverage => Rule::Coverage,
-            RuleArg::Assignment => Rule::Assignment,
-        },
+        rule: args.rule.rule(),
+        also_rules: args.also.iter().map(|r| r.rule()).collect(),
+        also_weight: args.also_weight,
         match_weight: args.match_weight,
         ..d
     };
