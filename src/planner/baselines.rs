@@ -6,6 +6,8 @@
 use crate::sim::rng::Rng;
 use crate::vision::Keypoint;
 
+use super::prompt::{relations, Relation};
+
 use super::KeypointChoice;
 
 /// A uniformly random keypoint on each image.
@@ -171,41 +173,32 @@ pub fn fold_choice(current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointCh
 }
 
 /// The one pair `(current index, goal index)` of an anchored single-lookup rule
-/// ([`Rule::SINGLE_LOOKUP`] but coverage); empty when either side is. Ties go to the lower
-/// index.
+/// ([`Rule::SINGLE_LOOKUP`] but coverage), read from the prompt's own relations
+/// ([`relations`]: the same `near`, `far` and `rank`, ties included, as the model is
+/// shown); empty when either side is, or for a rule that is not anchored.
 fn anchored_matches(rule: Rule, current: &[Keypoint], goal: &[Keypoint]) -> Vec<(usize, usize)> {
-    if current.is_empty() || goal.is_empty() {
-        return Vec::new();
-    }
-    // The first index with the largest value of `f` over `0..n`.
-    let argmax = |n: usize, f: &dyn Fn(usize) -> f32| {
-        (0..n).fold(0, |best, k| if f(k) > f(best) { k } else { best })
+    let (rc, rg) = (relations(current, goal), relations(goal, current));
+    let rank1 = |rel: &[Relation]| rel.iter().position(|r| r.rank == 1);
+    let index = |kps: &[Keypoint], id: u32| kps.iter().position(|k| k.id == id);
+    let pair = || -> Option<(usize, usize)> {
+        Some(match rule {
+            Rule::Fold => {
+                let i = rank1(&rc)?;
+                (i, index(goal, rc[i].far)?)
+            }
+            Rule::Reach => {
+                let i = rank1(&rc)?;
+                (i, index(goal, rc[i].near)?)
+            }
+            Rule::Ranks => (rank1(&rc)?, rank1(&rg)?),
+            Rule::Stretch => {
+                let j = rank1(&rg)?;
+                (index(current, rg[j].far)?, j)
+            }
+            Rule::Coverage | Rule::Assignment => return None,
+        })
     };
-    let gap = |p: &Keypoint, other: &[Keypoint]| {
-        other
-            .iter()
-            .map(|o| dist(p, o))
-            .fold(f32::INFINITY, f32::min)
-    };
-    let current_rank1 = || argmax(current.len(), &|k| gap(&current[k], goal));
-    let goal_rank1 = || argmax(goal.len(), &|k| gap(&goal[k], current));
-    let pair = match rule {
-        Rule::Fold => {
-            let i = current_rank1();
-            (i, argmax(goal.len(), &|k| dist(&current[i], &goal[k])))
-        }
-        Rule::Reach => {
-            let i = current_rank1();
-            (i, argmax(goal.len(), &|k| -dist(&current[i], &goal[k])))
-        }
-        Rule::Ranks => (current_rank1(), goal_rank1()),
-        Rule::Stretch => {
-            let j = goal_rank1();
-            (argmax(current.len(), &|k| dist(&current[k], &goal[j])), j)
-        }
-        Rule::Coverage | Rule::Assignment => unreachable!("not an anchored rule"),
-    };
-    vec![pair]
+    pair().into_iter().collect()
 }
 
 fn dist(a: &Keypoint, b: &Keypoint) -> f32 {
