@@ -228,6 +228,29 @@ fn the_coverage_rule_drags_the_nearest_point_into_the_least_covered_goal_point()
     assert_eq!(Rule::Ranks.choice(&[], &goal), None);
     assert_eq!(fold_choice(&[], &goal), None);
     assert_eq!(fold_choice(&current, &[]), None);
+    // Each lookup written as a reasoning line names the same action, from the anchor it
+    // reads: current 2 (rank 1 here) for the picks of fold, reach and ranks, goal 3 for
+    // coverage and stretch.
+    use dreamplan::planner::grammar::Side;
+    for rule in Rule::SINGLE_LOOKUP {
+        let l = rule.lookup(&current, &goal).unwrap();
+        assert_eq!(Some(l.choice()), rule.choice(&current, &goal), "{rule:?}");
+        let anchor = match l.side {
+            Side::Current => 2,
+            Side::Goal => 3,
+        };
+        assert_eq!(l.anchor, anchor, "{rule:?}");
+        assert_eq!(rule.lookup(&[], &goal), None);
+    }
+    assert_eq!(
+        Rule::Fold.lookup(&current, &goal).unwrap().line(),
+        "current 2 far 3"
+    );
+    assert_eq!(
+        Rule::Coverage.lookup(&current, &goal).unwrap().line(),
+        "goal 3 near 1"
+    );
+    assert_eq!(Rule::Assignment.lookup(&current, &goal), None);
 }
 
 #[test]
@@ -574,4 +597,116 @@ fn constrained_sampling_gives_only_valid_actions() {
     assert_eq!(constrained, 16);
     // At temperature 3 the 16 samples spread over the 9 actions.
     assert!(distinct >= 4, "{distinct} distinct actions");
+}
+
+/// The reasoned answer form: a lookup line (`goal 1 near 3`), a newline, then the action.
+/// The guide leaves the line's words and numbers to the model and writes the newline and
+/// `pick` once the value is finished; constrained sampling admits exactly the prefixes of
+/// a valid line followed by a valid answer; the parser reads the last line.
+#[test]
+fn reasoned_answers_are_guided_and_constrained_by_their_grammar() {
+    use dreamplan::planner::grammar::{
+        continuation_in, viable_in, AnswerForm, Continuation, Lookup, Side, Via,
+    };
+    let r = AnswerForm::Reasoned;
+    let l = Lookup {
+        side: Side::Goal,
+        anchor: 1,
+        via: Via::Near,
+        value: 3,
+    };
+    assert_eq!(l.line(), "goal 1 near 3");
+    assert_eq!(l.answer(), "goal 1 near 3\npick 3 place 1");
+    assert_eq!(Lookup::parse("goal 1 near 3"), Some(l));
+    let fold = Lookup::parse("current 1 far 7").unwrap();
+    assert_eq!(fold.choice(), KeypointChoice { pick: 1, place: 7 });
+    let ranks = Lookup::parse("current 1 rank 2").unwrap();
+    assert_eq!(ranks.choice(), KeypointChoice { pick: 1, place: 2 });
+    for bad in [
+        "goal 1 near",
+        "goal 01 near 3",
+        "goal 1 nearest 3",
+        "left 1 near 3",
+        "goal 1 near 3 x",
+    ] {
+        assert_eq!(Lookup::parse(bad), None, "{bad}");
+    }
+    assert_eq!(
+        parse_answer(&l.answer(), 8, 8),
+        Ok(KeypointChoice { pick: 3, place: 1 })
+    );
+
+    // Guidance: the line is the model's; the newline and `pick` are written after a
+    // finished value; then as the plain answer.
+    for open in ["", "goal", "goal 1", "goal 1 near", "goal 1 near "] {
+        assert_eq!(
+            continuation_in(r, open, 8, 8),
+            Continuation::Open,
+            "{open:?}"
+        );
+    }
+    assert_eq!(
+        continuation_in(r, "goal 1 near 3", 8, 8),
+        Continuation::Literal("\npick")
+    );
+    // With 12 current keypoints, "1" may still grow into 10–12.
+    assert_eq!(
+        continuation_in(r, "goal 1 near 1", 12, 8),
+        Continuation::Open
+    );
+    assert_eq!(
+        continuation_in(r, "goal 1 near 3\npick", 8, 8),
+        Continuation::Open
+    );
+    assert_eq!(
+        continuation_in(r, "goal 1 near 3\npick 3", 8, 8),
+        Continuation::Literal(" place")
+    );
+    assert_eq!(
+        continuation_in(r, "goal 1 near 3\npick 3 place 1", 8, 8),
+        Continuation::Complete
+    );
+    // The plain form is unchanged: `pick` first.
+    assert_eq!(
+        continuation_in(AnswerForm::Plain, "", 8, 8),
+        Continuation::Literal("pick")
+    );
+
+    // Constrained sampling: prefixes of a valid line, then of a valid answer.
+    for ok in [
+        "",
+        "g",
+        "goal",
+        "cur",
+        "current 1",
+        "current 1 f",
+        "current 1 far",
+        "current 1 far ",
+        "current 1 far 7",
+        "current 1 far 7\n",
+        "current 1 far 7\npi",
+        "current 1 far 7\npick 1 place 7",
+        "goal 2 rank 1\npick 1 place 2",
+    ] {
+        assert!(viable_in(r, ok, 8, 8), "{ok:?} should be viable");
+    }
+    for bad in [
+        "pick 1 place 7", // the line is required
+        "x",
+        "goal 9", // no goal keypoint 9
+        "goal 0",
+        "goal 1 nearby",
+        "goal 1 near 9", // the value is a current keypoint: 8 of them
+        "goal 1 near 3 ",
+        "goal 1 near\n",
+        "goal 1 near 3\nplace",
+        "goal 1 near 3\npick 9",
+    ] {
+        assert!(!viable_in(r, bad, 8, 8), "{bad:?} should not be viable");
+    }
+    // Side matters for the ranges: a current anchor may be 1..=5 with 5 current keypoints.
+    assert!(viable_in(r, "current 5 near 8", 5, 8));
+    assert!(!viable_in(r, "current 6", 5, 8));
+    assert!(viable_in(AnswerForm::Plain, "pick 1 place 7", 8, 8));
+    assert!(!viable_in(AnswerForm::Plain, "goal", 8, 8));
 }

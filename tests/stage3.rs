@@ -212,6 +212,7 @@ fn state(seed: u64, pairs: bool) -> PreferenceState {
         score,
         count: 1,
         logprob: -1.0,
+        answer: None,
     };
     PreferenceState {
         task: "rope".into(),
@@ -407,6 +408,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
             score,
             count: 1,
             logprob: -2.0,
+            answer: None,
         };
         w.append(&PreferenceState {
             task: format!("{task:?}").to_lowercase(),

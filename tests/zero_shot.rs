@@ -8,6 +8,7 @@ use std::process::Command;
 
 use dreamplan::planner::baselines::{correspondence_choice, Rule};
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
+use dreamplan::planner::grammar::AnswerForm;
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
@@ -99,7 +100,14 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
         let mut rng = Rng::new(5, 0);
         let mut relabelled = 0;
         for _ in 0..6 {
-            let s = sample(&scene, rule, &PreprocessorConfig::default(), Some(&mut rng)).unwrap();
+            let s = sample(
+                &scene,
+                rule,
+                AnswerForm::Plain,
+                &PreprocessorConfig::default(),
+                Some(&mut rng),
+            )
+            .unwrap();
             let text = s.messages[0]["content"][2]["text"]
                 .as_str()
                 .unwrap()
@@ -162,7 +170,16 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
     let mut rng = Rng::new(3, 0);
     let samples: Vec<_> = scenes
         .iter()
-        .map(|s| sample(s, Rule::Assignment, &p.preprocessor, Some(&mut rng)).unwrap())
+        .map(|s| {
+            sample(
+                s,
+                Rule::Assignment,
+                AnswerForm::Plain,
+                &p.preprocessor,
+                Some(&mut rng),
+            )
+            .unwrap()
+        })
         .collect();
     let tb = training_batch(&p, &samples, true).unwrap();
     // Without questions: the same rows, none asked.
@@ -327,7 +344,14 @@ fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
     };
     let case = tempfile::tempdir().unwrap();
     let scene = observe_scene(Task::Toy, 2_000_001, 8, 256).unwrap();
-    let s = sample(&scene, Rule::Assignment, &p.preprocessor, None).unwrap();
+    let s = sample(
+        &scene,
+        Rule::Assignment,
+        AnswerForm::Plain,
+        &p.preprocessor,
+        None,
+    )
+    .unwrap();
     let text = p
         .template
         .render(&s.messages, true, &serde_json::Value::Null)
@@ -429,4 +453,122 @@ fn other_rules_are_drawn_with_their_weight_and_bad_weights_are_refused() {
         };
         assert!(err.contains(why), "{err}");
     }
+}
+
+/// With reasoning lines, the sample's answer is the rule's lookup written out and then its
+/// action; the tokenizer writes every word of it as a known token; the built folder
+/// records the form, the planner reads it, and constrained sampling from a barely trained
+/// model still gives only valid reasoned answers; the build checks every rule taught.
+#[test]
+fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
+    use dreamplan::planner::grammar::{Lookup, Side, Via};
+    use dreamplan::planner::vlm_planner::answer_form;
+    let scene = observe_scene(Task::Cloth, 1_000_002, 8, 128).expect("cloth found");
+    let (kc, kg) = (&scene.current_keypoints, &scene.goal_keypoints);
+    let pre = PreprocessorConfig::default();
+    for rule in Rule::SINGLE_LOOKUP {
+        let s = sample(&scene, rule, AnswerForm::Reasoned, &pre, None).unwrap();
+        let l = rule.lookup(kc, kg).unwrap();
+        assert_eq!(s.answer, l.choice(), "{rule:?}");
+        assert_eq!(s.answer_text, l.answer());
+        let (line, last) = s.answer_text.split_once('\n').unwrap();
+        assert_eq!(Lookup::parse(line), Some(l));
+        assert_eq!(
+            dreamplan::planner::parse_answer(&s.answer_text, kc.len(), kg.len()).unwrap(),
+            s.answer
+        );
+        assert_eq!(last, dreamplan::planner::format_answer(&s.answer));
+    }
+    // The fold's line names current keypoint 1 and its far goal keypoint.
+    let fold = Rule::Fold.lookup(kc, kg).unwrap();
+    assert_eq!(
+        (fold.side, fold.anchor, fold.via),
+        (Side::Current, 1, Via::Far)
+    );
+    // Plain samples are unchanged.
+    let plain = sample(&scene, Rule::Coverage, AnswerForm::Plain, &pre, None).unwrap();
+    assert_eq!(
+        plain.answer_text,
+        dreamplan::planner::format_answer(&plain.answer)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zr");
+    let cfg = ZeroShotConfig {
+        reasoning: true,
+        also_rules: vec![Rule::Fold, Rule::Ranks],
+        also_weight: 0.5,
+        steps: 10,
+        ..tiny()
+    };
+    let report = build(&out, &cfg, 2, &|_| {}).unwrap();
+    assert_eq!(answer_form(&out), AnswerForm::Reasoned);
+    assert_eq!(
+        answer_form(dir.path()),
+        AnswerForm::Plain,
+        "no zero_shot.json"
+    );
+    let rules: Vec<Rule> = report.held_out_lookups.iter().map(|l| l.rule).collect();
+    assert_eq!(rules, vec![Rule::Coverage, Rule::Fold, Rule::Ranks]);
+    for l in &report.held_out_lookups {
+        assert!(l.exact.iter().all(|x| (0.0..=1.0).contains(x)), "{l:?}");
+    }
+    let p = Processor::load(&out).unwrap();
+    let unk = p.tokenizer.token_id(UNK_TOKEN).unwrap();
+    for side in [Side::Current, Side::Goal] {
+        for via in [Via::Near, Via::Far, Via::Rank] {
+            let text = Lookup {
+                side,
+                anchor: 1,
+                via,
+                value: 7,
+            }
+            .answer();
+            let ids = p.tokenizer.encode(&text).unwrap();
+            assert!(!ids.contains(&unk), "{text:?} has an unknown word");
+            assert_eq!(p.tokenizer.decode(&ids, false).unwrap(), text);
+        }
+    }
+    let mut planner = VlmPlanner::load(
+        &out,
+        VlmPlannerConfig {
+            k: 6,
+            temperature: 3.0,
+            top_p: 1.0,
+            constrained: true,
+            ..VlmPlannerConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(planner.answer_form(), AnswerForm::Reasoned);
+    let r = run_episode(
+        Task::Cloth,
+        3,
+        &mut planner,
+        &EvalConfig {
+            size: 128,
+            keypoints: 8,
+        },
+    );
+    assert!(matches!(r.outcome, Outcome::Executed), "{:?}", r.outcome);
+    let cands = Planner::candidates(&planner);
+    assert_eq!(cands.len(), 6);
+    for c in cands {
+        assert!(c.choice.is_ok(), "{:?}: {:?}", c.text, c.choice);
+        let (line, _) = c.text.split_once('\n').expect("a reasoning line first");
+        assert!(Lookup::parse(line).is_some(), "{:?}", c.text);
+    }
+
+    // Assignment is no single lookup: refused with reasoning lines, before any work.
+    let bad = ZeroShotConfig {
+        reasoning: true,
+        rule: Rule::Assignment,
+        ..tiny()
+    };
+    let err = build(&dir.path().join("bad"), &bad, 1, &|_| {})
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("not one lookup"), "{err}");
+    assert!(!dir.path().join("bad").exists());
 }

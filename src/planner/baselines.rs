@@ -8,6 +8,7 @@ use crate::vision::Keypoint;
 
 use super::prompt::{relations, Relation};
 
+use super::grammar::{Lookup, Side, Via};
 use super::KeypointChoice;
 
 /// A uniformly random keypoint on each image.
@@ -72,6 +73,50 @@ impl Rule {
     /// has no keypoints.
     pub fn choice(self, current: &[Keypoint], goal: &[Keypoint]) -> Option<KeypointChoice> {
         farthest_match(current, goal, &self.matches(current, goal))
+    }
+
+    /// The rule as one lookup in the prompt's relations ([`relations`], ties as the model
+    /// is shown them): the reasoning line of [`crate::planner::grammar::AnswerForm::Reasoned`]
+    /// answers. Coverage reads goal rank 1's `near` (on these relations; on pixel
+    /// positions [`Rule::choice`] can break a tie differently), stretch its `far`, reach and
+    /// fold current rank 1's `near` and `far`, ranks current rank 1 to goal rank 1. `None`
+    /// for assignment (no one lookup) or when either side has no keypoints.
+    pub fn lookup(self, current: &[Keypoint], goal: &[Keypoint]) -> Option<Lookup> {
+        if current.is_empty() || goal.is_empty() {
+            return None;
+        }
+        let (rc, rg) = (relations(current, goal), relations(goal, current));
+        let rank1 = |kps: &[Keypoint], rel: &[Relation]| {
+            rel.iter()
+                .position(|r| r.rank == 1)
+                .map(|i| (kps[i].id, rel[i]))
+        };
+        let (side, via) = match self {
+            Rule::Coverage => (Side::Goal, Via::Near),
+            Rule::Stretch => (Side::Goal, Via::Far),
+            Rule::Reach => (Side::Current, Via::Near),
+            Rule::Fold => (Side::Current, Via::Far),
+            Rule::Ranks => (Side::Current, Via::Rank),
+            Rule::Assignment => return None,
+        };
+        let (anchor, rel) = match side {
+            Side::Current => rank1(current, &rc)?,
+            Side::Goal => rank1(goal, &rg)?,
+        };
+        let value = match via {
+            Via::Near => rel.near,
+            Via::Far => rel.far,
+            Via::Rank => match side {
+                Side::Current => rank1(goal, &rg)?.0,
+                Side::Goal => rank1(current, &rc)?.0,
+            },
+        };
+        Some(Lookup {
+            side,
+            anchor,
+            via,
+            value,
+        })
     }
 
     /// The rule's matching as `(current index, goal index)` pairs: for coverage, every goal

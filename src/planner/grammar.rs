@@ -175,3 +175,225 @@ pub fn viable(text: &str, current: usize, goal: usize) -> bool {
     let (m, rest) = split_digits(rest);
     rest.is_empty() && number_start(&m, goal)
 }
+
+/// Which form a model's answer takes: the one line `pick N place M`, or a reasoning line
+/// that names the lookup the answer makes, then that line ([`Lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerForm {
+    /// `pick N place M` alone.
+    #[default]
+    Plain,
+    /// `<side> <anchor> <via> <value>`, a newline, then `pick N place M`.
+    Reasoned,
+}
+
+/// The image a [`Lookup`] starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The anchor is a current keypoint: it is the pick, the value the place.
+    Current,
+    /// The anchor is a goal keypoint: it is the place, the value the pick.
+    Goal,
+}
+
+/// Which of the anchor's relations in the prompt ([`crate::planner::prompt::relations`])
+/// gives the other keypoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Its `near`: the nearest keypoint of the other image.
+    Near,
+    /// Its `far`: the farthest keypoint of the other image.
+    Far,
+    /// The other image's rank-1 keypoint (the one farthest from this image's shape).
+    Rank,
+}
+
+/// The reasoning line of the [`AnswerForm::Reasoned`] answer: one lookup in the prompt's
+/// relations, written `<side> <anchor> <via> <value>` — e.g. `goal 1 near 3` ("goal
+/// keypoint 1, its nearest current keypoint is 3": pick 3, place 1) or `current 1 far 7`
+/// (pick 1, place 7). The answer line that follows is the action it names
+/// ([`Lookup::choice`]).
+///
+/// Why a line: the tiny planner learns a per-task answer prior easily and a lookup only
+/// when the target is unambiguous given what it has read. A zero-shot model taught
+/// several lookups from one prompt learns none (docs/stage3.md, session 13); with the
+/// lookup named first, each is unambiguous, and preferences only have to move which one
+/// the model names per task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// The anchor's image.
+    pub side: Side,
+    /// The anchor keypoint's number.
+    pub anchor: u32,
+    /// The relation read.
+    pub via: Via,
+    /// The keypoint number it gives (on the other image).
+    pub value: u32,
+}
+
+impl Side {
+    const WORDS: [(&'static str, Side); 2] = [("current", Side::Current), ("goal", Side::Goal)];
+    fn word(self) -> &'static str {
+        Self::WORDS.iter().find(|w| w.1 == self).expect("listed").0
+    }
+}
+
+impl Via {
+    const WORDS: [(&'static str, Via); 3] =
+        [("near", Via::Near), ("far", Via::Far), ("rank", Via::Rank)];
+    fn word(self) -> &'static str {
+        Self::WORDS.iter().find(|w| w.1 == self).expect("listed").0
+    }
+}
+
+impl Lookup {
+    /// The action the line names: the anchor is the pick (current side) or the place (goal
+    /// side), the value the other end.
+    pub fn choice(&self) -> KeypointChoice {
+        match self.side {
+            Side::Current => KeypointChoice {
+                pick: self.anchor,
+                place: self.value,
+            },
+            Side::Goal => KeypointChoice {
+                pick: self.value,
+                place: self.anchor,
+            },
+        }
+    }
+
+    /// The line as the model writes it.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.side.word(),
+            self.anchor,
+            self.via.word(),
+            self.value
+        )
+    }
+
+    /// The whole answer in [`AnswerForm::Reasoned`]: the line, a newline, the action.
+    pub fn answer(&self) -> String {
+        format!("{}\n{}", self.line(), format_answer(&self.choice()))
+    }
+
+    /// Parses a reasoning line (exact words, single spaces, plain numbers); `None` if it is
+    /// not one. Numbers are not range-checked here.
+    pub fn parse(line: &str) -> Option<Lookup> {
+        let mut w = line.split(' ');
+        let (Some(s), Some(a), Some(v), Some(n), None) =
+            (w.next(), w.next(), w.next(), w.next(), w.next())
+        else {
+            return None;
+        };
+        let side = Side::WORDS.iter().find(|x| x.0 == s)?.1;
+        let via = Via::WORDS.iter().find(|x| x.0 == v)?.1;
+        Some(Lookup {
+            side,
+            anchor: u32::try_from(plain_number(a)?).ok()?,
+            via,
+            value: u32::try_from(plain_number(n)?).ok()?,
+        })
+    }
+}
+
+/// Counts `(anchor image, value image)` of a line that starts with `side`.
+fn line_counts(side: Side, current: usize, goal: usize) -> (usize, usize) {
+    match side {
+        Side::Current => (current, goal),
+        Side::Goal => (goal, current),
+    }
+}
+
+/// How far `text` got through a reasoning line: `Ok(rest)` once the line and its newline
+/// are complete (the rest is the answer line), `Err(viable)` while the text is still inside
+/// the line (whether it can still become one with valid numbers).
+fn through_line(text: &str, current: usize, goal: usize) -> Result<&str, bool> {
+    let (line, rest) = match text.split_once('\n') {
+        Some((l, r)) => (l, Some(r)),
+        None => (text, None),
+    };
+    let words: Vec<&str> = line.split(' ').collect();
+    let number_prefix = |d: &str, count: usize| -> bool {
+        d.is_empty()
+            || (!d.starts_with('0')
+                && d.bytes().all(|b| b.is_ascii_digit())
+                && (1..=count).any(|v| v.to_string().starts_with(d)))
+    };
+    let valid_number =
+        |d: &str, count: usize| plain_number(d).is_some_and(|v| v >= 1 && v <= count as u64);
+    let side = Side::WORDS.iter().find(|x| x.0 == words[0]).map(|x| x.1);
+    let Some(rest) = rest else {
+        // Inside the line: each word so far must be a prefix of what may stand there.
+        let viable = match (words.len(), side) {
+            (1, _) => Side::WORDS.iter().any(|x| x.0.starts_with(words[0])),
+            (2, Some(s)) => number_prefix(words[1], line_counts(s, current, goal).0),
+            (3, Some(s)) => {
+                valid_number(words[1], line_counts(s, current, goal).0)
+                    && Via::WORDS.iter().any(|x| x.0.starts_with(words[2]))
+            }
+            (4, Some(s)) => {
+                let (a, v) = line_counts(s, current, goal);
+                valid_number(words[1], a)
+                    && Via::WORDS.iter().any(|x| x.0 == words[2])
+                    && number_prefix(words[3], v)
+            }
+            _ => false,
+        };
+        return Err(viable);
+    };
+    let complete = Lookup::parse(line).is_some_and(|l| {
+        let (a, v) = line_counts(l.side, current, goal);
+        l.anchor >= 1 && l.anchor as usize <= a && l.value >= 1 && l.value as usize <= v
+    });
+    if complete {
+        Ok(rest)
+    } else {
+        Err(false)
+    }
+}
+
+/// [`continuation`] for an answer in `form`. In [`AnswerForm::Reasoned`] the line's words
+/// and numbers are the model's; once its value is finished, the newline and `pick` follow
+/// as literals, then the answer line as in [`continuation`].
+pub fn continuation_in(form: AnswerForm, text: &str, current: usize, goal: usize) -> Continuation {
+    match form {
+        AnswerForm::Plain => continuation(text, current, goal),
+        AnswerForm::Reasoned => match through_line(text, current, goal) {
+            Ok(rest) => continuation(rest, current, goal),
+            Err(_) => {
+                // A finished value closes the line.
+                let words: Vec<&str> = text.split(' ').collect();
+                let side = Side::WORDS.iter().find(|x| x.0 == words[0]).map(|x| x.1);
+                match (words.len(), side) {
+                    (4, Some(s)) if Via::WORDS.iter().any(|x| x.0 == words[2]) => {
+                        let (_, v) = line_counts(s, current, goal);
+                        let finished = plain_number(words[3])
+                            .is_some_and(|n| n >= 1 && n <= v as u64 && n * 10 > v as u64);
+                        if finished && through_line(&format!("{text}\n"), current, goal).is_ok() {
+                            Continuation::Literal("\npick")
+                        } else {
+                            Continuation::Open
+                        }
+                    }
+                    _ => Continuation::Open,
+                }
+            }
+        },
+    }
+}
+
+/// [`viable`] for an answer in `form`: in [`AnswerForm::Reasoned`], a prefix of a valid
+/// reasoning line, or a complete line, its newline and a viable answer line. The line and
+/// the answer are not required to agree (the parser reads the last line).
+pub fn viable_in(form: AnswerForm, text: &str, current: usize, goal: usize) -> bool {
+    match form {
+        AnswerForm::Plain => viable(text, current, goal),
+        AnswerForm::Reasoned => match through_line(text, current, goal) {
+            Ok(rest) => viable(rest, current, goal),
+            Err(v) => v,
+        },
+    }
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::eval::{Decision, Planner, Scene};
-use super::grammar::{continuation, viable, Continuation};
+use super::grammar::{continuation_in, viable_in, AnswerForm, Continuation};
 use super::{parse_answer, prompt, KeypointChoice, ParseError};
 use crate::sim::tasks::Task;
 use crate::vision::{self, Keypoint, RgbView};
@@ -87,6 +87,7 @@ pub struct AnswerGuide<'a> {
     current: usize,
     goal: usize,
     answer_tokens: Option<&'a [(u32, String)]>,
+    form: AnswerForm,
 }
 
 impl<'a> AnswerGuide<'a> {
@@ -97,7 +98,14 @@ impl<'a> AnswerGuide<'a> {
             current,
             goal,
             answer_tokens: None,
+            form: AnswerForm::Plain,
         }
+    }
+
+    /// The same guide for answers in `form` (a reasoning line first, or not).
+    pub fn form(mut self, form: AnswerForm) -> Self {
+        self.form = form;
+        self
     }
 
     /// The same guide, constrained: wherever the model chooses, only the tokens of
@@ -113,7 +121,7 @@ impl Guide for AnswerGuide<'_> {
         let Ok(text) = self.tokenizer.decode(tokens, false) else {
             return GuideStep::Free;
         };
-        match continuation(&text, self.current, self.goal) {
+        match continuation_in(self.form, &text, self.current, self.goal) {
             Continuation::Open => GuideStep::Free,
             Continuation::Complete => GuideStep::Done,
             Continuation::Literal(word) => match self.tokenizer.encode(&format!("{text}{word}")) {
@@ -128,13 +136,20 @@ impl Guide for AnswerGuide<'_> {
     fn allowed(&self, tokens: &[u32]) -> Option<Vec<u32>> {
         let answer_tokens = self.answer_tokens?;
         let text = self.tokenizer.decode(tokens, false).ok()?;
-        if continuation(&text, self.current, self.goal) == Continuation::Complete {
+        if continuation_in(self.form, &text, self.current, self.goal) == Continuation::Complete {
             return None;
         }
         Some(
             answer_tokens
                 .iter()
-                .filter(|(_, piece)| viable(&format!("{text}{piece}"), self.current, self.goal))
+                .filter(|(_, piece)| {
+                    viable_in(
+                        self.form,
+                        &format!("{text}{piece}"),
+                        self.current,
+                        self.goal,
+                    )
+                })
                 .map(|&(id, _)| id)
                 .collect(),
         )
@@ -198,6 +213,7 @@ pub struct VlmPlanner {
     processor: Processor,
     stop: Vec<u32>,
     answer_tokens: std::sync::OnceLock<Vec<(u32, String)>>,
+    form: AnswerForm,
     last: Vec<Candidate>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
@@ -257,6 +273,7 @@ impl VlmPlanner {
             processor,
             stop,
             answer_tokens: std::sync::OnceLock::new(),
+            form: answer_form(dir),
             last: Vec::new(),
             config,
         })
@@ -281,6 +298,11 @@ impl VlmPlanner {
     /// The loaded model (the base one with an adapter set: see [`model_for`](Self::model_for)).
     pub fn model(&self) -> &Qwen3Vl {
         &self.model
+    }
+
+    /// The form of the model's answers (read from its folder: [`answer_form`]).
+    pub fn answer_form(&self) -> AnswerForm {
+        self.form
     }
 
     /// The model's image preprocessing settings.
@@ -325,7 +347,8 @@ impl VlmPlanner {
             stop_tokens: self.stop.clone(),
             seed,
         };
-        let mut guide = AnswerGuide::new(&self.processor.tokenizer, current_count, goal_count);
+        let mut guide =
+            AnswerGuide::new(&self.processor.tokenizer, current_count, goal_count).form(self.form);
         if c.constrained {
             let answer_tokens = self
                 .answer_tokens
@@ -344,6 +367,25 @@ impl VlmPlanner {
                 })
             })
             .collect()
+    }
+}
+
+/// The answer form of the model folder `dir`: [`AnswerForm::Reasoned`] when its
+/// `zero_shot.json` says the model was built with reasoning lines, else
+/// [`AnswerForm::Plain`] (every other folder, a real Qwen3-VL's included).
+pub fn answer_form(dir: &Path) -> AnswerForm {
+    let reasoned = std::fs::read_to_string(dir.join("zero_shot.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.pointer("/config/reasoning")
+                .and_then(serde_json::Value::as_bool)
+        })
+        .unwrap_or(false);
+    if reasoned {
+        AnswerForm::Reasoned
+    } else {
+        AnswerForm::Plain
     }
 }
 

@@ -36,7 +36,7 @@ use crate::planner::vlm_planner::{model_view, Processor};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
-use crate::train::zero_shot::{answer_ids, left_pad};
+use crate::train::zero_shot::{answer_text_ids, left_pad};
 use crate::verifier::preferences::{self as prefs, keypoints_from_file, PreferenceFile};
 use crate::vlm::image::Rgb8;
 use crate::vlm::lora::{self, LoraConfig};
@@ -177,8 +177,16 @@ pub struct StepStats {
 /// A training group: a state, its chosen answer and every answer rejected against it.
 struct Group {
     state: usize,
-    chosen: KeypointChoice,
-    rejected: Vec<KeypointChoice>,
+    chosen: Answer,
+    rejected: Vec<Answer>,
+}
+
+/// An answer of a pair: the action, and the text trained (as the planner wrote it, a
+/// reasoning line included).
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    choice: KeypointChoice,
+    text: String,
 }
 
 /// A state as the model is shown it.
@@ -252,15 +260,21 @@ fn examples(
         let index = shown.len();
         for p in &st.pairs {
             let get = |i: usize| {
-                st.candidates.get(i).map(|c| c.choice()).ok_or_else(|| {
-                    OrpoError::Data(format!(
-                        "{} state {} ({}): pair names candidate {i} of {}",
-                        pairs_path.display(),
-                        st.seed,
-                        st.task,
-                        st.candidates.len()
-                    ))
-                })
+                st.candidates
+                    .get(i)
+                    .map(|c| Answer {
+                        choice: c.choice(),
+                        text: c.text(),
+                    })
+                    .ok_or_else(|| {
+                        OrpoError::Data(format!(
+                            "{} state {} ({}): pair names candidate {i} of {}",
+                            pairs_path.display(),
+                            st.seed,
+                            st.task,
+                            st.candidates.len()
+                        ))
+                    })
             };
             let (chosen, rejected) = (get(p.chosen)?, get(p.rejected)?);
             let fits = |c: &KeypointChoice| {
@@ -269,12 +283,15 @@ fn examples(
                     && kc.iter().any(|k| k.id == c.pick)
                     && kg.iter().any(|k| k.id == c.place)
             };
-            if chosen == rejected || !fits(&chosen) || !fits(&rejected) {
+            if chosen.choice == rejected.choice || !fits(&chosen.choice) || !fits(&rejected.choice)
+            {
                 return Err(OrpoError::Data(format!(
-                    "{} state {} ({}): pair {chosen:?} / {rejected:?} is not two different answers about its keypoints",
+                    "{} state {} ({}): pair {:?} / {:?} is not two different answers about its keypoints",
                     pairs_path.display(),
                     st.seed,
-                    st.task
+                    st.task,
+                    chosen.choice,
+                    rejected.choice
                 )));
             }
             pairs += 1;
@@ -334,7 +351,7 @@ struct PackedStep {
     answers: usize,
 }
 
-fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<KeypointChoice>)]) -> Result<PackedStep> {
+fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<Answer>)]) -> Result<PackedStep> {
     let pad = p
         .tokenizer
         .token_id("<|endoftext|>")
@@ -348,7 +365,7 @@ fn packed_step(p: &Processor, rows: &[(&ShownState, Vec<KeypointChoice>)]) -> Re
         let prompt_len = ids.len();
         let mut segs = Vec::new();
         for a in answers {
-            let more = answer_ids(p, a)?;
+            let more = answer_text_ids(p, &a.text)?;
             segs.push((ids.len(), more.len()));
             ids.extend(more);
         }
@@ -601,7 +618,7 @@ pub fn train(
         opt.params.lr = lr;
         let mut rng = Rng::new(cfg.seed, 0x0B70 + step as u64);
         // The step's states, in turn from each task, and their answers.
-        let mut rows: Vec<(&ShownState, Vec<KeypointChoice>)> = Vec::new();
+        let mut rows: Vec<(&ShownState, Vec<Answer>)> = Vec::new();
         let mut chosen_of = Vec::new();
         let mut group = Vec::new();
         for i in 0..cfg.batch {
@@ -618,7 +635,7 @@ pub fn train(
             let first = chosen_of.len() + group.len();
             chosen_of.push(first);
             group.extend(std::iter::repeat_n(i, rejected.len()));
-            let mut answers = vec![g.chosen];
+            let mut answers = vec![g.chosen.clone()];
             answers.extend(rejected);
             rows.push((&shown[g.state], answers));
         }

@@ -130,7 +130,12 @@ fn one_state(
         match planner.decide(&scene) {
             Decision::Keypoints(_) => Planner::candidates(planner)
                 .iter()
-                .filter_map(|c| c.choice.as_ref().ok().map(|ch| (*ch, c.logprob)))
+                .filter_map(|c| {
+                    c.choice
+                        .as_ref()
+                        .ok()
+                        .map(|ch| (*ch, c.logprob, c.text.trim().to_string()))
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -145,7 +150,7 @@ fn one_state(
         planner.config = own;
     }
     let mut distinct: Vec<crate::planner::KeypointChoice> = Vec::new();
-    for (c, _) in &answers {
+    for (c, _, _) in &answers {
         if !distinct.contains(c) {
             distinct.push(*c);
         }
@@ -154,12 +159,22 @@ fn one_state(
     let distinct_scores = verifier.score(&state, &distinct)?;
     let scores: Vec<f64> = answers
         .iter()
-        .map(|(c, _)| {
+        .map(|(c, _, _)| {
             let i = distinct.iter().position(|d| d == c).expect("listed above");
             distinct_scores[i]
         })
         .collect();
-    let candidates = merge_candidates(&answers, &scores);
+    let plain: Vec<_> = answers.iter().map(|(c, l, _)| (*c, *l)).collect();
+    let mut candidates = merge_candidates(&plain, &scores);
+    // Keep the text of answers that say more than the action (a reasoning line): the
+    // first sample's, as its log-probability is the one kept.
+    for cand in &mut candidates {
+        if let Some((_, _, text)) = answers.iter().find(|(c, _, _)| *c == cand.choice()) {
+            if *text != crate::planner::format_answer(&cand.choice()) {
+                cand.answer = Some(text.clone());
+            }
+        }
+    }
     let pairs = make_pairs(&candidates, cfg.margin);
     let name = |which: &str| format!("{}_{seed}_{which}.png", task_name(task));
     save_png(&obs.current, &images.join(name("current")))?;

@@ -47,6 +47,7 @@ use tokenizers::{
 
 use crate::planner::baselines::{farthest_match, Rule};
 use crate::planner::eval::{observe, EvalConfig};
+use crate::planner::grammar::{AnswerForm, Lookup, Side, Via};
 use crate::planner::vlm_planner::{model_view, Processor};
 use crate::planner::{format_answer, parse_answer, prompt, KeypointChoice};
 use crate::sim::rng::Rng;
@@ -185,6 +186,12 @@ pub struct ZeroShotConfig {
     pub also_rules: Vec<Rule>,
     /// Probability that a sample follows one of [`ZeroShotConfig::also_rules`].
     pub also_weight: f64,
+    /// Answers in [`AnswerForm::Reasoned`]: each answer first names the lookup it makes
+    /// (`goal 1 near 3`, then `pick 3 place 1`), so a model taught several rules
+    /// ([`ZeroShotConfig::also_rules`]) is taught each one unambiguously. Every rule taught
+    /// must be one of [`Rule::SINGLE_LOOKUP`]. Recorded in `zero_shot.json`, where the
+    /// planner reads it ([`crate::planner::vlm_planner::answer_form`]).
+    pub reasoning: bool,
     /// Weight of the correspondence questions (training only): at the end of each goal
     /// keypoint in the prompt, the model is also taught the number of the current keypoint
     /// the rule matches to it ([`training_batch`]). 0 turns them off.
@@ -215,12 +222,22 @@ impl Default for ZeroShotConfig {
             rule: Rule::Coverage,
             also_rules: Vec::new(),
             also_weight: 0.0,
+            reasoning: false,
             match_weight: 0.0,
         }
     }
 }
 
 impl ZeroShotConfig {
+    /// The form of the answers the model is taught.
+    pub fn form(&self) -> AnswerForm {
+        if self.reasoning {
+            AnswerForm::Reasoned
+        } else {
+            AnswerForm::Plain
+        }
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(ZeroShotError::Config(m.to_string()));
         if self.heads == 0 || self.hidden % self.heads != 0 {
@@ -250,6 +267,21 @@ impl ZeroShotConfig {
         }
         if self.also_weight > 0.0 && self.also_rules.is_empty() {
             return bad("also_weight > 0 needs also_rules");
+        }
+        if self.reasoning {
+            if let Some(r) = std::iter::once(&self.rule)
+                .chain(&self.also_rules)
+                .find(|r| !Rule::SINGLE_LOOKUP.contains(r))
+            {
+                return Err(ZeroShotError::Config(format!(
+                    "rule {r:?} is not one lookup of the prompt's relations: reasoning lines \
+                     name one of {:?}",
+                    Rule::SINGLE_LOOKUP
+                )));
+            }
+            if self.match_weight > 0.0 {
+                return bad("correspondence questions (match_weight) work with plain answers only");
+            }
         }
         if !(self.match_weight >= 0.0 && self.match_weight.is_finite()) {
             return bad("match_weight must be a finite number ≥ 0");
@@ -305,6 +337,8 @@ pub struct Sample {
     pub messages: serde_json::Value,
     /// The rule's answer for these labels.
     pub answer: KeypointChoice,
+    /// The answer as the model is taught to write it (in the config's [`AnswerForm`]).
+    pub answer_text: String,
     /// The rule's matching under these labels: `(current keypoint number, goal keypoint
     /// number)` pairs.
     pub matches: Vec<(u32, u32)>,
@@ -331,10 +365,13 @@ fn relabel(kps: &[Keypoint], rng: &mut Rng) -> Vec<Keypoint> {
 }
 
 /// A sample of `scene` as a model with preprocessing `cfg` is shown it (overlays drawn at
-/// its input size), answered by `rule`; with `rng`, the keypoints are relabelled at random.
+/// its input size), answered by `rule` in `form`; with `rng`, the keypoints are relabelled
+/// at random. In [`AnswerForm::Reasoned`] the answer is the rule's [`Rule::lookup`] (read
+/// from the prompt's relations) and `rule` must be one of [`Rule::SINGLE_LOOKUP`].
 pub fn sample(
     scene: &SceneSample,
     rule: Rule,
+    form: AnswerForm,
     cfg: &PreprocessorConfig,
     rng: Option<&mut Rng>,
 ) -> Result<Sample> {
@@ -349,8 +386,21 @@ pub fn sample(
         ),
     };
     let pairs = rule.matches(&kc, &kg);
-    let answer = farthest_match(&kc, &kg, &pairs)
-        .ok_or_else(|| ZeroShotError::NoScenes("a scene without keypoints".into()))?;
+    let no_keypoints = || ZeroShotError::NoScenes("a scene without keypoints".into());
+    let (answer, answer_text) = match form {
+        AnswerForm::Plain => {
+            let a = farthest_match(&kc, &kg, &pairs).ok_or_else(no_keypoints)?;
+            (a, format_answer(&a))
+        }
+        AnswerForm::Reasoned => {
+            let l = rule.lookup(&kc, &kg).ok_or_else(|| {
+                ZeroShotError::Config(format!(
+                    "rule {rule:?} has no lookup here (not a single-lookup rule, or no keypoints)"
+                ))
+            })?;
+            (l.choice(), l.answer())
+        }
+    };
     let matches = pairs
         .into_iter()
         .map(|(i, j)| (kc[i].id, kg[j].id))
@@ -368,6 +418,7 @@ pub fn sample(
         goal: model_view(&scene.goal, &kg, cfg).map_err(err)?,
         messages,
         answer,
+        answer_text,
         matches,
         current_count: kc.len(),
         goal_ids: kg.iter().map(|k| k.id).collect(),
@@ -449,8 +500,10 @@ pub fn build_tokenizer(corpus: &[String]) -> Result<tokenizers::Tokenizer> {
     Ok(tok)
 }
 
-/// The texts the tokenizer is trained on: every scene's prompt text and every answer.
-fn corpus(scenes: &[SceneSample], keypoints: usize) -> Vec<String> {
+/// The texts the tokenizer is trained on: every scene's prompt text and every answer (with
+/// `reasoning`, the reasoning lines' words as well; without, the vocabulary is the one
+/// builds before reasoning lines had).
+fn corpus(scenes: &[SceneSample], keypoints: usize, reasoning: bool) -> Vec<String> {
     let mut out: Vec<String> = scenes
         .iter()
         .map(|s| {
@@ -466,6 +519,19 @@ fn corpus(scenes: &[SceneSample], keypoints: usize) -> Vec<String> {
     for n in 1..=keypoints as u32 {
         for m in 1..=keypoints as u32 {
             out.push(format_answer(&KeypointChoice { pick: n, place: m }));
+        }
+    }
+    if reasoning {
+        for side in [Side::Current, Side::Goal] {
+            for via in [Via::Near, Via::Far, Via::Rank] {
+                let l = Lookup {
+                    side,
+                    anchor: 1,
+                    via,
+                    value: keypoints as u32,
+                };
+                out.push(l.answer());
+            }
         }
     }
     out.push("user\nassistant\nsystem\n".into());
@@ -749,9 +815,9 @@ pub fn write_initial_folder(
     )
 }
 
-/// Answer token ids: `pick N place M` then `<|im_end|>`.
-pub(crate) fn answer_ids(p: &Processor, choice: &KeypointChoice) -> Result<Vec<u32>> {
-    let mut ids = p.tokenizer.encode(&format_answer(choice))?;
+/// Token ids of an answer written out (either [`AnswerForm`]), then `<|im_end|>`.
+pub(crate) fn answer_text_ids(p: &Processor, text: &str) -> Result<Vec<u32>> {
+    let mut ids = p.tokenizer.encode(text)?;
     ids.push(
         p.tokenizer
             .token_id("<|im_end|>")
@@ -866,7 +932,7 @@ pub fn training_batch(
                     .map(|(pos, token)| (row, pos, token)),
             );
         }
-        ids.extend(answer_ids(p, &s.answer)?);
+        ids.extend(answer_text_ids(p, &s.answer_text)?);
         if let Some(images) = prompt.images {
             pixels.push(images.pixel_values);
             grids.extend(images.grid_thw);
@@ -1026,6 +1092,20 @@ pub struct Report {
     pub held_out_pick: [f64; 3],
     /// Held-out greedy answers that parse (fraction), per task.
     pub held_out_valid: [f64; 3],
+    /// With reasoning lines: for each rule taught, the model given the rule's line up to
+    /// its value (`goal 1 near`) on held-out scenes, how often its greedy answer is the
+    /// rule's action ([`held_out_lookup`]). Whether it executes every lookup it was
+    /// taught, not only its favourite.
+    pub held_out_lookups: Vec<LookupCheck>,
+}
+
+/// One rule's [`held_out_lookup`] result.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupCheck {
+    /// The rule.
+    pub rule: Rule,
+    /// Greedy answers equal to the rule's action, per task (fraction).
+    pub exact: [f64; 3],
 }
 
 fn observe_all(
@@ -1127,7 +1207,7 @@ pub fn build(
     }
     let observe_s = t0.elapsed().as_secs_f64();
 
-    let tok = build_tokenizer(&corpus(&train, cfg.keypoints))?;
+    let tok = build_tokenizer(&corpus(&train, cfg.keypoints, cfg.reasoning))?;
     write_initial_folder(out, cfg, &tok)?;
     let processor = Processor::load(out)?;
     // Every weight is a variable: the model is trained whole.
@@ -1162,6 +1242,7 @@ pub fn build(
                 sample(
                     scene,
                     rule,
+                    cfg.form(),
                     &processor.preprocessor,
                     cfg.relabel.then_some(&mut rng),
                 )
@@ -1206,7 +1287,21 @@ pub fn build(
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
 
     let t2 = Instant::now();
-    let check = held_out_accuracy(&model, &processor, cfg.rule, &held, progress)?;
+    let check = held_out_accuracy(&model, &processor, cfg.rule, cfg.form(), &held, progress)?;
+    let lookups = if cfg.reasoning {
+        let mut rules = vec![cfg.rule];
+        rules.extend(cfg.also_rules.iter().filter(|r| **r != cfg.rule));
+        rules.dedup();
+        rules
+            .into_iter()
+            .map(|rule| {
+                held_out_lookup(&model, &processor, rule, &held)
+                    .map(|exact| LookupCheck { rule, exact })
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let report = Report {
         config: cfg.clone(),
         parameters,
@@ -1217,6 +1312,7 @@ pub fn build(
         held_out_exact: check.0,
         held_out_pick: check.1,
         held_out_valid: check.2,
+        held_out_lookups: lookups,
     };
     let path = out.join("zero_shot.json");
     write_json(
@@ -1233,6 +1329,7 @@ pub fn held_out_accuracy(
     model: &Qwen3Vl,
     p: &Processor,
     rule: Rule,
+    form: AnswerForm,
     scenes: &[SceneSample],
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<([f64; 3], [f64; 3], [f64; 3])> {
@@ -1244,7 +1341,7 @@ pub fn held_out_accuracy(
     };
     let (mut exact, mut pick, mut valid, mut n) = ([0f64; 3], [0f64; 3], [0f64; 3], [0f64; 3]);
     for (i, scene) in scenes.iter().enumerate() {
-        let s = sample(scene, rule, &p.preprocessor, None)?;
+        let s = sample(scene, rule, form, &p.preprocessor, None)?;
         let batch = p.batch(&s.messages, &s.current, &s.goal)?;
         let out = generate(model, &batch, 1, &params)?;
         let answer = p.tokenizer.decode(&out[0].tokens, true)?;
@@ -1267,6 +1364,59 @@ pub fn held_out_accuracy(
     let frac =
         |a: [f64; 3]| std::array::from_fn(|k| if n[k] > 0.0 { a[k] / n[k] } else { f64::NAN });
     Ok((frac(exact), frac(pick), frac(valid)))
+}
+
+/// The model given `rule`'s reasoning line up to its value (`goal 1 near`) on each held-out
+/// scene, then decoding greedily: the fraction of answers equal to the rule's action, per
+/// task ([`Report::held_out_lookups`]). `rule` must be one of [`Rule::SINGLE_LOOKUP`].
+pub fn held_out_lookup(
+    model: &Qwen3Vl,
+    p: &Processor,
+    rule: Rule,
+    scenes: &[SceneSample],
+) -> Result<[f64; 3]> {
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 12,
+        stop_tokens: p.stop_tokens(),
+        ..SamplingParams::default()
+    };
+    let (mut exact, mut n) = ([0f64; 3], [0f64; 3]);
+    for scene in scenes {
+        let s = sample(scene, rule, AnswerForm::Reasoned, &p.preprocessor, None)?;
+        // The line without its value: "goal 1 near".
+        let head = s
+            .answer_text
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
+        let forced = p.tokenizer.encode(&head)?;
+        let mut batch = p.batch(&s.messages, &s.current, &s.goal)?;
+        batch.input_ids[0].extend(&forced);
+        if let Some(mask) = batch.attention_mask.as_mut() {
+            mask[0].extend(std::iter::repeat_n(1u8, forced.len()));
+        }
+        let out = generate(model, &batch, 1, &params)?;
+        let answer = format!("{head}{}", p.tokenizer.decode(&out[0].tokens, true)?);
+        let k = task_index(scene.task);
+        n[k] += 1.0;
+        let ok = parse_answer(
+            &answer,
+            scene.current_keypoints.len(),
+            scene.goal_keypoints.len(),
+        )
+        .is_ok_and(|c| c == s.answer);
+        exact[k] += f64::from(u8::from(ok));
+    }
+    Ok(std::array::from_fn(|k| {
+        if n[k] > 0.0 {
+            exact[k] / n[k]
+        } else {
+            f64::NAN
+        }
+    }))
 }
 
 /// Whether `dir` already holds a model (so `build` would overwrite one).

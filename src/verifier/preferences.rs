@@ -105,9 +105,22 @@ pub struct ScoredCandidate {
     pub count: usize,
     /// The planner's log-probability of the answer.
     pub logprob: f32,
+    /// The answer as the planner wrote it, when that is more than `pick N place M` (a
+    /// reasoning line first: `planner::grammar::AnswerForm::Reasoned`); absent otherwise,
+    /// and in files from before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 impl ScoredCandidate {
+    /// The answer text a trainer teaches: [`ScoredCandidate::answer`], else the plain
+    /// `pick N place M`.
+    pub fn text(&self) -> String {
+        self.answer
+            .clone()
+            .unwrap_or_else(|| crate::planner::format_answer(&self.choice()))
+    }
+
     /// The answer as a choice.
     pub fn choice(&self) -> KeypointChoice {
         KeypointChoice {
@@ -174,6 +187,7 @@ pub fn merge_candidates(answers: &[(KeypointChoice, f32)], scores: &[f64]) -> Ve
                 score,
                 count: 1,
                 logprob: *logprob,
+                answer: None,
             }),
         }
     }

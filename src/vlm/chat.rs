@@ -130,9 +130,10 @@ impl Tokenizer {
             .map_err(|e| VlmError::Tokenizer(e.to_string()))
     }
 
-    /// Every token whose text could be part of an answer line `pick N place M`: made only
-    /// of those letters, spaces and digits (` 7`, `12`, ` place`, ` `, `ick`), with that
-    /// text. Constrained sampling chooses among those that keep the answer valid. One pass
+    /// Every token whose text could be part of an answer line `pick N place M` or of a
+    /// reasoning line (`goal 1 near 3`, then a newline; `planner::grammar::Lookup`): made
+    /// only of those letters, spaces, newlines and digits (` 7`, `12`, ` place`, ` `, `ick`,
+    /// ` far`), with that text. Constrained sampling chooses among those that keep the answer valid. One pass
     /// over the vocabulary.
     pub fn answer_tokens(&self) -> Vec<(u32, String)> {
         (0..self.inner.get_vocab_size(true) as u32)
@@ -141,7 +142,7 @@ impl Tokenizer {
                 (!piece.is_empty()
                     && piece
                         .chars()
-                        .all(|c| c == ' ' || c.is_ascii_digit() || "pickla e".contains(c)))
+                        .all(|c| c == ' ' || c.is_ascii_digit() || "pickla e\nurntgof".contains(c)))
                 .then_some((id, piece))
             })
             .collect()

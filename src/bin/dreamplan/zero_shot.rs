@@ -77,6 +77,11 @@ pub struct ZeroShotArgs {
     /// Probability that a training sample follows one of --also instead of --rule.
     #[arg(long, default_value_t = 0.0)]
     also_weight: f64,
+    /// Teach answers with a reasoning line that names the lookup first (`goal 1 near 3`,
+    /// then `pick 3 place 1`): with --also, each rule is then taught unambiguously. Every
+    /// rule must be a one-step lookup (not assignment).
+    #[arg(long)]
+    reasoning: bool,
     /// Relabel keypoints at random in every training sample.
     #[arg(long)]
     relabel: bool,
@@ -113,6 +118,7 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         rule: args.rule.rule(),
         also_rules: args.also.iter().map(|r| r.rule()).collect(),
         also_weight: args.also_weight,
+        reasoning: args.reasoning,
         match_weight: args.match_weight,
         ..d
     };
@@ -162,6 +168,13 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
     println!("  valid {}", pct(report.held_out_valid));
     println!("  same pick {}", pct(report.held_out_pick));
     println!("  same action {}", pct(report.held_out_exact));
+    for l in &report.held_out_lookups {
+        println!(
+            "  given its line up to the value, {:?}'s action {}",
+            l.rule,
+            pct(l.exact)
+        );
+    }
     println!("details: {}", args.out.join("zero_shot.json").display());
     Ok(ExitCode::SUCCESS)
 }
