@@ -566,8 +566,7 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
         ..tiny()
     };
     let err = build(&dir.path().join("bad"), &bad, 1, &|_| {})
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("not one lookup"), "{err}");
     assert!(!dir.path().join("bad").exists());
