@@ -144,16 +144,6 @@ pub fn continuation(text: &str, current: usize, goal: usize) -> Continuation {
 /// 1 ≤ M ≤ `goal`, numbers written plainly). Constrained sampling keeps only the tokens
 /// after which this stays true.
 pub fn viable(text: &str, current: usize, goal: usize) -> bool {
-    // `d` is the start of a number in 1..=count written plainly.
-    let number_start = |d: &str, count: usize| -> bool {
-        if d.is_empty() {
-            return true;
-        }
-        if d.starts_with('0') {
-            return false;
-        }
-        (1..=count).any(|v| v.to_string().starts_with(d))
-    };
     let split_digits = |s: &str| -> (String, String) {
         let n = s.bytes().take_while(u8::is_ascii_digit).count();
         (s[..n].to_string(), s[n..].to_string())
@@ -299,6 +289,14 @@ impl Lookup {
     }
 }
 
+/// Whether `d` is the start of a number in `1..=count` written plainly (empty included).
+fn number_start(d: &str, count: usize) -> bool {
+    d.is_empty()
+        || (!d.starts_with('0')
+            && d.bytes().all(|b| b.is_ascii_digit())
+            && (1..=count).any(|v| v.to_string().starts_with(d)))
+}
+
 /// Counts `(anchor image, value image)` of a line that starts with `side`.
 fn line_counts(side: Side, current: usize, goal: usize) -> (usize, usize) {
     match side {
@@ -316,12 +314,6 @@ fn through_line(text: &str, current: usize, goal: usize) -> Result<&str, bool> {
         None => (text, None),
     };
     let words: Vec<&str> = line.split(' ').collect();
-    let number_prefix = |d: &str, count: usize| -> bool {
-        d.is_empty()
-            || (!d.starts_with('0')
-                && d.bytes().all(|b| b.is_ascii_digit())
-                && (1..=count).any(|v| v.to_string().starts_with(d)))
-    };
     let valid_number =
         |d: &str, count: usize| plain_number(d).is_some_and(|v| v >= 1 && v <= count as u64);
     let side = Side::WORDS.iter().find(|x| x.0 == words[0]).map(|x| x.1);
@@ -329,7 +321,7 @@ fn through_line(text: &str, current: usize, goal: usize) -> Result<&str, bool> {
         // Inside the line: each word so far must be a prefix of what may stand there.
         let viable = match (words.len(), side) {
             (1, _) => Side::WORDS.iter().any(|x| x.0.starts_with(words[0])),
-            (2, Some(s)) => number_prefix(words[1], line_counts(s, current, goal).0),
+            (2, Some(s)) => number_start(words[1], line_counts(s, current, goal).0),
             (3, Some(s)) => {
                 valid_number(words[1], line_counts(s, current, goal).0)
                     && Via::WORDS.iter().any(|x| x.0.starts_with(words[2]))
@@ -338,7 +330,7 @@ fn through_line(text: &str, current: usize, goal: usize) -> Result<&str, bool> {
                 let (a, v) = line_counts(s, current, goal);
                 valid_number(words[1], a)
                     && Via::WORDS.iter().any(|x| x.0 == words[2])
-                    && number_prefix(words[3], v)
+                    && number_start(words[3], v)
             }
             _ => false,
         };

@@ -1290,8 +1290,11 @@ pub fn build(
     let check = held_out_accuracy(&model, &processor, cfg.rule, cfg.form(), &held, progress)?;
     let lookups = if cfg.reasoning {
         let mut rules = vec![cfg.rule];
-        rules.extend(cfg.also_rules.iter().filter(|r| **r != cfg.rule));
-        rules.dedup();
+        for r in &cfg.also_rules {
+            if !rules.contains(r) {
+                rules.push(*r);
+            }
+        }
         rules
             .into_iter()
             .map(|rule| {
@@ -1361,9 +1364,22 @@ pub fn held_out_accuracy(
             total: scenes.len(),
         });
     }
-    let frac =
-        |a: [f64; 3]| std::array::from_fn(|k| if n[k] > 0.0 { a[k] / n[k] } else { f64::NAN });
-    Ok((frac(exact), frac(pick), frac(valid)))
+    Ok((
+        per_task_share(exact, n),
+        per_task_share(pick, n),
+        per_task_share(valid, n),
+    ))
+}
+
+/// `counts / n` per task (NaN for a task with no scene).
+fn per_task_share(counts: [f64; 3], n: [f64; 3]) -> [f64; 3] {
+    std::array::from_fn(|k| {
+        if n[k] > 0.0 {
+            counts[k] / n[k]
+        } else {
+            f64::NAN
+        }
+    })
 }
 
 /// The model given `rule`'s reasoning line up to its value (`goal 1 near`) on each held-out
@@ -1410,13 +1426,7 @@ pub fn held_out_lookup(
         .is_ok_and(|c| c == s.answer);
         exact[k] += f64::from(u8::from(ok));
     }
-    Ok(std::array::from_fn(|k| {
-        if n[k] > 0.0 {
-            exact[k] / n[k]
-        } else {
-            f64::NAN
-        }
-    }))
+    Ok(per_task_share(exact, n))
 }
 
 /// Whether `dir` already holds a model (so `build` would overwrite one).
