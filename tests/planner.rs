@@ -517,6 +517,68 @@ fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
 }
 
 #[test]
+fn the_recap_line_repeats_the_rank_1_relations_next_to_the_answer() {
+    use dreamplan::planner::prompt::PromptForm;
+    let current = [
+        kp(1, 10.0, 100.0),
+        kp(2, 200.0, 100.0),
+        kp(3, 100.0, 100.0),
+        kp(4, 150.0, 100.0),
+    ];
+    let goal = [
+        kp(1, 10.0, 100.0),
+        kp(2, 150.0, 200.0),
+        kp(3, 100.0, 100.0),
+        kp(4, 140.0, 150.0),
+    ];
+    let (c, g) = prompt::number_by_rank(&current, &goal);
+    let (rc, rg) = (prompt::relations(&c, &g)[0], prompt::relations(&g, &c)[0]);
+    let line = prompt::recap(&c, &g).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "Keypoint 1 of each image: current 1 near {} far {}, goal 1 near {} far {}.",
+            rc.near, rc.far, rg.near, rg.far
+        )
+    );
+    // Renumbered, goal 2 is (140, 150) and goal 3 the left end (10, 100). Current 1 (the
+    // right end, 200) is nearest to goal 2 and farthest from goal 3; goal 1 (the bent end)
+    // is nearest to current 2 (150, 100).
+    assert_eq!((rc.near, rc.far, rg.near), (2, 3, 2), "{line}");
+    // Every one-step lookup's value is in the line.
+    for rule in Rule::SINGLE_LOOKUP {
+        let l = rule.lookup(&c, &g).unwrap();
+        // The value the lookup reads stands in its side's part of the line.
+        use dreamplan::planner::grammar::{Side, Via};
+        let (cur_part, goal_part) = line.split_once(", goal").unwrap();
+        let part = if l.side == Side::Current {
+            cur_part
+        } else {
+            goal_part
+        };
+        match l.via {
+            Via::Near => assert!(part.contains(&format!("near {}", l.value)), "{rule:?}"),
+            Via::Far => assert!(part.contains(&format!("far {}", l.value)), "{rule:?}"),
+            Via::Rank => assert_eq!(l.value, 1, "{rule:?}"),
+        }
+    }
+    // The recap form is the plain text plus that last line; plain is unchanged.
+    let plain = prompt::user_text(Task::Rope, &c, &g, 256, 256);
+    let recap = prompt::user_text_in(PromptForm::Recap, Task::Rope, &c, &g, 256, 256);
+    assert_eq!(recap, format!("{plain}\n{line}"));
+    assert_eq!(
+        prompt::user_text_in(PromptForm::Plain, Task::Rope, &c, &g, 256, 256),
+        plain
+    );
+    // No keypoints on one side: no recap line, and the text stays plain.
+    assert_eq!(prompt::recap(&c, &[]), None);
+    assert_eq!(
+        prompt::user_text_in(PromptForm::Recap, Task::Rope, &c, &[], 256, 256),
+        prompt::user_text(Task::Rope, &c, &[], 256, 256)
+    );
+}
+
+#[test]
 fn viable_says_whether_text_can_still_become_a_valid_answer() {
     use dreamplan::planner::grammar::viable;
     for ok in [

@@ -9,6 +9,7 @@ use std::process::Command;
 use dreamplan::planner::baselines::{correspondence_choice, Rule};
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::grammar::AnswerForm;
+use dreamplan::planner::prompt::PromptForm;
 use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
@@ -104,6 +105,7 @@ fn relabelled_samples_keep_the_rules_answer_on_the_same_points() {
                 &scene,
                 rule,
                 AnswerForm::Plain,
+                PromptForm::Plain,
                 &PreprocessorConfig::default(),
                 Some(&mut rng),
             )
@@ -175,6 +177,7 @@ fn correspondence_questions_sit_at_the_goal_keypoints_and_ask_for_the_rules_matc
                 s,
                 Rule::Assignment,
                 AnswerForm::Plain,
+                PromptForm::Plain,
                 &p.preprocessor,
                 Some(&mut rng),
             )
@@ -348,6 +351,7 @@ fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
         &scene,
         Rule::Assignment,
         AnswerForm::Plain,
+        PromptForm::Plain,
         &p.preprocessor,
         None,
     )
@@ -462,12 +466,20 @@ fn other_rules_are_drawn_with_their_weight_and_bad_weights_are_refused() {
 #[test]
 fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
     use dreamplan::planner::grammar::{Lookup, Side, Via};
-    use dreamplan::planner::vlm_planner::answer_form;
+    use dreamplan::planner::vlm_planner::{answer_form, prompt_form};
     let scene = observe_scene(Task::Cloth, 1_000_002, 8, 128).expect("cloth found");
     let (kc, kg) = (&scene.current_keypoints, &scene.goal_keypoints);
     let pre = PreprocessorConfig::default();
     for rule in Rule::SINGLE_LOOKUP {
-        let s = sample(&scene, rule, AnswerForm::Reasoned, &pre, None).unwrap();
+        let s = sample(
+            &scene,
+            rule,
+            AnswerForm::Reasoned,
+            PromptForm::Plain,
+            &pre,
+            None,
+        )
+        .unwrap();
         let l = rule.lookup(kc, kg).unwrap();
         assert_eq!(s.answer, l.choice(), "{rule:?}");
         assert_eq!(s.answer_text, l.answer());
@@ -486,7 +498,15 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
         (Side::Current, 1, Via::Far)
     );
     // Plain samples are unchanged.
-    let plain = sample(&scene, Rule::Coverage, AnswerForm::Plain, &pre, None).unwrap();
+    let plain = sample(
+        &scene,
+        Rule::Coverage,
+        AnswerForm::Plain,
+        PromptForm::Plain,
+        &pre,
+        None,
+    )
+    .unwrap();
     assert_eq!(
         plain.answer_text,
         dreamplan::planner::format_answer(&plain.answer)
@@ -494,8 +514,10 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zr");
+    // Built with the recap line too: the planner reads both forms from the folder.
     let cfg = ZeroShotConfig {
         reasoning: true,
+        recap: true,
         also_rules: vec![Rule::Fold, Rule::Ranks],
         also_weight: 0.5,
         steps: 10,
@@ -508,6 +530,8 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
         AnswerForm::Plain,
         "no zero_shot.json"
     );
+    assert_eq!(prompt_form(&out), PromptForm::Recap);
+    assert_eq!(prompt_form(dir.path()), PromptForm::Plain);
     let rules: Vec<Rule> = report.held_out_lookups.iter().map(|l| l.rule).collect();
     assert_eq!(rules, vec![Rule::Coverage, Rule::Fold, Rule::Ranks]);
     for l in &report.held_out_lookups {
@@ -515,6 +539,21 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
     }
     let p = Processor::load(&out).unwrap();
     let unk = p.tokenizer.token_id(UNK_TOKEN).unwrap();
+    // The recap line ends the prompt, in words the tokenizer knows.
+    let s = sample(
+        &scene,
+        Rule::Fold,
+        AnswerForm::Reasoned,
+        PromptForm::Recap,
+        &p.preprocessor,
+        None,
+    )
+    .unwrap();
+    let text = s.messages[0]["content"][2]["text"].as_str().unwrap();
+    let line = dreamplan::planner::prompt::recap(kc, kg).unwrap();
+    assert!(text.ends_with(&line), "{text}");
+    let ids = p.batch(&s.messages, &s.current, &s.goal).unwrap().input_ids;
+    assert!(!ids[0].contains(&unk), "the recap line has an unknown word");
     for side in [Side::Current, Side::Goal] {
         for via in [Via::Near, Via::Far, Via::Rank] {
             let text = Lookup {
@@ -541,6 +580,7 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
     )
     .unwrap();
     assert_eq!(planner.answer_form(), AnswerForm::Reasoned);
+    assert_eq!(planner.prompt_form(), PromptForm::Recap);
     let r = run_episode(
         Task::Cloth,
         3,
@@ -570,4 +610,105 @@ fn reasoning_lines_are_taught_read_back_and_sampled_validly() {
         .to_string();
     assert!(err.contains("not one lookup"), "{err}");
     assert!(!dir.path().join("bad").exists());
+}
+
+#[test]
+fn a_crashed_build_resumes_to_the_weights_of_an_uninterrupted_one_and_a_nan_keeps_the_last_checkpoint(
+) {
+    use dreamplan::train::zero_shot::{checkpoint_path, ZeroShotError, CURVE_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ZeroShotConfig {
+        steps: 6,
+        checkpoint_every: 2,
+        scenes: [2, 1, 2],
+        ..tiny()
+    };
+    let whole = dir.path().join("whole");
+    let report = build(&whole, &cfg, 2, &|_| {}).unwrap();
+    assert_eq!(report.loss.len(), 6);
+    assert!(
+        !checkpoint_path(&whole).exists(),
+        "a finished build keeps no checkpoint"
+    );
+    let curve = image::open(whole.join(CURVE_FILE)).unwrap().to_rgb8();
+    assert!(
+        curve.pixels().any(|p| p.0 != [255, 255, 255]),
+        "an empty plot"
+    );
+
+    // A crash right after step 4 (its checkpoint written) ...
+    let cut = dir.path().join("cut");
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build(&cut, &cfg, 2, &|p| {
+            if let Progress::Step { step: 4, .. } = p {
+                panic!("simulated crash after step 4");
+            }
+        })
+    }));
+    assert!(crashed.is_err());
+    assert!(!cut.join("zero_shot.json").exists());
+    let (_, state) = dreamplan::train::checkpoint::load(&checkpoint_path(&cut)).unwrap();
+    assert_eq!(state["step"].as_u64(), Some(4));
+    // ... is not resumed by a build with other settings ...
+    let other = ZeroShotConfig {
+        lr: 5e-3,
+        ..cfg.clone()
+    };
+    let err = build(&cut, &other, 2, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("checkpoint of another build"), "{err}");
+    // ... and is by the same one, to the same weights and losses.
+    let resumed_at = std::sync::Mutex::new(None);
+    let again = build(&cut, &cfg, 2, &|p| {
+        if let Progress::Resumed { step } = p {
+            *resumed_at.lock().unwrap() = Some(step);
+        }
+    })
+    .unwrap();
+    assert_eq!(resumed_at.into_inner().unwrap(), Some(4));
+    assert_eq!(again.loss, report.loss);
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (load(&whole), load(&cut));
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let d = (t - &b[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-6, "{k}: differs by {d}");
+    }
+
+    // A diverging build stops at the first non-finite step with its last checkpoint kept.
+    let nan = dir.path().join("nan");
+    let wild = ZeroShotConfig {
+        lr: 1e30,
+        checkpoint_every: 1,
+        ..cfg.clone()
+    };
+    let err = build(&nan, &wild, 2, &|_| {}).unwrap_err();
+    let ZeroShotError::NotFinite {
+        step, last_good, ..
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert!(step >= 2 && last_good == step - 1, "{step} {last_good}");
+    let (tensors, state) = dreamplan::train::checkpoint::load(&checkpoint_path(&nan)).unwrap();
+    assert_eq!(state["step"].as_u64().unwrap() as usize, last_good);
+    for (k, t) in tensors.iter().filter(|(k, _)| k.starts_with("w/")) {
+        let s = t
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(s.is_finite(), "{k}");
+    }
+    assert!(!nan.join("zero_shot.json").exists());
 }

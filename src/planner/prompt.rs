@@ -137,7 +137,38 @@ pub fn keypoint_list(
         .join(", ")
 }
 
-/// The user turn's text, after the two images.
+/// How the prompt's text ends.
+///
+/// **Recap** (since session 15): after the instructions, one more line repeats the
+/// relations of the two rank-1 keypoints, `Keypoint 1 of each image: current 1 near A far
+/// B, goal 1 near C far D.`, so that every one-step lookup of the relations
+/// ([`crate::planner::baselines::Rule::SINGLE_LOOKUP`]) is a copy from a few tokens before
+/// the answer instead of from far back in the lists. The same facts as the lists, in a
+/// fixed place; why it was tried is in docs/stage3.md (session 15). A model folder says
+/// which form it was built with (`zero_shot.json` `config.recap`,
+/// `crate::planner::vlm_planner::prompt_form`); every other folder gets [`Self::Plain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptForm {
+    /// The lists and the instructions only.
+    #[default]
+    Plain,
+    /// The rank-1 keypoints' relations repeated as the last line.
+    Recap,
+}
+
+/// The recap line of [`PromptForm::Recap`]: the relations of the first-listed keypoint of
+/// each image (keypoint 1 when they are numbered by rank), or `None` when an image has no
+/// keypoints.
+pub fn recap(current: &[Keypoint], goal: &[Keypoint]) -> Option<String> {
+    let (c, g) = (current.first()?, goal.first()?);
+    let (rc, rg) = (relations(current, goal)[0], relations(goal, current)[0]);
+    Some(format!(
+        "Keypoint 1 of each image: current {} near {} far {}, goal {} near {} far {}.",
+        c.id, rc.near, rc.far, g.id, rg.near, rg.far
+    ))
+}
+
+/// The user turn's text, after the two images ([`PromptForm::Plain`]).
 pub fn user_text(
     task: Task,
     current: &[Keypoint],
@@ -145,7 +176,19 @@ pub fn user_text(
     width: u32,
     height: u32,
 ) -> String {
-    format!(
+    user_text_in(PromptForm::Plain, task, current, goal, width, height)
+}
+
+/// The user turn's text in `form`.
+pub fn user_text_in(
+    form: PromptForm,
+    task: Task,
+    current: &[Keypoint],
+    goal: &[Keypoint],
+    width: u32,
+    height: u32,
+) -> String {
+    let mut text = format!(
         "The first image is the current scene, the second the goal. {}\n\
          Keypoints on the current image: {}.\n\
          Keypoints on the goal image: {}.\n\
@@ -156,7 +199,14 @@ pub fn user_text(
         instruction(task),
         keypoint_list(current, goal, width, height),
         keypoint_list(goal, current, width, height),
-    )
+    );
+    if form == PromptForm::Recap {
+        if let Some(line) = recap(current, goal) {
+            text.push('\n');
+            text.push_str(&line);
+        }
+    }
+    text
 }
 
 /// The conversation in the HF chat format: one user turn with the current image, the goal
@@ -168,12 +218,24 @@ pub fn messages(
     width: u32,
     height: u32,
 ) -> Value {
+    messages_in(PromptForm::Plain, task, current, goal, width, height)
+}
+
+/// [`messages`] with the text in `form`.
+pub fn messages_in(
+    form: PromptForm,
+    task: Task,
+    current: &[Keypoint],
+    goal: &[Keypoint],
+    width: u32,
+    height: u32,
+) -> Value {
     json!([{
         "role": "user",
         "content": [
             {"type": "image"},
             {"type": "image"},
-            {"type": "text", "text": user_text(task, current, goal, width, height)},
+            {"type": "text", "text": user_text_in(form, task, current, goal, width, height)},
         ],
     }])
 }

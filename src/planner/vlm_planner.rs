@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::eval::{Decision, Planner, Scene};
 use super::grammar::{continuation_in, viable_in, AnswerForm, Continuation};
+use super::prompt::PromptForm;
 use super::{parse_answer, prompt, KeypointChoice, ParseError};
 use crate::sim::tasks::Task;
 use crate::vision::{self, Keypoint, RgbView};
@@ -214,6 +215,7 @@ pub struct VlmPlanner {
     stop: Vec<u32>,
     answer_tokens: std::sync::OnceLock<Vec<(u32, String)>>,
     form: AnswerForm,
+    prompt_form: PromptForm,
     last: Vec<Candidate>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
@@ -274,6 +276,7 @@ impl VlmPlanner {
             stop,
             answer_tokens: std::sync::OnceLock::new(),
             form: answer_form(dir),
+            prompt_form: prompt_form(dir),
             last: Vec::new(),
             config,
         })
@@ -305,6 +308,11 @@ impl VlmPlanner {
         self.form
     }
 
+    /// The form of the model's prompt (read from its folder: [`prompt_form`]).
+    pub fn prompt_form(&self) -> PromptForm {
+        self.prompt_form
+    }
+
     /// The model's image preprocessing settings.
     pub fn preprocessor(&self) -> &PreprocessorConfig {
         &self.processor.preprocessor
@@ -319,7 +327,8 @@ impl VlmPlanner {
         current_keypoints: &[Keypoint],
         goal_keypoints: &[Keypoint],
     ) -> Result<Batch, VlmError> {
-        let messages = prompt::messages(
+        let messages = prompt::messages_in(
+            self.prompt_form,
             task,
             current_keypoints,
             goal_keypoints,
@@ -370,22 +379,35 @@ impl VlmPlanner {
     }
 }
 
+/// A boolean of the build settings in `dir`'s `zero_shot.json` (`config.<key>`); false when
+/// the folder has no such file or key (every folder not built by `pretrain-zero-shot`).
+fn build_flag(dir: &Path, key: &str) -> bool {
+    std::fs::read_to_string(dir.join("zero_shot.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("config")?.get(key)?.as_bool())
+        .unwrap_or(false)
+}
+
 /// The answer form of the model folder `dir`: [`AnswerForm::Reasoned`] when its
 /// `zero_shot.json` says the model was built with reasoning lines, else
 /// [`AnswerForm::Plain`] (every other folder, a real Qwen3-VL's included).
 pub fn answer_form(dir: &Path) -> AnswerForm {
-    let reasoned = std::fs::read_to_string(dir.join("zero_shot.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.pointer("/config/reasoning")
-                .and_then(serde_json::Value::as_bool)
-        })
-        .unwrap_or(false);
-    if reasoned {
+    if build_flag(dir, "reasoning") {
         AnswerForm::Reasoned
     } else {
         AnswerForm::Plain
+    }
+}
+
+/// The prompt form of the model folder `dir`: [`PromptForm::Recap`] when its
+/// `zero_shot.json` says the model was built with the recap line, else
+/// [`PromptForm::Plain`].
+pub fn prompt_form(dir: &Path) -> PromptForm {
+    if build_flag(dir, "recap") {
+        PromptForm::Recap
+    } else {
+        PromptForm::Plain
     }
 }
 

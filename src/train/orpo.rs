@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamW, AdamWParams};
 use super::checkpoint;
-use crate::planner::vlm_planner::{model_view, Processor};
+use crate::planner::vlm_planner::{model_view, prompt_form, Processor};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
@@ -313,7 +313,14 @@ fn examples(
         }
         shown.push(ShownState {
             task,
-            messages: prompt::messages(task, &kc, &kg, current.width as u32, current.height as u32),
+            messages: prompt::messages_in(
+                prompt_form(planner_dir),
+                task,
+                &kc,
+                &kg,
+                current.width as u32,
+                current.height as u32,
+            ),
             current: overlay(&current, &kc)?,
             goal: overlay(&goal, &kg)?,
         });

@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
 use serde_json::json;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -48,10 +47,12 @@ use tokenizers::{
 use crate::planner::baselines::{farthest_match, Rule};
 use crate::planner::eval::{observe, EvalConfig};
 use crate::planner::grammar::{AnswerForm, Lookup, Side, Via};
+use crate::planner::prompt::PromptForm;
 use crate::planner::vlm_planner::{model_view, Processor};
 use crate::planner::{format_answer, parse_answer, prompt, KeypointChoice};
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
+use crate::train::adamw::{AdamW, AdamWParams};
 use crate::vision::Keypoint;
 use crate::vlm::generate::{generate, SamplingParams};
 use crate::vlm::image::{PreprocessorConfig, Rgb8};
@@ -124,6 +125,19 @@ pub enum ZeroShotError {
     /// No scene could be observed.
     #[error("no training scene: {0}")]
     NoScenes(String),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
+    /// The loss or a gradient stopped being finite.
+    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and the last checkpoint (step {last_good}) is kept; lower --lr")]
+    NotFinite {
+        /// The step.
+        step: usize,
+        /// Its loss.
+        loss: f64,
+        /// Step of the checkpoint on disk (0: none yet).
+        last_good: usize,
+    },
 }
 
 type Result<T> = std::result::Result<T, ZeroShotError>;
@@ -192,6 +206,13 @@ pub struct ZeroShotConfig {
     /// must be one of [`Rule::SINGLE_LOOKUP`]. Recorded in `zero_shot.json`, where the
     /// planner reads it ([`crate::planner::vlm_planner::answer_form`]).
     pub reasoning: bool,
+    /// Prompts end with the recap line ([`PromptForm::Recap`]: the rank-1 keypoints'
+    /// relations repeated next to the answer). Recorded in `zero_shot.json`, where the
+    /// planner reads it ([`crate::planner::vlm_planner::prompt_form`]).
+    pub recap: bool,
+    /// Steps between checkpoints (`zero_shot_checkpoint.safetensors`: weights, optimiser
+    /// moments, losses so far), from which a killed build resumes.
+    pub checkpoint_every: usize,
     /// Weight of the correspondence questions (training only): at the end of each goal
     /// keypoint in the prompt, the model is also taught the number of the current keypoint
     /// the rule matches to it ([`training_batch`]). 0 turns them off.
@@ -223,6 +244,8 @@ impl Default for ZeroShotConfig {
             also_rules: Vec::new(),
             also_weight: 0.0,
             reasoning: false,
+            recap: false,
+            checkpoint_every: 50,
             match_weight: 0.0,
         }
     }
@@ -235,6 +258,15 @@ impl ZeroShotConfig {
             AnswerForm::Reasoned
         } else {
             AnswerForm::Plain
+        }
+    }
+
+    /// The form of the prompts the model is taught on.
+    pub fn prompt_form(&self) -> PromptForm {
+        if self.recap {
+            PromptForm::Recap
+        } else {
+            PromptForm::Plain
         }
     }
 
@@ -372,6 +404,7 @@ pub fn sample(
     scene: &SceneSample,
     rule: Rule,
     form: AnswerForm,
+    prompt_form: PromptForm,
     cfg: &PreprocessorConfig,
     rng: Option<&mut Rng>,
 ) -> Result<Sample> {
@@ -406,7 +439,8 @@ pub fn sample(
         .map(|(i, j)| (kc[i].id, kg[j].id))
         .collect();
     let err = |e: String| ZeroShotError::Config(format!("overlay: {e}"));
-    let messages = prompt::messages(
+    let messages = prompt::messages_in(
+        prompt_form,
         scene.task,
         &kc,
         &kg,
@@ -503,11 +537,17 @@ pub fn build_tokenizer(corpus: &[String]) -> Result<tokenizers::Tokenizer> {
 /// The texts the tokenizer is trained on: every scene's prompt text and every answer (with
 /// `reasoning`, the reasoning lines' words as well; without, the vocabulary is the one
 /// builds before reasoning lines had).
-fn corpus(scenes: &[SceneSample], keypoints: usize, reasoning: bool) -> Vec<String> {
+fn corpus(
+    scenes: &[SceneSample],
+    keypoints: usize,
+    reasoning: bool,
+    form: PromptForm,
+) -> Vec<String> {
     let mut out: Vec<String> = scenes
         .iter()
         .map(|s| {
-            prompt::user_text(
+            prompt::user_text_in(
+                form,
                 s.task,
                 &s.current_keypoints,
                 &s.goal_keypoints,
@@ -1062,6 +1102,11 @@ pub enum Progress {
         /// This step's loss.
         loss: f64,
     },
+    /// Training resumes from the checkpoint written after `step` steps.
+    Resumed {
+        /// Steps already done.
+        step: usize,
+    },
     /// Held-out samples checked.
     Check {
         /// Done.
@@ -1207,7 +1252,18 @@ pub fn build(
     }
     let observe_s = t0.elapsed().as_secs_f64();
 
-    let tok = build_tokenizer(&corpus(&train, cfg.keypoints, cfg.reasoning))?;
+    let tok = build_tokenizer(&corpus(
+        &train,
+        cfg.keypoints,
+        cfg.reasoning,
+        cfg.prompt_form(),
+    ))?;
+    // A folder being (re)built has no report until it is done: that is what tells a killed
+    // build, which resumes, from a finished one.
+    let report_path = out.join("zero_shot.json");
+    if report_path.exists() {
+        std::fs::remove_file(&report_path).map_err(io(&report_path))?;
+    }
     write_initial_folder(out, cfg, &tok)?;
     let processor = Processor::load(out)?;
     // Every weight is a variable: the model is trained whole.
@@ -1215,26 +1271,57 @@ pub fn build(
     let model = Qwen3Vl::from_store(Config::load(out)?, &store)?;
     let named = store.vars();
     let mut opt = AdamW::new(
-        named.iter().map(|(_, v)| v.clone()).collect(),
-        ParamsAdamW {
+        named.clone(),
+        AdamWParams {
             lr: cfg.lr,
             weight_decay: 0.0,
             ..Default::default()
         },
     )?;
 
+    // Resume: the checkpoint must be this build's (same settings, same tokenizer).
+    let ck = checkpoint_path(out);
+    let run = json!({
+        "config": cfg,
+        "tokenizer": crate::verifier::preferences::tokenizer_fingerprint(out)
+            .map_err(|e| ZeroShotError::Config(e.to_string()))?,
+    });
+    let mut start = 0;
+    let mut losses: Vec<f64> = Vec::with_capacity(cfg.steps);
+    let mut match_losses: Vec<f64> = Vec::with_capacity(cfg.steps);
+    let mut train_before = 0.0;
+    if ck.exists() {
+        let (tensors, state) = crate::train::checkpoint::load(&ck)?;
+        if state.get("run") != Some(&run) {
+            return Err(ZeroShotError::Config(format!(
+                "{} holds a checkpoint of another build (other settings or scenes); pass --force to start over, or use another --out",
+                out.display()
+            )));
+        }
+        let bad = |what: String| ZeroShotError::Config(format!("{}: {what}", ck.display()));
+        start = state["step"]
+            .as_u64()
+            .ok_or_else(|| bad("no step".into()))? as usize;
+        opt.restore(&tensors, start).map_err(bad)?;
+        losses = serde_json::from_value(state["loss"].clone()).map_err(|e| bad(e.to_string()))?;
+        match_losses =
+            serde_json::from_value(state["match_loss"].clone()).map_err(|e| bad(e.to_string()))?;
+        train_before = state["seconds"].as_f64().unwrap_or(0.0);
+        progress(Progress::Resumed { step: start });
+    }
+
     let t1 = Instant::now();
-    let mut rng = Rng::new(cfg.seed, 0x2E50);
-    let mut losses = Vec::with_capacity(cfg.steps);
-    let mut match_losses = Vec::with_capacity(cfg.steps);
-    for step in 0..cfg.steps {
+    let mut last_good = start;
+    for step in start..cfg.steps {
         let lr = if step < cfg.warmup {
             cfg.lr * (step + 1) as f64 / cfg.warmup as f64
         } else {
             let p = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup).max(1) as f64;
             cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
         };
-        opt.set_learning_rate(lr);
+        opt.params.lr = lr;
+        // A stream per step: a resumed build draws what the uninterrupted one would.
+        let mut rng = Rng::new(cfg.seed, 0x2E50_0000 + step as u64);
         let samples = (0..cfg.batch)
             .map(|_| {
                 let scene = &train[rng.below(train.len())];
@@ -1243,6 +1330,7 @@ pub fn build(
                     scene,
                     rule,
                     cfg.form(),
+                    cfg.prompt_form(),
                     &processor.preprocessor,
                     cfg.relabel.then_some(&mut rng),
                 )
@@ -1252,28 +1340,46 @@ pub fn build(
         // Logits only where the loss reads them, not over every prompt position.
         let logits = model.forward_rows(&tb.batch, Mode::Train, &scored_rows(&tb))?;
         let (answer, questions) = step_loss(&logits, &tb)?;
-        let total = match questions {
+        let (total, match_loss) = match questions {
             Some(m) => {
-                match_losses.push(f64::from(m.to_scalar::<f32>()?));
-                (&answer + (m * cfg.match_weight)?)?
+                let ml = f64::from(m.to_scalar::<f32>()?);
+                ((&answer + (m * cfg.match_weight)?)?, Some(ml))
             }
-            None => answer.clone(),
+            None => (answer.clone(), None),
         };
-        opt.step(&total.backward()?)?;
         let loss = f64::from(answer.to_scalar::<f32>()?);
-        if !loss.is_finite() {
-            return Err(ZeroShotError::Config(format!(
-                "the loss diverged at step {step} (lower --lr)"
-            )));
+        let grads = total.backward()?;
+        if !loss.is_finite() || !opt.grads_finite(&grads)? {
+            return Err(ZeroShotError::NotFinite {
+                step: step + 1,
+                loss,
+                last_good,
+            });
         }
+        opt.step(&grads)?;
         losses.push(loss);
+        match_losses.extend(match_loss);
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 && step + 1 < cfg.steps {
+            crate::train::checkpoint::save(
+                &ck,
+                &opt.state_tensors(),
+                &json!({
+                    "run": run,
+                    "step": step + 1,
+                    "loss": losses,
+                    "match_loss": match_losses,
+                    "seconds": train_before + t1.elapsed().as_secs_f64(),
+                }),
+            )?;
+            last_good = step + 1;
+        }
         progress(Progress::Step {
             step: step + 1,
             total: cfg.steps,
             loss,
         });
     }
-    let train_s = t1.elapsed().as_secs_f64();
+    let train_s = train_before + t1.elapsed().as_secs_f64();
 
     let parameters = named.iter().map(|(_, v)| v.elem_count()).sum();
     let tensors: Vec<(String, Tensor)> = named
@@ -1287,7 +1393,14 @@ pub fn build(
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
 
     let t2 = Instant::now();
-    let check = held_out_accuracy(&model, &processor, cfg.rule, cfg.form(), &held, progress)?;
+    let check = held_out_accuracy(
+        &model,
+        &processor,
+        cfg.rule,
+        (cfg.form(), cfg.prompt_form()),
+        &held,
+        progress,
+    )?;
     let lookups = if cfg.reasoning {
         let mut rules = vec![cfg.rule];
         for r in &cfg.also_rules {
@@ -1298,7 +1411,7 @@ pub fn build(
         rules
             .into_iter()
             .map(|rule| {
-                held_out_lookup(&model, &processor, rule, &held)
+                held_out_lookup(&model, &processor, rule, cfg.prompt_form(), &held)
                     .map(|exact| LookupCheck { rule, exact })
             })
             .collect::<Result<Vec<_>>>()?
@@ -1322,7 +1435,52 @@ pub fn build(
         &path,
         &serde_json::to_value(&report).expect("the report serialises"),
     )?;
+    loss_curve(&report, &out.join(CURVE_FILE))?;
+    // The build is complete: its checkpoint is no longer needed.
+    if ck.exists() {
+        std::fs::remove_file(&ck).map_err(io(&ck))?;
+    }
     Ok(report)
+}
+
+/// The training curve [`build`] draws next to the model: answer loss per step, raw and
+/// smoothed over 20 steps (and the correspondence questions' loss when they were on).
+pub const CURVE_FILE: &str = "zero_shot_loss.png";
+
+/// Where [`build`] keeps its checkpoint while training (removed once the folder is done).
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("zero_shot_checkpoint.safetensors")
+}
+
+fn loss_curve(report: &Report, path: &Path) -> Result<()> {
+    use crate::plot::{line_panels, smooth, Panel, Series};
+    let mut panels = vec![Panel {
+        title: "answer loss (nats/token)",
+        series: vec![
+            Series {
+                label: "step",
+                values: report.loss.clone(),
+                rgb: (174, 199, 232),
+            },
+            Series {
+                label: "mean of 20",
+                values: smooth(&report.loss, 20),
+                rgb: (31, 119, 180),
+            },
+        ],
+    }];
+    if !report.match_loss.is_empty() {
+        panels.push(Panel {
+            title: "correspondence questions (nats)",
+            series: vec![Series {
+                label: "mean of 20",
+                values: smooth(&report.match_loss, 20),
+                rgb: (214, 39, 40),
+            }],
+        });
+    }
+    line_panels(&panels, path)
+        .map_err(|e| ZeroShotError::Config(format!("{}: {e}", path.display())))
 }
 
 /// Greedy answers on held-out scenes (keypoints as the evaluation numbers them) compared
@@ -1332,7 +1490,7 @@ pub fn held_out_accuracy(
     model: &Qwen3Vl,
     p: &Processor,
     rule: Rule,
-    form: AnswerForm,
+    (form, prompt_form): (AnswerForm, PromptForm),
     scenes: &[SceneSample],
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<([f64; 3], [f64; 3], [f64; 3])> {
@@ -1344,7 +1502,7 @@ pub fn held_out_accuracy(
     };
     let (mut exact, mut pick, mut valid, mut n) = ([0f64; 3], [0f64; 3], [0f64; 3], [0f64; 3]);
     for (i, scene) in scenes.iter().enumerate() {
-        let s = sample(scene, rule, form, &p.preprocessor, None)?;
+        let s = sample(scene, rule, form, prompt_form, &p.preprocessor, None)?;
         let batch = p.batch(&s.messages, &s.current, &s.goal)?;
         let out = generate(model, &batch, 1, &params)?;
         let answer = p.tokenizer.decode(&out[0].tokens, true)?;
@@ -1389,6 +1547,7 @@ pub fn held_out_lookup(
     model: &Qwen3Vl,
     p: &Processor,
     rule: Rule,
+    prompt_form: PromptForm,
     scenes: &[SceneSample],
 ) -> Result<[f64; 3]> {
     let params = SamplingParams {
@@ -1399,7 +1558,14 @@ pub fn held_out_lookup(
     };
     let (mut exact, mut n) = ([0f64; 3], [0f64; 3]);
     for scene in scenes {
-        let s = sample(scene, rule, AnswerForm::Reasoned, &p.preprocessor, None)?;
+        let s = sample(
+            scene,
+            rule,
+            AnswerForm::Reasoned,
+            prompt_form,
+            &p.preprocessor,
+            None,
+        )?;
         // The line without its value: "goal 1 near".
         let head = s
             .answer_text

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use dreamplan::planner::baselines::Rule;
-use dreamplan::train::zero_shot::{build, holds_model, Progress, ZeroShotConfig};
+use dreamplan::train::zero_shot::{
+    build, checkpoint_path, holds_model, Progress, ZeroShotConfig, CURVE_FILE,
+};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum RuleArg {
@@ -82,6 +84,16 @@ pub struct ZeroShotArgs {
     /// rule must be a one-step lookup (not assignment).
     #[arg(long)]
     reasoning: bool,
+    /// Steps between checkpoints; a build killed before it finished resumes from its last
+    /// one when run again with the same settings.
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// End every prompt with the recap line: the relations of keypoint 1 of each image
+    /// repeated next to the answer (`Keypoint 1 of each image: current 1 near 4 far 7, goal 1
+    /// near 2 far 6.`), so each one-step lookup is a copy from a few tokens back. The planner
+    /// reads the form from the folder.
+    #[arg(long)]
+    recap: bool,
     /// Relabel keypoints at random in every training sample.
     #[arg(long)]
     relabel: bool,
@@ -95,8 +107,14 @@ pub struct ZeroShotArgs {
 }
 
 pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
+    // A build killed before it finished left its checkpoint and no zero_shot.json: it resumes.
+    let ck = checkpoint_path(&args.out);
+    let resumable = ck.exists() && !args.out.join("zero_shot.json").exists();
+    if args.force && ck.exists() {
+        std::fs::remove_file(&ck).with_context(|| format!("removing {}", ck.display()))?;
+    }
     anyhow::ensure!(
-        args.force || !holds_model(&args.out),
+        args.force || resumable || !holds_model(&args.out),
         "{} already holds a model (pass --force to replace it)",
         args.out.display()
     );
@@ -119,6 +137,8 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         also_rules: args.also.iter().map(|r| r.rule()).collect(),
         also_weight: args.also_weight,
         reasoning: args.reasoning,
+        recap: args.recap,
+        checkpoint_every: args.checkpoint_every,
         match_weight: args.match_weight,
         ..d
     };
@@ -130,6 +150,10 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
                 ("training", step, total, format!("loss {loss:.4}"))
             }
             Progress::Check { done, total } => ("held-out", done, total, String::new()),
+            Progress::Resumed { step } => {
+                eprintln!("resuming from the checkpoint at step {step}");
+                return;
+            }
         };
         bar.update(phase, done, total, &msg);
     };
@@ -175,6 +199,10 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
             pct(l.exact)
         );
     }
-    println!("details: {}", args.out.join("zero_shot.json").display());
+    println!(
+        "details: {}, curve: {}",
+        args.out.join("zero_shot.json").display(),
+        args.out.join(CURVE_FILE).display()
+    );
     Ok(ExitCode::SUCCESS)
 }
