@@ -1454,21 +1454,48 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 
 fn loss_curve(report: &Report, path: &Path) -> Result<()> {
     use crate::plot::{line_panels, smooth, Panel, Series};
-    let mut panels = vec![Panel {
-        title: "answer loss (nats/token)",
-        series: vec![
-            Series {
-                label: "step",
-                values: report.loss.clone(),
-                rgb: (174, 199, 232),
-            },
-            Series {
-                label: "mean of 20",
-                values: smooth(&report.loss, 20),
-                rgb: (31, 119, 180),
-            },
-        ],
-    }];
+    // The first steps fall from ~7.5 nats; the second panel leaves out the first tenth so
+    // that the plateau and any later drop (a lookup emerging) are readable.
+    let cut = (report.loss.len() / 10).max(1);
+    let zoomed = |v: Vec<f64>| -> Vec<f64> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, x)| if i < cut { f64::NAN } else { x })
+            .collect()
+    };
+    let zoom_title = format!("answer loss from step {}", cut + 1);
+    let mut panels = vec![
+        Panel {
+            title: "answer loss (nats/token)",
+            series: vec![
+                Series {
+                    label: "step",
+                    values: report.loss.clone(),
+                    rgb: (174, 199, 232),
+                },
+                Series {
+                    label: "mean of 20",
+                    values: smooth(&report.loss, 20),
+                    rgb: (31, 119, 180),
+                },
+            ],
+        },
+        Panel {
+            title: &zoom_title,
+            series: vec![
+                Series {
+                    label: "step",
+                    values: zoomed(report.loss.clone()),
+                    rgb: (174, 199, 232),
+                },
+                Series {
+                    label: "mean of 20",
+                    values: zoomed(smooth(&report.loss, 20)),
+                    rgb: (31, 119, 180),
+                },
+            ],
+        },
+    ];
     if !report.match_loss.is_empty() {
         panels.push(Panel {
             title: "correspondence questions (nats)",
