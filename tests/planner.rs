@@ -469,22 +469,28 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
     assert_eq!(best(&[mk("nonsense", -0.1)]), None);
 }
 
+/// Current: a horizontal bar; goal: the same bar with its right end bent down. Numbers
+/// come in farthest-point order, deliberately not the rank order.
+fn bent_bar() -> ([Keypoint; 4], [Keypoint; 4]) {
+    (
+        [
+            kp(1, 10.0, 100.0),
+            kp(2, 200.0, 100.0),
+            kp(3, 100.0, 100.0),
+            kp(4, 150.0, 100.0),
+        ],
+        [
+            kp(1, 10.0, 100.0),
+            kp(2, 150.0, 200.0),
+            kp(3, 100.0, 100.0),
+            kp(4, 140.0, 150.0),
+        ],
+    )
+}
+
 #[test]
 fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
-    // Current: a horizontal bar; goal: the same bar with its right end bent down. Numbers
-    // come in farthest-point order, deliberately not the rank order.
-    let current = [
-        kp(1, 10.0, 100.0),
-        kp(2, 200.0, 100.0),
-        kp(3, 100.0, 100.0),
-        kp(4, 150.0, 100.0),
-    ];
-    let goal = [
-        kp(1, 10.0, 100.0),
-        kp(2, 150.0, 200.0),
-        kp(3, 100.0, 100.0),
-        kp(4, 140.0, 150.0),
-    ];
+    let (current, goal) = bent_bar();
     let (c, g) = prompt::number_by_rank(&current, &goal);
     // Every keypoint keeps its position; numbers are 1..N in list order.
     assert_eq!(c.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
@@ -519,18 +525,7 @@ fn keypoints_are_numbered_by_their_distance_to_the_other_shape() {
 #[test]
 fn the_recap_line_repeats_the_rank_1_relations_next_to_the_answer() {
     use dreamplan::planner::prompt::PromptForm;
-    let current = [
-        kp(1, 10.0, 100.0),
-        kp(2, 200.0, 100.0),
-        kp(3, 100.0, 100.0),
-        kp(4, 150.0, 100.0),
-    ];
-    let goal = [
-        kp(1, 10.0, 100.0),
-        kp(2, 150.0, 200.0),
-        kp(3, 100.0, 100.0),
-        kp(4, 140.0, 150.0),
-    ];
+    let (current, goal) = bent_bar();
     let (c, g) = prompt::number_by_rank(&current, &goal);
     let (rc, rg) = (prompt::relations(&c, &g)[0], prompt::relations(&g, &c)[0]);
     let line = prompt::recap(&c, &g).unwrap();

@@ -239,6 +239,8 @@ fn examples(
     let mut shown = Vec::new();
     let mut out: Vec<Group> = Vec::new();
     let mut pairs = 0usize;
+    // The planner folder's prompt form, read once (not per state).
+    let form = prompt_form(planner_dir);
     for st in &file.states {
         if st.pairs.is_empty() {
             continue;
@@ -314,7 +316,7 @@ fn examples(
         shown.push(ShownState {
             task,
             messages: prompt::messages_in(
-                prompt_form(planner_dir),
+                form,
                 task,
                 &kc,
                 &kg,
