@@ -24,7 +24,7 @@ fn main() {
             &Default::default(),
         )
         .expect("the hidden action plans");
-        let arm = rollout::arm_video(&plan, ec.size, &cfg);
+        let arm = rollout::motion(&plan, ec.size, &cfg).arm;
         rows.push(vec![now, goal, arm[arm.len() / 2].clone()]);
     }
     let (cols, gap) = (3usize, 4usize);

@@ -15,7 +15,7 @@ use dreamplan::world_model::dataset::{self, Dataset};
 use dreamplan::world_model::model::{patchify, unpatchify, Attention, Block};
 use dreamplan::world_model::train::{self as wm_train, TrainConfig};
 use dreamplan::world_model::{
-    clip, metrics, Config, Prediction, Predictor, WorldModel, WorldModelError,
+    clip, metrics, prior, Config, Prediction, Predictor, WorldModel, WorldModelError,
 };
 
 fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
@@ -148,9 +148,112 @@ fn whole_model_flow_loss_gradients_match_finite_differences() {
             motion_weight: 10.0,
             ..Config::tiny()
         },
+        Config {
+            prediction: Prediction::Sample,
+            residual: true,
+            arm_direct: true,
+            motion_weight: 10.0,
+            prior: true,
+            ..Config::tiny()
+        },
     ] {
         whole_model_gradients(&cfg);
     }
+}
+
+/// A table-coloured frame with a 3×3 red square centred on `(x, y)`.
+fn frame_with_square(cfg: &Config, x: usize, y: usize) -> Vec<u8> {
+    let (w, h) = (cfg.width, cfg.height);
+    let mut rgb: Vec<u8> = [133u8, 110, 84].repeat(w * h);
+    for v in y - 1..=y + 1 {
+        for u in x - 1..=x + 1 {
+            rgb[(v * w + u) * 3..][..3].copy_from_slice(&[200, 40, 40]);
+        }
+    }
+    rgb
+}
+
+fn red_at(rgb: &[u8], w: usize, x: usize, y: usize) -> bool {
+    let p = &rgb[(y * w + x) * 3..][..3];
+    p[0] > 180 && p[1] < 80
+}
+
+#[test]
+fn the_carry_prior_moves_what_is_held_and_leaves_what_is_far() {
+    let cfg = Config {
+        width: 64,
+        height: 32,
+        prior_sigma_px: 2.0,
+        ..Config::tiny()
+    };
+    let w = cfg.width;
+    // Two squares: one under the gripper at (10, 10), one far away at (50, 20).
+    let mut rgb = frame_with_square(&cfg, 10, 10);
+    let far = frame_with_square(&cfg, 50, 20);
+    for (i, p) in far.chunks(3).enumerate() {
+        if p[0] == 200 {
+            rgb[i * 3..][..3].copy_from_slice(p);
+        }
+    }
+    let path = prior::GripPath::new(
+        [10.5, 10.5],
+        [30.5, 16.5],
+        &[
+            (prior::Phase::Before, [0.0, 0.0]),
+            (prior::Phase::Held, [20.5, 13.5]),
+            (prior::Phase::After, [30.5, 16.5]),
+        ],
+    );
+    assert_eq!(path.offsets, vec![[0.0, 0.0], [10.0, 3.0], [20.0, 6.0]]);
+    let frames = prior::carry(&rgb, &path, &cfg);
+    assert_eq!(frames.len(), 3);
+    // Before the grasp nothing moves.
+    assert_eq!(frames[0], rgb);
+    // Held: the square is half way; after the release it is at the place.
+    assert!(red_at(&frames[1], w, 20, 13) && !red_at(&frames[1], w, 10, 10));
+    assert!(red_at(&frames[2], w, 30, 16) && !red_at(&frames[2], w, 10, 10));
+    assert!(!red_at(&frames[2], w, 20, 13));
+    // The far square stays exactly where it was, and the table elsewhere is untouched.
+    for f in &frames {
+        assert!(red_at(f, w, 50, 20));
+        assert_eq!(&f[..3], &rgb[..3]);
+    }
+    // The moved square keeps its size: nine red pixels before and after.
+    let red = |f: &[u8]| (0..f.len() / 3).filter(|&i| red_at(f, w, i % w, i / w)).count();
+    assert_eq!(red(&rgb), 18);
+    assert_eq!(red(&frames[2]), 18);
+}
+
+#[test]
+fn a_fresh_prior_model_predicts_the_prior_and_refuses_to_run_without_it() {
+    // A fresh model outputs zero: with the prior as the residual's base, its prediction is
+    // the prior's frames whatever the noise; without prior frames it says what is missing.
+    let cfg = Config {
+        prediction: Prediction::Sample,
+        residual: true,
+        prior: true,
+        sample_steps: 3,
+        ..Config::tiny()
+    };
+    let (model, _) = wm_train::init_vars(&cfg, 0).unwrap();
+    let mut rng = Rng::new(9, 9);
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let noise = randn(&mut rng, &[2, f, 3, h, w], DType::F32);
+    let ctx = (randn(&mut rng, &[2, 3, h, w], DType::F32) * 0.3).unwrap();
+    let prior = (randn(&mut rng, &[2, f, 3, h, w], DType::F32) * 0.3).unwrap();
+    let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
+    let frames = model.sample(&noise, &ctx, &arm, Some(&prior), 3).unwrap();
+    let d = (frames - prior.clamp(-1f32, 1f32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-5, "max difference {d}");
+    let err = model.sample(&noise, &ctx, &arm, None, 3).unwrap_err();
+    assert!(err.to_string().contains("prior"), "{err}");
 }
 
 /// The gradient of the flow loss on the output layer for one batch with arm video `arm`.
@@ -162,7 +265,7 @@ fn output_gradient(cfg: &Config, arm: &Tensor) -> Vec<f32> {
     let eps = randn(&mut rng, &[2, f, 3, h, w], DType::F32);
     let ctx = randn(&mut rng, &[2, 3, h, w], DType::F32);
     let t = Tensor::new(&[0.3f32, 0.8], &Device::Cpu).unwrap();
-    let loss = model.flow_loss(&x, &t, &eps, &ctx, arm).unwrap();
+    let loss = model.flow_loss(&x, &t, &eps, &ctx, arm, None).unwrap();
     let grads = loss.backward().unwrap();
     let (_, weight) = vars
         .iter()
@@ -239,7 +342,7 @@ fn motion_weighting_counts_moving_pixels_more() {
     let loss = |cfg: &Config| {
         let (model, _) = wm_train::init_vars(cfg, 0).unwrap();
         model
-            .flow_loss(&x, &t, &eps, &ctx, &arm)
+            .flow_loss(&x, &t, &eps, &ctx, &arm, None)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
@@ -275,8 +378,13 @@ fn whole_model_gradients(cfg: &Config) {
     let eps = randn(&mut rng, &[2, f, 3, h, w], DType::F64);
     let ctx = randn(&mut rng, &[2, 3, h, w], DType::F64);
     let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F64);
+    let prior = randn(&mut rng, &[2, f, 3, h, w], DType::F64);
     let t = Tensor::new(&[0.3f64, 0.8], &Device::Cpu).unwrap();
-    check_gradients(&vars, || model.flow_loss(&x, &t, &eps, &ctx, &arm).unwrap());
+    check_gradients(&vars, || {
+        model
+            .flow_loss(&x, &t, &eps, &ctx, &arm, Some(&prior))
+            .unwrap()
+    });
 }
 
 #[test]
@@ -295,7 +403,7 @@ fn sample_prediction_lands_on_the_prediction_and_a_fresh_model_copies_the_curren
     let noise = randn(&mut rng, &[2, f, 3, h, w], DType::F32);
     let ctx = (randn(&mut rng, &[2, 3, h, w], DType::F32) * 0.3).unwrap();
     let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
-    let frames = model.sample(&noise, &ctx, &arm, 3).unwrap();
+    let frames = model.sample(&noise, &ctx, &arm, None, 3).unwrap();
     let want = ctx
         .unsqueeze(1)
         .unwrap()
@@ -328,7 +436,7 @@ fn a_fresh_model_predicts_zero_velocity_and_ignores_the_arm_until_trained() {
     let arm_a = randn(&mut rng, &[1, f + 1, 3, h, w], DType::F32);
     let arm_b = randn(&mut rng, &[1, f + 1, 3, h, w], DType::F32);
     let t = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
-    let v = model.forward(&z, &t, &ctx, &arm_a).unwrap();
+    let v = model.forward(&z, &t, &ctx, &arm_a, None).unwrap();
     let max = |t: &Tensor| {
         t.abs()
             .unwrap()
@@ -346,8 +454,8 @@ fn a_fresh_model_predicts_zero_velocity_and_ignores_the_arm_until_trained() {
                 .unwrap();
         }
     }
-    let va = model.forward(&z, &t, &ctx, &arm_a).unwrap();
-    let vb = model.forward(&z, &t, &ctx, &arm_b).unwrap();
+    let va = model.forward(&z, &t, &ctx, &arm_a, None).unwrap();
+    let vb = model.forward(&z, &t, &ctx, &arm_b, None).unwrap();
     assert!(max(&va) > 1e-3, "the randomised model still outputs zero");
     assert_eq!(max(&(va - vb).unwrap()), 0.0);
 }
@@ -477,8 +585,38 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         index.clips.len()
     );
     assert_eq!(index.skipped, 0);
+    // Every clip records where the gripper closed and how far it carried the material:
+    // nothing before the grasp, the place minus the pick once released (actions move
+    // objects by centimetres, i.e. pixels of the crop).
+    assert!(index.grips);
+    for c in &index.clips {
+        let g = c.grip.as_ref().expect("the gripper closed in view");
+        assert_eq!(g.offsets.len(), cfg.frames);
+        assert!(g.pick.iter().all(|v| v.is_finite()));
+        let last = g.offsets[cfg.frames - 1];
+        assert!(last[0].hypot(last[1]) > 0.5, "{:?}", g.offsets);
+    }
     let data = Dataset::open(&cache).unwrap();
-    let b = data.batch(&[0, 3]).unwrap();
+    // A model with the carry prior gets its frames in the batch; one without gets none.
+    let with_prior = Config {
+        prior: true,
+        ..cfg.clone()
+    };
+    let bp = data.batch(&[0, 1], &with_prior).unwrap();
+    let prior = bp.prior.expect("prior frames for a prior model");
+    assert_eq!(prior.dims(), &[2, cfg.frames, 3, cfg.height, cfg.width]);
+    let moved = (prior.get(0).unwrap().get(cfg.frames - 1).unwrap()
+        - bp.context.get(0).unwrap())
+    .unwrap()
+    .abs()
+    .unwrap()
+    .max_all()
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+    assert!(moved > 0.1, "the prior moved nothing ({moved})");
+    assert!(data.batch(&[0], &cfg).unwrap().prior.is_none());
+    let b = data.batch(&[0, 3], &cfg).unwrap();
     assert_eq!(b.arm.dims(), &[2, cfg.frames + 1, 3, cfg.height, cfg.width]);
     // The arm video is the arm on white: every frame mostly white, and the arm in some.
     let mut arm_seen = false;
@@ -532,9 +670,12 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     // Prediction: a batch of candidates, frames of the model's size; bad sizes refused.
     let p = Predictor::load(&out).unwrap();
     let clip_ctx = dataset::to_rgb(&b.context.get(0).unwrap()).unwrap();
-    let arm: Vec<Vec<u8>> = (0..=cfg.frames)
-        .map(|j| dataset::to_rgb(&b.arm.get(0).unwrap().get(j).unwrap()).unwrap())
-        .collect();
+    let arm = clip::Motion {
+        arm: (0..=cfg.frames)
+            .map(|j| dataset::to_rgb(&b.arm.get(0).unwrap().get(j).unwrap()).unwrap())
+            .collect(),
+        grip: None,
+    };
     let pred = p
         .predict(&clip_ctx, &[arm.clone(), arm.clone()], 0)
         .unwrap();
@@ -545,7 +686,11 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         .predict(&clip_ctx[..30], std::slice::from_ref(&arm), 0)
         .unwrap_err();
     assert!(matches!(e, WorldModelError::Data(_)), "{e}");
-    let e = p.predict(&clip_ctx, &[arm[..2].to_vec()], 0).unwrap_err();
+    let short = clip::Motion {
+        arm: arm.arm[..2].to_vec(),
+        grip: None,
+    };
+    let e = p.predict(&clip_ctx, &[short], 0).unwrap_err();
     assert!(e.to_string().contains("frames"), "{e}");
 
     // A checkpoint from another config, and a corrupted file: clear errors.

@@ -11,6 +11,7 @@ use opencv::core::{Mat, Rect, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 
+use super::prior::{GripPath, Phase};
 use super::{Config, WorldModelError};
 use crate::msg::prelude::*;
 use crate::render::{render, scene, PinholeCamera, RenderMode, RenderOptions};
@@ -27,6 +28,9 @@ pub struct Clip {
     pub arm: Vec<Vec<u8>>,
     /// The future object-only frames (empty when predicting).
     pub future: Vec<Vec<u8>>,
+    /// The gripper's path at the future frames (`None`: it never closed, or its tip left
+    /// the view; the carry prior is then the current frame).
+    pub grip: Option<GripPath>,
 }
 
 /// rgb8 pixels of a ROS image (`rgb8` or `bgr8`).
@@ -115,6 +119,17 @@ pub fn crop_camera(camera: &PinholeCamera, cfg: &Config) -> PinholeCamera {
     }
 }
 
+/// A candidate's motion as the world model is given it: the arm video and the gripper's
+/// path (for a model that starts from the carry prior).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Motion {
+    /// The arm video: the start of the motion, then one frame per future frame.
+    pub arm: Vec<Vec<u8>>,
+    /// The gripper's path at the future frames (`None`: the carry prior copies the
+    /// current frame).
+    pub grip: Option<GripPath>,
+}
+
 /// Renders the arm alone on white through the crop camera.
 pub struct ArmVideo {
     arm: ArmModel,
@@ -150,6 +165,45 @@ impl ArmVideo {
                 self.frame(&sample_positions(&plan.trajectory, t), !closed)
             })
             .collect()
+    }
+
+    /// The arm video and the gripper's path of a planned pick-and-place.
+    pub fn motion_of_plan(&self, plan: &PickPlacePlan, cfg: &Config) -> Motion {
+        Motion {
+            arm: self.of_plan(plan, cfg),
+            grip: self.grip_of_plan(plan, cfg),
+        }
+    }
+
+    /// The gripper tip's pixel in the model's frame at joint positions `q` (`None` when it
+    /// is behind the camera).
+    pub fn tip_pixel(&self, q: &[f64]) -> Option<[f32; 2]> {
+        let tip = self.arm.fk(q).translation.vector;
+        let (u, v, _) = self.camera.project(&nalgebra::Point3::from(tip))?;
+        Some([u as f32, v as f32])
+    }
+
+    /// The gripper's path of a planned pick-and-place at the arm video's future frames
+    /// (what the carry prior moves the object along).
+    pub fn grip_of_plan(&self, plan: &PickPlacePlan, cfg: &Config) -> Option<GripPath> {
+        let span = plan_span_s(plan, cfg);
+        let at = |t: f64| self.tip_pixel(&sample_positions(&plan.trajectory, t));
+        let pick = at(plan.grasp_time_s)?;
+        let place = at(plan.release_time_s)?;
+        let frames = (1..=cfg.frames)
+            .map(|k| {
+                let t = span * k as f64 / cfg.frames as f64;
+                let phase = if t < plan.grasp_time_s {
+                    Phase::Before
+                } else if t < plan.release_time_s {
+                    Phase::Held
+                } else {
+                    Phase::After
+                };
+                Some((phase, at(t)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(GripPath::new(pick, place, &frames))
     }
 
     /// The joint positions of the model's joints in a recorded joint state, and whether the
@@ -245,12 +299,15 @@ pub fn from_transition(
     let mut times = vec![tr.started];
     times.extend(picks.iter().map(|&i| tr.object_frames[i].0));
     let mut arm = Vec::with_capacity(times.len());
+    let mut at_frames = Vec::with_capacity(times.len());
     for &t in &times {
         let js =
             nearest(&tr.joint_states, t.min(finished)).ok_or_else(|| missing("joint states"))?;
         let (q, open) = video.joints_of(js)?;
         arm.push(video.frame(&q, open));
+        at_frames.push((t, q, open));
     }
+    let grip = grip_of_states(&tr.joint_states, &at_frames[1..], video)?;
     let future = picks
         .iter()
         .map(|&i| frame(&tr.object_frames[i].1))
@@ -259,7 +316,46 @@ pub fn from_transition(
         context: frame(context)?,
         arm,
         future,
+        grip,
     })
+}
+
+/// The gripper's path of a recorded transition: the tip where the first closed joint state
+/// has it (the pick) and where the last one has it (the place); each future frame (its log
+/// time, joints, open) is before, while or after the hold.
+fn grip_of_states(
+    states: &[(u64, JointState)],
+    frames: &[(u64, Vec<f64>, bool)],
+    video: &ArmVideo,
+) -> Result<Option<GripPath>, WorldModelError> {
+    let mut closed = Vec::new();
+    for (t, js) in states {
+        let (q, open) = video.joints_of(js)?;
+        if !open {
+            closed.push((*t, q));
+        }
+    }
+    let (Some((t_grasp, q_pick)), Some((_, q_place))) = (closed.first(), closed.last()) else {
+        return Ok(None);
+    };
+    let (Some(pick), Some(place)) = (video.tip_pixel(q_pick), video.tip_pixel(q_place)) else {
+        return Ok(None);
+    };
+    let mut phases = Vec::with_capacity(frames.len());
+    for (t, q, open) in frames {
+        let Some(tip) = video.tip_pixel(q) else {
+            return Ok(None);
+        };
+        let phase = if !open {
+            Phase::Held
+        } else if t < t_grasp {
+            Phase::Before
+        } else {
+            Phase::After
+        };
+        phases.push((phase, tip));
+    }
+    Ok(Some(GripPath::new(pick, place, &phases)))
 }
 
 /// Seconds a clip of `plan` covers: the trajectory's motion plus `cfg.after_s` of settling.

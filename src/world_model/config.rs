@@ -98,6 +98,20 @@ pub struct Config {
     /// unweighted loss is lowest for a model that predicts no motion. 0 = unweighted.
     #[serde(default)]
     pub motion_weight: f64,
+    /// Start from the carry prior ([`super::prior`]): the object's pixels near the pick
+    /// moved along the gripper's path. The network sees the prior's frames (added to the
+    /// tokens of the same frame and place) and generates the change from them instead of
+    /// from the current frame, so "nothing learned" means the prior, not "nothing moves".
+    #[serde(default)]
+    pub prior: bool,
+    /// The carry prior's drag reach σ in model pixels: a pixel at distance `d` from the pick
+    /// moves `exp(−d² / 2σ²)` of the gripper's travel.
+    #[serde(default = "default_prior_sigma")]
+    pub prior_sigma_px: f64,
+}
+
+fn default_prior_sigma() -> f64 {
+    6.0
 }
 
 /// What the network predicts from the noisy frames.
@@ -141,6 +155,8 @@ impl Config {
             prediction: Prediction::Sample,
             arm_direct: true,
             motion_weight: 10.0,
+            prior: false,
+            prior_sigma_px: default_prior_sigma(),
         }
     }
 
@@ -163,6 +179,8 @@ impl Config {
             prediction: Prediction::Sample,
             arm_direct: true,
             motion_weight: 10.0,
+            prior: false,
+            prior_sigma_px: default_prior_sigma(),
         }
     }
 
@@ -185,6 +203,8 @@ impl Config {
             prediction: Prediction::Velocity,
             arm_direct: false,
             motion_weight: 0.0,
+            prior: false,
+            prior_sigma_px: default_prior_sigma(),
         }
     }
 
@@ -239,6 +259,9 @@ impl Config {
         }
         if !(self.motion_weight >= 0.0 && self.motion_weight.is_finite()) {
             return Err("motion_weight must be finite and ≥ 0".into());
+        }
+        if !(self.prior_sigma_px > 0.0 && self.prior_sigma_px.is_finite()) {
+            return Err("prior_sigma_px must be finite and > 0".into());
         }
         if self.after_s.is_nan() || self.after_s < 0.0 {
             return Err("after_s must be ≥ 0".into());

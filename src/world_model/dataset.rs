@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::clip::{self, ArmVideo, Clip};
+use super::prior::{self, GripPath};
 use super::{Config, WorldModelError};
 use crate::bag::transitions::TransitionTopics;
 use crate::bag::BagReader;
@@ -38,6 +39,9 @@ pub struct ClipInfo {
     pub task: String,
     /// The recorded score, if any.
     pub score: Option<f64>,
+    /// The gripper's path (what the carry prior needs), when it closed in view.
+    #[serde(default)]
+    pub grip: Option<GripPath>,
 }
 
 /// The cache's table of contents.
@@ -55,6 +59,10 @@ pub struct Index {
     pub skipped: usize,
     /// Why the first skipped transition was skipped.
     pub first_skip: Option<String>,
+    /// Whether the clips' gripper paths were recorded (caches cut before the carry prior
+    /// existed have none and are cut again for a model that uses it).
+    #[serde(default)]
+    pub grips: bool,
 }
 
 /// Whether two configurations cut the same clips.
@@ -131,7 +139,10 @@ pub fn build(
 ) -> Result<Index, WorldModelError> {
     let names: Vec<String> = bags.iter().map(|b| b.display().to_string()).collect();
     if let Ok(index) = Dataset::open(dir) {
-        if same_clips(&index.index.config, cfg) && index.index.bags == names {
+        if same_clips(&index.index.config, cfg)
+            && index.index.bags == names
+            && (index.index.grips || !cfg.prior)
+        {
             return Ok(index.index);
         }
     }
@@ -143,6 +154,7 @@ pub fn build(
         clips: Vec::new(),
         skipped: 0,
         first_skip: None,
+        grips: true,
     };
     let mut pending: Vec<Clip> = Vec::new();
     let mut read = 0;
@@ -185,6 +197,7 @@ pub fn build(
                         step: tr.step,
                         task: tr.task.clone(),
                         score: tr.score,
+                        grip: c.grip.clone(),
                     });
                     pending.push(c);
                     if pending.len() == shard_size {
@@ -229,6 +242,8 @@ pub struct Batch {
     pub arm: Tensor,
     /// Future object-only frames.
     pub future: Tensor,
+    /// The carry prior's future frames `[B, F, 3, H, W]`, for a model that uses it.
+    pub prior: Option<Tensor>,
 }
 
 /// An opened cache.
@@ -277,8 +292,16 @@ impl Dataset {
         (train, val)
     }
 
-    /// The clips `ids` as a batch.
-    pub fn batch(&self, ids: &[usize]) -> Result<Batch, WorldModelError> {
+    /// The clips `ids` as a batch for a model configured by `model` (the carry prior's
+    /// frames are made when it uses them).
+    pub fn batch(&self, ids: &[usize], model: &Config) -> Result<Batch, WorldModelError> {
+        if model.prior && !self.index.grips {
+            return Err(WorldModelError::Data(
+                "this clip cache holds no gripper paths (cut before the carry prior existed); \
+                 delete it and train again to cut it anew"
+                    .into(),
+            ));
+        }
         let cfg = &self.index.config;
         let (h, w, f) = (cfg.height, cfg.width, cfg.frames);
         let frame = h * w * 3;
@@ -313,10 +336,26 @@ impl Dataset {
         }
         let b = ids.len();
         let [context, arm, future] = parts;
+        let prior = if model.prior {
+            let mut bytes = Vec::with_capacity(b * f * frame);
+            for (k, &i) in ids.iter().enumerate() {
+                let ctx = &context[k * frame..(k + 1) * frame];
+                match &self.index.clips[i].grip {
+                    Some(g) if g.offsets.len() == f => {
+                        bytes.extend(prior::carry(ctx, g, model).concat());
+                    }
+                    _ => (0..f).for_each(|_| bytes.extend_from_slice(ctx)),
+                }
+            }
+            Some(to_tensor(bytes, &[b, f, h, w, 3])?)
+        } else {
+            None
+        };
         Ok(Batch {
             context: to_tensor(context, &[b, h, w, 3])?,
             arm: to_tensor(arm, &[b, f + 1, h, w, 3])?,
             future: to_tensor(future, &[b, f, h, w, 3])?,
+            prior,
         })
     }
 }

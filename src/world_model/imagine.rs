@@ -4,7 +4,7 @@
 //! scored against the goal with the stage-3 mask measure. This is what the world-model
 //! verifier and the verifier node run.
 
-use super::clip::{crop_resize, ArmVideo};
+use super::clip::{crop_resize, ArmVideo, Motion};
 use super::{metrics, Predictor, WorldModelError};
 use crate::planner::eval::{plan_pixels, EvalConfig};
 use crate::render::Frame;
@@ -62,16 +62,16 @@ pub fn imagine(
         &crate::render::scene::default_camera(current.width, current.height),
         cfg,
     );
-    let plans: Vec<Option<Vec<Vec<u8>>>> = actions
+    let plans: Vec<Option<Motion>> = actions
         .iter()
         .map(|(s, t)| {
             plan_pixels(current, goal, *s, *t, &ec)
                 .ok()
-                .map(|p| video.of_plan(&p, cfg))
+                .map(|p| video.motion_of_plan(&p, cfg))
         })
         .collect();
-    let arms: Vec<Vec<Vec<u8>>> = plans.iter().flatten().cloned().collect();
-    let mut predicted = predictor.predict(&context, &arms, seed)?.into_iter();
+    let motions: Vec<Motion> = plans.iter().flatten().cloned().collect();
+    let mut predicted = predictor.predict(&context, &motions, seed)?.into_iter();
     plans
         .iter()
         .map(|p| {

@@ -14,6 +14,7 @@ pub mod imagine;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod prior;
 pub mod rollout;
 pub mod train;
 

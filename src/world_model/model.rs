@@ -194,6 +194,7 @@ pub struct WorldModel {
     patch_embed: Linear,
     arm_embed: Linear,
     arm_in: Option<Linear>,
+    prior_in: Option<Linear>,
     hint: Linear,
     pos_spatial: Tensor,
     pos_temporal: Tensor,
@@ -236,6 +237,11 @@ impl WorldModel {
             arm_embed: linear(vb.pp("arm_embed"), pd, h)?,
             arm_in: if cfg.arm_direct {
                 Some(linear(vb.pp("arm_in"), pd, h)?)
+            } else {
+                None
+            },
+            prior_in: if cfg.prior {
+                Some(linear(vb.pp("prior_in"), pd, h)?)
             } else {
                 None
             },
@@ -288,13 +294,16 @@ impl WorldModel {
     /// - `t`: `[B]` flow times in 0…1 (1 = pure noise);
     /// - `context`: `[B, 3, H, W]`, the current object-only frame;
     /// - `arm`: `[B, F + 1, 3, H, W]`, the arm video (frame 0 at the start of the motion,
-    ///   then one per future frame).
+    ///   then one per future frame);
+    /// - `prior`: `[B, F, 3, H, W]`, the carry prior's frames (required when
+    ///   [`Config::prior`] is set, ignored otherwise).
     pub fn forward(
         &self,
         noisy: &Tensor,
         t: &Tensor,
         context: &Tensor,
         arm: &Tensor,
+        prior: Option<&Tensor>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, f, _, h, w) = noisy.dims5()?;
@@ -323,6 +332,12 @@ impl WorldModel {
             Some(arm_in) => (x + self.tokens_unplaced(arm, arm_in)?)?,
             None => x,
         };
+        if let Some(prior_in) = &self.prior_in {
+            // The prior's frames on the tokens of the same frame and place; the context
+            // frame's own slot gets the context again (the prior at time zero).
+            let video = Tensor::cat(&[&context.unsqueeze(1)?, self.need_prior(prior)?], 1)?;
+            x = (x + self.tokens_unplaced(&video, prior_in)?)?;
+        }
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &c)?;
             if let (Some(copy), Some(out)) = (self.control.get(i), self.control_out.get(i)) {
@@ -346,6 +361,13 @@ impl WorldModel {
         unpatchify(&out, cfg.patch_size, h, w)
     }
 
+    /// The prior's frames, or an error naming the setting that needs them.
+    fn need_prior<'a>(&self, prior: Option<&'a Tensor>) -> Result<&'a Tensor> {
+        prior.ok_or_else(|| {
+            candle_core::Error::msg("this world model starts from the carry prior (config `prior: true`) and was given no prior frames")
+        })
+    }
+
     /// The rectified-flow training loss on clean future frames `x` (`[B, F, 3, H, W]`; the
     /// flow runs on [`Self::target`] of them): `z = (1 − t)·x + t·ε`, target `ε − x` (or `x`
     /// with [`Prediction::Sample`]), mean squared error. `t` and `noise` are given
@@ -357,12 +379,13 @@ impl WorldModel {
         noise: &Tensor,
         context: &Tensor,
         arm: &Tensor,
+        prior: Option<&Tensor>,
     ) -> Result<Tensor> {
         let clean = x;
-        let x = &self.target(x, context)?;
+        let x = &self.target(x, context, prior)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
-        let out = self.forward(&z, t, context, arm)?;
+        let out = self.forward(&z, t, context, arm, prior)?;
         let err = match self.cfg.prediction {
             Prediction::Velocity => (out - (noise - x)?)?.sqr()?,
             Prediction::Sample => (out - x)?.sqr()?,
@@ -370,11 +393,20 @@ impl WorldModel {
         if self.cfg.motion_weight == 0.0 {
             return err.mean_all();
         }
-        // 1 + w·(mean over channels of |future − current|), one weight per pixel.
-        let motion = clean
+        // 1 + w·(mean over channels of |future − current|), one weight per pixel; with the
+        // prior, the pixels it moves count too (where it puts or removes material wrongly).
+        let mut motion = clean
             .broadcast_sub(&context.unsqueeze(1)?)?
             .abs()?
             .mean_keepdim(2)?;
+        if self.cfg.prior {
+            let moved = self
+                .need_prior(prior)?
+                .broadcast_sub(&context.unsqueeze(1)?)?
+                .abs()?
+                .mean_keepdim(2)?;
+            motion = motion.maximum(&moved)?;
+        }
         let weight = ((motion * self.cfg.motion_weight)? + 1.0)?;
         err.broadcast_mul(&weight)?.mean_all()
     }
@@ -386,6 +418,7 @@ impl WorldModel {
         noise: &Tensor,
         context: &Tensor,
         arm: &Tensor,
+        prior: Option<&Tensor>,
         steps: usize,
     ) -> Result<Tensor> {
         let b = noise.dim(0)?;
@@ -394,7 +427,7 @@ impl WorldModel {
         for k in 0..steps.max(1) {
             let t = 1.0 - k as f64 * dt;
             let tt = Tensor::full(t, b, noise.device())?.to_dtype(noise.dtype())?;
-            let out = self.forward(&z, &tt, context, arm)?;
+            let out = self.forward(&z, &tt, context, arm, prior)?;
             let v = match self.cfg.prediction {
                 Prediction::Velocity => out,
                 // z = (1 − t)·x + t·ε, so ε − x = (z − x) / t; t ≥ Δt here, and the last
@@ -404,18 +437,29 @@ impl WorldModel {
             z = (z - (v * dt)?)?;
         }
         let frames = if self.cfg.residual {
-            z.broadcast_add(&context.unsqueeze(1)?)?
+            z.broadcast_add(&self.base(context, prior)?)?
         } else {
             z
         };
         frames.clamp(-1f32, 1f32)
     }
 
+    /// What a residual model adds its output to: the carry prior's frames `[B, F, 3, H, W]`
+    /// when the configuration uses it, else the current frame `[B, 1, 3, H, W]`.
+    fn base(&self, context: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
+        if self.cfg.prior {
+            Ok(self.need_prior(prior)?.clone())
+        } else {
+            context.unsqueeze(1)
+        }
+    }
+
     /// What the flow generates from the future frames `x`: the frames, or their change from
-    /// the current frame when the configuration says `residual`.
-    pub fn target(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// the current frame (from the carry prior's frames with [`Config::prior`]) when the
+    /// configuration says `residual`.
+    pub fn target(&self, x: &Tensor, context: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
         if self.cfg.residual {
-            x.broadcast_sub(&context.unsqueeze(1)?)
+            x.broadcast_sub(&self.base(context, prior)?)
         } else {
             Ok(x.clone())
         }

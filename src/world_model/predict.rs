@@ -6,7 +6,9 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
+use super::clip::Motion;
 use super::dataset::{to_rgb, to_tensor};
+use super::prior::carry;
 use super::train::noise;
 use super::{Config, WorldModel, WorldModelError};
 use crate::sim::rng::Rng;
@@ -70,15 +72,16 @@ impl Predictor {
         self.model.config()
     }
 
-    /// Predicted future frames (rgb8 at the model's resolution) of each candidate's arm
-    /// video in `arms` (each `frames + 1` frames), all from the current object-only crop
-    /// `context`, in one batch; the noise comes from `seed`.
+    /// Predicted future frames (rgb8 at the model's resolution) of each candidate's motion
+    /// in `motions` (arm videos of `frames + 1` frames, and gripper paths), all from the
+    /// current object-only crop `context`, in one batch; the noise comes from `seed`.
     pub fn predict(
         &self,
         context: &[u8],
-        arms: &[Vec<Vec<u8>>],
+        motions: &[Motion],
         seed: u64,
     ) -> Result<Vec<Vec<Vec<u8>>>, WorldModelError> {
+        let arms: Vec<&Vec<Vec<u8>>> = motions.iter().map(|m| &m.arm).collect();
         let cfg = self.config();
         let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
         let frame = w * h * 3;
@@ -105,11 +108,25 @@ impl Predictor {
         }
         let ctx = to_tensor(context.repeat(k), &[k, h, w, 3])?;
         let arm = to_tensor(
-            arms.iter().flatten().flatten().copied().collect(),
+            arms.iter().copied().flatten().flatten().copied().collect(),
             &[k, f + 1, h, w, 3],
         )?;
+        let prior = if cfg.prior {
+            let bytes: Vec<u8> = motions
+                .iter()
+                .flat_map(|m| match &m.grip {
+                    Some(g) if g.offsets.len() == f => carry(context, g, cfg).concat(),
+                    _ => context.repeat(f),
+                })
+                .collect();
+            Some(to_tensor(bytes, &[k, f, h, w, 3])?)
+        } else {
+            None
+        };
         let eps = noise(&mut Rng::new(seed, 0x9ED), &[k, f, 3, h, w])?;
-        let out = self.model.sample(&eps, &ctx, &arm, self.sample_steps)?;
+        let out = self
+            .model
+            .sample(&eps, &ctx, &arm, prior.as_ref(), self.sample_steps)?;
         (0..k)
             .map(|i| {
                 (0..f)

@@ -45,12 +45,14 @@ pub fn simulate(
     (w, frames)
 }
 
-/// The arm video of `plan` for images of the built-in `size`² camera.
-pub fn arm_video(plan: &PickPlacePlan, size: u32, cfg: &Config) -> Vec<Vec<u8>> {
+/// The motion (arm video and gripper path) of `plan` for images of the built-in `size`²
+/// camera.
+pub fn motion(plan: &PickPlacePlan, size: u32, cfg: &Config) -> super::clip::Motion {
     ArmVideo::new(
         default_arm(),
         &crate::render::scene::default_camera(size, size),
         cfg,
     )
-    .of_plan(plan, cfg)
+    .motion_of_plan(plan, cfg)
 }
+

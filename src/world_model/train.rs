@@ -88,6 +88,10 @@ pub struct ValStats {
     pub ssim_copy: f64,
     /// Object-mask IoU per task `(task, model, copy, clips)`.
     pub iou: Vec<(String, f64, f64, usize)>,
+    /// Object-mask IoU of the carry prior's final frame per task (a model that starts from
+    /// it must beat it; empty for models without it).
+    #[serde(default)]
+    pub iou_prior: Vec<(String, f64)>,
 }
 
 /// What the trainer reports as it goes.
@@ -270,10 +274,11 @@ pub fn validate(
     let mut rng = Rng::new(seed, 0x5A1);
     let mut sums = [0.0f64; 4];
     let mut per_task: std::collections::BTreeMap<String, (f64, f64, usize)> = Default::default();
+    let mut prior_iou: std::collections::BTreeMap<String, f64> = Default::default();
     for chunk in ids.chunks(8) {
-        let b = data.batch(chunk)?;
+        let b = data.batch(chunk, cfg)?;
         let eps = noise(&mut rng, &[chunk.len(), f, 3, h, w])?;
-        let pred = model.sample(&eps, &b.context, &b.arm, cfg.sample_steps)?;
+        let pred = model.sample(&eps, &b.context, &b.arm, b.prior.as_ref(), cfg.sample_steps)?;
         for (i, &id) in chunk.iter().enumerate() {
             let truth = to_rgb(&b.future.get(i)?.get(f - 1)?)?;
             let guess = to_rgb(&pred.get(i)?.get(f - 1)?)?;
@@ -289,6 +294,11 @@ pub fn validate(
                 e.0 += metrics::iou(&metrics::mask(task, &guess, w, h), &m_true);
                 e.1 += metrics::iou(&metrics::mask(task, &copy, w, h), &m_true);
                 e.2 += 1;
+                if let Some(p) = &b.prior {
+                    let guess = to_rgb(&p.get(i)?.get(f - 1)?)?;
+                    *prior_iou.entry(name.clone()).or_default() +=
+                        metrics::iou(&metrics::mask(task, &guess, w, h), &m_true);
+                }
             }
         }
     }
@@ -300,6 +310,13 @@ pub fn validate(
         psnr_copy: sums[1] / n,
         ssim: sums[2] / n,
         ssim_copy: sums[3] / n,
+        iou_prior: prior_iou
+            .into_iter()
+            .map(|(t, sum)| {
+                let k = per_task.get(&t).map_or(1, |e| e.2.max(1));
+                (t, sum / k as f64)
+            })
+            .collect(),
         iou: per_task
             .into_iter()
             .map(|(t, (a, b, k))| (t, a / k as f64, b / k as f64, k))
@@ -405,8 +422,8 @@ pub fn train(
             .collect();
         let t = Tensor::from_vec(times, tc.batch, &Device::Cpu)?;
         let eps = noise(&mut rng, &shape)?;
-        let b = data.batch(&ids)?;
-        let loss_t = model.flow_loss(&b.future, &t, &eps, &b.context, &b.arm)?;
+        let b = data.batch(&ids, model.config())?;
+        let loss_t = model.flow_loss(&b.future, &t, &eps, &b.context, &b.arm, b.prior.as_ref())?;
         let loss = f64::from(loss_t.to_scalar::<f32>()?);
         let grads = loss_t.backward()?;
         if !loss.is_finite() || !opt.grads_finite(&grads)? {

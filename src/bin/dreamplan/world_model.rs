@@ -19,11 +19,11 @@ use dreamplan::sim::tasks::{self, Task};
 use dreamplan::verifier::all_choices;
 use dreamplan::world_model::imagine::PixelAction;
 use dreamplan::world_model::train::{TrainConfig, TrainEvent};
-use dreamplan::world_model::{clip, dataset, metrics, rollout, Config, Predictor};
+use dreamplan::world_model::{clip, dataset, metrics, prior, rollout, Config, Predictor};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum Preset {
-    /// 128×64 crops, 8 future frames, ~1M weights: trains on 2 CPU cores.
+    /// 128×64 crops, 4 future frames, hidden 64, about 0.7 M weights: trains on 2 CPU cores.
     Cpu,
     /// 256×128 crops, 16 future frames, a wider, deeper model.
     Gpu,
@@ -145,7 +145,15 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 let ious: Vec<String> = v
                     .iou
                     .iter()
-                    .map(|(t, m, c, _)| format!("{t} {m:.2} (copy {c:.2})"))
+                    .map(|(t, m, c, _)| {
+                        let prior = v
+                            .iou_prior
+                            .iter()
+                            .find(|(p, _)| p == t)
+                            .map(|(_, x)| format!(", prior {x:.2}"))
+                            .unwrap_or_default();
+                        format!("{t} {m:.2} (copy {c:.2}{prior})")
+                    })
                     .collect();
                 eprintln!(
                     "\nstep {}: val PSNR {:.2} (copy {:.2}) SSIM {:.3} (copy {:.3}) mask IoU {}",
@@ -216,15 +224,22 @@ impl TaskArg {
 }
 
 /// Frames side by side (left | right), each `w × h` rgb8.
-fn side_by_side(left: &[u8], right: &[u8], w: usize, h: usize) -> Vec<u8> {
+/// `w × h` rgb8 frames in a row, 2 white pixels apart.
+fn side_by_side(panels: &[&[u8]], w: usize, h: usize) -> Vec<u8> {
     let gap = 2;
-    let ow = 2 * w + gap;
+    let ow = panels_width(panels.len(), w);
     let mut out = vec![255u8; ow * h * 3];
     for y in 0..h {
-        out[y * ow * 3..][..w * 3].copy_from_slice(&left[y * w * 3..][..w * 3]);
-        out[(y * ow + w + gap) * 3..][..w * 3].copy_from_slice(&right[y * w * 3..][..w * 3]);
+        for (k, p) in panels.iter().enumerate() {
+            out[(y * ow + k * (w + gap)) * 3..][..w * 3].copy_from_slice(&p[y * w * 3..][..w * 3]);
+        }
     }
     out
+}
+
+/// The width of `n` panels of width `w` side by side.
+fn panels_width(n: usize, w: usize) -> usize {
+    n * w + (n.saturating_sub(1)) * 2
 }
 
 /// Writes an animated GIF of rgb8 frames, each shown `delay_ms`, scaled up by `scale`.
@@ -298,7 +313,11 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             &cfg,
         );
         let c = clip::from_transition(&tr, &video, &cfg)?;
-        (c.context, c.arm, c.future)
+        let motion = clip::Motion {
+            arm: c.arm,
+            grip: c.grip,
+        };
+        (c.context, motion, c.future)
     } else {
         let (Some(task), Some(seed)) = (args.task, args.seed) else {
             anyhow::bail!(
@@ -320,7 +339,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         let (_, truth) = rollout::simulate(&obs.world, &plan, ec.size, &cfg);
         (
             rollout::object_crop(&obs.world, ec.size, &cfg),
-            rollout::arm_video(&plan, ec.size, &cfg),
+            rollout::motion(&plan, ec.size, &cfg),
             truth,
         )
     };
@@ -332,14 +351,26 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let (w, h) = (cfg.width, cfg.height);
-    let mut frames = vec![side_by_side(&context, &context, w, h)];
-    frames.extend(
-        truth
-            .iter()
-            .zip(&pred)
-            .map(|(t, p)| side_by_side(t, p, w, h)),
-    );
-    write_gif(&args.out.join("predicted.gif"), &frames, 2 * w + 2, h, 3)?;
+    // With the carry prior: true | prior | predicted; otherwise true | predicted.
+    let prior_frames = match (&arm.grip, cfg.prior) {
+        (Some(g), true) => Some(dreamplan::world_model::prior::carry(&context, g, &cfg)),
+        (None, true) => Some(vec![context.clone(); cfg.frames]),
+        _ => None,
+    };
+    let n = if prior_frames.is_some() { 3 } else { 2 };
+    let mut frames = vec![side_by_side(&vec![context.as_slice(); n], w, h)];
+    for (k, (t, p)) in truth.iter().zip(&pred).enumerate() {
+        let mut row: Vec<&[u8]> = vec![t];
+        if let Some(pf) = &prior_frames {
+            row.push(&pf[k]);
+        }
+        row.push(p);
+        frames.push(side_by_side(&row, w, h));
+    }
+    write_gif(&args.out.join("predicted.gif"), &frames, panels_width(n, w), h, 3)?;
+    if let Some(last) = prior_frames.as_ref().and_then(|p| p.last()) {
+        write_png(&args.out.join("prior_final.png"), last, w, h)?;
+    }
     let last = pred.last().context("no frames predicted")?;
     write_png(&args.out.join("predicted_final.png"), last, w, h)?;
     if let Some(t) = truth.last() {
@@ -353,9 +384,10 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "predicted in {:.0} ms; wrote {} (left: true, right: predicted)",
+        "predicted in {:.0} ms; wrote {} (left: true, {}right: predicted)",
         secs * 1e3,
-        args.out.join("predicted.gif").display()
+        args.out.join("predicted.gif").display(),
+        if n == 3 { "middle: the carry prior, " } else { "" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -407,6 +439,10 @@ pub struct WmEvalArgs {
     /// counted as a ranking pair.
     #[arg(long, default_value_t = 0.5)]
     margin: f64,
+    /// The carry prior's drag reach in model pixels, for the prior-alone ranking reported
+    /// beside the model's (the model's `prior_sigma_px` when absent).
+    #[arg(long)]
+    prior_sigma: Option<f64>,
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -425,6 +461,14 @@ struct TaskReport {
     /// The same ranking made from the true final frames with the mask measure (what a
     /// perfect frame predictor would reach).
     agreement_true_frames: f64,
+    /// The same ranking made from the carry prior's final frames alone (no network).
+    agreement_prior: f64,
+    /// 95% interval of `agreement_prior`.
+    agreement_prior_ci: (f64, f64),
+    /// How often the carry prior's top-1 is the simulator's top-1.
+    top1_prior: f64,
+    /// Mask IoU of the carry prior's final frame with the true one.
+    iou_prior: f64,
     spearman: f64,
     top1_hits: f64,
     /// 95% interval of `top1_hits` − `top1_chance`, by bootstrap over states.
@@ -522,6 +566,11 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     let cfg = predictor.config().clone();
     let (w, h) = (cfg.width, cfg.height);
     let ec = EvalConfig::default();
+    let mut prior_cfg = cfg.clone();
+    if let Some(sigma) = args.prior_sigma {
+        prior_cfg.prior_sigma_px = sigma;
+    }
+    prior_cfg.validate().map_err(anyhow::Error::msg)?;
     let mut planner = match &args.planner {
         Some(dir) => Some(
             dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
@@ -546,6 +595,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         };
         let (mut agree, mut agree_true, mut rhos) = (0usize, 0usize, Vec::new());
+        let (mut agree_prior, mut state_prior) = (0usize, Vec::new());
         let mut frame_sums = [0.0f64; 6];
         let mut predict_s = 0.0;
         // Per state: (agreeing pairs, pairs) and (top-1 hit − chance, 1).
@@ -600,17 +650,18 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 &cfg,
             )?;
             let goal_mask = to_mask(metrics::mask(task, &goal_crop, w, h), w, h);
-            let arms: Vec<_> = cands
+            let motions: Vec<_> = cands
                 .iter()
-                .map(|p| rollout::arm_video(p, ec.size, &cfg))
+                .map(|p| rollout::motion(p, ec.size, &cfg))
                 .collect();
             let t0 = Instant::now();
-            let preds = predictor.predict(&context, &arms, seed)?;
+            let preds = predictor.predict(&context, &motions, seed)?;
             predict_s += t0.elapsed().as_secs_f64();
             let mut sim = Vec::new();
             let mut wm = Vec::new();
             let mut true_frames = Vec::new();
-            for (plan, pred) in cands.iter().zip(&preds) {
+            let mut prior_scores = Vec::new();
+            for ((plan, pred), motion) in cands.iter().zip(&preds).zip(&motions) {
                 let (world, truth) = rollout::simulate(&obs.world, plan, ec.size, &cfg);
                 let (distance, _) = tasks::score(task, &world, &obs.goal);
                 sim.push(-distance / half);
@@ -622,6 +673,13 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 let t_last = truth.last().context("no true frames")?;
                 wm.push(score(last)?);
                 true_frames.push(score(t_last)?);
+                let prior_last = motion
+                    .grip
+                    .as_ref()
+                    .and_then(|g| prior::carry(&context, g, &prior_cfg).pop())
+                    .unwrap_or_else(|| context.clone());
+                prior_scores.push(score(&prior_last)?);
+                let mp = metrics::mask(task, &prior_last, w, h);
                 frame_sums[0] += metrics::psnr(last, t_last);
                 frame_sums[1] += metrics::psnr(&context, t_last);
                 frame_sums[2] += metrics::ssim(last, t_last, w, h);
@@ -629,11 +687,12 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 let mt = metrics::mask(task, t_last, w, h);
                 frame_sums[4] += metrics::iou(&metrics::mask(task, last, w, h), &mt);
                 frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h), &mt);
+                r.iou_prior += metrics::iou(&mp, &mt);
             }
             let n = sim.len();
             r.states += 1;
             r.candidates += n;
-            let (pairs0, agree0) = (r.pairs, agree);
+            let (pairs0, agree0, prior0) = (r.pairs, agree, agree_prior);
             for i in 0..n {
                 for j in i + 1..n {
                     if (sim[i] - sim[j]).abs() > args.margin {
@@ -641,15 +700,20 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                         let truth_order = sim[i] > sim[j];
                         agree += usize::from((wm[i] > wm[j]) == truth_order);
                         agree_true += usize::from((true_frames[i] > true_frames[j]) == truth_order);
+                        agree_prior +=
+                            usize::from((prior_scores[i] > prior_scores[j]) == truth_order);
                     }
                 }
             }
             state_agree.push(((agree - agree0) as f64, (r.pairs - pairs0) as f64));
+            state_prior.push(((agree_prior - prior0) as f64, (r.pairs - pairs0) as f64));
             let rho = spearman(&wm, &sim);
             if rho.is_finite() {
                 rhos.push(rho);
             }
             let (top, best) = (argmax(&wm), argmax(&sim));
+            let top_prior = argmax(&prior_scores);
+            r.top1_prior += f64::from(u8::from(sim[top_prior] >= sim[best] - 1e-9));
             r.top1_hits += f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
             // Chance: a uniformly random pick is one of the (possibly tied) best.
             let n_best = sim.iter().filter(|&&x| x >= sim[best] - 1e-9).count();
@@ -667,6 +731,10 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         r.agreement_ci = bootstrap_ratio(&state_agree);
         r.top1_gain_ci = bootstrap_ratio(&state_gain);
         r.agreement_true_frames = agree_true as f64 / r.pairs.max(1) as f64;
+        r.agreement_prior = agree_prior as f64 / r.pairs.max(1) as f64;
+        r.agreement_prior_ci = bootstrap_ratio(&state_prior);
+        r.top1_prior /= s;
+        r.iou_prior /= c;
         r.spearman = rhos.iter().sum::<f64>() / rhos.len().max(1) as f64;
         r.top1_hits /= s;
         r.top1_chance /= s;
@@ -740,6 +808,18 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             r.ssim_copy
         );
     }
+    for r in &reports {
+        println!(
+            "{}: the carry prior alone (σ {} px): agreement {:.1}% ({:.1}–{:.1}%), top-1 {:.2}, IoU {:.3}",
+            r.task,
+            prior_cfg.prior_sigma_px,
+            100.0 * r.agreement_prior,
+            100.0 * r.agreement_prior_ci.0,
+            100.0 * r.agreement_prior_ci.1,
+            r.top1_prior,
+            r.iou_prior
+        );
+    }
     println!("agree*: the same pairs ranked from the true final frames with the mask measure (a perfect frame predictor's ceiling)");
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&reports)?)
@@ -809,9 +889,10 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
     let eps = noise(&mut rng, &[b, f, 3, h, w])?;
     let ctx = noise(&mut rng, &[b, 3, h, w])?;
     let arm = noise(&mut rng, &[b, f + 1, 3, h, w])?;
+    let prior = noise(&mut rng, &[b, f, 3, h, w])?;
     let t = candle_core::Tensor::full(0.5f32, b, &candle_core::Device::Cpu)?;
     let step = median_secs(args.iters, || {
-        let loss = model.flow_loss(&x, &t, &eps, &ctx, &arm)?;
+        let loss = model.flow_loss(&x, &t, &eps, &ctx, &arm, Some(&prior))?;
         let _ = loss.backward()?;
         Ok(())
     })?;
@@ -826,8 +907,9 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
             let e = noise(&mut rng, &[k, f, 3, h, w])?;
             let c = noise(&mut rng, &[k, 3, h, w])?;
             let a = noise(&mut rng, &[k, f + 1, 3, h, w])?;
+            let pr = noise(&mut rng, &[k, f, 3, h, w])?;
             let s = median_secs(args.iters, || {
-                model.sample(&e, &c, &a, steps)?;
+                model.sample(&e, &c, &a, Some(&pr), steps)?;
                 Ok(())
             })?;
             println!(
