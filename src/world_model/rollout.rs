@@ -55,4 +55,3 @@ pub fn motion(plan: &PickPlacePlan, size: u32, cfg: &Config) -> super::clip::Mot
     )
     .motion_of_plan(plan, cfg)
 }
-

@@ -367,7 +367,13 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         row.push(p);
         frames.push(side_by_side(&row, w, h));
     }
-    write_gif(&args.out.join("predicted.gif"), &frames, panels_width(n, w), h, 3)?;
+    write_gif(
+        &args.out.join("predicted.gif"),
+        &frames,
+        panels_width(n, w),
+        h,
+        3,
+    )?;
     if let Some(last) = prior_frames.as_ref().and_then(|p| p.last()) {
         write_png(&args.out.join("prior_final.png"), last, w, h)?;
     }
@@ -387,7 +393,11 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         "predicted in {:.0} ms; wrote {} (left: true, {}right: predicted)",
         secs * 1e3,
         args.out.join("predicted.gif").display(),
-        if n == 3 { "middle: the carry prior, " } else { "" }
+        if n == 3 {
+            "middle: the carry prior, "
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
