@@ -5,6 +5,8 @@
 //! Both deliver into the same bounded [`Subscriber`] queue, so keep-last semantics
 //! (a slow subscriber loses its oldest messages, memory never grows) hold everywhere.
 
+#[cfg(feature = "ros2-dds")]
+pub mod dds;
 mod inbox;
 mod local;
 mod qos;

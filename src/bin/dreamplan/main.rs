@@ -119,6 +119,15 @@ struct Cli {
     log: String,
 }
 
+/// Which bus `dreamplan run` uses.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BusArg {
+    /// In this process (tokio channels).
+    Local,
+    /// ROS 2 over DDS (`ROS_DOMAIN_ID`, `ROS_LOCALHOST_ONLY`).
+    Dds,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start a node graph in this process on the in-process bus.
@@ -132,6 +141,11 @@ enum Command {
         /// Where each scored episode of the graph's simulator is written as a GIF.
         #[arg(long, default_value = "dreamplan_run")]
         out: PathBuf,
+        /// The bus the nodes talk on: `local` (in this process) or `dds` (a real ROS 2
+        /// participant over DDS, no ROS install: other processes and ROS 2 nodes on the
+        /// same `ROS_DOMAIN_ID` see the topics; needs the `ros2-dds` build feature).
+        #[arg(long, value_enum, default_value_t = BusArg::Local)]
+        bus: BusArg,
     },
     /// The built-in world: render a task, run an episode to a GIF.
     #[command(subcommand)]
@@ -193,7 +207,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(quiet_dds_logs(&cli.log))
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -232,7 +247,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             duration,
             out,
-        } => run_graph_in_process(load_graph(config.as_deref(), duration)?, Some(&out)),
+            bus,
+        } => run_graph_in_process(load_graph(config.as_deref(), duration)?, Some(&out), bus),
         Command::Bag(cmd) => bag::run(cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
@@ -277,6 +293,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `filter` with RustDDS's and ros2-client's own logs at `error` unless it names them:
+/// at `warn` they report every discovery hiccup of a healthy graph, several per second.
+fn quiet_dds_logs(filter: &str) -> String {
+    let mut f = filter.to_string();
+    for target in ["rustdds", "ros2_client"] {
+        if !f.contains(target) {
+            f.push_str(&format!(",{target}=error"));
+        }
+    }
+    f
+}
+
 /// The graph from `config` (or the built-in one), with `--duration` applied.
 fn load_graph(
     config: Option<&std::path::Path>,
@@ -299,10 +327,38 @@ fn load_graph(
 fn run_graph_in_process(
     graph: GraphConfig,
     report: Option<&std::path::Path>,
+    bus: BusArg,
 ) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    match bus {
+        BusArg::Local => run_graph_on(&rt, LocalBus::default(), graph, report),
+        #[cfg(feature = "ros2-dds")]
+        BusArg::Dds => {
+            let _guard = rt.enter();
+            let opts = dreamplan::bus::dds::DdsOptions::from_env("dreamplan")?;
+            tracing::info!(
+                domain = opts.domain_id,
+                localhost_only = opts.localhost_only,
+                "joining ROS 2 over DDS"
+            );
+            let bus = dreamplan::bus::dds::DdsBus::new(&opts)?;
+            run_graph_on(&rt, bus, graph, report)
+        }
+        #[cfg(not(feature = "ros2-dds"))]
+        BusArg::Dds => anyhow::bail!(
+            "--bus dds needs a build with the `ros2-dds` feature: cargo build --release --features ros2-dds"
+        ),
+    }
+}
+
+/// Runs `graph` on `bus` (see [`run_graph_in_process`]).
+fn run_graph_on<B: dreamplan::bus::Bus>(
+    rt: &tokio::runtime::Runtime,
+    bus: B,
+    graph: GraphConfig,
+    report: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let (report, summary) = rt.block_on(async {
-        let bus = LocalBus::default();
         let reporter = match report {
             Some(out) => Some(run_report::Reporter::start(&bus, &graph, out)?),
             None => None,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::bus::{Bus, Qos};
 use dreamplan::config::GraphConfig;
 use dreamplan::msg::prelude::*;
 use dreamplan::render::Frame;
@@ -56,7 +56,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// Subscribes before the graph starts (so the first episode's `reset` is seen).
-    pub fn start(bus: &LocalBus, graph: &GraphConfig, out: &Path) -> anyhow::Result<Self> {
+    pub fn start<B: Bus>(bus: &B, graph: &GraphConfig, out: &Path) -> anyhow::Result<Self> {
         let (image_topic, goal_topic, episode_topic, planner) = topics(graph);
         let mut images = bus.subscribe::<Image>(&image_topic, Qos::keep_last(50))?;
         let mut goals = bus.subscribe::<Image>(&goal_topic, Qos::keep_last(5))?;
