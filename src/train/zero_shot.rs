@@ -272,20 +272,20 @@ impl ZeroShotConfig {
 
     fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(ZeroShotError::Config(m.to_string()));
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return bad("hidden must be a multiple of heads");
         }
         let head_dim = self.hidden / self.heads;
-        if head_dim % 4 != 0 {
+        if !head_dim.is_multiple_of(4) {
             return bad("hidden / heads must be a multiple of 4 (three MRoPE sections)");
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad("heads must be a multiple of kv_heads");
         }
-        if self.vision_hidden % 2 != 0 || self.vision_hidden < 8 {
+        if !self.vision_hidden.is_multiple_of(2) || self.vision_hidden < 8 {
             return bad("vision_hidden must be even and at least 8");
         }
-        if self.image_side < 32 || self.image_side % 32 != 0 {
+        if self.image_side < 32 || !self.image_side.is_multiple_of(32) {
             return bad("image_side must be a positive multiple of 32 (patch 16, merge 2)");
         }
         if self.layers == 0 || self.vision_depth == 0 || self.steps == 0 || self.batch == 0 {

@@ -272,14 +272,18 @@ impl Config {
         }
         if text.num_attention_heads == 0
             || text.num_key_value_heads == 0
-            || text.num_attention_heads % text.num_key_value_heads != 0
+            || !text
+                .num_attention_heads
+                .is_multiple_of(text.num_key_value_heads)
         {
             return Err(t.bad(
                 "num_key_value_heads",
                 "must be positive and divide num_attention_heads",
             ));
         }
-        if text.head_dim % 2 != 0 || mrope_section.iter().sum::<usize>() != text.head_dim / 2 {
+        if !text.head_dim.is_multiple_of(2)
+            || mrope_section.iter().sum::<usize>() != text.head_dim / 2
+        {
             return Err(t.bad(
                 "rope_parameters.mrope_section",
                 format!(
@@ -337,7 +341,7 @@ impl Config {
             rope_theta: vision_theta,
             gelu_tanh,
         };
-        if vision.num_heads == 0 || vision.hidden_size % (vision.num_heads * 4) != 0 {
+        if vision.num_heads == 0 || !vision.hidden_size.is_multiple_of(vision.num_heads * 4) {
             return Err(v.bad(
                 "num_heads",
                 "hidden_size / num_heads must be a multiple of 4 (2D rotary)",

@@ -234,13 +234,15 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be > 0"));
         }
-        if self.width % self.patch_size != 0 || self.height % self.patch_size != 0 {
+        if !self.width.is_multiple_of(self.patch_size)
+            || !self.height.is_multiple_of(self.patch_size)
+        {
             return Err(format!(
                 "width {} and height {} must be multiples of patch_size {}",
                 self.width, self.height, self.patch_size
             ));
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(format!(
                 "hidden {} is not a multiple of heads {}",
                 self.hidden, self.heads

@@ -30,7 +30,7 @@ impl PhaseProgress {
     pub fn update(&self, phase: &str, done: usize, total: usize, msg: &str) {
         if !self.tty {
             let every = (total / 20).max(1);
-            if done % every == 0 || done == total {
+            if done.is_multiple_of(every) || done == total {
                 eprintln!("{phase} {done}/{total} {msg}");
             }
             return;
