@@ -204,6 +204,9 @@ pub struct PredictArgs {
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     noise_seed: u64,
+    /// Sampler steps (the model's `sample_steps` when absent; 1 gives its mean prediction).
+    #[arg(long)]
+    sample_steps: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -283,7 +286,11 @@ fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> 
 }
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let predictor = Predictor::load(&args.world_model)?;
+    let mut predictor = Predictor::load(&args.world_model)?;
+    if let Some(n) = args.sample_steps {
+        anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
+        predictor.sample_steps = n;
+    }
     let cfg = predictor.config().clone();
     let (context, arm, truth) = if let Some(bag) = &args.bag {
         anyhow::ensure!(
