@@ -79,6 +79,13 @@ class CameraInfo_(IdlStruct, typename="sensor_msgs::msg::dds_::CameraInfo_"):
     roi: RegionOfInterest_
 
 
+@dataclass
+class NotAnImage_(IdlStruct, typename="sensor_msgs::msg::dds_::Image_"):
+    """Claims the Image type name but holds one short string: a malformed Image on the wire."""
+
+    note: str
+
+
 TYPES = {"image": Image_, "camera_info": CameraInfo_}
 
 
@@ -145,6 +152,21 @@ def publish_image(args):
             print(json.dumps({"timeout": True, "matched": 0}), flush=True)
             return 2
         time.sleep(0.05)
+    if args.malformed_first:
+        # Same topic and type name, another layout: a reader decoding it as an Image runs
+        # out of bytes. Written through its own writer before the good images.
+        dp_bad = DomainParticipant(args.domain)
+        bad_topic = Topic(dp_bad, dds_topic(args.topic), NotAnImage_, qos=q)
+        bad = DataWriter(dp_bad, bad_topic, qos=q)
+        while args.wait_reader and not bad.get_matched_subscriptions():
+            if time.monotonic() > deadline:
+                print(json.dumps({"timeout": True, "matched": 0}), flush=True)
+                return 2
+            time.sleep(0.05)
+        bad.write(NotAnImage_(note="x"))
+        bad.wait_for_acks(duration(seconds=5))
+        print(json.dumps({"wrote_malformed": True}), flush=True)
+        time.sleep(args.period)
     for i in range(args.count):
         data = bytes((x * 7 + y * 13 + i * 29 + c) % 256 for y in range(args.height) for x in range(args.width) for c in range(3))
         img = Image_(
@@ -178,6 +200,7 @@ def main():
     pi.add_argument("--period", type=float, default=0.2)
     pi.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after the last write")
     pi.add_argument("--wait-reader", action="store_true", help="wait for a matched reader before writing")
+    pi.add_argument("--malformed-first", action="store_true", help="first write a sample that claims the Image type but is not one")
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)

@@ -56,12 +56,16 @@ pub async fn run_graph<B: Bus>(
         if spec.kind == nodes::sim::SimNode::KIND {
             let (stop, left) = (stop.clone(), sims_left.clone());
             start = Box::new(move |ctx| {
+                let settle = ctx.bus.settle();
                 let run = start(ctx);
                 Box::pin(async move {
                     let r = run.await;
                     let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
                     if r.is_ok() && last {
                         tracing::info!("the simulator played its episodes; stopping the graph");
+                        // Let its last events (the final `scored`) reach every subscriber
+                        // (a recorder, the run report) before the bus closes.
+                        tokio::time::sleep(settle).await;
                         stop.cancel();
                     }
                     r

@@ -201,7 +201,7 @@ fn a_cyclone_peer_reads_the_sim_s_images_with_its_own_ros_types_and_a_late_joine
 }
 
 #[test]
-fn a_cyclone_peer_s_images_are_recorded_byte_for_byte() {
+fn a_cyclone_peer_s_images_are_recorded_byte_for_byte_after_a_malformed_one_is_dropped() {
     if !peer_available() {
         return;
     }
@@ -232,6 +232,7 @@ nodes:
             "--count",
             "5",
             "--wait-reader",
+            "--malformed-first",
             "--timeout",
             "20",
         ],
@@ -257,7 +258,7 @@ nodes:
     );
     let wrote: Vec<u64> = json_lines(&sent)
         .iter()
-        .map(|l| l["crc32"].as_u64().unwrap())
+        .filter_map(|l| l["crc32"].as_u64())
         .collect();
     assert_eq!(wrote.len(), 5);
     let reader = BagReader::open(&bag).unwrap_or_else(|e| panic!("{e}\n{}", text(&rec)));
@@ -271,6 +272,17 @@ nodes:
         got.push(u64::from(crc32fast::hash(&img.data)));
     }
     assert_eq!(got, wrote, "recorded images differ from the peer's");
+    // The sample that claimed to be an Image but was not was logged and dropped; the node
+    // kept running and recorded everything after it.
+    assert!(
+        json_lines(&sent)
+            .iter()
+            .any(|l| l["wrote_malformed"] == true),
+        "{}",
+        text(&sent)
+    );
+    let log = String::from_utf8_lossy(&rec.stderr);
+    assert!(log.contains("does not decode"), "{}", text(&rec));
 }
 
 #[test]
@@ -305,7 +317,7 @@ duration_s: 0
 nodes:
   - name: sim
     kind: sim
-    params: {task: rope, seed: 5, episodes: 1, width: 96, height: 96, realtime: false, start_delay_s: 2.0}
+    params: {task: rope, seed: 5, episodes: 1, width: 96, height: 96, realtime: false, start_delay_s: 6.0}
 ",
         110,
     );

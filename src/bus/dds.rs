@@ -392,6 +392,10 @@ impl Bus for DdsBus {
         self.inner.clock.clone()
     }
 
+    fn settle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         for close in self
@@ -431,6 +435,26 @@ mod tests {
             type_name::<Image>().unwrap().dds_msg_type(),
             "sensor_msgs::msg::dds_::Image_"
         );
+    }
+
+    #[test]
+    fn the_domain_comes_from_ros_domain_id_and_a_bad_one_is_named() {
+        // One test touches the environment (tests of a binary share it).
+        std::env::set_var("ROS_DOMAIN_ID", "42");
+        std::env::set_var("ROS_LOCALHOST_ONLY", "1");
+        let o = DdsOptions::from_env("n").unwrap();
+        assert_eq!(
+            (o.domain_id, o.localhost_only, o.node.as_str()),
+            (42, true, "n")
+        );
+        std::env::set_var("ROS_DOMAIN_ID", "300");
+        let e = DdsOptions::from_env("n").unwrap_err().to_string();
+        assert!(e.contains("ROS_DOMAIN_ID") && e.contains("300"), "{e}");
+        std::env::set_var("ROS_DOMAIN_ID", "");
+        std::env::remove_var("ROS_LOCALHOST_ONLY");
+        let o = DdsOptions::from_env("n").unwrap();
+        assert_eq!((o.domain_id, o.localhost_only), (0, false));
+        std::env::remove_var("ROS_DOMAIN_ID");
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn clock(&self) -> Clock;
     /// Closes every subscription: pending `recv` calls return `None` once drained.
     fn shutdown(&self);
+    /// How long a message published now may take to reach the subscribers of this
+    /// process (zero in process; a DDS round through the network stack otherwise): what
+    /// a graph waits before closing the bus after its last message.
+    fn settle(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Where a publisher's messages go (one implementation per bus).

@@ -167,7 +167,7 @@ fn beside(cam: &Frame, goal: Option<&Frame>) -> Frame {
 /// The summary printed when `run` ends.
 pub fn summary(episodes: &[EpisodeSummary], out: &Path, planner: Option<&str>) -> String {
     let mut s = String::new();
-    let planner = planner.unwrap_or("the configured");
+    let planner = planner.unwrap_or("configured");
     if episodes.is_empty() {
         s.push_str(&format!(
             "no episode was scored in this run (the {planner} planner's first action takes a few seconds; try a longer --duration)\n"
