@@ -30,7 +30,8 @@ use ros2_client::dds::rustdds::DomainParticipantBuilder;
 use ros2_client::{Context, MessageTypeName, Name, NodeName, NodeOptions, QosProfile};
 
 use super::{
-    resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Reliability, Sink, Subscriber,
+    resolve_topic, Bus, BusError, Durability, Feeds, Inbox, Publisher, Qos, Reliability, Sink,
+    Subscriber,
 };
 use crate::clock::Clock;
 use crate::msg::{self, Message};
@@ -107,23 +108,13 @@ impl<M: Message> Sink<M> for DdsSink<M> {
     }
 }
 
-type Closer = Box<dyn Fn() + Send + Sync>;
-
-/// Ends a subscription's feeding task when its subscriber is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 struct Inner {
     // Kept alive for the bus's lifetime: dropping the context ends the participant.
     context: Context,
     node: Mutex<ros2_client::Node>,
     closed: Arc<AtomicBool>,
     clock: Clock,
-    closers: Mutex<Vec<Closer>>,
+    feeds: Feeds,
     /// Topics this bus publishes or subscribes, with their ROS type names and the QoS of
     /// its own publishers.
     topics: Mutex<BTreeMap<String, (String, Vec<Qos>)>>,
@@ -206,7 +197,7 @@ impl DdsBus {
                 node: Mutex::new(node),
                 closed: Arc::new(AtomicBool::new(false)),
                 clock: clock.clone(),
-                closers: Mutex::new(Vec::new()),
+                feeds: Feeds::default(),
                 topics: Mutex::new(BTreeMap::new()),
             }),
         };
@@ -234,6 +225,24 @@ impl DdsBus {
             .map_err(dds_err)
     }
 
+    /// What opening a publisher (`published` = its QoS) or a subscription of `M` on
+    /// `topic` starts with: the resolved name and its DDS topic, once the name, the bus's
+    /// state and the topic's type are checked.
+    fn open<M: Message>(
+        &self,
+        topic: &str,
+        qos: Qos,
+        published: Option<Qos>,
+    ) -> Result<(String, ros2_client::dds::rustdds::Topic), BusError> {
+        let topic = resolve_topic(topic)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(topic));
+        }
+        self.note_topic::<M>(&topic, published)?;
+        let t = self.topic::<M>(&topic, qos)?;
+        Ok((topic, t))
+    }
+
     fn note_topic<M: Message>(&self, topic: &str, published: Option<Qos>) -> Result<(), BusError> {
         let mut topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
         let entry = topics
@@ -253,12 +262,7 @@ impl DdsBus {
 
 impl Bus for DdsBus {
     fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError> {
-        let topic = resolve_topic(topic)?;
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(BusError::Closed(topic));
-        }
-        self.note_topic::<M>(&topic, Some(qos))?;
-        let t = self.topic::<M>(&topic, qos)?;
+        let (topic, t) = self.open::<M>(topic, qos, Some(qos))?;
         let publisher = self
             .inner
             .node
@@ -275,12 +279,7 @@ impl Bus for DdsBus {
     }
 
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
-        let topic = resolve_topic(topic)?;
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(BusError::Closed(topic));
-        }
-        self.note_topic::<M>(&topic, None)?;
-        let t = self.topic::<M>(&topic, qos)?;
+        let (topic, t) = self.open::<M>(topic, qos, None)?;
         // Always an explicit profile: ros2-client's default subscription is best-effort
         // and would never match a reliable writer's history.
         let sub = self
@@ -314,21 +313,7 @@ impl Bus for DdsBus {
                 inbox.close();
             })
         };
-        let weak = Arc::downgrade(&inbox);
-        self.inner
-            .closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(move || {
-                if let Some(i) = weak.upgrade() {
-                    i.close();
-                }
-            }));
-        Ok(Subscriber::new(
-            topic,
-            inbox,
-            Some(Box::new(AbortOnDrop(feeder))),
-        ))
+        Ok(self.inner.feeds.subscriber(topic, inbox, feeder))
     }
 
     /// This bus's own topics and every ROS topic discovered on the domain.
@@ -398,15 +383,7 @@ impl Bus for DdsBus {
 
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for close in self
-            .inner
-            .closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            close();
-        }
+        self.inner.feeds.close_all();
     }
 }
 

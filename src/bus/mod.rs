@@ -138,6 +138,56 @@ impl<M> Clone for Publisher<M> {
     }
 }
 
+/// The subscriptions a network bus feeds from its own tasks (r2r, DDS): each becomes a
+/// [`Subscriber`] whose feeding task ends when it is dropped, and whose queue
+/// [`Feeds::close_all`] closes at shutdown.
+#[cfg(any(feature = "ros2", feature = "ros2-dds"))]
+#[derive(Default)]
+pub(crate) struct Feeds {
+    inboxes: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+#[cfg(any(feature = "ros2", feature = "ros2-dds"))]
+impl Feeds {
+    /// The subscriber of `inbox` on `topic`, fed by the task `feeder`.
+    pub(crate) fn subscriber<M: Message>(
+        &self,
+        topic: String,
+        inbox: Arc<Inbox<M>>,
+        feeder: tokio::task::JoinHandle<()>,
+    ) -> Subscriber<M> {
+        /// Aborts the feeding task when the subscriber is dropped.
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let weak = Arc::downgrade(&inbox);
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(move || {
+                if let Some(i) = weak.upgrade() {
+                    i.close();
+                }
+            }));
+        Subscriber::new(topic, inbox, Some(Box::new(AbortOnDrop(feeder))))
+    }
+
+    /// Closes every subscription's queue: pending `recv` calls return `None` once drained.
+    pub(crate) fn close_all(&self) {
+        for close in self
+            .inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            close();
+        }
+    }
+}
+
 /// Checks a topic name against ROS 2's rules and makes it absolute (`image` → `/image`).
 pub fn resolve_topic(topic: &str) -> Result<String, BusError> {
     let bad = |reason| {

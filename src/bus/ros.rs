@@ -20,7 +20,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{
-    resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Reliability, Sink, Subscriber,
+    resolve_topic, Bus, BusError, Durability, Feeds, Inbox, Publisher, Qos, Reliability, Sink,
+    Subscriber,
 };
 use crate::clock::Clock;
 use crate::msg::{self, Message};
@@ -271,21 +272,11 @@ impl<M: Message> Sink<M> for RosSink<M> {
     }
 }
 
-/// Aborts the task that feeds a subscription when the subscription is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-type Closer = Box<dyn Fn() + Send + Sync>;
-
 struct Inner {
     node: Arc<Mutex<r2r::Node>>,
     closed: Arc<AtomicBool>,
     clock: Clock,
-    closers: Mutex<Vec<Closer>>,
+    feeds: Feeds,
     spinner: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -336,7 +327,7 @@ impl RosBus {
                 node,
                 closed,
                 clock: clock.clone(),
-                closers: Mutex::new(Vec::new()),
+                feeds: Feeds::default(),
                 spinner: Mutex::new(Some(spinner)),
             }),
         };
@@ -417,21 +408,7 @@ impl Bus for RosBus {
             let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
             transport::<M>().subscribe(&mut node, &topic, qos_profile(qos), inbox.clone())?
         };
-        let weak = Arc::downgrade(&inbox);
-        self.inner
-            .closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(move || {
-                if let Some(i) = weak.upgrade() {
-                    i.close();
-                }
-            }));
-        Ok(Subscriber::new(
-            topic,
-            inbox,
-            Some(Box::new(AbortOnDrop(feeder))),
-        ))
+        Ok(self.inner.feeds.subscriber(topic, inbox, feeder))
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {
@@ -475,15 +452,7 @@ impl Bus for RosBus {
 
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        for close in self
-            .inner
-            .closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            close();
-        }
+        self.inner.feeds.close_all();
         if let Some(handle) = self
             .inner
             .spinner
