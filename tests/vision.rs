@@ -160,6 +160,102 @@ fn overlays_draw_a_readable_dot_on_each_keypoint_and_nothing_else() {
     }
 }
 
+/// At the planner's input size (256²) with 8 keypoints, on start and goal scenes of every
+/// task: no two labels overlap, none leaves the image or covers another keypoint, leaders
+/// are short, and most of the object stays visible (rope is the hard case: 3 px thick,
+/// keypoints 6–10 px apart, so discs on the points would pile up).
+#[test]
+fn labels_never_overlap_and_leave_the_object_visible_at_the_planners_size() {
+    let side = 256u32;
+    let arm = default_arm();
+    let cam = scene::default_camera(side, side);
+    let mut crowded_points = 0;
+    for task in Task::ALL {
+        let mut least_visible = 1.0f32;
+        for seed in 0..6u64 {
+            // The camera image (arm at its ready pose) and the goal image (object only),
+            // as the planner is shown them.
+            let goal = dreamplan::sim::episode::arm_goal(task, seed, &arm).unwrap();
+            let start = scene::full_scene(&reset(task, seed), &arm, &READY, true);
+            for (prims, mode) in [
+                (start, RenderMode::Full),
+                (scene::world_primitives(&goal), RenderMode::ObjectOnly),
+            ] {
+                let frame = render(&prims, &cam, mode, &RenderOptions::default());
+                let view = RgbView::new(side, side, &frame.rgb).unwrap();
+                let mask = vision::segment(&view, &params(task)).unwrap();
+                let kps = vision::farthest_point_sampling(&mask, 8).unwrap();
+                let labels = vision::overlay::place_labels(&view, &kps);
+                assert_eq!(labels.len(), kps.len());
+                let r = labels[0].radius;
+                let dist = |a: (f32, f32), b: (f32, f32)| (a.0 - b.0).hypot(a.1 - b.1);
+                let c = |l: &vision::overlay::Label| (l.centre.0 as f32, l.centre.1 as f32);
+                for (i, a) in labels.iter().enumerate() {
+                    assert_eq!(a.id, kps[i].id);
+                    let (x, y) = a.centre;
+                    assert!(
+                        x >= r && y >= r && x + r < side as i32 && y + r < side as i32,
+                        "{task:?} seed {seed}: label {} leaves the image at {:?}",
+                        a.id,
+                        a.centre
+                    );
+                    assert!(
+                        dist(c(a), a.point) <= 6.0 * r as f32 + 1.0,
+                        "{task:?} seed {seed}: label {} is {} px from its point",
+                        a.id,
+                        dist(c(a), a.point)
+                    );
+                    for b in labels.iter().skip(i + 1) {
+                        assert!(
+                            dist(c(a), c(b)) >= (2 * r + 1) as f32,
+                            "{task:?} seed {seed}: labels {} and {} overlap",
+                            a.id,
+                            b.id
+                        );
+                    }
+                    for k in kps.iter().filter(|k| k.id != a.id) {
+                        assert!(
+                            dist(c(a), (k.u.floor(), k.v.floor())) >= (r + 2) as f32,
+                            "{task:?} seed {seed}: label {} covers keypoint {}",
+                            a.id,
+                            k.id
+                        );
+                    }
+                }
+                crowded_points += (0..kps.len())
+                    .flat_map(|i| (i + 1..kps.len()).map(move |j| (i, j)))
+                    .filter(|&(i, j)| {
+                        dist((kps[i].u, kps[i].v), (kps[j].u, kps[j].v)) < (2 * r + 1) as f32
+                    })
+                    .count();
+                let drawn = vision::draw_keypoints(&view, &kps).unwrap();
+                let (mut seen, mut all) = (0usize, 0usize);
+                for y in 0..side {
+                    for x in 0..side {
+                        if mask.get(x, y) {
+                            let i = ((y * side + x) * 3) as usize;
+                            all += 1;
+                            // Touched by anti-aliasing only: still visible.
+                            let same =
+                                (0..3).all(|c| drawn[i + c].abs_diff(frame.rgb[i + c]) <= 24);
+                            seen += usize::from(same);
+                        }
+                    }
+                }
+                least_visible = least_visible.min(seen as f32 / all as f32);
+            }
+        }
+        eprintln!("{task:?}: at least {least_visible:.2} of the object visible");
+        assert!(
+            least_visible >= 0.7,
+            "{task:?}: only {least_visible:.2} of the object visible"
+        );
+    }
+    // The case the placement exists for: keypoints closer than a label's width.
+    eprintln!("{crowded_points} keypoint pairs closer than a label");
+    assert!(crowded_points > 0);
+}
+
 #[test]
 fn bad_images_and_missing_objects_are_errors() {
     assert!(matches!(

@@ -608,20 +608,24 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         index.skipped,
         index.first_skip
     );
-    // Every clip records where the gripper closed and how far it carried the material:
-    // nothing before the grasp, the place minus the pick once released (actions move
-    // objects by centimetres, i.e. pixels of the crop).
-    // Clips record where the gripper closed and how far it carried the material: nothing
-    // before the grasp, the place minus the pick once released. A clip whose joint states
-    // never show the fingers closed (a random grasp on nothing; fewer states logged by a
-    // slow debug build: 1 of 4 clips had a path there) has none, and its prior is the
-    // current frame.
+    // Clips record where the gripper closed and how far it carried the material, in crop
+    // pixels. A clip whose joint states never show the fingers closed (a random grasp on
+    // nothing; fewer states logged by a slow debug build: 1 of 4 clips had a path there)
+    // has none, and its prior is the current frame. How far a path reaches depends on the
+    // random action and on when the last closed state was logged (0.14 px in one debug CI
+    // run), so only its shape and bounds are checked here; its use is checked exactly below.
     assert!(index.grips);
     for g in index.clips.iter().filter_map(|c| c.grip.as_ref()) {
         assert_eq!(g.offsets.len(), cfg.frames);
         assert!(g.pick.iter().all(|v| v.is_finite()));
-        let last = g.offsets[cfg.frames - 1];
-        assert!(last[0].hypot(last[1]) > 0.5, "{:?}", g.offsets);
+        let reach = (cfg.width + cfg.height) as f32;
+        assert!(
+            g.offsets
+                .iter()
+                .all(|o| o.iter().all(|v| v.is_finite() && v.abs() <= reach)),
+            "{:?}",
+            g.offsets
+        );
     }
     let data = Dataset::open(&cache).unwrap();
     // A model with the carry prior gets its frames in the batch; one without gets none.
