@@ -1,9 +1,16 @@
-//! Camera node pieces: calibration from a field of view, the test pattern, image files.
+//! Camera node pieces: calibration from a field of view or a ROS calibration file, the test
+//! pattern, image files, video files through OpenCV, and clear errors on bad sources.
 
+use std::time::Duration;
+
+use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::msg::prelude::*;
 use dreamplan::nodes::camera::{
-    intrinsics_from_hfov, pinhole_camera_info, test_pattern, CameraConfig, CameraNode, Source,
+    intrinsics_from_hfov, load_calibration, pinhole_camera_info, test_pattern, CameraConfig,
+    CameraNode, Source,
 };
-use dreamplan::nodes::Node;
+use dreamplan::nodes::{Node, NodeContext};
+use tokio_util::sync::CancellationToken;
 
 #[test]
 fn a_60_degree_camera_has_the_textbook_focal_length() {
@@ -32,8 +39,8 @@ fn the_test_pattern_has_bars_and_moves() {
     assert_eq!(a, test_pattern(64, 32, 0), "deterministic");
 }
 
-#[test]
-fn image_files_are_loaded_and_resized() {
+#[tokio::test]
+async fn image_files_are_loaded_and_resized() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("frame.png");
     image::RgbImage::from_pixel(20, 10, image::Rgb([10, 20, 30]))
@@ -46,7 +53,20 @@ fn image_files_are_loaded_and_resized() {
         height: 20,
         ..Default::default()
     };
-    assert!(CameraNode::new(config).is_ok());
+    let (images, info) = run_camera(
+        CameraConfig {
+            rate_hz: 100.0,
+            ..config
+        },
+        2,
+    )
+    .await;
+    for img in &images {
+        assert_eq!((img.width, img.height, img.step), (40, 20, 120));
+        assert_eq!(img.data.len(), 40 * 20 * 3);
+        assert!(img.data.chunks(3).all(|p| p == [10, 20, 30]));
+    }
+    assert_eq!((info.width, info.height), (40, 20));
     let missing = CameraConfig {
         source: Source::Files,
         files: vec![dir.path().join("nope.png")],
@@ -54,4 +74,223 @@ fn image_files_are_loaded_and_resized() {
     };
     let err = format!("{:#}", CameraNode::new(missing).err().unwrap());
     assert!(err.contains("nope.png"), "{err}");
+}
+
+/// A short video written by OpenCV itself (MJPG in AVI: OpenCV's own codec, no ffmpeg
+/// needed): red, green, blue frames.
+fn rgb_video(path: &std::path::Path, w: i32, h: i32) {
+    use opencv::core::{Mat, Scalar, Size, CV_8UC3};
+    use opencv::prelude::*;
+    use opencv::videoio::VideoWriter;
+    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap();
+    let mut out = VideoWriter::new(path, fourcc, 10.0, Size::new(w, h), true).unwrap();
+    assert!(out.is_opened().unwrap(), "OpenCV cannot write MJPG here");
+    // BGR order.
+    for bgr in [[0.0, 0.0, 255.0], [0.0, 255.0, 0.0], [255.0, 0.0, 0.0]] {
+        let frame = Mat::new_rows_cols_with_default(
+            h,
+            w,
+            CV_8UC3,
+            Scalar::new(bgr[0], bgr[1], bgr[2], 0.0),
+        )
+        .unwrap();
+        out.write(&frame).unwrap();
+    }
+    out.release().unwrap();
+}
+
+/// Runs a camera node on the in-process bus until `n` images have arrived; returns them
+/// and the latched camera info.
+async fn run_camera(config: CameraConfig, n: usize) -> (Vec<Image>, CameraInfo) {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut images = bus
+        .subscribe::<Image>("/camera/image_raw", Qos::keep_last(64))
+        .unwrap();
+    let mut infos = bus
+        .subscribe::<CameraInfo>("/camera/camera_info", Qos::latched())
+        .unwrap();
+    let node = CameraNode::new(config).unwrap();
+    let task = tokio::spawn(node.run(NodeContext {
+        name: "camera".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+    }));
+    let mut got = Vec::new();
+    while got.len() < n {
+        let img = tokio::time::timeout(Duration::from_secs(20), images.recv())
+            .await
+            .expect("an image within 20 s")
+            .expect("the bus stays open");
+        got.push((*img).clone());
+    }
+    let info = (*tokio::time::timeout(Duration::from_secs(5), infos.recv())
+        .await
+        .unwrap()
+        .unwrap())
+    .clone();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    (got, info)
+}
+
+#[tokio::test]
+async fn a_video_file_is_played_resized_in_rgb_and_looped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgb.avi");
+    rgb_video(&path, 64, 48);
+    let config = CameraConfig {
+        source: Source::Video,
+        video: Some(path),
+        width: 32,
+        height: 24,
+        rate_hz: 100.0,
+        ..Default::default()
+    };
+    let (images, info) = run_camera(config, 7).await;
+    let want = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255]];
+    for (i, img) in images.iter().enumerate() {
+        assert_eq!((img.width, img.height, img.step), (32, 24, 96));
+        assert_eq!(img.encoding, "rgb8");
+        assert_eq!(img.data.len(), 32 * 24 * 3);
+        // The centre pixel, within JPEG's error.
+        let c = &img.data[(12 * 32 + 16) * 3..(12 * 32 + 16) * 3 + 3];
+        let w = want[i % 3];
+        assert!(
+            (0..3).all(|k| c[k].abs_diff(w[k]) <= 40),
+            "frame {i}: centre {c:?}, expected about {w:?}"
+        );
+    }
+    assert_eq!((info.width, info.height), (32, 24));
+}
+
+const CALIBRATION: &str = "image_width: 640
+image_height: 480
+camera_name: narrow_stereo
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [610.5, 0, 318.2, 0, 611.25, 241.7, 0, 0, 1]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.1, -0.25, 0.001, 0.002, 0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1, 0, 0, 0, 1, 0, 0, 0, 1]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [600.1, 0, 317.9, 0, 0, 605.2, 240.8, 0, 0, 0, 1, 0]
+";
+
+#[tokio::test]
+async fn a_ros_calibration_file_becomes_the_published_camera_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cam.yaml");
+    std::fs::write(&path, CALIBRATION).unwrap();
+    let config = CameraConfig {
+        calibration: Some(path.clone()),
+        rate_hz: 100.0,
+        ..Default::default()
+    };
+    let (_, info) = run_camera(config, 1).await;
+    assert_eq!((info.width, info.height), (640, 480));
+    assert_eq!(
+        info.k,
+        [610.5, 0.0, 318.2, 0.0, 611.25, 241.7, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(info.d, vec![0.1, -0.25, 0.001, 0.002, 0.0]);
+    assert_eq!(info.distortion_model, "plumb_bob");
+    assert_eq!(info.r, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(
+        info.p,
+        [600.1, 0.0, 317.9, 0.0, 0.0, 605.2, 240.8, 0.0, 0.0, 0.0, 1.0, 0.0]
+    );
+    assert_eq!(info.header.frame_id, "camera_color_optical_frame");
+
+    // Without rectification and projection: the identity and [K | 0].
+    let short: String = CALIBRATION
+        .split("rectification_matrix")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, &short).unwrap();
+    let info = load_calibration(&path, "cam").unwrap();
+    assert_eq!(info.r, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(
+        info.p,
+        [610.5, 0.0, 318.2, 0.0, 0.0, 611.25, 241.7, 0.0, 0.0, 0.0, 1.0, 0.0]
+    );
+}
+
+#[test]
+fn bad_sources_and_calibrations_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |config: CameraConfig| format!("{:#}", CameraNode::new(config).err().unwrap());
+    let cal = dir.path().join("cam.yaml");
+    std::fs::write(&cal, CALIBRATION).unwrap();
+    // Calibrated for 640×480, set to 320×240.
+    let e = err(CameraConfig {
+        calibration: Some(cal.clone()),
+        width: 320,
+        height: 240,
+        ..Default::default()
+    });
+    assert!(
+        e.ends_with("cam.yaml: calibrated for 640×480 images, the camera is set to 320×240"),
+        "{e}"
+    );
+    // A matrix whose numbers do not fill it.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        CALIBRATION.replace("[0.1, -0.25, 0.001, 0.002, 0]", "[0.1, -0.25]"),
+    )
+    .unwrap();
+    let e = err(CameraConfig {
+        calibration: Some(bad.clone()),
+        ..Default::default()
+    });
+    assert!(
+        e.ends_with("bad.yaml: distortion_coefficients declares 1×5 but holds 2 numbers"),
+        "{e}"
+    );
+    std::fs::write(&bad, "image_width: 640\n").unwrap();
+    let e = err(CameraConfig {
+        calibration: Some(bad),
+        ..Default::default()
+    });
+    assert!(e.contains("bad.yaml: not a camera_info calibration"), "{e}");
+    // Sources that cannot be opened.
+    let e = err(CameraConfig {
+        source: Source::Video,
+        video: Some(dir.path().join("none.avi")),
+        ..Default::default()
+    });
+    assert!(e.ends_with("none.avi: no such file"), "{e}");
+    let e = err(CameraConfig {
+        source: Source::Video,
+        ..Default::default()
+    });
+    assert_eq!(e, "source `video` needs `video: FILE`");
+    let not_video = dir.path().join("x.avi");
+    std::fs::write(&not_video, b"not a video").unwrap();
+    let e = err(CameraConfig {
+        source: Source::Video,
+        video: Some(not_video),
+        ..Default::default()
+    });
+    assert!(e.contains("x.avi: OpenCV cannot open it"), "{e}");
+    let e = err(CameraConfig {
+        source: Source::Device,
+        device: "/dev/video97".into(),
+        ..Default::default()
+    });
+    assert!(
+        e.starts_with("camera device /dev/video97: OpenCV cannot open it"),
+        "{e}"
+    );
 }

@@ -1,8 +1,13 @@
 //! Camera node: publishes `sensor_msgs/Image` and a latched `sensor_msgs/CameraInfo`.
 //!
 //! Sources: a synthetic test pattern (no hardware needed), a list of image files played
-//! in a loop, or another image topic (re-stamped and paired with this camera's info).
-//! Device and video-file sources arrive with the vision layer (opencv).
+//! in a loop, a video file played in a loop or a camera device (both through OpenCV's
+//! `videoio`: V4L2 on Linux), or another image topic (re-stamped and paired with this
+//! camera's info).
+//!
+//! Calibration: an ideal pinhole from `hfov_deg` (or `intrinsics`) by default, or a
+//! calibration file in the ROS camera_info YAML format (what `camera_calibration` writes
+//! and `camera_info_manager` reads) with `calibration: FILE`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +31,11 @@ pub enum Source {
     Files,
     /// Images arriving on `input_topic`.
     Topic,
+    /// A video file (`video`), played at `rate_hz` from its first frame again at its end.
+    Video,
+    /// A camera device (`device`: `/dev/video0` or an index such as `0`), read at its own
+    /// pace; `rate_hz` caps the rate published.
+    Device,
 }
 
 /// Camera parameters.
@@ -54,6 +64,13 @@ pub struct CameraConfig {
     pub files: Vec<PathBuf>,
     /// Input image topic for `source: topic`.
     pub input_topic: String,
+    /// Video file for `source: video`.
+    pub video: Option<PathBuf>,
+    /// Device for `source: device`: a path (`/dev/video0`) or an index (`0`).
+    pub device: String,
+    /// Calibration in the ROS camera_info YAML format; its image size must be
+    /// `width`×`height`. Overrides `hfov_deg` and `intrinsics`.
+    pub calibration: Option<PathBuf>,
 }
 
 impl Default for CameraConfig {
@@ -70,6 +87,9 @@ impl Default for CameraConfig {
             info_topic: "/camera/camera_info".into(),
             files: Vec::new(),
             input_topic: "/camera/input".into(),
+            video: None,
+            device: "/dev/video0".into(),
+            calibration: None,
         }
     }
 }
@@ -78,6 +98,218 @@ impl Default for CameraConfig {
 pub struct CameraNode {
     config: CameraConfig,
     frames: Vec<Vec<u8>>,
+    capture: Option<Capture>,
+    info: CameraInfo,
+}
+
+/// A `rows`×`cols` matrix as the camera_info YAML writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlMatrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f64>,
+}
+
+impl YamlMatrix {
+    fn checked(
+        &self,
+        name: &str,
+        rows: Option<usize>,
+        cols: Option<usize>,
+    ) -> anyhow::Result<&[f64]> {
+        anyhow::ensure!(
+            rows.is_none_or(|r| r == self.rows) && cols.is_none_or(|c| c == self.cols),
+            "{name} is {}×{}, expected {}×{}",
+            self.rows,
+            self.cols,
+            rows.map_or("N".into(), |r| r.to_string()),
+            cols.map_or("N".into(), |c| c.to_string())
+        );
+        anyhow::ensure!(
+            self.data.len() == self.rows * self.cols,
+            "{name} declares {}×{} but holds {} numbers",
+            self.rows,
+            self.cols,
+            self.data.len()
+        );
+        anyhow::ensure!(
+            self.data.iter().all(|v| v.is_finite()),
+            "{name} holds a number that is not finite"
+        );
+        Ok(&self.data)
+    }
+}
+
+/// The ROS camera_info YAML format (`camera_calibration_parsers`).
+#[derive(Debug, Deserialize)]
+struct CalibrationYaml {
+    image_width: u32,
+    image_height: u32,
+    #[serde(default)]
+    #[allow(dead_code)]
+    camera_name: Option<String>,
+    camera_matrix: YamlMatrix,
+    distortion_model: String,
+    distortion_coefficients: YamlMatrix,
+    #[serde(default)]
+    rectification_matrix: Option<YamlMatrix>,
+    #[serde(default)]
+    projection_matrix: Option<YamlMatrix>,
+}
+
+/// A `CameraInfo` (stamp left at zero) from a calibration file in the ROS camera_info YAML
+/// format. A missing rectification is the identity; a missing projection is `[K | 0]`.
+pub fn load_calibration(path: &std::path::Path, frame_id: &str) -> anyhow::Result<CameraInfo> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let y: CalibrationYaml = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a camera_info calibration: {e}", path.display()))?;
+    let at = |e: anyhow::Error| anyhow::anyhow!("{}: {e}", path.display());
+    anyhow::ensure!(
+        y.image_width > 0 && y.image_height > 0,
+        "{}: image_width and image_height must be > 0",
+        path.display()
+    );
+    let k: [f64; 9] = y
+        .camera_matrix
+        .checked("camera_matrix", Some(3), Some(3))
+        .map_err(at)?
+        .try_into()?;
+    let d = y
+        .distortion_coefficients
+        .checked("distortion_coefficients", Some(1), None)
+        .map_err(at)?
+        .to_vec();
+    let r: [f64; 9] = match &y.rectification_matrix {
+        Some(m) => m
+            .checked("rectification_matrix", Some(3), Some(3))
+            .map_err(at)?
+            .try_into()?,
+        None => [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    };
+    let p: [f64; 12] = match &y.projection_matrix {
+        Some(m) => m
+            .checked("projection_matrix", Some(3), Some(4))
+            .map_err(at)?
+            .try_into()?,
+        None => [
+            k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0,
+        ],
+    };
+    Ok(CameraInfo {
+        header: Header {
+            stamp: Time::default(),
+            frame_id: frame_id.to_string(),
+        },
+        height: y.image_height,
+        width: y.image_width,
+        distortion_model: y.distortion_model,
+        d,
+        k,
+        r,
+        p,
+        binning_x: 0,
+        binning_y: 0,
+        roi: RegionOfInterest::default(),
+    })
+}
+
+/// A video file or a camera device opened through OpenCV, giving rgb8 frames of the
+/// configured size.
+struct Capture {
+    cap: opencv::videoio::VideoCapture,
+    /// Start again at the end (files).
+    looping: bool,
+    width: u32,
+    height: u32,
+    what: String,
+}
+
+impl Capture {
+    fn open(c: &CameraConfig) -> anyhow::Result<Self> {
+        use opencv::prelude::*;
+        use opencv::videoio::{VideoCapture, CAP_ANY};
+        let (cap, looping, what) = match c.source {
+            Source::Video => {
+                let path = c
+                    .video
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("source `video` needs `video: FILE`"))?;
+                anyhow::ensure!(path.is_file(), "video {}: no such file", path.display());
+                let cap = VideoCapture::from_file(path, CAP_ANY)?;
+                (cap, true, format!("video {}", path.display()))
+            }
+            _ => {
+                let cap = match c.device.trim().parse::<i32>() {
+                    Ok(index) => VideoCapture::new(index, CAP_ANY)?,
+                    Err(_) => VideoCapture::from_file(&c.device, CAP_ANY)?,
+                };
+                (cap, false, format!("camera device {}", c.device))
+            }
+        };
+        anyhow::ensure!(
+            cap.is_opened()?,
+            "{what}: OpenCV cannot open it (no such device, no permission, or no decoder for its format)"
+        );
+        let mut me = Self {
+            cap,
+            looping,
+            width: c.width,
+            height: c.height,
+            what,
+        };
+        // Fail at start, not at the first tick, on a file with no readable frame.
+        me.read()?;
+        if looping {
+            me.rewind()?;
+        }
+        Ok(me)
+    }
+
+    fn rewind(&mut self) -> anyhow::Result<()> {
+        use opencv::prelude::*;
+        self.cap.set(opencv::videoio::CAP_PROP_POS_FRAMES, 0.0)?;
+        Ok(())
+    }
+
+    /// The next frame as rgb8 bytes of the configured size.
+    fn read(&mut self) -> anyhow::Result<Vec<u8>> {
+        use opencv::core::{Mat, Size};
+        use opencv::imgproc;
+        use opencv::prelude::*;
+        let mut bgr = Mat::default();
+        let mut got = self.cap.read(&mut bgr)? && !bgr.empty();
+        if !got && self.looping {
+            self.rewind()?;
+            got = self.cap.read(&mut bgr)? && !bgr.empty();
+        }
+        anyhow::ensure!(got, "{}: no frame", self.what);
+        anyhow::ensure!(
+            bgr.channels() == 3,
+            "{}: frames with {} channels (BGR expected)",
+            self.what,
+            bgr.channels()
+        );
+        let mut rgb = Mat::default();
+        imgproc::cvt_color_def(&bgr, &mut rgb, imgproc::COLOR_BGR2RGB)?;
+        let (w, h) = (self.width as i32, self.height as i32);
+        let out = if rgb.cols() != w || rgb.rows() != h {
+            let mut sized = Mat::default();
+            imgproc::resize(
+                &rgb,
+                &mut sized,
+                Size::new(w, h),
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )?;
+            sized
+        } else {
+            rgb
+        };
+        Ok(out.data_bytes()?.to_vec())
+    }
 }
 
 /// Ideal pinhole calibration (no distortion) for a `width`×`height` image.
@@ -180,6 +412,32 @@ impl Node for CameraNode {
             config.hfov_deg > 0.0 && config.hfov_deg < 180.0,
             "hfov_deg must be in (0, 180)"
         );
+        let mut info = match &config.calibration {
+            Some(path) => {
+                let info = load_calibration(path, &config.frame_id)?;
+                anyhow::ensure!(
+                    (info.width, info.height) == (config.width, config.height),
+                    "{}: calibrated for {}×{} images, the camera is set to {}×{}",
+                    path.display(),
+                    info.width,
+                    info.height,
+                    config.width,
+                    config.height
+                );
+                info
+            }
+            None => {
+                let intr = config.intrinsics.unwrap_or_else(|| {
+                    intrinsics_from_hfov(config.width, config.height, config.hfov_deg)
+                });
+                pinhole_camera_info(config.width, config.height, intr, &config.frame_id)
+            }
+        };
+        info.header.frame_id = config.frame_id.clone();
+        let capture = match config.source {
+            Source::Video | Source::Device => Some(Capture::open(&config)?),
+            _ => None,
+        };
         let frames = if config.source == Source::Files {
             anyhow::ensure!(
                 !config.files.is_empty(),
@@ -193,15 +451,17 @@ impl Node for CameraNode {
         } else {
             Vec::new()
         };
-        Ok(Self { config, frames })
+        Ok(Self {
+            config,
+            frames,
+            capture,
+            info,
+        })
     }
 
-    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
-        let c = &self.config;
-        let intr = c
-            .intrinsics
-            .unwrap_or_else(|| intrinsics_from_hfov(c.width, c.height, c.hfov_deg));
-        let mut info = pinhole_camera_info(c.width, c.height, intr, &c.frame_id);
+    async fn run<B: Bus>(mut self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let c = self.config.clone();
+        let mut info = self.info.clone();
         let image_pub = ctx
             .bus
             .publisher::<Image>(&c.image_topic, Qos::sensor_data())?;
@@ -242,8 +502,20 @@ impl Node for CameraNode {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
-            let data = match c.source {
-                Source::Files => self.frames[(index % self.frames.len() as u64) as usize].clone(),
+            let data = match (c.source, self.capture.take()) {
+                (Source::Files, _) => {
+                    self.frames[(index % self.frames.len() as u64) as usize].clone()
+                }
+                // A device read blocks until its next frame: off the async threads.
+                (_, Some(mut cap)) => {
+                    let (cap, frame) = tokio::task::spawn_blocking(move || {
+                        let f = cap.read();
+                        (cap, f)
+                    })
+                    .await?;
+                    self.capture = Some(cap);
+                    frame?
+                }
                 _ => test_pattern(c.width, c.height, index),
             };
             let img = Image {
