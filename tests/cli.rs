@@ -138,3 +138,29 @@ fn run_writes_each_scored_episode_as_a_gif_and_explains_the_score() {
     // Camera (256) beside the goal (256).
     assert_eq!(frames[0].buffer().dimensions(), (512, 256));
 }
+
+#[test]
+fn run_takes_a_launch_file_and_its_arguments_as_ros2_launch_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = concat!(env!("CARGO_MANIFEST_DIR"), "/launch/sim.launch.xml");
+    let line = error_line(&dreamplan(&["run", "--launch", launch, "task"], dir.path()));
+    assert_eq!(line, "error: launch argument `task`: expected NAME:=VALUE");
+    let line = error_line(&dreamplan(
+        &["run", "--launch", launch, "tsk:=cloth"],
+        dir.path(),
+    ));
+    assert!(
+        line.starts_with(&format!(
+            "error: {launch}: no launch argument `tsk` (it has: task, seed,"
+        )),
+        "{line}"
+    );
+    let line = error_line(&dreamplan(
+        &["run", "--launch", launch, "planner:=maybe"],
+        dir.path(),
+    ));
+    assert!(
+        line.ends_with("condition `maybe` is neither true nor false"),
+        "{line}"
+    );
+}

@@ -13,6 +13,7 @@ use crate::msg::Message;
 trait AnyTopic: Send + Sync {
     fn close(&self);
     fn publisher_qos(&self) -> Vec<Qos>;
+    fn subscriptions(&self) -> usize;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -22,6 +23,8 @@ struct Topic<M> {
     latched: Mutex<VecDeque<Arc<M>>>,
     /// QoS of every publisher created on the topic.
     offered: Mutex<Vec<Qos>>,
+    /// Subscriptions ever made on the topic.
+    subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 impl<M: Message> AnyTopic for Topic<M> {
@@ -40,6 +43,9 @@ impl<M: Message> AnyTopic for Topic<M> {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+    fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Acquire)
+    }
 }
 
 struct Entry {
@@ -51,6 +57,17 @@ struct Inner {
     topics: Mutex<HashMap<String, Entry>>,
     closed: AtomicBool,
     clock: Clock,
+}
+
+/// How a topic of a [`LocalBus`] is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicUse {
+    /// The message type (ROS name).
+    pub type_name: &'static str,
+    /// Publishers ever created.
+    pub publishers: usize,
+    /// Subscriptions ever made.
+    pub subscriptions: usize,
 }
 
 /// In-process bus on tokio. Cloning shares the bus.
@@ -82,6 +99,23 @@ impl LocalBus {
         }
     }
 
+    /// Every topic the bus has seen, by name: its type and how many publishers and
+    /// subscriptions were ever made on it (what `ros2 topic list -v` shows of a graph).
+    pub fn topic_graph(&self) -> BTreeMap<String, TopicUse> {
+        let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .iter()
+            .map(|(k, e)| {
+                let u = TopicUse {
+                    type_name: e.type_name,
+                    publishers: e.topic.publisher_qos().len(),
+                    subscriptions: e.topic.subscriptions(),
+                };
+                (k.clone(), u)
+            })
+            .collect()
+    }
+
     fn topic<M: Message>(&self, name: &str) -> Result<(String, Arc<Topic<M>>), BusError> {
         let name = resolve_topic(name)?;
         if self.inner.closed.load(Ordering::Acquire) {
@@ -94,6 +128,7 @@ impl LocalBus {
                 subscribers: Mutex::new(Vec::new()),
                 latched: Mutex::new(VecDeque::new()),
                 offered: Mutex::new(Vec::new()),
+                subscriptions: std::sync::atomic::AtomicUsize::new(0),
             }),
         });
         if entry.type_name != M::TYPE_NAME {
@@ -212,6 +247,7 @@ impl Bus for LocalBus {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(&inbox));
+        topic.subscriptions.fetch_add(1, Ordering::AcqRel);
         Ok(Subscriber::new(name, inbox, None))
     }
 

@@ -21,7 +21,7 @@ use crate::msg::Message;
 
 pub(crate) use inbox::Inbox;
 pub use inbox::Subscriber;
-pub use local::LocalBus;
+pub use local::{LocalBus, TopicUse};
 pub use qos::{Durability, Qos, Reliability};
 
 /// What can go wrong when creating or using a publisher or subscription.

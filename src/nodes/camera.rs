@@ -69,7 +69,7 @@ pub struct CameraConfig {
     /// Device for `source: device`: a path (`/dev/video0`) or an index (`0`).
     pub device: String,
     /// Calibration in the ROS camera_info YAML format; its image size must be
-    /// `width`×`height`. Overrides `hfov_deg` and `intrinsics`.
+    /// `width`×`height`. Overrides `hfov_deg` and `intrinsics`. Empty: none.
     pub calibration: Option<PathBuf>,
 }
 
@@ -395,7 +395,15 @@ impl Node for CameraNode {
     const KIND: &'static str = "camera";
     type Config = CameraConfig;
 
-    fn new(config: CameraConfig) -> anyhow::Result<Self> {
+    fn new(mut config: CameraConfig) -> anyhow::Result<Self> {
+        // An empty path means none (a ROS launch argument cannot be left out).
+        let none_if_empty = |p: &mut Option<PathBuf>| {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *p = None;
+            }
+        };
+        none_if_empty(&mut config.calibration);
+        none_if_empty(&mut config.video);
         anyhow::ensure!(
             config.width > 0 && config.height > 0,
             "width and height must be > 0"

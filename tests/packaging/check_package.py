@@ -58,6 +58,7 @@ def main() -> int:
 
     # --- package.xml ---------------------------------------------------------------
     depends: set[str] = set()
+    runtime: set[str] = set()
     if need(root / "package.xml"):
         pkg = ET.parse(root / "package.xml").getroot()
         if pkg.tag != "package" or pkg.get("format") != "3":
@@ -74,6 +75,7 @@ def main() -> int:
             errors.append("package.xml: needs <member_of_group>rosidl_interface_packages"
                           "</member_of_group> (rosidl_generate_interfaces insists)")
         depends = {(e.text or "").strip() for e in pkg.findall("depend")}
+        runtime = depends | {(e.text or "").strip() for e in pkg.findall("exec_depend")}
 
     # --- CMakeLists.txt ------------------------------------------------------------
     cmake = ""
@@ -157,6 +159,22 @@ def main() -> int:
         except ET.ParseError as e:
             errors.append(f"{rel}: not well-formed XML: {e}")
             continue
+        # Other packages a launch file starts must be in package.xml.
+        used: set[str] = set()
+        for node in tree.iter("node"):
+            if node.get("pkg") != PKG:
+                used.add(node.get("pkg") or "")
+        for inc in tree.iter("include"):
+            m = re.match(r"\$\(find-pkg-share ([\w-]+)\)", inc.get("file") or "")
+            if m and m.group(1) != PKG:
+                used.add(m.group(1))
+        for ex in tree.iter("executable"):
+            words = (ex.get("cmd") or "").split()
+            if words[:1] == ["ros2"] and len(words) > 1:
+                used.add(f"ros2{words[1]}")  # `ros2 bag` is package ros2bag, and so on
+        for dep in sorted(used - runtime):
+            errors.append(f"{rel}: starts something from package {dep}, which package.xml "
+                          "does not list")
         for node in tree.iter("node"):
             if node.get("pkg") != PKG:
                 continue

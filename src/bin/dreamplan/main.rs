@@ -133,8 +133,16 @@ enum Command {
     /// Start a node graph in this process on the in-process bus.
     Run {
         /// Graph config (YAML); the built-in default graph when absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "launch")]
         config: Option<PathBuf>,
+        /// A ROS 2 XML launch file of this package (e.g. launch/sim.launch.xml): its
+        /// dreamplan nodes and parameters run in this process; `$(find-pkg-share
+        /// dreamplan)` is the folder above the file's `launch/`.
+        #[arg(long)]
+        launch: Option<PathBuf>,
+        /// Launch arguments for --launch, as `ros2 launch` takes them.
+        #[arg(value_name = "NAME:=VALUE", requires = "launch")]
+        launch_args: Vec<String>,
         /// Stop after this many seconds, ≥ 0 (overrides the config's duration_s).
         #[arg(long, allow_negative_numbers = true)]
         duration: Option<f64>,
@@ -245,10 +253,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
             config,
+            launch,
+            launch_args,
             duration,
             out,
             bus,
-        } => run_graph_in_process(load_graph(config.as_deref(), duration)?, Some(&out), bus),
+        } => {
+            let graph = match launch {
+                Some(file) => {
+                    let mut g = graph_of_launch(&file, &launch_args)?;
+                    if let Some(d) = duration {
+                        anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+                        g.duration_s = d;
+                    }
+                    g
+                }
+                None => load_graph(config.as_deref(), duration)?,
+            };
+            run_graph_in_process(graph, Some(&out), bus)
+        }
         Command::Bag(cmd) => bag::run(cmd),
         Command::Sim(cmd) => sim::run(cmd),
         Command::Robot(cmd) => robot::run(cmd),
@@ -306,6 +329,34 @@ fn quiet_dds_logs(filter: &str) -> String {
 }
 
 /// The graph from `config` (or the built-in one), with `--duration` applied.
+/// The dreamplan nodes of a launch file with its arguments applied; what it would start
+/// besides them is named on stderr.
+fn graph_of_launch(file: &std::path::Path, args: &[String]) -> anyhow::Result<GraphConfig> {
+    let launch = dreamplan::launch::LaunchFile::load(file)?;
+    let mut overrides = std::collections::BTreeMap::new();
+    for a in args {
+        let (k, v) = a
+            .split_once(":=")
+            .ok_or_else(|| anyhow::anyhow!("launch argument `{a}`: expected NAME:=VALUE"))?;
+        overrides.insert(k.to_string(), v.to_string());
+    }
+    let share = std::path::absolute(file)?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("{}: no folder above it", file.display()))?;
+    let resolved = launch.resolve(&overrides, &share)?;
+    for x in &resolved.externals {
+        eprintln!("not started in this process (outside dreamplan): {x}");
+    }
+    anyhow::ensure!(
+        !resolved.graph.nodes.is_empty(),
+        "{}: starts no dreamplan node with these arguments",
+        file.display()
+    );
+    Ok(resolved.graph)
+}
+
 fn load_graph(
     config: Option<&std::path::Path>,
     duration: Option<f64>,

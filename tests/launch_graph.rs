@@ -1,0 +1,202 @@
+//! The launch files, read as ROS 2 would start them and run in process: every executable
+//! is a node kind the package installs, every parameter is one its node declares, and
+//! every topic has both a publisher and a subscriber, except the documented external ones
+//! (what a camera driver, a controller or a person provides or reads).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use dreamplan::bus::LocalBus;
+use dreamplan::launch::LaunchFile;
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a launch file's dreamplan nodes in process for `secs` and returns the topic graph.
+async fn graph_of(
+    file: &str,
+    args: &[(&str, &str)],
+    secs: f64,
+) -> (BTreeMap<String, dreamplan::bus::TopicUse>, Vec<String>) {
+    let launch = LaunchFile::load(&root().join("launch").join(file)).unwrap();
+    let overrides = args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut resolved = launch.resolve(&overrides, &root()).unwrap();
+    resolved.graph.duration_s = secs;
+    let bus = LocalBus::default();
+    let report =
+        dreamplan::runner::run_graph(bus.clone(), &resolved.graph, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{file} {args:?}: {e:#}"));
+    assert!(report.is_clean(), "{file} {args:?}: {report:?}");
+    (bus.topic_graph(), resolved.externals)
+}
+
+/// Topics with a publisher and no subscriber, and the reverse.
+fn dangling(graph: &BTreeMap<String, dreamplan::bus::TopicUse>) -> (Vec<String>, Vec<String>) {
+    let unread = graph
+        .iter()
+        .filter(|(_, u)| u.publishers > 0 && u.subscriptions == 0)
+        .map(|(t, _)| t.clone())
+        .collect();
+    let unfed = graph
+        .iter()
+        .filter(|(_, u)| u.subscriptions > 0 && u.publishers == 0)
+        .map(|(t, _)| t.clone())
+        .collect();
+    (unread, unfed)
+}
+
+/// Topics a launch graph reads that something outside it provides (docs/ros2.md, "Launch
+/// files and their graph").
+const PROVIDED_OUTSIDE: &[&str] = &[
+    "/camera/color/image_raw", // the camera driver's colour images (real arm)
+    "/camera/depth/image_raw", // its aligned depth (real arm)
+    "/joint_states",           // joint_state_broadcaster (real arm)
+    "/goal/image",             // the goal, latched (real arm: the operator; replay: the bag)
+    "/goal/depth",             // its depth, latched (real arm)
+    "/camera/image_raw",       // replay: the bag
+    "/estop",                  // an e-stop button or the operator
+    "/trainer/status",         // a trainer node, when one runs (adapters loaded live)
+    "/verifier/scores",        // the verifier, started with world_model:=DIR
+];
+
+/// Topics a launch graph publishes for readers outside it.
+const READ_OUTSIDE: &[&str] = &[
+    "/arm/joint_trajectory", // the arm's controller (real arm)
+    "/planner/candidates",   // the verifier (world_model:=DIR) and the recorder
+    "/planner/keypoints",    // the recorder, rqt
+    "/camera/object_only",   // the recorder: world-model training data
+    "/planner/action",       // replay: the recorder, to compare planners on the same scenes
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (b1, b2, b3) = (bag("a"), bag("b"), bag("c"));
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("dreamplan.launch.xml", vec![]),
+        (
+            "dreamplan.launch.xml",
+            vec![("record", "true"), ("bag_dir", &b1)],
+        ),
+        ("sim.launch.xml", vec![("backend", "coverage")]),
+        ("sim.launch.xml", vec![("record", "true"), ("bag_dir", &b2)]),
+        ("real_arm.launch.xml", vec![]),
+        (
+            "real_arm.launch.xml",
+            vec![("record", "true"), ("bag_dir", &b3)],
+        ),
+        ("bag_replay.launch.xml", vec![("bag", "recorded")]),
+    ];
+    // Every launch file is among the cases.
+    let mut files: Vec<String> = std::fs::read_dir(root().join("launch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".launch.xml"))
+        .collect();
+    files.sort();
+    for f in &files {
+        assert!(cases.iter().any(|(c, _)| c == f), "{f} is not tested");
+    }
+    for (file, args) in &cases {
+        let (graph, externals) = graph_of(file, args, 1.5).await;
+        assert!(!graph.is_empty(), "{file}: no topics");
+        let (unread, unfed) = dangling(&graph);
+        let odd_out: Vec<_> = unread
+            .iter()
+            .filter(|t| !READ_OUTSIDE.contains(&t.as_str()))
+            .collect();
+        let odd_in: Vec<_> = unfed
+            .iter()
+            .filter(|t| !PROVIDED_OUTSIDE.contains(&t.as_str()))
+            .collect();
+        assert!(
+            odd_out.is_empty() && odd_in.is_empty(),
+            "{file} {args:?}: published and never read {odd_out:?}; read and never published {odd_in:?}"
+        );
+        if *file == "bag_replay.launch.xml" {
+            assert_eq!(
+                externals,
+                ["executable ros2 bag play recorded --clock --rate 1.0"]
+            );
+        } else {
+            assert!(externals.is_empty(), "{file}: {externals:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_parameters_unknown_executables_and_arguments_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("<launch>\n{body}\n</launch>\n")).unwrap();
+        LaunchFile::load(&p).unwrap()
+    };
+    let none = BTreeMap::new();
+    let run = |launch: LaunchFile| async move {
+        let mut g = launch.resolve(&BTreeMap::new(), &root()).unwrap().graph;
+        g.duration_s = 0.5;
+        dreamplan::runner::run_graph(LocalBus::default(), &g, CancellationToken::new()).await
+    };
+    // A parameter the planner does not declare.
+    let l = write(
+        "a.launch.xml",
+        r#"<node pkg="dreamplan" exec="planner" name="planner">
+             <param from="$(find-pkg-share dreamplan)/config/ros/planner.yaml"/>
+             <param name="backendd" value="vlm"/>
+           </node>"#,
+    );
+    let e = format!("{:#}", run(l).await.unwrap_err());
+    assert!(e.contains("backendd"), "{e}");
+    // An executable the package does not install.
+    let l = write(
+        "b.launch.xml",
+        r#"<node pkg="dreamplan" exec="planer" name="p"/>"#,
+    );
+    let e = format!("{:#}", run(l).await.unwrap_err());
+    assert!(e.contains("planer"), "{e}");
+    // Launch arguments: unknown, and required but not given.
+    let l = LaunchFile::load(&root().join("launch/bag_replay.launch.xml")).unwrap();
+    let e = l.resolve(&none, &root()).unwrap_err().to_string();
+    assert!(
+        e.ends_with("launch argument `bag` has no default: give bag:=VALUE"),
+        "{e}"
+    );
+    let over = BTreeMap::from([
+        ("bag".to_string(), "b".to_string()),
+        ("rat".to_string(), "2".to_string()),
+    ]);
+    let e = l.resolve(&over, &root()).unwrap_err().to_string();
+    assert!(
+        e.contains("no launch argument `rat` (it has: bag, rate,"),
+        "{e}"
+    );
+    // What the reader does not evaluate is named, not guessed.
+    let p = dir.path().join("c.launch.xml");
+    std::fs::write(
+        &p,
+        r#"<launch><node pkg="dreamplan" exec="planner"><remap from="a" to="b"/></node></launch>"#,
+    )
+    .unwrap();
+    let e = LaunchFile::load(&p).unwrap_err().to_string();
+    assert!(e.contains("<remap> is not supported"), "{e}");
+    std::fs::write(
+        &p,
+        r#"<launch><group><node pkg="dreamplan" exec="planner"/></group></launch>"#,
+    )
+    .unwrap();
+    let e = LaunchFile::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("<group> inside <launch> is not supported"),
+        "{e}"
+    );
+    std::fs::write(&p, "<launch><node pkg=\"dreamplan\"").unwrap();
+    assert!(LaunchFile::load(&p).is_err());
+}
