@@ -140,6 +140,7 @@ def main():
         "  hand's z axis. Geometry is simple cylinders and boxes; inertials are solid cylinders\n"
         "  and boxes with masses near the identified Panda values (Gaz et al., RA-L 2019).\n"
         "  The world -> panda_link0 joint places the arm base at the world origin (table top).\n"
+        "  camera_link / camera_color_optical_frame: the built-in world's camera (REP-103).\n"
         "-->\n"
     )
     out.append('<robot name="franka_like">\n')
@@ -197,6 +198,22 @@ def main():
         "  </joint>\n\n"
     )
     out.append('  <link name="panda_tcp"/>\n\n')
+    # The built-in world's camera (src/render/scene.rs default_camera: eye, target, z up),
+    # as REP-103 frames: camera_link x forward, y left, z up; the optical frame z forward,
+    # x right, y down. tests/urdf.rs checks that the optical frame is the renderer's.
+    fx, fy, fz = (t - e for t, e in zip(CAM_TARGET, CAM_EYE))
+    yaw = math.atan2(fy, fx)
+    pitch = math.atan2(-fz, math.hypot(fx, fy))
+    out.append(
+        '  <joint name="camera_joint" type="fixed">\n    <parent link="world"/>\n'
+        f'    <child link="camera_link"/>\n    <origin xyz="{v3(CAM_EYE)}" '
+        f'rpy="0 {fmt(pitch)} {fmt(yaw)}"/>\n  </joint>\n'
+        '  <link name="camera_link"/>\n'
+        '  <joint name="camera_optical_joint" type="fixed">\n    <parent link="camera_link"/>\n'
+        '    <child link="camera_color_optical_frame"/>\n'
+        f'    <origin xyz="0 0 0" rpy="{fmt(-PI / 2)} 0 {fmt(-PI / 2)}"/>\n  </joint>\n'
+        '  <link name="camera_color_optical_frame"/>\n\n'
+    )
     rc = (
         '  <ros2_control name="franka_like_system" type="system">\n'
         "    <hardware>\n      <plugin>mock_components/GenericSystem</plugin>\n"
@@ -220,6 +237,10 @@ def main():
     with open(path, "w") as f:
         f.write("".join(out))
 
+
+# The built-in camera: where it is and what it looks at (world frame = arm base).
+CAM_EYE = (1.0, 0.0, 0.8)
+CAM_TARGET = (0.5, 0.0, 0.0)
 
 # Franka's "ready" pose: gripper pointing down in front of the robot.
 READY = [0.0, -PI / 4, 0.0, -3 * PI / 4, 0.0, PI / 2, PI / 4]
