@@ -345,7 +345,27 @@ async fn a_planner_node_closes_the_loop() {
     let started = next_event(&mut events, EpisodeEvent::EVENT_ACTION_STARTED).await;
     assert_eq!(started.detail, a.raw_text);
     let scored = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
-    assert!([0.0, 0.5, 1.0].contains(&scored.score), "{scored:?}");
+    // The graph decides and scores as `dreamplan eval` does for the same planner, task
+    // and seed (one pipeline, not two that could drift apart).
+    let offline = dreamplan::planner::eval::run_episode(
+        Task::Toy,
+        3,
+        &mut dreamplan::planner::eval::RulePlanner(dreamplan::planner::baselines::Rule::Assignment),
+        &dreamplan::planner::eval::EvalConfig {
+            size: SIZE,
+            keypoints: 6,
+        },
+    );
+    let chosen = offline.action.expect("the rule chooses on toy seed 3");
+    assert_eq!(
+        [a.source_id, a.target_id],
+        chosen,
+        "the node chose otherwise than eval"
+    );
+    assert_eq!(
+        scored.score, offline.score,
+        "node graph {scored:?}, eval {offline:?}"
+    );
     // The sim runs faster than real time: the next episode's action must not be refused
     // as "busy" (the episode's end frees the executor), and it is scored too.
     let second = next_event(&mut events, EpisodeEvent::EVENT_SCORED).await;
