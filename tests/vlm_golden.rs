@@ -75,7 +75,9 @@ fn check_forward(case: &str) -> f32 {
         .unwrap();
     assert_eq!(out.rope.position_ids, pos, "{case}: position ids");
     eprintln!("{case}: logits max abs error {err:.3e}");
-    assert!(err <= 1e-4, "{case}: logits max abs error {err}");
+    // README and docs/vlm.md quote "within 2e-5 of HF": measured 6.2e-6 to 1.8e-5 over
+    // the cases (`cargo test --release --test vlm_golden -- --nocapture`).
+    assert!(err <= 2e-5, "{case}: logits max abs error {err}");
     err
 }
 
@@ -107,7 +109,7 @@ fn bf16_sharded_checkpoint_in_transformers_4_57_format_loads_and_matches() {
         let out = m.forward(&batch, Mode::Infer).unwrap();
         let err = max_abs_logits(&out.logits, &expected(case)["logits_bf16"], None);
         eprintln!("{case} (bf16 weights, f32 compute): logits max abs error {err:.3e}");
-        assert!(err <= 1e-4, "{case}: {err}");
+        assert!(err <= 2e-5, "{case}: {err}");
     }
 }
 
@@ -485,5 +487,5 @@ fn batch_with_images_built_in_rust_equals_the_processor_inputs() {
     };
     let a = m.forward(&built, Mode::Infer).unwrap().logits;
     let err = max_abs_logits(&a, &expected("one_image")["logits"], None);
-    assert!(err <= 1e-4, "{err}");
+    assert!(err <= 2e-5, "{err}");
 }

@@ -69,7 +69,8 @@ fn peft_made_adapter_reproduces_peft_logits() {
             let ours = m.forward(&batch(case), mode).unwrap().logits;
             let err = max_abs(&ours, &expected[case]);
             eprintln!("PEFT adapter, {case}, {mode:?}: max abs logit error vs peft {err:.3e}");
-            assert!(err <= 1e-4, "{case} {mode:?}: {err}");
+            // Quoted as "within 2e-5" (README, docs/vlm.md): measured 9.8e-6 to 1.7e-5.
+            assert!(err <= 2e-5, "{case} {mode:?}: {err}");
         }
     }
     // The adapter matters: the base model's logits are far from PEFT's.
