@@ -238,8 +238,29 @@ fn a_recording_killed_with_sigkill_stays_readable() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The recorder closes a chunk every second.
-    std::thread::sleep(Duration::from_millis(3500));
+    // The recorder closes a chunk every second. Kill it once the file holds more than
+    // 18 images' bytes (not after a fixed time: a loaded debug build once wrote only 4
+    // images in 3.5 s), so that whole chunks of at least 15 images are on disk.
+    let image_bytes = 640 * 480 * 3;
+    let size = || {
+        std::fs::read_dir(&out)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "mcap"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let t0 = std::time::Instant::now();
+    while size() < 18 * image_bytes {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the recorder wrote only {} bytes in 60 s",
+            size()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     assert!(
