@@ -346,8 +346,17 @@ impl Node for SimNode {
                 RenderMode::ObjectOnly,
                 &opts,
             );
-            goal_pub.publish(rgb_image(&goal_frame, &stamp, frame_id))?;
-            goal_depth_pub.publish(depth_image(&goal_frame, &stamp, frame_id))?;
+            // A bus shut down while the sim works (the graph's duration ended) is a stop,
+            // not a failure.
+            if closed_or_stop(goal_pub.publish(rgb_image(&goal_frame, &stamp, frame_id)))?
+                || closed_or_stop(goal_depth_pub.publish(depth_image(
+                    &goal_frame,
+                    &stamp,
+                    frame_id,
+                )))?
+            {
+                break 'episodes;
+            }
             let task_name = format!("{task:?}").to_lowercase();
             let event = |name: &str, score: f64, detail: String| EpisodeEvent {
                 header: Header {
@@ -361,11 +370,13 @@ impl Node for SimNode {
                 score,
                 detail,
             };
-            episode_pub.publish(event(
+            if closed_or_stop(episode_pub.publish(event(
                 EpisodeEvent::EVENT_RESET,
                 f64::NAN,
                 format!("seed {seed}"),
-            ))?;
+            )))? {
+                break 'episodes;
+            }
 
             let mut q: Vec<f64> = READY.to_vec();
             let mut closed = false;
@@ -480,11 +491,13 @@ impl Node for SimNode {
                 }
                 if done_at.is_some_and(|d| sim_t >= d + c.settle_s) {
                     let (distance, s) = score(task, &world, &goal);
-                    episode_pub.publish(event(
+                    if closed_or_stop(episode_pub.publish(event(
                         EpisodeEvent::EVENT_SCORED,
                         s,
                         format!("distance {distance:.4} m"),
-                    ))?;
+                    )))? {
+                        break 'episodes;
+                    }
                     tracing::info!(node = %ctx.name, "episode {episode} ({task_name}, seed {seed}): score {s} (distance {distance:.4} m)");
                     break;
                 }
