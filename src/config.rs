@@ -173,7 +173,12 @@ pub fn nest_dotted(flat: serde_yaml::Mapping) -> serde_yaml::Value {
     serde_yaml::Value::Mapping(nested)
 }
 
-fn insert_dotted(map: &mut serde_yaml::Mapping, key: &serde_yaml::Value, value: serde_yaml::Value) {
+/// Inserts `value` at `key`, a dotted key (`a.b`) going into nested mappings.
+pub(crate) fn insert_dotted(
+    map: &mut serde_yaml::Mapping,
+    key: &serde_yaml::Value,
+    value: serde_yaml::Value,
+) {
     use serde_yaml::{Mapping, Value};
     match key.as_str().and_then(|k| k.split_once('.')) {
         Some((head, rest)) => {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use quick_xml::events::{BytesStart, Event};
 
-use crate::config::{ros_params, GraphConfig, NodeSpec};
+use crate::config::{insert_dotted, ros_params, GraphConfig, NodeSpec};
 
 /// A launch argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -329,15 +329,7 @@ impl LaunchFile {
                         if k == "use_sim_time" {
                             continue;
                         }
-                        let flat = serde_yaml::Mapping::from_iter([(
-                            serde_yaml::Value::String(k),
-                            typed(&v),
-                        )]);
-                        if let serde_yaml::Value::Mapping(m) = crate::config::nest_dotted(flat) {
-                            for (k, v) in m {
-                                merge(&mut params, k, v);
-                            }
-                        }
+                        insert_dotted(&mut params, &serde_yaml::Value::String(k), typed(&v));
                     }
                 }
             }

@@ -141,14 +141,12 @@ impl YamlMatrix {
     }
 }
 
-/// The ROS camera_info YAML format (`camera_calibration_parsers`).
+/// The ROS camera_info YAML format (`camera_calibration_parsers`); other keys, such as
+/// `camera_name`, are ignored.
 #[derive(Debug, Deserialize)]
 struct CalibrationYaml {
     image_width: u32,
     image_height: u32,
-    #[serde(default)]
-    #[allow(dead_code)]
-    camera_name: Option<String>,
     camera_matrix: YamlMatrix,
     distortion_model: String,
     distortion_coefficients: YamlMatrix,
