@@ -368,6 +368,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         batch: 2,
         lr: 1e-2,
         warmup: 2,
+        candidates: 1,
         ..ZeroShotConfig::default()
     };
     build(&planner, &cfg, 2, &|_: Progress| {}).unwrap();

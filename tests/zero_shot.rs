@@ -37,6 +37,7 @@ fn tiny() -> ZeroShotConfig {
         batch: 2,
         lr: 1e-2,
         warmup: 2,
+        candidates: 1,
         ..ZeroShotConfig::default()
     }
 }
@@ -659,7 +660,7 @@ fn a_crashed_build_resumes_to_the_weights_of_an_uninterrupted_one_and_a_nan_keep
     // ... and is by the same one, to the same weights and losses.
     let resumed_at = std::sync::Mutex::new(None);
     let again = build(&cut, &cfg, 2, &|p| {
-        if let Progress::Resumed { step } = p {
+        if let Progress::Resumed { step, .. } = p {
             *resumed_at.lock().unwrap() = Some(step);
         }
     })
@@ -711,4 +712,110 @@ fn a_crashed_build_resumes_to_the_weights_of_an_uninterrupted_one_and_a_nan_keep
         assert!(s.is_finite(), "{k}");
     }
     assert!(!nan.join("zero_shot.json").exists());
+}
+
+#[test]
+fn candidates_train_side_by_side_the_lowest_final_loss_is_kept_and_a_killed_build_resumes_them_all()
+{
+    use dreamplan::train::zero_shot::{
+        candidate_dir, candidate_seed, checkpoint_path, final_loss, in_progress,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let one = ZeroShotConfig {
+        steps: 6,
+        checkpoint_every: 2,
+        scenes: [2, 1, 2],
+        seed: 5,
+        ..tiny()
+    };
+    let two = ZeroShotConfig {
+        candidates: 3,
+        ..one.clone()
+    };
+    let single = build(&dir.path().join("single"), &one, 2, &|_| {}).unwrap();
+    assert_eq!(single.candidates.len(), 1);
+    assert!(single.candidates[0].kept && single.candidates[0].seed == 5);
+
+    let out = dir.path().join("three");
+    let steps = std::sync::Mutex::new([0usize; 3]);
+    let report = build(&out, &two, 2, &|p| {
+        if let Progress::Step { candidate, .. } = p {
+            steps.lock().unwrap()[candidate] += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(*steps.lock().unwrap(), [6, 6, 6], "every candidate trains");
+    let seeds: Vec<u64> = report.candidates.iter().map(|c| c.seed).collect();
+    assert_eq!(seeds, [5, 1005, 2005]);
+    assert_eq!(candidate_seed(5, 2), 2005);
+    // Candidate 0 is the one-candidate build (the same seed, the same stream).
+    let c0 = report.candidates[0].final_loss;
+    assert!(
+        (c0 - single.candidates[0].final_loss).abs() <= 1e-4 * c0.abs().max(1.0),
+        "{c0} vs {}",
+        single.candidates[0].final_loss
+    );
+    // The seeds differ, so the candidates do.
+    assert!((report.candidates[1].final_loss - c0).abs() > 1e-6);
+    // Exactly one is kept: the lowest final loss; its curve is the report's and its
+    // weights are the folder's.
+    let kept: Vec<usize> = (0..3).filter(|&c| report.candidates[c].kept).collect();
+    assert_eq!(kept.len(), 1);
+    let best = kept[0];
+    for c in &report.candidates {
+        assert!(report.candidates[best].final_loss <= c.final_loss);
+    }
+    assert_eq!(final_loss(&report.loss), report.candidates[best].final_loss);
+    for c in 0..3 {
+        assert!(
+            !candidate_dir(&out, c).exists(),
+            "candidate {c} left behind"
+        );
+    }
+    assert!(!in_progress(&out));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("zero_shot.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["candidates"].as_array().unwrap().len(), 3);
+    Qwen3Vl::load(&out, DType::F32, &Device::Cpu).unwrap();
+
+    // Killed while candidate 2 finished step 4: every candidate's checkpoint stays, the
+    // folder reads as a build in progress, and running it again resumes all of them to
+    // the same final losses.
+    let cut = dir.path().join("cut");
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build(&cut, &two, 2, &|p| {
+            if let Progress::Step {
+                candidate: 2,
+                step: 4,
+                ..
+            } = p
+            {
+                panic!("simulated crash of candidate 2 after step 4");
+            }
+        })
+    }));
+    assert!(crashed.is_err());
+    assert!(checkpoint_path(&candidate_dir(&cut, 2)).exists());
+    assert!(in_progress(&cut));
+    let resumed = std::sync::Mutex::new(Vec::new());
+    let again = build(&cut, &two, 2, &|p| {
+        if let Progress::Resumed { candidate, step } = p {
+            resumed.lock().unwrap().push((candidate, step));
+        }
+    })
+    .unwrap();
+    let mut resumed = resumed.into_inner().unwrap();
+    resumed.sort();
+    assert!(resumed.contains(&(2, 4)), "{resumed:?}");
+    for (a, b) in again.candidates.iter().zip(&report.candidates) {
+        assert!(
+            (a.final_loss - b.final_loss).abs() <= 1e-4 * b.final_loss.abs().max(1.0),
+            "{} vs {}",
+            a.final_loss,
+            b.final_loss
+        );
+        assert_eq!(a.kept, b.kept);
+    }
+    assert!(!in_progress(&cut));
 }

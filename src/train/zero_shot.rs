@@ -217,6 +217,12 @@ pub struct ZeroShotConfig {
     /// keypoint in the prompt, the model is also taught the number of the current keypoint
     /// the rule matches to it ([`training_batch`]). 0 turns them off.
     pub match_weight: f64,
+    /// Models trained side by side from different initialisations (seeds
+    /// [`candidate_seed`]), of which the one with the lowest final training loss is kept
+    /// (restarts). A lookup emerges abruptly, at a step that varies from seed to seed
+    /// (docs/stage3.md, session 18); on a 2-core CPU two candidates train in the wall time
+    /// of one, each on one core. Candidate 0 is the model a one-candidate build makes.
+    pub candidates: usize,
 }
 
 impl Default for ZeroShotConfig {
@@ -229,10 +235,10 @@ impl Default for ZeroShotConfig {
             intermediate: 384,
             vision_hidden: 64,
             vision_depth: 2,
-            image_side: 256,
+            image_side: 64,
             scenes: [300, 120, 300],
             held_out: 20,
-            steps: 500,
+            steps: 1000,
             batch: 8,
             lr: 2e-3,
             warmup: 30,
@@ -247,6 +253,7 @@ impl Default for ZeroShotConfig {
             recap: false,
             checkpoint_every: 50,
             match_weight: 0.0,
+            candidates: 2,
         }
     }
 }
@@ -293,6 +300,9 @@ impl ZeroShotConfig {
         }
         if self.keypoints < 2 {
             return bad("at least two keypoints per image");
+        }
+        if self.candidates == 0 {
+            return bad("candidates must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.also_weight) {
             return bad("also_weight must be a probability in [0, 1]");
@@ -1095,6 +1105,8 @@ pub enum Progress {
     },
     /// An optimiser step finished.
     Step {
+        /// The candidate that took it ([`ZeroShotConfig::candidates`]).
+        candidate: usize,
         /// Steps done.
         step: usize,
         /// Steps to do.
@@ -1104,6 +1116,8 @@ pub enum Progress {
     },
     /// Training resumes from the checkpoint written after `step` steps.
     Resumed {
+        /// The candidate that resumes.
+        candidate: usize,
         /// Steps already done.
         step: usize,
     },
@@ -1129,7 +1143,10 @@ pub struct Report {
     pub loss: Vec<f64>,
     /// Correspondence-question loss (mean NLL) of every step (empty when off).
     pub match_loss: Vec<f64>,
-    /// Seconds spent observing scenes, training, checking.
+    /// Every candidate trained ([`ZeroShotConfig::candidates`]): its seed, its final
+    /// loss, whether it is the one kept (whose curve `loss` is).
+    pub candidates: Vec<CandidateReport>,
+    /// Seconds spent observing scenes, training (wall, candidates side by side), checking.
     pub seconds: [f64; 3],
     /// Held-out greedy answers equal to the rule's (fraction), per task.
     pub held_out_exact: [f64; 3],
@@ -1142,6 +1159,17 @@ pub struct Report {
     /// rule's action ([`held_out_lookup`]). Whether it executes every lookup it was
     /// taught, not only its favourite.
     pub held_out_lookups: Vec<LookupCheck>,
+}
+
+/// One candidate of a build, as [`Report`] lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateReport {
+    /// Its seed ([`candidate_seed`]).
+    pub seed: u64,
+    /// Mean answer loss of its last 20 steps ([`final_loss`]).
+    pub final_loss: f64,
+    /// Whether it is the model in the folder.
+    pub kept: bool,
 }
 
 /// One rule's [`held_out_lookup`] result.
@@ -1264,11 +1292,181 @@ pub fn build(
     if report_path.exists() {
         std::fs::remove_file(&report_path).map_err(io(&report_path))?;
     }
-    write_initial_folder(out, cfg, &tok)?;
+    let trained = if cfg.candidates == 1 {
+        write_initial_folder(out, cfg, &tok)?;
+        let t = train_candidate(out, cfg, 0, &train, progress)?;
+        vec![t]
+    } else {
+        // Each candidate trains in a folder of its own (its own checkpoint, so a killed
+        // build resumes every candidate), on a thread of its own.
+        let dirs: Vec<PathBuf> = (0..cfg.candidates).map(|c| candidate_dir(out, c)).collect();
+        let cfgs: Vec<ZeroShotConfig> = (0..cfg.candidates)
+            .map(|c| ZeroShotConfig {
+                seed: candidate_seed(cfg.seed, c),
+                candidates: 1,
+                ..cfg.clone()
+            })
+            .collect();
+        for (dir, c) in dirs.iter().zip(&cfgs) {
+            write_initial_folder(dir, c, &tok)?;
+        }
+        let results: Vec<Result<Trained>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = dirs
+                .iter()
+                .zip(&cfgs)
+                .enumerate()
+                .map(|(c, (dir, ccfg))| {
+                    let train = &train;
+                    scope.spawn(move || train_candidate(dir, ccfg, c, train, progress))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(r) => r,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        });
+        let trained = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let best = best_candidate(&trained);
+        write_initial_folder(out, cfg, &tok)?;
+        let from = dirs[best].join("model.safetensors");
+        let to = out.join("model.safetensors");
+        std::fs::rename(&from, &to).map_err(io(&to))?;
+        for dir in &dirs {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        trained
+    };
+    let best = best_candidate(&trained);
     let processor = Processor::load(out)?;
+    let model = Qwen3Vl::from_store(
+        Config::load(out)?,
+        &WeightStore::open(out, DType::F32, &Device::Cpu)?,
+    )?;
+
+    let t2 = Instant::now();
+    let check = held_out_accuracy(
+        &model,
+        &processor,
+        cfg.rule,
+        (cfg.form(), cfg.prompt_form()),
+        &held,
+        progress,
+    )?;
+    let lookups = if cfg.reasoning {
+        let mut rules = vec![cfg.rule];
+        for r in &cfg.also_rules {
+            if !rules.contains(r) {
+                rules.push(*r);
+            }
+        }
+        rules
+            .into_iter()
+            .map(|rule| {
+                held_out_lookup(&model, &processor, rule, cfg.prompt_form(), &held)
+                    .map(|exact| LookupCheck { rule, exact })
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let train_s = trained.iter().map(|t| t.seconds).fold(0.0, f64::max);
+    let candidates = trained
+        .iter()
+        .enumerate()
+        .map(|(c, t)| CandidateReport {
+            seed: candidate_seed(cfg.seed, c),
+            final_loss: final_loss(&t.losses),
+            kept: c == best,
+        })
+        .collect();
+    let others: Vec<Vec<f64>> = trained
+        .iter()
+        .enumerate()
+        .filter(|&(c, _)| c != best)
+        .map(|(_, t)| t.losses.clone())
+        .collect();
+    let kept = trained.into_iter().nth(best).expect("best is a candidate");
+    let report = Report {
+        config: cfg.clone(),
+        parameters: kept.parameters,
+        scenes: counts,
+        loss: kept.losses,
+        match_loss: kept.match_losses,
+        candidates,
+        seconds: [observe_s, train_s, t2.elapsed().as_secs_f64()],
+        held_out_exact: check.0,
+        held_out_pick: check.1,
+        held_out_valid: check.2,
+        held_out_lookups: lookups,
+    };
+    let path = out.join("zero_shot.json");
+    write_json(
+        &path,
+        &serde_json::to_value(&report).expect("the report serialises"),
+    )?;
+    loss_curve(&report, &others, &out.join(CURVE_FILE))?;
+    // The build is complete: its checkpoint is no longer needed.
+    clear_progress(out).map_err(io(out))?;
+    Ok(report)
+}
+
+/// One trained candidate of [`build`].
+struct Trained {
+    losses: Vec<f64>,
+    match_losses: Vec<f64>,
+    seconds: f64,
+    parameters: usize,
+}
+
+/// The seed of candidate `c` of a build seeded `seed`: `seed` itself for candidate 0, then
+/// steps of 1,000, so builds whose seeds differ by less than 1,000 share no candidate.
+pub fn candidate_seed(seed: u64, c: usize) -> u64 {
+    seed.wrapping_add(1_000 * c as u64)
+}
+
+/// Where candidate `c` of a build into `out` trains (removed once the build is done).
+pub fn candidate_dir(out: &Path, c: usize) -> PathBuf {
+    out.join(format!("candidate-{c}"))
+}
+
+/// The mean answer loss of the last 20 steps (fewer if there were fewer): what
+/// [`build`] keeps a candidate by and reports.
+pub fn final_loss(losses: &[f64]) -> f64 {
+    let tail = &losses[losses.len().saturating_sub(20)..];
+    if tail.is_empty() {
+        return f64::NAN;
+    }
+    tail.iter().sum::<f64>() / tail.len() as f64
+}
+
+/// The candidate with the lowest [`final_loss`] (the first of equals).
+fn best_candidate(trained: &[Trained]) -> usize {
+    let mut best = 0;
+    for (c, t) in trained.iter().enumerate() {
+        if final_loss(&t.losses) < final_loss(&trained[best].losses) {
+            best = c;
+        }
+    }
+    best
+}
+
+/// Trains the model initialised in `dir` (by [`write_initial_folder`] with `cfg`) on
+/// `train`, resuming from the checkpoint in `dir` if one of this run is there, and writes
+/// the trained weights over `dir`'s `model.safetensors` (temp file, then rename).
+fn train_candidate(
+    dir: &Path,
+    cfg: &ZeroShotConfig,
+    candidate: usize,
+    train: &[SceneSample],
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Trained> {
+    let processor = Processor::load(dir)?;
     // Every weight is a variable: the model is trained whole.
-    let store = WeightStore::open_trainable(out, DType::F32, &Device::Cpu)?;
-    let model = Qwen3Vl::from_store(Config::load(out)?, &store)?;
+    let store = WeightStore::open_trainable(dir, DType::F32, &Device::Cpu)?;
+    let model = Qwen3Vl::from_store(Config::load(dir)?, &store)?;
     let named = store.vars();
     let mut opt = AdamW::new(
         named.clone(),
@@ -1280,10 +1478,10 @@ pub fn build(
     )?;
 
     // Resume: the checkpoint must be this build's (same settings, same tokenizer).
-    let ck = checkpoint_path(out);
+    let ck = checkpoint_path(dir);
     let run = json!({
         "config": cfg,
-        "tokenizer": crate::verifier::preferences::tokenizer_fingerprint(out)
+        "tokenizer": crate::verifier::preferences::tokenizer_fingerprint(dir)
             .map_err(|e| ZeroShotError::Config(e.to_string()))?,
     });
     let mut start = 0;
@@ -1295,7 +1493,7 @@ pub fn build(
         if state.get("run") != Some(&run) {
             return Err(ZeroShotError::Config(format!(
                 "{} holds a checkpoint of another build (other settings or scenes); pass --force to start over, or use another --out",
-                out.display()
+                dir.display()
             )));
         }
         let bad = |what: String| ZeroShotError::Config(format!("{}: {what}", ck.display()));
@@ -1307,7 +1505,10 @@ pub fn build(
         match_losses =
             serde_json::from_value(state["match_loss"].clone()).map_err(|e| bad(e.to_string()))?;
         train_before = state["seconds"].as_f64().unwrap_or(0.0);
-        progress(Progress::Resumed { step: start });
+        progress(Progress::Resumed {
+            candidate,
+            step: start,
+        });
     }
 
     let t1 = Instant::now();
@@ -1374,85 +1575,78 @@ pub fn build(
             last_good = step + 1;
         }
         progress(Progress::Step {
+            candidate,
             step: step + 1,
             total: cfg.steps,
             loss,
         });
     }
-    let train_s = train_before + t1.elapsed().as_secs_f64();
+    let seconds = train_before + t1.elapsed().as_secs_f64();
 
     let parameters = named.iter().map(|(_, v)| v.elem_count()).sum();
     let tensors: Vec<(String, Tensor)> = named
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
         .collect();
-    let tmp = out.join("model.safetensors.tmp");
+    let tmp = dir.join("model.safetensors.tmp");
     save_tensors(&tmp, &tensors)?;
     drop(store);
-    let final_path = out.join("model.safetensors");
+    let final_path = dir.join("model.safetensors");
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-
-    let t2 = Instant::now();
-    let check = held_out_accuracy(
-        &model,
-        &processor,
-        cfg.rule,
-        (cfg.form(), cfg.prompt_form()),
-        &held,
-        progress,
-    )?;
-    let lookups = if cfg.reasoning {
-        let mut rules = vec![cfg.rule];
-        for r in &cfg.also_rules {
-            if !rules.contains(r) {
-                rules.push(*r);
-            }
-        }
-        rules
-            .into_iter()
-            .map(|rule| {
-                held_out_lookup(&model, &processor, rule, cfg.prompt_form(), &held)
-                    .map(|exact| LookupCheck { rule, exact })
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
-    let report = Report {
-        config: cfg.clone(),
+    Ok(Trained {
+        losses,
+        match_losses,
+        seconds,
         parameters,
-        scenes: counts,
-        loss: losses,
-        match_loss: match_losses,
-        seconds: [observe_s, train_s, t2.elapsed().as_secs_f64()],
-        held_out_exact: check.0,
-        held_out_pick: check.1,
-        held_out_valid: check.2,
-        held_out_lookups: lookups,
-    };
-    let path = out.join("zero_shot.json");
-    write_json(
-        &path,
-        &serde_json::to_value(&report).expect("the report serialises"),
-    )?;
-    loss_curve(&report, &out.join(CURVE_FILE))?;
-    // The build is complete: its checkpoint is no longer needed.
-    if ck.exists() {
-        std::fs::remove_file(&ck).map_err(io(&ck))?;
-    }
-    Ok(report)
+    })
 }
 
 /// The training curve [`build`] draws next to the model: answer loss per step, raw and
 /// smoothed over 20 steps (and the correspondence questions' loss when they were on).
 pub const CURVE_FILE: &str = "zero_shot_loss.png";
 
+/// Whether `out` holds a build that was killed before it finished (a checkpoint of it, or
+/// of one of its candidates, and no report): running the build again resumes it.
+pub fn in_progress(out: &Path) -> bool {
+    if out.join("zero_shot.json").exists() {
+        return false;
+    }
+    checkpoint_path(out).exists()
+        || std::fs::read_dir(out)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    e.file_name().to_string_lossy().starts_with("candidate-")
+                        && checkpoint_path(&e.path()).exists()
+                })
+            })
+            .unwrap_or(false)
+}
+
+/// Removes what a killed build left in `out` (its checkpoint, its candidates' folders), so
+/// that the next build starts over.
+pub fn clear_progress(out: &Path) -> std::io::Result<()> {
+    let ck = checkpoint_path(out);
+    if ck.exists() {
+        std::fs::remove_file(&ck)?;
+    }
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("candidate-") && e.path().is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where [`build`] keeps its checkpoint while training (removed once the folder is done).
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("zero_shot_checkpoint.safetensors")
 }
 
-fn loss_curve(report: &Report, path: &Path) -> Result<()> {
+/// `others`: the answer losses of the candidates not kept, drawn (smoothed, grey) beside
+/// the kept one's in the zoomed panel.
+fn loss_curve(report: &Report, others: &[Vec<f64>], path: &Path) -> Result<()> {
     use crate::plot::{line_panels, smooth, Panel, Series};
     // The first steps fall from ~7.5 nats; the second panel leaves out the first tenth so
     // that the plateau and any later drop (a lookup emerging) are readable.
@@ -1493,7 +1687,14 @@ fn loss_curve(report: &Report, path: &Path) -> Result<()> {
                     values: zoomed(smooth(&report.loss, 20)),
                     rgb: (31, 119, 180),
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(others.iter().map(|l| Series {
+                label: "other candidate, mean of 20",
+                values: zoomed(smooth(l, 20)),
+                rgb: (150, 150, 150),
+            }))
+            .collect(),
         },
     ];
     if !report.match_loss.is_empty() {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use dreamplan::planner::baselines::Rule;
 use dreamplan::train::zero_shot::{
-    build, checkpoint_path, holds_model, Progress, ZeroShotConfig, CURVE_FILE,
+    build, clear_progress, holds_model, in_progress, Progress, ZeroShotConfig, CURVE_FILE,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -63,6 +63,10 @@ pub struct ZeroShotArgs {
     /// Decoder layers.
     #[arg(long, default_value_t = ZeroShotConfig::default().layers)]
     layers: usize,
+    /// Side of the square image the model is given, in pixels (a multiple of 32): the
+    /// vision tower's cost grows with its square.
+    #[arg(long, default_value_t = ZeroShotConfig::default().image_side)]
+    image_side: usize,
     /// Seed of initialisation and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -101,17 +105,22 @@ pub struct ZeroShotArgs {
     /// current keypoint the rule matches to it; training only). 0 turns them off.
     #[arg(long, default_value_t = ZeroShotConfig::default().match_weight)]
     match_weight: f64,
+    /// Models trained side by side from different seeds (seed, seed + 1000, …), of which
+    /// the one with the lowest final training loss is kept: on two cores two candidates
+    /// take the wall time of one.
+    #[arg(long, default_value_t = ZeroShotConfig::default().candidates)]
+    candidates: usize,
     /// Threads that observe scenes (the simulator is single-threaded per episode).
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
 
 pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
-    // A build killed before it finished left its checkpoint and no zero_shot.json: it resumes.
-    let ck = checkpoint_path(&args.out);
-    let resumable = ck.exists() && !args.out.join("zero_shot.json").exists();
-    if args.force && ck.exists() {
-        std::fs::remove_file(&ck).with_context(|| format!("removing {}", ck.display()))?;
+    // A build killed before it finished left its checkpoints and no zero_shot.json: it resumes.
+    let resumable = in_progress(&args.out);
+    if args.force {
+        clear_progress(&args.out)
+            .with_context(|| format!("removing the unfinished build in {}", args.out.display()))?;
     }
     anyhow::ensure!(
         args.force || resumable || !holds_model(&args.out),
@@ -131,6 +140,7 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         lr: args.lr,
         hidden: args.hidden,
         layers: args.layers,
+        image_side: args.image_side,
         seed: args.seed,
         relabel: args.relabel,
         rule: args.rule.rule(),
@@ -140,18 +150,37 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         recap: args.recap,
         checkpoint_every: args.checkpoint_every,
         match_weight: args.match_weight,
+        candidates: args.candidates,
         ..d
     };
     let bar = crate::progress::PhaseProgress::stderr();
+    // The latest loss of each candidate; the bar follows candidate 0 (they step alike).
+    let last = std::sync::Mutex::new(vec![f64::NAN; cfg.candidates]);
     let progress = |p: Progress| {
         let (phase, done, total, msg) = match p {
             Progress::Scene { done, total } => ("scenes", done, total, String::new()),
-            Progress::Step { step, total, loss } => {
-                ("training", step, total, format!("loss {loss:.4}"))
+            Progress::Step {
+                candidate,
+                step,
+                total,
+                loss,
+            } => {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                last[candidate] = loss;
+                if candidate != 0 {
+                    return;
+                }
+                let losses: Vec<String> = last.iter().map(|l| format!("{l:.4}")).collect();
+                (
+                    "training",
+                    step,
+                    total,
+                    format!("loss {}", losses.join(" / ")),
+                )
             }
             Progress::Check { done, total } => ("held-out", done, total, String::new()),
-            Progress::Resumed { step } => {
-                eprintln!("resuming from the checkpoint at step {step}");
+            Progress::Resumed { candidate, step } => {
+                eprintln!("candidate {candidate}: resuming from the checkpoint at step {step}");
                 return;
             }
         };
@@ -176,6 +205,21 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         tail.iter().sum::<f64>() / tail.len().max(1) as f64,
         tail.len()
     );
+    if report.candidates.len() > 1 {
+        let list: Vec<String> = report
+            .candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "seed {} {:.4}{}",
+                    c.seed,
+                    c.final_loss,
+                    if c.kept { " (kept)" } else { "" }
+                )
+            })
+            .collect();
+        println!("candidates, final loss: {}", list.join(", "));
+    }
     println!(
         "time: {:.0} s scenes, {:.0} s training, {:.0} s held-out check",
         report.seconds[0], report.seconds[1], report.seconds[2]
