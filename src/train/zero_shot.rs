@@ -1690,7 +1690,7 @@ fn loss_curve(report: &Report, others: &[Vec<f64>], path: &Path) -> Result<()> {
             ]
             .into_iter()
             .chain(others.iter().map(|l| Series {
-                label: "other candidate, mean of 20",
+                label: "other seed",
                 values: zoomed(smooth(l, 20)),
                 rgb: (150, 150, 150),
             }))
