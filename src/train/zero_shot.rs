@@ -1328,18 +1328,20 @@ pub fn build(
                 })
                 .collect()
         });
-        let trained = results.into_iter().collect::<Result<Vec<_>>>()?;
-        let best = best_candidate(&trained);
-        write_initial_folder(out, cfg, &tok)?;
-        let from = dirs[best].join("model.safetensors");
-        let to = out.join("model.safetensors");
-        std::fs::rename(&from, &to).map_err(io(&to))?;
-        for dir in &dirs {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
-        trained
+        results.into_iter().collect::<Result<Vec<_>>>()?
     };
     let best = best_candidate(&trained);
+    if cfg.candidates > 1 {
+        // The kept candidate's weights become the folder's; the candidate folders go.
+        write_initial_folder(out, cfg, &tok)?;
+        let to = out.join("model.safetensors");
+        std::fs::rename(candidate_dir(out, best).join("model.safetensors"), &to)
+            .map_err(io(&to))?;
+        for c in 0..cfg.candidates {
+            let dir = candidate_dir(out, c);
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+    }
     let processor = Processor::load(out)?;
     let model = Qwen3Vl::from_store(
         Config::load(out)?,

@@ -8,7 +8,8 @@ use clap::Args;
 
 use dreamplan::planner::baselines::Rule;
 use dreamplan::train::zero_shot::{
-    build, clear_progress, holds_model, in_progress, Progress, ZeroShotConfig, CURVE_FILE,
+    build, clear_progress, final_loss, holds_model, in_progress, Progress, ZeroShotConfig,
+    CURVE_FILE,
 };
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -189,8 +190,6 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
     let report = build(&args.out, &cfg, args.threads, &progress)
         .with_context(|| format!("building the zero-shot model in {}", args.out.display()))?;
     bar.finish();
-    let last = report.loss.len().saturating_sub(20);
-    let tail = &report.loss[last..];
     println!(
         "model: {} ({:.2} M parameters), {} + {} + {} scenes (rope, cloth, toy)",
         args.out.display(),
@@ -202,8 +201,8 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
     println!(
         "loss: {:.4} first step, {:.4} mean of the last {}",
         report.loss.first().copied().unwrap_or(f64::NAN),
-        tail.iter().sum::<f64>() / tail.len().max(1) as f64,
-        tail.len()
+        final_loss(&report.loss),
+        report.loss.len().min(20)
     );
     if report.candidates.len() > 1 {
         let list: Vec<String> = report
