@@ -8,10 +8,15 @@ comes from the Rust code under test.
 
     dds_peer.py take --domain D --topic /camera/goal --type image --durability transient_local
     dds_peer.py publish-image --domain D --topic /peer/image --width 8 --height 4 --count 5
+    dds_peer.py drive --domain D --scene DIR
 
 `take` prints one JSON line per sample (its fields, the CRC-32 of the image bytes, the
 type name the matched writer announced); `publish-image` waits for a reader, writes the
-images and prints what it wrote. Exit status 2 on a timeout. The caller sets
+images and prints what it wrote. `drive` plays the robot's side of a real-arm deployment
+for the planner and the executor: camera, depth, camera info, latched goal image and joint
+states from the files in DIR (`scene.json`, `current.rgb`, `current_depth.f32`,
+`goal.rgb`), one `reset` event, then prints the `KeypointAction`, the `JointTrajectory` and
+the episode events it receives. Exit status 2 on a timeout. The caller sets
 CYCLONEDDS_URI (tests use scripts/cyclone_loopback.xml: loopback only, no multicast).
 """
 
@@ -84,6 +89,73 @@ class NotAnImage_(IdlStruct, typename="sensor_msgs::msg::dds_::Image_"):
     """Claims the Image type name but holds one short string: a malformed Image on the wire."""
 
     note: str
+
+
+@dataclass
+class Point_(IdlStruct, typename="geometry_msgs::msg::dds_::Point_"):
+    x: t.float64
+    y: t.float64
+    z: t.float64
+
+
+@dataclass
+class Duration_(IdlStruct, typename="builtin_interfaces::msg::dds_::Duration_"):
+    sec: t.int32
+    nanosec: t.uint32
+
+
+@dataclass
+class JointState_(IdlStruct, typename="sensor_msgs::msg::dds_::JointState_"):
+    header: Header_
+    name: t.sequence[str]
+    position: t.sequence[t.float64]
+    velocity: t.sequence[t.float64]
+    effort: t.sequence[t.float64]
+
+
+@dataclass
+class JointTrajectoryPoint_(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectoryPoint_"):
+    positions: t.sequence[t.float64]
+    velocities: t.sequence[t.float64]
+    accelerations: t.sequence[t.float64]
+    effort: t.sequence[t.float64]
+    time_from_start: Duration_
+
+
+@dataclass
+class JointTrajectory_(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectory_"):
+    header: Header_
+    joint_names: t.sequence[str]
+    points: t.sequence[JointTrajectoryPoint_]
+
+
+# dreamplan's own messages, written out from msg/*.msg.
+@dataclass
+class EpisodeEvent_(IdlStruct, typename="dreamplan::msg::dds_::EpisodeEvent_"):
+    header: Header_
+    episode: t.uint32
+    step: t.uint32
+    task: str
+    event: str
+    score: t.float64
+    detail: str
+
+
+@dataclass
+class KeypointAction_(IdlStruct, typename="dreamplan::msg::dds_::KeypointAction_"):
+    header: Header_
+    source_id: t.uint32
+    target_id: t.uint32
+    source_u: t.float32
+    source_v: t.float32
+    target_u: t.float32
+    target_v: t.float32
+    source_point: Point_
+    target_point: Point_
+    has_points: bool
+    raw_text: str
+    log_prob: t.float64
+    num_tokens: t.uint32
 
 
 TYPES = {"image": Image_, "camera_info": CameraInfo_}
@@ -186,6 +258,103 @@ def publish_image(args):
     return 0
 
 
+def writer_types(reader):
+    matched = [reader.get_matched_publication_data(h) for h in reader.get_matched_publications()]
+    return sorted({m.type_name for m in matched if m is not None})
+
+
+def drive(args):
+    """The robot's side of a real-arm graph: sensors in, one decision and its motion out."""
+    with open(f"{args.scene}/scene.json") as f:
+        scene = json.load(f)
+    w, h = scene["width"], scene["height"]
+    rgb = open(f"{args.scene}/current.rgb", "rb").read()
+    depth = open(f"{args.scene}/current_depth.f32", "rb").read()
+    goal = open(f"{args.scene}/goal.rgb", "rb").read()
+    assert len(rgb) == w * h * 3 and len(depth) == w * h * 4 and len(goal) == w * h * 3
+    dp = DomainParticipant(args.domain)
+    stream, latched, events_q = qos("volatile", 5), qos("transient_local", 1), qos("volatile", 100)
+
+    def writer(topic, typ, q):
+        return DataWriter(dp, Topic(dp, dds_topic(topic), typ, qos=q), qos=q)
+
+    def reader(topic, typ, q):
+        return DataReader(dp, Topic(dp, dds_topic(topic), typ, qos=q), qos=q)
+
+    image_w = writer("/camera/image_raw", Image_, stream)
+    depth_w = writer("/camera/depth/image_raw", Image_, stream)
+    info_w = writer("/camera/camera_info", CameraInfo_, latched)
+    goal_w = writer("/goal/image", Image_, latched)
+    joints_w = writer("/joint_states", JointState_, qos("volatile", 10))
+    episode_w = writer("/dreamplan/episode", EpisodeEvent_, events_q)
+    action_r = reader("/planner/action", KeypointAction_, qos("volatile", 1))
+    traj_r = reader("/arm/joint_trajectory", JointTrajectory_, qos("volatile", 1))
+    episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
+    frame = "camera_color_optical_frame"
+
+    def header(now):
+        return Header_(stamp=Time_(sec=int(now), nanosec=int((now % 1) * 1e9)), frame_id=frame)
+
+    def image(data, encoding, bytes_per_px, now):
+        return Image_(header=header(now), height=h, width=w, encoding=encoding, is_bigendian=0, step=w * bytes_per_px, data=data)
+
+    k = scene["k"]
+    info_w.write(CameraInfo_(
+        header=header(time.time()), height=h, width=w, distortion_model="plumb_bob", d=[0.0] * 5, k=k,
+        r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1.0, 0],
+        binning_x=0, binning_y=0, roi=RegionOfInterest_(0, 0, 0, 0, False)))
+    goal_w.write(image(goal, "rgb8", 3, time.time()))
+    deadline = time.monotonic() + args.timeout
+    got = {"action": None, "trajectory": None, "events": []}
+    reset_at = None
+    next_frame = 0.0
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if now >= next_frame:
+            next_frame = now + 0.1
+            stamp = time.time()
+            image_w.write(image(rgb, "rgb8", 3, stamp))
+            depth_w.write(image(depth, "32FC1", 4, stamp))
+            joints_w.write(JointState_(header=header(stamp), name=scene["joint_names"], position=scene["q"], velocity=[], effort=[]))
+        # Ask for a decision once the planner's action writer and the nodes' event readers
+        # are matched (discovery), and give their subscriptions a moment.
+        if reset_at is None and action_r.get_matched_publications() and traj_r.get_matched_publications() \
+                and len(episode_w.get_matched_subscriptions()) >= 1:
+            reset_at = now + 1.5
+        if reset_at is not None and reset_at <= now and reset_at > 0:
+            episode_w.write(EpisodeEvent_(header=header(time.time()), episode=7, step=0, task=scene["task"],
+                                          event="reset", score=float("nan"), detail="peer"))
+            print(json.dumps({"wrote": "reset"}), flush=True)
+            reset_at = -1.0
+        for a in action_r.take(N=4):
+            got["action"] = {
+                "source_id": a.source_id, "target_id": a.target_id,
+                "source_uv": [a.source_u, a.source_v], "target_uv": [a.target_u, a.target_v],
+                "raw_text": a.raw_text, "frame_id": a.header.frame_id,
+                "writer_types": writer_types(action_r),
+            }
+            print(json.dumps({"action": got["action"]}), flush=True)
+        for tr in traj_r.take(N=4):
+            got["trajectory"] = {
+                "joint_names": list(tr.joint_names),
+                "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
+                           for p in tr.points],
+                "writer_types": writer_types(traj_r),
+            }
+            print(json.dumps({"trajectory": got["trajectory"]}), flush=True)
+        for e in episode_r.take(N=16):
+            if e.detail == "peer" and e.event == "reset":
+                continue  # our own
+            ev = {"event": e.event, "episode": e.episode, "task": e.task, "detail": e.detail, "writer_types": writer_types(episode_r)}
+            got["events"].append(ev)
+            print(json.dumps({"episode_event": ev}), flush=True)
+        if got["action"] and got["trajectory"] and any(e["event"] == "action_started" for e in got["events"]):
+            return 0
+        time.sleep(0.02)
+    print(json.dumps({"timeout": True, "got": {k: bool(v) for k, v in got.items()}}), flush=True)
+    return 2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -201,6 +370,10 @@ def main():
     pi.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after the last write")
     pi.add_argument("--wait-reader", action="store_true", help="wait for a matched reader before writing")
     pi.add_argument("--malformed-first", action="store_true", help="first write a sample that claims the Image type but is not one")
+    dr = sub.add_parser("drive", help="play camera, depth, goal, joint states and a reset; print the decision and its motion")
+    dr.add_argument("--scene", required=True, help="folder with scene.json, current.rgb, current_depth.f32, goal.rgb")
+    dr.add_argument("--domain", type=int, required=True)
+    dr.add_argument("--timeout", type=float, default=60.0)
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)
@@ -208,7 +381,7 @@ def main():
         p.add_argument("--depth", type=int, default=10)
         p.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args()
-    return take(args) if args.cmd == "take" else publish_image(args)
+    return {"take": take, "publish-image": publish_image, "drive": drive}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -337,3 +337,180 @@ nodes:
         text(&agents)
     );
 }
+
+/// Writes what a robot's sensors would publish for `task` at `seed` (camera image with the
+/// arm at `q`, its depth, the object-only goal image, the intrinsics) as plain files for
+/// the peer's `drive`: the peer publishes them with its own ROS-named types.
+fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u32, q: &[f64]) {
+    use dreamplan::render::{render, render_modes, scene, RenderMode, RenderOptions};
+    use dreamplan::sim::episode::{arm_goal, default_arm};
+    let arm = default_arm();
+    let cam = scene::default_camera(side, side);
+    let opts = RenderOptions::default();
+    let mut world = dreamplan::sim::tasks::reset(task, seed);
+    world.teleport_gripper(nalgebra::Point3::from(arm.fk(q).translation.vector));
+    let full = render_modes(
+        &scene::full_scene(&world, &arm, q, true),
+        &cam,
+        &[RenderMode::Full],
+        &opts,
+    )
+    .pop()
+    .unwrap();
+    let goal = render(
+        &scene::world_primitives(&arm_goal(task, seed, &arm).unwrap()),
+        &cam,
+        RenderMode::ObjectOnly,
+        &opts,
+    );
+    std::fs::write(dir.join("current.rgb"), &full.rgb).unwrap();
+    let depth: Vec<u8> = full
+        .depth
+        .iter()
+        .flat_map(|d| (if d.is_finite() { *d } else { f32::NAN }).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("current_depth.f32"), depth).unwrap();
+    std::fs::write(dir.join("goal.rgb"), &goal.rgb).unwrap();
+    let mut names = arm.joint_names();
+    names.push("panda_finger_joint1".into());
+    let mut q = q.to_vec();
+    q.push(0.04);
+    let scene = serde_json::json!({
+        "task": format!("{task:?}").to_lowercase(),
+        "width": side,
+        "height": side,
+        "k": [cam.fx, 0.0, cam.cx, 0.0, cam.fy, cam.cy, 0.0, 0.0, 1.0],
+        "joint_names": names,
+        "q": q,
+    });
+    std::fs::write(dir.join("scene.json"), scene.to_string()).unwrap();
+}
+
+#[test]
+fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s_trajectory() {
+    if !peer_available() {
+        return;
+    }
+    let d = domain(3);
+    let dir = tempfile::tempdir().unwrap();
+    // The arm is not at the built-in ready pose: the trajectory must start where the
+    // peer's joint states say it is.
+    let mut q = dreamplan::sim::episode::READY.to_vec();
+    q[0] += 0.05;
+    q[3] -= 0.04;
+    let side = 96;
+    write_scene(dir.path(), dreamplan::sim::tasks::Task::Cloth, 3, side, &q);
+    let nodes = dreamplan_dds(
+        d,
+        dir.path(),
+        "nodes",
+        "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {backend: coverage, keypoints: 8}
+  - name: executor
+    kind: executor
+    params: {width: 96, height: 96}
+",
+        90,
+    );
+    let drove = peer(
+        d,
+        &[
+            "drive",
+            "--scene",
+            dir.path().to_str().unwrap(),
+            "--timeout",
+            "60",
+        ],
+    )
+    .output()
+    .unwrap();
+    let nodes = stop(nodes);
+    assert!(
+        drove.status.success(),
+        "peer failed\n{}\nnodes:\n{}",
+        text(&drove),
+        text(&nodes)
+    );
+    let lines = json_lines(&drove);
+    let action = lines.iter().find_map(|l| l.get("action")).unwrap();
+    assert_eq!(
+        action["writer_types"],
+        serde_json::json!(["dreamplan::msg::dds_::KeypointAction_"])
+    );
+    let (pick, place) = (
+        action["source_id"].as_u64().unwrap(),
+        action["target_id"].as_u64().unwrap(),
+    );
+    assert!(
+        (1..=8).contains(&pick) && (1..=8).contains(&place),
+        "{action}"
+    );
+    assert_eq!(
+        action["raw_text"].as_str().unwrap(),
+        format!("pick {pick} place {place}")
+    );
+    for uv in [&action["source_uv"], &action["target_uv"]] {
+        for c in [uv[0].as_f64().unwrap(), uv[1].as_f64().unwrap()] {
+            assert!((0.0..side as f64).contains(&c), "pixel {uv} off the image");
+        }
+    }
+    let traj = lines.iter().find_map(|l| l.get("trajectory")).unwrap();
+    assert_eq!(
+        traj["writer_types"],
+        serde_json::json!(["trajectory_msgs::msg::dds_::JointTrajectory_"])
+    );
+    let names: Vec<&str> = traj["joint_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 8);
+    assert_eq!(names[7], "panda_finger_joint1");
+    let points = traj["points"].as_array().unwrap();
+    assert!(points.len() > 4, "{traj}");
+    let first: Vec<f64> = points[0]["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (j, (a, b)) in first.iter().zip(&q).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "joint {j}: starts at {a}, the peer's arm is at {b}"
+        );
+    }
+    // The gripper opens, closes on the pick and opens at the place; time runs forward.
+    let finger: Vec<f64> = points
+        .iter()
+        .map(|p| p["positions"][7].as_f64().unwrap())
+        .collect();
+    assert_eq!(finger[0], 0.04);
+    assert!(
+        finger.contains(&0.0),
+        "the gripper never closes: {finger:?}"
+    );
+    assert_eq!(*finger.last().unwrap(), 0.04);
+    let times: Vec<f64> = points.iter().map(|p| p["t"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    let started = lines
+        .iter()
+        .filter_map(|l| l.get("episode_event"))
+        .find(|e| e["event"] == "action_started")
+        .unwrap();
+    assert_eq!(
+        started["episode"], 7,
+        "the event belongs to the peer's episode"
+    );
+    assert_eq!(started["task"], "cloth");
+    assert_eq!(started["detail"], format!("pick {pick} place {place}"));
+    assert_eq!(
+        started["writer_types"],
+        serde_json::json!(["dreamplan::msg::dds_::EpisodeEvent_"])
+    );
+}

@@ -232,3 +232,182 @@ async fn the_coverage_backend_from_yaml_publishes_the_coverage_rules_choice() {
     assert_eq!((a.source_id, a.target_id), (want.pick, want.place), "{a:?}");
     r.finish().await;
 }
+
+fn event_at(name: &str, sec: i32) -> EpisodeEvent {
+    EpisodeEvent {
+        header: Header {
+            stamp: Time { sec, nanosec: 0 },
+            frame_id: String::new(),
+        },
+        episode: 1,
+        task: "rope".into(),
+        event: name.into(),
+        ..Default::default()
+    }
+}
+
+fn image_at(sec: i32) -> Image {
+    let mut img = image("rgb8", SIZE, SIZE, current_rgb());
+    img.header.stamp = Time { sec, nanosec: 0 };
+    img
+}
+
+/// Whether an action arrives within `wait`.
+async fn action_within(r: &mut Rig, wait: Duration) -> Option<KeypointAction> {
+    tokio::time::timeout(wait, r.actions.recv())
+        .await
+        .ok()
+        .flatten()
+        .map(|a| (*a).clone())
+}
+
+/// On a real arm a decision may be asked for while the arm still moves: the planner holds
+/// it until the executor reports the action finished, and decides on an image taken after
+/// that, not on one that shows the arm mid-motion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_asked_while_the_arm_moves_waits_for_an_image_of_the_idle_arm() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 5))
+        .unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 6))
+        .unwrap();
+    for sec in [7, 8, 9] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.image_pub.publish(image_at(sec)).unwrap();
+    }
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "decided while the arm was busy"
+    );
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 10))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued before the arm stopped: shows it moving.
+    r.image_pub.publish(image_at(9)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "decided on an image from before the arm was idle"
+    );
+    r.image_pub.publish(image_at(11)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision once the arm is idle");
+    assert_eq!(a.header.stamp.sec, 11, "decided on the wrong image: {a:?}");
+    r.finish().await;
+}
+
+/// With `wait_idle: false` the planner decides at once, busy or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_idle_a_busy_arm_does_not_hold_the_decision() {
+    let config: PlannerConfig =
+        serde_yaml::from_str("backend: coverage\nkeypoints: 4\nwait_idle: false\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 5))
+        .unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 6))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(7)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60)).await;
+    assert!(a.is_some(), "no decision");
+    r.finish().await;
+}
+
+/// `trigger: goal`: each new goal image starts an episode of the configured task: the
+/// planner publishes the `reset` itself (so recorders and the executor see the usual
+/// life cycle) and decides on the next image. The same goal delivered again is not a
+/// new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trigger_goal_each_new_goal_image_is_an_episode_and_a_decision() {
+    let config: PlannerConfig =
+        serde_yaml::from_str("backend: coverage\nkeypoints: 4\ntrigger: goal\ntask: rope\n")
+            .unwrap();
+    let mut r = rig_with(config).await;
+    // The rig published the latched goal: the planner announces episode 0.
+    let reset = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = r.events.recv().await.expect("bus open");
+            if e.event == EpisodeEvent::EVENT_RESET {
+                return (*e).clone();
+            }
+        }
+    })
+    .await
+    .expect("a reset from the planner");
+    assert_eq!((reset.episode, reset.task.as_str()), (0, "rope"));
+    assert_eq!(reset.detail, "new goal image");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    r.image_pub
+        .publish(image_at(reset.header.stamp.sec + 1))
+        .unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60)).await;
+    assert!(a.is_some(), "no decision for the first goal");
+    // The same goal again (a latched sample re-delivered): nothing new.
+    let obs = observe(
+        Task::Rope,
+        3,
+        &EvalConfig {
+            size: SIZE,
+            keypoints: 4,
+        },
+    );
+    let goal_pub = r
+        .bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    goal_pub
+        .publish(image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone()))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.image_pub.publish(image_at(i32::MAX - 2)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "the same goal asked twice"
+    );
+    // A new goal (here: a new stamp): episode 1.
+    let mut goal = image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone());
+    goal.header.stamp = Time {
+        sec: 42,
+        nanosec: 0,
+    };
+    goal_pub.publish(goal).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.image_pub.publish(image_at(i32::MAX - 1)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60)).await;
+    assert!(a.is_some(), "no decision for the second goal");
+    let mut resets = Vec::new();
+    while let Some(e) = r.events.try_recv() {
+        if e.event == EpisodeEvent::EVENT_RESET {
+            resets.push(e.episode);
+        }
+    }
+    assert_eq!(resets, vec![1], "one more episode, numbered 1");
+    r.finish().await;
+}
+
+#[test]
+fn trigger_goal_without_a_task_or_with_an_unknown_one_is_a_clear_error() {
+    for (yaml, want) in [
+        ("trigger: goal\n", "trigger: goal needs `task`"),
+        (
+            "trigger: goal\ntask: sock\n",
+            "\"sock\" is not one of rope, cloth, toy",
+        ),
+    ] {
+        let config: PlannerConfig = serde_yaml::from_str(yaml).unwrap();
+        let err = PlannerNode::new(config).err().expect("refused").to_string();
+        assert!(err.contains(want), "{yaml}: {err}");
+    }
+}

@@ -378,10 +378,9 @@ async fn a_planner_node_closes_the_loop() {
     }
 }
 
-/// The end of an episode frees the executor at once: an action right after the sim's
-/// `scored` event is executed, not refused as "busy" with the previous trajectory.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_end_of_an_episode_frees_the_executor() {
+/// What happens to an action sent 200 ms after the episode's `scored` event while the
+/// previous trajectory still has seconds to run: its `action_started` or `failed` event.
+async fn second_action_after_the_episode_ends(episode_end_frees_arm: bool) -> EpisodeEvent {
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let mut events = bus
@@ -400,6 +399,7 @@ async fn the_end_of_an_episode_frees_the_executor() {
         ExecutorNode::new(ExecutorConfig {
             width: SIZE,
             height: SIZE,
+            episode_end_frees_arm,
             ..Default::default()
         })
         .unwrap(),
@@ -453,20 +453,36 @@ async fn the_end_of_an_episode_frees_the_executor() {
         })
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
+    let answer = loop {
         let e = tokio::time::timeout_at(deadline, next_event_any(&mut events))
             .await
-            .expect("the second action starts within 2 s");
-        if e.event == EpisodeEvent::EVENT_FAILED {
-            panic!("second action refused: {}", e.detail);
+            .expect("the second action is answered within 2 s");
+        if e.event == EpisodeEvent::EVENT_FAILED || e.event == EpisodeEvent::EVENT_ACTION_STARTED {
+            break e;
         }
-        if e.event == EpisodeEvent::EVENT_ACTION_STARTED {
-            assert_eq!(e.detail, "second");
-            break;
-        }
-    }
+    };
     stop.cancel();
     task.await.unwrap().unwrap();
+    answer
+}
+
+/// The end of an episode frees the executor at once: an action right after the sim's
+/// `scored` event is executed, not refused as "busy" with the previous trajectory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_episode_frees_the_executor() {
+    let e = second_action_after_the_episode_ends(true).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_STARTED, "{e:?}");
+    assert_eq!(e.detail, "second");
+}
+
+/// On a real arm nothing stops the arm at an episode's end: with `episode_end_frees_arm:
+/// false` the arm stays busy until its trajectory has run, and an action meanwhile is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_arm_the_episode_s_end_does_not_free_a_moving_arm() {
+    let e = second_action_after_the_episode_ends(false).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.contains("busy"), "{}", e.detail);
 }
 
 async fn next_event_any(events: &mut dreamplan::bus::Subscriber<EpisodeEvent>) -> EpisodeEvent {

@@ -81,6 +81,11 @@ pub struct ExecutorConfig {
     pub envelope: SafetyEnvelope,
     /// Pick-and-place motion parameters.
     pub motion: PickPlaceParams,
+    /// Whether an episode's end (`scored`, or the next `reset`) frees the arm at once, as
+    /// in the built-in world, which stops the arm when it resets. On a real arm nothing
+    /// stops it: set `false`, and the arm stays busy until the trajectory's duration has
+    /// passed (a `reset` published mid-motion then waits in the planner).
+    pub episode_end_frees_arm: bool,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
@@ -95,6 +100,7 @@ impl Default for ExecutorConfig {
             table_z: 0.0,
             envelope: SafetyEnvelope::default(),
             motion: PickPlaceParams::default(),
+            episode_end_frees_arm: true,
             topics: ExecutorTopics::default(),
         }
     }
@@ -356,7 +362,7 @@ impl Node for ExecutorNode {
                 m = episode_events.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
-                    if ended && busy_until.take().is_some() {
+                    if ended && self.config.episode_end_frees_arm && busy_until.take().is_some() {
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {

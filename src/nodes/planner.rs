@@ -7,6 +7,16 @@
 //! the baselines. Acting once per reset is how it waits for the executor: the next
 //! decision comes with the next episode. Anything that goes wrong (bad image, no object,
 //! no valid answer) is a `failed` event with the reason; the node keeps running.
+//!
+//! On a real arm nothing resets a world, so two things make the same protocol safe there:
+//! - **when to decide** (`trigger`): on a `reset` event (the simulator's, or one a user
+//!   or a task script publishes), or on every new goal image (`trigger: goal`, with the
+//!   configured `task`): the node then publishes the `reset` itself, so recorders and the
+//!   executor see the usual episode life cycle;
+//! - **only while the arm is idle** (`wait_idle`, on by default): an `action_started`
+//!   from the executor marks the arm busy until its `action_finished`, a `failed` or a
+//!   `scored`; a decision asked for meanwhile waits and is taken on the first camera image
+//!   after the arm is idle again.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -75,12 +85,29 @@ impl Default for PlannerTopics {
     }
 }
 
+/// What asks the planner for a decision.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A `reset` episode event (the simulator's, or one published by hand or a script).
+    Reset,
+    /// Every new goal image: the node publishes the episode's `reset` itself, for `task`.
+    Goal,
+}
+
 /// Planner parameters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlannerConfig {
     /// Which planner decides.
     pub backend: Backend,
+    /// What asks for a decision.
+    pub trigger: Trigger,
+    /// The task of goal-triggered decisions (`rope`, `cloth` or `toy`; `trigger: goal`).
+    pub task: Option<String>,
+    /// Hold a decision while the executor reports an action in progress, and take it on
+    /// the first image after the arm is idle again.
+    pub wait_idle: bool,
     /// Model folder (backend `vlm`).
     pub model: Option<PathBuf>,
     /// A PEFT LoRA adapter folder, or an adapter set, merged into `model` at load (backend
@@ -121,6 +148,9 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
             backend: Backend::Correspondence,
+            trigger: Trigger::Reset,
+            task: None,
+            wait_idle: true,
             model: None,
             adapter: None,
             keypoints: 8,
@@ -315,6 +345,17 @@ impl Node for PlannerNode {
 
     fn new(config: PlannerConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
+        let task = config.task.as_deref().filter(|t| !t.is_empty());
+        if let Some(t) = task {
+            anyhow::ensure!(
+                task_of(t).is_some(),
+                "task {t:?} is not one of rope, cloth, toy"
+            );
+        }
+        anyhow::ensure!(
+            config.trigger != Trigger::Goal || task.is_some(),
+            "trigger: goal needs `task` (rope, cloth or toy): the goal image does not say which task it is"
+        );
         let planner: Box<dyn Planner + Send> = match config.backend {
             Backend::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
             Backend::Coverage => Box::new(RulePlanner(Rule::Coverage)),
@@ -373,13 +414,41 @@ impl Node for PlannerNode {
         let mut goal: Option<Frame> = None;
         // Episode waiting for its first image: (task, episode number, reset stamp).
         let mut pending: Option<(Task, u32, (i32, u32))> = None;
+        // The executor's last report: an action started and not yet finished or failed.
+        let mut busy = false;
+        // When the arm last became idle: an image from before shows it moving.
+        let mut idle_at: (i32, u32) = (i32::MIN, 0);
+        // Goal-triggered episodes: the next episode number and the last goal that asked.
+        let mut next_episode: u32 = 0;
+        let mut last_goal: Option<((i32, u32), Vec<u8>)> = None;
+        let goal_task = self.config.task.clone().unwrap_or_default();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 m = goals.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match frame_of(&m) {
-                        Ok(f) => goal = Some(f),
+                        Ok(f) => {
+                            let key = ((m.header.stamp.sec, m.header.stamp.nanosec), f.rgb.clone());
+                            goal = Some(f);
+                            // A goal delivered twice (a latched sample re-sent on
+                            // rediscovery) is not a new request.
+                            if self.config.trigger == Trigger::Goal && last_goal.as_ref() != Some(&key) {
+                                last_goal = Some(key);
+                                let reset = EpisodeEvent {
+                                    header: Header { stamp: ctx.bus.clock().now(), frame_id: String::new() },
+                                    episode: next_episode,
+                                    task: goal_task.clone(),
+                                    event: EpisodeEvent::EVENT_RESET.into(),
+                                    score: f64::NAN,
+                                    detail: "new goal image".into(),
+                                    ..Default::default()
+                                };
+                                next_episode += 1;
+                                // The reset comes back through `events` like anyone's.
+                                event_pub.publish(reset)?;
+                            }
+                        }
                         Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
                     }
                 }
@@ -411,16 +480,31 @@ impl Node for PlannerNode {
                 }
                 m = events.recv() => {
                     let Some(m) = m else { return Ok(()) };
+                    match m.event.as_str() {
+                        EpisodeEvent::EVENT_ACTION_STARTED => busy = true,
+                        EpisodeEvent::EVENT_ACTION_FINISHED
+                        | EpisodeEvent::EVENT_FAILED
+                        | EpisodeEvent::EVENT_SCORED => {
+                            if busy {
+                                idle_at = (m.header.stamp.sec, m.header.stamp.nanosec);
+                            }
+                            busy = false;
+                        }
+                        _ => {}
+                    }
                     if m.event == EpisodeEvent::EVENT_RESET {
                         match task_of(&m.task) {
                             Some(task) => {
+                                if busy && self.config.wait_idle {
+                                    tracing::info!(node = %ctx.name, "episode {}: the arm is busy; deciding once it is idle", m.episode);
+                                }
                                 pending = Some((task, m.episode, (m.header.stamp.sec, m.header.stamp.nanosec)))
                             }
                             None => tracing::warn!(node = %ctx.name, "reset of unknown task {:?} ignored", m.task),
                         }
                     }
                 }
-                m = images.recv(), if pending.is_some() => {
+                m = images.recv(), if pending.is_some() && !(busy && self.config.wait_idle) => {
                     let Some(m) = m else { return Ok(()) };
                     // The goal of this episode may be queued behind the image: take it first.
                     while let Some(g) = goals.try_recv() {
@@ -433,9 +517,10 @@ impl Node for PlannerNode {
                         // Wait for the latched goal; the next image retries.
                         continue;
                     }
-                    // A frame taken before the reset shows the previous episode's world
-                    // (it may wait in the queue): decide on the first frame after it.
-                    let reset_at = pending.map(|p| p.2).unwrap_or_default();
+                    // A frame taken before the reset shows the previous episode's world, one
+                    // taken before the arm became idle shows it moving (either may wait in
+                    // the queue): decide on the first frame after both.
+                    let reset_at = pending.map(|p| p.2).unwrap_or_default().max(idle_at);
                     if (m.header.stamp.sec, m.header.stamp.nanosec) < reset_at {
                         continue;
                     }
