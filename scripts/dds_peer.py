@@ -306,6 +306,13 @@ def drive(args):
     goal_w.write(image(goal, "rgb8", 3, time.time()))
     deadline = time.monotonic() + args.timeout
     got = {"action": None, "trajectory": None, "events": []}
+    # Episodes to ask for, each with the camera image it gets: with --bad-first, first an
+    # image in the wrong encoding and one whose size does not match its bytes (each must
+    # end its episode with a `failed` event), then the real one.
+    plan = [(7, "rgb8", w, h)]
+    if args.bad_first:
+        plan = [(5, "bgr8", w, h), (6, "rgb8", 4096, 4096)] + plan
+    episode, encoding, img_w, img_h = plan.pop(0)
     reset_at = None
     next_frame = 0.0
     while time.monotonic() < deadline:
@@ -313,7 +320,9 @@ def drive(args):
         if now >= next_frame:
             next_frame = now + 0.1
             stamp = time.time()
-            image_w.write(image(rgb, "rgb8", 3, stamp))
+            cam = image(rgb, encoding, 3, stamp)
+            cam.width, cam.height, cam.step = img_w, img_h, img_w * 3
+            image_w.write(cam)
             depth_w.write(image(depth, "32FC1", 4, stamp))
             joints_w.write(JointState_(header=header(stamp), name=scene["joint_names"], position=scene["q"], velocity=[], effort=[]))
         # Ask for a decision once the planner's action writer and the nodes' event readers
@@ -322,12 +331,13 @@ def drive(args):
                 and len(episode_w.get_matched_subscriptions()) >= 1:
             reset_at = now + 1.5
         if reset_at is not None and reset_at <= now and reset_at > 0:
-            episode_w.write(EpisodeEvent_(header=header(time.time()), episode=7, step=0, task=scene["task"],
+            episode_w.write(EpisodeEvent_(header=header(time.time()), episode=episode, step=0, task=scene["task"],
                                           event="reset", score=float("nan"), detail="peer"))
-            print(json.dumps({"wrote": "reset"}), flush=True)
+            print(json.dumps({"wrote": "reset", "episode": episode, "encoding": encoding, "size": [img_w, img_h]}), flush=True)
             reset_at = -1.0
         for a in action_r.take(N=4):
             got["action"] = {
+                "episode": episode,
                 "source_id": a.source_id, "target_id": a.target_id,
                 "source_uv": [a.source_u, a.source_v], "target_uv": [a.target_u, a.target_v],
                 "raw_text": a.raw_text, "frame_id": a.header.frame_id,
@@ -348,6 +358,10 @@ def drive(args):
             ev = {"event": e.event, "episode": e.episode, "task": e.task, "detail": e.detail, "writer_types": writer_types(episode_r)}
             got["events"].append(ev)
             print(json.dumps({"episode_event": ev}), flush=True)
+            if e.event == "failed" and e.episode == episode and plan:
+                # This episode's decision failed as it should: ask for the next one.
+                episode, encoding, img_w, img_h = plan.pop(0)
+                reset_at = time.monotonic() + 0.3
         if got["action"] and got["trajectory"] and any(e["event"] == "action_started" for e in got["events"]):
             return 0
         time.sleep(0.02)
@@ -374,6 +388,8 @@ def main():
     dr.add_argument("--scene", required=True, help="folder with scene.json, current.rgb, current_depth.f32, goal.rgb")
     dr.add_argument("--domain", type=int, required=True)
     dr.add_argument("--timeout", type=float, default=60.0)
+    dr.add_argument("--bad-first", action="store_true",
+                    help="first ask for two decisions on bad camera images (wrong encoding, size not matching the bytes)")
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)

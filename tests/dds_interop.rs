@@ -386,6 +386,12 @@ fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u
     std::fs::write(dir.join("scene.json"), scene.to_string()).unwrap();
 }
 
+/// The peer plays a real arm's side (camera, depth, intrinsics, latched goal, joint
+/// states, the `reset` trigger) with its own ROS-named types. It first asks for two
+/// decisions on bad camera images (the wrong encoding; a size its bytes do not fill):
+/// each ends with a `failed` event naming the problem and the node keeps going. The third
+/// gets a `KeypointAction` and, from the executor, a `JointTrajectory` that starts at the
+/// peer's joint state.
 #[test]
 fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s_trajectory() {
     if !peer_available() {
@@ -414,7 +420,7 @@ nodes:
     kind: executor
     params: {width: 96, height: 96}
 ",
-        90,
+        100,
     );
     let drove = peer(
         d,
@@ -422,8 +428,9 @@ nodes:
             "drive",
             "--scene",
             dir.path().to_str().unwrap(),
+            "--bad-first",
             "--timeout",
-            "60",
+            "70",
         ],
     )
     .output()
@@ -436,7 +443,24 @@ nodes:
         text(&nodes)
     );
     let lines = json_lines(&drove);
+    let failed: Vec<(u64, String)> = lines
+        .iter()
+        .filter_map(|l| l.get("episode_event"))
+        .filter(|e| e["event"] == "failed")
+        .map(|e| {
+            (
+                e["episode"].as_u64().unwrap(),
+                e["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, 5);
+    assert!(failed[0].1.contains("\"bgr8\" is not rgb8"), "{failed:?}");
+    assert_eq!(failed[1].0, 6);
+    assert!(failed[1].1.contains("4096x4096 rgb8 image"), "{failed:?}");
     let action = lines.iter().find_map(|l| l.get("action")).unwrap();
+    assert_eq!(action["episode"], 7, "decided on a bad image: {action}");
     assert_eq!(
         action["writer_types"],
         serde_json::json!(["dreamplan::msg::dds_::KeypointAction_"])
