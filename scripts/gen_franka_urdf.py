@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Generates urdf/franka_like.urdf: a Franka-Panda-like 7-DoF arm with simple geometry.
+"""Generates urdf/franka_like.urdf: a Franka-Panda-like 7-DoF arm with simple geometry,
+and urdf/franka_like_gazebo.urdf.xacro: the same arm for Gazebo (gz sim) under
+gz_ros2_control, with a moving finger and the camera as an RGB-D sensor.
 
 Kinematics: Franka Emika's published modified (Craig) Denavit-Hartenberg parameters of
 the Panda, and its published joint position and velocity limits ("Robot and interface
@@ -118,7 +120,31 @@ def link_xml(i, next_xyz):
     return out + "  </link>\n"
 
 
-def main():
+def hand_xml(fingers_in_hand):
+    """The hand; with `fingers_in_hand` its two fingers are boxes of the hand's body (one
+    rigid body, the built-in world's gripper), else the fingers are links of their own."""
+    hand = '  <link name="panda_hand">\n'
+    bx, by, bz = 0.06, 0.2, 0.06
+    m = HAND_MASS
+    hand += (
+        f'    <inertial>\n      <origin xyz="0 0 {fmt(bz / 2)}" rpy="0 0 0"/>\n'
+        f'      <mass value="{fmt(m)}"/>\n'
+        f'      <inertia ixx="{m * (by * by + bz * bz) / 12:.6g}" ixy="0" ixz="0" '
+        f'iyy="{m * (bx * bx + bz * bz) / 12:.6g}" iyz="0" izz="{m * (bx * bx + by * by) / 12:.6g}"/>\n'
+        "    </inertial>\n"
+    )
+    palm = ((0.0, 0.0, bz / 2), (bx, by, bz))
+    fingers = [((0.0, s * 0.02, 0.0816), (0.02, 0.015, 0.0436)) for s in (1, -1)]
+    boxes = [palm] + (fingers if fingers_in_hand else [])
+    for xyz, size in boxes:
+        hand += box_xml("visual", xyz, size, "panda_black" if xyz != palm[0] else "panda_white")
+    for xyz, size in boxes:
+        hand += box_xml("collision", xyz, size)
+    return hand + "  </link>\n\n"
+
+
+def robot(gazebo):
+    """The URDF text: the built-in world's (mock ros2_control hardware) or Gazebo's."""
     origins = [joint_origin(*row) for row in DH]
     flange = ((0.0, 0.0, FLANGE_D), (0.0, 0.0, 0.0))
     nexts = [o[0] for o in origins] + [flange[0]]
@@ -175,23 +201,7 @@ def main():
         f'    <child link="panda_hand"/>\n    <origin xyz="0 0 0" rpy="0 0 {fmt(-PI / 4)}"/>\n'
         "  </joint>\n\n"
     )
-    hand = '  <link name="panda_hand">\n'
-    bx, by, bz = 0.06, 0.2, 0.06
-    m = HAND_MASS
-    hand += (
-        f'    <inertial>\n      <origin xyz="0 0 {fmt(bz / 2)}" rpy="0 0 0"/>\n'
-        f'      <mass value="{fmt(m)}"/>\n'
-        f'      <inertia ixx="{m * (by * by + bz * bz) / 12:.6g}" ixy="0" ixz="0" '
-        f'iyy="{m * (bx * bx + bz * bz) / 12:.6g}" iyz="0" izz="{m * (bx * bx + by * by) / 12:.6g}"/>\n'
-        "    </inertial>\n"
-    )
-    palm = ((0.0, 0.0, bz / 2), (bx, by, bz))
-    fingers = [((0.0, s * 0.02, 0.0816), (0.02, 0.015, 0.0436)) for s in (1, -1)]
-    for xyz, size in [palm] + fingers:
-        hand += box_xml("visual", xyz, size, "panda_black" if xyz != palm[0] else "panda_white")
-    for xyz, size in [palm] + fingers:
-        hand += box_xml("collision", xyz, size)
-    out.append(hand + "  </link>\n\n")
+    out.append(hand_xml(fingers_in_hand=not gazebo))
     out.append(
         '  <joint name="panda_tcp_joint" type="fixed">\n    <parent link="panda_hand"/>\n'
         f'    <child link="panda_tcp"/>\n    <origin xyz="0 0 {fmt(TCP_OFFSET)}" rpy="0 0 0"/>\n'
@@ -214,28 +224,123 @@ def main():
         f'    <origin xyz="0 0 0" rpy="{fmt(-PI / 2)} 0 {fmt(-PI / 2)}"/>\n  </joint>\n'
         '  <link name="camera_color_optical_frame"/>\n\n'
     )
+    if gazebo:
+        out.append(fingers_xml())
+    hardware = "gz_ros2_control/GazeboSimSystem" if gazebo else "mock_components/GenericSystem"
     rc = (
         '  <ros2_control name="franka_like_system" type="system">\n'
-        "    <hardware>\n      <plugin>mock_components/GenericSystem</plugin>\n"
+        f"    <hardware>\n      <plugin>{hardware}</plugin>\n"
         "    </hardware>\n"
     )
-    for i in range(7):
+    limits = list(zip(Q_MIN, Q_MAX, READY))
+    names = [f"panda_joint{i + 1}" for i in range(7)]
+    if gazebo:
+        limits.append((0.0, FINGER_OPEN, FINGER_OPEN))
+        names.append("panda_finger_joint1")
+    for name, (lo, hi, init) in zip(names, limits):
         rc += (
-            f'    <joint name="panda_joint{i + 1}">\n'
+            f'    <joint name="{name}">\n'
             f'      <command_interface name="position">\n'
-            f'        <param name="min">{fmt(Q_MIN[i])}</param>\n'
-            f'        <param name="max">{fmt(Q_MAX[i])}</param>\n'
+            f'        <param name="min">{fmt(lo)}</param>\n'
+            f'        <param name="max">{fmt(hi)}</param>\n'
             f"      </command_interface>\n"
             f'      <state_interface name="position">\n'
-            f'        <param name="initial_value">{fmt(READY[i])}</param>\n'
+            f'        <param name="initial_value">{fmt(init)}</param>\n'
             f"      </state_interface>\n"
             f'      <state_interface name="velocity"/>\n'
             f"    </joint>\n"
         )
-    out.append(rc + "  </ros2_control>\n</robot>\n")
-    path = os.path.join(os.path.dirname(__file__), "..", "urdf", "franka_like.urdf")
-    with open(path, "w") as f:
-        f.write("".join(out))
+    out.append(rc + "  </ros2_control>\n")
+    if gazebo:
+        out.append(gazebo_xml())
+    out.append("</robot>\n")
+    text = "".join(out)
+    if gazebo:
+        text = text.replace(
+            '<robot name="franka_like">',
+            '<robot name="franka_like" xmlns:xacro="http://www.ros.org/wiki/xacro">\n'
+            "  <!-- The ros2_control controllers file (gazebo.launch.xml passes\n"
+            "       config/gazebo/controllers.yaml of the installed package). -->\n"
+            '  <xacro:arg name="controllers" default="controllers.yaml"/>',
+        ).replace(
+            "  camera_link / camera_color_optical_frame: the built-in world's camera (REP-103).\n",
+            "  camera_link / camera_color_optical_frame: the built-in world's camera (REP-103).\n\n"
+            "  This is the Gazebo (gz sim Harmonic, ROS 2 Jazzy) variant, a xacro file for one argument:\n"
+            "  `xacro franka_like_gazebo.urdf.xacro controllers:=FILE`. The left finger moves (panda_finger_joint1,\n"
+            "  0 closed .. 0.04 m open), the right one is fixed to the hand; ros2_control runs on\n"
+            "  gz_ros2_control/GazeboSimSystem (on Humble + Fortress: ign_ros2_control/IgnitionSystem\n"
+            "  and the ign_ros2_control-system plugin); camera_link carries an RGB-D sensor that\n"
+            "  sees what the built-in world's camera sees (54 degrees, 256 x 256, 10 Hz).\n",
+        )
+    return text
+
+
+def fingers_xml():
+    """A moving left finger (prismatic along the hand's y axis; its inner face at y = q)
+    and a fixed right finger (inner face at y = 0): open 0.04 m, closed 0."""
+    size = (0.02, 0.015, 0.0436)
+    m = FINGER_MASS
+    inertia = (
+        f'      <inertia ixx="{m * (size[1] ** 2 + size[2] ** 2) / 12:.6g}" ixy="0" ixz="0" '
+        f'iyy="{m * (size[0] ** 2 + size[2] ** 2) / 12:.6g}" iyz="0" '
+        f'izz="{m * (size[0] ** 2 + size[1] ** 2) / 12:.6g}"/>\n'
+    )
+    out = ""
+    for side, y in (("left", 1), ("right", -1)):
+        centre = (0.0, y * size[1] / 2, size[2] / 2)
+        out += (
+            f'  <link name="panda_{side}finger">\n'
+            f'    <inertial>\n      <origin xyz="{v3(centre)}" rpy="0 0 0"/>\n'
+            f'      <mass value="{fmt(m)}"/>\n' + inertia + "    </inertial>\n"
+            + box_xml("visual", centre, size, "panda_black")
+            + box_xml("collision", centre, size)
+            + "  </link>\n"
+        )
+    out += (
+        '  <joint name="panda_finger_joint1" type="prismatic">\n'
+        '    <parent link="panda_hand"/>\n    <child link="panda_leftfinger"/>\n'
+        f'    <origin xyz="0 0 {fmt(FINGER_BASE)}" rpy="0 0 0"/>\n    <axis xyz="0 1 0"/>\n'
+        f'    <limit lower="0" upper="{fmt(FINGER_OPEN)}" effort="20" velocity="0.2"/>\n'
+        "  </joint>\n"
+        '  <joint name="panda_rightfinger_joint" type="fixed">\n'
+        '    <parent link="panda_hand"/>\n    <child link="panda_rightfinger"/>\n'
+        f'    <origin xyz="0 0 {fmt(FINGER_BASE)}" rpy="0 0 0"/>\n'
+        "  </joint>\n\n"
+    )
+    return out
+
+
+def gazebo_xml():
+    """gz_ros2_control (its controllers from this package) and the RGB-D camera sensor."""
+    return (
+        "  <gazebo>\n"
+        '    <plugin filename="gz_ros2_control-system" '
+        'name="gz_ros2_control::GazeboSimROS2ControlPlugin">\n'
+        "      <parameters>$(arg controllers)</parameters>\n"
+        "    </plugin>\n"
+        "  </gazebo>\n"
+        '  <gazebo reference="camera_link">\n'
+        '    <sensor name="camera" type="rgbd_camera">\n'
+        "      <topic>camera</topic>\n"
+        "      <gz_frame_id>camera_color_optical_frame</gz_frame_id>\n"
+        "      <update_rate>10</update_rate>\n"
+        "      <always_on>true</always_on>\n"
+        "      <camera>\n"
+        f"        <horizontal_fov>{fmt(math.radians(CAM_HFOV_DEG))}</horizontal_fov>\n"
+        f"        <image><width>{CAM_SIZE}</width><height>{CAM_SIZE}</height>"
+        "<format>R8G8B8</format></image>\n"
+        "        <clip><near>0.05</near><far>5</far></clip>\n"
+        "      </camera>\n"
+        "    </sensor>\n"
+        "  </gazebo>\n"
+    )
+
+
+def main():
+    here = os.path.join(os.path.dirname(__file__), "..", "urdf")
+    for name, gazebo in (("franka_like.urdf", False), ("franka_like_gazebo.urdf.xacro", True)):
+        with open(os.path.join(here, name), "w") as f:
+            f.write(robot(gazebo))
 
 
 # The built-in camera: where it is and what it looks at (world frame = arm base).
@@ -244,6 +349,14 @@ CAM_TARGET = (0.5, 0.0, 0.0)
 
 # Franka's "ready" pose: gripper pointing down in front of the robot.
 READY = [0.0, -PI / 4, 0.0, -3 * PI / 4, 0.0, PI / 2, PI / 4]
+
+# The built-in camera's horizontal field of view and the Gazebo sensor's image size.
+CAM_HFOV_DEG = 54.0
+CAM_SIZE = 256
+# The Gazebo variant's finger: where its joint sits on the hand, its travel and mass.
+FINGER_BASE = 0.0584
+FINGER_OPEN = 0.04
+FINGER_MASS = 0.015
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 //! every topic has both a publisher and a subscriber, except the documented external ones
 //! (what a camera driver, a controller or a person provides or reads).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use dreamplan::bus::LocalBus;
@@ -63,22 +63,35 @@ const PROVIDED_OUTSIDE: &[&str] = &[
     "/estop",                  // an e-stop button or the operator
     "/trainer/status",         // a trainer node, when one runs (adapters loaded live)
     "/verifier/scores",        // the verifier, started with world_model:=DIR
+    "/camera/camera_info",     // Gazebo: ros_gz_bridge (config/gazebo/bridge.yaml)
 ];
 
 /// Topics a launch graph publishes for readers outside it.
 const READ_OUTSIDE: &[&str] = &[
-    "/arm/joint_trajectory", // the arm's controller (real arm)
-    "/planner/candidates",   // the verifier (world_model:=DIR) and the recorder
-    "/planner/keypoints",    // the recorder, rqt
-    "/camera/object_only",   // the recorder: world-model training data
-    "/planner/action",       // replay: the recorder, to compare planners on the same scenes
+    "/arm/joint_trajectory",            // the arm's controller (real arm)
+    "/planner/candidates",              // the verifier (world_model:=DIR) and the recorder
+    "/planner/keypoints",               // the recorder, rqt
+    "/camera/object_only",              // the recorder: world-model training data
+    "/planner/action", // replay: the recorder, to compare planners on the same scenes
+    "/arm_controller/joint_trajectory", // Gazebo: the arm's joint_trajectory_controller
 ];
+
+/// The ROS topics `config/gazebo/bridge.yaml` brings from Gazebo, but the clock.
+fn bridged_topics() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("config/gazebo/bridge.yaml")).unwrap();
+    let entries: Vec<BTreeMap<String, String>> = serde_yaml::from_str(&text).unwrap();
+    entries
+        .into_iter()
+        .map(|e| e["ros_topic_name"].clone())
+        .filter(|t| t != "/clock")
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph() {
     let dir = tempfile::tempdir().unwrap();
     let bag = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let (b1, b2, b3) = (bag("a"), bag("b"), bag("c"));
+    let (b1, b2, b3, b4) = (bag("a"), bag("b"), bag("c"), bag("d"));
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("dreamplan.launch.xml", vec![]),
         (
@@ -93,6 +106,11 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
             vec![("record", "true"), ("bag_dir", &b3)],
         ),
         ("bag_replay.launch.xml", vec![("bag", "recorded")]),
+        ("gazebo.launch.xml", vec![]),
+        (
+            "gazebo.launch.xml",
+            vec![("record", "true"), ("bag_dir", &b4)],
+        ),
     ];
     // Every launch file is among the cases.
     let mut files: Vec<String> = std::fs::read_dir(root().join("launch"))
@@ -125,6 +143,29 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
                 externals,
                 ["executable ros2 bag play recorded --clock --rate 1.0"]
             );
+        } else if *file == "gazebo.launch.xml" {
+            assert_eq!(
+                externals,
+                [
+                    "include <share of ros_gz_sim>/launch/gz_sim.launch.py",
+                    "node robot_state_publisher/robot_state_publisher",
+                    "node ros_gz_sim/create",
+                    "node controller_manager/spawner",
+                    "node controller_manager/spawner",
+                    "node ros_gz_bridge/parameter_bridge",
+                ]
+            );
+            // The camera topics the planner and the executor read are exactly what the
+            // bridge brings (the recorder, with record:=true, also asks for more).
+            if !args.is_empty() {
+                continue;
+            }
+            let camera_in: BTreeSet<String> = unfed
+                .iter()
+                .filter(|t| t.starts_with("/camera/"))
+                .cloned()
+                .collect();
+            assert_eq!(camera_in, bridged_topics(), "{file} {args:?}");
         } else {
             assert!(externals.is_empty(), "{file}: {externals:?}");
         }

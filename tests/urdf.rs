@@ -22,9 +22,9 @@ fn pose(o: &urdf_rs::Pose) -> Isometry3<f64> {
     )
 }
 
-#[test]
-fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
-    let robot = urdf_rs::read_from_string(&urdf_text()).unwrap();
+/// The moving joints (each checked to have limits), after checking that every link with
+/// geometry has a physical inertial; returns the moving joints and the frame-only links.
+fn check_joints_and_inertials(robot: &urdf_rs::Robot) -> (BTreeSet<String>, Vec<String>) {
     let mut moving = BTreeSet::new();
     for j in &robot.joints {
         if matches!(j.joint_type, urdf_rs::JointType::Fixed) {
@@ -38,12 +38,11 @@ fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
         );
         moving.insert(j.name.clone());
     }
-    assert_eq!(moving.len(), 7, "{moving:?}");
     let mut frames = Vec::new();
     for link in &robot.links {
         if link.visual.is_empty() && link.collision.is_empty() {
             // A frame (world, flange, TCP, camera): nothing to simulate.
-            frames.push(link.name.as_str());
+            frames.push(link.name.clone());
             continue;
         }
         let i = &link.inertial;
@@ -66,25 +65,17 @@ fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
             link.name
         );
     }
-    assert_eq!(
-        frames,
-        [
-            "world",
-            "panda_link8",
-            "panda_tcp",
-            "camera_link",
-            "camera_color_optical_frame"
-        ]
-    );
+    (moving, frames)
+}
 
-    // The <ros2_control> block (urdf-rs skips it): its joints exist and move, and each
-    // takes position commands within its URDF limits.
-    let text = urdf_text();
+/// The `<ros2_control>` block (urdf-rs skips it): its hardware plugin, and per joint the
+/// `<param>` values (`min`, `max`, `initial_value`).
+fn ros2_control(text: &str) -> (String, BTreeMap<String, BTreeMap<String, f64>>) {
     let block = &text[text.find("<ros2_control").unwrap()..text.find("</ros2_control>").unwrap()];
     let mut reader = quick_xml::Reader::from_str(block);
     let mut joints = BTreeMap::new();
-    let mut current = None;
-    let mut param = None;
+    let (mut current, mut param, mut in_plugin) = (None, None, false);
+    let mut plugin = String::new();
     loop {
         match reader.read_event().unwrap() {
             quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
@@ -98,21 +89,33 @@ fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
                         joints.insert(name.unwrap(), BTreeMap::new());
                     }
                     b"param" => param = name,
+                    b"plugin" => in_plugin = true,
                     _ => {}
                 }
             }
             quick_xml::events::Event::Text(t) => {
-                if let (Some(j), Some(p)) = (&current, param.take()) {
-                    let v: f64 = t.decode().unwrap().trim().parse().unwrap();
-                    joints.get_mut(j).unwrap().insert(p, v);
+                let t = t.decode().unwrap().trim().to_string();
+                if in_plugin {
+                    plugin = t;
+                    in_plugin = false;
+                } else if let (Some(j), Some(p)) = (&current, param.take()) {
+                    joints.get_mut(j).unwrap().insert(p, t.parse().unwrap());
                 }
             }
             quick_xml::events::Event::Eof => break,
             _ => {}
         }
     }
-    assert_eq!(joints.keys().cloned().collect::<BTreeSet<_>>(), moving);
-    for (name, params) in &joints {
+    (plugin, joints)
+}
+
+/// Each ros2_control joint exists, moves, and takes position commands within its URDF
+/// limits from an initial value inside them.
+fn check_ros2_control_limits(
+    robot: &urdf_rs::Robot,
+    joints: &BTreeMap<String, BTreeMap<String, f64>>,
+) {
+    for (name, params) in joints {
         let j = robot.joints.iter().find(|j| &j.name == name).unwrap();
         assert_eq!(params.get("min"), Some(&j.limit.lower), "{name}");
         assert_eq!(params.get("max"), Some(&j.limit.upper), "{name}");
@@ -122,6 +125,138 @@ fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
             "{name}: {init}"
         );
     }
+}
+
+#[test]
+fn joints_have_limits_links_have_inertials_and_ros2_control_joints_exist() {
+    let robot = urdf_rs::read_from_string(&urdf_text()).unwrap();
+    let (moving, frames) = check_joints_and_inertials(&robot);
+    assert_eq!(moving.len(), 7, "{moving:?}");
+    assert_eq!(
+        frames,
+        [
+            "world",
+            "panda_link8",
+            "panda_tcp",
+            "camera_link",
+            "camera_color_optical_frame"
+        ]
+    );
+    let (plugin, joints) = ros2_control(&urdf_text());
+    assert_eq!(plugin, "mock_components/GenericSystem");
+    assert_eq!(joints.keys().cloned().collect::<BTreeSet<_>>(), moving);
+    check_ros2_control_limits(&robot, &joints);
+}
+
+/// urdf/franka_like_gazebo.urdf.xacro run through the real xacro (PyPI `xacro`, the ROS
+/// tool's own code) as gazebo.launch.xml runs it: the same arm, a moving finger, the
+/// controllers file the controllers config names, and the camera sensor where and as the
+/// built-in camera is. Skipped without xacro unless `DREAMPLAN_REQUIRE_INTEROP` is set.
+#[test]
+fn the_gazebo_arm_through_xacro_is_the_same_arm_with_a_finger_its_controllers_and_the_camera() {
+    let python = std::env::var("DREAMPLAN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let controllers = root.join("config/gazebo/controllers.yaml");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys, xacro; sys.argv[0] = 'xacro'; xacro.main()",
+        ])
+        .arg(root.join("urdf/franka_like_gazebo.urdf.xacro"))
+        .arg(format!("controllers:={}", controllers.display()))
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+        other => {
+            assert!(
+                std::env::var("DREAMPLAN_REQUIRE_INTEROP").is_err(),
+                "xacro failed ({python}; pip install -r scripts/requirements.txt): {other:?}"
+            );
+            eprintln!("skipping: xacro is not installed for {python}");
+            return;
+        }
+    };
+    let robot = urdf_rs::read_from_string(&out).unwrap();
+    let (moving, _) = check_joints_and_inertials(&robot);
+    let arm = urdf_rs::read_from_string(&urdf_text()).unwrap();
+    let (arm_moving, _) = check_joints_and_inertials(&arm);
+    let mut want = arm_moving.clone();
+    want.insert("panda_finger_joint1".into());
+    assert_eq!(moving, want);
+    // The arm is the built-in world's arm, joint for joint.
+    for j in &arm.joints {
+        let g = robot.joints.iter().find(|g| g.name == j.name).unwrap();
+        assert_eq!(
+            (
+                &g.origin.xyz,
+                &g.origin.rpy,
+                &g.axis.xyz,
+                &g.parent.link,
+                &g.child.link
+            ),
+            (
+                &j.origin.xyz,
+                &j.origin.rpy,
+                &j.axis.xyz,
+                &j.parent.link,
+                &j.child.link
+            ),
+            "{}",
+            j.name
+        );
+        assert_eq!(
+            (g.limit.lower, g.limit.upper, g.limit.velocity),
+            (j.limit.lower, j.limit.upper, j.limit.velocity),
+            "{}",
+            j.name
+        );
+    }
+    // The finger column the executor sends: 0.04 open, 0 closed.
+    let f = robot
+        .joints
+        .iter()
+        .find(|j| j.name == "panda_finger_joint1")
+        .unwrap();
+    assert!(matches!(f.joint_type, urdf_rs::JointType::Prismatic));
+    assert_eq!((f.limit.lower, f.limit.upper), (0.0, 0.04));
+    let (plugin, joints) = ros2_control(&out);
+    assert_eq!(plugin, "gz_ros2_control/GazeboSimSystem");
+    assert_eq!(joints.keys().cloned().collect::<BTreeSet<_>>(), moving);
+    check_ros2_control_limits(&robot, &joints);
+    // gz_ros2_control loads the controllers file given to xacro; its trajectory controller
+    // drives exactly the ros2_control joints.
+    assert!(
+        out.contains(&format!(
+            "<parameters>{}</parameters>",
+            controllers.display()
+        )),
+        "the plugin does not load {}",
+        controllers.display()
+    );
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&controllers).unwrap()).unwrap();
+    let ctl: BTreeSet<String> = yaml["arm_controller"]["ros__parameters"]["joints"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ctl, moving);
+    // The RGB-D sensor on camera_link sees as the built-in camera does (the executor's
+    // default camera model and pose hold in Gazebo).
+    let cam = dreamplan::render::scene::default_camera(256, 256);
+    let hfov = 2.0 * (cam.width as f64 / 2.0 / cam.fx).atan();
+    let between = |a: &str, b: &str| -> f64 {
+        let i = out.find(a).unwrap_or_else(|| panic!("no {a}")) + a.len();
+        out[i..i + out[i..].find(b).unwrap()]
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(out.contains(r#"<gazebo reference="camera_link">"#));
+    assert!((between("<horizontal_fov>", "</horizontal_fov>") - hfov).abs() < 1e-6);
+    assert_eq!(between("<width>", "</width>"), cam.width as f64);
+    assert_eq!(between("<height>", "</height>"), cam.height as f64);
 }
 
 #[test]

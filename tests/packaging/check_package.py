@@ -3,8 +3,8 @@
 
     python3 tests/packaging/check_package.py [REPO_ROOT]
 
-Checks that package.xml, CMakeLists.txt, msg/*.msg, launch/*.launch.xml,
-config/ros/*.yaml and Cargo.toml agree with each other. Prints every problem found and
+Checks that package.xml, CMakeLists.txt, msg/*.msg, launch/*.launch.xml and their
+launch/*.launch.py twins, config/ros/*.yaml and Cargo.toml agree with each other. Prints every problem found and
 exits 1 if there is any, 0 otherwise.
 """
 
@@ -172,6 +172,19 @@ def main() -> int:
             words = (ex.get("cmd") or "").split()
             if words[:1] == ["ros2"] and len(words) > 1:
                 used.add(f"ros2{words[1]}")  # `ros2 bag` is package ros2bag, and so on
+        text = lf.read_text(encoding="utf-8")
+        for m in re.finditer(r"\$\(command '(\w+)", text):
+            used.add(m.group(1))  # e.g. $(command 'xacro ...'): the xacro package
+        # Every file of this package a launch file names must exist in the source tree
+        # (it is installed from there).
+        for m in re.finditer(r"\$\(find-pkg-share " + PKG + r"\)/([\w./-]+)", text):
+            if not (root / m.group(1)).is_file():
+                errors.append(f"{rel}: names $(find-pkg-share {PKG})/{m.group(1)}, which has "
+                              "no source file")
+        # Its Python twin includes exactly it.
+        twin = lf.with_name(lf.name[: -len(".xml")] + ".py")
+        if not twin.is_file():
+            errors.append(f"{rel}: no launch/{twin.name} (the Python form of each launch file)")
         for dep in sorted(used - runtime):
             errors.append(f"{rel}: starts something from package {dep}, which package.xml "
                           "does not list")
@@ -204,6 +217,28 @@ def main() -> int:
                 if not any(k in (name, f"/{name}", "/**") for k in keys):
                     errors.append(f"{params.relative_to(root)}: no top-level '{name}:' key for "
                                   f"node {name} launched by {rel}")
+
+    # --- launch/*.launch.py: each includes its XML twin -----------------------------------
+    import ast
+    for py in sorted((root / "launch").glob("*.launch.py")):
+        rel = f"launch/{py.name}"
+        try:
+            tree = ast.parse(py.read_text(encoding="utf-8"))
+        except SyntaxError as e:
+            errors.append(f"{rel}: not Python: {e}")
+            continue
+        named = {n.value for n in ast.walk(tree)
+                 if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 and n.value.endswith(".launch.xml")}
+        want = py.name[: -len(".py")] + ".xml"
+        if named != {want}:
+            errors.append(f"{rel}: includes {sorted(named)}, expected its twin {want}")
+        elif not (root / "launch" / want).is_file():
+            errors.append(f"{rel}: its twin launch/{want} does not exist")
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom | ast.Import)
+                    for a in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module or "")])}
+        for dep in sorted(imported - runtime - {"os", "sys"}):
+            errors.append(f"{rel}: imports {dep}, which package.xml does not list")
 
     # --- config/ros/*.yaml ---------------------------------------------------------------
     for y in sorted((root / "config" / "ros").glob("*.yaml")):
