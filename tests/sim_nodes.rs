@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dreamplan::bus::{Bus, LocalBus, Qos};
+use dreamplan::bus::{Bus, LocalBus, Qos, TrajectoryOutcome};
 use dreamplan::msg::prelude::*;
 use dreamplan::msg::std_msgs::Bool;
 use dreamplan::nodes::executor::{ExecutorConfig, ExecutorNode};
@@ -378,6 +378,37 @@ async fn a_planner_node_closes_the_loop() {
     }
 }
 
+/// A depth image of a plane facing the camera through the work area's centre.
+fn plane_depth() -> Image {
+    let cam = scene::default_camera(SIZE, SIZE);
+    let centre = nalgebra::Point3::new(0.5, 0.0, 0.0);
+    let (_, _, d) = cam.project(&centre).unwrap();
+    let mut data = Vec::new();
+    for _ in 0..SIZE * SIZE {
+        data.extend_from_slice(&(d as f32).to_le_bytes());
+    }
+    Image {
+        width: SIZE,
+        height: SIZE,
+        encoding: "32FC1".into(),
+        step: SIZE * 4,
+        data,
+        ..Default::default()
+    }
+}
+
+/// A short drag across the centre of the image, tagged `text`.
+fn centre_action(text: &str) -> KeypointAction {
+    KeypointAction {
+        source_u: SIZE as f32 / 2.0,
+        source_v: SIZE as f32 / 2.0,
+        target_u: SIZE as f32 / 2.0 + 10.0,
+        target_v: SIZE as f32 / 2.0,
+        raw_text: text.into(),
+        ..Default::default()
+    }
+}
+
 /// What happens to an action sent 200 ms after the episode's `scored` event while the
 /// previous trajectory still has seconds to run: its `action_started` or `failed` event.
 async fn second_action_after_the_episode_ends(episode_end_frees_arm: bool) -> EpisodeEvent {
@@ -407,33 +438,9 @@ async fn second_action_after_the_episode_ends(episode_end_frees_arm: bool) -> Ep
         &stop,
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // A plane facing the camera through the work area's centre.
-    let cam = scene::default_camera(SIZE, SIZE);
-    let centre = nalgebra::Point3::new(0.5, 0.0, 0.0);
-    let (_, _, d) = cam.project(&centre).unwrap();
-    let mut data = Vec::new();
-    for _ in 0..SIZE * SIZE {
-        data.extend_from_slice(&(d as f32).to_le_bytes());
-    }
-    depth
-        .publish(Image {
-            width: SIZE,
-            height: SIZE,
-            encoding: "32FC1".into(),
-            step: SIZE * 4,
-            data,
-            ..Default::default()
-        })
-        .unwrap();
+    depth.publish(plane_depth()).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let action = KeypointAction {
-        source_u: SIZE as f32 / 2.0,
-        source_v: SIZE as f32 / 2.0,
-        target_u: SIZE as f32 / 2.0 + 10.0,
-        target_v: SIZE as f32 / 2.0,
-        raw_text: "first".into(),
-        ..Default::default()
-    };
+    let action = centre_action("first");
     actions.publish(action.clone()).unwrap();
     let started = next_event(&mut events, EpisodeEvent::EVENT_ACTION_STARTED).await;
     assert_eq!(started.detail, "first");
@@ -538,4 +545,116 @@ async fn no_action_ends_the_episode() {
     sim_task.await.unwrap().unwrap();
     stop.cancel();
     planner_task.await.unwrap().unwrap();
+}
+
+/// With `trajectory_action`, trajectories go to a FollowJointTrajectory server (here the
+/// in-process one a test serves) instead of the topic: the arm is busy until the server
+/// answers; success is `action_finished`, a controller's failure a `failed` event with its
+/// reason; the e-stop cancels the running goal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_says() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut goals = bus
+        .serve_trajectories("/arm_controller/follow_joint_trajectory")
+        .unwrap();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let mut topic = bus
+        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
+    let config: ExecutorConfig = serde_yaml::from_str(&format!(
+        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\n"
+    ))
+    .unwrap();
+    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    depth.publish(plane_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // 1. A goal that succeeds: the arm stays busy until the server answers.
+    actions.publish(centre_action("first")).unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(60), goals.recv())
+        .await
+        .expect("a goal in time")
+        .expect("the executor is running");
+    assert_eq!(g.trajectory.joint_names.len(), 8);
+    assert_eq!(g.trajectory.joint_names[7], "panda_finger_joint1");
+    assert!(g.trajectory.points.len() > 4);
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    actions.publish(centre_action("while busy")).unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.contains("busy"), "{}", e.detail);
+    g.answer.send(TrajectoryOutcome::Succeeded).unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_FINISHED
+    );
+    // 2. The controller aborts the next one: a failed event with its reason.
+    actions.publish(centre_action("second")).unwrap();
+    let g = goals.recv().await.unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    g.answer
+        .send(TrajectoryOutcome::Failed(
+            "PATH_TOLERANCE_VIOLATED panda_joint4".into(),
+        ))
+        .unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED);
+    assert_eq!(e.detail, "controller: PATH_TOLERANCE_VIOLATED panda_joint4");
+    // 3. The e-stop cancels a running goal; its late answer changes nothing.
+    actions.publish(centre_action("third")).unwrap();
+    let g = goals.recv().await.unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    let _ = g.answer.send(TrajectoryOutcome::Succeeded);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(events.try_recv().is_none(), "an outcome after the e-stop");
+    // Nothing went out on the topic but the e-stop's empty stop trajectory.
+    let mut on_topic = Vec::new();
+    while let Some(t) = topic.try_recv() {
+        on_topic.push(t.points.len());
+    }
+    assert_eq!(on_topic, vec![0]);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// An executor told to use an action its bus cannot reach stops at once with a message
+/// that names the action and the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trajectory_action_without_a_server_is_a_clear_error() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let config: ExecutorConfig =
+        serde_yaml::from_str("trajectory_action: /arm_controller/follow_joint_trajectory\n")
+            .unwrap();
+    let err = start(ExecutorNode::new(config).unwrap(), &bus, &stop)
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/arm_controller/follow_joint_trajectory") && err.contains("topic"),
+        "{err}"
+    );
 }

@@ -5,8 +5,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink, Subscriber};
+use super::{
+    resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink, Subscriber,
+    TrajectoryClient, TrajectoryGoal, TrajectoryOutcome,
+};
 use crate::clock::Clock;
+use crate::msg::prelude::JointTrajectory;
 use crate::msg::Message;
 
 /// Type-erased view of a topic, for shutdown and introspection.
@@ -57,6 +61,8 @@ struct Inner {
     topics: Mutex<HashMap<String, Entry>>,
     closed: AtomicBool,
     clock: Clock,
+    /// In-process `FollowJointTrajectory` servers, by action name.
+    actions: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<TrajectoryGoal>>>,
 }
 
 /// How a topic of a [`LocalBus`] is used.
@@ -95,8 +101,26 @@ impl LocalBus {
                 topics: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 clock,
+                actions: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Serves the `FollowJointTrajectory` action `action` in this process: every goal a
+    /// [`Bus::trajectory_client`] of this bus sends arrives here with the channel for its
+    /// outcome (tests, or a simulated controller). A later call replaces the server.
+    pub fn serve_trajectories(
+        &self,
+        action: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<TrajectoryGoal>, BusError> {
+        let name = resolve_topic(action)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner
+            .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, tx);
+        Ok(rx)
     }
 
     /// Every topic the bus has seen, by name: its type and how many publishers and
@@ -274,11 +298,69 @@ impl Bus for LocalBus {
         self.inner.clock.clone()
     }
 
+    fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {
+        let name = resolve_topic(action)?;
+        let server = self
+            .inner
+            .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| {
+                BusError::Unsupported(format!(
+                    "no FollowJointTrajectory server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_trajectories): publish on a trajectory topic instead"
+                ))
+            })?;
+        Ok(Arc::new(LocalTrajectoryClient {
+            server,
+            cancel: Mutex::new(tokio_util::sync::CancellationToken::new()),
+        }))
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
         for entry in topics.values() {
             entry.topic.close();
         }
+    }
+}
+
+/// A client of an in-process `FollowJointTrajectory` server.
+struct LocalTrajectoryClient {
+    server: tokio::sync::mpsc::UnboundedSender<TrajectoryGoal>,
+    /// Cancels the goals sent so far; replaced after each `cancel_all`.
+    cancel: Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl TrajectoryClient for LocalTrajectoryClient {
+    fn follow(
+        &self,
+        trajectory: JointTrajectory,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrajectoryOutcome> + Send + 'static>>
+    {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let sent = self.server.send(TrajectoryGoal { trajectory, answer });
+        let cancel = self
+            .cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Box::pin(async move {
+            if sent.is_err() {
+                return TrajectoryOutcome::Failed("the action server is gone".into());
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => TrajectoryOutcome::Failed("cancelled".into()),
+                o = outcome => o.unwrap_or_else(|_| TrajectoryOutcome::Failed("the server dropped the goal".into())),
+            }
+        })
+    }
+
+    fn cancel_all(&self) {
+        let mut c = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
+        c.cancel();
+        *c = tokio_util::sync::CancellationToken::new();
     }
 }

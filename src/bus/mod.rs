@@ -5,6 +5,7 @@
 //! Both deliver into the same bounded [`Subscriber`] queue, so keep-last semantics
 //! (a slow subscriber loses its oldest messages, memory never grows) hold everywhere.
 
+mod action;
 #[cfg(feature = "ros2-dds")]
 pub mod dds;
 mod inbox;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::msg::Message;
 
+pub use action::{error_code_name, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome};
 pub(crate) use inbox::Inbox;
 pub use inbox::Subscriber;
 pub use local::{LocalBus, TopicUse};
@@ -51,6 +53,9 @@ pub enum BusError {
     /// The ROS 2 middleware reported an error.
     #[error("ROS 2: {0}")]
     Ros(String),
+    /// The bus cannot do what was asked (e.g. a ROS action on a bus without one).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Typed publish/subscribe with explicit quality of service, plus the clock nodes stamp with.
@@ -73,6 +78,13 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// a graph waits before closing the bus after its last message.
     fn settle(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+    /// A client of the `control_msgs/action/FollowJointTrajectory` server `action` (e.g.
+    /// `/arm_controller/follow_joint_trajectory`). Buses without ROS actions refuse.
+    fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {
+        Err(BusError::Unsupported(format!(
+            "this bus has no ROS actions, so the FollowJointTrajectory action `{action}` cannot be used: publish on a trajectory topic instead (the executor's topics.trajectory)"
+        )))
     }
 }
 

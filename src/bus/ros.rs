@@ -450,6 +450,32 @@ impl Bus for RosBus {
         self.inner.clock.clone()
     }
 
+    fn trajectory_client(
+        &self,
+        action: &str,
+    ) -> Result<Arc<dyn super::TrajectoryClient>, BusError> {
+        let name = resolve_topic(action)?;
+        let client = self
+            .inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .create_action_client_untyped(&name, "control_msgs/action/FollowJointTrajectory")
+            .map_err(|e| {
+                BusError::Ros(format!(
+                    "FollowJointTrajectory client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
+                ))
+            })?;
+        let (tx, rx) = std::sync::mpsc::channel::<GoalCommand>();
+        std::thread::Builder::new()
+            .name(format!("r2r-action-{name}"))
+            .spawn(move || run_trajectory_goals(client, rx))
+            .map_err(|e| BusError::Ros(format!("cannot start the action thread: {e}")))?;
+        Ok(Arc::new(RosTrajectoryClient {
+            commands: Mutex::new(tx),
+        }))
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.feeds.close_all();
@@ -461,6 +487,128 @@ impl Bus for RosBus {
             .take()
         {
             let _ = handle.join();
+        }
+    }
+}
+
+/// What the executor asks of the action thread.
+enum GoalCommand {
+    Follow(
+        serde_json::Value,
+        tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
+    ),
+    CancelAll,
+}
+
+/// `FollowJointTrajectory` through r2r's untyped action client (JSON goals, so that the
+/// crate builds without control_msgs' generated types). r2r's goal futures are not `Send`:
+/// they live on one thread with a local executor; the bus's spin thread completes them.
+struct RosTrajectoryClient {
+    commands: Mutex<std::sync::mpsc::Sender<GoalCommand>>,
+}
+
+impl super::TrajectoryClient for RosTrajectoryClient {
+    fn follow(
+        &self,
+        trajectory: msg::prelude::JointTrajectory,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::TrajectoryOutcome> + Send>> {
+        use super::TrajectoryOutcome::Failed;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let goal = match serde_json::to_value(&trajectory) {
+            Ok(t) => serde_json::json!({ "trajectory": t }),
+            Err(e) => return Box::pin(std::future::ready(Failed(format!("goal: {e}")))),
+        };
+        let sent = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(GoalCommand::Follow(goal, tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Failed("the action thread has stopped".into());
+            }
+            rx.await
+                .unwrap_or_else(|_| Failed("the action thread dropped the goal".into()))
+        })
+    }
+
+    fn cancel_all(&self) {
+        let _ = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(GoalCommand::CancelAll);
+    }
+}
+
+/// The action thread: sends goals, waits for their results, cancels on request; ends
+/// when the client is dropped.
+fn run_trajectory_goals(
+    client: r2r::ActionClientUntyped,
+    commands: std::sync::mpsc::Receiver<GoalCommand>,
+) {
+    use super::TrajectoryOutcome::{Failed, Succeeded};
+    use futures::task::LocalSpawnExt;
+    let mut pool = futures::executor::LocalPool::new();
+    let spawner = pool.spawner();
+    let handles: std::rc::Rc<std::cell::RefCell<Vec<r2r::ActionClientGoalUntyped>>> =
+        Default::default();
+    loop {
+        pool.run_until_stalled();
+        let command = match commands.recv_timeout(Duration::from_millis(10)) {
+            Ok(c) => c,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        match command {
+            GoalCommand::CancelAll => {
+                for h in handles.borrow_mut().drain(..) {
+                    if let Ok(cancelled) = h.cancel() {
+                        let _ = spawner.spawn_local(async move {
+                            let _ = cancelled.await;
+                        });
+                    }
+                }
+            }
+            GoalCommand::Follow(goal, answer) => {
+                let request = client.send_goal_request(goal);
+                let handles = handles.clone();
+                let task = async move {
+                    let outcome = match request {
+                        Err(e) => Failed(format!("goal not sent: {e}")),
+                        Ok(request) => match request.await {
+                            Err(e) => Failed(format!("goal rejected: {e}")),
+                            Ok((handle, result, _feedback)) => {
+                                handles.borrow_mut().push(handle);
+                                match result.await {
+                                    Err(e) => Failed(format!("no result: {e}")),
+                                    Ok((r2r::GoalStatus::Succeeded, Ok(r))) => {
+                                        let code = r["error_code"].as_i64().unwrap_or(0);
+                                        if code == 0 {
+                                            Succeeded
+                                        } else {
+                                            Failed(format!(
+                                                "{} {}",
+                                                super::error_code_name(code),
+                                                r["error_string"].as_str().unwrap_or("")
+                                            ))
+                                        }
+                                    }
+                                    Ok((status, r)) => Failed(format!(
+                                        "{status:?} {}",
+                                        r.map(|r| r["error_string"].to_string())
+                                            .unwrap_or_else(|e| e.to_string())
+                                    )),
+                                }
+                            }
+                        },
+                    };
+                    let _ = answer.send(outcome);
+                };
+                if spawner.spawn_local(task).is_err() {
+                    return;
+                }
+            }
         }
     }
 }

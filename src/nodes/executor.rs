@@ -86,6 +86,12 @@ pub struct ExecutorConfig {
     /// stops it: set `false`, and the arm stays busy until the trajectory's duration has
     /// passed (a `reset` published mid-motion then waits in the planner).
     pub episode_end_frees_arm: bool,
+    /// A `control_msgs/action/FollowJointTrajectory` server (e.g.
+    /// `/arm_controller/follow_joint_trajectory`) to send trajectories to instead of
+    /// publishing them on `topics.trajectory`: the arm is busy until the controller reports
+    /// the result, and its failure (rejected, aborted, tolerance violated) is a `failed`
+    /// event. Needs a bus with ROS actions (ROS 2 through r2r); unset or empty: the topic.
+    pub trajectory_action: Option<String>,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
@@ -101,6 +107,7 @@ impl Default for ExecutorConfig {
             envelope: SafetyEnvelope::default(),
             motion: PickPlaceParams::default(),
             episode_end_frees_arm: true,
+            trajectory_action: None,
             topics: ExecutorTopics::default(),
         }
     }
@@ -314,6 +321,16 @@ impl Node for ExecutorNode {
             .bus
             .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
         let names = self.arm.joint_names();
+        // Trajectories as FollowJointTrajectory goals: each goal's outcome comes back on
+        // `outcomes` with its number, so that the outcome of a goal given up (e-stop, the
+        // episode's end) is not taken for the current one's.
+        let client = match self.config.trajectory_action.as_deref() {
+            Some(a) if !a.is_empty() => Some(ctx.bus.trajectory_client(a)?),
+            _ => None,
+        };
+        let (outcome_tx, mut outcomes) =
+            tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::TrajectoryOutcome)>();
+        let (mut goals_sent, mut goal): (u64, Option<u64>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
@@ -347,12 +364,30 @@ impl Node for ExecutorNode {
                     busy_until = None;
                     let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                 }
+                Some((id, outcome)) = outcomes.recv() => {
+                    if goal != Some(id) {
+                        continue; // a goal given up earlier
+                    }
+                    goal = None;
+                    match outcome {
+                        crate::bus::TrajectoryOutcome::Succeeded => {
+                            let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                        }
+                        crate::bus::TrajectoryOutcome::Failed(why) => {
+                            tracing::warn!(node = %ctx.name, "the controller did not complete the trajectory: {why}");
+                            let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, format!("controller: {why}")));
+                        }
+                    }
+                }
                 m = estop.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     if m.data && !stopped {
                         // An empty trajectory stops a ROS trajectory controller where it is.
                         let _ = traj_pub.publish(JointTrajectory { joint_names: names.clone(), ..Default::default() });
-                        if busy_until.take().is_some() {
+                        if let Some(c) = &client {
+                            c.cancel_all();
+                        }
+                        if busy_until.take().is_some() | goal.take().is_some() {
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, "e-stop".into()));
                         }
                         tracing::warn!(node = %ctx.name, "e-stop engaged");
@@ -362,7 +397,7 @@ impl Node for ExecutorNode {
                 m = episode_events.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
-                    if ended && self.config.episode_end_frees_arm && busy_until.take().is_some() {
+                    if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | goal.take().is_some()) {
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
@@ -422,7 +457,7 @@ impl Node for ExecutorNode {
                     }
                     let result = if stopped {
                         Err(Rejection::EStopped)
-                    } else if busy_until.is_some() {
+                    } else if busy_until.is_some() || goal.is_some() {
                         Err(Rejection::Planning("busy with the previous action".into()))
                     } else {
                         self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q)
@@ -433,9 +468,21 @@ impl Node for ExecutorNode {
                             let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
                             let mut traj = traj;
                             traj.header.stamp = ctx.bus.clock().now();
-                            traj_pub.publish(traj)?;
+                            match &client {
+                                Some(c) => {
+                                    goals_sent += 1;
+                                    let (id, done, tx) = (goals_sent, c.follow(traj), outcome_tx.clone());
+                                    tokio::spawn(async move {
+                                        let _ = tx.send((id, done.await));
+                                    });
+                                    goal = Some(id);
+                                }
+                                None => {
+                                    traj_pub.publish(traj)?;
+                                    busy_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration));
+                                }
+                            }
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
-                            busy_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration));
                         }
                         Err(reason) => {
                             tracing::warn!(node = %ctx.name, "action refused: {reason}");
