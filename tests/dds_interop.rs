@@ -342,21 +342,19 @@ nodes:
 /// arm at `q`, its depth, the object-only goal image, the intrinsics) as plain files for
 /// the peer's `drive`: the peer publishes them with its own ROS-named types.
 fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u32, q: &[f64]) {
-    use dreamplan::render::{render, render_modes, scene, RenderMode, RenderOptions};
+    use dreamplan::render::{render, scene, RenderMode, RenderOptions};
     use dreamplan::sim::episode::{arm_goal, default_arm};
     let arm = default_arm();
     let cam = scene::default_camera(side, side);
     let opts = RenderOptions::default();
     let mut world = dreamplan::sim::tasks::reset(task, seed);
     world.teleport_gripper(nalgebra::Point3::from(arm.fk(q).translation.vector));
-    let full = render_modes(
+    let full = render(
         &scene::full_scene(&world, &arm, q, true),
         &cam,
-        &[RenderMode::Full],
+        RenderMode::Full,
         &opts,
-    )
-    .pop()
-    .unwrap();
+    );
     let goal = render(
         &scene::world_primitives(&arm_goal(task, seed, &arm).unwrap()),
         &cam,

@@ -85,19 +85,11 @@ async fn rig_with(config: PlannerConfig) -> Rig {
     let task = tokio::spawn(node.run(ctx));
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The goal image, latched, as the sim publishes it.
-    let obs = observe(
-        Task::Rope,
-        3,
-        &EvalConfig {
-            size: SIZE,
-            keypoints: 4,
-        },
-    );
     let goal_pub = bus
         .publisher::<Image>("/goal/image", Qos::latched())
         .unwrap();
     goal_pub
-        .publish(image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone()))
+        .publish(image("rgb8", SIZE, SIZE, goal_rgb()))
         .unwrap();
     let event_pub = bus
         .publisher::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
@@ -130,7 +122,8 @@ impl Rig {
     }
 }
 
-fn current_rgb() -> Vec<u8> {
+/// The scene every test here decides on: rope, seed 3, four keypoints.
+fn rope_scene() -> dreamplan::planner::eval::Observation {
     observe(
         Task::Rope,
         3,
@@ -139,8 +132,14 @@ fn current_rgb() -> Vec<u8> {
             keypoints: 4,
         },
     )
-    .current
-    .rgb
+}
+
+fn current_rgb() -> Vec<u8> {
+    rope_scene().current.rgb
+}
+
+fn goal_rgb() -> Vec<u8> {
+    rope_scene().goal_frame.rgb
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,15 +218,7 @@ async fn the_coverage_backend_from_yaml_publishes_the_coverage_rules_choice() {
         .await
         .expect("an action in time")
         .expect("bus open");
-    let obs = observe(
-        Task::Rope,
-        3,
-        &EvalConfig {
-            size: SIZE,
-            keypoints: 4,
-        },
-    );
-    let (current, goal) = obs.keypoints.expect("rope 3 has keypoints");
+    let (current, goal) = rope_scene().keypoints.expect("rope 3 has keypoints");
     let want = coverage_choice(&current, &goal).unwrap();
     assert_eq!((a.source_id, a.target_id), (want.pick, want.place), "{a:?}");
     r.finish().await;
@@ -353,20 +344,12 @@ async fn with_trigger_goal_each_new_goal_image_is_an_episode_and_a_decision() {
     let a = action_within(&mut r, Duration::from_secs(60)).await;
     assert!(a.is_some(), "no decision for the first goal");
     // The same goal again (a latched sample re-delivered): nothing new.
-    let obs = observe(
-        Task::Rope,
-        3,
-        &EvalConfig {
-            size: SIZE,
-            keypoints: 4,
-        },
-    );
     let goal_pub = r
         .bus
         .publisher::<Image>("/goal/image", Qos::latched())
         .unwrap();
     goal_pub
-        .publish(image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone()))
+        .publish(image("rgb8", SIZE, SIZE, goal_rgb()))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     r.image_pub.publish(image_at(i32::MAX - 2)).unwrap();
@@ -377,7 +360,7 @@ async fn with_trigger_goal_each_new_goal_image_is_an_episode_and_a_decision() {
         "the same goal asked twice"
     );
     // A new goal (here: a new stamp): episode 1.
-    let mut goal = image("rgb8", SIZE, SIZE, obs.goal_frame.rgb.clone());
+    let mut goal = image("rgb8", SIZE, SIZE, goal_rgb());
     goal.header.stamp = Time {
         sec: 42,
         nanosec: 0,
