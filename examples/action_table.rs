@@ -5,7 +5,8 @@
 //! keypoint oracle chooses from; used to ask which generic, physics-blind features of the
 //! two keypoint sets single out the good actions (docs/stage3.md).
 //!
-//! `cargo run --release --example action_table -- FIRST_SEED COUNT_PER_TASK THREADS > t.jsonl`
+//! `cargo run --release --example action_table -- FIRST_SEED COUNT_PER_TASK THREADS [TASKS] > t.jsonl`
+//! (TASKS: a comma list such as `toy` or `rope,toy`; all three by default).
 
 use dreamplan::planner::eval::{observe, EvalConfig};
 use dreamplan::sim::tasks::Task;
@@ -13,17 +14,28 @@ use dreamplan::verifier::{all_choices, SimVerifier, VerifyState};
 use serde_json::json;
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("arguments are integers"))
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = raw
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "rope,cloth,toy".into());
+    let args: Vec<u64> = raw
+        .iter()
+        .take(3)
+        .map(|a| a.parse().expect("the first three arguments are integers"))
         .collect();
     let [first, count, threads] = args[..] else {
-        eprintln!("usage: action_table FIRST_SEED COUNT_PER_TASK THREADS > table.jsonl");
+        eprintln!("usage: action_table FIRST_SEED COUNT_PER_TASK THREADS [TASKS] > table.jsonl");
         std::process::exit(2);
     };
     let jobs: Vec<(usize, Task, u64)> = [Task::Rope, Task::Cloth, Task::Toy]
         .into_iter()
         .enumerate()
+        .filter(|(_, t)| {
+            wanted
+                .split(',')
+                .any(|w| w == format!("{t:?}").to_lowercase())
+        })
         .flat_map(|(i, t)| (first..first + count).map(move |s| (i, t, s)))
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);

@@ -187,6 +187,32 @@ fn frame_of(img: &Image) -> Result<Frame, String> {
     })
 }
 
+/// The goal the planner plans toward, and (with `trigger: goal`) which goal last asked for
+/// an episode. Both places a goal image can be taken from (its own branch, and the drain
+/// before a decision) go through [`GoalSlot::offer`], so that a goal is announced however
+/// it arrives.
+#[derive(Default)]
+struct GoalSlot {
+    goal: Option<Frame>,
+    /// The stamp of the goal in `goal`; with its pixels, what tells a new request from a
+    /// latched sample delivered again.
+    stamp: Option<(i32, u32)>,
+}
+
+impl GoalSlot {
+    /// Takes `frame` (stamped `stamp`) as the goal; true when it differs from the goal held
+    /// (another stamp or other pixels), i.e. when it is a new request.
+    fn offer(&mut self, stamp: (i32, u32), frame: Frame) -> bool {
+        let same = self.stamp == Some(stamp)
+            && self.goal.as_ref().is_some_and(|g| {
+                (g.width, g.height, &g.rgb) == (frame.width, frame.height, &frame.rgb)
+            });
+        self.goal = Some(frame);
+        self.stamp = Some(stamp);
+        !same
+    }
+}
+
 fn task_of(name: &str) -> Option<Task> {
     match name {
         "rope" => Some(Task::Rope),
@@ -411,46 +437,53 @@ impl Node for PlannerNode {
             .filter(|p| !p.as_os_str().is_empty());
         let n = self.config.keypoints;
         let mut planner = Some(self.planner);
-        let mut goal: Option<Frame> = None;
+        let mut goal = GoalSlot::default();
         // Episode waiting for its first image: (task, episode number, reset stamp).
         let mut pending: Option<(Task, u32, (i32, u32))> = None;
         // The executor's last report: an action started and not yet finished or failed.
         let mut busy = false;
         // When the arm last became idle: an image from before shows it moving.
         let mut idle_at: (i32, u32) = (i32::MIN, 0);
-        // Goal-triggered episodes: the next episode number and the last goal that asked.
-        let mut next_episode: u32 = 0;
-        let mut last_goal: Option<((i32, u32), Vec<u8>)> = None;
+        // Goal-triggered episodes: the next episode number.
+        let next_episode = std::sync::atomic::AtomicU32::new(0);
         let goal_task = self.config.task.clone().unwrap_or_default();
+        // A goal image, from whichever branch took it: held as the goal and, with `trigger:
+        // goal`, announced as a new episode unless it is the goal held already (a latched
+        // sample delivered again is not a new request). True when it was announced. The
+        // reset comes back through `events` like anyone's.
+        let take_goal = |m: &Image, goal: &mut GoalSlot| -> anyhow::Result<bool> {
+            let f = match frame_of(m) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(node = %ctx.name, "goal image ignored: {e}");
+                    return Ok(false);
+                }
+            };
+            let new = goal.offer((m.header.stamp.sec, m.header.stamp.nanosec), f);
+            if !new || self.config.trigger != Trigger::Goal {
+                return Ok(false);
+            }
+            let episode = next_episode.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            event_pub.publish(EpisodeEvent {
+                header: Header {
+                    stamp: ctx.bus.clock().now(),
+                    frame_id: String::new(),
+                },
+                episode,
+                task: goal_task.clone(),
+                event: EpisodeEvent::EVENT_RESET.into(),
+                score: f64::NAN,
+                detail: "new goal image".into(),
+                ..Default::default()
+            })?;
+            Ok(true)
+        };
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 m = goals.recv() => {
                     let Some(m) = m else { return Ok(()) };
-                    match frame_of(&m) {
-                        Ok(f) => {
-                            let key = ((m.header.stamp.sec, m.header.stamp.nanosec), f.rgb.clone());
-                            goal = Some(f);
-                            // A goal delivered twice (a latched sample re-sent on
-                            // rediscovery) is not a new request.
-                            if self.config.trigger == Trigger::Goal && last_goal.as_ref() != Some(&key) {
-                                last_goal = Some(key);
-                                let reset = EpisodeEvent {
-                                    header: Header { stamp: ctx.bus.clock().now(), frame_id: String::new() },
-                                    episode: next_episode,
-                                    task: goal_task.clone(),
-                                    event: EpisodeEvent::EVENT_RESET.into(),
-                                    score: f64::NAN,
-                                    detail: "new goal image".into(),
-                                    ..Default::default()
-                                };
-                                next_episode += 1;
-                                // The reset comes back through `events` like anyone's.
-                                event_pub.publish(reset)?;
-                            }
-                        }
-                        Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
-                    }
+                    take_goal(&m, &mut goal)?;
                 }
                 m = trainer.recv() => {
                     let Some(m) = m else { return Ok(()) };
@@ -507,13 +540,18 @@ impl Node for PlannerNode {
                 m = images.recv(), if pending.is_some() && !(busy && self.config.wait_idle) => {
                     let Some(m) = m else { return Ok(()) };
                     // The goal of this episode may be queued behind the image: take it first.
+                    let mut announced = false;
                     while let Some(g) = goals.try_recv() {
-                        match frame_of(&g) {
-                            Ok(f) => goal = Some(f),
-                            Err(e) => tracing::warn!(node = %ctx.name, "goal image ignored: {e}"),
-                        }
+                        announced |= take_goal(&g, &mut goal)?;
                     }
-                    if goal.is_none() {
+                    if announced {
+                        // A new goal asked for a new episode: its reset (on its way back
+                        // through `events`) supersedes the pending one, and this image,
+                        // taken before it, is not decided on.
+                        pending = None;
+                        continue;
+                    }
+                    if goal.goal.is_none() {
                         // Wait for the latched goal; the next image retries.
                         continue;
                     }
@@ -535,7 +573,7 @@ impl Node for PlannerNode {
                         detail: format!("planner: {detail}"),
                         ..Default::default()
                     };
-                    let (current, goal_frame) = match (frame_of(&m), goal.clone()) {
+                    let (current, goal_frame) = match (frame_of(&m), goal.goal.clone()) {
                         (Ok(c), Some(g)) => (c, g),
                         (Err(e), _) => { event_pub.publish(fail(e))?; continue }
                         (_, None) => { event_pub.publish(fail("no goal image yet".into()))?; continue }
@@ -597,5 +635,39 @@ impl Node for PlannerNode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(value: u8) -> Frame {
+        Frame {
+            width: 2,
+            height: 1,
+            rgb: vec![value; 6],
+            depth: Vec::new(),
+        }
+    }
+
+    /// What tells a new goal request from a latched sample delivered again: the stamp and
+    /// the pixels, whichever branch of the node took the image.
+    #[test]
+    fn a_goal_is_new_unless_both_its_stamp_and_its_pixels_are_the_held_ones() {
+        let mut slot = GoalSlot::default();
+        assert!(slot.offer((1, 0), frame(7)), "the first goal");
+        assert!(!slot.offer((1, 0), frame(7)), "the same goal again");
+        assert!(slot.offer((2, 0), frame(7)), "a new stamp");
+        assert!(
+            slot.offer((2, 0), frame(9)),
+            "new pixels under the same stamp"
+        );
+        assert!(!slot.offer((2, 0), frame(9)));
+        assert_eq!(slot.goal.as_ref().map(|g| g.rgb[0]), Some(9));
+        let mut wider = frame(9);
+        wider.width = 1;
+        wider.rgb.truncate(3);
+        assert!(slot.offer((2, 0), wider), "another size");
     }
 }
