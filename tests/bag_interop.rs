@@ -1,6 +1,8 @@
 //! rosbag2 interop with PyPI `rosbags`, both ways: bags rosbags wrote (MCAP and sqlite3,
 //! Humble and Jazzy, zstd) are read here with identical values, in log-time order; bags
-//! written here are read by rosbags with identical values (`scripts/check_bag_with_rosbags.py`).
+//! written here are read by rosbags with identical values (`scripts/check_bag_with_rosbags.py`),
+//! and by Foxglove's own `mcap` + `mcap-ros2-support`, decoding from the schemas in the file
+//! (`scripts/check_bag_with_mcap.py`).
 
 mod common;
 
@@ -245,4 +247,113 @@ fn topic_and_time_range_filters_work_on_mcap_and_sqlite() {
             .collect();
         assert_eq!(topics.len(), 4, "{name}: {topics:?}");
     }
+}
+
+/// A second reader, independent of rosbags: Foxglove's PyPI `mcap` reads the container and
+/// `mcap-ros2-support` decodes every message from the schema text the file carries, as
+/// Foxglove Studio does. Plain, zstd-chunked and split bags; each file alone too.
+#[test]
+fn foxglove_mcap_reads_and_decodes_bags_written_here() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var_os("DREAMPLAN_REQUIRE_INTEROP").is_none(),
+            "DREAMPLAN_REQUIRE_INTEROP is set but no Python with mcap-ros2-support was found"
+        );
+        eprintln!("skipping: set DREAMPLAN_PYTHON to a Python with mcap-ros2-support (scripts/requirements.txt) to run this check");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |target: &std::path::Path| {
+        Command::new(&python)
+            .arg(root().join("scripts/check_bag_with_mcap.py"))
+            .arg(target)
+            .arg("--cases")
+            .arg(cdr_fixtures().join("cases.json"))
+            .output()
+            .expect("run the mcap checker")
+    };
+    for (label, options) in [
+        ("plain", WriterOptions::default()),
+        (
+            "zstd",
+            WriterOptions {
+                compression: Compression::Zstd,
+                chunk_size: 4096,
+                ..Default::default()
+            },
+        ),
+        (
+            "split",
+            WriterOptions {
+                max_file_bytes: Some(64 * 1024),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let dir = tmp.path().join(label);
+        write_case_bag(&dir, options);
+        let out = run(&dir);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "mcap-ros2-support rejected {label}:\n{text}"
+        );
+    }
+    // The checker is not a rubber stamp: one float off by one ulp in the expected values,
+    // or one byte of the 1280×720 image, fails it, and so does a bag missing a message.
+    let cases_json = std::fs::read_to_string(cdr_fixtures().join("cases.json")).unwrap();
+    for (from, to, why) in [
+        (
+            r#""x": 1.5, "y": -0.5"#,
+            r#""x": 1.5000000000000002, "y": -0.5"#,
+            "bit for bit",
+        ),
+        (
+            r#""mul": 31, "add": 7"#,
+            r#""mul": 31, "add": 8"#,
+            "byte array differs",
+        ),
+    ] {
+        assert!(cases_json.contains(from), "cases.json changed: {from}");
+        let tampered = tmp.path().join("tampered.json");
+        std::fs::write(&tampered, cases_json.replacen(from, to, 1)).unwrap();
+        let out = Command::new(&python)
+            .arg(root().join("scripts/check_bag_with_mcap.py"))
+            .arg(tmp.path().join("plain"))
+            .arg("--cases")
+            .arg(&tampered)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(why),
+            "a tampered expectation ({to}) passed: {text}"
+        );
+    }
+    let dir = tmp.path().join("short");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    for (i, (name, ty, value)) in cases().into_iter().enumerate().skip(1) {
+        let def = visit_type(&ty, Def).unwrap();
+        let topic = w
+            .add_topic(
+                &format!("/cases/{name}"),
+                &ty,
+                def,
+                &[dreamplan::bus::Qos::default()],
+            )
+            .unwrap();
+        w.write_raw(topic, case_time(i), &visit_type(&ty, ToCdr(value)).unwrap())
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let out = run(&dir);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("missing topics"),
+        "a bag without its first case passed: {text}"
+    );
 }

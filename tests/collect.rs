@@ -96,6 +96,41 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
             t.episode
         );
     }
+    // Foxglove's own reader (PyPI `mcap` + `mcap-ros2-support`) decodes every message of the
+    // recorded bag from the schemas it carries, topic for topic as many as ours reads.
+    match std::env::var_os("DREAMPLAN_PYTHON") {
+        Some(python) => {
+            let checked = Command::new(python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/check_bag_with_mcap.py"
+                ))
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                checked.status.success(),
+                "mcap-ros2-support: {}",
+                String::from_utf8_lossy(&checked.stderr)
+            );
+            let theirs: std::collections::BTreeMap<String, usize> =
+                serde_json::from_slice(&checked.stdout).unwrap();
+            let ours: std::collections::BTreeMap<String, usize> = reader
+                .topics()
+                .iter()
+                .map(|t| (t.name.clone(), count(&t.name)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            assert_eq!(
+                theirs, ours,
+                "messages per topic, mcap-ros2-support vs ours"
+            );
+        }
+        None => assert!(
+            std::env::var_os("DREAMPLAN_REQUIRE_INTEROP").is_none(),
+            "DREAMPLAN_REQUIRE_INTEROP is set but DREAMPLAN_PYTHON is not"
+        ),
+    }
     // A second run into the same directory is refused: nothing is overwritten.
     let again = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
         .args(["collect", "--task", "rope", "--episodes", "1", "--out"])
