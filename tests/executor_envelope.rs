@@ -3,6 +3,9 @@
 //! executor's gates (finite, inside the image, valid depth, workspace policy); a sample of
 //! the admitted ones is planned, gated by `SafetyEnvelope::verify`, and what passes is
 //! checked again here independently (dense joint-space interpolation, FK of every sample).
+//! The audit through the executor's real `plan_action`, every admitted action planned, is
+//! `dreamplan robot envelope` (`nodes::envelope_audit`): CI runs it at 10⁵ actions in
+//! release; here it runs small, and its auditor is shown to catch what it must.
 
 use dreamplan::msg::dreamplan::KeypointAction;
 use dreamplan::render::{render, scene, RenderMode, RenderOptions};
@@ -311,4 +314,103 @@ fn the_camera_model_comes_from_camera_info_and_the_configured_pose() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("256x256"), "{err}");
+}
+
+/// The auditor of `dreamplan robot envelope` catches what it must: a real plan passes, and
+/// each of a joint past its limit, a joint too fast, the TCP under the table, a jump from
+/// the start pose and a non-increasing time fails, naming the problem.
+#[test]
+fn the_envelope_auditor_catches_each_kind_of_violation() {
+    use dreamplan::nodes::envelope_audit::audit_trajectory;
+    let arm = default_arm();
+    let env = SafetyEnvelope::default();
+    let plan = plan_pick_place(
+        &arm,
+        &READY,
+        &nalgebra::Point3::new(0.5, -0.1, 0.01),
+        &nalgebra::Point3::new(0.45, 0.15, 0.01),
+        &PickPlaceParams::default(),
+    )
+    .unwrap();
+    audit_trajectory(&plan.trajectory, &READY, &arm, &env).unwrap();
+    let joints: Vec<_> = arm.movable_joints().cloned().collect();
+    let n = plan.trajectory.points.len();
+    let mid = n / 2;
+    let mut past_limit = plan.trajectory.clone();
+    past_limit.points[mid].positions[0] = joints[0].upper + 0.01;
+    let mut too_fast = plan.trajectory.clone();
+    let t0 = too_fast.points[mid - 1].time_from_start.as_secs_f64();
+    let t1 = too_fast.points[mid].time_from_start.as_secs_f64();
+    too_fast.points[mid].positions[1] += joints[1].velocity * (t1 - t0) * 1.5;
+    let mut jump = plan.trajectory.clone();
+    jump.points[0].positions[2] += 0.5;
+    jump.points[0].time_from_start = Default::default();
+    let mut backwards = plan.trajectory.clone();
+    backwards.points[mid].time_from_start = backwards.points[mid - 1].time_from_start.clone();
+    for (name, traj, q0, why) in [
+        (
+            "past its limit",
+            &past_limit,
+            READY.to_vec(),
+            "outside its limits",
+        ),
+        ("too fast", &too_fast, READY.to_vec(), "rad/s"),
+        (
+            "a jump from the start",
+            &jump,
+            READY.to_vec(),
+            "does not increase",
+        ),
+        (
+            "time standing still",
+            &backwards,
+            READY.to_vec(),
+            "does not increase",
+        ),
+    ] {
+        let err = audit_trajectory(traj, &q0, &arm, &env).expect_err(name);
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    // The TCP under the table: the same plan against a table 30 cm higher.
+    let high_table = SafetyEnvelope {
+        table_z: 0.3,
+        ..env.clone()
+    };
+    let err = audit_trajectory(&plan.trajectory, &READY, &arm, &high_table).unwrap_err();
+    assert!(err.contains("under the clearance"), "{err}");
+}
+
+/// The audit itself, small: through the real `plan_action`, several outcomes, some plans,
+/// no violation, and the same report for one thread and two.
+#[test]
+fn the_envelope_audit_plans_through_the_executor_and_finds_no_violation() {
+    use dreamplan::nodes::envelope_audit::{run_audit, AuditOptions};
+    use dreamplan::nodes::executor::ExecutorConfig;
+    let config = ExecutorConfig {
+        width: 96,
+        height: 96,
+        ..Default::default()
+    };
+    let opts = AuditOptions {
+        actions: 400,
+        scenes: 1,
+        starts: 2,
+        seed: 3,
+        threads: 1,
+    };
+    let one = run_audit(&config, &opts, &|_| {});
+    let two = run_audit(&config, &AuditOptions { threads: 2, ..opts }, &|_| {});
+    eprintln!("{one:?}");
+    assert_eq!(one.violations, 0, "{:?}", one.examples);
+    assert_eq!(one.outcomes.values().sum::<u64>(), 400);
+    assert!(
+        one.outcomes.get("planned").copied().unwrap_or(0) >= 40,
+        "{:?}",
+        one.outcomes
+    );
+    assert!(one.outcomes.len() >= 5, "{:?}", one.outcomes);
+    assert_eq!(
+        one.outcomes, two.outcomes,
+        "the thread count changes nothing"
+    );
 }

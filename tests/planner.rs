@@ -431,13 +431,16 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
     let b = run_episode(Task::Toy, 1, &mut planner, &eval);
     assert_eq!(a.outcome, b.outcome);
     assert_eq!(a.distance_m, b.distance_m);
+    // A random model's answers are not the grammar: "no action", naming the attempts and
+    // the last answer, never an executed or refused guess.
     match &a.outcome {
         Outcome::NoAction(why) => {
-            assert!(why.contains("no valid answer in 2 × 3 samples"), "{why}")
+            assert!(why.contains("no valid answer in 2 × 3 samples"), "{why}");
+            assert!(why.contains("is not `pick <N> place <M>`"), "{why}");
         }
-        Outcome::Executed | Outcome::Refused(_) => {}
         other => panic!("{other:?}"),
     }
+    assert_eq!(a.action, None);
 
     // Candidates directly: K of them, log-probabilities finite and ≤ 0.
     let img = dreamplan::vlm::image::Rgb8 {

@@ -5,6 +5,7 @@
 //! bus closes. Algorithms live elsewhere; a node is the only place a model meets a topic.
 
 pub mod camera;
+pub mod envelope_audit;
 #[cfg(feature = "ros2")]
 pub mod executable;
 pub mod executor;

@@ -213,10 +213,19 @@ fn main() -> ExitCode {
     dreamplan::vlm::pin_cpu_threads();
     keep_freed_memory();
     let cli = Cli::parse();
+    let mut filter = quiet_dds_logs(&cli.log);
+    if matches!(
+        cli.command,
+        Command::Robot(robot::RobotCommand::Envelope { .. })
+    ) && !filter.contains("executor")
+    {
+        // The audit clamps thousands of actions on purpose: the executor's warning for
+        // each would bury the report.
+        filter.push_str(",dreamplan::nodes::executor=error");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(quiet_dds_logs(&cli.log))
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)

@@ -1,4 +1,6 @@
 //! `dreamplan robot fk`: where a link of a URDF arm is for given joint positions.
+//! `dreamplan robot envelope`: the executor's safety envelope under many adversarial
+//! actions (`dreamplan::nodes::envelope_audit`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,10 +25,124 @@ pub enum RobotCommand {
         #[arg(long, allow_hyphen_values = true)]
         joints: String,
     },
+    /// The executor's safety envelope under load: adversarial actions (random, edge of the
+    /// image, NaN/inf pixels, depth holes and junk, unreachable points; both out-of-bounds
+    /// policies) on all three built-in tasks from several start poses, each through the
+    /// executor's real decision, and every trajectory it would publish audited
+    /// independently. Exits 1 on any violation.
+    Envelope {
+        /// Actions in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        actions: u64,
+        /// The executor's parameters: a ROS params file such as config/ros/executor.yaml,
+        /// or the parameters alone (as a graph config's `executor` node takes them); the
+        /// built-in defaults when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Scene seeds per task.
+        #[arg(long, default_value_t = 4)]
+        scenes: u64,
+        /// Start poses (the ready pose and random ones around it).
+        #[arg(long, default_value_t = 4)]
+        starts: usize,
+        /// Seed of scenes, actions and damage.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: RobotCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        RobotCommand::Envelope {
+            actions,
+            config,
+            scenes,
+            starts,
+            seed,
+            threads,
+            json,
+        } => {
+            use dreamplan::nodes::envelope_audit::{run_audit, AuditOptions};
+            use dreamplan::nodes::executor::ExecutorConfig;
+            let cfg: ExecutorConfig = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let mut value: serde_yaml::Value = serde_yaml::from_str(&text)
+                        .with_context(|| format!("{}: not YAML", path.display()))?;
+                    // A ROS params file (`executor: {ros__parameters: {...}}`) or the
+                    // parameters themselves.
+                    if let Some(inner) = value
+                        .as_mapping()
+                        .filter(|m| m.len() == 1)
+                        .and_then(|m| m.values().next())
+                        .and_then(|v| v.get("ros__parameters"))
+                    {
+                        value = inner.clone();
+                    }
+                    serde_yaml::from_value(value)
+                        .with_context(|| format!("{}: not executor parameters", path.display()))?
+                }
+                None => ExecutorConfig::default(),
+            };
+            anyhow::ensure!(actions > 0, "--actions must be at least 1");
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let bar = crate::progress::PhaseProgress::stderr();
+            let every = (actions / 20).max(1);
+            let shown_step = std::sync::atomic::AtomicU64::new(u64::MAX);
+            let t0 = std::time::Instant::now();
+            let report = run_audit(
+                &cfg,
+                &AuditOptions {
+                    actions,
+                    scenes,
+                    starts,
+                    seed,
+                    threads,
+                },
+                &|done| {
+                    // Whole 5% steps, so that logs get a line per step.
+                    let shown = if done == actions {
+                        done
+                    } else {
+                        done / every * every
+                    };
+                    if shown_step.swap(shown, std::sync::atomic::Ordering::Relaxed) != shown {
+                        bar.update("actions", shown as usize, actions as usize, "");
+                    }
+                },
+            );
+            bar.finish();
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "{} actions in {secs:.0} s ({:.0}/s, {threads} threads)",
+                report.actions,
+                report.actions as f64 / secs
+            );
+            for (k, v) in &report.outcomes {
+                println!("  {k:<18} {v:>9}");
+            }
+            println!("violations: {}", report.violations);
+            for e in &report.examples {
+                println!("  {e}");
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if report.violations == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         RobotCommand::Fk { urdf, link, joints } => {
             let robot = urdf_rs::read_file(&urdf)
                 .map_err(|e| anyhow::anyhow!("{e}"))
