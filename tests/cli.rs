@@ -164,3 +164,42 @@ fn run_takes_a_launch_file_and_its_arguments_as_ros2_launch_does() {
         "{line}"
     );
 }
+
+/// `dreamplan robot envelope` reads a ROS params file (the package's executor.yaml),
+/// reports the outcomes and no violation; a file that is not executor parameters is one
+/// error line naming it.
+#[test]
+fn robot_envelope_audits_a_ros_params_file_and_names_a_bad_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dreamplan(
+        &[
+            "robot",
+            "envelope",
+            "--actions",
+            "60",
+            "--scenes",
+            "1",
+            "--config",
+            "config/ros/executor.yaml",
+        ],
+        root,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("60 actions in"), "{stdout}");
+    assert!(stdout.contains("violations: 0"), "{stdout}");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("bad.yaml"), "width: [1]\n").unwrap();
+    let line = error_line(&dreamplan(
+        &[
+            "robot",
+            "envelope",
+            "--actions",
+            "5",
+            "--config",
+            "bad.yaml",
+        ],
+        tmp.path(),
+    ));
+    assert!(line.contains("bad.yaml: not executor parameters"), "{line}");
+}
