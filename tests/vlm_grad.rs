@@ -19,7 +19,7 @@ use dreamplan::vlm::{ops, Batch, Mode, Qwen3Vl};
 
 const H: f64 = 1e-5;
 /// Max |autograd − central difference| / max |central difference| over sampled entries.
-const TOL: f64 = 1e-6;
+const TOL: f64 = 1e-8;
 
 fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm")
