@@ -88,6 +88,35 @@ fn a_bad_config_value_is_named() {
         e.contains("text_config.num_hidden_layers") && e.contains("integer"),
         "{e}"
     );
+
+    // Absurd numbers are errors, not arithmetic overflows.
+    let huge = u64::MAX;
+    for (edit, field) in [
+        (
+            Box::new(|v: &mut serde_json::Value| {
+                v["text_config"]["rope_parameters"]["mrope_section"] =
+                    serde_json::json!([huge, huge, 2])
+            }) as Box<dyn FnOnce(&mut serde_json::Value)>,
+            "mrope_section",
+        ),
+        (
+            Box::new(|v: &mut serde_json::Value| {
+                v["vision_config"]["num_heads"] = serde_json::json!(huge / 2)
+            }),
+            "num_heads",
+        ),
+        (
+            Box::new(|v: &mut serde_json::Value| {
+                v["vision_config"]["num_position_embeddings"] = serde_json::json!(huge)
+            }),
+            "num_position_embeddings",
+        ),
+    ] {
+        let dir = copy_tiny();
+        edit_config(dir.path(), edit);
+        let e = load_err(dir.path());
+        assert!(e.contains(field), "{e}");
+    }
 }
 
 #[test]

@@ -281,9 +281,12 @@ impl Config {
                 "must be positive and divide num_attention_heads",
             ));
         }
-        if !text.head_dim.is_multiple_of(2)
-            || mrope_section.iter().sum::<usize>() != text.head_dim / 2
-        {
+        // Checked sums and products: a config is user input, and an absurd number must be
+        // an error, not an overflow (fuzz/fuzz_targets/configs.rs).
+        let section_sum = mrope_section
+            .iter()
+            .try_fold(0usize, |a, &b| a.checked_add(b));
+        if !text.head_dim.is_multiple_of(2) || section_sum != Some(text.head_dim / 2) {
             return Err(t.bad(
                 "rope_parameters.mrope_section",
                 format!(
@@ -341,14 +344,19 @@ impl Config {
             rope_theta: vision_theta,
             gelu_tanh,
         };
-        if vision.num_heads == 0 || !vision.hidden_size.is_multiple_of(vision.num_heads * 4) {
+        if vision.num_heads == 0
+            || !vision
+                .num_heads
+                .checked_mul(4)
+                .is_some_and(|q| vision.hidden_size.is_multiple_of(q))
+        {
             return Err(v.bad(
                 "num_heads",
                 "hidden_size / num_heads must be a multiple of 4 (2D rotary)",
             ));
         }
         let side = (vision.num_position_embeddings as f64).sqrt() as usize;
-        if side * side != vision.num_position_embeddings || side == 0 {
+        if side.checked_mul(side) != Some(vision.num_position_embeddings) || side == 0 {
             return Err(v.bad("num_position_embeddings", "must be a positive square"));
         }
         if vision.out_hidden_size != text.hidden_size {
