@@ -176,6 +176,7 @@ fn no_published_trajectory_leaves_the_envelope() {
                         Rejection::NotFinite(_) => "not finite",
                         Rejection::OutOfImage { .. } => "out of image",
                         Rejection::NoDepth(_) => "no depth",
+                        Rejection::NoDepthImage => "no depth image",
                         Rejection::OutsideWorkspace { .. } => "outside workspace",
                         Rejection::Planning(m) if m.starts_with("gated") => "gated by verify",
                         Rejection::Planning(_) => "no motion",
@@ -314,6 +315,11 @@ fn the_camera_model_comes_from_camera_info_and_the_configured_pose() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("256x256"), "{err}");
+    // Before any depth image: said so, not blamed on a pixel.
+    let err =
+        plan_action(&config, &default_arm(), &model, &action, None, None, &READY).unwrap_err();
+    assert_eq!(err, Rejection::NoDepthImage);
+    assert_eq!(err.to_string(), "no depth image has arrived yet");
 }
 
 /// The auditor of `dreamplan robot envelope` catches what it must: a real plan passes, and

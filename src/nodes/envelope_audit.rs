@@ -250,6 +250,7 @@ fn rejection_name(e: &Rejection) -> &'static str {
         Rejection::NotFinite(_) => "not finite",
         Rejection::OutOfImage { .. } => "out of image",
         Rejection::NoDepth(_) => "no depth",
+        Rejection::NoDepthImage => "no depth image",
         Rejection::OutsideWorkspace { .. } => "outside workspace",
         Rejection::Planning(_) => "no motion",
         Rejection::Envelope(_) => "refused by verify",

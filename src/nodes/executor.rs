@@ -170,7 +170,7 @@ pub fn plan_action(
     q: &[f64],
 ) -> Result<PickPlacePlan, Rejection> {
     let c = config;
-    let depth = depth.ok_or(Rejection::NoDepth("source"))?;
+    let depth = depth.ok_or(Rejection::NoDepthImage)?;
     if (depth.width, depth.height) != (camera.width, camera.height) {
         return Err(Rejection::Planning(format!(
             "depth image is {}x{} but the camera model is {}x{}",

@@ -87,6 +87,10 @@ pub enum Rejection {
     /// No valid depth at the pixel.
     #[error("no valid depth at the {0} pixel")]
     NoDepth(&'static str),
+    /// No depth image has arrived yet (a camera that has not started, or a DDS reader
+    /// still matching its writer).
+    #[error("no depth image has arrived yet")]
+    NoDepthImage,
     /// The point is outside the workspace box (policy: reject).
     #[error("{which} point {point:?} is outside the workspace box")]
     OutsideWorkspace {

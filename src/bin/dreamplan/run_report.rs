@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 /// a long episode still fits).
 const MAX_FRAMES: usize = 150;
 
+/// How many of the bus's delivery times ([`Bus::settle`]) the reporter waits, once
+/// stopped, for the `scored` of an episode still open.
+const LINGER_SETTLES: u32 = 5;
+
 /// One scored episode.
 pub struct EpisodeSummary {
     pub episode: u32,
@@ -63,58 +67,44 @@ impl Reporter {
         let mut events = bus.subscribe::<EpisodeEvent>(&episode_topic, Qos::keep_last(100))?;
         let stop = CancellationToken::new();
         let cancelled = stop.clone();
+        // An episode still open (reset, not scored) when the run stops is waited for this
+        // long: a few of the bus's delivery times (zero in process).
+        let linger = bus.settle() * LINGER_SETTLES;
         let dir = out.to_path_buf();
         let task = tokio::spawn(async move {
-            let mut done = Vec::new();
-            let mut frames: Vec<Frame> = Vec::new();
-            let mut goal: Option<Frame> = None;
-            let mut seed = String::new();
+            let mut st = Listening {
+                dir,
+                done: Vec::new(),
+                frames: Vec::new(),
+                goal: None,
+                seed: String::new(),
+                open: false,
+            };
             loop {
                 tokio::select! {
+                    // Events first: a `scored` already here is never dropped for the stop.
+                    biased;
+                    Some(e) = events.recv() => st.event(&e)?,
                     _ = cancelled.cancelled() => break,
-                    Some(img) = images.recv() => {
-                        if let Some(f) = frame_of(&img) {
-                            if frames.len() >= MAX_FRAMES {
-                                // Halve the frame rate rather than cut the episode's end.
-                                frames = frames.into_iter().step_by(2).collect();
-                            }
-                            frames.push(f);
-                        }
-                    }
-                    Some(img) = goals.recv() => goal = frame_of(&img),
-                    Some(e) = events.recv() => {
-                        if e.event == EpisodeEvent::EVENT_RESET {
-                            frames.clear();
-                            seed = e.detail.trim_start_matches("seed ").to_string();
-                        } else if e.event == EpisodeEvent::EVENT_SCORED {
-                            let gif = if frames.is_empty() {
-                                None
-                            } else {
-                                let path = dir.join(format!(
-                                    "episode_{:03}_{}_seed{}.gif",
-                                    e.episode, e.task, seed
-                                ));
-                                let shown: Vec<Frame> =
-                                    frames.iter().map(|f| beside(f, goal.as_ref())).collect();
-                                std::fs::create_dir_all(&dir)
-                                    .with_context(|| format!("creating {}", dir.display()))?;
-                                crate::sim::save_gif(&shown, 10.0, &path)?;
-                                Some(path)
-                            };
-                            done.push(EpisodeSummary {
-                                episode: e.episode,
-                                task: e.task.clone(),
-                                seed: seed.clone(),
-                                score: e.score,
-                                detail: e.detail.clone(),
-                                gif,
-                            });
-                        }
-                    }
+                    Some(img) = images.recv() => st.image(&img),
+                    Some(img) = goals.recv() => st.goal = frame_of(&img),
                     else => break,
                 }
             }
-            Ok(done)
+            // Stopped with an episode open: its `scored` may still be on its way (a DDS
+            // sample resent after a lost packet takes a heartbeat period), so wait for it
+            // up to the linger before giving up on it.
+            let until = tokio::time::Instant::now() + linger;
+            while st.open {
+                match tokio::time::timeout_at(until, events.recv()).await {
+                    Ok(Some(e)) => st.event(&e)?,
+                    _ => break,
+                }
+            }
+            while let Some(e) = events.try_recv() {
+                st.event(&e)?;
+            }
+            Ok(st.done)
         });
         Ok(Self {
             task,
@@ -130,6 +120,68 @@ impl Reporter {
         self.task
             .await
             .context("the run reporter stopped abnormally")?
+    }
+}
+
+/// What the reporter has seen so far.
+struct Listening {
+    dir: PathBuf,
+    done: Vec<EpisodeSummary>,
+    frames: Vec<Frame>,
+    goal: Option<Frame>,
+    seed: String,
+    /// An episode was reset and not yet scored.
+    open: bool,
+}
+
+impl Listening {
+    fn image(&mut self, img: &Image) {
+        if let Some(f) = frame_of(img) {
+            if self.frames.len() >= MAX_FRAMES {
+                // Halve the frame rate rather than cut the episode's end.
+                self.frames = std::mem::take(&mut self.frames)
+                    .into_iter()
+                    .step_by(2)
+                    .collect();
+            }
+            self.frames.push(f);
+        }
+    }
+
+    fn event(&mut self, e: &EpisodeEvent) -> anyhow::Result<()> {
+        if e.event == EpisodeEvent::EVENT_RESET {
+            self.frames.clear();
+            self.seed = e.detail.trim_start_matches("seed ").to_string();
+            self.open = true;
+        } else if e.event == EpisodeEvent::EVENT_SCORED {
+            self.open = false;
+            let gif = if self.frames.is_empty() {
+                None
+            } else {
+                let path = self.dir.join(format!(
+                    "episode_{:03}_{}_seed{}.gif",
+                    e.episode, e.task, self.seed
+                ));
+                let shown: Vec<Frame> = self
+                    .frames
+                    .iter()
+                    .map(|f| beside(f, self.goal.as_ref()))
+                    .collect();
+                std::fs::create_dir_all(&self.dir)
+                    .with_context(|| format!("creating {}", self.dir.display()))?;
+                crate::sim::save_gif(&shown, 10.0, &path)?;
+                Some(path)
+            };
+            self.done.push(EpisodeSummary {
+                episode: e.episode,
+                task: e.task.clone(),
+                seed: self.seed.clone(),
+                score: e.score,
+                detail: e.detail.clone(),
+                gif,
+            });
+        }
+        Ok(())
     }
 }
 
