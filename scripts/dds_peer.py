@@ -9,6 +9,7 @@ comes from the Rust code under test.
     dds_peer.py take --domain D --topic /camera/goal --type image --durability transient_local
     dds_peer.py publish-image --domain D --topic /peer/image --width 8 --height 4 --count 5
     dds_peer.py drive --domain D --scene DIR
+    dds_peer.py param --domain D --node executor --list --set motion.cartesian_speed_m_s=0.1 --get motion.cartesian_speed_m_s
 
 `take` prints one JSON line per sample (its fields, the CRC-32 of the image bytes, the
 type name the matched writer announced); `publish-image` waits for a reader, writes the
@@ -16,7 +17,9 @@ images and prints what it wrote. `drive` plays the robot's side of a real-arm de
 for the planner and the executor: camera, depth, camera info, latched goal image and joint
 states from the files in DIR (`scene.json`, `current.rgb`, `current_depth.f32`,
 `goal.rgb`), one `reset` event, then prints the `KeypointAction`, the `JointTrajectory` and
-the episode events it receives. Exit status 2 on a timeout. The caller sets
+the episode events it receives. `param` is a ROS parameter client (the services of
+rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, reads and
+describes a node's parameters and prints one JSON line. Exit status 2 on a timeout. The caller sets
 CYCLONEDDS_URI (tests use scripts/cyclone_loopback.xml: loopback only, no multicast).
 """
 
@@ -156,6 +159,126 @@ class KeypointAction_(IdlStruct, typename="dreamplan::msg::dds_::KeypointAction_
     raw_text: str
     log_prob: t.float64
     num_tokens: t.uint32
+
+
+
+# rcl_interfaces, for the parameter services. A service is two topics in the mapping of
+# rmw_cyclonedds_cpp: requests on `rq/<node>/<service>Request`, replies on
+# `rr/<node>/<service>Reply`, each sample led by the client's header (a 64-bit client id
+# and a 64-bit sequence number) that the reply carries back.
+@dataclass
+class ParameterValue_(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterValue_"):
+    type: t.uint8
+    bool_value: bool
+    integer_value: t.int64
+    double_value: t.float64
+    string_value: str
+    byte_array_value: t.sequence[t.uint8]
+    bool_array_value: t.sequence[bool]
+    integer_array_value: t.sequence[t.int64]
+    double_array_value: t.sequence[t.float64]
+    string_array_value: t.sequence[str]
+
+
+@dataclass
+class Parameter_(IdlStruct, typename="rcl_interfaces::msg::dds_::Parameter_"):
+    name: str
+    value: ParameterValue_
+
+
+@dataclass
+class SetParametersResult_(IdlStruct, typename="rcl_interfaces::msg::dds_::SetParametersResult_"):
+    successful: bool
+    reason: str
+
+
+@dataclass
+class ListParametersResult_(IdlStruct, typename="rcl_interfaces::msg::dds_::ListParametersResult_"):
+    names: t.sequence[str]
+    prefixes: t.sequence[str]
+
+
+@dataclass
+class SetParametersRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::SetParameters_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    parameters: t.sequence[Parameter_]
+
+
+@dataclass
+class SetParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::SetParameters_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    results: t.sequence[SetParametersResult_]
+
+
+@dataclass
+class GetParametersRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::GetParameters_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    names: t.sequence[str]
+
+
+@dataclass
+class GetParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::GetParameters_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    values: t.sequence[ParameterValue_]
+
+
+@dataclass
+class ListParametersRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::ListParameters_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    prefixes: t.sequence[str]
+    depth: t.uint64
+
+
+@dataclass
+class ListParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::ListParameters_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    result: ListParametersResult_
+
+
+@dataclass
+class DescribeParametersRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::DescribeParameters_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    names: t.sequence[str]
+
+
+@dataclass
+class FloatingPointRange_(IdlStruct, typename="rcl_interfaces::msg::dds_::FloatingPointRange_"):
+    from_value: t.float64
+    to_value: t.float64
+    step: t.float64
+
+
+@dataclass
+class IntegerRange_(IdlStruct, typename="rcl_interfaces::msg::dds_::IntegerRange_"):
+    from_value: t.int64
+    to_value: t.int64
+    step: t.uint64
+
+
+@dataclass
+class ParameterDescriptor_(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterDescriptor_"):
+    name: str
+    type: t.uint8
+    description: str
+    additional_constraints: str
+    read_only: bool
+    dynamic_typing: bool
+    floating_point_range: t.sequence[FloatingPointRange_, 1]
+    integer_range: t.sequence[IntegerRange_, 1]
+
+
+@dataclass
+class DescribeParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::DescribeParameters_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    descriptors: t.sequence[ParameterDescriptor_]
 
 
 TYPES = {"image": Image_, "camera_info": CameraInfo_}
@@ -309,7 +432,7 @@ def drive(args):
     # Episodes to ask for, each with the camera image it gets: with --bad-first, first an
     # image in the wrong encoding and one whose size does not match its bytes (each must
     # end its episode with a `failed` event), then the real one.
-    plan = [(7, "rgb8", w, h)]
+    plan = [(args.episode, "rgb8", w, h)]
     if args.bad_first:
         plan = [(5, "bgr8", w, h), (6, "rgb8", 4096, 4096)] + plan
     episode, encoding, img_w, img_h = plan.pop(0)
@@ -369,6 +492,107 @@ def drive(args):
     return 2
 
 
+def param_value(v):
+    """A Python value as rcl_interfaces/ParameterValue."""
+    pv = ParameterValue_(type=0, bool_value=False, integer_value=0, double_value=0.0, string_value="",
+                         byte_array_value=[], bool_array_value=[], integer_array_value=[],
+                         double_array_value=[], string_array_value=[])
+    if isinstance(v, bool):
+        pv.type, pv.bool_value = 1, v
+    elif isinstance(v, int):
+        pv.type, pv.integer_value = 2, v
+    elif isinstance(v, float):
+        pv.type, pv.double_value = 3, v
+    elif isinstance(v, str):
+        pv.type, pv.string_value = 4, v
+    elif isinstance(v, list) and all(isinstance(x, bool) for x in v):
+        pv.type, pv.bool_array_value = 6, v
+    elif isinstance(v, list) and all(isinstance(x, int) for x in v):
+        pv.type, pv.integer_array_value = 7, v
+    elif isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
+        pv.type, pv.double_array_value = 8, [float(x) for x in v]
+    elif isinstance(v, list):
+        pv.type, pv.string_array_value = 9, [str(x) for x in v]
+    return pv
+
+
+def python_value(pv):
+    """rcl_interfaces/ParameterValue as [type, value]."""
+    fields = {1: pv.bool_value, 2: pv.integer_value, 3: pv.double_value, 4: pv.string_value,
+              5: list(pv.byte_array_value), 6: list(pv.bool_array_value), 7: list(pv.integer_array_value),
+              8: list(pv.double_array_value), 9: list(pv.string_array_value)}
+    return [pv.type, fields.get(pv.type)]
+
+
+class ServiceClient:
+    """A ROS 2 service client in rmw_cyclonedds_cpp's mapping, on bare Cyclone DDS."""
+
+    def __init__(self, dp, node, service, req_type, reply_type):
+        q = qos("volatile", 10)
+        self.writer = DataWriter(dp, Topic(dp, f"rq/{node}/{service}Request", req_type, qos=q), qos=q)
+        self.reader = DataReader(dp, Topic(dp, f"rr/{node}/{service}Reply", reply_type, qos=q), qos=q)
+        self.client_id = 0x5EED_0000_0000_0000 | (zlib.crc32(service.encode()) & 0xFFFF_FFFF)
+        self.sequence = 0
+        self.service = service
+
+    def call(self, make, timeout):
+        deadline = time.monotonic() + timeout
+        # Available when both the request reader and the reply writer are matched (what
+        # rmw_cyclonedds_cpp's service_server_is_available checks).
+        while not (self.writer.get_matched_subscriptions() and self.reader.get_matched_publications()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {self.service} not available")
+            time.sleep(0.05)
+        time.sleep(0.2)
+        self.sequence += 1
+        self.writer.write(make(self.client_id, self.sequence))
+        while time.monotonic() < deadline:
+            for r in self.reader.take(N=8):
+                if r.client_id == self.client_id and r.sequence == self.sequence:
+                    return r
+            time.sleep(0.02)
+        raise TimeoutError(f"no reply from {self.service}")
+
+
+def param(args):
+    """list / get / set / describe a node's parameters through its parameter services."""
+    dp = DomainParticipant(args.domain)
+    node = args.node.strip("/")
+    out = {}
+    try:
+        if args.list:
+            c = ServiceClient(dp, node, "list_parameters", ListParametersRequest_, ListParametersReply_)
+            r = c.call(lambda i, s: ListParametersRequest_(client_id=i, sequence=s, prefixes=[], depth=0), args.timeout)
+            out["list"] = {"names": list(r.result.names), "prefixes": list(r.result.prefixes)}
+        if args.set:
+            c = ServiceClient(dp, node, "set_parameters", SetParametersRequest_, SetParametersReply_)
+            ps = []
+            for item in args.set:
+                name, _, text = item.partition("=")
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    value = text
+                ps.append(Parameter_(name=name, value=param_value(value)))
+            r = c.call(lambda i, s: SetParametersRequest_(client_id=i, sequence=s, parameters=ps), args.timeout)
+            out["set"] = [{"name": p.name, "successful": x.successful, "reason": x.reason} for p, x in zip(ps, r.results)]
+        if args.get:
+            c = ServiceClient(dp, node, "get_parameters", GetParametersRequest_, GetParametersReply_)
+            r = c.call(lambda i, s: GetParametersRequest_(client_id=i, sequence=s, names=args.get), args.timeout)
+            out["get"] = {n: python_value(v) for n, v in zip(args.get, r.values)}
+        if args.describe:
+            c = ServiceClient(dp, node, "describe_parameters", DescribeParametersRequest_, DescribeParametersReply_)
+            r = c.call(lambda i, s: DescribeParametersRequest_(client_id=i, sequence=s, names=args.describe), args.timeout)
+            out["describe"] = {d.name: {"type": d.type, "read_only": d.read_only, "constraints": d.additional_constraints}
+                               for d in r.descriptors}
+    except TimeoutError as e:
+        out["timeout"] = str(e)
+        print(json.dumps(out), flush=True)
+        return 2
+    print(json.dumps(out), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -390,6 +614,15 @@ def main():
     dr.add_argument("--timeout", type=float, default=60.0)
     dr.add_argument("--bad-first", action="store_true",
                     help="first ask for two decisions on bad camera images (wrong encoding, size not matching the bytes)")
+    dr.add_argument("--episode", type=int, default=7, help="number of the episode asked for")
+    pa = sub.add_parser("param", help="list, set, get and describe a node's parameters through its ROS parameter services")
+    pa.add_argument("--domain", type=int, required=True)
+    pa.add_argument("--node", required=True, help="node name, e.g. executor")
+    pa.add_argument("--list", action="store_true")
+    pa.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="set first (one request, in order)")
+    pa.add_argument("--get", action="append", default=[], metavar="NAME", help="then get")
+    pa.add_argument("--describe", action="append", default=[], metavar="NAME")
+    pa.add_argument("--timeout", type=float, default=30.0)
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)
@@ -397,7 +630,7 @@ def main():
         p.add_argument("--depth", type=int, default=10)
         p.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args()
-    return {"take": take, "publish-image": publish_image, "drive": drive}[args.cmd](args)
+    return {"take": take, "publish-image": publish_image, "drive": drive, "param": param}[args.cmd](args)
 
 
 if __name__ == "__main__":

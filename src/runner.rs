@@ -95,6 +95,7 @@ pub async fn run_nodes<B: Bus>(
             name: name.clone(),
             bus: bus.clone(),
             shutdown: shutdown.child_token(),
+            params: crate::nodes::params::LiveParams::fixed(),
         };
         tracing::info!(node = %name, "starting");
         let fut = start(ctx);

@@ -115,6 +115,7 @@ async fn run_camera(config: CameraConfig, n: usize) -> (Vec<Image>, CameraInfo) 
         name: "camera".into(),
         bus: bus.clone(),
         shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
     }));
     let mut got = Vec::new();
     while got.len() < n {

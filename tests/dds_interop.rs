@@ -536,3 +536,207 @@ nodes:
         serde_json::json!(["dreamplan::msg::dds_::EpisodeEvent_"])
     );
 }
+
+/// The peer, as a ROS parameter client (rcl_interfaces services in rmw_cyclonedds_cpp's
+/// mapping), lists, reads and describes the executor's parameters, sets one that applies
+/// while it runs, and sees the next trajectory slow down; sets that must be refused (a
+/// parameter read at start, an unknown one, a wrong type, a value the node's checks
+/// reject) are refused with their reasons and change nothing.
+#[test]
+fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows_them() {
+    if !peer_available() {
+        return;
+    }
+    let d = domain(4);
+    let dir = tempfile::tempdir().unwrap();
+    let q = dreamplan::sim::episode::READY.to_vec();
+    let side = 96;
+    write_scene(dir.path(), dreamplan::sim::tasks::Task::Cloth, 3, side, &q);
+    let nodes = dreamplan_dds(
+        d,
+        dir.path(),
+        "nodes",
+        "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {backend: coverage, keypoints: 8}
+  - name: executor
+    kind: executor
+    params: {width: 96, height: 96}
+",
+        150,
+    );
+    let scene = dir.path().to_str().unwrap().to_string();
+    let run_peer = |args: &[&str]| peer(d, args).output().unwrap();
+    let drive = |episode: &str| {
+        let o = run_peer(&[
+            "drive",
+            "--scene",
+            &scene,
+            "--episode",
+            episode,
+            "--timeout",
+            "60",
+        ]);
+        let traj = json_lines(&o)
+            .into_iter()
+            .find_map(|l| l.get("trajectory").cloned());
+        (o, traj)
+    };
+    let duration = |traj: &serde_json::Value| {
+        traj["points"].as_array().unwrap().last().unwrap()["t"]
+            .as_f64()
+            .unwrap()
+    };
+    let param_line = |o: &Output| json_lines(o).into_iter().next().unwrap_or_default();
+
+    let listed = run_peer(&[
+        "param",
+        "--node",
+        "executor",
+        "--list",
+        "--get",
+        "motion.cartesian_speed_m_s",
+        "--get",
+        "topics.action",
+        "--get",
+        "no.such",
+        "--describe",
+        "motion.cartesian_speed_m_s",
+        "--describe",
+        "width",
+    ]);
+    let l = param_line(&listed);
+    let finish = |nodes| text(&stop(nodes));
+    if !listed.status.success() {
+        panic!(
+            "param list failed\n{}\nnodes:\n{}",
+            text(&listed),
+            finish(nodes)
+        );
+    }
+    let names: Vec<&str> = l["list"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for n in [
+        "width",
+        "table_z",
+        "envelope.out_of_bounds",
+        "envelope.workspace_min",
+        "motion.cartesian_speed_m_s",
+        "topics.trajectory",
+    ] {
+        assert!(names.contains(&n), "`{n}` not listed: {names:?}");
+    }
+    assert!(l["list"]["prefixes"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("motion")));
+    // [type, value]: 3 = double, 4 = string, 0 = not set.
+    assert_eq!(
+        l["get"]["motion.cartesian_speed_m_s"],
+        serde_json::json!([3, 0.25])
+    );
+    assert_eq!(
+        l["get"]["topics.action"],
+        serde_json::json!([4, "/planner/action"])
+    );
+    assert_eq!(l["get"]["no.such"][0], 0);
+    assert_eq!(
+        l["describe"]["motion.cartesian_speed_m_s"]["read_only"],
+        false
+    );
+    assert_eq!(l["describe"]["width"]["read_only"], true);
+
+    let (first, t1) = drive("7");
+    let Some(t1) = t1 else {
+        panic!("no trajectory\n{}\nnodes:\n{}", text(&first), finish(nodes));
+    };
+
+    let set = run_peer(&[
+        "param",
+        "--node",
+        "executor",
+        "--set",
+        "motion.cartesian_speed_m_s=0.05",
+        "--set",
+        "width=64",
+        "--set",
+        "no.such=1",
+        "--set",
+        "motion.lift_height_m=\"high\"",
+        "--set",
+        "motion.cartesian_accel_m_s2=-1.0",
+        "--get",
+        "motion.cartesian_speed_m_s",
+        "--get",
+        "motion.cartesian_accel_m_s2",
+        "--get",
+        "width",
+    ]);
+    let s = param_line(&set);
+    if !set.status.success() {
+        panic!(
+            "param set failed\n{}\nnodes:\n{}",
+            text(&set),
+            finish(nodes)
+        );
+    }
+    let results = s["set"].as_array().unwrap();
+    let ok: Vec<bool> = results
+        .iter()
+        .map(|r| r["successful"].as_bool().unwrap())
+        .collect();
+    assert_eq!(ok, [true, false, false, false, false], "{s}");
+    let reason = |i: usize| results[i]["reason"].as_str().unwrap();
+    assert!(
+        reason(1).contains("read when node `executor` starts"),
+        "{s}"
+    );
+    assert!(reason(2).contains("no parameter `no.such`"), "{s}");
+    assert!(reason(3).contains("is a double"), "{s}");
+    assert!(
+        reason(4).contains("cartesian_accel_m_s2 must be > 0"),
+        "{s}"
+    );
+    assert_eq!(
+        s["get"]["motion.cartesian_speed_m_s"],
+        serde_json::json!([3, 0.05])
+    );
+    assert_eq!(
+        s["get"]["motion.cartesian_accel_m_s2"],
+        serde_json::json!([3, 0.8])
+    );
+    assert_eq!(s["get"]["width"], serde_json::json!([2, 96]));
+
+    let (second, t2) = drive("8");
+    let nodes = stop(nodes);
+    let t2 = t2.unwrap_or_else(|| {
+        panic!(
+            "no second trajectory\n{}\nnodes:\n{}",
+            text(&second),
+            text(&nodes)
+        )
+    });
+    // Same scene, same decision, same start: only the Cartesian speed changed, so the
+    // same path takes longer (the joint-space approach and the dwells do not change).
+    assert_eq!(
+        t1["points"][0]["positions"], t2["points"][0]["positions"],
+        "not the same start"
+    );
+    let (d1, d2) = (duration(&t1), duration(&t2));
+    eprintln!("trajectory: {d1:.2} s at 0.25 m/s, {d2:.2} s at 0.05 m/s");
+    assert!(
+        d2 > d1 * 1.3,
+        "the trajectory did not slow down: {d1:.2} s at 0.25 m/s, {d2:.2} s at 0.05 m/s"
+    );
+    assert!(
+        String::from_utf8_lossy(&nodes.stderr).contains("parameter set refused"),
+        "refusals are logged"
+    );
+}

@@ -81,6 +81,7 @@ async fn rig_with(config: PlannerConfig) -> Rig {
         name: "planner".into(),
         bus: bus.clone(),
         shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
     };
     let task = tokio::spawn(node.run(ctx));
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -26,6 +26,7 @@ fn start<N: Node>(
         name: N::KIND.into(),
         bus: bus.clone(),
         shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
     };
     tokio::spawn(node.run(ctx))
 }

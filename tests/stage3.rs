@@ -1081,6 +1081,7 @@ async fn the_trainer_node_reports_progress_and_the_planner_node_loads_its_adapte
         name: name.into(),
         bus: bus.clone(),
         shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
     };
     let mut status = bus
         .subscribe::<TrainerStatus>("/trainer/status", Qos::latched())

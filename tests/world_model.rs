@@ -966,6 +966,7 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
             name: name.into(),
             bus: bus.clone(),
             shutdown: stop.clone(),
+            params: dreamplan::nodes::params::LiveParams::fixed(),
         };
         handles.push(match name {
             "sim" => {

@@ -9,10 +9,15 @@
 //! the same `cdr-encoding` crate RustDDS uses, so the bytes on the wire are our codec's
 //! (a unit test pins it).
 //!
-//! What this bus does not do that a ROS 2 client library does: the parameter services
-//! (ros2-client serves them in the Fast DDS mapping only, which Cyclone-based ROS tools do
-//! not reach; parameters come from the graph YAML instead) and actions. `/clock` drives
-//! the clock under `use_sim_time` through our own subscription, as on the r2r bus.
+//! Parameter services: each graph node is also a ROS node of its own name (`/executor`)
+//! serving `list_parameters`, `get_parameters`, `get_parameter_types`,
+//! `describe_parameters` and `set_parameters` from its [`LiveParams`], in the request/reply
+//! mapping of `rmw_cyclonedds_cpp` (topics `rq/<node>/<service>Request` and
+//! `rr/<node>/<service>Reply`, each sample led by the client's `{guid, sequence}` header,
+//! which the reply carries back). ros2-client's own parameter services speak only the
+//! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off.
+//! `set_parameters_atomically` and ROS actions are not served. `/clock` drives the clock
+//! under `use_sim_time` through our own subscription, as on the r2r bus.
 //!
 //! The domain is `ROS_DOMAIN_ID` (0 when unset). `ROS_LOCALHOST_ONLY=1` restricts RustDDS
 //! to 127.0.0.1; known limit (RustDDS 0.15): so restricted, it receives from a peer that
@@ -35,6 +40,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::msg::{self, Message};
+use crate::nodes::params::LiveParams;
 
 fn dds_err(e: impl std::fmt::Display) -> BusError {
     BusError::Ros(format!("DDS: {e}"))
@@ -118,6 +124,8 @@ struct Inner {
     /// Topics this bus publishes or subscribes, with their ROS type names and the QoS of
     /// its own publishers.
     topics: Mutex<BTreeMap<String, (String, Vec<Qos>)>>,
+    /// The ROS nodes that host each graph node's parameter services (kept alive).
+    param_nodes: Mutex<Vec<ros2_client::Node>>,
 }
 
 /// A ROS 2 participant over DDS (one per process).
@@ -199,6 +207,7 @@ impl DdsBus {
                 clock: clock.clone(),
                 feeds: Feeds::default(),
                 topics: Mutex::new(BTreeMap::new()),
+                param_nodes: Mutex::new(Vec::new()),
             }),
         };
         if opts.use_sim_time {
@@ -377,6 +386,152 @@ impl Bus for DdsBus {
         self.inner.clock.clone()
     }
 
+    fn serve_parameters(&self, params: Arc<LiveParams>) -> Result<(), BusError> {
+        if params.node().is_empty() {
+            return Ok(());
+        }
+        let name = NodeName::new("/", params.node())
+            .map_err(|e| BusError::Ros(format!("node name `{}`: {e:?}", params.node())))?;
+        let mut node = self
+            .inner
+            .context
+            .new_node(
+                name,
+                NodeOptions::new()
+                    .enable_rosout(false)
+                    .start_parameter_services(false),
+            )
+            .map_err(dds_err)?;
+        let fqn = format!("/{}", params.node());
+        // rclcpp's services default: reliable, volatile, keep last 10.
+        let qos = qos_profile(Qos::keep_last(10));
+        macro_rules! serve {
+            ($service:literal, $type:literal, $req:ty, $resp:ty, $answer:expr) => {{
+                let server = node
+                    .create_server::<$req, $resp>(
+                        ros2_client::ServiceMapping::Cyclone,
+                        &Name::new(&fqn, $service).map_err(|e| dds_err(format!("{e:?}")))?,
+                        &ros2_client::ServiceTypeName::new("rcl_interfaces", $type),
+                        qos.clone(),
+                        qos.clone(),
+                    )
+                    .map_err(dds_err)?;
+                let (params, closed) = (params.clone(), self.inner.closed.clone());
+                let answer = $answer;
+                tokio::spawn(async move {
+                    while !closed.load(Ordering::Acquire) {
+                        match server.async_receive_request().await {
+                            Ok((id, req)) => {
+                                let resp = answer(&params, req);
+                                if let Err(e) = server.async_send_response(id, resp).await {
+                                    tracing::warn!(node = %params.node(), "{} reply: {e:?}", $service);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(node = %params.node(), "{} request: {e:?}", $service)
+                            }
+                        }
+                    }
+                });
+            }};
+        }
+        use ros2_client::rcl_interfaces as rcl;
+        serve!(
+            "list_parameters",
+            "ListParameters",
+            rcl::ListParametersRequest,
+            rcl::ListParametersResponse,
+            |p: &LiveParams, req: rcl::ListParametersRequest| list_parameters(p, &req)
+        );
+        serve!(
+            "get_parameters",
+            "GetParameters",
+            rcl::GetParametersRequest,
+            rcl::GetParametersResponse,
+            |p: &LiveParams, req: rcl::GetParametersRequest| rcl::GetParametersResponse {
+                values: req
+                    .names
+                    .iter()
+                    .map(|n| to_ros(p.get(n).as_ref()))
+                    .collect(),
+            }
+        );
+        serve!(
+            "get_parameter_types",
+            "GetParameterTypes",
+            rcl::GetParameterTypesRequest,
+            rcl::GetParameterTypesResponse,
+            |p: &LiveParams, req: rcl::GetParameterTypesRequest| rcl::GetParameterTypesResponse {
+                values: req
+                    .names
+                    .iter()
+                    .map(|n| to_ros(p.get(n).as_ref()).ptype)
+                    .collect(),
+            }
+        );
+        serve!(
+            "describe_parameters",
+            "DescribeParameters",
+            rcl::DescribeParametersRequest,
+            rcl::DescribeParametersResponse,
+            |p: &LiveParams, req: rcl::DescribeParametersRequest| {
+                rcl::DescribeParametersResponse {
+                    values: req
+                        .names
+                        .iter()
+                        .map(|n| ros2_client::parameters::raw::ParameterDescriptor {
+                            name: n.clone(),
+                            r#type: to_ros(p.get(n).as_ref()).ptype,
+                            description: String::new(),
+                            additional_constraints: if p.is_live(n) {
+                                "applied while the node runs".into()
+                            } else {
+                                "read when the node starts".into()
+                            },
+                            read_only: !p.is_live(n),
+                            dynamic_typing: false,
+                            floating_point_range: Vec::new(),
+                            integer_range: Vec::new(),
+                        })
+                        .collect(),
+                }
+            }
+        );
+        serve!(
+            "set_parameters",
+            "SetParameters",
+            rcl::SetParametersRequest,
+            rcl::SetParametersResponse,
+            |p: &LiveParams, req: rcl::SetParametersRequest| rcl::SetParametersResponse {
+                results: req
+                    .parameter
+                    .iter()
+                    .map(|q| {
+                        let r = from_ros(&q.value)
+                            .ok_or_else(|| format!("`{}`: no value given", q.name))
+                            .and_then(|v| p.set(&q.name, v));
+                        match &r {
+                            Ok(()) => tracing::info!(node = %p.node(), "parameter {} set", q.name),
+                            Err(e) => {
+                                tracing::warn!(node = %p.node(), "parameter set refused: {e}")
+                            }
+                        }
+                        ros2_client::parameters::raw::SetParametersResult {
+                            successful: r.is_ok(),
+                            reason: r.err().unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            }
+        );
+        self.inner
+            .param_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(node);
+        Ok(())
+    }
+
     fn settle(&self) -> std::time::Duration {
         std::time::Duration::from_secs(1)
     }
@@ -385,6 +540,111 @@ impl Bus for DdsBus {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.feeds.close_all();
     }
+}
+
+/// `list_parameters`: names under the requested prefixes (all when none), at most `depth`
+/// levels below the prefix (0: any), with the prefixes of deeper names.
+fn list_parameters(
+    p: &LiveParams,
+    req: &ros2_client::rcl_interfaces::ListParametersRequest,
+) -> ros2_client::rcl_interfaces::ListParametersResponse {
+    let mut names = Vec::new();
+    let mut prefixes = std::collections::BTreeSet::new();
+    for n in p.names() {
+        let rest = if req.prefixes.is_empty() {
+            Some(n.as_str())
+        } else {
+            req.prefixes
+                .iter()
+                .find_map(|pre| n.strip_prefix(&format!("{pre}.")))
+        };
+        let Some(rest) = rest else { continue };
+        if req.depth == 0 || (rest.matches('.').count() as u64) < req.depth {
+            if let Some((pre, _)) = n.rsplit_once('.') {
+                prefixes.insert(pre.to_string());
+            }
+            names.push(n);
+        }
+    }
+    ros2_client::rcl_interfaces::ListParametersResponse {
+        result: ros2_client::rcl_interfaces::ListParametersResult {
+            names,
+            prefixes: prefixes.into_iter().collect(),
+        },
+    }
+}
+
+/// A YAML value as `rcl_interfaces/ParameterValue` (`None`: type NOT_SET).
+fn to_ros(v: Option<&serde_yaml::Value>) -> ros2_client::parameters::raw::ParameterValue {
+    use ros2_client::parameters::raw::{ParameterType as T, ParameterValue};
+    use serde_yaml::Value;
+    let mut out = ParameterValue {
+        ptype: T::NOT_SET,
+        boolean_value: false,
+        int_value: 0,
+        double_value: 0.0,
+        string_value: String::new(),
+        byte_array: Vec::new(),
+        bool_array: Vec::new(),
+        int_array: Vec::new(),
+        double_array: Vec::new(),
+        string_array: Vec::new(),
+    };
+    match v {
+        Some(Value::Bool(b)) => (out.ptype, out.boolean_value) = (T::BOOL, *b),
+        Some(Value::Number(n)) if n.is_f64() => {
+            (out.ptype, out.double_value) = (T::DOUBLE, n.as_f64().unwrap_or(f64::NAN))
+        }
+        Some(Value::Number(n)) => {
+            (out.ptype, out.int_value) = (T::INTEGER, n.as_i64().unwrap_or(0))
+        }
+        Some(Value::String(s)) => (out.ptype, out.string_value) = (T::STRING, s.clone()),
+        Some(Value::Sequence(items)) => {
+            if items.iter().all(Value::is_bool) {
+                out.ptype = T::BOOL_ARRAY;
+                out.bool_array = items.iter().filter_map(Value::as_bool).collect();
+            } else if items.iter().all(|v| v.as_i64().is_some()) {
+                out.ptype = T::INTEGER_ARRAY;
+                out.int_array = items.iter().filter_map(Value::as_i64).collect();
+            } else if items.iter().all(|v| v.as_f64().is_some()) {
+                out.ptype = T::DOUBLE_ARRAY;
+                out.double_array = items.iter().filter_map(Value::as_f64).collect();
+            } else if items.iter().all(Value::is_string) {
+                out.ptype = T::STRING_ARRAY;
+                out.string_array = items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// An `rcl_interfaces/ParameterValue` as YAML (`None`: NOT_SET or an unknown type).
+fn from_ros(v: &ros2_client::parameters::raw::ParameterValue) -> Option<serde_yaml::Value> {
+    use ros2_client::parameters::raw::ParameterType as T;
+    use serde_yaml::Value;
+    Some(match v.ptype {
+        T::BOOL => Value::from(v.boolean_value),
+        T::INTEGER => Value::from(v.int_value),
+        T::DOUBLE => Value::from(v.double_value),
+        T::STRING => Value::from(v.string_value.clone()),
+        T::BYTE_ARRAY => Value::Sequence(v.byte_array.iter().map(|b| Value::from(*b)).collect()),
+        T::BOOL_ARRAY => Value::Sequence(v.bool_array.iter().map(|b| Value::from(*b)).collect()),
+        T::INTEGER_ARRAY => Value::Sequence(v.int_array.iter().map(|b| Value::from(*b)).collect()),
+        T::DOUBLE_ARRAY => {
+            Value::Sequence(v.double_array.iter().map(|b| Value::from(*b)).collect())
+        }
+        T::STRING_ARRAY => Value::Sequence(
+            v.string_array
+                .iter()
+                .map(|b| Value::from(b.clone()))
+                .collect(),
+        ),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -79,6 +79,17 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn settle(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Serves the ROS parameter services (`/<node>/list_parameters`, `get_parameters`,
+    /// `set_parameters`, ...) of one node from its [`LiveParams`]. Buses without ROS
+    /// services do nothing: their nodes keep the graph config's values.
+    ///
+    /// [`LiveParams`]: crate::nodes::params::LiveParams
+    fn serve_parameters(
+        &self,
+        _params: Arc<crate::nodes::params::LiveParams>,
+    ) -> Result<(), BusError> {
+        Ok(())
+    }
     /// A client of the `control_msgs/action/FollowJointTrajectory` server `action` (e.g.
     /// `/arm_controller/follow_joint_trajectory`). Buses without ROS actions refuse.
     fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {

@@ -51,6 +51,7 @@ async fn run<N: Node>() -> anyhow::Result<()> {
         name: N::KIND.to_string(),
         bus: bus.clone(),
         shutdown: shutdown.clone(),
+        params: crate::nodes::params::LiveParams::fixed(),
     };
     let result = node.run(ctx).await;
     shutdown.cancel();

@@ -23,7 +23,7 @@ use crate::robot::ArmModel;
 use crate::sim::episode::{default_arm, READY};
 
 /// Topic names of the executor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorTopics {
     /// Chosen actions.
@@ -60,8 +60,10 @@ impl Default for ExecutorTopics {
     }
 }
 
-/// Executor parameters.
-#[derive(Debug, Clone, Deserialize)]
+/// Executor parameters. `table_z`, `envelope.*` and `motion.*` can be changed while the
+/// node runs (the ROS parameter services, on a bus that serves them); they apply from the
+/// next action on.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorConfig {
     /// Image width of the built-in camera model, used until a `CameraInfo` arrives.
@@ -261,8 +263,9 @@ impl ExecutorNode {
 impl Node for ExecutorNode {
     const KIND: &'static str = "executor";
     type Config = ExecutorConfig;
+    const LIVE: &'static [&'static str] = &["table_z", "envelope.", "motion."];
 
-    fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
+    fn validate(config: &ExecutorConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
             config.width >= 16 && config.height >= 16,
             "width and height must be ≥ 16"
@@ -287,14 +290,52 @@ impl Node for ExecutorNode {
             e.max_speed_fraction > 0.0 && e.max_speed_fraction <= 1.0,
             "envelope.max_speed_fraction must be in (0, 1]"
         );
+        let m = &config.motion;
+        for (name, v) in [
+            ("cartesian_speed_m_s", m.cartesian_speed_m_s),
+            ("cartesian_accel_m_s2", m.cartesian_accel_m_s2),
+            ("joint_speed_fraction", m.joint_speed_fraction),
+            ("joint_accel_rad_s2", m.joint_accel_rad_s2),
+            ("path_step_m", m.path_step_m),
+            ("velocity_margin", m.velocity_margin),
+        ] {
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "motion.{name} must be > 0 (is {v})"
+            );
+        }
+        anyhow::ensure!(
+            m.joint_speed_fraction <= 1.0 && m.velocity_margin <= 1.0,
+            "motion.joint_speed_fraction and motion.velocity_margin must be ≤ 1"
+        );
+        for (name, v) in [
+            ("approach_height_m", m.approach_height_m),
+            ("lift_height_m", m.lift_height_m),
+            ("grasp_settle_s", m.grasp_settle_s),
+            ("release_settle_s", m.release_settle_s),
+            ("table_clearance", config.envelope.table_clearance),
+        ] {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be ≥ 0 (is {v})");
+        }
+        Ok(())
+    }
+
+    fn declared(config: &ExecutorConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
+        Self::validate(&config)?;
         Ok(Self {
             config,
             arm: default_arm(),
         })
     }
 
-    async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
-        let t = &self.config.topics;
+    async fn run<B: Bus>(mut self, ctx: NodeContext<B>) -> anyhow::Result<()> {
+        let mut param_changes = ctx.params.watch();
+        let topics = self.config.topics.clone();
+        let t = &topics;
         let mut actions = ctx
             .bus
             .subscribe::<KeypointAction>(&t.action, Qos::keep_last(1))?;
@@ -453,6 +494,18 @@ impl Node for ExecutorNode {
                     while let Some(m) = goal_depths.try_recv() {
                         if let Ok(d) = decode_depth(&m) {
                             goal_depth = Some(d);
+                        }
+                    }
+                    if param_changes.has_changed().unwrap_or(false) {
+                        param_changes.mark_unchanged();
+                        match ctx.params.config::<ExecutorConfig>() {
+                            Ok(c) => {
+                                tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope and motion from the parameter services apply from now on");
+                                self.config.table_z = c.table_z;
+                                self.config.envelope = c.envelope;
+                                self.config.motion = c.motion.clone();
+                            }
+                            Err(e) => tracing::warn!(node = %ctx.name, "parameters changed but do not read back ({e}); keeping the old ones"),
                         }
                     }
                     let result = if stopped {

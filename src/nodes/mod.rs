@@ -10,6 +10,7 @@ pub mod envelope_audit;
 pub mod executable;
 pub mod executor;
 pub mod monitor;
+pub mod params;
 pub mod planner;
 pub mod recorder;
 pub mod sim;
@@ -18,6 +19,7 @@ pub mod verifier;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
@@ -34,6 +36,9 @@ pub struct NodeContext<B> {
     pub bus: B,
     /// Cancelled when the node must stop (Ctrl-C, end of run, fatal error elsewhere).
     pub shutdown: CancellationToken,
+    /// Its parameters as the bus's parameter services see them; a node that applies
+    /// some while running ([`Node::LIVE`]) watches this for changes.
+    pub params: Arc<params::LiveParams>,
 }
 
 /// A node type: a kind name, a config type, a constructor and a run loop.
@@ -42,8 +47,21 @@ pub trait Node: Sized + Send + 'static {
     const KIND: &'static str;
     /// Its parameters; unknown keys must be rejected (`#[serde(deny_unknown_fields)]`).
     type Config: DeserializeOwned + Send + 'static;
+    /// Parameters (dotted names, or prefixes ending in `.`) the node applies while it runs
+    /// when they are set through the parameter services; the others are read at start.
+    const LIVE: &'static [&'static str] = &[];
     /// Builds the node, validating the config.
     fn new(config: Self::Config) -> anyhow::Result<Self>;
+    /// Checks a config without building the node (what a parameter set must pass);
+    /// nodes with [`Self::LIVE`] parameters implement it with `new`'s checks.
+    fn validate(_config: &Self::Config) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Every parameter with its value, defaults filled in, for the parameter services;
+    /// `None`: the keys the graph config gave.
+    fn declared(_config: &Self::Config) -> Option<serde_yaml::Value> {
+        None
+    }
     /// Runs until `ctx.shutdown` is cancelled or the bus closes.
     fn run<B: Bus>(self, ctx: NodeContext<B>) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
@@ -68,8 +86,24 @@ pub type ReadyNode<B> = Box<
 fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
     let where_ = format!("{origin}: node `{}` (kind {})", spec.name, spec.kind);
     let config: N::Config = node_config(&spec.params, &where_)?;
+    let declared = N::declared(&config).unwrap_or_else(|| spec.params.clone());
     let node = N::new(config).with_context(|| where_.clone())?;
-    Ok(Box::new(move |ctx| Box::pin(node.run(ctx))))
+    let params = params::LiveParams::new(
+        &spec.name,
+        &declared,
+        N::LIVE,
+        Box::new(|v| {
+            let c: N::Config = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
+            N::validate(&c).map_err(|e| format!("{e:#}"))
+        }),
+    );
+    Ok(Box::new(move |mut ctx: NodeContext<B>| {
+        if let Err(e) = ctx.bus.serve_parameters(params.clone()) {
+            tracing::warn!(node = %ctx.name, "no parameter services: {e}");
+        }
+        ctx.params = params;
+        Box::pin(node.run(ctx))
+    }))
 }
 
 /// Builds the node `spec` describes; unknown kinds and bad parameters are errors naming

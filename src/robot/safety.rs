@@ -16,7 +16,7 @@ use crate::msg::trajectory_msgs::JointTrajectory;
 use crate::render::PinholeCamera;
 
 /// What the executor does with a point outside the workspace box.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OutOfBounds {
     /// Refuse the action.
@@ -27,7 +27,7 @@ pub enum OutOfBounds {
 }
 
 /// Limits every published motion respects (base frame of the arm, metres).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SafetyEnvelope {
     /// Lower corner of the box the TCP must stay in.
