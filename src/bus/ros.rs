@@ -25,6 +25,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::msg::{self, Message};
+use crate::nodes::params::LiveParams;
 
 fn ros_err(e: r2r::Error) -> BusError {
     BusError::Ros(e.to_string())
@@ -354,31 +355,119 @@ impl RosBus {
             if name == "use_sim_time" {
                 continue;
             }
-            let v = match &p.value {
-                r2r::ParameterValue::NotSet => continue,
-                r2r::ParameterValue::Bool(b) => Value::from(*b),
-                r2r::ParameterValue::Integer(i) => Value::from(*i),
-                r2r::ParameterValue::Double(d) => Value::from(*d),
-                r2r::ParameterValue::String(s) => Value::from(s.clone()),
-                r2r::ParameterValue::BoolArray(v) => {
-                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
-                }
-                r2r::ParameterValue::ByteArray(v) => {
-                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
-                }
-                r2r::ParameterValue::IntegerArray(v) => {
-                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
-                }
-                r2r::ParameterValue::DoubleArray(v) => {
-                    Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
-                }
-                r2r::ParameterValue::StringArray(v) => {
-                    Value::Sequence(v.iter().map(|x| Value::from(x.clone())).collect())
-                }
-            };
+            let Some(v) = yaml_of(&p.value) else { continue };
             map.insert(Value::from(name.clone()), v);
         }
         crate::config::nest_dotted(map)
+    }
+}
+
+/// An r2r parameter value as YAML (`None`: not set).
+fn yaml_of(v: &r2r::ParameterValue) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    Some(match v {
+        r2r::ParameterValue::NotSet => return None,
+        r2r::ParameterValue::Bool(b) => Value::from(*b),
+        r2r::ParameterValue::Integer(i) => Value::from(*i),
+        r2r::ParameterValue::Double(d) => Value::from(*d),
+        r2r::ParameterValue::String(s) => Value::from(s.clone()),
+        r2r::ParameterValue::BoolArray(v) => {
+            Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+        }
+        r2r::ParameterValue::ByteArray(v) => {
+            Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+        }
+        r2r::ParameterValue::IntegerArray(v) => {
+            Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+        }
+        r2r::ParameterValue::DoubleArray(v) => {
+            Value::Sequence(v.iter().map(|x| Value::from(*x)).collect())
+        }
+        r2r::ParameterValue::StringArray(v) => {
+            Value::Sequence(v.iter().map(|x| Value::from(x.clone())).collect())
+        }
+    })
+}
+
+/// YAML as an r2r parameter value (a sequence takes its first element's type).
+fn r2r_of(v: Option<&serde_yaml::Value>) -> r2r::ParameterValue {
+    use serde_yaml::Value;
+    match v {
+        Some(Value::Bool(b)) => r2r::ParameterValue::Bool(*b),
+        Some(Value::Number(n)) if n.is_f64() => {
+            r2r::ParameterValue::Double(n.as_f64().unwrap_or(f64::NAN))
+        }
+        Some(Value::Number(n)) => r2r::ParameterValue::Integer(n.as_i64().unwrap_or(0)),
+        Some(Value::String(s)) => r2r::ParameterValue::String(s.clone()),
+        Some(Value::Sequence(items)) => match items.first() {
+            Some(Value::Bool(_)) => {
+                r2r::ParameterValue::BoolArray(items.iter().filter_map(Value::as_bool).collect())
+            }
+            Some(Value::Number(n)) if n.is_f64() => {
+                r2r::ParameterValue::DoubleArray(items.iter().filter_map(Value::as_f64).collect())
+            }
+            Some(Value::Number(_)) => {
+                r2r::ParameterValue::IntegerArray(items.iter().filter_map(Value::as_i64).collect())
+            }
+            _ => r2r::ParameterValue::StringArray(
+                items
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+            ),
+        },
+        _ => r2r::ParameterValue::NotSet,
+    }
+}
+
+/// A node's [`LiveParams`] as r2r's parameter structure: r2r serves the ROS parameter
+/// services and asks this to read and set, so a set passes through the node's own checks
+/// and is refused with their reason.
+struct LiveRosParams(Arc<LiveParams>);
+
+impl r2r::RosParams for LiveRosParams {
+    fn register_parameters(
+        &mut self,
+        _prefix: &str,
+        _param: Option<r2r::Parameter>,
+        params: &mut r2r::indexmap::IndexMap<String, r2r::Parameter>,
+    ) -> r2r::Result<()> {
+        for name in self.0.names() {
+            let mut p = r2r::Parameter::new(r2r_of(self.0.get(&name).as_ref()));
+            if !self.0.is_live(&name) {
+                p.description = "read when the node starts";
+            }
+            params.insert(name, p);
+        }
+        Ok(())
+    }
+
+    fn get_parameter(&mut self, name: &str) -> r2r::Result<r2r::ParameterValue> {
+        match self.0.get(name) {
+            Some(v) => Ok(r2r_of(Some(&v))),
+            None => Err(r2r::Error::InvalidParameterName { name: name.into() }),
+        }
+    }
+
+    fn set_parameter(&mut self, name: &str, value: &r2r::ParameterValue) -> r2r::Result<()> {
+        let v = yaml_of(value).ok_or_else(|| r2r::Error::ParameterValueConv {
+            name: name.into(),
+            msg: "no value given".into(),
+        })?;
+        self.0.set(name, v).map_err(|msg| {
+            tracing::warn!(node = %self.0.node(), "parameter set refused: {msg}");
+            r2r::Error::ParameterValueConv {
+                name: name.into(),
+                msg,
+            }
+        })
+    }
+
+    fn check_parameter(&self, name: &str, _value: &r2r::ParameterValue) -> r2r::Result<()> {
+        match self.0.get(name) {
+            Some(_) => Ok(()),
+            None => Err(r2r::Error::InvalidParameterName { name: name.into() }),
+        }
     }
 }
 
@@ -474,6 +563,26 @@ impl Bus for RosBus {
         Ok(Arc::new(RosTrajectoryClient {
             commands: Mutex::new(tx),
         }))
+    }
+
+    fn serve_parameters(&self, params: Arc<LiveParams>) -> Result<(), BusError> {
+        let live: Arc<Mutex<dyn r2r::RosParams + Send>> =
+            Arc::new(Mutex::new(LiveRosParams(params.clone())));
+        let (handler, mut events) = self
+            .inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .make_derived_parameter_handler(live)
+            .map_err(ros_err)?;
+        tokio::spawn(handler);
+        let node = params.node().to_string();
+        tokio::spawn(async move {
+            while let Some((name, _)) = events.next().await {
+                tracing::info!(node = %node, "parameter {name} set");
+            }
+        });
+        Ok(())
     }
 
     fn shutdown(&self) {
