@@ -411,7 +411,7 @@ def drive(args):
     joints_w = writer("/joint_states", JointState_, qos("volatile", 10))
     episode_w = writer("/dreamplan/episode", EpisodeEvent_, events_q)
     action_r = reader("/planner/action", KeypointAction_, qos("volatile", 1))
-    traj_r = reader("/arm/joint_trajectory", JointTrajectory_, qos("volatile", 1))
+    traj_r = reader(args.trajectory_topic, JointTrajectory_, qos("volatile", 1))
     episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
     frame = "camera_color_optical_frame"
 
@@ -615,6 +615,7 @@ def main():
     dr.add_argument("--bad-first", action="store_true",
                     help="first ask for two decisions on bad camera images (wrong encoding, size not matching the bytes)")
     dr.add_argument("--episode", type=int, default=7, help="number of the episode asked for")
+    dr.add_argument("--trajectory-topic", default="/arm/joint_trajectory")
     pa = sub.add_parser("param", help="list, set, get and describe a node's parameters through its ROS parameter services")
     pa.add_argument("--domain", type=int, required=True)
     pa.add_argument("--node", required=True, help="node name, e.g. executor")

@@ -17,6 +17,7 @@ pub mod planner;
 pub mod plot;
 pub mod render;
 pub mod robot;
+pub mod ros_args;
 pub mod runner;
 pub mod sim;
 pub mod train;

@@ -32,7 +32,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["run", "--config", "nonexistent.yaml"],
             "error: nonexistent.yaml: No such file or directory (os error 2)",
@@ -48,6 +48,18 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["run", "--duration", "-1"],
             "error: --duration must be ≥ 0",
+        ),
+        (
+            &["run", "--ros-args", "-p", "keypionts:=6"],
+            "error: --ros-args: no node of the graph has a parameter `keypionts` (nodes: sim (sim), planner (planner), executor (executor), monitor (monitor))",
+        ),
+        (
+            &["run", "--ros-args", "-p", "use_sim_time:=true"],
+            "error: use_sim_time needs a bus with a /clock publisher: --bus dds",
+        ),
+        (
+            &["run", "--ros-args", "--params-file", "missing.yaml"],
+            "error: --params-file missing.yaml: No such file or directory (os error 2)",
         ),
     ];
     for (args, want) in cases {

@@ -69,6 +69,18 @@ fn peer(domain: u32, args: &[&str]) -> Command {
 
 /// `dreamplan run --bus dds` on `graph` (YAML text) for at most `duration` seconds.
 fn dreamplan_dds(domain: u32, dir: &Path, name: &str, graph: &str, duration: u32) -> Child {
+    dreamplan_dds_ros_args(domain, dir, name, graph, duration, &[])
+}
+
+/// [`dreamplan_dds`] with `--ros-args` after the rest.
+fn dreamplan_dds_ros_args(
+    domain: u32,
+    dir: &Path,
+    name: &str,
+    graph: &str,
+    duration: u32,
+    ros_args: &[&str],
+) -> Child {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, graph).unwrap();
     Command::new(env!("CARGO_BIN_EXE_dreamplan"))
@@ -76,6 +88,8 @@ fn dreamplan_dds(domain: u32, dir: &Path, name: &str, graph: &str, duration: u32
         .arg(&config)
         .args(["--duration", &duration.to_string(), "--out"])
         .arg(dir.join(format!("{name}_out")))
+        .arg("--ros-args")
+        .args(ros_args)
         .env("ROS_DOMAIN_ID", domain.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -552,7 +566,15 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
     let q = dreamplan::sim::episode::READY.to_vec();
     let side = 96;
     write_scene(dir.path(), dreamplan::sim::tasks::Task::Cloth, 3, side, &q);
-    let nodes = dreamplan_dds(
+    // Started as `ros2 run` would be: a params file (its wildcard section reaches only
+    // the node that has the key), `-p`, a namespace and a topic remap.
+    let params_file = dir.path().join("params.yaml");
+    std::fs::write(
+        &params_file,
+        "/**:\n  ros__parameters:\n    table_z: 0.0\nexecutor:\n  ros__parameters:\n    motion.cartesian_speed_m_s: 0.2\n",
+    )
+    .unwrap();
+    let nodes = dreamplan_dds_ros_args(
         d,
         dir.path(),
         "nodes",
@@ -567,6 +589,16 @@ nodes:
     params: {width: 96, height: 96}
 ",
         150,
+        &[
+            "--params-file",
+            params_file.to_str().unwrap(),
+            "-p",
+            "envelope.max_speed_fraction:=0.9",
+            "-r",
+            "__ns:=/lab",
+            "-r",
+            "/arm/joint_trajectory:=/lab_arm/joint_trajectory",
+        ],
     );
     let scene = dir.path().to_str().unwrap().to_string();
     let run_peer = |args: &[&str]| peer(d, args).output().unwrap();
@@ -577,6 +609,8 @@ nodes:
             &scene,
             "--episode",
             episode,
+            "--trajectory-topic",
+            "/lab_arm/joint_trajectory",
             "--timeout",
             "60",
         ]);
@@ -595,10 +629,12 @@ nodes:
     let listed = run_peer(&[
         "param",
         "--node",
-        "executor",
+        "/lab/executor",
         "--list",
         "--get",
         "motion.cartesian_speed_m_s",
+        "--get",
+        "envelope.max_speed_fraction",
         "--get",
         "topics.action",
         "--get",
@@ -638,9 +674,14 @@ nodes:
         .unwrap()
         .contains(&serde_json::json!("motion")));
     // [type, value]: 3 = double, 4 = string, 0 = not set.
+    // From the params file's executor section and from `-p`.
     assert_eq!(
         l["get"]["motion.cartesian_speed_m_s"],
-        serde_json::json!([3, 0.25])
+        serde_json::json!([3, 0.2])
+    );
+    assert_eq!(
+        l["get"]["envelope.max_speed_fraction"],
+        serde_json::json!([3, 0.9])
     );
     assert_eq!(
         l["get"]["topics.action"],
@@ -661,7 +702,7 @@ nodes:
     let set = run_peer(&[
         "param",
         "--node",
-        "executor",
+        "/lab/executor",
         "--set",
         "motion.cartesian_speed_m_s=0.05",
         "--set",
@@ -730,10 +771,10 @@ nodes:
         "not the same start"
     );
     let (d1, d2) = (duration(&t1), duration(&t2));
-    eprintln!("trajectory: {d1:.2} s at 0.25 m/s, {d2:.2} s at 0.05 m/s");
+    eprintln!("trajectory: {d1:.2} s at 0.2 m/s, {d2:.2} s at 0.05 m/s");
     assert!(
         d2 > d1 * 1.3,
-        "the trajectory did not slow down: {d1:.2} s at 0.25 m/s, {d2:.2} s at 0.05 m/s"
+        "the trajectory did not slow down: {d1:.2} s at 0.2 m/s, {d2:.2} s at 0.05 m/s"
     );
     assert!(
         String::from_utf8_lossy(&nodes.stderr).contains("parameter set refused"),

@@ -126,6 +126,8 @@ struct Inner {
     topics: Mutex<BTreeMap<String, (String, Vec<Qos>)>>,
     /// The ROS nodes that host each graph node's parameter services (kept alive).
     param_nodes: Mutex<Vec<ros2_client::Node>>,
+    /// The namespace of this process's ROS nodes.
+    namespace: String,
 }
 
 /// A ROS 2 participant over DDS (one per process).
@@ -208,6 +210,7 @@ impl DdsBus {
                 feeds: Feeds::default(),
                 topics: Mutex::new(BTreeMap::new()),
                 param_nodes: Mutex::new(Vec::new()),
+                namespace: opts.namespace.clone(),
             }),
         };
         if opts.use_sim_time {
@@ -390,7 +393,8 @@ impl Bus for DdsBus {
         if params.node().is_empty() {
             return Ok(());
         }
-        let name = NodeName::new("/", params.node())
+        let ns = &self.inner.namespace;
+        let name = NodeName::new(ns, params.node())
             .map_err(|e| BusError::Ros(format!("node name `{}`: {e:?}", params.node())))?;
         let mut node = self
             .inner
@@ -402,7 +406,7 @@ impl Bus for DdsBus {
                     .start_parameter_services(false),
             )
             .map_err(dds_err)?;
-        let fqn = format!("/{}", params.node());
+        let fqn = format!("{}/{}", ns.trim_end_matches('/'), params.node());
         // rclcpp's services default: reliable, volatile, keep last 10.
         let qos = qos_profile(Qos::keep_last(10));
         macro_rules! serve {

@@ -11,6 +11,7 @@ pub mod dds;
 mod inbox;
 mod local;
 mod qos;
+pub mod remap;
 #[cfg(feature = "ros2")]
 pub mod ros;
 

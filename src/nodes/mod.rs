@@ -106,6 +106,27 @@ fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<Ready
     }))
 }
 
+/// Whether a node of `kind` takes `params` (its config reads them, unknown keys
+/// refused), without building the node: what `--ros-args` overrides are checked with.
+pub fn accepts(kind: &str, params: &serde_yaml::Value) -> Result<(), String> {
+    fn reads<N: Node>(params: &serde_yaml::Value) -> Result<(), String> {
+        node_config::<N::Config>(params, N::KIND)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    match kind {
+        camera::CameraNode::KIND => reads::<camera::CameraNode>(params),
+        monitor::MonitorNode::KIND => reads::<monitor::MonitorNode>(params),
+        recorder::RecorderNode::KIND => reads::<recorder::RecorderNode>(params),
+        sim::SimNode::KIND => reads::<sim::SimNode>(params),
+        executor::ExecutorNode::KIND => reads::<executor::ExecutorNode>(params),
+        planner::PlannerNode::KIND => reads::<planner::PlannerNode>(params),
+        verifier::VerifierNode::KIND => reads::<verifier::VerifierNode>(params),
+        trainer::TrainerNode::KIND => reads::<trainer::TrainerNode>(params),
+        other => Err(format!("unknown kind `{other}`")),
+    }
+}
+
 /// Builds the node `spec` describes; unknown kinds and bad parameters are errors naming
 /// `origin`, the node and the key.
 pub fn build<B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {

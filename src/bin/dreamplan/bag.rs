@@ -374,7 +374,7 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                 params: params.into(),
                 enabled: true,
             });
-            crate::run_graph_in_process(graph, None, crate::BusArg::Local)
+            crate::run_graph_in_process(graph, None, crate::BusArg::Local, &Default::default())
         }
     }
 }

@@ -154,6 +154,13 @@ enum Command {
         /// same `ROS_DOMAIN_ID` see the topics; needs the `ros2-dds` build feature).
         #[arg(long, value_enum, default_value_t = BusArg::Local)]
         bus: BusArg,
+        /// ROS arguments for the graph's nodes, last on the line, as `ros2 run` takes them:
+        /// `--params-file FILE` (its `/**` section to every node that has a key, a node's
+        /// own section to it), `-p NAME:=VALUE` (every node that has NAME), `-r FROM:=TO`
+        /// (topic remap for all nodes), `-r __ns:=/NS` (namespace of the ROS nodes on the
+        /// DDS bus), `-p use_sim_time:=true` (the clock follows `/clock`, DDS bus).
+        #[arg(long = "ros-args", num_args = 0.., allow_hyphen_values = true, value_name = "ARG")]
+        ros_args: Option<Vec<String>>,
     },
     /// The built-in world: render a task, run an episode to a GIF.
     #[command(subcommand)]
@@ -267,8 +274,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             duration,
             out,
             bus,
+            ros_args,
         } => {
-            let graph = match launch {
+            let mut graph = match launch {
                 Some(file) => {
                     let mut g = graph_of_launch(&file, &launch_args)?;
                     if let Some(d) = duration {
@@ -279,7 +287,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => load_graph(config.as_deref(), duration)?,
             };
-            run_graph_in_process(graph, Some(&out), bus)
+            let mut ros = dreamplan::ros_args::RosArgs::parse(ros_args.as_deref().unwrap_or(&[]))
+                .map_err(anyhow::Error::msg)?;
+            ros.apply(&mut graph, dreamplan::nodes::accepts)
+                .map_err(anyhow::Error::msg)?;
+            run_graph_in_process(graph, Some(&out), bus, &ros)
         }
         Command::Bag(cmd) => bag::run(cmd),
         Command::Sim(cmd) => sim::run(cmd),
@@ -388,20 +400,38 @@ fn run_graph_in_process(
     graph: GraphConfig,
     report: Option<&std::path::Path>,
     bus: BusArg,
+    ros: &dreamplan::ros_args::RosArgs,
 ) -> anyhow::Result<ExitCode> {
+    use dreamplan::bus::remap::Remapped;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match bus {
-        BusArg::Local => run_graph_on(&rt, LocalBus::default(), graph, report),
+        BusArg::Local => {
+            anyhow::ensure!(
+                !ros.use_sim_time,
+                "use_sim_time needs a bus with a /clock publisher: --bus dds"
+            );
+            if ros.namespace.is_some() {
+                tracing::warn!("--ros-args __ns has no effect on the local bus (no ROS nodes)");
+            }
+            let bus = Remapped::new(LocalBus::default(), &ros.remaps)?;
+            run_graph_on(&rt, bus, graph, report)
+        }
         #[cfg(feature = "ros2-dds")]
         BusArg::Dds => {
             let _guard = rt.enter();
-            let opts = dreamplan::bus::dds::DdsOptions::from_env("dreamplan")?;
+            let mut opts = dreamplan::bus::dds::DdsOptions::from_env("dreamplan")?;
+            opts.use_sim_time = ros.use_sim_time;
+            if let Some(ns) = &ros.namespace {
+                opts.namespace = ns.clone();
+            }
             tracing::info!(
                 domain = opts.domain_id,
                 localhost_only = opts.localhost_only,
+                namespace = %opts.namespace,
+                use_sim_time = opts.use_sim_time,
                 "joining ROS 2 over DDS"
             );
-            let bus = dreamplan::bus::dds::DdsBus::new(&opts)?;
+            let bus = Remapped::new(dreamplan::bus::dds::DdsBus::new(&opts)?, &ros.remaps)?;
             run_graph_on(&rt, bus, graph, report)
         }
         #[cfg(not(feature = "ros2-dds"))]

@@ -1,0 +1,314 @@
+//! `--ros-args` for a whole graph in one process (`dreamplan run ... --ros-args ...`), as
+//! a ROS 2 user passes them to `ros2 run`: `--params-file FILE`, `-p NAME:=VALUE`,
+//! `-r FROM:=TO`, `-r __ns:=/NS`, and `use_sim_time`.
+//!
+//! rcl parses these for an r2r executable; a graph of several nodes on the DDS (or local)
+//! bus has no rcl, so they are read here with ROS's meaning for a process of several
+//! nodes: a params file's `/**` section and each `-p` go to every node that has the
+//! parameter (a ROS node ignores overrides it never declares; here a name no node has is
+//! an error, since it is most likely a typo), a node's own section (`executor:` or
+//! `/executor:`) to that node; remaps rename topics for every node. `__node` (which would
+//! give every node of the process the same name) is refused: name nodes in the graph.
+
+use std::path::PathBuf;
+
+use serde_yaml::Value;
+
+use crate::config::{insert_dotted, ros_params, GraphConfig};
+
+/// The parsed arguments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RosArgs {
+    /// `--params-file FILE`, in order (later files win).
+    pub params_files: Vec<PathBuf>,
+    /// `-p NAME:=VALUE` (value parsed as YAML), in order, after the files.
+    pub params: Vec<(String, Value)>,
+    /// `-r FROM:=TO` topic remaps.
+    pub remaps: Vec<(String, String)>,
+    /// `-r __ns:=/NS`: the namespace of the process's ROS nodes.
+    pub namespace: Option<String>,
+    /// `use_sim_time` from `-p` or a params file.
+    pub use_sim_time: bool,
+}
+
+impl RosArgs {
+    /// Parses the arguments after `--ros-args` (a trailing `--` ends them).
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut out = Self::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |flag: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("--ros-args: `{flag}` needs a value"))
+            };
+            match a.as_str() {
+                "--" => break,
+                "--params-file" => out.params_files.push(PathBuf::from(value(a)?)),
+                "-p" | "--param" => {
+                    let v = value(a)?;
+                    let (name, text) = split_assign(&v, a)?;
+                    let parsed: Value = serde_yaml::from_str(text)
+                        .map_err(|e| format!("--ros-args: `{a} {v}`: the value is not YAML: {e}"))?;
+                    if name == "use_sim_time" {
+                        out.use_sim_time = parsed.as_bool().ok_or_else(|| {
+                            format!("--ros-args: use_sim_time must be true or false, not `{text}`")
+                        })?;
+                    } else {
+                        out.params.push((name.to_string(), parsed));
+                    }
+                }
+                "-r" | "--remap" => {
+                    let v = value(a)?;
+                    let (from, to) = split_assign(&v, a)?;
+                    match from {
+                        "__ns" => {
+                            if !to.starts_with('/') {
+                                return Err(format!(
+                                    "--ros-args: the namespace `{to}` must start with `/`"
+                                ));
+                            }
+                            out.namespace = Some(to.to_string());
+                        }
+                        "__node" | "__name" => {
+                            return Err(
+                                "--ros-args: `__node` would give every node of this process one name; name the nodes in the graph config instead"
+                                    .into(),
+                            )
+                        }
+                        f if f.contains(':') => {
+                            return Err(format!(
+                                "--ros-args: node-specific remap `{v}` is not supported; remap for all nodes (`-r FROM:=TO`) or set the node's topics in the graph config"
+                            ))
+                        }
+                        _ => {
+                            for t in [from, to] {
+                                if !t.starts_with('/') {
+                                    return Err(format!(
+                                        "--ros-args: remap `{v}`: use absolute topic names (`/{t}`), as the nodes' topics are"
+                                    ));
+                                }
+                            }
+                            out.remaps.push((from.to_string(), to.to_string()));
+                        }
+                    }
+                }
+                "--log-level" | "--enclave" => {
+                    // Accepted for compatibility: logging is set with --log here.
+                    value(a)?;
+                }
+                other => {
+                    return Err(format!(
+                        "--ros-args: `{other}` is not understood (known: --params-file FILE, -p NAME:=VALUE, -r FROM:=TO, -r __ns:=/NS)"
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies the parameters to `graph`'s nodes. `accepts(kind, params)` says whether a
+    /// node of `kind` takes those parameters (its config deserialises). Reads the params
+    /// files; `use_sim_time` in them is taken into `self`.
+    pub fn apply(
+        &mut self,
+        graph: &mut GraphConfig,
+        accepts: impl Fn(&str, &Value) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut overrides: Vec<(Option<String>, String, Value)> = Vec::new();
+        for file in &self.params_files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("--params-file {}: {e}", file.display()))?;
+            let origin = file.display().to_string();
+            if crate::config::ros_use_sim_time(&text, "/**")
+                || graph
+                    .nodes
+                    .iter()
+                    .any(|n| crate::config::ros_use_sim_time(&text, &n.name))
+            {
+                self.use_sim_time = true;
+            }
+            // The wildcard section for every node that has the key; each node's own.
+            let all = ros_params(&text, "\u{0}none", &origin).map_err(|e| e.to_string())?;
+            for (k, v) in flat(&all) {
+                overrides.push((None, k, v));
+            }
+            for n in &graph.nodes {
+                let own = own_section(&text, &n.name, &origin)?;
+                for (k, v) in flat(&own) {
+                    overrides.push((Some(n.name.clone()), k, v));
+                }
+            }
+        }
+        for (k, v) in &self.params {
+            overrides.push((None, k.clone(), v.clone()));
+        }
+        for (node, key, value) in overrides {
+            let mut taken = false;
+            let mut reasons = Vec::new();
+            for n in graph.nodes.iter_mut() {
+                if node.as_ref().is_some_and(|name| *name != n.name) {
+                    continue;
+                }
+                let mut params = match &n.params {
+                    Value::Mapping(m) => m.clone(),
+                    _ => Default::default(),
+                };
+                insert_dotted(&mut params, &Value::from(key.clone()), value.clone());
+                let params = Value::Mapping(params);
+                match accepts(&n.kind, &params) {
+                    Ok(()) => {
+                        n.params = params;
+                        taken = true;
+                    }
+                    Err(e) => reasons.push(format!("{}: {e}", n.name)),
+                }
+            }
+            if !taken {
+                return Err(match node {
+                    Some(name) => format!(
+                        "--ros-args: parameter `{key}` for node `{name}` is not accepted ({})",
+                        reasons.join("; ")
+                    ),
+                    None => format!(
+                        "--ros-args: no node of the graph has a parameter `{key}` (nodes: {})",
+                        graph
+                            .nodes
+                            .iter()
+                            .map(|n| format!("{} ({})", n.name, n.kind))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node's own section of a params file, without the wildcard.
+fn own_section(text: &str, node: &str, origin: &str) -> Result<Value, String> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+    let mut only = serde_yaml::Mapping::new();
+    for key in [node.to_string(), format!("/{node}")] {
+        if let Some(s) = doc.get(key.as_str()) {
+            only.insert(Value::from(key), s.clone());
+        }
+    }
+    let only = serde_yaml::to_string(&Value::Mapping(only)).map_err(|e| e.to_string())?;
+    ros_params(&only, node, origin).map_err(|e| e.to_string())
+}
+
+/// `name:=value`.
+fn split_assign<'a>(v: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
+    v.split_once(":=")
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("--ros-args: `{flag} {v}` is not NAME:=VALUE"))
+}
+
+/// Nested YAML as (dotted name, leaf value) pairs.
+fn flat(v: &Value) -> Vec<(String, Value)> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let k = k.as_str().map(str::to_string).unwrap_or_default();
+                    let name = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_what_ros2_run_takes() {
+        let a = RosArgs::parse(&args(
+            "--params-file a.yaml -p motion.lift_height_m:=0.07 --param name:=x -r /camera/image_raw:=/cam/image -r __ns:=/lab -p use_sim_time:=true -- ignored",
+        ))
+        .unwrap();
+        assert_eq!(a.params_files, [PathBuf::from("a.yaml")]);
+        assert_eq!(
+            a.params,
+            [
+                ("motion.lift_height_m".to_string(), Value::from(0.07)),
+                ("name".to_string(), Value::from("x"))
+            ]
+        );
+        assert_eq!(
+            a.remaps,
+            [("/camera/image_raw".to_string(), "/cam/image".to_string())]
+        );
+        assert_eq!(a.namespace.as_deref(), Some("/lab"));
+        assert!(a.use_sim_time);
+        for (bad, says) in [
+            ("-p nope", "is not NAME:=VALUE"),
+            ("-p", "needs a value"),
+            ("-r __node:=x", "name the nodes in the graph"),
+            ("-r planner:/a:=/b", "node-specific remap"),
+            ("-r a:=/b", "absolute topic names"),
+            ("-r __ns:=lab", "must start with `/`"),
+            ("--frobnicate", "is not understood"),
+            ("-p use_sim_time:=maybe", "true or false"),
+        ] {
+            let e = RosArgs::parse(&args(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn params_go_to_the_nodes_that_have_them() {
+        let mut graph = GraphConfig::from_yaml(
+            "nodes:\n  - {name: planner, kind: planner, params: {keypoints: 8}}\n  - {name: executor, kind: executor}\n",
+            "g.yaml",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(
+            &file,
+            "/**:\n  ros__parameters:\n    use_sim_time: true\n    table_z: 0.01\nexecutor:\n  ros__parameters:\n    motion.lift_height_m: 0.07\n",
+        )
+        .unwrap();
+        let mut a = RosArgs::parse(&[
+            "--params-file".into(),
+            file.display().to_string(),
+            "-p".into(),
+            "keypoints:=6".into(),
+        ])
+        .unwrap();
+        a.apply(&mut graph, crate::nodes::accepts).unwrap();
+        assert!(a.use_sim_time, "use_sim_time from the wildcard section");
+        let (planner, executor) = (&graph.nodes[0].params, &graph.nodes[1].params);
+        assert_eq!(planner["keypoints"], Value::from(6));
+        assert!(
+            planner.get("table_z").is_none(),
+            "the planner has no table_z"
+        );
+        assert_eq!(executor["table_z"], Value::from(0.01));
+        assert_eq!(executor["motion"]["lift_height_m"], Value::from(0.07));
+        assert!(executor.get("keypoints").is_none());
+        let mut typo = RosArgs::parse(&["-p".into(), "keypionts:=6".into()]).unwrap();
+        let e = typo.apply(&mut graph, crate::nodes::accepts).unwrap_err();
+        assert!(
+            e.contains("no node of the graph has a parameter `keypionts`"),
+            "{e}"
+        );
+    }
+}
