@@ -186,16 +186,7 @@ impl DdsBus {
         }
         let participant = builder.build().map_err(dds_err)?;
         let context = Context::from_domain_participant(participant).map_err(dds_err)?;
-        let name = NodeName::new(&opts.namespace, &opts.node)
-            .map_err(|e| BusError::Ros(format!("node name `{}`: {e:?}", opts.node)))?;
-        let node = context
-            .new_node(
-                name,
-                NodeOptions::new()
-                    .enable_rosout(false)
-                    .start_parameter_services(false),
-            )
-            .map_err(dds_err)?;
+        let node = ros_node(&context, &opts.namespace, &opts.node)?;
         let clock = if opts.use_sim_time {
             Clock::sim(Default::default())
         } else {
@@ -394,18 +385,7 @@ impl Bus for DdsBus {
             return Ok(());
         }
         let ns = &self.inner.namespace;
-        let name = NodeName::new(ns, params.node())
-            .map_err(|e| BusError::Ros(format!("node name `{}`: {e:?}", params.node())))?;
-        let mut node = self
-            .inner
-            .context
-            .new_node(
-                name,
-                NodeOptions::new()
-                    .enable_rosout(false)
-                    .start_parameter_services(false),
-            )
-            .map_err(dds_err)?;
+        let mut node = ros_node(&self.inner.context, ns, params.node())?;
         let fqn = format!("{}/{}", ns.trim_end_matches('/'), params.node());
         // rclcpp's services default: reliable, volatile, keep last 10.
         let qos = qos_profile(Qos::keep_last(10));
@@ -544,6 +524,21 @@ impl Bus for DdsBus {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.feeds.close_all();
     }
+}
+
+/// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
+/// parameter services (Fast DDS mapping only; ours are served by `serve_parameters`).
+fn ros_node(context: &Context, namespace: &str, name: &str) -> Result<ros2_client::Node, BusError> {
+    let node_name = NodeName::new(namespace, name)
+        .map_err(|e| BusError::Ros(format!("node name `{name}`: {e:?}")))?;
+    context
+        .new_node(
+            node_name,
+            NodeOptions::new()
+                .enable_rosout(false)
+                .start_parameter_services(false),
+        )
+        .map_err(dds_err)
 }
 
 /// `list_parameters`: names under the requested prefixes (all when none), at most `depth`
