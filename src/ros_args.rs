@@ -206,27 +206,11 @@ fn split_assign<'a>(v: &'a str, flag: &str) -> Result<(&'a str, &'a str), String
         .ok_or_else(|| format!("--ros-args: `{flag} {v}` is not NAME:=VALUE"))
 }
 
-/// Nested YAML as (dotted name, leaf value) pairs.
+/// Nested YAML as (dotted name, leaf value) pairs, the way ROS names parameters.
 fn flat(v: &Value) -> Vec<(String, Value)> {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
-        match v {
-            Value::Mapping(m) => {
-                for (k, v) in m {
-                    let k = k.as_str().map(str::to_string).unwrap_or_default();
-                    let name = if prefix.is_empty() {
-                        k
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&name, v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.clone())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", v, &mut out);
-    out
+    let mut out = std::collections::BTreeMap::new();
+    crate::nodes::params::flatten("", v, &mut out);
+    out.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// ROS params-file flattening: nested mappings join their keys with `.`; unset values
 /// (`~`) are not parameters; sequences are array parameters.
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+pub(crate) fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Mapping(m) => {
             for (k, v) in m {
@@ -203,22 +203,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// The inverse of [`flatten`].
+/// The inverse of [`flatten`] (dotted names into nested mappings).
 fn nest(values: &BTreeMap<String, Value>) -> Value {
     let mut root = Mapping::new();
     for (name, v) in values {
-        let parts: Vec<&str> = name.split('.').collect();
-        let mut m = &mut root;
-        for p in &parts[..parts.len() - 1] {
-            let entry = m
-                .entry(Value::from(*p))
-                .or_insert_with(|| Value::Mapping(Mapping::new()));
-            if !entry.is_mapping() {
-                *entry = Value::Mapping(Mapping::new());
-            }
-            m = entry.as_mapping_mut().expect("a mapping");
-        }
-        m.insert(Value::from(parts[parts.len() - 1]), v.clone());
+        crate::config::insert_dotted(&mut root, &Value::from(name.as_str()), v.clone());
     }
     Value::Mapping(root)
 }
