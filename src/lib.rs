@@ -10,6 +10,7 @@ pub mod bag;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod device;
 pub mod launch;
 pub mod msg;
 pub mod nodes;

@@ -447,6 +447,7 @@ fn small(method: Method) -> OrpoConfig {
         seed: 1,
         checkpoint_every: 1,
         task: None,
+        ..Default::default()
     }
 }
 

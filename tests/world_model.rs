@@ -496,6 +496,25 @@ fn patches_round_trip_and_configs_round_trip_through_json() {
     v["hidden_size"] = 3.into();
     let e = serde_json::from_value::<Config>(v).unwrap_err().to_string();
     assert!(e.contains("hidden_size"), "{e}");
+    // A config written before the particle prior existed reads as the carry prior.
+    let mut v = serde_json::to_value(Config::cpu()).unwrap();
+    for key in ["prior_model", "prior_lift_px", "prior_grasp_px"] {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    let old = serde_json::from_value::<Config>(v).unwrap();
+    assert_eq!(old.prior_model, dreamplan::world_model::PriorModel::Carry);
+    assert_eq!(
+        old,
+        Config {
+            prior_model: dreamplan::world_model::PriorModel::Carry,
+            ..Config::cpu()
+        }
+    );
+    let bad = Config {
+        prior_grasp_px: 0.0,
+        ..Config::cpu()
+    };
+    assert!(bad.validate().unwrap_err().contains("prior_grasp_px"));
 }
 
 #[test]
@@ -637,11 +656,11 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let prior = bp.prior.expect("prior frames for a prior model");
     assert_eq!(prior.dims(), &[2, cfg.frames, 3, cfg.height, cfg.width]);
     for (k, id) in [0usize, 1].into_iter().enumerate() {
-        // The batch's prior is the carry of the clip's own context along its own path (the
+        // The batch's prior is the configured prior of the clip's own context along its own path (the
         // context itself without a path).
         let context = dataset::to_rgb(&bp.context.get(k).unwrap()).unwrap();
         let want = match &index.clips[id].grip {
-            Some(g) => prior::carry(&context, g, &with_prior).pop().unwrap(),
+            Some(g) => prior::frames(&context, g, &with_prior).pop().unwrap(),
             None => context.clone(),
         };
         let got = dataset::to_rgb(&prior.get(k).unwrap().get(cfg.frames - 1).unwrap()).unwrap();

@@ -64,6 +64,10 @@ pub struct VerifierConfig {
     pub world_model: PathBuf,
     /// Seed of the sampler's noise.
     pub noise_seed: u64,
+    /// Where the world model computes (`cpu`, `cuda`, `cuda:N`).
+    pub device: crate::device::DeviceSpec,
+    /// Its compute dtype (`auto`: f32 on the CPU, bf16 on a GPU).
+    pub dtype: crate::device::DtypeSpec,
     /// Topic names.
     pub topics: VerifierTopics,
 }
@@ -73,6 +77,8 @@ impl Default for VerifierConfig {
         Self {
             world_model: PathBuf::new(),
             noise_seed: 0,
+            device: Default::default(),
+            dtype: Default::default(),
             topics: VerifierTopics::default(),
         }
     }
@@ -201,7 +207,8 @@ impl Node for VerifierNode {
             !config.world_model.as_os_str().is_empty(),
             "world_model: the world-model folder is required"
         );
-        let predictor = Predictor::load(&config.world_model)
+        let compute = crate::device::Compute::open(config.device, config.dtype)?;
+        let predictor = Predictor::load_on(&config.world_model, &compute)
             .map_err(|e| anyhow::anyhow!("loading the world model: {e}"))?;
         Ok(Self {
             config,

@@ -12,12 +12,13 @@ use super::eval::{Decision, Planner, Scene};
 use super::grammar::{continuation_in, viable_in, AnswerForm, Continuation};
 use super::prompt::PromptForm;
 use super::{parse_answer, prompt, KeypointChoice, ParseError};
+use crate::device::{DeviceSpec, DtypeSpec};
 use crate::sim::tasks::Task;
 use crate::vision::{self, Keypoint, RgbView};
 use crate::vlm::chat::{ChatTemplate, Tokenizer};
 use crate::vlm::generate::{generate_guided, Guide, GuideStep, SamplingParams, Unguided};
 use crate::vlm::image::{preprocess, resize_bicubic, smart_resize, PreprocessorConfig, Rgb8};
-use crate::vlm::{prompt_batch, Batch, DType, Device, Qwen3Vl, VlmError};
+use crate::vlm::{prompt_batch, Batch, Qwen3Vl, VlmError};
 
 /// Sampling settings of the planner.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,10 @@ pub struct VlmPlannerConfig {
     /// by default (the planner samples the model as it is); `dreamplan preferences` turns
     /// it on.
     pub constrained: bool,
+    /// Where the model computes (`cpu`, `cuda`, `cuda:N`; [`crate::device`]).
+    pub device: DeviceSpec,
+    /// Compute dtype (`auto`: f32 on the CPU, bf16 on a GPU).
+    pub dtype: DtypeSpec,
 }
 
 impl Default for VlmPlannerConfig {
@@ -62,6 +67,8 @@ impl Default for VlmPlannerConfig {
             seed: 0,
             guided: true,
             constrained: false,
+            device: DeviceSpec::Cpu,
+            dtype: DtypeSpec::Auto,
         }
     }
 }
@@ -237,8 +244,10 @@ impl VlmPlanner {
         adapter: Option<&Path>,
         config: VlmPlannerConfig,
     ) -> Result<Self, VlmError> {
+        let compute = crate::device::Compute::open(config.device, config.dtype)
+            .map_err(|e| VlmError::Input(e.to_string()))?;
         let load_merged = |adapter: Option<&Path>| -> Result<Qwen3Vl, VlmError> {
-            let mut model = Qwen3Vl::load(dir, DType::F32, &Device::Cpu)?;
+            let mut model = Qwen3Vl::load(dir, compute.dtype, &compute.device)?;
             if let Some(adapter) = adapter {
                 crate::vlm::lora::load(model.text_mut(), adapter).map_err(|e| match e {
                     VlmError::Shape { .. } | VlmError::MissingTensor { .. } => {
@@ -267,6 +276,27 @@ impl VlmPlanner {
             }
             adapter => (load_merged(adapter)?, Vec::new()),
         };
+        Self::assemble(dir, model, per_task, config)
+    }
+
+    /// A planner of `dir`'s architecture, tokenizer and processor with made-up weights
+    /// ([`Qwen3Vl::random`]; `dir` needs no safetensors): what a decision of a model of
+    /// that size costs, e.g. the 8B config on a GPU (`dreamplan plan-bench
+    /// --random-weights`). Its answers are noise, shaped into actions by the grammar.
+    pub fn load_random(dir: &Path, config: VlmPlannerConfig) -> Result<Self, VlmError> {
+        let compute = crate::device::Compute::open(config.device, config.dtype)
+            .map_err(|e| VlmError::Input(e.to_string()))?;
+        let mut model = Qwen3Vl::random(dir, compute.dtype, &compute.device)?;
+        model.set_vision_cache(4);
+        Self::assemble(dir, model, Vec::new(), config)
+    }
+
+    fn assemble(
+        dir: &Path,
+        model: Qwen3Vl,
+        per_task: Vec<(Task, Qwen3Vl)>,
+        config: VlmPlannerConfig,
+    ) -> Result<Self, VlmError> {
         let processor = Processor::load(dir)?;
         let stop = processor.stop_tokens();
         Ok(Self {

@@ -84,10 +84,13 @@ impl AdamW {
                 .ok_or_else(|| format!("tensor {key} missing"))
         };
         for (name, var, m, v) in &mut self.slots {
-            var.set(&get(format!("w/{name}"))?)
+            // A checkpoint reads onto the CPU; the run may be on a GPU.
+            let dev = var.device().clone();
+            let on = |t: Tensor| t.to_device(&dev).map_err(|e| format!("{name}: {e}"));
+            var.set(&on(get(format!("w/{name}"))?)?)
                 .map_err(|e| format!("w/{name}: {e}"))?;
-            *m = get(format!("m/{name}"))?;
-            *v = get(format!("v/{name}"))?;
+            *m = on(get(format!("m/{name}"))?)?;
+            *v = on(get(format!("v/{name}"))?)?;
         }
         self.t = t;
         Ok(())

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamW, AdamWParams};
 use super::checkpoint;
+use crate::device::{DeviceSpec, DtypeSpec};
 use crate::planner::vlm_planner::{model_view, prompt_form, Processor};
 use crate::planner::{prompt, KeypointChoice};
 use crate::sim::rng::Rng;
@@ -91,6 +92,14 @@ pub struct OrpoConfig {
     /// every task's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// Where the run computes. Not part of the run's identity: a checkpoint made on one
+    /// device resumes on another.
+    #[serde(skip)]
+    pub device: DeviceSpec,
+    /// The base model's compute dtype (`auto`: f32 on the CPU, bf16 on a GPU); LoRA
+    /// adapters and the optimiser stay f32. `--full` training needs f32.
+    #[serde(skip)]
+    pub dtype: DtypeSpec,
 }
 
 impl Default for OrpoConfig {
@@ -106,6 +115,8 @@ impl Default for OrpoConfig {
             seed: 0,
             checkpoint_every: 25,
             task: None,
+            device: DeviceSpec::Cpu,
+            dtype: DtypeSpec::Auto,
         }
     }
 }
@@ -447,6 +458,8 @@ fn answer_logprobs(logits: &Tensor, step: &PackedStep) -> Result<Tensor> {
         w[a * n + i] = 1.0 / counts[a] as f32;
     }
     let device = logits.device();
+    // The loss in f32 whatever the model computes in (bf16 log-odds lose the pair's gap).
+    let logits = &logits.to_dtype(DType::F32)?;
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(
         &Tensor::from_vec(step.targets.clone(), (n, 1), device)?,
         D::Minus1,
@@ -539,15 +552,26 @@ pub fn train(
 
     // The model and what is trained.
     let config = Config::load(planner_dir)?;
+    let device = cfg
+        .device
+        .open()
+        .map_err(|e| OrpoError::Data(e.to_string()))?;
+    let dtype = cfg.dtype.resolve(cfg.device);
     let (model, named, _store, lora_cfg) = match cfg.method {
         Method::Full => {
-            let store = WeightStore::open_trainable(planner_dir, DType::F32, &Device::Cpu)?;
+            if dtype != DType::F32 {
+                return Err(OrpoError::Data(format!(
+                    "--full trains every weight, which needs f32 (asked: {:?}); use --dtype f32 or LoRA",
+                    dtype
+                )));
+            }
+            let store = WeightStore::open_trainable(planner_dir, DType::F32, &device)?;
             let model = Qwen3Vl::from_store(config, &store)?;
             let named = store.vars();
             (model, named, Some(store), None)
         }
         Method::Lora { r, alpha } => {
-            let mut model = Qwen3Vl::load(planner_dir, DType::F32, &Device::Cpu)?;
+            let mut model = Qwen3Vl::load(planner_dir, dtype, &device)?;
             let lcfg = LoraConfig {
                 r,
                 lora_alpha: alpha,

@@ -466,7 +466,14 @@ pub fn attach(text: &mut TextModel, cfg: &LoraConfig, seed: u64) -> Result<usize
             continue;
         }
         let (in_dim, out_dim) = lin.dims();
-        let like = lin.weight().clone();
+        // Adapters are f32 under a bf16 or f16 base (as PEFT keeps them under autocast):
+        // the optimiser's small updates would vanish in 16 bits. An f64 base (the gradient
+        // tests) keeps f64.
+        let master = match lin.weight().dtype() {
+            candle_core::DType::F64 => candle_core::DType::F64,
+            _ => candle_core::DType::F32,
+        };
+        let like = Tensor::zeros(1, master, lin.weight().device())?;
         let mut rng = Rng::new(seed ^ path_hash(lin.path()));
         let a = match &cfg.init_lora_weights {
             InitLoraWeights::Named(_) => {

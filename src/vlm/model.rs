@@ -99,6 +99,13 @@ impl Qwen3Vl {
         Self::from_store(config, &store)
     }
 
+    /// The architecture of `dir`'s `config.json` with made-up weights
+    /// ([`WeightStore::random`]): the real sizes and speed of a model whose weights are
+    /// not here (an 8B config), answering noise.
+    pub fn random(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::from_store(Config::load(dir)?, &WeightStore::random(dtype, device))
+    }
+
     /// Builds the model from a parsed config and opened weights.
     pub fn from_store(config: Config, store: &WeightStore) -> Result<Self> {
         let text = TextModel::load(store, &config.text, config.tie_word_embeddings)?;

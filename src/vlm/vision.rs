@@ -308,7 +308,11 @@ impl VisionModel {
             });
         }
         let dtype = self.pos_embed.dtype();
-        let x = self.patch_embed.forward(&pixel_values.to_dtype(dtype)?)?;
+        // Pixels are made on the CPU by the preprocessor; the tower may live on a GPU.
+        let pixels = pixel_values
+            .to_device(self.pos_embed.device())?
+            .to_dtype(dtype)?;
+        let x = self.patch_embed.forward(&pixels)?;
         let mut x = (x + self.position_embeddings(grids)?)?;
         let (cos, sin) = self.rotary(grids)?;
         // Attention never crosses a frame: segments of h·w patches.

@@ -108,10 +108,42 @@ pub struct Config {
     /// moves `exp(−d² / 2σ²)` of the gripper's travel.
     #[serde(default = "default_prior_sigma")]
     pub prior_sigma_px: f64,
+    /// Which hand-made prior: `particles` (the material as connected particles that follow
+    /// the gripper where pulled taut, [`super::particles`]; both presets) or `carry` (a blob
+    /// around the pick moves; what configs written before the choice existed read as).
+    #[serde(default)]
+    pub prior_model: PriorModel,
+    /// The particle prior's carry height in model pixels (the executor lifts 5 cm; the
+    /// built-in crop at 128 px is about 0.6 cm per pixel).
+    #[serde(default = "default_prior_lift")]
+    pub prior_lift_px: f64,
+    /// The particle prior's grasp reach: the particles within it of the pick are held
+    /// (model pixels; the simulated fingers hold within 1.2 cm).
+    #[serde(default = "default_prior_grasp")]
+    pub prior_grasp_px: f64,
+}
+
+/// The hand-made prior a model with `prior: true` starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorModel {
+    /// The object's pixels near the pick moved by the gripper's travel ([`super::prior::carry`]).
+    #[default]
+    Carry,
+    /// Connected particles pulled taut behind the gripper ([`super::particles::particles`]).
+    Particles,
 }
 
 fn default_prior_sigma() -> f64 {
     6.0
+}
+
+fn default_prior_lift() -> f64 {
+    8.0
+}
+
+fn default_prior_grasp() -> f64 {
+    2.0
 }
 
 /// What the network predicts from the noisy frames.
@@ -157,6 +189,9 @@ impl Config {
             motion_weight: 10.0,
             prior: false,
             prior_sigma_px: default_prior_sigma(),
+            prior_model: PriorModel::Particles,
+            prior_lift_px: default_prior_lift(),
+            prior_grasp_px: default_prior_grasp(),
         }
     }
 
@@ -181,6 +216,9 @@ impl Config {
             motion_weight: 10.0,
             prior: false,
             prior_sigma_px: default_prior_sigma(),
+            prior_model: PriorModel::Particles,
+            prior_lift_px: default_prior_lift(),
+            prior_grasp_px: default_prior_grasp(),
         }
     }
 
@@ -205,6 +243,9 @@ impl Config {
             motion_weight: 0.0,
             prior: false,
             prior_sigma_px: default_prior_sigma(),
+            prior_model: PriorModel::Carry,
+            prior_lift_px: default_prior_lift(),
+            prior_grasp_px: default_prior_grasp(),
         }
     }
 
@@ -264,6 +305,12 @@ impl Config {
         }
         if !(self.prior_sigma_px > 0.0 && self.prior_sigma_px.is_finite()) {
             return Err("prior_sigma_px must be finite and > 0".into());
+        }
+        if !(self.prior_lift_px >= 0.0 && self.prior_lift_px.is_finite()) {
+            return Err("prior_lift_px must be finite and ≥ 0".into());
+        }
+        if !(self.prior_grasp_px > 0.0 && self.prior_grasp_px.is_finite()) {
+            return Err("prior_grasp_px must be finite and > 0".into());
         }
         if self.after_s.is_nan() || self.after_s < 0.0 {
             return Err("after_s must be ≥ 0".into());

@@ -342,7 +342,7 @@ impl Dataset {
                 let ctx = &context[k * frame..(k + 1) * frame];
                 match &self.index.clips[i].grip {
                     Some(g) if g.offsets.len() == f => {
-                        bytes.extend(prior::carry(ctx, g, model).concat());
+                        bytes.extend(prior::frames(ctx, g, model).concat());
                     }
                     _ => (0..f).for_each(|_| bytes.extend_from_slice(ctx)),
                 }
@@ -373,7 +373,7 @@ pub fn to_tensor(bytes: Vec<u8>, shape: &[usize]) -> Result<Tensor, WorldModelEr
 
 /// f32 `[3, H, W]` in −1…1 → rgb8 bytes.
 pub fn to_rgb(frame: &Tensor) -> Result<Vec<u8>, WorldModelError> {
-    let t = ((frame.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+    let t = ((frame.to_dtype(DType::F32)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
         .round()?
         .permute((1, 2, 0))?
         .contiguous()?

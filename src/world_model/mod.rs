@@ -13,13 +13,14 @@ pub mod dataset;
 pub mod imagine;
 pub mod metrics;
 pub mod model;
+pub mod particles;
 pub mod predict;
 pub mod prior;
 pub mod rollout;
 pub mod train;
 
 pub use clip::Clip;
-pub use config::{Config, Crop, Prediction};
+pub use config::{Config, Crop, Prediction, PriorModel};
 pub use model::WorldModel;
 pub use predict::Predictor;
 

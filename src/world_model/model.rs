@@ -264,6 +264,27 @@ impl WorldModel {
         &self.cfg
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.patch_embed.weight().device()
+    }
+
+    /// The dtype the model computes in.
+    pub fn dtype(&self) -> candle_core::DType {
+        self.patch_embed.weight().dtype()
+    }
+
+    /// `t` on the model's device and in its dtype (inputs are made on the CPU; the model
+    /// may live on a GPU). Free when it is there already.
+    fn place(&self, t: &Tensor) -> Result<Tensor> {
+        t.to_device(self.device())?.to_dtype(self.dtype())
+    }
+
+    /// [`Self::place`] for an optional tensor.
+    fn place_opt(&self, t: Option<&Tensor>) -> Result<Option<Tensor>> {
+        t.map(|t| self.place(t)).transpose()
+    }
+
     /// `frames`' patches through `embed`, with the spatial and temporal position embeddings.
     fn tokens(&self, frames: &Tensor, embed: &Linear) -> Result<Tensor> {
         let x = self.tokens_unplaced(frames, embed)?;
@@ -305,6 +326,14 @@ impl WorldModel {
         arm: &Tensor,
         prior: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let (noisy, t, context, arm) = (
+            &self.place(noisy)?,
+            &self.place(t)?,
+            &self.place(context)?,
+            &self.place(arm)?,
+        );
+        let prior = self.place_opt(prior)?;
+        let prior = prior.as_ref();
         let cfg = &self.cfg;
         let (b, f, _, h, w) = noisy.dims5()?;
         if (f, h, w) != (cfg.frames, cfg.height, cfg.width) {
@@ -364,7 +393,7 @@ impl WorldModel {
     /// The prior's frames, or an error naming the setting that needs them.
     fn need_prior<'a>(&self, prior: Option<&'a Tensor>) -> Result<&'a Tensor> {
         prior.ok_or_else(|| {
-            candle_core::Error::msg("this world model starts from the carry prior (config `prior: true`) and was given no prior frames")
+            candle_core::Error::msg("this world model starts from a hand-made prior (config `prior: true`) and was given no prior frames")
         })
     }
 
@@ -381,6 +410,15 @@ impl WorldModel {
         arm: &Tensor,
         prior: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let (x, t, noise, context, arm) = (
+            &self.place(x)?,
+            &self.place(t)?,
+            &self.place(noise)?,
+            &self.place(context)?,
+            &self.place(arm)?,
+        );
+        let prior = self.place_opt(prior)?;
+        let prior = prior.as_ref();
         let clean = x;
         let x = &self.target(x, context, prior)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
@@ -421,6 +459,13 @@ impl WorldModel {
         prior: Option<&Tensor>,
         steps: usize,
     ) -> Result<Tensor> {
+        let (noise, context, arm) = (
+            &self.place(noise)?,
+            &self.place(context)?,
+            &self.place(arm)?,
+        );
+        let prior = self.place_opt(prior)?;
+        let prior = prior.as_ref();
         let b = noise.dim(0)?;
         let mut z = noise.clone();
         let dt = 1.0 / steps.max(1) as f64;

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::VarBuilder;
 
 use super::clip::Motion;
 use super::dataset::{to_rgb, to_tensor};
-use super::prior::carry;
+use super::prior::frames;
 use super::train::noise;
 use super::{Config, WorldModel, WorldModelError};
+use crate::device::Compute;
 use crate::sim::rng::Rng;
 
 /// A loaded world model (cloning shares its weights).
@@ -26,8 +27,15 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads the folder `dir`; a missing, corrupted or mismatched file is an error naming it.
+    /// Loads the folder `dir` onto the CPU in f32; a missing, corrupted or mismatched file
+    /// is an error naming it.
     pub fn load(dir: &Path) -> Result<Self, WorldModelError> {
+        Self::load_on(dir, &Compute::cpu())
+    }
+
+    /// [`Self::load`] onto `compute`'s device, computing in its dtype (bf16 halves the
+    /// memory on a GPU; the frames come out as rgb8 either way).
+    pub fn load_on(dir: &Path, compute: &Compute) -> Result<Self, WorldModelError> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
             WorldModelError::Checkpoint(format!(
@@ -51,7 +59,7 @@ impl Predictor {
             ))
         })?;
         let fingerprint = format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len());
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(tensors, compute.dtype, &compute.device);
         let model = WorldModel::new(&cfg, vb).map_err(|e| {
             WorldModelError::Checkpoint(format!(
                 "{}: its weights do not fit {} ({e}); a checkpoint from another config?",
@@ -115,7 +123,7 @@ impl Predictor {
             let bytes: Vec<u8> = motions
                 .iter()
                 .flat_map(|m| match &m.grip {
-                    Some(g) if g.offsets.len() == f => carry(context, g, cfg).concat(),
+                    Some(g) if g.offsets.len() == f => frames(context, g, cfg).concat(),
                     _ => context.repeat(f),
                 })
                 .collect();

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::PriorModel;
 use super::Config;
 
 /// The gripper's path through the model's frame, in its pixels (u right, v down).
@@ -25,6 +26,10 @@ pub struct GripPath {
     pub pick: [f32; 2],
     /// The held material's offset from the pick at each future frame.
     pub offsets: Vec<[f32; 2]>,
+    /// Where each future frame falls in the grasp's life (empty in clip caches cut before
+    /// the particle prior: then every frame but the last counts as held).
+    #[serde(default)]
+    pub phases: Vec<Phase>,
 }
 
 impl GripPath {
@@ -40,12 +45,18 @@ impl GripPath {
                 Phase::After => [place[0] - pick[0], place[1] - pick[1]],
             })
             .collect();
-        Self { pick, offsets }
+        let phases = frames.iter().map(|(phase, _)| *phase).collect();
+        Self {
+            pick,
+            offsets,
+            phases,
+        }
     }
 }
 
 /// Where a frame falls in the grasp's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// The gripper has not closed yet.
     Before,
@@ -57,7 +68,7 @@ pub enum Phase {
 
 /// The background colour of an object-only frame: the median of its border pixels, per
 /// channel (the table fills the border of the workspace crop).
-fn background(rgb: &[u8], w: usize, h: usize) -> [u8; 3] {
+pub(super) fn background(rgb: &[u8], w: usize, h: usize) -> [u8; 3] {
     let mut chans: [Vec<u8>; 3] = Default::default();
     let mut push = |x: usize, y: usize| {
         for (c, chan) in chans.iter_mut().enumerate() {
@@ -80,7 +91,7 @@ fn background(rgb: &[u8], w: usize, h: usize) -> [u8; 3] {
 
 /// Whether a pixel differs from the background by more than a small tolerance (the area
 /// resize blends an object's edge into the table).
-fn is_object(p: &[u8], bg: [u8; 3]) -> bool {
+pub(super) fn is_object(p: &[u8], bg: [u8; 3]) -> bool {
     p.iter()
         .zip(bg)
         .map(|(a, b)| (i32::from(*a) - i32::from(b)).abs())
@@ -88,7 +99,16 @@ fn is_object(p: &[u8], bg: [u8; 3]) -> bool {
         > 24
 }
 
-/// The prior's future frames (rgb8, the model's size): the object's pixels of `context`
+/// The configured prior's future frames (rgb8, the model's size) for the gripper's `path`:
+/// [`carry`] or [`super::particles::particles`], as `cfg.prior_model` says.
+pub fn frames(context: &[u8], path: &GripPath, cfg: &Config) -> Vec<Vec<u8>> {
+    match cfg.prior_model {
+        PriorModel::Carry => carry(context, path, cfg),
+        PriorModel::Particles => super::particles::particles(context, path, cfg),
+    }
+}
+
+/// The carry prior's future frames (rgb8, the model's size): the object's pixels of `context`
 /// carried along `path`, with the drag reach `cfg.prior_sigma_px`.
 pub fn carry(context: &[u8], path: &GripPath, cfg: &Config) -> Vec<Vec<u8>> {
     let (w, h) = (cfg.width, cfg.height);

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{to_rgb, Dataset};
 use super::{gaussian, metrics, Config, WorldModel, WorldModelError};
+use crate::device::DeviceSpec;
 use crate::sim::rng::Rng;
 use crate::sim::tasks::Task;
 use crate::train::adamw::{AdamW, AdamWParams};
@@ -52,6 +53,10 @@ pub struct TrainConfig {
     pub val_clips: usize,
     /// One episode in this many goes to validation.
     pub val_split: u64,
+    /// Where the run computes (always f32: the optimiser needs it). Not part of the run's
+    /// identity: a run checkpointed on one device resumes on another.
+    #[serde(skip)]
+    pub device: DeviceSpec,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +71,7 @@ impl Default for TrainConfig {
             val_every: 500,
             val_clips: 48,
             val_split: 10,
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -228,17 +234,26 @@ impl candle_nn::var_builder::SimpleBackend for SeededVars {
     }
 }
 
-/// Fresh weights for `cfg` from `seed` (sorted by name).
+/// Fresh weights for `cfg` from `seed` (sorted by name), on the CPU.
 pub fn init_vars(
     cfg: &Config,
     seed: u64,
+) -> Result<(WorldModel, Vec<(String, Var)>), WorldModelError> {
+    init_vars_on(cfg, seed, &Device::Cpu)
+}
+
+/// [`init_vars`] on `device` (the same values: they are drawn on the CPU and copied).
+pub fn init_vars_on(
+    cfg: &Config,
+    seed: u64,
+    device: &Device,
 ) -> Result<(WorldModel, Vec<(String, Var)>), WorldModelError> {
     let vars = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let backend = SeededVars {
         seed,
         vars: vars.clone(),
     };
-    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
     let model = WorldModel::new(cfg, vb)?;
     let mut vars = vars.lock().expect("vars lock").clone();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -357,7 +372,11 @@ pub fn train(
         source,
     })?;
 
-    let (model, vars) = init_vars(cfg, tc.seed)?;
+    let device = tc
+        .device
+        .open()
+        .map_err(|e| WorldModelError::Data(e.to_string()))?;
+    let (model, vars) = init_vars_on(cfg, tc.seed, &device)?;
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWParams {

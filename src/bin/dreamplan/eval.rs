@@ -99,6 +99,8 @@ pub struct EvalArgs {
     /// The world-model folder for `--verifier world-model`.
     #[arg(long)]
     world_model: Option<PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -141,6 +143,8 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
                 temperature: args.temperature,
                 top_p: args.top_p,
                 attempts: args.attempts,
+                device: args.compute.device,
+                dtype: args.compute.dtype,
                 ..Default::default()
             };
             let planner = VlmPlanner::load_with_adapter(dir, args.adapter.as_deref(), config)
@@ -159,7 +163,7 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
                     ..Default::default()
                 }),
                 (Some(EvalVerifier::WorldModel), Some(wm)) => Box::new(WorldModelVerifier {
-                    predictor: Predictor::load(wm)
+                    predictor: Predictor::load_on(wm, &args.compute.open()?)
                         .with_context(|| format!("loading the world model {}", wm.display()))?,
                     noise_seed: 0,
                 }),

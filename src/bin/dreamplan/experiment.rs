@@ -64,6 +64,8 @@ pub struct ExperimentArgs {
     /// Preference states per task (for each verifier).
     #[arg(long, default_value_t = 100)]
     states: usize,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 /// One stage: a command line of this executable and what it leaves behind.
@@ -362,6 +364,32 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             },
         });
     }
+    // Every stage that runs a model computes where --device says. The flags are added
+    // only when set, so a CPU run's stage records match those written before they existed.
+    use dreamplan::device::{DeviceSpec, DtypeSpec};
+    for st in &mut v {
+        let stage = st.argv[0].clone();
+        if ![
+            "train-world-model",
+            "wm-eval",
+            "preferences",
+            "train-orpo",
+            "eval",
+        ]
+        .contains(&stage.as_str())
+        {
+            continue;
+        }
+        if a.compute.device != DeviceSpec::Cpu {
+            st.argv
+                .extend(["--device".into(), a.compute.device.to_string()]);
+        }
+        // World-model training computes in f32 whatever the dtype.
+        if a.compute.dtype != DtypeSpec::Auto && stage != "train-world-model" {
+            st.argv
+                .extend(["--dtype".into(), a.compute.dtype.to_string()]);
+        }
+    }
     v
 }
 
@@ -392,6 +420,8 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.collect_episodes > 0, "--collect-episodes must be > 0");
     anyhow::ensure!(a.world_model_steps > 0, "--world-model-steps must be > 0");
     anyhow::ensure!(a.states > 0, "--states must be > 0");
+    // A GPU this build or machine cannot give is refused before the first stage.
+    a.compute.open()?;
     if let Some(zs) = &a.zero_shot {
         anyhow::ensure!(
             zs.join("config.json").is_file(),

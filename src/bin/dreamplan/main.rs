@@ -74,6 +74,37 @@ mod vlm;
 mod world_model;
 mod zero_shot;
 
+/// `--device` and `--dtype` of every command that runs a model (`dreamplan::device`).
+#[derive(Clone, Copy, clap::Args)]
+pub struct ComputeArgs {
+    /// Where models compute: cpu, cuda or cuda:N (a GPU needs a `cuda` build; docs/gpu.md).
+    #[arg(long, default_value = "cpu")]
+    pub device: dreamplan::device::DeviceSpec,
+    /// Compute dtype: auto (f32 on the CPU, bf16 on a GPU), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: dreamplan::device::DtypeSpec,
+}
+
+impl ComputeArgs {
+    /// Opens the device (a clear error for a GPU this build or machine cannot give).
+    pub fn open(&self) -> anyhow::Result<dreamplan::device::Compute> {
+        Ok(dreamplan::device::Compute::open(self.device, self.dtype)?)
+    }
+}
+
+/// Median seconds of `iters` runs of `f` after one warm-up run.
+pub fn median_secs(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut v = Vec::new();
+    for _ in 0..iters.max(1) {
+        let t0 = std::time::Instant::now();
+        f()?;
+        v.push(t0.elapsed().as_secs_f64());
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
 /// `--task` of the commands that run episodes: one task or all three.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
 pub enum TaskSel {

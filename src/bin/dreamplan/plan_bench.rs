@@ -48,6 +48,16 @@ pub struct PlanBenchArgs {
     /// token), for comparison with the default guided decoding.
     #[arg(long)]
     unguided: bool,
+    /// Made-up weights of `--model`'s architecture (the folder needs config.json, the
+    /// tokenizer and the processor files, no safetensors): the cost of a decision of a
+    /// model whose weights are not here, e.g. the 8B config (docs/gpu.md).
+    #[arg(long, conflicts_with = "adapter")]
+    random_weights: bool,
+    /// Also write the figures (milliseconds per task) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
@@ -64,10 +74,19 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
     let config = VlmPlannerConfig {
         k: args.k,
         guided: !args.unguided,
+        // Made-up weights answer noise: sampled under the grammar, each decision takes one
+        // round, as a trained model's does.
+        constrained: args.random_weights,
+        device: args.compute.device,
+        dtype: args.compute.dtype,
         ..VlmPlannerConfig::default()
     };
-    let mut planner =
-        VlmPlanner::load_with_adapter(&args.model, args.adapter.as_deref(), config.clone())?;
+    let mut planner = if args.random_weights {
+        VlmPlanner::load_random(&args.model, config.clone())?
+    } else {
+        VlmPlanner::load_with_adapter(&args.model, args.adapter.as_deref(), config.clone())?
+    };
+    let mut rows = Vec::new();
     let eval = EvalConfig {
         size: args.size,
         keypoints: args.keypoints,
@@ -132,6 +151,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             let t_p = Instant::now();
             let mut cache = model.new_cache(batch.input_ids[0].len() + 1);
             model.prefill(&batch, &mut cache)?;
+            model.device().synchronize()?;
             let t_prompt = t_p.elapsed().as_secs_f64();
             planner.clear_vision_cache();
             let t1 = Instant::now();
@@ -171,6 +191,23 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             task_name(task),
             o50 / s50
         );
+        rows.push(serde_json::json!({
+            "task": task_name(task), "decision_ms_median": f50, "decision_ms_p90": f90,
+            "decision_cold_ms": c50, "sampling_batched_ms": s50, "prompt_ms": p50,
+            "sampling_one_by_one_ms": o50,
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "random_weights": args.random_weights,
+            "device": args.compute.device.to_string(),
+            "dtype": format!("{:?}", args.compute.dtype.resolve(args.compute.device)),
+            "k": args.k, "iters": args.iters, "image_side": args.size,
+            "tasks": rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -94,6 +94,8 @@ pub struct PreferencesArgs {
     /// Worker threads (each loads the planner and runs its own simulations).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
@@ -114,7 +116,7 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(margin >= 0.0 && margin.is_finite(), "--margin must be ≥ 0");
     let predictor = match (args.verifier, &args.world_model) {
         (VerifierArg::WorldModel, Some(dir)) => Some(
-            Predictor::load(dir)
+            Predictor::load_on(dir, &args.compute.open()?)
                 .with_context(|| format!("loading the world model {}", dir.display()))?,
         ),
         (VerifierArg::WorldModel, None) => {
@@ -133,6 +135,8 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
             temperature: args.temperature,
             top_p: args.top_p,
             constrained: !args.unconstrained,
+            device: args.compute.device,
+            dtype: args.compute.dtype,
             ..Default::default()
         },
         explore: (args.explore_k, args.explore_temperature),
@@ -234,6 +238,8 @@ pub struct TrainOrpoArgs {
     /// One adapter trained on this task's pairs only (rope, cloth or toy).
     #[arg(long, value_parser = parse_task, conflicts_with = "shared")]
     task: Option<Task>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 fn parse_task(s: &str) -> Result<Task, String> {
@@ -258,8 +264,12 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
         },
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        device: args.compute.device,
+        dtype: args.compute.dtype,
         ..Default::default()
     };
+    // A GPU this build or machine cannot give is refused before any pair is read.
+    args.compute.open()?;
     let bar = PhaseProgress::stderr();
     let show = |label: &str, p: OrpoProgress| match p {
         OrpoProgress::Resumed(step) => {

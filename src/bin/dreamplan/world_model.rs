@@ -65,6 +65,20 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
+}
+
+/// The device of a training run, which computes in f32 (`--dtype auto` or `f32`).
+fn training_device(c: &crate::ComputeArgs) -> anyhow::Result<dreamplan::device::DeviceSpec> {
+    use dreamplan::device::DtypeSpec;
+    anyhow::ensure!(
+        matches!(c.dtype, DtypeSpec::Auto | DtypeSpec::F32),
+        "world-model training computes in f32 (the optimiser needs it); --dtype {} is for prediction",
+        c.dtype
+    );
+    c.device.open()?;
+    Ok(c.device)
 }
 
 fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
@@ -86,6 +100,7 @@ fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let device = training_device(&args.compute)?;
     let cfg = load_config(args.config.as_deref(), args.preset)?;
     let bags = dataset::find_bags(&args.bags)?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
@@ -119,6 +134,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         val_every: args.val_every,
         checkpoint_every: args.checkpoint_every,
         warmup: TrainConfig::default().warmup.min(args.steps / 10),
+        device,
         ..TrainConfig::default()
     };
     let started = Instant::now();
@@ -207,6 +223,8 @@ pub struct PredictArgs {
     /// Sampler steps (the model's `sample_steps` when absent; 1 gives its mean prediction).
     #[arg(long)]
     sample_steps: Option<usize>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -286,7 +304,7 @@ fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> 
 }
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let mut predictor = Predictor::load(&args.world_model)?;
+    let mut predictor = Predictor::load_on(&args.world_model, &args.compute.open()?)?;
     if let Some(n) = args.sample_steps {
         anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
         predictor.sample_steps = n;
@@ -358,9 +376,9 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let (w, h) = (cfg.width, cfg.height);
-    // With the carry prior: true | prior | predicted; otherwise true | predicted.
+    // With a prior: true | prior | predicted; otherwise true | predicted.
     let prior_frames = match (&arm.grip, cfg.prior) {
-        (Some(g), true) => Some(dreamplan::world_model::prior::carry(&context, g, &cfg)),
+        (Some(g), true) => Some(dreamplan::world_model::prior::frames(&context, g, &cfg)),
         (None, true) => Some(vec![context.clone(); cfg.frames]),
         _ => None,
     };
@@ -401,7 +419,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         secs * 1e3,
         args.out.join("predicted.gif").display(),
         if n == 3 {
-            "middle: the carry prior, "
+            "middle: the hand-made prior, "
         } else {
             ""
         }
@@ -460,9 +478,23 @@ pub struct WmEvalArgs {
     /// beside the model's (the model's `prior_sigma_px` when absent).
     #[arg(long)]
     prior_sigma: Option<f64>,
+    /// Which hand-made prior ranks alone beside the model (the model's `prior_model` when
+    /// absent).
+    #[arg(long, value_enum)]
+    prior_model: Option<PriorArg>,
+    /// The particle prior's carry height in model pixels (the model's `prior_lift_px` when
+    /// absent).
+    #[arg(long)]
+    prior_lift: Option<f64>,
+    /// The particle prior's grasp reach in model pixels (the model's `prior_grasp_px` when
+    /// absent).
+    #[arg(long)]
+    prior_grasp: Option<f64>,
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 #[derive(serde::Serialize, Default)]
@@ -575,7 +607,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         args.episodes > 0 && args.k >= 2,
         "--episodes must be > 0 and --k ≥ 2"
     );
-    let mut predictor = Predictor::load(&args.world_model)?;
+    let mut predictor = Predictor::load_on(&args.world_model, &args.compute.open()?)?;
     if let Some(n) = args.sample_steps {
         anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
         predictor.sample_steps = n;
@@ -587,6 +619,15 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(sigma) = args.prior_sigma {
         prior_cfg.prior_sigma_px = sigma;
     }
+    if let Some(m) = args.prior_model {
+        prior_cfg.prior_model = m.into();
+    }
+    if let Some(lift) = args.prior_lift {
+        prior_cfg.prior_lift_px = lift;
+    }
+    if let Some(grasp) = args.prior_grasp {
+        prior_cfg.prior_grasp_px = grasp;
+    }
     prior_cfg.validate().map_err(anyhow::Error::msg)?;
     let mut planner = match &args.planner {
         Some(dir) => Some(
@@ -596,6 +637,8 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 dreamplan::planner::vlm_planner::VlmPlannerConfig {
                     k: args.k,
                     temperature: 1.0,
+                    device: args.compute.device,
+                    dtype: args.compute.dtype,
                     ..Default::default()
                 },
             )
@@ -693,7 +736,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 let prior_last = motion
                     .grip
                     .as_ref()
-                    .and_then(|g| prior::carry(&context, g, &prior_cfg).pop())
+                    .and_then(|g| prior::frames(&context, g, &prior_cfg).pop())
                     .unwrap_or_else(|| context.clone());
                 prior_scores.push(score(&prior_last)?);
                 let mp = metrics::mask(task, &prior_last, w, h);
@@ -827,9 +870,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     }
     for r in &reports {
         println!(
-            "{}: the carry prior alone (σ {} px): agreement {:.1}% ({:.1}–{:.1}%), top-1 {:.2}, IoU {:.3}",
+            "{}: the {} alone: agreement {:.1}% ({:.1}–{:.1}%), top-1 {:.2}, IoU {:.3}",
             r.task,
-            prior_cfg.prior_sigma_px,
+            prior_label(&prior_cfg),
             100.0 * r.agreement_prior,
             100.0 * r.agreement_prior_ci.0,
             100.0 * r.agreement_prior_ci.1,
@@ -867,25 +910,30 @@ pub struct WmBenchArgs {
     /// Timed repetitions of each measurement (after one untimed warm-up).
     #[arg(long, default_value_t = 3)]
     iters: usize,
-}
-
-/// Median seconds of `iters` runs of `f` after one warm-up run.
-fn median_secs(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let mut v = Vec::new();
-    for _ in 0..iters.max(1) {
-        let t0 = Instant::now();
-        f()?;
-        v.push(t0.elapsed().as_secs_f64());
-    }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
-    use dreamplan::world_model::train::{init_vars, noise};
+    use dreamplan::world_model::train::{init_vars_on, noise};
+    let compute = args.compute.open()?;
     let cfg = load_config(args.config.as_deref(), args.preset)?;
-    let (model, vars) = init_vars(&cfg, 0)?;
+    // Training in f32; prediction in the compute dtype (bf16 on a GPU by default).
+    let (model, vars) = init_vars_on(&cfg, 0, &compute.device)?;
+    let predictor = if compute.dtype == candle_core::DType::F32 {
+        model.clone()
+    } else {
+        let tensors = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, compute.dtype, &compute.device);
+        dreamplan::world_model::WorldModel::new(&cfg, vb)?
+    };
+    let sync = || compute.device.synchronize();
     let weights: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
     let mut rng = Rng::new(0, 1);
@@ -908,9 +956,10 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
     let arm = noise(&mut rng, &[b, f + 1, 3, h, w])?;
     let prior = noise(&mut rng, &[b, f, 3, h, w])?;
     let t = candle_core::Tensor::full(0.5f32, b, &candle_core::Device::Cpu)?;
-    let step = median_secs(args.iters, || {
+    let step = crate::median_secs(args.iters, || {
         let loss = model.flow_loss(&x, &t, &eps, &ctx, &arm, Some(&prior))?;
         let _ = loss.backward()?;
+        sync()?;
         Ok(())
     })?;
     println!(
@@ -919,14 +968,16 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
         1.0 / step,
         b as f64 / step
     );
+    let mut predictions = Vec::new();
     for k in [1usize, 8] {
         for steps in [1usize, cfg.sample_steps, 2 * cfg.sample_steps] {
             let e = noise(&mut rng, &[k, f, 3, h, w])?;
             let c = noise(&mut rng, &[k, 3, h, w])?;
             let a = noise(&mut rng, &[k, f + 1, 3, h, w])?;
             let pr = noise(&mut rng, &[k, f, 3, h, w])?;
-            let s = median_secs(args.iters, || {
-                model.sample(&e, &c, &a, Some(&pr), steps)?;
+            let s = crate::median_secs(args.iters, || {
+                predictor.sample(&e, &c, &a, Some(&pr), steps)?;
+                sync()?;
                 Ok(())
             })?;
             println!(
@@ -934,7 +985,56 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
                 s * 1e3,
                 s * 1e3 / k as f64
             );
+            predictions.push(serde_json::json!({
+                "k": k, "sampler_steps": steps, "ms_per_batch": s * 1e3,
+                "ms_per_candidate": s * 1e3 / k as f64,
+            }));
         }
     }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "device": compute.spec.to_string(),
+            "predict_dtype": format!("{:?}", compute.dtype),
+            "config": cfg,
+            "weights": weights,
+            "train_batch": b,
+            "train_step_ms": step * 1e3,
+            "train_steps_per_s": 1.0 / step,
+            "predict": predictions,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hand-made prior that ranks alone in `wm-eval`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PriorArg {
+    /// A blob around the pick carried by the gripper's travel.
+    Carry,
+    /// Connected particles pulled taut behind the gripper.
+    Particles,
+}
+
+impl From<PriorArg> for dreamplan::world_model::PriorModel {
+    fn from(p: PriorArg) -> Self {
+        match p {
+            PriorArg::Carry => Self::Carry,
+            PriorArg::Particles => Self::Particles,
+        }
+    }
+}
+
+/// How `wm-eval` names the prior it ranked with.
+fn prior_label(cfg: &Config) -> String {
+    match cfg.prior_model {
+        dreamplan::world_model::PriorModel::Carry => {
+            format!("carry prior (σ {} px)", cfg.prior_sigma_px)
+        }
+        dreamplan::world_model::PriorModel::Particles => format!(
+            "particle prior (lift {} px, grasp {} px)",
+            cfg.prior_lift_px, cfg.prior_grasp_px
+        ),
+    }
 }

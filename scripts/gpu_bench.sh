@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The project's GPU figures in one run (≤ 8 min on one H200: the steps' limits add to 7.5 min),
+# written as JSON to OUT.
+#
+#   scripts/gpu_bench.sh BINARY OUT [SIZE]
+#
+# BINARY: a `cuda` build of dreamplan (scripts/cuda_toolchain.sh build), carried to the GPU
+# machine; it needs no Rust there. OUT: folder for the figures (gpu_bench.json gathers
+# them; one JSON and one log per measurement beside it). SIZE: 8b (default) or 2b, the
+# Qwen3-VL config measured (config/qwen3_vl/SIZE.json) with made-up weights: the real
+# architecture, sizes and speed, answering noise (no model hub is reachable).
+#
+# Measured, each under its own time limit so one failure costs only its own figure:
+#   1. decode: prefill of the planner's prompt (2 images of 256², 128 text tokens) and
+#      decode tok/s at K = 1 and K = 8 rows, bf16 (`dreamplan vlm decode-bench`);
+#   2. the same with PyPI transformers + torch on the same GPU (scripts/bench_decode_hf.py),
+#      and the ratio;
+#   3. one planner decision end to end, K = 8 (`dreamplan plan-bench --random-weights`);
+#   4. world model at the GPU preset: training step/s, prediction ms per candidate
+#      (`dreamplan wm-bench --preset gpu`);
+#   5. one ORPO step of rank-16 LoRA adapters, 4 pairs (`dreamplan vlm train-bench`).
+#
+# The machine needs an NVIDIA driver and the CUDA 13 runtime libraries; a PyTorch cu13x
+# install has them under site-packages/nvidia (found below). Nothing here needs network.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:?usage: scripts/gpu_bench.sh BINARY OUT [8b|2b]}
+OUT=${2:?usage: scripts/gpu_bench.sh BINARY OUT [8b|2b]}
+SIZE=${3:-8b}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# CUDA runtime libraries from the Python environment (cuBLAS, cuRAND, NVRTC, cudart).
+LIBS=$("$PY" - <<'EOF' 2>/dev/null
+import glob, os, site
+dirs = []
+for root in site.getsitepackages():
+    dirs += glob.glob(os.path.join(root, "nvidia", "*", "lib"))
+    dirs += glob.glob(os.path.join(root, "nvidia", "cu1*", "lib"))
+print(":".join(sorted(set(dirs))))
+EOF
+)
+export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
+ldd "$BIN" > "$OUT/ldd.txt" 2>&1
+"$BIN" --version > "$OUT/version.txt" 2>&1
+
+# The bench folder: SIZE's architecture; the test tokenizer and processor (its special
+# token ids written into the config, so prompts tokenize; the embedding keeps SIZE's
+# vocabulary, so every matrix has the real shape).
+"$PY" scripts/bench_folder.py --arch "config/qwen3_vl/$SIZE.json" \
+  --tokenizer tests/fixtures/vlm/tiny --out "$WORK/model" > "$OUT/bench_folder.log" 2>&1
+
+step() { # name limit command...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$OUT/steps.jsonl"
+  echo "$name: rc $rc, $((SECONDS - t0)) s"
+}
+
+step decode 100 "$BIN" vlm decode-bench --model "$WORK/model" --random-weights \
+  --device cuda --dtype bf16 --batch 1,8 --new-tokens 64 --iters 3 --json "$OUT/decode.json"
+step decode_hf 130 "$PY" scripts/bench_decode_hf.py --model "$WORK/model" --device cuda \
+  --dtype bf16 --batch 1,8 --new-tokens 64 --iters 3 --json "$OUT/decode_hf.json"
+step planner 80 "$BIN" plan-bench --model "$WORK/model" --random-weights --device cuda \
+  --dtype bf16 --task cloth --k 8 --iters 3 --json "$OUT/planner.json"
+step world_model 70 "$BIN" wm-bench --preset gpu --device cuda --iters 3 --json "$OUT/world_model.json"
+step orpo 70 "$BIN" vlm train-bench --model "$WORK/model" --random-weights --device cuda \
+  --dtype bf16 --pairs 4 --iters 3 --json "$OUT/orpo.json"
+
+"$PY" - "$OUT" "$SIZE" <<'EOF'
+import json, os, sys
+out, size = sys.argv[1], sys.argv[2]
+def read(name):
+    p = os.path.join(out, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+doc = {"size": size, "steps": [json.loads(l) for l in open(os.path.join(out, "steps.jsonl"))]}
+for name in ["decode", "decode_hf", "planner", "world_model", "orpo"]:
+    doc[name] = read(name)
+ours, theirs = doc["decode"], doc["decode_hf"]
+if ours and theirs:
+    doc["ratio_decode_tok_s_ours_over_hf"] = {
+        str(a["k"]): a["decode_tok_s"] / b["decode_tok_s"]
+        for a in ours["rows"] for b in theirs["rows"] if a["k"] == b["k"]
+    }
+    doc["ratio_prefill_hf_over_ours"] = theirs["rows"][0]["prefill_ms"] / ours["rows"][0]["prefill_ms"]
+json.dump(doc, open(os.path.join(out, "gpu_bench.json"), "w"), indent=2)
+print(json.dumps(doc, indent=2)[:4000])
+EOF
