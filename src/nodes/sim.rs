@@ -26,6 +26,23 @@ pub const FINGER_JOINT: &str = "panda_finger_joint1";
 /// Finger opening (m) below which the gripper counts as closed.
 pub const FINGER_CLOSED_BELOW: f64 = 0.02;
 
+/// How many of the bus's delivery times ([`Bus::settle`]) the simulator waits for its last
+/// `scored` to come back to its own subscription before it returns.
+const LOOPBACK_SETTLES: u32 = 10;
+
+/// Returns once `events` yields the `scored` event of `episode` of `task`.
+async fn scored_arrives(
+    events: &mut crate::bus::Subscriber<EpisodeEvent>,
+    episode: u32,
+    task: &str,
+) {
+    while let Some(e) = events.recv().await {
+        if e.event == EpisodeEvent::EVENT_SCORED && e.episode == episode && e.task == task {
+            return;
+        }
+    }
+}
+
 /// Task names as they appear in configs.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -499,6 +516,22 @@ impl Node for SimNode {
                         break 'episodes;
                     }
                     tracing::info!(node = %ctx.name, "episode {episode} ({task_name}, seed {seed}): score {s} (distance {distance:.4} m)");
+                    if c.episodes != 0 && episode + 1 == c.episodes {
+                        // The last one: returning ends the graph and closes the bus, which
+                        // would drop a `scored` still on its way to this process's own
+                        // subscribers (the run report) over DDS. Wait until it has come
+                        // back to ours.
+                        let confirmed = tokio::time::timeout(
+                            ctx.bus.settle() * LOOPBACK_SETTLES,
+                            scored_arrives(&mut events_in, episode, &task_name),
+                        );
+                        tokio::select! {
+                            _ = ctx.shutdown.cancelled() => {}
+                            r = confirmed => if r.is_err() {
+                                tracing::warn!(node = %ctx.name, "episode {episode}'s `scored` did not come back over the bus within {LOOPBACK_SETTLES} delivery times");
+                            }
+                        }
+                    }
                     break;
                 }
             }
