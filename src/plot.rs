@@ -153,9 +153,9 @@ fn draw_panel(
     Ok(())
 }
 
-/// Draws `panels` in a grid of two columns and writes a PNG.
+/// Draws `panels` in a grid of two columns (one when there is a single panel) and writes a PNG.
 pub fn line_panels(panels: &[Panel<'_>], path: &Path) -> Result<(), String> {
-    let cols = 2;
+    let cols = panels.len().clamp(1, 2);
     let rows = panels.len().div_ceil(cols).max(1) as i32;
     let (w, h) = (PANEL_W * cols as i32, PANEL_H * rows);
     let mut buf = vec![255u8; (w * h * 3) as usize];

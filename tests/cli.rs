@@ -215,3 +215,62 @@ fn robot_envelope_audits_a_ros_params_file_and_names_a_bad_one() {
     ));
     assert!(line.contains("bad.yaml: not executor parameters"), "{line}");
 }
+
+#[test]
+fn soak_accounts_for_every_frame_and_its_memory_check_can_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("soak.json");
+    let png = dir.path().join("rss.png");
+    let args = |leak: bool| {
+        let mut a = vec![
+            "soak",
+            "--duration",
+            "5",
+            "--rate",
+            "30",
+            "--width",
+            "640",
+            "--height",
+            "480",
+            "--work-ms",
+            "100",
+            "--json",
+            "soak.json",
+            "--plot",
+            "rss.png",
+        ];
+        if leak {
+            a.extend(["--leak", "--max-growth-mib", "8"]);
+        }
+        a
+    };
+    let out = dreamplan(&args(false), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", error_line(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // The camera kept at least half its rate on a loaded 2-core machine.
+    assert!(n("published") >= 75.0, "{r}");
+    // Every frame is taken, dropped and counted, or still queued; the slow subscriber did
+    // fall behind (it takes ≤ 10 a second) and saw its frames in order.
+    assert_eq!(n("unaccounted"), 0.0, "{r}");
+    assert!(n("slow_taken") <= 5.0 * 10.0 + 5.0, "{r}");
+    assert!(n("slow_dropped") >= 20.0, "{r}");
+    assert_eq!(
+        n("slow_taken") + n("slow_dropped") + n("slow_queued"),
+        n("published"),
+        "{r}"
+    );
+    assert_eq!(n("out_of_order"), 0.0, "{r}");
+    assert_eq!(r["clean"], true, "{r}");
+    assert!(n("rss_growth_mib") <= 32.0, "{r}");
+    assert!(stdout.contains("soak passed"), "{stdout}");
+    assert!(image::open(&png).is_ok());
+
+    // Keeping every taken frame (0.9 MB each at 640×480, ~10 a second after the warm-up)
+    // grows memory well past an 8 MiB limit: the check fails, with the reason and exit 1.
+    let out = dreamplan(&args(true), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("FAILED: resident memory grew"), "{stdout}");
+}

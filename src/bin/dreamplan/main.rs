@@ -69,6 +69,7 @@ mod progress;
 mod robot;
 mod run_report;
 mod sim;
+mod soak;
 mod stage3;
 mod vlm;
 mod world_model;
@@ -240,6 +241,9 @@ enum Command {
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
     PlanBench(plan_bench::PlanBenchArgs),
+    /// Memory and message accounting of a long in-process run: a camera at 30 Hz, 640×480,
+    /// with a subscriber that cannot keep up (10 min by default).
+    Soak(soak::SoakArgs),
     /// Message types: list them, or show one's full definition.
     Interface {
         /// `pkg/msg/Name` to show; all types are listed when absent.
@@ -333,6 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(args) => collect::run(args),
         Command::PretrainZeroShot(args) => zero_shot::run(args),
         Command::PlanBench(args) => plan_bench::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Preferences(args) => stage3::preferences(args),
         Command::TrainOrpo(args) => stage3::train_orpo(args),
         Command::MergeAdapter(args) => stage3::merge_adapter(args),
