@@ -370,7 +370,8 @@ mod tests {
     #[test]
     fn each_check_fails_on_its_own() {
         assert!(passing().failures(32.0).is_empty());
-        let cases: [(fn(&mut SoakReport), &str); 5] = [
+        type Spoil = fn(&mut SoakReport);
+        let cases: [(Spoil, &str); 5] = [
             (|r| r.unaccounted = 3, "lost without a count"),
             (|r| r.out_of_order = 1, "out of order"),
             (|r| r.rss_growth_mib = 40.0, "resident memory grew"),
