@@ -10,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let [n, m, rest @ ..] = data else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     let (n, m) = (*n as usize % 17, *m as usize % 17);
     if let Ok(choice) = parse_answer(text, n, m) {
         assert!((1..=n as u32).contains(&choice.pick), "{text:?}");

@@ -17,7 +17,9 @@ impl TypeVisitor for Decode<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(reader) = BagReader::from_mcap_bytes(data.to_vec()) else { return };
+    let Ok(reader) = BagReader::from_mcap_bytes(data.to_vec()) else {
+        return;
+    };
     for item in reader.messages(&Filter::default()) {
         let Ok(rec) = item else { break };
         let _ = visit_type(rec.type_name, Decode(&rec.data));

@@ -20,7 +20,9 @@ impl TypeVisitor for RoundTrip<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, payload)) = data.split_first() else { return };
+    let Some((&which, payload)) = data.split_first() else {
+        return;
+    };
     let name = ALL_TYPE_NAMES[which as usize % ALL_TYPE_NAMES.len()];
     visit_type(name, RoundTrip(payload)).expect("a known type");
 });

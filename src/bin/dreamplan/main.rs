@@ -93,6 +93,30 @@ impl ComputeArgs {
     }
 }
 
+/// What every benchmark command shares: repetitions, the JSON report and the compute device.
+#[derive(Clone, clap::Args)]
+pub struct BenchRun {
+    /// Timed repetitions (after one untimed warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+impl BenchRun {
+    /// Writes `doc` to `--json`, when asked.
+    pub fn write_json(&self, doc: &serde_json::Value) -> anyhow::Result<()> {
+        let Some(path) = &self.json else {
+            return Ok(());
+        };
+        std::fs::write(path, serde_json::to_string_pretty(doc)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Median seconds of `iters` runs of `f` after one warm-up run.
 pub fn median_secs(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     f()?;

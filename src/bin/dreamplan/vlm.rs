@@ -149,20 +149,14 @@ pub struct BenchArgs {
     /// Text tokens in the prompt besides the images.
     #[arg(long, default_value_t = 128)]
     text_tokens: usize,
-    /// Timed repetitions (after one warm-up); the median is reported.
-    #[arg(long, default_value_t = 3)]
-    iters: usize,
-    /// Also write the figures as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
     #[command(flatten)]
-    compute: crate::ComputeArgs,
+    run: crate::BenchRun,
 }
 
 impl BenchArgs {
     /// The device and the model on it (made-up weights with --random-weights).
     fn load(&self) -> anyhow::Result<(dreamplan::device::Compute, Qwen3Vl)> {
-        let c = self.compute.open()?;
+        let c = self.run.compute.open()?;
         let m = if self.random_weights {
             Qwen3Vl::random(&self.model, c.dtype, &c.device)
                 .with_context(|| format!("the architecture in {}", self.model.display()))?
@@ -178,9 +172,6 @@ impl BenchArgs {
         c: &dreamplan::device::Compute,
         mut doc: serde_json::Value,
     ) -> anyhow::Result<()> {
-        let Some(path) = &self.json else {
-            return Ok(());
-        };
         doc["model"] = self.model.display().to_string().into();
         doc["random_weights"] = self.random_weights.into();
         doc["device"] = c.spec.to_string().into();
@@ -188,8 +179,7 @@ impl BenchArgs {
         doc["images"] = self.images.into();
         doc["image_side"] = self.image_side.into();
         doc["text_tokens"] = self.text_tokens.into();
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))
+        self.run.write_json(&doc)
     }
 }
 
@@ -378,7 +368,7 @@ pub fn run(cmd: VlmCommand) -> anyhow::Result<ExitCode> {
                 m.device().synchronize()?;
                 Ok(())
             };
-            let secs = crate::median_secs(bench.iters, step)?;
+            let secs = crate::median_secs(bench.run.iters, step)?;
             let len = batch.input_ids[0].len();
             println!(
                 "ORPO step: {pairs} pairs ({} rows of {len} tokens), LoRA r 16 on {adapted} layers, {:?} on {}: {:.1} ms",
@@ -491,7 +481,7 @@ fn decode_bench(
         m.device().synchronize()?;
         Ok(())
     };
-    let prefill_s = crate::median_secs(spec.iters, prefill)?;
+    let prefill_s = crate::median_secs(spec.run.iters, prefill)?;
     println!(
         "prompt: {len} tokens ({} images of {}², {} text); prefill {:.1} ms",
         spec.images,
@@ -509,7 +499,7 @@ fn decode_bench(
             anyhow::ensure!(out.iter().all(|s| s.tokens.len() == new_tokens));
             Ok(())
         };
-        let gen_s = crate::median_secs(spec.iters, run)?;
+        let gen_s = crate::median_secs(spec.run.iters, run)?;
         // The first token comes with the prefill; the rest are decode steps of K rows.
         let decode_s = (gen_s - prefill_s).max(1e-9);
         let steps = new_tokens.saturating_sub(1).max(1) as f64;

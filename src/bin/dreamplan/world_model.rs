@@ -907,19 +907,13 @@ pub struct WmBenchArgs {
     /// Clips per training step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Timed repetitions of each measurement (after one untimed warm-up).
-    #[arg(long, default_value_t = 3)]
-    iters: usize,
-    /// Also write the figures as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
     #[command(flatten)]
-    compute: crate::ComputeArgs,
+    run: crate::BenchRun,
 }
 
 pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
     use dreamplan::world_model::train::{init_vars_on, noise};
-    let compute = args.compute.open()?;
+    let compute = args.run.compute.open()?;
     let cfg = load_config(args.config.as_deref(), args.preset)?;
     // Training in f32; prediction in the compute dtype (bf16 on a GPU by default).
     let (model, vars) = init_vars_on(&cfg, 0, &compute.device)?;
@@ -956,7 +950,7 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
     let arm = noise(&mut rng, &[b, f + 1, 3, h, w])?;
     let prior = noise(&mut rng, &[b, f, 3, h, w])?;
     let t = candle_core::Tensor::full(0.5f32, b, &candle_core::Device::Cpu)?;
-    let step = crate::median_secs(args.iters, || {
+    let step = crate::median_secs(args.run.iters, || {
         let loss = model.flow_loss(&x, &t, &eps, &ctx, &arm, Some(&prior))?;
         let _ = loss.backward()?;
         sync()?;
@@ -975,7 +969,7 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
             let c = noise(&mut rng, &[k, 3, h, w])?;
             let a = noise(&mut rng, &[k, f + 1, 3, h, w])?;
             let pr = noise(&mut rng, &[k, f, 3, h, w])?;
-            let s = crate::median_secs(args.iters, || {
+            let s = crate::median_secs(args.run.iters, || {
                 predictor.sample(&e, &c, &a, Some(&pr), steps)?;
                 sync()?;
                 Ok(())
@@ -991,7 +985,7 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
             }));
         }
     }
-    if let Some(path) = &args.json {
+    if args.run.json.is_some() {
         let doc = serde_json::json!({
             "device": compute.spec.to_string(),
             "predict_dtype": format!("{:?}", compute.dtype),
@@ -1002,8 +996,7 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
             "train_steps_per_s": 1.0 / step,
             "predict": predictions,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        args.run.write_json(&doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }
