@@ -10,6 +10,7 @@ comes from the Rust code under test.
     dds_peer.py publish-image --domain D --topic /peer/image --width 8 --height 4 --count 5
     dds_peer.py drive --domain D --scene DIR
     dds_peer.py param --domain D --node executor --list --set motion.cartesian_speed_m_s=0.1 --get motion.cartesian_speed_m_s
+    dds_peer.py graph --domain D --expect /lab/executor --expect /lab/planner
 
 `take` prints one JSON line per sample (its fields, the CRC-32 of the image bytes, the
 type name the matched writer announced); `publish-image` waits for a reader, writes the
@@ -19,7 +20,12 @@ states from the files in DIR (`scene.json`, `current.rgb`, `current_depth.f32`,
 `goal.rgb`), one `reset` event, then prints the `KeypointAction`, the `JointTrajectory` and
 the episode events it receives. `param` is a ROS parameter client (the services of
 rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, reads and
-describes a node's parameters and prints one JSON line. Exit status 2 on a timeout. The caller sets
+describes a node's parameters and prints one JSON line. `graph` reads the ROS graph as the
+ROS 2 tools do (`ros2 node list`, and `ros2 param`, which looks a node up there first): the
+`ros_discovery_info` topic of rmw_dds_common, where each participant lists its nodes and
+their endpoints' GIDs (the Iron/Jazzy layout, 16-byte GIDs); it waits for the expected
+nodes and prints each node with its endpoints, and for each endpoint GID whether a DDS
+writer or reader with that GUID was discovered, and on which topic. Exit status 2 on a timeout. The caller sets
 CYCLONEDDS_URI (tests use scripts/cyclone_loopback.xml: loopback only, no multicast).
 """
 
@@ -279,6 +285,25 @@ class DescribeParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::D
     client_id: t.uint64
     sequence: t.int64
     descriptors: t.sequence[ParameterDescriptor_]
+
+
+@dataclass
+class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+    data: t.array[t.uint8, 16]
+
+
+@dataclass
+class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+    node_namespace: str
+    node_name: str
+    reader_gid_seq: t.sequence[Gid_]
+    writer_gid_seq: t.sequence[Gid_]
+
+
+@dataclass
+class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
+    gid: Gid_
+    node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
 
 
 TYPES = {"image": Image_, "camera_info": CameraInfo_}
@@ -593,6 +618,50 @@ def param(args):
     return 0
 
 
+def graph(args):
+    """The nodes other participants announce on ros_discovery_info, with their endpoints."""
+    from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication, BuiltinTopicDcpsSubscription
+
+    dp = DomainParticipant(args.domain)
+    q = qos("transient_local", 1)
+    reader = DataReader(dp, Topic(dp, "ros_discovery_info", ParticipantEntitiesInfo_, qos=q), qos=q)
+    pubs = BuiltinDataReader(dp, BuiltinTopicDcpsPublication)
+    subs = BuiltinDataReader(dp, BuiltinTopicDcpsSubscription)
+    latest, endpoints = {}, {}
+    deadline = time.monotonic() + args.timeout
+
+    def names():
+        return {(n.node_namespace.rstrip("/") + "/" + n.node_name) for info in latest.values()
+                for n in info.node_entities_info_seq}
+
+    settle_until = None
+    while True:
+        for sample in reader.take(N=100):
+            latest[bytes(sample.gid.data).hex()] = sample
+        for kind, r in (("writer", pubs), ("reader", subs)):
+            for e in r.take(N=1000):
+                endpoints[e.key.bytes.hex()] = {"kind": kind, "topic": e.topic_name}
+        now = time.monotonic()
+        if all(x in names() for x in args.expect):
+            # Endpoint discovery may trail the graph sample a little.
+            settle_until = settle_until or now + args.settle
+            if now >= settle_until:
+                break
+        if now > deadline:
+            print(json.dumps({"timeout": True, "nodes": sorted(names())}), flush=True)
+            return 2
+        time.sleep(0.1)
+    out = []
+    for gid, info in sorted(latest.items()):
+        for n in info.node_entities_info_seq:
+            def gids(seq):
+                return [{"gid": bytes(g.data).hex(), **endpoints.get(bytes(g.data).hex(), {})} for g in seq]
+            out.append({"participant": gid, "namespace": n.node_namespace, "name": n.node_name,
+                        "readers": gids(n.reader_gid_seq), "writers": gids(n.writer_gid_seq)})
+    print(json.dumps({"nodes": out}), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -624,6 +693,11 @@ def main():
     pa.add_argument("--get", action="append", default=[], metavar="NAME", help="then get")
     pa.add_argument("--describe", action="append", default=[], metavar="NAME")
     pa.add_argument("--timeout", type=float, default=30.0)
+    gr = sub.add_parser("graph", help="the ROS graph from ros_discovery_info: nodes, namespaces and endpoint GIDs")
+    gr.add_argument("--domain", type=int, required=True)
+    gr.add_argument("--expect", action="append", default=[], metavar="/NS/NODE", help="wait until this node is listed")
+    gr.add_argument("--settle", type=float, default=2.0, help="seconds to keep reading once every expected node is listed")
+    gr.add_argument("--timeout", type=float, default=30.0)
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)
@@ -631,7 +705,7 @@ def main():
         p.add_argument("--depth", type=int, default=10)
         p.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args()
-    return {"take": take, "publish-image": publish_image, "drive": drive, "param": param}[args.cmd](args)
+    return {"take": take, "publish-image": publish_image, "drive": drive, "param": param, "graph": graph}[args.cmd](args)
 
 
 if __name__ == "__main__":

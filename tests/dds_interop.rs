@@ -668,6 +668,66 @@ nodes:
             finish(nodes)
         );
     }
+    // The ROS graph as `ros2 node list` and `ros2 param` read it (ros_discovery_info): the
+    // process's node and each graph node under the namespace, each with the GUIDs of its own
+    // endpoints, which the peer's DDS discovery confirms.
+    let g = run_peer(&[
+        "graph",
+        "--expect",
+        "/lab/executor",
+        "--expect",
+        "/lab/planner",
+        "--expect",
+        "/lab/dreamplan",
+    ]);
+    if !g.status.success() {
+        panic!("graph: {}\nnodes:\n{}", text(&g), finish(nodes));
+    }
+    let g = param_line(&g);
+    let graph_nodes = g["nodes"].as_array().unwrap();
+    let node = |name: &str| {
+        graph_nodes
+            .iter()
+            .find(|n| n["namespace"] == "/lab" && n["name"] == name)
+            .unwrap_or_else(|| panic!("/lab/{name} not in the graph: {g}"))
+    };
+    let topics = |n: &serde_json::Value, side: &str, kind: &str| -> Vec<String> {
+        n[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|e| assert_eq!(e["gid"].as_str().unwrap().len(), 32, "a 16-byte GID: {e}"))
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["topic"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let executor = node("executor");
+    for service in [
+        "list_parameters",
+        "get_parameters",
+        "get_parameter_types",
+        "describe_parameters",
+        "set_parameters",
+    ] {
+        let request = format!("rq/lab/executor/{service}Request");
+        let reply = format!("rr/lab/executor/{service}Reply");
+        assert!(
+            topics(executor, "readers", "reader").contains(&request),
+            "the executor's node does not list its {request} reader: {executor}"
+        );
+        assert!(
+            topics(executor, "writers", "writer").contains(&reply),
+            "the executor's node does not list its {reply} writer: {executor}"
+        );
+    }
+    node("planner");
+    // The process's node holds the topics: the executor's trajectory, remapped.
+    let main_writers = topics(node("dreamplan"), "writers", "writer");
+    assert!(
+        main_writers.contains(&"rt/lab_arm/joint_trajectory".to_string()),
+        "{main_writers:?}"
+    );
+
     let names: Vec<&str> = l["list"]["names"]
         .as_array()
         .unwrap()
