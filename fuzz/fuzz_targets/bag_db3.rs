@@ -5,20 +5,14 @@
 //! `cargo fuzz run bag_db3 fuzz/corpus/bag_db3` (seeds: `fuzz/seed.sh`).
 #![no_main]
 
+#[path = "read_bag.rs"]
+mod read_bag;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use dreamplan::bag::{BagReader, Filter};
-use dreamplan::msg::{visit_type, Message, TypeVisitor};
+use dreamplan::bag::BagReader;
 use libfuzzer_sys::fuzz_target;
-
-struct Decode<'a>(&'a [u8]);
-impl TypeVisitor for Decode<'_> {
-    type Output = bool;
-    fn visit<M: Message>(self) -> bool {
-        M::from_cdr(self.0).is_ok()
-    }
-}
 
 /// This process's scratch folder (sqlite reads files, not buffers).
 fn scratch() -> &'static PathBuf {
@@ -30,26 +24,18 @@ fn scratch() -> &'static PathBuf {
     })
 }
 
-fn read_all(reader: &BagReader) {
-    for item in reader.messages(&Filter::default()) {
-        let Ok(rec) = item else { break };
-        let _ = visit_type(rec.type_name, Decode(&rec.data));
-    }
-    let _ = reader.transitions(Default::default()).count();
-}
-
 fuzz_target!(|data: &[u8]| {
     let dir = scratch();
     let file = dir.join("bag.db3");
     std::fs::write(&file, data).unwrap();
     if let Ok(reader) = BagReader::open(&file) {
-        read_all(&reader);
+        read_bag::read_all(&reader);
     }
     if std::str::from_utf8(data).is_ok() {
         let folder = dir.join("folder");
         std::fs::write(folder.join("metadata.yaml"), data).unwrap();
         if let Ok(reader) = BagReader::open(&folder) {
-            read_all(&reader);
+            read_bag::read_all(&reader);
         }
     }
 });

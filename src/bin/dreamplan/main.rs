@@ -496,7 +496,7 @@ fn run_graph_in_process(
         }
         #[cfg(not(feature = "ros2-dds"))]
         BusArg::Dds => anyhow::bail!(
-            "--bus dds needs a build with the `ros2-dds` feature: cargo build --release --features ros2-dds"
+            "--bus dds needs the `ros2-dds` feature, a default one this build left out (--no-default-features): cargo build --release"
         ),
     }
 }
