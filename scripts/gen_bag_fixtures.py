@@ -11,6 +11,7 @@ mcap_jazzy         mcap       ROS2_JAZZY  9                 uncompressed
 sqlite3_humble     sqlite3    ROS2_HUMBLE 8                 -
 sqlite3_jazzy      sqlite3    ROS2_JAZZY  9                 -
 mcap_zstd_humble   mcap       ROS2_HUMBLE 8                 zstd
+humble_record      sqlite3    ROS2_HUMBLE 5 (own writer)    -
 =================  =========  ==========  ================  ====================
 
 Real Humble writes metadata version 5, which rosbags cannot write (its Writer takes
@@ -19,6 +20,19 @@ version 8 or 9 only). Version 8 is the closest: it keeps Humble's serialisation 
 YAML list with lower-case enum names. rosbags' sqlite3 writer always creates the
 Jazzy-style schema (schema_version 4, ``message_definitions`` table) whatever the
 version.
+
+``humble_record`` is not written by rosbags but by this script, in the layout Humble's
+``ros2 bag record`` leaves (rosbag2 0.15.x, the sqlite3 default storage), following rosbag2's
+own source at tag 0.15.9: ``rosbag2_storage`` ``metadata_io.cpp`` (metadata version 5, the
+``files`` list, keys in yaml-cpp's insertion order, block style, no final newline),
+``rosbag2_storage_default_plugins`` ``sqlite_storage.cpp`` (schema_version 3: tables
+``schema``, ``metadata`` (created, left empty), ``topics`` without type hashes, ``messages``,
+index ``timestamp_idx``; the file ``<bag>_0.db3``) and ``rosbag2_transport`` ``qos.cpp`` /
+``recorder.cpp`` (offered QoS as the YAML dump of a list of profiles with integer enums and
+the rmw infinite duration 9223372036 s 854775807 ns). ``topics_with_message_count`` comes
+from an unordered map in the writer, so its order is arbitrary: here it is the reverse of
+the ``topics`` table's, which a reader must not care about. Not byte-compared with a real
+``ros2 bag record``: no ROS 2 runs on the machines this is built on.
 
 Every bag holds the same messages, all serialised little-endian by rosbags:
 
@@ -64,7 +78,7 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
 from rosbags.typesys import Stores
@@ -113,6 +127,23 @@ TOPIC_QOS: dict[str, list[Qos]] = {
 }
 
 
+# rmw's RMW_DURATION_INFINITE as Humble's recorder stores it.
+HUMBLE_TIME_INFINITE = QosTime(9223372036, 854775807)
+HUMBLE_TOPIC_QOS: dict[str, list[Qos]] = {
+    topic: [
+        Qos(
+            q.history, q.depth, q.reliability, q.durability,
+            *(HUMBLE_TIME_INFINITE if t == QOS_TIME_INFINITE else t for t in (q.deadline, q.lifespan)),
+            q.liveliness,
+            HUMBLE_TIME_INFINITE if q.liveliness_lease_duration == QOS_TIME_INFINITE else q.liveliness_lease_duration,
+            q.avoid_ros_namespace_conventions,
+        )
+        for q in profiles
+    ]
+    for topic, profiles in TOPIC_QOS.items()
+}
+
+
 @dataclass(frozen=True)
 class BagVariant:
     name: str
@@ -120,6 +151,7 @@ class BagVariant:
     store: Stores
     version: int
     chunk_compression: bool = False
+    humble_record: bool = False
 
 
 VARIANTS = (
@@ -128,6 +160,7 @@ VARIANTS = (
     BagVariant('sqlite3_humble', StoragePlugin.SQLITE3, Stores.ROS2_HUMBLE, 8),
     BagVariant('sqlite3_jazzy', StoragePlugin.SQLITE3, Stores.ROS2_JAZZY, Writer.VERSION_LATEST),
     BagVariant('mcap_zstd_humble', StoragePlugin.MCAP, Stores.ROS2_HUMBLE, 8, chunk_compression=True),
+    BagVariant('humble_record', StoragePlugin.SQLITE3, Stores.ROS2_HUMBLE, 5, humble_record=True),
 )
 
 
@@ -161,15 +194,155 @@ def remove_old_bag(path: Path) -> None:
     """Remove a bag directory this script wrote before; refuse anything else."""
     if not path.exists():
         return
-    ours = {'metadata.yaml', f'{path.name}.mcap', f'{path.name}.db3'}
+    ours = {'metadata.yaml', f'{path.name}.mcap', f'{path.name}.db3', f'{path.name}_0.db3'}
     if not path.is_dir() or not {p.name for p in path.iterdir()} <= ours:
         raise FixtureError(f'{path} exists and is not a bag this script wrote; not replacing it')
     shutil.rmtree(path)
 
 
+def yaml_scalar(value) -> str:
+    """A scalar as yaml-cpp's emitter writes it (the cases metadata.yaml needs)."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, int):
+        return str(value)
+    if value == '' or '\n' in value or value[0] in '-?:,[]{}#&*!|>\'"%@`' or ': ' in value:
+        escaped = value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+        return f'"{escaped}"'
+    return value
+
+
+def yaml_block(value, indent: int = 0) -> list[str]:
+    """Block-style YAML lines of nested dicts and lists, keys in insertion order, the way
+    yaml-cpp dumps a node (a list inside a map indented by two more spaces)."""
+    pad = ' ' * indent
+    lines = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f'{pad}{key}:')
+                lines.extend(yaml_block(item, indent + 2))
+            else:
+                lines.append(f'{pad}{key}: {yaml_scalar(item) if item != [] else "[]"}')
+    else:
+        for item in value:
+            inner = yaml_block(item, indent + 2) if isinstance(item, (dict, list)) else [f'{pad}  {yaml_scalar(item)}']
+            lines.append(f'{pad}- {inner[0].lstrip()}')
+            lines.extend(inner[1:])
+    return lines
+
+
+def humble_qos_string(profiles: list[Qos]) -> str:
+    """offered_qos_profiles as Humble's recorder serialises them (YAML::Dump of the list)."""
+    if not profiles:
+        return ''
+
+    def time(t: QosTime) -> dict:
+        return {'sec': t.sec, 'nsec': t.nsec}
+
+    return '\n'.join(yaml_block([
+        {
+            'history': q.history.value, 'depth': q.depth, 'reliability': q.reliability.value,
+            'durability': q.durability.value, 'deadline': time(q.deadline), 'lifespan': time(q.lifespan),
+            'liveliness': q.liveliness.value, 'liveliness_lease_duration': time(q.liveliness_lease_duration),
+            'avoid_ros_namespace_conventions': q.avoid_ros_namespace_conventions,
+        }
+        for q in profiles
+    ]))
+
+
+def write_humble_record_bag(path: Path, typestore, topics, writes, cases_by_name) -> tuple[list[dict], str]:
+    """A bag in the layout Humble's `ros2 bag record` writes (see the module doc); returns
+    the topics' expected.json entries and the storage file's name."""
+    import sqlite3  # noqa: PLC0415
+
+    path.mkdir(parents=True)
+    db_name = f'{path.name}_0.db3'
+    db = sqlite3.connect(path / db_name)
+    for statement in (
+        'CREATE TABLE schema(schema_version INTEGER PRIMARY KEY,ros_distro TEXT NOT NULL);',
+        'CREATE TABLE metadata(id INTEGER PRIMARY KEY,metadata_version INTEGER NOT NULL,metadata TEXT NOT NULL);',
+        'CREATE TABLE topics(id INTEGER PRIMARY KEY,name TEXT NOT NULL,type TEXT NOT NULL,'
+        'serialization_format TEXT NOT NULL,offered_qos_profiles TEXT NOT NULL);',
+        'CREATE TABLE messages(id INTEGER PRIMARY KEY,topic_id INTEGER NOT NULL,timestamp INTEGER NOT NULL, data BLOB NOT NULL);',
+        'CREATE INDEX timestamp_idx ON messages (timestamp ASC);',
+    ):
+        db.execute(statement)
+    db.execute('INSERT INTO schema (schema_version, ros_distro) VALUES (?, ?)', (3, 'humble'))
+    ids, entries, info = {}, [], []
+    for topic in topics:
+        profiles = HUMBLE_TOPIC_QOS.get(topic['topic'], [])
+        qos = humble_qos_string(profiles)
+        cursor = db.execute(
+            'INSERT INTO topics (name, type, serialization_format, offered_qos_profiles) VALUES (?, ?, ?, ?)',
+            (topic['topic'], topic['type'], 'cdr', qos),
+        )
+        ids[topic['topic']] = cursor.lastrowid
+        count = sum(1 for w in writes if w['topic'] == topic['topic'])
+        entries.append({
+            'topic': topic['topic'],
+            'type': topic['type'],
+            'message_count': count,
+            'offered_qos_profiles': [qos_to_json(q) for q in profiles],
+            'type_description_hash': '',
+        })
+        info.append({
+            'topic_metadata': {
+                'name': topic['topic'], 'type': topic['type'], 'serialization_format': 'cdr',
+                'offered_qos_profiles': qos,
+            },
+            'message_count': count,
+        })
+    for item in writes:
+        if item['case'] is not None:
+            case = cases_by_name[item['case']]
+            message = build_message(typestore, case['type'], case['value'], case['name'])
+        else:
+            message = typestore.types[UNKNOWN_TYPE](data=item['string_data'])
+        data = bytes(typestore.serialize_cdr(message, item['type'], little_endian=True))
+        db.execute('INSERT INTO messages (timestamp, topic_id, data) VALUES (?, ?, ?);',
+                   (item['log_time_ns'], ids[item['topic']], data))
+    db.commit()
+    db.close()
+    times = [w['log_time_ns'] for w in writes]
+    start, duration = min(times), max(times) - min(times)
+    metadata = {'rosbag2_bagfile_information': {
+        'version': 5,
+        'storage_identifier': 'sqlite3',
+        'duration': {'nanoseconds': duration},
+        'starting_time': {'nanoseconds_since_epoch': start},
+        'message_count': len(writes),
+        'topics_with_message_count': list(reversed(info)),
+        'compression_format': '',
+        'compression_mode': '',
+        'relative_file_paths': [db_name],
+        'files': [{
+            'path': db_name,
+            'starting_time': {'nanoseconds_since_epoch': start},
+            'duration': {'nanoseconds': duration},
+            'message_count': len(writes),
+        }],
+    }}
+    (path / 'metadata.yaml').write_text('\n'.join(yaml_block(metadata)), encoding='utf-8')
+    return entries, db_name
+
+
 def write_bag(path: Path, variant: BagVariant, typestore, topics, writes, cases_by_name, cdr_dir: Path) -> dict:
     """Write one bag; return its expected.json entry."""
     remove_old_bag(path)
+    if variant.humble_record:
+        entries, storage_file = write_humble_record_bag(path, typestore, topics, writes, cases_by_name)
+        return {
+            'storage_identifier': 'sqlite3',
+            'storage_file': storage_file,
+            'metadata_version': 5,
+            'typestore': variant.store.name.lower(),
+            'chunk_compression': '',
+            'message_count': len(writes),
+            'topics': entries,
+            'messages': sorted(writes, key=lambda w: w['log_time_ns']),
+            'layout': "Humble's `ros2 bag record` (rosbag2 0.15.9), written by this script",
+        }
     writer = Writer(path, version=variant.version, storage_plugin=variant.storage)
     if variant.chunk_compression:
         # MCAP storage-side compression: rosbags' McapWriter zstd-compresses every chunk.

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use dreamplan::vlm::io::read_batch;
 use dreamplan::vlm::lora::{self, InitLoraWeights, LoraConfig, TargetModules};
@@ -248,14 +250,11 @@ fn unsupported_or_damaged_adapters_are_named_errors() {
 }
 
 /// PEFT (python, `DREAMPLAN_PYTHON_HF`) loads an adapter written here and reproduces our
-/// logits. Skipped, with a message, when the variable is unset.
+/// logits. Skipped, with a message, when the variable is unset (a failure under
+/// `DREAMPLAN_REQUIRE_INTEROP`).
 #[test]
 fn peft_loads_rust_saved_adapter() {
-    let Ok(python) = std::env::var("DREAMPLAN_PYTHON_HF") else {
-        eprintln!(
-            "skipped: set DREAMPLAN_PYTHON_HF to the python of the HF venv \
-             (scripts/requirements-hf.txt) to check against PEFT"
-        );
+    let Some(python) = common::hf_python("the PEFT check of a saved adapter") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use dreamplan::planner::baselines::{correspondence_choice, Rule};
 use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
 use dreamplan::planner::grammar::AnswerForm;
@@ -335,15 +337,44 @@ fn built_folder_loads_trains_and_plans() {
     check_with_transformers(&out, &model, &p);
 }
 
+/// The folder of the default size (`pretrain-zero-shot`'s architecture: 1.76 M parameters,
+/// 64-px images, the reasoning form), built with a handful of scenes and two steps, is read
+/// by transformers as ours is: same prompt ids, same logits. The tiny test config above
+/// could hide a size-dependent mismatch (head counts, MRoPE sections, the vision merger).
+#[test]
+fn default_size_folder_is_read_identically_by_transformers() {
+    let Some(_) = common::hf_python("the transformers check of a default-size folder") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zs");
+    let cfg = ZeroShotConfig {
+        scenes: [2, 1, 2],
+        held_out: 1,
+        steps: 2,
+        warmup: 1,
+        batch: 2,
+        reasoning: true,
+        recap: true,
+        ..ZeroShotConfig::default()
+    };
+    let report = build(&out, &cfg, 2, &|_| {}).unwrap();
+    assert!(
+        (1_700_000..1_800_000).contains(&report.parameters),
+        "{} parameters: not the default size README quotes (1.76 M)",
+        report.parameters
+    );
+    let model = Qwen3Vl::load(&out, DType::F32, &Device::Cpu).unwrap();
+    let p = Processor::load(&out).unwrap();
+    check_with_transformers(&out, &model, &p);
+}
+
 /// HF transformers (python, `DREAMPLAN_PYTHON_HF`) loads the folder with its Auto classes,
 /// renders and tokenises the same prompt to the same ids, and computes the same logits.
-/// Skipped, with a message, when the variable is unset.
+/// Skipped, with a message, when the variable is unset (a failure under
+/// `DREAMPLAN_REQUIRE_INTEROP`).
 fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
-    let Ok(python) = std::env::var("DREAMPLAN_PYTHON_HF") else {
-        eprintln!(
-            "skipped the transformers check: set DREAMPLAN_PYTHON_HF to the python of the HF \
-             venv (scripts/requirements-hf.txt)"
-        );
+    let Some(python) = common::hf_python("the transformers check of a zero-shot folder") else {
         return;
     };
     let case = tempfile::tempdir().unwrap();

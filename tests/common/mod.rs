@@ -1,10 +1,33 @@
-//! Shared by the integration tests: the JSON message cases of `tests/fixtures/cdr`.
+//! Shared by the integration tests: the JSON message cases of `tests/fixtures/cdr`, and the
+//! python of the HF reference venv.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use dreamplan::msg::{Message, TypeVisitor};
 use serde_json::Value;
+
+/// The python of the HF reference venv (`DREAMPLAN_PYTHON_HF`, scripts/requirements-hf.txt),
+/// or `None` with a message saying what was skipped. With `DREAMPLAN_REQUIRE_INTEROP` set (CI)
+/// a missing interpreter fails the test instead: `what` would otherwise rest on no run.
+pub fn hf_python(what: &str) -> Option<String> {
+    match std::env::var("DREAMPLAN_PYTHON_HF") {
+        Ok(python) => Some(python),
+        Err(_) => {
+            assert!(
+                std::env::var_os("DREAMPLAN_REQUIRE_INTEROP").is_none(),
+                "DREAMPLAN_REQUIRE_INTEROP is set but DREAMPLAN_PYTHON_HF is not: {what} cannot \
+                 run (python3 -m venv ~/.cache/dreamplan-hf-venv && \
+                 ~/.cache/dreamplan-hf-venv/bin/pip install -r scripts/requirements-hf.txt)"
+            );
+            eprintln!(
+                "skipped {what}: set DREAMPLAN_PYTHON_HF to the python of the HF venv \
+                 (scripts/requirements-hf.txt)"
+            );
+            None
+        }
+    }
+}
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
