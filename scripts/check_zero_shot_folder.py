@@ -12,7 +12,7 @@ token ids) and logits.safetensors (dreamplan's logits for that prompt). This scr
   2. renders the chat template and tokenises text + images with the HF processor, and
      compares text and ids with dreamplan's (exact);
   3. runs Qwen3VLForConditionalGeneration on them and compares the logits (max abs error
-     at most 1e-4).
+     at most 1e-5; 2.4e-6 on the tiny test folder, 8.3e-7 on a default-size one, session 26).
 Prints what it compared; exits 1 on any difference.
 
 Usage: ~/.cache/dreamplan-hf-venv/bin/python scripts/check_zero_shot_folder.py DIR CASE
@@ -27,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
 
-TOL = 1e-4
+TOL = 1e-5
 
 
 def main(folder, case_dir):

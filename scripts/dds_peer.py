@@ -219,6 +219,20 @@ class SetParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::SetPar
 
 
 @dataclass
+class SetParametersAtomicallyRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::SetParametersAtomically_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    parameters: t.sequence[Parameter_]
+
+
+@dataclass
+class SetParametersAtomicallyReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::SetParametersAtomically_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    result: SetParametersResult_
+
+
+@dataclass
 class GetParametersRequest_(IdlStruct, typename="rcl_interfaces::srv::dds_::GetParameters_Request_"):
     client_id: t.uint64
     sequence: t.int64
@@ -579,6 +593,15 @@ class ServiceClient:
         raise TimeoutError(f"no reply from {self.service}")
 
 
+def parse_assignment(item):
+    """NAME=VALUE, the value as JSON when it parses (numbers, booleans, quoted strings)."""
+    name, _, text = item.partition("=")
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
+
+
 def param(args):
     """list / get / set / describe a node's parameters through its parameter services."""
     dp = DomainParticipant(args.domain)
@@ -591,16 +614,14 @@ def param(args):
             out["list"] = {"names": list(r.result.names), "prefixes": list(r.result.prefixes)}
         if args.set:
             c = ServiceClient(dp, node, "set_parameters", SetParametersRequest_, SetParametersReply_)
-            ps = []
-            for item in args.set:
-                name, _, text = item.partition("=")
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError:
-                    value = text
-                ps.append(Parameter_(name=name, value=param_value(value)))
+            ps = [Parameter_(name=n, value=param_value(v)) for n, v in map(parse_assignment, args.set)]
             r = c.call(lambda i, s: SetParametersRequest_(client_id=i, sequence=s, parameters=ps), args.timeout)
             out["set"] = [{"name": p.name, "successful": x.successful, "reason": x.reason} for p, x in zip(ps, r.results)]
+        if args.set_atomically:
+            c = ServiceClient(dp, node, "set_parameters_atomically", SetParametersAtomicallyRequest_, SetParametersAtomicallyReply_)
+            ps = [Parameter_(name=n, value=param_value(v)) for n, v in map(parse_assignment, args.set_atomically)]
+            r = c.call(lambda i, s: SetParametersAtomicallyRequest_(client_id=i, sequence=s, parameters=ps), args.timeout)
+            out["set_atomically"] = {"successful": r.result.successful, "reason": r.result.reason}
         if args.get:
             c = ServiceClient(dp, node, "get_parameters", GetParametersRequest_, GetParametersReply_)
             r = c.call(lambda i, s: GetParametersRequest_(client_id=i, sequence=s, names=args.get), args.timeout)
@@ -690,6 +711,8 @@ def main():
     pa.add_argument("--node", required=True, help="node name, e.g. executor")
     pa.add_argument("--list", action="store_true")
     pa.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="set first (one request, in order)")
+    pa.add_argument("--set-atomically", action="append", default=[], metavar="NAME=JSON",
+                    help="then set these in one set_parameters_atomically request (all or none)")
     pa.add_argument("--get", action="append", default=[], metavar="NAME", help="then get")
     pa.add_argument("--describe", action="append", default=[], metavar="NAME")
     pa.add_argument("--timeout", type=float, default=30.0)

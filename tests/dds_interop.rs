@@ -708,6 +708,7 @@ nodes:
         "get_parameter_types",
         "describe_parameters",
         "set_parameters",
+        "set_parameters_atomically",
     ] {
         let request = format!("rq/lab/executor/{service}Request");
         let reply = format!("rr/lab/executor/{service}Reply");
@@ -774,6 +775,63 @@ nodes:
         panic!("no trajectory\n{}\nnodes:\n{}", text(&first), finish(nodes));
     };
 
+    // set_parameters_atomically: all or none. A set with one value the executor's checks
+    // refuse changes nothing, not even its valid member; a valid set changes both.
+    let atomic = run_peer(&[
+        "param",
+        "--node",
+        "/lab/executor",
+        "--set-atomically",
+        "motion.cartesian_speed_m_s=0.07",
+        "--set-atomically",
+        "motion.cartesian_accel_m_s2=-1.0",
+        "--get",
+        "motion.cartesian_speed_m_s",
+        "--get",
+        "motion.cartesian_accel_m_s2",
+    ]);
+    let a = param_line(&atomic);
+    if !atomic.status.success() {
+        panic!(
+            "atomic param set failed\n{}\nnodes:\n{}",
+            text(&atomic),
+            finish(nodes)
+        );
+    }
+    assert_eq!(a["set_atomically"]["successful"], false, "{a}");
+    let reason = a["set_atomically"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cartesian_accel_m_s2 must be > 0"),
+        "{a}"
+    );
+    assert_eq!(
+        a["get"]["motion.cartesian_speed_m_s"],
+        serde_json::json!([3, 0.2])
+    );
+    let atomic = run_peer(&[
+        "param",
+        "--node",
+        "/lab/executor",
+        "--set-atomically",
+        "envelope.max_speed_fraction=0.95",
+        "--set-atomically",
+        "motion.cartesian_speed_m_s=0.1",
+        "--get",
+        "envelope.max_speed_fraction",
+        "--get",
+        "motion.cartesian_speed_m_s",
+    ]);
+    let a = param_line(&atomic);
+    assert_eq!(a["set_atomically"]["successful"], true, "{a}");
+    assert_eq!(
+        a["get"]["envelope.max_speed_fraction"],
+        serde_json::json!([3, 0.95])
+    );
+    assert_eq!(
+        a["get"]["motion.cartesian_speed_m_s"],
+        serde_json::json!([3, 0.1])
+    );
+
     let set = run_peer(&[
         "param",
         "--node",
@@ -839,8 +897,9 @@ nodes:
             text(&nodes)
         )
     });
-    // Same scene, same decision, same start: only the Cartesian speed changed, so the
-    // same path takes longer (the joint-space approach and the dwells do not change).
+    // Same scene, same decision, same start: only the Cartesian speed changed (the speed
+    // limit's fraction, also raised, only checks), so the same path takes longer (the
+    // joint-space approach and the dwells do not change).
     assert_eq!(
         t1["points"][0]["positions"], t2["points"][0]["positions"],
         "not the same start"

@@ -11,12 +11,13 @@
 //!
 //! Parameter services: each graph node is also a ROS node of its own name (`/executor`)
 //! serving `list_parameters`, `get_parameters`, `get_parameter_types`,
-//! `describe_parameters` and `set_parameters` from its [`LiveParams`], in the request/reply
+//! `describe_parameters`, `set_parameters` and `set_parameters_atomically` (all or none,
+//! [`LiveParams::set_all`]) from its [`LiveParams`], in the request/reply
 //! mapping of `rmw_cyclonedds_cpp` (topics `rq/<node>/<service>Request` and
 //! `rr/<node>/<service>Reply`, each sample led by the client's `{guid, sequence}` header,
 //! which the reply carries back). ros2-client's own parameter services speak only the
 //! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off.
-//! `set_parameters_atomically` and ROS actions are not served. `/clock` drives the clock
+//! ROS actions are not served. `/clock` drives the clock
 //! under `use_sim_time` through our own subscription, as on the r2r bus.
 //!
 //! The domain is `ROS_DOMAIN_ID` (0 when unset). `ROS_LOCALHOST_ONLY=1` restricts RustDDS
@@ -506,6 +507,35 @@ impl Bus for DdsBus {
                         }
                     })
                     .collect(),
+            }
+        );
+        serve!(
+            "set_parameters_atomically",
+            "SetParametersAtomically",
+            rcl::SetParametersRequest,
+            rcl::SetParametersAtomicallyResponse,
+            |p: &LiveParams, req: rcl::SetParametersRequest| {
+                let r = req
+                    .parameter
+                    .iter()
+                    .map(|q| {
+                        from_ros(&q.value)
+                            .map(|v| (q.name.clone(), v))
+                            .ok_or_else(|| format!("`{}`: no value given", q.name))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|changes| p.set_all(changes));
+                let names = req.parameter.iter().map(|q| q.name.as_str()).collect::<Vec<_>>();
+                match &r {
+                    Ok(()) => tracing::info!(node = %p.node(), "parameters {names:?} set atomically"),
+                    Err(e) => tracing::warn!(node = %p.node(), "atomic parameter set refused: {e}"),
+                }
+                rcl::SetParametersAtomicallyResponse {
+                    result: ros2_client::parameters::raw::SetParametersResult {
+                        successful: r.is_ok(),
+                        reason: r.err().unwrap_or_default(),
+                    },
+                }
             }
         );
         self.inner

@@ -98,22 +98,43 @@ impl LiveParams {
     /// for a float); the node must apply the name while running; the resulting config
     /// must pass the node's check. Nothing changes when it fails.
     pub fn set(&self, name: &str, value: Value) -> Result<(), String> {
+        self.set_all(vec![(name.to_string(), value)])
+    }
+
+    /// Sets several parameters at once, all or none (ROS's `set_parameters_atomically`):
+    /// each must pass [`LiveParams::set`]'s checks, and the config with all of them must
+    /// pass the node's check, which sees no intermediate state. The node is told once.
+    /// The error names the first parameter refused, or the whole set.
+    pub fn set_all(&self, changes: Vec<(String, Value)>) -> Result<(), String> {
         let mut values = self.lock();
-        let Some(old) = values.get(name) else {
-            return Err(format!("node `{}` has no parameter `{name}`", self.node));
-        };
-        let value = same_type(old, value)
-            .ok_or_else(|| format!("`{name}` is {}, not that type", kind(old)))?;
-        if !self.is_live(name) {
-            return Err(format!(
-                "`{name}` is read when node `{}` starts; change it in its config and restart it (live: {})",
-                self.node,
-                if self.live.is_empty() { "none".to_string() } else { self.live.join(", ") }
-            ));
-        }
         let mut next = values.clone();
-        next.insert(name.to_string(), value);
-        (self.check)(&nest(&next)).map_err(|e| format!("`{name}` refused: {e}"))?;
+        for (name, value) in changes.iter().cloned() {
+            let Some(old) = values.get(&name) else {
+                return Err(format!("node `{}` has no parameter `{name}`", self.node));
+            };
+            let value = same_type(old, value)
+                .ok_or_else(|| format!("`{name}` is {}, not that type", kind(old)))?;
+            if !self.is_live(&name) {
+                return Err(format!(
+                    "`{name}` is read when node `{}` starts; change it in its config and restart it (live: {})",
+                    self.node,
+                    if self.live.is_empty() { "none".to_string() } else { self.live.join(", ") }
+                ));
+            }
+            next.insert(name, value);
+        }
+        let what = match changes.as_slice() {
+            [(name, _)] => format!("`{name}`"),
+            _ => format!(
+                "the set of {}",
+                changes
+                    .iter()
+                    .map(|(n, _)| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        (self.check)(&nest(&next)).map_err(|e| format!("{what} refused: {e}"))?;
         *values = next;
         drop(values);
         self.changed.send_modify(|n| *n += 1);
@@ -268,5 +289,54 @@ mod tests {
         assert_eq!(p.get("width"), Some(Value::from(96)));
         assert!(!seen.has_changed().unwrap());
         assert_eq!(*seen.borrow(), 2);
+    }
+
+    #[test]
+    fn an_atomic_set_is_checked_as_a_whole_and_applies_all_or_nothing() {
+        let declared: Value = serde_yaml::from_str("{width: 96, band: {low: 1.0, high: 2.0}}").unwrap();
+        let p = LiveParams::new(
+            "exec",
+            &declared,
+            &["band."],
+            Box::new(|v| {
+                let (lo, hi) = (v["band"]["low"].as_f64(), v["band"]["high"].as_f64());
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if lo <= hi => Ok(()),
+                    _ => Err("band.low must be <= band.high".into()),
+                }
+            }),
+        );
+        let mut seen = p.watch();
+        let band = |lo: f64, hi: f64| {
+            vec![
+                ("band.low".to_string(), Value::from(lo)),
+                ("band.high".to_string(), Value::from(hi)),
+            ]
+        };
+        // One at a time, moving the band up fails at the first step (low 5 > high 2) ...
+        let e = p.set("band.low", Value::from(5.0)).unwrap_err();
+        assert!(e.contains("`band.low` refused"), "{e}");
+        // ... at once it is one change, checked once, told once.
+        p.set_all(band(5.0, 6.0)).unwrap();
+        assert_eq!(p.get("band.low"), Some(Value::from(5.0)));
+        assert_eq!(p.get("band.high"), Some(Value::from(6.0)));
+        assert_eq!(*seen.borrow_and_update(), 1);
+        // A set whose whole fails the check changes nothing and names the set.
+        let e = p.set_all(band(9.0, 8.0)).unwrap_err();
+        assert!(e.contains("the set of `band.low`, `band.high` refused"), "{e}");
+        // One refused member (unknown, read-only, wrong type) refuses all.
+        for bad in [
+            ("nope", Value::from(1)),
+            ("width", Value::from(64)),
+            ("band.high", Value::from("x")),
+        ] {
+            let mut changes = band(6.5, 7.0);
+            changes.push((bad.0.to_string(), bad.1.clone()));
+            assert!(p.set_all(changes).is_err(), "{bad:?}");
+        }
+        assert_eq!(p.get("band.low"), Some(Value::from(5.0)));
+        assert_eq!(p.get("band.high"), Some(Value::from(6.0)));
+        assert_eq!(p.get("width"), Some(Value::from(96)));
+        assert!(!seen.has_changed().unwrap());
     }
 }
