@@ -123,7 +123,11 @@ fn a_bag_in_humble_ros2_bag_record_layout_reads_completely() {
         (10, Reliability::BestEffort)
     );
     for t in reader.topics() {
-        assert!(t.definition.is_none(), "{}: Humble stores no definitions", t.name);
+        assert!(
+            t.definition.is_none(),
+            "{}: Humble stores no definitions",
+            t.name
+        );
         assert!(t.message_count.is_some(), "{}", t.name);
     }
     let n = reader

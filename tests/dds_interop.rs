@@ -800,10 +800,7 @@ nodes:
     }
     assert_eq!(a["set_atomically"]["successful"], false, "{a}");
     let reason = a["set_atomically"]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("cartesian_accel_m_s2 must be > 0"),
-        "{a}"
-    );
+    assert!(reason.contains("cartesian_accel_m_s2 must be > 0"), "{a}");
     assert_eq!(
         a["get"]["motion.cartesian_speed_m_s"],
         serde_json::json!([3, 0.2])

@@ -525,9 +525,15 @@ impl Bus for DdsBus {
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|changes| p.set_all(changes));
-                let names = req.parameter.iter().map(|q| q.name.as_str()).collect::<Vec<_>>();
+                let names = req
+                    .parameter
+                    .iter()
+                    .map(|q| q.name.as_str())
+                    .collect::<Vec<_>>();
                 match &r {
-                    Ok(()) => tracing::info!(node = %p.node(), "parameters {names:?} set atomically"),
+                    Ok(()) => {
+                        tracing::info!(node = %p.node(), "parameters {names:?} set atomically")
+                    }
                     Err(e) => tracing::warn!(node = %p.node(), "atomic parameter set refused: {e}"),
                 }
                 rcl::SetParametersAtomicallyResponse {

@@ -293,7 +293,8 @@ mod tests {
 
     #[test]
     fn an_atomic_set_is_checked_as_a_whole_and_applies_all_or_nothing() {
-        let declared: Value = serde_yaml::from_str("{width: 96, band: {low: 1.0, high: 2.0}}").unwrap();
+        let declared: Value =
+            serde_yaml::from_str("{width: 96, band: {low: 1.0, high: 2.0}}").unwrap();
         let p = LiveParams::new(
             "exec",
             &declared,
@@ -323,7 +324,10 @@ mod tests {
         assert_eq!(*seen.borrow_and_update(), 1);
         // A set whose whole fails the check changes nothing and names the set.
         let e = p.set_all(band(9.0, 8.0)).unwrap_err();
-        assert!(e.contains("the set of `band.low`, `band.high` refused"), "{e}");
+        assert!(
+            e.contains("the set of `band.low`, `band.high` refused"),
+            "{e}"
+        );
         // One refused member (unknown, read-only, wrong type) refuses all.
         for bad in [
             ("nope", Value::from(1)),
