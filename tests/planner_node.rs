@@ -68,6 +68,13 @@ async fn rig(keypoints: usize) -> Rig {
 }
 
 async fn rig_with(config: PlannerConfig) -> Rig {
+    rig_with_params(config, dreamplan::nodes::params::LiveParams::fixed()).await
+}
+
+async fn rig_with_params(
+    config: PlannerConfig,
+    params: std::sync::Arc<dreamplan::nodes::params::LiveParams>,
+) -> Rig {
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let events = bus
@@ -81,7 +88,7 @@ async fn rig_with(config: PlannerConfig) -> Rig {
         name: "planner".into(),
         bus: bus.clone(),
         shutdown: stop.clone(),
-        params: dreamplan::nodes::params::LiveParams::fixed(),
+        params,
     };
     let task = tokio::spawn(node.run(ctx));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -394,4 +401,66 @@ fn trigger_goal_without_a_task_or_with_an_unknown_one_is_a_clear_error() {
         let err = PlannerNode::new(config).err().expect("refused").to_string();
         assert!(err.contains(want), "{yaml}: {err}");
     }
+}
+
+async fn next_sets(sets: &mut Subscriber<KeypointSets>) -> std::sync::Arc<KeypointSets> {
+    tokio::time::timeout(Duration::from_secs(30), sets.recv())
+        .await
+        .expect("keypoints in time")
+        .expect("bus open")
+}
+
+/// The planner's live parameters (`PlannerNode::LIVE`), set as the parameter services set
+/// them: `keypoints` applies from the next decision; a value its checks refuse and a
+/// parameter read at start are refused with the reason and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypoints_set_while_running_apply_from_the_next_decision_and_bad_sets_are_refused() {
+    use dreamplan::nodes::params::LiveParams;
+    use serde_yaml::Value;
+    let config = PlannerConfig {
+        keypoints: 4,
+        ..Default::default()
+    };
+    let declared = PlannerNode::declared(&config).expect("the planner declares its parameters");
+    let params = LiveParams::new(
+        "planner",
+        &declared,
+        PlannerNode::LIVE,
+        Box::new(|v| {
+            let c: PlannerConfig = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
+            PlannerNode::validate(&c).map_err(|e| format!("{e:#}"))
+        }),
+    );
+    // Every sampling setting is a parameter, defaults included.
+    for name in [
+        "sampling.k",
+        "sampling.temperature",
+        "verify.timeout_s",
+        "backend",
+    ] {
+        assert!(params.get(name).is_some(), "{name} not declared");
+    }
+    let mut r = rig_with_params(config, params.clone()).await;
+    let mut sets = r
+        .bus
+        .subscribe::<KeypointSets>("/planner/keypoints", Qos::keep_last(10))
+        .unwrap();
+    r.episode(0, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    assert_eq!(next_sets(&mut sets).await.current.keypoints.len(), 4);
+
+    let e = params.set("sampling.top_p", Value::from(0.0)).unwrap_err();
+    assert!(e.contains("top_p must be in (0, 1]"), "{e}");
+    let e = params.set("backend", Value::from("random")).unwrap_err();
+    assert!(e.contains("read when node `planner` starts"), "{e}");
+    let e = params.set("keypoints", Value::from(0)).unwrap_err();
+    assert!(e.contains("keypoints must be > 0"), "{e}");
+    params.set("keypoints", Value::from(6)).unwrap();
+    params.set("sampling.k", Value::from(2)).unwrap();
+    assert_eq!(params.get("sampling.top_p"), Some(Value::from(0.9)));
+
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let s = next_sets(&mut sets).await;
+    assert_eq!(s.current.keypoints.len(), 6);
+    assert_eq!(s.goal.keypoints.len(), 6);
+    r.finish().await;
 }

@@ -18,7 +18,7 @@
 //!   `scored`; a decision asked for meanwhile waits and is taken on the first camera image
 //!   after the arm is idle again.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use super::{Node, NodeContext};
@@ -34,7 +34,7 @@ use crate::sim::tasks::Task;
 use crate::vision::Keypoint;
 
 /// Which planner decides.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// A Qwen3-VL model folder (`model`).
@@ -48,7 +48,7 @@ pub enum Backend {
 }
 
 /// Topic names of the planner.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlannerTopics {
     /// Camera images (rgb8).
@@ -86,7 +86,7 @@ impl Default for PlannerTopics {
 }
 
 /// What asks the planner for a decision.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// A `reset` episode event (the simulator's, or one published by hand or a script).
@@ -96,7 +96,7 @@ pub enum Trigger {
 }
 
 /// Planner parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlannerConfig {
     /// Which planner decides.
@@ -125,7 +125,7 @@ pub struct PlannerConfig {
 }
 
 /// Test-time verification (best of N with the world model).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifyConfig {
     /// Publish the candidates, wait for `VerifierScores` answering them, and execute the
@@ -368,9 +368,53 @@ fn decide(
 impl Node for PlannerNode {
     const KIND: &'static str = "planner";
     type Config = PlannerConfig;
+    /// Applied from the next decision on; the model, adapter, device and topics are read
+    /// at start.
+    const LIVE: &'static [&'static str] = &[
+        "keypoints",
+        "verify.wait",
+        "verify.timeout_s",
+        "sampling.k",
+        "sampling.temperature",
+        "sampling.top_p",
+        "sampling.top_k",
+        "sampling.max_new_tokens",
+        "sampling.attempts",
+        "sampling.seed",
+        "sampling.guided",
+        "sampling.constrained",
+    ];
+
+    fn declared(config: &PlannerConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn validate(config: &PlannerConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
+        let s = &config.sampling;
+        anyhow::ensure!(s.k >= 1, "sampling.k must be >= 1");
+        anyhow::ensure!(
+            s.temperature.is_finite() && s.temperature >= 0.0,
+            "sampling.temperature must be >= 0 (0 = greedy)"
+        );
+        anyhow::ensure!(
+            s.top_p > 0.0 && s.top_p <= 1.0,
+            "sampling.top_p must be in (0, 1]"
+        );
+        anyhow::ensure!(
+            s.max_new_tokens >= 1,
+            "sampling.max_new_tokens must be >= 1"
+        );
+        anyhow::ensure!(s.attempts >= 1, "sampling.attempts must be >= 1");
+        anyhow::ensure!(
+            config.verify.timeout_s.is_finite() && config.verify.timeout_s >= 0.0,
+            "verify.timeout_s must be >= 0"
+        );
+        Ok(())
+    }
 
     fn new(config: PlannerConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
+        Self::validate(&config)?;
         let task = config.task.as_deref().filter(|t| !t.is_empty());
         if let Some(t) = task {
             anyhow::ensure!(
@@ -435,7 +479,9 @@ impl Node for PlannerNode {
             .adapter
             .clone()
             .filter(|p| !p.as_os_str().is_empty());
-        let n = self.config.keypoints;
+        let mut param_changes = ctx.params.watch();
+        let mut n = self.config.keypoints;
+        let mut verify = self.config.verify.clone();
         let mut planner = Some(self.planner);
         let mut goal = GoalSlot::default();
         // Episode waiting for its first image: (task, episode number, reset stamp).
@@ -579,6 +625,18 @@ impl Node for PlannerNode {
                         (_, None) => { event_pub.publish(fail("no goal image yet".into()))?; continue }
                     };
                     let mut p = planner.take().expect("planner is returned after every decision");
+                    if param_changes.has_changed().unwrap_or(false) {
+                        param_changes.mark_unchanged();
+                        match ctx.params.config::<PlannerConfig>() {
+                            Ok(c) => {
+                                tracing::info!(node = %ctx.name, "parameters changed: keypoints, verify and sampling from the parameter services apply from this decision on");
+                                n = c.keypoints;
+                                verify = c.verify;
+                                p.set_sampling(&c.sampling);
+                            }
+                            Err(e) => tracing::warn!(node = %ctx.name, "parameters changed but do not read back ({e}); keeping the old ones"),
+                        }
+                    }
                     let (p, result) = tokio::task::spawn_blocking(move || {
                         let r = decide(p.as_mut(), task, episode, header, current, goal_frame, n);
                         (p, r)
@@ -588,13 +646,13 @@ impl Node for PlannerNode {
                     match result {
                         Ok(mut out) => {
                             sets_pub.publish(out.sets.clone())?;
-                            if self.config.verify.wait && out.action.is_some() {
+                            if verify.wait && out.action.is_some() {
                                 // Candidates go out unchosen; the verifier's best is executed.
                                 let own = out.candidates.chosen;
                                 out.candidates.chosen = -1;
                                 let stamp = out.candidates.header.stamp.clone();
                                 cand_pub.publish(out.candidates.clone())?;
-                                let wait = std::time::Duration::from_secs_f64(self.config.verify.timeout_s.max(0.0));
+                                let wait = std::time::Duration::from_secs_f64(verify.timeout_s.max(0.0));
                                 let answer = tokio::time::timeout(wait, async {
                                     while let Some(s) = scores.recv().await {
                                         if s.header.stamp == stamp {

@@ -72,6 +72,9 @@ pub trait Planner {
     fn candidates(&self) -> &[super::vlm_planner::Candidate] {
         &[]
     }
+    /// New sampling settings from the next decision on (planners that sample; the others
+    /// ignore them).
+    fn set_sampling(&mut self, _config: &super::vlm_planner::VlmPlannerConfig) {}
 }
 
 /// Random keypoints (seeded per episode).

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::eval::{Decision, Planner, Scene};
 use super::grammar::{continuation_in, viable_in, AnswerForm, Continuation};
@@ -21,14 +21,16 @@ use crate::vlm::image::{preprocess, resize_bicubic, smart_resize, PreprocessorCo
 use crate::vlm::{prompt_batch, Batch, Qwen3Vl, VlmError};
 
 /// Sampling settings of the planner.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VlmPlannerConfig {
     /// Candidates sampled per decision.
     pub k: usize,
     /// Sampling temperature (0 = greedy: all K candidates are the same).
+    #[serde(serialize_with = "f32_as_written")]
     pub temperature: f32,
     /// Nucleus sampling threshold (1 = off).
+    #[serde(serialize_with = "f32_as_written")]
     pub top_p: f32,
     /// Top-k truncation (0 = off).
     pub top_k: usize,
@@ -53,6 +55,12 @@ pub struct VlmPlannerConfig {
     pub device: DeviceSpec,
     /// Compute dtype (`auto`: f32 on the CPU, bf16 on a GPU).
     pub dtype: DtypeSpec,
+}
+
+/// An f32 setting as the f64 of its shortest decimal (0.9, not 0.8999999761581421): what a
+/// config or a parameter listing shows.
+fn f32_as_written<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(x.to_string().parse().unwrap_or(f64::from(*x)))
 }
 
 impl Default for VlmPlannerConfig {
@@ -512,6 +520,15 @@ pub fn frame_rgb(frame: &crate::render::Frame) -> Rgb8 {
 impl Planner for VlmPlanner {
     fn name(&self) -> String {
         "vlm".into()
+    }
+
+    /// Takes every sampling setting but the device and dtype, which the loaded model fixed.
+    fn set_sampling(&mut self, config: &VlmPlannerConfig) {
+        self.config = VlmPlannerConfig {
+            device: self.config.device,
+            dtype: self.config.dtype,
+            ..config.clone()
+        };
     }
 
     fn candidates(&self) -> &[Candidate] {

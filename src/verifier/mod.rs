@@ -264,6 +264,10 @@ impl<P: crate::planner::eval::Planner> crate::planner::eval::Planner for Verifie
         format!("{} + {}", self.planner.name(), self.verifier.name())
     }
 
+    fn set_sampling(&mut self, config: &crate::planner::vlm_planner::VlmPlannerConfig) {
+        self.planner.set_sampling(config);
+    }
+
     fn decide(&mut self, s: &Scene<'_>) -> crate::planner::eval::Decision {
         use crate::planner::eval::Decision;
         let own = self.planner.decide(s);
