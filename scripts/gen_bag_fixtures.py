@@ -200,6 +200,16 @@ def remove_old_bag(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def payload(typestore, item: dict, cases_by_name: dict) -> bytes:
+    """One planned message (a case, or a String of /unknown/string) as little-endian CDR."""
+    if item['case'] is not None:
+        case = cases_by_name[item['case']]
+        message = build_message(typestore, case['type'], case['value'], case['name'])
+    else:
+        message = typestore.types[UNKNOWN_TYPE](data=item['string_data'])
+    return bytes(typestore.serialize_cdr(message, item['type'], little_endian=True))
+
+
 def yaml_scalar(value) -> str:
     """A scalar as yaml-cpp's emitter writes it (the cases metadata.yaml needs)."""
     if isinstance(value, bool):
@@ -294,12 +304,7 @@ def write_humble_record_bag(path: Path, typestore, topics, writes, cases_by_name
             'message_count': count,
         })
     for item in writes:
-        if item['case'] is not None:
-            case = cases_by_name[item['case']]
-            message = build_message(typestore, case['type'], case['value'], case['name'])
-        else:
-            message = typestore.types[UNKNOWN_TYPE](data=item['string_data'])
-        data = bytes(typestore.serialize_cdr(message, item['type'], little_endian=True))
+        data = payload(typestore, item, cases_by_name)
         db.execute('INSERT INTO messages (timestamp, topic_id, data) VALUES (?, ?, ?);',
                    (item['log_time_ns'], ids[item['topic']], data))
     db.commit()
@@ -363,12 +368,7 @@ def write_bag(path: Path, variant: BagVariant, typestore, topics, writes, cases_
                 'type_description_hash': connection.digest,
             })
         for item in writes:
-            if item['case'] is not None:
-                case = cases_by_name[item['case']]
-                message = build_message(typestore, case['type'], case['value'], case['name'])
-            else:
-                message = typestore.types[UNKNOWN_TYPE](data=item['string_data'])
-            data = bytes(typestore.serialize_cdr(message, item['type'], little_endian=True))
+            data = payload(typestore, item, cases_by_name)
             if item['case'] is not None and (fixture := cdr_dir / f"{item['case']}.cdr").exists():
                 if fixture.read_bytes() != data:
                     raise FixtureError(f'{variant.name}: {item["case"]}: payload differs from {fixture}')
