@@ -63,7 +63,8 @@ done
 
 STUB=$HOME_DIR/stub
 if [ "$MODE" != check ] && [ ! -e "$STUB/libcuda.so.1" ]; then
-  CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1)
+  # No match is not an error here (pipefail would make it one): fetch, then look again.
+  CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1 || true)
   if [ -z "$CUDARC" ]; then
     cargo fetch --locked >&2
     CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 | head -1)
