@@ -23,7 +23,9 @@
 #   this machine has no GPU to ask.
 # A separate target folder ($CARGO_TARGET_DIR_CUDA, default ~/.cache/dreamplan-target-cuda)
 # keeps the CPU build's cache intact. `check` took 24 min on 2 cores from an empty folder
-# (candle's CUDA kernels; cached after); `build` was ~12 min in a hand-made trial.
+# (candle's CUDA kernels; cached after); `build` took 12 min 4 s from an empty folder
+# (session 26; 84 MB binary). It links OpenCV too: docs/gpu.md says why carrying it to the
+# GPU machine does not work yet.
 #
 # Carrying the binary to a GPU machine: docs/gpu.md.
 set -euo pipefail
