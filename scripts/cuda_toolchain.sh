@@ -5,7 +5,16 @@
 #
 #   scripts/cuda_toolchain.sh check          # cargo check --features cuda (CI: nvcc + headers)
 #   scripts/cuda_toolchain.sh build          # cargo build --release --features cuda
+#   scripts/cuda_toolchain.sh carry [DIR]    # a bundle for a GPU machine without Rust (below)
 #   eval "$(scripts/cuda_toolchain.sh env)"  # the variables, for your own cargo commands
+#
+# `carry` builds without the `videoio` feature (OpenCV's videoio drags in ~150 libraries,
+# 275 MB; docs/gpu.md) and puts in DIR (default gpu_carry/, git-ignored): `dreamplan.zst`
+# (stripped, zstd -19), `lib/` with the OpenCV core + imgproc libraries and their
+# dependencies from this machine (not glibc, libstdc++ or libgcc, which the GPU machine has),
+# and `unpack.sh`, which on the GPU machine decompresses the binary (python's zstandard,
+# else the zstd tool) and prints the LD_LIBRARY_PATH to use with the CUDA 13 libraries of
+# its PyTorch install.
 #
 # What it sets up, under $DREAMPLAN_CUDA_HOME (default ~/.cache/dreamplan-cuda):
 # - venv/: `cuda-toolkit==13.0.2` with nvcc, cudart and cccl (check), plus cuBLAS, cuRAND
@@ -31,8 +40,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-env}
-case "$MODE" in env | check | build) ;; *)
-  echo "usage: scripts/cuda_toolchain.sh env|check|build" >&2
+case "$MODE" in env | check | build | carry) ;; *)
+  echo "usage: scripts/cuda_toolchain.sh env|check|build|carry [DIR]" >&2
   exit 2
   ;;
 esac
@@ -95,6 +104,39 @@ for v in "${vars[@]}"; do export "${v?}"; done
 log "nvcc: $(nvcc --version | tail -1)"
 if [ "$MODE" = check ]; then
   cargo check --locked --features cuda --lib --bins
+elif [ "$MODE" = carry ]; then
+  OUT=${2:-gpu_carry}
+  # The default features but videoio (Cargo.toml's `default`), plus cuda.
+  cargo build --release --locked --no-default-features --features cuda,ros2-dds
+  BIN=$CARGO_TARGET_DIR/release/dreamplan
+  if ldd "$BIN" | grep -q libopencv_videoio; then
+    echo "cuda_toolchain: $BIN still links OpenCV's videoio" >&2
+    exit 1
+  fi
+  rm -rf "$OUT" && mkdir -p "$OUT/lib"
+  strip -o "$OUT/dreamplan" "$BIN"
+  zstd -19 -T0 -q --rm "$OUT/dreamplan" -o "$OUT/dreamplan.zst"
+  # What the binary needs from this machine, CUDA, the driver and the C/C++ runtime aside.
+  ldd "$BIN" | awk '/=> \//{print $3}' |
+    grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux[^/]*)\.so' |
+    while read -r lib; do cp -L "$lib" "$OUT/lib/"; done
+  cat > "$OUT/unpack.sh" <<'UNPACK'
+#!/usr/bin/env bash
+# On the GPU machine: bash gpu_carry/unpack.sh; then export the LD_LIBRARY_PATH it prints.
+set -euo pipefail
+D=$(cd "$(dirname "$0")" && pwd)
+if python3 -c 'import zstandard' 2>/dev/null; then
+  python3 -c 'import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(open(sys.argv[1], "rb"), open(sys.argv[2], "wb"))' "$D/dreamplan.zst" "$D/dreamplan"
+else
+  zstd -d -q -f "$D/dreamplan.zst" -o "$D/dreamplan"
+fi
+chmod +x "$D/dreamplan"
+CU=$(python3 -c 'import site, os; print(os.path.join(site.getsitepackages()[0], "nvidia", "cu13", "lib"))')
+echo "export LD_LIBRARY_PATH=$D/lib:$CU\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+UNPACK
+  chmod +x "$OUT/unpack.sh"
+  log "carry bundle $OUT: $(du -sh "$OUT" | cut -f1) ($(ls "$OUT/lib" | wc -l) libraries); binary links:"
+  ldd "$BIN" | grep -E 'opencv|cuda|cublas|curand' >&2 || true
 else
   cargo build --release --locked --features cuda
   log "built $CARGO_TARGET_DIR/release/dreamplan ($(du -h "$CARGO_TARGET_DIR/release/dreamplan" | cut -f1)); it links:"

@@ -78,6 +78,7 @@ async fn image_files_are_loaded_and_resized() {
 
 /// A short video written by OpenCV itself (MJPG in AVI: OpenCV's own codec, no ffmpeg
 /// needed): red, green, blue frames.
+#[cfg(feature = "videoio")]
 fn rgb_video(path: &std::path::Path, w: i32, h: i32) {
     use opencv::core::{Mat, Scalar, Size, CV_8UC3};
     use opencv::prelude::*;
@@ -135,6 +136,7 @@ async fn run_camera(config: CameraConfig, n: usize) -> (Vec<Image>, CameraInfo) 
     (got, info)
 }
 
+#[cfg(feature = "videoio")]
 #[tokio::test]
 async fn a_video_file_is_played_resized_in_rgb_and_looped() {
     let dir = tempfile::tempdir().unwrap();

@@ -215,6 +215,7 @@ pub fn load_calibration(path: &std::path::Path, frame_id: &str) -> anyhow::Resul
 
 /// A video file or a camera device opened through OpenCV, giving rgb8 frames of the
 /// configured size.
+#[cfg(feature = "videoio")]
 struct Capture {
     cap: opencv::videoio::VideoCapture,
     /// Start again at the end (files).
@@ -224,6 +225,28 @@ struct Capture {
     what: String,
 }
 
+/// Without the `videoio` feature there is no capture: a video or device source is refused
+/// at start with the reason.
+#[cfg(not(feature = "videoio"))]
+struct Capture;
+
+#[cfg(not(feature = "videoio"))]
+impl Capture {
+    fn open(c: &CameraConfig) -> anyhow::Result<Self> {
+        anyhow::bail!(
+            "camera source `{}` needs OpenCV's videoio, and this dreamplan was built without \
+             the `videoio` feature (a default one): rebuild with it, or use source `pattern`, \
+             `files` or `topic`",
+            format!("{:?}", c.source).to_lowercase()
+        )
+    }
+
+    fn read(&mut self) -> anyhow::Result<Vec<u8>> {
+        anyhow::bail!("no video capture in this build")
+    }
+}
+
+#[cfg(feature = "videoio")]
 impl Capture {
     fn open(c: &CameraConfig) -> anyhow::Result<Self> {
         use opencv::prelude::*;
