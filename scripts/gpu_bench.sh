@@ -4,8 +4,9 @@
 #
 #   scripts/gpu_bench.sh BINARY OUT [SIZE]
 #
-# BINARY: a `cuda` build of dreamplan (scripts/cuda_toolchain.sh build), carried to the GPU
-# machine; it needs no Rust there. OUT: folder for the figures (gpu_bench.json gathers
+# BINARY: a `cuda` build of dreamplan carried to the GPU machine, or the folder that
+# `scripts/cuda_toolchain.sh carry` writes (gpu_carry/: the binary compressed, with the
+# OpenCV libraries it needs; unpacked here first). It needs no Rust there. OUT: folder for the figures (gpu_bench.json gathers
 # them; one JSON and one log per measurement beside it). SIZE: 8b (default) or 2b, the
 # Qwen3-VL config measured (config/qwen3_vl/SIZE.json) with made-up weights: the real
 # architecture, sizes and speed, answering noise (no model hub is reachable).
@@ -43,6 +44,12 @@ print(":".join(sorted(set(dirs))))
 EOF
 )
 export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ -d "$BIN" ]; then
+  # A carry bundle: unpack the binary, put its libraries first.
+  bash "$BIN/unpack.sh" > "$OUT/unpack.log" 2>&1 || { cat "$OUT/unpack.log" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$(cd "$BIN" && pwd)/lib:$LD_LIBRARY_PATH"
+  BIN="$BIN/dreamplan"
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
 ldd "$BIN" > "$OUT/ldd.txt" 2>&1
 "$BIN" --version > "$OUT/version.txt" 2>&1
