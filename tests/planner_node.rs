@@ -421,16 +421,8 @@ async fn keypoints_set_while_running_apply_from_the_next_decision_and_bad_sets_a
         keypoints: 4,
         ..Default::default()
     };
-    let declared = PlannerNode::declared(&config).expect("the planner declares its parameters");
-    let params = LiveParams::new(
-        "planner",
-        &declared,
-        PlannerNode::LIVE,
-        Box::new(|v| {
-            let c: PlannerConfig = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
-            PlannerNode::validate(&c).map_err(|e| format!("{e:#}"))
-        }),
-    );
+    // As a graph builds it: the declared config, the live names, the node's own checks.
+    let params = LiveParams::for_node::<PlannerNode>("planner", &config, &Value::Null);
     // Every sampling setting is a parameter, defaults included.
     for name in [
         "sampling.k",

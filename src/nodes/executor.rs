@@ -496,17 +496,11 @@ impl Node for ExecutorNode {
                             goal_depth = Some(d);
                         }
                     }
-                    if param_changes.has_changed().unwrap_or(false) {
-                        param_changes.mark_unchanged();
-                        match ctx.params.config::<ExecutorConfig>() {
-                            Ok(c) => {
-                                tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope and motion from the parameter services apply from now on");
-                                self.config.table_z = c.table_z;
-                                self.config.envelope = c.envelope;
-                                self.config.motion = c.motion.clone();
-                            }
-                            Err(e) => tracing::warn!(node = %ctx.name, "parameters changed but do not read back ({e}); keeping the old ones"),
-                        }
+                    if let Some(c) = ctx.params.changed::<ExecutorConfig>(&mut param_changes) {
+                        tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope and motion from the parameter services apply from now on");
+                        self.config.table_z = c.table_z;
+                        self.config.envelope = c.envelope;
+                        self.config.motion = c.motion;
                     }
                     let result = if stopped {
                         Err(Rejection::EStopped)

@@ -86,17 +86,8 @@ pub type ReadyNode<B> = Box<
 fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
     let where_ = format!("{origin}: node `{}` (kind {})", spec.name, spec.kind);
     let config: N::Config = node_config(&spec.params, &where_)?;
-    let declared = N::declared(&config).unwrap_or_else(|| spec.params.clone());
+    let params = params::LiveParams::for_node::<N>(&spec.name, &config, &spec.params);
     let node = N::new(config).with_context(|| where_.clone())?;
-    let params = params::LiveParams::new(
-        &spec.name,
-        &declared,
-        N::LIVE,
-        Box::new(|v| {
-            let c: N::Config = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
-            N::validate(&c).map_err(|e| format!("{e:#}"))
-        }),
-    );
     Ok(Box::new(move |mut ctx: NodeContext<B>| {
         if let Err(e) = ctx.bus.serve_parameters(params.clone()) {
             tracing::warn!(node = %ctx.name, "no parameter services: {e}");

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_yaml::{Mapping, Value};
 
+use super::Node;
+
 /// Checks a whole (nested) config; `Err` says why it is not acceptable.
 type Check = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 
@@ -154,6 +156,43 @@ impl LiveParams {
     /// A receiver that sees each successful set (its value counts them).
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// The config as the node's type when a set happened since `seen` last looked, else
+    /// `None`: what a live node calls before its next action or decision. A config that
+    /// does not read back (it passed the node's check, so this is a bug) is logged and
+    /// skipped, the node keeping its old values.
+    pub fn changed<C: serde::de::DeserializeOwned>(
+        &self,
+        seen: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Option<C> {
+        if !seen.has_changed().unwrap_or(false) {
+            return None;
+        }
+        seen.mark_unchanged();
+        match self.config() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(node = %self.node, "parameters changed but do not read back ({e}); keeping the old ones");
+                None
+            }
+        }
+    }
+
+    /// The parameters of a node of type `N` named `name`: its declared config (or `given`,
+    /// the keys its graph config gave, when it declares none), its live names, and its own
+    /// check ([`Node::validate`]) on every set.
+    pub fn for_node<N: Node>(name: &str, config: &N::Config, given: &Value) -> Arc<Self> {
+        let declared = N::declared(config).unwrap_or_else(|| given.clone());
+        Self::new(
+            name,
+            &declared,
+            N::LIVE,
+            Box::new(|v| {
+                let c: N::Config = serde_yaml::from_value(v.clone()).map_err(|e| e.to_string())?;
+                N::validate(&c).map_err(|e| format!("{e:#}"))
+            }),
+        )
     }
 }
 

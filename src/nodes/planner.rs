@@ -625,17 +625,11 @@ impl Node for PlannerNode {
                         (_, None) => { event_pub.publish(fail("no goal image yet".into()))?; continue }
                     };
                     let mut p = planner.take().expect("planner is returned after every decision");
-                    if param_changes.has_changed().unwrap_or(false) {
-                        param_changes.mark_unchanged();
-                        match ctx.params.config::<PlannerConfig>() {
-                            Ok(c) => {
-                                tracing::info!(node = %ctx.name, "parameters changed: keypoints, verify and sampling from the parameter services apply from this decision on");
-                                n = c.keypoints;
-                                verify = c.verify;
-                                p.set_sampling(&c.sampling);
-                            }
-                            Err(e) => tracing::warn!(node = %ctx.name, "parameters changed but do not read back ({e}); keeping the old ones"),
-                        }
+                    if let Some(c) = ctx.params.changed::<PlannerConfig>(&mut param_changes) {
+                        tracing::info!(node = %ctx.name, "parameters changed: keypoints, verify and sampling from the parameter services apply from this decision on");
+                        n = c.keypoints;
+                        verify = c.verify;
+                        p.set_sampling(&c.sampling);
                     }
                     let (p, result) = tokio::task::spawn_blocking(move || {
                         let r = decide(p.as_mut(), task, episode, header, current, goal_frame, n);
