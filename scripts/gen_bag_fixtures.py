@@ -232,11 +232,13 @@ def yaml_block(value, indent: int = 0) -> list[str]:
             if isinstance(item, (dict, list)) and item:
                 lines.append(f'{pad}{key}:')
                 lines.extend(yaml_block(item, indent + 2))
+            elif isinstance(item, (dict, list)):
+                lines.append(f'{pad}{key}: {"{}" if isinstance(item, dict) else "[]"}')  # empty: flow style
             else:
-                lines.append(f'{pad}{key}: {yaml_scalar(item) if item != [] else "[]"}')
+                lines.append(f'{pad}{key}: {yaml_scalar(item)}')
     else:
         for item in value:
-            inner = yaml_block(item, indent + 2) if isinstance(item, (dict, list)) else [f'{pad}  {yaml_scalar(item)}']
+            inner = yaml_block(item, indent + 2) if isinstance(item, (dict, list)) else [yaml_scalar(item)]
             lines.append(f'{pad}- {inner[0].lstrip()}')
             lines.extend(inner[1:])
     return lines
