@@ -334,7 +334,9 @@ fn built_folder_loads_trains_and_plans() {
         "{pick} {place}"
     );
     assert_eq!(Planner::candidates(&planner).len(), 4);
-    check_with_transformers(&out, &model, &p);
+    if let Some(python) = common::hf_python("the transformers check of a zero-shot folder") {
+        check_with_transformers(&python, &out, &model, &p);
+    }
 }
 
 /// The folder of the default size (`pretrain-zero-shot`'s architecture: 1.76 M parameters,
@@ -343,7 +345,7 @@ fn built_folder_loads_trains_and_plans() {
 /// could hide a size-dependent mismatch (head counts, MRoPE sections, the vision merger).
 #[test]
 fn default_size_folder_is_read_identically_by_transformers() {
-    let Some(_) = common::hf_python("the transformers check of a default-size folder") else {
+    let Some(python) = common::hf_python("the transformers check of a default-size folder") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -366,17 +368,14 @@ fn default_size_folder_is_read_identically_by_transformers() {
     );
     let model = Qwen3Vl::load(&out, DType::F32, &Device::Cpu).unwrap();
     let p = Processor::load(&out).unwrap();
-    check_with_transformers(&out, &model, &p);
+    check_with_transformers(&python, &out, &model, &p);
 }
 
 /// HF transformers (python, `DREAMPLAN_PYTHON_HF`) loads the folder with its Auto classes,
 /// renders and tokenises the same prompt to the same ids, and computes the same logits.
-/// Skipped, with a message, when the variable is unset (a failure under
-/// `DREAMPLAN_REQUIRE_INTEROP`).
-fn check_with_transformers(folder: &Path, model: &Qwen3Vl, p: &Processor) {
-    let Some(python) = common::hf_python("the transformers check of a zero-shot folder") else {
-        return;
-    };
+/// Callers get `python` from `common::hf_python` (skipped with a message when unset, a
+/// failure under `DREAMPLAN_REQUIRE_INTEROP`).
+fn check_with_transformers(python: &str, folder: &Path, model: &Qwen3Vl, p: &Processor) {
     let case = tempfile::tempdir().unwrap();
     let scene = observe_scene(Task::Toy, 2_000_001, 8, 256).unwrap();
     let s = sample(
