@@ -15,7 +15,7 @@ use dreamplan::world_model::dataset::{self, Dataset};
 use dreamplan::world_model::model::{patchify, unpatchify, Attention, Block};
 use dreamplan::world_model::train::{self as wm_train, TrainConfig};
 use dreamplan::world_model::{
-    clip, metrics, prior, Config, Prediction, Predictor, WorldModel, WorldModelError,
+    clip, metrics, prior, Config, Loss, Prediction, Predictor, WorldModel, WorldModelError,
 };
 
 fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
@@ -156,6 +156,17 @@ fn whole_model_flow_loss_gradients_match_finite_differences() {
             prior: true,
             ..Config::tiny()
         },
+        // The gated absolute-error model of session 27 (the gate is a constant mask).
+        Config {
+            prediction: Prediction::Sample,
+            residual: true,
+            arm_direct: true,
+            motion_weight: 10.0,
+            prior: true,
+            prior_gate_px: 1.0,
+            loss: Loss::Absolute,
+            ..Config::tiny()
+        },
     ] {
         whole_model_gradients(&cfg);
     }
@@ -266,6 +277,155 @@ fn a_fresh_prior_model_predicts_the_prior_and_refuses_to_run_without_it() {
     assert!(d < 1e-5, "max difference {d}");
     let err = model.sample(&noise, &ctx, &arm, None, 3).unwrap_err();
     assert!(err.to_string().contains("prior"), "{err}");
+}
+
+#[test]
+fn a_gated_model_changes_only_pixels_near_the_object_and_keeps_the_prior_elsewhere() {
+    // Every weight random, so the network's correction is nonzero everywhere it may act.
+    let cfg = Config {
+        width: 32,
+        height: 16,
+        prediction: Prediction::Sample,
+        residual: true,
+        prior: true,
+        prior_gate_px: 2.0,
+        ..Config::tiny()
+    };
+    let mut model = None;
+    let _vars = random_vars(|vb| {
+        model = Some(WorldModel::new(&cfg, vb)?);
+        Ok(())
+    });
+    let model = model.unwrap();
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    // The current frame: a square at (8, 8); the prior carries it to (24, 8).
+    let as_tensor = |rgb: Vec<u8>, shape: &[usize]| {
+        dataset::to_tensor(rgb, shape)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+    };
+    let ctx_rgb = frame_with_square(&cfg, 8, 8);
+    let moved = frame_with_square(&cfg, 24, 8);
+    let ctx = as_tensor(ctx_rgb.clone(), &[1, h, w, 3]);
+    let prior = as_tensor([ctx_rgb.clone(), moved].concat(), &[1, f, h, w, 3]);
+    let gate = model.gate(&ctx, &prior).unwrap();
+    assert_eq!(gate.dims(), &[1, f, 1, h, w]);
+    let g: Vec<f64> = gate.flatten_all().unwrap().to_vec1().unwrap();
+    let at = |k: usize, x: usize, y: usize| g[(k * h + y) * w + x];
+    // Frame 0's prior is the current frame: the square (7–9) plus 2 px, 5–11.
+    assert_eq!(at(0, 5, 5), 1.0);
+    assert_eq!(at(0, 11, 11), 1.0);
+    assert_eq!(at(0, 12, 8), 0.0);
+    assert_eq!(at(0, 24, 8), 0.0);
+    // Frame 1: the current frame's square and the prior's, nothing between them.
+    assert_eq!(at(1, 8, 8), 1.0);
+    assert_eq!(at(1, 26, 10), 1.0);
+    assert_eq!(at(1, 16, 8), 0.0);
+    assert_eq!(at(1, 8, 14), 0.0);
+    let area = g.iter().sum::<f64>();
+    assert_eq!(area, (49 + 2 * 49) as f64);
+    // The prediction: the prior wherever the gate is shut, something else where it is open.
+    let mut rng = Rng::new(5, 5);
+    let noise = randn(&mut rng, &[1, f, 3, h, w], DType::F64);
+    let arm = randn(&mut rng, &[1, f + 1, 3, h, w], DType::F64);
+    let out = model.sample(&noise, &ctx, &arm, Some(&prior), 2).unwrap();
+    let d: Vec<f64> = (out - prior.clamp(-1f64, 1f64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_keepdim(2)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let shut = d.iter().zip(&g).filter(|(_, g)| **g == 0.0);
+    assert!(shut.clone().all(|(d, _)| *d == 0.0));
+    let open_changed = d
+        .iter()
+        .zip(&g)
+        .filter(|(d, g)| **g == 1.0 && **d > 1e-3)
+        .count();
+    assert!(
+        open_changed * 2 > area as usize,
+        "{open_changed} of {area} open pixels changed"
+    );
+    // The loss is on the gated output: what the network says behind a shut gate costs
+    // nothing (by hand: the mean of (gate · out − (x − prior))² at z = (1 − t)(x − prior) + tε).
+    let x = randn(&mut rng, &[1, f, 3, h, w], DType::F64);
+    let t = Tensor::new(&[0.6f64], &Device::Cpu).unwrap();
+    let loss = model
+        .flow_loss(&x, &t, &noise, &ctx, &arm, Some(&prior))
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let target = (&x - &prior).unwrap();
+    let z = ((&target * 0.4).unwrap() + (&noise * 0.6).unwrap()).unwrap();
+    let out = model.forward(&z, &t, &ctx, &arm, Some(&prior)).unwrap();
+    let by_hand = |o: &Tensor| {
+        (o - &target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let gated = by_hand(&out.broadcast_mul(&gate).unwrap());
+    assert!((loss - gated).abs() < 1e-9 * gated, "{loss} vs {gated}");
+    assert!(
+        (loss - by_hand(&out)).abs() > 1e-3 * gated,
+        "the gate changed nothing"
+    );
+    // With `loss: absolute` it is the mean absolute error of the same gated output.
+    let abs_cfg = Config {
+        loss: Loss::Absolute,
+        ..cfg.clone()
+    };
+    let abs_model = {
+        let mut m = None;
+        let vars = random_vars(|vb| {
+            m = Some(WorldModel::new(&abs_cfg, vb)?);
+            Ok(())
+        });
+        // The same weights as `model` (random_vars draws them in name order from one seed).
+        for ((a, va), (b, vb)) in _vars.iter().zip(&vars) {
+            assert_eq!(a, b);
+            vb.set(va.as_tensor()).unwrap();
+        }
+        m.unwrap()
+    };
+    let l1 = abs_model
+        .flow_loss(&x, &t, &noise, &ctx, &arm, Some(&prior))
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let by_hand_l1 = (out.broadcast_mul(&gate).unwrap() - &target)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(
+        (l1 - by_hand_l1).abs() < 1e-9 * by_hand_l1,
+        "{l1} vs {by_hand_l1}"
+    );
+    // A gate needs the sample objective on the prior's residual.
+    let bad = Config {
+        prior: false,
+        ..cfg.clone()
+    };
+    assert!(bad.validate().unwrap_err().contains("prior_gate_px"));
+    let bad = Config {
+        prior_gate_px: -1.0,
+        ..cfg.clone()
+    };
+    assert!(bad.validate().unwrap_err().contains("prior_gate_px"));
+    assert!(cfg.validate().is_ok());
 }
 
 /// The gradient of the flow loss on the output layer for one batch with arm video `arm`.
@@ -676,6 +836,65 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         );
     }
     assert!(data.batch(&[0], &cfg).unwrap().prior.is_none());
+    // The prior's frames made once for the whole cache are the frames a batch makes itself;
+    // a model with other prior settings still gets its own; a shard lost from the prior
+    // cache is made again, byte for byte; cutting the clips anew drops the prior cache.
+    let mut cached = Dataset::open(&cache).unwrap();
+    let shards = index.clips.len().div_ceil(3);
+    let seen = std::cell::RefCell::new(Vec::new());
+    cached
+        .cache_priors(&with_prior, &|done, total| {
+            seen.borrow_mut().push((done, total))
+        })
+        .unwrap();
+    assert_eq!(seen.borrow().len(), shards);
+    assert_eq!(
+        seen.borrow().last(),
+        Some(&(index.clips.len(), index.clips.len()))
+    );
+    let folder = cache.join(dataset::prior_key(&with_prior));
+    let all: Vec<usize> = (0..index.clips.len()).collect();
+    let from_cache = cached.batch(&all, &with_prior).unwrap().prior.unwrap();
+    let made = data.batch(&all, &with_prior).unwrap().prior.unwrap();
+    let same = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(same(&from_cache, &made), 0.0);
+    let other = Config {
+        prior_lift_px: 3.0,
+        ..with_prior.clone()
+    };
+    assert_ne!(dataset::prior_key(&other), dataset::prior_key(&with_prior));
+    assert_eq!(
+        same(
+            &cached.batch(&all, &other).unwrap().prior.unwrap(),
+            &data.batch(&all, &other).unwrap().prior.unwrap()
+        ),
+        0.0
+    );
+    let first = folder.join("shard-00000.safetensors");
+    let bytes = std::fs::read(&first).unwrap();
+    std::fs::remove_file(&first).unwrap();
+    Dataset::open(&cache)
+        .unwrap()
+        .cache_priors(&with_prior, &|_, _| {})
+        .unwrap();
+    assert_eq!(std::fs::read(&first).unwrap(), bytes);
+    let recut = Config {
+        after_s: cfg.after_s + 0.5,
+        ..cfg.clone()
+    };
+    dataset::build(std::slice::from_ref(&bag), &cache, &recut, 3, &|_, _| {}).unwrap();
+    assert!(!folder.exists(), "the prior cache outlived its clips");
+    dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|_, _| {}).unwrap();
+    let data = Dataset::open(&cache).unwrap();
     let b = data.batch(&[0, index.clips.len() - 1], &cfg).unwrap();
     assert_eq!(b.arm.dims(), &[2, cfg.frames + 1, 3, cfg.height, cfg.width]);
     // The arm video is the arm on white: every frame mostly white, and the arm in some.

@@ -156,7 +156,8 @@ fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> a
     let bags = dataset::find_bags(&cfg.bags)?;
     let cache = cfg.out.join("cache");
     dataset::build(&bags, &cache, &model, 64, &|_, _| {})?;
-    let data = dataset::Dataset::open(&cache)?;
+    let mut data = dataset::Dataset::open(&cache)?;
+    data.cache_priors(&model, &|_, _| {})?;
     crate::world_model::train::train(&data, &model, &cfg.world_model, &cfg.out, &|ev| {
         if let TrainEvent::Step { step, total, loss } = ev {
             let _ = tx.send(Report::Step {

@@ -20,7 +20,7 @@ pub mod rollout;
 pub mod train;
 
 pub use clip::Clip;
-pub use config::{Config, Crop, Prediction, PriorModel};
+pub use config::{Config, Crop, Loss, Prediction, PriorModel};
 pub use model::WorldModel;
 pub use predict::Predictor;
 

@@ -22,7 +22,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::{Config, Prediction};
+use super::{Config, Loss, Prediction};
 
 fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
     candle_nn::linear(inp, out, vb)
@@ -423,10 +423,14 @@ impl WorldModel {
         let x = &self.target(x, context, prior)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
-        let out = self.forward(&z, t, context, arm, prior)?;
-        let err = match self.cfg.prediction {
-            Prediction::Velocity => (out - (noise - x)?)?.sqr()?,
-            Prediction::Sample => (out - x)?.sqr()?,
+        let out = self.gated(self.forward(&z, t, context, arm, prior)?, context, prior)?;
+        let diff = match self.cfg.prediction {
+            Prediction::Velocity => (out - (noise - x)?)?,
+            Prediction::Sample => (out - x)?,
+        };
+        let err = match self.cfg.loss {
+            Loss::Squared => diff.sqr()?,
+            Loss::Absolute => diff.abs()?,
         };
         if self.cfg.motion_weight == 0.0 {
             return err.mean_all();
@@ -472,7 +476,7 @@ impl WorldModel {
         for k in 0..steps.max(1) {
             let t = 1.0 - k as f64 * dt;
             let tt = Tensor::full(t, b, noise.device())?.to_dtype(noise.dtype())?;
-            let out = self.forward(&z, &tt, context, arm, prior)?;
+            let out = self.gated(self.forward(&z, &tt, context, arm, prior)?, context, prior)?;
             let v = match self.cfg.prediction {
                 Prediction::Velocity => out,
                 // z = (1 − t)·x + t·ε, so ε − x = (z − x) / t; t ≥ Δt here, and the last
@@ -487,6 +491,59 @@ impl WorldModel {
             z
         };
         frames.clamp(-1f32, 1f32)
+    }
+
+    /// The network's output where [`Config::prior_gate_px`] lets it act, zero elsewhere (so
+    /// the prediction there is the prior's frame); the output as it is without a gate.
+    fn gated(&self, out: Tensor, context: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
+        if self.cfg.prior_gate_px <= 0.0 {
+            return Ok(out);
+        }
+        let gate = self.gate(context, self.need_prior(prior)?)?;
+        out.broadcast_mul(&gate)
+    }
+
+    /// The gate of [`Config::prior_gate_px`], `[B, F, 1, H, W]` of 0 and 1: the object's
+    /// pixels of the current frame and of each prior frame (those that differ from the
+    /// frame's background, as the priors segment), dilated by the gate's reach. Computed on
+    /// the host from the inputs (no gradient flows through it).
+    pub fn gate(&self, context: &Tensor, prior: &Tensor) -> Result<Tensor> {
+        let (b, f, _, h, w) = prior.dims5()?;
+        let rgb = |t: &Tensor| -> Result<Vec<u8>> {
+            let r = t.rank();
+            let mut order: Vec<usize> = (0..r - 3).collect();
+            order.extend([r - 2, r - 1, r - 3]);
+            ((t.to_dtype(candle_core::DType::F32)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+                .round()?
+                .permute(order)?
+                .contiguous()?
+                .to_dtype(candle_core::DType::U8)?
+                .flatten_all()?
+                .to_vec1::<u8>()
+        };
+        let (ctx, pri) = (rgb(context)?, rgb(prior)?);
+        let n = h * w;
+        let reach = self.cfg.prior_gate_px.ceil() as usize;
+        let mut out = vec![0f32; b * f * n];
+        for i in 0..b {
+            let c = &ctx[i * n * 3..(i + 1) * n * 3];
+            let bg = super::prior::background(c, w, h);
+            for k in 0..f {
+                let p = &pri[(i * f + k) * n * 3..(i * f + k + 1) * n * 3];
+                let mask: Vec<bool> = (0..n)
+                    .map(|j| {
+                        super::prior::is_object(&c[j * 3..j * 3 + 3], bg)
+                            || super::prior::is_object(&p[j * 3..j * 3 + 3], bg)
+                    })
+                    .collect();
+                let grown = dilate(&mask, w, h, reach);
+                let dst = &mut out[(i * f + k) * n..(i * f + k + 1) * n];
+                for (d, g) in dst.iter_mut().zip(grown) {
+                    *d = if g { 1.0 } else { 0.0 };
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, f, 1, h, w), prior.device())?.to_dtype(prior.dtype())
     }
 
     /// What a residual model adds its output to: the carry prior's frames `[B, F, 3, H, W]`
@@ -508,5 +565,48 @@ impl WorldModel {
         } else {
             Ok(x.clone())
         }
+    }
+}
+
+/// A square (Chebyshev) dilation of a `w × h` mask by `r` pixels, rows then columns.
+fn dilate(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
+    if r == 0 {
+        return mask.to_vec();
+    }
+    let mut rows = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (lo, hi) = (x.saturating_sub(r), (x + r).min(w - 1));
+            rows[y * w + x] = (lo..=hi).any(|u| mask[y * w + u]);
+        }
+    }
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        let (lo, hi) = (y.saturating_sub(r), (y + r).min(h - 1));
+        for x in 0..w {
+            out[y * w + x] = (lo..=hi).any(|v| rows[v * w + x]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dilate;
+
+    #[test]
+    fn dilation_grows_a_pixel_into_a_square_clipped_at_the_edges() {
+        let (w, h) = (7, 5);
+        let mut m = vec![false; w * h];
+        m[w + 1] = true; // (1, 1)
+        let d = dilate(&m, w, h, 2);
+        let on: Vec<(usize, usize)> = (0..w * h)
+            .filter(|&j| d[j])
+            .map(|j| (j % w, j / w))
+            .collect();
+        // x 0..=3, y 0..=3: 4 × 4 = 16 pixels.
+        assert_eq!(on.len(), 16);
+        assert!(on.iter().all(|&(x, y)| x <= 3 && y <= 3));
+        assert_eq!(dilate(&m, w, h, 0), m);
     }
 }

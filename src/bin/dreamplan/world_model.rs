@@ -125,7 +125,20 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         cache.display()
     );
-    let data = dataset::Dataset::open(&cache)?;
+    let mut data = dataset::Dataset::open(&cache)?;
+    if cfg.prior {
+        let t1 = Instant::now();
+        data.cache_priors(&cfg, &|done, total| {
+            progress.update("prior frames", done, total, "")
+        })
+        .context("making the prior's frames of the clips")?;
+        eprintln!(
+            "\nprior frames of {} clips ready in {:.0} s ({})",
+            data.index.clips.len(),
+            t1.elapsed().as_secs_f64(),
+            cache.join(dataset::prior_key(&cfg)).display()
+        );
+    }
     let tc = TrainConfig {
         steps: args.steps,
         batch: args.batch,
