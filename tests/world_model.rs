@@ -1081,7 +1081,7 @@ fn a_bag_without_object_only_frames_is_refused_with_the_reason() {
 }
 
 #[test]
-fn training_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
+fn training_resumed_after_kill_9_or_a_full_disk_ends_with_the_weights_of_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let bag = bag(dir.path());
     let cfg_file = dir.path().join("small.json");
@@ -1153,12 +1153,80 @@ fn training_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run()
     let load = |d: &Path| {
         candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap()
     };
-    let (a, b) = (load(&whole), load(&cut));
-    assert_eq!(a.len(), b.len());
-    for (k, t) in &a {
-        let d = (t - &b[k]).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() <= 1e-6, "{k} differs");
+    let same_weights = |other: &Path| {
+        let (a, b) = (load(&whole), load(other));
+        assert_eq!(a.len(), b.len());
+        for (k, t) in &a {
+            let d = (t - &b[k]).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() <= 1e-6, "{k} differs");
+        }
+    };
+    same_weights(&cut);
+
+    // A full disk while a checkpoint is written, for real: the output folder is a tmpfs
+    // just big enough for one checkpoint, the model and the curves, plus half a checkpoint,
+    // so the first checkpoint (step 2) fits and the second one's temporary file meets the
+    // kernel's ENOSPC. The run stops with that error and the step-2 checkpoint is kept;
+    // once the disk has room again the same command resumes from it and ends with the
+    // uninterrupted run's weights. Mounting needs root, which CI has here.
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("not root: no tmpfs can be mounted, the full-disk part is skipped");
+        return;
     }
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let size = |n: &str| std::fs::metadata(whole.join(n)).unwrap().len();
+    let ck_size = size("checkpoint.safetensors");
+    let tight = ck_size
+        + size("model.safetensors")
+        + size("config.json")
+        + 2 * size("curves.png")
+        + ck_size / 2;
+    let mount = |opts: String| {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(&full)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o {opts} failed");
+    };
+    mount(format!("size={tight}"));
+    let _mounted = Mounted(full.clone());
+    let full_args = || {
+        let mut a = args(&full);
+        a.push("--cache".into());
+        a.push(dir.path().join("full_cache").into());
+        a
+    };
+    let ck = wm_train::checkpoint_path(&full);
+    let out = Command::new(exe).args(full_args()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a run whose checkpoint cannot be written succeeded"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        step_of(&ck),
+        Some(2),
+        "the last good checkpoint is not step 2's"
+    );
+    mount(format!("remount,size={}", 64 << 20));
+    let resumed = Command::new(exe).args(full_args()).output().unwrap();
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains("resumed from the checkpoint at step 2"),
+        "{err}"
+    );
+    same_weights(&full);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
