@@ -3,6 +3,8 @@
 //! preference, resumes after `kill -9` to the same weights, stops on a non-finite loss with
 //! the last good checkpoint kept, refuses bad input with a clear error).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -791,14 +793,7 @@ fn orpo_resumed_after_kill_9_ends_with_the_weights_of_an_uninterrupted_run() {
         let (a, b) = (load(&whole.join(task)), load(&cut.join(task)));
         assert_eq!(a.len(), b.len());
         for (k, t) in &a {
-            let d = (t - &b[k])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = common::max_abs_diff(t, &b[k]);
             assert!(d <= 1e-6, "{task} {k}: differs by {d}");
         }
     }

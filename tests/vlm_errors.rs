@@ -1,6 +1,8 @@
 //! Bad model folders and input files: every error names the field or tensor at fault with
 //! the expected and found shapes, and nothing panics.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -327,14 +329,7 @@ fn the_forward_tool_writes_logits_and_positions() {
         got["position_ids"].to_vec3::<i64>().unwrap(),
         exp["position_ids"].to_vec3::<i64>().unwrap()
     );
-    let err = (&got["logits"] - &exp["logits"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = common::max_abs_diff(&got["logits"], &exp["logits"]);
     assert!(err <= 1e-4, "{err}");
 
     let pre = dir.path().join("pre.safetensors");

@@ -3,6 +3,8 @@
 //! projections), learning from a recorded bag, resume after `kill -9`, the NaN guard, and
 //! clear errors on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -133,41 +135,29 @@ fn block_gradients_match_finite_differences() {
 
 #[test]
 fn whole_model_flow_loss_gradients_match_finite_differences() {
-    // Both objectives, the second on the residual target as the presets train it.
-    for cfg in [
-        Config::tiny(),
-        Config {
-            prediction: Prediction::Sample,
-            residual: true,
-            ..Config::tiny()
-        },
-        Config {
-            prediction: Prediction::Sample,
-            residual: true,
-            arm_direct: true,
-            motion_weight: 10.0,
-            ..Config::tiny()
-        },
-        Config {
-            prediction: Prediction::Sample,
-            residual: true,
-            arm_direct: true,
-            motion_weight: 10.0,
-            prior: true,
-            ..Config::tiny()
-        },
-        // The gated absolute-error model of session 27 (the gate is a constant mask).
-        Config {
-            prediction: Prediction::Sample,
-            residual: true,
-            arm_direct: true,
-            motion_weight: 10.0,
-            prior: true,
-            prior_gate_px: 1.0,
-            loss: Loss::Absolute,
-            ..Config::tiny()
-        },
-    ] {
+    // Both objectives, the second on the residual target as the presets train it; then the
+    // prior as the residual's base, and the gated absolute-error model of session 27 (the
+    // gate is a constant mask).
+    let sample = Config {
+        prediction: Prediction::Sample,
+        residual: true,
+        ..Config::tiny()
+    };
+    let weighted = Config {
+        arm_direct: true,
+        motion_weight: 10.0,
+        ..sample.clone()
+    };
+    let with_prior = Config {
+        prior: true,
+        ..weighted.clone()
+    };
+    let gated = Config {
+        prior_gate_px: 1.0,
+        loss: Loss::Absolute,
+        ..with_prior.clone()
+    };
+    for cfg in [Config::tiny(), sample, weighted, with_prior, gated] {
         whole_model_gradients(&cfg);
     }
 }
@@ -856,16 +846,7 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let all: Vec<usize> = (0..index.clips.len()).collect();
     let from_cache = cached.batch(&all, &with_prior).unwrap().prior.unwrap();
     let made = data.batch(&all, &with_prior).unwrap().prior.unwrap();
-    let same = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let same = common::max_abs_diff;
     assert_eq!(same(&from_cache, &made), 0.0);
     let other = Config {
         prior_lift_px: 3.0,

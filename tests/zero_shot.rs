@@ -703,14 +703,7 @@ fn a_crashed_build_resumes_to_the_weights_of_an_uninterrupted_one_and_a_nan_keep
     let (a, b) = (load(&whole), load(&cut));
     assert_eq!(a.len(), b.len());
     for (k, t) in &a {
-        let d = (t - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(t, &b[k]);
         assert!(d <= 1e-6, "{k}: differs by {d}");
     }
 

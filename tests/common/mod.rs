@@ -104,3 +104,17 @@ impl TypeVisitor for DecodesTo<'_> {
 pub fn case_time(i: usize) -> u64 {
     1_700_000_000_000_000_000 + i as u64 * 1_000_000
 }
+
+/// The largest absolute difference between two tensors of one shape, as f32.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
