@@ -282,7 +282,7 @@ fn a_gated_model_changes_only_pixels_near_the_object_and_keeps_the_prior_elsewhe
         ..Config::tiny()
     };
     let mut model = None;
-    let _vars = random_vars(|vb| {
+    let vars = random_vars(|vb| {
         model = Some(WorldModel::new(&cfg, vb)?);
         Ok(())
     });
@@ -376,12 +376,12 @@ fn a_gated_model_changes_only_pixels_near_the_object_and_keeps_the_prior_elsewhe
     };
     let abs_model = {
         let mut m = None;
-        let vars = random_vars(|vb| {
+        let abs_vars = random_vars(|vb| {
             m = Some(WorldModel::new(&abs_cfg, vb)?);
             Ok(())
         });
         // The same weights as `model` (random_vars draws them in name order from one seed).
-        for ((a, va), (b, vb)) in _vars.iter().zip(&vars) {
+        for ((a, va), (b, vb)) in vars.iter().zip(&abs_vars) {
             assert_eq!(a, b);
             vb.set(va.as_tensor()).unwrap();
         }

@@ -283,15 +283,23 @@ fn map(p: &Path) -> Result<memmap2::Mmap, WorldModelError> {
     unsafe { memmap2::Mmap::map(&f) }.map_err(io(p))
 }
 
+/// The parsed header of shard `k` (one parse serves every tensor read from it).
+fn header(
+    shard: &memmap2::Mmap,
+    k: usize,
+) -> Result<safetensors::SafeTensors<'_>, WorldModelError> {
+    safetensors::SafeTensors::deserialize(shard)
+        .map_err(|e| WorldModelError::Data(format!("shard {k}: {e}")))
+}
+
+/// Row `row` (`len` bytes) of tensor `name` in shard `k`.
 fn rows<'a>(
-    shard: &'a memmap2::Mmap,
+    st: &safetensors::SafeTensors<'a>,
     k: usize,
     name: &str,
     row: usize,
     len: usize,
 ) -> Result<&'a [u8], WorldModelError> {
-    let st = safetensors::SafeTensors::deserialize(shard)
-        .map_err(|e| WorldModelError::Data(format!("shard {k}: {e}")))?;
     let view = st
         .tensor(name)
         .map_err(|e| WorldModelError::Data(format!("shard {k}: {e}")))?;
@@ -359,14 +367,14 @@ impl Dataset {
         for k in 0..self.shards.len() {
             let path = folder.join(shard_name(k));
             if !path.exists() {
-                let ids: Vec<usize> = (0..total)
-                    .filter(|&i| self.index.clips[i].shard == k)
-                    .collect();
+                // Clips are numbered shard by shard (`build`): shard k holds a run of them.
+                let first = k * self.index.shard_size;
+                let ids = first..(first + self.index.shard_size).min(total);
+                let st = header(&self.shards[k], k)?;
                 let made: Vec<Vec<u8>> = ids
-                    .par_iter()
-                    .map(|&i| {
-                        let c = &self.index.clips[i];
-                        let ctx = rows(&self.shards[k], k, "context", c.row, frame)?;
+                    .into_par_iter()
+                    .map(|i| {
+                        let ctx = rows(&st, k, "context", i - first, frame)?;
                         Ok(self.make_prior(i, ctx, model))
                     })
                     .collect::<Result<_, WorldModelError>>()?;
@@ -430,12 +438,12 @@ impl Dataset {
                 .clips
                 .get(i)
                 .ok_or_else(|| WorldModelError::Data(format!("no clip {i} in the cache")))?;
+            let st = header(&self.shards[info.shard], info.shard)?;
             for (k, (name, per)) in [("context", 1), ("arm", f + 1), ("future", f)]
                 .into_iter()
                 .enumerate()
             {
-                let shard = &self.shards[info.shard];
-                parts[k].extend_from_slice(rows(shard, info.shard, name, info.row, per * frame)?);
+                parts[k].extend_from_slice(rows(&st, info.shard, name, info.row, per * frame)?);
             }
         }
         let b = ids.len();
@@ -450,7 +458,7 @@ impl Dataset {
                 let info = &self.index.clips[i];
                 match cached {
                     Some((_, maps)) => bytes.extend_from_slice(rows(
-                        &maps[info.shard],
+                        &header(&maps[info.shard], info.shard)?,
                         info.shard,
                         "prior",
                         info.row,

@@ -423,7 +423,8 @@ impl WorldModel {
         let x = &self.target(x, context, prior)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
         let z = (x.broadcast_mul(&(1.0 - &tb)?)? + noise.broadcast_mul(&tb)?)?;
-        let out = self.gated(self.forward(&z, t, context, arm, prior)?, context, prior)?;
+        let gate = self.gate_of(context, prior)?;
+        let out = gated(self.forward(&z, t, context, arm, prior)?, gate.as_ref())?;
         let diff = match self.cfg.prediction {
             Prediction::Velocity => (out - (noise - x)?)?,
             Prediction::Sample => (out - x)?,
@@ -471,12 +472,14 @@ impl WorldModel {
         let prior = self.place_opt(prior)?;
         let prior = prior.as_ref();
         let b = noise.dim(0)?;
+        // The gate depends only on the inputs: made once, not at every step.
+        let gate = self.gate_of(context, prior)?;
         let mut z = noise.clone();
         let dt = 1.0 / steps.max(1) as f64;
         for k in 0..steps.max(1) {
             let t = 1.0 - k as f64 * dt;
             let tt = Tensor::full(t, b, noise.device())?.to_dtype(noise.dtype())?;
-            let out = self.gated(self.forward(&z, &tt, context, arm, prior)?, context, prior)?;
+            let out = gated(self.forward(&z, &tt, context, arm, prior)?, gate.as_ref())?;
             let v = match self.cfg.prediction {
                 Prediction::Velocity => out,
                 // z = (1 − t)·x + t·ε, so ε − x = (z − x) / t; t ≥ Δt here, and the last
@@ -493,14 +496,12 @@ impl WorldModel {
         frames.clamp(-1f32, 1f32)
     }
 
-    /// The network's output where [`Config::prior_gate_px`] lets it act, zero elsewhere (so
-    /// the prediction there is the prior's frame); the output as it is without a gate.
-    fn gated(&self, out: Tensor, context: &Tensor, prior: Option<&Tensor>) -> Result<Tensor> {
+    /// The gate of [`Config::prior_gate_px`] for these inputs, or `None` without one.
+    fn gate_of(&self, context: &Tensor, prior: Option<&Tensor>) -> Result<Option<Tensor>> {
         if self.cfg.prior_gate_px <= 0.0 {
-            return Ok(out);
+            return Ok(None);
         }
-        let gate = self.gate(context, self.need_prior(prior)?)?;
-        out.broadcast_mul(&gate)
+        self.gate(context, self.need_prior(prior)?).map(Some)
     }
 
     /// The gate of [`Config::prior_gate_px`], `[B, F, 1, H, W]` of 0 and 1: the object's
@@ -565,6 +566,15 @@ impl WorldModel {
         } else {
             Ok(x.clone())
         }
+    }
+}
+
+/// The network's output where the gate lets it act, zero elsewhere (so the prediction there
+/// is the prior's frame); the output as it is without a gate.
+fn gated(out: Tensor, gate: Option<&Tensor>) -> Result<Tensor> {
+    match gate {
+        Some(g) => out.broadcast_mul(g),
+        None => Ok(out),
     }
 }
 
