@@ -8,12 +8,14 @@ The model is built from DIR's config.json with transformers' own random initiali
 (no weights are read: speed does not depend on their values). The prompt: --images noise
 images of --image-side px (vision start, image pads, vision end each) and --text-tokens
 text tokens. Prefill: one forward of the prompt with a KV cache. Decode tok/s at K rows:
-K × (new tokens − 1) / (generate time − prefill time of K rows), as `generate` with
-num_return_sequences = K runs the prompt K times (dreamplan runs it once and copies the
-cache; its decode figure subtracts its own single prefill). Needs torch and transformers
+K × (new tokens − 1) / (generate time − time of a generate of one token), as in dreamplan:
+both subtract the work before the first decode step (here `generate` with
+num_return_sequences = K runs the prompt K times; dreamplan runs it once and copies the
+cache), so the figures compare decode steps alone. Needs torch and transformers
 (scripts/requirements-hf.txt).
 """
 import argparse
+import inspect
 import json
 import statistics
 import time
@@ -42,7 +44,7 @@ def main():
     t0 = time.time()
     with dev:
         model = transformers.Qwen3VLForConditionalGeneration._from_config(
-            cfg, torch_dtype=dtype, attn_implementation="sdpa"
+            cfg, dtype=dtype, attn_implementation="sdpa"
         )
     model.eval()
     init_s = time.time() - t0
@@ -67,6 +69,12 @@ def main():
     pixel_values = torch.randn(a.images * side * side, patch_len, device=dev, dtype=dtype)
     grid = torch.tensor([[1, side, side]] * a.images, device=dev)
     input_ids = torch.tensor([ids], device=dev)
+    # transformers ≥ 5.2x wants each token's modality (0 text, 1 image) for M-RoPE; older
+    # releases do not take the argument.
+    extra = lambda rows: {}  # noqa: E731
+    if "mm_token_type_ids" in inspect.signature(model.forward).parameters:
+        types = (input_ids == cfg.image_token_id).int()
+        extra = lambda rows: {"mm_token_type_ids": types.repeat(rows, 1)}  # noqa: E731
 
     def sync():
         if dev.type == "cuda":
@@ -89,20 +97,25 @@ def main():
             pk = pixel_values.repeat(k, 1)
             gk = grid.repeat(k, 1)
             prefill = median(lambda: model(input_ids=ik, pixel_values=pk, image_grid_thw=gk,
-                                           use_cache=True))
+                                           use_cache=True, **extra(k)))
 
-            def gen():
-                out = model.generate(
-                    input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
-                    max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=True,
-                    top_p=1.0, top_k=0, temperature=1.0, num_return_sequences=k,
-                    eos_token_id=None, pad_token_id=0,
-                )
-                assert out.shape == (k, len(ids) + a.new_tokens), out.shape
+            def gen(n):
+                def run():
+                    out = model.generate(
+                        input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=grid,
+                        max_new_tokens=n, min_new_tokens=n, do_sample=True,
+                        top_p=1.0, top_k=0, temperature=1.0, num_return_sequences=k,
+                        eos_token_id=None, pad_token_id=0, **extra(1),
+                    )
+                    assert out.shape == (k, len(ids) + n), out.shape
+                return run
 
-            gen_s = median(gen)
-            tok_s = k * max(a.new_tokens - 1, 1) / max(gen_s - prefill, 1e-9)
+            gen_s = median(gen(a.new_tokens))
+            # A generate of one token: the prefill of K rows and no decode step.
+            first_s = median(gen(1))
+            tok_s = k * max(a.new_tokens - 1, 1) / max(gen_s - first_s, 1e-9)
             rows.append({"k": k, "prefill_ms": prefill * 1e3, "generate_ms": gen_s * 1e3,
+                         "first_token_ms": first_s * 1e3,
                          "decode_tok_s": tok_s, "decode_tok_s_per_row": tok_s / k})
             print(f"K={k}: prefill {prefill*1e3:.1f} ms, generate {gen_s*1e3:.1f} ms, "
                   f"decode {tok_s:.1f} tok/s", flush=True)

@@ -9,11 +9,12 @@
 #   eval "$(scripts/cuda_toolchain.sh env)"  # the variables, for your own cargo commands
 #
 # `carry` builds without the `videoio` feature (OpenCV's videoio drags in ~150 libraries,
-# 275 MB; docs/gpu.md) and puts in DIR (default gpu_carry/, git-ignored): `dreamplan.zst`
-# (stripped, zstd -19), `lib/` with the OpenCV core + imgproc libraries and their
+# 275 MB; docs/gpu.md) and puts in DIR (default gpu_carry/, git-ignored): `dreamplan.xz`
+# (stripped, xz -9), `lib/` with the OpenCV core + imgproc libraries and their
 # dependencies from this machine (not glibc, libstdc++ or libgcc, which the GPU machine has),
-# and `unpack.sh`, which on the GPU machine decompresses the binary (python's zstandard,
-# else the zstd tool) and prints the LD_LIBRARY_PATH to use with the CUDA 13 libraries of
+# and `unpack.sh`, which on the GPU machine decompresses the binary with Python's standard
+# `lzma` module (xz, not zstd: the GPU machine's image has neither the `zstandard` package
+# nor the zstd tool) and prints the LD_LIBRARY_PATH to use with the CUDA 13 libraries of
 # its PyTorch install.
 #
 # What it sets up, under $DREAMPLAN_CUDA_HOME (default ~/.cache/dreamplan-cuda):
@@ -115,7 +116,7 @@ elif [ "$MODE" = carry ]; then
   fi
   rm -rf "$OUT" && mkdir -p "$OUT/lib"
   strip -o "$OUT/dreamplan" "$BIN"
-  zstd -19 -T0 -q --rm "$OUT/dreamplan" -o "$OUT/dreamplan.zst"
+  xz -9 -T0 -q "$OUT/dreamplan"
   # What the binary needs from this machine, CUDA, the driver and the C/C++ runtime aside.
   ldd "$BIN" | awk '/=> \//{print $3}' |
     grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt|ld-linux[^/]*)\.so' |
@@ -125,11 +126,7 @@ elif [ "$MODE" = carry ]; then
 # On the GPU machine: bash gpu_carry/unpack.sh; then export the LD_LIBRARY_PATH it prints.
 set -euo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
-if python3 -c 'import zstandard' 2>/dev/null; then
-  python3 -c 'import sys, zstandard; zstandard.ZstdDecompressor().copy_stream(open(sys.argv[1], "rb"), open(sys.argv[2], "wb"))' "$D/dreamplan.zst" "$D/dreamplan"
-else
-  zstd -d -q -f "$D/dreamplan.zst" -o "$D/dreamplan"
-fi
+python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$D/dreamplan.xz" "$D/dreamplan"
 chmod +x "$D/dreamplan"
 CU=$(python3 -c 'import site, os; print(os.path.join(site.getsitepackages()[0], "nvidia", "cu13", "lib"))')
 echo "export LD_LIBRARY_PATH=$D/lib:$CU\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"

@@ -41,6 +41,11 @@ pub fn stat_dtype(dtype: DType) -> DType {
 /// returned in `x`'s dtype.
 pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
     let dtype = x.dtype();
+    if mode == Mode::Infer && x.device().is_cuda() && dtype != DType::F32 {
+        // candle's GPU kernel accumulates half precision in f32 itself: the same result as
+        // the round trip through f32 below, in one launch instead of three.
+        return Ok(candle_nn::ops::softmax_last_dim(x)?);
+    }
     let sd = match mode {
         Mode::Infer => DType::F32,
         Mode::Train => stat_dtype(dtype),
@@ -225,6 +230,13 @@ fn softmax_row(src: &[f32], dst: &mut [f32]) {
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension; statistics in f32.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
+        // On a GPU in half precision candle's kernel reads bf16/f16, accumulates in f32 and
+        // rounds once, as the f32 round trip below does, without its three conversion
+        // kernels: a decoding step is bound by kernel launches there, and a norm is one
+        // launch instead of four.
+        Mode::Infer if x.device().is_cuda() && x.dtype() != DType::F32 => Ok(
+            candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(x.dtype())?, eps as f32)?,
+        ),
         Mode::Infer => {
             let dtype = x.dtype();
             let y = candle_nn::ops::rms_norm(
@@ -253,6 +265,11 @@ pub fn layer_norm(
     mode: Mode,
 ) -> Result<Tensor> {
     let dtype = x.dtype();
+    if mode == Mode::Infer && x.device().is_cuda() && dtype != DType::F32 {
+        // candle's GPU kernel accumulates half precision in f32 itself: the same result as
+        // the round trip through f32 below, in one launch instead of three.
+        return Ok(candle_nn::ops::softmax_last_dim(x)?);
+    }
     let sd = match mode {
         Mode::Infer => DType::F32,
         Mode::Train => stat_dtype(dtype),

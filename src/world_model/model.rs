@@ -486,7 +486,10 @@ impl WorldModel {
                 // step lands exactly on the prediction.
                 Prediction::Sample => ((&z - out)? / t)?,
             };
-            z = (z - (v * dt)?)?;
+            // Sampling is never differentiated: without the detach, a model whose weights
+            // are variables (in training, in `wm-bench`) keeps every step's activations
+            // alive through z's graph, and 16 steps of 8 candidates ran an H200 out of memory.
+            z = (z - (v * dt)?)?.detach();
         }
         let frames = if self.cfg.residual {
             z.broadcast_add(&self.base(context, prior)?)?
