@@ -325,6 +325,7 @@ fn doc_attr(lines: &[String], indent: &str, out: &mut String) {
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    fused_ptx(&root);
     let mut defs = BTreeMap::new();
     let std_root = root.join("src/msg/defs");
     println!("cargo:rerun-if-changed={}", std_root.display());
@@ -443,4 +444,37 @@ fn main() {
 
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("messages.rs");
     std::fs::write(&dest, out).expect("write generated messages");
+}
+
+/// With the `cuda` feature: `src/vlm/fused.cu` compiled to PTX (`$OUT_DIR/fused.ptx`, read
+/// by `src/vlm/fused.rs`) with the nvcc on `PATH` (or `$NVCC`), for `CUDA_COMPUTE_CAP`
+/// (default 80: PTX that the driver compiles for any newer GPU at load). Without it,
+/// nothing.
+fn fused_ptx(root: &Path) {
+    println!("cargo:rerun-if-changed=src/vlm/fused.cu");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("fused.ptx");
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
+    let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+    let status = std::process::Command::new(&nvcc)
+        .args(["--ptx", "-O3", "-std=c++17"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg(root.join("src/vlm/fused.cu"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the cuda feature needs nvcc ({nvcc}: {e}); scripts/cuda_toolchain.sh sets one up"
+            )
+        });
+    assert!(
+        status.success(),
+        "nvcc failed on src/vlm/fused.cu ({status})"
+    );
 }

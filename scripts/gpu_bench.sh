@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's GPU figures in one run (≤ 9 min on one H200: the steps' limits add to 8.5 min),
+# The project's GPU figures in one run (≤ 11 min on one H200: the steps' limits add to 10.5 min),
 # written as JSON to OUT.
 #
 #   scripts/gpu_bench.sh BINARY OUT [SIZE]
@@ -12,7 +12,8 @@
 # architecture, sizes and speed, answering noise (no model hub is reachable).
 #
 # Measured, each under its own time limit so one failure costs only its own figure, after
-# a smoke test on the tiny test model (≤ 60 s) that stops the script if CUDA does not run:
+# a smoke test on the tiny test model (≤ 60 s) that stops the script if CUDA does not run,
+# and a check of the fused decoder operations against the plain ones and transformers:
 #   1. decode: prefill of the planner's prompt (2 images of 256², 128 text tokens) and
 #      decode tok/s at K = 1 and K = 8 rows, bf16 (`dreamplan vlm decode-bench`);
 #   2. the same with PyPI transformers + torch on the same GPU (scripts/bench_decode_hf.py),
@@ -76,12 +77,42 @@ step() { # name limit command...
 step smoke 60 "$BIN" vlm decode-bench --model tests/fixtures/vlm/tiny --random-weights \
   --device cuda --dtype bf16 --batch 1 --new-tokens 8 --iters 1 --json "$OUT/smoke.json"
 if ! grep -q '"rc": 0' <(tail -1 "$OUT/steps.jsonl"); then
-  echo "gpu_bench: the CUDA smoke test failed; its log:" >&2
+  # Perhaps only the fused kernels (src/vlm/fused.cu) fail here: the rest without them.
+  echo "gpu_bench: the smoke test failed; again without the fused operations. Its log:" >&2
   cat "$OUT/smoke.log" >&2
-  exit 1
+  export DREAMPLAN_NO_FUSED=1
+  step smoke_plain 60 "$BIN" vlm decode-bench --model tests/fixtures/vlm/tiny --random-weights \
+    --device cuda --dtype bf16 --batch 1 --new-tokens 8 --iters 1 --json "$OUT/smoke.json"
+  if ! grep -q '"rc": 0' <(tail -1 "$OUT/steps.jsonl"); then
+    echo "gpu_bench: the CUDA smoke test failed; its log:" >&2
+    cat "$OUT/smoke_plain.log" >&2
+    exit 1
+  fi
 fi
+# The fused decoder operations (src/vlm/fused.rs) on this GPU against the plain ones and
+# transformers, on the test model's golden cases, f32 and bf16.
+fused_check() {
+  local c dt
+  for c in two_images padded_batch; do
+    for dt in f32 bf16; do
+      "$BIN" vlm forward --model tests/fixtures/vlm/tiny --inputs "tests/fixtures/vlm/cases/$c.in.safetensors" \
+        --out "$WORK/$c.$dt.fused.safetensors" --device cuda --dtype "$dt" || return 1
+      DREAMPLAN_NO_FUSED=1 "$BIN" vlm forward --model tests/fixtures/vlm/tiny \
+        --inputs "tests/fixtures/vlm/cases/$c.in.safetensors" \
+        --out "$WORK/$c.$dt.plain.safetensors" --device cuda --dtype "$dt" || return 1
+    done
+  done
+  "$PY" scripts/check_fused_gpu.py "$WORK" two_images padded_batch | tee "$OUT/fused_check.json"
+}
+export BIN WORK OUT PY
+export -f fused_check
+step fused_check 60 bash -c fused_check
 step decode 100 "$BIN" vlm decode-bench --model "$WORK/model" --random-weights \
   --device cuda --dtype bf16 --batch 1,8 --new-tokens 64 --iters 3 --json "$OUT/decode.json"
+# The same without the fused operations, on the same machine: what they are worth.
+step decode_plain 60 env DREAMPLAN_NO_FUSED=1 "$BIN" vlm decode-bench --model "$WORK/model" \
+  --random-weights --device cuda --dtype bf16 --batch 1,8 --new-tokens 64 --iters 3 \
+  --json "$OUT/decode_plain.json"
 step planner 80 "$BIN" plan-bench --model "$WORK/model" --random-weights --device cuda \
   --dtype bf16 --task cloth --k 8 --iters 3 --json "$OUT/planner.json"
 step world_model 70 "$BIN" wm-bench --preset gpu --device cuda --iters 3 --json "$OUT/world_model.json"
@@ -98,7 +129,7 @@ def read(name):
     p = os.path.join(out, name + ".json")
     return json.load(open(p)) if os.path.exists(p) else None
 doc = {"size": size, "steps": [json.loads(l) for l in open(os.path.join(out, "steps.jsonl"))]}
-for name in ["smoke", "decode", "planner", "world_model", "orpo", "decode_hf"]:
+for name in ["smoke", "fused_check", "decode", "decode_plain", "planner", "world_model", "orpo", "decode_hf"]:
     doc[name] = read(name)
 ours, theirs = doc["decode"], doc["decode_hf"]
 if ours and theirs:

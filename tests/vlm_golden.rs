@@ -12,6 +12,8 @@ use dreamplan::vlm::io::read_batch;
 use dreamplan::vlm::{Batch, Images, Mode, Qwen3Vl};
 use serde_json::Value;
 
+mod common;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm")
 }
@@ -63,7 +65,10 @@ fn max_abs_logits(a: &Tensor, b: &Tensor, mask: Option<&Vec<Vec<u8>>>) -> f32 {
 }
 
 fn check_forward(case: &str) -> f32 {
-    let m = model("tiny");
+    check_forward_of(&model("tiny"), case)
+}
+
+fn check_forward_of(m: &Qwen3Vl, case: &str) -> f32 {
     let batch = batch(case);
     let out = m.forward(&batch, Mode::Infer).expect("forward");
     let exp = expected(case);
@@ -281,6 +286,73 @@ fn greedy_generation_of_16_tokens_matches_transformers() {
         };
         let out = generate(&m, &batch(case), 1, &params).unwrap();
         assert_eq!(out[0].tokens, expected, "{case}");
+    }
+}
+
+#[test]
+fn fused_inference_forward_matches_transformers_and_decodes_the_same_greedy_tokens() {
+    // The GPU's inference path (residual adds fused into the norms after them, SiLU · mul
+    // fused), forced on here on the CPU, where its operations run the kernels' arithmetic.
+    let mut m = model("tiny");
+    m.text_mut().set_fused(Some(true));
+    for case in ["text", "one_image", "two_images", "padded_batch"] {
+        check_forward_of(&m, case);
+    }
+    let cases = cases();
+    for case in ["text", "one_image", "two_images"] {
+        let expected: Vec<u32> = cases["cases"][case]["greedy_16"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let params = SamplingParams {
+            max_new_tokens: 16,
+            ..SamplingParams::default()
+        };
+        let out = generate(&m, &batch(case), 1, &params).unwrap();
+        assert_eq!(out[0].tokens, expected, "{case}, fused");
+    }
+}
+
+#[test]
+fn fused_operations_equal_the_separate_ones_to_a_rounding() {
+    use dreamplan::vlm::fused;
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (3, 5, 96), &dev).unwrap();
+    let a = Tensor::randn(0f32, 1.0, (3, 5, 96), &dev).unwrap();
+    let w = Tensor::randn(1f32, 0.2, 96, &dev).unwrap();
+    for (dtype, tol) in [
+        (DType::F32, 1e-5f32),
+        (DType::BF16, 0.04),
+        (DType::F16, 0.005),
+    ] {
+        let (x, a, w) = (
+            x.to_dtype(dtype).unwrap(),
+            a.to_dtype(dtype).unwrap(),
+            w.to_dtype(dtype).unwrap(),
+        );
+        let (sum, normed) = fused::add_rms_norm(&x, &a, &w, 1e-6).unwrap();
+        let want_sum = (&x + &a).unwrap();
+        let want_normed = candle_nn::ops::rms_norm(
+            &want_sum.to_dtype(DType::F32).unwrap(),
+            &w.to_dtype(DType::F32).unwrap(),
+            1e-6,
+        )
+        .unwrap();
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        // The sum is rounded exactly as a separate add rounds it.
+        assert_eq!(
+            common::max_abs_diff(&f(&sum), &f(&want_sum)),
+            0.0,
+            "{dtype:?}"
+        );
+        let d = common::max_abs_diff(&f(&normed), &want_normed);
+        assert!(d <= tol, "{dtype:?}: norm off by {d}");
+        let s = fused::silu_mul(&x, &a).unwrap();
+        let want = (x.to_dtype(DType::F32).unwrap().silu().unwrap() * f(&a)).unwrap();
+        let d = common::max_abs_diff(&f(&s), &want);
+        assert!(d <= tol, "{dtype:?}: silu·mul off by {d}");
     }
 }
 

@@ -224,25 +224,22 @@ fn draw_whole(logits: &[f32], t: f64, u: f64) -> usize {
         );
     let total: f64 = mass.iter().sum();
     let mut above = 0.0;
-    let mut chosen = None;
+    // The bin where the cumulative probability crosses `u`; past the last bin by rounding,
+    // the last bin with any probability (the largest logit has weight 1, so one has).
+    let mut chosen = 0;
     for (b, &m) in mass.iter().enumerate() {
-        if m > 0.0 || chosen.is_none() {
-            chosen = Some(b);
+        if m > 0.0 {
+            chosen = b;
         }
         if u < above + m / total {
             break;
         }
         above += m / total;
     }
-    // `u` past the last bin by rounding: the walk's last token, in the last bin that has one.
-    let b = match chosen {
-        Some(b) if logits.iter().any(|&l| bin(l) == b) => b,
-        _ => (0..BINS)
-            .rev()
-            .find(|&b| logits.iter().any(|&l| bin(l) == b))
-            .unwrap_or(0),
-    };
-    let mut ids: Vec<usize> = (0..logits.len()).filter(|&i| bin(logits[i]) == b).collect();
+    let mut ids: Vec<usize> = (0..logits.len())
+        .into_par_iter()
+        .filter(|&i| bin(logits[i]) == chosen)
+        .collect();
     ids.sort_unstable_by(|&x, &y| logits[y].total_cmp(&logits[x]).then(x.cmp(&y)));
     for &id in &ids {
         above += weight(logits[id]) / total;

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod generate;
 pub mod image;
 pub mod io;

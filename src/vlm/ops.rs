@@ -265,11 +265,6 @@ pub fn layer_norm(
     mode: Mode,
 ) -> Result<Tensor> {
     let dtype = x.dtype();
-    if mode == Mode::Infer && x.device().is_cuda() && dtype != DType::F32 {
-        // candle's GPU kernel accumulates half precision in f32 itself: the same result as
-        // the round trip through f32 below, in one launch instead of three.
-        return Ok(candle_nn::ops::softmax_last_dim(x)?);
-    }
     let sd = match mode {
         Mode::Infer => DType::F32,
         Mode::Train => stat_dtype(dtype),

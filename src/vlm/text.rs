@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::TextConfig;
 use super::error::{Result, VlmError};
+use super::fused;
 use super::linear::Linear;
 use super::ops::{self, Mode};
 use super::weights::WeightStore;
@@ -146,6 +147,9 @@ pub struct TextModel {
     cfg: TextConfig,
     /// `θ^(−2i/D)` for `i < D/2`, computed in f32 as HF does.
     inv_freq: Vec<f32>,
+    /// Whether the inference forward uses [`fused`]'s operations; `None`: on a GPU
+    /// ([`fused::default_for`]).
+    fused: Option<bool>,
 }
 
 impl Attention {
@@ -220,6 +224,14 @@ impl Mlp {
         let gate = ops::silu(&self.gate_proj.forward_t(x, mode)?, mode)?;
         let up = self.up_proj.forward_t(x, mode)?;
         self.down_proj.forward_t(&(gate * up)?, mode)
+    }
+
+    /// [`Mlp::forward`] for inference with `silu(gate) · up` as one operation.
+    fn forward_fused(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward_t(x, Mode::Infer)?;
+        let up = self.up_proj.forward_t(x, Mode::Infer)?;
+        self.down_proj
+            .forward_t(&fused::silu_mul(&gate, &up)?, Mode::Infer)
     }
 }
 
@@ -320,7 +332,14 @@ impl TextModel {
             lm_head,
             cfg: cfg.clone(),
             inv_freq,
+            fused: None,
         })
+    }
+
+    /// Makes the inference forward use the fused add + RMSNorm and SiLU · mul operations
+    /// (`Some(true)`), or not, or (`None`, the default) use them on a GPU only.
+    pub fn set_fused(&mut self, fused: Option<bool>) {
+        self.fused = fused;
     }
 
     /// The config this model was built from.
@@ -506,6 +525,12 @@ impl TextModel {
                 "a training forward takes no KV cache".into(),
             ));
         }
+        let fused = self
+            .fused
+            .unwrap_or_else(|| fused::default_for(embeds.device()));
+        if mode == Mode::Infer && fused && !self.layers.is_empty() {
+            return self.forward_fused(embeds, cos, sin, mask, cache, deepstack, tail);
+        }
         let l = embeds.dim(1)?;
         let eps = self.cfg.rms_norm_eps;
         let mut x = embeds.clone();
@@ -530,6 +555,75 @@ impl TextModel {
             }
         }
         ops::rms_norm(&x, &self.norm, eps, mode)
+    }
+
+    /// [`TextModel::forward`] for inference with the residual adds fused into the norms
+    /// after them (the attention's into the post-attention norm, the MLP's into the next
+    /// layer's input norm or the final norm) and SiLU · mul fused: three kernel launches a
+    /// layer fewer. The same arithmetic as the plain path up to one rounding (`fused`).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_fused(
+        &self,
+        embeds: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        deepstack: Option<&Deepstack>,
+        tail: Option<usize>,
+    ) -> Result<Tensor> {
+        let l = embeds.dim(1)?;
+        let eps = self.cfg.rms_norm_eps;
+        let n = self.layers.len();
+        let mut x = embeds.clone();
+        let mut normed = ops::rms_norm(&x, &self.layers[0].input_layernorm, eps, Mode::Infer)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            let feat = deepstack.and_then(|d| d.features.get(i).map(|f| (d, f)));
+            let t = if i + 1 == n && feat.is_none() {
+                tail
+            } else {
+                None
+            };
+            let a = layer
+                .attn
+                .forward(&normed, cos, sin, mask, c, Mode::Infer, t)?;
+            let (b, la, hid) = a.dims3()?;
+            let l0 = x.dim(1)?;
+            if la < l0 {
+                x = x.narrow(1, l0 - la, la)?;
+            }
+            let (h, normed2) = fused::add_rms_norm(&x, &a, &layer.post_attention_layernorm, eps)?;
+            let m = layer.mlp.forward_fused(&normed2)?;
+            let next = self
+                .layers
+                .get(i + 1)
+                .map_or(&self.norm, |nl| &nl.input_layernorm);
+            (x, normed) = match feat {
+                // DeepStack adds its features between the MLP's residual and the next norm.
+                Some((ds, f)) => {
+                    let y = (h + m)?
+                        .reshape((b * la, hid))?
+                        .index_add(&ds.rows, &f.to_dtype(a.dtype())?, 0)?
+                        .reshape((b, la, hid))?;
+                    let nn = ops::rms_norm(&y, next, eps, Mode::Infer)?;
+                    (y, nn)
+                }
+                None => fused::add_rms_norm(&h, &m, next, eps)?,
+            };
+        }
+        if let Some(c) = cache {
+            c.len += l;
+        }
+        // `normed` is the final norm of every position left; rows are independent, so the
+        // tail is cut after it.
+        if let Some(t) = tail {
+            let t = t.clamp(1, l);
+            if normed.dim(1)? > t {
+                normed = normed.narrow(1, normed.dim(1)? - t, t)?.contiguous()?;
+            }
+        }
+        Ok(normed)
     }
 
     /// Logits `[B, L, vocab]` of final hidden states.
