@@ -758,6 +758,10 @@ fn small_config() -> Config {
         control_blocks: 1,
         mlp_ratio: 2,
         sample_steps: 2,
+        // The network alone, as these tests were written for (the prior has its own).
+        prior: false,
+        prior_gate_px: 0.0,
+        loss: dreamplan::world_model::Loss::Squared,
         ..Config::cpu()
     }
 }
