@@ -201,11 +201,7 @@ impl CustomOp3 for AddRmsNorm {
                 let (a1, b1, a2, b2) = check_same("add_rms_norm", l1, l2)?;
                 let (a3, b3) = l3.contiguous_offsets().expect("checked");
                 let n = rows * cols;
-                let func = dev.get_or_load_custom_func(
-                    &format!("add_rms_norm_{}", suffix(T::DTYPE)?),
-                    "dreamplan_fused",
-                    PTX,
-                )?;
+                let func = kernel(dev, "add_rms_norm", T::DTYPE)?;
                 // SAFETY: every element is written by the kernel.
                 let out = unsafe { dev.alloc::<T>(2 * n)? };
                 let threads = cols.div_ceil(32).clamp(1, 32) as u32 * 32;
@@ -215,7 +211,8 @@ impl CustomOp3 for AddRmsNorm {
                     shared_mem_bytes: 0,
                 };
                 let (x, a, w) = (x.slice(a1..b1), a.slice(a2..b2), w.slice(a3..b3));
-                let mut b = func.builder();
+                let stream = dev.cuda_stream();
+                let mut b = stream.launch_builder(&func);
                 b.arg(&x);
                 b.arg(&a);
                 b.arg(&w);
@@ -295,16 +292,13 @@ impl CustomOp2 for SiluMul {
             ) -> candle_core::Result<CudaSlice<T>> {
                 let (a1, b1, a2, b2) = check_same("silu_mul", l1, l2)?;
                 let n = b1 - a1;
-                let func = dev.get_or_load_custom_func(
-                    &format!("silu_mul_{}", suffix(T::DTYPE)?),
-                    "dreamplan_fused",
-                    PTX,
-                )?;
+                let func = kernel(dev, "silu_mul", T::DTYPE)?;
                 // SAFETY: every element is written by the kernel.
                 let out = unsafe { dev.alloc::<T>(n)? };
                 let cfg = LaunchConfig::for_num_elems(n as u32);
                 let (g, u) = (g.slice(a1..b1), u.slice(a2..b2));
-                let mut b = func.builder();
+                let stream = dev.cuda_stream();
+                let mut b = stream.launch_builder(&func);
                 b.arg(&g);
                 b.arg(&u);
                 b.arg(&out);
@@ -329,15 +323,23 @@ impl CustomOp2 for SiluMul {
 #[cfg(feature = "cuda")]
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 
+/// `name`'s kernel for `dtype` from `fused.cu`'s PTX (loaded once per device).
 #[cfg(feature = "cuda")]
-fn suffix(dtype: candle_core::DType) -> candle_core::Result<&'static str> {
+fn kernel(
+    dev: &candle_core::CudaDevice,
+    name: &str,
+    dtype: candle_core::DType,
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaFunction> {
     use candle_core::DType;
-    Ok(match dtype {
+    let suffix = match dtype {
         DType::F32 => "f32",
         DType::BF16 => "bf16",
         DType::F16 => "f16",
         d => candle_core::bail!("the fused kernels take f32, bf16 or f16, not {d:?}"),
-    })
+    };
+    Ok(dev
+        .get_or_load_custom_func(&format!("{name}_{suffix}"), "dreamplan_fused", PTX)?
+        .into_cuda_function())
 }
 
 /// Whether the decoder's inference forward on `device` uses these ops: on a GPU, unless
