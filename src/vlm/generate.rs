@@ -189,7 +189,8 @@ fn draw_whole(logits: &[f32], t: f64, u: f64) -> usize {
         .map(|c| {
             c.iter()
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
+                    // The lowest finite logit: a masked (−∞) one must not stretch the bins.
+                    (if v.is_finite() { a.min(v) } else { a }, b.max(v))
                 })
         })
         .reduce(
@@ -198,7 +199,7 @@ fn draw_whole(logits: &[f32], t: f64, u: f64) -> usize {
         );
     let max = hi as f64 / t;
     let weight = |l: f32| (l as f64 / t - max).exp();
-    // Finite lows only: a masked (−∞) logit has weight 0 and goes to the last bin.
+    // A masked (−∞) logit has weight 0 and goes to the last bin.
     let span = (hi - if lo.is_finite() { lo } else { hi }) as f64;
     let bin = |l: f32| -> usize {
         if span <= 0.0 || !l.is_finite() {
@@ -551,6 +552,25 @@ mod tests {
             }
         }
         assert_eq!(checked, 12000);
+    }
+
+    #[test]
+    fn whole_vocabulary_draws_skip_masked_logits_as_the_full_sort_does() {
+        let mut gen = Rng::new(12);
+        let mut logits: Vec<f32> = (0..5000).map(|_| gen.uniform() as f32 * 3.0).collect();
+        for l in logits.iter_mut().step_by(3) {
+            *l = f32::NEG_INFINITY;
+        }
+        let params = SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        };
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        for _ in 0..200 {
+            let t = pick(&logits, &params, &mut a);
+            assert!(logits[t as usize].is_finite());
+            assert_eq!(t, pick_full_sort(&logits, &params, &mut b));
+        }
     }
 
     #[test]
