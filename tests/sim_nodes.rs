@@ -659,3 +659,86 @@ async fn a_trajectory_action_without_a_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// The sim's live parameters (`SimNode::LIVE`), set as the parameter services set them:
+/// task, seed and episode count change from the next episode; a parameter read at start
+/// and a value the sim's checks refuse are refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_seed_and_episodes_set_while_running_apply_from_the_next_episode() {
+    use dreamplan::nodes::params::LiveParams;
+    use serde_yaml::Value;
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let failed = bus
+        .publisher::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let config = SimConfig {
+        task: TaskName::Rope,
+        seed: 1,
+        episodes: 0,
+        width: 64,
+        height: 64,
+        realtime: false,
+        ..Default::default()
+    };
+    let params = LiveParams::for_node::<SimNode>("sim", &config, &serde_yaml::Value::Null);
+    assert_eq!(params.get("camera_rate_hz"), Some(Value::from(10.0)));
+    let ctx = NodeContext {
+        name: "sim".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: params.clone(),
+    };
+    let sim_task = tokio::spawn(SimNode::new(config).unwrap().run(ctx));
+    let reset = next_event(&mut events, EpisodeEvent::EVENT_RESET).await;
+    assert_eq!((reset.episode, reset.task.as_str()), (0, "rope"));
+    assert_eq!(reset.detail, "seed 1");
+
+    let e = params.set("width", Value::from(128)).unwrap_err();
+    assert!(e.contains("read when node `sim` starts"), "{e}");
+    let e = params.set("settle_s", Value::from(-1.0)).unwrap_err();
+    assert!(e.contains("settle_s ≥ 0"), "{e}");
+    params.set("task", Value::from("cloth")).unwrap();
+    params.set("seed", Value::from(50)).unwrap();
+    params.set("episodes", Value::from(2)).unwrap();
+
+    let scored = end_episode(&failed, &mut events).await;
+    assert_eq!((scored.episode, scored.task.as_str()), (0, "rope"));
+    let reset = next_event(&mut events, EpisodeEvent::EVENT_RESET).await;
+    assert_eq!((reset.episode, reset.task.as_str()), (1, "cloth"));
+    assert_eq!(reset.detail, "seed 51", "episode k uses seed + k");
+    let scored = end_episode(&failed, &mut events).await;
+    assert_eq!((scored.episode, scored.task.as_str()), (1, "cloth"));
+    // Two episodes in all: the sim ends by itself.
+    tokio::time::timeout(Duration::from_secs(60), sim_task)
+        .await
+        .expect("the sim ends after episode 1")
+        .unwrap()
+        .unwrap();
+    stop.cancel();
+}
+
+/// Ends the episode now running as a planner's failure would (the sim scores it as is) and
+/// returns its `scored` event.
+async fn end_episode(
+    failed: &dreamplan::bus::Publisher<EpisodeEvent>,
+    events: &mut dreamplan::bus::Subscriber<EpisodeEvent>,
+) -> EpisodeEvent {
+    loop {
+        failed
+            .publish(EpisodeEvent {
+                event: EpisodeEvent::EVENT_FAILED.into(),
+                detail: "planner: test".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+            Ok(Some(e)) if e.event == EpisodeEvent::EVENT_SCORED => return (*e).clone(),
+            Ok(None) => panic!("bus closed"),
+            _ => {}
+        }
+    }
+}

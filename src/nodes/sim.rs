@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use nalgebra::Point3;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeContext};
 use crate::bus::{Bus, BusError, Qos};
@@ -44,7 +44,7 @@ async fn scored_arrives(
 }
 
 /// Task names as they appear in configs.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskName {
     /// Rope straightening.
@@ -66,7 +66,7 @@ impl From<TaskName> for Task {
 }
 
 /// Topic names of the sim node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimTopics {
     /// Camera images (rgb8).
@@ -106,7 +106,7 @@ impl Default for SimTopics {
 }
 
 /// Sim parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// Which task.
@@ -264,8 +264,17 @@ impl Running {
 impl Node for SimNode {
     const KIND: &'static str = "sim";
     type Config = SimConfig;
+    /// Applied from the next episode on (`episodes` also ends the run after the current
+    /// one when it is already reached); image size, rates, physics step, delay and topics
+    /// are read at start.
+    const LIVE: &'static [&'static str] =
+        &["task", "seed", "episodes", "realtime", "settle_s", "grasp_radius"];
 
-    fn new(config: SimConfig) -> anyhow::Result<Self> {
+    fn declared(config: &SimConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn validate(config: &SimConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
             config.width >= 16
                 && config.height >= 16
@@ -289,6 +298,11 @@ impl Node for SimNode {
             config.start_delay_s.is_finite() && (0.0..=600.0).contains(&config.start_delay_s),
             "start_delay_s must be in [0, 600]"
         );
+        Ok(())
+    }
+
+    fn new(config: SimConfig) -> anyhow::Result<Self> {
+        Self::validate(&config)?;
         Ok(Self {
             config,
             arm: default_arm(),
@@ -296,8 +310,9 @@ impl Node for SimNode {
     }
 
     async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
-        let c = &self.config;
-        let t = &c.topics;
+        let mut c = self.config.clone();
+        let t = &self.config.topics;
+        let mut param_changes = ctx.params.watch();
         let cam = scene::default_camera(c.width, c.height);
         let opts = RenderOptions::default();
         let frame_id = "camera_color_optical_frame";
@@ -350,7 +365,14 @@ impl Node for SimNode {
                 _ = tokio::time::sleep(Duration::from_secs_f64(c.start_delay_s)) => {}
             }
         }
-        'episodes: while c.episodes == 0 || episode < c.episodes {
+        'episodes: loop {
+            if let Some(n) = ctx.params.changed::<SimConfig>(&mut param_changes) {
+                tracing::info!(node = %ctx.name, "parameters changed: task {:?}, seed {}, episodes {}, realtime {}, settle_s {}, grasp_radius {} from episode {episode}", n.task, n.seed, n.episodes, n.realtime, n.settle_s, n.grasp_radius);
+                c = n;
+            }
+            if c.episodes != 0 && episode >= c.episodes {
+                break;
+            }
             let task: Task = c.task.into();
             let seed = c.seed + episode as u64;
             let mut world: World = reset(task, seed);
