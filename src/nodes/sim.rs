@@ -267,8 +267,14 @@ impl Node for SimNode {
     /// Applied from the next episode on (`episodes` also ends the run after the current
     /// one when it is already reached); image size, rates, physics step, delay and topics
     /// are read at start.
-    const LIVE: &'static [&'static str] =
-        &["task", "seed", "episodes", "realtime", "settle_s", "grasp_radius"];
+    const LIVE: &'static [&'static str] = &[
+        "task",
+        "seed",
+        "episodes",
+        "realtime",
+        "settle_s",
+        "grasp_radius",
+    ];
 
     fn declared(config: &SimConfig) -> Option<serde_yaml::Value> {
         serde_yaml::to_value(config).ok()
