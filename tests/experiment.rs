@@ -1,5 +1,5 @@
 //! `dreamplan experiment --quick`: every stage of the end-to-end run on tiny settings, the
-//! tables it writes, and a re-run that skips what is finished.
+//! tables it writes, a re-run that skips what is finished, and a run on earlier bags.
 
 use std::process::Command;
 
@@ -71,4 +71,42 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     assert!(second.status.success(), "{err}");
     assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+
+    // Bags recorded before (here: this run's), with their planner: nothing is pretrained
+    // or collected, the rest runs on them.
+    let again = dir.path().join("again");
+    let with = |bags: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+            .args(["experiment", "--quick", "--out"])
+            .arg(&again)
+            .arg("--zero-shot")
+            .arg(out.join("zero-shot"))
+            .arg("--bags")
+            .arg(bags)
+            .output()
+            .unwrap()
+    };
+    let bad = with(&dir.path().join("no-such-bags"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("--bags") && err.contains("not a folder"),
+        "{err}"
+    );
+    let third = with(&out.join("bags"));
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{err}");
+    for stage in ["zero-shot", "collect"] {
+        assert!(
+            !again.join("stages").join(format!("{stage}.json")).exists(),
+            "{stage} ran"
+        );
+    }
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(again.join("stages").join("world-model.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["done"], true, "{record}");
+    assert!(record["argv"].to_string().contains("exp/bags"), "{record}");
+    assert!(again.join("table.md").is_file());
 }

@@ -48,6 +48,12 @@ pub struct ExperimentArgs {
     /// Reuse this zero-shot planner folder instead of pretraining one.
     #[arg(long)]
     zero_shot: Option<PathBuf>,
+    /// Reuse these zero-shot bags instead of collecting (a `collect --task all` output
+    /// folder, as `train-world-model --bags` reads it): recordings from a real arm, or an
+    /// earlier collection. They should come from the zero-shot planner this experiment
+    /// uses, on seeds apart from the evaluation's.
+    #[arg(long)]
+    bags: Option<PathBuf>,
     /// Tiny settings for every stage (CI): the same code path in minutes; the figures mean
     /// nothing.
     #[arg(long)]
@@ -143,7 +149,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             deps: vec![],
         });
     }
-    let bags = out.join("bags");
+    let bags = a.bags.clone().unwrap_or_else(|| out.join("bags"));
     let mut argv = args_of(&["collect", "--task", "all", "--zstd"]);
     if q {
         // A planner of three training steps answers nothing valid, so it would record no
@@ -164,16 +170,18 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         "--out".into(),
         s(&bags),
     ]);
-    v.push(Stage {
-        name: "collect",
-        argv,
-        output: bags.clone(),
-        resumes: false,
-        expect_s: 1500.0,
-        pairs: None,
-        after: None,
-        deps: vec!["zero-shot"],
-    });
+    if a.bags.is_none() {
+        v.push(Stage {
+            name: "collect",
+            argv,
+            output: bags.clone(),
+            resumes: false,
+            expect_s: 1500.0,
+            pairs: None,
+            after: None,
+            deps: vec!["zero-shot"],
+        });
+    }
     let mut argv = args_of(&["train-world-model", "--bags"]);
     argv.extend([s(&bags), "--out".into(), s(&wm)]);
     if q {
@@ -427,6 +435,13 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             zs.join("config.json").is_file(),
             "--zero-shot {}: not a model folder (no config.json)",
             zs.display()
+        );
+    }
+    if let Some(b) = &a.bags {
+        anyhow::ensure!(
+            b.is_dir(),
+            "--bags {}: not a folder (a `dreamplan collect` output)",
+            b.display()
         );
     }
     std::fs::create_dir_all(a.out.join("stages"))
