@@ -188,3 +188,69 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     };
     assert_eq!(scores(&again), scores(&out));
 }
+
+/// `kill -9` of the experiment while a stage runs takes the stage's process with it (it
+/// would else run on, and the re-run that resumes would start a second one writing the same
+/// output), and the same command then resumes and finishes.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_experiment_takes_its_running_stage_along_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dreamplan"));
+        c.args(["experiment", "--quick", "--out"]).arg(&out);
+        c
+    };
+    let children_of = |pid: u32| -> Vec<u32> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: the comm may hold spaces, so split after ')'.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let ppid: u32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
+            if ppid == pid {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let mut parent = cmd()
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let stage = loop {
+        if let Some(&c) = children_of(parent.id()).first() {
+            break c;
+        }
+        assert!(t0.elapsed().as_secs() < 60, "no stage started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    parent.kill().unwrap(); // SIGKILL
+    parent.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{stage}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{stage}/stat")).unwrap_or_default();
+        if state[state.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z') {
+            break; // dead, waiting to be reaped
+        }
+        // SIGKILL reaches it at once; the quick zero-shot stage (the first one) alone
+        // takes seconds.
+        assert!(
+            t0.elapsed().as_millis() < 1000,
+            "stage process {stage} outlived the killed experiment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let again = cmd().output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(out.join("table.md").is_file());
+}

@@ -541,8 +541,10 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(parent)?;
         }
         let ts = Instant::now();
-        let status = Command::new(&exe)
-            .args(&st.argv)
+        let mut cmd = Command::new(&exe);
+        cmd.args(&st.argv);
+        ends_with_this_process(&mut cmd);
+        let status = cmd
             .status()
             .with_context(|| format!("starting stage {}", st.name))?;
         anyhow::ensure!(
@@ -563,6 +565,33 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     tables(&a.out)?;
     eprintln!("experiment done in {}", fmt_s(t0.elapsed().as_secs_f64()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the stage's process end when this one does, however it ends: a `kill -9` of the
+/// experiment would otherwise leave the stage running, and the re-run that resumes would
+/// start a second one writing the same output. (Ctrl-C reaches both anyway: they share
+/// the terminal's process group.) Linux's `PR_SET_PDEATHSIG`; elsewhere nothing.
+fn ends_with_this_process(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        let parent = std::process::id() as libc::pid_t;
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// Why `st` cannot run: its preference file holds no pair, or the stage it evaluates was
