@@ -297,3 +297,51 @@ fn bad_sources_and_calibrations_are_clear_errors() {
         "{e}"
     );
 }
+
+/// `rate_hz` is the camera's live parameter (`CameraNode::LIVE`): set while it runs, the
+/// next frames come at the new rate; a parameter read at start and a rate of 0 are refused
+/// with the reason. Virtual time (tokio's paused clock), so the counts are exact.
+#[tokio::test(start_paused = true)]
+async fn rate_hz_set_while_running_applies_from_the_next_frame() {
+    use dreamplan::nodes::params::LiveParams;
+    use serde_yaml::Value;
+    let config = CameraConfig {
+        rate_hz: 5.0,
+        width: 16,
+        height: 8,
+        ..Default::default()
+    };
+    let params = LiveParams::for_node::<CameraNode>("camera", &config, &Value::Null);
+    let e = params.set("width", Value::from(32)).unwrap_err();
+    assert!(e.contains("read when node `camera` starts"), "{e}");
+    let e = params.set("rate_hz", Value::from(0.0)).unwrap_err();
+    assert!(e.contains("rate_hz must be > 0"), "{e}");
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut images = bus
+        .subscribe::<Image>("/camera/image_raw", Qos::keep_last(1000))
+        .unwrap();
+    let task = tokio::spawn(CameraNode::new(config).unwrap().run(NodeContext {
+        name: "camera".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: params.clone(),
+    }));
+    let count = |images: &mut dreamplan::bus::Subscriber<Image>| {
+        let mut n = 0;
+        while images.try_recv().is_some() {
+            n += 1;
+        }
+        n
+    };
+    tokio::time::sleep(Duration::from_millis(2010)).await;
+    // Ticks at 0, 0.2, …, 2.0 s.
+    assert_eq!(count(&mut images), 11);
+    params.set("rate_hz", Value::from(50.0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // At once, not at the old rate's next tick: a frame at 2.01 s, then every 20 ms.
+    let n = count(&mut images);
+    assert!((99..=102).contains(&n), "{n} frames in 2 s at 50 Hz");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeContext};
 use crate::bus::{Bus, Qos};
@@ -21,7 +21,7 @@ use crate::msg::prelude::*;
 use crate::msg::sensor_msgs::RegionOfInterest;
 
 /// Where frames come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Moving colour bars, generated.
@@ -39,7 +39,7 @@ pub enum Source {
 }
 
 /// Camera parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraConfig {
     /// Frame source.
@@ -415,6 +415,21 @@ fn load_frame(path: &PathBuf, width: u32, height: u32) -> anyhow::Result<Vec<u8>
 impl Node for CameraNode {
     const KIND: &'static str = "camera";
     type Config = CameraConfig;
+    /// `rate_hz` applies from the next frame (pattern, files, video, device); the source,
+    /// size, calibration and topics are read at start.
+    const LIVE: &'static [&'static str] = &["rate_hz"];
+
+    fn declared(config: &CameraConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn validate(config: &CameraConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            config.rate_hz.is_finite() && config.rate_hz > 0.0,
+            "rate_hz must be > 0"
+        );
+        Ok(())
+    }
 
     fn new(mut config: CameraConfig) -> anyhow::Result<Self> {
         // An empty path means none (a ROS launch argument cannot be left out).
@@ -433,10 +448,7 @@ impl Node for CameraNode {
             config.width <= 16384 && config.height <= 16384,
             "width and height must be ≤ 16384"
         );
-        anyhow::ensure!(
-            config.rate_hz.is_finite() && config.rate_hz > 0.0,
-            "rate_hz must be > 0"
-        );
+        Self::validate(&config)?;
         anyhow::ensure!(
             config.hfov_deg > 0.0 && config.hfov_deg < 180.0,
             "hfov_deg must be in (0, 180)"
@@ -523,13 +535,41 @@ impl Node for CameraNode {
             }
         }
 
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / c.rate_hz));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let every = |rate: f64| {
+            let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            t
+        };
+        let mut rate = c.rate_hz;
+        let mut tick = every(rate);
+        let mut param_changes = ctx.params.watch();
+        let mut params_open = true;
         let mut index: u64 = 0;
         loop {
+            // A new rate takes effect at once, not at the old rate's next tick (which may be
+            // seconds away): the frame goes out now and the next ones at the new period.
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
+                r = param_changes.changed(), if params_open => {
+                    if r.is_err() {
+                        params_open = false;
+                        continue;
+                    }
+                    match ctx.params.config::<CameraConfig>() {
+                        Ok(n) if n.rate_hz != rate => {
+                            tracing::info!(node = %ctx.name, "rate_hz {rate} → {}", n.rate_hz);
+                            rate = n.rate_hz;
+                            tick = every(rate);
+                            tick.tick().await; // an interval's first tick is at once
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(node = %ctx.name, "parameters do not read back ({e}); keeping rate_hz {rate}");
+                            continue;
+                        }
+                    }
+                }
             }
             let data = match (c.source, self.capture.take()) {
                 (Source::Files, _) => {
