@@ -57,14 +57,28 @@ fn check_same(
     Ok((s1, e1, s2, e2))
 }
 
-/// The rows and columns of an add-and-norm over `l` with weight layout `lw`.
-fn norm_dims(l1: &Layout, l2: &Layout, lw: &Layout) -> candle_core::Result<(usize, usize)> {
+/// An add-and-norm's inputs checked once: rows of `cols` elements, and the element ranges
+/// of `x`, `a` and the weight in their storages.
+struct NormInputs {
+    cols: usize,
+    x: std::ops::Range<usize>,
+    a: std::ops::Range<usize>,
+    w: std::ops::Range<usize>,
+}
+
+fn norm_inputs(l1: &Layout, l2: &Layout, lw: &Layout) -> candle_core::Result<NormInputs> {
     let cols = *l1.dims().last().unwrap_or(&0);
-    if cols == 0 || lw.shape().elem_count() != cols || lw.contiguous_offsets().is_none() {
-        candle_core::bail!("add_rms_norm: weight {:?} for rows of {cols}", lw.shape());
-    }
-    check_same("add_rms_norm", l1, l2)?;
-    Ok((l1.shape().elem_count() / cols, cols))
+    let w = match lw.contiguous_offsets() {
+        Some((s, e)) if cols > 0 && e - s == cols => s..e,
+        _ => candle_core::bail!("add_rms_norm: weight {:?} for rows of {cols}", lw.shape()),
+    };
+    let (a1, b1, a2, b2) = check_same("add_rms_norm", l1, l2)?;
+    Ok(NormInputs {
+        cols,
+        x: a1..b1,
+        a: a2..b2,
+        w,
+    })
 }
 
 /// The CPU arithmetic of `fused.cu`, for one storage type.
@@ -146,21 +160,43 @@ impl CustomOp3 for AddRmsNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, cols) = norm_dims(l1, l2, l3)?;
-        let (a1, b1, a2, b2) = check_same("add_rms_norm", l1, l2)?;
-        let (a3, b3) = l3.contiguous_offsets().expect("checked");
+        let NormInputs {
+            cols,
+            x: rx,
+            a: ra,
+            w: rw,
+            ..
+        } = norm_inputs(l1, l2, l3)?;
         let mut dims = vec![2];
         dims.extend(l1.dims());
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(w)) => CpuStorage::F32(
-                add_rms_norm_cpu(&x[a1..b1], &a[a2..b2], &w[a3..b3], cols, self.eps),
-            ),
-            (CpuStorage::BF16(x), CpuStorage::BF16(a), CpuStorage::BF16(w)) => CpuStorage::BF16(
-                add_rms_norm_cpu(&x[a1..b1], &a[a2..b2], &w[a3..b3], cols, self.eps),
-            ),
-            (CpuStorage::F16(x), CpuStorage::F16(a), CpuStorage::F16(w)) => CpuStorage::F16(
-                add_rms_norm_cpu(&x[a1..b1], &a[a2..b2], &w[a3..b3], cols, self.eps),
-            ),
+            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(w)) => {
+                CpuStorage::F32(add_rms_norm_cpu(
+                    &x[rx.clone()],
+                    &a[ra.clone()],
+                    &w[rw.clone()],
+                    cols,
+                    self.eps,
+                ))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(a), CpuStorage::BF16(w)) => {
+                CpuStorage::BF16(add_rms_norm_cpu(
+                    &x[rx.clone()],
+                    &a[ra.clone()],
+                    &w[rw.clone()],
+                    cols,
+                    self.eps,
+                ))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(a), CpuStorage::F16(w)) => {
+                CpuStorage::F16(add_rms_norm_cpu(
+                    &x[rx.clone()],
+                    &a[ra.clone()],
+                    &w[rw.clone()],
+                    cols,
+                    self.eps,
+                ))
+            }
             _ => candle_core::bail!("add_rms_norm: f32, bf16 or f16, all three the same"),
         };
         Ok((out, Shape::from(dims)))
@@ -197,9 +233,13 @@ impl CustomOp3 for AddRmsNorm {
                 l3: &Layout,
                 dev: &CudaDevice,
             ) -> candle_core::Result<CudaSlice<T>> {
-                let (rows, cols) = norm_dims(l1, l2, l3)?;
-                let (a1, b1, a2, b2) = check_same("add_rms_norm", l1, l2)?;
-                let (a3, b3) = l3.contiguous_offsets().expect("checked");
+                let NormInputs {
+                    cols,
+                    x: rx,
+                    a: ra,
+                    w: rw,
+                } = norm_inputs(l1, l2, l3)?;
+                let rows = rx.len() / cols;
                 let n = rows * cols;
                 let func = kernel(dev, "add_rms_norm", T::DTYPE)?;
                 // SAFETY: every element is written by the kernel.
@@ -210,7 +250,7 @@ impl CustomOp3 for AddRmsNorm {
                     block_dim: (threads, 1, 1),
                     shared_mem_bytes: 0,
                 };
-                let (x, a, w) = (x.slice(a1..b1), a.slice(a2..b2), w.slice(a3..b3));
+                let (x, a, w) = (x.slice(rx), a.slice(ra), w.slice(rw));
                 let stream = dev.cuda_stream();
                 let mut b = stream.launch_builder(&func);
                 b.arg(&x);
