@@ -8,7 +8,7 @@ comes from the Rust code under test.
 
     dds_peer.py take --domain D --topic /camera/goal --type image --durability transient_local
     dds_peer.py publish-image --domain D --topic /peer/image --width 8 --height 4 --count 5
-    dds_peer.py drive --domain D --scene DIR
+    dds_peer.py drive --domain D --scene DIR [--serve-action /arm_controller/follow_joint_trajectory --action-outcome abort]
     dds_peer.py param --domain D --node executor --list --set motion.cartesian_speed_m_s=0.1 --get motion.cartesian_speed_m_s
     dds_peer.py graph --domain D --expect /lab/executor --expect /lab/planner
 
@@ -18,7 +18,11 @@ images and prints what it wrote. `drive` plays the robot's side of a real-arm de
 for the planner and the executor: camera, depth, camera info, latched goal image and joint
 states from the files in DIR (`scene.json`, `current.rgb`, `current_depth.f32`,
 `goal.rgb`), one `reset` event, then prints the `KeypointAction`, the `JointTrajectory` and
-the episode events it receives. `param` is a ROS parameter client (the services of
+the episode events it receives; with `--serve-action` it is the arm's trajectory controller
+instead, serving control_msgs/action/FollowJointTrajectory (goal accepted or rejected,
+then SUCCEEDED or ABORTED after `--action-hold` seconds, CANCELED on request), and waits
+for the executor's event that follows the goal's end (with `--estop-after`, it engages the
+e-stop mid-goal and waits for the executor's cancel request too). `param` is a ROS parameter client (the services of
 rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, reads and
 describes a node's parameters and prints one JSON line. `graph` reads the ROS graph as the
 ROS 2 tools do (`ros2 node list`, and `ros2 param`, which looks a node up there first): the
@@ -320,6 +324,159 @@ class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::P
     node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
 
 
+@dataclass
+class Bool_(IdlStruct, typename="std_msgs::msg::dds_::Bool_"):
+    data: bool
+
+
+# control_msgs/action/FollowJointTrajectory as a ROS 2 action server has it on the wire
+# (Humble/Jazzy layout): services `<action>/_action/{send_goal,get_result,cancel_goal}`,
+# topics `<action>/_action/{status,feedback}`; every request and reply led by the
+# rmw_cyclonedds_cpp header {client_id, sequence}.
+@dataclass
+class UUID_(IdlStruct, typename="unique_identifier_msgs::msg::dds_::UUID_"):
+    uuid: t.array[t.uint8, 16]
+
+
+@dataclass
+class Vector3_(IdlStruct, typename="geometry_msgs::msg::dds_::Vector3_"):
+    x: t.float64
+    y: t.float64
+    z: t.float64
+
+
+@dataclass
+class Quaternion_(IdlStruct, typename="geometry_msgs::msg::dds_::Quaternion_"):
+    x: t.float64
+    y: t.float64
+    z: t.float64
+    w: t.float64
+
+
+@dataclass
+class Transform_(IdlStruct, typename="geometry_msgs::msg::dds_::Transform_"):
+    translation: Vector3_
+    rotation: Quaternion_
+
+
+@dataclass
+class Twist_(IdlStruct, typename="geometry_msgs::msg::dds_::Twist_"):
+    linear: Vector3_
+    angular: Vector3_
+
+
+@dataclass
+class MultiDOFJointTrajectoryPoint_(IdlStruct, typename="trajectory_msgs::msg::dds_::MultiDOFJointTrajectoryPoint_"):
+    transforms: t.sequence[Transform_]
+    velocities: t.sequence[Twist_]
+    accelerations: t.sequence[Twist_]
+    time_from_start: Duration_
+
+
+@dataclass
+class MultiDOFJointTrajectory_(IdlStruct, typename="trajectory_msgs::msg::dds_::MultiDOFJointTrajectory_"):
+    header: Header_
+    joint_names: t.sequence[str]
+    points: t.sequence[MultiDOFJointTrajectoryPoint_]
+
+
+@dataclass
+class JointTolerance_(IdlStruct, typename="control_msgs::msg::dds_::JointTolerance_"):
+    name: str
+    position: t.float64
+    velocity: t.float64
+    acceleration: t.float64
+
+
+@dataclass
+class JointComponentTolerance_(IdlStruct, typename="control_msgs::msg::dds_::JointComponentTolerance_"):
+    joint_name: str
+    component: t.uint16
+    position: t.float64
+    velocity: t.float64
+    acceleration: t.float64
+
+
+@dataclass
+class FollowJointTrajectoryGoal_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_Goal_"):
+    trajectory: JointTrajectory_
+    multi_dof_trajectory: MultiDOFJointTrajectory_
+    path_tolerance: t.sequence[JointTolerance_]
+    component_path_tolerance: t.sequence[JointComponentTolerance_]
+    goal_tolerance: t.sequence[JointTolerance_]
+    component_goal_tolerance: t.sequence[JointComponentTolerance_]
+    goal_time_tolerance: Duration_
+
+
+@dataclass
+class FollowJointTrajectoryResult_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_Result_"):
+    error_code: t.int32
+    error_string: str
+
+
+@dataclass
+class SendGoalRequest_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_SendGoal_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+    goal: FollowJointTrajectoryGoal_
+
+
+@dataclass
+class SendGoalReply_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_SendGoal_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    accepted: bool
+    stamp: Time_
+
+
+@dataclass
+class GetResultRequest_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_GetResult_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+
+
+@dataclass
+class GetResultReply_(IdlStruct, typename="control_msgs::action::dds_::FollowJointTrajectory_GetResult_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    status: t.int8
+    result: FollowJointTrajectoryResult_
+
+
+@dataclass
+class GoalInfo_(IdlStruct, typename="action_msgs::msg::dds_::GoalInfo_"):
+    goal_id: UUID_
+    stamp: Time_
+
+
+@dataclass
+class GoalStatus_(IdlStruct, typename="action_msgs::msg::dds_::GoalStatus_"):
+    goal_info: GoalInfo_
+    status: t.int8
+
+
+@dataclass
+class GoalStatusArray_(IdlStruct, typename="action_msgs::msg::dds_::GoalStatusArray_"):
+    status_list: t.sequence[GoalStatus_]
+
+
+@dataclass
+class CancelGoalRequest_(IdlStruct, typename="action_msgs::srv::dds_::CancelGoal_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_info: GoalInfo_
+
+
+@dataclass
+class CancelGoalReply_(IdlStruct, typename="action_msgs::srv::dds_::CancelGoal_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    return_code: t.int8
+    goals_canceling: t.sequence[GoalInfo_]
+
+
 TYPES = {"image": Image_, "camera_info": CameraInfo_}
 
 
@@ -420,6 +577,106 @@ def publish_image(args):
     return 0
 
 
+# action_msgs/GoalStatus values.
+STATUS_ACCEPTED, STATUS_EXECUTING, STATUS_SUCCEEDED, STATUS_CANCELED, STATUS_ABORTED = 1, 2, 4, 5, 6
+
+
+class TrajectoryActionServer:
+    """A FollowJointTrajectory action server as a ros2_control controller presents it: it
+    accepts (or, with outcome `reject`, rejects) each goal, "moves" for `hold` seconds,
+    then ends the goal as `succeed` (SUCCEEDED, error 0) or `abort` (ABORTED,
+    PATH_TOLERANCE_VIOLATED); a cancel request ends it CANCELED. get_result requests are
+    answered when the goal ends, as rcl_action does."""
+
+    def __init__(self, dp, action, outcome, hold):
+        svc, latched = qos("volatile", 10), qos("transient_local", 1)
+        base = action.lstrip("/") + "/_action/"
+
+        def pair(service, req, reply):
+            reader = DataReader(dp, Topic(dp, f"rq/{base}{service}Request", req, qos=svc), qos=svc)
+            writer = DataWriter(dp, Topic(dp, f"rr/{base}{service}Reply", reply, qos=svc), qos=svc)
+            return reader, writer
+
+        self.goal_r, self.goal_w = pair("send_goal", SendGoalRequest_, SendGoalReply_)
+        self.result_r, self.result_w = pair("get_result", GetResultRequest_, GetResultReply_)
+        self.cancel_r, self.cancel_w = pair("cancel_goal", CancelGoalRequest_, CancelGoalReply_)
+        self.status_w = DataWriter(dp, Topic(dp, f"rt/{base}status", GoalStatusArray_, qos=latched), qos=latched)
+        self.outcome, self.hold = outcome, hold
+        self.goals = {}  # uuid bytes -> dict(status, info, ends, waiting)
+        self.log = []
+
+    def matched(self):
+        return bool(self.goal_r.get_matched_publications() and self.result_r.get_matched_publications())
+
+    def _publish_status(self):
+        self.status_w.write(GoalStatusArray_(status_list=[
+            GoalStatus_(goal_info=g["info"], status=g["status"]) for g in self.goals.values()]))
+
+    def _answer(self, key, client_id, sequence):
+        g = self.goals[key]
+        code, text = {STATUS_SUCCEEDED: (0, "Goal successfully reached!"),
+                      STATUS_ABORTED: (-4, "peer: joint panda_joint2 left its path tolerance"),
+                      STATUS_CANCELED: (0, "Goal canceled")}[g["status"]]
+        self.result_w.write(GetResultReply_(client_id=client_id, sequence=sequence, status=g["status"],
+                                            result=FollowJointTrajectoryResult_(error_code=code, error_string=text)))
+
+    def spin_once(self):
+        """Handles what arrived; returns the goals received (as JSON-able dicts)."""
+        received = []
+        now = time.time()
+        for r in self.goal_r.take(N=8):
+            key = bytes(r.goal_id.uuid)
+            accepted = self.outcome != "reject"
+            stamp = Time_(sec=int(now), nanosec=int((now % 1) * 1e9))
+            self.goal_w.write(SendGoalReply_(client_id=r.client_id, sequence=r.sequence, accepted=accepted, stamp=stamp))
+            tr = r.goal.trajectory
+            received.append({
+                "joint_names": list(tr.joint_names),
+                "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
+                           for p in tr.points],
+                "tolerances": [len(r.goal.path_tolerance), len(r.goal.component_path_tolerance),
+                               len(r.goal.goal_tolerance), len(r.goal.component_goal_tolerance)],
+                "multi_dof_points": len(r.goal.multi_dof_trajectory.points),
+                "accepted": accepted,
+                "writer_types": writer_types(self.goal_r),
+            })
+            if accepted:
+                self.goals[key] = {"status": STATUS_EXECUTING, "info": GoalInfo_(goal_id=r.goal_id, stamp=stamp),
+                                   "ends": time.monotonic() + self.hold, "waiting": []}
+                self._publish_status()
+        for r in self.result_r.take(N=8):
+            key = bytes(r.goal_id.uuid)
+            g = self.goals.get(key)
+            if g is None:
+                continue
+            if g["status"] in (STATUS_SUCCEEDED, STATUS_ABORTED, STATUS_CANCELED):
+                self._answer(key, r.client_id, r.sequence)
+            else:
+                g["waiting"].append((r.client_id, r.sequence))
+        for r in self.cancel_r.take(N=8):
+            key = bytes(r.goal_info.goal_id.uuid)
+            canceling = []
+            for k, g in self.goals.items():
+                if (k == key or not any(key)) and g["status"] == STATUS_EXECUTING:
+                    g["status"], g["ends"] = STATUS_CANCELED, 0.0
+                    canceling.append(g["info"])
+                    self.log.append({"canceled": True})
+            self.cancel_w.write(CancelGoalReply_(client_id=r.client_id, sequence=r.sequence,
+                                                 return_code=0 if canceling else 2, goals_canceling=canceling))
+        for key, g in self.goals.items():
+            ended = g["status"] == STATUS_CANCELED and g["ends"] == 0.0
+            if g["status"] == STATUS_EXECUTING and time.monotonic() >= g["ends"]:
+                g["status"] = STATUS_SUCCEEDED if self.outcome == "succeed" else STATUS_ABORTED
+                ended = True
+            if ended:
+                g["ends"] = -1.0
+                self._publish_status()
+                for client_id, sequence in g["waiting"]:
+                    self._answer(key, client_id, sequence)
+                g["waiting"] = []
+        return received
+
+
 def writer_types(reader):
     matched = [reader.get_matched_publication_data(h) for h in reader.get_matched_publications()]
     return sorted({m.type_name for m in matched if m is not None})
@@ -453,6 +710,10 @@ def drive(args):
     traj_r = reader(args.trajectory_topic, JointTrajectory_, qos("volatile", 1))
     episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
     frame = "camera_color_optical_frame"
+    server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, args.action_hold) \
+        if args.serve_action else None
+    estop_w = writer("/estop", Bool_, latched) if args.estop_after is not None else None
+    estop_at = None
 
     def header(now):
         return Header_(stamp=Time_(sec=int(now), nanosec=int((now % 1) * 1e9)), frame_id=frame)
@@ -490,7 +751,7 @@ def drive(args):
         # Ask for a decision once the planner's action writer and the nodes' event readers
         # are matched (discovery), and give their subscriptions a moment.
         if reset_at is None and action_r.get_matched_publications() and traj_r.get_matched_publications() \
-                and len(episode_w.get_matched_subscriptions()) >= 1:
+                and len(episode_w.get_matched_subscriptions()) >= 1 and (server is None or server.matched()):
             reset_at = now + 1.5
         if reset_at is not None and reset_at <= now and reset_at > 0:
             episode_w.write(EpisodeEvent_(header=header(time.time()), episode=episode, step=0, task=scene["task"],
@@ -506,7 +767,25 @@ def drive(args):
                 "writer_types": writer_types(action_r),
             }
             print(json.dumps({"action": got["action"]}), flush=True)
+        if server is not None:
+            for g in server.spin_once():
+                got["trajectory"] = dict(g, via="action")
+                print(json.dumps({"trajectory": got["trajectory"]}), flush=True)
+                if estop_w is not None:
+                    estop_at = now + args.estop_after
+            for entry in server.log:
+                print(json.dumps(entry), flush=True)
+            if server.log:
+                got["canceled"] = True
+            server.log.clear()
+        if estop_at is not None and now >= estop_at:
+            estop_w.write(Bool_(data=True))
+            print(json.dumps({"wrote": "estop"}), flush=True)
+            estop_at = None
         for tr in traj_r.take(N=4):
+            if server is not None:
+                print(json.dumps({"topic_trajectory": len(tr.points)}), flush=True)
+                continue
             got["trajectory"] = {
                 "joint_names": list(tr.joint_names),
                 "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
@@ -524,7 +803,15 @@ def drive(args):
                 # This episode's decision failed as it should: ask for the next one.
                 episode, encoding, img_w, img_h = plan.pop(0)
                 reset_at = time.monotonic() + 0.3
-        if got["action"] and got["trajectory"] and any(e["event"] == "action_started" for e in got["events"]):
+        started = any(e["event"] == "action_started" for e in got["events"])
+        if server is not None:
+            # With the action, wait for the executor's account of the goal's end too.
+            mine = [e["event"] for e in got["events"] if e["episode"] == episode]
+            after = mine[mine.index("action_started") + 1:] if started else []
+            started = any(e in ("action_finished", "failed") for e in after)
+            if estop_w is not None:
+                started = started and got.get("canceled", False)
+        if got["action"] and got["trajectory"] and started:
             return 0
         time.sleep(0.02)
     print(json.dumps({"timeout": True, "got": {k: bool(v) for k, v in got.items()}}), flush=True)
@@ -706,6 +993,12 @@ def main():
                     help="first ask for two decisions on bad camera images (wrong encoding, size not matching the bytes)")
     dr.add_argument("--episode", type=int, default=7, help="number of the episode asked for")
     dr.add_argument("--trajectory-topic", default="/arm/joint_trajectory")
+    dr.add_argument("--serve-action", metavar="NAME",
+                    help="serve control_msgs/action/FollowJointTrajectory under this name and take trajectories as its goals")
+    dr.add_argument("--action-outcome", choices=["succeed", "abort", "reject"], default="succeed")
+    dr.add_argument("--action-hold", type=float, default=1.0, help="seconds a goal executes before it ends")
+    dr.add_argument("--estop-after", type=float, metavar="S",
+                    help="with --serve-action: engage the e-stop (latched /estop true) S seconds after the goal arrives, and wait for its cancel request")
     pa = sub.add_parser("param", help="list, set, get and describe a node's parameters through its ROS parameter services")
     pa.add_argument("--domain", type=int, required=True)
     pa.add_argument("--node", required=True, help="node name, e.g. executor")

@@ -912,3 +912,149 @@ nodes:
         "refusals are logged"
     );
 }
+
+/// The executor drives the arm through `control_msgs/action/FollowJointTrajectory` over
+/// DDS: the peer serves the action (its own IDL types, rmw_cyclonedds_cpp's request/reply
+/// mapping) as a ros2_control controller would. A goal that succeeds frees the arm
+/// (`action_finished`); one the controller aborts, or rejects, is a `failed` event with
+/// the controller's reason; no trajectory goes out on the topic meanwhile.
+#[test]
+fn a_cyclone_peer_serving_follow_joint_trajectory_gets_the_goal_and_its_outcome_is_reported() {
+    let _turn = one_at_a_time();
+    if !peer_available() {
+        return;
+    }
+    let d = domain(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = dreamplan::sim::episode::READY.to_vec();
+    q[1] += 0.03;
+    write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 4, 96, &q);
+    let nodes = dreamplan_dds(
+        d,
+        dir.path(),
+        "nodes",
+        "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {backend: coverage, keypoints: 8}
+  - name: executor
+    kind: executor
+    params: {width: 96, height: 96, trajectory_action: /arm_controller/follow_joint_trajectory}
+",
+        150,
+    );
+    let scene = dir.path().to_str().unwrap().to_string();
+    let drive = |episode: &str, outcome: &str| {
+        let mut args = vec![
+            "drive",
+            "--scene",
+            &scene,
+            "--episode",
+            episode,
+            "--serve-action",
+            "/arm_controller/follow_joint_trajectory",
+            "--timeout",
+            "60",
+        ];
+        // The e-stop comes 0.5 s into a goal that would run for 30 s: the executor must
+        // cancel it on the controller.
+        args.extend(match outcome {
+            "estop" => ["--action-hold", "30", "--estop-after", "0.5"],
+            o => ["--action-hold", "0.5", "--action-outcome", o],
+        });
+        peer(d, &args).output().unwrap()
+    };
+    let mut runs = Vec::new();
+    // The e-stop last: it is latched, and the executor refuses actions while it holds.
+    for (episode, outcome) in [
+        ("7", "succeed"),
+        ("8", "abort"),
+        ("9", "reject"),
+        ("10", "estop"),
+    ] {
+        let o = drive(episode, outcome);
+        let ok = o.status.success();
+        runs.push((episode, outcome, o));
+        if !ok {
+            break;
+        }
+    }
+    let nodes = stop(nodes);
+    for (episode, outcome, o) in &runs {
+        assert!(
+            o.status.success(),
+            "peer ({outcome}) failed\n{}\nnodes:\n{}",
+            text(o),
+            text(&nodes)
+        );
+        let lines = json_lines(o);
+        let goal = lines.iter().find_map(|l| l.get("trajectory")).unwrap();
+        assert_eq!(goal["via"], "action");
+        assert_eq!(
+            goal["writer_types"],
+            serde_json::json!([
+                "control_msgs::action::dds_::FollowJointTrajectory_SendGoal_Request_"
+            ])
+        );
+        assert_eq!(goal["tolerances"], serde_json::json!([0, 0, 0, 0]));
+        assert_eq!(goal["multi_dof_points"], 0);
+        let points = goal["points"].as_array().unwrap();
+        assert!(points.len() > 4, "{goal}");
+        for (j, b) in q.iter().enumerate() {
+            let a = points[0]["positions"][j].as_f64().unwrap();
+            assert!((a - b).abs() < 1e-6, "joint {j}: starts at {a}, arm at {b}");
+        }
+        assert_eq!(goal["joint_names"][7], "panda_finger_joint1");
+        // (The e-stop's empty trajectory, which stops a controller, may go out there.)
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.get("topic_trajectory").is_some_and(|n| n != 0)),
+            "a trajectory went out on the topic too:\n{}",
+            text(o)
+        );
+        let events: Vec<(&str, &str)> = lines
+            .iter()
+            .filter_map(|l| l.get("episode_event"))
+            .filter(|e| e["episode"].as_u64() == episode.parse().ok())
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let at = events
+            .iter()
+            .position(|(e, _)| *e == "action_started")
+            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        let (end, detail) = events[at + 1];
+        match *outcome {
+            "succeed" => assert_eq!(end, "action_finished", "{events:?}"),
+            "abort" => {
+                assert_eq!(end, "failed", "{events:?}");
+                assert!(
+                    detail.contains("Aborted")
+                        && detail.contains("PATH_TOLERANCE_VIOLATED")
+                        && detail.contains("left its path tolerance"),
+                    "{detail}"
+                );
+            }
+            "reject" => {
+                assert_eq!(end, "failed", "{events:?}");
+                assert!(detail.contains("rejected"), "{detail}");
+            }
+            _ => {
+                assert_eq!((end, detail), ("failed", "e-stop"), "{events:?}");
+                assert!(
+                    lines.iter().any(|l| l.get("canceled").is_some()),
+                    "the controller got no cancel request:\n{}",
+                    text(o)
+                );
+            }
+        }
+    }
+    assert_eq!(runs.len(), 4);
+}

@@ -5,9 +5,9 @@
 //! them on a topic: the controller then says when the motion has ended and whether it
 //! succeeded, instead of the executor assuming it from the trajectory's duration. The
 //! action is a bus facility ([`Bus::trajectory_client`](super::Bus::trajectory_client)):
-//! on ROS 2 (r2r) it is the real action client; in-process it is served by whoever calls
-//! [`LocalBus::serve_trajectories`](super::LocalBus::serve_trajectories) (tests, or a
-//! simulated controller).
+//! on ROS 2 (r2r) and over DDS it is the real action client; in-process it is served by
+//! whoever calls [`LocalBus::serve_trajectories`](super::LocalBus::serve_trajectories)
+//! (tests, or a simulated controller).
 
 use std::future::Future;
 use std::pin::Pin;

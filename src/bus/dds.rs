@@ -17,7 +17,14 @@
 //! `rr/<node>/<service>Reply`, each sample led by the client's `{guid, sequence}` header,
 //! which the reply carries back). ros2-client's own parameter services speak only the
 //! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off.
-//! ROS actions are not served. `/clock` drives the clock
+//!
+//! Actions: [`Bus::trajectory_client`] is a `control_msgs/action/FollowJointTrajectory`
+//! client (ros2-client's action client, in the same Cyclone request/reply mapping) on a
+//! ROS node of its own, `<node>_trajectory_client`, whose spinner tracks discovery so that
+//! a goal is sent only once the controller's `send_goal` and `get_result` services are
+//! matched. The goal, result and feedback types are mirrored here in the Humble/Jazzy
+//! layout ([`fjt`]); `tests/dds_interop.rs` has a Cyclone DDS peer serve the action with
+//! its own IDL types. No action is served. `/clock` drives the clock
 //! under `use_sim_time` through our own subscription, as on the r2r bus.
 //!
 //! The domain is `ROS_DOMAIN_ID` (0 when unset). `ROS_LOCALHOST_ONLY=1` restricts RustDDS
@@ -129,6 +136,8 @@ struct Inner {
     param_nodes: Mutex<Vec<ros2_client::Node>>,
     /// The namespace of this process's ROS nodes.
     namespace: String,
+    /// The name of this process's ROS node.
+    node_name: String,
 }
 
 /// A ROS 2 participant over DDS (one per process).
@@ -203,6 +212,7 @@ impl DdsBus {
                 topics: Mutex::new(BTreeMap::new()),
                 param_nodes: Mutex::new(Vec::new()),
                 namespace: opts.namespace.clone(),
+                node_name: opts.node.clone(),
             }),
         };
         if opts.use_sim_time {
@@ -556,10 +566,294 @@ impl Bus for DdsBus {
         std::time::Duration::from_secs(1)
     }
 
+    fn trajectory_client(
+        &self,
+        action: &str,
+    ) -> Result<Arc<dyn super::TrajectoryClient>, BusError> {
+        let name = resolve_topic(action)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(name));
+        }
+        let action_name =
+            Name::parse(&name).map_err(|e| BusError::Ros(format!("action `{name}`: {e:?}")))?;
+        let mut node = ros_node(
+            &self.inner.context,
+            &self.inner.namespace,
+            &format!("{}_trajectory_client", self.inner.node_name),
+        )?;
+        // rcl_action's defaults: reliable services and feedback; the status is latched by
+        // the server (transient-local), read here as volatile, which matches either.
+        let reliable = qos_profile(Qos::keep_last(10));
+        let client = node
+            .create_action_client::<fjt::Goal, fjt::Result, fjt::Feedback>(
+                ros2_client::ServiceMapping::Cyclone,
+                &action_name,
+                &ros2_client::ActionTypeName::new("control_msgs", "FollowJointTrajectory"),
+                ros2_client::action::ActionClientQosPolicies {
+                    goal_service: reliable.clone(),
+                    result_service: reliable.clone(),
+                    cancel_service: reliable.clone(),
+                    feedback_subscription: reliable.clone(),
+                    status_subscription: qos_profile(Qos::keep_last(1)),
+                },
+            )
+            .map_err(|e| dds_err(format!("FollowJointTrajectory client `{name}`: {e:?}")))?;
+        let spinner = node.spinner().map_err(|e| dds_err(format!("{e:?}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = spinner.spin().await {
+                tracing::warn!("the trajectory client's spinner ended: {e:?}");
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_trajectory_goals(
+            node,
+            client,
+            rx,
+            name,
+            self.inner.closed.clone(),
+        ));
+        Ok(Arc::new(DdsTrajectoryClient { commands: tx }))
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.feeds.close_all();
     }
+}
+
+/// `control_msgs/action/FollowJointTrajectory`'s goal, result and feedback as they are on
+/// the wire in Humble and Jazzy (control_msgs 4.x): the goal carries, after the joint
+/// trajectory, a multi-DOF trajectory and per-joint and per-component tolerances, all
+/// sent empty (the controller's defaults apply).
+pub(crate) mod fjt {
+    use crate::msg::geometry_msgs::{Transform, Vector3};
+    use crate::msg::prelude::{Duration, Header, JointTrajectory, JointTrajectoryPoint};
+    use serde::{Deserialize, Serialize};
+
+    /// `geometry_msgs/Twist`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Twist {
+        pub linear: Vector3,
+        pub angular: Vector3,
+    }
+
+    /// `trajectory_msgs/MultiDOFJointTrajectoryPoint`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct MultiDofPoint {
+        pub transforms: Vec<Transform>,
+        pub velocities: Vec<Twist>,
+        pub accelerations: Vec<Twist>,
+        pub time_from_start: Duration,
+    }
+
+    /// `trajectory_msgs/MultiDOFJointTrajectory`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct MultiDofTrajectory {
+        pub header: Header,
+        pub joint_names: Vec<String>,
+        pub points: Vec<MultiDofPoint>,
+    }
+
+    /// `control_msgs/JointTolerance`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Tolerance {
+        pub name: String,
+        pub position: f64,
+        pub velocity: f64,
+        pub acceleration: f64,
+    }
+
+    /// `control_msgs/JointComponentTolerance`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct ComponentTolerance {
+        pub joint_name: String,
+        pub component: u16,
+        pub position: f64,
+        pub velocity: f64,
+        pub acceleration: f64,
+    }
+
+    /// `FollowJointTrajectory_Goal`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Goal {
+        pub trajectory: JointTrajectory,
+        pub multi_dof_trajectory: MultiDofTrajectory,
+        pub path_tolerance: Vec<Tolerance>,
+        pub component_path_tolerance: Vec<ComponentTolerance>,
+        pub goal_tolerance: Vec<Tolerance>,
+        pub component_goal_tolerance: Vec<ComponentTolerance>,
+        pub goal_time_tolerance: Duration,
+    }
+
+    /// `FollowJointTrajectory_Result`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Result {
+        pub error_code: i32,
+        pub error_string: String,
+    }
+
+    /// `FollowJointTrajectory_Feedback` (received and not used).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Feedback {
+        pub header: Header,
+        pub joint_names: Vec<String>,
+        pub desired: JointTrajectoryPoint,
+        pub actual: JointTrajectoryPoint,
+        pub error: JointTrajectoryPoint,
+        pub multi_dof_joint_names: Vec<String>,
+        pub multi_dof_desired: MultiDofPoint,
+        pub multi_dof_actual: MultiDofPoint,
+        pub multi_dof_error: MultiDofPoint,
+    }
+
+    impl ros2_client::Message for Goal {}
+    impl ros2_client::Message for Result {}
+    impl ros2_client::Message for Feedback {}
+}
+
+/// How long a goal waits for the controller's action services to be discovered, and for
+/// its acceptance once sent.
+const ACTION_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the executor asks of the action task.
+enum GoalCommand {
+    Follow(
+        crate::msg::prelude::JointTrajectory,
+        tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
+    ),
+    CancelAll,
+}
+
+struct DdsTrajectoryClient {
+    commands: tokio::sync::mpsc::UnboundedSender<GoalCommand>,
+}
+
+impl super::TrajectoryClient for DdsTrajectoryClient {
+    fn follow(
+        &self,
+        trajectory: crate::msg::prelude::JointTrajectory,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::TrajectoryOutcome> + Send>> {
+        use super::TrajectoryOutcome::Failed;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.commands.send(GoalCommand::Follow(trajectory, tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Failed("the action client has stopped".into());
+            }
+            rx.await
+                .unwrap_or_else(|_| Failed("the goal was given up for a newer one".into()))
+        })
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.commands.send(GoalCommand::CancelAll);
+    }
+}
+
+type FjtClient = ros2_client::action::ActionClient<fjt::Goal, fjt::Result, fjt::Feedback>;
+
+/// The action task: one goal at a time (a new goal gives up the one before, whose
+/// outcome the executor no longer waits for: the result service's replies are read from
+/// one stream, so two waiting goals could take each other's), cancels on request; ends
+/// when the client is dropped or the bus shuts down.
+async fn run_trajectory_goals(
+    node: ros2_client::Node,
+    client: FjtClient,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<GoalCommand>,
+    name: String,
+    closed: Arc<AtomicBool>,
+) {
+    let active: Mutex<Option<ros2_client::action::GoalId>> = Mutex::new(None);
+    let mut current: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
+        None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            c = commands.recv() => match c {
+                None => return,
+                Some(GoalCommand::Follow(trajectory, answer)) => {
+                    current = Some(Box::pin(follow_goal(&node, &client, &name, &active, trajectory, answer)));
+                }
+                Some(GoalCommand::CancelAll) => {
+                    let id = active.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(id) = id {
+                        if let Err(e) = client.cancel_goal(id) {
+                            tracing::warn!(action = %name, "cancel request not sent: {e:?}");
+                        }
+                    }
+                }
+            },
+            _ = async { current.as_mut().expect("guarded").await }, if current.is_some() => {
+                current = None;
+            }
+            _ = tick.tick() => {
+                if closed.load(Ordering::Acquire) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One goal: waits for the server (at most [`ACTION_SERVER_WAIT`]), sends the goal, and
+/// answers with the result the controller reports.
+async fn follow_goal(
+    node: &ros2_client::Node,
+    client: &FjtClient,
+    name: &str,
+    active: &Mutex<Option<ros2_client::action::GoalId>>,
+    trajectory: crate::msg::prelude::JointTrajectory,
+    answer: tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
+) {
+    use super::TrajectoryOutcome::{Failed, Succeeded};
+    use ros2_client::action::GoalStatusEnum;
+    let outcome = async {
+        let discovered = futures::future::join(
+            client.goal_client().wait_for_service(node),
+            client.result_client().wait_for_service(node),
+        );
+        if tokio::time::timeout(ACTION_SERVER_WAIT, discovered)
+            .await
+            .is_err()
+        {
+            return Failed(format!(
+                "no FollowJointTrajectory server `{name}` found within {} s (is the controller running, in this ROS domain?)",
+                ACTION_SERVER_WAIT.as_secs()
+            ));
+        }
+        let goal = fjt::Goal {
+            trajectory,
+            ..Default::default()
+        };
+        let (id, response) =
+            match tokio::time::timeout(ACTION_SERVER_WAIT, client.async_send_goal(goal)).await {
+                Err(_) => {
+                    return Failed(format!(
+                        "`{name}` did not answer the goal within {} s",
+                        ACTION_SERVER_WAIT.as_secs()
+                    ))
+                }
+                Ok(Err(e)) => return Failed(format!("goal not sent: {e}")),
+                Ok(Ok(r)) => r,
+            };
+        if !response.accepted {
+            return Failed("goal rejected by the controller".into());
+        }
+        *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let result = client.async_request_result(id).await;
+        active.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match result {
+            Err(e) => Failed(format!("no result: {e}")),
+            Ok((GoalStatusEnum::Succeeded, r)) if r.error_code == 0 => Succeeded,
+            Ok((status, r)) => Failed(format!(
+                "{status:?}: {} {}",
+                super::error_code_name(r.error_code as i64),
+                r.error_string
+            )),
+        }
+    }
+    .await;
+    let _ = answer.send(outcome);
 }
 
 /// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
@@ -727,6 +1021,53 @@ mod tests {
         let o = DdsOptions::from_env("n").unwrap();
         assert_eq!((o.domain_id, o.localhost_only), (0, false));
         std::env::remove_var("ROS_DOMAIN_ID");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_goal_nobody_serves_fails_with_the_reason_after_the_wait() {
+        let bus = DdsBus::new(&DdsOptions {
+            domain_id: 200 + (std::process::id() % 30) as u16,
+            localhost_only: false,
+            node: "lonely".into(),
+            namespace: "/".into(),
+            use_sim_time: false,
+        })
+        .unwrap();
+        let client = bus
+            .trajectory_client("/nobody/follow_joint_trajectory")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let outcome = client.follow(Default::default()).await;
+        let waited = started.elapsed();
+        match outcome {
+            super::super::TrajectoryOutcome::Failed(why) => assert!(
+                why.contains("no FollowJointTrajectory server `/nobody/follow_joint_trajectory`"),
+                "{why}"
+            ),
+            o => panic!("{o:?}"),
+        }
+        assert!(
+            waited >= ACTION_SERVER_WAIT && waited < ACTION_SERVER_WAIT * 3,
+            "{waited:?}"
+        );
+        bus.shutdown();
+    }
+
+    #[test]
+    fn the_goal_s_wire_layout_is_control_msgs_humble_and_jazzy() {
+        // Field order and sizes of an empty goal, by hand from the .action file: the
+        // trajectory (header: stamp 8, frame "" 4+1 → pad; names 0; points 0), the
+        // multi-DOF trajectory (the same), four empty tolerance sequences, the duration.
+        let bytes = crate::msg::encode(&fjt::Goal::default());
+        let body = &bytes[4..];
+        // 2 × (8 stamp + 4 len + 1 NUL + 3 pad + 4 names + 4 points) + 4 × 4 + 8
+        assert_eq!(body.len(), 2 * 24 + 16 + 8, "{body:?}");
+        let g = fjt::Goal {
+            goal_time_tolerance: crate::msg::prelude::Duration { sec: 2, nanosec: 5 },
+            ..Default::default()
+        };
+        let bytes = crate::msg::encode(&g);
+        assert_eq!(&bytes[bytes.len() - 8..], &[2, 0, 0, 0, 5, 0, 0, 0]);
     }
 
     #[test]

@@ -92,7 +92,8 @@ pub struct ExecutorConfig {
     /// `/arm_controller/follow_joint_trajectory`) to send trajectories to instead of
     /// publishing them on `topics.trajectory`: the arm is busy until the controller reports
     /// the result, and its failure (rejected, aborted, tolerance violated) is a `failed`
-    /// event. Needs a bus with ROS actions (ROS 2 through r2r); unset or empty: the topic.
+    /// event. Needs a bus with ROS actions (ROS 2 through r2r, or over DDS); unset or
+    /// empty: the topic.
     pub trajectory_action: Option<String>,
     /// Topic names.
     pub topics: ExecutorTopics,
