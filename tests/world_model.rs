@@ -1223,6 +1223,9 @@ fn training_resumed_after_kill_9_or_a_full_disk_ends_with_the_weights_of_an_unin
     same_weights(&full);
 }
 
+/// Also: `world_model` is a live parameter. A folder without a model is refused with the
+/// reason; a new one (here for another image size, so that its predictions show it) is
+/// used from the next verification on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_best() {
     use dreamplan::bus::{Bus, LocalBus, Qos};
@@ -1237,8 +1240,16 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
     let cfg = small_config();
     let (_, vars) = wm_train::init_vars(&cfg, 0).unwrap();
     wm_train::save_model(dir.path(), &cfg, &vars).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other_cfg = Config {
+        width: 48,
+        height: 24,
+        ..small_config()
+    };
+    let (_, other_vars) = wm_train::init_vars(&other_cfg, 1).unwrap();
+    wm_train::save_model(other.path(), &other_cfg, &other_vars).unwrap();
     let graph = serde_yaml::from_str::<serde_yaml::Value>(&format!(
-        "{{ sim: {{ task: rope, seed: 21, episodes: 1, width: 128, height: 128, realtime: false }},
+        "{{ sim: {{ task: rope, seed: 21, episodes: 3, width: 128, height: 128, realtime: false }},
            planner: {{ backend: random, verify: {{ wait: true, timeout_s: 600 }} }},
            verifier: {{ world_model: {} }},
            executor: {{ width: 128, height: 128 }} }}",
@@ -1260,13 +1271,26 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
         .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
         .unwrap();
     let mut handles = Vec::new();
+    let verifier_params = {
+        type V = dreamplan::nodes::verifier::VerifierNode;
+        let given = graph["verifier"].clone();
+        dreamplan::nodes::params::LiveParams::for_node::<V>(
+            "verifier",
+            &serde_yaml::from_value(given.clone()).unwrap(),
+            &given,
+        )
+    };
     for name in ["sim", "planner", "verifier", "executor"] {
         let params = graph[name].clone();
         let ctx = NodeContext {
             name: name.into(),
             bus: bus.clone(),
             shutdown: stop.clone(),
-            params: dreamplan::nodes::params::LiveParams::fixed(),
+            params: if name == "verifier" {
+                verifier_params.clone()
+            } else {
+                dreamplan::nodes::params::LiveParams::fixed()
+            },
         };
         handles.push(match name {
             "sim" => {
@@ -1330,6 +1354,34 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
         (a.source_id, a.target_id),
         (chosen.source_id, chosen.target_id)
     );
+
+    // The live world model.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = verifier_params
+        .set(
+            "world_model",
+            serde_yaml::Value::from(empty.path().to_str().unwrap()),
+        )
+        .unwrap_err();
+    assert!(refused.contains("has no config.json"), "{refused}");
+    verifier_params
+        .set(
+            "world_model",
+            serde_yaml::Value::from(other.path().to_str().unwrap()),
+        )
+        .unwrap();
+    // A verification already running finishes on the old model; a later one uses the new.
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let img = tokio::time::timeout_at(deadline, predicted.recv())
+            .await
+            .expect("no prediction from the new world model")
+            .unwrap();
+        if img.height as usize == other_cfg.height {
+            break;
+        }
+        assert_eq!(img.height as usize, cfg.height);
+    }
     stop.cancel();
     bus.shutdown();
     for h in handles {

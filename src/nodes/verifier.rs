@@ -5,10 +5,14 @@
 //! index) and the predicted final frames side by side as one image. A planner configured to
 //! wait for it (`verify.wait`) then executes the best candidate: test-time verification,
 //! best of N.
+//!
+//! `world_model` and `noise_seed` are live parameters: a new world-model folder set
+//! through the parameter services (e.g. the trainer's newest) is loaded before the next
+//! verification, and the old model is kept if it does not load.
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeContext};
 use crate::bus::{Bus, Qos};
@@ -20,7 +24,7 @@ use crate::world_model::imagine::{imagine, PixelAction};
 use crate::world_model::Predictor;
 
 /// Topic names of the verifier.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifierTopics {
     /// The planner's candidates (in).
@@ -57,7 +61,7 @@ impl Default for VerifierTopics {
 }
 
 /// Verifier parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifierConfig {
     /// The world-model folder (`dreamplan train-world-model --out`).
@@ -87,6 +91,7 @@ impl Default for VerifierConfig {
 /// The verifier node.
 pub struct VerifierNode {
     config: VerifierConfig,
+    compute: crate::device::Compute,
     predictor: Option<Predictor>,
 }
 
@@ -202,16 +207,37 @@ impl Node for VerifierNode {
     const KIND: &'static str = "verifier";
     type Config = VerifierConfig;
 
-    fn new(config: VerifierConfig) -> anyhow::Result<Self> {
+    /// Applied before the next verification; device, dtype and topics are read at start.
+    const LIVE: &'static [&'static str] = &["world_model", "noise_seed"];
+
+    fn declared(config: &VerifierConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn validate(config: &VerifierConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
             !config.world_model.as_os_str().is_empty(),
             "world_model: the world-model folder is required"
         );
+        for file in ["config.json", "model.safetensors"] {
+            let path = config.world_model.join(file);
+            anyhow::ensure!(
+                path.is_file(),
+                "world_model: {} has no {file} (a world-model folder from `dreamplan train-world-model --out`)",
+                config.world_model.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn new(config: VerifierConfig) -> anyhow::Result<Self> {
+        Self::validate(&config)?;
         let compute = crate::device::Compute::open(config.device, config.dtype)?;
         let predictor = Predictor::load_on(&config.world_model, &compute)
             .map_err(|e| anyhow::anyhow!("loading the world model: {e}"))?;
         Ok(Self {
             config,
+            compute,
             predictor: Some(predictor),
         })
     }
@@ -237,7 +263,8 @@ impl Node for VerifierNode {
             .bus
             .publisher::<Image>(&t.predicted, Qos::keep_last(1))?;
         let mut latest = Latest::default();
-        let seed = self.config.noise_seed;
+        let mut seed = self.config.noise_seed;
+        let mut param_changes = ctx.params.watch();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -264,6 +291,20 @@ impl Node for VerifierNode {
                         }
                     }
                     let (header, episode, step, n) = (c.header.clone(), c.episode, c.step, c.candidates.len());
+                    if let Some(changed) = ctx.params.changed::<VerifierConfig>(&mut param_changes) {
+                        seed = changed.noise_seed;
+                        if changed.world_model != self.config.world_model {
+                            let (dir, compute) = (changed.world_model.clone(), self.compute.clone());
+                            match tokio::task::spawn_blocking(move || Predictor::load_on(&dir, &compute)).await? {
+                                Ok(p) => {
+                                    tracing::info!(node = %ctx.name, "world model {} loaded", changed.world_model.display());
+                                    self.predictor = Some(p);
+                                    self.config.world_model = changed.world_model;
+                                }
+                                Err(e) => tracing::warn!(node = %ctx.name, "world model {} not loaded, keeping {}: {e}", changed.world_model.display(), self.config.world_model.display()),
+                            }
+                        }
+                    }
                     let predictor = self.predictor.take().expect("returned after each verification");
                     let snapshot = Latest {
                         task: latest.task,
