@@ -277,3 +277,88 @@ fn bag_play_delivers_every_message_to_the_graph_fast_and_at_rate_1() {
         assert_eq!(monitor_totals(&stderr), want, "{pace:?}: {stderr}");
     }
 }
+
+/// `paused` is a live parameter of the recorder: what arrives while it is set is not
+/// written, what arrives after it is cleared is; a parameter read at start is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_pauses_and_resumes_through_its_parameters() {
+    use dreamplan::nodes::recorder::{RecorderConfig, RecorderNode};
+    use dreamplan::nodes::{params::LiveParams, Node, NodeContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rec");
+    let given = serde_yaml::from_str::<serde_yaml::Value>(&format!(
+        "{{out_dir: {}, topics: [/ticks]}}",
+        out.display()
+    ))
+    .unwrap();
+    let config: RecorderConfig = serde_yaml::from_value(given.clone()).unwrap();
+    let params = LiveParams::for_node::<RecorderNode>("rec", &config, &given);
+    let node = RecorderNode::new(config).unwrap();
+    let (counts, skipped) = (node.counts(), node.skipped());
+    let bus = LocalBus::default();
+    let ticks = bus
+        .publisher::<Time>("/ticks", Qos::keep_last(100))
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(node.run(NodeContext {
+        name: "rec".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: params.clone(),
+    }));
+    let recorded = || {
+        counts
+            .lock()
+            .unwrap()
+            .get("/ticks")
+            .copied()
+            .unwrap_or_default()
+    };
+    let wait_for = |n: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded() < n {
+            assert!(Instant::now() < deadline, "{} of {n} recorded", recorded());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let tick = |sec: i32| ticks.publish(Time { sec, nanosec: 0 }).unwrap();
+    // Until the recorder has found the topic.
+    while recorded() == 0 {
+        tick(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = recorded();
+    (100..105).for_each(tick);
+    wait_for(before + 5).await;
+    params.set("paused", serde_yaml::Value::Bool(true)).unwrap();
+    (200..205).for_each(tick);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while skipped.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the paused messages were not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    params
+        .set("paused", serde_yaml::Value::Bool(false))
+        .unwrap();
+    (300..305).for_each(tick);
+    wait_for(before + 10).await;
+    let refused = params.set("depth", serde_yaml::Value::from(5)).unwrap_err();
+    assert!(refused.contains("depth"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let secs: Vec<i32> = BagReader::open(&out)
+        .unwrap()
+        .read_topic::<Time>("/ticks")
+        .map(|m| m.unwrap().1.sec)
+        .filter(|s| *s != 0)
+        .collect();
+    let expected: Vec<i32> = (100..105).chain(300..305).collect();
+    assert_eq!(
+        secs, expected,
+        "written while paused, or lost after resuming"
+    );
+}

@@ -22,7 +22,7 @@ use crate::bus::Qos;
 use crate::msg::Message;
 
 /// Chunk compression of MCAP files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// Uncompressed chunks (fastest to read; what `ros2 bag record` does by default).

@@ -9,11 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use crate::clock::Clock;
 use crate::msg::{visit_type, Message, TypeVisitor};
 
 /// Recorder parameters.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecorderConfig {
     /// Bag directory to create (must not exist). Default: `bags/dreamplan_<unix time>`.
@@ -47,6 +48,10 @@ pub struct RecorderConfig {
     pub split_max_mib: Option<u64>,
     /// Start a new file after this many seconds of log time.
     pub split_max_s: Option<f64>,
+    /// Drop what arrives instead of writing it (like `ros2 bag record --start-paused` and
+    /// its pause/resume services). Live: set it through the parameter services to pause
+    /// and resume a recording; topics found meanwhile are still added to the bag.
+    pub paused: bool,
 }
 
 impl Default for RecorderConfig {
@@ -61,6 +66,7 @@ impl Default for RecorderConfig {
             flush_every_s: 1.0,
             split_max_mib: None,
             split_max_s: None,
+            paused: false,
         }
     }
 }
@@ -73,6 +79,7 @@ pub struct RecorderNode {
     config: RecorderConfig,
     out_dir: PathBuf,
     counts: RecordedCounts,
+    skipped: Arc<AtomicU64>,
 }
 
 impl RecorderNode {
@@ -84,6 +91,11 @@ impl RecorderNode {
     /// Messages written so far, per topic.
     pub fn counts(&self) -> RecordedCounts {
         self.counts.clone()
+    }
+
+    /// Messages received while paused, and so not written.
+    pub fn skipped(&self) -> Arc<AtomicU64> {
+        self.skipped.clone()
     }
 }
 
@@ -111,6 +123,26 @@ struct Subscribe<B> {
     tx: mpsc::Sender<Cmd>,
     clock: Clock,
     shutdown: CancellationToken,
+    paused: Paused,
+}
+
+/// Whether the recording is paused now: the `paused` parameter as last set, read for each
+/// message (so a set applies to every message handled after it returns), or the config's
+/// value for a node without parameter services.
+#[derive(Clone)]
+struct Paused {
+    params: Arc<crate::nodes::params::LiveParams>,
+    at_start: bool,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Paused {
+    fn now(&self) -> bool {
+        self.params
+            .get("paused")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(self.at_start)
+    }
 }
 
 type Forward = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -126,16 +158,30 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
             definition: M::DEFINITION,
             offered: self.offered,
         };
-        let (tx, id, clock, shutdown) = (self.tx, self.id, self.clock, self.shutdown);
+        let (tx, id, clock, shutdown, paused) =
+            (self.tx, self.id, self.clock, self.shutdown, self.paused);
         let forward = Box::pin(async move {
-            // Encodes and hands one message to the writer; false once the writer is gone.
+            // Encodes and hands one message to the writer (none while paused); an error
+            // once the writer is gone.
             let write = |msg: std::sync::Arc<M>| {
                 let time = clock.now().as_nanos().max(0) as u64;
-                tx.send(Cmd::Write {
-                    id,
-                    time,
-                    cdr: msg.to_cdr(),
-                })
+                let cmd = if paused.now() {
+                    paused.skipped.fetch_add(1, Ordering::Relaxed);
+                    None
+                } else {
+                    Some(Cmd::Write {
+                        id,
+                        time,
+                        cdr: msg.to_cdr(),
+                    })
+                };
+                let tx = tx.clone();
+                async move {
+                    match cmd {
+                        Some(c) => tx.send(c).await.map_err(|_| ()),
+                        None => Ok(()),
+                    }
+                }
             };
             loop {
                 let msg = tokio::select! {
@@ -219,8 +265,14 @@ fn writer_thread(
 impl Node for RecorderNode {
     const KIND: &'static str = "recorder";
     type Config = RecorderConfig;
+    /// Applied at once; everything else is read at start.
+    const LIVE: &'static [&'static str] = &["paused"];
 
-    fn new(config: RecorderConfig) -> anyhow::Result<Self> {
+    fn declared(config: &RecorderConfig) -> Option<serde_yaml::Value> {
+        serde_yaml::to_value(config).ok()
+    }
+
+    fn validate(config: &RecorderConfig) -> anyhow::Result<()> {
         anyhow::ensure!(config.depth > 0, "depth must be > 0");
         anyhow::ensure!(config.flush_every_s > 0.0, "flush_every_s must be > 0");
         for t in config
@@ -231,6 +283,11 @@ impl Node for RecorderNode {
         {
             crate::bus::resolve_topic(t)?;
         }
+        Ok(())
+    }
+
+    fn new(config: RecorderConfig) -> anyhow::Result<Self> {
+        Self::validate(&config)?;
         let out_dir = config.out_dir.clone().unwrap_or_else(|| {
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -247,6 +304,7 @@ impl Node for RecorderNode {
             config,
             out_dir,
             counts: Arc::default(),
+            skipped: Arc::default(),
         })
     }
 
@@ -268,7 +326,31 @@ impl Node for RecorderNode {
             .name("bag-writer".into())
             .spawn(move || writer_thread(dir, options, flush, rx, counts))
             .context("starting the bag writer thread")?;
-        tracing::info!(node = %ctx.name, "recording into {}", self.out_dir.display());
+        tracing::info!(node = %ctx.name, "recording into {}{}", self.out_dir.display(), if c.paused { " (paused)" } else { "" });
+        let paused = Paused {
+            params: ctx.params.clone(),
+            at_start: c.paused,
+            skipped: self.skipped.clone(),
+        };
+        {
+            // Says when a set pauses or resumes the recording.
+            let (paused, stop, name) = (paused.clone(), ctx.shutdown.clone(), ctx.name.clone());
+            let mut changes = ctx.params.watch();
+            let mut was = paused.now();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = changes.changed() => if r.is_err() { return },
+                    }
+                    if paused.now() != was {
+                        was = !was;
+                        let skipped = paused.skipped.load(Ordering::Relaxed);
+                        tracing::info!(node = %name, "recording {} ({skipped} messages not recorded while paused so far)", if was { "paused" } else { "resumed" });
+                    }
+                }
+            });
+        }
 
         let resolve = |v: &Vec<String>| {
             v.iter()
@@ -317,6 +399,7 @@ impl Node for RecorderNode {
                     tx: tx.clone(),
                     clock: ctx.bus.clock(),
                     shutdown: ctx.shutdown.clone(),
+                    paused: paused.clone(),
                     offered: if offered.is_empty() {
                         vec![qos]
                     } else {
