@@ -27,7 +27,7 @@ rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, r
 describes a node's parameters and prints one JSON line. `graph` reads the ROS graph as the
 ROS 2 tools do (`ros2 node list`, and `ros2 param`, which looks a node up there first): the
 `ros_discovery_info` topic of rmw_dds_common, where each participant lists its nodes and
-their endpoints' GIDs (the Iron/Jazzy layout, 16-byte GIDs); it waits for the expected
+their endpoints' GIDs (the Iron/Jazzy layout, 16-byte GIDs; `--gid-bytes 24` reads Humble's); it waits for the expected
 nodes and prints each node with its endpoints, and for each endpoint GID whether a DDS
 writer or reader with that GUID was discovered, and on which topic. Exit status 2 on a timeout. The caller sets
 CYCLONEDDS_URI (tests use scripts/cyclone_loopback.xml: loopback only, no multicast).
@@ -305,23 +305,27 @@ class DescribeParametersReply_(IdlStruct, typename="rcl_interfaces::srv::dds_::D
     descriptors: t.sequence[ParameterDescriptor_]
 
 
-@dataclass
-class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
-    data: t.array[t.uint8, 16]
+def graph_types(gid_bytes):
+    """rmw_dds_common's graph messages with `gid_bytes`-byte GIDs: 16 in Iron, Jazzy and
+    later, 24 in Humble (the GUID then 8 zero bytes)."""
 
+    @dataclass
+    class Gid_(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
+        data: t.array[t.uint8, gid_bytes]
 
-@dataclass
-class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
-    node_namespace: str
-    node_name: str
-    reader_gid_seq: t.sequence[Gid_]
-    writer_gid_seq: t.sequence[Gid_]
+    @dataclass
+    class NodeEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
+        node_namespace: str
+        node_name: str
+        reader_gid_seq: t.sequence[Gid_]
+        writer_gid_seq: t.sequence[Gid_]
 
+    @dataclass
+    class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
+        gid: Gid_
+        node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
 
-@dataclass
-class ParticipantEntitiesInfo_(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
-    gid: Gid_
-    node_entities_info_seq: t.sequence[NodeEntitiesInfo_]
+    return ParticipantEntitiesInfo_
 
 
 @dataclass
@@ -932,7 +936,7 @@ def graph(args):
 
     dp = DomainParticipant(args.domain)
     q = qos("transient_local", 1)
-    reader = DataReader(dp, Topic(dp, "ros_discovery_info", ParticipantEntitiesInfo_, qos=q), qos=q)
+    reader = DataReader(dp, Topic(dp, "ros_discovery_info", graph_types(args.gid_bytes), qos=q), qos=q)
     pubs = BuiltinDataReader(dp, BuiltinTopicDcpsPublication)
     subs = BuiltinDataReader(dp, BuiltinTopicDcpsSubscription)
     latest, endpoints = {}, {}
@@ -963,7 +967,8 @@ def graph(args):
     for gid, info in sorted(latest.items()):
         for n in info.node_entities_info_seq:
             def gids(seq):
-                return [{"gid": bytes(g.data).hex(), **endpoints.get(bytes(g.data).hex(), {})} for g in seq]
+                # The endpoint's GUID is the GID's first 16 bytes.
+                return [{"gid": bytes(g.data).hex(), **endpoints.get(bytes(g.data)[:16].hex(), {})} for g in seq]
             out.append({"participant": gid, "namespace": n.node_namespace, "name": n.node_name,
                         "readers": gids(n.reader_gid_seq), "writers": gids(n.writer_gid_seq)})
     print(json.dumps({"nodes": out}), flush=True)
@@ -1014,6 +1019,8 @@ def main():
     gr.add_argument("--expect", action="append", default=[], metavar="/NS/NODE", help="wait until this node is listed")
     gr.add_argument("--settle", type=float, default=2.0, help="seconds to keep reading once every expected node is listed")
     gr.add_argument("--timeout", type=float, default=30.0)
+    gr.add_argument("--gid-bytes", type=int, choices=[16, 24], default=16,
+                    help="GID length of the distribution read as: 16 (Iron, Jazzy and later) or 24 (Humble)")
     for p in (tk, pi):
         p.add_argument("--domain", type=int, required=True)
         p.add_argument("--topic", required=True)

@@ -6,6 +6,16 @@
 //! bus), [`config`] (YAML configs), [`runner`] (a node graph in one process).
 #![warn(missing_docs)]
 
+#[cfg(all(feature = "ros2-dds", feature = "ros2-dds-humble"))]
+compile_error!(
+    "features `ros2-dds` (Iron/Jazzy graph layout, a default one) and `ros2-dds-humble` exclude each other: for Humble build with `--no-default-features --features ros2-dds-humble,videoio`"
+);
+#[cfg(all(
+    feature = "dds-bus",
+    not(any(feature = "ros2-dds", feature = "ros2-dds-humble"))
+))]
+compile_error!("feature `dds-bus` names no ROS 2 distribution: enable `ros2-dds` (Iron, Jazzy and later) or `ros2-dds-humble` instead");
+
 pub mod bag;
 pub mod bus;
 pub mod clock;

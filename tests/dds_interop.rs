@@ -12,7 +12,7 @@
 //! Needs the `ros2-dds` feature (a default one) and Python with `cyclonedds` (`scripts/requirements.txt`;
 //! `DREAMPLAN_PYTHON` names the interpreter). Without cyclonedds the tests say so and pass,
 //! unless `DREAMPLAN_REQUIRE_INTEROP=1` (CI) makes that a failure.
-#![cfg(feature = "ros2-dds")]
+#![cfg(feature = "dds-bus")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -671,8 +671,16 @@ nodes:
     // The ROS graph as `ros2 node list` and `ros2 param` read it (ros_discovery_info): the
     // process's node and each graph node under the namespace, each with the GUIDs of its own
     // endpoints, which the peer's DDS discovery confirms.
+    // Humble's rmw_dds_common has 24-byte GIDs (the GUID, then zeros); Iron and later 16.
+    let gid_bytes: usize = if cfg!(feature = "ros2-dds-humble") {
+        24
+    } else {
+        16
+    };
     let g = run_peer(&[
         "graph",
+        "--gid-bytes",
+        &gid_bytes.to_string(),
         "--expect",
         "/lab/executor",
         "--expect",
@@ -696,7 +704,11 @@ nodes:
             .as_array()
             .unwrap()
             .iter()
-            .inspect(|e| assert_eq!(e["gid"].as_str().unwrap().len(), 32, "a 16-byte GID: {e}"))
+            .inspect(|e| {
+                let gid = e["gid"].as_str().unwrap();
+                assert_eq!(gid.len(), 2 * gid_bytes, "a {gid_bytes}-byte GID: {e}");
+                assert!(gid[32..].bytes().all(|c| c == b'0'), "padding: {e}");
+            })
             .filter(|e| e["kind"] == kind)
             .map(|e| e["topic"].as_str().unwrap().to_string())
             .collect()

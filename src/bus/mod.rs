@@ -6,7 +6,7 @@
 //! (a slow subscriber loses its oldest messages, memory never grows) hold everywhere.
 
 mod action;
-#[cfg(feature = "ros2-dds")]
+#[cfg(feature = "dds-bus")]
 pub mod dds;
 mod inbox;
 mod local;
@@ -165,13 +165,13 @@ impl<M> Clone for Publisher<M> {
 /// The subscriptions a network bus feeds from its own tasks (r2r, DDS): each becomes a
 /// [`Subscriber`] whose feeding task ends when it is dropped, and whose queue
 /// [`Feeds::close_all`] closes at shutdown.
-#[cfg(any(feature = "ros2", feature = "ros2-dds"))]
+#[cfg(any(feature = "ros2", feature = "dds-bus"))]
 #[derive(Default)]
 pub(crate) struct Feeds {
     inboxes: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
-#[cfg(any(feature = "ros2", feature = "ros2-dds"))]
+#[cfg(any(feature = "ros2", feature = "dds-bus"))]
 impl Feeds {
     /// The subscriber of `inbox` on `topic`, fed by the task `feeder`.
     pub(crate) fn subscriber<M: Message>(

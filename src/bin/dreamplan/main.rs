@@ -476,7 +476,7 @@ fn run_graph_in_process(
             let bus = Remapped::new(LocalBus::default(), &ros.remaps)?;
             run_graph_on(&rt, bus, graph, report)
         }
-        #[cfg(feature = "ros2-dds")]
+        #[cfg(feature = "dds-bus")]
         BusArg::Dds => {
             let _guard = rt.enter();
             let mut opts = dreamplan::bus::dds::DdsOptions::from_env("dreamplan")?;
@@ -494,7 +494,7 @@ fn run_graph_in_process(
             let bus = Remapped::new(dreamplan::bus::dds::DdsBus::new(&opts)?, &ros.remaps)?;
             run_graph_on(&rt, bus, graph, report)
         }
-        #[cfg(not(feature = "ros2-dds"))]
+        #[cfg(not(feature = "dds-bus"))]
         BusArg::Dds => anyhow::bail!(
             "--bus dds needs the `ros2-dds` feature, a default one this build left out (--no-default-features): cargo build --release"
         ),
