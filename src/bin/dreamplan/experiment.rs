@@ -518,16 +518,17 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             &record,
             &serde_json::to_vec_pretty(&serde_json::json!({"argv": st.argv, "done": false}))?,
         )?;
+        // A stage that continues an interrupted run of itself does only part of its work:
+        // its time says nothing of this machine's pace.
+        let resumed = st.output.exists();
         let left: f64 = all[i..].iter().map(|x| x.expect_s).sum();
-        let pace = if done_expect > 0.0 {
-            done_actual / done_expect
-        } else {
-            1.0
-        };
         let eta = if a.quick {
             String::new()
         } else {
-            format!(", about {} left", fmt_s(left * pace))
+            format!(
+                ", about {} left",
+                fmt_s(left * pace(done_expect, done_actual))
+            )
         };
         eprintln!(
             "[{}/{}] {} (elapsed {}{eta}): dreamplan {}",
@@ -553,8 +554,10 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             st.name
         );
         let secs = ts.elapsed().as_secs_f64();
-        done_expect += st.expect_s;
-        done_actual += secs;
+        if !resumed {
+            done_expect += st.expect_s;
+            done_actual += secs;
+        }
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
@@ -618,6 +621,18 @@ fn skip_reason(out: &Path, st: &Stage) -> anyhow::Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// How much slower (> 1) or faster than expected this machine runs, from the stages run
+/// whole in this invocation (expected and actual seconds); 1 before any. Bounded to
+/// [1/4, 4]: one odd stage (a cache already warm, a machine busy with something else for
+/// a while) must not turn the estimate into nonsense.
+fn pace(done_expect: f64, done_actual: f64) -> f64 {
+    if done_expect > 0.0 {
+        (done_actual / done_expect).clamp(0.25, 4.0)
+    } else {
+        1.0
+    }
 }
 
 /// Reads the eval JSONs and the world-model rating; writes and prints the tables.
@@ -742,5 +757,20 @@ fn fmt_cell((m, ci): (f64, Option<(f64, f64)>)) -> String {
     match ci {
         Some((lo, hi)) => format!("{m:.2} ({lo:.2}–{hi:.2})"),
         None => format!("{m:.2}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pace;
+
+    #[test]
+    fn the_pace_comes_from_whole_stages_and_stays_bounded() {
+        assert_eq!(pace(0.0, 0.0), 1.0);
+        assert!((pace(1000.0, 1500.0) - 1.5).abs() < 1e-12);
+        // A stage that finished almost at once (e.g. a resumed one, were it counted) must
+        // not promise minutes for hours of work, nor the reverse.
+        assert_eq!(pace(1500.0, 94.0), 0.25);
+        assert_eq!(pace(100.0, 1000.0), 4.0);
     }
 }
