@@ -250,6 +250,22 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         if q {
             // Any difference of the barely trained world model's predictions makes a pair.
             argv.extend(args_of(&["--k", "6", "--margin", "0"]));
+        } else if verifier == "world-model" {
+            // The world model judges the planner's own samples (temperature 1, nucleus
+            // 0.9, as at test time), with no exploring ones: on actions the planner
+            // rarely proposes its imagination errs most, and pairs made from them taught
+            // rope nothing (session 29: +0.12 with exploring samples, +0.23 without;
+            // README, docs/stage3.md). The simulator, a perfect judge, keeps them.
+            argv.extend(args_of(&[
+                "--k",
+                "16",
+                "--temperature",
+                "1",
+                "--top-p",
+                "0.9",
+                "--explore-k",
+                "0",
+            ]));
         }
         v.push(Stage {
             name: if verifier == "sim" {
