@@ -24,6 +24,27 @@ pub enum TrajectoryOutcome {
     Failed(String),
 }
 
+impl TrajectoryOutcome {
+    /// The outcome of a goal that ended with action status `status` (its name, e.g.
+    /// `Succeeded`, `Aborted`; `succeeded`: whether it is SUCCEEDED) and the controller's
+    /// result: success only when the status is SUCCEEDED *and* the error code is 0 (a controller may report
+    /// SUCCEEDED with a tolerance violation in the code). Otherwise the reason reads
+    /// `"<status>: <error code name> <error string>"`. Every action client (r2r, DDS)
+    /// maps results through here, so the executor sees the same text from either bus.
+    pub fn from_result(succeeded: bool, status: &str, error_code: i64, error_string: &str) -> Self {
+        if succeeded && error_code == 0 {
+            return Self::Succeeded;
+        }
+        let text = error_string.trim();
+        let mut why = format!("{status}: {}", error_code_name(error_code));
+        if !text.is_empty() {
+            why.push(' ');
+            why.push_str(text);
+        }
+        Self::Failed(why)
+    }
+}
+
 /// A client of one `FollowJointTrajectory` action server.
 pub trait TrajectoryClient: Send + Sync {
     /// Sends `trajectory` as a goal; resolves when the controller reports the result.
@@ -54,5 +75,38 @@ pub fn error_code_name(code: i64) -> &'static str {
         -4 => "PATH_TOLERANCE_VIOLATED",
         -5 => "GOAL_TOLERANCE_VIOLATED",
         _ => "UNKNOWN_ERROR_CODE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrajectoryOutcome;
+
+    #[test]
+    fn results_map_to_one_outcome_text_whatever_the_bus() {
+        assert_eq!(
+            TrajectoryOutcome::from_result(true, "Succeeded", 0, ""),
+            TrajectoryOutcome::Succeeded
+        );
+        // SUCCEEDED with a nonzero code is a failure, named by the code.
+        assert_eq!(
+            TrajectoryOutcome::from_result(true, "Succeeded", -5, "  joint 3 off by 0.1 rad "),
+            TrajectoryOutcome::Failed(
+                "Succeeded: GOAL_TOLERANCE_VIOLATED joint 3 off by 0.1 rad".into()
+            )
+        );
+        assert_eq!(
+            TrajectoryOutcome::from_result(false, "Aborted", -4, "path"),
+            TrajectoryOutcome::Failed("Aborted: PATH_TOLERANCE_VIOLATED path".into())
+        );
+        // A cancelled goal with code 0 is not a success, and an empty string adds nothing.
+        assert_eq!(
+            TrajectoryOutcome::from_result(false, "Canceled", 0, ""),
+            TrajectoryOutcome::Failed("Canceled: SUCCESSFUL".into())
+        );
+        assert_eq!(
+            TrajectoryOutcome::from_result(false, "Aborted", 7, ""),
+            TrajectoryOutcome::Failed("Aborted: UNKNOWN_ERROR_CODE".into())
+        );
     }
 }

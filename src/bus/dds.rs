@@ -805,8 +805,7 @@ async fn follow_goal(
     trajectory: crate::msg::prelude::JointTrajectory,
     answer: tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
 ) {
-    use super::TrajectoryOutcome::{Failed, Succeeded};
-    use ros2_client::action::GoalStatusEnum;
+    use super::TrajectoryOutcome::Failed;
     let outcome = async {
         let discovered = futures::future::join(
             client.goal_client().wait_for_service(node),
@@ -844,12 +843,12 @@ async fn follow_goal(
         active.lock().unwrap_or_else(|e| e.into_inner()).take();
         match result {
             Err(e) => Failed(format!("no result: {e}")),
-            Ok((GoalStatusEnum::Succeeded, r)) if r.error_code == 0 => Succeeded,
-            Ok((status, r)) => Failed(format!(
-                "{status:?}: {} {}",
-                super::error_code_name(r.error_code as i64),
-                r.error_string
-            )),
+            Ok((status, r)) => super::TrajectoryOutcome::from_result(
+                matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
+                &format!("{status:?}"),
+                i64::from(r.error_code),
+                &r.error_string,
+            ),
         }
     }
     .await;

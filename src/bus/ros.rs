@@ -656,7 +656,7 @@ fn run_trajectory_goals(
     client: r2r::ActionClientUntyped,
     commands: std::sync::mpsc::Receiver<GoalCommand>,
 ) {
-    use super::TrajectoryOutcome::{Failed, Succeeded};
+    use super::TrajectoryOutcome::Failed;
     use futures::task::LocalSpawnExt;
     let mut pool = futures::executor::LocalPool::new();
     let spawner = pool.spawner();
@@ -691,23 +691,15 @@ fn run_trajectory_goals(
                                 handles.borrow_mut().push(handle);
                                 match result.await {
                                     Err(e) => Failed(format!("no result: {e}")),
-                                    Ok((r2r::GoalStatus::Succeeded, Ok(r))) => {
-                                        let code = r["error_code"].as_i64().unwrap_or(0);
-                                        if code == 0 {
-                                            Succeeded
-                                        } else {
-                                            Failed(format!(
-                                                "{} {}",
-                                                super::error_code_name(code),
-                                                r["error_string"].as_str().unwrap_or("")
-                                            ))
-                                        }
+                                    Ok((status, Ok(r))) => super::TrajectoryOutcome::from_result(
+                                        matches!(status, r2r::GoalStatus::Succeeded),
+                                        &format!("{status:?}"),
+                                        r["error_code"].as_i64().unwrap_or(0),
+                                        r["error_string"].as_str().unwrap_or(""),
+                                    ),
+                                    Ok((status, Err(e))) => {
+                                        Failed(format!("{status:?}: unreadable result: {e}"))
                                     }
-                                    Ok((status, r)) => Failed(format!(
-                                        "{status:?} {}",
-                                        r.map(|r| r["error_string"].to_string())
-                                            .unwrap_or_else(|e| e.to_string())
-                                    )),
                                 }
                             }
                         },
