@@ -506,8 +506,19 @@ pub struct WmEvalArgs {
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write every state's masks, for studying the measure offline (JSON lines: task,
+    /// seed, width, height, the goal's object mask, and per candidate its simulator score
+    /// and the object masks of its true, predicted and prior final frames; a mask is a
+    /// string of '0'/'1', row-major).
+    #[arg(long)]
+    dump_masks: Option<PathBuf>,
     #[command(flatten)]
     compute: crate::ComputeArgs,
+}
+
+/// A mask as a row-major string of '0' and '1' (`--dump-masks`).
+fn mask_bits(m: &[bool]) -> String {
+    m.iter().map(|&b| if b { '1' } else { '0' }).collect()
 }
 
 #[derive(serde::Serialize, Default)]
@@ -661,6 +672,12 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     };
     let progress = PhaseProgress::stderr();
     let mut reports = Vec::new();
+    let mut dump = match &args.dump_masks {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     for task in args.task.tasks() {
         let half = task.thresholds().1;
         let mut r = TaskReport {
@@ -734,6 +751,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             let mut wm = Vec::new();
             let mut true_frames = Vec::new();
             let mut prior_scores = Vec::new();
+            let mut dumped = Vec::new();
             for ((plan, pred), motion) in cands.iter().zip(&preds).zip(&motions) {
                 let (world, truth) = rollout::simulate(&obs.world, plan, ec.size, &cfg);
                 let (distance, _) = tasks::score(task, &world, &obs.goal);
@@ -753,6 +771,14 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| context.clone());
                 prior_scores.push(score(&prior_last)?);
                 let mp = metrics::mask(task, &prior_last, w, h);
+                if dump.is_some() {
+                    dumped.push(serde_json::json!({
+                        "sim": sim.last(),
+                        "true": mask_bits(&metrics::mask(task, t_last, w, h)),
+                        "predicted": mask_bits(&metrics::mask(task, last, w, h)),
+                        "prior": mask_bits(&mp),
+                    }));
+                }
                 frame_sums[0] += metrics::psnr(last, t_last);
                 frame_sums[1] += metrics::psnr(&context, t_last);
                 frame_sums[2] += metrics::ssim(last, t_last, w, h);
@@ -761,6 +787,14 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 frame_sums[4] += metrics::iou(&metrics::mask(task, last, w, h), &mt);
                 frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h), &mt);
                 r.iou_prior += metrics::iou(&mp, &mt);
+            }
+            if let Some(d) = dump.as_mut() {
+                use std::io::Write as _;
+                let line = serde_json::json!({
+                    "task": task.name(), "seed": seed, "width": w, "height": h,
+                    "goal": mask_bits(&goal_mask.data), "candidates": dumped,
+                });
+                writeln!(d, "{line}")?;
             }
             let n = sim.len();
             r.states += 1;
@@ -894,6 +928,10 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("agree*: the same pairs ranked from the true final frames with the mask measure (a perfect frame predictor's ceiling)");
+    if let Some(mut d) = dump {
+        use std::io::Write as _;
+        d.flush()?;
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&reports)?)
             .with_context(|| format!("writing {}", out.display()))?;
