@@ -35,20 +35,31 @@ fn mask(w: u32, h: u32, on: impl Fn(u32, u32) -> bool) -> Mask {
 }
 
 #[test]
-fn the_mask_measure_is_one_for_the_goal_and_grades_shifted_and_disjoint_outcomes() {
+fn the_mask_measure_is_one_for_the_goal_and_grades_shifted_disjoint_and_partial_outcomes() {
     let goal = mask(100, 100, |x, y| {
         (20..40).contains(&x) && (20..40).contains(&y)
     });
     let same = mask_score(&goal, &goal).unwrap();
-    assert_eq!((same.iou, same.chamfer_px, same.value), (1.0, 0.0, 1.0));
-    // Shifted by 10 px: IoU 200/600; the 10 columns on each side are 1..10 px away.
+    assert_eq!(
+        (same.iou, same.coverage_px, same.spill_px, same.value),
+        (1.0, 0.0, 0.0, 1.0)
+    );
+    // Shifted by 10 px: IoU 200/600; the 10 columns on each side are 1..10 px away, so
+    // both directed means are 5.5 over half the pixels: 2.75; the 90th percentile of
+    // 200 zeros and 20 each of 1..10 lies between the 8s and the 9s: 8.1.
     let shifted = mask(100, 100, |x, y| {
         (30..50).contains(&x) && (20..40).contains(&y)
     });
     let s = mask_score(&shifted, &goal).unwrap();
     assert!((s.iou - 200.0 / 600.0).abs() < 1e-12, "{}", s.iou);
-    assert!((s.chamfer_px - 2.75).abs() < 1e-4, "{}", s.chamfer_px);
-    // Farther away: no overlap, a larger Chamfer distance, a lower value.
+    for d in [s.coverage_px, s.spill_px, s.chamfer_px] {
+        assert!((d - 2.75).abs() < 1e-4, "{s:?}");
+    }
+    assert!((s.reach_px - 8.1).abs() < 1e-4, "{s:?}");
+    // value = exp(−((coverage + ½·reach) / 1.5) / (0.05·100))
+    let want = (-((2.75 + 0.5 * 8.1) / 1.5) / 5.0f64).exp();
+    assert!((s.value - want).abs() < 1e-4, "{} vs {want}", s.value);
+    // Farther away: no overlap, larger distances, a lower value.
     let far = mask(100, 100, |x, y| {
         (70..90).contains(&x) && (20..40).contains(&y)
     });
@@ -58,8 +69,30 @@ fn the_mask_measure_is_one_for_the_goal_and_grades_shifted_and_disjoint_outcomes
         f.chamfer_px > 30.0 && f.value < s.value && s.value < 1.0,
         "{f:?} {s:?}"
     );
-    // Symmetric; empty masks score 0; sizes must agree.
-    assert_eq!(mask_score(&goal, &shifted).unwrap(), s);
+    // Not symmetric, by design: an outcome missing a part of the goal (10 of its 20
+    // columns) is worse than one that covers the goal and spills 10 columns beyond it.
+    let wider = mask(100, 100, |x, y| {
+        (20..50).contains(&x) && (20..40).contains(&y)
+    });
+    let partial = mask(100, 100, |x, y| {
+        (20..30).contains(&x) && (20..40).contains(&y)
+    });
+    let (w, p) = (
+        mask_score(&wider, &goal).unwrap(),
+        mask_score(&partial, &goal).unwrap(),
+    );
+    assert_eq!((w.coverage_px, p.spill_px), (0.0, 0.0));
+    assert!((w.spill_px - 1100.0 / 600.0).abs() < 1e-4, "{w:?}");
+    assert!((p.coverage_px - 1100.0 / 400.0).abs() < 1e-4, "{p:?}");
+    assert!((w.reach_px - 7.1).abs() < 1e-4 && (p.reach_px - 8.1).abs() < 1e-4);
+    assert!(p.value < w.value, "{p:?} {w:?}");
+    // The roles swap with the arguments.
+    let swapped = mask_score(&goal, &wider).unwrap();
+    assert_eq!(
+        (swapped.coverage_px, swapped.spill_px),
+        (w.spill_px, w.coverage_px)
+    );
+    // Empty masks score 0; sizes must agree.
     let empty = mask(100, 100, |_, _| false);
     assert_eq!(mask_score(&empty, &goal).unwrap().value, 0.0);
     let err = mask_score(&mask(50, 100, |_, _| true), &goal).unwrap_err();
