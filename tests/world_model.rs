@@ -1338,6 +1338,8 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
     assert_eq!(s.header.stamp, c.header.stamp);
     assert_eq!(s.score.len(), c.candidates.len());
     assert!(s.best >= 0, "{s:?}");
+    // The message names the measure that scored it.
+    assert_eq!(s.metric, dreamplan::verifier::measure::MEASURE_NAME);
     let best = s.score[s.best as usize];
     assert!((0.0..=1.0).contains(&best) && s.score.iter().all(|x| !x.is_finite() || *x <= best));
     let img = tokio::time::timeout(wait, predicted.recv())

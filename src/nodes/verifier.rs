@@ -197,7 +197,7 @@ fn verify(
             distance: score.iter().map(|s| 1.0 - s).collect(),
             score,
             best,
-            metric: "mask_coverage_spill".into(),
+            metric: crate::verifier::measure::MEASURE_NAME.into(),
         },
         mosaic,
     ))
@@ -337,7 +337,7 @@ impl Node for VerifierNode {
                                 distance: vec![f64::NAN; n],
                                 score: vec![f64::NAN; n],
                                 best: -1,
-                                metric: "mask_coverage_spill".into(),
+                                metric: crate::verifier::measure::MEASURE_NAME.into(),
                             })?;
                         }
                     }

@@ -38,6 +38,9 @@ use opencv::prelude::*;
 
 use crate::vision::{Mask, VisionError};
 
+/// The measure's name where a message says which one scored (`VerifierScores.metric`).
+pub const MEASURE_NAME: &str = "mask_coverage_reach";
+
 /// The measure of one outcome against the goal.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MaskScore {

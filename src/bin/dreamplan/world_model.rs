@@ -756,26 +756,32 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 let (world, truth) = rollout::simulate(&obs.world, plan, ec.size, &cfg);
                 let (distance, _) = tasks::score(task, &world, &obs.goal);
                 sim.push(-distance / half);
-                let score = |rgb: &[u8]| -> anyhow::Result<f64> {
-                    let m = to_mask(metrics::mask(task, rgb, w, h), w, h);
+                // Each final frame is segmented once: its mask is scored, compared by IoU
+                // and (with --dump-masks) written.
+                let score = |m: &[bool]| -> anyhow::Result<f64> {
+                    let m = to_mask(m.to_vec(), w, h);
                     Ok(dreamplan::verifier::measure::mask_score(&m, &goal_mask)?.value)
                 };
                 let last = pred.last().context("no predicted frames")?;
                 let t_last = truth.last().context("no true frames")?;
-                wm.push(score(last)?);
-                true_frames.push(score(t_last)?);
                 let prior_last = motion
                     .grip
                     .as_ref()
                     .and_then(|g| prior::frames(&context, g, &prior_cfg).pop())
                     .unwrap_or_else(|| context.clone());
-                prior_scores.push(score(&prior_last)?);
-                let mp = metrics::mask(task, &prior_last, w, h);
+                let (mpred, mt, mp) = (
+                    metrics::mask(task, last, w, h),
+                    metrics::mask(task, t_last, w, h),
+                    metrics::mask(task, &prior_last, w, h),
+                );
+                wm.push(score(&mpred)?);
+                true_frames.push(score(&mt)?);
+                prior_scores.push(score(&mp)?);
                 if dump.is_some() {
                     dumped.push(serde_json::json!({
                         "sim": sim.last(),
-                        "true": mask_bits(&metrics::mask(task, t_last, w, h)),
-                        "predicted": mask_bits(&metrics::mask(task, last, w, h)),
+                        "true": mask_bits(&mt),
+                        "predicted": mask_bits(&mpred),
                         "prior": mask_bits(&mp),
                     }));
                 }
@@ -783,8 +789,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 frame_sums[1] += metrics::psnr(&context, t_last);
                 frame_sums[2] += metrics::ssim(last, t_last, w, h);
                 frame_sums[3] += metrics::ssim(&context, t_last, w, h);
-                let mt = metrics::mask(task, t_last, w, h);
-                frame_sums[4] += metrics::iou(&metrics::mask(task, last, w, h), &mt);
+                frame_sums[4] += metrics::iou(&mpred, &mt);
                 frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h), &mt);
                 r.iou_prior += metrics::iou(&mp, &mt);
             }
