@@ -71,6 +71,46 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     assert!(second.status.success(), "{err}");
     assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+    // A folder made before the mask measure changed: its world-model stages named no
+    // measure (or another one). Those stages and what reads them run again; nothing else.
+    let record_path = |stage: &str| out.join("stages").join(format!("{stage}.json"));
+    for (stage, old) in [
+        ("preferences-wm", serde_json::Value::Null),
+        (
+            "eval-wm-best-of-4",
+            serde_json::json!("half_iou_half_chamfer"),
+        ),
+    ] {
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(record_path(stage)).unwrap()).unwrap();
+        assert_eq!(
+            record["measure"], "mask_coverage_reach",
+            "{stage}: {record}"
+        );
+        record["measure"] = old;
+        std::fs::write(record_path(stage), record.to_string()).unwrap();
+    }
+    let measure = run();
+    let err = String::from_utf8_lossy(&measure.stderr);
+    assert!(measure.status.success(), "{err}");
+    assert_eq!(err.matches("another mask measure").count(), 2, "{err}");
+    // preferences-wm, orpo-wm, eval-dreamplan and eval-wm-best-of-4 ran again.
+    assert_eq!(err.matches("done before, skipped").count(), 11, "{err}");
+    for stage in [
+        "preferences-wm",
+        "orpo-wm",
+        "eval-dreamplan",
+        "eval-wm-best-of-4",
+    ] {
+        assert!(
+            !err.contains(&format!("{stage}: done before")),
+            "{stage} was skipped: {err}"
+        );
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_path("preferences-wm")).unwrap()).unwrap();
+    assert_eq!(record["measure"], "mask_coverage_reach", "{record}");
+    assert_eq!(record["done"], true, "{record}");
 
     // Bags recorded before (here: this run's), with their planner: nothing is pretrained
     // or collected, the rest runs on them.

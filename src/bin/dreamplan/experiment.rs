@@ -10,7 +10,10 @@
 //! - every stage records its command line and, when it finished, `done` in
 //!   `OUT/stages/<name>.json`. A re-run skips a finished stage whose command line is the
 //!   same and none of whose inputs was remade; it reruns one whose command line changed or
-//!   whose input stage ran again (its old output is moved aside to `<name>.old` first), and
+//!   whose input stage ran again (its old output is moved aside to `<name>.old` first), or
+//!   whose record names another mask measure than this build's (the stages that score
+//!   predicted frames: world-model quality, world-model preferences, test-time
+//!   verification; a record from before measures were named counts as another), and
 //!   continues an interrupted one: the trainers and the preference generator resume from
 //!   their own checkpoints; commands that cannot resume (pretraining, collection,
 //!   evaluation) start that stage over;
@@ -39,6 +42,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Args;
 use dreamplan::planner::eval::mean_ci;
+use dreamplan::verifier::measure::MEASURE_NAME;
 
 #[derive(Args)]
 pub struct ExperimentArgs {
@@ -91,6 +95,11 @@ struct Stage {
     after: Option<&'static str>,
     /// The stages whose output this one reads: when one of them runs again, so does this.
     deps: Vec<&'static str>,
+    /// The stage scores predicted frames with the mask measure: its record names the
+    /// measure (`measure::MEASURE_NAME`), and a record made with another measure, or before
+    /// records named one, does not count as finished (the command line is the same, the
+    /// figures are not).
+    measure: bool,
 }
 
 fn s(p: &Path) -> String {
@@ -147,6 +156,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             pairs: None,
             after: None,
             deps: vec![],
+            measure: false,
         });
     }
     let bags = a.bags.clone().unwrap_or_else(|| out.join("bags"));
@@ -180,6 +190,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             pairs: None,
             after: None,
             deps: vec!["zero-shot"],
+            measure: false,
         });
     }
     let mut argv = args_of(&["train-world-model", "--bags"]);
@@ -210,6 +221,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         pairs: None,
         after: None,
         deps: vec!["collect"],
+        measure: false,
     });
     let mut argv = args_of(&["wm-eval", "--world-model"]);
     argv.extend([
@@ -232,6 +244,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         pairs: None,
         after: None,
         deps: vec!["zero-shot", "world-model"],
+        measure: true,
     });
     for (verifier, pairs_dir, tuned) in [
         ("world-model", "preferences-wm", "dreamplan"),
@@ -284,6 +297,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             } else {
                 vec!["zero-shot", "world-model"]
             },
+            measure: verifier == "world-model",
         });
         let mut argv = args_of(&["train-orpo", "--planner"]);
         argv.extend([
@@ -313,6 +327,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             } else {
                 "preferences-wm"
             }],
+            measure: false,
         });
     }
     let episodes = if q { 1 } else { a.episodes };
@@ -386,6 +401,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
                 "eval-orpo-sim" => vec!["orpo-sim"],
                 _ => vec!["zero-shot", "world-model"],
             },
+            measure: name.starts_with("eval-wm-"),
         });
     }
     // Every stage that runs a model computes where --device says. The flags are added
@@ -475,12 +491,18 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let mut ran: Vec<&'static str> = Vec::new();
     for (i, st) in all.iter().enumerate() {
         let record = stage_file(&a.out, st.name);
+        // What the record says beside the command line (null for a stage without one).
+        let tag = if st.measure {
+            serde_json::json!(MEASURE_NAME)
+        } else {
+            serde_json::Value::Null
+        };
         let previous: Option<serde_json::Value> = std::fs::read(&record)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let same = previous
             .as_ref()
-            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv));
+            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] == tag);
         let skipped_before = previous.as_ref().is_some_and(|p| p["skipped"].is_string());
         let dep_ran = st.deps.iter().any(|d| ran.contains(d));
         let finished = same
@@ -497,6 +519,21 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         ran.push(st.name);
+        if previous
+            .as_ref()
+            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] != tag)
+        {
+            eprintln!(
+                "[{}/{}] {}: made with another mask measure ({}); this build's is {MEASURE_NAME}: run again",
+                i + 1,
+                all.len(),
+                st.name,
+                previous
+                    .as_ref()
+                    .and_then(|p| p["measure"].as_str())
+                    .unwrap_or("the one before measures were named")
+            );
+        }
         if st.output.exists() && (!same || !st.resumes || dep_ran) {
             // Another command line made it, or the command cannot continue it: keep it aside.
             let aside = st.output.with_file_name(format!(
@@ -525,14 +562,16 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             write_atomic(
                 &record,
                 &serde_json::to_vec_pretty(
-                    &serde_json::json!({"argv": st.argv, "done": true, "skipped": why}),
+                    &serde_json::json!({"argv": st.argv, "measure": tag, "done": true, "skipped": why}),
                 )?,
             )?;
             continue;
         }
         write_atomic(
             &record,
-            &serde_json::to_vec_pretty(&serde_json::json!({"argv": st.argv, "done": false}))?,
+            &serde_json::to_vec_pretty(
+                &serde_json::json!({"argv": st.argv, "measure": tag, "done": false}),
+            )?,
         )?;
         // A stage that continues an interrupted run of itself does only part of its work:
         // its time says nothing of this machine's pace.
@@ -577,7 +616,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
-                &serde_json::json!({"argv": st.argv, "done": true, "seconds": secs}),
+                &serde_json::json!({"argv": st.argv, "measure": tag, "done": true, "seconds": secs}),
             )?,
         )?;
     }
