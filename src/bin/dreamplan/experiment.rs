@@ -20,8 +20,9 @@
 //! - a preference file without a pair (the verifier told no candidates apart) skips its
 //!   ORPO stage and that planner's evaluation, and the table says so instead of failing
 //!   the run;
-//! - each stage announces itself with the overall ETA (expected stage durations, scaled by
-//!   how long the finished stages took against their expectation);
+//! - each stage announces itself with the overall ETA (the expected durations of the stages
+//!   this run will start, not of those it skips, scaled by how long the finished stages
+//!   took against their expectation);
 //! - at the end: `table.json`, `table.md` and `table.png` (the paper's table: rows random,
 //!   zero-shot, test-time verification with the world model at best of 4 and best of 8,
 //!   DreamPlan, ORPO with the simulator as verifier, the keypoint oracle; columns rope,
@@ -437,6 +438,62 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
     v
 }
 
+/// A stage's record (`OUT/stages/<name>.json`) as the stage finds it.
+struct Record {
+    previous: Option<serde_json::Value>,
+    /// What the record is to say beside the command line: the mask measure of a stage
+    /// that scores predicted frames, else null.
+    tag: serde_json::Value,
+    /// Made by the same command line (and measure).
+    same: bool,
+}
+
+impl Record {
+    fn read(out: &Path, st: &Stage) -> Self {
+        let tag = if st.measure {
+            serde_json::json!(MEASURE_NAME)
+        } else {
+            serde_json::Value::Null
+        };
+        let previous: Option<serde_json::Value> = std::fs::read(stage_file(out, st.name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let same = previous.as_ref().is_some_and(|p| {
+            p["argv"] == serde_json::json!(st.argv) && (!st.measure || p["measure"] == tag)
+        });
+        Self {
+            previous,
+            tag,
+            same,
+        }
+    }
+
+    /// Finished by the same command line, its output still there, and none of its inputs
+    /// remade (`remade`: the stages that run in this invocation before it).
+    fn finished(&self, st: &Stage, remade: &[&str]) -> bool {
+        let skipped_before = self
+            .previous
+            .as_ref()
+            .is_some_and(|p| p["skipped"].is_string());
+        self.same
+            && !st.deps.iter().any(|d| remade.contains(d))
+            && self.previous.as_ref().is_some_and(|p| p["done"] == true)
+            && (st.output.exists() || skipped_before)
+    }
+}
+
+/// The stages a run would start, in order: those not finished before, and those whose
+/// inputs one of them remakes.
+fn will_run(out: &Path, all: &[Stage]) -> Vec<&'static str> {
+    let mut will: Vec<&'static str> = Vec::new();
+    for st in all {
+        if !Record::read(out, st).finished(st, &will) {
+            will.push(st.name);
+        }
+    }
+    will
+}
+
 fn stage_file(out: &Path, name: &str) -> PathBuf {
     out.join("stages").join(format!("{name}.json"))
 }
@@ -491,28 +548,21 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let all = stages(&a);
     let t0 = Instant::now();
     let (mut done_expect, mut done_actual) = (0.0f64, 0.0f64);
+    // The stages this invocation will run, as far as their records tell (an ORPO stage
+    // whose preference file has no pair is skipped when its turn comes): the ETA sums these.
+    let will = will_run(&a.out, &all);
     // Stages run (or skipped anew) in this invocation: what depends on them runs again.
     let mut ran: Vec<&'static str> = Vec::new();
     for (i, st) in all.iter().enumerate() {
         let record = stage_file(&a.out, st.name);
-        // What the record says beside the command line (null for a stage without one).
-        let tag = if st.measure {
-            serde_json::json!(MEASURE_NAME)
-        } else {
-            serde_json::Value::Null
-        };
-        let previous: Option<serde_json::Value> = std::fs::read(&record)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let same = previous
-            .as_ref()
-            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] == tag);
-        let skipped_before = previous.as_ref().is_some_and(|p| p["skipped"].is_string());
+        let rec = Record::read(&a.out, st);
+        let finished = rec.finished(st, &ran);
         let dep_ran = st.deps.iter().any(|d| ran.contains(d));
-        let finished = same
-            && !dep_ran
-            && previous.as_ref().is_some_and(|p| p["done"] == true)
-            && (st.output.exists() || skipped_before);
+        let Record {
+            previous,
+            tag,
+            same,
+        } = rec;
         if finished {
             eprintln!(
                 "[{}/{}] {}: done before, skipped",
@@ -523,9 +573,10 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         ran.push(st.name);
-        if previous
-            .as_ref()
-            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] != tag)
+        if st.measure
+            && previous
+                .as_ref()
+                .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] != tag)
         {
             eprintln!(
                 "[{}/{}] {}: made with another mask measure ({}); this build's is {MEASURE_NAME}: run again",
@@ -580,7 +631,11 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         // A stage that continues an interrupted run of itself does only part of its work:
         // its time says nothing of this machine's pace.
         let resumed = st.output.exists();
-        let left: f64 = all[i..].iter().map(|x| x.expect_s).sum();
+        let left: f64 = all[i..]
+            .iter()
+            .filter(|x| will.contains(&x.name))
+            .map(|x| x.expect_s)
+            .sum();
         let eta = if a.quick {
             String::new()
         } else {
@@ -821,7 +876,67 @@ fn fmt_cell((m, ci): (f64, Option<(f64, f64)>)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pace;
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: ExperimentArgs,
+    }
+
+    #[test]
+    fn a_changed_measure_or_command_line_remakes_that_stage_and_what_reads_it() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("exp");
+        let a = Cli::parse_from(["x", "--out", out.to_str().unwrap(), "--zero-shot", "zs"]).a;
+        let all = stages(&a);
+        // A fresh folder runs everything.
+        assert_eq!(will_run(&out, &all).len(), all.len());
+        // Every stage finished, with this build's command lines and measure.
+        std::fs::create_dir_all(out.join("stages")).unwrap();
+        for st in &all {
+            std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
+            std::fs::write(&st.output, b"").unwrap();
+            let tag = Record::read(&out, st).tag;
+            let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
+            std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
+        }
+        assert!(will_run(&out, &all).is_empty());
+        // The world-model preferences named another measure: they and what reads them.
+        let rec = serde_json::json!({
+            "argv": all.iter().find(|s| s.name == "preferences-wm").unwrap().argv,
+            "done": true,
+        });
+        std::fs::write(stage_file(&out, "preferences-wm"), rec.to_string()).unwrap();
+        assert_eq!(
+            will_run(&out, &all),
+            ["preferences-wm", "orpo-wm", "eval-dreamplan"]
+        );
+        // A stage that scores no predicted frame ignores the measure field.
+        let st = all.iter().find(|s| s.name == "preferences-sim").unwrap();
+        assert!(!st.measure);
+        let rec = serde_json::json!({"argv": st.argv, "measure": "another", "done": true});
+        std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
+        assert_eq!(
+            will_run(&out, &all),
+            ["preferences-wm", "orpo-wm", "eval-dreamplan"]
+        );
+        // Its command line changed: it and what reads it run again.
+        let rec = serde_json::json!({"argv": ["preferences"], "done": true});
+        std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
+        assert_eq!(
+            will_run(&out, &all),
+            [
+                "preferences-wm",
+                "orpo-wm",
+                "preferences-sim",
+                "orpo-sim",
+                "eval-dreamplan",
+                "eval-orpo-sim"
+            ]
+        );
+    }
 
     #[test]
     fn the_pace_comes_from_whole_stages_and_stays_bounded() {
