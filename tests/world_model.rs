@@ -1015,6 +1015,84 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let e = Predictor::load(&other).err().unwrap().to_string();
     assert!(e.contains("corrupted"), "{e}");
 
+    // `wm-eval --dump-masks`: per state one JSON line with the goal's mask and, per
+    // candidate, the simulator's score and the true, predicted and prior masks, each the
+    // size the line names and made of '0'/'1' only; the report's figures are those of the
+    // dumped masks (mean IoU of predicted and of prior with true, best simulator score).
+    let dump = dir.path().join("masks.jsonl");
+    let report = dir.path().join("wm_eval.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["wm-eval", "--episodes", "2", "--k", "3", "--task", "cloth"])
+        .args(["--first-seed", "4500000", "--world-model"])
+        .arg(&out)
+        .arg("--dump-masks")
+        .arg(&dump)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let bits = |v: &serde_json::Value, n: usize| -> Vec<bool> {
+        let s = v.as_str().unwrap();
+        assert_eq!(s.len(), n);
+        assert!(s.bytes().all(|b| b == b'0' || b == b'1'));
+        s.bytes().map(|b| b == b'1').collect()
+    };
+    let iou = |a: &[bool], b: &[bool]| {
+        let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+        let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+        if union == 0 {
+            1.0
+        } else {
+            inter as f64 / union as f64
+        }
+    };
+    let (mut ious, mut prior_ious, mut best) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["task"], "cloth");
+        assert_eq!(line["seed"], 4_500_000 + i as u64);
+        let n = (line["width"].as_u64().unwrap() * line["height"].as_u64().unwrap()) as usize;
+        // The cloth is large enough to stay visible in this model's 32 × 16 crop (a rope
+        // is not).
+        assert!(bits(&line["goal"], n).contains(&true), "an empty goal mask");
+        let cands = line["candidates"].as_array().unwrap();
+        assert!(cands.len() >= 2 && cands.len() <= 3, "{}", cands.len());
+        let mut top = f64::NEG_INFINITY;
+        for c in cands {
+            let sim = c["sim"].as_f64().unwrap();
+            assert!(sim.is_finite() && sim <= 0.0, "{sim}");
+            top = top.max(sim);
+            let t = bits(&c["true"], n);
+            assert!(t.contains(&true), "an empty true mask");
+            ious.push(iou(&bits(&c["predicted"], n), &t));
+            prior_ious.push(iou(&bits(&c["prior"], n), &t));
+        }
+        best.push(top);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r = &report[0];
+    assert_eq!(r["task"], "cloth");
+    assert_eq!(r["candidates"].as_u64().unwrap() as usize, ious.len());
+    for (field, want) in [
+        ("iou", mean(&ious)),
+        ("iou_prior", mean(&prior_ious)),
+        ("best_sim_score", mean(&best)),
+    ] {
+        let got = r[field].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{field}: report {got}, masks {want}"
+        );
+    }
+
     // A checkpoint of another run in --out is refused, not overwritten.
     let tc2 = TrainConfig {
         lr: 1e-3,
