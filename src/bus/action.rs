@@ -65,6 +65,15 @@ pub struct TrajectoryGoal {
     pub answer: tokio::sync::oneshot::Sender<TrajectoryOutcome>,
 }
 
+/// What a bus's trajectory client hands to the thread or task that owns its action client
+/// (r2r's goal futures are not `Send`, ros2-client's live on the bus's runtime): a goal
+/// `G` (r2r: the goal as JSON; DDS: the trajectory) with where to answer, or the e-stop.
+#[cfg_attr(not(any(feature = "ros2", feature = "dds-bus")), allow(dead_code))]
+pub(crate) enum GoalCommand<G> {
+    Follow(G, tokio::sync::oneshot::Sender<TrajectoryOutcome>),
+    CancelAll,
+}
+
 /// `FollowJointTrajectory_Result.error_code` values (control_msgs), as text.
 pub fn error_code_name(code: i64) -> &'static str {
     match code {

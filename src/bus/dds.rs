@@ -42,6 +42,7 @@ use futures::StreamExt as _;
 use ros2_client::dds::rustdds::DomainParticipantBuilder;
 use ros2_client::{Context, MessageTypeName, Name, NodeName, NodeOptions, QosProfile};
 
+use super::action::GoalCommand;
 use super::{
     resolve_topic, Bus, BusError, Durability, Feeds, Inbox, Publisher, Qos, Reliability, Sink,
     Subscriber,
@@ -715,17 +716,8 @@ pub(crate) mod fjt {
 /// its acceptance once sent.
 const ACTION_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What the executor asks of the action task.
-enum GoalCommand {
-    Follow(
-        crate::msg::prelude::JointTrajectory,
-        tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
-    ),
-    CancelAll,
-}
-
 struct DdsTrajectoryClient {
-    commands: tokio::sync::mpsc::UnboundedSender<GoalCommand>,
+    commands: tokio::sync::mpsc::UnboundedSender<GoalCommand<crate::msg::prelude::JointTrajectory>>,
 }
 
 impl super::TrajectoryClient for DdsTrajectoryClient {
@@ -759,7 +751,9 @@ type FjtClient = ros2_client::action::ActionClient<fjt::Goal, fjt::Result, fjt::
 async fn run_trajectory_goals(
     node: ros2_client::Node,
     client: FjtClient,
-    mut commands: tokio::sync::mpsc::UnboundedReceiver<GoalCommand>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<
+        GoalCommand<crate::msg::prelude::JointTrajectory>,
+    >,
     name: String,
     closed: Arc<AtomicBool>,
 ) {

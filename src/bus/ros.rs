@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use super::action::GoalCommand;
 use super::{
     resolve_topic, Bus, BusError, Durability, Feeds, Inbox, Publisher, Qos, Reliability, Sink,
     Subscriber,
@@ -555,7 +556,7 @@ impl Bus for RosBus {
                     "FollowJointTrajectory client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
                 ))
             })?;
-        let (tx, rx) = std::sync::mpsc::channel::<GoalCommand>();
+        let (tx, rx) = std::sync::mpsc::channel::<GoalCommand<serde_json::Value>>();
         std::thread::Builder::new()
             .name(format!("r2r-action-{name}"))
             .spawn(move || run_trajectory_goals(client, rx))
@@ -600,20 +601,11 @@ impl Bus for RosBus {
     }
 }
 
-/// What the executor asks of the action thread.
-enum GoalCommand {
-    Follow(
-        serde_json::Value,
-        tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
-    ),
-    CancelAll,
-}
-
 /// `FollowJointTrajectory` through r2r's untyped action client (JSON goals, so that the
 /// crate builds without control_msgs' generated types). r2r's goal futures are not `Send`:
 /// they live on one thread with a local executor; the bus's spin thread completes them.
 struct RosTrajectoryClient {
-    commands: Mutex<std::sync::mpsc::Sender<GoalCommand>>,
+    commands: Mutex<std::sync::mpsc::Sender<GoalCommand<serde_json::Value>>>,
 }
 
 impl super::TrajectoryClient for RosTrajectoryClient {
@@ -654,7 +646,7 @@ impl super::TrajectoryClient for RosTrajectoryClient {
 /// when the client is dropped.
 fn run_trajectory_goals(
     client: r2r::ActionClientUntyped,
-    commands: std::sync::mpsc::Receiver<GoalCommand>,
+    commands: std::sync::mpsc::Receiver<GoalCommand<serde_json::Value>>,
 ) {
     use super::TrajectoryOutcome::Failed;
     use futures::task::LocalSpawnExt;
