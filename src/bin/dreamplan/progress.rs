@@ -1,7 +1,8 @@
 //! Progress of long jobs with phases: a bar with ETA per phase on a terminal, a line per 5%
-//! of each phase otherwise (log files, CI).
+//! of each phase otherwise (log files, CI), with the phase's elapsed time and ETA.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,6 +11,8 @@ pub struct PhaseProgress {
     bar: Mutex<Option<(String, ProgressBar)>>,
     style: ProgressStyle,
     tty: bool,
+    /// Off a terminal: the phase being logged and when it started.
+    started: Mutex<Option<(String, Instant)>>,
 }
 
 impl PhaseProgress {
@@ -23,15 +26,26 @@ impl PhaseProgress {
             .expect("a valid template")
             .progress_chars("=> "),
             tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            started: Mutex::new(None),
         }
     }
 
     /// `done` of `total` of `phase` are done; `msg` is shown beside the bar.
     pub fn update(&self, phase: &str, done: usize, total: usize, msg: &str) {
         if !self.tty {
+            let elapsed = {
+                let mut started = self.started.lock().expect("progress lock");
+                if started.as_ref().map(|(p, _)| p.as_str()) != Some(phase) {
+                    *started = Some((phase.to_string(), Instant::now()));
+                }
+                started
+                    .as_ref()
+                    .map(|(_, t)| t.elapsed())
+                    .unwrap_or_default()
+            };
             let every = (total / 20).max(1);
             if done.is_multiple_of(every) || done == total {
-                eprintln!("{phase} {done}/{total} {msg}");
+                eprintln!("{}", log_line(phase, done, total, msg, elapsed));
             }
             return;
         }
@@ -57,5 +71,58 @@ impl PhaseProgress {
         if let Some((_, b)) = self.bar.lock().expect("progress lock").take() {
             b.finish();
         }
+    }
+}
+
+/// One progress line off a terminal: `phase done/total msg (elapsed, eta)`; the ETA assumes
+/// the rest goes at the pace so far, and is left out before the first item is done.
+fn log_line(phase: &str, done: usize, total: usize, msg: &str, elapsed: Duration) -> String {
+    let msg = if msg.is_empty() {
+        String::new()
+    } else {
+        format!(" {msg}")
+    };
+    let secs = elapsed.as_secs_f64();
+    let timing = if done == 0 {
+        String::new()
+    } else {
+        let left = secs / done as f64 * total.saturating_sub(done) as f64;
+        format!(" ({} elapsed, eta {})", clock(secs), clock(left))
+    };
+    format!("{phase} {done}/{total}{msg}{timing}")
+}
+
+/// Seconds as `1h02m`, `3m05s` or `42s`.
+fn clock(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_carries_the_phase_its_count_and_the_pace_so_far() {
+        let d = Duration::from_secs;
+        assert_eq!(log_line("rope", 0, 50, "", d(3)), "rope 0/50");
+        assert_eq!(
+            log_line("rope", 10, 50, "", d(20)),
+            "rope 10/50 (20s elapsed, eta 1m20s)"
+        );
+        assert_eq!(
+            log_line("toy", 25, 100, "loss 0.5", d(1800)),
+            "toy 25/100 loss 0.5 (30m00s elapsed, eta 1h30m)"
+        );
+        assert_eq!(
+            log_line("cloth", 4, 4, "", d(9)),
+            "cloth 4/4 (9s elapsed, eta 0s)"
+        );
     }
 }
