@@ -742,3 +742,47 @@ async fn end_episode(
         }
     }
 }
+
+/// With `wait_for_subscribers`, the sim holds its first reset until that many subscribers
+/// listen on the goal topic (here the test, 1.5 s in), not for its whole `start_delay_s`
+/// (600 s: the test would time out): a launch file need not guess how long its other
+/// nodes take to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_starts_when_its_goal_has_a_subscriber_not_after_a_fixed_delay() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let sim = SimNode::new(SimConfig {
+        task: TaskName::Rope,
+        seed: 1,
+        episodes: 1,
+        start_delay_s: 600.0,
+        wait_for_subscribers: 1,
+        width: 64,
+        height: 64,
+        realtime: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let sim_task = start(sim, &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        events.try_recv().is_none(),
+        "the sim reset before anyone listened on its goal topic"
+    );
+    let mut goal = bus
+        .subscribe::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    let reset = tokio::time::timeout(Duration::from_secs(120), async {
+        next_event(&mut events, EpisodeEvent::EVENT_RESET).await
+    })
+    .await
+    .expect("no reset within 120 s of a subscriber arriving");
+    assert_eq!(reset.episode, 0);
+    let g = goal.recv().await.unwrap();
+    assert_eq!((g.width, g.height), (64, 64));
+    stop.cancel();
+    sim_task.await.unwrap().unwrap();
+}

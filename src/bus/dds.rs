@@ -110,6 +110,8 @@ struct DdsSink<M: Message> {
     publisher: ros2_client::Publisher<Shared<M>>,
     closed: Arc<AtomicBool>,
     topic: String,
+    /// The participant's discovery database: who reads the topic.
+    context: Context,
 }
 
 impl<M: Message> Sink<M> for DdsSink<M> {
@@ -120,6 +122,20 @@ impl<M: Message> Sink<M> for DdsSink<M> {
         self.publisher
             .publish(Shared(msg))
             .map_err(|e| BusError::Ros(format!("DDS publish on `{}`: {e:?}", self.topic)))
+    }
+
+    /// The readers of the topic in the participant's discovery database: this process's
+    /// own and, once discovery (SEDP) has announced them, other processes'.
+    fn subscribers(&self) -> Option<usize> {
+        let dds_topic = format!("rt/{}", self.topic.trim_start_matches('/'));
+        Some(
+            self.context
+                .domain_participant()
+                .discovered_readers()
+                .iter()
+                .filter(|r| r.subscription_topic_data.topic_name() == &dds_topic)
+                .count(),
+        )
     }
 }
 
@@ -289,6 +305,7 @@ impl Bus for DdsBus {
             publisher,
             closed: self.inner.closed.clone(),
             topic: topic.clone(),
+            context: self.inner.context.clone(),
         };
         Ok(Publisher::new(topic, Arc::new(sink)))
     }
@@ -1014,6 +1031,46 @@ mod tests {
         let o = DdsOptions::from_env("n").unwrap();
         assert_eq!((o.domain_id, o.localhost_only), (0, false));
         std::env::remove_var("ROS_DOMAIN_ID");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publisher_counts_the_readers_of_its_topic_in_this_and_other_participants() {
+        let options = |node: &str| DdsOptions {
+            domain_id: 170 + (std::process::id() % 30) as u16,
+            localhost_only: false,
+            node: node.into(),
+            namespace: "/".into(),
+            use_sim_time: false,
+        };
+        let wait_for = |p: &Publisher<Image>, n: usize| {
+            let p = p.clone();
+            async move {
+                let t0 = std::time::Instant::now();
+                while p.subscriber_count() < Some(n) && t0.elapsed().as_secs() < 30 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                p.subscriber_count()
+            }
+        };
+        let sim = DdsBus::new(&options("sim")).unwrap();
+        let goal = sim
+            .publisher::<Image>("/goal/image", Qos::latched())
+            .unwrap();
+        let _other_topic = sim
+            .subscribe::<Image>("/goal/depth", Qos::latched())
+            .unwrap();
+        assert_eq!(goal.subscriber_count(), Some(0));
+        // A reader in the same participant (a graph run in one process) counts,
+        let _own = sim
+            .subscribe::<Image>("/goal/image", Qos::latched())
+            .unwrap();
+        assert_eq!(wait_for(&goal, 1).await, Some(1));
+        // and so does one of another participant (another process), once discovered.
+        let planner = DdsBus::new(&options("planner")).unwrap();
+        let _sub = planner
+            .subscribe::<Image>("/goal/image", Qos::latched())
+            .unwrap();
+        assert_eq!(wait_for(&goal, 2).await, Some(2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,7 @@ pub(crate) trait Sink<M>: Send + Sync {
     fn wait_room(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }
-    /// Live subscribers of the topic, where the bus can tell (in-process); `None` otherwise.
+    /// Subscribers of the topic, where the bus can tell; `None` otherwise.
     fn subscribers(&self) -> Option<usize> {
         None
     }
@@ -141,8 +141,10 @@ impl<M: Message> Publisher<M> {
         self.sink.wait_room().await
     }
 
-    /// Subscribers now listening on the topic (in-process bus); `None` where the bus
-    /// cannot tell (ROS 2 discovery is asynchronous).
+    /// Subscribers now listening on the topic: in-process, the live ones; over DDS, the
+    /// readers in the participant's discovery database (this process's, and other
+    /// processes' once discovery has announced them); on r2r, the subscriptions rcl has
+    /// matched. `None` where the bus cannot tell.
     pub fn subscriber_count(&self) -> Option<usize> {
         self.sink.subscribers()
     }

@@ -118,6 +118,9 @@ ros_typed!(msg::trajectory_msgs::JointTrajectory => rt::msg::JointTrajectory {
 /// Publishes one message through whichever r2r publisher the transport made.
 type PublishFn<M> = Box<dyn Fn(&M) -> Result<(), BusError> + Send + Sync>;
 
+/// The subscriptions rcl has matched with a publisher (this process's and others').
+type CountFn = Box<dyn Fn() -> Option<usize> + Send + Sync>;
+
 /// How messages of one Rust type cross into ROS: a typed r2r publisher/subscription, or
 /// CDR bytes through the untyped API.
 trait Transport<M>: Send + Sync {
@@ -126,7 +129,7 @@ trait Transport<M>: Send + Sync {
         node: &mut r2r::Node,
         topic: &str,
         qos: r2r::QosProfile,
-    ) -> Result<PublishFn<M>, BusError>;
+    ) -> Result<(PublishFn<M>, CountFn), BusError>;
     fn subscribe(
         &self,
         node: &mut r2r::Node,
@@ -145,15 +148,22 @@ impl<M: Message + RosTyped> Transport<M> for Typed<M> {
         node: &mut r2r::Node,
         topic: &str,
         qos: r2r::QosProfile,
-    ) -> Result<PublishFn<M>, BusError> {
-        let p = Mutex::new(
+    ) -> Result<(PublishFn<M>, CountFn), BusError> {
+        let p = Arc::new(Mutex::new(
             node.create_publisher::<M::Ros>(topic, qos)
                 .map_err(ros_err)?,
-        );
-        Ok(Box::new(move |m: &M| {
-            let p = p.lock().unwrap_or_else(|e| e.into_inner());
-            p.publish(&m.to_ros()).map_err(ros_err)
-        }))
+        ));
+        let counted = p.clone();
+        Ok((
+            Box::new(move |m: &M| {
+                let p = p.lock().unwrap_or_else(|e| e.into_inner());
+                p.publish(&m.to_ros()).map_err(ros_err)
+            }),
+            Box::new(move || {
+                let p = counted.lock().unwrap_or_else(|e| e.into_inner());
+                p.get_inter_process_subscription_count().ok()
+            }),
+        ))
     }
     fn subscribe(
         &self,
@@ -180,16 +190,23 @@ impl<M: Message> Transport<M> for Raw {
         node: &mut r2r::Node,
         topic: &str,
         qos: r2r::QosProfile,
-    ) -> Result<PublishFn<M>, BusError> {
-        let p = Mutex::new(
+    ) -> Result<(PublishFn<M>, CountFn), BusError> {
+        let p = Arc::new(Mutex::new(
             node.create_publisher_untyped(topic, M::TYPE_NAME, qos)
                 .map_err(ros_err)?,
-        );
-        Ok(Box::new(move |m: &M| {
-            let bytes = m.to_cdr();
-            let p = p.lock().unwrap_or_else(|e| e.into_inner());
-            p.publish_raw(&bytes).map_err(ros_err)
-        }))
+        ));
+        let counted = p.clone();
+        Ok((
+            Box::new(move |m: &M| {
+                let bytes = m.to_cdr();
+                let p = p.lock().unwrap_or_else(|e| e.into_inner());
+                p.publish_raw(&bytes).map_err(ros_err)
+            }),
+            Box::new(move || {
+                let p = counted.lock().unwrap_or_else(|e| e.into_inner());
+                p.get_inter_process_subscription_count().ok()
+            }),
+        ))
     }
     fn subscribe(
         &self,
@@ -261,6 +278,7 @@ fn transport<M: Message>() -> Box<dyn Transport<M>> {
 
 struct RosSink<M> {
     publish: PublishFn<M>,
+    count: CountFn,
     closed: Arc<AtomicBool>,
     topic: String,
 }
@@ -271,6 +289,10 @@ impl<M: Message> Sink<M> for RosSink<M> {
             return Err(BusError::Closed(self.topic.clone()));
         }
         (self.publish)(&msg)
+    }
+
+    fn subscribers(&self) -> Option<usize> {
+        (self.count)()
     }
 }
 
@@ -479,9 +501,10 @@ impl Bus for RosBus {
             return Err(BusError::Closed(topic));
         }
         let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
-        let publish = transport::<M>().publisher(&mut node, &topic, qos_profile(qos))?;
+        let (publish, count) = transport::<M>().publisher(&mut node, &topic, qos_profile(qos))?;
         let sink = RosSink {
             publish,
+            count,
             closed: self.inner.closed.clone(),
             topic: topic.clone(),
         };

@@ -136,6 +136,12 @@ pub struct SimConfig {
     /// and recorders started alongside have subscribed when its `reset` goes out (episode
     /// events are not latched).
     pub start_delay_s: f64,
+    /// With N > 0: before the first episode, wait until N subscribers listen on the goal
+    /// image topic (the planner's, a recorder's) instead of the whole `start_delay_s`, which
+    /// then bounds the wait; after it the sim starts anyway, with a warning. A bus that
+    /// cannot count subscribers waits `start_delay_s`. Over DDS the readers of other
+    /// processes count once discovery has announced them.
+    pub wait_for_subscribers: u32,
     /// Topic names.
     pub topics: SimTopics,
 }
@@ -155,8 +161,49 @@ impl Default for SimConfig {
             settle_s: 1.0,
             grasp_radius: 0.012,
             start_delay_s: 0.5,
+            wait_for_subscribers: 0,
             topics: SimTopics::default(),
         }
+    }
+}
+
+/// Resolves when `publisher`'s topic has `wanted` subscribers (then after a 1-s grace,
+/// in which their node's other subscriptions are matched too), or when `max_s` seconds
+/// have passed: at once with `wanted` 0, or where the bus cannot count them.
+async fn wait_for_subscribers<M: crate::msg::Message>(
+    publisher: &crate::bus::Publisher<M>,
+    wanted: u32,
+    max_s: f64,
+    node: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(max_s);
+    if wanted == 0 || publisher.subscriber_count().is_none() {
+        tokio::time::sleep_until(deadline).await;
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = publisher.subscriber_count().unwrap_or(0);
+        if n >= wanted as usize {
+            tracing::info!(
+                node,
+                "{n} subscriber(s) on {} after {:.1} s: starting",
+                publisher.topic(),
+                t0.elapsed().as_secs_f64()
+            );
+            let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+            tokio::time::sleep_until(grace.min(deadline)).await;
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                node,
+                "{n} of {wanted} subscriber(s) on {} after {max_s} s: starting anyway",
+                publisher.topic()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -368,7 +415,7 @@ impl Node for SimNode {
         if c.start_delay_s > 0.0 {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_secs_f64(c.start_delay_s)) => {}
+                _ = wait_for_subscribers(&goal_pub, c.wait_for_subscribers, c.start_delay_s, &ctx.name) => {}
             }
         }
         'episodes: loop {

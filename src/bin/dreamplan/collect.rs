@@ -225,14 +225,16 @@ fn collect_task(
             spec("executor", json!({"width": s, "height": s}))?,
             spec(
                 "sim",
-                // The first reset waits 2 s (the sim's default is 0.5 s): the recorder
-                // finds the topics by polling the bus, and on a loaded machine its first
-                // look came after the first episode's reset once (a CI run beside two
-                // trainings), leaving that episode without its transition.
+                // The first reset waits until the planner and the recorder listen on the
+                // goal topic (30 s at most): the recorder finds the topics by polling the
+                // bus, and on a loaded machine its first look once came after a fixed
+                // delay's reset (a CI run beside two trainings), leaving that episode
+                // without its transition.
                 json!({
                     "task": task, "seed": args.seed, "episodes": args.episodes,
                     "width": s, "height": s, "realtime": false,
-                    "camera_rate_hz": args.camera_rate_hz, "start_delay_s": 2.0,
+                    "camera_rate_hz": args.camera_rate_hz, "start_delay_s": 30.0,
+                    "wait_for_subscribers": 2,
                 }),
             )?,
         ],
