@@ -1044,15 +1044,7 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         assert!(s.bytes().all(|b| b == b'0' || b == b'1'));
         s.bytes().map(|b| b == b'1').collect()
     };
-    let iou = |a: &[bool], b: &[bool]| {
-        let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
-        let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
-        if union == 0 {
-            1.0
-        } else {
-            inter as f64 / union as f64
-        }
-    };
+    let iou = dreamplan::world_model::metrics::iou;
     let (mut ious, mut prior_ious, mut best) = (Vec::new(), Vec::new(), Vec::new());
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["task"], "cloth");
