@@ -522,19 +522,33 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
     let text = std::fs::read_to_string(&pairs).unwrap();
     let mut lines = text.lines();
     let head = lines.next().unwrap().to_string();
+    // The rope states are written in the reverse order (as threads or a resumed run may
+    // leave them): training takes states in (task, seed) order, so nothing changes.
     let split = |task: &str| {
         let path = dir.path().join(format!("{task}.jsonl"));
-        let body: String = text
+        let mut lines: Vec<String> = text
             .lines()
             .skip(1)
             .filter(|l| l.contains(&format!("\"task\":\"{task}\"")))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert!(!body.is_empty());
-        std::fs::write(&path, format!("{head}\n{body}")).unwrap();
+        assert!(!lines.is_empty());
+        lines.reverse();
+        std::fs::write(&path, format!("{head}\n{}", lines.concat())).unwrap();
         path
     };
     let (rope_file, toy_file) = (split("rope"), split("toy"));
+    let seeds: Vec<u64> = std::fs::read_to_string(&rope_file)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seed"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seeds, [3_000_001, 3_000_000]);
     let out2 = dir.path().join("set2");
     orpo::train_per_task(
         &planner,
@@ -548,7 +562,7 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
         let f = |d: &Path| std::fs::read(d.join(task).join("adapter_model.safetensors")).unwrap();
         assert!(
             f(&out) == f(&out2),
-            "{task}: another adapter from its own file"
+            "{task}: another adapter from its own file, its states in another order"
         );
     }
     let e = orpo::train_per_task(

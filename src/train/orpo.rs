@@ -254,7 +254,15 @@ fn examples(
     let mut pairs = 0usize;
     // The planner folder's prompt form, read once (not per state).
     let form = prompt_form(planner_dir);
-    for st in &file.states {
+    // In (task, seed) order, not the file's: a preference file written by several threads
+    // (or resumed) holds its states in completion order, and training draws by position,
+    // so the same states must train the same adapter whatever order they were written in.
+    let mut states: Vec<_> = file.states.iter().collect();
+    states.sort_by_key(|st| {
+        let task = Task::ALL.iter().position(|t| t.name() == st.task);
+        (task.unwrap_or(usize::MAX), st.task.clone(), st.seed)
+    });
+    for st in states {
         if st.pairs.is_empty() {
             continue;
         }
