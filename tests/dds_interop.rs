@@ -344,7 +344,7 @@ duration_s: 0
 nodes:
   - name: sim
     kind: sim
-    params: {task: rope, seed: 5, episodes: 1, width: 96, height: 96, realtime: false, start_delay_s: 60.0, wait_for_subscribers: 1}
+    params: {task: rope, seed: 5, episodes: 1, width: 96, height: 96, realtime: false, start_delay_s: 6.0}
 ",
         110,
     );

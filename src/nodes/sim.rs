@@ -139,8 +139,10 @@ pub struct SimConfig {
     /// With N > 0: before the first episode, wait until N subscribers listen on the goal
     /// image topic (the planner's, a recorder's) instead of the whole `start_delay_s`, which
     /// then bounds the wait; after it the sim starts anyway, with a warning. A bus that
-    /// cannot count subscribers waits `start_delay_s`. Over DDS the readers of other
-    /// processes count once discovery has announced them.
+    /// cannot count subscribers waits `start_delay_s`. Exact in process; over DDS the
+    /// readers of other processes count once discovery has announced them, which does not
+    /// yet mean that their process's other endpoints are matched (docs/ros2.md): across
+    /// processes keep a delay that covers discovery.
     pub wait_for_subscribers: u32,
     /// Topic names.
     pub topics: SimTopics,
