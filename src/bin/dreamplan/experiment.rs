@@ -96,11 +96,21 @@ struct Stage {
     after: Option<&'static str>,
     /// The stages whose output this one reads: when one of them runs again, so does this.
     deps: Vec<&'static str>,
-    /// The stage scores predicted frames with the mask measure: its record names the
-    /// measure (`measure::MEASURE_NAME`), and a record made with another measure, or before
-    /// records named one, does not count as finished (the command line is the same, the
-    /// figures are not).
-    measure: bool,
+}
+
+impl Stage {
+    /// The stage scores predicted frames with the mask measure (`wm-eval`, or a command
+    /// with `--verifier world-model`): its record names the measure
+    /// (`measure::MEASURE_NAME`), and a record made with another measure, or before records
+    /// named one, does not count as finished (the command line is the same, the figures
+    /// are not).
+    fn scores_frames(&self) -> bool {
+        self.argv[0] == "wm-eval"
+            || self
+                .argv
+                .windows(2)
+                .any(|w| w[0] == "--verifier" && w[1] == "world-model")
+    }
 }
 
 fn s(p: &Path) -> String {
@@ -157,7 +167,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             pairs: None,
             after: None,
             deps: vec![],
-            measure: false,
         });
     }
     let bags = a.bags.clone().unwrap_or_else(|| out.join("bags"));
@@ -191,7 +200,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             pairs: None,
             after: None,
             deps: vec!["zero-shot"],
-            measure: false,
         });
     }
     let mut argv = args_of(&["train-world-model", "--bags"]);
@@ -222,7 +230,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         pairs: None,
         after: None,
         deps: vec!["collect"],
-        measure: false,
     });
     let mut argv = args_of(&["wm-eval", "--world-model"]);
     argv.extend([
@@ -245,7 +252,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         pairs: None,
         after: None,
         deps: vec!["zero-shot", "world-model"],
-        measure: true,
     });
     for (verifier, pairs_dir, tuned) in [
         ("world-model", "preferences-wm", "dreamplan"),
@@ -302,7 +308,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             } else {
                 vec!["zero-shot", "world-model"]
             },
-            measure: verifier == "world-model",
         });
         let mut argv = args_of(&["train-orpo", "--planner"]);
         argv.extend([
@@ -336,7 +341,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             } else {
                 "preferences-wm"
             }],
-            measure: false,
         });
     }
     let episodes = if q { 1 } else { a.episodes };
@@ -410,7 +414,6 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
                 "eval-orpo-sim" => vec!["orpo-sim"],
                 _ => vec!["zero-shot", "world-model"],
             },
-            measure: name.starts_with("eval-wm-"),
         });
     }
     // Every stage that runs a model computes where --device says. The flags are added
@@ -454,7 +457,7 @@ struct Record {
 
 impl Record {
     fn read(out: &Path, st: &Stage) -> Self {
-        let tag = if st.measure {
+        let tag = if st.scores_frames() {
             serde_json::json!(MEASURE_NAME)
         } else {
             serde_json::Value::Null
@@ -463,7 +466,7 @@ impl Record {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let same = previous.as_ref().is_some_and(|p| {
-            p["argv"] == serde_json::json!(st.argv) && (!st.measure || p["measure"] == tag)
+            p["argv"] == serde_json::json!(st.argv) && (!st.scores_frames() || p["measure"] == tag)
         });
         Self {
             previous,
@@ -577,7 +580,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         ran.push(st.name);
-        if st.measure
+        if st.scores_frames()
             && previous
                 .as_ref()
                 .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] != tag)
@@ -895,6 +898,20 @@ mod tests {
         let out = dir.path().join("exp");
         let a = Cli::parse_from(["x", "--out", out.to_str().unwrap(), "--zero-shot", "zs"]).a;
         let all = stages(&a);
+        let framed: Vec<_> = all
+            .iter()
+            .filter(|s| s.scores_frames())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            framed,
+            [
+                "world-model-quality",
+                "preferences-wm",
+                "eval-wm-best-of-4",
+                "eval-wm-best-of-8"
+            ]
+        );
         // A fresh folder runs everything.
         assert_eq!(will_run(&out, &all).len(), all.len());
         // Every stage finished, with this build's command lines and measure.
@@ -919,7 +936,7 @@ mod tests {
         );
         // A stage that scores no predicted frame ignores the measure field.
         let st = all.iter().find(|s| s.name == "preferences-sim").unwrap();
-        assert!(!st.measure);
+        assert!(!st.scores_frames());
         let rec = serde_json::json!({"argv": st.argv, "measure": "another", "done": true});
         std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
         assert_eq!(
