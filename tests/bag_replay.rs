@@ -362,3 +362,78 @@ async fn the_recorder_pauses_and_resumes_through_its_parameters() {
         "written while paused, or lost after resuming"
     );
 }
+
+/// The recorder logs each message at the bus-clock time it reached its subscription, not
+/// when its task got round to writing it: here the simulated clock jumps from 1 s to 10 s
+/// between the two publishes, before the recorder's single-threaded tasks run at all, and
+/// the first message still carries 1 s (it carried 10 s when the task read the clock; on a
+/// loaded machine that put a planner's action after the episode event that followed it).
+#[tokio::test(flavor = "current_thread")]
+async fn the_recorder_logs_the_arrival_time_even_when_it_runs_late() {
+    use dreamplan::nodes::recorder::{RecorderConfig, RecorderNode};
+    use dreamplan::nodes::{params::LiveParams, Node, NodeContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rec");
+    let given = serde_yaml::from_str::<serde_yaml::Value>(&format!(
+        "{{out_dir: {}, topics: [/a, /b]}}",
+        out.display()
+    ))
+    .unwrap();
+    let config: RecorderConfig = serde_yaml::from_value(given.clone()).unwrap();
+    let params = LiveParams::for_node::<RecorderNode>("rec", &config, &given);
+    let node = RecorderNode::new(config).unwrap();
+    let counts = node.counts();
+    let clock = Clock::sim(Time { sec: 0, nanosec: 0 });
+    let bus = LocalBus::new(clock.clone());
+    let a = bus.publisher::<Time>("/a", Qos::keep_last(10)).unwrap();
+    let b = bus.publisher::<Time>("/b", Qos::keep_last(10)).unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(node.run(NodeContext {
+        name: "rec".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params,
+    }));
+    // Until the recorder listens on both topics (it finds them by polling the bus).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bus
+        .topic_graph()
+        .values()
+        .filter(|u| u.subscriptions > 0)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the recorder never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No await between these: the recorder's tasks cannot run in between.
+    clock.set(Time { sec: 1, nanosec: 0 });
+    a.publish(Time { sec: 1, nanosec: 0 }).unwrap();
+    clock.set(Time {
+        sec: 10,
+        nanosec: 0,
+    });
+    b.publish(Time {
+        sec: 10,
+        nanosec: 0,
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts.lock().unwrap().values().sum::<u64>() < 2 {
+        assert!(Instant::now() < deadline, "not recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let reader = BagReader::open(&out).unwrap();
+    for (topic, sec) in [("/a", 1), ("/b", 10)] {
+        let logged: Vec<(u64, i32)> = reader
+            .read_topic::<Time>(topic)
+            .map(|m| {
+                let (t, msg) = m.unwrap();
+                (t, msg.sec)
+            })
+            .collect();
+        assert_eq!(logged, vec![(sec as u64 * 1_000_000_000, sec)], "{topic}");
+    }
+}

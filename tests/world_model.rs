@@ -775,8 +775,10 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let index = dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|_, _| {}).unwrap();
     assert!(
         index.clips.len() >= 3,
-        "{} clips from 4 episodes",
-        index.clips.len()
+        "{} clips from 4 episodes ({} skipped, the first for: {:?})",
+        index.clips.len(),
+        index.skipped,
+        index.first_skip
     );
     // A random action the executor refuses, or one that times out on a loaded machine,
     // never finishes and is skipped with that reason; nothing else may be skipped.

@@ -321,7 +321,7 @@ impl Bus for DdsBus {
             .unwrap_or_else(|e| e.into_inner())
             .create_subscription::<M>(&t, Some(qos_profile(qos)))
             .map_err(dds_err)?;
-        let inbox = Inbox::new(qos.depth);
+        let inbox = Inbox::new(qos.depth, self.inner.clock.clone());
         let feeder = {
             let inbox = inbox.clone();
             let topic = topic.clone();

@@ -1,12 +1,18 @@
-//! The bounded per-subscription queue both buses deliver into.
+//! The bounded per-subscription queue every bus delivers into. Each message is stamped
+//! with the bus clock as it arrives, the receive time a rosbag2 recorder logs: a node
+//! that handles it later (a recorder's task waiting for the CPU while a simulator runs
+//! ahead of the wall clock) still knows when it came.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
+use crate::msg::builtin_interfaces::Time;
+
 struct State<M> {
-    queue: VecDeque<Arc<M>>,
+    queue: VecDeque<(Arc<M>, Time)>,
     closed: bool,
     dropped: u64,
     received: u64,
@@ -19,10 +25,12 @@ pub(crate) struct Inbox<M> {
     /// Signalled when the reader takes a message (for publishers that wait for room).
     room: Notify,
     depth: usize,
+    /// Stamps arrivals.
+    clock: Clock,
 }
 
 impl<M> Inbox<M> {
-    pub(crate) fn new(depth: usize) -> Arc<Self> {
+    pub(crate) fn new(depth: usize, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(depth.min(64)),
@@ -33,6 +41,7 @@ impl<M> Inbox<M> {
             notify: Notify::new(),
             room: Notify::new(),
             depth: depth.max(1),
+            clock,
         })
     }
 
@@ -44,6 +53,7 @@ impl<M> Inbox<M> {
 
     /// Queues `msg`; returns false once the inbox is closed.
     pub(crate) fn push(&self, msg: Arc<M>) -> bool {
+        let arrived = self.clock.now();
         {
             let mut s = self.lock();
             if s.closed {
@@ -53,7 +63,7 @@ impl<M> Inbox<M> {
                 s.queue.pop_front();
                 s.dropped += 1;
             }
-            s.queue.push_back(msg);
+            s.queue.push_back((msg, arrived));
             s.received += 1;
         }
         self.notify.notify_one();
@@ -110,6 +120,13 @@ impl<M> Subscriber<M> {
 
     /// The next message; `None` once the bus has shut down and the queue is drained.
     pub async fn recv(&mut self) -> Option<Arc<M>> {
+        self.recv_stamped().await.map(|(m, _)| m)
+    }
+
+    /// The next message with the bus-clock time it arrived in this subscription's queue
+    /// (what a recorder logs: not when this task got round to it); `None` once the bus has
+    /// shut down and the queue is drained.
+    pub async fn recv_stamped(&mut self) -> Option<(Arc<M>, Time)> {
         loop {
             {
                 let mut s = self.inbox.lock();
@@ -130,6 +147,12 @@ impl<M> Subscriber<M> {
 
     /// The next queued message without waiting.
     pub fn try_recv(&mut self) -> Option<Arc<M>> {
+        self.try_recv_stamped().map(|(m, _)| m)
+    }
+
+    /// [`Subscriber::try_recv`] with the message's arrival time (see
+    /// [`Subscriber::recv_stamped`]).
+    pub fn try_recv_stamped(&mut self) -> Option<(Arc<M>, Time)> {
         let m = self.inbox.lock().queue.pop_front();
         if m.is_some() {
             self.inbox.room.notify_waiters();

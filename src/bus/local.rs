@@ -259,7 +259,7 @@ impl Bus for LocalBus {
 
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
         let (name, topic) = self.topic::<M>(topic)?;
-        let inbox = Inbox::new(qos.depth);
+        let inbox = Inbox::new(qos.depth, self.inner.clock.clone());
         if qos.durability == Durability::TransientLocal {
             let latched = topic.latched.lock().unwrap_or_else(|e| e.into_inner());
             for m in latched.iter() {

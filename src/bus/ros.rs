@@ -516,7 +516,7 @@ impl Bus for RosBus {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed(topic));
         }
-        let inbox = Inbox::new(qos.depth);
+        let inbox = Inbox::new(qos.depth, self.inner.clock.clone());
         let feeder = {
             let mut node = self.inner.node.lock().unwrap_or_else(|e| e.into_inner());
             transport::<M>().subscribe(&mut node, &topic, qos_profile(qos), inbox.clone())?

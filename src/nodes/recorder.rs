@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Node, NodeContext};
 use crate::bag::{BagWriter, Compression, WriterOptions};
 use crate::bus::{Bus, Durability, Qos};
-use crate::clock::Clock;
 use crate::msg::{visit_type, Message, TypeVisitor};
 
 /// Recorder parameters.
@@ -121,7 +120,6 @@ struct Subscribe<B> {
     qos: Qos,
     offered: Vec<Qos>,
     tx: mpsc::Sender<Cmd>,
-    clock: Clock,
     shutdown: CancellationToken,
     paused: Paused,
 }
@@ -158,42 +156,46 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
             definition: M::DEFINITION,
             offered: self.offered,
         };
-        let (tx, id, clock, shutdown, paused) =
-            (self.tx, self.id, self.clock, self.shutdown, self.paused);
+        let (tx, id, shutdown, paused) = (self.tx, self.id, self.shutdown, self.paused);
         let forward = Box::pin(async move {
             // Encodes and hands one message to the writer (none while paused); an error
             // once the writer is gone.
-            let write = |msg: std::sync::Arc<M>| {
-                let time = clock.now().as_nanos().max(0) as u64;
-                let cmd = if paused.now() {
-                    paused.skipped.fetch_add(1, Ordering::Relaxed);
-                    None
-                } else {
-                    Some(Cmd::Write {
-                        id,
-                        time,
-                        cdr: msg.to_cdr(),
-                    })
-                };
-                let tx = tx.clone();
-                async move {
-                    match cmd {
-                        Some(c) => tx.send(c).await.map_err(|_| ()),
-                        None => Ok(()),
+            // Logged at the bus-clock time the message reached the subscription (rosbag2's
+            // receive time), not when this task handles it: on a loaded machine the task may
+            // run after a simulator has moved its clock on, and a transition's messages would
+            // then be out of order with the episode events of other topics.
+            let write =
+                |(msg, arrived): (std::sync::Arc<M>, crate::msg::builtin_interfaces::Time)| {
+                    let time = arrived.as_nanos().max(0) as u64;
+                    let cmd = if paused.now() {
+                        paused.skipped.fetch_add(1, Ordering::Relaxed);
+                        None
+                    } else {
+                        Some(Cmd::Write {
+                            id,
+                            time,
+                            cdr: msg.to_cdr(),
+                        })
+                    };
+                    let tx = tx.clone();
+                    async move {
+                        match cmd {
+                            Some(c) => tx.send(c).await.map_err(|_| ()),
+                            None => Ok(()),
+                        }
                     }
-                }
-            };
+                };
             loop {
                 let msg = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    m = sub.recv() => match m { Some(m) => m, None => break },
+                    m = sub.recv_stamped() => match m { Some(m) => m, None => break },
                 };
                 if write(msg).await.is_err() {
                     return;
                 }
             }
             // Drain what is already queued so a stop loses nothing received.
-            while let Some(msg) = sub.try_recv() {
+            while let Some(msg) = sub.try_recv_stamped() {
                 if write(msg).await.is_err() {
                     return;
                 }
@@ -397,7 +399,6 @@ impl Node for RecorderNode {
                     id: subscribed.len(),
                     qos,
                     tx: tx.clone(),
-                    clock: ctx.bus.clock(),
                     shutdown: ctx.shutdown.clone(),
                     paused: paused.clone(),
                     offered: if offered.is_empty() {
