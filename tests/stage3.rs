@@ -221,6 +221,46 @@ fn the_simulator_verifier_agrees_with_the_evaluation_and_the_keypoint_oracle_tak
         .contains("simulated world"));
 }
 
+/// Candidates that pick at one keypoint share their approach, grasp and lift in the
+/// simulator verifier (played once); every outcome is still bitwise the one a candidate
+/// played alone ends in, an unknown keypoint included (nothing is played).
+#[test]
+fn the_simulator_verifier_s_shared_playbacks_end_exactly_where_single_ones_do() {
+    let cfg = EvalConfig::default();
+    for (task, seed) in [(Task::Cloth, 2), (Task::Toy, 5)] {
+        let obs = observe(task, seed, &cfg);
+        let (kc, kg) = obs.keypoints.as_ref().unwrap();
+        let state = VerifyState::of_observation(task, &obs, kc, kg);
+        let mut choices: Vec<KeypointChoice> = kc[..2]
+            .iter()
+            .flat_map(|c| {
+                kg[..3].iter().map(move |g| KeypointChoice {
+                    pick: c.id,
+                    place: g.id,
+                })
+            })
+            .collect();
+        choices.push(KeypointChoice {
+            pick: kc[0].id,
+            place: 999,
+        });
+        let v = SimVerifier::default();
+        let together = v.outcomes(&state, &choices).unwrap();
+        assert_eq!(together.len(), choices.len());
+        for (c, (w, distance, score)) in choices.iter().zip(&together) {
+            let (alone, d, s) = v.outcome(&state, c).unwrap();
+            assert_eq!(w.positions(), alone.positions(), "{task:?} {c:?}");
+            assert_eq!((*distance, *score), (d, s), "{task:?} {c:?}");
+        }
+        // The candidates with one pick did go different places.
+        assert!(
+            together[0].0.positions() != together[1].0.positions(),
+            "{task:?}: two places, one outcome"
+        );
+        assert_eq!(together[6].0.positions(), obs.world.positions(), "{task:?}");
+    }
+}
+
 fn header(tokenizer: String) -> Header {
     Header {
         format: prefs::FORMAT.into(),

@@ -77,51 +77,207 @@ pub fn execute_plan(
     params: &ArmExecParams,
     mut on_frame: impl FnMut(f64, &World, &[f64], bool),
 ) -> ArmExecution {
-    let end = plan
-        .trajectory
-        .points
-        .last()
-        .map_or(0.0, |p| p.time_from_start.as_secs_f64());
-    let total = end + params.settle_s;
-    let steps = (total / params.dt).ceil() as usize;
-    let frame_every = if params.fps > 0.0 {
-        1.0 / params.fps
-    } else {
-        f64::INFINITY
+    let mut run = Playback::new(plan, params);
+    run.begin(world, model, plan);
+    run.advance(world, model, plan, params, usize::MAX, &mut on_frame);
+    run.execution()
+}
+
+/// Where a playback stands between its steps: all that [`execute_plan`]'s loop carries
+/// besides the world, so a playback stopped after step `k` and resumed on a copy of the
+/// world ends exactly where an uninterrupted one does.
+#[derive(Debug, Clone, Copy)]
+struct Playback {
+    /// The next step to play.
+    k: usize,
+    /// The last step (the trajectory plus settling, in `dt`).
+    steps: usize,
+    closed: bool,
+    held: usize,
+    next_frame: f64,
+    duration_s: f64,
+}
+
+impl Playback {
+    /// A playback of `plan` before its first step.
+    fn new(plan: &PickPlacePlan, params: &ArmExecParams) -> Self {
+        let end = plan
+            .trajectory
+            .points
+            .last()
+            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+        let total = end + params.settle_s;
+        Self {
+            k: 0,
+            steps: (total / params.dt).ceil() as usize,
+            closed: false,
+            held: 0,
+            next_frame: 0.0,
+            duration_s: total,
+        }
+    }
+
+    /// Opens the gripper at the plan's first pose (the world's state before step 0).
+    fn begin(&self, world: &mut World, model: &ArmModel, plan: &PickPlacePlan) {
+        world.release();
+        world.teleport_gripper(tcp(model, &sample_trajectory(plan, 0.0)));
+    }
+
+    /// Plays steps `self.k ..= min(until, steps)` (the last one only observes).
+    fn advance(
+        &mut self,
+        world: &mut World,
+        model: &ArmModel,
+        plan: &PickPlacePlan,
+        params: &ArmExecParams,
+        until: usize,
+        on_frame: &mut impl FnMut(f64, &World, &[f64], bool),
+    ) {
+        let frame_every = if params.fps > 0.0 {
+            1.0 / params.fps
+        } else {
+            f64::INFINITY
+        };
+        while self.k <= self.steps.min(until) {
+            let k = self.k;
+            let t = k as f64 * params.dt;
+            let q = sample_trajectory(plan, t);
+            if !self.closed && t >= plan.grasp_time_s && t < plan.release_time_s {
+                let at = tcp(model, &q);
+                world.teleport_gripper(at);
+                self.held =
+                    world.grasp_particles(&between_fingers(world, &at, params.grasp_radius));
+                self.closed = true;
+            }
+            if self.closed && t >= plan.release_time_s {
+                world.release();
+                self.closed = false;
+            }
+            if t + 1e-9 >= self.next_frame {
+                on_frame(t, world, &q, self.closed);
+                self.next_frame += frame_every;
+            }
+            if k < self.steps {
+                let q_next = sample_trajectory(plan, t + params.dt);
+                world.move_gripper(tcp(model, &q_next));
+                world.step(params.dt);
+            }
+            self.k += 1;
+        }
+    }
+
+    fn execution(&self) -> ArmExecution {
+        ArmExecution {
+            held: self.held,
+            duration_s: self.duration_s,
+        }
+    }
+}
+
+fn tcp(model: &ArmModel, q: &[f64]) -> Point3<f64> {
+    Point3::from(model.fk(q).translation.vector)
+}
+
+/// What step `k` of a playback does to the world, in a form two plans can be compared by:
+/// the joint positions at its start and end and whether the gripper is to close or open.
+fn step_inputs(
+    plan: &PickPlacePlan,
+    params: &ArmExecParams,
+    k: usize,
+) -> (Vec<f64>, Vec<f64>, bool, bool) {
+    let t = k as f64 * params.dt;
+    (
+        sample_trajectory(plan, t),
+        sample_trajectory(plan, t + params.dt),
+        t >= plan.grasp_time_s && t < plan.release_time_s,
+        t >= plan.release_time_s,
+    )
+}
+
+/// Plays every plan on its own copy of `world`, as [`execute_plan`] without frames would,
+/// and returns the final worlds in order. The steps at the start that every plan plays
+/// identically (bitwise the same joint positions and gripper events: the approach, grasp
+/// and lift of plans that pick at one point and place at different ones) are simulated
+/// once and the copies continue from there, so the results equal separate playbacks
+/// exactly and the shared part costs one playback instead of one per plan.
+pub fn execute_plans_shared(
+    world: &World,
+    model: &ArmModel,
+    plans: &[&PickPlacePlan],
+    params: &ArmExecParams,
+) -> Vec<(World, ArmExecution)> {
+    let params = ArmExecParams {
+        fps: 0.0,
+        ..params.clone()
     };
-    let mut next_frame = 0.0;
-    let tcp = |q: &[f64]| -> Point3<f64> { Point3::from(model.fk(q).translation.vector) };
-    let q0 = sample_trajectory(plan, 0.0);
-    world.release();
-    world.teleport_gripper(tcp(&q0));
-    let (mut closed, mut held) = (false, 0);
-    for k in 0..=steps {
-        let t = k as f64 * params.dt;
-        let q = sample_trajectory(plan, t);
-        if !closed && t >= plan.grasp_time_s && t < plan.release_time_s {
-            let at = tcp(&q);
-            world.teleport_gripper(at);
-            held = world.grasp_particles(&between_fingers(world, &at, params.grasp_radius));
-            closed = true;
-        }
-        if closed && t >= plan.release_time_s {
-            world.release();
-            closed = false;
-        }
-        if t + 1e-9 >= next_frame {
-            on_frame(t, world, &q, closed);
-            next_frame += frame_every;
-        }
-        if k < steps {
-            let q_next = sample_trajectory(plan, t + params.dt);
-            world.move_gripper(tcp(&q_next));
-            world.step(params.dt);
+    let Some(first) = plans.first() else {
+        return Vec::new();
+    };
+    // The start pose too must agree (it is where the gripper is teleported).
+    let q0 = sample_trajectory(first, 0.0);
+    let same_start = plans.iter().all(|p| sample_trajectory(p, 0.0) == q0);
+    let mut common = 0;
+    if same_start {
+        // Every plan's last step ends its playback: only steps before the first plan's
+        // last one can be shared.
+        let last = plans
+            .iter()
+            .map(|p| Playback::new(p, &params).steps)
+            .min()
+            .unwrap_or(0);
+        while common < last {
+            let inputs = step_inputs(first, &params, common);
+            if plans[1..]
+                .iter()
+                .any(|p| step_inputs(p, &params, common) != inputs)
+            {
+                break;
+            }
+            common += 1;
         }
     }
-    ArmExecution {
-        held,
-        duration_s: total,
+    let mut shared = world.clone();
+    let mut run = Playback::new(first, &params);
+    if common > 0 {
+        run.begin(&mut shared, model, first);
+        run.advance(
+            &mut shared,
+            model,
+            first,
+            &params,
+            common - 1,
+            &mut |_, _, _, _| {},
+        );
     }
+    plans
+        .iter()
+        .map(|plan| {
+            let own = Playback::new(plan, &params);
+            let (mut w, mut r) = if common > 0 {
+                // Where the shared steps left it, with this plan's own length.
+                let r = Playback {
+                    steps: own.steps,
+                    duration_s: own.duration_s,
+                    ..run
+                };
+                (shared.clone(), r)
+            } else {
+                let mut w = world.clone();
+                own.begin(&mut w, model, plan);
+                (w, own)
+            };
+            r.advance(
+                &mut w,
+                model,
+                plan,
+                &params,
+                usize::MAX,
+                &mut |_, _, _, _| {},
+            );
+            let e = r.execution();
+            (w, e)
+        })
+        .collect()
 }
 
 /// The point to grasp at `p`: the highest particle within `radius` in x–y (the top of the

@@ -154,6 +154,61 @@ impl SimVerifier {
         let (distance, score) = tasks::score(state.task, &world, goal);
         Ok((world, distance, score))
     }
+
+    /// [`SimVerifier::outcome`] of every candidate, in order, with the same results: the
+    /// candidates that pick at one keypoint are played together, their shared approach,
+    /// grasp and lift simulated once ([`crate::sim::episode::execute_plans_shared`]).
+    pub fn outcomes(
+        &self,
+        state: &VerifyState<'_>,
+        candidates: &[KeypointChoice],
+    ) -> Result<Vec<(crate::sim::World, f64, f64)>, VerifierError> {
+        use crate::planner::eval::plan_pixels;
+        use crate::sim::episode::{default_arm, execute_plans_shared, ArmExecParams};
+        let (Some(world), Some(goal)) = (state.world, state.goal_world) else {
+            return Err(VerifierError::State(
+                "the simulator verifier needs the simulated world and goal state".into(),
+            ));
+        };
+        // Each candidate's plan (none: unknown keypoint or refused, the world stays put).
+        let plans: Vec<Option<crate::robot::motion::PickPlacePlan>> = candidates
+            .iter()
+            .map(|c| {
+                let (s, t) = choice_pixels(c, state.current_keypoints, state.goal_keypoints)?;
+                plan_pixels(state.current, state.goal, s, t, &self.config).ok()
+            })
+            .collect();
+        let mut worlds: Vec<Option<crate::sim::World>> = vec![None; candidates.len()];
+        let mut picks: Vec<u32> = candidates.iter().map(|c| c.pick).collect();
+        picks.sort_unstable();
+        picks.dedup();
+        let arm = default_arm();
+        let params = ArmExecParams {
+            fps: 0.0,
+            ..Default::default()
+        };
+        for pick in picks {
+            let group: Vec<usize> = (0..candidates.len())
+                .filter(|&i| candidates[i].pick == pick && plans[i].is_some())
+                .collect();
+            let group_plans: Vec<_> = group.iter().filter_map(|&i| plans[i].as_ref()).collect();
+            for (i, (w, _)) in
+                group
+                    .iter()
+                    .zip(execute_plans_shared(world, &arm, &group_plans, &params))
+            {
+                worlds[*i] = Some(w);
+            }
+        }
+        Ok(worlds
+            .into_iter()
+            .map(|w| {
+                let w = w.unwrap_or_else(|| world.clone());
+                let (distance, score) = tasks::score(state.task, &w, goal);
+                (w, distance, score)
+            })
+            .collect())
+    }
 }
 
 impl Verifier for SimVerifier {
@@ -172,8 +227,7 @@ impl Verifier for SimVerifier {
         let half = state.task.thresholds().1;
         let mut out = Vec::with_capacity(candidates.len());
         let mut frames = Vec::new();
-        for c in candidates {
-            let (world, distance, _) = self.outcome(state, c)?;
+        for (world, distance, _) in self.outcomes(state, candidates)? {
             match self.measure {
                 SimMeasure::State => out.push(-distance / half),
                 SimMeasure::Mask => frames.push(object_frame(&world, self.config.size)),
