@@ -792,6 +792,23 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         index.skipped,
         index.first_skip
     );
+    // `bag info --transitions` lists the same transitions, a row each, and what they lack.
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "info", "--transitions"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let n = index.clips.len() + index.skipped;
+    assert!(
+        out.contains(&format!(
+            "Transitions: {n} in 4 episodes; without an action 0"
+        )),
+        "{out}"
+    );
+    let rows = out.lines().filter(|l| l.contains(" rope ")).count();
+    assert_eq!(rows, n, "{out}");
     // Clips record where the gripper closed and how far it carried the material, in crop
     // pixels. A clip whose joint states never show the fingers closed (a random grasp on
     // nothing; fewer states logged by a slow debug build: 1 of 4 clips had a path there)

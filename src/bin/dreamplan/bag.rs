@@ -21,6 +21,11 @@ pub enum BagCommand {
         /// Count messages by reading the whole bag (for bags without metadata or summary).
         #[arg(long)]
         count: bool,
+        /// Also list the DreamPlan transitions the world model would learn from (one row per
+        /// executed action: its episode events, action, joint states and frames), with what
+        /// each lacks.
+        #[arg(long)]
+        transitions: bool,
     },
     /// Publish a bag's messages onto the in-process bus (with a node graph listening).
     Play {
@@ -136,8 +141,59 @@ fn read_through(reader: &BagReader) -> ReadThrough {
     r
 }
 
-fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
-    let reader = BagReader::open(&path)?;
+/// `bag info --transitions`: the transitions of the default DreamPlan topics, a row each,
+/// and how many lack what a world-model clip needs (an action that finished, joint states,
+/// object-only frames).
+fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
+    use dreamplan::bag::transitions::TransitionTopics;
+    let reader = BagReader::open(path)?;
+    let mut rows = Vec::new();
+    let (mut episodes, mut no_action, mut unfinished, mut failed, mut no_joints, mut no_objects) =
+        (std::collections::BTreeSet::new(), 0, 0, 0, 0, 0);
+    for tr in reader.transitions(TransitionTopics::default()) {
+        let tr = tr.with_context(|| format!("reading the transitions of {}", path.display()))?;
+        episodes.insert(tr.episode);
+        no_action += usize::from(tr.action.is_none());
+        unfinished += usize::from(tr.finished.is_none());
+        failed += usize::from(tr.failed);
+        no_joints += usize::from(tr.joint_states.is_empty());
+        no_objects += usize::from(tr.object_frames.is_empty());
+        rows.push(format!(
+            "  {:>7} {:>4}  {:<6} {:>5}  {:<6} {:<8} {:>6} {:>6}/{:<5} {:>6}",
+            tr.episode,
+            tr.step,
+            tr.task,
+            tr.score.map_or("-".into(), |s| format!("{s:.2}")),
+            if tr.action.is_some() { "yes" } else { "none" },
+            match (tr.failed, tr.finished) {
+                (true, _) => "failed",
+                (false, Some(_)) => "yes",
+                (false, None) => "never",
+            },
+            tr.joint_states.len(),
+            tr.frames_during.len(),
+            tr.frames_after.len(),
+            tr.object_frames.len(),
+        ));
+    }
+    println!(
+        "Transitions: {} in {} episodes; without an action {no_action}, never finished \
+         {unfinished}, failed {failed}, without joint states {no_joints}, without object-only \
+         frames {no_objects}",
+        rows.len(),
+        episodes.len()
+    );
+    if !rows.is_empty() {
+        println!(
+            "  episode step  task   score  action finished joints frames (during/after) object-only"
+        );
+        rows.iter().for_each(|r| println!("{r}"));
+    }
+    Ok(())
+}
+
+fn info(path: &std::path::Path, count: bool) -> anyhow::Result<ExitCode> {
+    let reader = BagReader::open(path)?;
     let files = reader.files();
     let size: u64 = files.iter().map(|f| f.1).sum();
     println!("Bag:        {}", path.display());
@@ -238,7 +294,17 @@ fn info(path: PathBuf, count: bool) -> anyhow::Result<ExitCode> {
 
 pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        BagCommand::Info { path, count } => info(path, count),
+        BagCommand::Info {
+            path,
+            count,
+            transitions,
+        } => {
+            let code = info(&path, count)?;
+            if transitions {
+                print_transitions(&path)?;
+            }
+            Ok(code)
+        }
         BagCommand::Bench {
             dir,
             python,
