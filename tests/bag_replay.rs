@@ -278,22 +278,35 @@ fn bag_play_delivers_every_message_to_the_graph_fast_and_at_rate_1() {
     }
 }
 
-/// `paused` is a live parameter of the recorder: what arrives while it is set is not
-/// written, what arrives after it is cleared is; a parameter read at start is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_recorder_pauses_and_resumes_through_its_parameters() {
+/// A recorder node writing `topics` (YAML list items) to `out`, with its live parameters.
+fn recorder(
+    out: &std::path::Path,
+    topics: &str,
+) -> (
+    dreamplan::nodes::recorder::RecorderNode,
+    std::sync::Arc<dreamplan::nodes::params::LiveParams>,
+) {
     use dreamplan::nodes::recorder::{RecorderConfig, RecorderNode};
-    use dreamplan::nodes::{params::LiveParams, Node, NodeContext};
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("rec");
+    use dreamplan::nodes::Node;
     let given = serde_yaml::from_str::<serde_yaml::Value>(&format!(
-        "{{out_dir: {}, topics: [/ticks]}}",
+        "{{out_dir: {}, topics: [{topics}]}}",
         out.display()
     ))
     .unwrap();
     let config: RecorderConfig = serde_yaml::from_value(given.clone()).unwrap();
-    let params = LiveParams::for_node::<RecorderNode>("rec", &config, &given);
-    let node = RecorderNode::new(config).unwrap();
+    let params =
+        dreamplan::nodes::params::LiveParams::for_node::<RecorderNode>("rec", &config, &given);
+    (RecorderNode::new(config).unwrap(), params)
+}
+
+/// `paused` is a live parameter of the recorder: what arrives while it is set is not
+/// written, what arrives after it is cleared is; a parameter read at start is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_pauses_and_resumes_through_its_parameters() {
+    use dreamplan::nodes::{Node, NodeContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rec");
+    let (node, params) = recorder(&out, "/ticks");
     let (counts, skipped) = (node.counts(), node.skipped());
     let bus = LocalBus::default();
     let ticks = bus
@@ -370,18 +383,10 @@ async fn the_recorder_pauses_and_resumes_through_its_parameters() {
 /// loaded machine that put a planner's action after the episode event that followed it).
 #[tokio::test(flavor = "current_thread")]
 async fn the_recorder_logs_the_arrival_time_even_when_it_runs_late() {
-    use dreamplan::nodes::recorder::{RecorderConfig, RecorderNode};
-    use dreamplan::nodes::{params::LiveParams, Node, NodeContext};
+    use dreamplan::nodes::{Node, NodeContext};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("rec");
-    let given = serde_yaml::from_str::<serde_yaml::Value>(&format!(
-        "{{out_dir: {}, topics: [/a, /b]}}",
-        out.display()
-    ))
-    .unwrap();
-    let config: RecorderConfig = serde_yaml::from_value(given.clone()).unwrap();
-    let params = LiveParams::for_node::<RecorderNode>("rec", &config, &given);
-    let node = RecorderNode::new(config).unwrap();
+    let (node, params) = recorder(&out, "/a, /b");
     let counts = node.counts();
     let clock = Clock::sim(Time { sec: 0, nanosec: 0 });
     let bus = LocalBus::new(clock.clone());

@@ -236,35 +236,40 @@ pub fn execute_plans_shared(
             common += 1;
         }
     }
-    let mut shared = world.clone();
-    let mut run = Playback::new(first, &params);
-    if common > 0 {
-        run.begin(&mut shared, model, first);
+    // The world and playback after the shared steps (none shared: each plan starts afresh).
+    let shared = (common > 0).then(|| {
+        let mut w = world.clone();
+        let mut run = Playback::new(first, &params);
+        run.begin(&mut w, model, first);
         run.advance(
-            &mut shared,
+            &mut w,
             model,
             first,
             &params,
             common - 1,
             &mut |_, _, _, _| {},
         );
-    }
+        (w, run)
+    });
     plans
         .iter()
         .map(|plan| {
             let own = Playback::new(plan, &params);
-            let (mut w, mut r) = if common > 0 {
+            let (mut w, mut r) = match &shared {
                 // Where the shared steps left it, with this plan's own length.
-                let r = Playback {
-                    steps: own.steps,
-                    duration_s: own.duration_s,
-                    ..run
-                };
-                (shared.clone(), r)
-            } else {
-                let mut w = world.clone();
-                own.begin(&mut w, model, plan);
-                (w, own)
+                Some((w, run)) => (
+                    w.clone(),
+                    Playback {
+                        steps: own.steps,
+                        duration_s: own.duration_s,
+                        ..*run
+                    },
+                ),
+                None => {
+                    let mut w = world.clone();
+                    own.begin(&mut w, model, plan);
+                    (w, own)
+                }
             };
             r.advance(
                 &mut w,
