@@ -1,8 +1,11 @@
-//! Render time of the built-in world at 256×256 (2×2 supersampling), per task and mode:
-//! `cargo bench --bench render`.
+//! Render time of the built-in world at 256×256 (2×2 supersampling), per task and mode,
+//! and of the simulator's camera step (full and object-only frames in one call) with and
+//! without the per-thread cache of rays and table hits: `cargo bench --bench render`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dreamplan::render::{render, scene, RenderMode, RenderOptions};
+use dreamplan::render::{
+    render, render_modes, render_modes_uncached, scene, RenderMode, RenderOptions,
+};
 use dreamplan::robot::franka::{default_arm, READY};
 use dreamplan::sim::tasks::{reset, Task};
 
@@ -22,6 +25,14 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| render(&prims, &cam, mode, &opts))
             });
         }
+        let both = [RenderMode::Full, RenderMode::ObjectOnly];
+        g.bench_function(format!("{task:?}_full_and_object").to_lowercase(), |b| {
+            b.iter(|| render_modes(&prims, &cam, &both, &opts))
+        });
+        g.bench_function(
+            format!("{task:?}_full_and_object_uncached").to_lowercase(),
+            |b| b.iter(|| render_modes_uncached(&prims, &cam, &both, &opts)),
+        );
     }
     g.finish();
 }

@@ -183,3 +183,88 @@ fn the_built_in_camera_sees_the_whole_work_area() {
         }
     }
 }
+
+/// The per-thread cache of sample rays and table hits (`render_modes`) gives frames
+/// bit-identical to casting everything anew, frame after frame of one scene and when the
+/// camera, the supersampling, the light or the table change between calls on one thread.
+#[test]
+fn cached_rays_and_table_render_exactly_what_casting_everything_does() {
+    use dreamplan::sim::episode::{default_arm, READY};
+    use dreamplan::sim::tasks::{reset, Task};
+    let arm = default_arm();
+    let modes = [
+        RenderMode::Full,
+        RenderMode::ObjectOnly,
+        RenderMode::ArmOnWhite,
+    ];
+    let big = scene::default_camera(96, 96);
+    let small = big.resized(64, 64);
+    let dim = RenderOptions {
+        light: Vector3::new(-0.2, 0.5, 1.0),
+        ambient: 0.5,
+        ..Default::default()
+    };
+    let mut q = READY.to_vec();
+    let mut frames = 0;
+    for (k, task) in [Task::Rope, Task::Cloth, Task::Toy].into_iter().enumerate() {
+        let mut world = reset(task, 40 + k as u64);
+        for step in 0..4 {
+            q[0] += 0.05;
+            q[3] -= 0.03;
+            if step > 0 {
+                for _ in 0..20 {
+                    world.step(1.0 / 240.0);
+                }
+            }
+            let mut prims = scene::full_scene(&world, &arm, &q, step % 2 == 0);
+            if step == 3 {
+                // Another table: the cache must not serve the old one's hits.
+                prims[0].color = [0.9, 0.1, 0.1];
+                if let Shape::Triangle { corners } = &mut prims[1].shape {
+                    corners[2].z += 0.01;
+                }
+            }
+            for (cam, opts) in [
+                (&big, RenderOptions::default()),
+                (&big, RenderOptions::default()),
+                (&small, RenderOptions::default()),
+                (
+                    &big,
+                    RenderOptions {
+                        supersample: 3,
+                        ..Default::default()
+                    },
+                ),
+                (&big, dim),
+            ] {
+                let cached = render_modes(&prims, cam, &modes, &opts);
+                let reference = render_modes_uncached(&prims, cam, &modes, &opts);
+                for (m, (a, b)) in modes.iter().zip(cached.iter().zip(&reference)) {
+                    assert_eq!(a.rgb, b.rgb, "{task:?} step {step} {m:?}: colours differ");
+                    let bits = |f: &Frame| f.depth.iter().map(|d| d.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(a),
+                        bits(b),
+                        "{task:?} step {step} {m:?}: depths differ"
+                    );
+                }
+                frames += 1;
+            }
+        }
+    }
+    assert_eq!(frames, 60);
+    // A scene without a table, and one whose table is not first, on the same thread.
+    let world = reset(Task::Toy, 3);
+    let mut prims = scene::full_scene(&world, &arm, &READY, true);
+    let table: Vec<Primitive> = prims.drain(..2).collect();
+    let opts = RenderOptions::default();
+    assert_eq!(
+        render_modes(&prims, &big, &modes, &opts),
+        render_modes_uncached(&prims, &big, &modes, &opts)
+    );
+    prims.extend(table);
+    assert_eq!(
+        render_modes(&prims, &big, &modes, &opts),
+        render_modes_uncached(&prims, &big, &modes, &opts)
+    );
+}

@@ -7,5 +7,6 @@ pub mod scene;
 
 pub use camera::PinholeCamera;
 pub use raster::{
-    render, render_modes, table, Frame, Layer, Primitive, RenderMode, RenderOptions, Shape,
+    render, render_modes, render_modes_uncached, table, Frame, Layer, Primitive, RenderMode,
+    RenderOptions, Shape,
 };

@@ -251,39 +251,146 @@ pub fn render(
 
 /// Renders `primitives` once per mode in `modes`, casting each ray once: the simulator's
 /// camera frame and object-only frame cost little more than one frame.
+///
+/// The sample rays and the leading table primitives' hits are the same in every frame of
+/// a scene: they come from a per-thread cache ([`Prepared`]), so a frame pays only for
+/// the object and the arm. Frames are bit-identical to casting everything each time (the
+/// table is drawn by the same code into a fresh buffer, and every mode that draws the
+/// table starts from that buffer; `tests/render.rs` compares against a scene whose table
+/// comes after the other primitives, which bypasses the cache).
 pub fn render_modes(
     primitives: &[Primitive],
     camera: &PinholeCamera,
     modes: &[RenderMode],
     options: &RenderOptions,
 ) -> Vec<Frame> {
+    render_modes_with(primitives, camera, modes, options, true)
+}
+
+/// [`render_modes`] without the per-thread cache: every ray and primitive cast anew. The
+/// reference the cache is tested against (`tests/render.rs`).
+#[doc(hidden)]
+pub fn render_modes_uncached(
+    primitives: &[Primitive],
+    camera: &PinholeCamera,
+    modes: &[RenderMode],
+    options: &RenderOptions,
+) -> Vec<Frame> {
+    render_modes_with(primitives, camera, modes, options, false)
+}
+
+fn render_modes_with(
+    primitives: &[Primitive],
+    camera: &PinholeCamera,
+    modes: &[RenderMode],
+    options: &RenderOptions,
+    cached: bool,
+) -> Vec<Frame> {
     let s = options.supersample.max(1) as usize;
-    let (w, h) = (camera.width as usize, camera.height as usize);
-    let (sw, sh) = (w * s, h * s);
-    let origin = Point3::from(camera.world_from_camera.translation.vector);
-    let axis = camera.world_from_camera.rotation * Vector3::z();
-    // Per mode and sample: nearest ray parameter and its colour.
-    let mut best_t = vec![vec![f64::INFINITY; sw * sh]; modes.len()];
-    let mut color: Vec<Vec<[f32; 3]>> = modes
-        .iter()
-        .map(|m| vec![m.background(); sw * sh])
-        .collect();
-    let dirs: Vec<Vector3<f64>> = (0..sh)
-        .flat_map(|y| (0..sw).map(move |x| (x, y)))
-        .map(|(x, y)| {
-            camera
-                .ray((x as f64 + 0.5) / s as f64, (y as f64 + 0.5) / s as f64)
-                .1
-        })
-        .collect();
-    let light = options.light.normalize();
-    for prim in primitives {
-        let drawn: Vec<usize> = (0..modes.len())
-            .filter(|&k| modes[k].draws(prim.layer))
-            .collect();
-        if drawn.is_empty() {
-            continue;
+    let n = camera.width as usize * s * camera.height as usize * s;
+    let lead = if cached {
+        primitives
+            .iter()
+            .take_while(|p| p.layer == Layer::Table)
+            .count()
+    } else {
+        0
+    };
+    let prepared = if cached {
+        prepared(camera, s, options, &primitives[..lead])
+    } else {
+        std::rc::Rc::new(Prepared::new(
+            camera,
+            s,
+            options,
+            &[],
+            sample_rays(camera, s),
+        ))
+    };
+    let view = View::new(camera, s, options, &prepared.dirs);
+    // Per mode and sample: nearest ray parameter and its colour, starting from the table's,
+    // in this thread's buffers of the last call (fresh ones would cost a page fault per
+    // 4 KiB on every frame).
+    let mut buffers = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    buffers.resize_with(modes.len().max(buffers.len()), Default::default);
+    for (m, (best_t, color)) in modes.iter().zip(buffers.iter_mut()) {
+        let bg = m.background();
+        best_t.clear();
+        color.clear();
+        if lead > 0 && m.draws(Layer::Table) {
+            best_t.extend_from_slice(&prepared.table_t);
+            color.extend(
+                prepared
+                    .table_t
+                    .iter()
+                    .zip(&prepared.table_color)
+                    .map(|(t, c)| if *t < f64::INFINITY { *c } else { bg }),
+            );
+        } else {
+            best_t.resize(n, f64::INFINITY);
+            color.resize(n, bg);
         }
+    }
+    for prim in &primitives[lead..] {
+        let mut targets: Vec<(&mut [f64], &mut [[f32; 3]])> = buffers
+            .iter_mut()
+            .zip(modes)
+            .filter(|(_, m)| m.draws(prim.layer))
+            .map(|((t, c), _)| (t.as_mut_slice(), c.as_mut_slice()))
+            .collect();
+        view.draw(prim, &mut targets);
+    }
+    let frames = buffers[..modes.len()]
+        .iter()
+        .map(|(best_t, color)| resolve(camera, s, &prepared.dirs, &view.axis, best_t, color))
+        .collect();
+    SCRATCH.with(|c| *c.borrow_mut() = buffers);
+    frames
+}
+
+thread_local! {
+    /// Per mode: the sample buffers of this thread's last [`render_modes`] call.
+    static SCRATCH: std::cell::RefCell<Vec<(Vec<f64>, Vec<[f32; 3]>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What every primitive's drawing needs of the camera and the options.
+struct View<'a> {
+    camera: &'a PinholeCamera,
+    s: usize,
+    origin: Point3<f64>,
+    axis: Vector3<f64>,
+    light: Vector3<f64>,
+    ambient: f32,
+    dirs: &'a [Vector3<f64>],
+}
+
+impl<'a> View<'a> {
+    fn new(
+        camera: &'a PinholeCamera,
+        s: usize,
+        options: &RenderOptions,
+        dirs: &'a [Vector3<f64>],
+    ) -> Self {
+        Self {
+            camera,
+            s,
+            origin: Point3::from(camera.world_from_camera.translation.vector),
+            axis: camera.world_from_camera.rotation * Vector3::z(),
+            light: options.light.normalize(),
+            ambient: options.ambient,
+            dirs,
+        }
+    }
+
+    /// Casts the samples in `prim`'s screen bounds against it; where it is nearer than
+    /// what a target holds, the target takes its depth and shaded colour.
+    fn draw(&self, prim: &Primitive, targets: &mut [(&mut [f64], &mut [[f32; 3]])]) {
+        if targets.is_empty() {
+            return;
+        }
+        let (camera, s) = (self.camera, self.s);
+        let (sw, sh) = (camera.width as usize * s, camera.height as usize * s);
         let (center, radius) = prim.shape.bounds();
         // Screen bounds of the bounding sphere (whole image when it reaches the camera).
         let (x0, x1, y0, y1) = match camera.project(&center) {
@@ -299,30 +406,136 @@ pub fn render_modes(
                     clamp(v + rv + 1.0, sh),
                 )
             }
-            Some(_) | None if (center - origin).dot(&axis) + radius > 0.0 => (0, sw, 0, sh),
-            _ => continue,
+            Some(_) | None if (center - self.origin).dot(&self.axis) + radius > 0.0 => {
+                (0, sw, 0, sh)
+            }
+            _ => return,
         };
         for y in y0..y1 {
             for x in x0..x1 {
                 let i = y * sw + x;
-                if let Some((t, n)) = prim.shape.intersect(&origin, &dirs[i]) {
-                    for &k in &drawn {
-                        if t < best_t[k][i] {
-                            best_t[k][i] = t;
-                            let lambert = n.dot(&light).max(0.0) as f32;
-                            let l = options.ambient + (1.0 - options.ambient) * lambert;
-                            color[k][i] = [prim.color[0] * l, prim.color[1] * l, prim.color[2] * l];
+                if let Some((t, n)) = prim.shape.intersect(&self.origin, &self.dirs[i]) {
+                    for (best_t, color) in targets.iter_mut() {
+                        if t < best_t[i] {
+                            best_t[i] = t;
+                            let lambert = n.dot(&self.light).max(0.0) as f32;
+                            let l = self.ambient + (1.0 - self.ambient) * lambert;
+                            color[i] = [prim.color[0] * l, prim.color[1] * l, prim.color[2] * l];
                         }
                     }
                 }
             }
         }
     }
-    best_t
-        .iter()
-        .zip(&color)
-        .map(|(best_t, color)| resolve(camera, s, &dirs, &axis, best_t, color))
+}
+
+/// What stays the same from frame to frame of one scene: the sample rays of a camera at a
+/// supersampling factor, and the hits of the scene's leading table primitives.
+struct Prepared {
+    camera: PinholeCamera,
+    s: usize,
+    dirs: Vec<Vector3<f64>>,
+    /// The table primitives, light and ambient the table buffers were made with, as bits.
+    table_key: Vec<u64>,
+    /// Per sample: the table's ray parameter (infinite where no table primitive is hit)
+    /// and its shaded colour (meaningful where the parameter is finite).
+    table_t: Vec<f64>,
+    table_color: Vec<[f32; 3]>,
+}
+
+impl Prepared {
+    fn new(
+        camera: &PinholeCamera,
+        s: usize,
+        options: &RenderOptions,
+        table: &[Primitive],
+        dirs: Vec<Vector3<f64>>,
+    ) -> Self {
+        let n = dirs.len();
+        let mut table_t = vec![f64::INFINITY; n];
+        let mut table_color = vec![[0.0f32; 3]; n];
+        let view = View::new(camera, s, options, &dirs);
+        for prim in table {
+            view.draw(prim, &mut [(&mut table_t[..], &mut table_color[..])]);
+        }
+        Self {
+            camera: camera.clone(),
+            s,
+            table_key: table_key(table, options),
+            dirs,
+            table_t,
+            table_color,
+        }
+    }
+}
+
+/// The unit ray of every sample (row-major, `s`×`s` per pixel).
+fn sample_rays(camera: &PinholeCamera, s: usize) -> Vec<Vector3<f64>> {
+    let (sw, sh) = (camera.width as usize * s, camera.height as usize * s);
+    (0..sh)
+        .flat_map(|y| (0..sw).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            camera
+                .ray((x as f64 + 0.5) / s as f64, (y as f64 + 0.5) / s as f64)
+                .1
+        })
         .collect()
+}
+
+thread_local! {
+    static PREPARED: std::cell::RefCell<Option<std::rc::Rc<Prepared>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Every number a table buffer depends on, as bits: an exact key.
+fn table_key(table: &[Primitive], options: &RenderOptions) -> Vec<u64> {
+    let mut key: Vec<u64> = vec![
+        options.light.x.to_bits(),
+        options.light.y.to_bits(),
+        options.light.z.to_bits(),
+        u64::from(options.ambient.to_bits()),
+    ];
+    for p in table {
+        let coords: Vec<f64> = match p.shape {
+            Shape::Sphere { center, radius } => vec![0.0, center.x, center.y, center.z, radius],
+            Shape::Capsule { a, b, radius } => vec![1.0, a.x, a.y, a.z, b.x, b.y, b.z, radius],
+            Shape::Triangle { corners } => std::iter::once(2.0)
+                .chain(corners.iter().flat_map(|c| [c.x, c.y, c.z]))
+                .collect(),
+        };
+        key.extend(coords.iter().map(|v| v.to_bits()));
+        key.extend(p.color.iter().map(|c| u64::from(c.to_bits())));
+    }
+    key
+}
+
+/// This thread's [`Prepared`] for the camera, factor and table, made anew when any differs.
+fn prepared(
+    camera: &PinholeCamera,
+    s: usize,
+    options: &RenderOptions,
+    table: &[Primitive],
+) -> std::rc::Rc<Prepared> {
+    let key = table_key(table, options);
+    PREPARED.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some(p) = slot
+            .as_ref()
+            .filter(|p| p.s == s && p.camera == *camera && p.table_key == key)
+        {
+            return p.clone();
+        }
+        // Reuse the rays when only the table changed.
+        let dirs = match slot.take() {
+            Some(p) if p.s == s && p.camera == *camera => {
+                std::rc::Rc::try_unwrap(p).map_or_else(|p| p.dirs.clone(), |p| p.dirs)
+            }
+            _ => sample_rays(camera, s),
+        };
+        let p = std::rc::Rc::new(Prepared::new(camera, s, options, table, dirs));
+        *slot = Some(p.clone());
+        p
+    })
 }
 
 /// Averages the s×s samples of each pixel (anti-aliasing); depth from the sample nearest
@@ -348,6 +561,19 @@ fn resolve(
         };
         (s * 255.0 + 0.5) as u8
     };
+    // Most pixels repeat their neighbour's colour (background, flat table): per channel,
+    // the last conversion is remembered (`powf` is most of this loop otherwise).
+    let mut last: [Option<(u32, u8)>; 3] = [None; 3];
+    let mut srgb = |ch: usize, c: f32| -> u8 {
+        match last[ch] {
+            Some((bits, v)) if bits == c.to_bits() => v,
+            _ => {
+                let v = to_srgb8(c);
+                last[ch] = Some((c.to_bits(), v));
+                v
+            }
+        }
+    };
     let mid = s / 2;
     for y in 0..h {
         for x in 0..w {
@@ -362,9 +588,9 @@ fn resolve(
             }
             let n = (s * s) as f32;
             let o = (y * w + x) * 3;
-            rgb[o] = to_srgb8(acc[0] / n);
-            rgb[o + 1] = to_srgb8(acc[1] / n);
-            rgb[o + 2] = to_srgb8(acc[2] / n);
+            rgb[o] = srgb(0, acc[0] / n);
+            rgb[o + 1] = srgb(1, acc[1] / n);
+            rgb[o + 2] = srgb(2, acc[2] / n);
             let i = (y * s + mid) * sw + x * s + mid;
             if best_t[i].is_finite() {
                 depth[y * w + x] = (best_t[i] * dirs[i].dot(axis)) as f32;
