@@ -224,8 +224,9 @@ fn cached_rays_and_table_render_exactly_what_casting_everything_does() {
                     corners[2].z += 0.01;
                 }
             }
+            // Begins and ends with the same camera and options, so that step 3's first frame
+            // differs from the frame before it by the table alone.
             for (cam, opts) in [
-                (&big, RenderOptions::default()),
                 (&big, RenderOptions::default()),
                 (&small, RenderOptions::default()),
                 (
@@ -236,6 +237,7 @@ fn cached_rays_and_table_render_exactly_what_casting_everything_does() {
                     },
                 ),
                 (&big, dim),
+                (&big, RenderOptions::default()),
             ] {
                 let cached = render_modes(&prims, cam, &modes, &opts);
                 let reference = render_modes_uncached(&prims, cam, &modes, &opts);
