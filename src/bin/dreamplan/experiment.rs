@@ -196,7 +196,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: bags.clone(),
             resumes: false,
-            expect_s: 1500.0,
+            expect_s: 700.0,
             pairs: None,
             after: None,
             deps: vec!["zero-shot"],
