@@ -348,9 +348,12 @@ fn render_modes_with(
     frames
 }
 
+/// Per mode: each sample's nearest ray parameter and its colour.
+type SampleBuffers = Vec<(Vec<f64>, Vec<[f32; 3]>)>;
+
 thread_local! {
-    /// Per mode: the sample buffers of this thread's last [`render_modes`] call.
-    static SCRATCH: std::cell::RefCell<Vec<(Vec<f64>, Vec<[f32; 3]>)>> =
+    /// The sample buffers of this thread's last [`render_modes`] call.
+    static SCRATCH: std::cell::RefCell<SampleBuffers> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
