@@ -256,8 +256,8 @@ pub fn render(
 /// a scene: they come from a per-thread cache ([`Prepared`]), so a frame pays only for
 /// the object and the arm. Frames are bit-identical to casting everything each time (the
 /// table is drawn by the same code into a fresh buffer, and every mode that draws the
-/// table starts from that buffer; `tests/render.rs` compares against a scene whose table
-/// comes after the other primitives, which bypasses the cache).
+/// table starts from that buffer; `tests/render.rs` compares with
+/// [`render_modes_uncached`]).
 pub fn render_modes(
     primitives: &[Primitive],
     camera: &PinholeCamera,
