@@ -87,7 +87,8 @@ struct Stage {
     output: PathBuf,
     /// The command continues from its own checkpoint after an interruption.
     resumes: bool,
-    /// Expected seconds at the default settings (for the ETA).
+    /// Expected seconds at the default settings (for the ETA): the stage times of session
+    /// 34's full run (release build, 2 cores; docs/stage3.md).
     expect_s: f64,
     /// An ORPO stage's preference file: with no pair in it the stage is skipped, and
     /// recorded as such (the verifier told no candidates apart: nothing to train on).
@@ -163,7 +164,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: zs.clone(),
             resumes: false,
-            expect_s: 1300.0,
+            expect_s: 1410.0,
             pairs: None,
             after: None,
             deps: vec![],
@@ -196,7 +197,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: bags.clone(),
             resumes: false,
-            expect_s: 700.0,
+            expect_s: 730.0,
             pairs: None,
             after: None,
             deps: vec!["zero-shot"],
@@ -226,7 +227,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         argv,
         output: wm.clone(),
         resumes: true,
-        expect_s: 1700.0,
+        expect_s: 1290.0,
         pairs: None,
         after: None,
         deps: vec!["collect"],
@@ -248,7 +249,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         argv,
         output: out.join("wm_eval.json"),
         resumes: false,
-        expect_s: 850.0,
+        expect_s: 290.0,
         pairs: None,
         after: None,
         deps: vec!["zero-shot", "world-model"],
@@ -300,7 +301,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: out.join(pairs_dir),
             resumes: true,
-            expect_s: if verifier == "sim" { 250.0 } else { 300.0 },
+            expect_s: if verifier == "sim" { 115.0 } else { 125.0 },
             pairs: None,
             after: None,
             deps: if verifier == "sim" {
@@ -333,7 +334,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: out.join(tuned),
             resumes: true,
-            expect_s: 1300.0,
+            expect_s: 520.0,
             pairs: Some(pairs.clone()),
             after: None,
             deps: vec![if verifier == "sim" {
@@ -362,7 +363,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             }
             "eval-zero-shot" => {
                 vlm(&mut argv);
-                110.0
+                50.0
             }
             "eval-wm-best-of-4" | "eval-wm-best-of-8" => {
                 vlm(&mut argv);
@@ -374,17 +375,21 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
                     "world-model".into(),
                 ]);
                 argv.extend(["--world-model".into(), s(&wm)]);
-                300.0
+                if k == "4" {
+                    100.0
+                } else {
+                    115.0
+                }
             }
             "eval-dreamplan" => {
                 vlm(&mut argv);
                 argv.extend(["--adapter".into(), s(&out.join("dreamplan"))]);
-                110.0
+                50.0
             }
             "eval-orpo-sim" => {
                 vlm(&mut argv);
                 argv.extend(["--adapter".into(), s(&out.join("orpo-sim"))]);
-                110.0
+                50.0
             }
             _ => {
                 argv.extend(args_of(&["--planner", "keypoint-oracle"]));
@@ -392,7 +397,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
                     // 3 × 3 simulated actions per episode instead of 8 × 8.
                     argv.extend(args_of(&["--keypoints", "3"]));
                 }
-                1500.0
+                850.0
             }
         };
         v.push(Stage {
