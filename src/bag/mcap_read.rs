@@ -240,7 +240,11 @@ impl McapIndex {
                     .chunk_indexes
                     .iter()
                     .filter(|ci| {
-                        (ci.chunk_start_offset + ci.chunk_length) as usize <= map.len()
+                        // A damaged index can name offsets whose sum overflows (found
+                        // by the bag_reader fuzz target): such a chunk is skipped.
+                        ci.chunk_start_offset
+                            .checked_add(ci.chunk_length)
+                            .is_some_and(|end| end <= map.len() as u64)
                             && ci.chunk_length >= 9
                     })
                     .map(|ci| Block {
