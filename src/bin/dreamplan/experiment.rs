@@ -88,7 +88,8 @@ struct Stage {
     /// The command continues from its own checkpoint after an interruption.
     resumes: bool,
     /// Expected seconds at the default settings (for the ETA): the stage times of session
-    /// 34's full run (release build, 2 cores; docs/stage3.md).
+    /// 34's full run, and session 33's zero-shot build (release build, 2 cores;
+    /// docs/stage3.md).
     expect_s: f64,
     /// An ORPO stage's preference file: with no pair in it the stage is skipped, and
     /// recorded as such (the verifier told no candidates apart: nothing to train on).
