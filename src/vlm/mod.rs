@@ -53,3 +53,49 @@ pub fn pin_cpu_threads() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }
+
+/// Gives each of `jobs` trainings that run side by side in this process its share of the
+/// CPU threads: candle's thread count (`RAYON_NUM_THREADS` for its matrix products,
+/// `CANDLE_NUM_THREADS` for its element-wise pool) becomes `threads_per_job`. candle has
+/// one element-wise pool per process and lets one caller use it at a time, so two
+/// trainings on two threads each mostly wait on each other and spin; with a thread each
+/// they run apart. Measured on 2 cores with `pretrain-zero-shot`'s two candidates: 39% less
+/// training time, and bit-identical weights (docs/planner.md, "Build time"). Does nothing
+/// where the user set either variable, or for one job. Call it before
+/// [`pin_cpu_threads`], first thing in `main`, before any thread exists.
+pub fn share_cpu_threads(jobs: usize) {
+    if jobs <= 1
+        || std::env::var_os("RAYON_NUM_THREADS").is_some()
+        || std::env::var_os("CANDLE_NUM_THREADS").is_some()
+    {
+        return;
+    }
+    let total = candle_core::utils::get_num_threads();
+    let per = threads_per_job(total, jobs);
+    std::env::set_var("RAYON_NUM_THREADS", per.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", per.to_string());
+    let _ = THREAD_SHARE.set(ThreadShare { total, jobs, per });
+}
+
+/// What [`share_cpu_threads`] decided, for a run's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadShare {
+    /// candle's thread count before the split.
+    pub total: usize,
+    /// Jobs side by side.
+    pub jobs: usize,
+    /// Threads each job's candle calls use.
+    pub per: usize,
+}
+
+static THREAD_SHARE: std::sync::OnceLock<ThreadShare> = std::sync::OnceLock::new();
+
+/// The split [`share_cpu_threads`] made in this process, if it made one.
+pub fn cpu_thread_share() -> Option<ThreadShare> {
+    THREAD_SHARE.get().copied()
+}
+
+/// `total` CPU threads shared by `jobs` side-by-side jobs: at least one each.
+pub fn threads_per_job(total: usize, jobs: usize) -> usize {
+    (total / jobs.max(1)).max(1)
+}

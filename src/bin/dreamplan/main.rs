@@ -276,9 +276,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Parsing spawns no thread, so the thread counts can still be set after it.
+    let cli = Cli::parse();
+    if let Command::PretrainZeroShot(args) = &cli.command {
+        dreamplan::vlm::share_cpu_threads(args.candidates_side_by_side());
+    }
     dreamplan::vlm::pin_cpu_threads();
     keep_freed_memory();
-    let cli = Cli::parse();
     let mut filter = quiet_dds_logs(&cli.log);
     if matches!(
         cli.command,

@@ -116,6 +116,13 @@ pub struct ZeroShotArgs {
     threads: usize,
 }
 
+impl ZeroShotArgs {
+    /// How many models this build trains at once (each on a thread of its own).
+    pub fn candidates_side_by_side(&self) -> usize {
+        self.candidates
+    }
+}
+
 pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
     // A build killed before it finished left its checkpoints and no zero_shot.json: it resumes.
     let resumable = in_progress(&args.out);
@@ -223,6 +230,16 @@ pub fn run(args: ZeroShotArgs) -> anyhow::Result<ExitCode> {
         "time: {:.0} s scenes, {:.0} s training, {:.0} s held-out check",
         report.seconds[0], report.seconds[1], report.seconds[2]
     );
+    match dreamplan::vlm::cpu_thread_share() {
+        Some(s) => println!(
+            "threads: {} per candidate ({} shared by {} candidates side by side)",
+            s.per, s.total, s.jobs
+        ),
+        None => println!(
+            "threads: {} per candidate (RAYON_NUM_THREADS / CANDLE_NUM_THREADS as set, or one candidate)",
+            candle_core::utils::get_num_threads()
+        ),
+    }
     println!("held-out greedy answers vs the rule (rope / cloth / toy):");
     let pct = |a: [f64; 3]| {
         format!(
