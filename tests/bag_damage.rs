@@ -117,6 +117,45 @@ fn a_corrupt_chunk_is_reported_after_the_messages_before_it() {
     assert!(err.contains("CRC") && err.contains("damaged"), "{err}");
 }
 
+/// The bag_reader fuzz target found a summary whose chunk index names an offset that
+/// overflows when its length is added (a panic). A summary that names a chunk which is not
+/// there is not trusted: the data section is scanned, and every message is read.
+#[test]
+fn a_summary_naming_chunks_that_are_not_there_is_not_trusted_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_bag(&tmp.path().join("index"), 120, 2048);
+    let intact = std::fs::read(&file).unwrap();
+    let (got, err) = read_all(&file);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, (0..120).collect::<Vec<_>>());
+    // The footer: opcode 0x02, length, summary start, summary offset start, CRC; then the magic.
+    let footer = intact.len() - 8 - 29;
+    assert_eq!(intact[footer], 0x02);
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let summary = u64_at(&intact, footer + 9) as usize;
+    let mut chunk_indexes = Vec::new();
+    let mut at = summary;
+    while at < footer {
+        let len = u64_at(&intact, at + 1) as usize;
+        if intact[at] == 0x08 {
+            chunk_indexes.push(at + 9);
+        }
+        at += 9 + len;
+    }
+    assert!(chunk_indexes.len() >= 3, "{} chunks", chunk_indexes.len());
+    // The first chunk's index: its offset so large that offset + length overflows; an
+    // offset inside the file that is not a chunk; an offset past the end.
+    for (which, offset) in [(0, u64::MAX - 4), (1, 8), (2, intact.len() as u64 + 100)] {
+        let mut bytes = intact.clone();
+        let field = chunk_indexes[which] + 16;
+        bytes[field..field + 8].copy_from_slice(&offset.to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        let (got, err) = read_all(&file);
+        assert!(err.is_none(), "offset {offset}: {err:?}");
+        assert_eq!(got, (0..120).collect::<Vec<_>>(), "offset {offset}");
+    }
+}
+
 #[test]
 fn garbage_and_foreign_files_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();

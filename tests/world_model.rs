@@ -1492,3 +1492,66 @@ fn validation_clips_are_spread_over_the_split_not_its_first_task() {
     }
     assert_eq!(wm_train::spread((0..5).collect(), 48), vec![0, 1, 2, 3, 4]);
 }
+
+/// `fit-prior` scores every setting of the particle prior's constants on the training
+/// clips, keeps the best, writes it as a config `train-world-model --config` reads, and
+/// refuses a base config without a particle prior.
+#[test]
+fn fit_prior_keeps_the_best_setting_and_writes_a_config_that_holds_it() {
+    use dreamplan::world_model::fit::{self, PriorParams};
+    let dir = tempfile::tempdir().unwrap();
+    let bag = bag(dir.path());
+    let base = Config {
+        prior: true,
+        prior_model: dreamplan::world_model::PriorModel::Particles,
+        ..small_config()
+    };
+    let base_path = dir.path().join("base.json");
+    std::fs::write(&base_path, serde_json::to_string(&base).unwrap()).unwrap();
+    let out = dir.path().join("fit");
+    let run = |config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+            .args(["fit-prior", "--clips-per-task", "0", "--bags"])
+            .arg(&bag)
+            .arg("--config")
+            .arg(config)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run(&base_path);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("fit.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), fit::default_grid().len());
+    let means: Vec<f64> = rows.iter().map(|r| r["mean"].as_f64().unwrap()).collect();
+    let best = report["best"].as_u64().unwrap() as usize;
+    assert!(means.iter().all(|&m| m <= means[best]), "{means:?}");
+    assert!(means.iter().all(|m| (0.0..=1.0).contains(m)), "{means:?}");
+    let fitted: PriorParams = serde_json::from_value(report["fitted"].clone()).unwrap();
+    let written: Config =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written, fitted.apply(&base));
+    assert_eq!(PriorParams::of(&written), fitted);
+    // The library agrees with the report, run for run.
+    let data = Dataset::open(&out.join("cache")).unwrap();
+    let (train_ids, _) = data.split(TrainConfig::default().val_split);
+    let again = fit::score(&data, &train_ids, &base, fitted).unwrap();
+    assert!(
+        (again.mean - means[best]).abs() < 1e-12,
+        "{} {}",
+        again.mean,
+        means[best]
+    );
+    let err = fit::fit(&data, &train_ids, &base, &[], &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("no setting"), "{err}");
+    // A base config without a particle prior has nothing to fit.
+    let plain = dir.path().join("plain.json");
+    std::fs::write(&plain, serde_json::to_string(&small_config()).unwrap()).unwrap();
+    let o = run(&plain);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no particle prior to fit"), "{err}");
+}

@@ -500,9 +500,16 @@ fn candidates_share_the_cpu_threads_and_the_split_changes_no_weight() {
         .collect();
     assert_eq!(nums.len(), 3, "{shared}");
     assert_eq!(nums[2], 2, "{shared}");
-    assert_eq!(nums[0], dreamplan::vlm::threads_per_job(nums[1], 2), "{shared}");
+    assert_eq!(
+        nums[0],
+        dreamplan::vlm::threads_per_job(nums[1], 2),
+        "{shared}"
+    );
     assert!(nums[0] >= 1 && nums[0] <= nums[1].max(1), "{shared}");
-    assert!(mine.starts_with("threads: 2 per candidate (RAYON_NUM_THREADS"), "{mine}");
+    assert!(
+        mine.starts_with("threads: 2 per candidate (RAYON_NUM_THREADS"),
+        "{mine}"
+    );
     assert!(
         w_shared == w_mine,
         "the thread split changed the weights ({shared} against {mine})"

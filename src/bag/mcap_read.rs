@@ -211,8 +211,19 @@ impl McapIndex {
             return Err(BagError::NotABag(path.to_path_buf()));
         }
         if let Ok(Some(summary)) = mcap::Summary::read(map) {
-            if !summary.chunk_indexes.is_empty()
-                || summary.stats.as_ref().is_some_and(|s| s.message_count == 0)
+            // A damaged summary can name chunks that are not there, or offsets whose sum
+            // overflows (found by the bag_reader fuzz target): then the summary is not
+            // trusted and the data section is scanned, so no intact chunk is lost.
+            let fits = |ci: &mcap::records::ChunkIndex| {
+                ci.chunk_start_offset
+                    .checked_add(ci.chunk_length)
+                    .is_some_and(|end| end <= map.len() as u64)
+                    && ci.chunk_length >= 9
+                    && map[ci.chunk_start_offset as usize] == OP_CHUNK
+            };
+            if (!summary.chunk_indexes.is_empty()
+                || summary.stats.as_ref().is_some_and(|s| s.message_count == 0))
+                && summary.chunk_indexes.iter().all(fits)
             {
                 let channels = summary
                     .channels
@@ -239,14 +250,6 @@ impl McapIndex {
                 let mut blocks: Vec<Block> = summary
                     .chunk_indexes
                     .iter()
-                    .filter(|ci| {
-                        // A damaged index can name offsets whose sum overflows (found
-                        // by the bag_reader fuzz target): such a chunk is skipped.
-                        ci.chunk_start_offset
-                            .checked_add(ci.chunk_length)
-                            .is_some_and(|end| end <= map.len() as u64)
-                            && ci.chunk_length >= 9
-                    })
                     .map(|ci| Block {
                         body: ci.chunk_start_offset as usize + 9,
                         len: ci.chunk_length as usize - 9,

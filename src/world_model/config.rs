@@ -121,6 +121,20 @@ pub struct Config {
     /// (model pixels; the simulated fingers hold within 1.2 cm).
     #[serde(default = "default_prior_grasp")]
     pub prior_grasp_px: f64,
+    /// The particle prior's table friction: a particle lying on the table moves this
+    /// fraction as readily as a hanging one (1 = no friction; small = what lies on the
+    /// table stays unless pulled hard). `fit-prior` fits it from bags.
+    #[serde(default = "default_prior_table_mobility")]
+    pub prior_table_mobility: f64,
+    /// The particle prior's sag: how far an unheld particle above the table sinks per
+    /// sub-step before the joins pull it back (model pixels): what makes a lifted flap
+    /// drape instead of floating. `fit-prior` fits it from bags.
+    #[serde(default = "default_prior_sag")]
+    pub prior_sag_px: f64,
+    /// The particle prior's stretch limit: after each sub-step no join stays longer than
+    /// this times its rest length. `fit-prior` fits it from bags.
+    #[serde(default = "default_prior_max_stretch")]
+    pub prior_max_stretch: f64,
     /// Gate the network's correction of the prior: it may change only the pixels within
     /// this many model pixels of the object in the current frame or in the prior's frame
     /// (a square dilation of their union); everywhere else the prediction is the prior's
@@ -174,6 +188,18 @@ fn default_prior_grasp() -> f64 {
     2.0
 }
 
+fn default_prior_table_mobility() -> f64 {
+    0.1
+}
+
+fn default_prior_sag() -> f64 {
+    0.5
+}
+
+fn default_prior_max_stretch() -> f64 {
+    1.05
+}
+
 /// What the network predicts from the noisy frames.
 ///
 /// With patches wider than the token (`patch_dim > hidden`: 192 values into 64 at the CPU
@@ -224,6 +250,9 @@ impl Config {
             prior_model: PriorModel::Particles,
             prior_lift_px: default_prior_lift(),
             prior_grasp_px: default_prior_grasp(),
+            prior_table_mobility: default_prior_table_mobility(),
+            prior_sag_px: default_prior_sag(),
+            prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 3.0,
             loss: Loss::Absolute,
         }
@@ -253,6 +282,9 @@ impl Config {
             prior_model: PriorModel::Particles,
             prior_lift_px: default_prior_lift(),
             prior_grasp_px: default_prior_grasp(),
+            prior_table_mobility: default_prior_table_mobility(),
+            prior_sag_px: default_prior_sag(),
+            prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 0.0,
             loss: Loss::Squared,
         }
@@ -282,6 +314,9 @@ impl Config {
             prior_model: PriorModel::Carry,
             prior_lift_px: default_prior_lift(),
             prior_grasp_px: default_prior_grasp(),
+            prior_table_mobility: default_prior_table_mobility(),
+            prior_sag_px: default_prior_sag(),
+            prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 0.0,
             loss: Loss::Squared,
         }
@@ -349,6 +384,15 @@ impl Config {
         }
         if !(self.prior_grasp_px > 0.0 && self.prior_grasp_px.is_finite()) {
             return Err("prior_grasp_px must be finite and > 0".into());
+        }
+        if !(self.prior_table_mobility > 0.0 && self.prior_table_mobility <= 1.0) {
+            return Err("prior_table_mobility must be in (0, 1]".into());
+        }
+        if !(self.prior_sag_px >= 0.0 && self.prior_sag_px.is_finite()) {
+            return Err("prior_sag_px must be finite and ≥ 0".into());
+        }
+        if !(self.prior_max_stretch >= 1.0 && self.prior_max_stretch.is_finite()) {
+            return Err("prior_max_stretch must be finite and ≥ 1".into());
         }
         if !(self.prior_gate_px >= 0.0 && self.prior_gate_px.is_finite()) {
             return Err("prior_gate_px must be finite and ≥ 0".into());

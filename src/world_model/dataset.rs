@@ -270,11 +270,25 @@ pub struct Dataset {
 /// The name of the folder, inside the cache, that holds the prior frames made with
 /// `model`'s prior settings (a change of any of them makes another folder).
 pub fn prior_key(model: &Config) -> String {
-    format!(
+    let mut key = format!(
         "prior-{:?}-s{}-l{}-g{}",
         model.prior_model, model.prior_sigma_px, model.prior_lift_px, model.prior_grasp_px
-    )
-    .to_lowercase()
+    );
+    // The particle prior's fitted constants; folders made at their defaults keep the name
+    // they had before the constants could change.
+    let d = Config::cpu();
+    if (
+        model.prior_table_mobility,
+        model.prior_sag_px,
+        model.prior_max_stretch,
+    ) != (d.prior_table_mobility, d.prior_sag_px, d.prior_max_stretch)
+    {
+        key.push_str(&format!(
+            "-m{}-a{}-x{}",
+            model.prior_table_mobility, model.prior_sag_px, model.prior_max_stretch
+        ));
+    }
+    key.to_lowercase()
 }
 
 fn map(p: &Path) -> Result<memmap2::Mmap, WorldModelError> {
@@ -330,6 +344,21 @@ impl Dataset {
     /// The prior's future frames (rgb8, `F` frames concatenated) of clip `i`, whose current
     /// frame is `ctx`: made now with `model`'s settings. A clip whose gripper never closed
     /// in view keeps its current frame.
+    /// Clip `i`'s current frame and its true final frame (rgb8, the clips' size).
+    pub fn context_and_final(&self, i: usize) -> Result<(Vec<u8>, Vec<u8>), WorldModelError> {
+        let info = self
+            .index
+            .clips
+            .get(i)
+            .ok_or_else(|| WorldModelError::Data(format!("no clip {i} in the cache")))?;
+        let cfg = &self.index.config;
+        let frame = cfg.height * cfg.width * 3;
+        let st = header(&self.shards[info.shard], info.shard)?;
+        let context = rows(&st, info.shard, "context", info.row, frame)?.to_vec();
+        let future = rows(&st, info.shard, "future", info.row, cfg.frames * frame)?;
+        Ok((context, future[future.len() - frame..].to_vec()))
+    }
+
     fn make_prior(&self, i: usize, ctx: &[u8], model: &Config) -> Vec<u8> {
         let f = self.index.config.frames;
         match &self.index.clips[i].grip {

@@ -5,11 +5,13 @@
 //! transformer trained with rectified flow ([`model`]), on clips cut from recorded
 //! transitions ([`clip`]), cached on disk as safetensors shards ([`dataset`]), by a
 //! resumable trainer ([`train`]); [`predict`] samples a batch of candidate actions from one
-//! state; [`metrics`] holds the frame and mask measures the trainer validates with.
+//! state; [`metrics`] holds the frame and mask measures the trainer validates with;
+//! [`fit`] fits the particle prior's constants to the bags.
 
 pub mod clip;
 pub mod config;
 pub mod dataset;
+pub mod fit;
 pub mod imagine;
 pub mod metrics;
 pub mod model;

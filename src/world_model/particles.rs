@@ -43,15 +43,13 @@ const ITERATIONS: usize = 10;
 /// The passes stop early once no join was stretched by more than this (pixels): most of a
 /// body lies slack most of the time.
 const SETTLED_PX: f32 = 0.02;
-/// After the passes no join stays longer than this times its rest length.
-const MAX_STRETCH: f32 = 1.05;
-/// How far an unheld particle above the table sinks per sub-step before the joins pull it
-/// back: what makes a lifted flap drape instead of floating (pixels).
-const SAG_PX: f32 = 0.5;
-/// A particle lying on the table moves this fraction as readily as a hanging one: table
-/// friction as a heavier mass, so that a taut chain tilts its hanging part before it drags
-/// what lies on the table.
-const TABLE_MOBILITY: f32 = 0.1;
+// Three constants are the config's, so that `fit-prior` can fit them from bags:
+// `prior_max_stretch` (after the passes no join stays longer than this times its rest
+// length), `prior_sag_px` (how far an unheld particle above the table sinks per sub-step
+// before the joins pull it back: what makes a lifted flap drape instead of floating) and
+// `prior_table_mobility` (a particle lying on the table moves this fraction as readily as
+// a hanging one: table friction as a heavier mass, so that a taut chain tilts its hanging
+// part before it drags what lies on the table).
 
 struct Body {
     pos: Vec<[f32; 3]>,
@@ -64,6 +62,10 @@ struct Body {
     is_held: Vec<bool>,
     /// The highest each particle has been: the drawing order after the drop.
     top: Vec<f32>,
+    /// `prior_table_mobility`, `prior_sag_px`, `prior_max_stretch`.
+    table_mobility: f32,
+    sag_px: f32,
+    max_stretch: f32,
 }
 
 impl Body {
@@ -134,6 +136,9 @@ impl Body {
         }
         Self {
             top: vec![0.0; n],
+            table_mobility: cfg.prior_table_mobility as f32,
+            sag_px: cfg.prior_sag_px as f32,
+            max_stretch: cfg.prior_max_stretch as f32,
             pos,
             col,
             joins,
@@ -147,7 +152,7 @@ impl Body {
         if self.is_held[i] {
             0.0
         } else if self.pos[i][2] <= 1e-3 {
-            TABLE_MOBILITY
+            self.table_mobility
         } else {
             1.0
         }
@@ -185,7 +190,7 @@ impl Body {
         }
         for (p, held) in self.pos.iter_mut().zip(&self.is_held) {
             if !held {
-                p[2] = (p[2] - SAG_PX).max(0.0);
+                p[2] = (p[2] - self.sag_px).max(0.0);
             }
         }
         for _ in 0..ITERATIONS {
@@ -200,12 +205,12 @@ impl Body {
                 break;
             }
         }
-        // What the passes left stretched beyond `MAX_STRETCH` (a long drag converges slowly
+        // What the passes left stretched beyond `prior_max_stretch` (a long drag converges slowly
         // against the table's friction): the farther end follows the nearer, from the
         // gripper outwards, so the material never lengthens by more than that.
         for k in 0..self.joins.len() {
             let (a, b, rest) = self.joins[k];
-            let limit = rest * MAX_STRETCH;
+            let limit = rest * self.max_stretch;
             let (pa, pb) = (self.pos[a], self.pos[b]);
             let d = [pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]];
             let len2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
@@ -395,6 +400,70 @@ mod tests {
         let carry = super::super::prior::carry(&ctx, &p, &cfg).pop().unwrap();
         let obj_c = object(&cfg, &carry);
         assert!(obj_c.iter().map(|p| p.0).min().unwrap() <= 21);
+    }
+
+    /// The fitted constants act as their names say: a stiff stretch limit drags a rope's
+    /// tail along where a loose one leaves it lying longer; a table that holds what lies on
+    /// it less lets a pulled cloth slide whole instead of stretching out from its corner.
+    #[test]
+    fn the_fitted_constants_change_the_material_as_their_names_say() {
+        let x_range = |cfg: &Config, f: &[u8]| {
+            let obj = object(cfg, f);
+            (
+                obj.iter().map(|p| p.0).min().unwrap(),
+                obj.iter().map(|p| p.0).max().unwrap(),
+            )
+        };
+        // A rope pulled by its end: with no stretch allowed the chain keeps its length.
+        let rope = |stretch: f64| {
+            let cfg = Config {
+                prior_max_stretch: stretch,
+                ..cfg()
+            };
+            let ctx = frame(&cfg, (20..60).flat_map(|x| [(x, 30), (x, 31)]));
+            let last = particles(&ctx, &path([59.5, 31.0], [84.5, 31.0]), &cfg)
+                .pop()
+                .unwrap();
+            x_range(&cfg, &last)
+        };
+        let (tight, loose) = (rope(1.0), rope(1.5));
+        assert!(tight.1 - tight.0 < loose.1 - loose.0, "{tight:?} {loose:?}");
+        // A cloth corner lifted and carried over the cloth: on a table that holds less,
+        // the part lying on it is pulled along more, so less of the cloth stays put.
+        let cloth = |mobility: f64| {
+            let cfg = Config {
+                prior_table_mobility: mobility,
+                prior_max_stretch: 1.5,
+                ..cfg()
+            };
+            let ctx = frame(&cfg, (20..40).flat_map(|y| (40..60).map(move |x| (x, y))));
+            let last = particles(&ctx, &path([40.5, 20.5], [58.5, 38.5]), &cfg)
+                .pop()
+                .unwrap();
+            let before = object(&cfg, &ctx);
+            object(&cfg, &last)
+                .iter()
+                .filter(|p| before.contains(p))
+                .count()
+        };
+        let (sticky, slippery) = (cloth(0.03), cloth(1.0));
+        assert!(
+            slippery < sticky,
+            "still covered: {sticky} sticky, {slippery} slippery"
+        );
+        // Sag: a flap lifted high drapes lower with more sag, so the fold it lands as
+        // differs.
+        let fold = |sag: f64| {
+            let cfg = Config {
+                prior_sag_px: sag,
+                ..cfg()
+            };
+            let ctx = frame(&cfg, (20..40).flat_map(|y| (40..60).map(move |x| (x, y))));
+            particles(&ctx, &path([40.5, 20.5], [58.5, 38.5]), &cfg)
+                .pop()
+                .unwrap()
+        };
+        assert_ne!(fold(0.0), fold(1.5));
     }
 
     #[test]

@@ -88,7 +88,7 @@ struct Stage {
     /// The command continues from its own checkpoint after an interruption.
     resumes: bool,
     /// Expected seconds at the default settings (for the ETA): the stage times of session
-    /// 34's full run, and session 33's zero-shot build (release build, 2 cores;
+    /// 34's full run, and session 35's zero-shot build (release build, 2 cores;
     /// docs/stage3.md).
     expect_s: f64,
     /// An ORPO stage's preference file: with no pair in it the stage is skipped, and
@@ -165,7 +165,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: zs.clone(),
             resumes: false,
-            expect_s: 1410.0,
+            expect_s: 850.0,
             pairs: None,
             after: None,
             deps: vec![],

@@ -262,6 +262,9 @@ enum Command {
     WmEval(world_model::WmEvalArgs),
     /// Stage 2: world-model training steps/s and prediction latency by batch and sampler steps.
     WmBench(world_model::WmBenchArgs),
+    /// Stage 2: fit the particle prior's constants (table mobility, sag, stretch) to the
+    /// bags' clips, and write the model config that holds them.
+    FitPrior(world_model::FitPriorArgs),
     /// Decision latency of a VLM planner folder (image in → action out) and K candidates
     /// batched vs one by one.
     PlanBench(plan_bench::PlanBenchArgs),
@@ -373,6 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Predict(args) => world_model::predict(args),
         Command::WmEval(args) => world_model::wm_eval(args),
         Command::WmBench(args) => world_model::wm_bench(args),
+        Command::FitPrior(args) => world_model::fit_prior(args),
         Command::DefaultConfig => {
             print!("{}", dreamplan::config::DEFAULT_GRAPH_YAML);
             Ok(ExitCode::SUCCESS)

@@ -69,6 +69,141 @@ pub struct TrainArgs {
     compute: crate::ComputeArgs,
 }
 
+#[derive(Args)]
+pub struct FitPriorArgs {
+    /// Bags to fit on (as `train-world-model --bags`).
+    #[arg(long, required = true, num_args = 1..)]
+    bags: Vec<PathBuf>,
+    /// Output folder: `config.json` (the base config with the fitted constants, for
+    /// `train-world-model --config`) and `fit.json` (every setting's scores).
+    #[arg(long)]
+    out: PathBuf,
+    /// Base model configuration (JSON); its particle prior is the one fitted.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Built-in base configuration when `--config` is absent.
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    preset: Preset,
+    /// Where rendered clips are cached (default OUT/cache); reused when it matches, so
+    /// `train-world-model --cache` can share it.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Training clips per task the grid is scored on at most (evenly spaced; 0 = all).
+    #[arg(long, default_value_t = 150)]
+    clips_per_task: usize,
+}
+
+/// `dreamplan fit-prior`.
+pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
+    use dreamplan::world_model::fit::{self, PriorParams};
+    let base = load_config(args.config.as_deref(), args.preset)?;
+    anyhow::ensure!(
+        base.prior && base.prior_model == dreamplan::world_model::PriorModel::Particles,
+        "the base config has no particle prior to fit (it needs prior: true and prior_model: particles)"
+    );
+    let bags = dataset::find_bags(&args.bags)?;
+    let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let t0 = Instant::now();
+    let index = dataset::build(&bags, &cache, &base, 64, &|read, clips| {
+        if read % 100 == 0 {
+            eprintln!("clips: {read} transitions read, {clips} clips cut");
+        }
+    })
+    .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
+    eprintln!(
+        "{} clips from {} bag(s) in {:.0} s; cache {}",
+        index.clips.len(),
+        bags.len(),
+        t0.elapsed().as_secs_f64(),
+        cache.display()
+    );
+    let data = dataset::Dataset::open(&cache)?;
+    // The trainer's split: the fit sees only training episodes.
+    let (train_ids, val_ids) = data.split(TrainConfig::default().val_split);
+    let thin = |ids: &[usize]| -> Vec<usize> {
+        let mut out = Vec::new();
+        for t in Task::ALL {
+            let of: Vec<usize> = ids
+                .iter()
+                .copied()
+                .filter(|&i| data.index.clips[i].task == t.name())
+                .collect();
+            let n = if args.clips_per_task == 0 {
+                of.len()
+            } else {
+                args.clips_per_task.min(of.len())
+            };
+            out.extend((0..n).map(|k| of[k * of.len() / n.max(1)]));
+        }
+        out
+    };
+    let (fit_ids, check_ids) = (thin(&train_ids), thin(&val_ids));
+    anyhow::ensure!(
+        !fit_ids.is_empty(),
+        "no training clips to fit on in {} bag(s)",
+        bags.len()
+    );
+    let grid = fit::default_grid();
+    let progress = PhaseProgress::stderr();
+    let t1 = Instant::now();
+    let (rows, best) = fit::fit(&data, &fit_ids, &base, &grid, &|done, total| {
+        progress.update("prior settings", done, total, "")
+    })
+    .context("fitting the particle prior")?;
+    progress.finish();
+    let fitted = rows[best].params;
+    let default = PriorParams::of(&Config::cpu());
+    let check_fit = fit::score(&data, &check_ids, &base, fitted)?;
+    let check_default = fit::score(&data, &check_ids, &base, default)?;
+    let default_row = rows.iter().find(|r| r.params == default).cloned();
+    let line = |name: &str, r: &fit::FitRow| {
+        let per: Vec<String> = r
+            .tasks
+            .iter()
+            .map(|(t, (v, n))| format!("{t} {v:.3} ({n})"))
+            .collect();
+        println!("{name}: mean {:.3}; {}", r.mean, per.join(", "));
+    };
+    println!(
+        "fitted on {} training clips, {} settings, {:.0} s: table mobility {}, sag {} px, stretch {}",
+        fit_ids.len(),
+        grid.len(),
+        t1.elapsed().as_secs_f64(),
+        fitted.table_mobility,
+        fitted.sag_px,
+        fitted.max_stretch
+    );
+    line("  fitted, training clips", &rows[best]);
+    if let Some(d) = &default_row {
+        line("  hand-set, training clips", d);
+    }
+    line("  fitted, validation clips", &check_fit);
+    line("  hand-set, validation clips", &check_default);
+    let cfg = fitted.apply(&base);
+    let cfg_path = args.out.join("config.json");
+    dataset::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    let report = serde_json::json!({
+        "bags": bags,
+        "fit_clips": fit_ids.len(),
+        "validation_clips": check_ids.len(),
+        "best": best,
+        "fitted": fitted,
+        "rows": rows,
+        "validation": { "fitted": check_fit, "hand_set": check_default },
+        "seconds": t1.elapsed().as_secs_f64(),
+    });
+    let fit_path = args.out.join("fit.json");
+    dataset::write_atomic(&fit_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!(
+        "wrote {} (train with --config) and {}",
+        cfg_path.display(),
+        fit_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The device of a training run, which computes in f32 (`--dtype auto` or `f32`).
 fn training_device(c: &crate::ComputeArgs) -> anyhow::Result<dreamplan::device::DeviceSpec> {
     use dreamplan::device::DtypeSpec;
@@ -503,6 +638,16 @@ pub struct WmEvalArgs {
     /// absent).
     #[arg(long)]
     prior_grasp: Option<f64>,
+    /// The particle prior's table mobility (the model's `prior_table_mobility` when absent).
+    #[arg(long)]
+    prior_table_mobility: Option<f64>,
+    /// The particle prior's sag per sub-step in model pixels (the model's `prior_sag_px`
+    /// when absent).
+    #[arg(long)]
+    prior_sag: Option<f64>,
+    /// The particle prior's stretch limit (the model's `prior_max_stretch` when absent).
+    #[arg(long)]
+    prior_max_stretch: Option<f64>,
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -651,6 +796,15 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(grasp) = args.prior_grasp {
         prior_cfg.prior_grasp_px = grasp;
+    }
+    if let Some(m) = args.prior_table_mobility {
+        prior_cfg.prior_table_mobility = m;
+    }
+    if let Some(a) = args.prior_sag {
+        prior_cfg.prior_sag_px = a;
+    }
+    if let Some(x) = args.prior_max_stretch {
+        prior_cfg.prior_max_stretch = x;
     }
     prior_cfg.validate().map_err(anyhow::Error::msg)?;
     let mut planner = match &args.planner {
@@ -1082,8 +1236,12 @@ fn prior_label(cfg: &Config) -> String {
             format!("carry prior (σ {} px)", cfg.prior_sigma_px)
         }
         dreamplan::world_model::PriorModel::Particles => format!(
-            "particle prior (lift {} px, grasp {} px)",
-            cfg.prior_lift_px, cfg.prior_grasp_px
+            "particle prior (lift {} px, grasp {} px, table mobility {}, sag {} px, stretch {})",
+            cfg.prior_lift_px,
+            cfg.prior_grasp_px,
+            cfg.prior_table_mobility,
+            cfg.prior_sag_px,
+            cfg.prior_max_stretch
         ),
     }
 }

@@ -1,0 +1,181 @@
+//! Fitting the particle prior's constants to recorded transitions (`dreamplan fit-prior`).
+//!
+//! The particle prior ([`super::particles`]) has three constants that stand for material
+//! and table: how readily what lies on the table moves (`prior_table_mobility`), how far a
+//! lifted part sags (`prior_sag_px`) and how far a join may stretch (`prior_max_stretch`).
+//! They were set by hand. Here they are learned from the bags: every setting of a grid is
+//! played on the training clips (each clip's current frame and its recorded gripper path),
+//! its final frame is scored against the clip's true final frame with the mask measure
+//! every verifier ranks with ([`crate::verifier::measure`]), and the setting with the best
+//! mean score wins. The validation clips (other episodes) report the winner's score beside
+//! the defaults', so a fit that only suits its own clips shows.
+//!
+//! Written here: it is a grid search over three numbers, with the score the project already
+//! defines; no crate would save code.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Dataset;
+use super::{metrics, prior, Config, WorldModelError};
+use crate::sim::tasks::Task;
+use crate::verifier::measure::mask_score;
+use crate::vision::Mask;
+
+/// One setting of the particle prior's fitted constants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PriorParams {
+    /// `prior_table_mobility`.
+    pub table_mobility: f64,
+    /// `prior_sag_px`.
+    pub sag_px: f64,
+    /// `prior_max_stretch`.
+    pub max_stretch: f64,
+}
+
+impl PriorParams {
+    /// The constants a config holds.
+    pub fn of(cfg: &Config) -> Self {
+        Self {
+            table_mobility: cfg.prior_table_mobility,
+            sag_px: cfg.prior_sag_px,
+            max_stretch: cfg.prior_max_stretch,
+        }
+    }
+
+    /// `cfg` with these constants.
+    pub fn apply(self, cfg: &Config) -> Config {
+        Config {
+            prior_table_mobility: self.table_mobility,
+            prior_sag_px: self.sag_px,
+            prior_max_stretch: self.max_stretch,
+            ..cfg.clone()
+        }
+    }
+}
+
+/// The default grid: every combination of these values (36 settings), the hand-set
+/// constants (0.1, 0.5 px, 1.05) among them.
+pub fn default_grid() -> Vec<PriorParams> {
+    let mut grid = Vec::new();
+    for table_mobility in [0.03, 0.1, 0.3, 1.0] {
+        for sag_px in [0.0, 0.5, 1.5] {
+            for max_stretch in [1.0, 1.05, 1.2] {
+                grid.push(PriorParams {
+                    table_mobility,
+                    sag_px,
+                    max_stretch,
+                });
+            }
+        }
+    }
+    grid
+}
+
+/// A setting's mean score per task on a set of clips.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitRow {
+    /// The setting.
+    pub params: PriorParams,
+    /// Per task: mean measure value of the prior's final frame against the true one, and
+    /// the number of clips.
+    pub tasks: BTreeMap<String, (f64, usize)>,
+    /// The mean over tasks (each task weighs the same).
+    pub mean: f64,
+}
+
+/// How well the prior of `model` (its constants replaced by `params`) predicts the final
+/// frame of the clips `ids`. Clips without a gripper path, or whose task is unknown, are
+/// left out. Runs on the rayon pool.
+pub fn score(
+    ds: &Dataset,
+    ids: &[usize],
+    model: &Config,
+    params: PriorParams,
+) -> Result<FitRow, WorldModelError> {
+    use rayon::prelude::*;
+    let cfg = params.apply(model);
+    let (w, h, f) = (
+        ds.index.config.width,
+        ds.index.config.height,
+        ds.index.config.frames,
+    );
+    let per: Vec<Option<(String, f64)>> = ids
+        .par_iter()
+        .map(|&i| -> Result<Option<(String, f64)>, WorldModelError> {
+            let info = &ds.index.clips[i];
+            let (Some(grip), Some(task)) = (&info.grip, Task::from_name(&info.task)) else {
+                return Ok(None);
+            };
+            if grip.offsets.len() != f {
+                return Ok(None);
+            }
+            let (context, last) = ds.context_and_final(i)?;
+            let predicted = prior::frames(&context, grip, &cfg);
+            let Some(predicted) = predicted.last() else {
+                return Ok(None);
+            };
+            let to_mask = |rgb: &[u8]| Mask {
+                width: w as u32,
+                height: h as u32,
+                data: metrics::mask(task, rgb, w, h),
+            };
+            let s = mask_score(&to_mask(predicted), &to_mask(&last))
+                .map_err(|e| WorldModelError::Data(format!("clip {i}: {e}")))?;
+            Ok(Some((info.task.clone(), s.value)))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut tasks: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (task, v) in per.into_iter().flatten() {
+        let e = tasks.entry(task).or_insert((0.0, 0));
+        e.0 += v;
+        e.1 += 1;
+    }
+    for v in tasks.values_mut() {
+        v.0 /= v.1 as f64;
+    }
+    let mean = if tasks.is_empty() {
+        f64::NAN
+    } else {
+        tasks.values().map(|v| v.0).sum::<f64>() / tasks.len() as f64
+    };
+    Ok(FitRow {
+        params,
+        tasks,
+        mean,
+    })
+}
+
+/// Scores every setting of `grid` on the clips `ids`; `progress(done, total)` after each.
+/// Returns the rows in grid order and the index of the best (highest mean; the earlier
+/// setting on a tie).
+pub fn fit(
+    ds: &Dataset,
+    ids: &[usize],
+    model: &Config,
+    grid: &[PriorParams],
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<FitRow>, usize), WorldModelError> {
+    if grid.is_empty() {
+        return Err(WorldModelError::Data("the grid holds no setting".into()));
+    }
+    let mut rows = Vec::with_capacity(grid.len());
+    for (k, &p) in grid.iter().enumerate() {
+        let row = score(ds, ids, model, p)?;
+        if row.tasks.is_empty() {
+            return Err(WorldModelError::Data(
+                "no clip with a gripper path and a known task to fit on".into(),
+            ));
+        }
+        rows.push(row);
+        progress(k + 1, grid.len());
+    }
+    let mut best = 0;
+    for (k, r) in rows.iter().enumerate() {
+        if r.mean > rows[best].mean {
+            best = k;
+        }
+    }
+    Ok((rows, best))
+}
