@@ -341,9 +341,6 @@ impl Dataset {
         })
     }
 
-    /// The prior's future frames (rgb8, `F` frames concatenated) of clip `i`, whose current
-    /// frame is `ctx`: made now with `model`'s settings. A clip whose gripper never closed
-    /// in view keeps its current frame.
     /// Clip `i`'s current frame and its true final frame (rgb8, the clips' size).
     pub fn context_and_final(&self, i: usize) -> Result<(Vec<u8>, Vec<u8>), WorldModelError> {
         let info = self
@@ -359,6 +356,9 @@ impl Dataset {
         Ok((context, future[future.len() - frame..].to_vec()))
     }
 
+    /// The prior's future frames (rgb8, `F` frames concatenated) of clip `i`, whose current
+    /// frame is `ctx`: made now with `model`'s settings. A clip whose gripper never closed
+    /// in view keeps its current frame.
     fn make_prior(&self, i: usize, ctx: &[u8], model: &Config) -> Vec<u8> {
         let f = self.index.config.frames;
         match &self.index.clips[i].grip {

@@ -93,6 +93,37 @@ pub struct FitPriorArgs {
     clips_per_task: usize,
 }
 
+/// Cuts the clips of the bags under `paths` into `cache` for `cfg` (an existing cache for
+/// the same bags and clip settings is reused), says how many, and opens the cache.
+fn cut_clips(
+    paths: &[PathBuf],
+    cache: &Path,
+    cfg: &Config,
+) -> anyhow::Result<(Vec<PathBuf>, dataset::Dataset)> {
+    let bags = dataset::find_bags(paths)?;
+    let t0 = Instant::now();
+    let index = dataset::build(&bags, cache, cfg, 64, &|read, clips| {
+        if read % 100 == 0 {
+            eprintln!("clips: {read} transitions read, {clips} clips cut");
+        }
+    })
+    .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
+    eprintln!(
+        "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
+        index.clips.len(),
+        bags.len(),
+        t0.elapsed().as_secs_f64(),
+        index.skipped,
+        index
+            .first_skip
+            .as_ref()
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default(),
+        cache.display()
+    );
+    Ok((bags, dataset::Dataset::open(cache)?))
+}
+
 /// `dreamplan fit-prior`.
 pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     use dreamplan::world_model::fit::{self, PriorParams};
@@ -101,25 +132,10 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
         base.prior && base.prior_model == dreamplan::world_model::PriorModel::Particles,
         "the base config has no particle prior to fit (it needs prior: true and prior_model: particles)"
     );
-    let bags = dataset::find_bags(&args.bags)?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let t0 = Instant::now();
-    let index = dataset::build(&bags, &cache, &base, 64, &|read, clips| {
-        if read % 100 == 0 {
-            eprintln!("clips: {read} transitions read, {clips} clips cut");
-        }
-    })
-    .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
-    eprintln!(
-        "{} clips from {} bag(s) in {:.0} s; cache {}",
-        index.clips.len(),
-        bags.len(),
-        t0.elapsed().as_secs_f64(),
-        cache.display()
-    );
-    let data = dataset::Dataset::open(&cache)?;
+    let (bags, data) = cut_clips(&args.bags, &cache, &base)?;
     // The trainer's split: the fit sees only training episodes.
     let (train_ids, val_ids) = data.split(TrainConfig::default().val_split);
     let thin = |ids: &[usize]| -> Vec<usize> {
@@ -237,30 +253,9 @@ fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = training_device(&args.compute)?;
     let cfg = load_config(args.config.as_deref(), args.preset)?;
-    let bags = dataset::find_bags(&args.bags)?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
     let progress = PhaseProgress::stderr();
-    let t0 = Instant::now();
-    let index = dataset::build(&bags, &cache, &cfg, 64, &|read, clips| {
-        if read % 100 == 0 {
-            eprintln!("clips: {read} transitions read, {clips} clips cut");
-        }
-    })
-    .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
-    eprintln!(
-        "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
-        index.clips.len(),
-        bags.len(),
-        t0.elapsed().as_secs_f64(),
-        index.skipped,
-        index
-            .first_skip
-            .as_ref()
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default(),
-        cache.display()
-    );
-    let mut data = dataset::Dataset::open(&cache)?;
+    let (_, mut data) = cut_clips(&args.bags, &cache, &cfg)?;
     if cfg.prior {
         let t1 = Instant::now();
         data.cache_priors(&cfg, &|done, total| {
