@@ -1538,15 +1538,20 @@ fn fit_prior_keeps_the_best_setting_and_writes_a_config_that_holds_it() {
     // The library agrees with the report, run for run.
     let data = Dataset::open(&out.join("cache")).unwrap();
     let (train_ids, _) = data.split(TrainConfig::default().val_split);
-    let again = fit::score(&data, &train_ids, &base, fitted).unwrap();
+    let clips = fit::FitClips::read(&data, &train_ids).unwrap();
+    assert_eq!(clips.len(), report["fit_clips"].as_u64().unwrap() as usize);
+    let again = fit::score(&clips, &base, fitted).unwrap();
     assert!(
         (again.mean - means[best]).abs() < 1e-12,
         "{} {}",
         again.mean,
         means[best]
     );
-    let err = fit::fit(&data, &train_ids, &base, &[], &|_, _| {}).unwrap_err();
+    let err = fit::fit(&clips, &base, &[], &|_, _| {}).unwrap_err();
     assert!(err.to_string().contains("no setting"), "{err}");
+    let none = fit::FitClips::read(&data, &[]).unwrap();
+    let err = fit::fit(&none, &base, &fit::default_grid(), &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("no clip"), "{err}");
     // A base config without a particle prior has nothing to fit.
     let plain = dir.path().join("plain.json");
     std::fs::write(&plain, serde_json::to_string(&small_config()).unwrap()).unwrap();

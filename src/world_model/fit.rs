@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Dataset;
-use super::{metrics, prior, Config, WorldModelError};
+use super::prior::{self, GripPath};
+use super::{metrics, Config, WorldModelError};
 use crate::sim::tasks::Task;
 use crate::verifier::measure::mask_score;
 use crate::vision::Mask;
@@ -87,50 +88,95 @@ pub struct FitRow {
     pub mean: f64,
 }
 
+/// One clip as the fit needs it: read from the cache and segmented once, then played by
+/// every setting of the grid.
+struct FitClip {
+    task: Task,
+    grip: GripPath,
+    context: Vec<u8>,
+    /// The object mask of the clip's true final frame.
+    truth: Mask,
+}
+
+/// The clips a fit scores on: each clip's current frame, gripper path and true final mask,
+/// read once. Clips without a gripper path over every frame, or whose task is unknown,
+/// are left out.
+pub struct FitClips {
+    clips: Vec<FitClip>,
+    width: usize,
+    height: usize,
+}
+
+impl FitClips {
+    /// Reads the clips `ids` of `ds` (in parallel on the rayon pool).
+    pub fn read(ds: &Dataset, ids: &[usize]) -> Result<Self, WorldModelError> {
+        use rayon::prelude::*;
+        let c = &ds.index.config;
+        let (width, height, frames) = (c.width, c.height, c.frames);
+        let clips: Vec<Option<FitClip>> =
+            ids.par_iter()
+                .map(|&i| {
+                    let info = ds.index.clips.get(i).ok_or_else(|| {
+                        WorldModelError::Data(format!("no clip {i} in the cache"))
+                    })?;
+                    let (Some(grip), Some(task)) = (&info.grip, Task::from_name(&info.task)) else {
+                        return Ok(None);
+                    };
+                    if grip.offsets.len() != frames {
+                        return Ok(None);
+                    }
+                    let (context, last) = ds.context_and_final(i)?;
+                    Ok(Some(FitClip {
+                        task,
+                        grip: grip.clone(),
+                        context,
+                        truth: metrics::mask_of(task, &last, width, height),
+                    }))
+                })
+                .collect::<Result<_, WorldModelError>>()?;
+        Ok(Self {
+            clips: clips.into_iter().flatten().collect(),
+            width,
+            height,
+        })
+    }
+
+    /// How many clips are scored.
+    pub fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    /// No clip to score.
+    pub fn is_empty(&self) -> bool {
+        self.clips.is_empty()
+    }
+}
+
 /// How well the prior of `model` (its constants replaced by `params`) predicts the final
-/// frame of the clips `ids`. Clips without a gripper path, or whose task is unknown, are
-/// left out. Runs on the rayon pool.
+/// frame of the clips. Runs on the rayon pool.
 pub fn score(
-    ds: &Dataset,
-    ids: &[usize],
+    clips: &FitClips,
     model: &Config,
     params: PriorParams,
 ) -> Result<FitRow, WorldModelError> {
     use rayon::prelude::*;
     let cfg = params.apply(model);
-    let (w, h, f) = (
-        ds.index.config.width,
-        ds.index.config.height,
-        ds.index.config.frames,
-    );
-    let per: Vec<Option<(String, f64)>> = ids
+    let (w, h) = (clips.width, clips.height);
+    let per: Vec<(&str, f64)> = clips
+        .clips
         .par_iter()
-        .map(|&i| -> Result<Option<(String, f64)>, WorldModelError> {
-            let info = &ds.index.clips[i];
-            let (Some(grip), Some(task)) = (&info.grip, Task::from_name(&info.task)) else {
-                return Ok(None);
-            };
-            if grip.offsets.len() != f {
-                return Ok(None);
-            }
-            let (context, last) = ds.context_and_final(i)?;
-            let predicted = prior::frames(&context, grip, &cfg);
-            let Some(predicted) = predicted.last() else {
-                return Ok(None);
-            };
-            let to_mask = |rgb: &[u8]| Mask {
-                width: w as u32,
-                height: h as u32,
-                data: metrics::mask(task, rgb, w, h),
-            };
-            let s = mask_score(&to_mask(predicted), &to_mask(&last))
-                .map_err(|e| WorldModelError::Data(format!("clip {i}: {e}")))?;
-            Ok(Some((info.task.clone(), s.value)))
+        .map(|c| {
+            let frames = prior::frames(&c.context, &c.grip, &cfg);
+            let last = frames.last().map(Vec::as_slice).unwrap_or(&c.context);
+            let predicted = metrics::mask_of(c.task, last, w, h);
+            let s = mask_score(&predicted, &c.truth)
+                .map_err(|e| WorldModelError::Data(e.to_string()))?;
+            Ok((c.task.name(), s.value))
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, WorldModelError>>()?;
     let mut tasks: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    for (task, v) in per.into_iter().flatten() {
-        let e = tasks.entry(task).or_insert((0.0, 0));
+    for (task, v) in per {
+        let e = tasks.entry(task.to_string()).or_insert((0.0, 0));
         e.0 += v;
         e.1 += 1;
     }
@@ -149,12 +195,11 @@ pub fn score(
     })
 }
 
-/// Scores every setting of `grid` on the clips `ids`; `progress(done, total)` after each.
+/// Scores every setting of `grid` on `clips`; `progress(done, total)` after each.
 /// Returns the rows in grid order and the index of the best (highest mean; the earlier
 /// setting on a tie).
 pub fn fit(
-    ds: &Dataset,
-    ids: &[usize],
+    clips: &FitClips,
     model: &Config,
     grid: &[PriorParams],
     progress: &dyn Fn(usize, usize),
@@ -162,15 +207,14 @@ pub fn fit(
     if grid.is_empty() {
         return Err(WorldModelError::Data("the grid holds no setting".into()));
     }
+    if clips.is_empty() {
+        return Err(WorldModelError::Data(
+            "no clip with a gripper path and a known task to fit on".into(),
+        ));
+    }
     let mut rows = Vec::with_capacity(grid.len());
     for (k, &p) in grid.iter().enumerate() {
-        let row = score(ds, ids, model, p)?;
-        if row.tasks.is_empty() {
-            return Err(WorldModelError::Data(
-                "no clip with a gripper path and a known task to fit on".into(),
-            ));
-        }
-        rows.push(row);
+        rows.push(score(clips, model, p)?);
         progress(k + 1, grid.len());
     }
     let mut best = 0;

@@ -10,7 +10,6 @@ use crate::planner::eval::{plan_pixels, EvalConfig};
 use crate::render::Frame;
 use crate::sim::tasks::Task;
 use crate::verifier::measure::mask_score;
-use crate::vision::Mask;
 
 /// One imagined outcome.
 #[derive(Debug, Clone)]
@@ -48,11 +47,7 @@ pub fn imagine(
     let context = crop_resize(&object_now.rgb, object_now.width, object_now.height, cfg)?;
     let goal_crop = crop_resize(&goal.rgb, goal.width, goal.height, cfg)?;
     let (w, h) = (cfg.width, cfg.height);
-    let goal_mask = Mask {
-        width: w as u32,
-        height: h as u32,
-        data: metrics::mask(task, &goal_crop, w, h),
-    };
+    let goal_mask = metrics::mask_of(task, &goal_crop, w, h);
     let ec = EvalConfig {
         size: current.width,
         ..EvalConfig::default()
@@ -78,12 +73,7 @@ pub fn imagine(
             let Some(_) = p else { return Ok(None) };
             let frames = predicted.next().expect("one prediction per planned action");
             let last = frames.last().cloned().unwrap_or_default();
-            let mask = Mask {
-                width: w as u32,
-                height: h as u32,
-                data: metrics::mask(task, &last, w, h),
-            };
-            let score = mask_score(&mask, &goal_mask)
+            let score = mask_score(&metrics::mask_of(task, &last, w, h), &goal_mask)
                 .map_err(|e| WorldModelError::Data(e.to_string()))?
                 .value;
             Ok(Some(Imagined {

@@ -5,6 +5,7 @@
 use crate::render::Frame;
 use crate::sim::tasks::Task;
 use crate::verifier::object_mask;
+use crate::vision::Mask;
 
 /// Peak signal-to-noise ratio of two rgb8 buffers (dB; 99 for identical ones).
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
@@ -74,6 +75,15 @@ pub fn mask(task: Task, rgb: &[u8], width: usize, height: usize) -> Vec<bool> {
     object_mask(task, &frame)
         .map(|m| m.data)
         .unwrap_or_else(|_| vec![false; width * height])
+}
+
+/// [`mask`] as a [`Mask`], what the outcome measure takes.
+pub fn mask_of(task: Task, rgb: &[u8], width: usize, height: usize) -> Mask {
+    Mask {
+        width: width as u32,
+        height: height as u32,
+        data: mask(task, rgb, width, height),
+    }
 }
 
 /// Intersection over union of two masks (1 when both are empty).

@@ -155,24 +155,25 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
         }
         out
     };
-    let (fit_ids, check_ids) = (thin(&train_ids), thin(&val_ids));
+    let fit_clips = fit::FitClips::read(&data, &thin(&train_ids))?;
+    let check_clips = fit::FitClips::read(&data, &thin(&val_ids))?;
     anyhow::ensure!(
-        !fit_ids.is_empty(),
-        "no training clips to fit on in {} bag(s)",
+        !fit_clips.is_empty(),
+        "no training clips with a gripper path to fit on in {} bag(s)",
         bags.len()
     );
     let grid = fit::default_grid();
     let progress = PhaseProgress::stderr();
     let t1 = Instant::now();
-    let (rows, best) = fit::fit(&data, &fit_ids, &base, &grid, &|done, total| {
+    let (rows, best) = fit::fit(&fit_clips, &base, &grid, &|done, total| {
         progress.update("prior settings", done, total, "")
     })
     .context("fitting the particle prior")?;
     progress.finish();
     let fitted = rows[best].params;
     let default = PriorParams::of(&Config::cpu());
-    let check_fit = fit::score(&data, &check_ids, &base, fitted)?;
-    let check_default = fit::score(&data, &check_ids, &base, default)?;
+    let check_fit = fit::score(&check_clips, &base, fitted)?;
+    let check_default = fit::score(&check_clips, &base, default)?;
     let default_row = rows.iter().find(|r| r.params == default).cloned();
     let line = |name: &str, r: &fit::FitRow| {
         let per: Vec<String> = r
@@ -184,7 +185,7 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "fitted on {} training clips, {} settings, {:.0} s: table mobility {}, sag {} px, stretch {}",
-        fit_ids.len(),
+        fit_clips.len(),
         grid.len(),
         t1.elapsed().as_secs_f64(),
         fitted.table_mobility,
@@ -202,8 +203,8 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     dataset::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     let report = serde_json::json!({
         "bags": bags,
-        "fit_clips": fit_ids.len(),
-        "validation_clips": check_ids.len(),
+        "fit_clips": fit_clips.len(),
+        "validation_clips": check_clips.len(),
         "best": best,
         "fitted": fitted,
         "rows": rows,
