@@ -147,6 +147,18 @@ pub struct Config {
     /// The per-pixel error the flow loss averages (see [`Loss`]).
     #[serde(default)]
     pub loss: Loss,
+    /// Channels of a small convolutional refiner of a mask model's logits (0 = none; needs
+    /// `loss: mask`): a two-level U-Net at the model's full resolution over the
+    /// transformer's logit, the prior's and the current frame's masks and colours, whose
+    /// zero-initialised output adds to the logit. The transformer sees 8×8 patches through
+    /// a 64-wide token; the corrections the bags ask for are a pixel or two at the object's
+    /// edge (session 36).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refine_width: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// The per-pixel error of the flow loss.
@@ -163,6 +175,17 @@ pub enum Loss {
     /// either object or table is one of the two, so a one-step prediction commits to a mask
     /// instead of washing it out (the velocity objective keeps its own meaning of it).
     Absolute,
+    /// The object's mask instead of its colours (session 36): the network's output, averaged
+    /// over the three channels, is a per-pixel logit added to the prior's mask (±3, so an
+    /// untrained model predicts the prior), trained with binary cross-entropy against the true
+    /// frame's object pixels inside the gate. The predicted frame paints the pixels the logit
+    /// calls object in the object's colour and the others in the table's. A logit commits
+    /// where a colour regression averages: it flips a pixel as soon as the network finds the
+    /// prior wrong there more often than right. It is a one-pass predictor: it is trained
+    /// and sampled at flow time 1, with the noise's mean (zero) in the future frames' slot,
+    /// so it needs `sample_steps: 1`, `prior: true`,
+    /// `residual: true` and `prediction: sample`.
+    Mask,
 }
 
 /// The hand-made prior a model with `prior: true` starts from.
@@ -255,6 +278,7 @@ impl Config {
             prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 3.0,
             loss: Loss::Absolute,
+            refine_width: 0,
         }
     }
 
@@ -287,6 +311,7 @@ impl Config {
             prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 0.0,
             loss: Loss::Squared,
+            refine_width: 0,
         }
     }
 
@@ -319,6 +344,7 @@ impl Config {
             prior_max_stretch: default_prior_max_stretch(),
             prior_gate_px: 0.0,
             loss: Loss::Squared,
+            refine_width: 0,
         }
     }
 
@@ -405,6 +431,29 @@ impl Config {
                  (the gate keeps the prior's pixels where the network may not change them)"
                     .into(),
             );
+        }
+        if self.loss == Loss::Mask
+            && !(self.prior
+                && self.residual
+                && self.prediction == Prediction::Sample
+                && self.sample_steps == 1)
+        {
+            return Err(
+                "loss: mask needs prior: true, residual: true, prediction: sample and \
+                 sample_steps: 1 (it corrects the prior's mask in one pass)"
+                    .into(),
+            );
+        }
+        if self.refine_width > 0 && self.loss != Loss::Mask {
+            return Err("refine_width > 0 needs loss: mask (it refines the mask's logits)".into());
+        }
+        if self.refine_width > 0 && !(self.width.is_multiple_of(4) && self.height.is_multiple_of(4))
+        {
+            return Err(format!(
+                "refine_width > 0 needs width and height that are multiples of 4 (the refiner \
+                 halves them twice), not {}×{}",
+                self.width, self.height
+            ));
         }
         if self.after_s.is_nan() || self.after_s < 0.0 {
             return Err("after_s must be ≥ 0".into());

@@ -18,6 +18,7 @@ pub mod model;
 pub mod particles;
 pub mod predict;
 pub mod prior;
+pub mod refine;
 pub mod rollout;
 pub mod train;
 

@@ -205,6 +205,7 @@ pub struct WorldModel {
     control_out: Vec<Linear>,
     final_ada: Linear,
     final_out: Linear,
+    refine: Option<super::refine::Refiner>,
 }
 
 impl WorldModel {
@@ -255,6 +256,14 @@ impl WorldModel {
             control_out,
             final_ada: zero_linear(vb.pp("final_ada"), h, 2 * h)?,
             final_out: zero_linear(vb.pp("final_out"), h, pd)?,
+            refine: if cfg.refine_width > 0 {
+                Some(super::refine::Refiner::new(
+                    vb.pp("refine"),
+                    cfg.refine_width,
+                )?)
+            } else {
+                None
+            },
             cfg: cfg.clone(),
         })
     }
@@ -419,6 +428,9 @@ impl WorldModel {
         );
         let prior = self.place_opt(prior)?;
         let prior = prior.as_ref();
+        if self.cfg.loss == Loss::Mask {
+            return self.mask_loss(x, noise, context, arm, self.need_prior(prior)?);
+        }
         let clean = x;
         let x = &self.target(x, context, prior)?;
         let tb = t.reshape((t.dim(0)?, 1, 1, 1, 1))?;
@@ -431,7 +443,8 @@ impl WorldModel {
         };
         let err = match self.cfg.loss {
             Loss::Squared => diff.sqr()?,
-            Loss::Absolute => diff.abs()?,
+            // A mask model returned its own loss above.
+            Loss::Absolute | Loss::Mask => diff.abs()?,
         };
         if self.cfg.motion_weight == 0.0 {
             return err.mean_all();
@@ -474,6 +487,17 @@ impl WorldModel {
         let b = noise.dim(0)?;
         // The gate depends only on the inputs: made once, not at every step.
         let gate = self.gate_of(context, prior)?;
+        if self.cfg.loss == Loss::Mask {
+            if steps != 1 {
+                candle_core::bail!(
+                    "this world model predicts the object's mask in one pass (loss: mask); \
+                     it takes 1 sampler step, not {steps}"
+                );
+            }
+            let prior = self.need_prior(prior)?;
+            let logits = self.mask_logits(noise, context, arm, prior)?;
+            return self.paint(context, prior, &logits, gate.as_ref());
+        }
         let mut z = noise.clone();
         let dt = 1.0 / steps.max(1) as f64;
         for k in 0..steps.max(1) {
@@ -513,41 +537,168 @@ impl WorldModel {
     /// the host from the inputs (no gradient flows through it).
     pub fn gate(&self, context: &Tensor, prior: &Tensor) -> Result<Tensor> {
         let (b, f, _, h, w) = prior.dims5()?;
-        let rgb = |t: &Tensor| -> Result<Vec<u8>> {
-            let r = t.rank();
-            let mut order: Vec<usize> = (0..r - 3).collect();
-            order.extend([r - 2, r - 1, r - 3]);
-            ((t.to_dtype(candle_core::DType::F32)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
-                .round()?
-                .permute(order)?
-                .contiguous()?
-                .to_dtype(candle_core::DType::U8)?
-                .flatten_all()?
-                .to_vec1::<u8>()
-        };
-        let (ctx, pri) = (rgb(context)?, rgb(prior)?);
+        let ctx = host_rgb(context)?;
+        let (here, there) = (
+            object_pixels(&ctx, &ctx, b, 1, w, h),
+            object_pixels(&ctx, &host_rgb(prior)?, b, f, w, h),
+        );
         let n = h * w;
         let reach = self.cfg.prior_gate_px.ceil() as usize;
-        let mut out = vec![0f32; b * f * n];
+        let mut out = Vec::with_capacity(b * f * n);
+        for i in 0..b {
+            for k in 0..f {
+                let at = (i * f + k) * n;
+                let mask: Vec<bool> = (0..n).map(|j| here[i * n + j] || there[at + j]).collect();
+                out.extend(dilate(&mask, w, h, reach));
+            }
+        }
+        bits(&out, (b, f, 1, h, w), prior)
+    }
+
+    /// The per-pixel object logits of a mask model ([`Loss::Mask`]), `[B, F, 1, H, W]`: the
+    /// network's output at flow time 1, averaged over the channels and scaled by
+    /// [`MASK_OUT_SCALE`], added to ±[`MASK_PRIOR_LOGIT`] on and off the prior's object.
+    /// At flow time 1 the future frames' slot holds pure noise, which says nothing about the
+    /// outcome; a mask model is given its mean, zero, instead (`noise` only sets the shape),
+    /// so that no training is spent learning to ignore it and the prediction is one value.
+    fn mask_logits(
+        &self,
+        noise: &Tensor,
+        context: &Tensor,
+        arm: &Tensor,
+        prior: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, f, _, h, w) = prior.dims5()?;
+        let ones = Tensor::ones(b, prior.dtype(), prior.device())?;
+        let out = self.forward(&noise.zeros_like()?, &ones, context, arm, Some(prior))?;
+        let ctx = host_rgb(context)?;
+        let on = bits(
+            &object_pixels(&ctx, &host_rgb(prior)?, b, f, w, h),
+            (b, f, 1, h, w),
+            prior,
+        )?;
+        let base = ((&on * (2.0 * MASK_PRIOR_LOGIT))? - MASK_PRIOR_LOGIT)?;
+        let logit = ((out.mean_keepdim(2)? * MASK_OUT_SCALE)? + base)?;
+        let Some(refine) = &self.refine else {
+            return Ok(logit);
+        };
+        // The final frame only (the one the verifiers score).
+        let last = |t: &Tensor| t.narrow(1, f - 1, 1)?.squeeze(1);
+        let here = bits(
+            &object_pixels(&ctx, &ctx, b, 1, w, h),
+            (b, 1, 1, h, w),
+            prior,
+        )?;
+        let features = Tensor::cat(
+            &[
+                &last(&logit)?,
+                &last(&on)?,
+                &here.squeeze(1)?,
+                &last(prior)?,
+                context,
+            ],
+            1,
+        )?;
+        let refined = (last(&logit)? + refine.forward(&features)?)?.unsqueeze(1)?;
+        Tensor::cat(&[&logit.narrow(1, 0, f - 1)?, &refined], 1)
+    }
+
+    /// The loss of a mask model: binary cross-entropy of [`Self::mask_logits`] against the
+    /// object pixels of the true future frames `x`, averaged over the gate's pixels (over all
+    /// pixels without a gate).
+    fn mask_loss(
+        &self,
+        x: &Tensor,
+        noise: &Tensor,
+        context: &Tensor,
+        arm: &Tensor,
+        prior: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, f, _, h, w) = x.dims5()?;
+        let truth = object_pixels(&host_rgb(context)?, &host_rgb(x)?, b, f, w, h);
+        let y = bits(&truth, (b, f, 1, h, w), prior)?;
+        let l = self.mask_logits(noise, context, arm, prior)?;
+        // max(l, 0) − l·y + ln(1 + e^(−|l|)): the cross-entropy of sigmoid(l), stable for
+        // any l, from ops that all have a backward pass.
+        let bce = ((l.relu()? - (&l * &y)?)? + (l.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+        let gate = match self.gate_of(context, Some(prior))? {
+            Some(g) => g,
+            None => bce.ones_like()?,
+        };
+        (bce * &gate)?
+            .sum_all()?
+            .broadcast_div(&(gate.sum_all()? + 1.0)?)
+    }
+
+    /// The frames a mask model predicts: outside the gate the prior's frame exactly; inside
+    /// it, a pixel whose logit is positive is object (the prior's colour there when the prior
+    /// has the object there, else the current frame's, else the current object's mean
+    /// colour) and any other is table (the current frame's background).
+    fn paint(
+        &self,
+        context: &Tensor,
+        prior: &Tensor,
+        logits: &Tensor,
+        gate: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, f, _, h, w) = prior.dims5()?;
+        let n = h * w;
+        let (ctx, pri) = (host_rgb(context)?, host_rgb(prior)?);
+        let flat = |t: &Tensor| -> Result<Vec<f32>> {
+            t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()
+        };
+        let logit = flat(logits)?;
+        let gate = match gate {
+            Some(g) => flat(g)?,
+            None => vec![1.0; b * f * n],
+        };
+        let mut out = pri.clone();
         for i in 0..b {
             let c = &ctx[i * n * 3..(i + 1) * n * 3];
             let bg = super::prior::background(c, w, h);
+            let mut sum = [0f64; 3];
+            let mut count = 0usize;
+            for px in c.chunks_exact(3) {
+                if super::prior::is_object(px, bg) {
+                    for (s, v) in sum.iter_mut().zip(px) {
+                        *s += f64::from(*v);
+                    }
+                    count += 1;
+                }
+            }
+            let mean = if count == 0 {
+                bg
+            } else {
+                sum.map(|s| (s / count as f64).round() as u8)
+            };
             for k in 0..f {
-                let p = &pri[(i * f + k) * n * 3..(i * f + k + 1) * n * 3];
-                let mask: Vec<bool> = (0..n)
-                    .map(|j| {
-                        super::prior::is_object(&c[j * 3..j * 3 + 3], bg)
-                            || super::prior::is_object(&p[j * 3..j * 3 + 3], bg)
-                    })
-                    .collect();
-                let grown = dilate(&mask, w, h, reach);
-                let dst = &mut out[(i * f + k) * n..(i * f + k + 1) * n];
-                for (d, g) in dst.iter_mut().zip(grown) {
-                    *d = if g { 1.0 } else { 0.0 };
+                let at = (i * f + k) * n;
+                let p = &pri[at * 3..(at + n) * 3];
+                for j in 0..n {
+                    if gate[at + j] < 0.5 {
+                        continue;
+                    }
+                    let colour: [u8; 3] = if logit[at + j] <= 0.0 {
+                        bg
+                    } else if super::prior::is_object(&p[j * 3..j * 3 + 3], bg) {
+                        [p[j * 3], p[j * 3 + 1], p[j * 3 + 2]]
+                    } else if super::prior::is_object(&c[j * 3..j * 3 + 3], bg) {
+                        [c[j * 3], c[j * 3 + 1], c[j * 3 + 2]]
+                    } else {
+                        mean
+                    };
+                    out[(at + j) * 3..(at + j) * 3 + 3].copy_from_slice(&colour);
                 }
             }
         }
-        Tensor::from_vec(out, (b, f, 1, h, w), prior.device())?.to_dtype(prior.dtype())
+        // Back to [B, F, 3, H, W] in −1…1.
+        let hwc = Tensor::from_vec(out, (b, f, h, w, 3), prior.device())?
+            .to_dtype(prior.dtype())?
+            .permute((0, 1, 4, 2, 3))?
+            .contiguous()?;
+        (hwc / 127.5)? - 1.0
     }
 
     /// What a residual model adds its output to: the carry prior's frames `[B, F, 3, H, W]`
@@ -579,6 +730,60 @@ fn gated(out: Tensor, gate: Option<&Tensor>) -> Result<Tensor> {
         Some(g) => out.broadcast_mul(g),
         None => Ok(out),
     }
+}
+
+/// The logit a fresh mask model gives the prior's object pixels (minus it elsewhere):
+/// sigmoid(3) = 0.95, sure enough to reproduce the prior, not so sure that the network
+/// cannot overrule it.
+const MASK_PRIOR_LOGIT: f64 = 3.0;
+
+/// The network's channel mean is scaled by this before it joins the prior's logit, so that
+/// overruling the prior takes outputs of about 1 (the scale of a colour residual).
+const MASK_OUT_SCALE: f64 = 4.0;
+
+/// A tensor's values as rgb8, channels last (`[…, 3, H, W]` in −1…1 → `[…, H, W, 3]`).
+fn host_rgb(t: &Tensor) -> Result<Vec<u8>> {
+    let r = t.rank();
+    let mut order: Vec<usize> = (0..r - 3).collect();
+    order.extend([r - 2, r - 1, r - 3]);
+    ((t.to_dtype(candle_core::DType::F32)?.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+        .round()?
+        .permute(order)?
+        .contiguous()?
+        .to_dtype(candle_core::DType::U8)?
+        .flatten_all()?
+        .to_vec1::<u8>()
+}
+
+/// The object pixels of `f` rgb8 frames per sample (`frames`, `b·f` frames of `w × h`), each
+/// sample's background taken from its current frame (`context`, `b` frames), as the priors
+/// segment.
+fn object_pixels(
+    context: &[u8],
+    frames: &[u8],
+    b: usize,
+    f: usize,
+    w: usize,
+    h: usize,
+) -> Vec<bool> {
+    let n = w * h;
+    let mut out = Vec::with_capacity(b * f * n);
+    for i in 0..b {
+        let bg = super::prior::background(&context[i * n * 3..(i + 1) * n * 3], w, h);
+        let frames = &frames[i * f * n * 3..(i + 1) * f * n * 3];
+        out.extend(
+            frames
+                .chunks_exact(3)
+                .map(|px| super::prior::is_object(px, bg)),
+        );
+    }
+    out
+}
+
+/// 0/1 values of `on` as a tensor of `shape`, on `like`'s device and in its dtype.
+fn bits(on: &[bool], shape: (usize, usize, usize, usize, usize), like: &Tensor) -> Result<Tensor> {
+    let v: Vec<f32> = on.iter().map(|&o| if o { 1.0 } else { 0.0 }).collect();
+    Tensor::from_vec(v, shape, like.device())?.to_dtype(like.dtype())
 }
 
 /// A square (Chebyshev) dilation of a `w × h` mask by `r` pixels, rows then columns.
