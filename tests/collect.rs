@@ -63,9 +63,11 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
     assert_eq!(events.first().map(|e| e.event.as_str()), Some("reset"));
     assert!(events.iter().any(|e| e.event == "scored"), "{events:?}");
     // Each action is its own episode's: the executor's events carry the episode number, so
-    // every transition finds its score, and the second episode's action was decided on the
-    // second episode's first frame (not the first episode's last one, left in the queue):
-    // its arm starts from the ready pose again.
+    // every transition finds its score, and the second episode's action was planned from the
+    // second episode's start (not from the first episode's final joint state, left in the
+    // executor's queue): every trajectory starts at the ready pose. The trajectory's first
+    // point is the executor's start state; the first joint state recorded during the action
+    // is not (on a loaded machine the arm may already be moving when it is published).
     let transitions: Vec<_> = reader
         .transitions(Default::default())
         .map(|t| t.unwrap())
@@ -79,21 +81,21 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
         "scores missing"
     );
     let ready = dreamplan::robot::franka::READY;
-    for t in &transitions {
-        let (_, first) = t
-            .joint_states
-            .first()
-            .expect("joint states during the action");
+    let trajectories: Vec<JointTrajectory> = reader
+        .messages(&Filter::topics(["/arm/joint_trajectory"]))
+        .map(|m| m.unwrap().decode::<JointTrajectory>().unwrap())
+        .collect();
+    assert_eq!(trajectories.len(), 2, "one trajectory per episode");
+    for (k, traj) in trajectories.iter().enumerate() {
+        let first = &traj.points.first().expect("an empty trajectory").positions;
         let moved = first
-            .position
             .iter()
             .zip(ready)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         assert!(
             moved < 0.05,
-            "episode {}: starts {moved} rad from the ready pose",
-            t.episode
+            "trajectory {k}: starts {moved} rad from the ready pose"
         );
     }
     // Foxglove's own reader (PyPI `mcap` + `mcap-ros2-support`) decodes every message of the

@@ -449,6 +449,47 @@ fn a_mask_model_starts_as_its_prior_learns_where_the_prior_is_wrong_and_takes_on
     }
 }
 
+#[test]
+fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
+    // A mask model refuses any sampler step count but 1; the bench asks it for 1 only, and
+    // for each step count once.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        width: 32,
+        height: 16,
+        prediction: Prediction::Sample,
+        residual: true,
+        prior: true,
+        prior_gate_px: 3.0,
+        loss: Loss::Mask,
+        sample_steps: 1,
+        ..Config::tiny()
+    };
+    let path = dir.path().join("mask.json");
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["wm-bench", "--iters", "1", "--batch", "2", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("predict")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("predict K=1, 1 sampler steps"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("predict K=8, 1 sampler steps"),
+        "{out}"
+    );
+}
+
 fn mask_model_learns(refine_width: usize) {
     // The prior drags a square 10 px; the truth lands 2 px further (inside the 3-px gate),
     // as session 35's fit found the prior's dragged material short.
@@ -1236,6 +1277,10 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         // The cloth is large enough to stay visible in this model's 32 × 16 crop (a rope
         // is not).
         assert!(bits(&line["goal"], n).contains(&true), "an empty goal mask");
+        assert!(
+            bits(&line["context"], n).contains(&true),
+            "an empty current mask"
+        );
         let cands = line["candidates"].as_array().unwrap();
         assert!(cands.len() >= 2 && cands.len() <= 3, "{}", cands.len());
         let mut top = f64::NEG_INFINITY;
@@ -1245,6 +1290,16 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
             top = top.max(sim);
             let t = bits(&c["true"], n);
             assert!(t.contains(&true), "an empty true mask");
+            // The gripper path: a pick inside the crop and one offset per future frame.
+            let grip = &c["grip"];
+            let pick = grip["pick"].as_array().unwrap();
+            let (px, py) = (pick[0].as_f64().unwrap(), pick[1].as_f64().unwrap());
+            let (w, h) = (
+                line["width"].as_f64().unwrap(),
+                line["height"].as_f64().unwrap(),
+            );
+            assert!((0.0..w).contains(&px) && (0.0..h).contains(&py), "{grip}");
+            assert!(!grip["offsets"].as_array().unwrap().is_empty(), "{grip}");
             ious.push(iou(&bits(&c["predicted"], n), &t));
             prior_ious.push(iou(&bits(&c["prior"], n), &t));
         }

@@ -135,6 +135,13 @@ pub struct Config {
     /// this times its rest length. `fit-prior` fits it from bags.
     #[serde(default = "default_prior_max_stretch")]
     pub prior_max_stretch: f64,
+    /// The particle prior's compression limit: a join between neighbours (1 px straight or
+    /// diagonal) shorter than this times its rest length is pushed apart, so that dragged
+    /// material keeps its area instead of collapsing onto the gripper's path. 0 (the
+    /// default, sessions 22–36) pushes nothing: joins only pull. Joins 2 px across (the
+    /// material's bending) are never pushed, so it still folds.
+    #[serde(default)]
+    pub prior_min_length: f64,
     /// Gate the network's correction of the prior: it may change only the pixels within
     /// this many model pixels of the object in the current frame or in the prior's frame
     /// (a square dilation of their union); everywhere else the prediction is the prior's
@@ -276,6 +283,7 @@ impl Config {
             prior_table_mobility: default_prior_table_mobility(),
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
+            prior_min_length: 0.0,
             prior_gate_px: 3.0,
             loss: Loss::Absolute,
             refine_width: 0,
@@ -309,6 +317,7 @@ impl Config {
             prior_table_mobility: default_prior_table_mobility(),
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
+            prior_min_length: 0.0,
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
@@ -342,6 +351,7 @@ impl Config {
             prior_table_mobility: default_prior_table_mobility(),
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
+            prior_min_length: 0.0,
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
@@ -419,6 +429,9 @@ impl Config {
         }
         if !(self.prior_max_stretch >= 1.0 && self.prior_max_stretch.is_finite()) {
             return Err("prior_max_stretch must be finite and ≥ 1".into());
+        }
+        if !(0.0..1.0).contains(&self.prior_min_length) {
+            return Err("prior_min_length must be in [0, 1)".into());
         }
         if !(self.prior_gate_px >= 0.0 && self.prior_gate_px.is_finite()) {
             return Err("prior_gate_px must be finite and ≥ 0".into());

@@ -288,6 +288,9 @@ pub fn prior_key(model: &Config) -> String {
             model.prior_table_mobility, model.prior_sag_px, model.prior_max_stretch
         ));
     }
+    if model.prior_min_length > 0.0 {
+        key.push_str(&format!("-n{}", model.prior_min_length));
+    }
     key.to_lowercase()
 }
 

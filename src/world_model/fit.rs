@@ -33,6 +33,9 @@ pub struct PriorParams {
     pub sag_px: f64,
     /// `prior_max_stretch`.
     pub max_stretch: f64,
+    /// `prior_min_length` (0: joins only pull, the prior of sessions 22–36).
+    #[serde(default)]
+    pub min_length: f64,
 }
 
 impl PriorParams {
@@ -42,6 +45,7 @@ impl PriorParams {
             table_mobility: cfg.prior_table_mobility,
             sag_px: cfg.prior_sag_px,
             max_stretch: cfg.prior_max_stretch,
+            min_length: cfg.prior_min_length,
         }
     }
 
@@ -51,25 +55,31 @@ impl PriorParams {
             prior_table_mobility: self.table_mobility,
             prior_sag_px: self.sag_px,
             prior_max_stretch: self.max_stretch,
+            prior_min_length: self.min_length,
             ..cfg.clone()
         }
     }
 }
 
-/// The default grid: every combination of these values (36 settings), the hand-set
-/// constants (0.1, 0.5 px, 1.05) among them. A first fit on session 34's bags (grid
-/// mobility 0.03–1, sag 0–1.5 px, stretch 1.0 / 1.05 / 1.2) found the stretch limit
-/// mattering most and its best at the grid's edge, 1.2; mobility mattered least.
+/// The default grid: every combination of these values (72 settings), the hand-set
+/// constants (0.1, 0.5 px, 1.05, no push) among them. A first fit on session 34's bags
+/// (grid mobility 0.03–1, sag 0–1.5 px, stretch 1.0 / 1.05 / 1.2) found the stretch limit
+/// mattering most and its best at the grid's edge, 1.2; mobility mattered least. The
+/// compression limit (0 or 0.9) joined the grid in session 37, when a dragged toy was seen
+/// to collapse onto the gripper's path.
 pub fn default_grid() -> Vec<PriorParams> {
     let mut grid = Vec::new();
     for table_mobility in [0.1, 0.3, 1.0] {
         for sag_px in [0.0, 0.5, 1.5] {
             for max_stretch in [1.05, 1.2, 1.5, 2.0] {
-                grid.push(PriorParams {
-                    table_mobility,
-                    sag_px,
-                    max_stretch,
-                });
+                for min_length in [0.0, 0.9] {
+                    grid.push(PriorParams {
+                        table_mobility,
+                        sag_px,
+                        max_stretch,
+                        min_length,
+                    });
+                }
             }
         }
     }

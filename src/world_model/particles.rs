@@ -19,7 +19,10 @@
 //!   strayed from (follow-the-leader: tension only, no push, so what lies on the table
 //!   stays unless pulled — friction without dynamics). A lifted corner thus hangs below
 //!   the gripper and is laid down behind it along the carry (a fold); a dragged rope
-//!   trails its path;
+//!   trails its path. With `prior_min_length > 0` (session 37) neighbour joins also push
+//!   apart below that fraction of their rest length: without it a dragged body's rows
+//!   pile onto each other behind the pull, and a toy's torso shrank to a few pixels;
+//!   the 2-px joins never push, so material still bends and folds;
 //! - after the release every particle drops to the table; what was higher is drawn over
 //!   what was lower, each particle as its pixel's square moved with it, the middle of
 //!   each join under them so that a chain stretched diagonally keeps no gaps.
@@ -35,6 +38,9 @@ use super::Config;
 /// Neighbours at these squared pixel distances are joined (1, √2, and 2 straight across, so
 /// that a 1-px gap in a thin rope does not cut the chain).
 const JOIN_D2: [i64; 3] = [1, 2, 4];
+/// Joins shorter at rest than this (pixels: the straight and diagonal neighbours, not the
+/// 2-px bending joins) resist compression when `prior_min_length > 0`.
+const PUSHED_BELOW_PX: f32 = 1.5;
 /// The gripper moves at most this many pixels per sub-step.
 const SUB_STEP_PX: f32 = 1.0;
 
@@ -62,10 +68,11 @@ struct Body {
     is_held: Vec<bool>,
     /// The highest each particle has been: the drawing order after the drop.
     top: Vec<f32>,
-    /// `prior_table_mobility`, `prior_sag_px`, `prior_max_stretch`.
+    /// `prior_table_mobility`, `prior_sag_px`, `prior_max_stretch`, `prior_min_length`.
     table_mobility: f32,
     sag_px: f32,
     max_stretch: f32,
+    min_length: f32,
 }
 
 impl Body {
@@ -139,6 +146,7 @@ impl Body {
             table_mobility: cfg.prior_table_mobility as f32,
             sag_px: cfg.prior_sag_px as f32,
             max_stretch: cfg.prior_max_stretch as f32,
+            min_length: cfg.prior_min_length as f32,
             pos,
             col,
             joins,
@@ -164,22 +172,30 @@ impl Body {
         let (pa, pb) = (self.pos[a], self.pos[b]);
         let d = [pa[0] - pb[0], pa[1] - pb[1], pa[2] - pb[2]];
         let len2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-        if len2 <= rest * rest {
+        // Joins pull back to their rest length; a neighbour join (not the 2-px bending
+        // ones) also pushes apart below `min_length` of it. Coincident particles have no
+        // direction to push along.
+        let target = if len2 > rest * rest {
+            rest
+        } else if rest < PUSHED_BELOW_PX && len2 > 1e-12 && len2 < (rest * self.min_length).powi(2)
+        {
+            rest * self.min_length
+        } else {
             return 0.0;
-        }
+        };
         let (wa, wb) = (self.mobility(a), self.mobility(b));
         if wa + wb == 0.0 {
             return 0.0;
         }
         let len = len2.sqrt();
-        let k = (len - rest) / (len * (wa + wb));
+        let k = (len - target) / (len * (wa + wb));
         for (c, dc) in d.iter().enumerate() {
             self.pos[a][c] -= dc * k * wa;
             self.pos[b][c] += dc * k * wb;
         }
         self.pos[a][2] = self.pos[a][2].max(0.0);
         self.pos[b][2] = self.pos[b][2].max(0.0);
-        len - rest
+        (len - target).abs()
     }
 
     /// Puts the held particles at the gripper `g`, lets the rest sag, and pulls the joins
@@ -464,6 +480,34 @@ mod tests {
                 .unwrap()
         };
         assert_ne!(fold(0.0), fold(1.5));
+    }
+
+    #[test]
+    fn a_compression_limit_keeps_a_dragged_body_from_collapsing_onto_the_path() {
+        // A toy-like body: a 10×10 torso with a 12-px limb, dragged by the limb's tip far
+        // to the right. Joins that only pull let the torso's rows fold onto each other
+        // behind the limb; with a compression limit the torso keeps most of its area.
+        let torso = (25..35).flat_map(|y| (30..40).map(move |x| (x, y)));
+        let limb = (40..52).map(|x| (x, 30));
+        let area = |min_length: f64| {
+            let cfg = Config {
+                prior_min_length: min_length,
+                prior_table_mobility: 0.3,
+                prior_max_stretch: 1.2,
+                ..cfg()
+            };
+            let ctx = frame(&cfg, torso.clone().chain(limb.clone()));
+            let last = particles(&ctx, &path([51.5, 30.5], [95.5, 30.5]), &cfg)
+                .pop()
+                .unwrap();
+            (object(&cfg, &ctx).len(), object(&cfg, &last).len())
+        };
+        let (before, pulled_only) = area(0.0);
+        let (_, pushed) = area(0.9);
+        assert!(
+            pushed as f64 > 2.0 * pulled_only as f64 && pushed as f64 > 0.5 * before as f64,
+            "area {before} at rest, {pulled_only} with pull only, {pushed} with the limit"
+        );
     }
 
     #[test]

@@ -184,13 +184,14 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
         println!("{name}: mean {:.3}; {}", r.mean, per.join(", "));
     };
     println!(
-        "fitted on {} training clips, {} settings, {:.0} s: table mobility {}, sag {} px, stretch {}",
+        "fitted on {} training clips, {} settings, {:.0} s: table mobility {}, sag {} px, stretch {}, min length {}",
         fit_clips.len(),
         grid.len(),
         t1.elapsed().as_secs_f64(),
         fitted.table_mobility,
         fitted.sag_px,
-        fitted.max_stretch
+        fitted.max_stretch,
+        fitted.min_length
     );
     line("  fitted, training clips", &rows[best]);
     if let Some(d) = &default_row {
@@ -644,13 +645,17 @@ pub struct WmEvalArgs {
     /// The particle prior's stretch limit (the model's `prior_max_stretch` when absent).
     #[arg(long)]
     prior_max_stretch: Option<f64>,
+    /// The particle prior's compression limit (the model's `prior_min_length` when absent).
+    #[arg(long)]
+    prior_min_length: Option<f64>,
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also write every state's masks, for studying the measure offline (JSON lines: task,
-    /// seed, width, height, the goal's object mask, and per candidate its simulator score
-    /// and the object masks of its true, predicted and prior final frames; a mask is a
-    /// string of '0'/'1', row-major).
+    /// seed, width, height, the goal's and the current frame's object masks, and per
+    /// candidate its simulator score, its gripper path in model pixels (pick and the
+    /// offsets per future frame) and the object masks of its true, predicted and prior
+    /// final frames; a mask is a string of '0'/'1', row-major).
     #[arg(long)]
     dump_masks: Option<PathBuf>,
     #[command(flatten)]
@@ -802,6 +807,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(x) = args.prior_max_stretch {
         prior_cfg.prior_max_stretch = x;
     }
+    if let Some(x) = args.prior_min_length {
+        prior_cfg.prior_min_length = x;
+    }
     prior_cfg.validate().map_err(anyhow::Error::msg)?;
     let mut planner = match &args.planner {
         Some(dir) => Some(
@@ -930,6 +938,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 if dump.is_some() {
                     dumped.push(serde_json::json!({
                         "sim": sim.last(),
+                        "grip": motion.grip.as_ref().map(|g| serde_json::json!({
+                            "pick": g.pick, "offsets": g.offsets,
+                        })),
                         "true": mask_bits(&mt),
                         "predicted": mask_bits(&mpred),
                         "prior": mask_bits(&mp),
@@ -947,7 +958,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 use std::io::Write as _;
                 let line = serde_json::json!({
                     "task": task.name(), "seed": seed, "width": w, "height": h,
-                    "goal": mask_bits(&goal_mask.data), "candidates": dumped,
+                    "goal": mask_bits(&goal_mask.data),
+                    "context": mask_bits(&metrics::mask(task, &context, w, h)),
+                    "candidates": dumped,
                 });
                 writeln!(d, "{line}")?;
             }
@@ -1169,8 +1182,15 @@ pub fn wm_bench(args: WmBenchArgs) -> anyhow::Result<ExitCode> {
         b as f64 / step
     );
     let mut predictions = Vec::new();
+    // Each distinct step count once; a mask model predicts in one pass and takes no other.
+    let mut step_counts = if cfg.loss == dreamplan::world_model::Loss::Mask {
+        vec![1usize]
+    } else {
+        vec![1usize, cfg.sample_steps, 2 * cfg.sample_steps]
+    };
+    step_counts.dedup();
     for k in [1usize, 8] {
-        for steps in [1usize, cfg.sample_steps, 2 * cfg.sample_steps] {
+        for &steps in &step_counts {
             let e = noise(&mut rng, &[k, f, 3, h, w])?;
             let c = noise(&mut rng, &[k, 3, h, w])?;
             let a = noise(&mut rng, &[k, f + 1, 3, h, w])?;
@@ -1232,12 +1252,14 @@ fn prior_label(cfg: &Config) -> String {
             format!("carry prior (σ {} px)", cfg.prior_sigma_px)
         }
         dreamplan::world_model::PriorModel::Particles => format!(
-            "particle prior (lift {} px, grasp {} px, table mobility {}, sag {} px, stretch {})",
+            "particle prior (lift {} px, grasp {} px, table mobility {}, sag {} px, stretch {}, \
+             min length {})",
             cfg.prior_lift_px,
             cfg.prior_grasp_px,
             cfg.prior_table_mobility,
             cfg.prior_sag_px,
-            cfg.prior_max_stretch
+            cfg.prior_max_stretch,
+            cfg.prior_min_length
         ),
     }
 }
