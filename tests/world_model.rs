@@ -180,18 +180,6 @@ fn whole_model_flow_loss_gradients_match_finite_differences() {
     }
 }
 
-/// The largest absolute difference between two f32 tensors of one shape.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// A table-coloured frame with a 3×3 red square centred on `(x, y)`.
 fn frame_with_square(cfg: &Config, x: usize, y: usize) -> Vec<u8> {
     let (w, h) = (cfg.width, cfg.height);
@@ -286,7 +274,7 @@ fn a_fresh_prior_model_predicts_the_prior_and_refuses_to_run_without_it() {
     let prior = (randn(&mut rng, &[2, f, 3, h, w], DType::F32) * 0.3).unwrap();
     let arm = randn(&mut rng, &[2, f + 1, 3, h, w], DType::F32);
     let frames = model.sample(&noise, &ctx, &arm, Some(&prior), 3).unwrap();
-    let d = max_abs_diff(&frames, &prior.clamp(-1f32, 1f32).unwrap());
+    let d = common::max_abs_diff(&frames, &prior.clamp(-1f32, 1f32).unwrap());
     assert!(d < 1e-5, "max difference {d}");
     let err = model.sample(&noise, &ctx, &arm, None, 3).unwrap_err();
     assert!(err.to_string().contains("prior"), "{err}");
@@ -449,12 +437,10 @@ fn a_mask_model_starts_as_its_prior_learns_where_the_prior_is_wrong_and_takes_on
     }
 }
 
-#[test]
-fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
-    // A mask model refuses any sampler step count but 1; the bench asks it for 1 only, and
-    // for each step count once.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
+/// A 32×16 mask model over its prior (3-px gate, one pass), with a refiner of this width.
+fn tiny_mask_config(refine_width: usize) -> Config {
+    Config {
+        refine_width,
         width: 32,
         height: 16,
         prediction: Prediction::Sample,
@@ -464,7 +450,15 @@ fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
         loss: Loss::Mask,
         sample_steps: 1,
         ..Config::tiny()
-    };
+    }
+}
+
+#[test]
+fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
+    // A mask model refuses any sampler step count but 1; the bench asks it for 1 only, and
+    // for each step count once.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_mask_config(0);
     let path = dir.path().join("mask.json");
     std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
@@ -493,18 +487,7 @@ fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
 fn mask_model_learns(refine_width: usize) {
     // The prior drags a square 10 px; the truth lands 2 px further (inside the 3-px gate),
     // as session 35's fit found the prior's dragged material short.
-    let cfg = Config {
-        refine_width,
-        width: 32,
-        height: 16,
-        prediction: Prediction::Sample,
-        residual: true,
-        prior: true,
-        prior_gate_px: 3.0,
-        loss: Loss::Mask,
-        sample_steps: 1,
-        ..Config::tiny()
-    };
+    let cfg = tiny_mask_config(refine_width);
     cfg.validate().unwrap();
     let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
     let n = 4;
@@ -610,7 +593,7 @@ fn mask_model_learns(refine_width: usize) {
     // The noise's slot gets its mean: another draw gives the same frames.
     let other = randn(&mut rng, &[n, f, 3, h, w], DType::F32);
     let again = model.sample(&other, &ctx, &arm, Some(&pri), 1).unwrap();
-    assert_eq!(max_abs_diff(&again, &trained), 0.0);
+    assert_eq!(common::max_abs_diff(&again, &trained), 0.0);
     eprintln!("mask model, refiner {refine_width}: loss {first:.4} → {last:.4}, IoU with the truth {prior_iou:.2} (prior) → {learned_iou:.2}");
     assert!(
         learned_iou > 0.8,
@@ -782,14 +765,7 @@ fn sample_prediction_lands_on_the_prediction_a_fresh_model_copies_the_current_fr
         .unwrap()
         .clamp(-1f32, 1f32)
         .unwrap();
-    let d = (frames - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = common::max_abs_diff(&frames, &want);
     assert!(d < 1e-5, "max difference {d}");
 }
 
