@@ -821,6 +821,22 @@ fn patches_round_trip_and_configs_round_trip_through_json() {
         let json = serde_json::to_string(&cfg).unwrap();
         assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
     }
+    // The compression limit is written only when set, so configs of earlier sessions read
+    // and write the same text.
+    let plain = serde_json::to_value(Config::cpu()).unwrap();
+    assert!(plain.get("prior_min_length").is_none(), "{plain}");
+    let pushed = Config {
+        prior_min_length: 0.9,
+        ..Config::cpu()
+    };
+    let v = serde_json::to_value(&pushed).unwrap();
+    assert_eq!(v["prior_min_length"], 0.9);
+    assert_eq!(serde_json::from_value::<Config>(v).unwrap(), pushed);
+    let bad = Config {
+        prior_min_length: 1.0,
+        ..Config::cpu()
+    };
+    assert!(bad.validate().unwrap_err().contains("prior_min_length"));
     let bad = Config {
         hidden: 30,
         heads: 4,

@@ -139,8 +139,9 @@ pub struct Config {
     /// diagonal) shorter than this times its rest length is pushed apart, so that dragged
     /// material keeps its area instead of collapsing onto the gripper's path. 0 (the
     /// default, sessions 22–36) pushes nothing: joins only pull. Joins 2 px across (the
-    /// material's bending) are never pushed, so it still folds.
-    #[serde(default)]
+    /// material's bending) are never pushed, so it still folds. Left out of `config.json`
+    /// at 0, so a config written before the key existed reads and writes the same.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub prior_min_length: f64,
     /// Gate the network's correction of the prior: it may change only the pixels within
     /// this many model pixels of the object in the current frame or in the prior's frame
@@ -166,6 +167,10 @@ pub struct Config {
 
 fn is_zero(v: &usize) -> bool {
     *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The per-pixel error of the flow loss.
