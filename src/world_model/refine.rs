@@ -10,8 +10,8 @@
 //!
 //! Built from `candle_nn::Conv2d` (its `conv2d` has a backward pass); downsampling is
 //! `avg_pool2d` with kernel = stride and upsampling is broadcast + reshape, because
-//! candle's `upsample_nearest2d` backward overwrites gradients (DESIGN.md). It is costly
-//! on the CPU: see docs/world_model.md, session 36, for its steps per second.
+//! candle's `upsample_nearest2d` backward overwrites gradients (DESIGN.md). It costs about
+//! as much as the transformer per step on the CPU (docs/world_model.md, session 38).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
