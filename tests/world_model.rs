@@ -17,7 +17,7 @@ use dreamplan::world_model::dataset::{self, Dataset};
 use dreamplan::world_model::model::{patchify, unpatchify, Attention, Block};
 use dreamplan::world_model::train::{self as wm_train, TrainConfig};
 use dreamplan::world_model::{
-    clip, metrics, prior, Config, Loss, Prediction, Predictor, WorldModel, WorldModelError,
+    clip, metrics, predict, prior, Config, Loss, Prediction, Predictor, WorldModel, WorldModelError,
 };
 
 fn randn(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
@@ -482,6 +482,89 @@ fn wm_bench_times_a_mask_model_at_the_one_step_it_takes() {
         lines[1].starts_with("predict K=8, 1 sampler steps"),
         "{out}"
     );
+}
+
+#[test]
+fn a_folder_predicts_the_tasks_its_validation_chose_with_the_prior_alone() {
+    // Random weights, so that the network's frames differ from its prior's.
+    let cfg = tiny_mask_config(0);
+    let (_, vars) = wm_train::init_vars(&cfg, 0).unwrap();
+    let mut rng = Rng::new(38, 1);
+    for (_, v) in &vars {
+        v.set(&randn(&mut rng, v.dims(), DType::F32)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    wm_train::save_model(dir.path(), &cfg, &vars).unwrap();
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let context = frame_with_square(&cfg, 8, 8);
+    let phases: Vec<_> = (0..f).map(|_| (prior::Phase::After, [20.0, 8.0])).collect();
+    let motion = clip::Motion {
+        arm: vec![[255u8; 3].repeat(w * h); f + 1],
+        grip: Some(prior::GripPath::new([8.5, 8.5], [20.0, 8.0], &phases)),
+    };
+    let one = std::slice::from_ref(&motion);
+    let prior_frames = prior::frames(&context, motion.grip.as_ref().unwrap(), &cfg);
+
+    // Without tasks.json the network predicts every task.
+    let p = Predictor::load(dir.path()).unwrap();
+    let net = p.predict(&context, one, 0).unwrap().remove(0);
+    assert_ne!(net, prior_frames, "the case the choice is for");
+    assert_eq!(p.predict_for(Task::Toy, &context, one, 0).unwrap()[0], net);
+
+    // The choice a validation makes: the prior wherever the network is not better.
+    let v = wm_train::ValStats {
+        step: 1000,
+        clips: 48,
+        psnr: 0.0,
+        psnr_copy: 0.0,
+        ssim: 0.0,
+        ssim_copy: 0.0,
+        iou: vec![
+            ("cloth".into(), 0.80, 0.59, 17),
+            ("rope".into(), 0.16, 0.03, 16),
+            ("toy".into(), 0.5555, 0.51, 15),
+        ],
+        iou_prior: vec![
+            ("cloth".into(), 0.75),
+            ("rope".into(), 0.18),
+            ("toy".into(), 0.5558),
+        ],
+    };
+    let choice = predict::TaskChoice::from_validation(&v).unwrap();
+    assert_eq!(choice.prior_only, ["rope", "toy"]);
+    let no_prior = wm_train::ValStats {
+        iou_prior: Vec::new(),
+        ..v
+    };
+    assert!(predict::TaskChoice::from_validation(&no_prior).is_none());
+    let file = dir.path().join(predict::TASK_CHOICE_FILE);
+    std::fs::write(&file, serde_json::to_string(&choice).unwrap()).unwrap();
+    let p = Predictor::load(dir.path()).unwrap();
+    assert_eq!(p.prior_only, [Task::Rope, Task::Toy]);
+    assert!(
+        p.fingerprint.ends_with("+prior-only:rope,toy"),
+        "{}",
+        p.fingerprint
+    );
+    assert_eq!(
+        p.predict_for(Task::Toy, &context, one, 0).unwrap()[0],
+        prior_frames
+    );
+    assert_eq!(
+        p.predict_for(Task::Cloth, &context, one, 0).unwrap()[0],
+        net
+    );
+    // Bad input is still refused on the prior's path.
+    let e = p
+        .predict_for(Task::Toy, &context[..30], one, 0)
+        .unwrap_err();
+    assert!(e.to_string().contains("current frame"), "{e}");
+
+    // A file naming a task that does not exist is refused, naming it.
+    let bad = r#"{"prior_only": ["sock"], "step": 1, "validation": []}"#;
+    std::fs::write(&file, bad).unwrap();
+    let e = Predictor::load(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("tasks.json") && e.contains("sock"), "{e}");
 }
 
 fn mask_model_learns(refine_width: usize) {
@@ -1155,6 +1238,27 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // No prior, nothing to fall back on: no tasks.json. With a prior the trainer writes the
+    // choice its last validation makes.
+    assert!(!out.join(predict::TASK_CHOICE_FILE).exists());
+    let prior_out = dir.path().join("with-prior");
+    let pc = Config {
+        prior: true,
+        ..cfg.clone()
+    };
+    let short = TrainConfig {
+        steps: 4,
+        checkpoint_every: 4,
+        val_split: 2,
+        ..tc.clone()
+    };
+    let ps = wm_train::train(&data, &pc, &short, &prior_out, &|_| {}).unwrap();
+    let v = ps.validations.last().expect("a validation at the end");
+    let written: predict::TaskChoice =
+        serde_json::from_slice(&std::fs::read(prior_out.join(predict::TASK_CHOICE_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(written, predict::TaskChoice::from_validation(v).unwrap());
+    assert!(!written.validation.is_empty());
 
     // Prediction: a batch of candidates, frames of the model's size; bad sizes refused.
     let p = Predictor::load(&out).unwrap();

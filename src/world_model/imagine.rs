@@ -66,7 +66,9 @@ pub fn imagine(
         })
         .collect();
     let motions: Vec<Motion> = plans.iter().flatten().cloned().collect();
-    let mut predicted = predictor.predict(&context, &motions, seed)?.into_iter();
+    let mut predicted = predictor
+        .predict_for(task, &context, &motions, seed)?
+        .into_iter();
     plans
         .iter()
         .map(|p| {

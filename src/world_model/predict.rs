@@ -1,5 +1,12 @@
 //! Inference: a trained world model folder (`config.json` + `model.safetensors`) predicts the
 //! future frames of a batch of candidate actions from one state.
+//!
+//! A folder may also hold `tasks.json` ([`TaskChoice`]): the tasks on which the trainer's
+//! last validation found the network no better than its prior (object-mask IoU of the
+//! final frame). [`Predictor::predict_for`] predicts those tasks with the prior alone, so
+//! one folder is never worse than its prior on a task the validation could tell (session
+//! 38: `wm37`'s network helps cloth and harms rope). Deleting the file puts the network
+//! back on every task.
 
 use std::path::Path;
 
@@ -13,6 +20,50 @@ use super::train::noise;
 use super::{Config, WorldModel, WorldModelError};
 use crate::device::Compute;
 use crate::sim::rng::Rng;
+use crate::sim::tasks::Task;
+
+/// The file of a world-model folder that names the tasks its prior predicts alone.
+pub const TASK_CHOICE_FILE: &str = "tasks.json";
+
+/// What `tasks.json` holds: which tasks the prior predicts alone, and the validation that
+/// chose them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskChoice {
+    /// Tasks predicted by the prior alone (`rope`, `cloth`, `toy`).
+    pub prior_only: Vec<String>,
+    /// The training step of the validation that chose them.
+    pub step: usize,
+    /// Per validated task: the network's and the prior's final-frame object IoU, and the
+    /// clips they were measured on.
+    pub validation: Vec<(String, f64, f64, usize)>,
+}
+
+impl TaskChoice {
+    /// The choice a validation makes: the prior alone wherever the network's IoU is not
+    /// above the prior's. `None` for a model without a prior (nothing to fall back on).
+    pub fn from_validation(v: &super::train::ValStats) -> Option<Self> {
+        if v.iou_prior.is_empty() {
+            return None;
+        }
+        let validation: Vec<(String, f64, f64, usize)> = v
+            .iou
+            .iter()
+            .filter_map(|(task, model, _, n)| {
+                let prior = v.iou_prior.iter().find(|(t, _)| t == task)?.1;
+                Some((task.clone(), *model, prior, *n))
+            })
+            .collect();
+        Some(Self {
+            prior_only: validation
+                .iter()
+                .filter(|(_, model, prior, _)| model <= prior)
+                .map(|(t, ..)| t.clone())
+                .collect(),
+            step: v.step,
+            validation,
+        })
+    }
+}
 
 /// A loaded world model (cloning shares its weights).
 #[derive(Clone)]
@@ -22,8 +73,11 @@ pub struct Predictor {
     /// Euler steps of the sampler (the configuration's `sample_steps` when loaded).
     pub sample_steps: usize,
     /// Which weights these are: the CRC-32 and size of `model.safetensors`, as
-    /// `crc32hex-bytes` (what a preference file's header records of its verifier).
+    /// `crc32hex-bytes` (what a preference file's header records of its verifier), followed
+    /// by `+prior-only:` and the tasks when `tasks.json` names any.
     pub fingerprint: String,
+    /// Tasks [`Self::predict_for`] predicts with the prior alone (from `tasks.json`).
+    pub prior_only: Vec<Task>,
 }
 
 impl Predictor {
@@ -58,7 +112,12 @@ impl Predictor {
                 w_path.display()
             ))
         })?;
-        let fingerprint = format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len());
+        let mut fingerprint = format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len());
+        let prior_only = read_task_choice(dir, &cfg)?;
+        if !prior_only.is_empty() {
+            let names: Vec<&str> = prior_only.iter().map(|t| t.name()).collect();
+            fingerprint.push_str(&format!("+prior-only:{}", names.join(",")));
+        }
         let vb = VarBuilder::from_tensors(tensors, compute.dtype, &compute.device);
         let model = WorldModel::new(&cfg, vb).map_err(|e| {
             WorldModelError::Checkpoint(format!(
@@ -72,6 +131,7 @@ impl Predictor {
             model,
             sample_steps,
             fingerprint,
+            prior_only,
         })
     }
 
@@ -89,6 +149,71 @@ impl Predictor {
         motions: &[Motion],
         seed: u64,
     ) -> Result<Vec<Vec<Vec<u8>>>, WorldModelError> {
+        self.check(context, motions)?;
+        let cfg = self.config();
+        let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+        let k = motions.len();
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let ctx = to_tensor(context.repeat(k), &[k, h, w, 3])?;
+        let arm = to_tensor(
+            motions.iter().flat_map(|m| m.arm.concat()).collect(),
+            &[k, f + 1, h, w, 3],
+        )?;
+        let prior = if cfg.prior {
+            let bytes: Vec<u8> = motions
+                .iter()
+                .flat_map(|m| self.prior_frames(context, m).concat())
+                .collect();
+            Some(to_tensor(bytes, &[k, f, h, w, 3])?)
+        } else {
+            None
+        };
+        let eps = noise(&mut Rng::new(seed, 0x9ED), &[k, f, 3, h, w])?;
+        let out = self
+            .model
+            .sample(&eps, &ctx, &arm, prior.as_ref(), self.sample_steps)?;
+        (0..k)
+            .map(|i| {
+                (0..f)
+                    .map(|j| to_rgb(&out.get(i)?.get(j)?))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect()
+    }
+
+    /// [`Self::predict`] for a state of `task`: the prior's frames alone when `tasks.json`
+    /// names the task, the model's otherwise.
+    pub fn predict_for(
+        &self,
+        task: Task,
+        context: &[u8],
+        motions: &[Motion],
+        seed: u64,
+    ) -> Result<Vec<Vec<Vec<u8>>>, WorldModelError> {
+        if !self.prior_only.contains(&task) {
+            return self.predict(context, motions, seed);
+        }
+        self.check(context, motions)?;
+        Ok(motions
+            .iter()
+            .map(|m| self.prior_frames(context, m))
+            .collect())
+    }
+
+    /// The prior's future frames of one motion (the current frame held where the motion has
+    /// no gripper path over every frame).
+    fn prior_frames(&self, context: &[u8], m: &Motion) -> Vec<Vec<u8>> {
+        let cfg = self.config();
+        match &m.grip {
+            Some(g) if g.offsets.len() == cfg.frames => frames(context, g, cfg),
+            _ => vec![context.to_vec(); cfg.frames],
+        }
+    }
+
+    /// Refuses a current frame or an arm video of the wrong size.
+    fn check(&self, context: &[u8], motions: &[Motion]) -> Result<(), WorldModelError> {
         let arms: Vec<&Vec<Vec<u8>>> = motions.iter().map(|m| &m.arm).collect();
         let cfg = self.config();
         let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
@@ -110,37 +235,32 @@ impl Predictor {
                 f + 1
             )));
         }
-        let k = arms.len();
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let ctx = to_tensor(context.repeat(k), &[k, h, w, 3])?;
-        let arm = to_tensor(
-            arms.iter().copied().flatten().flatten().copied().collect(),
-            &[k, f + 1, h, w, 3],
-        )?;
-        let prior = if cfg.prior {
-            let bytes: Vec<u8> = motions
-                .iter()
-                .flat_map(|m| match &m.grip {
-                    Some(g) if g.offsets.len() == f => frames(context, g, cfg).concat(),
-                    _ => context.repeat(f),
-                })
-                .collect();
-            Some(to_tensor(bytes, &[k, f, h, w, 3])?)
-        } else {
-            None
-        };
-        let eps = noise(&mut Rng::new(seed, 0x9ED), &[k, f, 3, h, w])?;
-        let out = self
-            .model
-            .sample(&eps, &ctx, &arm, prior.as_ref(), self.sample_steps)?;
-        (0..k)
-            .map(|i| {
-                (0..f)
-                    .map(|j| to_rgb(&out.get(i)?.get(j)?))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect()
+        Ok(())
     }
+}
+
+/// The tasks `dir/tasks.json` names (none without the file); an unreadable file or an
+/// unknown task is an error naming the file.
+fn read_task_choice(dir: &Path, cfg: &Config) -> Result<Vec<Task>, WorldModelError> {
+    let path = dir.join(TASK_CHOICE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(WorldModelError::Io { path, source }),
+    };
+    let bad = |why: String| WorldModelError::Checkpoint(format!("{}: {why}", path.display()));
+    let choice: TaskChoice = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if !choice.prior_only.is_empty() && !cfg.prior {
+        return Err(bad(
+            "names tasks for the prior alone, but the model has no prior".into(),
+        ));
+    }
+    choice
+        .prior_only
+        .iter()
+        .map(|name| {
+            Task::from_name(name)
+                .ok_or_else(|| bad(format!("unknown task {name:?} (rope, cloth or toy)")))
+        })
+        .collect()
 }

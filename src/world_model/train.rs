@@ -483,6 +483,16 @@ pub fn train(
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     super::dataset::write_atomic(&out.join("train_summary.json"), &json)?;
+    // Which tasks the prior predicts alone, from the last validation (a run without one
+    // leaves the file as it is).
+    if let Some(choice) = summary
+        .validations
+        .last()
+        .and_then(super::predict::TaskChoice::from_validation)
+    {
+        let json = serde_json::to_vec_pretty(&choice).expect("task choice serialises");
+        super::dataset::write_atomic(&out.join(super::predict::TASK_CHOICE_FILE), &json)?;
+    }
     Ok(summary)
 }
 

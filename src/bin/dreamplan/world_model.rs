@@ -455,7 +455,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         predictor.sample_steps = n;
     }
     let cfg = predictor.config().clone();
-    let (context, arm, truth) = if let Some(bag) = &args.bag {
+    let (context, arm, truth, task) = if let Some(bag) = &args.bag {
         anyhow::ensure!(
             args.action.is_none(),
             "--action is for --task; a bag's transition has its recorded action"
@@ -487,7 +487,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             arm: c.arm,
             grip: c.grip,
         };
-        (c.context, motion, c.future)
+        (
+            c.context,
+            motion,
+            c.future,
+            dreamplan::sim::tasks::Task::from_name(&tr.task),
+        )
     } else {
         let (Some(task), Some(seed)) = (args.task, args.seed) else {
             anyhow::bail!(
@@ -511,12 +516,16 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             rollout::object_crop(&obs.world, ec.size, &cfg),
             rollout::motion(&plan, ec.size, &cfg),
             truth,
+            Some(task.task()),
         )
     };
     let t0 = Instant::now();
-    let pred = predictor
-        .predict(&context, std::slice::from_ref(&arm), args.noise_seed)?
-        .remove(0);
+    let one = std::slice::from_ref(&arm);
+    let pred = match task {
+        Some(task) => predictor.predict_for(task, &context, one, args.noise_seed)?,
+        None => predictor.predict(&context, one, args.noise_seed)?,
+    }
+    .remove(0);
     let secs = t0.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -903,7 +912,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 .map(|p| rollout::motion(p, ec.size, &cfg))
                 .collect();
             let t0 = Instant::now();
-            let preds = predictor.predict(&context, &motions, seed)?;
+            let preds = predictor.predict_for(task, &context, &motions, seed)?;
             predict_s += t0.elapsed().as_secs_f64();
             let mut sim = Vec::new();
             let mut wm = Vec::new();
@@ -1035,6 +1044,14 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         if args.planner.is_some() { "the planner's samples, then " } else { "" },
         args.margin
     );
+    if !predictor.prior_only.is_empty() {
+        let names: Vec<&str> = predictor.prior_only.iter().map(|t| t.name()).collect();
+        println!(
+            "the prior alone predicts {} ({}: the trainer's validation found the network no better there)",
+            names.join(", "),
+            dreamplan::world_model::predict::TASK_CHOICE_FILE
+        );
+    }
     println!(
         "{:<6} {:>6} {:>6} {:>9} {:>9} {:>8} {:>11} {:>18} {:>13} {:>13} {:>8}",
         "task",
