@@ -1541,6 +1541,9 @@ fn training_resumed_after_kill_9_or_a_full_disk_ends_with_the_weights_of_an_unin
     child.wait().unwrap();
     let left = step_of(&ck).expect("the checkpoint reads after kill -9");
     assert!((6..40).contains(&left), "checkpoint at step {left}");
+    let killed_s = dreamplan::train::checkpoint::load(&ck).unwrap().1["seconds"]
+        .as_f64()
+        .expect("the checkpoint records its seconds");
     let resumed = Command::new(exe).args(args(&cut)).output().unwrap();
     assert!(
         resumed.status.success(),
@@ -1560,6 +1563,20 @@ fn training_resumed_after_kill_9_or_a_full_disk_ends_with_the_weights_of_an_unin
         }
     };
     same_weights(&cut);
+    // The summary's seconds count every invocation of a run: the resumed run's add to what
+    // the killed one's checkpoint recorded, and re-running a finished run keeps its total.
+    let seconds = |d: &Path| -> f64 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("train_summary.json")).unwrap()).unwrap();
+        v["seconds"].as_f64().unwrap()
+    };
+    assert!(seconds(&cut) > killed_s, "{} ≤ {killed_s}", seconds(&cut));
+    let total = seconds(&whole);
+    assert!(total > 0.0);
+    let again = Command::new(exe).args(args(&whole)).output().unwrap();
+    assert!(again.status.success());
+    let kept = seconds(&whole);
+    assert!((kept - total).abs() < 5.0, "{total} → {kept}");
 
     // A full disk while a checkpoint is written, for real: the output folder is a tmpfs
     // just big enough for one checkpoint, the model and the curves, plus half a checkpoint,

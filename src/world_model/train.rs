@@ -131,7 +131,9 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     /// Validations.
     pub validations: Vec<ValStats>,
-    /// Seconds of this invocation (a resumed run counts from its resume).
+    /// Wall seconds of training over every invocation of the run: a resumed run adds its
+    /// own to those its checkpoint recorded (a killed one loses the time since its last
+    /// checkpoint), and re-running a finished run keeps its total.
     pub seconds: f64,
 }
 
@@ -390,6 +392,8 @@ pub fn train(
     let mut losses: Vec<f64> = Vec::new();
     let mut validations: Vec<ValStats> = Vec::new();
     let mut start = 0;
+    // Seconds the checkpoint's earlier invocations trained (absent before session 38).
+    let mut before = 0.0;
     if ck.exists() {
         let (tensors, state) =
             checkpoint::load(&ck).map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
@@ -401,6 +405,7 @@ pub fn train(
             )));
         }
         start = state["step"].as_u64().unwrap_or(0) as usize;
+        before = state["seconds"].as_f64().unwrap_or(0.0);
         opt.restore(&tensors, start)
             .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
         let parse = |key: &str| state[key].clone();
@@ -410,10 +415,12 @@ pub fn train(
             .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
         progress(TrainEvent::Resumed(start));
     }
+    let t0 = Instant::now();
     let save = |opt: &AdamW, step: usize, losses: &[f64], vals: &[ValStats]| {
         let tensors = opt.state_tensors();
         let state = serde_json::json!({
             "run": run_id, "step": step, "losses": losses, "validations": vals,
+            "seconds": before + t0.elapsed().as_secs_f64(),
         });
         checkpoint::save(&ck, &tensors, &state)
             .map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
@@ -422,7 +429,6 @@ pub fn train(
         Ok::<(), WorldModelError>(())
     };
 
-    let t0 = Instant::now();
     let mut last_good = start;
     let shape = [tc.batch, cfg.frames, 3, cfg.height, cfg.width];
     for step in start..tc.steps {
@@ -479,7 +485,7 @@ pub fn train(
         clips: (train_ids.len(), val_ids.len()),
         losses,
         validations,
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: before + t0.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     super::dataset::write_atomic(&out.join("train_summary.json"), &json)?;
