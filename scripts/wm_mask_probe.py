@@ -6,7 +6,10 @@ cross-entropy inside the gate (the prior's or the current object's pixels grown 
 px); validation = episodes whose number ends in 0. Prints, per task, (IoU, mask measure)
 of the final frame against the truth for the prior, the network and copying.
 
-    python scripts/wm_mask_probe.py CACHE PRIOR_FOLDER [STEPS [GATE]]
+    python scripts/wm_mask_probe.py CACHE PRIOR_FOLDER [STEPS [GATE [no-action]]]
+
+`no-action` zeroes the pick and place channels (session 38: does the network need to be
+told where the gripper went, or does the prior's frame carry it?).
 
 Needs torch, scipy and safetensors (scripts/requirements-hf.txt plus scipy)."""
 import json, sys, time, glob
@@ -38,6 +41,8 @@ place = np.stack([heat(np.array(c["grip"]["pick"]) + np.array(c["grip"]["offsets
 onehot = np.zeros((n, 3, H, W), np.float32); onehot[np.arange(n), task] = 1
 X = np.concatenate([ctx.transpose(0, 3, 1, 2) / 255.0, pri.transpose(0, 3, 1, 2) / 255.0,
                     cm[:, None], pm[:, None], pick[:, None], place[:, None], onehot], 1).astype(np.float32)
+if len(sys.argv) > 5 and sys.argv[5] == "no-action":
+    X[:, 8:10] = 0
 Y = tm.astype(np.float32)
 def dilate(m, r):
     t = torch.from_numpy(m.astype(np.float32))[:, None]
