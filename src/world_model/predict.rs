@@ -214,7 +214,6 @@ impl Predictor {
 
     /// Refuses a current frame or an arm video of the wrong size.
     fn check(&self, context: &[u8], motions: &[Motion]) -> Result<(), WorldModelError> {
-        let arms: Vec<&Vec<Vec<u8>>> = motions.iter().map(|m| &m.arm).collect();
         let cfg = self.config();
         let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
         let frame = w * h * 3;
@@ -224,8 +223,9 @@ impl Predictor {
                 context.len()
             )));
         }
-        if let Some(bad) = arms
+        if let Some(bad) = motions
             .iter()
+            .map(|m| &m.arm)
             .find(|a| a.len() != f + 1 || a.iter().any(|x| x.len() != frame))
         {
             return Err(WorldModelError::Data(format!(

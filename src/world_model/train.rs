@@ -94,8 +94,8 @@ pub struct ValStats {
     pub ssim_copy: f64,
     /// Object-mask IoU per task `(task, model, copy, clips)`.
     pub iou: Vec<(String, f64, f64, usize)>,
-    /// Object-mask IoU of the carry prior's final frame per task (a model that starts from
-    /// it must beat it; empty for models without it).
+    /// Object-mask IoU of the configured prior's final frame per task (a model that starts
+    /// from it must beat it; empty for models without it).
     #[serde(default)]
     pub iou_prior: Vec<(String, f64)>,
 }
