@@ -565,6 +565,21 @@ fn a_folder_predicts_the_tasks_its_validation_chose_with_the_prior_alone() {
     std::fs::write(&file, bad).unwrap();
     let e = Predictor::load(dir.path()).err().unwrap().to_string();
     assert!(e.contains("tasks.json") && e.contains("sock"), "{e}");
+    // And so is one that sends tasks to the prior of a model that has none.
+    let plain = Config {
+        prior: false,
+        ..Config::tiny()
+    };
+    let (_, plain_vars) = wm_train::init_vars(&plain, 0).unwrap();
+    let plain_dir = tempfile::tempdir().unwrap();
+    wm_train::save_model(plain_dir.path(), &plain, &plain_vars).unwrap();
+    std::fs::write(
+        plain_dir.path().join(predict::TASK_CHOICE_FILE),
+        serde_json::to_string(&choice).unwrap(),
+    )
+    .unwrap();
+    let e = Predictor::load(plain_dir.path()).err().unwrap().to_string();
+    assert!(e.contains("tasks.json") && e.contains("no prior"), "{e}");
 }
 
 fn mask_model_learns(refine_width: usize) {
