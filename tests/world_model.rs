@@ -935,6 +935,27 @@ fn patches_round_trip_and_configs_round_trip_through_json() {
         ..Config::cpu()
     };
     assert!(bad.validate().unwrap_err().contains("prior_min_length"));
+    // So is the spread at the release (session 39), and the prior's cache folder changes
+    // with it.
+    assert!(plain.get("prior_spread_px").is_none(), "{plain}");
+    let spread = Config {
+        prior_spread_px: 3.0,
+        ..Config::cpu()
+    };
+    let v = serde_json::to_value(&spread).unwrap();
+    assert_eq!(v["prior_spread_px"], 3.0);
+    assert_eq!(serde_json::from_value::<Config>(v).unwrap(), spread);
+    assert_ne!(
+        dreamplan::world_model::dataset::prior_key(&spread),
+        dreamplan::world_model::dataset::prior_key(&Config::cpu())
+    );
+    for x in [-1.0, 17.0, f64::NAN] {
+        let bad = Config {
+            prior_spread_px: x,
+            ..Config::cpu()
+        };
+        assert!(bad.validate().unwrap_err().contains("prior_spread_px"));
+    }
     let bad = Config {
         hidden: 30,
         heads: 4,

@@ -143,6 +143,12 @@ pub struct Config {
     /// at 0, so a config written before the key existed reads and writes the same.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub prior_min_length: f64,
+    /// The particle prior's spread at the release (model pixels; 0, the default, = none):
+    /// a carried particle that lands on a pixel another particle already covers slides to
+    /// the nearest free pixel within this distance, so material lowered in a heap lies
+    /// beside itself instead of vanishing into one spot. Left out of `config.json` at 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub prior_spread_px: f64,
     /// Gate the network's correction of the prior: it may change only the pixels within
     /// this many model pixels of the object in the current frame or in the prior's frame
     /// (a square dilation of their union); everywhere else the prediction is the prior's
@@ -289,6 +295,7 @@ impl Config {
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
             prior_min_length: 0.0,
+            prior_spread_px: 0.0,
             prior_gate_px: 3.0,
             loss: Loss::Absolute,
             refine_width: 0,
@@ -323,6 +330,7 @@ impl Config {
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
             prior_min_length: 0.0,
+            prior_spread_px: 0.0,
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
@@ -357,6 +365,7 @@ impl Config {
             prior_sag_px: default_prior_sag(),
             prior_max_stretch: default_prior_max_stretch(),
             prior_min_length: 0.0,
+            prior_spread_px: 0.0,
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
@@ -437,6 +446,9 @@ impl Config {
         }
         if !(0.0..1.0).contains(&self.prior_min_length) {
             return Err("prior_min_length must be in [0, 1)".into());
+        }
+        if !(0.0..=16.0).contains(&self.prior_spread_px) {
+            return Err("prior_spread_px must be in [0, 16]".into());
         }
         if !(self.prior_gate_px >= 0.0 && self.prior_gate_px.is_finite()) {
             return Err("prior_gate_px must be finite and ≥ 0".into());

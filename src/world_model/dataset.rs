@@ -291,6 +291,9 @@ pub fn prior_key(model: &Config) -> String {
     if model.prior_min_length > 0.0 {
         key.push_str(&format!("-n{}", model.prior_min_length));
     }
+    if model.prior_spread_px > 0.0 {
+        key.push_str(&format!("-p{}", model.prior_spread_px));
+    }
     key.to_lowercase()
 }
 

@@ -657,6 +657,9 @@ pub struct WmEvalArgs {
     /// The particle prior's compression limit (the model's `prior_min_length` when absent).
     #[arg(long)]
     prior_min_length: Option<f64>,
+    /// The particle prior's spread at the release (the model's `prior_spread_px` when absent).
+    #[arg(long)]
+    prior_spread: Option<f64>,
     /// JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -818,6 +821,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(x) = args.prior_min_length {
         prior_cfg.prior_min_length = x;
+    }
+    if let Some(x) = args.prior_spread {
+        prior_cfg.prior_spread_px = x;
     }
     prior_cfg.validate().map_err(anyhow::Error::msg)?;
     let mut planner = match &args.planner {
@@ -1270,13 +1276,18 @@ fn prior_label(cfg: &Config) -> String {
         }
         dreamplan::world_model::PriorModel::Particles => format!(
             "particle prior (lift {} px, grasp {} px, table mobility {}, sag {} px, stretch {}, \
-             min length {})",
+             min length {}{})",
             cfg.prior_lift_px,
             cfg.prior_grasp_px,
             cfg.prior_table_mobility,
             cfg.prior_sag_px,
             cfg.prior_max_stretch,
-            cfg.prior_min_length
+            cfg.prior_min_length,
+            if cfg.prior_spread_px > 0.0 {
+                format!(", spread {} px", cfg.prior_spread_px)
+            } else {
+                String::new()
+            }
         ),
     }
 }
