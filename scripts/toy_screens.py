@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Session 40's screens of toy's ranking on `wm-eval --dump-masks` files (NumPy + SciPy).
+
+Each screen reads the dumped masks (per state: goal and context masks; per candidate: its
+simulator score and the true and prior final masks), ranks the candidates of a state by a
+score, and prints the pair agreement with the simulator over pairs whose simulator scores
+differ by more than the margin (wm-eval's default 0.5 half-thresholds):
+
+- `measures FILE...`: the shipped measure (`src/verifier/measure.rs`: coverage plus half
+  the 90th-percentile reach) against part-based variants built for the toy's worst-part
+  score: the distance between the torsos (masks eroded by 2 px, which removes the 3–4 px
+  limbs), the distance between extremities (the first k farthest-point samples, as the
+  planner's keypoints are drawn), each alone, added to the measure or as its maximum;
+- `ensemble FILE...`: the measure's value averaged over several prior variants' dumps of
+  the same states and candidates (every pair and every combination of them);
+- `jitter FILE`: the measure's value averaged over the prior's frame shifted by r px in 8
+  directions (the whole object, or only the pixels that moved), a guess at the
+  simulator's scatter;
+- `flyers FILE...`: candidates whose true object ends more than 10 px from where the prior
+  put it (or loses half its pixels: it left the crop), and the agreement on the pairs
+  with and without one.
+
+    python3 scripts/toy_screens.py measures s39_sp3.jsonl held38.jsonl
+"""
+import argparse
+import itertools
+import json
+import sys
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from measure_screen import nearest, points  # noqa: E402
+
+
+def distance(op, gp):
+    """The shipped measure's distance d (pixels); an empty outcome is far."""
+    if len(op) == 0:
+        return 1e3
+    tg, to = nearest(op, gp), nearest(gp, op)
+    return (to.mean() + 0.5 * max(np.percentile(tg, 90), np.percentile(to, 90))) / 1.5
+
+
+def value(d, side):
+    return np.exp(-np.asarray(d) / (0.05 * side))
+
+
+def states(path, task="toy"):
+    for line in open(path):
+        st = json.loads(line)
+        if st["task"] == task:
+            yield st
+
+
+def agreement(scored):
+    """scored: per state, a list of (simulator score, measure score, higher is better)."""
+    a = b = 0
+    for cands in scored:
+        for (si, mi), (sj, mj) in itertools.combinations(cands, 2):
+            if abs(si - sj) > ARGS.margin:
+                a += int((mi > mj) == (si > sj))
+                b += 1
+    return 100.0 * a / max(b, 1), b
+
+
+def farthest(pts, k):
+    d = ((pts - pts.mean(0)) ** 2).sum(1)
+    out = []
+    for _ in range(k):
+        i = int(np.argmax(d))
+        out.append(pts[i])
+        d = np.minimum(d, ((pts - pts[i]) ** 2).sum(1))
+    return np.array(out)
+
+
+def parts(bits, w, h):
+    a, pts = points(bits, w, h)
+    if len(pts) < 8:
+        return None
+    m = a.reshape(h, w)
+    torso = ndimage.binary_erosion(m, iterations=2)
+    if not torso.any():
+        torso = m
+    ty, tx = np.nonzero(torso)
+    return dict(pts=pts, torso=np.stack([tx, ty], 1).astype(float), tips=farthest(pts, 6))
+
+
+def part_terms(o, g):
+    tips = nearest(g["tips"], o["tips"])
+    back = nearest(o["tips"], g["tips"])
+    return {
+        "torso centroid": np.linalg.norm(o["torso"].mean(0) - g["torso"].mean(0)),
+        "torso coverage": nearest(g["torso"], o["torso"]).mean(),
+        "tips, worst": max(tips.max(), back.max()),
+        "tips, mean": tips.mean(),
+        "goal tips to outcome": nearest(g["tips"], o["pts"]).max(),
+    }
+
+
+def cmd_measures(paths):
+    for path in paths:
+        rows = {}
+        for st in states(path):
+            w, h = st["width"], st["height"]
+            gp = points(st["goal"], w, h)[1]
+            g = parts(st["goal"], w, h)
+            per = {}
+            for c in st["candidates"]:
+                for src in ("true", "prior"):
+                    o = parts(c[src], w, h)
+                    d = distance(o["pts"] if o else np.zeros((0, 2)), gp)
+                    terms = part_terms(o, g) if o else {}
+                    cands = {"measure": d}
+                    for name, t in terms.items():
+                        cands[name] = t
+                        cands[f"measure + {name} / 4"] = d + 0.25 * t
+                        cands[f"max(measure, {name} / 4)"] = max(d, 0.25 * t)
+                    for name, v in cands.items():
+                        per.setdefault((src, name), []).append((c["sim"], -v if o else -1e9))
+            for k, v in per.items():
+                rows.setdefault(k, []).append(v)
+        print(f"== {path}: agreement %, true frames / prior")
+        for name in sorted({n for _, n in rows}, key=lambda n: (n != "measure", n)):
+            t, p = agreement(rows[("true", name)]), agreement(rows[("prior", name)])
+            print(f"{name:<42} {t[0]:6.1f} {p[0]:6.1f}   ({p[1]} pairs)")
+
+
+def cmd_ensemble(paths):
+    per_file = []
+    for path in paths:
+        d, sims = [], []
+        for st in states(path):
+            w, h = st["width"], st["height"]
+            gp = points(st["goal"], w, h)[1]
+            d.append([distance(points(c["prior"], w, h)[1], gp) for c in st["candidates"]])
+            sims.append([c["sim"] for c in st["candidates"]])
+        per_file.append((np.array(d), np.array(sims), min(w, h)))
+    sims = per_file[0][1]
+    if not all(np.allclose(s, sims) for _, s, _ in per_file):
+        sys.exit("the dumps hold different candidates: run them on the same states and planner")
+    side = per_file[0][2]
+    for k in range(1, len(paths) + 1):
+        for combo in itertools.combinations(range(len(paths)), k):
+            v = np.mean([value(per_file[i][0], side) for i in combo], 0)
+            a, n = agreement([list(zip(s, m)) for s, m in zip(sims, v)])
+            print(f"{a:6.1f}  " + " + ".join(paths[i] for i in combo))
+
+
+def cmd_jitter(path):
+    rows = {}
+    for st in states(path):
+        w, h = st["width"], st["height"]
+        gp = points(st["goal"], w, h)[1]
+        before = set(map(tuple, points(st["context"], w, h)[1].astype(int)))
+        per = {}
+        for c in st["candidates"]:
+            pp = points(c["prior"], w, h)[1]
+            moved = np.array([tuple(p) not in before for p in pp.astype(int)], bool)
+            for r in (0, 1, 2, 3, 4):
+                shifts = [(0.0, 0.0)] if r == 0 else [
+                    (r * np.cos(a), r * np.sin(a)) for a in np.arange(8) * np.pi / 4]
+                for mode in ("object", "moved pixels"):
+                    vals = []
+                    for dx, dy in shifts:
+                        q = pp.copy()
+                        if mode == "object":
+                            q += (dx, dy)
+                        else:
+                            q[moved] += (dx, dy)
+                        vals.append(value(distance(q, gp), min(w, h)))
+                    per.setdefault((r, mode), []).append((c["sim"], float(np.mean(vals))))
+        for k, v in per.items():
+            rows.setdefault(k, []).append(v)
+    for (r, mode), v in sorted(rows.items()):
+        print(f"shift {r} px, {mode:<13} {agreement(v)[0]:6.1f}")
+
+
+def cmd_flyers(paths):
+    for path in paths:
+        flyers, with_f, without = [], [], []
+        for st in states(path):
+            w, h = st["width"], st["height"]
+            gp = points(st["goal"], w, h)[1]
+            cands = []
+            for c in st["candidates"]:
+                tp, pp = points(c["true"], w, h)[1], points(c["prior"], w, h)[1]
+                gap = np.linalg.norm(tp.mean(0) - pp.mean(0)) if len(tp) and len(pp) else 1e3
+                fly = gap > 10 or len(tp) < 0.5 * len(pp)
+                if fly:
+                    flyers.append(st["seed"])
+                cands.append((c["sim"], -distance(pp, gp), fly))
+            for a, b in itertools.combinations(cands, 2):
+                (with_f if a[2] or b[2] else without).append([(a[0], a[1]), (b[0], b[1])])
+        n = sum(1 for _ in states(path)) * 8
+        print(f"{path}: {len(flyers)} of {n} candidates fly; agreement without them "
+              f"{agreement(without)[0]:.1f}% ({agreement(without)[1]} pairs), on pairs with "
+              f"one {agreement(with_f)[0]:.1f}% ({agreement(with_f)[1]} pairs)")
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("screen", choices=["measures", "ensemble", "jitter", "flyers"])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--margin", type=float, default=0.5)
+    ARGS = ap.parse_args()
+    if ARGS.screen == "measures":
+        cmd_measures(ARGS.files)
+    elif ARGS.screen == "ensemble":
+        cmd_ensemble(ARGS.files)
+    elif ARGS.screen == "jitter":
+        cmd_jitter(ARGS.files[0])
+    else:
+        cmd_flyers(ARGS.files)
+
+
+if __name__ == "__main__":
+    main()
