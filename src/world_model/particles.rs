@@ -9,15 +9,19 @@
 //!
 //! - every object pixel of the current frame (the same segmentation as the carry prior's)
 //!   is a particle at its centre, on the table (`z = 0`), joined to the object pixels
-//!   within √5 px (so a 1-px gap in a thin rope does not cut the chain) at their distance;
+//!   1, √2 or 2 px away (so a 1-px gap in a thin rope does not cut the chain) at their
+//!   distance;
 //! - the gripper holds the particles within `prior_grasp_px` of the pick, or nothing (a
 //!   grasp beside the object moves nothing, as in the simulator, whose fingers hold only
 //!   what lies between them);
 //! - it rises to `prior_lift_px`, follows the path's offsets, lowers at the place and lets
-//!   go; in sub-steps of half a pixel, each particle in order of its hop count from the
-//!   held ones is pulled back to its rest distance from every nearer neighbour it has
-//!   strayed from (follow-the-leader: tension only, no push, so what lies on the table
-//!   stays unless pulled — friction without dynamics). A lifted corner thus hangs below
+//!   go; in sub-steps of at most a pixel, every stretched join is pulled back to its rest
+//!   length, in passes over the joins in order of their hop count from the held
+//!   particles, forward then backward, each end moving by how freely it can (a held one
+//!   not at all, one lying on the table by `prior_table_mobility`); whatever a pass leaves
+//!   longer than `prior_max_stretch` then follows its nearer end (follow-the-leader).
+//!   Tension only, no push, so what lies on the table stays unless pulled — friction
+//!   without dynamics. A lifted corner thus hangs below
 //!   the gripper and is laid down behind it along the carry (a fold); a dragged rope
 //!   trails its path. With `prior_min_length > 0` (session 37) neighbour joins also push
 //!   apart below that fraction of their rest length: without it a dragged body's rows
@@ -80,6 +84,8 @@ struct Body {
     min_length: f32,
     /// `prior_spread_px`.
     spread: f32,
+    /// The frame's width and height (pixels): the spread keeps particles on it.
+    size: (i64, i64),
 }
 
 impl Body {
@@ -155,6 +161,7 @@ impl Body {
             max_stretch: cfg.prior_max_stretch as f32,
             min_length: cfg.prior_min_length as f32,
             spread: cfg.prior_spread_px as f32,
+            size: (w as i64, h as i64),
             pos,
             col,
             joins,
@@ -283,7 +290,8 @@ impl Body {
     }
 
     /// Lets every carried particle that landed on a covered pixel slide to the nearest
-    /// free pixel within `spread`: the lowest first, what lay on the table never.
+    /// free pixel of the frame within `spread`: the lowest first, what lay on the table
+    /// never.
     fn spread_heaps(&mut self) {
         let r = self.spread.ceil() as i64;
         let r2 = self.spread * self.spread;
@@ -302,6 +310,9 @@ impl Body {
             for dy in -r..=r {
                 for dx in -r..=r {
                     let c = (x + dx, y + dy);
+                    if c.0 < 0 || c.1 < 0 || c.0 >= self.size.0 || c.1 >= self.size.1 {
+                        continue;
+                    }
                     let d2 = (c.0 as f32 - fx).powi(2) + (c.1 as f32 - fy).powi(2);
                     if d2 <= r2 && !taken.contains(&c) && best.is_none_or(|(_, b)| d2 < b) {
                         best = Some((c, d2));
@@ -320,7 +331,8 @@ impl Body {
     fn render(&self, bg: [u8; 3], w: usize, h: usize) -> Vec<u8> {
         let mut out: Vec<u8> = bg.iter().copied().cycle().take(w * h * 3).collect();
         let mut put = |u: f32, v: f32, col: &[u8; 3]| {
-            if u < 0.0 || v < 0.0 || u >= w as f32 || v >= h as f32 {
+            // Written so that a NaN falls outside too.
+            if !(u >= 0.0 && v >= 0.0 && u < w as f32 && v < h as f32) {
                 return;
             }
             let k = (v as usize * w + u as usize) * 3;
@@ -341,6 +353,18 @@ impl Body {
         }
         out
     }
+}
+
+/// Where the gripper goes for a path point `xy`: a point that is not finite leaves it at
+/// `at`, and one far off the frame (a tip projected from near the camera's plane) is
+/// brought to within one frame size of it, so that the sub-steps stay bounded (at most
+/// about 3·(w + h) per move).
+fn on_stage(xy: [f32; 2], at: [f32; 2], w: usize, h: usize) -> [f32; 2] {
+    if !(xy[0].is_finite() && xy[1].is_finite()) {
+        return at;
+    }
+    let (w, h) = (w as f32, h as f32);
+    [xy[0].clamp(-w, 2.0 * w), xy[1].clamp(-h, 2.0 * h)]
 }
 
 /// The particle prior's future frames (rgb8, the model's size) for the gripper's `path`.
@@ -367,7 +391,7 @@ pub fn particles(context: &[u8], path: &GripPath, cfg: &Config) -> Vec<Vec<u8>> 
                     g = body.travel(g, [g[0], g[1], lift]);
                     up = true;
                 }
-                let xy = [px + off[0], py + off[1]];
+                let xy = on_stage([px + off[0], py + off[1]], [g[0], g[1]], w, h);
                 g = body.travel(g, [xy[0], xy[1], lift]);
                 if phase == Phase::After {
                     body.travel(g, [xy[0], xy[1], 0.0]);
@@ -595,6 +619,72 @@ mod tests {
             spread.iter().all(|p| near(p, &heaped, 3)),
             "a particle slid farther than the spread"
         );
+    }
+
+    #[test]
+    fn the_spread_keeps_a_heap_at_the_border_on_the_frame() {
+        // A torso with a limb carried to the frame's left edge: the heap it lowers there
+        // spreads onto free pixels of the frame, never off it (where nothing is drawn).
+        let cfg = Config {
+            prior_min_length: 0.9,
+            prior_sag_px: 1.5,
+            ..cfg()
+        };
+        let ctx = frame(
+            &cfg,
+            (25..35)
+                .flat_map(|y| (30..40).map(move |x| (x, y)))
+                .chain((40..52).flat_map(|x| [(x, 30), (x, 31)])),
+        );
+        let mut body = Body::new(&ctx, [34.5, 29.5], &cfg);
+        let g = body.travel([34.5, 29.5, 0.0], [34.5, 29.5, 8.0]);
+        let g = body.travel(g, [0.5, 30.5, 8.0]);
+        body.travel(g, [0.5, 30.5, 0.0]);
+        body.drop_all();
+        let on = |p: &[f32; 3]| {
+            p[0] >= 0.0 && p[1] >= 0.0 && p[0] < cfg.width as f32 && p[1] < cfg.height as f32
+        };
+        let before = body.pos.clone();
+        let heaped = before.iter().filter(|p| p[0] < 4.0).count();
+        assert!(heaped > 20, "only {heaped} particles lie at the edge");
+        body.spread = 3.0;
+        body.spread_heaps();
+        let left = (0..before.len())
+            .filter(|&i| on(&before[i]) && !on(&body.pos[i]))
+            .count();
+        assert_eq!(left, 0, "{left} particles spread off the frame");
+    }
+
+    #[test]
+    fn a_path_off_the_frame_or_not_finite_stays_bounded() {
+        let cfg = cfg();
+        let ctx = frame(&cfg, (20..60).flat_map(|x| [(x, 30), (x, 31)]));
+        let area = object(&cfg, &ctx).len();
+        let held = |tip: [f32; 2]| {
+            GripPath::new(
+                [40.5, 30.5],
+                tip,
+                &[(Phase::Held, tip), (Phase::After, tip)],
+            )
+        };
+        // A tip projected from near the camera's plane: the move is cut at a frame's
+        // size (unbounded, it took 1e9 sub-steps), and the rope is carried off the frame.
+        let (w, h) = (cfg.width as f32, cfg.height as f32);
+        assert_eq!(on_stage([1e9, 30.5], [40.5, 30.5], cfg.width, cfg.height), [2.0 * w, 30.5]);
+        assert_eq!(on_stage([5.0, -1e9], [40.5, 30.5], cfg.width, cfg.height), [5.0, -h]);
+        assert_eq!(on_stage([f32::NAN, 3.0], [40.5, 30.5], cfg.width, cfg.height), [40.5, 30.5]);
+        let far = particles(&ctx, &held([1e9, 30.5]), &cfg);
+        let shown = object(&cfg, &far[1]).len();
+        assert!(shown < area / 2, "{shown} of {area} pixels still shown");
+        // A tip that is not a number: the gripper stays where it is, and nothing is drawn
+        // in column 0 (a NaN coordinate passed the old bounds check as pixel 0).
+        for tip in [[f32::NAN, f32::NAN], [f32::NAN, 30.5]] {
+            for f in &particles(&ctx, &held(tip), &cfg) {
+                let obj = object(&cfg, f);
+                assert!(obj.iter().all(|p| p.0 > 0), "drawn at column 0: {tip:?}");
+                assert!(obj.len() > area / 2);
+            }
+        }
     }
 
     #[test]

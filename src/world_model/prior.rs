@@ -144,7 +144,8 @@ pub fn carry(context: &[u8], path: &GripPath, cfg: &Config) -> Vec<Vec<u8>> {
             for (pos, col, wgt) in &samples {
                 let u = pos[0] + off[0] * wgt;
                 let v = pos[1] + off[1] * wgt;
-                if u < 0.0 || v < 0.0 || u >= w as f32 || v >= h as f32 {
+                // Written so that a NaN falls outside too.
+                if !(u >= 0.0 && v >= 0.0 && u < w as f32 && v < h as f32) {
                     continue;
                 }
                 let i = (v as usize * w + u as usize) * 3;
