@@ -29,7 +29,9 @@
 //!   the 2-px joins never push, so material still bends and folds;
 //! - after the release every particle drops to the table; what was higher is drawn over
 //!   what was lower, each particle as its pixel's square moved with it, the middle of
-//!   each join under them so that a chain stretched diagonally keeps no gaps. With
+//!   each join under them so that a chain stretched diagonally keeps no gaps (every
+//!   join's, also at rest, which thickens a thin diagonal line by a few pixels: drawing
+//!   only stretched joins' moved rope and toy ranking by 0.1 point, so it stays). With
 //!   `prior_spread_px > 0` (session 39) a carried particle that lands on a pixel already
 //!   covered slides to the nearest free pixel within that distance, lowest first: a
 //!   hanging limb lowered onto the table lies beside itself, where the drop alone heaped
