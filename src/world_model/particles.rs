@@ -672,9 +672,18 @@ mod tests {
         // A tip projected from near the camera's plane: the move is cut at a frame's
         // size (unbounded, it took 1e9 sub-steps), and the rope is carried off the frame.
         let (w, h) = (cfg.width as f32, cfg.height as f32);
-        assert_eq!(on_stage([1e9, 30.5], [40.5, 30.5], cfg.width, cfg.height), [2.0 * w, 30.5]);
-        assert_eq!(on_stage([5.0, -1e9], [40.5, 30.5], cfg.width, cfg.height), [5.0, -h]);
-        assert_eq!(on_stage([f32::NAN, 3.0], [40.5, 30.5], cfg.width, cfg.height), [40.5, 30.5]);
+        assert_eq!(
+            on_stage([1e9, 30.5], [40.5, 30.5], cfg.width, cfg.height),
+            [2.0 * w, 30.5]
+        );
+        assert_eq!(
+            on_stage([5.0, -1e9], [40.5, 30.5], cfg.width, cfg.height),
+            [5.0, -h]
+        );
+        assert_eq!(
+            on_stage([f32::NAN, 3.0], [40.5, 30.5], cfg.width, cfg.height),
+            [40.5, 30.5]
+        );
         let far = particles(&ctx, &held([1e9, 30.5]), &cfg);
         let shown = object(&cfg, &far[1]).len();
         assert!(shown < area / 2, "{shown} of {area} pixels still shown");
