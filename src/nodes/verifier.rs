@@ -41,7 +41,8 @@ pub struct VerifierTopics {
     pub episode: String,
     /// The scores (out).
     pub scores: String,
-    /// Predicted final frames of all candidates, side by side (out).
+    /// Predicted final frames of all candidates, side by side, one column per candidate
+    /// in their order (a candidate left unscored keeps its column white) (out).
     pub predicted: String,
 }
 
@@ -133,7 +134,14 @@ fn verify(
     let object = rgb_frame(&need(&latest.object, "object-only frame")?)?;
     let depth_img = need(&latest.depth, "depth frame")?;
     let mut goal = rgb_frame(&need(&latest.goal, "goal image")?)?;
-    goal.depth = depth_of(&need(&latest.goal_depth, "goal depth")?)?;
+    let goal_depth = need(&latest.goal_depth, "goal depth")?;
+    if (goal_depth.width, goal_depth.height) != (goal.width, goal.height) {
+        return Err(format!(
+            "the goal depth is {}×{} but the goal image {}×{}: they must be one view",
+            goal_depth.width, goal_depth.height, goal.width, goal.height
+        ));
+    }
+    goal.depth = depth_of(&goal_depth)?;
     let current = Frame {
         width: depth_img.width,
         height: depth_img.height,
@@ -170,11 +178,14 @@ fn verify(
         .map_or(-1, |(i, _)| i as i32);
     let cfg = predictor.config();
     let (w, h) = (cfg.width, cfg.height);
-    let frames: Vec<&Vec<u8>> = per.iter().flatten().map(|i| &i.final_frame).collect();
-    let mosaic = (!frames.is_empty()).then(|| {
-        let n = frames.len();
+    // One column per candidate, in the candidates' order; a refused one's stays white.
+    let mosaic = per.iter().any(Option::is_some).then(|| {
+        let n = per.len();
         let mut data = vec![255u8; n * w * h * 3];
-        for (k, f) in frames.iter().enumerate() {
+        for (k, f) in per.iter().enumerate() {
+            let Some(f) = f.as_ref().map(|i| &i.final_frame) else {
+                continue;
+            };
             for y in 0..h {
                 data[(y * n * w + k * w) * 3..][..w * 3].copy_from_slice(&f[y * w * 3..][..w * 3]);
             }
@@ -314,7 +325,12 @@ impl Node for VerifierNode {
                         goal_depth: latest.goal_depth.clone(),
                     };
                     let (predictor, result) = tokio::task::spawn_blocking(move || {
-                        let r = verify(&predictor, &snapshot, &c, seed);
+                        // A bug met by odd input answers this set unverified instead of
+                        // ending the node.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            verify(&predictor, &snapshot, &c, seed)
+                        }))
+                        .unwrap_or_else(|_| Err("the verification panicked (a bug: please report the inputs)".into()));
                         (predictor, r)
                     })
                     .await?;
@@ -344,5 +360,116 @@ impl Node for VerifierNode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::dreamplan::KeypointAction;
+    use crate::planner::eval::{observe, EvalConfig};
+    use crate::world_model::{train, Config};
+
+    fn rgb(width: u32, height: u32, data: Vec<u8>) -> Image {
+        Image {
+            width,
+            height,
+            encoding: "rgb8".into(),
+            step: width * 3,
+            data,
+            ..Default::default()
+        }
+    }
+
+    fn depth(width: u32, height: u32, d: &[f32]) -> Image {
+        Image {
+            width,
+            height,
+            encoding: "32FC1".into(),
+            step: width * 4,
+            data: d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A fresh tiny world model (mechanics, not quality) and a rope state's inputs.
+    fn setup() -> (tempfile::TempDir, Predictor, Latest, ActionCandidates) {
+        let cfg = Config {
+            width: 32,
+            height: 16,
+            patch_size: 4,
+            frames: 2,
+            hidden: 32,
+            heads: 2,
+            depth: 2,
+            control_blocks: 1,
+            mlp_ratio: 2,
+            sample_steps: 1,
+            ..Config::cpu()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (_, vars) = train::init_vars(&cfg, 0).unwrap();
+        train::save_model(dir.path(), &cfg, &vars).unwrap();
+        let predictor = Predictor::load_on(dir.path(), &crate::device::Compute::cpu()).unwrap();
+        let obs = observe(Task::Rope, 21, &EvalConfig::default());
+        let (cur, goal_kps) = obs.keypoints.as_ref().unwrap();
+        let (n, object) = (
+            obs.current.width,
+            crate::verifier::object_frame(&obs.world, 256),
+        );
+        let latest = Latest {
+            task: Some(Task::Rope),
+            object: Some(rgb(n, n, object.rgb)),
+            depth: Some(depth(n, n, &obs.current.depth)),
+            goal: Some(rgb(n, n, obs.goal_frame.rgb.clone())),
+            goal_depth: Some(depth(n, n, &obs.goal_frame.depth)),
+        };
+        let action = |k: usize, target: (f32, f32)| KeypointAction {
+            source_u: cur[k].u,
+            source_v: cur[k].v,
+            target_u: target.0,
+            target_v: target.1,
+            ..Default::default()
+        };
+        let candidates = ActionCandidates {
+            candidates: vec![
+                action(0, (goal_kps[0].u, goal_kps[0].v)),
+                action(1, (f32::NAN, 3.0)),
+                action(2, (200.0, 200.0)),
+            ],
+            ..Default::default()
+        };
+        (dir, predictor, latest, candidates)
+    }
+
+    #[test]
+    fn a_goal_depth_of_another_size_is_refused_not_read_past_its_end() {
+        let (_dir, predictor, mut latest, candidates) = setup();
+        // Half the goal image's size: the target (200, 200) lies past its data.
+        latest.goal_depth = Some(depth(128, 128, &vec![1.0; 128 * 128]));
+        let err = verify(&predictor, &latest, &candidates, 0).unwrap_err();
+        assert!(err.contains("goal depth is 128×128"), "{err}");
+    }
+
+    #[test]
+    fn each_candidate_has_its_column() {
+        let (_dir, predictor, latest, candidates) = setup();
+        let w = predictor.config().width as u32;
+        let (scores, mosaic) = verify(&predictor, &latest, &candidates, 0).unwrap();
+        assert_eq!(scores.score.len(), 3);
+        assert!(scores.score[1].is_nan(), "a NaN target was scored");
+        let mosaic = mosaic.unwrap();
+        assert_eq!(mosaic.width, 3 * w, "one column per candidate");
+        let column = |k: u32| {
+            (0..mosaic.height).all(|y| {
+                let row = (y * mosaic.step) as usize;
+                let at = row + (k * w * 3) as usize;
+                mosaic.data[at..at + (w * 3) as usize]
+                    .iter()
+                    .all(|&b| b == 255)
+            })
+        };
+        assert!(column(1), "the unscored candidate's column is not blank");
+        assert!(!column(0), "the first candidate's column is blank");
     }
 }

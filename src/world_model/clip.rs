@@ -36,6 +36,11 @@ pub struct Clip {
 /// rgb8 pixels of a ROS image (`rgb8` or `bgr8`).
 pub fn image_rgb(img: &Image) -> Result<Vec<u8>, WorldModelError> {
     let (w, h) = (img.width as usize, img.height as usize);
+    if w == 0 || h == 0 {
+        return Err(WorldModelError::Data(format!(
+            "an image of {w}×{h} pixels holds nothing to see"
+        )));
+    }
     let row = w * 3;
     if img.step as usize != row && (img.step as usize) < row {
         return Err(WorldModelError::Data(format!(
@@ -78,10 +83,15 @@ pub fn crop_resize(
     height: u32,
     cfg: &Config,
 ) -> Result<Vec<u8>, WorldModelError> {
-    if rgb.len() != (width * height * 3) as usize {
+    if width == 0 || height == 0 {
+        return Err(WorldModelError::Data(format!(
+            "an image of {width}×{height} pixels holds nothing to see"
+        )));
+    }
+    if rgb.len() != width as usize * height as usize * 3 {
         return Err(WorldModelError::Data(format!(
             "a {width}×{height} rgb image needs {} bytes, got {}",
-            width * height * 3,
+            width as usize * height as usize * 3,
             rgb.len()
         )));
     }
@@ -361,4 +371,25 @@ pub fn plan_span_s(plan: &PickPlacePlan, cfg: &Config) -> f64 {
         .last()
         .map_or(0.0, |p| p.time_from_start.as_secs_f64());
     end + cfg.after_s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_pixels_is_refused_not_cropped() {
+        let empty = Image {
+            width: 0,
+            height: 0,
+            encoding: "rgb8".into(),
+            ..Default::default()
+        };
+        let err = image_rgb(&empty).unwrap_err().to_string();
+        assert!(err.contains("0×0 pixels"), "{err}");
+        let err = crop_resize(&[], 0, 0, &Config::cpu())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0×0 pixels"), "{err}");
+    }
 }
