@@ -4,7 +4,9 @@
 //! and goal depth, and publishes `VerifierScores` (mask measure per candidate, the best
 //! index) and the predicted final frames side by side as one image. A planner configured to
 //! wait for it (`verify.wait`) then executes the best candidate: test-time verification,
-//! best of N.
+//! best of N. A set it cannot score (no goal yet, a goal depth of another size, a goal
+//! that shows no object in the model's crop) is answered with NaN scores and `best = -1`
+//! and a warning, and the planner keeps its own choice.
 //!
 //! `world_model` and `noise_seed` are live parameters: a new world-model folder set
 //! through the parameter services (e.g. the trainer's newest) is loaded before the next
@@ -142,6 +144,22 @@ fn verify(
         ));
     }
     goal.depth = depth_of(&goal_depth)?;
+    // A goal that shows nothing at the model's resolution (a crop that misses the object,
+    // an object too thin for the model's size) scores every outcome 0: no answer then,
+    // rather than a tie-break passed off as the best.
+    let cfg = predictor.config();
+    let goal_crop = crate::world_model::clip::crop_resize(&goal.rgb, goal.width, goal.height, cfg)
+        .map_err(|e| e.to_string())?;
+    let goal_mask = crate::world_model::metrics::mask_of(task, &goal_crop, cfg.width, cfg.height);
+    if !goal_mask.data.contains(&true) {
+        return Err(format!(
+            "the goal image shows no {} in the world model's {}×{} crop: nothing to score \
+             against (check the model's crop, or its size for a thin object)",
+            task.name(),
+            cfg.width,
+            cfg.height
+        ));
+    }
     let current = Frame {
         width: depth_img.width,
         height: depth_img.height,
@@ -176,7 +194,6 @@ fn verify(
         .filter(|(_, s)| s.is_finite())
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(-1, |(i, _)| i as i32);
-    let cfg = predictor.config();
     let (w, h) = (cfg.width, cfg.height);
     // One column per candidate, in the candidates' order; a refused one's stays white.
     let mosaic = per.iter().any(Option::is_some).then(|| {
@@ -392,8 +409,8 @@ mod tests {
         }
     }
 
-    /// A fresh tiny world model (mechanics, not quality) and a rope state's inputs.
-    fn setup() -> (tempfile::TempDir, Predictor, Latest, ActionCandidates) {
+    /// A fresh tiny world model (mechanics, not quality) and a state's inputs.
+    fn setup(task: Task) -> (tempfile::TempDir, Predictor, Latest, ActionCandidates) {
         let cfg = Config {
             width: 32,
             height: 16,
@@ -411,14 +428,14 @@ mod tests {
         let (_, vars) = train::init_vars(&cfg, 0).unwrap();
         train::save_model(dir.path(), &cfg, &vars).unwrap();
         let predictor = Predictor::load_on(dir.path(), &crate::device::Compute::cpu()).unwrap();
-        let obs = observe(Task::Rope, 21, &EvalConfig::default());
+        let obs = observe(task, 21, &EvalConfig::default());
         let (cur, goal_kps) = obs.keypoints.as_ref().unwrap();
         let (n, object) = (
             obs.current.width,
             crate::verifier::object_frame(&obs.world, 256),
         );
         let latest = Latest {
-            task: Some(Task::Rope),
+            task: Some(task),
             object: Some(rgb(n, n, object.rgb)),
             depth: Some(depth(n, n, &obs.current.depth)),
             goal: Some(rgb(n, n, obs.goal_frame.rgb.clone())),
@@ -444,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_goal_depth_of_another_size_is_refused_not_read_past_its_end() {
-        let (_dir, predictor, mut latest, candidates) = setup();
+        let (_dir, predictor, mut latest, candidates) = setup(Task::Cloth);
         // Half the goal image's size: the target (200, 200) lies past its data.
         latest.goal_depth = Some(depth(128, 128, &vec![1.0; 128 * 128]));
         let err = verify(&predictor, &latest, &candidates, 0).unwrap_err();
@@ -452,8 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn a_goal_the_model_cannot_see_is_not_scored() {
+        // The rope, a few pixels thick in the 256² view, vanishes in a 32×16 crop.
+        let (_dir, predictor, latest, candidates) = setup(Task::Rope);
+        let err = verify(&predictor, &latest, &candidates, 0).unwrap_err();
+        assert!(
+            err.contains("shows no rope in the world model's 32×16 crop"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn each_candidate_has_its_column() {
-        let (_dir, predictor, latest, candidates) = setup();
+        let (_dir, predictor, latest, candidates) = setup(Task::Cloth);
         let w = predictor.config().width as u32;
         let (scores, mosaic) = verify(&predictor, &latest, &candidates, 0).unwrap();
         assert_eq!(scores.score.len(), 3);
