@@ -1692,13 +1692,27 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
 
-    // A fresh model folder (mechanics, not quality). The task is cloth: a rope vanishes in
-    // this model's 32×16 crop, and the verifier answers nothing for a goal it cannot see.
-    // (The untrained network's own frames still score 0, so `best` below is a tie-break.)
+    // A fresh model folder at the preset's 128×64 size whose `tasks.json` predicts cloth
+    // with the particle prior alone, so that the scores mean something: an untrained
+    // network's frames show no object (every candidate would score 0), and at a smaller
+    // size the prior's constants (in model pixels) scatter the cloth below what the
+    // segmentation keeps. (A rope would vanish in a 32×16 crop, and the verifier answers
+    // nothing for a goal it cannot see.)
     let dir = tempfile::tempdir().unwrap();
-    let cfg = small_config();
+    let cfg = Config {
+        width: 128,
+        height: 64,
+        prior: true,
+        prior_model: dreamplan::world_model::PriorModel::Particles,
+        ..small_config()
+    };
     let (_, vars) = wm_train::init_vars(&cfg, 0).unwrap();
     wm_train::save_model(dir.path(), &cfg, &vars).unwrap();
+    std::fs::write(
+        dir.path().join("tasks.json"),
+        r#"{"prior_only": ["cloth"], "step": 0, "validation": []}"#,
+    )
+    .unwrap();
     let other = tempfile::tempdir().unwrap();
     let other_cfg = Config {
         width: 48,
@@ -1801,6 +1815,7 @@ async fn the_verifier_node_scores_the_candidates_and_the_planner_executes_its_be
     assert_eq!(s.metric, dreamplan::verifier::measure::MEASURE_NAME);
     let best = s.score[s.best as usize];
     assert!((0.0..=1.0).contains(&best) && s.score.iter().all(|x| !x.is_finite() || *x <= best));
+    assert!(best > 0.0, "the imagined outcomes all scored 0: {s:?}");
     let img = tokio::time::timeout(wait, predicted.recv())
         .await
         .unwrap()
