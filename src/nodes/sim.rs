@@ -215,7 +215,8 @@ pub struct SimNode {
     arm: ArmModel,
 }
 
-fn rgb_image(frame: &Frame, stamp: &Time, frame_id: &str) -> Image {
+/// An `rgb8` image of a frame.
+pub(crate) fn rgb_image(frame: &Frame, stamp: &Time, frame_id: &str) -> Image {
     Image {
         header: Header {
             stamp: stamp.clone(),

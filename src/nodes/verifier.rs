@@ -148,9 +148,8 @@ fn verify(
     // an object too thin for the model's size) scores every outcome 0: no answer then,
     // rather than a tie-break passed off as the best.
     let cfg = predictor.config();
-    let goal_crop = crate::world_model::clip::crop_resize(&goal.rgb, goal.width, goal.height, cfg)
-        .map_err(|e| e.to_string())?;
-    let goal_mask = crate::world_model::metrics::mask_of(task, &goal_crop, cfg.width, cfg.height);
+    let goal_mask =
+        crate::world_model::imagine::goal_mask(cfg, task, &goal).map_err(|e| e.to_string())?;
     if !goal_mask.data.contains(&true) {
         return Err(format!(
             "the goal image shows no {} in the world model's {}×{} crop: nothing to score \
@@ -387,26 +386,13 @@ mod tests {
     use crate::planner::eval::{observe, EvalConfig};
     use crate::world_model::{train, Config};
 
-    fn rgb(width: u32, height: u32, data: Vec<u8>) -> Image {
-        Image {
-            width,
-            height,
-            encoding: "rgb8".into(),
-            step: width * 3,
-            data,
-            ..Default::default()
-        }
-    }
-
-    fn depth(width: u32, height: u32, d: &[f32]) -> Image {
-        Image {
-            width,
-            height,
-            encoding: "32FC1".into(),
-            step: width * 4,
-            data: d.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        }
+    /// The sim node's rgb and depth images of a frame.
+    fn images(frame: &Frame) -> (Image, Image) {
+        let stamp = Time::default();
+        (
+            super::super::sim::rgb_image(frame, &stamp, ""),
+            super::super::sim::depth_image(frame, &stamp, ""),
+        )
     }
 
     /// A fresh tiny world model (mechanics, not quality) and a state's inputs.
@@ -430,16 +416,15 @@ mod tests {
         let predictor = Predictor::load_on(dir.path(), &crate::device::Compute::cpu()).unwrap();
         let obs = observe(task, 21, &EvalConfig::default());
         let (cur, goal_kps) = obs.keypoints.as_ref().unwrap();
-        let (n, object) = (
-            obs.current.width,
-            crate::verifier::object_frame(&obs.world, 256),
-        );
+        let object = crate::verifier::object_frame(&obs.world, obs.current.width);
+        let (_, depth) = images(&obs.current);
+        let (goal, goal_depth) = images(&obs.goal_frame);
         let latest = Latest {
             task: Some(task),
-            object: Some(rgb(n, n, object.rgb)),
-            depth: Some(depth(n, n, &obs.current.depth)),
-            goal: Some(rgb(n, n, obs.goal_frame.rgb.clone())),
-            goal_depth: Some(depth(n, n, &obs.goal_frame.depth)),
+            object: Some(images(&object).0),
+            depth: Some(depth),
+            goal: Some(goal),
+            goal_depth: Some(goal_depth),
         };
         let action = |k: usize, target: (f32, f32)| KeypointAction {
             source_u: cur[k].u,
@@ -463,7 +448,13 @@ mod tests {
     fn a_goal_depth_of_another_size_is_refused_not_read_past_its_end() {
         let (_dir, predictor, mut latest, candidates) = setup(Task::Cloth);
         // Half the goal image's size: the target (200, 200) lies past its data.
-        latest.goal_depth = Some(depth(128, 128, &vec![1.0; 128 * 128]));
+        let half = Frame {
+            width: 128,
+            height: 128,
+            rgb: Vec::new(),
+            depth: vec![1.0; 128 * 128],
+        };
+        latest.goal_depth = Some(images(&half).1);
         let err = verify(&predictor, &latest, &candidates, 0).unwrap_err();
         assert!(err.contains("goal depth is 128×128"), "{err}");
     }

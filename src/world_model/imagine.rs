@@ -23,6 +23,18 @@ pub struct Imagined {
 /// What a pick-and-place is given as: pixels on the current image, pixels on the goal image.
 pub type PixelAction = ((f32, f32), (f32, f32));
 
+/// The goal's object mask as the measure sees it: `goal` cut to the model's crop and size,
+/// segmented for `task`. Empty where the crop misses the object or the object is too thin
+/// for the model's size; then every outcome scores 0.
+pub fn goal_mask(
+    cfg: &super::Config,
+    task: Task,
+    goal: &Frame,
+) -> Result<crate::vision::Mask, WorldModelError> {
+    let crop = crop_resize(&goal.rgb, goal.width, goal.height, cfg)?;
+    Ok(metrics::mask_of(task, &crop, cfg.width, cfg.height))
+}
+
 /// Imagines every action in `actions` from the state: `object_now` (the current object-only
 /// image), `current` and `goal` (camera images with depth, as the executor plans from).
 /// An action the executor would refuse gets `None`.
@@ -45,9 +57,8 @@ pub fn imagine(
         )));
     }
     let context = crop_resize(&object_now.rgb, object_now.width, object_now.height, cfg)?;
-    let goal_crop = crop_resize(&goal.rgb, goal.width, goal.height, cfg)?;
     let (w, h) = (cfg.width, cfg.height);
-    let goal_mask = metrics::mask_of(task, &goal_crop, w, h);
+    let goal_mask = goal_mask(cfg, task, goal)?;
     let ec = EvalConfig {
         size: current.width,
         ..EvalConfig::default()
