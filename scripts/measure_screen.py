@@ -51,12 +51,18 @@ def features(outcome, goal):
     )
 
 
+def fold_distance(coverage, reach):
+    """The distance d of the shipped measure (`src/verifier/measure.rs`): coverage plus half
+    the 90th-percentile reach, over 1.5."""
+    return (coverage + 0.5 * reach) / 1.5
+
+
 def measures(f, side):
     """Higher is better; None (an empty mask) ranks below everything."""
     e = lambda d, k=0.05: np.exp(-d / (k * side))
     ch = 0.5 * (f["coverage"] + f["spill"])
     return {
-        "fold": e((f["coverage"] + 0.5 * f["p90"]) / 1.5),
+        "fold": e(fold_distance(f["coverage"], f["p90"])),
         "fold29": 0.5 * f["iou"] + 0.5 * e(ch),
         "iou": f["iou"],
         "chamfer": -ch,

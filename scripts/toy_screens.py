@@ -7,12 +7,16 @@ score, and prints the pair agreement with the simulator over pairs whose simulat
 differ by more than the margin (wm-eval's default 0.5 half-thresholds):
 
 - `measures FILE...`: the shipped measure (`src/verifier/measure.rs`: coverage plus half
-  the 90th-percentile reach) against part-based variants built for the toy's worst-part
-  score: the distance between the torsos (masks eroded by 2 px, which removes the 3–4 px
-  limbs), the distance between extremities (the first k farthest-point samples, as the
-  planner's keypoints are drawn), each alone, added to the measure or as its maximum;
-- `ensemble FILE...`: the measure's value averaged over several prior variants' dumps of
-  the same states and candidates (every pair and every combination of them);
+  the 90th-percentile reach) against its reach percentile and weight, and against
+  part-based variants built for the toy's worst-part score: the distance between the
+  torsos (masks eroded by 2 px, which removes the 3–4 px limbs), the distance between
+  extremities (the first 6 farthest-point samples, as the planner's keypoints are drawn),
+  each alone, added to the measure or as its maximum;
+- `ensemble FILE[:SOURCE]...`: the measure's value averaged over several dumps of the same
+  states and candidates (prior variants, or `FILE:predicted` for a dump's network frames
+  beside `FILE` for its prior's), every combination of them;
+- `pooled FILE...`: the prior's agreement over every state of the files, with a 95%
+  interval (bootstrap over states, 2,000 resamples);
 - `jitter FILE`: the measure's value averaged over the prior's frame shifted by r px in 8
   directions (the whole object, or only the pixels that moved), a guess at the
   simulator's scatter;
@@ -31,15 +35,24 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from measure_screen import nearest, points  # noqa: E402
+from measure_screen import fold_distance, nearest, points  # noqa: E402
 
 
 def distance(op, gp):
     """The shipped measure's distance d (pixels); an empty outcome is far."""
     if len(op) == 0:
         return 1e3
+    return variant_distance(op, gp, 90, 0.5)
+
+
+def variant_distance(op, gp, percentile, weight):
+    """Coverage plus `weight` times the reach at `percentile` (the shipped measure: 90,
+    0.5, through `measure_screen.fold_distance`)."""
     tg, to = nearest(op, gp), nearest(gp, op)
-    return (to.mean() + 0.5 * max(np.percentile(tg, 90), np.percentile(to, 90))) / 1.5
+    reach = max(np.percentile(tg, percentile), np.percentile(to, percentile))
+    if (percentile, weight) == (90, 0.5):
+        return fold_distance(to.mean(), reach)
+    return (to.mean() + weight * reach) / (1 + weight)
 
 
 def value(d, side):
@@ -112,6 +125,10 @@ def cmd_measures(paths):
                     d = distance(o["pts"] if o else np.zeros((0, 2)), gp)
                     terms = part_terms(o, g) if o else {}
                     cands = {"measure": d}
+                    for pct, wt in ((80, 0.5), (95, 0.5), (100, 0.5), (90, 0.0), (90, 1.0),
+                                    (90, 2.0)):
+                        cands[f"reach p{pct}, weight {wt}"] = (
+                            variant_distance(o["pts"], gp, pct, wt) if o else 1e3)
                     for name, t in terms.items():
                         cands[name] = t
                         cands[f"measure + {name} / 4"] = d + 0.25 * t
@@ -128,12 +145,14 @@ def cmd_measures(paths):
 
 def cmd_ensemble(paths):
     per_file = []
-    for path in paths:
+    for spec in paths:
+        path, _, source = spec.partition(":")
         d, sims = [], []
         for st in states(path):
             w, h = st["width"], st["height"]
             gp = points(st["goal"], w, h)[1]
-            d.append([distance(points(c["prior"], w, h)[1], gp) for c in st["candidates"]])
+            d.append([distance(points(c[source or "prior"], w, h)[1], gp)
+                      for c in st["candidates"]])
             sims.append([c["sim"] for c in st["candidates"]])
         per_file.append((np.array(d), np.array(sims), min(w, h)))
     sims = per_file[0][1]
@@ -176,6 +195,27 @@ def cmd_jitter(path):
         print(f"shift {r} px, {mode:<13} {agreement(v)[0]:6.1f}")
 
 
+def cmd_pooled(paths):
+    per_state = []
+    for path in paths:
+        for st in states(path):
+            w, h = st["width"], st["height"]
+            gp = points(st["goal"], w, h)[1]
+            cands = [(c["sim"], -distance(points(c["prior"], w, h)[1], gp))
+                     for c in st["candidates"]]
+            a, n = agreement([cands])
+            per_state.append((a * n / 100.0, n))
+    per_state = np.array(per_state)
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(2000):
+        i = rng.integers(0, len(per_state), len(per_state))
+        boot.append(per_state[i, 0].sum() / per_state[i, 1].sum())
+    lo, hi = 100 * np.percentile(boot, [2.5, 97.5])
+    print(f"{len(per_state)} states, {int(per_state[:, 1].sum())} pairs: "
+          f"{100 * per_state[:, 0].sum() / per_state[:, 1].sum():.1f}% ({lo:.1f}–{hi:.1f})")
+
+
 def cmd_flyers(paths):
     for path in paths:
         flyers, with_f, without = [], [], []
@@ -201,7 +241,7 @@ def cmd_flyers(paths):
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("screen", choices=["measures", "ensemble", "jitter", "flyers"])
+    ap.add_argument("screen", choices=["measures", "ensemble", "jitter", "flyers", "pooled"])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--margin", type=float, default=0.5)
     ARGS = ap.parse_args()
@@ -209,6 +249,8 @@ def main():
         cmd_measures(ARGS.files)
     elif ARGS.screen == "ensemble":
         cmd_ensemble(ARGS.files)
+    elif ARGS.screen == "pooled":
+        cmd_pooled(ARGS.files)
     elif ARGS.screen == "jitter":
         cmd_jitter(ARGS.files[0])
     else:
