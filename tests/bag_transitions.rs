@@ -130,3 +130,54 @@ fn two_episodes_become_two_scored_transitions() {
         assert!(!tr.failed);
     }
 }
+
+/// A step whose episode showed no frame after its `reset` has no observation: the frames
+/// before the reset are the previous episode's world, not this one's.
+#[test]
+fn a_frame_from_before_the_reset_is_not_the_next_episodes_observation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("episodes");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    let mut t = 1_000 * MS;
+    let mut at = |dt: u64| {
+        t += dt * MS;
+        t
+    };
+    let reset = |ep| event(ep, 0, EpisodeEvent::EVENT_RESET, f64::NAN);
+    let started = |ep| event(ep, 0, EpisodeEvent::EVENT_ACTION_STARTED, f64::NAN);
+    let finished = |ep| event(ep, 0, EpisodeEvent::EVENT_ACTION_FINISHED, f64::NAN);
+    // Episode 0 sees its world; episode 1 starts its action before any frame of its own.
+    w.write("/dreamplan/episode", at(10), &reset(0)).unwrap();
+    w.write("/camera/image_raw", at(10), &frame(11)).unwrap();
+    w.write("/camera/object_only", at(1), &frame(12)).unwrap();
+    w.write("/dreamplan/episode", at(1), &started(0)).unwrap();
+    w.write("/dreamplan/episode", at(10), &finished(0)).unwrap();
+    w.write("/camera/image_raw", at(2000), &frame(13)).unwrap(); // after the window
+    w.write("/camera/object_only", at(1), &frame(14)).unwrap();
+    w.write("/dreamplan/episode", at(10), &reset(1)).unwrap();
+    w.write("/dreamplan/episode", at(10), &started(1)).unwrap();
+    w.write("/dreamplan/episode", at(10), &finished(1)).unwrap();
+    // Episode 2 shows a frame after its reset: that one is its observation.
+    w.write("/dreamplan/episode", at(2000), &reset(2)).unwrap();
+    w.write("/camera/image_raw", at(10), &frame(21)).unwrap();
+    w.write("/camera/object_only", at(1), &frame(22)).unwrap();
+    w.write("/dreamplan/episode", at(1), &started(2)).unwrap();
+    w.write("/dreamplan/episode", at(10), &finished(2)).unwrap();
+    w.finish().unwrap();
+
+    let reader = BagReader::open(&dir).unwrap();
+    let transitions: Vec<_> = reader
+        .transitions(TransitionTopics::default())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let seen = |tr: &dreamplan::bag::transitions::Transition| {
+        (
+            tr.observation.as_ref().map(|(_, f)| f.data[0]),
+            tr.object_observation.as_ref().map(|(_, f)| f.data[0]),
+        )
+    };
+    assert_eq!(
+        transitions.iter().map(seen).collect::<Vec<_>>(),
+        vec![(Some(11), Some(12)), (None, None), (Some(21), Some(22))]
+    );
+}

@@ -14,7 +14,9 @@
 //! | `/camera/object_only` (optional) | `sensor_msgs/msg/Image` | object-only frames (arm masked out) |
 //!
 //! A transition is emitted for every `action_started`: the observation is the last camera
-//! frame before it, the action the last `/planner/action` before it, joint states and
+//! frame before it and after the episode's `reset` (none if the episode showed none: a
+//! frame from before the reset is the previous episode's world), the action the last
+//! `/planner/action` before it, joint states and
 //! frames are those between `action_started` and `action_finished`, frames after are
 //! those up to `after_window` later (or until the next event), and the score comes from
 //! the `scored` event of the same episode and step. Your own robot's bags become training
@@ -182,6 +184,10 @@ impl Transitions<'_> {
                 self.task = ev.task;
                 self.goal = None;
                 self.last_action = None;
+                // What the camera showed before the reset is the previous episode's world:
+                // a step of this episode that saw no frame of its own has no observation.
+                self.last_frame = None;
+                self.last_object_frame = None;
             }
             EpisodeEvent::EVENT_ACTION_STARTED => {
                 self.close_open();

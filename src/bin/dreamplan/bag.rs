@@ -143,13 +143,14 @@ fn read_through(reader: &BagReader) -> ReadThrough {
 
 /// `bag info --transitions`: the transitions of the default DreamPlan topics, a row each,
 /// and how many lack what a world-model clip needs (an action that finished, joint states,
-/// object-only frames).
+/// an object-only frame of its episode before the action, object-only frames).
 fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
     use dreamplan::bag::transitions::TransitionTopics;
     let reader = BagReader::open(path)?;
     let mut rows = Vec::new();
     let (mut episodes, mut no_action, mut unfinished, mut failed, mut no_joints, mut no_objects) =
         (std::collections::BTreeSet::new(), 0, 0, 0, 0, 0);
+    let mut no_context = 0;
     for tr in reader.transitions(TransitionTopics::default()) {
         let tr = tr.with_context(|| format!("reading the transitions of {}", path.display()))?;
         episodes.insert(tr.episode);
@@ -158,6 +159,7 @@ fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
         failed += usize::from(tr.failed);
         no_joints += usize::from(tr.joint_states.is_empty());
         no_objects += usize::from(tr.object_frames.is_empty());
+        no_context += usize::from(tr.object_observation.is_none());
         rows.push(format!(
             "  {:>7} {:>4}  {:<6} {:>5}  {:<6} {:<8} {:>6} {:>6}/{:<5} {:>6}",
             tr.episode,
@@ -178,8 +180,8 @@ fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
     }
     println!(
         "Transitions: {} in {} episodes; without an action {no_action}, never finished \
-         {unfinished}, failed {failed}, without joint states {no_joints}, without object-only \
-         frames {no_objects}",
+         {unfinished}, failed {failed}, without joint states {no_joints}, without an object-only \
+         frame before the action {no_context}, without object-only frames {no_objects}",
         rows.len(),
         episodes.len()
     );
