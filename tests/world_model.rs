@@ -1014,10 +1014,12 @@ fn the_workspace_crop_holds_the_table_region_and_every_object_stays_visible() {
             let frame = dreamplan::verifier::object_frame(&world, 256);
             let small = clip::crop_resize(&frame.rgb, 256, 256, &cfg).unwrap();
             let area_small = metrics::mask(task, &small, cfg.width, cfg.height)
+                .unwrap()
                 .iter()
                 .filter(|b| **b)
                 .count() as f64;
             let area_full = metrics::mask(task, &frame.rgb, 256, 256)
+                .unwrap()
                 .iter()
                 .filter(|b| **b)
                 .count() as f64;

@@ -140,7 +140,7 @@ impl FitClips {
                         task,
                         grip: grip.clone(),
                         context,
-                        truth: metrics::mask_of(task, &last, width, height),
+                        truth: metrics::mask_of(task, &last, width, height)?,
                     }))
                 })
                 .collect::<Result<_, WorldModelError>>()?;
@@ -178,7 +178,7 @@ pub fn score(
         .map(|c| {
             let frames = prior::frames(&c.context, &c.grip, &cfg);
             let last = frames.last().map(Vec::as_slice).unwrap_or(&c.context);
-            let predicted = metrics::mask_of(c.task, last, w, h);
+            let predicted = metrics::mask_of(c.task, last, w, h)?;
             let s = mask_score(&predicted, &c.truth)
                 .map_err(|e| WorldModelError::Data(e.to_string()))?;
             Ok((c.task.name(), s.value))

@@ -32,7 +32,7 @@ pub fn goal_mask(
     goal: &Frame,
 ) -> Result<crate::vision::Mask, WorldModelError> {
     let crop = crop_resize(&goal.rgb, goal.width, goal.height, cfg)?;
-    Ok(metrics::mask_of(task, &crop, cfg.width, cfg.height))
+    metrics::mask_of(task, &crop, cfg.width, cfg.height)
 }
 
 /// Imagines every action in `actions` from the state: `object_now` (the current object-only
@@ -86,7 +86,7 @@ pub fn imagine(
             let Some(_) = p else { return Ok(None) };
             let frames = predicted.next().expect("one prediction per planned action");
             let last = frames.last().cloned().unwrap_or_default();
-            let score = mask_score(&metrics::mask_of(task, &last, w, h), &goal_mask)
+            let score = mask_score(&metrics::mask_of(task, &last, w, h)?, &goal_mask)
                 .map_err(|e| WorldModelError::Data(e.to_string()))?
                 .value;
             Ok(Some(Imagined {

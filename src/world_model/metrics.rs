@@ -7,6 +7,8 @@ use crate::sim::tasks::Task;
 use crate::verifier::object_mask;
 use crate::vision::Mask;
 
+use super::WorldModelError;
+
 /// Peak signal-to-noise ratio of two rgb8 buffers (dB; 99 for identical ones).
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse = a
@@ -64,26 +66,39 @@ pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
     total / n as f64
 }
 
-/// The object mask of an rgb8 frame (empty when the object is not in view).
-pub fn mask(task: Task, rgb: &[u8], width: usize, height: usize) -> Vec<bool> {
+/// The object mask of an rgb8 frame (empty when the object is not in view, as
+/// [`object_mask`] says). A buffer that is not `width`×`height` rgb8, or a segmentation
+/// that fails for another reason, is an error, never an empty mask: an empty mask would
+/// quietly score as an outcome that lost the object.
+pub fn mask(
+    task: Task,
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+) -> Result<Vec<bool>, WorldModelError> {
+    Ok(mask_of(task, rgb, width, height)?.data)
+}
+
+/// [`mask`] as a [`Mask`], what the outcome measure takes.
+pub fn mask_of(
+    task: Task,
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+) -> Result<Mask, WorldModelError> {
     let frame = Frame {
         width: width as u32,
         height: height as u32,
         rgb: rgb.to_vec(),
         depth: Vec::new(),
     };
-    object_mask(task, &frame)
-        .map(|m| m.data)
-        .unwrap_or_else(|_| vec![false; width * height])
-}
-
-/// [`mask`] as a [`Mask`], what the outcome measure takes.
-pub fn mask_of(task: Task, rgb: &[u8], width: usize, height: usize) -> Mask {
-    Mask {
-        width: width as u32,
-        height: height as u32,
-        data: mask(task, rgb, width, height),
-    }
+    object_mask(task, &frame).map_err(|e| {
+        WorldModelError::Data(format!(
+            "segmenting a {width}×{height} {} frame ({} bytes): {e}",
+            task.name(),
+            rgb.len()
+        ))
+    })
 }
 
 /// Intersection over union of two masks (1 when both are empty).
@@ -94,5 +109,22 @@ pub fn iou(a: &[bool], b: &[bool]) -> f64 {
         1.0
     } else {
         inter as f64 / union as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_without_the_object_is_an_empty_mask_and_a_short_buffer_an_error() {
+        // The table's colour alone: nothing of the rope's colour in view.
+        let table: Vec<u8> = [190u8, 180, 160].repeat(16 * 8);
+        let m = mask(Task::Rope, &table, 16, 8).unwrap();
+        assert_eq!(m.len(), 16 * 8);
+        assert!(m.iter().all(|b| !b));
+        // A buffer one pixel short is not a frame of that size.
+        let err = mask(Task::Rope, &table[..table.len() - 3], 16, 8).unwrap_err();
+        assert!(err.to_string().contains("16×8 rope frame"), "{err}");
     }
 }

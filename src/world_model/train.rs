@@ -306,15 +306,15 @@ pub fn validate(
             sums[3] += metrics::ssim(&copy, &truth, w, h);
             let name = &data.index.clips[id].task;
             if let Some(task) = Task::from_name(name) {
-                let m_true = metrics::mask(task, &truth, w, h);
+                let m_true = metrics::mask(task, &truth, w, h)?;
                 let e = per_task.entry(name.clone()).or_default();
-                e.0 += metrics::iou(&metrics::mask(task, &guess, w, h), &m_true);
-                e.1 += metrics::iou(&metrics::mask(task, &copy, w, h), &m_true);
+                e.0 += metrics::iou(&metrics::mask(task, &guess, w, h)?, &m_true);
+                e.1 += metrics::iou(&metrics::mask(task, &copy, w, h)?, &m_true);
                 e.2 += 1;
                 if let Some(p) = &b.prior {
                     let guess = to_rgb(&p.get(i)?.get(f - 1)?)?;
                     *prior_iou.entry(name.clone()).or_default() +=
-                        metrics::iou(&metrics::mask(task, &guess, w, h), &m_true);
+                        metrics::iou(&metrics::mask(task, &guess, w, h)?, &m_true);
                 }
             }
         }

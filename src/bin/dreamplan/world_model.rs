@@ -912,7 +912,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 obs.goal_frame.height,
                 &cfg,
             )?;
-            let goal_mask = to_mask(metrics::mask(task, &goal_crop, w, h), w, h);
+            let goal_mask = to_mask(metrics::mask(task, &goal_crop, w, h)?, w, h);
             let motions: Vec<_> = cands
                 .iter()
                 .map(|p| rollout::motion(p, ec.size, &cfg))
@@ -943,9 +943,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                     .and_then(|g| prior::frames(&context, g, &prior_cfg).pop())
                     .unwrap_or_else(|| context.clone());
                 let (mpred, mt, mp) = (
-                    metrics::mask(task, last, w, h),
-                    metrics::mask(task, t_last, w, h),
-                    metrics::mask(task, &prior_last, w, h),
+                    metrics::mask(task, last, w, h)?,
+                    metrics::mask(task, t_last, w, h)?,
+                    metrics::mask(task, &prior_last, w, h)?,
                 );
                 wm.push(score(&mpred)?);
                 true_frames.push(score(&mt)?);
@@ -966,7 +966,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 frame_sums[2] += metrics::ssim(last, t_last, w, h);
                 frame_sums[3] += metrics::ssim(&context, t_last, w, h);
                 frame_sums[4] += metrics::iou(&mpred, &mt);
-                frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h), &mt);
+                frame_sums[5] += metrics::iou(&metrics::mask(task, &context, w, h)?, &mt);
                 r.iou_prior += metrics::iou(&mp, &mt);
             }
             if let Some(d) = dump.as_mut() {
@@ -974,7 +974,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                 let line = serde_json::json!({
                     "task": task.name(), "seed": seed, "width": w, "height": h,
                     "goal": mask_bits(&goal_mask.data),
-                    "context": mask_bits(&metrics::mask(task, &context, w, h)),
+                    "context": mask_bits(&metrics::mask(task, &context, w, h)?),
                     "candidates": dumped,
                 });
                 writeln!(d, "{line}")?;
