@@ -1,17 +1,21 @@
 //! Verifier node: the world model as a ROS 2 node. For every set of candidate actions the
 //! planner publishes, it imagines each candidate's outcome in one batch
-//! ([`crate::world_model::imagine`]) from the latest object-only frame, depth, goal image
-//! and goal depth, and publishes `VerifierScores` (mask measure per candidate, the best
+//! ([`crate::world_model::imagine`]) from the object-only frame and depth of the moment the
+//! candidates were made for (stamped nearest their stamp, within `pair_within_s`; waited
+//! for up to `pair_wait_s` when they have not come yet), the goal image, goal depth and
+//! task in force at that moment, and publishes `VerifierScores` (mask measure per candidate, the best
 //! index) and the predicted final frames side by side as one image. A planner configured to
 //! wait for it (`verify.wait`) then executes the best candidate: test-time verification,
-//! best of N. A set it cannot score (no goal yet, a goal depth of another size, a goal
-//! that shows no object in the model's crop) is answered with NaN scores and `best = -1`
+//! best of N. Candidates stamped 0 (a planner that does not stamp) take the latest frames.
+//! A set it cannot score (no frames of its moment, no goal yet, a goal depth of another
+//! size, a goal that shows no object in the model's crop) is answered with NaN scores and `best = -1`
 //! and a warning, and the planner keeps its own choice.
 //!
 //! `world_model` and `noise_seed` are live parameters: a new world-model folder set
 //! through the parameter services (e.g. the trainer's newest) is loaded before the next
 //! verification, and the old model is kept if it does not load.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +79,13 @@ pub struct VerifierConfig {
     pub device: crate::device::DeviceSpec,
     /// Its compute dtype (`auto`: f32 on the CPU, bf16 on a GPU).
     pub dtype: crate::device::DtypeSpec,
+    /// The object-only and depth frames scored are those stamped nearest the candidates'
+    /// stamp, at most this far from it (seconds; a camera's colour and aligned depth share
+    /// a stamp, a re-stamping driver may not).
+    pub pair_within_s: f64,
+    /// How long to wait for those frames when the candidates came first (seconds); then
+    /// the set is answered unverified.
+    pub pair_wait_s: f64,
     /// Topic names.
     pub topics: VerifierTopics,
 }
@@ -86,6 +97,8 @@ impl Default for VerifierConfig {
             noise_seed: 0,
             device: Default::default(),
             dtype: Default::default(),
+            pair_within_s: 0.1,
+            pair_wait_s: 2.0,
             topics: VerifierTopics::default(),
         }
     }
@@ -112,9 +125,9 @@ fn depth_of(img: &Image) -> Result<Vec<f32>, String> {
     super::executor::decode_depth(img).map(|d| d.data)
 }
 
-/// Everything the node keeps between messages.
+/// The inputs of one verification: those of the moment the candidates were made for.
 #[derive(Default)]
-struct Latest {
+struct Inputs {
     task: Option<Task>,
     object: Option<Image>,
     depth: Option<Image>,
@@ -122,21 +135,131 @@ struct Latest {
     goal_depth: Option<Image>,
 }
 
+/// How many messages of each input the node keeps to find those of a candidate set's
+/// moment: 3 s of a 5-Hz camera, and more than one verification's queue.
+const KEPT: usize = 16;
+
+/// The last [`KEPT`] messages of one input with their stamps (ns), oldest first.
+struct Recent<T>(VecDeque<(i64, T)>);
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<T> Recent<T> {
+    fn push(&mut self, stamp: i64, m: T) {
+        if self.0.len() == KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((stamp, m));
+    }
+
+    fn latest(&self) -> Option<&T> {
+        self.0.back().map(|(_, m)| m)
+    }
+
+    /// The message stamped nearest `at`, if at most `within` ns from it.
+    fn nearest(&self, at: i64, within: i64) -> Option<&T> {
+        self.0
+            .iter()
+            .map(|(t, m)| ((t - at).abs(), m))
+            .filter(|(d, _)| *d <= within)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, m)| m)
+    }
+
+    /// Whether a message stamped later than `at` may still come: none kept is.
+    fn may_come(&self, at: i64) -> bool {
+        self.0.back().is_none_or(|(t, _)| *t <= at)
+    }
+
+    /// The message in force at `at`: the last stamped at or before it, else (every kept
+    /// one is later, e.g. a goal re-published after the planner's frame) the oldest.
+    fn in_force(&self, at: i64) -> Option<&T> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .or(self.0.front())
+            .map(|(_, m)| m)
+    }
+}
+
+/// What the node has received: the last few messages of every input.
+#[derive(Default)]
+struct Received {
+    tasks: Recent<Option<Task>>,
+    objects: Recent<Image>,
+    depths: Recent<Image>,
+    goals: Recent<Image>,
+    goal_depths: Recent<Image>,
+}
+
+impl Received {
+    /// The inputs of the moment `stamp` (ns): frames stamped nearest it within `within`
+    /// ns (for a planner that does not stamp, `stamp` 0, the latest), goal and task in
+    /// force then. `Err` names a frame that is missing.
+    fn at(&self, stamp: i64, within: i64) -> Result<Inputs, String> {
+        let frame = |r: &Recent<Image>, what: &str| -> Result<Option<Image>, String> {
+            match r.nearest(stamp, within) {
+                Some(m) => Ok(Some(m.clone())),
+                None if stamp == 0 || r.latest().is_none() => Ok(r.latest().cloned()),
+                None => Err(format!(
+                    "no {what} stamped within {:.3} s of the candidates' stamp {:.3} s \
+                     (kept: {:.3}–{:.3} s)",
+                    within as f64 * 1e-9,
+                    stamp as f64 * 1e-9,
+                    r.0.front().map_or(0, |m| m.0) as f64 * 1e-9,
+                    r.0.back().map_or(0, |m| m.0) as f64 * 1e-9,
+                )),
+            }
+        };
+        fn in_force<T>(r: &Recent<T>, stamp: i64) -> Option<&T> {
+            if stamp == 0 {
+                r.latest()
+            } else {
+                r.in_force(stamp)
+            }
+        }
+        Ok(Inputs {
+            task: in_force(&self.tasks, stamp).copied().flatten(),
+            object: frame(&self.objects, "object-only frame")?,
+            depth: frame(&self.depths, "depth frame")?,
+            goal: in_force(&self.goals, stamp).cloned(),
+            goal_depth: in_force(&self.goal_depths, stamp).cloned(),
+        })
+    }
+
+    /// Whether a frame of the moment `stamp` is missing and may still come.
+    fn waits_for(&self, stamp: i64, within: i64) -> bool {
+        stamp != 0
+            && [&self.objects, &self.depths]
+                .iter()
+                .any(|r| r.nearest(stamp, within).is_none() && r.may_come(stamp + within))
+    }
+}
+
+fn stamp_of(h: &Header) -> i64 {
+    h.stamp.as_nanos()
+}
+
 /// Scores of one candidate set, and the predicted final frames side by side.
 fn verify(
     predictor: &Predictor,
-    latest: &Latest,
+    inputs: &Inputs,
     candidates: &ActionCandidates,
     seed: u64,
 ) -> Result<(VerifierScores, Option<Image>), String> {
-    let task = latest
+    let task = inputs
         .task
         .ok_or("no episode reset seen yet (the task is unknown)")?;
     let need = |x: &Option<Image>, what: &str| x.clone().ok_or(format!("no {what} yet"));
-    let object = rgb_frame(&need(&latest.object, "object-only frame")?)?;
-    let depth_img = need(&latest.depth, "depth frame")?;
-    let mut goal = rgb_frame(&need(&latest.goal, "goal image")?)?;
-    let goal_depth = need(&latest.goal_depth, "goal depth")?;
+    let object = rgb_frame(&need(&inputs.object, "object-only frame")?)?;
+    let depth_img = need(&inputs.depth, "depth frame")?;
+    let mut goal = rgb_frame(&need(&inputs.goal, "goal image")?)?;
+    let goal_depth = need(&inputs.goal_depth, "goal depth")?;
     if (goal_depth.width, goal_depth.height) != (goal.width, goal.height) {
         return Err(format!(
             "the goal depth is {}×{} but the goal image {}×{}: they must be one view",
@@ -276,8 +399,8 @@ impl Node for VerifierNode {
             .subscribe::<ActionCandidates>(&t.candidates, Qos::keep_last(10))?;
         let mut objects = ctx
             .bus
-            .subscribe::<Image>(&t.object_only, Qos::keep_last(1))?;
-        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(1))?;
+            .subscribe::<Image>(&t.object_only, Qos::keep_last(KEPT))?;
+        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(KEPT))?;
         let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
         let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
         let mut events = ctx
@@ -289,32 +412,46 @@ impl Node for VerifierNode {
         let frames_pub = ctx
             .bus
             .publisher::<Image>(&t.predicted, Qos::keep_last(1))?;
-        let mut latest = Latest::default();
+        let mut got = Received::default();
+        let on_event = |got: &mut Received, m: &EpisodeEvent| {
+            if m.event == EpisodeEvent::EVENT_RESET {
+                got.tasks
+                    .push(stamp_of(&m.header), Task::from_name(&m.task));
+            }
+        };
+        let image = |r: &mut Recent<Image>, m: &Image| r.push(stamp_of(&m.header), m.clone());
         let mut seed = self.config.noise_seed;
         let mut param_changes = ctx.params.watch();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
-                m = events.recv() => {
-                    let Some(m) = m else { return Ok(()) };
-                    if m.event == EpisodeEvent::EVENT_RESET {
-                        latest.task = Task::from_name(&m.task);
-                    }
-                }
-                m = objects.recv() => { let Some(m) = m else { return Ok(()) }; latest.object = Some((*m).clone()); }
-                m = depths.recv() => { let Some(m) = m else { return Ok(()) }; latest.depth = Some((*m).clone()); }
-                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; latest.goal = Some((*m).clone()); }
-                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; latest.goal_depth = Some((*m).clone()); }
+                m = events.recv() => { let Some(m) = m else { return Ok(()) }; on_event(&mut got, &m); }
+                m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, &m); }
+                m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, &m); }
+                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goals, &m); }
+                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goal_depths, &m); }
                 m = cands.recv() => {
                     let Some(c) = m else { return Ok(()) };
-                    // Frames that came with the candidates may still wait in their queues.
-                    while let Some(m) = objects.try_recv() { latest.object = Some((*m).clone()); }
-                    while let Some(m) = depths.try_recv() { latest.depth = Some((*m).clone()); }
-                    while let Some(m) = goals.try_recv() { latest.goal = Some((*m).clone()); }
-                    while let Some(m) = goal_depths.try_recv() { latest.goal_depth = Some((*m).clone()); }
-                    while let Some(m) = events.try_recv() {
-                        if m.event == EpisodeEvent::EVENT_RESET {
-                            latest.task = Task::from_name(&m.task);
+                    let (stamp, within) = (stamp_of(&c.header), (self.config.pair_within_s * 1e9) as i64);
+                    // The frames of the candidates' moment may still wait in their queues,
+                    // or not have come yet (the planner answered before the camera's last
+                    // topics went out): wait for them a while.
+                    let deadline = tokio::time::Instant::now()
+                        + std::time::Duration::from_secs_f64(self.config.pair_wait_s);
+                    loop {
+                        while let Some(m) = objects.try_recv() { image(&mut got.objects, &m); }
+                        while let Some(m) = depths.try_recv() { image(&mut got.depths, &m); }
+                        while let Some(m) = goals.try_recv() { image(&mut got.goals, &m); }
+                        while let Some(m) = goal_depths.try_recv() { image(&mut got.goal_depths, &m); }
+                        while let Some(m) = events.try_recv() { on_event(&mut got, &m); }
+                        if !got.waits_for(stamp, within) {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = ctx.shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, &m); }
+                            m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, &m); }
                         }
                     }
                     let (header, episode, step, n) = (c.header.clone(), c.episode, c.step, c.candidates.len());
@@ -333,18 +470,12 @@ impl Node for VerifierNode {
                         }
                     }
                     let predictor = self.predictor.take().expect("returned after each verification");
-                    let snapshot = Latest {
-                        task: latest.task,
-                        object: latest.object.clone(),
-                        depth: latest.depth.clone(),
-                        goal: latest.goal.clone(),
-                        goal_depth: latest.goal_depth.clone(),
-                    };
+                    let snapshot = got.at(stamp, within);
                     let (predictor, result) = tokio::task::spawn_blocking(move || {
                         // A bug met by odd input answers this set unverified instead of
                         // ending the node.
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            verify(&predictor, &snapshot, &c, seed)
+                            verify(&predictor, &snapshot?, &c, seed)
                         }))
                         .unwrap_or_else(|_| Err("the verification panicked (a bug: please report the inputs)".into()));
                         (predictor, r)
@@ -396,7 +527,7 @@ mod tests {
     }
 
     /// A fresh tiny world model (mechanics, not quality) and a state's inputs.
-    fn setup(task: Task) -> (tempfile::TempDir, Predictor, Latest, ActionCandidates) {
+    fn setup(task: Task) -> (tempfile::TempDir, Predictor, Inputs, ActionCandidates) {
         let cfg = Config {
             width: 32,
             height: 16,
@@ -419,7 +550,7 @@ mod tests {
         let object = crate::verifier::object_frame(&obs.world, obs.current.width);
         let (_, depth) = images(&obs.current);
         let (goal, goal_depth) = images(&obs.goal_frame);
-        let latest = Latest {
+        let latest = Inputs {
             task: Some(task),
             object: Some(images(&object).0),
             depth: Some(depth),
@@ -490,5 +621,132 @@ mod tests {
         };
         assert!(column(1), "the unscored candidate's column is not blank");
         assert!(!column(0), "the first candidate's column is blank");
+    }
+
+    /// An image `m` stamped `secs`.
+    fn at(mut m: Image, secs: f64) -> Image {
+        m.header.stamp = Time::from_nanos((secs * 1e9) as i64);
+        m
+    }
+
+    #[test]
+    fn the_inputs_are_those_of_the_candidates_moment_not_the_latest() {
+        let ns = |s: f64| (s * 1e9) as i64;
+        let tagged = |tag: u8| Image {
+            data: vec![tag],
+            ..Default::default()
+        };
+        let mut got = Received::default();
+        for (t, tag) in [(1.0, 1), (1.2, 2)] {
+            got.objects.push(ns(t), tagged(tag));
+            got.depths.push(ns(t + 0.01), tagged(tag + 10));
+        }
+        // Episode 0 (rope) began at 0.5 s, episode 1 (cloth) at 1.1 s.
+        got.goals.push(ns(0.5), tagged(50));
+        got.goals.push(ns(1.1), tagged(51));
+        got.goal_depths.push(ns(0.5), tagged(60));
+        got.goal_depths.push(ns(1.1), tagged(61));
+        got.tasks.push(ns(0.5), Some(Task::Rope));
+        got.tasks.push(ns(1.1), Some(Task::Cloth));
+        let tags = |i: &Inputs| {
+            [&i.object, &i.depth, &i.goal, &i.goal_depth].map(|m| m.as_ref().unwrap().data[0])
+        };
+        let within = ns(0.1);
+        let first = got.at(ns(1.0), within).unwrap();
+        assert_eq!(
+            (tags(&first), first.task),
+            ([1, 11, 50, 60], Some(Task::Rope))
+        );
+        let second = got.at(ns(1.2), within).unwrap();
+        assert_eq!(
+            (tags(&second), second.task),
+            ([2, 12, 51, 61], Some(Task::Cloth))
+        );
+        // A planner that does not stamp gets the latest.
+        let unstamped = got.at(0, within).unwrap();
+        assert_eq!(tags(&unstamped), [2, 12, 51, 61]);
+        // Frames of a moment long gone are not replaced by others.
+        let err = got.at(ns(0.7), within).err().unwrap();
+        assert!(
+            err.contains("no object-only frame stamped within 0.100 s"),
+            "{err}"
+        );
+        // A moment after the last frame waits for its frames; one that has its frames, or
+        // an unstamped one, does not.
+        assert!(got.waits_for(ns(1.5), within));
+        assert!(!got.waits_for(ns(1.2), within));
+        assert!(!got.waits_for(0, within));
+        // Only the last KEPT are kept.
+        for k in 0..KEPT {
+            got.objects.push(ns(2.0 + k as f64), tagged(100));
+        }
+        assert!(got.objects.nearest(ns(1.2), within).is_none());
+    }
+
+    /// Candidates that come before the frames of their moment wait for them: the planner
+    /// answered before the camera's object-only and depth frames went out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn candidates_that_come_before_their_frames_wait_for_them() {
+        use crate::bus::LocalBus;
+        use crate::nodes::params::LiveParams;
+        use tokio_util::sync::CancellationToken;
+
+        let (dir, _predictor, inputs, mut candidates) = setup(Task::Cloth);
+        let node = VerifierNode::new(VerifierConfig {
+            world_model: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let bus = LocalBus::default();
+        let stop = CancellationToken::new();
+        let t = VerifierTopics::default();
+        let mut scores = bus
+            .subscribe::<VerifierScores>(&t.scores, Qos::keep_last(10))
+            .unwrap();
+        let publish = |topic: &str, m: Image| {
+            bus.publisher::<Image>(topic, Qos::latched())
+                .unwrap()
+                .publish(m)
+                .unwrap();
+        };
+        let ctx = NodeContext {
+            name: "verifier".into(),
+            bus: bus.clone(),
+            shutdown: stop.clone(),
+            params: LiveParams::fixed(),
+        };
+        let handle = tokio::spawn(node.run(ctx));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        bus.publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(10))
+            .unwrap()
+            .publish(EpisodeEvent {
+                header: Header {
+                    stamp: Time::from_nanos(1_000_000_000),
+                    frame_id: String::new(),
+                },
+                task: "cloth".into(),
+                event: EpisodeEvent::EVENT_RESET.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        publish(&t.goal, at(inputs.goal.unwrap(), 1.0));
+        publish(&t.goal_depth, at(inputs.goal_depth.unwrap(), 1.0));
+        candidates.header.stamp = Time::from_nanos(2_000_000_000);
+        bus.publisher::<ActionCandidates>(&t.candidates, Qos::keep_last(10))
+            .unwrap()
+            .publish(candidates)
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        publish(&t.object_only, at(inputs.object.unwrap(), 2.0));
+        publish(&t.depth, at(inputs.depth.unwrap(), 2.0));
+        let s = tokio::time::timeout(std::time::Duration::from_secs(120), scores.recv())
+            .await
+            .expect("no scores")
+            .unwrap();
+        assert!(s.best >= 0, "the set was not verified: {s:?}");
+        assert_eq!(s.header.stamp, Time::from_nanos(2_000_000_000));
+        stop.cancel();
+        bus.shutdown();
+        let _ = handle.await;
     }
 }
