@@ -235,6 +235,13 @@ fn bad_sources_and_calibrations_are_clear_errors() {
     let err = |config: CameraConfig| format!("{:#}", CameraNode::new(config).err().unwrap());
     let cal = dir.path().join("cam.yaml");
     std::fs::write(&cal, CALIBRATION).unwrap();
+    // An object task that is not a task.
+    let e = err(CameraConfig {
+        object_only_topic: "/camera/object_only".into(),
+        object_task: "rag".into(),
+        ..Default::default()
+    });
+    assert!(e.contains("object_task `rag` is not a task"), "{e}");
     // Calibrated for 640×480, set to 320×240.
     let e = err(CameraConfig {
         calibration: Some(cal.clone()),
@@ -344,4 +351,159 @@ async fn rate_hz_set_while_running_applies_from_the_next_frame() {
     assert!((99..=102).contains(&n), "{n} frames in 2 s at 50 Hz");
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// A real camera's frames made into object-only frames (`object_only_topic`, the task from
+/// the episode's `reset`) against the simulator's own: the built-in world, a random planner
+/// and the executor play one episode per task while a camera node re-publishes the sim's
+/// full frames (the arm in view); each object-only frame it makes is paired by stamp with
+/// the one the simulator renders without the arm. Nothing but the object may be made
+/// object in any frame, and in frames where the arm hides none of the object, all of it
+/// must be found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
+    use dreamplan::nodes::{executor::ExecutorNode, planner::PlannerNode, sim::SimNode};
+    use dreamplan::sim::tasks::Task;
+    use std::collections::BTreeMap;
+
+    for task in Task::ALL {
+        let graph: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "{{ sim: {{ task: {}, seed: 21, episodes: 1, width: 256, height: 256, realtime: false }},
+               planner: {{ backend: random }},
+               executor: {{ width: 256, height: 256 }} }}",
+            task.name()
+        ))
+        .unwrap();
+        let bus = LocalBus::default();
+        let stop = CancellationToken::new();
+        let mut made = bus
+            .subscribe::<Image>("/camera/object_only_made", Qos::keep_last(1000))
+            .unwrap();
+        let mut rendered = bus
+            .subscribe::<Image>("/camera/object_only", Qos::keep_last(1000))
+            .unwrap();
+        let mut events = bus
+            .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+            .unwrap();
+        let mut fulls = bus
+            .subscribe::<Image>("/camera/image_raw", Qos::keep_last(1000))
+            .unwrap();
+        let ctx = |name: &str| NodeContext {
+            name: name.into(),
+            bus: bus.clone(),
+            shutdown: stop.clone(),
+            params: dreamplan::nodes::params::LiveParams::fixed(),
+        };
+        let camera = CameraNode::new(CameraConfig {
+            source: Source::Topic,
+            input_topic: "/camera/image_raw".into(),
+            image_topic: "/camera/restamped".into(),
+            object_only_topic: "/camera/object_only_made".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut handles = vec![tokio::spawn(camera.run(ctx("camera")))];
+        handles.push(tokio::spawn(
+            PlannerNode::new(serde_yaml::from_value(graph["planner"].clone()).unwrap())
+                .unwrap()
+                .run(ctx("planner")),
+        ));
+        handles.push(tokio::spawn(
+            ExecutorNode::new(serde_yaml::from_value(graph["executor"].clone()).unwrap())
+                .unwrap()
+                .run(ctx("executor")),
+        ));
+        handles.push(tokio::spawn(
+            SimNode::new(serde_yaml::from_value(graph["sim"].clone()).unwrap())
+                .unwrap()
+                .run(ctx("sim")),
+        ));
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(300), events.recv())
+                .await
+                .expect("the episode is scored within 300 s")
+                .unwrap();
+            if e.event == EpisodeEvent::EVENT_SCORED {
+                break;
+            }
+        }
+        stop.cancel();
+        bus.shutdown();
+        for h in handles {
+            let _ = h.await;
+        }
+        let stamp = |m: &Image| m.header.stamp.as_nanos();
+        let mut truth = BTreeMap::new();
+        while let Some(m) = rendered.try_recv() {
+            truth.insert(stamp(&m), m);
+        }
+        let mask = |m: &Image| {
+            let frame = dreamplan::render::Frame {
+                width: m.width,
+                height: m.height,
+                rgb: m.data.clone(),
+                depth: Vec::new(),
+            };
+            dreamplan::verifier::object_mask(task, &frame).unwrap().data
+        };
+        let mut full = BTreeMap::new();
+        while let Some(m) = fulls.try_recv() {
+            full.insert(stamp(&m), m);
+        }
+        let mut ious = Vec::new();
+        let mut paired = 0;
+        while let Some(m) = made.try_recv() {
+            let (Some(t), Some(f)) = (truth.get(&stamp(&m)), full.get(&stamp(&m))) else {
+                continue;
+            };
+            paired += 1;
+            assert_eq!((m.width, m.height, m.encoding.as_str()), (256, 256, "rgb8"));
+            let (a, b) = (mask(&m), mask(t));
+            let inter = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
+            let union = a.iter().zip(&b).filter(|(x, y)| **x || **y).count();
+            // Nothing but the object is made object, arm or not.
+            let made_px = a.iter().filter(|x| **x).count();
+            assert!(
+                inter as f64 >= 0.95 * made_px as f64,
+                "{task:?}: {made_px} object pixels made, {inter} of them the object's"
+            );
+            // Outside the object: one plain colour.
+            let mut outside = m
+                .data
+                .chunks(3)
+                .zip(&a)
+                .filter(|(_, o)| !**o)
+                .map(|(p, _)| p);
+            let first = outside.next().unwrap();
+            assert!(outside.all(|p| p == first), "the table is not plain");
+            // Where the arm hides none of the object, all of it is found.
+            let hidden = b
+                .iter()
+                .zip(f.data.chunks(3).zip(t.data.chunks(3)))
+                .filter(|(o, (x, y))| {
+                    **o && x
+                        .iter()
+                        .zip(*y)
+                        .map(|(p, q)| p.abs_diff(*q) as u32)
+                        .sum::<u32>()
+                        > 30
+                })
+                .count();
+            if hidden == 0 {
+                ious.push(inter as f64 / union.max(1) as f64);
+            }
+        }
+        ious.sort_by(f64::total_cmp);
+        eprintln!(
+            "{task:?}: {paired} frames paired, {} with the object in full view: object-mask IoU min {:.3}",
+            ious.len(),
+            ious.first().copied().unwrap_or(f64::NAN)
+        );
+        assert!(
+            ious.len() >= 3,
+            "{task:?}: {} frames in full view",
+            ious.len()
+        );
+        assert!(ious[0] >= 0.95, "{task:?}: IoU {:.3}", ious[0]);
+    }
 }

@@ -8,6 +8,11 @@
 //! Calibration: an ideal pinhole from `hfov_deg` (or `intrinsics`) by default, or a
 //! calibration file in the ROS camera_info YAML format (what `camera_calibration` writes
 //! and `camera_info_manager` reads) with `calibration: FILE`.
+//!
+//! With `object_only_topic` it also publishes each frame's object alone on a plain table
+//! ([`crate::vision::object_only`]: the task's colour segmentation), stamped as the frame:
+//! the object-only frames that the world model's verifier and its training clips read,
+//! which the built-in world renders and a real camera does not give.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +76,14 @@ pub struct CameraConfig {
     /// Calibration in the ROS camera_info YAML format; its image size must be
     /// `width`×`height`. Overrides `hfov_deg` and `intrinsics`. Empty: none.
     pub calibration: Option<PathBuf>,
+    /// Also publish each frame's object alone on a plain table on this topic, stamped as
+    /// the frame (rgb8). Empty: off.
+    pub object_only_topic: String,
+    /// Whose colour segmentation finds the object: `rope`, `cloth` or `toy`; empty: the
+    /// task of the latest `reset` on `episode_topic` (no object-only frame before one).
+    pub object_task: String,
+    /// Episode events (in, with `object_only_topic` and an empty `object_task`).
+    pub episode_topic: String,
 }
 
 impl Default for CameraConfig {
@@ -90,6 +103,9 @@ impl Default for CameraConfig {
             video: None,
             device: "/dev/video0".into(),
             calibration: None,
+            object_only_topic: String::new(),
+            object_task: String::new(),
+            episode_topic: "/dreamplan/episode".into(),
         }
     }
 }
@@ -412,6 +428,81 @@ fn load_frame(path: &PathBuf, width: u32, height: u32) -> anyhow::Result<Vec<u8>
     Ok(img.to_rgb8().into_raw())
 }
 
+/// The object-only frames of `object_only_topic`: the task to segment for, its publisher.
+struct ObjectOnly {
+    publisher: Option<crate::bus::Publisher<Image>>,
+    task: Option<crate::sim::tasks::Task>,
+    episodes: Option<crate::bus::Subscriber<EpisodeEvent>>,
+    /// Whether a frame went without (no task yet, or one that failed) since the last one
+    /// made: warned once, not per frame.
+    warned: bool,
+}
+
+impl ObjectOnly {
+    fn new<B: Bus>(c: &CameraConfig, ctx: &NodeContext<B>) -> anyhow::Result<Self> {
+        let on = !c.object_only_topic.is_empty();
+        Ok(Self {
+            publisher: on
+                .then(|| {
+                    ctx.bus
+                        .publisher::<Image>(&c.object_only_topic, Qos::keep_last(5))
+                })
+                .transpose()?,
+            task: crate::sim::tasks::Task::from_name(&c.object_task),
+            episodes: (on && c.object_task.is_empty())
+                .then(|| {
+                    ctx.bus
+                        .subscribe::<EpisodeEvent>(&c.episode_topic, Qos::keep_last(100))
+                })
+                .transpose()?,
+            warned: false,
+        })
+    }
+
+    /// The object-only frame of `img` (rgb8 or bgr8), stamped as it; `None` (warned once)
+    /// without a task or for an image that cannot be read.
+    fn frame(&mut self, img: &Image, node: &str) -> Option<Image> {
+        self.publisher.as_ref()?;
+        if let Some(events) = self.episodes.as_mut() {
+            while let Some(e) = events.try_recv() {
+                if e.event == EpisodeEvent::EVENT_RESET {
+                    self.task = crate::sim::tasks::Task::from_name(&e.task);
+                }
+            }
+        }
+        let made = self
+            .task
+            .ok_or_else(|| "no episode reset has named the task yet".to_string())
+            .and_then(|task| {
+                let rgb = crate::world_model::clip::image_rgb(img).map_err(|e| e.to_string())?;
+                let view = crate::vision::RgbView::new(img.width, img.height, &rgb)
+                    .map_err(|e| e.to_string())?;
+                crate::vision::object_only(&view, &crate::planner::eval::segment_params(task))
+                    .map_err(|e| e.to_string())
+            });
+        match made {
+            Ok(data) => {
+                self.warned = false;
+                Some(Image {
+                    header: img.header.clone(),
+                    height: img.height,
+                    width: img.width,
+                    encoding: "rgb8".into(),
+                    is_bigendian: 0,
+                    step: img.width * 3,
+                    data,
+                })
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!(node = %node, "no object-only frame: {e}");
+                }
+                None
+            }
+        }
+    }
+}
+
 impl Node for CameraNode {
     const KIND: &'static str = "camera";
     type Config = CameraConfig;
@@ -449,6 +540,12 @@ impl Node for CameraNode {
             "width and height must be ≤ 16384"
         );
         Self::validate(&config)?;
+        anyhow::ensure!(
+            config.object_task.is_empty()
+                || crate::sim::tasks::Task::from_name(&config.object_task).is_some(),
+            "object_task `{}` is not a task: rope, cloth, toy, or empty for the episode's",
+            config.object_task
+        );
         anyhow::ensure!(
             config.hfov_deg > 0.0 && config.hfov_deg < 180.0,
             "hfov_deg must be in (0, 180)"
@@ -511,6 +608,7 @@ impl Node for CameraNode {
             .publisher::<CameraInfo>(&c.info_topic, Qos::latched())?;
         info.header.stamp = ctx.bus.clock().now();
         info_pub.publish(info.clone())?;
+        let mut objects = ObjectOnly::new(&c, &ctx)?;
 
         if c.source == Source::Topic {
             let mut input = ctx
@@ -529,7 +627,11 @@ impl Node for CameraNode {
                             info.header.stamp = img.header.stamp.clone();
                             info_pub.publish(info.clone())?;
                         }
+                        let object = objects.frame(&img, &ctx.name);
                         image_pub.publish(img)?;
+                        if let Some((p, m)) = objects.publisher.as_ref().zip(object) {
+                            p.publish(m)?;
+                        }
                     }
                 }
             }
@@ -599,7 +701,15 @@ impl Node for CameraNode {
                 step: c.width * 3,
                 data,
             };
-            match image_pub.publish(img) {
+            let object = objects.frame(&img, &ctx.name);
+            let sent = image_pub.publish(img).and_then(|()| {
+                objects
+                    .publisher
+                    .as_ref()
+                    .zip(object)
+                    .map_or(Ok(()), |(p, m)| p.publish(m))
+            });
+            match sent {
                 Ok(()) => {}
                 Err(crate::bus::BusError::Closed(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),

@@ -13,7 +13,7 @@ pub mod segment;
 
 pub use keypoints::{farthest_point_sampling, Keypoint};
 pub use overlay::draw_keypoints;
-pub use segment::{segment, ColorRange, Mask, SegmentParams};
+pub use segment::{object_only, segment, ColorRange, Mask, SegmentParams};
 
 /// An 8-bit RGB image, row-major, borrowed.
 #[derive(Debug, Clone, Copy)]

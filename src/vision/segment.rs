@@ -187,3 +187,79 @@ pub fn segment(image: &RgbView<'_>, params: &SegmentParams) -> Result<Mask, Visi
         data: labels.iter().map(|l| keep.contains(l)).collect(),
     })
 }
+
+/// The object alone on a plain table, as the world model's object-only frames show it: the
+/// pixels of [`segment`]'s mask keep their colour and every other pixel takes the median
+/// colour of the pixels outside it (the table's). The built-in world renders these frames;
+/// from a real camera this is how they are made (the camera node's `object_only_topic`).
+/// An arm whose colour differs from the object's drops out with the rest of the scene;
+/// what it hides of the object is lost. An image without the object is all table.
+pub fn object_only(image: &RgbView<'_>, params: &SegmentParams) -> Result<Vec<u8>, VisionError> {
+    let n = image.width as usize * image.height as usize;
+    let mask = match segment(image, params) {
+        Ok(m) => m.data,
+        Err(VisionError::NoObject(_)) => vec![false; n],
+        Err(e) => return Err(e),
+    };
+    // Per-channel histograms of the pixels outside the object, and their medians.
+    let mut hist = [[0usize; 256]; 3];
+    let mut outside = 0;
+    for (px, &m) in image.data.chunks_exact(3).zip(&mask) {
+        if !m {
+            for (h, &v) in hist.iter_mut().zip(px) {
+                h[v as usize] += 1;
+            }
+            outside += 1;
+        }
+    }
+    let median = hist.map(|h| {
+        let mut seen = 0;
+        h.iter()
+            .position(|&c| {
+                seen += c;
+                2 * seen > outside
+            })
+            .unwrap_or(0) as u8
+    });
+    let mut out = Vec::with_capacity(n * 3);
+    for (px, &m) in image.data.chunks_exact(3).zip(&mask) {
+        out.extend_from_slice(if m { px } else { &median });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::eval::segment_params;
+    use crate::sim::tasks::Task;
+
+    #[test]
+    fn object_only_keeps_the_object_on_the_median_table_and_an_empty_view_is_all_table() {
+        // A 40×20 table of two shades (the median is the commoner), a red 6×4 rope piece.
+        let (w, h) = (40u32, 20u32);
+        let mut rgb = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let px: [u8; 3] = if (10..16).contains(&x) && (8..12).contains(&y) {
+                    [210, 40, 40]
+                } else if x < 5 {
+                    [120, 120, 120]
+                } else {
+                    [190, 180, 160]
+                };
+                rgb.extend_from_slice(&px);
+            }
+        }
+        let params = segment_params(Task::Rope);
+        let out = object_only(&RgbView::new(w, h, &rgb).unwrap(), &params).unwrap();
+        let at = |x: u32, y: u32| &out[((y * w + x) * 3) as usize..][..3];
+        assert_eq!(at(12, 9), [210, 40, 40]);
+        assert_eq!(at(2, 2), [190, 180, 160], "the grey strip becomes table");
+        assert_eq!(at(30, 15), [190, 180, 160]);
+        // Without the object: all table.
+        let table: Vec<u8> = [190u8, 180, 160].repeat((w * h) as usize);
+        let out = object_only(&RgbView::new(w, h, &table).unwrap(), &params).unwrap();
+        assert_eq!(out, table);
+    }
+}
