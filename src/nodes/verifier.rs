@@ -2,8 +2,9 @@
 //! planner publishes, it imagines each candidate's outcome in one batch
 //! ([`crate::world_model::imagine`]) from the object-only frame and depth of the moment the
 //! candidates were made for (stamped nearest their stamp, within `pair_within_s`; waited
-//! for up to `pair_wait_s` when they have not come yet), the goal image, goal depth and
-//! task in force at that moment, and publishes `VerifierScores` (mask measure per candidate, the best
+//! for up to `pair_wait_s` when they have not come yet; the next frame of the same episode
+//! when a slow planner's frame was pushed out), the goal image, goal depth and task in
+//! force at that moment, and publishes `VerifierScores` (mask measure per candidate, the best
 //! index) and the predicted final frames side by side as one image. A planner configured to
 //! wait for it (`verify.wait`) then executes the best candidate: test-time verification,
 //! best of N. Candidates stamped 0 (a planner that does not stamp) take the latest frames.
@@ -136,53 +137,78 @@ struct Inputs {
 }
 
 /// How many messages of each input the node keeps to find those of a candidate set's
-/// moment: 3 s of a 5-Hz camera, and more than one verification's queue.
+/// moment (1.6 s of a 10-Hz camera); a moment whose frames were pushed out while the
+/// planner decided takes the first later frame of the same episode.
 const KEPT: usize = 16;
 
 /// The last [`KEPT`] messages of one input with their stamps (ns), oldest first.
-struct Recent<T>(VecDeque<(i64, T)>);
+struct Recent<T> {
+    kept: VecDeque<(i64, T)>,
+    /// A wait for this input ended with nothing received: it is not waited for again
+    /// until it delivers (a topic nobody publishes would stall every set).
+    silent: bool,
+}
 
 impl<T> Default for Recent<T> {
     fn default() -> Self {
-        Self(VecDeque::new())
+        Self {
+            kept: VecDeque::new(),
+            silent: false,
+        }
     }
 }
 
 impl<T> Recent<T> {
     fn push(&mut self, stamp: i64, m: T) {
-        if self.0.len() == KEPT {
-            self.0.pop_front();
+        if self.kept.len() == KEPT {
+            self.kept.pop_front();
         }
-        self.0.push_back((stamp, m));
+        self.kept.push_back((stamp, m));
+        self.silent = false;
     }
 
     fn latest(&self) -> Option<&T> {
-        self.0.back().map(|(_, m)| m)
+        self.kept.back().map(|(_, m)| m)
     }
 
-    /// The message stamped nearest `at`, if at most `within` ns from it.
+    /// Whether its messages carry no stamps (the newest is stamped 0).
+    fn unstamped(&self) -> bool {
+        self.kept.back().is_some_and(|(t, _)| *t == 0)
+    }
+
+    /// The message stamped nearest `at`, if at most `within` ns from it; of equal ones
+    /// the newest (as a planner takes the newest of equally stamped frames).
     fn nearest(&self, at: i64, within: i64) -> Option<&T> {
-        self.0
+        self.kept
             .iter()
+            .rev()
             .map(|(t, m)| ((t - at).abs(), m))
             .filter(|(d, _)| *d <= within)
             .min_by_key(|(d, _)| *d)
             .map(|(_, m)| m)
     }
 
+    /// The first message stamped after `at`, with its stamp.
+    fn first_after(&self, at: i64) -> Option<(i64, &T)> {
+        self.kept
+            .iter()
+            .find(|(t, _)| *t > at)
+            .map(|(t, m)| (*t, m))
+    }
+
     /// Whether a message stamped later than `at` may still come: none kept is.
     fn may_come(&self, at: i64) -> bool {
-        self.0.back().is_none_or(|(t, _)| *t <= at)
+        self.kept.back().is_none_or(|(t, _)| *t <= at)
     }
 
     /// The message in force at `at`: the last stamped at or before it, else (every kept
-    /// one is later, e.g. a goal re-published after the planner's frame) the oldest.
+    /// one is later: a goal stamped by another clock) the latest.
     fn in_force(&self, at: i64) -> Option<&T> {
-        self.0
+        self.kept
             .iter()
             .rev()
             .find(|(t, _)| *t <= at)
-            .or(self.0.front())
+            .or(self.kept.back())
             .map(|(_, m)| m)
     }
 }
@@ -199,22 +225,34 @@ struct Received {
 
 impl Received {
     /// The inputs of the moment `stamp` (ns): frames stamped nearest it within `within`
-    /// ns (for a planner that does not stamp, `stamp` 0, the latest), goal and task in
-    /// force then. `Err` names a frame that is missing.
+    /// ns, else (pushed out while the planner decided) the first later frame of the same
+    /// episode, which shows the scene the planner saw while the arm waits for its answer;
+    /// goal and task in force then. A planner that does not stamp (`stamp` 0), or frames
+    /// without stamps, take the latest. `Err` names a frame that is missing.
     fn at(&self, stamp: i64, within: i64) -> Result<Inputs, String> {
+        let reset_after = |a: i64, b: i64| self.tasks.kept.iter().any(|(t, _)| a < *t && *t <= b);
         let frame = |r: &Recent<Image>, what: &str| -> Result<Option<Image>, String> {
-            match r.nearest(stamp, within) {
-                Some(m) => Ok(Some(m.clone())),
-                None if stamp == 0 || r.latest().is_none() => Ok(r.latest().cloned()),
-                None => Err(format!(
-                    "no {what} stamped within {:.3} s of the candidates' stamp {:.3} s \
-                     (kept: {:.3}–{:.3} s)",
-                    within as f64 * 1e-9,
-                    stamp as f64 * 1e-9,
-                    r.0.front().map_or(0, |m| m.0) as f64 * 1e-9,
-                    r.0.back().map_or(0, |m| m.0) as f64 * 1e-9,
-                )),
+            if let Some(m) = r.nearest(stamp, within) {
+                return Ok(Some(m.clone()));
             }
+            if stamp == 0 || r.latest().is_none() || r.unstamped() {
+                return Ok(r.latest().cloned());
+            }
+            if let Some((t, m)) = r
+                .first_after(stamp)
+                .filter(|(t, _)| !reset_after(stamp, *t))
+            {
+                tracing::debug!("the {what} of {stamp} ns is gone; using the next one, {t} ns");
+                return Ok(Some(m.clone()));
+            }
+            Err(format!(
+                "no {what} stamped within {:.3} s of the candidates' stamp {:.3} s, nor a later \
+                 one of the same episode (kept: {:.3}–{:.3} s)",
+                within as f64 * 1e-9,
+                stamp as f64 * 1e-9,
+                r.kept.front().map_or(0, |m| m.0) as f64 * 1e-9,
+                r.kept.back().map_or(0, |m| m.0) as f64 * 1e-9,
+            ))
         };
         fn in_force<T>(r: &Recent<T>, stamp: i64) -> Option<&T> {
             if stamp == 0 {
@@ -232,12 +270,26 @@ impl Received {
         })
     }
 
-    /// Whether a frame of the moment `stamp` is missing and may still come.
+    /// Whether a frame of the moment `stamp` is missing and may still come: not for
+    /// unstamped candidates or frames, nor for an input that stayed silent through a wait.
     fn waits_for(&self, stamp: i64, within: i64) -> bool {
         stamp != 0
-            && [&self.objects, &self.depths]
-                .iter()
-                .any(|r| r.nearest(stamp, within).is_none() && r.may_come(stamp + within))
+            && [&self.objects, &self.depths].iter().any(|r| {
+                !r.silent
+                    && !r.unstamped()
+                    && r.nearest(stamp, within).is_none()
+                    && r.may_come(stamp + within)
+            })
+    }
+
+    /// A wait ended: the frame inputs that delivered nothing at all are not waited for
+    /// again until they do.
+    fn gave_up(&mut self) {
+        for r in [&mut self.objects, &mut self.depths] {
+            if r.kept.is_empty() {
+                r.silent = true;
+            }
+        }
     }
 }
 
@@ -366,6 +418,16 @@ impl Node for VerifierNode {
 
     fn validate(config: &VerifierConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
+            config.pair_within_s.is_finite() && config.pair_within_s >= 0.0,
+            "pair_within_s must be a number of seconds ≥ 0, not {}",
+            config.pair_within_s
+        );
+        anyhow::ensure!(
+            config.pair_wait_s.is_finite() && (0.0..=600.0).contains(&config.pair_wait_s),
+            "pair_wait_s must be between 0 and 600 s, not {}",
+            config.pair_wait_s
+        );
+        anyhow::ensure!(
             !config.world_model.as_os_str().is_empty(),
             "world_model: the world-model folder is required"
         );
@@ -449,7 +511,7 @@ impl Node for VerifierNode {
                         }
                         tokio::select! {
                             _ = ctx.shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep_until(deadline) => break,
+                            _ = tokio::time::sleep_until(deadline) => { got.gave_up(); break }
                             m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, &m); }
                             m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, &m); }
                         }
@@ -665,10 +727,13 @@ mod tests {
         // A planner that does not stamp gets the latest.
         let unstamped = got.at(0, within).unwrap();
         assert_eq!(tags(&unstamped), [2, 12, 51, 61]);
-        // Frames of a moment long gone are not replaced by others.
-        let err = got.at(ns(0.7), within).err().unwrap();
+        // A moment before every kept frame takes the first later one of its episode...
+        let early = got.at(ns(0.7), within).unwrap();
+        assert_eq!(tags(&early), [1, 11, 50, 60]);
+        // ...but never one of the next episode.
+        let err = got.at(ns(0.3), within).err().unwrap();
         assert!(
-            err.contains("no object-only frame stamped within 0.100 s"),
+            err.contains("no object-only frame stamped within 0.100 s of the candidates' stamp 0.300 s, nor a later one of the same episode"),
             "{err}"
         );
         // A moment after the last frame waits for its frames; one that has its frames, or
@@ -676,11 +741,59 @@ mod tests {
         assert!(got.waits_for(ns(1.5), within));
         assert!(!got.waits_for(ns(1.2), within));
         assert!(!got.waits_for(0, within));
-        // Only the last KEPT are kept.
+        // Only the last KEPT are kept; a moment pushed out takes the next frame of its
+        // episode (no reset since).
         for k in 0..KEPT {
-            got.objects.push(ns(2.0 + k as f64), tagged(100));
+            got.objects.push(ns(2.0 + k as f64), tagged(100 + k as u8));
         }
         assert!(got.objects.nearest(ns(1.2), within).is_none());
+        assert_eq!(
+            got.at(ns(1.2), within).unwrap().object.unwrap().data[0],
+            100
+        );
+        // Of two frames with one stamp, the newer.
+        got.depths.push(ns(1.2 + 0.01), tagged(99));
+        assert_eq!(got.at(ns(1.2), within).unwrap().depth.unwrap().data[0], 99);
+        // Goals all stamped after the moment (another clock): the latest, not the oldest.
+        let mut later = Received::default();
+        later.goals.push(ns(5.0), tagged(70));
+        later.goals.push(ns(6.0), tagged(71));
+        assert_eq!(later.at(ns(1.0), within).unwrap().goal.unwrap().data[0], 71);
+        // An input nobody publishes is waited for once, then not again until it delivers;
+        // frames without stamps are not waited for.
+        assert!(later.waits_for(ns(1.0), within));
+        later.gave_up();
+        assert!(!later.waits_for(ns(1.0), within));
+        later.objects.push(0, tagged(1));
+        later.depths.push(0, tagged(2));
+        assert!(!later.waits_for(ns(1.0), within));
+        assert_eq!(
+            tags(
+                &later
+                    .at(ns(1.0), within)
+                    .map(|mut i| {
+                        i.goal_depth = i.goal.clone();
+                        i
+                    })
+                    .unwrap()
+            ),
+            [1, 2, 71, 71]
+        );
+        // Pairing parameters that are not durations are refused.
+        for (within_s, wait_s) in [
+            (f64::NAN, 2.0),
+            (-0.1, 2.0),
+            (0.1, f64::INFINITY),
+            (0.1, 1e6),
+        ] {
+            let e = VerifierNode::validate(&VerifierConfig {
+                pair_within_s: within_s,
+                pair_wait_s: wait_s,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.to_string().starts_with("pair_"), "{e}");
+        }
     }
 
     /// Candidates that come before the frames of their moment wait for them: the planner
