@@ -242,6 +242,15 @@ fn bad_sources_and_calibrations_are_clear_errors() {
         ..Default::default()
     });
     assert!(e.contains("object_task `rag` is not a task"), "{e}");
+    // Generated frames need a topic to go to.
+    let e = err(CameraConfig {
+        image_topic: String::new(),
+        ..Default::default()
+    });
+    assert!(
+        e.contains("image_topic may be empty only with source `topic`"),
+        "{e}"
+    );
     // Calibrated for 640×480, set to 320×240.
     let e = err(CameraConfig {
         calibration: Some(cal.clone()),
@@ -397,7 +406,10 @@ async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
         let camera = CameraNode::new(CameraConfig {
             source: Source::Topic,
             input_topic: "/camera/image_raw".into(),
-            image_topic: "/camera/restamped".into(),
+            // Only the object-only frames, as in gazebo.launch.xml: the frames and their
+            // info come from elsewhere.
+            image_topic: String::new(),
+            info_topic: String::new(),
             object_only_topic: "/camera/object_only_made".into(),
             ..Default::default()
         })

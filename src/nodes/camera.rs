@@ -61,9 +61,10 @@ pub struct CameraConfig {
     pub intrinsics: Option<[f64; 4]>,
     /// Optical frame of the camera.
     pub frame_id: String,
-    /// Output image topic.
+    /// Output image topic (empty, with `source: topic`: the frames are not re-published,
+    /// only their object-only frames, for a graph whose camera topics come from elsewhere).
     pub image_topic: String,
-    /// Output camera-info topic (latched).
+    /// Output camera-info topic (latched; empty: none).
     pub info_topic: String,
     /// Image files for `source: files`.
     pub files: Vec<PathBuf>,
@@ -541,6 +542,10 @@ impl Node for CameraNode {
         );
         Self::validate(&config)?;
         anyhow::ensure!(
+            !config.image_topic.is_empty() || config.source == Source::Topic,
+            "image_topic may be empty only with source `topic` (the frames come from elsewhere)"
+        );
+        anyhow::ensure!(
             config.object_task.is_empty()
                 || crate::sim::tasks::Task::from_name(&config.object_task).is_some(),
             "object_task `{}` is not a task: rope, cloth, toy, or empty for the episode's",
@@ -600,14 +605,17 @@ impl Node for CameraNode {
     async fn run<B: Bus>(mut self, ctx: NodeContext<B>) -> anyhow::Result<()> {
         let c = self.config.clone();
         let mut info = self.info.clone();
-        let image_pub = ctx
-            .bus
-            .publisher::<Image>(&c.image_topic, Qos::sensor_data())?;
-        let info_pub = ctx
-            .bus
-            .publisher::<CameraInfo>(&c.info_topic, Qos::latched())?;
+        let optional = |topic: &str| (!topic.is_empty()).then(|| topic.to_string());
+        let image_pub = optional(&c.image_topic)
+            .map(|t| ctx.bus.publisher::<Image>(&t, Qos::sensor_data()))
+            .transpose()?;
+        let info_pub = optional(&c.info_topic)
+            .map(|t| ctx.bus.publisher::<CameraInfo>(&t, Qos::latched()))
+            .transpose()?;
         info.header.stamp = ctx.bus.clock().now();
-        info_pub.publish(info.clone())?;
+        if let Some(p) = &info_pub {
+            p.publish(info.clone())?;
+        }
         let mut objects = ObjectOnly::new(&c, &ctx)?;
 
         if c.source == Source::Topic {
@@ -625,10 +633,14 @@ impl Node for CameraNode {
                             info.width = img.width;
                             info.height = img.height;
                             info.header.stamp = img.header.stamp.clone();
-                            info_pub.publish(info.clone())?;
+                            if let Some(p) = &info_pub {
+                                p.publish(info.clone())?;
+                            }
                         }
                         let object = objects.frame(&img, &ctx.name);
-                        image_pub.publish(img)?;
+                        if let Some(p) = &image_pub {
+                            p.publish(img)?;
+                        }
                         if let Some((p, m)) = objects.publisher.as_ref().zip(object) {
                             p.publish(m)?;
                         }
@@ -702,6 +714,9 @@ impl Node for CameraNode {
                 data,
             };
             let object = objects.frame(&img, &ctx.name);
+            let image_pub = image_pub
+                .as_ref()
+                .expect("checked in new: generated frames have a topic");
             let sent = image_pub.publish(img).and_then(|()| {
                 objects
                     .publisher
