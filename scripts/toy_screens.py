@@ -22,7 +22,12 @@ differ by more than the margin (wm-eval's default 0.5 half-thresholds):
   simulator's scatter;
 - `flyers FILE...`: candidates whose true object ends more than 10 px from where the prior
   put it (or loses half its pixels: it left the crop), and the agreement on the pairs
-  with and without one.
+  with and without one;
+- `judge FILE...` (session 41): a learned judge of the prior's frame against the goal, a
+  linear score over 13 mask features (coverage and reach percentiles both ways, IoU, log
+  area ratio, centroid and torso distances, the shipped measure's d) fitted by pairwise
+  logistic regression on the other files' pairs and scored on each file's (leave one file
+  out), and the shipped measure plus b times the log area ratio.
 
     python3 scripts/toy_screens.py measures s39_sp3.jsonl held38.jsonl
 """
@@ -238,10 +243,86 @@ def cmd_flyers(paths):
               f"one {agreement(with_f)[0]:.1f}% ({agreement(with_f)[1]} pairs)")
 
 
+JUDGE_FEATURES = ["coverage", "spill", "to goal p50", "to goal p90", "to goal max",
+                  "to outcome p50", "to outcome p90", "to outcome max", "iou",
+                  "log area ratio", "centroid distance", "torso distance", "measure d"]
+
+
+def judge_features(oa, op, ga, gp, w, h):
+    """The features of one outcome mask against the goal (None for an empty outcome)."""
+    if len(op) == 0:
+        return None
+    to, tg = nearest(gp, op), nearest(op, gp)
+    inter = (oa & ga).sum()
+
+    def centre(m):
+        ys, xs = np.nonzero(m)
+        return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+
+    co, cg = (centre(ndimage.binary_erosion(m.reshape(h, w), iterations=2)) for m in (oa, ga))
+    torso = np.linalg.norm(co - cg) if co is not None and cg is not None else 20.0
+    reach = max(np.percentile(tg, 90), np.percentile(to, 90))
+    return np.array([
+        to.mean(), tg.mean(), np.percentile(to, 50), np.percentile(to, 90), to.max(),
+        np.percentile(tg, 50), np.percentile(tg, 90), tg.max(),
+        inter / (oa.sum() + ga.sum() - inter), np.log(oa.sum() / ga.sum()),
+        np.linalg.norm(op.mean(0) - gp.mean(0)), torso, fold_distance(to.mean(), reach)])
+
+
+def judge_agreement(per_state, score):
+    """Pair agreement (%) of `score(features)` (higher better; an empty outcome lowest)."""
+    scored = [[(sim, -1e9 if f is None else score(f)) for sim, f in rows] for rows in per_state]
+    return agreement(scored)[0]
+
+
+def cmd_judge(paths):
+    from scipy.optimize import minimize
+    data = {}
+    for path in paths:
+        rows = []
+        for st in states(path):
+            w, h = st["width"], st["height"]
+            ga, gp = points(st["goal"], w, h)
+            rows.append([(c["sim"], judge_features(*points(c["prior"], w, h), ga, gp, w, h))
+                         for c in st["candidates"]])
+        data[path] = rows
+
+    def pairs(per_state):
+        x, y = [], []
+        for rows in per_state:
+            for (sa, fa), (sb, fb) in itertools.combinations(rows, 2):
+                if abs(sa - sb) > ARGS.margin and fa is not None and fb is not None:
+                    x.append(fa - fb)
+                    y.append(1.0 if sa > sb else -1.0)
+        return np.array(x), np.array(y)
+
+    def fit(x, y, lam):
+        sd = x.std(0) + 1e-9
+        z = x / sd
+        loss = lambda v: np.logaddexp(0, -y * (z @ v)).mean() + lam * v @ v
+        return minimize(loss, np.zeros(z.shape[1]), method="L-BFGS-B").x / sd
+
+    shipped = [judge_agreement(data[p], lambda f: -f[-1]) for p in paths]
+    print("shipped measure          " + " ".join(f"{a:5.1f}" for a in shipped)
+          + f"  mean {np.mean(shipped):.2f}")
+    for lam in (1e-3, 1e-2, 3e-2):
+        res = []
+        for held in paths:
+            x, y = zip(*(pairs(data[p]) for p in paths if p != held))
+            v = fit(np.concatenate(x), np.concatenate(y), lam)
+            res.append(judge_agreement(data[held], lambda f: f @ v))
+        print(f"judge, L2 {lam:<5g} (LOO)    " + " ".join(f"{a:5.1f}" for a in res)
+              + f"  mean {np.mean(res):.2f}")
+    for b in (0.5, 1, 2, 3, 5):
+        res = [judge_agreement(data[p], lambda f: -f[-1] + b * f[9]) for p in paths]
+        print(f"measure + {b:<3g} log area     " + " ".join(f"{a:5.1f}" for a in res)
+              + f"  mean {np.mean(res):.2f}")
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("screen", choices=["measures", "ensemble", "jitter", "flyers", "pooled"])
+    ap.add_argument("screen", choices=["measures", "ensemble", "jitter", "flyers", "pooled", "judge"])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--margin", type=float, default=0.5)
     ARGS = ap.parse_args()
@@ -253,6 +334,8 @@ def main():
         cmd_pooled(ARGS.files)
     elif ARGS.screen == "jitter":
         cmd_jitter(ARGS.files[0])
+    elif ARGS.screen == "judge":
+        cmd_judge(ARGS.files)
     else:
         cmd_flyers(ARGS.files)
 
