@@ -28,11 +28,17 @@ fn event(episode: u32, step: u32, event: &str, score: f64) -> EpisodeEvent {
     }
 }
 
-#[test]
-fn two_episodes_become_two_scored_transitions() {
+/// A new bag `episodes` in a temporary folder (kept while the first value lives).
+fn episodes_bag() -> (tempfile::TempDir, std::path::PathBuf, BagWriter) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("episodes");
-    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    let w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    (tmp, dir, w)
+}
+
+#[test]
+fn two_episodes_become_two_scored_transitions() {
+    let (_tmp, dir, mut w) = episodes_bag();
     let mut t = 1_000 * MS;
     let mut at = |dt: u64| {
         t += dt * MS;
@@ -135,9 +141,7 @@ fn two_episodes_become_two_scored_transitions() {
 /// before the reset are the previous episode's world, not this one's.
 #[test]
 fn a_frame_from_before_the_reset_is_not_the_next_episodes_observation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("episodes");
-    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    let (_tmp, dir, mut w) = episodes_bag();
     let mut t = 1_000 * MS;
     let mut at = |dt: u64| {
         t += dt * MS;
