@@ -251,6 +251,12 @@ fn bad_sources_and_calibrations_are_clear_errors() {
         e.contains("image_topic may be empty only with source `topic`"),
         "{e}"
     );
+    let e = err(CameraConfig {
+        source: Source::Topic,
+        image_topic: String::new(),
+        ..Default::default()
+    });
+    assert!(e.contains("would publish nothing"), "{e}");
     // Calibrated for 640×480, set to 320×240.
     let e = err(CameraConfig {
         calibration: Some(cal.clone()),
@@ -397,6 +403,9 @@ async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
         let mut fulls = bus
             .subscribe::<Image>("/camera/image_raw", Qos::keep_last(1000))
             .unwrap();
+        let mut restamped = bus
+            .subscribe::<Image>("/camera/restamped", Qos::keep_last(1000))
+            .unwrap();
         let ctx = |name: &str| NodeContext {
             name: name.into(),
             bus: bus.clone(),
@@ -406,9 +415,14 @@ async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
         let camera = CameraNode::new(CameraConfig {
             source: Source::Topic,
             input_topic: "/camera/image_raw".into(),
-            // Only the object-only frames, as in gazebo.launch.xml: the frames and their
-            // info come from elsewhere.
-            image_topic: String::new(),
+            // Rope: only the object-only frames, as in gazebo.launch.xml (the frames and
+            // their info come from elsewhere); cloth and toy: the frames re-published too,
+            // as in real_arm.launch.xml.
+            image_topic: if task == Task::Rope {
+                String::new()
+            } else {
+                "/camera/restamped".into()
+            },
             info_topic: String::new(),
             object_only_topic: "/camera/object_only_made".into(),
             ..Default::default()
@@ -462,6 +476,10 @@ async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
         while let Some(m) = fulls.try_recv() {
             full.insert(stamp(&m), m);
         }
+        let mut republished = std::collections::BTreeSet::new();
+        while let Some(m) = restamped.try_recv() {
+            republished.insert(stamp(&m));
+        }
         let mut ious = Vec::new();
         let mut paired = 0;
         while let Some(m) = made.try_recv() {
@@ -469,6 +487,9 @@ async fn a_cameras_frames_become_object_only_frames_like_the_simulators() {
                 continue;
             };
             paired += 1;
+            // Re-published (real arm) or not (Gazebo), the frame goes out before its
+            // object-only frame.
+            assert_eq!(republished.contains(&stamp(&m)), task != Task::Rope);
             assert_eq!((m.width, m.height, m.encoding.as_str()), (256, 256, "rgb8"));
             let (a, b) = (mask(&m), mask(t));
             let inter = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();

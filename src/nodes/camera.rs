@@ -437,6 +437,8 @@ struct ObjectOnly {
     /// Whether a frame went without (no task yet, or one that failed) since the last one
     /// made: warned once, not per frame.
     warned: bool,
+    /// Whether frames without the object were said since the last one with it.
+    empty_warned: bool,
 }
 
 impl ObjectOnly {
@@ -457,17 +459,26 @@ impl ObjectOnly {
                 })
                 .transpose()?,
             warned: false,
+            empty_warned: false,
         })
     }
 
-    /// The object-only frame of `img` (rgb8 or bgr8), stamped as it; `None` (warned once)
+    /// The object-only frame of `img` (rgb8, bgr8, rgba8 or bgra8), stamped as it; `None` (warned once)
     /// without a task or for an image that cannot be read.
     fn frame(&mut self, img: &Image, node: &str) -> Option<Image> {
         self.publisher.as_ref()?;
         if let Some(events) = self.episodes.as_mut() {
             while let Some(e) = events.try_recv() {
-                if e.event == EpisodeEvent::EVENT_RESET {
-                    self.task = crate::sim::tasks::Task::from_name(&e.task);
+                if e.event != EpisodeEvent::EVENT_RESET {
+                    continue;
+                }
+                // A reset naming no known task leaves the task as it was (as the planner
+                // does).
+                match crate::sim::tasks::Task::from_name(&e.task) {
+                    Some(t) => self.task = Some(t),
+                    None => {
+                        tracing::warn!(node = %node, "reset names task `{}`, not rope, cloth or toy: keeping {:?}", e.task, self.task)
+                    }
                 }
             }
         }
@@ -478,8 +489,15 @@ impl ObjectOnly {
                 let rgb = crate::world_model::clip::image_rgb(img).map_err(|e| e.to_string())?;
                 let view = crate::vision::RgbView::new(img.width, img.height, &rgb)
                     .map_err(|e| e.to_string())?;
-                crate::vision::object_only(&view, &crate::planner::eval::segment_params(task))
-                    .map_err(|e| e.to_string())
+                let params = crate::planner::eval::segment_params(task);
+                let (data, found) = crate::vision::object_only(&view, &params).map_err(|e| e.to_string())?;
+                // A frame without the task's object is published (all table: the object
+                // may have left the view), and said once.
+                if !found && !std::mem::replace(&mut self.empty_warned, true) {
+                    tracing::warn!(node = %node, "no {} found in the camera's frames (its colour segmentation): the object-only frames show only the table", task.name());
+                }
+                self.empty_warned &= !found;
+                Ok(data)
             });
         match made {
             Ok(data) => {
@@ -499,6 +517,29 @@ impl ObjectOnly {
                     tracing::warn!(node = %node, "no object-only frame: {e}");
                 }
                 None
+            }
+        }
+    }
+}
+
+impl ObjectOnly {
+    /// Makes and publishes `img`'s object-only frame, if configured. A reader that cannot
+    /// keep up costs that frame (warned once), never the camera; `false`: the bus closed.
+    fn publish(&mut self, img: &Image, node: &str) -> bool {
+        let Some(m) = self.frame(img, node) else {
+            return true;
+        };
+        let Some(p) = &self.publisher else {
+            return true;
+        };
+        match p.publish(m) {
+            Ok(()) => true,
+            Err(crate::bus::BusError::Closed(_)) => false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!(node = %node, "object-only frame not sent: {e}");
+                }
+                true
             }
         }
     }
@@ -544,6 +585,10 @@ impl Node for CameraNode {
         anyhow::ensure!(
             !config.image_topic.is_empty() || config.source == Source::Topic,
             "image_topic may be empty only with source `topic` (the frames come from elsewhere)"
+        );
+        anyhow::ensure!(
+            !(config.image_topic.is_empty() && config.object_only_topic.is_empty()),
+            "image_topic and object_only_topic are both empty: the camera would publish nothing"
         );
         anyhow::ensure!(
             config.object_task.is_empty()
@@ -637,12 +682,14 @@ impl Node for CameraNode {
                                 p.publish(info.clone())?;
                             }
                         }
-                        let object = objects.frame(&img, &ctx.name);
+                        // The frame goes out first; its object-only frame (a few ms of
+                        // segmentation) after it.
+                        let img = std::sync::Arc::new(img);
                         if let Some(p) = &image_pub {
-                            p.publish(img)?;
+                            p.publish_shared(img.clone())?;
                         }
-                        if let Some((p, m)) = objects.publisher.as_ref().zip(object) {
-                            p.publish(m)?;
+                        if !objects.publish(&img, &ctx.name) {
+                            return Ok(());
                         }
                     }
                 }
@@ -713,21 +760,17 @@ impl Node for CameraNode {
                 step: c.width * 3,
                 data,
             };
-            let object = objects.frame(&img, &ctx.name);
             let image_pub = image_pub
                 .as_ref()
                 .expect("checked in new: generated frames have a topic");
-            let sent = image_pub.publish(img).and_then(|()| {
-                objects
-                    .publisher
-                    .as_ref()
-                    .zip(object)
-                    .map_or(Ok(()), |(p, m)| p.publish(m))
-            });
-            match sent {
+            let img = std::sync::Arc::new(img);
+            match image_pub.publish_shared(img.clone()) {
                 Ok(()) => {}
                 Err(crate::bus::BusError::Closed(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),
+            }
+            if !objects.publish(&img, &ctx.name) {
+                return Ok(());
             }
             index += 1;
         }

@@ -190,15 +190,19 @@ pub fn segment(image: &RgbView<'_>, params: &SegmentParams) -> Result<Mask, Visi
 
 /// The object alone on a plain table, as the world model's object-only frames show it: the
 /// pixels of [`segment`]'s mask keep their colour and every other pixel takes the median
-/// colour of the pixels outside it (the table's). The built-in world renders these frames;
+/// colour of the pixels outside it (the table's where the table fills most of the view). The built-in world renders these frames;
 /// from a real camera this is how they are made (the camera node's `object_only_topic`).
 /// An arm whose colour differs from the object's drops out with the rest of the scene;
-/// what it hides of the object is lost. An image without the object is all table.
-pub fn object_only(image: &RgbView<'_>, params: &SegmentParams) -> Result<Vec<u8>, VisionError> {
+/// what it hides of the object is lost. An image without the object is all table; the
+/// flag says whether the object was found.
+pub fn object_only(
+    image: &RgbView<'_>,
+    params: &SegmentParams,
+) -> Result<(Vec<u8>, bool), VisionError> {
     let n = image.width as usize * image.height as usize;
-    let mask = match segment(image, params) {
-        Ok(m) => m.data,
-        Err(VisionError::NoObject(_)) => vec![false; n],
+    let (mask, found) = match segment(image, params) {
+        Ok(m) => (m.data, true),
+        Err(VisionError::NoObject(_)) => (vec![false; n], false),
         Err(e) => return Err(e),
     };
     // Per-channel histograms of the pixels outside the object, and their medians.
@@ -225,7 +229,7 @@ pub fn object_only(image: &RgbView<'_>, params: &SegmentParams) -> Result<Vec<u8
     for (px, &m) in image.data.chunks_exact(3).zip(&mask) {
         out.extend_from_slice(if m { px } else { &median });
     }
-    Ok(out)
+    Ok((out, found))
 }
 
 #[cfg(test)]
@@ -252,14 +256,16 @@ mod tests {
             }
         }
         let params = segment_params(Task::Rope);
-        let out = object_only(&RgbView::new(w, h, &rgb).unwrap(), &params).unwrap();
+        let (out, found) = object_only(&RgbView::new(w, h, &rgb).unwrap(), &params).unwrap();
+        assert!(found);
         let at = |x: u32, y: u32| &out[((y * w + x) * 3) as usize..][..3];
         assert_eq!(at(12, 9), [210, 40, 40]);
         assert_eq!(at(2, 2), [190, 180, 160], "the grey strip becomes table");
         assert_eq!(at(30, 15), [190, 180, 160]);
         // Without the object: all table.
         let table: Vec<u8> = [190u8, 180, 160].repeat((w * h) as usize);
-        let out = object_only(&RgbView::new(w, h, &table).unwrap(), &params).unwrap();
+        let (out, found) = object_only(&RgbView::new(w, h, &table).unwrap(), &params).unwrap();
+        assert!(!found);
         assert_eq!(out, table);
     }
 }

@@ -33,7 +33,8 @@ pub struct Clip {
     pub grip: Option<GripPath>,
 }
 
-/// rgb8 pixels of a ROS image (`rgb8` or `bgr8`).
+/// rgb8 pixels of a ROS image (`rgb8`, `bgr8`, or with alpha `rgba8`, `bgra8`, which is
+/// dropped: what colour camera drivers publish).
 pub fn image_rgb(img: &Image) -> Result<Vec<u8>, WorldModelError> {
     let (w, h) = (img.width as usize, img.height as usize);
     if w == 0 || h == 0 {
@@ -41,35 +42,39 @@ pub fn image_rgb(img: &Image) -> Result<Vec<u8>, WorldModelError> {
             "an image of {w}×{h} pixels holds nothing to see"
         )));
     }
-    let row = w * 3;
-    if img.step as usize != row && (img.step as usize) < row {
+    let (channels, swap) = match img.encoding.as_str() {
+        "rgb8" => (3, false),
+        "bgr8" => (3, true),
+        "rgba8" => (4, false),
+        "bgra8" => (4, true),
+        other => {
+            return Err(WorldModelError::Data(format!(
+                "image encoding `{other}`: the world model reads rgb8, bgr8, rgba8 or bgra8"
+            )))
+        }
+    };
+    let row = w * channels;
+    if (img.step as usize) < row {
         return Err(WorldModelError::Data(format!(
-            "image step {} is shorter than a {w}-pixel rgb row",
-            img.step
+            "image step {} is shorter than a {w}-pixel {} row",
+            img.step, img.encoding
         )));
     }
-    if img.data.len() < img.step as usize * h {
+    if img.data.len() < img.step as usize * (h - 1) + row {
         return Err(WorldModelError::Data(format!(
             "image of {w}×{h} holds {} bytes, fewer than its size needs",
             img.data.len()
         )));
     }
-    let swap = match img.encoding.as_str() {
-        "rgb8" => false,
-        "bgr8" => true,
-        other => {
-            return Err(WorldModelError::Data(format!(
-                "image encoding `{other}`: the world model reads rgb8 or bgr8"
-            )))
-        }
-    };
-    let mut out = Vec::with_capacity(row * h);
+    let mut out = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         let line = &img.data[y * img.step as usize..][..row];
-        if swap {
-            out.extend(line.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]));
-        } else {
-            out.extend_from_slice(line);
+        for p in line.chunks_exact(channels) {
+            if swap {
+                out.extend_from_slice(&[p[2], p[1], p[0]]);
+            } else {
+                out.extend_from_slice(&p[..3]);
+            }
         }
     }
     Ok(out)
@@ -391,5 +396,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("0×0 pixels"), "{err}");
+    }
+
+    #[test]
+    fn colour_encodings_with_and_without_alpha_read_as_rgb_and_others_are_named() {
+        // Two pixels, red then blue, in a padded row (step 12 for 8 or 6 bytes).
+        let image = |encoding: &str, px: &[u8]| Image {
+            width: 2,
+            height: 2,
+            encoding: encoding.into(),
+            step: 12,
+            data: [px, &vec![0; 12 - px.len()], px].concat(),
+            ..Default::default()
+        };
+        let want = [255u8, 0, 0, 0, 0, 255].repeat(2);
+        for (enc, px) in [
+            ("rgb8", vec![255, 0, 0, 0, 0, 255]),
+            ("bgr8", vec![0, 0, 255, 255, 0, 0]),
+            ("rgba8", vec![255, 0, 0, 7, 0, 0, 255, 7]),
+            ("bgra8", vec![0, 0, 255, 7, 255, 0, 0, 7]),
+        ] {
+            assert_eq!(image_rgb(&image(enc, &px)).unwrap(), want, "{enc}");
+        }
+        let err = image_rgb(&image("mono8", &[1, 2])).unwrap_err().to_string();
+        assert!(err.contains("encoding `mono8`"), "{err}");
     }
 }
