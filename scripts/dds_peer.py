@@ -538,7 +538,7 @@ def take(args):
 
 def publish_image(args):
     dp = DomainParticipant(args.domain)
-    q = qos(args.durability, max(args.count, 1))
+    q = qos(args.durability, max(args.count, 1), reliable=not args.best_effort)
     topic = Topic(dp, dds_topic(args.topic), Image_, qos=q)
     writer = DataWriter(dp, topic, qos=q)
     deadline = time.monotonic() + args.timeout
@@ -990,6 +990,7 @@ def main():
     pi.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after the last write")
     pi.add_argument("--wait-reader", action="store_true", help="wait for a matched reader before writing")
     pi.add_argument("--malformed-first", action="store_true", help="first write a sample that claims the Image type but is not one")
+    pi.add_argument("--best-effort", action="store_true", help="a best-effort writer (a camera driver's sensor-data profile)")
     dr = sub.add_parser("drive", help="play camera, depth, goal, joint states and a reset; print the decision and its motion")
     dr.add_argument("--scene", required=True, help="folder with scene.json, current.rgb, current_depth.f32, goal.rgb")
     dr.add_argument("--domain", type=int, required=True)

@@ -311,6 +311,95 @@ nodes:
     assert!(log.contains("does not decode"), "{}", text(&rec));
 }
 
+/// A camera driver publishes with the sensor-data profile (best effort); its images are
+/// recorded. The recorder subscribes best effort when a writer offers it, as `ros2 bag
+/// record` does, since by the DDS rules a reliable reader does not match a best-effort
+/// writer (the rule's unit test is in `src/nodes/recorder.rs`; this Cyclone peer matched
+/// the recorder's reliable reader too, so here it guards the interop, not the rule).
+#[test]
+fn a_best_effort_peer_s_images_are_recorded() {
+    let _turn = one_at_a_time();
+    if !peer_available() {
+        return;
+    }
+    let d = domain(6);
+    let dir = tempfile::tempdir().unwrap();
+    let bag = dir.path().join("bag");
+    let graph = format!(
+        "
+duration_s: 0
+nodes:
+  - name: recorder
+    kind: recorder
+    params: {{out_dir: {}, topics: [/peer/image]}}
+",
+        bag.display()
+    );
+    let rec = dreamplan_dds(d, dir.path(), "rec", &graph, 25);
+    let sent = peer(
+        d,
+        &[
+            "publish-image",
+            "--topic",
+            "/peer/image",
+            "--width",
+            "6",
+            "--height",
+            "4",
+            "--count",
+            "5",
+            "--period",
+            "0.3",
+            "--wait-reader",
+            "--best-effort",
+            "--timeout",
+            "20",
+        ],
+    )
+    .output()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    let mut rec = rec;
+    while rec.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rec = stop(rec);
+    assert!(
+        sent.status.success(),
+        "peer failed (no reader matched its best-effort writer?)\n{}\nrecorder:\n{}",
+        text(&sent),
+        text(&rec)
+    );
+    let wrote: Vec<u64> = json_lines(&sent)
+        .iter()
+        .filter_map(|l| l["crc32"].as_u64())
+        .collect();
+    let reader = BagReader::open(&bag).unwrap_or_else(|e| panic!("{e}\n{}", text(&rec)));
+    let got: Vec<u64> = reader
+        .messages(&Filter::default())
+        .map(|m| {
+            let img: Image = m.unwrap().decode().unwrap();
+            u64::from(crc32fast::hash(&img.data))
+        })
+        .collect();
+    // Best effort may lose a sample at the match; what arrived is the peer's, in order.
+    assert!(
+        got.len() >= 3,
+        "{} of 5 recorded\n{}",
+        got.len(),
+        text(&rec)
+    );
+    let mut rest = wrote.iter();
+    assert!(
+        got.iter().all(|g| rest.any(|w| w == g)),
+        "recorded images differ from the peer's"
+    );
+}
+
 #[test]
 fn sim_in_one_process_planner_and_executor_in_another_score_an_episode_over_dds() {
     let _turn = one_at_a_time();

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Node, NodeContext};
 use crate::bag::{BagWriter, Compression, WriterOptions};
-use crate::bus::{Bus, Durability, Qos};
+use crate::bus::{Bus, Durability, Qos, Reliability};
 use crate::msg::{visit_type, Message, TypeVisitor};
 
 /// Recorder parameters.
@@ -264,6 +264,29 @@ fn writer_thread(
     Ok(writer.finish()?)
 }
 
+/// The profile the recorder subscribes a topic with, from what its publishers offer (as
+/// `ros2 bag record` adapts): transient-local when one of them is latched (or the config
+/// names the topic), so the message sent before it joined is recorded too; best effort
+/// when one of them is, since a reliable reader matches no best-effort writer over DDS
+/// (a camera driver's `sensor_data` images would never be recorded).
+fn recording_qos(offered: &[Qos], depth: usize, latched: bool) -> Qos {
+    let mut qos = Qos::keep_last(depth);
+    if latched
+        || offered
+            .iter()
+            .any(|q| q.durability == Durability::TransientLocal)
+    {
+        qos = qos.transient_local();
+    }
+    if offered
+        .iter()
+        .any(|q| q.reliability == Reliability::BestEffort)
+    {
+        qos.reliability = Reliability::BestEffort;
+    }
+    qos
+}
+
 impl Node for RecorderNode {
     const KIND: &'static str = "recorder";
     type Config = RecorderConfig;
@@ -382,17 +405,8 @@ impl Node for RecorderNode {
                     continue;
                 }
                 subscribed.insert(topic.clone());
-                // Match latched publishers (or ones the config names) with transient-local
-                // durability, so the message they sent before we joined is recorded too.
                 let offered = ctx.bus.publisher_qos(&topic);
-                let mut qos = Qos::keep_last(c.depth);
-                if latched.contains(&topic)
-                    || offered
-                        .iter()
-                        .any(|q| q.durability == Durability::TransientLocal)
-                {
-                    qos = qos.transient_local();
-                }
+                let qos = recording_qos(&offered, c.depth, latched.contains(&topic));
                 let visit = Subscribe {
                     bus: ctx.bus.clone(),
                     topic: topic.clone(),
@@ -442,5 +456,42 @@ impl Node for RecorderNode {
             .clone();
         tracing::info!(node = %ctx.name, "wrote {} messages on {} topics to {}", written.metadata.message_count, counts.len(), written.dir.display());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorder_subscribes_as_the_publishers_offer() {
+        let reliable = Qos::keep_last(10);
+        let sensor = Qos::sensor_data();
+        let latched = Qos::latched();
+        // Nothing known: reliable, volatile.
+        let q = recording_qos(&[], 100, false);
+        assert_eq!(
+            (q.reliability, q.durability, q.depth),
+            (Reliability::Reliable, Durability::Volatile, 100)
+        );
+        // A best-effort camera, alone or beside a reliable writer: best effort.
+        assert_eq!(
+            recording_qos(&[sensor], 100, false).reliability,
+            Reliability::BestEffort
+        );
+        assert_eq!(
+            recording_qos(&[reliable, sensor], 100, false).reliability,
+            Reliability::BestEffort
+        );
+        // Latched writers, or a topic the config names: transient local, still reliable.
+        let q = recording_qos(&[latched], 100, false);
+        assert_eq!(
+            (q.reliability, q.durability),
+            (Reliability::Reliable, Durability::TransientLocal)
+        );
+        assert_eq!(
+            recording_qos(&[reliable], 100, true).durability,
+            Durability::TransientLocal
+        );
     }
 }
