@@ -225,13 +225,12 @@ fn a_cyclone_peer_reads_the_sim_s_images_with_its_own_ros_types_and_a_late_joine
     }
 }
 
-#[test]
-fn a_cyclone_peer_s_images_are_recorded_byte_for_byte_after_a_malformed_one_is_dropped() {
-    let _turn = one_at_a_time();
-    if !peer_available() {
-        return;
-    }
-    let d = domain(1);
+/// A recorder (`dreamplan run --bus dds`) of `/peer/image` while the peer publishes five
+/// 6×4 images with `extra` arguments; stopped like Ctrl-C once the peer is done. Returns
+/// the peer's output, the recorder's, the CRC-32 of each image the peer wrote and of each
+/// image in the bag (checked 6×4 from `peer_camera`).
+fn record_peer_images(offset: u32, extra: &[&str]) -> (Output, Output, Vec<u64>, Vec<u64>) {
+    let d = domain(offset);
     let dir = tempfile::tempdir().unwrap();
     let bag = dir.path().join("bag");
     let graph = format!(
@@ -245,26 +244,22 @@ nodes:
         bag.display()
     );
     let rec = dreamplan_dds(d, dir.path(), "rec", &graph, 25);
-    let sent = peer(
-        d,
-        &[
-            "publish-image",
-            "--topic",
-            "/peer/image",
-            "--width",
-            "6",
-            "--height",
-            "4",
-            "--count",
-            "5",
-            "--wait-reader",
-            "--malformed-first",
-            "--timeout",
-            "20",
-        ],
-    )
-    .output()
-    .unwrap();
+    let mut args = vec![
+        "publish-image",
+        "--topic",
+        "/peer/image",
+        "--width",
+        "6",
+        "--height",
+        "4",
+        "--count",
+        "5",
+        "--wait-reader",
+        "--timeout",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    let sent = peer(d, &args).output().unwrap();
     // Let the recorder take and write the last sample, then stop it like Ctrl-C would.
     std::thread::sleep(Duration::from_secs(2));
     let _ = Command::new("kill")
@@ -286,7 +281,6 @@ nodes:
         .iter()
         .filter_map(|l| l["crc32"].as_u64())
         .collect();
-    assert_eq!(wrote.len(), 5);
     let reader = BagReader::open(&bag).unwrap_or_else(|e| panic!("{e}\n{}", text(&rec)));
     let mut got = Vec::new();
     for m in reader.messages(&Filter::default()) {
@@ -297,6 +291,17 @@ nodes:
         assert_eq!(img.header.frame_id, "peer_camera");
         got.push(u64::from(crc32fast::hash(&img.data)));
     }
+    (sent, rec, wrote, got)
+}
+
+#[test]
+fn a_cyclone_peer_s_images_are_recorded_byte_for_byte_after_a_malformed_one_is_dropped() {
+    let _turn = one_at_a_time();
+    if !peer_available() {
+        return;
+    }
+    let (sent, rec, wrote, got) = record_peer_images(1, &["--malformed-first"]);
+    assert_eq!(wrote.len(), 5);
     assert_eq!(got, wrote, "recorded images differ from the peer's");
     // The sample that claimed to be an Image but was not was logged and dropped; the node
     // kept running and recorded everything after it.
@@ -322,70 +327,7 @@ fn a_best_effort_peer_s_images_are_recorded() {
     if !peer_available() {
         return;
     }
-    let d = domain(6);
-    let dir = tempfile::tempdir().unwrap();
-    let bag = dir.path().join("bag");
-    let graph = format!(
-        "
-duration_s: 0
-nodes:
-  - name: recorder
-    kind: recorder
-    params: {{out_dir: {}, topics: [/peer/image]}}
-",
-        bag.display()
-    );
-    let rec = dreamplan_dds(d, dir.path(), "rec", &graph, 25);
-    let sent = peer(
-        d,
-        &[
-            "publish-image",
-            "--topic",
-            "/peer/image",
-            "--width",
-            "6",
-            "--height",
-            "4",
-            "--count",
-            "5",
-            "--period",
-            "0.3",
-            "--wait-reader",
-            "--best-effort",
-            "--timeout",
-            "20",
-        ],
-    )
-    .output()
-    .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status();
-    let t0 = Instant::now();
-    let mut rec = rec;
-    while rec.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let rec = stop(rec);
-    assert!(
-        sent.status.success(),
-        "peer failed (no reader matched its best-effort writer?)\n{}\nrecorder:\n{}",
-        text(&sent),
-        text(&rec)
-    );
-    let wrote: Vec<u64> = json_lines(&sent)
-        .iter()
-        .filter_map(|l| l["crc32"].as_u64())
-        .collect();
-    let reader = BagReader::open(&bag).unwrap_or_else(|e| panic!("{e}\n{}", text(&rec)));
-    let got: Vec<u64> = reader
-        .messages(&Filter::default())
-        .map(|m| {
-            let img: Image = m.unwrap().decode().unwrap();
-            u64::from(crc32fast::hash(&img.data))
-        })
-        .collect();
+    let (_, rec, wrote, got) = record_peer_images(6, &["--best-effort", "--period", "0.3"]);
     // Best effort may lose a sample at the match; what arrived is the peer's, in order.
     assert!(
         got.len() >= 3,
