@@ -466,7 +466,6 @@ impl ObjectOnly {
     /// The object-only frame of `img` (rgb8, bgr8, rgba8 or bgra8), stamped as it; `None` (warned once)
     /// without a task or for an image that cannot be read.
     fn frame(&mut self, img: &Image, node: &str) -> Option<Image> {
-        self.publisher.as_ref()?;
         if let Some(events) = self.episodes.as_mut() {
             while let Some(e) = events.try_recv() {
                 if e.event != EpisodeEvent::EVENT_RESET {
@@ -500,17 +499,19 @@ impl ObjectOnly {
                 Ok(data)
             });
         match made {
-            Ok(data) => {
+            Ok(rgb) => {
                 self.warned = false;
-                Some(Image {
-                    header: img.header.clone(),
-                    height: img.height,
+                let frame = crate::render::Frame {
                     width: img.width,
-                    encoding: "rgb8".into(),
-                    is_bigendian: 0,
-                    step: img.width * 3,
-                    data,
-                })
+                    height: img.height,
+                    rgb,
+                    depth: Vec::new(),
+                };
+                Some(super::sim::rgb_image(
+                    &frame,
+                    &img.header.stamp,
+                    &img.header.frame_id,
+                ))
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.warned, true) {
@@ -520,12 +521,13 @@ impl ObjectOnly {
             }
         }
     }
-}
 
-impl ObjectOnly {
     /// Makes and publishes `img`'s object-only frame, if configured. A reader that cannot
     /// keep up costs that frame (warned once), never the camera; `false`: the bus closed.
     fn publish(&mut self, img: &Image, node: &str) -> bool {
+        if self.publisher.is_none() {
+            return true;
+        }
         let Some(m) = self.frame(img, node) else {
             return true;
         };
