@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,13 +128,14 @@ fn depth_of(img: &Image) -> Result<Vec<f32>, String> {
 }
 
 /// The inputs of one verification: those of the moment the candidates were made for.
+/// The images are the received messages themselves, shared with [`Received`], not copies.
 #[derive(Default)]
 struct Inputs {
     task: Option<Task>,
-    object: Option<Image>,
-    depth: Option<Image>,
-    goal: Option<Image>,
-    goal_depth: Option<Image>,
+    object: Option<Arc<Image>>,
+    depth: Option<Arc<Image>>,
+    goal: Option<Arc<Image>>,
+    goal_depth: Option<Arc<Image>>,
 }
 
 /// How many messages of each input the node keeps to find those of a candidate set's
@@ -217,10 +219,10 @@ impl<T> Recent<T> {
 #[derive(Default)]
 struct Received {
     tasks: Recent<Option<Task>>,
-    objects: Recent<Image>,
-    depths: Recent<Image>,
-    goals: Recent<Image>,
-    goal_depths: Recent<Image>,
+    objects: Recent<Arc<Image>>,
+    depths: Recent<Arc<Image>>,
+    goals: Recent<Arc<Image>>,
+    goal_depths: Recent<Arc<Image>>,
 }
 
 impl Received {
@@ -231,7 +233,7 @@ impl Received {
     /// without stamps, take the latest. `Err` names a frame that is missing.
     fn at(&self, stamp: i64, within: i64) -> Result<Inputs, String> {
         let reset_after = |a: i64, b: i64| self.tasks.kept.iter().any(|(t, _)| a < *t && *t <= b);
-        let frame = |r: &Recent<Image>, what: &str| -> Result<Option<Image>, String> {
+        let frame = |r: &Recent<Arc<Image>>, what: &str| -> Result<Option<Arc<Image>>, String> {
             if let Some(m) = r.nearest(stamp, within) {
                 return Ok(Some(m.clone()));
             }
@@ -307,10 +309,12 @@ fn verify(
     let task = inputs
         .task
         .ok_or("no episode reset seen yet (the task is unknown)")?;
-    let need = |x: &Option<Image>, what: &str| x.clone().ok_or(format!("no {what} yet"));
-    let object = rgb_frame(&need(&inputs.object, "object-only frame")?)?;
+    fn need<'a>(x: &'a Option<Arc<Image>>, what: &str) -> Result<&'a Image, String> {
+        x.as_deref().ok_or_else(|| format!("no {what} yet"))
+    }
+    let object = rgb_frame(need(&inputs.object, "object-only frame")?)?;
     let depth_img = need(&inputs.depth, "depth frame")?;
-    let mut goal = rgb_frame(&need(&inputs.goal, "goal image")?)?;
+    let mut goal = rgb_frame(need(&inputs.goal, "goal image")?)?;
     let goal_depth = need(&inputs.goal_depth, "goal depth")?;
     if (goal_depth.width, goal_depth.height) != (goal.width, goal.height) {
         return Err(format!(
@@ -318,7 +322,7 @@ fn verify(
             goal_depth.width, goal_depth.height, goal.width, goal.height
         ));
     }
-    goal.depth = depth_of(&goal_depth)?;
+    goal.depth = depth_of(goal_depth)?;
     // A goal that shows nothing at the model's resolution (a crop that misses the object,
     // an object too thin for the model's size) scores every outcome 0: no answer then,
     // rather than a tie-break passed off as the best.
@@ -338,7 +342,7 @@ fn verify(
         width: depth_img.width,
         height: depth_img.height,
         rgb: Vec::new(),
-        depth: depth_of(&depth_img)?,
+        depth: depth_of(depth_img)?,
     };
     let actions: Vec<Option<PixelAction>> = candidates
         .candidates
@@ -481,17 +485,18 @@ impl Node for VerifierNode {
                     .push(stamp_of(&m.header), Task::from_name(&m.task));
             }
         };
-        let image = |r: &mut Recent<Image>, m: &Image| r.push(stamp_of(&m.header), m.clone());
+        // The message itself is kept (an `Arc`), not a copy of its pixels.
+        let image = |r: &mut Recent<Arc<Image>>, m: Arc<Image>| r.push(stamp_of(&m.header), m);
         let mut seed = self.config.noise_seed;
         let mut param_changes = ctx.params.watch();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 m = events.recv() => { let Some(m) = m else { return Ok(()) }; on_event(&mut got, &m); }
-                m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, &m); }
-                m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, &m); }
-                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goals, &m); }
-                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goal_depths, &m); }
+                m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, m); }
+                m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, m); }
+                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goals, m); }
+                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goal_depths, m); }
                 m = cands.recv() => {
                     let Some(c) = m else { return Ok(()) };
                     let (stamp, within) = (stamp_of(&c.header), (self.config.pair_within_s * 1e9) as i64);
@@ -501,10 +506,10 @@ impl Node for VerifierNode {
                     let deadline = tokio::time::Instant::now()
                         + std::time::Duration::from_secs_f64(self.config.pair_wait_s);
                     loop {
-                        while let Some(m) = objects.try_recv() { image(&mut got.objects, &m); }
-                        while let Some(m) = depths.try_recv() { image(&mut got.depths, &m); }
-                        while let Some(m) = goals.try_recv() { image(&mut got.goals, &m); }
-                        while let Some(m) = goal_depths.try_recv() { image(&mut got.goal_depths, &m); }
+                        while let Some(m) = objects.try_recv() { image(&mut got.objects, m); }
+                        while let Some(m) = depths.try_recv() { image(&mut got.depths, m); }
+                        while let Some(m) = goals.try_recv() { image(&mut got.goals, m); }
+                        while let Some(m) = goal_depths.try_recv() { image(&mut got.goal_depths, m); }
                         while let Some(m) = events.try_recv() { on_event(&mut got, &m); }
                         if !got.waits_for(stamp, within) {
                             break;
@@ -512,8 +517,8 @@ impl Node for VerifierNode {
                         tokio::select! {
                             _ = ctx.shutdown.cancelled() => return Ok(()),
                             _ = tokio::time::sleep_until(deadline) => { got.gave_up(); break }
-                            m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, &m); }
-                            m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, &m); }
+                            m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, m); }
+                            m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, m); }
                         }
                     }
                     let (header, episode, step, n) = (c.header.clone(), c.episode, c.step, c.candidates.len());
@@ -614,10 +619,10 @@ mod tests {
         let (goal, goal_depth) = images(&obs.goal_frame);
         let latest = Inputs {
             task: Some(task),
-            object: Some(images(&object).0),
-            depth: Some(depth),
-            goal: Some(goal),
-            goal_depth: Some(goal_depth),
+            object: Some(Arc::new(images(&object).0)),
+            depth: Some(Arc::new(depth)),
+            goal: Some(Arc::new(goal)),
+            goal_depth: Some(Arc::new(goal_depth)),
         };
         let action = |k: usize, target: (f32, f32)| KeypointAction {
             source_u: cur[k].u,
@@ -647,7 +652,7 @@ mod tests {
             rgb: Vec::new(),
             depth: vec![1.0; 128 * 128],
         };
-        latest.goal_depth = Some(images(&half).1);
+        latest.goal_depth = Some(Arc::new(images(&half).1));
         let err = verify(&predictor, &latest, &candidates, 0).unwrap_err();
         assert!(err.contains("goal depth is 128×128"), "{err}");
     }
@@ -686,7 +691,8 @@ mod tests {
     }
 
     /// An image `m` stamped `secs`.
-    fn at(mut m: Image, secs: f64) -> Image {
+    fn at(m: Arc<Image>, secs: f64) -> Image {
+        let mut m = Arc::unwrap_or_clone(m);
         m.header.stamp = Time::from_nanos((secs * 1e9) as i64);
         m
     }
@@ -694,9 +700,11 @@ mod tests {
     #[test]
     fn the_inputs_are_those_of_the_candidates_moment_not_the_latest() {
         let ns = |s: f64| (s * 1e9) as i64;
-        let tagged = |tag: u8| Image {
-            data: vec![tag],
-            ..Default::default()
+        let tagged = |tag: u8| {
+            Arc::new(Image {
+                data: vec![tag],
+                ..Default::default()
+            })
         };
         let mut got = Received::default();
         for (t, tag) in [(1.0, 1), (1.2, 2)] {
@@ -715,6 +723,11 @@ mod tests {
         };
         let within = ns(0.1);
         let first = got.at(ns(1.0), within).unwrap();
+        // The inputs are the received messages, not copies of their pixels.
+        assert!(Arc::ptr_eq(
+            first.object.as_ref().unwrap(),
+            &got.objects.kept[0].1
+        ));
         assert_eq!(
             (tags(&first), first.task),
             ([1, 11, 50, 60], Some(Task::Rope))
