@@ -1514,6 +1514,127 @@ fn a_bag_without_object_only_frames_is_refused_with_the_reason() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("no usable transitions"), "{e}");
+    // The topics a transition is made of are named (a plain `ros2 bag record` of the
+    // camera alone reads 0 transitions and said nothing more).
+    assert!(
+        e.contains(
+            "has no /dreamplan/episode, /planner/action, /joint_states, /camera/object_only"
+        ),
+        "{e}"
+    );
+}
+
+/// Which bags a cache and a run were made from: the same bag spelled two ways splits alike,
+/// a bag recorded again is cut again, a cut that fails part-way leaves no index, a run is
+/// not resumed on other bags with as many clips, a fresh run drops an old task choice, and
+/// a blow-up before the first checkpoint says there is none.
+#[test]
+fn caches_and_runs_know_their_bags() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = bag(dir.path());
+    let cfg = small_config();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let ia = dataset::build(std::slice::from_ref(&bag), &a, &cfg, 3, &|_, _| {}).unwrap();
+    let spelled = dir.path().join(".").join("bag").join("");
+    let ib = dataset::build(&[spelled], &b, &cfg, 3, &|_, _| {}).unwrap();
+    let root = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert_eq!(ia.bags, vec![format!("{root}/bag")]);
+    assert_eq!(ia.bags, ib.bags);
+    let (da, db) = (Dataset::open(&a).unwrap(), Dataset::open(&b).unwrap());
+    assert_eq!(da.split(2), db.split(2));
+    // Reused as is while the bag's files stay; cut again once one changes.
+    let index_file = a.join("index.json");
+    let written = || std::fs::metadata(&index_file).unwrap().modified().unwrap();
+    let before = written();
+    dataset::build(std::slice::from_ref(&bag), &a, &cfg, 3, &|_, _| {}).unwrap();
+    assert_eq!(written(), before, "an unchanged bag was cut again");
+    let mcap = std::fs::read_dir(&bag)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .append(true)
+        .open(&mcap)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let recut = dataset::build(std::slice::from_ref(&bag), &a, &cfg, 3, &|_, _| {}).unwrap();
+    assert_ne!(recut.sources, ia.sources);
+    assert_ne!(written(), before, "a bag recorded again was not cut again");
+    // A cut that fails part-way (the second bag is not one) leaves no index behind.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("broken_0.mcap"), b"not a bag").unwrap();
+    let other = Config {
+        after_s: cfg.after_s + 0.5,
+        ..cfg.clone()
+    };
+    assert!(dataset::build(&[bag.clone(), broken], &a, &other, 3, &|_, _| {}).is_err());
+    assert!(!index_file.exists(), "a failed cut left the old index");
+    assert!(Dataset::open(&a).is_err());
+
+    // A run is not resumed on a copy of the bag under another name (as many clips).
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(&bag).unwrap().flatten() {
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let c = dir.path().join("c");
+    dataset::build(&[copy], &c, &cfg, 3, &|_, _| {}).unwrap();
+    let dc = Dataset::open(&c).unwrap();
+    assert_eq!(dc.index.clips.len(), db.index.clips.len());
+    let tc = TrainConfig {
+        steps: 2,
+        batch: 2,
+        warmup: 0,
+        checkpoint_every: 2,
+        val_every: 0,
+        val_split: 1,
+        ..TrainConfig::default()
+    };
+    let out = dir.path().join("model");
+    wm_train::train(&db, &cfg, &tc, &out, &|_| {}).unwrap();
+    let e = wm_train::train(&dc, &cfg, &tc, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another run"), "{e}");
+
+    // A fresh run in a folder an earlier run with a prior left its task choice in.
+    let prior_out = dir.path().join("with-prior");
+    let pc = Config {
+        prior: true,
+        ..cfg.clone()
+    };
+    let validated = TrainConfig {
+        val_split: 2,
+        ..tc.clone()
+    };
+    wm_train::train(&db, &pc, &validated, &prior_out, &|_| {}).unwrap();
+    assert!(prior_out.join(predict::TASK_CHOICE_FILE).exists());
+    std::fs::remove_file(wm_train::checkpoint_path(&prior_out)).unwrap();
+    wm_train::train(&db, &cfg, &tc, &prior_out, &|_| {}).unwrap();
+    assert!(!prior_out.join(predict::TASK_CHOICE_FILE).exists());
+    predict::Predictor::load(&prior_out).unwrap();
+
+    // A blow-up before the first checkpoint says that nothing is kept.
+    let bad = TrainConfig {
+        lr: 1e30,
+        steps: 20,
+        checkpoint_every: 100,
+        ..tc.clone()
+    };
+    let e = wm_train::train(&db, &cfg, &bad, &dir.path().join("nan"), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no checkpoint was written yet"), "{e}");
 }
 
 #[test]

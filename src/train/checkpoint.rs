@@ -40,11 +40,29 @@ pub fn save(
         (STATE_KEY.to_string(), state.to_string()),
     ]));
     let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
-    safetensors::serialize_to_file(entries, metadata, &tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let written = safetensors::serialize_to_file(entries, metadata, &tmp)
+        .map_err(|e| err(e.to_string()))
+        .and_then(|()| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| err(e.to_string()))
+        });
+    // A half-written temporary file (a full disk, a write error) is not left behind.
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// How a trainer's non-finite stop says what is kept: the checkpoint of step `last_good`,
+/// or (0) that none was written yet.
+pub fn kept(last_good: &usize) -> String {
+    if *last_good == 0 {
+        "no checkpoint was written yet, so there is nothing to resume from".into()
+    } else {
+        format!("the last checkpoint (step {last_good}) holds the last good state")
+    }
 }
 
 /// Reads a checkpoint written by [`save`]: its tensors and its JSON state.

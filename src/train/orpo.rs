@@ -157,13 +157,13 @@ pub enum OrpoError {
         message: String,
     },
     /// The loss or a gradient stopped being finite.
-    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and the last checkpoint (step {last_good}) is kept; lower --lr or --lambda")]
+    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and {}; lower --lr or --lambda", crate::train::checkpoint::kept(.last_good))]
     NotFinite {
         /// The step.
         step: usize,
         /// Its loss.
         loss: f64,
-        /// Step of the checkpoint on disk.
+        /// Step of the checkpoint on disk (0: none yet).
         last_good: usize,
     },
 }

@@ -9,7 +9,11 @@
 //! complete.
 //!
 //! Train and validation are split by episode (a hash of bag and episode), never by clip, so
-//! no validation episode's frames are seen in training.
+//! no validation episode's frames are seen in training. A bag is named by its folder and
+//! the folder above it, from its canonical path ([`bag_key`]), so however the path is
+//! spelled on the command line the same episodes go to validation. A cache is reused only
+//! for the same clip settings and the same bag files (names, sizes and modification times:
+//! [`bag_stamps`]); a bag recorded again at the same path is cut again.
 
 use std::path::{Path, PathBuf};
 
@@ -49,8 +53,12 @@ pub struct ClipInfo {
 pub struct Index {
     /// The configuration the clips were cut for (size, frames, crop, after_s).
     pub config: Config,
-    /// The bags read, as given.
+    /// The bags read, each as its folder and the folder above ([`bag_key`]).
     pub bags: Vec<String>,
+    /// The bags' files when cut ([`bag_stamps`]); a cache without them (cut before
+    /// session 42) is cut again.
+    #[serde(default)]
+    pub sources: Vec<String>,
     /// Clips per shard file.
     pub shard_size: usize,
     /// Every clip.
@@ -63,6 +71,54 @@ pub struct Index {
     /// existed have none and are cut again for a model that uses it).
     #[serde(default)]
     pub grips: bool,
+}
+
+/// A bag's name in the index and in the validation split: its last two path components,
+/// from the canonical path (`bags37/toy` whether given as `bags37/toy`, `./bags37/toy/` or
+/// `/data/bags37/toy`). Before session 42 the split hashed the path as typed, so a resumed
+/// run given another spelling split its episodes differently.
+pub fn bag_key(path: &Path) -> String {
+    let full = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let names: Vec<String> = full
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    names[names.len().saturating_sub(2)..].join("/")
+}
+
+/// What a bag's files were when it was cut: for the bag (a folder or one file) and each
+/// file in its folder, `name:bytes:modified-ns`, sorted. A bag recorded again, extended or
+/// replaced at the same path changes them.
+pub fn bag_stamps(path: &Path) -> Result<Vec<String>, WorldModelError> {
+    let stamp = |p: &Path| -> Result<String, WorldModelError> {
+        let m = std::fs::metadata(p).map_err(io(p))?;
+        let modified = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        Ok(format!(
+            "{}:{}:{modified}",
+            name.unwrap_or_default(),
+            m.len()
+        ))
+    };
+    if path.is_file() {
+        return Ok(vec![stamp(path)?]);
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(path).map_err(io(path))? {
+        let e = e.map_err(io(path))?;
+        if e.path().is_file() {
+            out.push(stamp(&e.path())?);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Whether two configurations cut the same clips.
@@ -85,13 +141,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorldModelError + '_ {
 /// Writes `bytes` to `path` atomically (temporary file, sync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorldModelError> {
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         use std::io::Write as _;
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    // A half-written temporary file (a full disk) is not left holding the space.
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    written
 }
 
 fn write_shard(dir: &Path, k: usize, clips: &[Clip], cfg: &Config) -> Result<(), WorldModelError> {
@@ -119,14 +180,23 @@ fn write_shard(dir: &Path, k: usize, clips: &[Clip], cfg: &Config) -> Result<(),
 }
 
 /// Writes named tensors as a safetensors file atomically (temporary file, sync, rename).
-fn write_tensors(path: &Path, tensors: &[(&str, Tensor)]) -> Result<(), WorldModelError> {
+pub(crate) fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, Tensor)],
+) -> Result<(), WorldModelError> {
     let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (*k, t)), None, &tmp)
-        .map_err(|e| WorldModelError::Data(format!("{}: {e}", tmp.display())))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let written = (|| {
+        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (*k, t)), None, &tmp)
+            .map_err(|e| WorldModelError::Data(format!("{}: {e}", tmp.display())))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Progress of a cache build: (transitions read, clips written).
@@ -141,16 +211,27 @@ pub fn build(
     shard_size: usize,
     progress: BuildProgress<'_>,
 ) -> Result<Index, WorldModelError> {
-    let names: Vec<String> = bags.iter().map(|b| b.display().to_string()).collect();
+    let names: Vec<String> = bags.iter().map(|b| bag_key(b)).collect();
+    let mut sources = Vec::new();
+    for (b, name) in bags.iter().zip(&names) {
+        sources.extend(bag_stamps(b)?.into_iter().map(|s| format!("{name}/{s}")));
+    }
     if let Ok(index) = Dataset::open(dir) {
         if same_clips(&index.index.config, cfg)
             && index.index.bags == names
+            && index.index.sources == sources
             && (index.index.grips || !cfg.prior)
         {
             return Ok(index.index);
         }
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // The old index goes first: a cut that stops part-way (a kill, a truncated bag) must
+    // not leave it describing shards that are partly new.
+    let old_index = dir.join("index.json");
+    if old_index.exists() {
+        std::fs::remove_file(&old_index).map_err(io(&old_index))?;
+    }
     // The clips are cut anew: prior frames made from the old ones would not match them.
     for e in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         if e.file_name().to_string_lossy().starts_with("prior-") && e.path().is_dir() {
@@ -160,6 +241,7 @@ pub fn build(
     let mut index = Index {
         config: cfg.clone(),
         bags: names.clone(),
+        sources,
         shard_size,
         clips: Vec::new(),
         skipped: 0,
@@ -224,15 +306,43 @@ pub fn build(
         }
     }
     if index.clips.is_empty() {
+        // A bag recorded without the topics a transition is made of gives none at all:
+        // name them rather than only "0 read".
+        let need = TransitionTopics::default();
+        let mut lacking = Vec::new();
+        for (bag, name) in bags.iter().zip(&names) {
+            let reader = BagReader::open(bag)?;
+            let has = |t: &str| reader.topics().iter().any(|i| i.name == t);
+            let missing: Vec<&str> = [
+                need.episode.as_str(),
+                need.action.as_str(),
+                need.joint_states.as_str(),
+                need.object_only.as_str(),
+            ]
+            .into_iter()
+            .filter(|t| !has(t))
+            .collect();
+            if !missing.is_empty() {
+                lacking.push(format!("{name} has no {}", missing.join(", ")));
+            }
+        }
         return Err(WorldModelError::Data(format!(
-            "no usable transitions in {} ({} read{})",
+            "no usable transitions in {} ({} read{}{})",
             names.join(", "),
             read,
             index
                 .first_skip
                 .as_ref()
                 .map(|s| format!("; first problem: {s}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if lacking.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} (record them: docs/world_model.md, Data)",
+                    lacking.join("; ")
+                )
+            }
         )));
     }
     if !pending.is_empty() {

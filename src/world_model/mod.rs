@@ -51,13 +51,13 @@ pub enum WorldModelError {
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
     /// The loss or a gradient is NaN or infinite; nothing of that step was applied.
-    #[error("step {step}: the loss or a gradient is not finite ({loss}); the last checkpoint ({checkpoint}) holds the last good state")]
+    #[error("step {step}: the loss or a gradient is not finite ({loss}); {}", crate::train::checkpoint::kept(.checkpoint))]
     NotFinite {
         /// The step.
         step: usize,
         /// The loss value.
         loss: f64,
-        /// The last checkpoint's step.
+        /// The last checkpoint's step (0: none written yet).
         checkpoint: usize,
     },
 }

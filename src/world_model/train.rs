@@ -146,21 +146,11 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 pub fn save_model(out: &Path, cfg: &Config, vars: &[(String, Var)]) -> Result<(), WorldModelError> {
     let json = serde_json::to_vec_pretty(cfg).expect("config serialises");
     super::dataset::write_atomic(&out.join("config.json"), &json)?;
-    let path = out.join("model.safetensors");
-    let tmp = path.with_extension("tmp");
-    let tensors: Vec<(String, Tensor)> = vars
+    let tensors: Vec<(&str, Tensor)> = vars
         .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .map(|(n, v)| (n.as_str(), v.as_tensor().detach()))
         .collect();
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), None, &tmp)
-        .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", tmp.display())))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| WorldModelError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-    std::fs::rename(&tmp, &path).map_err(|source| WorldModelError::Io { path, source })
+    super::dataset::write_tensors(&out.join("model.safetensors"), &tensors)
 }
 
 /// Creates every variable the model asks for from the project's seeded generator (one
@@ -388,7 +378,34 @@ pub fn train(
         },
     )?;
     let ck = checkpoint_path(out);
-    let run_id = serde_json::json!({"config": cfg, "train": tc, "clips": data.index.clips.len()});
+    // What the run trains on: the config, the settings, and the clips themselves (their
+    // bags, episodes and steps), so that a checkpoint is not resumed on other bags that
+    // happen to give as many clips. Checkpoints written before session 42 have no "data"
+    // and are compared without it.
+    let clip_list: Vec<(&str, u32, u32)> = data
+        .index
+        .clips
+        .iter()
+        .map(|c| (c.bag.as_str(), c.episode, c.step))
+        .collect();
+    let fnv = serde_json::to_string(&clip_list)
+        .expect("clip list serialises")
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    let run_id = serde_json::json!({
+        "config": cfg, "train": tc, "clips": data.index.clips.len(),
+        "data": {"bags": data.index.bags, "clip_list_fnv1a": format!("{fnv:016x}")},
+    });
+    let same_run = |stored: Option<&serde_json::Value>| match stored {
+        Some(s) if s.get("data").is_none() => {
+            let mut old = run_id.clone();
+            old.as_object_mut().expect("an object").remove("data");
+            *s == old
+        }
+        other => other == Some(&run_id),
+    };
     let mut losses: Vec<f64> = Vec::new();
     let mut validations: Vec<ValStats> = Vec::new();
     let mut start = 0;
@@ -397,7 +414,7 @@ pub fn train(
     if ck.exists() {
         let (tensors, state) =
             checkpoint::load(&ck).map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
-        if state.get("run") != Some(&run_id) {
+        if !same_run(state.get("run")) {
             return Err(WorldModelError::Checkpoint(format!(
                 "{} holds a checkpoint of another run ({}); use another --out or delete it",
                 out.display(),
@@ -414,6 +431,16 @@ pub fn train(
         validations = serde_json::from_value(parse("validations"))
             .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", ck.display())))?;
         progress(TrainEvent::Resumed(start));
+    } else {
+        // A fresh run: a task choice left by an earlier run in this folder would be paired
+        // with these weights (and outlive them when this run validates nothing).
+        let stale = out.join(super::predict::TASK_CHOICE_FILE);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|source| WorldModelError::Io {
+                path: stale.clone(),
+                source,
+            })?;
+        }
     }
     let t0 = Instant::now();
     let save = |opt: &AdamW, step: usize, losses: &[f64], vals: &[ValStats]| {
