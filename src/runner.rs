@@ -184,15 +184,38 @@ fn record(
     }
 }
 
-/// `run_graph` with Ctrl-C wired to the shutdown token.
+/// Waits for a request to stop: Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`,
+/// `timeout`, `docker stop` and systemd send). Returns its name; never returns when
+/// neither can be listened for. Before session 42 only Ctrl-C was heard, and a SIGTERM
+/// ended the process at once: a recording lost its last second and its `metadata.yaml`.
+pub async fn stop_requested() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => "Ctrl-C",
+                    Err(_) => { term.recv().await; "SIGTERM" }
+                },
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "Ctrl-C",
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// `run_graph` with Ctrl-C and SIGTERM wired to the shutdown token.
 pub async fn run_until_ctrl_c<B: Bus>(bus: B, graph: &GraphConfig) -> anyhow::Result<RunReport> {
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C: stopping all nodes");
-            on_signal.cancel();
-        }
+        let what = stop_requested().await;
+        tracing::info!("{what}: stopping all nodes");
+        on_signal.cancel();
     });
     let report = run_graph(bus, graph, shutdown)
         .await

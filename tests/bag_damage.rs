@@ -256,18 +256,17 @@ fn a_known_type_name_with_a_different_schema_is_skipped_not_misread() {
     assert_eq!(report.skipped.get("/odom"), Some(&1));
 }
 
-#[test]
-fn a_recording_killed_with_sigkill_stays_readable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("killed");
-    // A camera publishing 640x480 test images at 10 Hz.
-    let graph = tmp.path().join("graph.yaml");
+/// `dreamplan bag record` of a camera publishing 640x480 test images at 10 Hz into
+/// `tmp/name`, returned once its files hold more than 18 images' bytes.
+fn recording(tmp: &Path, name: &str) -> (std::process::Child, std::path::PathBuf) {
+    let out = tmp.join(name);
+    let graph = tmp.join("graph.yaml");
     std::fs::write(
         &graph,
         "nodes:\n  - name: camera\n    kind: camera\n    params:\n      source: pattern\n      rate_hz: 10.0\n      width: 640\n      height: 480\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+    let child = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
         .args(["bag", "record", "--out"])
         .arg(&out)
         .arg("--config")
@@ -277,8 +276,8 @@ fn a_recording_killed_with_sigkill_stays_readable() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The recorder closes a chunk every second. Kill it once the file holds more than
-    // 18 images' bytes (not after a fixed time: a loaded debug build once wrote only 4
+    // The recorder closes a chunk every second. Wait until the file holds more than
+    // 18 images' bytes (not a fixed time: a loaded debug build once wrote only 4
     // images in 3.5 s), so that whole chunks of at least 15 images are on disk.
     let image_bytes = 640 * 480 * 3;
     let size = || {
@@ -300,13 +299,11 @@ fn a_recording_killed_with_sigkill_stays_readable() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    assert!(
-        !out.join("metadata.yaml").exists(),
-        "a killed recorder cannot have written metadata.yaml"
-    );
-    let reader = BagReader::open(&out).expect("the bag directory opens without metadata.yaml");
+    (child, out)
+}
+
+/// The camera images of a bag, and the error that ended the reading, if any.
+fn images_in(reader: &BagReader) -> (usize, Option<BagError>) {
     let mut images = 0;
     let mut damage = None;
     for item in reader.messages(&Filter::topics(["/camera/image_raw"])) {
@@ -318,11 +315,108 @@ fn a_recording_killed_with_sigkill_stays_readable() {
             Err(e) => damage = Some(e),
         }
     }
+    (images, damage)
+}
+
+#[test]
+fn a_recording_killed_with_sigkill_stays_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, out) = recording(tmp.path(), "killed");
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !out.join("metadata.yaml").exists(),
+        "a killed recorder cannot have written metadata.yaml"
+    );
+    let reader = BagReader::open(&out).expect("the bag directory opens without metadata.yaml");
+    let (images, damage) = images_in(&reader);
     // ≥ 2 flushed seconds of 10 Hz images survive.
     assert!(
         images >= 15,
         "only {images} images recovered (damage: {damage:?})"
     );
+}
+
+/// SIGTERM (`kill`, `timeout`, `docker stop`, systemd) stops a recording as Ctrl-C does:
+/// the bag is closed whole, with its summary and metadata.yaml. Before, only Ctrl-C was
+/// heard and SIGTERM ended the process on the spot.
+#[cfg(unix)]
+#[test]
+fn a_recording_stopped_with_sigterm_is_closed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, out) = recording(tmp.path(), "terminated");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the recorder did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(out.join("metadata.yaml").exists());
+    let reader = BagReader::open(&out).unwrap();
+    assert!(dreamplan::bag::written_whole(&reader));
+    let (images, damage) = images_in(&reader);
+    assert!(damage.is_none(), "{damage:?}");
+    assert!(images >= 18, "{images} images");
+    let counted = reader
+        .topics()
+        .iter()
+        .find(|t| t.name == "/camera/image_raw")
+        .and_then(|t| t.message_count);
+    assert_eq!(counted, Some(images as u64), "metadata.yaml's count");
+}
+
+/// A split bag whose recorder wrote a late message into the next file, older than the
+/// last ones of the file before, reads back in log-time order; a split file created but
+/// never written (a recorder killed within a second of starting it) does not make the
+/// bag unreadable.
+#[test]
+fn split_files_are_merged_by_log_time_and_an_empty_one_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    let mut w = BagWriter::create(
+        &dir,
+        WriterOptions {
+            max_file_duration: Some(Duration::from_secs(1)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ms = 1_000_000u64;
+    // Tagged by their stamps' seconds: 0 s, 0.9 s, 1.1 s (a new file), then 0.8 s late.
+    for (tag, at) in [(0, 0), (9, 900 * ms), (11, 1_100 * ms), (8, 800 * ms)] {
+        w.write("/joint_states", 1_000 + at, &joint_state(tag))
+            .unwrap();
+    }
+    // The new file's header is on disk before its first flush.
+    let second = std::fs::metadata(dir.join("split_1.mcap")).unwrap().len();
+    assert!(second > 0, "the split file is empty until its first flush");
+    w.finish().unwrap();
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mcap"))
+        .count();
+    assert_eq!(files, 2, "the writer did not split");
+    let (got, err) = read_all(&dir);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [0, 8, 9, 11]);
+    // A crashed recording: no metadata.yaml, and a third file that is empty.
+    std::fs::remove_file(dir.join("metadata.yaml")).unwrap();
+    std::fs::write(dir.join("split_2.mcap"), b"").unwrap();
+    let (got, err) = read_all(&dir);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [0, 8, 9, 11]);
 }
 
 #[test]

@@ -66,6 +66,15 @@ impl McapIndex {
     pub fn has_summary(&self) -> bool {
         self.counts.is_some()
     }
+
+    /// The earliest log time a block of the file may hold (`u64::MAX`: no blocks).
+    pub fn start_time(&self) -> u64 {
+        self.blocks
+            .iter()
+            .map(|b| b.start_time)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
 }
 
 fn u16le(b: &[u8], at: usize) -> Option<u16> {

@@ -211,7 +211,14 @@ impl BagReader {
             by_name: HashMap::new(),
             metadata,
         };
+        let several = file_paths.len() > 1;
         for p in file_paths {
+            // A split file created but never written (a recorder killed before it wrote
+            // the file's header) holds nothing; the bag's other files are still read.
+            if several && std::fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
+                tracing::warn!("{}: empty storage file, skipped", p.display());
+                continue;
+            }
             reader.add_file(&p)?;
         }
         if let Some(m) = reader.metadata.clone() {
@@ -376,8 +383,8 @@ impl BagReader {
             reader: self,
             filter: filter.clone(),
             wanted,
-            file: 0,
-            current: None,
+            heads: None,
+            error: None,
             done: false,
         }
     }
@@ -416,20 +423,39 @@ enum Cursor<'a> {
 }
 
 /// Iterator over a bag's messages; see [`BagReader::messages`].
+///
+/// Each storage file is read in log-time order, and the files are merged by log time
+/// (ties: the earlier file first): a recorder that splits its bag can write a message that
+/// came late into the next file, older than the last ones of the file before (rosbag2
+/// files overlap the same way), and a reader going file by file would hand it out after
+/// newer ones. A file is opened only once the merge reaches its first log time, so a bag
+/// of many files holds a chunk of only those that overlap. A file that turns out damaged
+/// stops only itself: the readable messages of every file come first, then the error.
 pub struct Messages<'a> {
     reader: &'a BagReader,
     filter: Filter,
     wanted: Vec<bool>,
-    file: usize,
-    current: Option<Cursor<'a>>,
+    /// One per storage file, opened on the first call.
+    heads: Option<Vec<Head<'a>>>,
+    /// A damaged file's error, handed out once the others are exhausted.
+    error: Option<BagError>,
     done: bool,
 }
 
+type Item<'a> = (usize, u64, Cow<'a, [u8]>);
+
+/// A file's cursor and the next message it will hand out.
+struct Head<'a> {
+    /// The earliest log time the file may hold (0: not known before reading it).
+    start: u64,
+    opened: bool,
+    cursor: Option<Cursor<'a>>,
+    next: Option<Item<'a>>,
+}
+
 impl<'a> Messages<'a> {
-    fn open_next(&mut self) -> Option<Result<(), BagError>> {
-        let storage = self.reader.files.get(self.file)?;
-        self.file += 1;
-        Some(match storage {
+    fn open(&self, storage: &'a Storage) -> Cursor<'a> {
+        match storage {
             Storage::Mcap { path, map, index } => {
                 let mut channel_topic = Vec::new();
                 for (&id, c) in &index.channels {
@@ -443,12 +469,11 @@ impl<'a> Messages<'a> {
                     self.filter.end.unwrap_or(u64::MAX),
                 );
                 let stream = McapMessages::new(map, index, range);
-                self.current = Some(Cursor::Mcap {
+                Cursor::Mcap {
                     stream: Box::new(stream),
                     channel_topic,
                     path,
-                });
-                Ok(())
+                }
             }
             Storage::Sqlite(db) => {
                 let topic_map: HashMap<i64, usize> = db
@@ -456,14 +481,77 @@ impl<'a> Messages<'a> {
                     .into_iter()
                     .filter_map(|(id, name)| self.reader.by_name.get(&name).map(|&i| (id, i)))
                     .collect();
-                self.current = Some(Cursor::Sqlite(db.rows(
-                    topic_map,
-                    self.filter.start,
-                    self.filter.end,
-                )));
-                Ok(())
+                Cursor::Sqlite(db.rows(topic_map, self.filter.start, self.filter.end))
             }
-        })
+        }
+    }
+
+    /// The next wanted message of one file's cursor: `Ok(None)` at its end.
+    fn pull(
+        cursor: &mut Cursor<'a>,
+        wanted: &[bool],
+        filter: &Filter,
+    ) -> Result<Option<Item<'a>>, BagError> {
+        loop {
+            let item = match cursor {
+                Cursor::Mcap {
+                    stream,
+                    channel_topic,
+                    path,
+                } => match stream.next() {
+                    None => None,
+                    Some(Err(reason)) => {
+                        return Err(BagError::Damaged {
+                            file: path.to_path_buf(),
+                            reason,
+                        })
+                    }
+                    Some(Ok((channel, time, data))) => {
+                        let t = channel_topic
+                            .get(channel as usize)
+                            .copied()
+                            .flatten()
+                            .unwrap_or(usize::MAX);
+                        Some((t, time, data))
+                    }
+                },
+                Cursor::Sqlite(rows) => match rows.next() {
+                    None => None,
+                    Some(r) => {
+                        let (t, time, data) = r?;
+                        Some((t, time, Cow::Owned(data)))
+                    }
+                },
+            };
+            let Some((t, time, data)) = item else {
+                return Ok(None);
+            };
+            if t == usize::MAX || !wanted[t] {
+                continue;
+            }
+            if filter.start.is_some_and(|s| time < s) || filter.end.is_some_and(|e| time >= e) {
+                continue;
+            }
+            return Ok(Some((t, time, data)));
+        }
+    }
+
+    /// Fills a head whose message was handed out; a damaged file's error is kept for the
+    /// end and the file closed.
+    fn refill(&mut self, k: usize) {
+        let heads = self.heads.as_mut().expect("opened");
+        let head = &mut heads[k];
+        let Some(cursor) = head.cursor.as_mut() else {
+            return;
+        };
+        match Self::pull(cursor, &self.wanted, &self.filter) {
+            Ok(Some(item)) => head.next = Some(item),
+            Ok(None) => head.cursor = None,
+            Err(e) => {
+                head.cursor = None;
+                self.error.get_or_insert(e);
+            }
+        }
     }
 }
 
@@ -471,72 +559,71 @@ impl<'a> Iterator for Messages<'a> {
     type Item = Result<RawRecord<'a>, BagError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if self.current.is_none() {
-                match self.open_next()? {
-                    Ok(()) => {}
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-            let reader = self.reader;
-            let item = match self.current.as_mut().expect("opened above") {
-                Cursor::Mcap {
-                    stream,
-                    channel_topic,
-                    path,
-                } => match stream.next() {
-                    None => None,
-                    Some(Err(reason)) => Some(Err(BagError::Damaged {
-                        file: path.to_path_buf(),
-                        reason,
-                    })),
-                    Some(Ok((channel, time, data))) => {
-                        let t = channel_topic
-                            .get(channel as usize)
-                            .copied()
-                            .flatten()
-                            .unwrap_or(usize::MAX);
-                        Some(Ok((t, time, data)))
-                    }
-                },
-                Cursor::Sqlite(rows) => rows
-                    .next()
-                    .map(|r| r.map(|(t, time, data)| (t, time, Cow::Owned(data)))),
-            };
-            match item {
-                None => {
-                    self.current = None;
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Some(Ok((t, time, data))) => {
-                    if t == usize::MAX || !self.wanted[t] {
-                        continue;
-                    }
-                    if self.filter.start.is_some_and(|s| time < s)
-                        || self.filter.end.is_some_and(|e| time >= e)
-                    {
-                        continue;
-                    }
-                    let info = &reader.topics[t];
-                    return Some(Ok(RawRecord {
-                        topic_index: t,
-                        topic: &info.name,
-                        type_name: &info.type_name,
-                        log_time: time,
-                        data,
-                    }));
-                }
-            }
+        if self.done {
+            return None;
         }
+        let reader = self.reader;
+        if self.heads.is_none() {
+            let heads = reader
+                .files
+                .iter()
+                .map(|f| Head {
+                    start: match f {
+                        Storage::Mcap { index, .. } => index.start_time(),
+                        Storage::Sqlite(_) => 0,
+                    },
+                    opened: false,
+                    cursor: None,
+                    next: None,
+                })
+                .collect();
+            self.heads = Some(heads);
+        }
+        // Open the files whose first message may come before the earliest head, earliest
+        // first (each opened one may lower that bound).
+        loop {
+            let heads = self.heads.as_ref().expect("made above");
+            let earliest = heads
+                .iter()
+                .filter_map(|h| h.next.as_ref().map(|(_, time, _)| *time))
+                .min()
+                .unwrap_or(u64::MAX);
+            let Some(k) = heads
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !h.opened && h.start <= earliest)
+                .min_by_key(|(k, h)| (h.start, *k))
+                .map(|(k, _)| k)
+            else {
+                break;
+            };
+            let cursor = self.open(&reader.files[k]);
+            let head = &mut self.heads.as_mut().expect("made above")[k];
+            head.opened = true;
+            head.cursor = Some(cursor);
+            self.refill(k);
+        }
+        let heads = self.heads.as_mut().expect("made above");
+        // The earliest head; of equal times the earlier file.
+        let best = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(k, h)| h.next.as_ref().map(|(_, time, _)| (*time, k)))
+            .min();
+        let Some((_, k)) = best else {
+            self.done = true;
+            return self.error.take().map(Err);
+        };
+        let (t, time, data) = heads[k].next.take().expect("chosen above");
+        self.refill(k);
+        let info = &reader.topics[t];
+        Some(Ok(RawRecord {
+            topic_index: t,
+            topic: &info.name,
+            type_name: &info.type_name,
+            log_time: time,
+            data,
+        }))
     }
 }
 

@@ -269,7 +269,7 @@ impl BagWriter {
             Compression::None => None,
             Compression::Zstd => Some(mcap::Compression::Zstd),
         };
-        let writer = mcap::WriteOptions::new()
+        let mut writer = mcap::WriteOptions::new()
             .profile("ros2")
             .library(concat!("dreamplan ", env!("CARGO_PKG_VERSION")))
             .compression(compression)
@@ -277,6 +277,9 @@ impl BagWriter {
             .compression_threads(0)
             .create(BufWriter::with_capacity(1 << 20, file))
             .map_err(mcap_err)?;
+        // The header goes to disk now: a file left empty until the first flush (a second
+        // later) made a recording killed in between unreadable as a whole.
+        writer.flush().map_err(mcap_err)?;
         self.current = Some(OpenFile {
             writer,
             relative,

@@ -43,9 +43,8 @@ async fn run<N: Node>() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
+        crate::runner::stop_requested().await;
+        on_signal.cancel();
     });
     let ctx = NodeContext {
         name: N::KIND.to_string(),

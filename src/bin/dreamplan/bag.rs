@@ -385,9 +385,8 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                 }
                 let ctrl_c = stop.clone();
                 let watcher = tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        ctrl_c.cancel();
-                    }
+                    dreamplan::runner::stop_requested().await;
+                    ctrl_c.cancel();
                 });
                 let report = player.play(&reader, &bus, &stop).await;
                 // Give subscribers a moment to drain, then stop the graph.

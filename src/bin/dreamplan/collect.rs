@@ -252,7 +252,20 @@ fn collect_task(
     let report = rt.block_on(async move {
         let watcher = async move {
             let mut done = 0u32;
-            while let Some(e) = events.recv().await {
+            // Ctrl-C or SIGTERM stops the graph as the last episode does, so the recorder
+            // closes its bag (summary and metadata.yaml) with what was recorded.
+            let signal = dreamplan::runner::stop_requested();
+            tokio::pin!(signal);
+            loop {
+                let e = tokio::select! {
+                    what = &mut signal => {
+                        tracing::warn!("{what}: stopping after {done} of {n} episodes; the bag keeps what was recorded");
+                        stop.cancel();
+                        return;
+                    }
+                    e = events.recv() => e,
+                };
+                let Some(e) = e else { return };
                 if e.event == EpisodeEvent::EVENT_SCORED {
                     done += 1;
                     on_episode(e.score);
