@@ -299,6 +299,73 @@ fn recorder(
     (RecorderNode::new(config).unwrap(), params)
 }
 
+/// A recorder whose disk fills ends with the writer's error at once, not at the next
+/// Ctrl-C: before, the forwarding task of a quiet topic (here `/quiet`, which has a
+/// publisher but never publishes) kept the node waiting, recording nothing. The bag
+/// folder is a tmpfs too small for two camera images; mounting one needs root (CI has it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_whose_disk_fills_stops_with_the_error() {
+    use dreamplan::nodes::{Node, NodeContext};
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("not root: no tmpfs can be mounted, skipped");
+        return;
+    }
+    struct Mounted(std::path::PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount failed");
+    let _mounted = Mounted(full.clone());
+    let (node, params) = recorder(&full.join("rec"), "/big, /quiet");
+    let bus = LocalBus::default();
+    let big = bus.publisher::<Image>("/big", Qos::keep_last(10)).unwrap();
+    let _quiet = bus.publisher::<Time>("/quiet", Qos::keep_last(10)).unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(node.run(NodeContext {
+        name: "rec".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params,
+    }));
+    let image = Image {
+        height: 480,
+        width: 640,
+        encoding: "rgb8".into(),
+        step: 640 * 3,
+        data: vec![7; 640 * 480 * 3],
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder still runs 30 s after its disk filled"
+        );
+        big.publish(image.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = run.await.unwrap().unwrap_err();
+    assert!(
+        format!("{err:#}").contains("No space left on device"),
+        "{err:#}"
+    );
+    assert!(!stop.is_cancelled());
+}
+
 /// `paused` is a live parameter of the recorder: what arrives while it is set is not
 /// written, what arrives after it is cleared is; a parameter read at start is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

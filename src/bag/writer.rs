@@ -403,6 +403,11 @@ impl BagWriter {
     }
 }
 
+/// The MCAP error with its cause: mcap's own text for an I/O error does not say which
+/// ("I/O error from writing, …"), the cause does ("No space left on device").
 fn mcap_err(e: mcap::McapError) -> BagError {
-    BagError::Mcap(e.to_string())
+    match std::error::Error::source(&e) {
+        Some(cause) => BagError::Mcap(format!("{e}: {cause}")),
+        None => BagError::Mcap(e.to_string()),
+    }
 }

@@ -299,7 +299,17 @@ impl Node for RecorderNode {
 
     fn validate(config: &RecorderConfig) -> anyhow::Result<()> {
         anyhow::ensure!(config.depth > 0, "depth must be > 0");
-        anyhow::ensure!(config.flush_every_s > 0.0, "flush_every_s must be > 0");
+        anyhow::ensure!(
+            config.flush_every_s.is_finite() && config.flush_every_s > 0.0,
+            "flush_every_s must be a number of seconds > 0, not {}",
+            config.flush_every_s
+        );
+        if let Some(s) = config.split_max_s {
+            anyhow::ensure!(
+                s.is_finite() && s > 0.0 && s < 1e9,
+                "split_max_s must be a number of seconds > 0, not {s}"
+            );
+        }
         for t in config
             .topics
             .iter()
@@ -442,6 +452,13 @@ impl Node for RecorderNode {
                 break;
             }
         }
+        // A writer that failed (a full disk) ends the recording now: the forwarding task of a
+        // quiet topic (a latched camera_info, a goal between episodes) would otherwise wait
+        // for its next message or the shutdown, and the node went on running, recording
+        // nothing, with its error held back until Ctrl-C.
+        if writer.is_finished() && !ctx.shutdown.is_cancelled() {
+            forwards.abort_all();
+        }
         while forwards.join_next().await.is_some() {}
         drop(tx);
         let written = tokio::task::spawn_blocking(move || writer.join())
@@ -462,6 +479,30 @@ impl Node for RecorderNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_that_are_not_seconds_are_refused() {
+        // Each panicked in Duration::from_secs_f64 once the node ran.
+        for (split, flush) in [
+            (Some(-1.0), 1.0),
+            (Some(f64::NAN), 1.0),
+            (None, f64::INFINITY),
+        ] {
+            let e = RecorderNode::validate(&RecorderConfig {
+                split_max_s: split,
+                flush_every_s: flush,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("must be a number of seconds"), "{e}");
+        }
+        RecorderNode::validate(&RecorderConfig {
+            split_max_s: Some(60.0),
+            ..Default::default()
+        })
+        .unwrap();
+    }
 
     #[test]
     fn the_recorder_subscribes_as_the_publishers_offer() {
