@@ -423,9 +423,27 @@ fn split_files_are_merged_by_log_time_and_an_empty_one_is_skipped() {
 fn bag_info_on_a_cut_off_bag_reports_what_is_readable_in_the_header_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cut");
-    let file = small_bag(&dir, 200, 2048);
+    // 200 joint states, then a second topic whose messages all lie in the half cut off.
+    let mut w = BagWriter::create(
+        &dir,
+        WriterOptions {
+            chunk_size: 2048,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..200u32 {
+        let t = 1_000 + i as u64 * 1_000_000;
+        w.write("/joint_states", t, &joint_state(i)).unwrap();
+    }
+    for i in 0..10u32 {
+        let t = 1_000 + (200 + i) as u64 * 1_000_000;
+        w.write("/late", t, &Time { sec: 0, nanosec: i }).unwrap();
+    }
+    w.finish().unwrap();
+    let file = dir.join("cut_0.mcap");
     let bytes = std::fs::read(&file).unwrap();
-    // Keep metadata.yaml (it promises 200) and cut the file at half.
+    // Keep metadata.yaml (it promises 210) and cut the file at half.
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let (got, _) = read_all(&dir);
     assert!(!got.is_empty() && got.len() < 200, "{} readable", got.len());
@@ -439,7 +457,7 @@ fn bag_info_on_a_cut_off_bag_reports_what_is_readable_in_the_header_too() {
     let n = got.len();
     assert!(
         stdout.contains(&format!(
-            "Messages:   {n} readable (metadata.yaml says 200)"
+            "Messages:   {n} readable (metadata.yaml says 210)"
         )),
         "{stdout}"
     );
@@ -455,6 +473,9 @@ fn bag_info_on_a_cut_off_bag_reports_what_is_readable_in_the_header_too() {
         .find(|l| l.contains("/joint_states"))
         .unwrap();
     assert!(topic_line.contains(&format!(" {n} msgs")), "{topic_line}");
+    // A topic none of whose messages can be read has 0, not what metadata.yaml promised.
+    let late_line = stdout.lines().find(|l| l.contains("/late")).unwrap();
+    assert!(late_line.contains(" 0 msgs"), "{late_line}");
     // The whole bag: the header as metadata.yaml has it, no warning.
     let whole = tmp.path().join("whole");
     small_bag(&whole, 20, 2048);

@@ -36,6 +36,57 @@ fn episodes_bag() -> (tempfile::TempDir, std::path::PathBuf, BagWriter) {
     (tmp, dir, w)
 }
 
+/// The built-in simulator publishes an episode's goal just before its reset: the reset
+/// keeps it. A goal of an earlier episode, seen before that episode's steps, does not
+/// carry over to an episode that published none.
+#[test]
+fn a_goal_published_just_before_the_reset_is_the_new_episodes() {
+    let (_tmp, dir, mut w) = episodes_bag();
+    let mut t = 1_000 * MS;
+    let mut at = |dt: u64| {
+        t += dt * MS;
+        t
+    };
+    for ep in 0..3u32 {
+        if ep < 2 {
+            w.write("/goal/image", at(1), &frame(200 + ep as u8))
+                .unwrap();
+        }
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_RESET, f64::NAN),
+        )
+        .unwrap();
+        w.write("/camera/image_raw", at(10), &frame(10)).unwrap();
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_ACTION_STARTED, f64::NAN),
+        )
+        .unwrap();
+        w.write(
+            "/dreamplan/episode",
+            at(100),
+            &event(ep, 0, EpisodeEvent::EVENT_ACTION_FINISHED, f64::NAN),
+        )
+        .unwrap();
+        w.write(
+            "/dreamplan/episode",
+            at(1),
+            &event(ep, 0, EpisodeEvent::EVENT_SCORED, 1.0),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let reader = BagReader::open(&dir).unwrap();
+    let goals: Vec<Option<u8>> = reader
+        .transitions(TransitionTopics::default())
+        .map(|t| t.unwrap().goal.map(|g| g.data[0]))
+        .collect();
+    assert_eq!(goals, [Some(200), Some(201), None]);
+}
+
 #[test]
 fn two_episodes_become_two_scored_transitions() {
     let (_tmp, dir, mut w) = episodes_bag();

@@ -80,6 +80,12 @@ fn collect_writes_a_bag_with_everything_the_world_model_needs() {
         transitions.iter().all(|t| t.score.is_some()),
         "scores missing"
     );
+    // The simulator publishes each episode's goal just before its reset: every transition
+    // has its episode's goal (the view dropped it at the reset before session 42).
+    assert!(
+        transitions.iter().all(|t| t.goal.is_some()),
+        "goals missing"
+    );
     let ready = dreamplan::robot::franka::READY;
     let trajectories: Vec<JointTrajectory> = reader
         .messages(&Filter::topics(["/arm/joint_trajectory"]))

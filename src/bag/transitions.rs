@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `/dreamplan/episode` | `dreamplan/msg/EpisodeEvent` | `reset` starts episode *e* (its `task` names the task); `action_started` / `action_finished` bracket step *s*; `scored` gives the step's score; `failed` aborts it |
 //! | `/camera/image_raw` | `sensor_msgs/msg/Image` | camera frames |
-//! | `/goal/image` | `sensor_msgs/msg/Image` (latched) | the episode's goal image, published after `reset` |
+//! | `/goal/image` | `sensor_msgs/msg/Image` (latched) | the episode's goal image, published after `reset` or just before it (as the built-in simulator does: a goal that comes after the last step's events is the next episode's) |
 //! | `/planner/action` | `dreamplan/msg/KeypointAction` | the action chosen for the step, published before `action_started` |
 //! | `/joint_states` | `sensor_msgs/msg/JointState` | arm state while the action runs |
 //! | `/camera/object_only` (optional) | `sensor_msgs/msg/Image` | object-only frames (arm masked out) |
@@ -115,6 +115,9 @@ pub struct Transitions<'a> {
     episode: u32,
     task: String,
     goal: Option<Image>,
+    /// Whether the goal came after the last step's events: then it is the next episode's
+    /// (the built-in simulator publishes it just before the reset) and the reset keeps it.
+    goal_fresh: bool,
     last_frame: Option<(u64, Image)>,
     last_object_frame: Option<(u64, Image)>,
     last_action: Option<KeypointAction>,
@@ -145,6 +148,7 @@ impl BagReader {
             episode: 0,
             task: String::new(),
             goal: None,
+            goal_fresh: false,
             last_frame: None,
             last_object_frame: None,
             last_action: None,
@@ -176,13 +180,18 @@ impl Transitions<'_> {
     }
 
     fn on_event(&mut self, time: u64, ev: EpisodeEvent) {
+        if ev.event != EpisodeEvent::EVENT_RESET {
+            self.goal_fresh = false;
+        }
         match ev.event.as_str() {
             EpisodeEvent::EVENT_RESET => {
                 self.close_open();
                 self.close_settling();
                 self.episode = ev.episode;
                 self.task = ev.task;
-                self.goal = None;
+                if !self.goal_fresh {
+                    self.goal = None;
+                }
                 self.last_action = None;
                 // What the camera showed before the reset is the previous episode's world:
                 // a step of this episode that saw no frame of its own has no observation.
@@ -294,7 +303,10 @@ impl Iterator for Transitions<'_> {
                     self.last_object_frame = Some((time, img));
                 })
             } else if topic == t.goal {
-                rec.decode::<Image>().map(|img| self.goal = Some(img))
+                rec.decode::<Image>().map(|img| {
+                    self.goal = Some(img);
+                    self.goal_fresh = true;
+                })
             } else if topic == t.action {
                 rec.decode::<KeypointAction>()
                     .map(|a| self.last_action = Some(a))

@@ -260,17 +260,21 @@ fn info(path: &std::path::Path, count: bool) -> anyhow::Result<ExitCode> {
              the end); the counts below are what could be read"
         );
     }
+    let read_through = read.is_some();
     let (counted, damage) = match read {
         Some(r) => (r.per_topic, r.damage),
         None => Default::default(),
     };
     println!("Topics:");
     for t in reader.topics() {
-        let n = counted
-            .get(&t.name)
-            .copied()
-            .or(t.message_count)
-            .map_or("?".into(), |n| n.to_string());
+        // Read through, a topic of which nothing could be read has 0 (not the count
+        // metadata.yaml promised).
+        let n = if read_through {
+            Some(counted.get(&t.name).copied().unwrap_or(0))
+        } else {
+            t.message_count
+        }
+        .map_or("?".into(), |n| n.to_string());
         let qos = t
             .qos
             .first()
