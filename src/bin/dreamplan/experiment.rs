@@ -10,7 +10,10 @@
 //! - every stage records its command line and, when it finished, `done` in
 //!   `OUT/stages/<name>.json`. A re-run skips a finished stage whose command line is the
 //!   same and none of whose inputs was remade; it reruns one whose command line changed or
-//!   whose input stage ran again (its old output is moved aside to `<name>.old` first), or
+//!   whose input stage ran again (its old output is moved aside to `<name>.old` first;
+//!   when a stage starts, the records of every stage that reads its output, directly or
+//!   not, are marked stale, so an invocation killed after remaking an input still remakes
+//!   what reads it the next time), or
 //!   whose record names another mask measure than this build's (the stages that score
 //!   predicted frames: world-model quality, world-model preferences, test-time
 //!   verification; a record from before measures were named counts as another), and
@@ -459,6 +462,8 @@ struct Record {
     tag: serde_json::Value,
     /// Made by the same command line (and measure).
     same: bool,
+    /// An input stage started again after this one was made (`mark_stale`).
+    stale: bool,
 }
 
 impl Record {
@@ -474,10 +479,12 @@ impl Record {
         let same = previous.as_ref().is_some_and(|p| {
             p["argv"] == serde_json::json!(st.argv) && (!st.scores_frames() || p["measure"] == tag)
         });
+        let stale = previous.as_ref().is_some_and(|p| p["stale"] == true);
         Self {
             previous,
             tag,
             same,
+            stale,
         }
     }
 
@@ -489,6 +496,7 @@ impl Record {
             .as_ref()
             .is_some_and(|p| p["skipped"].is_string());
         self.same
+            && !self.stale
             && !st.deps.iter().any(|d| remade.contains(d))
             && self.previous.as_ref().is_some_and(|p| p["done"] == true)
             && (st.output.exists() || skipped_before)
@@ -505,6 +513,38 @@ fn will_run(out: &Path, all: &[Stage]) -> Vec<&'static str> {
         }
     }
     will
+}
+
+/// `started` runs (again): every later stage that reads its output, directly or through
+/// another stage, has its record marked stale (not done). Before session 42 only the
+/// stages remade in the same invocation counted: a run killed after remaking the world
+/// model skipped the preferences, ORPO and evaluations made from the old one when re-run.
+fn mark_stale(out: &Path, all: &[Stage], started: &str) -> anyhow::Result<()> {
+    let mut affected = vec![started];
+    let at = all
+        .iter()
+        .position(|s| s.name == started)
+        .unwrap_or(all.len());
+    for st in all.iter().skip(at + 1) {
+        if !st.deps.iter().any(|d| affected.contains(d)) {
+            continue;
+        }
+        affected.push(st.name);
+        let file = stage_file(out, st.name);
+        let Some(mut rec) = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            continue;
+        };
+        if rec["stale"] == true {
+            continue;
+        }
+        rec["stale"] = true.into();
+        rec["done"] = false.into();
+        write_atomic(&file, &serde_json::to_vec_pretty(&rec)?)?;
+    }
+    Ok(())
 }
 
 fn stage_file(out: &Path, name: &str) -> PathBuf {
@@ -571,10 +611,12 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         let rec = Record::read(&a.out, st);
         let finished = rec.finished(st, &ran);
         let dep_ran = st.deps.iter().any(|d| ran.contains(d));
+        let dep_ran = dep_ran || rec.stale;
         let Record {
             previous,
             tag,
             same,
+            ..
         } = rec;
         if finished {
             eprintln!(
@@ -586,6 +628,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         ran.push(st.name);
+        mark_stale(&a.out, &all, st.name)?;
         if st.scores_frames()
             && previous
                 .as_ref()
@@ -962,6 +1005,46 @@ mod tests {
                 "eval-dreamplan",
                 "eval-orpo-sim"
             ]
+        );
+    }
+
+    #[test]
+    fn a_stage_started_again_makes_what_reads_it_stale_for_the_next_invocation() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("exp");
+        let a = Cli::parse_from(["x", "--out", out.to_str().unwrap(), "--zero-shot", "zs"]).a;
+        let all = stages(&a);
+        std::fs::create_dir_all(out.join("stages")).unwrap();
+        for st in &all {
+            std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
+            std::fs::write(&st.output, b"").unwrap();
+            let tag = Record::read(&out, st).tag;
+            let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
+            std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
+        }
+        assert!(will_run(&out, &all).is_empty());
+        // The world model was trained again and finished; the invocation was killed
+        // before anything that reads it ran. The next one remakes all of that.
+        mark_stale(&out, &all, "world-model").unwrap();
+        assert_eq!(
+            will_run(&out, &all),
+            [
+                "world-model-quality",
+                "preferences-wm",
+                "orpo-wm",
+                "eval-wm-best-of-4",
+                "eval-wm-best-of-8",
+                "eval-dreamplan"
+            ]
+        );
+        // Stale stays stale until the stage itself is made again.
+        mark_stale(&out, &all, "world-model").unwrap();
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(stage_file(&out, "orpo-wm")).unwrap()).unwrap();
+        assert_eq!(
+            (rec["stale"].clone(), rec["done"].clone()),
+            (true.into(), false.into())
         );
     }
 
