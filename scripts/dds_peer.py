@@ -592,7 +592,7 @@ class TrajectoryActionServer:
     PATH_TOLERANCE_VIOLATED); a cancel request ends it CANCELED. get_result requests are
     answered when the goal ends, as rcl_action does."""
 
-    def __init__(self, dp, action, outcome, hold):
+    def __init__(self, dp, action, outcome, hold, accept_after=0.0):
         svc, latched = qos("volatile", 10), qos("transient_local", 1)
         base = action.lstrip("/") + "/_action/"
 
@@ -605,7 +605,8 @@ class TrajectoryActionServer:
         self.result_r, self.result_w = pair("get_result", GetResultRequest_, GetResultReply_)
         self.cancel_r, self.cancel_w = pair("cancel_goal", CancelGoalRequest_, CancelGoalReply_)
         self.status_w = DataWriter(dp, Topic(dp, f"rt/{base}status", GoalStatusArray_, qos=latched), qos=latched)
-        self.outcome, self.hold = outcome, hold
+        self.outcome, self.hold, self.accept_after = outcome, hold, accept_after
+        self.pending = []  # goal requests answered `accept_after` seconds after they came
         self.goals = {}  # uuid bytes -> dict(status, info, ends, waiting)
         self.log = []
 
@@ -629,10 +630,6 @@ class TrajectoryActionServer:
         received = []
         now = time.time()
         for r in self.goal_r.take(N=8):
-            key = bytes(r.goal_id.uuid)
-            accepted = self.outcome != "reject"
-            stamp = Time_(sec=int(now), nanosec=int((now % 1) * 1e9))
-            self.goal_w.write(SendGoalReply_(client_id=r.client_id, sequence=r.sequence, accepted=accepted, stamp=stamp))
             tr = r.goal.trajectory
             received.append({
                 "joint_names": list(tr.joint_names),
@@ -641,9 +638,17 @@ class TrajectoryActionServer:
                 "tolerances": [len(r.goal.path_tolerance), len(r.goal.component_path_tolerance),
                                len(r.goal.goal_tolerance), len(r.goal.component_goal_tolerance)],
                 "multi_dof_points": len(r.goal.multi_dof_trajectory.points),
-                "accepted": accepted,
+                "accepted": self.outcome != "reject",
                 "writer_types": writer_types(self.goal_r),
             })
+            self.pending.append((time.monotonic() + self.accept_after, r))
+        due = [r for at, r in self.pending if at <= time.monotonic()]
+        self.pending = [(at, r) for at, r in self.pending if at > time.monotonic()]
+        for r in due:
+            key = bytes(r.goal_id.uuid)
+            accepted = self.outcome != "reject"
+            stamp = Time_(sec=int(now), nanosec=int((now % 1) * 1e9))
+            self.goal_w.write(SendGoalReply_(client_id=r.client_id, sequence=r.sequence, accepted=accepted, stamp=stamp))
             if accepted:
                 self.goals[key] = {"status": STATUS_EXECUTING, "info": GoalInfo_(goal_id=r.goal_id, stamp=stamp),
                                    "ends": time.monotonic() + self.hold, "waiting": []}
@@ -714,7 +719,7 @@ def drive(args):
     traj_r = reader(args.trajectory_topic, JointTrajectory_, qos("volatile", 1))
     episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
     frame = "camera_color_optical_frame"
-    server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, args.action_hold) \
+    server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, args.action_hold, args.accept_after) \
         if args.serve_action else None
     estop_w = writer("/estop", Bool_, latched) if args.estop_after is not None else None
     estop_at = None
@@ -816,6 +821,11 @@ def drive(args):
             if estop_w is not None:
                 started = started and got.get("canceled", False)
         if got["action"] and got["trajectory"] and started:
+            if estop_w is not None:
+                # Release the e-stop (latched) so that a later run can act again.
+                estop_w.write(Bool_(data=False))
+                print(json.dumps({"wrote": "estop release"}), flush=True)
+                time.sleep(0.5)
             return 0
         time.sleep(0.02)
     print(json.dumps({"timeout": True, "got": {k: bool(v) for k, v in got.items()}}), flush=True)
@@ -1003,6 +1013,8 @@ def main():
                     help="serve control_msgs/action/FollowJointTrajectory under this name and take trajectories as its goals")
     dr.add_argument("--action-outcome", choices=["succeed", "abort", "reject"], default="succeed")
     dr.add_argument("--action-hold", type=float, default=1.0, help="seconds a goal executes before it ends")
+    dr.add_argument("--accept-after", type=float, default=0.0,
+                    help="seconds the action server takes to answer a goal request (a slow controller)")
     dr.add_argument("--estop-after", type=float, metavar="S",
                     help="with --serve-action: engage the e-stop (latched /estop true) S seconds after the goal arrives, and wait for its cancel request")
     pa = sub.add_parser("param", help="list, set, get and describe a node's parameters through its ROS parameter services")

@@ -1002,20 +1002,32 @@ nodes:
             "60",
         ];
         // The e-stop comes 0.5 s into a goal that would run for 30 s: the executor must
-        // cancel it on the controller.
+        // cancel it on the controller. Early, it comes 0.2 s after the goal request, 0.8 s
+        // before a slow controller accepts it: the cancel must still reach the goal (it was
+        // lost before session 42, and the arm ran the whole trajectory).
         args.extend(match outcome {
-            "estop" => ["--action-hold", "30", "--estop-after", "0.5"],
-            o => ["--action-hold", "0.5", "--action-outcome", o],
+            "estop" => vec!["--action-hold", "30", "--estop-after", "0.5"],
+            "estop-early" => vec![
+                "--action-hold",
+                "30",
+                "--accept-after",
+                "1.0",
+                "--estop-after",
+                "0.2",
+            ],
+            o => vec!["--action-hold", "0.5", "--action-outcome", o],
         });
         peer(d, &args).output().unwrap()
     };
     let mut runs = Vec::new();
-    // The e-stop last: it is latched, and the executor refuses actions while it holds.
+    // Each e-stop run releases its e-stop at the end (it is latched, and the executor
+    // refuses actions while it holds).
     for (episode, outcome) in [
         ("7", "succeed"),
         ("8", "abort"),
         ("9", "reject"),
         ("10", "estop"),
+        ("11", "estop-early"),
     ] {
         let o = drive(episode, outcome);
         let ok = o.status.success();
@@ -1050,11 +1062,9 @@ nodes:
             assert!((a - b).abs() < 1e-6, "joint {j}: starts at {a}, arm at {b}");
         }
         assert_eq!(goal["joint_names"][7], "panda_finger_joint1");
-        // (The e-stop's empty trajectory, which stops a controller, may go out there.)
+        // (With the action, the e-stop cancels the goal and sends nothing on the topic.)
         assert!(
-            !lines
-                .iter()
-                .any(|l| l.get("topic_trajectory").is_some_and(|n| n != 0)),
+            !lines.iter().any(|l| l.get("topic_trajectory").is_some()),
             "a trajectory went out on the topic too:\n{}",
             text(o)
         );
@@ -1099,5 +1109,5 @@ nodes:
             }
         }
     }
-    assert_eq!(runs.len(), 4);
+    assert_eq!(runs.len(), 5);
 }

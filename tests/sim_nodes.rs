@@ -203,6 +203,76 @@ async fn the_estop_refuses_actions() {
     task.await.unwrap().unwrap();
 }
 
+/// On e-stop the executor sends a trajectory that a ROS trajectory controller takes: the
+/// joints of its own trajectories (the finger too; `allow_partial_joints_goal: false`
+/// drops other sets) and one point, at the arm's last reported state (an empty trajectory
+/// is dropped too). It sent an empty one of the seven arm joints before: a real arm went
+/// on moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
+    use dreamplan::robot::franka::READY;
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let mut topic = bus
+        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
+        .unwrap();
+    let joints = bus
+        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
+    let config: ExecutorConfig = serde_yaml::from_str(&format!(
+        "width: {SIZE}\nheight: {SIZE}\nepisode_end_frees_arm: false\n"
+    ))
+    .unwrap();
+    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut name: Vec<String> = (1..=7).map(|j| format!("panda_joint{j}")).collect();
+    name.push("panda_finger_joint1".into());
+    let mut position = READY.to_vec();
+    position.push(0.03);
+    joints
+        .publish(JointState {
+            name,
+            position: position.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    depth.publish(plane_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    actions.publish(centre_action("carry")).unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let planned = topic.recv().await.unwrap();
+    assert!(planned.points.len() > 4);
+    estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    let hold = tokio::time::timeout(Duration::from_secs(10), topic.recv())
+        .await
+        .expect("a hold trajectory")
+        .unwrap();
+    assert_eq!(hold.joint_names, planned.joint_names);
+    assert_eq!(hold.points.len(), 1);
+    assert_eq!(hold.points[0].positions, position);
+    assert!(hold.points[0].velocities.iter().all(|v| *v == 0.0));
+    assert!(hold.points[0].time_from_start.as_secs_f64() > 0.0);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The sim stops on an empty trajectory and on the executor's one-point hold, and refuses
+/// a trajectory whose times run backwards (a negative time ended the simulator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_trajectory_stops_the_sim_arm_and_the_episode_is_still_scored() {
     use dreamplan::robot::franka::{default_arm, READY};
@@ -239,6 +309,22 @@ async fn an_empty_trajectory_stops_the_sim_arm_and_the_episode_is_still_scored()
         time_from_start: dreamplan::msg::builtin_interfaces::Duration { sec: t, nanosec: 0 },
         ..Default::default()
     };
+    // Times that run backwards are refused (the sim panicked on a negative one).
+    trajectories
+        .publish(JointTrajectory {
+            joint_names: names.clone(),
+            points: vec![point(-1)],
+            ..Default::default()
+        })
+        .unwrap();
+    trajectories
+        .publish(JointTrajectory {
+            joint_names: names.clone(),
+            points: vec![point(5), point(2)],
+            ..Default::default()
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     trajectories
         .publish(JointTrajectory {
             joint_names: names.clone(),
@@ -247,9 +333,14 @@ async fn an_empty_trajectory_stops_the_sim_arm_and_the_episode_is_still_scored()
         })
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The executor's e-stop: one point, at the arm's state.
     trajectories
         .publish(JointTrajectory {
             joint_names: names,
+            points: vec![JointTrajectoryPoint {
+                time_from_start: dreamplan::msg::builtin_interfaces::Duration::from_secs_f64(0.1),
+                ..point(0)
+            }],
             ..Default::default()
         })
         .unwrap();
@@ -630,12 +721,12 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
     let _ = g.answer.send(TrajectoryOutcome::Succeeded);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(events.try_recv().is_none(), "an outcome after the e-stop");
-    // Nothing went out on the topic but the e-stop's empty stop trajectory.
+    // Nothing went out on the topic: the goal's cancel holds the arm.
     let mut on_topic = Vec::new();
     while let Some(t) = topic.try_recv() {
         on_topic.push(t.points.len());
     }
-    assert_eq!(on_topic, vec![0]);
+    assert_eq!(on_topic, Vec::<usize>::new());
     stop.cancel();
     task.await.unwrap().unwrap();
 }

@@ -35,7 +35,7 @@
 //! (`tests/dds_interop.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
@@ -775,6 +775,11 @@ async fn run_trajectory_goals(
     closed: Arc<AtomicBool>,
 ) {
     let active: Mutex<Option<ros2_client::action::GoalId>> = Mutex::new(None);
+    // Cancel requests so far: a goal compares it with the count when it was given, so that
+    // a cancel that comes before the controller accepted the goal (while the server is
+    // looked for, or the goal request is under way) still cancels it. Before session 42
+    // such a cancel found no goal id and was lost: the arm ran the whole trajectory.
+    let cancels = AtomicU64::new(0);
     let mut current: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
         None;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
@@ -783,9 +788,11 @@ async fn run_trajectory_goals(
             c = commands.recv() => match c {
                 None => return,
                 Some(GoalCommand::Follow(trajectory, answer)) => {
-                    current = Some(Box::pin(follow_goal(&node, &client, &name, &active, trajectory, answer)));
+                    let given = (&cancels, cancels.load(Ordering::Acquire));
+                    current = Some(Box::pin(follow_goal(&node, &client, &name, &active, given, trajectory, answer)));
                 }
                 Some(GoalCommand::CancelAll) => {
+                    cancels.fetch_add(1, Ordering::AcqRel);
                     let id = active.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(id) = id {
                         if let Err(e) = client.cancel_goal(id) {
@@ -807,12 +814,15 @@ async fn run_trajectory_goals(
 }
 
 /// One goal: waits for the server (at most [`ACTION_SERVER_WAIT`]), sends the goal, and
-/// answers with the result the controller reports.
+/// answers with the result the controller reports. `(cancels, given)`: the cancel count
+/// and its value when the goal was given; a cancel since then stops the goal before it is
+/// sent, or cancels it as soon as it is accepted.
 async fn follow_goal(
     node: &ros2_client::Node,
     client: &FjtClient,
     name: &str,
     active: &Mutex<Option<ros2_client::action::GoalId>>,
+    (cancels, given): (&AtomicU64, u64),
     trajectory: crate::msg::prelude::JointTrajectory,
     answer: tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
 ) {
@@ -830,6 +840,10 @@ async fn follow_goal(
                 "no FollowJointTrajectory server `{name}` found within {} s (is the controller running, in this ROS domain?)",
                 ACTION_SERVER_WAIT.as_secs()
             ));
+        }
+        let cancelled = || cancels.load(Ordering::Acquire) != given;
+        if cancelled() {
+            return Failed("cancelled before it was sent".into());
         }
         let goal = fjt::Goal {
             trajectory,
@@ -850,6 +864,12 @@ async fn follow_goal(
             return Failed("goal rejected by the controller".into());
         }
         *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        if cancelled() {
+            active.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Err(e) = client.cancel_goal(id) {
+                tracing::warn!(action = %name, "cancel request not sent: {e:?}");
+            }
+        }
         let result = client.async_request_result(id).await;
         active.lock().unwrap_or_else(|e| e.into_inner()).take();
         match result {

@@ -677,6 +677,9 @@ fn run_trajectory_goals(
     let spawner = pool.spawner();
     let handles: std::rc::Rc<std::cell::RefCell<Vec<r2r::ActionClientGoalUntyped>>> =
         Default::default();
+    // Cancel requests so far: a goal accepted after a cancel that came while its request
+    // was under way is cancelled at once (that cancel found no handle to cancel).
+    let cancels: std::rc::Rc<std::cell::Cell<u64>> = Default::default();
     loop {
         pool.run_until_stalled();
         let command = match commands.recv_timeout(Duration::from_millis(10)) {
@@ -686,6 +689,7 @@ fn run_trajectory_goals(
         };
         match command {
             GoalCommand::CancelAll => {
+                cancels.set(cancels.get() + 1);
                 for h in handles.borrow_mut().drain(..) {
                     if let Ok(cancelled) = h.cancel() {
                         let _ = spawner.spawn_local(async move {
@@ -697,13 +701,18 @@ fn run_trajectory_goals(
             GoalCommand::Follow(goal, answer) => {
                 let request = client.send_goal_request(goal);
                 let handles = handles.clone();
+                let (cancels, given) = (cancels.clone(), cancels.get());
                 let task = async move {
                     let outcome = match request {
                         Err(e) => Failed(format!("goal not sent: {e}")),
                         Ok(request) => match request.await {
                             Err(e) => Failed(format!("goal rejected: {e}")),
                             Ok((handle, result, _feedback)) => {
-                                handles.borrow_mut().push(handle);
+                                if cancels.get() == given {
+                                    handles.borrow_mut().push(handle);
+                                } else if let Ok(cancelled) = handle.cancel() {
+                                    let _ = cancelled.await;
+                                }
                                 match result.await {
                                     Err(e) => Failed(format!("no result: {e}")),
                                     Ok((status, Ok(r))) => super::TrajectoryOutcome::from_result(

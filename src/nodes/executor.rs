@@ -159,6 +159,37 @@ pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
     traj
 }
 
+/// How long the e-stop's hold trajectory takes to reach its one point (s): ros2_controllers'
+/// trajectory controller interpolates from where the arm is to the point in this time.
+pub const HOLD_S: f64 = 0.1;
+
+/// The e-stop's trajectory: the executor's joints (the arm's `names` and the finger), one
+/// point at the arm's last reported positions `q` and the finger's (open when none was
+/// reported), at rest, [`HOLD_S`] from now. It replaces the running trajectory in a ROS
+/// trajectory controller, which then holds there; the built-in simulator stops on it.
+pub fn hold_trajectory(names: &[String], q: &[f64], finger: Option<f64>) -> JointTrajectory {
+    let mut joint_names = names.to_vec();
+    joint_names.push(FINGER_JOINT.into());
+    let mut positions = q.to_vec();
+    positions.push(finger.unwrap_or(0.04));
+    JointTrajectory {
+        joint_names,
+        points: vec![JointTrajectoryPoint {
+            velocities: vec![0.0; positions.len()],
+            positions,
+            time_from_start: crate::msg::builtin_interfaces::Duration::from_secs_f64(HOLD_S),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The finger joint's position in a joint state, if it has one and it is finite.
+fn finger_of(m: &JointState) -> Option<f64> {
+    let i = m.name.iter().position(|n| n == FINGER_JOINT)?;
+    m.position.get(i).copied().filter(|v| v.is_finite())
+}
+
 /// The executor's whole decision for one action, without the bus: pixels → points through
 /// depth and the camera → the workspace policy → a pick-and-place plan from `q` → the
 /// envelope check. The node publishes the result; benchmarks and tests call this directly
@@ -374,6 +405,8 @@ impl Node for ExecutorNode {
             tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::TrajectoryOutcome)>();
         let (mut goals_sent, mut goal): (u64, Option<u64>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
+        // The finger joint's last reported position (the e-stop's hold keeps it).
+        let mut finger: Option<f64> = None;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
         let mut busy_until: Option<tokio::time::Instant> = None;
@@ -424,10 +457,18 @@ impl Node for ExecutorNode {
                 m = estop.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     if m.data && !stopped {
-                        // An empty trajectory stops a ROS trajectory controller where it is.
-                        let _ = traj_pub.publish(JointTrajectory { joint_names: names.clone(), ..Default::default() });
-                        if let Some(c) = &client {
-                            c.cancel_all();
+                        match &client {
+                            // Cancelling the goal makes the controller hold where it is.
+                            Some(c) => c.cancel_all(),
+                            // A trajectory that holds the arm where it is replaces the running
+                            // one. It names the same joints as the executor's trajectories (the
+                            // finger too) and has one point: ros2_controllers' trajectory
+                            // controller drops a message with other joints or with no point,
+                            // which is what this sent before session 42 (an empty trajectory
+                            // of the seven arm joints: the arm went on moving).
+                            None => {
+                                let _ = traj_pub.publish(hold_trajectory(&names, &q, finger));
+                            }
                         }
                         if busy_until.take().is_some() | goal.take().is_some() {
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, "e-stop".into()));
@@ -449,6 +490,9 @@ impl Node for ExecutorNode {
                 }
                 m = joints.recv() => {
                     let Some(m) = m else { return Ok(()) };
+                    if let Some(f) = finger_of(&m) {
+                        finger = Some(f);
+                    }
                     let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
                     match pos {
                         Some(p) if p.iter().all(|v| v.is_finite()) => q = p,
@@ -482,6 +526,9 @@ impl Node for ExecutorNode {
                     // the action may still wait in their queues (a new episode's first
                     // depth frame and ready pose, most of all).
                     while let Some(m) = joints.try_recv() {
+                        if let Some(f) = finger_of(&m) {
+                            finger = Some(f);
+                        }
                         let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
                         if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
                             q = p;

@@ -284,10 +284,20 @@ impl Running {
                 "a trajectory point has the wrong number of positions or a non-finite value".into(),
             );
         }
-        let end = traj
+        // Times must run forward from 0: a negative one made `sample` clamp to a range
+        // whose end lay below its start, a panic that ended the simulator.
+        let times: Vec<f64> = traj
             .points
-            .last()
-            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+            .iter()
+            .map(|p| p.time_from_start.as_secs_f64())
+            .collect();
+        if times.iter().any(|t| !t.is_finite() || *t < 0.0) || times.windows(2).any(|w| w[1] < w[0])
+        {
+            return Err(format!(
+                "the trajectory's times must be ≥ 0 and non-decreasing, not {times:?}"
+            ));
+        }
+        let end = times.last().copied().unwrap_or(0.0);
         Ok(Self {
             traj,
             arm_columns,
@@ -509,9 +519,11 @@ impl Node for SimNode {
                     }
                 }
                 if let Some(traj) = trajectories.try_recv() {
-                    if traj.points.is_empty() {
-                        // An empty trajectory stops the arm where it is (ROS controller
-                        // convention; the executor sends one on e-stop).
+                    if traj.points.len() <= 1 {
+                        // An empty trajectory, or one that holds a single point (what the
+                        // executor sends on e-stop: a ROS trajectory controller replaces the
+                        // running trajectory with it), stops the arm where it is. Idle, it
+                        // moves nothing: no pick-and-place has one point.
                         if running.take().is_some() {
                             done_at = Some(sim_t);
                             tracing::warn!(node = %ctx.name, "stop: motion halted");
