@@ -322,6 +322,35 @@ impl Node for ExecutorNode {
             e.max_speed_fraction > 0.0 && e.max_speed_fraction <= 1.0,
             "envelope.max_speed_fraction must be in (0, 1]"
         );
+        // Each of these could be set while running and was not checked before session 42:
+        // a NaN joint margin passed every joint-limit check, and a point margin wider than
+        // half the box made the clamp's bounds cross (a panic that ended the executor).
+        for (name, v) in [
+            ("table_z", config.table_z),
+            ("envelope.table_z", e.table_z),
+        ] {
+            anyhow::ensure!(v.is_finite(), "{name} must be a height in m (is {v})");
+        }
+        for (name, v) in [
+            ("envelope.joint_margin", e.joint_margin),
+            ("envelope.point_margin", e.point_margin),
+        ] {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be ≥ 0 (is {v})");
+        }
+        let floor = e.table_z + e.table_clearance;
+        let inner = [
+            (e.workspace_min[0] + e.point_margin, e.workspace_max[0] - e.point_margin),
+            (e.workspace_min[1] + e.point_margin, e.workspace_max[1] - e.point_margin),
+            (e.workspace_min[2].max(floor), e.workspace_max[2] - e.point_margin),
+        ];
+        anyhow::ensure!(
+            inner.iter().all(|(lo, hi)| lo < hi),
+            "envelope: no room for pick and place points: the box {:?}–{:?} less point_margin \
+             {} (and above table_z + table_clearance = {floor}) is empty",
+            e.workspace_min,
+            e.workspace_max,
+            e.point_margin
+        );
         let m = &config.motion;
         for (name, v) in [
             ("cartesian_speed_m_s", m.cartesian_speed_m_s),
@@ -587,5 +616,35 @@ impl Node for ExecutorNode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_settings_that_would_disable_a_check_or_panic_are_refused() {
+        let ok = ExecutorConfig::default();
+        ExecutorNode::validate(&ok).unwrap();
+        let with = |f: &dyn Fn(&mut ExecutorConfig)| {
+            let mut c = ExecutorConfig::default();
+            f(&mut c);
+            ExecutorNode::validate(&c).unwrap_err().to_string()
+        };
+        let e = with(&|c| c.envelope.joint_margin = f64::NAN);
+        assert!(e.contains("envelope.joint_margin must be ≥ 0"), "{e}");
+        let e = with(&|c| c.envelope.point_margin = -0.1);
+        assert!(e.contains("envelope.point_margin must be ≥ 0"), "{e}");
+        let e = with(&|c| c.envelope.table_z = f64::INFINITY);
+        assert!(e.contains("envelope.table_z must be a height"), "{e}");
+        let e = with(&|c| c.table_z = f64::NAN);
+        assert!(e.starts_with("table_z must be a height"), "{e}");
+        // Wider than half the box: the clamp's bounds crossed, and the executor panicked.
+        let e = with(&|c| {
+            c.envelope.point_margin = 0.3;
+            c.envelope.out_of_bounds = crate::robot::safety::OutOfBounds::Clamp;
+        });
+        assert!(e.contains("no room for pick and place points"), "{e}");
     }
 }
