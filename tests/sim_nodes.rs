@@ -271,6 +271,69 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
     task.await.unwrap().unwrap();
 }
 
+/// An action is planned only from a recent joint state (bus time): none yet, or one older
+/// than `joint_state_max_age_s` (a stalled driver), refuses it; before, the trajectory
+/// started at the ready pose or at a state of any age, and a controller would jump there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_waits_for_a_recent_joint_state() {
+    use dreamplan::clock::Clock;
+    use dreamplan::robot::franka::READY;
+    let clock = Clock::sim(Time {
+        sec: 100,
+        nanosec: 0,
+    });
+    let bus = LocalBus::new(clock.clone());
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let joints = bus
+        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let config: ExecutorConfig = serde_yaml::from_str(&format!(
+        "width: {SIZE}\nheight: {SIZE}\njoint_state_max_age_s: 1.0\n"
+    ))
+    .unwrap();
+    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    depth.publish(plane_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    actions.publish(centre_action("no state")).unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.contains("no joint state"), "{}", e.detail);
+    let state = || JointState {
+        name: (1..=7).map(|j| format!("panda_joint{j}")).collect(),
+        position: READY.to_vec(),
+        ..Default::default()
+    };
+    joints.publish(state()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.set(Time {
+        sec: 105,
+        nanosec: 0,
+    });
+    actions.publish(centre_action("stale")).unwrap();
+    let e = next_event_any(&mut events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.contains("5.00 s old"), "{}", e.detail);
+    joints.publish(state()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    actions.publish(centre_action("fresh")).unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// The sim stops on an empty trajectory and on the executor's one-point hold, and refuses
 /// a trajectory whose times run backwards (a negative time ended the simulator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,6 +586,8 @@ async fn second_action_after_the_episode_ends(episode_end_frees_arm: bool) -> Ep
             width: SIZE,
             height: SIZE,
             episode_end_frees_arm,
+            // No arm here publishes joint states: plan from the ready pose.
+            joint_state_max_age_s: 0.0,
             ..Default::default()
         })
         .unwrap(),
@@ -664,7 +729,7 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
         .unwrap();
     let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
     let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\n"
+        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\njoint_state_max_age_s: 0\n"
     ))
     .unwrap();
     let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);

@@ -95,6 +95,13 @@ pub struct ExecutorConfig {
     /// event. Needs a bus with ROS actions (ROS 2 through r2r, or over DDS); unset or
     /// empty: the topic.
     pub trajectory_action: Option<String>,
+    /// An action is planned only from a joint state received at most this long ago (s, bus
+    /// time): the trajectory starts at that state, and a controller told to start elsewhere
+    /// jumps there. No joint state yet, or an older one (the driver stalled), refuses the
+    /// action with `failed`. 0: no check (an arm that publishes its state only on change).
+    /// Before session 42 an action was planned from the ready pose until a state came, and
+    /// from the last state however old.
+    pub joint_state_max_age_s: f64,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
@@ -111,6 +118,7 @@ impl Default for ExecutorConfig {
             motion: PickPlaceParams::default(),
             episode_end_frees_arm: true,
             trajectory_action: None,
+            joint_state_max_age_s: 1.0,
             topics: ExecutorTopics::default(),
         }
     }
@@ -325,10 +333,12 @@ impl Node for ExecutorNode {
         // Each of these could be set while running and was not checked before session 42:
         // a NaN joint margin passed every joint-limit check, and a point margin wider than
         // half the box made the clamp's bounds cross (a panic that ended the executor).
-        for (name, v) in [
-            ("table_z", config.table_z),
-            ("envelope.table_z", e.table_z),
-        ] {
+        anyhow::ensure!(
+            config.joint_state_max_age_s.is_finite() && config.joint_state_max_age_s >= 0.0,
+            "joint_state_max_age_s must be ≥ 0 s (0: no check; is {})",
+            config.joint_state_max_age_s
+        );
+        for (name, v) in [("table_z", config.table_z), ("envelope.table_z", e.table_z)] {
             anyhow::ensure!(v.is_finite(), "{name} must be a height in m (is {v})");
         }
         for (name, v) in [
@@ -339,9 +349,18 @@ impl Node for ExecutorNode {
         }
         let floor = e.table_z + e.table_clearance;
         let inner = [
-            (e.workspace_min[0] + e.point_margin, e.workspace_max[0] - e.point_margin),
-            (e.workspace_min[1] + e.point_margin, e.workspace_max[1] - e.point_margin),
-            (e.workspace_min[2].max(floor), e.workspace_max[2] - e.point_margin),
+            (
+                e.workspace_min[0] + e.point_margin,
+                e.workspace_max[0] - e.point_margin,
+            ),
+            (
+                e.workspace_min[1] + e.point_margin,
+                e.workspace_max[1] - e.point_margin,
+            ),
+            (
+                e.workspace_min[2].max(floor),
+                e.workspace_max[2] - e.point_margin,
+            ),
         ];
         anyhow::ensure!(
             inner.iter().all(|(lo, hi)| lo < hi),
@@ -436,6 +455,8 @@ impl Node for ExecutorNode {
         let mut q: Vec<f64> = READY.to_vec();
         // The finger joint's last reported position (the e-stop's hold keeps it).
         let mut finger: Option<f64> = None;
+        // When (bus time, ns) the last usable arm joint state came.
+        let mut q_at: Option<i64> = None;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
         let mut busy_until: Option<tokio::time::Instant> = None;
@@ -524,7 +545,10 @@ impl Node for ExecutorNode {
                     }
                     let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
                     match pos {
-                        Some(p) if p.iter().all(|v| v.is_finite()) => q = p,
+                        Some(p) if p.iter().all(|v| v.is_finite()) => {
+                            q = p;
+                            q_at = Some(ctx.bus.clock().now().as_nanos());
+                        }
                         _ => tracing::warn!(node = %ctx.name, "joint state without all arm joints or with non-finite values; ignored"),
                     }
                 }
@@ -561,6 +585,7 @@ impl Node for ExecutorNode {
                         let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
                         if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
                             q = p;
+                            q_at = Some(ctx.bus.clock().now().as_nanos());
                         }
                     }
                     while let Some(m) = depths.try_recv() {
@@ -579,8 +604,19 @@ impl Node for ExecutorNode {
                         self.config.envelope = c.envelope;
                         self.config.motion = c.motion;
                     }
+                    let max_age = self.config.joint_state_max_age_s;
+                    let age_s = q_at.map(|t| (ctx.bus.clock().now().as_nanos() - t) as f64 * 1e-9);
                     let result = if stopped {
                         Err(Rejection::EStopped)
+                    } else if max_age > 0.0 && age_s.is_none() {
+                        Err(Rejection::Planning(format!(
+                            "no joint state with the arm's joints on {} yet: where the arm starts is unknown",
+                            self.config.topics.joint_states
+                        )))
+                    } else if let Some(age) = age_s.filter(|a| max_age > 0.0 && *a > max_age) {
+                        Err(Rejection::Planning(format!(
+                            "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
+                        )))
                     } else if busy_until.is_some() || goal.is_some() {
                         Err(Rejection::Planning("busy with the previous action".into()))
                     } else {
