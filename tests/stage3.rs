@@ -277,6 +277,8 @@ fn header(tokenizer: String) -> Header {
         first_seed: 3_000_000,
         keypoints: 8,
         size: 256,
+        top_p: 0.9,
+        adapter: String::new(),
     }
 }
 
@@ -710,6 +712,30 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
             .expect("a broken set loads");
         assert!(e.to_string().contains(expect), "{text}: {e}");
     }
+    // One adapter trained into a folder that held a set: the set's index goes (it was
+    // loaded in the new adapter's place).
+    std::fs::write(&index, &good).unwrap();
+    orpo::train(&planner, &pairs, &out, &cfg, &|_| {}).unwrap();
+    assert!(
+        !index.exists(),
+        "the old adapter set outlived the shared run"
+    );
+    let shared = load(Some(&out));
+    assert!(!close(
+        &logprobs(&shared, Task::Toy),
+        &logprobs(&toy, Task::Toy)
+    ));
+    // A checkpoint is not resumed on other pairs at the same path with as many examples
+    // (here the same states, their lines reversed): the pairs' bytes are part of the run.
+    let moving = dir.path().join("moving.jsonl");
+    std::fs::copy(&pairs, &moving).unwrap();
+    let one = dir.path().join("one");
+    orpo::train(&planner, &moving, &one, &cfg, &|_| {}).unwrap();
+    let mut rows: Vec<&str> = text.lines().skip(1).collect();
+    rows.reverse();
+    std::fs::write(&moving, format!("{head}\n{}\n", rows.join("\n"))).unwrap();
+    let e = orpo::train(&planner, &moving, &one, &cfg, &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("another run"), "{e}");
 }
 
 #[test]
@@ -1050,8 +1076,20 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
     let s = generate(&planner, None, &make, &cfg, &out, &|_| {}).unwrap();
     assert_eq!((s.states, s.resumed), (4, 2));
     assert_eq!(prefs::read(&out).unwrap().states[..2], file.states[..]);
-    // Other settings on the same file: refused.
+    // Other settings on the same file: refused; so is another nucleus (not recorded
+    // before session 42, like the adapter sampled with: none here).
+    assert_eq!(
+        (file.header.top_p, file.header.adapter.as_str()),
+        (cfg.planner.top_p, "")
+    );
+    let margin = cfg.margin;
     cfg.margin = 0.5;
+    let e = generate(&planner, None, &make, &cfg, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other settings"), "{e}");
+    cfg.margin = margin;
+    cfg.planner.top_p = 0.5;
     let e = generate(&planner, None, &make, &cfg, &out, &|_| {})
         .unwrap_err()
         .to_string();

@@ -55,6 +55,36 @@ pub fn save(
     written
 }
 
+/// Writes `bytes` to `path` through a temporary file that is synced and renamed over it:
+/// a reader, or a process killed while writing, sees the old file or the new one, never a
+/// torn one. The temporary file is removed when a step fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A fingerprint of a file's bytes (FNV-1a, 64 bits, hex): what a resumed run compares to
+/// know it reads the same data.
+pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    });
+    Ok(format!("{h:016x}"))
+}
+
 /// How a trainer's non-finite stop says what is kept: the checkpoint of step `last_good`,
 /// or (0) that none was written yet.
 pub fn kept(last_good: &usize) -> String {

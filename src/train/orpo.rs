@@ -559,6 +559,12 @@ pub fn train(
         message: e.to_string(),
     };
     std::fs::create_dir_all(out).map_err(|e| fs_err(out, e))?;
+    // This folder now holds one adapter (or model): an adapter set left by an earlier
+    // per-task run here would be loaded in its place (`--adapter` reads the set first).
+    let set = out.join(crate::planner::adapters::ADAPTER_SET);
+    if set.exists() {
+        std::fs::remove_file(&set).map_err(|e| fs_err(&set, e))?;
+    }
 
     // The model and what is trained.
     let config = Config::load(planner_dir)?;
@@ -617,15 +623,51 @@ pub fn train(
     let ck = checkpoint_path(out);
     let mut history: Vec<StepStats> = Vec::new();
     let mut start = 0usize;
+    // What the run trains: the settings, and the data itself (the pairs file's bytes, the
+    // planner's weight files by size and time), so that a checkpoint is not resumed on
+    // other pairs with as many examples or on a rebuilt planner of the same shape.
+    // Checkpoints written before session 42 have no "data" and are compared without it.
+    let mut weights: Vec<String> = std::fs::read_dir(planner_dir)
+        .map_err(|e| fs_err(planner_dir, e))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            let t = m
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            Some(format!(
+                "{}:{}:{}",
+                e.file_name().to_string_lossy(),
+                m.len(),
+                t.as_nanos()
+            ))
+        })
+        .collect();
+    weights.sort();
     let run_id = serde_json::json!({
         "config": cfg,
         "planner": planner_dir.display().to_string(),
         "pairs": pairs.display().to_string(),
         "examples": pair_count,
+        "data": {
+            "pairs_fnv1a": checkpoint::file_fingerprint(pairs).map_err(|e| fs_err(pairs, e))?,
+            "planner_weights": weights,
+        },
     });
+    let same_run = |stored: Option<&serde_json::Value>| match stored {
+        Some(s) if s.get("data").is_none() => {
+            let mut old = run_id.clone();
+            old.as_object_mut().expect("an object").remove("data");
+            *s == old
+        }
+        other => other == Some(&run_id),
+    };
     if ck.exists() {
         let (tensors, state) = checkpoint::load(&ck)?;
-        if state.get("run") != Some(&run_id) {
+        if !same_run(state.get("run")) {
             return Err(OrpoError::Data(format!(
                 "{} holds a checkpoint of another run ({}); use another --out or delete it",
                 out.display(),
@@ -749,9 +791,11 @@ pub fn train(
         seconds: t0.elapsed().as_secs_f64(),
     };
     let path = out.join("orpo.json");
-    std::fs::write(
+    checkpoint::write_atomic(
         &path,
-        serde_json::to_string_pretty(&report).expect("report serialises"),
+        serde_json::to_string_pretty(&report)
+            .expect("report serialises")
+            .as_bytes(),
     )
     .map_err(|e| fs_err(&path, e))?;
     Ok(report)
@@ -864,7 +908,6 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
         .map(|(n, v, _, _)| (n.clone(), v.as_tensor().detach()))
         .collect();
     let path = out.join("model.safetensors");
-    let tmp = out.join("model.safetensors.tmp");
     let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
     let meta = Some(std::collections::HashMap::from([(
         "format".to_string(),
@@ -874,8 +917,14 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
         path: path.to_path_buf(),
         message: e,
     };
+    // Streamed to a temporary file (a whole model does not go through memory twice),
+    // synced, then renamed over the old one.
+    let tmp = out.join("model.safetensors.tmp");
     safetensors::serialize_to_file(entries, meta, &tmp).map_err(|e| err(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| err(&path, e.to_string()))
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| err(&path, e.to_string()))
 }
 
 /// A whole model folder in `out`: `base`'s files with the LoRA `adapter` merged into its
@@ -900,8 +949,11 @@ pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
     let tmp = out.join("model.safetensors.tmp");
     lora::save_merged(model.text(), &store, &tmp)?;
     let path = out.join("model.safetensors");
-    std::fs::rename(&tmp, &path).map_err(|e| OrpoError::File {
-        path,
-        message: e.to_string(),
-    })
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| OrpoError::File {
+            path,
+            message: e.to_string(),
+        })
 }

@@ -246,6 +246,8 @@ pub fn generate(
         first_seed: cfg.first_seed,
         keypoints: cfg.eval.keypoints,
         size: cfg.eval.size,
+        top_p: cfg.planner.top_p,
+        adapter: adapter.map(|a| a.display().to_string()).unwrap_or_default(),
     };
     let (writer, existing) = prefs::open_for_append(out, &header)?;
     let images = images_dir(out);

@@ -590,7 +590,8 @@ fn corpus(
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
-    std::fs::write(path, text + "\n").map_err(io(path))
+    // Atomic: a torn zero_shot.json would read as the plain prompt form.
+    crate::train::checkpoint::write_atomic(path, (text + "\n").as_bytes()).map_err(io(path))
 }
 
 /// `config.json` (transformers 5.x layout) for `cfg` and a tokenizer with `vocab` ids.
@@ -790,14 +791,22 @@ fn normal(rng: &mut Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// Writes weights to `path` through a synced temporary file renamed over it.
 fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let metadata = Some(std::collections::HashMap::from([(
         "format".to_string(),
         "pt".to_string(),
     )]));
     let entries: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
-    safetensors::serialize_to_file(entries, metadata, path)
-        .map_err(|e| ZeroShotError::Config(format!("{}: {e}", path.display())))
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    safetensors::serialize_to_file(entries, metadata, &tmp)
+        .map_err(|e| ZeroShotError::Config(format!("{}: {e}", tmp.display())))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io(path))
 }
 
 /// Writes an untrained model folder: config, random weights, tokenizer, template and
@@ -1590,11 +1599,8 @@ fn train_candidate(
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
         .collect();
-    let tmp = dir.join("model.safetensors.tmp");
-    save_tensors(&tmp, &tensors)?;
     drop(store);
-    let final_path = dir.join("model.safetensors");
-    std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+    save_tensors(&dir.join("model.safetensors"), &tensors)?;
     Ok(Trained {
         losses,
         match_losses,

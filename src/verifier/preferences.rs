@@ -89,6 +89,14 @@ pub struct Header {
     pub keypoints: usize,
     /// Image side (pixels).
     pub size: u32,
+    /// Nucleus sampling's top-p (files from before session 42: 0, unknown).
+    #[serde(default)]
+    pub top_p: f32,
+    /// The LoRA adapter (or adapter set) the planner sampled with, as given; empty: none.
+    /// Before session 42 neither this nor `top_p` was recorded, and a file of the base
+    /// planner's samples was continued with a tuned planner's.
+    #[serde(default)]
+    pub adapter: String,
 }
 
 /// One sampled answer and its score.

@@ -259,7 +259,8 @@ impl LoraConfig {
         })?;
         text.push('\n');
         std::fs::create_dir_all(dir).map_err(|e| VlmError::io(dir, e))?;
-        std::fs::write(&path, text).map_err(|e| VlmError::io(&path, e))
+        crate::train::checkpoint::write_atomic(&path, text.as_bytes())
+            .map_err(|e| VlmError::io(&path, e))
     }
 
     /// The factor in front of `B A`.
@@ -573,10 +574,13 @@ pub fn save(text: &TextModel, cfg: &LoraConfig, dir: &Path) -> Result<()> {
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let mut entries: Vec<(&String, &Tensor)> = tensors.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    safetensors::serialize_to_file(entries, metadata, &path).map_err(|e| VlmError::Safetensors {
+    // Through a temporary file: a re-run rewrites a finished adapter, and a kill (or an
+    // `eval` reading it) meanwhile must not meet a torn one.
+    let bytes = safetensors::serialize(entries, metadata).map_err(|e| VlmError::Safetensors {
         path: path.clone(),
         message: e.to_string(),
-    })
+    })?;
+    crate::train::checkpoint::write_atomic(&path, &bytes).map_err(|e| VlmError::io(&path, e))
 }
 
 /// Reads a PEFT adapter folder and attaches its adapters to `text` (replacing any
