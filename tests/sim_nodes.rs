@@ -334,6 +334,75 @@ async fn an_action_waits_for_a_recent_joint_state() {
     task.await.unwrap().unwrap();
 }
 
+/// The arm is busy for the trajectory's duration in bus time: under `use_sim_time` with a
+/// simulator slower than real time (here a clock that stands still), `action_finished`
+/// waits for the simulated time to pass, not for the wall clock (it came mid-motion, and
+/// the planner's next trajectory replaced the running one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
+    use dreamplan::clock::Clock;
+    use dreamplan::robot::franka::READY;
+    let clock = Clock::sim(Time {
+        sec: 100,
+        nanosec: 0,
+    });
+    let bus = LocalBus::new(clock.clone());
+    let stop = CancellationToken::new();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let mut topic = bus
+        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
+        .unwrap();
+    let joints = bus
+        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let config: ExecutorConfig = serde_yaml::from_str(&format!(
+        "width: {SIZE}\nheight: {SIZE}\nepisode_end_frees_arm: false\n"
+    ))
+    .unwrap();
+    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    joints
+        .publish(JointState {
+            name: (1..=7).map(|j| format!("panda_joint{j}")).collect(),
+            position: READY.to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    depth.publish(plane_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    actions.publish(centre_action("slow sim")).unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let traj = topic.recv().await.unwrap();
+    let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
+    // The wall clock passes the duration; the simulated clock stands still.
+    tokio::time::sleep(Duration::from_secs_f64(duration + 0.5)).await;
+    assert!(
+        events.try_recv().is_none(),
+        "action_finished before the simulated time passed"
+    );
+    // The simulated time passes.
+    clock.set(Time::from_nanos(
+        100_000_000_000 + ((duration + 0.01) * 1e9) as i64,
+    ));
+    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut events))
+        .await
+        .expect("action_finished once the simulated time passed");
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// The sim stops on an empty trajectory and on the executor's one-point hold, and refuses
 /// a trajectory whose times run backwards (a negative time ended the simulator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

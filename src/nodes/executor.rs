@@ -459,7 +459,10 @@ impl Node for ExecutorNode {
         let mut q_at: Option<i64> = None;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
-        let mut busy_until: Option<tokio::time::Instant> = None;
+        // The running trajectory's end in bus time (ns; sim time under `use_sim_time`), and
+        // when to look at the bus clock next. Before session 42 the end was a wall-clock
+        // instant: a simulator slower than real time got `action_finished` mid-motion.
+        let mut busy_until: Option<(i64, tokio::time::Instant)> = None;
         // The episode the events belong to (from the last `reset`), so that a recording
         // pairs each action with its episode's score.
         let current = std::sync::atomic::AtomicU32::new(0);
@@ -479,13 +482,21 @@ impl Node for ExecutorNode {
         loop {
             let finished = async {
                 match busy_until {
-                    Some(t) => tokio::time::sleep_until(t).await,
+                    Some((_, look)) => tokio::time::sleep_until(look).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 _ = finished => {
+                    let Some((end, _)) = busy_until else { continue };
+                    let left_s = (end - ctx.bus.clock().now().as_nanos()) as f64 * 1e-9;
+                    if left_s > 0.0 {
+                        // Not there yet in bus time: look again (at least every 0.1 s, so
+                        // that a clock running faster than the wall is followed too).
+                        busy_until = Some((end, tokio::time::Instant::now() + std::time::Duration::from_secs_f64(left_s.min(0.1))));
+                        continue;
+                    }
                     busy_until = None;
                     let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                 }
@@ -639,7 +650,8 @@ impl Node for ExecutorNode {
                                 }
                                 None => {
                                     traj_pub.publish(traj)?;
-                                    busy_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration));
+                                    let end = ctx.bus.clock().now().as_nanos() + (duration * 1e9) as i64;
+                                    busy_until = Some((end, tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration.min(0.1))));
                                 }
                             }
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;

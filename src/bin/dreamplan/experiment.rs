@@ -17,9 +17,9 @@
 //!   whose record names another mask measure than this build's (the stages that score
 //!   predicted frames: world-model quality, world-model preferences, test-time
 //!   verification; a record from before measures were named counts as another), and
-//!   continues an interrupted one: the trainers and the preference generator resume from
-//!   their own checkpoints; commands that cannot resume (pretraining, collection,
-//!   evaluation) start that stage over;
+//!   continues an interrupted one: the trainers (the zero-shot pretraining too, since
+//!   session 42) and the preference generator resume from their own checkpoints; commands
+//!   that cannot resume (collection, evaluation) start that stage over;
 //! - a preference file without a pair (the verifier told no candidates apart) skips its
 //!   ORPO stage and that planner's evaluation, and the table says so instead of failing
 //!   the run;
@@ -145,7 +145,9 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
     let eval_dir = out.join("eval");
     let mut v = Vec::new();
     if a.zero_shot.is_none() {
-        let mut argv = args_of(&["pretrain-zero-shot", "--force", "--out"]);
+        // No --force: it would clear an interrupted build's checkpoints, which the command
+        // resumes from (a kill 40 minutes in started the build over before session 42).
+        let mut argv = args_of(&["pretrain-zero-shot", "--out"]);
         argv.push(s(&zs));
         if q {
             argv.extend(args_of(&[
@@ -167,7 +169,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             name: "zero-shot",
             argv,
             output: zs.clone(),
-            resumes: false,
+            resumes: true,
             expect_s: 850.0,
             pairs: None,
             after: None,
@@ -645,7 +647,11 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or("the one before measures were named")
             );
         }
-        if st.output.exists() && (!same || !st.resumes || dep_ran) {
+        // A finished zero-shot model without a finished record (killed between the two) is
+        // not continued: the command would refuse to replace it without --force.
+        let finished_model =
+            st.argv[0] == "pretrain-zero-shot" && st.output.join("zero_shot.json").exists();
+        if st.output.exists() && (!same || !st.resumes || dep_ran || finished_model) {
             // Another command line made it, or the command cannot continue it: keep it aside.
             let aside = st.output.with_file_name(format!(
                 "{}.old",

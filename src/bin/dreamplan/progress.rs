@@ -11,8 +11,9 @@ pub struct PhaseProgress {
     bar: Mutex<Option<(String, ProgressBar)>>,
     style: ProgressStyle,
     tty: bool,
-    /// Off a terminal: the phase being logged and when it started.
-    started: Mutex<Option<(String, Instant)>>,
+    /// Off a terminal: the phase being logged, when this process started it and how many
+    /// were done then (a resumed run starts part-way: its pace counts only its own work).
+    started: Mutex<Option<(String, Instant, usize)>>,
 }
 
 impl PhaseProgress {
@@ -33,19 +34,19 @@ impl PhaseProgress {
     /// `done` of `total` of `phase` are done; `msg` is shown beside the bar.
     pub fn update(&self, phase: &str, done: usize, total: usize, msg: &str) {
         if !self.tty {
-            let elapsed = {
+            let (elapsed, from) = {
                 let mut started = self.started.lock().expect("progress lock");
-                if started.as_ref().map(|(p, _)| p.as_str()) != Some(phase) {
-                    *started = Some((phase.to_string(), Instant::now()));
+                if started.as_ref().map(|(p, _, _)| p.as_str()) != Some(phase) {
+                    *started = Some((phase.to_string(), Instant::now(), done));
                 }
                 started
                     .as_ref()
-                    .map(|(_, t)| t.elapsed())
+                    .map(|(_, t, from)| (t.elapsed(), *from))
                     .unwrap_or_default()
             };
             let every = (total / 20).max(1);
             if done.is_multiple_of(every) || done == total {
-                eprintln!("{}", log_line(phase, done, total, msg, elapsed));
+                eprintln!("{}", log_line(phase, (from, done), total, msg, elapsed));
             }
             return;
         }
@@ -56,6 +57,9 @@ impl PhaseProgress {
             }
             let b = ProgressBar::new(total as u64).with_style(self.style.clone());
             b.set_prefix(phase.to_string());
+            // A resumed phase starts part-way: that jump is not pace.
+            b.set_position(done as u64);
+            b.reset_eta();
             *guard = Some((phase.to_string(), b));
         }
         if let Some((_, b)) = guard.as_ref() {
@@ -75,18 +79,27 @@ impl PhaseProgress {
 }
 
 /// One progress line off a terminal: `phase done/total msg (elapsed, eta)`; the ETA assumes
-/// the rest goes at the pace so far, and is left out before the first item is done.
-fn log_line(phase: &str, done: usize, total: usize, msg: &str, elapsed: Duration) -> String {
+/// the rest goes at this process's pace so far (`from`: how many were done when it started
+/// the phase, a resumed run's checkpoint), and is left out before its first item is done.
+/// Before session 42 a resumed run divided its elapsed time by everything done, the
+/// checkpoint's work included, and promised a fraction of the time left.
+fn log_line(
+    phase: &str,
+    (from, done): (usize, usize),
+    total: usize,
+    msg: &str,
+    elapsed: Duration,
+) -> String {
     let msg = if msg.is_empty() {
         String::new()
     } else {
         format!(" {msg}")
     };
     let secs = elapsed.as_secs_f64();
-    let timing = if done == 0 {
+    let timing = if done <= from {
         String::new()
     } else {
-        let left = secs / done as f64 * total.saturating_sub(done) as f64;
+        let left = secs / (done - from) as f64 * total.saturating_sub(done) as f64;
         format!(" ({} elapsed, eta {})", clock(secs), clock(left))
     };
     format!("{phase} {done}/{total}{msg}{timing}")
@@ -111,18 +124,24 @@ mod tests {
     #[test]
     fn a_log_line_carries_the_phase_its_count_and_the_pace_so_far() {
         let d = Duration::from_secs;
-        assert_eq!(log_line("rope", 0, 50, "", d(3)), "rope 0/50");
+        assert_eq!(log_line("rope", (0, 0), 50, "", d(3)), "rope 0/50");
         assert_eq!(
-            log_line("rope", 10, 50, "", d(20)),
+            log_line("rope", (0, 10), 50, "", d(20)),
             "rope 10/50 (20s elapsed, eta 1m20s)"
         );
         assert_eq!(
-            log_line("toy", 25, 100, "loss 0.5", d(1800)),
+            log_line("toy", (0, 25), 100, "loss 0.5", d(1800)),
             "toy 25/100 loss 0.5 (30m00s elapsed, eta 1h30m)"
         );
         assert_eq!(
-            log_line("cloth", 4, 4, "", d(9)),
+            log_line("cloth", (0, 4), 4, "", d(9)),
             "cloth 4/4 (9s elapsed, eta 0s)"
         );
+        // Resumed at 150 of 200, 10 steps in 10 s: 40 s left (it said 2.5 s).
+        assert_eq!(
+            log_line("orpo", (150, 160), 200, "", d(10)),
+            "orpo 160/200 (10s elapsed, eta 40s)"
+        );
+        assert_eq!(log_line("orpo", (150, 150), 200, "", d(1)), "orpo 150/200");
     }
 }
