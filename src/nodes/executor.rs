@@ -219,6 +219,16 @@ pub fn plan_action(
             depth.width, depth.height, camera.width, camera.height
         )));
     }
+    // The goal depth is read at the place pixel with the same intrinsics: another size
+    // would give a wrong place height (it was not checked before session 42).
+    if let Some(g) = goal_depth {
+        if (g.width, g.height) != (camera.width, camera.height) {
+            return Err(Rejection::Planning(format!(
+                "goal depth image is {}x{} but the camera model is {}x{}",
+                g.width, g.height, camera.width, camera.height
+            )));
+        }
+    }
     let (pick, place) = action_points(
         action,
         camera,
@@ -694,5 +704,38 @@ mod tests {
             c.envelope.out_of_bounds = crate::robot::safety::OutOfBounds::Clamp;
         });
         assert!(e.contains("no room for pick and place points"), "{e}");
+    }
+
+    #[test]
+    fn a_goal_depth_of_another_size_than_the_camera_is_refused() {
+        let config = ExecutorConfig::default();
+        let camera = config.camera(None);
+        let plane = |w: u32, h: u32| DepthImage {
+            width: w,
+            height: h,
+            data: vec![1.0; (w * h) as usize],
+        };
+        let depth = plane(camera.width, camera.height);
+        let action = KeypointAction {
+            source_u: 128.0,
+            source_v: 128.0,
+            target_u: 100.0,
+            target_v: 100.0,
+            ..Default::default()
+        };
+        let arm = default_arm();
+        let small = plane(camera.width / 2, camera.height / 2);
+        let e = plan_action(
+            &config,
+            &arm,
+            &camera,
+            &action,
+            Some(&depth),
+            Some(&small),
+            &READY,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("goal depth image is 128x128"), "{e}");
     }
 }
