@@ -303,6 +303,48 @@ async fn a_decision_asked_while_the_arm_moves_waits_for_an_image_of_the_idle_arm
     r.finish().await;
 }
 
+/// The arm stays busy through a `scored` (an evaluation scoring while the arm retreats)
+/// and through the executor's refusal of an action because the arm still moves; only the
+/// executor's `action_finished` (or a failure that ends the motion) frees it. Both freed it
+/// before: the reset was decided at once, refused as busy, and never decided again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_score_or_a_busy_refusal_does_not_free_the_arm() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 5))
+        .unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_SCORED, 6))
+        .unwrap();
+    let mut refused = event_at(EpisodeEvent::EVENT_FAILED, 6);
+    refused.detail = format!("planning failed: {}", dreamplan::nodes::executor::BUSY);
+    r.event_pub.publish(refused).unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 7))
+        .unwrap();
+    for sec in [8, 9] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.image_pub.publish(image_at(sec)).unwrap();
+    }
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "decided while the arm was busy"
+    );
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 10))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(11)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision once the arm is idle");
+    assert_eq!(a.header.stamp.sec, 11, "decided on the wrong image: {a:?}");
+    r.finish().await;
+}
+
 /// With `wait_idle: false` the planner decides at once, busy or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_wait_idle_a_busy_arm_does_not_hold_the_decision() {

@@ -167,6 +167,10 @@ pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
     traj
 }
 
+/// The detail of the `failed` event that refuses an action because the arm still runs the
+/// previous one: the arm is not idle then (the planner node tells it from the others).
+pub const BUSY: &str = "busy with the previous action";
+
 /// How long the e-stop's hold trajectory takes to reach its one point (s): ros2_controllers'
 /// trajectory controller interpolates from where the arm is to the point in this time.
 pub const HOLD_S: f64 = 0.1;
@@ -627,8 +631,12 @@ impl Node for ExecutorNode {
                     }
                     let max_age = self.config.joint_state_max_age_s;
                     let age_s = q_at.map(|t| (ctx.bus.clock().now().as_nanos() - t) as f64 * 1e-9);
+                    // Busy first: a refusal for any other reason then means the arm is idle
+                    // (the planner node counts on it).
                     let result = if stopped {
                         Err(Rejection::EStopped)
+                    } else if busy_until.is_some() || goal.is_some() {
+                        Err(Rejection::Planning(BUSY.into()))
                     } else if max_age > 0.0 && age_s.is_none() {
                         Err(Rejection::Planning(format!(
                             "no joint state with the arm's joints on {} yet: where the arm starts is unknown",
@@ -638,8 +646,6 @@ impl Node for ExecutorNode {
                         Err(Rejection::Planning(format!(
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
                         )))
-                    } else if busy_until.is_some() || goal.is_some() {
-                        Err(Rejection::Planning("busy with the previous action".into()))
                     } else {
                         self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q)
                     };

@@ -559,11 +559,20 @@ impl Node for PlannerNode {
                 }
                 m = events.recv() => {
                     let Some(m) = m else { return Ok(()) };
+                    // The executor says when the arm is idle: `action_finished`, or a `failed`
+                    // that ends the motion (e-stop, the controller) or refuses an action of
+                    // an idle arm. Not its refusal of an action because the arm still moves,
+                    // nor a `scored` (on a real arm the evaluation may score while the arm
+                    // retreats; in the built-in world the executor reports the arm freed at
+                    // the episode's end itself). Before session 42 both counted as idle:
+                    // the next reset was decided at once, refused as busy, and never again.
+                    let refused_busy = m.event == EpisodeEvent::EVENT_FAILED
+                        && m.detail.contains(super::executor::BUSY);
                     match m.event.as_str() {
                         EpisodeEvent::EVENT_ACTION_STARTED => busy = true,
-                        EpisodeEvent::EVENT_ACTION_FINISHED
-                        | EpisodeEvent::EVENT_FAILED
-                        | EpisodeEvent::EVENT_SCORED => {
+                        EpisodeEvent::EVENT_ACTION_FINISHED | EpisodeEvent::EVENT_FAILED
+                            if !refused_busy =>
+                        {
                             if busy {
                                 idle_at = (m.header.stamp.sec, m.header.stamp.nanosec);
                             }
