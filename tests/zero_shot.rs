@@ -837,6 +837,22 @@ fn candidates_train_side_by_side_the_lowest_final_loss_is_kept_and_a_killed_buil
     let single = build(&dir.path().join("single"), &one, 2, &|_| {}).unwrap();
     assert_eq!(single.candidates.len(), 1);
     assert!(single.candidates[0].kept && single.candidates[0].seed == 5);
+    assert!(!in_progress(&dir.path().join("single")));
+    // Killed after step 1, before the first checkpoint (step 2): the folder holds the
+    // initial weights and no checkpoint, and reads as a build in progress (it read as a
+    // finished model, which the CLI refused to replace without --force).
+    let early = dir.path().join("early");
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build(&early, &one, 2, &|p| {
+            if let Progress::Step { step: 1, .. } = p {
+                panic!("simulated crash after step 1");
+            }
+        })
+    }));
+    assert!(crashed.is_err());
+    assert!(early.join("model.safetensors").exists());
+    assert!(!checkpoint_path(&early).exists());
+    assert!(in_progress(&early));
 
     let out = dir.path().join("three");
     let steps = std::sync::Mutex::new([0usize; 3]);

@@ -1139,6 +1139,10 @@ pub enum Progress {
     },
 }
 
+/// Present in a folder while a build runs (removed with its checkpoints once
+/// `zero_shot.json` is written): what tells a killed build, which resumes, from a model.
+pub const BUILDING_FILE: &str = "zero_shot.building";
+
 /// What `zero_shot.json` records.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -1301,6 +1305,12 @@ pub fn build(
     if report_path.exists() {
         std::fs::remove_file(&report_path).map_err(io(&report_path))?;
     }
+    // Marked as being built until the report is written: a kill before the first
+    // checkpoint, or after the kept candidate's weights were moved in but before the
+    // report, read as a finished model before session 42 ("already holds a model").
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let marker = out.join(BUILDING_FILE);
+    std::fs::write(&marker, b"").map_err(io(&marker))?;
     let trained = if cfg.candidates == 1 {
         write_initial_folder(out, cfg, &tok)?;
         let t = train_candidate(out, cfg, 0, &train, progress)?;
@@ -1619,7 +1629,8 @@ pub fn in_progress(out: &Path) -> bool {
     if out.join("zero_shot.json").exists() {
         return false;
     }
-    checkpoint_path(out).exists()
+    out.join(BUILDING_FILE).exists()
+        || checkpoint_path(out).exists()
         || std::fs::read_dir(out)
             .map(|entries| {
                 entries.flatten().any(|e| {
@@ -1633,9 +1644,10 @@ pub fn in_progress(out: &Path) -> bool {
 /// Removes what a killed build left in `out` (its checkpoint, its candidates' folders), so
 /// that the next build starts over.
 pub fn clear_progress(out: &Path) -> std::io::Result<()> {
-    let ck = checkpoint_path(out);
-    if ck.exists() {
-        std::fs::remove_file(&ck)?;
+    for f in [checkpoint_path(out), out.join(BUILDING_FILE)] {
+        if f.exists() {
+            std::fs::remove_file(&f)?;
+        }
     }
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {
