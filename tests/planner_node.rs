@@ -345,6 +345,38 @@ async fn a_score_or_a_busy_refusal_does_not_free_the_arm() {
     r.finish().await;
 }
 
+/// A goal image the planner cannot read replaces the goal held before: the next decision
+/// fails naming it, instead of planning toward the previous goal (it was only warned about).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_goal_fails_the_decision_instead_of_keeping_the_old_goal() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    // Episode 1 on the rig's readable goal.
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    assert!(action_within(&mut r, Duration::from_secs(60))
+        .await
+        .is_some());
+    let goal_pub = r
+        .bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    goal_pub
+        .publish(image("yuv422", SIZE, SIZE, goal_rgb()))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.episode(2, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(
+        e.detail,
+        "planner: goal image: image encoding \"yuv422\" is not rgb8"
+    );
+    assert!(
+        r.actions.try_recv().is_none(),
+        "planned toward the old goal"
+    );
+    r.finish().await;
+}
+
 /// With `wait_idle: false` the planner decides at once, busy or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_wait_idle_a_busy_arm_does_not_hold_the_decision() {

@@ -1353,6 +1353,48 @@ async fn the_trainer_node_reports_progress_and_the_planner_node_loads_its_adapte
         assert!((a - w).abs() < 1e-5, "node {after:?}, set planner {want:?}");
     }
 
+    // A second run trained into the same folder (another seed) and announced with a new
+    // status: the planner loads it too (it compared the path alone, and kept the old
+    // weights without a word).
+    for task in ["rope", "toy"] {
+        std::fs::remove_file(orpo::checkpoint_path(&out.join(task))).unwrap();
+    }
+    orpo::train_per_task(
+        &planner_dir,
+        std::slice::from_ref(&pairs),
+        &out,
+        &OrpoConfig {
+            seed: 2,
+            ..small(Method::Lora { r: 4, alpha: 8.0 })
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    let status_pub = bus
+        .publisher::<TrainerStatus>("/trainer/status", Qos::latched())
+        .unwrap();
+    status_pub
+        .publish(TrainerStatus {
+            header: Header {
+                stamp: Time {
+                    sec: 99,
+                    nanosec: 0,
+                },
+                frame_id: String::new(),
+            },
+            ..done.clone()
+        })
+        .unwrap();
+    let mut again = decide().await;
+    for _ in 0..20 {
+        if again != after {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        again = decide().await;
+    }
+    assert_ne!(again, after, "the retrained adapter was not loaded");
+
     stop.cancel();
     planner_task.await.unwrap().unwrap();
     trainer_task.await.unwrap().unwrap();

@@ -172,7 +172,10 @@ fn frame_of(img: &Image) -> Result<Frame, String> {
         return Err(format!("image encoding {:?} is not rgb8", img.encoding));
     }
     let (w, h) = (img.width, img.height);
-    if img.step != w * 3 || img.data.len() != (w * h * 3) as usize || w == 0 || h == 0 {
+    // In u64: a made-up 65536×65536 header overflowed u32 (a panic in a debug build).
+    let bytes = u64::from(w) * u64::from(h) * 3;
+    if u64::from(img.step) != u64::from(w) * 3 || img.data.len() as u64 != bytes || w == 0 || h == 0
+    {
         return Err(format!(
             "{w}x{h} rgb8 image with step {} and {} bytes",
             img.step,
@@ -194,6 +197,9 @@ fn frame_of(img: &Image) -> Result<Frame, String> {
 #[derive(Default)]
 struct GoalSlot {
     goal: Option<Frame>,
+    /// Why the last goal image could not be read: the goal held before is dropped (the
+    /// planner planned toward it before session 42) and a decision fails naming this.
+    refused: Option<String>,
     /// The stamp of the goal in `goal`; with its pixels, what tells a new request from a
     /// latched sample delivered again.
     stamp: Option<(i32, u32)>,
@@ -209,7 +215,15 @@ impl GoalSlot {
             });
         self.goal = Some(frame);
         self.stamp = Some(stamp);
+        self.refused = None;
         !same
+    }
+
+    /// The newest goal image cannot be read: no goal is in force.
+    fn refuse(&mut self, why: String) {
+        self.goal = None;
+        self.stamp = None;
+        self.refused = Some(why);
     }
 }
 
@@ -480,8 +494,15 @@ impl Node for PlannerNode {
             .clone()
             .filter(|p| !p.as_os_str().is_empty());
         let mut param_changes = ctx.params.watch();
+        // The stamp of the trainer status whose adapter was loaded: a run trained again into
+        // the same folder is another status (stamp) with the same path, and is loaded too
+        // (before session 42 the path alone was compared, and it was not).
+        let mut adapter_stamp: Option<(i32, u32)> = None;
         let mut n = self.config.keypoints;
         let mut verify = self.config.verify.clone();
+        // The sampling settings in force, live changes included: a reloaded planner takes
+        // these, not the ones the node started with.
+        let mut sampling = self.config.sampling.clone();
         let mut planner = Some(self.planner);
         let mut goal = GoalSlot::default();
         // Episode waiting for its first image: (task, episode number, reset stamp).
@@ -501,7 +522,8 @@ impl Node for PlannerNode {
             let f = match frame_of(m) {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::warn!(node = %ctx.name, "goal image ignored: {e}");
+                    tracing::warn!(node = %ctx.name, "goal image refused: {e}");
+                    goal.refuse(e);
                     return Ok(false);
                 }
             };
@@ -538,12 +560,13 @@ impl Node for PlannerNode {
                         || m.job != "orpo"
                         || m.state != crate::msg::dreamplan::TrainerStatus::STATE_DONE
                         || m.output.is_empty()
-                        || fresh == adapter
+                        || (fresh == adapter
+                            && adapter_stamp == Some((m.header.stamp.sec, m.header.stamp.nanosec)))
                     {
                         continue;
                     }
                     let dir = self.config.model.clone().expect("backend vlm has a model");
-                    let (path, sampling) = (fresh.clone().unwrap_or_default(), self.config.sampling.clone());
+                    let (path, sampling) = (fresh.clone().unwrap_or_default(), sampling.clone());
                     let loaded = tokio::task::spawn_blocking(move || {
                         VlmPlanner::load_with_adapter(&dir, Some(&path), sampling)
                     })
@@ -553,6 +576,7 @@ impl Node for PlannerNode {
                             tracing::info!(node = %ctx.name, "loaded the trainer's adapter {}", m.output);
                             planner = Some(Box::new(p));
                             adapter = fresh;
+                            adapter_stamp = Some((m.header.stamp.sec, m.header.stamp.nanosec));
                         }
                         Err(e) => tracing::warn!(node = %ctx.name, "the trainer's adapter {} not loaded, keeping the current one: {e}", m.output),
                     }
@@ -606,7 +630,7 @@ impl Node for PlannerNode {
                         pending = None;
                         continue;
                     }
-                    if goal.goal.is_none() {
+                    if goal.goal.is_none() && goal.refused.is_none() {
                         // Wait for the latched goal; the next image retries.
                         continue;
                     }
@@ -631,7 +655,11 @@ impl Node for PlannerNode {
                     let (current, goal_frame) = match (frame_of(&m), goal.goal.clone()) {
                         (Ok(c), Some(g)) => (c, g),
                         (Err(e), _) => { event_pub.publish(fail(e))?; continue }
-                        (_, None) => { event_pub.publish(fail("no goal image yet".into()))?; continue }
+                        (_, None) => {
+                            let why = goal.refused.as_ref().map_or("no goal image yet".into(), |r| format!("goal image: {r}"));
+                            event_pub.publish(fail(why))?;
+                            continue
+                        }
                     };
                     let mut p = planner.take().expect("planner is returned after every decision");
                     if let Some(c) = ctx.params.changed::<PlannerConfig>(&mut param_changes) {
@@ -639,6 +667,7 @@ impl Node for PlannerNode {
                         n = c.keypoints;
                         verify = c.verify;
                         p.set_sampling(&c.sampling);
+                        sampling = c.sampling.clone();
                     }
                     let (p, result) = tokio::task::spawn_blocking(move || {
                         let r = decide(p.as_mut(), task, episode, header, current, goal_frame, n);
