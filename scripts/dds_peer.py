@@ -721,7 +721,9 @@ def drive(args):
     frame = "camera_color_optical_frame"
     server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, args.action_hold, args.accept_after) \
         if args.serve_action else None
-    estop_w = writer("/estop", Bool_, latched) if args.estop_after is not None else None
+    # A volatile e-stop writer is what rclcpp's create_publisher<Bool>("/estop", 10) makes.
+    estop_qos = qos("volatile", 10) if args.estop_volatile else latched
+    estop_w = writer("/estop", Bool_, estop_qos) if args.estop_after is not None else None
     estop_at = None
 
     def header(now):
@@ -1013,6 +1015,8 @@ def main():
                     help="serve control_msgs/action/FollowJointTrajectory under this name and take trajectories as its goals")
     dr.add_argument("--action-outcome", choices=["succeed", "abort", "reject"], default="succeed")
     dr.add_argument("--action-hold", type=float, default=1.0, help="seconds a goal executes before it ends")
+    dr.add_argument("--estop-volatile", action="store_true",
+                    help="publish the e-stop volatile (reliable, depth 10) instead of latched")
     dr.add_argument("--accept-after", type=float, default=0.0,
                     help="seconds the action server takes to answer a goal request (a slow controller)")
     dr.add_argument("--estop-after", type=float, metavar="S",

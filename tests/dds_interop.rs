@@ -1002,11 +1002,19 @@ nodes:
             "60",
         ];
         // The e-stop comes 0.5 s into a goal that would run for 30 s: the executor must
-        // cancel it on the controller. Early, it comes 0.2 s after the goal request, 0.8 s
-        // before a slow controller accepts it: the cancel must still reach the goal (it was
-        // lost before session 42, and the arm ran the whole trajectory).
+        // cancel it on the controller. It is published volatile, as an rclcpp node's plain
+        // publisher does (the executor's latched reader alone did not match it before
+        // session 42). Early, it comes 0.2 s after the goal request, 0.8 s before a slow
+        // controller accepts it, latched: the cancel must still reach the goal (it was lost
+        // before session 42, and the arm ran the whole trajectory).
         args.extend(match outcome {
-            "estop" => vec!["--action-hold", "30", "--estop-after", "0.5"],
+            "estop" => vec![
+                "--action-hold",
+                "30",
+                "--estop-after",
+                "0.5",
+                "--estop-volatile",
+            ],
             "estop-early" => vec![
                 "--action-hold",
                 "30",

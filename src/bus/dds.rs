@@ -233,8 +233,7 @@ impl DdsBus {
             }),
         };
         if opts.use_sim_time {
-            let mut sub =
-                bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::keep_last(1))?;
+            let mut sub = bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::clock())?;
             tokio::spawn(async move {
                 while let Some(c) = sub.recv().await {
                     clock.set(c.clock.clone());

@@ -56,6 +56,17 @@ impl Qos {
         }
     }
 
+    /// rclcpp's `ClockQoS` for `/clock`: best effort, volatile, depth 1. A best-effort reader
+    /// matches every writer (a reliable one too); a reliable reader does not match a
+    /// best-effort writer such as `ros2 bag play --clock`'s.
+    pub const fn clock() -> Self {
+        Self {
+            depth: 1,
+            reliability: Reliability::BestEffort,
+            durability: Durability::Volatile,
+        }
+    }
+
     /// Latched: reliable, transient-local, depth 1 (goal images, camera info, config).
     pub const fn latched() -> Self {
         Self {

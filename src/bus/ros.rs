@@ -356,8 +356,7 @@ impl RosBus {
             }),
         };
         if use_sim_time {
-            let mut sub =
-                bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::keep_last(1))?;
+            let mut sub = bus.subscribe::<msg::rosgraph_msgs::Clock>("/clock", Qos::clock())?;
             tokio::spawn(async move {
                 while let Some(c) = sub.recv().await {
                     clock.set(c.clock.clone());

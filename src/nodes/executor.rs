@@ -442,7 +442,13 @@ impl Node for ExecutorNode {
             .bus
             .subscribe::<CameraInfo>(&t.camera_info, Qos::latched())?;
         let mut camera = self.config.camera(None);
+        // Two readers of the e-stop: a latched one, which gets the state a latched publisher
+        // holds when this node starts, and a best-effort volatile one, which matches any
+        // publisher (a transient-local reader does not match a volatile writer, such as an
+        // rclcpp `create_publisher<Bool>("/estop", 10)`: before session 42 that e-stop was
+        // not heard). On the in-process bus both get each message; the state is the same.
         let mut estop = ctx.bus.subscribe::<Bool>(&t.estop, Qos::latched())?;
+        let mut estop_any = ctx.bus.subscribe::<Bool>(&t.estop, Qos::sensor_data())?;
         // The end of an episode (the sim's `scored` or next `reset`) frees the arm at once;
         // otherwise the trajectory's duration on the wall clock does (a sim running faster
         // than real time would else see its next action refused as "busy").
@@ -529,7 +535,7 @@ impl Node for ExecutorNode {
                         }
                     }
                 }
-                m = estop.recv() => {
+                m = async { tokio::select! { m = estop.recv() => m, m = estop_any.recv() => m } } => {
                     let Some(m) = m else { return Ok(()) };
                     if m.data && !stopped {
                         match &client {
