@@ -100,6 +100,72 @@ fn rgb_video(path: &std::path::Path, w: i32, h: i32) {
     out.release().unwrap();
 }
 
+/// A re-published camera whose images come at another size than its camera_info's keeps
+/// the camera_info as calibrated: before session 42 it took the images' size and kept the
+/// other size's matrices, and the executor unprojected pixels with the wrong intrinsics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_of_another_size_leave_the_camera_info_as_calibrated() {
+    let bus = LocalBus::default();
+    let stop = CancellationToken::new();
+    let mut infos = bus
+        .subscribe::<CameraInfo>("/camera/camera_info", Qos::latched())
+        .unwrap();
+    let mut out = bus
+        .subscribe::<Image>("/camera/restamped", Qos::keep_last(16))
+        .unwrap();
+    let input = bus
+        .publisher::<Image>("/camera/input", Qos::keep_last(4))
+        .unwrap();
+    let node = CameraNode::new(CameraConfig {
+        source: Source::Topic,
+        input_topic: "/camera/input".into(),
+        image_topic: "/camera/restamped".into(),
+        width: 64,
+        height: 48,
+        ..Default::default()
+    })
+    .unwrap();
+    let task = tokio::spawn(node.run(NodeContext {
+        name: "camera".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
+    }));
+    let first = tokio::time::timeout(Duration::from_secs(5), infos.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.width, first.height), (64, 48));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let small = Image {
+        width: 32,
+        height: 24,
+        encoding: "rgb8".into(),
+        step: 32 * 3,
+        data: vec![90; 32 * 24 * 3],
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        input.publish(small.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let img = tokio::time::timeout(Duration::from_secs(5), out.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((img.width, img.height), (32, 24), "the images still go out");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Some(info) = infos.try_recv() {
+        assert_eq!(
+            (info.width, info.height, info.k),
+            (first.width, first.height, first.k),
+            "a camera_info of another size with the old matrices"
+        );
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// Runs a camera node on the in-process bus until `n` images have arrived; returns them
 /// and the latched camera info.
 async fn run_camera(config: CameraConfig, n: usize) -> (Vec<Image>, CameraInfo) {
@@ -336,8 +402,14 @@ async fn rate_hz_set_while_running_applies_from_the_next_frame() {
     let params = LiveParams::for_node::<CameraNode>("camera", &config, &Value::Null);
     let e = params.set("width", Value::from(32)).unwrap_err();
     assert!(e.contains("read when node `camera` starts"), "{e}");
-    let e = params.set("rate_hz", Value::from(0.0)).unwrap_err();
-    assert!(e.contains("rate_hz must be > 0"), "{e}");
+    // 0, and rates whose period is 0 or overflows (they panicked the running camera).
+    for bad in [0.0, 1e10, 1e-20] {
+        let e = params.set("rate_hz", Value::from(bad)).unwrap_err();
+        assert!(
+            e.contains("rate_hz must be between 0.001 and 1000"),
+            "{bad}: {e}"
+        );
+    }
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let mut images = bus

@@ -520,6 +520,14 @@ async fn keypoints_set_while_running_apply_from_the_next_decision_and_bad_sets_a
     assert!(e.contains("read when node `planner` starts"), "{e}");
     let e = params.set("keypoints", Value::from(0)).unwrap_err();
     assert!(e.contains("keypoints must be > 0"), "{e}");
+    // A wait too long for a Duration panicked at the first verified decision.
+    let e = params
+        .set("verify.timeout_s", Value::from(1e20))
+        .unwrap_err();
+    assert!(
+        e.contains("verify.timeout_s must be between 0 and 3600"),
+        "{e}"
+    );
     params.set("keypoints", Value::from(6)).unwrap();
     params.set("sampling.k", Value::from(2)).unwrap();
     assert_eq!(params.get("sampling.top_p"), Some(Value::from(0.9)));

@@ -559,9 +559,11 @@ impl Node for CameraNode {
     }
 
     fn validate(config: &CameraConfig) -> anyhow::Result<()> {
+        // Bounded both ways: 1e10 Hz made a zero period, which tokio's interval refuses
+        // with a panic, and 1e-20 Hz overflowed the period (both could be set live).
         anyhow::ensure!(
-            config.rate_hz.is_finite() && config.rate_hz > 0.0,
-            "rate_hz must be > 0"
+            config.rate_hz.is_finite() && (1e-3..=1000.0).contains(&config.rate_hz),
+            "rate_hz must be between 0.001 and 1000"
         );
         Ok(())
     }
@@ -669,6 +671,7 @@ impl Node for CameraNode {
             let mut input = ctx
                 .bus
                 .subscribe::<Image>(&c.input_topic, Qos::sensor_data())?;
+            let mut mismatch: Option<(u32, u32)> = None;
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -676,13 +679,21 @@ impl Node for CameraNode {
                         let Some(msg) = msg else { return Ok(()) };
                         let mut img = (*msg).clone();
                         img.header.frame_id = c.frame_id.clone();
-                        if img.width != info.width || img.height != info.height {
-                            info.width = img.width;
-                            info.height = img.height;
-                            info.header.stamp = img.header.stamp.clone();
-                            if let Some(p) = &info_pub {
-                                p.publish(info.clone())?;
-                            }
+                        // The camera_info's intrinsics are those of its size: for images of
+                        // another size nobody knows them. Before session 42 the info took the
+                        // image's size and kept the old matrices, and the executor unprojected
+                        // pixels with intrinsics of another resolution (tens of cm off). Now
+                        // the info stays as calibrated, so a depth image of the new size is
+                        // refused by the executor, and this is said once per size.
+                        if (img.width, img.height) != (info.width, info.height)
+                            && mismatch != Some((img.width, img.height))
+                        {
+                            mismatch = Some((img.width, img.height));
+                            tracing::warn!(
+                                node = %ctx.name,
+                                "input images are {}×{} but the camera_info is for {}×{}: set width and height, or a calibration for this size (the camera_info is left as it is; the executor refuses depth of another size)",
+                                img.width, img.height, info.width, info.height
+                            );
                         }
                         // The frame goes out first; its object-only frame (a few ms of
                         // segmentation) after it.

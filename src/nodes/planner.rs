@@ -421,8 +421,11 @@ impl Node for PlannerNode {
         );
         anyhow::ensure!(s.attempts >= 1, "sampling.attempts must be >= 1");
         anyhow::ensure!(
-            config.verify.timeout_s.is_finite() && config.verify.timeout_s >= 0.0,
-            "verify.timeout_s must be >= 0"
+            // Bounded: 1e20 s passed and panicked in Duration::from_secs_f64 at the first
+            // verified decision.
+            config.verify.timeout_s.is_finite()
+                && (0.0..=3600.0).contains(&config.verify.timeout_s),
+            "verify.timeout_s must be between 0 and 3600 s"
         );
         Ok(())
     }
