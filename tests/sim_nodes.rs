@@ -203,6 +203,82 @@ async fn the_estop_refuses_actions() {
     task.await.unwrap().unwrap();
 }
 
+/// A bare executor (no simulator) configured by `yaml` (the image size added), started on
+/// `bus` with a plane of depth in view; the topics its tests use.
+struct ExecRig {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    events: dreamplan::bus::Subscriber<EpisodeEvent>,
+    topic: dreamplan::bus::Subscriber<JointTrajectory>,
+    joints: dreamplan::bus::Publisher<JointState>,
+    actions: dreamplan::bus::Publisher<KeypointAction>,
+    estop: dreamplan::bus::Publisher<Bool>,
+    _depth: dreamplan::bus::Publisher<Image>,
+}
+
+impl ExecRig {
+    async fn start(bus: &LocalBus, yaml: &str) -> Self {
+        let stop = CancellationToken::new();
+        let events = bus
+            .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+            .unwrap();
+        let topic = bus
+            .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
+            .unwrap();
+        let joints = bus
+            .publisher::<JointState>("/joint_states", Qos::keep_last(10))
+            .unwrap();
+        let depth = bus
+            .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+            .unwrap();
+        let actions = bus
+            .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+            .unwrap();
+        let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
+        let config: ExecutorConfig =
+            serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
+        let task = start(ExecutorNode::new(config).unwrap(), bus, &stop);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        depth.publish(plane_depth()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Self {
+            stop,
+            task,
+            events,
+            topic,
+            joints,
+            actions,
+            estop,
+            _depth: depth,
+        }
+    }
+
+    /// Publishes the arm at the ready pose (with the finger at `finger`, if given).
+    async fn arm_at_ready(&self, finger: Option<f64>) -> Vec<f64> {
+        use dreamplan::robot::franka::READY;
+        let mut name: Vec<String> = (1..=7).map(|j| format!("panda_joint{j}")).collect();
+        let mut position = READY.to_vec();
+        if let Some(f) = finger {
+            name.push("panda_finger_joint1".into());
+            position.push(f);
+        }
+        self.joints
+            .publish(JointState {
+                name,
+                position: position.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        position
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// On e-stop the executor sends a trajectory that a ROS trajectory controller takes: the
 /// joints of its own trajectories (the finger too; `allow_partial_joints_goal: false`
 /// drops other sets) and one point, at the arm's last reported state (an empty trajectory
@@ -210,55 +286,20 @@ async fn the_estop_refuses_actions() {
 /// on moving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
-    use dreamplan::robot::franka::READY;
     let bus = LocalBus::default();
-    let stop = CancellationToken::new();
-    let mut events = bus
-        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
-        .unwrap();
-    let mut topic = bus
-        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
-        .unwrap();
-    let joints = bus
-        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
-        .unwrap();
-    let depth = bus
-        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
-        .unwrap();
-    let actions = bus
-        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
-        .unwrap();
-    let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
-    let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\nepisode_end_frees_arm: false\n"
-    ))
-    .unwrap();
-    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut name: Vec<String> = (1..=7).map(|j| format!("panda_joint{j}")).collect();
-    name.push("panda_finger_joint1".into());
-    let mut position = READY.to_vec();
-    position.push(0.03);
-    joints
-        .publish(JointState {
-            name,
-            position: position.clone(),
-            ..Default::default()
-        })
-        .unwrap();
-    depth.publish(plane_depth()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    actions.publish(centre_action("carry")).unwrap();
+    let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
+    let position = r.arm_at_ready(Some(0.03)).await;
+    r.actions.publish(centre_action("carry")).unwrap();
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    let planned = topic.recv().await.unwrap();
+    let planned = r.topic.recv().await.unwrap();
     assert!(planned.points.len() > 4);
-    estop.publish(Bool { data: true }).unwrap();
-    let e = next_event_any(&mut events).await;
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
     assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
-    let hold = tokio::time::timeout(Duration::from_secs(10), topic.recv())
+    let hold = tokio::time::timeout(Duration::from_secs(10), r.topic.recv())
         .await
         .expect("a hold trajectory")
         .unwrap();
@@ -267,8 +308,7 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
     assert_eq!(hold.points[0].positions, position);
     assert!(hold.points[0].velocities.iter().all(|v| *v == 0.0));
     assert!(hold.points[0].time_from_start.as_secs_f64() > 0.0);
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    r.finish().await;
 }
 
 /// An action is planned only from a recent joint state (bus time): none yet, or one older
@@ -277,61 +317,32 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_waits_for_a_recent_joint_state() {
     use dreamplan::clock::Clock;
-    use dreamplan::robot::franka::READY;
     let clock = Clock::sim(Time {
         sec: 100,
         nanosec: 0,
     });
     let bus = LocalBus::new(clock.clone());
-    let stop = CancellationToken::new();
-    let mut events = bus
-        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
-        .unwrap();
-    let joints = bus
-        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
-        .unwrap();
-    let depth = bus
-        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
-        .unwrap();
-    let actions = bus
-        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
-        .unwrap();
-    let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\njoint_state_max_age_s: 1.0\n"
-    ))
-    .unwrap();
-    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    depth.publish(plane_depth()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    actions.publish(centre_action("no state")).unwrap();
-    let e = next_event_any(&mut events).await;
+    let mut r = ExecRig::start(&bus, "joint_state_max_age_s: 1.0\n").await;
+    r.actions.publish(centre_action("no state")).unwrap();
+    let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
     assert!(e.detail.contains("no joint state"), "{}", e.detail);
-    let state = || JointState {
-        name: (1..=7).map(|j| format!("panda_joint{j}")).collect(),
-        position: READY.to_vec(),
-        ..Default::default()
-    };
-    joints.publish(state()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.arm_at_ready(None).await;
     clock.set(Time {
         sec: 105,
         nanosec: 0,
     });
-    actions.publish(centre_action("stale")).unwrap();
-    let e = next_event_any(&mut events).await;
+    r.actions.publish(centre_action("stale")).unwrap();
+    let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
     assert!(e.detail.contains("5.00 s old"), "{}", e.detail);
-    joints.publish(state()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    actions.publish(centre_action("fresh")).unwrap();
+    r.arm_at_ready(None).await;
+    r.actions.publish(centre_action("fresh")).unwrap();
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    r.finish().await;
 }
 
 /// The arm is busy for the trajectory's duration in bus time: under `use_sim_time` with a
@@ -341,66 +352,35 @@ async fn an_action_waits_for_a_recent_joint_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
     use dreamplan::clock::Clock;
-    use dreamplan::robot::franka::READY;
     let clock = Clock::sim(Time {
         sec: 100,
         nanosec: 0,
     });
     let bus = LocalBus::new(clock.clone());
-    let stop = CancellationToken::new();
-    let mut events = bus
-        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
-        .unwrap();
-    let mut topic = bus
-        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
-        .unwrap();
-    let joints = bus
-        .publisher::<JointState>("/joint_states", Qos::keep_last(10))
-        .unwrap();
-    let depth = bus
-        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
-        .unwrap();
-    let actions = bus
-        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
-        .unwrap();
-    let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\nepisode_end_frees_arm: false\n"
-    ))
-    .unwrap();
-    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    joints
-        .publish(JointState {
-            name: (1..=7).map(|j| format!("panda_joint{j}")).collect(),
-            position: READY.to_vec(),
-            ..Default::default()
-        })
-        .unwrap();
-    depth.publish(plane_depth()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    actions.publish(centre_action("slow sim")).unwrap();
+    let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
+    r.arm_at_ready(None).await;
+    r.actions.publish(centre_action("slow sim")).unwrap();
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    let traj = topic.recv().await.unwrap();
+    let traj = r.topic.recv().await.unwrap();
     let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
     // The wall clock passes the duration; the simulated clock stands still.
     tokio::time::sleep(Duration::from_secs_f64(duration + 0.5)).await;
     assert!(
-        events.try_recv().is_none(),
+        r.events.try_recv().is_none(),
         "action_finished before the simulated time passed"
     );
     // The simulated time passes.
     clock.set(Time::from_nanos(
         100_000_000_000 + ((duration + 0.01) * 1e9) as i64,
     ));
-    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut events))
+    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut r.events))
         .await
         .expect("action_finished once the simulated time passed");
     assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    r.finish().await;
 }
 
 /// The sim stops on an empty trajectory and on the executor's one-point hold, and refuses
