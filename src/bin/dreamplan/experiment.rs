@@ -946,6 +946,18 @@ mod tests {
         a: ExperimentArgs,
     }
 
+    /// Every stage of `all` finished in `out`, with this build's command lines and measure.
+    fn all_finished(out: &Path, all: &[Stage]) {
+        std::fs::create_dir_all(out.join("stages")).unwrap();
+        for st in all {
+            std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
+            std::fs::write(&st.output, b"").unwrap();
+            let tag = Record::read(out, st).tag;
+            let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
+            std::fs::write(stage_file(out, st.name), rec.to_string()).unwrap();
+        }
+    }
+
     #[test]
     fn a_changed_measure_or_command_line_remakes_that_stage_and_what_reads_it() {
         use clap::Parser as _;
@@ -970,14 +982,7 @@ mod tests {
         // A fresh folder runs everything.
         assert_eq!(will_run(&out, &all).len(), all.len());
         // Every stage finished, with this build's command lines and measure.
-        std::fs::create_dir_all(out.join("stages")).unwrap();
-        for st in &all {
-            std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
-            std::fs::write(&st.output, b"").unwrap();
-            let tag = Record::read(&out, st).tag;
-            let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
-            std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
-        }
+        all_finished(&out, &all);
         assert!(will_run(&out, &all).is_empty());
         // The world-model preferences named another measure: they and what reads them.
         let rec = serde_json::json!({
@@ -1021,14 +1026,7 @@ mod tests {
         let out = dir.path().join("exp");
         let a = Cli::parse_from(["x", "--out", out.to_str().unwrap(), "--zero-shot", "zs"]).a;
         let all = stages(&a);
-        std::fs::create_dir_all(out.join("stages")).unwrap();
-        for st in &all {
-            std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
-            std::fs::write(&st.output, b"").unwrap();
-            let tag = Record::read(&out, st).tag;
-            let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
-            std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
-        }
+        all_finished(&out, &all);
         assert!(will_run(&out, &all).is_empty());
         // The world model was trained again and finished; the invocation was killed
         // before anything that reads it ran. The next one remakes all of that.
