@@ -105,6 +105,30 @@ async fn a_latched_goal_image_reaches_a_subscriber_that_joins_late() {
     assert_eq!(late.recv().await.unwrap().data[0], 3);
 }
 
+/// A publisher waiting for room in a full queue (`bag play --fast`) goes on once the
+/// reader is dropped or the bus shuts down: it waited for ever before session 42.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_waiting_for_room_goes_on_when_the_reader_goes_or_the_bus_shuts_down() {
+    for shut_down in [false, true] {
+        let bus = LocalBus::default();
+        let publisher = bus.publisher::<Time>("/t", Qos::keep_last(1)).unwrap();
+        let reader = bus.subscribe::<Time>("/t", Qos::keep_last(1)).unwrap();
+        publisher.publish(Time::default()).unwrap();
+        let waiting = tokio::spawn(async move { publisher.wait_for_room().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "room in a full queue");
+        if shut_down {
+            bus.shutdown();
+        } else {
+            drop(reader);
+        }
+        tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("still waiting for room")
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn shutdown_wakes_waiting_readers_after_draining() {
     let bus = LocalBus::default();

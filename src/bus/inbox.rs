@@ -73,6 +73,10 @@ impl<M> Inbox<M> {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
+        // A publisher waiting for room in this queue (`wait_for_room`) waits no longer:
+        // nobody will take from it. Before session 42 only the reader was woken, and
+        // `bag play --fast` hung on a graph that had stopped itself.
+        self.room.notify_waiters();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -103,6 +107,14 @@ pub struct Subscriber<M> {
     inbox: Arc<Inbox<M>>,
     // Keeps whatever feeds the inbox alive (e.g. a ROS forwarding task's abort handle).
     _feeder: Option<Box<dyn Send + Sync>>,
+}
+
+impl<M> Drop for Subscriber<M> {
+    /// Nobody reads this queue any more: closed, so a publisher waiting for room in it
+    /// goes on.
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
 }
 
 impl<M> Subscriber<M> {
