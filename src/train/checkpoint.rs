@@ -75,14 +75,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// A fingerprint of a file's bytes (FNV-1a, 64 bits, hex): what a resumed run compares to
-/// know it reads the same data.
-pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+/// FNV-1a (64 bits) of `bytes`: stable across runs and platforms (validation splits,
+/// seeded weight streams, the data a run trains on).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    });
-    Ok(format!("{h:016x}"))
+    })
+}
+
+/// A fingerprint of a file's bytes ([`fnv1a`], hex): what a resumed run compares to know
+/// it reads the same data.
+pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
+    Ok(format!("{:016x}", fnv1a(&std::fs::read(path)?)))
+}
+
+/// Whether a checkpoint's stored run identity is this run's `run_id`. Identities written
+/// before session 42 have no `"data"` (what the run trains on) and are compared without
+/// it, so a run started before then still resumes.
+pub fn same_run(stored: Option<&serde_json::Value>, run_id: &serde_json::Value) -> bool {
+    match stored {
+        Some(s) if s.get("data").is_none() => {
+            let mut old = run_id.clone();
+            if let Some(o) = old.as_object_mut() {
+                o.remove("data");
+            }
+            *s == old
+        }
+        other => other == Some(run_id),
+    }
 }
 
 /// How a trainer's non-finite stop says what is kept: the checkpoint of step `last_good`,

@@ -657,17 +657,9 @@ pub fn train(
             "planner_weights": weights,
         },
     });
-    let same_run = |stored: Option<&serde_json::Value>| match stored {
-        Some(s) if s.get("data").is_none() => {
-            let mut old = run_id.clone();
-            old.as_object_mut().expect("an object").remove("data");
-            *s == old
-        }
-        other => other == Some(&run_id),
-    };
     if ck.exists() {
         let (tensors, state) = checkpoint::load(&ck)?;
-        if !same_run(state.get("run")) {
+        if !checkpoint::same_run(state.get("run"), &run_id) {
             return Err(OrpoError::Data(format!(
                 "{} holds a checkpoint of another run ({}); use another --out or delete it",
                 out.display(),

@@ -140,19 +140,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorldModelError + '_ {
 
 /// Writes `bytes` to `path` atomically (temporary file, sync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorldModelError> {
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    // A half-written temporary file (a full disk) is not left holding the space.
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::train::checkpoint::write_atomic(path, bytes).map_err(io(path))
 }
 
 fn write_shard(dir: &Path, k: usize, clips: &[Clip], cfg: &Config) -> Result<(), WorldModelError> {
@@ -554,9 +542,7 @@ impl Dataset {
         for (i, c) in self.index.clips.iter().enumerate() {
             // FNV-1a of "bag/episode": stable across runs and platforms.
             let key = format!("{}/{}", c.bag, c.episode);
-            let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-            });
+            let h = crate::train::checkpoint::fnv1a(key.as_bytes());
             if val_every > 1 && h % val_every == 0 {
                 val.push(i);
             } else {

@@ -178,9 +178,7 @@ impl candle_nn::var_builder::SimpleBackend for SeededVars {
             }
             return Ok(v.as_tensor().clone());
         }
-        let stream = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
+        let stream = checkpoint::fnv1a(name.as_bytes());
         let mut rng = Rng::new(self.seed, stream);
         let n = s.elem_count();
         let values: Vec<f32> = match h {
@@ -380,32 +378,23 @@ pub fn train(
     let ck = checkpoint_path(out);
     // What the run trains on: the config, the settings, and the clips themselves (their
     // bags, episodes and steps), so that a checkpoint is not resumed on other bags that
-    // happen to give as many clips. Checkpoints written before session 42 have no "data"
-    // and are compared without it.
+    // happen to give as many clips (`checkpoint::same_run` compares older checkpoints,
+    // which have no "data", without it).
     let clip_list: Vec<(&str, u32, u32)> = data
         .index
         .clips
         .iter()
         .map(|c| (c.bag.as_str(), c.episode, c.step))
         .collect();
-    let fnv = serde_json::to_string(&clip_list)
-        .expect("clip list serialises")
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
+    let fnv = checkpoint::fnv1a(
+        serde_json::to_string(&clip_list)
+            .expect("clip list serialises")
+            .as_bytes(),
+    );
     let run_id = serde_json::json!({
         "config": cfg, "train": tc, "clips": data.index.clips.len(),
         "data": {"bags": data.index.bags, "clip_list_fnv1a": format!("{fnv:016x}")},
     });
-    let same_run = |stored: Option<&serde_json::Value>| match stored {
-        Some(s) if s.get("data").is_none() => {
-            let mut old = run_id.clone();
-            old.as_object_mut().expect("an object").remove("data");
-            *s == old
-        }
-        other => other == Some(&run_id),
-    };
     let mut losses: Vec<f64> = Vec::new();
     let mut validations: Vec<ValStats> = Vec::new();
     let mut start = 0;
@@ -414,7 +403,7 @@ pub fn train(
     if ck.exists() {
         let (tensors, state) =
             checkpoint::load(&ck).map_err(|e| WorldModelError::Checkpoint(e.to_string()))?;
-        if !same_run(state.get("run")) {
+        if !checkpoint::same_run(state.get("run"), &run_id) {
             return Err(WorldModelError::Checkpoint(format!(
                 "{} holds a checkpoint of another run ({}); use another --out or delete it",
                 out.display(),
