@@ -543,7 +543,7 @@ impl Dataset {
             // FNV-1a of "bag/episode": stable across runs and platforms.
             let key = format!("{}/{}", c.bag, c.episode);
             let h = crate::train::checkpoint::fnv1a(key.as_bytes());
-            if val_every > 1 && h % val_every == 0 {
+            if val_every > 1 && h.is_multiple_of(val_every) {
                 val.push(i);
             } else {
                 train.push(i);
