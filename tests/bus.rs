@@ -105,6 +105,91 @@ async fn a_latched_goal_image_reaches_a_subscriber_that_joins_late() {
     assert_eq!(late.recv().await.unwrap().data[0], 3);
 }
 
+/// Each latched publisher keeps its own last `depth` messages, as a ROS 2 writer does: a
+/// second publisher of depth 1 on the topic trimmed the first one's history to one
+/// message before session 43.
+#[test]
+fn each_latched_publisher_keeps_its_own_history() {
+    let bus = LocalBus::default();
+    let deep = bus
+        .publisher::<Image>("/goal/image", Qos::keep_last(3).transient_local())
+        .unwrap();
+    let shallow = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    for fill in [1, 2, 3] {
+        deep.publish(image(2, 2, fill)).unwrap();
+    }
+    shallow.publish(image(2, 2, 10)).unwrap();
+    deep.publish(image(2, 2, 4)).unwrap();
+    shallow.publish(image(2, 2, 11)).unwrap();
+    let mut late = bus
+        .subscribe::<Image>("/goal/image", Qos::keep_last(10).transient_local())
+        .unwrap();
+    let got: Vec<u8> = std::iter::from_fn(|| late.try_recv().map(|m| m.data[0])).collect();
+    // The deep publisher's last three and the shallow one's last, in the order sent.
+    assert_eq!(got, vec![2, 3, 4, 11]);
+}
+
+/// A transient-local subscriber that joins while a latched publisher sends gets every
+/// message from the one latched at its joining on, each exactly once. Before session 43
+/// the history was read and the subscriber registered under two locks, so a message
+/// sent between the two was lost to it (or came twice).
+#[test]
+fn a_subscriber_joining_during_sends_misses_nothing_and_gets_nothing_twice() {
+    let bus = LocalBus::default();
+    let publisher = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    publisher.publish(image(1, 1, 0)).unwrap();
+    let n: i64 = 200_000;
+    let sender = std::thread::spawn(move || {
+        for i in 1..=n {
+            let mut m = image(1, 1, 0);
+            m.header.stamp = Time::from_nanos(i);
+            publisher.publish(m).unwrap();
+        }
+    });
+    let mut subs = Vec::new();
+    while !sender.is_finished() {
+        subs.push(
+            bus.subscribe::<Image>(
+                "/goal/image",
+                Qos::keep_last(n as usize + 1).transient_local(),
+            )
+            .unwrap(),
+        );
+        if subs.len() > 16 {
+            // Check the oldest as we go, so memory stays small.
+            check_consecutive(&mut subs.remove(0));
+        }
+        std::thread::yield_now();
+    }
+    sender.join().unwrap();
+    assert!(!subs.is_empty());
+    for mut sub in subs {
+        check_consecutive(&mut sub);
+    }
+}
+
+fn check_consecutive(sub: &mut dreamplan::bus::Subscriber<Image>) {
+    let stamps: Vec<i64> =
+        std::iter::from_fn(|| sub.try_recv().map(|m| m.header.stamp.as_nanos())).collect();
+    assert!(
+        !stamps.is_empty(),
+        "a transient-local subscriber got no latched message"
+    );
+    for w in stamps.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "a message was lost or came twice: {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
 /// A publisher waiting for room in a full queue (`bag play --fast`) goes on once the
 /// reader is dropped or the bus shuts down: it waited for ever before session 42.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

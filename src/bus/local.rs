@@ -22,9 +22,15 @@ trait AnyTopic: Send + Sync {
 }
 
 struct Topic<M> {
+    /// Lock order: `subscribers`, then `latched`. A send and a subscription each hold
+    /// `subscribers` while they touch the history, so a transient-local subscriber that
+    /// joins during a send gets that message exactly once: from the history or live.
     subscribers: Mutex<Vec<Weak<Inbox<M>>>>,
-    /// Transient-local history: the last messages of latched publishers.
-    latched: Mutex<VecDeque<Arc<M>>>,
+    /// Transient-local history, kept per publisher as ROS 2 keeps it per writer: each
+    /// latched publisher's last `depth` messages, whatever the others send.
+    latched: Mutex<Latched<M>>,
+    /// Numbers the topic's publishers, for their latched histories.
+    next_publisher: std::sync::atomic::AtomicU64,
     /// QoS of every publisher created on the topic.
     offered: Mutex<Vec<Qos>>,
     /// Subscriptions ever made on the topic.
@@ -49,6 +55,38 @@ impl<M: Message> AnyTopic for Topic<M> {
     }
     fn subscriptions(&self) -> usize {
         self.subscriptions.load(Ordering::Acquire)
+    }
+}
+
+/// The latched messages of a topic's publishers, numbered in the order they were sent.
+struct Latched<M> {
+    next_seq: u64,
+    by_publisher: HashMap<u64, VecDeque<(u64, Arc<M>)>>,
+}
+
+impl<M> Latched<M> {
+    fn new() -> Self {
+        Self {
+            next_seq: 0,
+            by_publisher: HashMap::new(),
+        }
+    }
+
+    fn keep(&mut self, publisher: u64, depth: usize, msg: Arc<M>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let history = self.by_publisher.entry(publisher).or_default();
+        history.push_back((seq, msg));
+        while history.len() > depth {
+            history.pop_front();
+        }
+    }
+
+    /// Every publisher's kept messages, oldest first.
+    fn in_order(&self) -> Vec<Arc<M>> {
+        let mut all: Vec<&(u64, Arc<M>)> = self.by_publisher.values().flatten().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, m)| m.clone()).collect()
     }
 }
 
@@ -78,9 +116,11 @@ pub struct TopicUse {
 
 /// In-process bus on tokio. Cloning shares the bus.
 ///
-/// QoS: keep-last `depth` per subscription; a transient-local publisher's last `depth`
-/// messages are kept on the topic and handed to transient-local subscribers that join
-/// later (ROS 2's "latched" behaviour). Reliability has no effect in-process: nothing is
+/// QoS: keep-last `depth` per subscription; each transient-local publisher's last `depth`
+/// messages are kept on the topic and handed, oldest first, to transient-local
+/// subscribers that join later (ROS 2's "latched" behaviour). Unlike ROS 2, the history
+/// outlives its publisher: a node that latched a goal and ended still hands it on.
+/// Reliability has no effect in-process: nothing is
 /// lost except by keep-last eviction.
 #[derive(Clone)]
 pub struct LocalBus {
@@ -150,7 +190,8 @@ impl LocalBus {
             type_name: M::TYPE_NAME,
             topic: Arc::new(Topic::<M> {
                 subscribers: Mutex::new(Vec::new()),
-                latched: Mutex::new(VecDeque::new()),
+                latched: Mutex::new(Latched::new()),
+                next_publisher: std::sync::atomic::AtomicU64::new(0),
                 offered: Mutex::new(Vec::new()),
                 subscriptions: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -180,6 +221,8 @@ struct LocalSink<M> {
     topic_name: String,
     topic: Arc<Topic<M>>,
     latch_depth: Option<usize>,
+    /// This publisher's number on its topic (its latched history).
+    id: u64,
     bus: Arc<Inner>,
 }
 
@@ -188,18 +231,18 @@ impl<M: Message> Sink<M> for LocalSink<M> {
         if self.bus.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed(self.topic_name.clone()));
         }
-        if let Some(depth) = self.latch_depth {
-            let mut latched = self.topic.latched.lock().unwrap_or_else(|e| e.into_inner());
-            latched.push_back(msg.clone());
-            while latched.len() > depth {
-                latched.pop_front();
-            }
-        }
         let mut subs = self
             .topic
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if let Some(depth) = self.latch_depth {
+            self.topic
+                .latched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keep(self.id, depth, msg.clone());
+        }
         subs.retain(|weak| match weak.upgrade() {
             Some(inbox) => inbox.push(msg.clone()) || !inbox.is_closed(),
             None => false,
@@ -248,10 +291,12 @@ impl Bus for LocalBus {
             .push(qos);
         let latch_depth =
             (qos.durability == Durability::TransientLocal).then_some(qos.depth.max(1));
+        let id = topic.next_publisher.fetch_add(1, Ordering::AcqRel);
         let sink = LocalSink {
             topic_name: name.clone(),
             topic,
             latch_depth,
+            id,
             bus: self.inner.clone(),
         };
         Ok(Publisher::new(name, Arc::new(sink)))
@@ -260,17 +305,15 @@ impl Bus for LocalBus {
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
         let (name, topic) = self.topic::<M>(topic)?;
         let inbox = Inbox::new(qos.depth, self.inner.clock.clone());
+        let mut subs = topic.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if qos.durability == Durability::TransientLocal {
             let latched = topic.latched.lock().unwrap_or_else(|e| e.into_inner());
-            for m in latched.iter() {
-                inbox.push(m.clone());
+            for m in latched.in_order() {
+                inbox.push(m);
             }
         }
-        topic
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&inbox));
+        subs.push(Arc::downgrade(&inbox));
+        drop(subs);
         topic.subscriptions.fetch_add(1, Ordering::AcqRel);
         Ok(Subscriber::new(name, inbox, None))
     }
