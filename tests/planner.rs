@@ -441,6 +441,35 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
         other => panic!("{other:?}"),
     }
     assert_eq!(a.action, None);
+    assert_eq!(
+        Planner::candidates(&planner).len(),
+        3,
+        "the last attempt's samples"
+    );
+    // A decision that fails before sampling (an empty frame) leaves no candidates: the
+    // planner node published the previous decision's as this one's before session 43.
+    let empty = dreamplan::render::raster::Frame {
+        width: 0,
+        height: 0,
+        rgb: Vec::new(),
+        depth: Vec::new(),
+    };
+    let kps = [kp(1, 0.0, 0.0)];
+    let failed = planner.decide(&Scene {
+        task: Task::Toy,
+        seed: 2,
+        current: &empty,
+        goal: &empty,
+        current_keypoints: &kps,
+        goal_keypoints: &kps,
+        world: None,
+        goal_world: None,
+    });
+    assert!(
+        matches!(&failed, Decision::None(why) if why.contains("overlay")),
+        "{failed:?}"
+    );
+    assert!(Planner::candidates(&planner).is_empty());
 
     // Candidates directly: K of them, log-probabilities finite and ≤ 0.
     let img = dreamplan::vlm::image::Rgb8 {

@@ -199,6 +199,25 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
         .expect("an action in time")
         .expect("bus open");
     assert!(a.source_id >= 1 && a.target_id >= 1, "{a:?}");
+
+    // A camera image of another size than the goal: the keypoints of the two could not be
+    // compared (it was planned on before session 43).
+    let half = SIZE / 2;
+    r.episode(
+        5,
+        image("rgb8", half, half, vec![90; (half * half * 3) as usize]),
+    )
+    .await;
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(e.episode, 5);
+    assert_eq!(
+        e.detail,
+        format!("planner: the goal image is {SIZE}×{SIZE} but the camera's is {half}×{half}: a goal image must come from the same camera view")
+    );
+    assert!(
+        r.actions.try_recv().is_none(),
+        "an action for a mismatched goal"
+    );
     r.finish().await;
 }
 
@@ -342,6 +361,108 @@ async fn a_score_or_a_busy_refusal_does_not_free_the_arm() {
         .await
         .expect("a decision once the arm is idle");
     assert_eq!(a.header.stamp.sec, 11, "decided on the wrong image: {a:?}");
+    r.finish().await;
+}
+
+/// A reset that arrives after the planner published an action but before the executor
+/// reported its start (a new goal with `trigger: goal`, say) waits for the arm: once an
+/// executor is known on the graph, a published action counts as started. Before session 43
+/// the reset was decided at once, on an image of an arm about to move, and the executor
+/// refused that action as busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_between_an_action_and_its_start_waits_for_the_arm() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    // An executor on the graph: it has reported an action.
+    for (e, sec) in [
+        (EpisodeEvent::EVENT_ACTION_STARTED, 1),
+        (EpisodeEvent::EVENT_ACTION_FINISHED, 2),
+        (EpisodeEvent::EVENT_RESET, 3),
+    ] {
+        r.event_pub.publish(event_at(e, sec)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(4)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("the first decision");
+    assert_eq!(a.header.stamp.sec, 4);
+    // The next reset comes before the executor reports the action's start.
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(6)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "decided before the executor started the last action"
+    );
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 7))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(8)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1000))
+            .await
+            .is_none(),
+        "decided while the arm was busy"
+    );
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 9))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(10)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision once the arm is idle");
+    assert_eq!(a.header.stamp.sec, 10, "decided on the wrong image: {a:?}");
+    r.finish().await;
+}
+
+/// An action the executor never reports (it was lost, or the executor went away) holds
+/// the next decision for `START_TIMEOUT_S`, not for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_never_reported_started_holds_the_next_decision_only_for_the_start_timeout() {
+    use dreamplan::nodes::planner::START_TIMEOUT_S;
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    for (e, sec) in [
+        (EpisodeEvent::EVENT_ACTION_STARTED, 1),
+        (EpisodeEvent::EVENT_ACTION_FINISHED, 2),
+        (EpisodeEvent::EVENT_RESET, 3),
+    ] {
+        r.event_pub.publish(event_at(e, sec)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(4)).unwrap();
+    action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("the first decision");
+    let published = std::time::Instant::now();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(6)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_secs_f64(START_TIMEOUT_S * 0.5))
+            .await
+            .is_none(),
+        "decided before the executor started the last action"
+    );
+    // The image waits in its queue; once the wait for the start times out it is decided.
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision once the wait for the start timed out");
+    let waited = published.elapsed().as_secs_f64();
+    assert!(
+        waited >= START_TIMEOUT_S - 0.1,
+        "decided after {waited:.1} s, before the start timeout"
+    );
+    assert_eq!(a.header.stamp.sec, 6, "decided on the wrong image: {a:?}");
     r.finish().await;
 }
 

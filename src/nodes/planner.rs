@@ -14,9 +14,13 @@
 //!   configured `task`): the node then publishes the `reset` itself, so recorders and the
 //!   executor see the usual episode life cycle;
 //! - **only while the arm is idle** (`wait_idle`, on by default): an `action_started`
-//!   from the executor marks the arm busy until its `action_finished`, a `failed` or a
-//!   `scored`; a decision asked for meanwhile waits and is taken on the first camera image
-//!   after the arm is idle again.
+//!   from the executor marks the arm busy until its `action_finished` or a `failed` that
+//!   ends the motion (not a `scored`, nor the executor's refusal of an action because the
+//!   arm still moves); a decision asked for meanwhile waits and is taken on the first
+//!   camera image after the arm is idle again. Once an executor has reported on the graph,
+//!   an action the node published counts as started until the executor says so (or fails
+//!   it), for at most [`START_TIMEOUT_S`]: a reset that arrives between the two (a new goal
+//!   with `trigger: goal`) is not decided on an arm about to move.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -189,6 +193,11 @@ fn frame_of(img: &Image) -> Result<Frame, String> {
         depth: Vec::new(),
     })
 }
+
+/// How long, in wall-clock seconds, a published action counts as started before the
+/// executor reports it (only once an executor has reported on the graph): past this the
+/// node warns and decides again without waiting.
+pub const START_TIMEOUT_S: f64 = 10.0;
 
 /// The goal the planner plans toward, and (with `trigger: goal`) which goal last asked for
 /// an episode. Both places a goal image can be taken from (its own branch, and the drain
@@ -514,6 +523,11 @@ impl Node for PlannerNode {
         let mut busy = false;
         // When the arm last became idle: an image from before shows it moving.
         let mut idle_at: (i32, u32) = (i32::MIN, 0);
+        // Whether an executor has reported an action's start, end or failure on this graph.
+        let mut executor_seen = false;
+        // An action published and not yet reported started by the executor: until when it
+        // counts as started.
+        let mut awaiting_start: Option<tokio::time::Instant> = None;
         // Goal-triggered episodes: the next episode number.
         let next_episode = std::sync::atomic::AtomicU32::new(0);
         let goal_task = self.config.task.clone().unwrap_or_default();
@@ -596,21 +610,34 @@ impl Node for PlannerNode {
                     let refused_busy = m.event == EpisodeEvent::EVENT_FAILED
                         && m.detail.contains(super::executor::BUSY);
                     match m.event.as_str() {
-                        EpisodeEvent::EVENT_ACTION_STARTED => busy = true,
+                        EpisodeEvent::EVENT_ACTION_STARTED => {
+                            busy = true;
+                            executor_seen = true;
+                            awaiting_start = None;
+                        }
                         EpisodeEvent::EVENT_ACTION_FINISHED | EpisodeEvent::EVENT_FAILED
                             if !refused_busy =>
                         {
-                            if busy {
+                            if busy || awaiting_start.is_some() {
                                 idle_at = (m.header.stamp.sec, m.header.stamp.nanosec);
                             }
+                            if m.event == EpisodeEvent::EVENT_ACTION_FINISHED {
+                                executor_seen = true;
+                            }
                             busy = false;
+                            awaiting_start = None;
+                        }
+                        EpisodeEvent::EVENT_FAILED => {
+                            // Refused because the arm moves: the action will not start.
+                            executor_seen = true;
+                            awaiting_start = None;
                         }
                         _ => {}
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
                         match task_of(&m.task) {
                             Some(task) => {
-                                if busy && self.config.wait_idle {
+                                if (busy || awaiting_start.is_some()) && self.config.wait_idle {
                                     tracing::info!(node = %ctx.name, "episode {}: the arm is busy; deciding once it is idle", m.episode);
                                 }
                                 pending = Some((task, m.episode, (m.header.stamp.sec, m.header.stamp.nanosec)))
@@ -619,7 +646,11 @@ impl Node for PlannerNode {
                         }
                     }
                 }
-                m = images.recv(), if pending.is_some() && !(busy && self.config.wait_idle) => {
+                _ = tokio::time::sleep_until(awaiting_start.unwrap_or_else(tokio::time::Instant::now)), if awaiting_start.is_some() => {
+                    tracing::warn!(node = %ctx.name, "the executor did not report the start of the last action within {START_TIMEOUT_S} s; deciding without waiting for it");
+                    awaiting_start = None;
+                }
+                m = images.recv(), if pending.is_some() && !((busy || awaiting_start.is_some()) && self.config.wait_idle) => {
                     let Some(m) = m else { return Ok(()) };
                     // The goal of this episode may be queued behind the image: take it first.
                     let mut announced = false;
@@ -664,6 +695,16 @@ impl Node for PlannerNode {
                             continue
                         }
                     };
+                    if (goal_frame.width, goal_frame.height) != (current.width, current.height) {
+                        // The keypoint geometry and the rules compare positions across the
+                        // two images: a goal from another camera or crop would be planned
+                        // toward in the wrong place.
+                        event_pub.publish(fail(format!(
+                            "the goal image is {}×{} but the camera's is {}×{}: a goal image must come from the same camera view",
+                            goal_frame.width, goal_frame.height, current.width, current.height
+                        )))?;
+                        continue;
+                    }
                     let mut p = planner.take().expect("planner is returned after every decision");
                     if let Some(c) = ctx.params.changed::<PlannerConfig>(&mut param_changes) {
                         tracing::info!(node = %ctx.name, "parameters changed: keypoints, verify and sampling from the parameter services apply from this decision on");
@@ -714,6 +755,12 @@ impl Node for PlannerNode {
                             }
                             if let Some(a) = out.action {
                                 action_pub.publish(a)?;
+                                if executor_seen && self.config.wait_idle {
+                                    awaiting_start = Some(
+                                        tokio::time::Instant::now()
+                                            + std::time::Duration::from_secs_f64(START_TIMEOUT_S),
+                                    );
+                                }
                             }
                             if let Some(f) = out.failure {
                                 tracing::warn!(node = %ctx.name, "no action: {f}");

@@ -536,6 +536,8 @@ impl Planner for VlmPlanner {
     }
 
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
+        // A decision that fails before sampling has no candidates, not the last one's.
+        self.last.clear();
         let cfg = &self.processor.preprocessor;
         let images = model_view(&frame_rgb(s.current), s.current_keypoints, cfg)
             .and_then(|a| model_view(&frame_rgb(s.goal), s.goal_keypoints, cfg).map(|b| (a, b)));
