@@ -24,6 +24,37 @@ fn a_60_degree_camera_has_the_textbook_focal_length() {
     assert_eq!(info.d.len(), 5);
 }
 
+/// A device that drops a frame costs that frame (said once per streak); only failures for
+/// `REOPEN_AFTER_S` open it again, and a success ends the streak.
+#[test]
+fn failed_reads_skip_frames_and_a_long_streak_reopens_the_source() {
+    use dreamplan::nodes::camera::{OnReadFailure, ReadFailures, REOPEN_AFTER_S};
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let mut f = ReadFailures::default();
+    assert_eq!(f.failed(at(0.0)), OnReadFailure::Skip { first: true });
+    assert_eq!(f.failed(at(0.1)), OnReadFailure::Skip { first: false });
+    assert_eq!(f.recovered(), 2);
+    assert_eq!(f.recovered(), 0);
+    // A new streak starts its own clock.
+    assert_eq!(f.failed(at(10.0)), OnReadFailure::Skip { first: true });
+    assert_eq!(
+        f.failed(at(10.0 + REOPEN_AFTER_S * 0.9)),
+        OnReadFailure::Skip { first: false }
+    );
+    assert_eq!(f.failed(at(10.0 + REOPEN_AFTER_S)), OnReadFailure::Reopen);
+    // After a reopen that gives no frame either, the next reopen is a full period later.
+    assert_eq!(
+        f.failed(at(10.0 + REOPEN_AFTER_S * 1.5)),
+        OnReadFailure::Skip { first: false }
+    );
+    assert_eq!(
+        f.failed(at(10.0 + REOPEN_AFTER_S * 2.0)),
+        OnReadFailure::Reopen
+    );
+}
+
 #[test]
 fn the_test_pattern_has_bars_and_moves() {
     let a = test_pattern(64, 32, 0);

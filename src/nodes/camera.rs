@@ -230,6 +230,53 @@ pub fn load_calibration(path: &std::path::Path, frame_id: &str) -> anyhow::Resul
     })
 }
 
+/// How long a video or device source may fail every read before it is opened again; a
+/// reopen that fails ends the node with the reason.
+pub const REOPEN_AFTER_S: f64 = 3.0;
+
+/// What to do about a failed read of a video or device source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReadFailure {
+    /// Skip this frame; `first` is true for the first failure of a streak (say it once).
+    Skip {
+        /// The streak's first failure.
+        first: bool,
+    },
+    /// Failures for [`REOPEN_AFTER_S`]: open the source again.
+    Reopen,
+}
+
+/// A streak of failed reads. A USB camera drops a frame now and then (a select timeout,
+/// a short USB reset): that costs the frame, not the node, which ended on the first failed
+/// read before session 43.
+#[derive(Debug, Default)]
+pub struct ReadFailures {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl ReadFailures {
+    /// A read failed at `now`.
+    pub fn failed(&mut self, now: std::time::Instant) -> OnReadFailure {
+        self.count += 1;
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since).as_secs_f64() >= REOPEN_AFTER_S {
+            self.since = Some(now);
+            OnReadFailure::Reopen
+        } else {
+            OnReadFailure::Skip {
+                first: self.count == 1,
+            }
+        }
+    }
+
+    /// A read succeeded: the number of failures of the streak it ends (0 for none).
+    pub fn recovered(&mut self) -> u64 {
+        self.since = None;
+        std::mem::take(&mut self.count)
+    }
+}
+
 /// A video file or a camera device opened through OpenCV, giving rgb8 frames of the
 /// configured size.
 #[cfg(feature = "videoio")]
@@ -283,6 +330,11 @@ impl Capture {
                     Ok(index) => VideoCapture::new(index, CAP_ANY)?,
                     Err(_) => VideoCapture::from_file(&c.device, CAP_ANY)?,
                 };
+                let mut cap = cap;
+                // V4L2 queues a few frames: read at a lower rate than the device's, each
+                // frame would be that many frames old. One buffer keeps it the newest
+                // (a backend without the property ignores it).
+                let _ = cap.set(opencv::videoio::CAP_PROP_BUFFERSIZE, 1.0);
                 (cap, false, format!("camera device {}", c.device))
             }
         };
@@ -719,6 +771,7 @@ impl Node for CameraNode {
         let mut param_changes = ctx.params.watch();
         let mut params_open = true;
         let mut index: u64 = 0;
+        let mut failures = ReadFailures::default();
         loop {
             // A new rate takes effect at once, not at the old rate's next tick (which may be
             // seconds away): the frame goes out now and the next ones at the new period.
@@ -757,7 +810,35 @@ impl Node for CameraNode {
                     })
                     .await?;
                     self.capture = Some(cap);
-                    frame?
+                    match frame {
+                        Ok(f) => {
+                            let lost = failures.recovered();
+                            if lost > 0 {
+                                tracing::info!(node = %ctx.name, "frames again after {lost} failed reads");
+                            }
+                            f
+                        }
+                        Err(e) => {
+                            match failures.failed(std::time::Instant::now()) {
+                                OnReadFailure::Skip { first: true } => {
+                                    tracing::warn!(node = %ctx.name, "{e:#}; skipping the frame (said once per streak)");
+                                }
+                                OnReadFailure::Skip { first: false } => {}
+                                OnReadFailure::Reopen => {
+                                    tracing::warn!(node = %ctx.name, "{e:#} for {REOPEN_AFTER_S} s; opening the source again");
+                                    self.capture = None;
+                                    let cfg = c.clone();
+                                    let opened =
+                                        tokio::task::spawn_blocking(move || Capture::open(&cfg))
+                                            .await?;
+                                    self.capture = Some(opened.with_context(|| {
+                                        format!("every read failed for {REOPEN_AFTER_S} s ({e:#}) and opening the source again failed")
+                                    })?);
+                                }
+                            }
+                            continue;
+                        }
+                    }
                 }
                 _ => test_pattern(c.width, c.height, index),
             };
