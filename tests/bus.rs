@@ -284,3 +284,48 @@ async fn a_dropped_subscriber_no_longer_receives_and_costs_nothing() {
         "messages were kept for a dropped subscriber"
     );
 }
+
+/// The monitor reads a topic as its publishers offer it (as the recorder does): a
+/// latched goal sent before the monitor joined is counted without naming the topic in
+/// `latched_topics` (before session 43 it read every unnamed topic volatile and reliable,
+/// and over DDS a reliable reader saw nothing of a best-effort camera).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_reads_a_topic_as_its_publishers_offer_it() {
+    use dreamplan::nodes::monitor::{MonitorConfig, MonitorNode};
+    use dreamplan::nodes::{Node, NodeContext};
+    let bus = LocalBus::default();
+    let goal = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    goal.publish(image(4, 4, 1)).unwrap();
+    let node = MonitorNode::new(MonitorConfig {
+        topics: vec!["/goal/image".into()],
+        report_every_s: 0.1,
+        ..Default::default()
+    })
+    .unwrap();
+    let stats = node.stats();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = NodeContext {
+        name: "monitor".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
+    };
+    let task = tokio::spawn(node.run(ctx));
+    let t0 = std::time::Instant::now();
+    let counted = loop {
+        let n = stats
+            .lock()
+            .unwrap()
+            .get("/goal/image")
+            .map_or(0, |s| s.messages);
+        if n > 0 || t0.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(counted, 1, "the goal latched before the monitor joined");
+}

@@ -906,6 +906,16 @@ async fn task_seed_and_episodes_set_while_running_apply_from_the_next_episode() 
     assert!(e.contains("read when node `sim` starts"), "{e}");
     let e = params.set("settle_s", Value::from(-1.0)).unwrap_err();
     assert!(e.contains("settle_s ≥ 0"), "{e}");
+    // Infinite values (`.inf` in YAML) would never score an episode or grasp from anywhere.
+    for (key, bad) in [
+        ("settle_s", f64::INFINITY),
+        ("settle_s", f64::NAN),
+        ("grasp_radius", f64::INFINITY),
+        ("grasp_radius", 0.0),
+    ] {
+        let e = params.set(key, Value::from(bad)).unwrap_err();
+        assert!(e.contains(key), "{key} = {bad}: {e}");
+    }
     params.set("task", Value::from("cloth")).unwrap();
     params.set("seed", Value::from(50)).unwrap();
     params.set("episodes", Value::from(2)).unwrap();

@@ -76,6 +76,30 @@ impl Qos {
         }
     }
 
+    /// The profile a reader that wants every writer of a topic takes, from what they offer
+    /// (as `ros2 bag record` adapts; the recorder and the monitor read so): transient-local
+    /// when one of them is latched (or `latched` asks for it), so the message sent before
+    /// the reader joined arrives too; best effort when one of them is, since over DDS a
+    /// reliable reader matches no best-effort writer (a camera driver's `sensor_data`
+    /// images would never arrive).
+    pub fn reader_for(offered: &[Qos], depth: usize, latched: bool) -> Qos {
+        let mut qos = Qos::keep_last(depth);
+        if latched
+            || offered
+                .iter()
+                .any(|q| q.durability == Durability::TransientLocal)
+        {
+            qos = qos.transient_local();
+        }
+        if offered
+            .iter()
+            .any(|q| q.reliability == Reliability::BestEffort)
+        {
+            qos.reliability = Reliability::BestEffort;
+        }
+        qos
+    }
+
     /// The same profile with transient-local durability.
     pub const fn transient_local(mut self) -> Self {
         self.durability = Durability::TransientLocal;
@@ -87,5 +111,42 @@ impl Default for Qos {
     /// ROS 2's default profile: reliable, volatile, keep last 10.
     fn default() -> Self {
         Self::keep_last(10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_takes_the_profile_its_writers_offer() {
+        let reliable = Qos::keep_last(10);
+        let sensor = Qos::sensor_data();
+        let latched = Qos::latched();
+        // Nothing known: reliable, volatile.
+        let q = Qos::reader_for(&[], 100, false);
+        assert_eq!(
+            (q.reliability, q.durability, q.depth),
+            (Reliability::Reliable, Durability::Volatile, 100)
+        );
+        // A best-effort camera, alone or beside a reliable writer: best effort.
+        assert_eq!(
+            Qos::reader_for(&[sensor], 100, false).reliability,
+            Reliability::BestEffort
+        );
+        assert_eq!(
+            Qos::reader_for(&[reliable, sensor], 100, false).reliability,
+            Reliability::BestEffort
+        );
+        // Latched writers, or a topic the config names: transient local, still reliable.
+        let q = Qos::reader_for(&[latched], 100, false);
+        assert_eq!(
+            (q.reliability, q.durability),
+            (Reliability::Reliable, Durability::TransientLocal)
+        );
+        assert_eq!(
+            Qos::reader_for(&[reliable], 100, true).durability,
+            Durability::TransientLocal
+        );
     }
 }

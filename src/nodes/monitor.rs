@@ -28,7 +28,10 @@ pub struct MonitorConfig {
     pub depth: usize,
     /// Topics to subscribe with transient-local durability, to also count the message a
     /// latched publisher sent before the monitor joined (e.g. camera info). On ROS 2 a
-    /// transient-local subscription only matches transient-local publishers.
+    /// transient-local subscription only matches transient-local publishers. A topic whose
+    /// publisher the bus already knows as latched is read so without being named here, and
+    /// one with a best-effort publisher is read best effort ([`Qos::reader_for`], as the
+    /// recorder reads).
     pub latched_topics: Vec<String>,
 }
 
@@ -164,10 +167,13 @@ impl Node for MonitorNode {
                 for topic in pending {
                     match known.get(&topic) {
                         Some(ty) => {
-                            let mut qos = Qos::keep_last(self.config.depth);
-                            if latched.contains(&topic) {
-                                qos = qos.transient_local();
-                            }
+                            // As the recorder reads: a reliable reader saw nothing of a
+                            // best-effort camera over DDS (before session 43).
+                            let qos = Qos::reader_for(
+                                &ctx.bus.publisher_qos(&topic),
+                                self.config.depth,
+                                latched.contains(&topic),
+                            );
                             let watch = Watch {
                                 bus: ctx.bus.clone(),
                                 topic: topic.clone(),

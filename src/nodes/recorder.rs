@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Node, NodeContext};
 use crate::bag::{BagWriter, Compression, WriterOptions};
-use crate::bus::{Bus, Durability, Qos, Reliability};
+use crate::bus::{Bus, Qos};
 use crate::msg::{visit_type, Message, TypeVisitor};
 
 /// Recorder parameters.
@@ -264,29 +264,6 @@ fn writer_thread(
     Ok(writer.finish()?)
 }
 
-/// The profile the recorder subscribes a topic with, from what its publishers offer (as
-/// `ros2 bag record` adapts): transient-local when one of them is latched (or the config
-/// names the topic), so the message sent before it joined is recorded too; best effort
-/// when one of them is, since a reliable reader matches no best-effort writer over DDS
-/// (a camera driver's `sensor_data` images would never be recorded).
-fn recording_qos(offered: &[Qos], depth: usize, latched: bool) -> Qos {
-    let mut qos = Qos::keep_last(depth);
-    if latched
-        || offered
-            .iter()
-            .any(|q| q.durability == Durability::TransientLocal)
-    {
-        qos = qos.transient_local();
-    }
-    if offered
-        .iter()
-        .any(|q| q.reliability == Reliability::BestEffort)
-    {
-        qos.reliability = Reliability::BestEffort;
-    }
-    qos
-}
-
 impl Node for RecorderNode {
     const KIND: &'static str = "recorder";
     type Config = RecorderConfig;
@@ -416,7 +393,7 @@ impl Node for RecorderNode {
                 }
                 subscribed.insert(topic.clone());
                 let offered = ctx.bus.publisher_qos(&topic);
-                let qos = recording_qos(&offered, c.depth, latched.contains(&topic));
+                let qos = Qos::reader_for(&offered, c.depth, latched.contains(&topic));
                 let visit = Subscribe {
                     bus: ctx.bus.clone(),
                     topic: topic.clone(),
@@ -502,37 +479,5 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-    }
-
-    #[test]
-    fn the_recorder_subscribes_as_the_publishers_offer() {
-        let reliable = Qos::keep_last(10);
-        let sensor = Qos::sensor_data();
-        let latched = Qos::latched();
-        // Nothing known: reliable, volatile.
-        let q = recording_qos(&[], 100, false);
-        assert_eq!(
-            (q.reliability, q.durability, q.depth),
-            (Reliability::Reliable, Durability::Volatile, 100)
-        );
-        // A best-effort camera, alone or beside a reliable writer: best effort.
-        assert_eq!(
-            recording_qos(&[sensor], 100, false).reliability,
-            Reliability::BestEffort
-        );
-        assert_eq!(
-            recording_qos(&[reliable, sensor], 100, false).reliability,
-            Reliability::BestEffort
-        );
-        // Latched writers, or a topic the config names: transient local, still reliable.
-        let q = recording_qos(&[latched], 100, false);
-        assert_eq!(
-            (q.reliability, q.durability),
-            (Reliability::Reliable, Durability::TransientLocal)
-        );
-        assert_eq!(
-            recording_qos(&[reliable], 100, true).durability,
-            Durability::TransientLocal
-        );
     }
 }

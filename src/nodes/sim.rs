@@ -353,12 +353,20 @@ impl Node for SimNode {
             "dt must be in (0, 0.1]"
         );
         anyhow::ensure!(
-            config.camera_rate_hz > 0.0 && config.joint_state_rate_hz > 0.0,
-            "rates must be > 0"
+            [config.camera_rate_hz, config.joint_state_rate_hz]
+                .iter()
+                .all(|r| *r > 0.0 && *r <= 1000.0),
+            "rates must be in (0, 1000] Hz"
+        );
+        // An infinite settle time never scores an episode, an infinite grasp radius picks
+        // the whole object from anywhere: both were accepted before session 43.
+        anyhow::ensure!(
+            config.grasp_radius > 0.0 && config.grasp_radius <= 0.5,
+            "grasp_radius must be in (0, 0.5] m"
         );
         anyhow::ensure!(
-            config.grasp_radius > 0.0 && config.settle_s >= 0.0,
-            "grasp_radius must be > 0, settle_s ≥ 0"
+            config.settle_s >= 0.0 && config.settle_s <= 600.0,
+            "settle_s must be in [0, 600] s (settle_s ≥ 0)"
         );
         anyhow::ensure!(
             config.start_delay_s.is_finite() && (0.0..=600.0).contains(&config.start_delay_s),
