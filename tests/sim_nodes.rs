@@ -383,6 +383,42 @@ async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
     r.finish().await;
 }
 
+/// A clock that goes back mid-motion (`ros2 bag play --loop` starting over, a simulator
+/// reset) keeps the motion's remaining time: before session 43 the executor waited for the
+/// old end time to come round again and refused every action as busy meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_that_goes_back_mid_motion_keeps_the_motion_s_remaining_time() {
+    use dreamplan::clock::Clock;
+    let clock = Clock::sim(Time {
+        sec: 100,
+        nanosec: 0,
+    });
+    let bus = LocalBus::new(clock.clone());
+    let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
+    r.arm_at_ready(None).await;
+    r.actions.publish(centre_action("looped bag")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let traj = r.topic.recv().await.unwrap();
+    let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
+    let ns = |s: f64| Time::from_nanos((s * 1e9) as i64);
+    // A second into the motion the clock jumps back 60 s.
+    clock.set(ns(101.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.set(ns(41.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.events.try_recv().is_none(), "finished at the jump");
+    // The rest of the motion passes on the new time line.
+    clock.set(ns(41.0 + duration - 1.0 + 0.05));
+    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut r.events))
+        .await
+        .expect("action_finished once the motion's remaining time passed after the jump");
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
+    r.finish().await;
+}
+
 /// The sim stops on an empty trajectory and on the executor's one-point hold, and refuses
 /// a trajectory whose times run backwards (a negative time ended the simulator).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

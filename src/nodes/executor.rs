@@ -483,6 +483,9 @@ impl Node for ExecutorNode {
         // when to look at the bus clock next. Before session 42 the end was a wall-clock
         // instant: a simulator slower than real time got `action_finished` mid-motion.
         let mut busy_until: Option<(i64, tokio::time::Instant)> = None;
+        // The bus time the motion's end was last compared with: a later reading before it
+        // means the clock went back.
+        let mut busy_seen: i64 = 0;
         // The episode the events belong to (from the last `reset`), so that a recording
         // pairs each action with its episode's score.
         let current = std::sync::atomic::AtomicU32::new(0);
@@ -509,8 +512,17 @@ impl Node for ExecutorNode {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 _ = finished => {
-                    let Some((end, _)) = busy_until else { continue };
-                    let left_s = (end - ctx.bus.clock().now().as_nanos()) as f64 * 1e-9;
+                    let Some((mut end, _)) = busy_until else { continue };
+                    let now = ctx.bus.clock().now().as_nanos();
+                    if now < busy_seen {
+                        // The clock went back (a bag played again with `--loop`, a
+                        // simulator reset): the motion keeps its remaining time instead
+                        // of waiting for the old time to come round again.
+                        tracing::warn!(node = %ctx.name, "the clock went back by {:.3} s; the motion keeps its remaining time", (busy_seen - now) as f64 * 1e-9);
+                        end -= busy_seen - now;
+                    }
+                    busy_seen = now;
+                    let left_s = (end - now) as f64 * 1e-9;
                     if left_s > 0.0 {
                         // Not there yet in bus time: look again (at least every 0.1 s, so
                         // that a clock running faster than the wall is followed too).
@@ -672,7 +684,8 @@ impl Node for ExecutorNode {
                                 }
                                 None => {
                                     traj_pub.publish(traj)?;
-                                    let end = ctx.bus.clock().now().as_nanos() + (duration * 1e9) as i64;
+                                    busy_seen = ctx.bus.clock().now().as_nanos();
+                                    let end = busy_seen + (duration * 1e9) as i64;
                                     busy_until = Some((end, tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration.min(0.1))));
                                 }
                             }
