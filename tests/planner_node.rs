@@ -466,6 +466,73 @@ async fn an_action_never_reported_started_holds_the_next_decision_only_for_the_s
     r.finish().await;
 }
 
+/// With `verify.wait`, each candidate set carries its own number in `step` and only the
+/// answer echoing it is taken. An answer that came after its set timed out (its stamp the
+/// same, 0 from an unstamped camera) waited in the queue and was taken for the next set
+/// before session 43, its index choosing from another list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_answer_that_came_too_late_is_not_taken_for_the_next_set() {
+    use dreamplan::msg::dreamplan::{ActionCandidates, VerifierScores};
+    let config: PlannerConfig = serde_yaml::from_str(
+        "backend: coverage\nkeypoints: 4\nverify: {wait: true, timeout_s: 3.0}\n",
+    )
+    .unwrap();
+    let mut r = rig_with(config).await;
+    let mut sets = r
+        .bus
+        .subscribe::<ActionCandidates>("/planner/candidates", Qos::keep_last(10))
+        .unwrap();
+    let answers = r
+        .bus
+        .publisher::<VerifierScores>("/verifier/scores", Qos::keep_last(10))
+        .unwrap();
+    let answer = |set: &ActionCandidates| VerifierScores {
+        header: set.header.clone(),
+        episode: set.episode,
+        step: set.step,
+        distance: vec![0.0; set.candidates.len()],
+        score: vec![0.5; set.candidates.len()],
+        best: 0,
+        metric: "test".into(),
+    };
+    // The first set is not answered in time: the planner's own action is executed.
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let first = tokio::time::timeout(Duration::from_secs(60), sets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("the planner's own action after the timeout");
+    // Its answer comes late and waits in the planner's queue.
+    answers.publish(answer(&first)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next set, from an image with the same (zero) stamp.
+    r.episode(2, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    let second = tokio::time::timeout(Duration::from_secs(60), sets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.header.stamp, first.header.stamp);
+    assert_ne!(second.step, first.step);
+    let asked = std::time::Instant::now();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1000))
+            .await
+            .is_none(),
+        "the late answer to the first set was taken for the second"
+    );
+    answers.publish(answer(&second)).unwrap();
+    action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("an action once the second set is answered");
+    assert!(
+        asked.elapsed().as_secs_f64() < 2.5,
+        "the second set's own answer was not taken (the action came after the timeout)"
+    );
+    r.finish().await;
+}
+
 /// A goal image the planner cannot read replaces the goal held before: the next decision
 /// fails naming it, instead of planning toward the previous goal (it was only warned about).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1180,6 +1180,52 @@ fn the_verified_planner_plays_the_verifiers_best_candidate() {
     };
     let r = run_episode(Task::Rope, 3, &mut single, &cfg);
     assert!((-r.distance_m / half - scores[worst]).abs() < 1e-9);
+
+    // A verifier whose scores prefer nothing (all equal: a world model that lost the object
+    // in every prediction) leaves the sampler's own decision; before session 43 the first
+    // sample was played.
+    struct Flat;
+    impl dreamplan::verifier::Verifier for Flat {
+        fn name(&self) -> String {
+            "flat".into()
+        }
+        fn score(
+            &mut self,
+            _: &VerifyState<'_>,
+            candidates: &[KeypointChoice],
+        ) -> Result<Vec<f64>, dreamplan::verifier::VerifierError> {
+            Ok(vec![0.0; candidates.len()])
+        }
+    }
+    let own = if worst == 0 {
+        choices[1]
+    } else {
+        choices[worst]
+    };
+    assert_ne!(own, choices[0]);
+    let cands: Vec<Candidate> = choices
+        .iter()
+        .map(|c| Candidate {
+            text: format!("pick {} place {}", c.pick, c.place),
+            choice: Ok(*c),
+            logprob: -1.0,
+        })
+        .collect();
+    let mut flat = VerifiedPlanner {
+        planner: Sampler(cands, own),
+        verifier: Box::new(Flat),
+    };
+    let d = flat.decide(&Scene {
+        task: Task::Rope,
+        seed: 3,
+        current: &obs.current,
+        goal: &obs.goal_frame,
+        current_keypoints: kc,
+        goal_keypoints: kg,
+        world: None,
+        goal_world: None,
+    });
+    assert_eq!(d, Decision::Keypoints(own));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -528,6 +528,8 @@ impl Node for PlannerNode {
         // An action published and not yet reported started by the executor: until when it
         // counts as started.
         let mut awaiting_start: Option<tokio::time::Instant> = None;
+        // Candidate sets sent to the verifier: the number of the last, in its `step`.
+        let mut sets_sent: u32 = 0;
         // Goal-triggered episodes: the next episode number.
         let next_episode = std::sync::atomic::AtomicU32::new(0);
         let goal_task = self.config.task.clone().unwrap_or_default();
@@ -726,12 +728,20 @@ impl Node for PlannerNode {
                                 // Candidates go out unchosen; the verifier's best is executed.
                                 let own = out.candidates.chosen;
                                 out.candidates.chosen = -1;
-                                let stamp = out.candidates.header.stamp.clone();
+                                // Each set carries its own number in `step`, which the verifier
+                                // echoes: an answer that came too late for an earlier set (its
+                                // stamp may be the same, 0 from an unstamped camera) is never
+                                // taken for this one. Before session 43 the stamp alone was
+                                // compared, and a late answer's index chose from another list.
+                                sets_sent = sets_sent.wrapping_add(1);
+                                out.candidates.step = sets_sent;
+                                while scores.try_recv().is_some() {}
+                                let key = (out.candidates.header.stamp.clone(), out.candidates.episode, sets_sent, out.candidates.candidates.len());
                                 cand_pub.publish(out.candidates.clone())?;
                                 let wait = std::time::Duration::from_secs_f64(verify.timeout_s.max(0.0));
                                 let answer = tokio::time::timeout(wait, async {
                                     while let Some(s) = scores.recv().await {
-                                        if s.header.stamp == stamp {
+                                        if (s.header.stamp.clone(), s.episode, s.step, s.score.len()) == key {
                                             return Some(s);
                                         }
                                     }
@@ -744,7 +754,7 @@ impl Node for PlannerNode {
                                 let pick = if best >= 0 && (best as usize) < out.candidates.candidates.len() {
                                     best
                                 } else {
-                                    tracing::warn!(node = %ctx.name, "no verifier choice (timeout or no candidate scored); executing the planner's own");
+                                    tracing::warn!(node = %ctx.name, "no verifier choice (timeout, no candidate scored, or all scored the same); executing the planner's own");
                                     own
                                 };
                                 if pick >= 0 {

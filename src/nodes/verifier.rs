@@ -295,6 +295,27 @@ impl Received {
     }
 }
 
+/// The index `VerifierScores::best` publishes: the first of the highest finite scores,
+/// or -1 when none is finite or every finite one is the same (the scores prefer nothing,
+/// and the planner keeps its own choice). Before session 43 the last of equal scores was
+/// taken, so a set whose predictions all lost the object executed the planner's last
+/// sample instead of its own choice.
+pub fn best_index(score: &[f64]) -> i32 {
+    let finite: Vec<(usize, f64)> = score
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, s)| s.is_finite())
+        .collect();
+    let Some(&(first, top)) = finite.iter().reduce(|a, b| if b.1 > a.1 { b } else { a }) else {
+        return -1;
+    };
+    if finite.len() > 1 && finite.iter().all(|(_, s)| *s == top) {
+        return -1;
+    }
+    first as i32
+}
+
 fn stamp_of(h: &Header) -> i64 {
     h.stamp.as_nanos()
 }
@@ -366,12 +387,7 @@ fn verify(
         .iter()
         .map(|p| p.as_ref().map_or(f64::NAN, |i| i.score))
         .collect();
-    let best = score
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.is_finite())
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(-1, |(i, _)| i as i32);
+    let best = best_index(&score);
     let (w, h) = (cfg.width, cfg.height);
     // One column per candidate, in the candidates' order; a refused one's stays white.
     let mosaic = per.iter().any(Option::is_some).then(|| {
@@ -580,6 +596,19 @@ impl Node for VerifierNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_is_the_first_highest_score_and_none_when_the_scores_prefer_nothing() {
+        let nan = f64::NAN;
+        assert_eq!(best_index(&[]), -1);
+        assert_eq!(best_index(&[nan, nan]), -1);
+        assert_eq!(best_index(&[0.0, 0.0, 0.0]), -1, "all equal: no preference");
+        assert_eq!(best_index(&[nan, 0.3, 0.3]), -1);
+        assert_eq!(best_index(&[0.3]), 0, "a single scored candidate");
+        assert_eq!(best_index(&[nan, 0.2]), 1);
+        assert_eq!(best_index(&[0.5, 0.7, 0.7]), 1, "the first of the best");
+        assert_eq!(best_index(&[0.7, nan, 0.1]), 0);
+    }
     use crate::msg::dreamplan::KeypointAction;
     use crate::planner::eval::{observe, EvalConfig};
     use crate::world_model::{train, Config};

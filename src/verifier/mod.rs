@@ -301,7 +301,8 @@ impl<'a> VerifyState<'a> {
 }
 
 /// Test-time verification: a sampling planner's distinct candidates are scored by a
-/// verifier and the best one is played (first on ties, i.e. the planner's own order). The
+/// verifier and the best one is played (on ties the planner's own choice when it is among
+/// the best, else the first in the planner's order). The
 /// paper's "best of K" rows with the world model as verifier. A planner that returns fewer
 /// than two distinct valid candidates keeps its own decision; a verifier error is no
 /// action, with the reason.
@@ -352,6 +353,16 @@ impl<P: crate::planner::eval::Planner> crate::planner::eval::Planner for Verifie
                 for (i, &v) in scores.iter().enumerate() {
                     if v > scores[best] {
                         best = i;
+                    }
+                }
+                // Among equal best scores the planner's own choice stays: scores that are
+                // all the same (a world model that lost the object everywhere, an empty
+                // goal) prefer nothing. Before session 43 the first sample was played.
+                if let Decision::Keypoints(mine) = &own {
+                    if let Some(i) = distinct.iter().position(|c| c == mine) {
+                        if scores[i] == scores[best] {
+                            best = i;
+                        }
                     }
                 }
                 Decision::Keypoints(distinct[best])

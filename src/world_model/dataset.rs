@@ -242,7 +242,14 @@ pub fn build(
         let reader = BagReader::open(bag)?;
         let camera_size = std::cell::Cell::new(None::<(u32, u32)>);
         let mut video: Option<ArmVideo> = None;
-        for tr in reader.transitions(TransitionTopics::default()) {
+        // The after-window is the config's, as at inference (a planned clip spans the
+        // motion and `after_s`): before session 43 it was the transition view's default
+        // 1 s whatever `after_s` said.
+        let topics = TransitionTopics {
+            after_window_s: cfg.after_s,
+            ..TransitionTopics::default()
+        };
+        for tr in reader.transitions(topics) {
             let tr = tr?;
             read += 1;
             let size = tr

@@ -463,7 +463,10 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         let n = args.transition.unwrap_or(0);
         let reader = dreamplan::bag::BagReader::open(bag)?;
         let tr = reader
-            .transitions(Default::default())
+            .transitions(dreamplan::bag::transitions::TransitionTopics {
+                after_window_s: cfg.after_s,
+                ..Default::default()
+            })
             .nth(n)
             .with_context(|| format!("{}: has no transition {n}", bag.display()))??;
         let size = tr
@@ -778,6 +781,35 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
+/// A pair's credit for ranking as the simulator does: 1 when the scores order the pair as
+/// the simulator (`truth_order`: the first is better), 0 when they order it the other way,
+/// ½ when they tie. Before session 43 a tie counted as "the second is better", so with the
+/// planner's samples listed first ties leaned against the planner.
+pub(crate) fn pair_credit(a: f64, b: f64, truth_order: bool) -> f64 {
+    if a == b {
+        0.5
+    } else if (a > b) == truth_order {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Top-1 of `scores` against the simulator's `sim`: the share of the candidates tied at the
+/// top score that are among the simulator's best (a pick among them at random), and their
+/// mean simulated score. Before session 43 the last of the tied was taken.
+pub(crate) fn top1(scores: &[f64], sim: &[f64]) -> (f64, f64) {
+    let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let tied: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] == top).collect();
+    if tied.is_empty() {
+        return (0.0, 0.0);
+    }
+    let best = sim.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let n = tied.len() as f64;
+    let hits = tied.iter().filter(|&&i| sim[i] >= best - 1e-9).count() as f64;
+    (hits / n, tied.iter().map(|&i| sim[i]).sum::<f64>() / n)
+}
+
 fn argmax(v: &[f64]) -> usize {
     (0..v.len())
         .max_by(|&i, &j| v[i].total_cmp(&v[j]))
@@ -857,8 +889,8 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             task: task.name().into(),
             ..Default::default()
         };
-        let (mut agree, mut agree_true, mut rhos) = (0usize, 0usize, Vec::new());
-        let (mut agree_prior, mut state_prior) = (0usize, Vec::new());
+        let (mut agree, mut agree_true, mut rhos) = (0.0f64, 0.0f64, Vec::new());
+        let (mut agree_prior, mut state_prior) = (0.0f64, Vec::new());
         let mut frame_sums = [0.0f64; 6];
         let mut predict_s = 0.0;
         // Per state: (agreeing pairs, pairs) and (top-1 hit − chance, 1).
@@ -988,40 +1020,43 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
                     if (sim[i] - sim[j]).abs() > args.margin {
                         r.pairs += 1;
                         let truth_order = sim[i] > sim[j];
-                        agree += usize::from((wm[i] > wm[j]) == truth_order);
-                        agree_true += usize::from((true_frames[i] > true_frames[j]) == truth_order);
-                        agree_prior +=
-                            usize::from((prior_scores[i] > prior_scores[j]) == truth_order);
+                        agree += pair_credit(wm[i], wm[j], truth_order);
+                        agree_true += pair_credit(true_frames[i], true_frames[j], truth_order);
+                        agree_prior += pair_credit(prior_scores[i], prior_scores[j], truth_order);
                     }
                 }
             }
-            state_agree.push(((agree - agree0) as f64, (r.pairs - pairs0) as f64));
-            state_prior.push(((agree_prior - prior0) as f64, (r.pairs - pairs0) as f64));
+            state_agree.push((agree - agree0, (r.pairs - pairs0) as f64));
+            state_prior.push((agree_prior - prior0, (r.pairs - pairs0) as f64));
+            // A world model that scores every candidate the same ranks nothing: ρ 0 (it
+            // was left out of the mean before session 43, which flattered it). A state whose
+            // simulated outcomes are all the same has nothing to rank and is left out.
             let rho = spearman(&wm, &sim);
             if rho.is_finite() {
                 rhos.push(rho);
+            } else if sim.iter().any(|x| *x != sim[0]) {
+                rhos.push(0.0);
             }
-            let (top, best) = (argmax(&wm), argmax(&sim));
-            let top_prior = argmax(&prior_scores);
-            r.top1_prior += f64::from(u8::from(sim[top_prior] >= sim[best] - 1e-9));
-            r.top1_hits += f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
+            let best = argmax(&sim);
+            let (hit, top_sim) = top1(&wm, &sim);
+            r.top1_prior += top1(&prior_scores, &sim).0;
+            r.top1_hits += hit;
             // Chance: a uniformly random pick is one of the (possibly tied) best.
             let n_best = sim.iter().filter(|&&x| x >= sim[best] - 1e-9).count();
             r.top1_chance += n_best as f64 / n as f64;
-            let hit = f64::from(u8::from(sim[top] >= sim[best] - 1e-9));
             state_gain.push((hit - n_best as f64 / n as f64, 1.0));
-            r.top1_sim_score += sim[top];
+            r.top1_sim_score += top_sim;
             r.random_sim_score += sim.iter().sum::<f64>() / n as f64;
             r.best_sim_score += sim[best];
         }
         progress.finish();
         let s = r.states.max(1) as f64;
         let c = r.candidates.max(1) as f64;
-        r.agreement = agree as f64 / r.pairs.max(1) as f64;
+        r.agreement = agree / r.pairs.max(1) as f64;
         r.agreement_ci = bootstrap_ratio(&state_agree);
         r.top1_gain_ci = bootstrap_ratio(&state_gain);
-        r.agreement_true_frames = agree_true as f64 / r.pairs.max(1) as f64;
-        r.agreement_prior = agree_prior as f64 / r.pairs.max(1) as f64;
+        r.agreement_true_frames = agree_true / r.pairs.max(1) as f64;
+        r.agreement_prior = agree_prior / r.pairs.max(1) as f64;
         r.agreement_prior_ci = bootstrap_ratio(&state_prior);
         r.top1_prior /= s;
         r.iou_prior /= c;
@@ -1289,5 +1324,25 @@ fn prior_label(cfg: &Config) -> String {
                 String::new()
             }
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pair_credit, top1};
+
+    #[test]
+    fn ties_are_half_right_and_top1_shares_among_the_tied() {
+        assert_eq!(pair_credit(0.7, 0.2, true), 1.0);
+        assert_eq!(pair_credit(0.7, 0.2, false), 0.0);
+        assert_eq!(pair_credit(0.2, 0.7, false), 1.0);
+        // A tie is half right whichever candidate the simulator prefers.
+        assert_eq!(pair_credit(0.4, 0.4, true), 0.5);
+        assert_eq!(pair_credit(0.4, 0.4, false), 0.5);
+        // The simulator's best is candidate 0; the scores tie 0 and 2 at the top.
+        let sim = [0.9, 0.1, 0.3, 0.5];
+        assert_eq!(top1(&[0.8, 0.1, 0.8, 0.2], &sim), (0.5, 0.6));
+        assert_eq!(top1(&[0.8, 0.1, 0.2, 0.2], &sim), (1.0, 0.9));
+        assert_eq!(top1(&[0.0; 4], &sim), (0.25, 0.45));
     }
 }
