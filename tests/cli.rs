@@ -32,7 +32,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["run", "--config", "nonexistent.yaml"],
             "error: nonexistent.yaml: No such file or directory (os error 2)",
@@ -47,7 +47,22 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         ),
         (
             &["run", "--duration", "-1"],
-            "error: --duration must be ≥ 0",
+            "error: --duration must be a finite number of seconds ≥ 0 (0: until Ctrl-C)",
+        ),
+        (
+            &["run", "--duration", "inf"],
+            "error: --duration must be a finite number of seconds ≥ 0 (0: until Ctrl-C)",
+        ),
+        // Launch arguments without --launch were dropped silently once --config was given.
+        (
+            &["run", "--config", "nonexistent.yaml", "task:=cloth"],
+            "error: task:=cloth are launch arguments, for --launch FILE; a --config graph takes its settings in the YAML or with --ros-args -p",
+        ),
+        // A negative number reaches the option's own check (clap said "unexpected argument
+        // '-1' found", naming no option).
+        (
+            &["eval", "--planner", "coverage", "--episodes", "-1"],
+            "error: invalid value '-1' for '--episodes <EPISODES>': invalid digit found in string",
         ),
         (
             &["run", "--ros-args", "-p", "keypionts:=6"],
@@ -83,6 +98,35 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         "{line}"
     );
     assert_eq!(line.matches("No such file").count(), 1, "{line}");
+    // Sampling settings a decision cannot be made with are refused before any episode,
+    // as the planner node refuses them (`eval --k 0` printed a table of "no action").
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vlm/tiny");
+    for (flag, value, want) in [
+        ("--k", "0", "sampling setting k must be >= 1"),
+        (
+            "--temperature",
+            "nan",
+            "sampling setting temperature must be >= 0",
+        ),
+        ("--top-p", "5", "sampling setting top_p must be in (0, 1]"),
+        ("--attempts", "0", "sampling setting attempts must be >= 1"),
+    ] {
+        let line = error_line(&dreamplan(
+            &[
+                "eval",
+                "--planner",
+                "vlm",
+                "--model",
+                tiny,
+                "--episodes",
+                "1",
+                flag,
+                value,
+            ],
+            d,
+        ));
+        assert!(line.contains(want), "{flag} {value}: {line}");
+    }
 }
 
 #[test]

@@ -193,3 +193,40 @@ fn eval_prints_the_table_writes_json_and_logs_progress_as_lines() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["tasks"][0]["episodes"], 5);
 }
+
+/// A node that refuses its settings ends `collect` at once with the reason: before
+/// session 43 it waited silently for episodes that never came, for ever.
+#[test]
+fn collect_with_a_planner_that_cannot_start_fails_at_once_naming_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "collect",
+            "--task",
+            "rope",
+            "--episodes",
+            "1",
+            "--size",
+            "64",
+        ])
+        .args(["--planner", "vlm", "--model"])
+        .arg(tmp.path().join("no-such-model"))
+        .arg("--out")
+        .arg(tmp.path().join("bag"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("collect still waits 120 s after its planner failed to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-model"), "{stderr}");
+}

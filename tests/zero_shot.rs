@@ -567,6 +567,15 @@ fn other_rules_are_drawn_with_their_weight_and_bad_weights_are_refused() {
         };
         assert!(err.contains(why), "{err}");
     }
+    // So is a learning rate that is not a finite positive number.
+    for lr in [f64::NAN, 0.0, -1e-3, f64::INFINITY] {
+        let bad = ZeroShotConfig { lr, ..tiny() };
+        let err = match build(&dir.path().join("m"), &bad, 1, &|_| {}) {
+            Ok(_) => panic!("lr {lr}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("lr must be a finite number > 0"), "{err}");
+    }
 }
 
 /// With reasoning lines, the sample's answer is the rule's lookup written out and then its

@@ -414,21 +414,9 @@ impl Node for PlannerNode {
 
     fn validate(config: &PlannerConfig) -> anyhow::Result<()> {
         anyhow::ensure!(config.keypoints > 0, "keypoints must be > 0");
-        let s = &config.sampling;
-        anyhow::ensure!(s.k >= 1, "sampling.k must be >= 1");
-        anyhow::ensure!(
-            s.temperature.is_finite() && s.temperature >= 0.0,
-            "sampling.temperature must be >= 0 (0 = greedy)"
-        );
-        anyhow::ensure!(
-            s.top_p > 0.0 && s.top_p <= 1.0,
-            "sampling.top_p must be in (0, 1]"
-        );
-        anyhow::ensure!(
-            s.max_new_tokens >= 1,
-            "sampling.max_new_tokens must be >= 1"
-        );
-        anyhow::ensure!(s.attempts >= 1, "sampling.attempts must be >= 1");
+        if let Err((field, rule)) = config.sampling.check() {
+            anyhow::bail!("sampling.{field} {rule}");
+        }
         anyhow::ensure!(
             // Bounded: 1e20 s passed and panicked in Duration::from_secs_f64 at the first
             // verified decision.

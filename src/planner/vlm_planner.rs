@@ -63,6 +63,29 @@ fn f32_as_written<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error
     s.serialize_f64(x.to_string().parse().unwrap_or(f64::from(*x)))
 }
 
+impl VlmPlannerConfig {
+    /// The settings a decision can be made with: `Err((field, rule))` names the first that
+    /// is not (the planner node says `sampling.<field>`, the command lines `--<field>`).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.k < 1 {
+            return Err(("k", "must be >= 1"));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(("temperature", "must be >= 0 (0 = greedy)"));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(("top_p", "must be in (0, 1]"));
+        }
+        if self.max_new_tokens < 1 {
+            return Err(("max_new_tokens", "must be >= 1"));
+        }
+        if self.attempts < 1 {
+            return Err(("attempts", "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for VlmPlannerConfig {
     fn default() -> Self {
         Self {
@@ -252,6 +275,11 @@ impl VlmPlanner {
         adapter: Option<&Path>,
         config: VlmPlannerConfig,
     ) -> Result<Self, VlmError> {
+        // Every command that loads a planner gets the node's checks: `eval --k 0` made
+        // every episode "no action" without saying why before session 43.
+        config
+            .check()
+            .map_err(|(field, rule)| VlmError::Input(format!("sampling setting {field} {rule}")))?;
         let compute = crate::device::Compute::open(config.device, config.dtype)
             .map_err(|e| VlmError::Input(e.to_string()))?;
         let load_merged = |adapter: Option<&Path>| -> Result<Qwen3Vl, VlmError> {

@@ -298,6 +298,11 @@ impl ZeroShotConfig {
         if self.layers == 0 || self.vision_depth == 0 || self.steps == 0 || self.batch == 0 {
             return bad("layers, vision_depth, steps and batch must be positive");
         }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            // A NaN rate wrote a model of NaN weights, kept and reported done, before
+            // session 43.
+            return bad("lr must be a finite number > 0");
+        }
         if self.keypoints < 2 {
             return bad("at least two keypoints per image");
         }

@@ -278,8 +278,15 @@ fn collect_task(
                 }
             }
         };
-        let (r, ()) = tokio::join!(dreamplan::runner::run_graph(bus, &graph, shutdown), watcher);
-        r
+        // The graph may end first: a node refusing its settings (`--k 0`, a model folder
+        // that does not load) ends it at once, with the reason. Before session 43 the
+        // watcher went on waiting for episodes that never came, silently, for ever.
+        let graph_run = dreamplan::runner::run_graph(bus, &graph, shutdown);
+        tokio::pin!(graph_run);
+        tokio::select! {
+            r = &mut graph_run => r,
+            () = watcher => graph_run.await,
+        }
     })?;
     anyhow::ensure!(report.is_clean(), "collection of {task} failed: {report:?}");
     Ok(())

@@ -199,7 +199,8 @@ enum Command {
         /// Launch arguments for --launch, as `ros2 launch` takes them.
         #[arg(value_name = "NAME:=VALUE", requires = "launch")]
         launch_args: Vec<String>,
-        /// Stop after this many seconds, ≥ 0 (overrides the config's duration_s).
+        /// Stop after this many seconds, ≥ 0; 0 runs until Ctrl-C (overrides the config's
+        /// duration_s).
         #[arg(long, allow_negative_numbers = true)]
         duration: Option<f64>,
         /// Where each scored episode of the graph's simulator is written as a GIF.
@@ -278,9 +279,28 @@ enum Command {
     },
 }
 
+/// The command line, where every option that takes a value takes a negative number as
+/// that value: `--lr -1` reaches the option's own check, or clap's "invalid value '-1' for
+/// '--episodes'", instead of "unexpected argument '-1' found", which named no option
+/// (before session 43 only `run --duration` allowed it).
+fn command_line() -> clap::Command {
+    fn negative_values(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| {
+            if a.get_action().takes_values() {
+                a.allow_negative_numbers(true)
+            } else {
+                a
+            }
+        })
+        .mut_subcommands(negative_values)
+    }
+    negative_values(<Cli as clap::CommandFactory>::command())
+}
+
 fn main() -> ExitCode {
     // Parsing spawns no thread, so the thread counts can still be set after it.
-    let cli = Cli::parse();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command_line().get_matches())
+        .unwrap_or_else(|e| e.exit());
     if let Command::PretrainZeroShot(args) = &cli.command {
         dreamplan::vlm::share_cpu_threads(args.candidates_side_by_side());
     }
@@ -346,12 +366,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(file) => {
                     let mut g = graph_of_launch(&file, &launch_args)?;
                     if let Some(d) = duration {
-                        anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+                        anyhow::ensure!(
+                            d.is_finite() && d >= 0.0,
+                            "--duration must be a finite number of seconds ≥ 0 (0: until Ctrl-C)"
+                        );
                         g.duration_s = d;
                     }
                     g
                 }
-                None => load_graph(config.as_deref(), duration)?,
+                None => {
+                    // clap's `requires` is not checked once --config is given (it conflicts
+                    // with --launch): launch arguments were silently dropped.
+                    anyhow::ensure!(
+                        launch_args.is_empty(),
+                        "{} are launch arguments, for --launch FILE; a --config graph takes its settings in the YAML or with --ros-args -p",
+                        launch_args.join(" ")
+                    );
+                    load_graph(config.as_deref(), duration)?
+                }
             };
             let mut ros = dreamplan::ros_args::RosArgs::parse(ros_args.as_deref().unwrap_or(&[]))
                 .map_err(anyhow::Error::msg)?;
@@ -455,7 +487,10 @@ fn load_graph(
         None => GraphConfig::builtin(),
     };
     if let Some(d) = duration {
-        anyhow::ensure!(d.is_finite() && d >= 0.0, "--duration must be ≥ 0");
+        anyhow::ensure!(
+            d.is_finite() && d >= 0.0,
+            "--duration must be a finite number of seconds ≥ 0 (0: until Ctrl-C)"
+        );
         graph.duration_s = d;
     }
     Ok(graph)
