@@ -276,6 +276,32 @@ fn bag_play_delivers_every_message_to_the_graph_fast_and_at_rate_1() {
         assert!(out.status.success(), "{pace:?}: {stderr}");
         assert_eq!(monitor_totals(&stderr), want, "{pace:?}: {stderr}");
     }
+    // With --clock the monitor shows the clock too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "play"])
+        .arg(&bag)
+        .args(["--rate", "4", "--clock"])
+        .env("DREAMPLAN_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let totals = monitor_totals(&stderr);
+    assert!(totals.get("/clock").is_some_and(|n| *n > 0), "{stderr}");
+    assert_eq!(totals.get("/camera/image_raw"), Some(&30), "{stderr}");
+    // A topic the bag does not have is named, with the bag's topics.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "play"])
+        .arg(&bag)
+        .args(["--fast", "--topics", "/nope"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--topics /nope: not in") && stderr.contains("/camera/image_raw"),
+        "{stderr}"
+    );
 }
 
 /// A recorder node writing `topics` (YAML list items) to `out`, with its live parameters.

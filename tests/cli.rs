@@ -32,7 +32,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["run", "--config", "nonexistent.yaml"],
             "error: nonexistent.yaml: No such file or directory (os error 2)",
@@ -57,6 +57,15 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["run", "--config", "nonexistent.yaml", "task:=cloth"],
             "error: task:=cloth are launch arguments, for --launch FILE; a --config graph takes its settings in the YAML or with --ros-args -p",
+        ),
+        // Training settings are checked before any clip is cut (minutes on real bags).
+        (
+            &["train-world-model", "--bags", "nowhere", "--out", "wm", "--steps", "0"],
+            "error: --steps must be > 0",
+        ),
+        (
+            &["train-world-model", "--bags", "nowhere", "--out", "wm", "--lr", "-1"],
+            "error: --lr must be a finite number > 0",
         ),
         // A negative number reaches the option's own check (clap said "unexpected argument
         // '-1' found", naming no option).
@@ -317,4 +326,40 @@ fn soak_accounts_for_every_frame_and_its_memory_check_can_fail() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("FAILED: resident memory grew"), "{stdout}");
+}
+
+/// A topic named for recording that no node publishes is said at the end (a typo left
+/// only a smaller bag before session 43); what exists is recorded.
+#[test]
+fn bag_record_names_a_requested_topic_that_never_appeared() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("camera.yaml");
+    std::fs::write(
+        &graph,
+        "nodes:\n  - name: camera\n    kind: camera\n    params: {source: pattern, rate_hz: 10.0, width: 32, height: 24}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["bag", "record", "--out"])
+        .arg(dir.path().join("bag"))
+        .arg("--config")
+        .arg(&graph)
+        .args([
+            "--duration",
+            "2",
+            "--topics",
+            "/camera/image_raw,/camera/imag_raw",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing recorded of /camera/imag_raw: no node published it"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("nothing recorded of /camera/image_raw"),
+        "{stderr}"
+    );
 }

@@ -449,6 +449,19 @@ impl Node for RecorderNode {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         tracing::info!(node = %ctx.name, "wrote {} messages on {} topics to {}", written.metadata.message_count, counts.len(), written.dir.display());
+        // A topic asked for by name that never appeared (a typo, a node that did not start)
+        // left no trace but a smaller bag before session 43.
+        let mut never: Vec<&String> = wanted.iter().filter(|t| !subscribed.contains(*t)).collect();
+        never.sort();
+        if !never.is_empty() {
+            let seen: Vec<String> = ctx.bus.topic_types().into_keys().collect();
+            tracing::warn!(
+                node = %ctx.name,
+                "nothing recorded of {}: no node published it (topics seen: {})",
+                never.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "),
+                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+            );
+        }
         result
     }
 }

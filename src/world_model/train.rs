@@ -346,9 +346,10 @@ pub fn train(
         )));
     }
     if tc.batch == 0 || tc.steps == 0 || !(tc.lr > 0.0 && tc.lr.is_finite()) {
-        return Err(WorldModelError::Data(
-            "steps, batch and lr must be > 0".into(),
-        ));
+        return Err(WorldModelError::Data(format!(
+            "steps, batch and lr must be > 0 (steps {}, batch {}, lr {})",
+            tc.steps, tc.batch, tc.lr
+        )));
     }
     let (train_ids, val_ids) = data.split(tc.val_split);
     if train_ids.is_empty() {

@@ -330,10 +330,29 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
         } => {
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be > 0");
             let reader = BagReader::open(&path)?;
+            // A topic the bag does not have plays nothing: say so (the default monitor
+            // then failed with "topics must list at least one topic").
+            let absent: Vec<&String> = topics
+                .iter()
+                .filter(|t| !reader.topics().iter().any(|b| &b.name == *t))
+                .collect();
+            if !absent.is_empty() {
+                let have: Vec<String> = reader.topics().iter().map(|t| t.name.clone()).collect();
+                anyhow::bail!(
+                    "--topics {}: not in {} (its topics: {})",
+                    absent
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    path.display(),
+                    have.join(", ")
+                );
+            }
             let graph = match &config {
                 Some(p) => GraphConfig::load(p)?,
                 None => {
-                    let topics: Vec<String> = reader
+                    let mut topics: Vec<String> = reader
                         .topics()
                         .iter()
                         .filter(|t| {
@@ -342,6 +361,10 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                         })
                         .map(|t| t.name.clone())
                         .collect();
+                    if clock {
+                        // What --clock publishes is shown too (docs/bags.md says so).
+                        topics.push("/clock".into());
+                    }
                     let params = serde_yaml::to_value(serde_yaml::Mapping::from_iter([
                         ("topics".into(), serde_yaml::to_value(&topics)?),
                         ("report_every_s".into(), 1.0.into()),

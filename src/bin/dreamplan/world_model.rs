@@ -253,6 +253,14 @@ fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // Before any clip is cut or prior frame made (minutes on real bags; the library's own
+    // check came after them before session 43, naming no flag).
+    anyhow::ensure!(args.steps > 0, "--steps must be > 0");
+    anyhow::ensure!(args.batch > 0, "--batch must be > 0");
+    anyhow::ensure!(
+        args.lr > 0.0 && args.lr.is_finite(),
+        "--lr must be a finite number > 0"
+    );
     let device = training_device(&args.compute)?;
     let cfg = load_config(args.config.as_deref(), args.preset)?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
