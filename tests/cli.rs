@@ -32,7 +32,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
         (
             &["run", "--config", "nonexistent.yaml"],
             "error: nonexistent.yaml: No such file or directory (os error 2)",
@@ -66,6 +66,11 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["train-world-model", "--bags", "nowhere", "--out", "wm", "--lr", "-1"],
             "error: --lr must be a finite number > 0",
+        ),
+        // The report's folder is checked before the episodes run.
+        (
+            &["eval", "--planner", "coverage", "--episodes", "1", "--json", "nodir/x.json"],
+            "error: --json: the folder nodir does not exist",
         ),
         // A negative number reaches the option's own check (clap said "unexpected argument
         // '-1' found", naming no option).
@@ -107,9 +112,39 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         "{line}"
     );
     assert_eq!(line.matches("No such file").count(), 1, "{line}");
+    // A world model's folder given as the planner's model, and the other way round: the
+    // error says which kind of folder it is.
+    let wm = d.join("wm");
+    std::fs::create_dir(&wm).unwrap();
+    std::fs::write(
+        wm.join("config.json"),
+        serde_json::to_string(&dreamplan::world_model::Config::cpu()).unwrap(),
+    )
+    .unwrap();
+    let line = error_line(&dreamplan(
+        &[
+            "eval",
+            "--planner",
+            "vlm",
+            "--model",
+            "wm",
+            "--episodes",
+            "1",
+        ],
+        d,
+    ));
+    assert!(line.contains("this is a world model's config"), "{line}");
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vlm/tiny");
+    let line = error_line(&dreamplan(
+        &["wm-eval", "--world-model", tiny, "--episodes", "1"],
+        d,
+    ));
+    assert!(
+        line.contains("this is a Hugging Face model's config"),
+        "{line}"
+    );
     // Sampling settings a decision cannot be made with are refused before any episode,
     // as the planner node refuses them (`eval --k 0` printed a table of "no action").
-    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vlm/tiny");
     for (flag, value, want) in [
         ("--k", "0", "sampling setting k must be >= 1"),
         (

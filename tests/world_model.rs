@@ -1466,6 +1466,9 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("another run"), "{e}");
+    // It names what differs, not the whole fingerprint.
+    assert!(e.contains(&format!("lr: {} → 0.001", tc.lr)), "{e}");
+    assert!(e.len() < 300, "{} characters: {e}", e.len());
 
     // NaN guard: an absurd learning rate makes the loss blow up; the run stops with the
     // last good checkpoint kept and finite.

@@ -105,6 +105,49 @@ pub fn same_run(stored: Option<&serde_json::Value>, run_id: &serde_json::Value) 
     }
 }
 
+/// What differs between a stored run fingerprint and this run's, as `key: was → now`
+/// lines joined by "; " (nested keys dotted): what a "checkpoint of another run" refusal
+/// names, instead of the whole fingerprint (hundreds of characters of JSON).
+pub fn run_difference(stored: Option<&serde_json::Value>, run_id: &serde_json::Value) -> String {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let none = serde_json::Value::Null;
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&none),
+                        y.get(k).unwrap_or(&none),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} → {b}")),
+            _ => {}
+        }
+    }
+    let Some(stored) = stored else {
+        return "it records no run fingerprint".into();
+    };
+    let mut now = run_id.clone();
+    if stored.get("data").is_none() {
+        if let Some(o) = now.as_object_mut() {
+            o.remove("data");
+        }
+    }
+    let mut out = Vec::new();
+    walk("", stored, &now, &mut out);
+    out.join("; ")
+}
+
 /// How a trainer's non-finite stop says what is kept: the checkpoint of step `last_good`,
 /// or (0) that none was written yet.
 pub fn kept(last_good: &usize) -> String {

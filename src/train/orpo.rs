@@ -663,7 +663,7 @@ pub fn train(
             return Err(OrpoError::Data(format!(
                 "{} holds a checkpoint of another run ({}); use another --out or delete it",
                 out.display(),
-                state.get("run").map(|v| v.to_string()).unwrap_or_default()
+                checkpoint::run_difference(state.get("run"), &run_id)
             )));
         }
         start = state["step"].as_u64().unwrap_or(0) as usize;

@@ -245,6 +245,17 @@ impl Config {
             prefix: "",
             map,
         };
+        if map.get("text_config").is_none()
+            && map.contains_key("patch_size")
+            && map.contains_key("sample_steps")
+        {
+            // The likeliest mix-up: a world model's folder where the planner's was meant.
+            return Err(VlmError::BadField {
+                path: path.to_path_buf(),
+                field: "text_config".into(),
+                message: "missing: this is a world model's config (train-world-model writes it), not a Qwen3-VL model folder".into(),
+            });
+        }
         let t = top.sub("text_config")?;
         let heads = t.usize("num_attention_heads")?;
         let hidden = t.usize("hidden_size")?;

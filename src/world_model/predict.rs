@@ -97,8 +97,15 @@ impl Predictor {
                 cfg_path.display()
             ))
         })?;
-        let cfg: Config = serde_json::from_str(&text)
-            .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", cfg_path.display())))?;
+        let cfg: Config = serde_json::from_str(&text).map_err(|e| {
+            // A Hugging Face model folder (the planner's) is the likeliest mix-up.
+            let hint = if text.contains("\"architectures\"") || text.contains("\"text_config\"") {
+                " (this is a Hugging Face model's config, e.g. the planner's: --world-model wants a folder written by train-world-model)"
+            } else {
+                ""
+            };
+            WorldModelError::Checkpoint(format!("{}: {e}{hint}", cfg_path.display()))
+        })?;
         cfg.validate()
             .map_err(|e| WorldModelError::Checkpoint(format!("{}: {e}", cfg_path.display())))?;
         let w_path = dir.join("model.safetensors");

@@ -180,6 +180,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
     anyhow::ensure!(args.keypoints > 0, "--keypoints must be > 0");
     anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
+    // Before the episodes, not after them (the report was only written at the end).
+    if let Some(dir) = args
+        .json
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--json: the folder {} does not exist",
+            dir.display()
+        );
+    }
     anyhow::ensure!(
         args.planner == PlannerArg::Vlm || (args.verifier.is_none() && args.world_model.is_none()),
         "--verifier and --world-model apply to --planner vlm (they choose among its samples)"
