@@ -398,3 +398,16 @@ fn bag_record_names_a_requested_topic_that_never_appeared() {
         "{stderr}"
     );
 }
+
+/// A log filter that does not parse is said (it was replaced by `info` silently).
+#[test]
+fn a_bad_log_filter_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dreamplan(&["--log", "dreamplan=bogus", "default-config"], dir.path());
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: --log \"dreamplan=bogus\" is not a log filter"),
+        "{stderr}"
+    );
+}

@@ -364,6 +364,46 @@ async fn a_score_or_a_busy_refusal_does_not_free_the_arm() {
     r.finish().await;
 }
 
+impl Rig {
+    /// Publishes the event `name` stamped `sec`.
+    fn event(&self, name: &str, sec: i32) {
+        self.event_pub.publish(event_at(name, sec)).unwrap();
+    }
+
+    /// A moment later, a camera image stamped `sec`.
+    async fn image_after(&self, sec: i32) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.image_pub.publish(image_at(sec)).unwrap();
+    }
+
+    /// Asserts that no action comes within `ms` milliseconds.
+    async fn no_action_within(&mut self, ms: u64, why: &str) {
+        let a = action_within(self, Duration::from_millis(ms)).await;
+        assert!(a.is_none(), "{why}: {a:?}");
+    }
+
+    /// Asserts that an action comes, decided on the image stamped `sec`.
+    async fn decided_on(&mut self, sec: i32, what: &str) {
+        let a = action_within(self, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{what}: no action"));
+        assert_eq!(
+            a.header.stamp.sec, sec,
+            "{what}: decided on the wrong image: {a:?}"
+        );
+    }
+
+    /// An executor that has reported an action (so the planner knows one is on the graph),
+    /// then a reset decided on the image stamped 4.
+    async fn first_decision_with_an_executor(&mut self) {
+        self.event(EpisodeEvent::EVENT_ACTION_STARTED, 1);
+        self.event(EpisodeEvent::EVENT_ACTION_FINISHED, 2);
+        self.event(EpisodeEvent::EVENT_RESET, 3);
+        self.image_after(4).await;
+        self.decided_on(4, "the first decision").await;
+    }
+}
+
 /// A reset that arrives after the planner published an action but before the executor
 /// reported its start (a new goal with `trigger: goal`, say) waits for the arm: once an
 /// executor is known on the graph, a published action counts as started. Before session 43
@@ -373,52 +413,19 @@ async fn a_score_or_a_busy_refusal_does_not_free_the_arm() {
 async fn a_reset_between_an_action_and_its_start_waits_for_the_arm() {
     let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
     let mut r = rig_with(config).await;
-    // An executor on the graph: it has reported an action.
-    for (e, sec) in [
-        (EpisodeEvent::EVENT_ACTION_STARTED, 1),
-        (EpisodeEvent::EVENT_ACTION_FINISHED, 2),
-        (EpisodeEvent::EVENT_RESET, 3),
-    ] {
-        r.event_pub.publish(event_at(e, sec)).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(4)).unwrap();
-    let a = action_within(&mut r, Duration::from_secs(60))
-        .await
-        .expect("the first decision");
-    assert_eq!(a.header.stamp.sec, 4);
+    r.first_decision_with_an_executor().await;
     // The next reset comes before the executor reports the action's start.
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(6)).unwrap();
-    assert!(
-        action_within(&mut r, Duration::from_millis(1500))
-            .await
-            .is_none(),
-        "decided before the executor started the last action"
-    );
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 7))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(8)).unwrap();
-    assert!(
-        action_within(&mut r, Duration::from_millis(1000))
-            .await
-            .is_none(),
-        "decided while the arm was busy"
-    );
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 9))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(10)).unwrap();
-    let a = action_within(&mut r, Duration::from_secs(60))
-        .await
-        .expect("a decision once the arm is idle");
-    assert_eq!(a.header.stamp.sec, 10, "decided on the wrong image: {a:?}");
+    r.event(EpisodeEvent::EVENT_RESET, 5);
+    r.image_after(6).await;
+    r.no_action_within(1500, "decided before the executor started the last action")
+        .await;
+    r.event(EpisodeEvent::EVENT_ACTION_STARTED, 7);
+    r.image_after(8).await;
+    r.no_action_within(1000, "decided while the arm was busy")
+        .await;
+    r.event(EpisodeEvent::EVENT_ACTION_FINISHED, 9);
+    r.image_after(10).await;
+    r.decided_on(10, "once the arm is idle").await;
     r.finish().await;
 }
 
@@ -429,40 +436,23 @@ async fn an_action_never_reported_started_holds_the_next_decision_only_for_the_s
     use dreamplan::nodes::planner::START_TIMEOUT_S;
     let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
     let mut r = rig_with(config).await;
-    for (e, sec) in [
-        (EpisodeEvent::EVENT_ACTION_STARTED, 1),
-        (EpisodeEvent::EVENT_ACTION_FINISHED, 2),
-        (EpisodeEvent::EVENT_RESET, 3),
-    ] {
-        r.event_pub.publish(event_at(e, sec)).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(4)).unwrap();
-    action_within(&mut r, Duration::from_secs(60))
-        .await
-        .expect("the first decision");
+    r.first_decision_with_an_executor().await;
     let published = std::time::Instant::now();
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.image_pub.publish(image_at(6)).unwrap();
-    assert!(
-        action_within(&mut r, Duration::from_secs_f64(START_TIMEOUT_S * 0.5))
-            .await
-            .is_none(),
-        "decided before the executor started the last action"
-    );
+    r.event(EpisodeEvent::EVENT_RESET, 5);
+    r.image_after(6).await;
+    r.no_action_within(
+        (START_TIMEOUT_S * 500.0) as u64,
+        "decided before the executor started the last action",
+    )
+    .await;
     // The image waits in its queue; once the wait for the start times out it is decided.
-    let a = action_within(&mut r, Duration::from_secs(60))
-        .await
-        .expect("a decision once the wait for the start timed out");
+    r.decided_on(6, "once the wait for the start timed out")
+        .await;
     let waited = published.elapsed().as_secs_f64();
     assert!(
         waited >= START_TIMEOUT_S - 0.1,
         "decided after {waited:.1} s, before the start timeout"
     );
-    assert_eq!(a.header.stamp.sec, 6, "decided on the wrong image: {a:?}");
     r.finish().await;
 }
 

@@ -345,41 +345,53 @@ async fn an_action_waits_for_a_recent_joint_state() {
     r.finish().await;
 }
 
-/// The arm is busy for the trajectory's duration in bus time: under `use_sim_time` with a
-/// simulator slower than real time (here a clock that stands still), `action_finished`
-/// waits for the simulated time to pass, not for the wall clock (it came mid-motion, and
-/// the planner's next trajectory replaced the running one).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
-    use dreamplan::clock::Clock;
-    let clock = Clock::sim(Time {
+/// An executor on a simulated clock standing at 100 s, its arm moving after an action
+/// (`what`): the rig, the clock and the trajectory's duration.
+async fn moving_on_a_sim_clock(what: &str) -> (ExecRig, dreamplan::clock::Clock, f64) {
+    let clock = dreamplan::clock::Clock::sim(Time {
         sec: 100,
         nanosec: 0,
     });
     let bus = LocalBus::new(clock.clone());
     let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
     r.arm_at_ready(None).await;
-    r.actions.publish(centre_action("slow sim")).unwrap();
+    r.actions.publish(centre_action(what)).unwrap();
     assert_eq!(
         next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     let traj = r.topic.recv().await.unwrap();
     let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
+    (r, clock, duration)
+}
+
+/// Asserts that `action_finished` comes within 5 s (`what` says when it should).
+async fn finishes(r: &mut ExecRig, what: &str) {
+    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut r.events))
+        .await
+        .unwrap_or_else(|_| panic!("no action_finished {what}"));
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
+}
+
+fn at_s(s: f64) -> Time {
+    Time::from_nanos((s * 1e9) as i64)
+}
+
+/// The arm is busy for the trajectory's duration in bus time: under `use_sim_time` with a
+/// simulator slower than real time (here a clock that stands still), `action_finished`
+/// waits for the simulated time to pass, not for the wall clock (it came mid-motion, and
+/// the planner's next trajectory replaced the running one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
+    let (mut r, clock, duration) = moving_on_a_sim_clock("slow sim").await;
     // The wall clock passes the duration; the simulated clock stands still.
     tokio::time::sleep(Duration::from_secs_f64(duration + 0.5)).await;
     assert!(
         r.events.try_recv().is_none(),
         "action_finished before the simulated time passed"
     );
-    // The simulated time passes.
-    clock.set(Time::from_nanos(
-        100_000_000_000 + ((duration + 0.01) * 1e9) as i64,
-    ));
-    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut r.events))
-        .await
-        .expect("action_finished once the simulated time passed");
-    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
+    clock.set(at_s(100.0 + duration + 0.01));
+    finishes(&mut r, "once the simulated time passed").await;
     r.finish().await;
 }
 
@@ -388,34 +400,20 @@ async fn the_arm_is_busy_for_the_trajectory_s_duration_in_bus_time() {
 /// old end time to come round again and refused every action as busy meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_that_goes_back_mid_motion_keeps_the_motion_s_remaining_time() {
-    use dreamplan::clock::Clock;
-    let clock = Clock::sim(Time {
-        sec: 100,
-        nanosec: 0,
-    });
-    let bus = LocalBus::new(clock.clone());
-    let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
-    r.arm_at_ready(None).await;
-    r.actions.publish(centre_action("looped bag")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
-    );
-    let traj = r.topic.recv().await.unwrap();
-    let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
-    let ns = |s: f64| Time::from_nanos((s * 1e9) as i64);
+    let (mut r, clock, duration) = moving_on_a_sim_clock("looped bag").await;
     // A second into the motion the clock jumps back 60 s.
-    clock.set(ns(101.0));
+    clock.set(at_s(101.0));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    clock.set(ns(41.0));
+    clock.set(at_s(41.0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(r.events.try_recv().is_none(), "finished at the jump");
     // The rest of the motion passes on the new time line.
-    clock.set(ns(41.0 + duration - 1.0 + 0.05));
-    let e = tokio::time::timeout(Duration::from_secs(5), next_event_any(&mut r.events))
-        .await
-        .expect("action_finished once the motion's remaining time passed after the jump");
-    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_FINISHED);
+    clock.set(at_s(41.0 + duration - 1.0 + 0.05));
+    finishes(
+        &mut r,
+        "once the motion's remaining time passed after the jump",
+    )
+    .await;
     r.finish().await;
 }
 

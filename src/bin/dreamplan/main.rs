@@ -316,10 +316,16 @@ fn main() -> ExitCode {
         // each would bury the report.
         filter.push_str(",dreamplan::nodes::executor=error");
     }
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        // Said, not silently replaced (before session 43 a typo'd filter gave `info`).
+        eprintln!(
+            "warning: --log {:?} is not a log filter ({e}); logging at info",
+            cli.log
+        );
+        "info".into()
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(env_filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
