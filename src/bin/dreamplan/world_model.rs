@@ -197,8 +197,13 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &default_row {
         line("  hand-set, training clips", d);
     }
-    line("  fitted, validation clips", &check_fit);
-    line("  hand-set, validation clips", &check_default);
+    if val_ids.is_empty() {
+        // Said, not printed as "mean NaN" (before session 43).
+        println!("  validation clips: none (too few episodes for the split); the fit is not checked on held-out clips");
+    } else {
+        line("  fitted, validation clips", &check_fit);
+        line("  hand-set, validation clips", &check_default);
+    }
     let cfg = fitted.apply(&base);
     let cfg_path = args.out.join("config.json");
     dataset::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
