@@ -429,6 +429,29 @@ async fn a_reset_between_an_action_and_its_start_waits_for_the_arm() {
     r.finish().await;
 }
 
+/// The planner's own `failed` (an earlier decision without an action, read late: events
+/// and images are taken in any order) says nothing of the arm and does not end the wait for
+/// the executor's `action_started` (it did before this was caught by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_s_own_failure_does_not_end_the_wait_for_the_start() {
+    use dreamplan::nodes::planner::OWN_FAILURE;
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.first_decision_with_an_executor().await;
+    let mut own = event_at(EpisodeEvent::EVENT_FAILED, 5);
+    own.detail = format!("{OWN_FAILURE}no valid answer");
+    r.event_pub.publish(own).unwrap();
+    r.event(EpisodeEvent::EVENT_RESET, 5);
+    r.image_after(6).await;
+    r.no_action_within(1500, "decided before the executor started the last action")
+        .await;
+    r.event(EpisodeEvent::EVENT_ACTION_STARTED, 7);
+    r.event(EpisodeEvent::EVENT_ACTION_FINISHED, 8);
+    r.image_after(9).await;
+    r.decided_on(9, "once the arm is idle").await;
+    r.finish().await;
+}
+
 /// An action the executor never reports (it was lost, or the executor went away) holds
 /// the next decision for `START_TIMEOUT_S`, not for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,16 +78,18 @@ impl Qos {
 
     /// The profile a reader that wants every writer of a topic takes, from what they offer
     /// (as `ros2 bag record` adapts; the recorder and the monitor read so): transient-local
-    /// when one of them is latched (or `latched` asks for it), so the message sent before
-    /// the reader joined arrives too; best effort when one of them is, since over DDS a
-    /// reliable reader matches no best-effort writer (a camera driver's `sensor_data`
-    /// images would never arrive).
+    /// when all of them are latched (or `latched` asks for it), so the message sent before
+    /// the reader joined arrives too, while a volatile writer beside a latched one is still
+    /// matched (over DDS a transient-local reader matches no volatile writer); best effort
+    /// when one of them is, since a reliable reader matches no best-effort writer (a camera
+    /// driver's `sensor_data` images would never arrive).
     pub fn reader_for(offered: &[Qos], depth: usize, latched: bool) -> Qos {
         let mut qos = Qos::keep_last(depth);
         if latched
-            || offered
-                .iter()
-                .any(|q| q.durability == Durability::TransientLocal)
+            || (!offered.is_empty()
+                && offered
+                    .iter()
+                    .all(|q| q.durability == Durability::TransientLocal))
         {
             qos = qos.transient_local();
         }
@@ -147,6 +149,11 @@ mod tests {
         assert_eq!(
             Qos::reader_for(&[reliable], 100, true).durability,
             Durability::TransientLocal
+        );
+        // A volatile writer beside a latched one: volatile, so that both match.
+        assert_eq!(
+            Qos::reader_for(&[latched, reliable], 100, false).durability,
+            Durability::Volatile
         );
     }
 }

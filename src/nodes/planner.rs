@@ -199,6 +199,9 @@ fn frame_of(img: &Image) -> Result<Frame, String> {
 /// node warns and decides again without waiting.
 pub const START_TIMEOUT_S: f64 = 10.0;
 
+/// How the planner's own `failed` events begin (`planner: <why>`).
+pub const OWN_FAILURE: &str = "planner: ";
+
 /// The goal the planner plans toward, and (with `trigger: goal`) which goal last asked for
 /// an episode. Both places a goal image can be taken from (its own branch, and the drain
 /// before a decision) go through [`GoalSlot::offer`], so that a goal is announced however
@@ -599,6 +602,11 @@ impl Node for PlannerNode {
                     // the next reset was decided at once, refused as busy, and never again.
                     let refused_busy = m.event == EpisodeEvent::EVENT_FAILED
                         && m.detail.contains(super::executor::BUSY);
+                    // The planner's own `failed` (no action) says nothing of the arm: read
+                    // after a later decision's action, it cleared that action's start-wait.
+                    if m.event == EpisodeEvent::EVENT_FAILED && m.detail.starts_with(OWN_FAILURE) {
+                        continue;
+                    }
                     match m.event.as_str() {
                         EpisodeEvent::EVENT_ACTION_STARTED => {
                             busy = true;
@@ -673,7 +681,7 @@ impl Node for PlannerNode {
                         task: format!("{task:?}").to_lowercase(),
                         event: EpisodeEvent::EVENT_FAILED.into(),
                         score: f64::NAN,
-                        detail: format!("planner: {detail}"),
+                        detail: format!("{OWN_FAILURE}{detail}"),
                         ..Default::default()
                     };
                     let (current, goal_frame) = match (frame_of(&m), goal.goal.clone()) {

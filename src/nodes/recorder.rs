@@ -451,7 +451,10 @@ impl Node for RecorderNode {
         tracing::info!(node = %ctx.name, "wrote {} messages on {} topics to {}", written.metadata.message_count, counts.len(), written.dir.display());
         // A topic asked for by name that never appeared (a typo, a node that did not start)
         // left no trace but a smaller bag before session 43.
-        let mut never: Vec<&String> = wanted.iter().filter(|t| !subscribed.contains(*t)).collect();
+        let mut never: Vec<&String> = wanted
+            .iter()
+            .filter(|t| !subscribed.contains(*t) && !exclude.contains(*t))
+            .collect();
         never.sort();
         if !never.is_empty() {
             let seen: Vec<String> = ctx.bus.topic_types().into_keys().collect();

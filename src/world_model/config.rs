@@ -485,8 +485,8 @@ impl Config {
                 self.width, self.height
             ));
         }
-        if self.after_s.is_nan() || self.after_s < 0.0 {
-            return Err("after_s must be ≥ 0".into());
+        if !(0.0..=60.0).contains(&self.after_s) {
+            return Err("after_s must be between 0 and 60 s".into());
         }
         Ok(())
     }

@@ -71,6 +71,10 @@ pub struct Index {
     /// existed have none and are cut again for a model that uses it).
     #[serde(default)]
     pub grips: bool,
+    /// Whether the clips' after-window is the config's `after_s` (caches cut before
+    /// session 43 used a fixed 1 s: they are cut again for another `after_s`).
+    #[serde(default)]
+    pub after_s_window: bool,
 }
 
 /// A bag's name in the index and in the validation split: its last two path components,
@@ -209,6 +213,7 @@ pub fn build(
             && index.index.bags == names
             && index.index.sources == sources
             && (index.index.grips || !cfg.prior)
+            && (index.index.after_s_window || cfg.after_s == 1.0)
         {
             return Ok(index.index);
         }
@@ -235,6 +240,7 @@ pub fn build(
         skipped: 0,
         first_skip: None,
         grips: true,
+        after_s_window: true,
     };
     let mut pending: Vec<Clip> = Vec::new();
     let mut read = 0;

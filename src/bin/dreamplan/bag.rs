@@ -361,7 +361,7 @@ pub fn run(cmd: BagCommand) -> anyhow::Result<ExitCode> {
                         })
                         .map(|t| t.name.clone())
                         .collect();
-                    if clock {
+                    if clock && !topics.iter().any(|t| t == "/clock") {
                         // What --clock publishes is shown too (docs/bags.md says so).
                         topics.push("/clock".into());
                     }
