@@ -516,8 +516,8 @@ impl Node for PlannerNode {
         let mut idle_at: (i32, u32) = (i32::MIN, 0);
         // Whether an executor has reported an action's start, end or failure on this graph.
         let mut executor_seen = false;
-        // An action published and not yet reported started by the executor: until when it
-        // counts as started.
+        // An action published and not yet reported started by the executor (the arm counts
+        // as busy meanwhile): until when it does.
         let mut awaiting_start: Option<tokio::time::Instant> = None;
         // Candidate sets sent to the verifier: the number of the last, in its `step`.
         let mut sets_sent: u32 = 0;
@@ -616,7 +616,7 @@ impl Node for PlannerNode {
                         EpisodeEvent::EVENT_ACTION_FINISHED | EpisodeEvent::EVENT_FAILED
                             if !refused_busy =>
                         {
-                            if busy || awaiting_start.is_some() {
+                            if busy {
                                 idle_at = (m.header.stamp.sec, m.header.stamp.nanosec);
                             }
                             if m.event == EpisodeEvent::EVENT_ACTION_FINISHED {
@@ -626,7 +626,8 @@ impl Node for PlannerNode {
                             awaiting_start = None;
                         }
                         EpisodeEvent::EVENT_FAILED => {
-                            // Refused because the arm moves: the action will not start.
+                            // Refused because the arm moves: this action will not start, and
+                            // the arm stays busy until the running motion ends.
                             executor_seen = true;
                             awaiting_start = None;
                         }
@@ -635,7 +636,7 @@ impl Node for PlannerNode {
                     if m.event == EpisodeEvent::EVENT_RESET {
                         match task_of(&m.task) {
                             Some(task) => {
-                                if (busy || awaiting_start.is_some()) && self.config.wait_idle {
+                                if busy && self.config.wait_idle {
                                     tracing::info!(node = %ctx.name, "episode {}: the arm is busy; deciding once it is idle", m.episode);
                                 }
                                 pending = Some((task, m.episode, (m.header.stamp.sec, m.header.stamp.nanosec)))
@@ -647,8 +648,9 @@ impl Node for PlannerNode {
                 _ = tokio::time::sleep_until(awaiting_start.unwrap_or_else(tokio::time::Instant::now)), if awaiting_start.is_some() => {
                     tracing::warn!(node = %ctx.name, "the executor did not report the start of the last action within {START_TIMEOUT_S} s; deciding without waiting for it");
                     awaiting_start = None;
+                    busy = false;
                 }
-                m = images.recv(), if pending.is_some() && !((busy || awaiting_start.is_some()) && self.config.wait_idle) => {
+                m = images.recv(), if pending.is_some() && !(busy && self.config.wait_idle) => {
                     let Some(m) = m else { return Ok(()) };
                     // The goal of this episode may be queued behind the image: take it first.
                     let mut announced = false;
@@ -762,6 +764,7 @@ impl Node for PlannerNode {
                             if let Some(a) = out.action {
                                 action_pub.publish(a)?;
                                 if executor_seen && self.config.wait_idle {
+                                    busy = true;
                                     awaiting_start = Some(
                                         tokio::time::Instant::now()
                                             + std::time::Duration::from_secs_f64(START_TIMEOUT_S),

@@ -597,6 +597,10 @@ impl Node for VerifierNode {
 mod tests {
     use super::*;
 
+    use crate::msg::dreamplan::KeypointAction;
+    use crate::planner::eval::{observe, EvalConfig};
+    use crate::world_model::{train, Config};
+
     #[test]
     fn best_is_the_first_highest_score_and_none_when_the_scores_prefer_nothing() {
         let nan = f64::NAN;
@@ -609,9 +613,6 @@ mod tests {
         assert_eq!(best_index(&[0.5, 0.7, 0.7]), 1, "the first of the best");
         assert_eq!(best_index(&[0.7, nan, 0.1]), 0);
     }
-    use crate::msg::dreamplan::KeypointAction;
-    use crate::planner::eval::{observe, EvalConfig};
-    use crate::world_model::{train, Config};
 
     /// The sim node's rgb and depth images of a frame.
     fn images(frame: &Frame) -> (Image, Image) {
