@@ -499,6 +499,21 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
         Some(KeypointChoice { pick: 2, place: 2 })
     );
     assert_eq!(best(&[mk("nonsense", -0.1)]), None);
+
+    // Its halt flag ends sampling with `Halted` and every decision after it with no action
+    // (the planner node sets it when asked to stop mid-decision).
+    let halt = Planner::halt_flag(&planner).expect("the VLM planner can be halted");
+    halt.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(matches!(
+        planner.candidates(Task::Rope, &batch, 2, 2, 7),
+        Err(dreamplan::vlm::VlmError::Halted)
+    ));
+    let halted = run_episode(Task::Toy, 1, &mut planner, &eval);
+    assert!(
+        matches!(&halted.outcome, Outcome::NoAction(why) if why.contains("asked to stop")),
+        "{:?}",
+        halted.outcome
+    );
 }
 
 /// Current: a horizontal bar; goal: the same bar with its right end bent down. Numbers

@@ -75,6 +75,13 @@ async fn rig_with_params(
     config: PlannerConfig,
     params: std::sync::Arc<dreamplan::nodes::params::LiveParams>,
 ) -> Rig {
+    rig_node(PlannerNode::new(config).unwrap(), params).await
+}
+
+async fn rig_node(
+    node: PlannerNode,
+    params: std::sync::Arc<dreamplan::nodes::params::LiveParams>,
+) -> Rig {
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let events = bus
@@ -83,7 +90,6 @@ async fn rig_with_params(
     let actions = bus
         .subscribe::<KeypointAction>("/planner/action", Qos::keep_last(10))
         .unwrap();
-    let node = PlannerNode::new(config).unwrap();
     let ctx = NodeContext {
         name: "planner".into(),
         bus: bus.clone(),
@@ -249,6 +255,84 @@ async fn the_coverage_backend_from_yaml_publishes_the_coverage_rules_choice() {
     let want = coverage_choice(&current, &goal).unwrap();
     assert_eq!((a.source_id, a.target_id), (want.pick, want.place), "{a:?}");
     r.finish().await;
+}
+
+/// A planner whose decision runs until it is halted (or 120 s pass), saying when it starts.
+struct UntilHalted {
+    halt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    started: std::sync::mpsc::Sender<()>,
+}
+
+impl dreamplan::planner::eval::Planner for UntilHalted {
+    fn name(&self) -> String {
+        "until-halted".into()
+    }
+    fn decide(
+        &mut self,
+        _: &dreamplan::planner::eval::Scene<'_>,
+    ) -> dreamplan::planner::eval::Decision {
+        let _ = self.started.send(());
+        let t0 = std::time::Instant::now();
+        while !self.halt.load(std::sync::atomic::Ordering::Relaxed)
+            && t0.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dreamplan::planner::eval::Decision::None("halted".into())
+    }
+    fn halt_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        Some(self.halt.clone())
+    }
+}
+
+/// Asked to stop in the middle of a long decision (a real VLM on a CPU), the node halts it
+/// and ends at once; before session 44 it noticed the stop only after the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_long_decision_halts_it() {
+    let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (started, decision_started) = std::sync::mpsc::channel();
+    let planner = UntilHalted {
+        halt: halt.clone(),
+        started,
+    };
+    let config = PlannerConfig {
+        keypoints: 4,
+        ..Default::default()
+    };
+    let node = PlannerNode::with_planner(config, Box::new(planner)).unwrap();
+    let mut r = rig_node(node, dreamplan::nodes::params::LiveParams::fixed()).await;
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    tokio::task::spawn_blocking(move || decision_started.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the decision starts");
+    let t0 = std::time::Instant::now();
+    r.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), &mut r.task)
+        .await
+        .expect("the node ends without waiting for the decision")
+        .unwrap()
+        .unwrap();
+    assert!(halt.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+/// `with_planner` checks the config as `new` does.
+#[test]
+fn with_planner_checks_the_config() {
+    let (started, _) = std::sync::mpsc::channel();
+    let planner = UntilHalted {
+        halt: Default::default(),
+        started,
+    };
+    let config = PlannerConfig {
+        keypoints: 0,
+        ..Default::default()
+    };
+    let e = PlannerNode::with_planner(config, Box::new(planner))
+        .err()
+        .expect("0 keypoints refused");
+    assert!(e.to_string().contains("keypoints"), "{e}");
 }
 
 fn event_at(name: &str, sec: i32) -> EpisodeEvent {

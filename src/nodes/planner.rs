@@ -391,6 +391,60 @@ fn decide(
     })
 }
 
+impl PlannerNode {
+    /// A planner node that decides with `planner` (one of your own, say) instead of the
+    /// config's `backend`, which is not loaded; every other setting is checked as
+    /// [`Node::new`] checks it.
+    pub fn with_planner(
+        config: PlannerConfig,
+        planner: Box<dyn Planner + Send>,
+    ) -> anyhow::Result<Self> {
+        Self::check(&config)?;
+        Ok(Self { config, planner })
+    }
+
+    /// `new`'s checks of everything but the backend.
+    fn check(config: &PlannerConfig) -> anyhow::Result<()> {
+        Self::validate(config)?;
+        let task = config.task.as_deref().filter(|t| !t.is_empty());
+        if let Some(t) = task {
+            anyhow::ensure!(
+                task_of(t).is_some(),
+                "task {t:?} is not one of rope, cloth, toy"
+            );
+        }
+        anyhow::ensure!(
+            config.trigger != Trigger::Goal || task.is_some(),
+            "trigger: goal needs `task` (rope, cloth or toy): the goal image does not say which task it is"
+        );
+        Ok(())
+    }
+
+    /// The config's backend, loaded.
+    fn backend(config: &PlannerConfig) -> anyhow::Result<Box<dyn Planner + Send>> {
+        Ok(match config.backend {
+            Backend::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
+            Backend::Coverage => Box::new(RulePlanner(Rule::Coverage)),
+            Backend::Random => Box::new(RandomPlanner),
+            Backend::Vlm => {
+                let dir = config
+                    .model
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
+                // An empty adapter path (a launch file's default) means none.
+                let adapter = config
+                    .adapter
+                    .as_deref()
+                    .filter(|p| !p.as_os_str().is_empty());
+                Box::new(
+                    VlmPlanner::load_with_adapter(dir, adapter, config.sampling.clone())
+                        .map_err(|e| anyhow::anyhow!("loading model {}: {e}", dir.display()))?,
+                )
+            }
+        })
+    }
+}
+
 impl Node for PlannerNode {
     const KIND: &'static str = "planner";
     type Config = PlannerConfig;
@@ -431,38 +485,8 @@ impl Node for PlannerNode {
     }
 
     fn new(config: PlannerConfig) -> anyhow::Result<Self> {
-        Self::validate(&config)?;
-        let task = config.task.as_deref().filter(|t| !t.is_empty());
-        if let Some(t) = task {
-            anyhow::ensure!(
-                task_of(t).is_some(),
-                "task {t:?} is not one of rope, cloth, toy"
-            );
-        }
-        anyhow::ensure!(
-            config.trigger != Trigger::Goal || task.is_some(),
-            "trigger: goal needs `task` (rope, cloth or toy): the goal image does not say which task it is"
-        );
-        let planner: Box<dyn Planner + Send> = match config.backend {
-            Backend::Correspondence => Box::new(RulePlanner(Rule::Assignment)),
-            Backend::Coverage => Box::new(RulePlanner(Rule::Coverage)),
-            Backend::Random => Box::new(RandomPlanner),
-            Backend::Vlm => {
-                let dir = config
-                    .model
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
-                // An empty adapter path (a launch file's default) means none.
-                let adapter = config
-                    .adapter
-                    .as_deref()
-                    .filter(|p| !p.as_os_str().is_empty());
-                Box::new(
-                    VlmPlanner::load_with_adapter(dir, adapter, config.sampling.clone())
-                        .map_err(|e| anyhow::anyhow!("loading model {}: {e}", dir.display()))?,
-                )
-            }
-        };
+        Self::check(&config)?;
+        let planner = Self::backend(&config)?;
         Ok(Self { config, planner })
     }
 
@@ -713,11 +737,26 @@ impl Node for PlannerNode {
                         p.set_sampling(&c.sampling);
                         sampling = c.sampling.clone();
                     }
-                    let (p, result) = tokio::task::spawn_blocking(move || {
+                    let halt = p.halt_flag();
+                    let mut deciding = tokio::task::spawn_blocking(move || {
                         let r = decide(p.as_mut(), task, episode, header, current, goal_frame, n);
                         (p, r)
-                    })
-                    .await?;
+                    });
+                    // A stop asked for mid-decision halts a planner that can be halted
+                    // (the VLM checks between model steps) and waits for it to return; one
+                    // that cannot is left to the runner's grace. Before session 44 the node
+                    // saw the stop only after the decision, so Ctrl-C waited for it.
+                    let (p, result) = tokio::select! {
+                        r = &mut deciding => r?,
+                        _ = ctx.shutdown.cancelled() => {
+                            if let Some(h) = &halt {
+                                h.store(true, std::sync::atomic::Ordering::Relaxed);
+                                tracing::info!(node = %ctx.name, "stopping: the decision under way is halted");
+                            }
+                            let _ = deciding.await;
+                            return Ok(());
+                        }
+                    };
                     planner = Some(p);
                     match result {
                         Ok(mut out) => {

@@ -75,6 +75,13 @@ pub trait Planner {
     /// New sampling settings from the next decision on (planners that sample; the others
     /// ignore them).
     fn set_sampling(&mut self, _config: &super::vlm_planner::VlmPlannerConfig) {}
+    /// A flag that, once set, ends the current and every later decision early with
+    /// [`Decision::None`] (planners whose decisions take long: the VLM's). The planner node
+    /// sets it when it is asked to stop, so Ctrl-C does not wait for a decision to finish.
+    /// `None`: decisions are quick and cannot be stopped.
+    fn halt_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// Random keypoints (seeded per episode).

@@ -5,6 +5,8 @@
 //! failure as a decision with no action: model output never crashes the planner.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -255,8 +257,28 @@ pub struct VlmPlanner {
     form: AnswerForm,
     prompt_form: PromptForm,
     last: Vec<Candidate>,
+    /// Set by [`Planner::halt_flag`]'s holder to end a decision early.
+    halt: Arc<AtomicBool>,
     /// Sampling settings.
     pub config: VlmPlannerConfig,
+}
+
+/// A guide that also ends generation once `halt` is set.
+struct Halting<'a> {
+    inner: &'a dyn Guide,
+    halt: &'a AtomicBool,
+}
+
+impl Guide for Halting<'_> {
+    fn step(&self, tokens: &[u32]) -> GuideStep {
+        self.inner.step(tokens)
+    }
+    fn allowed(&self, tokens: &[u32]) -> Option<Vec<u32>> {
+        self.inner.allowed(tokens)
+    }
+    fn halted(&self) -> bool {
+        self.halt.load(Ordering::Relaxed) || self.inner.halted()
+    }
 }
 
 impl VlmPlanner {
@@ -344,6 +366,7 @@ impl VlmPlanner {
             form: answer_form(dir),
             prompt_form: prompt_form(dir),
             last: Vec::new(),
+            halt: Arc::new(AtomicBool::new(false)),
             config,
         })
     }
@@ -431,7 +454,11 @@ impl VlmPlanner {
             guide = guide.constrained(answer_tokens);
         }
         let guide: &dyn Guide = if c.guided { &guide } else { &Unguided };
-        generate_guided(self.model_for(task), batch, c.k.max(1), &params, guide)?
+        let guide = Halting {
+            inner: guide,
+            halt: &self.halt,
+        };
+        generate_guided(self.model_for(task), batch, c.k.max(1), &params, &guide)?
             .into_iter()
             .map(|s| {
                 let text = self.processor.tokenizer.decode(&s.tokens, true)?;
@@ -563,6 +590,10 @@ impl Planner for VlmPlanner {
         &self.last
     }
 
+    fn halt_flag(&self) -> Option<Arc<AtomicBool>> {
+        Some(self.halt.clone())
+    }
+
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
         // A decision that fails before sampling has no candidates, not the last one's.
         self.last.clear();
@@ -585,6 +616,9 @@ impl Planner for VlmPlanner {
         };
         let mut last = String::new();
         for attempt in 0..self.config.attempts.max(1) {
+            if self.halt.load(Ordering::Relaxed) {
+                return Decision::None(VlmError::Halted.to_string());
+            }
             let seed = self
                 .config
                 .seed

@@ -94,6 +94,10 @@ pub enum VlmError {
     /// An image could not be decoded or preprocessed.
     #[error("image: {0}")]
     Image(String),
+    /// The caller asked generation to stop ([`crate::vlm::generate::Guide::halted`]): a
+    /// node shutting down mid-decision.
+    #[error("stopped before the answer was complete: the caller asked to stop")]
+    Halted,
     /// A tensor operation failed (a bug or an exhausted device rather than bad input).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -297,6 +297,15 @@ pub trait Guide {
     fn allowed(&self, _tokens: &[u32]) -> Option<Vec<u32>> {
         None
     }
+
+    /// Whether the caller wants generation to stop now: checked before the prompt is
+    /// computed, after it, and before every model step; generation then ends with
+    /// [`VlmError::Halted`]. A real model's decision on a CPU takes seconds to minutes, and a
+    /// node that is asked to stop should not wait for it (before session 44 Ctrl-C waited
+    /// for the whole decision).
+    fn halted(&self) -> bool {
+        false
+    }
 }
 
 /// No grammar: every token is sampled, an answer ends with a stop token or at
@@ -351,6 +360,14 @@ pub fn generate_guided(
         GuideStep::Force(t) => t,
     };
     prefix.truncate(params.max_new_tokens);
+    let halt = || {
+        if guide.halted() {
+            Err(VlmError::Halted)
+        } else {
+            Ok(())
+        }
+    };
+    halt()?;
     let mut full = prompt.clone();
     full.input_ids[0].extend(&prefix);
     if let Some(m) = full.attention_mask.as_mut() {
@@ -359,6 +376,7 @@ pub fn generate_guided(
     let prompt_len = full.input_ids[0].len();
     let mut cache = model.new_cache(prompt_len + params.max_new_tokens);
     let out = model.prefill_tail(&full, &mut cache, prefix.len() + 1)?;
+    halt()?;
     let tail = out.logits.squeeze(0)?.to_vec2::<f32>()?;
     let (scored, next) = tail.split_at(tail.len() - 1);
     // The forced prefix, scored by the prompt's last logits (all rows share it).
@@ -435,6 +453,7 @@ pub fn generate_guided(
         if samples.iter().all(finished) {
             break;
         }
+        halt()?;
         let n = feeds.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut tokens = Vec::with_capacity(k);
         let mut positions = Vec::with_capacity(k);
