@@ -1556,6 +1556,41 @@ fn caches_and_runs_know_their_bags() {
     let before = written();
     dataset::build(std::slice::from_ref(&bag), &a, &cfg, 3, &|_, _| {}).unwrap();
     assert_eq!(written(), before, "an unchanged bag was cut again");
+    // Another after_s cuts the clips again (a clip spans the motion and after_s). A cache
+    // cut before session 43 (no `after_s_window`: a fixed 1 s window whatever its after_s
+    // said) is reused only for after_s 1.
+    let d = dir.path().join("d");
+    let index_d = d.join("index.json");
+    let written_d = || std::fs::metadata(&index_d).unwrap().modified().unwrap();
+    let longer = Config {
+        after_s: 2.5,
+        ..cfg.clone()
+    };
+    dataset::build(std::slice::from_ref(&bag), &d, &longer, 3, &|_, _| {}).unwrap();
+    let first = written_d();
+    let again = dataset::build(std::slice::from_ref(&bag), &d, &cfg, 3, &|_, _| {}).unwrap();
+    assert_ne!(written_d(), first, "another after_s reused the clips");
+    assert_eq!(again.config.after_s, cfg.after_s);
+    assert_eq!(cfg.after_s, 1.0, "the old-cache case below needs after_s 1");
+    let as_before_43 = |after_s: f64| {
+        let mut j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index_d).unwrap()).unwrap();
+        j.as_object_mut().unwrap().remove("after_s_window");
+        j["config"]["after_s"] = serde_json::json!(after_s);
+        std::fs::write(&index_d, serde_json::to_vec(&j).unwrap()).unwrap();
+        written_d()
+    };
+    let old = as_before_43(1.0);
+    dataset::build(std::slice::from_ref(&bag), &d, &cfg, 3, &|_, _| {}).unwrap();
+    assert_eq!(
+        written_d(),
+        old,
+        "an old 1 s cache was cut again for after_s 1"
+    );
+    let old = as_before_43(2.5);
+    let recut = dataset::build(std::slice::from_ref(&bag), &d, &longer, 3, &|_, _| {}).unwrap();
+    assert_ne!(written_d(), old, "an old cache was reused for after_s 2.5");
+    assert!(recut.after_s_window);
     let mcap = std::fs::read_dir(&bag)
         .unwrap()
         .flatten()
