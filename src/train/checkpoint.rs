@@ -89,20 +89,22 @@ pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:016x}", fnv1a(&std::fs::read(path)?)))
 }
 
-/// Whether a checkpoint's stored run identity is this run's `run_id`. Identities written
-/// before session 42 have no `"data"` (what the run trains on) and are compared without
-/// it, so a run started before then still resumes.
-pub fn same_run(stored: Option<&serde_json::Value>, run_id: &serde_json::Value) -> bool {
-    match stored {
-        Some(s) if s.get("data").is_none() => {
-            let mut old = run_id.clone();
-            if let Some(o) = old.as_object_mut() {
-                o.remove("data");
-            }
-            *s == old
+/// This run's identity as `stored` can be compared with it: identities written before
+/// session 42 have no `"data"` (what the run trains on), so it is left out for them.
+fn comparable(stored: &serde_json::Value, run_id: &serde_json::Value) -> serde_json::Value {
+    let mut now = run_id.clone();
+    if stored.get("data").is_none() {
+        if let Some(o) = now.as_object_mut() {
+            o.remove("data");
         }
-        other => other == Some(run_id),
     }
+    now
+}
+
+/// Whether a checkpoint's stored run identity is this run's `run_id` ([`comparable`]: a
+/// run started before session 42 still resumes).
+pub fn same_run(stored: Option<&serde_json::Value>, run_id: &serde_json::Value) -> bool {
+    stored.is_some_and(|s| *s == comparable(s, run_id))
 }
 
 /// What differs between a stored run fingerprint and this run's, as `key: was → now`
@@ -137,14 +139,8 @@ pub fn run_difference(stored: Option<&serde_json::Value>, run_id: &serde_json::V
     let Some(stored) = stored else {
         return "it records no run fingerprint".into();
     };
-    let mut now = run_id.clone();
-    if stored.get("data").is_none() {
-        if let Some(o) = now.as_object_mut() {
-            o.remove("data");
-        }
-    }
     let mut out = Vec::new();
-    walk("", stored, &now, &mut out);
+    walk("", stored, &comparable(stored, run_id), &mut out);
     out.join("; ")
 }
 
@@ -177,4 +173,37 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, serde_json::Value),
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| err(e.to_string()))?;
     Ok((tensors, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_is_the_same_when_its_identity_is_and_an_old_one_is_compared_without_its_data() {
+        let now = json!({"lr": 0.001, "steps": 10, "data": "abc"});
+        assert!(same_run(Some(&now), &now));
+        assert!(!same_run(None, &now));
+        let other_data = json!({"lr": 0.001, "steps": 10, "data": "xyz"});
+        assert!(!same_run(Some(&other_data), &now));
+        assert_eq!(
+            run_difference(Some(&other_data), &now),
+            r#"data: "xyz" → "abc""#
+        );
+        // Written before session 42: no "data", compared without it.
+        let old = json!({"lr": 0.001, "steps": 10});
+        assert!(same_run(Some(&old), &now));
+        assert_eq!(run_difference(Some(&old), &now), "");
+        let old_lr = json!({"lr": 0.01, "steps": 10});
+        assert!(!same_run(Some(&old_lr), &now));
+        assert_eq!(run_difference(Some(&old_lr), &now), "lr: 0.01 → 0.001");
+        assert_eq!(run_difference(None, &now), "it records no run fingerprint");
+        let nested = json!({"cfg": {"a": 1, "b": 2}, "data": "abc"});
+        let changed = json!({"cfg": {"a": 1, "c": 3}, "data": "abc"});
+        assert_eq!(
+            run_difference(Some(&nested), &changed),
+            "cfg.b: 2 → null; cfg.c: null → 3"
+        );
+    }
 }
