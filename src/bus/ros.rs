@@ -366,6 +366,16 @@ impl RosBus {
         Ok(bus)
     }
 
+    /// The node's name (after a `__node:=` rename).
+    pub fn node_name(&self) -> String {
+        self.inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .name()
+            .unwrap_or_else(|_| "dreamplan".into())
+    }
+
     /// The node's parameters (params files and `-p` overrides, as rcl parsed them) as a
     /// YAML mapping; dotted names become nested mappings. `use_sim_time` is left out.
     pub fn parameters(&self) -> serde_yaml::Value {

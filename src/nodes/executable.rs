@@ -37,9 +37,18 @@ pub fn ros_main<N: Node>() -> ExitCode {
 
 async fn run<N: Node>() -> anyhow::Result<()> {
     let bus = RosBus::new(N::KIND, "").context("creating the ROS 2 node")?;
-    let origin = format!("ROS parameters of node `{}`", N::KIND);
-    let config: N::Config = node_config(&bus.parameters(), &origin)?;
+    let name = bus.node_name();
+    let origin = format!("ROS parameters of node `{name}` (kind {})", N::KIND);
+    let given = bus.parameters();
+    let config: N::Config = node_config(&given, &origin)?;
+    // The parameter services (`ros2 param list/get/set`), as `dreamplan run` serves them:
+    // live parameters apply while the node runs, the others are read-only. Before session
+    // 44 the executables `ros2 launch` starts served none, though docs/ros2.md said so.
+    let params = crate::nodes::params::LiveParams::for_node::<N>(&name, &config, &given);
     let node = N::new(config).with_context(|| origin.clone())?;
+    if let Err(e) = bus.serve_parameters(params.clone()) {
+        tracing::warn!(node = %name, "no parameter services: {e}");
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     let watcher = tokio::spawn(async move {
@@ -47,10 +56,10 @@ async fn run<N: Node>() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let ctx = NodeContext {
-        name: N::KIND.to_string(),
+        name,
         bus: bus.clone(),
         shutdown: shutdown.clone(),
-        params: crate::nodes::params::LiveParams::fixed(),
+        params,
     };
     let result = node.run(ctx).await;
     shutdown.cancel();
