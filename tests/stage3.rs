@@ -1009,6 +1009,67 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
     .unwrap()
     .to_string();
     assert!(e.contains("does not fit the model"), "{e}");
+
+    // A zero-shot build that was killed before it finished: its folder holds a config, a
+    // tokenizer and weights, but no loader takes it for a model.
+    let building = dir.path().join("building");
+    std::fs::create_dir_all(&building).unwrap();
+    for e in std::fs::read_dir(&planner).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), building.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(building.join(dreamplan::vlm::BUILDING_FILE), b"").unwrap();
+    let unfinished =
+        |e: String| assert!(e.contains("a zero-shot build that has not finished"), "{e}");
+    unfinished(train(&building, &pairs));
+    unfinished(
+        dreamplan::planner::vlm_planner::VlmPlanner::load(&building, Default::default())
+            .err()
+            .unwrap()
+            .to_string(),
+    );
+    unfinished(
+        orpo::merge_adapter(&building, &out, &dir.path().join("merged"))
+            .unwrap_err()
+            .to_string(),
+    );
+    std::fs::remove_file(building.join(dreamplan::vlm::BUILDING_FILE)).unwrap();
+    dreamplan::planner::vlm_planner::VlmPlanner::load(&building, Default::default()).unwrap();
+
+    // A refused run leaves the folder's adapter set in place (it was removed before the
+    // checks until session 44).
+    let with_set = dir.path().join("with-set");
+    std::fs::create_dir_all(&with_set).unwrap();
+    let set = with_set.join(dreamplan::planner::adapters::ADAPTER_SET);
+    std::fs::write(&set, b"{}").unwrap();
+    let e = orpo::train(
+        &planner,
+        &pairs,
+        &with_set,
+        &OrpoConfig {
+            dtype: dreamplan::device::DtypeSpec::Bf16,
+            ..small(Method::Full)
+        },
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("needs f32"), "{e}");
+    assert!(set.is_file(), "a refused run removed the adapter set");
+    // A run that starts replaces it, as before.
+    orpo::train(
+        &planner,
+        &pairs,
+        &with_set,
+        &OrpoConfig {
+            steps: 1,
+            ..cfg.clone()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert!(!set.exists());
 }
 
 #[test]

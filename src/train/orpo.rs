@@ -542,6 +542,7 @@ pub fn train(
             "lr must be > 0 and lambda ≥ 0, both finite".into(),
         ));
     }
+    crate::vlm::check_finished(planner_dir)?;
     let processor = Processor::load(planner_dir)?;
     let file = prefs::read(pairs)?;
     let (shown, groups, pair_count) = examples(&file, pairs, planner_dir, &processor, cfg.task)?;
@@ -558,13 +559,6 @@ pub fn train(
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(out).map_err(|e| fs_err(out, e))?;
-    // This folder now holds one adapter (or model): an adapter set left by an earlier
-    // per-task run here would be loaded in its place (`--adapter` reads the set first).
-    let set = out.join(crate::planner::adapters::ADAPTER_SET);
-    if set.exists() {
-        std::fs::remove_file(&set).map_err(|e| fs_err(&set, e))?;
-    }
 
     // The model and what is trained.
     let config = Config::load(planner_dir)?;
@@ -672,6 +666,16 @@ pub fn train(
         history = serde_json::from_value(state["history"].clone())
             .map_err(|e| OrpoError::Data(format!("{}: history: {e}", ck.display())))?;
         progress(OrpoProgress::Resumed(start));
+    }
+    // Every refusal is behind: only now is the folder written. It will hold one adapter
+    // (or model): an adapter set left by an earlier per-task run here would be loaded in
+    // its place (`--adapter` reads the set first). Before session 44 the set was removed
+    // before the checks, so a refused run (f32 for --full, a checkpoint of another run)
+    // still cost the folder its set.
+    std::fs::create_dir_all(out).map_err(|e| fs_err(out, e))?;
+    let set = out.join(crate::planner::adapters::ADAPTER_SET);
+    if set.exists() {
+        std::fs::remove_file(&set).map_err(|e| fs_err(&set, e))?;
     }
     let save_checkpoint = |opt: &AdamW, step: usize, history: &[StepStats]| -> Result<()> {
         let tensors = opt.state_tensors();
@@ -933,6 +937,7 @@ pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
         path: out.to_path_buf(),
         message: e.to_string(),
     })?;
+    crate::vlm::check_finished(base)?;
     let store = WeightStore::open(base, DType::F32, &Device::Cpu)?;
     let mut model = Qwen3Vl::from_store(Config::load(base)?, &store)?;
     lora::load(model.text_mut(), adapter)?;

@@ -1146,7 +1146,7 @@ pub enum Progress {
 
 /// Present in a folder while a build runs (removed with its checkpoints once
 /// `zero_shot.json` is written): what tells a killed build, which resumes, from a model.
-pub const BUILDING_FILE: &str = "zero_shot.building";
+pub const BUILDING_FILE: &str = crate::vlm::BUILDING_FILE;
 
 /// What `zero_shot.json` records.
 #[derive(Debug, Clone, Serialize)]

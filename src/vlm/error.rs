@@ -94,6 +94,15 @@ pub enum VlmError {
     /// An image could not be decoded or preprocessed.
     #[error("image: {0}")]
     Image(String),
+    /// The folder is a `pretrain-zero-shot` build that has not finished (its
+    /// [`crate::vlm::BUILDING_FILE`] is there): its weights are a checkpoint's or random.
+    #[error("{dir}: a zero-shot build that has not finished ({file} is there): run the same `dreamplan pretrain-zero-shot` command again to resume it, or use a finished model folder")]
+    Unfinished {
+        /// The model folder.
+        dir: PathBuf,
+        /// The marker's name.
+        file: &'static str,
+    },
     /// The caller asked generation to stop ([`crate::vlm::generate::Guide::halted`]): a
     /// node shutting down mid-decision.
     #[error("stopped before the answer was complete: the caller asked to stop")]

@@ -35,6 +35,25 @@ pub mod train;
 pub mod vision;
 pub mod weights;
 
+/// Present in a model folder while `dreamplan pretrain-zero-shot` builds it (removed once
+/// its report is written): every loader of a model to plan with, train or merge refuses
+/// such a folder ([`check_finished`]).
+pub const BUILDING_FILE: &str = "zero_shot.building";
+
+/// Refuses a model folder whose zero-shot build has not finished. Before session 44 a
+/// build killed mid-training left random or half-trained weights, a tokenizer and a
+/// config in its folder, and `preferences`, `train-orpo`, `merge-adapter` and the planner
+/// took them for a model.
+pub fn check_finished(dir: &std::path::Path) -> error::Result<()> {
+    if dir.join(BUILDING_FILE).exists() {
+        return Err(VlmError::Unfinished {
+            dir: dir.to_path_buf(),
+            file: BUILDING_FILE,
+        });
+    }
+    Ok(())
+}
+
 pub use batch::prompt_batch;
 pub use candle_core::{DType, Device};
 pub use config::Config;

@@ -94,6 +94,7 @@ struct CachedImage {
 impl Qwen3Vl {
     /// Loads `config.json` and the weights of `dir`, computing in `dtype` on `device`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        super::check_finished(dir)?;
         let config = Config::load(dir)?;
         let store = WeightStore::open(dir, dtype, device)?;
         Self::from_store(config, &store)
