@@ -197,3 +197,48 @@ fn ros_params_merge_wildcard_and_node_sections_and_nest_dotted_keys() {
         .to_string();
     assert!(err.contains("ros__parameters"), "{err}");
 }
+
+/// The trainer's nested ORPO settings: a misspelled key is refused (it was dropped), the
+/// device is read, and a task for a per-task run is refused (it was ignored).
+#[test]
+fn the_trainers_orpo_settings_refuse_unknown_keys_and_read_the_device() {
+    use dreamplan::nodes::trainer::TrainerConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = (dir.path().join("planner"), dir.path().join("pairs.jsonl"));
+    std::fs::create_dir_all(&planner).unwrap();
+    std::fs::write(&pairs, b"").unwrap();
+    let graph = |orpo: &str, shared: bool| {
+        GraphConfig::from_yaml(
+            &format!(
+                "nodes:\n - {{name: t, kind: trainer, params: {{out: o, planner: {}, pairs: {}, shared: {shared}, orpo: {orpo}}}}}\n",
+                planner.display(),
+                pairs.display()
+            ),
+            "g.yaml",
+        )
+        .unwrap()
+    };
+    let build = |g: GraphConfig| {
+        dreamplan::nodes::build::<LocalBus>(&g.nodes[0], "g.yaml")
+            .err()
+            .map(|e| format!("{e:#}"))
+    };
+    let e = build(graph("{stpes: 5}", false)).expect("a misspelled key is refused");
+    assert!(e.contains("stpes"), "{e}");
+    assert_eq!(
+        build(graph("{steps: 5, device: cpu, dtype: f32}", false)),
+        None
+    );
+    let c: TrainerConfig = node_config(
+        &serde_yaml::from_str("{out: o, orpo: {device: 'cuda:1', dtype: bf16}}").unwrap(),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        c.orpo.device,
+        "cuda:1".parse::<dreamplan::device::DeviceSpec>().unwrap()
+    );
+    let e = build(graph("{task: rope}", false)).expect("a task without shared is refused");
+    assert!(e.contains("shared: true"), "{e}");
+    assert_eq!(build(graph("{task: rope}", true)), None);
+}

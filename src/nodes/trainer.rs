@@ -158,7 +158,11 @@ fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> a
     dataset::build(&bags, &cache, &model, 64, &|_, _| {})?;
     let mut data = dataset::Dataset::open(&cache)?;
     data.cache_priors(&model, &|_, _| {})?;
-    crate::world_model::train::train(&data, &model, &cfg.world_model, &cfg.out, &|ev| {
+    // The warm-up is at most a tenth of the run, as `dreamplan train-world-model` sets it:
+    // the same settings then make the same run (and the same checkpoint identity) from the
+    // node and from the command line. Before session 44 a 200-step job warmed up for 100.
+    let tc = cfg.world_model.clone().warmup_capped();
+    crate::world_model::train::train(&data, &model, &tc, &cfg.out, &|ev| {
         if let TrainEvent::Step { step, total, loss } = ev {
             let _ = tx.send(Report::Step {
                 step,
@@ -190,6 +194,11 @@ impl Node for TrainerNode {
             Job::Orpo => {
                 check_exists("planner", config.planner.as_deref())?;
                 check_exists("pairs", config.pairs.as_deref())?;
+                // Per-task training sets each adapter's task itself.
+                anyhow::ensure!(
+                    config.shared || config.orpo.task.is_none(),
+                    "orpo.task trains one adapter on one task's states: it needs `shared: true` (without it the trainer makes one adapter per task)"
+                );
             }
             Job::WorldModel => {
                 anyhow::ensure!(!config.bags.is_empty(), "job world_model needs `bags`");

@@ -64,7 +64,7 @@ pub enum Method {
 /// Settings of a run (a partial map, e.g. in a node's parameters, takes the defaults for
 /// what it leaves out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct OrpoConfig {
     /// Optimiser steps.
     pub steps: usize,
@@ -93,12 +93,14 @@ pub struct OrpoConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
     /// Where the run computes. Not part of the run's identity: a checkpoint made on one
-    /// device resumes on another.
-    #[serde(skip)]
+    /// device resumes on another. Read from a node's parameters (`orpo.device`), never
+    /// written; before session 44 it was not read either, and a node's `orpo.device: cuda`
+    /// trained on the CPU without a word.
+    #[serde(skip_serializing)]
     pub device: DeviceSpec,
     /// The base model's compute dtype (`auto`: f32 on the CPU, bf16 on a GPU); LoRA
     /// adapters and the optimiser stay f32. `--full` training needs f32.
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub dtype: DtypeSpec,
 }
 
@@ -157,7 +159,7 @@ pub enum OrpoError {
         message: String,
     },
     /// The loss or a gradient stopped being finite.
-    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and {}; lower --lr or --lambda", crate::train::checkpoint::kept(.last_good))]
+    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and {}; every step is seeded, so the same command meets this step again: lower --lr or --lambda and train into a new --out (this checkpoint resumes only its own settings)", crate::train::checkpoint::kept(.last_good))]
     NotFinite {
         /// The step.
         step: usize,

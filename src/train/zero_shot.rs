@@ -129,7 +129,7 @@ pub enum ZeroShotError {
     #[error(transparent)]
     Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
     /// The loss or a gradient stopped being finite.
-    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and {}; lower --lr", crate::train::checkpoint::kept(.last_good))]
+    #[error("the loss or a gradient is not finite at step {step} (loss {loss}); nothing of this step was applied and {}; every step is seeded, so the same command meets this step again: lower --lr and build again with --force or into a new --out (this checkpoint resumes only its own settings)", crate::train::checkpoint::kept(.last_good))]
     NotFinite {
         /// The step.
         step: usize,

@@ -76,6 +76,18 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The settings with the warm-up cut to at most a tenth of the steps: what
+    /// `dreamplan train-world-model` and the trainer node both train with, so the same
+    /// settings make the same run (and checkpoint) from either.
+    pub fn warmup_capped(self) -> Self {
+        Self {
+            warmup: self.warmup.min(self.steps / 10),
+            ..self
+        }
+    }
+}
+
 /// Validation figures at one step (final frame; `*_copy`: the copy-the-current-frame
 /// baseline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -565,4 +577,25 @@ pub fn curves(losses: &[f64], vals: &[ValStats], path: &Path) -> Result<(), Stri
         ],
         path,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn the_warm_up_is_at_most_a_tenth_of_the_run() {
+        let short = TrainConfig {
+            steps: 200,
+            ..TrainConfig::default()
+        };
+        assert_eq!(short.warmup_capped().warmup, 20);
+        assert_eq!(TrainConfig::default().warmup_capped().warmup, 100);
+        let small = TrainConfig {
+            steps: 5000,
+            warmup: 7,
+            ..TrainConfig::default()
+        };
+        assert_eq!(small.warmup_capped().warmup, 7);
+    }
 }

@@ -291,10 +291,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         val_every: args.val_every,
         checkpoint_every: args.checkpoint_every,
-        warmup: TrainConfig::default().warmup.min(args.steps / 10),
         device,
         ..TrainConfig::default()
-    };
+    }
+    .warmup_capped();
     let started = Instant::now();
     let first = std::cell::Cell::new(None::<usize>);
     let summary =
