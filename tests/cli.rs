@@ -171,6 +171,34 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         ));
         assert!(line.contains(want), "{flag} {value}: {line}");
     }
+    // Seeds past the largest u64 wrapped (no episode, a NaN table, exit 0).
+    let max = u64::MAX.to_string();
+    for args in [
+        vec![
+            "eval",
+            "--planner",
+            "random",
+            "--first-seed",
+            &max,
+            "--episodes",
+            "2",
+        ],
+        vec![
+            "wm-eval",
+            "--world-model",
+            "nowhere",
+            "--first-seed",
+            &max,
+            "--episodes",
+            "2",
+        ],
+    ] {
+        let line = error_line(&dreamplan(&args, d));
+        assert!(
+            line.contains("runs past the largest seed"),
+            "{args:?}: {line}"
+        );
+    }
 }
 
 #[test]

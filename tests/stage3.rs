@@ -355,6 +355,13 @@ fn the_preference_file_appends_resumes_after_a_torn_line_and_refuses_other_setti
         .unwrap_err()
         .to_string()
         .contains("no header"));
+    // An empty file (a kill between creating it and writing its header) starts afresh.
+    let (mut w, old) = prefs::open_for_append(&file, &h).unwrap();
+    assert!(old.is_empty());
+    w.append(&state(4, true)).unwrap();
+    drop(w);
+    let read = prefs::read(&file).unwrap();
+    assert_eq!((read.header, read.states), (h, vec![state(4, true)]));
 }
 
 /// TRL's formula in Python (f64) and ours agree on fixed numbers, including log-probs next

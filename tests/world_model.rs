@@ -2105,4 +2105,12 @@ fn fit_prior_keeps_the_best_setting_and_writes_a_config_that_holds_it() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no particle prior to fit"), "{err}");
+    // A folder that holds a trained model keeps its config.json.
+    std::fs::write(out.join("model.safetensors"), b"weights").unwrap();
+    let before = std::fs::read(out.join("config.json")).unwrap();
+    let o = run(&base_path);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("holds a trained world model"), "{err}");
+    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), before);
 }

@@ -336,7 +336,10 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
         path: file.to_path_buf(),
         error,
     };
-    if file.exists() {
+    // An empty file holds nothing to keep: a header written before session 44 could be
+    // cut off by a kill right after the file was created, and every re-run then failed.
+    let empty = std::fs::metadata(file).is_ok_and(|m| m.len() == 0);
+    if file.exists() && !empty {
         let existing = read(file)?;
         if existing.header != *header {
             return Err(PreferenceError::Format {
@@ -368,14 +371,13 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let mut f = std::fs::File::create(file).map_err(io)?;
-    writeln!(
-        f,
-        "{}",
-        serde_json::to_string(header).expect("header serialises")
-    )
-    .map_err(io)?;
-    f.sync_data().map_err(io)?;
+    // The header line lands whole or not at all (temporary file, then rename).
+    let line = serde_json::to_string(header).expect("header serialises") + "\n";
+    crate::train::checkpoint::write_atomic(file, line.as_bytes()).map_err(io)?;
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .map_err(io)?;
     Ok((
         Writer {
             path: file.to_path_buf(),

@@ -118,6 +118,17 @@ impl BenchRun {
 }
 
 /// Median seconds of `iters` runs of `f` after one warm-up run.
+/// Refuses seeds `first .. first + count` that run past `u64::MAX` (in a release build
+/// the sum wrapped: no episode ran, and the report was a table of NaN with exit 0).
+pub fn check_seed_range(first: u64, count: u64, count_flag: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        first.checked_add(count).is_some(),
+        "--first-seed {first} + {count_flag} {count} runs past the largest seed ({})",
+        u64::MAX
+    );
+    Ok(())
+}
+
 pub fn median_secs(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     f()?;
     let mut v = Vec::new();

@@ -100,6 +100,7 @@ pub struct PreferencesArgs {
 
 pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.states > 0, "--states must be > 0");
+    crate::check_seed_range(args.first_seed, args.states as u64, "--states")?;
     anyhow::ensure!(args.k >= 2, "--k must be ≥ 2 (a pair needs two candidates)");
     anyhow::ensure!(
         args.temperature > 0.0 && args.temperature.is_finite(),

@@ -132,6 +132,13 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
         base.prior && base.prior_model == dreamplan::world_model::PriorModel::Particles,
         "the base config has no particle prior to fit (it needs prior: true and prior_model: particles)"
     );
+    // Its config.json under a trained model's weights would change the prior they were
+    // trained over, and the folder would still load (the shapes match).
+    anyhow::ensure!(
+        !args.out.join("model.safetensors").exists(),
+        "{} holds a trained world model: fit-prior writes a config.json for a new training run, give it another --out",
+        args.out.display()
+    );
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -834,6 +841,7 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         args.episodes > 0 && args.k >= 2,
         "--episodes must be > 0 and --k ≥ 2"
     );
+    crate::check_seed_range(args.first_seed, args.episodes as u64, "--episodes")?;
     let mut predictor = Predictor::load_on(&args.world_model, &args.compute.open()?)?;
     if let Some(n) = args.sample_steps {
         anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
