@@ -1457,6 +1457,35 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         );
     }
 
+    // With no pair past the margin there is nothing to rank: no agreement (null, "—"),
+    // not 0%, which reads as every pair ranked backwards.
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["wm-eval", "--episodes", "1", "--k", "2", "--task", "cloth"])
+        .args([
+            "--first-seed",
+            "4500000",
+            "--margin",
+            "1e9",
+            "--world-model",
+        ])
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.path().join("wm_eval_margin.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wm_eval_margin.json")).unwrap())
+            .unwrap();
+    assert_eq!(r[0]["pairs"], 0);
+    for field in ["agreement", "agreement_true_frames", "agreement_prior"] {
+        assert!(r[0][field].is_null(), "{field}: {}", r[0][field]);
+    }
+    assert!(r[0]["iou"].as_f64().is_some_and(f64::is_finite));
+    assert!(stdout.contains("agreement 95% interval —"), "{stdout}");
+    assert!(!stdout.contains("0.0%"), "{stdout}");
+
     // A checkpoint of another run in --out is refused, not overwritten.
     let tc2 = TrainConfig {
         lr: 1e-3,

@@ -744,6 +744,33 @@ struct TaskReport {
 
 /// 95% bootstrap interval (percentiles of 2,000 resamples of the states, fixed seed) of
 /// Σ num / Σ den over the states.
+/// `num / den`, NaN when there is nothing to divide by (`den` 0).
+fn ratio(num: f64, den: f64) -> f64 {
+    if den > 0.0 {
+        num / den
+    } else {
+        f64::NAN
+    }
+}
+
+/// A share as a percentage with one decimal, "—" when there was nothing to measure.
+fn percent(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.1}%", 100.0 * x)
+    } else {
+        "—".into()
+    }
+}
+
+/// A 95% interval of a share, as `lo–hi%`, "—" when there was nothing to measure.
+fn percent_interval((lo, hi): (f64, f64)) -> String {
+    if lo.is_finite() && hi.is_finite() {
+        format!("{:.1}–{:.1}%", 100.0 * lo, 100.0 * hi)
+    } else {
+        "—".into()
+    }
+}
+
 fn bootstrap_ratio(per_state: &[(f64, f64)]) -> (f64, f64) {
     if per_state.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -842,6 +869,10 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         "--episodes must be > 0 and --k ≥ 2"
     );
     crate::check_seed_range(args.first_seed, args.episodes as u64, "--episodes")?;
+    anyhow::ensure!(
+        args.margin >= 0.0 && args.margin.is_finite(),
+        "--margin must be a finite number ≥ 0 (half-thresholds)"
+    );
     let mut predictor = Predictor::load_on(&args.world_model, &args.compute.open()?)?;
     if let Some(n) = args.sample_steps {
         anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
@@ -1071,29 +1102,31 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
             r.best_sim_score += sim[best];
         }
         progress.finish();
-        let s = r.states.max(1) as f64;
-        let c = r.candidates.max(1) as f64;
-        r.agreement = agree / r.pairs.max(1) as f64;
+        // Nothing to measure (no pair past the margin, no state) is NaN, written as null
+        // and printed as "—": before session 44 it was 0, which reads as a model that
+        // ranks every pair backwards.
+        let (s, c, pairs) = (r.states as f64, r.candidates as f64, r.pairs as f64);
+        r.agreement = ratio(agree, pairs);
         r.agreement_ci = bootstrap_ratio(&state_agree);
         r.top1_gain_ci = bootstrap_ratio(&state_gain);
-        r.agreement_true_frames = agree_true / r.pairs.max(1) as f64;
-        r.agreement_prior = agree_prior / r.pairs.max(1) as f64;
+        r.agreement_true_frames = ratio(agree_true, pairs);
+        r.agreement_prior = ratio(agree_prior, pairs);
         r.agreement_prior_ci = bootstrap_ratio(&state_prior);
-        r.top1_prior /= s;
-        r.iou_prior /= c;
-        r.spearman = rhos.iter().sum::<f64>() / rhos.len().max(1) as f64;
-        r.top1_hits /= s;
-        r.top1_chance /= s;
-        r.top1_sim_score /= s;
-        r.random_sim_score /= s;
-        r.best_sim_score /= s;
-        r.psnr = frame_sums[0] / c;
-        r.psnr_copy = frame_sums[1] / c;
-        r.ssim = frame_sums[2] / c;
-        r.ssim_copy = frame_sums[3] / c;
-        r.iou = frame_sums[4] / c;
-        r.iou_copy = frame_sums[5] / c;
-        r.ms_per_candidate = predict_s * 1e3 / c;
+        r.top1_prior = ratio(r.top1_prior, s);
+        r.iou_prior = ratio(r.iou_prior, c);
+        r.spearman = ratio(rhos.iter().sum::<f64>(), rhos.len() as f64);
+        r.top1_hits = ratio(r.top1_hits, s);
+        r.top1_chance = ratio(r.top1_chance, s);
+        r.top1_sim_score = ratio(r.top1_sim_score, s);
+        r.random_sim_score = ratio(r.random_sim_score, s);
+        r.best_sim_score = ratio(r.best_sim_score, s);
+        r.psnr = ratio(frame_sums[0], c);
+        r.psnr_copy = ratio(frame_sums[1], c);
+        r.ssim = ratio(frame_sums[2], c);
+        r.ssim_copy = ratio(frame_sums[3], c);
+        r.iou = ratio(frame_sums[4], c);
+        r.iou_copy = ratio(frame_sums[5], c);
+        r.ms_per_candidate = ratio(predict_s * 1e3, c);
         reports.push(r);
     }
     println!(
@@ -1130,12 +1163,12 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     );
     for r in &reports {
         println!(
-            "{:<6} {:>6} {:>6} {:>8.1}% {:>8.1}% {:>8.2} {:>5.2} ({:.2}) {:>6.2}/{:.2}/{:.2} {:>6.3} ({:.3}) {:>6.2} ({:.2}) {:>8.1}",
+            "{:<6} {:>6} {:>6} {:>9} {:>9} {:>8.2} {:>5.2} ({:.2}) {:>6.2}/{:.2}/{:.2} {:>6.3} ({:.3}) {:>6.2} ({:.2}) {:>8.1}",
             r.task,
             r.states,
             r.pairs,
-            100.0 * r.agreement,
-            100.0 * r.agreement_true_frames,
+            percent(r.agreement),
+            percent(r.agreement_true_frames),
             r.spearman,
             r.top1_hits,
             r.top1_chance,
@@ -1151,10 +1184,9 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     }
     for r in &reports {
         println!(
-            "{}: agreement 95% interval {:.1}–{:.1}%; top-1 minus chance {:+.2} (95% interval {:+.2} to {:+.2}); SSIM {:.3} (copy {:.3})",
+            "{}: agreement 95% interval {}; top-1 minus chance {:+.2} (95% interval {:+.2} to {:+.2}); SSIM {:.3} (copy {:.3})",
             r.task,
-            100.0 * r.agreement_ci.0,
-            100.0 * r.agreement_ci.1,
+            percent_interval(r.agreement_ci),
             r.top1_hits - r.top1_chance,
             r.top1_gain_ci.0,
             r.top1_gain_ci.1,
@@ -1164,12 +1196,11 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
     }
     for r in &reports {
         println!(
-            "{}: the {} alone: agreement {:.1}% ({:.1}–{:.1}%), top-1 {:.2}, IoU {:.3}",
+            "{}: the {} alone: agreement {} ({}), top-1 {:.2}, IoU {:.3}",
             r.task,
             prior_label(&prior_cfg),
-            100.0 * r.agreement_prior,
-            100.0 * r.agreement_prior_ci.0,
-            100.0 * r.agreement_prior_ci.1,
+            percent(r.agreement_prior),
+            percent_interval(r.agreement_prior_ci),
             r.top1_prior,
             r.iou_prior
         );
