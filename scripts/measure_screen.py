@@ -19,8 +19,12 @@ of sessions 7–29. The others are the variants screened beside them. Needs NumP
 """
 import argparse
 import json
+import sys
 
 import numpy as np
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from ranking import pair_credit, tied_top  # noqa: E402,F401
 
 
 def points(bits, w, h):
@@ -111,12 +115,14 @@ def main():
             for n in names:
                 sc = [val(m, n) for m in ms]
                 key = (st["task"], src, n)
-                regret.setdefault(key, []).append(max(sims) - sims[int(np.argmax(sc))])
+                top = tied_top(sc)
+                regret.setdefault(key, []).append(
+                    max(sims) - np.mean([sims[i] for i in top]))
                 a = agree.setdefault(key, [0, 0])
                 for i in range(len(sims)):
                     for j in range(i + 1, len(sims)):
                         if abs(sims[i] - sims[j]) > args.margin:
-                            a[0] += int((sc[i] > sc[j]) == (sims[i] > sims[j]))
+                            a[0] += pair_credit(sc[i], sc[j], sims[i] > sims[j])
                             a[1] += 1
     for src in sources:
         print(f"== {src} final frames: pair agreement % (rope cloth toy mean) | top-1 regret")

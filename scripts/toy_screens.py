@@ -41,6 +41,7 @@ from scipy import ndimage
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from measure_screen import fold_distance, nearest, points  # noqa: E402
+from ranking import pair_credit  # noqa: E402
 
 
 def distance(op, gp):
@@ -77,7 +78,7 @@ def agreement(scored):
     for cands in scored:
         for (si, mi), (sj, mj) in itertools.combinations(cands, 2):
             if abs(si - sj) > ARGS.margin:
-                a += int((mi > mj) == (si > sj))
+                a += pair_credit(mi, mj, si > sj)
                 b += 1
     return 100.0 * a / max(b, 1), b
 

@@ -15,6 +15,10 @@ simulator second, this is how good the pairs the first verifier trained on were.
 import argparse
 import collections
 import json
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from ranking import pair_credit  # noqa: E402
 
 
 def load(path):
@@ -49,16 +53,19 @@ def main():
             continue
         d = per[key[0]]
         d["states"] += 1
-        b1 = max(common, key=lambda x: a1[x])
-        b2 = max(common, key=lambda x: a2[x])
-        d["top"] += b1 == b2
-        d["regret"] += a2[b2] - a2[b1]
+        # The first verifier's best: a pick at random among its tied best (since session
+        # 44; the first of them before, and a tied pair counted as a disagreement).
+        top1 = max(a1[x] for x in common)
+        tied = [x for x in common if a1[x] == top1]
+        best2 = max(a2[x] for x in common)
+        d["top"] += sum(a2[x] >= best2 - 1e-9 for x in tied) / len(tied)
+        d["regret"] += sum(best2 - a2[x] for x in tied) / len(tied)
         for i, x in enumerate(common):
             for y in common[i + 1:]:
                 if abs(a2[x] - a2[y]) <= a.margin:
                     continue
                 d["pairs"] += 1
-                d["agree"] += (a1[x] - a1[y]) * (a2[x] - a2[y]) > 0
+                d["agree"] += pair_credit(a1[x], a1[y], a2[x] > a2[y])
     print("task   states  same best  regret  pair agreement")
     for task, d in sorted(per.items()):
         n = d["states"]
