@@ -16,8 +16,9 @@ use crate::verifier::preferences::{
 };
 use crate::verifier::{Verifier, VerifyState};
 
-/// The first seed of preference states: disjoint from evaluation (0–99 and 5000–5099 in the
-/// docs), zero-shot training (1,000,000 up) and its held-out check (2,000,000 up).
+/// The first seed of preference states: disjoint from evaluation (0–99, 5000–5099 and
+/// 5,000,000 up in the docs), zero-shot training (1,000,000 up), its held-out check and the collection
+/// (both 2,000,000 up).
 pub const PREFERENCE_SEED_BASE: u64 = 3_000_000;
 
 /// Settings of a generation run.

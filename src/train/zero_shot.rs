@@ -61,7 +61,11 @@ use crate::vlm::{Batch, Config, Images, Mode, Qwen3Vl, VlmError};
 
 /// Training scenes use seeds from here up; evaluations use small seeds (0–99 by default).
 pub const TRAIN_SEED_BASE: u64 = 1_000_000;
-/// Held-out scenes (accuracy after training) use seeds from here up.
+/// Held-out scenes (accuracy after training) use seeds from here up. They are the same
+/// seeds `dreamplan experiment` collects its bags on (2,000,000 up): harmless, since the
+/// check only reports how well a build learned its rule and the build keeps the candidate
+/// of lowest training loss, never chosen on these scenes; evaluations (0–99, 5000–5099,
+/// 5,000,000 up) stay disjoint from both.
 pub const HELD_OUT_SEED_BASE: u64 = 2_000_000;
 
 /// Qwen's special tokens, in Qwen's order.
