@@ -336,6 +336,24 @@ fn means_come_with_a_95_percent_interval() {
         "{lo} {hi}"
     );
     assert_eq!(mean_ci(&[1.0; 5]), (1.0, 1.0, 1.0));
+
+    // The average over tasks: each task's mean and variance weigh alike, and the spread
+    // between the tasks' means is no sampling noise.
+    use dreamplan::planner::eval::stratified_mean_ci;
+    let apart = [vec![1.0; 100], vec![0.5; 100], vec![0.0; 100]];
+    assert_eq!(stratified_mean_ci(&apart), (0.5, 0.5, 0.5));
+    let pooled: Vec<f64> = apart.iter().flatten().copied().collect();
+    let (_, plo, _) = mean_ci(&pooled);
+    assert!(plo < 0.46, "pooling counts the tasks' spread: {plo}");
+    // Two tasks [1, 0, 0.5, 0.5] and [0, 0]: means 0.5 and 0; variances 1/6 and 0.
+    let (m, lo, hi) = stratified_mean_ci(&[vec![1.0, 0.0, 0.5, 0.5], vec![0.0, 0.0]]);
+    let half = 1.96 * (1.0f64 / 6.0 / 4.0).sqrt() / 2.0;
+    assert!((m - 0.25).abs() < 1e-12, "{m}");
+    assert!(
+        (lo - (0.25 - half)).abs() < 1e-12 && (hi - (0.25 + half)).abs() < 1e-12,
+        "{lo} {hi}"
+    );
+    assert!(stratified_mean_ci(&[vec![1.0], vec![]]).0.is_nan());
 }
 
 /// The grammar as a decoding guide: it writes `pick` and ` place` with the model's own

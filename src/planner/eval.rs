@@ -444,6 +444,33 @@ pub fn choice_pixels(
     Some((find(current, choice.pick)?, find(goal, choice.place)?))
 }
 
+/// The average of several groups' mean scores (each task weighted alike) and its 95%
+/// interval (normal approximation, clipped to [0, 1]): the standard error is the groups'
+/// own, `sqrt(Σ s²ₜ / nₜ) / T`, so the spread between the tasks' means is not counted as
+/// sampling noise. Before session 44 the experiment's average pooled the tasks' episodes
+/// into one sample, which made its interval wider than it need be.
+/// NaN when a group is empty.
+pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
+    if groups.is_empty() || groups.iter().any(Vec::is_empty) {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let t = groups.len() as f64;
+    let (mut mean, mut var) = (0.0, 0.0);
+    for g in groups {
+        let n = g.len() as f64;
+        let m = g.iter().sum::<f64>() / n;
+        let v = if n > 1.0 {
+            g.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        mean += m / t;
+        var += v / n;
+    }
+    let half = 1.96 * var.sqrt() / t;
+    (mean, (mean - half).max(0.0), (mean + half).min(1.0))
+}
+
 /// Mean and 95% interval (normal approximation, clipped to [0, 1]) of scores.
 pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
     let n = scores.len() as f64;

@@ -837,21 +837,23 @@ fn tables(out: &Path) -> anyhow::Result<()> {
         )
         .with_context(|| format!("parsing {}", path.display()))?;
         let episodes = doc["episodes"].as_array().cloned().unwrap_or_default();
-        let score_of = |task: Option<&str>| -> Vec<f64> {
+        let score_of = |task: &str| -> Vec<f64> {
             episodes
                 .iter()
-                .filter(|e| task.is_none_or(|t| e["task"] == t))
+                .filter(|e| e["task"] == task)
                 .filter_map(|e| e["score"].as_f64())
                 .collect()
         };
         let mut per_task = Vec::new();
         let mut cells = Vec::new();
         for t in tasks {
-            let (m, lo, hi) = mean_ci(&score_of(Some(t)));
+            let (m, lo, hi) = mean_ci(&score_of(t));
             per_task.push(serde_json::json!({"task": t, "mean": m, "ci95": [lo, hi]}));
             cells.push((m, Some((lo, hi))));
         }
-        let (avg, lo, hi) = mean_ci(&score_of(None));
+        // Each task's mean weighs alike, and so does its own variance.
+        let by_task: Vec<Vec<f64>> = tasks.iter().map(|t| score_of(t)).collect();
+        let (avg, lo, hi) = dreamplan::planner::eval::stratified_mean_ci(&by_task);
         let decision: Vec<f64> = episodes
             .iter()
             .filter_map(|e| e["decision_s"].as_f64())
