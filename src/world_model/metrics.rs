@@ -9,8 +9,11 @@ use crate::vision::Mask;
 
 use super::WorldModelError;
 
-/// Peak signal-to-noise ratio of two rgb8 buffers (dB; 99 for identical ones).
+/// Peak signal-to-noise ratio of two rgb8 buffers (dB; 99 for identical ones). Reports
+/// average it per frame. Buffers of different lengths are a caller's bug (frames are
+/// checked for size where they enter): it panics rather than compare a prefix.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "psnr of buffers of different lengths");
     let mse = a
         .iter()
         .zip(b)
@@ -33,6 +36,10 @@ fn gray(rgb: &[u8]) -> Vec<f64> {
 /// Mean SSIM (Wang et al. 2004) of the grey images over 7×7 windows (uniform weights,
 /// K1 = 0.01, K2 = 0.03, L = 255), `width × height` rgb8.
 pub fn ssim(a: &[u8], b: &[u8], width: usize, height: usize) -> f64 {
+    assert!(
+        a.len() == width * height * 3 && b.len() == a.len(),
+        "ssim of buffers that are not both {width}×{height} rgb8"
+    );
     let (x, y) = (gray(a), gray(b));
     let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
     let r = 3usize;
@@ -103,6 +110,7 @@ pub fn mask_of(
 
 /// Intersection over union of two masks (1 when both are empty).
 pub fn iou(a: &[bool], b: &[bool]) -> f64 {
+    assert_eq!(a.len(), b.len(), "iou of masks of different sizes");
     let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
     let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
     if union == 0 {
@@ -126,5 +134,23 @@ mod tests {
         // A buffer one pixel short is not a frame of that size.
         let err = mask(Task::Rope, &table[..table.len() - 3], 16, 8).unwrap_err();
         assert!(err.to_string().contains("16×8 rope frame"), "{err}");
+    }
+
+    #[test]
+    fn frame_measures_of_known_buffers_and_no_prefix_compared() {
+        assert_eq!(psnr(&[7; 12], &[7; 12]), 99.0);
+        // MSE 1 → 10·log10(255²) = 48.13 dB.
+        assert!((psnr(&[0; 12], &[1; 12]) - 48.1308).abs() < 1e-3);
+        assert_eq!(iou(&[true, true, false], &[true, false, false]), 0.5);
+        assert_eq!(iou(&[false; 4], &[false; 4]), 1.0);
+        let flat = vec![100u8; 8 * 8 * 3];
+        assert!((ssim(&flat, &flat, 8, 8) - 1.0).abs() < 1e-12);
+        for unequal in [
+            std::panic::catch_unwind(|| psnr(&[0; 6], &[0; 3])),
+            std::panic::catch_unwind(|| iou(&[true; 3], &[true; 2])),
+            std::panic::catch_unwind(|| ssim(&[0; 8 * 8 * 3], &[0; 8 * 8 * 3 - 3], 8, 8)),
+        ] {
+            assert!(unequal.is_err(), "a prefix was compared");
+        }
     }
 }
