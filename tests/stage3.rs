@@ -279,6 +279,7 @@ fn header(tokenizer: String) -> Header {
         size: 256,
         top_p: 0.9,
         adapter: String::new(),
+        weights: String::new(),
     }
 }
 
@@ -1157,11 +1158,36 @@ fn preference_generation_scores_the_planners_samples_and_resumes() {
         .to_string();
     assert!(e.contains("other settings"), "{e}");
     cfg.margin = margin;
+    let top_p = cfg.planner.top_p;
     cfg.planner.top_p = 0.5;
     let e = generate(&planner, None, &make, &cfg, &out, &|_| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("other settings"), "{e}");
+    cfg.planner.top_p = top_p;
+    // A planner rebuilt at the same path (its weights rewritten) is another planner: the
+    // file is not continued with its samples (before session 44 only the path was
+    // compared). A file without recorded weights (before session 44) is continued.
+    assert!(!file.header.weights.is_empty());
+    let weights = planner.join("model.safetensors");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .append(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let e = generate(&planner, None, &make, &cfg, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other settings"), "{e}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let mut old: serde_json::Value = serde_json::from_str(head).unwrap();
+    old.as_object_mut().unwrap().remove("weights");
+    std::fs::write(&out, format!("{old}\n{rest}")).unwrap();
+    let s = generate(&planner, None, &make, &cfg, &out, &|_| {}).unwrap();
+    assert_eq!((s.states, s.resumed), (4, 4));
     // Exploring samples: constrained, all 6 + 5 samples are answers, and the header says so.
     let explored = dir.path().join("x/pairs.jsonl");
     let cfg = GenerateConfig {

@@ -249,6 +249,7 @@ pub fn generate(
         size: cfg.eval.size,
         top_p: cfg.planner.top_p,
         adapter: adapter.map(|a| a.display().to_string()).unwrap_or_default(),
+        weights: prefs::weights_fingerprint(planner_dir, adapter)?,
     };
     let (writer, existing) = prefs::open_for_append(out, &header)?;
     let images = images_dir(out);

@@ -97,6 +97,11 @@ pub struct Header {
     /// planner's samples was continued with a tuned planner's.
     #[serde(default)]
     pub adapter: String,
+    /// [`weights_fingerprint`] of the planner's and the adapter's weight files: a planner
+    /// rebuilt, or an adapter trained again, at the same path samples differently. Files
+    /// from before session 44 have none and are continued without the comparison.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights: String,
 }
 
 /// One sampled answer and its score.
@@ -255,6 +260,50 @@ pub fn tokenizer_fingerprint(model_dir: &Path) -> Result<String> {
     Ok(format!("{:08x}-{}", crc32fast::hash(&bytes), bytes.len()))
 }
 
+/// A fingerprint of the weights a planner samples with: the name, size and modification
+/// time of every `.safetensors` and `.json` file in `model_dir` and, when given, under the
+/// adapter (a folder, or an adapter set's folders), FNV-1a hashed. Cheap (no file is read)
+/// and what tells a model rebuilt at the same path from the one a file was made with.
+pub fn weights_fingerprint(model_dir: &Path, adapter: Option<&Path>) -> Result<String> {
+    fn list(dir: &Path, tag: &str, depth: usize, out: &mut Vec<String>) -> Result<()> {
+        let io = |error| PreferenceError::Io {
+            path: dir.to_path_buf(),
+            error,
+        };
+        for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let path = e.path();
+            if path.is_dir() {
+                if depth > 0 {
+                    list(&path, &format!("{tag}/{name}"), depth - 1, out)?;
+                }
+                continue;
+            }
+            if !(name.ends_with(".safetensors") || name.ends_with(".json")) {
+                continue;
+            }
+            let m = e.metadata().map_err(io)?;
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push(format!("{tag}/{name}:{}:{t}", m.len()));
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    list(model_dir, "model", 0, &mut files)?;
+    if let Some(a) = adapter {
+        list(a, "adapter", 1, &mut files)?;
+    }
+    files.sort();
+    Ok(format!(
+        "{:016x}",
+        crate::train::checkpoint::fnv1a(files.join("\n").as_bytes())
+    ))
+}
+
 /// The folder the images of preference file `file` go to (`pairs.jsonl` → `pairs.images/`).
 pub fn images_dir(file: &Path) -> PathBuf {
     file.with_extension("images")
@@ -341,7 +390,12 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
     let empty = std::fs::metadata(file).is_ok_and(|m| m.len() == 0);
     if file.exists() && !empty {
         let existing = read(file)?;
-        if existing.header != *header {
+        // A file from before session 44 records no weights: compared without them.
+        let mut want = header.clone();
+        if existing.header.weights.is_empty() {
+            want.weights.clear();
+        }
+        if existing.header != want {
             return Err(PreferenceError::Format {
                 path: file.to_path_buf(),
                 message: format!(
