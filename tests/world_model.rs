@@ -2143,3 +2143,71 @@ fn fit_prior_keeps_the_best_setting_and_writes_a_config_that_holds_it() {
     assert!(err.contains("holds a trained world model"), "{err}");
     assert_eq!(std::fs::read(out.join("config.json")).unwrap(), before);
 }
+
+/// The trainer node's world-model job reports the work before its first step (the prior
+/// frames it makes) and then its training steps, and ends done with a usable folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trainer_node_trains_a_world_model_and_reports_the_work_before_training() {
+    use dreamplan::bus::{Bus, LocalBus, Qos};
+    use dreamplan::msg::dreamplan::TrainerStatus;
+    use dreamplan::nodes::trainer::{Job, TrainerConfig, TrainerNode};
+    use dreamplan::nodes::{Node, NodeContext};
+    let dir = tempfile::tempdir().unwrap();
+    let bag = tokio::task::spawn_blocking({
+        let d = dir.path().to_path_buf();
+        move || bag(&d)
+    })
+    .await
+    .unwrap();
+    let bus = LocalBus::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut status = bus
+        .subscribe::<TrainerStatus>("/trainer/status", Qos::keep_last(10_000))
+        .unwrap();
+    let out = dir.path().join("wm");
+    let trainer = TrainerNode::new(TrainerConfig {
+        job: Job::WorldModel,
+        bags: vec![bag],
+        out: out.clone(),
+        world_model: TrainConfig {
+            steps: 2,
+            batch: 2,
+            checkpoint_every: 2,
+            val_every: 0,
+            ..TrainConfig::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let task = tokio::spawn(trainer.run(NodeContext {
+        name: "trainer".into(),
+        bus: bus.clone(),
+        shutdown: stop.clone(),
+        params: dreamplan::nodes::params::LiveParams::fixed(),
+    }));
+    let mut parts = Vec::new();
+    let done = loop {
+        let s = tokio::time::timeout(std::time::Duration::from_secs(600), status.recv())
+            .await
+            .expect("a status in time")
+            .expect("bus open");
+        match s.state.as_str() {
+            TrainerStatus::STATE_RUNNING => {
+                if parts.last() != Some(&s.detail) {
+                    parts.push(s.detail.clone());
+                }
+            }
+            TrainerStatus::STATE_DONE => break (*s).clone(),
+            other => panic!("{other}: {}", s.detail),
+        }
+    };
+    assert_eq!(
+        parts,
+        ["starting", "prior frames", "world model"],
+        "the prior frames before the training steps"
+    );
+    assert_eq!((done.step, done.total), (2, 2));
+    dreamplan::world_model::predict::Predictor::load(&out).unwrap();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

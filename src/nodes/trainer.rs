@@ -155,9 +155,28 @@ fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> a
     };
     let bags = dataset::find_bags(&cfg.bags)?;
     let cache = cfg.out.join("cache");
-    dataset::build(&bags, &cache, &model, 64, &|_, _| {})?;
+    // The minutes before the first training step are reported too (before session 44 the
+    // status said nothing until then): transitions read while the clips are cut (their
+    // total is not known before the bags are read: `total` 0), then prior frames made.
+    let report = |step: usize, total: usize, part: &str| {
+        let _ = tx.send(Report::Step {
+            step,
+            total,
+            loss: f64::NAN,
+            part: part.into(),
+        });
+    };
+    dataset::build(&bags, &cache, &model, 64, &|read, _| {
+        if read % 50 == 0 {
+            report(read, 0, "cutting clips (transitions read)");
+        }
+    })?;
     let mut data = dataset::Dataset::open(&cache)?;
-    data.cache_priors(&model, &|_, _| {})?;
+    data.cache_priors(&model, &|done, total| {
+        if done % 50 == 0 || done == total {
+            report(done, total, "prior frames");
+        }
+    })?;
     // The warm-up is at most a tenth of the run, as `dreamplan train-world-model` sets it:
     // the same settings then make the same run (and the same checkpoint identity) from the
     // node and from the command line. Before session 44 a 200-step job warmed up for 100.
