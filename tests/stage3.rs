@@ -981,6 +981,20 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
     w.append(&state(1, true)).unwrap();
     drop(w);
     assert!(train(&planner, &other).contains("another tokenizer"));
+    // No checkpoints at all is not a setting (0 checkpointed every step).
+    let e = orpo::train(
+        &planner,
+        &pairs,
+        &dir.path().join("o0"),
+        &OrpoConfig {
+            checkpoint_every: 0,
+            ..cfg.clone()
+        },
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("checkpoint_every must be positive"), "{e}");
     // A planner folder without a tokenizer.
     let bare = dir.path().join("bare");
     std::fs::create_dir_all(&bare).unwrap();

@@ -1691,6 +1691,20 @@ fn caches_and_runs_know_their_bags() {
     assert!(!prior_out.join(predict::TASK_CHOICE_FILE).exists());
     predict::Predictor::load(&prior_out).unwrap();
 
+    let e = wm_train::train(
+        &db,
+        &cfg,
+        &TrainConfig {
+            checkpoint_every: 0,
+            ..tc.clone()
+        },
+        &dir.path().join("ck0"),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("checkpoint_every must be ≥ 1"), "{e}");
+
     // A blow-up before the first checkpoint says that nothing is kept.
     let bad = TrainConfig {
         lr: 1e30,

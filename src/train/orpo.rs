@@ -534,9 +534,9 @@ pub fn train(
     cfg: &OrpoConfig,
     progress: &dyn Fn(OrpoProgress),
 ) -> Result<OrpoReport> {
-    if cfg.steps == 0 || cfg.batch == 0 || cfg.rejected == 0 {
+    if cfg.steps == 0 || cfg.batch == 0 || cfg.rejected == 0 || cfg.checkpoint_every == 0 {
         return Err(OrpoError::Data(
-            "steps, batch and rejected must be positive".into(),
+            "steps, batch, rejected and checkpoint_every must be positive".into(),
         ));
     }
     if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {

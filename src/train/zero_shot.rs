@@ -299,8 +299,13 @@ impl ZeroShotConfig {
         if self.image_side < 32 || !self.image_side.is_multiple_of(32) {
             return bad("image_side must be a positive multiple of 32 (patch 16, merge 2)");
         }
-        if self.layers == 0 || self.vision_depth == 0 || self.steps == 0 || self.batch == 0 {
-            return bad("layers, vision_depth, steps and batch must be positive");
+        if self.layers == 0
+            || self.vision_depth == 0
+            || self.steps == 0
+            || self.batch == 0
+            || self.checkpoint_every == 0
+        {
+            return bad("layers, vision_depth, steps, batch and checkpoint_every must be positive");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             // A NaN rate wrote a model of NaN weights, kept and reported done, before

@@ -363,6 +363,13 @@ pub fn train(
             tc.steps, tc.batch, tc.lr
         )));
     }
+    // 0 checkpointed every step (the model and the curve rewritten each time) without a
+    // word before session 44.
+    if tc.checkpoint_every == 0 {
+        return Err(WorldModelError::Data(
+            "checkpoint_every must be ≥ 1 (steps between checkpoints)".into(),
+        ));
+    }
     let (train_ids, val_ids) = data.split(tc.val_split);
     if train_ids.is_empty() {
         return Err(WorldModelError::Data(
