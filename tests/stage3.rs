@@ -1010,17 +1010,24 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
     assert!(e.contains("tokenizer.json"), "{e}");
     // An adapter made for another model (other widths) is refused at load.
     let out = dir.path().join("adapter");
-    orpo::train(
-        &planner,
-        &pairs,
-        &out,
-        &OrpoConfig {
-            steps: 1,
-            ..cfg.clone()
-        },
-        &|_| {},
-    )
-    .unwrap();
+    let one = OrpoConfig {
+        steps: 1,
+        ..cfg.clone()
+    };
+    let first = orpo::train(&planner, &pairs, &out, &one, &|_| {}).unwrap();
+    // Run again, the finished run adds no step and keeps its training time (a resumed run
+    // adds its own to its checkpoint's; before session 44 only the last invocation's).
+    let (_, state) = dreamplan::train::checkpoint::load(&orpo::checkpoint_path(&out)).unwrap();
+    let kept = state["seconds"]
+        .as_f64()
+        .expect("the checkpoint keeps its seconds");
+    assert!(
+        kept > 0.0 && kept <= first.seconds,
+        "{kept} {}",
+        first.seconds
+    );
+    let again = orpo::train(&planner, &pairs, &out, &one, &|_| {}).unwrap();
+    assert!(again.seconds >= kept, "{kept} then {}", again.seconds);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vlm/tiny");
     let e = dreamplan::planner::vlm_planner::VlmPlanner::load_with_adapter(
         &fixtures,

@@ -513,7 +513,8 @@ pub struct OrpoReport {
     pub history: Vec<StepStats>,
     /// Trainable parameters.
     pub trainable: usize,
-    /// Seconds of training (this process; resumed runs add theirs).
+    /// Wall seconds of training over every invocation of the run (a resumed run adds its
+    /// own to its checkpoint's; before session 44 only the last invocation's counted).
     pub seconds: f64,
 }
 
@@ -619,6 +620,8 @@ pub fn train(
     let ck = checkpoint_path(out);
     let mut history: Vec<StepStats> = Vec::new();
     let mut start = 0usize;
+    // Seconds of training spent by earlier invocations of this run (its checkpoint's).
+    let mut before = 0.0;
     // What the run trains: the settings, and the data itself (the pairs file's bytes, the
     // planner's weight files by size and time), so that a checkpoint is not resumed on
     // other pairs with as many examples or on a rebuilt planner of the same shape.
@@ -667,6 +670,7 @@ pub fn train(
             .map_err(|e| OrpoError::Data(format!("{}: {e}", ck.display())))?;
         history = serde_json::from_value(state["history"].clone())
             .map_err(|e| OrpoError::Data(format!("{}: history: {e}", ck.display())))?;
+        before = state["seconds"].as_f64().unwrap_or(0.0);
         progress(OrpoProgress::Resumed(start));
     }
     // Every refusal is behind: only now is the folder written. It will hold one adapter
@@ -679,17 +683,22 @@ pub fn train(
     if set.exists() {
         std::fs::remove_file(&set).map_err(|e| fs_err(&set, e))?;
     }
+    let t0 = Instant::now();
     let save_checkpoint = |opt: &AdamW, step: usize, history: &[StepStats]| -> Result<()> {
         let tensors = opt.state_tensors();
         checkpoint::save(
             &ck,
             &tensors,
-            &serde_json::json!({"run": run_id, "step": step, "history": history}),
+            &serde_json::json!({
+                "run": run_id,
+                "step": step,
+                "history": history,
+                "seconds": before + t0.elapsed().as_secs_f64(),
+            }),
         )?;
         Ok(())
     };
 
-    let t0 = Instant::now();
     let mut last_good = start;
     for step in start..cfg.steps {
         let lr = if step < cfg.warmup {
@@ -786,7 +795,7 @@ pub fn train(
         states: shown.len(),
         history,
         trainable,
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: before + t0.elapsed().as_secs_f64(),
     };
     let path = out.join("orpo.json");
     checkpoint::write_atomic(
