@@ -981,6 +981,13 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
     w.append(&state(1, true)).unwrap();
     drop(w);
     assert!(train(&planner, &other).contains("another tokenizer"));
+    // A folder another run is writing into.
+    let busy = dir.path().join("busy");
+    let _held = dreamplan::train::checkpoint::lock_output(&busy).unwrap();
+    let e = orpo::train(&planner, &pairs, &busy, &cfg, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another run is writing into"), "{e}");
     // No checkpoints at all is not a setting (0 checkpointed every step).
     let e = orpo::train(
         &planner,

@@ -1691,6 +1691,17 @@ fn caches_and_runs_know_their_bags() {
     assert!(!prior_out.join(predict::TASK_CHOICE_FILE).exists());
     predict::Predictor::load(&prior_out).unwrap();
 
+    // A second run into a folder another run is writing to is refused; the folder is
+    // free again once that run ends.
+    let busy = dir.path().join("busy");
+    let held = dreamplan::train::checkpoint::lock_output(&busy).unwrap();
+    let e = wm_train::train(&db, &cfg, &tc, &busy, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another run is writing into"), "{e}");
+    drop(held);
+    wm_train::train(&db, &cfg, &tc, &busy, &|_| {}).unwrap();
+
     let e = wm_train::train(
         &db,
         &cfg,

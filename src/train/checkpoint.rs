@@ -75,6 +75,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// The file in an output folder whose lock a run holds while it writes there.
+pub const LOCK_FILE: &str = ".dreamplan.lock";
+
+/// An exclusive lock on an output folder, held while a run writes into it and released
+/// when the run ends, however it ends (`kill -9` included: the kernel drops it with the
+/// process).
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: std::fs::File,
+}
+
+/// Creates `dir` and takes its [`OutputLock`]. A second run into the same folder (the
+/// same command started twice) is refused with the reason instead of writing the same
+/// checkpoint and temporary files as the first. A filesystem that cannot lock (some
+/// network mounts) is warned about and the run goes on unlocked.
+pub fn lock_output(dir: &Path) -> Result<OutputLock, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "another run is writing into {} (it holds {}): wait for it to end, or use another --out",
+                dir.display(),
+                path.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("{}: cannot lock ({e}); going on without", path.display());
+        }
+    }
+    Ok(OutputLock { _file: file })
+}
+
 /// FNV-1a (64 bits) of `bytes`: stable across runs and platforms (validation splits,
 /// seeded weight streams, the data a run trains on).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

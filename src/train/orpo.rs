@@ -656,6 +656,8 @@ pub fn train(
             "planner_weights": weights,
         },
     });
+    // Held from before the checkpoint is read until the report is written.
+    let _lock = checkpoint::lock_output(out).map_err(OrpoError::Data)?;
     if ck.exists() {
         let (tensors, state) = checkpoint::load(&ck)?;
         if !checkpoint::same_run(state.get("run"), &run_id) {

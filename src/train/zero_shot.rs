@@ -1315,6 +1315,7 @@ pub fn build(
     ))?;
     // A folder being (re)built has no report until it is done: that is what tells a killed
     // build, which resumes, from a finished one.
+    let _lock = crate::train::checkpoint::lock_output(out).map_err(ZeroShotError::Config)?;
     let report_path = out.join("zero_shot.json");
     if report_path.exists() {
         std::fs::remove_file(&report_path).map_err(io(&report_path))?;

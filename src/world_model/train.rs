@@ -381,6 +381,7 @@ pub fn train(
         path: out.to_path_buf(),
         source,
     })?;
+    let _lock = checkpoint::lock_output(out).map_err(WorldModelError::Data)?;
 
     let device = tc
         .device
