@@ -1070,6 +1070,10 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
             .unwrap_err()
             .to_string(),
     );
+    assert!(
+        !dir.path().join("merged").exists(),
+        "a refused merge left its --out"
+    );
     std::fs::remove_file(building.join(dreamplan::vlm::BUILDING_FILE)).unwrap();
     dreamplan::planner::vlm_planner::VlmPlanner::load(&building, Default::default()).unwrap();
 

@@ -98,11 +98,12 @@ impl AdapterSet {
     /// Writes the index into `dir` (atomically: a temporary file, then a rename).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let path = dir.join(ADAPTER_SET);
-        let tmp = dir.join(format!("{ADAPTER_SET}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_string_pretty(self).expect("an adapter set serialises"),
-        )?;
-        std::fs::rename(&tmp, &path)
+        // Synced before the rename, the folder after it (it was neither before session 44).
+        crate::train::checkpoint::write_atomic(
+            &path,
+            serde_json::to_string_pretty(self)
+                .expect("an adapter set serialises")
+                .as_bytes(),
+        )
     }
 }

@@ -933,6 +933,7 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| checkpoint::sync_dir_of(&path))
         .map_err(|e| err(&path, e.to_string()))
 }
 
@@ -946,15 +947,17 @@ pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
             adapter.join("cloth").display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
-        path: out.to_path_buf(),
-        message: e.to_string(),
-    })?;
     crate::vlm::check_finished(base)?;
     let store = WeightStore::open(base, DType::F32, &Device::Cpu)?;
     let mut model = Qwen3Vl::from_store(Config::load(base)?, &store)?;
     lora::load(model.text_mut(), adapter)?;
     lora::merge(model.text_mut())?;
+    // Only a merge that worked makes the folder (a refused base or adapter left an empty
+    // --out before session 44).
+    std::fs::create_dir_all(out).map_err(|e| OrpoError::File {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
     copy_side_files(base, out)?;
     let tmp = out.join("model.safetensors.tmp");
     lora::save_merged(model.text(), &store, &tmp)?;
@@ -962,6 +965,7 @@ pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| checkpoint::sync_dir_of(&path))
         .map_err(|e| OrpoError::File {
             path,
             message: e.to_string(),

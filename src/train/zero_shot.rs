@@ -820,6 +820,7 @@ fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| crate::train::checkpoint::sync_dir_of(path))
         .map_err(io(path))
 }
 

@@ -183,7 +183,8 @@ pub(crate) fn write_tensors(
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        crate::train::checkpoint::sync_dir_of(path).map_err(io(path))
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
