@@ -335,22 +335,34 @@ fn means_come_with_a_95_percent_interval() {
         (lo - 0.1).abs() < 1e-3 && (hi - 0.9).abs() < 1e-3,
         "{lo} {hi}"
     );
-    assert_eq!(mean_ci(&[1.0; 5]), (1.0, 1.0, 1.0));
+    // Every score the same: the Wilson interval, not a zero-width one.
+    let (m, lo, hi) = mean_ci(&[0.0; 100]);
+    assert_eq!((m, lo), (0.0, 0.0));
+    assert!((hi - 0.0370).abs() < 1e-3, "{hi}");
+    let (m, lo, hi) = mean_ci(&[1.0; 5]);
+    assert_eq!((m, hi), (1.0, 1.0));
+    assert!((lo - 0.5655).abs() < 1e-3, "{lo}");
 
     // The average over tasks: each task's mean and variance weigh alike, and the spread
     // between the tasks' means is no sampling noise.
     use dreamplan::planner::eval::stratified_mean_ci;
     let apart = [vec![1.0; 100], vec![0.5; 100], vec![0.0; 100]];
-    assert_eq!(stratified_mean_ci(&apart), (0.5, 0.5, 0.5));
+    let (m, slo, shi) = stratified_mean_ci(&apart);
     let pooled: Vec<f64> = apart.iter().flatten().copied().collect();
     let (_, plo, _) = mean_ci(&pooled);
     assert!(plo < 0.46, "pooling counts the tasks' spread: {plo}");
-    // Two tasks [1, 0, 0.5, 0.5] and [0, 0]: means 0.5 and 0; variances 1/6 and 0.
-    let (m, lo, hi) = stratified_mean_ci(&[vec![1.0, 0.0, 0.5, 0.5], vec![0.0, 0.0]]);
-    let half = 1.96 * (1.0f64 / 6.0 / 4.0).sqrt() / 2.0;
-    assert!((m - 0.25).abs() < 1e-12, "{m}");
+    // Within the tasks there is only the uncertainty of their constant scores (Wilson).
+    assert_eq!(m, 0.5);
     assert!(
-        (lo - (0.25 - half)).abs() < 1e-12 && (hi - (0.25 + half)).abs() < 1e-12,
+        slo < 0.5 && slo > plo && (shi - 0.5 - (0.5 - slo)).abs() < 1e-9,
+        "{slo} {shi}"
+    );
+    // Two tasks [1, 0, 0.5, 0.5] and [0, 0.5]: means 0.5 and 0.25; variances 1/6 and 1/8.
+    let (m, lo, hi) = stratified_mean_ci(&[vec![1.0, 0.0, 0.5, 0.5], vec![0.0, 0.5]]);
+    let half = 1.96 * (1.0f64 / 6.0 / 4.0 + 0.125 / 2.0).sqrt() / 2.0;
+    assert!((m - 0.375).abs() < 1e-12, "{m}");
+    assert!(
+        (lo - (0.375 - half)).abs() < 1e-12 && (hi - (0.375 + half)).abs() < 1e-12,
         "{lo} {hi}"
     );
     assert!(stratified_mean_ci(&[vec![1.0], vec![]]).0.is_nan());

@@ -447,7 +447,8 @@ pub fn choice_pixels(
 /// The average of several groups' mean scores (each task weighted alike) and its 95%
 /// interval (normal approximation, clipped to [0, 1]): the standard error is the groups'
 /// own, `sqrt(Σ s²ₜ / nₜ) / T`, so the spread between the tasks' means is not counted as
-/// sampling noise. Before session 44 the experiment's average pooled the tasks' episodes
+/// sampling noise (a task whose scores are all the same counts the variance of its Wilson
+/// interval, as [`mean_ci`] does). Before session 44 the experiment's average pooled the tasks' episodes
 /// into one sample, which made its interval wider than it need be.
 /// NaN when a group is empty.
 pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
@@ -465,7 +466,14 @@ pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
             0.0
         };
         mean += m / t;
-        var += v / n;
+        var += if v > 0.0 {
+            v / n
+        } else {
+            // A task whose scores are all the same still has an uncertain mean: the
+            // variance its Wilson interval implies, as `mean_ci` gives it.
+            let (_, lo, hi) = wilson(m, n);
+            ((hi - lo) / (2.0 * 1.96)).powi(2)
+        };
     }
     let half = 1.96 * var.sqrt() / t;
     (mean, (mean - half).max(0.0), (mean + half).min(1.0))
@@ -483,6 +491,21 @@ pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
     } else {
         0.0
     };
+    if var == 0.0 {
+        // Every score the same (all 0, say): the normal interval has no width, which
+        // claims a certainty 100 episodes do not give. The Wilson interval of n trials at
+        // that rate says what they do (100 zeros: 0–0.037). Before session 44 it was
+        // (0, 0).
+        return wilson(mean, n);
+    }
     let half = 1.96 * (var / n).sqrt();
     (mean, (mean - half).max(0.0), (mean + half).min(1.0))
+}
+
+/// The Wilson score interval (95%) of a rate `p` seen over `n` trials.
+fn wilson(p: f64, n: f64) -> (f64, f64, f64) {
+    let z2 = 1.96f64 * 1.96;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = 1.96 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    (p, (centre - half).max(0.0), (centre + half).min(1.0))
 }
