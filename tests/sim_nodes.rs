@@ -345,6 +345,21 @@ async fn an_action_waits_for_a_recent_joint_state() {
     r.finish().await;
 }
 
+/// The first joint state a moment after the first action (nodes started together): the
+/// action waits for it instead of being refused (the built-in world lost its first episode
+/// so under load before session 44).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_action_waits_a_moment_for_the_first_joint_state() {
+    let bus = LocalBus::default();
+    let mut r = ExecRig::start(&bus, "joint_state_max_age_s: 1.0\n").await;
+    r.actions.publish(centre_action("early")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r.arm_at_ready(None).await;
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_STARTED, "{e:?}");
+    r.finish().await;
+}
+
 /// An executor on a simulated clock standing at 100 s, its arm moving after an action
 /// (`what`): the rig, the clock and the trajectory's duration.
 async fn moving_on_a_sim_clock(what: &str) -> (ExecRig, dreamplan::clock::Clock, f64) {

@@ -171,6 +171,10 @@ pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
 /// previous one: the arm is not idle then (the planner node tells it from the others).
 pub const BUSY: &str = "busy with the previous action";
 
+/// How long (wall-clock seconds) an action that comes before any joint state waits for the
+/// first one before it is refused (with `joint_state_max_age_s` on).
+pub const FIRST_JOINT_STATE_WAIT_S: f64 = 1.0;
+
 /// How long the e-stop's hold trajectory takes to reach its one point (s): ros2_controllers'
 /// trajectory controller interpolates from where the arm is to the point in this time.
 pub const HOLD_S: f64 = 0.1;
@@ -629,6 +633,38 @@ impl Node for ExecutorNode {
                         if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
                             q = p;
                             q_at = Some(ctx.bus.clock().now().as_nanos());
+                        }
+                    }
+                    // No joint state yet: the driver's first one may come just after the
+                    // first action (nodes started together, this one subscribed after the
+                    // driver's first message). It is waited for a moment instead of the
+                    // action being refused at once: under load the built-in world lost its
+                    // first episode so (session 44). An e-stop meanwhile still counts first.
+                    if self.config.joint_state_max_age_s > 0.0 && q_at.is_none() {
+                        let wait = tokio::time::sleep(std::time::Duration::from_secs_f64(FIRST_JOINT_STATE_WAIT_S));
+                        tokio::pin!(wait);
+                        while q_at.is_none() {
+                            tokio::select! {
+                                _ = &mut wait => break,
+                                _ = ctx.shutdown.cancelled() => return Ok(()),
+                                m = joints.recv() => {
+                                    let Some(m) = m else { return Ok(()) };
+                                    if let Some(f) = finger_of(&m) {
+                                        finger = Some(f);
+                                    }
+                                    let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
+                                    if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
+                                        q = p;
+                                        q_at = Some(ctx.bus.clock().now().as_nanos());
+                                    }
+                                }
+                            }
+                        }
+                        while let Some(m) = estop.try_recv().or_else(|| estop_any.try_recv()) {
+                            if m.data && !stopped {
+                                tracing::warn!(node = %ctx.name, "e-stop engaged");
+                            }
+                            stopped = m.data;
                         }
                     }
                     while let Some(m) = depths.try_recv() {
