@@ -201,6 +201,18 @@ pub fn hold_trajectory(names: &[String], q: &[f64], finger: Option<f64>) -> Join
 }
 
 /// The finger joint's position in a joint state, if it has one and it is finite.
+/// The positions of the arm's joints `names` in `m`, in that order: `None` when one is
+/// missing or not finite (such a message tells nothing of where the arm is).
+fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
+    names
+        .iter()
+        .map(|n| {
+            let i = m.name.iter().position(|x| x == n)?;
+            m.position.get(i).copied().filter(|v| v.is_finite())
+        })
+        .collect()
+}
+
 fn finger_of(m: &JointState) -> Option<f64> {
     let i = m.name.iter().position(|n| n == FINGER_JOINT)?;
     m.position.get(i).copied().filter(|v| v.is_finite())
@@ -590,13 +602,12 @@ impl Node for ExecutorNode {
                     if let Some(f) = finger_of(&m) {
                         finger = Some(f);
                     }
-                    let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
-                    match pos {
-                        Some(p) if p.iter().all(|v| v.is_finite()) => {
+                    match arm_positions(&names, &m) {
+                        Some(p) => {
                             q = p;
                             q_at = Some(ctx.bus.clock().now().as_nanos());
                         }
-                        _ => tracing::warn!(node = %ctx.name, "joint state without all arm joints or with non-finite values; ignored"),
+                        None => tracing::warn!(node = %ctx.name, "joint state without all arm joints or with non-finite values; ignored"),
                     }
                 }
                 m = depths.recv() => {
@@ -629,8 +640,7 @@ impl Node for ExecutorNode {
                         if let Some(f) = finger_of(&m) {
                             finger = Some(f);
                         }
-                        let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
-                        if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
+                        if let Some(p) = arm_positions(&names, &m) {
                             q = p;
                             q_at = Some(ctx.bus.clock().now().as_nanos());
                         }
@@ -652,8 +662,7 @@ impl Node for ExecutorNode {
                                     if let Some(f) = finger_of(&m) {
                                         finger = Some(f);
                                     }
-                                    let pos: Option<Vec<f64>> = names.iter().map(|n| m.name.iter().position(|x| x == n).and_then(|i| m.position.get(i).copied())).collect();
-                                    if let Some(p) = pos.filter(|p| p.iter().all(|v| v.is_finite())) {
+                                    if let Some(p) = arm_positions(&names, &m) {
                                         q = p;
                                         q_at = Some(ctx.bus.clock().now().as_nanos());
                                     }
