@@ -448,8 +448,8 @@ pub fn choice_pixels(
 /// interval (normal approximation, clipped to [0, 1]): the standard error is the groups'
 /// own, `sqrt(Σ s²ₜ / nₜ) / T`, so the spread between the tasks' means is not counted as
 /// sampling noise (a task whose scores are all the same counts the variance of its Wilson
-/// interval, as [`mean_ci`] does). Before session 44 the experiment's average pooled the tasks' episodes
-/// into one sample, which made its interval wider than it need be.
+/// interval, as [`mean_ci`] does). Before session 44 the experiment's average pooled the
+/// tasks' episodes into one sample, which made its interval wider than it need be.
 /// NaN when a group is empty.
 pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
     if groups.is_empty() || groups.iter().any(Vec::is_empty) {
@@ -459,12 +459,7 @@ pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
     let (mut mean, mut var) = (0.0, 0.0);
     for g in groups {
         let n = g.len() as f64;
-        let m = g.iter().sum::<f64>() / n;
-        let v = if n > 1.0 {
-            g.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
+        let (m, v) = mean_and_variance(g);
         mean += m / t;
         var += if v > 0.0 {
             v / n
@@ -485,12 +480,7 @@ pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
     if scores.is_empty() {
         return (f64::NAN, f64::NAN, f64::NAN);
     }
-    let mean = scores.iter().sum::<f64>() / n;
-    let var = if n > 1.0 {
-        scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let (mean, var) = mean_and_variance(scores);
     if var == 0.0 {
         // Every score the same (all 0, say): the normal interval has no width, which
         // claims a certainty 100 episodes do not give. The Wilson interval of n trials at
@@ -500,6 +490,18 @@ pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
     }
     let half = 1.96 * (var / n).sqrt();
     (mean, (mean - half).max(0.0), (mean + half).min(1.0))
+}
+
+/// The mean of non-empty `scores` and their sample variance (0 for one score).
+fn mean_and_variance(scores: &[f64]) -> (f64, f64) {
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let var = if n > 1.0 {
+        scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var)
 }
 
 /// The Wilson score interval (95%) of a rate `p` seen over `n` trials.
