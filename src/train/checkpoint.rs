@@ -141,6 +141,20 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// What a file is without reading it: `name:bytes:modified-ns`. A file written again at the
+/// same path changes it (the bags a cache was cut from, a run's planner weights, the
+/// weights a preference file was sampled with).
+pub fn file_stamp(path: &Path) -> std::io::Result<String> {
+    let m = std::fs::metadata(path)?;
+    let modified = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    Ok(format!("{name}:{}:{modified}", m.len()))
+}
+
 /// A fingerprint of a file's bytes ([`fnv1a`], hex): what a resumed run compares to know
 /// it reads the same data.
 pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {

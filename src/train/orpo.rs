@@ -630,20 +630,7 @@ pub fn train(
         .map_err(|e| fs_err(planner_dir, e))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            let t = m
-                .modified()
-                .ok()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?;
-            Some(format!(
-                "{}:{}:{}",
-                e.file_name().to_string_lossy(),
-                m.len(),
-                t.as_nanos()
-            ))
-        })
+        .filter_map(|e| checkpoint::file_stamp(&e.path()).ok())
         .collect();
     weights.sort();
     let run_id = serde_json::json!({

@@ -282,13 +282,8 @@ pub fn weights_fingerprint(model_dir: &Path, adapter: Option<&Path>) -> Result<S
             if !(name.ends_with(".safetensors") || name.ends_with(".json")) {
                 continue;
             }
-            let m = e.metadata().map_err(io)?;
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            out.push(format!("{tag}/{name}:{}:{t}", m.len()));
+            let stamp = crate::train::checkpoint::file_stamp(&path).map_err(io)?;
+            out.push(format!("{tag}/{stamp}"));
         }
         Ok(())
     }

@@ -97,20 +97,7 @@ pub fn bag_key(path: &Path) -> String {
 /// file in its folder, `name:bytes:modified-ns`, sorted. A bag recorded again, extended or
 /// replaced at the same path changes them.
 pub fn bag_stamps(path: &Path) -> Result<Vec<String>, WorldModelError> {
-    let stamp = |p: &Path| -> Result<String, WorldModelError> {
-        let m = std::fs::metadata(p).map_err(io(p))?;
-        let modified = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        Ok(format!(
-            "{}:{}:{modified}",
-            name.unwrap_or_default(),
-            m.len()
-        ))
-    };
+    let stamp = |p: &Path| crate::train::checkpoint::file_stamp(p).map_err(io(p));
     if path.is_file() {
         return Ok(vec![stamp(path)?]);
     }
