@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Node, NodeContext};
 use crate::bus::ros::RosBus;
 use crate::bus::Bus;
-use crate::config::node_config;
 
 /// Runs node type `N` as a ROS 2 node named `N::KIND` (renamable with `__node:=`).
 pub fn ros_main<N: Node>() -> ExitCode {
@@ -38,17 +37,17 @@ pub fn ros_main<N: Node>() -> ExitCode {
 async fn run<N: Node>() -> anyhow::Result<()> {
     let bus = RosBus::new(N::KIND, "").context("creating the ROS 2 node")?;
     let name = bus.node_name();
-    let origin = format!("ROS parameters of node `{name}` (kind {})", N::KIND);
-    let given = bus.parameters();
-    let config: N::Config = node_config(&given, &origin)?;
-    // The parameter services (`ros2 param list/get/set`), as `dreamplan run` serves them:
-    // live parameters apply while the node runs, the others are read-only. Before session
-    // 44 the executables `ros2 launch` starts served none, though docs/ros2.md said so.
-    let params = crate::nodes::params::LiveParams::for_node::<N>(&name, &config, &given);
-    let node = N::new(config).with_context(|| origin.clone())?;
-    if let Err(e) = bus.serve_parameters(params.clone()) {
-        tracing::warn!(node = %name, "no parameter services: {e}");
-    }
+    // Built and served as `dreamplan run` builds a graph's node: the parameter services
+    // (`ros2 param list/get/set`) answer, live parameters apply while it runs. Before
+    // session 44 the executables `ros2 launch` starts served none, though docs/ros2.md
+    // said so.
+    let spec = crate::config::NodeSpec {
+        name: name.clone(),
+        kind: N::KIND.into(),
+        params: bus.parameters(),
+        enabled: true,
+    };
+    let start = super::ready::<N, RosBus>(&spec, "ROS parameters")?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     let watcher = tokio::spawn(async move {
@@ -59,9 +58,9 @@ async fn run<N: Node>() -> anyhow::Result<()> {
         name,
         bus: bus.clone(),
         shutdown: shutdown.clone(),
-        params,
+        params: crate::nodes::params::LiveParams::fixed(),
     };
-    let result = node.run(ctx).await;
+    let result = start(ctx).await;
     shutdown.cancel();
     bus.shutdown();
     watcher.abort();

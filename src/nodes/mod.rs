@@ -83,7 +83,12 @@ pub type ReadyNode<B> = Box<
     dyn FnOnce(NodeContext<B>) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send,
 >;
 
-fn ready<N: Node, B: Bus>(spec: &NodeSpec, origin: &str) -> anyhow::Result<ReadyNode<B>> {
+/// Node `N` built from `spec`'s parameters, ready to run with its parameter services (what
+/// `dreamplan run` and the per-node ROS executables both start).
+pub(crate) fn ready<N: Node, B: Bus>(
+    spec: &NodeSpec,
+    origin: &str,
+) -> anyhow::Result<ReadyNode<B>> {
     let where_ = format!("{origin}: node `{}` (kind {})", spec.name, spec.kind);
     let config: N::Config = node_config(&spec.params, &where_)?;
     let params = params::LiveParams::for_node::<N>(&spec.name, &config, &spec.params);
