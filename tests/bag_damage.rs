@@ -411,6 +411,15 @@ fn split_files_are_merged_by_log_time_and_an_empty_one_is_skipped() {
     let (got, err) = read_all(&dir);
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got, [0, 8, 9, 11]);
+    // A file the metadata lists but the folder lacks (a split bag copied in part) is
+    // refused by name, not read as the whole bag.
+    std::fs::rename(dir.join("split_1.mcap"), tmp.path().join("away.mcap")).unwrap();
+    let e = BagReader::open(&dir)
+        .err()
+        .expect("a bag missing a file")
+        .to_string();
+    assert!(e.contains("missing") && e.contains("split_1.mcap"), "{e}");
+    std::fs::rename(tmp.path().join("away.mcap"), dir.join("split_1.mcap")).unwrap();
     // A crashed recording: no metadata.yaml, and a third file that is empty.
     std::fs::remove_file(dir.join("metadata.yaml")).unwrap();
     std::fs::write(dir.join("split_2.mcap"), b"").unwrap();
@@ -487,4 +496,48 @@ fn bag_info_on_a_cut_off_bag_reports_what_is_readable_in_the_header_too() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Messages:   20\n"), "{stdout}");
     assert!(!stdout.contains("Warning"), "{stdout}");
+}
+
+/// `ros2 bag record --compression-mode message --compression-format zstd`: every payload is
+/// a zstd frame, which the reader undoes; a bag compressed file by file is refused with
+/// what to do, not misread as a foreign file.
+#[test]
+fn message_compressed_bags_are_read_and_file_compressed_ones_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("zstd");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).unwrap();
+    let topic = w
+        .add_typed_topic::<JointState>("/joint_states", &[Default::default()])
+        .unwrap();
+    for i in 0..5u32 {
+        let frame = zstd::encode_all(&joint_state(i).to_cdr()[..], 3).unwrap();
+        w.write_raw(topic, 1_000 + i as u64 * 1_000_000, &frame)
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let yaml = dir.join("metadata.yaml");
+    let plain = std::fs::read_to_string(&yaml).unwrap();
+    let with = |mode: &str, format: &str| {
+        let mut m: serde_yaml::Value = serde_yaml::from_str(&plain).unwrap();
+        let info = &mut m["rosbag2_bagfile_information"];
+        info["compression_mode"] = mode.into();
+        info["compression_format"] = format.into();
+        std::fs::write(&yaml, serde_yaml::to_string(&m).unwrap()).unwrap();
+    };
+    // Without the metadata's word the payloads are not CDR.
+    let (got, err) = read_all(&dir);
+    assert!(got.is_empty() && err.is_some(), "{got:?}");
+    with("MESSAGE", "zstd");
+    let (got, err) = read_all(&dir);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    with("FILE", "zstd");
+    let e = BagReader::open(&dir).err().expect("refused").to_string();
+    assert!(
+        e.contains("compressed whole") && e.contains("ros2 bag convert"),
+        "{e}"
+    );
+    with("MESSAGE", "lz4");
+    let e = BagReader::open(&dir).err().expect("refused").to_string();
+    assert!(e.contains("lz4"), "{e}");
 }

@@ -420,3 +420,36 @@ fn the_envelope_audit_plans_through_the_executor_and_finds_no_violation() {
         "the thread count changes nothing"
     );
 }
+
+/// A tighter speed cap slows the arm instead of refusing its actions: with
+/// `envelope.max_speed_fraction` 0.3 the executor plans every action it plans at the
+/// default cap (1.0), each within the cap. Before session 45 it planned at the motion's own
+/// speed and the envelope refused most of them as too fast.
+#[test]
+fn a_lower_speed_cap_slows_the_arm_instead_of_refusing_its_actions() {
+    use dreamplan::nodes::envelope_audit::{run_audit, AuditOptions};
+    use dreamplan::nodes::executor::ExecutorConfig;
+    let opts = AuditOptions {
+        actions: 150,
+        scenes: 1,
+        starts: 1,
+        seed: 5,
+        threads: 1,
+    };
+    let base = ExecutorConfig {
+        width: 96,
+        height: 96,
+        ..Default::default()
+    };
+    let mut slow = base.clone();
+    slow.envelope.max_speed_fraction = 0.3;
+    let fast = run_audit(&base, &opts, &|_| {});
+    let capped = run_audit(&slow, &opts, &|_| {});
+    eprintln!("{fast:?}\n{capped:?}");
+    let planned = |r: &dreamplan::nodes::envelope_audit::AuditReport| {
+        r.outcomes.get("planned").copied().unwrap_or(0)
+    };
+    assert!(planned(&fast) >= 15, "{:?}", fast.outcomes);
+    assert_eq!(planned(&capped), planned(&fast), "{:?}", capped.outcomes);
+    assert_eq!(capped.violations, 0, "{:?}", capped.examples);
+}

@@ -508,7 +508,16 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
         data: vec![128; 64 * 64 * 3],
     };
     let kps = [kp(1, 10.0, 10.0), kp(2, 40.0, 50.0)];
-    let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
+    let batch = planner
+        .prompt(
+            Task::Rope,
+            &img,
+            &img,
+            &kps,
+            &kps,
+            (img.width as u32, img.height as u32),
+        )
+        .unwrap();
     let cands = planner.candidates(Task::Rope, &batch, 2, 2, 7).unwrap();
     assert_eq!(cands.len(), 3);
     for c in &cands {
@@ -707,7 +716,16 @@ fn constrained_sampling_gives_only_valid_actions() {
             ..Default::default()
         };
         let planner = VlmPlanner::load(&dir, config).unwrap();
-        let batch = planner.prompt(Task::Rope, &img, &img, &kps, &kps).unwrap();
+        let batch = planner
+            .prompt(
+                Task::Rope,
+                &img,
+                &img,
+                &kps,
+                &kps,
+                (img.width as u32, img.height as u32),
+            )
+            .unwrap();
         let cands = planner.candidates(Task::Rope, &batch, 3, 3, 11).unwrap();
         assert_eq!(cands.len(), 16);
         for c in &cands {

@@ -330,6 +330,12 @@ fn the_preference_file_appends_resumes_after_a_torn_line_and_refuses_other_setti
     assert_eq!(read.states, vec![state(1, true), state(2, false)]);
     let (mut w, old) = prefs::open_for_append(&file, &h).unwrap();
     assert_eq!(old.len(), 2);
+    // A second writer while this one lives (the same command started twice) is refused,
+    // and the file is left as it was.
+    let held = std::fs::read(&file).unwrap();
+    let err = prefs::open_for_append(&file, &h).err().unwrap().to_string();
+    assert!(err.contains("another run is writing"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), held);
     w.append(&state(3, true)).unwrap();
     drop(w);
     let states = prefs::read(&file).unwrap().states;
@@ -651,7 +657,16 @@ fn per_task_training_makes_an_adapter_set_that_answers_each_task_with_its_own_ad
         })
         .collect();
     let logprobs = |p: &VlmPlanner, task: Task| -> Vec<f32> {
-        let batch = p.prompt(task, &img, &img, &kps, &kps).unwrap();
+        let batch = p
+            .prompt(
+                task,
+                &img,
+                &img,
+                &kps,
+                &kps,
+                (img.width as u32, img.height as u32),
+            )
+            .unwrap();
         p.candidates(task, &batch, 3, 3, 5)
             .unwrap()
             .iter()
@@ -955,6 +970,57 @@ fn orpo_stops_on_a_non_finite_loss_and_keeps_the_last_good_checkpoint() {
 }
 
 #[test]
+fn orpo_says_when_the_pairs_were_sampled_by_other_weights_than_it_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planner, pairs) = fixture(dir.path());
+    let cfg = OrpoConfig {
+        steps: 1,
+        ..small(Method::Lora { r: 2, alpha: 4.0 })
+    };
+    // The same states under another header line, beside the original (its images too).
+    let with_header = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let text = std::fs::read_to_string(&pairs).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        let mut h: serde_json::Value = serde_json::from_str(first).unwrap();
+        edit(&mut h);
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{h}\n{rest}")).unwrap();
+        path
+    };
+    let notes = |file: &Path| {
+        let said = std::sync::Mutex::new(Vec::new());
+        let out = dir
+            .path()
+            .join(format!("o-{}", file.file_name().unwrap().to_string_lossy()));
+        orpo::train(&planner, file, &out, &cfg, &|p| {
+            if let orpo::OrpoProgress::Note(n) = p {
+                said.lock().unwrap().push(n);
+            }
+        })
+        .unwrap();
+        said.into_inner().unwrap()
+    };
+    // Sampled by this planner's own weights: nothing to say.
+    let fp = prefs::weights_fingerprint(&planner, None).unwrap();
+    let same = with_header("same.jsonl", &|h| h["weights"] = fp.clone().into());
+    assert_eq!(notes(&same), Vec::<String>::new());
+    // With an adapter on top: this run replaces it rather than building on it.
+    let tuned = with_header("tuned.jsonl", &|h| h["adapter"] = "round1".into());
+    let said = notes(&tuned);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("round1") && said[0].contains("merge-adapter"),
+        "{}",
+        said[0]
+    );
+    // By a planner whose weight files changed since.
+    let stale = with_header("stale.jsonl", &|h| h["weights"] = "00000000deadbeef".into());
+    let said = notes(&stale);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("differ"), "{}", said[0]);
+}
+
+#[test]
 fn orpo_refuses_bad_input_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (planner, pairs) = fixture(dir.path());
@@ -988,6 +1054,27 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("another run is writing into"), "{e}");
+    // The planner's own folder as the output: refused before anything is written there.
+    let config_before = std::fs::read(planner.join("config.json")).unwrap();
+    for method in [Method::Full, Method::Lora { r: 2, alpha: 4.0 }] {
+        let e = orpo::train(&planner, &pairs, &planner, &small(method), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("planner's own folder"), "{e}");
+    }
+    let e = orpo::train_per_task(&planner, &[pairs.clone()], &planner, &cfg, &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("planner's own folder"), "{e}");
+    let e = orpo::merge_adapter(&planner, &dir.path().join("o"), &planner)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("planner's own folder"), "{e}");
+    assert_eq!(
+        std::fs::read(planner.join("config.json")).unwrap(),
+        config_before
+    );
+    assert!(!planner.join("checkpoint.safetensors").exists());
     // No checkpoints at all is not a setting (0 checkpointed every step).
     let e = orpo::train(
         &planner,

@@ -1085,7 +1085,23 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let bag = bag(dir.path());
     let cfg = small_config();
     let cache = dir.path().join("cache");
-    let index = dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|_, _| {}).unwrap();
+    let read = std::cell::Cell::new(0);
+    let index = dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|r, _| {
+        read.set(r)
+    })
+    .unwrap();
+    // The total a cut's progress is shown against: the bag's count of actions, one per step
+    // (a step whose action never started would count too).
+    let expected = dataset::expected_transitions(std::slice::from_ref(&bag));
+    assert!(
+        expected.is_some_and(|n| n >= read.get() && n <= read.get() + 1) && read.get() > 0,
+        "expected {expected:?}, read {}",
+        read.get()
+    );
+    assert_eq!(
+        dataset::expected_transitions(&[dir.path().join("no-bag")]),
+        None
+    );
     assert!(
         index.clips.len() >= 3,
         "{} clips from 4 episodes ({} skipped, the first for: {:?})",

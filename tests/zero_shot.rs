@@ -9,10 +9,10 @@ use std::process::Command;
 mod common;
 
 use dreamplan::planner::baselines::{correspondence_choice, Rule};
-use dreamplan::planner::eval::{run_episode, EvalConfig, Outcome, Planner};
+use dreamplan::planner::eval::{observe, run_episode, EvalConfig, Outcome, Planner, Scene};
 use dreamplan::planner::grammar::AnswerForm;
 use dreamplan::planner::prompt::PromptForm;
-use dreamplan::planner::vlm_planner::{Processor, VlmPlanner, VlmPlannerConfig};
+use dreamplan::planner::vlm_planner::{prompt_form, Processor, VlmPlanner, VlmPlannerConfig};
 use dreamplan::sim::rng::Rng;
 use dreamplan::sim::tasks::Task;
 use dreamplan::train::zero_shot::{
@@ -945,4 +945,59 @@ fn candidates_train_side_by_side_the_lowest_final_loss_is_kept_and_a_killed_buil
         assert_eq!(a.kept, b.kept);
     }
     assert!(!in_progress(&cut));
+}
+
+/// What the planner is asked at decision time is what the trainer taught it: the same
+/// tokens for the same scene, with the keypoints' 0–1000 coordinates relative to the camera
+/// frame. A tiny model sees 64-px images of 256-px frames; before session 45 the planner
+/// divided the coordinates by the 64-px size (most became 1000) while the trainers divided
+/// by 256.
+#[test]
+fn the_planner_prompts_a_scene_as_the_trainer_taught_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zs");
+    build(
+        &out,
+        &ZeroShotConfig { steps: 2, ..tiny() },
+        2,
+        &|_: Progress| {},
+    )
+    .unwrap();
+    let planner = VlmPlanner::load(&out, VlmPlannerConfig::default()).unwrap();
+    let p = Processor::load(&out).unwrap();
+    let pp = planner.preprocessor().clone();
+    for (task, seed) in [(Task::Rope, 5_100_000u64), (Task::Toy, 5_100_001)] {
+        let (size, keypoints) = (256, 8);
+        let obs = observe(task, seed, &EvalConfig { size, keypoints });
+        let (kc, kg) = obs.keypoints.as_ref().unwrap().clone();
+        let scene = Scene {
+            task,
+            seed,
+            current: &obs.current,
+            goal: &obs.goal_frame,
+            current_keypoints: &kc,
+            goal_keypoints: &kg,
+            world: None,
+            goal_world: None,
+        };
+        let asked = planner.scene_prompt(&scene).unwrap();
+        // The trainer's sample of the same scene, its keypoints as observed (no relabelling).
+        let taught = sample(
+            &observe_scene(task, seed, keypoints, size).unwrap(),
+            Rule::Assignment,
+            AnswerForm::Plain,
+            prompt_form(&out),
+            &pp,
+            None,
+        )
+        .unwrap();
+        assert!(
+            taught.current.width < size as usize,
+            "the model sees a smaller image"
+        );
+        let want = p
+            .batch(&taught.messages, &taught.current, &taught.goal)
+            .unwrap();
+        assert_eq!(asked.input_ids, want.input_ids, "{task:?}");
+    }
 }

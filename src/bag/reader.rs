@@ -142,6 +142,9 @@ pub struct BagReader {
     topics: Vec<TopicInfo>,
     by_name: HashMap<String, usize>,
     metadata: Option<BagMetadata>,
+    /// Every payload is a zstd frame (`compression_mode: MESSAGE`, `compression_format:
+    /// zstd`, as `ros2 bag record --compression-mode message` writes).
+    message_zstd: bool,
 }
 
 struct KnownDefinition;
@@ -156,7 +159,9 @@ fn decodable(type_name: &str, definition: Option<&str>) -> Decodable {
     match visit_type(type_name, KnownDefinition) {
         None => Decodable::UnknownType,
         Some(ours) => match definition {
-            Some(theirs) if !theirs.trim().is_empty() && !same_definition(ours, theirs) => {
+            Some(theirs)
+                if !theirs.trim().is_empty() && !same_definition(type_name, ours, theirs) =>
+            {
                 Decodable::SchemaMismatch
             }
             _ => Decodable::Yes,
@@ -179,12 +184,26 @@ impl BagReader {
                 metadata = Some(m.rosbag2_bagfile_information);
             }
             match &metadata {
-                Some(m) if !m.relative_file_paths.is_empty() => m
-                    .relative_file_paths
-                    .iter()
-                    .map(|p| path.join(p))
-                    .filter(|p| p.exists())
-                    .collect(),
+                Some(m) if !m.relative_file_paths.is_empty() => {
+                    // A file the metadata lists but the folder lacks (a split bag copied in
+                    // part) is refused by name, as rosbags does: before session 45 the rest
+                    // was read silently, with the metadata's counts and duration.
+                    let listed: Vec<PathBuf> =
+                        m.relative_file_paths.iter().map(|p| path.join(p)).collect();
+                    let missing: Vec<String> = listed
+                        .iter()
+                        .filter(|p| !p.exists())
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(BagError::Metadata(format!(
+                            "{} lists storage files that are missing: {}",
+                            yaml.display(),
+                            missing.join(", ")
+                        )));
+                    }
+                    listed
+                }
                 _ => {
                     // No metadata (a recording cut off by a crash): every storage file, in name order.
                     let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
@@ -204,12 +223,37 @@ impl BagReader {
         if file_paths.is_empty() {
             return Err(BagError::NoStorage(path));
         }
+        // Compressed bags: before session 45 the fields were read and ignored, so a
+        // message-compressed bag opened and then failed on every message as bad CDR.
+        let message_zstd = match &metadata {
+            None => false,
+            Some(m) => match (
+                m.compression_mode.to_ascii_uppercase().as_str(),
+                m.compression_format.to_ascii_lowercase().as_str(),
+            ) {
+                ("" | "NONE", _) => false,
+                ("MESSAGE", "zstd") => true,
+                ("FILE", format) => {
+                    return Err(BagError::Metadata(format!(
+                        "{}: its storage files are compressed whole ({format}, compression_mode FILE), which this reader does not read: decompress them first (e.g. `ros2 bag convert` to an uncompressed bag)",
+                        path.display()
+                    )))
+                }
+                (mode, format) => {
+                    return Err(BagError::Metadata(format!(
+                        "{}: compression {format:?} in mode {mode:?} is not read here (only zstd per message)",
+                        path.display()
+                    )))
+                }
+            },
+        };
         let mut reader = Self {
             path,
             files: Vec::new(),
             topics: Vec::new(),
             by_name: HashMap::new(),
             metadata,
+            message_zstd,
         };
         let several = file_paths.len() > 1;
         for p in file_paths {
@@ -333,6 +377,7 @@ impl BagReader {
             topics: Vec::new(),
             by_name: HashMap::new(),
             metadata: None,
+            message_zstd: false,
         };
         reader.add_mcap(&path, Bytes::Owned(bytes))?;
         Ok(reader)
@@ -617,6 +662,22 @@ impl<'a> Iterator for Messages<'a> {
         let (t, time, data) = heads[k].next.take().expect("chosen above");
         self.refill(k);
         let info = &reader.topics[t];
+        let data = if reader.message_zstd {
+            match zstd::decode_all(&data[..]) {
+                Ok(plain) => Cow::Owned(plain),
+                Err(e) => {
+                    return Some(Err(BagError::Damaged {
+                        file: reader.path.clone(),
+                        reason: format!(
+                            "a message of {} at {time} ns is not a zstd frame, though the bag says every message is one: {e}",
+                            info.name
+                        ),
+                    }))
+                }
+            }
+        } else {
+            data
+        };
         Some(Ok(RawRecord {
             topic_index: t,
             topic: &info.name,

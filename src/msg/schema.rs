@@ -18,23 +18,49 @@ pub struct SectionShape {
 /// The shape of a definition: the main message under `""`, dependencies by `pkg/Name`.
 pub type DefinitionShape = BTreeMap<String, SectionShape>;
 
-fn canonical_type(t: &str) -> String {
+/// ROS 2's primitive field types (a bounded string `string<=N` counts as `string`).
+const PRIMITIVES: &[&str] = &[
+    "bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
+    "uint32", "int64", "uint64", "string", "wstring",
+];
+
+/// A field type written the one way: `pkg/msg/T` and `pkg/T` as `pkg/T`, and a type named
+/// without its package as that of the section's package `pkg` (`Header` alone is
+/// `std_msgs/Header`), as `.msg` files may write it: upstream `geometry_msgs/Pose` says
+/// `Point position`, which `ros2 bag record` stores word for word, while `rosbags` writes
+/// `geometry_msgs/Point position` (before session 45 the two did not compare equal, and a
+/// real bag's `CameraInfo` or `Pose` topics were refused as another type).
+fn canonical_type(t: &str, pkg: &str) -> String {
     // `pkg/msg/Type[]` → `pkg/Type[]`
     let (base, suffix) = match t.find('[') {
         Some(i) => (&t[..i], &t[i..]),
         None => (t, ""),
     };
+    let primitive = |n: &str| PRIMITIVES.contains(&n.split("<=").next().unwrap_or(n));
     let base = match base.split('/').collect::<Vec<_>>().as_slice() {
         [p, "msg", n] => format!("{p}/{n}"),
+        [n] if primitive(n) => n.to_string(),
+        ["Header"] => "std_msgs/Header".into(),
+        [n] if !pkg.is_empty() => format!("{pkg}/{n}"),
         _ => base.to_string(),
     };
     format!("{base}{suffix}")
 }
 
-/// Parses a rosbag2 `ros2msg` schema (definition plus dependencies).
-pub fn definition_shape(def: &str) -> DefinitionShape {
+/// The package of a type name (`pkg/msg/T` or `pkg/T`); empty when it names none.
+fn package_of(type_name: &str) -> &str {
+    match type_name.trim().split_once('/') {
+        Some((p, _)) => p,
+        None => "",
+    }
+}
+
+/// Parses a rosbag2 `ros2msg` schema (definition plus dependencies) of type `type_name`
+/// (`pkg/msg/T`: its package names the main section's unqualified field types).
+pub fn definition_shape(type_name: &str, def: &str) -> DefinitionShape {
     let mut out = DefinitionShape::new();
     let mut current = String::new();
+    let mut pkg = package_of(type_name).to_string();
     let mut section = SectionShape::default();
     for line in def.lines() {
         let trimmed = line.trim();
@@ -43,31 +69,103 @@ pub fn definition_shape(def: &str) -> DefinitionShape {
             continue;
         }
         if let Some(name) = trimmed.strip_prefix("MSG:") {
-            current = canonical_type(name.trim());
+            pkg = package_of(name).to_string();
+            current = canonical_type(name.trim(), "");
             continue;
         }
-        let code = if trimmed.contains('=') {
-            trimmed
-        } else {
-            trimmed.split('#').next().unwrap_or("").trim()
-        };
-        if code.is_empty() || code.starts_with('#') {
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        if code.contains('=') {
-            section.constants.insert(code.replace(' ', ""));
-        } else {
-            let mut toks = code.split_whitespace();
-            if let (Some(t), Some(n)) = (toks.next(), toks.next()) {
-                section.fields.push(format!("{} {n}", canonical_type(t)));
-            }
+        // `TYPE NAME=VALUE` is a constant (its value may hold `#`); the `=` of a bounded
+        // type (`string<=8 name`, `uint8[<=4] name`) is not one.
+        let (ty, rest) = trimmed
+            .split_once(char::is_whitespace)
+            .map(|(t, r)| (t, r.trim()))
+            .unwrap_or((trimmed, ""));
+        let constant = rest.split_once('=').is_some_and(|(name, _)| {
+            !name.trim().is_empty() && !name.trim().contains(char::is_whitespace)
+        });
+        if constant {
+            section.constants.insert(trimmed.replace(' ', ""));
+            continue;
+        }
+        let code = rest.split('#').next().unwrap_or("").trim();
+        if let Some(n) = code.split_whitespace().next() {
+            section
+                .fields
+                .push(format!("{} {n}", canonical_type(ty, &pkg)));
         }
     }
     out.insert(current, section);
     out
 }
 
-/// Whether two definitions describe the same type (see the module doc).
-pub fn same_definition(a: &str, b: &str) -> bool {
-    definition_shape(a) == definition_shape(b)
+/// Whether two definitions of `type_name` describe the same type (see the module doc).
+pub fn same_definition(type_name: &str, a: &str, b: &str) -> bool {
+    definition_shape(type_name, a) == definition_shape(type_name, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::prelude::*;
+
+    fn sep() -> String {
+        "=".repeat(80)
+    }
+
+    #[test]
+    fn types_named_without_their_package_are_the_sections_package() {
+        // As upstream's .msg files write them, which `ros2 bag record` stores.
+        let pose = format!(
+            "# A pose\nPoint position\nQuaternion orientation\n{s}\nMSG: geometry_msgs/Point\n\
+             float64 x\nfloat64 y\nfloat64 z\n{s}\nMSG: geometry_msgs/Quaternion\n\
+             float64 x 0\nfloat64 y 0\nfloat64 z 0\nfloat64 w 1\n",
+            s = sep()
+        );
+        assert!(same_definition(
+            "geometry_msgs/msg/Pose",
+            Pose::DEFINITION,
+            &pose
+        ));
+        let camera_info = format!(
+            "Header header\nuint32 height\nuint32 width\nstring distortion_model\n\
+             float64[] d\nfloat64[9] k\nfloat64[9] r\nfloat64[12] p\nuint32 binning_x\n\
+             uint32 binning_y\nRegionOfInterest roi\n{s}\nMSG: std_msgs/Header\n\
+             builtin_interfaces/Time stamp\nstring frame_id\n{s}\nMSG: builtin_interfaces/Time\n\
+             int32 sec\nuint32 nanosec\n{s}\nMSG: sensor_msgs/RegionOfInterest\n\
+             uint32 x_offset\nuint32 y_offset\nuint32 height\nuint32 width\nbool do_rectify\n",
+            s = sep()
+        );
+        assert!(same_definition(
+            "sensor_msgs/msg/CameraInfo",
+            CameraInfo::DEFINITION,
+            &camera_info
+        ));
+        // Another type is still another type: the same short name in another package, or a
+        // field of another type.
+        assert!(!same_definition(
+            "sensor_msgs/msg/CameraInfo",
+            CameraInfo::DEFINITION,
+            &camera_info.replace("RegionOfInterest roi", "geometry_msgs/RegionOfInterest roi")
+        ));
+        assert!(!same_definition(
+            "geometry_msgs/msg/Pose",
+            Pose::DEFINITION,
+            &pose.replace("Point position", "Vector3 position")
+        ));
+        // Bounded strings and arrays stay primitives.
+        let shape = definition_shape(
+            "p/msg/T",
+            "string<=8 a\nuint8[<=4] b\nT2[3] c # note\nint32 K = 3\nstring S=\"x#y\"\nstring d \"a=b\"\n",
+        );
+        assert_eq!(
+            shape[""].fields,
+            ["string<=8 a", "uint8[<=4] b", "p/T2[3] c", "string d"]
+        );
+        assert_eq!(
+            shape[""].constants,
+            ["int32K=3".to_string(), "stringS=\"x#y\"".to_string()].into()
+        );
+    }
 }

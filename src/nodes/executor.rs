@@ -262,7 +262,15 @@ pub fn plan_action(
     if clamped_pick || clamped_place {
         tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
     }
-    let plan = plan_pick_place(arm, q, &pick, &place, &c.motion)
+    // The motion is timed within the envelope's speed cap, with the motion's own headroom
+    // below it: a tighter `envelope.max_speed_fraction` slows the arm. Before session 45 the
+    // plan ignored it and the envelope then refused every action faster than it (at 0.4,
+    // nearly all), although docs/ros2.md gives it as the way to slow the arm.
+    let motion = PickPlaceParams {
+        velocity_margin: c.motion.velocity_margin * c.envelope.max_speed_fraction,
+        ..c.motion.clone()
+    };
+    let plan = plan_pick_place(arm, q, &pick, &place, &motion)
         .map_err(|e| Rejection::Planning(e.to_string()))?;
     c.envelope.verify(&plan.trajectory, arm)?;
     Ok(plan)
@@ -408,6 +416,10 @@ impl Node for ExecutorNode {
             ("joint_accel_rad_s2", m.joint_accel_rad_s2),
             ("path_step_m", m.path_step_m),
             ("velocity_margin", m.velocity_margin),
+            // The planner refuses 0 on every action (before session 45 a set to 0 passed
+            // here and every later action failed).
+            ("approach_height_m", m.approach_height_m),
+            ("lift_height_m", m.lift_height_m),
         ] {
             anyhow::ensure!(
                 v.is_finite() && v > 0.0,
@@ -419,8 +431,6 @@ impl Node for ExecutorNode {
             "motion.joint_speed_fraction and motion.velocity_margin must be ≤ 1"
         );
         for (name, v) in [
-            ("approach_height_m", m.approach_height_m),
-            ("lift_height_m", m.lift_height_m),
             ("grasp_settle_s", m.grasp_settle_s),
             ("release_settle_s", m.release_settle_s),
             ("table_clearance", config.envelope.table_clearance),
@@ -774,6 +784,15 @@ mod tests {
             c.envelope.out_of_bounds = crate::robot::safety::OutOfBounds::Clamp;
         });
         assert!(e.contains("no room for pick and place points"), "{e}");
+        // What the validation lets through, the motion planner plans: a lift or approach
+        // of 0 passed here and was refused on every action.
+        for f in [
+            (|c: &mut ExecutorConfig| c.motion.lift_height_m = 0.0) as fn(&mut ExecutorConfig),
+            |c| c.motion.approach_height_m = 0.0,
+        ] {
+            let e = with(&f);
+            assert!(e.contains("_height_m must be > 0"), "{e}");
+        }
     }
 
     #[test]

@@ -120,8 +120,8 @@ enum Report {
 fn run_orpo(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> anyhow::Result<()> {
     let planner = cfg.planner.as_deref().expect("checked in new");
     let pairs = cfg.pairs.as_deref().expect("checked in new");
-    let step = |part: String, p: OrpoProgress| {
-        if let OrpoProgress::Step { step, total, stats } = p {
+    let step = |part: String, p: OrpoProgress| match p {
+        OrpoProgress::Step { step, total, stats } => {
             let _ = tx.send(Report::Step {
                 step,
                 total,
@@ -129,6 +129,8 @@ fn run_orpo(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> anyhow::
                 part,
             });
         }
+        OrpoProgress::Note(note) => tracing::warn!("{part}: {note}"),
+        OrpoProgress::Resumed(_) => {}
     };
     if cfg.shared {
         orpo::train(planner, pairs, &cfg.out, &cfg.orpo, &|p| {
@@ -156,8 +158,8 @@ fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> a
     let bags = dataset::find_bags(&cfg.bags)?;
     let cache = cfg.out.join("cache");
     // The minutes before the first training step are reported too (before session 44 the
-    // status said nothing until then): transitions read while the clips are cut (their
-    // total is not known before the bags are read: `total` 0), then prior frames made.
+    // status said nothing until then): transitions read while the clips are cut (against
+    // the bags' count of actions; `total` 0 where a bag does not say), then prior frames made.
     let report = |step: usize, total: usize, part: &str| {
         let _ = tx.send(Report::Step {
             step,
@@ -166,9 +168,10 @@ fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> a
             part: part.into(),
         });
     };
+    let expected = dataset::expected_transitions(&bags).unwrap_or(0);
     dataset::build(&bags, &cache, &model, 64, &|read, _| {
         if read % 50 == 0 {
-            report(read, 0, "cutting clips (transitions read)");
+            report(read, expected.max(read), "cutting clips (transitions read)");
         }
     })?;
     let mut data = dataset::Dataset::open(&cache)?;

@@ -408,6 +408,13 @@ impl VlmPlanner {
     }
 
     /// The prompt batch: the chat-template text with the two overlaid images.
+    ///
+    /// `frame` is the width and height of the camera frame the keypoints were found in:
+    /// their 0–1000 coordinates in the text are relative to it, as the zero-shot and ORPO
+    /// trainers write them, whatever size the images were resized to for the model
+    /// ([`model_view`]). Before session 45 they were divided by the resized image's size, so
+    /// a tiny model's 64-px view turned a 256-px frame's (128, 64) into (1000, 1000) at
+    /// inference only (since `e12ce30`; docs/planner.md says which figures that touched).
     pub fn prompt(
         &self,
         task: Task,
@@ -415,16 +422,37 @@ impl VlmPlanner {
         goal: &Rgb8,
         current_keypoints: &[Keypoint],
         goal_keypoints: &[Keypoint],
+        frame: (u32, u32),
     ) -> Result<Batch, VlmError> {
         let messages = prompt::messages_in(
             self.prompt_form,
             task,
             current_keypoints,
             goal_keypoints,
-            current.width as u32,
-            current.height as u32,
+            frame.0,
+            frame.1,
         );
         self.processor.batch(&messages, current, goal)
+    }
+
+    /// The prompt [`Planner::decide`] samples from for scene `s`: both frames as the model
+    /// sees them ([`model_view`]) and the text with the keypoints' coordinates relative to
+    /// the camera frame, as the trainers wrote them.
+    pub fn scene_prompt(&self, s: &Scene<'_>) -> Result<Batch, String> {
+        let cfg = &self.processor.preprocessor;
+        let current = model_view(&frame_rgb(s.current), s.current_keypoints, cfg)
+            .map_err(|e| format!("overlay: {e}"))?;
+        let goal = model_view(&frame_rgb(s.goal), s.goal_keypoints, cfg)
+            .map_err(|e| format!("overlay: {e}"))?;
+        self.prompt(
+            s.task,
+            &current,
+            &goal,
+            s.current_keypoints,
+            s.goal_keypoints,
+            (s.current.width, s.current.height),
+        )
+        .map_err(|e| format!("prompt: {e}"))
     }
 
     /// K candidates for one prompt about `task`, sampled with `seed`.
@@ -597,22 +625,9 @@ impl Planner for VlmPlanner {
     fn decide(&mut self, s: &Scene<'_>) -> Decision {
         // A decision that fails before sampling has no candidates, not the last one's.
         self.last.clear();
-        let cfg = &self.processor.preprocessor;
-        let images = model_view(&frame_rgb(s.current), s.current_keypoints, cfg)
-            .and_then(|a| model_view(&frame_rgb(s.goal), s.goal_keypoints, cfg).map(|b| (a, b)));
-        let (current, goal) = match images {
-            Ok(x) => x,
-            Err(e) => return Decision::None(format!("overlay: {e}")),
-        };
-        let batch = match self.prompt(
-            s.task,
-            &current,
-            &goal,
-            s.current_keypoints,
-            s.goal_keypoints,
-        ) {
+        let batch = match self.scene_prompt(s) {
             Ok(b) => b,
-            Err(e) => return Decision::None(format!("prompt: {e}")),
+            Err(e) => return Decision::None(e),
         };
         let mut last = String::new();
         for attempt in 0..self.config.attempts.max(1) {

@@ -178,6 +178,20 @@ pub fn tcp_down(position: &Point3<f64>, yaw: f64) -> Isometry3<f64> {
     Isometry3::from_parts(Translation3::from(position.coords), rotation)
 }
 
+/// The yaw a TCP orientation has in the sense of [`tcp_down`]: the azimuth of its x axis,
+/// or, where that axis points nearly straight up or down (a gripper pointing sideways),
+/// the azimuth of its y axis plus a quarter turn (`tcp_down(p, yaw)`'s y axis points at
+/// `yaw − π/2`; before session 45 the quarter turn was subtracted, half a turn off).
+fn yaw_of(rotation: &UnitQuaternion<f64>) -> f64 {
+    let x_axis = rotation * Vector3::x();
+    let y_axis = rotation * Vector3::y();
+    if x_axis.xy().norm() > 0.3 {
+        x_axis.y.atan2(x_axis.x)
+    } else {
+        wrap_pi(y_axis.y.atan2(y_axis.x) + std::f64::consts::FRAC_PI_2)
+    }
+}
+
 fn wrap_pi(a: f64) -> f64 {
     let two_pi = std::f64::consts::TAU;
     let a = a.rem_euclid(two_pi);
@@ -223,8 +237,10 @@ fn time_path(model: &ArmModel, path: &Path, params: &PickPlaceParams) -> (Vec<f6
             a_max = a_max.min(params.joint_accel_rad_s2 / s);
         }
     }
-    if !v_max.is_finite() || !a_max.is_finite() {
-        // Nothing moves: a zero-length phase.
+    // No finite acceleration cap: nothing moves, a zero-length phase. (A joint without a
+    // velocity limit leaves only the speed uncapped, which the trapezoid handles; before
+    // session 45 that too was timed as nothing, and the approach became a jump.)
+    if !a_max.is_finite() {
         return (vec![0.0; n], vec![vec![0.0; dof]; n]);
     }
     let profile = Trapezoid::new(v_max, a_max);
@@ -329,13 +345,7 @@ pub fn plan_pick_place(
 
     // Yaw: keep the TCP's offset from the point's azimuth that it has at q0.
     let base_from_tcp0 = model.fk(q0);
-    let x_axis = base_from_tcp0.rotation * Vector3::x();
-    let y_axis = base_from_tcp0.rotation * Vector3::y();
-    let yaw0 = if x_axis.xy().norm() > 0.3 {
-        x_axis.y.atan2(x_axis.x)
-    } else {
-        y_axis.y.atan2(y_axis.x) - std::f64::consts::FRAC_PI_2
-    };
+    let yaw0 = yaw_of(&base_from_tcp0.rotation);
     let p0 = base_from_tcp0.translation.vector;
     let azimuth = |p: &Point3<f64>| {
         if p.coords.xy().norm() > 1e-6 {
@@ -625,4 +635,61 @@ pub fn sample_positions(traj: &JointTrajectory, t: f64) -> Vec<f64> {
     };
     let (p0, p1) = (&traj.points[k0].positions, &traj.points[k1].positions);
     p0.iter().zip(p1).map(|(x, y)| x + (y - x) * a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_yaw_of_a_tcp_pose_is_the_one_it_was_made_with_even_pointing_sideways() {
+        let p = Point3::new(0.5, 0.0, 0.3);
+        for yaw in [-2.5, -0.7, 0.0, 0.7, 2.5] {
+            let down = tcp_down(&p, yaw).rotation;
+            assert!((wrap_pi(yaw_of(&down) - yaw)).abs() < 1e-9, "{yaw}");
+            // Tilted a quarter turn about its own y axis: the x axis points straight down
+            // and only the y axis tells the yaw.
+            let sideways = down
+                * UnitQuaternion::from_axis_angle(&Vector3::y_axis(), std::f64::consts::FRAC_PI_2);
+            assert!((sideways * Vector3::x()).xy().norm() < 1e-9);
+            assert!(
+                (wrap_pi(yaw_of(&sideways) - yaw)).abs() < 1e-9,
+                "{yaw}: {}",
+                yaw_of(&sideways)
+            );
+        }
+    }
+
+    #[test]
+    fn joints_without_a_velocity_limit_still_accelerate_within_theirs() {
+        // Every limit's velocity 0 (read as none): only the accelerations cap the motion.
+        let xml = crate::robot::franka::FRANKA_URDF
+            .split("velocity=\"")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_string()
+                } else {
+                    format!("0\"{}", part.split_once('"').expect("a closed value").1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("velocity=\"");
+        let arm = crate::robot::model::ArmModel::from_urdf_str(&xml, "world", "panda_tcp").unwrap();
+        assert!(arm.movable_joints().all(|j| j.velocity.is_infinite()));
+        let plan = plan_pick_place(
+            &arm,
+            &crate::robot::franka::READY,
+            &Point3::new(0.5, 0.1, 0.02),
+            &Point3::new(0.55, -0.1, 0.02),
+            &PickPlaceParams::default(),
+        )
+        .unwrap();
+        let (_, start, end) = plan
+            .phases
+            .iter()
+            .find(|(p, _, _)| *p == Phase::Approach)
+            .unwrap();
+        assert!(end - start > 0.2, "the approach took {start}..{end} s");
+    }
 }

@@ -2,7 +2,9 @@
 //! gripper point, and the three benchmark tasks ([`tasks`]).
 //!
 //! World frame: metres, z up, the table is the `z = 0` plane, objects start in
-//! x ∈ [0.3, 0.72], y ∈ [−0.35, 0.35] (inside the executor's default workspace box). The arm is someone else's: here the gripper is a point
+//! x ∈ [0.3, 0.72], y ∈ [−0.35, 0.35] (a cloth turned near 45° reaches about 1 cm past
+//! x = 0.3 with a corner; all of it inside the executor's default workspace box). The arm
+//! is someone else's: here the gripper is a point
 //! that holds particles at fixed offsets ([`World::grasp`], [`World::move_gripper`],
 //! [`World::release`], [`World::step`]). Algorithms only: no I/O, no clock, no threads.
 //!

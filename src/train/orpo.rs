@@ -480,11 +480,67 @@ fn answer_logprobs(logits: &Tensor, step: &PackedStep) -> Result<Tensor> {
     Ok(w.matmul(&logp)?.squeeze(1)?)
 }
 
+/// Refuses an output folder that is the planner's own: a whole model's side files were
+/// copied onto themselves (`std::fs::copy` truncates first: `config.json` ended empty), and
+/// an adapter's checkpoint joined the planner's weight files, so its own resume was refused
+/// as another run's.
+fn not_into_the_planner(planner_dir: &Path, out: &Path) -> Result<()> {
+    let same = match (planner_dir.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(OrpoError::Data(format!(
+            "the output folder {} is the planner's own folder: choose another --out",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What to tell the user when `pairs` were not sampled by the weights this run trains: an
+/// adapter on top of the planner (this run trains a new adapter on the planner alone, which
+/// replaces that one instead of building on it), or planner weight files that changed since
+/// (rebuilt or trained again at the same path). ORPO needs no reference model, so either run
+/// is valid, but rarely what was meant; before session 45 it ran without a word.
+fn sampled_elsewhere(
+    header: &prefs::Header,
+    pairs: &Path,
+    planner_dir: &Path,
+) -> Result<Option<String>> {
+    if !header.adapter.is_empty() {
+        return Ok(Some(format!(
+            "{} was sampled with the adapter {} on {}; this run trains a new adapter on {} alone, \
+             which replaces that adapter instead of building on it. To build on it, merge it \
+             (`dreamplan merge-adapter`) and make the pairs with, and train on, the merged folder.",
+            pairs.display(),
+            header.adapter,
+            header.planner,
+            planner_dir.display()
+        )));
+    }
+    if !header.weights.is_empty()
+        && header.weights != prefs::weights_fingerprint(planner_dir, None)?
+    {
+        return Ok(Some(format!(
+            "the weight files of {} (names, sizes, modification times) differ from those {} \
+             was sampled with: if the planner was built or trained again since, the pairs hold \
+             another planner's answers (a copied folder differs too, harmlessly).",
+            planner_dir.display(),
+            pairs.display()
+        )));
+    }
+    Ok(None)
+}
+
 /// Progress of [`train`].
 #[derive(Debug, Clone)]
 pub enum OrpoProgress {
     /// Resumed from a checkpoint at this step.
     Resumed(usize),
+    /// Something the user should know before trusting the run, said once before the first
+    /// step (e.g. the pairs were sampled with an adapter this run does not build on).
+    Note(String),
     /// A step finished.
     Step {
         /// Steps done.
@@ -545,10 +601,14 @@ pub fn train(
             "lr must be > 0 and lambda ≥ 0, both finite".into(),
         ));
     }
+    not_into_the_planner(planner_dir, out)?;
     crate::vlm::check_finished(planner_dir)?;
     let processor = Processor::load(planner_dir)?;
     let file = prefs::read(pairs)?;
     let (shown, groups, pair_count) = examples(&file, pairs, planner_dir, &processor, cfg.task)?;
+    if let Some(note) = sampled_elsewhere(&file.header, pairs, planner_dir)? {
+        progress(OrpoProgress::Note(note));
+    }
     let by_task: Vec<Vec<usize>> = Task::ALL
         .iter()
         .map(|&t| {
@@ -815,6 +875,7 @@ pub fn train_per_task(
             "per-task training makes LoRA adapters; full fine-tuning would make a whole model per task".into(),
         ));
     }
+    not_into_the_planner(planner_dir, out)?;
     // Each task's file.
     let mut sources: Vec<(Task, &Path)> = Vec::new();
     let mut states = 0;
@@ -927,6 +988,7 @@ fn write_model_folder(planner_dir: &Path, out: &Path, opt: &AdamW) -> Result<()>
 /// A whole model folder in `out`: `base`'s files with the LoRA `adapter` merged into its
 /// weights. What a next ORPO round trains from (its pairs sampled from the tuned planner).
 pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    not_into_the_planner(base, out)?;
     if crate::planner::adapters::AdapterSet::is_set(adapter) {
         return Err(OrpoError::Data(format!(
             "{} is an adapter set (one adapter per task): merge one of its task folders, e.g. {}",

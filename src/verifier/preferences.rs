@@ -369,6 +369,8 @@ pub fn read(file: &Path) -> Result<PreferenceFile> {
 pub struct Writer {
     path: PathBuf,
     file: std::fs::File,
+    /// Held while the writer lives.
+    _lock: crate::train::checkpoint::OutputLock,
 }
 
 /// Opens `file` for appending states made with `header`: creates it (with the header line)
@@ -380,6 +382,15 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
         path: file.to_path_buf(),
         error,
     };
+    // One writer at a time (the lock is in the images folder beside the file, which a
+    // rename of the header line cannot replace): two runs of the same command appended
+    // every remaining state twice, and one cut the other's lines on opening.
+    let lock = crate::train::checkpoint::lock_output(&images_dir(file)).map_err(|message| {
+        PreferenceError::Format {
+            path: file.to_path_buf(),
+            message,
+        }
+    })?;
     // An empty file holds nothing to keep: a header written before session 44 could be
     // cut off by a kill right after the file was created, and every re-run then failed.
     let empty = std::fs::metadata(file).is_ok_and(|m| m.len() == 0);
@@ -413,6 +424,7 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
             Writer {
                 path: file.to_path_buf(),
                 file: file_handle,
+                _lock: lock,
             },
             existing.states,
         ));
@@ -431,6 +443,7 @@ pub fn open_for_append(file: &Path, header: &Header) -> Result<(Writer, Vec<Pref
         Writer {
             path: file.to_path_buf(),
             file: f,
+            _lock: lock,
         },
         Vec::new(),
     ))

@@ -179,6 +179,19 @@ pub(crate) fn write_tensors(
     written
 }
 
+/// How many transitions `bags` hold, from their metadata's count of the action topic's
+/// messages (one is published before every step): the total a cut's progress is shown
+/// against. An estimate (a step whose action never started is counted too); `None` when a
+/// bag cannot be opened or does not say.
+pub fn expected_transitions(bags: &[PathBuf]) -> Option<usize> {
+    let action = TransitionTopics::default().action;
+    bags.iter().try_fold(0usize, |sum, b| {
+        let reader = BagReader::open(b).ok()?;
+        let n = reader.topic(&action)?.message_count?;
+        Some(sum + n as usize)
+    })
+}
+
 /// Progress of a cache build: (transitions read, clips written).
 pub type BuildProgress<'a> = &'a dyn Fn(usize, usize);
 

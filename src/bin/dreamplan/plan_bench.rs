@@ -142,7 +142,7 @@ pub fn run(args: PlanBenchArgs) -> anyhow::Result<ExitCode> {
             let cfg = planner.preprocessor().clone();
             let ci = model_view(&frame_rgb(current), &kc, &cfg).map_err(anyhow::Error::msg)?;
             let gi = model_view(&frame_rgb(goal), kg, &cfg).map_err(anyhow::Error::msg)?;
-            let batch = planner.prompt(task, &ci, &gi, &kc, kg)?;
+            let batch = planner.prompt(task, &ci, &gi, &kc, kg, (current.width, current.height))?;
             // The prompt alone (vision tower + text prefill), as generation runs it, and
             // the sampling batched vs one by one: nothing cached, each call encodes both
             // images (one by one would otherwise reuse them from the vision cache).

@@ -272,9 +272,16 @@ pub fn train_orpo(args: TrainOrpoArgs) -> anyhow::Result<ExitCode> {
     // A GPU this build or machine cannot give is refused before any pair is read.
     args.compute.open()?;
     let bar = PhaseProgress::stderr();
+    // Per-task runs of one file would say the same note once per task.
+    let said = std::cell::RefCell::new(std::collections::HashSet::new());
     let show = |label: &str, p: OrpoProgress| match p {
         OrpoProgress::Resumed(step) => {
             eprintln!("{label}: resuming from the checkpoint at step {step}")
+        }
+        OrpoProgress::Note(note) => {
+            if said.borrow_mut().insert(note.clone()) {
+                eprintln!("note: {note}");
+            }
         }
         OrpoProgress::Step { step, total, stats } => bar.update(
             label,

@@ -102,12 +102,19 @@ fn cut_clips(
 ) -> anyhow::Result<(Vec<PathBuf>, dataset::Dataset)> {
     let bags = dataset::find_bags(paths)?;
     let t0 = Instant::now();
-    let index = dataset::build(&bags, cache, cfg, 64, &|read, clips| {
-        if read % 100 == 0 {
-            eprintln!("clips: {read} transitions read, {clips} clips cut");
+    // Against the bags' count of actions when they give one (a bar with ETA; before
+    // session 45 a line per 100 transitions with no total).
+    let expected = dataset::expected_transitions(&bags);
+    let bar = PhaseProgress::stderr();
+    let index = dataset::build(&bags, cache, cfg, 64, &|read, clips| match expected {
+        Some(total) => bar.update("clips", read, total.max(read), &format!("{clips} cut")),
+        None if read % 100 == 0 => {
+            eprintln!("clips: {read} transitions read, {clips} clips cut")
         }
+        None => {}
     })
     .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
+    bar.finish();
     eprintln!(
         "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
         index.clips.len(),
