@@ -437,6 +437,56 @@ fn the_grammar_guides_decoding_without_forbidding_anything() {
         GuideStep::Free
     );
     assert_eq!(guide.step(&enc("I think")), GuideStep::Free);
+
+    // Constrained, a whole answer whose last number could still grow may end: with 12 goal
+    // keypoints `pick 3 place 1` is valid (before session 45 it had to become 10–12).
+    let answer_tokens = tok.answer_tokens();
+    let stop = [tok.token_id("<|im_end|>").unwrap()];
+    let twelve = AnswerGuide::new(&tok, 3, 12).constrained(&answer_tokens, &stop);
+    let allowed = |t: &str| twelve.allowed(&enc(t)).unwrap();
+    assert!(allowed("pick 3 place 1").contains(&stop[0]));
+    for unfinished in ["pick 3 place", "pick 3 place ", "pick 3"] {
+        assert!(!allowed(unfinished).contains(&stop[0]), "{unfinished:?}");
+    }
+    // …and it may still grow into 10–12, but not past the count.
+    let grow: Vec<String> = allowed("pick 3 place 1")
+        .into_iter()
+        .filter(|id| !stop.contains(id))
+        .map(|id| tok.decode(&[id], false).unwrap())
+        .collect();
+    assert!(
+        !grow.is_empty() && grow.iter().all(|p| ["0", "1", "2"].contains(&p.as_str())),
+        "{grow:?}"
+    );
+}
+
+/// A candidate's log-prob leaves a guided answer's end token out (the grammar ends most
+/// answers before it), counts it unguided, and a NaN one is never the best.
+#[test]
+fn candidate_log_probs_leave_the_end_token_out_when_guided_and_nan_is_never_best() {
+    use dreamplan::planner::vlm_planner::{answer_logprob, best, Candidate};
+    use dreamplan::vlm::generate::Sample;
+    let sample = Sample {
+        tokens: vec![5, 6, 99],
+        logprobs: vec![-0.5, -0.25, -2.0],
+        stopped: true,
+    };
+    assert_eq!(answer_logprob(&sample, &[99], true), -0.75);
+    assert_eq!(answer_logprob(&sample, &[99], false), -2.75);
+    assert_eq!(answer_logprob(&sample, &[7], true), -2.75);
+    let cand = |logprob: f32, pick: u32| Candidate {
+        text: String::new(),
+        choice: Ok(KeypointChoice { pick, place: 1 }),
+        logprob,
+    };
+    assert_eq!(
+        best(&[cand(-1.0, 1), cand(f32::NAN, 2)]).map(|c| c.pick),
+        Some(1)
+    );
+    assert_eq!(
+        best(&[cand(f32::NAN, 2), cand(-3.0, 1)]).map(|c| c.pick),
+        Some(1)
+    );
 }
 
 /// The VLM planner on the tiny random fixture model: K candidates with finite

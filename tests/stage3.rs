@@ -1062,9 +1062,15 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
             .to_string();
         assert!(e.contains("planner's own folder"), "{e}");
     }
-    let e = orpo::train_per_task(&planner, &[pairs.clone()], &planner, &cfg, &|_, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = orpo::train_per_task(
+        &planner,
+        std::slice::from_ref(&pairs),
+        &planner,
+        &cfg,
+        &|_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("planner's own folder"), "{e}");
     let e = orpo::merge_adapter(&planner, &dir.path().join("o"), &planner)
         .unwrap_err()

@@ -363,3 +363,48 @@ fn the_forward_tool_writes_logits_and_positions() {
         .unwrap();
     assert!(err <= 1e-6, "{err}");
 }
+
+/// A model whose scores are not finite (here a final norm of NaN, as a diverged adapter or
+/// an f16 overflow gives) is an error naming the cause, not a confident answer sampled
+/// from NaN (before session 45 the least likely token was picked and played).
+#[test]
+fn a_model_that_scores_nan_is_an_error_not_an_answer() {
+    use dreamplan::planner::vlm_planner::{VlmPlanner, VlmPlannerConfig};
+    use dreamplan::sim::tasks::Task;
+    use dreamplan::vision::Keypoint;
+    let dir = copy_tiny();
+    edit_weights(dir.path(), |t| {
+        let w = t
+            .get_mut("model.language_model.norm.weight")
+            .expect("the final norm");
+        *w = (w.ones_like().unwrap() * f64::NAN).unwrap();
+    });
+    let img = Rgb8 {
+        width: 64,
+        height: 64,
+        data: vec![128; 64 * 64 * 3],
+    };
+    let kps: Vec<Keypoint> = (1..=3)
+        .map(|id| Keypoint {
+            id,
+            u: 10.0 * id as f32,
+            v: 20.0,
+        })
+        .collect();
+    for constrained in [false, true] {
+        let config = VlmPlannerConfig {
+            k: 2,
+            constrained,
+            ..Default::default()
+        };
+        let planner = VlmPlanner::load(dir.path(), config).unwrap();
+        let batch = planner
+            .prompt(Task::Rope, &img, &img, &kps, &kps, (64, 64))
+            .unwrap();
+        let e = planner
+            .candidates(Task::Rope, &batch, 3, 3, 1)
+            .expect_err("NaN scores refused")
+            .to_string();
+        assert!(e.contains("not finite"), "{e}");
+    }
+}

@@ -992,6 +992,9 @@ fn the_workspace_crop_holds_the_table_region_and_every_object_stays_visible() {
     let cfg = Config::cpu();
     let cam = scene::default_camera(256, 256);
     let (x0, y0, w, h) = cfg.crop.pixels(256, 256);
+    // An empty image (a bad frame in a user's bag) gets a crop of one pixel, not a panic;
+    // the frame is refused later with its reason.
+    assert_eq!(cfg.crop.pixels(0, 0), (0, 0, 1, 1));
     for x in [TABLE_X.0 - 0.02, TABLE_X.1 + 0.02] {
         for y in [TABLE_Y.0 - 0.02, TABLE_Y.1 + 0.02] {
             for z in [0.0, 0.05] {

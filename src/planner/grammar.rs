@@ -377,6 +377,24 @@ pub fn continuation_in(form: AnswerForm, text: &str, current: usize, goal: usize
     }
 }
 
+/// Whether `text` is already a whole valid answer in `form` (`pick N place M`, after its
+/// reasoning line in [`AnswerForm::Reasoned`]), though its last number might still grow
+/// into another valid one: where constrained sampling lets the answer end.
+pub fn ends_answer_in(form: AnswerForm, text: &str, current: usize, goal: usize) -> bool {
+    let line = match form {
+        AnswerForm::Plain => text,
+        AnswerForm::Reasoned => match through_line(text, current, goal) {
+            Ok(rest) => rest,
+            Err(_) => return false,
+        },
+    };
+    let valid =
+        |s: &str, count: usize| plain_number(s).is_some_and(|v| v >= 1 && v <= count as u64);
+    line.strip_prefix("pick ")
+        .and_then(|rest| rest.split_once(" place "))
+        .is_some_and(|(n, m)| valid(n, current) && valid(m, goal))
+}
+
 /// [`viable`] for an answer in `form`: in [`AnswerForm::Reasoned`], a prefix of a valid
 /// reasoning line, or a complete line, its newline and a viable answer line. The line and
 /// the answer are not required to agree (the parser reads the last line).

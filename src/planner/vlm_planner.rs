@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::eval::{Decision, Planner, Scene};
-use super::grammar::{continuation_in, viable_in, AnswerForm, Continuation};
+use super::grammar::{continuation_in, ends_answer_in, viable_in, AnswerForm, Continuation};
 use super::prompt::PromptForm;
 use super::{parse_answer, prompt, KeypointChoice, ParseError};
 use crate::device::{DeviceSpec, DtypeSpec};
@@ -128,6 +128,8 @@ pub struct AnswerGuide<'a> {
     current: usize,
     goal: usize,
     answer_tokens: Option<&'a [(u32, String)]>,
+    /// The end tokens, allowed in constrained sampling once the answer is whole.
+    stop: &'a [u32],
     form: AnswerForm,
 }
 
@@ -139,6 +141,7 @@ impl<'a> AnswerGuide<'a> {
             current,
             goal,
             answer_tokens: None,
+            stop: &[],
             form: AnswerForm::Plain,
         }
     }
@@ -150,9 +153,13 @@ impl<'a> AnswerGuide<'a> {
     }
 
     /// The same guide, constrained: wherever the model chooses, only the tokens of
-    /// `answer_tokens` ([`Tokenizer::answer_tokens`]) that keep the answer valid may be sampled.
-    pub fn constrained(mut self, answer_tokens: &'a [(u32, String)]) -> Self {
+    /// `answer_tokens` ([`Tokenizer::answer_tokens`]) that keep the answer valid may be
+    /// sampled, and the `stop` tokens once the text is a whole valid answer that could still
+    /// grow (`pick 3 place 1` with 12 goal keypoints: before session 45 it had to become
+    /// 10, 11 or 12, and no answer could place at keypoint 1 or 2).
+    pub fn constrained(mut self, answer_tokens: &'a [(u32, String)], stop: &'a [u32]) -> Self {
         self.answer_tokens = Some(answer_tokens);
+        self.stop = stop;
         self
     }
 }
@@ -180,20 +187,22 @@ impl Guide for AnswerGuide<'_> {
         if continuation_in(self.form, &text, self.current, self.goal) == Continuation::Complete {
             return None;
         }
-        Some(
-            answer_tokens
-                .iter()
-                .filter(|(_, piece)| {
-                    viable_in(
-                        self.form,
-                        &format!("{text}{piece}"),
-                        self.current,
-                        self.goal,
-                    )
-                })
-                .map(|&(id, _)| id)
-                .collect(),
-        )
+        let mut allowed: Vec<u32> = answer_tokens
+            .iter()
+            .filter(|(_, piece)| {
+                viable_in(
+                    self.form,
+                    &format!("{text}{piece}"),
+                    self.current,
+                    self.goal,
+                )
+            })
+            .map(|&(id, _)| id)
+            .collect();
+        if ends_answer_in(self.form, &text, self.current, self.goal) {
+            allowed.extend_from_slice(self.stop);
+        }
+        Some(allowed)
     }
 }
 
@@ -479,7 +488,7 @@ impl VlmPlanner {
             let answer_tokens = self
                 .answer_tokens
                 .get_or_init(|| self.processor.tokenizer.answer_tokens());
-            guide = guide.constrained(answer_tokens);
+            guide = guide.constrained(answer_tokens, &self.stop);
         }
         let guide: &dyn Guide = if c.guided { &guide } else { &Unguided };
         let guide = Halting {
@@ -492,7 +501,7 @@ impl VlmPlanner {
                 let text = self.processor.tokenizer.decode(&s.tokens, true)?;
                 Ok(Candidate {
                     choice: parse_answer(&text, current_count, goal_count),
-                    logprob: s.logprobs.iter().sum(),
+                    logprob: answer_logprob(&s, &self.stop, c.guided),
                     text,
                 })
             })
@@ -532,10 +541,26 @@ pub fn prompt_form(dir: &Path) -> PromptForm {
     }
 }
 
-/// The valid candidate with the highest log-probability (first on ties).
+/// A sample's [`Candidate::logprob`]: the sum of its tokens' log-probabilities; guided,
+/// without a trailing end token. An answer the grammar ends is done before its end token;
+/// one whose last number could still grow (10 or more keypoints) ends with a sampled one,
+/// whose log-prob counted before session 45 and ranked such answers below the others.
+pub fn answer_logprob(sample: &crate::vlm::generate::Sample, stop: &[u32], guided: bool) -> f32 {
+    let scored = match sample.tokens.last() {
+        Some(t) if guided && stop.contains(t) => {
+            &sample.logprobs[..sample.logprobs.len().saturating_sub(1)]
+        }
+        _ => &sample.logprobs[..],
+    };
+    scored.iter().sum()
+}
+
+/// The valid candidate with the highest log-probability (first on ties); a NaN log-prob
+/// (which compared below nothing, so the last such candidate won) is never the best.
 pub fn best(candidates: &[Candidate]) -> Option<KeypointChoice> {
     candidates
         .iter()
+        .filter(|c| !c.logprob.is_nan())
         .filter_map(|c| c.choice.as_ref().ok().map(|ch| (c.logprob, *ch)))
         .fold(None::<(f32, KeypointChoice)>, |b, x| match b {
             Some(b) if b.0 >= x.0 => Some(b),

@@ -107,6 +107,14 @@ pub enum VlmError {
     /// node shutting down mid-decision.
     #[error("stopped before the answer was complete: the caller asked to stop")]
     Halted,
+    /// The model's next-token scores hold NaN or +inf: its weights or activations are broken
+    /// (a diverged adapter, an f16 overflow). Sampling from them would pick an arbitrary
+    /// token and call it an answer.
+    #[error("the model's scores for the next token are not finite (NaN or +inf): broken weights or an overflow in {dtype}; try --dtype f32, or check the adapter")]
+    NonFinite {
+        /// The dtype the model ran in.
+        dtype: String,
+    },
     /// A tensor operation failed (a bug or an exhausted device rather than bad input).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

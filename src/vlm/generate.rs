@@ -419,6 +419,13 @@ pub fn generate_guided(
                 feeds.push(Vec::new());
                 continue;
             }
+            // Broken scores are an error, not an answer: sampling from NaN picked the least
+            // likely token (before session 45), and the planner played it.
+            if logits[i].iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+                return Err(VlmError::NonFinite {
+                    dtype: format!("{:?}", model.dtype()),
+                });
+            }
             // Greedy (temperature 0) is the first maximum, as torch.argmax.
             let tok = match guide.allowed(&s.tokens) {
                 Some(mut set) => {

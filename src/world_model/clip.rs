@@ -221,11 +221,9 @@ impl ArmVideo {
         Some(GripPath::new(pick, place, &frames))
     }
 
-    /// The joint positions of the model's joints in a recorded joint state, and whether the
-    /// gripper is open (finger joint beyond 2 cm, or open when not recorded).
-    fn joints_of(&self, js: &JointState) -> Result<(Vec<f64>, bool), WorldModelError> {
-        let q = self
-            .arm
+    /// The positions of the model's arm joints in a recorded joint state, when it has all.
+    fn arm_of(&self, js: &JointState) -> Option<Vec<f64>> {
+        self.arm
             .joint_names()
             .iter()
             .map(|name| {
@@ -233,21 +231,50 @@ impl ArmVideo {
                     .iter()
                     .position(|n| n == name)
                     .and_then(|i| js.position.get(i).copied())
-                    .ok_or_else(|| {
-                        WorldModelError::Data(format!(
-                            "joint state without a position for `{name}` (has {:?})",
-                            js.name
-                        ))
-                    })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let open = js
-            .name
+            .collect()
+    }
+
+    /// Whether a recorded joint state has the gripper open (finger joint beyond 2 cm), when
+    /// it records a finger joint.
+    fn open_of(js: &JointState) -> Option<bool> {
+        js.name
             .iter()
             .position(|n| n.contains("finger"))
             .and_then(|i| js.position.get(i))
-            .is_none_or(|&p| p > 0.02);
-        Ok((q, open))
+            .map(|&p| p > 0.02)
+    }
+}
+
+/// A transition's joint states split by what they carry: arm and gripper may come from
+/// different publishers (a real arm's `/joint_states` and its gripper's), so the arm at a
+/// time is the nearest state with every arm joint and the gripper the nearest with a finger
+/// joint (open when none has one). Before session 45 the nearest state of any kind was
+/// taken whole: a gripper-only one made the transition fail, an arm-only one showed the
+/// gripper open.
+struct JointTracks {
+    arm: Vec<(u64, Vec<f64>)>,
+    finger: Vec<(u64, bool)>,
+}
+
+impl JointTracks {
+    fn new(states: &[(u64, JointState)], video: &ArmVideo) -> Self {
+        Self {
+            arm: states
+                .iter()
+                .filter_map(|(t, js)| video.arm_of(js).map(|q| (*t, q)))
+                .collect(),
+            finger: states
+                .iter()
+                .filter_map(|(t, js)| ArmVideo::open_of(js).map(|o| (*t, o)))
+                .collect(),
+        }
+    }
+
+    /// The arm's joints and whether the gripper is open at `t`.
+    fn at(&self, t: u64) -> Option<(Vec<f64>, bool)> {
+        let q = nearest(&self.arm, t)?.clone();
+        Some((q, nearest(&self.finger, t).copied().unwrap_or(true)))
     }
 }
 
@@ -315,14 +342,20 @@ pub fn from_transition(
     times.extend(picks.iter().map(|&i| tr.object_frames[i].0));
     let mut arm = Vec::with_capacity(times.len());
     let mut at_frames = Vec::with_capacity(times.len());
+    let tracks = JointTracks::new(&tr.joint_states, video);
     for &t in &times {
-        let js =
-            nearest(&tr.joint_states, t.min(finished)).ok_or_else(|| missing("joint states"))?;
-        let (q, open) = video.joints_of(js)?;
+        let (q, open) = tracks.at(t.min(finished)).ok_or_else(|| {
+            WorldModelError::Data(format!(
+                "episode {} step {}: no joint state with a position for each of {:?}",
+                tr.episode,
+                tr.step,
+                video.arm.joint_names()
+            ))
+        })?;
         arm.push(video.frame(&q, open));
         at_frames.push((t, q, open));
     }
-    let grip = grip_of_states(&tr.joint_states, &at_frames[1..], video);
+    let grip = grip_of_states(&tracks, &at_frames[1..], video);
     let future = picks
         .iter()
         .map(|&i| frame(&tr.object_frames[i].1))
@@ -339,19 +372,21 @@ pub fn from_transition(
 /// has it (the pick) and where the last one has it (the place); each future frame (its log
 /// time, joints, open) is before, while or after the hold.
 fn grip_of_states(
-    states: &[(u64, JointState)],
+    tracks: &JointTracks,
     frames: &[(u64, Vec<f64>, bool)],
     video: &ArmVideo,
 ) -> Option<GripPath> {
-    // A joint state without the arm's joints (another publisher's, a partial one) says
-    // nothing about the grip; the frames' own states were checked by the caller.
-    let closed: Vec<(u64, Vec<f64>)> = states
+    // The hold: from the first to the last state with the fingers closed, the arm where
+    // the nearest arm state has it then.
+    let closed: Vec<u64> = tracks
+        .finger
         .iter()
-        .filter_map(|(t, js)| video.joints_of(js).ok().map(|(q, open)| (*t, q, open)))
-        .filter(|(_, _, open)| !open)
-        .map(|(t, q, _)| (t, q))
+        .filter(|(_, open)| !open)
+        .map(|(t, _)| *t)
         .collect();
-    let ((t_grasp, q_pick), (_, q_place)) = (closed.first()?, closed.last()?);
+    let (t_grasp, t_release) = (*closed.first()?, *closed.last()?);
+    let (q_pick, q_place) = (&tracks.at(t_grasp)?.0, &tracks.at(t_release)?.0);
+    let t_grasp = &t_grasp;
     let (pick, place) = (video.tip_pixel(q_pick)?, video.tip_pixel(q_place)?);
     let mut phases = Vec::with_capacity(frames.len());
     for (t, q, open) in frames {
@@ -381,6 +416,79 @@ pub fn plan_span_s(plan: &PickPlacePlan, cfg: &Config) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Arm and gripper from different publishers (a real arm's `/joint_states` and its
+    /// gripper's) make the same clip as one publisher of both: the arm from the nearest arm
+    /// state, the gripper from the nearest finger state.
+    #[test]
+    fn arm_and_gripper_states_from_two_publishers_make_the_clip_of_one() {
+        let cfg = Config::cpu();
+        let video = ArmVideo::new(
+            crate::robot::franka::default_arm(),
+            &crate::render::scene::default_camera(64, 64),
+            &cfg,
+        );
+        let arm_names: Vec<String> = video.arm.joint_names().to_vec();
+        let ready = crate::robot::franka::READY.to_vec();
+        // The arm moves joint 1 along; the fingers close from 250 to 450 ns.
+        let q_at = |t: u64| {
+            let mut q = ready.clone();
+            q[0] += t as f64 * 1e-3;
+            q
+        };
+        let finger_at = |t: u64| if (250..=450).contains(&t) { 0.0 } else { 0.04 };
+        let state = |names: Vec<String>, position: Vec<f64>| JointState {
+            name: names,
+            position,
+            ..Default::default()
+        };
+        let finger = "panda_finger_joint1".to_string();
+        let frame = Image {
+            width: 64,
+            height: 64,
+            encoding: "rgb8".into(),
+            step: 64 * 3,
+            data: vec![255; 64 * 64 * 3],
+            ..Default::default()
+        };
+        let base = crate::bag::transitions::Transition {
+            object_observation: Some((0, frame.clone())),
+            object_frames: (1..=6).map(|k| (k * 100, frame.clone())).collect(),
+            started: 0,
+            finished: Some(600),
+            ..Default::default()
+        };
+        let times: Vec<u64> = (0..=12).map(|k| k * 50).collect();
+        let one = crate::bag::transitions::Transition {
+            joint_states: times
+                .iter()
+                .map(|&t| {
+                    let mut names = arm_names.clone();
+                    names.push(finger.clone());
+                    let mut q = q_at(t);
+                    q.push(finger_at(t));
+                    (t, state(names, q))
+                })
+                .collect(),
+            ..base.clone()
+        };
+        let two = crate::bag::transitions::Transition {
+            joint_states: times
+                .iter()
+                .flat_map(|&t| {
+                    [
+                        (t, state(arm_names.clone(), q_at(t))),
+                        (t + 1, state(vec![finger.clone()], vec![finger_at(t)])),
+                    ]
+                })
+                .collect(),
+            ..base
+        };
+        let a = from_transition(&one, &video, &cfg).unwrap();
+        let b = from_transition(&two, &video, &cfg).unwrap();
+        assert!(a.grip.is_some());
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn an_image_without_pixels_is_refused_not_cropped() {

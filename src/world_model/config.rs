@@ -39,8 +39,10 @@ impl Crop {
         let px = |f: f64, n: u32| ((f * f64::from(n)).round().max(0.0) as u32).min(n);
         let (x0, x1) = (px(self.u0, width), px(self.u1, width));
         let (y0, y1) = (px(self.v0, height), px(self.v1, height));
-        let x0 = x0.min(width - 1);
-        let y0 = y0.min(height - 1);
+        // An empty image (a bad frame in a user's bag) is refused later, with its reason;
+        // `width - 1` panicked here first in debug builds before session 45.
+        let x0 = x0.min(width.saturating_sub(1));
+        let y0 = y0.min(height.saturating_sub(1));
         (x0, y0, x1.max(x0 + 1) - x0, y1.max(y0 + 1) - y0)
     }
 }

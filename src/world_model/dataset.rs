@@ -179,6 +179,34 @@ pub(crate) fn write_tensors(
     written
 }
 
+/// Refuses a bag whose camera is not the built-in one at `w`×`h`, the camera the world
+/// model draws the arm through: another size or other intrinsics (a real arm's camera).
+/// The camera's pose cannot be checked (`CameraInfo` has none).
+fn check_built_in_camera(
+    name: &str,
+    info: &crate::msg::prelude::CameraInfo,
+    w: u32,
+    h: u32,
+) -> Result<(), WorldModelError> {
+    let ours = crate::render::scene::default_camera(w, h);
+    let (fx, fy, cx, cy) = (info.k[0], info.k[4], info.k[2], info.k[5]);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    let same = (info.width, info.height) == (w, h)
+        && close(fx, ours.fx)
+        && close(fy, ours.fy)
+        && close(cx, ours.cx)
+        && close(cy, ours.cy);
+    if same {
+        return Ok(());
+    }
+    Err(WorldModelError::Data(format!(
+        "{name}: its camera (/camera/camera_info: {}×{}, fx {fx:.1}, fy {fy:.1}, cx {cx:.1}, cy {cy:.1}) \
+         is not the built-in camera the world model draws the arm through ({w}×{h}: fx {:.1}, fy {:.1}, \
+         cx {:.1}, cy {:.1}); bags from another camera are not supported yet (docs/world_model.md)",
+        info.width, info.height, ours.fx, ours.fy, ours.cx, ours.cy
+    )))
+}
+
 /// How many transitions `bags` hold, from their metadata's count of the action topic's
 /// messages (one is published before every step): the total a cut's progress is shown
 /// against. An estimate (a step whose action never started is counted too); `None` when a
@@ -247,6 +275,13 @@ pub fn build(
     let mut read = 0;
     for (bag, name) in bags.iter().zip(&names) {
         let reader = BagReader::open(bag)?;
+        // The arm video is drawn through the built-in camera at the frames' size; a bag from
+        // another camera (a real arm's) would pair its frames with an arm drawn elsewhere, so
+        // it is refused (before session 45 it trained on that mismatch without a word).
+        let info = reader
+            .read_topic::<crate::msg::prelude::CameraInfo>("/camera/camera_info")
+            .find_map(|r| r.ok())
+            .map(|(_, info)| info);
         let camera_size = std::cell::Cell::new(None::<(u32, u32)>);
         let mut video: Option<ArmVideo> = None;
         // The after-window is the config's, as at inference (a planned clip spans the
@@ -270,6 +305,9 @@ pub fn build(
                     tr.episode, tr.step
                 ))),
                 Some((w, h)) => {
+                    if let Some(info) = &info {
+                        check_built_in_camera(name, info, w, h)?;
+                    }
                     if camera_size.get() != Some((w, h)) {
                         camera_size.set(Some((w, h)));
                         video = Some(ArmVideo::new(
@@ -694,4 +732,38 @@ pub fn find_bags(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorldModelError> {
         out.extend(subs);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_built_in_camera_s_bags_are_cut() {
+        let header = crate::msg::prelude::Header::default();
+        // What the built-in camera node publishes passes, at any size.
+        for (w, h) in [(128, 128), (256, 256)] {
+            let info = crate::render::scene::default_camera(w, h).camera_info(header.clone());
+            check_built_in_camera("b", &info, w, h).unwrap();
+        }
+        // A real arm's camera, or the built-in one at another size than the frames, not.
+        let real = crate::render::camera::PinholeCamera {
+            width: 640,
+            height: 480,
+            fx: 610.0,
+            fy: 610.0,
+            cx: 320.0,
+            cy: 240.0,
+            ..crate::render::scene::default_camera(640, 480)
+        };
+        let e = check_built_in_camera("real", &real.camera_info(header.clone()), 640, 480)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("real: its camera") && e.contains("fx 610.0"),
+            "{e}"
+        );
+        let info = crate::render::scene::default_camera(256, 256).camera_info(header);
+        assert!(check_built_in_camera("b", &info, 128, 128).is_err());
+    }
 }
