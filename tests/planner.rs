@@ -70,6 +70,25 @@ fn the_answer_grammar_is_strict_and_its_errors_are_typed() {
     );
 }
 
+/// The rope prompt with `img` as both the current and the goal image and `kps` on both,
+/// the keypoints in `img`'s own pixels.
+fn same_image_prompt(
+    planner: &dreamplan::planner::vlm_planner::VlmPlanner,
+    img: &dreamplan::vlm::image::Rgb8,
+    kps: &[Keypoint],
+) -> dreamplan::vlm::Batch {
+    planner
+        .prompt(
+            Task::Rope,
+            img,
+            img,
+            kps,
+            kps,
+            (img.width as u32, img.height as u32),
+        )
+        .unwrap()
+}
+
 fn kp(id: u32, u: f32, v: f32) -> Keypoint {
     Keypoint { id, u, v }
 }
@@ -558,16 +577,7 @@ fn the_vlm_planner_samples_parses_and_fails_gracefully() {
         data: vec![128; 64 * 64 * 3],
     };
     let kps = [kp(1, 10.0, 10.0), kp(2, 40.0, 50.0)];
-    let batch = planner
-        .prompt(
-            Task::Rope,
-            &img,
-            &img,
-            &kps,
-            &kps,
-            (img.width as u32, img.height as u32),
-        )
-        .unwrap();
+    let batch = same_image_prompt(&planner, &img, &kps);
     let cands = planner.candidates(Task::Rope, &batch, 2, 2, 7).unwrap();
     assert_eq!(cands.len(), 3);
     for c in &cands {
@@ -766,16 +776,7 @@ fn constrained_sampling_gives_only_valid_actions() {
             ..Default::default()
         };
         let planner = VlmPlanner::load(&dir, config).unwrap();
-        let batch = planner
-            .prompt(
-                Task::Rope,
-                &img,
-                &img,
-                &kps,
-                &kps,
-                (img.width as u32, img.height as u32),
-            )
-            .unwrap();
+        let batch = same_image_prompt(&planner, &img, &kps);
         let cands = planner.candidates(Task::Rope, &batch, 3, 3, 11).unwrap();
         assert_eq!(cands.len(), 16);
         for c in &cands {

@@ -278,10 +278,15 @@ pub fn build(
         // The arm video is drawn through the built-in camera at the frames' size; a bag from
         // another camera (a real arm's) would pair its frames with an arm drawn elsewhere, so
         // it is refused (before session 45 it trained on that mismatch without a word).
-        let info = reader
-            .read_topic::<crate::msg::prelude::CameraInfo>("/camera/camera_info")
-            .find_map(|r| r.ok())
-            .map(|(_, info)| info);
+        // Only a bag that has the topic is read for it: a filter naming no recorded topic
+        // would still walk every message of the bag.
+        const CAMERA_INFO: &str = "/camera/camera_info";
+        let info = reader.topic(CAMERA_INFO).and_then(|_| {
+            reader
+                .read_topic::<crate::msg::prelude::CameraInfo>(CAMERA_INFO)
+                .find_map(|r| r.ok())
+                .map(|(_, info)| info)
+        });
         let camera_size = std::cell::Cell::new(None::<(u32, u32)>);
         let mut video: Option<ArmVideo> = None;
         // The after-window is the config's, as at inference (a planned clip spans the
@@ -305,10 +310,11 @@ pub fn build(
                     tr.episode, tr.step
                 ))),
                 Some((w, h)) => {
-                    if let Some(info) = &info {
-                        check_built_in_camera(name, info, w, h)?;
-                    }
                     if camera_size.get() != Some((w, h)) {
+                        // Checked once per frame size, as the video is made.
+                        if let Some(info) = &info {
+                            check_built_in_camera(name, info, w, h)?;
+                        }
                         camera_size.set(Some((w, h)));
                         video = Some(ArmVideo::new(
                             crate::robot::franka::default_arm(),
