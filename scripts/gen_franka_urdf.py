@@ -218,7 +218,17 @@ def robot(gazebo):
         '  <joint name="camera_joint" type="fixed">\n    <parent link="world"/>\n'
         f'    <child link="camera_link"/>\n    <origin xyz="{v3(CAM_EYE)}" '
         f'rpy="0 {fmt(pitch)} {fmt(yaw)}"/>\n  </joint>\n'
-        '  <link name="camera_link"/>\n'
+        + (
+            # Gazebo's URDF converter neither merges a fixed joint under `world` nor makes
+            # a link without mass, so a massless camera_link would be dropped silently, and
+            # its RGB-D sensor with it: in Gazebo the camera gets a small inertial.
+            '  <link name="camera_link">\n    <inertial>\n      <mass value="0.1"/>\n'
+            '      <inertia ixx="1e-05" ixy="0" ixz="0" iyy="1e-05" iyz="0" izz="1e-05"/>\n'
+            "    </inertial>\n  </link>\n"
+            if gazebo
+            else '  <link name="camera_link"/>\n'
+        )
+        +
         '  <joint name="camera_optical_joint" type="fixed">\n    <parent link="camera_link"/>\n'
         '    <child link="camera_color_optical_frame"/>\n'
         f'    <origin xyz="0 0 0" rpy="{fmt(-PI / 2)} 0 {fmt(-PI / 2)}"/>\n  </joint>\n'

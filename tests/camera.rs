@@ -17,11 +17,30 @@ fn a_60_degree_camera_has_the_textbook_focal_length() {
     let [fx, fy, cx, cy] = intrinsics_from_hfov(640, 480, 60.0);
     // fx = (w/2) / tan(hfov/2) = 320 / tan(30°)
     assert!((fx - 554.2562584220407).abs() < 1e-9);
-    assert_eq!((fy, cx, cy), (fx, 320.0, 240.0));
+    // ROS's K counts from the first pixel's centre: a 640-pixel row's centre is 319.5.
+    assert_eq!((fy, cx, cy), (fx, 319.5, 239.5));
     let info = pinhole_camera_info(640, 480, [fx, fy, cx, cy], "cam");
-    assert_eq!(info.k, [fx, 0.0, 320.0, 0.0, fx, 240.0, 0.0, 0.0, 1.0]);
+    assert_eq!(info.k, [fx, 0.0, 319.5, 0.0, fx, 239.5, 0.0, 0.0, 1.0]);
     assert_eq!(info.p[3], 0.0);
     assert_eq!(info.d.len(), 5);
+}
+
+/// A ROS calibration's principal point counts from the first pixel's centre; the camera
+/// model's pixels count from the corner. Read through `from_camera_info`, a centred
+/// calibration puts the optical axis at the image's centre (320, 240 of 640×480), and
+/// `camera_info` writes back the K it read.
+#[test]
+fn a_ros_principal_point_is_read_in_the_models_pixel_convention() {
+    use dreamplan::render::PinholeCamera;
+    let info = pinhole_camera_info(640, 480, [500.0, 500.0, 319.5, 239.5], "cam");
+    let cam = PinholeCamera::from_camera_info(&info, nalgebra::Isometry3::identity());
+    let (u, v, d) = cam.project(&nalgebra::Point3::new(0.0, 0.0, 2.0)).unwrap();
+    assert_eq!((u, v, d), (320.0, 240.0, 2.0));
+    // The first pixel's centre is (0.5, 0.5) here and (0, 0) in K's terms.
+    let ray = cam.ray(0.5, 0.5).1;
+    let expected = nalgebra::Vector3::new(-319.5 / 500.0, -239.5 / 500.0, 1.0).normalize();
+    assert!((ray - expected).norm() < 1e-12, "{ray:?}");
+    assert_eq!(cam.camera_info(info.header.clone()).k, info.k);
 }
 
 /// A device that drops a frame costs that frame (said once per streak); only failures for

@@ -435,7 +435,7 @@ fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u
         "task": format!("{task:?}").to_lowercase(),
         "width": side,
         "height": side,
-        "k": [cam.fx, 0.0, cam.cx, 0.0, cam.fy, cam.cy, 0.0, 0.0, 1.0],
+        "k": cam.camera_info(Default::default()).k,
         "joint_names": names,
         "q": q,
     });

@@ -141,7 +141,9 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
         if *file == "bag_replay.launch.xml" {
             assert_eq!(
                 externals,
-                ["executable ros2 bag play recorded --clock --rate 1.0"]
+                ["executable ros2 bag play recorded --clock --rate 1.0 --topics /camera/image_raw \
+                  /camera/camera_info /camera/depth/image_raw /camera/object_only /goal/image \
+                  /goal/depth /dreamplan/episode /joint_states"]
             );
         } else if *file == "gazebo.launch.xml" {
             assert_eq!(

@@ -254,6 +254,14 @@ fn the_gazebo_arm_through_xacro_is_the_same_arm_with_a_finger_its_controllers_an
             .unwrap()
     };
     assert!(out.contains(r#"<gazebo reference="camera_link">"#));
+    // Gazebo's URDF converter drops a link without mass under `world` (its fixed joint is
+    // not merged into a parent there), and the sensor with it.
+    let camera_link = robot
+        .links
+        .iter()
+        .find(|l| l.name == "camera_link")
+        .unwrap();
+    assert!(camera_link.inertial.mass.value > 0.0);
     assert!((between("<horizontal_fov>", "</horizontal_fov>") - hfov).abs() < 1e-6);
     assert_eq!(between("<width>", "</width>"), cam.width as f64);
     assert_eq!(between("<height>", "</height>"), cam.height as f64);

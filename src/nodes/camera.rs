@@ -429,10 +429,17 @@ pub fn pinhole_camera_info(
     }
 }
 
-/// Intrinsics `[fx, fy, cx, cy]` of a square-pixel camera with horizontal FOV `hfov_deg`.
+/// Intrinsics `[fx, fy, cx, cy]` of a square-pixel camera with horizontal FOV `hfov_deg`
+/// and its principal point at the image's centre, as `CameraInfo`'s `K` writes them (the
+/// first pixel's centre at 0, so the centre of a 640-pixel row is 319.5).
 pub fn intrinsics_from_hfov(width: u32, height: u32, hfov_deg: f64) -> [f64; 4] {
     let fx = 0.5 * width as f64 / (0.5 * hfov_deg.to_radians()).tan();
-    [fx, fx, 0.5 * width as f64, 0.5 * height as f64]
+    [
+        fx,
+        fx,
+        0.5 * width as f64 - crate::render::camera::ROS_PRINCIPAL_OFFSET,
+        0.5 * height as f64 - crate::render::camera::ROS_PRINCIPAL_OFFSET,
+    ]
 }
 
 /// Frame `index` of the synthetic test pattern: eight vertical colour bars scrolling one

@@ -130,19 +130,62 @@ pub struct ExecutorNode {
     arm: ArmModel,
 }
 
+/// A depth image in metres from either of REP 118's encodings: `32FC1` (metres; NaN or
+/// ±inf where nothing was measured) or `16UC1` (millimetres, 0 where nothing was measured,
+/// as most RGB-D drivers publish their aligned depth), in either byte order.
 pub(crate) fn decode_depth(img: &Image) -> Result<DepthImage, String> {
-    if img.encoding != "32FC1" {
-        return Err(format!("depth encoding {} is not 32FC1", img.encoding));
-    }
+    let bytes = match img.encoding.as_str() {
+        "32FC1" => 4,
+        "16UC1" => 2,
+        e => {
+            return Err(format!(
+                "depth encoding {e} is neither 32FC1 (metres) nor 16UC1 (millimetres)"
+            ))
+        }
+    };
     let (w, h) = (img.width as usize, img.height as usize);
-    if img.step as usize != w * 4 || img.data.len() != w * h * 4 || img.is_bigendian != 0 {
-        return Err("depth image size, step or endianness does not match".into());
+    if img.step as usize != w * bytes || img.data.len() != w * h * bytes {
+        return Err(format!(
+            "depth image {}×{} {}: step {} and {} bytes do not match (want step {}, {} bytes)",
+            w,
+            h,
+            img.encoding,
+            img.step,
+            img.data.len(),
+            w * bytes,
+            w * h * bytes
+        ));
     }
-    let data = img
-        .data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let big = img.is_bigendian != 0;
+    let data = if bytes == 4 {
+        img.data
+            .chunks_exact(4)
+            .map(|b| {
+                let b = [b[0], b[1], b[2], b[3]];
+                if big {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                }
+            })
+            .collect()
+    } else {
+        img.data
+            .chunks_exact(2)
+            .map(|b| {
+                let mm = if big {
+                    u16::from_be_bytes([b[0], b[1]])
+                } else {
+                    u16::from_le_bytes([b[0], b[1]])
+                };
+                if mm == 0 {
+                    f32::NAN
+                } else {
+                    mm as f32 / 1000.0
+                }
+            })
+            .collect()
+    };
     Ok(DepthImage {
         width: img.width,
         height: img.height,
@@ -283,15 +326,7 @@ impl ExecutorConfig {
     pub fn camera(&self, info: Option<&CameraInfo>) -> PinholeCamera {
         let builtin = scene::default_camera(self.width, self.height);
         let mut cam = match info {
-            Some(i) => PinholeCamera {
-                width: i.width,
-                height: i.height,
-                fx: i.k[0],
-                fy: i.k[4],
-                cx: i.k[2],
-                cy: i.k[5],
-                world_from_camera: builtin.world_from_camera,
-            },
+            Some(i) => PinholeCamera::from_camera_info(i, builtin.world_from_camera),
             None => builtin,
         };
         if let (Some(t), Some(q)) = (self.base_from_camera_xyz, self.base_from_camera_xyzw) {
@@ -760,6 +795,41 @@ impl Node for ExecutorNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver's 16UC1 depth (millimetres, 0 for no measurement) reads as the same metres
+    /// as 32FC1, in either byte order; other encodings and sizes are refused by name.
+    #[test]
+    fn depth_reads_in_metres_from_millimetres_or_metres() {
+        let image = |encoding: &str, big: bool, data: Vec<u8>, step: u32| Image {
+            width: 2,
+            height: 1,
+            encoding: encoding.into(),
+            is_bigendian: big as u8,
+            step,
+            data,
+            ..Default::default()
+        };
+        let mm = [1250u16, 0];
+        let le: Vec<u8> = mm.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let be: Vec<u8> = mm.iter().flat_map(|v| v.to_be_bytes()).collect();
+        for img in [image("16UC1", false, le, 4), image("16UC1", true, be, 4)] {
+            let d = decode_depth(&img).unwrap().data;
+            assert_eq!(d[0], 1.25);
+            assert!(d[1].is_nan(), "0 mm is no measurement");
+        }
+        let m: Vec<u8> = [1.25f32, 0.5]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        assert_eq!(
+            decode_depth(&image("32FC1", true, m, 8)).unwrap().data,
+            [1.25, 0.5]
+        );
+        let e = decode_depth(&image("mono8", false, vec![0; 2], 2)).unwrap_err();
+        assert!(e.contains("depth encoding mono8 is neither"), "{e}");
+        let e = decode_depth(&image("16UC1", false, vec![0; 2], 2)).unwrap_err();
+        assert!(e.contains("want step 4, 4 bytes"), "{e}");
+    }
 
     #[test]
     fn envelope_settings_that_would_disable_a_check_or_panic_are_refused() {

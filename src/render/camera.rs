@@ -2,11 +2,22 @@
 //!
 //! Frames: `world` (z up, metres), `camera` (ROS optical convention: x right, y down,
 //! z forward). `world_from_camera` maps camera coordinates to world coordinates.
+//!
+//! Pixel coordinates here count from the image's corner: pixel (0, 0) covers [0, 1)², its
+//! centre at (0.5, 0.5), so a centred principal point is `width / 2`. ROS's `CameraInfo`
+//! (as OpenCV's calibration) counts from the first pixel's *centre*, so its centred
+//! principal point is `width / 2 − 0.5`. [`PinholeCamera::from_camera_info`] and
+//! [`PinholeCamera::camera_info`] convert between the two ([`ROS_PRINCIPAL_OFFSET`]); a
+//! real calibration read without it would unproject every pixel half a pixel off.
 
 use nalgebra::{Isometry3, Point3, Translation3, UnitQuaternion, Vector3};
 
 use crate::msg::sensor_msgs::CameraInfo;
 use crate::msg::std_msgs::Header;
+
+/// What this crate's principal point adds to a `CameraInfo`'s (pixel centres at +0.5 here,
+/// at integers in ROS).
+pub const ROS_PRINCIPAL_OFFSET: f64 = 0.5;
 
 /// A calibrated pinhole camera placed in the world.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,12 +118,33 @@ impl PinholeCamera {
         (origin, self.world_from_camera.rotation * d.normalize())
     }
 
-    /// `sensor_msgs/CameraInfo` of this camera (no distortion).
+    /// The camera a `sensor_msgs/CameraInfo` describes (its `K`; distortion is not
+    /// modelled), placed at `world_from_camera`. `K`'s principal point is converted to
+    /// this crate's pixel convention (see the module doc).
+    pub fn from_camera_info(info: &CameraInfo, world_from_camera: Isometry3<f64>) -> Self {
+        Self {
+            width: info.width,
+            height: info.height,
+            fx: info.k[0],
+            fy: info.k[4],
+            cx: info.k[2] + ROS_PRINCIPAL_OFFSET,
+            cy: info.k[5] + ROS_PRINCIPAL_OFFSET,
+            world_from_camera,
+        }
+    }
+
+    /// `sensor_msgs/CameraInfo` of this camera (no distortion), its principal point in
+    /// ROS's pixel convention (see the module doc).
     pub fn camera_info(&self, header: Header) -> CameraInfo {
         let mut info = crate::nodes::camera::pinhole_camera_info(
             self.width,
             self.height,
-            [self.fx, self.fy, self.cx, self.cy],
+            [
+                self.fx,
+                self.fy,
+                self.cx - ROS_PRINCIPAL_OFFSET,
+                self.cy - ROS_PRINCIPAL_OFFSET,
+            ],
             &header.frame_id,
         );
         info.header = header;

@@ -189,13 +189,17 @@ fn check_built_in_camera(
     h: u32,
 ) -> Result<(), WorldModelError> {
     let ours = crate::render::scene::default_camera(w, h);
-    let (fx, fy, cx, cy) = (info.k[0], info.k[4], info.k[2], info.k[5]);
+    let theirs = crate::render::PinholeCamera::from_camera_info(info, ours.world_from_camera);
+    let (fx, fy, cx, cy) = (theirs.fx, theirs.fy, theirs.cx, theirs.cy);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    // Bags recorded before session 46 wrote the built-in camera's principal point without
+    // ROS's half-pixel shift (`render::camera`'s module doc); they hold the same camera.
+    let offset = crate::render::camera::ROS_PRINCIPAL_OFFSET;
     let same = (info.width, info.height) == (w, h)
         && close(fx, ours.fx)
         && close(fy, ours.fy)
-        && close(cx, ours.cx)
-        && close(cy, ours.cy);
+        && ((close(cx, ours.cx) && close(cy, ours.cy))
+            || (close(cx - offset, ours.cx) && close(cy - offset, ours.cy)));
     if same {
         return Ok(());
     }
@@ -771,5 +775,14 @@ mod tests {
         );
         let info = crate::render::scene::default_camera(256, 256).camera_info(header);
         assert!(check_built_in_camera("b", &info, 128, 128).is_err());
+        // Bags recorded before the half-pixel convention (K's cx, cy at 128) pass; a
+        // principal point a pixel off does not.
+        let mut old = info.clone();
+        old.k[2] += 0.5;
+        old.k[5] += 0.5;
+        check_built_in_camera("old", &old, 256, 256).unwrap();
+        let mut shifted = info;
+        shifted.k[2] += 1.0;
+        assert!(check_built_in_camera("shifted", &shifted, 256, 256).is_err());
     }
 }

@@ -181,6 +181,14 @@ def main() -> int:
             if not (root / m.group(1)).is_file():
                 errors.append(f"{rel}: names $(find-pkg-share {PKG})/{m.group(1)}, which has "
                               "no source file")
+        # A parameter whose value is a command's output (a URDF from xacro) must say
+        # type="str": without it launch_ros reads the value as YAML and stops the launch on
+        # the first comment line holding ": ".
+        for node in tree.iter("node"):
+            for param in node.iter("param"):
+                if "$(command" in (param.get("value") or "") and param.get("type") != "str":
+                    errors.append(f"{rel}: parameter {param.get('name')} takes a command's "
+                                  "output without type=\"str\" (launch_ros parses it as YAML)")
         # Its Python twin includes exactly it.
         twin = lf.with_name(lf.name[: -len(".xml")] + ".py")
         if not twin.is_file():
