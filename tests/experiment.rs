@@ -71,6 +71,23 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     assert!(second.status.success(), "{err}");
     assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), md);
+    // The same folder spelled otherwise is the same run (before session 46 every stage
+    // was moved aside and made again).
+    let spelled = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["experiment", "--quick", "--out"])
+        .arg(format!("{}/./", out.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&spelled.stderr);
+    assert!(spelled.status.success(), "{err}");
+    assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
+    // The collection says which seeds it used.
+    let collected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bags/collect.json")).unwrap()).unwrap();
+    assert_eq!(
+        (&collected["seed"], &collected["episodes"]),
+        (&serde_json::json!(2000000), &serde_json::json!(2))
+    );
     // A folder made before the mask measure changed: its world-model stages named no
     // measure (or another one). Those stages and what reads them run again; nothing else.
     let record_path = |stage: &str| out.join("stages").join(format!("{stage}.json"));
@@ -133,6 +150,22 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
         err.contains("--bags") && err.contains("not a folder"),
         "{err}"
     );
+    // Bags collected on the evaluation's seeds are refused before anything runs.
+    let on_test = dir.path().join("on-test-seeds");
+    std::fs::create_dir_all(&on_test).unwrap();
+    std::fs::write(
+        on_test.join("collect.json"),
+        r#"{"seed": 50, "episodes": 10}"#,
+    )
+    .unwrap();
+    let bad = with(&on_test);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("collected on seeds 50–59") && err.contains("which the evaluation uses"),
+        "{err}"
+    );
+    assert!(!again.join("stages").exists(), "a stage ran: {err}");
     // Where root can mount one (CI), `again` is a tmpfs too small for what this run
     // writes: it fills while the simulator-verified ORPO stage writes its adapters, as a
     // disk fills under a checkpoint. The run stops with the kernel's ENOSPC and keeps every
@@ -227,6 +260,20 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
             .collect()
     };
     assert_eq!(scores(&again), scores(&out));
+    // The zero-shot planner written again in place (same bytes, a new modification time):
+    // every stage that reads it is made again, and ends with the same table.
+    let config = out.join("zero-shot/config.json");
+    std::fs::write(&config, std::fs::read(&config).unwrap()).unwrap();
+    let fourth = with(&out.join("bags"));
+    let err = String::from_utf8_lossy(&fourth.stderr);
+    assert!(fourth.status.success(), "{err}");
+    assert!(
+        err.contains("changed since it was made: run again"),
+        "{err}"
+    );
+    assert!(!err.contains("eval-zero-shot: done before"), "{err}");
+    assert!(err.contains("world-model: done before"), "{err}");
+    assert_eq!(scores(&again), scores(&out));
 }
 
 /// `kill -9` of the experiment while a stage runs takes the stage's process with it (it
@@ -293,4 +340,26 @@ fn a_killed_experiment_takes_its_running_stage_along_and_resumes() {
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
     assert!(out.join("table.md").is_file());
+}
+
+/// A second experiment on a folder another one is running in is refused with the reason,
+/// before it moves, resumes or records anything.
+#[test]
+fn a_second_experiment_on_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let _held = dreamplan::train::checkpoint::lock_output(&out.join("stages")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args(["experiment", "--quick", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("another run is writing into"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(out.join("stages")).unwrap().count(),
+        1,
+        "{err}"
+    );
 }

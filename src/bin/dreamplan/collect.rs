@@ -177,7 +177,34 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         };
         println!("wrote {}", out.display());
     }
+    // What was collected, on which seeds: `dreamplan experiment --bags` refuses bags whose
+    // seeds another of its stages uses (the evaluation's above all).
+    let record = json!({
+        "tasks": tasks,
+        "seed": args.seed,
+        "episodes": args.episodes,
+        "planner": backend_name(args.planner),
+        "model": args.model.as_ref().map(|m| m.display().to_string()),
+        "adapter": args.adapter.as_ref().map(|m| m.display().to_string()),
+        "k": args.k,
+        "temperature": args.temperature,
+    });
+    let file = args.out.join("collect.json");
+    let tmp = args.out.join("collect.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .with_context(|| format!("writing {}", file.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The planner node's name of a backend.
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Correspondence => "correspondence",
+        Backend::Coverage => "coverage",
+        Backend::Random => "random",
+        Backend::Vlm => "vlm",
+    }
 }
 
 /// Runs one task's graph until `args.episodes` episodes are scored; `on_episode` is called
@@ -192,12 +219,7 @@ fn collect_task(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let backend = match args.planner {
-        Backend::Correspondence => "correspondence",
-        Backend::Coverage => "coverage",
-        Backend::Random => "random",
-        Backend::Vlm => "vlm",
-    };
+    let backend = backend_name(args.planner);
     let s = args.size;
     let mut planner = json!({
         "backend": backend,

@@ -17,6 +17,8 @@
 //!   whose record names another mask measure than this build's (the stages that score
 //!   predicted frames: world-model quality, world-model preferences, test-time
 //!   verification; a record from before measures were named counts as another), and
+//!   whose outside input (`--zero-shot`, `--bags`) changed since (a stamp of the folder's
+//!   files: names, sizes, modification times; since session 46), and
 //!   continues an interrupted one: the trainers (the zero-shot pretraining too, since
 //!   session 42) and the preference generator resume from their own checkpoints; commands
 //!   that cannot resume (collection, evaluation) start that stage over;
@@ -34,7 +36,10 @@
 //!
 //! Seeds: evaluation 0–99 per task; zero-shot training scenes 1,000,000 up; collection
 //! 2,000,000 up; preference states 3,000,000 up; world-model rating 4,000,000 up. No stage
-//! sees an evaluation seed before the evaluations.
+//! sees an evaluation seed before the evaluations: `--bags` whose `collect.json` names
+//! seeds of the evaluation, the preferences or the rating are refused, and no count flag
+//! may pass a range's 1,000,000. Command lines are compared with their paths made
+//! absolute, so `--out exp` and `--out ./exp/` are one run.
 //!
 //! `--quick` runs every stage of the same path on tiny settings (a few episodes and steps;
 //! minutes, not hours) for CI. Its figures mean nothing.
@@ -462,6 +467,9 @@ struct Record {
     /// What the record is to say beside the command line: the mask measure of a stage
     /// that scores predicted frames, else null.
     tag: serde_json::Value,
+    /// The stamps of the outside folders (`--zero-shot`, `--bags`) its command line names
+    /// ([`Inputs::of`]).
+    inputs: serde_json::Value,
     /// Made by the same command line (and measure).
     same: bool,
     /// An input stage started again after this one was made (`mark_stale`).
@@ -469,22 +477,27 @@ struct Record {
 }
 
 impl Record {
-    fn read(out: &Path, st: &Stage) -> Self {
+    fn read(out: &Path, st: &Stage, inputs: &Inputs) -> Self {
         let tag = if st.scores_frames() {
             serde_json::json!(MEASURE_NAME)
         } else {
             serde_json::Value::Null
         };
+        let stamps = inputs.of(st);
         let previous: Option<serde_json::Value> = std::fs::read(stage_file(out, st.name))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let same = previous.as_ref().is_some_and(|p| {
-            p["argv"] == serde_json::json!(st.argv) && (!st.scores_frames() || p["measure"] == tag)
+            same_argv(&p["argv"], &st.argv)
+                && (!st.scores_frames() || p["measure"] == tag)
+                // Records from before session 46 hold no stamps: taken as the same.
+                && (p.get("inputs").is_none() || p["inputs"] == stamps)
         });
         let stale = previous.as_ref().is_some_and(|p| p["stale"] == true);
         Self {
             previous,
             tag,
+            inputs: stamps,
             same,
             stale,
         }
@@ -505,12 +518,154 @@ impl Record {
     }
 }
 
+/// Whether a recorded command line is `argv`, its paths compared as absolute paths
+/// (`--out exp`, `--out ./exp/` and `--out /abs/exp` name one folder: before session 46 a
+/// re-run spelled otherwise moved every finished stage aside and made it again).
+fn same_argv(recorded: &serde_json::Value, argv: &[String]) -> bool {
+    fn norm(arg: &str) -> String {
+        if arg.starts_with('-') || arg.is_empty() {
+            return arg.to_string();
+        }
+        match std::path::absolute(arg) {
+            Ok(p) => {
+                // `absolute` keeps `.` in the middle and a trailing `/`: the components
+                // drop both.
+                let p: PathBuf = p.components().collect();
+                p.display().to_string()
+            }
+            Err(_) => arg.to_string(),
+        }
+    }
+    let Some(rec) = recorded.as_array() else {
+        return false;
+    };
+    rec.len() == argv.len()
+        && rec
+            .iter()
+            .zip(argv)
+            .all(|(r, a)| r.as_str().is_some_and(|r| norm(r) == norm(a)))
+}
+
+/// The outside folders a run reads (`--zero-shot`, `--bags`) and a stamp of each (every
+/// file's name, size and modification time, [`folder_stamp`]): a stage whose command line
+/// names one is made again when its stamp changed (a zero-shot model trained again in
+/// place, bags recorded again at the same path). Before session 46 a re-run took the old
+/// figures as finished.
+struct Inputs(Vec<(String, String)>);
+
+impl Inputs {
+    fn new(a: &ExperimentArgs) -> anyhow::Result<Self> {
+        let mut v = Vec::new();
+        for p in [&a.zero_shot, &a.bags].into_iter().flatten() {
+            v.push((s(p), folder_stamp(p)?));
+        }
+        Ok(Self(v))
+    }
+
+    /// The stamps of the folders `st`'s command line names, by path.
+    fn of(&self, st: &Stage) -> serde_json::Value {
+        let m: serde_json::Map<String, serde_json::Value> = self
+            .0
+            .iter()
+            .filter(|(p, _)| st.argv.contains(p))
+            .map(|(p, stamp)| (p.clone(), serde_json::json!(stamp)))
+            .collect();
+        serde_json::Value::Object(m)
+    }
+}
+
+/// A stamp of a folder's files, without reading them: FNV-1a over each file's path under
+/// it, size and modification time (`checkpoint::file_stamp`), hidden files (locks) left
+/// out. A copy of the folder made without keeping times counts as changed.
+fn folder_stamp(dir: &Path) -> anyhow::Result<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, root, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                let stamp = dreamplan::train::checkpoint::file_stamp(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                out.push(format!("{rel}|{stamp}"));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    Ok(format!(
+        "{:016x}",
+        dreamplan::train::checkpoint::fnv1a(files.join("\n").as_bytes())
+    ))
+}
+
+/// The width of each stage's seed range (evaluation from 0, zero-shot training from
+/// 1,000,000, collection 2,000,000, preferences 3,000,000, world-model rating 4,000,000).
+const SEED_RANGE: u64 = 1_000_000;
+
+/// Refuses `--bags` collected on seeds another stage of this run uses (the evaluation's
+/// scenes above all: a world model trained on them would have seen the test), from the
+/// `collect.json` that `dreamplan collect` writes beside its bags since session 46. Bags
+/// without one (a real arm's, an older collection) are named in a warning: their seeds
+/// cannot be checked.
+fn check_bag_seeds(bags: &Path, a: &ExperimentArgs) -> anyhow::Result<()> {
+    let file = bags.join("collect.json");
+    let Ok(bytes) = std::fs::read(&file) else {
+        eprintln!(
+            "warning: {} has no collect.json: the seeds its episodes were collected on cannot \
+             be checked against the evaluation's (0–{})",
+            bags.display(),
+            a.episodes - 1
+        );
+        return Ok(());
+    };
+    let c: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", file.display()))?;
+    let (Some(first), Some(n)) = (c["seed"].as_u64(), c["episodes"].as_u64()) else {
+        anyhow::bail!("{}: no `seed` and `episodes`", file.display());
+    };
+    let used = [
+        ("the evaluation", 0, a.episodes),
+        (
+            "the preference states",
+            dreamplan::train::preferences::PREFERENCE_SEED_BASE,
+            a.states as u64,
+        ),
+        ("the world model's rating", 4 * SEED_RANGE, 50),
+    ];
+    for (what, start, len) in used {
+        let overlap = first < start + len && start < first.saturating_add(n);
+        anyhow::ensure!(
+            !overlap,
+            "--bags {}: collected on seeds {first}–{} ({}), which {what} uses ({start}–{}): \
+             collect again with another --seed (the experiment's own collection uses 2000000)",
+            bags.display(),
+            first.saturating_add(n) - 1,
+            file.display(),
+            start + len - 1
+        );
+    }
+    Ok(())
+}
+
 /// The stages a run would start, in order: those not finished before, and those whose
 /// inputs one of them remakes.
-fn will_run(out: &Path, all: &[Stage]) -> Vec<&'static str> {
+fn will_run(out: &Path, all: &[Stage], inputs: &Inputs) -> Vec<&'static str> {
     let mut will: Vec<&'static str> = Vec::new();
     for st in all {
-        if !Record::read(out, st).finished(st, &will) {
+        if !Record::read(out, st, inputs).finished(st, &will) {
             will.push(st.name);
         }
     }
@@ -576,6 +731,17 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.collect_episodes > 0, "--collect-episodes must be > 0");
     anyhow::ensure!(a.world_model_steps > 0, "--world-model-steps must be > 0");
     anyhow::ensure!(a.states > 0, "--states must be > 0");
+    // Each seed range is 1,000,000 wide (the module doc): more would reach the next.
+    for (flag, n) in [
+        ("--episodes", a.episodes),
+        ("--collect-episodes", a.collect_episodes),
+        ("--states", a.states as u64),
+    ] {
+        anyhow::ensure!(
+            n <= SEED_RANGE,
+            "{flag} {n}: at most {SEED_RANGE}, or its seeds would reach another stage's"
+        );
+    }
     // A GPU this build or machine cannot give is refused before the first stage.
     a.compute.open()?;
     if let Some(zs) = &a.zero_shot {
@@ -591,9 +757,15 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             "--bags {}: not a folder (a `dreamplan collect` output)",
             b.display()
         );
+        check_bag_seeds(b, &a)?;
     }
     std::fs::create_dir_all(a.out.join("stages"))
         .with_context(|| format!("creating {}", a.out.display()))?;
+    // A second experiment on the same folder would move aside, resume and record the same
+    // stages as this one: refused while this one runs (its children lock their own
+    // outputs, not `stages/`).
+    let _lock = dreamplan::train::checkpoint::lock_output(&a.out.join("stages"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(a.out.join("eval"))?;
     if a.quick {
         let tiny = serde_json::to_vec_pretty(&dreamplan::world_model::Config::tiny())?;
@@ -601,22 +773,24 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("finding this executable")?;
     let all = stages(&a);
+    let inputs = Inputs::new(&a)?;
     let t0 = Instant::now();
     let (mut done_expect, mut done_actual) = (0.0f64, 0.0f64);
     // The stages this invocation will run, as far as their records tell (an ORPO stage
     // whose preference file has no pair is skipped when its turn comes): the ETA sums these.
-    let will = will_run(&a.out, &all);
+    let will = will_run(&a.out, &all, &inputs);
     // Stages run (or skipped anew) in this invocation: what depends on them runs again.
     let mut ran: Vec<&'static str> = Vec::new();
     for (i, st) in all.iter().enumerate() {
         let record = stage_file(&a.out, st.name);
-        let rec = Record::read(&a.out, st);
+        let rec = Record::read(&a.out, st, &inputs);
         let finished = rec.finished(st, &ran);
         let dep_ran = st.deps.iter().any(|d| ran.contains(d));
         let dep_ran = dep_ran || rec.stale;
         let Record {
             previous,
             tag,
+            inputs: stamps,
             same,
             ..
         } = rec;
@@ -634,7 +808,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         if st.scores_frames()
             && previous
                 .as_ref()
-                .is_some_and(|p| p["argv"] == serde_json::json!(st.argv) && p["measure"] != tag)
+                .is_some_and(|p| same_argv(&p["argv"], &st.argv) && p["measure"] != tag)
         {
             eprintln!(
                 "[{}/{}] {}: made with another mask measure ({}); this build's is {MEASURE_NAME}: run again",
@@ -645,6 +819,24 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .and_then(|p| p["measure"].as_str())
                     .unwrap_or("the one before measures were named")
+            );
+        }
+        if let Some(p) = previous.as_ref().filter(|p| {
+            same_argv(&p["argv"], &st.argv) && p.get("inputs").is_some() && p["inputs"] != stamps
+        }) {
+            let changed: Vec<&str> = stamps
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| p["inputs"][k.as_str()] != **v)
+                .map(|(k, _)| k.as_str())
+                .collect();
+            eprintln!(
+                "[{}/{}] {}: {} changed since it was made: run again",
+                i + 1,
+                all.len(),
+                st.name,
+                changed.join(", ")
             );
         }
         // A finished zero-shot model without a finished record (killed between the two) is
@@ -679,7 +871,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             write_atomic(
                 &record,
                 &serde_json::to_vec_pretty(
-                    &serde_json::json!({"argv": st.argv, "measure": tag, "done": true, "skipped": why}),
+                    &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": true, "skipped": why}),
                 )?,
             )?;
             continue;
@@ -687,7 +879,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
-                &serde_json::json!({"argv": st.argv, "measure": tag, "done": false}),
+                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": false}),
             )?,
         )?;
         // A stage that continues an interrupted run of itself does only part of its work:
@@ -737,7 +929,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
-                &serde_json::json!({"argv": st.argv, "measure": tag, "done": true, "seconds": secs}),
+                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": true, "seconds": secs}),
             )?,
         )?;
     }
