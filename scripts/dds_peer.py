@@ -701,7 +701,10 @@ def drive(args):
     goal = open(f"{args.scene}/goal.rgb", "rb").read()
     assert len(rgb) == w * h * 3 and len(depth) == w * h * 4 and len(goal) == w * h * 3
     dp = DomainParticipant(args.domain)
-    stream, latched, events_q = qos("volatile", 5), qos("transient_local", 1), qos("volatile", 100)
+    # As a camera driver or ros_gz_bridge publishes: images, depth and camera info best
+    # effort (the sensor-data profile), the camera info with every frame, not latched.
+    stream = qos("volatile", 5, reliable=False)
+    latched, events_q = qos("transient_local", 1), qos("volatile", 100)
 
     def writer(topic, typ, q):
         return DataWriter(dp, Topic(dp, dds_topic(topic), typ, qos=q), qos=q)
@@ -711,7 +714,7 @@ def drive(args):
 
     image_w = writer("/camera/image_raw", Image_, stream)
     depth_w = writer("/camera/depth/image_raw", Image_, stream)
-    info_w = writer("/camera/camera_info", CameraInfo_, latched)
+    info_w = writer("/camera/camera_info", CameraInfo_, stream)
     goal_w = writer("/goal/image", Image_, latched)
     joints_w = writer("/joint_states", JointState_, qos("volatile", 10))
     episode_w = writer("/dreamplan/episode", EpisodeEvent_, events_q)
@@ -733,10 +736,13 @@ def drive(args):
         return Image_(header=header(now), height=h, width=w, encoding=encoding, is_bigendian=0, step=w * bytes_per_px, data=data)
 
     k = scene["k"]
-    info_w.write(CameraInfo_(
-        header=header(time.time()), height=h, width=w, distortion_model="plumb_bob", d=[0.0] * 5, k=k,
-        r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1.0, 0],
-        binning_x=0, binning_y=0, roi=RegionOfInterest_(0, 0, 0, 0, False)))
+
+    def camera_info(now):
+        return CameraInfo_(
+            header=header(now), height=h, width=w, distortion_model="plumb_bob", d=[0.0] * 5, k=k,
+            r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1.0, 0],
+            binning_x=0, binning_y=0, roi=RegionOfInterest_(0, 0, 0, 0, False))
+
     goal_w.write(image(goal, "rgb8", 3, time.time()))
     deadline = time.monotonic() + args.timeout
     got = {"action": None, "trajectory": None, "events": []}
@@ -758,6 +764,7 @@ def drive(args):
             cam.width, cam.height, cam.step = img_w, img_h, img_w * 3
             image_w.write(cam)
             depth_w.write(image(depth, "32FC1", 4, stamp))
+            info_w.write(camera_info(stamp))
             joints_w.write(JointState_(header=header(stamp), name=scene["joint_names"], position=scene["q"], velocity=[], effort=[]))
         # Ask for a decision once the planner's action writer and the nodes' event readers
         # are matched (discovery), and give their subscriptions a moment.

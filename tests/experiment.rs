@@ -81,6 +81,19 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     let err = String::from_utf8_lossy(&spelled.stderr);
     assert!(spelled.status.success(), "{err}");
     assert_eq!(err.matches("done before, skipped").count(), 15, "{err}");
+    // Another build of dreamplan (here a copy of this one: another modification time)
+    // keeps every finished stage and says that another build made it.
+    let copy = dir.path().join("dreamplan-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_dreamplan"), &copy).unwrap();
+    let other = Command::new(&copy)
+        .args(["experiment", "--quick", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(other.status.success(), "{err}");
+    assert_eq!(err.matches("made by another build").count(), 15, "{err}");
+    std::fs::remove_file(&copy).unwrap();
     // The collection says which seeds it used.
     let collected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("bags/collect.json")).unwrap()).unwrap();

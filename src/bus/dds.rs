@@ -112,6 +112,8 @@ struct DdsSink<M: Message> {
     topic: String,
     /// The participant's discovery database: who reads the topic.
     context: Context,
+    /// Samples dropped because a reliable reader's send window was full.
+    dropped: AtomicU64,
 }
 
 impl<M: Message> Sink<M> for DdsSink<M> {
@@ -119,9 +121,27 @@ impl<M: Message> Sink<M> for DdsSink<M> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BusError::Closed(self.topic.clone()));
         }
-        self.publisher
-            .publish(Shared(msg))
-            .map_err(|e| BusError::Ros(format!("DDS publish on `{}`: {e:?}", self.topic)))
+        match self.publisher.publish(Shared(msg)) {
+            Ok(()) => Ok(()),
+            // A reliable reader that does not keep up fills the send window: the sample is
+            // dropped, as a keep-last queue drops its oldest, instead of failing the node
+            // (before session 46 the publish error stopped the sim or the planner, and with
+            // them the whole graph). Said at the first drop and each time the count doubles.
+            Err(ros2_client::WriteError::WouldBlock { .. }) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        "DDS: `{}`: {n} sample(s) dropped so far: a reliable reader does not keep up",
+                        self.topic
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(BusError::Ros(format!(
+                "DDS publish on `{}`: {e:?}",
+                self.topic
+            ))),
+        }
     }
 
     /// The readers of the topic in the participant's discovery database: this process's
@@ -305,6 +325,7 @@ impl Bus for DdsBus {
             closed: self.inner.closed.clone(),
             topic: topic.clone(),
             context: self.inner.context.clone(),
+            dropped: AtomicU64::new(0),
         };
         Ok(Publisher::new(topic, Arc::new(sink)))
     }
@@ -844,6 +865,15 @@ async fn follow_goal(
         if cancelled() {
             return Failed("cancelled before it was sent".into());
         }
+        // How long to wait for the result: twice the trajectory's duration and half a
+        // minute more. A controller that crashed or restarted mid-goal never answers;
+        // before session 46 the executor then counted the arm busy until an e-stop or a
+        // restart.
+        let lasts_s = trajectory
+            .points
+            .last()
+            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
+        let result_wait = std::time::Duration::from_secs_f64(2.0 * lasts_s.max(0.0) + 30.0);
         let goal = fjt::Goal {
             trajectory,
             ..Default::default()
@@ -869,8 +899,18 @@ async fn follow_goal(
                 tracing::warn!(action = %name, "cancel request not sent: {e:?}");
             }
         }
-        let result = client.async_request_result(id).await;
+        let result = tokio::time::timeout(result_wait, client.async_request_result(id)).await;
         active.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Ok(result) = result else {
+            if let Err(e) = client.cancel_goal(id) {
+                tracing::warn!(action = %name, "cancel request not sent: {e:?}");
+            }
+            return Failed(format!(
+                "`{name}` gave no result within {:.0} s for a trajectory of {lasts_s:.1} s \
+                 (has the controller stopped?); the goal was cancelled",
+                result_wait.as_secs_f64()
+            ));
+        };
         match result {
             Err(e) => Failed(format!("no result: {e}")),
             Ok((status, r)) => super::TrajectoryOutcome::from_result(

@@ -102,6 +102,19 @@ impl Qos {
         qos
     }
 
+    /// A reader of a camera-like stream: best effort, volatile, keep the last `depth`. A
+    /// best-effort reader matches a writer of either reliability; a reliable one never
+    /// matches a `sensor_data` writer (a camera driver's, or the camera node's), so the
+    /// images would never arrive over DDS (before session 46 the planner, the executor's
+    /// depth and the verifier read reliable).
+    pub const fn stream(depth: usize) -> Self {
+        Self {
+            depth: if depth == 0 { 1 } else { depth },
+            reliability: Reliability::BestEffort,
+            durability: Durability::Volatile,
+        }
+    }
+
     /// The same profile with transient-local durability.
     pub const fn transient_local(mut self) -> Self {
         self.durability = Durability::TransientLocal;

@@ -497,11 +497,19 @@ impl Node for ExecutorNode {
         let mut joints = ctx
             .bus
             .subscribe::<JointState>(&t.joint_states, Qos::keep_last(1))?;
-        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(1))?;
+        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::stream(1))?;
         let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
+        // Two readers of the camera info, as of the e-stop below: a latched one for a
+        // latched publisher (the camera node, the sim), and a best-effort volatile one for
+        // a driver or bridge that publishes it with each frame (ros_gz_bridge, most camera
+        // drivers), which a transient-local reader does not match (before session 46 the
+        // executor then kept the built-in intrinsics without a word).
         let mut infos = ctx
             .bus
             .subscribe::<CameraInfo>(&t.camera_info, Qos::latched())?;
+        let mut infos_any = ctx
+            .bus
+            .subscribe::<CameraInfo>(&t.camera_info, Qos::stream(1))?;
         let mut camera = self.config.camera(None);
         // Two readers of the e-stop: a latched one, which gets the state a latched publisher
         // holds when this node starts, and a best-effort volatile one, which matches any
@@ -662,7 +670,7 @@ impl Node for ExecutorNode {
                         Err(e) => tracing::warn!(node = %ctx.name, "depth ignored: {e}"),
                     }
                 }
-                m = infos.recv() => {
+                m = async { tokio::select! { m = infos.recv() => m, m = infos_any.recv() => m } } => {
                     let Some(m) = m else { return Ok(()) };
                     match check_camera_info(&m) {
                         Ok(()) => camera = self.config.camera(Some(&m)),

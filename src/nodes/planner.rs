@@ -492,7 +492,7 @@ impl Node for PlannerNode {
 
     async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
         let t = &self.config.topics;
-        let mut images = ctx.bus.subscribe::<Image>(&t.image, Qos::keep_last(1))?;
+        let mut images = ctx.bus.subscribe::<Image>(&t.image, Qos::stream(1))?;
         let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
         let mut events = ctx
             .bus

@@ -481,8 +481,8 @@ impl Node for VerifierNode {
             .subscribe::<ActionCandidates>(&t.candidates, Qos::keep_last(10))?;
         let mut objects = ctx
             .bus
-            .subscribe::<Image>(&t.object_only, Qos::keep_last(KEPT))?;
-        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::keep_last(KEPT))?;
+            .subscribe::<Image>(&t.object_only, Qos::stream(KEPT))?;
+        let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::stream(KEPT))?;
         let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
         let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
         let mut events = ctx

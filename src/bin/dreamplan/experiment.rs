@@ -774,6 +774,13 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let all = stages(&a);
     let inputs = Inputs::new(&a)?;
+    // This build of dreamplan: its version and a stamp of its executable. A finished stage
+    // made by another build is kept (its command line is the same) and said so.
+    let build = format!(
+        "{} {}",
+        env!("CARGO_PKG_VERSION"),
+        dreamplan::train::checkpoint::file_stamp(&exe).unwrap_or_default()
+    );
     let t0 = Instant::now();
     let (mut done_expect, mut done_actual) = (0.0f64, 0.0f64);
     // The stages this invocation will run, as far as their records tell (an ORPO stage
@@ -795,11 +802,23 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             ..
         } = rec;
         if finished {
+            let other_build = previous
+                .as_ref()
+                .and_then(|p| p.get("build"))
+                .is_some_and(|b| *b != build);
             eprintln!(
-                "[{}/{}] {}: done before, skipped",
+                "[{}/{}] {}: done before, skipped{}",
                 i + 1,
                 all.len(),
-                st.name
+                st.name,
+                if other_build {
+                    format!(
+                        " (made by another build of dreamplan; remove {} to make it again with this one)",
+                        record.display()
+                    )
+                } else {
+                    String::new()
+                }
             );
             continue;
         }
@@ -871,7 +890,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             write_atomic(
                 &record,
                 &serde_json::to_vec_pretty(
-                    &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": true, "skipped": why}),
+                    &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "build": build, "done": true, "skipped": why}),
                 )?,
             )?;
             continue;
@@ -879,7 +898,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
-                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": false}),
+                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "build": build, "done": false}),
             )?,
         )?;
         // A stage that continues an interrupted run of itself does only part of its work:
@@ -929,7 +948,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         write_atomic(
             &record,
             &serde_json::to_vec_pretty(
-                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "done": true, "seconds": secs}),
+                &serde_json::json!({"argv": st.argv, "measure": tag, "inputs": stamps, "build": build, "done": true, "seconds": secs}),
             )?,
         )?;
     }
@@ -1095,7 +1114,25 @@ fn tables(out: &Path) -> anyhow::Result<()> {
             f("ms_per_candidate"),
         ));
     }
-    let doc = serde_json::json!({"rows": rows, "world_model": wm});
+    // Which build of dreamplan made each row's stage (records since session 46): a table
+    // whose stages came from several builds says so.
+    let builds: serde_json::Map<String, serde_json::Value> = ROWS
+        .iter()
+        .filter_map(|(_, name)| {
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(stage_file(out, name)).ok()?).ok()?;
+            Some((name.to_string(), r.get("build")?.clone()))
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<String> =
+        builds.values().map(|b| b.to_string()).collect();
+    if distinct.len() > 1 {
+        eprintln!(
+            "note: the rows were evaluated by {} builds of dreamplan (table.json, \"builds\")",
+            distinct.len()
+        );
+    }
+    let doc = serde_json::json!({"rows": rows, "world_model": wm, "builds": builds});
     write_atomic(&out.join("table.json"), &serde_json::to_vec_pretty(&doc)?)?;
     std::fs::write(out.join("table.md"), &md)
         .with_context(|| format!("writing {}", out.join("table.md").display()))?;
@@ -1140,16 +1177,50 @@ mod tests {
         a: ExperimentArgs,
     }
 
+    /// No outside folder (the tests' `--zero-shot zs` does not exist).
+    const NO_INPUTS: Inputs = Inputs(Vec::new());
+
     /// Every stage of `all` finished in `out`, with this build's command lines and measure.
     fn all_finished(out: &Path, all: &[Stage]) {
         std::fs::create_dir_all(out.join("stages")).unwrap();
         for st in all {
             std::fs::create_dir_all(st.output.parent().unwrap()).unwrap();
             std::fs::write(&st.output, b"").unwrap();
-            let tag = Record::read(out, st).tag;
+            let tag = Record::read(out, st, &NO_INPUTS).tag;
             let rec = serde_json::json!({"argv": st.argv, "measure": tag, "done": true});
             std::fs::write(stage_file(out, st.name), rec.to_string()).unwrap();
         }
+    }
+
+    #[test]
+    fn one_folder_spelled_two_ways_is_one_command_line_and_a_rewritten_file_a_new_stamp() {
+        let rec = serde_json::json!(["eval", "--model", "exp/zs", "--json", "./exp//e.json"]);
+        let cwd = std::env::current_dir().unwrap();
+        let abs = cwd.join("exp/zs").display().to_string();
+        let argv = |m: &str, j: &str| -> Vec<String> {
+            ["eval", "--model", m, "--json", j]
+                .map(String::from)
+                .to_vec()
+        };
+        assert!(same_argv(&rec, &argv(&abs, "exp/e.json")));
+        assert!(same_argv(&rec, &argv("exp/zs/", "exp/./e.json")));
+        assert!(!same_argv(&rec, &argv("exp/zs2", "exp/e.json")));
+        assert!(!same_argv(&rec, &argv("exp/zs", "exp/e.json")[..4]));
+        assert!(!same_argv(
+            &serde_json::json!(null),
+            &argv("exp/zs", "exp/e.json")
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), b"x").unwrap();
+        let before = folder_stamp(dir.path()).unwrap();
+        assert_eq!(folder_stamp(dir.path()).unwrap(), before);
+        // A lock file (hidden) does not change it; the same bytes written again do.
+        std::fs::write(dir.path().join(".dreamplan.lock"), b"").unwrap();
+        assert_eq!(folder_stamp(dir.path()).unwrap(), before);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("sub/a"), b"x").unwrap();
+        assert_ne!(folder_stamp(dir.path()).unwrap(), before);
     }
 
     #[test]
@@ -1174,10 +1245,10 @@ mod tests {
             ]
         );
         // A fresh folder runs everything.
-        assert_eq!(will_run(&out, &all).len(), all.len());
+        assert_eq!(will_run(&out, &all, &NO_INPUTS).len(), all.len());
         // Every stage finished, with this build's command lines and measure.
         all_finished(&out, &all);
-        assert!(will_run(&out, &all).is_empty());
+        assert!(will_run(&out, &all, &NO_INPUTS).is_empty());
         // The world-model preferences named another measure: they and what reads them.
         let rec = serde_json::json!({
             "argv": all.iter().find(|s| s.name == "preferences-wm").unwrap().argv,
@@ -1185,7 +1256,7 @@ mod tests {
         });
         std::fs::write(stage_file(&out, "preferences-wm"), rec.to_string()).unwrap();
         assert_eq!(
-            will_run(&out, &all),
+            will_run(&out, &all, &NO_INPUTS),
             ["preferences-wm", "orpo-wm", "eval-dreamplan"]
         );
         // A stage that scores no predicted frame ignores the measure field.
@@ -1194,14 +1265,14 @@ mod tests {
         let rec = serde_json::json!({"argv": st.argv, "measure": "another", "done": true});
         std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
         assert_eq!(
-            will_run(&out, &all),
+            will_run(&out, &all, &NO_INPUTS),
             ["preferences-wm", "orpo-wm", "eval-dreamplan"]
         );
         // Its command line changed: it and what reads it run again.
         let rec = serde_json::json!({"argv": ["preferences"], "done": true});
         std::fs::write(stage_file(&out, st.name), rec.to_string()).unwrap();
         assert_eq!(
-            will_run(&out, &all),
+            will_run(&out, &all, &NO_INPUTS),
             [
                 "preferences-wm",
                 "orpo-wm",
@@ -1221,12 +1292,12 @@ mod tests {
         let a = Cli::parse_from(["x", "--out", out.to_str().unwrap(), "--zero-shot", "zs"]).a;
         let all = stages(&a);
         all_finished(&out, &all);
-        assert!(will_run(&out, &all).is_empty());
+        assert!(will_run(&out, &all, &NO_INPUTS).is_empty());
         // The world model was trained again and finished; the invocation was killed
         // before anything that reads it ran. The next one remakes all of that.
         mark_stale(&out, &all, "world-model").unwrap();
         assert_eq!(
-            will_run(&out, &all),
+            will_run(&out, &all, &NO_INPUTS),
             [
                 "world-model-quality",
                 "preferences-wm",
