@@ -59,6 +59,21 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     let table: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
     assert_eq!(table["rows"].as_array().unwrap().len(), 7);
+    // Every evaluated row but zero-shot's has its gain over zero-shot, paired by seed (a
+    // row skipped for want of pairs has none).
+    let evaluated = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("average").is_some())
+        .count();
+    let gains = table["gains"].as_array().unwrap();
+    assert_eq!(gains.len(), evaluated - 1, "{table}");
+    assert!(gains.iter().all(|g| g["pairs"] == 3), "{table}");
+    assert!(
+        md.contains("| gain over zero-shot, paired by seed |"),
+        "{md}"
+    );
     // The keypoint oracle scores its episodes (the simulator is not random).
     let oracle = &table["rows"][6];
     assert_eq!(oracle["row"], "keypoint oracle");

@@ -387,6 +387,20 @@ fn means_come_with_a_95_percent_interval() {
     assert!(stratified_mean_ci(&[vec![1.0], vec![]]).0.is_nan());
 }
 
+/// Paired gains average the tasks' mean differences, take their variance from within the
+/// tasks, and may be negative (unlike scores, not clipped to [0, 1]).
+#[test]
+fn paired_gains_are_averaged_over_tasks_and_may_be_negative() {
+    use dreamplan::planner::eval::paired_gain_ci;
+    let (g, lo, hi) = paired_gain_ci(&[vec![1.0, 0.0], vec![0.0, 0.0]]);
+    // Means 0.5 and 0; variances 0.5 / 2 and 0: half-width 1.96 · 0.5 / 2.
+    assert!((g - 0.25).abs() < 1e-12);
+    assert!((lo - (0.25 - 0.49)).abs() < 1e-12 && (hi - (0.25 + 0.49)).abs() < 1e-12);
+    let (g, lo, _) = paired_gain_ci(&[vec![-1.0, -0.5], vec![-0.5, -0.5]]);
+    assert!(g < 0.0 && lo < g);
+    assert!(paired_gain_ci(&[vec![0.5], vec![]]).0.is_nan());
+}
+
 /// The grammar as a decoding guide: it writes `pick` and ` place` with the model's own
 /// tokenizer (several tokens each for the fixture's small BPE), leaves numbers to the
 /// model, ends the answer when the second number cannot grow, and leaves anything off the

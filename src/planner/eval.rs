@@ -474,6 +474,25 @@ pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
     (mean, (mean - half).max(0.0), (mean + half).min(1.0))
 }
 
+/// The average over tasks of paired differences (one `Vec` of tuned − base per task, each
+/// episode's pair of the same seed) and its 95% interval, from within the tasks as
+/// [`stratified_mean_ci`], not clipped (a gain can be negative). A task whose differences
+/// are all the same adds no variance, as `scripts/paired_gain.py` counts it.
+pub fn paired_gain_ci(diffs_by_task: &[Vec<f64>]) -> (f64, f64, f64) {
+    if diffs_by_task.is_empty() || diffs_by_task.iter().any(Vec::is_empty) {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let t = diffs_by_task.len() as f64;
+    let (mut mean, mut var) = (0.0, 0.0);
+    for d in diffs_by_task {
+        let (m, v) = mean_and_variance(d);
+        mean += m / t;
+        var += v / d.len() as f64;
+    }
+    let half = 1.96 * var.sqrt() / t;
+    (mean, mean - half, mean + half)
+}
+
 /// Mean and 95% interval (normal approximation, clipped to [0, 1]) of scores.
 pub fn mean_ci(scores: &[f64]) -> (f64, f64, f64) {
     let n = scores.len() as f64;

@@ -1031,6 +1031,8 @@ fn tables(out: &Path) -> anyhow::Result<()> {
     );
     let mut groups = Vec::new();
     let mut labels = Vec::new();
+    // Each row's scores by (task, seed), for the gains over the zero-shot row.
+    let mut by_seed: Vec<(&str, std::collections::BTreeMap<(String, u64), f64>)> = Vec::new();
     for (label, name) in ROWS {
         let path = out.join("eval").join(format!("{name}.json"));
         let record: Option<serde_json::Value> = std::fs::read(stage_file(out, name))
@@ -1048,6 +1050,18 @@ fn tables(out: &Path) -> anyhow::Result<()> {
         )
         .with_context(|| format!("parsing {}", path.display()))?;
         let episodes = doc["episodes"].as_array().cloned().unwrap_or_default();
+        by_seed.push((
+            label,
+            episodes
+                .iter()
+                .filter_map(|e| {
+                    Some((
+                        (e["task"].as_str()?.to_string(), e["seed"].as_u64()?),
+                        e["score"].as_f64()?,
+                    ))
+                })
+                .collect(),
+        ));
         let score_of = |task: &str| -> Vec<f64> {
             episodes
                 .iter()
@@ -1084,6 +1098,38 @@ fn tables(out: &Path) -> anyhow::Result<()> {
         }));
         labels.push(label);
         groups.push(cells);
+    }
+    // Every row's gain over the zero-shot row, paired by task and seed (the episodes both
+    // evaluated); the average's interval from within the tasks, not clipped.
+    let mut gains = Vec::new();
+    if let Some((_, base)) = by_seed.iter().find(|(l, _)| *l == "zero-shot") {
+        md.push_str(
+            "\n| gain over zero-shot, paired by seed | rope | cloth | toy | average (95%) |\n|---|---|---|---|---|\n",
+        );
+        for (label, row) in by_seed.iter().filter(|(l, _)| *l != "zero-shot") {
+            let diffs: Vec<Vec<f64>> = tasks
+                .iter()
+                .map(|t| {
+                    row.iter()
+                        .filter(|((task, _), _)| task == t)
+                        .filter_map(|(k, v)| Some(v - base.get(k)?))
+                        .collect()
+                })
+                .collect();
+            let (g, lo, hi) = dreamplan::planner::eval::paired_gain_ci(&diffs);
+            let per: Vec<f64> = diffs
+                .iter()
+                .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
+                .collect();
+            md.push_str(&format!(
+                "| {label} | {:+.2} | {:+.2} | {:+.2} | {g:+.2} ({lo:+.2} to {hi:+.2}) |\n",
+                per[0], per[1], per[2]
+            ));
+            gains.push(serde_json::json!({
+                "row": label, "tasks": per, "average": g, "average_ci95": [lo, hi],
+                "pairs": diffs.iter().map(Vec::len).sum::<usize>(),
+            }));
+        }
     }
     let wm_path = out.join("wm_eval.json");
     let wm: serde_json::Value = serde_json::from_slice(
@@ -1132,7 +1178,8 @@ fn tables(out: &Path) -> anyhow::Result<()> {
             distinct.len()
         );
     }
-    let doc = serde_json::json!({"rows": rows, "world_model": wm, "builds": builds});
+    let doc =
+        serde_json::json!({"rows": rows, "gains": gains, "world_model": wm, "builds": builds});
     write_atomic(&out.join("table.json"), &serde_json::to_vec_pretty(&doc)?)?;
     std::fs::write(out.join("table.md"), &md)
         .with_context(|| format!("writing {}", out.join("table.md").display()))?;
