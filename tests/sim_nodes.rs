@@ -336,6 +336,17 @@ async fn an_action_waits_for_a_recent_joint_state() {
     let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
     assert!(e.detail.contains("5.00 s old"), "{}", e.detail);
+    // The clock went back (a bag played again from its start): a state that arrived
+    // "later" than now is no evidence of where the arm is now.
+    r.arm_at_ready(None).await;
+    clock.set(Time {
+        sec: 90,
+        nanosec: 0,
+    });
+    r.actions.publish(centre_action("clock back")).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.contains("the clock went back"), "{}", e.detail);
     r.arm_at_ready(None).await;
     r.actions.publish(centre_action("fresh")).unwrap();
     assert_eq!(

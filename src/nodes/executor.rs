@@ -758,6 +758,14 @@ impl Node for ExecutorNode {
                             "no joint state with the arm's joints on {} yet: where the arm starts is unknown",
                             self.config.topics.joint_states
                         )))
+                    } else if let Some(age) = age_s.filter(|a| max_age > 0.0 && *a < 0.0) {
+                        // The bus clock went back past the state's arrival (a bag played
+                        // again from its start, a simulator reset): its age says nothing.
+                        // Before session 46 a negative age passed as fresh.
+                        Err(Rejection::Planning(format!(
+                            "the last joint state arrived {:.2} s after now: the clock went back; waiting for a joint state of the new time",
+                            -age
+                        )))
                     } else if let Some(age) = age_s.filter(|a| max_age > 0.0 && *a > max_age) {
                         Err(Rejection::Planning(format!(
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
