@@ -60,7 +60,8 @@ fn qos_profile(qos: Qos) -> QosProfile {
         depth: qos.depth.max(1),
     });
     let p = match qos.reliability {
-        // A full send window drops the sample with a warning rather than blocking a node.
+        // A full send window waits 20 ms; then a sensor stream's sample is dropped with a
+        // warning (`DdsSink::send`), any other's publish fails.
         Reliability::Reliable => p.reliability_reliable(ros2_client::qos::WhenFull::Wait(
             std::time::Duration::from_millis(20),
         )),
@@ -106,6 +107,15 @@ impl<M: serde::Serialize> serde::Serialize for Shared<M> {
     }
 }
 
+/// Message types whose samples stream at a rate, each replacing the last: a dropped one
+/// costs a frame, not a decision.
+fn is_sensor_stream(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "sensor_msgs/msg/Image" | "sensor_msgs/msg/CameraInfo" | "sensor_msgs/msg/JointState"
+    )
+}
+
 struct DdsSink<M: Message> {
     publisher: ros2_client::Publisher<Shared<M>>,
     closed: Arc<AtomicBool>,
@@ -123,11 +133,14 @@ impl<M: Message> Sink<M> for DdsSink<M> {
         }
         match self.publisher.publish(Shared(msg)) {
             Ok(()) => Ok(()),
-            // A reliable reader that does not keep up fills the send window: the sample is
-            // dropped, as a keep-last queue drops its oldest, instead of failing the node
-            // (before session 46 the publish error stopped the sim or the planner, and with
-            // them the whole graph). Said at the first drop and each time the count doubles.
-            Err(ros2_client::WriteError::WouldBlock { .. }) => {
+            // On a sensor stream (images, camera info, joint states) a reliable reader that
+            // does not keep up fills the send window: this sample is dropped, the next one
+            // replaces it, instead of failing the node (before session 46 the publish error
+            // stopped the sim, and with it the whole graph). Said at the first drop and each
+            // time the count doubles. On any other topic (an action, a trajectory, an
+            // event, a latched goal) losing the sample would lose a decision: the error
+            // stands.
+            Err(ros2_client::WriteError::WouldBlock { .. }) if is_sensor_stream(M::TYPE_NAME) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
@@ -865,15 +878,6 @@ async fn follow_goal(
         if cancelled() {
             return Failed("cancelled before it was sent".into());
         }
-        // How long to wait for the result: twice the trajectory's duration and half a
-        // minute more. A controller that crashed or restarted mid-goal never answers;
-        // before session 46 the executor then counted the arm busy until an e-stop or a
-        // restart.
-        let lasts_s = trajectory
-            .points
-            .last()
-            .map_or(0.0, |p| p.time_from_start.as_secs_f64());
-        let result_wait = std::time::Duration::from_secs_f64(2.0 * lasts_s.max(0.0) + 30.0);
         let goal = fjt::Goal {
             trajectory,
             ..Default::default()
@@ -899,18 +903,8 @@ async fn follow_goal(
                 tracing::warn!(action = %name, "cancel request not sent: {e:?}");
             }
         }
-        let result = tokio::time::timeout(result_wait, client.async_request_result(id)).await;
+        let result = client.async_request_result(id).await;
         active.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Ok(result) = result else {
-            if let Err(e) = client.cancel_goal(id) {
-                tracing::warn!(action = %name, "cancel request not sent: {e:?}");
-            }
-            return Failed(format!(
-                "`{name}` gave no result within {:.0} s for a trajectory of {lasts_s:.1} s \
-                 (has the controller stopped?); the goal was cancelled",
-                result_wait.as_secs_f64()
-            ));
-        };
         match result {
             Err(e) => Failed(format!("no result: {e}")),
             Ok((status, r)) => super::TrajectoryOutcome::from_result(

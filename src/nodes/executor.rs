@@ -763,7 +763,7 @@ impl Node for ExecutorNode {
                         // again from its start, a simulator reset): its age says nothing.
                         // Before session 46 a negative age passed as fresh.
                         Err(Rejection::Planning(format!(
-                            "the last joint state arrived {:.2} s after now: the clock went back; waiting for a joint state of the new time",
+                            "the last joint state arrived {:.2} s after now: the clock went back; send the action again once a joint state of the new time has come",
                             -age
                         )))
                     } else if let Some(age) = age_s.filter(|a| max_age > 0.0 && *a > max_age) {

@@ -39,7 +39,7 @@ pub struct VerifierTopics {
     pub candidates: String,
     /// Object-only camera frames (in).
     pub object_only: String,
-    /// Depth frames, 32FC1 (in).
+    /// Depth frames, 32FC1 metres or 16UC1 millimetres (in).
     pub depth: String,
     /// The goal image (in, latched).
     pub goal: String,

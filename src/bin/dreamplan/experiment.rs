@@ -522,20 +522,6 @@ impl Record {
 /// (`--out exp`, `--out ./exp/` and `--out /abs/exp` name one folder: before session 46 a
 /// re-run spelled otherwise moved every finished stage aside and made it again).
 fn same_argv(recorded: &serde_json::Value, argv: &[String]) -> bool {
-    fn norm(arg: &str) -> String {
-        if arg.starts_with('-') || arg.is_empty() {
-            return arg.to_string();
-        }
-        match std::path::absolute(arg) {
-            Ok(p) => {
-                // `absolute` keeps `.` in the middle and a trailing `/`: the components
-                // drop both.
-                let p: PathBuf = p.components().collect();
-                p.display().to_string()
-            }
-            Err(_) => arg.to_string(),
-        }
-    }
     let Some(rec) = recorded.as_array() else {
         return false;
     };
@@ -544,6 +530,23 @@ fn same_argv(recorded: &serde_json::Value, argv: &[String]) -> bool {
             .iter()
             .zip(argv)
             .all(|(r, a)| r.as_str().is_some_and(|r| norm(r) == norm(a)))
+}
+
+/// A command-line word as an absolute path (a flag or an empty word as it is), for
+/// comparing spellings of one path.
+fn norm(arg: &str) -> String {
+    if arg.starts_with('-') || arg.is_empty() {
+        return arg.to_string();
+    }
+    match std::path::absolute(arg) {
+        Ok(p) => {
+            // `absolute` keeps `.` in the middle and a trailing `/`: the components drop
+            // both.
+            let p: PathBuf = p.components().collect();
+            p.display().to_string()
+        }
+        Err(_) => arg.to_string(),
+    }
 }
 
 /// The outside folders a run reads (`--zero-shot`, `--bags`) and a stamp of each (every
@@ -557,17 +560,19 @@ impl Inputs {
     fn new(a: &ExperimentArgs) -> anyhow::Result<Self> {
         let mut v = Vec::new();
         for p in [&a.zero_shot, &a.bags].into_iter().flatten() {
-            v.push((s(p), folder_stamp(p)?));
+            v.push((norm(&s(p)), folder_stamp(p)?));
         }
         Ok(Self(v))
     }
 
-    /// The stamps of the folders `st`'s command line names, by path.
+    /// The stamps of the folders `st`'s command line names, by absolute path (`zs` and
+    /// `./zs/` are one folder).
     fn of(&self, st: &Stage) -> serde_json::Value {
+        let named: Vec<String> = st.argv.iter().map(|w| norm(w)).collect();
         let m: serde_json::Map<String, serde_json::Value> = self
             .0
             .iter()
-            .filter(|(p, _)| st.argv.contains(p))
+            .filter(|(p, _)| named.contains(p))
             .map(|(p, stamp)| (p.clone(), serde_json::json!(stamp)))
             .collect();
         serde_json::Value::Object(m)
@@ -862,7 +867,14 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         // not continued: the command would refuse to replace it without --force.
         let finished_model =
             st.argv[0] == "pretrain-zero-shot" && st.output.join("zero_shot.json").exists();
-        if st.output.exists() && (!same || !st.resumes || dep_ran || finished_model) {
+        // A command that resumes checks its own record of the paths it was given, as typed:
+        // an interrupted stage is continued only by the identical command line (another
+        // spelling of the same paths would be refused by the command) and otherwise made
+        // again; a finished one counts as the same with any spelling.
+        let identical = previous
+            .as_ref()
+            .is_some_and(|p| p["argv"] == serde_json::json!(st.argv));
+        if st.output.exists() && (!same || !st.resumes || !identical || dep_ran || finished_model) {
             // Another command line made it, or the command cannot continue it: keep it aside.
             let aside = st.output.with_file_name(format!(
                 "{}.old",
@@ -1117,13 +1129,28 @@ fn tables(out: &Path) -> anyhow::Result<()> {
                 })
                 .collect();
             let (g, lo, hi) = dreamplan::planner::eval::paired_gain_ci(&diffs);
+            // A task with no episode in both rows has no gain (NaN, "—").
             let per: Vec<f64> = diffs
                 .iter()
-                .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
+                .map(|d| d.iter().sum::<f64>() / d.len() as f64)
                 .collect();
+            let cell = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:+.2}")
+                } else {
+                    "—".into()
+                }
+            };
+            let average = if g.is_finite() {
+                format!("{g:+.2} ({lo:+.2} to {hi:+.2})")
+            } else {
+                "—".into()
+            };
             md.push_str(&format!(
-                "| {label} | {:+.2} | {:+.2} | {:+.2} | {g:+.2} ({lo:+.2} to {hi:+.2}) |\n",
-                per[0], per[1], per[2]
+                "| {label} | {} | {} | {} | {average} |\n",
+                cell(per[0]),
+                cell(per[1]),
+                cell(per[2])
             ));
             gains.push(serde_json::json!({
                 "row": label, "tasks": per, "average": g, "average_ci95": [lo, hi],
@@ -1268,6 +1295,27 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("sub/a"), b"x").unwrap();
         assert_ne!(folder_stamp(dir.path()).unwrap(), before);
+    }
+
+    /// A folder's stamp is found under any spelling of its path in a stage's command line
+    /// (before, `--zero-shot ./zs/` after `--zero-shot zs` remade every stage as changed).
+    #[test]
+    fn an_input_stamp_is_keyed_by_the_folder_not_its_spelling() {
+        let inputs = Inputs(vec![(norm("exp/zs"), "stamp".into())]);
+        let stage = |zs: &str| Stage {
+            name: "eval-zero-shot",
+            argv: ["eval", "--model", zs].map(String::from).to_vec(),
+            output: PathBuf::from("e.json"),
+            resumes: false,
+            expect_s: 1.0,
+            pairs: None,
+            after: None,
+            deps: vec![],
+        };
+        let want = serde_json::json!({ norm("exp/zs"): "stamp" });
+        assert_eq!(inputs.of(&stage("./exp/zs/")), want);
+        assert_eq!(inputs.of(&stage("exp/zs")), want);
+        assert_eq!(inputs.of(&stage("exp/zs2")), serde_json::json!({}));
     }
 
     #[test]
