@@ -1034,6 +1034,9 @@ fn pace(done_expect: f64, done_actual: f64) -> f64 {
     }
 }
 
+/// An eval's scores by (task, seed).
+type ScoresBySeed = std::collections::BTreeMap<(String, u64), f64>;
+
 /// Reads the eval JSONs and the world-model rating; writes and prints the tables.
 fn tables(out: &Path) -> anyhow::Result<()> {
     let tasks = ["rope", "cloth", "toy"];
@@ -1044,7 +1047,7 @@ fn tables(out: &Path) -> anyhow::Result<()> {
     let mut groups = Vec::new();
     let mut labels = Vec::new();
     // Each row's scores by (task, seed), for the gains over the zero-shot row.
-    let mut by_seed: Vec<(&str, std::collections::BTreeMap<(String, u64), f64>)> = Vec::new();
+    let mut by_seed: Vec<(&str, ScoresBySeed)> = Vec::new();
     for (label, name) in ROWS {
         let path = out.join("eval").join(format!("{name}.json"));
         let record: Option<serde_json::Value> = std::fs::read(stage_file(out, name))
