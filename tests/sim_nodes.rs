@@ -905,6 +905,110 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
     task.await.unwrap().unwrap();
 }
 
+/// A controller that never answers (a restarted controller manager, a lost result) does
+/// not leave the arm busy for ever: once the trajectory's duration plus `result_timeout_s`
+/// has passed in *bus* time, the goal is cancelled and a `failed` event names the timeout;
+/// the next action is taken. A bus clock that stands still (a paused or slow simulator)
+/// is waited for however long the wall clock runs. Before session 47 the executor waited
+/// for the result for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in_bus_time() {
+    use dreamplan::clock::Clock;
+    let t0 = 1_000_000_000_000i64;
+    let clock = Clock::sim(Time::from_nanos(t0));
+    let bus = LocalBus::new(clock.clone());
+    let stop = CancellationToken::new();
+    let mut goals = bus
+        .serve_trajectories("/arm_controller/follow_joint_trajectory")
+        .unwrap();
+    let mut events = bus
+        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
+        .unwrap();
+    let depth = bus
+        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
+        .unwrap();
+    let actions = bus
+        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    let config: ExecutorConfig = serde_yaml::from_str(&format!(
+        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\njoint_state_max_age_s: 0\nresult_timeout_s: 2.0\n"
+    ))
+    .unwrap();
+    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    depth.publish(plane_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    actions.publish(centre_action("first")).unwrap();
+    let g = tokio::time::timeout(Duration::from_secs(60), goals.recv())
+        .await
+        .expect("a goal in time")
+        .expect("the executor is running");
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let duration = g
+        .trajectory
+        .points
+        .last()
+        .unwrap()
+        .time_from_start
+        .as_secs_f64();
+    assert!(duration > 1.0, "a pick and place takes seconds: {duration}");
+    let at = |s: f64| Time::from_nanos(t0 + (s * 1e9) as i64);
+    // The bus clock stands still: a second of wall time gives nothing up.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        events.try_recv().is_none(),
+        "gave up while bus time stood still"
+    );
+    assert!(
+        !g.answer.is_closed(),
+        "cancelled while bus time stood still"
+    );
+    // Bus time just short of the trajectory's end plus the timeout: still waiting.
+    clock.set(at(duration + 1.6));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(events.try_recv().is_none(), "gave up before the timeout");
+    // Past it: the goal is cancelled and the failure says why.
+    clock.set(at(duration + 2.1));
+    let e = next_event_any(&mut events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(
+        e.detail.starts_with("controller: no result 2.0 s")
+            && e.detail.contains("result_timeout_s"),
+        "{}",
+        e.detail
+    );
+    let cancelled = async {
+        while !g.answer.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), cancelled)
+        .await
+        .expect("the goal cancelled at the server");
+    // The arm is free: the next action is a goal, not refused as busy.
+    actions.publish(centre_action("second")).unwrap();
+    let g2 = tokio::time::timeout(Duration::from_secs(60), goals.recv())
+        .await
+        .expect("a second goal in time")
+        .expect("the executor is running");
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    // The first goal's late "success" counts for nothing; the second's does.
+    let _ = g.answer.send(TrajectoryOutcome::Succeeded);
+    g2.answer.send(TrajectoryOutcome::Succeeded).unwrap();
+    assert_eq!(
+        next_event_any(&mut events).await.event,
+        EpisodeEvent::EVENT_ACTION_FINISHED
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// An executor told to use an action its bus cannot reach stops at once with a message
 /// that names the action and the way out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

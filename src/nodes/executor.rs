@@ -95,6 +95,13 @@ pub struct ExecutorConfig {
     /// event. Needs a bus with ROS actions (ROS 2 through r2r, or over DDS); unset or
     /// empty: the topic.
     pub trajectory_action: Option<String>,
+    /// With `trajectory_action`: how long past the trajectory's end (s, bus time: sim time
+    /// under `use_sim_time`) the executor waits for the controller's result before it
+    /// cancels the goal and reports `failed`, so that a controller that never answers (a
+    /// crashed or restarted controller manager, a lost result) does not leave the arm busy
+    /// for ever. Bus time, not wall time: a simulation slower than real time is not cut
+    /// short, and a paused one waits. 0: wait for ever (before session 47, always).
+    pub result_timeout_s: f64,
     /// An action is planned only from a joint state received at most this long ago (s, bus
     /// time): the trajectory starts at that state, and a controller told to start elsewhere
     /// jumps there. No joint state yet, or an older one (the driver stalled), refuses the
@@ -118,6 +125,7 @@ impl Default for ExecutorConfig {
             motion: PickPlaceParams::default(),
             episode_end_frees_arm: true,
             trajectory_action: None,
+            result_timeout_s: 30.0,
             joint_state_max_age_s: 1.0,
             topics: ExecutorTopics::default(),
         }
@@ -217,6 +225,65 @@ pub const BUSY: &str = "busy with the previous action";
 /// How long (wall-clock seconds) an action that comes before any joint state waits for the
 /// first one before it is refused (with `joint_state_max_age_s` on).
 pub const FIRST_JOINT_STATE_WAIT_S: f64 = 1.0;
+
+/// A moment in bus time (ns) that the node's wall-clock loop watches for: the end of a
+/// motion, or the last moment a controller's result is waited for. The bus clock is read
+/// at least every 0.1 s of wall time, so that a clock running faster than the wall (a
+/// simulator ahead of real time) is followed, and one running slower (or paused) is waited
+/// for. A clock that goes back (a bag played again with `--loop`, a simulator reset)
+/// keeps the remaining time instead of waiting for the old time to come round again.
+#[derive(Clone, Copy, Debug)]
+struct BusDeadline {
+    end: i64,
+    /// The bus time last read: a later reading before it means the clock went back.
+    seen: i64,
+    /// When (wall clock) to read the bus clock next.
+    look: tokio::time::Instant,
+}
+
+impl BusDeadline {
+    /// `after_s` seconds of bus time from `now` (ns).
+    fn after(now: i64, after_s: f64) -> Self {
+        Self {
+            end: now + (after_s * 1e9) as i64,
+            seen: now,
+            look: tokio::time::Instant::now()
+                + std::time::Duration::from_secs_f64(after_s.clamp(0.0, 0.1)),
+        }
+    }
+
+    /// Reads the bus clock (`now`, ns): whether the deadline is reached (if not, when to
+    /// look again is set), and by how many seconds the clock went back since the last
+    /// reading, if it did (the deadline then moved by as much).
+    fn look_at(&mut self, now: i64) -> (bool, Option<f64>) {
+        let back = (now < self.seen).then(|| (self.seen - now) as f64 * 1e-9);
+        if now < self.seen {
+            self.end -= self.seen - now;
+        }
+        self.seen = now;
+        let left_s = (self.end - now) as f64 * 1e-9;
+        if left_s > 0.0 {
+            self.look =
+                tokio::time::Instant::now() + std::time::Duration::from_secs_f64(left_s.min(0.1));
+        }
+        (left_s <= 0.0, back)
+    }
+}
+
+/// Sleeps until `at`, or for ever without one (a `select!` arm that is then never taken).
+async fn wake_at(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A `FollowJointTrajectory` goal the executor waits on: its number (an outcome of a goal
+/// given up earlier carries another) and, with `result_timeout_s`, when to give up on it.
+struct PendingGoal {
+    id: u64,
+    deadline: Option<BusDeadline>,
+}
 
 /// How long the e-stop's hold trajectory takes to reach its one point (s): ros2_controllers'
 /// trajectory controller interpolates from where the arm is to the point in this time.
@@ -411,6 +478,11 @@ impl Node for ExecutorNode {
             "joint_state_max_age_s must be ≥ 0 s (0: no check; is {})",
             config.joint_state_max_age_s
         );
+        anyhow::ensure!(
+            config.result_timeout_s.is_finite() && config.result_timeout_s >= 0.0,
+            "result_timeout_s must be ≥ 0 s (0: wait for ever; is {})",
+            config.result_timeout_s
+        );
         for (name, v) in [("table_z", config.table_z), ("envelope.table_z", e.table_z)] {
             anyhow::ensure!(v.is_finite(), "{name} must be a height in m (is {v})");
         }
@@ -540,7 +612,7 @@ impl Node for ExecutorNode {
         };
         let (outcome_tx, mut outcomes) =
             tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::TrajectoryOutcome)>();
-        let (mut goals_sent, mut goal): (u64, Option<u64>) = (0, None);
+        let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         // The finger joint's last reported position (the e-stop's hold keeps it).
         let mut finger: Option<f64> = None;
@@ -548,13 +620,10 @@ impl Node for ExecutorNode {
         let mut q_at: Option<i64> = None;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         let mut stopped = false;
-        // The running trajectory's end in bus time (ns; sim time under `use_sim_time`), and
-        // when to look at the bus clock next. Before session 42 the end was a wall-clock
-        // instant: a simulator slower than real time got `action_finished` mid-motion.
-        let mut busy_until: Option<(i64, tokio::time::Instant)> = None;
-        // The bus time the motion's end was last compared with: a later reading before it
-        // means the clock went back.
-        let mut busy_seen: i64 = 0;
+        // The running trajectory's end in bus time (sim time under `use_sim_time`). Before
+        // session 42 the end was a wall-clock instant: a simulator slower than real time got
+        // `action_finished` mid-motion.
+        let mut busy_until: Option<BusDeadline> = None;
         // The episode the events belong to (from the last `reset`), so that a recording
         // pairs each action with its episode's score.
         let current = std::sync::atomic::AtomicU32::new(0);
@@ -572,37 +641,42 @@ impl Node for ExecutorNode {
             ..Default::default()
         };
         loop {
-            let finished = async {
-                match busy_until {
-                    Some((_, look)) => tokio::time::sleep_until(look).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
-                _ = finished => {
-                    let Some((mut end, _)) = busy_until else { continue };
-                    let now = ctx.bus.clock().now().as_nanos();
-                    if now < busy_seen {
-                        // The clock went back (a bag played again with `--loop`, a
-                        // simulator reset): the motion keeps its remaining time instead
-                        // of waiting for the old time to come round again.
-                        tracing::warn!(node = %ctx.name, "the clock went back by {:.3} s; the motion keeps its remaining time", (busy_seen - now) as f64 * 1e-9);
-                        end -= busy_seen - now;
+                _ = wake_at(busy_until.map(|d| d.look)) => {
+                    let Some(d) = busy_until.as_mut() else { continue };
+                    let (reached, back) = d.look_at(ctx.bus.clock().now().as_nanos());
+                    if let Some(back) = back {
+                        tracing::warn!(node = %ctx.name, "the clock went back by {back:.3} s; the motion keeps its remaining time");
                     }
-                    busy_seen = now;
-                    let left_s = (end - now) as f64 * 1e-9;
-                    if left_s > 0.0 {
-                        // Not there yet in bus time: look again (at least every 0.1 s, so
-                        // that a clock running faster than the wall is followed too).
-                        busy_until = Some((end, tokio::time::Instant::now() + std::time::Duration::from_secs_f64(left_s.min(0.1))));
-                        continue;
+                    if reached {
+                        busy_until = None;
+                        let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
-                    busy_until = None;
-                    let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                }
+                _ = wake_at(goal.as_ref().and_then(|g| g.deadline).map(|d| d.look)) => {
+                    let Some(d) = goal.as_mut().and_then(|g| g.deadline.as_mut()) else { continue };
+                    let (reached, back) = d.look_at(ctx.bus.clock().now().as_nanos());
+                    if let Some(back) = back {
+                        tracing::warn!(node = %ctx.name, "the clock went back by {back:.3} s; the wait for the controller's result keeps its remaining time");
+                    }
+                    if reached {
+                        // The controller never answered: cancel the goal (the arm holds
+                        // if the controller still runs it) and free the executor.
+                        goal = None;
+                        if let Some(c) = &client {
+                            c.cancel_all();
+                        }
+                        let why = format!(
+                            "controller: no result {:.1} s (bus time) after the trajectory's end; the goal was cancelled (result_timeout_s)",
+                            self.config.result_timeout_s
+                        );
+                        tracing::warn!(node = %ctx.name, "{why}");
+                        let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, why));
+                    }
                 }
                 Some((id, outcome)) = outcomes.recv() => {
-                    if goal != Some(id) {
+                    if goal.as_ref().map(|g| g.id) != Some(id) {
                         continue; // a goal given up earlier
                     }
                     goal = None;
@@ -786,13 +860,13 @@ impl Node for ExecutorNode {
                                     tokio::spawn(async move {
                                         let _ = tx.send((id, done.await));
                                     });
-                                    goal = Some(id);
+                                    let timeout = self.config.result_timeout_s;
+                                    let deadline = (timeout > 0.0).then(|| BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration + timeout));
+                                    goal = Some(PendingGoal { id, deadline });
                                 }
                                 None => {
                                     traj_pub.publish(traj)?;
-                                    busy_seen = ctx.bus.clock().now().as_nanos();
-                                    let end = busy_seen + (duration * 1e9) as i64;
-                                    busy_until = Some((end, tokio::time::Instant::now() + std::time::Duration::from_secs_f64(duration.min(0.1))));
+                                    busy_until = Some(BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration));
                                 }
                             }
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
@@ -864,6 +938,11 @@ mod tests {
         assert!(e.contains("envelope.table_z must be a height"), "{e}");
         let e = with(&|c| c.table_z = f64::NAN);
         assert!(e.starts_with("table_z must be a height"), "{e}");
+        // A NaN timeout would never be reached and a negative one would give up at once.
+        let e = with(&|c| c.result_timeout_s = f64::NAN);
+        assert!(e.starts_with("result_timeout_s must be ≥ 0 s"), "{e}");
+        let e = with(&|c| c.result_timeout_s = -1.0);
+        assert!(e.starts_with("result_timeout_s must be ≥ 0 s"), "{e}");
         // Wider than half the box: the clamp's bounds crossed, and the executor panicked.
         let e = with(&|c| {
             c.envelope.point_margin = 0.3;
