@@ -452,25 +452,15 @@ pub fn choice_pixels(
 /// tasks' episodes into one sample, which made its interval wider than it need be.
 /// NaN when a group is empty.
 pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
-    if groups.is_empty() || groups.iter().any(Vec::is_empty) {
-        return (f64::NAN, f64::NAN, f64::NAN);
+    let (mean, half) = stratified(groups, |m, n| {
+        // A task whose scores are all the same still has an uncertain mean: the variance
+        // its Wilson interval implies, as `mean_ci` gives it.
+        let (_, lo, hi) = wilson(m, n);
+        ((hi - lo) / (2.0 * 1.96)).powi(2)
+    });
+    if mean.is_nan() {
+        return (f64::NAN, f64::NAN, f64::NAN); // `max` and `min` would drop a NaN
     }
-    let t = groups.len() as f64;
-    let (mut mean, mut var) = (0.0, 0.0);
-    for g in groups {
-        let n = g.len() as f64;
-        let (m, v) = mean_and_variance(g);
-        mean += m / t;
-        var += if v > 0.0 {
-            v / n
-        } else {
-            // A task whose scores are all the same still has an uncertain mean: the
-            // variance its Wilson interval implies, as `mean_ci` gives it.
-            let (_, lo, hi) = wilson(m, n);
-            ((hi - lo) / (2.0 * 1.96)).powi(2)
-        };
-    }
-    let half = 1.96 * var.sqrt() / t;
     (mean, (mean - half).max(0.0), (mean + half).min(1.0))
 }
 
@@ -479,18 +469,27 @@ pub fn stratified_mean_ci(groups: &[Vec<f64>]) -> (f64, f64, f64) {
 /// [`stratified_mean_ci`], not clipped (a gain can be negative). A task whose differences
 /// are all the same adds no variance, as `scripts/paired_gain.py` counts it.
 pub fn paired_gain_ci(diffs_by_task: &[Vec<f64>]) -> (f64, f64, f64) {
-    if diffs_by_task.is_empty() || diffs_by_task.iter().any(Vec::is_empty) {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let t = diffs_by_task.len() as f64;
-    let (mut mean, mut var) = (0.0, 0.0);
-    for d in diffs_by_task {
-        let (m, v) = mean_and_variance(d);
-        mean += m / t;
-        var += v / d.len() as f64;
-    }
-    let half = 1.96 * var.sqrt() / t;
+    let (mean, half) = stratified(diffs_by_task, |_, _| 0.0);
     (mean, mean - half, mean + half)
+}
+
+/// The average of the groups' means, each group weighted alike, and the half-width of its
+/// 95% normal interval from the groups' own variances (`1.96·sqrt(Σ s²ₜ / nₜ) / T`); a
+/// group whose values are all the same adds `constant_var(mean, n)` instead. NaN when
+/// there is no group or one is empty.
+fn stratified(groups: &[Vec<f64>], constant_var: impl Fn(f64, f64) -> f64) -> (f64, f64) {
+    if groups.is_empty() || groups.iter().any(Vec::is_empty) {
+        return (f64::NAN, f64::NAN);
+    }
+    let t = groups.len() as f64;
+    let (mut mean, mut var) = (0.0, 0.0);
+    for g in groups {
+        let n = g.len() as f64;
+        let (m, v) = mean_and_variance(g);
+        mean += m / t;
+        var += if v > 0.0 { v / n } else { constant_var(m, n) };
+    }
+    (mean, 1.96 * var.sqrt() / t)
 }
 
 /// Mean and 95% interval (normal approximation, clipped to [0, 1]) of scores.

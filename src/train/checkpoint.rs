@@ -155,6 +155,40 @@ pub fn file_stamp(path: &Path) -> std::io::Result<String> {
     Ok(format!("{name}:{}:{modified}", m.len()))
 }
 
+/// The [`file_stamp`] of each file in `dir` (in its subfolders too with `recursive`), with
+/// its path relative to `dir`, sorted by path; hidden files (locks, a writer's temporary
+/// files) are left out. What an input folder was, without reading it: the bags a cache
+/// was cut from, the folders an experiment's stage read.
+pub fn folder_stamps(dir: &Path, recursive: bool) -> std::io::Result<Vec<(PathBuf, String)>> {
+    fn walk(
+        dir: &Path,
+        root: &Path,
+        recursive: bool,
+        out: &mut Vec<(PathBuf, String)>,
+    ) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            if path.is_dir() {
+                if recursive {
+                    walk(&path, root, recursive, out)?;
+                }
+            } else if path.is_file() {
+                let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                out.push((rel, file_stamp(&path)?));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, recursive, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// A fingerprint of a file's bytes ([`fnv1a`], hex): what a resumed run compares to know
 /// it reads the same data.
 pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {

@@ -97,19 +97,16 @@ pub fn bag_key(path: &Path) -> String {
 /// file in its folder, `name:bytes:modified-ns`, sorted. A bag recorded again, extended or
 /// replaced at the same path changes them.
 pub fn bag_stamps(path: &Path) -> Result<Vec<String>, WorldModelError> {
-    let stamp = |p: &Path| crate::train::checkpoint::file_stamp(p).map_err(io(p));
     if path.is_file() {
-        return Ok(vec![stamp(path)?]);
+        return Ok(vec![
+            crate::train::checkpoint::file_stamp(path).map_err(io(path))?
+        ]);
     }
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(path).map_err(io(path))? {
-        let e = e.map_err(io(path))?;
-        if e.path().is_file() {
-            out.push(stamp(&e.path())?);
-        }
-    }
-    out.sort();
-    Ok(out)
+    let files = crate::train::checkpoint::folder_stamps(path, false).map_err(io(path))?;
+    // Sorted by the stamp, as caches cut before session 47 stored them.
+    let mut stamps: Vec<String> = files.into_iter().map(|(_, stamp)| stamp).collect();
+    stamps.sort();
+    Ok(stamps)
 }
 
 /// Whether two configurations cut the same clips.

@@ -583,36 +583,15 @@ impl Inputs {
 /// it, size and modification time (`checkpoint::file_stamp`), hidden files (locks) left
 /// out. A copy of the folder made without keeping times counts as changed.
 fn folder_stamp(dir: &Path) -> anyhow::Result<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, root, out)?;
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                let stamp = dreamplan::train::checkpoint::file_stamp(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                out.push(format!("{rel}|{stamp}"));
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files)?;
+    let files = dreamplan::train::checkpoint::folder_stamps(dir, true)
+        .with_context(|| format!("reading {}", dir.display()))?;
+    let lines: Vec<String> = files
+        .iter()
+        .map(|(rel, stamp)| format!("{}|{stamp}", rel.display()))
+        .collect();
     Ok(format!(
         "{:016x}",
-        dreamplan::train::checkpoint::fnv1a(files.join("\n").as_bytes())
+        dreamplan::train::checkpoint::fnv1a(lines.join("\n").as_bytes())
     ))
 }
 
@@ -714,10 +693,8 @@ fn stage_file(out: &Path, name: &str) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    dreamplan::train::checkpoint::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn fmt_s(secs: f64) -> String {
