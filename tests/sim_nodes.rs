@@ -820,58 +820,36 @@ async fn no_action_ends_the_episode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_says() {
     let bus = LocalBus::default();
-    let stop = CancellationToken::new();
-    let mut goals = bus
-        .serve_trajectories("/arm_controller/follow_joint_trajectory")
-        .unwrap();
-    let mut events = bus
-        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
-        .unwrap();
-    let mut topic = bus
-        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
-        .unwrap();
-    let depth = bus
-        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
-        .unwrap();
-    let actions = bus
-        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
-        .unwrap();
-    let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
-    let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\njoint_state_max_age_s: 0\n"
-    ))
-    .unwrap();
-    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    depth.publish(plane_depth()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut goals = bus.serve_trajectories(ACTION).unwrap();
+    let mut r = ExecRig::start(
+        &bus,
+        &format!("trajectory_action: {ACTION}\njoint_state_max_age_s: 0\n"),
+    )
+    .await;
     // 1. A goal that succeeds: the arm stays busy until the server answers.
-    actions.publish(centre_action("first")).unwrap();
-    let g = tokio::time::timeout(Duration::from_secs(60), goals.recv())
-        .await
-        .expect("a goal in time")
-        .expect("the executor is running");
+    r.actions.publish(centre_action("first")).unwrap();
+    let g = next_goal(&mut goals).await;
     assert_eq!(g.trajectory.joint_names.len(), 8);
     assert_eq!(g.trajectory.joint_names[7], "panda_finger_joint1");
     assert!(g.trajectory.points.len() > 4);
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    actions.publish(centre_action("while busy")).unwrap();
-    let e = next_event_any(&mut events).await;
+    r.actions.publish(centre_action("while busy")).unwrap();
+    let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
     assert!(e.detail.contains("busy"), "{}", e.detail);
     g.answer.send(TrajectoryOutcome::Succeeded).unwrap();
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_FINISHED
     );
     // 2. The controller aborts the next one: a failed event with its reason.
-    actions.publish(centre_action("second")).unwrap();
-    let g = goals.recv().await.unwrap();
+    r.actions.publish(centre_action("second")).unwrap();
+    let g = next_goal(&mut goals).await;
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     g.answer
@@ -879,30 +857,42 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
             "PATH_TOLERANCE_VIOLATED panda_joint4".into(),
         ))
         .unwrap();
-    let e = next_event_any(&mut events).await;
+    let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED);
     assert_eq!(e.detail, "controller: PATH_TOLERANCE_VIOLATED panda_joint4");
     // 3. The e-stop cancels a running goal; its late answer changes nothing.
-    actions.publish(centre_action("third")).unwrap();
-    let g = goals.recv().await.unwrap();
+    r.actions.publish(centre_action("third")).unwrap();
+    let g = next_goal(&mut goals).await;
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    estop.publish(Bool { data: true }).unwrap();
-    let e = next_event_any(&mut events).await;
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
     assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
     let _ = g.answer.send(TrajectoryOutcome::Succeeded);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(events.try_recv().is_none(), "an outcome after the e-stop");
+    assert!(r.events.try_recv().is_none(), "an outcome after the e-stop");
     // Nothing went out on the topic: the goal's cancel holds the arm.
     let mut on_topic = Vec::new();
-    while let Some(t) = topic.try_recv() {
+    while let Some(t) = r.topic.try_recv() {
         on_topic.push(t.points.len());
     }
     assert_eq!(on_topic, Vec::<usize>::new());
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    r.finish().await;
+}
+
+/// The FollowJointTrajectory server the action tests serve in process.
+const ACTION: &str = "/arm_controller/follow_joint_trajectory";
+
+/// The next goal the executor sends to the in-process action server.
+async fn next_goal(
+    goals: &mut tokio::sync::mpsc::UnboundedReceiver<dreamplan::bus::TrajectoryGoal>,
+) -> dreamplan::bus::TrajectoryGoal {
+    tokio::time::timeout(Duration::from_secs(60), goals.recv())
+        .await
+        .expect("a goal in time")
+        .expect("the executor is running")
 }
 
 /// A controller that never answers (a restarted controller manager, a lost result) does
@@ -917,34 +907,16 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
     let t0 = 1_000_000_000_000i64;
     let clock = Clock::sim(Time::from_nanos(t0));
     let bus = LocalBus::new(clock.clone());
-    let stop = CancellationToken::new();
-    let mut goals = bus
-        .serve_trajectories("/arm_controller/follow_joint_trajectory")
-        .unwrap();
-    let mut events = bus
-        .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
-        .unwrap();
-    let depth = bus
-        .publisher::<Image>("/camera/depth/image_raw", Qos::keep_last(1))
-        .unwrap();
-    let actions = bus
-        .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
-        .unwrap();
-    let config: ExecutorConfig = serde_yaml::from_str(&format!(
-        "width: {SIZE}\nheight: {SIZE}\ntrajectory_action: /arm_controller/follow_joint_trajectory\njoint_state_max_age_s: 0\nresult_timeout_s: 2.0\n"
-    ))
-    .unwrap();
-    let task = start(ExecutorNode::new(config).unwrap(), &bus, &stop);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    depth.publish(plane_depth()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    actions.publish(centre_action("first")).unwrap();
-    let g = tokio::time::timeout(Duration::from_secs(60), goals.recv())
-        .await
-        .expect("a goal in time")
-        .expect("the executor is running");
+    let mut goals = bus.serve_trajectories(ACTION).unwrap();
+    let mut r = ExecRig::start(
+        &bus,
+        &format!("trajectory_action: {ACTION}\njoint_state_max_age_s: 0\nresult_timeout_s: 2.0\n"),
+    )
+    .await;
+    r.actions.publish(centre_action("first")).unwrap();
+    let g = next_goal(&mut goals).await;
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     let duration = g
@@ -959,7 +931,7 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
     // The bus clock stands still: a second of wall time gives nothing up.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
-        events.try_recv().is_none(),
+        r.events.try_recv().is_none(),
         "gave up while bus time stood still"
     );
     assert!(
@@ -969,10 +941,10 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
     // Bus time just short of the trajectory's end plus the timeout: still waiting.
     clock.set(at(duration + 1.6));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(events.try_recv().is_none(), "gave up before the timeout");
+    assert!(r.events.try_recv().is_none(), "gave up before the timeout");
     // Past it: the goal is cancelled and the failure says why.
     clock.set(at(duration + 2.1));
-    let e = next_event_any(&mut events).await;
+    let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
     assert!(
         e.detail.starts_with("controller: no result 2.0 s")
@@ -989,24 +961,20 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
         .await
         .expect("the goal cancelled at the server");
     // The arm is free: the next action is a goal, not refused as busy.
-    actions.publish(centre_action("second")).unwrap();
-    let g2 = tokio::time::timeout(Duration::from_secs(60), goals.recv())
-        .await
-        .expect("a second goal in time")
-        .expect("the executor is running");
+    r.actions.publish(centre_action("second")).unwrap();
+    let g2 = next_goal(&mut goals).await;
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     // The first goal's late "success" counts for nothing; the second's does.
     let _ = g.answer.send(TrajectoryOutcome::Succeeded);
     g2.answer.send(TrajectoryOutcome::Succeeded).unwrap();
     assert_eq!(
-        next_event_any(&mut events).await.event,
+        next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_FINISHED
     );
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    r.finish().await;
 }
 
 /// An executor told to use an action its bus cannot reach stops at once with a message
@@ -1016,8 +984,7 @@ async fn a_trajectory_action_without_a_server_is_a_clear_error() {
     let bus = LocalBus::default();
     let stop = CancellationToken::new();
     let config: ExecutorConfig =
-        serde_yaml::from_str("trajectory_action: /arm_controller/follow_joint_trajectory\n")
-            .unwrap();
+        serde_yaml::from_str(&format!("trajectory_action: {ACTION}\n")).unwrap();
     let err = start(ExecutorNode::new(config).unwrap(), &bus, &stop)
         .await
         .unwrap()
