@@ -289,11 +289,7 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
     let bus = LocalBus::default();
     let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
     let position = r.arm_at_ready(Some(0.03)).await;
-    r.actions.publish(centre_action("carry")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
-    );
+    started(&mut r, "carry").await;
     let planned = r.topic.recv().await.unwrap();
     assert!(planned.points.len() > 4);
     r.estop.publish(Bool { data: true }).unwrap();
@@ -323,19 +319,13 @@ async fn an_action_waits_for_a_recent_joint_state() {
     });
     let bus = LocalBus::new(clock.clone());
     let mut r = ExecRig::start(&bus, "joint_state_max_age_s: 1.0\n").await;
-    r.actions.publish(centre_action("no state")).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(e.detail.contains("no joint state"), "{}", e.detail);
+    refused(&mut r, "no state", "no joint state").await;
     r.arm_at_ready(None).await;
     clock.set(Time {
         sec: 105,
         nanosec: 0,
     });
-    r.actions.publish(centre_action("stale")).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(e.detail.contains("5.00 s old"), "{}", e.detail);
+    refused(&mut r, "stale", "5.00 s old").await;
     // The clock went back (a bag played again from its start): a state that arrived
     // "later" than now is no evidence of where the arm is now.
     r.arm_at_ready(None).await;
@@ -343,16 +333,9 @@ async fn an_action_waits_for_a_recent_joint_state() {
         sec: 90,
         nanosec: 0,
     });
-    r.actions.publish(centre_action("clock back")).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(e.detail.contains("the clock went back"), "{}", e.detail);
+    refused(&mut r, "clock back", "the clock went back").await;
     r.arm_at_ready(None).await;
-    r.actions.publish(centre_action("fresh")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
-    );
+    started(&mut r, "fresh").await;
     r.finish().await;
 }
 
@@ -381,14 +364,25 @@ async fn moving_on_a_sim_clock(what: &str) -> (ExecRig, dreamplan::clock::Clock,
     let bus = LocalBus::new(clock.clone());
     let mut r = ExecRig::start(&bus, "episode_end_frees_arm: false\n").await;
     r.arm_at_ready(None).await;
-    r.actions.publish(centre_action(what)).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
-    );
+    started(&mut r, what).await;
     let traj = r.topic.recv().await.unwrap();
     let duration = traj.points.last().unwrap().time_from_start.as_secs_f64();
     (r, clock, duration)
+}
+
+/// Sends the centre action `what` and asserts that it is refused for `reason`.
+async fn refused(r: &mut ExecRig, what: &str, reason: &str) {
+    r.actions.publish(centre_action(what)).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{what}: {e:?}");
+    assert!(e.detail.contains(reason), "{what}: {}", e.detail);
+}
+
+/// Sends the centre action `what` and asserts that the arm starts on it.
+async fn started(r: &mut ExecRig, what: &str) {
+    r.actions.publish(centre_action(what)).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_ACTION_STARTED, "{what}: {e:?}");
 }
 
 /// Asserts that `action_finished` comes within 5 s (`what` says when it should).
@@ -836,10 +830,7 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
         next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_STARTED
     );
-    r.actions.publish(centre_action("while busy")).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(e.detail.contains("busy"), "{}", e.detail);
+    refused(&mut r, "while busy", "busy").await;
     g.answer.send(TrajectoryOutcome::Succeeded).unwrap();
     assert_eq!(
         next_event_any(&mut r.events).await.event,
