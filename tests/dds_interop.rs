@@ -463,6 +463,17 @@ fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s
     q[3] -= 0.04;
     let side = 96;
     write_scene(dir.path(), dreamplan::sim::tasks::Task::Cloth, 3, side, &q);
+    // The peer's intrinsics are not the built-in camera's (a longer focal length, the
+    // centre a pixel off), so that the trajectory shows which the executor used.
+    let scene_file = dir.path().join("scene.json");
+    let mut scene: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&scene_file).unwrap()).unwrap();
+    let mut k: Vec<f64> = serde_json::from_value(scene["k"].clone()).unwrap();
+    k[0] *= 1.04;
+    k[4] *= 1.04;
+    k[2] += 1.0;
+    scene["k"] = serde_json::json!(k);
+    std::fs::write(&scene_file, scene.to_string()).unwrap();
     let nodes = dreamplan_dds(
         d,
         dir.path(),
@@ -579,6 +590,80 @@ nodes:
     assert_eq!(*finger.last().unwrap(), 0.04);
     let times: Vec<f64> = points.iter().map(|p| p["t"].as_f64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    // Planned with the peer's camera info, which it publishes best effort and volatile as
+    // a driver or ros_gz_bridge does: a latched reader alone does not match that writer,
+    // and the executor kept the built-in intrinsics before session 46.
+    {
+        use dreamplan::nodes::executor::{plan_action, with_finger_column, ExecutorConfig};
+        use dreamplan::sim::episode::default_arm;
+        let cfg = ExecutorConfig {
+            width: side,
+            height: side,
+            ..Default::default()
+        };
+        let uv = |key: &str| {
+            let v = &action[key];
+            (v[0].as_f64().unwrap() as f32, v[1].as_f64().unwrap() as f32)
+        };
+        let ((su, sv), (tu, tv)) = (uv("source_uv"), uv("target_uv"));
+        let act = KeypointAction {
+            source_u: su,
+            source_v: sv,
+            target_u: tu,
+            target_v: tv,
+            ..Default::default()
+        };
+        let depth = dreamplan::robot::safety::DepthImage {
+            width: side,
+            height: side,
+            data: std::fs::read(dir.path().join("current_depth.f32"))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        };
+        let info = CameraInfo {
+            width: side,
+            height: side,
+            k: k.clone().try_into().unwrap(),
+            ..Default::default()
+        };
+        let plan = |cam: dreamplan::render::camera::PinholeCamera| {
+            let p = plan_action(&cfg, &default_arm(), &cam, &act, Some(&depth), None, &q)
+                .expect("the test plans what the executor planned");
+            with_finger_column(&p)
+        };
+        let positions: Vec<Vec<f64>> = points
+            .iter()
+            .map(|p| {
+                p["positions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let off = |t: &JointTrajectory| {
+            assert_eq!(t.points.len(), positions.len(), "another number of points");
+            t.points
+                .iter()
+                .zip(&positions)
+                .flat_map(|(a, b)| a.positions.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0.0, f64::max)
+        };
+        let peer = plan(cfg.camera(Some(&info)));
+        assert!(
+            off(&peer) < 1e-9,
+            "not the peer's intrinsics: {}",
+            off(&peer)
+        );
+        let builtin = plan(cfg.camera(None));
+        assert!(
+            builtin.points.len() != positions.len() || off(&builtin) > 1e-4,
+            "the peer's intrinsics do not change the plan: the check would not tell"
+        );
+    }
     let started = lines
         .iter()
         .filter_map(|l| l.get("episode_event"))
