@@ -1062,6 +1062,150 @@ fn bag(dir: &Path) -> PathBuf {
     out
 }
 
+/// Bags from another camera than the built-in world's (a real arm's, here the built-in
+/// world seen through a camera moved to the side with a longer lens, as `dreamplan collect
+/// --camera` records it): cut without the camera in the config they are refused, naming
+/// the way out; with it (`--camera FILE` puts it there) they are cut, and the arm video
+/// is drawn where that camera saw the arm, not where the built-in camera would have.
+/// Before session 47 such bags could not be used at all.
+#[test]
+fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
+    use dreamplan::bag::transitions::TransitionTopics;
+    use dreamplan::render::{CameraSpec, PinholeCamera};
+    let dir = tempfile::tempdir().unwrap();
+    let side = 128;
+    let cam = PinholeCamera::look_at(
+        side,
+        side,
+        46.0,
+        nalgebra::Point3::new(0.95, 0.3, 0.75),
+        nalgebra::Point3::new(0.5, 0.0, 0.0),
+        nalgebra::Vector3::z(),
+    );
+    let spec = CameraSpec::of(&cam);
+    let cam_file = dir.path().join("camera.yaml");
+    std::fs::write(&cam_file, serde_yaml::to_string(&spec).unwrap()).unwrap();
+    let out = dir.path().join("bag");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "collect",
+            "--task",
+            "rope",
+            "--episodes",
+            "2",
+            "--size",
+            "128",
+        ])
+        .args(["--log", "warn", "--planner", "random", "--camera"])
+        .arg(&cam_file)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The whole image (the arm at rest stands outside the table's crop).
+    let base = Config {
+        width: 64,
+        height: 64,
+        crop: dreamplan::world_model::Crop {
+            u0: 0.0,
+            v0: 0.0,
+            u1: 1.0,
+            v1: 1.0,
+        },
+        ..small_config()
+    };
+    // 1. Through the built-in camera: refused, with the way out.
+    let e = dataset::build(
+        &[out.clone()],
+        &dir.path().join("c1"),
+        &base,
+        64,
+        &|_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("is not the built-in camera") && e.contains("--camera FILE"),
+        "{e}"
+    );
+    // 2. Through the camera in the config: cut.
+    let cfg = Config {
+        camera: Some(spec.clone()),
+        ..base.clone()
+    };
+    let cache = dir.path().join("c2");
+    let index = dataset::build(&[out.clone()], &cache, &cfg, 64, &|_, _| {}).unwrap();
+    assert!(!index.clips.is_empty());
+    // The arm as the camera saw it when the motion started: where the recorded frame
+    // differs from its object-only twin (the same view without the arm), in the crop.
+    let reader = dreamplan::bag::BagReader::open(&out).unwrap();
+    let tr = reader
+        .transitions(TransitionTopics {
+            after_window_s: cfg.after_s,
+            ..Default::default()
+        })
+        .find_map(|t| t.ok().filter(|t| t.observation.is_some()))
+        .expect("a transition with its camera frame");
+    let info = &index.clips[0];
+    assert_eq!((info.episode, info.step), (tr.episode, tr.step));
+    let crop = |img: &dreamplan::msg::prelude::Image| {
+        clip::crop_resize(&clip::image_rgb(img).unwrap(), img.width, img.height, &cfg).unwrap()
+    };
+    let full = crop(&tr.observation.as_ref().unwrap().1);
+    let object = crop(&tr.object_observation.as_ref().unwrap().1);
+    let seen: Vec<bool> = full
+        .chunks(3)
+        .zip(object.chunks(3))
+        .map(|(a, b)| a.iter().zip(b).any(|(x, y)| x.abs_diff(*y) > 30))
+        .collect();
+    assert!(seen.iter().filter(|&&s| s).count() > 20, "no arm in view");
+    // The first arm frame of the cached clip, and of the same transition drawn through
+    // the built-in camera.
+    let data = Dataset::open(&cache).unwrap();
+    let arm = data.batch(&[0], &cfg).unwrap().arm;
+    let first: Vec<f32> = arm
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .take(3 * cfg.width * cfg.height)
+        .collect();
+    let n = cfg.width * cfg.height;
+    // Arm pixels: not white (the video's background), whatever the tensor's value range.
+    let white = first.iter().copied().fold(f32::MIN, f32::max);
+    let low = first.iter().copied().fold(f32::MAX, f32::min);
+    let cached: Vec<bool> = (0..n)
+        .map(|p| (0..3).any(|c| first[c * n + p] < white - 0.2 * (white - low)))
+        .collect();
+    let builtin = clip::from_transition(
+        &tr,
+        &clip::ArmVideo::new(
+            dreamplan::robot::franka::default_arm(),
+            &scene::default_camera(side, side),
+            &cfg,
+        ),
+        &cfg,
+    )
+    .unwrap();
+    let drawn_builtin: Vec<bool> = builtin.arm[0]
+        .chunks(3)
+        .map(|p| p.iter().any(|&v| v < 200))
+        .collect();
+    let iou = |a: &[bool], b: &[bool]| {
+        let i = a.iter().zip(b).filter(|(x, y)| **x && **y).count() as f64;
+        let u = a.iter().zip(b).filter(|(x, y)| **x || **y).count() as f64;
+        i / u.max(1.0)
+    };
+    let (right, wrong) = (iou(&cached, &seen), iou(&drawn_builtin, &seen));
+    eprintln!("arm IoU with the recorded arm: configured camera {right:.2}, built-in {wrong:.2}");
+    assert!(
+        right > 0.5 && right > wrong + 0.25,
+        "configured camera {right:.2}, built-in {wrong:.2}"
+    );
+}
+
 fn small_config() -> Config {
     Config {
         width: 32,

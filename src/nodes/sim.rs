@@ -144,6 +144,12 @@ pub struct SimConfig {
     /// yet mean that their process's other endpoints are matched (docs/ros2.md): across
     /// processes keep a delay that covers discovery.
     pub wait_for_subscribers: u32,
+    /// The camera to render through instead of the built-in one (`render::CameraSpec`:
+    /// a calibration and its pose in the arm's base frame, scaled to `width`×`height`),
+    /// e.g. to make bags as a real arm's camera would see the scene. The executor then
+    /// needs the same pose (`base_from_camera_xyz` / `_xyzw`); it reads the intrinsics from
+    /// the camera info the sim publishes. Unset: the built-in camera.
+    pub camera: Option<crate::render::CameraSpec>,
     /// Topic names.
     pub topics: SimTopics,
 }
@@ -164,6 +170,7 @@ impl Default for SimConfig {
             grasp_radius: 0.012,
             start_delay_s: 0.5,
             wait_for_subscribers: 0,
+            camera: None,
             topics: SimTopics::default(),
         }
     }
@@ -341,6 +348,9 @@ impl Node for SimNode {
     }
 
     fn validate(config: &SimConfig) -> anyhow::Result<()> {
+        if let Some(c) = &config.camera {
+            c.validate().map_err(anyhow::Error::msg)?;
+        }
         anyhow::ensure!(
             config.width >= 16
                 && config.height >= 16
@@ -387,7 +397,10 @@ impl Node for SimNode {
         let mut c = self.config.clone();
         let t = &self.config.topics;
         let mut param_changes = ctx.params.watch();
-        let cam = scene::default_camera(c.width, c.height);
+        let cam = match &c.camera {
+            Some(spec) => spec.model_at(c.width, c.height),
+            None => scene::default_camera(c.width, c.height),
+        };
         let opts = RenderOptions::default();
         let frame_id = "camera_color_optical_frame";
         let image_pub = ctx.bus.publisher::<Image>(&t.image, Qos::keep_last(5))?;

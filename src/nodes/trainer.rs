@@ -78,6 +78,11 @@ pub struct TrainerConfig {
     pub preset: String,
     /// World-model training settings (job `world_model`).
     pub world_model: crate::world_model::train::TrainConfig,
+    /// The camera the bags were recorded through when it is not the built-in world's (job
+    /// `world_model`; `render::CameraSpec`: its calibration and hand-eye pose, as
+    /// `train-world-model --camera`). Unset: the built-in camera; a real arm's bags are
+    /// then refused with the reason.
+    pub camera: Option<crate::render::CameraSpec>,
     /// Topic names.
     pub topics: TrainerTopics,
 }
@@ -94,6 +99,7 @@ impl Default for TrainerConfig {
             shared: false,
             preset: "cpu".into(),
             world_model: crate::world_model::train::TrainConfig::default(),
+            camera: None,
             topics: TrainerTopics::default(),
         }
     }
@@ -150,11 +156,12 @@ fn run_orpo(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> anyhow::
 
 fn run_world_model(cfg: &TrainerConfig, tx: &mpsc::UnboundedSender<Report>) -> anyhow::Result<()> {
     use crate::world_model::{dataset, train::TrainEvent, Config};
-    let model = match cfg.preset.as_str() {
+    let mut model = match cfg.preset.as_str() {
         "cpu" => Config::cpu(),
         "gpu" => Config::gpu(),
         other => anyhow::bail!("unknown world-model preset {other:?} (cpu or gpu)"),
     };
+    model.camera = cfg.camera.clone();
     let bags = dataset::find_bags(&cfg.bags)?;
     let cache = cfg.out.join("cache");
     // The minutes before the first training step are reported too (before session 44 the
@@ -229,6 +236,9 @@ impl Node for TrainerNode {
                     "unknown world-model preset {:?} (cpu or gpu)",
                     config.preset
                 );
+                if let Some(c) = &config.camera {
+                    c.validate().map_err(anyhow::Error::msg)?;
+                }
             }
         }
         Ok(Self { config })

@@ -386,6 +386,32 @@ pub fn plan_pixels(
     config: &EvalConfig,
 ) -> Result<crate::robot::motion::PickPlacePlan, String> {
     let arm = default_arm();
+    let exec = ExecutorConfig {
+        width: config.size,
+        height: config.size,
+        ..Default::default()
+    };
+    plan_pixels_through(
+        &exec.camera(None),
+        current,
+        goal_frame,
+        source,
+        target,
+        &arm,
+    )
+}
+
+/// [`plan_pixels`] through another camera than the built-in one (a real arm's, placed in
+/// the arm's base frame): the executor's decision with its default settings, from the
+/// ready pose. `current` and `goal_frame` carry the depth seen through `camera`.
+pub fn plan_pixels_through(
+    camera: &crate::render::PinholeCamera,
+    current: &Frame,
+    goal_frame: &Frame,
+    source: (f32, f32),
+    target: (f32, f32),
+    arm: &crate::robot::ArmModel,
+) -> Result<crate::robot::motion::PickPlacePlan, String> {
     let action = KeypointAction {
         source_u: source.0,
         source_v: source.1,
@@ -394,14 +420,14 @@ pub fn plan_pixels(
         ..Default::default()
     };
     let exec = ExecutorConfig {
-        width: config.size,
-        height: config.size,
+        width: camera.width,
+        height: camera.height,
         ..Default::default()
     };
     plan_action(
         &exec,
-        &arm,
-        &exec.camera(None),
+        arm,
+        camera,
         &action,
         Some(&depth(current)),
         Some(&depth(goal_frame)),

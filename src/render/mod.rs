@@ -5,7 +5,7 @@ pub mod camera;
 pub mod raster;
 pub mod scene;
 
-pub use camera::PinholeCamera;
+pub use camera::{CameraSpec, PinholeCamera};
 pub use raster::{
     render, render_modes, render_modes_uncached, table, Frame, Layer, Primitive, RenderMode,
     RenderOptions, Shape,

@@ -171,6 +171,13 @@ pub struct Config {
     /// edge (session 36).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refine_width: usize,
+    /// The camera the bags were recorded through, when it is not the built-in world's (a
+    /// real arm's: its calibration and hand-eye pose, `render::CameraSpec`): the arm video
+    /// is drawn through it, in training and at inference, and a bag whose camera info
+    /// has other intrinsics is refused. Unset (the default): the built-in camera. Left out
+    /// of `config.json` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<crate::render::CameraSpec>,
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -301,6 +308,7 @@ impl Config {
             prior_gate_px: 3.0,
             loss: Loss::Absolute,
             refine_width: 0,
+            camera: None,
         }
     }
 
@@ -336,6 +344,7 @@ impl Config {
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
+            camera: None,
         }
     }
 
@@ -371,6 +380,7 @@ impl Config {
             prior_gate_px: 0.0,
             loss: Loss::Squared,
             refine_width: 0,
+            camera: None,
         }
     }
 
@@ -384,8 +394,20 @@ impl Config {
         3 * self.patch_size * self.patch_size
     }
 
+    /// The camera that sees frames of `width`×`height`: [`Config::camera`] scaled to them,
+    /// or the built-in world's camera.
+    pub fn camera_model(&self, width: u32, height: u32) -> crate::render::PinholeCamera {
+        match &self.camera {
+            Some(c) => c.model_at(width, height),
+            None => crate::render::scene::default_camera(width, height),
+        }
+    }
+
     /// Checks the sizes fit together; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = &self.camera {
+            c.validate()?;
+        }
         let positive = [
             ("width", self.width),
             ("height", self.height),

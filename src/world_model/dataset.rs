@@ -176,34 +176,55 @@ pub(crate) fn write_tensors(
     written
 }
 
-/// Refuses a bag whose camera is not the built-in one at `w`×`h`, the camera the world
-/// model draws the arm through: another size or other intrinsics (a real arm's camera).
-/// The camera's pose cannot be checked (`CameraInfo` has none).
-fn check_built_in_camera(
+/// Refuses a bag whose camera is not the one the world model draws the arm through at
+/// `w`×`h`: the configured camera ([`Config::camera`], scaled to the frames), else the
+/// built-in one. Another size or other intrinsics (a real arm's camera without
+/// `camera` in the config) would pair the frames with an arm drawn elsewhere. The
+/// camera's pose cannot be checked (`CameraInfo` has none).
+fn check_camera(
     name: &str,
     info: &crate::msg::prelude::CameraInfo,
+    cfg: &Config,
     w: u32,
     h: u32,
 ) -> Result<(), WorldModelError> {
-    let ours = crate::render::scene::default_camera(w, h);
+    let ours = cfg.camera_model(w, h);
     let theirs = crate::render::PinholeCamera::from_camera_info(info, ours.world_from_camera);
     let (fx, fy, cx, cy) = (theirs.fx, theirs.fy, theirs.cx, theirs.cy);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
-    // Bags recorded before session 46 wrote the built-in camera's principal point without
-    // ROS's half-pixel shift (`render::camera`'s module doc); they hold the same camera.
-    let offset = crate::render::camera::ROS_PRINCIPAL_OFFSET;
-    let same = (info.width, info.height) == (w, h)
-        && close(fx, ours.fx)
-        && close(fy, ours.fy)
-        && ((close(cx, ours.cx) && close(cy, ours.cy))
-            || (close(cx - offset, ours.cx) && close(cy - offset, ours.cy)));
+    let same_size = (info.width, info.height) == (w, h);
+    let same = match &cfg.camera {
+        Some(spec) => same_size && spec.same_intrinsics(info),
+        None => {
+            // Bags recorded before session 46 wrote the built-in camera's principal point
+            // without ROS's half-pixel shift (`render::camera`'s module doc); they hold the
+            // same camera.
+            let offset = crate::render::camera::ROS_PRINCIPAL_OFFSET;
+            same_size
+                && close(fx, ours.fx)
+                && close(fy, ours.fy)
+                && ((close(cx, ours.cx) && close(cy, ours.cy))
+                    || (close(cx - offset, ours.cx) && close(cy - offset, ours.cy)))
+        }
+    };
     if same {
         return Ok(());
     }
+    let (what, how) = match &cfg.camera {
+        Some(_) => (
+            "the camera of the world model's config (`camera`)",
+            "record with that camera, or give the config the bag's calibration",
+        ),
+        None => (
+            "the built-in camera the world model draws the arm through",
+            "for a real arm's camera, give the config its calibration and hand-eye pose \
+             (`camera`; `dreamplan train-world-model --camera FILE`, docs/world_model.md)",
+        ),
+    };
     Err(WorldModelError::Data(format!(
-        "{name}: its camera (/camera/camera_info: {}×{}, fx {fx:.1}, fy {fy:.1}, cx {cx:.1}, cy {cy:.1}) \
-         is not the built-in camera the world model draws the arm through ({w}×{h}: fx {:.1}, fy {:.1}, \
-         cx {:.1}, cy {:.1}); bags from another camera are not supported yet (docs/world_model.md)",
+        "{name}: its camera (/camera/camera_info: {}×{}, fx {fx:.1}, fy {fy:.1}, cx {cx:.1}, cy {cy:.1}, \
+         in this crate's pixel convention) is not {what} ({w}×{h}: fx {:.1}, fy {:.1}, \
+         cx {:.1}, cy {:.1}): {how}",
         info.width, info.height, ours.fx, ours.fy, ours.cx, ours.cy
     )))
 }
@@ -314,12 +335,12 @@ pub fn build(
                     if camera_size.get() != Some((w, h)) {
                         // Checked once per frame size, as the video is made.
                         if let Some(info) = &info {
-                            check_built_in_camera(name, info, w, h)?;
+                            check_camera(name, info, cfg, w, h)?;
                         }
                         camera_size.set(Some((w, h)));
                         video = Some(ArmVideo::new(
                             crate::robot::franka::default_arm(),
-                            &crate::render::scene::default_camera(w, h),
+                            &cfg.camera_model(w, h),
                             cfg,
                         ));
                     }
@@ -746,12 +767,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_built_in_camera_s_bags_are_cut() {
+    fn a_bag_is_cut_only_through_the_camera_it_was_recorded_with() {
         let header = crate::msg::prelude::Header::default();
+        let builtin = Config::cpu();
         // What the built-in camera node publishes passes, at any size.
         for (w, h) in [(128, 128), (256, 256)] {
             let info = crate::render::scene::default_camera(w, h).camera_info(header.clone());
-            check_built_in_camera("b", &info, w, h).unwrap();
+            check_camera("b", &info, &builtin, w, h).unwrap();
         }
         // A real arm's camera, or the built-in one at another size than the frames, not.
         let real = crate::render::camera::PinholeCamera {
@@ -763,23 +785,52 @@ mod tests {
             cy: 240.0,
             ..crate::render::scene::default_camera(640, 480)
         };
-        let e = check_built_in_camera("real", &real.camera_info(header.clone()), 640, 480)
+        let real_info = real.camera_info(header.clone());
+        let e = check_camera("real", &real_info, &builtin, 640, 480)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("real: its camera") && e.contains("fx 610.0"),
+            e.contains("real: its camera") && e.contains("fx 610.0") && e.contains("--camera FILE"),
             "{e}"
         );
-        let info = crate::render::scene::default_camera(256, 256).camera_info(header);
-        assert!(check_built_in_camera("b", &info, 128, 128).is_err());
+        let info = crate::render::scene::default_camera(256, 256).camera_info(header.clone());
+        assert!(check_camera("b", &info, &builtin, 128, 128).is_err());
         // Bags recorded before the half-pixel convention (K's cx, cy at 128) pass; a
         // principal point a pixel off does not.
         let mut old = info.clone();
         old.k[2] += 0.5;
         old.k[5] += 0.5;
-        check_built_in_camera("old", &old, 256, 256).unwrap();
-        let mut shifted = info;
+        check_camera("old", &old, &builtin, 256, 256).unwrap();
+        let mut shifted = info.clone();
         shifted.k[2] += 1.0;
-        assert!(check_built_in_camera("shifted", &shifted, 256, 256).is_err());
+        assert!(check_camera("shifted", &shifted, &builtin, 256, 256).is_err());
+        // With the real camera in the config, its bags pass, at its size or scaled (frames
+        // downsized by a driver), and the built-in camera's are refused.
+        let with_real = Config {
+            camera: Some(crate::render::CameraSpec::of(&real)),
+            ..Config::cpu()
+        };
+        check_camera("real", &real_info, &with_real, 640, 480).unwrap();
+        let half = real.resized(320, 240).camera_info(header);
+        check_camera("real", &half, &with_real, 320, 240).unwrap();
+        let e = check_camera("b", &info, &with_real, 256, 256)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the camera of the world model's config"), "{e}");
+        // The spec round-trips the camera.
+        assert_eq!(with_real.camera_model(640, 480).fx, 610.0);
+        let m = with_real.camera_model(640, 480);
+        assert!((m.cx - real.cx).abs() < 1e-12 && (m.cy - real.cy).abs() < 1e-12);
+        assert!(
+            (m.world_from_camera.translation.vector - real.world_from_camera.translation.vector)
+                .norm()
+                < 1e-12
+        );
+        assert!(
+            m.world_from_camera
+                .rotation
+                .angle_to(&real.world_from_camera.rotation)
+                < 1e-9
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use super::clip::{crop_resize, ArmVideo, Motion};
 use super::{metrics, Predictor, WorldModelError};
-use crate::planner::eval::{plan_pixels, EvalConfig};
+use crate::planner::eval::plan_pixels_through;
 use crate::render::Frame;
 use crate::sim::tasks::Task;
 use crate::verifier::measure::mask_score;
@@ -48,30 +48,25 @@ pub fn imagine(
     seed: u64,
 ) -> Result<Vec<Option<Imagined>>, WorldModelError> {
     let cfg = predictor.config();
-    if (current.width, current.height) != (goal.width, goal.height)
-        || current.width != current.height
-    {
+    if (current.width, current.height) != (goal.width, goal.height) {
         return Err(WorldModelError::Data(format!(
-            "current ({}×{}) and goal ({}×{}) images must be square and of one size",
+            "current ({}×{}) and goal ({}×{}) images must be of one size",
             current.width, current.height, goal.width, goal.height
         )));
     }
     let context = crop_resize(&object_now.rgb, object_now.width, object_now.height, cfg)?;
     let (w, h) = (cfg.width, cfg.height);
     let goal_mask = goal_mask(cfg, task, goal)?;
-    let ec = EvalConfig {
-        size: current.width,
-        ..EvalConfig::default()
-    };
-    let video = ArmVideo::new(
-        crate::robot::franka::default_arm(),
-        &crate::render::scene::default_camera(current.width, current.height),
-        cfg,
-    );
+    // The model's camera (a real arm's, from its config) or the built-in one: actions are
+    // planned through it as the executor would, and the arm drawn through it as in the
+    // clips the model learned from.
+    let camera = cfg.camera_model(current.width, current.height);
+    let arm = crate::robot::franka::default_arm();
+    let video = ArmVideo::new(arm.clone(), &camera, cfg);
     let plans: Vec<Option<Motion>> = actions
         .iter()
         .map(|(s, t)| {
-            plan_pixels(current, goal, *s, *t, &ec)
+            plan_pixels_through(&camera, current, goal, *s, *t, &arm)
                 .ok()
                 .map(|p| video.motion_of_plan(&p, cfg))
         })

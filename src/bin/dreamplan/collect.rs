@@ -68,6 +68,12 @@ pub struct CollectArgs {
     /// recorder. Defaults to the number of CPUs.
     #[arg(long)]
     jobs: Option<usize>,
+    /// A YAML or JSON file with another camera to see the scene through (`render::CameraSpec`:
+    /// width, height, fx, fy, cx, cy as in CameraInfo's K, base_from_camera_xyz,
+    /// base_from_camera_xyzw), scaled to `--size`: the sim renders through it and the
+    /// executor places actions with its pose. Default: the built-in camera.
+    #[arg(long)]
+    camera: Option<PathBuf>,
 }
 
 fn spec(name: &str, params: serde_json::Value) -> anyhow::Result<NodeSpec> {
@@ -100,6 +106,12 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         args.camera_rate_hz > 0.0 && args.camera_rate_hz.is_finite(),
         "--camera-rate-hz must be > 0"
     );
+    let camera = args
+        .camera
+        .as_deref()
+        .map(dreamplan::render::CameraSpec::read)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--camera: {e}"))?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -145,7 +157,7 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                         } else {
                             args.out.clone()
                         };
-                        collect_task(&args, task, &out, &|score| {
+                        collect_task(&args, camera.as_ref(), task, &out, &|score| {
                             {
                                 let mut d = done[k].lock().expect("progress lock");
                                 d.0 += 1;
@@ -188,11 +200,10 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         "adapter": args.adapter.as_ref().map(|m| m.display().to_string()),
         "k": args.k,
         "temperature": args.temperature,
+        "camera": camera,
     });
     let file = args.out.join("collect.json");
-    let tmp = args.out.join("collect.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
-        .and_then(|()| std::fs::rename(&tmp, &file))
+    dreamplan::train::checkpoint::write_atomic(&file, &serde_json::to_vec_pretty(&record)?)
         .with_context(|| format!("writing {}", file.display()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -211,6 +222,7 @@ fn backend_name(b: Backend) -> &'static str {
 /// with each score.
 fn collect_task(
     args: &CollectArgs,
+    camera: Option<&dreamplan::render::CameraSpec>,
     task: &str,
     out: &std::path::Path,
     on_episode: &(dyn Fn(f64) + Sync),
@@ -231,6 +243,11 @@ fn collect_task(
     if let Some(a) = &args.adapter {
         planner["adapter"] = json!(a.to_string_lossy());
     }
+    let mut executor = json!({"width": s, "height": s});
+    if let Some(c) = camera {
+        executor["base_from_camera_xyz"] = json!(c.base_from_camera_xyz);
+        executor["base_from_camera_xyzw"] = json!(c.base_from_camera_xyzw);
+    }
     let graph = GraphConfig {
         duration_s: 0.0,
         origin: "dreamplan collect".into(),
@@ -244,7 +261,7 @@ fn collect_task(
                 }),
             )?,
             spec("planner", planner)?,
-            spec("executor", json!({"width": s, "height": s}))?,
+            spec("executor", executor)?,
             spec(
                 "sim",
                 // The first reset waits until the planner and the recorder listen on the
@@ -256,7 +273,7 @@ fn collect_task(
                     "task": task, "seed": args.seed, "episodes": args.episodes,
                     "width": s, "height": s, "realtime": false,
                     "camera_rate_hz": args.camera_rate_hz, "start_delay_s": 30.0,
-                    "wait_for_subscribers": 2,
+                    "wait_for_subscribers": 2, "camera": camera,
                 }),
             )?,
         ],

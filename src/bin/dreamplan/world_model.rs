@@ -44,6 +44,12 @@ pub struct TrainArgs {
     /// Built-in configuration when `--config` is absent.
     #[arg(long, value_enum, default_value_t = Preset::Cpu)]
     preset: Preset,
+    /// The camera the bags were recorded through, when not the built-in world's: a YAML or
+    /// JSON file (width, height, fx, fy, cx, cy as in its CameraInfo's K, and its hand-eye
+    /// pose base_from_camera_xyz / base_from_camera_xyzw); it goes into the model's
+    /// config, which then draws the arm through it.
+    #[arg(long)]
+    camera: Option<PathBuf>,
     /// Where rendered clips are cached (default OUT/cache); reused when it matches.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -84,6 +90,12 @@ pub struct FitPriorArgs {
     /// Built-in base configuration when `--config` is absent.
     #[arg(long, value_enum, default_value_t = Preset::Cpu)]
     preset: Preset,
+    /// The camera the bags were recorded through, when not the built-in world's: a YAML or
+    /// JSON file (width, height, fx, fy, cx, cy as in its CameraInfo's K, and its hand-eye
+    /// pose base_from_camera_xyz / base_from_camera_xyzw); it goes into the model's
+    /// config, which then draws the arm through it.
+    #[arg(long)]
+    camera: Option<PathBuf>,
     /// Where rendered clips are cached (default OUT/cache); reused when it matches, so
     /// `train-world-model --cache` can share it.
     #[arg(long)]
@@ -134,7 +146,8 @@ fn cut_clips(
 /// `dreamplan fit-prior`.
 pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     use dreamplan::world_model::fit::{self, PriorParams};
-    let base = load_config(args.config.as_deref(), args.preset)?;
+    let base =
+        load_config_with_camera(args.config.as_deref(), args.preset, args.camera.as_deref())?;
     anyhow::ensure!(
         base.prior && base.prior_model == dreamplan::world_model::PriorModel::Particles,
         "the base config has no particle prior to fit (it needs prior: true and prior_model: particles)"
@@ -253,6 +266,21 @@ fn training_device(c: &crate::ComputeArgs) -> anyhow::Result<dreamplan::device::
     Ok(c.device)
 }
 
+/// [`load_config`] with `--camera`'s spec put in (replacing the config's).
+fn load_config_with_camera(
+    path: Option<&Path>,
+    preset: Preset,
+    camera: Option<&Path>,
+) -> anyhow::Result<Config> {
+    let mut cfg = load_config(path, preset)?;
+    if let Some(c) = camera {
+        cfg.camera = Some(
+            dreamplan::render::CameraSpec::read(c).map_err(|e| anyhow::anyhow!("--camera: {e}"))?,
+        );
+    }
+    Ok(cfg)
+}
+
 fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
     let cfg = match path {
         Some(p) => {
@@ -281,7 +309,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "--lr must be a finite number > 0"
     );
     let device = training_device(&args.compute)?;
-    let cfg = load_config(args.config.as_deref(), args.preset)?;
+    let cfg = load_config_with_camera(args.config.as_deref(), args.preset, args.camera.as_deref())?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
     let progress = PhaseProgress::stderr();
     let (_, mut data) = cut_clips(&args.bags, &cache, &cfg)?;
@@ -509,7 +537,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             })?;
         let video = clip::ArmVideo::new(
             dreamplan::robot::franka::default_arm(),
-            &dreamplan::render::scene::default_camera(size.0, size.1),
+            &cfg.camera_model(size.0, size.1),
             &cfg,
         );
         let c = clip::from_transition(&tr, &video, &cfg)?;
@@ -524,6 +552,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             dreamplan::sim::tasks::Task::from_name(&tr.task),
         )
     } else {
+        anyhow::ensure!(
+            cfg.camera.is_none(),
+            "{}: this model sees through another camera than the built-in world's (its config's `camera`), \
+             and --task simulates the built-in world: use --bag B --transition N with a bag of that camera",
+            args.world_model.display()
+        );
         let (Some(task), Some(seed)) = (args.task, args.seed) else {
             anyhow::bail!(
                 "give --bag B --transition N, or --task T --seed S --action \"pick N place M\""
@@ -886,6 +920,12 @@ pub fn wm_eval(args: WmEvalArgs) -> anyhow::Result<ExitCode> {
         predictor.sample_steps = n;
     }
     let cfg = predictor.config().clone();
+    anyhow::ensure!(
+        cfg.camera.is_none(),
+        "{}: this model sees through another camera than the built-in world's (its config's `camera`); \
+         wm-eval simulates the built-in world through the built-in camera, so it cannot rate it",
+        args.world_model.display()
+    );
     let (w, h) = (cfg.width, cfg.height);
     let ec = EvalConfig::default();
     let mut prior_cfg = cfg.clone();
