@@ -715,7 +715,8 @@ def drive(args):
     image_w = writer("/camera/image_raw", Image_, stream)
     depth_w = writer("/camera/depth/image_raw", Image_, stream)
     info_w = writer("/camera/camera_info", CameraInfo_, stream)
-    goal_w = writer("/goal/image", Image_, latched)
+    # A volatile goal writer is what rclpy's create_publisher(Image, "/goal/image", 10) makes.
+    goal_w = writer("/goal/image", Image_, qos("volatile", 10) if args.goal_volatile else latched)
     joints_w = writer("/joint_states", JointState_, qos("volatile", 10))
     episode_w = writer("/dreamplan/episode", EpisodeEvent_, events_q)
     action_r = reader("/planner/action", KeypointAction_, qos("volatile", 1))
@@ -743,7 +744,12 @@ def drive(args):
             r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1.0, 0],
             binning_x=0, binning_y=0, roi=RegionOfInterest_(0, 0, 0, 0, False))
 
-    goal_w.write(image(goal, "rgb8", 3, time.time()))
+    # A latched goal is written once and reaches readers that join later; a volatile one
+    # only readers matched when it is written, so it is written once the planner's (and
+    # the verifier's) goal readers are matched, before the decision is asked for.
+    goal_written = not args.goal_volatile
+    if goal_written:
+        goal_w.write(image(goal, "rgb8", 3, time.time()))
     deadline = time.monotonic() + args.timeout
     got = {"action": None, "trajectory": None, "events": []}
     # Episodes to ask for, each with the camera image it gets: with --bad-first, first an
@@ -768,7 +774,12 @@ def drive(args):
             joints_w.write(JointState_(header=header(stamp), name=scene["joint_names"], position=scene["q"], velocity=[], effort=[]))
         # Ask for a decision once the planner's action writer and the nodes' event readers
         # are matched (discovery), and give their subscriptions a moment.
-        if reset_at is None and action_r.get_matched_publications() and traj_r.get_matched_publications() \
+        if not goal_written and goal_w.get_matched_subscriptions():
+            time.sleep(0.5)  # the node's other readers of the topic, matched alike
+            goal_w.write(image(goal, "rgb8", 3, time.time()))
+            print(json.dumps({"wrote": "goal", "volatile": True}), flush=True)
+            goal_written = True
+        if reset_at is None and goal_written and action_r.get_matched_publications() and traj_r.get_matched_publications() \
                 and len(episode_w.get_matched_subscriptions()) >= 1 and (server is None or server.matched()):
             reset_at = now + 1.5
         if reset_at is not None and reset_at <= now and reset_at > 0:
@@ -1024,6 +1035,8 @@ def main():
     dr.add_argument("--action-hold", type=float, default=1.0, help="seconds a goal executes before it ends")
     dr.add_argument("--estop-volatile", action="store_true",
                     help="publish the e-stop volatile (reliable, depth 10) instead of latched")
+    dr.add_argument("--goal-volatile", action="store_true",
+                    help="publish the goal image volatile (reliable, depth 10), once its readers are matched, instead of latched")
     dr.add_argument("--accept-after", type=float, default=0.0,
                     help="seconds the action server takes to answer a goal request (a slow controller)")
     dr.add_argument("--estop-after", type=float, metavar="S",

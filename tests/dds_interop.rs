@@ -681,6 +681,71 @@ nodes:
     );
 }
 
+/// A goal image from a volatile publisher (what an rclpy `create_publisher(Image,
+/// "/goal/image", 10)` makes) reaches the planner: it reads the goal through a volatile
+/// reader beside the latched one. Before session 47 only a latched goal matched, and a
+/// volatile one was never heard (the peer here would never see a matched goal reader).
+#[test]
+fn a_goal_image_from_a_volatile_publisher_reaches_the_planner() {
+    let _turn = one_at_a_time();
+    if !peer_available() {
+        return;
+    }
+    let d = domain(6);
+    let dir = tempfile::tempdir().unwrap();
+    let q = dreamplan::sim::episode::READY.to_vec();
+    write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 5, 96, &q);
+    let nodes = dreamplan_dds(
+        d,
+        dir.path(),
+        "nodes",
+        "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {backend: coverage, keypoints: 8}
+  - name: executor
+    kind: executor
+    params: {width: 96, height: 96}
+",
+        100,
+    );
+    let drove = peer(
+        d,
+        &[
+            "drive",
+            "--scene",
+            dir.path().to_str().unwrap(),
+            "--goal-volatile",
+            "--timeout",
+            "60",
+        ],
+    )
+    .output()
+    .unwrap();
+    let nodes = stop(nodes);
+    assert!(
+        drove.status.success(),
+        "peer failed\n{}\nnodes:\n{}",
+        text(&drove),
+        text(&nodes)
+    );
+    let lines = json_lines(&drove);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.get("wrote") == Some(&serde_json::json!("goal"))),
+        "the volatile goal was never written (no matched reader)"
+    );
+    let action = lines
+        .iter()
+        .find_map(|l| l.get("action"))
+        .expect("an action");
+    assert_eq!(action["episode"], 7);
+    assert!(lines.iter().any(|l| l.get("trajectory").is_some()));
+}
+
 /// The peer, as a ROS parameter client (rcl_interfaces services in rmw_cyclonedds_cpp's
 /// mapping), lists, reads and describes the executor's parameters, sets one that applies
 /// while it runs, and sees the next trajectory slow down; sets that must be refused (a

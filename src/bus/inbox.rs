@@ -192,3 +192,37 @@ impl<M> Subscriber<M> {
         &self.topic
     }
 }
+
+/// Two readers of one topic, one transient-local and one best-effort volatile
+/// ([`Bus::subscribe_any_durability`](super::Bus::subscribe_any_durability)), read as one.
+/// A message from a latched publisher may arrive through both, and in either order
+/// relative to the next one: readers keep the newest state (by its stamp, where it has
+/// one), or drop a repeat.
+pub struct AnyDurability<M> {
+    latched: Subscriber<M>,
+    volatile: Subscriber<M>,
+}
+
+impl<M> AnyDurability<M> {
+    pub(crate) fn new(latched: Subscriber<M>, volatile: Subscriber<M>) -> Self {
+        Self { latched, volatile }
+    }
+
+    /// The next message from either reader; `None` once the bus has shut down.
+    pub async fn recv(&mut self) -> Option<Arc<M>> {
+        tokio::select! {
+            m = self.latched.recv() => m,
+            m = self.volatile.recv() => m,
+        }
+    }
+
+    /// A queued message from either reader, without waiting.
+    pub fn try_recv(&mut self) -> Option<Arc<M>> {
+        self.latched.try_recv().or_else(|| self.volatile.try_recv())
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        self.latched.topic()
+    }
+}

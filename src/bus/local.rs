@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{
-    resolve_topic, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink, Subscriber,
-    TrajectoryClient, TrajectoryGoal, TrajectoryOutcome,
+    resolve_topic, AnyDurability, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink,
+    Subscriber, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome,
 };
 use crate::clock::Clock;
 use crate::msg::prelude::JointTrajectory;
@@ -316,6 +316,29 @@ impl Bus for LocalBus {
         drop(subs);
         topic.subscriptions.fetch_add(1, Ordering::AcqRel);
         Ok(Subscriber::new(name, inbox, None))
+    }
+
+    /// In process every subscription gets every message whatever the publisher's
+    /// durability, so the transient-local reader alone serves: a second reader would
+    /// deliver each message twice. Its twin never receives.
+    fn subscribe_any_durability<M: Message>(
+        &self,
+        topic: &str,
+        depth: usize,
+    ) -> Result<AnyDurability<M>, BusError> {
+        let latched = self.subscribe(
+            topic,
+            Qos {
+                depth: depth.max(1),
+                ..Qos::latched()
+            },
+        )?;
+        let idle = Subscriber::new(
+            latched.topic().to_string(),
+            Inbox::new(1, self.inner.clock.clone()),
+            None,
+        );
+        Ok(AnyDurability::new(latched, idle))
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {

@@ -23,7 +23,7 @@ use crate::msg::Message;
 
 pub use action::{error_code_name, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome};
 pub(crate) use inbox::Inbox;
-pub use inbox::Subscriber;
+pub use inbox::{AnyDurability, Subscriber};
 pub use local::{LocalBus, TopicUse};
 pub use qos::{Durability, Qos, Reliability};
 
@@ -65,6 +65,27 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn publisher<M: Message>(&self, topic: &str, qos: Qos) -> Result<Publisher<M>, BusError>;
     /// A subscription to `M` on `topic`; its queue holds at most `qos.depth` messages.
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError>;
+    /// A reader of a state-like topic (a goal image, camera info, the e-stop) that any
+    /// publisher matches, whatever its durability: a transient-local reader, which gets a
+    /// latched publisher's last message when this node starts, beside a best-effort
+    /// volatile one, which a volatile publisher matches too (an rclpy or rclcpp
+    /// `create_publisher(…, 10)`, most drivers, ros_gz_bridge), where by the DDS rules a
+    /// transient-local reader alone matches none. A latched publisher's message may come
+    /// through both ([`AnyDurability`]).
+    fn subscribe_any_durability<M: Message>(
+        &self,
+        topic: &str,
+        depth: usize,
+    ) -> Result<AnyDurability<M>, BusError> {
+        let latched = Qos {
+            depth: depth.max(1),
+            ..Qos::latched()
+        };
+        Ok(AnyDurability::new(
+            self.subscribe(topic, latched)?,
+            self.subscribe(topic, Qos::stream(depth))?,
+        ))
+    }
     /// Topics currently known to the bus with their ROS type names.
     fn topic_types(&self) -> BTreeMap<String, String>;
     /// QoS offered by the current publishers of `topic` (empty when there are none), so

@@ -570,26 +570,22 @@ impl Node for ExecutorNode {
             .bus
             .subscribe::<JointState>(&t.joint_states, Qos::keep_last(1))?;
         let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::stream(1))?;
-        let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
-        // Two readers of the camera info, as of the e-stop below: a latched one for a
-        // latched publisher (the camera node, the sim), and a best-effort volatile one for
-        // a driver or bridge that publishes it with each frame (ros_gz_bridge, most camera
-        // drivers), which a transient-local reader does not match (before session 46 the
-        // executor then kept the built-in intrinsics without a word).
+        // The goal depth, the camera info and the e-stop are read whatever their
+        // publisher's durability (`Bus::subscribe_any_durability`): latched (the camera
+        // node, the sim, a latched e-stop) or volatile (a driver or ros_gz_bridge
+        // publishing the camera info with each frame, an rclcpp
+        // `create_publisher<Bool>("/estop", 10)`), which a transient-local reader alone
+        // does not match. Before session 42 a volatile e-stop was not heard, before
+        // session 46 a volatile camera info was not (the built-in intrinsics were kept
+        // without a word), before session 47 a volatile goal depth was not.
+        let mut goal_depths = ctx
+            .bus
+            .subscribe_any_durability::<Image>(&t.goal_depth, 1)?;
         let mut infos = ctx
             .bus
-            .subscribe::<CameraInfo>(&t.camera_info, Qos::latched())?;
-        let mut infos_any = ctx
-            .bus
-            .subscribe::<CameraInfo>(&t.camera_info, Qos::stream(1))?;
+            .subscribe_any_durability::<CameraInfo>(&t.camera_info, 1)?;
         let mut camera = self.config.camera(None);
-        // Two readers of the e-stop: a latched one, which gets the state a latched publisher
-        // holds when this node starts, and a best-effort volatile one, which matches any
-        // publisher (a transient-local reader does not match a volatile writer, such as an
-        // rclcpp `create_publisher<Bool>("/estop", 10)`: before session 42 that e-stop was
-        // not heard). On the in-process bus both get each message; the state is the same.
-        let mut estop = ctx.bus.subscribe::<Bool>(&t.estop, Qos::latched())?;
-        let mut estop_any = ctx.bus.subscribe::<Bool>(&t.estop, Qos::sensor_data())?;
+        let mut estop = ctx.bus.subscribe_any_durability::<Bool>(&t.estop, 5)?;
         // The end of an episode (the sim's `scored` or next `reset`) frees the arm at once;
         // otherwise the trajectory's duration on the wall clock does (a sim running faster
         // than real time would else see its next action refused as "busy").
@@ -690,7 +686,7 @@ impl Node for ExecutorNode {
                         }
                     }
                 }
-                m = async { tokio::select! { m = estop.recv() => m, m = estop_any.recv() => m } } => {
+                m = estop.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     if m.data && !stopped {
                         match &client {
@@ -744,7 +740,7 @@ impl Node for ExecutorNode {
                         Err(e) => tracing::warn!(node = %ctx.name, "depth ignored: {e}"),
                     }
                 }
-                m = async { tokio::select! { m = infos.recv() => m, m = infos_any.recv() => m } } => {
+                m = infos.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match check_camera_info(&m) {
                         Ok(()) => camera = self.config.camera(Some(&m)),
@@ -796,7 +792,7 @@ impl Node for ExecutorNode {
                                 }
                             }
                         }
-                        while let Some(m) = estop.try_recv().or_else(|| estop_any.try_recv()) {
+                        while let Some(m) = estop.try_recv() {
                             if m.data && !stopped {
                                 tracing::warn!(node = %ctx.name, "e-stop engaged");
                             }

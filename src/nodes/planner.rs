@@ -215,16 +215,44 @@ struct GoalSlot {
     /// The stamp of the goal in `goal`; with its pixels, what tells a new request from a
     /// latched sample delivered again.
     stamp: Option<(i32, u32)>,
+    /// The goals offered in the last [`GOAL_ECHO_S`]: stamp, size, a hash of the pixels,
+    /// and when. The goal topic is read through two readers (latched and volatile), and a
+    /// latched publisher's goal arrives through both, possibly after the next goal's first
+    /// copy: that late copy is not a new request, nor does it replace the newer goal.
+    recent: Vec<((i32, u32), (u32, u32), u64, std::time::Instant)>,
 }
+
+/// How long (wall-clock seconds) a goal offered again counts as the other reader's copy
+/// of it rather than a new request (both copies come within milliseconds; a bag played
+/// again in a loop repeats its goals seconds apart, and they are requests).
+const GOAL_ECHO_S: f64 = 1.0;
 
 impl GoalSlot {
     /// Takes `frame` (stamped `stamp`) as the goal; true when it differs from the goal held
-    /// (another stamp or other pixels), i.e. when it is a new request.
+    /// (another stamp or other pixels), i.e. when it is a new request. A copy of a goal
+    /// offered within the last [`GOAL_ECHO_S`] is neither taken nor new.
     fn offer(&mut self, stamp: (i32, u32), frame: Frame) -> bool {
-        let same = self.stamp == Some(stamp)
+        let now = std::time::Instant::now();
+        let key = (
+            stamp,
+            (frame.width, frame.height),
+            crate::train::checkpoint::fnv1a(&frame.rgb),
+        );
+        self.recent
+            .retain(|r| now.duration_since(r.3).as_secs_f64() < GOAL_ECHO_S);
+        let echo = self.recent.iter().any(|r| (r.0, r.1, r.2) == key);
+        let held = self.stamp == Some(stamp)
             && self.goal.as_ref().is_some_and(|g| {
                 (g.width, g.height, &g.rgb) == (frame.width, frame.height, &frame.rgb)
             });
+        if echo && !held {
+            // An earlier goal's late copy: the newer goal stays.
+            return false;
+        }
+        if !echo {
+            self.recent.push((key.0, key.1, key.2, now));
+        }
+        let same = held;
         self.goal = Some(frame);
         self.stamp = Some(stamp);
         self.refused = None;
@@ -493,7 +521,9 @@ impl Node for PlannerNode {
     async fn run<B: Bus>(self, ctx: NodeContext<B>) -> anyhow::Result<()> {
         let t = &self.config.topics;
         let mut images = ctx.bus.subscribe::<Image>(&t.image, Qos::stream(1))?;
-        let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
+        // Latched or volatile goal publishers alike (an rclpy `create_publisher(Image,
+        // "/goal/image", 10)` is volatile; before session 47 only a latched one was heard).
+        let mut goals = ctx.bus.subscribe_any_durability::<Image>(&t.goal, 1)?;
         let mut events = ctx
             .bus
             .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
@@ -857,5 +887,22 @@ mod tests {
         wider.width = 1;
         wider.rgb.truncate(3);
         assert!(slot.offer((2, 0), wider), "another size");
+    }
+
+    /// A latched goal read through both readers: the second copy of goal A, arriving after
+    /// goal B's first, neither counts as new nor replaces B; A offered again after
+    /// `GOAL_ECHO_S` (a bag played in a loop) is a new request.
+    #[test]
+    fn a_late_copy_of_an_earlier_goal_does_not_replace_the_newer_one() {
+        let mut slot = GoalSlot::default();
+        assert!(slot.offer((1, 0), frame(7)), "goal A");
+        assert!(slot.offer((2, 0), frame(9)), "goal B");
+        assert!(!slot.offer((1, 0), frame(7)), "A's late copy");
+        assert!(!slot.offer((2, 0), frame(9)), "B's copy");
+        assert_eq!(slot.stamp, Some((2, 0)));
+        assert_eq!(slot.goal.as_ref().map(|g| g.rgb[0]), Some(9), "B stays");
+        std::thread::sleep(std::time::Duration::from_secs_f64(GOAL_ECHO_S + 0.05));
+        assert!(slot.offer((1, 0), frame(7)), "A again, a loop later");
+        assert_eq!(slot.goal.as_ref().map(|g| g.rgb[0]), Some(7));
     }
 }

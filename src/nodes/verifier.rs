@@ -483,8 +483,11 @@ impl Node for VerifierNode {
             .bus
             .subscribe::<Image>(&t.object_only, Qos::stream(KEPT))?;
         let mut depths = ctx.bus.subscribe::<Image>(&t.depth, Qos::stream(KEPT))?;
-        let mut goals = ctx.bus.subscribe::<Image>(&t.goal, Qos::latched())?;
-        let mut goal_depths = ctx.bus.subscribe::<Image>(&t.goal_depth, Qos::latched())?;
+        // Latched or volatile goal publishers alike (`Bus::subscribe_any_durability`).
+        let mut goals = ctx.bus.subscribe_any_durability::<Image>(&t.goal, 1)?;
+        let mut goal_depths = ctx
+            .bus
+            .subscribe_any_durability::<Image>(&t.goal_depth, 1)?;
         let mut events = ctx
             .bus
             .subscribe::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
