@@ -1117,7 +1117,7 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
     };
     // 1. Through the built-in camera: refused, with the way out.
     let e = dataset::build(
-        &[out.clone()],
+        std::slice::from_ref(&out),
         &dir.path().join("c1"),
         &base,
         64,
@@ -1135,7 +1135,7 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
         ..base.clone()
     };
     let cache = dir.path().join("c2");
-    let index = dataset::build(&[out.clone()], &cache, &cfg, 64, &|_, _| {}).unwrap();
+    let index = dataset::build(std::slice::from_ref(&out), &cache, &cfg, 64, &|_, _| {}).unwrap();
     assert!(!index.clips.is_empty());
     // The arm as the camera saw it when the motion started: where the recorded frame
     // differs from its object-only twin (the same view without the arm), in the crop.

@@ -219,8 +219,11 @@ struct GoalSlot {
     /// and when. The goal topic is read through two readers (latched and volatile), and a
     /// latched publisher's goal arrives through both, possibly after the next goal's first
     /// copy: that late copy is not a new request, nor does it replace the newer goal.
-    recent: Vec<((i32, u32), (u32, u32), u64, std::time::Instant)>,
+    recent: Vec<(GoalKey, std::time::Instant)>,
 }
+
+/// A goal's stamp, size and a hash of its pixels.
+type GoalKey = ((i32, u32), (u32, u32), u64);
 
 /// How long (wall-clock seconds) a goal offered again counts as the other reader's copy
 /// of it rather than a new request (both copies come within milliseconds; a bag played
@@ -239,8 +242,8 @@ impl GoalSlot {
             crate::train::checkpoint::fnv1a(&frame.rgb),
         );
         self.recent
-            .retain(|r| now.duration_since(r.3).as_secs_f64() < GOAL_ECHO_S);
-        let echo = self.recent.iter().any(|r| (r.0, r.1, r.2) == key);
+            .retain(|r| now.duration_since(r.1).as_secs_f64() < GOAL_ECHO_S);
+        let echo = self.recent.iter().any(|r| r.0 == key);
         let held = self.stamp == Some(stamp)
             && self.goal.as_ref().is_some_and(|g| {
                 (g.width, g.height, &g.rgb) == (frame.width, frame.height, &frame.rgb)
@@ -250,7 +253,7 @@ impl GoalSlot {
             return false;
         }
         if !echo {
-            self.recent.push((key.0, key.1, key.2, now));
+            self.recent.push((key, now));
         }
         let same = held;
         self.goal = Some(frame);
