@@ -10,7 +10,7 @@
 //! - every stage records its command line and, when it finished, `done` in
 //!   `OUT/stages/<name>.json`. A re-run skips a finished stage whose command line is the
 //!   same and none of whose inputs was remade; it reruns one whose command line changed or
-//!   whose input stage ran again (its old output is moved aside to `<name>.old` first;
+//!   whose input stage ran again (its old output is moved aside to `<name>.old`, or `<name>.old.N` beside earlier ones, first;
 //!   when a stage starts, the records of every stage that reads its output, directly or
 //!   not, are marked stale, so an invocation killed after remaking an input still remakes
 //!   what reads it the next time), or
@@ -688,6 +688,23 @@ fn mark_stale(out: &Path, all: &[Stage], started: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an output made by another command line is kept: `<name>.old`, or the first free
+/// `<name>.old.N` (N = 2, 3, …) when an earlier one is there. Before session 47 a second
+/// set-aside deleted the first (a zero-shot build of 14 minutes, say) without a word.
+fn aside_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
+    let mut aside = output.with_file_name(format!("{name}.old"));
+    let mut n = 2;
+    while aside.exists() || aside.is_symlink() {
+        aside = output.with_file_name(format!("{name}.old.{n}"));
+        n += 1;
+    }
+    aside
+}
+
 fn stage_file(out: &Path, name: &str) -> PathBuf {
     out.join("stages").join(format!("{name}.json"))
 }
@@ -853,18 +870,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             .is_some_and(|p| p["argv"] == serde_json::json!(st.argv));
         if st.output.exists() && (!same || !st.resumes || !identical || dep_ran || finished_model) {
             // Another command line made it, or the command cannot continue it: keep it aside.
-            let aside = st.output.with_file_name(format!(
-                "{}.old",
-                st.output
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("output")
-            ));
-            if aside.is_dir() {
-                std::fs::remove_dir_all(&aside)?;
-            } else if aside.exists() {
-                std::fs::remove_file(&aside)?;
-            }
+            let aside = aside_path(&st.output);
             std::fs::rename(&st.output, &aside).with_context(|| {
                 format!(
                     "moving {} aside to {}",
@@ -1275,6 +1281,18 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("sub/a"), b"x").unwrap();
         assert_ne!(folder_stamp(dir.path()).unwrap(), before);
+    }
+
+    /// An output set aside twice keeps both: the second goes to `.old.2`, not over the first.
+    #[test]
+    fn a_second_set_aside_output_does_not_replace_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("zero-shot");
+        assert_eq!(aside_path(&out), dir.path().join("zero-shot.old"));
+        std::fs::create_dir(dir.path().join("zero-shot.old")).unwrap();
+        assert_eq!(aside_path(&out), dir.path().join("zero-shot.old.2"));
+        std::fs::write(dir.path().join("zero-shot.old.2"), b"").unwrap();
+        assert_eq!(aside_path(&out), dir.path().join("zero-shot.old.3"));
     }
 
     /// A folder's stamp is found under any spelling of its path in a stage's command line
