@@ -351,6 +351,17 @@ mod tests {
         assert!(
             bad(&|s| s.base_from_camera_xyzw = [0.0, 0.0, 0.0, 2.0]).contains("unit quaternion")
         );
+        // The built-in camera's pose, as config/ros/executor.yaml, sim.yaml and
+        // docs/ros2.md give it for an example.
+        let builtin = CameraSpec::of(&crate::render::scene::default_camera(640, 480));
+        assert_eq!(builtin.base_from_camera_xyz, [1.0, 0.0, 0.8]);
+        let q = builtin.base_from_camera_xyzw;
+        let want = [-0.6797, -0.6797, 0.1949, 0.1949];
+        let sign = if q[3] < 0.0 { -1.0 } else { 1.0 };
+        for (a, b) in q.iter().zip(want) {
+            assert!((sign * a - b).abs() < 1e-4, "{q:?}");
+        }
+        assert!((builtin.fx - 628.0).abs() < 0.1, "{}", builtin.fx);
         std::fs::write(&file, "width: 640\nheight: 480\nfx: 500\n").unwrap();
         let e = CameraSpec::read(&file).unwrap_err();
         assert!(e.contains("camera.yaml: not a camera"), "{e}");
