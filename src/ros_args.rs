@@ -143,7 +143,28 @@ impl RosArgs {
         for (k, v) in &self.params {
             overrides.push((None, k.clone(), v.clone()));
         }
+        // Keys of one struct from one place (`camera.width`, `camera.fx`, … of a params
+        // file's nested `camera:`) are applied together: a struct a node's config leaves
+        // unset cannot take its fields one by one (before session 47 the first field alone
+        // was refused as an incomplete struct).
+        let mut groups: Vec<(Option<String>, Vec<(String, Value)>)> = Vec::new();
         for (node, key, value) in overrides {
+            let head = |k: &str| k.split_once('.').map(|(h, _)| h.to_string());
+            match groups.last_mut() {
+                Some((n, keys))
+                    if *n == node && head(&key).is_some() && head(&key) == head(&keys[0].0) =>
+                {
+                    keys.push((key, value))
+                }
+                _ => groups.push((node, vec![(key, value)])),
+            }
+        }
+        for (node, keys) in groups {
+            let key = keys
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join("`, `");
             let mut taken = false;
             let mut reasons = Vec::new();
             for n in graph.nodes.iter_mut() {
@@ -154,7 +175,9 @@ impl RosArgs {
                     Value::Mapping(m) => m.clone(),
                     _ => Default::default(),
                 };
-                insert_dotted(&mut params, &Value::from(key.clone()), value.clone());
+                for (k, value) in &keys {
+                    insert_dotted(&mut params, &Value::from(k.clone()), value.clone());
+                }
                 let params = Value::Mapping(params);
                 match accepts(&n.kind, &params) {
                     Ok(()) => {
@@ -294,5 +317,35 @@ mod tests {
             e.contains("no node of the graph has a parameter `keypionts`"),
             "{e}"
         );
+    }
+
+    /// A struct the node's config leaves unset (the sim's `camera`) is taken whole from a
+    /// params file's nested section; one field of it alone is refused naming the key.
+    #[test]
+    fn a_struct_left_unset_is_taken_whole_from_a_params_file() {
+        let mut graph = GraphConfig::from_yaml(
+            "nodes:\n  - {name: sim, kind: sim, params: {width: 64, height: 64}}\n",
+            "g.yaml",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        std::fs::write(
+            &file,
+            "sim:\n  ros__parameters:\n    camera: {width: 640, height: 480, fx: 628.0, fy: 628.0, cx: 319.5, cy: 239.5, \
+             base_from_camera_xyz: [1.0, 0.0, 0.8], base_from_camera_xyzw: [-0.6797, -0.6797, 0.1949, 0.1949]}\n    episodes: 2\n",
+        )
+        .unwrap();
+        let mut a = RosArgs::parse(&["--params-file".into(), file.display().to_string()]).unwrap();
+        a.apply(&mut graph, crate::nodes::accepts).unwrap();
+        let sim = &graph.nodes[0].params;
+        assert_eq!(sim["camera"]["fx"], Value::from(628.0));
+        assert_eq!(sim["camera"]["width"], Value::from(640));
+        assert_eq!(sim["episodes"], Value::from(2));
+        let mut half = RosArgs::parse(&["-p".into(), "camera.fx:=600.0".into()]).unwrap();
+        let mut fresh =
+            GraphConfig::from_yaml("nodes:\n  - {name: sim, kind: sim}\n", "g.yaml").unwrap();
+        let e = half.apply(&mut fresh, crate::nodes::accepts).unwrap_err();
+        assert!(e.contains("a parameter `camera.fx`"), "{e}");
     }
 }

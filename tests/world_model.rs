@@ -1137,6 +1137,31 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
     let cache = dir.path().join("c2");
     let index = dataset::build(std::slice::from_ref(&out), &cache, &cfg, 64, &|_, _| {}).unwrap();
     assert!(!index.clips.is_empty());
+    // The cache knows its camera: another pose (a corrected hand-eye calibration) cuts the
+    // clips again instead of reusing arm videos drawn through the old one.
+    let mut moved = spec.clone();
+    moved.base_from_camera_xyz[2] += 0.01;
+    let recut = Config {
+        camera: Some(moved),
+        ..cfg.clone()
+    };
+    let written = || {
+        std::fs::metadata(cache.join("index.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = written();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    dataset::build(std::slice::from_ref(&out), &cache, &cfg, 64, &|_, _| {}).unwrap();
+    assert_eq!(written(), before, "the same camera cut again");
+    dataset::build(std::slice::from_ref(&out), &cache, &recut, 64, &|_, _| {}).unwrap();
+    assert_ne!(
+        written(),
+        before,
+        "another camera pose reused the old clips"
+    );
+    dataset::build(std::slice::from_ref(&out), &cache, &cfg, 64, &|_, _| {}).unwrap();
     // The arm as the camera saw it when the motion started: where the recorded frame
     // differs from its object-only twin (the same view without the arm), in the crop.
     let reader = dreamplan::bag::BagReader::open(&out).unwrap();

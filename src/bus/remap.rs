@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{resolve_topic, Bus, BusError, Publisher, Qos, Subscriber, TrajectoryClient};
+use super::{
+    resolve_topic, AnyDurability, Bus, BusError, Publisher, Qos, Subscriber, TrajectoryClient,
+};
 use crate::clock::Clock;
 use crate::msg::Message;
 
@@ -46,6 +48,17 @@ impl<B: Bus> Bus for Remapped<B> {
 
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError> {
         self.inner.subscribe(&self.name(topic), qos)
+    }
+
+    // Every provided method of `Bus` is passed on, so the inner bus's own version runs
+    // (the in-process bus reads any durability through one reader).
+    fn subscribe_any_durability<M: Message>(
+        &self,
+        topic: &str,
+        depth: usize,
+    ) -> Result<AnyDurability<M>, BusError> {
+        self.inner
+            .subscribe_any_durability(&self.name(topic), depth)
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {
@@ -115,5 +128,21 @@ mod tests {
         assert!(old.try_recv().is_none());
         assert!(bus.topic_types().contains_key("/cam/image"));
         assert!(Remapped::new(local, &[("/a b".into(), "/c".into())]).is_err());
+    }
+
+    /// Through the remapping layer (as `dreamplan run` wraps every bus) the in-process
+    /// bus still reads a state topic through one reader: each message once, one
+    /// subscriber counted. Before the layer passed the method on, the trait's two-reader
+    /// default ran: every goal arrived twice and counted two subscribers.
+    #[tokio::test]
+    async fn any_durability_through_the_remapping_reads_each_message_once() {
+        let local = LocalBus::default();
+        let bus = Remapped::new(local.clone(), &[("/goal".into(), "/g".into())]).unwrap();
+        let mut goal = bus.subscribe_any_durability::<Bool>("/goal", 1).unwrap();
+        let p = local.publisher::<Bool>("/g", Qos::latched()).unwrap();
+        assert_eq!(p.subscriber_count(), Some(1));
+        p.publish(Bool { data: true }).unwrap();
+        assert!(goal.try_recv().is_some_and(|m| m.data));
+        assert!(goal.try_recv().is_none(), "the message came twice");
     }
 }

@@ -16,6 +16,25 @@ pub struct WorldModelVerifier {
     pub noise_seed: u64,
 }
 
+impl WorldModelVerifier {
+    /// The verifier for states of the built-in world (`eval`, `preferences`, the
+    /// experiment): refused for a model that sees through another camera (its config's
+    /// `camera`), whose plans and arm videos would not match the built-in camera's frames.
+    pub fn for_built_in_world(predictor: Predictor, noise_seed: u64) -> Result<Self, String> {
+        if predictor.config().camera.is_some() {
+            return Err(
+                "this world model sees through another camera than the built-in world's (its \
+                 config's `camera`): it cannot judge states of the built-in world"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            predictor,
+            noise_seed,
+        })
+    }
+}
+
 impl Verifier for WorldModelVerifier {
     /// `world-model <weights' fingerprint>, <sampler steps> steps, noise <seed>`: a
     /// preference file's header then tells pairs of one world model from another's, and a

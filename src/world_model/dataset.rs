@@ -109,10 +109,12 @@ pub fn bag_stamps(path: &Path) -> Result<Vec<String>, WorldModelError> {
     Ok(stamps)
 }
 
-/// Whether two configurations cut the same clips.
+/// Whether two configurations cut the same clips (the camera too: it draws the arm video
+/// and the grips, and a corrected hand-eye pose must cut them again).
 fn same_clips(a: &Config, b: &Config) -> bool {
     (a.width, a.height, a.frames, a.crop) == (b.width, b.height, b.frames, b.crop)
         && (a.after_s - b.after_s).abs() < 1e-12
+        && a.camera == b.camera
 }
 
 fn shard_name(k: usize) -> String {
@@ -221,11 +223,13 @@ fn check_camera(
              (`camera`; `dreamplan train-world-model --camera FILE`, docs/world_model.md)",
         ),
     };
+    // Both in CameraInfo's K terms (the principal point from the first pixel's centre),
+    // as the user wrote them in the camera file and the driver publishes them.
+    let k = ours.camera_info(Default::default()).k;
     Err(WorldModelError::Data(format!(
-        "{name}: its camera (/camera/camera_info: {}×{}, fx {fx:.1}, fy {fy:.1}, cx {cx:.1}, cy {cy:.1}, \
-         in this crate's pixel convention) is not {what} ({w}×{h}: fx {:.1}, fy {:.1}, \
-         cx {:.1}, cy {:.1}): {how}",
-        info.width, info.height, ours.fx, ours.fy, ours.cx, ours.cy
+        "{name}: its camera (/camera/camera_info: {}×{}, K fx {fx:.1}, fy {fy:.1}, cx {:.1}, cy {:.1}) \
+         is not {what} ({w}×{h}: K fx {:.1}, fy {:.1}, cx {:.1}, cy {:.1}): {how}",
+        info.width, info.height, info.k[2], info.k[5], k[0], k[4], k[2], k[5]
     )))
 }
 

@@ -162,11 +162,14 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
                     config: eval_config,
                     ..Default::default()
                 }),
-                (Some(EvalVerifier::WorldModel), Some(wm)) => Box::new(WorldModelVerifier {
-                    predictor: Predictor::load_on(wm, &args.compute.open()?)
-                        .with_context(|| format!("loading the world model {}", wm.display()))?,
-                    noise_seed: 0,
-                }),
+                (Some(EvalVerifier::WorldModel), Some(wm)) => Box::new(
+                    WorldModelVerifier::for_built_in_world(
+                        Predictor::load_on(wm, &args.compute.open()?)
+                            .with_context(|| format!("loading the world model {}", wm.display()))?,
+                        0,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", wm.display()))?,
+                ),
                 (Some(EvalVerifier::WorldModel), None) => {
                     anyhow::bail!("--verifier world-model needs --world-model DIR")
                 }

@@ -116,10 +116,15 @@ pub fn preferences(args: PreferencesArgs) -> anyhow::Result<ExitCode> {
     });
     anyhow::ensure!(margin >= 0.0 && margin.is_finite(), "--margin must be ≥ 0");
     let predictor = match (args.verifier, &args.world_model) {
-        (VerifierArg::WorldModel, Some(dir)) => Some(
-            Predictor::load_on(dir, &args.compute.open()?)
-                .with_context(|| format!("loading the world model {}", dir.display()))?,
-        ),
+        (VerifierArg::WorldModel, Some(dir)) => {
+            let p = Predictor::load_on(dir, &args.compute.open()?)
+                .with_context(|| format!("loading the world model {}", dir.display()))?;
+            // Checked once here; each worker's verifier below is then made from it.
+            let p = WorldModelVerifier::for_built_in_world(p, args.noise_seed)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+                .predictor;
+            Some(p)
+        }
         (VerifierArg::WorldModel, None) => {
             anyhow::bail!("--verifier world-model needs --world-model DIR (from `dreamplan train-world-model`)")
         }
