@@ -210,19 +210,46 @@ impl<M> AnyDurability<M> {
 
     /// The next message from either reader; `None` once the bus has shut down.
     pub async fn recv(&mut self) -> Option<Arc<M>> {
+        self.recv_from().await.map(|(_, m)| m)
+    }
+
+    /// [`AnyDurability::recv`] with which reader it came through (0: the transient-local
+    /// one, 1: the volatile one), for a state without a stamp that keeps each reader's
+    /// last value (the e-stop).
+    pub async fn recv_from(&mut self) -> Option<(usize, Arc<M>)> {
         tokio::select! {
-            m = self.latched.recv() => m,
-            m = self.volatile.recv() => m,
+            m = self.latched.recv() => m.map(|m| (0, m)),
+            m = self.volatile.recv() => m.map(|m| (1, m)),
         }
     }
 
     /// A queued message from either reader, without waiting.
     pub fn try_recv(&mut self) -> Option<Arc<M>> {
-        self.latched.try_recv().or_else(|| self.volatile.try_recv())
+        self.try_recv_from().map(|(_, m)| m)
+    }
+
+    /// [`AnyDurability::try_recv`] with which reader it came through.
+    pub fn try_recv_from(&mut self) -> Option<(usize, Arc<M>)> {
+        self.latched
+            .try_recv()
+            .map(|m| (0, m))
+            .or_else(|| self.volatile.try_recv().map(|m| (1, m)))
     }
 
     /// The topic read.
     pub fn topic(&self) -> &str {
         self.latched.topic()
     }
+}
+
+/// How long (wall-clock seconds) a message of a state topic read through both readers of
+/// [`AnyDurability`] counts as the other reader's late copy: both copies come within
+/// milliseconds; a bag played again in a loop repeats its stamps seconds apart.
+pub const ECHO_S: f64 = 1.0;
+
+/// Whether a message stamped `stamp` (ns) is a late copy of an earlier one: stamped before
+/// the state held, which came `held` = (its stamp, when it came) less than [`ECHO_S`] ago.
+/// Then it must not replace the newer state. Unstamped messages (0) are never copies.
+pub fn late_copy(stamp: i64, held: Option<(i64, std::time::Instant)>) -> bool {
+    held.is_some_and(|(t, at)| stamp != 0 && stamp < t && at.elapsed().as_secs_f64() < ECHO_S)
 }

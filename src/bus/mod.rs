@@ -23,7 +23,7 @@ use crate::msg::Message;
 
 pub use action::{error_code_name, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome};
 pub(crate) use inbox::Inbox;
-pub use inbox::{AnyDurability, Subscriber};
+pub use inbox::{late_copy, AnyDurability, Subscriber, ECHO_S};
 pub use local::{LocalBus, TopicUse};
 pub use qos::{Durability, Qos, Reliability};
 

@@ -226,6 +226,10 @@ pub const BUSY: &str = "busy with the previous action";
 /// first one before it is refused (with `joint_state_max_age_s` on).
 pub const FIRST_JOINT_STATE_WAIT_S: f64 = 1.0;
 
+/// The longest `result_timeout_s` (s): a day. Longer adds nothing a restart would not,
+/// and a deadline in nanoseconds must stay far from `i64`'s end.
+pub const MAX_RESULT_TIMEOUT_S: f64 = 86_400.0;
+
 /// A moment in bus time (ns) that the node's wall-clock loop watches for: the end of a
 /// motion, or the last moment a controller's result is waited for. The bus clock is read
 /// at least every 0.1 s of wall time, so that a clock running faster than the wall (a
@@ -245,7 +249,7 @@ impl BusDeadline {
     /// `after_s` seconds of bus time from `now` (ns).
     fn after(now: i64, after_s: f64) -> Self {
         Self {
-            end: now + (after_s * 1e9) as i64,
+            end: now.saturating_add((after_s * 1e9) as i64),
             seen: now,
             look: tokio::time::Instant::now()
                 + std::time::Duration::from_secs_f64(after_s.clamp(0.0, 0.1)),
@@ -479,8 +483,9 @@ impl Node for ExecutorNode {
             config.joint_state_max_age_s
         );
         anyhow::ensure!(
-            config.result_timeout_s.is_finite() && config.result_timeout_s >= 0.0,
-            "result_timeout_s must be ≥ 0 s (0: wait for ever; is {})",
+            config.result_timeout_s.is_finite()
+                && (0.0..=MAX_RESULT_TIMEOUT_S).contains(&config.result_timeout_s),
+            "result_timeout_s must be 0–{MAX_RESULT_TIMEOUT_S} s (0: wait for ever; is {})",
             config.result_timeout_s
         );
         for (name, v) in [("table_z", config.table_z), ("envelope.table_z", e.table_z)] {
@@ -615,7 +620,33 @@ impl Node for ExecutorNode {
         // When (bus time, ns) the last usable arm joint state came.
         let mut q_at: Option<i64> = None;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
+        // The goal depth's stamp and when it came: a late copy of an earlier one (read
+        // through the other reader of `subscribe_any_durability`) does not replace it.
+        let mut goal_depth_at: Option<(i64, std::time::Instant)> = None;
+        let take_goal_depth =
+            |m: &Image,
+             held: &mut Option<DepthImage>,
+             at: &mut Option<(i64, std::time::Instant)>| {
+                let stamp = m.header.stamp.as_nanos();
+                if crate::bus::late_copy(stamp, *at) {
+                    return;
+                }
+                match decode_depth(m) {
+                    Ok(d) => {
+                        *held = Some(d);
+                        *at = Some((stamp, std::time::Instant::now()));
+                    }
+                    Err(e) => tracing::warn!(node = %ctx.name, "goal depth ignored: {e}"),
+                }
+            };
         let mut stopped = false;
+        // The e-stop's last value through each of its two readers: engaged while either
+        // says so. A latched publisher's `true` and `false` come through both, in either
+        // order relative to each other, and `Bool` has no stamp to order them by: taking
+        // the last message of either could release the arm for the moment between a stale
+        // `false` and the fresh `true`. With two publishers (one latched, one volatile),
+        // either engages it.
+        let mut estop_says = [false; 2];
         // The running trajectory's end in bus time (sim time under `use_sim_time`). Before
         // session 42 the end was a wall-clock instant: a simulator slower than real time got
         // `action_finished` mid-motion.
@@ -686,9 +717,11 @@ impl Node for ExecutorNode {
                         }
                     }
                 }
-                m = estop.recv() => {
-                    let Some(m) = m else { return Ok(()) };
-                    if m.data && !stopped {
+                m = estop.recv_from() => {
+                    let Some((from, m)) = m else { return Ok(()) };
+                    estop_says[from] = m.data;
+                    let engaged = estop_says.iter().any(|&e| e);
+                    if engaged && !stopped {
                         match &client {
                             // Cancelling the goal makes the controller hold where it is.
                             Some(c) => c.cancel_all(),
@@ -707,7 +740,7 @@ impl Node for ExecutorNode {
                         }
                         tracing::warn!(node = %ctx.name, "e-stop engaged");
                     }
-                    stopped = m.data;
+                    stopped = engaged;
                 }
                 m = episode_events.recv() => {
                     let Some(m) = m else { return Ok(()) };
@@ -749,10 +782,7 @@ impl Node for ExecutorNode {
                 }
                 m = goal_depths.recv() => {
                     let Some(m) = m else { return Ok(()) };
-                    match decode_depth(&m) {
-                        Ok(d) => goal_depth = Some(d),
-                        Err(e) => tracing::warn!(node = %ctx.name, "goal depth ignored: {e}"),
-                    }
+                    take_goal_depth(&m, &mut goal_depth, &mut goal_depth_at);
                 }
                 m = actions.recv() => {
                     let Some(action) = m else { return Ok(()) };
@@ -792,11 +822,13 @@ impl Node for ExecutorNode {
                                 }
                             }
                         }
-                        while let Some(m) = estop.try_recv() {
-                            if m.data && !stopped {
+                        while let Some((from, m)) = estop.try_recv_from() {
+                            estop_says[from] = m.data;
+                            let engaged = estop_says.iter().any(|&e| e);
+                            if engaged && !stopped {
                                 tracing::warn!(node = %ctx.name, "e-stop engaged");
                             }
-                            stopped = m.data;
+                            stopped = engaged;
                         }
                     }
                     while let Some(m) = depths.try_recv() {
@@ -805,9 +837,7 @@ impl Node for ExecutorNode {
                         }
                     }
                     while let Some(m) = goal_depths.try_recv() {
-                        if let Ok(d) = decode_depth(&m) {
-                            goal_depth = Some(d);
-                        }
+                        take_goal_depth(&m, &mut goal_depth, &mut goal_depth_at);
                     }
                     if let Some(c) = ctx.params.changed::<ExecutorConfig>(&mut param_changes) {
                         tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope and motion from the parameter services apply from now on");
@@ -936,9 +966,11 @@ mod tests {
         assert!(e.starts_with("table_z must be a height"), "{e}");
         // A NaN timeout would never be reached and a negative one would give up at once.
         let e = with(&|c| c.result_timeout_s = f64::NAN);
-        assert!(e.starts_with("result_timeout_s must be ≥ 0 s"), "{e}");
+        assert!(e.starts_with("result_timeout_s must be 0–86400 s"), "{e}");
         let e = with(&|c| c.result_timeout_s = -1.0);
-        assert!(e.starts_with("result_timeout_s must be ≥ 0 s"), "{e}");
+        assert!(e.starts_with("result_timeout_s must be 0–86400 s"), "{e}");
+        let e = with(&|c| c.result_timeout_s = 1e12);
+        assert!(e.starts_with("result_timeout_s must be 0–86400 s"), "{e}");
         // Wider than half the box: the clamp's bounds crossed, and the executor panicked.
         let e = with(&|c| {
             c.envelope.point_margin = 0.3;

@@ -220,6 +220,10 @@ struct GoalSlot {
     /// latched publisher's goal arrives through both, possibly after the next goal's first
     /// copy: that late copy is not a new request, nor does it replace the newer goal.
     recent: Vec<(GoalKey, std::time::Instant)>,
+    /// The held goal's stamp (ns) and when it was taken: a copy stamped earlier that comes
+    /// within [`crate::bus::ECHO_S`] (the other reader's copy of an earlier goal, its own
+    /// first copy pushed out of a one-deep queue) does not replace it.
+    held_at: Option<(i64, std::time::Instant)>,
 }
 
 /// A goal's stamp, size and a hash of its pixels.
@@ -228,7 +232,7 @@ type GoalKey = ((i32, u32), (u32, u32), u64);
 /// How long (wall-clock seconds) a goal offered again counts as the other reader's copy
 /// of it rather than a new request (both copies come within milliseconds; a bag played
 /// again in a loop repeats its goals seconds apart, and they are requests).
-const GOAL_ECHO_S: f64 = 1.0;
+const GOAL_ECHO_S: f64 = crate::bus::ECHO_S;
 
 impl GoalSlot {
     /// Takes `frame` (stamped `stamp`) as the goal; true when it differs from the goal held
@@ -236,6 +240,10 @@ impl GoalSlot {
     /// offered within the last [`GOAL_ECHO_S`] is neither taken nor new.
     fn offer(&mut self, stamp: (i32, u32), frame: Frame) -> bool {
         let now = std::time::Instant::now();
+        let ns = stamp.0 as i64 * 1_000_000_000 + stamp.1 as i64;
+        if crate::bus::late_copy(ns, self.held_at) {
+            return false;
+        }
         let key = (
             stamp,
             (frame.width, frame.height),
@@ -258,6 +266,9 @@ impl GoalSlot {
         let same = held;
         self.goal = Some(frame);
         self.stamp = Some(stamp);
+        if !same {
+            self.held_at = Some((ns, now));
+        }
         self.refused = None;
         !same
     }
@@ -907,5 +918,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_secs_f64(GOAL_ECHO_S + 0.05));
         assert!(slot.offer((1, 0), frame(7)), "A again, a loop later");
         assert_eq!(slot.goal.as_ref().map(|g| g.rgb[0]), Some(7));
+        // A's first copy pushed out of a one-deep queue: only its late copy comes, after
+        // B. Stamped before B, it does not replace B.
+        let mut slot = GoalSlot::default();
+        assert!(slot.offer((1, 0), frame(7)));
+        std::thread::sleep(std::time::Duration::from_secs_f64(GOAL_ECHO_S + 0.05));
+        assert!(slot.offer((3, 0), frame(9)), "B");
+        assert!(!slot.offer((2, 0), frame(8)), "a copy stamped before B");
+        assert_eq!(slot.goal.as_ref().map(|g| g.rgb[0]), Some(9));
     }
 }

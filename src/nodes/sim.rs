@@ -139,7 +139,9 @@ pub struct SimConfig {
     /// With N > 0: before the first episode, wait until N subscribers listen on the goal
     /// image topic (the planner's, a recorder's) instead of the whole `start_delay_s`, which
     /// then bounds the wait; after it the sim starts anyway, with a warning. A bus that
-    /// cannot count subscribers waits `start_delay_s`. Exact in process; over DDS the
+    /// cannot count subscribers waits `start_delay_s`. Exact in process (one per node);
+    /// over DDS readers are counted, and a dreamplan planner or verifier reads the goal
+    /// through two (`Bus::subscribe_any_durability`), so it counts twice; there the
     /// readers of other processes count once discovery has announced them, which does not
     /// yet mean that their process's other endpoints are matched (docs/ros2.md): across
     /// processes keep a delay that covers discovery.
@@ -350,6 +352,19 @@ impl Node for SimNode {
     fn validate(config: &SimConfig) -> anyhow::Result<()> {
         if let Some(c) = &config.camera {
             c.validate().map_err(anyhow::Error::msg)?;
+            // Scaled to another shape, the view would be squashed (fx and fy scale apart).
+            let (a, b) = (
+                c.width as f64 / c.height as f64,
+                config.width as f64 / config.height as f64,
+            );
+            anyhow::ensure!(
+                (a / b - 1.0).abs() < 0.01,
+                "camera: its calibration is {}×{} but the sim renders {}×{}: give width and height of the same shape",
+                c.width,
+                c.height,
+                config.width,
+                config.height
+            );
         }
         anyhow::ensure!(
             config.width >= 16
@@ -649,5 +664,35 @@ impl Node for SimNode {
             episode += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A camera of another shape than the sim's images is refused (scaled apart, fx and fy
+    /// would squash the view); one of the same shape at another size, or none, is taken.
+    #[test]
+    fn a_camera_of_another_shape_than_the_images_is_refused() {
+        let cam = |w, h| crate::render::CameraSpec::of(&scene::default_camera(w, h));
+        let with = |c| SimConfig {
+            camera: c,
+            ..Default::default()
+        };
+        SimNode::new(with(None)).unwrap();
+        SimNode::new(with(Some(cam(512, 512)))).unwrap();
+        let e = SimNode::new(with(Some(cam(640, 480))))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("calibration is 640×480 but the sim renders 256×256"),
+            "{e}"
+        );
+        let mut bad = cam(256, 256);
+        bad.fy = -1.0;
+        let e = SimNode::new(with(Some(bad))).err().unwrap().to_string();
+        assert!(e.contains("fy must be a focal length"), "{e}");
     }
 }

@@ -169,6 +169,31 @@ impl<T> Recent<T> {
         self.silent = false;
     }
 
+    /// [`Recent::push`] for a state read through two readers (the goal and its depth,
+    /// `Bus::subscribe_any_durability`): a copy of a stamp already kept is dropped, and a
+    /// late copy of an earlier message goes where its stamp belongs, so that the one in
+    /// force at a moment is the last stamped before it, whatever order the copies came
+    /// in. Unstamped messages (0) go last, as they come. (A bag played again repeats its
+    /// goals' stamps: the kept one is the same goal.)
+    fn push_state(&mut self, stamp: i64, m: T) {
+        if stamp == 0 {
+            return self.push(stamp, m);
+        }
+        if self.kept.iter().any(|(t, _)| *t == stamp) {
+            return;
+        }
+        let at = self
+            .kept
+            .iter()
+            .rposition(|(t, _)| *t < stamp)
+            .map_or(0, |i| i + 1);
+        self.kept.insert(at, (stamp, m));
+        if self.kept.len() > KEPT {
+            self.kept.pop_front();
+        }
+        self.silent = false;
+    }
+
     fn latest(&self) -> Option<&T> {
         self.kept.back().map(|(_, m)| m)
     }
@@ -506,6 +531,8 @@ impl Node for VerifierNode {
         };
         // The message itself is kept (an `Arc`), not a copy of its pixels.
         let image = |r: &mut Recent<Arc<Image>>, m: Arc<Image>| r.push(stamp_of(&m.header), m);
+        let state =
+            |r: &mut Recent<Arc<Image>>, m: Arc<Image>| r.push_state(stamp_of(&m.header), m);
         let mut seed = self.config.noise_seed;
         let mut param_changes = ctx.params.watch();
         loop {
@@ -514,8 +541,8 @@ impl Node for VerifierNode {
                 m = events.recv() => { let Some(m) = m else { return Ok(()) }; on_event(&mut got, &m); }
                 m = objects.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.objects, m); }
                 m = depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.depths, m); }
-                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goals, m); }
-                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; image(&mut got.goal_depths, m); }
+                m = goals.recv() => { let Some(m) = m else { return Ok(()) }; state(&mut got.goals, m); }
+                m = goal_depths.recv() => { let Some(m) = m else { return Ok(()) }; state(&mut got.goal_depths, m); }
                 m = cands.recv() => {
                     let Some(c) = m else { return Ok(()) };
                     let (stamp, within) = (stamp_of(&c.header), (self.config.pair_within_s * 1e9) as i64);
@@ -527,8 +554,8 @@ impl Node for VerifierNode {
                     loop {
                         while let Some(m) = objects.try_recv() { image(&mut got.objects, m); }
                         while let Some(m) = depths.try_recv() { image(&mut got.depths, m); }
-                        while let Some(m) = goals.try_recv() { image(&mut got.goals, m); }
-                        while let Some(m) = goal_depths.try_recv() { image(&mut got.goal_depths, m); }
+                        while let Some(m) = goals.try_recv() { state(&mut got.goals, m); }
+                        while let Some(m) = goal_depths.try_recv() { state(&mut got.goal_depths, m); }
                         while let Some(m) = events.try_recv() { on_event(&mut got, &m); }
                         if !got.waits_for(stamp, within) {
                             break;
@@ -728,6 +755,34 @@ mod tests {
         let mut m = Arc::unwrap_or_clone(m);
         m.header.stamp = Time::from_nanos((secs * 1e9) as i64);
         m
+    }
+
+    /// Goals come through two readers: a copy of a kept stamp is dropped, and a late copy
+    /// of an earlier goal (arriving after the next goal) does not take the newer one's
+    /// place: the goal in force at a moment is the last stamped before it. Before, the
+    /// late copy was kept last and was in force from then on.
+    #[test]
+    fn a_late_copy_of_an_earlier_goal_is_not_in_force_after_the_newer_one() {
+        let ns = |s: f64| (s * 1e9) as i64;
+        let mut goals: Recent<u8> = Recent::default();
+        goals.push_state(ns(1.0), 1);
+        goals.push_state(ns(2.0), 2);
+        goals.push_state(ns(1.0), 1);
+        goals.push_state(ns(2.0), 2);
+        assert_eq!(goals.kept.len(), 2, "copies kept twice");
+        assert_eq!(goals.in_force(ns(2.5)), Some(&2));
+        assert_eq!(goals.in_force(ns(1.5)), Some(&1));
+        // Only the late copy of a goal whose first copy was pushed out of its queue.
+        let mut goals: Recent<u8> = Recent::default();
+        goals.push_state(ns(2.0), 2);
+        goals.push_state(ns(1.0), 1);
+        assert_eq!(goals.in_force(ns(2.5)), Some(&2));
+        assert_eq!(goals.latest(), Some(&2));
+        // Unstamped goals go in the order they come.
+        let mut goals: Recent<u8> = Recent::default();
+        goals.push_state(0, 1);
+        goals.push_state(0, 2);
+        assert_eq!(goals.latest(), Some(&2));
     }
 
     #[test]
