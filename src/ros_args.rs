@@ -147,7 +147,9 @@ impl RosArgs {
         // file's nested `camera:`) are applied together: a struct a node's config leaves
         // unset cannot take its fields one by one (before session 47 the first field alone
         // was refused as an incomplete struct).
-        let mut groups: Vec<(Option<String>, Vec<(String, Value)>)> = Vec::new();
+        // (the node, or every node that has the keys; the keys with their values)
+        type Group = (Option<String>, Vec<(String, Value)>);
+        let mut groups: Vec<Group> = Vec::new();
         for (node, key, value) in overrides {
             let head = |k: &str| k.split_once('.').map(|(h, _)| h.to_string());
             match groups.last_mut() {
