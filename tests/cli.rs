@@ -26,13 +26,19 @@ fn error_line(out: &Output) -> String {
     lines[0].to_string()
 }
 
+/// A bag (rosbags' fixture of every message type) without /camera/camera_info.
+const NO_CAMERA_INFO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/bags/mcap_jazzy"
+);
+
 #[test]
 fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &["run", "--config", "nonexistent.yaml"],
             "error: nonexistent.yaml: No such file or directory (os error 2)",
@@ -66,6 +72,16 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["train-world-model", "--bags", "nowhere", "--out", "wm", "--lr", "-1"],
             "error: --lr must be a finite number > 0",
+        ),
+        // A camera pose that is not seven numbers, or bags without camera info to take
+        // the intrinsics from, before any clip is cut.
+        (
+            &["train-world-model", "--bags", "adir", "--out", "wm", "--camera-pose", "1,0,0.8"],
+            "error: --camera-pose \"1,0,0.8\": want seven numbers X,Y,Z,QX,QY,QZ,QW",
+        ),
+        (
+            &["train-world-model", "--bags", NO_CAMERA_INFO, "--out", "wm", "--camera-pose", "1,0,0.8,0,0,0,1"],
+            "error: --camera-pose: no bag has /camera/camera_info to take the camera's intrinsics from: give the whole camera with --camera FILE",
         ),
         // The report's folder is checked before the episodes run.
         (

@@ -1129,6 +1129,23 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
         e.contains("is not the built-in camera") && e.contains("--camera FILE"),
         "{e}"
     );
+    // The bags carry the intrinsics: with the pose alone (`--camera-pose`) the camera is
+    // the one they were recorded through.
+    let from_bags = dataset::camera_of_bags(
+        std::slice::from_ref(&out),
+        spec.base_from_camera_xyz,
+        spec.base_from_camera_xyzw,
+    )
+    .unwrap();
+    assert_eq!((from_bags.width, from_bags.height), (side, side));
+    for (a, b) in [
+        (from_bags.fx, spec.fx),
+        (from_bags.fy, spec.fy),
+        (from_bags.cx, spec.cx),
+        (from_bags.cy, spec.cy),
+    ] {
+        assert!((a - b).abs() < 1e-9, "{from_bags:?} vs {spec:?}");
+    }
     // 2. Through the camera in the config: cut.
     let cfg = Config {
         camera: Some(spec.clone()),

@@ -233,6 +233,58 @@ fn check_camera(
     )))
 }
 
+/// The camera the bags under `paths` were recorded through, from their
+/// `/camera/camera_info` (each bag's first), placed at the hand-eye pose `xyz` / `xyzw`
+/// (`train-world-model --camera-pose`): a real arm's bags carry their intrinsics, only the
+/// pose must be given. Bags that disagree, or none with camera info, are refused.
+pub fn camera_of_bags(
+    paths: &[PathBuf],
+    xyz: [f64; 3],
+    xyzw: [f64; 4],
+) -> Result<crate::render::CameraSpec, WorldModelError> {
+    const CAMERA_INFO: &str = "/camera/camera_info";
+    let mut found: Option<(String, crate::render::CameraSpec)> = None;
+    for bag in find_bags(paths)? {
+        let reader = BagReader::open(&bag)?;
+        if reader.topic(CAMERA_INFO).is_none() {
+            continue;
+        }
+        let Some(info) = reader
+            .read_topic::<crate::msg::prelude::CameraInfo>(CAMERA_INFO)
+            .find_map(|r| r.ok())
+            .map(|(_, info)| info)
+        else {
+            continue;
+        };
+        let name = bag.display().to_string();
+        match &found {
+            None => {
+                let spec = crate::render::CameraSpec::from_camera_info(&info, xyz, xyzw);
+                spec.validate()
+                    .map_err(|e| WorldModelError::Data(format!("{name}: {e}")))?;
+                found = Some((name, spec));
+            }
+            Some((first, spec)) => {
+                if !spec.same_intrinsics(&info) {
+                    return Err(WorldModelError::Data(format!(
+                        "{name}: its camera (K fx {:.1}, fy {:.1}, cx {:.1}, cy {:.1} at {}×{}) is not \
+                         {first}'s (fx {:.1}, fy {:.1}, cx {:.1}, cy {:.1} at {}×{}): one model sees \
+                         through one camera",
+                        info.k[0], info.k[4], info.k[2], info.k[5], info.width, info.height,
+                        spec.fx, spec.fy, spec.cx, spec.cy, spec.width, spec.height
+                    )));
+                }
+            }
+        }
+    }
+    found.map(|(_, spec)| spec).ok_or_else(|| {
+        WorldModelError::Data(format!(
+            "no bag has {CAMERA_INFO} to take the camera's intrinsics from: give the whole camera \
+             with --camera FILE"
+        ))
+    })
+}
+
 /// How many transitions `bags` hold, from their metadata's count of the action topic's
 /// messages (one is published before every step): the total a cut's progress is shown
 /// against. An estimate (a step whose action never started is counted too); `None` when a
