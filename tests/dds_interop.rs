@@ -442,6 +442,39 @@ fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u
     std::fs::write(dir.join("scene.json"), scene.to_string()).unwrap();
 }
 
+/// A planner (coverage) and an executor at 96 px over DDS, beside the Cyclone peer
+/// playing the robot's side (`drive` with `extra` arguments) on the scene in `dir`: the
+/// peer's JSON lines, once it has succeeded (else the test fails with both outputs).
+fn drive_planner_and_executor(d: u32, dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let nodes = dreamplan_dds(
+        d,
+        dir,
+        "nodes",
+        "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {backend: coverage, keypoints: 8}
+  - name: executor
+    kind: executor
+    params: {width: 96, height: 96}
+",
+        100,
+    );
+    let mut args = vec!["drive", "--scene", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let drove = peer(d, &args).output().unwrap();
+    let nodes = stop(nodes);
+    assert!(
+        drove.status.success(),
+        "peer failed\n{}\nnodes:\n{}",
+        text(&drove),
+        text(&nodes)
+    );
+    json_lines(&drove)
+}
+
 /// The peer plays a real arm's side (camera, depth, intrinsics, latched goal, joint
 /// states, the `reset` trigger) with its own ROS-named types. It first asks for two
 /// decisions on bad camera images (the wrong encoding; a size its bytes do not fill):
@@ -474,43 +507,7 @@ fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s
     k[2] += 1.0;
     scene["k"] = serde_json::json!(k);
     std::fs::write(&scene_file, scene.to_string()).unwrap();
-    let nodes = dreamplan_dds(
-        d,
-        dir.path(),
-        "nodes",
-        "
-duration_s: 0
-nodes:
-  - name: planner
-    kind: planner
-    params: {backend: coverage, keypoints: 8}
-  - name: executor
-    kind: executor
-    params: {width: 96, height: 96}
-",
-        100,
-    );
-    let drove = peer(
-        d,
-        &[
-            "drive",
-            "--scene",
-            dir.path().to_str().unwrap(),
-            "--bad-first",
-            "--timeout",
-            "70",
-        ],
-    )
-    .output()
-    .unwrap();
-    let nodes = stop(nodes);
-    assert!(
-        drove.status.success(),
-        "peer failed\n{}\nnodes:\n{}",
-        text(&drove),
-        text(&nodes)
-    );
-    let lines = json_lines(&drove);
+    let lines = drive_planner_and_executor(d, dir.path(), &["--bad-first", "--timeout", "70"]);
     let failed: Vec<(u64, String)> = lines
         .iter()
         .filter_map(|l| l.get("episode_event"))
@@ -695,43 +692,7 @@ fn a_goal_image_from_a_volatile_publisher_reaches_the_planner() {
     let dir = tempfile::tempdir().unwrap();
     let q = dreamplan::sim::episode::READY.to_vec();
     write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 5, 96, &q);
-    let nodes = dreamplan_dds(
-        d,
-        dir.path(),
-        "nodes",
-        "
-duration_s: 0
-nodes:
-  - name: planner
-    kind: planner
-    params: {backend: coverage, keypoints: 8}
-  - name: executor
-    kind: executor
-    params: {width: 96, height: 96}
-",
-        100,
-    );
-    let drove = peer(
-        d,
-        &[
-            "drive",
-            "--scene",
-            dir.path().to_str().unwrap(),
-            "--goal-volatile",
-            "--timeout",
-            "60",
-        ],
-    )
-    .output()
-    .unwrap();
-    let nodes = stop(nodes);
-    assert!(
-        drove.status.success(),
-        "peer failed\n{}\nnodes:\n{}",
-        text(&drove),
-        text(&nodes)
-    );
-    let lines = json_lines(&drove);
+    let lines = drive_planner_and_executor(d, dir.path(), &["--goal-volatile", "--timeout", "60"]);
     assert!(
         lines
             .iter()

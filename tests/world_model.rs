@@ -1037,29 +1037,26 @@ fn the_workspace_crop_holds_the_table_region_and_every_object_stays_visible() {
     }
 }
 
-/// A small recorded bag (rope, correspondence planner) shared by the tests below.
+/// A small recorded bag (rope, random planner) shared by the tests below.
 fn bag(dir: &Path) -> PathBuf {
     let out = dir.join("bag");
+    collect_rope(&out, 4, &[]);
+    out
+}
+
+/// `dreamplan collect` of `episodes` rope episodes at 128 px with the random planner into
+/// `out`, with `extra` arguments.
+fn collect_rope(out: &Path, episodes: u32, extra: &[&str]) {
     let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-        .args([
-            "collect",
-            "--task",
-            "rope",
-            "--episodes",
-            "4",
-            "--size",
-            "128",
-            "--log",
-            "warn",
-            "--planner",
-            "random",
-            "--out",
-        ])
-        .arg(&out)
+        .args(["collect", "--task", "rope", "--episodes"])
+        .arg(episodes.to_string())
+        .args(["--size", "128", "--log", "warn", "--planner", "random"])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
 }
 
 /// Bags from another camera than the built-in world's (a real arm's, here the built-in
@@ -1086,23 +1083,7 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
     let cam_file = dir.path().join("camera.yaml");
     std::fs::write(&cam_file, serde_yaml::to_string(&spec).unwrap()).unwrap();
     let out = dir.path().join("bag");
-    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-        .args([
-            "collect",
-            "--task",
-            "rope",
-            "--episodes",
-            "2",
-            "--size",
-            "128",
-        ])
-        .args(["--log", "warn", "--planner", "random", "--camera"])
-        .arg(&cam_file)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    collect_rope(&out, 2, &["--camera", cam_file.to_str().unwrap()]);
     // The whole image (the arm at rest stands outside the table's crop).
     let base = Config {
         width: 64,
