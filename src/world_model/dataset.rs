@@ -191,24 +191,17 @@ fn check_camera(
     h: u32,
 ) -> Result<(), WorldModelError> {
     let ours = cfg.camera_model(w, h);
-    let theirs = crate::render::PinholeCamera::from_camera_info(info, ours.world_from_camera);
-    let (fx, fy, cx, cy) = (theirs.fx, theirs.fy, theirs.cx, theirs.cy);
-    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    let spec = crate::render::CameraSpec::of(&ours);
     let same_size = (info.width, info.height) == (w, h);
-    let same = match &cfg.camera {
-        Some(spec) => same_size && spec.same_intrinsics(info),
-        None => {
-            // Bags recorded before session 46 wrote the built-in camera's principal point
-            // without ROS's half-pixel shift (`render::camera`'s module doc); they hold the
-            // same camera.
-            let offset = crate::render::camera::ROS_PRINCIPAL_OFFSET;
-            same_size
-                && close(fx, ours.fx)
-                && close(fy, ours.fy)
-                && ((close(cx, ours.cx) && close(cy, ours.cy))
-                    || (close(cx - offset, ours.cx) && close(cy - offset, ours.cy)))
-        }
+    // Bags of the built-in camera recorded before session 46 wrote its principal point
+    // without ROS's half-pixel shift (`render::camera`'s module doc): the same camera.
+    let before_46 = || {
+        let offset = crate::render::camera::ROS_PRINCIPAL_OFFSET;
+        let mut old = spec.clone();
+        (old.cx, old.cy) = (old.cx + offset, old.cy + offset);
+        old.same_intrinsics(info)
     };
+    let same = same_size && (spec.same_intrinsics(info) || (cfg.camera.is_none() && before_46()));
     if same {
         return Ok(());
     }
@@ -227,9 +220,9 @@ fn check_camera(
     // as the user wrote them in the camera file and the driver publishes them.
     let k = ours.camera_info(Default::default()).k;
     Err(WorldModelError::Data(format!(
-        "{name}: its camera (/camera/camera_info: {}×{}, K fx {fx:.1}, fy {fy:.1}, cx {:.1}, cy {:.1}) \
+        "{name}: its camera (/camera/camera_info: {}×{}, K fx {:.1}, fy {:.1}, cx {:.1}, cy {:.1}) \
          is not {what} ({w}×{h}: K fx {:.1}, fy {:.1}, cx {:.1}, cy {:.1}): {how}",
-        info.width, info.height, info.k[2], info.k[5], k[0], k[4], k[2], k[5]
+        info.width, info.height, info.k[0], info.k[4], info.k[2], info.k[5], k[0], k[4], k[2], k[5]
     )))
 }
 
@@ -242,18 +235,9 @@ pub fn camera_of_bags(
     xyz: [f64; 3],
     xyzw: [f64; 4],
 ) -> Result<crate::render::CameraSpec, WorldModelError> {
-    const CAMERA_INFO: &str = "/camera/camera_info";
     let mut found: Option<(String, crate::render::CameraSpec)> = None;
     for bag in find_bags(paths)? {
-        let reader = BagReader::open(&bag)?;
-        if reader.topic(CAMERA_INFO).is_none() {
-            continue;
-        }
-        let Some(info) = reader
-            .read_topic::<crate::msg::prelude::CameraInfo>(CAMERA_INFO)
-            .find_map(|r| r.ok())
-            .map(|(_, info)| info)
-        else {
+        let Some(info) = first_camera_info(&BagReader::open(&bag)?) else {
             continue;
         };
         let name = bag.display().to_string();
@@ -282,6 +266,21 @@ pub fn camera_of_bags(
             "no bag has {CAMERA_INFO} to take the camera's intrinsics from: give the whole camera \
              with --camera FILE"
         ))
+    })
+}
+
+/// The topic the camera's calibration is recorded on.
+const CAMERA_INFO: &str = "/camera/camera_info";
+
+/// A bag's first readable camera info; `None` for a bag that does not record the topic
+/// (only a bag that has it is read for it: a filter naming no recorded topic would still
+/// walk every message of the bag).
+fn first_camera_info(reader: &BagReader) -> Option<crate::msg::prelude::CameraInfo> {
+    reader.topic(CAMERA_INFO).and_then(|_| {
+        reader
+            .read_topic::<crate::msg::prelude::CameraInfo>(CAMERA_INFO)
+            .find_map(|r| r.ok())
+            .map(|(_, info)| info)
     })
 }
 
@@ -353,18 +352,11 @@ pub fn build(
     let mut read = 0;
     for (bag, name) in bags.iter().zip(&names) {
         let reader = BagReader::open(bag)?;
-        // The arm video is drawn through the built-in camera at the frames' size; a bag from
-        // another camera (a real arm's) would pair its frames with an arm drawn elsewhere, so
-        // it is refused (before session 45 it trained on that mismatch without a word).
-        // Only a bag that has the topic is read for it: a filter naming no recorded topic
-        // would still walk every message of the bag.
-        const CAMERA_INFO: &str = "/camera/camera_info";
-        let info = reader.topic(CAMERA_INFO).and_then(|_| {
-            reader
-                .read_topic::<crate::msg::prelude::CameraInfo>(CAMERA_INFO)
-                .find_map(|r| r.ok())
-                .map(|(_, info)| info)
-        });
+        // The arm video is drawn through the model's camera (`Config::camera_model`) at the
+        // frames' size; a bag from another camera would pair its frames with an arm drawn
+        // elsewhere, so it is refused (before session 45 it trained on that mismatch
+        // without a word).
+        let info = first_camera_info(&reader);
         let camera_size = std::cell::Cell::new(None::<(u32, u32)>);
         let mut video: Option<ArmVideo> = None;
         // The after-window is the config's, as at inference (a planned clip spans the
