@@ -24,7 +24,8 @@ then SUCCEEDED or ABORTED after `--action-hold` seconds, CANCELED on request), a
 for the executor's event that follows the goal's end (with `--estop-after`, it engages the
 e-stop mid-goal and waits for the executor's cancel request too). `param` is a ROS parameter client (the services of
 rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, reads and
-describes a node's parameters and prints one JSON line. `graph` reads the ROS graph as the
+describes a node's parameters and prints one JSON line (with `--events`, also the
+`/parameter_events` the node published for its requests). `graph` reads the ROS graph as the
 ROS 2 tools do (`ros2 node list`, and `ros2 param`, which looks a node up there first): the
 `ros_discovery_info` topic of rmw_dds_common, where each participant lists its nodes and
 their endpoints' GIDs (the Iron/Jazzy layout, 16-byte GIDs; `--gid-bytes 24` reads Humble's); it waits for the expected
@@ -194,6 +195,15 @@ class ParameterValue_(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterV
 class Parameter_(IdlStruct, typename="rcl_interfaces::msg::dds_::Parameter_"):
     name: str
     value: ParameterValue_
+
+
+@dataclass
+class ParameterEvent_(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterEvent_"):
+    stamp: Time_
+    node: str
+    new_parameters: t.sequence[Parameter_]
+    changed_parameters: t.sequence[Parameter_]
+    deleted_parameters: t.sequence[Parameter_]
 
 
 @dataclass
@@ -928,7 +938,18 @@ def param(args):
     dp = DomainParticipant(args.domain)
     node = args.node.strip("/")
     out = {}
+    events = None
+    if args.events:
+        # rclcpp's parameter-events QoS: reliable, volatile, keep last 1000.
+        q = qos("volatile", 1000)
+        events = DataReader(dp, Topic(dp, "rt/parameter_events", ParameterEvent_, qos=q), qos=q)
     try:
+        if events is not None:
+            deadline = time.monotonic() + args.timeout
+            while not events.get_matched_publications():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no /parameter_events writer matched")
+                time.sleep(0.05)
         if args.list:
             c = ServiceClient(dp, node, "list_parameters", ListParametersRequest_, ListParametersReply_)
             r = c.call(lambda i, s: ListParametersRequest_(client_id=i, sequence=s, prefixes=[], depth=0), args.timeout)
@@ -952,6 +973,16 @@ def param(args):
             r = c.call(lambda i, s: DescribeParametersRequest_(client_id=i, sequence=s, names=args.describe), args.timeout)
             out["describe"] = {d.name: {"type": d.type, "read_only": d.read_only, "constraints": d.additional_constraints}
                                for d in r.descriptors}
+        if events is not None:
+            # The events of this node that came within a second of the last reply.
+            time.sleep(1.0)
+            out["events"] = [
+                {"stamp": e.stamp.sec + e.stamp.nanosec * 1e-9,
+                 "new": [p.name for p in e.new_parameters],
+                 "changed": {p.name: python_value(p.value) for p in e.changed_parameters},
+                 "deleted": [p.name for p in e.deleted_parameters]}
+                for e in events.take(N=1000) if e.node == "/" + node
+            ]
     except TimeoutError as e:
         out["timeout"] = str(e)
         print(json.dumps(out), flush=True)
@@ -1050,6 +1081,8 @@ def main():
                     help="then set these in one set_parameters_atomically request (all or none)")
     pa.add_argument("--get", action="append", default=[], metavar="NAME", help="then get")
     pa.add_argument("--describe", action="append", default=[], metavar="NAME")
+    pa.add_argument("--events", action="store_true",
+                    help="read /parameter_events first and print the node's events that the requests caused")
     pa.add_argument("--timeout", type=float, default=30.0)
     gr = sub.add_parser("graph", help="the ROS graph from ros_discovery_info: nodes, namespaces and endpoint GIDs")
     gr.add_argument("--domain", type=int, required=True)

@@ -935,6 +935,7 @@ nodes:
         "param",
         "--node",
         "/lab/executor",
+        "--events",
         "--set-atomically",
         "motion.cartesian_speed_m_s=0.07",
         "--set-atomically",
@@ -959,10 +960,13 @@ nodes:
         a["get"]["motion.cartesian_speed_m_s"],
         serde_json::json!([3, 0.2])
     );
+    // A refused set is no change: nothing on /parameter_events.
+    assert_eq!(a["events"], serde_json::json!([]), "{a}");
     let atomic = run_peer(&[
         "param",
         "--node",
         "/lab/executor",
+        "--events",
         "--set-atomically",
         "envelope.max_speed_fraction=0.95",
         "--set-atomically",
@@ -982,11 +986,34 @@ nodes:
         a["get"]["motion.cartesian_speed_m_s"],
         serde_json::json!([3, 0.1])
     );
+    // One event for the atomic set, naming the node by its full name, both values in it.
+    let events = a["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{a}");
+    assert_eq!(
+        events[0]["changed"],
+        serde_json::json!({
+            "envelope.max_speed_fraction": [3, 0.95],
+            "motion.cartesian_speed_m_s": [3, 0.1],
+        }),
+        "{a}"
+    );
+    assert_eq!(events[0]["new"], serde_json::json!([]), "{a}");
+    // Stamped by the bus clock (the wall clock here): within the last minute.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let stamp = events[0]["stamp"].as_f64().unwrap();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&stamp),
+        "{stamp} vs {now}"
+    );
 
     let set = run_peer(&[
         "param",
         "--node",
         "/lab/executor",
+        "--events",
         "--set",
         "motion.cartesian_speed_m_s=0.05",
         "--set",
@@ -1038,6 +1065,18 @@ nodes:
         serde_json::json!([3, 0.8])
     );
     assert_eq!(s["get"]["width"], serde_json::json!([2, 96]));
+    // Of five parameters in one request, the one accepted is the one event.
+    let changed: Vec<&serde_json::Value> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["changed"])
+        .collect();
+    assert_eq!(
+        changed,
+        [&serde_json::json!({"motion.cartesian_speed_m_s": [3, 0.05]})],
+        "{s}"
+    );
 
     let (second, t2) = drive("8");
     let nodes = stop(nodes);

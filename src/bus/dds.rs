@@ -16,7 +16,8 @@
 //! mapping of `rmw_cyclonedds_cpp` (topics `rq/<node>/<service>Request` and
 //! `rr/<node>/<service>Reply`, each sample led by the client's `{guid, sequence}` header,
 //! which the reply carries back). ros2-client's own parameter services speak only the
-//! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off.
+//! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off. Each
+//! accepted set is published on `/parameter_events` ([`ParamEvents`]).
 //!
 //! Actions: [`Bus::trajectory_client`] is a `control_msgs/action/FollowJointTrajectory`
 //! client (ros2-client's action client, in the same Cyclone request/reply mapping) on a
@@ -449,6 +450,18 @@ impl Bus for DdsBus {
         let ns = &self.inner.namespace;
         let mut node = ros_node(&self.inner.context, ns, params.node())?;
         let fqn = format!("{}/{}", ns.trim_end_matches('/'), params.node());
+        // Created before the services, so a client that sees them has seen it too.
+        let events = Arc::new(ParamEvents {
+            writer: node
+                .create_publisher(
+                    &self.inner.context.get_parameter_events_topic(),
+                    // rcl's parameter-events profile: reliable, volatile, keep last 1000.
+                    Some(qos_profile(Qos::keep_last(1000))),
+                )
+                .map_err(dds_err)?,
+            node: fqn.clone(),
+            clock: self.inner.clock.clone(),
+        });
         // rclcpp's services default: reliable, volatile, keep last 10.
         let qos = qos_profile(Qos::keep_last(10));
         macro_rules! serve {
@@ -543,12 +556,13 @@ impl Bus for DdsBus {
                 }
             }
         );
+        let ev = events.clone();
         serve!(
             "set_parameters",
             "SetParameters",
             rcl::SetParametersRequest,
             rcl::SetParametersResponse,
-            |p: &LiveParams, req: rcl::SetParametersRequest| rcl::SetParametersResponse {
+            move |p: &LiveParams, req: rcl::SetParametersRequest| rcl::SetParametersResponse {
                 results: req
                     .parameter
                     .iter()
@@ -557,7 +571,11 @@ impl Bus for DdsBus {
                             .ok_or_else(|| format!("`{}`: no value given", q.name))
                             .and_then(|v| p.set(&q.name, v));
                         match &r {
-                            Ok(()) => tracing::info!(node = %p.node(), "parameter {} set", q.name),
+                            Ok(()) => {
+                                tracing::info!(node = %p.node(), "parameter {} set", q.name);
+                                // As rclcpp: one event per parameter set.
+                                ev.changed(p, [q.name.as_str()]);
+                            }
                             Err(e) => {
                                 tracing::warn!(node = %p.node(), "parameter set refused: {e}")
                             }
@@ -575,7 +593,7 @@ impl Bus for DdsBus {
             "SetParametersAtomically",
             rcl::SetParametersRequest,
             rcl::SetParametersAtomicallyResponse,
-            |p: &LiveParams, req: rcl::SetParametersRequest| {
+            move |p: &LiveParams, req: rcl::SetParametersRequest| {
                 let r = req
                     .parameter
                     .iter()
@@ -593,7 +611,8 @@ impl Bus for DdsBus {
                     .collect::<Vec<_>>();
                 match &r {
                     Ok(()) => {
-                        tracing::info!(node = %p.node(), "parameters {names:?} set atomically")
+                        tracing::info!(node = %p.node(), "parameters {names:?} set atomically");
+                        events.changed(p, names.iter().copied());
                     }
                     Err(e) => tracing::warn!(node = %p.node(), "atomic parameter set refused: {e}"),
                 }
@@ -921,6 +940,43 @@ async fn follow_goal(
 
 /// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
 /// parameter services (Fast DDS mapping only; ours are served by `serve_parameters`).
+/// A graph node's `/parameter_events` writer: what `rqt_reconfigure`, `ros2 topic echo
+/// /parameter_events` and rclcpp's `ParameterEventHandler` follow. Each accepted set is
+/// published as the parameters' values after it, stamped by the bus clock (sim time under
+/// `use_sim_time`), as rclcpp does; refused sets publish nothing.
+struct ParamEvents {
+    writer: ros2_client::Publisher<ros2_client::parameters::raw::ParameterEvent>,
+    /// The node's fully qualified name, as in the events of rclcpp (`/lab/executor`).
+    node: String,
+    clock: Clock,
+}
+
+impl ParamEvents {
+    fn changed<'a>(&self, p: &LiveParams, names: impl IntoIterator<Item = &'a str>) {
+        use ros2_client::parameters::raw;
+        let changed: Vec<raw::Parameter> = names
+            .into_iter()
+            .map(|n| raw::Parameter {
+                name: n.to_string(),
+                value: to_ros(p.get(n).as_ref()),
+            })
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let event = raw::ParameterEvent {
+            stamp: ros2_client::builtin_interfaces::Time::from_nanos(self.clock.now().as_nanos()),
+            node: self.node.clone(),
+            new_parameters: Vec::new(),
+            changed_parameters: changed,
+            deleted_parameters: Vec::new(),
+        };
+        if let Err(e) = self.writer.publish(event) {
+            tracing::warn!(node = %self.node, "parameter event: {e:?}");
+        }
+    }
+}
+
 fn ros_node(context: &Context, namespace: &str, name: &str) -> Result<ros2_client::Node, BusError> {
     let node_name = NodeName::new(namespace, name)
         .map_err(|e| BusError::Ros(format!("node name `{name}`: {e:?}")))?;
