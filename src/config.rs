@@ -122,7 +122,16 @@ pub fn node_config<C: DeserializeOwned>(
         serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
         v => v.clone(),
     };
-    serde_yaml::from_value(value).map_err(|e| invalid(origin, e))
+    // serde_yaml names no key for a value it did not take from text; the path says where.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(origin, inner)
+        } else {
+            invalid(origin, format!("`{path}`: {inner}"))
+        }
+    })
 }
 
 /// Extracts `node`'s parameters from a ROS 2 params file: the `/**` (wildcard) section

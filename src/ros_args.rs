@@ -186,14 +186,30 @@ impl RosArgs {
                         n.params = params;
                         taken = true;
                     }
+                    // The node's checks name its kind; its name only when that differs.
+                    Err(e) if e.starts_with(&format!("{}:", n.name)) => reasons.push(e),
                     Err(e) => reasons.push(format!("{}: {e}", n.name)),
                 }
             }
+            // Without a node named: the nodes that have the key but refused the value
+            // (a node without the key refuses it as an unknown field).
+            let refused: Vec<&String> = reasons
+                .iter()
+                .filter(|r| !r.contains("unknown field"))
+                .collect();
             if !taken {
                 return Err(match node {
                     Some(name) => format!(
                         "--ros-args: parameter `{key}` for node `{name}` is not accepted ({})",
                         reasons.join("; ")
+                    ),
+                    None if !refused.is_empty() => format!(
+                        "--ros-args: parameter `{key}` is not accepted ({})",
+                        refused
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                     None => format!(
                         "--ros-args: no node of the graph has a parameter `{key}` (nodes: {})",
@@ -319,6 +335,14 @@ mod tests {
             e.contains("no node of the graph has a parameter `keypionts`"),
             "{e}"
         );
+        // A node that has the key but not that value: its own reason, not "no node has it".
+        let mut bad = RosArgs::parse(&["-p".into(), "keypoints:=eight".into()]).unwrap();
+        let e = bad.apply(&mut graph, crate::nodes::accepts).unwrap_err();
+        assert!(
+            e.starts_with("--ros-args: parameter `keypoints` is not accepted (planner: "),
+            "{e}"
+        );
+        assert!(e.contains("invalid type") && !e.contains("executor"), "{e}");
     }
 
     /// A struct the node's config leaves unset (the sim's `camera`) is taken whole from a
@@ -348,6 +372,10 @@ mod tests {
         let mut fresh =
             GraphConfig::from_yaml("nodes:\n  - {name: sim, kind: sim}\n", "g.yaml").unwrap();
         let e = half.apply(&mut fresh, crate::nodes::accepts).unwrap_err();
-        assert!(e.contains("a parameter `camera.fx`"), "{e}");
+        assert!(
+            e.contains("parameter `camera.fx` is not accepted (sim: ")
+                && e.contains("missing field `width`"),
+            "{e}"
+        );
     }
 }

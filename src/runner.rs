@@ -61,7 +61,9 @@ pub async fn run_graph<B: Bus>(
                 Box::pin(async move {
                     let r = run.await;
                     let last = left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1;
-                    if r.is_ok() && last {
+                    // Only a simulator that ended by itself (its episodes played) stops
+                    // the graph; one that ended because the graph stopped says nothing.
+                    if r.is_ok() && last && !stop.is_cancelled() {
                         tracing::info!("the simulator played its episodes; stopping the graph");
                         // Let its last events (the final `scored`) reach every subscriber
                         // (a recorder, the run report) before the bus closes.
@@ -124,7 +126,7 @@ pub async fn run_nodes<B: Bus>(
             done = tasks.join_next() => match done {
                 None => break,
                 Some(joined) => {
-                    record(&mut report, &names, joined);
+                    record(&mut report, &names, joined, false);
                     if !report.failed.is_empty() {
                         tracing::error!("a node failed; stopping the graph");
                         break;
@@ -138,7 +140,7 @@ pub async fn run_nodes<B: Bus>(
     bus.shutdown();
     let drain = async {
         while let Some(joined) = tasks.join_next().await {
-            record(&mut report, &names, joined);
+            record(&mut report, &names, joined, true);
         }
     };
     if tokio::time::timeout(grace, drain).await.is_err() {
@@ -151,7 +153,7 @@ pub async fn run_nodes<B: Bus>(
                         .cloned()
                         .unwrap_or_else(|| format!("task {}", e.id())),
                 ),
-                other => record(&mut report, &names, other),
+                other => record(&mut report, &names, other, true),
             }
         }
         tracing::warn!(aborted = ?report.aborted, "nodes did not stop within {grace:?}; aborted");
@@ -159,14 +161,30 @@ pub async fn run_nodes<B: Bus>(
     report
 }
 
+/// `stopping`: the graph was told to stop and the bus closed; a node that ends then
+/// because the bus refused it (one still subscribing when a very short run ended) has
+/// stopped, not failed.
 fn record(
     report: &mut RunReport,
     names: &HashMap<tokio::task::Id, String>,
     joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
+    stopping: bool,
 ) {
     match joined {
         Ok((name, Ok(()))) => {
             tracing::info!(node = %name, "stopped");
+            report.stopped.push(name);
+        }
+        Ok((name, Err(e)))
+            if stopping
+                && e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<crate::bus::BusError>(),
+                        Some(crate::bus::BusError::Closed(_))
+                    )
+                }) =>
+        {
+            tracing::info!(node = %name, "stopped (the bus closed under it: {e:#})");
             report.stopped.push(name);
         }
         Ok((name, Err(e))) => {

@@ -38,10 +38,17 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     let d = dir.path();
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
-    let cases: [(&[&str], &str); 15] = [
+    std::fs::write(d.join("afile"), b"").unwrap();
+    let cases: [(&[&str], &str); 17] = [
+        // A run's --out that cannot be a folder is refused before the graph runs (it was
+        // found after the whole run, and the run's summary lost).
+        (
+            &["run", "--duration", "60", "--out", "afile"],
+            "error: --out afile: cannot make the folder for the episodes' GIFs: File exists (os error 17)",
+        ),
         (
             &["run", "--config", "nonexistent.yaml"],
-            "error: nonexistent.yaml: No such file or directory (os error 2)",
+            "error: --config nonexistent.yaml: no such graph file (`dreamplan default-config > graph.yaml` writes the built-in one to start from)",
         ),
         (
             &["run", "--config", "adir"],
@@ -97,6 +104,11 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["run", "--ros-args", "-p", "keypionts:=6"],
             "error: --ros-args: no node of the graph has a parameter `keypionts` (nodes: sim (sim), planner (planner), executor (executor), monitor (monitor))",
+        ),
+        // A node that has the key but not that value says why (it said "no node has it").
+        (
+            &["run", "--ros-args", "-p", "keypoints:=eight"],
+            "error: --ros-args: parameter `keypoints` is not accepted (planner: `keypoints`: invalid type: string \"eight\", expected usize)",
         ),
         (
             &["run", "--ros-args", "-p", "use_sim_time:=true"],

@@ -42,6 +42,33 @@ fn a_misspelled_key_names_the_file_the_node_and_the_key() {
     assert!(msg.contains("rate_hzz"), "{msg}");
 }
 
+/// A value of the wrong type names its key, nested ones by their dotted path (serde_yaml
+/// alone names none for a node's params, which it reads from a value, not from text).
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    let graph = GraphConfig::from_yaml(
+        "nodes:\n  - {name: s, kind: sim, params: {task: cloth, realtime: \"yes\"}}\n  - {name: ex, kind: executor, params: {motion: {lift_height_m: high}}}\n",
+        "graph.yaml",
+    )
+    .unwrap();
+    let msg = |i: usize| {
+        let err = dreamplan::nodes::build::<LocalBus>(&graph.nodes[i], &graph.origin)
+            .err()
+            .unwrap();
+        format!("{err:#}")
+    };
+    let sim = msg(0);
+    assert!(
+        sim.contains("`realtime`: invalid type: string \"yes\", expected a boolean"),
+        "{sim}"
+    );
+    let ex = msg(1);
+    assert!(
+        ex.contains("`ex`") && ex.contains("`motion.lift_height_m`: invalid type"),
+        "{ex}"
+    );
+}
+
 #[test]
 fn graph_level_mistakes_are_reported() {
     let err = GraphConfig::from_yaml("nodes: []\nduraton_s: 3\n", "g.yaml")

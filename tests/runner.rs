@@ -183,3 +183,55 @@ async fn a_failing_node_stops_the_graph_and_an_external_stop_works() {
     assert!(report.is_clean());
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
+
+/// A node still starting when a very short run ends meets a closed bus: that is a stop,
+/// not a failure (`dreamplan run --duration 0.0001` exited 1 about half the time). The
+/// same error before the graph was told to stop is still a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_meets_the_closed_bus_while_the_graph_stops_has_stopped() {
+    use dreamplan::bus::{Bus, Qos};
+    use dreamplan::msg::prelude::Image;
+    let late: ReadyNode<LocalBus> = Box::new(|ctx: NodeContext<LocalBus>| {
+        Box::pin(async move {
+            ctx.shutdown.cancelled().await;
+            // Subscribes only after the stop: the runner has closed the bus by then.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ctx.bus.subscribe::<Image>("/late", Qos::keep_last(1))?;
+            Ok(())
+        })
+    });
+    let report = run_nodes(
+        LocalBus::default(),
+        vec![("late".into(), late)],
+        Some(Duration::from_millis(10)),
+        Duration::from_secs(1),
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.stopped, vec!["late".to_string()]);
+
+    // Closed before any stop: a failure.
+    let bus = LocalBus::default();
+    bus.shutdown();
+    let early: ReadyNode<LocalBus> = Box::new(|ctx: NodeContext<LocalBus>| {
+        Box::pin(async move {
+            ctx.bus.subscribe::<Image>("/early", Qos::keep_last(1))?;
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        })
+    });
+    let report = run_nodes(
+        bus,
+        vec![("early".into(), early)],
+        None,
+        Duration::from_secs(1),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(
+        report.failed[0].1.contains("bus is shut down"),
+        "{report:?}"
+    );
+}

@@ -500,6 +500,10 @@ fn load_graph(
     duration: Option<f64>,
 ) -> anyhow::Result<GraphConfig> {
     let mut graph = match config {
+        Some(path) if !path.exists() => anyhow::bail!(
+            "--config {}: no such graph file (`dreamplan default-config > graph.yaml` writes the built-in one to start from)",
+            path.display()
+        ),
         Some(path) => GraphConfig::load(path)?,
         None => GraphConfig::builtin(),
     };
@@ -576,9 +580,14 @@ fn run_graph_on<B: dreamplan::bus::Bus>(
         let result = dreamplan::runner::run_until_ctrl_c(bus, &graph).await;
         let summary = match reporter {
             Some(r) => {
-                let (out, planner) = (r.out.clone(), r.planner.clone());
+                let (out, planner, has_sim) = (r.out.clone(), r.planner.clone(), r.has_sim);
                 let episodes = r.finish().await?;
-                Some(run_report::summary(&episodes, &out, planner.as_deref()))
+                Some(run_report::summary(
+                    &episodes,
+                    &out,
+                    planner.as_deref(),
+                    has_sim,
+                ))
             }
             None => None,
         };

@@ -31,6 +31,11 @@ pub struct EpisodeSummary {
     pub gif: Option<PathBuf>,
 }
 
+/// The graph runs a simulator of its own (an enabled `sim` node).
+fn has_sim(graph: &GraphConfig) -> bool {
+    graph.nodes.iter().any(|n| n.enabled && n.kind == "sim")
+}
+
 /// The topics the reporter listens to: the first enabled `sim` node's, or the defaults.
 fn topics(graph: &GraphConfig) -> (String, String, String, Option<String>) {
     let sim = graph
@@ -55,12 +60,25 @@ pub struct Reporter {
     task: tokio::task::JoinHandle<anyhow::Result<Vec<EpisodeSummary>>>,
     stop: CancellationToken,
     pub out: PathBuf,
+    /// `out` did not exist before this run.
+    made: bool,
     pub planner: Option<String>,
+    /// The graph has a `sim` node (else episodes come only from one elsewhere on the bus).
+    pub has_sim: bool,
 }
 
 impl Reporter {
     /// Subscribes before the graph starts (so the first episode's `reset` is seen).
+    /// `out` is made (or checked) first, so a path that cannot be a folder is refused
+    /// before the graph runs, not after it.
     pub fn start<B: Bus>(bus: &B, graph: &GraphConfig, out: &Path) -> anyhow::Result<Self> {
+        let made = !out.exists();
+        std::fs::create_dir_all(out).with_context(|| {
+            format!(
+                "--out {}: cannot make the folder for the episodes' GIFs",
+                out.display()
+            )
+        })?;
         let (image_topic, goal_topic, episode_topic, planner) = topics(graph);
         let mut images = bus.subscribe::<Image>(&image_topic, Qos::keep_last(50))?;
         let mut goals = bus.subscribe::<Image>(&goal_topic, Qos::keep_last(5))?;
@@ -110,16 +128,25 @@ impl Reporter {
             task,
             stop,
             out: out.to_path_buf(),
+            made,
             planner,
+            has_sim: has_sim(graph),
         })
     }
 
-    /// Stops listening and returns the scored episodes.
+    /// Stops listening and returns the scored episodes. A folder this run made and left
+    /// empty is removed.
     pub async fn finish(self) -> anyhow::Result<Vec<EpisodeSummary>> {
         self.stop.cancel();
-        self.task
+        let done = self
+            .task
             .await
-            .context("the run reporter stopped abnormally")?
+            .context("the run reporter stopped abnormally")?;
+        if self.made {
+            // Fails, as it should, when the folder is not empty.
+            let _ = std::fs::remove_dir(&self.out);
+        }
+        done
     }
 }
 
@@ -167,10 +194,18 @@ impl Listening {
                     .iter()
                     .map(|f| beside(f, self.goal.as_ref()))
                     .collect();
-                std::fs::create_dir_all(&self.dir)
-                    .with_context(|| format!("creating {}", self.dir.display()))?;
-                crate::sim::save_gif(&shown, 10.0, &path)?;
-                Some(path)
+                // A GIF that cannot be written (a full disk, the folder removed) costs
+                // that GIF, not the run's summary.
+                match std::fs::create_dir_all(&self.dir)
+                    .with_context(|| format!("creating {}", self.dir.display()))
+                    .and_then(|()| crate::sim::save_gif(&shown, 10.0, &path))
+                {
+                    Ok(()) => Some(path),
+                    Err(err) => {
+                        tracing::warn!("episode {}: no GIF: {err:#}", e.episode);
+                        None
+                    }
+                }
             };
             self.done.push(EpisodeSummary {
                 episode: e.episode,
@@ -217,10 +252,19 @@ fn beside(cam: &Frame, goal: Option<&Frame>) -> Frame {
 }
 
 /// The summary printed when `run` ends.
-pub fn summary(episodes: &[EpisodeSummary], out: &Path, planner: Option<&str>) -> String {
+pub fn summary(
+    episodes: &[EpisodeSummary],
+    out: &Path,
+    planner: Option<&str>,
+    has_sim: bool,
+) -> String {
     let mut s = String::new();
     let planner = planner.unwrap_or("configured");
-    if episodes.is_empty() {
+    if episodes.is_empty() && !has_sim {
+        s.push_str(
+            "no episode was scored in this run: the graph has no `sim` node, so only a simulator elsewhere on the bus (another process, with --bus dds) would score one\n",
+        );
+    } else if episodes.is_empty() {
         s.push_str(&format!(
             "no episode was scored in this run (the {planner} planner's first action takes a few seconds; try a longer --duration)\n"
         ));
@@ -263,7 +307,38 @@ pub fn summary(episodes: &[EpisodeSummary], out: &Path, planner: Option<&str>) -
     s.push_str(
         "next: `dreamplan eval --planner correspondence --episodes 30` scores a planner over many seeds; \
          `dreamplan sim render --task cloth --out cloth.png --keypoints 8` shows what the planner sees; \
-         README.md → Commands lists the rest.\n",
+         README.md → Command line lists the rest.\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With nothing scored, the hint fits the graph: a longer run where a simulator runs,
+    /// the missing `sim` node where none does (a longer run cannot help there).
+    #[test]
+    fn the_summary_of_an_empty_run_fits_the_graph() {
+        let out = Path::new("dreamplan_run");
+        let with_sim = summary(&[], out, Some("coverage"), true);
+        assert!(with_sim.contains("try a longer --duration"), "{with_sim}");
+        let without = summary(&[], out, None, false);
+        assert!(without.contains("the graph has no `sim` node"), "{without}");
+        assert!(!without.contains("--duration"), "{without}");
+    }
+
+    /// The README section the summary sends a newcomer to exists under that name.
+    #[test]
+    fn the_summary_names_a_readme_section_that_exists() {
+        let s = summary(&[], Path::new("x"), None, true);
+        let (_, after) = s.split_once("README.md → ").unwrap();
+        let section = after.split(" lists").next().unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        assert!(
+            readme.lines().any(|l| l == format!("## {section}")),
+            "README.md has no section `{section}`"
+        );
+    }
 }
