@@ -39,7 +39,24 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
     std::fs::write(d.join("afile"), b"").unwrap();
-    let cases: [(&[&str], &str); 17] = [
+    let cases: [(&[&str], &str); 21] = [
+        // Checked before --out is made: no empty folder is left behind.
+        (
+            &["fit-prior", "--bags", "nobags", "--out", "fp1"],
+            "error: --bags: nobags: no such bag or folder",
+        ),
+        (
+            &["train-world-model", "--bags", "adir", "--out", "wm2"],
+            "error: --bags: adir: neither a bag nor a folder of bags (no metadata.yaml, .mcap or .db3 in it or in a folder below; `dreamplan collect --out DIR` records some)",
+        ),
+        (
+            &["collect", "--task", "rope", "--episodes", "1", "--size", "1", "--out", "bags"],
+            "error: --size must be ≥ 64",
+        ),
+        (
+            &["predict", "--world-model", "wm", "--task", "rope", "--seed", "1", "--action", "pick 1 to 2"],
+            "error: --action \"pick 1 to 2\": answer \"pick 1 to 2\" is not `pick <N> place <M>`",
+        ),
         // A run's --out that cannot be a folder is refused before the graph runs (it was
         // found after the whole run, and the run's summary lost).
         (
@@ -121,6 +138,12 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     ];
     for (args, want) in cases {
         assert_eq!(error_line(&dreamplan(args, d)), want, "dreamplan {args:?}");
+    }
+    for left_out in ["fp1", "wm2", "bags"] {
+        assert!(
+            !d.join(left_out).exists(),
+            "{left_out} was made by a refused run"
+        );
     }
     // A model folder without a config: the path once, the OS reason once.
     let line = error_line(&dreamplan(

@@ -801,7 +801,8 @@ pub fn find_bags(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorldModelError> {
         subs.sort();
         if subs.is_empty() {
             return Err(WorldModelError::Data(format!(
-                "{}: neither a bag nor a folder of bags",
+                "{}: neither a bag nor a folder of bags (no metadata.yaml, .mcap or .db3 in it or in a folder \
+                 below; `dreamplan collect --out DIR` records some)",
                 p.display()
             )));
         }

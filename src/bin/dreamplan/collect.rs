@@ -106,6 +106,8 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         args.camera_rate_hz > 0.0 && args.camera_rate_hz.is_finite(),
         "--camera-rate-hz must be > 0"
     );
+    // As eval's: the nodes' own checks would name a node instead of the option.
+    anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
     let camera = args
         .camera
         .as_deref()

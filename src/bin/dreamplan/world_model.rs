@@ -122,7 +122,7 @@ fn cut_clips(
     cache: &Path,
     cfg: &Config,
 ) -> anyhow::Result<(Vec<PathBuf>, dataset::Dataset)> {
-    let bags = dataset::find_bags(paths)?;
+    let bags = dataset::find_bags(paths).context("--bags")?;
     let t0 = Instant::now();
     // Against the bags' count of actions when they give one (a bar with ETA; before
     // session 45 a line per 100 transitions with no total).
@@ -175,9 +175,10 @@ pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
+    // The bags first: a bad --bags leaves no empty --out behind.
+    let (bags, data) = cut_clips(&args.bags, &cache, &base)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let (bags, data) = cut_clips(&args.bags, &cache, &base)?;
     // The trainer's split: the fit sees only training episodes.
     let (train_ids, val_ids) = data.split(TrainConfig::default().val_split);
     let thin = |ids: &[usize]| -> Vec<usize> {
@@ -441,7 +442,7 @@ pub struct PredictArgs {
     /// A recorded bag: predict one of its transitions (with `--transition`).
     #[arg(long, conflicts_with_all = ["task", "seed"])]
     bag: Option<PathBuf>,
-    /// Which transition of `--bag` (0 = the first).
+    /// Which transition of `--bag` (0 = the first, the default).
     #[arg(long, requires = "bag")]
     transition: Option<usize>,
     /// A built-in task: predict an action from its seeded state (with `--seed`).
@@ -453,7 +454,8 @@ pub struct PredictArgs {
     /// `pick N place M` on the keypoints of the task's state (required with `--task`).
     #[arg(long)]
     action: Option<String>,
-    /// Output folder: predicted.gif (true | predicted, side by side), predicted_final.png.
+    /// Output folder: predicted.gif (true | the hand-made prior, when the model has one |
+    /// predicted, side by side), predicted_final.png, true_final.png, prior_final.png.
     #[arg(long, default_value = "predict_out")]
     out: PathBuf,
     /// Seed of the sampler's noise.
@@ -543,6 +545,10 @@ fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> 
 }
 
 pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    // The action's form before the model loads (its keypoints are checked on the scene).
+    if let Some(a) = args.action.as_deref() {
+        parse_answer(a, usize::MAX, usize::MAX).with_context(|| format!("--action {a:?}"))?;
+    }
     let mut predictor = Predictor::load_on(&args.world_model, &args.compute.open()?)?;
     if let Some(n) = args.sample_steps {
         anyhow::ensure!(n > 0, "--sample-steps must be ≥ 1");
@@ -599,7 +605,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         );
         let (Some(task), Some(seed)) = (args.task, args.seed) else {
             anyhow::bail!(
-                "give --bag B --transition N, or --task T --seed S --action \"pick N place M\""
+                "give --bag B [--transition N], or --task T --seed S --action \"pick N place M\""
             );
         };
         let action = args
@@ -612,7 +618,8 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
             .keypoints
             .as_ref()
             .map_err(|e| anyhow::anyhow!("no keypoints on seed {seed}: {e}"))?;
-        let choice = parse_answer(action, cur.len(), goal.len())?;
+        let choice = parse_answer(action, cur.len(), goal.len())
+            .with_context(|| format!("--action {action:?}"))?;
         let (plan, _) = candidate_plan(&obs, &choice, &ec)?;
         let (_, truth) = rollout::simulate(&obs.world, &plan, ec.size, &cfg);
         (
