@@ -157,6 +157,25 @@ fn the_quick_experiment_runs_every_stage_writes_the_tables_and_resumes() {
     assert_eq!(record["measure"], "mask_coverage_reach", "{record}");
     assert_eq!(record["done"], true, "{record}");
 
+    // Killed after the zero-shot build finished and before its record said so: the build
+    // is recorded, not moved aside and made again.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_path("zero-shot")).unwrap()).unwrap();
+    record["done"] = false.into();
+    std::fs::write(record_path("zero-shot"), record.to_string()).unwrap();
+    let unrecorded = run();
+    let err = String::from_utf8_lossy(&unrecorded.stderr);
+    assert!(unrecorded.status.success(), "{err}");
+    assert!(
+        err.contains("zero-shot: finished before the last run stopped; recorded, not made again"),
+        "{err}"
+    );
+    assert!(!out.join("zero-shot.old").exists(), "{err}");
+    assert_eq!(err.matches("done before, skipped").count(), 14, "{err}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_path("zero-shot")).unwrap()).unwrap();
+    assert_eq!(record["done"], true, "{record}");
+
     // Bags recorded before (here: this run's), with their planner: nothing is pretrained
     // or collected, the rest runs on them.
     let again = dir.path().join("again");

@@ -21,7 +21,9 @@
 //!   files: names, sizes, modification times; since session 46), and
 //!   continues an interrupted one: the trainers (the zero-shot pretraining too, since
 //!   session 42) and the preference generator resume from their own checkpoints; commands
-//!   that cannot resume (collection, evaluation) start that stage over;
+//!   that cannot resume (collection, evaluation) start that stage over; a zero-shot
+//!   build that finished just before the run was killed is recorded as done (since
+//!   session 48; it was built again);
 //! - a preference file without a pair (the verifier told no candidates apart) skips its
 //!   ORPO stage and that planner's evaluation, and the table says so instead of failing
 //!   the run;
@@ -821,6 +823,32 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             );
             continue;
         }
+        // A zero-shot build this same command line finished, the experiment killed before
+        // its record said so: the model is whole (`zero_shot.json` written, the build
+        // marker gone), so it is recorded rather than moved aside and built again (before
+        // session 48, some 14 minutes). What reads it was marked stale when it started.
+        let unrecorded = st.argv[0] == "pretrain-zero-shot"
+            && same
+            && !dep_ran
+            && previous
+                .as_ref()
+                .is_some_and(|p| p["argv"] == serde_json::json!(st.argv))
+            && st.output.join("zero_shot.json").is_file()
+            && !st
+                .output
+                .join(dreamplan::train::zero_shot::BUILDING_FILE)
+                .exists();
+        if let (true, Some(mut rec)) = (unrecorded, previous.clone()) {
+            eprintln!(
+                "[{}/{}] {}: finished before the last run stopped; recorded, not made again",
+                i + 1,
+                all.len(),
+                st.name
+            );
+            rec["done"] = true.into();
+            write_atomic(&record, &serde_json::to_vec_pretty(&rec)?)?;
+            continue;
+        }
         ran.push(st.name);
         mark_stale(&a.out, &all, st.name)?;
         if st.scores_frames()
@@ -857,8 +885,8 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
                 changed.join(", ")
             );
         }
-        // A finished zero-shot model without a finished record (killed between the two) is
-        // not continued: the command would refuse to replace it without --force.
+        // A finished zero-shot model without a finished record that another command line
+        // made is not continued: the command would refuse to replace it without --force.
         let finished_model =
             st.argv[0] == "pretrain-zero-shot" && st.output.join("zero_shot.json").exists();
         // A command that resumes checks its own record of the paths it was given, as typed:
