@@ -819,7 +819,7 @@ def drive(args):
             server.log.clear()
         if estop_at is not None and now >= estop_at:
             estop_w.write(Bool_(data=True))
-            print(json.dumps({"wrote": "estop"}), flush=True)
+            print(json.dumps({"wrote": "estop", "readers": matched_readers(estop_w)}), flush=True)
             estop_at = None
         for tr in traj_r.take(N=4):
             if server is not None:
@@ -860,6 +860,22 @@ def drive(args):
         time.sleep(0.02)
     print(json.dumps({"timeout": True, "got": {k: bool(v) for k, v in got.items()}}), flush=True)
     return 2
+
+
+def matched_readers(w):
+    """The reliability and durability of each reader a writer has matched."""
+    out = []
+    for h in w.get_matched_subscriptions():
+        d = w.get_matched_subscription_data(h)
+        if d is None:
+            continue
+        rel = d.qos[Policy.Reliability] if Policy.Reliability in d.qos else None
+        dur = d.qos[Policy.Durability] if Policy.Durability in d.qos else None
+        out.append({
+            "reliable": isinstance(rel, Policy.Reliability.Reliable),
+            "durability": type(dur).__name__ if dur is not None else None,
+        })
+    return sorted(out, key=lambda r: json.dumps(r, sort_keys=True))
 
 
 def param_value(v):

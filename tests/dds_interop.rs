@@ -1266,6 +1266,24 @@ nodes:
                 );
             }
         }
+        // A reliable volatile e-stop (rclcpp's plain publisher, `ros2 topic pub`) is read
+        // by a reliable reader, so a lost sample is sent again: before session 48 its
+        // only match was a best-effort reader.
+        if *outcome == "estop" {
+            let readers = lines
+                .iter()
+                .find(|l| l["wrote"] == "estop")
+                .map(|l| l["readers"].clone())
+                .unwrap_or_else(|| panic!("no e-stop written:\n{}", text(o)));
+            assert!(
+                readers
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["reliable"] == true && r["durability"] == "Durability.Volatile"),
+                "no reliable volatile reader of the e-stop: {readers}"
+            );
+        }
     }
     assert_eq!(runs.len(), 5);
 }

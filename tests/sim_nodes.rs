@@ -255,11 +255,21 @@ impl ExecRig {
 
     /// Publishes the arm at the ready pose (with the finger at `finger`, if given).
     async fn arm_at_ready(&self, finger: Option<f64>) -> Vec<f64> {
+        let name: Vec<String> = (1..=7).map(|j| format!("panda_joint{j}")).collect();
+        self.arm_named_at_ready(name, finger.map(|f| ("panda_finger_joint1", f)))
+            .await
+    }
+
+    /// The same with the arm's joints named `name` and the finger joint given by name.
+    async fn arm_named_at_ready(
+        &self,
+        mut name: Vec<String>,
+        finger: Option<(&str, f64)>,
+    ) -> Vec<f64> {
         use dreamplan::robot::franka::READY;
-        let mut name: Vec<String> = (1..=7).map(|j| format!("panda_joint{j}")).collect();
         let mut position = READY.to_vec();
-        if let Some(f) = finger {
-            name.push("panda_finger_joint1".into());
+        if let Some((joint, f)) = finger {
+            name.push(joint.into());
             position.push(f);
         }
         self.joints
@@ -305,6 +315,62 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
     assert!(hold.points[0].velocities.iter().all(|v| *v == 0.0));
     assert!(hold.points[0].time_from_start.as_secs_f64() > 0.0);
     r.finish().await;
+}
+
+/// An arm whose driver names its joints otherwise (`joint_names`) and whose gripper is not
+/// a joint of the arm's trajectory controller (`finger_joint: ""`): its joint states are
+/// read, and the trajectory and the e-stop's hold carry its seven joints alone, which an
+/// arm-only `joint_trajectory_controller` takes (it refuses a joint it does not control;
+/// before session 48 every trajectory carried `panda_finger_joint1`). The trajectory is
+/// stamped 0, "start now" on the controller's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm_of_other_joint_names_and_no_finger_column_gets_arm_only_trajectories() {
+    let bus = LocalBus::default();
+    let names: Vec<String> = (1..=7).map(|j| format!("fr3_joint{j}")).collect();
+    let mut r = ExecRig::start(
+        &bus,
+        &format!("episode_end_frees_arm: false\njoint_names: {names:?}\nfinger_joint: \"\"\n"),
+    )
+    .await;
+    // The gripper's own joint state beside the arm's does not disturb it.
+    let position = r
+        .arm_named_at_ready(names.clone(), Some(("fr3_finger_joint1", 0.03)))
+        .await;
+    started(&mut r, "renamed arm").await;
+    let planned = r.topic.recv().await.unwrap();
+    assert_eq!(planned.joint_names, names);
+    assert!(planned.points.iter().all(|p| p.positions.len() == 7));
+    assert_eq!(
+        planned.header.stamp,
+        Time::default(),
+        "stamped 0: start now"
+    );
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    let hold = tokio::time::timeout(Duration::from_secs(10), r.topic.recv())
+        .await
+        .expect("a hold trajectory")
+        .unwrap();
+    assert_eq!(hold.joint_names, names);
+    assert_eq!(hold.points[0].positions, position[..7]);
+    r.finish().await;
+    // Names that cannot be the arm's are refused at start.
+    for (yaml, want) in [
+        ("joint_names: [a, b]", "2 joint names given, the arm has 7"),
+        (
+            "joint_names: [a, a, b, c, d, e, f]",
+            "distinct and non-empty",
+        ),
+        (
+            "finger_joint: panda_joint7",
+            "finger_joint `panda_joint7` is also one of the arm's joints",
+        ),
+    ] {
+        let config: ExecutorConfig = serde_yaml::from_str(yaml).unwrap();
+        let e = ExecutorNode::new(config).err().expect(yaml).to_string();
+        assert!(e.contains(want), "{yaml}: {e}");
+    }
 }
 
 /// An action is planned only from a recent joint state (bus time): none yet, or one older

@@ -193,37 +193,50 @@ impl<M> Subscriber<M> {
     }
 }
 
-/// Two readers of one topic, one transient-local and one best-effort volatile
-/// ([`Bus::subscribe_any_durability`](super::Bus::subscribe_any_durability)), read as one.
-/// A message from a latched publisher may arrive through both, and in either order
-/// relative to the next one: readers keep the newest state (by its stamp, where it has
-/// one), or drop a repeat.
+/// Three readers of one topic, transient-local, reliable volatile and best-effort
+/// volatile ([`Bus::subscribe_any_durability`](super::Bus::subscribe_any_durability)), read
+/// as one. A message may arrive through several (a latched publisher's through all three,
+/// a reliable volatile one's through the last two), and in any order relative to the next
+/// one: readers keep the newest state (by its stamp, where it has one), or drop a repeat.
 pub struct AnyDurability<M> {
     latched: Subscriber<M>,
+    reliable: Subscriber<M>,
     volatile: Subscriber<M>,
 }
 
 impl<M> AnyDurability<M> {
-    pub(crate) fn new(latched: Subscriber<M>, volatile: Subscriber<M>) -> Self {
-        Self { latched, volatile }
+    /// How many readers [`AnyDurability::recv_from`] tells apart.
+    pub const READERS: usize = 3;
+
+    pub(crate) fn new(
+        latched: Subscriber<M>,
+        reliable: Subscriber<M>,
+        volatile: Subscriber<M>,
+    ) -> Self {
+        Self {
+            latched,
+            reliable,
+            volatile,
+        }
     }
 
-    /// The next message from either reader; `None` once the bus has shut down.
+    /// The next message from any reader; `None` once the bus has shut down.
     pub async fn recv(&mut self) -> Option<Arc<M>> {
         self.recv_from().await.map(|(_, m)| m)
     }
 
     /// [`AnyDurability::recv`] with which reader it came through (0: the transient-local
-    /// one, 1: the volatile one), for a state without a stamp that keeps each reader's
-    /// last value (the e-stop).
+    /// one, 1: the reliable volatile one, 2: the best-effort one), for a state without a
+    /// stamp that keeps each reader's last value (the e-stop).
     pub async fn recv_from(&mut self) -> Option<(usize, Arc<M>)> {
         tokio::select! {
             m = self.latched.recv() => m.map(|m| (0, m)),
-            m = self.volatile.recv() => m.map(|m| (1, m)),
+            m = self.reliable.recv() => m.map(|m| (1, m)),
+            m = self.volatile.recv() => m.map(|m| (2, m)),
         }
     }
 
-    /// A queued message from either reader, without waiting.
+    /// A queued message from any reader, without waiting.
     pub fn try_recv(&mut self) -> Option<Arc<M>> {
         self.try_recv_from().map(|(_, m)| m)
     }
@@ -233,7 +246,8 @@ impl<M> AnyDurability<M> {
         self.latched
             .try_recv()
             .map(|m| (0, m))
-            .or_else(|| self.volatile.try_recv().map(|m| (1, m)))
+            .or_else(|| self.reliable.try_recv().map(|m| (1, m)))
+            .or_else(|| self.volatile.try_recv().map(|m| (2, m)))
     }
 
     /// The topic read.

@@ -319,8 +319,8 @@ impl Bus for LocalBus {
     }
 
     /// In process every subscription gets every message whatever the publisher's
-    /// durability, so the transient-local reader alone serves: a second reader would
-    /// deliver each message twice. Its twin never receives.
+    /// durability, so the transient-local reader alone serves: more readers would deliver
+    /// each message again. The other two never receive.
     fn subscribe_any_durability<M: Message>(
         &self,
         topic: &str,
@@ -333,12 +333,9 @@ impl Bus for LocalBus {
                 ..Qos::latched()
             },
         )?;
-        let idle = Subscriber::new(
-            latched.topic().to_string(),
-            Inbox::new(1, self.inner.clock.clone()),
-            None,
-        );
-        Ok(AnyDurability::new(latched, idle))
+        let name = latched.topic().to_string();
+        let idle = || Subscriber::new(name.clone(), Inbox::new(1, self.inner.clock.clone()), None);
+        Ok(AnyDurability::new(latched, idle(), idle()))
     }
 
     fn topic_types(&self) -> BTreeMap<String, String> {

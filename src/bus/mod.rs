@@ -66,12 +66,16 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// A subscription to `M` on `topic`; its queue holds at most `qos.depth` messages.
     fn subscribe<M: Message>(&self, topic: &str, qos: Qos) -> Result<Subscriber<M>, BusError>;
     /// A reader of a state-like topic (a goal image, camera info, the e-stop) that any
-    /// publisher matches, whatever its durability: a transient-local reader, which gets a
-    /// latched publisher's last message when this node starts, beside a best-effort
-    /// volatile one, which a volatile publisher matches too (an rclpy or rclcpp
-    /// `create_publisher(…, 10)`, most drivers, ros_gz_bridge), where by the DDS rules a
-    /// transient-local reader alone matches none. A latched publisher's message may come
-    /// through both ([`AnyDurability`]).
+    /// publisher matches, whatever its durability and reliability: a transient-local
+    /// reader, which gets a latched publisher's last message when this node starts; a
+    /// reliable volatile one, which a reliable volatile publisher matches (an rclpy or
+    /// rclcpp `create_publisher(…, 10)`, `ros2 topic pub`, most drivers, ros_gz_bridge),
+    /// where by the DDS rules a transient-local reader matches none, and which has a lost
+    /// sample sent again; and a best-effort volatile one, which a best-effort publisher
+    /// matches too (the `sensor_data` profile). Before session 48 the volatile reader was
+    /// best-effort only, so a reliable volatile publisher's single `/estop` sample lost
+    /// under image traffic was never sent again. A message may come through several
+    /// ([`AnyDurability`]).
     fn subscribe_any_durability<M: Message>(
         &self,
         topic: &str,
@@ -83,6 +87,7 @@ pub trait Bus: Clone + Send + Sync + 'static {
         };
         Ok(AnyDurability::new(
             self.subscribe(topic, latched)?,
+            self.subscribe(topic, Qos::keep_last(depth))?,
             self.subscribe(topic, Qos::stream(depth))?,
         ))
     }

@@ -109,6 +109,18 @@ pub struct ExecutorConfig {
     /// Before session 42 an action was planned from the ready pose until a state came, and
     /// from the last state however old.
     pub joint_state_max_age_s: f64,
+    /// The arm's seven joints as its driver names them (in `/joint_states` and the
+    /// trajectory controller), in the shipped URDF's order (`panda_joint1` … `7`); empty:
+    /// the URDF's names. A driver that names them otherwise (a prefix, another arm's
+    /// names for the same kinematics) has every joint state ignored without this.
+    pub joint_names: Vec<String>,
+    /// The gripper's finger joint, appended as the trajectory's last column (open 0.04 m,
+    /// closed 0 from the grasp to the release) and read from `/joint_states`; the built-in
+    /// world's and the Gazebo controller's `panda_finger_joint1`. Empty: trajectories and
+    /// the e-stop's hold carry the arm's joints alone, which an arm-only
+    /// `joint_trajectory_controller` needs (it refuses a trajectory with a joint it does
+    /// not control), and nothing grasps: this executor commands no separate gripper.
+    pub finger_joint: String,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
@@ -127,6 +139,8 @@ impl Default for ExecutorConfig {
             trajectory_action: None,
             result_timeout_s: 30.0,
             joint_state_max_age_s: 1.0,
+            joint_names: Vec::new(),
+            finger_joint: FINGER_JOINT.into(),
             topics: ExecutorTopics::default(),
         }
     }
@@ -201,11 +215,21 @@ pub(crate) fn decode_depth(img: &Image) -> Result<DepthImage, String> {
     })
 }
 
-/// The plan's trajectory with the finger joint appended: open, closed from the grasp to
-/// the release, open again.
+/// The plan's trajectory with the built-in arm's finger joint appended
+/// ([`with_gripper_column`] with [`FINGER_JOINT`]).
 pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
+    with_gripper_column(plan, FINGER_JOINT)
+}
+
+/// The plan's trajectory with the finger joint `finger` appended: open, closed from the
+/// grasp to the release, open again. An empty `finger`: the arm's joints alone (an arm
+/// whose gripper is not a joint of its trajectory controller).
+pub fn with_gripper_column(plan: &PickPlacePlan, finger: &str) -> JointTrajectory {
     let mut traj = plan.trajectory.clone();
-    traj.joint_names.push(FINGER_JOINT.into());
+    if finger.is_empty() {
+        return traj;
+    }
+    traj.joint_names.push(finger.into());
     for p in &mut traj.points {
         let t = p.time_from_start.as_secs_f64();
         let closed = t >= plan.grasp_time_s && t < plan.release_time_s;
@@ -297,11 +321,19 @@ pub const HOLD_S: f64 = 0.1;
 /// point at the arm's last reported positions `q` and the finger's (open when none was
 /// reported), at rest, [`HOLD_S`] from now. It replaces the running trajectory in a ROS
 /// trajectory controller, which then holds there; the built-in simulator stops on it.
-pub fn hold_trajectory(names: &[String], q: &[f64], finger: Option<f64>) -> JointTrajectory {
+/// `finger_joint` empty: the arm's joints alone.
+pub fn hold_trajectory(
+    names: &[String],
+    q: &[f64],
+    finger_joint: &str,
+    finger: Option<f64>,
+) -> JointTrajectory {
     let mut joint_names = names.to_vec();
-    joint_names.push(FINGER_JOINT.into());
     let mut positions = q.to_vec();
-    positions.push(finger.unwrap_or(0.04));
+    if !finger_joint.is_empty() {
+        joint_names.push(finger_joint.into());
+        positions.push(finger.unwrap_or(0.04));
+    }
     JointTrajectory {
         joint_names,
         points: vec![JointTrajectoryPoint {
@@ -327,8 +359,11 @@ fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
         .collect()
 }
 
-fn finger_of(m: &JointState) -> Option<f64> {
-    let i = m.name.iter().position(|n| n == FINGER_JOINT)?;
+fn finger_of(m: &JointState, joint: &str) -> Option<f64> {
+    if joint.is_empty() {
+        return None;
+    }
+    let i = m.name.iter().position(|n| n == joint)?;
     m.position.get(i).copied().filter(|v| v.is_finite())
 }
 
@@ -440,7 +475,7 @@ impl ExecutorNode {
             goal_depth,
             q,
         )
-        .map(|plan| with_finger_column(&plan))
+        .map(|plan| with_gripper_column(&plan, &self.config.finger_joint))
     }
 }
 
@@ -453,6 +488,21 @@ impl Node for ExecutorNode {
         anyhow::ensure!(
             config.width >= 16 && config.height >= 16,
             "width and height must be ≥ 16"
+        );
+        if !config.joint_names.is_empty() {
+            default_arm()
+                .rename_joints(&config.joint_names)
+                .map_err(|e| anyhow::anyhow!("joint_names: {e}"))?;
+        }
+        let names = if config.joint_names.is_empty() {
+            default_arm().joint_names()
+        } else {
+            config.joint_names.clone()
+        };
+        anyhow::ensure!(
+            !names.contains(&config.finger_joint),
+            "finger_joint `{}` is also one of the arm's joints",
+            config.finger_joint
         );
         anyhow::ensure!(
             config.base_from_camera_xyz.is_some() == config.base_from_camera_xyzw.is_some(),
@@ -558,10 +608,12 @@ impl Node for ExecutorNode {
 
     fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
         Self::validate(&config)?;
-        Ok(Self {
-            config,
-            arm: default_arm(),
-        })
+        let mut arm = default_arm();
+        if !config.joint_names.is_empty() {
+            arm.rename_joints(&config.joint_names)
+                .map_err(|e| anyhow::anyhow!("joint_names: {e}"))?;
+        }
+        Ok(Self { config, arm })
     }
 
     async fn run<B: Bus>(mut self, ctx: NodeContext<B>) -> anyhow::Result<()> {
@@ -615,6 +667,10 @@ impl Node for ExecutorNode {
             tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::TrajectoryOutcome)>();
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
+        let mut ignoring_joints = false;
+        if self.config.finger_joint.is_empty() {
+            tracing::warn!(node = %ctx.name, "finger_joint is empty: trajectories carry the arm's joints alone and nothing closes a gripper");
+        }
         // The finger joint's last reported position (the e-stop's hold keeps it).
         let mut finger: Option<f64> = None;
         // When (bus time, ns) the last usable arm joint state came.
@@ -640,13 +696,13 @@ impl Node for ExecutorNode {
                 }
             };
         let mut stopped = false;
-        // The e-stop's last value through each of its two readers: engaged while either
-        // says so. A latched publisher's `true` and `false` come through both, in either
+        // The e-stop's last value through each of its readers: engaged while any says
+        // so. A latched publisher's `true` and `false` come through all of them, in either
         // order relative to each other, and `Bool` has no stamp to order them by: taking
         // the last message of either could release the arm for the moment between a stale
         // `false` and the fresh `true`. With two publishers (one latched, one volatile),
         // either engages it.
-        let mut estop_says = [false; 2];
+        let mut estop_says = [false; crate::bus::AnyDurability::<Bool>::READERS];
         // The running trajectory's end in bus time (sim time under `use_sim_time`). Before
         // session 42 the end was a wall-clock instant: a simulator slower than real time got
         // `action_finished` mid-motion.
@@ -732,7 +788,7 @@ impl Node for ExecutorNode {
                             // which is what this sent before session 42 (an empty trajectory
                             // of the seven arm joints: the arm went on moving).
                             None => {
-                                let _ = traj_pub.publish(hold_trajectory(&names, &q, finger));
+                                let _ = traj_pub.publish(hold_trajectory(&names, &q, &self.config.finger_joint, finger));
                             }
                         }
                         if busy_until.take().is_some() | goal.take().is_some() {
@@ -755,15 +811,22 @@ impl Node for ExecutorNode {
                 }
                 m = joints.recv() => {
                     let Some(m) = m else { return Ok(()) };
-                    if let Some(f) = finger_of(&m) {
+                    if let Some(f) = finger_of(&m, &self.config.finger_joint) {
                         finger = Some(f);
                     }
                     match arm_positions(&names, &m) {
                         Some(p) => {
                             q = p;
                             q_at = Some(ctx.bus.clock().now().as_nanos());
+                            ignoring_joints = false;
                         }
-                        None => tracing::warn!(node = %ctx.name, "joint state without all arm joints or with non-finite values; ignored"),
+                        // Said once per run of ignored states, not per message (a 1 kHz
+                        // broadcaster, or a gripper's own joint states beside the arm's).
+                        None if !ignoring_joints => {
+                            ignoring_joints = true;
+                            tracing::warn!(node = %ctx.name, "joint state without all of the arm's joints {names:?} (it has {:?}) or with non-finite values; ignored, and states like it until a usable one comes (set joint_names if the driver names them otherwise)", m.name);
+                        }
+                        None => {}
                     }
                 }
                 m = depths.recv() => {
@@ -790,7 +853,7 @@ impl Node for ExecutorNode {
                     // the action may still wait in their queues (a new episode's first
                     // depth frame and ready pose, most of all).
                     while let Some(m) = joints.try_recv() {
-                        if let Some(f) = finger_of(&m) {
+                        if let Some(f) = finger_of(&m, &self.config.finger_joint) {
                             finger = Some(f);
                         }
                         if let Some(p) = arm_positions(&names, &m) {
@@ -812,7 +875,7 @@ impl Node for ExecutorNode {
                                 _ = ctx.shutdown.cancelled() => return Ok(()),
                                 m = joints.recv() => {
                                     let Some(m) = m else { return Ok(()) };
-                                    if let Some(f) = finger_of(&m) {
+                                    if let Some(f) = finger_of(&m, &self.config.finger_joint) {
                                         finger = Some(f);
                                     }
                                     if let Some(p) = arm_positions(&names, &m) {
@@ -877,8 +940,12 @@ impl Node for ExecutorNode {
                         Ok(traj) => {
                             tracing::debug!(node = %ctx.name, "planned {:?} from q {:?}", (action.source_u, action.source_v, action.target_u, action.target_v), q);
                             let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
+                            // Stamp 0, "start now": a trajectory controller takes a
+                            // stamp as the start time on its own clock, so a stamp from a
+                            // host whose clock is off would start it mid-way or late
+                            // (before session 48 the executor's clock stamped it).
                             let mut traj = traj;
-                            traj.header.stamp = ctx.bus.clock().now();
+                            traj.header.stamp = Default::default();
                             match &client {
                                 Some(c) => {
                                     goals_sent += 1;

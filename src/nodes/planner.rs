@@ -216,8 +216,8 @@ struct GoalSlot {
     /// latched sample delivered again.
     stamp: Option<(i32, u32)>,
     /// The goals offered in the last [`GOAL_ECHO_S`]: stamp, size, a hash of the pixels,
-    /// and when. The goal topic is read through two readers (latched and volatile), and a
-    /// latched publisher's goal arrives through both, possibly after the next goal's first
+    /// and when. The goal topic is read through three readers (latched, reliable and
+    /// best-effort volatile), and a latched publisher's goal arrives through each, possibly after the next goal's first
     /// copy: that late copy is not a new request, nor does it replace the newer goal.
     recent: Vec<(GoalKey, std::time::Instant)>,
     /// The held goal's stamp (ns) and when it was taken: a copy stamped earlier that comes

@@ -141,7 +141,7 @@ pub struct SimConfig {
     /// then bounds the wait; after it the sim starts anyway, with a warning. A bus that
     /// cannot count subscribers waits `start_delay_s`. Exact in process (one per node);
     /// over DDS readers are counted, and a dreamplan planner or verifier reads the goal
-    /// through two (`Bus::subscribe_any_durability`), so it counts twice; there the
+    /// through three (`Bus::subscribe_any_durability`), so it counts three times; there the
     /// readers of other processes count once discovery has announced them, which does not
     /// yet mean that their process's other endpoints are matched (docs/ros2.md): across
     /// processes keep a delay that covers discovery.

@@ -169,7 +169,7 @@ impl<T> Recent<T> {
         self.silent = false;
     }
 
-    /// [`Recent::push`] for a state read through two readers (the goal and its depth,
+    /// [`Recent::push`] for a state read through several readers (the goal and its depth,
     /// `Bus::subscribe_any_durability`): a copy of a stamp already kept is dropped, and a
     /// late copy of an earlier message goes where its stamp belongs, so that the one in
     /// force at a moment is the last stamped before it, whatever order the copies came
@@ -757,7 +757,7 @@ mod tests {
         m
     }
 
-    /// Goals come through two readers: a copy of a kept stamp is dropped, and a late copy
+    /// Goals come through several readers: a copy of a kept stamp is dropped, and a late copy
     /// of an earlier goal (arriving after the next goal) does not take the newer one's
     /// place: the goal in force at a moment is the last stamped before it. Before, the
     /// late copy was kept last and was in force from then on.

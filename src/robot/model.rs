@@ -228,6 +228,30 @@ impl ArmModel {
         self.movable_joints().map(|j| j.name.clone()).collect()
     }
 
+    /// Gives the movable joints other names, in q order (an arm whose driver names them
+    /// otherwise than this URDF, e.g. with a prefix). Refused unless there is one distinct,
+    /// non-empty name per movable joint.
+    pub fn rename_joints(&mut self, names: &[String]) -> Result<(), String> {
+        if names.len() != self.movable.len() {
+            return Err(format!(
+                "{} joint names given, the arm has {} movable joints ({})",
+                names.len(),
+                self.movable.len(),
+                self.joint_names().join(", ")
+            ));
+        }
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        if distinct.len() != names.len() || names.iter().any(|n| n.trim().is_empty()) {
+            return Err(format!(
+                "joint names must be distinct and non-empty: {names:?}"
+            ));
+        }
+        for (&i, n) in self.movable.iter().zip(names) {
+            self.joints[i].name = n.clone();
+        }
+        Ok(())
+    }
+
     /// Clamps q into the position limits.
     pub fn clamp(&self, q: &mut [f64]) {
         for (qi, j) in q.iter_mut().zip(self.movable_joints()) {
