@@ -269,3 +269,27 @@ fn the_trainers_orpo_settings_refuse_unknown_keys_and_read_the_device() {
     assert!(e.contains("shared: true"), "{e}");
     assert_eq!(build(graph("{task: rope}", true)), None);
 }
+
+/// `ros2 launch … device:=0` passes the camera's index as a number: it reads as `"0"`
+/// (before session 48 the camera node refused it as "expected a string").
+#[test]
+fn a_camera_device_index_given_as_a_number_reads_as_its_text() {
+    use dreamplan::nodes::camera::CameraConfig;
+    let cfg: CameraConfig =
+        dreamplan::config::node_config(&serde_yaml::from_str("{device: 0}").unwrap(), "camera")
+            .unwrap();
+    assert_eq!(cfg.device, "0");
+    let cfg: CameraConfig = dreamplan::config::node_config(
+        &serde_yaml::from_str("{device: /dev/video2}").unwrap(),
+        "camera",
+    )
+    .unwrap();
+    assert_eq!(cfg.device, "/dev/video2");
+    let e = dreamplan::config::node_config::<CameraConfig>(
+        &serde_yaml::from_str("{device: [1]}").unwrap(),
+        "camera",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`device`"), "{e}");
+}

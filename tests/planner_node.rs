@@ -161,11 +161,15 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
     let mut r = rig(8).await;
     let good = current_rgb();
 
-    // bgr8 is refused by name.
-    r.episode(1, image("bgr8", SIZE, SIZE, good.clone())).await;
+    // An encoding it cannot read is refused by name.
+    r.episode(1, image("yuv422", SIZE, SIZE, good.clone()))
+        .await;
     let e = next_failed(&mut r.events).await;
     assert_eq!(e.episode, 1);
-    assert_eq!(e.detail, "planner: image encoding \"bgr8\" is not rgb8");
+    assert_eq!(
+        e.detail,
+        "planner: image encoding \"yuv422\" is not rgb8, bgr8, rgba8 or bgra8"
+    );
 
     // A buffer that does not match width × height × 3.
     r.episode(
@@ -177,7 +181,7 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
     assert_eq!(e.episode, 2);
     assert!(
         e.detail
-            .contains("96x96 rgb8 image with step 288 and 27645 bytes"),
+            .contains("image of 96×96 holds 27645 bytes, fewer than its size needs"),
         "{e:?}"
     );
 
@@ -205,6 +209,23 @@ async fn bad_images_are_failed_events_and_the_node_keeps_deciding() {
         .expect("an action in time")
         .expect("bus open");
     assert!(a.source_id >= 1 && a.target_id >= 1, "{a:?}");
+
+    // A bgr8 driver's image of the same scene (a RealSense's, most USB cameras'): the same
+    // pixels once converted, so a decision, not a failure (refused before session 48).
+    let bgr: Vec<u8> = current_rgb()
+        .chunks_exact(3)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    r.episode(14, image("bgr8", SIZE, SIZE, bgr)).await;
+    let b = tokio::time::timeout(Duration::from_secs(30), r.actions.recv())
+        .await
+        .expect("an action on a bgr8 image")
+        .expect("bus open");
+    assert!(b.source_id >= 1 && b.target_id >= 1, "{b:?}");
+    assert!(
+        r.events.try_recv().is_none_or(|e| e.event != "failed"),
+        "a bgr8 image failed"
+    );
 
     // A camera image of another size than the goal: the keypoints of the two could not be
     // compared (it was planned on before session 43).
@@ -653,7 +674,7 @@ async fn an_unreadable_goal_fails_the_decision_instead_of_keeping_the_old_goal()
     let e = next_failed(&mut r.events).await;
     assert_eq!(
         e.detail,
-        "planner: goal image: image encoding \"yuv422\" is not rgb8"
+        "planner: goal image: image encoding \"yuv422\" is not rgb8, bgr8, rgba8 or bgra8"
     );
     assert!(
         r.actions.try_recv().is_none(),

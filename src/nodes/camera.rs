@@ -72,7 +72,9 @@ pub struct CameraConfig {
     pub input_topic: String,
     /// Video file for `source: video`.
     pub video: Option<PathBuf>,
-    /// Device for `source: device`: a path (`/dev/video0`) or an index (`0`).
+    /// Device for `source: device`: a path (`/dev/video0`) or an index (`0`, as a string
+    /// or a number: `ros2 launch … device:=0` gives a number; refused before session 48).
+    #[serde(deserialize_with = "string_or_number")]
     pub device: String,
     /// Calibration in the ROS camera_info YAML format; its image size must be
     /// `width`×`height`. Overrides `hfov_deg` and `intrinsics`. Empty: none.
@@ -85,6 +87,20 @@ pub struct CameraConfig {
     pub object_task: String,
     /// Episode events (in, with `object_only_topic` and an empty `object_task`).
     pub episode_topic: String,
+}
+
+/// A string, or an integer taken as its decimal text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match <Either as serde::Deserialize>::deserialize(d)? {
+        Either::Text(s) => s,
+        Either::Number(n) => n.to_string(),
+    })
 }
 
 impl Default for CameraConfig {

@@ -171,25 +171,14 @@ pub struct PlannerNode {
     planner: Box<dyn Planner + Send>,
 }
 
+/// The image as the planner's frame: rgb8, or bgr8 / rgba8 / bgra8 converted (what colour
+/// drivers publish; before session 48 only rgb8 was read, and every decision on a bgr8
+/// driver's images failed).
 fn frame_of(img: &Image) -> Result<Frame, String> {
-    if img.encoding != "rgb8" {
-        return Err(format!("image encoding {:?} is not rgb8", img.encoding));
-    }
-    let (w, h) = (img.width, img.height);
-    // In u64: a made-up 65536×65536 header overflowed u32 (a panic in a debug build).
-    let bytes = u64::from(w) * u64::from(h) * 3;
-    if u64::from(img.step) != u64::from(w) * 3 || img.data.len() as u64 != bytes || w == 0 || h == 0
-    {
-        return Err(format!(
-            "{w}x{h} rgb8 image with step {} and {} bytes",
-            img.step,
-            img.data.len()
-        ));
-    }
     Ok(Frame {
-        width: w,
-        height: h,
-        rgb: img.data.clone(),
+        width: img.width,
+        height: img.height,
+        rgb: crate::vision::rgb_pixels(img)?,
         depth: Vec::new(),
     })
 }

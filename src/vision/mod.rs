@@ -65,3 +65,51 @@ pub enum VisionError {
     #[error("opencv: {0}")]
     OpenCv(#[from] opencv::Error),
 }
+
+/// rgb8 pixels of a ROS image (`rgb8`, `bgr8`, or with alpha `rgba8`, `bgra8`, which is
+/// dropped: what colour camera drivers publish), rows packed (a padded `step` is read
+/// through). What the planner and the world model read.
+pub fn rgb_pixels(img: &crate::msg::prelude::Image) -> Result<Vec<u8>, String> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    if w == 0 || h == 0 {
+        return Err(format!("an image of {w}×{h} pixels holds nothing to see"));
+    }
+    let (channels, swap) = match img.encoding.as_str() {
+        "rgb8" => (3, false),
+        "bgr8" => (3, true),
+        "rgba8" => (4, false),
+        "bgra8" => (4, true),
+        other => {
+            return Err(format!(
+                "image encoding {other:?} is not rgb8, bgr8, rgba8 or bgra8"
+            ))
+        }
+    };
+    let row = w * channels;
+    if (img.step as usize) < row {
+        return Err(format!(
+            "image step {} is shorter than a {w}-pixel {} row",
+            img.step, img.encoding
+        ));
+    }
+    // In u128, whatever the platform's usize: a made-up header of 2³² rows is refused
+    // here, before anything is allocated.
+    if (img.data.len() as u128) < img.step as u128 * (h as u128 - 1) + row as u128 {
+        return Err(format!(
+            "image of {w}×{h} holds {} bytes, fewer than its size needs",
+            img.data.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let line = &img.data[y * img.step as usize..][..row];
+        for p in line.chunks_exact(channels) {
+            if swap {
+                out.extend_from_slice(&[p[2], p[1], p[0]]);
+            } else {
+                out.extend_from_slice(&p[..3]);
+            }
+        }
+    }
+    Ok(out)
+}

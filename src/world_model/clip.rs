@@ -33,51 +33,9 @@ pub struct Clip {
     pub grip: Option<GripPath>,
 }
 
-/// rgb8 pixels of a ROS image (`rgb8`, `bgr8`, or with alpha `rgba8`, `bgra8`, which is
-/// dropped: what colour camera drivers publish).
+/// rgb8 pixels of a ROS image ([`crate::vision::rgb_pixels`]).
 pub fn image_rgb(img: &Image) -> Result<Vec<u8>, WorldModelError> {
-    let (w, h) = (img.width as usize, img.height as usize);
-    if w == 0 || h == 0 {
-        return Err(WorldModelError::Data(format!(
-            "an image of {w}×{h} pixels holds nothing to see"
-        )));
-    }
-    let (channels, swap) = match img.encoding.as_str() {
-        "rgb8" => (3, false),
-        "bgr8" => (3, true),
-        "rgba8" => (4, false),
-        "bgra8" => (4, true),
-        other => {
-            return Err(WorldModelError::Data(format!(
-                "image encoding `{other}`: the world model reads rgb8, bgr8, rgba8 or bgra8"
-            )))
-        }
-    };
-    let row = w * channels;
-    if (img.step as usize) < row {
-        return Err(WorldModelError::Data(format!(
-            "image step {} is shorter than a {w}-pixel {} row",
-            img.step, img.encoding
-        )));
-    }
-    if img.data.len() < img.step as usize * (h - 1) + row {
-        return Err(WorldModelError::Data(format!(
-            "image of {w}×{h} holds {} bytes, fewer than its size needs",
-            img.data.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        let line = &img.data[y * img.step as usize..][..row];
-        for p in line.chunks_exact(channels) {
-            if swap {
-                out.extend_from_slice(&[p[2], p[1], p[0]]);
-            } else {
-                out.extend_from_slice(&p[..3]);
-            }
-        }
-    }
-    Ok(out)
+    crate::vision::rgb_pixels(img).map_err(WorldModelError::Data)
 }
 
 /// The crop of a `width × height` rgb8 image resized to the model's frame (area
@@ -527,6 +485,17 @@ mod tests {
             assert_eq!(image_rgb(&image(enc, &px)).unwrap(), want, "{enc}");
         }
         let err = image_rgb(&image("mono8", &[1, 2])).unwrap_err().to_string();
-        assert!(err.contains("encoding `mono8`"), "{err}");
+        assert!(err.contains("encoding \"mono8\" is not rgb8"), "{err}");
+        // A made-up header of huge rows is refused, not overflowed into a panic.
+        let huge = Image {
+            width: 1,
+            height: u32::MAX,
+            encoding: "rgba8".into(),
+            step: u32::MAX,
+            data: vec![0; 16],
+            ..Default::default()
+        };
+        let err = image_rgb(&huge).unwrap_err().to_string();
+        assert!(err.contains("fewer than its size needs"), "{err}");
     }
 }
