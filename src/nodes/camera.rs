@@ -694,6 +694,21 @@ impl Node for CameraNode {
                 info
             }
             None => {
+                // A real camera's frames with a made-up calibration: the executor's 3-D
+                // points would be off by centimetres and still inside the workspace.
+                if config.intrinsics.is_none()
+                    && !config.info_topic.is_empty()
+                    && matches!(
+                        config.source,
+                        Source::Device | Source::Topic | Source::Video
+                    )
+                {
+                    tracing::warn!(
+                        "camera: no calibration and no intrinsics: publishing an ideal {}° pinhole CameraInfo for real frames; \
+                         give `calibration` (a camera_info YAML) or `intrinsics`, or point the executor's topics.camera_info at the driver's",
+                        config.hfov_deg
+                    );
+                }
                 let intr = config.intrinsics.unwrap_or_else(|| {
                     intrinsics_from_hfov(config.width, config.height, config.hfov_deg)
                 });

@@ -668,6 +668,11 @@ impl Node for ExecutorNode {
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let mut ignoring_joints = false;
+        if self.config.base_from_camera_xyz.is_none() && !self.config.episode_end_frees_arm {
+            // Set up for a real arm (nothing frees it at an episode's end) with the
+            // built-in world's camera pose: right only for that world.
+            tracing::warn!(node = %ctx.name, "no hand-eye pose (base_from_camera_xyz / _xyzw): the built-in world's camera pose is used, which is wrong for a real camera");
+        }
         if self.config.finger_joint.is_empty() {
             tracing::warn!(node = %ctx.name, "finger_joint is empty: trajectories carry the arm's joints alone and nothing closes a gripper");
         }
