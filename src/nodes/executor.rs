@@ -668,6 +668,10 @@ impl Node for ExecutorNode {
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let mut ignoring_joints = false;
+        // The optical frame of the camera info in use, and the (depth, camera) frames whose
+        // mismatch was said.
+        let mut camera_frame = String::new();
+        let mut frames_warned: Option<(String, String)> = None;
         if self.config.base_from_camera_xyz.is_none() && !self.config.episode_end_frees_arm {
             // Set up for a real arm (nothing frees it at an episode's end) with the
             // built-in world's camera pose: right only for that world.
@@ -837,14 +841,27 @@ impl Node for ExecutorNode {
                 m = depths.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match decode_depth(&m) {
-                        Ok(d) => depth = Some(d),
+                        Ok(d) => {
+                            // Depth in another optical frame than the colour camera's is
+                            // not aligned to the pixels the planner picks (a driver's raw
+                            // depth topic): said once per pair of frames.
+                            let (df, cf) = (m.header.frame_id.as_str(), camera_frame.as_str());
+                            if !df.is_empty() && !cf.is_empty() && df != cf && frames_warned.as_ref().is_none_or(|(d, c)| (d.as_str(), c.as_str()) != (df, cf)) {
+                                tracing::warn!(node = %ctx.name, "depth in frame `{df}`, the camera info in `{cf}`: depth must be aligned to the colour image (a driver's aligned topic, e.g. /camera/camera/aligned_depth_to_color/image_raw)");
+                                frames_warned = Some((df.to_string(), cf.to_string()));
+                            }
+                            depth = Some(d)
+                        }
                         Err(e) => tracing::warn!(node = %ctx.name, "depth ignored: {e}"),
                     }
                 }
                 m = infos.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match check_camera_info(&m) {
-                        Ok(()) => camera = self.config.camera(Some(&m)),
+                        Ok(()) => {
+                            camera = self.config.camera(Some(&m));
+                            camera_frame = m.header.frame_id.clone();
+                        }
                         Err(e) => tracing::warn!(node = %ctx.name, "camera info ignored: {e}"),
                     }
                 }
