@@ -763,11 +763,11 @@ def drive(args):
     deadline = time.monotonic() + args.timeout
     got = {"action": None, "trajectory": None, "events": []}
     # Episodes to ask for, each with the camera image it gets: with --bad-first, first an
-    # image in the wrong encoding and one whose size does not match its bytes (each must
+    # image in an encoding the planner does not read and one whose size its bytes do not fill (each must
     # end its episode with a `failed` event), then the real one.
     plan = [(args.episode, "rgb8", w, h)]
     if args.bad_first:
-        plan = [(5, "bgr8", w, h), (6, "rgb8", 4096, 4096)] + plan
+        plan = [(5, "yuv422", w, h), (6, "rgb8", 4096, 4096)] + plan
     episode, encoding, img_w, img_h = plan.pop(0)
     reset_at = None
     next_frame = 0.0
@@ -961,9 +961,18 @@ def param(args):
         events = DataReader(dp, Topic(dp, "rt/parameter_events", ParameterEvent_, qos=q), qos=q)
     try:
         if events is not None:
+            # Every ROS node has a writer there: wait until some are matched and no more
+            # come for a second, so that the node asked is among them.
             deadline = time.monotonic() + args.timeout
-            while not events.get_matched_publications():
-                if time.monotonic() > deadline:
+            seen, since = 0, time.monotonic()
+            while True:
+                n = len(events.get_matched_publications())
+                now = time.monotonic()
+                if n != seen:
+                    seen, since = n, now
+                elif n > 0 and now - since >= 1.0:
+                    break
+                if now > deadline:
                     raise TimeoutError("no /parameter_events writer matched")
                 time.sleep(0.05)
         if args.list:
@@ -1073,7 +1082,7 @@ def main():
     dr.add_argument("--domain", type=int, required=True)
     dr.add_argument("--timeout", type=float, default=60.0)
     dr.add_argument("--bad-first", action="store_true",
-                    help="first ask for two decisions on bad camera images (wrong encoding, size not matching the bytes)")
+                    help="first ask for two decisions on bad camera images (an encoding the planner does not read, a size its bytes do not fill)")
     dr.add_argument("--episode", type=int, default=7, help="number of the episode asked for")
     dr.add_argument("--trajectory-topic", default="/arm/joint_trajectory")
     dr.add_argument("--serve-action", metavar="NAME",

@@ -477,7 +477,8 @@ nodes:
 
 /// The peer plays a real arm's side (camera, depth, intrinsics, latched goal, joint
 /// states, the `reset` trigger) with its own ROS-named types. It first asks for two
-/// decisions on bad camera images (the wrong encoding; a size its bytes do not fill):
+/// decisions on bad camera images (an encoding the planner does not read; a size its
+/// bytes do not fill):
 /// each ends with a `failed` event naming the problem and the node keeps going. The third
 /// gets a `KeypointAction` and, from the executor, a `JointTrajectory` that starts at the
 /// peer's joint state.
@@ -521,9 +522,19 @@ fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert_eq!(failed[0].0, 5);
-    assert!(failed[0].1.contains("\"bgr8\" is not rgb8"), "{failed:?}");
+    assert!(
+        failed[0]
+            .1
+            .contains("\"yuv422\" is not rgb8, bgr8, rgba8 or bgra8"),
+        "{failed:?}"
+    );
     assert_eq!(failed[1].0, 6);
-    assert!(failed[1].1.contains("4096x4096 rgb8 image"), "{failed:?}");
+    assert!(
+        failed[1]
+            .1
+            .contains("image of 4096×4096 holds 27648 bytes, fewer than its size needs"),
+        "{failed:?}"
+    );
     let action = lines.iter().find_map(|l| l.get("action")).unwrap();
     assert_eq!(action["episode"], 7, "decided on a bad image: {action}");
     assert_eq!(

@@ -283,6 +283,18 @@ impl ExecRig {
         position
     }
 
+    /// Engages the e-stop: the running action fails with `e-stop`, and the hold
+    /// trajectory that replaces it is returned.
+    async fn estop_hold(&mut self) -> std::sync::Arc<JointTrajectory> {
+        self.estop.publish(Bool { data: true }).unwrap();
+        let e = next_event_any(&mut self.events).await;
+        assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+        tokio::time::timeout(Duration::from_secs(10), self.topic.recv())
+            .await
+            .expect("a hold trajectory")
+            .unwrap()
+    }
+
     async fn finish(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
@@ -302,13 +314,7 @@ async fn the_estop_holds_the_arm_with_a_trajectory_a_controller_takes() {
     started(&mut r, "carry").await;
     let planned = r.topic.recv().await.unwrap();
     assert!(planned.points.len() > 4);
-    r.estop.publish(Bool { data: true }).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
-    let hold = tokio::time::timeout(Duration::from_secs(10), r.topic.recv())
-        .await
-        .expect("a hold trajectory")
-        .unwrap();
+    let hold = r.estop_hold().await;
     assert_eq!(hold.joint_names, planned.joint_names);
     assert_eq!(hold.points.len(), 1);
     assert_eq!(hold.points[0].positions, position);
@@ -345,13 +351,7 @@ async fn an_arm_of_other_joint_names_and_no_finger_column_gets_arm_only_trajecto
         Time::default(),
         "stamped 0: start now"
     );
-    r.estop.publish(Bool { data: true }).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
-    let hold = tokio::time::timeout(Duration::from_secs(10), r.topic.recv())
-        .await
-        .expect("a hold trajectory")
-        .unwrap();
+    let hold = r.estop_hold().await;
     assert_eq!(hold.joint_names, names);
     assert_eq!(hold.points[0].positions, position[..7]);
     r.finish().await;

@@ -938,8 +938,6 @@ async fn follow_goal(
     let _ = answer.send(outcome);
 }
 
-/// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
-/// parameter services (Fast DDS mapping only; ours are served by `serve_parameters`).
 /// A graph node's `/parameter_events` writer: what `rqt_reconfigure`, `ros2 topic echo
 /// /parameter_events` and rclcpp's `ParameterEventHandler` follow. Each accepted set is
 /// published as the parameters' values after it, stamped by the bus clock (sim time under
@@ -977,6 +975,8 @@ impl ParamEvents {
     }
 }
 
+/// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
+/// parameter services (Fast DDS mapping only; ours are served by `serve_parameters`).
 fn ros_node(context: &Context, namespace: &str, name: &str) -> Result<ros2_client::Node, BusError> {
     let node_name = NodeName::new(namespace, name)
         .map_err(|e| BusError::Ros(format!("node name `{name}`: {e:?}")))?;

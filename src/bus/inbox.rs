@@ -256,8 +256,8 @@ impl<M> AnyDurability<M> {
     }
 }
 
-/// How long (wall-clock seconds) a message of a state topic read through both readers of
-/// [`AnyDurability`] counts as the other reader's late copy: both copies come within
+/// How long (wall-clock seconds) a message of a state topic read through the readers of
+/// [`AnyDurability`] counts as another reader's late copy: the copies come within
 /// milliseconds; a bag played again in a loop repeats its stamps seconds apart.
 pub const ECHO_S: f64 = 1.0;
 

@@ -132,8 +132,8 @@ mod tests {
 
     /// Through the remapping layer (as `dreamplan run` wraps every bus) the in-process
     /// bus still reads a state topic through one reader: each message once, one
-    /// subscriber counted. Before the layer passed the method on, the trait's two-reader
-    /// default ran: every goal arrived twice and counted two subscribers.
+    /// subscriber counted. Before the layer passed the method on, the trait's several-reader
+    /// default ran (two readers then): every goal arrived twice and counted two subscribers.
     #[tokio::test]
     async fn any_durability_through_the_remapping_reads_each_message_once() {
         let local = LocalBus::default();

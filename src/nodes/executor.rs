@@ -881,6 +881,7 @@ impl Node for ExecutorNode {
                         if let Some(p) = arm_positions(&names, &m) {
                             q = p;
                             q_at = Some(ctx.bus.clock().now().as_nanos());
+                            ignoring_joints = false;
                         }
                     }
                     // No joint state yet: the driver's first one may come just after the
@@ -903,6 +904,7 @@ impl Node for ExecutorNode {
                                     if let Some(p) = arm_positions(&names, &m) {
                                         q = p;
                                         q_at = Some(ctx.bus.clock().now().as_nanos());
+                                        ignoring_joints = false;
                                     }
                                 }
                             }

@@ -55,9 +55,9 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlannerTopics {
-    /// Camera images (rgb8).
+    /// Camera images (rgb8, bgr8, rgba8 or bgra8).
     pub image: String,
-    /// Goal image (rgb8, latched).
+    /// Goal image (rgb8, bgr8, rgba8 or bgra8; latched or not).
     pub goal: String,
     /// Episode events (in: reset; out: failed).
     pub episode: String,
@@ -892,7 +892,7 @@ mod tests {
         assert!(slot.offer((2, 0), wider), "another size");
     }
 
-    /// A latched goal read through both readers: the second copy of goal A, arriving after
+    /// A latched goal read through several readers: the second copy of goal A, arriving after
     /// goal B's first, neither counts as new nor replaces B; A offered again after
     /// `GOAL_ECHO_S` (a bag played in a loop) is a new request.
     #[test]
