@@ -490,3 +490,42 @@ fn a_bad_log_filter_is_said() {
         "{stderr}"
     );
 }
+
+/// A graph set up for a real arm on made-up geometry says so at start: an executor that
+/// nothing frees at an episode's end without a hand-eye pose, one that commands no
+/// gripper, and a camera node publishing its ideal pinhole for a driver's frames. The same
+/// nodes with a pose, a finger joint and intrinsics say none of it.
+#[test]
+fn a_real_arm_graph_on_made_up_geometry_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |graph: &str| {
+        std::fs::write(d.join("g.yaml"), graph).unwrap();
+        let out = dreamplan(
+            &["run", "--config", "g.yaml", "--duration", "1", "--out", "r"],
+            d,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let warned = run(
+        "nodes:\n  - {name: executor, kind: executor, params: {episode_end_frees_arm: false, finger_joint: \"\"}}\n  - {name: camera, kind: camera, params: {source: topic, input_topic: /driver/image}}\n",
+    );
+    for want in [
+        "no hand-eye pose (base_from_camera_xyz / _xyzw)",
+        "finger_joint is empty: trajectories carry the arm's joints alone",
+        "no calibration and no intrinsics",
+    ] {
+        assert!(warned.contains(want), "`{want}` not said:\n{warned}");
+    }
+    let quiet = run(
+        "nodes:\n  - {name: executor, kind: executor, params: {episode_end_frees_arm: false, base_from_camera_xyz: [1.0, 0.0, 0.8], base_from_camera_xyzw: [-0.6797, -0.6797, 0.1949, 0.1949]}}\n  - {name: camera, kind: camera, params: {source: topic, input_topic: /driver/image, intrinsics: [500.0, 500.0, 319.5, 239.5]}}\n",
+    );
+    for not in ["hand-eye", "finger_joint", "calibration"] {
+        assert!(!quiet.contains(not), "`{not}` said:\n{quiet}");
+    }
+}
