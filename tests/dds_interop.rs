@@ -442,15 +442,8 @@ fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u
     std::fs::write(dir.join("scene.json"), scene.to_string()).unwrap();
 }
 
-/// A planner (coverage) and an executor at 96 px over DDS, beside the Cyclone peer
-/// playing the robot's side (`drive` with `extra` arguments) on the scene in `dir`: the
-/// peer's JSON lines, once it has succeeded (else the test fails with both outputs).
-fn drive_planner_and_executor(d: u32, dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let nodes = dreamplan_dds(
-        d,
-        dir,
-        "nodes",
-        "
+/// The graph of the robot-side tests: a planner (coverage) and an executor at 96 px.
+const PLANNER_AND_EXECUTOR_96: &str = "
 duration_s: 0
 nodes:
   - name: planner
@@ -459,9 +452,13 @@ nodes:
   - name: executor
     kind: executor
     params: {width: 96, height: 96}
-",
-        100,
-    );
+";
+
+/// A planner (coverage) and an executor at 96 px over DDS, beside the Cyclone peer
+/// playing the robot's side (`drive` with `extra` arguments) on the scene in `dir`: the
+/// peer's JSON lines, once it has succeeded (else the test fails with both outputs).
+fn drive_planner_and_executor(d: u32, dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let nodes = dreamplan_dds(d, dir, "nodes", PLANNER_AND_EXECUTOR_96, 100);
     let mut args = vec!["drive", "--scene", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     let drove = peer(d, &args).output().unwrap();
@@ -746,16 +743,7 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
         d,
         dir.path(),
         "nodes",
-        "
-duration_s: 0
-nodes:
-  - name: planner
-    kind: planner
-    params: {backend: coverage, keypoints: 8}
-  - name: executor
-    kind: executor
-    params: {width: 96, height: 96}
-",
+        PLANNER_AND_EXECUTOR_96,
         150,
         &[
             "--params-file",

@@ -349,6 +349,17 @@ pub fn hold_trajectory(
 /// The finger joint's position in a joint state, if it has one and it is finite.
 /// The positions of the arm's joints `names` in `m`, in that order: `None` when one is
 /// missing or not finite (such a message tells nothing of where the arm is).
+/// The shipped arm with its joints under `config.joint_names` (its URDF's names when
+/// empty); refused names are an error naming the setting.
+fn arm_of(config: &ExecutorConfig) -> anyhow::Result<ArmModel> {
+    let mut arm = default_arm();
+    if !config.joint_names.is_empty() {
+        arm.rename_joints(&config.joint_names)
+            .map_err(|e| anyhow::anyhow!("joint_names: {e}"))?;
+    }
+    Ok(arm)
+}
+
 fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
     names
         .iter()
@@ -489,18 +500,8 @@ impl Node for ExecutorNode {
             config.width >= 16 && config.height >= 16,
             "width and height must be ≥ 16"
         );
-        if !config.joint_names.is_empty() {
-            default_arm()
-                .rename_joints(&config.joint_names)
-                .map_err(|e| anyhow::anyhow!("joint_names: {e}"))?;
-        }
-        let names = if config.joint_names.is_empty() {
-            default_arm().joint_names()
-        } else {
-            config.joint_names.clone()
-        };
         anyhow::ensure!(
-            !names.contains(&config.finger_joint),
+            !arm_of(config)?.joint_names().contains(&config.finger_joint),
             "finger_joint `{}` is also one of the arm's joints",
             config.finger_joint
         );
@@ -608,11 +609,7 @@ impl Node for ExecutorNode {
 
     fn new(config: ExecutorConfig) -> anyhow::Result<Self> {
         Self::validate(&config)?;
-        let mut arm = default_arm();
-        if !config.joint_names.is_empty() {
-            arm.rename_joints(&config.joint_names)
-                .map_err(|e| anyhow::anyhow!("joint_names: {e}"))?;
-        }
+        let arm = arm_of(&config)?;
         Ok(Self { config, arm })
     }
 

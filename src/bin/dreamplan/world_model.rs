@@ -29,6 +29,61 @@ pub enum Preset {
     Gpu,
 }
 
+/// The camera the bags were recorded through (`train-world-model` and `fit-prior`).
+#[derive(Args)]
+pub struct CameraArgs {
+    /// The camera the bags were recorded through, when not the built-in world's: a YAML or
+    /// JSON file (width, height, fx, fy, cx, cy as in its CameraInfo's K, and its hand-eye
+    /// pose base_from_camera_xyz / base_from_camera_xyzw); it goes into the model's
+    /// config, which then draws the arm through it.
+    #[arg(
+        id = "camera",
+        long = "camera",
+        value_name = "FILE",
+        conflicts_with = "camera_pose"
+    )]
+    file: Option<PathBuf>,
+    /// The same with the intrinsics taken from the bags' /camera/camera_info: only the
+    /// camera's hand-eye pose in the arm's base frame, `X,Y,Z,QX,QY,QZ,QW` (m; the
+    /// optical frame's quaternion).
+    #[arg(
+        id = "camera_pose",
+        long = "camera-pose",
+        value_name = "X,Y,Z,QX,QY,QZ,QW",
+        allow_hyphen_values = true
+    )]
+    pose: Option<String>,
+}
+
+impl CameraArgs {
+    /// `cfg` with `--camera`'s spec, or the bags' camera at `--camera-pose`, put in
+    /// (replacing the config's).
+    fn apply(&self, mut cfg: Config, bags: &[PathBuf]) -> anyhow::Result<Config> {
+        if let Some(c) = &self.file {
+            cfg.camera = Some(
+                dreamplan::render::CameraSpec::read(c)
+                    .map_err(|e| anyhow::anyhow!("--camera: {e}"))?,
+            );
+        }
+        if let Some(pose) = &self.pose {
+            let v: Vec<f64> = pose
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<Vec<f64>, _>>()
+                .ok()
+                .filter(|v| v.len() == 7)
+                .with_context(|| {
+                    format!("--camera-pose {pose:?}: want seven numbers X,Y,Z,QX,QY,QZ,QW")
+                })?;
+            cfg.camera = Some(
+                dataset::camera_of_bags(bags, [v[0], v[1], v[2]], [v[3], v[4], v[5], v[6]])
+                    .context("--camera-pose")?,
+            );
+        }
+        Ok(cfg)
+    }
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// Bags to train on: bag folders, or folders of bags (`dreamplan collect --task all`
@@ -44,17 +99,8 @@ pub struct TrainArgs {
     /// Built-in configuration when `--config` is absent.
     #[arg(long, value_enum, default_value_t = Preset::Cpu)]
     preset: Preset,
-    /// The camera the bags were recorded through, when not the built-in world's: a YAML or
-    /// JSON file (width, height, fx, fy, cx, cy as in its CameraInfo's K, and its hand-eye
-    /// pose base_from_camera_xyz / base_from_camera_xyzw); it goes into the model's
-    /// config, which then draws the arm through it.
-    #[arg(long, conflicts_with = "camera_pose")]
-    camera: Option<PathBuf>,
-    /// The same with the intrinsics taken from the bags' /camera/camera_info: only the
-    /// camera's hand-eye pose in the arm's base frame, `X,Y,Z,QX,QY,QZ,QW` (m; the
-    /// optical frame's quaternion).
-    #[arg(long, value_name = "X,Y,Z,QX,QY,QZ,QW", allow_hyphen_values = true)]
-    camera_pose: Option<String>,
+    #[command(flatten)]
+    camera: CameraArgs,
     /// Where rendered clips are cached (default OUT/cache); reused when it matches.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -95,17 +141,8 @@ pub struct FitPriorArgs {
     /// Built-in base configuration when `--config` is absent.
     #[arg(long, value_enum, default_value_t = Preset::Cpu)]
     preset: Preset,
-    /// The camera the bags were recorded through, when not the built-in world's: a YAML or
-    /// JSON file (width, height, fx, fy, cx, cy as in its CameraInfo's K, and its hand-eye
-    /// pose base_from_camera_xyz / base_from_camera_xyzw); it goes into the model's
-    /// config, which then draws the arm through it.
-    #[arg(long, conflicts_with = "camera_pose")]
-    camera: Option<PathBuf>,
-    /// The same with the intrinsics taken from the bags' /camera/camera_info: only the
-    /// camera's hand-eye pose in the arm's base frame, `X,Y,Z,QX,QY,QZ,QW` (m; the
-    /// optical frame's quaternion).
-    #[arg(long, value_name = "X,Y,Z,QX,QY,QZ,QW", allow_hyphen_values = true)]
-    camera_pose: Option<String>,
+    #[command(flatten)]
+    camera: CameraArgs,
     /// Where rendered clips are cached (default OUT/cache); reused when it matches, so
     /// `train-world-model --cache` can share it.
     #[arg(long)]
@@ -156,11 +193,8 @@ fn cut_clips(
 /// `dreamplan fit-prior`.
 pub fn fit_prior(args: FitPriorArgs) -> anyhow::Result<ExitCode> {
     use dreamplan::world_model::fit::{self, PriorParams};
-    let base = load_config_with_camera(
-        args.config.as_deref(),
-        args.preset,
-        args.camera.as_deref(),
-        args.camera_pose.as_deref(),
+    let base = args.camera.apply(
+        load_config(args.config.as_deref(), args.preset)?,
         &args.bags,
     )?;
     anyhow::ensure!(
@@ -282,39 +316,6 @@ fn training_device(c: &crate::ComputeArgs) -> anyhow::Result<dreamplan::device::
     Ok(c.device)
 }
 
-/// [`load_config`] with `--camera`'s spec, or the bags' camera at `--camera-pose`, put in
-/// (replacing the config's).
-fn load_config_with_camera(
-    path: Option<&Path>,
-    preset: Preset,
-    camera: Option<&Path>,
-    camera_pose: Option<&str>,
-    bags: &[PathBuf],
-) -> anyhow::Result<Config> {
-    let mut cfg = load_config(path, preset)?;
-    if let Some(c) = camera {
-        cfg.camera = Some(
-            dreamplan::render::CameraSpec::read(c).map_err(|e| anyhow::anyhow!("--camera: {e}"))?,
-        );
-    }
-    if let Some(pose) = camera_pose {
-        let v: Vec<f64> = pose
-            .split(',')
-            .map(|x| x.trim().parse::<f64>())
-            .collect::<Result<Vec<f64>, _>>()
-            .ok()
-            .filter(|v| v.len() == 7)
-            .with_context(|| {
-                format!("--camera-pose {pose:?}: want seven numbers X,Y,Z,QX,QY,QZ,QW")
-            })?;
-        cfg.camera = Some(
-            dataset::camera_of_bags(bags, [v[0], v[1], v[2]], [v[3], v[4], v[5], v[6]])
-                .context("--camera-pose")?,
-        );
-    }
-    Ok(cfg)
-}
-
 fn load_config(path: Option<&Path>, preset: Preset) -> anyhow::Result<Config> {
     let cfg = match path {
         Some(p) => {
@@ -343,11 +344,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "--lr must be a finite number > 0"
     );
     let device = training_device(&args.compute)?;
-    let cfg = load_config_with_camera(
-        args.config.as_deref(),
-        args.preset,
-        args.camera.as_deref(),
-        args.camera_pose.as_deref(),
+    let cfg = args.camera.apply(
+        load_config(args.config.as_deref(), args.preset)?,
         &args.bags,
     )?;
     let cache = args.cache.clone().unwrap_or_else(|| args.out.join("cache"));
