@@ -22,7 +22,10 @@ the episode events it receives; with `--serve-action` it is the arm's trajectory
 instead, serving control_msgs/action/FollowJointTrajectory (goal accepted or rejected,
 then SUCCEEDED or ABORTED after `--action-hold` seconds, CANCELED on request), and waits
 for the executor's event that follows the goal's end (with `--estop-after`, it engages the
-e-stop mid-goal and waits for the executor's cancel request too). `param` is a ROS parameter client (the services of
+e-stop mid-goal and waits for the executor's cancel request too); with `--serve-gripper` it
+also serves control_msgs/action/GripperCommand as a GripperActionController (each goal
+SUCCEEDED after 0.2 s, or ABORTED stalled per `--gripper-outcome`), prints each goal with
+its arrival time and waits for the action's three gripper commands. `param` is a ROS parameter client (the services of
 rcl_interfaces in rmw_cyclonedds_cpp's request/reply mapping): it lists, sets, reads and
 describes a node's parameters and prints one JSON line (with `--events`, also the
 `/parameter_events` the node published for its requests). `graph` reads the ROS graph as the
@@ -459,6 +462,57 @@ class GetResultReply_(IdlStruct, typename="control_msgs::action::dds_::FollowJoi
     result: FollowJointTrajectoryResult_
 
 
+# control_msgs/action/GripperCommand, as a GripperActionController serves it.
+@dataclass
+class GripperCommand_(IdlStruct, typename="control_msgs::msg::dds_::GripperCommand_"):
+    position: t.float64
+    max_effort: t.float64
+
+
+@dataclass
+class GripperCommandGoal_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_Goal_"):
+    command: GripperCommand_
+
+
+@dataclass
+class GripperCommandResult_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_Result_"):
+    position: t.float64
+    effort: t.float64
+    stalled: bool
+    reached_goal: bool
+
+
+@dataclass
+class GripperSendGoalRequest_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_SendGoal_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+    goal: GripperCommandGoal_
+
+
+@dataclass
+class GripperSendGoalReply_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_SendGoal_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    accepted: bool
+    stamp: Time_
+
+
+@dataclass
+class GripperGetResultRequest_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_GetResult_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+
+
+@dataclass
+class GripperGetResultReply_(IdlStruct, typename="control_msgs::action::dds_::GripperCommand_GetResult_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    status: t.int8
+    result: GripperCommandResult_
+
+
 @dataclass
 class GoalInfo_(IdlStruct, typename="action_msgs::msg::dds_::GoalInfo_"):
     goal_id: UUID_
@@ -595,12 +649,14 @@ def publish_image(args):
 STATUS_ACCEPTED, STATUS_EXECUTING, STATUS_SUCCEEDED, STATUS_CANCELED, STATUS_ABORTED = 1, 2, 4, 5, 6
 
 
-class TrajectoryActionServer:
-    """A FollowJointTrajectory action server as a ros2_control controller presents it: it
-    accepts (or, with outcome `reject`, rejects) each goal, "moves" for `hold` seconds,
-    then ends the goal as `succeed` (SUCCEEDED, error 0) or `abort` (ABORTED,
-    PATH_TOLERANCE_VIOLATED); a cancel request ends it CANCELED. get_result requests are
-    answered when the goal ends, as rcl_action does."""
+class ActionServer:
+    """An action server as rcl_action presents it: it accepts (or, with outcome `reject`,
+    rejects) each goal, "moves" for `hold` seconds (None: the goal's own duration), then
+    ends the goal by `self.end(goal)`; a cancel request ends it CANCELED. get_result
+    requests are answered when the goal ends. Subclasses give the types, how a goal is
+    described, how it ends and its result."""
+
+    TYPES = None  # (SendGoal request, reply, GetResult request, reply)
 
     def __init__(self, dp, action, outcome, hold, accept_after=0.0):
         svc, latched = qos("volatile", 10), qos("transient_local", 1)
@@ -611,8 +667,9 @@ class TrajectoryActionServer:
             writer = DataWriter(dp, Topic(dp, f"rr/{base}{service}Reply", reply, qos=svc), qos=svc)
             return reader, writer
 
-        self.goal_r, self.goal_w = pair("send_goal", SendGoalRequest_, SendGoalReply_)
-        self.result_r, self.result_w = pair("get_result", GetResultRequest_, GetResultReply_)
+        goal_req, self.goal_reply_type, result_req, self.reply_type = self.TYPES
+        self.goal_r, self.goal_w = pair("send_goal", goal_req, self.goal_reply_type)
+        self.result_r, self.result_w = pair("get_result", result_req, self.reply_type)
         self.cancel_r, self.cancel_w = pair("cancel_goal", CancelGoalRequest_, CancelGoalReply_)
         self.status_w = DataWriter(dp, Topic(dp, f"rt/{base}status", GoalStatusArray_, qos=latched), qos=latched)
         self.outcome, self.hold, self.accept_after = outcome, hold, accept_after
@@ -629,28 +686,18 @@ class TrajectoryActionServer:
 
     def _answer(self, key, client_id, sequence):
         g = self.goals[key]
-        code, text = {STATUS_SUCCEEDED: (0, "Goal successfully reached!"),
-                      STATUS_ABORTED: (-4, "peer: joint panda_joint2 left its path tolerance"),
-                      STATUS_CANCELED: (0, "Goal canceled")}[g["status"]]
-        self.result_w.write(GetResultReply_(client_id=client_id, sequence=sequence, status=g["status"],
-                                            result=FollowJointTrajectoryResult_(error_code=code, error_string=text)))
+        self.result_w.write(self.reply_type(client_id=client_id, sequence=sequence, status=g["status"],
+                                            result=self.result(g)))
 
     def spin_once(self):
         """Handles what arrived; returns the goals received (as JSON-able dicts)."""
         received = []
         now = time.time()
         for r in self.goal_r.take(N=8):
-            tr = r.goal.trajectory
-            received.append({
-                "joint_names": list(tr.joint_names),
-                "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
-                           for p in tr.points],
-                "tolerances": [len(r.goal.path_tolerance), len(r.goal.component_path_tolerance),
-                               len(r.goal.goal_tolerance), len(r.goal.component_goal_tolerance)],
-                "multi_dof_points": len(r.goal.multi_dof_trajectory.points),
-                "accepted": self.outcome != "reject",
-                "writer_types": writer_types(self.goal_r),
-            })
+            d = self.describe(r.goal)
+            d.update({"accepted": self.outcome != "reject", "writer_types": writer_types(self.goal_r),
+                      "at": time.monotonic()})
+            received.append(d)
             self.pending.append((time.monotonic() + self.accept_after, r))
         due = [r for at, r in self.pending if at <= time.monotonic()]
         self.pending = [(at, r) for at, r in self.pending if at > time.monotonic()]
@@ -658,10 +705,13 @@ class TrajectoryActionServer:
             key = bytes(r.goal_id.uuid)
             accepted = self.outcome != "reject"
             stamp = Time_(sec=int(now), nanosec=int((now % 1) * 1e9))
-            self.goal_w.write(SendGoalReply_(client_id=r.client_id, sequence=r.sequence, accepted=accepted, stamp=stamp))
+            self.goal_w.write(self.goal_reply_type(client_id=r.client_id, sequence=r.sequence, accepted=accepted, stamp=stamp))
             if accepted:
+                hold = self.hold if self.hold is not None else self.duration(r.goal)
                 self.goals[key] = {"status": STATUS_EXECUTING, "info": GoalInfo_(goal_id=r.goal_id, stamp=stamp),
-                                   "ends": time.monotonic() + self.hold, "waiting": []}
+                                   "ends": time.monotonic() + hold, "waiting": [], "goal": r.goal,
+                                   "accepted_at": time.monotonic()}
+                self.log.append({"accepted": type(self).__name__, "at": time.monotonic()})
                 self._publish_status()
         for r in self.result_r.take(N=8):
             key = bytes(r.goal_id.uuid)
@@ -685,7 +735,7 @@ class TrajectoryActionServer:
         for key, g in self.goals.items():
             ended = g["status"] == STATUS_CANCELED and g["ends"] == 0.0
             if g["status"] == STATUS_EXECUTING and time.monotonic() >= g["ends"]:
-                g["status"] = STATUS_SUCCEEDED if self.outcome == "succeed" else STATUS_ABORTED
+                g["status"] = self.end(g["goal"])
                 ended = True
             if ended:
                 g["ends"] = -1.0
@@ -694,6 +744,65 @@ class TrajectoryActionServer:
                     self._answer(key, client_id, sequence)
                 g["waiting"] = []
         return received
+
+
+class TrajectoryActionServer(ActionServer):
+    """FollowJointTrajectory as a ros2_control controller serves it: the goal ends as
+    `succeed` (SUCCEEDED, error 0) or `abort` (ABORTED, PATH_TOLERANCE_VIOLATED)."""
+
+    TYPES = (SendGoalRequest_, SendGoalReply_, GetResultRequest_, GetResultReply_)
+
+    def describe(self, goal):
+        tr = goal.trajectory
+        return {
+            "joint_names": list(tr.joint_names),
+            "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
+                       for p in tr.points],
+            "tolerances": [len(goal.path_tolerance), len(goal.component_path_tolerance),
+                           len(goal.goal_tolerance), len(goal.component_goal_tolerance)],
+            "multi_dof_points": len(goal.multi_dof_trajectory.points),
+        }
+
+    def duration(self, goal):
+        p = goal.trajectory.points[-1].time_from_start
+        return p.sec + p.nanosec * 1e-9
+
+    def end(self, goal):
+        return STATUS_SUCCEEDED if self.outcome == "succeed" else STATUS_ABORTED
+
+    def result(self, g):
+        code, text = {STATUS_SUCCEEDED: (0, "Goal successfully reached!"),
+                      STATUS_ABORTED: (-4, "peer: joint panda_joint2 left its path tolerance"),
+                      STATUS_CANCELED: (0, "Goal canceled")}[g["status"]]
+        return FollowJointTrajectoryResult_(error_code=code, error_string=text)
+
+
+class GripperActionServer(ActionServer):
+    """GripperCommand as ros2_controllers' GripperActionController (allow_stalling false)
+    serves it: a goal reaches its position (SUCCEEDED, reached_goal) unless the outcome
+    says otherwise for closing goals (the lower position): `stall` ends them ABORTED with
+    stalled (the fingers stopped on the object), `abort` ends opening goals ABORTED with
+    stalled (something blocks them)."""
+
+    TYPES = (GripperSendGoalRequest_, GripperSendGoalReply_, GripperGetResultRequest_, GripperGetResultReply_)
+
+    def __init__(self, dp, action, outcome, closed_below):
+        super().__init__(dp, action, "succeed", 0.2)
+        self.gripper_outcome, self.closed_below = outcome, closed_below
+
+    def describe(self, goal):
+        return {"position": goal.command.position, "max_effort": goal.command.max_effort}
+
+    def end(self, goal):
+        closing = goal.command.position < self.closed_below
+        if (self.gripper_outcome == "stall" and closing) or (self.gripper_outcome == "abort" and not closing):
+            return STATUS_ABORTED
+        return STATUS_SUCCEEDED
+
+    def result(self, g):
+        ok = g["status"] == STATUS_SUCCEEDED
+        return GripperCommandResult_(position=g["goal"].command.position if ok else 0.3, effort=5.0,
+                                     stalled=g["status"] == STATUS_ABORTED, reached_goal=ok)
 
 
 def writer_types(reader):
@@ -733,8 +842,11 @@ def drive(args):
     traj_r = reader(args.trajectory_topic, JointTrajectory_, qos("volatile", 1))
     episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
     frame = "camera_color_optical_frame"
-    server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, args.action_hold, args.accept_after) \
+    hold = None if args.action_hold < 0 else args.action_hold
+    server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, hold, args.accept_after) \
         if args.serve_action else None
+    gripper = GripperActionServer(dp, args.serve_gripper, args.gripper_outcome, args.gripper_closed_below) \
+        if args.serve_gripper else None
     # A volatile e-stop writer is what rclcpp's create_publisher<Bool>("/estop", 10) makes.
     estop_qos = qos("volatile", 10) if args.estop_volatile else latched
     estop_w = writer("/estop", Bool_, estop_qos) if args.estop_after is not None else None
@@ -790,7 +902,8 @@ def drive(args):
             print(json.dumps({"wrote": "goal", "volatile": True}), flush=True)
             goal_written = True
         if reset_at is None and goal_written and action_r.get_matched_publications() and traj_r.get_matched_publications() \
-                and len(episode_w.get_matched_subscriptions()) >= 1 and (server is None or server.matched()):
+                and len(episode_w.get_matched_subscriptions()) >= 1 and (server is None or server.matched()) \
+                and (gripper is None or gripper.matched()):
             reset_at = now + 1.5
         if reset_at is not None and reset_at <= now and reset_at > 0:
             episode_w.write(EpisodeEvent_(header=header(time.time()), episode=episode, step=0, task=scene["task"],
@@ -814,9 +927,14 @@ def drive(args):
                     estop_at = now + args.estop_after
             for entry in server.log:
                 print(json.dumps(entry), flush=True)
-            if server.log:
+            if any("canceled" in entry for entry in server.log):
                 got["canceled"] = True
             server.log.clear()
+        if gripper is not None:
+            for g in gripper.spin_once():
+                got.setdefault("gripper", []).append(g)
+                print(json.dumps({"gripper_goal": g}), flush=True)
+            gripper.log.clear()
         if estop_at is not None and now >= estop_at:
             estop_w.write(Bool_(data=True))
             print(json.dumps({"wrote": "estop", "readers": matched_readers(estop_w)}), flush=True)
@@ -826,6 +944,7 @@ def drive(args):
                 print(json.dumps({"topic_trajectory": len(tr.points)}), flush=True)
                 continue
             got["trajectory"] = {
+                "at": time.monotonic(),
                 "joint_names": list(tr.joint_names),
                 "points": [{"positions": list(p.positions), "t": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
                            for p in tr.points],
@@ -843,13 +962,16 @@ def drive(args):
                 episode, encoding, img_w, img_h = plan.pop(0)
                 reset_at = time.monotonic() + 0.3
         started = any(e["event"] == "action_started" for e in got["events"])
-        if server is not None:
+        if server is not None or gripper is not None:
             # With the action, wait for the executor's account of the goal's end too.
             mine = [e["event"] for e in got["events"] if e["episode"] == episode]
             after = mine[mine.index("action_started") + 1:] if started else []
             started = any(e in ("action_finished", "failed") for e in after)
             if estop_w is not None:
                 started = started and got.get("canceled", False)
+            if gripper is not None:
+                # and every command of the action's gripper: open, close, open
+                started = started and len(got.get("gripper", [])) >= 3
         if got["action"] and got["trajectory"] and started:
             if estop_w is not None:
                 # Release the e-stop (latched) so that a later run can act again.
@@ -1088,7 +1210,14 @@ def main():
     dr.add_argument("--serve-action", metavar="NAME",
                     help="serve control_msgs/action/FollowJointTrajectory under this name and take trajectories as its goals")
     dr.add_argument("--action-outcome", choices=["succeed", "abort", "reject"], default="succeed")
-    dr.add_argument("--action-hold", type=float, default=1.0, help="seconds a goal executes before it ends")
+    dr.add_argument("--action-hold", type=float, default=1.0,
+                    help="seconds a goal executes before it ends; negative: the trajectory's own duration")
+    dr.add_argument("--serve-gripper", metavar="NAME",
+                    help="serve control_msgs/action/GripperCommand under this name (a GripperActionController)")
+    dr.add_argument("--gripper-outcome", choices=["succeed", "stall", "abort"], default="succeed",
+                    help="stall: closing goals end ABORTED with stalled (on the object); abort: opening goals do")
+    dr.add_argument("--gripper-closed-below", type=float, default=0.02,
+                    help="a gripper goal whose position is below this closes")
     dr.add_argument("--estop-volatile", action="store_true",
                     help="publish the e-stop volatile (reliable, depth 10) instead of latched")
     dr.add_argument("--goal-volatile", action="store_true",

@@ -1286,3 +1286,155 @@ nodes:
     }
     assert_eq!(runs.len(), 5);
 }
+
+/// The executor opens and closes the gripper through `control_msgs/action/GripperCommand`
+/// over DDS, served by the peer as ros2_controllers' `GripperActionController` (its own
+/// IDL types, rmw_cyclonedds_cpp's request/reply mapping), for an arm whose trajectory
+/// controller has no finger joint. Each action: open at the motion's start, closed at the
+/// grasp, open at the release, with the configured positions and effort.
+/// - Trajectories on the topic, the close stalling on the object (ABORTED, stalled): a
+///   grasp, so the action ends `action_finished`.
+/// - Trajectories as FollowJointTrajectory goals that the controller accepts 1.5 s after
+///   the request: the gripper's times count from the acceptance, so its first command
+///   comes after it; an open the gripper aborts ends the action `failed` with the reason.
+#[test]
+fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_motion_s_time() {
+    let _turn = one_at_a_time();
+    if !peer_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let q = dreamplan::sim::episode::READY.to_vec();
+    write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 4, 96, &q);
+    let scene = dir.path().to_str().unwrap().to_string();
+    const GRIPPER: &str = "/gripper_controller/gripper_cmd";
+    const ARM: &str = "/arm_controller/follow_joint_trajectory";
+    for (offset, via_action) in [(7, false), (8, true)] {
+        let d = domain(offset);
+        let trajectory_action = if via_action {
+            format!(", trajectory_action: {ARM}")
+        } else {
+            String::new()
+        };
+        let graph = format!(
+            "
+duration_s: 0
+nodes:
+  - name: planner
+    kind: planner
+    params: {{backend: coverage, keypoints: 8}}
+  - name: executor
+    kind: executor
+    params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, gripper: {{open_position: 0.04, closed_position: 0.0, max_effort: 12.5}}{trajectory_action}}}
+"
+        );
+        let nodes = dreamplan_dds(d, dir.path(), &format!("nodes{offset}"), &graph, 150);
+        let mut args = vec![
+            "drive",
+            "--scene",
+            &scene,
+            "--serve-gripper",
+            GRIPPER,
+            "--timeout",
+            "90",
+        ];
+        if via_action {
+            args.extend([
+                "--serve-action",
+                ARM,
+                "--action-hold",
+                "-1",
+                "--accept-after",
+                "1.5",
+                "--gripper-outcome",
+                "abort",
+            ]);
+        } else {
+            args.extend(["--gripper-outcome", "stall"]);
+        }
+        let o = peer(d, &args).output().unwrap();
+        let nodes = stop(nodes);
+        assert!(
+            o.status.success(),
+            "peer failed\n{}\nnodes:\n{}",
+            text(&o),
+            text(&nodes)
+        );
+        let lines = json_lines(&o);
+        let trajectory = lines
+            .iter()
+            .find_map(|l| l.get("trajectory"))
+            .unwrap_or_else(|| panic!("no trajectory:\n{}", text(&o)));
+        assert_eq!(
+            trajectory["joint_names"].as_array().unwrap().len(),
+            7,
+            "the arm's joints alone: {}",
+            trajectory["joint_names"]
+        );
+        let duration = trajectory["points"].as_array().unwrap().last().unwrap()["t"]
+            .as_f64()
+            .unwrap();
+        let grips: Vec<&serde_json::Value> =
+            lines.iter().filter_map(|l| l.get("gripper_goal")).collect();
+        assert_eq!(grips.len(), 3, "{}", text(&o));
+        let positions: Vec<f64> = grips
+            .iter()
+            .map(|g| g["position"].as_f64().unwrap())
+            .collect();
+        assert_eq!(positions, [0.04, 0.0, 0.04]);
+        assert!(grips.iter().all(|g| g["max_effort"] == 12.5));
+        assert_eq!(
+            grips[0]["writer_types"],
+            serde_json::json!(["control_msgs::action::dds_::GripperCommand_SendGoal_Request_"])
+        );
+        // When the motion started: the trajectory's arrival on the topic, or the
+        // controller's acceptance of the goal.
+        let start = if via_action {
+            let accepted = lines
+                .iter()
+                .find(|l| l["accepted"] == "TrajectoryActionServer")
+                .unwrap_or_else(|| panic!("no accepted goal:\n{}", text(&o)))["at"]
+                .as_f64()
+                .unwrap();
+            let requested = trajectory["at"].as_f64().unwrap();
+            assert!(accepted - requested > 1.4, "{requested} {accepted}");
+            accepted
+        } else {
+            trajectory["at"].as_f64().unwrap()
+        };
+        let t: Vec<f64> = grips
+            .iter()
+            .map(|g| g["at"].as_f64().unwrap() - start)
+            .collect();
+        // Open at the start (not before it: with the action, not when the goal was sent),
+        // the close after the approach, the open before the motion's end.
+        assert!((-0.05..0.5).contains(&t[0]), "{t:?}");
+        assert!(t[1] > 0.5 && t[1] + 0.3 < t[2], "{t:?}");
+        assert!(t[2] < duration, "{t:?} (motion {duration} s)");
+        let events: Vec<(&str, &str)> = lines
+            .iter()
+            .filter_map(|l| l.get("episode_event"))
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let at = events
+            .iter()
+            .position(|(e, _)| *e == "action_started")
+            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        let end = events[at + 1];
+        if via_action {
+            assert_eq!(end.0, "failed", "{events:?}");
+            assert!(
+                end.1
+                    .starts_with("gripper (open): Aborted: the gripper stalled"),
+                "{end:?}"
+            );
+        } else {
+            assert_eq!(end, ("action_finished", ""), "{events:?}");
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dreamplan::bus::{Bus, LocalBus, Qos, TrajectoryOutcome};
+use dreamplan::bus::{ActionOutcome, Bus, GripperGoal, LocalBus, Qos};
 use dreamplan::msg::prelude::*;
 use dreamplan::msg::std_msgs::Bool;
 use dreamplan::nodes::executor::{ExecutorConfig, ExecutorNode};
@@ -897,7 +897,7 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     refused(&mut r, "while busy", "busy").await;
-    g.answer.send(TrajectoryOutcome::Succeeded).unwrap();
+    g.answer.send(ActionOutcome::Succeeded).unwrap();
     assert_eq!(
         next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_FINISHED
@@ -910,7 +910,7 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     g.answer
-        .send(TrajectoryOutcome::Failed(
+        .send(ActionOutcome::Failed(
             "PATH_TOLERANCE_VIOLATED panda_joint4".into(),
         ))
         .unwrap();
@@ -927,7 +927,7 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
     r.estop.publish(Bool { data: true }).unwrap();
     let e = next_event_any(&mut r.events).await;
     assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
-    let _ = g.answer.send(TrajectoryOutcome::Succeeded);
+    let _ = g.answer.send(ActionOutcome::Succeeded);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(r.events.try_recv().is_none(), "an outcome after the e-stop");
     // Nothing went out on the topic: the goal's cancel holds the arm.
@@ -938,6 +938,164 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
     assert_eq!(on_topic, Vec::<usize>::new());
     r.finish().await;
 }
+
+/// With `gripper_action` (and no finger column), each action's gripper commands go to a
+/// GripperCommand server at the plan's times in *bus* time: open at the motion's start,
+/// closed at the grasp, open at the release, with the configured positions and effort.
+/// A command the gripper does not complete ends the action `failed` with its reason,
+/// instead of `action_finished`; the e-stop cancels the gripper's goal and sends none of
+/// the commands still due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time() {
+    use dreamplan::clock::Clock;
+    use dreamplan::nodes::executor::plan_action;
+    let t0 = 1_000_000_000_000i64;
+    let clock = Clock::sim(Time::from_nanos(t0));
+    let at = |s: f64| Time::from_nanos(t0 + (s * 1e9) as i64);
+    let bus = LocalBus::new(clock.clone());
+    let mut grips = bus.serve_grippers(GRIPPER).unwrap();
+    let yaml = format!(
+        "finger_joint: \"\"\ngripper_action: {GRIPPER}\njoint_state_max_age_s: 0\n\
+         gripper: {{open_position: 0.8, closed_position: 0.1, max_effort: 25.0}}\n"
+    );
+    let mut r = ExecRig::start(&bus, &yaml).await;
+    // The plan the executor makes of this action from the ready pose: when it grasps and
+    // releases.
+    let config: ExecutorConfig =
+        serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
+    let depth = plane_depth();
+    let depth = dreamplan::robot::safety::DepthImage {
+        width: SIZE,
+        height: SIZE,
+        data: depth
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    };
+    let plan = plan_action(
+        &config,
+        &dreamplan::sim::episode::default_arm(),
+        &config.camera(None),
+        &centre_action("first"),
+        Some(&depth),
+        None,
+        &dreamplan::robot::franka::READY,
+    )
+    .unwrap();
+    let (grasp, release) = (plan.grasp_time_s, plan.release_time_s);
+    assert!(0.5 < grasp && grasp + 0.5 < release, "{grasp} {release}");
+    let next_grip = |grips: &mut tokio::sync::mpsc::UnboundedReceiver<GripperGoal>| {
+        let g = grips.try_recv();
+        g.ok()
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // 1. The motion starts: the trajectory has the arm's seven joints alone, and the
+    // gripper is told to open at once.
+    r.actions.publish(centre_action("first")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let traj = r.topic.recv().await.unwrap();
+    assert_eq!(traj.joint_names.len(), 7, "{:?}", traj.joint_names);
+    settle().await;
+    let open = next_grip(&mut grips).expect("an open command at the start");
+    assert_eq!(
+        (open.command.position, open.command.max_effort),
+        (0.8, 25.0)
+    );
+    open.answer.send(ActionOutcome::Succeeded).unwrap();
+    // Just before the grasp (bus time): nothing more; just after: the close.
+    clock.set(at(grasp - 0.05));
+    settle().await;
+    assert!(next_grip(&mut grips).is_none(), "closed before the grasp");
+    clock.set(at(grasp + 0.01));
+    settle().await;
+    let close = next_grip(&mut grips).expect("a close at the grasp");
+    assert_eq!(close.command.position, 0.1);
+    close.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(release - 0.05));
+    settle().await;
+    assert!(next_grip(&mut grips).is_none(), "opened before the release");
+    clock.set(at(release + 0.01));
+    settle().await;
+    let reopen = next_grip(&mut grips).expect("an open at the release");
+    assert_eq!(reopen.command.position, 0.8);
+    // 2. The gripper fails that open: the motion's end is `failed`, with the reason.
+    reopen
+        .answer
+        .send(ActionOutcome::Failed("Aborted: the gripper stalled".into()))
+        .unwrap();
+    let end = traj.points.last().unwrap().time_from_start.as_secs_f64();
+    clock.set(at(end + 0.01));
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(
+        (e.event.as_str(), e.detail.as_str()),
+        ("failed", "gripper (open): Aborted: the gripper stalled")
+    );
+    // 3. The next action with a gripper that does everything ends `action_finished`.
+    let t1 = end + 1.0;
+    clock.set(at(t1));
+    r.actions.publish(centre_action("second")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let traj = r.topic.recv().await.unwrap();
+    for t in [0.0, grasp + 0.01, release + 0.01] {
+        clock.set(at(t1 + t));
+        settle().await;
+        let g = next_grip(&mut grips).unwrap_or_else(|| panic!("a command by {t} s"));
+        g.answer.send(ActionOutcome::Succeeded).unwrap();
+    }
+    clock.set(at(t1
+        + traj.points.last().unwrap().time_from_start.as_secs_f64()
+        + 0.01));
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_FINISHED
+    );
+    // 4. The e-stop after the close: the close is cancelled at the gripper (it holds) and
+    // the open at the release is never sent.
+    let t2 = t1 + 20.0;
+    clock.set(at(t2));
+    r.actions.publish(centre_action("third")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    settle().await;
+    next_grip(&mut grips)
+        .unwrap()
+        .answer
+        .send(ActionOutcome::Succeeded)
+        .unwrap();
+    clock.set(at(t2 + grasp + 0.01));
+    settle().await;
+    let close = next_grip(&mut grips).expect("a close at the grasp");
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    let cancelled = async {
+        while !close.answer.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), cancelled)
+        .await
+        .expect("the close cancelled at the gripper");
+    clock.set(at(t2 + release + 1.0));
+    settle().await;
+    assert!(
+        next_grip(&mut grips).is_none(),
+        "a command after the e-stop"
+    );
+    r.finish().await;
+}
+
+/// The GripperCommand server the gripper test serves in process.
+const GRIPPER: &str = "/gripper_controller/gripper_cmd";
 
 /// The FollowJointTrajectory server the action tests serve in process.
 const ACTION: &str = "/arm_controller/follow_joint_trajectory";
@@ -1025,8 +1183,8 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
         EpisodeEvent::EVENT_ACTION_STARTED
     );
     // The first goal's late "success" counts for nothing; the second's does.
-    let _ = g.answer.send(TrajectoryOutcome::Succeeded);
-    g2.answer.send(TrajectoryOutcome::Succeeded).unwrap();
+    let _ = g.answer.send(ActionOutcome::Succeeded);
+    g2.answer.send(ActionOutcome::Succeeded).unwrap();
     assert_eq!(
         next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_FINISHED

@@ -1,5 +1,8 @@
-//! `control_msgs/action/FollowJointTrajectory`: how a ros2_control
-//! `joint_trajectory_controller` takes a trajectory and reports how it ended.
+//! The two ROS actions the executor is a client of:
+//! `control_msgs/action/FollowJointTrajectory` (how a ros2_control
+//! `joint_trajectory_controller` takes a trajectory and reports how it ended) and
+//! `control_msgs/action/GripperCommand` (how a `GripperActionController`, a Robotiq or a
+//! Franka gripper driver opens and closes the fingers, [`GripperClient`]).
 //!
 //! The executor can send its trajectories as goals of this action instead of publishing
 //! them on a topic: the controller then says when the motion has ended and whether it
@@ -14,17 +17,18 @@ use std::pin::Pin;
 
 use crate::msg::prelude::JointTrajectory;
 
-/// How a trajectory goal ended.
+/// How an action goal (a trajectory, a gripper command) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrajectoryOutcome {
-    /// The controller reached the goal (action status SUCCEEDED, error code 0).
+pub enum ActionOutcome {
+    /// The controller reached the goal (a trajectory: action status SUCCEEDED, error code
+    /// 0; a gripper command: see [`ActionOutcome::from_gripper_result`]).
     Succeeded,
     /// Rejected, aborted, cancelled or failed, with the reason (the controller's error
     /// code and string where it gave them).
     Failed(String),
 }
 
-impl TrajectoryOutcome {
+impl ActionOutcome {
     /// The outcome of a goal that ended with action status `status` (its name, e.g.
     /// `Succeeded`, `Aborted`; `succeeded`: whether it is SUCCEEDED) and the controller's
     /// result: success only when the status is SUCCEEDED *and* the error code is 0 (a controller may report
@@ -45,13 +49,77 @@ impl TrajectoryOutcome {
     }
 }
 
+/// `control_msgs/GripperCommand`: where the gripper should go and with how much force.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GripperCommand {
+    /// The gripper's position (its controller's unit: the finger joint's position for a
+    /// `GripperActionController`, e.g. 0.04 m open for the Panda's finger, 0.8 rad closed
+    /// for a Robotiq 2F-85).
+    pub position: f64,
+    /// The most effort the gripper may exert (N); how it is used is the controller's.
+    pub max_effort: f64,
+}
+
+impl ActionOutcome {
+    /// The outcome of a `GripperCommand` goal that ended with action status `status`
+    /// (`succeeded`: whether it is SUCCEEDED) and the result's `stalled` and
+    /// `reached_goal`. Success is SUCCEEDED, or, when closing (`closing`), a goal the
+    /// controller ended because the fingers stalled: a gripper closing on an object stops
+    /// short of the commanded position, and ros2_controllers' `GripperActionController`
+    /// then aborts the goal unless its `allow_stalling` is set. A stall while opening is a
+    /// failure (something blocks the fingers).
+    pub fn from_gripper_result(
+        succeeded: bool,
+        status: &str,
+        closing: bool,
+        stalled: bool,
+        reached_goal: bool,
+    ) -> Self {
+        if succeeded || (closing && stalled) {
+            return Self::Succeeded;
+        }
+        let what = match (stalled, reached_goal) {
+            (true, _) => "stalled",
+            (false, true) => "reached the position",
+            (false, false) => "neither reached the position nor stalled",
+        };
+        Self::Failed(format!("{status}: the gripper {what}"))
+    }
+}
+
+/// A client of one `GripperCommand` action server.
+pub trait GripperClient: Send + Sync {
+    /// Sends `command` as a goal; resolves when the server reports the result. `closing`:
+    /// whether it closes the gripper (a stall then counts as a grasp).
+    fn command(
+        &self,
+        command: GripperCommand,
+        closing: bool,
+    ) -> Pin<Box<dyn Future<Output = ActionOutcome> + Send + 'static>>;
+    /// Asks the server to cancel every goal this client sent (the e-stop: the gripper
+    /// holds where it is, so a grasped object is not dropped).
+    fn cancel_all(&self);
+}
+
+/// What an in-process `GripperCommand` server receives: the command and where to answer.
+pub struct GripperGoal {
+    /// The command.
+    pub command: GripperCommand,
+    /// The outcome goes here.
+    pub answer: tokio::sync::oneshot::Sender<ActionOutcome>,
+}
+
 /// A client of one `FollowJointTrajectory` action server.
 pub trait TrajectoryClient: Send + Sync {
     /// Sends `trajectory` as a goal; resolves when the controller reports the result.
+    /// `accepted` is sent `()` when the controller accepts the goal (the motion starts
+    /// then, not when the goal was sent: finding the server may take seconds), and dropped
+    /// unsent when it does not.
     fn follow(
         &self,
         trajectory: JointTrajectory,
-    ) -> Pin<Box<dyn Future<Output = TrajectoryOutcome> + Send + 'static>>;
+        accepted: tokio::sync::oneshot::Sender<()>,
+    ) -> Pin<Box<dyn Future<Output = ActionOutcome> + Send + 'static>>;
     /// Asks the server to cancel every goal this client sent (the e-stop).
     fn cancel_all(&self);
 }
@@ -62,15 +130,21 @@ pub struct TrajectoryGoal {
     /// The trajectory to follow.
     pub trajectory: JointTrajectory,
     /// The outcome goes here.
-    pub answer: tokio::sync::oneshot::Sender<TrajectoryOutcome>,
+    pub answer: tokio::sync::oneshot::Sender<ActionOutcome>,
 }
 
-/// What a bus's trajectory client hands to the thread or task that owns its action client
-/// (r2r's goal futures are not `Send`, ros2-client's live on the bus's runtime): a goal
-/// `G` (r2r: the goal as JSON; DDS: the trajectory) with where to answer, or the e-stop.
+/// What a bus's action client hands to the thread or task that owns it (r2r's goal
+/// futures are not `Send`, ros2-client's live on the bus's runtime): a goal `G` (r2r: the
+/// goal as JSON; DDS: the trajectory, or the gripper command and whether it closes) with
+/// where to answer (and, for a trajectory, where to say that the goal was accepted), or
+/// the e-stop.
 #[cfg_attr(not(any(feature = "ros2", feature = "dds-bus")), allow(dead_code))]
 pub(crate) enum GoalCommand<G> {
-    Follow(G, tokio::sync::oneshot::Sender<TrajectoryOutcome>),
+    Follow(
+        G,
+        tokio::sync::oneshot::Sender<ActionOutcome>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    ),
     CancelAll,
 }
 
@@ -89,33 +163,59 @@ pub fn error_code_name(code: i64) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::TrajectoryOutcome;
+    use super::ActionOutcome;
+
+    /// A close that stalls on the object is a grasp, whatever the controller's
+    /// `allow_stalling` made of it; an open that stalls, or a goal that ends otherwise, is
+    /// a failure that says what the gripper did.
+    #[test]
+    fn a_gripper_closing_on_an_object_stalls_and_that_is_a_grasp() {
+        let ok = ActionOutcome::Succeeded;
+        assert_eq!(
+            ActionOutcome::from_gripper_result(true, "Succeeded", true, false, true),
+            ok
+        );
+        assert_eq!(
+            ActionOutcome::from_gripper_result(false, "Aborted", true, true, false),
+            ok
+        );
+        assert_eq!(
+            ActionOutcome::from_gripper_result(false, "Aborted", false, true, false),
+            ActionOutcome::Failed("Aborted: the gripper stalled".into())
+        );
+        assert_eq!(
+            ActionOutcome::from_gripper_result(false, "Canceled", true, false, false),
+            ActionOutcome::Failed(
+                "Canceled: the gripper neither reached the position nor stalled".into()
+            )
+        );
+    }
 
     #[test]
     fn results_map_to_one_outcome_text_whatever_the_bus() {
         assert_eq!(
-            TrajectoryOutcome::from_result(true, "Succeeded", 0, ""),
-            TrajectoryOutcome::Succeeded
+            ActionOutcome::from_result(true, "Succeeded", 0, ""),
+            ActionOutcome::Succeeded
         );
         // SUCCEEDED with a nonzero code is a failure, named by the code.
         assert_eq!(
-            TrajectoryOutcome::from_result(true, "Succeeded", -5, "  joint 3 off by 0.1 rad "),
-            TrajectoryOutcome::Failed(
+            ActionOutcome::from_result(true, "Succeeded", -5, "  joint 3 off by 0.1 rad "),
+            ActionOutcome::Failed(
                 "Succeeded: GOAL_TOLERANCE_VIOLATED joint 3 off by 0.1 rad".into()
             )
         );
         assert_eq!(
-            TrajectoryOutcome::from_result(false, "Aborted", -4, "path"),
-            TrajectoryOutcome::Failed("Aborted: PATH_TOLERANCE_VIOLATED path".into())
+            ActionOutcome::from_result(false, "Aborted", -4, "path"),
+            ActionOutcome::Failed("Aborted: PATH_TOLERANCE_VIOLATED path".into())
         );
         // A cancelled goal with code 0 is not a success, and an empty string adds nothing.
         assert_eq!(
-            TrajectoryOutcome::from_result(false, "Canceled", 0, ""),
-            TrajectoryOutcome::Failed("Canceled: SUCCESSFUL".into())
+            ActionOutcome::from_result(false, "Canceled", 0, ""),
+            ActionOutcome::Failed("Canceled: SUCCESSFUL".into())
         );
         assert_eq!(
-            TrajectoryOutcome::from_result(false, "Aborted", 7, ""),
-            TrajectoryOutcome::Failed("Aborted: UNKNOWN_ERROR_CODE".into())
+            ActionOutcome::from_result(false, "Aborted", 7, ""),
+            ActionOutcome::Failed("Aborted: UNKNOWN_ERROR_CODE".into())
         );
     }
 }

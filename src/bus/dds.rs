@@ -19,13 +19,15 @@
 //! Fast DDS mapping, which Cyclone-based ROS tools do not reach, so they stay off. Each
 //! accepted set is published on `/parameter_events` ([`ParamEvents`]).
 //!
-//! Actions: [`Bus::trajectory_client`] is a `control_msgs/action/FollowJointTrajectory`
-//! client (ros2-client's action client, in the same Cyclone request/reply mapping) on a
-//! ROS node of its own, `<node>_trajectory_client`, whose spinner tracks discovery so that
-//! a goal is sent only once the controller's `send_goal` and `get_result` services are
-//! matched. The goal, result and feedback types are mirrored here in the Humble/Jazzy
-//! layout ([`fjt`]); `tests/dds_interop.rs` has a Cyclone DDS peer serve the action with
-//! its own IDL types. No action is served. `/clock` drives the clock
+//! Actions: [`Bus::trajectory_client`] (`control_msgs/action/FollowJointTrajectory`) and
+//! [`Bus::gripper_client`] (`control_msgs/action/GripperCommand`) are ros2-client's action
+//! client, in the same Cyclone request/reply mapping, each on a ROS node
+//! (`<node>_trajectory_client`, `<node>_gripper_client`) in a DDS participant of its own,
+//! whose spinner tracks discovery so that a goal is sent only once the server's
+//! `send_goal` and `get_result` services are matched. The goal, result and feedback types
+//! are mirrored here in the Humble/Jazzy layout ([`fjt`], [`gripper`]);
+//! `tests/dds_interop.rs` has a Cyclone DDS peer serve both actions with its own IDL
+//! types. No action is served. `/clock` drives the clock
 //! under `use_sim_time` through our own subscription, as on the r2r bus.
 //!
 //! The domain is `ROS_DOMAIN_ID` (0 when unset). `ROS_LOCALHOST_ONLY=1` restricts RustDDS
@@ -189,6 +191,9 @@ struct Inner {
     namespace: String,
     /// The name of this process's ROS node.
     node_name: String,
+    /// Where the participant joined (each action client joins alike with its own).
+    domain_id: u16,
+    localhost_only: bool,
 }
 
 /// A ROS 2 participant over DDS (one per process).
@@ -241,12 +246,7 @@ impl DdsOptions {
 impl DdsBus {
     /// Joins the domain as node `opts.node`. Must run inside a tokio runtime.
     pub fn new(opts: &DdsOptions) -> Result<Self, BusError> {
-        let mut builder = DomainParticipantBuilder::new(opts.domain_id);
-        if opts.localhost_only {
-            builder = builder.with_only_networks([std::net::Ipv4Addr::LOCALHOST]);
-        }
-        let participant = builder.build().map_err(dds_err)?;
-        let context = Context::from_domain_participant(participant).map_err(dds_err)?;
+        let context = ros_context(opts.domain_id, opts.localhost_only)?;
         let node = ros_node(&context, &opts.namespace, &opts.node)?;
         let clock = if opts.use_sim_time {
             Clock::sim(Default::default())
@@ -264,6 +264,8 @@ impl DdsBus {
                 param_nodes: Mutex::new(Vec::new()),
                 namespace: opts.namespace.clone(),
                 node_name: opts.node.clone(),
+                domain_id: opts.domain_id,
+                localhost_only: opts.localhost_only,
             }),
         };
         if opts.use_sim_time {
@@ -321,6 +323,67 @@ impl DdsBus {
         }
         entry.1.extend(published);
         Ok(())
+    }
+}
+
+impl DdsBus {
+    /// A client of the action `A` under `action`, on a ROS node of its own
+    /// (`<node>_<suffix>`) in a DDS participant of its own, with the task that sends its
+    /// goals; the channel feeds that task. Its own participant, because the node's spinner
+    /// (which tells the client that the server's services are matched) reads the
+    /// participant's status events from one channel that every spinner of the participant
+    /// takes from: with a trajectory and a gripper client on one participant, each
+    /// spinner took some of the other's match events, and a goal waited in vain for a
+    /// server that was there (found in session 49).
+    fn action_client<A: ClientAction>(
+        &self,
+        action: &str,
+        suffix: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedSender<GoalCommand<A::Input>>, BusError> {
+        let name = resolve_topic(action)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::Closed(name));
+        }
+        let action_name =
+            Name::parse(&name).map_err(|e| BusError::Ros(format!("action `{name}`: {e:?}")))?;
+        let context = ros_context(self.inner.domain_id, self.inner.localhost_only)?;
+        let mut node = ros_node(
+            &context,
+            &self.inner.namespace,
+            &format!("{}_{suffix}", self.inner.node_name),
+        )?;
+        // rcl_action's defaults: reliable services and feedback; the status is latched by
+        // the server (transient-local), read here as volatile, which matches either.
+        let reliable = qos_profile(Qos::keep_last(10));
+        let client = node
+            .create_action_client::<A::Goal, A::Result, A::Feedback>(
+                ros2_client::ServiceMapping::Cyclone,
+                &action_name,
+                &ros2_client::ActionTypeName::new("control_msgs", A::TYPE),
+                ros2_client::action::ActionClientQosPolicies {
+                    goal_service: reliable.clone(),
+                    result_service: reliable.clone(),
+                    cancel_service: reliable.clone(),
+                    feedback_subscription: reliable.clone(),
+                    status_subscription: qos_profile(Qos::keep_last(1)),
+                },
+            )
+            .map_err(|e| dds_err(format!("{} client `{name}`: {e:?}", A::TYPE)))?;
+        let spinner = node.spinner().map_err(|e| dds_err(format!("{e:?}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = spinner.spin().await {
+                tracing::warn!("the {} client's spinner ended: {e:?}", A::TYPE);
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_goals::<A>(
+            (context, node),
+            client,
+            rx,
+            name,
+            self.inner.closed.clone(),
+        ));
+        Ok(tx)
     }
 }
 
@@ -640,49 +703,13 @@ impl Bus for DdsBus {
         &self,
         action: &str,
     ) -> Result<Arc<dyn super::TrajectoryClient>, BusError> {
-        let name = resolve_topic(action)?;
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(BusError::Closed(name));
-        }
-        let action_name =
-            Name::parse(&name).map_err(|e| BusError::Ros(format!("action `{name}`: {e:?}")))?;
-        let mut node = ros_node(
-            &self.inner.context,
-            &self.inner.namespace,
-            &format!("{}_trajectory_client", self.inner.node_name),
-        )?;
-        // rcl_action's defaults: reliable services and feedback; the status is latched by
-        // the server (transient-local), read here as volatile, which matches either.
-        let reliable = qos_profile(Qos::keep_last(10));
-        let client = node
-            .create_action_client::<fjt::Goal, fjt::Result, fjt::Feedback>(
-                ros2_client::ServiceMapping::Cyclone,
-                &action_name,
-                &ros2_client::ActionTypeName::new("control_msgs", "FollowJointTrajectory"),
-                ros2_client::action::ActionClientQosPolicies {
-                    goal_service: reliable.clone(),
-                    result_service: reliable.clone(),
-                    cancel_service: reliable.clone(),
-                    feedback_subscription: reliable.clone(),
-                    status_subscription: qos_profile(Qos::keep_last(1)),
-                },
-            )
-            .map_err(|e| dds_err(format!("FollowJointTrajectory client `{name}`: {e:?}")))?;
-        let spinner = node.spinner().map_err(|e| dds_err(format!("{e:?}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = spinner.spin().await {
-                tracing::warn!("the trajectory client's spinner ended: {e:?}");
-            }
-        });
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(run_trajectory_goals(
-            node,
-            client,
-            rx,
-            name,
-            self.inner.closed.clone(),
-        ));
-        Ok(Arc::new(DdsTrajectoryClient { commands: tx }))
+        let commands = self.action_client::<FollowTrajectory>(action, "trajectory_client")?;
+        Ok(Arc::new(DdsTrajectoryClient { commands }))
+    }
+
+    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
+        let commands = self.action_client::<CommandGripper>(action, "gripper_client")?;
+        Ok(Arc::new(DdsGripperClient { commands }))
     }
 
     fn shutdown(&self) {
@@ -785,25 +812,138 @@ pub(crate) mod fjt {
 /// its acceptance once sent.
 const ACTION_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// An action the DDS bus is a client of: its `control_msgs` type, the goal, result and
+/// feedback mirrors, and how the executor's request becomes a goal and a result an
+/// outcome. One goal task ([`run_goals`]) serves both.
+trait ClientAction: 'static {
+    /// What the executor asks for.
+    type Input: Send + Sync + 'static;
+    type Goal: ros2_client::Message + Clone + Send + Sync + 'static;
+    type Result: ros2_client::Message + Clone + Send + Sync + 'static;
+    type Feedback: ros2_client::Message + Send + Sync + 'static;
+    /// The action's name in `control_msgs`.
+    const TYPE: &'static str;
+    fn goal(input: &Self::Input) -> Self::Goal;
+    /// The outcome of a goal for `input` that ended with `status` and `result`.
+    fn outcome(
+        input: &Self::Input,
+        status: ros2_client::action::GoalStatusEnum,
+        result: &Self::Result,
+    ) -> super::ActionOutcome;
+}
+
+/// `FollowJointTrajectory`: the trajectory, all tolerances empty.
+struct FollowTrajectory;
+
+impl ClientAction for FollowTrajectory {
+    type Input = crate::msg::prelude::JointTrajectory;
+    type Goal = fjt::Goal;
+    type Result = fjt::Result;
+    type Feedback = fjt::Feedback;
+    const TYPE: &'static str = "FollowJointTrajectory";
+    fn goal(trajectory: &Self::Input) -> fjt::Goal {
+        fjt::Goal {
+            trajectory: trajectory.clone(),
+            ..Default::default()
+        }
+    }
+    fn outcome(
+        _: &Self::Input,
+        status: ros2_client::action::GoalStatusEnum,
+        r: &fjt::Result,
+    ) -> super::ActionOutcome {
+        super::ActionOutcome::from_result(
+            matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
+            &format!("{status:?}"),
+            i64::from(r.error_code),
+            &r.error_string,
+        )
+    }
+}
+
+/// `GripperCommand`: the command, and whether it closes the gripper.
+struct CommandGripper;
+
+impl ClientAction for CommandGripper {
+    type Input = (super::GripperCommand, bool);
+    type Goal = gripper::Goal;
+    type Result = gripper::Result;
+    type Feedback = gripper::Result;
+    const TYPE: &'static str = "GripperCommand";
+    fn goal((command, _): &Self::Input) -> gripper::Goal {
+        gripper::Goal { command: *command }
+    }
+    fn outcome(
+        (_, closing): &Self::Input,
+        status: ros2_client::action::GoalStatusEnum,
+        r: &gripper::Result,
+    ) -> super::ActionOutcome {
+        super::ActionOutcome::from_gripper_result(
+            matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
+            &format!("{status:?}"),
+            *closing,
+            r.stalled,
+            r.reached_goal,
+        )
+    }
+}
+
+/// `control_msgs/action/GripperCommand`'s goal and result (the feedback has the result's
+/// fields) as they are on the wire.
+pub(crate) mod gripper {
+    use serde::{Deserialize, Serialize};
+
+    /// `GripperCommand_Goal`: one `control_msgs/GripperCommand`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Goal {
+        pub command: crate::bus::GripperCommand,
+    }
+
+    /// `GripperCommand_Result` (and `_Feedback`).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct Result {
+        pub position: f64,
+        pub effort: f64,
+        pub stalled: bool,
+        pub reached_goal: bool,
+    }
+
+    impl ros2_client::Message for Goal {}
+    impl ros2_client::Message for Result {}
+}
+
+/// The executor's side of a DDS action client: goals and cancels go to its task.
+type Commands<I> = tokio::sync::mpsc::UnboundedSender<GoalCommand<I>>;
+
+/// Sends `input` to the goal task; resolves with its outcome.
+fn send_goal<I: Send + 'static>(
+    commands: &Commands<I>,
+    input: I,
+    accepted: Option<tokio::sync::oneshot::Sender<()>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+    use super::ActionOutcome::Failed;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = commands.send(GoalCommand::Follow(input, tx, accepted));
+    Box::pin(async move {
+        if sent.is_err() {
+            return Failed("the action client has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Failed("the goal was given up for a newer one".into()))
+    })
+}
+
 struct DdsTrajectoryClient {
-    commands: tokio::sync::mpsc::UnboundedSender<GoalCommand<crate::msg::prelude::JointTrajectory>>,
+    commands: Commands<crate::msg::prelude::JointTrajectory>,
 }
 
 impl super::TrajectoryClient for DdsTrajectoryClient {
     fn follow(
         &self,
         trajectory: crate::msg::prelude::JointTrajectory,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::TrajectoryOutcome> + Send>> {
-        use super::TrajectoryOutcome::Failed;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.commands.send(GoalCommand::Follow(trajectory, tx));
-        Box::pin(async move {
-            if sent.is_err() {
-                return Failed("the action client has stopped".into());
-            }
-            rx.await
-                .unwrap_or_else(|_| Failed("the goal was given up for a newer one".into()))
-        })
+        accepted: tokio::sync::oneshot::Sender<()>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+        send_goal(&self.commands, trajectory, Some(accepted))
     }
 
     fn cancel_all(&self) {
@@ -811,18 +951,39 @@ impl super::TrajectoryClient for DdsTrajectoryClient {
     }
 }
 
-type FjtClient = ros2_client::action::ActionClient<fjt::Goal, fjt::Result, fjt::Feedback>;
+struct DdsGripperClient {
+    commands: Commands<(super::GripperCommand, bool)>,
+}
+
+impl super::GripperClient for DdsGripperClient {
+    fn command(
+        &self,
+        command: super::GripperCommand,
+        closing: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+        send_goal(&self.commands, (command, closing), None)
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.commands.send(GoalCommand::CancelAll);
+    }
+}
+
+type Client<A> = ros2_client::action::ActionClient<
+    <A as ClientAction>::Goal,
+    <A as ClientAction>::Result,
+    <A as ClientAction>::Feedback,
+>;
 
 /// The action task: one goal at a time (a new goal gives up the one before, whose
 /// outcome the executor no longer waits for: the result service's replies are read from
 /// one stream, so two waiting goals could take each other's), cancels on request; ends
 /// when the client is dropped or the bus shuts down.
-async fn run_trajectory_goals(
-    node: ros2_client::Node,
-    client: FjtClient,
-    mut commands: tokio::sync::mpsc::UnboundedReceiver<
-        GoalCommand<crate::msg::prelude::JointTrajectory>,
-    >,
+async fn run_goals<A: ClientAction>(
+    // The context is held for the participant's lifetime.
+    (_context, node): (Context, ros2_client::Node),
+    client: Client<A>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<GoalCommand<A::Input>>,
     name: String,
     closed: Arc<AtomicBool>,
 ) {
@@ -839,9 +1000,9 @@ async fn run_trajectory_goals(
         tokio::select! {
             c = commands.recv() => match c {
                 None => return,
-                Some(GoalCommand::Follow(trajectory, answer)) => {
+                Some(GoalCommand::Follow(input, answer, accepted)) => {
                     let given = (&cancels, cancels.load(Ordering::Acquire));
-                    current = Some(Box::pin(follow_goal(&node, &client, &name, &active, given, trajectory, answer)));
+                    current = Some(Box::pin(follow_goal::<A>(&node, &client, &name, &active, given, input, (answer, accepted))));
                 }
                 Some(GoalCommand::CancelAll) => {
                     cancels.fetch_add(1, Ordering::AcqRel);
@@ -866,19 +1027,22 @@ async fn run_trajectory_goals(
 }
 
 /// One goal: waits for the server (at most [`ACTION_SERVER_WAIT`]), sends the goal, and
-/// answers with the result the controller reports. `(cancels, given)`: the cancel count
-/// and its value when the goal was given; a cancel since then stops the goal before it is
+/// answers with the result the server reports. `(cancels, given)`: the cancel count and
+/// its value when the goal was given; a cancel since then stops the goal before it is
 /// sent, or cancels it as soon as it is accepted.
-async fn follow_goal(
+async fn follow_goal<A: ClientAction>(
     node: &ros2_client::Node,
-    client: &FjtClient,
+    client: &Client<A>,
     name: &str,
     active: &Mutex<Option<ros2_client::action::GoalId>>,
     (cancels, given): (&AtomicU64, u64),
-    trajectory: crate::msg::prelude::JointTrajectory,
-    answer: tokio::sync::oneshot::Sender<super::TrajectoryOutcome>,
+    input: A::Input,
+    (answer, accepted): (
+        tokio::sync::oneshot::Sender<super::ActionOutcome>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    ),
 ) {
-    use super::TrajectoryOutcome::Failed;
+    use super::ActionOutcome::Failed;
     let outcome = async {
         let discovered = futures::future::join(
             client.goal_client().wait_for_service(node),
@@ -889,7 +1053,8 @@ async fn follow_goal(
             .is_err()
         {
             return Failed(format!(
-                "no FollowJointTrajectory server `{name}` found within {} s (is the controller running, in this ROS domain?)",
+                "no {} server `{name}` found within {} s (is the controller running, in this ROS domain?)",
+                A::TYPE,
                 ACTION_SERVER_WAIT.as_secs()
             ));
         }
@@ -897,12 +1062,10 @@ async fn follow_goal(
         if cancelled() {
             return Failed("cancelled before it was sent".into());
         }
-        let goal = fjt::Goal {
-            trajectory,
-            ..Default::default()
-        };
         let (id, response) =
-            match tokio::time::timeout(ACTION_SERVER_WAIT, client.async_send_goal(goal)).await {
+            match tokio::time::timeout(ACTION_SERVER_WAIT, client.async_send_goal(A::goal(&input)))
+                .await
+            {
                 Err(_) => {
                     return Failed(format!(
                         "`{name}` did not answer the goal within {} s",
@@ -915,6 +1078,9 @@ async fn follow_goal(
         if !response.accepted {
             return Failed("goal rejected by the controller".into());
         }
+        if let Some(a) = accepted {
+            let _ = a.send(());
+        }
         *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         if cancelled() {
             active.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -926,12 +1092,7 @@ async fn follow_goal(
         active.lock().unwrap_or_else(|e| e.into_inner()).take();
         match result {
             Err(e) => Failed(format!("no result: {e}")),
-            Ok((status, r)) => super::TrajectoryOutcome::from_result(
-                matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
-                &format!("{status:?}"),
-                i64::from(r.error_code),
-                &r.error_string,
-            ),
+            Ok((status, r)) => A::outcome(&input, status, &r),
         }
     }
     .await;
@@ -973,6 +1134,17 @@ impl ParamEvents {
             tracing::warn!(node = %self.node, "parameter event: {e:?}");
         }
     }
+}
+
+/// A DDS participant in `domain_id` (only on 127.0.0.1 with `localhost_only`), as a ROS
+/// context.
+fn ros_context(domain_id: u16, localhost_only: bool) -> Result<Context, BusError> {
+    let mut builder = DomainParticipantBuilder::new(domain_id);
+    if localhost_only {
+        builder = builder.with_only_networks([std::net::Ipv4Addr::LOCALHOST]);
+    }
+    let participant = builder.build().map_err(dds_err)?;
+    Context::from_domain_participant(participant).map_err(dds_err)
 }
 
 /// A ROS node `namespace/name` in `context`, without rosout or ros2-client's own
@@ -1196,10 +1368,12 @@ mod tests {
             .trajectory_client("/nobody/follow_joint_trajectory")
             .unwrap();
         let started = std::time::Instant::now();
-        let outcome = client.follow(Default::default()).await;
+        let outcome = client
+            .follow(Default::default(), tokio::sync::oneshot::channel().0)
+            .await;
         let waited = started.elapsed();
         match outcome {
-            super::super::TrajectoryOutcome::Failed(why) => assert!(
+            super::super::ActionOutcome::Failed(why) => assert!(
                 why.contains("no FollowJointTrajectory server `/nobody/follow_joint_trajectory`"),
                 "{why}"
             ),

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{
-    resolve_topic, AnyDurability, Bus, BusError, Durability, Inbox, Publisher, Qos, Sink,
-    Subscriber, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome,
+    resolve_topic, ActionOutcome, AnyDurability, Bus, BusError, Durability, GripperClient,
+    GripperCommand, GripperGoal, Inbox, Publisher, Qos, Sink, Subscriber, TrajectoryClient,
+    TrajectoryGoal,
 };
 use crate::clock::Clock;
 use crate::msg::prelude::JointTrajectory;
@@ -101,6 +102,8 @@ struct Inner {
     clock: Clock,
     /// In-process `FollowJointTrajectory` servers, by action name.
     actions: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<TrajectoryGoal>>>,
+    /// `GripperCommand` servers by action name (`serve_grippers`).
+    grippers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<GripperGoal>>>,
 }
 
 /// How a topic of a [`LocalBus`] is used.
@@ -142,6 +145,7 @@ impl LocalBus {
                 closed: AtomicBool::new(false),
                 clock,
                 actions: Mutex::new(HashMap::new()),
+                grippers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -157,6 +161,23 @@ impl LocalBus {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.inner
             .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, tx);
+        Ok(rx)
+    }
+
+    /// Serves the `GripperCommand` action `action` in this process: every command a
+    /// [`Bus::gripper_client`] of this bus sends arrives here with the channel for its
+    /// outcome (tests, or a simulated gripper). A later call replaces the server.
+    pub fn serve_grippers(
+        &self,
+        action: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<GripperGoal>, BusError> {
+        let name = resolve_topic(action)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner
+            .grippers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name, tx);
@@ -381,6 +402,26 @@ impl Bus for LocalBus {
         }))
     }
 
+    fn gripper_client(&self, action: &str) -> Result<Arc<dyn GripperClient>, BusError> {
+        let name = resolve_topic(action)?;
+        let server = self
+            .inner
+            .grippers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| {
+                BusError::Unsupported(format!(
+                    "no GripperCommand server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_grippers): give the gripper as the trajectory's finger joint instead"
+                ))
+            })?;
+        Ok(Arc::new(LocalGripperClient {
+            server,
+            cancel: Mutex::new(tokio_util::sync::CancellationToken::new()),
+        }))
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,29 +442,73 @@ impl TrajectoryClient for LocalTrajectoryClient {
     fn follow(
         &self,
         trajectory: JointTrajectory,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrajectoryOutcome> + Send + 'static>>
-    {
+        accepted: tokio::sync::oneshot::Sender<()>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send + 'static>> {
         let (answer, outcome) = tokio::sync::oneshot::channel();
-        let sent = self.server.send(TrajectoryGoal { trajectory, answer });
-        let cancel = self
-            .cancel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Box::pin(async move {
-            if sent.is_err() {
-                return TrajectoryOutcome::Failed("the action server is gone".into());
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => TrajectoryOutcome::Failed("cancelled".into()),
-                o = outcome => o.unwrap_or_else(|_| TrajectoryOutcome::Failed("the server dropped the goal".into())),
-            }
-        })
+        let sent = self
+            .server
+            .send(TrajectoryGoal { trajectory, answer })
+            .is_ok();
+        // An in-process server takes every goal it is given.
+        if sent {
+            let _ = accepted.send(());
+        }
+        Box::pin(local_outcome(sent, current(&self.cancel), outcome))
     }
 
     fn cancel_all(&self) {
-        let mut c = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
-        c.cancel();
-        *c = tokio_util::sync::CancellationToken::new();
+        cancel_and_renew(&self.cancel);
+    }
+}
+
+/// A client of an in-process `GripperCommand` server.
+struct LocalGripperClient {
+    server: tokio::sync::mpsc::UnboundedSender<GripperGoal>,
+    /// Cancels the goals sent so far; replaced after each `cancel_all`.
+    cancel: Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl GripperClient for LocalGripperClient {
+    fn command(
+        &self,
+        command: GripperCommand,
+        _closing: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send + 'static>> {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let sent = self.server.send(GripperGoal { command, answer }).is_ok();
+        Box::pin(local_outcome(sent, current(&self.cancel), outcome))
+    }
+
+    fn cancel_all(&self) {
+        cancel_and_renew(&self.cancel);
+    }
+}
+
+/// The token that cancels the goals sent from now until the next `cancel_all`.
+fn current(
+    cancel: &Mutex<tokio_util::sync::CancellationToken>,
+) -> tokio_util::sync::CancellationToken {
+    cancel.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Cancels every goal sent so far; later goals get a fresh token.
+fn cancel_and_renew(cancel: &Mutex<tokio_util::sync::CancellationToken>) {
+    let mut c = cancel.lock().unwrap_or_else(|e| e.into_inner());
+    c.cancel();
+    *c = tokio_util::sync::CancellationToken::new();
+}
+
+/// An in-process goal's outcome: the server's answer, or why there is none.
+async fn local_outcome(
+    sent: bool,
+    cancel: tokio_util::sync::CancellationToken,
+    outcome: tokio::sync::oneshot::Receiver<ActionOutcome>,
+) -> ActionOutcome {
+    if !sent {
+        return ActionOutcome::Failed("the action server is gone".into());
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => ActionOutcome::Failed("cancelled".into()),
+        o = outcome => o.unwrap_or_else(|_| ActionOutcome::Failed("the server dropped the goal".into())),
     }
 }

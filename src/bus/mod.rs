@@ -21,7 +21,10 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::msg::Message;
 
-pub use action::{error_code_name, TrajectoryClient, TrajectoryGoal, TrajectoryOutcome};
+pub use action::{
+    error_code_name, ActionOutcome, GripperClient, GripperCommand, GripperGoal, TrajectoryClient,
+    TrajectoryGoal,
+};
 pub(crate) use inbox::Inbox;
 pub use inbox::{late_copy, AnyDurability, Subscriber, ECHO_S};
 pub use local::{LocalBus, TopicUse};
@@ -122,6 +125,13 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {
         Err(BusError::Unsupported(format!(
             "this bus has no ROS actions, so the FollowJointTrajectory action `{action}` cannot be used: publish on a trajectory topic instead (the executor's topics.trajectory)"
+        )))
+    }
+    /// A client of the `control_msgs/action/GripperCommand` server `action` (e.g.
+    /// `/gripper_controller/gripper_cmd`). Buses without ROS actions refuse.
+    fn gripper_client(&self, action: &str) -> Result<Arc<dyn GripperClient>, BusError> {
+        Err(BusError::Unsupported(format!(
+            "this bus has no ROS actions, so the GripperCommand action `{action}` cannot be used: give the gripper as a finger joint of the trajectory instead (the executor's finger_joint)"
         )))
     }
 }

@@ -91,6 +91,10 @@ impl<B: Bus> Bus for Remapped<B> {
     fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {
         self.inner.trajectory_client(&self.name(action))
     }
+
+    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
+        self.inner.gripper_client(&self.name(action))
+    }
 }
 
 #[cfg(test)]

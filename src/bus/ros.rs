@@ -588,13 +588,26 @@ impl Bus for RosBus {
                     "FollowJointTrajectory client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
                 ))
             })?;
-        let (tx, rx) = std::sync::mpsc::channel::<GoalCommand<serde_json::Value>>();
-        std::thread::Builder::new()
-            .name(format!("r2r-action-{name}"))
-            .spawn(move || run_trajectory_goals(client, rx))
-            .map_err(|e| BusError::Ros(format!("cannot start the action thread: {e}")))?;
         Ok(Arc::new(RosTrajectoryClient {
-            commands: Mutex::new(tx),
+            commands: Mutex::new(spawn_goal_thread(client, &name)?),
+        }))
+    }
+
+    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
+        let name = resolve_topic(action)?;
+        let client = self
+            .inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .create_action_client_untyped(&name, "control_msgs/action/GripperCommand")
+            .map_err(|e| {
+                BusError::Ros(format!(
+                    "GripperCommand client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
+                ))
+            })?;
+        Ok(Arc::new(RosGripperClient {
+            commands: Mutex::new(spawn_goal_thread(client, &name)?),
         }))
     }
 
@@ -637,32 +650,115 @@ impl Bus for RosBus {
 /// crate builds without control_msgs' generated types). r2r's goal futures are not `Send`:
 /// they live on one thread with a local executor; the bus's spin thread completes them.
 struct RosTrajectoryClient {
-    commands: Mutex<std::sync::mpsc::Sender<GoalCommand<serde_json::Value>>>,
+    commands: Mutex<std::sync::mpsc::Sender<GoalCommand<RosGoal>>>,
+}
+
+/// A goal for r2r's untyped action client: the goal as JSON and how its result (status,
+/// whether it is SUCCEEDED, the result as JSON) becomes the outcome.
+struct RosGoal {
+    goal: serde_json::Value,
+    outcome: ResultReader,
+}
+
+/// How a result (whether SUCCEEDED, the status's name, the result as JSON) becomes an
+/// outcome.
+type ResultReader = Box<dyn FnOnce(bool, &str, &serde_json::Value) -> super::ActionOutcome + Send>;
+
+/// Hands `goal` to the goal thread; resolves with its outcome.
+fn send_ros_goal(
+    commands: &Mutex<std::sync::mpsc::Sender<GoalCommand<RosGoal>>>,
+    goal: RosGoal,
+    accepted: Option<tokio::sync::oneshot::Sender<()>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+    use super::ActionOutcome::Failed;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = commands
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(GoalCommand::Follow(goal, tx, accepted));
+    Box::pin(async move {
+        if sent.is_err() {
+            return Failed("the action thread has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Failed("the action thread dropped the goal".into()))
+    })
+}
+
+/// Starts the thread that owns `client` (r2r's goal futures are not `Send`).
+fn spawn_goal_thread(
+    client: r2r::ActionClientUntyped,
+    name: &str,
+) -> Result<std::sync::mpsc::Sender<GoalCommand<RosGoal>>, BusError> {
+    let (tx, rx) = std::sync::mpsc::channel::<GoalCommand<RosGoal>>();
+    std::thread::Builder::new()
+        .name(format!("r2r-action-{name}"))
+        .spawn(move || run_goals(client, rx))
+        .map_err(|e| BusError::Ros(format!("cannot start the action thread: {e}")))?;
+    Ok(tx)
+}
+
+/// `GripperCommand` through r2r's untyped action client.
+struct RosGripperClient {
+    commands: Mutex<std::sync::mpsc::Sender<GoalCommand<RosGoal>>>,
+}
+
+impl super::GripperClient for RosGripperClient {
+    fn command(
+        &self,
+        command: super::GripperCommand,
+        closing: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+        let goal = RosGoal {
+            goal: serde_json::json!({ "command": command }),
+            outcome: Box::new(move |succeeded, status, r| {
+                super::ActionOutcome::from_gripper_result(
+                    succeeded,
+                    status,
+                    closing,
+                    r["stalled"].as_bool().unwrap_or(false),
+                    r["reached_goal"].as_bool().unwrap_or(false),
+                )
+            }),
+        };
+        send_ros_goal(&self.commands, goal, None)
+    }
+
+    fn cancel_all(&self) {
+        let _ = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(GoalCommand::CancelAll);
+    }
 }
 
 impl super::TrajectoryClient for RosTrajectoryClient {
     fn follow(
         &self,
         trajectory: msg::prelude::JointTrajectory,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::TrajectoryOutcome> + Send>> {
-        use super::TrajectoryOutcome::Failed;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        accepted: tokio::sync::oneshot::Sender<()>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
         let goal = match serde_json::to_value(&trajectory) {
             Ok(t) => serde_json::json!({ "trajectory": t }),
-            Err(e) => return Box::pin(std::future::ready(Failed(format!("goal: {e}")))),
-        };
-        let sent = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(GoalCommand::Follow(goal, tx));
-        Box::pin(async move {
-            if sent.is_err() {
-                return Failed("the action thread has stopped".into());
+            Err(e) => {
+                return Box::pin(std::future::ready(super::ActionOutcome::Failed(format!(
+                    "goal: {e}"
+                ))))
             }
-            rx.await
-                .unwrap_or_else(|_| Failed("the action thread dropped the goal".into()))
-        })
+        };
+        let goal = RosGoal {
+            goal,
+            outcome: Box::new(|succeeded, status, r| {
+                super::ActionOutcome::from_result(
+                    succeeded,
+                    status,
+                    r["error_code"].as_i64().unwrap_or(0),
+                    r["error_string"].as_str().unwrap_or(""),
+                )
+            }),
+        };
+        send_ros_goal(&self.commands, goal, Some(accepted))
     }
 
     fn cancel_all(&self) {
@@ -676,11 +772,11 @@ impl super::TrajectoryClient for RosTrajectoryClient {
 
 /// The action thread: sends goals, waits for their results, cancels on request; ends
 /// when the client is dropped.
-fn run_trajectory_goals(
+fn run_goals(
     client: r2r::ActionClientUntyped,
-    commands: std::sync::mpsc::Receiver<GoalCommand<serde_json::Value>>,
+    commands: std::sync::mpsc::Receiver<GoalCommand<RosGoal>>,
 ) {
-    use super::TrajectoryOutcome::Failed;
+    use super::ActionOutcome::Failed;
     use futures::task::LocalSpawnExt;
     let mut pool = futures::executor::LocalPool::new();
     let spawner = pool.spawner();
@@ -707,7 +803,7 @@ fn run_trajectory_goals(
                     }
                 }
             }
-            GoalCommand::Follow(goal, answer) => {
+            GoalCommand::Follow(RosGoal { goal, outcome }, answer, accepted) => {
                 let request = client.send_goal_request(goal);
                 let handles = handles.clone();
                 let (cancels, given) = (cancels.clone(), cancels.get());
@@ -717,6 +813,9 @@ fn run_trajectory_goals(
                         Ok(request) => match request.await {
                             Err(e) => Failed(format!("goal rejected: {e}")),
                             Ok((handle, result, _feedback)) => {
+                                if let Some(a) = accepted {
+                                    let _ = a.send(());
+                                }
                                 if cancels.get() == given {
                                     handles.borrow_mut().push(handle);
                                 } else if let Ok(cancelled) = handle.cancel() {
@@ -724,11 +823,10 @@ fn run_trajectory_goals(
                                 }
                                 match result.await {
                                     Err(e) => Failed(format!("no result: {e}")),
-                                    Ok((status, Ok(r))) => super::TrajectoryOutcome::from_result(
+                                    Ok((status, Ok(r))) => outcome(
                                         matches!(status, r2r::GoalStatus::Succeeded),
                                         &format!("{status:?}"),
-                                        r["error_code"].as_i64().unwrap_or(0),
-                                        r["error_string"].as_str().unwrap_or(""),
+                                        &r,
                                     ),
                                     Ok((status, Err(e))) => {
                                         Failed(format!("{status:?}: unreadable result: {e}"))

@@ -119,10 +119,47 @@ pub struct ExecutorConfig {
     /// world's and the Gazebo controller's `panda_finger_joint1`. Empty: trajectories and
     /// the e-stop's hold carry the arm's joints alone, which an arm-only
     /// `joint_trajectory_controller` needs (it refuses a trajectory with a joint it does
-    /// not control), and nothing grasps: this executor commands no separate gripper.
+    /// not control); the gripper is then commanded through `gripper_action`, or not at all.
     pub finger_joint: String,
+    /// A `control_msgs/action/GripperCommand` server (e.g.
+    /// `/gripper_controller/gripper_cmd` of ros2_controllers' `GripperActionController`,
+    /// a Robotiq or Franka gripper driver) for an arm whose gripper is not a joint of its
+    /// trajectory controller; `finger_joint` must then be empty. Each action opens the
+    /// gripper at the motion's start, closes it at the grasp and opens it at the release,
+    /// at the plan's times from the motion's start (from the controller's acceptance of
+    /// the goal with `trajectory_action`). The arm does not wait for the gripper: the
+    /// plan's `motion.grasp_settle_s` and `release_settle_s` must cover its closing and
+    /// opening times. A command the gripper does not complete makes the action end
+    /// `failed` (a close that stalls on the object is a grasp). Needs a bus with ROS
+    /// actions; unset or empty: none.
+    pub gripper_action: Option<String>,
+    /// The `GripperCommand` goals of `gripper_action`.
+    pub gripper: GripperParams,
     /// Topic names.
     pub topics: ExecutorTopics,
+}
+
+/// The executor's `GripperCommand` goals: positions in the gripper controller's unit.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GripperParams {
+    /// Where the gripper opens to (the Panda's finger joint: 0.04 m).
+    pub open_position: f64,
+    /// Where it closes to: fully closed, so that it stalls on the object (a Robotiq
+    /// 2F-85's `robotiq_85_left_knuckle_joint`: about 0.8).
+    pub closed_position: f64,
+    /// The goals' `max_effort` (N); how the controller uses it is its own.
+    pub max_effort: f64,
+}
+
+impl Default for GripperParams {
+    fn default() -> Self {
+        Self {
+            open_position: 0.04,
+            closed_position: 0.0,
+            max_effort: 10.0,
+        }
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -141,9 +178,18 @@ impl Default for ExecutorConfig {
             joint_state_max_age_s: 1.0,
             joint_names: Vec::new(),
             finger_joint: FINGER_JOINT.into(),
+            gripper_action: None,
+            gripper: GripperParams::default(),
             topics: ExecutorTopics::default(),
         }
     }
+}
+
+/// When a planned motion grasps and releases (s from its start).
+#[derive(Debug, Clone, Copy)]
+struct GripTimes {
+    grasp_s: f64,
+    release_s: f64,
 }
 
 /// The executor node.
@@ -476,7 +522,7 @@ impl ExecutorNode {
         depth: Option<&DepthImage>,
         goal_depth: Option<&DepthImage>,
         q: &[f64],
-    ) -> Result<JointTrajectory, Rejection> {
+    ) -> Result<(JointTrajectory, GripTimes), Rejection> {
         plan_action(
             &self.config,
             &self.arm,
@@ -486,7 +532,31 @@ impl ExecutorNode {
             goal_depth,
             q,
         )
-        .map(|plan| with_gripper_column(&plan, &self.config.finger_joint))
+        .map(|plan| {
+            (
+                with_gripper_column(&plan, &self.config.finger_joint),
+                GripTimes {
+                    grasp_s: plan.grasp_time_s,
+                    release_s: plan.release_time_s,
+                },
+            )
+        })
+    }
+
+    /// The gripper's commands for a motion whose grasp and release come at `times`: open
+    /// at the start, closed at the grasp, open at the release (`(seconds from the motion's
+    /// start, command, whether it closes)`).
+    fn grip_commands(&self, times: GripTimes) -> Vec<(f64, crate::bus::GripperCommand, bool)> {
+        let g = &self.config.gripper;
+        let at = |position| crate::bus::GripperCommand {
+            position,
+            max_effort: g.max_effort,
+        };
+        vec![
+            (0.0, at(g.open_position), false),
+            (times.grasp_s, at(g.closed_position), true),
+            (times.release_s, at(g.open_position), false),
+        ]
     }
 }
 
@@ -505,6 +575,34 @@ impl Node for ExecutorNode {
             "finger_joint `{}` is also one of the arm's joints",
             config.finger_joint
         );
+        if config
+            .gripper_action
+            .as_deref()
+            .is_some_and(|a| !a.is_empty())
+        {
+            anyhow::ensure!(
+                config.finger_joint.is_empty(),
+                "gripper_action and finger_joint `{}` both command the gripper: set finger_joint: \"\" when a GripperCommand server runs it",
+                config.finger_joint
+            );
+            let g = &config.gripper;
+            for (name, v) in [
+                ("gripper.open_position", g.open_position),
+                ("gripper.closed_position", g.closed_position),
+            ] {
+                anyhow::ensure!(v.is_finite(), "{name} must be a number (is {v})");
+            }
+            anyhow::ensure!(
+                g.open_position != g.closed_position,
+                "gripper.open_position and closed_position are both {}: the gripper would never close",
+                g.open_position
+            );
+            anyhow::ensure!(
+                g.max_effort.is_finite() && g.max_effort >= 0.0,
+                "gripper.max_effort must be ≥ 0 N (is {})",
+                g.max_effort
+            );
+        }
         anyhow::ensure!(
             config.base_from_camera_xyz.is_some() == config.base_from_camera_xyzw.is_some(),
             "set both base_from_camera_xyz and base_from_camera_xyzw, or neither"
@@ -661,7 +759,27 @@ impl Node for ExecutorNode {
             _ => None,
         };
         let (outcome_tx, mut outcomes) =
-            tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::TrajectoryOutcome)>();
+            tokio::sync::mpsc::unbounded_channel::<(u64, crate::bus::ActionOutcome)>();
+        // Which goal the controller accepted (its number): the gripper's times count from
+        // then.
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        // The gripper (`gripper_action`): the running action's commands not yet due, at
+        // their times from the motion's start until it starts, then at their bus
+        // deadlines; their outcomes come back with the action's number, and the first
+        // failure of the running action ends it `failed` instead of `action_finished`.
+        let gripper = match self.config.gripper_action.as_deref() {
+            Some(a) if !a.is_empty() => Some(ctx.bus.gripper_client(a)?),
+            _ => None,
+        };
+        let mut grip_plan: Vec<(f64, crate::bus::GripperCommand, bool)> = Vec::new();
+        let mut grip_due: std::collections::VecDeque<(
+            BusDeadline,
+            crate::bus::GripperCommand,
+            bool,
+        )> = Default::default();
+        let (grip_tx, mut grip_outcomes) =
+            tokio::sync::mpsc::unbounded_channel::<(u64, bool, crate::bus::ActionOutcome)>();
+        let (mut actions_started, mut grip_failed): (u64, Option<String>) = (0, None);
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let mut ignoring_joints = false;
@@ -674,8 +792,8 @@ impl Node for ExecutorNode {
             // built-in world's camera pose: right only for that world.
             tracing::warn!(node = %ctx.name, "no hand-eye pose (base_from_camera_xyz / _xyzw): the built-in world's camera pose is used, which is wrong for a real camera");
         }
-        if self.config.finger_joint.is_empty() {
-            tracing::warn!(node = %ctx.name, "finger_joint is empty: trajectories carry the arm's joints alone and nothing closes a gripper");
+        if self.config.finger_joint.is_empty() && gripper.is_none() {
+            tracing::warn!(node = %ctx.name, "finger_joint is empty and no gripper_action is set: trajectories carry the arm's joints alone and nothing closes a gripper");
         }
         // The finger joint's last reported position (the e-stop's hold keeps it).
         let mut finger: Option<f64> = None;
@@ -740,7 +858,11 @@ impl Node for ExecutorNode {
                     }
                     if reached {
                         busy_until = None;
-                        let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                        grip_due.clear();
+                        let _ = episode_pub.publish(match grip_failed.take() {
+                            Some(why) => event(EpisodeEvent::EVENT_FAILED, why),
+                            None => event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()),
+                        });
                     }
                 }
                 _ = wake_at(goal.as_ref().and_then(|g| g.deadline).map(|d| d.look)) => {
@@ -753,6 +875,7 @@ impl Node for ExecutorNode {
                         // The controller never answered: cancel the goal (the arm holds
                         // if the controller still runs it) and free the executor.
                         goal = None;
+                        grip_due.clear();
                         if let Some(c) = &client {
                             c.cancel_all();
                         }
@@ -769,13 +892,46 @@ impl Node for ExecutorNode {
                         continue; // a goal given up earlier
                     }
                     goal = None;
+                    grip_due.clear();
                     match outcome {
-                        crate::bus::TrajectoryOutcome::Succeeded => {
-                            let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
+                        crate::bus::ActionOutcome::Succeeded => {
+                            let _ = episode_pub.publish(match grip_failed.take() {
+                                Some(why) => event(EpisodeEvent::EVENT_FAILED, why),
+                                None => event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()),
+                            });
                         }
-                        crate::bus::TrajectoryOutcome::Failed(why) => {
+                        crate::bus::ActionOutcome::Failed(why) => {
                             tracing::warn!(node = %ctx.name, "the controller did not complete the trajectory: {why}");
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, format!("controller: {why}")));
+                        }
+                    }
+                }
+                Some(id) = accepted.recv() => {
+                    // The motion started: the gripper's commands fall due from now.
+                    if goal.as_ref().map(|g| g.id) == Some(id) {
+                        let now = ctx.bus.clock().now().as_nanos();
+                        grip_due = grip_plan.drain(..).map(|(t, c, closing)| (BusDeadline::after(now, t), c, closing)).collect();
+                    }
+                }
+                _ = wake_at(grip_due.front().map(|g| g.0.look)) => {
+                    let Some((d, _, _)) = grip_due.front_mut() else { continue };
+                    if d.look_at(ctx.bus.clock().now().as_nanos()).0 {
+                        let (_, command, closing) = grip_due.pop_front().expect("front");
+                        if let Some(g) = &gripper {
+                            let (no, done, tx) = (actions_started, g.command(command, closing), grip_tx.clone());
+                            tokio::spawn(async move {
+                                let _ = tx.send((no, closing, done.await));
+                            });
+                        }
+                    }
+                }
+                Some((no, closing, outcome)) = grip_outcomes.recv() => {
+                    if let crate::bus::ActionOutcome::Failed(why) = outcome {
+                        let what = if closing { "close" } else { "open" };
+                        tracing::warn!(node = %ctx.name, "the gripper did not {what}: {why}");
+                        let running = busy_until.is_some() || goal.is_some();
+                        if running && no == actions_started && grip_failed.is_none() {
+                            grip_failed = Some(format!("gripper ({what}): {why}"));
                         }
                     }
                 }
@@ -784,6 +940,13 @@ impl Node for ExecutorNode {
                     estop_says[from] = m.data;
                     let engaged = estop_says.iter().any(|&e| e);
                     if engaged && !stopped {
+                        // The gripper holds where it is (a grasped object is not dropped),
+                        // and the commands still due are not sent.
+                        grip_due.clear();
+                        grip_plan.clear();
+                        if let Some(g) = &gripper {
+                            g.cancel_all();
+                        }
                         match &client {
                             // Cancelling the goal makes the controller hold where it is.
                             Some(c) => c.cancel_all(),
@@ -808,6 +971,8 @@ impl Node for ExecutorNode {
                     let Some(m) = m else { return Ok(()) };
                     let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
                     if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | goal.take().is_some()) {
+                        grip_due.clear();
+                        grip_failed = None;
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
@@ -958,7 +1123,7 @@ impl Node for ExecutorNode {
                         self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q)
                     };
                     match result {
-                        Ok(traj) => {
+                        Ok((traj, times)) => {
                             tracing::debug!(node = %ctx.name, "planned {:?} from q {:?}", (action.source_u, action.source_v, action.target_u, action.target_v), q);
                             let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
                             // Stamp 0, "start now": a trajectory controller takes a
@@ -967,12 +1132,23 @@ impl Node for ExecutorNode {
                             // (before session 48 the executor's clock stamped it).
                             let mut traj = traj;
                             traj.header.stamp = Default::default();
+                            actions_started += 1;
+                            grip_failed = None;
+                            grip_due.clear();
+                            grip_plan = if gripper.is_some() { self.grip_commands(times) } else { Vec::new() };
                             match &client {
                                 Some(c) => {
                                     goals_sent += 1;
-                                    let (id, done, tx) = (goals_sent, c.follow(traj), outcome_tx.clone());
+                                    let (start_tx, started) = tokio::sync::oneshot::channel();
+                                    let (id, done, tx) = (goals_sent, c.follow(traj, start_tx), outcome_tx.clone());
                                     tokio::spawn(async move {
                                         let _ = tx.send((id, done.await));
+                                    });
+                                    let accepted_tx = accepted_tx.clone();
+                                    tokio::spawn(async move {
+                                        if started.await.is_ok() {
+                                            let _ = accepted_tx.send(id);
+                                        }
                                     });
                                     let timeout = self.config.result_timeout_s;
                                     let deadline = (timeout > 0.0).then(|| BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration + timeout));
@@ -980,7 +1156,9 @@ impl Node for ExecutorNode {
                                 }
                                 None => {
                                     traj_pub.publish(traj)?;
-                                    busy_until = Some(BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration));
+                                    let now = ctx.bus.clock().now().as_nanos();
+                                    busy_until = Some(BusDeadline::after(now, duration));
+                                    grip_due = grip_plan.drain(..).map(|(t, c, closing)| (BusDeadline::after(now, t), c, closing)).collect();
                                 }
                             }
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
@@ -1074,6 +1252,43 @@ mod tests {
             let e = with(&f);
             assert!(e.contains("_height_m must be > 0"), "{e}");
         }
+    }
+
+    /// A gripper run by a GripperCommand server and by the trajectory's finger column at
+    /// once would get two commands; positions that cannot close it, or a NaN, are refused.
+    #[test]
+    fn gripper_settings_that_would_command_it_twice_or_never_are_refused() {
+        let with = |yaml: &str| {
+            let c: ExecutorConfig = serde_yaml::from_str(yaml).unwrap();
+            ExecutorNode::validate(&c).map_err(|e| e.to_string())
+        };
+        let action = "gripper_action: /gripper_controller/gripper_cmd\n";
+        let e = with(action).unwrap_err();
+        assert!(
+            e.contains("gripper_action and finger_joint `panda_finger_joint1` both"),
+            "{e}"
+        );
+        with(&format!("{action}finger_joint: ''\n")).unwrap();
+        // Without a gripper action the gripper settings are not used, and not checked.
+        with("gripper: {open_position: 0.0, closed_position: 0.0}\n").unwrap();
+        let e = with(&format!(
+            "{action}finger_joint: ''\ngripper: {{open_position: 0.5, closed_position: 0.5}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("would never close"), "{e}");
+        let e = with(&format!(
+            "{action}finger_joint: ''\ngripper: {{closed_position: .nan}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("gripper.closed_position must be a number"),
+            "{e}"
+        );
+        let e = with(&format!(
+            "{action}finger_joint: ''\ngripper: {{max_effort: -1.0}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("gripper.max_effort must be ≥ 0"), "{e}");
     }
 
     #[test]
