@@ -174,6 +174,69 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
     }
 }
 
+/// The real-arm launch takes the executor's params file as an argument, so that a cell's
+/// hand-eye calibration (and joint names, envelope) reaches the executor without editing
+/// the package; the launch file's own arguments (finger joint, gripper) still apply after
+/// it.
+#[test]
+fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("executor.yaml");
+    let shipped = std::fs::read_to_string(root().join("config/ros/executor.yaml")).unwrap();
+    let cell = shipped
+        .replace(
+            "    table_z: 0.0 ",
+            "    base_from_camera_xyz: [0.9, 0.1, 0.7]\n    base_from_camera_xyzw: [0.0, 0.0, 0.0, 1.0]\n    table_z: 0.02 ",
+        )
+        .replace(
+            "    finger_joint: \"panda_finger_joint1\"",
+            "    finger_joint: \"from_the_file\"",
+        );
+    assert!(
+        cell.contains("table_z: 0.02") && cell.contains("from_the_file"),
+        "the shipped file's table_z or finger_joint line moved"
+    );
+    std::fs::write(&mine, cell).unwrap();
+    let launch = LaunchFile::load(&root().join("launch/real_arm.launch.xml")).unwrap();
+    let executor = |args: &[(&str, &str)]| {
+        let args: BTreeMap<String, String> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let graph = launch.resolve(&args, &root()).unwrap().graph;
+        let spec = graph
+            .nodes
+            .into_iter()
+            .find(|n| n.kind == "executor")
+            .unwrap();
+        spec.params
+    };
+    let p = executor(&[("executor_params", mine.to_str().unwrap())]);
+    assert_eq!(p["base_from_camera_xyz"][0].as_f64(), Some(0.9));
+    assert_eq!(p["table_z"].as_f64(), Some(0.02));
+    assert_eq!(p["finger_joint"].as_str(), Some("panda_finger_joint1"));
+    let p = executor(&[
+        ("executor_params", mine.to_str().unwrap()),
+        ("finger_joint", ""),
+        ("gripper_action", "/gripper_controller/gripper_cmd"),
+        ("gripper_closed", "0.8"),
+    ]);
+    assert_eq!(p["finger_joint"].as_str(), Some(""));
+    assert_eq!(
+        p["gripper_action"].as_str(),
+        Some("/gripper_controller/gripper_cmd")
+    );
+    assert_eq!(p["gripper"]["closed_position"].as_f64(), Some(0.8));
+    assert_eq!(
+        p["gripper"]["max_effort"].as_f64(),
+        Some(10.0),
+        "the file's, kept"
+    );
+    // Without the argument, the shipped file: no hand-eye pose.
+    let p = executor(&[]);
+    assert!(p.get("base_from_camera_xyz").is_none(), "{p:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_parameters_unknown_executables_and_arguments_are_errors() {
     let dir = tempfile::tempdir().unwrap();
