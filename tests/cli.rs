@@ -529,3 +529,43 @@ fn a_real_arm_graph_on_made_up_geometry_is_warned_about() {
         assert!(!quiet.contains(not), "`{not}` said:\n{quiet}");
     }
 }
+
+/// A run that scores nothing leaves no trace of its `--out`: a folder it made is removed
+/// (an existing one, even empty, is the user's and stays), and a graph without a `sim`
+/// node is told why nothing was scored.
+#[test]
+fn a_run_that_scores_nothing_removes_the_out_folder_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("monitor.yaml"),
+        "nodes:\n  - name: monitor\n    kind: monitor\n    params: {topics: [/camera/image_raw]}\n",
+    )
+    .unwrap();
+    let run = |out: &str| {
+        let o = dreamplan(
+            &[
+                "run",
+                "--config",
+                "monitor.yaml",
+                "--duration",
+                "0.5",
+                "--out",
+                out,
+            ],
+            dir.path(),
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let stdout = run("made");
+    assert!(stdout.contains("no `sim` node"), "{stdout}");
+    assert!(!dir.path().join("made").exists(), "{stdout}");
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    run("mine");
+    assert!(dir.path().join("mine").is_dir());
+}
