@@ -176,7 +176,7 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
 
 /// The real-arm launch takes the executor's params file as an argument, so that a cell's
 /// hand-eye calibration (and joint names, envelope) reaches the executor without editing
-/// the package; the launch file's own arguments (finger joint, gripper) still apply after
+/// the package; the launch file's own arguments (finger joint, gripper action) still apply after
 /// it.
 #[test]
 fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_after_it() {
@@ -191,10 +191,14 @@ fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_a
         .replace(
             "    finger_joint: \"panda_finger_joint1\"",
             "    finger_joint: \"from_the_file\"",
-        );
+        )
+        .replace("      #   open_position: 0.04", "      open_position: 0.0")
+        .replace("      #   closed_position: 0.0", "      closed_position: 0.8");
     assert!(
-        cell.contains("table_z: 0.02") && cell.contains("from_the_file"),
-        "the shipped file's table_z or finger_joint line moved"
+        cell.contains("table_z: 0.02")
+            && cell.contains("from_the_file")
+            && cell.contains("closed_position: 0.8"),
+        "the shipped file's table_z, finger_joint or gripper lines moved"
     );
     std::fs::write(&mine, cell).unwrap();
     let launch = LaunchFile::load(&root().join("launch/real_arm.launch.xml")).unwrap();
@@ -219,7 +223,6 @@ fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_a
         ("executor_params", mine.to_str().unwrap()),
         ("finger_joint", ""),
         ("gripper_action", "/gripper_controller/gripper_cmd"),
-        ("gripper_closed", "0.8"),
     ]);
     assert_eq!(p["finger_joint"].as_str(), Some(""));
     assert_eq!(
@@ -227,11 +230,12 @@ fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_a
         Some("/gripper_controller/gripper_cmd")
     );
     assert_eq!(p["gripper"]["closed_position"].as_f64(), Some(0.8));
-    assert_eq!(
-        p["gripper"]["max_effort"].as_f64(),
-        Some(10.0),
-        "the file's, kept"
-    );
+    assert_eq!(p["gripper"]["open_position"].as_f64(), Some(0.0));
+    // What the executor makes of them: valid, a Robotiq-like gripper.
+    let config: dreamplan::nodes::executor::ExecutorConfig =
+        serde_yaml::from_value(p.clone()).unwrap();
+    <dreamplan::nodes::executor::ExecutorNode as dreamplan::nodes::Node>::validate(&config)
+        .unwrap();
     // Without the argument, the shipped file: no hand-eye pose.
     let p = executor(&[]);
     assert!(p.get("base_from_camera_xyz").is_none(), "{p:?}");

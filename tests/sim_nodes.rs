@@ -942,9 +942,10 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
 /// With `gripper_action` (and no finger column), each action's gripper commands go to a
 /// GripperCommand server at the plan's times in *bus* time: open at the motion's start,
 /// closed at the grasp, open at the release, with the configured positions and effort.
-/// A command the gripper does not complete ends the action `failed` with its reason,
-/// instead of `action_finished`; the e-stop cancels the gripper's goal and sends none of
-/// the commands still due.
+/// The action's end waits for the gripper's last answer (at most `result_timeout_s` of
+/// bus time); a command the gripper does not complete ends the action `failed` with its
+/// reason, instead of `action_finished`. The e-stop sends nothing more, leaves a close
+/// under way to finish (cancelling it would loosen the grasp) and cancels an open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time() {
     use dreamplan::clock::Clock;
@@ -956,11 +957,12 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     let mut grips = bus.serve_grippers(GRIPPER).unwrap();
     let yaml = format!(
         "finger_joint: \"\"\ngripper_action: {GRIPPER}\njoint_state_max_age_s: 0\n\
+         result_timeout_s: 2.0\n\
          gripper: {{open_position: 0.8, closed_position: 0.1, max_effort: 25.0}}\n"
     );
     let mut r = ExecRig::start(&bus, &yaml).await;
     // The plan the executor makes of this action from the ready pose: when it grasps and
-    // releases.
+    // releases, and when it ends.
     let config: ExecutorConfig =
         serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
     let depth = plane_depth();
@@ -984,29 +986,46 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     )
     .unwrap();
     let (grasp, release) = (plan.grasp_time_s, plan.release_time_s);
-    assert!(0.5 < grasp && grasp + 0.5 < release, "{grasp} {release}");
-    let next_grip = |grips: &mut tokio::sync::mpsc::UnboundedReceiver<GripperGoal>| {
-        let g = grips.try_recv();
-        g.ok()
-    };
-    let settle = || tokio::time::sleep(Duration::from_millis(300));
-    // 1. The motion starts: the trajectory has the arm's seven joints alone, and the
-    // gripper is told to open at once.
-    r.actions.publish(centre_action("first")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
+    let end = plan
+        .trajectory
+        .points
+        .last()
+        .unwrap()
+        .time_from_start
+        .as_secs_f64();
+    assert!(
+        0.5 < grasp && grasp + 0.5 < release && release < end,
+        "{grasp} {release} {end}"
     );
-    let traj = r.topic.recv().await.unwrap();
-    assert_eq!(traj.joint_names.len(), 7, "{:?}", traj.joint_names);
-    settle().await;
-    let open = next_grip(&mut grips).expect("an open command at the start");
+    let next_grip =
+        |grips: &mut tokio::sync::mpsc::UnboundedReceiver<GripperGoal>| grips.try_recv().ok();
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    // Starts an action at bus time `t` (s): its trajectory, and the open at its start.
+    async fn start_at(
+        r: &mut ExecRig,
+        grips: &mut tokio::sync::mpsc::UnboundedReceiver<GripperGoal>,
+        clock: &dreamplan::clock::Clock,
+        t: Time,
+    ) -> GripperGoal {
+        clock.set(t);
+        r.actions.publish(centre_action("go")).unwrap();
+        assert_eq!(
+            next_event_any(&mut r.events).await.event,
+            EpisodeEvent::EVENT_ACTION_STARTED
+        );
+        let traj = r.topic.recv().await.unwrap();
+        assert_eq!(traj.joint_names.len(), 7, "{:?}", traj.joint_names);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        grips.try_recv().expect("an open command at the start")
+    }
+    // 1. Open at the start, nothing more until the grasp (bus time), the close just
+    // after it, nothing until the release, the open just after it.
+    let open = start_at(&mut r, &mut grips, &clock, at(0.0)).await;
     assert_eq!(
         (open.command.position, open.command.max_effort),
         (0.8, 25.0)
     );
     open.answer.send(ActionOutcome::Succeeded).unwrap();
-    // Just before the grasp (bus time): nothing more; just after: the close.
     clock.set(at(grasp - 0.05));
     settle().await;
     assert!(next_grip(&mut grips).is_none(), "closed before the grasp");
@@ -1022,75 +1041,124 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     settle().await;
     let reopen = next_grip(&mut grips).expect("an open at the release");
     assert_eq!(reopen.command.position, 0.8);
-    // 2. The gripper fails that open: the motion's end is `failed`, with the reason.
+    // 2. The arm ends before the gripper answers: the action waits for it (an action
+    // sent meanwhile is busy), and the gripper's failure ends it `failed`.
+    clock.set(at(end + 0.01));
+    settle().await;
+    assert!(
+        r.events.try_recv().is_none(),
+        "ended before the gripper answered"
+    );
+    refused(&mut r, "while the gripper opens", "busy").await;
     reopen
         .answer
         .send(ActionOutcome::Failed("Aborted: the gripper stalled".into()))
         .unwrap();
-    let end = traj.points.last().unwrap().time_from_start.as_secs_f64();
-    clock.set(at(end + 0.01));
     let e = next_event_any(&mut r.events).await;
     assert_eq!(
         (e.event.as_str(), e.detail.as_str()),
         ("failed", "gripper (open): Aborted: the gripper stalled")
     );
-    // 3. The next action with a gripper that does everything ends `action_finished`.
+    // 3. A gripper that does everything: `action_finished`.
     let t1 = end + 1.0;
-    clock.set(at(t1));
-    r.actions.publish(centre_action("second")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
-    );
-    let traj = r.topic.recv().await.unwrap();
-    for t in [0.0, grasp + 0.01, release + 0.01] {
+    let open = start_at(&mut r, &mut grips, &clock, at(t1)).await;
+    open.answer.send(ActionOutcome::Succeeded).unwrap();
+    for t in [grasp + 0.01, release + 0.01] {
         clock.set(at(t1 + t));
         settle().await;
         let g = next_grip(&mut grips).unwrap_or_else(|| panic!("a command by {t} s"));
         g.answer.send(ActionOutcome::Succeeded).unwrap();
     }
-    clock.set(at(t1
-        + traj.points.last().unwrap().time_from_start.as_secs_f64()
-        + 0.01));
+    settle().await;
+    clock.set(at(t1 + end + 0.01));
     assert_eq!(
         next_event_any(&mut r.events).await.event,
         EpisodeEvent::EVENT_ACTION_FINISHED
     );
-    // 4. The e-stop after the close: the close is cancelled at the gripper (it holds) and
-    // the open at the release is never sent.
-    let t2 = t1 + 20.0;
-    clock.set(at(t2));
-    r.actions.publish(centre_action("third")).unwrap();
-    assert_eq!(
-        next_event_any(&mut r.events).await.event,
-        EpisodeEvent::EVENT_ACTION_STARTED
+    // 4. A gripper that never answers its last command: given up `result_timeout_s`
+    // after the motion's end, its goal cancelled.
+    let t2 = t1 + end + 1.0;
+    let open = start_at(&mut r, &mut grips, &clock, at(t2)).await;
+    open.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(t2 + grasp + 0.01));
+    settle().await;
+    let close = next_grip(&mut grips).expect("a close");
+    close.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(t2 + release + 0.01));
+    settle().await;
+    let silent = next_grip(&mut grips).expect("an open at the release");
+    clock.set(at(t2 + end + 1.5));
+    settle().await;
+    assert!(r.events.try_recv().is_none(), "given up before the timeout");
+    clock.set(at(t2 + end + 2.1));
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(
+        e.detail.starts_with("gripper (open): no result 2.0 s"),
+        "{}",
+        e.detail
     );
     settle().await;
-    next_grip(&mut grips)
-        .unwrap()
-        .answer
-        .send(ActionOutcome::Succeeded)
-        .unwrap();
-    clock.set(at(t2 + grasp + 0.01));
+    assert!(
+        silent.answer.is_closed(),
+        "the silent open was not cancelled"
+    );
+    // 5. The e-stop while the gripper closes: the close is left to finish, and the open
+    // at the release never comes.
+    let t3 = t2 + end + 5.0;
+    let open = start_at(&mut r, &mut grips, &clock, at(t3)).await;
+    open.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(t3 + grasp + 0.01));
     settle().await;
     let close = next_grip(&mut grips).expect("a close at the grasp");
     r.estop.publish(Bool { data: true }).unwrap();
     let e = next_event_any(&mut r.events).await;
     assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
-    let cancelled = async {
-        while !close.answer.is_closed() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), cancelled)
-        .await
-        .expect("the close cancelled at the gripper");
-    clock.set(at(t2 + release + 1.0));
+    settle().await;
+    assert!(!close.answer.is_closed(), "the e-stop cancelled a close");
+    clock.set(at(t3 + release + 1.0));
     settle().await;
     assert!(
         next_grip(&mut grips).is_none(),
         "a command after the e-stop"
     );
+    close.answer.send(ActionOutcome::Succeeded).unwrap();
+    // 6. The e-stop while the gripper opens: the open is cancelled.
+    r.estop.publish(Bool { data: false }).unwrap();
+    settle().await;
+    let t4 = t3 + end + 5.0;
+    let open = start_at(&mut r, &mut grips, &clock, at(t4)).await;
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    settle().await;
+    assert!(
+        open.answer.is_closed(),
+        "the e-stop did not cancel the open"
+    );
+    // 7. The clock goes back by 10 s during the approach (a simulator reset, a bag played
+    // again): the close and the release keep their times from the motion's start, both.
+    // Before session 49's review only the next command's deadline moved, and the release
+    // came `grasp` seconds late.
+    r.estop.publish(Bool { data: false }).unwrap();
+    settle().await;
+    let t5 = t4 + end + 30.0;
+    let open = start_at(&mut r, &mut grips, &clock, at(t5)).await;
+    open.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(t5 + 0.2));
+    settle().await;
+    let back = t5 - 10.0;
+    clock.set(at(back + 0.2));
+    settle().await;
+    clock.set(at(back + grasp + 0.01));
+    settle().await;
+    let close = next_grip(&mut grips).expect("the close, on the new time");
+    close.answer.send(ActionOutcome::Succeeded).unwrap();
+    clock.set(at(back + release + 0.01));
+    settle().await;
+    let reopen = next_grip(&mut grips).expect("the release, on the new time");
+    assert_eq!(reopen.command.position, 0.8);
+    reopen.answer.send(ActionOutcome::Succeeded).unwrap();
     r.finish().await;
 }
 

@@ -60,44 +60,80 @@ pub struct GripperCommand {
     pub max_effort: f64,
 }
 
+/// What a gripper command is for: opening, or closing from `open_position` (the
+/// controller's open position, which tells on which side of the target "short of it"
+/// lies).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GripperMove {
+    /// Opening.
+    Open,
+    /// Closing, the gripper's open position being `open_position`.
+    Close {
+        /// The controller's open position.
+        open_position: f64,
+    },
+}
+
+/// `control_msgs/action/GripperCommand`'s result: where the gripper ended and whether it
+/// stalled or reached the commanded position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GripperResult {
+    /// Where the gripper ended (the controller's unit).
+    pub position: f64,
+    /// Whether it stopped, exerting its effort, short of the position.
+    pub stalled: bool,
+    /// Whether it reached the commanded position.
+    pub reached_goal: bool,
+}
+
 impl ActionOutcome {
-    /// The outcome of a `GripperCommand` goal that ended with action status `status`
-    /// (`succeeded`: whether it is SUCCEEDED) and the result's `stalled` and
-    /// `reached_goal`. Success is SUCCEEDED, or, when closing (`closing`), a goal the
-    /// controller ended because the fingers stalled: a gripper closing on an object stops
-    /// short of the commanded position, and ros2_controllers' `GripperActionController`
-    /// then aborts the goal unless its `allow_stalling` is set. A stall while opening is a
-    /// failure (something blocks the fingers).
+    /// The outcome of a `GripperCommand` goal `command` for `what` that ended with action
+    /// status `status` (`succeeded`: whether it is SUCCEEDED) and `result`.
+    ///
+    /// A close is a grasp when it succeeded, or ended with the fingers stopped on
+    /// something: stalled (ros2_controllers' `GripperActionController` aborts such a goal
+    /// unless its `allow_stalling` is set), or, without a stall, clearly short of the
+    /// commanded position, by more than a tenth of the open-to-closed travel (franka_gripper
+    /// ends a grasp whose width is outside its epsilon ABORTED, stalled or not). A close
+    /// that reaches the closed position is a success too: an empty grasp is not told from
+    /// a thin cloth's. An open succeeds when it succeeded without a stall; a stall while
+    /// opening (something blocks the fingers) is a failure whatever the status says (with
+    /// `allow_stalling` the controller reports it SUCCEEDED).
     pub fn from_gripper_result(
         succeeded: bool,
         status: &str,
-        closing: bool,
-        stalled: bool,
-        reached_goal: bool,
+        command: GripperCommand,
+        what: GripperMove,
+        result: GripperResult,
     ) -> Self {
-        if succeeded || (closing && stalled) {
-            return Self::Succeeded;
+        let fail = |what: &str| Self::Failed(format!("{status}: the gripper {what}"));
+        match what {
+            GripperMove::Open if result.stalled => fail("stalled"),
+            GripperMove::Open if succeeded => Self::Succeeded,
+            GripperMove::Open => fail("did not reach the position"),
+            GripperMove::Close { open_position } => {
+                let travel = open_position - command.position;
+                let short = (result.position - command.position) * travel.signum();
+                if succeeded || result.stalled || short > 0.1 * travel.abs() {
+                    Self::Succeeded
+                } else {
+                    fail("neither reached the position nor stopped on an object")
+                }
+            }
         }
-        let what = match (stalled, reached_goal) {
-            (true, _) => "stalled",
-            (false, true) => "reached the position",
-            (false, false) => "neither reached the position nor stalled",
-        };
-        Self::Failed(format!("{status}: the gripper {what}"))
     }
 }
 
 /// A client of one `GripperCommand` action server.
 pub trait GripperClient: Send + Sync {
-    /// Sends `command` as a goal; resolves when the server reports the result. `closing`:
-    /// whether it closes the gripper (a stall then counts as a grasp).
+    /// Sends `command` as a goal; resolves when the server reports the result, read as
+    /// [`ActionOutcome::from_gripper_result`] for `what`.
     fn command(
         &self,
         command: GripperCommand,
-        closing: bool,
+        what: GripperMove,
     ) -> Pin<Box<dyn Future<Output = ActionOutcome> + Send + 'static>>;
-    /// Asks the server to cancel every goal this client sent (the e-stop: the gripper
-    /// holds where it is, so a grasped object is not dropped).
+    /// Asks the server to cancel every goal this client sent.
     fn cancel_all(&self);
 }
 
@@ -165,29 +201,96 @@ pub fn error_code_name(code: i64) -> &'static str {
 mod tests {
     use super::ActionOutcome;
 
-    /// A close that stalls on the object is a grasp, whatever the controller's
-    /// `allow_stalling` made of it; an open that stalls, or a goal that ends otherwise, is
-    /// a failure that says what the gripper did.
+    /// A close that stops on the object (stalled, or clearly short of the closed
+    /// position, as franka_gripper reports a grasp outside its epsilon) is a grasp,
+    /// whatever the controller's `allow_stalling` made of it; an open that stalls is a
+    /// failure even when reported SUCCEEDED; other goals that do not succeed say what the
+    /// gripper did.
     #[test]
-    fn a_gripper_closing_on_an_object_stalls_and_that_is_a_grasp() {
+    fn a_gripper_closing_on_an_object_stops_short_and_that_is_a_grasp() {
+        use super::{GripperCommand, GripperMove, GripperResult};
         let ok = ActionOutcome::Succeeded;
+        // A Robotiq-like gripper: open 0.0, closed 0.8.
+        let close = GripperCommand {
+            position: 0.8,
+            max_effort: 10.0,
+        };
+        let closing = GripperMove::Close { open_position: 0.0 };
+        let r = |position, stalled, reached_goal| GripperResult {
+            position,
+            stalled,
+            reached_goal,
+        };
+        let at = |s, st, c, w, res| ActionOutcome::from_gripper_result(s, st, c, w, res);
         assert_eq!(
-            ActionOutcome::from_gripper_result(true, "Succeeded", true, false, true),
+            at(true, "Succeeded", close, closing, r(0.8, false, true)),
             ok
         );
         assert_eq!(
-            ActionOutcome::from_gripper_result(false, "Aborted", true, true, false),
+            at(false, "Aborted", close, closing, r(0.5, true, false)),
             ok
         );
+        // Stopped at 0.5 of 0.8 without a stall: short by 0.3 > 0.08, a grasp.
         assert_eq!(
-            ActionOutcome::from_gripper_result(false, "Aborted", false, true, false),
-            ActionOutcome::Failed("Aborted: the gripper stalled".into())
+            at(false, "Aborted", close, closing, r(0.5, false, false)),
+            ok
         );
+        // Aborted at 0.75: short by 0.05 only, so neither a grasp nor the position.
         assert_eq!(
-            ActionOutcome::from_gripper_result(false, "Canceled", true, false, false),
+            at(false, "Aborted", close, closing, r(0.75, false, false)),
             ActionOutcome::Failed(
-                "Canceled: the gripper neither reached the position nor stalled".into()
+                "Aborted: the gripper neither reached the position nor stopped on an object".into()
             )
+        );
+        // The Panda's finger closes downwards (open 0.04, closed 0.0): the same rule.
+        let panda = GripperCommand {
+            position: 0.0,
+            max_effort: 10.0,
+        };
+        let from = GripperMove::Close {
+            open_position: 0.04,
+        };
+        assert_eq!(
+            at(false, "Aborted", panda, from, r(0.015, false, false)),
+            ok
+        );
+        assert!(matches!(
+            at(false, "Aborted", panda, from, r(0.002, false, false)),
+            ActionOutcome::Failed(_)
+        ));
+        let open = GripperCommand {
+            position: 0.0,
+            max_effort: 10.0,
+        };
+        assert_eq!(
+            at(
+                true,
+                "Succeeded",
+                open,
+                GripperMove::Open,
+                r(0.3, true, false)
+            ),
+            ActionOutcome::Failed("Succeeded: the gripper stalled".into())
+        );
+        assert_eq!(
+            at(
+                true,
+                "Succeeded",
+                open,
+                GripperMove::Open,
+                r(0.0, false, true)
+            ),
+            ok
+        );
+        assert_eq!(
+            at(
+                false,
+                "Canceled",
+                open,
+                GripperMove::Open,
+                r(0.4, false, false)
+            ),
+            ActionOutcome::Failed("Canceled: the gripper did not reach the position".into())
         );
     }
 

@@ -861,11 +861,11 @@ impl ClientAction for FollowTrajectory {
     }
 }
 
-/// `GripperCommand`: the command, and whether it closes the gripper.
+/// `GripperCommand`: the command, and what it is for.
 struct CommandGripper;
 
 impl ClientAction for CommandGripper {
-    type Input = (super::GripperCommand, bool);
+    type Input = (super::GripperCommand, super::GripperMove);
     type Goal = gripper::Goal;
     type Result = gripper::Result;
     type Feedback = gripper::Result;
@@ -874,16 +874,20 @@ impl ClientAction for CommandGripper {
         gripper::Goal { command: *command }
     }
     fn outcome(
-        (_, closing): &Self::Input,
+        (command, what): &Self::Input,
         status: ros2_client::action::GoalStatusEnum,
         r: &gripper::Result,
     ) -> super::ActionOutcome {
         super::ActionOutcome::from_gripper_result(
             matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
             &format!("{status:?}"),
-            *closing,
-            r.stalled,
-            r.reached_goal,
+            *command,
+            *what,
+            super::GripperResult {
+                position: r.position,
+                stalled: r.stalled,
+                reached_goal: r.reached_goal,
+            },
         )
     }
 }
@@ -952,16 +956,16 @@ impl super::TrajectoryClient for DdsTrajectoryClient {
 }
 
 struct DdsGripperClient {
-    commands: Commands<(super::GripperCommand, bool)>,
+    commands: Commands<(super::GripperCommand, super::GripperMove)>,
 }
 
 impl super::GripperClient for DdsGripperClient {
     fn command(
         &self,
         command: super::GripperCommand,
-        closing: bool,
+        what: super::GripperMove,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
-        send_goal(&self.commands, (command, closing), None)
+        send_goal(&self.commands, (command, what), None)
     }
 
     fn cancel_all(&self) {

@@ -472,7 +472,7 @@ impl GripperClient for LocalGripperClient {
     fn command(
         &self,
         command: GripperCommand,
-        _closing: bool,
+        _what: super::GripperMove,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ActionOutcome> + Send + 'static>> {
         let (answer, outcome) = tokio::sync::oneshot::channel();
         let sent = self.server.send(GripperGoal { command, answer }).is_ok();

@@ -22,8 +22,8 @@ use crate::clock::Clock;
 use crate::msg::Message;
 
 pub use action::{
-    error_code_name, ActionOutcome, GripperClient, GripperCommand, GripperGoal, TrajectoryClient,
-    TrajectoryGoal,
+    error_code_name, ActionOutcome, GripperClient, GripperCommand, GripperGoal, GripperMove,
+    GripperResult, TrajectoryClient, TrajectoryGoal,
 };
 pub(crate) use inbox::Inbox;
 pub use inbox::{late_copy, AnyDurability, Subscriber, ECHO_S};

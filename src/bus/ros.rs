@@ -707,7 +707,7 @@ impl super::GripperClient for RosGripperClient {
     fn command(
         &self,
         command: super::GripperCommand,
-        closing: bool,
+        what: super::GripperMove,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
         let goal = RosGoal {
             goal: serde_json::json!({ "command": command }),
@@ -715,9 +715,13 @@ impl super::GripperClient for RosGripperClient {
                 super::ActionOutcome::from_gripper_result(
                     succeeded,
                     status,
-                    closing,
-                    r["stalled"].as_bool().unwrap_or(false),
-                    r["reached_goal"].as_bool().unwrap_or(false),
+                    command,
+                    what,
+                    super::GripperResult {
+                        position: r["position"].as_f64().unwrap_or(f64::NAN),
+                        stalled: r["stalled"].as_bool().unwrap_or(false),
+                        reached_goal: r["reached_goal"].as_bool().unwrap_or(false),
+                    },
                 )
             }),
         };
@@ -780,8 +784,12 @@ fn run_goals(
     use futures::task::LocalSpawnExt;
     let mut pool = futures::executor::LocalPool::new();
     let spawner = pool.spawner();
-    let handles: std::rc::Rc<std::cell::RefCell<Vec<r2r::ActionClientGoalUntyped>>> =
-        Default::default();
+    // The accepted goals not yet ended, by number: a goal leaves when its result comes
+    // (before session 49 every goal stayed until the next e-stop).
+    let handles: std::rc::Rc<
+        std::cell::RefCell<std::collections::BTreeMap<u64, r2r::ActionClientGoalUntyped>>,
+    > = Default::default();
+    let mut goals_sent = 0u64;
     // Cancel requests so far: a goal accepted after a cancel that came while its request
     // was under way is cancelled at once (that cancel found no handle to cancel).
     let cancels: std::rc::Rc<std::cell::Cell<u64>> = Default::default();
@@ -795,7 +803,7 @@ fn run_goals(
         match command {
             GoalCommand::CancelAll => {
                 cancels.set(cancels.get() + 1);
-                for h in handles.borrow_mut().drain(..) {
+                for h in std::mem::take(&mut *handles.borrow_mut()).into_values() {
                     if let Ok(cancelled) = h.cancel() {
                         let _ = spawner.spawn_local(async move {
                             let _ = cancelled.await;
@@ -806,6 +814,8 @@ fn run_goals(
             GoalCommand::Follow(RosGoal { goal, outcome }, answer, accepted) => {
                 let request = client.send_goal_request(goal);
                 let handles = handles.clone();
+                goals_sent += 1;
+                let number = goals_sent;
                 let (cancels, given) = (cancels.clone(), cancels.get());
                 let task = async move {
                     let outcome = match request {
@@ -817,11 +827,13 @@ fn run_goals(
                                     let _ = a.send(());
                                 }
                                 if cancels.get() == given {
-                                    handles.borrow_mut().push(handle);
+                                    handles.borrow_mut().insert(number, handle);
                                 } else if let Ok(cancelled) = handle.cancel() {
                                     let _ = cancelled.await;
                                 }
-                                match result.await {
+                                let result = result.await;
+                                handles.borrow_mut().remove(&number);
+                                match result {
                                     Err(e) => Failed(format!("no result: {e}")),
                                     Ok((status, Ok(r))) => outcome(
                                         matches!(status, r2r::GoalStatus::Succeeded),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::sim::{FINGER_CLOSED_BELOW, FINGER_JOINT};
 use super::{Node, NodeContext};
-use crate::bus::{Bus, Qos};
+use crate::bus::{ActionOutcome, Bus, GripperClient, GripperCommand, GripperMove, Qos};
 use crate::msg::prelude::*;
 use crate::msg::std_msgs::Bool;
 use crate::render::{scene, PinholeCamera};
@@ -129,9 +129,13 @@ pub struct ExecutorConfig {
     /// at the plan's times from the motion's start (from the controller's acceptance of
     /// the goal with `trajectory_action`). The arm does not wait for the gripper: the
     /// plan's `motion.grasp_settle_s` and `release_settle_s` must cover its closing and
-    /// opening times. A command the gripper does not complete makes the action end
-    /// `failed` (a close that stalls on the object is a grasp). Needs a bus with ROS
-    /// actions; unset or empty: none.
+    /// opening times. The action's end waits for the gripper's answer to its last command
+    /// (at most `result_timeout_s` of bus time past the motion's end); a command the
+    /// gripper does not complete makes the action end `failed`
+    /// ([`ActionOutcome::from_gripper_result`]: a close that stops on the object is a
+    /// grasp). The e-stop sends nothing more, cancels an open under way and lets a close
+    /// under way finish. Needs `gripper.open_position` and `closed_position`, and a bus
+    /// with ROS actions; unset or empty: none.
     pub gripper_action: Option<String>,
     /// The `GripperCommand` goals of `gripper_action`.
     pub gripper: GripperParams,
@@ -140,14 +144,16 @@ pub struct ExecutorConfig {
 }
 
 /// The executor's `GripperCommand` goals: positions in the gripper controller's unit.
+/// Both positions must be given with `gripper_action`: grippers differ even in which way
+/// is closed (the Panda's finger: open 0.04, closed 0.0; a Robotiq 2F-85's knuckle: open
+/// 0.0, closed 0.8), and a default right for one would open the other when told to close.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GripperParams {
-    /// Where the gripper opens to (the Panda's finger joint: 0.04 m).
-    pub open_position: f64,
-    /// Where it closes to: fully closed, so that it stalls on the object (a Robotiq
-    /// 2F-85's `robotiq_85_left_knuckle_joint`: about 0.8).
-    pub closed_position: f64,
+    /// Where the gripper opens to.
+    pub open_position: Option<f64>,
+    /// Where it closes to: fully closed, so that it stops on the object.
+    pub closed_position: Option<f64>,
     /// The goals' `max_effort` (N); how the controller uses it is its own.
     pub max_effort: f64,
 }
@@ -155,8 +161,8 @@ pub struct GripperParams {
 impl Default for GripperParams {
     fn default() -> Self {
         Self {
-            open_position: 0.04,
-            closed_position: 0.0,
+            open_position: None,
+            closed_position: None,
             max_effort: 10.0,
         }
     }
@@ -359,6 +365,171 @@ struct PendingGoal {
     deadline: Option<BusDeadline>,
 }
 
+/// One gripper command of an action: when (s from the motion's start) and what.
+type GripStep = (f64, GripperCommand, GripperMove);
+
+/// What comes back of a gripper command: the action's number, the command's number, what
+/// it was for, and its outcome.
+type GripOutcome = (u64, u64, GripperMove, ActionOutcome);
+
+/// The `gripper_action` side of the executor: the running action's gripper commands, when
+/// they fall due in bus time, the command whose outcome is awaited, the first failure, and
+/// the wait for that outcome once the arm has ended.
+struct GripperRun {
+    client: std::sync::Arc<dyn GripperClient>,
+    outcomes: tokio::sync::mpsc::UnboundedSender<GripOutcome>,
+    /// The running action's number.
+    action: u64,
+    /// Its commands, until the motion starts.
+    plan: Vec<GripStep>,
+    /// Then at their bus deadlines, in order.
+    due: std::collections::VecDeque<(BusDeadline, GripperCommand, GripperMove)>,
+    /// Commands sent so far (every action's).
+    sent: u64,
+    /// The last command sent, while its outcome is out: a later command supersedes it (one
+    /// gripper, one command at a time: the DDS client gives up the earlier goal), so only
+    /// the last one's outcome counts.
+    awaited: Option<(u64, GripperMove)>,
+    /// The running action's first failed command.
+    failed: Option<String>,
+    /// The arm has ended: the action's end waits for the awaited outcome, until this bus
+    /// deadline (`None` inside: for ever, `result_timeout_s` 0).
+    ending: Option<Option<BusDeadline>>,
+}
+
+/// What a gripper command was for, in a failure's text.
+fn grip_word(what: GripperMove) -> &'static str {
+    match what {
+        GripperMove::Open => "open",
+        GripperMove::Close { .. } => "close",
+    }
+}
+
+impl GripperRun {
+    /// A new action `action` with these commands, timed once its motion starts.
+    fn begin(&mut self, action: u64, plan: Vec<GripStep>) {
+        self.action = action;
+        self.plan = plan;
+        self.due.clear();
+        self.failed = None;
+        self.ending = None;
+    }
+
+    /// The motion started at `now` (bus time, ns): the commands fall due from then.
+    fn started(&mut self, now: i64) {
+        self.due = self
+            .plan
+            .drain(..)
+            .map(|(t, c, what)| (BusDeadline::after(now, t), c, what))
+            .collect();
+    }
+
+    /// When (wall clock) to read the bus clock next.
+    fn look(&self) -> Option<tokio::time::Instant> {
+        let due = self.due.front().map(|d| d.0.look);
+        let ending = self.ending.flatten().map(|d| d.look);
+        due.into_iter().chain(ending).min()
+    }
+
+    /// Sends the commands whose time has come at `now`. Every deadline reads the clock, so
+    /// that a clock gone back moves them all alike (before session 49's review only the
+    /// first one did, and the release could be dropped at the motion's end). Returns the
+    /// awaited command, if the wait for it at the arm's end has timed out.
+    fn poll(&mut self, now: i64) -> Option<GripperMove> {
+        for d in self.due.iter_mut() {
+            d.0.look_at(now);
+        }
+        while self.due.front().is_some_and(|d| d.0.end <= now) {
+            let (_, command, what) = self.due.pop_front().expect("front");
+            self.send(command, what);
+        }
+        let d = self.ending.as_mut()?.as_mut()?;
+        if !d.look_at(now).0 {
+            return None;
+        }
+        self.ending = None;
+        self.awaited.take().map(|(_, what)| what)
+    }
+
+    fn send(&mut self, command: GripperCommand, what: GripperMove) {
+        self.sent += 1;
+        self.awaited = Some((self.sent, what));
+        let (action, number, done, tx) = (
+            self.action,
+            self.sent,
+            self.client.command(command, what),
+            self.outcomes.clone(),
+        );
+        tokio::spawn(async move {
+            let _ = tx.send((action, number, what, done.await));
+        });
+    }
+
+    /// The arm has ended its motion normally at `end` (bus time, ns; read at `now`): what
+    /// is still due is sent now (the release must not be lost to a clock read a moment
+    /// late). `Some(result)`: the action ends now, failed with the gripper's reason or not;
+    /// `None`: it waits for the awaited outcome, until `timeout_s` of bus time after `end`
+    /// (0: for ever).
+    fn arm_ended(&mut self, end: i64, now: i64, timeout_s: f64) -> Option<Result<(), String>> {
+        while let Some((_, command, what)) = self.due.pop_front() {
+            self.send(command, what);
+        }
+        self.plan.clear();
+        if self.awaited.is_some() {
+            let left_s = timeout_s - (now - end).max(0) as f64 * 1e-9;
+            self.ending = Some((timeout_s > 0.0).then(|| BusDeadline::after(now, left_s)));
+            return None;
+        }
+        Some(self.failed.take().map_or(Ok(()), Err))
+    }
+
+    /// An outcome came. A failure of the running action's last command is kept as its
+    /// failure. `Some(result)`: the action was waiting for this outcome and ends now.
+    fn outcome(
+        &mut self,
+        (action, number, what, outcome): GripOutcome,
+        running: bool,
+    ) -> Option<Result<(), String>> {
+        let last = self.awaited.is_some_and(|(n, _)| n == number);
+        if last {
+            self.awaited = None;
+        }
+        if let ActionOutcome::Failed(why) = outcome {
+            if last && action == self.action && (running || self.ending.is_some()) {
+                tracing::warn!("the gripper did not {}: {why}", grip_word(what));
+                self.failed
+                    .get_or_insert(format!("gripper ({}): {why}", grip_word(what)));
+            } else {
+                tracing::debug!("gripper {} given up: {why}", grip_word(what));
+            }
+        }
+        if last && self.ending.take().is_some() {
+            return Some(self.failed.take().map_or(Ok(()), Err));
+        }
+        None
+    }
+
+    /// The action ended otherwise (a controller's failure, the episode's end): nothing more
+    /// is sent for it. Whether it was waiting for the gripper.
+    fn abandon(&mut self) -> bool {
+        self.plan.clear();
+        self.due.clear();
+        self.failed = None;
+        self.ending.take().is_some()
+    }
+
+    /// The e-stop: nothing more is sent; an open under way is cancelled (the gripper holds
+    /// what it has), a close under way is left to finish (cancelling it makes a
+    /// `GripperActionController` hold its current position, which can loosen a grasp not
+    /// yet squeezed). Whether the action was waiting for the gripper.
+    fn estop(&mut self) -> bool {
+        if matches!(self.awaited, Some((_, GripperMove::Open))) {
+            self.client.cancel_all();
+        }
+        self.abandon()
+    }
+}
+
 /// How long the e-stop's hold trajectory takes to reach its one point (s): ros2_controllers'
 /// trajectory controller interpolates from where the arm is to the point in this time.
 pub const HOLD_S: f64 = 0.1;
@@ -546,16 +717,24 @@ impl ExecutorNode {
     /// The gripper's commands for a motion whose grasp and release come at `times`: open
     /// at the start, closed at the grasp, open at the release (`(seconds from the motion's
     /// start, command, whether it closes)`).
-    fn grip_commands(&self, times: GripTimes) -> Vec<(f64, crate::bus::GripperCommand, bool)> {
+    fn grip_commands(&self, times: GripTimes) -> Vec<GripStep> {
         let g = &self.config.gripper;
-        let at = |position| crate::bus::GripperCommand {
+        // Both are set whenever a gripper action is (validated).
+        let (open, closed) = (
+            g.open_position.unwrap_or_default(),
+            g.closed_position.unwrap_or_default(),
+        );
+        let at = |position| GripperCommand {
             position,
             max_effort: g.max_effort,
         };
+        let closing = GripperMove::Close {
+            open_position: open,
+        };
         vec![
-            (0.0, at(g.open_position), false),
-            (times.grasp_s, at(g.closed_position), true),
-            (times.release_s, at(g.open_position), false),
+            (0.0, at(open), GripperMove::Open),
+            (times.grasp_s, at(closed), closing),
+            (times.release_s, at(open), GripperMove::Open),
         ]
     }
 }
@@ -586,16 +765,20 @@ impl Node for ExecutorNode {
                 config.finger_joint
             );
             let g = &config.gripper;
+            let (Some(open), Some(closed)) = (g.open_position, g.closed_position) else {
+                anyhow::bail!(
+                    "gripper_action needs gripper.open_position and gripper.closed_position, in its controller's unit (the Panda's finger: 0.04 and 0.0; a Robotiq 2F-85's knuckle: 0.0 and 0.8)"
+                );
+            };
             for (name, v) in [
-                ("gripper.open_position", g.open_position),
-                ("gripper.closed_position", g.closed_position),
+                ("gripper.open_position", open),
+                ("gripper.closed_position", closed),
             ] {
                 anyhow::ensure!(v.is_finite(), "{name} must be a number (is {v})");
             }
             anyhow::ensure!(
-                g.open_position != g.closed_position,
-                "gripper.open_position and closed_position are both {}: the gripper would never close",
-                g.open_position
+                open != closed,
+                "gripper.open_position and closed_position are both {open}: the gripper would never close"
             );
             anyhow::ensure!(
                 g.max_effort.is_finite() && g.max_effort >= 0.0,
@@ -763,23 +946,24 @@ impl Node for ExecutorNode {
         // Which goal the controller accepted (its number): the gripper's times count from
         // then.
         let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        // The gripper (`gripper_action`): the running action's commands not yet due, at
-        // their times from the motion's start until it starts, then at their bus
-        // deadlines; their outcomes come back with the action's number, and the first
-        // failure of the running action ends it `failed` instead of `action_finished`.
-        let gripper = match self.config.gripper_action.as_deref() {
-            Some(a) if !a.is_empty() => Some(ctx.bus.gripper_client(a)?),
+        // The gripper (`gripper_action`, [`GripperRun`]): a failure of the running action's
+        // gripper ends it `failed` instead of `action_finished`.
+        let (grip_tx, mut grip_outcomes) = tokio::sync::mpsc::unbounded_channel::<GripOutcome>();
+        let mut gripper = match self.config.gripper_action.as_deref() {
+            Some(a) if !a.is_empty() => Some(GripperRun {
+                client: ctx.bus.gripper_client(a)?,
+                outcomes: grip_tx,
+                action: 0,
+                plan: Vec::new(),
+                due: Default::default(),
+                sent: 0,
+                awaited: None,
+                failed: None,
+                ending: None,
+            }),
             _ => None,
         };
-        let mut grip_plan: Vec<(f64, crate::bus::GripperCommand, bool)> = Vec::new();
-        let mut grip_due: std::collections::VecDeque<(
-            BusDeadline,
-            crate::bus::GripperCommand,
-            bool,
-        )> = Default::default();
-        let (grip_tx, mut grip_outcomes) =
-            tokio::sync::mpsc::unbounded_channel::<(u64, bool, crate::bus::ActionOutcome)>();
-        let (mut actions_started, mut grip_failed): (u64, Option<String>) = (0, None);
+        let mut actions_started = 0u64;
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let mut ignoring_joints = false;
@@ -847,6 +1031,11 @@ impl Node for ExecutorNode {
             detail,
             ..Default::default()
         };
+        // The action's end: `action_finished`, or `failed` with the reason.
+        let action_end = |r: Result<(), String>| match r {
+            Ok(()) => event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()),
+            Err(why) => event(EpisodeEvent::EVENT_FAILED, why),
+        };
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -857,12 +1046,16 @@ impl Node for ExecutorNode {
                         tracing::warn!(node = %ctx.name, "the clock went back by {back:.3} s; the motion keeps its remaining time");
                     }
                     if reached {
+                        let end_ns = d.end;
                         busy_until = None;
-                        grip_due.clear();
-                        let _ = episode_pub.publish(match grip_failed.take() {
-                            Some(why) => event(EpisodeEvent::EVENT_FAILED, why),
-                            None => event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()),
-                        });
+                        let now = ctx.bus.clock().now().as_nanos();
+                        let end = match gripper.as_mut() {
+                            Some(g) => g.arm_ended(end_ns, now, self.config.result_timeout_s),
+                            None => Some(Ok(())),
+                        };
+                        if let Some(r) = end {
+                            let _ = episode_pub.publish(action_end(r));
+                        }
                     }
                 }
                 _ = wake_at(goal.as_ref().and_then(|g| g.deadline).map(|d| d.look)) => {
@@ -875,7 +1068,9 @@ impl Node for ExecutorNode {
                         // The controller never answered: cancel the goal (the arm holds
                         // if the controller still runs it) and free the executor.
                         goal = None;
-                        grip_due.clear();
+                        if let Some(g) = gripper.as_mut() {
+                            g.abandon();
+                        }
                         if let Some(c) = &client {
                             c.cancel_all();
                         }
@@ -892,15 +1087,21 @@ impl Node for ExecutorNode {
                         continue; // a goal given up earlier
                     }
                     goal = None;
-                    grip_due.clear();
                     match outcome {
-                        crate::bus::ActionOutcome::Succeeded => {
-                            let _ = episode_pub.publish(match grip_failed.take() {
-                                Some(why) => event(EpisodeEvent::EVENT_FAILED, why),
-                                None => event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()),
-                            });
+                        ActionOutcome::Succeeded => {
+                            let now = ctx.bus.clock().now().as_nanos();
+                            let end = match gripper.as_mut() {
+                                Some(g) => g.arm_ended(now, now, self.config.result_timeout_s),
+                                None => Some(Ok(())),
+                            };
+                            if let Some(r) = end {
+                                let _ = episode_pub.publish(action_end(r));
+                            }
                         }
-                        crate::bus::ActionOutcome::Failed(why) => {
+                        ActionOutcome::Failed(why) => {
+                            if let Some(g) = gripper.as_mut() {
+                                g.abandon();
+                            }
                             tracing::warn!(node = %ctx.name, "the controller did not complete the trajectory: {why}");
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, format!("controller: {why}")));
                         }
@@ -908,31 +1109,29 @@ impl Node for ExecutorNode {
                 }
                 Some(id) = accepted.recv() => {
                     // The motion started: the gripper's commands fall due from now.
-                    if goal.as_ref().map(|g| g.id) == Some(id) {
-                        let now = ctx.bus.clock().now().as_nanos();
-                        grip_due = grip_plan.drain(..).map(|(t, c, closing)| (BusDeadline::after(now, t), c, closing)).collect();
+                    if let (Some(g), true) = (gripper.as_mut(), goal.as_ref().map(|g| g.id) == Some(id)) {
+                        g.started(ctx.bus.clock().now().as_nanos());
                     }
                 }
-                _ = wake_at(grip_due.front().map(|g| g.0.look)) => {
-                    let Some((d, _, _)) = grip_due.front_mut() else { continue };
-                    if d.look_at(ctx.bus.clock().now().as_nanos()).0 {
-                        let (_, command, closing) = grip_due.pop_front().expect("front");
-                        if let Some(g) = &gripper {
-                            let (no, done, tx) = (actions_started, g.command(command, closing), grip_tx.clone());
-                            tokio::spawn(async move {
-                                let _ = tx.send((no, closing, done.await));
-                            });
-                        }
+                _ = wake_at(gripper.as_ref().and_then(|g| g.look())) => {
+                    let Some(g) = gripper.as_mut() else { continue };
+                    if let Some(what) = g.poll(ctx.bus.clock().now().as_nanos()) {
+                        // The arm has ended, and the gripper never answered its last
+                        // command: cancel it and end the action.
+                        g.client.cancel_all();
+                        let why = format!(
+                            "gripper ({}): no result {:.1} s (bus time) after the motion's end; the goal was cancelled (result_timeout_s)",
+                            grip_word(what),
+                            self.config.result_timeout_s
+                        );
+                        tracing::warn!(node = %ctx.name, "{why}");
+                        let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, why));
                     }
                 }
-                Some((no, closing, outcome)) = grip_outcomes.recv() => {
-                    if let crate::bus::ActionOutcome::Failed(why) = outcome {
-                        let what = if closing { "close" } else { "open" };
-                        tracing::warn!(node = %ctx.name, "the gripper did not {what}: {why}");
-                        let running = busy_until.is_some() || goal.is_some();
-                        if running && no == actions_started && grip_failed.is_none() {
-                            grip_failed = Some(format!("gripper ({what}): {why}"));
-                        }
+                Some(o) = grip_outcomes.recv() => {
+                    let running = busy_until.is_some() || goal.is_some();
+                    if let Some(r) = gripper.as_mut().and_then(|g| g.outcome(o, running)) {
+                        let _ = episode_pub.publish(action_end(r));
                     }
                 }
                 m = estop.recv_from() => {
@@ -940,13 +1139,8 @@ impl Node for ExecutorNode {
                     estop_says[from] = m.data;
                     let engaged = estop_says.iter().any(|&e| e);
                     if engaged && !stopped {
-                        // The gripper holds where it is (a grasped object is not dropped),
-                        // and the commands still due are not sent.
-                        grip_due.clear();
-                        grip_plan.clear();
-                        if let Some(g) = &gripper {
-                            g.cancel_all();
-                        }
+                        // The gripper keeps what it holds; nothing more is sent to it.
+                        let gripping = gripper.as_mut().is_some_and(|g| g.estop());
                         match &client {
                             // Cancelling the goal makes the controller hold where it is.
                             Some(c) => c.cancel_all(),
@@ -960,7 +1154,7 @@ impl Node for ExecutorNode {
                                 let _ = traj_pub.publish(hold_trajectory(&names, &q, &self.config.finger_joint, finger));
                             }
                         }
-                        if busy_until.take().is_some() | goal.take().is_some() {
+                        if busy_until.take().is_some() | goal.take().is_some() | gripping {
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, "e-stop".into()));
                         }
                         tracing::warn!(node = %ctx.name, "e-stop engaged");
@@ -970,9 +1164,8 @@ impl Node for ExecutorNode {
                 m = episode_events.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
-                    if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | goal.take().is_some()) {
-                        grip_due.clear();
-                        grip_failed = None;
+                    let gripping = ended && self.config.episode_end_frees_arm && gripper.as_mut().is_some_and(|g| g.abandon());
+                    if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | goal.take().is_some() | gripping) {
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
@@ -1100,7 +1293,7 @@ impl Node for ExecutorNode {
                     // (the planner node counts on it).
                     let result = if stopped {
                         Err(Rejection::EStopped)
-                    } else if busy_until.is_some() || goal.is_some() {
+                    } else if busy_until.is_some() || goal.is_some() || gripper.as_ref().is_some_and(|g| g.ending.is_some()) {
                         Err(Rejection::Planning(BUSY.into()))
                     } else if max_age > 0.0 && age_s.is_none() {
                         Err(Rejection::Planning(format!(
@@ -1133,9 +1326,9 @@ impl Node for ExecutorNode {
                             let mut traj = traj;
                             traj.header.stamp = Default::default();
                             actions_started += 1;
-                            grip_failed = None;
-                            grip_due.clear();
-                            grip_plan = if gripper.is_some() { self.grip_commands(times) } else { Vec::new() };
+                            if let Some(g) = gripper.as_mut() {
+                                g.begin(actions_started, self.grip_commands(times));
+                            }
                             match &client {
                                 Some(c) => {
                                     goals_sent += 1;
@@ -1158,7 +1351,9 @@ impl Node for ExecutorNode {
                                     traj_pub.publish(traj)?;
                                     let now = ctx.bus.clock().now().as_nanos();
                                     busy_until = Some(BusDeadline::after(now, duration));
-                                    grip_due = grip_plan.drain(..).map(|(t, c, closing)| (BusDeadline::after(now, t), c, closing)).collect();
+                                    if let Some(g) = gripper.as_mut() {
+                                        g.started(now);
+                                    }
                                 }
                             }
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
@@ -1268,7 +1463,14 @@ mod tests {
             e.contains("gripper_action and finger_joint `panda_finger_joint1` both"),
             "{e}"
         );
-        with(&format!("{action}finger_joint: ''\n")).unwrap();
+        // No default positions: the Panda's would open a Robotiq when told to close.
+        let e = with(&format!("{action}finger_joint: ''\n")).unwrap_err();
+        assert!(
+            e.contains("gripper_action needs gripper.open_position and gripper.closed_position"),
+            "{e}"
+        );
+        let both = "gripper: {open_position: 0.0, closed_position: 0.8}\n";
+        with(&format!("{action}finger_joint: ''\n{both}")).unwrap();
         // Without a gripper action the gripper settings are not used, and not checked.
         with("gripper: {open_position: 0.0, closed_position: 0.0}\n").unwrap();
         let e = with(&format!(
@@ -1277,7 +1479,7 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("would never close"), "{e}");
         let e = with(&format!(
-            "{action}finger_joint: ''\ngripper: {{closed_position: .nan}}\n"
+            "{action}finger_joint: ''\ngripper: {{open_position: 0.0, closed_position: .nan}}\n"
         ))
         .unwrap_err();
         assert!(
@@ -1285,7 +1487,7 @@ mod tests {
             "{e}"
         );
         let e = with(&format!(
-            "{action}finger_joint: ''\ngripper: {{max_effort: -1.0}}\n"
+            "{action}finger_joint: ''\ngripper: {{open_position: 0.0, closed_position: 0.8, max_effort: -1.0}}\n"
         ))
         .unwrap_err();
         assert!(e.contains("gripper.max_effort must be ≥ 0"), "{e}");
