@@ -513,6 +513,51 @@ class GripperGetResultReply_(IdlStruct, typename="control_msgs::action::dds_::Gr
     result: GripperCommandResult_
 
 
+# control_msgs/action/ParallelGripperCommand (control_msgs 5, Jazzy): the command is a
+# sensor_msgs/JointState.
+@dataclass
+class ParallelGripperCommandGoal_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_Goal_"):
+    command: JointState_
+
+
+@dataclass
+class ParallelGripperCommandResult_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_Result_"):
+    state: JointState_
+    stalled: bool
+    reached_goal: bool
+
+
+@dataclass
+class ParallelSendGoalRequest_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_SendGoal_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+    goal: ParallelGripperCommandGoal_
+
+
+@dataclass
+class ParallelSendGoalReply_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_SendGoal_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    accepted: bool
+    stamp: Time_
+
+
+@dataclass
+class ParallelGetResultRequest_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_GetResult_Request_"):
+    client_id: t.uint64
+    sequence: t.int64
+    goal_id: UUID_
+
+
+@dataclass
+class ParallelGetResultReply_(IdlStruct, typename="control_msgs::action::dds_::ParallelGripperCommand_GetResult_Response_"):
+    client_id: t.uint64
+    sequence: t.int64
+    status: t.int8
+    result: ParallelGripperCommandResult_
+
+
 @dataclass
 class GoalInfo_(IdlStruct, typename="action_msgs::msg::dds_::GoalInfo_"):
     goal_id: UUID_
@@ -793,8 +838,11 @@ class GripperActionServer(ActionServer):
     def describe(self, goal):
         return {"position": goal.command.position, "max_effort": goal.command.max_effort}
 
+    def position(self, goal):
+        return goal.command.position
+
     def end(self, goal):
-        closing = goal.command.position < self.closed_below
+        closing = self.position(goal) < self.closed_below
         if (self.gripper_outcome == "stall" and closing) or (self.gripper_outcome == "abort" and not closing):
             return STATUS_ABORTED
         return STATUS_SUCCEEDED
@@ -803,6 +851,27 @@ class GripperActionServer(ActionServer):
         ok = g["status"] == STATUS_SUCCEEDED
         return GripperCommandResult_(position=g["goal"].command.position if ok else 0.3, effort=5.0,
                                      stalled=g["status"] == STATUS_ABORTED, reached_goal=ok)
+
+
+class ParallelGripperActionServer(GripperActionServer):
+    """ParallelGripperCommand as Jazzy's parallel_gripper_action_controller serves it: the
+    command's first position is the target, its effort (if any) the limit."""
+
+    TYPES = (ParallelSendGoalRequest_, ParallelSendGoalReply_, ParallelGetResultRequest_, ParallelGetResultReply_)
+
+    def describe(self, goal):
+        c = goal.command
+        return {"name": list(c.name), "position": c.position[0] if c.position else None,
+                "positions": list(c.position), "effort": list(c.effort), "velocity": list(c.velocity)}
+
+    def position(self, goal):
+        return goal.command.position[0]
+
+    def result(self, g):
+        ok = g["status"] == STATUS_SUCCEEDED
+        state = JointState_(header=Header_(stamp=Time_(sec=0, nanosec=0), frame_id=""), name=list(g["goal"].command.name),
+                            position=[self.position(g["goal"]) if ok else 0.3], velocity=[], effort=[5.0])
+        return ParallelGripperCommandResult_(state=state, stalled=g["status"] == STATUS_ABORTED, reached_goal=ok)
 
 
 def writer_types(reader):
@@ -845,7 +914,8 @@ def drive(args):
     hold = None if args.action_hold < 0 else args.action_hold
     server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, hold, args.accept_after) \
         if args.serve_action else None
-    gripper = GripperActionServer(dp, args.serve_gripper, args.gripper_outcome, args.gripper_closed_below) \
+    gripper_server = ParallelGripperActionServer if args.parallel_gripper else GripperActionServer
+    gripper = gripper_server(dp, args.serve_gripper, args.gripper_outcome, args.gripper_closed_below) \
         if args.serve_gripper else None
     # A volatile e-stop writer is what rclcpp's create_publisher<Bool>("/estop", 10) makes.
     estop_qos = qos("volatile", 10) if args.estop_volatile else latched
@@ -1216,6 +1286,8 @@ def main():
                     help="serve control_msgs/action/GripperCommand under this name (a GripperActionController)")
     dr.add_argument("--gripper-outcome", choices=["succeed", "stall", "abort"], default="succeed",
                     help="stall: closing goals end ABORTED with stalled (on the object); abort: opening goals do")
+    dr.add_argument("--parallel-gripper", action="store_true",
+                    help="with --serve-gripper: serve control_msgs/action/ParallelGripperCommand instead")
     dr.add_argument("--gripper-closed-below", type=float, default=0.02,
                     help="a gripper goal whose position is below this closes")
     dr.add_argument("--estop-volatile", action="store_true",

@@ -517,7 +517,7 @@ fn a_real_arm_graph_on_made_up_geometry_is_warned_about() {
     );
     for want in [
         "no hand-eye pose (base_from_camera_xyz / _xyzw)",
-        "finger_joint is empty: trajectories carry the arm's joints alone",
+        "finger_joint is empty and no gripper_action is set: trajectories carry the arm's joints alone",
         "no calibration and no intrinsics",
     ] {
         assert!(warned.contains(want), "`{want}` not said:\n{warned}");

@@ -1297,6 +1297,10 @@ nodes:
 /// - Trajectories as FollowJointTrajectory goals that the controller accepts 1.5 s after
 ///   the request: the gripper's times count from the acceptance, so its first command
 ///   comes after it; an open the gripper aborts ends the action `failed` with the reason.
+/// - `gripper_action_type: parallel_gripper_command`: the peer serves
+///   `control_msgs/action/ParallelGripperCommand` as Jazzy's
+///   `parallel_gripper_action_controller`; each command is a joint state of one position
+///   and the effort under the configured joint's name.
 #[test]
 fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_motion_s_time() {
     let _turn = one_at_a_time();
@@ -1309,13 +1313,22 @@ fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_mot
     let scene = dir.path().to_str().unwrap().to_string();
     const GRIPPER: &str = "/gripper_controller/gripper_cmd";
     const ARM: &str = "/arm_controller/follow_joint_trajectory";
-    for (offset, via_action) in [(7, false), (8, true)] {
+    // (domain offset, trajectories as goals, the gripper speaks ParallelGripperCommand)
+    for (offset, via_action, parallel) in [(7, false, false), (8, true, false), (9, false, true)] {
         let d = domain(offset);
-        let trajectory_action = if via_action {
+        let mut extra = if via_action {
             format!(", trajectory_action: {ARM}")
         } else {
             String::new()
         };
+        let joint = if parallel {
+            ", joint: panda_finger_joint1"
+        } else {
+            ""
+        };
+        if parallel {
+            extra.push_str(", gripper_action_type: parallel_gripper_command");
+        }
         let graph = format!(
             "
 duration_s: 0
@@ -1325,7 +1338,7 @@ nodes:
     params: {{backend: coverage, keypoints: 8}}
   - name: executor
     kind: executor
-    params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, gripper: {{open_position: 0.04, closed_position: 0.0, max_effort: 12.5}}{trajectory_action}}}
+    params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, gripper: {{open_position: 0.04, closed_position: 0.0, max_effort: 12.5{joint}}}{extra}}}
 "
         );
         let nodes = dreamplan_dds(d, dir.path(), &format!("nodes{offset}"), &graph, 150);
@@ -1349,6 +1362,8 @@ nodes:
                 "--gripper-outcome",
                 "abort",
             ]);
+        } else if parallel {
+            args.extend(["--parallel-gripper", "--gripper-outcome", "succeed"]);
         } else {
             args.extend(["--gripper-outcome", "stall"]);
         }
@@ -1382,11 +1397,22 @@ nodes:
             .map(|g| g["position"].as_f64().unwrap())
             .collect();
         assert_eq!(positions, [0.04, 0.0, 0.04]);
-        assert!(grips.iter().all(|g| g["max_effort"] == 12.5));
-        assert_eq!(
-            grips[0]["writer_types"],
-            serde_json::json!(["control_msgs::action::dds_::GripperCommand_SendGoal_Request_"])
-        );
+        if parallel {
+            // One position, the effort, under the joint's name.
+            for g in &grips {
+                assert_eq!(g["name"], serde_json::json!(["panda_finger_joint1"]), "{g}");
+                assert_eq!(g["positions"].as_array().unwrap().len(), 1, "{g}");
+                assert_eq!(g["effort"], serde_json::json!([12.5]), "{g}");
+            }
+        } else {
+            assert!(grips.iter().all(|g| g["max_effort"] == 12.5));
+        }
+        let goal_type = if parallel {
+            "control_msgs::action::dds_::ParallelGripperCommand_SendGoal_Request_"
+        } else {
+            "control_msgs::action::dds_::GripperCommand_SendGoal_Request_"
+        };
+        assert_eq!(grips[0]["writer_types"], serde_json::json!([goal_type]));
         // When the motion started: the trajectory's arrival on the topic, or the
         // controller's acceptance of the goal.
         let start = if via_action {

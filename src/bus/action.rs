@@ -60,6 +60,21 @@ pub struct GripperCommand {
     pub max_effort: f64,
 }
 
+/// Which action a gripper's server speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GripperKind {
+    /// `control_msgs/action/GripperCommand`: ros2_controllers' `GripperActionController`,
+    /// Robotiq's and Franka's drivers.
+    Command,
+    /// `control_msgs/action/ParallelGripperCommand` (control_msgs 5, Jazzy's
+    /// `parallel_gripper_action_controller`): the command is a `sensor_msgs/JointState`,
+    /// here one position and the effort, under the joint's name (none when empty).
+    Parallel {
+        /// The gripper joint's name in the command.
+        joint: String,
+    },
+}
+
 /// What a gripper command is for: opening, or closing from `open_position` (the
 /// controller's open position, which tells on which side of the target "short of it"
 /// lies).
@@ -84,6 +99,28 @@ pub struct GripperResult {
     pub stalled: bool,
     /// Whether it reached the commanded position.
     pub reached_goal: bool,
+}
+
+impl GripperCommand {
+    /// The command as `ParallelGripperCommand`'s joint state: the position, the effort
+    /// when one is set (an empty effort leaves the controller's own limit), under `joint`
+    /// (no name when empty).
+    pub fn joint_state(&self, joint: &str) -> crate::msg::prelude::JointState {
+        crate::msg::prelude::JointState {
+            name: if joint.is_empty() {
+                Vec::new()
+            } else {
+                vec![joint.to_string()]
+            },
+            position: vec![self.position],
+            effort: if self.max_effort > 0.0 {
+                vec![self.max_effort]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 impl ActionOutcome {

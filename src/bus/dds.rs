@@ -707,9 +707,25 @@ impl Bus for DdsBus {
         Ok(Arc::new(DdsTrajectoryClient { commands }))
     }
 
-    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
-        let commands = self.action_client::<CommandGripper>(action, "gripper_client")?;
-        Ok(Arc::new(DdsGripperClient { commands }))
+    fn gripper_client(
+        &self,
+        action: &str,
+        kind: &super::GripperKind,
+    ) -> Result<Arc<dyn super::GripperClient>, BusError> {
+        Ok(match kind {
+            super::GripperKind::Command => {
+                let commands = self.action_client::<CommandGripper>(action, "gripper_client")?;
+                Arc::new(DdsGripperClient { commands })
+            }
+            super::GripperKind::Parallel { joint } => {
+                let commands =
+                    self.action_client::<CommandParallelGripper>(action, "gripper_client")?;
+                Arc::new(DdsParallelGripperClient {
+                    commands,
+                    joint: joint.clone(),
+                })
+            }
+        })
     }
 
     fn shutdown(&self) {
@@ -892,6 +908,39 @@ impl ClientAction for CommandGripper {
     }
 }
 
+/// `ParallelGripperCommand`: the command as a joint state, and what it is for.
+struct CommandParallelGripper;
+
+impl ClientAction for CommandParallelGripper {
+    type Input = (super::GripperCommand, super::GripperMove, String);
+    type Goal = gripper::ParallelGoal;
+    type Result = gripper::ParallelResult;
+    type Feedback = gripper::ParallelResult;
+    const TYPE: &'static str = "ParallelGripperCommand";
+    fn goal((command, _, joint): &Self::Input) -> gripper::ParallelGoal {
+        gripper::ParallelGoal {
+            command: command.joint_state(joint),
+        }
+    }
+    fn outcome(
+        (command, what, _): &Self::Input,
+        status: ros2_client::action::GoalStatusEnum,
+        r: &gripper::ParallelResult,
+    ) -> super::ActionOutcome {
+        super::ActionOutcome::from_gripper_result(
+            matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
+            &format!("{status:?}"),
+            *command,
+            *what,
+            super::GripperResult {
+                position: r.state.position.first().copied().unwrap_or(f64::NAN),
+                stalled: r.stalled,
+                reached_goal: r.reached_goal,
+            },
+        )
+    }
+}
+
 /// `control_msgs/action/GripperCommand`'s goal and result (the feedback has the result's
 /// fields) as they are on the wire.
 pub(crate) mod gripper {
@@ -914,6 +963,23 @@ pub(crate) mod gripper {
 
     impl ros2_client::Message for Goal {}
     impl ros2_client::Message for Result {}
+
+    /// `ParallelGripperCommand_Goal`: a `sensor_msgs/JointState` command.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct ParallelGoal {
+        pub command: crate::msg::prelude::JointState,
+    }
+
+    /// `ParallelGripperCommand_Result` (and `_Feedback`).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct ParallelResult {
+        pub state: crate::msg::prelude::JointState,
+        pub stalled: bool,
+        pub reached_goal: bool,
+    }
+
+    impl ros2_client::Message for ParallelGoal {}
+    impl ros2_client::Message for ParallelResult {}
 }
 
 /// The executor's side of a DDS action client: goals and cancels go to its task.
@@ -966,6 +1032,25 @@ impl super::GripperClient for DdsGripperClient {
         what: super::GripperMove,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
         send_goal(&self.commands, (command, what), None)
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.commands.send(GoalCommand::CancelAll);
+    }
+}
+
+struct DdsParallelGripperClient {
+    commands: Commands<(super::GripperCommand, super::GripperMove, String)>,
+    joint: String,
+}
+
+impl super::GripperClient for DdsParallelGripperClient {
+    fn command(
+        &self,
+        command: super::GripperCommand,
+        what: super::GripperMove,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+        send_goal(&self.commands, (command, what, self.joint.clone()), None)
     }
 
     fn cancel_all(&self) {

@@ -402,7 +402,12 @@ impl Bus for LocalBus {
         }))
     }
 
-    fn gripper_client(&self, action: &str) -> Result<Arc<dyn GripperClient>, BusError> {
+    /// The in-process server takes the command whatever the kind.
+    fn gripper_client(
+        &self,
+        action: &str,
+        _kind: &super::GripperKind,
+    ) -> Result<Arc<dyn GripperClient>, BusError> {
         let name = resolve_topic(action)?;
         let server = self
             .inner

@@ -22,8 +22,8 @@ use crate::clock::Clock;
 use crate::msg::Message;
 
 pub use action::{
-    error_code_name, ActionOutcome, GripperClient, GripperCommand, GripperGoal, GripperMove,
-    GripperResult, TrajectoryClient, TrajectoryGoal,
+    error_code_name, ActionOutcome, GripperClient, GripperCommand, GripperGoal, GripperKind,
+    GripperMove, GripperResult, TrajectoryClient, TrajectoryGoal,
 };
 pub(crate) use inbox::Inbox;
 pub use inbox::{late_copy, AnyDurability, Subscriber, ECHO_S};
@@ -127,11 +127,15 @@ pub trait Bus: Clone + Send + Sync + 'static {
             "this bus has no ROS actions, so the FollowJointTrajectory action `{action}` cannot be used: publish on a trajectory topic instead (the executor's topics.trajectory)"
         )))
     }
-    /// A client of the `control_msgs/action/GripperCommand` server `action` (e.g.
-    /// `/gripper_controller/gripper_cmd`). Buses without ROS actions refuse.
-    fn gripper_client(&self, action: &str) -> Result<Arc<dyn GripperClient>, BusError> {
+    /// A client of the gripper action server `action` (e.g.
+    /// `/gripper_controller/gripper_cmd`) speaking `kind`. Buses without ROS actions refuse.
+    fn gripper_client(
+        &self,
+        action: &str,
+        _kind: &GripperKind,
+    ) -> Result<Arc<dyn GripperClient>, BusError> {
         Err(BusError::Unsupported(format!(
-            "this bus has no ROS actions, so the GripperCommand action `{action}` cannot be used: give the gripper as a finger joint of the trajectory instead (the executor's finger_joint)"
+            "this bus has no ROS actions, so the gripper action `{action}` cannot be used: give the gripper as a finger joint of the trajectory instead (the executor's finger_joint)"
         )))
     }
 }

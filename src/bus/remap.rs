@@ -92,8 +92,12 @@ impl<B: Bus> Bus for Remapped<B> {
         self.inner.trajectory_client(&self.name(action))
     }
 
-    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
-        self.inner.gripper_client(&self.name(action))
+    fn gripper_client(
+        &self,
+        action: &str,
+        kind: &super::GripperKind,
+    ) -> Result<Arc<dyn super::GripperClient>, BusError> {
+        self.inner.gripper_client(&self.name(action), kind)
     }
 }
 

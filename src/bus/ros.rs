@@ -593,21 +593,32 @@ impl Bus for RosBus {
         }))
     }
 
-    fn gripper_client(&self, action: &str) -> Result<Arc<dyn super::GripperClient>, BusError> {
+    fn gripper_client(
+        &self,
+        action: &str,
+        kind: &super::GripperKind,
+    ) -> Result<Arc<dyn super::GripperClient>, BusError> {
         let name = resolve_topic(action)?;
+        let (type_name, joint) = match kind {
+            super::GripperKind::Command => ("GripperCommand", None),
+            super::GripperKind::Parallel { joint } => {
+                ("ParallelGripperCommand", Some(joint.clone()))
+            }
+        };
         let client = self
             .inner
             .node
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .create_action_client_untyped(&name, "control_msgs/action/GripperCommand")
+            .create_action_client_untyped(&name, &format!("control_msgs/action/{type_name}"))
             .map_err(|e| {
                 BusError::Ros(format!(
-                    "GripperCommand client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
+                    "{type_name} client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
                 ))
             })?;
         Ok(Arc::new(RosGripperClient {
             commands: Mutex::new(spawn_goal_thread(client, &name)?),
+            joint,
         }))
     }
 
@@ -698,9 +709,12 @@ fn spawn_goal_thread(
     Ok(tx)
 }
 
-/// `GripperCommand` through r2r's untyped action client.
+/// `GripperCommand`, or with `joint` `ParallelGripperCommand`, through r2r's untyped
+/// action client.
 struct RosGripperClient {
     commands: Mutex<std::sync::mpsc::Sender<GoalCommand<RosGoal>>>,
+    /// `ParallelGripperCommand`'s joint name ("" for none); `None` for `GripperCommand`.
+    joint: Option<String>,
 }
 
 impl super::GripperClient for RosGripperClient {
@@ -709,16 +723,32 @@ impl super::GripperClient for RosGripperClient {
         command: super::GripperCommand,
         what: super::GripperMove,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::ActionOutcome> + Send>> {
+        let (goal, parallel) = match &self.joint {
+            None => (serde_json::json!({ "command": command }), false),
+            Some(joint) => match serde_json::to_value(command.joint_state(joint)) {
+                Ok(state) => (serde_json::json!({ "command": state }), true),
+                Err(e) => {
+                    return Box::pin(std::future::ready(super::ActionOutcome::Failed(format!(
+                        "goal: {e}"
+                    ))))
+                }
+            },
+        };
         let goal = RosGoal {
-            goal: serde_json::json!({ "command": command }),
+            goal,
             outcome: Box::new(move |succeeded, status, r| {
+                let position = if parallel {
+                    r["state"]["position"][0].as_f64()
+                } else {
+                    r["position"].as_f64()
+                };
                 super::ActionOutcome::from_gripper_result(
                     succeeded,
                     status,
                     command,
                     what,
                     super::GripperResult {
-                        position: r["position"].as_f64().unwrap_or(f64::NAN),
+                        position: position.unwrap_or(f64::NAN),
                         stalled: r["stalled"].as_bool().unwrap_or(false),
                         reached_goal: r["reached_goal"].as_bool().unwrap_or(false),
                     },

@@ -137,13 +137,29 @@ pub struct ExecutorConfig {
     /// under way finish. Needs `gripper.open_position` and `closed_position`, and a bus
     /// with ROS actions; unset or empty: none.
     pub gripper_action: Option<String>,
-    /// The `GripperCommand` goals of `gripper_action`.
+    /// The action `gripper_action` speaks: `gripper_command` (`GripperCommand`:
+    /// ros2_controllers' `GripperActionController`, Robotiq, franka_gripper) or
+    /// `parallel_gripper_command` (`ParallelGripperCommand`, Jazzy's
+    /// `parallel_gripper_action_controller`; the command names `gripper.joint`).
+    pub gripper_action_type: GripperActionType,
+    /// The goals of `gripper_action`.
     pub gripper: GripperParams,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
 
-/// The executor's `GripperCommand` goals: positions in the gripper controller's unit.
+/// The action a gripper server speaks (`gripper_action_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GripperActionType {
+    /// `control_msgs/action/GripperCommand`.
+    #[default]
+    GripperCommand,
+    /// `control_msgs/action/ParallelGripperCommand`.
+    ParallelGripperCommand,
+}
+
+/// The executor's gripper goals: positions in the gripper controller's unit.
 /// Both positions must be given with `gripper_action`: grippers differ even in which way
 /// is closed (the Panda's finger: open 0.04, closed 0.0; a Robotiq 2F-85's knuckle: open
 /// 0.0, closed 0.8), and a default right for one would open the other when told to close.
@@ -154,8 +170,12 @@ pub struct GripperParams {
     pub open_position: Option<f64>,
     /// Where it closes to: fully closed, so that it stops on the object.
     pub closed_position: Option<f64>,
-    /// The goals' `max_effort` (N); how the controller uses it is its own.
+    /// The goals' `max_effort` (N; `ParallelGripperCommand`: the command's effort, none
+    /// when 0); how the controller uses it is its own.
     pub max_effort: f64,
+    /// `ParallelGripperCommand` only: the gripper joint's name in the command (the
+    /// controller's `joint`); empty: no name.
+    pub joint: String,
 }
 
 impl Default for GripperParams {
@@ -164,6 +184,7 @@ impl Default for GripperParams {
             open_position: None,
             closed_position: None,
             max_effort: 10.0,
+            joint: String::new(),
         }
     }
 }
@@ -185,6 +206,7 @@ impl Default for ExecutorConfig {
             joint_names: Vec::new(),
             finger_joint: FINGER_JOINT.into(),
             gripper_action: None,
+            gripper_action_type: GripperActionType::default(),
             gripper: GripperParams::default(),
             topics: ExecutorTopics::default(),
         }
@@ -951,7 +973,17 @@ impl Node for ExecutorNode {
         let (grip_tx, mut grip_outcomes) = tokio::sync::mpsc::unbounded_channel::<GripOutcome>();
         let mut gripper = match self.config.gripper_action.as_deref() {
             Some(a) if !a.is_empty() => Some(GripperRun {
-                client: ctx.bus.gripper_client(a)?,
+                client: ctx.bus.gripper_client(
+                    a,
+                    &match self.config.gripper_action_type {
+                        GripperActionType::GripperCommand => crate::bus::GripperKind::Command,
+                        GripperActionType::ParallelGripperCommand => {
+                            crate::bus::GripperKind::Parallel {
+                                joint: self.config.gripper.joint.clone(),
+                            }
+                        }
+                    },
+                )?,
                 outcomes: grip_tx,
                 action: 0,
                 plan: Vec::new(),
