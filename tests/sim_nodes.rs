@@ -1162,6 +1162,176 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     r.finish().await;
 }
 
+/// With `wait_for_gripper` (and a FollowJointTrajectory server), the motion is three goals
+/// and each gripper command is waited for before the arm moves on: open, then the piece
+/// to the grasp, close, the piece to the release, open, the retreat; nothing is sent
+/// while the step before is unanswered. The pieces are the plan cut at its grasp and
+/// release. A close the gripper fails ends the action `failed` where the arm stands, and
+/// no further goal is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_for_gripper_the_arm_moves_on_only_once_the_gripper_has_answered() {
+    use dreamplan::nodes::executor::plan_action;
+    let bus = LocalBus::default();
+    let mut goals = bus.serve_trajectories(ACTION).unwrap();
+    let mut grips = bus.serve_grippers(GRIPPER).unwrap();
+    let yaml = format!(
+        "finger_joint: \"\"\ngripper_action: {GRIPPER}\ntrajectory_action: {ACTION}\n\
+         wait_for_gripper: true\njoint_state_max_age_s: 0\n\
+         gripper: {{open_position: 0.04, closed_position: 0.0}}\n"
+    );
+    let mut r = ExecRig::start(&bus, &yaml).await;
+    let config: ExecutorConfig =
+        serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
+    let depth = plane_depth();
+    let depth = dreamplan::robot::safety::DepthImage {
+        width: SIZE,
+        height: SIZE,
+        data: depth
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    };
+    let plan = plan_action(
+        &config,
+        &dreamplan::sim::episode::default_arm(),
+        &config.camera(None),
+        &centre_action("first"),
+        Some(&depth),
+        None,
+        &dreamplan::robot::franka::READY,
+    )
+    .unwrap();
+    let end = plan
+        .trajectory
+        .points
+        .last()
+        .unwrap()
+        .time_from_start
+        .as_secs_f64();
+    let (grasp, release) = (plan.grasp_time_s, plan.release_time_s);
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    let last_t = |g: &dreamplan::bus::TrajectoryGoal| {
+        g.trajectory
+            .points
+            .last()
+            .unwrap()
+            .time_from_start
+            .as_secs_f64()
+    };
+    r.actions.publish(centre_action("first")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    let mut points = Vec::new();
+    for (k, (position, span)) in [(0.04, grasp), (0.0, release - grasp), (0.04, end - release)]
+        .into_iter()
+        .enumerate()
+    {
+        let grip = tokio::time::timeout(Duration::from_secs(60), grips.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(grip.command.position, position, "step {k}");
+        settle().await;
+        assert!(
+            goals.try_recv().is_err(),
+            "step {k}: the arm moved before the gripper answered"
+        );
+        grip.answer.send(ActionOutcome::Succeeded).unwrap();
+        let g = next_goal(&mut goals).await;
+        assert_eq!(g.trajectory.joint_names.len(), 7);
+        assert_eq!(g.trajectory.points[0].time_from_start.as_secs_f64(), 0.0);
+        assert!(
+            (last_t(&g) - span).abs() < 1e-6,
+            "piece {k}: {} s, not {span} s",
+            last_t(&g)
+        );
+        points.extend(g.trajectory.points.iter().map(|p| p.positions.clone()));
+        settle().await;
+        assert!(
+            grips.try_recv().is_err(),
+            "step {k}: the gripper moved before the arm arrived"
+        );
+        g.answer.send(ActionOutcome::Succeeded).unwrap();
+    }
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_FINISHED
+    );
+    // The pieces are the plan's points, the two cut points in both of their pieces.
+    let planned: Vec<Vec<f64>> = plan
+        .trajectory
+        .points
+        .iter()
+        .map(|p| p.positions.clone())
+        .collect();
+    assert_eq!(points.len(), planned.len() + 2);
+    // The next action's close fails: `failed`, the arm left at the grasp.
+    r.actions.publish(centre_action("second")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    grips
+        .recv()
+        .await
+        .unwrap()
+        .answer
+        .send(ActionOutcome::Succeeded)
+        .unwrap();
+    next_goal(&mut goals)
+        .await
+        .answer
+        .send(ActionOutcome::Succeeded)
+        .unwrap();
+    let close = grips.recv().await.unwrap();
+    close
+        .answer
+        .send(ActionOutcome::Failed(
+            "Aborted: the gripper neither reached the position nor stopped on an object".into(),
+        ))
+        .unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(
+        e.detail.starts_with("gripper (close): Aborted"),
+        "{}",
+        e.detail
+    );
+    settle().await;
+    assert!(
+        goals.try_recv().is_err(),
+        "the arm moved on after a failed close"
+    );
+    // The e-stop on the way to the grasp: the goal is cancelled and the sequence stops (no
+    // close comes once the cancelled goal has answered).
+    r.actions.publish(centre_action("third")).unwrap();
+    assert_eq!(
+        next_event_any(&mut r.events).await.event,
+        EpisodeEvent::EVENT_ACTION_STARTED
+    );
+    grips
+        .recv()
+        .await
+        .unwrap()
+        .answer
+        .send(ActionOutcome::Succeeded)
+        .unwrap();
+    let g = next_goal(&mut goals).await;
+    r.estop.publish(Bool { data: true }).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!((e.event.as_str(), e.detail.as_str()), ("failed", "e-stop"));
+    settle().await;
+    assert!(g.answer.is_closed(), "the goal was not cancelled");
+    assert!(
+        grips.try_recv().is_err(),
+        "a gripper command after the e-stop"
+    );
+    r.finish().await;
+}
+
 /// The GripperCommand server the gripper test serves in process.
 const GRIPPER: &str = "/gripper_controller/gripper_cmd";
 

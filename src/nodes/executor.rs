@@ -142,6 +142,14 @@ pub struct ExecutorConfig {
     /// `parallel_gripper_command` (`ParallelGripperCommand`, Jazzy's
     /// `parallel_gripper_action_controller`; the command names `gripper.joint`).
     pub gripper_action_type: GripperActionType,
+    /// With `trajectory_action` and `gripper_action`: the motion goes as three goals (to
+    /// the grasp, on to the release, the retreat), and before each the gripper's command
+    /// (open, close, open) is sent and its answer waited for, so the arm never lifts
+    /// before the gripper has closed, whatever it takes. A goal or gripper command that
+    /// fails ends the action `failed` where the arm stands. The whole sequence is given at
+    /// most the motion's duration plus four times `result_timeout_s` of bus time.
+    /// `false`: the gripper's commands are timed by the plan (see `gripper_action`).
+    pub wait_for_gripper: bool,
     /// The goals of `gripper_action`.
     pub gripper: GripperParams,
     /// Topic names.
@@ -207,6 +215,7 @@ impl Default for ExecutorConfig {
             finger_joint: FINGER_JOINT.into(),
             gripper_action: None,
             gripper_action_type: GripperActionType::default(),
+            wait_for_gripper: false,
             gripper: GripperParams::default(),
             topics: ExecutorTopics::default(),
         }
@@ -385,6 +394,106 @@ async fn wake_at(at: Option<tokio::time::Instant>) {
 struct PendingGoal {
     id: u64,
     deadline: Option<BusDeadline>,
+    /// A sequence of goals and gripper commands (`wait_for_gripper`): stops it; its
+    /// failures name their source already.
+    sequence: Option<tokio_util::sync::CancellationToken>,
+}
+
+/// Gives up the pending goal, if any (a sequence is stopped): whether there was one.
+fn give_up(goal: &mut Option<PendingGoal>) -> bool {
+    match goal.take() {
+        Some(g) => {
+            if let Some(s) = g.sequence {
+                s.cancel();
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// A step of a motion that waits for the gripper.
+enum Step {
+    Grip(GripperCommand, GripperMove),
+    Move(JointTrajectory),
+}
+
+/// `traj` cut at the points at `times` (s from its start; each a point of the trajectory)
+/// into pieces that each start at 0: the end point of one is the start of the next.
+pub fn split_trajectory(traj: &JointTrajectory, times: &[f64]) -> Vec<JointTrajectory> {
+    let mut pieces = Vec::new();
+    let mut from = 0usize;
+    let at = |i: usize| traj.points[i].time_from_start.as_secs_f64();
+    for &t in times {
+        let Some(cut) = (from..traj.points.len()).find(|&i| (at(i) - t).abs() < 1e-6) else {
+            continue;
+        };
+        pieces.push(piece(traj, from, cut));
+        from = cut;
+    }
+    pieces.push(piece(traj, from, traj.points.len() - 1));
+    pieces
+}
+
+/// Points `from..=to` of `traj`, timed from the first.
+fn piece(traj: &JointTrajectory, from: usize, to: usize) -> JointTrajectory {
+    let t0 = traj.points[from].time_from_start.as_secs_f64();
+    JointTrajectory {
+        header: traj.header.clone(),
+        joint_names: traj.joint_names.clone(),
+        points: traj.points[from..=to]
+            .iter()
+            .map(|p| JointTrajectoryPoint {
+                time_from_start: crate::msg::builtin_interfaces::Duration::from_secs_f64(
+                    p.time_from_start.as_secs_f64() - t0,
+                ),
+                ..p.clone()
+            })
+            .collect(),
+    }
+}
+
+/// Runs `steps` one after the other: each gripper command waited for, each piece of the
+/// motion a goal waited for. Stopped by `stop` (the e-stop, the episode's end, the result
+/// timeout): an open under way is then cancelled, a close left to finish (see
+/// [`GripperRun::estop`]). The failure names its source.
+async fn run_steps(
+    steps: Vec<Step>,
+    arm: std::sync::Arc<dyn crate::bus::TrajectoryClient>,
+    gripper: std::sync::Arc<dyn GripperClient>,
+    stop: tokio_util::sync::CancellationToken,
+) -> ActionOutcome {
+    for step in steps {
+        match step {
+            Step::Grip(command, what) => {
+                tokio::select! {
+                    o = gripper.command(command, what) => {
+                        if let ActionOutcome::Failed(why) = o {
+                            return ActionOutcome::Failed(format!("gripper ({}): {why}", grip_word(what)));
+                        }
+                    }
+                    _ = stop.cancelled() => {
+                        if what == GripperMove::Open {
+                            gripper.cancel_all();
+                        }
+                        return ActionOutcome::Failed("stopped".into());
+                    }
+                }
+            }
+            Step::Move(piece) => {
+                let (accepted, _) = tokio::sync::oneshot::channel();
+                tokio::select! {
+                    o = arm.follow(piece, accepted) => {
+                        if let ActionOutcome::Failed(why) = o {
+                            return ActionOutcome::Failed(format!("controller: {why}"));
+                        }
+                    }
+                    _ = stop.cancelled() => return ActionOutcome::Failed("stopped".into()),
+                }
+            }
+        }
+    }
+    ActionOutcome::Succeeded
 }
 
 /// One gripper command of an action: when (s from the motion's start) and what.
@@ -776,11 +885,13 @@ impl Node for ExecutorNode {
             "finger_joint `{}` is also one of the arm's joints",
             config.finger_joint
         );
-        if config
-            .gripper_action
-            .as_deref()
-            .is_some_and(|a| !a.is_empty())
-        {
+        let named = |a: &Option<String>| a.as_deref().is_some_and(|a| !a.is_empty());
+        anyhow::ensure!(
+            !config.wait_for_gripper
+                || (named(&config.trajectory_action) && named(&config.gripper_action)),
+            "wait_for_gripper needs trajectory_action and gripper_action: only a trajectory controller's action says when the arm has reached the grasp"
+        );
+        if named(&config.gripper_action) {
             anyhow::ensure!(
                 config.finger_joint.is_empty(),
                 "gripper_action and finger_joint `{}` both command the gripper: set finger_joint: \"\" when a GripperCommand server runs it",
@@ -1099,7 +1210,7 @@ impl Node for ExecutorNode {
                     if reached {
                         // The controller never answered: cancel the goal (the arm holds
                         // if the controller still runs it) and free the executor.
-                        goal = None;
+                        give_up(&mut goal);
                         if let Some(g) = gripper.as_mut() {
                             g.abandon();
                         }
@@ -1118,7 +1229,7 @@ impl Node for ExecutorNode {
                     if goal.as_ref().map(|g| g.id) != Some(id) {
                         continue; // a goal given up earlier
                     }
-                    goal = None;
+                    let sequence = goal.take().is_some_and(|g| g.sequence.is_some());
                     match outcome {
                         ActionOutcome::Succeeded => {
                             let now = ctx.bus.clock().now().as_nanos();
@@ -1129,6 +1240,10 @@ impl Node for ExecutorNode {
                             if let Some(r) = end {
                                 let _ = episode_pub.publish(action_end(r));
                             }
+                        }
+                        ActionOutcome::Failed(why) if sequence => {
+                            tracing::warn!(node = %ctx.name, "the action did not complete: {why}");
+                            let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, why));
                         }
                         ActionOutcome::Failed(why) => {
                             if let Some(g) = gripper.as_mut() {
@@ -1186,7 +1301,7 @@ impl Node for ExecutorNode {
                                 let _ = traj_pub.publish(hold_trajectory(&names, &q, &self.config.finger_joint, finger));
                             }
                         }
-                        if busy_until.take().is_some() | goal.take().is_some() | gripping {
+                        if busy_until.take().is_some() | give_up(&mut goal) | gripping {
                             let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, "e-stop".into()));
                         }
                         tracing::warn!(node = %ctx.name, "e-stop engaged");
@@ -1197,7 +1312,7 @@ impl Node for ExecutorNode {
                     let Some(m) = m else { return Ok(()) };
                     let ended = m.event == EpisodeEvent::EVENT_SCORED || m.event == EpisodeEvent::EVENT_RESET;
                     let gripping = ended && self.config.episode_end_frees_arm && gripper.as_mut().is_some_and(|g| g.abandon());
-                    if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | goal.take().is_some() | gripping) {
+                    if ended && self.config.episode_end_frees_arm && (busy_until.take().is_some() | give_up(&mut goal) | gripping) {
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_FINISHED, String::new()));
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
@@ -1359,9 +1474,32 @@ impl Node for ExecutorNode {
                             traj.header.stamp = Default::default();
                             actions_started += 1;
                             if let Some(g) = gripper.as_mut() {
-                                g.begin(actions_started, self.grip_commands(times));
+                                // Timed by the plan, unless the sequence below waits for each.
+                                let timed = if self.config.wait_for_gripper { Vec::new() } else { self.grip_commands(times) };
+                                g.begin(actions_started, timed);
                             }
                             match &client {
+                                Some(c) if self.config.wait_for_gripper => {
+                                    // Open (waited for), to the grasp, close (waited for),
+                                    // on to the release, open (waited for), the retreat.
+                                    let g = gripper.as_ref().expect("validated: a gripper action");
+                                    let mut pieces = split_trajectory(&traj, &[times.grasp_s, times.release_s]).into_iter();
+                                    let mut steps = Vec::new();
+                                    for (_, command, what) in self.grip_commands(times) {
+                                        steps.push(Step::Grip(command, what));
+                                        steps.extend(pieces.next().map(Step::Move));
+                                    }
+                                    goals_sent += 1;
+                                    let stop = tokio_util::sync::CancellationToken::new();
+                                    let (id, tx) = (goals_sent, outcome_tx.clone());
+                                    let run = run_steps(steps, c.clone(), g.client.clone(), stop.clone());
+                                    tokio::spawn(async move {
+                                        let _ = tx.send((id, run.await));
+                                    });
+                                    let timeout = self.config.result_timeout_s;
+                                    let deadline = (timeout > 0.0).then(|| BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration + 4.0 * timeout));
+                                    goal = Some(PendingGoal { id, deadline, sequence: Some(stop) });
+                                }
                                 Some(c) => {
                                     goals_sent += 1;
                                     let (start_tx, started) = tokio::sync::oneshot::channel();
@@ -1377,7 +1515,7 @@ impl Node for ExecutorNode {
                                     });
                                     let timeout = self.config.result_timeout_s;
                                     let deadline = (timeout > 0.0).then(|| BusDeadline::after(ctx.bus.clock().now().as_nanos(), duration + timeout));
-                                    goal = Some(PendingGoal { id, deadline });
+                                    goal = Some(PendingGoal { id, deadline, sequence: None });
                                 }
                                 None => {
                                     traj_pub.publish(traj)?;
@@ -1523,6 +1661,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("gripper.max_effort must be ≥ 0"), "{e}");
+        // Waiting for the gripper needs a controller that says when the arm has arrived.
+        let e = with(&format!(
+            "{action}finger_joint: ''\n{both}wait_for_gripper: true\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("wait_for_gripper needs trajectory_action"),
+            "{e}"
+        );
+        with(&format!(
+            "{action}finger_joint: ''\n{both}wait_for_gripper: true\ntrajectory_action: /arm/fjt\n"
+        ))
+        .unwrap();
     }
 
     #[test]
