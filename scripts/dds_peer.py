@@ -1039,7 +1039,7 @@ def drive(args):
             started = any(e in ("action_finished", "failed") for e in after)
             if estop_w is not None:
                 started = started and got.get("canceled", False)
-            if gripper is not None:
+            if gripper is not None and estop_w is None:
                 # and every command of the action's gripper: open, close, open
                 started = started and len(got.get("gripper", [])) >= 3
         if got["action"] and got["trajectory"] and started:

@@ -1470,6 +1470,8 @@ nodes:
 /// to a Cyclone peer serving both actions (each goal held for its own duration, each
 /// gripper command 0.2 s): open, the piece to the grasp, close, the piece to the
 /// release, open, the retreat, in that order and none before the one before has ended.
+/// An e-stop 0.5 s into the first piece: the controller gets the cancel request, and no
+/// gripper command or goal follows.
 #[test]
 fn a_cyclone_peer_gets_the_motion_in_three_goals_with_the_gripper_waited_for_between() {
     let _turn = one_at_a_time();
@@ -1482,9 +1484,10 @@ fn a_cyclone_peer_gets_the_motion_in_three_goals_with_the_gripper_waited_for_bet
     let scene = dir.path().to_str().unwrap().to_string();
     const GRIPPER: &str = "/gripper_controller/gripper_cmd";
     const ARM: &str = "/arm_controller/follow_joint_trajectory";
-    let d = domain(10);
-    let graph = format!(
-        "
+    for (offset, estop) in [(10, false), (11, true)] {
+        let d = domain(offset);
+        let graph = format!(
+            "
 duration_s: 0
 nodes:
   - name: planner
@@ -1494,11 +1497,9 @@ nodes:
     kind: executor
     params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, trajectory_action: {ARM}, wait_for_gripper: true, gripper: {{open_position: 0.04, closed_position: 0.0}}}}
 "
-    );
-    let nodes = dreamplan_dds(d, dir.path(), "nodes", &graph, 150);
-    let o = peer(
-        d,
-        &[
+        );
+        let nodes = dreamplan_dds(d, dir.path(), &format!("nodes{offset}"), &graph, 150);
+        let mut args = vec![
             "drive",
             "--scene",
             &scene,
@@ -1510,60 +1511,82 @@ nodes:
             "-1",
             "--timeout",
             "90",
-        ],
-    )
-    .output()
-    .unwrap();
-    let nodes = stop(nodes);
-    assert!(
-        o.status.success(),
-        "peer failed\n{}\nnodes:\n{}",
-        text(&o),
-        text(&nodes)
-    );
-    let lines = json_lines(&o);
-    // (arrival, what, the piece's duration)
-    let mut steps: Vec<(f64, String, f64)> = Vec::new();
-    for l in &lines {
-        if let Some(g) = l.get("gripper_goal") {
-            let what = format!("gripper {}", g["position"]);
-            steps.push((g["at"].as_f64().unwrap(), what, 0.2));
+        ];
+        if estop {
+            args.extend(["--estop-after", "0.5"]);
         }
-        if let Some(t) = l.get("trajectory") {
-            let points = t["points"].as_array().unwrap();
-            assert_eq!(points[0]["t"].as_f64(), Some(0.0), "{t}");
-            let span = points.last().unwrap()["t"].as_f64().unwrap();
-            steps.push((t["at"].as_f64().unwrap(), "arm".into(), span));
-        }
-    }
-    let order: Vec<&str> = steps.iter().map(|s| s.1.as_str()).collect();
-    assert_eq!(
-        order,
-        [
-            "gripper 0.04",
-            "arm",
-            "gripper 0.0",
-            "arm",
-            "gripper 0.04",
-            "arm"
-        ],
-        "{}",
-        text(&o)
-    );
-    // Each step comes only once the one before has ended (it was held for its duration).
-    for w in steps.windows(2) {
-        let ((a, what, held), (b, next, _)) = (&w[0], &w[1]);
+        let o = peer(d, &args).output().unwrap();
+        let nodes = stop(nodes);
         assert!(
-            b - a > held - 0.05,
-            "{next} {:.2} s after {what}, which took {held:.2} s",
-            b - a
+            o.status.success(),
+            "peer failed\n{}\nnodes:\n{}",
+            text(&o),
+            text(&nodes)
         );
+        let lines = json_lines(&o);
+        // (arrival, what, how long it was held)
+        let mut steps: Vec<(f64, String, f64)> = Vec::new();
+        for l in &lines {
+            if let Some(g) = l.get("gripper_goal") {
+                let what = format!("gripper {}", g["position"]);
+                steps.push((g["at"].as_f64().unwrap(), what, 0.2));
+            }
+            if let Some(t) = l.get("trajectory") {
+                let points = t["points"].as_array().unwrap();
+                assert_eq!(points[0]["t"].as_f64(), Some(0.0), "{t}");
+                let span = points.last().unwrap()["t"].as_f64().unwrap();
+                steps.push((t["at"].as_f64().unwrap(), "arm".into(), span));
+            }
+        }
+        let order: Vec<&str> = steps.iter().map(|s| s.1.as_str()).collect();
+        let events: Vec<(&str, &str)> = lines
+            .iter()
+            .filter_map(|l| l.get("episode_event"))
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        let at = events
+            .iter()
+            .position(|(e, _)| *e == "action_started")
+            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        if estop {
+            assert_eq!(events[at + 1], ("failed", "e-stop"), "{events:?}");
+            assert!(
+                lines.iter().any(|l| l.get("canceled").is_some()),
+                "the controller got no cancel request:\n{}",
+                text(&o)
+            );
+            // Nothing after the piece the e-stop stopped.
+            assert_eq!(order, ["gripper 0.04", "arm"], "{}", text(&o));
+            continue;
+        }
+        assert_eq!(
+            order,
+            [
+                "gripper 0.04",
+                "arm",
+                "gripper 0.0",
+                "arm",
+                "gripper 0.04",
+                "arm"
+            ],
+            "{}",
+            text(&o)
+        );
+        // Each step comes only once the one before has ended (it was held for its
+        // duration).
+        for w in steps.windows(2) {
+            let ((a, what, held), (b, next, _)) = (&w[0], &w[1]);
+            assert!(
+                b - a > held - 0.05,
+                "{next} {:.2} s after {what}, which took {held:.2} s",
+                b - a
+            );
+        }
+        assert_eq!(events[at + 1], ("action_finished", ""), "{events:?}");
     }
-    let events: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l.get("episode_event"))
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    let at = events.iter().position(|e| *e == "action_started").unwrap();
-    assert_eq!(events[at + 1], "action_finished", "{events:?}");
 }

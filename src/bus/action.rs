@@ -130,8 +130,10 @@ impl ActionOutcome {
     /// A close is a grasp when it succeeded, or ended with the fingers stopped on
     /// something: stalled (ros2_controllers' `GripperActionController` aborts such a goal
     /// unless its `allow_stalling` is set), or, without a stall, clearly short of the
-    /// commanded position, by more than a tenth of the open-to-closed travel (franka_gripper
-    /// ends a grasp whose width is outside its epsilon ABORTED, stalled or not). A close
+    /// commanded position, by more than a tenth of the open-to-closed travel, yet having
+    /// moved at least a tenth of it (franka_gripper ends a grasp whose width is outside its
+    /// epsilon ABORTED, stalled or not; a driver that aborts before moving, or a goal
+    /// cancelled, reports where the fingers still are, which is no grasp). A close
     /// that reaches the closed position is a success too: an empty grasp is not told from
     /// a thin cloth's. An open succeeds when it succeeded without a stall; a stall while
     /// opening (something blocks the fingers) is a failure whatever the status says (with
@@ -150,8 +152,11 @@ impl ActionOutcome {
             GripperMove::Open => fail("did not reach the position"),
             GripperMove::Close { open_position } => {
                 let travel = open_position - command.position;
-                let short = (result.position - command.position) * travel.signum();
-                if succeeded || result.stalled || short > 0.1 * travel.abs() {
+                // How far short of the closed position the gripper ended, as a share of the
+                // travel: 0 closed, 1 still open.
+                let short = (result.position - command.position) * travel.signum() / travel.abs();
+                let stopped_on_something = (0.1..0.9).contains(&short) && status != "Canceled";
+                if succeeded || result.stalled || stopped_on_something {
                     Self::Succeeded
                 } else {
                     fail("neither reached the position nor stopped on an object")
@@ -272,6 +277,17 @@ mod tests {
             at(false, "Aborted", close, closing, r(0.5, false, false)),
             ok
         );
+        // Aborted without moving (a faulted driver reports the open position), or
+        // cancelled short of the position: no grasp.
+        for (status, at_) in [("Aborted", 0.0), ("Aborted", 0.05), ("Canceled", 0.5)] {
+            assert!(
+                matches!(
+                    at(false, status, close, closing, r(at_, false, false)),
+                    ActionOutcome::Failed(_)
+                ),
+                "{status} at {at_}"
+            );
+        }
         // Aborted at 0.75: short by 0.05 only, so neither a grasp nor the position.
         assert_eq!(
             at(false, "Aborted", close, closing, r(0.75, false, false)),

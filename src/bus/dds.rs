@@ -915,7 +915,7 @@ impl ClientAction for CommandParallelGripper {
     type Input = (super::GripperCommand, super::GripperMove, String);
     type Goal = gripper::ParallelGoal;
     type Result = gripper::ParallelResult;
-    type Feedback = gripper::ParallelResult;
+    type Feedback = gripper::ParallelFeedback;
     const TYPE: &'static str = "ParallelGripperCommand";
     fn goal((command, _, joint): &Self::Input) -> gripper::ParallelGoal {
         gripper::ParallelGoal {
@@ -970,7 +970,7 @@ pub(crate) mod gripper {
         pub command: crate::msg::prelude::JointState,
     }
 
-    /// `ParallelGripperCommand_Result` (and `_Feedback`).
+    /// `ParallelGripperCommand_Result`.
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     pub struct ParallelResult {
         pub state: crate::msg::prelude::JointState,
@@ -978,8 +978,15 @@ pub(crate) mod gripper {
         pub reached_goal: bool,
     }
 
+    /// `ParallelGripperCommand_Feedback` (received and not used).
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub struct ParallelFeedback {
+        pub state: crate::msg::prelude::JointState,
+    }
+
     impl ros2_client::Message for ParallelGoal {}
     impl ros2_client::Message for ParallelResult {}
+    impl ros2_client::Message for ParallelFeedback {}
 }
 
 /// The executor's side of a DDS action client: goals and cancels go to its task.

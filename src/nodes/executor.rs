@@ -100,7 +100,9 @@ pub struct ExecutorConfig {
     /// cancels the goal and reports `failed`, so that a controller that never answers (a
     /// crashed or restarted controller manager, a lost result) does not leave the arm busy
     /// for ever. Bus time, not wall time: a simulation slower than real time is not cut
-    /// short, and a paused one waits. 0: wait for ever (before session 47, always).
+    /// short, and a paused one waits. 0: wait for ever (before session 47, always). The
+    /// same bound applies to the gripper's last answer with `gripper_action`, and four
+    /// times it to the whole sequence with `wait_for_gripper`.
     pub result_timeout_s: f64,
     /// An action is planned only from a joint state received at most this long ago (s, bus
     /// time): the trajectory starts at that state, and a controller told to start elsewhere
@@ -418,16 +420,17 @@ enum Step {
     Move(JointTrajectory),
 }
 
-/// `traj` cut at the points at `times` (s from its start; each a point of the trajectory)
-/// into pieces that each start at 0: the end point of one is the start of the next.
+/// `traj` cut at `times` (s from its start, ascending) into `times.len() + 1` pieces that
+/// each start at 0: the end point of one is the start of the next.
 pub fn split_trajectory(traj: &JointTrajectory, times: &[f64]) -> Vec<JointTrajectory> {
     let mut pieces = Vec::new();
     let mut from = 0usize;
     let at = |i: usize| traj.points[i].time_from_start.as_secs_f64();
+    let last = traj.points.len().saturating_sub(1);
     for &t in times {
-        let Some(cut) = (from..traj.points.len()).find(|&i| (at(i) - t).abs() < 1e-6) else {
-            continue;
-        };
+        // The first point at or after `t` (the plan's grasp and release are points; were
+        // one not, a cut skipped would shift every later gripper step by a piece).
+        let cut = (from..=last).find(|&i| at(i) >= t - 1e-6).unwrap_or(last);
         pieces.push(piece(traj, from, cut));
         from = cut;
     }
@@ -455,40 +458,59 @@ fn piece(traj: &JointTrajectory, from: usize, to: usize) -> JointTrajectory {
 
 /// Runs `steps` one after the other: each gripper command waited for, each piece of the
 /// motion a goal waited for. Stopped by `stop` (the e-stop, the episode's end, the result
-/// timeout): an open under way is then cancelled, a close left to finish (see
-/// [`GripperRun::estop`]). The failure names its source.
+/// timeout): the piece under way is cancelled, an open under way is cancelled, a close
+/// under way is left to finish (see [`GripperRun::estop`]). A step is never started once
+/// `stop` is cancelled; one whose goal went out in the moment `stop` was cancelled is
+/// cancelled at once (a goal goes out when the client is called, so a step could follow
+/// an e-stop by a hair: found by session 49's review). The failure names its source.
 async fn run_steps(
     steps: Vec<Step>,
     arm: std::sync::Arc<dyn crate::bus::TrajectoryClient>,
     gripper: std::sync::Arc<dyn GripperClient>,
     stop: tokio_util::sync::CancellationToken,
 ) -> ActionOutcome {
+    let stopped = || ActionOutcome::Failed("stopped".into());
     for step in steps {
+        if stop.is_cancelled() {
+            return stopped();
+        }
         match step {
             Step::Grip(command, what) => {
+                let answer = gripper.command(command, what);
+                if stop.is_cancelled() {
+                    // Sent just after the stop: not a command that was under way.
+                    gripper.cancel_all();
+                    return stopped();
+                }
                 tokio::select! {
-                    o = gripper.command(command, what) => {
-                        if let ActionOutcome::Failed(why) = o {
-                            return ActionOutcome::Failed(format!("gripper ({}): {why}", grip_word(what)));
-                        }
-                    }
+                    biased;
                     _ = stop.cancelled() => {
                         if what == GripperMove::Open {
                             gripper.cancel_all();
                         }
-                        return ActionOutcome::Failed("stopped".into());
+                        return stopped();
+                    }
+                    o = answer => {
+                        if let ActionOutcome::Failed(why) = o {
+                            return ActionOutcome::Failed(format!("gripper ({}): {why}", grip_word(what)));
+                        }
                     }
                 }
             }
             Step::Move(piece) => {
                 let (accepted, _) = tokio::sync::oneshot::channel();
+                let done = arm.follow(piece, accepted);
                 tokio::select! {
-                    o = arm.follow(piece, accepted) => {
+                    biased;
+                    _ = stop.cancelled() => {
+                        arm.cancel_all();
+                        return stopped();
+                    }
+                    o = done => {
                         if let ActionOutcome::Failed(why) = o {
                             return ActionOutcome::Failed(format!("controller: {why}"));
                         }
                     }
-                    _ = stop.cancelled() => return ActionOutcome::Failed("stopped".into()),
                 }
             }
         }
@@ -544,6 +566,8 @@ impl GripperRun {
         self.due.clear();
         self.failed = None;
         self.ending = None;
+        // An earlier action's command is not this one's to wait for.
+        self.awaited = None;
     }
 
     /// The motion started at `now` (bus time, ns): the commands fall due from then.
@@ -602,10 +626,13 @@ impl GripperRun {
     /// `None`: it waits for the awaited outcome, until `timeout_s` of bus time after `end`
     /// (0: for ever).
     fn arm_ended(&mut self, end: i64, now: i64, timeout_s: f64) -> Option<Result<(), String>> {
+        // A result handled before its goal's acceptance: the commands were never timed.
+        if !self.plan.is_empty() {
+            self.started(end);
+        }
         while let Some((_, command, what)) = self.due.pop_front() {
             self.send(command, what);
         }
-        self.plan.clear();
         if self.awaited.is_some() {
             let left_s = timeout_s - (now - end).max(0) as f64 * 1e-9;
             self.ending = Some((timeout_s > 0.0).then(|| BusDeadline::after(now, left_s)));
@@ -1210,6 +1237,7 @@ impl Node for ExecutorNode {
                     if reached {
                         // The controller never answered: cancel the goal (the arm holds
                         // if the controller still runs it) and free the executor.
+                        let sequence = goal.as_ref().is_some_and(|g| g.sequence.is_some());
                         give_up(&mut goal);
                         if let Some(g) = gripper.as_mut() {
                             g.abandon();
@@ -1217,10 +1245,17 @@ impl Node for ExecutorNode {
                         if let Some(c) = &client {
                             c.cancel_all();
                         }
-                        let why = format!(
-                            "controller: no result {:.1} s (bus time) after the trajectory's end; the goal was cancelled (result_timeout_s)",
-                            self.config.result_timeout_s
-                        );
+                        let t = self.config.result_timeout_s;
+                        let why = if sequence {
+                            format!(
+                                "the motion and its gripper commands had not ended {:.1} s (bus time) after the motion's planned end (4 × result_timeout_s); the step under way was cancelled",
+                                4.0 * t
+                            )
+                        } else {
+                            format!(
+                                "controller: no result {t:.1} s (bus time) after the trajectory's end; the goal was cancelled (result_timeout_s)"
+                            )
+                        };
                         tracing::warn!(node = %ctx.name, "{why}");
                         let _ = episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, why));
                     }
@@ -1286,6 +1321,10 @@ impl Node for ExecutorNode {
                     estop_says[from] = m.data;
                     let engaged = estop_says.iter().any(|&e| e);
                     if engaged && !stopped {
+                        // A sequence stops first, so that it starts no further step.
+                        if let Some(s) = goal.as_ref().and_then(|g| g.sequence.as_ref()) {
+                            s.cancel();
+                        }
                         // The gripper keeps what it holds; nothing more is sent to it.
                         let gripping = gripper.as_mut().is_some_and(|g| g.estop());
                         match &client {
