@@ -115,6 +115,26 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The episode events (event, detail) a peer printed, and where the first
+/// `action_started` is among them.
+fn events_from_action_start(lines: &[serde_json::Value]) -> (Vec<(&str, &str)>, usize) {
+    let events: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|l| l.get("episode_event"))
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let at = events
+        .iter()
+        .position(|(e, _)| *e == "action_started")
+        .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+    (events, at)
+}
+
 fn stop(mut child: Child) -> Output {
     let _ = child.kill();
     child.wait_with_output().unwrap()
@@ -1437,20 +1457,7 @@ nodes:
         assert!((-0.05..0.5).contains(&t[0]), "{t:?}");
         assert!(t[1] > 0.5 && t[1] + 0.3 < t[2], "{t:?}");
         assert!(t[2] < duration, "{t:?} (motion {duration} s)");
-        let events: Vec<(&str, &str)> = lines
-            .iter()
-            .filter_map(|l| l.get("episode_event"))
-            .map(|e| {
-                (
-                    e["event"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
-        let at = events
-            .iter()
-            .position(|(e, _)| *e == "action_started")
-            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        let (events, at) = events_from_action_start(&lines);
         let end = events[at + 1];
         if via_action {
             assert_eq!(end.0, "failed", "{events:?}");
@@ -1539,20 +1546,7 @@ nodes:
             }
         }
         let order: Vec<&str> = steps.iter().map(|s| s.1.as_str()).collect();
-        let events: Vec<(&str, &str)> = lines
-            .iter()
-            .filter_map(|l| l.get("episode_event"))
-            .map(|e| {
-                (
-                    e["event"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
-        let at = events
-            .iter()
-            .position(|(e, _)| *e == "action_started")
-            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        let (events, at) = events_from_action_start(&lines);
         if estop {
             assert_eq!(events[at + 1], ("failed", "e-stop"), "{events:?}");
             assert!(

@@ -949,7 +949,6 @@ async fn trajectories_as_follow_joint_trajectory_goals_end_when_the_controller_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time() {
     use dreamplan::clock::Clock;
-    use dreamplan::nodes::executor::plan_action;
     let t0 = 1_000_000_000_000i64;
     let clock = Clock::sim(Time::from_nanos(t0));
     let at = |s: f64| Time::from_nanos(t0 + (s * 1e9) as i64);
@@ -963,28 +962,7 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     let mut r = ExecRig::start(&bus, &yaml).await;
     // The plan the executor makes of this action from the ready pose: when it grasps and
     // releases, and when it ends.
-    let config: ExecutorConfig =
-        serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
-    let depth = plane_depth();
-    let depth = dreamplan::robot::safety::DepthImage {
-        width: SIZE,
-        height: SIZE,
-        data: depth
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    };
-    let plan = plan_action(
-        &config,
-        &dreamplan::sim::episode::default_arm(),
-        &config.camera(None),
-        &centre_action("first"),
-        Some(&depth),
-        None,
-        &dreamplan::robot::franka::READY,
-    )
-    .unwrap();
+    let plan = centre_plan(&yaml);
     let (grasp, release) = (plan.grasp_time_s, plan.release_time_s);
     let end = plan
         .trajectory
@@ -1164,7 +1142,6 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
 /// no further goal is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_for_gripper_the_arm_moves_on_only_once_the_gripper_has_answered() {
-    use dreamplan::nodes::executor::plan_action;
     let bus = LocalBus::default();
     let mut goals = bus.serve_trajectories(ACTION).unwrap();
     let mut grips = bus.serve_grippers(GRIPPER).unwrap();
@@ -1174,28 +1151,7 @@ async fn with_wait_for_gripper_the_arm_moves_on_only_once_the_gripper_has_answer
          gripper: {{open_position: 0.04, closed_position: 0.0}}\n"
     );
     let mut r = ExecRig::start(&bus, &yaml).await;
-    let config: ExecutorConfig =
-        serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
-    let depth = plane_depth();
-    let depth = dreamplan::robot::safety::DepthImage {
-        width: SIZE,
-        height: SIZE,
-        data: depth
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    };
-    let plan = plan_action(
-        &config,
-        &dreamplan::sim::episode::default_arm(),
-        &config.camera(None),
-        &centre_action("first"),
-        Some(&depth),
-        None,
-        &dreamplan::robot::franka::READY,
-    )
-    .unwrap();
+    let plan = centre_plan(&yaml);
     let end = plan
         .trajectory
         .points
@@ -1326,6 +1282,33 @@ async fn with_wait_for_gripper_the_arm_moves_on_only_once_the_gripper_has_answer
         "a gripper command after the e-stop"
     );
     r.finish().await;
+}
+
+/// The plan an [`ExecRig`] executor with the settings `yaml` makes of the centre action
+/// from the ready pose, over the rig's flat depth.
+fn centre_plan(yaml: &str) -> dreamplan::robot::motion::PickPlacePlan {
+    let config: ExecutorConfig =
+        serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
+    let depth = plane_depth();
+    let depth = dreamplan::robot::safety::DepthImage {
+        width: SIZE,
+        height: SIZE,
+        data: depth
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    };
+    dreamplan::nodes::executor::plan_action(
+        &config,
+        &dreamplan::sim::episode::default_arm(),
+        &config.camera(None),
+        &centre_action("first"),
+        Some(&depth),
+        None,
+        &dreamplan::robot::franka::READY,
+    )
+    .unwrap()
 }
 
 /// The next command the executor sends to the in-process gripper server (`what` it should

@@ -383,19 +383,11 @@ impl Bus for LocalBus {
     }
 
     fn trajectory_client(&self, action: &str) -> Result<Arc<dyn TrajectoryClient>, BusError> {
-        let name = resolve_topic(action)?;
-        let server = self
-            .inner
-            .actions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| {
-                BusError::Unsupported(format!(
-                    "no FollowJointTrajectory server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_trajectories): publish on a trajectory topic instead"
-                ))
-            })?;
+        let server = served(&self.inner.actions, action, |name| {
+            format!(
+                "no FollowJointTrajectory server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_trajectories): publish on a trajectory topic instead"
+            )
+        })?;
         Ok(Arc::new(LocalTrajectoryClient {
             server,
             cancel: Mutex::new(tokio_util::sync::CancellationToken::new()),
@@ -408,19 +400,11 @@ impl Bus for LocalBus {
         action: &str,
         _kind: &super::GripperKind,
     ) -> Result<Arc<dyn GripperClient>, BusError> {
-        let name = resolve_topic(action)?;
-        let server = self
-            .inner
-            .grippers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| {
-                BusError::Unsupported(format!(
-                    "no GripperCommand server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_grippers): give the gripper as the trajectory's finger joint instead"
-                ))
-            })?;
+        let server = served(&self.inner.grippers, action, |name| {
+            format!(
+                "no gripper server `{name}` in this process (the in-process bus serves one only through LocalBus::serve_grippers): give the gripper as the trajectory's finger joint instead"
+            )
+        })?;
         Ok(Arc::new(LocalGripperClient {
             server,
             cancel: Mutex::new(tokio_util::sync::CancellationToken::new()),
@@ -434,6 +418,22 @@ impl Bus for LocalBus {
             entry.topic.close();
         }
     }
+}
+
+/// The in-process server of `action` in `servers`, or the error `missing` words for its
+/// resolved name.
+fn served<G>(
+    servers: &Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<G>>>,
+    action: &str,
+    missing: impl FnOnce(&str) -> String,
+) -> Result<tokio::sync::mpsc::UnboundedSender<G>, BusError> {
+    let name = resolve_topic(action)?;
+    let server = servers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&name)
+        .cloned();
+    server.ok_or_else(|| BusError::Unsupported(missing(&name)))
 }
 
 /// A client of an in-process `FollowJointTrajectory` server.

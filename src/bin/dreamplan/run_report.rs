@@ -88,6 +88,13 @@ impl Reporter {
         // An episode still open (reset, not scored) when the run stops is waited for this
         // long: a few of the bus's delivery times (zero in process).
         let linger = bus.settle() * LINGER_SETTLES;
+        // So is the first `scored` of a graph with a simulator, even when no `reset` was
+        // seen: over DDS the reporter's reader may match the sim's writer only after its
+        // first `reset` (the sim starts as soon as the goal has a reader, and the
+        // reporter's goal reader is one), and a `scored` still in flight at the stop was
+        // then lost (a CI run in session 49: "no episode was scored" though the sim had
+        // scored its one episode).
+        let await_first = has_sim(graph);
         let dir = out.to_path_buf();
         let task = tokio::spawn(async move {
             let mut st = Listening {
@@ -113,7 +120,7 @@ impl Reporter {
             // sample resent after a lost packet takes a heartbeat period), so wait for it
             // up to the linger before giving up on it.
             let until = tokio::time::Instant::now() + linger;
-            while st.open {
+            while st.open || (await_first && st.done.is_empty()) {
                 match tokio::time::timeout_at(until, events.recv()).await {
                     Ok(Some(e)) => st.event(&e)?,
                     _ => break,
