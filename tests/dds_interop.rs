@@ -135,6 +135,12 @@ fn events_from_action_start(lines: &[serde_json::Value]) -> (Vec<(&str, &str)>, 
     (events, at)
 }
 
+/// A peer's JSON lines, one per line, for a failure message.
+fn show(lines: &[serde_json::Value]) -> String {
+    let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    lines.join("\n")
+}
+
 fn stop(mut child: Child) -> Output {
     let _ = child.kill();
     child.wait_with_output().unwrap()
@@ -463,22 +469,39 @@ fn write_scene(dir: &Path, task: dreamplan::sim::tasks::Task, seed: u64, side: u
 }
 
 /// The graph of the robot-side tests: a planner (coverage) and an executor at 96 px.
-const PLANNER_AND_EXECUTOR_96: &str = "
+/// A graph of a planner (coverage) and an executor at 96 px with more `executor` params
+/// (", key: value" items, or "").
+fn planner_and_executor_96(executor: &str) -> String {
+    format!(
+        "
 duration_s: 0
 nodes:
   - name: planner
     kind: planner
-    params: {backend: coverage, keypoints: 8}
+    params: {{backend: coverage, keypoints: 8}}
   - name: executor
     kind: executor
-    params: {width: 96, height: 96}
-";
+    params: {{width: 96, height: 96{executor}}}
+"
+    )
+}
 
-/// A planner (coverage) and an executor at 96 px over DDS, beside the Cyclone peer
-/// playing the robot's side (`drive` with `extra` arguments) on the scene in `dir`: the
-/// peer's JSON lines, once it has succeeded (else the test fails with both outputs).
+/// [`planner_and_executor_96`] over DDS, beside the Cyclone peer playing the robot's side
+/// (`drive` with `extra` arguments) on the scene in `dir`: the peer's JSON lines, once it
+/// has succeeded (else the test fails with both outputs).
 fn drive_planner_and_executor(d: u32, dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let nodes = dreamplan_dds(d, dir, "nodes", PLANNER_AND_EXECUTOR_96, 100);
+    drive_planner_and_executor_with(d, dir, "", extra)
+}
+
+/// [`drive_planner_and_executor`] with more `executor` params.
+fn drive_planner_and_executor_with(
+    d: u32,
+    dir: &Path,
+    executor: &str,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
+    let graph = planner_and_executor_96(executor);
+    let nodes = dreamplan_dds(d, dir, "nodes", &graph, 150);
     let mut args = vec!["drive", "--scene", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     let drove = peer(d, &args).output().unwrap();
@@ -763,7 +786,7 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
         d,
         dir.path(),
         "nodes",
-        PLANNER_AND_EXECUTOR_96,
+        &planner_and_executor_96(""),
         150,
         &[
             "--params-file",
@@ -1330,7 +1353,6 @@ fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_mot
     let dir = tempfile::tempdir().unwrap();
     let q = dreamplan::sim::episode::READY.to_vec();
     write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 4, 96, &q);
-    let scene = dir.path().to_str().unwrap().to_string();
     const GRIPPER: &str = "/gripper_controller/gripper_cmd";
     const ARM: &str = "/arm_controller/follow_joint_trajectory";
     // (domain offset, trajectories as goals, the gripper speaks ParallelGripperCommand)
@@ -1349,28 +1371,10 @@ fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_mot
         if parallel {
             extra.push_str(", gripper_action_type: parallel_gripper_command");
         }
-        let graph = format!(
-            "
-duration_s: 0
-nodes:
-  - name: planner
-    kind: planner
-    params: {{backend: coverage, keypoints: 8}}
-  - name: executor
-    kind: executor
-    params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, gripper: {{open_position: 0.04, closed_position: 0.0, max_effort: 12.5{joint}}}{extra}}}
-"
+        let executor = format!(
+            ", finger_joint: '', gripper_action: {GRIPPER}, gripper: {{open_position: 0.04, closed_position: 0.0, max_effort: 12.5{joint}}}{extra}"
         );
-        let nodes = dreamplan_dds(d, dir.path(), &format!("nodes{offset}"), &graph, 150);
-        let mut args = vec![
-            "drive",
-            "--scene",
-            &scene,
-            "--serve-gripper",
-            GRIPPER,
-            "--timeout",
-            "90",
-        ];
+        let mut args = vec!["--serve-gripper", GRIPPER, "--timeout", "90"];
         if via_action {
             args.extend([
                 "--serve-action",
@@ -1387,19 +1391,11 @@ nodes:
         } else {
             args.extend(["--gripper-outcome", "stall"]);
         }
-        let o = peer(d, &args).output().unwrap();
-        let nodes = stop(nodes);
-        assert!(
-            o.status.success(),
-            "peer failed\n{}\nnodes:\n{}",
-            text(&o),
-            text(&nodes)
-        );
-        let lines = json_lines(&o);
+        let lines = drive_planner_and_executor_with(d, dir.path(), &executor, &args);
         let trajectory = lines
             .iter()
             .find_map(|l| l.get("trajectory"))
-            .unwrap_or_else(|| panic!("no trajectory:\n{}", text(&o)));
+            .unwrap_or_else(|| panic!("no trajectory:\n{}", show(&lines)));
         assert_eq!(
             trajectory["joint_names"].as_array().unwrap().len(),
             7,
@@ -1411,7 +1407,7 @@ nodes:
             .unwrap();
         let grips: Vec<&serde_json::Value> =
             lines.iter().filter_map(|l| l.get("gripper_goal")).collect();
-        assert_eq!(grips.len(), 3, "{}", text(&o));
+        assert_eq!(grips.len(), 3, "{}", show(&lines));
         let positions: Vec<f64> = grips
             .iter()
             .map(|g| g["position"].as_f64().unwrap())
@@ -1439,7 +1435,7 @@ nodes:
             let accepted = lines
                 .iter()
                 .find(|l| l["accepted"] == "TrajectoryActionServer")
-                .unwrap_or_else(|| panic!("no accepted goal:\n{}", text(&o)))["at"]
+                .unwrap_or_else(|| panic!("no accepted goal:\n{}", show(&lines)))["at"]
                 .as_f64()
                 .unwrap();
             let requested = trajectory["at"].as_f64().unwrap();
@@ -1488,28 +1484,14 @@ fn a_cyclone_peer_gets_the_motion_in_three_goals_with_the_gripper_waited_for_bet
     let dir = tempfile::tempdir().unwrap();
     let q = dreamplan::sim::episode::READY.to_vec();
     write_scene(dir.path(), dreamplan::sim::tasks::Task::Rope, 4, 96, &q);
-    let scene = dir.path().to_str().unwrap().to_string();
     const GRIPPER: &str = "/gripper_controller/gripper_cmd";
     const ARM: &str = "/arm_controller/follow_joint_trajectory";
     for (offset, estop) in [(10, false), (11, true)] {
         let d = domain(offset);
-        let graph = format!(
-            "
-duration_s: 0
-nodes:
-  - name: planner
-    kind: planner
-    params: {{backend: coverage, keypoints: 8}}
-  - name: executor
-    kind: executor
-    params: {{width: 96, height: 96, finger_joint: '', gripper_action: {GRIPPER}, trajectory_action: {ARM}, wait_for_gripper: true, gripper: {{open_position: 0.04, closed_position: 0.0}}}}
-"
+        let executor = format!(
+            ", finger_joint: '', gripper_action: {GRIPPER}, trajectory_action: {ARM}, wait_for_gripper: true, gripper: {{open_position: 0.04, closed_position: 0.0}}"
         );
-        let nodes = dreamplan_dds(d, dir.path(), &format!("nodes{offset}"), &graph, 150);
         let mut args = vec![
-            "drive",
-            "--scene",
-            &scene,
             "--serve-gripper",
             GRIPPER,
             "--serve-action",
@@ -1522,15 +1504,7 @@ nodes:
         if estop {
             args.extend(["--estop-after", "0.5"]);
         }
-        let o = peer(d, &args).output().unwrap();
-        let nodes = stop(nodes);
-        assert!(
-            o.status.success(),
-            "peer failed\n{}\nnodes:\n{}",
-            text(&o),
-            text(&nodes)
-        );
-        let lines = json_lines(&o);
+        let lines = drive_planner_and_executor_with(d, dir.path(), &executor, &args);
         // (arrival, what, how long it was held)
         let mut steps: Vec<(f64, String, f64)> = Vec::new();
         for l in &lines {
@@ -1552,10 +1526,10 @@ nodes:
             assert!(
                 lines.iter().any(|l| l.get("canceled").is_some()),
                 "the controller got no cancel request:\n{}",
-                text(&o)
+                show(&lines)
             );
             // Nothing after the piece the e-stop stopped.
-            assert_eq!(order, ["gripper 0.04", "arm"], "{}", text(&o));
+            assert_eq!(order, ["gripper 0.04", "arm"], "{}", show(&lines));
             continue;
         }
         assert_eq!(
@@ -1569,7 +1543,7 @@ nodes:
                 "arm"
             ],
             "{}",
-            text(&o)
+            show(&lines)
         );
         // Each step comes only once the one before has ended (it was held for its
         // duration).

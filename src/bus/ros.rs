@@ -576,20 +576,8 @@ impl Bus for RosBus {
         &self,
         action: &str,
     ) -> Result<Arc<dyn super::TrajectoryClient>, BusError> {
-        let name = resolve_topic(action)?;
-        let client = self
-            .inner
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .create_action_client_untyped(&name, "control_msgs/action/FollowJointTrajectory")
-            .map_err(|e| {
-                BusError::Ros(format!(
-                    "FollowJointTrajectory client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
-                ))
-            })?;
         Ok(Arc::new(RosTrajectoryClient {
-            commands: Mutex::new(spawn_goal_thread(client, &name)?),
+            commands: self.goal_thread(action, "FollowJointTrajectory")?,
         }))
     }
 
@@ -598,26 +586,14 @@ impl Bus for RosBus {
         action: &str,
         kind: &super::GripperKind,
     ) -> Result<Arc<dyn super::GripperClient>, BusError> {
-        let name = resolve_topic(action)?;
         let (type_name, joint) = match kind {
             super::GripperKind::Command => ("GripperCommand", None),
             super::GripperKind::Parallel { joint } => {
                 ("ParallelGripperCommand", Some(joint.clone()))
             }
         };
-        let client = self
-            .inner
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .create_action_client_untyped(&name, &format!("control_msgs/action/{type_name}"))
-            .map_err(|e| {
-                BusError::Ros(format!(
-                    "{type_name} client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
-                ))
-            })?;
         Ok(Arc::new(RosGripperClient {
-            commands: Mutex::new(spawn_goal_thread(client, &name)?),
+            commands: self.goal_thread(action, type_name)?,
             joint,
         }))
     }
@@ -696,17 +672,34 @@ fn send_ros_goal(
     })
 }
 
-/// Starts the thread that owns `client` (r2r's goal futures are not `Send`).
-fn spawn_goal_thread(
-    client: r2r::ActionClientUntyped,
-    name: &str,
-) -> Result<std::sync::mpsc::Sender<GoalCommand<RosGoal>>, BusError> {
-    let (tx, rx) = std::sync::mpsc::channel::<GoalCommand<RosGoal>>();
-    std::thread::Builder::new()
-        .name(format!("r2r-action-{name}"))
-        .spawn(move || run_goals(client, rx))
-        .map_err(|e| BusError::Ros(format!("cannot start the action thread: {e}")))?;
-    Ok(tx)
+impl RosBus {
+    /// An untyped client of the `control_msgs/action/<type_name>` server `action`, on the
+    /// thread that owns it (r2r's goal futures are not `Send`); goals go to it through the
+    /// channel returned.
+    fn goal_thread(
+        &self,
+        action: &str,
+        type_name: &str,
+    ) -> Result<Mutex<std::sync::mpsc::Sender<GoalCommand<RosGoal>>>, BusError> {
+        let name = resolve_topic(action)?;
+        let client = self
+            .inner
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .create_action_client_untyped(&name, &format!("control_msgs/action/{type_name}"))
+            .map_err(|e| {
+                BusError::Ros(format!(
+                    "{type_name} client `{name}`: {e} (is control_msgs installed and in r2r's build?)"
+                ))
+            })?;
+        let (tx, rx) = std::sync::mpsc::channel::<GoalCommand<RosGoal>>();
+        std::thread::Builder::new()
+            .name(format!("r2r-action-{name}"))
+            .spawn(move || run_goals(client, rx))
+            .map_err(|e| BusError::Ros(format!("cannot start the action thread: {e}")))?;
+        Ok(Mutex::new(tx))
+    }
 }
 
 /// `GripperCommand`, or with `joint` `ParallelGripperCommand`, through r2r's untyped
