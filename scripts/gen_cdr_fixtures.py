@@ -65,6 +65,11 @@ CROSSCHECK_STORE = Stores.ROS2_JAZZY
 # --- main ----------------------------------------------------------------------------------
 
 
+def without_constants(msgdef: str) -> list[str]:
+    """A generated definition's lines without its constants (`TYPE NAME=VALUE`)."""
+    return [line for line in msgdef.splitlines() if '=' not in line.split('#')[0] or line.startswith('=')]
+
+
 def generate(outdir: Path, cases_path: Path) -> None:
     """Write all fixtures into outdir, checking them as described in the module docstring."""
     definitions = read_msg_definitions()
@@ -102,7 +107,10 @@ def generate(outdir: Path, cases_path: Path) -> None:
 
     for typename in sorted({case['type'] for case in cases}):
         msgdef, _ = primary.generate_msgdef(typename, ros_version=2)
-        if crosscheck.generate_msgdef(typename, ros_version=2)[0] != msgdef:
+        other_def = crosscheck.generate_msgdef(typename, ros_version=2)[0]
+        # A constant a later distro added (Jazzy's Marker.ARROW_STRIP) changes the text,
+        # not the wire: only a difference in the fields fails.
+        if without_constants(other_def) != without_constants(msgdef):
             problems.append(f'NOTE {typename}: {CROSSCHECK_STORE.name} generates a different message definition')
         package, _, msgname = typename.split('/')
         path = outdir / 'msgdef' / f'{package}__{msgname}.msg'

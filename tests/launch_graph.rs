@@ -74,6 +74,7 @@ const READ_OUTSIDE: &[&str] = &[
     "/camera/object_only",              // the recorder: world-model training data
     "/planner/action", // replay: the recorder, to compare planners on the same scenes
     "/arm_controller/joint_trajectory", // Gazebo: the arm's joint_trajectory_controller
+    "/dreamplan/markers", // RViz: what the executor decided, where
 ];
 
 /// The ROS topics `config/gazebo/bridge.yaml` brings from Gazebo, but the clock.
@@ -219,11 +220,14 @@ fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_a
     assert_eq!(p["base_from_camera_xyz"][0].as_f64(), Some(0.9));
     assert_eq!(p["table_z"].as_f64(), Some(0.02));
     assert_eq!(p["finger_joint"].as_str(), Some("panda_finger_joint1"));
+    assert_eq!(p["dry_run"].as_bool(), Some(false));
     let p = executor(&[
         ("executor_params", mine.to_str().unwrap()),
         ("finger_joint", ""),
         ("gripper_action", "/gripper_controller/gripper_cmd"),
+        ("dry_run", "true"),
     ]);
+    assert_eq!(p["dry_run"].as_bool(), Some(true));
     assert_eq!(p["finger_joint"].as_str(), Some(""));
     assert_eq!(
         p["gripper_action"].as_str(),

@@ -8,6 +8,7 @@ use dreamplan::bus::{ActionOutcome, Bus, GripperGoal, LocalBus, Qos};
 use dreamplan::msg::prelude::*;
 use dreamplan::msg::std_msgs::Bool;
 use dreamplan::nodes::executor::{ExecutorConfig, ExecutorNode};
+use dreamplan::nodes::params::LiveParams;
 use dreamplan::nodes::sim::{SimConfig, SimNode, TaskName};
 use dreamplan::nodes::{Node, NodeContext};
 use dreamplan::render::scene;
@@ -218,6 +219,16 @@ struct ExecRig {
 
 impl ExecRig {
     async fn start(bus: &LocalBus, yaml: &str) -> Self {
+        Self::start_with(bus, yaml, None).await
+    }
+
+    /// [`ExecRig::start`] with the executor's parameters served from `params` (made from
+    /// the same config) when given, so that a test can set them while it runs.
+    async fn start_with(
+        bus: &LocalBus,
+        yaml: &str,
+        params: Option<&dyn Fn(&ExecutorConfig) -> std::sync::Arc<LiveParams>>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let events = bus
             .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
@@ -237,7 +248,13 @@ impl ExecRig {
         let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
         let config: ExecutorConfig =
             serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
-        let task = start(ExecutorNode::new(config).unwrap(), bus, &stop);
+        let ctx = NodeContext {
+            name: ExecutorNode::KIND.into(),
+            bus: bus.clone(),
+            shutdown: stop.clone(),
+            params: params.map_or_else(LiveParams::fixed, |p| p(&config)),
+        };
+        let task = tokio::spawn(ExecutorNode::new(config).unwrap().run(ctx));
         tokio::time::sleep(Duration::from_millis(100)).await;
         depth.publish(plane_depth()).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -442,6 +459,126 @@ async fn refused(r: &mut ExecRig, what: &str, reason: &str) {
     let e = next_event_any(&mut r.events).await;
     assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{what}: {e:?}");
     assert!(e.detail.contains(reason), "{what}: {}", e.detail);
+}
+
+/// With `dry_run` an action is planned, checked and shown to RViz, and nothing reaches
+/// the arm: it ends `failed` ("dry run: …", the arm idle) and no trajectory goes out. The
+/// markers (in `base_frame`) put the pick where the action's pixel and the depth say,
+/// with the tool's path through it; a refused action shows its points in red and no
+/// path; `dry_run` set false while running lets the next action move, shown as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_the_action_to_rviz_and_moves_nothing() {
+    use dreamplan::msg::visualization_msgs::{Marker, MarkerArray};
+    use dreamplan::nodes::markers::id;
+    let bus = LocalBus::default();
+    let mut markers = bus
+        .subscribe::<MarkerArray>("/dreamplan/markers", Qos::latched())
+        .unwrap();
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = shared.clone();
+    let serve = move |c: &ExecutorConfig| {
+        let p = LiveParams::for_node::<ExecutorNode>("executor", c, &serde_yaml::Value::Null);
+        *keep.lock().unwrap() = Some(p.clone());
+        p
+    };
+    let mut r =
+        ExecRig::start_with(&bus, "dry_run: true\nbase_frame: fr3_link0", Some(&serve)).await;
+    let params = shared.lock().unwrap().clone().unwrap();
+    r.arm_at_ready(Some(0.04)).await;
+    let cam = scene::default_camera(SIZE, SIZE);
+    let mut next_markers = async || {
+        tokio::time::timeout(Duration::from_secs(10), markers.recv())
+            .await
+            .expect("markers in time")
+            .unwrap()
+    };
+    let of = |a: &MarkerArray, id: i32| -> Marker {
+        a.markers
+            .iter()
+            .find(|m| m.id == id && m.action == Marker::ADD)
+            .unwrap_or_else(|| panic!("no marker {id} in {a:?}"))
+            .clone()
+    };
+    let at =
+        |m: &Marker| nalgebra::Point3::new(m.pose.position.x, m.pose.position.y, m.pose.position.z);
+
+    r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+    let e = next_event_any(&mut r.events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(
+        e.detail.starts_with(dreamplan::nodes::executor::DRY_RUN)
+            && e.detail.contains("pick 1 place 2"),
+        "{}",
+        e.detail
+    );
+    let shown = next_markers().await;
+    assert!(shown
+        .markers
+        .iter()
+        .all(|m| m.header.frame_id == "fr3_link0"));
+    assert_eq!(shown.markers[0].action, Marker::DELETEALL);
+    // The pick lies on the depth plane under the action's pixel: it projects back to it.
+    let pick = at(&of(&shown, id::PICK));
+    let (u, v, _) = cam.project(&pick).unwrap();
+    assert!(
+        (u - SIZE as f64 / 2.0).abs() < 1.0 && (v - SIZE as f64 / 2.0).abs() < 1.0,
+        "pick {pick:?} projects to ({u:.2}, {v:.2})"
+    );
+    let path = of(&shown, id::PATH).points;
+    let closest = path
+        .iter()
+        .map(|p| (nalgebra::Point3::new(p.x, p.y, p.z) - pick).norm())
+        .fold(f64::INFINITY, f64::min);
+    assert!(closest < 0.005, "the tool passes {closest} m from the pick");
+    assert!(of(&shown, id::LABEL)
+        .text
+        .starts_with("dry run: pick 1 place 2"));
+    assert_eq!(
+        at(&of(&shown, id::CAMERA)),
+        nalgebra::Point3::from(cam.world_from_camera.translation.vector)
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), r.topic.recv())
+            .await
+            .is_err(),
+        "a dry run sent a trajectory"
+    );
+
+    // Refused by a workspace that ends before the pick: red points where the pixels said.
+    params
+        .set(
+            "envelope.workspace_max",
+            serde_yaml::from_str("[0.3, 0.45, 0.6]").unwrap(),
+        )
+        .unwrap();
+    refused(&mut r, "too far", "outside").await;
+    let shown = next_markers().await;
+    let red = of(&shown, id::PICK);
+    assert!(red.color.r > 0.9 && red.color.g < 0.2, "{:?}", red.color);
+    assert!(
+        (at(&red) - pick).norm() < 0.005,
+        "{:?} against {pick:?}",
+        at(&red)
+    );
+    assert!(shown.markers.iter().all(|m| m.id != id::PATH));
+    assert!(of(&shown, id::LABEL).text.starts_with("refused: "));
+
+    // Dry run off while running: the next action moves the arm and is shown as sent.
+    params
+        .set_all(vec![
+            ("dry_run".into(), serde_yaml::Value::Bool(false)),
+            (
+                "envelope.workspace_max".into(),
+                serde_yaml::from_str("[0.75, 0.45, 0.6]").unwrap(),
+            ),
+        ])
+        .unwrap();
+    started(&mut r, "for real").await;
+    assert!(r.topic.recv().await.is_some());
+    let shown = next_markers().await;
+    assert_eq!(of(&shown, id::LABEL).text, "for real");
+    assert!(!of(&shown, id::PATH).points.is_empty());
+    r.finish().await;
 }
 
 /// Sends the centre action `what` and asserts that the arm starts on it.

@@ -8,14 +8,16 @@
 //! column (open, closed from the grasp to the release). Every refusal is logged and
 //! published as a `failed` episode event with its reason.
 
-use nalgebra::{Isometry3, Quaternion, Translation3, UnitQuaternion};
+use nalgebra::{Isometry3, Point3, Quaternion, Translation3, UnitQuaternion};
 use serde::Deserialize;
 
+use super::markers::{action_markers, ActionView, Shown};
 use super::sim::{FINGER_CLOSED_BELOW, FINGER_JOINT};
 use super::{Node, NodeContext};
 use crate::bus::{ActionOutcome, Bus, GripperClient, GripperCommand, GripperMove, Qos};
 use crate::msg::prelude::*;
 use crate::msg::std_msgs::Bool;
+use crate::msg::visualization_msgs::MarkerArray;
 use crate::render::{scene, PinholeCamera};
 use crate::robot::motion::{plan_pick_place, PickPlaceParams, PickPlacePlan};
 use crate::robot::safety::{action_points, DepthImage, Rejection, SafetyEnvelope};
@@ -43,6 +45,10 @@ pub struct ExecutorTopics {
     pub trajectory: String,
     /// Episode events (action_started, action_finished, failed).
     pub episode: String,
+    /// What each action is shown as in RViz (`visualization_msgs/MarkerArray`, latched):
+    /// the pick and place points, the tool's path, what was decided and the camera's
+    /// axis, in `base_frame` ([`crate::nodes::markers`]). Empty: none.
+    pub markers: String,
 }
 
 impl Default for ExecutorTopics {
@@ -56,6 +62,7 @@ impl Default for ExecutorTopics {
             estop: "/estop".into(),
             trajectory: "/arm/joint_trajectory".into(),
             episode: "/dreamplan/episode".into(),
+            markers: "/dreamplan/markers".into(),
         }
     }
 }
@@ -154,6 +161,15 @@ pub struct ExecutorConfig {
     pub wait_for_gripper: bool,
     /// The goals of `gripper_action`.
     pub gripper: GripperParams,
+    /// Plan, check and show each action (`topics.markers`) without sending anything to
+    /// the arm or the gripper: the action ends at once with a `failed` event that says
+    /// so, the arm stays where it is. For a first run on a new arm, to see in RViz where
+    /// it would go; `ros2 param set <executor> dry_run false` lets the next action move.
+    pub dry_run: bool,
+    /// The arm's base frame as TF names it, the frame `base_from_camera_*` and every
+    /// point the executor computes are in: the markers' `frame_id`. The shipped URDF's
+    /// root, `world`; on a real arm its base link (e.g. `fr3_link0`, `base_link`).
+    pub base_frame: String,
     /// Topic names.
     pub topics: ExecutorTopics,
 }
@@ -219,9 +235,21 @@ impl Default for ExecutorConfig {
             gripper_action_type: GripperActionType::default(),
             wait_for_gripper: false,
             gripper: GripperParams::default(),
+            dry_run: false,
+            base_frame: "world".into(),
             topics: ExecutorTopics::default(),
         }
     }
+}
+
+/// A planned action as the node sends it.
+struct Planned {
+    /// The trajectory, with the finger's column where there is one.
+    trajectory: JointTrajectory,
+    /// When it grasps and releases.
+    times: GripTimes,
+    /// The tool point at each of its points (base frame).
+    path: Vec<Point3<f64>>,
 }
 
 /// When a planned motion grasps and releases (s from its start).
@@ -330,6 +358,10 @@ pub fn with_gripper_column(plan: &PickPlacePlan, finger: &str) -> JointTrajector
 /// The detail of the `failed` event that refuses an action because the arm still runs the
 /// previous one: the arm is not idle then (the planner node tells it from the others).
 pub const BUSY: &str = "busy with the previous action";
+
+/// How the `failed` event of an action planned under `dry_run` begins: the arm is idle
+/// (nothing was sent).
+pub const DRY_RUN: &str = "dry run";
 
 /// How long (wall-clock seconds) an action that comes before any joint state waits for the
 /// first one before it is refused (with `joint_state_max_age_s` on).
@@ -766,6 +798,54 @@ pub fn plan_action(
     goal_depth: Option<&DepthImage>,
     q: &[f64],
 ) -> Result<PickPlacePlan, Rejection> {
+    decide_action(config, arm, camera, action, depth, goal_depth, q).plan
+}
+
+/// [`plan_action`]'s decision with the points it reached, for showing it.
+pub struct Decision {
+    /// The pick and place points in the base frame, once the pixels reached 3D (after
+    /// the workspace policy's clamp, where it admitted them; as the pixels gave them
+    /// where it refused them); `None` when they did not (no depth, a pixel off the image).
+    pub points: Option<(Point3<f64>, Point3<f64>)>,
+    /// The plan, or why there is none.
+    pub plan: Result<PickPlacePlan, Rejection>,
+}
+
+/// [`plan_action`], keeping the points for the markers ([`crate::nodes::markers`]).
+pub fn decide_action(
+    config: &ExecutorConfig,
+    arm: &ArmModel,
+    camera: &PinholeCamera,
+    action: &KeypointAction,
+    depth: Option<&DepthImage>,
+    goal_depth: Option<&DepthImage>,
+    q: &[f64],
+) -> Decision {
+    let mut points = None;
+    let plan = plan_reaching(
+        config,
+        arm,
+        camera,
+        action,
+        depth,
+        goal_depth,
+        q,
+        &mut points,
+    );
+    Decision { points, plan }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_reaching(
+    config: &ExecutorConfig,
+    arm: &ArmModel,
+    camera: &PinholeCamera,
+    action: &KeypointAction,
+    depth: Option<&DepthImage>,
+    goal_depth: Option<&DepthImage>,
+    q: &[f64],
+    points: &mut Option<(Point3<f64>, Point3<f64>)>,
+) -> Result<PickPlacePlan, Rejection> {
     let c = config;
     let depth = depth.ok_or(Rejection::NoDepthImage)?;
     if (depth.width, depth.height) != (camera.width, camera.height) {
@@ -792,8 +872,10 @@ pub fn plan_action(
         &Isometry3::identity(),
         c.table_z,
     )?;
+    *points = Some((pick, place));
     let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
     let (place, clamped_place) = c.envelope.admit("place", place)?;
+    *points = Some((pick, place));
     if clamped_pick || clamped_place {
         tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
     }
@@ -851,8 +933,11 @@ impl ExecutorNode {
         depth: Option<&DepthImage>,
         goal_depth: Option<&DepthImage>,
         q: &[f64],
-    ) -> Result<(JointTrajectory, GripTimes), Rejection> {
-        plan_action(
+    ) -> (
+        Option<(Point3<f64>, Point3<f64>)>,
+        Result<Planned, Rejection>,
+    ) {
+        let d = decide_action(
             &self.config,
             &self.arm,
             camera,
@@ -860,16 +945,50 @@ impl ExecutorNode {
             depth,
             goal_depth,
             q,
-        )
-        .map(|plan| {
-            (
-                with_gripper_column(&plan, &self.config.finger_joint),
-                GripTimes {
-                    grasp_s: plan.grasp_time_s,
-                    release_s: plan.release_time_s,
-                },
-            )
-        })
+        );
+        let planned = d.plan.map(|plan| Planned {
+            trajectory: with_gripper_column(&plan, &self.config.finger_joint),
+            times: GripTimes {
+                grasp_s: plan.grasp_time_s,
+                release_s: plan.release_time_s,
+            },
+            // The tool point along the motion, for the markers.
+            path: plan
+                .trajectory
+                .points
+                .iter()
+                .filter(|p| p.positions.len() == self.arm.dof())
+                .map(|p| Point3::from(self.arm.fk(&p.positions).translation.vector))
+                .collect(),
+        });
+        (d.points, planned)
+    }
+
+    /// Shows an action on `topics.markers` (nothing when the points are not finite).
+    fn show(
+        &self,
+        markers: Option<&crate::bus::Publisher<MarkerArray>>,
+        stamp: Time,
+        (pick, place): (Point3<f64>, Point3<f64>),
+        path: &[Point3<f64>],
+        shown: Shown,
+        label: &str,
+        camera: &PinholeCamera,
+    ) {
+        let finite = |p: &Point3<f64>| p.iter().all(|v| v.is_finite());
+        let Some(markers) = markers.filter(|_| finite(&pick) && finite(&place)) else {
+            return;
+        };
+        let _ = markers.publish(action_markers(&ActionView {
+            frame: &self.config.base_frame,
+            stamp,
+            pick,
+            place,
+            path,
+            shown,
+            label,
+            base_from_camera: &camera.world_from_camera,
+        }));
     }
 
     /// The gripper's commands for a motion whose grasp and release come at `times`: open
@@ -900,7 +1019,7 @@ impl ExecutorNode {
 impl Node for ExecutorNode {
     const KIND: &'static str = "executor";
     type Config = ExecutorConfig;
-    const LIVE: &'static [&'static str] = &["table_z", "envelope.", "motion."];
+    const LIVE: &'static [&'static str] = &["table_z", "envelope.", "motion.", "dry_run"];
 
     fn validate(config: &ExecutorConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -1093,6 +1212,15 @@ impl Node for ExecutorNode {
         let episode_pub = ctx
             .bus
             .publisher::<EpisodeEvent>(&t.episode, Qos::keep_last(100))?;
+        // Latched, so that an RViz started later still shows the last action.
+        let markers = if t.markers.is_empty() {
+            None
+        } else {
+            Some(
+                ctx.bus
+                    .publisher::<MarkerArray>(&t.markers, Qos::latched())?,
+            )
+        };
         let names = self.arm.joint_names();
         // Trajectories as FollowJointTrajectory goals: each goal's outcome comes back on
         // `outcomes` with its number, so that the outcome of a goal given up (e-stop, the
@@ -1468,13 +1596,20 @@ impl Node for ExecutorNode {
                         take_goal_depth(&m, &mut goal_depth, &mut goal_depth_at);
                     }
                     if let Some(c) = ctx.params.changed::<ExecutorConfig>(&mut param_changes) {
-                        tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope and motion from the parameter services apply from now on");
+                        tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope, motion and dry_run from the parameter services apply from now on");
+                        if c.dry_run != self.config.dry_run {
+                            tracing::warn!(node = %ctx.name, "dry_run is now {}: {}", c.dry_run, if c.dry_run { "actions are planned and shown, not sent" } else { "the next action moves the arm" });
+                        }
                         self.config.table_z = c.table_z;
                         self.config.envelope = c.envelope;
                         self.config.motion = c.motion;
+                        self.config.dry_run = c.dry_run;
                     }
                     let max_age = self.config.joint_state_max_age_s;
                     let age_s = q_at.map(|t| (ctx.bus.clock().now().as_nanos() - t) as f64 * 1e-9);
+                    // Where the pixels reached 3D, for the markers (a refusal before the
+                    // plan, busy or stopped, shows nothing).
+                    let mut points = None;
                     // Busy first: a refusal for any other reason then means the arm is idle
                     // (the planner node counts on it).
                     let result = if stopped {
@@ -1499,10 +1634,25 @@ impl Node for ExecutorNode {
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
                         )))
                     } else {
-                        self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q)
+                        let (p, planned) = self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q);
+                        points = p;
+                        planned
                     };
+                    let stamp = ctx.bus.clock().now();
                     match result {
-                        Ok((traj, times)) => {
+                        Ok(planned) if self.config.dry_run => {
+                            let duration = planned.trajectory.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
+                            let label = format!("dry run: {} ({duration:.1} s), not sent", action.raw_text);
+                            if let Some(p) = points {
+                                self.show(markers.as_ref(), stamp, p, &planned.path, Shown::DryRun, &label, &camera);
+                            }
+                            tracing::info!(node = %ctx.name, "{label}");
+                            episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, format!("{DRY_RUN}: {} planned and checked ({duration:.1} s), nothing sent to the arm or the gripper", action.raw_text)))?;
+                        }
+                        Ok(Planned { trajectory: traj, times, path }) => {
+                            if let Some(p) = points {
+                                self.show(markers.as_ref(), stamp, p, &path, Shown::Sent, &action.raw_text, &camera);
+                            }
                             tracing::debug!(node = %ctx.name, "planned {:?} from q {:?}", (action.source_u, action.source_v, action.target_u, action.target_v), q);
                             let duration = traj.points.last().map_or(0.0, |p| p.time_from_start.as_secs_f64());
                             // Stamp 0, "start now": a trajectory controller takes a
@@ -1568,6 +1718,9 @@ impl Node for ExecutorNode {
                             episode_pub.publish(event(EpisodeEvent::EVENT_ACTION_STARTED, action.raw_text.clone()))?;
                         }
                         Err(reason) => {
+                            if let Some(p) = points {
+                                self.show(markers.as_ref(), stamp, p, &[], Shown::Refused, &format!("refused: {reason}"), &camera);
+                            }
                             tracing::warn!(node = %ctx.name, "action refused: {reason}");
                             episode_pub.publish(event(EpisodeEvent::EVENT_FAILED, reason.to_string()))?;
                         }

@@ -9,6 +9,7 @@ pub mod envelope_audit;
 #[cfg(feature = "ros2")]
 pub mod executable;
 pub mod executor;
+pub mod markers;
 pub mod monitor;
 pub mod params;
 pub mod planner;
