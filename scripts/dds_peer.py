@@ -371,6 +371,69 @@ class Quaternion_(IdlStruct, typename="geometry_msgs::msg::dds_::Quaternion_"):
 
 
 @dataclass
+class Pose_(IdlStruct, typename="geometry_msgs::msg::dds_::Pose_"):
+    position: Point_
+    orientation: Quaternion_
+
+
+@dataclass
+class ColorRGBA_(IdlStruct, typename="std_msgs::msg::dds_::ColorRGBA_"):
+    r: t.float32
+    g: t.float32
+    b: t.float32
+    a: t.float32
+
+
+@dataclass
+class CompressedImage_(IdlStruct, typename="sensor_msgs::msg::dds_::CompressedImage_"):
+    header: Header_
+    format: str
+    data: t.sequence[t.uint8]
+
+
+@dataclass
+class UVCoordinate_(IdlStruct, typename="visualization_msgs::msg::dds_::UVCoordinate_"):
+    u: t.float32
+    v: t.float32
+
+
+@dataclass
+class MeshFile_(IdlStruct, typename="visualization_msgs::msg::dds_::MeshFile_"):
+    filename: str
+    data: t.sequence[t.uint8]
+
+
+@dataclass
+class Marker_(IdlStruct, typename="visualization_msgs::msg::dds_::Marker_"):
+    """visualization_msgs/Marker as RViz reads it (Humble to Jazzy: the same fields)."""
+
+    header: Header_
+    ns: str
+    id: t.int32
+    type: t.int32
+    action: t.int32
+    pose: Pose_
+    scale: Vector3_
+    color: ColorRGBA_
+    lifetime: Duration_
+    frame_locked: bool
+    points: t.sequence[Point_]
+    colors: t.sequence[ColorRGBA_]
+    texture_resource: str
+    texture: CompressedImage_
+    uv_coordinates: t.sequence[UVCoordinate_]
+    text: str
+    mesh_resource: str
+    mesh_file: MeshFile_
+    mesh_use_embedded_materials: bool
+
+
+@dataclass
+class MarkerArray_(IdlStruct, typename="visualization_msgs::msg::dds_::MarkerArray_"):
+    markers: t.sequence[Marker_]
+
+
+@dataclass
 class Transform_(IdlStruct, typename="geometry_msgs::msg::dds_::Transform_"):
     translation: Vector3_
     rotation: Quaternion_
@@ -910,6 +973,8 @@ def drive(args):
     action_r = reader("/planner/action", KeypointAction_, qos("volatile", 1))
     traj_r = reader(args.trajectory_topic, JointTrajectory_, qos("volatile", 1))
     episode_r = reader("/dreamplan/episode", EpisodeEvent_, events_q)
+    # As RViz's MarkerArray display with durability Transient Local.
+    markers_r = reader("/dreamplan/markers", MarkerArray_, latched)
     frame = "camera_color_optical_frame"
     hold = None if args.action_hold < 0 else args.action_hold
     server = TrajectoryActionServer(dp, args.serve_action, args.action_outcome, hold, args.accept_after) \
@@ -1021,6 +1086,13 @@ def drive(args):
                 "writer_types": writer_types(traj_r),
             }
             print(json.dumps({"trajectory": got["trajectory"]}), flush=True)
+        for m in markers_r.take(N=4):
+            got["markers"] = [{
+                "frame_id": k.header.frame_id, "ns": k.ns, "id": k.id, "type": k.type, "action": k.action,
+                "position": [k.pose.position.x, k.pose.position.y, k.pose.position.z],
+                "points": len(k.points), "text": k.text, "color": [k.color.r, k.color.g, k.color.b, k.color.a],
+            } for k in m.markers]
+            print(json.dumps({"markers": got["markers"], "writer_types": writer_types(markers_r)}), flush=True)
         for e in episode_r.take(N=16):
             if e.detail == "peer" and e.event == "reset":
                 continue  # our own
@@ -1042,7 +1114,8 @@ def drive(args):
             if gripper is not None and estop_w is None:
                 # and every command of the action's gripper: open, close, open
                 started = started and len(got.get("gripper", [])) >= 3
-        if got["action"] and got["trajectory"] and started:
+        # The executor's markers of the action (RViz's view) come on their own topic.
+        if got["action"] and got["trajectory"] and started and got.get("markers"):
             if estop_w is not None:
                 # Release the e-stop (latched) so that a later run can act again.
                 estop_w.write(Bool_(data=False))

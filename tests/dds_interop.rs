@@ -638,6 +638,52 @@ fn a_cyclone_peer_playing_the_robot_gets_the_planner_s_action_and_the_executor_s
     assert_eq!(*finger.last().unwrap(), 0.04);
     let times: Vec<f64> = points.iter().map(|p| p["t"].as_f64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    // RViz's view of it, read with the peer's own visualization_msgs types: in the base
+    // frame, the last action's markers cleared first, the path one point per trajectory
+    // point, the label the action's text, and the pick sphere where the trajectory's tool
+    // point is when the gripper closes.
+    let shown = lines.iter().find(|l| l.get("markers").is_some()).unwrap();
+    assert_eq!(
+        shown["writer_types"],
+        serde_json::json!(["visualization_msgs::msg::dds_::MarkerArray_"])
+    );
+    let markers = shown["markers"].as_array().unwrap();
+    assert!(
+        markers
+            .iter()
+            .all(|m| m["frame_id"] == "world" && m["ns"] == "dreamplan"),
+        "{shown}"
+    );
+    assert_eq!(markers[0]["action"], 3, "DELETEALL first: {shown}");
+    let marker = |id: i32| {
+        markers
+            .iter()
+            .find(|m| m["id"] == id && m["action"] == 0)
+            .unwrap()
+    };
+    assert_eq!(marker(3)["points"].as_u64(), Some(points.len() as u64));
+    assert_eq!(marker(4)["text"], action["raw_text"]);
+    {
+        let closed = points
+            .iter()
+            .find(|p| p["positions"][7].as_f64() == Some(0.0))
+            .unwrap();
+        let q: Vec<f64> = (0..7)
+            .map(|j| closed["positions"][j].as_f64().unwrap())
+            .collect();
+        let tcp = dreamplan::sim::episode::default_arm()
+            .fk(&q)
+            .translation
+            .vector;
+        let pick: Vec<f64> = (0..3)
+            .map(|i| marker(1)["position"][i].as_f64().unwrap())
+            .collect();
+        let gap = (tcp - nalgebra::Vector3::new(pick[0], pick[1], pick[2])).norm();
+        assert!(
+            gap < 0.005,
+            "pick marker {pick:?}, the tool at the grasp {tcp:?}"
+        );
+    }
     // Planned with the peer's camera info, which it publishes best effort and volatile as
     // a driver or ros_gz_bridge does: a latched reader alone does not match that writer,
     // and the executor kept the built-in intrinsics before session 46.
