@@ -197,7 +197,7 @@ enum BusArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a node graph in this process on the in-process bus.
+    /// Start a node graph in this process: on the in-process bus, or over DDS as ROS 2 nodes with `--bus dds`.
     Run {
         /// Graph config (YAML); the built-in default graph when absent.
         #[arg(long, conflicts_with = "launch")]
