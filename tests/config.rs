@@ -265,6 +265,20 @@ fn the_trainers_orpo_settings_refuse_unknown_keys_and_read_the_device() {
         c.orpo.device,
         "cuda:1".parse::<dreamplan::device::DeviceSpec>().unwrap()
     );
+    // The world-model job's device too (before session 50 `world_model.device` was
+    // refused as an unknown key, and a `preset: gpu` job trained on the CPU).
+    let c: TrainerConfig = node_config(
+        &serde_yaml::from_str(
+            "{out: o, job: world_model, bags: [b], world_model: {device: 'cuda:1', steps: 5}}",
+        )
+        .unwrap(),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        c.world_model.device,
+        "cuda:1".parse::<dreamplan::device::DeviceSpec>().unwrap()
+    );
     let e = build(graph("{task: rope}", false)).expect("a task without shared is refused");
     assert!(e.contains("shared: true"), "{e}");
     assert_eq!(build(graph("{task: rope}", true)), None);

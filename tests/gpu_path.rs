@@ -244,7 +244,26 @@ fn the_gpu_script_benches_run_on_the_cpu_and_write_their_figures() {
 #[test]
 fn a_gpu_asked_of_this_cpu_build_is_one_clear_line() {
     let tiny = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let bags = dir.path().join("bags");
     for args in [
+        // collect's VLM planner: refused before any bag is made (before session 50 it
+        // took no --device and ran on the CPU).
+        vec![
+            "collect",
+            "--task",
+            "rope",
+            "--episodes",
+            "1",
+            "--out",
+            bags.to_str().unwrap(),
+            "--planner",
+            "vlm",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--device",
+            "cuda",
+        ],
         vec![
             "vlm",
             "decode-bench",
@@ -273,6 +292,10 @@ fn a_gpu_asked_of_this_cpu_build_is_one_clear_line() {
         assert!(err.contains("built without CUDA"), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    assert!(
+        !bags.exists(),
+        "collect made its bags before refusing the device"
+    );
     let out = dreamplan(&["wm-bench", "--device", "tpu"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -54,8 +54,10 @@ pub struct TrainConfig {
     /// One episode in this many goes to validation.
     pub val_split: u64,
     /// Where the run computes (always f32: the optimiser needs it). Not part of the run's
-    /// identity: a run checkpointed on one device resumes on another.
-    #[serde(skip)]
+    /// identity: a run checkpointed on one device resumes on another. Read from a node's
+    /// parameters (the trainer's `world_model.device`), never written; before session 50
+    /// it was not read, and the key was refused as unknown.
+    #[serde(skip_serializing)]
     pub device: DeviceSpec,
 }
 

@@ -74,6 +74,9 @@ pub struct CollectArgs {
     /// executor places actions with its pose. Default: the built-in camera.
     #[arg(long)]
     camera: Option<PathBuf>,
+    /// Where `--planner vlm` computes (the other planners run no model).
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 fn spec(name: &str, params: serde_json::Value) -> anyhow::Result<NodeSpec> {
@@ -96,6 +99,17 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         args.planner != Backend::Vlm || args.model.is_some(),
         "--planner vlm needs --model DIR"
     );
+    if args.planner == Backend::Vlm {
+        // A GPU this build or machine cannot give is one clear line before anything runs,
+        // not a planner node's failure in every task's graph.
+        args.compute.open()?;
+    } else if args.compute.device != dreamplan::device::DeviceSpec::Cpu {
+        eprintln!(
+            "note: --device {} has no effect: the {} planner runs no model",
+            args.compute.device,
+            backend_name(args.planner)
+        );
+    }
     let tasks: Vec<String> = args
         .task
         .tasks()
@@ -237,7 +251,13 @@ fn collect_task(
     let s = args.size;
     let mut planner = json!({
         "backend": backend,
-        "sampling": {"k": args.k, "temperature": args.temperature, "seed": args.seed},
+        "sampling": {
+            "k": args.k,
+            "temperature": args.temperature,
+            "seed": args.seed,
+            "device": args.compute.device.to_string(),
+            "dtype": args.compute.dtype.to_string(),
+        },
     });
     if let Some(m) = &args.model {
         planner["model"] = json!(m.to_string_lossy());

@@ -440,6 +440,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
     for st in &mut v {
         let stage = st.argv[0].clone();
         if ![
+            "collect",
             "train-world-model",
             "wm-eval",
             "preferences",
