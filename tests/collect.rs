@@ -230,3 +230,97 @@ fn collect_with_a_planner_that_cannot_start_fails_at_once_naming_why() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-model"), "{stderr}");
 }
+
+/// `dreamplan check-calibration` on a collected bag: with the camera pose the bag was
+/// recorded through (the built-in one, given as the shipped executor params file or not at
+/// all) the arm drawn from the joint states fits the images' edges within two pixels and
+/// it exits 0, writing a PNG per frame and a report; with the pose moved 6 cm the fit is
+/// found that many pixels away and it exits 1; a topic the bag lacks is named.
+#[test]
+fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bag = tmp.path().join("bag");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "collect",
+            "--task",
+            "rope",
+            "--episodes",
+            "1",
+            "--size",
+            "128",
+        ])
+        .args(["--planner", "random", "--log", "warn", "--out"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let check = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+            .arg("check-calibration")
+            .arg("--bag")
+            .arg(&bag)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let report: Option<serde_json::Value> = std::fs::read(out.join("report.json"))
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap());
+        (o, report, out)
+    };
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ros/executor.yaml");
+    for (name, extra) in [
+        ("built_in", vec![]),
+        (
+            "params_file",
+            vec!["--executor-params", shipped.to_str().unwrap()],
+        ),
+    ] {
+        let (o, report, out) = check(name, &extra);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let report = report.unwrap();
+        assert!(report["frames_fitted"].as_u64().unwrap() >= 4, "{report}");
+        let offset = report["median_offset_px"].as_f64().unwrap();
+        assert!(
+            offset <= 2.0,
+            "{name}: {offset} px off with the right pose: {stdout}"
+        );
+        assert!(out.join("frame_00.png").exists());
+        assert!(stdout.contains("agrees with the camera"), "{stdout}");
+    }
+    // The built-in camera 6 cm to the side.
+    let pose = dreamplan::render::scene::default_camera(128, 128).world_from_camera;
+    let (t, q) = (pose.translation.vector, pose.rotation.coords);
+    let moved = format!(
+        "{},{},{},{},{},{},{}",
+        t.x,
+        t.y + 0.06,
+        t.z,
+        q.x,
+        q.y,
+        q.z,
+        q.w
+    );
+    let (o, report, _) = check("moved", &["--camera-pose", &moved]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let offset = report.unwrap()["median_offset_px"].as_f64().unwrap();
+    assert!(offset >= 5.0, "a pose 6 cm off fits {offset} px away");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("check base_from_camera"));
+    let (o, _, _) = check("no_topic", &["--joint-states-topic", "/arm/states"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("has no /arm/states"), "{err}");
+}

@@ -753,12 +753,9 @@ pub fn hold_trajectory(
     }
 }
 
-/// The finger joint's position in a joint state, if it has one and it is finite.
-/// The positions of the arm's joints `names` in `m`, in that order: `None` when one is
-/// missing or not finite (such a message tells nothing of where the arm is).
 /// The shipped arm with its joints under `config.joint_names` (its URDF's names when
 /// empty); refused names are an error naming the setting.
-fn arm_of(config: &ExecutorConfig) -> anyhow::Result<ArmModel> {
+pub fn arm_of(config: &ExecutorConfig) -> anyhow::Result<ArmModel> {
     let mut arm = default_arm();
     if !config.joint_names.is_empty() {
         arm.rename_joints(&config.joint_names)
@@ -767,7 +764,9 @@ fn arm_of(config: &ExecutorConfig) -> anyhow::Result<ArmModel> {
     Ok(arm)
 }
 
-fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
+/// The positions of the arm's joints `names` in `m`, in that order: `None` when one is
+/// missing or not finite (such a message tells nothing of where the arm is).
+pub fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
     names
         .iter()
         .map(|n| {
@@ -777,7 +776,8 @@ fn arm_positions(names: &[String], m: &JointState) -> Option<Vec<f64>> {
         .collect()
 }
 
-fn finger_of(m: &JointState, joint: &str) -> Option<f64> {
+/// The finger joint's position in a joint state, if it has one and it is finite.
+pub fn finger_of(m: &JointState, joint: &str) -> Option<f64> {
     if joint.is_empty() {
         return None;
     }

@@ -7,6 +7,7 @@
 //! connected components, drawing). Keypoint sampling is our own: farthest-point sampling
 //! on a mask is a few lines and has to be deterministic to the pixel, tie-breaks included.
 
+pub mod handeye;
 pub mod keypoints;
 pub mod overlay;
 pub mod segment;

@@ -61,6 +61,7 @@ impl LineProgress {
 
 mod bag;
 mod bench;
+mod calibration;
 mod collect;
 mod eval;
 mod experiment;
@@ -254,6 +255,10 @@ enum Command {
     /// Run sim, planner (sampling), executor and recorder in one process and write one
     /// rosbag2 bag per task: the zero-shot data the world model trains on.
     Collect(collect::CollectArgs),
+    /// Check the hand-eye calibration on a bag: the arm drawn from its joint states through
+    /// the executor's camera model over the camera's images, and how far the drawing sits
+    /// from the arm's edges (exit 1 beyond the tolerance).
+    CheckCalibration(calibration::CheckCalibrationArgs),
     /// Build the tiny zero-shot planner: a few-M-parameter Qwen3-VL folder trained on a
     /// physics-blind keypoint rule's answers (coverage by default; never on action
     /// outcomes).
@@ -415,6 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Collect(args) => collect::run(args),
+        Command::CheckCalibration(args) => calibration::run(args),
         Command::PretrainZeroShot(args) => zero_shot::run(args),
         Command::PlanBench(args) => plan_bench::run(args),
         Command::Soak(args) => soak::run(args),

@@ -66,22 +66,23 @@ impl CameraArgs {
             );
         }
         if let Some(pose) = &self.pose {
-            let v: Vec<f64> = pose
-                .split(',')
-                .map(|x| x.trim().parse::<f64>())
-                .collect::<Result<Vec<f64>, _>>()
-                .ok()
-                .filter(|v| v.len() == 7)
-                .with_context(|| {
-                    format!("--camera-pose {pose:?}: want seven numbers X,Y,Z,QX,QY,QZ,QW")
-                })?;
-            cfg.camera = Some(
-                dataset::camera_of_bags(bags, [v[0], v[1], v[2]], [v[3], v[4], v[5], v[6]])
-                    .context("--camera-pose")?,
-            );
+            let (xyz, xyzw) = parse_camera_pose(pose)?;
+            cfg.camera = Some(dataset::camera_of_bags(bags, xyz, xyzw).context("--camera-pose")?);
         }
         Ok(cfg)
     }
+}
+
+/// `--camera-pose X,Y,Z,QX,QY,QZ,QW`: the camera's optical frame in the arm's base frame.
+pub(crate) fn parse_camera_pose(pose: &str) -> anyhow::Result<([f64; 3], [f64; 4])> {
+    let v: Vec<f64> = pose
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<Vec<f64>, _>>()
+        .ok()
+        .filter(|v| v.len() == 7 && v.iter().all(|x| x.is_finite()))
+        .with_context(|| format!("--camera-pose {pose:?}: want seven numbers X,Y,Z,QX,QY,QZ,QW"))?;
+    Ok(([v[0], v[1], v[2]], [v[3], v[4], v[5], v[6]]))
 }
 
 #[derive(Args)]

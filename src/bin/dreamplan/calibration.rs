@@ -1,0 +1,306 @@
+//! `dreamplan check-calibration`: the arm drawn from a bag's joint states through the
+//! executor's camera model (the camera info's intrinsics and the hand-eye pose) over the
+//! images the camera took at the same moments ([`dreamplan::vision::handeye`]). One PNG per
+//! frame to look at, and the offset at which the drawn outline fits the image's edges best:
+//! a few pixels or less when the calibration is right.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use dreamplan::bag::BagReader;
+use dreamplan::msg::prelude::*;
+use dreamplan::nodes::executor::{arm_of, arm_positions, finger_of, ExecutorConfig};
+use dreamplan::vision::handeye::{edges, fit, overlay, DrawnArm, Fit};
+use dreamplan::vision::RgbView;
+
+#[derive(Args)]
+pub struct CheckCalibrationArgs {
+    /// A bag with the camera's colour images, its camera info and the arm's joint states
+    /// (`dreamplan bag record`, `ros2 bag record`, the recorder node).
+    #[arg(long)]
+    bag: PathBuf,
+    /// The executor's params file (what `real_arm.launch.xml executor_params:=` takes: a
+    /// ROS 2 params file with an `executor:` section, or the node's plain YAML): its
+    /// hand-eye pose `base_from_camera_xyz/_xyzw`, `joint_names` and `finger_joint`.
+    #[arg(long, conflicts_with = "camera_pose")]
+    executor_params: Option<PathBuf>,
+    /// The node's name in `--executor-params` (its section).
+    #[arg(long, default_value = "executor")]
+    node: String,
+    /// Only the hand-eye pose, `X,Y,Z,QX,QY,QZ,QW` (the optical frame in the arm's base
+    /// frame; m). Without either, the built-in world's camera pose.
+    #[arg(long, allow_hyphen_values = true, value_name = "X,Y,Z,QX,QY,QZ,QW")]
+    camera_pose: Option<String>,
+    /// Frames checked, spread evenly over the bag's images.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// The colour images (rgb8, bgr8, rgba8 or bgra8).
+    #[arg(long, default_value = "/camera/image_raw")]
+    image_topic: String,
+    /// The colour camera's `sensor_msgs/CameraInfo`.
+    #[arg(long, default_value = "/camera/camera_info")]
+    info_topic: String,
+    /// The arm's joint states.
+    #[arg(long, default_value = "/joint_states")]
+    joint_states_topic: String,
+    /// How far (px) the fit searches for a better place of the drawn outline.
+    #[arg(long, default_value_t = 24)]
+    search_px: i64,
+    /// Exit 1 when the median offset over the frames is larger than this (px).
+    #[arg(long, default_value_t = 4.0)]
+    tolerance_px: f64,
+    /// Output folder: frame_NN.png (the drawn arm in magenta over each image, its best
+    /// fit in cyan, the tool point as a green cross) and report.json. Must not exist.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// A joint state this much older than an image is not where the arm was when it was taken.
+const MAX_STATE_AGE_NS: u64 = 200_000_000;
+
+fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
+    if let Some(p) = &a.executor_params {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let origin = p.display().to_string();
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&text).with_context(|| format!("{origin}: not YAML"))?;
+        let is_params_file = doc
+            .as_mapping()
+            .is_some_and(|m| m.values().any(|v| v.get("ros__parameters").is_some()));
+        let params = if is_params_file {
+            dreamplan::config::ros_params(&text, &a.node, &origin)?
+        } else {
+            doc
+        };
+        return Ok(dreamplan::config::node_config(&params, &origin)?);
+    }
+    let mut c = ExecutorConfig::default();
+    if let Some(pose) = &a.camera_pose {
+        let (xyz, xyzw) = crate::world_model::parse_camera_pose(pose)?;
+        let n = xyzw.iter().map(|v| v * v).sum::<f64>().sqrt();
+        anyhow::ensure!(
+            (n - 1.0).abs() < 1e-3,
+            "--camera-pose: the quaternion {xyzw:?} is not of unit length ({n})"
+        );
+        c.base_from_camera_xyz = Some(xyz);
+        c.base_from_camera_xyzw = Some(xyzw);
+    } else {
+        eprintln!("note: no --executor-params or --camera-pose: checking the built-in world's camera pose");
+    }
+    Ok(c)
+}
+
+/// One checked frame, as report.json lists it.
+#[derive(serde::Serialize)]
+struct Row {
+    /// The image's log time (s from the bag's first image).
+    t_s: f64,
+    png: Option<String>,
+    /// Why the frame tells nothing (the arm out of view, no joint state).
+    skipped: Option<String>,
+    arm_px: usize,
+    tcp_px: Option<(f64, f64)>,
+    fit: Option<Fit>,
+}
+
+pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.frames > 0, "--frames must be > 0");
+    anyhow::ensure!(
+        (0..=200).contains(&a.search_px),
+        "--search-px must be 0–200"
+    );
+    anyhow::ensure!(
+        !a.out.exists(),
+        "{} exists; check-calibration writes a new folder",
+        a.out.display()
+    );
+    let config = executor_config(&a)?;
+    <dreamplan::nodes::executor::ExecutorNode as dreamplan::nodes::Node>::validate(&config)?;
+    let arm = arm_of(&config)?;
+    let names = arm.joint_names();
+    let reader = BagReader::open(&a.bag).with_context(|| format!("opening {}", a.bag.display()))?;
+    let missing: Vec<&str> = [&a.image_topic, &a.info_topic, &a.joint_states_topic]
+        .into_iter()
+        .filter(|t| reader.topic(t).is_none())
+        .map(String::as_str)
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} has no {} (it has {})",
+        a.bag.display(),
+        missing.join(", "),
+        reader
+            .topics()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let info = reader
+        .read_topic::<CameraInfo>(&a.info_topic)
+        .filter_map(Result::ok)
+        .map(|(_, m)| m)
+        .find(|m| m.width > 0 && m.k[0] > 0.0 && m.k[4] > 0.0)
+        .with_context(|| format!("no usable camera info on {}", a.info_topic))?;
+    let camera = config.camera(Some(&info));
+    // Joint states: (log time, the arm's positions, the finger's).
+    let mut states: Vec<(u64, Vec<f64>, Option<f64>)> = Vec::new();
+    for r in reader.read_topic::<JointState>(&a.joint_states_topic) {
+        let (t, m) = r?;
+        if let Some(q) = arm_positions(&names, &m) {
+            states.push((t, q, finger_of(&m, &config.finger_joint)));
+        }
+    }
+    anyhow::ensure!(
+        !states.is_empty(),
+        "no joint state on {} names the arm's joints {names:?} (set joint_names in the params file if the driver names them otherwise)",
+        a.joint_states_topic
+    );
+    // The images to check: their log times first, then the chosen ones decoded.
+    let times: Vec<u64> = reader
+        .messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]))
+        .map(|r| r.map(|rec| rec.log_time))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!times.is_empty(), "no image on {}", a.image_topic);
+    let n = a.frames.min(times.len());
+    let chosen: Vec<usize> = (0..n)
+        .map(|k| (k * (times.len() - 1)) / (n - 1).max(1))
+        .collect();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut rows = Vec::new();
+    for (i, r) in reader.read_topic::<Image>(&a.image_topic).enumerate() {
+        if !chosen.contains(&i) {
+            continue;
+        }
+        let (t, img) = r?;
+        let t_s = (t - times[0]) as f64 * 1e-9;
+        let mut row = Row {
+            t_s,
+            png: None,
+            skipped: None,
+            arm_px: 0,
+            tcp_px: None,
+            fit: None,
+        };
+        let rgb = dreamplan::vision::rgb_pixels(&img)
+            .map_err(|e| anyhow::anyhow!("{} at {t_s:.2} s: {e}", a.image_topic))?;
+        anyhow::ensure!(
+            (img.width, img.height) == (camera.width, camera.height),
+            "the images are {}×{} but the camera info says {}×{}: the info must be the colour camera's",
+            img.width,
+            img.height,
+            camera.width,
+            camera.height
+        );
+        let state = states.iter().rev().find(|(s, _, _)| *s <= t);
+        match state {
+            Some((s, q, finger)) if t - s <= MAX_STATE_AGE_NS => {
+                let open = finger.is_none_or(|f| f >= dreamplan::nodes::sim::FINGER_CLOSED_BELOW);
+                let drawn = DrawnArm::new(&arm, q, open, &camera);
+                row.arm_px = drawn.area();
+                row.tcp_px = drawn.tcp_px;
+                let view = RgbView::new(img.width, img.height, &rgb)?;
+                let outline = drawn.outline();
+                let f = if outline.len() >= 30 {
+                    Some(fit(
+                        &outline,
+                        &edges(&view)?,
+                        img.width,
+                        img.height,
+                        a.search_px,
+                    ))
+                } else {
+                    row.skipped = Some("the arm is drawn outside the image".into());
+                    None
+                };
+                let png = format!("frame_{:02}.png", rows.len());
+                write_png(
+                    &a.out.join(&png),
+                    &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
+                    img.width,
+                    img.height,
+                )?;
+                row.png = Some(png);
+                row.fit = f;
+            }
+            _ => row.skipped = Some("no joint state in the 0.2 s before it".into()),
+        }
+        rows.push(row);
+    }
+    let fits: Vec<&Fit> = rows.iter().filter_map(|r| r.fit.as_ref()).collect();
+    for r in &rows {
+        match (&r.fit, &r.skipped) {
+            (Some(f), _) => println!(
+                "{:7.2} s  {}: outline on edges {:.0}% as drawn, {:.0}% shifted by ({:+}, {:+}) px (clutter {:.0}%)",
+                r.t_s,
+                r.png.as_deref().unwrap_or("-"),
+                100.0 * f.on_edges,
+                100.0 * f.best_on_edges,
+                f.best_shift.0,
+                f.best_shift.1,
+                100.0 * f.clutter
+            ),
+            (None, Some(why)) => println!("{:7.2} s  skipped: {why}", r.t_s),
+            (None, None) => {}
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let error = median(fits.iter().map(|f| f.error_px()).collect());
+    let shift = (
+        median(fits.iter().map(|f| f.best_shift.0 as f64).collect()),
+        median(fits.iter().map(|f| f.best_shift.1 as f64).collect()),
+    );
+    let report = serde_json::json!({
+        "bag": a.bag,
+        "base_from_camera": {
+            "xyz": camera.world_from_camera.translation.vector.as_slice(),
+            "xyzw": camera.world_from_camera.rotation.coords.as_slice(),
+        },
+        "frames": rows,
+        "frames_fitted": fits.len(),
+        "median_offset_px": error,
+        "median_shift_px": [shift.0, shift.1],
+        "tolerance_px": a.tolerance_px,
+    });
+    let path = a.out.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let Some(error) = error else {
+        println!(
+            "no frame showed the arm: nothing to check ({}; the arm must be in the camera's view)",
+            path.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let (sx, sy) = (shift.0.unwrap_or(0.0), shift.1.unwrap_or(0.0));
+    if error <= a.tolerance_px {
+        println!(
+            "the drawn arm fits the images within {error:.1} px (median of {} frames; tolerance {} px): the hand-eye pose agrees with the camera ({})",
+            fits.len(),
+            a.tolerance_px,
+            a.out.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "the drawn arm fits the images best {error:.1} px away (median shift ({sx:+}, {sy:+}) px over {} frames; tolerance {} px): check base_from_camera_xyz/_xyzw, and look at the PNGs in {}",
+            fits.len(),
+            a.tolerance_px,
+            a.out.display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> anyhow::Result<()> {
+    image::RgbImage::from_raw(w, h, rgb.to_vec())
+        .context("frame size")?
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))
+}
