@@ -98,7 +98,7 @@ fn a_bag_in_humble_ros2_bag_record_layout_reads_completely() {
     assert_eq!(meta.version, 5);
     assert_eq!(meta.storage_identifier, "sqlite3");
     assert_eq!(meta.files.len(), 1);
-    assert_eq!(meta.message_count, 44);
+    assert_eq!(meta.message_count, 52);
     let files = reader.files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].0.ends_with("humble_record_0.db3"), "{files:?}");
@@ -107,7 +107,7 @@ fn a_bag_in_humble_ros2_bag_record_layout_reads_completely() {
         meta.topics_with_message_count[0].topic_metadata.name,
         "/unknown/string"
     );
-    assert_eq!(reader.topics().len(), 42);
+    assert_eq!(reader.topics().len(), 50);
     let unknown = reader.topic("/unknown/string").unwrap();
     assert_eq!(unknown.message_count, Some(3));
     assert_eq!(unknown.decodable, Decodable::UnknownType);
@@ -135,7 +135,7 @@ fn a_bag_in_humble_ros2_bag_record_layout_reads_completely() {
         .collect::<Result<Vec<_>, _>>()
         .unwrap()
         .len();
-    assert_eq!(n, 44);
+    assert_eq!(n, 52);
 }
 
 /// Writes every case (the 1280×720 image included) on `/cases/<name>`.

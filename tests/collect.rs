@@ -319,6 +319,28 @@ fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
     let offset = report.unwrap()["median_offset_px"].as_f64().unwrap();
     assert!(offset >= 5.0, "a pose 6 cm off fits {offset} px away");
     assert!(String::from_utf8_lossy(&o.stdout).contains("check base_from_camera"));
+    // A params file whose section names another node is refused, not read as defaults.
+    let other = tmp.path().join("cell.yaml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&shipped)
+            .unwrap()
+            .replacen("executor:", "arm_executor:", 1),
+    )
+    .unwrap();
+    let (o, report, _) = check(
+        "other_node",
+        &["--executor-params", other.to_str().unwrap()],
+    );
+    assert!(!o.status.success() && report.is_none());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no section for the node `executor`") && err.contains("arm_executor"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("other_node").exists() && !tmp.path().join("other_node.partial").exists()
+    );
     let (o, _, _) = check("no_topic", &["--joint-states-topic", "/arm/states"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

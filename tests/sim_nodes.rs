@@ -484,6 +484,16 @@ async fn a_dry_run_shows_the_action_to_rviz_and_moves_nothing() {
     let mut r =
         ExecRig::start_with(&bus, "dry_run: true\nbase_frame: fr3_link0", Some(&serve)).await;
     let params = shared.lock().unwrap().clone().unwrap();
+    // An e-stop in a dry run, before any joint state: nothing goes to the arm (the hold
+    // at the executor's assumed ready pose would have moved an arm it never heard from).
+    r.estop.publish(Bool { data: true }).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), r.topic.recv())
+            .await
+            .is_err(),
+        "the e-stop of a dry run sent a trajectory"
+    );
+    r.estop.publish(Bool { data: false }).unwrap();
     r.arm_at_ready(Some(0.04)).await;
     let cam = scene::default_camera(SIZE, SIZE);
     let mut next_markers = async || {

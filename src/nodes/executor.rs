@@ -1066,6 +1066,10 @@ impl Node for ExecutorNode {
             );
         }
         anyhow::ensure!(
+            !config.base_frame.is_empty() || config.topics.markers.is_empty(),
+            "base_frame is empty: RViz drops markers without a frame (the arm's base link as TF names it, e.g. world or fr3_link0)"
+        );
+        anyhow::ensure!(
             config.base_from_camera_xyz.is_some() == config.base_from_camera_xyzw.is_some(),
             "set both base_from_camera_xyz and base_from_camera_xyzw, or neither"
         );
@@ -1464,8 +1468,16 @@ impl Node for ExecutorNode {
                             // controller drops a message with other joints or with no point,
                             // which is what this sent before session 42 (an empty trajectory
                             // of the seven arm joints: the arm went on moving).
+                            // Only where the arm's state is known (a hold at the ready pose
+                            // the executor starts from would move an arm it never heard
+                            // from) and something may move it: a motion under way, or, out
+                            // of a dry run, one sent earlier. A dry run has sent nothing,
+                            // and the e-stop must not be the first command it sends.
                             None => {
-                                let _ = traj_pub.publish(hold_trajectory(&names, &q, &self.config.finger_joint, finger));
+                                let moving = busy_until.is_some() || goal.is_some();
+                                if moving || (q_at.is_some() && !self.config.dry_run) {
+                                    let _ = traj_pub.publish(hold_trajectory(&names, &q, &self.config.finger_joint, finger));
+                                }
                             }
                         }
                         if busy_until.take().is_some() | give_up(&mut goal) | gripping {

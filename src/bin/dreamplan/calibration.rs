@@ -57,8 +57,19 @@ pub struct CheckCalibrationArgs {
     out: PathBuf,
 }
 
-/// A joint state this much older than an image is not where the arm was when it was taken.
-const MAX_STATE_AGE_NS: u64 = 200_000_000;
+/// A joint state this far in time from an image is not where the arm was when it was taken.
+const MAX_STATE_GAP_NS: i64 = 200_000_000;
+
+/// A message's time: its header stamp where it has one, else when the bag received it.
+/// The stamps say when a camera frame was exposed and a joint state read; the receive
+/// times add the camera's latency, tens of ms, in which a moving arm moves centimetres.
+fn when(stamp: &Time, log_time: u64, stamped: bool) -> i64 {
+    if stamped {
+        stamp.sec as i64 * 1_000_000_000 + stamp.nanosec as i64
+    } else {
+        log_time as i64
+    }
+}
 
 fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
     if let Some(p) = &a.executor_params {
@@ -71,6 +82,24 @@ fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
             .as_mapping()
             .is_some_and(|m| m.values().any(|v| v.get("ros__parameters").is_some()));
         let params = if is_params_file {
+            // A file whose sections all name other nodes would give the defaults, the
+            // built-in camera's pose, and a wrong verdict on a right calibration.
+            let sections: Vec<String> = doc
+                .as_mapping()
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            anyhow::ensure!(
+                sections
+                    .iter()
+                    .any(|k| k == &a.node || k == &format!("/{}", a.node) || k == "/**"),
+                "{origin} has no section for the node `{}` (it has {}): give --node",
+                a.node,
+                sections.join(", ")
+            );
             dreamplan::config::ros_params(&text, &a.node, &origin)?
         } else {
             doc
@@ -146,12 +175,17 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         .find(|m| m.width > 0 && m.k[0] > 0.0 && m.k[4] > 0.0)
         .with_context(|| format!("no usable camera info on {}", a.info_topic))?;
     let camera = config.camera(Some(&info));
-    // Joint states: (log time, the arm's positions, the finger's).
-    let mut states: Vec<(u64, Vec<f64>, Option<f64>)> = Vec::new();
+    // Joint states as (log time, header stamp, the arm's positions) and the finger's as
+    // (log time, stamp, position): a gripper may publish its own joint states.
+    let mut states: Vec<(u64, Time, Vec<f64>)> = Vec::new();
+    let mut fingers: Vec<(u64, Time, f64)> = Vec::new();
     for r in reader.read_topic::<JointState>(&a.joint_states_topic) {
         let (t, m) = r?;
         if let Some(q) = arm_positions(&names, &m) {
-            states.push((t, q, finger_of(&m, &config.finger_joint)));
+            states.push((t, m.header.stamp.clone(), q));
+        }
+        if let Some(f) = finger_of(&m, &config.finger_joint) {
+            fingers.push((t, m.header.stamp.clone(), f));
         }
     }
     anyhow::ensure!(
@@ -169,13 +203,50 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     let chosen: Vec<usize> = (0..n)
         .map(|k| (k * (times.len() - 1)) / (n - 1).max(1))
         .collect();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // Written into a partial folder, renamed at the end: an error half-way leaves nothing
+    // that a second run would be refused for.
+    let partial = a.out.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let result = check_frames(
+        &a, &arm, &camera, &reader, &times, &chosen, &states, &fingers, &partial,
+    );
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    finish(&a, rows, &camera, &partial)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_frames(
+    a: &CheckCalibrationArgs,
+    arm: &dreamplan::robot::ArmModel,
+    camera: &dreamplan::render::PinholeCamera,
+    reader: &BagReader,
+    times: &[u64],
+    chosen: &[usize],
+    states: &[(u64, Time, Vec<f64>)],
+    fingers: &[(u64, Time, f64)],
+    out: &Path,
+) -> anyhow::Result<Vec<Row>> {
+    let unstamped = |t: &Time| t.sec == 0 && t.nanosec == 0;
     let mut rows = Vec::new();
-    for (i, r) in reader.read_topic::<Image>(&a.image_topic).enumerate() {
+    let images = reader.messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]));
+    for (i, r) in images.enumerate() {
         if !chosen.contains(&i) {
             continue;
         }
-        let (t, img) = r?;
+        let rec = r?;
+        let t = rec.log_time;
+        // Decoded only when chosen: a long bag of big images is read, not decoded, through.
+        let img: Image = rec.decode()?;
         let t_s = (t - times[0]) as f64 * 1e-9;
         let mut row = Row {
             t_s,
@@ -195,11 +266,22 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
             camera.width,
             camera.height
         );
-        let state = states.iter().rev().find(|(s, _, _)| *s <= t);
+        // Stamps where the image and the states both have them, else receive times.
+        let stamped = !unstamped(&img.header.stamp) && states.iter().all(|(_, s, _)| !unstamped(s));
+        let at = when(&img.header.stamp, t, stamped);
+        let nearest = |s: &(u64, Time)| (when(&s.1, s.0, stamped) - at).abs();
+        let state = states
+            .iter()
+            .min_by_key(|(l, s, _)| nearest(&(*l, s.clone())));
+        let finger = fingers
+            .iter()
+            .min_by_key(|(l, s, _)| nearest(&(*l, s.clone())))
+            .filter(|(l, s, _)| nearest(&(*l, s.clone())) <= MAX_STATE_GAP_NS)
+            .map(|f| f.2);
         match state {
-            Some((s, q, finger)) if t - s <= MAX_STATE_AGE_NS => {
+            Some((l, s, q)) if nearest(&(*l, s.clone())) <= MAX_STATE_GAP_NS => {
                 let open = finger.is_none_or(|f| f >= dreamplan::nodes::sim::FINGER_CLOSED_BELOW);
-                let drawn = DrawnArm::new(&arm, q, open, &camera);
+                let drawn = DrawnArm::new(arm, q, open, camera);
                 row.arm_px = drawn.area();
                 row.tcp_px = drawn.tcp_px;
                 let view = RgbView::new(img.width, img.height, &rgb)?;
@@ -218,7 +300,7 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
                 };
                 let png = format!("frame_{:02}.png", rows.len());
                 write_png(
-                    &a.out.join(&png),
+                    &out.join(&png),
                     &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
                     img.width,
                     img.height,
@@ -226,10 +308,20 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
                 row.png = Some(png);
                 row.fit = f;
             }
-            _ => row.skipped = Some("no joint state in the 0.2 s before it".into()),
+            _ => row.skipped = Some("no joint state within 0.2 s of it".into()),
         }
         rows.push(row);
     }
+    Ok(rows)
+}
+
+/// Prints each frame and the verdict, writes report.json and puts the folder in place.
+fn finish(
+    a: &CheckCalibrationArgs,
+    rows: Vec<Row>,
+    camera: &dreamplan::render::PinholeCamera,
+    partial: &Path,
+) -> anyhow::Result<ExitCode> {
     let fits: Vec<&Fit> = rows.iter().filter_map(|r| r.fit.as_ref()).collect();
     for r in &rows {
         match (&r.fit, &r.skipped) {
@@ -268,9 +360,14 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         "median_shift_px": [shift.0, shift.1],
         "tolerance_px": a.tolerance_px,
     });
+    std::fs::write(
+        partial.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )
+    .with_context(|| format!("writing {}", partial.join("report.json").display()))?;
+    std::fs::rename(partial, &a.out)
+        .with_context(|| format!("renaming {} to {}", partial.display(), a.out.display()))?;
     let path = a.out.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
     let Some(error) = error else {
         println!(
             "no frame showed the arm: nothing to check ({}; the arm must be in the camera's view)",
