@@ -215,20 +215,18 @@ struct ExecRig {
     actions: dreamplan::bus::Publisher<KeypointAction>,
     estop: dreamplan::bus::Publisher<Bool>,
     _depth: dreamplan::bus::Publisher<Image>,
+    /// The executor's parameters (settable with `live`).
+    params: std::sync::Arc<LiveParams>,
 }
 
 impl ExecRig {
     async fn start(bus: &LocalBus, yaml: &str) -> Self {
-        Self::start_with(bus, yaml, None).await
+        Self::start_with(bus, yaml, false).await
     }
 
-    /// [`ExecRig::start`] with the executor's parameters served from `params` (made from
-    /// the same config) when given, so that a test can set them while it runs.
-    async fn start_with(
-        bus: &LocalBus,
-        yaml: &str,
-        params: Option<&dyn Fn(&ExecutorConfig) -> std::sync::Arc<LiveParams>>,
-    ) -> Self {
+    /// [`ExecRig::start`] with the executor's parameters served (`live`), so that a test
+    /// can set them while it runs through `params`.
+    async fn start_with(bus: &LocalBus, yaml: &str, live: bool) -> Self {
         let stop = CancellationToken::new();
         let events = bus
             .subscribe::<EpisodeEvent>("/dreamplan/episode", Qos::keep_last(100))
@@ -248,11 +246,16 @@ impl ExecRig {
         let estop = bus.publisher::<Bool>("/estop", Qos::latched()).unwrap();
         let config: ExecutorConfig =
             serde_yaml::from_str(&format!("width: {SIZE}\nheight: {SIZE}\n{yaml}")).unwrap();
+        let params = if live {
+            LiveParams::for_node::<ExecutorNode>("executor", &config, &serde_yaml::Value::Null)
+        } else {
+            LiveParams::fixed()
+        };
         let ctx = NodeContext {
             name: ExecutorNode::KIND.into(),
             bus: bus.clone(),
             shutdown: stop.clone(),
-            params: params.map_or_else(LiveParams::fixed, |p| p(&config)),
+            params: params.clone(),
         };
         let task = tokio::spawn(ExecutorNode::new(config).unwrap().run(ctx));
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -267,6 +270,7 @@ impl ExecRig {
             actions,
             estop,
             _depth: depth,
+            params,
         }
     }
 
@@ -474,16 +478,8 @@ async fn a_dry_run_shows_the_action_to_rviz_and_moves_nothing() {
     let mut markers = bus
         .subscribe::<MarkerArray>("/dreamplan/markers", Qos::latched())
         .unwrap();
-    let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let keep = shared.clone();
-    let serve = move |c: &ExecutorConfig| {
-        let p = LiveParams::for_node::<ExecutorNode>("executor", c, &serde_yaml::Value::Null);
-        *keep.lock().unwrap() = Some(p.clone());
-        p
-    };
-    let mut r =
-        ExecRig::start_with(&bus, "dry_run: true\nbase_frame: fr3_link0", Some(&serve)).await;
-    let params = shared.lock().unwrap().clone().unwrap();
+    let mut r = ExecRig::start_with(&bus, "dry_run: true\nbase_frame: fr3_link0", true).await;
+    let params = r.params.clone();
     // An e-stop in a dry run, before any joint state: nothing goes to the arm (the hold
     // at the executor's assumed ready pose would have moved an arm it never heard from).
     r.estop.publish(Bool { data: true }).unwrap();

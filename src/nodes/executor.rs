@@ -801,12 +801,15 @@ pub fn plan_action(
     decide_action(config, arm, camera, action, depth, goal_depth, q).plan
 }
 
+/// A pick point and a place point (m, base frame).
+pub type PickPlace = (Point3<f64>, Point3<f64>);
+
 /// [`plan_action`]'s decision with the points it reached, for showing it.
 pub struct Decision {
     /// The pick and place points in the base frame, once the pixels reached 3D (after
     /// the workspace policy's clamp, where it admitted them; as the pixels gave them
     /// where it refused them); `None` when they did not (no depth, a pixel off the image).
-    pub points: Option<(Point3<f64>, Point3<f64>)>,
+    pub points: Option<PickPlace>,
     /// The plan, or why there is none.
     pub plan: Result<PickPlacePlan, Rejection>,
 }
@@ -844,7 +847,7 @@ fn plan_reaching(
     depth: Option<&DepthImage>,
     goal_depth: Option<&DepthImage>,
     q: &[f64],
-    points: &mut Option<(Point3<f64>, Point3<f64>)>,
+    points: &mut Option<PickPlace>,
 ) -> Result<PickPlacePlan, Rejection> {
     let c = config;
     let depth = depth.ok_or(Rejection::NoDepthImage)?;
@@ -933,10 +936,7 @@ impl ExecutorNode {
         depth: Option<&DepthImage>,
         goal_depth: Option<&DepthImage>,
         q: &[f64],
-    ) -> (
-        Option<(Point3<f64>, Point3<f64>)>,
-        Result<Planned, Rejection>,
-    ) {
+    ) -> (Option<PickPlace>, Result<Planned, Rejection>) {
         let d = decide_action(
             &self.config,
             &self.arm,
@@ -965,11 +965,14 @@ impl ExecutorNode {
     }
 
     /// Shows an action on `topics.markers` (nothing when the points are not finite).
+    // Each argument is one of the view's parts; a struct for them would be `ActionView`
+    // again, less the executor's frame.
+    #[allow(clippy::too_many_arguments)]
     fn show(
         &self,
         markers: Option<&crate::bus::Publisher<MarkerArray>>,
         stamp: Time,
-        (pick, place): (Point3<f64>, Point3<f64>),
+        (pick, place): PickPlace,
         path: &[Point3<f64>],
         shown: Shown,
         label: &str,
