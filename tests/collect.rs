@@ -316,9 +316,22 @@ fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    let offset = report.unwrap()["median_offset_px"].as_f64().unwrap();
+    let report = report.unwrap();
+    let offset = report["median_offset_px"].as_f64().unwrap();
     assert!(offset >= 5.0, "a pose 6 cm off fits {offset} px away");
     assert!(String::from_utf8_lossy(&o.stdout).contains("check base_from_camera"));
+    // The suggested position puts the camera back within 1.5 cm of where it was, and
+    // checks out.
+    let s: Vec<f64> =
+        serde_json::from_value(report["suggested_base_from_camera_xyz"].clone()).unwrap();
+    let back = (nalgebra::Vector3::new(s[0], s[1], s[2]) - t).norm();
+    assert!(
+        back < 0.015,
+        "suggested {s:?}, recorded through {t:?}: {back} m apart"
+    );
+    let fixed = format!("{},{},{},{},{},{},{}", s[0], s[1], s[2], q.x, q.y, q.z, q.w);
+    let (o, _, _) = check("fixed", &["--camera-pose", &fixed]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     // A params file whose section names another node is refused, not read as defaults.
     let other = tmp.path().join("cell.yaml");
     std::fs::write(

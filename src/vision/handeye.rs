@@ -33,6 +33,8 @@ pub struct DrawnArm {
     pub mask: Vec<bool>,
     /// The tool point's pixel (`None`: behind the camera).
     pub tcp_px: Option<(f64, f64)>,
+    /// The median depth (m, along the optical axis) of the drawn arm's pixels.
+    pub depth_m: Option<f64>,
 }
 
 impl DrawnArm {
@@ -47,11 +49,18 @@ impl DrawnArm {
             &RenderOptions::default(),
         );
         // Drawn on white: anything visibly darker is arm (antialiased rims included).
-        let mask = frame
+        let mask: Vec<bool> = frame
             .rgb
             .chunks_exact(3)
             .map(|p| p.iter().any(|&c| c < 235))
             .collect();
+        let mut depths: Vec<f64> = mask
+            .iter()
+            .zip(&frame.depth)
+            .filter(|(m, d)| **m && d.is_finite())
+            .map(|(_, d)| *d as f64)
+            .collect();
+        depths.sort_by(f64::total_cmp);
         let tcp = arm.fk(q).translation.vector;
         Self {
             width: camera.width,
@@ -60,6 +69,7 @@ impl DrawnArm {
             tcp_px: camera
                 .project(&nalgebra::Point3::from(tcp))
                 .map(|(u, v, _)| (u, v)),
+            depth_m: depths.get(depths.len() / 2).copied(),
         }
     }
 
@@ -173,6 +183,24 @@ pub fn fit(outline: &[(i64, i64)], edges: &[bool], width: u32, height: u32, radi
     }
 }
 
+/// The first-order correction of a hand-eye pose's position from a fit: the move of the
+/// camera (m, in the base frame) that shifts what lies `depth_m` in front of it by `shift`
+/// pixels, so that the drawn arm lands where the image shows it. A small rotation error
+/// looks the same at one depth and is absorbed into it; the orientation is kept.
+pub fn camera_correction(
+    camera: &PinholeCamera,
+    shift: (i64, i64),
+    depth_m: f64,
+) -> nalgebra::Vector3<f64> {
+    // A point's pixel moves by −f·Δ/Z when the camera moves by Δ along its own x or y.
+    let in_camera = nalgebra::Vector3::new(
+        -(shift.0 as f64) * depth_m / camera.fx,
+        -(shift.1 as f64) * depth_m / camera.fy,
+        0.0,
+    );
+    camera.world_from_camera.rotation * in_camera
+}
+
 /// `image` with the drawn arm over it: its pixels tinted magenta, its outline solid, and
 /// the tool point as a green cross; with `shifted`, the outline also at the best fit's
 /// offset, in cyan.
@@ -242,6 +270,7 @@ mod tests {
             height: h,
             mask,
             tcp_px: Some((16.5, 15.5)),
+            depth_m: Some(1.0),
         };
         let outline = arm.outline();
         assert_eq!(outline.len(), 36);
@@ -255,5 +284,21 @@ mod tests {
         assert_eq!(px(12, 10), [255, 0, 255], "the outline");
         assert_eq!(px(16, 15), [0, 255, 0], "the tool's cross");
         assert_eq!(px(0, 0), [30, 30, 30], "untouched");
+    }
+
+    /// The correction moves the camera so that a point at the given depth lands the
+    /// given shift further in the image.
+    #[test]
+    fn the_camera_correction_shifts_a_point_at_its_depth_by_the_fit_s_offset() {
+        let mut camera = scene::default_camera(128, 128);
+        let p = nalgebra::Point3::new(0.5, 0.05, 0.1);
+        let (u, v, z) = camera.project(&p).unwrap();
+        let delta = camera_correction(&camera, (7, -4), z);
+        camera.world_from_camera.translation.vector += delta;
+        let (u2, v2, _) = camera.project(&p).unwrap();
+        assert!(
+            (u2 - u - 7.0).abs() < 0.05 && (v2 - v + 4.0).abs() < 0.05,
+            "({u}, {v}) → ({u2}, {v2})"
+        );
     }
 }

@@ -12,7 +12,7 @@ use clap::Args;
 use dreamplan::bag::BagReader;
 use dreamplan::msg::prelude::*;
 use dreamplan::nodes::executor::{arm_of, arm_positions, finger_of, ExecutorConfig};
-use dreamplan::vision::handeye::{edges, fit, overlay, DrawnArm, Fit};
+use dreamplan::vision::handeye::{camera_correction, edges, fit, overlay, DrawnArm, Fit};
 use dreamplan::vision::RgbView;
 
 #[derive(Args)]
@@ -132,6 +132,8 @@ struct Row {
     skipped: Option<String>,
     arm_px: usize,
     tcp_px: Option<(f64, f64)>,
+    /// The drawn arm's median depth (m).
+    depth_m: Option<f64>,
     fit: Option<Fit>,
 }
 
@@ -254,6 +256,7 @@ fn check_frames(
             skipped: None,
             arm_px: 0,
             tcp_px: None,
+            depth_m: None,
             fit: None,
         };
         let rgb = dreamplan::vision::rgb_pixels(&img)
@@ -284,6 +287,7 @@ fn check_frames(
                 let drawn = DrawnArm::new(arm, q, open, camera);
                 row.arm_px = drawn.area();
                 row.tcp_px = drawn.tcp_px;
+                row.depth_m = drawn.depth_m;
                 let view = RgbView::new(img.width, img.height, &rgb)?;
                 let outline = drawn.outline();
                 let f = if outline.len() >= 30 {
@@ -348,6 +352,22 @@ fn finish(
         median(fits.iter().map(|f| f.best_shift.0 as f64).collect()),
         median(fits.iter().map(|f| f.best_shift.1 as f64).collect()),
     );
+    // Each frame's correction of the camera's position, their median per axis.
+    let corrections: Vec<nalgebra::Vector3<f64>> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(camera_correction(
+                camera,
+                r.fit.as_ref()?.best_shift,
+                r.depth_m?,
+            ))
+        })
+        .collect();
+    let suggested = (!corrections.is_empty()).then(|| {
+        let axis = |i: usize| median(corrections.iter().map(|c| c[i]).collect()).unwrap_or(0.0);
+        camera.world_from_camera.translation.vector
+            + nalgebra::Vector3::new(axis(0), axis(1), axis(2))
+    });
     let report = serde_json::json!({
         "bag": a.bag,
         "base_from_camera": {
@@ -358,6 +378,7 @@ fn finish(
         "frames_fitted": fits.len(),
         "median_offset_px": error,
         "median_shift_px": [shift.0, shift.1],
+        "suggested_base_from_camera_xyz": suggested.map(|v| [v.x, v.y, v.z]),
         "tolerance_px": a.tolerance_px,
     });
     std::fs::write(
@@ -391,6 +412,13 @@ fn finish(
             a.tolerance_px,
             a.out.display()
         );
+        if let Some(v) = suggested {
+            let q = camera.world_from_camera.rotation.coords;
+            println!(
+                "a first-order correction of the position alone (orientation kept): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}]; check it again with --camera-pose {:.4},{:.4},{:.4},{},{},{},{}",
+                v.x, v.y, v.z, v.x, v.y, v.z, q.x, q.y, q.z, q.w
+            );
+        }
         Ok(ExitCode::FAILURE)
     }
 }
