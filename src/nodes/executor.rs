@@ -825,75 +825,55 @@ pub fn decide_action(
     q: &[f64],
 ) -> Decision {
     let mut points = None;
-    let plan = plan_reaching(
-        config,
-        arm,
-        camera,
-        action,
-        depth,
-        goal_depth,
-        q,
-        &mut points,
-    );
-    Decision { points, plan }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn plan_reaching(
-    config: &ExecutorConfig,
-    arm: &ArmModel,
-    camera: &PinholeCamera,
-    action: &KeypointAction,
-    depth: Option<&DepthImage>,
-    goal_depth: Option<&DepthImage>,
-    q: &[f64],
-    points: &mut Option<PickPlace>,
-) -> Result<PickPlacePlan, Rejection> {
-    let c = config;
-    let depth = depth.ok_or(Rejection::NoDepthImage)?;
-    if (depth.width, depth.height) != (camera.width, camera.height) {
-        return Err(Rejection::Planning(format!(
-            "depth image is {}x{} but the camera model is {}x{}",
-            depth.width, depth.height, camera.width, camera.height
-        )));
-    }
-    // The goal depth is read at the place pixel with the same intrinsics: another size
-    // would give a wrong place height (it was not checked before session 42).
-    if let Some(g) = goal_depth {
-        if (g.width, g.height) != (camera.width, camera.height) {
+    // The decision, noting the points as it reaches them.
+    let plan = (|| -> Result<PickPlacePlan, Rejection> {
+        let c = config;
+        let depth = depth.ok_or(Rejection::NoDepthImage)?;
+        if (depth.width, depth.height) != (camera.width, camera.height) {
             return Err(Rejection::Planning(format!(
-                "goal depth image is {}x{} but the camera model is {}x{}",
-                g.width, g.height, camera.width, camera.height
+                "depth image is {}x{} but the camera model is {}x{}",
+                depth.width, depth.height, camera.width, camera.height
             )));
         }
-    }
-    let (pick, place) = action_points(
-        action,
-        camera,
-        depth,
-        goal_depth,
-        &Isometry3::identity(),
-        c.table_z,
-    )?;
-    *points = Some((pick, place));
-    let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
-    let (place, clamped_place) = c.envelope.admit("place", place)?;
-    *points = Some((pick, place));
-    if clamped_pick || clamped_place {
-        tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
-    }
-    // The motion is timed within the envelope's speed cap, with the motion's own headroom
-    // below it: a tighter `envelope.max_speed_fraction` slows the arm. Before session 45 the
-    // plan ignored it and the envelope then refused every action faster than it (at 0.4,
-    // nearly all), although docs/ros2.md gives it as the way to slow the arm.
-    let motion = PickPlaceParams {
-        velocity_margin: c.motion.velocity_margin * c.envelope.max_speed_fraction,
-        ..c.motion.clone()
-    };
-    let plan = plan_pick_place(arm, q, &pick, &place, &motion)
-        .map_err(|e| Rejection::Planning(e.to_string()))?;
-    c.envelope.verify(&plan.trajectory, arm)?;
-    Ok(plan)
+        // The goal depth is read at the place pixel with the same intrinsics: another size
+        // would give a wrong place height (it was not checked before session 42).
+        if let Some(g) = goal_depth {
+            if (g.width, g.height) != (camera.width, camera.height) {
+                return Err(Rejection::Planning(format!(
+                    "goal depth image is {}x{} but the camera model is {}x{}",
+                    g.width, g.height, camera.width, camera.height
+                )));
+            }
+        }
+        let (pick, place) = action_points(
+            action,
+            camera,
+            depth,
+            goal_depth,
+            &Isometry3::identity(),
+            c.table_z,
+        )?;
+        points = Some((pick, place));
+        let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
+        let (place, clamped_place) = c.envelope.admit("place", place)?;
+        points = Some((pick, place));
+        if clamped_pick || clamped_place {
+            tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
+        }
+        // The motion is timed within the envelope's speed cap, with the motion's own headroom
+        // below it: a tighter `envelope.max_speed_fraction` slows the arm. Before session 45 the
+        // plan ignored it and the envelope then refused every action faster than it (at 0.4,
+        // nearly all), although docs/ros2.md gives it as the way to slow the arm.
+        let motion = PickPlaceParams {
+            velocity_margin: c.motion.velocity_margin * c.envelope.max_speed_fraction,
+            ..c.motion.clone()
+        };
+        let plan = plan_pick_place(arm, q, &pick, &place, &motion)
+            .map_err(|e| Rejection::Planning(e.to_string()))?;
+        c.envelope.verify(&plan.trajectory, arm)?;
+        Ok(plan)
+    })();
+    Decision { points, plan }
 }
 
 impl ExecutorConfig {
