@@ -1451,11 +1451,13 @@ impl Node for ExecutorNode {
                             // controller drops a message with other joints or with no point,
                             // which is what this sent before session 42 (an empty trajectory
                             // of the seven arm joints: the arm went on moving).
-                            // Only where the arm's state is known (a hold at the ready pose
-                            // the executor starts from would move an arm it never heard
-                            // from) and something may move it: a motion under way, or, out
-                            // of a dry run, one sent earlier. A dry run has sent nothing,
-                            // and the e-stop must not be the first command it sends.
+                            // While a motion runs it is replaced by the hold, at the last
+                            // state known (the motion's start when no state ever came,
+                            // with joint_state_max_age_s 0). An idle arm gets the hold only
+                            // once a joint state has come (a hold at the ready pose the
+                            // executor assumes until then would move an arm it never heard
+                            // from), and not in a dry run, which has sent nothing: the
+                            // e-stop must not be the first command it sends.
                             None => {
                                 let moving = busy_until.is_some() || goal.is_some();
                                 if moving || (q_at.is_some() && !self.config.dry_run) {

@@ -24,13 +24,14 @@ pub struct CheckCalibrationArgs {
     /// The executor's params file (what `real_arm.launch.xml executor_params:=` takes: a
     /// ROS 2 params file with an `executor:` section, or the node's plain YAML): its
     /// hand-eye pose `base_from_camera_xyz/_xyzw`, `joint_names` and `finger_joint`.
-    #[arg(long, conflicts_with = "camera_pose")]
+    #[arg(long)]
     executor_params: Option<PathBuf>,
     /// The node's name in `--executor-params` (its section).
     #[arg(long, default_value = "executor")]
     node: String,
-    /// Only the hand-eye pose, `X,Y,Z,QX,QY,QZ,QW` (the optical frame in the arm's base
-    /// frame; m). Without either, the built-in world's camera pose.
+    /// The hand-eye pose, `X,Y,Z,QX,QY,QZ,QW` (the optical frame in the arm's base frame;
+    /// m), instead of the params file's (whose other settings still apply). Without
+    /// either, the built-in world's camera pose.
     #[arg(long, allow_hyphen_values = true, value_name = "X,Y,Z,QX,QY,QZ,QW")]
     camera_pose: Option<String>,
     /// Frames checked, spread evenly over the bag's images.
@@ -53,6 +54,8 @@ pub struct CheckCalibrationArgs {
     tolerance_px: f64,
     /// Output folder: frame_NN.png (the drawn arm in magenta over each image, its best
     /// fit in cyan, the tool point as a green cross) and report.json. Must not exist.
+    /// Exit status: 0 within the tolerance, 1 beyond it (or no frame to check), 2 on an
+    /// error.
     #[arg(long)]
     out: PathBuf,
 }
@@ -72,41 +75,10 @@ fn when(stamp: &Time, log_time: u64, stamped: bool) -> i64 {
 }
 
 fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
-    if let Some(p) = &a.executor_params {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let origin = p.display().to_string();
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(&text).with_context(|| format!("{origin}: not YAML"))?;
-        let is_params_file = doc
-            .as_mapping()
-            .is_some_and(|m| m.values().any(|v| v.get("ros__parameters").is_some()));
-        let params = if is_params_file {
-            // A file whose sections all name other nodes would give the defaults, the
-            // built-in camera's pose, and a wrong verdict on a right calibration.
-            let sections: Vec<String> = doc
-                .as_mapping()
-                .map(|m| {
-                    m.keys()
-                        .filter_map(|k| k.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            anyhow::ensure!(
-                sections
-                    .iter()
-                    .any(|k| k == &a.node || k == &format!("/{}", a.node) || k == "/**"),
-                "{origin} has no section for the node `{}` (it has {}): give --node",
-                a.node,
-                sections.join(", ")
-            );
-            dreamplan::config::ros_params(&text, &a.node, &origin)?
-        } else {
-            doc
-        };
-        return Ok(dreamplan::config::node_config(&params, &origin)?);
-    }
-    let mut c = ExecutorConfig::default();
+    let mut c = match &a.executor_params {
+        Some(p) => params_file(p, &a.node)?,
+        None => ExecutorConfig::default(),
+    };
     if let Some(pose) = &a.camera_pose {
         let (xyz, xyzw) = crate::world_model::parse_camera_pose(pose)?;
         let n = xyzw.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -116,10 +88,45 @@ fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
         );
         c.base_from_camera_xyz = Some(xyz);
         c.base_from_camera_xyzw = Some(xyzw);
-    } else {
-        eprintln!("note: no --executor-params or --camera-pose: checking the built-in world's camera pose");
+    } else if c.base_from_camera_xyz.is_none() {
+        eprintln!("note: no hand-eye pose given (--camera-pose, or base_from_camera_xyz/_xyzw in --executor-params): checking the built-in world's camera pose");
     }
     Ok(c)
+}
+
+/// The executor's config from a ROS 2 params file (its `node` section) or the node's plain
+/// YAML.
+fn params_file(p: &Path, node: &str) -> anyhow::Result<ExecutorConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let origin = p.display().to_string();
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{origin}: not YAML"))?;
+    let is_params_file = doc
+        .as_mapping()
+        .is_some_and(|m| m.values().any(|v| v.get("ros__parameters").is_some()));
+    let params = if is_params_file {
+        // A file whose sections all name other nodes would give the defaults, the
+        // built-in camera's pose, and a wrong verdict on a right calibration.
+        let sections: Vec<String> = doc
+            .as_mapping()
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::ensure!(
+            sections
+                .iter()
+                .any(|k| k == node || k == &format!("/{node}") || k == "/**"),
+            "{origin} has no section for the node `{node}` (it has {}): give --node",
+            sections.join(", ")
+        );
+        dreamplan::config::ros_params(&text, node, &origin)?
+    } else {
+        doc
+    };
+    Ok(dreamplan::config::node_config(&params, &origin)?)
 }
 
 /// One checked frame, as report.json lists it.
@@ -138,6 +145,17 @@ struct Row {
 }
 
 pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
+    // An error is told from a calibration that is off (1) by its status.
+    match check(a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {}", crate::error_text(&e));
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.frames > 0, "--frames must be > 0");
     anyhow::ensure!(
         (0..=200).contains(&a.search_px),
@@ -207,7 +225,11 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         .collect();
     // Written into a partial folder, renamed at the end: an error half-way leaves nothing
     // that a second run would be refused for.
-    let partial = a.out.with_extension("partial");
+    let partial = {
+        let mut p = a.out.clone().into_os_string();
+        p.push(".partial");
+        PathBuf::from(p)
+    };
     if partial.exists() {
         std::fs::remove_dir_all(&partial)
             .with_context(|| format!("removing {}", partial.display()))?;
@@ -270,19 +292,26 @@ fn check_frames(
             camera.height
         );
         // Stamps where the image and the states both have them, else receive times.
-        let stamped = !unstamped(&img.header.stamp) && states.iter().all(|(_, s, _)| !unstamped(s));
-        let at = when(&img.header.stamp, t, stamped);
-        let nearest = |s: &(u64, Time)| (when(&s.1, s.0, stamped) - at).abs();
+        // (A gripper's own joint states may be stamped otherwise than the arm's.)
+        let image_stamped = !unstamped(&img.header.stamp);
+        let gap = |series_stamped: bool, l: u64, s: &Time| {
+            let stamped = image_stamped && series_stamped;
+            (when(s, l, stamped) - when(&img.header.stamp, t, stamped)).abs()
+        };
+        let arm_stamped = states.iter().all(|(_, s, _)| !unstamped(s));
+        let finger_stamped = fingers.iter().all(|(_, s, _)| !unstamped(s));
         let state = states
             .iter()
-            .min_by_key(|(l, s, _)| nearest(&(*l, s.clone())));
+            .map(|(l, s, q)| (gap(arm_stamped, *l, s), q))
+            .min_by_key(|(g, _)| *g);
         let finger = fingers
             .iter()
-            .min_by_key(|(l, s, _)| nearest(&(*l, s.clone())))
-            .filter(|(l, s, _)| nearest(&(*l, s.clone())) <= MAX_STATE_GAP_NS)
-            .map(|f| f.2);
+            .map(|(l, s, f)| (gap(finger_stamped, *l, s), *f))
+            .min_by_key(|(g, _)| *g)
+            .filter(|(g, _)| *g <= MAX_STATE_GAP_NS)
+            .map(|(_, f)| f);
         match state {
-            Some((l, s, q)) if nearest(&(*l, s.clone())) <= MAX_STATE_GAP_NS => {
+            Some((g, q)) if g <= MAX_STATE_GAP_NS => {
                 let open = finger.is_none_or(|f| f >= dreamplan::nodes::sim::FINGER_CLOSED_BELOW);
                 let drawn = DrawnArm::new(arm, q, open, camera);
                 row.arm_px = drawn.area();
@@ -390,8 +419,12 @@ fn finish(
         .with_context(|| format!("renaming {} to {}", partial.display(), a.out.display()))?;
     let path = a.out.join("report.json");
     let Some(error) = error else {
+        let mut why: Vec<&str> = rows.iter().filter_map(|r| r.skipped.as_deref()).collect();
+        why.sort();
+        why.dedup();
         println!(
-            "no frame showed the arm: nothing to check ({}; the arm must be in the camera's view)",
+            "no frame could be checked ({}): nothing to check ({})",
+            why.join("; "),
             path.display()
         );
         return Ok(ExitCode::FAILURE);
@@ -414,8 +447,13 @@ fn finish(
         );
         if let Some(v) = suggested {
             let q = camera.world_from_camera.rotation.coords;
+            let params = a
+                .executor_params
+                .as_ref()
+                .map(|p| format!(" --executor-params {} --node {}", p.display(), a.node))
+                .unwrap_or_default();
             println!(
-                "a first-order correction of the position alone (orientation kept): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}]; check it again with --camera-pose {:.4},{:.4},{:.4},{},{},{},{}",
+                "a first-order correction of the position alone (orientation kept): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}]; check it again with{params} --camera-pose {:.4},{:.4},{:.4},{},{},{},{}",
                 v.x, v.y, v.z, v.x, v.y, v.z, q.x, q.y, q.z, q.w
             );
         }
