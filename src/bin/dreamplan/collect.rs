@@ -344,9 +344,20 @@ fn collect_task(
         // watcher went on waiting for episodes that never came, silently, for ever.
         let graph_run = dreamplan::runner::run_graph(bus, &graph, shutdown);
         tokio::pin!(graph_run);
+        tokio::pin!(watcher);
         tokio::select! {
-            r = &mut graph_run => r,
-            () = watcher => graph_run.await,
+            // The graph also ends when the sim has played its episodes, which can be
+            // before this task has read the last `scored` from its queue: the watcher
+            // reads what is queued (the bus is closed, so it then ends) before the count
+            // is final. Before session 50 the last episode could go uncounted ("1/2").
+            r = &mut graph_run => {
+                // (A graph that did not start has not closed the bus: nothing to read.)
+                if r.is_ok() {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut watcher).await;
+                }
+                r
+            }
+            () = &mut watcher => graph_run.await,
         }
     })?;
     anyhow::ensure!(report.is_clean(), "collection of {task} failed: {report:?}");
