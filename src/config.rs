@@ -173,6 +173,41 @@ pub fn ros_params(text: &str, node: &str, origin: &str) -> Result<serde_yaml::Va
     Ok(Value::Mapping(merged))
 }
 
+/// One node's config from a file: a ROS 2 params file (the `node` section merged with
+/// `/**`, dotted keys nested, as [`ros_params`] reads it for the node executables) or the
+/// node's parameters as plain YAML. A params file with no section for `node` is an error
+/// naming the sections it has: read as the defaults, it would pass without a word (a
+/// hand-eye check of the built-in camera's pose instead of the cell's).
+pub fn node_config_file<C: DeserializeOwned>(path: &Path, node: &str) -> Result<C, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| invalid(&origin, e))?;
+    let sections: Vec<&str> = doc
+        .as_mapping()
+        .filter(|m| m.values().any(|v| v.get("ros__parameters").is_some()))
+        .map(|m| m.keys().filter_map(|k| k.as_str()).collect())
+        .unwrap_or_default();
+    if sections.is_empty() {
+        return node_config(&doc, &origin);
+    }
+    if !sections
+        .iter()
+        .any(|k| *k == node || *k == format!("/{node}") || *k == "/**")
+    {
+        return Err(invalid(
+            &origin,
+            format!(
+                "no section for the node `{node}` (it has {})",
+                sections.join(", ")
+            ),
+        ));
+    }
+    node_config(&ros_params(&text, node, &origin)?, &origin)
+}
+
 /// Turns dotted keys (`a.b: 1`, how ROS 2 names nested parameters) into nested mappings.
 pub fn nest_dotted(flat: serde_yaml::Mapping) -> serde_yaml::Value {
     let mut nested = serde_yaml::Mapping::new();

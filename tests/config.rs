@@ -307,3 +307,40 @@ fn a_camera_device_index_given_as_a_number_reads_as_its_text() {
     .to_string();
     assert!(e.contains("`device`"), "{e}");
 }
+
+/// One node's config from a file (`check-calibration --executor-params`, `robot envelope
+/// --config`): a params file's own section merged over `/**`, dotted keys nested; the
+/// node's plain YAML; and a params file without the node's section refused, naming the
+/// sections it has (read as the defaults, it would have passed silently).
+#[test]
+fn a_node_config_file_is_a_params_file_section_or_plain_yaml() {
+    use dreamplan::config::node_config_file;
+    use dreamplan::nodes::executor::ExecutorConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let params = file(
+        "p.yaml",
+        "/**:\n  ros__parameters:\n    table_z: 0.02\nexecutor:\n  ros__parameters:\n    motion.lift_height_m: 0.07\n    base_frame: fr3_link0\n",
+    );
+    let c: ExecutorConfig = node_config_file(&params, "executor").unwrap();
+    assert_eq!((c.table_z, c.motion.lift_height_m), (0.02, 0.07));
+    assert_eq!(c.base_frame, "fr3_link0");
+    let plain = file("plain.yaml", "table_z: 0.03\n");
+    let c: ExecutorConfig = node_config_file(&plain, "executor").unwrap();
+    assert_eq!(c.table_z, 0.03);
+    let other = file(
+        "other.yaml",
+        "arm_executor:\n  ros__parameters:\n    table_z: 0.04\n",
+    );
+    let e = node_config_file::<ExecutorConfig>(&other, "executor")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no section for the node `executor`") && e.contains("arm_executor"),
+        "{e}"
+    );
+}

@@ -115,12 +115,16 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The episode events (event, detail) a peer printed, and where the first
-/// `action_started` is among them.
-fn events_from_action_start(lines: &[serde_json::Value]) -> (Vec<(&str, &str)>, usize) {
+/// The episode events (event, detail) a peer printed, of `episode` when given, and where
+/// the first `action_started` is among them.
+fn events_from_action_start(
+    lines: &[serde_json::Value],
+    episode: Option<u64>,
+) -> (Vec<(&str, &str)>, usize) {
     let events: Vec<(&str, &str)> = lines
         .iter()
         .filter_map(|l| l.get("episode_event"))
+        .filter(|e| episode.is_none() || e["episode"].as_u64() == episode)
         .map(|e| {
             (
                 e["event"].as_str().unwrap(),
@@ -1314,21 +1318,7 @@ nodes:
             "a trajectory went out on the topic too:\n{}",
             text(o)
         );
-        let events: Vec<(&str, &str)> = lines
-            .iter()
-            .filter_map(|l| l.get("episode_event"))
-            .filter(|e| e["episode"].as_u64() == episode.parse().ok())
-            .map(|e| {
-                (
-                    e["event"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap_or(""),
-                )
-            })
-            .collect();
-        let at = events
-            .iter()
-            .position(|(e, _)| *e == "action_started")
-            .unwrap_or_else(|| panic!("no action_started: {events:?}"));
+        let (events, at) = events_from_action_start(&lines, Some(episode.parse().unwrap()));
         let (end, detail) = events[at + 1];
         match *outcome {
             "succeed" => assert_eq!(end, "action_finished", "{events:?}"),
@@ -1499,7 +1489,7 @@ fn a_cyclone_peer_serving_gripper_command_is_opened_closed_and_opened_in_the_mot
         assert!((-0.05..0.5).contains(&t[0]), "{t:?}");
         assert!(t[1] > 0.5 && t[1] + 0.3 < t[2], "{t:?}");
         assert!(t[2] < duration, "{t:?} (motion {duration} s)");
-        let (events, at) = events_from_action_start(&lines);
+        let (events, at) = events_from_action_start(&lines, None);
         let end = events[at + 1];
         if via_action {
             assert_eq!(end.0, "failed", "{events:?}");
@@ -1566,7 +1556,7 @@ fn a_cyclone_peer_gets_the_motion_in_three_goals_with_the_gripper_waited_for_bet
             }
         }
         let order: Vec<&str> = steps.iter().map(|s| s.1.as_str()).collect();
-        let (events, at) = events_from_action_start(&lines);
+        let (events, at) = events_from_action_start(&lines, None);
         if estop {
             assert_eq!(events[at + 1], ("failed", "e-stop"), "{events:?}");
             assert!(

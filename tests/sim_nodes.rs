@@ -509,14 +509,8 @@ async fn a_dry_run_shows_the_action_to_rviz_and_moves_nothing() {
         |m: &Marker| nalgebra::Point3::new(m.pose.position.x, m.pose.position.y, m.pose.position.z);
 
     r.actions.publish(centre_action("pick 1 place 2")).unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(
-        e.detail.starts_with(dreamplan::nodes::executor::DRY_RUN)
-            && e.detail.contains("pick 1 place 2"),
-        "{}",
-        e.detail
-    );
+    let e = next_failed(&mut r.events, dreamplan::nodes::executor::DRY_RUN).await;
+    assert!(e.detail.contains("pick 1 place 2"), "{}", e.detail);
     let shown = next_markers().await;
     assert!(shown
         .markers
@@ -961,6 +955,17 @@ async fn on_a_real_arm_the_episode_s_end_does_not_free_a_moving_arm() {
     assert!(e.detail.contains("busy"), "{}", e.detail);
 }
 
+/// The next event, which must be a `failed` whose detail begins with `begins`.
+async fn next_failed(
+    events: &mut dreamplan::bus::Subscriber<EpisodeEvent>,
+    begins: &str,
+) -> EpisodeEvent {
+    let e = next_event_any(events).await;
+    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
+    assert!(e.detail.starts_with(begins), "{}", e.detail);
+    e
+}
+
 async fn next_event_any(events: &mut dreamplan::bus::Subscriber<EpisodeEvent>) -> EpisodeEvent {
     let e = tokio::time::timeout(Duration::from_secs(60), events.recv())
         .await
@@ -1202,13 +1207,7 @@ async fn a_gripper_action_opens_closes_and_opens_at_the_plan_s_times_in_bus_time
     settle().await;
     assert!(r.events.try_recv().is_none(), "given up before the timeout");
     clock.set(at(t2 + end + 2.1));
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(
-        e.detail.starts_with("gripper (open): no result 2.0 s"),
-        "{}",
-        e.detail
-    );
+    next_failed(&mut r.events, "gripper (open): no result 2.0 s").await;
     settle().await;
     assert!(
         silent.answer.is_closed(),
@@ -1387,13 +1386,7 @@ async fn with_wait_for_gripper_the_arm_moves_on_only_once_the_gripper_has_answer
             "Aborted: the gripper neither reached the position nor stopped on an object".into(),
         ))
         .unwrap();
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(
-        e.detail.starts_with("gripper (close): Aborted"),
-        "{}",
-        e.detail
-    );
+    next_failed(&mut r.events, "gripper (close): Aborted").await;
     settle().await;
     assert!(
         goals.try_recv().is_err(),
@@ -1526,14 +1519,8 @@ async fn a_controller_that_never_answers_is_given_up_after_the_result_timeout_in
     assert!(r.events.try_recv().is_none(), "gave up before the timeout");
     // Past it: the goal is cancelled and the failure says why.
     clock.set(at(duration + 2.1));
-    let e = next_event_any(&mut r.events).await;
-    assert_eq!(e.event, EpisodeEvent::EVENT_FAILED, "{e:?}");
-    assert!(
-        e.detail.starts_with("controller: no result 2.0 s")
-            && e.detail.contains("result_timeout_s"),
-        "{}",
-        e.detail
-    );
+    let e = next_failed(&mut r.events, "controller: no result 2.0 s").await;
+    assert!(e.detail.contains("result_timeout_s"), "{}", e.detail);
     let cancelled = async {
         while !g.answer.is_closed() {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -894,18 +894,38 @@ impl ClientAction for CommandGripper {
         status: ros2_client::action::GoalStatusEnum,
         r: &gripper::Result,
     ) -> super::ActionOutcome {
-        super::ActionOutcome::from_gripper_result(
-            matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
-            &format!("{status:?}"),
+        gripper_outcome(
+            status,
             *command,
             *what,
-            super::GripperResult {
-                position: r.position,
-                stalled: r.stalled,
-                reached_goal: r.reached_goal,
-            },
+            r.position,
+            r.stalled,
+            r.reached_goal,
         )
     }
+}
+
+/// What a gripper action's end means ([`super::ActionOutcome::from_gripper_result`]),
+/// whichever of the two actions reported it.
+fn gripper_outcome(
+    status: ros2_client::action::GoalStatusEnum,
+    command: super::GripperCommand,
+    what: super::GripperMove,
+    position: f64,
+    stalled: bool,
+    reached_goal: bool,
+) -> super::ActionOutcome {
+    super::ActionOutcome::from_gripper_result(
+        matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
+        &format!("{status:?}"),
+        command,
+        what,
+        super::GripperResult {
+            position,
+            stalled,
+            reached_goal,
+        },
+    )
 }
 
 /// `ParallelGripperCommand`: the command as a joint state, and what it is for.
@@ -927,17 +947,8 @@ impl ClientAction for CommandParallelGripper {
         status: ros2_client::action::GoalStatusEnum,
         r: &gripper::ParallelResult,
     ) -> super::ActionOutcome {
-        super::ActionOutcome::from_gripper_result(
-            matches!(status, ros2_client::action::GoalStatusEnum::Succeeded),
-            &format!("{status:?}"),
-            *command,
-            *what,
-            super::GripperResult {
-                position: r.state.position.first().copied().unwrap_or(f64::NAN),
-                stalled: r.stalled,
-                reached_goal: r.reached_goal,
-            },
-        )
+        let position = r.state.position.first().copied().unwrap_or(f64::NAN);
+        gripper_outcome(status, *command, *what, position, r.stalled, r.reached_goal)
     }
 }
 

@@ -76,7 +76,8 @@ fn when(stamp: &Time, log_time: u64, stamped: bool) -> i64 {
 
 fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
     let mut c = match &a.executor_params {
-        Some(p) => params_file(p, &a.node)?,
+        Some(p) => dreamplan::config::node_config_file(p, &a.node)
+            .map_err(|e| anyhow::anyhow!("{e}: give --node for another section"))?,
         None => ExecutorConfig::default(),
     };
     if let Some(pose) = &a.camera_pose {
@@ -92,41 +93,6 @@ fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
         eprintln!("note: no hand-eye pose given (--camera-pose, or base_from_camera_xyz/_xyzw in --executor-params): checking the built-in world's camera pose");
     }
     Ok(c)
-}
-
-/// The executor's config from a ROS 2 params file (its `node` section) or the node's plain
-/// YAML.
-fn params_file(p: &Path, node: &str) -> anyhow::Result<ExecutorConfig> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    let origin = p.display().to_string();
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("{origin}: not YAML"))?;
-    let is_params_file = doc
-        .as_mapping()
-        .is_some_and(|m| m.values().any(|v| v.get("ros__parameters").is_some()));
-    let params = if is_params_file {
-        // A file whose sections all name other nodes would give the defaults, the
-        // built-in camera's pose, and a wrong verdict on a right calibration.
-        let sections: Vec<String> = doc
-            .as_mapping()
-            .map(|m| {
-                m.keys()
-                    .filter_map(|k| k.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        anyhow::ensure!(
-            sections
-                .iter()
-                .any(|k| k == node || k == &format!("/{node}") || k == "/**"),
-            "{origin} has no section for the node `{node}` (it has {}): give --node",
-            sections.join(", ")
-        );
-        dreamplan::config::ros_params(&text, node, &origin)?
-    } else {
-        doc
-    };
-    Ok(dreamplan::config::node_config(&params, &origin)?)
 }
 
 /// One checked frame, as report.json lists it.
@@ -213,16 +179,17 @@ fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         "no joint state on {} names the arm's joints {names:?} (set joint_names in the params file if the driver names them otherwise)",
         a.joint_states_topic
     );
-    // The images to check: their log times first, then the chosen ones decoded.
-    let times: Vec<u64> = reader
-        .messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]))
-        .map(|r| r.map(|rec| rec.log_time))
-        .collect::<Result<_, _>>()?;
-    anyhow::ensure!(!times.is_empty(), "no image on {}", a.image_topic);
-    let n = a.frames.min(times.len());
-    let chosen: Vec<usize> = (0..n)
-        .map(|k| (k * (times.len() - 1)) / (n - 1).max(1))
-        .collect();
+    // The images to check, spread over their count: the bag's own where it has one (its
+    // metadata or summary), else counted in a pass that reads no image.
+    let count = match reader.topic(&a.image_topic).and_then(|t| t.message_count) {
+        Some(n) => n as usize,
+        None => reader
+            .messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]))
+            .try_fold(0usize, |n, r| r.map(|_| n + 1))?,
+    };
+    anyhow::ensure!(count > 0, "no image on {}", a.image_topic);
+    let n = a.frames.min(count);
+    let chosen: Vec<usize> = (0..n).map(|k| (k * (count - 1)) / (n - 1).max(1)).collect();
     // Written into a partial folder, renamed at the end: an error half-way leaves nothing
     // that a second run would be refused for.
     let partial = {
@@ -236,7 +203,7 @@ fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let result = check_frames(
-        &a, &arm, &camera, &reader, &times, &chosen, &states, &fingers, &partial,
+        &a, &arm, &camera, &reader, &chosen, &states, &fingers, &partial,
     );
     let rows = match result {
         Ok(rows) => rows,
@@ -254,7 +221,6 @@ fn check_frames(
     arm: &dreamplan::robot::ArmModel,
     camera: &dreamplan::render::PinholeCamera,
     reader: &BagReader,
-    times: &[u64],
     chosen: &[usize],
     states: &[(u64, Time, Vec<f64>)],
     fingers: &[(u64, Time, f64)],
@@ -263,15 +229,18 @@ fn check_frames(
     let unstamped = |t: &Time| t.sec == 0 && t.nanosec == 0;
     let mut rows = Vec::new();
     let images = reader.messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]));
+    // The first image's log time (image 0 is always chosen): frames are timed from it.
+    let mut t0 = None;
     for (i, r) in images.enumerate() {
         if !chosen.contains(&i) {
             continue;
         }
         let rec = r?;
         let t = rec.log_time;
+        let t0 = *t0.get_or_insert(t);
         // Decoded only when chosen: a long bag of big images is read, not decoded, through.
         let img: Image = rec.decode()?;
-        let t_s = (t - times[0]) as f64 * 1e-9;
+        let t_s = t.saturating_sub(t0) as f64 * 1e-9;
         let mut row = Row {
             t_s,
             png: None,
@@ -332,11 +301,11 @@ fn check_frames(
                     None
                 };
                 let png = format!("frame_{:02}.png", rows.len());
-                write_png(
+                crate::world_model::write_png(
                     &out.join(&png),
                     &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
-                    img.width,
-                    img.height,
+                    img.width as usize,
+                    img.height as usize,
                 )?;
                 row.png = Some(png);
                 row.fit = f;
@@ -459,11 +428,4 @@ fn finish(
         }
         Ok(ExitCode::FAILURE)
     }
-}
-
-fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> anyhow::Result<()> {
-    image::RgbImage::from_raw(w, h, rgb.to_vec())
-        .context("frame size")?
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -71,24 +71,8 @@ pub fn run(cmd: RobotCommand) -> anyhow::Result<ExitCode> {
             use dreamplan::nodes::envelope_audit::{run_audit, AuditOptions};
             use dreamplan::nodes::executor::ExecutorConfig;
             let cfg: ExecutorConfig = match &config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let mut value: serde_yaml::Value = serde_yaml::from_str(&text)
-                        .with_context(|| format!("{}: not YAML", path.display()))?;
-                    // A ROS params file (`executor: {ros__parameters: {...}}`) or the
-                    // parameters themselves.
-                    if let Some(inner) = value
-                        .as_mapping()
-                        .filter(|m| m.len() == 1)
-                        .and_then(|m| m.values().next())
-                        .and_then(|v| v.get("ros__parameters"))
-                    {
-                        value = inner.clone();
-                    }
-                    serde_yaml::from_value(value)
-                        .with_context(|| format!("{}: not executor parameters", path.display()))?
-                }
+                Some(path) => dreamplan::config::node_config_file(path, "executor")
+                    .with_context(|| format!("{}: not executor parameters", path.display()))?,
                 None => ExecutorConfig::default(),
             };
             anyhow::ensure!(actions > 0, "--actions must be at least 1");

@@ -532,7 +532,7 @@ fn write_gif(
     Ok(())
 }
 
-fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> {
+pub(crate) fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> {
     image::save_buffer(
         path,
         rgb,
