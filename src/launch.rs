@@ -55,6 +55,8 @@ pub struct LaunchNode {
     pub if_: Option<String>,
     /// `unless=` condition.
     pub unless: Option<String>,
+    /// Command-line arguments (`args=`), as written; only other packages' nodes take them.
+    pub args: Option<String>,
     /// Parameters.
     pub params: Vec<ParamSource>,
 }
@@ -184,6 +186,7 @@ impl LaunchFile {
                         exec,
                         if_: a.get("if").cloned(),
                         unless: a.get("unless").cloned(),
+                        args: a.get("args").cloned(),
                         params: Vec::new(),
                     });
                     if empty {
@@ -247,8 +250,9 @@ impl LaunchFile {
         if n.pkg == PKG {
             self.nodes.push(n);
         } else {
+            let args = n.args.map(|a| format!(" {a}")).unwrap_or_default();
             self.externals.push(External {
-                what: format!("node {}/{}", n.pkg, n.exec),
+                what: format!("node {}/{}{args}", n.pkg, n.exec),
                 if_: n.if_,
                 unless: n.unless,
             });

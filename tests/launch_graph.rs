@@ -20,6 +20,13 @@ async fn graph_of(
     args: &[(&str, &str)],
     secs: f64,
 ) -> (BTreeMap<String, dreamplan::bus::TopicUse>, Vec<String>) {
+    let (bus, externals) = run_launch(file, args, secs).await;
+    (bus.topic_graph(), externals)
+}
+
+/// Runs a launch file's dreamplan nodes in process for `secs`; their bus, and the external
+/// processes the launch would start.
+async fn run_launch(file: &str, args: &[(&str, &str)], secs: f64) -> (LocalBus, Vec<String>) {
     let launch = LaunchFile::load(&root().join("launch").join(file)).unwrap();
     let overrides = args
         .iter()
@@ -33,7 +40,7 @@ async fn graph_of(
             .await
             .unwrap_or_else(|e| panic!("{file} {args:?}: {e:#}"));
     assert!(report.is_clean(), "{file} {args:?}: {report:?}");
-    (bus.topic_graph(), resolved.externals)
+    (bus, resolved.externals)
 }
 
 /// Topics with a publisher and no subscriber, and the reverse.
@@ -152,9 +159,9 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
                 [
                     "include <share of ros_gz_sim>/launch/gz_sim.launch.py",
                     "node robot_state_publisher/robot_state_publisher",
-                    "node ros_gz_sim/create",
-                    "node controller_manager/spawner",
-                    "node controller_manager/spawner",
+                    "node ros_gz_sim/create -topic robot_description -name franka_like",
+                    "node controller_manager/spawner joint_state_broadcaster --controller-manager-timeout 60",
+                    "node controller_manager/spawner arm_controller --controller-manager-timeout 60",
                     "node ros_gz_bridge/parameter_bridge",
                 ]
             );
@@ -172,6 +179,129 @@ async fn every_launch_file_runs_with_declared_parameters_and_a_connected_graph()
         } else {
             assert!(externals.is_empty(), "{file}: {externals:?}");
         }
+    }
+}
+
+/// The RViz display config that `rviz:=true` starts (real arm, Gazebo, the built-in world)
+/// shows what the launched nodes publish: each display's topic has the type its display
+/// class reads, and the display asks for a QoS that every publisher of it offers (a
+/// transient-local or reliable reader matches no volatile or best-effort writer, and RViz
+/// would show nothing); a topic no launched node publishes is one the arm's driver or the
+/// operator (or Gazebo's bridge) provides. Its fixed frame is the executor's `base_frame`, in which the markers
+/// are published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rviz_shows_what_the_graph_publishes_with_a_qos_its_publishers_offer() {
+    use dreamplan::bus::{Bus as _, Durability, Reliability};
+    // What the arm's driver (robot_state_publisher) or the operator (the goal) provides.
+    const OUTSIDE: &[&str] = &["/robot_description", "/goal/image"];
+    let config = root().join("config/rviz/dreamplan.rviz");
+    let rviz: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let manager = &rviz["Visualization Manager"];
+    let base_frame = dreamplan::nodes::executor::ExecutorConfig::default().base_frame;
+    assert_eq!(
+        manager["Global Options"]["Fixed Frame"].as_str(),
+        Some(base_frame.as_str())
+    );
+    // (class, topic, transient local, reliable) of every enabled display that reads one.
+    let mut displays = Vec::new();
+    for d in manager["Displays"].as_sequence().unwrap() {
+        assert_ne!(
+            d["Class"].as_str(),
+            Some("rviz_common/Group"),
+            "groups: read them too"
+        );
+        if d["Enabled"].as_bool() != Some(true) {
+            continue;
+        }
+        let class = d["Class"].as_str().unwrap().to_string();
+        let Some(topic) = ["Topic", "Description Topic"]
+            .iter()
+            .map(|k| &d[*k])
+            .find(|t| t.is_mapping())
+        else {
+            continue;
+        };
+        displays.push((
+            class,
+            topic["Value"].as_str().unwrap().to_string(),
+            topic["Durability Policy"].as_str() == Some("Transient Local"),
+            topic["Reliability Policy"].as_str() == Some("Reliable"),
+        ));
+    }
+    assert!(displays.len() >= 5, "{displays:?}");
+    let type_of = |class: &str| match class {
+        "rviz_default_plugins/MarkerArray" => "visualization_msgs/msg/MarkerArray",
+        "rviz_default_plugins/Image" => "sensor_msgs/msg/Image",
+        "rviz_default_plugins/RobotModel" => "std_msgs/msg/String",
+        other => panic!("{other}: which type does it read?"),
+    };
+    // The verifier (and its predictions) starts with a world model: an untrained tiny one.
+    let wm = tempfile::tempdir().unwrap();
+    let cfg = dreamplan::world_model::Config {
+        width: 32,
+        height: 16,
+        patch_size: 4,
+        frames: 2,
+        hidden: 16,
+        heads: 2,
+        depth: 1,
+        control_blocks: 1,
+        ..dreamplan::world_model::Config::cpu()
+    };
+    let (_, vars) = dreamplan::world_model::train::init_vars(&cfg, 0).unwrap();
+    dreamplan::world_model::train::save_model(wm.path(), &cfg, &vars).unwrap();
+    let wm = wm.path().to_str().unwrap();
+    let mut published = BTreeSet::new();
+    for (file, args) in [
+        (
+            "real_arm.launch.xml",
+            vec![("rviz", "true"), ("world_model", wm)],
+        ),
+        (
+            "gazebo.launch.xml",
+            vec![("rviz", "true"), ("world_model", wm)],
+        ),
+        (
+            "sim.launch.xml",
+            vec![("rviz", "true"), ("world_model", wm)],
+        ),
+    ] {
+        let (bus, externals) = run_launch(file, &args, 1.0).await;
+        let rviz2 = format!("node rviz2/rviz2 -d {} -f {base_frame}", config.display());
+        assert!(externals.contains(&rviz2), "{file}: {externals:?}");
+        let graph = bus.topic_graph();
+        for (class, topic, latched, reliable) in &displays {
+            let offered = bus.publisher_qos(topic);
+            if offered.is_empty() {
+                // (Gazebo's camera comes through ros_gz_bridge.)
+                let bridged = file == "gazebo.launch.xml" && bridged_topics().contains(topic);
+                assert!(
+                    bridged || OUTSIDE.contains(&topic.as_str()),
+                    "{file}: nothing publishes {topic}"
+                );
+                continue;
+            }
+            assert_eq!(graph[topic].type_name, type_of(class), "{file}: {topic}");
+            for q in &offered {
+                assert!(
+                    !latched || q.durability == Durability::TransientLocal,
+                    "{file}: RViz reads {topic} transient-local, a publisher offers {q:?}"
+                );
+                assert!(
+                    !reliable || q.reliability == Reliability::Reliable,
+                    "{file}: RViz reads {topic} reliably, a publisher offers {q:?}"
+                );
+            }
+            published.insert(topic.clone());
+        }
+    }
+    // Each display but the arm model was checked against a publisher somewhere.
+    for (_, topic, _, _) in &displays {
+        assert!(
+            topic == "/robot_description" || published.contains(topic),
+            "{topic} was never published: {published:?}"
+        );
     }
 }
 
