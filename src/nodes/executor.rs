@@ -268,7 +268,7 @@ pub struct ExecutorNode {
 /// A depth image in metres from either of REP 118's encodings: `32FC1` (metres; NaN or
 /// ±inf where nothing was measured) or `16UC1` (millimetres, 0 where nothing was measured,
 /// as most RGB-D drivers publish their aligned depth), in either byte order.
-pub(crate) fn decode_depth(img: &Image) -> Result<DepthImage, String> {
+pub fn decode_depth(img: &Image) -> Result<DepthImage, String> {
     let bytes = match img.encoding.as_str() {
         "32FC1" => 4,
         "16UC1" => 2,

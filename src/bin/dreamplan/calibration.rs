@@ -12,7 +12,10 @@ use clap::Args;
 use dreamplan::bag::BagReader;
 use dreamplan::msg::prelude::*;
 use dreamplan::nodes::executor::{arm_of, arm_positions, finger_of, ExecutorConfig};
-use dreamplan::vision::handeye::{camera_correction, edges, fit, overlay, DrawnArm, Fit};
+use dreamplan::vision::handeye::{
+    camera_correction, edge_distance, edges, fit, fit_plane, level_on_table, overlay,
+    refine_on_table, table_offset, DrawnArm, Fit, Plane, RefineFrame, Refined, MIN_OUTLINE_PX,
+};
 use dreamplan::vision::RgbView;
 
 #[derive(Args)]
@@ -46,12 +49,35 @@ pub struct CheckCalibrationArgs {
     /// The arm's joint states.
     #[arg(long, default_value = "/joint_states")]
     joint_states_topic: String,
-    /// How far (px) the fit searches for a better place of the drawn outline.
-    #[arg(long, default_value_t = 24)]
-    search_px: i64,
+    /// Depth aligned to the colour images (32FC1 metres or 16UC1 millimetres): the
+    /// refinement finds the table's plane in it.
+    #[arg(long, default_value = "/camera/depth/image_raw")]
+    depth_topic: String,
+    /// How far (px) the fit searches for a better place of the drawn outline; by default
+    /// a tenth of the image's width (at least 8): 64 px at 640×480.
+    #[arg(long)]
+    search_px: Option<i64>,
+    /// `--search-px`, or its default for the bag's images.
+    #[arg(skip)]
+    search: i64,
     /// Exit 1 when the median offset over the frames is larger than this (px).
     #[arg(long, default_value_t = 4.0)]
     tolerance_px: f64,
+    /// Exit 1 when the table's plane in the depth images is tilted by more than this
+    /// (degrees) from where the pose puts the table (`table_z`, level).
+    #[arg(long, default_value_t = 1.0)]
+    table_tolerance_deg: f64,
+    /// Exit 1 when the pose puts the table's plane in the depth images further than this
+    /// (cm) from `table_z`.
+    #[arg(long, default_value_t = 1.0)]
+    table_tolerance_cm: f64,
+    /// Refine the hand-eye pose on the checked frames: the table's plane in the depth
+    /// images sets the camera's tilt and height (`table_z` of the params file), and the
+    /// drawn arm's outline on the images' edges the rest. `auto` when the pose is off
+    /// (beyond a tolerance), `always`, or `never`. Each pose tried draws the arm once per
+    /// frame.
+    #[arg(long, value_enum, default_value_t = Refine::Auto)]
+    refine: Refine,
     /// Output folder: frame_NN.png (the drawn arm in magenta over each image, its best
     /// fit in cyan, the tool point as a green cross) and report.json. Must not exist.
     /// Exit status: 0 within the tolerance, 1 beyond it (or no frame to check), 2 on an
@@ -59,6 +85,16 @@ pub struct CheckCalibrationArgs {
     #[arg(long)]
     out: PathBuf,
 }
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Refine {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Poses the refinement tries at most (each draws the arm once per frame).
+const MAX_POSES: usize = 600;
 
 /// A joint state this far in time from an image is not where the arm was when it was taken.
 const MAX_STATE_GAP_NS: i64 = 200_000_000;
@@ -100,6 +136,8 @@ fn executor_config(a: &CheckCalibrationArgs) -> anyhow::Result<ExecutorConfig> {
 struct Row {
     /// The image's log time (s from the bag's first image).
     t_s: f64,
+    #[serde(skip)]
+    log_time: u64,
     png: Option<String>,
     /// Why the frame tells nothing (the arm out of view, no joint state).
     skipped: Option<String>,
@@ -108,6 +146,16 @@ struct Row {
     /// The drawn arm's median depth (m).
     depth_m: Option<f64>,
     fit: Option<Fit>,
+    /// The frame drawn with the refined pose, and its fit then.
+    refined_png: Option<String>,
+    refined_fit: Option<Fit>,
+}
+
+/// A fitted frame, kept for the refinement: its image and what the refinement reads.
+struct Kept {
+    row: usize,
+    rgb: Vec<u8>,
+    frame: RefineFrame,
 }
 
 pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
@@ -121,10 +169,10 @@ pub fn run(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
+fn check(mut a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.frames > 0, "--frames must be > 0");
     anyhow::ensure!(
-        (0..=200).contains(&a.search_px),
+        a.search_px.is_none_or(|s| (0..=200).contains(&s)),
         "--search-px must be 0–200"
     );
     anyhow::ensure!(
@@ -161,6 +209,9 @@ fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         .find(|m| m.width > 0 && m.k[0] > 0.0 && m.k[4] > 0.0)
         .with_context(|| format!("no usable camera info on {}", a.info_topic))?;
     let camera = config.camera(Some(&info));
+    a.search = a
+        .search_px
+        .unwrap_or((camera.width as i64 / 10).clamp(8, 200));
     // Joint states as (log time, header stamp, the arm's positions) and the finger's as
     // (log time, stamp, position): a gripper may publish its own joint states.
     let mut states: Vec<(u64, Time, Vec<f64>)> = Vec::new();
@@ -205,14 +256,41 @@ fn check(a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
     let result = check_frames(
         &a, &arm, &camera, &reader, &chosen, &states, &fingers, &partial,
     );
-    let rows = match result {
-        Ok(rows) => rows,
+    let result = result.and_then(|(mut rows, kept)| {
+        let table = measure_table(&a, &camera, config.table_z, &reader, &rows)?;
+        let off = verdict(&a, &rows, table.as_ref().ok()).is_some_and(|ok| !ok);
+        let wanted = match a.refine {
+            Refine::Never => false,
+            Refine::Always => true,
+            Refine::Auto => off,
+        };
+        let refined = match (&table, wanted, kept.is_empty()) {
+            (_, false, _) => Err(None),
+            (Err(why), true, _) => Err(Some(format!(
+                "{why}; the refinement levels the pose on the table"
+            ))),
+            (_, true, true) => Err(Some("no frame was fitted".to_string())),
+            (Ok(table), true, false) => Ok(refine(
+                &a,
+                &arm,
+                &camera,
+                config.table_z,
+                table,
+                &mut rows,
+                &kept,
+                &partial,
+            )?),
+        };
+        Ok((rows, table, refined))
+    });
+    let (rows, table, refined) = match result {
+        Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(e);
         }
     };
-    finish(&a, rows, &camera, &partial)
+    finish(&a, rows, table, refined, &camera, &partial)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,9 +303,10 @@ fn check_frames(
     states: &[(u64, Time, Vec<f64>)],
     fingers: &[(u64, Time, f64)],
     out: &Path,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<(Vec<Row>, Vec<Kept>)> {
     let unstamped = |t: &Time| t.sec == 0 && t.nanosec == 0;
     let mut rows = Vec::new();
+    let mut kept = Vec::new();
     let images = reader.messages(&dreamplan::bag::Filter::topics([a.image_topic.as_str()]));
     // The first image's log time (image 0 is always chosen): frames are timed from it.
     let mut t0 = None;
@@ -243,12 +322,15 @@ fn check_frames(
         let t_s = t.saturating_sub(t0) as f64 * 1e-9;
         let mut row = Row {
             t_s,
+            log_time: t,
             png: None,
             skipped: None,
             arm_px: 0,
             tcp_px: None,
             depth_m: None,
             fit: None,
+            refined_png: None,
+            refined_fit: None,
         };
         let rgb = dreamplan::vision::rgb_pixels(&img)
             .map_err(|e| anyhow::anyhow!("{} at {t_s:.2} s: {e}", a.image_topic))?;
@@ -288,13 +370,13 @@ fn check_frames(
                 row.depth_m = drawn.depth_m;
                 let view = RgbView::new(img.width, img.height, &rgb)?;
                 let outline = drawn.outline();
-                let f = if outline.len() >= 30 {
+                let f = if outline.len() >= MIN_OUTLINE_PX {
                     Some(fit(
                         &outline,
                         &edges(&view)?,
                         img.width,
                         img.height,
-                        a.search_px,
+                        a.search,
                     ))
                 } else {
                     row.skipped = Some("the arm is drawn outside the image".into());
@@ -308,19 +390,248 @@ fn check_frames(
                     img.height as usize,
                 )?;
                 row.png = Some(png);
+                if f.is_some() {
+                    kept.push(Kept {
+                        row: rows.len(),
+                        frame: RefineFrame {
+                            q: q.clone(),
+                            gripper_open: open,
+                            distance: edge_distance(&view)?,
+                        },
+                        rgb,
+                    });
+                }
                 row.fit = f;
             }
             _ => row.skipped = Some("no joint state within 0.2 s of it".into()),
         }
         rows.push(row);
     }
-    Ok(rows)
+    Ok((rows, kept))
+}
+
+/// The median of `v` (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The first-order correction of the camera's position over the fitted frames (each
+/// frame's, their median per axis), where any frame was fitted.
+fn position_correction(
+    rows: &[Row],
+    camera: &dreamplan::render::PinholeCamera,
+) -> Option<nalgebra::Vector3<f64>> {
+    let corrections: Vec<nalgebra::Vector3<f64>> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(camera_correction(
+                camera,
+                r.fit.as_ref()?.best_shift,
+                r.depth_m?,
+            ))
+        })
+        .collect();
+    (!corrections.is_empty()).then(|| {
+        let axis = |i: usize| median(corrections.iter().map(|c| c[i]).collect()).unwrap_or(0.0);
+        camera.world_from_camera.translation.vector
+            + nalgebra::Vector3::new(axis(0), axis(1), axis(2))
+    })
+}
+
+/// The table in the bag's depth images, against where the given pose puts it.
+struct Table {
+    /// In the camera's frame.
+    plane: Plane,
+    /// How far the pose puts it from the table: (degrees tilted, m higher than table_z).
+    offset: (f64, f64),
+    depth_images: usize,
+}
+
+impl Table {
+    fn within(&self, a: &CheckCalibrationArgs) -> bool {
+        self.offset.0 <= a.table_tolerance_deg
+            && 100.0 * self.offset.1.abs() <= a.table_tolerance_cm
+    }
+}
+
+/// The table's plane in the depth images nearest in time to the checked frames (a grid of
+/// about 80 columns of each); `Ok(Err(why))` when the bag has no depth or no plane holds a
+/// fifth of its points.
+fn measure_table(
+    a: &CheckCalibrationArgs,
+    camera: &dreamplan::render::PinholeCamera,
+    table_z: f64,
+    reader: &BagReader,
+    rows: &[Row],
+) -> anyhow::Result<Result<Table, String>> {
+    if reader.topic(&a.depth_topic).is_none() {
+        return Ok(Err(format!(
+            "the bag has no {} (--depth-topic): the table was not checked",
+            a.depth_topic
+        )));
+    }
+    let filter = dreamplan::bag::Filter::topics([a.depth_topic.as_str()]);
+    // First the log times alone, then only the nearest images are decoded.
+    let mut times = Vec::new();
+    for r in reader.messages(&filter) {
+        times.push(r?.log_time);
+    }
+    let mut wanted: Vec<usize> = rows
+        .iter()
+        .filter_map(|r| {
+            (0..times.len()).min_by_key(|&i| (times[i] as i64 - r.log_time as i64).abs())
+        })
+        .collect();
+    wanted.dedup();
+    let mut points = Vec::new();
+    for (i, r) in reader.messages(&filter).enumerate() {
+        if !wanted.contains(&i) {
+            continue;
+        }
+        let img: Image = r?.decode()?;
+        let depth = dreamplan::nodes::executor::decode_depth(&img)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.depth_topic))?;
+        anyhow::ensure!(
+            (depth.width, depth.height) == (camera.width, camera.height),
+            "the depth images are {}×{} but the colour images {}×{}: give depth aligned to the colour camera (--depth-topic)",
+            depth.width,
+            depth.height,
+            camera.width,
+            camera.height
+        );
+        let stride = (camera.width as usize / 80).max(1);
+        for v in (0..camera.height as usize).step_by(stride) {
+            for u in (0..camera.width as usize).step_by(stride) {
+                let d = depth.data[v * camera.width as usize + u] as f64;
+                if d.is_finite() && d > 0.05 {
+                    points.push(nalgebra::Vector3::new(
+                        (u as f64 + 0.5 - camera.cx) / camera.fx * d,
+                        (v as f64 + 0.5 - camera.cy) / camera.fy * d,
+                        d,
+                    ));
+                }
+            }
+        }
+    }
+    let Some(plane) = fit_plane(&points, 0.01) else {
+        return Ok(Err(format!(
+            "no plane holds a fifth of the {} depth points of {} images within 1 cm: the table is not what the depth camera mostly sees",
+            points.len(),
+            wanted.len()
+        )));
+    };
+    Ok(Ok(Table {
+        plane,
+        offset: table_offset(&camera.world_from_camera, &plane, table_z),
+        depth_images: wanted.len(),
+    }))
+}
+
+/// Whether the given pose agrees with the bag: the drawn arm within `--tolerance-px` and
+/// the table (where measured) within its tolerances; `None` when no frame was fitted.
+fn verdict(a: &CheckCalibrationArgs, rows: &[Row], table: Option<&Table>) -> Option<bool> {
+    let error = median(
+        rows.iter()
+            .filter_map(|r| Some(r.fit.as_ref()?.error_px()))
+            .collect(),
+    )?;
+    Some(error <= a.tolerance_px && table.is_none_or(|t| t.within(a)))
+}
+
+/// The pose refined on the kept frames: levelled on the table the depth images show
+/// ([`level_on_table`]), then moved along the table and turned about the vertical until
+/// the drawn arm lies best on the images' edges ([`refine_on_table`]); each frame drawn
+/// again with it (`frame_NN_refined.png`) and fitted again, into its row.
+#[allow(clippy::too_many_arguments)]
+fn refine(
+    a: &CheckCalibrationArgs,
+    arm: &dreamplan::robot::ArmModel,
+    camera: &dreamplan::render::PinholeCamera,
+    table_z: f64,
+    table: &Table,
+    rows: &mut [Row],
+    kept: &[Kept],
+    out: &Path,
+) -> anyhow::Result<Refined> {
+    let plane = table.plane;
+    let given = camera.world_from_camera;
+    let (mut levelled, pivot) = level_on_table(&given, &plane, table_z);
+    // The search's steps start at 2 cm: the outline's best shift, turned into a move of
+    // the camera along the table, brings a pose that is centimetres off within them.
+    let mut at = camera.clone();
+    at.world_from_camera = levelled;
+    let mut moves = Vec::new();
+    for k in kept {
+        let drawn = DrawnArm::new(arm, &k.frame.q, k.frame.gripper_open, &at);
+        let outline = drawn.outline();
+        if let (true, Some(depth)) = (outline.len() >= MIN_OUTLINE_PX, drawn.depth_m) {
+            let view = RgbView::new(camera.width, camera.height, &k.rgb)?;
+            let f = fit(
+                &outline,
+                &edges(&view)?,
+                camera.width,
+                camera.height,
+                a.search,
+            );
+            moves.push(camera_correction(&at, f.best_shift, depth));
+        }
+    }
+    if !moves.is_empty() {
+        for i in 0..2 {
+            levelled.translation.vector[i] +=
+                median(moves.iter().map(|m| m[i]).collect()).unwrap_or(0.0);
+        }
+    }
+    let pivot = pivot + (levelled.translation.vector - at.world_from_camera.translation.vector);
+    let frames: Vec<RefineFrame> = kept.iter().map(|k| k.frame.clone()).collect();
+    let progress = crate::progress::PhaseProgress::stderr();
+    let refined = refine_on_table(
+        arm,
+        &frames,
+        camera,
+        levelled,
+        pivot,
+        a.search.max(1) as f64,
+        MAX_POSES,
+        |n| progress.update("refine", n, MAX_POSES, "poses tried"),
+    );
+    progress.finish();
+    let mut at = camera.clone();
+    at.world_from_camera = refined.world_from_camera;
+    for k in kept {
+        let drawn = DrawnArm::new(arm, &k.frame.q, k.frame.gripper_open, &at);
+        let view = RgbView::new(camera.width, camera.height, &k.rgb)?;
+        let outline = drawn.outline();
+        let f = (outline.len() >= MIN_OUTLINE_PX).then(|| {
+            edges(&view).map(|e| fit(&outline, &e, camera.width, camera.height, a.search))
+        });
+        let f = f.transpose()?;
+        let row = &mut rows[k.row];
+        let png = row
+            .png
+            .as_deref()
+            .unwrap_or("frame.png")
+            .replace(".png", "_refined.png");
+        crate::world_model::write_png(
+            &out.join(&png),
+            &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
+            camera.width as usize,
+            camera.height as usize,
+        )?;
+        row.refined_png = Some(png);
+        row.refined_fit = f;
+    }
+    Ok(refined)
 }
 
 /// Prints each frame and the verdict, writes report.json and puts the folder in place.
+/// `refined`: the refined pose, or why there is none (`None`: not asked for).
 fn finish(
     a: &CheckCalibrationArgs,
     rows: Vec<Row>,
+    table: Result<Table, String>,
+    refined: Result<Refined, Option<String>>,
     camera: &dreamplan::render::PinholeCamera,
     partial: &Path,
 ) -> anyhow::Result<ExitCode> {
@@ -341,31 +652,44 @@ fn finish(
             (None, None) => {}
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
     let error = median(fits.iter().map(|f| f.error_px()).collect());
     let shift = (
         median(fits.iter().map(|f| f.best_shift.0 as f64).collect()),
         median(fits.iter().map(|f| f.best_shift.1 as f64).collect()),
     );
-    // Each frame's correction of the camera's position, their median per axis.
-    let corrections: Vec<nalgebra::Vector3<f64>> = rows
-        .iter()
-        .filter_map(|r| {
-            Some(camera_correction(
-                camera,
-                r.fit.as_ref()?.best_shift,
-                r.depth_m?,
-            ))
-        })
-        .collect();
-    let suggested = (!corrections.is_empty()).then(|| {
-        let axis = |i: usize| median(corrections.iter().map(|c| c[i]).collect()).unwrap_or(0.0);
-        camera.world_from_camera.translation.vector
-            + nalgebra::Vector3::new(axis(0), axis(1), axis(2))
-    });
+    let ok = verdict(a, &rows, table.as_ref().ok());
+    let suggested = position_correction(&rows, camera);
+    let refined_error = median(
+        rows.iter()
+            .filter_map(|r| Some(r.refined_fit.as_ref()?.error_px()))
+            .collect(),
+    );
+    let table_json = match &table {
+        Ok(t) => serde_json::json!({
+            "normal_in_camera": t.plane.normal.as_slice(),
+            "distance_m": t.plane.distance_m,
+            "inlier_share": t.plane.inlier_share,
+            "depth_images": t.depth_images,
+            "tilt_deg": t.offset.0,
+            "height_above_table_z_m": t.offset.1,
+            "within_tolerance": t.within(a),
+        }),
+        Err(why) => serde_json::json!({ "not_checked": why }),
+    };
+    let refined_json = match &refined {
+        Ok(r) => serde_json::json!({
+            "base_from_camera": {
+                "xyz": r.world_from_camera.translation.vector.as_slice(),
+                "xyzw": r.world_from_camera.rotation.coords.as_slice(),
+            },
+            "median_offset_px": refined_error,
+            "outline_distance_px_before": r.distance_before_px,
+            "outline_distance_px_after": r.distance_after_px,
+            "poses_tried": r.evaluations,
+        }),
+        Err(Some(why)) => serde_json::json!({ "not_refined": why }),
+        Err(None) => serde_json::Value::Null,
+    };
     let report = serde_json::json!({
         "bag": a.bag,
         "base_from_camera": {
@@ -376,7 +700,10 @@ fn finish(
         "frames_fitted": fits.len(),
         "median_offset_px": error,
         "median_shift_px": [shift.0, shift.1],
+        "table": table_json,
+        "agrees": ok,
         "suggested_base_from_camera_xyz": suggested.map(|v| [v.x, v.y, v.z]),
+        "refined": refined_json,
         "tolerance_px": a.tolerance_px,
     });
     std::fs::write(
@@ -387,7 +714,7 @@ fn finish(
     std::fs::rename(partial, &a.out)
         .with_context(|| format!("renaming {} to {}", partial.display(), a.out.display()))?;
     let path = a.out.join("report.json");
-    let Some(error) = error else {
+    let (Some(error), Some(ok)) = (error, ok) else {
         let mut why: Vec<&str> = rows.iter().filter_map(|r| r.skipped.as_deref()).collect();
         why.sort();
         why.dedup();
@@ -399,33 +726,79 @@ fn finish(
         return Ok(ExitCode::FAILURE);
     };
     let (sx, sy) = (shift.0.unwrap_or(0.0), shift.1.unwrap_or(0.0));
+    let params = a
+        .executor_params
+        .as_ref()
+        .map(|p| format!(" --executor-params {} --node {}", p.display(), a.node))
+        .unwrap_or_default();
     if error <= a.tolerance_px {
         println!(
-            "the drawn arm fits the images within {error:.1} px (median of {} frames; tolerance {} px): the hand-eye pose agrees with the camera ({})",
+            "the drawn arm fits the images within {error:.1} px (median of {} frames; tolerance {} px)",
             fits.len(),
             a.tolerance_px,
-            a.out.display()
         );
-        Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "the drawn arm fits the images best {error:.1} px away (median shift ({sx:+}, {sy:+}) px over {} frames; tolerance {} px): check base_from_camera_xyz/_xyzw, and look at the PNGs in {}",
+            "the drawn arm fits the images best {error:.1} px away (median shift ({sx:+}, {sy:+}) px over {} frames; tolerance {} px)",
             fits.len(),
             a.tolerance_px,
+        );
+    }
+    match &table {
+        Ok(t) => println!(
+            "the table in {} depth images lies {:.2}° tilted and {:+.1} cm off table_z from where the pose puts it (tolerance {}°, {} cm)",
+            t.depth_images,
+            t.offset.0,
+            100.0 * t.offset.1,
+            a.table_tolerance_deg,
+            a.table_tolerance_cm
+        ),
+        Err(why) => println!("{why}"),
+    }
+    if ok {
+        println!(
+            "the hand-eye pose agrees with the camera ({})",
             a.out.display()
         );
-        if let Some(v) = suggested {
-            let q = camera.world_from_camera.rotation.coords;
-            let params = a
-                .executor_params
-                .as_ref()
-                .map(|p| format!(" --executor-params {} --node {}", p.display(), a.node))
-                .unwrap_or_default();
+    } else {
+        println!(
+            "the hand-eye pose is off: check base_from_camera_xyz/_xyzw (and table_z), and look at the PNGs in {}",
+            a.out.display()
+        );
+    }
+    match &refined {
+        Ok(r) => {
+            let (v, q) = (
+                r.world_from_camera.translation.vector,
+                r.world_from_camera.rotation.coords,
+            );
             println!(
-                "a first-order correction of the position alone (orientation kept): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}]; check it again with{params} --camera-pose {:.4},{:.4},{:.4},{},{},{},{}",
-                v.x, v.y, v.z, v.x, v.y, v.z, q.x, q.y, q.z, q.w
+                "refined on {} frames (levelled on the table, then along it and about the vertical: {} poses tried; the outline's mean distance to an edge {:.2} px -> {:.2} px): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}], base_from_camera_xyzw: [{:.6}, {:.6}, {:.6}, {:.6}]; drawn with it, the arm fits these frames {} (frame_NN_refined.png). Check it on another bag with{params} --camera-pose {:.4},{:.4},{:.4},{:.6},{:.6},{:.6},{:.6}",
+                fits.len(),
+                r.evaluations,
+                r.distance_before_px,
+                r.distance_after_px,
+                v.x, v.y, v.z, q.x, q.y, q.z, q.w,
+                refined_error.map_or("nowhere (the arm drawn outside the images)".into(), |e| format!("{e:.1} px away")),
+                v.x, v.y, v.z, q.x, q.y, q.z, q.w
             );
         }
-        Ok(ExitCode::FAILURE)
+        Err(why) => {
+            if let Some(why) = why {
+                println!("not refined: {why}");
+            }
+            if let Some(v) = suggested.filter(|_| !ok) {
+                let q = camera.world_from_camera.rotation.coords;
+                println!(
+                    "a first-order correction of the position alone (orientation kept): base_from_camera_xyz: [{:.4}, {:.4}, {:.4}]; check it again with{params} --camera-pose {:.4},{:.4},{:.4},{},{},{},{}",
+                    v.x, v.y, v.z, v.x, v.y, v.z, q.x, q.y, q.z, q.w
+                );
+            }
+        }
     }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
