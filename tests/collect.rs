@@ -231,11 +231,6 @@ fn collect_with_a_planner_that_cannot_start_fails_at_once_naming_why() {
     assert!(stderr.contains("no-such-model"), "{stderr}");
 }
 
-/// `dreamplan check-calibration` on a collected bag: with the camera pose the bag was
-/// recorded through (the built-in one, given as the shipped executor params file or not at
-/// all) the arm drawn from the joint states fits the images' edges within two pixels and
-/// it exits 0, writing a PNG per frame and a report; with the pose moved 6 cm the fit is
-/// found that many pixels away and it exits 1; a topic the bag lacks is named.
 /// A camera tilted by 3° and moved a few centimetres, which the drawn arm alone hardly
 /// shows at 128 px (a few pixels), puts the executor's points on the table centimetres
 /// off: the table in the depth images shows the tilt, the check fails, and the refined pose
@@ -309,8 +304,12 @@ fn check_calibration_levels_a_tilted_camera_on_the_table_and_refines_it() {
     let (o, report) = check("off", &pose_arg(&off), &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
+    // The arm alone is within the pixel tolerance; the table tells.
+    let px = report["median_offset_px"].as_f64().unwrap();
+    assert!(px <= 4.0, "{px} px: {stdout}");
     let tilt = report["table"]["tilt_deg"].as_f64().unwrap();
     assert!(tilt > 1.5 && tilt < 3.5, "{tilt}° {report}");
+    assert_eq!(report["table"]["within_tolerance"], false, "{report}");
     assert!(stdout.contains("the hand-eye pose is off"), "{stdout}");
     let refined = &report["refined"]["base_from_camera"];
     let xyz: Vec<f64> = serde_json::from_value(refined["xyz"].clone()).unwrap();
@@ -336,17 +335,28 @@ fn check_calibration_levels_a_tilted_camera_on_the_table_and_refines_it() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    // No depth: the table is not checked, and a refinement asked for says why not.
-    let (_, report) = check(
+    // No depth: the table is not checked (and the arm alone passes this pose, as said),
+    // and a refinement asked for says why not.
+    let (o, report) = check(
         "no_depth",
         &pose_arg(&off),
         &["--depth-topic", "/none", "--refine", "always"],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.contains("the arm only: the table was not checked"),
+        "{stdout}"
     );
     let why = report["refined"]["not_refined"].as_str().unwrap();
     assert!(why.contains("no /none"), "{report}");
     assert!(report["table"]["not_checked"].is_string(), "{report}");
 }
 
+/// `dreamplan check-calibration` on a collected bag: with the camera pose the bag was
+/// recorded through (the built-in one, given as the shipped executor params file or not at
+/// all) the arm drawn from the joint states fits the images' edges within two pixels and
+/// it exits 0, writing a PNG per frame and a report; with the pose moved 6 cm the fit is
+/// found that many pixels away and it exits 1; a topic the bag lacks is named.
 #[test]
 fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
     let tmp = tempfile::tempdir().unwrap();

@@ -465,6 +465,59 @@ async fn refused(r: &mut ExecRig, what: &str, reason: &str) {
     assert!(e.detail.contains(reason), "{what}: {}", e.detail);
 }
 
+/// Before each action the executor compares the table in the depth image with where the
+/// hand-eye pose and `table_z` put it. With `table_check: refuse`, depth of a plane that
+/// faces the camera (what a camera tilted by tens of degrees from its pose would see of
+/// the table) refuses the action, saying how far off the table is, and nothing moves; the
+/// true table's depth lets the next action go. With the default `warn`, that plane only
+/// warns: the action goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_refuses_an_action_when_the_table_is_not_where_the_pose_puts_it() {
+    let bus = LocalBus::default();
+    let mut r = ExecRig::start_with(&bus, "table_check: refuse", false).await;
+    r.arm_at_ready(Some(0.04)).await;
+    r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+    // "no motion: the table in the depth image lies 32.0° tilted and …"
+    let e = next_failed(&mut r.events, "no motion: ").await;
+    let (_, said) = e
+        .detail
+        .split_once(dreamplan::nodes::executor::TABLE_OFF)
+        .unwrap_or_else(|| panic!("{}", e.detail));
+    assert!(said.contains("check-calibration"), "{}", e.detail);
+    let tilt: f64 = said
+        .trim_start()
+        .split('°')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(tilt > 20.0, "{}", e.detail);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), r.topic.recv())
+            .await
+            .is_err(),
+        "a refused action moved the arm"
+    );
+    r._depth.publish(table_depth()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), r.topic.recv())
+        .await
+        .expect("the true table lets the action go")
+        .unwrap();
+    r.finish().await;
+
+    let bus = LocalBus::default();
+    let mut r = ExecRig::start_with(&bus, "", false).await;
+    r.arm_at_ready(Some(0.04)).await;
+    r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), r.topic.recv())
+        .await
+        .expect("warn lets the action go")
+        .unwrap();
+    r.finish().await;
+}
+
 /// With `dry_run` an action is planned, checked and shown to RViz, and nothing reaches
 /// the arm: it ends `failed` ("dry run: …", the arm idle) and no trajectory goes out. The
 /// markers (in `base_frame`) put the pick where the action's pixel and the depth say,
@@ -847,6 +900,32 @@ fn plane_depth() -> Image {
     let mut data = Vec::new();
     for _ in 0..SIZE * SIZE {
         data.extend_from_slice(&(d as f32).to_le_bytes());
+    }
+    Image {
+        width: SIZE,
+        height: SIZE,
+        encoding: "32FC1".into(),
+        step: SIZE * 4,
+        data,
+        ..Default::default()
+    }
+}
+
+/// The depth the built-in camera sees of the table (z = 0) alone; NaN above the horizon.
+fn table_depth() -> Image {
+    let cam = scene::default_camera(SIZE, SIZE);
+    let mut data = Vec::new();
+    for v in 0..SIZE {
+        for u in 0..SIZE {
+            let (o, r) = cam.ray(u as f64 + 0.5, v as f64 + 0.5);
+            let d = if r.z < -1e-6 {
+                cam.project(&(o + r * (-o.z / r.z)))
+                    .map_or(f64::NAN, |p| p.2)
+            } else {
+                f64::NAN
+            };
+            data.extend_from_slice(&(d as f32).to_le_bytes());
+        }
     }
     Image {
         width: SIZE,

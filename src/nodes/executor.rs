@@ -166,6 +166,15 @@ pub struct ExecutorConfig {
     /// so, the arm stays where it is. For a first run on a new arm, to see in RViz where
     /// it would go; `ros2 param set <executor> dry_run false` lets the next action move.
     pub dry_run: bool,
+    /// Before each action, the table in the depth image against where
+    /// `base_from_camera_*` and `table_z` put it: a camera that was bumped, or a hand-eye
+    /// pose that is off, sees the table tilted or lifted. `warn` (log it and go on),
+    /// `refuse` (the action fails, saying so) or `off`.
+    pub table_check: TableCheck,
+    /// The table check's tolerance: tilt (degrees) …
+    pub table_check_deg: f64,
+    /// … and height off `table_z` (cm, where the optical axis meets the table).
+    pub table_check_cm: f64,
     /// The arm's base frame as TF names it, the frame `base_from_camera_*` and every
     /// point the executor computes are in: the markers' `frame_id`. The shipped URDF's
     /// root, `world`; on a real arm its base link (e.g. `fr3_link0`, `base_link`).
@@ -173,6 +182,23 @@ pub struct ExecutorConfig {
     /// Topic names.
     pub topics: ExecutorTopics,
 }
+
+/// What the executor does when the table in the depth image is not where the hand-eye
+/// pose puts it (`table_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableCheck {
+    /// Log a warning with the figures, and go on.
+    #[default]
+    Warn,
+    /// Refuse the action (a `failed` event saying why).
+    Refuse,
+    /// No check.
+    Off,
+}
+
+/// How a table check's message begins (`table_check`).
+pub const TABLE_OFF: &str = "the table in the depth image lies";
 
 /// The action a gripper server speaks (`gripper_action_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -236,6 +262,9 @@ impl Default for ExecutorConfig {
             wait_for_gripper: false,
             gripper: GripperParams::default(),
             dry_run: false,
+            table_check: TableCheck::default(),
+            table_check_deg: 2.0,
+            table_check_cm: 2.0,
             base_frame: "world".into(),
             topics: ExecutorTopics::default(),
         }
@@ -909,6 +938,40 @@ fn check_camera_info(info: &CameraInfo) -> Result<(), String> {
 }
 
 impl ExecutorNode {
+    /// The table check (`table_check`) before an action: the plane most of the depth
+    /// image's points lie on (the table, where the camera mostly sees it) against the
+    /// level table at `table_z` the hand-eye pose puts there. Beyond a tolerance, `warn`
+    /// logs it and `refuse` returns why the action is refused. Nothing without depth of
+    /// the camera's size or without a plane under a fifth of its points.
+    fn table_refusal(
+        &self,
+        node: &str,
+        camera: &crate::render::PinholeCamera,
+        depth: Option<&DepthImage>,
+    ) -> Option<String> {
+        use crate::vision::handeye::{depth_points, fit_plane, table_offset};
+        if self.config.table_check == TableCheck::Off {
+            return None;
+        }
+        let plane = fit_plane(&depth_points(camera, &depth?.data, 80), 0.01)?;
+        let (tilt, height) = table_offset(&camera.world_from_camera, &plane, self.config.table_z);
+        if tilt <= self.config.table_check_deg && 100.0 * height.abs() <= self.config.table_check_cm
+        {
+            return None;
+        }
+        let why = format!(
+            "{TABLE_OFF} {tilt:.1}° tilted and {:+.1} cm off table_z from where base_from_camera_xyz/_xyzw puts it (table_check_deg {}, table_check_cm {}): has the camera moved? `dreamplan check-calibration` on a bag of the cell measures and refines the pose",
+            100.0 * height,
+            self.config.table_check_deg,
+            self.config.table_check_cm
+        );
+        if self.config.table_check == TableCheck::Refuse {
+            return Some(why);
+        }
+        tracing::warn!(node = %node, "{why}");
+        None
+    }
+
     fn plan(
         &self,
         camera: &PinholeCamera,
@@ -1002,12 +1065,24 @@ impl ExecutorNode {
 impl Node for ExecutorNode {
     const KIND: &'static str = "executor";
     type Config = ExecutorConfig;
-    const LIVE: &'static [&'static str] = &["table_z", "envelope.", "motion.", "dry_run"];
+    const LIVE: &'static [&'static str] = &[
+        "table_z",
+        "envelope.",
+        "motion.",
+        "dry_run",
+        "table_check",
+        "table_check_deg",
+        "table_check_cm",
+    ];
 
     fn validate(config: &ExecutorConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
             config.width >= 16 && config.height >= 16,
             "width and height must be ≥ 16"
+        );
+        anyhow::ensure!(
+            config.table_check_deg > 0.0 && config.table_check_cm > 0.0,
+            "table_check_deg and table_check_cm must be > 0 (table_check: off turns the check off)"
         );
         anyhow::ensure!(
             !arm_of(config)?.joint_names().contains(&config.finger_joint),
@@ -1593,7 +1668,7 @@ impl Node for ExecutorNode {
                         take_goal_depth(&m, &mut goal_depth, &mut goal_depth_at);
                     }
                     if let Some(c) = ctx.params.changed::<ExecutorConfig>(&mut param_changes) {
-                        tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope, motion and dry_run from the parameter services apply from now on");
+                        tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope, motion, dry_run and table_check from the parameter services apply from now on");
                         if c.dry_run != self.config.dry_run {
                             tracing::warn!(node = %ctx.name, "dry_run is now {}: {}", c.dry_run, if c.dry_run { "actions are planned and shown, not sent" } else { "the next action moves the arm" });
                         }
@@ -1601,6 +1676,9 @@ impl Node for ExecutorNode {
                         self.config.envelope = c.envelope;
                         self.config.motion = c.motion;
                         self.config.dry_run = c.dry_run;
+                        self.config.table_check = c.table_check;
+                        self.config.table_check_deg = c.table_check_deg;
+                        self.config.table_check_cm = c.table_check_cm;
                     }
                     let max_age = self.config.joint_state_max_age_s;
                     let age_s = q_at.map(|t| (ctx.bus.clock().now().as_nanos() - t) as f64 * 1e-9);
@@ -1630,6 +1708,8 @@ impl Node for ExecutorNode {
                         Err(Rejection::Planning(format!(
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
                         )))
+                    } else if let Some(why) = self.table_refusal(&ctx.name, &camera, depth.as_ref()) {
+                        Err(Rejection::Planning(why))
                     } else {
                         let (p, planned) = self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q);
                         points = p;
