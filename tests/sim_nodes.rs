@@ -466,24 +466,36 @@ async fn refused(r: &mut ExecRig, what: &str, reason: &str) {
 }
 
 /// Before each action the executor compares the table in the depth image with where the
-/// hand-eye pose and `table_z` put it. With `table_check: refuse`, depth of a plane that
+/// hand-eye pose and `table_z` put it. With `table_check: refuse`: depth of a plane that
 /// faces the camera (what a camera tilted by tens of degrees from its pose would see of
-/// the table) refuses the action, saying how far off the table is, and nothing moves; the
-/// true table's depth lets the next action go. With the default `warn`, that plane only
-/// warns: the action goes.
+/// the table) refuses the action, saying how far off the table is, shows its points in
+/// red, and nothing moves; depth with no table where the pose puts it is refused as
+/// unseen; the true table with `table_z` set 5 cm above it (live) is refused for the
+/// height; with `table_z` back, the action goes; a tolerance of 0 is refused as a
+/// parameter. With the default `warn`, the tilted plane only warns: the action goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executor_refuses_an_action_when_the_table_is_not_where_the_pose_puts_it() {
+    use dreamplan::msg::visualization_msgs::{Marker, MarkerArray};
+    use dreamplan::nodes::executor::{TABLE_OFF, TABLE_UNSEEN};
     let bus = LocalBus::default();
-    let mut r = ExecRig::start_with(&bus, "table_check: refuse", false).await;
+    let mut markers = bus
+        .subscribe::<MarkerArray>("/dreamplan/markers", Qos::latched())
+        .unwrap();
+    let mut r = ExecRig::start_with(&bus, "table_check: refuse", true).await;
+    let params = r.params.clone();
     r.arm_at_ready(Some(0.04)).await;
-    r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+    let refused_for = async |r: &mut ExecRig, what: &str| -> String {
+        r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+        let e = next_failed(&mut r.events, "no motion: ").await;
+        let (_, said) = e
+            .detail
+            .split_once(what)
+            .unwrap_or_else(|| panic!("not {what}: {}", e.detail));
+        said.to_string()
+    };
     // "no motion: the table in the depth image lies 32.0° tilted and …"
-    let e = next_failed(&mut r.events, "no motion: ").await;
-    let (_, said) = e
-        .detail
-        .split_once(dreamplan::nodes::executor::TABLE_OFF)
-        .unwrap_or_else(|| panic!("{}", e.detail));
-    assert!(said.contains("check-calibration"), "{}", e.detail);
+    let said = refused_for(&mut r, TABLE_OFF).await;
+    assert!(said.contains("check-calibration"), "{said}");
     let tilt: f64 = said
         .trim_start()
         .split('°')
@@ -491,14 +503,48 @@ async fn the_executor_refuses_an_action_when_the_table_is_not_where_the_pose_put
         .unwrap()
         .parse()
         .unwrap();
-    assert!(tilt > 20.0, "{}", e.detail);
+    assert!(tilt > 20.0, "{said}");
+    // Planned anyway, and shown refused: the label says why, the pick is red.
+    let shown = tokio::time::timeout(Duration::from_secs(10), markers.recv())
+        .await
+        .expect("markers in time")
+        .unwrap();
+    let of = |id: i32| -> Marker {
+        shown
+            .markers
+            .iter()
+            .find(|m| m.id == id && m.action == Marker::ADD)
+            .unwrap_or_else(|| panic!("no marker {id} in {shown:?}"))
+            .clone()
+    };
+    use dreamplan::nodes::markers::id;
+    assert!(
+        of(id::LABEL).text.contains(TABLE_OFF),
+        "{:?}",
+        of(id::LABEL)
+    );
+    assert!(of(id::PICK).color.r > 0.9 && of(id::PICK).color.g < 0.2);
     assert!(
         tokio::time::timeout(Duration::from_millis(300), r.topic.recv())
             .await
             .is_err(),
         "a refused action moved the arm"
     );
+    // No measured depth where the pose puts the table: unseen, refused.
+    let mut blank = table_depth();
+    blank.data = f32::NAN.to_le_bytes().repeat((SIZE * SIZE) as usize);
+    r._depth.publish(blank).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    refused_for(&mut r, TABLE_UNSEEN).await;
+    // The true table, but table_z 5 cm above it.
     r._depth.publish(table_depth()).unwrap();
+    let set = |k: &str, v: &str| params.set(k, serde_yaml::from_str(v).unwrap());
+    set("table_z", "0.05").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let said = refused_for(&mut r, TABLE_OFF).await;
+    assert!(said.contains("-5.0 cm off table_z"), "{said}");
+    set("table_z", "0.0").unwrap();
+    assert!(set("table_check_deg", "0.0").is_err());
     tokio::time::sleep(Duration::from_millis(100)).await;
     r.actions.publish(centre_action("pick 1 place 2")).unwrap();
     tokio::time::timeout(Duration::from_secs(20), r.topic.recv())

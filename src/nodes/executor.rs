@@ -67,8 +67,8 @@ impl Default for ExecutorTopics {
     }
 }
 
-/// Executor parameters. `table_z`, `envelope.*` and `motion.*` can be changed while the
-/// node runs (the ROS parameter services, on a bus that serves them); they apply from the
+/// Executor parameters. `table_z`, `envelope.*`, `motion.*`, `dry_run` and `table_check*`
+/// can be changed while the node runs (the ROS parameter services, on a bus that serves them); they apply from the
 /// next action on.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,6 +199,8 @@ pub enum TableCheck {
 
 /// How a table check's message begins (`table_check`).
 pub const TABLE_OFF: &str = "the table in the depth image lies";
+/// How it begins when the depth shows no table where the pose puts it.
+pub const TABLE_UNSEEN: &str = "no table in the depth image";
 
 /// The action a gripper server speaks (`gripper_action_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -939,33 +941,54 @@ fn check_camera_info(info: &CameraInfo) -> Result<(), String> {
 
 impl ExecutorNode {
     /// The table check (`table_check`) before an action: the plane most of the depth
-    /// image's points lie on (the table, where the camera mostly sees it) against the
-    /// level table at `table_z` the hand-eye pose puts there. Beyond a tolerance, `warn`
-    /// logs it and `refuse` returns why the action is refused. Nothing without depth of
-    /// the camera's size or without a plane under a fifth of its points.
+    /// image's points lie on, where the hand-eye pose says the table is (rays meeting
+    /// `table_z` inside the workspace box), against the level table at `table_z` there.
+    /// Beyond a tolerance, `warn` logs it and `refuse` returns why the action is refused.
+    /// Depth with no such plane (under a fifth of those points) cannot tell: `refuse`
+    /// refuses, `warn` says so once until a plane is found again (`unseen_said`). Nothing
+    /// without depth of the camera's size (the plan refuses that itself).
     fn table_refusal(
         &self,
         node: &str,
         camera: &crate::render::PinholeCamera,
         depth: Option<&DepthImage>,
+        unseen_said: &mut bool,
     ) -> Option<String> {
-        use crate::vision::handeye::{depth_points, fit_plane, table_offset};
-        if self.config.table_check == TableCheck::Off {
+        use crate::vision::handeye::{fit_plane, table_offset, table_points};
+        let c = &self.config;
+        if c.table_check == TableCheck::Off {
             return None;
         }
-        let plane = fit_plane(&depth_points(camera, &depth?.data, 80), 0.01)?;
-        let (tilt, height) = table_offset(&camera.world_from_camera, &plane, self.config.table_z);
-        if tilt <= self.config.table_check_deg && 100.0 * height.abs() <= self.config.table_check_cm
-        {
+        let depth = depth.filter(|d| (d.width, d.height) == (camera.width, camera.height))?;
+        let box_min = [c.envelope.workspace_min[0], c.envelope.workspace_min[1]];
+        let box_max = [c.envelope.workspace_max[0], c.envelope.workspace_max[1]];
+        let points = table_points(camera, &depth.data, 80, c.table_z, box_min, box_max);
+        let Some(plane) = fit_plane(&points, 0.01) else {
+            let why = format!(
+                "{TABLE_UNSEEN}: no plane holds a fifth of the {} depth points where base_from_camera_xyz/_xyzw puts the table (table_check could not tell whether the camera moved)",
+                points.len()
+            );
+            if c.table_check == TableCheck::Refuse {
+                return Some(why);
+            }
+            if !*unseen_said {
+                tracing::warn!(node = %node, "{why}; said once until a table is seen again");
+                *unseen_said = true;
+            }
+            return None;
+        };
+        *unseen_said = false;
+        let (tilt, height) = table_offset(&camera.world_from_camera, &plane, c.table_z);
+        if tilt <= c.table_check_deg && 100.0 * height.abs() <= c.table_check_cm {
             return None;
         }
         let why = format!(
             "{TABLE_OFF} {tilt:.1}° tilted and {:+.1} cm off table_z from where base_from_camera_xyz/_xyzw puts it (table_check_deg {}, table_check_cm {}): has the camera moved? `dreamplan check-calibration` on a bag of the cell measures and refines the pose",
             100.0 * height,
-            self.config.table_check_deg,
-            self.config.table_check_cm
+            c.table_check_deg,
+            c.table_check_cm
         );
-        if self.config.table_check == TableCheck::Refuse {
+        if c.table_check == TableCheck::Refuse {
             return Some(why);
         }
         tracing::warn!(node = %node, "{why}");
@@ -1327,6 +1350,8 @@ impl Node for ExecutorNode {
         let (mut goals_sent, mut goal): (u64, Option<PendingGoal>) = (0, None);
         let mut q: Vec<f64> = READY.to_vec();
         let mut ignoring_joints = false;
+        // Whether `table_check: warn` has said that the depth shows no table.
+        let mut table_unseen_said = false;
         // The optical frame of the camera info in use, and the (depth, camera) frames whose
         // mismatch was said.
         let mut camera_frame = String::new();
@@ -1708,12 +1733,16 @@ impl Node for ExecutorNode {
                         Err(Rejection::Planning(format!(
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
                         )))
-                    } else if let Some(why) = self.table_refusal(&ctx.name, &camera, depth.as_ref()) {
-                        Err(Rejection::Planning(why))
                     } else {
+                        // Planned even when the table check refuses: its points are
+                        // shown (in red) where the action would have gone.
+                        let table = self.table_refusal(&ctx.name, &camera, depth.as_ref(), &mut table_unseen_said);
                         let (p, planned) = self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q);
                         points = p;
-                        planned
+                        match table {
+                            Some(why) => Err(Rejection::Planning(why)),
+                            None => planned,
+                        }
                     };
                     let stamp = ctx.bus.clock().now();
                     match result {

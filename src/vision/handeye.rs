@@ -251,7 +251,7 @@ pub struct RefineFrame {
 /// out of view at the cap instead (against the start's outline): it held the search back
 /// from poses with less of the arm in view, the true one among them, and the refined
 /// poses of five test poses at 512 px ended 1.1–7.1 mm off on the table instead of
-/// 0.4–1.5 mm.
+/// 0.4–1.5 mm (docs/ros2.md).
 pub fn outline_distance(
     arm: &ArmModel,
     frames: &[RefineFrame],
@@ -313,11 +313,11 @@ pub fn fit_plane(points: &[nalgebra::Vector3<f64>], tolerance_m: f64) -> Option<
     let mut rng = crate::sim::rng::Rng::new(0x7AB1E, 0);
     let mut best: Option<(usize, Vector3<f64>, f64)> = None;
     // Triples until one of three inliers would have been drawn with probability 1 − 1e-4
-    // at the best plane's share so far (a dozen where the table is most of the image),
-    // at most 2,000 (a fifth of inliers: a miss in 8e-8).
+    // at the best plane's share so far, at least 100 (a noisy table's best triple is
+    // better among more) and at most 2,000 (a fifth of inliers: a miss in 1e-7).
     let mut needed = 2000usize;
     let mut tried = 0;
-    while tried < needed.min(2000) {
+    while tried < needed.clamp(100, 2000) {
         tried += 1;
         let [a, b, c] = [0; 3].map(|_| points[rng.below(points.len())]);
         let n = (b - a).cross(&(c - a));
@@ -337,25 +337,31 @@ pub fn fit_plane(points: &[nalgebra::Vector3<f64>], tolerance_m: f64) -> Option<
             needed = ((1e-4f64).ln() / miss.ln()).ceil().max(1.0) as usize;
         }
     }
-    let (_, n, d) = best?;
-    // Least squares on those inliers: the normal is the covariance's least direction.
-    let near: Vec<&Vector3<f64>> = points
-        .iter()
-        .filter(|p| (n.dot(p) + d).abs() <= tolerance_m)
-        .collect();
-    let centroid = near.iter().copied().sum::<Vector3<f64>>() / near.len() as f64;
-    let cov = near.iter().fold(Matrix3::zeros(), |m, p| {
-        let q = *p - centroid;
-        m + q * q.transpose()
-    });
-    let eig = cov.symmetric_eigen();
-    let (k, _) = eig
-        .eigenvalues
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))?;
-    let mut normal: Vector3<f64> = eig.eigenvectors.column(k).into_owned().normalize();
-    let mut distance = -normal.dot(&centroid);
+    let (_, mut normal, mut distance) = best?;
+    // Least squares on the inliers (the normal is their covariance's least direction),
+    // twice: the second on the first fit's inliers, which a noisy triple's miss.
+    for _ in 0..2 {
+        let near: Vec<&Vector3<f64>> = points
+            .iter()
+            .filter(|p| (normal.dot(p) + distance).abs() <= tolerance_m)
+            .collect();
+        if near.len() < 3 {
+            break;
+        }
+        let centroid = near.iter().copied().sum::<Vector3<f64>>() / near.len() as f64;
+        let cov = near.iter().fold(Matrix3::zeros(), |m, p| {
+            let q = *p - centroid;
+            m + q * q.transpose()
+        });
+        let eig = cov.symmetric_eigen();
+        let (k, _) = eig
+            .eigenvalues
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))?;
+        normal = eig.eigenvectors.column(k).into_owned().normalize();
+        distance = -normal.dot(&centroid);
+    }
     if distance < 0.0 {
         (normal, distance) = (-normal, -distance);
     }
@@ -368,33 +374,68 @@ pub fn fit_plane(points: &[nalgebra::Vector3<f64>], tolerance_m: f64) -> Option<
 }
 
 /// The points of a depth image (m along the optical axis, row-major, `camera`'s size) in
-/// the camera's optical frame, on a grid of about `columns` columns (a pixel's centre is
-/// at +0.5, as the renderer casts its rays); unmeasured (non-finite) and nearer than
-/// 5 cm left out. Empty when the image is not the camera's size.
-pub fn depth_points(
+/// the camera's optical frame, on a grid of at most `columns` columns (a pixel's centre is
+/// at +0.5, as the renderer casts its rays), of the pixels `keep(u, v)` (their centres)
+/// holds; unmeasured (non-finite) and nearer than 5 cm left out. Empty when the image is
+/// not the camera's size.
+fn grid_points(
     camera: &PinholeCamera,
     depth: &[f32],
     columns: usize,
+    keep: impl Fn(f64, f64) -> bool,
 ) -> Vec<nalgebra::Vector3<f64>> {
     let (w, h) = (camera.width as usize, camera.height as usize);
     if depth.len() != w * h {
         return Vec::new();
     }
-    let stride = (w / columns.max(1)).max(1);
+    let stride = w.div_ceil(columns.max(1)).max(1);
     let mut points = Vec::new();
     for v in (0..h).step_by(stride) {
         for u in (0..w).step_by(stride) {
             let d = depth[v * w + u] as f64;
-            if d.is_finite() && d > 0.05 {
+            let (uc, vc) = (u as f64 + 0.5, v as f64 + 0.5);
+            if d.is_finite() && d > 0.05 && keep(uc, vc) {
                 points.push(nalgebra::Vector3::new(
-                    (u as f64 + 0.5 - camera.cx) / camera.fx * d,
-                    (v as f64 + 0.5 - camera.cy) / camera.fy * d,
+                    (uc - camera.cx) / camera.fx * d,
+                    (vc - camera.cy) / camera.fy * d,
                     d,
                 ));
             }
         }
     }
     points
+}
+
+/// [`grid_points`] of every pixel.
+pub fn depth_points(
+    camera: &PinholeCamera,
+    depth: &[f32],
+    columns: usize,
+) -> Vec<nalgebra::Vector3<f64>> {
+    grid_points(camera, depth, columns, |_, _| true)
+}
+
+/// [`grid_points`] of the pixels where `camera` (its pose) says the table is: whose ray
+/// meets the plane at height `table_z` inside the box `xy_min`..`xy_max` (the base frame's
+/// x and y, e.g. the workspace). A wall or the floor beyond the table, even where it fills
+/// more of the image than the table, is left out; a camera that has moved a little still
+/// sees mostly table there.
+pub fn table_points(
+    camera: &PinholeCamera,
+    depth: &[f32],
+    columns: usize,
+    table_z: f64,
+    xy_min: [f64; 2],
+    xy_max: [f64; 2],
+) -> Vec<nalgebra::Vector3<f64>> {
+    grid_points(camera, depth, columns, |u, v| {
+        let (o, r) = camera.ray(u, v);
+        if r.z > -1e-9 {
+            return false;
+        }
+        let p = o + r * ((table_z - o.z) / r.z);
+        (xy_min[0]..=xy_max[0]).contains(&p.x) && (xy_min[1]..=xy_max[1]).contains(&p.y)
+    })
 }
 
 /// How far `pose` puts `plane` (seen from the camera) from the table at height `table_z`

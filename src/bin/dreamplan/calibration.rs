@@ -13,8 +13,8 @@ use dreamplan::bag::BagReader;
 use dreamplan::msg::prelude::*;
 use dreamplan::nodes::executor::{arm_of, arm_positions, finger_of, ExecutorConfig};
 use dreamplan::vision::handeye::{
-    camera_correction, depth_points, edge_distance, edges, fit, fit_plane, level_on_table,
-    outline_distance, overlay, refine_on_table, table_offset, DrawnArm, Fit, Plane, RefineFrame,
+    camera_correction, edge_distance, edges, fit, fit_plane, level_on_table, outline_distance,
+    overlay, refine_on_table, table_offset, table_points, DrawnArm, Fit, Plane, RefineFrame,
     Refined, MIN_OUTLINE_PX,
 };
 use dreamplan::vision::RgbView;
@@ -260,7 +260,8 @@ fn check(mut a: CheckCalibrationArgs) -> anyhow::Result<ExitCode> {
         &a, &arm, &camera, &reader, &chosen, &states, &fingers, &partial,
     );
     let result = result.and_then(|(mut rows, kept)| {
-        let table = measure_table(&a, &camera, config.table_z, &reader, &rows)?;
+        let workspace = (config.envelope.workspace_min, config.envelope.workspace_max);
+        let table = measure_table(&a, &camera, config.table_z, workspace, &reader, &rows)?;
         let off = verdict(&a, &rows, table.as_ref().ok()).is_some_and(|ok| !ok);
         let wanted = match a.refine {
             Refine::Never => false,
@@ -462,6 +463,7 @@ fn measure_table(
     a: &CheckCalibrationArgs,
     camera: &dreamplan::render::PinholeCamera,
     table_z: f64,
+    workspace: ([f64; 3], [f64; 3]),
     reader: &BagReader,
     rows: &[Row],
 ) -> anyhow::Result<Result<Table, String>> {
@@ -510,11 +512,18 @@ fn measure_table(
                 a.depth_topic, depth.width, depth.height, camera.width, camera.height
             )));
         }
-        points.extend(depth_points(camera, &depth.data, 80));
+        points.extend(table_points(
+            camera,
+            &depth.data,
+            80,
+            table_z,
+            [workspace.0[0], workspace.0[1]],
+            [workspace.1[0], workspace.1[1]],
+        ));
     }
     let Some(plane) = fit_plane(&points, 0.01) else {
         return Ok(Err(format!(
-            "no plane holds a fifth of the {} depth points of {} images within 1 cm: the table is not what the depth camera mostly sees",
+            "no plane holds a fifth of the {} depth points of {} images within 1 cm where the pose puts the table (rays meeting table_z inside the workspace box): the table was not checked",
             points.len(),
             wanted.len()
         )));
