@@ -241,37 +241,12 @@ fn collect_with_a_planner_that_cannot_start_fails_at_once_naming_why() {
 fn check_calibration_levels_a_tilted_camera_on_the_table_and_refines_it() {
     use nalgebra::{Point3, UnitQuaternion, Vector3};
     let tmp = tempfile::tempdir().unwrap();
-    let bag = tmp.path().join("bag");
-    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-        .args([
-            "collect",
-            "--task",
-            "rope",
-            "--episodes",
-            "3",
-            "--size",
-            "128",
-        ])
-        .args(["--planner", "random", "--log", "warn", "--out"])
-        .arg(&bag)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bag = rope_bag_128(tmp.path(), 3);
     let check = |name: &str, pose: &str, extra: &[&str]| {
-        let out = tmp.path().join(name);
-        let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-            .arg("check-calibration")
-            .arg("--bag")
-            .arg(&bag)
-            .arg("--out")
-            .arg(&out)
-            .args(["--frames", "16", "--camera-pose", pose])
-            .args(extra)
-            .output()
-            .unwrap();
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-        (o, report)
+        let mut args = vec!["--frames", "16", "--camera-pose", pose];
+        args.extend_from_slice(extra);
+        let (o, report, _) = check_calibration(&bag, &tmp.path().join(name), &args);
+        (o, report.expect("a report"))
     };
     let truth = dreamplan::render::scene::default_camera(128, 128).world_from_camera;
     let pose_arg = |p: &nalgebra::Isometry3<f64>| {
@@ -360,38 +335,8 @@ fn check_calibration_levels_a_tilted_camera_on_the_table_and_refines_it() {
 #[test]
 fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let bag = tmp.path().join("bag");
-    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-        .args([
-            "collect",
-            "--task",
-            "rope",
-            "--episodes",
-            "1",
-            "--size",
-            "128",
-        ])
-        .args(["--planner", "random", "--log", "warn", "--out"])
-        .arg(&bag)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let check = |name: &str, extra: &[&str]| {
-        let out = tmp.path().join(name);
-        let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
-            .arg("check-calibration")
-            .arg("--bag")
-            .arg(&bag)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap();
-        let report: Option<serde_json::Value> = std::fs::read(out.join("report.json"))
-            .ok()
-            .map(|b| serde_json::from_slice(&b).unwrap());
-        (o, report, out)
-    };
+    let bag = rope_bag_128(tmp.path(), 1);
+    let check = |name: &str, extra: &[&str]| check_calibration(&bag, &tmp.path().join(name), extra);
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ros/executor.yaml");
     for (name, extra) in [
         ("built_in", vec![]),
@@ -483,4 +428,57 @@ fn check_calibration_tells_a_hand_eye_pose_that_is_off() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("has no /arm/states"), "{err}");
+}
+
+/// A bag of `episodes` random rope episodes of the built-in world at 128 px, in `dir`.
+fn rope_bag_128(dir: &std::path::Path, episodes: usize) -> std::path::PathBuf {
+    let bag = dir.join("bag");
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .args([
+            "collect",
+            "--task",
+            "rope",
+            "--size",
+            "128",
+            "--planner",
+            "random",
+        ])
+        .args([
+            "--episodes",
+            &episodes.to_string(),
+            "--log",
+            "warn",
+            "--out",
+        ])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    bag
+}
+
+/// `dreamplan check-calibration --bag bag --out out ARGS`: its output, its report (where
+/// it wrote one) and `out`.
+fn check_calibration(
+    bag: &std::path::Path,
+    out: &std::path::Path,
+    args: &[&str],
+) -> (
+    std::process::Output,
+    Option<serde_json::Value>,
+    std::path::PathBuf,
+) {
+    let o = Command::new(env!("CARGO_BIN_EXE_dreamplan"))
+        .arg("check-calibration")
+        .arg("--bag")
+        .arg(bag)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    let report = std::fs::read(out.join("report.json"))
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap());
+    (o, report, out.to_path_buf())
 }

@@ -475,7 +475,7 @@ async fn refused(r: &mut ExecRig, what: &str, reason: &str) {
 /// parameter. With the default `warn`, the tilted plane only warns: the action goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_executor_refuses_an_action_when_the_table_is_not_where_the_pose_puts_it() {
-    use dreamplan::msg::visualization_msgs::{Marker, MarkerArray};
+    use dreamplan::msg::visualization_msgs::MarkerArray;
     use dreamplan::nodes::executor::{TABLE_OFF, TABLE_UNSEEN};
     let bus = LocalBus::default();
     let mut markers = bus
@@ -505,18 +505,8 @@ async fn the_executor_refuses_an_action_when_the_table_is_not_where_the_pose_put
         .unwrap();
     assert!(tilt > 20.0, "{said}");
     // Planned anyway, and shown refused: the label says why, the pick is red.
-    let shown = tokio::time::timeout(Duration::from_secs(10), markers.recv())
-        .await
-        .expect("markers in time")
-        .unwrap();
-    let of = |id: i32| -> Marker {
-        shown
-            .markers
-            .iter()
-            .find(|m| m.id == id && m.action == Marker::ADD)
-            .unwrap_or_else(|| panic!("no marker {id} in {shown:?}"))
-            .clone()
-    };
+    let shown = recv_markers(&mut markers).await;
+    let of = |id: i32| added_marker(&shown, id);
     use dreamplan::nodes::markers::id;
     assert!(
         of(id::LABEL).text.contains(TABLE_OFF),
@@ -591,19 +581,8 @@ async fn a_dry_run_shows_the_action_to_rviz_and_moves_nothing() {
     r.estop.publish(Bool { data: false }).unwrap();
     r.arm_at_ready(Some(0.04)).await;
     let cam = scene::default_camera(SIZE, SIZE);
-    let mut next_markers = async || {
-        tokio::time::timeout(Duration::from_secs(10), markers.recv())
-            .await
-            .expect("markers in time")
-            .unwrap()
-    };
-    let of = |a: &MarkerArray, id: i32| -> Marker {
-        a.markers
-            .iter()
-            .find(|m| m.id == id && m.action == Marker::ADD)
-            .unwrap_or_else(|| panic!("no marker {id} in {a:?}"))
-            .clone()
-    };
+    let mut next_markers = async || recv_markers(&mut markers).await;
+    let of = added_marker;
     let at =
         |m: &Marker| nalgebra::Point3::new(m.pose.position.x, m.pose.position.y, m.pose.position.z);
 
@@ -955,6 +934,30 @@ fn plane_depth() -> Image {
         data,
         ..Default::default()
     }
+}
+
+/// The next marker array the executor shows (within 10 s).
+async fn recv_markers(
+    markers: &mut dreamplan::bus::Subscriber<dreamplan::msg::visualization_msgs::MarkerArray>,
+) -> std::sync::Arc<dreamplan::msg::visualization_msgs::MarkerArray> {
+    tokio::time::timeout(Duration::from_secs(10), markers.recv())
+        .await
+        .expect("markers in time")
+        .unwrap()
+}
+
+/// The marker `id` that `shown` adds.
+fn added_marker(
+    shown: &dreamplan::msg::visualization_msgs::MarkerArray,
+    id: i32,
+) -> dreamplan::msg::visualization_msgs::Marker {
+    use dreamplan::msg::visualization_msgs::Marker;
+    shown
+        .markers
+        .iter()
+        .find(|m| m.id == id && m.action == Marker::ADD)
+        .unwrap_or_else(|| panic!("no marker {id} in {shown:?}"))
+        .clone()
 }
 
 /// The depth the built-in camera sees of the table (z = 0) alone; NaN above the horizon.

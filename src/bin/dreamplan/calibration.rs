@@ -368,31 +368,16 @@ fn check_frames(
         match state {
             Some((g, q)) if g <= MAX_STATE_GAP_NS => {
                 let open = finger.is_none_or(|f| f >= dreamplan::nodes::sim::FINGER_CLOSED_BELOW);
-                let drawn = DrawnArm::new(arm, q, open, camera);
+                let view = RgbView::new(img.width, img.height, &rgb)?;
+                let (drawn, f) = draw_and_fit(a, arm, q, open, camera, &view)?;
                 row.arm_px = drawn.area();
                 row.tcp_px = drawn.tcp_px;
                 row.depth_m = drawn.depth_m;
-                let view = RgbView::new(img.width, img.height, &rgb)?;
-                let outline = drawn.outline();
-                let f = if outline.len() >= MIN_OUTLINE_PX {
-                    Some(fit(
-                        &outline,
-                        &edges(&view)?,
-                        img.width,
-                        img.height,
-                        a.search,
-                    ))
-                } else {
+                if f.is_none() {
                     row.skipped = Some("the arm is drawn outside the image".into());
-                    None
-                };
+                }
                 let png = format!("frame_{:02}.png", rows.len());
-                crate::world_model::write_png(
-                    &out.join(&png),
-                    &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
-                    img.width as usize,
-                    img.height as usize,
-                )?;
+                write_overlay(&out.join(&png), &view, &drawn, f.as_ref())?;
                 row.png = Some(png);
                 if f.is_some() {
                     kept.push(Kept {
@@ -409,6 +394,48 @@ fn check_frames(
         rows.push(row);
     }
     Ok((rows, kept))
+}
+
+/// The arm at `q` drawn through `camera`, and how its outline fits `view`'s edges within
+/// `--search-px` (`None`: drawn all but outside the image).
+fn draw_and_fit(
+    a: &CheckCalibrationArgs,
+    arm: &dreamplan::robot::ArmModel,
+    q: &[f64],
+    gripper_open: bool,
+    camera: &dreamplan::render::PinholeCamera,
+    view: &RgbView<'_>,
+) -> anyhow::Result<(DrawnArm, Option<Fit>)> {
+    let drawn = DrawnArm::new(arm, q, gripper_open, camera);
+    let outline = drawn.outline();
+    let f = if outline.len() >= MIN_OUTLINE_PX {
+        Some(fit(
+            &outline,
+            &edges(view)?,
+            view.width,
+            view.height,
+            a.search,
+        ))
+    } else {
+        None
+    };
+    Ok((drawn, f))
+}
+
+/// `view` with the drawn arm (and the fit's outline) over it, as a PNG at `path`.
+fn write_overlay(
+    path: &Path,
+    view: &RgbView<'_>,
+    drawn: &DrawnArm,
+    f: Option<&Fit>,
+) -> anyhow::Result<()> {
+    crate::world_model::write_png(
+        path,
+        &overlay(view, drawn, f.map(|f| f.best_shift)),
+        view.width as usize,
+        view.height as usize,
+    )?;
+    Ok(())
 }
 
 /// The median of `v` (the upper one of an even count).
@@ -581,19 +608,12 @@ fn refine(
     at.world_from_camera = levelled;
     let mut moves = Vec::new();
     for k in kept {
-        let drawn = DrawnArm::new(arm, &k.q, k.gripper_open, &at);
-        let outline = drawn.outline();
-        if let (true, Some(depth)) = (outline.len() >= MIN_OUTLINE_PX, drawn.depth_m) {
-            let view = RgbView::new(camera.width, camera.height, &k.rgb)?;
-            let f = fit(
-                &outline,
-                &edges(&view)?,
-                camera.width,
-                camera.height,
-                a.search,
-            );
-            let c = camera_correction(&at, f.best_shift, depth);
-            moves.push(along_table(&levelled.rotation, c));
+        let view = RgbView::new(camera.width, camera.height, &k.rgb)?;
+        if let (drawn, Some(f)) = draw_and_fit(a, arm, &k.q, k.gripper_open, &at, &view)? {
+            if let Some(depth) = drawn.depth_m {
+                let c = camera_correction(&at, f.best_shift, depth);
+                moves.push(along_table(&levelled.rotation, c));
+            }
         }
     }
     if !moves.is_empty() {
@@ -611,25 +631,15 @@ fn refine(
     let mut at = camera.clone();
     at.world_from_camera = refined.world_from_camera;
     for k in kept {
-        let drawn = DrawnArm::new(arm, &k.q, k.gripper_open, &at);
         let view = RgbView::new(camera.width, camera.height, &k.rgb)?;
-        let outline = drawn.outline();
-        let f = (outline.len() >= MIN_OUTLINE_PX).then(|| {
-            edges(&view).map(|e| fit(&outline, &e, camera.width, camera.height, a.search))
-        });
-        let f = f.transpose()?;
+        let (drawn, f) = draw_and_fit(a, arm, &k.q, k.gripper_open, &at, &view)?;
         let row = &mut rows[k.row];
         let png = row
             .png
             .as_deref()
             .unwrap_or("frame.png")
             .replace(".png", "_refined.png");
-        crate::world_model::write_png(
-            &out.join(&png),
-            &overlay(&view, &drawn, f.as_ref().map(|f| f.best_shift)),
-            camera.width as usize,
-            camera.height as usize,
-        )?;
+        write_overlay(&out.join(&png), &view, &drawn, f.as_ref())?;
         row.refined_png = Some(png);
         row.refined_fit = f;
     }
