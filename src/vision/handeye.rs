@@ -406,15 +406,6 @@ fn grid_points(
     points
 }
 
-/// [`grid_points`] of every pixel.
-pub fn depth_points(
-    camera: &PinholeCamera,
-    depth: &[f32],
-    columns: usize,
-) -> Vec<nalgebra::Vector3<f64>> {
-    grid_points(camera, depth, columns, |_, _| true)
-}
-
 /// [`grid_points`] of the pixels where `camera` (its pose) says the table is: whose ray
 /// meets the plane at height `table_z` inside the box `xy_min`..`xy_max` (the base frame's
 /// x and y, e.g. the workspace). A wall or the floor beyond the table, even where it fills
