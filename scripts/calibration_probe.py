@@ -3,7 +3,7 @@
 bag of the built-in world (where the true pose is known): docs/ros2.md, "Check the
 hand-eye calibration on a bag".
 
-    dreamplan collect --task rope --episodes 3 --size 512 --planner random --out bag512
+    dreamplan collect --task rope --episodes 3 --size 512 --planner random --seed 0 --out bag512
     python3 scripts/calibration_probe.py bag512 --frames 16      (NumPy; DREAMPLAN=binary)
 
 For five poses that are off (the camera moved 6 cm; turned 3° about each of its axes; a

@@ -134,8 +134,9 @@ pub fn node_config<C: DeserializeOwned>(
     })
 }
 
-/// Extracts `node`'s parameters from a ROS 2 params file: the `/**` (wildcard) section
-/// merged with the node's own (`node`, or `/node`), each under `ros__parameters`.
+/// Extracts `node`'s parameters from a ROS 2 params file: the wildcard sections (`/**`,
+/// and `/*`, which rcl matches to a node of the root namespace) merged with the node's own
+/// (`node`, `/node`, or `/**/node`), each under `ros__parameters`.
 /// Dotted keys (`a.b: 1`, as `ros2 param dump` writes nested parameters) become nested
 /// mappings.
 pub fn ros_params(text: &str, node: &str, origin: &str) -> Result<serde_yaml::Value, ConfigError> {
@@ -148,7 +149,13 @@ pub fn ros_params(text: &str, node: &str, origin: &str) -> Result<serde_yaml::Va
         ));
     };
     let mut merged = Mapping::new();
-    let wanted = ["/**".to_string(), node.to_string(), format!("/{node}")];
+    let wanted = [
+        "/**".to_string(),
+        "/*".to_string(),
+        node.to_string(),
+        format!("/{node}"),
+        format!("/**/{node}"),
+    ];
     for key in &wanted {
         let Some(section) = top.get(key.as_str()) else {
             continue;
@@ -193,10 +200,13 @@ pub fn node_config_file<C: DeserializeOwned>(path: &Path, node: &str) -> Result<
     if sections.is_empty() {
         return node_config(&doc, &origin);
     }
-    if !sections
-        .iter()
-        .any(|k| *k == node || *k == format!("/{node}") || *k == "/**")
-    {
+    if !sections.iter().any(|k| {
+        *k == node
+            || *k == format!("/{node}")
+            || *k == format!("/**/{node}")
+            || *k == "/**"
+            || *k == "/*"
+    }) {
         return Err(invalid(
             &origin,
             format!(

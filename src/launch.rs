@@ -6,7 +6,8 @@
 //! Why our own reader: no crate reads ROS launch files outside ROS. The XML is parsed by
 //! `quick-xml`; of the launch language, only what dreamplan's launch files use is
 //! evaluated, and anything else is an error that names it, never a guess:
-//! - `<arg name default description>`; `<node pkg exec name if unless>` with
+//! - `<arg name default description>`; `<node pkg exec name if unless output>` (another
+//!   attribute of a dreamplan node, such as `namespace` or `ros_args`, is an error) with
 //!   `<param from="FILE"/>` (a ROS 2 params file, read as the node does) and
 //!   `<param name value/>` (typed as ROS types launch parameter strings: `true`/`false`
 //!   in any case, integers, floats, else text);
@@ -94,6 +95,10 @@ pub struct Resolved {
     pub externals: Vec<String>,
     /// The argument values used.
     pub args: BTreeMap<String, String>,
+    /// Whether a started node is given `use_sim_time: true` (a `<param>` or its params
+    /// file): the graph's clock should follow `/clock`. Before session 52 it was dropped,
+    /// and `gazebo.launch.xml` or `bag_replay.launch.xml` ran on wall time over DDS.
+    pub use_sim_time: bool,
 }
 
 /// Why a launch file cannot be used.
@@ -180,6 +185,17 @@ impl LaunchFile {
                 }),
                 (Some("launch"), "node") => {
                     let exec = get("exec")?;
+                    // A dreamplan node takes its settings from its <param>s: an attribute
+                    // this reader would drop (`namespace`, `ros_args`, `respawn`, …) is an
+                    // error, not ignored (before session 52 a `ros_args="-p …"` was).
+                    if a.get("pkg").map(String::as_str) == Some(PKG) {
+                        const TAKEN: [&str; 6] = ["pkg", "exec", "name", "if", "unless", "output"];
+                        if let Some(k) = a.keys().find(|k| !TAKEN.contains(&k.as_str())) {
+                            return Err(fail(format!(
+                                "<node exec=\"{exec}\">: attribute `{k}` is not supported here (set the node's parameters with <param>; a namespace with `dreamplan run --ros-args -r __ns:=/NS`)"
+                            )));
+                        }
+                    }
                     node = Some(LaunchNode {
                         pkg: get("pkg")?,
                         name: a.get("name").cloned().unwrap_or_else(|| exec.clone()),
@@ -305,6 +321,7 @@ impl LaunchFile {
             Ok(truth(if_)?.unwrap_or(true) && !truth(unless)?.unwrap_or(false))
         };
         let mut nodes = Vec::new();
+        let mut use_sim_time = false;
         for n in &self.nodes {
             if !active(&n.if_, &n.unless)? {
                 continue;
@@ -318,6 +335,7 @@ impl LaunchFile {
                         let text = std::fs::read_to_string(&file)
                             .map_err(|e| fail(format!("{}: {e}", file.display())))?;
                         let origin = file.display().to_string();
+                        use_sim_time |= crate::config::ros_use_sim_time(&text, &name);
                         let v =
                             ros_params(&text, &name, &origin).map_err(|e| fail(e.to_string()))?;
                         if let serde_yaml::Value::Mapping(m) = v {
@@ -331,6 +349,7 @@ impl LaunchFile {
                         // Standard ROS parameter every node takes; the in-process graph
                         // has one clock for all.
                         if k == "use_sim_time" {
+                            use_sim_time |= typed(&v) == serde_yaml::Value::Bool(true);
                             continue;
                         }
                         insert_dotted(&mut params, &serde_yaml::Value::String(k), typed(&v));
@@ -358,6 +377,7 @@ impl LaunchFile {
             },
             externals,
             args,
+            use_sim_time,
         })
     }
 }

@@ -133,11 +133,38 @@ impl RosArgs {
             for (k, v) in flat(&all) {
                 overrides.push((None, k, v));
             }
+            let ns = self.namespace.as_deref();
             for n in &graph.nodes {
-                let own = own_section(&text, &n.name, &origin)?;
-                for (k, v) in flat(&own) {
+                for (k, v) in own_section(&text, &n.name, ns, &origin)? {
                     overrides.push((Some(n.name.clone()), k, v));
                 }
+            }
+            // Sections no node of this graph takes: said, and a file of which no section
+            // is taken is an error (before session 52 `/lab/executor:` under `-r
+            // __ns:=/lab` was ignored without a word, and the executor ran on defaults).
+            let names: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+            let sections = section_names(&text);
+            let taken = |k: &str| {
+                ["/**", "/*"].contains(&k)
+                    || names
+                        .iter()
+                        .any(|n| section_keys(n, ns).iter().any(|s| s == k))
+            };
+            let unmatched: Vec<&String> = sections.iter().filter(|k| !taken(k)).collect();
+            if !sections.is_empty() && unmatched.len() == sections.len() {
+                return Err(format!(
+                    "--params-file {}: no section is for a node of this graph ({} ; nodes: {}{}): name a section `/NODE` or `/**`",
+                    file.display(),
+                    unmatched.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+                    names.join(", "),
+                    ns.map(|n| format!(", in namespace {n}")).unwrap_or_default()
+                ));
+            }
+            for k in unmatched {
+                tracing::warn!(
+                    "--params-file {}: section `{k}` is for no node of this graph",
+                    file.display()
+                );
             }
         }
         for (k, v) in &self.params {
@@ -227,17 +254,56 @@ impl RosArgs {
     }
 }
 
-/// A node's own section of a params file, without the wildcard.
-fn own_section(text: &str, node: &str, origin: &str) -> Result<Value, String> {
+/// The section names a params file may give `node`: `node`, `/node`, `/**/node`, and in a
+/// namespace `ns` (`-r __ns:=/lab`) `/lab/node` too, as `ros2 param dump` writes it.
+fn section_keys(node: &str, ns: Option<&str>) -> Vec<String> {
+    let mut keys = vec![node.to_string(), format!("/{node}"), format!("/**/{node}")];
+    if let Some(ns) = ns
+        .map(|n| n.trim_end_matches('/'))
+        .filter(|n| !n.is_empty())
+    {
+        keys.push(format!("{ns}/{node}"));
+    }
+    keys
+}
+
+/// The top-level sections of a params file that hold `ros__parameters`.
+fn section_names(text: &str) -> Vec<String> {
+    serde_yaml::from_str::<Value>(text)
+        .ok()
+        .as_ref()
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.get("ros__parameters").is_some())
+                .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A node's own sections of a params file, without the wildcard, as (dotted name, value)
+/// pairs in the order of [`section_keys`].
+fn own_section(
+    text: &str,
+    node: &str,
+    ns: Option<&str>,
+    origin: &str,
+) -> Result<Vec<(String, Value)>, String> {
     let doc: Value = serde_yaml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-    let mut only = serde_yaml::Mapping::new();
-    for key in [node.to_string(), format!("/{node}")] {
+    let mut out = Vec::new();
+    for key in section_keys(node, ns) {
         if let Some(s) = doc.get(key.as_str()) {
-            only.insert(Value::from(key), s.clone());
+            // Read as the node's own section, whatever its spelling.
+            let mut one = serde_yaml::Mapping::new();
+            one.insert(Value::from(node), s.clone());
+            let one = serde_yaml::to_string(&Value::Mapping(one)).map_err(|e| e.to_string())?;
+            out.extend(flat(
+                &ros_params(&one, node, origin).map_err(|e| e.to_string())?,
+            ));
         }
     }
-    let only = serde_yaml::to_string(&Value::Mapping(only)).map_err(|e| e.to_string())?;
-    ros_params(&only, node, origin).map_err(|e| e.to_string())
+    Ok(out)
 }
 
 /// `name:=value`.
@@ -343,6 +409,53 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("invalid type") && !e.contains("executor"), "{e}");
+    }
+
+    /// Sections in the spellings `ros2 param dump` and rcl use: `/lab/executor` under `-r
+    /// __ns:=/lab`, `/**/executor`; a file none of whose sections is for a node of the
+    /// graph is refused (before session 52 both were ignored and the node ran on its
+    /// defaults).
+    #[test]
+    fn namespaced_and_wildcard_sections_are_read_and_a_file_for_no_node_is_refused() {
+        let graph = || {
+            GraphConfig::from_yaml("nodes:\n  - {name: executor, kind: executor}\n", "g.yaml")
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        let apply = |yaml: &str, ns: bool| -> Result<Value, String> {
+            std::fs::write(&file, yaml).unwrap();
+            let mut argv = vec!["--params-file".to_string(), file.display().to_string()];
+            if ns {
+                argv.extend(["-r".into(), "__ns:=/lab".into()]);
+            }
+            let mut g = graph();
+            RosArgs::parse(&argv)?.apply(&mut g, crate::nodes::accepts)?;
+            Ok(g.nodes[0].params.clone())
+        };
+        let p = apply(
+            "/lab/executor:\n  ros__parameters:\n    table_z: 0.05\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(p["table_z"], Value::from(0.05));
+        let p = apply(
+            "/**/executor:\n  ros__parameters:\n    table_z: 0.06\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(p["table_z"], Value::from(0.06));
+        let p = apply("/*:\n  ros__parameters:\n    table_z: 0.07\n", false).unwrap();
+        assert_eq!(p["table_z"], Value::from(0.07));
+        let e = apply(
+            "/lab/executor:\n  ros__parameters:\n    table_z: 0.05\n",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("no section is for a node of this graph (/lab/executor ; nodes: executor)"),
+            "{e}"
+        );
     }
 
     /// A struct the node's config leaves unset (the sim's `camera`) is taken whole from a

@@ -541,3 +541,94 @@ fn message_compressed_bags_are_read_and_file_compressed_ones_refused_clearly() {
     let e = BagReader::open(&dir).err().expect("refused").to_string();
     assert!(e.contains("lz4"), "{e}");
 }
+
+/// A recording killed mid-write: the transitions the damage closes come out first, then
+/// the damage once, and nothing after it. Before session 52 the damage came first, and
+/// every reader (`bag info --transitions`, the world model's cut) lost the whole bag.
+#[test]
+fn the_transitions_before_the_damage_come_out_then_the_damage_once() {
+    use dreamplan::bag::transitions::TransitionTopics;
+    use dreamplan::msg::dreamplan::EpisodeEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tr");
+    let mut w = BagWriter::create(
+        &dir,
+        WriterOptions {
+            chunk_size: 2048,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut t = 1_000u64;
+    let put_event = |w: &mut BagWriter, t: &mut u64, step: u32, event: &str| {
+        let e = EpisodeEvent {
+            episode: 0,
+            step,
+            event: event.into(),
+            ..Default::default()
+        };
+        w.write("/dreamplan/episode", *t, &e).unwrap();
+        *t += 1_000_000;
+        for i in 0..20 {
+            w.write("/joint_states", *t, &joint_state(i)).unwrap();
+            *t += 1_000_000;
+        }
+    };
+    for step in 0..6 {
+        put_event(&mut w, &mut t, step, EpisodeEvent::EVENT_ACTION_STARTED);
+        put_event(&mut w, &mut t, step, EpisodeEvent::EVENT_ACTION_FINISHED);
+    }
+    w.finish().unwrap();
+    let items = |d: &Path| -> Vec<Result<u32, BagError>> {
+        BagReader::open(d)
+            .unwrap()
+            .transitions(TransitionTopics::default())
+            .map(|r| r.map(|t| t.step))
+            .collect()
+    };
+    let intact = items(&dir);
+    assert_eq!(
+        intact
+            .iter()
+            .map(|r| *r.as_ref().unwrap())
+            .collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    // The file cut at 60%, as a kill leaves it (no metadata.yaml).
+    let bytes = std::fs::read(dir.join("tr_0.mcap")).unwrap();
+    let cut = tmp.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    std::fs::write(cut.join("cut_0.mcap"), &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let got = items(&cut);
+    let ok: Vec<u32> = got.iter().map_while(|r| r.as_ref().ok().copied()).collect();
+    assert!(ok.len() >= 2 && ok.len() < 6, "{got:?}");
+    assert_eq!(ok, (0..ok.len() as u32).collect::<Vec<_>>());
+    assert_eq!(got.len(), ok.len() + 1, "{got:?}");
+    assert!(
+        matches!(got.last(), Some(Err(BagError::Damaged { .. }))),
+        "{got:?}"
+    );
+}
+
+/// A metadata.yaml cut short (a kill or a full disk while it was written) leaves intact
+/// storage files: they are read as a bag without metadata, every message. Before session
+/// 52 the bag did not open. The writer leaves no temporary file behind.
+#[test]
+fn a_torn_metadata_file_does_not_hide_the_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("meta");
+    small_bag(&dir, 50, 2048);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let yaml = dir.join("metadata.yaml");
+    let text = std::fs::read(&yaml).unwrap();
+    for torn in [&text[..text.len() / 2], &b""[..]] {
+        std::fs::write(&yaml, torn).unwrap();
+        let (got, err) = read_all(&dir);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+    }
+}

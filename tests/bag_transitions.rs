@@ -236,3 +236,31 @@ fn a_frame_from_before_the_reset_is_not_the_next_episodes_observation() {
         vec![(Some(11), Some(12)), (None, None), (Some(21), Some(22))]
     );
 }
+
+/// A `failed` event after an action finished is the refusal of a later action that never
+/// started (busy, the table check): it does not mark the finished action failed (before
+/// session 52 it did, and `bag info --transitions` counted it). One before the finish
+/// does.
+#[test]
+fn a_refusal_after_an_action_finished_does_not_fail_it() {
+    let (_tmp, dir, mut w) = episodes_bag();
+    let mut t = 1_000 * MS;
+    let mut put = |w: &mut BagWriter, name: &str| {
+        t += 100 * MS;
+        w.write("/dreamplan/episode", t, &event(0, 0, name, f64::NAN))
+            .unwrap();
+    };
+    put(&mut w, EpisodeEvent::EVENT_RESET);
+    put(&mut w, EpisodeEvent::EVENT_ACTION_STARTED);
+    put(&mut w, EpisodeEvent::EVENT_ACTION_FINISHED);
+    put(&mut w, EpisodeEvent::EVENT_FAILED);
+    put(&mut w, EpisodeEvent::EVENT_ACTION_STARTED);
+    put(&mut w, EpisodeEvent::EVENT_FAILED);
+    w.finish().unwrap();
+    let reader = BagReader::open(&dir).unwrap();
+    let failed: Vec<bool> = reader
+        .transitions(TransitionTopics::default())
+        .map(|t| t.unwrap().failed)
+        .collect();
+    assert_eq!(failed, [false, true]);
+}

@@ -283,6 +283,43 @@ async fn a_video_file_is_played_resized_in_rgb_and_looped() {
     assert_eq!((info.width, info.height), (32, 24));
 }
 
+/// Frames of another aspect than width×height would be stretched by the resize: with a
+/// calibration made at width×height that is refused at start, naming both sizes (before
+/// session 52 a 4:3 camera under a 16:9 calibration was stretched without a word).
+#[cfg(feature = "videoio")]
+#[test]
+fn frames_stretched_to_a_calibrated_size_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgb.avi");
+    rgb_video(&path, 64, 48);
+    let cal = dir.path().join("wide.yaml");
+    std::fs::write(
+        &cal,
+        CALIBRATION.replace("image_height: 480", "image_height: 360"),
+    )
+    .unwrap();
+    let config = CameraConfig {
+        source: Source::Video,
+        video: Some(path),
+        width: 640,
+        height: 360,
+        calibration: Some(cal),
+        ..Default::default()
+    };
+    let e = format!("{:#}", CameraNode::new(config.clone()).err().unwrap());
+    assert!(
+        e.contains("its frames are 64×48, resized to 640×360 they are stretched")
+            && e.contains("wide.yaml is for 640×360"),
+        "{e}"
+    );
+    // Without a calibration it is said, not refused.
+    CameraNode::new(CameraConfig {
+        calibration: None,
+        ..config
+    })
+    .unwrap();
+}
+
 const CALIBRATION: &str = "image_width: 640
 image_height: 480
 camera_name: narrow_stereo

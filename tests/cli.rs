@@ -39,7 +39,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
     std::fs::write(d.join("afile"), b"").unwrap();
-    let cases: [(&[&str], &str); 21] = [
+    let cases: [(&[&str], &str); 24] = [
         // Checked before --out is made: no empty folder is left behind.
         (
             &["fit-prior", "--bags", "nobags", "--out", "fp1"],
@@ -97,6 +97,22 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
             &["train-world-model", "--bags", "nowhere", "--out", "wm", "--lr", "-1"],
             "error: --lr must be a finite number > 0",
         ),
+        (
+            &["train-world-model", "--bags", "nowhere", "--out", "wm", "--checkpoint-every", "0"],
+            "error: --checkpoint-every must be ≥ 1 (steps between checkpoints)",
+        ),
+        // A world model named beside the simulator verifier was ignored.
+        (
+            &["eval", "--planner", "coverage", "--episodes", "1", "--verifier", "sim", "--world-model", "nowhere"],
+            "error: --world-model is read only with --verifier world-model (--verifier sim plays each candidate in the built-in world)",
+        ),
+        // Collection seeds that run past the last seed (it wrapped around to the
+        // evaluation's seeds in a release build).
+        (
+            &["collect", "--task", "rope", "--episodes", "2", "--seed", "18446744073709551615", "--out", "bags"],
+            "error: --seed 18446744073709551615 + --episodes 2 runs past the largest seed (18446744073709551615)",
+        ),
+
         // A camera pose that is not seven numbers, or bags without camera info to take
         // the intrinsics from, before any clip is cut.
         (
@@ -139,7 +155,24 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     for (args, want) in cases {
         assert_eq!(error_line(&dreamplan(args, d)), want, "dreamplan {args:?}");
     }
-    for left_out in ["fp1", "wm2", "bags"] {
+    // A bag named twice, by its folder and by itself, was weighted double.
+    std::fs::create_dir_all(d.join("bagsdup/rope")).unwrap();
+    std::fs::write(d.join("bagsdup/rope/rope_0.mcap"), b"").unwrap();
+    assert_eq!(
+        error_line(&dreamplan(
+            &[
+                "train-world-model",
+                "--bags",
+                "bagsdup",
+                "bagsdup/rope",
+                "--out",
+                "wm3"
+            ],
+            d
+        )),
+        "error: --bags: bagsdup/rope is given twice: name each bag once"
+    );
+    for left_out in ["fp1", "wm2", "bags", "wm3"] {
         assert!(
             !d.join(left_out).exists(),
             "{left_out} was made by a refused run"
@@ -340,6 +373,17 @@ fn run_takes_a_launch_file_and_its_arguments_as_ros2_launch_does() {
     ));
     assert!(
         line.ends_with("condition `maybe` is neither true nor false"),
+        "{line}"
+    );
+    // The real-arm file's empty `model:=` default is no model: said so, not read as a
+    // folder named "" ("loading model : config.json: No such file" before session 52).
+    let real = concat!(env!("CARGO_MANIFEST_DIR"), "/launch/real_arm.launch.xml");
+    let line = error_line(&dreamplan(
+        &["run", "--launch", real, "backend:=vlm", "--duration", "5"],
+        dir.path(),
+    ));
+    assert!(
+        line.ends_with("node `planner` (kind planner): backend vlm needs `model` (a model folder)"),
         "{line}"
     );
 }

@@ -1202,7 +1202,9 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
 /// DDS: the peer serves the action (its own IDL types, rmw_cyclonedds_cpp's request/reply
 /// mapping) as a ros2_control controller would. A goal that succeeds frees the arm
 /// (`action_finished`); one the controller aborts, or rejects, is a `failed` event with
-/// the controller's reason; no trajectory goes out on the topic meanwhile.
+/// the controller's reason; no trajectory goes out on the topic meanwhile. An e-stop
+/// cancels a running goal, one not yet accepted, and one accepted only after the executor
+/// gave it up.
 #[test]
 fn a_cyclone_peer_serving_follow_joint_trajectory_gets_the_goal_and_its_outcome_is_reported() {
     let _turn = one_at_a_time();
@@ -1265,6 +1267,17 @@ nodes:
                 "--estop-after",
                 "0.2",
             ],
+            // Accepted after the executor gave the goal up (5 s): the executor reported
+            // it failed, yet the arm runs it; the e-stop after that must still cancel it
+            // (its id was lost before session 52, and nothing could).
+            "estop-late" => vec![
+                "--action-hold",
+                "30",
+                "--accept-after",
+                "6.0",
+                "--estop-after",
+                "7.0",
+            ],
             o => vec!["--action-hold", "0.5", "--action-outcome", o],
         });
         peer(d, &args).output().unwrap()
@@ -1278,6 +1291,7 @@ nodes:
         ("9", "reject"),
         ("10", "estop"),
         ("11", "estop-early"),
+        ("12", "estop-late"),
     ] {
         let o = drive(episode, outcome);
         let ok = o.status.success();
@@ -1335,6 +1349,18 @@ nodes:
                 assert_eq!(end, "failed", "{events:?}");
                 assert!(detail.contains("rejected"), "{detail}");
             }
+            "estop-late" => {
+                assert_eq!(end, "failed", "{events:?}");
+                assert!(
+                    detail.contains("did not answer the goal within 5 s"),
+                    "{detail}"
+                );
+                assert!(
+                    lines.iter().any(|l| l.get("canceled").is_some()),
+                    "the goal accepted late got no cancel request:\n{}",
+                    text(o)
+                );
+            }
             _ => {
                 assert_eq!((end, detail), ("failed", "e-stop"), "{events:?}");
                 assert!(
@@ -1363,7 +1389,7 @@ nodes:
             );
         }
     }
-    assert_eq!(runs.len(), 5);
+    assert_eq!(runs.len(), 6);
 }
 
 /// The executor opens and closes the gripper through `control_msgs/action/GripperCommand`

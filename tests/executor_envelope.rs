@@ -453,3 +453,80 @@ fn a_lower_speed_cap_slows_the_arm_instead_of_refusing_its_actions() {
     assert_eq!(planned(&capped), planned(&fast), "{:?}", capped.outcomes);
     assert_eq!(capped.violations, 0, "{:?}", capped.examples);
 }
+
+/// The floor is the higher of `table_z` and `envelope.table_z`: a cell that set only
+/// `table_z` for a table 10 cm above the arm's base had the floor at the base before
+/// session 52, and a depth reading 8 cm under the table top (a bad pixel) was planned as a
+/// pick there. Now it is refused; with the table at the base it is the table itself.
+#[test]
+fn the_floor_follows_table_z_when_only_table_z_is_set() {
+    use dreamplan::nodes::executor::{plan_action, ExecutorConfig};
+    let low = 0.02;
+    let camera = scene::default_camera(256, 256);
+    let o = camera.world_from_camera.translation.vector;
+    // Depth of a plane at z = `low` (what a broken depth map might read).
+    let mut data = vec![0f32; 256 * 256];
+    for v in 0..256 {
+        for u in 0..256 {
+            let p1 = camera.unproject(u as f64 + 0.5, v as f64 + 0.5, 1.0).coords;
+            data[v * 256 + u] = ((low - o.z) / (p1.z - o.z)) as f32;
+        }
+    }
+    let depth = DepthImage {
+        width: 256,
+        height: 256,
+        data,
+    };
+    let pixel = |x: f64, y: f64| {
+        let (u, v, _) = camera.project(&nalgebra::Point3::new(x, y, low)).unwrap();
+        (u as f32, v as f32)
+    };
+    let ((su, sv), (tu, tv)) = (pixel(0.5, -0.1), pixel(0.5, 0.1));
+    let action = KeypointAction {
+        source_u: su,
+        source_v: sv,
+        target_u: tu,
+        target_v: tv,
+        ..Default::default()
+    };
+    let raised = ExecutorConfig {
+        table_z: 0.1,
+        ..Default::default()
+    };
+    assert_eq!(raised.envelope.table_z, 0.0);
+    assert_eq!(raised.safety_envelope().table_z, 0.1);
+    let e = plan_action(
+        &raised,
+        &default_arm(),
+        &camera,
+        &action,
+        Some(&depth),
+        None,
+        &READY,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Rejection::OutsideWorkspace { which: "pick", .. }),
+        "{e}"
+    );
+    // The table at the base: the same pixels are a pick on it.
+    let at_base = ExecutorConfig::default();
+    let r = plan_action(
+        &at_base,
+        &default_arm(),
+        &camera,
+        &action,
+        Some(&depth),
+        None,
+        &READY,
+    );
+    assert!(
+        !matches!(r, Err(Rejection::OutsideWorkspace { .. })),
+        "{:?}",
+        r.err()
+    );
+    // A higher envelope floor is kept.
+    let mut higher = raised.clone();
+    higher.envelope.table_z = 0.2;
+    assert_eq!(higher.safety_envelope().table_z, 0.2);
+}

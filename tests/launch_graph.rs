@@ -314,10 +314,12 @@ fn the_real_arm_executor_reads_the_cell_s_params_file_and_the_launch_arguments_a
     let dir = tempfile::tempdir().unwrap();
     let mine = dir.path().join("executor.yaml");
     let shipped = std::fs::read_to_string(root().join("config/ros/executor.yaml")).unwrap();
+    // The first `table_z` is the node's own (the envelope's comes later).
     let cell = shipped
-        .replace(
+        .replacen(
             "    table_z: 0.0 ",
             "    base_from_camera_xyz: [0.9, 0.1, 0.7]\n    base_from_camera_xyzw: [0.0, 0.0, 0.0, 1.0]\n    table_z: 0.02 ",
+            1,
         )
         .replace(
             "    finger_joint: \"panda_finger_joint1\"",
@@ -406,6 +408,23 @@ async fn undeclared_parameters_unknown_executables_and_arguments_are_errors() {
     );
     let e = format!("{:#}", run(l).await.unwrap_err());
     assert!(e.contains("planer"), "{e}");
+    // An attribute of a dreamplan node this reader would drop (a namespace, ros_args).
+    for attr in [r#"namespace="arm1""#, r#"ros_args="-p table_z:=0.1""#] {
+        let p = dir.path().join("c.launch.xml");
+        std::fs::write(
+            &p,
+            format!(
+                r#"<launch><node pkg="dreamplan" exec="executor" name="executor" {attr}/></launch>"#
+            ),
+        )
+        .unwrap();
+        let e = LaunchFile::load(&p).unwrap_err().to_string();
+        let key = attr.split('=').next().unwrap();
+        assert!(
+            e.contains(&format!("attribute `{key}` is not supported here")),
+            "{e}"
+        );
+    }
     // Launch arguments: unknown, and required but not given.
     let l = LaunchFile::load(&root().join("launch/bag_replay.launch.xml")).unwrap();
     let e = l.resolve(&none, &root()).unwrap_err().to_string();
@@ -443,4 +462,30 @@ async fn undeclared_parameters_unknown_executables_and_arguments_are_errors() {
     );
     std::fs::write(&p, "<launch><node pkg=\"dreamplan\"").unwrap();
     assert!(LaunchFile::load(&p).is_err());
+}
+
+/// A launch file that gives its nodes `use_sim_time: true` asks for the graph's clock to
+/// follow `/clock` (Gazebo, a replayed bag); the others do not. Before session 52 the
+/// parameter was dropped and `dreamplan run --launch … --bus dds` ran on wall time.
+#[test]
+fn launch_files_that_set_use_sim_time_say_so() {
+    let sim_time = |file: &str, args: &[(&str, &str)]| {
+        let args: BTreeMap<String, String> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LaunchFile::load(&root().join("launch").join(file))
+            .unwrap()
+            .resolve(&args, &root())
+            .unwrap()
+            .use_sim_time
+    };
+    assert!(sim_time("gazebo.launch.xml", &[]));
+    assert!(sim_time("bag_replay.launch.xml", &[("bag", "recorded")]));
+    assert!(!sim_time("real_arm.launch.xml", &[]));
+    assert!(!sim_time("dreamplan.launch.xml", &[]));
+    assert!(sim_time(
+        "dreamplan.launch.xml",
+        &[("use_sim_time", "true")]
+    ));
 }

@@ -426,6 +426,95 @@ async fn an_action_waits_for_a_recent_joint_state() {
     r.finish().await;
 }
 
+/// Nothing subscribes to the trajectory topic (`topics.trajectory` not the controller's,
+/// or no controller running): the action is refused and nothing is reported started.
+/// Before session 52 it was reported started, then finished after its duration, and a bag
+/// recorded a motion the arm never made. Once a controller listens, the next action goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_is_refused_while_no_controller_listens_on_the_trajectory_topic() {
+    let bus = LocalBus::default();
+    let mut r = ExecRig::start(&bus, "topics:\n  trajectory: /nowhere\n").await;
+    r.arm_at_ready(None).await;
+    refused(
+        &mut r,
+        "no controller",
+        "no controller subscribes to /nowhere: nothing was sent",
+    )
+    .await;
+    let mut controller = bus
+        .subscribe::<JointTrajectory>("/nowhere", Qos::keep_last(10))
+        .unwrap();
+    r.arm_at_ready(None).await;
+    started(&mut r, "a controller listens").await;
+    let traj = tokio::time::timeout(Duration::from_secs(5), controller.recv())
+        .await
+        .expect("the controller got no trajectory")
+        .unwrap();
+    assert!(!traj.points.is_empty());
+    r.finish().await;
+}
+
+/// A goal depth is used with the goal image of its own stamp only: a raised goal scene
+/// lifts the place point; a later goal image without depth places on the table again.
+/// Before session 52 the earlier goal's depth was used with the later goal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goal_depth_is_used_only_with_the_goal_image_of_its_stamp() {
+    use dreamplan::msg::visualization_msgs::MarkerArray;
+    use dreamplan::nodes::markers::id;
+    let bus = LocalBus::default();
+    let mut markers = bus
+        .subscribe::<MarkerArray>("/dreamplan/markers", Qos::latched())
+        .unwrap();
+    let goal = bus
+        .publisher::<Image>("/goal/image", Qos::latched())
+        .unwrap();
+    let goal_depth = bus
+        .publisher::<Image>("/goal/depth", Qos::latched())
+        .unwrap();
+    let mut r = ExecRig::start(&bus, "dry_run: true\n").await;
+    r.arm_at_ready(Some(0.04)).await;
+    let stamped = |mut m: Image, sec: i32| {
+        m.header.stamp = Time { sec, nanosec: 0 };
+        m
+    };
+    // The goal scene 10% nearer the camera than the table: the place lies above it.
+    let mut raised = table_depth();
+    for c in raised.data.chunks_exact_mut(4) {
+        let d = f32::from_le_bytes(c.try_into().unwrap()) * 0.9;
+        c.copy_from_slice(&d.to_le_bytes());
+    }
+    let image = || Image {
+        width: SIZE,
+        height: SIZE,
+        encoding: "rgb8".into(),
+        step: SIZE * 3,
+        data: vec![255; (SIZE * SIZE * 3) as usize],
+        ..Default::default()
+    };
+    let place_z = async |r: &mut ExecRig, markers: &mut dreamplan::bus::Subscriber<MarkerArray>| {
+        r.actions.publish(centre_action("pick 1 place 2")).unwrap();
+        next_failed(&mut r.events, dreamplan::nodes::executor::DRY_RUN).await;
+        let shown = recv_markers(markers).await;
+        added_marker(&shown, id::PLACE).pose.position.z
+    };
+    goal_depth.publish(stamped(raised, 1)).unwrap();
+    goal.publish(stamped(image(), 1)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let with_depth = place_z(&mut r, &mut markers).await;
+    assert!(
+        with_depth > 0.03,
+        "the goal depth did not lift the place: z {with_depth}"
+    );
+    goal.publish(stamped(image(), 2)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let without = place_z(&mut r, &mut markers).await;
+    assert!(
+        without < 0.01,
+        "the earlier goal's depth was used: z {without}"
+    );
+    r.finish().await;
+}
+
 /// The first joint state a moment after the first action (nodes started together): the
 /// action waits for it instead of being refused (the built-in world lost its first episode
 /// so under load before session 44).
@@ -1014,6 +1103,10 @@ async fn second_action_after_the_episode_ends(episode_end_frees_arm: bool) -> Ep
         .unwrap();
     let actions = bus
         .publisher::<KeypointAction>("/planner/action", Qos::keep_last(1))
+        .unwrap();
+    // The controller the trajectories go to (an action nobody would receive is refused).
+    let _controller = bus
+        .subscribe::<JointTrajectory>("/arm/joint_trajectory", Qos::keep_last(10))
         .unwrap();
     let task = start(
         ExecutorNode::new(ExecutorConfig {

@@ -1859,6 +1859,20 @@ fn caches_and_runs_know_their_bags() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("another run"), "{e}");
+    // Nor on the same bag recorded again (here its file touched above, after `b` was cut):
+    // the same bag name, episodes and steps, other files.
+    let e_dir = dir.path().join("e");
+    dataset::build(std::slice::from_ref(&bag), &e_dir, &cfg, 3, &|_, _| {}).unwrap();
+    let de = Dataset::open(&e_dir).unwrap();
+    assert_eq!(de.index.bags, db.index.bags);
+    assert_eq!(de.index.clips.len(), db.index.clips.len());
+    let e = wm_train::train(&de, &cfg, &tc, &out, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("another run") && e.contains("sources_fnv1a"),
+        "{e}"
+    );
 
     // A fresh run in a folder an earlier run with a prior left its task choice in.
     let prior_out = dir.path().join("with-prior");
@@ -1887,6 +1901,17 @@ fn caches_and_runs_know_their_bags() {
     assert!(e.contains("another run is writing into"), "{e}");
     drop(held);
     wm_train::train(&db, &cfg, &tc, &busy, &|_| {}).unwrap();
+    // So is a second cut into a cache another run is cutting into, and prior frames made
+    // there (before session 52 two runs overwrote each other's shards).
+    let held = dreamplan::train::checkpoint::lock_output(&b).unwrap();
+    let e = dataset::build(std::slice::from_ref(&bag), &b, &cfg, 3, &|_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another run is writing into"), "{e}");
+    let mut dp = Dataset::open(&b).unwrap();
+    let e = dp.cache_priors(&pc, &|_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("another run is writing into"), "{e}");
+    drop(held);
 
     let e = wm_train::train(
         &db,

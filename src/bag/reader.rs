@@ -179,9 +179,16 @@ impl BagReader {
             let yaml = path.join("metadata.yaml");
             if yaml.exists() {
                 let text = std::fs::read_to_string(&yaml).map_err(|e| BagError::io(&yaml, e))?;
-                let m: MetadataFile = serde_yaml::from_str(&text)
-                    .map_err(|e| BagError::Metadata(format!("{}: {e}", yaml.display())))?;
-                metadata = Some(m.rosbag2_bagfile_information);
+                // A metadata file that does not parse (cut short by a kill or a full disk)
+                // leaves the storage files: they are read as a bag without one, the way a
+                // killed recording is. Before session 52 the bag did not open at all.
+                match serde_yaml::from_str::<MetadataFile>(&text) {
+                    Ok(m) => metadata = Some(m.rosbag2_bagfile_information),
+                    Err(e) => tracing::warn!(
+                        "{}: not readable ({e}); reading the storage files without it",
+                        yaml.display()
+                    ),
+                }
             }
             match &metadata {
                 Some(m) if !m.relative_file_paths.is_empty() => {

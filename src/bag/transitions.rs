@@ -129,6 +129,8 @@ pub struct Transitions<'a> {
     /// Counters of skipped input.
     pub stats: TransitionStats,
     done: bool,
+    /// The damage that ended the bag, given after the transitions it closed.
+    damage: Option<BagError>,
 }
 
 impl BagReader {
@@ -157,6 +159,7 @@ impl BagReader {
             settling: None,
             stats: Default::default(),
             done: false,
+            damage: None,
         }
     }
 }
@@ -226,7 +229,11 @@ impl Transitions<'_> {
             }
             EpisodeEvent::EVENT_SCORED | EpisodeEvent::EVENT_FAILED => {
                 let failed = ev.event == EpisodeEvent::EVENT_FAILED;
-                let target = [self.open.as_mut(), self.settling.as_mut()]
+                // A failure ends the running action only: one of a finished action is the
+                // refusal of a later action that never started (busy, the table check),
+                // which marked the finished one failed before session 52.
+                let settling = if failed { None } else { self.settling.as_mut() };
+                let target = [self.open.as_mut(), settling]
                     .into_iter()
                     .flatten()
                     .find(|t| t.episode == ev.episode && t.step == ev.step);
@@ -252,16 +259,20 @@ impl Iterator for Transitions<'_> {
                 return Some(Ok(t));
             }
             if self.done {
-                return None;
+                return self.damage.take().map(Err);
             }
             let rec = match self.messages.next() {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
+                    // The transitions the damage closed come out first, then the damage
+                    // once: before session 52 the error came first, and a reader that
+                    // stops at an error (every caller) lost them all.
                     self.stats.damage = Some(e.to_string());
                     self.done = true;
                     self.close_open();
                     self.close_settling();
-                    return Some(Err(e));
+                    self.damage = Some(e);
+                    continue;
                 }
                 None => {
                     self.done = true;

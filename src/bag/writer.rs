@@ -39,7 +39,9 @@ pub struct WriterOptions {
     pub compression: Compression,
     /// Target chunk size in bytes before compression.
     pub chunk_size: u64,
-    /// Start a new file once the current one reaches this many bytes.
+    /// Start a new file once the messages written to the current one reach this many
+    /// bytes, counted before compression (with zstd the files come out smaller; rosbag2's
+    /// `--max-bag-size` counts the file on disk).
     pub max_file_bytes: Option<u64>,
     /// Start a new file once the current one spans this much log time.
     pub max_file_duration: Option<Duration>,
@@ -390,7 +392,10 @@ impl BagWriter {
             rosbag2_bagfile_information: metadata.clone(),
         })
         .map_err(|e| BagError::Metadata(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| BagError::io(&path, e))?;
+        // Through a temporary file and a rename: a kill or a full disk while it is written
+        // leaves no half file, which no reader would open (plain `write` before session 52).
+        crate::train::checkpoint::write_atomic(&path, text.as_bytes())
+            .map_err(|e| BagError::io(&path, e))?;
         Ok(WrittenBag {
             dir: self.dir.clone(),
             metadata,

@@ -828,6 +828,9 @@ pub(crate) mod fjt {
 /// its acceptance once sent.
 const ACTION_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Unanswered goals whose ids each cancel request also names (the newest).
+const LOST_GOALS_KEPT: usize = 8;
+
 /// An action the DDS bus is a client of: its `control_msgs` type, the goal, result and
 /// feedback mirrors, and how the executor's request becomes a goal and a result an
 /// outcome. One goal task ([`run_goals`]) serves both.
@@ -1095,6 +1098,11 @@ async fn run_goals<A: ClientAction>(
     closed: Arc<AtomicBool>,
 ) {
     let active: Mutex<Option<ros2_client::action::GoalId>> = Mutex::new(None);
+    // Goals the controller did not answer in time: reported failed, yet the request went
+    // out and a late acceptance (or an answer that was lost) would run them. Each cancel
+    // request goes to them too (the last few), so an e-stop still stops them; before
+    // session 52 their ids were lost and nothing could cancel them.
+    let lost: Mutex<Vec<ros2_client::action::GoalId>> = Mutex::new(Vec::new());
     // Cancel requests so far: a goal compares it with the count when it was given, so that
     // a cancel that comes before the controller accepted the goal (while the server is
     // looked for, or the goal request is under way) still cancels it. Before session 42
@@ -1109,12 +1117,13 @@ async fn run_goals<A: ClientAction>(
                 None => return,
                 Some(GoalCommand::Follow(input, answer, accepted)) => {
                     let given = (&cancels, cancels.load(Ordering::Acquire));
-                    current = Some(Box::pin(follow_goal::<A>(&node, &client, &name, &active, given, input, (answer, accepted))));
+                    current = Some(Box::pin(follow_goal::<A>(&node, &client, &name, (&active, &lost), given, input, (answer, accepted))));
                 }
                 Some(GoalCommand::CancelAll) => {
                     cancels.fetch_add(1, Ordering::AcqRel);
                     let id = active.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(id) = id {
+                    let lost_ids = lost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for id in id.into_iter().chain(lost_ids) {
                         if let Err(e) = client.cancel_goal(id) {
                             tracing::warn!(action = %name, "cancel request not sent: {e:?}");
                         }
@@ -1141,7 +1150,10 @@ async fn follow_goal<A: ClientAction>(
     node: &ros2_client::Node,
     client: &Client<A>,
     name: &str,
-    active: &Mutex<Option<ros2_client::action::GoalId>>,
+    (active, lost): (
+        &Mutex<Option<ros2_client::action::GoalId>>,
+        &Mutex<Vec<ros2_client::action::GoalId>>,
+    ),
     (cancels, given): (&AtomicU64, u64),
     input: A::Input,
     (answer, accepted): (
@@ -1169,19 +1181,34 @@ async fn follow_goal<A: ClientAction>(
         if cancelled() {
             return Failed("cancelled before it was sent".into());
         }
-        let (id, response) =
-            match tokio::time::timeout(ACTION_SERVER_WAIT, client.async_send_goal(A::goal(&input)))
-                .await
-            {
-                Err(_) => {
-                    return Failed(format!(
-                        "`{name}` did not answer the goal within {} s",
-                        ACTION_SERVER_WAIT.as_secs()
-                    ))
+        // The goal's id is known from the request on (`async_send_goal` kept it to
+        // itself until the answer): a goal that is not answered in time can be cancelled.
+        let (request, id) = match client.send_goal(A::goal(&input)) {
+            Ok(r) => r,
+            Err(e) => return Failed(format!("goal not sent: {e:?}")),
+        };
+        let deadline = tokio::time::Instant::now() + ACTION_SERVER_WAIT;
+        let response = loop {
+            match client.receive_goal_response(request) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) => return Failed(format!("no answer to the goal: {e:?}")),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if let Err(e) = client.cancel_goal(id) {
+                    tracing::warn!(action = %name, "cancel request not sent: {e:?}");
                 }
-                Ok(Err(e)) => return Failed(format!("goal not sent: {e}")),
-                Ok(Ok(r)) => r,
-            };
+                let mut lost = lost.lock().unwrap_or_else(|e| e.into_inner());
+                lost.push(id);
+                let n = lost.len();
+                lost.drain(..n.saturating_sub(LOST_GOALS_KEPT));
+                return Failed(format!(
+                    "`{name}` did not answer the goal within {} s (a cancel was sent, and goes again with the next e-stop)",
+                    ACTION_SERVER_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
         if !response.accepted {
             return Failed("goal rejected by the controller".into());
         }
@@ -1269,36 +1296,47 @@ fn ros_node(context: &Context, namespace: &str, name: &str) -> Result<ros2_clien
         .map_err(dds_err)
 }
 
-/// `list_parameters`: names under the requested prefixes (all when none), at most `depth`
-/// levels below the prefix (0: any), with the prefixes of deeper names.
+/// `list_parameters` as rclcpp answers it: with no prefix, the names at most `depth`
+/// levels deep (0: any); with prefixes, each name equal to one, or below one with fewer
+/// than `depth` separators after the prefix (the one after the prefix counted, as rclcpp
+/// counts it); and the prefixes of the names listed. Before session 52 a name equal to a
+/// prefix was left out and the separator after the prefix not counted.
 fn list_parameters(
     p: &LiveParams,
     req: &ros2_client::rcl_interfaces::ListParametersRequest,
 ) -> ros2_client::rcl_interfaces::ListParametersResponse {
+    let result = list_names(&p.names(), &req.prefixes, req.depth);
+    ros2_client::rcl_interfaces::ListParametersResponse {
+        result: ros2_client::rcl_interfaces::ListParametersResult {
+            names: result.0,
+            prefixes: result.1,
+        },
+    }
+}
+
+/// [`list_parameters`]' (names, prefixes).
+fn list_names(all: &[String], wanted: &[String], depth: u64) -> (Vec<String>, Vec<String>) {
+    let shallow = |s: &str| depth == 0 || (s.matches('.').count() as u64) < depth;
     let mut names = Vec::new();
     let mut prefixes = std::collections::BTreeSet::new();
-    for n in p.names() {
-        let rest = if req.prefixes.is_empty() {
-            Some(n.as_str())
+    for n in all {
+        let listed = if wanted.is_empty() {
+            shallow(n)
         } else {
-            req.prefixes
-                .iter()
-                .find_map(|pre| n.strip_prefix(&format!("{pre}.")))
+            wanted.iter().any(|pre| {
+                n == pre
+                    || n.strip_prefix(pre.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') && shallow(rest))
+            })
         };
-        let Some(rest) = rest else { continue };
-        if req.depth == 0 || (rest.matches('.').count() as u64) < req.depth {
+        if listed {
             if let Some((pre, _)) = n.rsplit_once('.') {
                 prefixes.insert(pre.to_string());
             }
-            names.push(n);
+            names.push(n.clone());
         }
     }
-    ros2_client::rcl_interfaces::ListParametersResponse {
-        result: ros2_client::rcl_interfaces::ListParametersResult {
-            names,
-            prefixes: prefixes.into_iter().collect(),
-        },
-    }
+    (names, prefixes.into_iter().collect())
 }
 
 /// A YAML value as `rcl_interfaces/ParameterValue` (`None`: type NOT_SET).
@@ -1327,7 +1365,13 @@ fn to_ros(v: Option<&serde_yaml::Value>) -> ros2_client::parameters::raw::Parame
         }
         Some(Value::String(s)) => (out.ptype, out.string_value) = (T::STRING, s.clone()),
         Some(Value::Sequence(items)) => {
-            if items.iter().all(Value::is_bool) {
+            // An empty list says nothing of its elements: the parameters that default to
+            // one are lists of names (topics, files, joints), so a string array (every
+            // `all` of an empty list is true: it was reported as a bool array before
+            // session 52, "Boolean values are: []").
+            if items.is_empty() {
+                out.ptype = T::STRING_ARRAY;
+            } else if items.iter().all(Value::is_bool) {
                 out.ptype = T::BOOL_ARRAY;
                 out.bool_array = items.iter().filter_map(Value::as_bool).collect();
             } else if items.iter().all(|v| v.as_i64().is_some()) {
@@ -1377,6 +1421,53 @@ fn from_ros(v: &ros2_client::parameters::raw::ParameterValue) -> Option<serde_ya
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rclcpp's answers: a name equal to the prefix is listed; the separator after a
+    /// prefix counts toward `depth`.
+    #[test]
+    fn parameters_are_listed_as_rclcpp_lists_them() {
+        let all: Vec<String> = [
+            "table_check",
+            "table_check_deg",
+            "motion.lift_height_m",
+            "motion.speed.max",
+            "dry_run",
+        ]
+        .map(String::from)
+        .to_vec();
+        let list = |pre: &[&str], depth| {
+            let pre: Vec<String> = pre.iter().map(|p| p.to_string()).collect();
+            list_names(&all, &pre, depth)
+        };
+        assert_eq!(list(&["table_check"], 0).0, ["table_check"]);
+        assert!(list(&["motion"], 1).0.is_empty());
+        assert_eq!(list(&["motion"], 2).0, ["motion.lift_height_m"]);
+        assert_eq!(
+            list(&["motion"], 0),
+            (
+                vec![
+                    "motion.lift_height_m".to_string(),
+                    "motion.speed.max".to_string()
+                ],
+                vec!["motion".to_string(), "motion.speed".to_string()]
+            )
+        );
+        assert_eq!(
+            list(&[], 1).0,
+            ["table_check", "table_check_deg", "dry_run"]
+        );
+        assert_eq!(list(&[], 0).0.len(), 5);
+    }
+
+    /// An empty list parameter is reported as a string array, not a bool array.
+    #[test]
+    fn an_empty_list_parameter_is_a_string_array() {
+        use ros2_client::parameters::raw::ParameterType as T;
+        let empty = serde_yaml::Value::Sequence(Vec::new());
+        assert_eq!(to_ros(Some(&empty)).ptype, T::STRING_ARRAY);
+        let flags = serde_yaml::Value::Sequence(vec![true.into()]);
+        assert_eq!(to_ros(Some(&flags)).ptype, T::BOOL_ARRAY);
+    }
     use crate::msg::sensor_msgs::Image;
 
     #[test]

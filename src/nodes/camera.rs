@@ -303,6 +303,8 @@ struct Capture {
     width: u32,
     height: u32,
     what: String,
+    /// The size of the frames as read, before the resize (after the first read).
+    native: Option<(i32, i32)>,
 }
 
 /// Without the `videoio` feature there is no capture (no value of this type can exist): a
@@ -351,6 +353,12 @@ impl Capture {
                 // frame would be that many frames old. One buffer keeps it the newest
                 // (a backend without the property ignores it).
                 let _ = cap.set(opencv::videoio::CAP_PROP_BUFFERSIZE, 1.0);
+                // Ask for the configured mode: a UVC camera opens in its default one
+                // (often 640×480), which was resized to width×height before session 52,
+                // stretched when the aspect differs. A device that cannot give it is
+                // checked below.
+                let _ = cap.set(opencv::videoio::CAP_PROP_FRAME_WIDTH, f64::from(c.width));
+                let _ = cap.set(opencv::videoio::CAP_PROP_FRAME_HEIGHT, f64::from(c.height));
                 (cap, false, format!("camera device {}", c.device))
             }
         };
@@ -364,11 +372,36 @@ impl Capture {
             width: c.width,
             height: c.height,
             what,
+            native: None,
         };
         // Fail at start, not at the first tick, on a file with no readable frame.
         me.read()?;
         if looping {
             me.rewind()?;
+        }
+        // Frames of another aspect than width×height are stretched by the resize: a
+        // calibration made at width×height does not describe them, and the executor's
+        // 3-D points would be off. Refused with a calibration, said without one.
+        if let Some((w, h)) = me.native {
+            let (want, got) = (
+                f64::from(c.width) / f64::from(c.height),
+                f64::from(w) / f64::from(h),
+            );
+            if (want / got - 1.0).abs() > 0.01 {
+                let what = format!(
+                    "{}: its frames are {w}×{h}, resized to {}×{} they are stretched (aspect {got:.3} to {want:.3})",
+                    me.what, c.width, c.height
+                );
+                match &c.calibration {
+                    Some(cal) => anyhow::bail!(
+                        "{what}, and the calibration {} is for {}×{}: set width and height to the camera's mode, calibrated at it",
+                        cal.display(),
+                        c.width,
+                        c.height
+                    ),
+                    None => tracing::warn!("camera: {what}; set width and height to the camera's mode"),
+                }
+            }
         }
         Ok(me)
     }
@@ -397,6 +430,7 @@ impl Capture {
             self.what,
             bgr.channels()
         );
+        self.native = Some((bgr.cols(), bgr.rows()));
         let mut rgb = Mat::default();
         imgproc::cvt_color_def(&bgr, &mut rgb, imgproc::COLOR_BGR2RGB)?;
         let (w, h) = (self.width as i32, self.height as i32);

@@ -212,7 +212,7 @@ pub fn run_audit(
                         OutOfBounds::Clamp
                     };
                     let action = if r.below(5) < 2 {
-                        plausible_action(&mut r, &camera, &cfg.envelope)
+                        plausible_action(&mut r, &camera, &cfg.safety_envelope())
                     } else {
                         adversarial_action(&mut r, camera.width, camera.height)
                     };
@@ -220,7 +220,7 @@ pub fn run_audit(
                     {
                         Ok(plan) => {
                             if let Err(m) =
-                                audit_trajectory(&plan.trajectory, q0, &arm, &cfg.envelope)
+                                audit_trajectory(&plan.trajectory, q0, &arm, &cfg.safety_envelope())
                             {
                                 bad.push(format!("{action:?} from {q0:?}: {m}"));
                             }

@@ -36,6 +36,10 @@ pub struct ExecutorTopics {
     pub depth: String,
     /// Depth of the goal view (32FC1), optional.
     pub goal_depth: String,
+    /// The goal image (latched): only its stamp is read, so that a goal depth is used
+    /// with the goal image of its own stamp only, not with a later goal that came without
+    /// one. Empty: the last goal depth is used whatever goal it came with.
+    pub goal: String,
     /// Intrinsics of the depth camera (latched `sensor_msgs/CameraInfo`); until one
     /// arrives the built-in camera's are used.
     pub camera_info: String,
@@ -58,6 +62,7 @@ impl Default for ExecutorTopics {
             joint_states: "/joint_states".into(),
             depth: "/camera/depth/image_raw".into(),
             goal_depth: "/goal/depth".into(),
+            goal: "/goal/image".into(),
             camera_info: "/camera/camera_info".into(),
             estop: "/estop".into(),
             trajectory: "/arm/joint_trajectory".into(),
@@ -186,7 +191,7 @@ pub struct ExecutorConfig {
 /// What the executor does when the table in the depth image is not where the hand-eye
 /// pose puts it (`table_check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "TableCheckValue")]
 pub enum TableCheck {
     /// Log a warning with the figures, and go on.
     #[default]
@@ -195,6 +200,34 @@ pub enum TableCheck {
     Refuse,
     /// No check.
     Off,
+}
+
+/// `table_check` as written: a mode's name, or `false` for `off`. `ros2 param set /executor
+/// table_check off`, an rcl params file and launch_ros read an unquoted `off` as the
+/// boolean false (YAML 1.1), which was refused as "not that type" before session 52.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TableCheckValue {
+    Name(String),
+    Flag(bool),
+}
+
+impl TryFrom<TableCheckValue> for TableCheck {
+    type Error = String;
+    fn try_from(v: TableCheckValue) -> Result<Self, String> {
+        match v {
+            TableCheckValue::Name(n) => match n.as_str() {
+                "warn" => Ok(Self::Warn),
+                "refuse" => Ok(Self::Refuse),
+                "off" => Ok(Self::Off),
+                other => Err(format!("table_check `{other}`: want warn, refuse or off")),
+            },
+            TableCheckValue::Flag(false) => Ok(Self::Off),
+            TableCheckValue::Flag(true) => {
+                Err("table_check `true`: want warn, refuse or off".into())
+            }
+        }
+    }
 }
 
 /// How a table check's message begins (`table_check`).
@@ -393,6 +426,17 @@ pub const BUSY: &str = "busy with the previous action";
 /// How the `failed` event of an action planned under `dry_run` begins: the arm is idle
 /// (nothing was sent).
 pub const DRY_RUN: &str = "dry run";
+
+/// Whether a joint state without the arm's joints is worth a warning: not when one was
+/// already given for this run of such states, nor while the arm's own states keep coming
+/// (the last usable one at most a second old, bus time): the others are then another
+/// device's on the same topic (a gripper's).
+fn warn_ignored_joint_state(already_said: bool, last_usable_ns: Option<i64>, now_ns: i64) -> bool {
+    !already_said && last_usable_ns.is_none_or(|t| now_ns - t > 1_000_000_000)
+}
+
+/// How the refusal of an action begins when nothing subscribes to `topics.trajectory`.
+pub const NO_CONTROLLER: &str = "no controller subscribes to";
 
 /// How long (wall-clock seconds) an action that comes before any joint state waits for the
 /// first one before it is refused (with `joint_state_max_age_s` on).
@@ -885,8 +929,9 @@ pub fn decide_action(
             c.table_z,
         )?;
         points = Some((pick, place));
-        let (pick, clamped_pick) = c.envelope.admit("pick", pick)?;
-        let (place, clamped_place) = c.envelope.admit("place", place)?;
+        let envelope = c.safety_envelope();
+        let (pick, clamped_pick) = envelope.admit("pick", pick)?;
+        let (place, clamped_place) = envelope.admit("place", place)?;
         points = Some((pick, place));
         if clamped_pick || clamped_place {
             tracing::warn!("action clamped into the workspace: pick {pick:?}, place {place:?}");
@@ -896,18 +941,30 @@ pub fn decide_action(
         // plan ignored it and the envelope then refused every action faster than it (at 0.4,
         // nearly all), although docs/ros2.md gives it as the way to slow the arm.
         let motion = PickPlaceParams {
-            velocity_margin: c.motion.velocity_margin * c.envelope.max_speed_fraction,
+            velocity_margin: c.motion.velocity_margin * envelope.max_speed_fraction,
             ..c.motion.clone()
         };
         let plan = plan_pick_place(arm, q, &pick, &place, &motion)
             .map_err(|e| Rejection::Planning(e.to_string()))?;
-        c.envelope.verify(&plan.trajectory, arm)?;
+        envelope.verify(&plan.trajectory, arm)?;
         Ok(plan)
     })();
     Decision { points, plan }
 }
 
 impl ExecutorConfig {
+    /// The safety envelope the executor checks against: `envelope` with its floor on the
+    /// higher of `table_z` and `envelope.table_z`. Two keys name the table top; before
+    /// session 52 the floor read only `envelope.table_z`, so a cell that set `table_z`
+    /// alone for a table above the arm's base kept the floor at the base (a review
+    /// finding). A higher `envelope.table_z` still raises the floor on purpose.
+    pub fn safety_envelope(&self) -> SafetyEnvelope {
+        SafetyEnvelope {
+            table_z: self.envelope.table_z.max(self.table_z),
+            ..self.envelope.clone()
+        }
+    }
+
     /// The camera model: `info`'s intrinsics when given (else the built-in camera's at
     /// `width`×`height`), placed at the configured `base_from_camera` pose (else the
     /// built-in camera's pose). The executor's world frame is the arm's base frame.
@@ -1193,7 +1250,7 @@ impl Node for ExecutorNode {
         ] {
             anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be ≥ 0 (is {v})");
         }
-        let floor = e.table_z + e.table_clearance;
+        let floor = config.safety_envelope().table_z + e.table_clearance;
         let inner = [
             (
                 e.workspace_min[0] + e.point_margin,
@@ -1280,6 +1337,13 @@ impl Node for ExecutorNode {
         let mut goal_depths = ctx
             .bus
             .subscribe_any_durability::<Image>(&t.goal_depth, 1)?;
+        let mut goal_images = (!t.goal.is_empty())
+            .then(|| ctx.bus.subscribe_any_durability::<Image>(&t.goal, 1))
+            .transpose()?;
+        // The newest goal image's stamp and when it came, and the goal stamp whose missing
+        // depth was last said.
+        let mut goal_image_at: Option<(i64, std::time::Instant)> = None;
+        let mut goal_without_depth_said: Option<i64> = None;
         let mut infos = ctx
             .bus
             .subscribe_any_durability::<CameraInfo>(&t.camera_info, 1)?;
@@ -1596,8 +1660,10 @@ impl Node for ExecutorNode {
                             ignoring_joints = false;
                         }
                         // Said once per run of ignored states, not per message (a 1 kHz
-                        // broadcaster, or a gripper's own joint states beside the arm's).
-                        None if !ignoring_joints => {
+                        // broadcaster), and not while the arm's own states keep coming (a
+                        // gripper's joint states beside the arm's on one topic: each arm
+                        // state ended the run, so the warning came at the gripper's rate).
+                        None if warn_ignored_joint_state(ignoring_joints, q_at, ctx.bus.clock().now().as_nanos()) => {
                             ignoring_joints = true;
                             tracing::warn!(node = %ctx.name, "joint state without all of the arm's joints {names:?} (it has {:?}) or with non-finite values; ignored, and states like it until a usable one comes (set joint_names if the driver names them otherwise)", m.name);
                         }
@@ -1613,7 +1679,7 @@ impl Node for ExecutorNode {
                             // depth topic): said once per pair of frames.
                             let (df, cf) = (m.header.frame_id.as_str(), camera_frame.as_str());
                             if !df.is_empty() && !cf.is_empty() && df != cf && frames_warned.as_ref().is_none_or(|(d, c)| (d.as_str(), c.as_str()) != (df, cf)) {
-                                tracing::warn!(node = %ctx.name, "depth in frame `{df}`, the camera info in `{cf}`: depth must be aligned to the colour image (a driver's aligned topic, e.g. /camera/camera/aligned_depth_to_color/image_raw)");
+                                tracing::warn!(node = %ctx.name, "depth in frame `{df}`, the camera info in `{cf}`: depth must be aligned to the colour image (a driver's aligned topic, e.g. /camera/camera/aligned_depth_to_color/image_raw), or the camera node's frame_id (real_arm.launch.xml camera_frame:=) is not the driver's optical frame");
                                 frames_warned = Some((df.to_string(), cf.to_string()));
                             }
                             depth = Some(d)
@@ -1692,6 +1758,26 @@ impl Node for ExecutorNode {
                     while let Some(m) = goal_depths.try_recv() {
                         take_goal_depth(&m, &mut goal_depth, &mut goal_depth_at);
                     }
+                    while let Some(m) = goal_images.as_mut().and_then(|g| g.try_recv()) {
+                        let stamp = m.header.stamp.as_nanos();
+                        if !crate::bus::late_copy(stamp, goal_image_at) {
+                            goal_image_at = Some((stamp, std::time::Instant::now()));
+                        }
+                    }
+                    // The goal depth of another goal than the one in force (a new goal image
+                    // that came without depth) is not used: its heights are another scene's,
+                    // and a place pixel read there could release the object in mid-air.
+                    // Before session 52 the last goal depth was used with every later goal.
+                    let goal_depth_now = match (goal_depth_at, goal_image_at) {
+                        (Some((d, _)), Some((g, _))) if d != g => {
+                            if goal_without_depth_said != Some(g) {
+                                goal_without_depth_said = Some(g);
+                                tracing::warn!(node = %ctx.name, "the goal depth (stamp {:.3} s) is not the goal image's (stamp {:.3} s): place points from table_z until a goal depth of the goal's stamp comes", d as f64 * 1e-9, g as f64 * 1e-9);
+                            }
+                            None
+                        }
+                        _ => goal_depth.as_ref(),
+                    };
                     if let Some(c) = ctx.params.changed::<ExecutorConfig>(&mut param_changes) {
                         tracing::info!(node = %ctx.name, "parameters changed: table_z, envelope, motion, dry_run and table_check from the parameter services apply from now on");
                         if c.dry_run != self.config.dry_run {
@@ -1737,12 +1823,24 @@ impl Node for ExecutorNode {
                         // Planned even when the table check refuses: its points are
                         // shown (in red) where the action would have gone.
                         let table = self.table_refusal(&ctx.name, &camera, depth.as_ref(), &mut table_unseen_said);
-                        let (p, planned) = self.plan(&camera, &action, depth.as_ref(), goal_depth.as_ref(), &q);
+                        let (p, planned) = self.plan(&camera, &action, depth.as_ref(), goal_depth_now, &q);
                         points = p;
                         match table {
                             Some(why) => Err(Rejection::Planning(why)),
                             None => planned,
                         }
+                    };
+                    // A trajectory published where nothing listens (`topics.trajectory` not
+                    // the controller's topic, or the controller not running) went nowhere,
+                    // and the action was reported started, then finished after its duration:
+                    // a bag recorded a motion the arm never made (a review finding, session
+                    // 52). Refused where the bus can tell; a dry run sends nothing.
+                    let result = match result {
+                        Ok(_) if !self.config.dry_run && client.is_none() && traj_pub.subscriber_count() == Some(0) => Err(Rejection::Planning(format!(
+                            "{NO_CONTROLLER} {}: nothing was sent (is the arm's trajectory controller running, and topics.trajectory its joint_trajectory topic?)",
+                            traj_pub.topic()
+                        ))),
+                        other => other,
                     };
                     let stamp = ctx.bus.clock().now();
                     match result {
@@ -1840,6 +1938,38 @@ impl Node for ExecutorNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `off` as an rcl params file or launch_ros reads it (YAML 1.1: the boolean false) is
+    /// `off`; `true` and unknown names are refused naming the choices.
+    #[test]
+    fn table_check_off_may_come_as_false() {
+        let read = |v: &str| serde_yaml::from_str::<ExecutorConfig>(&format!("table_check: {v}\n"));
+        assert_eq!(read("false").unwrap().table_check, TableCheck::Off);
+        assert_eq!(read("off").unwrap().table_check, TableCheck::Off);
+        assert_eq!(read("refuse").unwrap().table_check, TableCheck::Refuse);
+        for bad in ["true", "never"] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(e.contains("want warn, refuse or off"), "{bad}: {e}");
+        }
+    }
+
+    /// A gripper's joint states between the arm's are not warned about; states that never
+    /// carry the arm's joints (another naming: set joint_names), or that come once the
+    /// arm's have stopped, are, once per run.
+    #[test]
+    fn joint_states_without_the_arm_are_warned_about_only_when_the_arm_s_stopped_coming() {
+        let s = 1_000_000_000i64;
+        assert!(!warn_ignored_joint_state(
+            false,
+            Some(10 * s),
+            10 * s + s / 2
+        ));
+        assert!(warn_ignored_joint_state(false, None, 10 * s));
+        assert!(warn_ignored_joint_state(false, Some(10 * s), 12 * s));
+        assert!(!warn_ignored_joint_state(true, None, 10 * s));
+        // A clock that went back is no sign that the arm's states stopped.
+        assert!(!warn_ignored_joint_state(false, Some(10 * s), 5 * s));
+    }
 
     /// A driver's 16UC1 depth (millimetres, 0 for no measurement) reads as the same metres
     /// as 32FC1, in either byte order; other encodings and sizes are refused by name.

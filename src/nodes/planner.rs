@@ -458,9 +458,13 @@ impl PlannerNode {
             Backend::Coverage => Box::new(RulePlanner(Rule::Coverage)),
             Backend::Random => Box::new(RandomPlanner),
             Backend::Vlm => {
+                // An empty model path (a launch file's `model:=` default) is none too: it
+                // was read as a folder and said "loading model : config.json: No such
+                // file" before session 52.
                 let dir = config
                     .model
                     .as_ref()
+                    .filter(|p| !p.as_os_str().is_empty())
                     .ok_or_else(|| anyhow::anyhow!("backend vlm needs `model` (a model folder)"))?;
                 // An empty adapter path (a launch file's default) means none.
                 let adapter = config
@@ -571,6 +575,8 @@ impl Node for PlannerNode {
         let mut busy = false;
         // When the arm last became idle: an image from before shows it moving.
         let mut idle_at: (i32, u32) = (i32::MIN, 0);
+        // Frames skipped in a row as older than the reset or the idle time.
+        let mut skips = SkipWatch::default();
         // Whether an executor has reported an action's start, end or failure on this graph.
         let mut executor_seen = false;
         // An action published and not yet reported started by the executor (the arm counts
@@ -730,8 +736,16 @@ impl Node for PlannerNode {
                     // the queue): decide on the first frame after both.
                     let reset_at = pending.map(|p| p.2).unwrap_or_default().max(idle_at);
                     if (m.header.stamp.sec, m.header.stamp.nanosec) < reset_at {
+                        // Every frame skipped for seconds: the camera's stamps are on another
+                        // clock than the reset's or the executor's (a driver on another
+                        // host, a device time base). It waited without a word before
+                        // session 52.
+                        if skips.skipped(std::time::Instant::now()) {
+                            tracing::warn!(node = %ctx.name, "frames keep coming stamped before the reset or the arm's idle time (this one {}.{:09} s, waiting for {}.{:09} s): is the camera's driver on another clock than the executor and the reset (another host, a device time base, use_sim_time on one side only)?", m.header.stamp.sec, m.header.stamp.nanosec, reset_at.0, reset_at.1);
+                        }
                         continue;
                     }
+                    skips = SkipWatch::default();
                     let Some((task, episode, _)) = pending.take() else { continue };
                     let header = m.header.clone();
                     let fail = |detail: String| EpisodeEvent {
@@ -859,9 +873,44 @@ impl Node for PlannerNode {
     }
 }
 
+/// Frames skipped in a row: says when to warn (once, after [`SkipWatch::WARN_AFTER_S`] of
+/// skipping).
+#[derive(Default)]
+struct SkipWatch {
+    since: Option<std::time::Instant>,
+    said: bool,
+}
+
+impl SkipWatch {
+    const WARN_AFTER_S: f64 = 2.0;
+
+    /// A frame was skipped at `now`: whether to warn now.
+    fn skipped(&mut self, now: std::time::Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        let due = !self.said && (now - since).as_secs_f64() >= Self::WARN_AFTER_S;
+        self.said |= due;
+        due
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_skipped_for_seconds_are_said_once() {
+        let t0 = std::time::Instant::now();
+        let at = |s: f64| t0 + std::time::Duration::from_secs_f64(s);
+        let mut w = SkipWatch::default();
+        assert!(!w.skipped(at(0.0)));
+        assert!(!w.skipped(at(1.9)));
+        assert!(w.skipped(at(2.1)));
+        assert!(!w.skipped(at(5.0)));
+        // A frame taken resets it (the node starts a new watch).
+        let mut w = SkipWatch::default();
+        assert!(!w.skipped(at(10.0)));
+        assert!(w.skipped(at(12.0)));
+    }
 
     fn frame(value: u8) -> Frame {
         Frame {

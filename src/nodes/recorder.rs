@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ pub struct RecorderConfig {
     pub depth: usize,
     /// Close the current chunk this often (crash safety), seconds.
     pub flush_every_s: f64,
-    /// Start a new file after this many MiB.
+    /// Start a new file after this many MiB of messages, counted before compression.
     pub split_max_mib: Option<u64>,
     /// Start a new file after this many seconds of log time.
     pub split_max_s: Option<f64>,
@@ -51,6 +51,10 @@ pub struct RecorderConfig {
     /// its pause/resume services). Live: set it through the parameter services to pause
     /// and resume a recording; topics found meanwhile are still added to the bag.
     pub paused: bool,
+    /// At a stop, how long (s) what is still queued is written before the rest is dropped
+    /// (counted, and said) and the bag closed: a disk that cannot keep up still leaves a
+    /// whole bag. Below the runner's 5 s, after which a node is aborted.
+    pub stop_timeout_s: f64,
 }
 
 impl Default for RecorderConfig {
@@ -66,6 +70,7 @@ impl Default for RecorderConfig {
             split_max_mib: None,
             split_max_s: None,
             paused: false,
+            stop_timeout_s: 3.0,
         }
     }
 }
@@ -79,6 +84,7 @@ pub struct RecorderNode {
     out_dir: PathBuf,
     counts: RecordedCounts,
     skipped: Arc<AtomicU64>,
+    unwritten: Arc<AtomicU64>,
 }
 
 impl RecorderNode {
@@ -95,6 +101,12 @@ impl RecorderNode {
     /// Messages received while paused, and so not written.
     pub fn skipped(&self) -> Arc<AtomicU64> {
         self.skipped.clone()
+    }
+
+    /// Messages received but dropped at the stop, once `stop_timeout_s` had passed with
+    /// them still queued (a disk that could not keep up).
+    pub fn unwritten(&self) -> Arc<AtomicU64> {
+        self.unwritten.clone()
     }
 }
 
@@ -157,6 +169,7 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
             offered: self.offered,
         };
         let (tx, id, shutdown, paused) = (self.tx, self.id, self.shutdown, self.paused);
+        let topic = self.topic.clone();
         let forward = Box::pin(async move {
             // Encodes and hands one message to the writer (none while paused); an error
             // once the writer is gone.
@@ -200,6 +213,12 @@ impl<B: Bus> TypeVisitor for Subscribe<B> {
                     return;
                 }
             }
+            // The keep-last queue's evictions (the writer fell behind the topic): said at
+            // the end, not only counted (before session 52 nothing said them).
+            let dropped = sub.dropped();
+            if dropped > 0 {
+                tracing::warn!(%topic, "{dropped} messages were dropped unread: the recorder's queue for the topic was full (raise `depth`, or record fewer topics)");
+            }
         });
         Ok((forward, register))
     }
@@ -211,6 +230,7 @@ fn writer_thread(
     flush_every: Duration,
     mut rx: mpsc::Receiver<Cmd>,
     counts: RecordedCounts,
+    (hurry, unwritten): (Arc<AtomicBool>, Arc<AtomicU64>),
 ) -> anyhow::Result<crate::bag::WrittenBag> {
     let mut writer = BagWriter::create(&dir, options)?;
     let mut ids = BTreeMap::new();
@@ -250,6 +270,11 @@ fn writer_thread(
                 ids.insert(id, tid);
                 names.insert(id, name);
             }
+            // Told to hurry (the stop's time is up): the rest is counted, not written, so
+            // that the bag is closed whole within the node's grace.
+            Cmd::Write { .. } if hurry.load(Ordering::Relaxed) => {
+                unwritten.fetch_add(1, Ordering::Relaxed);
+            }
             Cmd::Write { id, time, cdr } => {
                 let tid = *ids.get(&id).context("message for an unregistered topic")?;
                 writer.write_raw(tid, time, &cdr)?;
@@ -280,6 +305,11 @@ impl Node for RecorderNode {
             config.flush_every_s.is_finite() && config.flush_every_s > 0.0,
             "flush_every_s must be a number of seconds > 0, not {}",
             config.flush_every_s
+        );
+        anyhow::ensure!(
+            config.stop_timeout_s.is_finite() && (0.0..=4.5).contains(&config.stop_timeout_s),
+            "stop_timeout_s must be 0–4.5 s (a node is aborted 5 s after the stop), not {}",
+            config.stop_timeout_s
         );
         if let Some(s) = config.split_max_s {
             anyhow::ensure!(
@@ -317,6 +347,7 @@ impl Node for RecorderNode {
             out_dir,
             counts: Arc::default(),
             skipped: Arc::default(),
+            unwritten: Arc::default(),
         })
     }
 
@@ -329,14 +360,17 @@ impl Node for RecorderNode {
             ..Default::default()
         };
         let (tx, rx) = mpsc::channel::<Cmd>(1024);
-        let (dir, counts, flush) = (
+        // Set once the stop's time is up: what is still queued is counted, not written.
+        let hurry = Arc::new(AtomicBool::new(false));
+        let (dir, counts, flush, hurried) = (
             self.out_dir.clone(),
             self.counts.clone(),
             Duration::from_secs_f64(c.flush_every_s),
+            (hurry.clone(), self.unwritten.clone()),
         );
         let writer = std::thread::Builder::new()
             .name("bag-writer".into())
-            .spawn(move || writer_thread(dir, options, flush, rx, counts))
+            .spawn(move || writer_thread(dir, options, flush, rx, counts, hurried))
             .context("starting the bag writer thread")?;
         tracing::info!(node = %ctx.name, "recording into {}{}", self.out_dir.display(), if c.paused { " (paused)" } else { "" });
         let paused = Paused {
@@ -436,13 +470,28 @@ impl Node for RecorderNode {
         if writer.is_finished() && !ctx.shutdown.is_cancelled() {
             forwards.abort_all();
         }
-        while forwards.join_next().await.is_some() {}
+        // A disk behind the topics holds the forwarders (the channel is full) and the
+        // writer: `stop_timeout_s` after the stop the rest is counted and dropped, and the
+        // bag closed whole. Before session 52 the runner aborted the node after its grace,
+        // the writer thread died with the process, and the bag had no summary and no
+        // metadata.yaml.
+        let stop_by = async { while forwards.join_next().await.is_some() {} };
+        let grace = Duration::from_secs_f64(c.stop_timeout_s);
+        if tokio::time::timeout(grace, stop_by).await.is_err() {
+            tracing::warn!(node = %ctx.name, "the disk is behind: {} s after the stop messages are still queued; dropping the rest and closing the bag", c.stop_timeout_s);
+            hurry.store(true, Ordering::Relaxed);
+            while forwards.join_next().await.is_some() {}
+        }
         drop(tx);
         let written = tokio::task::spawn_blocking(move || writer.join())
             .await
             .context("joining the bag writer")?
             .map_err(|_| anyhow::anyhow!("the bag writer thread panicked"))?
             .with_context(|| format!("writing {}", self.out_dir.display()))?;
+        let unwritten = self.unwritten.load(Ordering::Relaxed);
+        if unwritten > 0 {
+            tracing::warn!(node = %ctx.name, "{unwritten} messages received were not written: the disk could not keep up (the bag is whole without them)");
+        }
         let counts = self
             .counts
             .lock()

@@ -1,7 +1,7 @@
 //! Adapter sets: one LoRA adapter per task, in one folder.
 //!
-//! `dreamplan train-orpo --per-task` trains an adapter on each task's preference pairs
-//! alone and writes them to `OUT/<task>/`, with `OUT/adapter_set.json` naming them. Every
+//! `dreamplan train-orpo` (by default: `--shared`, `--task` and `--full` switch it off)
+//! trains an adapter on each task's preference pairs alone and writes them to `OUT/<task>/`, with `OUT/adapter_set.json` naming them. Every
 //! place that takes an adapter folder (`eval --adapter`, `preferences --adapter`, the
 //! planner node) takes such a set too: the planner then answers each task with the base
 //! model and that task's adapter merged ([`super::vlm_planner::VlmPlanner`]), and a task

@@ -196,13 +196,22 @@ pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
 }
 
 /// This run's identity as `stored` can be compared with it: identities written before
-/// session 42 have no `"data"` (what the run trains on), so it is left out for them.
+/// session 42 have no `"data"` (what the run trains on), so it is left out for them, and
+/// those written before session 52 no `"data.sources_fnv1a"` (the bags' files).
 fn comparable(stored: &serde_json::Value, run_id: &serde_json::Value) -> serde_json::Value {
     let mut now = run_id.clone();
-    if stored.get("data").is_none() {
-        if let Some(o) = now.as_object_mut() {
-            o.remove("data");
+    match stored.get("data") {
+        None => {
+            if let Some(o) = now.as_object_mut() {
+                o.remove("data");
+            }
         }
+        Some(d) if d.get("sources_fnv1a").is_none() => {
+            if let Some(o) = now.get_mut("data").and_then(|d| d.as_object_mut()) {
+                o.remove("sources_fnv1a");
+            }
+        }
+        Some(_) => {}
     }
     now
 }
@@ -305,6 +314,19 @@ mod tests {
         assert!(!same_run(Some(&old_lr), &now));
         assert_eq!(run_difference(Some(&old_lr), &now), "lr: 0.01 → 0.001");
         assert_eq!(run_difference(None, &now), "it records no run fingerprint");
+        // Written before session 52: "data" without the bags' files, compared without them;
+        // with them, other files are another run.
+        let files = json!({"lr": 0.001, "data": {"bags": ["b"], "sources_fnv1a": "01"}});
+        let before_52 = json!({"lr": 0.001, "data": {"bags": ["b"]}});
+        assert!(same_run(Some(&before_52), &files));
+        let other_files = json!({"lr": 0.001, "data": {"bags": ["b"], "sources_fnv1a": "02"}});
+        assert!(!same_run(Some(&other_files), &files));
+        assert_eq!(
+            run_difference(Some(&other_files), &files),
+            r#"data.sources_fnv1a: "02" → "01""#
+        );
+        let other_bags = json!({"lr": 0.001, "data": {"bags": ["c"]}});
+        assert!(!same_run(Some(&other_bags), &files));
         let nested = json!({"cfg": {"a": 1, "b": 2}, "data": "abc"});
         let changed = json!({"cfg": {"a": 1, "c": 3}, "data": "abc"});
         assert_eq!(

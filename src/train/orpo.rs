@@ -104,6 +104,16 @@ pub struct OrpoConfig {
     pub dtype: DtypeSpec,
 }
 
+impl OrpoConfig {
+    /// This config with its warm-up at most a tenth of its steps (what [`train`] runs).
+    pub fn warmup_capped(self) -> Self {
+        Self {
+            warmup: self.warmup.min(self.steps / 10),
+            ..self
+        }
+    }
+}
+
 impl Default for OrpoConfig {
     fn default() -> Self {
         Self {
@@ -581,6 +591,17 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join(CHECKPOINT)
 }
 
+/// The rate of `step`: a linear warm-up to `cfg.lr` over `cfg.warmup` steps, then a cosine
+/// decay to a tenth of it at the last step.
+fn learning_rate(cfg: &OrpoConfig, step: usize) -> f64 {
+    if step < cfg.warmup {
+        cfg.lr * (step + 1) as f64 / cfg.warmup as f64
+    } else {
+        let p = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup).max(1) as f64;
+        cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+    }
+}
+
 /// Trains `planner_dir` on `pairs` into `out` (a LoRA adapter folder, or a model folder with
 /// [`Method::Full`]), resuming from `out`'s checkpoint when one from the same settings is
 /// there.
@@ -596,6 +617,11 @@ pub fn train(
             "steps, batch, rejected and checkpoint_every must be positive".into(),
         ));
     }
+    // The warm-up is at most a tenth of the run, as the world model's trainer sets it:
+    // before session 52 a run of 10 steps or fewer never reached its peak rate nor began
+    // its decay (`experiment --quick` trains 2). Runs of 100 steps and more are unchanged.
+    let capped = cfg.clone().warmup_capped();
+    let cfg = &capped;
     if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
         return Err(OrpoError::Data(
             "lr must be > 0 and lambda ≥ 0, both finite".into(),
@@ -750,12 +776,7 @@ pub fn train(
 
     let mut last_good = start;
     for step in start..cfg.steps {
-        let lr = if step < cfg.warmup {
-            cfg.lr * (step + 1) as f64 / cfg.warmup as f64
-        } else {
-            let p = (step - cfg.warmup) as f64 / (cfg.steps - cfg.warmup).max(1) as f64;
-            cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
-        };
+        let lr = learning_rate(cfg, step);
         opt.params.lr = lr;
         let mut rng = Rng::new(cfg.seed, 0x0B70 + step as u64);
         // The step's states, in turn from each task, and their answers.
@@ -1019,4 +1040,34 @@ pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
             path,
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_run_warms_up_for_at_most_a_tenth_of_its_steps() {
+        // Before session 52 a 5-step run spent all of it warming up to half the peak rate.
+        let short = OrpoConfig {
+            steps: 5,
+            ..OrpoConfig::default()
+        }
+        .warmup_capped();
+        assert_eq!(short.warmup, 0);
+        assert_eq!(learning_rate(&short, 0), short.lr);
+        let last = learning_rate(&short, 4);
+        assert!(last < 0.5 * short.lr && last > 0.1 * short.lr, "{last}");
+        // The documented runs (100 and 200 steps) keep their 10 steps of warm-up.
+        for steps in [100, 200] {
+            let long = OrpoConfig {
+                steps,
+                ..OrpoConfig::default()
+            }
+            .warmup_capped();
+            assert_eq!(long.warmup, 10);
+            assert!((learning_rate(&long, 0) - long.lr / 10.0).abs() < 1e-15);
+            assert!((learning_rate(&long, 10) - long.lr).abs() < 1e-15);
+        }
+    }
 }

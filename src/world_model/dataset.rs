@@ -67,6 +67,11 @@ pub struct Index {
     pub skipped: usize,
     /// Why the first skipped transition was skipped.
     pub first_skip: Option<String>,
+    /// Bags whose files are damaged (a recording killed mid-write), with the damage: the
+    /// transitions before it were cut (before session 52 the cut stopped there with an
+    /// error).
+    #[serde(default)]
+    pub damaged: Vec<String>,
     /// Whether the clips' gripper paths were recorded (caches cut before the carry prior
     /// existed have none and are cut again for a model that uses it).
     #[serde(default)]
@@ -309,6 +314,10 @@ pub fn build(
     shard_size: usize,
     progress: BuildProgress<'_>,
 ) -> Result<Index, WorldModelError> {
+    // Two runs cutting into one cache at once overwrote each other's shards (their
+    // temporary names are fixed) and one failed on a vanished file; the second is now
+    // told that another is writing (a review finding, session 52).
+    let _lock = crate::train::checkpoint::lock_output(dir).map_err(WorldModelError::Data)?;
     let names: Vec<String> = bags.iter().map(|b| bag_key(b)).collect();
     let mut sources = Vec::new();
     for (b, name) in bags.iter().zip(&names) {
@@ -345,6 +354,7 @@ pub fn build(
         clips: Vec::new(),
         skipped: 0,
         first_skip: None,
+        damaged: Vec::new(),
         grips: true,
         after_s_window: true,
     };
@@ -366,8 +376,19 @@ pub fn build(
             after_window_s: cfg.after_s,
             ..TransitionTopics::default()
         };
+        let read_before = read;
         for tr in reader.transitions(topics) {
-            let tr = tr?;
+            let tr = match tr {
+                Ok(tr) => tr,
+                // A recording killed mid-write ends damaged: what came before is cut. A
+                // bag damaged before its first transition gives nothing and stays an error.
+                Err(e @ crate::bag::BagError::Damaged { .. }) if read > read_before => {
+                    tracing::warn!("{name}: {e}; its transitions before the damage are cut");
+                    index.damaged.push(format!("{name}: {e}"));
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             read += 1;
             let size = tr
                 .object_observation
@@ -617,6 +638,8 @@ impl Dataset {
             return Ok(());
         }
         self.check_grips()?;
+        let _lock =
+            crate::train::checkpoint::lock_output(&self.dir).map_err(WorldModelError::Data)?;
         let key = prior_key(model);
         let folder = self.dir.join(&key);
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
@@ -765,7 +788,8 @@ pub fn to_rgb(frame: &Tensor) -> Result<Vec<u8>, WorldModelError> {
 }
 
 /// Bag folders in `paths`: a path that is a bag (metadata.yaml, .mcap or .db3 inside, or a
-/// file) is taken as is; otherwise its sub-folders that are bags, sorted.
+/// file) is taken as is; otherwise its sub-folders that are bags. Sorted by their canonical
+/// paths; a bag named twice is an error.
 pub fn find_bags(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorldModelError> {
     let is_bag = |p: &Path| -> bool {
         p.is_file()
@@ -808,12 +832,55 @@ pub fn find_bags(paths: &[PathBuf]) -> Result<Vec<PathBuf>, WorldModelError> {
         }
         out.extend(subs);
     }
-    Ok(out)
+    // One order and each bag once, however the bags were named: `--bags bags` and `--bags
+    // bags/rope bags/cloth bags/toy` cut the same cache and resume the same run, and a bag
+    // named twice (`--bags bags bags/rope`) is refused rather than weighted double (before
+    // session 52 both were taken as typed).
+    let mut keyed: Vec<(PathBuf, PathBuf)> = out
+        .into_iter()
+        .map(|p| (std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone()), p))
+        .collect();
+    keyed.sort();
+    if let Some(w) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (a, b) = (w[0].1.display(), w[1].1.display());
+        let named = if a.to_string() == b.to_string() {
+            format!("{a} is given twice")
+        } else {
+            format!("{} is given twice (as {a} and {b})", w[0].0.display())
+        };
+        return Err(WorldModelError::Data(format!(
+            "{named}: name each bag once"
+        )));
+    }
+    Ok(keyed.into_iter().map(|(_, p)| p).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bags_are_found_in_one_order_and_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bags");
+        for task in ["rope", "cloth", "toy"] {
+            std::fs::create_dir_all(root.join(task)).unwrap();
+            std::fs::write(root.join(task).join(format!("{task}_0.mcap")), b"").unwrap();
+        }
+        let whole = find_bags(std::slice::from_ref(&root)).unwrap();
+        let names = |v: &[PathBuf]| -> Vec<String> {
+            v.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+                .collect()
+        };
+        assert_eq!(names(&whole), ["cloth", "rope", "toy"]);
+        let typed = ["rope", "cloth", "toy"].map(|t| root.join(".").join(t));
+        assert_eq!(names(&find_bags(&typed).unwrap()), names(&whole));
+        let e = find_bags(&[root.clone(), root.join("rope")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given twice") && e.contains("rope"), "{e}");
+    }
 
     #[test]
     fn a_bag_is_cut_only_through_the_camera_it_was_recorded_with() {

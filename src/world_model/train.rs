@@ -414,9 +414,18 @@ pub fn train(
             .expect("clip list serialises")
             .as_bytes(),
     );
+    // The bags' files too (name, size, modification time): bags recorded again at the
+    // same paths can give the same episodes and steps, and a resumed run would go on
+    // training on other data (a review finding, session 52).
+    let sources = checkpoint::fnv1a(
+        serde_json::to_string(&data.index.sources)
+            .expect("source list serialises")
+            .as_bytes(),
+    );
     let run_id = serde_json::json!({
         "config": cfg, "train": tc, "clips": data.index.clips.len(),
-        "data": {"bags": data.index.bags, "clip_list_fnv1a": format!("{fnv:016x}")},
+        "data": {"bags": data.index.bags, "clip_list_fnv1a": format!("{fnv:016x}"),
+                 "sources_fnv1a": format!("{sources:016x}")},
     });
     let mut losses: Vec<f64> = Vec::new();
     let mut validations: Vec<ValStats> = Vec::new();

@@ -125,6 +125,28 @@ def main() -> int:
             errors.append(f"CMakeLists.txt: rosidl_generate_interfaces() lists {rel}, "
                           "which does not exist")
 
+    # --- message packages the nodes use through r2r ------------------------------------
+    # r2r resolves a type name (its untyped publishers and subscriptions, which carry every
+    # mirrored type) only in the packages it generated code for at build time, the
+    # DREAMPLAN_IDL_PACKAGES filter: a mirrored package missing there made the node fail at
+    # start with InvalidMessageType (visualization_msgs, the executor's markers, until
+    # session 52). Each must be a build-time <depend> too.
+    idl_packages: set[str] = set()
+    for args in cmake_call_args(cmake, "set"):
+        if args and args[0] == "DREAMPLAN_IDL_PACKAGES":
+            idl_packages = set(args[1:])
+    if not idl_packages:
+        errors.append("CMakeLists.txt: no set(DREAMPLAN_IDL_PACKAGES ...) list for r2r")
+    mirrored = sorted(p.name for p in (root / "src/msg/defs").iterdir() if p.is_dir())
+    for dep_pkg in mirrored:
+        if idl_packages and dep_pkg not in idl_packages:
+            errors.append(f"CMakeLists.txt: the nodes use {dep_pkg} types (src/msg/defs/"
+                          f"{dep_pkg}); add {dep_pkg} to DREAMPLAN_IDL_PACKAGES, or r2r "
+                          "refuses them at run time")
+        if dep_pkg not in depends:
+            errors.append(f"package.xml: the nodes use {dep_pkg} types (src/msg/defs/"
+                          f"{dep_pkg}); add <depend>{dep_pkg}</depend>")
+
     # --- Cargo.toml [[bin]] ----------------------------------------------------------
     bins: dict[str, dict] = {}
     if need(root / "Cargo.toml"):

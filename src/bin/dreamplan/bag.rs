@@ -64,7 +64,8 @@ pub enum BagCommand {
         /// zstd chunk compression.
         #[arg(long)]
         zstd: bool,
-        /// Split files at this many MiB.
+        /// Split files at this many MiB of messages, counted before compression (zstd files
+        /// come out smaller).
         #[arg(long)]
         split_mib: Option<u64>,
         /// Split files at this many seconds.
@@ -151,8 +152,17 @@ fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
     let (mut episodes, mut no_action, mut unfinished, mut failed, mut no_joints, mut no_objects) =
         (std::collections::BTreeSet::new(), 0, 0, 0, 0, 0);
     let mut no_context = 0;
+    // Damage ends the listing after the rows read before it, which are printed (before
+    // session 52 the error came alone).
+    let mut damage = None;
     for tr in reader.transitions(TransitionTopics::default()) {
-        let tr = tr.with_context(|| format!("reading the transitions of {}", path.display()))?;
+        let tr = match tr {
+            Ok(tr) => tr,
+            Err(e) => {
+                damage = Some(e);
+                break;
+            }
+        };
         episodes.insert(tr.episode);
         no_action += usize::from(tr.action.is_none());
         unfinished += usize::from(tr.finished.is_none());
@@ -191,7 +201,11 @@ fn print_transitions(path: &std::path::Path) -> anyhow::Result<()> {
         );
         rows.iter().for_each(|r| println!("{r}"));
     }
-    Ok(())
+    match damage {
+        None => Ok(()),
+        Some(e) => Err(anyhow::Error::from(e)
+            .context(format!("reading the transitions of {}", path.display()))),
+    }
 }
 
 fn info(path: &std::path::Path, count: bool) -> anyhow::Result<ExitCode> {

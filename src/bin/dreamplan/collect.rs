@@ -17,6 +17,9 @@ use dreamplan::msg::prelude::*;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// `collect`'s first seed by default, and the experiment's: zero-shot data scenes.
+pub const DATA_SEED_BASE: u64 = 2_000_000;
+
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum Backend {
     Correspondence,
@@ -52,8 +55,11 @@ pub struct CollectArgs {
     /// Sampling temperature of the candidates (`--planner vlm`); > 0 keeps actions diverse.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
-    /// The first episode seed (episode i of a task uses seed + i).
-    #[arg(long, default_value_t = 0)]
+    /// The first episode seed (episode i of a task uses seed + i). The default,
+    /// 2,000,000, keeps the recorded scenes apart from `eval`'s seeds (0 up), the
+    /// preference seeds (3,000,000 up) and `wm-eval`'s (4,000,000 up): a world model
+    /// trained on the evaluation's own scenes would be rated on what it saw.
+    #[arg(long, default_value_t = DATA_SEED_BASE)]
     seed: u64,
     /// Image size (square).
     #[arg(long, default_value_t = 256)]
@@ -90,6 +96,13 @@ fn spec(name: &str, params: serde_json::Value) -> anyhow::Result<NodeSpec> {
 
 pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
+    anyhow::ensure!(
+        args.seed.checked_add(u64::from(args.episodes)).is_some(),
+        "--seed {} + --episodes {} runs past the largest seed ({})",
+        args.seed,
+        args.episodes,
+        u64::MAX
+    );
     anyhow::ensure!(
         !args.out.exists(),
         "{} exists; collect writes new bags only",

@@ -182,6 +182,12 @@ fn make(args: &EvalArgs) -> anyhow::Result<Box<dyn Planner + Send>> {
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.episodes > 0, "--episodes must be > 0");
     crate::check_seed_range(args.first_seed, args.episodes, "--episodes")?;
+    // Taken silently before session 52: a run that named a world model was not verified by it.
+    anyhow::ensure!(
+        !(matches!(args.verifier, Some(EvalVerifier::Sim)) && args.world_model.is_some()),
+        "--world-model is read only with --verifier world-model (--verifier sim plays each \
+         candidate in the built-in world)"
+    );
     anyhow::ensure!(args.keypoints > 0, "--keypoints must be > 0");
     anyhow::ensure!(args.size >= 64, "--size must be ≥ 64");
     // Before the episodes, not after them (the report was only written at the end).

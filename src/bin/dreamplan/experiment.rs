@@ -99,7 +99,9 @@ struct Stage {
     resumes: bool,
     /// Expected seconds at the default settings (for the ETA): the stage times of session
     /// 34's full run, and session 35's zero-shot build (release build, 2 cores;
-    /// docs/stage3.md).
+    /// docs/stage3.md), scaled by the stage's own count (episodes, steps, states) against
+    /// its default (before session 52 a run of 1,000 evaluation episodes expected 100's
+    /// time).
     expect_s: f64,
     /// An ORPO stage's preference file: with no pair in it the stage is skipped, and
     /// recorded as such (the verifier told no candidates apart: nothing to train on).
@@ -194,7 +196,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
     }
     argv.extend([
         "--seed".into(),
-        "2000000".into(),
+        crate::collect::DATA_SEED_BASE.to_string(),
         "--episodes".into(),
         if q {
             "2".into()
@@ -210,7 +212,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: bags.clone(),
             resumes: false,
-            expect_s: 730.0,
+            expect_s: 730.0 * a.collect_episodes as f64 / 700.0,
             pairs: None,
             after: None,
             deps: vec!["zero-shot"],
@@ -240,7 +242,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         argv,
         output: wm.clone(),
         resumes: true,
-        expect_s: 1290.0,
+        expect_s: 1290.0 * a.world_model_steps as f64 / 1000.0,
         pairs: None,
         after: None,
         deps: vec!["collect"],
@@ -314,7 +316,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: out.join(pairs_dir),
             resumes: true,
-            expect_s: if verifier == "sim" { 115.0 } else { 125.0 },
+            expect_s: (if verifier == "sim" { 115.0 } else { 125.0 }) * a.states as f64 / 100.0,
             pairs: None,
             after: None,
             deps: if verifier == "sim" {
@@ -418,7 +420,7 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
             argv,
             output: json,
             resumes: false,
-            expect_s,
+            expect_s: expect_s * episodes as f64 / 100.0,
             pairs: None,
             after: match name {
                 "eval-dreamplan" => Some("orpo-wm"),
@@ -637,7 +639,7 @@ fn check_bag_seeds(bags: &Path, a: &ExperimentArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             !overlap,
             "--bags {}: collected on seeds {first}–{} ({}), which {what} uses ({start}–{}): \
-             collect again with another --seed (the experiment's own collection uses 2000000)",
+             collect again with another --seed (collect's default, 2000000, is the experiment's own)",
             bags.display(),
             first.saturating_add(n) - 1,
             file.display(),
@@ -1310,6 +1312,42 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("sub/a"), b"x").unwrap();
         assert_ne!(folder_stamp(dir.path()).unwrap(), before);
+    }
+
+    /// The ETA scales each stage's expected time by its own count against the default.
+    #[test]
+    fn expected_stage_times_follow_the_count_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: ExperimentArgs,
+        }
+        let expect = |extra: &[&str]| -> std::collections::BTreeMap<&'static str, f64> {
+            let mut argv = vec!["x", "--out", "exp"];
+            argv.extend(extra);
+            stages(&Cli::parse_from(argv).a)
+                .into_iter()
+                .map(|st| (st.name, st.expect_s))
+                .collect()
+        };
+        let base = expect(&[]);
+        let more = expect(&[
+            "--episodes",
+            "1000",
+            "--collect-episodes",
+            "350",
+            "--world-model-steps",
+            "2000",
+            "--states",
+            "50",
+        ]);
+        let ratio = |name: &str| more[name] / base[name];
+        assert!((ratio("eval-zero-shot") - 10.0).abs() < 1e-9);
+        assert!((ratio("collect") - 0.5).abs() < 1e-9);
+        assert!((ratio("world-model") - 2.0).abs() < 1e-9);
+        assert!((ratio("preferences-sim") - 0.5).abs() < 1e-9);
+        assert!((ratio("zero-shot") - 1.0).abs() < 1e-9);
     }
 
     /// An output set aside twice keeps both: the second goes to `.old.2`, not over the first.

@@ -384,9 +384,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bus,
             ros_args,
         } => {
+            let mut launch_sim_time = false;
             let mut graph = match launch {
                 Some(file) => {
-                    let mut g = graph_of_launch(&file, &launch_args)?;
+                    let (mut g, sim_time) = graph_of_launch(&file, &launch_args)?;
+                    launch_sim_time = sim_time;
                     if let Some(d) = duration {
                         anyhow::ensure!(
                             d.is_finite() && d >= 0.0,
@@ -411,6 +413,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?;
             ros.apply(&mut graph, dreamplan::nodes::accepts)
                 .map_err(anyhow::Error::msg)?;
+            if launch_sim_time {
+                // The launch file's nodes follow /clock as under `ros2 launch`; the local
+                // bus has none, so there it runs on wall time and says so.
+                if bus == BusArg::Local {
+                    tracing::warn!("the launch file sets use_sim_time: the local bus has no /clock, so this graph runs on wall time (--bus dds follows /clock)");
+                } else {
+                    ros.use_sim_time = true;
+                }
+            }
             run_graph_in_process(graph, Some(&out), bus, &ros)
         }
         Command::Bag(cmd) => bag::run(cmd),
@@ -472,10 +483,9 @@ fn quiet_dds_logs(filter: &str) -> String {
     f
 }
 
-/// The graph from `config` (or the built-in one), with `--duration` applied.
-/// The dreamplan nodes of a launch file with its arguments applied; what it would start
-/// besides them is named on stderr.
-fn graph_of_launch(file: &std::path::Path, args: &[String]) -> anyhow::Result<GraphConfig> {
+/// The dreamplan nodes of a launch file with its arguments applied, and whether it asks
+/// for `use_sim_time`; what it would start besides them is named on stderr.
+fn graph_of_launch(file: &std::path::Path, args: &[String]) -> anyhow::Result<(GraphConfig, bool)> {
     let launch = dreamplan::launch::LaunchFile::load(file)?;
     let mut overrides = std::collections::BTreeMap::new();
     for a in args {
@@ -498,9 +508,10 @@ fn graph_of_launch(file: &std::path::Path, args: &[String]) -> anyhow::Result<Gr
         "{}: starts no dreamplan node with these arguments",
         file.display()
     );
-    Ok(resolved.graph)
+    Ok((resolved.graph, resolved.use_sim_time))
 }
 
+/// The graph from `config` (or the built-in one), with `--duration` applied.
 fn load_graph(
     config: Option<&std::path::Path>,
     duration: Option<f64>,

@@ -175,6 +175,9 @@ fn cut_clips(
     })
     .with_context(|| format!("cutting clips from {} bag(s)", bags.len()))?;
     bar.finish();
+    for d in &index.damaged {
+        eprintln!("damaged: {d}; its transitions before the damage were cut");
+    }
     eprintln!(
         "{} clips from {} bag(s) in {:.0} s ({} transitions skipped{}); cache {}",
         index.clips.len(),
@@ -343,6 +346,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.lr > 0.0 && args.lr.is_finite(),
         "--lr must be a finite number > 0"
+    );
+    anyhow::ensure!(
+        args.checkpoint_every > 0,
+        "--checkpoint-every must be ≥ 1 (steps between checkpoints)"
     );
     let device = training_device(&args.compute)?;
     let cfg = args.camera.apply(
@@ -716,7 +723,8 @@ pub struct WmEvalArgs {
     #[arg(long, default_value_t = 50)]
     episodes: usize,
     /// Seed of each task's first state (default: 4,000,000, disjoint from `collect`'s
-    /// default data seeds, the evaluation seeds 0–999 and the preference seeds).
+    /// default data seeds (2,000,000 up), the evaluation seeds 0–999 and the preference
+    /// seeds (3,000,000 up)).
     #[arg(long, default_value_t = 4_000_000)]
     first_seed: u64,
     /// Candidate actions per state: the planner's distinct samples (with `--planner`), then
