@@ -844,3 +844,83 @@ async fn keypoints_set_while_running_apply_from_the_next_decision_and_bad_sets_a
     assert_eq!(s.goal.keypoints.len(), 6);
     r.finish().await;
 }
+
+/// The clock went back (a Gazebo world reset, `ros2 bag play --loop`): a reset stamped
+/// before the arm's last idle time, with the arm idle, is decided on frames of the new
+/// time. Before session 52 every frame was "older" than that idle time and nothing was
+/// decided until the clock came round again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_the_clock_went_back_is_decided() {
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 100))
+        .unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 101))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(6)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision on the frame of the new time");
+    assert_eq!(a.header.stamp.sec, 6);
+    r.finish().await;
+}
+
+/// A reset of a task the planner does not know is a `failed` event of that episode, not
+/// only a log line (a script waiting for the episode's end saw nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_of_an_unknown_task_is_a_failed_event() {
+    let mut r = rig(4).await;
+    r.event_pub
+        .publish(EpisodeEvent {
+            episode: 7,
+            task: "Rope".into(),
+            event: EpisodeEvent::EVENT_RESET.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let e = next_failed(&mut r.events).await;
+    assert_eq!(e.episode, 7);
+    assert!(
+        e.detail
+            .starts_with("planner: reset of unknown task \"Rope\""),
+        "{}",
+        e.detail
+    );
+    r.finish().await;
+}
+
+/// A stop while the planner waits for the verifier ends the node at once and publishes no
+/// action (under `ros2 launch` the wait ran out its timeout, then an action went out after
+/// the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_waiting_for_the_verifier_publishes_no_action() {
+    use dreamplan::msg::dreamplan::ActionCandidates;
+    let config: PlannerConfig = serde_yaml::from_str(
+        "backend: coverage\nkeypoints: 4\nverify: {wait: true, timeout_s: 30.0}\n",
+    )
+    .unwrap();
+    let mut r = rig_with(config).await;
+    let mut sets = r
+        .bus
+        .subscribe::<ActionCandidates>("/planner/candidates", Qos::keep_last(10))
+        .unwrap();
+    r.episode(1, image("rgb8", SIZE, SIZE, current_rgb())).await;
+    tokio::time::timeout(Duration::from_secs(60), sets.recv())
+        .await
+        .expect("candidates in time")
+        .unwrap();
+    r.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(2), &mut r.task)
+        .await
+        .expect("the planner stops at once")
+        .unwrap()
+        .unwrap();
+    assert!(r.actions.try_recv().is_none(), "an action after the stop");
+}

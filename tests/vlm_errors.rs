@@ -130,6 +130,31 @@ fn both_rope_config_formats_parse_to_the_same_config() {
     assert_eq!(new.text.rope_theta, 10_000.0);
 }
 
+/// Rotary settings read as transformers reads them: a theta missing from
+/// `rope_parameters` is the text config's `rope_theta` (it was 500,000), and a
+/// `rope_scaling` beside `rope_parameters` wins, so a YaRN added to a 5.x config is refused
+/// instead of run as default rotary.
+#[test]
+fn rope_settings_follow_transformers_precedence() {
+    let dir = copy_tiny();
+    edit_config(dir.path(), |v| {
+        let t = &mut v["text_config"];
+        t["rope_parameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("rope_theta");
+        t["rope_theta"] = serde_json::json!(20_000.0);
+    });
+    assert_eq!(Config::load(dir.path()).unwrap().text.rope_theta, 20_000.0);
+    let dir = copy_tiny();
+    edit_config(dir.path(), |v| {
+        v["text_config"]["rope_scaling"] =
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0, "mrope_section": [2, 3, 3]});
+    });
+    let e = load_err(dir.path());
+    assert!(e.contains("rope_scaling") && e.contains("yarn"), "{e}");
+}
+
 #[test]
 fn a_missing_or_misshaped_weight_is_named_with_shapes() {
     let dir = copy_tiny();

@@ -145,6 +145,25 @@ fn default_adapters_target_every_text_projection_and_start_as_identity() {
     };
     let mut m = model();
     assert_eq!(lora::attach(m.text_mut(), &only_q, 1).unwrap(), 2);
+    // ms-swift's pattern has a look-ahead, which the `regex` crate refuses: it is read as
+    // PEFT's `re.fullmatch` reads it (the language model's layers, not the vision tower's).
+    let swift = LoraConfig {
+        target_modules: TargetModules::Pattern(
+            r"^(model\.language_model(?=\.).*\.(q_proj|v_proj))$".into(),
+        ),
+        ..LoraConfig::default()
+    };
+    swift
+        .check(std::path::Path::new("adapter_config.json"))
+        .unwrap();
+    let listed = LoraConfig {
+        target_modules: TargetModules::List(vec!["q_proj".into(), "v_proj".into()]),
+        ..LoraConfig::default()
+    };
+    let (mut a, mut b) = (model(), model());
+    let n = lora::attach(a.text_mut(), &swift, 1).unwrap();
+    assert!(n > 0);
+    assert_eq!(n, lora::attach(b.text_mut(), &listed, 1).unwrap());
 }
 
 #[test]
@@ -285,4 +304,25 @@ fn peft_loads_rust_saved_adapter() {
         "PEFT check failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `merge-adapter` on a bf16 sharded base writes bf16 (the unchanged tensors as stored, the
+/// merged ones cast back, as PEFT's `merge_and_unload` keeps the dtype) and no shard index
+/// naming files the folder does not have. Before session 52 it wrote every tensor f32 and
+/// copied the index.
+#[test]
+fn a_merged_folder_keeps_the_base_dtype_and_leaves_no_stale_shard_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let base = fixtures().join("tiny-bf16-sharded");
+    dreamplan::train::orpo::merge_adapter(&base, &fixtures().join("peft-adapter"), &out).unwrap();
+    assert!(base.join("model.safetensors.index.json").exists());
+    assert!(!out.join("model.safetensors.index.json").exists());
+    let written =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!written.is_empty());
+    for (name, t) in &written {
+        assert_eq!(t.dtype(), DType::BF16, "{name}");
+    }
+    Qwen3Vl::load(&out, DType::F32, &Device::Cpu).unwrap();
 }

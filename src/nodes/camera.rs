@@ -529,7 +529,8 @@ pub fn test_pattern(width: u32, height: u32, index: u64) -> Vec<u8> {
 }
 
 fn load_frame(path: &PathBuf, width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
-    let img = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
+    let img = crate::vlm::image::open_upright(path)
+        .with_context(|| format!("reading image {}", path.display()))?;
     let img = if img.width() != width || img.height() != height {
         img.resize_exact(width, height, image::imageops::FilterType::Triangle)
     } else {

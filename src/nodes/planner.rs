@@ -620,40 +620,14 @@ impl Node for PlannerNode {
             Ok(true)
         };
         loop {
+            // In this order: the stop, then the events, before any image is decided on.
+            // Unbiased, an image could win over a newer reset or an `action_started`
+            // queued behind a long decision, and be decided as the older episode (with a
+            // frame of the arm moving), then the newer reset again (a review finding,
+            // session 52).
             tokio::select! {
+                biased;
                 _ = ctx.shutdown.cancelled() => return Ok(()),
-                m = goals.recv() => {
-                    let Some(m) = m else { return Ok(()) };
-                    take_goal(&m, &mut goal)?;
-                }
-                m = trainer.recv() => {
-                    let Some(m) = m else { return Ok(()) };
-                    let fresh = Some(std::path::PathBuf::from(&m.output));
-                    if self.config.backend != Backend::Vlm
-                        || m.job != "orpo"
-                        || m.state != crate::msg::dreamplan::TrainerStatus::STATE_DONE
-                        || m.output.is_empty()
-                        || (fresh == adapter
-                            && adapter_stamp == Some((m.header.stamp.sec, m.header.stamp.nanosec)))
-                    {
-                        continue;
-                    }
-                    let dir = self.config.model.clone().expect("backend vlm has a model");
-                    let (path, sampling) = (fresh.clone().unwrap_or_default(), sampling.clone());
-                    let loaded = tokio::task::spawn_blocking(move || {
-                        VlmPlanner::load_with_adapter(&dir, Some(&path), sampling)
-                    })
-                    .await?;
-                    match loaded {
-                        Ok(p) => {
-                            tracing::info!(node = %ctx.name, "loaded the trainer's adapter {}", m.output);
-                            planner = Some(Box::new(p));
-                            adapter = fresh;
-                            adapter_stamp = Some((m.header.stamp.sec, m.header.stamp.nanosec));
-                        }
-                        Err(e) => tracing::warn!(node = %ctx.name, "the trainer's adapter {} not loaded, keeping the current one: {e}", m.output),
-                    }
-                }
                 m = events.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     // The executor says when the arm is idle: `action_finished`, or a `failed`
@@ -697,15 +671,72 @@ impl Node for PlannerNode {
                         _ => {}
                     }
                     if m.event == EpisodeEvent::EVENT_RESET {
+                        let stamp = (m.header.stamp.sec, m.header.stamp.nanosec);
+                        // A reset stamped before the arm last became idle, with the arm idle:
+                        // the clock went back (a Gazebo world reset, `ros2 bag play --loop`).
+                        // Every frame would be "older" than that idle time until the clock
+                        // came round again; before session 52 nothing was decided meanwhile.
+                        if stamp < idle_at && !busy {
+                            tracing::info!(node = %ctx.name, "reset stamped {}.{:09} s, before the arm's last idle time {}.{:09} s: the clock went back; deciding on frames of the new time", stamp.0, stamp.1, idle_at.0, idle_at.1);
+                            idle_at = (i32::MIN, 0);
+                        }
                         match task_of(&m.task) {
                             Some(task) => {
                                 if busy && self.config.wait_idle {
                                     tracing::info!(node = %ctx.name, "episode {}: the arm is busy; deciding once it is idle", m.episode);
                                 }
-                                pending = Some((task, m.episode, (m.header.stamp.sec, m.header.stamp.nanosec)))
+                                pending = Some((task, m.episode, stamp))
                             }
-                            None => tracing::warn!(node = %ctx.name, "reset of unknown task {:?} ignored", m.task),
+                            // Said as a `failed` event of that episode too (only a log line
+                            // before session 52: a script saw a reset that never ended).
+                            None => {
+                                tracing::warn!(node = %ctx.name, "reset of unknown task {:?} ignored", m.task);
+                                event_pub.publish(EpisodeEvent {
+                                    header: Header { stamp: ctx.bus.clock().now(), frame_id: String::new() },
+                                    episode: m.episode,
+                                    task: m.task.clone(),
+                                    event: EpisodeEvent::EVENT_FAILED.into(),
+                                    score: f64::NAN,
+                                    detail: format!("{OWN_FAILURE}reset of unknown task {:?} (rope, cloth or toy)", m.task),
+                                    ..Default::default()
+                                })?;
+                            }
                         }
+                    }
+                }
+                m = goals.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    take_goal(&m, &mut goal)?;
+                }
+                m = trainer.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let fresh = Some(std::path::PathBuf::from(&m.output));
+                    if self.config.backend != Backend::Vlm
+                        || m.job != "orpo"
+                        || m.state != crate::msg::dreamplan::TrainerStatus::STATE_DONE
+                        || m.output.is_empty()
+                        || (fresh == adapter
+                            && adapter_stamp == Some((m.header.stamp.sec, m.header.stamp.nanosec)))
+                    {
+                        continue;
+                    }
+                    let dir = self.config.model.clone().expect("backend vlm has a model");
+                    let (path, sampling) = (fresh.clone().unwrap_or_default(), sampling.clone());
+                    let loading = tokio::task::spawn_blocking(move || {
+                        VlmPlanner::load_with_adapter(&dir, Some(&path), sampling)
+                    });
+                    let loaded = tokio::select! {
+                        l = loading => l?,
+                        _ = ctx.shutdown.cancelled() => return Ok(()),
+                    };
+                    match loaded {
+                        Ok(p) => {
+                            tracing::info!(node = %ctx.name, "loaded the trainer's adapter {}", m.output);
+                            planner = Some(Box::new(p));
+                            adapter = fresh;
+                            adapter_stamp = Some((m.header.stamp.sec, m.header.stamp.nanosec));
+                        }
+                        Err(e) => tracing::warn!(node = %ctx.name, "the trainer's adapter {} not loaded, keeping the current one: {e}", m.output),
                     }
                 }
                 _ = tokio::time::sleep_until(awaiting_start.unwrap_or_else(tokio::time::Instant::now)), if awaiting_start.is_some() => {
@@ -823,17 +854,21 @@ impl Node for PlannerNode {
                                 let key = (out.candidates.header.stamp.clone(), out.candidates.episode, sets_sent, out.candidates.candidates.len());
                                 cand_pub.publish(out.candidates.clone())?;
                                 let wait = std::time::Duration::from_secs_f64(verify.timeout_s.max(0.0));
-                                let answer = tokio::time::timeout(wait, async {
+                                let waiting = tokio::time::timeout(wait, async {
                                     while let Some(s) = scores.recv().await {
                                         if (s.header.stamp.clone(), s.episode, s.step, s.score.len()) == key {
                                             return Some(s);
                                         }
                                     }
                                     None
-                                })
-                                .await
-                                .ok()
-                                .flatten();
+                                });
+                                // A stop while waiting publishes nothing (before session 52 the
+                                // wait ran out its timeout, then an action went out after the
+                                // stop under `ros2 launch`).
+                                let answer = tokio::select! {
+                                    a = waiting => a.ok().flatten(),
+                                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                                };
                                 let best = answer.as_ref().map_or(-1, |s| s.best);
                                 let pick = if best >= 0 && (best as usize) < out.candidates.candidates.len() {
                                     best

@@ -250,7 +250,13 @@ impl Node for TrainerNode {
             .bus
             .publisher::<TrainerStatus>(&cfg.topics.status, Qos::latched())?;
         let job = cfg.job;
-        let out = cfg.out.display().to_string();
+        // Absolute: a planner started elsewhere (its own `ros2 run`, another working
+        // folder) reads the same folder (a relative path went out as given before
+        // session 52).
+        let out = std::path::absolute(&cfg.out)
+            .unwrap_or_else(|_| cfg.out.clone())
+            .display()
+            .to_string();
         let status = |state: &str, step: usize, total: usize, loss: f64, detail: String| {
             let done = state == TrainerStatus::STATE_DONE;
             TrainerStatus {

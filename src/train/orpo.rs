@@ -223,7 +223,7 @@ struct ShownState {
 }
 
 fn load_png(path: &Path) -> Result<Rgb8> {
-    let img = image::open(path)
+    let img = crate::vlm::image::open_upright(path)
         .map_err(|e| OrpoError::File {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -966,9 +966,13 @@ fn copy_side_files(planner_dir: &Path, out: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name_s = name.to_string_lossy();
+        // Not a sharded checkpoint's index: the folder written here holds one
+        // `model.safetensors`, and a loader that follows the index (vLLM) would look for
+        // shards that are not there (copied before session 52).
         let keep = entry.path().is_file()
             && (name_s.ends_with(".json") || name_s.ends_with(".jinja"))
-            && name_s != "orpo.json";
+            && name_s != "orpo.json"
+            && !name_s.ends_with(".safetensors.index.json");
         if keep {
             std::fs::copy(entry.path(), out.join(&name))
                 .map_err(|e| err(&entry.path(), e.to_string()))?;

@@ -170,29 +170,33 @@ fn token_id(f: &Fields, key: &str, default: u32) -> Result<u32> {
 }
 
 /// Rotary settings from either format: 5.x `rope_parameters`, or 4.57 `rope_theta` beside a
-/// `rope_scaling` object.
+/// `rope_scaling` object. As transformers reads them (`convert_rope_params_to_dict`): a
+/// `rope_scaling` wins over `rope_parameters` (a YaRN added to a 5.x config is refused,
+/// not run as default rotary), and a theta missing from the one read is the text config's
+/// `rope_theta` (before session 52 `rope_parameters` hid both).
 fn text_rope(t: &Fields) -> Result<(f64, [usize; 3])> {
-    let (params, params_key, theta) = if let Some(p) = t.get("rope_parameters") {
-        let map = p
-            .as_object()
-            .ok_or_else(|| t.bad("rope_parameters", "expected an object"))?;
-        let f = Fields {
+    fn object<'a>(t: &Fields<'a>, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_object()
+                .map(Some)
+                .ok_or_else(|| t.bad(key, "expected an object")),
+        }
+    }
+    let (params, params_key) = match object(t, "rope_scaling")? {
+        Some(m) => (Some(m), "text_config.rope_scaling"),
+        None => (object(t, "rope_parameters")?, "text_config.rope_parameters"),
+    };
+    let outer = t.f64_or("rope_theta", 500_000.0)?;
+    let theta = match params {
+        Some(map) => Fields {
             path: t.path,
-            prefix: "text_config.rope_parameters",
+            prefix: params_key,
             map,
-        };
-        let theta = f.f64_or("rope_theta", 500_000.0)?;
-        (Some(map), "text_config.rope_parameters", theta)
-    } else {
-        let theta = t.f64_or("rope_theta", 500_000.0)?;
-        let scaling = match t.get("rope_scaling") {
-            Some(v) => Some(
-                v.as_object()
-                    .ok_or_else(|| t.bad("rope_scaling", "expected an object"))?,
-            ),
-            None => None,
-        };
-        (scaling, "text_config.rope_scaling", theta)
+        }
+        .f64_or("rope_theta", outer)?,
+        None => outer,
     };
     let mut section = [24, 20, 20];
     if let Some(map) = params {

@@ -205,10 +205,25 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
+/// Decodes an image file upright: its Exif orientation applied, as transformers'
+/// `load_image` does (`ImageOps.exif_transpose`). A phone photo tagged "rotate 90°" was
+/// read sideways before session 52.
+pub fn open_upright(path: &Path) -> image::ImageResult<image::DynamicImage> {
+    use image::ImageDecoder as _;
+    let mut decoder = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .into_decoder()?;
+    let orientation = decoder.orientation()?;
+    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
 impl Rgb8 {
-    /// Decodes a PNG/JPEG/GIF file (alpha dropped, as PIL's `convert("RGB")`).
+    /// Decodes a PNG/JPEG/GIF file upright ([`open_upright`]), alpha dropped, as PIL's
+    /// `convert("RGB")`.
     pub fn open(path: &Path) -> Result<Self> {
-        let img = image::open(path)
+        let img = open_upright(path)
             .map_err(|e| VlmError::Image(format!("{}: {e}", path.display())))?
             .to_rgb8();
         Ok(Self {
@@ -391,4 +406,52 @@ pub fn preprocess(img: &Rgb8, cfg: &PreprocessorConfig) -> Result<Preprocessed> 
         pixel_values: out,
         grid_thw: [1, gh, gw],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4×2 PNG, left half red, tagged with an Exif orientation of 6 ("rotate 90°
+    /// clockwise to display", as a phone held upright writes it) in an eXIf chunk.
+    fn png_rotated() -> Vec<u8> {
+        let mut img = image::RgbImage::new(4, 2);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            *p = if x < 2 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            };
+        }
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        // A big-endian TIFF header and one IFD entry: Orientation (0x0112), SHORT, 1, 6.
+        let exif: Vec<u8> = [
+            &b"MM\0*"[..],
+            &[
+                0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0,
+            ],
+        ]
+        .concat();
+        let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
+        let body = [&b"eXIf"[..], &exif].concat();
+        chunk.extend(&body);
+        chunk.extend(crc32fast::hash(&body).to_be_bytes());
+        // After the signature (8 bytes) and IHDR (25).
+        png.splice(33..33, chunk);
+        png
+    }
+
+    #[test]
+    fn a_photo_tagged_with_an_orientation_is_read_upright() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.png");
+        std::fs::write(&path, png_rotated()).unwrap();
+        let img = Rgb8::open(&path).unwrap();
+        // Turned a quarter clockwise: 2 wide, 4 high, the red half on top.
+        assert_eq!((img.width, img.height), (2, 4));
+        assert_eq!(&img.data[..3], &[255, 0, 0]);
+        assert_eq!(&img.data[img.data.len() - 3..], &[0, 0, 255]);
+    }
 }

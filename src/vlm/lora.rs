@@ -334,7 +334,7 @@ impl LoraConfig {
                     "\"all-linear\" would include the vision tower; list the modules",
                 );
             }
-            if let Err(e) = regex::Regex::new(&format!("^(?:{p})$")) {
+            if let Err(e) = fancy_regex::Regex::new(&format!("^(?:{p})$")) {
                 return bad(
                     "target_modules",
                     &format!("invalid regular expression: {e}"),
@@ -350,8 +350,12 @@ impl LoraConfig {
             TargetModules::List(names) => names
                 .iter()
                 .any(|n| path == n || path.ends_with(&format!(".{n}"))),
-            TargetModules::Pattern(p) => regex::Regex::new(&format!("^(?:{p})$"))
-                .map(|re| re.is_match(path))
+            // fancy-regex, as Python's `re` has look-around: ms-swift, Qwen's own
+            // fine-tuning tool, writes `model\.language_model(?=\.).*…`, which the `regex`
+            // crate refuses (such adapters were refused before session 52).
+            TargetModules::Pattern(p) => fancy_regex::Regex::new(&format!("^(?:{p})$"))
+                .ok()
+                .and_then(|re| re.is_match(path).ok())
                 .unwrap_or(false),
         }
     }
@@ -673,9 +677,13 @@ pub fn merge(text: &mut TextModel) -> Result<usize> {
 /// checkpoint `base` copied unchanged, to `out` (one safetensors file, the base's
 /// names): a plain HF checkpoint with the adapters folded in. Call after [`merge`].
 pub fn save_merged(text: &TextModel, base: &super::weights::WeightStore, out: &Path) -> Result<()> {
+    // Each tensor in the dtype the base stores it in: the unchanged ones as stored (no
+    // f32 copy of the whole model), the merged ones cast back, as PEFT's
+    // `merge_and_unload` keeps the model's dtype. Before session 52 everything was written
+    // f32, a bf16 checkpoint doubled in size.
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for name in base.names() {
-        tensors.insert(name.to_string(), base.get_any(name)?);
+        tensors.insert(name.to_string(), base.stored(name)?);
     }
     for lin in text.linears() {
         if lin.lora().is_some() {
@@ -685,8 +693,10 @@ pub fn save_merged(text: &TextModel, base: &super::weights::WeightStore, out: &P
             )));
         }
         let key = format!("{}.weight", lin.path());
-        if tensors.contains_key(&key) {
-            tensors.insert(key, lin.weight().detach());
+        if let Some(stored) = tensors.get(&key) {
+            let dtype = stored.dtype();
+            let merged = lin.weight().detach().to_dtype(dtype)?;
+            tensors.insert(key, merged.to_device(&candle_core::Device::Cpu)?);
         }
     }
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));

@@ -278,6 +278,25 @@ impl WeightStore {
         self.get(name, &shape)
     }
 
+    /// Tensor `name` as the checkpoint stores it (its own dtype, on the CPU): what a merged
+    /// folder writes back for the weights it does not change.
+    pub fn stored(&self, name: &str) -> Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| VlmError::MissingTensor {
+                name: name.to_string(),
+                context: " in the checkpoint".into(),
+            })?;
+        let bytes = &self.files[entry.file].1[entry.start..entry.end];
+        Ok(Tensor::from_raw_buffer(
+            bytes,
+            entry.dtype,
+            &entry.shape,
+            &Device::Cpu,
+        )?)
+    }
+
     /// Names of all tensors (for diagnostics and adapters).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
