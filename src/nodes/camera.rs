@@ -528,7 +528,7 @@ pub fn test_pattern(width: u32, height: u32, index: u64) -> Vec<u8> {
     data
 }
 
-fn load_frame(path: &PathBuf, width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
+fn load_frame(path: &std::path::Path, width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     let img = crate::vlm::image::open_upright(path)
         .with_context(|| format!("reading image {}", path.display()))?;
     let img = if img.width() != width || img.height() != height {
