@@ -258,13 +258,20 @@ pub fn ros_use_sim_time(text: &str, node: &str) -> bool {
     else {
         return false;
     };
-    ["/**".to_string(), node.to_string(), format!("/{node}")]
-        .iter()
-        .any(|k| {
-            top.get(k.as_str())
-                .and_then(|s| s.get("ros__parameters"))
-                .and_then(|p| p.get("use_sim_time"))
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false)
-        })
+    // The same sections as [`ros_params`] reads.
+    [
+        "/**".to_string(),
+        "/*".to_string(),
+        node.to_string(),
+        format!("/{node}"),
+        format!("/**/{node}"),
+    ]
+    .iter()
+    .any(|k| {
+        top.get(k.as_str())
+            .and_then(|s| s.get("ros__parameters"))
+            .and_then(|p| p.get("use_sim_time"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    })
 }

@@ -120,11 +120,17 @@ impl RosArgs {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("--params-file {}: {e}", file.display()))?;
             let origin = file.display().to_string();
+            let ns = self.namespace.clone();
             if crate::config::ros_use_sim_time(&text, "/**")
-                || graph
-                    .nodes
-                    .iter()
-                    .any(|n| crate::config::ros_use_sim_time(&text, &n.name))
+                || graph.nodes.iter().any(|n| {
+                    crate::config::ros_use_sim_time(&text, &n.name)
+                        || ns.as_deref().is_some_and(|ns| {
+                            crate::config::ros_use_sim_time(
+                                &text,
+                                &format!("{}/{}", ns.trim_end_matches('/'), n.name),
+                            )
+                        })
+                })
             {
                 self.use_sim_time = true;
             }
@@ -439,6 +445,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p["table_z"], Value::from(0.05));
+        // `use_sim_time` from such a section too (what `ros2 param dump` always writes).
+        std::fs::write(
+            &file,
+            "/lab/executor:\n  ros__parameters:\n    use_sim_time: true\n    table_z: 0.05\n",
+        )
+        .unwrap();
+        let mut a = RosArgs::parse(&[
+            "--params-file".to_string(),
+            file.display().to_string(),
+            "-r".into(),
+            "__ns:=/lab".into(),
+        ])
+        .unwrap();
+        a.apply(&mut graph(), crate::nodes::accepts).unwrap();
+        assert!(a.use_sim_time);
         let p = apply(
             "/**/executor:\n  ros__parameters:\n    table_z: 0.06\n",
             false,

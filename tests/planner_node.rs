@@ -870,6 +870,35 @@ async fn a_reset_after_the_clock_went_back_is_decided() {
         .expect("a decision on the frame of the new time");
     assert_eq!(a.header.stamp.sec, 6);
     r.finish().await;
+
+    // An unstamped reset (`ros2 topic pub` sends 0) is no clock going back: a frame from
+    // before the arm became idle is still not decided on.
+    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
+    let mut r = rig_with(config).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 100))
+        .unwrap();
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 101))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.event_pub
+        .publish(event_at(EpisodeEvent::EVENT_RESET, 0))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.image_pub.publish(image_at(100)).unwrap();
+    assert!(
+        action_within(&mut r, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "decided on a frame of the moving arm"
+    );
+    r.image_pub.publish(image_at(102)).unwrap();
+    let a = action_within(&mut r, Duration::from_secs(60))
+        .await
+        .expect("a decision on a frame of the idle arm");
+    assert_eq!(a.header.stamp.sec, 102);
+    r.finish().await;
 }
 
 /// A reset of a task the planner does not know is a `failed` event of that episode, not

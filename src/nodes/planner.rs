@@ -191,6 +191,10 @@ pub const START_TIMEOUT_S: f64 = 10.0;
 /// How the planner's own `failed` events begin (`planner: <why>`).
 pub const OWN_FAILURE: &str = "planner: ";
 
+/// How far (s) before the arm's last idle time a reset must be stamped to be taken for a
+/// clock that went back (a simulator reset, a bag played again).
+const CLOCK_BACK_S: f64 = 5.0;
+
 /// The goal the planner plans toward, and (with `trigger: goal`) which goal last asked for
 /// an episode. Both places a goal image can be taken from (its own branch, and the drain
 /// before a decision) go through [`GoalSlot::offer`], so that a goal is announced however
@@ -676,7 +680,10 @@ impl Node for PlannerNode {
                         // the clock went back (a Gazebo world reset, `ros2 bag play --loop`).
                         // Every frame would be "older" than that idle time until the clock
                         // came round again; before session 52 nothing was decided meanwhile.
-                        if stamp < idle_at && !busy {
+                        // Unstamped (`ros2 topic pub` sends 0) or a little earlier (clocks of
+                        // two hosts) is not a clock that went back: the idle time stands.
+                        let secs = |t: (i32, u32)| f64::from(t.0) + f64::from(t.1) * 1e-9;
+                        if stamp != (0, 0) && !busy && secs(idle_at) - secs(stamp) > CLOCK_BACK_S {
                             tracing::info!(node = %ctx.name, "reset stamped {}.{:09} s, before the arm's last idle time {}.{:09} s: the clock went back; deciding on frames of the new time", stamp.0, stamp.1, idle_at.0, idle_at.1);
                             idle_at = (i32::MIN, 0);
                         }

@@ -475,16 +475,25 @@ impl Node for RecorderNode {
         // bag closed whole. Before session 52 the runner aborted the node after its grace,
         // the writer thread died with the process, and the bag had no summary and no
         // metadata.yaml.
-        let stop_by = async { while forwards.join_next().await.is_some() {} };
-        let grace = Duration::from_secs_f64(c.stop_timeout_s);
-        if tokio::time::timeout(grace, stop_by).await.is_err() {
-            tracing::warn!(node = %ctx.name, "the disk is behind: {} s after the stop messages are still queued; dropping the rest and closing the bag", c.stop_timeout_s);
-            hurry.store(true, Ordering::Relaxed);
-            while forwards.join_next().await.is_some() {}
-        }
+        // The clock runs from here over both the forwarders and the writer's queue (up to
+        // 1024 messages once the forwarders are done).
+        let timer = {
+            let (hurry, grace, name) = (
+                hurry.clone(),
+                Duration::from_secs_f64(c.stop_timeout_s),
+                ctx.name.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                tracing::warn!(node = %name, "the disk is behind: {} s after the stop messages are still queued; dropping the rest and closing the bag", grace.as_secs_f64());
+                hurry.store(true, Ordering::Relaxed);
+            })
+        };
+        while forwards.join_next().await.is_some() {}
         drop(tx);
-        let written = tokio::task::spawn_blocking(move || writer.join())
-            .await
+        let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+        timer.abort();
+        let written = joined
             .context("joining the bag writer")?
             .map_err(|_| anyhow::anyhow!("the bag writer thread panicked"))?
             .with_context(|| format!("writing {}", self.out_dir.display()))?;
@@ -521,6 +530,49 @@ impl Node for RecorderNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Told to hurry (the stop's time is up), the writer counts what is still queued
+    /// instead of writing it, and closes the bag whole with its metadata.
+    #[test]
+    fn a_hurried_writer_counts_the_queue_and_closes_a_whole_bag() {
+        use crate::msg::Message as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("bag");
+        let (tx, rx) = mpsc::channel::<Cmd>(64);
+        let t = crate::msg::builtin_interfaces::Time { sec: 1, nanosec: 0 };
+        tx.try_send(Cmd::Topic {
+            id: 0,
+            name: "/ticks".into(),
+            type_name: crate::msg::builtin_interfaces::Time::TYPE_NAME,
+            definition: crate::msg::builtin_interfaces::Time::DEFINITION,
+            offered: vec![Qos::keep_last(10)],
+        })
+        .ok()
+        .unwrap();
+        for i in 0..10u64 {
+            tx.try_send(Cmd::Write {
+                id: 0,
+                time: i,
+                cdr: t.to_cdr(),
+            })
+            .ok()
+            .unwrap();
+        }
+        drop(tx);
+        let unwritten = Arc::new(AtomicU64::new(0));
+        let written = writer_thread(
+            out.clone(),
+            WriterOptions::default(),
+            Duration::from_secs(1),
+            rx,
+            RecordedCounts::default(),
+            (Arc::new(AtomicBool::new(true)), unwritten.clone()),
+        )
+        .unwrap();
+        assert_eq!(written.metadata.message_count, 0);
+        assert_eq!(unwritten.load(Ordering::Relaxed), 10);
+        assert!(out.join("metadata.yaml").exists());
+    }
 
     #[test]
     fn durations_that_are_not_seconds_are_refused() {

@@ -314,10 +314,6 @@ pub fn build(
     shard_size: usize,
     progress: BuildProgress<'_>,
 ) -> Result<Index, WorldModelError> {
-    // Two runs cutting into one cache at once overwrote each other's shards (their
-    // temporary names are fixed) and one failed on a vanished file; the second is now
-    // told that another is writing (a review finding, session 52).
-    let _lock = crate::train::checkpoint::lock_output(dir).map_err(WorldModelError::Data)?;
     let names: Vec<String> = bags.iter().map(|b| bag_key(b)).collect();
     let mut sources = Vec::new();
     for (b, name) in bags.iter().zip(&names) {
@@ -333,7 +329,11 @@ pub fn build(
             return Ok(index.index);
         }
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // Two runs cutting into one cache at once overwrote each other's shards (their
+    // temporary names are fixed) and one failed on a vanished file; the second is now
+    // told that another is writing (a review finding, session 52). A cache reused as it
+    // is (above) takes no lock: it may be shared, or read-only.
+    let _lock = crate::train::checkpoint::lock_output(dir).map_err(WorldModelError::Data)?;
     // The old index goes first: a cut that stops part-way (a kill, a truncated bag) must
     // not leave it describing shards that are partly new.
     let old_index = dir.join("index.json");
@@ -638,10 +638,15 @@ impl Dataset {
             return Ok(());
         }
         self.check_grips()?;
-        let _lock =
-            crate::train::checkpoint::lock_output(&self.dir).map_err(WorldModelError::Data)?;
         let key = prior_key(model);
         let folder = self.dir.join(&key);
+        // Locked only when some shard is to be made (see `build`).
+        let whole = (0..self.shards.len()).all(|k| folder.join(shard_name(k)).exists());
+        let _lock = if whole {
+            None
+        } else {
+            Some(crate::train::checkpoint::lock_output(&self.dir).map_err(WorldModelError::Data)?)
+        };
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         let cfg = self.index.config.clone();
         let (h, w, f) = (cfg.height, cfg.width, cfg.frames);

@@ -299,16 +299,17 @@ fn collect_task(
             spec("executor", executor)?,
             spec(
                 "sim",
-                // The first reset waits until the planner and the recorder listen on the
-                // goal topic (30 s at most): the recorder finds the topics by polling the
-                // bus, and on a loaded machine its first look once came after a fixed
-                // delay's reset (a CI run beside two trainings), leaving that episode
-                // without its transition.
+                // The first reset waits until the planner, the executor (which reads the
+                // goal's stamp, since session 52) and the recorder listen on the goal
+                // topic (30 s at most): the recorder finds the topics by polling the bus,
+                // and on a loaded machine its first look once came after a fixed delay's
+                // reset (a CI run beside two trainings), leaving that episode without its
+                // transition.
                 json!({
                     "task": task, "seed": args.seed, "episodes": args.episodes,
                     "width": s, "height": s, "realtime": false,
                     "camera_rate_hz": args.camera_rate_hz, "start_delay_s": 30.0,
-                    "wait_for_subscribers": 2, "camera": camera,
+                    "wait_for_subscribers": 3, "camera": camera,
                 }),
             )?,
         ],
