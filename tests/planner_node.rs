@@ -845,14 +845,11 @@ async fn keypoints_set_while_running_apply_from_the_next_decision_and_bad_sets_a
     r.finish().await;
 }
 
-/// The clock went back (a Gazebo world reset, `ros2 bag play --loop`): a reset stamped
-/// before the arm's last idle time, with the arm idle, is decided on frames of the new
-/// time. Before session 52 every frame was "older" than that idle time and nothing was
-/// decided until the clock came round again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_after_the_clock_went_back_is_decided() {
+/// A coverage planner that saw an action start at 100 s and finish at 101 s (bus time),
+/// then a reset stamped `sec`.
+async fn reset_after_an_action_at(sec: i32) -> Rig {
     let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
-    let mut r = rig_with(config).await;
+    let r = rig_with(config).await;
     r.event_pub
         .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 100))
         .unwrap();
@@ -861,8 +858,18 @@ async fn a_reset_after_the_clock_went_back_is_decided() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_RESET, 5))
+        .publish(event_at(EpisodeEvent::EVENT_RESET, sec))
         .unwrap();
+    r
+}
+
+/// The clock went back (a Gazebo world reset, `ros2 bag play --loop`): a reset stamped
+/// before the arm's last idle time, with the arm idle, is decided on frames of the new
+/// time. Before session 52 every frame was "older" than that idle time and nothing was
+/// decided until the clock came round again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_the_clock_went_back_is_decided() {
+    let mut r = reset_after_an_action_at(5).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     r.image_pub.publish(image_at(6)).unwrap();
     let a = action_within(&mut r, Duration::from_secs(60))
@@ -873,18 +880,7 @@ async fn a_reset_after_the_clock_went_back_is_decided() {
 
     // An unstamped reset (`ros2 topic pub` sends 0) is no clock going back: a frame from
     // before the arm became idle is still not decided on.
-    let config: PlannerConfig = serde_yaml::from_str("backend: coverage\nkeypoints: 4\n").unwrap();
-    let mut r = rig_with(config).await;
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_ACTION_STARTED, 100))
-        .unwrap();
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_ACTION_FINISHED, 101))
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    r.event_pub
-        .publish(event_at(EpisodeEvent::EVENT_RESET, 0))
-        .unwrap();
+    let mut r = reset_after_an_action_at(0).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     r.image_pub.publish(image_at(100)).unwrap();
     assert!(

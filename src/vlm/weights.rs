@@ -234,13 +234,7 @@ impl WeightStore {
                 return Ok(Tensor::zeros((), self.dtype, &self.device)?.broadcast_as(shape)?);
             }
         }
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| VlmError::MissingTensor {
-                name: name.to_string(),
-                context: " in the checkpoint".into(),
-            })?;
+        let entry = self.entry(name)?;
         if entry.shape != shape {
             return Err(VlmError::Shape {
                 name: name.to_string(),
@@ -248,8 +242,7 @@ impl WeightStore {
                 found: entry.shape.clone(),
             });
         }
-        let bytes = &self.files[entry.file].1[entry.start..entry.end];
-        let t = Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
+        let t = self.raw(entry)?;
         let t = t.to_dtype(self.dtype)?.to_device(&self.device)?;
         match &self.trainable {
             None => Ok(t),
@@ -267,27 +260,22 @@ impl WeightStore {
 
     /// Tensor `name` with whatever shape it has, as the compute dtype.
     pub fn get_any(&self, name: &str) -> Result<Tensor> {
-        let shape = self
-            .entries
-            .get(name)
-            .map(|e| e.shape.clone())
-            .ok_or_else(|| VlmError::MissingTensor {
-                name: name.to_string(),
-                context: " in the checkpoint".into(),
-            })?;
+        let shape = self.entry(name)?.shape.clone();
         self.get(name, &shape)
     }
 
-    /// Tensor `name` as the checkpoint stores it (its own dtype, on the CPU): what a merged
-    /// folder writes back for the weights it does not change.
-    pub fn stored(&self, name: &str) -> Result<Tensor> {
-        let entry = self
-            .entries
+    /// The checkpoint's entry for `name`, or the error naming it as missing.
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries
             .get(name)
             .ok_or_else(|| VlmError::MissingTensor {
                 name: name.to_string(),
                 context: " in the checkpoint".into(),
-            })?;
+            })
+    }
+
+    /// An entry's bytes as a tensor of its stored dtype, on the CPU.
+    fn raw(&self, entry: &Entry) -> Result<Tensor> {
         let bytes = &self.files[entry.file].1[entry.start..entry.end];
         Ok(Tensor::from_raw_buffer(
             bytes,
@@ -295,6 +283,12 @@ impl WeightStore {
             &entry.shape,
             &Device::Cpu,
         )?)
+    }
+
+    /// Tensor `name` as the checkpoint stores it (its own dtype, on the CPU): what a merged
+    /// folder writes back for the weights it does not change.
+    pub fn stored(&self, name: &str) -> Result<Tensor> {
+        self.raw(self.entry(name)?)
     }
 
     /// Names of all tensors (for diagnostics and adapters).
