@@ -264,3 +264,76 @@ fn a_refusal_after_an_action_finished_does_not_fail_it() {
         .collect();
     assert_eq!(failed, [false, true]);
 }
+
+/// A running action that failed (an e-stop: no `action_finished` follows) is closed at its
+/// failure: the frames of the idle arm after it are nobody's. Before session 53 it stayed
+/// open and held every frame until the next action, minutes of images on an e-stopped arm.
+#[test]
+fn a_failed_action_stops_collecting_frames_at_its_failure() {
+    let (_tmp, dir, mut w) = episodes_bag();
+    let camera = TransitionTopics::default().camera;
+    let mut t = 1_000 * MS;
+    let mut tick = || {
+        t += 100 * MS;
+        t
+    };
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 0, EpisodeEvent::EVENT_RESET, f64::NAN),
+    )
+    .unwrap();
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 0, EpisodeEvent::EVENT_ACTION_STARTED, f64::NAN),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        w.write(&camera, tick(), &frame(1)).unwrap();
+    }
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 0, EpisodeEvent::EVENT_FAILED, f64::NAN),
+    )
+    .unwrap();
+    // The arm stands e-stopped; the camera goes on.
+    for _ in 0..200 {
+        w.write(&camera, tick(), &frame(2)).unwrap();
+    }
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 1, EpisodeEvent::EVENT_ACTION_STARTED, f64::NAN),
+    )
+    .unwrap();
+    w.write(&camera, tick(), &frame(3)).unwrap();
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 1, EpisodeEvent::EVENT_ACTION_FINISHED, f64::NAN),
+    )
+    .unwrap();
+    w.write(
+        "/dreamplan/episode",
+        tick(),
+        &event(0, 1, EpisodeEvent::EVENT_SCORED, 1.0),
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let reader = BagReader::open(&dir).unwrap();
+    let all: Vec<_> = reader
+        .transitions(TransitionTopics::default())
+        .map(|t| t.unwrap())
+        .collect();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].failed && all[0].finished.is_none());
+    assert_eq!(all[0].frames_during.len(), 3);
+    assert!(all[0].frames_after.is_empty());
+    assert!(!all[1].failed);
+    assert_eq!(all[1].score, Some(1.0));
+    assert_eq!(all[1].frames_during.len(), 1);
+    // The next action's observation is the last frame before it, as ever.
+    assert_eq!(all[1].observation.as_ref().unwrap().1.data[0], 2);
+}

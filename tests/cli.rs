@@ -39,7 +39,7 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
     std::fs::create_dir(d.join("adir")).unwrap();
     std::fs::write(d.join("latin1.yaml"), b"duration_s: 1\n# caf\xe9\n").unwrap();
     std::fs::write(d.join("afile"), b"").unwrap();
-    let cases: [(&[&str], &str); 24] = [
+    let cases: [(&[&str], &str); 28] = [
         // Checked before --out is made: no empty folder is left behind.
         (
             &["fit-prior", "--bags", "nobags", "--out", "fp1"],
@@ -105,6 +105,25 @@ fn bad_inputs_get_one_line_that_names_the_cause_once() {
         (
             &["eval", "--planner", "coverage", "--episodes", "1", "--verifier", "sim", "--world-model", "nowhere"],
             "error: --world-model is read only with --verifier world-model (--verifier sim plays each candidate in the built-in world)",
+        ),
+        // A model named beside a rule planner was ignored, and the rule's table printed
+        // as if it were the model's (a review finding, session 53).
+        (
+            &["eval", "--planner", "coverage", "--episodes", "1", "--model", "zs", "--adapter", "orpo"],
+            "error: --model, --adapter apply to --planner vlm only; the coverage planner runs no model (drop them)",
+        ),
+        (
+            &["eval", "--planner", "keypoint-oracle", "--episodes", "1", "--temperature", "2"],
+            "error: --temperature applies to --planner vlm only; the keypoint-oracle planner runs no model (drop it)",
+        ),
+        (
+            &["collect", "--task", "rope", "--episodes", "1", "--k", "4", "--device", "cuda", "--out", "bags"],
+            "error: --k, --device apply to --planner vlm only; the correspondence planner runs no model (drop them)",
+        ),
+        // A preset beside a config file was ignored (session 53: refused).
+        (
+            &["train-world-model", "--bags", "adir", "--out", "wm", "--config", "c.json", "--preset", "gpu"],
+            "error: the argument '--config <CONFIG>' cannot be used with '--preset <PRESET>'",
         ),
         // Collection seeds that run past the last seed (it wrapped around to the
         // evaluation's seeds in a release build).

@@ -888,6 +888,8 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
         "topics.action",
         "--get",
         "no.such",
+        "--get",
+        "use_sim_time",
         "--describe",
         "motion.cartesian_speed_m_s",
         "--describe",
@@ -982,6 +984,8 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
         .map(|v| v.as_str().unwrap())
         .collect();
     for n in [
+        // As on every rclcpp node (session 53).
+        "use_sim_time",
         "width",
         "table_z",
         "envelope.out_of_bounds",
@@ -995,7 +999,8 @@ fn a_cyclone_peer_sets_the_executor_s_parameters_and_the_next_trajectory_follows
         .as_array()
         .unwrap()
         .contains(&serde_json::json!("motion")));
-    // [type, value]: 3 = double, 4 = string, 0 = not set.
+    // [type, value]: 1 = bool, 3 = double, 4 = string, 0 = not set.
+    assert_eq!(l["get"]["use_sim_time"], serde_json::json!([1, false]));
     // From the params file's executor section and from `-p`.
     assert_eq!(
         l["get"]["motion.cartesian_speed_m_s"],

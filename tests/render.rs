@@ -270,3 +270,53 @@ fn cached_rays_and_table_render_exactly_what_casting_everything_does() {
         render_modes_uncached(&prims, &big, &modes, &opts)
     );
 }
+
+/// Every pixel whose centre ray hits a ball is drawn, wherever the ball lies in a wide
+/// view: an off-axis ball projects to an ellipse stretched outwards, and before session 53
+/// the screen bounds were the on-axis disc (this ball lost its top rows, cut flat).
+#[test]
+fn a_ball_near_the_edge_of_a_wide_view_is_drawn_whole() {
+    let cam = PinholeCamera {
+        width: 256,
+        height: 256,
+        fx: 128.0,
+        fy: 128.0,
+        cx: 128.0,
+        cy: 128.0,
+        world_from_camera: nalgebra::Isometry3::identity(),
+    };
+    let options = RenderOptions {
+        supersample: 1,
+        ..Default::default()
+    };
+    for (center, radius) in [
+        (Point3::new(0.0271, -0.4766, 0.682), 0.1282),
+        (Point3::new(0.55, 0.3, 0.7), 0.12),
+        (Point3::new(-0.2, 0.05, 0.4), 0.05),
+    ] {
+        let ball = Primitive {
+            shape: Shape::Sphere { center, radius },
+            color: [0.8, 0.2, 0.2],
+            layer: Layer::Object,
+        };
+        let frame = render(&[ball], &cam, RenderMode::Full, &options);
+        let mut hits = 0;
+        for y in 0..256 {
+            for x in 0..256 {
+                let (o, d) = cam.ray(x as f64 + 0.5, y as f64 + 0.5);
+                // The ray's closest approach to the centre, with a margin off the rim.
+                let oc = center - o;
+                let along = oc.dot(&d);
+                let miss = (oc - d * along).norm();
+                if along > 0.0 && miss < radius * 0.999 {
+                    hits += 1;
+                    assert!(
+                        frame.depth[y * 256 + x].is_finite(),
+                        "ball {center} r {radius}: pixel ({x}, {y}) hit but not drawn"
+                    );
+                }
+            }
+        }
+        assert!(hits > 100, "ball {center}: only {hits} pixels");
+    }
+}

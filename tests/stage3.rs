@@ -371,6 +371,34 @@ fn the_preference_file_appends_resumes_after_a_torn_line_and_refuses_other_setti
     assert_eq!((read.header, read.states), (h, vec![state(4, true)]));
 }
 
+/// A candidate whose score (or log-probability) is not finite is written as JSON's `null`
+/// and read back as NaN, which makes no pair: before session 53 the line was written and
+/// then refused on reading ("invalid type: null, expected f64"), so the file could neither
+/// be resumed nor trained on.
+#[test]
+fn a_candidate_scored_nan_or_infinite_keeps_the_file_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pairs.jsonl");
+    let h = header("abc".into());
+    let (mut w, _) = prefs::open_for_append(&file, &h).unwrap();
+    let mut odd = state(1, false);
+    odd.candidates[0].score = f64::NAN;
+    odd.candidates[1].score = f64::INFINITY;
+    odd.candidates[1].logprob = f32::NEG_INFINITY;
+    w.append(&odd).unwrap();
+    w.append(&state(2, true)).unwrap();
+    drop(w);
+    let read = prefs::read(&file).unwrap();
+    assert_eq!(read.states.len(), 2);
+    let c = &read.states[0].candidates;
+    assert!(c[0].score.is_nan() && c[1].score.is_nan() && c[1].logprob.is_nan());
+    assert_eq!((c[0].logprob, c[0].pick), (-1.0, 1));
+    assert_eq!(read.states[1], state(2, true));
+    // And it resumes.
+    let (_w, old) = prefs::open_for_append(&file, &h).unwrap();
+    assert_eq!(old.len(), 2);
+}
+
 /// TRL's formula in Python (f64) and ours agree on fixed numbers, including log-probs next
 /// to 0 where `log(1 − eˣ)` cancels.
 #[test]
@@ -1041,6 +1069,25 @@ fn orpo_refuses_bad_input_with_a_clear_error() {
     w.append(&state(1, false)).unwrap();
     drop(w);
     assert!(train(&planner, &one).contains("one-sided"));
+    // The same two files through the default run (one adapter per task), as
+    // docs/stage3.md's table says since session 53.
+    for (file, states) in [(&empty, 0), (&one, 1)] {
+        let e = orpo::train_per_task(
+            &planner,
+            std::slice::from_ref(file),
+            &dir.path().join("per_task"),
+            &cfg,
+            &|_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!(
+                "has no pair of any task ({states} states): nothing to train on"
+            )),
+            "{e}"
+        );
+    }
     // Made for another tokenizer.
     let other = dir.path().join("other.jsonl");
     let (mut w, _) = prefs::open_for_append(&other, &header("0000-1".into())).unwrap();

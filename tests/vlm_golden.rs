@@ -501,6 +501,39 @@ fn guided_generation_forces_tokens_pads_rows_and_scores_like_a_full_forward() {
     }
 }
 
+/// A forced run cut by `max_new_tokens` in every row at once still gets its log-probs:
+/// before session 53 the rows all finished before the decode that scores forced tokens,
+/// and the sample held fewer log-probs than tokens.
+#[test]
+fn forced_tokens_at_the_token_limit_are_scored() {
+    struct ForceAfterOne;
+    impl Guide for ForceAfterOne {
+        fn step(&self, t: &[u32]) -> GuideStep {
+            if t.len() == 1 {
+                GuideStep::Force(vec![5, 9])
+            } else {
+                GuideStep::Free
+            }
+        }
+    }
+    let m = model("tiny");
+    let prompt = batch("one_image");
+    for max_new_tokens in [2, 3, 4] {
+        for k in [1, 3] {
+            let params = SamplingParams {
+                temperature: 1.0,
+                max_new_tokens,
+                seed: 5,
+                ..Default::default()
+            };
+            for s in generate_guided(&m, &prompt, k, &params, &ForceAfterOne).unwrap() {
+                assert_eq!(s.tokens.len(), max_new_tokens);
+                assert_logprobs_of_one_forward(&m, &prompt, &s);
+            }
+        }
+    }
+}
+
 #[test]
 fn stop_tokens_end_a_sample() {
     let m = model("tiny");

@@ -1112,6 +1112,19 @@ fn bags_from_another_camera_are_cut_through_the_camera_in_the_config() {
         e.contains("is not the built-in camera") && e.contains("--camera FILE"),
         "{e}"
     );
+    // `predict --bag` asks the same of the one bag it reads (it drew the arm through the
+    // model's camera whatever the bag's before session 53).
+    let reader = dreamplan::bag::BagReader::open(&out).unwrap();
+    let e = dataset::check_bag_camera(&reader, "b", &base, side, side)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not the built-in camera"), "{e}");
+    let with_camera = Config {
+        camera: Some(spec.clone()),
+        ..base.clone()
+    };
+    dataset::check_bag_camera(&reader, "b", &with_camera, side, side).unwrap();
+    drop(reader);
     // The bags carry the intrinsics: with the pose alone (`--camera-pose`) the camera is
     // the one they were recorded through.
     let from_bags = dataset::camera_of_bags(
@@ -1256,6 +1269,34 @@ fn small_config() -> Config {
     }
 }
 
+/// A candidate's prediction does not depend on its place in the batch: one noise for all
+/// (before session 53 the second of a batch drew other noise than it did alone, so a
+/// candidate dropped from a verifier's batch changed every later one's prediction). A
+/// sampling network (a mask network takes no noise).
+#[test]
+fn a_candidates_prediction_does_not_depend_on_its_place_in_the_batch() {
+    let cfg = small_config();
+    let (_, vars) = wm_train::init_vars(&cfg, 0).unwrap();
+    let mut rng = Rng::new(53, 1);
+    for (_, v) in &vars {
+        v.set(&randn(&mut rng, v.dims(), DType::F32)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    wm_train::save_model(dir.path(), &cfg, &vars).unwrap();
+    let (w, h, f) = (cfg.width, cfg.height, cfg.frames);
+    let context = frame_with_square(&cfg, 8, 8);
+    let arm = |v: u8| clip::Motion {
+        arm: vec![[v; 3].repeat(w * h); f + 1],
+        grip: None,
+    };
+    let p = Predictor::load(dir.path()).unwrap();
+    let alone = |m: clip::Motion| p.predict(&context, &[m], 0).unwrap().remove(0);
+    let pair = p.predict(&context, &[arm(0), arm(255)], 0).unwrap();
+    assert_ne!(pair[0], pair[1], "the arm steers this network");
+    assert_eq!(pair[0], alone(arm(0)));
+    assert_eq!(pair[1], alone(arm(255)));
+}
+
 #[test]
 fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -1396,6 +1437,12 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
         ..with_prior.clone()
     };
     assert_ne!(dataset::prior_key(&other), dataset::prior_key(&with_prior));
+    // The prior's code version is in the name: frames drawn by older code are not reused.
+    assert!(
+        dataset::prior_key(&with_prior).ends_with(&format!("-v{}", dataset::PRIOR_CODE_VERSION)),
+        "{}",
+        dataset::prior_key(&with_prior)
+    );
     assert_eq!(
         same(
             &cached.batch(&all, &other).unwrap().prior.unwrap(),
@@ -1418,6 +1465,19 @@ fn clips_from_a_bag_learn_resume_guard_and_refuse_bad_input() {
     dataset::build(std::slice::from_ref(&bag), &cache, &recut, 3, &|_, _| {}).unwrap();
     assert!(!folder.exists(), "the prior cache outlived its clips");
     dataset::build(std::slice::from_ref(&bag), &cache, &cfg, 3, &|_, _| {}).unwrap();
+    // An index naming a shard the cache does not have: an error naming it, not a panic
+    // at the first batch (before session 53).
+    let index_path = cache.join("index.json");
+    let good = std::fs::read(&index_path).unwrap();
+    let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    bad["clips"][0]["shard"] = serde_json::json!(99);
+    std::fs::write(&index_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let e = Dataset::open(&cache).err().unwrap().to_string();
+    assert!(
+        e.contains("clip 0 is in shard 99") && e.contains("damaged"),
+        "{e}"
+    );
+    std::fs::write(&index_path, &good).unwrap();
     let data = Dataset::open(&cache).unwrap();
     let b = data.batch(&[0, index.clips.len() - 1], &cfg).unwrap();
     assert_eq!(b.arm.dims(), &[2, cfg.frames + 1, 3, cfg.height, cfg.width]);

@@ -244,6 +244,20 @@ impl Transitions<'_> {
                         t.score = Some(ev.score);
                     }
                 }
+                // A failed running action (an e-stop, the controller's error: no
+                // `action_finished` follows) is over: closed now. Before session 53 it
+                // stayed open and kept every frame and joint state until the next action or
+                // reset, minutes of images held in memory on an e-stopped arm (a review
+                // finding).
+                if failed
+                    && self
+                        .open
+                        .as_ref()
+                        .is_some_and(|t| t.failed && t.episode == ev.episode && t.step == ev.step)
+                {
+                    self.close_open();
+                    self.close_settling();
+                }
             }
             _ => {}
         }

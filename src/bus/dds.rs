@@ -194,6 +194,8 @@ struct Inner {
     /// Where the participant joined (each action client joins alike with its own).
     domain_id: u16,
     localhost_only: bool,
+    /// The clock follows `/clock`: each node's read-only `use_sim_time` parameter.
+    use_sim_time: bool,
 }
 
 /// A ROS 2 participant over DDS (one per process).
@@ -266,6 +268,7 @@ impl DdsBus {
                 node_name: opts.node.clone(),
                 domain_id: opts.domain_id,
                 localhost_only: opts.localhost_only,
+                use_sim_time: opts.use_sim_time,
             }),
         };
         if opts.use_sim_time {
@@ -510,6 +513,12 @@ impl Bus for DdsBus {
         if params.node().is_empty() {
             return Ok(());
         }
+        // Every rclcpp node has it (`ros2 param get /node use_sim_time`, `ros2 param dump`);
+        // ours is the bus's, set at start (session 53: before, "parameter not set").
+        params.declare_read_only(
+            "use_sim_time",
+            serde_yaml::Value::Bool(self.inner.use_sim_time),
+        );
         let ns = &self.inner.namespace;
         let mut node = ros_node(&self.inner.context, ns, params.node())?;
         let fqn = format!("{}/{}", ns.trim_end_matches('/'), params.node());

@@ -119,7 +119,8 @@ pub struct ExecutorConfig {
     /// An action is planned only from a joint state received at most this long ago (s, bus
     /// time): the trajectory starts at that state, and a controller told to start elsewhere
     /// jumps there. No joint state yet, or an older one (the driver stalled), refuses the
-    /// action with `failed`. 0: no check (an arm that publishes its state only on change).
+    /// action with `failed`. 0: no check (an arm that publishes its state only on change;
+    /// until a first state comes, actions start at the ready pose, said once as a warning).
     /// Before session 42 an action was planned from the ready pose until a state came, and
     /// from the last state however old.
     pub joint_state_max_age_s: f64,
@@ -343,22 +344,26 @@ pub fn decode_depth(img: &Image) -> Result<DepthImage, String> {
         }
     };
     let (w, h) = (img.width as usize, img.height as usize);
-    if img.step as usize != w * bytes || img.data.len() != w * h * bytes {
+    // Rows may be padded (`step` > width × bytes, as some drivers align them); before
+    // session 53 such an image was refused and every action then failed for want of depth.
+    let (row, step) = (w * bytes, img.step as usize);
+    let need = if h == 0 { 0 } else { step * (h - 1) + row };
+    if step < row || img.data.len() < need || img.data.len() > step * h {
         return Err(format!(
-            "depth image {}×{} {}: step {} and {} bytes do not match (want step {}, {} bytes)",
+            "depth image {}×{} {}: step {} and {} bytes do not match (want step ≥ {}, and at least step × (height − 1) + {} bytes)",
             w,
             h,
             img.encoding,
             img.step,
             img.data.len(),
-            w * bytes,
-            w * h * bytes
+            row,
+            need
         ));
     }
     let big = img.is_bigendian != 0;
+    let rows = (0..h).map(|y| &img.data[y * step..y * step + row]);
     let data = if bytes == 4 {
-        img.data
-            .chunks_exact(4)
+        rows.flat_map(|r| r.chunks_exact(4))
             .map(|b| {
                 let b = [b[0], b[1], b[2], b[3]];
                 if big {
@@ -369,8 +374,7 @@ pub fn decode_depth(img: &Image) -> Result<DepthImage, String> {
             })
             .collect()
     } else {
-        img.data
-            .chunks_exact(2)
+        rows.flat_map(|r| r.chunks_exact(2))
             .map(|b| {
                 let mm = if big {
                     u16::from_be_bytes([b[0], b[1]])
@@ -398,18 +402,44 @@ pub fn with_finger_column(plan: &PickPlacePlan) -> JointTrajectory {
     with_gripper_column(plan, FINGER_JOINT)
 }
 
-/// The plan's trajectory with the finger joint `finger` appended: open, closed from the
-/// grasp to the release, open again. An empty `finger`: the arm's joints alone (an arm
-/// whose gripper is not a joint of its trajectory controller).
+/// The plan's trajectory with the finger joint `finger` appended: open until the grasp,
+/// closed until the release, open again. Each switch lies over its dwell when the plan has
+/// one (`grasp_settle_s`, `release_settle_s`): open at the grasp point and closed at the
+/// dwell's end, so a controller that interpolates the finger closes it while the arm
+/// stands at the pick point; closed at the release point and open at its dwell's end. An
+/// empty `finger`: the arm's joints alone (an arm whose gripper is not a joint of its
+/// trajectory controller).
+///
+/// Before session 53 each point's time, rounded to nanoseconds on its way into
+/// `time_from_start`, was compared with the plan's exact grasp and release times: in about
+/// half the plans the grasp point came out later than the grasp time, was closed, and the
+/// fingers closed over the last descent segment, some 5 mm above the pick point (the same
+/// coin flip at the release).
 pub fn with_gripper_column(plan: &PickPlacePlan, finger: &str) -> JointTrajectory {
     let mut traj = plan.trajectory.clone();
     if finger.is_empty() {
         return traj;
     }
+    let times: Vec<f64> = traj
+        .points
+        .iter()
+        .map(|p| p.time_from_start.as_secs_f64())
+        .collect();
+    // The first point at `at` (within the nanosecond rounding), or the one after its dwell.
+    let switch = |at: f64| -> usize {
+        let k = times
+            .iter()
+            .position(|&t| t >= at - 1e-6)
+            .unwrap_or(times.len());
+        let dwell = k + 1 < times.len()
+            && (times[k] - at).abs() < 1e-6
+            && traj.points[k + 1].positions == traj.points[k].positions;
+        k + usize::from(dwell)
+    };
+    let (close_at, open_at) = (switch(plan.grasp_time_s), switch(plan.release_time_s));
     traj.joint_names.push(finger.into());
-    for p in &mut traj.points {
-        let t = p.time_from_start.as_secs_f64();
-        let closed = t >= plan.grasp_time_s && t < plan.release_time_s;
+    for (k, p) in traj.points.iter_mut().enumerate() {
+        let closed = k >= close_at && k < open_at;
         p.positions.push(if closed { 0.0 } else { 0.04 });
         if !p.velocities.is_empty() {
             p.velocities.push(0.0);
@@ -1295,6 +1325,14 @@ impl Node for ExecutorNode {
             m.joint_speed_fraction <= 1.0 && m.velocity_margin <= 1.0,
             "motion.joint_speed_fraction and motion.velocity_margin must be ≤ 1"
         );
+        // Each sample is an IK solve, made inside the node's loop (the e-stop waits on it):
+        // 1e-9 m, a live set, was 1e8 solves for a 10 cm line (a review finding, session 53).
+        anyhow::ensure!(
+            m.path_step_m >= crate::robot::motion::MIN_PATH_STEP_M,
+            "motion.path_step_m must be ≥ {} m (is {}): each step is an IK solve",
+            crate::robot::motion::MIN_PATH_STEP_M,
+            m.path_step_m
+        );
         for (name, v) in [
             ("grasp_settle_s", m.grasp_settle_s),
             ("release_settle_s", m.release_settle_s),
@@ -1432,6 +1470,8 @@ impl Node for ExecutorNode {
         let mut finger: Option<f64> = None;
         // When (bus time, ns) the last usable arm joint state came.
         let mut q_at: Option<i64> = None;
+        // The ready pose assumed for want of a joint state (check off) was said.
+        let mut ready_assumed_said = false;
         let (mut depth, mut goal_depth): (Option<DepthImage>, Option<DepthImage>) = (None, None);
         // The goal depth's stamp and when it came: a late copy of an earlier one (read
         // through the other reader of `subscribe_any_durability`) does not replace it.
@@ -1820,6 +1860,13 @@ impl Node for ExecutorNode {
                             "the last joint state is {age:.2} s old (joint_state_max_age_s {max_age}): where the arm starts is not known"
                         )))
                     } else {
+                        if q_at.is_none() && !ready_assumed_said {
+                            // With the check off nothing refuses this; a misnamed topic or
+                            // joint_names would otherwise start every plan from a pose the
+                            // arm may not be in, unsaid (a review finding, session 53).
+                            ready_assumed_said = true;
+                            tracing::warn!(node = %ctx.name, "no joint state with the arm's joints has come on {}: planning from the ready pose (joint_state_max_age_s 0 turns the check off); a controller told to start there jumps the arm to it", self.config.topics.joint_states);
+                        }
                         // Planned even when the table check refuses: its points are
                         // shown (in red) where the action would have gone.
                         let table = self.table_refusal(&ctx.name, &camera, depth.as_ref(), &mut table_unseen_said);
@@ -1971,6 +2018,56 @@ mod tests {
         assert!(!warn_ignored_joint_state(false, Some(10 * s), 5 * s));
     }
 
+    /// The finger closes over the grasp dwell and opens over the release dwell, in every
+    /// plan: never over the last descent or lowering segment, whichever way a point's time
+    /// rounded to nanoseconds (before session 53, about half the plans closed early).
+    #[test]
+    fn the_finger_switches_over_the_dwells_in_every_plan() {
+        let arm = crate::robot::franka::default_arm();
+        let motion = PickPlaceParams::default();
+        let mut checked = 0;
+        for i in 0..24 {
+            let a = f64::from(i) * 0.37;
+            let pick = nalgebra::Point3::new(0.45 + 0.1 * a.sin(), 0.12 * a.cos(), 0.01);
+            let place = nalgebra::Point3::new(0.5 - 0.08 * a.cos(), -0.1 * (2.0 * a).sin(), 0.01);
+            let Ok(plan) =
+                plan_pick_place(&arm, &crate::robot::franka::READY, &pick, &place, &motion)
+            else {
+                continue;
+            };
+            let traj = with_finger_column(&plan);
+            let finger = |k: usize| *traj.points[k].positions.last().unwrap();
+            let at = |time: f64| {
+                traj.points
+                    .iter()
+                    .position(|p| (p.time_from_start.as_secs_f64() - time).abs() < 1e-6)
+                    .unwrap()
+            };
+            let (g, r) = (at(plan.grasp_time_s), at(plan.release_time_s));
+            assert_eq!(
+                (finger(g - 1), finger(g), finger(g + 1)),
+                (0.04, 0.04, 0.0),
+                "plan {i}: grasp"
+            );
+            assert_eq!(
+                (finger(r - 1), finger(r), finger(r + 1)),
+                (0.0, 0.0, 0.04),
+                "plan {i}: release"
+            );
+            // The dwells: the arm stands still while the finger moves.
+            assert_eq!(
+                traj.points[g].positions[..7],
+                traj.points[g + 1].positions[..7]
+            );
+            assert_eq!(
+                traj.points[r].positions[..7],
+                traj.points[r + 1].positions[..7]
+            );
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} plans");
+    }
+
     /// A driver's 16UC1 depth (millimetres, 0 for no measurement) reads as the same metres
     /// as 32FC1, in either byte order; other encodings and sizes are refused by name.
     #[test]
@@ -2003,7 +2100,37 @@ mod tests {
         let e = decode_depth(&image("mono8", false, vec![0; 2], 2)).unwrap_err();
         assert!(e.contains("depth encoding mono8 is neither"), "{e}");
         let e = decode_depth(&image("16UC1", false, vec![0; 2], 2)).unwrap_err();
-        assert!(e.contains("want step 4, 4 bytes"), "{e}");
+        assert!(e.contains("want step ≥ 4"), "{e}");
+        // Padded rows (step 6 for 4 bytes of pixels), the last row padded or not: read
+        // row by row (refused before session 53).
+        for tail in [2, 0] {
+            let mut data = vec![0xE2, 0x04, 0x00, 0x00, 0xAA, 0xBB]; // 1250 mm, none, padding
+            data.extend([0xF4, 0x01, 0xE8, 0x03]); // 500 mm, 1000 mm
+            data.extend(std::iter::repeat_n(0xCC, tail));
+            let img = Image {
+                width: 2,
+                height: 2,
+                encoding: "16UC1".into(),
+                step: 6,
+                data,
+                ..Default::default()
+            };
+            let d = decode_depth(&img).unwrap().data;
+            assert_eq!((d[0], d[2], d[3]), (1.25, 0.5, 1.0), "tail {tail}");
+            assert!(d[1].is_nan());
+        }
+        // Too short for its step and height.
+        let short = Image {
+            width: 2,
+            height: 2,
+            encoding: "16UC1".into(),
+            step: 6,
+            data: vec![0; 9],
+            ..Default::default()
+        };
+        assert!(decode_depth(&short)
+            .unwrap_err()
+            .contains("step 6 and 9 bytes"));
     }
 
     #[test]
@@ -2019,6 +2146,11 @@ mod tests {
         assert!(e.contains("envelope.joint_margin must be ≥ 0"), "{e}");
         let e = with(&|c| c.envelope.point_margin = -0.1);
         assert!(e.contains("envelope.point_margin must be ≥ 0"), "{e}");
+        let e = with(&|c| c.motion.path_step_m = 1e-9);
+        assert!(
+            e.contains("motion.path_step_m must be ≥ 0.0001 m (is 0.000000001)"),
+            "{e}"
+        );
         let e = with(&|c| c.envelope.table_z = f64::INFINITY);
         assert!(e.contains("envelope.table_z must be a height"), "{e}");
         let e = with(&|c| c.table_z = f64::NAN);

@@ -25,6 +25,9 @@ type Check = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 pub struct LiveParams {
     node: String,
     values: Mutex<BTreeMap<String, Value>>,
+    /// Parameters of the node that are not its config (the bus's `use_sim_time`): listed
+    /// and read like the others, never set, never part of the config.
+    read_only: Mutex<BTreeMap<String, Value>>,
     live: &'static [&'static str],
     check: Check,
     changed: tokio::sync::watch::Sender<u64>,
@@ -64,6 +67,7 @@ impl LiveParams {
         Arc::new(Self {
             node: node.to_string(),
             values: Mutex::new(values),
+            read_only: Mutex::new(BTreeMap::new()),
             live,
             check,
             changed: tokio::sync::watch::channel(0).0,
@@ -79,14 +83,30 @@ impl LiveParams {
         self.values.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn read_only(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
+        self.read_only.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a parameter that is not part of the node's config (a name the config has
+    /// already keeps the config's): listed and read, refused when set.
+    pub fn declare_read_only(&self, name: &str, value: Value) {
+        if !self.lock().contains_key(name) {
+            self.read_only().insert(name.to_string(), value);
+        }
+    }
+
     /// Every parameter name, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        let mut names: Vec<String> = self.lock().keys().cloned().collect();
+        names.extend(self.read_only().keys().cloned());
+        names.sort();
+        names
     }
 
     /// A parameter's value (`None`: no such parameter).
     pub fn get(&self, name: &str) -> Option<Value> {
-        self.lock().get(name).cloned()
+        let value = self.lock().get(name).cloned();
+        value.or_else(|| self.read_only().get(name).cloned())
     }
 
     /// Whether the node applies `name` while it runs.
@@ -111,6 +131,12 @@ impl LiveParams {
         let mut values = self.lock();
         let mut next = values.clone();
         for (name, value) in changes.iter().cloned() {
+            if self.read_only().contains_key(&name) {
+                return Err(format!(
+                    "`{name}` is read when node `{}` starts (a ROS argument: -p {name}:=… or a params file)",
+                    self.node
+                ));
+            }
             let Some(old) = values.get(&name) else {
                 return Err(format!("node `{}` has no parameter `{name}`", self.node));
             };
@@ -328,6 +354,45 @@ mod tests {
         assert_eq!(p.get("width"), Some(Value::from(96)));
         assert!(!seen.has_changed().unwrap());
         assert_eq!(*seen.borrow(), 2);
+    }
+
+    /// A read-only parameter (the bus's `use_sim_time`) is listed and read, refused when
+    /// set, and never part of the config the node reads back.
+    #[test]
+    fn a_read_only_parameter_is_listed_and_read_but_never_set_nor_in_the_config() {
+        let p = store();
+        p.declare_read_only("use_sim_time", Value::Bool(true));
+        // A name the config has keeps the config's value.
+        p.declare_read_only("width", Value::from(1));
+        assert_eq!(
+            p.names(),
+            [
+                "flags",
+                "motion.speed",
+                "motion.steps",
+                "name",
+                "use_sim_time",
+                "width"
+            ]
+        );
+        assert_eq!(p.get("use_sim_time"), Some(Value::Bool(true)));
+        assert_eq!(p.get("width"), Some(Value::from(96)));
+        let e = p.set("use_sim_time", Value::Bool(false)).unwrap_err();
+        assert!(
+            e.contains("`use_sim_time` is read when node `exec` starts"),
+            "{e}"
+        );
+        let e = p
+            .set_all(vec![
+                ("motion.speed".into(), Value::from(0.5)),
+                ("use_sim_time".into(), Value::Bool(false)),
+            ])
+            .unwrap_err();
+        assert!(e.contains("use_sim_time"), "{e}");
+        assert_eq!(p.get("motion.speed"), Some(Value::from(0.25)));
+        assert!(p.config_value().get("use_sim_time").is_none());
+        p.set("motion.speed", Value::from(0.5)).unwrap();
+        assert!(p.config_value().get("use_sim_time").is_none());
     }
 
     #[test]

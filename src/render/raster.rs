@@ -395,25 +395,31 @@ impl<'a> View<'a> {
         let (camera, s) = (self.camera, self.s);
         let (sw, sh) = (camera.width as usize * s, camera.height as usize * s);
         let (center, radius) = prim.shape.bounds();
-        // Screen bounds of the bounding sphere (whole image when it reaches the camera).
-        let (x0, x1, y0, y1) = match camera.project(&center) {
-            Some((u, v, z)) if z - radius > 1e-3 => {
-                let ru = camera.fx * radius / (z - radius) + 1.0;
-                let rv = camera.fy * radius / (z - radius) + 1.0;
-                let clamp =
-                    |a: f64, hi: usize| (a * s as f64).floor().clamp(0.0, hi as f64) as usize;
-                (
-                    clamp(u - ru, sw),
-                    clamp(u + ru + 1.0, sw),
-                    clamp(v - rv, sh),
-                    clamp(v + rv + 1.0, sh),
-                )
+        // Screen bounds of the bounding sphere, exact: along u, the two planes through the
+        // camera's centre and its y axis that touch the ball (the same along v). A ball off
+        // the optical axis projects to an ellipse stretched outwards; before session 53 the
+        // bounds were the on-axis disc, and a user camera's wide view lost rows of a
+        // primitive near the image's edge. An axis whose touching planes do not both lie in
+        // front of the camera (the ball reaches it or beside it) is bounded by the image.
+        let p = camera.world_from_camera.inverse_transform_point(&center);
+        if p.z + radius <= 0.0 {
+            return;
+        }
+        let extent = |a: f64, f: f64, c: f64, n: usize| -> (usize, usize) {
+            let rho = a.hypot(p.z);
+            let limit = std::f64::consts::FRAC_PI_2 - 1e-3;
+            if rho > radius * (1.0 + 1e-9) {
+                let (mid, half) = (a.atan2(p.z), (radius / rho).asin());
+                if mid - half > -limit && mid + half < limit {
+                    let clamp = |a: f64| (a * s as f64).floor().clamp(0.0, n as f64) as usize;
+                    let (lo, hi) = (c + f * (mid - half).tan(), c + f * (mid + half).tan());
+                    return (clamp(lo - 1.0), clamp(hi + 2.0));
+                }
             }
-            Some(_) | None if (center - self.origin).dot(&self.axis) + radius > 0.0 => {
-                (0, sw, 0, sh)
-            }
-            _ => return,
+            (0, n)
         };
+        let (x0, x1) = extent(p.x, camera.fx, camera.cx, sw);
+        let (y0, y1) = extent(p.y, camera.fy, camera.cy, sh);
         for y in y0..y1 {
             for x in x0..x1 {
                 let i = y * sw + x;

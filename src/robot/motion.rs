@@ -41,11 +41,15 @@ pub struct PickPlaceParams {
     pub grasp_settle_s: f64,
     /// Dwell at the place point after the release event while the gripper opens.
     pub release_settle_s: f64,
-    /// Spacing of Cartesian samples (m).
+    /// Spacing of Cartesian samples (m), at least [`MIN_PATH_STEP_M`].
     pub path_step_m: f64,
     /// Largest fraction of a joint's velocity limit any phase may use.
     pub velocity_margin: f64,
 }
+
+/// The finest Cartesian sample spacing a plan takes (0.1 mm): each sample is an IK solve,
+/// so a much finer one would plan for minutes and hold millions of joint vectors.
+pub const MIN_PATH_STEP_M: f64 = 1e-4;
 
 impl Default for PickPlaceParams {
     fn default() -> Self {
@@ -108,6 +112,9 @@ pub enum MotionError {
     /// A parameter is out of range.
     #[error("parameter {0} must be finite and positive")]
     BadParam(&'static str),
+    /// `path_step_m` below [`MIN_PATH_STEP_M`].
+    #[error("path_step_m {0} m is finer than {MIN_PATH_STEP_M} m: each sample is an IK solve")]
+    PathStepTooFine(f64),
     /// IK failed at some point of a phase.
     #[error("{phase:?}: no IK solution at TCP {at:?}: {source}")]
     Ik {
@@ -333,6 +340,9 @@ pub fn plan_pick_place(
         if !(v.is_finite() && v > 0.0) {
             return Err(MotionError::BadParam(name));
         }
+    }
+    if params.path_step_m < MIN_PATH_STEP_M {
+        return Err(MotionError::PathStepTooFine(params.path_step_m));
     }
     for (name, v) in [
         ("grasp_settle_s", params.grasp_settle_s),

@@ -262,9 +262,15 @@ impl SafetyEnvelope {
             }
             for (j, (&qj, joint)) in q.iter().zip(&joints).enumerate() {
                 let (lo, hi) = (joint.lower, joint.upper);
-                if qj < lo + self.joint_margin - 1e-9 || qj > hi - self.joint_margin + 1e-9 {
+                let (lo, hi) = (lo + self.joint_margin, hi - self.joint_margin);
+                if qj < lo - 1e-9 || qj > hi + 1e-9 {
                     return bad(format!(
-                        "point {k}: joint {j} at {qj:.4} outside [{lo:.4}, {hi:.4}]"
+                        "point {k}: joint {j} at {qj:.4} outside [{lo:.4}, {hi:.4}]{}",
+                        if self.joint_margin > 0.0 {
+                            format!(" (its limits less joint_margin {})", self.joint_margin)
+                        } else {
+                            String::new()
+                        }
                     ));
                 }
                 let vmax = joint.velocity * self.max_speed_fraction;

@@ -112,17 +112,46 @@ pub struct ScoredCandidate {
     pub pick: u32,
     /// Goal keypoint to place at.
     pub place: u32,
-    /// The verifier's score (higher is better).
+    /// The verifier's score (higher is better). JSON has no NaN or infinity: a non-finite
+    /// score is written `null` and read back as NaN, which makes no pair (before session
+    /// 53 such a line was written and then refused on reading: the whole file could
+    /// neither be resumed nor trained on).
+    #[serde(deserialize_with = "nan_if_null")]
     pub score: f64,
     /// How many of the K samples gave this answer.
     pub count: usize,
-    /// The planner's log-probability of the answer.
+    /// The planner's log-probability of the answer (`null`, read as NaN, when it was not
+    /// finite).
+    #[serde(deserialize_with = "nan_if_null")]
     pub logprob: f32,
     /// The answer as the planner wrote it, when that is more than `pick N place M` (a
     /// reasoning line first: `planner::grammar::AnswerForm::Reasoned`); absent otherwise,
     /// and in files from before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+}
+
+/// A number that may be `null`, JSON's spelling of what `serde_json` writes for NaN and
+/// infinities, read as NaN.
+fn nan_if_null<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + num_nan::Nan,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or(T::NAN))
+}
+
+mod num_nan {
+    /// The float types a preference file stores.
+    pub trait Nan {
+        const NAN: Self;
+    }
+    impl Nan for f64 {
+        const NAN: f64 = f64::NAN;
+    }
+    impl Nan for f32 {
+        const NAN: f32 = f32::NAN;
+    }
 }
 
 impl ScoredCandidate {

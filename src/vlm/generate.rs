@@ -16,7 +16,8 @@ pub struct SamplingParams {
     pub temperature: f32,
     /// Keep the smallest set of most likely tokens whose probability reaches this (1 = off).
     pub top_p: f32,
-    /// Keep only this many most likely tokens (0 = off).
+    /// Keep only the tokens whose logit reaches the k-th largest (this many, more when
+    /// tokens tie with the k-th, as transformers cuts; 0 = off).
     pub top_k: usize,
     /// Most tokens generated per sample.
     pub max_new_tokens: usize,
@@ -126,8 +127,16 @@ pub fn pick(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
         return draw_whole(logits, t, rng.uniform()) as u32;
     }
     let mut order = Descending::new(logits);
+    // Top-k as transformers' `TopKLogitsWarper` cuts: every token whose logit is not below
+    // the k-th's, so ties with the k-th are kept (before session 53 exactly k were, ties
+    // broken by id; bf16 logits tie often).
     let kept = if params.top_k > 0 {
-        params.top_k.min(logits.len())
+        let mut kept = params.top_k.min(logits.len());
+        let kth = logits[order.get(kept - 1)];
+        while kept < logits.len() && logits[order.get(kept)] == kth {
+            kept += 1;
+        }
+        kept
     } else {
         logits.len()
     };
@@ -457,7 +466,10 @@ pub fn generate_guided(
             }
             feeds.push(feed);
         }
-        if samples.iter().all(finished) {
+        // Forced tokens are scored by the decode below, so a row that ended on a forced run
+        // still takes it (before session 53 every row finishing together left the forced
+        // tokens without log-probs, one per token being the promise).
+        if samples.iter().all(finished) && feeds.iter().all(|f| f.len() <= 1) {
             break;
         }
         halt()?;
@@ -515,7 +527,8 @@ mod tests {
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         if params.top_k > 0 {
-            order.truncate(params.top_k);
+            let kth = logits[order[params.top_k.min(order.len()) - 1]];
+            order.retain(|&i| logits[i] >= kth);
         }
         let max = logits[order[0]] as f64 / t;
         let mut probs: Vec<f64> = order
@@ -548,6 +561,28 @@ mod tests {
             }
         }
         order[probs.len() - 1] as u32
+    }
+
+    /// Tokens tied with the k-th are kept, as transformers' top-k keeps them (before
+    /// session 53 exactly k were: here token 2 never came, against about 21% there).
+    #[test]
+    fn top_k_keeps_the_tokens_tied_with_the_kth() {
+        let logits = [2.0f32, 1.0, 1.0, 0.0];
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            ..SamplingParams::default()
+        };
+        let mut rng = Rng::new(3);
+        let mut counts = [0usize; 4];
+        for _ in 0..2000 {
+            counts[pick(&logits, &params, &mut rng) as usize] += 1;
+        }
+        // e / (e² + 2e) = 0.212 each for tokens 1 and 2; token 3 is cut.
+        assert_eq!(counts[3], 0, "{counts:?}");
+        for id in [1, 2] {
+            assert!((330..520).contains(&counts[id]), "{counts:?}");
+        }
     }
 
     #[test]

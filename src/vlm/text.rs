@@ -15,8 +15,10 @@ use super::ops::{self, Mode};
 use super::weights::WeightStore;
 
 /// Keys and values of every layer for the tokens seen so far, preallocated for a known
-/// sequence length (prompt + new tokens) and grown if exceeded.
-#[derive(Debug, Clone)]
+/// sequence length (prompt + new tokens) and grown if exceeded. Not `Clone`: its tensors
+/// are written in place, and a clone (a shared handle) would write into the same buffers
+/// (a review finding, session 53); `repeat_row0` copies.
+#[derive(Debug)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
@@ -61,12 +63,21 @@ impl KvCache {
     /// This cache with batch row 0 copied `rows` times: a prompt computed once, continued
     /// as `rows` independent samples.
     pub fn repeat_row0(&self, rows: usize) -> Result<Self> {
-        let mut out = self.clone();
-        for slot in out.layers.iter_mut().flatten() {
-            let idx = Tensor::zeros(rows, DType::U32, slot.0.device())?;
-            *slot = (slot.0.index_select(&idx, 0)?, slot.1.index_select(&idx, 0)?);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for slot in &self.layers {
+            layers.push(match slot {
+                Some((k, v)) => {
+                    let idx = Tensor::zeros(rows, DType::U32, k.device())?;
+                    Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?))
+                }
+                None => None,
+            });
         }
-        Ok(out)
+        Ok(Self {
+            layers,
+            len: self.len,
+            capacity: self.capacity,
+        })
     }
 
     /// Writes `k`, `v` (`[B, kv_heads, n, D]`) after the held positions of `layer` and

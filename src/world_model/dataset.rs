@@ -280,6 +280,24 @@ const CAMERA_INFO: &str = "/camera/camera_info";
 /// A bag's first readable camera info; `None` for a bag that does not record the topic
 /// (only a bag that has it is read for it: a filter naming no recorded topic would still
 /// walk every message of the bag).
+/// Refuses `reader`'s bag when its camera (its first `/camera/camera_info`) is not the one
+/// the world model of `cfg` draws the arm through at `w`×`h`, as cutting clips does; a
+/// bag without camera info passes. For a command that reads one transition of a bag
+/// (`dreamplan predict --bag`), which before session 53 drew the arm through the model's
+/// camera whatever the bag's.
+pub fn check_bag_camera(
+    reader: &BagReader,
+    name: &str,
+    cfg: &Config,
+    w: u32,
+    h: u32,
+) -> Result<(), WorldModelError> {
+    match first_camera_info(reader) {
+        Some(info) => check_camera(name, &info, cfg, w, h),
+        None => Ok(()),
+    }
+}
+
 fn first_camera_info(reader: &BagReader) -> Option<crate::msg::prelude::CameraInfo> {
     reader.topic(CAMERA_INFO).and_then(|_| {
         reader
@@ -514,8 +532,15 @@ pub struct Dataset {
     priors: Option<(String, Vec<memmap2::Mmap>)>,
 }
 
+/// The version of the prior's code in [`prior_key`]: raise it with any change to what
+/// `prior` or `particles` draw, so caches made by the older code are made again (before
+/// session 53 a change of the code kept the old frames for training while inference drew
+/// with the new; a review finding).
+pub const PRIOR_CODE_VERSION: u32 = 2;
+
 /// The name of the folder, inside the cache, that holds the prior frames made with
-/// `model`'s prior settings (a change of any of them makes another folder).
+/// `model`'s prior settings and [`PRIOR_CODE_VERSION`] (a change of any makes another
+/// folder).
 pub fn prior_key(model: &Config) -> String {
     let mut key = format!(
         "prior-{:?}-s{}-l{}-g{}",
@@ -541,6 +566,7 @@ pub fn prior_key(model: &Config) -> String {
     if model.prior_spread_px > 0.0 {
         key.push_str(&format!("-p{}", model.prior_spread_px));
     }
+    key.push_str(&format!("-v{PRIOR_CODE_VERSION}"));
     key.to_lowercase()
 }
 
@@ -583,6 +609,22 @@ impl Dataset {
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| WorldModelError::Data(format!("{}: {e}", path.display())))?;
         let n_shards = index.clips.len().div_ceil(index.shard_size.max(1));
+        // A hand-edited or foreign index naming a shard that is not there was an index
+        // out of bounds at the first batch (a review finding, session 53).
+        if let Some((i, c)) = index
+            .clips
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.shard >= n_shards)
+        {
+            return Err(WorldModelError::Data(format!(
+                "{}: clip {i} is in shard {}, but {} clips in shards of {} make {n_shards}: the cache is damaged; remove it to cut it again",
+                path.display(),
+                c.shard,
+                index.clips.len(),
+                index.shard_size
+            )));
+        }
         let shards = (0..n_shards)
             .map(|k| map(&dir.join(shard_name(k))))
             .collect::<Result<_, _>>()?;

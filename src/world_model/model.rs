@@ -19,7 +19,7 @@
 //! kernels without a backward); `tests/world_model.rs` compares autograd with finite
 //! differences for each part.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use super::{Config, Loss, Prediction};
@@ -36,12 +36,25 @@ fn zero_linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
 }
 
 /// Layer norm over the last dimension without affine parameters (adaLN supplies them),
-/// written out so that it has a backward.
+/// written out so that it has a backward. Its statistics are taken in f32 whatever the
+/// model's dtype (a bf16 sum over a token's 384 values came out some 7% low, a review
+/// finding, session 53), as candle_nn's own layer norm does.
 fn norm(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(at_least_f32(dtype))?;
     let mean = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    xc.broadcast_div(&(var + 1e-6)?.sqrt()?)
+    xc.broadcast_div(&(var + 1e-6)?.sqrt()?)?.to_dtype(dtype)
+}
+
+/// The dtype reductions run in: f32 for the half-precision types, else the tensor's own
+/// (f64 stays f64: the gradient checks run in it).
+fn at_least_f32(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
 }
 
 /// `x·(1 + scale) + shift` with per-sample `[B, 1, D]` modulation of `[B, N, D]` tokens.
@@ -80,7 +93,11 @@ impl Attention {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        // Normalised in f32 (the identity in training): a bf16 sum over a row drifts, as
+        // the norm's did.
+        let dtype = att.dtype();
+        let att = candle_nn::ops::softmax(&att.to_dtype(at_least_f32(dtype))?, D::Minus1)?
+            .to_dtype(dtype)?;
         let y = att
             .matmul(&v)?
             .transpose(1, 2)?
@@ -171,20 +188,27 @@ pub fn unpatchify(patches: &Tensor, p: usize, height: usize, width: usize) -> Re
 }
 
 /// Sinusoidal embedding of the flow time `t` ∈ [0, 1] (`[B]` → `[B, dim]`), on the 0–1000
-/// scale diffusion models use.
+/// scale diffusion models use, in `t`'s dtype. Computed in f32: the arguments reach 1000
+/// rad, which bf16 holds to 4 rad, so a GPU's bf16 prediction embedded a time the model
+/// never trained on (cosine similarity 0.89 with the f32 embedding at t = 1; a review
+/// finding, session 53).
 pub fn time_features(t: &Tensor, dim: usize) -> Result<Tensor> {
     let half = dim / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp())
         .collect();
-    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?.to_dtype(t.dtype())?;
-    let args = (t * 1000.0)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let work = at_least_f32(t.dtype());
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?.to_dtype(work)?;
+    let args = (t.to_dtype(work)? * 1000.0)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
     let emb = Tensor::cat(&[args.cos()?, args.sin()?], 1)?;
-    if dim % 2 == 1 {
-        emb.pad_with_zeros(1, 0, 1)
+    let emb = if dim % 2 == 1 {
+        emb.pad_with_zeros(1, 0, 1)?
     } else {
-        Ok(emb)
-    }
+        emb
+    };
+    emb.to_dtype(t.dtype())
 }
 
 /// The world model.
@@ -810,7 +834,53 @@ fn dilate(mask: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::dilate;
+    use super::{dilate, norm, time_features};
+    use candle_core::{DType, Device, Tensor};
+
+    /// A bf16 model (a GPU's default) embeds the flow time and normalises its tokens as the
+    /// f32 one it was trained as does, to bf16's rounding of the result: before session 53
+    /// the embedding's arguments (up to 1000 rad) were rounded to bf16's 4 rad, some values
+    /// off by 1.97 at t = 1, and the norm's statistics were summed in bf16.
+    #[test]
+    fn bf16_time_features_and_norms_match_f32() {
+        let dev = Device::Cpu;
+        let t = Tensor::new(&[1.0f32, 0.875, 0.5, 0.0625], &dev).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            let (a, b) = (
+                a.to_dtype(DType::F32).unwrap(),
+                b.to_dtype(DType::F32).unwrap(),
+            );
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        for dim in [64, 384, 65] {
+            let f32_emb = time_features(&t, dim).unwrap();
+            let bf16_emb = time_features(&t.to_dtype(DType::BF16).unwrap(), dim).unwrap();
+            assert_eq!(bf16_emb.dtype(), DType::BF16);
+            assert_eq!(f32_emb.dims(), [4, dim]);
+            let d = max_diff(&f32_emb, &bf16_emb);
+            assert!(d < 0.01, "dim {dim}: {d}");
+        }
+        // Tokens of 384 values with a large mean: the statistics of a bf16 sum drift.
+        // The same bf16 values either way: only the statistics' precision differs.
+        let x = (Tensor::randn(0f32, 1.0, (2, 3, 384), &dev).unwrap() + 30.0)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let f32_norm = norm(&x.to_dtype(DType::F32).unwrap()).unwrap();
+        let bf16_norm = norm(&x).unwrap();
+        assert_eq!(bf16_norm.dtype(), DType::BF16);
+        let d = max_diff(&f32_norm, &bf16_norm);
+        assert!(d < 0.03, "{d}");
+    }
 
     #[test]
     fn dilation_grows_a_pixel_into_a_square_clipped_at_the_edges() {

@@ -177,7 +177,13 @@ impl Predictor {
         } else {
             None
         };
-        let eps = noise(&mut Rng::new(seed, 0x9ED), &[k, f, 3, h, w])?;
+        // One noise for every candidate (common random numbers): a candidate's prediction
+        // does not depend on its place in the batch, so a verifier compares actions, not
+        // draws. Before session 53 candidate i took the i-th slice of a [K, …] draw, and a
+        // refused candidate dropped from the batch changed every later one's prediction.
+        let eps = noise(&mut Rng::new(seed, 0x9ED), &[1, f, 3, h, w])?
+            .broadcast_as((k, f, 3, h, w))?
+            .contiguous()?;
         let out = self
             .model
             .sample(&eps, &ctx, &arm, prior.as_ref(), self.sample_steps)?;

@@ -19,6 +19,13 @@ from pathlib import Path
 PKG = "dreamplan"
 # CMake list variable holding the node executables to build and install.
 NODES_VAR = "DREAMPLAN_NODES"
+# crate -> the rosdep keys it needs and how: "depend" (built against and linked at run
+# time) or "build_depend" (the build alone: bindgen's clang).
+SYSTEM_DEPS = {
+    "opencv": [("libopencv-dev", "depend"), ("clang", "build_depend"),
+               ("libclang-dev", "build_depend")],
+    "r2r": [("clang", "build_depend"), ("libclang-dev", "build_depend")],
+}
 FIND_PKG_SHARE = f"$(find-pkg-share {PKG})/"
 
 
@@ -58,6 +65,7 @@ def main() -> int:
 
     # --- package.xml ---------------------------------------------------------------
     depends: set[str] = set()
+    build_depends: set[str] = set()
     runtime: set[str] = set()
     if need(root / "package.xml"):
         pkg = ET.parse(root / "package.xml").getroot()
@@ -75,6 +83,7 @@ def main() -> int:
             errors.append("package.xml: needs <member_of_group>rosidl_interface_packages"
                           "</member_of_group> (rosidl_generate_interfaces insists)")
         depends = {(e.text or "").strip() for e in pkg.findall("depend")}
+        build_depends = depends | {(e.text or "").strip() for e in pkg.findall("build_depend")}
         runtime = depends | {(e.text or "").strip() for e in pkg.findall("exec_depend")}
 
     # --- CMakeLists.txt ------------------------------------------------------------
@@ -156,6 +165,19 @@ def main() -> int:
         features = cargo.get("features", {})
         if "ros2" not in features:
             errors.append("Cargo.toml: no [features] ros2 (colcon builds with --features ros2)")
+        # System libraries that crates link or run at build time, by their rosdep keys:
+        # `rosdep install` is how a ROS user gets them, and ros-<distro>-ros-base brings
+        # none (libopencv-dev was missing until session 53: colcon build stopped in the
+        # opencv crate's build script).
+        deps = cargo.get("dependencies", {})
+        for crate, keys in SYSTEM_DEPS.items():
+            if crate not in deps:
+                continue
+            for key, when in keys:
+                have = depends if when == "depend" else build_depends
+                if key not in have:
+                    errors.append(f"package.xml: the {crate} crate needs {key}; add "
+                                  f"<{when}>{key}</{when}>")
     missing_bins = [n for n in nodes if n not in bins]
     if missing_bins:
         errors.append(

@@ -74,7 +74,7 @@ pub enum BagCommand {
     },
     /// Benchmark bag writing and reading against PyPI rosbags on the same files.
     Bench {
-        /// Working directory to create for the bags.
+        /// Working directory to create for the bags (relative to where you run it).
         #[arg(long, default_value = "target/bag-bench")]
         dir: PathBuf,
         /// Python with rosbags (scripts/requirements.txt) for the side-by-side figures.

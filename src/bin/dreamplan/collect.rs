@@ -28,6 +28,10 @@ pub enum Backend {
     Vlm,
 }
 
+/// The sampling flags' defaults (`--planner vlm`); another planner refuses other values.
+const K: usize = 8;
+const TEMPERATURE: f32 = 1.0;
+
 #[derive(Args)]
 pub struct CollectArgs {
     /// Which tasks to record (`all` runs them in parallel, one bag each).
@@ -50,10 +54,10 @@ pub struct CollectArgs {
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Candidates sampled per decision (`--planner vlm`).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = K)]
     k: usize,
     /// Sampling temperature of the candidates (`--planner vlm`); > 0 keeps actions diverse.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TEMPERATURE)]
     temperature: f32,
     /// The first episode seed (episode i of a task uses seed + i). The default,
     /// 2,000,000, keeps the recorded scenes apart from `eval`'s seeds (0 up), the
@@ -116,12 +120,24 @@ pub fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         // A GPU this build or machine cannot give is one clear line before anything runs,
         // not a planner node's failure in every task's graph.
         args.compute.open()?;
-    } else if args.compute.device != dreamplan::device::DeviceSpec::Cpu {
-        eprintln!(
-            "note: --device {} has no effect: the {} planner runs no model",
-            args.compute.device,
-            backend_name(args.planner)
-        );
+    } else {
+        crate::refuse_model_flags(
+            backend_name(args.planner),
+            &[
+                ("--model", args.model.is_some()),
+                ("--adapter", args.adapter.is_some()),
+                ("--k", args.k != K),
+                ("--temperature", args.temperature != TEMPERATURE),
+                (
+                    "--device",
+                    args.compute.device != dreamplan::device::DeviceSpec::Cpu,
+                ),
+                (
+                    "--dtype",
+                    args.compute.dtype != dreamplan::device::DtypeSpec::Auto,
+                ),
+            ],
+        )?;
     }
     let tasks: Vec<String> = args
         .task

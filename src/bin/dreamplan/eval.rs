@@ -46,6 +46,12 @@ pub enum PlannerArg {
     Vlm,
 }
 
+/// The sampling flags' defaults (`--planner vlm`); another planner refuses other values.
+const K: usize = 8;
+const TEMPERATURE: f32 = 1.0;
+const TOP_P: f32 = 0.9;
+const ATTEMPTS: usize = 3;
+
 #[derive(Args)]
 pub struct EvalArgs {
     /// Which planner.
@@ -80,16 +86,17 @@ pub struct EvalArgs {
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Candidates sampled per decision (`--planner vlm`).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = K)]
     k: usize,
     /// Sampling temperature of the candidates (`--planner vlm`); 0 = greedy.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TEMPERATURE)]
     temperature: f32,
-    /// Nucleus sampling: keep the most likely tokens up to this total probability.
-    #[arg(long, default_value_t = 0.9)]
+    /// Nucleus sampling (`--planner vlm`): keep the most likely tokens up to this total
+    /// probability.
+    #[arg(long, default_value_t = TOP_P)]
     top_p: f32,
     /// Sampling rounds before a decision is given up (`--planner vlm`).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = ATTEMPTS)]
     attempts: usize,
     /// Test-time verification (`--planner vlm`): the K samples' distinct actions are scored
     /// by this verifier and the best is played. `world-model` needs `--world-model`; `sim`
@@ -203,10 +210,34 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    anyhow::ensure!(
-        args.planner == PlannerArg::Vlm || (args.verifier.is_none() && args.world_model.is_none()),
-        "--verifier and --world-model apply to --planner vlm (they choose among its samples)"
-    );
+    if args.planner != PlannerArg::Vlm {
+        let planner = args
+            .planner
+            .to_possible_value()
+            .expect("no planner is skipped");
+        crate::refuse_model_flags(
+            planner.get_name(),
+            &[
+                ("--model", args.model.is_some()),
+                ("--adapter", args.adapter.is_some()),
+                ("--k", args.k != K),
+                ("--temperature", args.temperature != TEMPERATURE),
+                ("--top-p", args.top_p != TOP_P),
+                ("--attempts", args.attempts != ATTEMPTS),
+                // Test-time verification chooses among the model's samples.
+                ("--verifier", args.verifier.is_some()),
+                ("--world-model", args.world_model.is_some()),
+                (
+                    "--device",
+                    args.compute.device != dreamplan::device::DeviceSpec::Cpu,
+                ),
+                (
+                    "--dtype",
+                    args.compute.dtype != dreamplan::device::DtypeSpec::Auto,
+                ),
+            ],
+        )?;
+    }
     let tasks: Vec<Task> = args.task.tasks();
     let config = EvalConfig {
         size: args.size,

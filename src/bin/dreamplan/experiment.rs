@@ -453,6 +453,17 @@ fn stages(a: &ExperimentArgs) -> Vec<Stage> {
         {
             continue;
         }
+        // `collect` and `eval` with a rule planner (`eval-random`, the quick run's
+        // `collect`) run no model, and refuse model flags since session 53. (The other
+        // stages' `--planner` is a model folder.)
+        let rule = matches!(stage.as_str(), "collect" | "eval")
+            && st
+                .argv
+                .windows(2)
+                .any(|w| w[0] == "--planner" && w[1] != "vlm");
+        if rule {
+            continue;
+        }
         if a.compute.device != DeviceSpec::Cpu {
             st.argv
                 .extend(["--device".into(), a.compute.device.to_string()]);

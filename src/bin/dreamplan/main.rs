@@ -94,6 +94,26 @@ impl ComputeArgs {
     }
 }
 
+/// Refuses the flags a command reads only for its VLM planner when another planner was
+/// chosen: `given` pairs each flag with whether it was set (or moved off its default).
+/// Before session 53, `eval --planner coverage --model zs --adapter orpo` ran the rule
+/// without a word and printed its table, easily taken for the model's.
+pub fn refuse_model_flags(planner: &str, given: &[(&str, bool)]) -> anyhow::Result<()> {
+    let named: Vec<&str> = given
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(n, _)| *n)
+        .collect();
+    anyhow::ensure!(
+        named.is_empty(),
+        "{} {} to --planner vlm only; the {planner} planner runs no model (drop {})",
+        named.join(", "),
+        if named.len() == 1 { "applies" } else { "apply" },
+        if named.len() == 1 { "it" } else { "them" }
+    );
+    Ok(())
+}
+
 /// What every benchmark command shares: repetitions, the JSON report and the compute device.
 #[derive(Clone, clap::Args)]
 pub struct BenchRun {
@@ -234,15 +254,16 @@ enum Command {
     /// The built-in world: render a task, run an episode to a GIF.
     #[command(subcommand)]
     Sim(sim::SimCommand),
-    /// rosbag2 bags: info, play, record.
+    /// rosbag2 bags: info, play, record, and a reading/writing benchmark against rosbags.
     #[command(subcommand)]
     Bag(bag::BagCommand),
     /// Print the built-in default graph config (a starting point for your own).
     DefaultConfig,
-    /// The robot arm: kinematics of a URDF.
+    /// The robot arm: forward kinematics of a URDF, and the executor's safety envelope audit.
     #[command(subcommand)]
     Robot(robot::RobotCommand),
-    /// The Qwen3-VL planner model: reference forward, preprocessing, sampling, benchmark.
+    /// The Qwen3-VL planner model: reference forward, preprocessing, sampling, and the
+    /// forward, training-step and decoding benchmarks.
     #[command(subcommand)]
     Vlm(vlm::VlmCommand),
     /// Evaluate a planner on the built-in world: the paper's table (mean score per task

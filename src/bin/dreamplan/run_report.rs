@@ -258,6 +258,27 @@ fn beside(cam: &Frame, goal: Option<&Frame>) -> Frame {
     }
 }
 
+/// Episode GIFs in `out` (`episode_*.gif`, as this reporter names them) that none of
+/// `episodes` wrote.
+fn earlier_gifs(out: &Path, episodes: &[EpisodeSummary]) -> usize {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("episode_") && name.ends_with(".gif")
+        })
+        .filter(|p| {
+            !episodes
+                .iter()
+                .any(|e| e.gif.as_deref() == Some(p.as_path()))
+        })
+        .count()
+}
+
 /// The summary printed when `run` ends.
 pub fn summary(
     episodes: &[EpisodeSummary],
@@ -310,6 +331,15 @@ pub fn summary(
             "each GIF in {} shows the camera (left) beside the goal (right).\n",
             out.display()
         ));
+        // A second run into the same folder overwrites the GIFs of the same names and
+        // leaves the rest (a review finding, session 53: they looked like this run's).
+        let older = earlier_gifs(out, episodes);
+        if older > 0 {
+            s.push_str(&format!(
+                "{} also holds {older} episode GIF(s) of an earlier run, not listed above.\n",
+                out.display()
+            ));
+        }
         // A newcomer's first run (the correspondence rule on rope) mostly scores 0: say
         // that this is the rule, not a broken install.
         if matches!(planner, "correspondence" | "coverage" | "random")
@@ -343,6 +373,41 @@ mod tests {
         let without = summary(&[], out, None, false);
         assert!(without.contains("the graph has no `sim` node"), "{without}");
         assert!(!without.contains("--duration"), "{without}");
+    }
+
+    /// GIFs an earlier run left in the folder are said, not passed off as this run's.
+    #[test]
+    fn the_summary_tells_an_earlier_runs_gifs_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("episode_000_rope_seed0.gif");
+        for name in [
+            "episode_000_rope_seed0.gif",
+            "episode_003_cloth_seed3.gif",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let episode = EpisodeSummary {
+            episode: 0,
+            task: "rope".into(),
+            seed: "0".into(),
+            score: 1.0,
+            detail: "distance 0.01 m".into(),
+            gif: Some(ours.clone()),
+        };
+        let s = summary(
+            std::slice::from_ref(&episode),
+            dir.path(),
+            Some("coverage"),
+            true,
+        );
+        assert!(
+            s.contains("also holds 1 episode GIF(s) of an earlier run"),
+            "{s}"
+        );
+        std::fs::remove_file(dir.path().join("episode_003_cloth_seed3.gif")).unwrap();
+        let s = summary(&[episode], dir.path(), Some("coverage"), true);
+        assert!(!s.contains("earlier run"), "{s}");
     }
 
     /// The README sections the summary sends a newcomer to exist under those names.

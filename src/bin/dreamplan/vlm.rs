@@ -107,7 +107,8 @@ pub enum VlmCommand {
     },
     /// Forward time here against transformers on the same model and inputs, in one run.
     Bench {
-        /// HF model folder.
+        /// HF model folder (the default, the tests' tiny model, is a path in the
+        /// checkout: run from its root or name a folder).
         #[arg(long, default_value = "tests/fixtures/vlm/tiny")]
         model: PathBuf,
         /// Input tensors (safetensors, as for `forward`).

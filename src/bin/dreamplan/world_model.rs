@@ -98,7 +98,7 @@ pub struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Built-in configuration when `--config` is absent.
-    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    #[arg(long, value_enum, default_value_t = Preset::Cpu, conflicts_with = "config")]
     preset: Preset,
     #[command(flatten)]
     camera: CameraArgs,
@@ -140,7 +140,7 @@ pub struct FitPriorArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Built-in base configuration when `--config` is absent.
-    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    #[arg(long, value_enum, default_value_t = Preset::Cpu, conflicts_with = "config")]
     preset: Preset,
     #[command(flatten)]
     camera: CameraArgs,
@@ -586,6 +586,13 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
                     bag.display()
                 )
             })?;
+        dreamplan::world_model::dataset::check_bag_camera(
+            &reader,
+            &bag.display().to_string(),
+            &cfg,
+            size.0,
+            size.1,
+        )?;
         let video = clip::ArmVideo::new(
             dreamplan::robot::franka::default_arm(),
             &cfg.camera_model(size.0, size.1),
@@ -1331,7 +1338,7 @@ pub struct WmBenchArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Built-in configuration when `--config` is absent.
-    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    #[arg(long, value_enum, default_value_t = Preset::Cpu, conflicts_with = "config")]
     preset: Preset,
     /// Clips per training step.
     #[arg(long, default_value_t = 8)]
